@@ -1,0 +1,456 @@
+//! The catalog: the declarative description of every proxy and upstream (catalog v1).
+//!
+//! A catalog is read from YAML or JSON, checked field by field against the format (unknown fields
+//! are errors) and then validated as a whole: references, ports, weights, endpoint sources. Any
+//! problem rejects the whole catalog; [`CatalogErrors`] carries every problem found, each with the
+//! field path it concerns.
+
+mod duration;
+mod endpoint;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use duration::Duration;
+pub use endpoint::{Endpoint, EndpointParseError};
+
+/// The name of a proxy role; Envoy selects it with `node.cluster`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(transparent)]
+pub struct ProxyName(pub String);
+
+/// The name of an upstream; it is also the Envoy cluster name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
+#[serde(transparent)]
+pub struct UpstreamName(pub String);
+
+impl fmt::Display for ProxyName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for UpstreamName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A whole catalog document.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    /// Format version; only 1 exists.
+    pub version: u32,
+    /// Settings that apply where a route or upstream sets nothing.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// One entry per Envoy role.
+    #[serde(default)]
+    pub proxies: BTreeMap<ProxyName, Proxy>,
+    /// Everything routes and TCP listeners can send traffic to.
+    #[serde(default)]
+    pub upstreams: BTreeMap<UpstreamName, Upstream>,
+}
+
+/// Catalog-wide defaults.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Defaults {
+    /// Upstream connection timeout (Envoy's default is 5s).
+    pub connect_timeout: Option<Duration>,
+    /// Route timeout (Envoy's default is 15s).
+    pub route_timeout: Option<Duration>,
+    /// Retry policy for routes that set none.
+    pub retries: Option<Retries>,
+}
+
+/// One Envoy role: the listeners it opens.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Proxy {
+    /// The ports this proxy listens on.
+    #[serde(default)]
+    pub listeners: Vec<Listener>,
+}
+
+/// What a listener speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ListenerProtocol {
+    /// HTTP/1.1 and HTTP/2 (gRPC included), routed by the routes.
+    Http,
+    /// Plain TCP, forwarded to one upstream.
+    Tcp,
+}
+
+/// One listening port of a proxy.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listener {
+    /// Unique within the proxy; also the Envoy listener and route configuration name.
+    pub name: String,
+    /// The port, 1-65535 (kept wide so that 0 or 70000 are reported, not a parse failure).
+    pub port: i64,
+    /// The IP address to bind (default `0.0.0.0`, every interface of the task).
+    pub address: Option<String>,
+    /// `http` or `tcp`.
+    pub protocol: ListenerProtocol,
+    /// Adds the gRPC-Web filter (HTTP only).
+    #[serde(default)]
+    pub grpc_web: bool,
+    /// Adds CORS handling (HTTP only).
+    pub cors: Option<Cors>,
+    /// HTTP routes, first match wins.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+    /// The upstream of a TCP listener.
+    pub to: Option<UpstreamName>,
+}
+
+/// CORS policy of an HTTP listener.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cors {
+    /// Origins allowed, exactly as browsers send them; `*` allows any.
+    pub allow_origins: Vec<String>,
+    /// `Access-Control-Allow-Methods`.
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    /// `Access-Control-Allow-Headers`.
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    /// `Access-Control-Expose-Headers`.
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    /// `Access-Control-Max-Age`.
+    pub max_age: Option<Duration>,
+    /// `Access-Control-Allow-Credentials`.
+    #[serde(default)]
+    pub allow_credentials: bool,
+}
+
+/// One HTTP route.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    /// What requests this route takes.
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    /// The single upstream (exclusive with `split`).
+    pub to: Option<UpstreamName>,
+    /// Weighted upstreams (exclusive with `to`).
+    pub split: Option<BTreeMap<UpstreamName, i64>>,
+    /// Whole-request timeout; overrides `defaults.route_timeout`.
+    pub timeout: Option<Duration>,
+    /// Retry policy; overrides `defaults.retries`.
+    pub retries: Option<Retries>,
+}
+
+/// Request matching: exactly one of `prefix`, `path`, `regex`, plus optional exact header values.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    /// Path prefix, starting with `/`.
+    pub prefix: Option<String>,
+    /// Exact path, starting with `/`.
+    pub path: Option<String>,
+    /// RE2 regular expression over the whole path.
+    pub regex: Option<String>,
+    /// Header name to exact value; all must match.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+/// Retry policy.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Retries {
+    /// Number of retries after the first attempt.
+    pub attempts: i64,
+    /// Envoy `retry_on` conditions, e.g. `connect-failure`, `unavailable`.
+    #[serde(default)]
+    pub on: Vec<String>,
+    /// Timeout of each attempt.
+    pub per_try_timeout: Option<Duration>,
+}
+
+/// What an upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1.
+    Http1,
+    /// HTTP/2 with prior knowledge.
+    Http2,
+    /// gRPC (HTTP/2).
+    Grpc,
+    /// Plain TCP.
+    Tcp,
+}
+
+impl UpstreamProtocol {
+    /// Whether Envoy must speak HTTP/2 to it.
+    pub fn is_http2(self) -> bool {
+        matches!(self, Self::Http2 | Self::Grpc)
+    }
+}
+
+/// One upstream service.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    /// `http1`, `http2`, `grpc` or `tcp`.
+    pub protocol: UpstreamProtocol,
+    /// The port for discovered endpoints that carry none.
+    pub port: Option<i64>,
+    /// Where the endpoints come from: exactly one source.
+    pub endpoints: EndpointSources,
+    /// Overrides `defaults.connect_timeout`.
+    pub connect_timeout: Option<Duration>,
+    /// Active health checking.
+    pub health_check: Option<HealthCheck>,
+    /// Passive health checking (ejection of failing hosts).
+    pub outlier_detection: Option<OutlierDetection>,
+    /// Circuit breaker: maximum concurrent requests.
+    pub max_requests: Option<i64>,
+}
+
+/// The endpoint sources as written; validation checks that exactly one is set.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EndpointSources {
+    /// Fixed `ip:port` list.
+    #[serde(rename = "static")]
+    pub static_: Option<Vec<String>>,
+    /// A JSON file holding `["ip:port", ...]`, re-read when it changes; relative to the catalog.
+    pub file: Option<PathBuf>,
+    /// AWS Cloud Map service instances.
+    pub cloud_map: Option<CloudMapSource>,
+    /// Running tasks of an ECS service.
+    pub ecs: Option<EcsSource>,
+    /// A DNS name that Envoy resolves itself.
+    pub dns: Option<DnsSource>,
+}
+
+/// `endpoints.cloud_map`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CloudMapSource {
+    /// The namespace name, e.g. `prism-test.atala.local`.
+    pub namespace: String,
+    /// The service name within the namespace.
+    pub service: String,
+    /// `healthy` (default) or `all`.
+    pub health: Option<String>,
+    /// Custom attributes an instance must carry.
+    #[serde(default)]
+    pub attributes: BTreeMap<String, String>,
+}
+
+/// `endpoints.ecs`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EcsSource {
+    /// Cluster name or ARN.
+    pub cluster: String,
+    /// Service name.
+    pub service: String,
+    /// The container whose port is used.
+    pub container: Option<String>,
+    /// The port, when not taken from the task definition.
+    pub port: Option<i64>,
+}
+
+/// `endpoints.dns`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSource {
+    /// The name Envoy resolves.
+    pub host: String,
+    /// The port, or the upstream's `port`.
+    pub port: Option<i64>,
+}
+
+/// Active health check settings: exactly one of `grpc`, `http`, `tcp`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// gRPC health checking protocol.
+    pub grpc: Option<GrpcHealthCheck>,
+    /// HTTP GET on a path.
+    pub http: Option<HttpHealthCheck>,
+    /// TCP connect.
+    pub tcp: Option<TcpHealthCheck>,
+    /// Time between checks (default 5s).
+    pub interval: Option<Duration>,
+    /// Time a check may take (default 1s).
+    pub timeout: Option<Duration>,
+    /// Failures before a host is unhealthy (default 3).
+    pub unhealthy_threshold: Option<i64>,
+    /// Successes before a host is healthy again (default 2).
+    pub healthy_threshold: Option<i64>,
+}
+
+/// `health_check.grpc`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcHealthCheck {
+    /// The service name sent in the check; empty checks the server as a whole.
+    #[serde(default)]
+    pub service: String,
+}
+
+/// `health_check.http`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpHealthCheck {
+    /// The path requested, e.g. `/health`.
+    pub path: String,
+}
+
+/// `health_check.tcp`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TcpHealthCheck {}
+
+/// Passive health checking.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutlierDetection {
+    /// Consecutive 5xx (or connection failures) before ejection.
+    pub consecutive_5xx: Option<i64>,
+    /// Time between ejection sweeps.
+    pub interval: Option<Duration>,
+    /// Base time a host stays ejected.
+    pub base_ejection_time: Option<Duration>,
+    /// Upper bound of ejected hosts, in percent.
+    pub max_ejection_percent: Option<i64>,
+}
+
+/// One problem found in a catalog: where, and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogError {
+    /// Field path, e.g. `upstreams.web-v1.endpoints.static[1]`.
+    pub path: String,
+    /// What is wrong there.
+    pub message: String,
+}
+
+impl fmt::Display for CatalogError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+/// Every problem found in one catalog, named by its source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct CatalogErrors {
+    /// The file (or S3 URL) the catalog came from.
+    pub source_name: String,
+    /// The problems, in document order.
+    pub errors: Vec<CatalogError>,
+}
+
+impl fmt::Display for CatalogErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.errors.len();
+        write!(
+            f,
+            "{}: {} error{}",
+            self.source_name,
+            n,
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.errors {
+            write!(f, "\n  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A catalog that parsed and validated, with the directory its relative paths are resolved from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedCatalog {
+    /// The catalog itself.
+    pub catalog: Catalog,
+    /// Base for relative `endpoints.file` paths: the catalog file's directory.
+    pub base_dir: PathBuf,
+}
+
+impl LoadedCatalog {
+    /// Resolves an `endpoints.file` path against the catalog's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+}
+
+/// The document syntax; JSON when the name ends in `.json`, YAML otherwise.
+fn is_json(source_name: &str) -> bool {
+    source_name.to_ascii_lowercase().ends_with(".json")
+}
+
+/// Parses and validates a catalog document. `source_name` names it in errors and picks the syntax.
+pub fn parse(source_name: &str, text: &str) -> Result<Catalog, CatalogErrors> {
+    let fail = |path: String, message: String| CatalogErrors {
+        source_name: source_name.to_string(),
+        errors: vec![CatalogError { path, message }],
+    };
+    // Going through a generic value gives YAML and JSON the same field-path errors.
+    let value: serde_json::Value = if is_json(source_name) {
+        serde_json::from_str(text).map_err(|e| fail(String::new(), format!("invalid JSON: {e}")))?
+    } else {
+        serde_saphyr::from_str(text)
+            .map_err(|e| fail(String::new(), format!("invalid YAML: {e}")))?
+    };
+    if value.is_null() {
+        return Err(fail(String::new(), "the document is empty".into()));
+    }
+    let catalog: Catalog = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { String::new() } else { path };
+        fail(path, e.into_inner().to_string())
+    })?;
+    let errors = validate::validate(&catalog);
+    if errors.is_empty() {
+        Ok(catalog)
+    } else {
+        Err(CatalogErrors {
+            source_name: source_name.to_string(),
+            errors,
+        })
+    }
+}
+
+/// Reads, parses and validates a catalog file.
+pub fn load_file(path: &Path) -> Result<LoadedCatalog, CatalogErrors> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| CatalogErrors {
+        source_name: name.clone(),
+        errors: vec![CatalogError {
+            path: String::new(),
+            message: format!("cannot read: {e}"),
+        }],
+    })?;
+    let catalog = parse(&name, &text)?;
+    let base_dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("."));
+    Ok(LoadedCatalog { catalog, base_dir })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+use super::*;
+
+const GOOD: &str = r#"
+version: 1
+defaults:
+  connect_timeout: 2s
+  route_timeout: 15s
+  retries: { attempts: 2, on: [connect-failure, refused-stream, unavailable, reset] }
+proxies:
+  intdemo:
+    listeners:
+      - name: public
+        port: 8080
+        protocol: http
+        grpc_web: true
+        cors: { allow_origins: ["https://example.org"] }
+        routes:
+          - match: { prefix: /io.iohk.atala.prism.protos.ConnectorService/ }
+            to: connector
+            timeout: 30s
+          - match: { prefix: /, headers: { x-canary: "1" } }
+            split: { web-v2: 90, web-v1: 10 }
+            retries: { attempts: 3, on: [unavailable] }
+          - match: { prefix: / }
+            to: web-v1
+      - name: bitcoind
+        port: 18332
+        protocol: tcp
+        to: bitcoind
+upstreams:
+  connector:
+    protocol: grpc
+    port: 50051
+    endpoints: { static: ["10.0.3.1:50051"] }
+    health_check: { grpc: {}, interval: 5s }
+    outlier_detection: { consecutive_5xx: 5, base_ejection_time: 30s }
+    max_requests: 1024
+  web-v1:
+    protocol: http1
+    endpoints: { static: ["10.0.1.5:80", "10.0.2.7:80"] }
+  web-v2:
+    protocol: http1
+    endpoints: { file: endpoints/web-v2.json }
+  bitcoind:
+    protocol: tcp
+    endpoints: { dns: { host: bitcoind.prism-test.atala.local, port: 18332 } }
+"#;
+
+fn errors(text: &str) -> Vec<String> {
+    match parse("catalog.yaml", text) {
+        Ok(_) => vec![],
+        Err(e) => e.errors.iter().map(ToString::to_string).collect(),
+    }
+}
+
+#[test]
+fn parses_the_design_example() {
+    let c = parse("catalog.yaml", GOOD).unwrap();
+    assert_eq!(c.proxies.len(), 1);
+    assert_eq!(c.upstreams.len(), 4);
+    let public = &c.proxies[&ProxyName("intdemo".into())].listeners[0];
+    assert_eq!(public.routes[1].split.as_ref().unwrap().len(), 2);
+    assert_eq!(
+        c.defaults.route_timeout.unwrap().get(),
+        std::time::Duration::from_secs(15)
+    );
+}
+
+#[test]
+fn json_parses_like_yaml() {
+    let yaml = parse("catalog.yaml", GOOD).unwrap();
+    let value: serde_json::Value = serde_saphyr::from_str(GOOD).unwrap();
+    let json = parse("catalog.json", &value.to_string()).unwrap();
+    assert_eq!(yaml, json);
+}
+
+#[test]
+fn unknown_field_is_named_with_its_path() {
+    let text = GOOD.replace("grpc_web: true", "grpc_web: true\n        colour: blue");
+    let e = errors(&text);
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("proxies.intdemo.listeners[0].colour: unknown field `colour`"), "{e:?}");
+}
+
+#[test]
+fn bad_duration_is_named_with_its_path() {
+    let e = errors(&GOOD.replace("timeout: 30s", "timeout: 30 seconds"));
+    assert_eq!(e.len(), 1);
+    assert!(e[0].starts_with("proxies.intdemo.listeners[0].routes[0].timeout: \"30 seconds\" is not a duration"), "{e:?}");
+}
+
+#[test]
+fn endpoint_without_port_reads_as_the_design_says() {
+    let e = errors(&GOOD.replace("\"10.0.2.7:80\"", "\"10.0.2.7\""));
+    assert_eq!(e, vec![r#"upstreams.web-v1.endpoints.static[1]: "10.0.2.7" has no port"#]);
+}
+
+#[test]
+fn every_semantic_error_is_reported_at_once() {
+    let text = GOOD
+        .replace("to: connector", "to: nowhere")
+        .replace("port: 18332\n        protocol: tcp", "port: 8080\n        protocol: tcp")
+        .replace("web-v1: 10 }", "web-v1: 0 }")
+        .replace("max_requests: 1024", "max_requests: 0");
+    let e = errors(&text);
+    assert_eq!(
+        e,
+        vec![
+            r#"proxies.intdemo.listeners[0].routes[0].to: upstream "nowhere" is not defined in `upstreams`"#,
+            r#"proxies.intdemo.listeners[0].routes[1].split.web-v1: weight 0 must be greater than 0"#,
+            r#"proxies.intdemo.listeners[1].port: port 8080 is already used by listener "public""#,
+            r#"upstreams.connector.max_requests: 0 must be a positive whole number"#,
+        ]
+    );
+}
+
+#[test]
+fn port_range_and_sources_are_checked() {
+    let text = GOOD
+        .replace("port: 18332\n        protocol", "port: 70000\n        protocol")
+        .replace("endpoints: { file: endpoints/web-v2.json }", "endpoints: { file: a.json, static: [] }");
+    let e = errors(&text);
+    assert!(e.contains(&"proxies.intdemo.listeners[1].port: port 70000 is out of range (1-65535)".to_string()), "{e:?}");
+    assert!(e.iter().any(|m| m.starts_with("upstreams.web-v2.endpoints: needs exactly one source")), "{e:?}");
+}
+
+#[test]
+fn routes_to_tcp_upstreams_and_bad_regex_are_refused() {
+    let text = GOOD
+        .replace("- match: { prefix: / }\n            to: web-v1", "- match: { regex: \"(\" }\n            to: bitcoind");
+    let e = errors(&text);
+    assert!(e.iter().any(|m| m.starts_with("proxies.intdemo.listeners[0].routes[2].match.regex: invalid regular expression")), "{e:?}");
+    assert!(e.iter().any(|m| m.contains("has protocol tcp")), "{e:?}");
+}
+
+#[test]
+fn empty_and_wrong_version_documents_are_refused() {
+    assert_eq!(errors(""), vec!["the document is empty"]);
+    assert_eq!(errors("version: 2\n"), vec!["version: version 2 is not supported (only 1)"]);
+    let e = parse("/etc/catalog.yaml", "version: [").unwrap_err();
+    assert!(e.to_string().starts_with("/etc/catalog.yaml: 1 error\n  invalid YAML"), "{e}");
+}

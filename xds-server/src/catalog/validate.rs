@@ -1,0 +1,349 @@
+//! Whole-catalog validation: everything the format alone cannot say.
+
+use std::collections::BTreeMap;
+
+use super::{
+    Catalog, CatalogError, Endpoint, EndpointSources, HealthCheck, ListenerProtocol, Retries,
+    Route, Upstream, UpstreamName, UpstreamProtocol,
+};
+
+/// Envoy `retry_on` conditions accepted in `retries.on` (HTTP and gRPC ones).
+const RETRY_ON: &[&str] = &[
+    "5xx",
+    "gateway-error",
+    "reset",
+    "reset-before-request",
+    "connect-failure",
+    "envoy-ratelimited",
+    "retriable-4xx",
+    "refused-stream",
+    "retriable-status-codes",
+    "retriable-headers",
+    "http3-post-connect-failure",
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// Collects every problem of a parsed catalog; an empty list means it is valid.
+pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
+    let mut v = Validator { errors: Vec::new() };
+    if catalog.version != 1 {
+        v.err(
+            "version",
+            format!("version {} is not supported (only 1)", catalog.version),
+        );
+    }
+    if let Some(r) = &catalog.defaults.retries {
+        v.retries("defaults.retries", r);
+    }
+    for (name, proxy) in &catalog.proxies {
+        v.name(&format!("proxies.{name}"), &name.0);
+        let mut ports: BTreeMap<i64, &str> = BTreeMap::new();
+        let mut names: BTreeMap<&str, usize> = BTreeMap::new();
+        for (i, l) in proxy.listeners.iter().enumerate() {
+            let at = format!("proxies.{name}.listeners[{i}]");
+            v.name(&format!("{at}.name"), &l.name);
+            if let Some(first) = names.insert(&l.name, i) {
+                v.err(
+                    &format!("{at}.name"),
+                    format!("listener name {:?} is already used by listeners[{first}]", l.name),
+                );
+            }
+            if v.port(&format!("{at}.port"), l.port) {
+                if let Some(other) = ports.insert(l.port, &l.name) {
+                    v.err(
+                        &format!("{at}.port"),
+                        format!("port {} is already used by listener {other:?}", l.port),
+                    );
+                }
+            }
+            if let Some(addr) = &l.address {
+                if addr.parse::<std::net::IpAddr>().is_err() {
+                    v.err(&format!("{at}.address"), format!("{addr:?} is not an IP address"));
+                }
+            }
+            match l.protocol {
+                ListenerProtocol::Tcp => {
+                    match &l.to {
+                        None => v.err(&format!("{at}.to"), "a tcp listener needs `to`".into()),
+                        Some(to) => v.upstream_ref(&format!("{at}.to"), to, catalog, false),
+                    }
+                    if !l.routes.is_empty() {
+                        v.err(&format!("{at}.routes"), "a tcp listener has no routes; use `to`".into());
+                    }
+                    if l.grpc_web {
+                        v.err(&format!("{at}.grpc_web"), "only http listeners take grpc_web".into());
+                    }
+                    if l.cors.is_some() {
+                        v.err(&format!("{at}.cors"), "only http listeners take cors".into());
+                    }
+                }
+                ListenerProtocol::Http => {
+                    if l.to.is_some() {
+                        v.err(
+                            &format!("{at}.to"),
+                            "an http listener routes with `routes`, not `to`".into(),
+                        );
+                    }
+                    if l.routes.is_empty() {
+                        v.err(&format!("{at}.routes"), "an http listener needs at least one route".into());
+                    }
+                    for (j, r) in l.routes.iter().enumerate() {
+                        v.route(&format!("{at}.routes[{j}]"), r, catalog);
+                    }
+                    if let Some(cors) = &l.cors {
+                        if cors.allow_origins.is_empty() {
+                            v.err(&format!("{at}.cors.allow_origins"), "must list at least one origin".into());
+                        }
+                    }
+                }
+            }
+        }
+    }
+    for (name, u) in &catalog.upstreams {
+        v.upstream(&format!("upstreams.{name}"), u);
+    }
+    v.errors
+}
+
+struct Validator {
+    errors: Vec<CatalogError>,
+}
+
+impl Validator {
+    fn err(&mut self, path: &str, message: String) {
+        self.errors.push(CatalogError {
+            path: path.to_string(),
+            message,
+        });
+    }
+
+    /// Names end up in Envoy resource names and metrics: keep them to a safe alphabet.
+    fn name(&mut self, path: &str, name: &str) {
+        let ok = !name.is_empty()
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !ok {
+            self.err(
+                path,
+                format!("{name:?} is not a valid name (letters, digits, '-', '_', '.')"),
+            );
+        }
+    }
+
+    fn port(&mut self, path: &str, port: i64) -> bool {
+        let ok = (1..=65535).contains(&port);
+        if !ok {
+            self.err(path, format!("port {port} is out of range (1-65535)"));
+        }
+        ok
+    }
+
+    fn positive(&mut self, path: &str, n: i64) {
+        if n <= 0 || n > i64::from(u32::MAX) {
+            self.err(path, format!("{n} must be a positive whole number"));
+        }
+    }
+
+    fn upstream_ref(&mut self, path: &str, to: &UpstreamName, catalog: &Catalog, http: bool) {
+        match catalog.upstreams.get(to) {
+            None => self.err(path, format!("upstream \"{to}\" is not defined in `upstreams`")),
+            Some(u) if http && u.protocol == UpstreamProtocol::Tcp => self.err(
+                path,
+                format!("upstream \"{to}\" has protocol tcp; HTTP routes need http1, http2 or grpc"),
+            ),
+            Some(_) => {}
+        }
+    }
+
+    fn route(&mut self, at: &str, r: &Route, catalog: &Catalog) {
+        let m = &r.matcher;
+        let kinds = [m.prefix.is_some(), m.path.is_some(), m.regex.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        if kinds != 1 {
+            self.err(
+                &format!("{at}.match"),
+                "needs exactly one of `prefix`, `path`, `regex`".into(),
+            );
+        }
+        for (field, value) in [("prefix", &m.prefix), ("path", &m.path)] {
+            if let Some(p) = value {
+                if !p.starts_with('/') {
+                    self.err(&format!("{at}.match.{field}"), format!("{p:?} must start with '/'"));
+                }
+            }
+        }
+        if let Some(re) = &m.regex {
+            if let Err(e) = regex::Regex::new(re) {
+                self.err(&format!("{at}.match.regex"), format!("invalid regular expression: {e}"));
+            }
+        }
+        for name in m.headers.keys() {
+            if name.is_empty() || name.chars().any(|c| c.is_ascii_uppercase() || c.is_whitespace()) {
+                self.err(
+                    &format!("{at}.match.headers.{name}"),
+                    "header names must be non-empty lower case without spaces".into(),
+                );
+            }
+        }
+        match (&r.to, &r.split) {
+            (Some(to), None) => self.upstream_ref(&format!("{at}.to"), to, catalog, true),
+            (None, Some(split)) => {
+                if split.is_empty() {
+                    self.err(&format!("{at}.split"), "needs at least one upstream".into());
+                }
+                for (to, w) in split {
+                    let p = format!("{at}.split.{to}");
+                    self.upstream_ref(&p, to, catalog, true);
+                    if *w <= 0 || *w > i64::from(u32::MAX) {
+                        self.err(&p, format!("weight {w} must be greater than 0"));
+                    }
+                }
+            }
+            _ => self.err(at, "needs exactly one of `to` and `split`".into()),
+        }
+        if let Some(retries) = &r.retries {
+            self.retries(&format!("{at}.retries"), retries);
+        }
+    }
+
+    fn retries(&mut self, at: &str, r: &Retries) {
+        if r.attempts < 0 || r.attempts > 100 {
+            self.err(&format!("{at}.attempts"), format!("{} is not 0-100", r.attempts));
+        }
+        for (i, on) in r.on.iter().enumerate() {
+            if !RETRY_ON.contains(&on.as_str()) {
+                self.err(
+                    &format!("{at}.on[{i}]"),
+                    format!("unknown retry condition {on:?} (known: {})", RETRY_ON.join(", ")),
+                );
+            }
+        }
+    }
+
+    fn upstream(&mut self, at: &str, u: &Upstream) {
+        if let Some(name) = at.strip_prefix("upstreams.") {
+            self.name(at, name);
+        }
+        if let Some(p) = u.port {
+            self.port(&format!("{at}.port"), p);
+        }
+        if let Some(n) = u.max_requests {
+            self.positive(&format!("{at}.max_requests"), n);
+        }
+        self.sources(&format!("{at}.endpoints"), &u.endpoints, u.port.is_some());
+        if let Some(hc) = &u.health_check {
+            self.health_check(&format!("{at}.health_check"), hc, u.protocol);
+        }
+        if let Some(od) = &u.outlier_detection {
+            if let Some(n) = od.consecutive_5xx {
+                self.positive(&format!("{at}.outlier_detection.consecutive_5xx"), n);
+            }
+            if let Some(p) = od.max_ejection_percent {
+                if !(0..=100).contains(&p) {
+                    self.err(
+                        &format!("{at}.outlier_detection.max_ejection_percent"),
+                        format!("{p} is not 0-100"),
+                    );
+                }
+            }
+        }
+    }
+
+    fn sources(&mut self, at: &str, s: &EndpointSources, has_port: bool) {
+        let set = [
+            s.static_.is_some(),
+            s.file.is_some(),
+            s.cloud_map.is_some(),
+            s.ecs.is_some(),
+            s.dns.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        if set != 1 {
+            self.err(
+                at,
+                format!(
+                    "needs exactly one source of static, file, cloud_map, ecs, dns ({set} given)"
+                ),
+            );
+        }
+        if let Some(list) = &s.static_ {
+            for (i, e) in list.iter().enumerate() {
+                if let Err(err) = Endpoint::parse(e) {
+                    self.err(&format!("{at}.static[{i}]"), err.to_string());
+                }
+            }
+        }
+        if let Some(f) = &s.file {
+            if f.as_os_str().is_empty() {
+                self.err(&format!("{at}.file"), "must name a file".into());
+            }
+        }
+        if let Some(dns) = &s.dns {
+            if dns.host.is_empty() {
+                self.err(&format!("{at}.dns.host"), "must name a host".into());
+            }
+            match dns.port {
+                Some(p) => {
+                    self.port(&format!("{at}.dns.port"), p);
+                }
+                None if !has_port => self.err(
+                    &format!("{at}.dns.port"),
+                    "needs a port here or in the upstream's `port`".into(),
+                ),
+                None => {}
+            }
+        }
+        // The catalog format has these sources; this build cannot poll them yet, and saying so
+        // is better than serving an upstream that silently never gets endpoints.
+        if s.cloud_map.is_some() {
+            self.err(
+                &format!("{at}.cloud_map"),
+                "Cloud Map discovery is not supported by this build of xds-server yet".into(),
+            );
+        }
+        if s.ecs.is_some() {
+            self.err(
+                &format!("{at}.ecs"),
+                "ECS discovery is not supported by this build of xds-server yet".into(),
+            );
+        }
+    }
+
+    fn health_check(&mut self, at: &str, hc: &HealthCheck, protocol: UpstreamProtocol) {
+        let kinds = [hc.grpc.is_some(), hc.http.is_some(), hc.tcp.is_some()]
+            .iter()
+            .filter(|x| **x)
+            .count();
+        if kinds != 1 {
+            self.err(at, "needs exactly one of `grpc`, `http`, `tcp`".into());
+        }
+        if hc.grpc.is_some() && !protocol.is_http2() {
+            self.err(
+                &format!("{at}.grpc"),
+                "gRPC health checks need an upstream with protocol grpc or http2".into(),
+            );
+        }
+        if let Some(http) = &hc.http {
+            if !http.path.starts_with('/') {
+                self.err(&format!("{at}.http.path"), format!("{:?} must start with '/'", http.path));
+            }
+        }
+        for (field, n) in [
+            ("unhealthy_threshold", hc.unhealthy_threshold),
+            ("healthy_threshold", hc.healthy_threshold),
+        ] {
+            if let Some(n) = n {
+                self.positive(&format!("{at}.{field}"), n);
+            }
+        }
+    }
+}

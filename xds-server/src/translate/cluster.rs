@@ -1,0 +1,169 @@
+//! Clusters (one per upstream a proxy uses) and their endpoint assignments.
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::config::cluster::v3::{
+    CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier,
+    circuit_breakers::Thresholds,
+    cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig},
+};
+use envoy_types::pb::envoy::config::core::v3::{
+    Address, HealthCheck as EnvoyHealthCheck, Http2ProtocolOptions, SocketAddress, address,
+    health_check::{
+        GrpcHealthCheck, HealthChecker, HttpHealthCheck, TcpHealthCheck,
+    },
+    socket_address::PortSpecifier,
+};
+use envoy_types::pb::envoy::config::endpoint::v3::{
+    ClusterLoadAssignment, Endpoint as EnvoyEndpoint, LbEndpoint, LocalityLbEndpoints,
+    lb_endpoint::HostIdentifier,
+};
+use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
+    HttpProtocolOptions,
+    http_protocol_options::{
+        ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
+    },
+};
+use envoy_types::pb::google::protobuf::{Any, UInt32Value};
+use envoy_types::util::pack_any;
+
+use super::{ads_config_source, pb_duration};
+use crate::catalog::{Catalog, Endpoint, HealthCheck, Upstream, UpstreamName};
+
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// Whether the upstream's endpoints are delivered over EDS (all sources but `dns`).
+pub(super) fn uses_eds(u: &Upstream) -> bool {
+    u.endpoints.dns.is_none()
+}
+
+pub(super) fn cluster(catalog: &Catalog, name: &UpstreamName, u: &Upstream) -> Any {
+    let mut typed_extension_protocol_options = HashMap::new();
+    if u.protocol.is_http2() {
+        let options = HttpProtocolOptions {
+            upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(
+                ExplicitHttpConfig {
+                    protocol_config: Some(ProtocolConfig::Http2ProtocolOptions(
+                        Http2ProtocolOptions::default(),
+                    )),
+                },
+            )),
+            ..Default::default()
+        };
+        typed_extension_protocol_options.insert(HTTP_PROTOCOL_OPTIONS.to_string(), pack_any(options));
+    }
+    let mut c = Cluster {
+        name: name.0.clone(),
+        connect_timeout: u
+            .connect_timeout
+            .or(catalog.defaults.connect_timeout)
+            .map(|d| pb_duration(d.get())),
+        typed_extension_protocol_options,
+        health_checks: u.health_check.iter().map(health_check).collect(),
+        outlier_detection: u.outlier_detection.as_ref().map(|o| EnvoyOutlier {
+            consecutive_5xx: o.consecutive_5xx.map(|n| UInt32Value { value: n as u32 }),
+            interval: o.interval.map(|d| pb_duration(d.get())),
+            base_ejection_time: o.base_ejection_time.map(|d| pb_duration(d.get())),
+            max_ejection_percent: o.max_ejection_percent.map(|n| UInt32Value { value: n as u32 }),
+            ..Default::default()
+        }),
+        circuit_breakers: u.max_requests.map(|n| CircuitBreakers {
+            thresholds: vec![Thresholds {
+                max_requests: Some(UInt32Value { value: n as u32 }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    match &u.endpoints.dns {
+        Some(dns) => {
+            // Envoy resolves the name itself and follows its DNS changes.
+            c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
+            let port = dns.port.or(u.port).unwrap_or_default() as u32;
+            c.load_assignment = Some(assignment(
+                name,
+                vec![socket_address(dns.host.clone(), port)],
+            ));
+        }
+        None => {
+            c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+            c.eds_cluster_config = Some(EdsClusterConfig {
+                eds_config: Some(ads_config_source()),
+                service_name: String::new(),
+            });
+        }
+    }
+    pack_any(c)
+}
+
+fn health_check(hc: &HealthCheck) -> EnvoyHealthCheck {
+    let checker = if let Some(g) = &hc.grpc {
+        HealthChecker::GrpcHealthCheck(GrpcHealthCheck {
+            service_name: g.service.clone(),
+            ..Default::default()
+        })
+    } else if let Some(h) = &hc.http {
+        HealthChecker::HttpHealthCheck(HttpHealthCheck {
+            path: h.path.clone(),
+            ..Default::default()
+        })
+    } else {
+        HealthChecker::TcpHealthCheck(TcpHealthCheck::default())
+    };
+    let secs = |d: Option<crate::catalog::Duration>, default: u64| {
+        Some(pb_duration(d.map(|d| d.get()).unwrap_or(std::time::Duration::from_secs(default))))
+    };
+    // Envoy requires all four of these; the defaults are the ones App Mesh used.
+    EnvoyHealthCheck {
+        timeout: secs(hc.timeout, 1),
+        interval: secs(hc.interval, 5),
+        unhealthy_threshold: Some(UInt32Value {
+            value: hc.unhealthy_threshold.unwrap_or(3) as u32,
+        }),
+        healthy_threshold: Some(UInt32Value {
+            value: hc.healthy_threshold.unwrap_or(2) as u32,
+        }),
+        health_checker: Some(checker),
+        ..Default::default()
+    }
+}
+
+/// The EDS resource of an upstream.
+pub(super) fn load_assignment(name: &UpstreamName, eps: &[Endpoint]) -> Any {
+    let addrs = eps
+        .iter()
+        .map(|e| socket_address(e.ip.to_string(), u32::from(e.port)))
+        .collect();
+    pack_any(assignment(name, addrs))
+}
+
+fn socket_address(host: String, port: u32) -> Address {
+    Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: host,
+            port_specifier: Some(PortSpecifier::PortValue(port)),
+            ..Default::default()
+        })),
+    }
+}
+
+fn assignment(name: &UpstreamName, addrs: Vec<Address>) -> ClusterLoadAssignment {
+    ClusterLoadAssignment {
+        cluster_name: name.0.clone(),
+        endpoints: vec![LocalityLbEndpoints {
+            lb_endpoints: addrs
+                .into_iter()
+                .map(|a| LbEndpoint {
+                    host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
+                        address: Some(a),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}

@@ -1,0 +1,149 @@
+//! Translation: catalog + discovered endpoints → the Envoy resources of one proxy.
+//!
+//! Everything here is a pure function of its inputs, and the output is deterministic: the same
+//! catalog and endpoints give byte-identical resources, which is what makes versions content
+//! hashes. (Protobuf maps are encoded in hash-map order, so every map written here holds at most
+//! one entry.)
+
+mod cluster;
+mod listener;
+mod route;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::core::v3::{
+    AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
+};
+use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
+
+use crate::catalog::{Catalog, Endpoint, ListenerProtocol, ProxyName, UpstreamName};
+
+/// The four resource types a proxy receives, in ADS push order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ResourceType {
+    /// `envoy.config.cluster.v3.Cluster` (CDS).
+    Cluster,
+    /// `envoy.config.endpoint.v3.ClusterLoadAssignment` (EDS).
+    Endpoint,
+    /// `envoy.config.listener.v3.Listener` (LDS).
+    Listener,
+    /// `envoy.config.route.v3.RouteConfiguration` (RDS).
+    Route,
+}
+
+impl ResourceType {
+    /// All types, in the order ADS pushes them: clusters, endpoints, listeners, routes.
+    pub const ALL: [ResourceType; 4] = [Self::Cluster, Self::Endpoint, Self::Listener, Self::Route];
+
+    /// The v3 type URL.
+    pub fn type_url(self) -> &'static str {
+        match self {
+            Self::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            Self::Endpoint => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+            Self::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            Self::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        }
+    }
+
+    /// The type for a type URL, if it is one of ours.
+    pub fn from_type_url(url: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.type_url() == url)
+    }
+
+    /// Short name for logs, metrics and the admin pages: `cds`, `eds`, `lds`, `rds`.
+    pub fn short(self) -> &'static str {
+        match self {
+            Self::Cluster => "cds",
+            Self::Endpoint => "eds",
+            Self::Listener => "lds",
+            Self::Route => "rds",
+        }
+    }
+
+    /// Position in [`ResourceType::ALL`], for per-type arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Whether an empty SotW request means "everything" (LDS and CDS) rather than "nothing".
+    pub fn wildcard_by_default(self) -> bool {
+        matches!(self, Self::Cluster | Self::Listener)
+    }
+}
+
+/// The discovered endpoints of each upstream, sorted and free of duplicates.
+pub type EndpointMap = BTreeMap<UpstreamName, Arc<Vec<Endpoint>>>;
+
+/// One proxy's resources: per type, resource name → packed resource.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ProxyResources {
+    /// Indexed by [`ResourceType::index`].
+    pub by_type: [BTreeMap<String, Any>; 4],
+}
+
+impl ProxyResources {
+    /// The resources of one type.
+    pub fn of(&self, t: ResourceType) -> &BTreeMap<String, Any> {
+        &self.by_type[t.index()]
+    }
+
+    fn insert(&mut self, t: ResourceType, name: String, any: Any) {
+        self.by_type[t.index()].insert(name, any);
+    }
+}
+
+/// Builds the resources of `proxy`; a proxy the catalog does not name gets none.
+pub fn translate(catalog: &Catalog, proxy: &ProxyName, endpoints: &EndpointMap) -> ProxyResources {
+    let mut out = ProxyResources::default();
+    let Some(p) = catalog.proxies.get(proxy) else {
+        return out;
+    };
+    let mut used: Vec<&UpstreamName> = Vec::new();
+    for l in &p.listeners {
+        out.insert(ResourceType::Listener, l.name.clone(), listener::listener(l));
+        match l.protocol {
+            ListenerProtocol::Http => {
+                out.insert(ResourceType::Route, l.name.clone(), route::route_configuration(catalog, l));
+                for r in &l.routes {
+                    used.extend(r.to.iter());
+                    used.extend(r.split.iter().flat_map(|s| s.keys()));
+                }
+            }
+            ListenerProtocol::Tcp => used.extend(l.to.iter()),
+        }
+    }
+    used.sort();
+    used.dedup();
+    let none = Arc::new(Vec::new());
+    for name in used {
+        let Some(u) = catalog.upstreams.get(name) else {
+            continue; // validation guarantees this does not happen
+        };
+        let eps = endpoints.get(name).unwrap_or(&none);
+        out.insert(ResourceType::Cluster, name.0.clone(), cluster::cluster(catalog, name, u));
+        if cluster::uses_eds(u) {
+            out.insert(ResourceType::Endpoint, name.0.clone(), cluster::load_assignment(name, eps));
+        }
+    }
+    out
+}
+
+/// "Fetch this over the ADS stream", as used by RDS and EDS references.
+fn ads_config_source() -> ConfigSource {
+    ConfigSource {
+        config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
+        resource_api_version: ApiVersion::V3 as i32,
+        ..Default::default()
+    }
+}
+
+fn pb_duration(d: std::time::Duration) -> PbDuration {
+    PbDuration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,145 @@
+//! Route configurations: one virtual host per HTTP listener, first match wins.
+
+use std::collections::HashMap;
+
+use envoy_types::pb::envoy::config::route::v3::{
+    HeaderMatcher, RetryPolicy, Route as EnvoyRoute, RouteAction, RouteConfiguration,
+    RouteMatch as EnvoyMatch, VirtualHost, WeightedCluster, header_matcher::HeaderMatchSpecifier,
+    route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier,
+    weighted_cluster::ClusterWeight,
+};
+use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+use envoy_types::pb::envoy::r#type::matcher::v3::{
+    RegexMatcher, StringMatcher, string_matcher::MatchPattern,
+};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
+use envoy_types::util::pack_any;
+
+use super::listener::CORS_FILTER;
+use super::pb_duration;
+use crate::catalog::{Catalog, Cors, Listener, Retries, Route, RouteMatch};
+
+pub(super) fn route_configuration(catalog: &Catalog, l: &Listener) -> Any {
+    let mut typed_per_filter_config = HashMap::new();
+    if let Some(cors) = &l.cors {
+        typed_per_filter_config.insert(CORS_FILTER.to_string(), pack_any(cors_policy(cors)));
+    }
+    pack_any(RouteConfiguration {
+        name: l.name.clone(),
+        virtual_hosts: vec![VirtualHost {
+            name: l.name.clone(),
+            domains: vec!["*".into()],
+            routes: l.routes.iter().map(|r| route(catalog, r)).collect(),
+            typed_per_filter_config,
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+fn route(catalog: &Catalog, r: &Route) -> EnvoyRoute {
+    let cluster_specifier = match (&r.to, &r.split) {
+        (Some(to), _) => ClusterSpecifier::Cluster(to.0.clone()),
+        (None, split) => ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: split
+                .iter()
+                .flatten()
+                .map(|(name, weight)| ClusterWeight {
+                    name: name.0.clone(),
+                    weight: Some(UInt32Value {
+                        value: *weight as u32,
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    };
+    let timeout = r.timeout.or(catalog.defaults.route_timeout);
+    let retries = r.retries.as_ref().or(catalog.defaults.retries.as_ref());
+    EnvoyRoute {
+        r#match: Some(route_match(&r.matcher)),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(cluster_specifier),
+            timeout: timeout.map(|t| pb_duration(t.get())),
+            retry_policy: retries.map(retry_policy),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+fn route_match(m: &RouteMatch) -> EnvoyMatch {
+    let path_specifier = if let Some(p) = &m.prefix {
+        PathSpecifier::Prefix(p.clone())
+    } else if let Some(p) = &m.path {
+        PathSpecifier::Path(p.clone())
+    } else {
+        PathSpecifier::SafeRegex(RegexMatcher {
+            regex: m.regex.clone().unwrap_or_default(),
+            ..Default::default()
+        })
+    };
+    EnvoyMatch {
+        path_specifier: Some(path_specifier),
+        headers: m
+            .headers
+            .iter()
+            .map(|(name, value)| HeaderMatcher {
+                name: name.clone(),
+                header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(exact(value))),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn exact(value: &str) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(MatchPattern::Exact(value.to_string())),
+        ..Default::default()
+    }
+}
+
+fn retry_policy(r: &Retries) -> RetryPolicy {
+    RetryPolicy {
+        retry_on: r.on.join(","),
+        num_retries: Some(UInt32Value {
+            value: r.attempts as u32,
+        }),
+        per_try_timeout: r.per_try_timeout.map(|t| pb_duration(t.get())),
+        ..Default::default()
+    }
+}
+
+fn cors_policy(c: &Cors) -> CorsPolicy {
+    CorsPolicy {
+        allow_origin_string_match: c
+            .allow_origins
+            .iter()
+            .map(|o| {
+                if o == "*" {
+                    StringMatcher {
+                        match_pattern: Some(MatchPattern::SafeRegex(RegexMatcher {
+                            regex: ".*".into(),
+                            ..Default::default()
+                        })),
+                        ..Default::default()
+                    }
+                } else {
+                    exact(o)
+                }
+            })
+            .collect(),
+        allow_methods: c.allow_methods.join(","),
+        allow_headers: c.allow_headers.join(","),
+        expose_headers: c.expose_headers.join(","),
+        max_age: c
+            .max_age
+            .map(|d| d.get().as_secs().to_string())
+            .unwrap_or_default(),
+        allow_credentials: c.allow_credentials.then_some(BoolValue { value: true }),
+        ..Default::default()
+    }
+}
