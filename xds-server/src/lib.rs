@@ -1,4 +1,12 @@
 //! xds-server: a gRPC xDS control plane for fleets of generic Envoy proxies.
 
+pub mod admin;
+pub mod bootstrap;
+pub mod cache;
 pub mod catalog;
+pub mod discovery;
+pub mod metrics;
+pub mod render;
+pub mod serve;
+pub mod server;
 pub mod translate;

@@ -1,1 +1,242 @@
-fn main() {}
+//! The `xds-server` command: flags in, library calls out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use xds_server::bootstrap::{self, BootstrapConfig};
+use xds_server::catalog::{self, ProxyName};
+use xds_server::discovery::DiscoveryConfig;
+use xds_server::render;
+use xds_server::serve::{self, CatalogLocation, ServeConfig};
+
+/// gRPC xDS control plane for generic Envoy proxies on AWS ECS.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    /// Log format: `text` for people, `json` for CloudWatch and other collectors.
+    #[arg(
+        long,
+        global = true,
+        env = "XDS_SERVER_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    /// Log filter, e.g. `info` or `xds_server=debug`.
+    #[arg(long, global = true, env = "XDS_SERVER_LOG", default_value = "info")]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    Json,
+    Yaml,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve xDS to Envoy proxies from a catalog, following its changes.
+    Serve {
+        /// The catalog: a YAML or JSON file, re-read when it changes.
+        #[arg(long, env = "XDS_SERVER_CATALOG")]
+        catalog: CatalogLocation,
+        /// Address of the xDS gRPC server (ADS and CDS/EDS/LDS/RDS, SotW and delta).
+        #[arg(long, env = "XDS_SERVER_XDS_LISTEN", default_value = "0.0.0.0:18000")]
+        xds_listen: SocketAddr,
+        /// Address of the admin HTTP server (/metrics, /healthz, /readyz, /debug/...).
+        #[arg(long, env = "XDS_SERVER_ADMIN_LISTEN", default_value = "0.0.0.0:18001")]
+        admin_listen: SocketAddr,
+        /// How often the catalog file is checked for changes.
+        #[arg(long, env = "XDS_SERVER_CATALOG_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+        catalog_interval: Duration,
+        /// How often endpoint files are checked for changes.
+        #[arg(long, env = "XDS_SERVER_FILE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+        file_interval: Duration,
+        /// Quiet time gathered before pushing, so a burst of changes gives one push.
+        #[arg(long, env = "XDS_SERVER_DEBOUNCE", default_value = "100ms", value_parser = parse_duration)]
+        debounce: Duration,
+        /// How long streams get to close on SIGTERM before the server exits.
+        #[arg(long, env = "XDS_SERVER_DRAIN", default_value = "5s", value_parser = parse_duration)]
+        drain: Duration,
+    },
+    /// Check a catalog: prints "ok", or every error found and exits 1.
+    Validate {
+        /// The catalog file.
+        path: PathBuf,
+    },
+    /// Print the resources a proxy would get (listeners, routes, clusters, endpoints).
+    Render {
+        /// The catalog file.
+        #[arg(long, env = "XDS_SERVER_CATALOG")]
+        catalog: PathBuf,
+        /// The proxy (a key of `proxies`).
+        #[arg(long)]
+        proxy: String,
+        /// Output format.
+        #[arg(long, default_value = "json")]
+        format: Format,
+    },
+    /// Print the bootstrap of the generic Envoy image for one proxy role.
+    Bootstrap {
+        /// The proxy role; becomes `node.cluster`.
+        #[arg(long, env = "XDS_SERVER_PROXY")]
+        proxy: String,
+        /// The control plane, HOST:PORT.
+        #[arg(long, env = "XDS_SERVER_XDS")]
+        xds: String,
+        /// This Envoy's `node.id` (default: PROXY-HOSTNAME).
+        #[arg(long, env = "XDS_SERVER_NODE_ID")]
+        node_id: Option<String>,
+        /// Envoy's admin address.
+        #[arg(long, env = "XDS_SERVER_ENVOY_ADMIN", default_value = "127.0.0.1:9901")]
+        admin: SocketAddr,
+        /// Use the delta (incremental) xDS protocol.
+        #[arg(long, env = "XDS_SERVER_DELTA")]
+        delta: bool,
+        /// Output format.
+        #[arg(long, default_value = "yaml")]
+        format: Format,
+    },
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    s.parse::<catalog::Duration>().map(|d| d.get())
+}
+
+fn print(value: &serde_json::Value, format: Format) -> anyhow::Result<()> {
+    match format {
+        Format::Json => println!("{}", serde_json::to_string_pretty(value)?),
+        Format::Yaml => print!("{}", serde_saphyr::to_string(value)?),
+    }
+    Ok(())
+}
+
+fn init_logs(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter).context("invalid --log filter")?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve {
+            catalog,
+            xds_listen,
+            admin_listen,
+            catalog_interval,
+            file_interval,
+            debounce,
+            drain,
+        } => {
+            init_logs(cli.log_format, &cli.log)?;
+            let config = ServeConfig {
+                catalog,
+                xds_listen,
+                admin_listen,
+                catalog_interval,
+                debounce,
+                discovery: DiscoveryConfig { file_interval },
+                drain,
+            };
+            serve::serve(config, shutdown_signal()).await?;
+        }
+        Command::Validate { path } => match catalog::load_file(&path) {
+            Ok(_) => println!("ok"),
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        },
+        Command::Render {
+            catalog,
+            proxy,
+            format,
+        } => {
+            let loaded = match catalog::load_file(&catalog) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            let proxy = ProxyName(proxy);
+            if !loaded.catalog.proxies.contains_key(&proxy) {
+                let known: Vec<&str> = loaded
+                    .catalog
+                    .proxies
+                    .keys()
+                    .map(|p| p.0.as_str())
+                    .collect();
+                eprintln!(
+                    "{}: no proxy {:?} (the catalog has: {})",
+                    catalog.display(),
+                    proxy.0,
+                    known.join(", ")
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+            init_logs(cli.log_format, "warn")?;
+            print(&render::render_proxy(&loaded, &proxy).await?, format)?;
+        }
+        Command::Bootstrap {
+            proxy,
+            xds,
+            node_id,
+            admin,
+            delta,
+            format,
+        } => {
+            let (xds_host, xds_port) = bootstrap::parse_host_port(&xds).context("--xds")?;
+            let node_id = node_id.unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .map(|h| h.trim().to_string())
+                    .unwrap_or_else(|_| "envoy".into());
+                format!("{proxy}-{host}")
+            });
+            let config = BootstrapConfig {
+                proxy,
+                node_id,
+                xds_host,
+                xds_port,
+                admin,
+                delta,
+            };
+            print(&bootstrap::bootstrap(&config), format)?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -38,7 +38,12 @@ impl Endpoint {
                 port: addr.port(),
             });
         }
-        if s.parse::<IpAddr>().is_ok() || s.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>().is_ok() {
+        if s.parse::<IpAddr>().is_ok()
+            || s.trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .is_ok()
+        {
             return Err(EndpointParseError::NoPort(s.into()));
         }
         match s.rsplit_once(':') {
@@ -68,8 +73,14 @@ mod tests {
 
     #[test]
     fn parses_v4_and_v6() {
-        assert_eq!(Endpoint::parse("10.0.1.5:80").unwrap().to_string(), "10.0.1.5:80");
-        assert_eq!(Endpoint::parse("[::1]:8080").unwrap().to_string(), "[::1]:8080");
+        assert_eq!(
+            Endpoint::parse("10.0.1.5:80").unwrap().to_string(),
+            "10.0.1.5:80"
+        );
+        assert_eq!(
+            Endpoint::parse("[::1]:8080").unwrap().to_string(),
+            "[::1]:8080"
+        );
     }
 
     #[test]
@@ -78,8 +89,17 @@ mod tests {
             Endpoint::parse("10.0.2.7").unwrap_err().to_string(),
             "\"10.0.2.7\" has no port"
         );
-        assert!(matches!(Endpoint::parse("web:80"), Err(EndpointParseError::NotAnIp(_))));
-        assert!(matches!(Endpoint::parse("10.0.0.1:0"), Err(EndpointParseError::BadPort(_))));
-        assert!(matches!(Endpoint::parse("10.0.0.1:99999"), Err(EndpointParseError::BadPort(_))));
+        assert!(matches!(
+            Endpoint::parse("web:80"),
+            Err(EndpointParseError::NotAnIp(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse("10.0.0.1:0"),
+            Err(EndpointParseError::BadPort(_))
+        ));
+        assert!(matches!(
+            Endpoint::parse("10.0.0.1:99999"),
+            Err(EndpointParseError::BadPort(_))
+        ));
     }
 }

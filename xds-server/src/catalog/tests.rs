@@ -79,27 +79,41 @@ fn unknown_field_is_named_with_its_path() {
     let text = GOOD.replace("grpc_web: true", "grpc_web: true\n        colour: blue");
     let e = errors(&text);
     assert_eq!(e.len(), 1);
-    assert!(e[0].starts_with("proxies.intdemo.listeners[0].colour: unknown field `colour`"), "{e:?}");
+    assert!(
+        e[0].starts_with("proxies.intdemo.listeners[0].colour: unknown field `colour`"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn bad_duration_is_named_with_its_path() {
     let e = errors(&GOOD.replace("timeout: 30s", "timeout: 30 seconds"));
     assert_eq!(e.len(), 1);
-    assert!(e[0].starts_with("proxies.intdemo.listeners[0].routes[0].timeout: \"30 seconds\" is not a duration"), "{e:?}");
+    assert!(
+        e[0].starts_with(
+            "proxies.intdemo.listeners[0].routes[0].timeout: \"30 seconds\" is not a duration"
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn endpoint_without_port_reads_as_the_design_says() {
     let e = errors(&GOOD.replace("\"10.0.2.7:80\"", "\"10.0.2.7\""));
-    assert_eq!(e, vec![r#"upstreams.web-v1.endpoints.static[1]: "10.0.2.7" has no port"#]);
+    assert_eq!(
+        e,
+        vec![r#"upstreams.web-v1.endpoints.static[1]: "10.0.2.7" has no port"#]
+    );
 }
 
 #[test]
 fn every_semantic_error_is_reported_at_once() {
     let text = GOOD
         .replace("to: connector", "to: nowhere")
-        .replace("port: 18332\n        protocol: tcp", "port: 8080\n        protocol: tcp")
+        .replace(
+            "port: 18332\n        protocol: tcp",
+            "port: 8080\n        protocol: tcp",
+        )
         .replace("web-v1: 10 }", "web-v1: 0 }")
         .replace("max_requests: 1024", "max_requests: 0");
     let e = errors(&text);
@@ -117,26 +131,55 @@ fn every_semantic_error_is_reported_at_once() {
 #[test]
 fn port_range_and_sources_are_checked() {
     let text = GOOD
-        .replace("port: 18332\n        protocol", "port: 70000\n        protocol")
-        .replace("endpoints: { file: endpoints/web-v2.json }", "endpoints: { file: a.json, static: [] }");
+        .replace(
+            "port: 18332\n        protocol",
+            "port: 70000\n        protocol",
+        )
+        .replace(
+            "endpoints: { file: endpoints/web-v2.json }",
+            "endpoints: { file: a.json, static: [] }",
+        );
     let e = errors(&text);
-    assert!(e.contains(&"proxies.intdemo.listeners[1].port: port 70000 is out of range (1-65535)".to_string()), "{e:?}");
-    assert!(e.iter().any(|m| m.starts_with("upstreams.web-v2.endpoints: needs exactly one source")), "{e:?}");
+    assert!(
+        e.contains(
+            &"proxies.intdemo.listeners[1].port: port 70000 is out of range (1-65535)".to_string()
+        ),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|m| m.starts_with("upstreams.web-v2.endpoints: needs exactly one source")),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn routes_to_tcp_upstreams_and_bad_regex_are_refused() {
-    let text = GOOD
-        .replace("- match: { prefix: / }\n            to: web-v1", "- match: { regex: \"(\" }\n            to: bitcoind");
+    let text = GOOD.replace(
+        "- match: { prefix: / }\n            to: web-v1",
+        "- match: { regex: \"(\" }\n            to: bitcoind",
+    );
     let e = errors(&text);
-    assert!(e.iter().any(|m| m.starts_with("proxies.intdemo.listeners[0].routes[2].match.regex: invalid regular expression")), "{e:?}");
+    assert!(
+        e.iter().any(|m| m.starts_with(
+            "proxies.intdemo.listeners[0].routes[2].match.regex: invalid regular expression"
+        )),
+        "{e:?}"
+    );
     assert!(e.iter().any(|m| m.contains("has protocol tcp")), "{e:?}");
 }
 
 #[test]
 fn empty_and_wrong_version_documents_are_refused() {
     assert_eq!(errors(""), vec!["the document is empty"]);
-    assert_eq!(errors("version: 2\n"), vec!["version: version 2 is not supported (only 1)"]);
+    assert_eq!(
+        errors("version: 2\n"),
+        vec!["version: version 2 is not supported (only 1)"]
+    );
     let e = parse("/etc/catalog.yaml", "version: [").unwrap_err();
-    assert!(e.to_string().starts_with("/etc/catalog.yaml: 1 error\n  invalid YAML"), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("/etc/catalog.yaml: 1 error\n  invalid YAML"),
+        "{e}"
+    );
 }

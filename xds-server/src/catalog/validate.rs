@@ -49,21 +49,27 @@ pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
             if let Some(first) = names.insert(&l.name, i) {
                 v.err(
                     &format!("{at}.name"),
-                    format!("listener name {:?} is already used by listeners[{first}]", l.name),
+                    format!(
+                        "listener name {:?} is already used by listeners[{first}]",
+                        l.name
+                    ),
                 );
             }
-            if v.port(&format!("{at}.port"), l.port) {
-                if let Some(other) = ports.insert(l.port, &l.name) {
-                    v.err(
-                        &format!("{at}.port"),
-                        format!("port {} is already used by listener {other:?}", l.port),
-                    );
-                }
+            if v.port(&format!("{at}.port"), l.port)
+                && let Some(other) = ports.insert(l.port, &l.name)
+            {
+                v.err(
+                    &format!("{at}.port"),
+                    format!("port {} is already used by listener {other:?}", l.port),
+                );
             }
-            if let Some(addr) = &l.address {
-                if addr.parse::<std::net::IpAddr>().is_err() {
-                    v.err(&format!("{at}.address"), format!("{addr:?} is not an IP address"));
-                }
+            if let Some(addr) = &l.address
+                && addr.parse::<std::net::IpAddr>().is_err()
+            {
+                v.err(
+                    &format!("{at}.address"),
+                    format!("{addr:?} is not an IP address"),
+                );
             }
             match l.protocol {
                 ListenerProtocol::Tcp => {
@@ -72,13 +78,22 @@ pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
                         Some(to) => v.upstream_ref(&format!("{at}.to"), to, catalog, false),
                     }
                     if !l.routes.is_empty() {
-                        v.err(&format!("{at}.routes"), "a tcp listener has no routes; use `to`".into());
+                        v.err(
+                            &format!("{at}.routes"),
+                            "a tcp listener has no routes; use `to`".into(),
+                        );
                     }
                     if l.grpc_web {
-                        v.err(&format!("{at}.grpc_web"), "only http listeners take grpc_web".into());
+                        v.err(
+                            &format!("{at}.grpc_web"),
+                            "only http listeners take grpc_web".into(),
+                        );
                     }
                     if l.cors.is_some() {
-                        v.err(&format!("{at}.cors"), "only http listeners take cors".into());
+                        v.err(
+                            &format!("{at}.cors"),
+                            "only http listeners take cors".into(),
+                        );
                     }
                 }
                 ListenerProtocol::Http => {
@@ -89,15 +104,21 @@ pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
                         );
                     }
                     if l.routes.is_empty() {
-                        v.err(&format!("{at}.routes"), "an http listener needs at least one route".into());
+                        v.err(
+                            &format!("{at}.routes"),
+                            "an http listener needs at least one route".into(),
+                        );
                     }
                     for (j, r) in l.routes.iter().enumerate() {
                         v.route(&format!("{at}.routes[{j}]"), r, catalog);
                     }
-                    if let Some(cors) = &l.cors {
-                        if cors.allow_origins.is_empty() {
-                            v.err(&format!("{at}.cors.allow_origins"), "must list at least one origin".into());
-                        }
+                    if let Some(cors) = &l.cors
+                        && cors.allow_origins.is_empty()
+                    {
+                        v.err(
+                            &format!("{at}.cors.allow_origins"),
+                            "must list at least one origin".into(),
+                        );
                     }
                 }
             }
@@ -151,10 +172,15 @@ impl Validator {
 
     fn upstream_ref(&mut self, path: &str, to: &UpstreamName, catalog: &Catalog, http: bool) {
         match catalog.upstreams.get(to) {
-            None => self.err(path, format!("upstream \"{to}\" is not defined in `upstreams`")),
+            None => self.err(
+                path,
+                format!("upstream \"{to}\" is not defined in `upstreams`"),
+            ),
             Some(u) if http && u.protocol == UpstreamProtocol::Tcp => self.err(
                 path,
-                format!("upstream \"{to}\" has protocol tcp; HTTP routes need http1, http2 or grpc"),
+                format!(
+                    "upstream \"{to}\" has protocol tcp; HTTP routes need http1, http2 or grpc"
+                ),
             ),
             Some(_) => {}
         }
@@ -173,19 +199,29 @@ impl Validator {
             );
         }
         for (field, value) in [("prefix", &m.prefix), ("path", &m.path)] {
-            if let Some(p) = value {
-                if !p.starts_with('/') {
-                    self.err(&format!("{at}.match.{field}"), format!("{p:?} must start with '/'"));
-                }
+            if let Some(p) = value
+                && !p.starts_with('/')
+            {
+                self.err(
+                    &format!("{at}.match.{field}"),
+                    format!("{p:?} must start with '/'"),
+                );
             }
         }
-        if let Some(re) = &m.regex {
-            if let Err(e) = regex::Regex::new(re) {
-                self.err(&format!("{at}.match.regex"), format!("invalid regular expression: {e}"));
-            }
+        if let Some(re) = &m.regex
+            && let Err(e) = regex::Regex::new(re)
+        {
+            self.err(
+                &format!("{at}.match.regex"),
+                format!("invalid regular expression: {e}"),
+            );
         }
         for name in m.headers.keys() {
-            if name.is_empty() || name.chars().any(|c| c.is_ascii_uppercase() || c.is_whitespace()) {
+            if name.is_empty()
+                || name
+                    .chars()
+                    .any(|c| c.is_ascii_uppercase() || c.is_whitespace())
+            {
                 self.err(
                     &format!("{at}.match.headers.{name}"),
                     "header names must be non-empty lower case without spaces".into(),
@@ -215,13 +251,19 @@ impl Validator {
 
     fn retries(&mut self, at: &str, r: &Retries) {
         if r.attempts < 0 || r.attempts > 100 {
-            self.err(&format!("{at}.attempts"), format!("{} is not 0-100", r.attempts));
+            self.err(
+                &format!("{at}.attempts"),
+                format!("{} is not 0-100", r.attempts),
+            );
         }
         for (i, on) in r.on.iter().enumerate() {
             if !RETRY_ON.contains(&on.as_str()) {
                 self.err(
                     &format!("{at}.on[{i}]"),
-                    format!("unknown retry condition {on:?} (known: {})", RETRY_ON.join(", ")),
+                    format!(
+                        "unknown retry condition {on:?} (known: {})",
+                        RETRY_ON.join(", ")
+                    ),
                 );
             }
         }
@@ -245,13 +287,13 @@ impl Validator {
             if let Some(n) = od.consecutive_5xx {
                 self.positive(&format!("{at}.outlier_detection.consecutive_5xx"), n);
             }
-            if let Some(p) = od.max_ejection_percent {
-                if !(0..=100).contains(&p) {
-                    self.err(
-                        &format!("{at}.outlier_detection.max_ejection_percent"),
-                        format!("{p} is not 0-100"),
-                    );
-                }
+            if let Some(p) = od.max_ejection_percent
+                && !(0..=100).contains(&p)
+            {
+                self.err(
+                    &format!("{at}.outlier_detection.max_ejection_percent"),
+                    format!("{p} is not 0-100"),
+                );
             }
         }
     }
@@ -282,10 +324,10 @@ impl Validator {
                 }
             }
         }
-        if let Some(f) = &s.file {
-            if f.as_os_str().is_empty() {
-                self.err(&format!("{at}.file"), "must name a file".into());
-            }
+        if let Some(f) = &s.file
+            && f.as_os_str().is_empty()
+        {
+            self.err(&format!("{at}.file"), "must name a file".into());
         }
         if let Some(dns) = &s.dns {
             if dns.host.is_empty() {
@@ -332,10 +374,13 @@ impl Validator {
                 "gRPC health checks need an upstream with protocol grpc or http2".into(),
             );
         }
-        if let Some(http) = &hc.http {
-            if !http.path.starts_with('/') {
-                self.err(&format!("{at}.http.path"), format!("{:?} must start with '/'", http.path));
-            }
+        if let Some(http) = &hc.http
+            && !http.path.starts_with('/')
+        {
+            self.err(
+                &format!("{at}.http.path"),
+                format!("{:?} must start with '/'", http.path),
+            );
         }
         for (field, n) in [
             ("unhealthy_threshold", hc.unhealthy_threshold),

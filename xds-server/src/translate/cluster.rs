@@ -9,9 +9,7 @@ use envoy_types::pb::envoy::config::cluster::v3::{
 };
 use envoy_types::pb::envoy::config::core::v3::{
     Address, HealthCheck as EnvoyHealthCheck, Http2ProtocolOptions, SocketAddress, address,
-    health_check::{
-        GrpcHealthCheck, HealthChecker, HttpHealthCheck, TcpHealthCheck,
-    },
+    health_check::{GrpcHealthCheck, HealthChecker, HttpHealthCheck, TcpHealthCheck},
     socket_address::PortSpecifier,
 };
 use envoy_types::pb::envoy::config::endpoint::v3::{
@@ -50,7 +48,8 @@ pub(super) fn cluster(catalog: &Catalog, name: &UpstreamName, u: &Upstream) -> A
             )),
             ..Default::default()
         };
-        typed_extension_protocol_options.insert(HTTP_PROTOCOL_OPTIONS.to_string(), pack_any(options));
+        typed_extension_protocol_options
+            .insert(HTTP_PROTOCOL_OPTIONS.to_string(), pack_any(options));
     }
     let mut c = Cluster {
         name: name.0.clone(),
@@ -64,7 +63,9 @@ pub(super) fn cluster(catalog: &Catalog, name: &UpstreamName, u: &Upstream) -> A
             consecutive_5xx: o.consecutive_5xx.map(|n| UInt32Value { value: n as u32 }),
             interval: o.interval.map(|d| pb_duration(d.get())),
             base_ejection_time: o.base_ejection_time.map(|d| pb_duration(d.get())),
-            max_ejection_percent: o.max_ejection_percent.map(|n| UInt32Value { value: n as u32 }),
+            max_ejection_percent: o
+                .max_ejection_percent
+                .map(|n| UInt32Value { value: n as u32 }),
             ..Default::default()
         }),
         circuit_breakers: u.max_requests.map(|n| CircuitBreakers {
@@ -79,7 +80,8 @@ pub(super) fn cluster(catalog: &Catalog, name: &UpstreamName, u: &Upstream) -> A
     match &u.endpoints.dns {
         Some(dns) => {
             // Envoy resolves the name itself and follows its DNS changes.
-            c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
+            c.cluster_discovery_type =
+                Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
             let port = dns.port.or(u.port).unwrap_or_default() as u32;
             c.load_assignment = Some(assignment(
                 name,
@@ -112,7 +114,10 @@ fn health_check(hc: &HealthCheck) -> EnvoyHealthCheck {
         HealthChecker::TcpHealthCheck(TcpHealthCheck::default())
     };
     let secs = |d: Option<crate::catalog::Duration>, default: u64| {
-        Some(pb_duration(d.map(|d| d.get()).unwrap_or(std::time::Duration::from_secs(default))))
+        Some(pb_duration(
+            d.map(|d| d.get())
+                .unwrap_or(std::time::Duration::from_secs(default)),
+        ))
     };
     // Envoy requires all four of these; the defaults are the ones App Mesh used.
     EnvoyHealthCheck {

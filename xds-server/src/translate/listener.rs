@@ -31,13 +31,18 @@ pub(super) fn listener(l: &Listener) -> Any {
     let filter = match l.protocol {
         ListenerProtocol::Http => Filter {
             name: "envoy.filters.network.http_connection_manager".into(),
-            config_type: Some(ConfigType::TypedConfig(pack_any(http_connection_manager(l)))),
+            config_type: Some(ConfigType::TypedConfig(pack_any(http_connection_manager(
+                l,
+            )))),
         },
         ListenerProtocol::Tcp => Filter {
             name: "envoy.filters.network.tcp_proxy".into(),
             config_type: Some(ConfigType::TypedConfig(pack_any(TcpProxy {
                 stat_prefix: l.name.clone(),
-                cluster_specifier: l.to.as_ref().map(|to| ClusterSpecifier::Cluster(to.0.clone())),
+                cluster_specifier: l
+                    .to
+                    .as_ref()
+                    .map(|to| ClusterSpecifier::Cluster(to.0.clone())),
                 ..Default::default()
             }))),
         },

@@ -101,10 +101,18 @@ pub fn translate(catalog: &Catalog, proxy: &ProxyName, endpoints: &EndpointMap) 
     };
     let mut used: Vec<&UpstreamName> = Vec::new();
     for l in &p.listeners {
-        out.insert(ResourceType::Listener, l.name.clone(), listener::listener(l));
+        out.insert(
+            ResourceType::Listener,
+            l.name.clone(),
+            listener::listener(l),
+        );
         match l.protocol {
             ListenerProtocol::Http => {
-                out.insert(ResourceType::Route, l.name.clone(), route::route_configuration(catalog, l));
+                out.insert(
+                    ResourceType::Route,
+                    l.name.clone(),
+                    route::route_configuration(catalog, l),
+                );
                 for r in &l.routes {
                     used.extend(r.to.iter());
                     used.extend(r.split.iter().flat_map(|s| s.keys()));
@@ -121,9 +129,17 @@ pub fn translate(catalog: &Catalog, proxy: &ProxyName, endpoints: &EndpointMap) 
             continue; // validation guarantees this does not happen
         };
         let eps = endpoints.get(name).unwrap_or(&none);
-        out.insert(ResourceType::Cluster, name.0.clone(), cluster::cluster(catalog, name, u));
+        out.insert(
+            ResourceType::Cluster,
+            name.0.clone(),
+            cluster::cluster(catalog, name, u),
+        );
         if cluster::uses_eds(u) {
-            out.insert(ResourceType::Endpoint, name.0.clone(), cluster::load_assignment(name, eps));
+            out.insert(
+                ResourceType::Endpoint,
+                name.0.clone(),
+                cluster::load_assignment(name, eps),
+            );
         }
     }
     out

@@ -1,0 +1,136 @@
+//! The admin HTTP server: metrics, health, readiness and debug pages.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::cache::Cache;
+use crate::catalog::ProxyName;
+use crate::discovery::Discovery;
+use crate::metrics::Metrics;
+use crate::render;
+use crate::serve::CatalogStatus;
+use crate::server::nodes::Nodes;
+
+/// What the admin pages read.
+#[derive(Clone)]
+pub struct AdminState {
+    /// Exported at `/metrics`.
+    pub metrics: Metrics,
+    /// The current snapshots.
+    pub cache: Cache,
+    /// Connected streams.
+    pub nodes: Nodes,
+    /// Endpoint sources.
+    pub discovery: Discovery,
+    /// The latest catalog load.
+    pub catalog: Arc<Mutex<CatalogStatus>>,
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/debug/nodes", get(nodes))
+        .route("/debug/config", get(config))
+        .route("/debug/endpoints", get(endpoints))
+        .with_state(state)
+}
+
+async fn metrics(State(s): State<AdminState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+#[derive(Serialize)]
+struct Readiness {
+    ready: bool,
+    catalog: CatalogStatus,
+}
+
+async fn readyz(State(s): State<AdminState>) -> Response {
+    let ready = s.cache.current().loaded;
+    let catalog = s.catalog.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let code = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (code, Json(Readiness { ready, catalog })).into_response()
+}
+
+async fn nodes(State(s): State<AdminState>) -> Response {
+    Json(s.nodes.list()).into_response()
+}
+
+#[derive(Deserialize)]
+struct ConfigQuery {
+    proxy: Option<String>,
+}
+
+async fn config(State(s): State<AdminState>, Query(q): Query<ConfigQuery>) -> Response {
+    let snapshots = s.cache.current();
+    let Some(proxy) = q.proxy else {
+        let names: Vec<&str> = snapshots.proxies.keys().map(|p| p.0.as_str()).collect();
+        return Json(serde_json::json!({ "proxies": names })).into_response();
+    };
+    let (snapshot, known) = snapshots.get(&ProxyName(proxy.clone()));
+    if !known {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("the catalog has no proxy {proxy:?}\n"),
+        )
+            .into_response();
+    }
+    match render::snapshot_json(&snapshot) {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")).into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct SourceView {
+    source: String,
+    endpoints: Option<Vec<String>>,
+    last_success: Option<u64>,
+    last_error: Option<String>,
+}
+
+async fn endpoints(State(s): State<AdminState>) -> Response {
+    let secs = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default()
+    };
+    let view: BTreeMap<usize, SourceView> = s
+        .discovery
+        .status()
+        .into_iter()
+        .enumerate()
+        .map(|(i, (key, st))| {
+            (
+                i,
+                SourceView {
+                    source: key.describe(),
+                    endpoints: st
+                        .endpoints
+                        .map(|eps| eps.iter().map(ToString::to_string).collect()),
+                    last_success: st.last_success.map(secs),
+                    last_error: st.last_error,
+                },
+            )
+        })
+        .collect();
+    Json(view.into_values().collect::<Vec<_>>()).into_response()
+}

@@ -1,0 +1,143 @@
+//! Prometheus metrics of the control plane, served on the admin port at `/metrics`.
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
+
+/// Every metric xds-server exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Open xDS streams by `service` (ads, cds, eds, lds, rds) and `variant` (sotw, delta).
+    pub streams: IntGaugeVec,
+    /// Responses sent, by resource `type` (cds, eds, lds, rds) and `variant`.
+    pub pushes: IntCounterVec,
+    /// Responses acknowledged, by `type`.
+    pub acks: IntCounterVec,
+    /// Responses rejected by the proxy, by `type`.
+    pub nacks: IntCounterVec,
+    /// Time from sending a response to its ACK or NACK, by `type`.
+    pub push_to_ack: HistogramVec,
+    /// Time to rebuild all snapshots after a change.
+    pub snapshot_build: Histogram,
+    /// Catalog loads by `result` (ok, error).
+    pub catalog_loads: IntCounterVec,
+    /// Streams whose `node.cluster` names no proxy of the catalog.
+    pub unknown_proxy_streams: IntCounter,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: T) -> T {
+    // Registration only fails for duplicate names, which the list below does not have.
+    registry
+        .register(Box::new(c.clone()))
+        .expect("metric names are unique");
+    c
+}
+
+impl Metrics {
+    /// Creates and registers all metrics.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let latency_buckets = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ];
+        Self {
+            streams: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "xds_streams",
+                        "Open xDS streams by service and protocol variant",
+                    ),
+                    &["service", "variant"],
+                )
+                .expect("valid metric"),
+            ),
+            pushes: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "xds_pushes_total",
+                        "xDS responses sent, by resource type and variant",
+                    ),
+                    &["type", "variant"],
+                )
+                .expect("valid metric"),
+            ),
+            acks: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("xds_acks_total", "xDS responses acknowledged by proxies"),
+                    &["type"],
+                )
+                .expect("valid metric"),
+            ),
+            nacks: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("xds_nacks_total", "xDS responses rejected by proxies"),
+                    &["type"],
+                )
+                .expect("valid metric"),
+            ),
+            push_to_ack: reg(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "xds_push_to_ack_seconds",
+                        "Time from sending an xDS response to its ACK or NACK",
+                    )
+                    .buckets(latency_buckets.clone()),
+                    &["type"],
+                )
+                .expect("valid metric"),
+            ),
+            snapshot_build: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "xds_snapshot_build_seconds",
+                        "Time to rebuild every proxy's snapshot after a change",
+                    )
+                    .buckets(latency_buckets),
+                )
+                .expect("valid metric"),
+            ),
+            catalog_loads: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "xds_catalog_loads_total",
+                        "Catalog loads by result (ok, error)",
+                    ),
+                    &["result"],
+                )
+                .expect("valid metric"),
+            ),
+            unknown_proxy_streams: reg(
+                &registry,
+                IntCounter::new(
+                    "xds_unknown_proxy_streams_total",
+                    "Streams from proxies whose node.cluster the catalog does not name",
+                )
+                .expect("valid metric"),
+            ),
+            registry,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail for well-formed metric families.
+        let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
+        out
+    }
+}

@@ -1,0 +1,147 @@
+//! Resources as people read them: protobuf JSON (snake_case field names, `@type` on every
+//! `Any`), the format of Envoy's own config dumps. Used by `xds-server render` and
+//! `/debug/config`.
+
+use std::sync::LazyLock;
+
+use envoy_types::pb::google::protobuf::Any;
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, SerializeOptions};
+use serde_json::{Map, Value, json};
+
+use crate::cache::Snapshot;
+use crate::catalog::{LoadedCatalog, ProxyName};
+use crate::discovery::{Discovery, DiscoveryConfig};
+use crate::translate::{ResourceType, translate};
+
+/// Descriptors of every message `translate` emits; regenerate with
+/// `scripts/update-envoy-descriptors.sh`.
+static POOL: LazyLock<Result<DescriptorPool, String>> = LazyLock::new(|| {
+    DescriptorPool::decode(include_bytes!("../descriptors/envoy.bin").as_slice())
+        .map_err(|e| format!("the built-in Envoy descriptors are corrupt: {e}"))
+});
+
+/// Why a resource could not be shown as JSON.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cannot render {type_url} as JSON: {reason}")]
+pub struct RenderError {
+    /// The resource's type.
+    pub type_url: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// One packed resource as JSON, with its `@type`.
+pub fn any_json(any: &Any) -> Result<Value, RenderError> {
+    let err = |reason: String| RenderError {
+        type_url: any.type_url.clone(),
+        reason,
+    };
+    let pool = POOL.as_ref().map_err(|e| err(e.clone()))?;
+    let desc = pool
+        .get_message_by_name("google.protobuf.Any")
+        .ok_or_else(|| err("google.protobuf.Any is missing from the descriptors".into()))?;
+    let msg = DynamicMessage::decode(desc, any.encode_to_vec().as_slice())
+        .map_err(|e| err(e.to_string()))?;
+    let options = SerializeOptions::new()
+        .use_proto_field_name(true)
+        .skip_default_fields(true);
+    msg.serialize_with_options(serde_json::value::Serializer, &options)
+        .map_err(|e| err(e.to_string()))
+}
+
+/// A proxy's whole snapshot: per type (`cds`, `eds`, `lds`, `rds`) its version and resources.
+pub fn snapshot_json(snapshot: &Snapshot) -> Result<Value, RenderError> {
+    let mut out = Map::new();
+    for t in ResourceType::ALL {
+        let ts = snapshot.of(t);
+        let resources = ts
+            .resources
+            .values()
+            .map(|r| any_json(&r.body))
+            .collect::<Result<Vec<_>, _>>()?;
+        out.insert(
+            t.short().to_string(),
+            json!({ "version": ts.version.to_string(), "resources": resources }),
+        );
+    }
+    Ok(Value::Object(out))
+}
+
+/// What `xds-server render` prints: the snapshot `proxy` would get from this catalog, with the
+/// endpoints its sources give right now.
+pub async fn render_proxy(
+    catalog: &LoadedCatalog,
+    proxy: &ProxyName,
+) -> Result<Value, RenderError> {
+    let discovery = Discovery::new(DiscoveryConfig::default());
+    discovery.reconcile(catalog).await;
+    let endpoints = discovery.endpoints(catalog);
+    snapshot_json(&Snapshot::new(translate(
+        &catalog.catalog,
+        proxy,
+        &endpoints,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog;
+    use crate::translate::EndpointMap;
+
+    #[test]
+    fn every_emitted_type_renders() {
+        let text = r#"
+version: 1
+proxies:
+  p:
+    listeners:
+      - { name: web, port: 8080, protocol: http, grpc_web: true, cors: { allow_origins: ["*"] },
+          routes: [ { match: { prefix: / }, to: api } ] }
+      - { name: raw, port: 9000, protocol: tcp, to: api }
+upstreams:
+  api:
+    protocol: grpc
+    endpoints: { static: ["127.0.0.1:50051"] }
+    health_check: { grpc: {} }
+"#;
+        let c = catalog::parse("c.yaml", text).unwrap();
+        let mut eps = EndpointMap::new();
+        eps.insert(
+            catalog::UpstreamName("api".into()),
+            std::sync::Arc::new(vec![catalog::Endpoint::parse("127.0.0.1:50051").unwrap()]),
+        );
+        let snap = Snapshot::new(translate(&c, &ProxyName("p".into()), &eps));
+        let v = snapshot_json(&snap).unwrap();
+        let hcm = &v["lds"]["resources"][1]["filter_chains"][0]["filters"][0]["typed_config"];
+        assert_eq!(
+            hcm["@type"],
+            "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+        );
+        let filters: Vec<&str> = hcm["http_filters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            filters,
+            [
+                "envoy.filters.http.grpc_web",
+                "envoy.filters.http.cors",
+                "envoy.filters.http.router"
+            ]
+        );
+        assert_eq!(
+            v["cds"]["resources"][0]["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+                ["explicit_http_config"]["http2_protocol_options"],
+            json!({})
+        );
+        assert_eq!(
+            v["eds"]["resources"][0]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+                ["port_value"],
+            50051
+        );
+    }
+}

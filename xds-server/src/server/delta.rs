@@ -1,0 +1,168 @@
+//! Delta (incremental) streams: only changed resources and removals are sent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+};
+
+use super::{Sent, StreamCore, Variant};
+use crate::cache::Version;
+use crate::translate::ResourceType;
+
+/// Delta bookkeeping of one stream.
+#[derive(Default)]
+pub(crate) struct Delta {
+    types: [TypeState; 4],
+}
+
+#[derive(Default)]
+struct TypeState {
+    subscribed: bool,
+    wildcard: bool,
+    names: BTreeSet<String>,
+    /// What the proxy has (or was last sent): name → version.
+    known: BTreeMap<String, Version>,
+    pending: Option<Sent>,
+    /// Whether the first request of this type got its answer (sent even when empty).
+    answered: bool,
+}
+
+impl TypeState {
+    fn wants(&self, name: &str) -> bool {
+        self.wildcard || self.names.contains(name)
+    }
+}
+
+impl Delta {
+    fn maybe_send(
+        &mut self,
+        core: &mut StreamCore,
+        t: ResourceType,
+    ) -> Option<DeltaDiscoveryResponse> {
+        let ts = &mut self.types[t.index()];
+        if !core.loaded || ts.pending.is_some() || !ts.subscribed {
+            return None;
+        }
+        let snapshot = core.snapshot.clone();
+        let snap = snapshot.of(t);
+        let resources: Vec<Resource> = snap
+            .resources
+            .iter()
+            .filter(|(name, r)| ts.wants(name) && ts.known.get(*name) != Some(&r.version))
+            .map(|(name, r)| Resource {
+                name: name.clone(),
+                version: r.version.to_string(),
+                resource: Some(r.body.clone()),
+                ..Default::default()
+            })
+            .collect();
+        let removed: Vec<String> = ts
+            .known
+            .keys()
+            .filter(|name| !snap.resources.contains_key(*name))
+            .cloned()
+            .collect();
+        if resources.is_empty() && removed.is_empty() && ts.answered {
+            return None;
+        }
+        for r in &resources {
+            if let Some(v) = snap.resources.get(&r.name) {
+                ts.known.insert(r.name.clone(), v.version);
+            }
+        }
+        for name in &removed {
+            ts.known.remove(name);
+        }
+        ts.answered = true;
+        let nonce = core.next_nonce();
+        ts.pending = Some(Sent {
+            version: snap.version,
+            nonce: nonce.clone(),
+            at: Instant::now(),
+        });
+        core.record_sent(t, snap.version);
+        Some(DeltaDiscoveryResponse {
+            system_version_info: snap.version.to_string(),
+            resources,
+            type_url: t.type_url().to_string(),
+            removed_resources: removed,
+            nonce,
+            ..Default::default()
+        })
+    }
+}
+
+impl Variant for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    const NAME: &'static str = "delta";
+
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn type_url(req: &DeltaDiscoveryRequest) -> &str {
+        &req.type_url
+    }
+
+    fn on_request(
+        &mut self,
+        core: &mut StreamCore,
+        t: ResourceType,
+        req: DeltaDiscoveryRequest,
+    ) -> Option<DeltaDiscoveryResponse> {
+        let ts = &mut self.types[t.index()];
+        if let Some(sent) = &ts.pending
+            && sent.nonce == req.response_nonce
+        {
+            match &req.error_detail {
+                Some(err) => core.record_nack(t, sent.version, sent.at, &err.message),
+                None => core.record_ack(t, sent.version, sent.at),
+            }
+            ts.pending = None;
+        }
+        // Subscription changes count whatever nonce they carry: each request is a delta.
+        if !ts.subscribed {
+            ts.subscribed = true;
+            ts.wildcard = req.resource_names_subscribe.is_empty();
+            // After a reconnect the proxy says what it has, so unchanged resources are not re-sent.
+            ts.known = req
+                .initial_resource_versions
+                .iter()
+                .filter_map(|(name, v)| {
+                    Some((name.clone(), Version(u64::from_str_radix(v, 16).ok()?)))
+                })
+                .collect();
+        }
+        for name in req.resource_names_subscribe {
+            if name == "*" {
+                ts.wildcard = true;
+            } else {
+                ts.names.insert(name);
+            }
+        }
+        for name in req.resource_names_unsubscribe {
+            if name == "*" {
+                ts.wildcard = false;
+            } else {
+                ts.names.remove(&name);
+                ts.known.remove(&name);
+            }
+        }
+        if !ts.wildcard {
+            let names = &ts.names;
+            ts.known.retain(|n, _| names.contains(n));
+        }
+        self.maybe_send(core, t)
+    }
+
+    fn on_snapshot(&mut self, core: &mut StreamCore) -> Vec<DeltaDiscoveryResponse> {
+        ResourceType::ALL
+            .into_iter()
+            .filter_map(|t| self.maybe_send(core, t))
+            .collect()
+    }
+}

@@ -1,0 +1,443 @@
+//! The xDS gRPC services: ADS (state of the world and delta) and the standalone CDS, EDS, LDS and
+//! RDS services, all on one port.
+//!
+//! Each stream runs in its own task. It learns its proxy from `node.cluster` on the first request,
+//! then answers requests and follows snapshot changes. At most one response per type is
+//! unacknowledged at a time: a change that arrives meanwhile is sent once the ACK (or NACK) comes,
+//! which debounces bursts per stream and keeps a rejected version from being re-sent in a loop.
+
+mod delta;
+pub mod nodes;
+mod sotw;
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::{
+    ClusterDiscoveryService, ClusterDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
+    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_server::{
+    EndpointDiscoveryService, EndpointDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_server::{
+    ListenerDiscoveryService, ListenerDiscoveryServiceServer,
+};
+use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::{
+    RouteDiscoveryService, RouteDiscoveryServiceServer,
+};
+use tokio::sync::{mpsc, watch};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::cache::{Cache, Snapshot, Snapshots, Version};
+use crate::catalog::ProxyName;
+use crate::metrics::Metrics;
+use crate::translate::ResourceType;
+use nodes::{NodeGuard, Nodes};
+
+/// What every stream shares.
+#[derive(Clone)]
+pub struct XdsServer {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    cache: Cache,
+    metrics: Metrics,
+    nodes: Nodes,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl XdsServer {
+    /// A server over `cache`; streams end when `shutdown` turns true.
+    pub fn new(
+        cache: Cache,
+        metrics: Metrics,
+        nodes: Nodes,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                cache,
+                metrics,
+                nodes,
+                shutdown,
+            }),
+        }
+    }
+
+    /// A tonic router with ADS and the four standalone services.
+    pub fn router(&self) -> tonic::service::Routes {
+        // Envoy's biggest responses (all clusters of a large catalog) exceed tonic's 4 MiB default.
+        const MAX: usize = 64 * 1024 * 1024;
+        tonic::service::Routes::new(
+            AggregatedDiscoveryServiceServer::new(self.clone())
+                .max_decoding_message_size(MAX)
+                .max_encoding_message_size(MAX),
+        )
+        .add_service(
+            ClusterDiscoveryServiceServer::new(self.clone()).max_encoding_message_size(MAX),
+        )
+        .add_service(
+            EndpointDiscoveryServiceServer::new(self.clone()).max_encoding_message_size(MAX),
+        )
+        .add_service(
+            ListenerDiscoveryServiceServer::new(self.clone()).max_encoding_message_size(MAX),
+        )
+        .add_service(RouteDiscoveryServiceServer::new(self.clone()).max_encoding_message_size(MAX))
+    }
+
+    fn spawn<V: Variant>(
+        &self,
+        scope: Scope,
+        requests: Streaming<V::Req>,
+    ) -> ResponseStream<V::Resp> {
+        let (tx, rx) = mpsc::channel(16);
+        let core = StreamCore::new(self.shared.clone(), scope, V::NAME);
+        tokio::spawn(run::<V>(core, requests, tx));
+        Box::pin(ReceiverStream::new(rx))
+    }
+}
+
+type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Which resource types a stream carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Scope {
+    /// All four (ADS).
+    Aggregated,
+    /// One type (a standalone service).
+    Single(ResourceType),
+}
+
+impl Scope {
+    fn service(self) -> &'static str {
+        match self {
+            Scope::Aggregated => "ads",
+            Scope::Single(t) => t.short(),
+        }
+    }
+}
+
+/// A protocol variant: state of the world or delta.
+pub(crate) trait Variant: Default + Send + 'static {
+    type Req: prost::Message + Default + Send + 'static;
+    type Resp: Send + 'static;
+    /// `sotw` or `delta`, for metrics and the admin pages.
+    const NAME: &'static str;
+    fn node(req: &Self::Req) -> Option<&Node>;
+    fn type_url(req: &Self::Req) -> &str;
+    /// Handles one request for type `t`; returns what to send.
+    fn on_request(
+        &mut self,
+        core: &mut StreamCore,
+        t: ResourceType,
+        req: Self::Req,
+    ) -> Option<Self::Resp>;
+    /// Sends what a new snapshot changed, in push order.
+    fn on_snapshot(&mut self, core: &mut StreamCore) -> Vec<Self::Resp>;
+}
+
+/// Per-stream state both variants use: who the proxy is, its snapshot, bookkeeping.
+pub(crate) struct StreamCore {
+    shared: Arc<Shared>,
+    scope: Scope,
+    variant: &'static str,
+    proxy: Option<ProxyName>,
+    guard: Option<NodeGuard>,
+    snapshots: watch::Receiver<Arc<Snapshots>>,
+    snapshot: Arc<Snapshot>,
+    loaded: bool,
+    known: bool,
+    nonce: u64,
+}
+
+impl StreamCore {
+    fn new(shared: Arc<Shared>, scope: Scope, variant: &'static str) -> Self {
+        let snapshots = shared.cache.subscribe();
+        Self {
+            shared,
+            scope,
+            variant,
+            proxy: None,
+            guard: None,
+            snapshots,
+            snapshot: Arc::new(Snapshot::default()),
+            loaded: false,
+            known: false,
+            nonce: 0,
+        }
+    }
+
+    /// Takes the proxy from the first request's node.
+    fn identify(&mut self, node: Option<&Node>) -> Result<(), Status> {
+        let node =
+            node.ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
+        if node.cluster.is_empty() {
+            return Err(Status::invalid_argument(
+                "node.cluster is empty: it must name the proxy (as in the catalog's `proxies`)",
+            ));
+        }
+        let proxy = ProxyName(node.cluster.clone());
+        self.guard = Some(self.shared.nodes.register(
+            node.id.clone(),
+            &proxy,
+            false,
+            self.scope.service(),
+            self.variant,
+        ));
+        self.proxy = Some(proxy);
+        self.refresh();
+        Ok(())
+    }
+
+    /// Reads the newest snapshot of this stream's proxy.
+    fn refresh(&mut self) {
+        let Some(proxy) = &self.proxy else { return };
+        let snapshots = self.snapshots.borrow_and_update().clone();
+        let (snapshot, known) = snapshots.get(proxy);
+        if snapshots.loaded && !known && (self.known || !self.loaded) {
+            tracing::warn!(proxy = %proxy, "node.cluster names no proxy of the catalog; serving an empty config");
+            self.shared.metrics.unknown_proxy_streams.inc();
+        }
+        self.loaded = snapshots.loaded;
+        self.known = known;
+        self.snapshot = snapshot;
+        if let Some(g) = &self.guard {
+            g.set_known(known);
+        }
+    }
+
+    fn next_nonce(&mut self) -> String {
+        self.nonce += 1;
+        self.nonce.to_string()
+    }
+
+    fn record_sent(&self, t: ResourceType, version: Version) {
+        self.shared
+            .metrics
+            .pushes
+            .with_label_values(&[t.short(), self.variant])
+            .inc();
+        if let Some(g) = &self.guard {
+            g.update(t, |s| s.sent = Some(version.to_string()));
+        }
+    }
+
+    fn record_ack(&self, t: ResourceType, version: Version, sent_at: Instant) {
+        let m = &self.shared.metrics;
+        m.acks.with_label_values(&[t.short()]).inc();
+        m.push_to_ack
+            .with_label_values(&[t.short()])
+            .observe(sent_at.elapsed().as_secs_f64());
+        if let Some(g) = &self.guard {
+            g.update(t, |s| s.acked = Some(version.to_string()));
+        }
+    }
+
+    fn record_nack(&self, t: ResourceType, version: Version, sent_at: Instant, message: &str) {
+        let m = &self.shared.metrics;
+        m.nacks.with_label_values(&[t.short()]).inc();
+        m.push_to_ack
+            .with_label_values(&[t.short()])
+            .observe(sent_at.elapsed().as_secs_f64());
+        tracing::warn!(
+            proxy = %self.proxy.as_ref().map(|p| p.0.as_str()).unwrap_or(""),
+            r#type = t.short(),
+            version = %version,
+            error = message,
+            "proxy rejected the config (NACK); it keeps its previous version, and this one is not re-sent"
+        );
+        if let Some(g) = &self.guard {
+            g.update(t, |s| {
+                s.nacked = Some(version.to_string());
+                s.last_nack = Some(message.to_string());
+            });
+        }
+    }
+}
+
+/// A response that was sent and not yet answered.
+#[derive(Debug, Clone)]
+pub(crate) struct Sent {
+    pub version: Version,
+    pub nonce: String,
+    pub at: Instant,
+}
+
+/// Counts a stream in the `xds_streams` gauge while it lives.
+struct StreamGauge(prometheus::IntGauge);
+
+impl Drop for StreamGauge {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn run<V: Variant>(
+    mut core: StreamCore,
+    mut requests: Streaming<V::Req>,
+    tx: mpsc::Sender<Result<V::Resp, Status>>,
+) {
+    let gauge = core
+        .shared
+        .metrics
+        .streams
+        .with_label_values(&[core.scope.service(), V::NAME]);
+    gauge.inc();
+    let _gauge = StreamGauge(gauge);
+    let mut shutdown = core.shared.shutdown.clone();
+    let mut variant = V::default();
+    loop {
+        let out: Vec<V::Resp> = tokio::select! {
+            _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => break,
+            msg = requests.message() => match msg {
+                Ok(Some(req)) => {
+                    if core.proxy.is_none()
+                        && let Err(status) = core.identify(V::node(&req)) {
+                            let _ = tx.send(Err(status)).await;
+                            break;
+                        }
+                    let url = V::type_url(&req);
+                    let t = match (ResourceType::from_type_url(url), core.scope) {
+                        (Some(t), Scope::Aggregated) => t,
+                        (Some(t), Scope::Single(s)) if t == s => t,
+                        (None, Scope::Single(s)) if url.is_empty() => s,
+                        _ => {
+                            // e.g. secrets (SDS): not ours to serve; Envoy's own timeout applies.
+                            tracing::debug!(type_url = url, "ignoring a request for a type this server does not serve");
+                            continue;
+                        }
+                    };
+                    variant.on_request(&mut core, t, req).into_iter().collect()
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    tracing::debug!(%status, "stream ended with an error");
+                    break;
+                }
+            },
+            changed = core.snapshots.changed(), if core.proxy.is_some() => {
+                if changed.is_err() {
+                    break;
+                }
+                core.refresh();
+                variant.on_snapshot(&mut core)
+            }
+        };
+        for resp in out {
+            if tx.send(Ok(resp)).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+macro_rules! standalone {
+    ($trait:ident, $t:expr, $stream:ident, $stream_fn:ident, $delta:ident, $delta_fn:ident, $fetch_fn:ident) => {
+        #[tonic::async_trait]
+        impl $trait for XdsServer {
+            type $stream = ResponseStream<DiscoveryResponse>;
+            type $delta = ResponseStream<DeltaDiscoveryResponse>;
+
+            async fn $stream_fn(
+                &self,
+                request: Request<Streaming<DiscoveryRequest>>,
+            ) -> Result<Response<Self::$stream>, Status> {
+                Ok(Response::new(self.spawn::<sotw::Sotw>(
+                    Scope::Single($t),
+                    request.into_inner(),
+                )))
+            }
+
+            async fn $delta_fn(
+                &self,
+                request: Request<Streaming<DeltaDiscoveryRequest>>,
+            ) -> Result<Response<Self::$delta>, Status> {
+                Ok(Response::new(self.spawn::<delta::Delta>(
+                    Scope::Single($t),
+                    request.into_inner(),
+                )))
+            }
+
+            async fn $fetch_fn(
+                &self,
+                request: Request<DiscoveryRequest>,
+            ) -> Result<Response<DiscoveryResponse>, Status> {
+                sotw::fetch(&self.shared, $t, request.into_inner()).map(Response::new)
+            }
+        }
+    };
+}
+
+standalone!(
+    ClusterDiscoveryService,
+    ResourceType::Cluster,
+    StreamClustersStream,
+    stream_clusters,
+    DeltaClustersStream,
+    delta_clusters,
+    fetch_clusters
+);
+standalone!(
+    EndpointDiscoveryService,
+    ResourceType::Endpoint,
+    StreamEndpointsStream,
+    stream_endpoints,
+    DeltaEndpointsStream,
+    delta_endpoints,
+    fetch_endpoints
+);
+standalone!(
+    ListenerDiscoveryService,
+    ResourceType::Listener,
+    StreamListenersStream,
+    stream_listeners,
+    DeltaListenersStream,
+    delta_listeners,
+    fetch_listeners
+);
+standalone!(
+    RouteDiscoveryService,
+    ResourceType::Route,
+    StreamRoutesStream,
+    stream_routes,
+    DeltaRoutesStream,
+    delta_routes,
+    fetch_routes
+);
+
+#[tonic::async_trait]
+impl AggregatedDiscoveryService for XdsServer {
+    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
+    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
+
+    async fn stream_aggregated_resources(
+        &self,
+        request: Request<Streaming<DiscoveryRequest>>,
+    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.spawn::<sotw::Sotw>(
+            Scope::Aggregated,
+            request.into_inner(),
+        )))
+    }
+
+    async fn delta_aggregated_resources(
+        &self,
+        request: Request<Streaming<DeltaDiscoveryRequest>>,
+    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
+        Ok(Response::new(self.spawn::<delta::Delta>(
+            Scope::Aggregated,
+            request.into_inner(),
+        )))
+    }
+}

@@ -1,0 +1,183 @@
+//! State-of-the-world streams: every response carries the full set of subscribed resources.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use tonic::Status;
+
+use super::{Sent, Shared, StreamCore, Variant};
+use crate::cache::TypeSnapshot;
+use crate::catalog::ProxyName;
+use crate::translate::ResourceType;
+
+/// SotW bookkeeping of one stream.
+#[derive(Default)]
+pub(crate) struct Sotw {
+    types: [TypeState; 4],
+}
+
+#[derive(Default)]
+struct TypeState {
+    subscribed: bool,
+    /// `None` subscribes to everything (wildcard).
+    names: Option<BTreeSet<String>>,
+    /// The last response (or, after a reconnect, what the proxy said it has).
+    sent: Option<Sent>,
+    /// Whether `sent` awaits its ACK or NACK.
+    pending: bool,
+}
+
+/// The names a SotW request subscribes to; `None` is the wildcard.
+fn subscription(t: ResourceType, names: &[String]) -> Option<BTreeSet<String>> {
+    if (names.is_empty() && t.wildcard_by_default()) || names.iter().any(|n| n == "*") {
+        None
+    } else {
+        Some(names.iter().cloned().collect())
+    }
+}
+
+fn response(
+    t: ResourceType,
+    snap: &TypeSnapshot,
+    names: Option<&BTreeSet<String>>,
+    nonce: String,
+) -> DiscoveryResponse {
+    let resources = match names {
+        None => snap.resources.values().map(|r| r.body.clone()).collect(),
+        Some(names) => names
+            .iter()
+            .filter_map(|n| snap.resources.get(n))
+            .map(|r| r.body.clone())
+            .collect(),
+    };
+    DiscoveryResponse {
+        version_info: snap.version_for(names).to_string(),
+        resources,
+        type_url: t.type_url().to_string(),
+        nonce,
+        ..Default::default()
+    }
+}
+
+impl Sotw {
+    /// Sends the current resources of `t` unless the proxy has them, or an answer is pending.
+    /// `client_version` is the version a fresh (nonce-less) request says the proxy already has.
+    fn maybe_send(
+        &mut self,
+        core: &mut StreamCore,
+        t: ResourceType,
+        client_version: Option<&str>,
+    ) -> Option<DiscoveryResponse> {
+        let ts = &mut self.types[t.index()];
+        if !core.loaded || ts.pending || !ts.subscribed {
+            return None;
+        }
+        let snapshot = core.snapshot.clone();
+        let snap = snapshot.of(t);
+        let version = snap.version_for(ts.names.as_ref());
+        match &ts.sent {
+            // Unchanged, or exactly the version the proxy rejected: nothing to send.
+            Some(sent) if sent.version == version => return None,
+            None if client_version == Some(version.to_string().as_str()) => {
+                // A reconnecting proxy that already runs this config: no churn.
+                ts.sent = Some(Sent {
+                    version,
+                    nonce: String::new(),
+                    at: Instant::now(),
+                });
+                core.record_sent(t, version);
+                core.record_ack(t, version, Instant::now());
+                return None;
+            }
+            _ => {}
+        }
+        let nonce = core.next_nonce();
+        let resp = response(t, snap, ts.names.as_ref(), nonce.clone());
+        ts.sent = Some(Sent {
+            version,
+            nonce,
+            at: Instant::now(),
+        });
+        ts.pending = true;
+        core.record_sent(t, version);
+        Some(resp)
+    }
+}
+
+impl Variant for Sotw {
+    type Req = DiscoveryRequest;
+    type Resp = DiscoveryResponse;
+    const NAME: &'static str = "sotw";
+
+    fn node(req: &DiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn type_url(req: &DiscoveryRequest) -> &str {
+        &req.type_url
+    }
+
+    fn on_request(
+        &mut self,
+        core: &mut StreamCore,
+        t: ResourceType,
+        req: DiscoveryRequest,
+    ) -> Option<DiscoveryResponse> {
+        let ts = &mut self.types[t.index()];
+        if !req.response_nonce.is_empty() {
+            let Some(sent) = &ts.sent else { return None };
+            if sent.nonce != req.response_nonce {
+                // Answers a response that a newer one replaced; the next request will carry
+                // the newest nonce and the full subscription.
+                return None;
+            }
+            if ts.pending {
+                ts.pending = false;
+                match &req.error_detail {
+                    Some(err) => core.record_nack(t, sent.version, sent.at, &err.message),
+                    None => core.record_ack(t, sent.version, sent.at),
+                }
+            }
+        }
+        ts.subscribed = true;
+        ts.names = subscription(t, &req.resource_names);
+        let client_version = req
+            .response_nonce
+            .is_empty()
+            .then_some(req.version_info.as_str());
+        self.maybe_send(core, t, client_version)
+    }
+
+    fn on_snapshot(&mut self, core: &mut StreamCore) -> Vec<DiscoveryResponse> {
+        ResourceType::ALL
+            .into_iter()
+            .filter_map(|t| self.maybe_send(core, t, None))
+            .collect()
+    }
+}
+
+/// Answers a unary fetch: the current resources of `t` for the requesting node.
+pub(super) fn fetch(
+    shared: &Shared,
+    t: ResourceType,
+    req: DiscoveryRequest,
+) -> Result<DiscoveryResponse, Status> {
+    let node = req
+        .node
+        .as_ref()
+        .ok_or_else(|| Status::invalid_argument("the request must carry a node"))?;
+    let snapshots = shared.cache.current();
+    if !snapshots.loaded {
+        return Err(Status::unavailable("no catalog loaded yet"));
+    }
+    let (snapshot, _) = snapshots.get(&ProxyName(node.cluster.clone()));
+    let snap = snapshot.of(t);
+    let names = subscription(t, &req.resource_names);
+    if req.version_info == snap.version_for(names.as_ref()).to_string() {
+        // Like a REST 304: the caller is up to date.
+        return Err(Status::already_exists("the requested version is current"));
+    }
+    Ok(response(t, snap, names.as_ref(), String::new()))
+}
