@@ -1,0 +1,97 @@
+//! A small HTTP backend that answers every request with its own name, so a test can see which
+//! upstream Envoy chose.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread;
+
+/// A running backend; stops when dropped.
+#[derive(Debug)]
+pub struct Backend {
+    /// Its name, the body of every response.
+    pub name: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    hits: Arc<AtomicU64>,
+}
+
+impl Backend {
+    /// Starts a backend on 127.0.0.1 at a port the OS picks (or `port`, when not 0).
+    pub fn start(name: &str, port: u16) -> std::io::Result<Backend> {
+        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let hits = Arc::new(AtomicU64::new(0));
+        let body = format!("{name}\n");
+        let (stop2, hits2) = (stop.clone(), hits.clone());
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(Ordering::Relaxed) {
+                    break;
+                }
+                let Ok(conn) = conn else { continue };
+                let body = body.clone();
+                let hits = hits2.clone();
+                thread::spawn(move || serve(conn, &body, &hits));
+            }
+        });
+        Ok(Backend {
+            name: name.to_string(),
+            addr,
+            stop,
+            hits,
+        })
+    }
+
+    /// `127.0.0.1:port`, as catalogs and endpoint files write it.
+    pub fn endpoint(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Requests answered so far.
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+}
+
+/// Answers requests on one connection (HTTP/1.1 keep-alive) until the peer closes it.
+fn serve(mut conn: TcpStream, body: &str, hits: &AtomicU64) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            buf.drain(..end + 4);
+            hits.fetch_add(1, Ordering::Relaxed);
+            let close = head.contains("connection: close");
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{}",
+                body.len(),
+                if close { "connection: close\r\n" } else { "" },
+                body
+            );
+            if conn.write_all(resp.as_bytes()).is_err() || close {
+                return;
+            }
+        }
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+    }
+}

@@ -1,0 +1,263 @@
+//! Processes under test: xds-server and Envoy, killed when their handles drop.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::{TempDir, free_port, http, repo_root, wait_for, workspace_bin};
+
+/// A child process that is killed when dropped, and also when the test process dies.
+#[derive(Debug)]
+pub struct ChildGuard {
+    child: Option<Child>,
+    /// Where its stdout and stderr go.
+    pub log: PathBuf,
+}
+
+impl ChildGuard {
+    /// Spawns `cmd` with its output in `log`.
+    pub fn spawn(mut cmd: Command, log: PathBuf) -> ChildGuard {
+        let out = std::fs::File::create(&log).expect("log file can be created");
+        let err = out.try_clone().expect("log file can be shared");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to send SIGKILL to the
+        // child when this (test) process exits, so no peer outlives a crashed test run.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {:?}: {e}", cmd.get_program()));
+        ChildGuard {
+            child: Some(child),
+            log,
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid() as i32, sig);
+        }
+    }
+
+    /// Waits for the process to exit, up to `timeout`; returns its exit code (None if killed).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let child = self.child.as_mut()?;
+        let status = wait_for("process exit", timeout, || child.try_wait().ok().flatten());
+        self.child = None;
+        status.code()
+    }
+
+    /// Kills the process at once (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// The process's output so far.
+    pub fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A running `xds-server serve`.
+#[derive(Debug)]
+pub struct XdsServer {
+    /// The process.
+    pub process: ChildGuard,
+    /// Its xDS gRPC port.
+    pub xds_port: u16,
+    /// Its admin HTTP port.
+    pub admin_port: u16,
+}
+
+impl XdsServer {
+    /// Starts a server on `catalog`; `xds_port` 0 picks a free one. Polls files every 100ms.
+    pub fn start(dir: &TempDir, catalog: &Path, xds_port: u16) -> XdsServer {
+        let xds_port = if xds_port == 0 { free_port() } else { xds_port };
+        let admin_port = free_port();
+        let mut cmd = Command::new(workspace_bin("xds-server"));
+        cmd.arg("serve")
+            .arg("--catalog")
+            .arg(catalog)
+            .arg("--xds-listen")
+            .arg(format!("127.0.0.1:{xds_port}"))
+            .arg("--admin-listen")
+            .arg(format!("127.0.0.1:{admin_port}"))
+            .args(["--catalog-interval", "100ms", "--file-interval", "100ms"])
+            .args(["--debounce", "50ms", "--log-format", "json"]);
+        let n = std::fs::read_dir(dir.path())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let process = ChildGuard::spawn(cmd, dir.path().join(format!("xds-server-{n}.log")));
+        let server = XdsServer {
+            process,
+            xds_port,
+            admin_port,
+        };
+        wait_for("xds-server /healthz", Duration::from_secs(20), || {
+            http::get(server.admin_port, "/healthz", &[])
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        server
+    }
+
+    /// Waits until a catalog is loaded.
+    pub fn wait_ready(&self) {
+        wait_for("xds-server /readyz", Duration::from_secs(20), || {
+            http::get(self.admin_port, "/readyz", &[])
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+    }
+
+    /// An admin page as JSON.
+    pub fn admin_json(&self, path: &str) -> serde_json::Value {
+        let r = http::get(self.admin_port, path, &[]).expect("admin page answers");
+        serde_json::from_str(&r.body)
+            .unwrap_or_else(|e| panic!("{path} is not JSON ({e}): {}", r.body))
+    }
+
+    /// The value of one sample in `/metrics`, e.g. `xds_nacks_total{type="rds"}`; 0 if absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let r = http::get(self.admin_port, "/metrics", &[]).expect("metrics answer");
+        r.body
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(sample)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+/// The xDS protocol variant an Envoy uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// State of the world.
+    Sotw,
+    /// Delta (incremental).
+    Delta,
+}
+
+/// A running Envoy configured by `xds-server bootstrap`.
+#[derive(Debug)]
+pub struct Envoy {
+    /// The process.
+    pub process: ChildGuard,
+    /// Envoy's admin port.
+    pub admin_port: u16,
+}
+
+/// The envoy binary: `$ENVOY_BIN`, or the one `scripts/test.sh` installs.
+pub fn envoy_bin() -> PathBuf {
+    std::env::var_os("ENVOY_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/envoy/bin/envoy"))
+}
+
+impl Envoy {
+    /// Starts Envoy as proxy role `proxy` against the control plane on `xds_port`.
+    pub fn start(dir: &TempDir, proxy: &str, xds_port: u16, mode: Mode) -> Envoy {
+        let admin_port = free_port();
+        let mut cmd = Command::new(workspace_bin("xds-server"));
+        cmd.args([
+            "bootstrap",
+            "--proxy",
+            proxy,
+            "--node-id",
+            &format!("{proxy}-{admin_port}"),
+        ])
+        .args(["--xds", &format!("127.0.0.1:{xds_port}")])
+        .args(["--admin", &format!("127.0.0.1:{admin_port}")]);
+        if mode == Mode::Delta {
+            cmd.arg("--delta");
+        }
+        let out = cmd.output().expect("xds-server bootstrap runs");
+        assert!(
+            out.status.success(),
+            "bootstrap failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let bootstrap = dir.path().join(format!("envoy-{admin_port}.yaml"));
+        std::fs::write(&bootstrap, &out.stdout).expect("bootstrap can be written");
+        let bin = envoy_bin();
+        assert!(
+            bin.exists(),
+            "{} is missing: scripts/test.sh installs it",
+            bin.display()
+        );
+        let mut cmd = Command::new(bin);
+        cmd.arg("-c").arg(&bootstrap).args([
+            "--disable-hot-restart",
+            "-l",
+            "info",
+            "--concurrency",
+            "1",
+        ]);
+        let process = ChildGuard::spawn(cmd, dir.path().join(format!("envoy-{admin_port}.log")));
+        Envoy {
+            process,
+            admin_port,
+        }
+    }
+
+    /// Waits until Envoy has finished initialising (all requested xDS types answered).
+    pub fn wait_live(&self) {
+        wait_for("Envoy /ready = LIVE", Duration::from_secs(30), || {
+            http::get(self.admin_port, "/ready", &[])
+                .ok()
+                .filter(|r| r.body.trim() == "LIVE")
+        });
+    }
+
+    /// A counter or gauge from Envoy's `/stats`, if it exists.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let filter = format!("/stats?filter=^{}$", name.replace('.', "\\."));
+        let r = http::get(self.admin_port, &filter, &[]).ok()?;
+        r.body.lines().find_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            (k == name).then(|| v.trim().parse().ok()).flatten()
+        })
+    }
+
+    /// A text stat (e.g. `cluster_manager.cds.version_text`).
+    pub fn text_stat(&self, name: &str) -> Option<String> {
+        let filter = format!("/stats?filter=^{}$", name.replace('.', "\\."));
+        let r = http::get(self.admin_port, &filter, &[]).ok()?;
+        r.body.lines().find_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            (k == name).then(|| v.trim().trim_matches('"').to_string())
+        })
+    }
+}

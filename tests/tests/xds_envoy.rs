@@ -1,0 +1,405 @@
+//! xds-server against a real Envoy 1.40: routing, live changes, NACKs, restarts, bad input,
+//! each in both the state-of-the-world and the delta protocol.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tests::{Backend, Envoy, Mode, TempDir, XdsServer, free_port, http, wait_for, workspace_bin};
+
+const PROXY: &str = "demo";
+
+/// A control plane, one Envoy and three backends (blue, green, green2) on loopback.
+struct Setup {
+    dir: TempDir,
+    blue: Backend,
+    green: Backend,
+    green2: Backend,
+    port: u16,
+    catalog: PathBuf,
+    server: XdsServer,
+    envoy: Envoy,
+}
+
+/// The test catalog: prefix, header and split routes; `green` comes from an endpoint file.
+fn catalog(port: u16, blue: &Backend, split: &str, extra_route: &str) -> String {
+    format!(
+        r#"
+version: 1
+defaults:
+  connect_timeout: 1s
+  route_timeout: 5s
+proxies:
+  {PROXY}:
+    listeners:
+      - name: public
+        address: 127.0.0.1
+        port: {port}
+        protocol: http
+        routes:{extra_route}
+          - match: {{ prefix: /blue/ }}
+            to: blue
+          - match: {{ prefix: /, headers: {{ x-canary: "1" }} }}
+            split: {split}
+          - match: {{ prefix: / }}
+            to: green
+upstreams:
+  blue:
+    protocol: http1
+    endpoints: {{ static: ["{blue}"] }}
+  green:
+    protocol: http1
+    endpoints: {{ file: green.json }}
+"#,
+        blue = blue.endpoint()
+    )
+}
+
+const SPLIT_90_10: &str = "{ green: 90, blue: 10 }";
+
+impl Setup {
+    fn start(mode: Mode) -> Setup {
+        let dir = TempDir::new(match mode {
+            Mode::Sotw => "sotw",
+            Mode::Delta => "delta",
+        });
+        let blue = Backend::start("blue", 0).unwrap();
+        let green = Backend::start("green", 0).unwrap();
+        let green2 = Backend::start("green2", 0).unwrap();
+        let port = free_port();
+        dir.write("green.json", &format!(r#"["{}"]"#, green.endpoint()));
+        let catalog = dir.write("catalog.yaml", &catalog(port, &blue, SPLIT_90_10, ""));
+        let server = XdsServer::start(&dir, &catalog, 0);
+        server.wait_ready();
+        let envoy = Envoy::start(&dir, PROXY, server.xds_port, mode);
+        envoy.wait_live();
+        let s = Setup {
+            dir,
+            blue,
+            green,
+            green2,
+            port,
+            catalog,
+            server,
+            envoy,
+        };
+        s.wait_body("/", &[], "green");
+        s
+    }
+
+    /// The backend that answered a request through Envoy.
+    fn body(&self, path: &str, headers: &[(&str, &str)]) -> Option<String> {
+        let r = http::get(self.port, path, headers).ok()?;
+        (r.status == 200).then(|| r.body.trim().to_string())
+    }
+
+    fn wait_body(&self, path: &str, headers: &[(&str, &str)], want: &str) {
+        wait_for(
+            &format!("GET {path} to reach {want}"),
+            Duration::from_secs(15),
+            || (self.body(path, headers).as_deref() == Some(want)).then_some(()),
+        );
+    }
+
+    fn write_catalog(&self, text: &str) {
+        self.dir.write("catalog.yaml", text);
+    }
+
+    /// The per-type status of our Envoy in `/debug/nodes`.
+    fn node_types(&self) -> serde_json::Value {
+        let nodes = self.server.admin_json("/debug/nodes");
+        nodes
+            .as_array()
+            .and_then(|a| a.iter().find(|n| n["proxy"] == PROXY))
+            .map(|n| n["types"].clone())
+            .unwrap_or_default()
+    }
+
+    /// Waits until Envoy has acknowledged everything the server sent it.
+    fn wait_all_acked(&self) -> serde_json::Value {
+        wait_for("Envoy to ACK every type", Duration::from_secs(15), || {
+            let types = self.node_types();
+            let all = ["cds", "eds", "lds", "rds"].iter().all(|t| {
+                let s = &types[*t];
+                !s["sent"].is_null() && s["sent"] == s["acked"]
+            });
+            all.then_some(types)
+        })
+    }
+}
+
+fn both(test: fn(Mode)) {
+    test(Mode::Sotw);
+    test(Mode::Delta);
+}
+
+#[test]
+fn routes_by_prefix_header_and_weighted_split() {
+    both(|mode| {
+        let s = Setup::start(mode);
+        assert_eq!(s.body("/blue/x", &[]).as_deref(), Some("blue"));
+        assert_eq!(s.body("/anything", &[]).as_deref(), Some("green"));
+        let n = 500;
+        let mut green = 0;
+        for _ in 0..n {
+            match s.body("/", &[("x-canary", "1")]).as_deref() {
+                Some("green") => green += 1,
+                Some("blue") => {}
+                other => panic!("unexpected answer {other:?}"),
+            }
+        }
+        // 90/10 split: expected 450 green, standard deviation about 6.7.
+        assert!(
+            (410..=490).contains(&green),
+            "{mode:?}: {green} of {n} canary requests went to green"
+        );
+        assert!(s.blue.hits() > 0 && s.green.hits() > 0 && s.green2.hits() == 0);
+    });
+}
+
+#[test]
+fn catalog_and_endpoint_file_edits_reach_a_running_envoy() {
+    both(|mode| {
+        let mut s = Setup::start(mode);
+        let pid = s.envoy.process.pid();
+        // A new route.
+        let new_route = "\n          - match: { prefix: /new/ }\n            to: blue";
+        s.write_catalog(&catalog(s.port, &s.blue, SPLIT_90_10, new_route));
+        s.wait_body("/new/x", &[], "blue");
+        // A changed split: all canary traffic to blue.
+        s.write_catalog(&catalog(s.port, &s.blue, "{ blue: 1 }", new_route));
+        s.wait_body("/", &[("x-canary", "1")], "blue");
+        for _ in 0..20 {
+            assert_eq!(s.body("/", &[("x-canary", "1")]).as_deref(), Some("blue"));
+        }
+        // An endpoint added to the file source: both green backends answer.
+        s.dir.write(
+            "green.json",
+            &format!(r#"["{}", "{}"]"#, s.green.endpoint(), s.green2.endpoint()),
+        );
+        s.wait_body("/", &[], "green2");
+        s.wait_body("/", &[], "green");
+        // The same Envoy process did all of this: no restart.
+        assert_eq!(s.envoy.process.pid(), pid);
+        assert!(s.envoy.process.is_running(), "{mode:?}: Envoy exited");
+    });
+}
+
+#[test]
+fn a_rejected_config_is_recorded_not_resent_and_a_fix_is_accepted() {
+    both(|mode| {
+        let s = Setup::start(mode);
+        s.wait_all_acked();
+        let pushes = |t: &str| {
+            let v = match mode {
+                Mode::Sotw => "sotw",
+                Mode::Delta => "delta",
+            };
+            s.server
+                .metric(&format!("xds_pushes_total{{type=\"{t}\",variant=\"{v}\"}}"))
+        };
+        // Valid RE2 syntax that our validation accepts, but whose compiled program exceeds
+        // Envoy's default size limit: Envoy rejects the route configuration.
+        let big =
+            "\n          - match: { regex: \"/big/(abc|def|ghi){40}\" }\n            to: blue";
+        s.write_catalog(&catalog(s.port, &s.blue, SPLIT_90_10, big));
+        let nack = wait_for("a NACK in /debug/nodes", Duration::from_secs(15), || {
+            s.node_types()["rds"]["last_nack"]
+                .as_str()
+                .map(String::from)
+        });
+        assert!(nack.contains("program size"), "{mode:?}: NACK text: {nack}");
+        assert!(s.server.metric("xds_nacks_total{type=\"rds\"}") >= 1.0);
+        let rds_pushes = pushes("rds");
+        // Envoy keeps serving its previous routes.
+        assert_eq!(s.body("/blue/x", &[]).as_deref(), Some("blue"));
+        // Another change (endpoints) goes through; the rejected routes were not sent again.
+        s.dir
+            .write("green.json", &format!(r#"["{}"]"#, s.green2.endpoint()));
+        s.wait_body("/", &[], "green2");
+        let types = s.node_types();
+        assert_eq!(types["eds"]["sent"], types["eds"]["acked"]);
+        assert_eq!(
+            pushes("rds"),
+            rds_pushes,
+            "{mode:?}: the rejected routes were re-sent"
+        );
+        assert_eq!(
+            s.envoy.stat("http.public.rds.public.update_rejected"),
+            Some(1)
+        );
+        // A corrected catalog is sent and accepted.
+        let fixed = "\n          - match: { regex: \"/big/(abc|def)\" }\n            to: blue";
+        s.write_catalog(&catalog(s.port, &s.blue, SPLIT_90_10, fixed));
+        s.wait_body("/big/abc", &[], "blue");
+        let types = s.wait_all_acked();
+        assert_eq!(types["rds"]["sent"], types["rds"]["acked"]);
+    });
+}
+
+#[test]
+fn envoy_keeps_serving_through_a_control_plane_restart_and_sees_no_change() {
+    both(|mode| {
+        let mut s = Setup::start(mode);
+        let before = s.wait_all_acked();
+        let changes = |e: &Envoy| {
+            [
+                "cluster_manager.cluster_added",
+                "cluster_manager.cluster_modified",
+                "cluster_manager.cluster_removed",
+                "listener_manager.listener_added",
+                "listener_manager.listener_modified",
+                "listener_manager.listener_removed",
+            ]
+            .map(|n| e.stat(n))
+        };
+        let changes_before = changes(&s.envoy);
+        let cds_version = s.envoy.text_stat("cluster_manager.cds.version_text");
+        s.server.process.kill();
+        wait_for(
+            "Envoy to notice the lost control plane",
+            Duration::from_secs(15),
+            || (s.envoy.stat("control_plane.connected_state") == Some(0)).then_some(()),
+        );
+        for _ in 0..20 {
+            assert_eq!(s.body("/blue/x", &[]).as_deref(), Some("blue"));
+            assert_eq!(s.body("/", &[]).as_deref(), Some("green"));
+        }
+        s.server = XdsServer::start(&s.dir, &s.catalog, s.server.xds_port);
+        wait_for("Envoy to reconnect", Duration::from_secs(60), || {
+            (s.envoy.stat("control_plane.connected_state") == Some(1)).then_some(())
+        });
+        let after = s.wait_all_acked();
+        for t in ["cds", "eds", "lds", "rds"] {
+            assert_eq!(
+                before[t]["acked"], after[t]["acked"],
+                "{mode:?}: {t} version changed"
+            );
+        }
+        assert_eq!(
+            changes(&s.envoy),
+            changes_before,
+            "{mode:?}: Envoy changed its config"
+        );
+        assert_eq!(
+            s.envoy.text_stat("cluster_manager.cds.version_text"),
+            cds_version
+        );
+        assert_eq!(s.body("/blue/x", &[]).as_deref(), Some("blue"));
+    });
+}
+
+#[test]
+fn an_unknown_proxy_gets_an_empty_config_and_a_warning() {
+    both(|mode| {
+        let s = Setup::start(mode);
+        let stranger = Envoy::start(&s.dir, "nobody", s.server.xds_port, mode);
+        stranger.wait_live();
+        assert_eq!(stranger.stat("cluster_manager.active_clusters"), Some(1)); // only xds_cluster
+        assert_eq!(
+            stranger.stat("listener_manager.total_listeners_active"),
+            Some(0)
+        );
+        assert!(s.server.metric("xds_unknown_proxy_streams_total") >= 1.0);
+        assert!(
+            s.server
+                .process
+                .output()
+                .contains("names no proxy of the catalog")
+        );
+        // The known proxy is unaffected.
+        assert_eq!(s.body("/blue/x", &[]).as_deref(), Some("blue"));
+    });
+}
+
+/// Invalid catalogs: each gets its own error from `validate`, and a running server refuses it
+/// and keeps serving the previous one.
+#[test]
+fn bad_catalogs_are_refused_with_a_clear_error() {
+    let s = Setup::start(Mode::Sotw);
+    let good = catalog(s.port, &s.blue, SPLIT_90_10, "");
+    let cases = [
+        (
+            good.replace("protocol: http\n", "protocol: http\n        colour: blue\n"),
+            "proxies.demo.listeners[0].colour: unknown field `colour`",
+        ),
+        (
+            good.replace("prefix: /blue/ }\n            to: blue", "prefix: /blue/ }\n            to: purple"),
+            "proxies.demo.listeners[0].routes[0].to: upstream \"purple\" is not defined in `upstreams`",
+        ),
+        (
+            good.replace(
+                "routes:\n",
+                &format!(
+                    "routes: [ {{ match: {{ prefix: / }}, to: blue }} ]\n      - name: again\n        port: {}\n        protocol: http\n        routes:\n",
+                    s.port
+                ),
+            ),
+            "proxies.demo.listeners[1].port: port",
+        ),
+        (
+            good.replace("route_timeout: 5s", "route_timeout: five seconds"),
+            "defaults.route_timeout: \"five seconds\" is not a duration",
+        ),
+    ];
+    for (i, (text, want)) in cases.iter().enumerate() {
+        let path = s.dir.write(&format!("bad-{i}.yaml"), text);
+        let out = std::process::Command::new(workspace_bin("xds-server"))
+            .arg("validate")
+            .arg(&path)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "case {i}: {stderr}");
+        assert!(
+            stderr.contains(want),
+            "case {i}: want {want:?} in:\n{stderr}"
+        );
+        assert!(
+            stderr.starts_with(&path.display().to_string()),
+            "case {i} names no file: {stderr}"
+        );
+
+        let failures = s.server.metric("xds_catalog_loads_total{result=\"error\"}");
+        s.write_catalog(text);
+        wait_for(
+            "the server to refuse the catalog",
+            Duration::from_secs(10),
+            || {
+                (s.server.metric("xds_catalog_loads_total{result=\"error\"}") > failures)
+                    .then_some(())
+            },
+        );
+        let ready = s.server.admin_json("/readyz");
+        assert_eq!(ready["ready"], true);
+        assert!(
+            ready["catalog"]["last_error"]
+                .as_str()
+                .unwrap_or("")
+                .contains(want),
+            "{ready}"
+        );
+        assert!(s.server.process.output().contains("catalog rejected"));
+        assert_eq!(s.body("/blue/x", &[]).as_deref(), Some("blue"));
+        assert_eq!(s.body("/", &[]).as_deref(), Some("green"));
+    }
+    let path = s.dir.write("good.yaml", &good);
+    let ok = std::process::Command::new(workspace_bin("xds-server"))
+        .arg("validate")
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&ok.stdout), "ok\n");
+}
+
+#[test]
+fn sigterm_closes_streams_and_exits_zero() {
+    let mut s = Setup::start(Mode::Sotw);
+    s.server.process.signal(libc::SIGTERM);
+    assert_eq!(s.server.process.wait_exit(Duration::from_secs(15)), Some(0));
+    wait_for(
+        "Envoy to see the stream closed",
+        Duration::from_secs(10),
+        || (s.envoy.stat("control_plane.connected_state") == Some(0)).then_some(()),
+    );
+    assert_eq!(s.body("/blue/x", &[]).as_deref(), Some("blue"));
+}
