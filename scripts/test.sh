@@ -8,4 +8,4 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The end-to-end tests run the workspace's binaries as processes.
 cargo build --workspace --bins --locked
-cargo test --workspace --locked
+cargo nextest run --workspace --locked --no-fail-fast

@@ -17,12 +17,17 @@ fn main() -> anyhow::Result<()> {
     let dir = TempDir::new("demo");
     let start = |name, port| {
         Backend::start(name, port).map_err(|e| {
-            anyhow::anyhow!("cannot start backend {name} on 127.0.0.1:{port} (the example catalog uses it): {e}")
+            anyhow::anyhow!(
+                "cannot start backend {name} on 127.0.0.1:{port} (the example catalog uses it): {e}"
+            )
         })
     };
     let blue = start("blue", BLUE)?;
     let green = start("green", GREEN)?;
-    println!("backends        blue on {}, green on {}", blue.addr, green.addr);
+    println!(
+        "backends        blue on {}, green on {}",
+        blue.addr, green.addr
+    );
 
     let server = XdsServer::start(&dir, &catalog, 0);
     server.wait_ready();
@@ -48,19 +53,27 @@ fn main() -> anyhow::Result<()> {
     });
 
     println!();
-    println!("GET /blue/hello                 -> {}", ask("/blue/hello", &[]));
+    println!(
+        "GET /blue/hello                 -> {}",
+        ask("/blue/hello", &[])
+    );
     println!("GET /                           -> {}", ask("/", &[]));
     let mut counts: BTreeMap<String, u32> = BTreeMap::new();
     for _ in 0..100 {
         *counts.entry(ask("/", &[("x-canary", "1")])).or_default() += 1;
     }
     let counts: Vec<String> = counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
-    println!("GET / x-canary: 1, 100 times    -> {}  (split green 90 / blue 10)", counts.join(", "));
+    println!(
+        "GET / x-canary: 1, 100 times    -> {}  (split green 90 / blue 10)",
+        counts.join(", ")
+    );
 
     if serve {
         println!();
         println!("Running until Ctrl-C. Try: curl -H 'x-canary: 1' localhost:{LISTENER}/");
-        println!("Edit examples/catalog.yaml or examples/endpoints/green.json: Envoy follows without a restart.");
+        println!(
+            "Edit examples/catalog.yaml or examples/endpoints/green.json: Envoy follows without a restart."
+        );
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }
