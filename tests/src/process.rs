@@ -100,6 +100,11 @@ pub struct XdsServer {
 impl XdsServer {
     /// Starts a server on `catalog`; `xds_port` 0 picks a free one. Polls files every 100ms.
     pub fn start(dir: &TempDir, catalog: &Path, xds_port: u16) -> XdsServer {
+        Self::start_with(dir, catalog, xds_port, &[])
+    }
+
+    /// Like [`XdsServer::start`], with extra flags (later flags override earlier ones).
+    pub fn start_with(dir: &TempDir, catalog: &Path, xds_port: u16, extra: &[&str]) -> XdsServer {
         let xds_port = if xds_port == 0 { free_port() } else { xds_port };
         let admin_port = free_port();
         let mut cmd = Command::new(workspace_bin("xds-server"));
@@ -111,7 +116,8 @@ impl XdsServer {
             .arg("--admin-listen")
             .arg(format!("127.0.0.1:{admin_port}"))
             .args(["--catalog-interval", "100ms", "--file-interval", "100ms"])
-            .args(["--debounce", "50ms", "--log-format", "json"]);
+            .args(["--debounce", "50ms", "--log-format", "json"])
+            .args(extra);
         let n = std::fs::read_dir(dir.path())
             .map(|d| d.count())
             .unwrap_or(0);

@@ -183,6 +183,22 @@ fn catalog_and_endpoint_file_edits_reach_a_running_envoy() {
         );
         s.wait_body("/", &[], "green2");
         s.wait_body("/", &[], "green");
+        // An upstream no longer used is removed (delta: through `removed_resources`).
+        let only_blue = catalog(s.port, &s.blue, "{ blue: 1 }", new_route).replace(
+            "          - match: { prefix: / }\n            to: green\n",
+            "",
+        );
+        s.write_catalog(&only_blue);
+        wait_for(
+            "Envoy to drop the green cluster",
+            Duration::from_secs(15),
+            || (s.envoy.stat("cluster.green.membership_total").is_none()).then_some(()),
+        );
+        assert_eq!(
+            s.envoy.stat("cluster_manager.active_clusters"),
+            Some(2),
+            "{mode:?}: xds_cluster and blue"
+        );
         // The same Envoy process did all of this: no restart.
         assert_eq!(s.envoy.process.pid(), pid);
         assert!(s.envoy.process.is_running(), "{mode:?}: Envoy exited");

@@ -15,7 +15,7 @@ use xds_server::serve::{self, CatalogLocation, ServeConfig};
 
 /// gRPC xDS control plane for generic Envoy proxies on AWS ECS.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_override_self = true)]
 struct Cli {
     /// Log format: `text` for people, `json` for CloudWatch and other collectors.
     #[arg(

@@ -233,6 +233,16 @@ impl StreamCore {
         }
     }
 
+    /// A reconnecting proxy already has `version`: shown as sent and ACKed, but nothing was pushed.
+    fn record_already_has(&self, t: ResourceType, version: Version) {
+        if let Some(g) = &self.guard {
+            g.update(t, |s| {
+                s.sent = Some(version.to_string());
+                s.acked = Some(version.to_string());
+            });
+        }
+    }
+
     fn record_ack(&self, t: ResourceType, version: Version, sent_at: Instant) {
         let m = &self.shared.metrics;
         m.acks.with_label_values(&[t.short()]).inc();

@@ -63,7 +63,7 @@ fn response(
 
 impl Sotw {
     /// Sends the current resources of `t` unless the proxy has them, or an answer is pending.
-    /// `client_version` is the version a fresh (nonce-less) request says the proxy already has.
+    /// `client_version` is the version the proxy says it has, on a stream that was sent nothing yet.
     fn maybe_send(
         &mut self,
         core: &mut StreamCore,
@@ -87,8 +87,7 @@ impl Sotw {
                     nonce: String::new(),
                     at: Instant::now(),
                 });
-                core.record_sent(t, version);
-                core.record_ack(t, version, Instant::now());
+                core.record_already_has(t, version);
                 return None;
             }
             _ => {}
@@ -126,8 +125,10 @@ impl Variant for Sotw {
         req: DiscoveryRequest,
     ) -> Option<DiscoveryResponse> {
         let ts = &mut self.types[t.index()];
-        if !req.response_nonce.is_empty() {
-            let Some(sent) = &ts.sent else { return None };
+        // What the proxy says it has counts only before this stream sent anything of the type
+        // (a reconnect); afterwards the nonce tells which response a request answers.
+        let client_version = ts.sent.is_none().then_some(req.version_info.as_str());
+        if let Some(sent) = &ts.sent {
             if sent.nonce != req.response_nonce {
                 // Answers a response that a newer one replaced; the next request will carry
                 // the newest nonce and the full subscription.
@@ -143,10 +144,6 @@ impl Variant for Sotw {
         }
         ts.subscribed = true;
         ts.names = subscription(t, &req.resource_names);
-        let client_version = req
-            .response_nonce
-            .is_empty()
-            .then_some(req.version_info.as_str());
         self.maybe_send(core, t, client_version)
     }
 

@@ -1,1 +1,142 @@
+use std::sync::Arc;
 
+use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster::ClusterDiscoveryType};
+use envoy_types::pb::envoy::config::route::v3::{
+    RouteConfiguration, route::Action, route_action::ClusterSpecifier,
+};
+use prost::Message;
+
+use super::*;
+use crate::catalog::{self, Endpoint};
+
+const CATALOG: &str = r#"
+version: 1
+defaults: { route_timeout: 7s, retries: { attempts: 2, on: [reset] } }
+proxies:
+  edge:
+    listeners:
+      - name: web
+        port: 8080
+        protocol: http
+        cors: { allow_origins: ["https://a.example", "https://b.example"] }
+        routes:
+          - { match: { prefix: /api/, headers: { x-v: "2" } }, split: { api: 3, api-old: 1 }, timeout: 30s }
+          - { match: { prefix: / }, to: api }
+      - { name: chain, port: 8333, protocol: tcp, to: node }
+  other:
+    listeners:
+      - { name: web, port: 80, protocol: http, routes: [ { match: { path: /x }, to: api-old } ] }
+upstreams:
+  api: { protocol: grpc, endpoints: { static: ["10.0.0.2:50051", "10.0.0.1:50051"] } }
+  api-old: { protocol: http1, endpoints: { file: old.json } }
+  node: { protocol: tcp, endpoints: { dns: { host: node.internal, port: 8333 } } }
+  unused: { protocol: http1, endpoints: { static: ["10.0.0.9:80"] } }
+"#;
+
+fn endpoints() -> EndpointMap {
+    let mut m = EndpointMap::new();
+    let mut api: Vec<Endpoint> = ["10.0.0.1:50051", "10.0.0.2:50051"]
+        .iter()
+        .map(|s| Endpoint::parse(s).unwrap())
+        .collect();
+    api.sort();
+    m.insert(UpstreamName("api".into()), Arc::new(api));
+    m
+}
+
+fn edge() -> ProxyResources {
+    let c = catalog::parse("c.yaml", CATALOG).unwrap();
+    translate(&c, &ProxyName("edge".into()), &endpoints())
+}
+
+fn names(r: &ProxyResources, t: ResourceType) -> Vec<&str> {
+    r.of(t).keys().map(String::as_str).collect()
+}
+
+#[test]
+fn a_proxy_gets_only_what_its_listeners_use() {
+    let r = edge();
+    assert_eq!(names(&r, ResourceType::Listener), ["chain", "web"]);
+    assert_eq!(names(&r, ResourceType::Route), ["web"]);
+    assert_eq!(names(&r, ResourceType::Cluster), ["api", "api-old", "node"]);
+    // `node` is resolved by Envoy (DNS), so it has no EDS resource.
+    assert_eq!(names(&r, ResourceType::Endpoint), ["api", "api-old"]);
+    let c = catalog::parse("c.yaml", CATALOG).unwrap();
+    let other = translate(&c, &ProxyName("other".into()), &endpoints());
+    assert_eq!(names(&other, ResourceType::Cluster), ["api-old"]);
+    let nobody = translate(&c, &ProxyName("nobody".into()), &endpoints());
+    assert_eq!(nobody, ProxyResources::default());
+}
+
+#[test]
+fn output_is_byte_identical_across_runs() {
+    // Maps are encoded in hash order: every build must still give the same bytes.
+    let first = edge();
+    for _ in 0..20 {
+        assert_eq!(edge(), first);
+    }
+}
+
+#[test]
+fn routes_carry_matches_splits_timeouts_and_retries() {
+    let r = edge();
+    let rc = RouteConfiguration::decode(r.of(ResourceType::Route)["web"].value.as_slice()).unwrap();
+    let vh = &rc.virtual_hosts[0];
+    assert_eq!(vh.domains, ["*"]);
+    assert!(
+        vh.typed_per_filter_config
+            .contains_key("envoy.filters.http.cors")
+    );
+    let Some(Action::Route(first)) = &vh.routes[0].action else {
+        panic!("not a route action")
+    };
+    let Some(ClusterSpecifier::WeightedClusters(w)) = &first.cluster_specifier else {
+        panic!("not a split")
+    };
+    let weights: Vec<(&str, u32)> = w
+        .clusters
+        .iter()
+        .map(|c| (c.name.as_str(), c.weight.as_ref().unwrap().value))
+        .collect();
+    assert_eq!(weights, [("api", 3), ("api-old", 1)]);
+    assert_eq!(first.timeout.as_ref().unwrap().seconds, 30);
+    assert_eq!(first.retry_policy.as_ref().unwrap().retry_on, "reset");
+    assert_eq!(
+        vh.routes[0].r#match.as_ref().unwrap().headers[0].name,
+        "x-v"
+    );
+    let Some(Action::Route(second)) = &vh.routes[1].action else {
+        panic!("not a route action")
+    };
+    assert_eq!(
+        second.timeout.as_ref().unwrap().seconds,
+        7,
+        "defaults.route_timeout"
+    );
+}
+
+#[test]
+fn clusters_follow_the_upstream_protocol_and_source() {
+    let r = edge();
+    let cluster =
+        |n: &str| Cluster::decode(r.of(ResourceType::Cluster)[n].value.as_slice()).unwrap();
+    let api = cluster("api");
+    assert!(
+        api.typed_extension_protocol_options
+            .contains_key("envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+    );
+    assert!(api.eds_cluster_config.is_some());
+    let node = cluster("node");
+    assert_eq!(
+        node.cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(
+            envoy_types::pb::envoy::config::cluster::v3::cluster::DiscoveryType::StrictDns as i32
+        ))
+    );
+    assert!(node.load_assignment.is_some());
+    assert!(
+        cluster("api-old")
+            .typed_extension_protocol_options
+            .is_empty()
+    );
+}

@@ -1,0 +1,192 @@
+//! The xDS services as a client other than Envoy sees them: the standalone CDS, EDS and LDS
+//! services (SotW, delta and fetch) of a real xds-server process, through a gRPC client.
+
+use std::time::Duration;
+
+use envoy_types::pb::envoy::config::core::v3::Node;
+use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
+use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_client::EndpointDiscoveryServiceClient;
+use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_client::ListenerDiscoveryServiceClient;
+use tests::{TempDir, XdsServer};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use xds_server::translate::ResourceType;
+
+const CATALOG: &str = r#"
+version: 1
+proxies:
+  edge:
+    listeners:
+      - { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: /a/ }, to: a }, { match: { prefix: / }, to: b } ] }
+upstreams:
+  a: { protocol: http1, endpoints: { static: ["127.0.0.1:1001"] } }
+  b: { protocol: http1, endpoints: { static: ["127.0.0.1:1002", "127.0.0.1:1003"] } }
+"#;
+
+fn node() -> Option<Node> {
+    Some(Node {
+        id: "tool-1".into(),
+        cluster: "edge".into(),
+        ..Default::default()
+    })
+}
+
+fn start() -> (TempDir, XdsServer, String) {
+    let dir = TempDir::new("protocol");
+    let catalog = dir.write("catalog.yaml", CATALOG);
+    let server = XdsServer::start(&dir, &catalog, 0);
+    server.wait_ready();
+    let url = format!("http://127.0.0.1:{}", server.xds_port);
+    (dir, server, url)
+}
+
+async fn next<T>(s: &mut tonic::Streaming<T>) -> T {
+    tokio::time::timeout(Duration::from_secs(10), s.message())
+        .await
+        .expect("a response within 10s")
+        .expect("no stream error")
+        .expect("the stream stays open")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn fetch_answers_once_then_says_up_to_date() {
+    let (_dir, _server, url) = start();
+    let mut lds = ListenerDiscoveryServiceClient::connect(url).await.unwrap();
+    let req = DiscoveryRequest {
+        node: node(),
+        type_url: ResourceType::Listener.type_url().into(),
+        ..Default::default()
+    };
+    let resp = lds.fetch_listeners(req.clone()).await.unwrap().into_inner();
+    assert_eq!(resp.resources.len(), 1);
+    assert!(!resp.version_info.is_empty());
+    let again = DiscoveryRequest {
+        version_info: resp.version_info,
+        ..req
+    };
+    let status = lds.fetch_listeners(again).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::AlreadyExists);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn standalone_cds_stream_serves_every_cluster_and_nothing_the_client_has() {
+    let (_dir, server, url) = start();
+    let mut cds = ClusterDiscoveryServiceClient::connect(url).await.unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    // The standalone services accept requests without a type URL.
+    tx.send(DiscoveryRequest {
+        node: node(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut stream = cds
+        .stream_clusters(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let resp = next(&mut stream).await;
+    assert_eq!(resp.type_url, ResourceType::Cluster.type_url());
+    assert_eq!(resp.resources.len(), 2);
+    tx.send(DiscoveryRequest {
+        version_info: resp.version_info.clone(),
+        response_nonce: resp.nonce.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    // A second stream that says it already has this version (a reconnect) is not sent it again.
+    let (tx2, rx2) = mpsc::channel(4);
+    tx2.send(DiscoveryRequest {
+        node: node(),
+        version_info: resp.version_info.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let _stream2 = cds
+        .stream_clusters(ReceiverStream::new(rx2))
+        .await
+        .unwrap()
+        .into_inner();
+    let version = resp.version_info.clone();
+    tokio::task::spawn_blocking(move || {
+        tests::wait_for(
+            "both streams to hold the version",
+            Duration::from_secs(10),
+            || {
+                let nodes = server.admin_json("/debug/nodes");
+                let acked = nodes
+                    .as_array()?
+                    .iter()
+                    .filter(|n| n["types"]["cds"]["acked"] == version.as_str())
+                    .count();
+                (acked == 2).then_some(())
+            },
+        );
+        // One response in all: the ACK and the reconnect were not answered.
+        assert_eq!(
+            server.metric("xds_pushes_total{type=\"cds\",variant=\"sotw\"}"),
+            1.0
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delta_eds_sends_what_is_subscribed_and_nothing_twice() {
+    let (_dir, _server, url) = start();
+    let mut eds = EndpointDiscoveryServiceClient::connect(url).await.unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    let type_url = ResourceType::Endpoint.type_url().to_string();
+    tx.send(DeltaDiscoveryRequest {
+        node: node(),
+        type_url: type_url.clone(),
+        resource_names_subscribe: vec!["a".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut stream = eds
+        .delta_endpoints(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next(&mut stream).await;
+    let names: Vec<&str> = first.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["a"]);
+    // ACK and subscribe to b in one request: only b comes.
+    tx.send(DeltaDiscoveryRequest {
+        type_url: type_url.clone(),
+        response_nonce: first.nonce.clone(),
+        resource_names_subscribe: vec!["b".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let second = next(&mut stream).await;
+    let names: Vec<&str> = second.resources.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["b"]);
+    assert!(second.removed_resources.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_without_a_node_is_refused() {
+    let (_dir, _server, url) = start();
+    let mut lds = ListenerDiscoveryServiceClient::connect(url).await.unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(DiscoveryRequest::default()).await.unwrap();
+    let mut stream = lds
+        .stream_listeners(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("node"), "{}", err.message());
+}
