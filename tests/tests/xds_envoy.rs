@@ -424,3 +424,87 @@ fn sigterm_closes_streams_and_exits_zero() {
     );
     assert_eq!(s.body("/blue/x", &[]).as_deref(), Some("blue"));
 }
+
+/// A TCP listener forwarding to a DNS upstream that Envoy resolves itself, and CORS on an HTTP
+/// listener.
+#[test]
+fn tcp_listeners_dns_upstreams_and_cors() {
+    both(|mode| {
+        let dir = TempDir::new("tcp");
+        let blue = Backend::start("blue", 0).unwrap();
+        let (http_port, tcp_port) = (free_port(), free_port());
+        let text = format!(
+            r#"
+version: 1
+proxies:
+  {PROXY}:
+    listeners:
+      - name: web
+        address: 127.0.0.1
+        port: {http_port}
+        protocol: http
+        cors: {{ allow_origins: ["https://app.example"], allow_methods: [GET, POST], max_age: 1m }}
+        routes: [ {{ match: {{ prefix: / }}, to: blue }} ]
+      - {{ name: raw, address: 127.0.0.1, port: {tcp_port}, protocol: tcp, to: blue-by-name }}
+upstreams:
+  blue: {{ protocol: http1, endpoints: {{ static: ["{blue}"] }} }}
+  blue-by-name: {{ protocol: tcp, endpoints: {{ dns: {{ host: localhost, port: {blue_port} }} }} }}
+"#,
+            blue = blue.endpoint(),
+            blue_port = blue.addr.port()
+        );
+        let catalog = dir.write("catalog.yaml", &text);
+        let server = XdsServer::start(&dir, &catalog, 0);
+        let envoy = Envoy::start(&dir, PROXY, server.xds_port, mode);
+        envoy.wait_live();
+        // Plain bytes through the TCP proxy: an HTTP request that Envoy does not parse.
+        let r = wait_for(
+            "the TCP listener to forward",
+            Duration::from_secs(15),
+            || {
+                http::get(tcp_port, "/", &[])
+                    .ok()
+                    .filter(|r| r.status == 200)
+            },
+        );
+        assert_eq!(r.body.trim(), "blue");
+        assert_eq!(
+            r.header("server"),
+            None,
+            "{mode:?}: Envoy's HTTP layer answered"
+        );
+        // A CORS preflight from an allowed origin is answered by Envoy itself.
+        let preflight = |origin: &str| {
+            http::request(
+                "OPTIONS",
+                http_port,
+                "/",
+                &[
+                    ("origin", origin),
+                    ("access-control-request-method", "POST"),
+                ],
+            )
+            .unwrap()
+        };
+        let ok = preflight("https://app.example");
+        assert_eq!(
+            ok.header("access-control-allow-origin"),
+            Some("https://app.example"),
+            "{ok:?}"
+        );
+        assert_eq!(ok.header("access-control-allow-methods"), Some("GET,POST"));
+        assert_eq!(ok.header("access-control-max-age"), Some("60"));
+        let other = preflight("https://evil.example");
+        assert_eq!(
+            other.header("access-control-allow-origin"),
+            None,
+            "{other:?}"
+        );
+        let get = http::get(http_port, "/", &[("origin", "https://app.example")]).unwrap();
+        assert_eq!(get.body.trim(), "blue");
+        assert_eq!(
+            get.header("access-control-allow-origin"),
+            Some("https://app.example")
+        );
+    });
+}

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier,
     circuit_breakers::Thresholds,
-    cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig},
+    cluster::{ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig},
 };
 use envoy_types::pb::envoy::config::core::v3::{
     Address, HealthCheck as EnvoyHealthCheck, Http2ProtocolOptions, SocketAddress, address,
@@ -82,6 +82,8 @@ pub(super) fn cluster(catalog: &Catalog, name: &UpstreamName, u: &Upstream) -> A
             // Envoy resolves the name itself and follows its DNS changes.
             c.cluster_discovery_type =
                 Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
+            // ECS tasks and Cloud Map names are IPv4 first; Envoy's default would try IPv6 first.
+            c.dns_lookup_family = DnsLookupFamily::V4Preferred as i32;
             let port = dns.port.or(u.port).unwrap_or_default() as u32;
             c.load_assignment = Some(assignment(
                 name,
