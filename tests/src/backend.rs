@@ -7,6 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 
+/// Makes the body of the response to a request path.
+pub type Responder = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
 /// A running backend; stops when dropped.
 #[derive(Debug)]
 pub struct Backend {
@@ -21,11 +24,16 @@ pub struct Backend {
 impl Backend {
     /// Starts a backend on 127.0.0.1 at a port the OS picks (or `port`, when not 0).
     pub fn start(name: &str, port: u16) -> std::io::Result<Backend> {
+        let body = format!("{name}\n");
+        Self::start_with(name, port, Arc::new(move |_| body.clone()))
+    }
+
+    /// Starts a backend whose response body depends on the request path.
+    pub fn start_with(name: &str, port: u16, respond: Responder) -> std::io::Result<Backend> {
         let listener = TcpListener::bind(("127.0.0.1", port))?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let hits = Arc::new(AtomicU64::new(0));
-        let body = format!("{name}\n");
         let (stop2, hits2) = (stop.clone(), hits.clone());
         thread::spawn(move || {
             for conn in listener.incoming() {
@@ -33,9 +41,9 @@ impl Backend {
                     break;
                 }
                 let Ok(conn) = conn else { continue };
-                let body = body.clone();
+                let respond = respond.clone();
                 let hits = hits2.clone();
-                thread::spawn(move || serve(conn, &body, &hits));
+                thread::spawn(move || serve(conn, &*respond, &hits));
             }
         });
         Ok(Backend {
@@ -58,12 +66,14 @@ impl Backend {
 }
 
 /// Answers requests on one connection (HTTP/1.1 keep-alive) until the peer closes it.
-fn serve(mut conn: TcpStream, body: &str, hits: &AtomicU64) {
+fn serve(mut conn: TcpStream, respond: &(dyn Fn(&str) -> String + Send + Sync), hits: &AtomicU64) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         while let Some(end) = find(&buf, b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let body = respond(&path);
             buf.drain(..end + 4);
             hits.fetch_add(1, Ordering::Relaxed);
             let close = head.contains("connection: close");

@@ -4,12 +4,14 @@
 
 pub mod backend;
 pub mod http;
+pub mod moto;
 pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 pub use backend::Backend;
+pub use moto::Moto;
 pub use process::{Envoy, Mode, XdsServer};
 
 /// The repository root.

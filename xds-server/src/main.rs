@@ -111,7 +111,7 @@ enum Command {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    s.parse::<catalog::Duration>().map(|d| d.get())
+    common::duration::parse(s)
 }
 
 fn print(value: &serde_json::Value, format: Format) -> anyhow::Result<()> {

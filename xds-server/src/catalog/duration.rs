@@ -1,4 +1,4 @@
-//! Durations as catalog authors write them: `250ms`, `5s`, `1.5s`, `1m`, `2h`.
+//! Durations in the catalog: `250ms`, `5s`, `1.5s`, `1m`, `2h`.
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,26 +20,7 @@ impl FromStr for Duration {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || format!("{s:?} is not a duration (write e.g. 250ms, 5s, 1m, 2h)");
-        let split = s
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .ok_or_else(bad)?;
-        let (number, unit) = s.split_at(split);
-        let number: f64 = number.parse().map_err(|_| bad())?;
-        let seconds_per_unit = match unit {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(bad()),
-        };
-        let seconds = number * seconds_per_unit;
-        if !seconds.is_finite() || seconds > 365.0 * 86400.0 {
-            return Err(bad());
-        }
-        // Whole milliseconds: Envoy's finest practical granularity, and it keeps output exact.
-        let millis = (seconds * 1000.0).round() as u64;
-        Ok(Duration(std::time::Duration::from_millis(millis)))
+        common::duration::parse(s).map(Duration)
     }
 }
 
@@ -53,27 +34,5 @@ impl<'de> Deserialize<'de> for Duration {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let s = String::deserialize(deserializer)?;
         s.parse().map_err(serde::de::Error::custom)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_units() {
-        let ms = |s: &str| s.parse::<Duration>().unwrap().0.as_millis();
-        assert_eq!(ms("250ms"), 250);
-        assert_eq!(ms("5s"), 5000);
-        assert_eq!(ms("1.5s"), 1500);
-        assert_eq!(ms("1m"), 60_000);
-        assert_eq!(ms("2h"), 7_200_000);
-    }
-
-    #[test]
-    fn rejects_nonsense() {
-        for s in ["", "5", "s", "5 s", "5sec", "-1s", "1e3s", "1.2.3s"] {
-            assert!(s.parse::<Duration>().is_err(), "{s:?} was accepted");
-        }
     }
 }

@@ -1,0 +1,47 @@
+//! Durations as users write them in flags and files: `250ms`, `5s`, `1.5s`, `1m`, `2h`.
+
+use std::time::Duration;
+
+/// Parses a number followed by a unit (`ms`, `s`, `m`, `h`); whole milliseconds.
+pub fn parse(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration (write e.g. 250ms, 5s, 1m, 2h)");
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(bad)?;
+    let (number, unit) = s.split_at(split);
+    let number: f64 = number.parse().map_err(|_| bad())?;
+    let seconds_per_unit = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(bad()),
+    };
+    let seconds = number * seconds_per_unit;
+    if !seconds.is_finite() || seconds > 365.0 * 86400.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_millis((seconds * 1000.0).round() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units() {
+        let ms = |s: &str| parse(s).unwrap().as_millis();
+        assert_eq!(ms("250ms"), 250);
+        assert_eq!(ms("5s"), 5000);
+        assert_eq!(ms("1.5s"), 1500);
+        assert_eq!(ms("1m"), 60_000);
+        assert_eq!(ms("2h"), 7_200_000);
+    }
+
+    #[test]
+    fn rejects_nonsense() {
+        for s in ["", "5", "s", "5 s", "5sec", "-1s", "1e3s", "1.2.3s"] {
+            assert!(parse(s).is_err(), "{s:?} was accepted");
+        }
+    }
+}

@@ -1,0 +1,182 @@
+//! Reload hooks, run once after a pass that changed files: a command, a signal, an HTTP POST.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::http;
+
+/// Which process `--signal` signals, and with what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignalTarget {
+    /// A pid, or a pid file read each time.
+    pub process: ProcessRef,
+    /// The signal number.
+    pub signal: i32,
+}
+
+/// A process by pid or by pid file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProcessRef {
+    /// A fixed pid.
+    Pid(i32),
+    /// A file holding the pid (read at each use, so restarts are followed).
+    PidFile(PathBuf),
+}
+
+const SIGNALS: &[(&str, i32)] = &[
+    ("HUP", libc::SIGHUP),
+    ("INT", libc::SIGINT),
+    ("QUIT", libc::SIGQUIT),
+    ("USR1", libc::SIGUSR1),
+    ("USR2", libc::SIGUSR2),
+    ("TERM", libc::SIGTERM),
+];
+
+impl FromStr for SignalTarget {
+    type Err = String;
+
+    /// `PID[:SIGNAL]` or `pidfile:PATH[:SIGNAL]`; the signal defaults to HUP.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (target, signal) = match s.rsplit_once(':') {
+            Some((t, sig))
+                if SIGNALS.iter().any(|(n, _)| {
+                    sig.eq_ignore_ascii_case(n) || sig.eq_ignore_ascii_case(&format!("SIG{n}"))
+                }) =>
+            {
+                let name = sig.to_ascii_uppercase();
+                let name = name.trim_start_matches("SIG");
+                (
+                    t,
+                    SIGNALS
+                        .iter()
+                        .find(|(n, _)| *n == name)
+                        .map(|(_, v)| *v)
+                        .unwrap_or(libc::SIGHUP),
+                )
+            }
+            _ => (s, libc::SIGHUP),
+        };
+        let process = if let Some(path) = target.strip_prefix("pidfile:") {
+            ProcessRef::PidFile(PathBuf::from(path))
+        } else {
+            ProcessRef::Pid(target.parse().map_err(|_| {
+                format!("{s:?}: write PID[:SIGNAL] or pidfile:PATH[:SIGNAL] (signals: HUP, INT, QUIT, USR1, USR2, TERM)")
+            })?)
+        };
+        Ok(SignalTarget { process, signal })
+    }
+}
+
+/// The hooks to run after a change.
+#[derive(Debug, Clone, Default)]
+pub struct Hooks {
+    /// A command run with `sh -c`; `S3CL_CHANGED` holds the changed files, one per line.
+    pub on_change: Option<String>,
+    /// How long the command may run.
+    pub timeout: Duration,
+    /// Processes to signal.
+    pub signals: Vec<SignalTarget>,
+    /// URLs to POST to (e.g. Prometheus' `/-/reload`).
+    pub posts: Vec<String>,
+}
+
+impl Hooks {
+    /// Whether any hook is configured.
+    pub fn is_empty(&self) -> bool {
+        self.on_change.is_none() && self.signals.is_empty() && self.posts.is_empty()
+    }
+
+    /// Runs every hook; returns the problems (each hook runs regardless of the others).
+    pub async fn run(&self, changed: &[PathBuf]) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(cmd) = &self.on_change {
+            let list: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+            let run = tokio::process::Command::new("sh")
+                .arg("-c")
+                .arg(cmd)
+                .env("S3CL_CHANGED", list.join("\n"))
+                .stdin(Stdio::null())
+                .kill_on_drop(true)
+                .status();
+            match tokio::time::timeout(self.timeout, run).await {
+                Ok(Ok(status)) if status.success() => {}
+                Ok(Ok(status)) => {
+                    problems.push(format!("--on-change {cmd:?} exited with {status}"))
+                }
+                Ok(Err(e)) => problems.push(format!("--on-change {cmd:?} could not start: {e}")),
+                Err(_) => problems.push(format!(
+                    "--on-change {cmd:?} did not finish within {:?}",
+                    self.timeout
+                )),
+            }
+        }
+        for t in &self.signals {
+            if let Err(e) = send_signal(t) {
+                problems.push(e);
+            }
+        }
+        for url in &self.posts {
+            if let Err(e) = http::post(url).await {
+                problems.push(format!("--post {url}: {e}"));
+            }
+        }
+        problems
+    }
+}
+
+fn send_signal(t: &SignalTarget) -> Result<(), String> {
+    let pid = match &t.process {
+        ProcessRef::Pid(p) => *p,
+        ProcessRef::PidFile(path) => std::fs::read_to_string(path)
+            .map_err(|e| format!("--signal: cannot read {}: {e}", path.display()))?
+            .trim()
+            .parse()
+            .map_err(|_| format!("--signal: {} does not hold a pid", path.display()))?,
+    };
+    if pid <= 0 {
+        return Err(format!("--signal: refusing pid {pid}"));
+    }
+    // SAFETY: kill(2) with a positive pid and a valid signal number.
+    let rc = unsafe { libc::kill(pid, t.signal) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "--signal: kill({pid}, {}) failed: {}",
+            t.signal,
+            std::io::Error::last_os_error()
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_signal_targets() {
+        assert_eq!(
+            "42".parse::<SignalTarget>().unwrap(),
+            SignalTarget {
+                process: ProcessRef::Pid(42),
+                signal: libc::SIGHUP
+            }
+        );
+        assert_eq!(
+            "pidfile:/run/envoy.pid:USR1"
+                .parse::<SignalTarget>()
+                .unwrap(),
+            SignalTarget {
+                process: ProcessRef::PidFile("/run/envoy.pid".into()),
+                signal: libc::SIGUSR1
+            }
+        );
+        assert_eq!(
+            "7:SIGTERM".parse::<SignalTarget>().unwrap().signal,
+            libc::SIGTERM
+        );
+        assert!("envoy".parse::<SignalTarget>().is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! Prometheus metrics, served at `/metrics` on `--admin-listen`.
+
+use prometheus::{Gauge, IntCounter, IntCounterVec, Opts, Registry};
+
+use crate::sync::SyncReport;
+
+/// Every metric s3-config-loader exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Passes by result (ok, error).
+    pub passes: IntCounterVec,
+    /// Object bodies downloaded.
+    pub downloads: IntCounter,
+    /// Bytes downloaded.
+    pub bytes: IntCounter,
+    /// Files written (created or replaced).
+    pub written: IntCounter,
+    /// Files deleted.
+    pub deleted: IntCounter,
+    /// Problems by kind (list, download, checksum, unsafe_key, too_large, template, validation,
+    /// write, conflict, hook).
+    pub errors: IntCounterVec,
+    /// Unix time of the last pass without errors.
+    pub last_success: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers all metrics.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let vec = |name: &str, help: &str, label: &str| {
+            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique metric");
+            c
+        };
+        let last_success = Gauge::new(
+            "s3cl_last_success_timestamp_seconds",
+            "Unix time of the last pass without errors",
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(last_success.clone()))
+            .expect("unique metric");
+        Metrics {
+            passes: vec(
+                "s3cl_passes_total",
+                "Sync passes by result (ok, error)",
+                "result",
+            ),
+            downloads: counter("s3cl_downloads_total", "Object bodies downloaded"),
+            bytes: counter("s3cl_downloaded_bytes_total", "Bytes downloaded"),
+            written: counter("s3cl_files_written_total", "Files created or replaced"),
+            deleted: counter(
+                "s3cl_files_deleted_total",
+                "Files deleted because their object is gone",
+            ),
+            errors: vec("s3cl_errors_total", "Problems by kind", "kind"),
+            last_success,
+            registry,
+        }
+    }
+
+    /// Counts what a pass did.
+    pub fn record(&self, r: &SyncReport) {
+        self.downloads.inc_by(r.downloaded as u64);
+        self.written.inc_by(r.written.len() as u64);
+        self.deleted.inc_by(r.deleted.len() as u64);
+        for e in &r.errors {
+            self.errors.with_label_values(&[e.kind.label()]).inc();
+        }
+        if r.errors.is_empty() {
+            self.passes.with_label_values(&["ok"]).inc();
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs_f64())
+                .unwrap_or_default();
+            self.last_success.set(now);
+        } else {
+            self.passes.with_label_values(&["error"]).inc();
+        }
+    }
+
+    /// Counts a pass that failed as a whole.
+    pub fn record_failure(&self, kind: &str) {
+        self.passes.with_label_values(&["error"]).inc();
+        self.errors.with_label_values(&[kind]).inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
+        out
+    }
+}

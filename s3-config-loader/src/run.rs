@@ -1,0 +1,173 @@
+//! Running passes: once (init-container mode) or forever (daemon mode, with jitter and backoff),
+//! firing the hooks after each pass that changed files, and serving `/metrics` and `/healthz`.
+
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+
+use crate::hooks::Hooks;
+use crate::metrics::Metrics;
+use crate::sync::{SyncError, SyncReport, Syncer};
+
+/// How passes are run.
+#[derive(Debug, Clone)]
+pub struct RunConfig {
+    /// One pass, then exit.
+    pub once: bool,
+    /// Time between passes in daemon mode (±10% jitter, so replicas spread their requests).
+    pub interval: Duration,
+    /// With `once`: succeed from existing files when S3 cannot be reached.
+    pub allow_stale: bool,
+    /// What to run after a change.
+    pub hooks: Hooks,
+}
+
+/// Why a run ended unsuccessfully.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The pass failed as a whole.
+    #[error(transparent)]
+    Sync(#[from] SyncError),
+    /// Some objects could not be put in place.
+    #[error("{} object(s) could not be put in place:\n  {}", .0.len(), .0.join("\n  "))]
+    Objects(Vec<String>),
+}
+
+/// Runs passes until `shutdown` completes (daemon) or once (`config.once`).
+pub async fn run(
+    syncer: &mut Syncer,
+    config: &RunConfig,
+    metrics: &Metrics,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), RunError> {
+    if config.once {
+        return once(syncer, config, metrics).await;
+    }
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut failures: u32 = 0;
+    loop {
+        let delay = match syncer.run_once().await {
+            Ok(report) => {
+                log_report(&report);
+                after_pass(&report, &config.hooks, metrics).await;
+                failures = 0;
+                jitter(config.interval)
+            }
+            Err(e) => {
+                metrics.record_failure("list");
+                failures += 1;
+                // 1s, 2s, 4s, ... up to the interval: recover fast from a blip, don't hammer.
+                let backoff = Duration::from_secs(1u64 << failures.min(10)).min(config.interval);
+                tracing::warn!(error = %e, retry_in = ?backoff, "sync failed; files stay as they are");
+                backoff
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = &mut shutdown => return Ok(()),
+        }
+    }
+}
+
+async fn once(syncer: &mut Syncer, config: &RunConfig, metrics: &Metrics) -> Result<(), RunError> {
+    match syncer.run_once().await {
+        Ok(report) => {
+            log_report(&report);
+            println!("{}", report.summary());
+            after_pass(&report, &config.hooks, metrics).await;
+            if report.errors.is_empty() {
+                Ok(())
+            } else if config.allow_stale && syncer.has_local_copy() {
+                tracing::warn!("starting from the files already in place (--allow-stale)");
+                Ok(())
+            } else {
+                Err(RunError::Objects(
+                    report.errors.iter().map(ToString::to_string).collect(),
+                ))
+            }
+        }
+        Err(e) => {
+            metrics.record_failure("list");
+            if config.allow_stale && syncer.has_local_copy() {
+                tracing::warn!(error = %e, "S3 unavailable; starting from the files already in place (--allow-stale)");
+                Ok(())
+            } else {
+                Err(e.into())
+            }
+        }
+    }
+}
+
+fn log_report(report: &SyncReport) {
+    for e in &report.errors {
+        tracing::error!(key = %e.key, kind = e.kind.label(), error = %e.message, "object not synced; its file keeps its previous content");
+    }
+    if report.changed() {
+        tracing::info!(summary = %report.summary(), "sync changed files");
+    } else {
+        tracing::debug!(summary = %report.summary(), "sync: nothing changed");
+    }
+}
+
+async fn after_pass(report: &SyncReport, hooks: &Hooks, metrics: &Metrics) {
+    if !report.changed() || hooks.is_empty() {
+        return;
+    }
+    let changed: Vec<_> = report
+        .written
+        .iter()
+        .chain(&report.deleted)
+        .cloned()
+        .collect();
+    for problem in hooks.run(&changed).await {
+        metrics.errors.with_label_values(&["hook"]).inc();
+        tracing::error!(error = %problem, "reload hook failed");
+    }
+}
+
+/// The interval ±10%, from the clock's nanoseconds (no need for a random generator here).
+fn jitter(interval: Duration) -> Duration {
+    let nanos = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let fraction = (nanos % 2001) as f64 / 10_000.0 - 0.1; // -0.1 ..= 0.1
+    interval.mul_f64(1.0 + fraction)
+}
+
+/// Serves `/metrics` and `/healthz` until the process ends.
+pub async fn serve_admin(addr: SocketAddr, metrics: Metrics) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let text = metrics.render();
+                async move {
+                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    axum::serve(listener, app).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(30));
+            assert!(
+                d >= Duration::from_secs(27) && d <= Duration::from_secs(33),
+                "{d:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,610 @@
+//! One synchronisation pass: list, fetch what changed (conditional GETs), render templates,
+//! validate, replace files atomically, delete what the loader wrote and S3 no longer has.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::types::ChecksumMode;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::location::S3Location;
+use crate::metrics::Metrics;
+use crate::paths::{UnsafeKey, relative_path};
+use crate::state::{Entry, State};
+use crate::template;
+use common::files::{self, FileOptions};
+
+/// Where objects go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// `sync`: every object under the prefix, to the same relative path under this directory.
+    Dir(PathBuf),
+    /// `get`: one object to this file.
+    File(PathBuf),
+}
+
+/// What a pass does.
+#[derive(Debug, Clone)]
+pub struct SyncConfig {
+    /// The bucket and key (`get`) or prefix (`sync`).
+    pub source: S3Location,
+    /// Where the files go.
+    pub target: Target,
+    /// Remove files the loader wrote whose objects are gone.
+    pub delete: bool,
+    /// Objects larger than this are refused.
+    pub max_size: u64,
+    /// Mode and ownership of written files.
+    pub file: FileOptions,
+    /// Runs on each staged file before it replaces the old one; `{}` is the staged file's path.
+    pub validate: Option<String>,
+    /// Time allowed for `validate`.
+    pub validate_timeout: Duration,
+    /// Downloads in flight at once.
+    pub concurrency: usize,
+}
+
+/// The kind of a per-object problem, also the `kind` label of the error metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ErrorKind {
+    /// The key would leave the target directory.
+    UnsafeKey,
+    /// Larger than `--max-size`.
+    TooLarge,
+    /// The object could not be fetched (network, permission, missing).
+    Download,
+    /// The body did not match its checksum.
+    Checksum,
+    /// The template could not be rendered.
+    Template,
+    /// `--validate` refused the file.
+    Validation,
+    /// The file could not be written.
+    Write,
+    /// Two objects map to the same file (`x` and `x.tmpl`).
+    Conflict,
+}
+
+impl ErrorKind {
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::UnsafeKey => "unsafe_key",
+            ErrorKind::TooLarge => "too_large",
+            ErrorKind::Download => "download",
+            ErrorKind::Checksum => "checksum",
+            ErrorKind::Template => "template",
+            ErrorKind::Validation => "validation",
+            ErrorKind::Write => "write",
+            ErrorKind::Conflict => "conflict",
+        }
+    }
+}
+
+/// A problem with one object; the other objects of the pass go ahead, and the file keeps its
+/// previous content.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ObjectError {
+    /// The object key.
+    pub key: String,
+    /// What kind of problem.
+    pub kind: ErrorKind,
+    /// The details.
+    pub message: String,
+}
+
+/// A problem that stopped the whole pass; every file stays as it was.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    /// Listing the prefix failed (S3 unreachable, access denied, no such bucket).
+    #[error("cannot list {location}: {message}")]
+    List {
+        /// What was listed.
+        location: String,
+        /// Why it failed.
+        message: String,
+    },
+    /// The state file could not be written.
+    #[error("cannot write the state file {path}: {source}")]
+    State {
+        /// The state file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// What a pass did.
+#[derive(Debug, Clone, Default)]
+pub struct SyncReport {
+    /// Objects found.
+    pub listed: usize,
+    /// Object bodies downloaded.
+    pub downloaded: usize,
+    /// Bytes downloaded.
+    pub bytes: u64,
+    /// Objects whose file was already up to date (no body downloaded, or identical bytes).
+    pub unchanged: usize,
+    /// Files replaced or created.
+    pub written: Vec<PathBuf>,
+    /// Files removed (`--delete`).
+    pub deleted: Vec<PathBuf>,
+    /// Per-object problems.
+    pub errors: Vec<ObjectError>,
+}
+
+impl SyncReport {
+    /// Whether any file changed.
+    pub fn changed(&self) -> bool {
+        !self.written.is_empty() || !self.deleted.is_empty()
+    }
+
+    /// One line for logs and `--once` output.
+    pub fn summary(&self) -> String {
+        format!(
+            "{} objects: {} downloaded ({} bytes), {} unchanged, {} files written, {} deleted, {} errors",
+            self.listed,
+            self.downloaded,
+            self.bytes,
+            self.unchanged,
+            self.written.len(),
+            self.deleted.len(),
+            self.errors.len()
+        )
+    }
+}
+
+/// An object as listed.
+#[derive(Debug, Clone)]
+struct Listed {
+    key: String,
+    etag: String,
+    size: u64,
+}
+
+/// The result of fetching one object.
+enum Fetched {
+    NotModified,
+    Body(Vec<u8>),
+}
+
+/// Runs passes for one source and target; keeps the state between passes.
+pub struct Syncer {
+    client: aws_sdk_s3::Client,
+    config: SyncConfig,
+    metrics: Metrics,
+    state_path: PathBuf,
+    state: State,
+}
+
+impl Syncer {
+    /// A syncer; reads the state file left by earlier runs.
+    pub fn new(client: aws_sdk_s3::Client, config: SyncConfig, metrics: Metrics) -> Syncer {
+        let state_path = match &config.target {
+            Target::Dir(dir) => dir.join(".s3-config-loader.json"),
+            Target::File(file) => {
+                let name = file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                file.with_file_name(format!(".{name}.s3-config-loader.json"))
+            }
+        };
+        let state = State::load(&state_path);
+        Syncer {
+            client,
+            config,
+            metrics,
+            state_path,
+            state,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &SyncConfig {
+        &self.config
+    }
+
+    /// Whether every file the last successful pass knew of is on disk (for `--allow-stale`).
+    pub fn has_local_copy(&self) -> bool {
+        match &self.config.target {
+            Target::File(f) => f.exists(),
+            Target::Dir(d) => {
+                !self.state.files.is_empty() && self.state.files.keys().all(|p| d.join(p).exists())
+            }
+        }
+    }
+
+    /// One pass.
+    pub async fn run_once(&mut self) -> Result<SyncReport, SyncError> {
+        let mut report = SyncReport::default();
+        let objects = match &self.config.target {
+            Target::Dir(_) => self.list().await?,
+            // A single object needs no listing: the conditional GET tells whether it changed.
+            Target::File(_) => vec![Listed {
+                key: self.config.source.key.clone(),
+                etag: String::new(),
+                size: 0,
+            }],
+        };
+        report.listed = objects.len();
+
+        // Decide, per object, its file and whether its body must be fetched.
+        let mut plan: Vec<(Listed, PathBuf, bool)> = Vec::new();
+        let mut seen: BTreeMap<PathBuf, String> = BTreeMap::new();
+        for obj in objects {
+            let rel = match self.local_path(&obj.key) {
+                Ok(rel) => rel,
+                Err(e) => {
+                    report.errors.push(ObjectError {
+                        key: obj.key.clone(),
+                        kind: ErrorKind::UnsafeKey,
+                        message: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            if let Some(other) = seen.insert(rel.clone(), obj.key.clone()) {
+                report.errors.push(ObjectError {
+                    key: obj.key.clone(),
+                    kind: ErrorKind::Conflict,
+                    message: format!("writes the same file {} as {other}", rel.display()),
+                });
+                continue;
+            }
+            if obj.size > self.config.max_size {
+                report
+                    .errors
+                    .push(too_large(&obj.key, obj.size, self.config.max_size));
+                continue;
+            }
+            let up_to_date = !obj.etag.is_empty()
+                && self
+                    .state
+                    .files
+                    .get(&rel)
+                    .is_some_and(|e| e.etag == obj.etag && e.key == obj.key)
+                && self.absolute(&rel).exists();
+            if up_to_date {
+                report.unchanged += 1;
+            }
+            plan.push((obj, rel, !up_to_date));
+        }
+
+        // Fetch the bodies, several at a time.
+        let limit = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
+        let mut fetches = JoinSet::new();
+        for (i, (obj, rel, fetch)) in plan.iter().enumerate() {
+            if !fetch {
+                continue;
+            }
+            let if_none_match = self
+                .state
+                .files
+                .get(rel)
+                .filter(|e| e.key == obj.key && self.absolute(rel).exists())
+                .map(|e| e.etag.clone());
+            let (client, bucket, key, max) = (
+                self.client.clone(),
+                self.config.source.bucket.clone(),
+                obj.key.clone(),
+                self.config.max_size,
+            );
+            let limit = limit.clone();
+            fetches.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                (
+                    i,
+                    fetch_object(&client, &bucket, &key, if_none_match, max).await,
+                )
+            });
+        }
+        let mut results = BTreeMap::new();
+        while let Some(done) = fetches.join_next().await {
+            if let Ok((i, r)) = done {
+                results.insert(i, r);
+            }
+        }
+
+        // Write in key order, so logs and hooks see a stable sequence.
+        for (i, (obj, rel, _)) in plan.iter().enumerate() {
+            let Some(result) = results.remove(&i) else {
+                continue;
+            };
+            match result {
+                Ok((Fetched::NotModified, etag)) => {
+                    report.unchanged += 1;
+                    self.remember(rel, &obj.key, etag.unwrap_or_else(|| obj.etag.clone()));
+                }
+                Ok((Fetched::Body(body), etag)) => {
+                    report.downloaded += 1;
+                    report.bytes += body.len() as u64;
+                    match self.install(&obj.key, rel, body).await {
+                        Ok(true) => report.written.push(self.absolute(rel)),
+                        Ok(false) => report.unchanged += 1,
+                        Err(e) => {
+                            report.errors.push(e);
+                            continue;
+                        }
+                    }
+                    self.remember(rel, &obj.key, etag.unwrap_or_else(|| obj.etag.clone()));
+                }
+                Err(e) => report.errors.push(e),
+            }
+        }
+
+        // Files the loader wrote whose objects are gone.
+        let present: BTreeSet<PathBuf> = plan.iter().map(|(_, rel, _)| rel.clone()).collect();
+        let unsafe_or_failed: BTreeSet<String> =
+            report.errors.iter().map(|e| e.key.clone()).collect();
+        let gone: Vec<PathBuf> = self
+            .state
+            .files
+            .iter()
+            .filter(|(rel, e)| !present.contains(*rel) && !unsafe_or_failed.contains(&e.key))
+            .map(|(rel, _)| rel.clone())
+            .collect();
+        if self.config.delete && matches!(self.config.target, Target::Dir(_)) {
+            for rel in gone {
+                let path = self.absolute(&rel);
+                match std::fs::remove_file(&path) {
+                    Ok(()) => report.deleted.push(path),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        report.errors.push(ObjectError {
+                            key: self.state.files[&rel].key.clone(),
+                            kind: ErrorKind::Write,
+                            message: format!("cannot delete {}: {e}", path.display()),
+                        });
+                        continue;
+                    }
+                }
+                self.state.files.remove(&rel);
+            }
+        }
+
+        if report.changed() || !self.state_path.exists() {
+            self.state
+                .save(&self.state_path)
+                .map_err(|source| SyncError::State {
+                    path: self.state_path.clone(),
+                    source,
+                })?;
+        }
+        self.metrics.bytes.inc_by(report.bytes);
+        self.metrics.record(&report);
+        Ok(report)
+    }
+
+    fn remember(&mut self, rel: &Path, key: &str, etag: String) {
+        self.state.files.insert(
+            rel.to_path_buf(),
+            Entry {
+                key: key.to_string(),
+                etag,
+            },
+        );
+    }
+
+    /// The file an object goes to, relative to the target directory (templates lose `.tmpl`).
+    fn local_path(&self, key: &str) -> Result<PathBuf, UnsafeKey> {
+        match &self.config.target {
+            Target::File(f) => Ok(PathBuf::from(f.file_name().unwrap_or_default())),
+            Target::Dir(_) => {
+                let rel = relative_path(key, &self.config.source.key)?;
+                Ok(
+                    match rel.to_str().and_then(|s| s.strip_suffix(template::SUFFIX)) {
+                        Some(stripped) if !stripped.is_empty() && !stripped.ends_with('/') => {
+                            PathBuf::from(stripped)
+                        }
+                        _ => rel,
+                    },
+                )
+            }
+        }
+    }
+
+    fn absolute(&self, rel: &Path) -> PathBuf {
+        match &self.config.target {
+            Target::Dir(d) => d.join(rel),
+            Target::File(f) => f.clone(),
+        }
+    }
+
+    /// Renders, validates and writes one body; `Ok(false)` when the file already held it.
+    async fn install(&self, key: &str, rel: &Path, body: Vec<u8>) -> Result<bool, ObjectError> {
+        let err = |kind, message: String| ObjectError {
+            key: key.to_string(),
+            kind,
+            message,
+        };
+        let body = if key.ends_with(template::SUFFIX) {
+            template::render_with_environment(&body)
+                .await
+                .map_err(|e| err(ErrorKind::Template, e.to_string()))?
+        } else {
+            body
+        };
+        let path = self.absolute(rel);
+        if std::fs::read(&path).is_ok_and(|old| old == body) {
+            return Ok(false);
+        }
+        let staged = files::stage(&path, &body, self.config.file).map_err(|e| {
+            err(
+                ErrorKind::Write,
+                format!("cannot write {}: {e}", path.display()),
+            )
+        })?;
+        if let Some(cmd) = &self.config.validate
+            && let Err(message) = run_validation(cmd, &staged, self.config.validate_timeout).await
+        {
+            let _ = std::fs::remove_file(&staged);
+            return Err(err(
+                ErrorKind::Validation,
+                format!("refused by --validate, {} kept: {message}", path.display()),
+            ));
+        }
+        files::publish(&staged, &path).map_err(|e| {
+            let _ = std::fs::remove_file(&staged);
+            err(
+                ErrorKind::Write,
+                format!("cannot replace {}: {e}", path.display()),
+            )
+        })?;
+        tracing::info!(key, file = %path.display(), "file updated");
+        Ok(true)
+    }
+
+    async fn list(&self) -> Result<Vec<Listed>, SyncError> {
+        let fail = |message: String| SyncError::List {
+            location: self.config.source.to_string(),
+            message,
+        };
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.config.source.bucket)
+            .prefix(&self.config.source.key)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| fail(describe(&e)))?;
+            for o in page.contents() {
+                let Some(key) = o.key() else { continue };
+                if key.ends_with('/') {
+                    continue; // a "folder" marker, not a file
+                }
+                out.push(Listed {
+                    key: key.to_string(),
+                    etag: o.e_tag().unwrap_or_default().to_string(),
+                    size: o.size().unwrap_or_default().max(0) as u64,
+                });
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn too_large(key: &str, size: u64, max: u64) -> ObjectError {
+    ObjectError {
+        key: key.to_string(),
+        kind: ErrorKind::TooLarge,
+        message: format!("{size} bytes is over the limit of {max} bytes (--max-size)"),
+    }
+}
+
+/// An SDK error in words: the service's code and message, or the transport problem.
+fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+    e: &SdkError<E, R>,
+) -> String {
+    match e {
+        SdkError::ServiceError(s) => {
+            let inner = s.err();
+            match (inner.code(), inner.message()) {
+                (Some(c), Some(m)) => format!("{c}: {m}"),
+                (Some(c), None) => c.to_string(),
+                _ => inner.to_string(),
+            }
+        }
+        other => {
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+
+/// A conditional GET with checksum validation; a 304 is "not modified", not an error.
+async fn fetch_object(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: &str,
+    if_none_match: Option<String>,
+    max: u64,
+) -> Result<(Fetched, Option<String>), ObjectError> {
+    let err = |kind, message: String| ObjectError {
+        key: key.to_string(),
+        kind,
+        message,
+    };
+    let sent = client
+        .get_object()
+        .bucket(bucket)
+        .key(key)
+        .set_if_none_match(if_none_match.clone())
+        .checksum_mode(ChecksumMode::Enabled)
+        .send()
+        .await;
+    let resp = match sent {
+        Ok(r) => r,
+        // The SDK reports 304 Not Modified as an error.
+        Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 304 => {
+            return Ok((Fetched::NotModified, if_none_match));
+        }
+        Err(e) => return Err(err(ErrorKind::Download, describe(&e))),
+    };
+    let size = resp.content_length().unwrap_or_default().max(0) as u64;
+    if size > max {
+        return Err(too_large(key, size, max));
+    }
+    let etag = resp.e_tag().map(str::to_string);
+    let body = resp.body.collect().await.map_err(|e| {
+        let text = e.to_string();
+        let kind = if text.to_ascii_lowercase().contains("checksum") {
+            ErrorKind::Checksum
+        } else {
+            ErrorKind::Download
+        };
+        err(kind, format!("reading the body failed: {text}"))
+    })?;
+    let bytes = body.into_bytes().to_vec();
+    if bytes.len() as u64 > max {
+        return Err(too_large(key, bytes.len() as u64, max));
+    }
+    Ok((Fetched::Body(bytes), etag))
+}
+
+/// Runs `cmd` through `sh -c` with `{}` replaced by the (quoted) staged file path.
+async fn run_validation(cmd: &str, staged: &Path, timeout: Duration) -> Result<(), String> {
+    let quoted = format!("'{}'", staged.display().to_string().replace('\'', "'\\''"));
+    let line = cmd.replace("{}", &quoted);
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&line)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot run sh: {e}"))?;
+    let out = tokio::time::timeout(timeout, child.wait_with_output())
+        .await
+        .map_err(|_| format!("{cmd:?} did not finish within {timeout:?}"))?
+        .map_err(|e| e.to_string())?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let mut text = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if text.is_empty() {
+        text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    }
+    // The first lines say what is wrong (Envoy prints its reason before anything else).
+    let head = text
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .take(5)
+        .collect::<Vec<_>>()
+        .join(" | ");
+    Err(format!("{cmd:?} exited with {}: {head}", out.status))
+}

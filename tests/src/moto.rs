@@ -1,0 +1,79 @@
+//! moto_server, the AWS API emulator, as a process on a loopback port.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::ChildGuard;
+use crate::{TempDir, free_port, http, repo_root, wait_for};
+
+/// The credentials and region every test client uses against moto.
+pub const REGION: &str = "us-east-1";
+
+/// A running moto_server.
+#[derive(Debug)]
+pub struct Moto {
+    /// The process.
+    pub process: ChildGuard,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+/// The moto_server binary `scripts/setup.sh` installs (or `$MOTO_SERVER`).
+pub fn moto_bin() -> PathBuf {
+    std::env::var_os("MOTO_SERVER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/moto/bin/moto_server"))
+}
+
+impl Moto {
+    /// Starts moto on a free port (or `port`) and waits until it answers.
+    pub fn start(dir: &TempDir, port: u16) -> Moto {
+        let port = if port == 0 { free_port() } else { port };
+        let bin = moto_bin();
+        assert!(
+            bin.exists(),
+            "{} is missing: scripts/setup.sh installs it",
+            bin.display()
+        );
+        let mut cmd = Command::new(bin);
+        cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+        let process = ChildGuard::spawn(cmd, dir.path().join(format!("moto-{port}.log")));
+        wait_for("moto_server to answer", Duration::from_secs(30), || {
+            http::get(port, "/moto-api/data.json", &[])
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        Moto { process, port }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The environment that points the toolkit's binaries (and any AWS SDK) at this moto.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ACCESS_KEY_ID", "testing".into()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".into()),
+            ("AWS_REGION", REGION.into()),
+            ("AWS_EC2_METADATA_DISABLED", "true".into()),
+        ]
+    }
+
+    /// An S3 client for the test itself.
+    pub fn s3(&self) -> aws_sdk_s3::Client {
+        let config = aws_sdk_s3::Config::builder()
+            .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+            .endpoint_url(self.endpoint())
+            .region(aws_sdk_s3::config::Region::new(REGION))
+            .credentials_provider(aws_sdk_s3::config::Credentials::new(
+                "testing", "testing", None, None, "tests",
+            ))
+            .force_path_style(true)
+            .build();
+        aws_sdk_s3::Client::from_conf(config)
+    }
+}

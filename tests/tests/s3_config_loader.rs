@@ -1,0 +1,452 @@
+//! s3-config-loader against moto_server: first and unchanged syncs, changes, deletes, unsafe
+//! keys, atomic replacement under a busy reader, validation, hooks, S3 outages, templates
+//! rendered from ECS task metadata and accepted by the real Envoy.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tests::process::{ChildGuard, envoy_bin};
+use tests::{Backend, Moto, TempDir, free_port, http, wait_for, workspace_bin};
+
+const BUCKET: &str = "config";
+
+struct S3 {
+    dir: TempDir,
+    moto: Moto,
+    rt: tokio::runtime::Runtime,
+}
+
+impl S3 {
+    fn start(label: &str) -> S3 {
+        let dir = TempDir::new(label);
+        let moto = Moto::start(&dir, 0);
+        let s3 = S3 {
+            dir,
+            moto,
+            rt: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        };
+        s3.create_bucket();
+        s3
+    }
+
+    fn create_bucket(&self) {
+        let client = self.moto.s3();
+        self.rt
+            .block_on(client.create_bucket().bucket(BUCKET).send())
+            .expect("bucket created");
+    }
+
+    fn put(&self, key: &str, body: impl Into<Vec<u8>>) {
+        let client = self.moto.s3();
+        let body = aws_sdk_s3::primitives::ByteStream::from(body.into());
+        self.rt
+            .block_on(
+                client
+                    .put_object()
+                    .bucket(BUCKET)
+                    .key(key)
+                    .body(body)
+                    .send(),
+            )
+            .unwrap_or_else(|e| panic!("put {key}: {e:?}"));
+    }
+
+    fn delete(&self, key: &str) {
+        let client = self.moto.s3();
+        self.rt
+            .block_on(client.delete_object().bucket(BUCKET).key(key).send())
+            .unwrap();
+    }
+
+    fn out(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(workspace_bin("s3-config-loader"));
+        cmd.args(args)
+            .envs(self.moto.env())
+            .env("S3_CONFIG_LOADER_LOG", "info");
+        cmd
+    }
+
+    /// Runs the loader to completion.
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("s3-config-loader runs")
+    }
+
+    /// `sync s3://config/PREFIX DIR --once ...`.
+    fn sync_once(&self, prefix: &str, extra: &[&str]) -> Output {
+        let src = format!("s3://{BUCKET}/{prefix}");
+        let out = self.out();
+        let mut args = vec!["sync", &src, out.to_str().unwrap(), "--once"];
+        args.extend_from_slice(extra);
+        self.run(&args)
+    }
+
+    /// A loader in daemon mode, with an admin port for its metrics.
+    fn daemon(&self, prefix: &str, extra: &[&str]) -> (ChildGuard, u16) {
+        let admin = free_port();
+        let src = format!("s3://{BUCKET}/{prefix}");
+        let out = self.out();
+        let admin_addr = format!("127.0.0.1:{admin}");
+        let mut args = vec![
+            "sync",
+            &src,
+            out.to_str().unwrap(),
+            "--admin-listen",
+            &admin_addr,
+        ];
+        args.extend_from_slice(extra);
+        let cmd = self.command(&args);
+        let n = std::fs::read_dir(self.dir.path())
+            .map(|d| d.count())
+            .unwrap_or(0);
+        let child = ChildGuard::spawn(cmd, self.dir.path().join(format!("loader-{n}.log")));
+        wait_for("the loader's admin port", Duration::from_secs(20), || {
+            http::get(admin, "/healthz", &[])
+                .ok()
+                .filter(|r| r.status == 200)
+        });
+        (child, admin)
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// One sample of the loader's `/metrics`, 0 when absent.
+fn metric(admin: u16, sample: &str) -> f64 {
+    let r = http::get(admin, "/metrics", &[]).expect("metrics answer");
+    r.body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn first_sync_mirrors_nested_keys_and_an_unchanged_resync_downloads_nothing() {
+    let s3 = S3::start("s3-first");
+    let big: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    s3.put("app/envoy.yaml", "admin: {}\n");
+    s3.put("app/prometheus/rules/a.yml", "groups: []\n");
+    s3.put("app/blob.bin", big.clone());
+    s3.put("other/ignored.txt", "not under the prefix");
+    let first = s3.sync_once("app/", &[]);
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stdout(&first).starts_with("3 objects: 3 downloaded"),
+        "{}",
+        stdout(&first)
+    );
+    assert_eq!(read(&s3.out().join("envoy.yaml")), "admin: {}\n");
+    assert_eq!(
+        read(&s3.out().join("prometheus/rules/a.yml")),
+        "groups: []\n"
+    );
+    assert_eq!(std::fs::read(s3.out().join("blob.bin")).unwrap(), big);
+    assert!(!s3.out().join("ignored.txt").exists());
+
+    let second = s3.sync_once("app/", &[]);
+    assert!(second.status.success(), "{}", stderr(&second));
+    assert!(
+        stdout(&second).starts_with("3 objects: 0 downloaded (0 bytes), 3 unchanged"),
+        "{}",
+        stdout(&second)
+    );
+
+    // `get` of one object: the second run is a conditional GET answered 304.
+    let file = s3.dir.path().join("single/envoy.yaml");
+    let args = ["get", "s3://config/app/envoy.yaml", file.to_str().unwrap()];
+    assert!(stdout(&s3.run(&args)).starts_with("1 objects: 1 downloaded"));
+    assert!(stdout(&s3.run(&args)).starts_with("1 objects: 0 downloaded (0 bytes), 1 unchanged"));
+    assert_eq!(read(&file), "admin: {}\n");
+}
+
+#[test]
+fn same_size_changes_are_seen_and_delete_removes_only_our_files() {
+    let s3 = S3::start("s3-change");
+    s3.put("app/a.txt", "aaaa");
+    s3.put("app/b.txt", "bbbb");
+    assert!(s3.sync_once("app/", &[]).status.success());
+    std::fs::write(s3.out().join("mine.txt"), "written by someone else").unwrap();
+    s3.put("app/a.txt", "AAAA"); // same size: `aws s3 sync` would miss it
+    s3.delete("app/b.txt");
+    let without_delete = s3.sync_once("app/", &[]);
+    assert!(
+        without_delete.status.success(),
+        "{}",
+        stderr(&without_delete)
+    );
+    assert_eq!(read(&s3.out().join("a.txt")), "AAAA");
+    assert!(s3.out().join("b.txt").exists(), "removed without --delete");
+    let with_delete = s3.sync_once("app/", &["--delete"]);
+    assert!(with_delete.status.success(), "{}", stderr(&with_delete));
+    assert!(!s3.out().join("b.txt").exists());
+    assert_eq!(read(&s3.out().join("mine.txt")), "written by someone else");
+    assert_eq!(read(&s3.out().join("a.txt")), "AAAA");
+}
+
+#[test]
+fn keys_that_would_escape_the_directory_are_refused() {
+    let s3 = S3::start("s3-unsafe");
+    s3.put("app/good.txt", "good");
+    s3.put("app/../../escaped.txt", "evil");
+    s3.put("app//abs.txt", "evil");
+    let out = s3.sync_once("app/", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("app/../../escaped.txt") && err.contains("would leave the target directory"),
+        "{err}"
+    );
+    assert!(err.contains("app//abs.txt"), "{err}");
+    assert_eq!(read(&s3.out().join("good.txt")), "good");
+    // Nothing anywhere above the target directory.
+    assert!(!s3.dir.path().join("escaped.txt").exists());
+    assert!(!s3.dir.path().parent().unwrap().join("escaped.txt").exists());
+    assert!(!Path::new("/abs.txt").exists());
+}
+
+#[test]
+fn a_reader_never_sees_a_partial_or_empty_file_during_100_updates() {
+    let s3 = S3::start("s3-atomic");
+    let version = |i: usize| format!("version {i}\n{}END\n", "x".repeat(256 * 1024));
+    s3.put("app/conf.txt", version(0));
+    let (_loader, _admin) = s3.daemon("app/", &["--interval", "20ms"]);
+    let path = s3.out().join("conf.txt");
+    wait_for("the first version", Duration::from_secs(20), || {
+        path.exists().then_some(())
+    });
+    let stop = Arc::new(AtomicBool::new(false));
+    let reads = Arc::new(AtomicUsize::new(0));
+    let reader = {
+        let (stop, reads, path) = (stop.clone(), reads.clone(), path.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let text = std::fs::read_to_string(&path).expect("the file is always there");
+                assert!(
+                    text.starts_with("version ") && text.ends_with("END\n"),
+                    "partial read: {} bytes",
+                    text.len()
+                );
+                reads.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    for i in 1..=100 {
+        s3.put("app/conf.txt", version(i));
+        let want = format!("version {i}\n");
+        wait_for(&format!("version {i}"), Duration::from_secs(20), || {
+            read(&path).starts_with(&want).then_some(())
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().expect("the reader saw only whole files");
+    assert!(reads.load(Ordering::Relaxed) > 100);
+}
+
+#[test]
+fn failed_validation_keeps_the_old_file_and_hooks_fire_once_per_change() {
+    let s3 = S3::start("s3-hooks");
+    s3.put("app/conf.txt", "valid 1\n");
+    let count = s3.dir.path().join("hook-count");
+    let on_change = format!("echo changed >> {}", count.display());
+    let (loader, admin) = s3.daemon(
+        "app/",
+        &[
+            "--interval",
+            "50ms",
+            "--validate",
+            "grep -q '^valid' {}",
+            "--on-change",
+            &on_change,
+        ],
+    );
+    let path = s3.out().join("conf.txt");
+    wait_for("the first sync", Duration::from_secs(20), || {
+        (read(&path) == "valid 1\n").then_some(())
+    });
+    wait_for("the first hook", Duration::from_secs(20), || {
+        (read(&count).lines().count() == 1).then_some(())
+    });
+    // Several polls with nothing new: no more hook runs.
+    let passes = metric(admin, "s3cl_passes_total{result=\"ok\"}");
+    wait_for("three more passes", Duration::from_secs(20), || {
+        (metric(admin, "s3cl_passes_total{result=\"ok\"}") >= passes + 3.0).then_some(())
+    });
+    assert_eq!(
+        read(&count).lines().count(),
+        1,
+        "the hook ran without a change"
+    );
+    // An invalid version is refused: old file kept, error counted and logged.
+    s3.put("app/conf.txt", "broken\n");
+    wait_for("the validation failure", Duration::from_secs(20), || {
+        (metric(admin, "s3cl_errors_total{kind=\"validation\"}") >= 1.0).then_some(())
+    });
+    assert_eq!(read(&path), "valid 1\n");
+    assert!(
+        loader.output().contains("refused by --validate"),
+        "{}",
+        loader.output()
+    );
+    // A valid change goes through and fires the hook once more.
+    s3.put("app/conf.txt", "valid 2\n");
+    wait_for("the second version", Duration::from_secs(20), || {
+        (read(&path) == "valid 2\n").then_some(())
+    });
+    wait_for("the second hook", Duration::from_secs(20), || {
+        (read(&count).lines().count() == 2).then_some(())
+    });
+    let leftovers: Vec<String> = std::fs::read_dir(s3.out())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp-"))
+        .collect();
+    assert!(leftovers.is_empty(), "staged files left: {leftovers:?}");
+}
+
+#[test]
+fn files_survive_an_s3_outage_and_sync_resumes() {
+    let mut s3 = S3::start("s3-outage");
+    s3.put("app/conf.txt", "before\n");
+    let (_loader, admin) = s3.daemon("app/", &["--interval", "100ms"]);
+    let path = s3.out().join("conf.txt");
+    wait_for("the first sync", Duration::from_secs(20), || {
+        (read(&path) == "before\n").then_some(())
+    });
+    let port = s3.moto.port;
+    s3.moto.process.kill();
+    wait_for("errors to be counted", Duration::from_secs(30), || {
+        (metric(admin, "s3cl_errors_total{kind=\"list\"}") >= 2.0).then_some(())
+    });
+    assert_eq!(read(&path), "before\n");
+    // `--once --allow-stale` starts from the files in place while S3 is down; without it, fails.
+    let stale = s3.sync_once("app/", &["--allow-stale"]);
+    assert!(stale.status.success(), "{}", stderr(&stale));
+    let strict = s3.sync_once("app/", &[]);
+    assert_eq!(strict.status.code(), Some(1));
+    assert!(
+        stderr(&strict).contains("cannot list s3://config/app/"),
+        "{}",
+        stderr(&strict)
+    );
+    // moto back (empty: it keeps nothing across restarts), with a new version of the object.
+    s3.moto = Moto::start(&s3.dir, port);
+    s3.create_bucket();
+    s3.put("app/conf.txt", "after\n");
+    wait_for("sync to resume", Duration::from_secs(30), || {
+        (read(&path) == "after\n").then_some(())
+    });
+}
+
+#[test]
+fn templates_render_ecs_metadata_into_a_bootstrap_envoy_accepts() {
+    let s3 = S3::start("s3-template");
+    let meta = Backend::start_with(
+        "ecs-metadata",
+        0,
+        Arc::new(|path: &str| {
+            if path.ends_with("/task") {
+                r#"{"Cluster":"arn:aws:ecs:us-east-1:1:cluster/prism-test","TaskARN":"arn:aws:ecs:us-east-1:1:task/prism-test/abc123","Family":"intdemo","Revision":"7","AvailabilityZone":"us-east-1a"}"#.into()
+            } else {
+                r#"{"Name":"envoy","Networks":[{"NetworkMode":"awsvpc","IPv4Addresses":["10.0.1.23"]}]}"#.into()
+            }
+        }),
+    )
+    .unwrap();
+    let bootstrap = r#"node:
+  id: "${ecs.TaskARN}"
+  cluster: "${PROXY}"
+  metadata: { az: "${ecs.AvailabilityZone}", ip: "${ecs.IPv4Address}", revision: "${ecs.Revision}" }
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: 9901 } }
+dynamic_resources:
+  ads_config: { api_type: GRPC, transport_api_version: V3, grpc_services: [ { envoy_grpc: { cluster_name: xds } } ] }
+  cds_config: { ads: {}, resource_api_version: V3 }
+  lds_config: { ads: {}, resource_api_version: V3 }
+static_resources:
+  clusters:
+    - name: xds
+      type: STATIC
+      typed_extension_protocol_options:
+        envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+          "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+          explicit_http_config: { http2_protocol_options: {} }
+      load_assignment:
+        cluster_name: xds
+        endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 18000 } } } } ] } ]
+"#;
+    s3.put("envoy/envoy.yaml.tmpl", bootstrap);
+    let validate = format!("{} --mode validate -c {{}}", envoy_bin().display());
+    let mut cmd = s3.command(&[
+        "sync",
+        "s3://config/envoy/",
+        s3.out().to_str().unwrap(),
+        "--once",
+        "--validate",
+        &validate,
+    ]);
+    cmd.env(
+        "ECS_CONTAINER_METADATA_URI_V4",
+        format!("http://{}/v4/abc", meta.addr),
+    )
+    .env("PROXY", "intdemo");
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rendered = read(&s3.out().join("envoy.yaml"));
+    assert!(
+        rendered.contains(r#"id: "arn:aws:ecs:us-east-1:1:task/prism-test/abc123""#),
+        "{rendered}"
+    );
+    assert!(rendered.contains(r#"cluster: "intdemo""#), "{rendered}");
+    assert!(rendered.contains(r#"ip: "10.0.1.23""#), "{rendered}");
+    assert!(!s3.out().join("envoy.yaml.tmpl").exists());
+
+    // A variable without a value fails with its name, and writes nothing.
+    s3.put(
+        "broken/envoy.yaml.tmpl",
+        "node: { id: \"${ecs.TaskARN}\", cluster: \"${NO_SUCH_VAR}\" }\n",
+    );
+    let dir2 = s3.dir.path().join("broken");
+    let mut cmd = s3.command(&[
+        "sync",
+        "s3://config/broken/",
+        dir2.to_str().unwrap(),
+        "--once",
+    ]);
+    cmd.env(
+        "ECS_CONTAINER_METADATA_URI_V4",
+        format!("http://{}/v4/abc", meta.addr),
+    );
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no value for ${NO_SUCH_VAR}"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(!dir2.join("envoy.yaml").exists());
+}
