@@ -51,6 +51,10 @@ enum Command {
         /// Remove files this loader wrote whose objects are gone.
         #[arg(long, env = "S3_CONFIG_LOADER_DELETE")]
         delete: bool,
+        /// Publish each changed set of files together: files live in a generation directory
+        /// behind the `..data` symlink (as Kubernetes ConfigMap volumes), swapped in one rename.
+        #[arg(long, env = "S3_CONFIG_LOADER_ATOMIC_SET")]
+        atomic_set: bool,
         #[command(flatten)]
         common: CommonArgs,
     },
@@ -146,7 +150,7 @@ async fn shutdown_signal() {
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let (source, target, once, interval, delete, c) = match cli.command {
+    let (source, target, once, interval, delete, atomic_set, c) = match cli.command {
         Command::Get {
             source,
             file,
@@ -165,6 +169,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 once,
                 interval.unwrap_or_default(),
                 false,
+                false,
                 common,
             )
         }
@@ -174,8 +179,17 @@ async fn main() -> anyhow::Result<ExitCode> {
             once,
             interval,
             delete,
+            atomic_set,
             common,
-        } => (source, Target::Dir(dir), once, interval, delete, common),
+        } => (
+            source,
+            Target::Dir(dir),
+            once,
+            interval,
+            delete,
+            atomic_set,
+            common,
+        ),
     };
     init_logs(c.log_format, &c.log)?;
     let metrics = Metrics::new();
@@ -200,6 +214,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         validate: c.validate,
         validate_timeout: c.hook_timeout,
         concurrency: c.concurrency,
+        atomic_set,
     };
     let run_config = RunConfig {
         once,

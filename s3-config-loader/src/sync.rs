@@ -12,6 +12,7 @@ use aws_sdk_s3::types::ChecksumMode;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::generation;
 use crate::location::S3Location;
 use crate::metrics::Metrics;
 use crate::paths::{UnsafeKey, relative_path};
@@ -47,6 +48,8 @@ pub struct SyncConfig {
     pub validate_timeout: Duration,
     /// Downloads in flight at once.
     pub concurrency: usize,
+    /// Publish each changed set of files together (`sync` only; see [`crate::generation`]).
+    pub atomic_set: bool,
 }
 
 /// The kind of a per-object problem, also the `kind` label of the error metric.
@@ -109,6 +112,14 @@ pub enum SyncError {
         location: String,
         /// Why it failed.
         message: String,
+    },
+    /// A new generation (`--atomic-set`) could not be built or published.
+    #[error("cannot publish a new set of files in {dir}: {source}")]
+    Generation {
+        /// The target directory.
+        dir: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
     },
     /// The state file could not be written.
     #[error("cannot write the state file {path}: {source}")]
@@ -181,6 +192,8 @@ pub struct Syncer {
     metrics: Metrics,
     state_path: PathBuf,
     state: State,
+    /// During an `atomic_set` pass: the generation being built.
+    write_root: Option<PathBuf>,
 }
 
 impl Syncer {
@@ -203,6 +216,7 @@ impl Syncer {
             metrics,
             state_path,
             state,
+            write_root: None,
         }
     }
 
@@ -235,6 +249,15 @@ impl Syncer {
         };
         report.listed = objects.len();
 
+        let atomic_dir = match &self.config.target {
+            Target::Dir(d) if self.config.atomic_set => Some(d.clone()),
+            _ => None,
+        };
+        // The first published generation must hold every file, not only the changed ones.
+        let first_generation = atomic_dir
+            .as_deref()
+            .is_some_and(|d| generation::current(d).is_none());
+
         // Decide, per object, its file and whether its body must be fetched.
         let mut plan: Vec<(Listed, PathBuf, bool)> = Vec::new();
         let mut seen: BTreeMap<PathBuf, String> = BTreeMap::new();
@@ -265,6 +288,7 @@ impl Syncer {
                 continue;
             }
             let up_to_date = !obj.etag.is_empty()
+                && !first_generation
                 && self
                     .state
                     .files
@@ -312,6 +336,14 @@ impl Syncer {
             }
         }
 
+        if let Some(dir) = &atomic_dir {
+            let new = generation::prepare(dir).map_err(|source| SyncError::Generation {
+                dir: dir.clone(),
+                source,
+            })?;
+            self.write_root = Some(new);
+        }
+
         // Write in key order, so logs and hooks see a stable sequence.
         for (i, (obj, rel, _)) in plan.iter().enumerate() {
             let Some(result) = results.remove(&i) else {
@@ -353,7 +385,7 @@ impl Syncer {
         if self.config.delete && matches!(self.config.target, Target::Dir(_)) {
             for rel in gone {
                 let path = self.absolute(&rel);
-                match std::fs::remove_file(&path) {
+                match std::fs::remove_file(self.write_path(&rel)) {
                     Ok(()) => report.deleted.push(path),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
@@ -369,6 +401,17 @@ impl Syncer {
             }
         }
 
+        if let Some(new) = self.write_root.take() {
+            let dir = atomic_dir.unwrap_or_default();
+            if report.changed() || first_generation {
+                generation::commit(&dir, &new).map_err(|source| {
+                    generation::abandon(&new);
+                    SyncError::Generation { dir, source }
+                })?;
+            } else {
+                generation::abandon(&new);
+            }
+        }
         if report.changed() || !self.state_path.exists() {
             self.state
                 .save(&self.state_path)
@@ -410,6 +453,14 @@ impl Syncer {
         }
     }
 
+    /// Where a file is written: into the generation being built, or in place.
+    fn write_path(&self, rel: &Path) -> PathBuf {
+        match &self.write_root {
+            Some(root) => root.join(rel),
+            None => self.absolute(rel),
+        }
+    }
+
     fn absolute(&self, rel: &Path) -> PathBuf {
         match &self.config.target {
             Target::Dir(d) => d.join(rel),
@@ -432,10 +483,11 @@ impl Syncer {
             body
         };
         let path = self.absolute(rel);
-        if std::fs::read(&path).is_ok_and(|old| old == body) {
+        if std::fs::read(&path).is_ok_and(|old| old == body) && self.write_path(rel).exists() {
             return Ok(false);
         }
-        let staged = files::stage(&path, &body, self.config.file).map_err(|e| {
+        let dest = self.write_path(rel);
+        let staged = files::stage(&dest, &body, self.config.file).map_err(|e| {
             err(
                 ErrorKind::Write,
                 format!("cannot write {}: {e}", path.display()),
@@ -450,7 +502,7 @@ impl Syncer {
                 format!("refused by --validate, {} kept: {message}", path.display()),
             ));
         }
-        files::publish(&staged, &path).map_err(|e| {
+        files::publish(&staged, &dest).map_err(|e| {
             let _ = std::fs::remove_file(&staged);
             err(
                 ErrorKind::Write,

@@ -450,3 +450,77 @@ static_resources:
     );
     assert!(!dir2.join("envoy.yaml").exists());
 }
+
+#[test]
+fn atomic_sets_are_published_together() {
+    let s3 = S3::start("s3-set");
+    let out = s3.out();
+    // Each pass sees one whole set in S3; a slow --validate widens the time between installing
+    // a.conf and b.conf, which an in-place writer would expose as a mixed set.
+    let publish = |i: usize| {
+        s3.put("app/a.conf", format!("{i}"));
+        s3.put("app/nested/b.conf", format!("{i}"));
+        let o = s3.sync_once(
+            "app/",
+            &["--atomic-set", "--delete", "--validate", "sleep 0.05"],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    publish(0);
+    assert!(
+        std::fs::symlink_metadata(out.join("a.conf"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    assert_eq!(read(&out.join("nested/b.conf")), "0");
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let (stop, out) = (stop.clone(), out.clone());
+        std::thread::spawn(move || {
+            let mut consistent = 0;
+            while !stop.load(Ordering::Relaxed) {
+                // A reader that resolves `..data` once sees one whole set.
+                let Ok(gen_dir) = std::fs::read_link(out.join("..data")) else {
+                    continue;
+                };
+                let (a, b) = (
+                    std::fs::read_to_string(out.join(&gen_dir).join("a.conf")),
+                    std::fs::read_to_string(out.join(&gen_dir).join("nested/b.conf")),
+                );
+                // A generation may be removed under a slow reader; only mixed sets are wrong.
+                if let (Ok(a), Ok(b)) = (a, b) {
+                    assert_eq!(a, b, "a mixed set in {}", gen_dir.display());
+                    consistent += 1;
+                }
+            }
+            consistent
+        })
+    };
+    for i in 1..=10 {
+        publish(i);
+        assert_eq!(read(&out.join("a.conf")), i.to_string());
+        assert_eq!(read(&out.join("nested/b.conf")), i.to_string());
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(reader.join().expect("no mixed set") > 0);
+    // A removed object disappears from the next set; old generations are cleaned up.
+    s3.delete("app/a.conf");
+    let o = s3.sync_once("app/", &["--atomic-set", "--delete"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!out.join("a.conf").exists());
+    assert_eq!(read(&out.join("nested/b.conf")), "10");
+    let generations = std::fs::read_dir(&out)
+        .unwrap()
+        .filter(|e| {
+            let name = e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .into_owned();
+            name.starts_with("..") && name != "..data"
+        })
+        .count();
+    assert_eq!(generations, 1);
+}

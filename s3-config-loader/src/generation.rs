@@ -1,0 +1,96 @@
+//! Publishing a whole directory at once (`sync --atomic-set`), as Kubernetes does for
+//! ConfigMap volumes: the files live in a generation directory `..<timestamp>`, `..data` is a
+//! symlink to the current generation, and each top-level entry of the target directory is a
+//! symlink through `..data`. A new set is built in a new generation and published with one
+//! rename of the `..data` symlink, so a reader never sees half of an old set and half of a new.
+
+use std::io;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const DATA: &str = "..data";
+
+/// The current generation directory, if the target was published this way before.
+pub fn current(dir: &Path) -> Option<PathBuf> {
+    std::fs::read_link(dir.join(DATA)).ok().map(|g| dir.join(g))
+}
+
+/// Creates a new generation holding the current one's files (hard links: nothing is copied,
+/// and files are only ever replaced by rename, so the old generation stays intact).
+pub fn prepare(dir: &Path) -> io::Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let stamp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let new = dir.join(format!("..{stamp}"));
+    std::fs::create_dir(&new)?;
+    if let Some(old) = current(dir) {
+        link_tree(&old, &new)?;
+    }
+    Ok(new)
+}
+
+fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(from)? {
+        let entry = entry?;
+        let target = to.join(entry.file_name());
+        if entry.file_type()?.is_dir() {
+            std::fs::create_dir(&target)?;
+            link_tree(&entry.path(), &target)?;
+        } else {
+            std::fs::hard_link(entry.path(), &target)?;
+        }
+    }
+    Ok(())
+}
+
+/// Atomically replaces `link` with a symlink to `target`.
+fn replace_symlink(target: &Path, link: &Path) -> io::Result<()> {
+    let name = link
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = link.with_file_name(format!(".tmp-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    symlink(target, &tmp)?;
+    std::fs::rename(&tmp, link)
+}
+
+/// Publishes `new`: swaps `..data`, adds and removes top-level symlinks, removes the old
+/// generation.
+pub fn commit(dir: &Path, new: &Path) -> io::Result<()> {
+    let old = current(dir);
+    let new_name = new.file_name().map(PathBuf::from).unwrap_or_default();
+    replace_symlink(&new_name, &dir.join(DATA))?;
+    let entries = |gen_dir: &Path| -> io::Result<Vec<std::ffi::OsString>> {
+        std::fs::read_dir(gen_dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect()
+    };
+    for name in entries(new)? {
+        let link = dir.join(&name);
+        let target = Path::new(DATA).join(&name);
+        if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
+            replace_symlink(&target, &link)?;
+        }
+    }
+    if let Some(old) = old.filter(|o| o != new) {
+        for name in entries(&old)? {
+            if !new.join(&name).exists() {
+                let link = dir.join(&name);
+                if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
+                    std::fs::remove_file(&link)?;
+                }
+            }
+        }
+        std::fs::remove_dir_all(&old)?;
+    }
+    Ok(())
+}
+
+/// Drops a generation that turned out not to be needed.
+pub fn abandon(new: &Path) {
+    let _ = std::fs::remove_dir_all(new);
+}
