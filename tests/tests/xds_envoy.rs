@@ -508,3 +508,44 @@ upstreams:
         );
     });
 }
+
+/// Envoy rebuilds a changed cluster and keeps it warming until it receives its endpoints again,
+/// without asking for them: the server must send them, or the change waits for Envoy's 15 s
+/// initial fetch timeout.
+#[test]
+fn a_changed_cluster_gets_its_endpoints_again_and_warms_at_once() {
+    both(|mode| {
+        let s = Setup::start(mode);
+        s.wait_all_acked();
+        let modified = s
+            .envoy
+            .stat("cluster_manager.cluster_modified")
+            .unwrap_or(0);
+        s.write_catalog(
+            &catalog(s.port, &s.blue, SPLIT_90_10, "")
+                .replace("connect_timeout: 1s", "connect_timeout: 2s"),
+        );
+        wait_for(
+            "both clusters to be rebuilt and warm",
+            Duration::from_secs(30),
+            || {
+                let rebuilt = s
+                    .envoy
+                    .stat("cluster_manager.cluster_modified")
+                    .unwrap_or(0)
+                    >= modified + 2;
+                (rebuilt && s.envoy.stat("cluster_manager.warming_clusters") == Some(0))
+                    .then_some(())
+            },
+        );
+        for c in ["blue", "green"] {
+            assert_eq!(
+                s.envoy.stat(&format!("cluster.{c}.init_fetch_timeout")),
+                Some(0),
+                "{mode:?}: {c} warmed only through the initial fetch timeout"
+            );
+        }
+        assert_eq!(s.body("/", &[]).as_deref(), Some("green"));
+        assert_eq!(s.body("/blue/x", &[]).as_deref(), Some("blue"));
+    });
+}

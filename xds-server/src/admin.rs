@@ -31,6 +31,8 @@ pub struct AdminState {
     pub discovery: Discovery,
     /// The latest catalog load.
     pub catalog: Arc<Mutex<CatalogStatus>>,
+    /// True once the server is shutting down (not ready: load balancers stop sending).
+    pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 /// The admin routes.
@@ -56,18 +58,28 @@ async fn metrics(State(s): State<AdminState>) -> Response {
 #[derive(Serialize)]
 struct Readiness {
     ready: bool,
+    stopping: bool,
     catalog: CatalogStatus,
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
-    let ready = s.cache.current().loaded;
+    let stopping = *s.stopping.borrow();
+    let ready = s.cache.current().loaded && !stopping;
     let catalog = s.catalog.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let code = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(Readiness { ready, catalog })).into_response()
+    (
+        code,
+        Json(Readiness {
+            ready,
+            stopping,
+            catalog,
+        }),
+    )
+        .into_response()
 }
 
 async fn nodes(State(s): State<AdminState>) -> Response {

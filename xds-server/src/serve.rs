@@ -157,6 +157,7 @@ pub async fn serve(
         nodes: nodes.clone(),
         discovery: discovery.clone(),
         catalog: status.clone(),
+        stopping: stop_rx.clone(),
     };
     let mut admin_stop = stop_rx.clone();
     let admin_task = tokio::spawn(async move {
@@ -179,9 +180,10 @@ pub async fn serve(
         });
     let mut grpc = std::pin::pin!(grpc);
     let mut shutdown = std::pin::pin!(shutdown);
+    let mut result = Ok(());
     tokio::select! {
-        result = &mut grpc => {
-            result?;
+        r = &mut grpc => {
+            result = r.map_err(ServeError::from);
         }
         _ = &mut shutdown => {
             tracing::info!("shutting down: closing xDS streams so proxies reconnect to another replica");
@@ -195,7 +197,7 @@ pub async fn serve(
     watcher.abort();
     builder.abort();
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
-    Ok(())
+    result
 }
 
 /// Re-reads the catalog file whenever its content changes; accepted catalogs go to `tx`.

@@ -42,12 +42,16 @@ impl Delta {
         core: &mut StreamCore,
         t: ResourceType,
     ) -> Option<DeltaDiscoveryResponse> {
-        let ts = &mut self.types[t.index()];
+        let ts = &self.types[t.index()];
         if !core.loaded || ts.pending.is_some() || !ts.subscribed {
+            return None;
+        }
+        if super::held_back(core.scope, t, |t| self.types[t.index()].pending.is_some()) {
             return None;
         }
         let snapshot = core.snapshot.clone();
         let snap = snapshot.of(t);
+        let ts = &mut self.types[t.index()];
         let resources: Vec<Resource> = snap
             .resources
             .iter()
@@ -68,6 +72,17 @@ impl Delta {
         if resources.is_empty() && removed.is_empty() && ts.answered {
             return None;
         }
+        // Clusters the proxy had and now gets anew: it rebuilds them and keeps them warming
+        // until their load assignment comes again, without asking for it.
+        let rebuilt: Vec<String> = if t == ResourceType::Cluster {
+            resources
+                .iter()
+                .filter(|r| ts.known.contains_key(&r.name))
+                .map(|r| r.name.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         for r in &resources {
             if let Some(v) = snap.resources.get(&r.name) {
                 ts.known.insert(r.name.clone(), v.version);
@@ -84,6 +99,10 @@ impl Delta {
             at: Instant::now(),
         });
         core.record_sent(t, snap.version);
+        let eds = &mut self.types[ResourceType::Endpoint.index()];
+        for name in rebuilt {
+            eds.known.remove(&name);
+        }
         Some(DeltaDiscoveryResponse {
             system_version_info: snap.version.to_string(),
             resources,
@@ -108,12 +127,7 @@ impl Variant for Delta {
         &req.type_url
     }
 
-    fn on_request(
-        &mut self,
-        core: &mut StreamCore,
-        t: ResourceType,
-        req: DeltaDiscoveryRequest,
-    ) -> Option<DeltaDiscoveryResponse> {
+    fn on_request(&mut self, core: &mut StreamCore, t: ResourceType, req: DeltaDiscoveryRequest) {
         let ts = &mut self.types[t.index()];
         if let Some(sent) = &ts.pending
             && sent.nonce == req.response_nonce
@@ -127,7 +141,8 @@ impl Variant for Delta {
         // Subscription changes count whatever nonce they carry: each request is a delta.
         if !ts.subscribed {
             ts.subscribed = true;
-            ts.wildcard = req.resource_names_subscribe.is_empty();
+            // An empty first subscription is the (legacy) wildcard, for LDS and CDS only.
+            ts.wildcard = t.wildcard_by_default() && req.resource_names_subscribe.is_empty();
             // After a reconnect the proxy says what it has, so unchanged resources are not re-sent.
             ts.known = req
                 .initial_resource_versions
@@ -156,10 +171,9 @@ impl Variant for Delta {
             let names = &ts.names;
             ts.known.retain(|n, _| names.contains(n));
         }
-        self.maybe_send(core, t)
     }
 
-    fn on_snapshot(&mut self, core: &mut StreamCore) -> Vec<DeltaDiscoveryResponse> {
+    fn push(&mut self, core: &mut StreamCore) -> Vec<DeltaDiscoveryResponse> {
         ResourceType::ALL
             .into_iter()
             .filter_map(|t| self.maybe_send(core, t))

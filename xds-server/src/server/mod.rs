@@ -136,15 +136,22 @@ pub(crate) trait Variant: Default + Send + 'static {
     const NAME: &'static str;
     fn node(req: &Self::Req) -> Option<&Node>;
     fn type_url(req: &Self::Req) -> &str;
-    /// Handles one request for type `t`; returns what to send.
-    fn on_request(
-        &mut self,
-        core: &mut StreamCore,
-        t: ResourceType,
-        req: Self::Req,
-    ) -> Option<Self::Resp>;
-    /// Sends what a new snapshot changed, in push order.
-    fn on_snapshot(&mut self, core: &mut StreamCore) -> Vec<Self::Resp>;
+    /// Takes in one request for type `t` (subscriptions, ACK or NACK).
+    fn on_request(&mut self, core: &mut StreamCore, t: ResourceType, req: Self::Req);
+    /// What to send now, in push order (after a request, or after a new snapshot).
+    fn push(&mut self, core: &mut StreamCore) -> Vec<Self::Resp>;
+}
+
+/// Make-before-break on ADS: listeners and routes wait while clusters or endpoints are
+/// unacknowledged, so a route never points at a cluster the proxy has not finished building.
+pub(crate) fn held_back(
+    scope: Scope,
+    t: ResourceType,
+    pending: impl Fn(ResourceType) -> bool,
+) -> bool {
+    scope == Scope::Aggregated
+        && matches!(t, ResourceType::Listener | ResourceType::Route)
+        && (pending(ResourceType::Cluster) || pending(ResourceType::Endpoint))
 }
 
 /// Per-stream state both variants use: who the proxy is, its snapshot, bookkeeping.
@@ -328,7 +335,12 @@ async fn run<V: Variant>(
                             continue;
                         }
                     };
-                    variant.on_request(&mut core, t, req).into_iter().collect()
+                    // Answer from the newest snapshot, not one a pending change replaces.
+                    if core.snapshots.has_changed().unwrap_or(false) {
+                        core.refresh();
+                    }
+                    variant.on_request(&mut core, t, req);
+                    variant.push(&mut core)
                 }
                 Ok(None) => break,
                 Err(status) => {
@@ -341,12 +353,14 @@ async fn run<V: Variant>(
                     break;
                 }
                 core.refresh();
-                variant.on_snapshot(&mut core)
+                variant.push(&mut core)
             }
         };
         for resp in out {
-            if tx.send(Ok(resp)).await.is_err() {
-                return;
+            // A proxy that stops reading must not keep this stream past shutdown.
+            tokio::select! {
+                sent = tx.send(Ok(resp)) => if sent.is_err() { return },
+                _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => return,
             }
         }
     }

@@ -1,6 +1,6 @@
 //! State-of-the-world streams: every response carries the full set of subscribed resources.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use tonic::Status;
 
 use super::{Sent, Shared, StreamCore, Variant};
-use crate::cache::TypeSnapshot;
+use crate::cache::{TypeSnapshot, Version};
 use crate::catalog::ProxyName;
 use crate::translate::ResourceType;
 
@@ -16,6 +16,8 @@ use crate::translate::ResourceType;
 #[derive(Default)]
 pub(crate) struct Sotw {
     types: [TypeState; 4],
+    /// Per cluster, the version last sent: a changed cluster needs its endpoints again.
+    clusters_sent: BTreeMap<String, Version>,
 }
 
 #[derive(Default)]
@@ -27,6 +29,10 @@ struct TypeState {
     sent: Option<Sent>,
     /// Whether `sent` awaits its ACK or NACK.
     pending: bool,
+    /// The version the proxy said it has before this stream sent it anything (a reconnect).
+    reported: Option<String>,
+    /// Send even when the version is unchanged (EDS after its cluster changed).
+    force: bool,
 }
 
 /// The names a SotW request subscribes to; `None` is the wildcard.
@@ -62,25 +68,22 @@ fn response(
 }
 
 impl Sotw {
-    /// Sends the current resources of `t` unless the proxy has them, or an answer is pending.
-    /// `client_version` is the version the proxy says it has, on a stream that was sent nothing yet.
-    fn maybe_send(
-        &mut self,
-        core: &mut StreamCore,
-        t: ResourceType,
-        client_version: Option<&str>,
-    ) -> Option<DiscoveryResponse> {
-        let ts = &mut self.types[t.index()];
-        if !core.loaded || ts.pending || !ts.subscribed {
+    /// Sends the current resources of `t` unless the proxy has them or an answer is pending.
+    fn maybe_send(&mut self, core: &mut StreamCore, t: ResourceType) -> Option<DiscoveryResponse> {
+        if !core.loaded || !self.types[t.index()].subscribed || self.types[t.index()].pending {
+            return None;
+        }
+        if super::held_back(core.scope, t, |t| self.types[t.index()].pending) {
             return None;
         }
         let snapshot = core.snapshot.clone();
         let snap = snapshot.of(t);
+        let ts = &mut self.types[t.index()];
         let version = snap.version_for(ts.names.as_ref());
         match &ts.sent {
             // Unchanged, or exactly the version the proxy rejected: nothing to send.
-            Some(sent) if sent.version == version => return None,
-            None if client_version == Some(version.to_string().as_str()) => {
+            Some(sent) if sent.version == version && !ts.force => return None,
+            None if ts.reported.as_deref() == Some(version.to_string().as_str()) => {
                 // A reconnecting proxy that already runs this config: no churn.
                 ts.sent = Some(Sent {
                     version,
@@ -92,6 +95,7 @@ impl Sotw {
             }
             _ => {}
         }
+        ts.force = false;
         let nonce = core.next_nonce();
         let resp = response(t, snap, ts.names.as_ref(), nonce.clone());
         ts.sent = Some(Sent {
@@ -101,7 +105,31 @@ impl Sotw {
         });
         ts.pending = true;
         core.record_sent(t, version);
+        if t == ResourceType::Cluster {
+            self.note_clusters_sent(core);
+        }
         Some(resp)
+    }
+
+    /// Envoy rebuilds a changed cluster and keeps it warming until it gets a load assignment,
+    /// without asking for one: mark the endpoints of changed clusters to be sent again.
+    fn note_clusters_sent(&mut self, core: &StreamCore) {
+        let snapshot = core.snapshot.clone();
+        let clusters = &snapshot.of(ResourceType::Cluster).resources;
+        let endpoints = &snapshot.of(ResourceType::Endpoint).resources;
+        let changed = clusters.iter().any(|(name, r)| {
+            self.clusters_sent
+                .get(name)
+                .is_some_and(|v| *v != r.version)
+                && endpoints.contains_key(name)
+        });
+        if changed {
+            self.types[ResourceType::Endpoint.index()].force = true;
+        }
+        self.clusters_sent = clusters
+            .iter()
+            .map(|(n, r)| (n.clone(), r.version))
+            .collect();
     }
 }
 
@@ -118,39 +146,34 @@ impl Variant for Sotw {
         &req.type_url
     }
 
-    fn on_request(
-        &mut self,
-        core: &mut StreamCore,
-        t: ResourceType,
-        req: DiscoveryRequest,
-    ) -> Option<DiscoveryResponse> {
+    fn on_request(&mut self, core: &mut StreamCore, t: ResourceType, req: DiscoveryRequest) {
         let ts = &mut self.types[t.index()];
-        // What the proxy says it has counts only before this stream sent anything of the type
-        // (a reconnect); afterwards the nonce tells which response a request answers.
-        let client_version = ts.sent.is_none().then_some(req.version_info.as_str());
-        if let Some(sent) = &ts.sent {
-            if sent.nonce != req.response_nonce {
-                // Answers a response that a newer one replaced; the next request will carry
-                // the newest nonce and the full subscription.
-                return None;
-            }
-            if ts.pending {
-                ts.pending = false;
-                match &req.error_detail {
-                    Some(err) => core.record_nack(t, sent.version, sent.at, &err.message),
-                    None => core.record_ack(t, sent.version, sent.at),
+        match &ts.sent {
+            // What the proxy says it has counts only before this stream sent it anything.
+            None => ts.reported = Some(req.version_info.clone()),
+            Some(sent) => {
+                if sent.nonce != req.response_nonce {
+                    // Answers a response that a newer one replaced; the next request will
+                    // carry the newest nonce and the full subscription.
+                    return;
+                }
+                if ts.pending {
+                    ts.pending = false;
+                    match &req.error_detail {
+                        Some(err) => core.record_nack(t, sent.version, sent.at, &err.message),
+                        None => core.record_ack(t, sent.version, sent.at),
+                    }
                 }
             }
         }
         ts.subscribed = true;
         ts.names = subscription(t, &req.resource_names);
-        self.maybe_send(core, t, client_version)
     }
 
-    fn on_snapshot(&mut self, core: &mut StreamCore) -> Vec<DiscoveryResponse> {
+    fn push(&mut self, core: &mut StreamCore) -> Vec<DiscoveryResponse> {
         ResourceType::ALL
             .into_iter()
-            .filter_map(|t| self.maybe_send(core, t, None))
+            .filter_map(|t| self.maybe_send(core, t))
             .collect()
     }
 }

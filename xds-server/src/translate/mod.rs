@@ -72,7 +72,8 @@ impl ResourceType {
     }
 }
 
-/// The discovered endpoints of each upstream, sorted and free of duplicates.
+/// The discovered endpoints of each upstream, sorted and free of duplicates; an upstream whose
+/// source has not answered yet is absent.
 pub type EndpointMap = BTreeMap<UpstreamName, Arc<Vec<Endpoint>>>;
 
 /// One proxy's resources: per type, resource name → packed resource.
@@ -123,18 +124,18 @@ pub fn translate(catalog: &Catalog, proxy: &ProxyName, endpoints: &EndpointMap) 
     }
     used.sort();
     used.dedup();
-    let none = Arc::new(Vec::new());
     for name in used {
         let Some(u) = catalog.upstreams.get(name) else {
             continue; // validation guarantees this does not happen
         };
-        let eps = endpoints.get(name).unwrap_or(&none);
         out.insert(
             ResourceType::Cluster,
             name.0.clone(),
             cluster::cluster(catalog, name, u),
         );
-        if cluster::uses_eds(u) {
+        // No assignment until the source has answered once: an empty one would wipe the
+        // endpoints a proxy already has (EDS leaves unsent assignments as they are).
+        if let Some(eps) = endpoints.get(name).filter(|_| cluster::uses_eds(u)) {
             out.insert(
                 ResourceType::Endpoint,
                 name.0.clone(),

@@ -60,7 +60,9 @@ fn a_proxy_gets_only_what_its_listeners_use() {
     assert_eq!(names(&r, ResourceType::Route), ["web"]);
     assert_eq!(names(&r, ResourceType::Cluster), ["api", "api-old", "node"]);
     // `node` is resolved by Envoy (DNS), so it has no EDS resource.
-    assert_eq!(names(&r, ResourceType::Endpoint), ["api", "api-old"]);
+    // `api-old`'s file has not been read: no EDS resource, since an empty one would wipe the
+    // endpoints a proxy already has.
+    assert_eq!(names(&r, ResourceType::Endpoint), ["api"]);
     let c = catalog::parse("c.yaml", CATALOG).unwrap();
     let other = translate(&c, &ProxyName("other".into()), &endpoints());
     assert_eq!(names(&other, ResourceType::Cluster), ["api-old"]);
