@@ -40,11 +40,34 @@ pub fn workspace_bin(name: &str) -> PathBuf {
 }
 
 /// A port that was free a moment ago on 127.0.0.1 (for peers that must be told their port).
+///
+/// Chosen below the kernel's ephemeral range, where ports bound to 0 and outgoing connections
+/// never land: otherwise another test's backend could take the port between this check and the
+/// peer's bind.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("the OS hands out a loopback port")
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let ephemeral_low: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32768);
+    let (low, high) = (10_000u64, ephemeral_low.max(11_000));
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or_default()
+        ^ (u64::from(std::process::id()) << 20);
+    for _ in 0..1000 {
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // A cheap mix of the seed and a counter (splitmix64), spread over the range.
+        let mut z = seed.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        let port = (low + (z ^ (z >> 31)) % (high - low)) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between {low} and {high}")
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
@@ -94,6 +117,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::thread::panicking() {
+            // Keep the logs of a failed test.
+            eprintln!("test files and logs kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
     }
 }

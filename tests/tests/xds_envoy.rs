@@ -557,23 +557,40 @@ fn an_unanswered_endpoint_source_never_empties_an_upstream() {
     both(|mode| {
         let s = Setup::start(mode);
         let loads = s.server.metric("xds_catalog_loads_total{result=\"ok\"}");
-        s.write_catalog(&catalog(s.port, &s.blue, SPLIT_90_10, "").replace("file: green.json", "file: later.json"));
+        s.write_catalog(
+            &catalog(s.port, &s.blue, SPLIT_90_10, "")
+                .replace("file: green.json", "file: later.json"),
+        );
         wait_for("the new catalog", Duration::from_secs(15), || {
             (s.server.metric("xds_catalog_loads_total{result=\"ok\"}") > loads).then_some(())
         });
-        let sources = wait_for("the missing file to be reported", Duration::from_secs(15), || {
-            let v = s.server.admin_json("/debug/endpoints");
-            v.as_array()?
-                .iter()
-                .any(|src| src["source"].as_str().is_some_and(|d| d.ends_with("later.json")) && !src["last_error"].is_null())
-                .then_some(v)
-        });
+        let sources = wait_for(
+            "the missing file to be reported",
+            Duration::from_secs(15),
+            || {
+                let v = s.server.admin_json("/debug/endpoints");
+                v.as_array()?
+                    .iter()
+                    .any(|src| {
+                        src["source"]
+                            .as_str()
+                            .is_some_and(|d| d.ends_with("later.json"))
+                            && !src["last_error"].is_null()
+                    })
+                    .then_some(v)
+            },
+        );
         s.wait_all_acked();
         for _ in 0..20 {
-            assert_eq!(s.body("/", &[]).as_deref(), Some("green"), "{mode:?}: {sources}");
+            assert_eq!(
+                s.body("/", &[]).as_deref(),
+                Some("green"),
+                "{mode:?}: {sources}"
+            );
         }
         // Once the file appears, its endpoints are used.
-        s.dir.write("later.json", &format!(r#"["{}"]"#, s.green2.endpoint()));
+        s.dir
+            .write("later.json", &format!(r#"["{}"]"#, s.green2.endpoint()));
         s.wait_body("/", &[], "green2");
     });
 }

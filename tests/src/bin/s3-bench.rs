@@ -14,13 +14,21 @@ use tests::{Moto, TempDir, repo_root, workspace_bin};
 
 fn requests(log: &Path) -> usize {
     std::fs::read_to_string(log)
-        .map(|t| t.lines().filter(|l| l.contains("\" 200 ") || l.contains("\" 304 ") || l.contains("\" 404 ")).count())
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.contains("\" 200 ") || l.contains("\" 304 ") || l.contains("\" 404 "))
+                .count()
+        })
         .unwrap_or(0)
 }
 
 fn gets(log: &Path) -> usize {
     std::fs::read_to_string(log)
-        .map(|t| t.lines().filter(|l| l.contains("\"GET /bench-bucket/bench/")).count())
+        .map(|t| {
+            t.lines()
+                .filter(|l| l.contains("\"GET /bench-bucket/bench/"))
+                .count()
+        })
         .unwrap_or(0)
 }
 
@@ -42,7 +50,12 @@ struct Row {
     body_gets: usize,
 }
 
-fn measure(tool: &'static str, pass: &'static str, log: &Path, mut cmd: Command) -> anyhow::Result<Row> {
+fn measure(
+    tool: &'static str,
+    pass: &'static str,
+    log: &Path,
+    mut cmd: Command,
+) -> anyhow::Result<Row> {
     let (r0, g0, cpu0) = (requests(log), gets(log), children_cpu());
     let start = Instant::now();
     let out = cmd.output().with_context(|| format!("running {tool}"))?;
@@ -130,7 +143,10 @@ fn main() -> anyhow::Result<()> {
         );
     }
     println!();
-    for (pass, ours, theirs) in [("first sync", &rows[0], &rows[1]), ("unchanged re-sync", &rows[2], &rows[3])] {
+    for (pass, ours, theirs) in [
+        ("first sync", &rows[0], &rows[1]),
+        ("unchanged re-sync", &rows[2], &rows[3]),
+    ] {
         println!(
             "{pass}: wall time {:.1}x, client CPU {:.1}x in favour of s3-config-loader",
             theirs.millis / ours.millis,
