@@ -24,6 +24,17 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis((seconds * 1000.0).round() as u64))
 }
 
+/// `interval` ±10%, so that replicas and sources spread their requests over time. Taken from the
+/// clock's nanoseconds: no random generator is needed for this.
+pub fn jitter(interval: Duration) -> Duration {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let fraction = (nanos % 2001) as f64 / 10_000.0 - 0.1; // -0.1 ..= 0.1
+    interval.mul_f64(1.0 + fraction)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -36,6 +47,17 @@ mod tests {
         assert_eq!(ms("1.5s"), 1500);
         assert_eq!(ms("1m"), 60_000);
         assert_eq!(ms("2h"), 7_200_000);
+    }
+
+    #[test]
+    fn jitter_stays_within_ten_percent() {
+        for _ in 0..100 {
+            let d = jitter(Duration::from_secs(30));
+            assert!(
+                d >= Duration::from_secs(27) && d <= Duration::from_secs(33),
+                "{d:?}"
+            );
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! firing the hooks after each pass that changed files, and serving `/metrics` and `/healthz`.
 
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::Router;
 use axum::http::header;
@@ -55,7 +55,7 @@ pub async fn run(
                 log_report(&report);
                 after_pass(&report, &config.hooks, metrics).await;
                 failures = 0;
-                jitter(config.interval)
+                common::duration::jitter(config.interval)
             }
             Err(e) => {
                 metrics.record_failure("list");
@@ -129,16 +129,6 @@ async fn after_pass(report: &SyncReport, hooks: &Hooks, metrics: &Metrics) {
     }
 }
 
-/// The interval ±10%, from the clock's nanoseconds (no need for a random generator here).
-fn jitter(interval: Duration) -> Duration {
-    let nanos = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    let fraction = (nanos % 2001) as f64 / 10_000.0 - 0.1; // -0.1 ..= 0.1
-    interval.mul_f64(1.0 + fraction)
-}
-
 /// Serves `/metrics` and `/healthz` until the process ends.
 pub async fn serve_admin(addr: SocketAddr, metrics: Metrics) -> std::io::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
@@ -154,20 +144,4 @@ pub async fn serve_admin(addr: SocketAddr, metrics: Metrics) -> std::io::Result<
         )
         .route("/healthz", get(|| async { "ok\n" }));
     axum::serve(listener, app).await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn jitter_stays_within_ten_percent() {
-        for _ in 0..100 {
-            let d = jitter(Duration::from_secs(30));
-            assert!(
-                d >= Duration::from_secs(27) && d <= Duration::from_secs(33),
-                "{d:?}"
-            );
-        }
-    }
 }

@@ -179,9 +179,12 @@ struct Listed {
     size: u64,
 }
 
-/// The result of fetching one object.
-enum Fetched {
+/// The result of a conditional GET.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetched {
+    /// The object still has the ETag given (HTTP 304).
     NotModified,
+    /// The object's content.
     Body(Vec<u8>),
 }
 
@@ -577,8 +580,9 @@ fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::
     }
 }
 
-/// A conditional GET with checksum validation; a 304 is "not modified", not an error.
-async fn fetch_object(
+/// A conditional GET with checksum validation; a 304 is "not modified", not an error. Returns
+/// the content (or "not modified") and the object's ETag.
+pub async fn fetch_object(
     client: &aws_sdk_s3::Client,
     bucket: &str,
     key: &str,

@@ -48,7 +48,7 @@ enum Format {
 enum Command {
     /// Serve xDS to Envoy proxies from a catalog, following its changes.
     Serve {
-        /// The catalog: a YAML or JSON file, re-read when it changes.
+        /// The catalog: a YAML or JSON file, or s3://BUCKET/KEY; re-read when it changes.
         #[arg(long, env = "XDS_SERVER_CATALOG")]
         catalog: CatalogLocation,
         /// Address of the xDS gRPC server (ADS and CDS/EDS/LDS/RDS, SotW and delta).
@@ -63,6 +63,12 @@ enum Command {
         /// How often endpoint files are checked for changes.
         #[arg(long, env = "XDS_SERVER_FILE_INTERVAL", default_value = "1s", value_parser = parse_duration)]
         file_interval: Duration,
+        /// How often Cloud Map and ECS sources are polled (±10% jitter).
+        #[arg(long, env = "XDS_SERVER_DISCOVERY_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+        discovery_interval: Duration,
+        /// The longest delay between polls of a source that AWS throttles.
+        #[arg(long, env = "XDS_SERVER_MAX_BACKOFF", default_value = "5m", value_parser = parse_duration)]
+        max_backoff: Duration,
         /// Quiet time gathered before pushing, so a burst of changes gives one push.
         #[arg(long, env = "XDS_SERVER_DEBOUNCE", default_value = "100ms", value_parser = parse_duration)]
         debounce: Duration,
@@ -159,6 +165,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             admin_listen,
             catalog_interval,
             file_interval,
+            discovery_interval,
+            max_backoff,
             debounce,
             drain,
         } => {
@@ -169,7 +177,12 @@ async fn main() -> anyhow::Result<ExitCode> {
                 admin_listen,
                 catalog_interval,
                 debounce,
-                discovery: DiscoveryConfig { file_interval },
+                discovery: DiscoveryConfig {
+                    file_interval,
+                    aws_interval: discovery_interval,
+                    max_backoff,
+                    ..DiscoveryConfig::default()
+                },
                 drain,
             };
             serve::serve(config, shutdown_signal()).await?;

@@ -25,6 +25,14 @@ pub struct Metrics {
     pub catalog_loads: IntCounterVec,
     /// Streams whose `node.cluster` names no proxy of the catalog.
     pub unknown_proxy_streams: IntCounter,
+    /// AWS API calls of the endpoint sources, by `kind` (cloud_map, ecs) and `operation`.
+    pub discovery_requests: IntCounterVec,
+    /// Failed source polls by `kind` (file, cloud_map, ecs) and `reason` (throttled, error).
+    pub discovery_errors: IntCounterVec,
+    /// The current delay before the next poll of a throttled source kind, in seconds (0: none).
+    pub discovery_backoff: prometheus::GaugeVec,
+    /// Upstreams used by a proxy whose source has not answered yet (they have no endpoints).
+    pub upstreams_without_endpoints: prometheus::IntGauge,
 }
 
 impl Default for Metrics {
@@ -126,6 +134,47 @@ impl Metrics {
                 IntCounter::new(
                     "xds_unknown_proxy_streams_total",
                     "Streams from proxies whose node.cluster the catalog does not name",
+                )
+                .expect("valid metric"),
+            ),
+            discovery_requests: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "xds_discovery_requests_total",
+                        "AWS API calls of endpoint sources",
+                    ),
+                    &["kind", "operation"],
+                )
+                .expect("valid metric"),
+            ),
+            discovery_errors: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "xds_discovery_errors_total",
+                        "Failed endpoint source polls (the last good endpoints stay)",
+                    ),
+                    &["kind", "reason"],
+                )
+                .expect("valid metric"),
+            ),
+            discovery_backoff: reg(
+                &registry,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "xds_discovery_backoff_seconds",
+                        "Current delay before the next poll of a throttled source",
+                    ),
+                    &["kind"],
+                )
+                .expect("valid metric"),
+            ),
+            upstreams_without_endpoints: reg(
+                &registry,
+                prometheus::IntGauge::new(
+                    "xds_upstreams_without_endpoints",
+                    "Upstreams whose endpoint source has not answered yet",
                 )
                 .expect("valid metric"),
             ),

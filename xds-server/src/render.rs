@@ -74,7 +74,7 @@ pub async fn render_proxy(
     catalog: &LoadedCatalog,
     proxy: &ProxyName,
 ) -> Result<Value, RenderError> {
-    let discovery = Discovery::new(DiscoveryConfig::default());
+    let discovery = Discovery::new(DiscoveryConfig::default(), crate::metrics::Metrics::new());
     discovery.reconcile(catalog).await;
     let endpoints = discovery.endpoints(catalog);
     snapshot_json(&Snapshot::new(translate(

@@ -13,17 +13,21 @@ use tokio::sync::watch;
 use crate::admin::{self, AdminState};
 use crate::cache::{Cache, Snapshot};
 use crate::catalog::{self, LoadedCatalog};
-use crate::discovery::{Discovery, DiscoveryConfig};
+use crate::discovery::{Discovery, DiscoveryConfig, SourceKey};
 use crate::metrics::Metrics;
 use crate::server::XdsServer;
 use crate::server::nodes::Nodes;
-use crate::translate::translate;
+use crate::translate::{EndpointMap, translate};
+use s3_config_loader::S3Location;
+use s3_config_loader::sync::{Fetched, fetch_object};
 
 /// Where the catalog comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogLocation {
     /// A local file, re-read when it changes.
     File(PathBuf),
+    /// An S3 object, polled with conditional GETs (ETag).
+    S3(S3Location),
 }
 
 impl std::str::FromStr for CatalogLocation {
@@ -31,15 +35,110 @@ impl std::str::FromStr for CatalogLocation {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.starts_with("s3://") {
-            return Err(format!(
-                "{s}: reading the catalog from S3 is not supported by this build yet; \
-                 use s3-config-loader to fetch it to a file"
-            ));
+            let loc: S3Location = s.parse().map_err(|e| format!("{e}"))?;
+            if loc.key.is_empty() || loc.key.ends_with('/') {
+                return Err(format!(
+                    "{s}: name the catalog object, e.g. s3://BUCKET/catalog.yaml"
+                ));
+            }
+            return Ok(CatalogLocation::S3(loc));
         }
         if s.is_empty() {
             return Err("the catalog location is empty".into());
         }
         Ok(CatalogLocation::File(PathBuf::from(s)))
+    }
+}
+
+impl std::fmt::Display for CatalogLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CatalogLocation::File(p) => write!(f, "{}", p.display()),
+            CatalogLocation::S3(l) => write!(f, "{l}"),
+        }
+    }
+}
+
+/// Reads the catalog's bytes when they changed since the last read.
+enum CatalogReader {
+    File {
+        path: PathBuf,
+        last: Option<Vec<u8>>,
+    },
+    S3 {
+        client: aws_sdk_s3::Client,
+        location: S3Location,
+        etag: Option<String>,
+    },
+}
+
+/// Catalogs larger than this are refused (they would be a mistake, not a catalog).
+const MAX_CATALOG_BYTES: u64 = 64 * 1024 * 1024;
+
+impl CatalogReader {
+    async fn new(location: &CatalogLocation) -> CatalogReader {
+        match location {
+            CatalogLocation::File(path) => CatalogReader::File {
+                path: path.clone(),
+                last: None,
+            },
+            CatalogLocation::S3(location) => CatalogReader::S3 {
+                client: s3_config_loader::s3_client().await,
+                location: location.clone(),
+                etag: None,
+            },
+        }
+    }
+
+    /// New content, `Ok(None)` when unchanged, or why it could not be read.
+    async fn read(&mut self) -> Result<Option<Vec<u8>>, String> {
+        match self {
+            CatalogReader::File { path, last } => match tokio::fs::read(&*path).await {
+                Ok(bytes) if last.as_deref() == Some(&bytes[..]) => Ok(None),
+                Ok(bytes) => {
+                    *last = Some(bytes.clone());
+                    Ok(Some(bytes))
+                }
+                Err(e) => {
+                    // Read it again once it is back, even if unchanged.
+                    *last = None;
+                    Err(format!("cannot read {}: {e}", path.display()))
+                }
+            },
+            CatalogReader::S3 {
+                client,
+                location,
+                etag,
+            } => {
+                let fetched = fetch_object(
+                    client,
+                    &location.bucket,
+                    &location.key,
+                    etag.clone(),
+                    MAX_CATALOG_BYTES,
+                )
+                .await
+                .map_err(|e| format!("cannot read {location}: {}", e.message))?;
+                match fetched {
+                    (Fetched::NotModified, _) => Ok(None),
+                    (Fetched::Body(bytes), new_etag) => {
+                        *etag = new_etag;
+                        Ok(Some(bytes))
+                    }
+                }
+            }
+        }
+    }
+
+    fn base_dir(&self) -> PathBuf {
+        match self {
+            CatalogReader::File { path, .. } => path
+                .parent()
+                .map(|p| p.to_path_buf())
+                .unwrap_or_else(|| PathBuf::from(".")),
+            // Relative endpoint files of an S3 catalog are relative to the working directory.
+            CatalogReader::S3 { .. } => PathBuf::from("."),
+        }
     }
 }
 
@@ -71,6 +170,8 @@ pub struct CatalogStatus {
     pub last_success: Option<u64>,
     /// The errors of the last rejected catalog, cleared when a good one is accepted.
     pub last_error: Option<String>,
+    /// Upstreams whose endpoint source has not answered yet: they have no endpoints.
+    pub upstreams_without_endpoints: Vec<String>,
 }
 
 /// Why the server could not run.
@@ -106,10 +207,9 @@ pub async fn serve(
     let metrics = Metrics::new();
     let cache = Cache::new();
     let nodes = Nodes::default();
-    let discovery = Discovery::new(config.discovery);
-    let CatalogLocation::File(path) = config.catalog.clone();
+    let discovery = Discovery::new(config.discovery, metrics.clone());
     let status = Arc::new(Mutex::new(CatalogStatus {
-        location: path.display().to_string(),
+        location: config.catalog.to_string(),
         ..Default::default()
     }));
 
@@ -130,14 +230,14 @@ pub async fn serve(
     tracing::info!(
         xds = %xds.local_addr().unwrap_or(config.xds_listen),
         admin = %admin_listener.local_addr().unwrap_or(config.admin_listen),
-        catalog = %path.display(),
+        catalog = %config.catalog,
         "xds-server listening"
     );
 
     let (catalog_tx, catalog_rx) = watch::channel::<Option<Arc<LoadedCatalog>>>(None);
     let (stop_tx, stop_rx) = watch::channel(false);
-    let watcher = tokio::spawn(watch_catalog_file(
-        path,
+    let watcher = tokio::spawn(watch_catalog(
+        config.catalog.clone(),
         config.catalog_interval,
         catalog_tx,
         metrics.clone(),
@@ -148,6 +248,7 @@ pub async fn serve(
         discovery.clone(),
         cache.clone(),
         metrics.clone(),
+        status.clone(),
         config.debounce,
     ));
 
@@ -200,34 +301,31 @@ pub async fn serve(
     result
 }
 
-/// Re-reads the catalog file whenever its content changes; accepted catalogs go to `tx`.
-async fn watch_catalog_file(
-    path: PathBuf,
+/// Re-reads the catalog whenever its content changes; accepted catalogs go to `tx`.
+async fn watch_catalog(
+    location: CatalogLocation,
     interval: Duration,
     tx: watch::Sender<Option<Arc<LoadedCatalog>>>,
     metrics: Metrics,
     status: Arc<Mutex<CatalogStatus>>,
 ) {
-    let mut last: Option<Vec<u8>> = None;
+    let name = location.to_string();
+    let mut reader = CatalogReader::new(&location).await;
     loop {
-        match tokio::fs::read(&path).await {
-            Ok(bytes) if last.as_deref() != Some(&bytes[..]) => {
-                let name = path.display().to_string();
+        match reader.read().await {
+            Ok(Some(bytes)) => {
                 let loaded = std::str::from_utf8(&bytes)
                     .map_err(|_| catalog::CatalogErrors {
                         source_name: name.clone(),
                         errors: vec![catalog::CatalogError {
                             path: String::new(),
-                            message: "the file is not UTF-8 text".into(),
+                            message: "the catalog is not UTF-8 text".into(),
                         }],
                     })
                     .and_then(|text| catalog::parse(&name, text))
                     .map(|catalog| LoadedCatalog {
                         catalog,
-                        base_dir: path
-                            .parent()
-                            .map(|p| p.to_path_buf())
-                            .unwrap_or_else(|| PathBuf::from(".")),
+                        base_dir: reader.base_dir(),
                     });
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                 match loaded {
@@ -244,19 +342,15 @@ async fn watch_catalog_file(
                         st.last_error = Some(e.to_string());
                     }
                 }
-                last = Some(bytes);
             }
-            Ok(_) => {}
-            Err(e) => {
+            Ok(None) => {}
+            Err(text) => {
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-                let text = format!("cannot read {}: {e}", path.display());
                 if st.last_error.as_deref() != Some(&text) {
                     metrics.catalog_loads.with_label_values(&["error"]).inc();
                     tracing::error!(error = %text, "catalog unreadable; still serving the last good catalog");
                     st.last_error = Some(text);
                 }
-                // Read it again once it is back, even if unchanged.
-                last = None;
             }
         }
         tokio::time::sleep(interval).await;
@@ -269,6 +363,7 @@ async fn build_snapshots(
     discovery: Discovery,
     cache: Cache,
     metrics: Metrics,
+    status: Arc<Mutex<CatalogStatus>>,
     debounce: Duration,
 ) {
     let mut endpoints_rx = discovery.subscribe();
@@ -288,7 +383,24 @@ async fn build_snapshots(
             current = Some(catalog.clone());
         }
         let started = Instant::now();
-        let snapshots = build_all(&catalog, &discovery);
+        let endpoints = discovery.endpoints(&catalog);
+        let waiting: Vec<String> = catalog
+            .catalog
+            .upstreams
+            .iter()
+            .filter(|(name, u)| {
+                SourceKey::of(&catalog, u).is_some() && !endpoints.contains_key(*name)
+            })
+            .map(|(name, _)| name.0.clone())
+            .collect();
+        metrics
+            .upstreams_without_endpoints
+            .set(waiting.len() as i64);
+        status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upstreams_without_endpoints = waiting;
+        let snapshots = build_all(&catalog, &endpoints);
         let changed = cache.publish(snapshots);
         let took = started.elapsed();
         metrics.snapshot_build.observe(took.as_secs_f64());
@@ -302,12 +414,11 @@ async fn build_snapshots(
     }
 }
 
-/// Translates the catalog for every proxy with the current endpoints.
+/// Translates the catalog for every proxy with the given endpoints.
 pub fn build_all(
     catalog: &LoadedCatalog,
-    discovery: &Discovery,
+    endpoints: &EndpointMap,
 ) -> BTreeMap<crate::catalog::ProxyName, Snapshot> {
-    let endpoints = discovery.endpoints(catalog);
     catalog
         .catalog
         .proxies
@@ -315,7 +426,7 @@ pub fn build_all(
         .map(|name| {
             (
                 name.clone(),
-                Snapshot::new(translate(&catalog.catalog, name, &endpoints)),
+                Snapshot::new(translate(&catalog.catalog, name, endpoints)),
             )
         })
         .collect()

@@ -344,19 +344,31 @@ impl Validator {
                 None => {}
             }
         }
-        // The catalog format has these sources; this build cannot poll them yet, and saying so
-        // is better than serving an upstream that silently never gets endpoints.
-        if s.cloud_map.is_some() {
-            self.err(
-                &format!("{at}.cloud_map"),
-                "Cloud Map discovery is not supported by this build of xds-server yet".into(),
-            );
+        if let Some(c) = &s.cloud_map {
+            if c.namespace.is_empty() || c.service.is_empty() {
+                self.err(
+                    &format!("{at}.cloud_map"),
+                    "needs `namespace` and `service`".into(),
+                );
+            }
+            if let Some(h) = c
+                .health
+                .as_deref()
+                .filter(|h| !matches!(*h, "healthy" | "all"))
+            {
+                self.err(
+                    &format!("{at}.cloud_map.health"),
+                    format!("{h:?} is not `healthy` or `all`"),
+                );
+            }
         }
-        if s.ecs.is_some() {
-            self.err(
-                &format!("{at}.ecs"),
-                "ECS discovery is not supported by this build of xds-server yet".into(),
-            );
+        if let Some(e) = &s.ecs {
+            if e.cluster.is_empty() || e.service.is_empty() {
+                self.err(&format!("{at}.ecs"), "needs `cluster` and `service`".into());
+            }
+            if let Some(p) = e.port {
+                self.port(&format!("{at}.ecs.port"), p);
+            }
         }
     }
 

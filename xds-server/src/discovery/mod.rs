@@ -8,6 +8,9 @@
 //! A new kind of source implements [`Source`] and gets a [`SourceKey`] variant; the polling loop,
 //! status keeping and sharing come for free.
 
+mod aws;
+mod cloud_map;
+mod ecs;
 mod file;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -19,9 +22,12 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::catalog::{Endpoint, LoadedCatalog, Upstream};
+use crate::catalog::{CloudMapSource, EcsSource, Endpoint, LoadedCatalog, Upstream};
+use crate::metrics::Metrics;
 use crate::translate::EndpointMap;
 
+pub use cloud_map::CloudMapPoller;
+pub use ecs::EcsPoller;
 pub use file::FileSource;
 
 /// Why a source could not answer this time.
@@ -43,6 +49,19 @@ pub enum DiscoveryError {
         /// What is wrong, with the position.
         reason: String,
     },
+    /// An AWS API call failed (throttled, denied, unreachable, timed out).
+    #[error("{operation}: {message}")]
+    Aws {
+        /// The API operation.
+        operation: &'static str,
+        /// The service's error code and message, or the transport problem.
+        message: String,
+        /// Whether AWS throttled the call (the source then backs off).
+        throttled: bool,
+    },
+    /// The source did not answer in time.
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
 }
 
 /// Identity of an endpoint source: upstreams naming the same source share one poller.
@@ -52,6 +71,10 @@ pub enum SourceKey {
     Static(Vec<Endpoint>),
     /// A JSON endpoint file (absolute path, resolved against the catalog's directory).
     File(PathBuf),
+    /// A Cloud Map service, with the upstream's default port.
+    CloudMap(CloudMapSource, Option<u16>),
+    /// An ECS service, with the upstream's default port.
+    Ecs(EcsSource, Option<u16>),
 }
 
 impl SourceKey {
@@ -67,7 +90,24 @@ impl SourceKey {
             eps.dedup();
             return Some(SourceKey::Static(eps));
         }
-        e.file.as_ref().map(|f| SourceKey::File(catalog.resolve(f)))
+        let port = upstream.port.and_then(|p| u16::try_from(p).ok());
+        if let Some(f) = &e.file {
+            return Some(SourceKey::File(catalog.resolve(f)));
+        }
+        if let Some(c) = &e.cloud_map {
+            return Some(SourceKey::CloudMap(c.clone(), port));
+        }
+        e.ecs.as_ref().map(|c| SourceKey::Ecs(c.clone(), port))
+    }
+
+    /// The kind, for metrics: `static`, `file`, `cloud_map`, `ecs`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceKey::Static(_) => "static",
+            SourceKey::File(_) => "file",
+            SourceKey::CloudMap(..) => "cloud_map",
+            SourceKey::Ecs(..) => "ecs",
+        }
     }
 
     /// A short description for logs and the admin pages.
@@ -75,6 +115,8 @@ impl SourceKey {
         match self {
             SourceKey::Static(eps) => format!("static ({} endpoints)", eps.len()),
             SourceKey::File(p) => format!("file {}", p.display()),
+            SourceKey::CloudMap(c, _) => format!("cloud_map {}/{}", c.namespace, c.service),
+            SourceKey::Ecs(c, _) => format!("ecs {}/{}", c.cluster, c.service),
         }
     }
 }
@@ -103,12 +145,21 @@ pub struct SourceStatus {
 pub struct DiscoveryConfig {
     /// How often endpoint files are re-read.
     pub file_interval: Duration,
+    /// How often Cloud Map and ECS sources are polled (±10% jitter).
+    pub aws_interval: Duration,
+    /// The longest delay between polls of a throttled source.
+    pub max_backoff: Duration,
+    /// How long building a snapshot waits for a new source's first answer.
+    pub first_answer_wait: Duration,
 }
 
 impl Default for DiscoveryConfig {
     fn default() -> Self {
         Self {
             file_interval: Duration::from_secs(1),
+            aws_interval: Duration::from_secs(5),
+            max_backoff: Duration::from_secs(300),
+            first_answer_wait: Duration::from_secs(5),
         }
     }
 }
@@ -121,6 +172,8 @@ pub struct Discovery {
 
 struct Inner {
     config: DiscoveryConfig,
+    metrics: Metrics,
+    clients: aws::Clients,
     status: RwLock<BTreeMap<SourceKey, SourceStatus>>,
     pollers: Mutex<HashMap<SourceKey, JoinHandle<()>>>,
     changed: watch::Sender<u64>,
@@ -138,10 +191,12 @@ impl Drop for Inner {
 
 impl Discovery {
     /// An empty set of sources.
-    pub fn new(config: DiscoveryConfig) -> Self {
+    pub fn new(config: DiscoveryConfig, metrics: Metrics) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
+                metrics,
+                clients: aws::Clients::default(),
                 status: RwLock::new(BTreeMap::new()),
                 pollers: Mutex::new(HashMap::new()),
                 changed: watch::channel(0).0,
@@ -186,22 +241,62 @@ impl Discovery {
             new
         };
         for key in new {
-            match &key {
-                SourceKey::Static(eps) => self.inner.record(&key, Ok(Some(eps.clone()))),
-                SourceKey::File(path) => {
-                    let mut source = FileSource::new(path.clone());
-                    let first = source.fetch().await;
-                    self.inner.record(&key, first);
-                    let task =
-                        self.spawn_poller(key.clone(), source, self.inner.config.file_interval);
-                    self.inner
-                        .pollers
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(key, task);
+            let config = self.inner.config;
+            let metrics = self.inner.metrics.clone();
+            let clients = &self.inner.clients;
+            let task = match &key {
+                SourceKey::Static(eps) => {
+                    self.inner.record(&key, Ok(Some(eps.clone())));
+                    continue;
                 }
-            }
+                SourceKey::File(path) => {
+                    self.start(
+                        key.clone(),
+                        FileSource::new(path.clone()),
+                        config.file_interval,
+                    )
+                    .await
+                }
+                SourceKey::CloudMap(src, port) => {
+                    let limiter = clients.cloud_map_limit.get(aws::CLOUD_MAP_RATE);
+                    let poller = CloudMapPoller::new(
+                        clients.cloud_map().await,
+                        src.clone(),
+                        *port,
+                        limiter,
+                        metrics,
+                    );
+                    self.start(key.clone(), poller, config.aws_interval).await
+                }
+                SourceKey::Ecs(src, port) => {
+                    let limiter = clients.ecs_limit.get(aws::ECS_RATE);
+                    let poller =
+                        EcsPoller::new(clients.ecs().await, src.clone(), *port, limiter, metrics);
+                    self.start(key.clone(), poller, config.aws_interval).await
+                }
+            };
+            self.inner
+                .pollers
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(key, task);
         }
+    }
+
+    /// Asks a new source once (bounded by `first_answer_wait`), then polls it in a task.
+    async fn start<S: Source>(
+        &self,
+        key: SourceKey,
+        mut source: S,
+        interval: Duration,
+    ) -> JoinHandle<()> {
+        let wait = self.inner.config.first_answer_wait;
+        let first = match tokio::time::timeout(wait, source.fetch()).await {
+            Ok(r) => r,
+            Err(_) => Err(DiscoveryError::Timeout(wait)),
+        };
+        self.inner.record(&key, first);
+        self.spawn_poller(key, source, interval)
     }
 
     fn spawn_poller<S: Source>(
@@ -212,10 +307,35 @@ impl Discovery {
     ) -> JoinHandle<()> {
         let inner = Arc::downgrade(&self.inner);
         tokio::spawn(async move {
+            let mut delay = common::duration::jitter(interval);
+            let mut backoff = Duration::ZERO;
             loop {
-                tokio::time::sleep(interval).await;
+                tokio::time::sleep(delay).await;
                 let result = source.fetch().await;
                 let Some(inner) = inner.upgrade() else { return };
+                let throttled = matches!(
+                    result,
+                    Err(DiscoveryError::Aws {
+                        throttled: true,
+                        ..
+                    })
+                );
+                // Throttled: back off exponentially (2×, 4×, … the interval, up to the maximum).
+                backoff = if throttled {
+                    (backoff.max(interval) * 2).min(inner.config.max_backoff)
+                } else {
+                    Duration::ZERO
+                };
+                inner
+                    .metrics
+                    .discovery_backoff
+                    .with_label_values(&[key.kind()])
+                    .set(backoff.as_secs_f64());
+                delay = if throttled {
+                    backoff
+                } else {
+                    common::duration::jitter(interval)
+                };
                 inner.record(&key, result);
             }
         })
@@ -263,6 +383,16 @@ impl Inner {
                 }
             }
             Err(e) => {
+                let reason = match e {
+                    DiscoveryError::Aws {
+                        throttled: true, ..
+                    } => "throttled",
+                    _ => "error",
+                };
+                self.metrics
+                    .discovery_errors
+                    .with_label_values(&[key.kind(), reason])
+                    .inc();
                 let text = e.to_string();
                 if s.last_error.as_deref() != Some(&text) {
                     tracing::warn!(source = %key.describe(), error = %text, "discovery failed; keeping the last good endpoints");

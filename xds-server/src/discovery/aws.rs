@@ -1,0 +1,141 @@
+//! What the AWS-backed sources share: clients, a token bucket per kind of source, and the
+//! classification of SDK errors (throttling gets exponential backoff).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_ecs::error::ProvideErrorMetadata;
+use aws_sdk_ecs::error::SdkError;
+use tokio::sync::{Mutex, OnceCell};
+
+use super::DiscoveryError;
+
+/// Requests per second, sustained, that all sources of one kind may make together. Well under
+/// the AWS quotas (Cloud Map DiscoverInstances: 1,000/s; ECS ListTasks and DescribeTasks:
+/// 20/s sustained, 100 burst), so that other clients of the account keep their share.
+pub const CLOUD_MAP_RATE: f64 = 50.0;
+/// See [`CLOUD_MAP_RATE`].
+pub const ECS_RATE: f64 = 10.0;
+
+/// A token bucket: `acquire` waits until a request may be made.
+#[derive(Debug)]
+pub struct RateLimiter {
+    rate: f64,
+    burst: f64,
+    state: Mutex<(f64, Instant)>,
+}
+
+impl RateLimiter {
+    /// `rate` requests per second, up to `burst` at once.
+    pub fn new(rate: f64, burst: f64) -> Self {
+        Self {
+            rate,
+            burst,
+            state: Mutex::new((burst, Instant::now())),
+        }
+    }
+
+    /// Takes one token, waiting for it if the bucket is empty.
+    pub async fn acquire(&self) {
+        let wait = {
+            let mut s = self.state.lock().await;
+            let now = Instant::now();
+            let (tokens, last) = *s;
+            let tokens =
+                (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst) - 1.0;
+            *s = (tokens, now);
+            if tokens >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-tokens / self.rate)
+            }
+        };
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
+
+/// AWS clients, created on first use (a catalog without AWS sources never loads credentials).
+#[derive(Default)]
+pub struct Clients {
+    config: OnceCell<aws_config::SdkConfig>,
+    /// Shared by every Cloud Map source.
+    pub cloud_map_limit: Arc<RateLimiterCell>,
+    /// Shared by every ECS source.
+    pub ecs_limit: Arc<RateLimiterCell>,
+}
+
+/// A rate limiter created on first use.
+#[derive(Default)]
+pub struct RateLimiterCell(std::sync::OnceLock<Arc<RateLimiter>>);
+
+impl RateLimiterCell {
+    /// The limiter, created with `rate` (burst: one second's worth) on first use.
+    pub fn get(&self, rate: f64) -> Arc<RateLimiter> {
+        self.0
+            .get_or_init(|| Arc::new(RateLimiter::new(rate, rate)))
+            .clone()
+    }
+}
+
+impl Clients {
+    async fn config(&self) -> &aws_config::SdkConfig {
+        self.config.get_or_init(common::aws::sdk_config).await
+    }
+
+    /// A Cloud Map client.
+    pub async fn cloud_map(&self) -> aws_sdk_servicediscovery::Client {
+        aws_sdk_servicediscovery::Client::new(self.config().await)
+    }
+
+    /// An ECS client.
+    pub async fn ecs(&self) -> aws_sdk_ecs::Client {
+        aws_sdk_ecs::Client::new(self.config().await)
+    }
+}
+
+const THROTTLING_CODES: &[&str] = &[
+    "Throttling",
+    "ThrottlingException",
+    "ThrottledException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "RequestThrottled",
+    "RequestThrottledException",
+    "ProvisionedThroughputExceededException",
+    "SlowDown",
+];
+
+/// An SDK error as a discovery error: its service code and message, or the transport problem.
+pub fn classify<E, R>(operation: &'static str, e: SdkError<E, R>) -> DiscoveryError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    let (message, throttled) = match &e {
+        SdkError::ServiceError(s) => {
+            let inner = s.err();
+            let code = inner.code().unwrap_or("");
+            let text = match inner.message() {
+                Some(m) => format!("{code}: {m}"),
+                None => code.to_string(),
+            };
+            (text, THROTTLING_CODES.contains(&code))
+        }
+        other => {
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            (text, false)
+        }
+    };
+    DiscoveryError::Aws {
+        operation,
+        message,
+        throttled,
+    }
+}
