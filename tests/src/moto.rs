@@ -56,6 +56,11 @@ impl Moto {
     pub fn env(&self) -> Vec<(&'static str, String)> {
         vec![
             ("AWS_ENDPOINT_URL", self.endpoint()),
+            // DiscoverInstances goes to `data-` + host: a name, which /etc/hosts maps to loopback.
+            (
+                "AWS_ENDPOINT_URL_SERVICEDISCOVERY",
+                format!("http://moto.test:{}", self.port),
+            ),
             ("AWS_ACCESS_KEY_ID", "testing".into()),
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),
             ("AWS_REGION", REGION.into()),

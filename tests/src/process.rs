@@ -105,6 +105,17 @@ impl XdsServer {
 
     /// Like [`XdsServer::start`], with extra flags (later flags override earlier ones).
     pub fn start_with(dir: &TempDir, catalog: &Path, xds_port: u16, extra: &[&str]) -> XdsServer {
+        Self::start_env(dir, catalog.as_os_str(), xds_port, extra, &[])
+    }
+
+    /// The general form: any catalog location (a path or `s3://`), flags and environment.
+    pub fn start_env(
+        dir: &TempDir,
+        catalog: &std::ffi::OsStr,
+        xds_port: u16,
+        extra: &[&str],
+        env: &[(&str, String)],
+    ) -> XdsServer {
         let xds_port = if xds_port == 0 { free_port() } else { xds_port };
         let admin_port = free_port();
         let mut cmd = Command::new(workspace_bin("xds-server"));
@@ -117,7 +128,8 @@ impl XdsServer {
             .arg(format!("127.0.0.1:{admin_port}"))
             .args(["--catalog-interval", "100ms", "--file-interval", "100ms"])
             .args(["--debounce", "50ms", "--log-format", "json"])
-            .args(extra);
+            .args(extra)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
         let n = std::fs::read_dir(dir.path())
             .map(|d| d.count())
             .unwrap_or(0);

@@ -1,5 +1,7 @@
-//! Cloud Map: the instances of a service, cheaply polled. `DiscoverInstancesRevision` is asked
-//! every poll; `DiscoverInstances` only when the revision moved.
+//! Cloud Map: the instances of a service, cheaply polled. With `health: all`,
+//! `DiscoverInstancesRevision` is asked every poll and `DiscoverInstances` only when the revision
+//! moved. With `health: healthy` (the default) `DiscoverInstances` is asked every poll: health
+//! changes do not move the revision, so the revision cannot tell when to look.
 
 use std::sync::Arc;
 
@@ -50,24 +52,27 @@ impl CloudMapPoller {
 impl Source for CloudMapPoller {
     async fn fetch(&mut self) -> Result<Option<Vec<Endpoint>>, DiscoveryError> {
         let s = &self.source;
-        self.limiter.acquire().await;
-        self.count("DiscoverInstancesRevision");
-        let revision = self
-            .client
-            .discover_instances_revision()
-            .namespace_name(&s.namespace)
-            .service_name(&s.service)
-            .send()
-            .await
-            .map_err(|e| classify("DiscoverInstancesRevision", e))?
-            .instances_revision();
-        if self.revision.is_some() && self.revision == revision {
-            return Ok(None);
-        }
         let health = match s.health.as_deref() {
             Some("all") => HealthStatusFilter::All,
             _ => HealthStatusFilter::Healthy,
         };
+        let mut revision = None;
+        if health == HealthStatusFilter::All {
+            self.limiter.acquire().await;
+            self.count("DiscoverInstancesRevision");
+            revision = self
+                .client
+                .discover_instances_revision()
+                .namespace_name(&s.namespace)
+                .service_name(&s.service)
+                .send()
+                .await
+                .map_err(|e| classify("DiscoverInstancesRevision", e))?
+                .instances_revision();
+            if self.revision.is_some() && self.revision == revision {
+                return Ok(None);
+            }
+        }
         self.limiter.acquire().await;
         self.count("DiscoverInstances");
         let resp = self

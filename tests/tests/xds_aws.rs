@@ -1,0 +1,518 @@
+//! xds-server on AWS, against moto_server and a real Envoy: endpoints from Cloud Map and ECS,
+//! the catalog from S3, an AWS outage and throttling.
+
+use std::ffi::OsStr;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use aws_sdk_servicediscovery::types::{CustomHealthStatus, HealthCheckCustomConfig};
+use tests::process::Envoy;
+use tests::{Backend, Mode, Moto, TempDir, XdsServer, free_port, http, repo_root, wait_for};
+
+const NAMESPACE: &str = "prism-test.atala.local";
+const PROXY: &str = "edge";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn cloud_map_client(endpoint: &str) -> aws_sdk_servicediscovery::Client {
+    let config = aws_sdk_servicediscovery::Config::builder()
+        .behavior_version(aws_sdk_servicediscovery::config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_sdk_servicediscovery::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_servicediscovery::config::Credentials::new(
+            "testing", "testing", None, None, "tests",
+        ))
+        .build();
+    aws_sdk_servicediscovery::Client::from_conf(config)
+}
+
+/// A Cloud Map namespace and service in moto, and helpers to change its instances.
+struct CloudMap {
+    client: aws_sdk_servicediscovery::Client,
+    service_id: String,
+    rt: tokio::runtime::Runtime,
+}
+
+impl CloudMap {
+    fn create(moto: &Moto, service: &str) -> CloudMap {
+        let client = cloud_map_client(&format!("http://moto.test:{}", moto.port));
+        let rt = rt();
+        let service_id = rt.block_on(async {
+            let op = client
+                .create_private_dns_namespace()
+                .name(NAMESPACE)
+                .vpc("vpc-12345")
+                .send()
+                .await
+                .expect("namespace created");
+            let op = client
+                .get_operation()
+                .operation_id(op.operation_id().unwrap())
+                .send()
+                .await
+                .unwrap();
+            let ns_id = op.operation().unwrap().targets().unwrap()
+                [&aws_sdk_servicediscovery::types::OperationTargetType::Namespace]
+                .clone();
+            client
+                .create_service()
+                .name(service)
+                .namespace_id(ns_id)
+                .health_check_custom_config(HealthCheckCustomConfig::builder().build())
+                .send()
+                .await
+                .expect("service created")
+                .service()
+                .unwrap()
+                .id()
+                .unwrap()
+                .to_string()
+        });
+        CloudMap {
+            client,
+            service_id,
+            rt,
+        }
+    }
+
+    fn register(&self, id: &str, backend: &Backend) {
+        self.rt
+            .block_on(
+                self.client
+                    .register_instance()
+                    .service_id(&self.service_id)
+                    .instance_id(id)
+                    .attributes("AWS_INSTANCE_IPV4", "127.0.0.1")
+                    .attributes("AWS_INSTANCE_PORT", backend.addr.port().to_string())
+                    .send(),
+            )
+            .expect("instance registered");
+    }
+
+    fn deregister(&self, id: &str) {
+        self.rt
+            .block_on(
+                self.client
+                    .deregister_instance()
+                    .service_id(&self.service_id)
+                    .instance_id(id)
+                    .send(),
+            )
+            .expect("instance deregistered");
+    }
+
+    fn set_health(&self, id: &str, healthy: bool) {
+        let status = if healthy {
+            CustomHealthStatus::Healthy
+        } else {
+            CustomHealthStatus::Unhealthy
+        };
+        self.rt
+            .block_on(
+                self.client
+                    .update_instance_custom_health_status()
+                    .service_id(&self.service_id)
+                    .instance_id(id)
+                    .status(status)
+                    .send(),
+            )
+            .expect("health updated");
+    }
+}
+
+fn cloud_map_catalog(port: u16, service: &str) -> String {
+    format!(
+        r#"
+version: 1
+proxies:
+  {PROXY}:
+    listeners:
+      - {{ name: web, address: 127.0.0.1, port: {port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: web }} ] }}
+upstreams:
+  web:
+    protocol: http1
+    endpoints: {{ cloud_map: {{ namespace: {NAMESPACE}, service: {service} }} }}
+"#
+    )
+}
+
+/// The set of backends answering `n` requests through Envoy.
+fn answering(port: u16, n: usize) -> std::collections::BTreeSet<String> {
+    (0..n)
+        .filter_map(|_| http::get(port, "/", &[]).ok())
+        .filter(|r| r.status == 200)
+        .map(|r| r.body.trim().to_string())
+        .collect()
+}
+
+fn wait_answering(port: u16, want: &[&str]) {
+    let want: std::collections::BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
+    wait_for(
+        &format!("exactly {want:?} to answer"),
+        Duration::from_secs(20),
+        || (answering(port, 20) == want).then_some(()),
+    );
+}
+
+fn start_server(dir: &TempDir, moto: &Moto, catalog: &OsStr, extra: &[&str]) -> XdsServer {
+    let mut args = vec!["--discovery-interval", "200ms"];
+    args.extend_from_slice(extra);
+    let server = XdsServer::start_env(dir, catalog, 0, &args, &moto.env());
+    server.wait_ready();
+    server
+}
+
+#[test]
+fn cloud_map_instances_become_envoy_endpoints() {
+    let dir = TempDir::new("cloudmap");
+    let moto = Moto::start(&dir, 0);
+    let (a, b) = (
+        Backend::start("a", 0).unwrap(),
+        Backend::start("b", 0).unwrap(),
+    );
+    let cm = CloudMap::create(&moto, "web");
+    cm.register("i-a", &a);
+    cm.register("i-b", &b);
+    let port = free_port();
+    let catalog = dir.write("catalog.yaml", &cloud_map_catalog(port, "web"));
+    let server = start_server(&dir, &moto, catalog.as_os_str(), &[]);
+    let envoy = Envoy::start(&dir, PROXY, server.xds_port, Mode::Sotw);
+    envoy.wait_live();
+    wait_answering(port, &["a", "b"]);
+    // Deregistered: Envoy stops sending to it.
+    cm.deregister("i-b");
+    wait_answering(port, &["a"]);
+    // Back, then marked unhealthy (custom health): left out with the default `health: healthy`.
+    cm.register("i-b", &b);
+    wait_answering(port, &["a", "b"]);
+    cm.set_health("i-b", false);
+    wait_answering(port, &["a"]);
+    assert!(
+        server.metric(
+            "xds_discovery_requests_total{kind=\"cloud_map\",operation=\"DiscoverInstances\"}"
+        ) > 0.0
+    );
+}
+
+#[test]
+fn envoy_keeps_serving_while_aws_is_down_and_updates_resume() {
+    let dir = TempDir::new("outage");
+    let mut moto = Moto::start(&dir, 0);
+    let (a, b) = (
+        Backend::start("a", 0).unwrap(),
+        Backend::start("b", 0).unwrap(),
+    );
+    let cm = CloudMap::create(&moto, "web");
+    cm.register("i-a", &a);
+    cm.register("i-b", &b);
+    let port = free_port();
+    let catalog = dir.write("catalog.yaml", &cloud_map_catalog(port, "web"));
+    let server = start_server(&dir, &moto, catalog.as_os_str(), &[]);
+    let envoy = Envoy::start(&dir, PROXY, server.xds_port, Mode::Delta);
+    envoy.wait_live();
+    wait_answering(port, &["a", "b"]);
+    let moto_port = moto.port;
+    moto.process.kill();
+    wait_for("errors to be counted", Duration::from_secs(60), || {
+        (server.metric("xds_discovery_errors_total{kind=\"cloud_map\",reason=\"error\"}") >= 2.0)
+            .then_some(())
+    });
+    // Traffic keeps flowing to both, and the last good endpoints are still served.
+    assert_eq!(
+        answering(port, 20),
+        ["a", "b"].iter().map(|s| s.to_string()).collect()
+    );
+    let sources = server.admin_json("/debug/endpoints");
+    let src = &sources.as_array().unwrap()[0];
+    assert_eq!(src["endpoints"].as_array().unwrap().len(), 2, "{sources}");
+    assert!(!src["last_error"].is_null(), "{sources}");
+    // moto back (empty after its restart) with only one instance: the update goes through.
+    moto = Moto::start(&dir, moto_port);
+    let cm = CloudMap::create(&moto, "web");
+    cm.register("i-b", &b);
+    wait_answering(port, &["b"]);
+}
+
+/// A stand-in for Cloud Map that forwards to moto, or answers ThrottlingException while told to.
+struct Throttler {
+    port: u16,
+    throttle: Arc<AtomicBool>,
+}
+
+impl Throttler {
+    fn start(moto_port: u16) -> Throttler {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let throttle = Arc::new(AtomicBool::new(false));
+        let flag = throttle.clone();
+        std::thread::spawn(move || {
+            for conn in listener.incoming().flatten() {
+                let flag = flag.clone();
+                std::thread::spawn(move || {
+                    let _ = forward(conn, moto_port, &flag);
+                });
+            }
+        });
+        Throttler { port, throttle }
+    }
+}
+
+fn forward(mut conn: TcpStream, moto_port: u16, throttle: &AtomicBool) -> std::io::Result<()> {
+    loop {
+        let mut buf = Vec::new();
+        let mut byte = [0u8; 1];
+        while !buf.ends_with(b"\r\n\r\n") {
+            if conn.read(&mut byte)? == 0 {
+                return Ok(());
+            }
+            buf.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:")?.trim().parse().ok())
+            .unwrap_or(0);
+        let mut body = vec![0u8; len];
+        conn.read_exact(&mut body)?;
+        if throttle.load(Ordering::Relaxed) {
+            let msg = br#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#;
+            let resp = format!(
+                "HTTP/1.1 400 Bad Request\r\ncontent-type: application/x-amz-json-1.1\r\nx-amzn-errortype: ThrottlingException\r\ncontent-length: {}\r\n\r\n",
+                msg.len()
+            );
+            conn.write_all(resp.as_bytes())?;
+            conn.write_all(msg)?;
+            continue;
+        }
+        let mut upstream = TcpStream::connect(("127.0.0.1", moto_port))?;
+        let head =
+            String::from_utf8_lossy(&buf).replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n");
+        upstream.write_all(head.as_bytes())?;
+        upstream.write_all(&body)?;
+        let mut resp = Vec::new();
+        upstream.read_to_end(&mut resp)?;
+        conn.write_all(&resp)?;
+        return Ok(()); // moto's answer says `connection: close`
+    }
+}
+
+#[test]
+fn throttling_backs_off_without_losing_endpoints() {
+    let dir = TempDir::new("throttle");
+    let moto = Moto::start(&dir, 0);
+    let (a, b) = (
+        Backend::start("a", 0).unwrap(),
+        Backend::start("b", 0).unwrap(),
+    );
+    let cm = CloudMap::create(&moto, "web");
+    cm.register("i-a", &a);
+    cm.register("i-b", &b);
+    let throttler = Throttler::start(moto.port);
+    let port = free_port();
+    let catalog = dir.write("catalog.yaml", &cloud_map_catalog(port, "web"));
+    let mut env = moto.env();
+    for (k, v) in env.iter_mut() {
+        if *k == "AWS_ENDPOINT_URL_SERVICEDISCOVERY" {
+            *v = format!("http://moto.test:{}", throttler.port);
+        }
+    }
+    let server = XdsServer::start_env(
+        &dir,
+        catalog.as_os_str(),
+        0,
+        &["--discovery-interval", "200ms", "--max-backoff", "3s"],
+        &env,
+    );
+    server.wait_ready();
+    let envoy = Envoy::start(&dir, PROXY, server.xds_port, Mode::Sotw);
+    envoy.wait_live();
+    wait_answering(port, &["a", "b"]);
+    throttler.throttle.store(true, Ordering::Relaxed);
+    wait_for(
+        "throttling to be counted and backed off",
+        Duration::from_secs(60),
+        || {
+            let throttled = server
+                .metric("xds_discovery_errors_total{kind=\"cloud_map\",reason=\"throttled\"}");
+            let backoff = server.metric("xds_discovery_backoff_seconds{kind=\"cloud_map\"}");
+            (throttled >= 2.0 && backoff >= 0.8).then_some(())
+        },
+    );
+    assert_eq!(
+        answering(port, 20),
+        ["a", "b"].iter().map(|s| s.to_string()).collect()
+    );
+    throttler.throttle.store(false, Ordering::Relaxed);
+    wait_for("the backoff to end", Duration::from_secs(30), || {
+        (server.metric("xds_discovery_backoff_seconds{kind=\"cloud_map\"}") == 0.0).then_some(())
+    });
+    cm.deregister("i-a");
+    wait_answering(port, &["b"]);
+}
+
+#[test]
+fn the_catalog_follows_s3_and_an_invalid_upload_is_refused() {
+    let dir = TempDir::new("s3catalog");
+    let moto = Moto::start(&dir, 0);
+    let (blue, green) = (
+        Backend::start("blue", 0).unwrap(),
+        Backend::start("green", 0).unwrap(),
+    );
+    let port = free_port();
+    let catalog = |to: &str| {
+        format!(
+            r#"
+version: 1
+proxies:
+  {PROXY}:
+    listeners:
+      - {{ name: web, address: 127.0.0.1, port: {port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: {to} }} ] }}
+upstreams:
+  blue: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
+  green: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
+"#,
+            blue.endpoint(),
+            green.endpoint()
+        )
+    };
+    let rt = rt();
+    let s3 = moto.s3();
+    let put = |text: String| {
+        rt.block_on(
+            s3.put_object()
+                .bucket("config")
+                .key("xds/catalog.yaml")
+                .body(text.into_bytes().into())
+                .send(),
+        )
+        .expect("catalog uploaded");
+    };
+    rt.block_on(s3.create_bucket().bucket("config").send())
+        .unwrap();
+    put(catalog("blue"));
+    let server = start_server(
+        &dir,
+        &moto,
+        OsStr::new("s3://config/xds/catalog.yaml"),
+        &["--catalog-interval", "200ms"],
+    );
+    let envoy = Envoy::start(&dir, PROXY, server.xds_port, Mode::Delta);
+    envoy.wait_live();
+    wait_answering(port, &["blue"]);
+    put(catalog("green"));
+    wait_answering(port, &["green"]);
+    let errors = server.metric("xds_catalog_loads_total{result=\"error\"}");
+    put(catalog("purple"));
+    wait_for(
+        "the invalid catalog to be refused",
+        Duration::from_secs(20),
+        || (server.metric("xds_catalog_loads_total{result=\"error\"}") > errors).then_some(()),
+    );
+    let ready = server.admin_json("/readyz");
+    let why = ready["catalog"]["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        why.starts_with("s3://config/xds/catalog.yaml: 1 error"),
+        "{ready}"
+    );
+    assert!(why.contains(r#"upstream "purple" is not defined"#), "{why}");
+    assert!(server.process.output().contains("catalog rejected"));
+    assert_eq!(
+        answering(port, 20),
+        ["green".to_string()].into_iter().collect()
+    );
+}
+
+#[test]
+fn ecs_tasks_become_endpoints_and_stopped_tasks_leave() {
+    let dir = TempDir::new("ecs");
+    let moto = Moto::start(&dir, 0);
+    let fixture = |args: &[&str]| -> Vec<String> {
+        let out = std::process::Command::new(repo_root().join(".venv/moto/bin/python"))
+            .arg(repo_root().join("tests/fixtures/ecs_fixture.py"))
+            .arg(moto.endpoint())
+            .args(args)
+            .output()
+            .expect("the ECS fixture runs");
+        assert!(
+            out.status.success(),
+            "fixture: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    // The first line is a task of another service in the same cluster.
+    let tasks = fixture(&["setup", "prism-test", "node-develop", "2"]);
+    assert_eq!(tasks.len(), 3);
+    let text = r#"
+version: 1
+proxies:
+  edge:
+    listeners:
+      - { name: grpc, address: 127.0.0.1, port: 8443, protocol: http, routes: [ { match: { prefix: / }, to: node } ] }
+upstreams:
+  node:
+    protocol: grpc
+    endpoints: { ecs: { cluster: prism-test, service: node-develop, container: app } }
+"#;
+    let catalog = dir.write("catalog.yaml", text);
+    let server = start_server(&dir, &moto, catalog.as_os_str(), &[]);
+    // The endpoints are the tasks' ENI addresses with the task definition's container port.
+    // (These 10.99.x.x addresses exist only in moto: no Envoy is pointed at them.)
+    let endpoints = || -> Vec<String> {
+        let config = server.admin_json("/debug/config?proxy=edge");
+        let mut eps: Vec<String> = config["eds"]["resources"][0]["endpoints"][0]["lb_endpoints"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        let sa = &e["endpoint"]["address"]["socket_address"];
+                        format!(
+                            "{}:{}",
+                            sa["address"].as_str().unwrap_or(""),
+                            sa["port_value"]
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        eps.sort();
+        eps
+    };
+    let two = wait_for("two task endpoints", Duration::from_secs(20), || {
+        let eps = endpoints();
+        (eps.len() == 2).then_some(eps)
+    });
+    assert!(
+        two.iter()
+            .all(|e| e.starts_with("10.") && e.ends_with(":50053")),
+        "{two:?}"
+    );
+    // A stopped task leaves; a new one arrives.
+    fixture(&["stop", "prism-test", &tasks[1]]);
+    wait_for("the stopped task to leave", Duration::from_secs(20), || {
+        (endpoints().len() == 1).then_some(())
+    });
+    fixture(&["run", "prism-test", "node-develop", "1"]);
+    wait_for("the new task to arrive", Duration::from_secs(20), || {
+        (endpoints().len() == 2).then_some(())
+    });
+    assert!(
+        server.metric(
+            "xds_discovery_requests_total{kind=\"ecs\",operation=\"DescribeTaskDefinition\"}"
+        ) >= 1.0
+    );
+}
