@@ -1,0 +1,299 @@
+//! Reading ECS (and EC2 for hosts): one ListTasks pass per cluster, DescribeTasks only for tasks
+//! not yet seen RUNNING, and caches for task definitions (immutable), container instances and
+//! EC2 instances. Entries unused in a refresh are dropped after it.
+
+use std::collections::{BTreeSet, HashMap};
+
+use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_ecs::types::{DesiredStatus, Task, TaskDefinition, TaskDefinitionField, TaskField};
+
+use crate::metrics::Metrics;
+use crate::targets::TaskInfo;
+
+/// Why a refresh failed; the previous output stays.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{operation}: {message}")]
+pub struct ApiError {
+    /// The failing operation.
+    pub operation: &'static str,
+    /// The service's code and message, or the transport problem.
+    pub message: String,
+    /// Whether AWS throttled the call.
+    pub throttled: bool,
+}
+
+fn api_error<E, R>(operation: &'static str, e: SdkError<E, R>) -> ApiError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    match &e {
+        SdkError::ServiceError(s) => {
+            let code = s.err().code().unwrap_or("").to_string();
+            let throttled = code.contains("Throttl")
+                || code == "RequestLimitExceeded"
+                || code == "TooManyRequestsException";
+            ApiError {
+                operation,
+                message: format!("{code}: {}", s.err().message().unwrap_or("")),
+                throttled,
+            }
+        }
+        other => {
+            let mut message = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                message = format!("{message}: {s}");
+                source = s.source();
+            }
+            ApiError {
+                operation,
+                message,
+                throttled: false,
+            }
+        }
+    }
+}
+
+/// The ECS and EC2 clients and the caches that keep API calls down.
+pub struct Discoverer {
+    ecs: aws_sdk_ecs::Client,
+    ec2: aws_sdk_ec2::Client,
+    metrics: Metrics,
+    cluster_arns: Vec<String>,
+    fetch_tags: bool,
+    /// Task ARN → description, kept while the task stays RUNNING.
+    tasks: HashMap<String, Task>,
+    /// Task definition ARN → definition and its tags.
+    definitions: HashMap<String, (TaskDefinition, Vec<(String, String)>)>,
+    /// Container instance ARN → EC2 instance id.
+    container_instances: HashMap<String, String>,
+    /// EC2 instance id → private IP.
+    instances: HashMap<String, String>,
+}
+
+impl Discoverer {
+    /// A discoverer for the given clusters (all clusters when empty).
+    pub fn new(
+        config: &aws_config::SdkConfig,
+        metrics: Metrics,
+        cluster_arns: Vec<String>,
+        fetch_tags: bool,
+    ) -> Self {
+        Self {
+            ecs: aws_sdk_ecs::Client::new(config),
+            ec2: aws_sdk_ec2::Client::new(config),
+            metrics,
+            cluster_arns,
+            fetch_tags,
+            tasks: HashMap::new(),
+            definitions: HashMap::new(),
+            container_instances: HashMap::new(),
+            instances: HashMap::new(),
+        }
+    }
+
+    fn count(&self, operation: &str) {
+        self.metrics.api_calls.with_label_values(&[operation]).inc();
+    }
+
+    async fn clusters(&self) -> Result<Vec<String>, ApiError> {
+        if !self.cluster_arns.is_empty() {
+            return Ok(self.cluster_arns.clone());
+        }
+        let mut out = Vec::new();
+        let mut next = None;
+        loop {
+            self.count("ListClusters");
+            let page = self
+                .ecs
+                .list_clusters()
+                .set_next_token(next)
+                .send()
+                .await
+                .map_err(|e| api_error("ListClusters", e))?;
+            out.extend(page.cluster_arns().iter().cloned());
+            next = page
+                .next_token()
+                .filter(|t| !t.is_empty())
+                .map(str::to_string);
+            if next.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Every task of every cluster, with its definition and host.
+    pub async fn refresh(&mut self) -> Result<Vec<TaskInfo>, ApiError> {
+        let mut current: Vec<Task> = Vec::new();
+        for cluster in self.clusters().await? {
+            let mut arns = Vec::new();
+            let mut next = None;
+            loop {
+                self.count("ListTasks");
+                let page = self
+                    .ecs
+                    .list_tasks()
+                    .cluster(&cluster)
+                    .desired_status(DesiredStatus::Running)
+                    .set_next_token(next)
+                    .send()
+                    .await
+                    .map_err(|e| api_error("ListTasks", e))?;
+                arns.extend(page.task_arns().iter().cloned());
+                next = page
+                    .next_token()
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_string);
+                if next.is_none() {
+                    break;
+                }
+            }
+            // A RUNNING task stays so until it leaves the list: only new or still-starting
+            // tasks are described again.
+            let unknown: Vec<String> = arns
+                .iter()
+                .filter(|a| !self.tasks.contains_key(*a))
+                .cloned()
+                .collect();
+            for batch in unknown.chunks(100) {
+                self.count("DescribeTasks");
+                let resp = self
+                    .ecs
+                    .describe_tasks()
+                    .cluster(&cluster)
+                    .set_tasks(Some(batch.to_vec()))
+                    .set_include(self.fetch_tags.then(|| vec![TaskField::Tags]))
+                    .send()
+                    .await
+                    .map_err(|e| api_error("DescribeTasks", e))?;
+                for t in resp.tasks() {
+                    if let Some(arn) = t.task_arn() {
+                        self.tasks.insert(arn.to_string(), t.clone());
+                    }
+                }
+            }
+            current.extend(arns.iter().filter_map(|a| self.tasks.get(a).cloned()));
+        }
+        let listed: BTreeSet<String> = current
+            .iter()
+            .filter_map(|t| t.task_arn().map(str::to_string))
+            .collect();
+        // Forget gone tasks, and tasks not yet RUNNING so that they are described again.
+        self.tasks
+            .retain(|arn, t| listed.contains(arn) && t.last_status() == Some("RUNNING"));
+
+        self.fill_hosts(&current).await?;
+        let mut infos = Vec::new();
+        let mut used_definitions = BTreeSet::new();
+        let mut used_instances = BTreeSet::new();
+        for task in current {
+            let Some(def_arn) = task.task_definition_arn().map(str::to_string) else {
+                continue;
+            };
+            if !self.definitions.contains_key(&def_arn) {
+                self.count("DescribeTaskDefinition");
+                let resp = self
+                    .ecs
+                    .describe_task_definition()
+                    .task_definition(&def_arn)
+                    .set_include(self.fetch_tags.then(|| vec![TaskDefinitionField::Tags]))
+                    .send()
+                    .await
+                    .map_err(|e| api_error("DescribeTaskDefinition", e))?;
+                let tags = resp
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                    .collect();
+                if let Some(def) = resp.task_definition() {
+                    self.definitions
+                        .insert(def_arn.clone(), (def.clone(), tags));
+                }
+            }
+            used_definitions.insert(def_arn.clone());
+            let host = task.container_instance_arn().and_then(|ci| {
+                used_instances.insert(ci.to_string());
+                let id = self.container_instances.get(ci)?;
+                Some((id.clone(), self.instances.get(id)?.clone()))
+            });
+            if let Some((definition, definition_tags)) = self.definitions.get(&def_arn).cloned() {
+                infos.push(TaskInfo {
+                    task,
+                    definition,
+                    definition_tags,
+                    host,
+                });
+            }
+        }
+        self.definitions.retain(|k, _| used_definitions.contains(k));
+        self.container_instances
+            .retain(|k, _| used_instances.contains(k));
+        let used_ec2: BTreeSet<&String> = self.container_instances.values().collect();
+        self.instances.retain(|k, _| used_ec2.contains(k));
+        Ok(infos)
+    }
+
+    /// Looks up, in batches of 100, the container instances and EC2 instances not cached yet.
+    async fn fill_hosts(&mut self, tasks: &[Task]) -> Result<(), ApiError> {
+        let mut by_cluster: HashMap<String, BTreeSet<String>> = HashMap::new();
+        for t in tasks {
+            if let (Some(ci), Some(cluster)) = (t.container_instance_arn(), t.cluster_arn())
+                && !self.container_instances.contains_key(ci)
+            {
+                by_cluster
+                    .entry(cluster.to_string())
+                    .or_default()
+                    .insert(ci.to_string());
+            }
+        }
+        for (cluster, arns) in by_cluster {
+            let arns: Vec<String> = arns.into_iter().collect();
+            for batch in arns.chunks(100) {
+                self.count("DescribeContainerInstances");
+                let resp = self
+                    .ecs
+                    .describe_container_instances()
+                    .cluster(&cluster)
+                    .set_container_instances(Some(batch.to_vec()))
+                    .send()
+                    .await
+                    .map_err(|e| api_error("DescribeContainerInstances", e))?;
+                for ci in resp.container_instances() {
+                    if let (Some(arn), Some(id)) =
+                        (ci.container_instance_arn(), ci.ec2_instance_id())
+                    {
+                        self.container_instances
+                            .insert(arn.to_string(), id.to_string());
+                    }
+                }
+            }
+        }
+        // ECS Anywhere (EXTERNAL) hosts are `mi-` managed instances, not EC2 instances.
+        let ids: BTreeSet<String> = self
+            .container_instances
+            .values()
+            .filter(|id| id.starts_with("i-") && !self.instances.contains_key(*id))
+            .cloned()
+            .collect();
+        let ids: Vec<String> = ids.into_iter().collect();
+        for batch in ids.chunks(100) {
+            self.count("DescribeInstances");
+            let resp = self
+                .ec2
+                .describe_instances()
+                .set_instance_ids(Some(batch.to_vec()))
+                .send()
+                .await
+                .map_err(|e| api_error("DescribeInstances", e))?;
+            for r in resp.reservations() {
+                for i in r.instances() {
+                    if let (Some(id), Some(ip)) = (i.instance_id(), i.private_ip_address()) {
+                        self.instances.insert(id.to_string(), ip.to_string());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,111 @@
+//! Prometheus metrics of ecs-sd itself, at `/metrics` on `--http-listen`.
+
+use prometheus::{
+    Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+};
+
+/// Every metric ecs-sd exports.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// The registry `/metrics` renders.
+    pub registry: Registry,
+    /// Tasks seen in the last refresh.
+    pub tasks: IntGauge,
+    /// Targets written, by interval file.
+    pub targets: IntGaugeVec,
+    /// Containers skipped in the last refresh, by reason.
+    pub skipped: IntGaugeVec,
+    /// AWS API calls by operation.
+    pub api_calls: IntCounterVec,
+    /// Failed refreshes by kind (error, throttled, write).
+    pub errors: IntCounterVec,
+    /// Duration of refreshes.
+    pub refresh: Histogram,
+    /// Unix time of the last successful refresh.
+    pub last_success: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers all metrics.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
+            r.register(Box::new(c.clone())).expect("unique metric");
+            c
+        }
+        Metrics {
+            tasks: reg(
+                &registry,
+                IntGauge::new("ecs_sd_tasks", "Tasks seen in the last refresh").expect("valid"),
+            ),
+            targets: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new("ecs_sd_targets", "Targets by interval file"),
+                    &["interval"],
+                )
+                .expect("valid"),
+            ),
+            skipped: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "ecs_sd_skipped_containers",
+                        "Containers skipped in the last refresh, by reason",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid"),
+            ),
+            api_calls: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("ecs_sd_api_calls_total", "AWS API calls by operation"),
+                    &["operation"],
+                )
+                .expect("valid"),
+            ),
+            errors: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "ecs_sd_errors_total",
+                        "Failed refreshes (the last good targets stay)",
+                    ),
+                    &["kind"],
+                )
+                .expect("valid"),
+            ),
+            refresh: reg(
+                &registry,
+                Histogram::with_opts(HistogramOpts::new(
+                    "ecs_sd_refresh_seconds",
+                    "Duration of refreshes",
+                ))
+                .expect("valid"),
+            ),
+            last_success: reg(
+                &registry,
+                Gauge::new(
+                    "ecs_sd_last_success_timestamp_seconds",
+                    "Unix time of the last successful refresh",
+                )
+                .expect("valid"),
+            ),
+            registry,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
+        out
+    }
+}

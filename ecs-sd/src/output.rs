@@ -1,0 +1,34 @@
+//! The file_sd files: `{interval}-tasks.json` in the directory, replaced atomically and only when
+//! their content changed.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::files::{FileOptions, write_atomic};
+
+use crate::targets::TargetGroup;
+
+/// The JSON of one file: target groups, pretty-printed (4 spaces, like prometheus-ecs-sd).
+pub fn render(groups: &[TargetGroup]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let fmt = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, fmt);
+    serde::Serialize::serialize(groups, &mut ser).expect("target groups serialize");
+    out.push(b'\n');
+    out
+}
+
+/// Writes every interval's file; returns the files that changed.
+pub fn write_all(
+    dir: &Path,
+    by_interval: &BTreeMap<String, Vec<TargetGroup>>,
+) -> std::io::Result<Vec<String>> {
+    let mut changed = Vec::new();
+    for (interval, groups) in by_interval {
+        let name = format!("{interval}-tasks.json");
+        if write_atomic(&dir.join(&name), &render(groups), FileOptions::default())? {
+            changed.push(name);
+        }
+    }
+    Ok(changed)
+}
