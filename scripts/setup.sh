@@ -43,3 +43,10 @@ if ! grep -qE '^127\.0\.0\.1[[:space:]].*\bdata-moto\.test\b' /etc/hosts; then
     log "/etc/hosts needs the line '127.0.0.1 moto.test data-moto.test' (run as root once)"; exit 1
   fi
 fi
+
+# Prometheus 2.x from Debian, for the ecs-sd tests (file_sd and http_sd read by the real thing).
+if ! command -v prometheus >/dev/null; then
+  log "installing prometheus (apt)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi

@@ -19,6 +19,8 @@ pub struct Metrics {
     pub api_calls: IntCounterVec,
     /// Failed refreshes by kind (error, throttled, write).
     pub errors: IntCounterVec,
+    /// Target files rewritten because their content changed.
+    pub file_writes: prometheus::IntCounter,
     /// Duration of refreshes.
     pub refresh: Histogram,
     /// Unix time of the last successful refresh.
@@ -79,6 +81,14 @@ impl Metrics {
                         "Failed refreshes (the last good targets stay)",
                     ),
                     &["kind"],
+                )
+                .expect("valid"),
+            ),
+            file_writes: reg(
+                &registry,
+                prometheus::IntCounter::new(
+                    "ecs_sd_file_writes_total",
+                    "Target files rewritten (content changed)",
                 )
                 .expect("valid"),
             ),

@@ -92,6 +92,7 @@ pub async fn run(
                     None => Ok(Vec::new()),
                 };
                 if let Ok(changed) = written {
+                    metrics.file_writes.inc_by(changed.len() as u64);
                     let now = SystemTime::now()
                         .duration_since(SystemTime::UNIX_EPOCH)
                         .map(|d| d.as_secs_f64())

@@ -6,6 +6,7 @@ pub mod backend;
 pub mod http;
 pub mod moto;
 pub mod process;
+pub mod prometheus;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 pub use backend::Backend;
 pub use moto::Moto;
 pub use process::{Envoy, Mode, XdsServer};
+pub use prometheus::Prometheus;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {

@@ -47,6 +47,44 @@ impl Moto {
         Moto { process, port }
     }
 
+    /// moto with the ECS fields it leaves out filled in (`tests/fixtures/moto_ecs.py`); awsvpc
+    /// tasks get the address `eni_ip`.
+    pub fn start_ecs(dir: &TempDir, port: u16, eni_ip: &str) -> Moto {
+        let port = if port == 0 { free_port() } else { port };
+        let python = repo_root().join(".venv/moto/bin/python");
+        let mut cmd = Command::new(python);
+        cmd.arg(repo_root().join("tests/fixtures/moto_ecs.py"))
+            .arg(port.to_string())
+            .env("FIXTURE_ENI_IP", eni_ip);
+        let process = ChildGuard::spawn(cmd, dir.path().join(format!("moto-ecs-{port}.log")));
+        wait_for(
+            "moto (ECS fixture) to answer",
+            Duration::from_secs(30),
+            || {
+                http::get(port, "/moto-api/data.json", &[])
+                    .ok()
+                    .filter(|r| r.status == 200)
+            },
+        );
+        Moto { process, port }
+    }
+
+    /// Runs a fixture script (tests/fixtures/NAME) with moto's Python, against this moto.
+    pub fn fixture(&self, name: &str, args: &[&str]) -> String {
+        let out = Command::new(repo_root().join(".venv/moto/bin/python"))
+            .arg(repo_root().join("tests/fixtures").join(name))
+            .arg(self.endpoint())
+            .args(args)
+            .output()
+            .expect("the fixture runs");
+        assert!(
+            out.status.success(),
+            "{name} {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)

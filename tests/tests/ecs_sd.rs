@@ -1,0 +1,274 @@
+//! ecs-sd against moto (with the ECS fields moto leaves out filled in by a moto-side fixture)
+//! and Debian's real Prometheus, reading our file_sd files and our http_sd endpoint.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use tests::process::ChildGuard;
+use tests::{Backend, Moto, Prometheus, TempDir, free_port, http, wait_for, workspace_bin};
+
+struct Setup {
+    dir: TempDir,
+    moto: Moto,
+    exporter: Backend,
+    fixture: Value,
+    out: PathBuf,
+    sd: ChildGuard,
+    http_port: u16,
+}
+
+fn start(label: &str, interval: &str) -> Setup {
+    let dir = TempDir::new(label);
+    // awsvpc tasks get 127.0.0.1, so that Prometheus can scrape the exporter the test serves.
+    let moto = Moto::start_ecs(&dir, 0, "127.0.0.1");
+    let exporter = Backend::start("ecs_sd_demo_metric 1", 0).unwrap();
+    let fixture: Value = serde_json::from_str(&moto.fixture(
+        "ecs_sd_fixture.py",
+        &["setup", &exporter.addr.port().to_string()],
+    ))
+    .unwrap();
+    let out = dir.path().join("sd");
+    std::fs::create_dir_all(&out).unwrap();
+    let http_port = free_port();
+    let mut cmd = Command::new(workspace_bin("ecs-sd"));
+    cmd.arg("--directory")
+        .arg(&out)
+        .args(["--interval", interval, "--tags-to-labels", "*"])
+        .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
+        .envs(moto.env());
+    let sd = ChildGuard::spawn(cmd, dir.path().join("ecs-sd.log"));
+    wait_for("ecs-sd's first files", Duration::from_secs(30), || {
+        out.join("30s-tasks.json").exists().then_some(())
+    });
+    Setup {
+        dir,
+        moto,
+        exporter,
+        fixture,
+        out,
+        sd,
+        http_port,
+    }
+}
+
+fn groups(path: &Path) -> Vec<Value> {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    serde_json::from_str::<Value>(&text)
+        .ok()
+        .and_then(|v| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+fn find<'a>(groups: &'a [Value], job: &str, path: &str) -> Option<&'a Value> {
+    groups
+        .iter()
+        .find(|g| g["labels"]["job"] == job && g["labels"]["metrics_path"] == path)
+}
+
+fn metric(port: u16, sample: &str) -> f64 {
+    http::get(port, "/metrics", &[])
+        .ok()
+        .and_then(|r| {
+            r.body.lines().find_map(|l| {
+                l.strip_prefix(sample)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn files_hold_the_expected_targets_and_labels() {
+    let s = start("ecs-sd-files", "0.2");
+    let exporter = format!("127.0.0.1:{}", s.exporter.addr.port());
+    let thirty = groups(&s.out.join("30s-tasks.json"));
+    let api = find(&thirty, "api", "/metrics").expect("the api container, 30s");
+    assert_eq!(api["targets"], serde_json::json!([exporter]));
+    let l = &api["labels"];
+    assert_eq!(l["instance"], exporter.as_str());
+    assert_eq!(l["ecs_cluster"], "prism-test");
+    assert_eq!(l["ecs_task_version"], "1");
+    assert_eq!(l["__metrics_path__"], "/metrics");
+    assert_eq!(l["__meta_ecs_service"], "api");
+    assert_eq!(l["__meta_ecs_container"], "api");
+    assert_eq!(l["__meta_ecs_launch_type"], "FARGATE");
+    let task_arn = s.fixture["api"][0].as_str().unwrap();
+    assert_eq!(l["__meta_ecs_task_arn"], task_arn);
+    assert_eq!(l["ecs_task_id"], task_arn.rsplit('/').next().unwrap());
+
+    // The sidecar's own port and path, in its own interval file.
+    let fifteen = groups(&s.out.join("15s-tasks.json"));
+    let envoy = find(&fifteen, "api", "/stats/prometheus").expect("the envoy sidecar, 15s");
+    assert_eq!(envoy["targets"], serde_json::json!(["127.0.0.1:9901"]));
+
+    let minute = groups(&s.out.join("1m-tasks.json"));
+    assert!(
+        find(&minute, "api", "/extra").is_some(),
+        "the second endpoint, default file"
+    );
+    // prometheus-ecs-discovery's docker labels.
+    let labelled = find(&minute, "blackbox", "/probe").expect("the docker-labelled exporter");
+    assert_eq!(labelled["targets"], serde_json::json!(["127.0.0.1:9145"]));
+    // Bridge mode on EC2: the instance's address and the host port bound to container port 9100.
+    let host_ip = s.fixture["host_ip"].as_str().unwrap();
+    let worker = find(&minute, "worker", "/metrics").expect("the bridge-mode worker");
+    let target = worker["targets"][0].as_str().unwrap();
+    assert!(target.starts_with(&format!("{host_ip}:")), "{worker}");
+    assert_ne!(
+        target,
+        format!("{host_ip}:9100"),
+        "a host port, not the container port"
+    );
+    assert!(
+        worker["labels"]["instance_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("i-")
+    );
+    assert!(worker["labels"]["ecs_container_id"].is_string());
+    // A task without PROMETHEUS gives nothing.
+    let all: Vec<Value> = ["15s", "30s", "1m", "5m"]
+        .iter()
+        .flat_map(|i| groups(&s.out.join(format!("{i}-tasks.json"))))
+        .collect();
+    assert!(!all.iter().any(|g| g["labels"]["job"] == "plain"));
+    assert_eq!(groups(&s.out.join("5m-tasks.json")).len(), 0);
+    // http_sd serves the same targets.
+    let r = http::get(s.http_port, "/sd/30s", &[]).unwrap();
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body).unwrap(),
+        serde_json::json!(thirty)
+    );
+    assert!(
+        metric(
+            s.http_port,
+            "ecs_sd_api_calls_total{operation=\"DescribeTasks\"}"
+        ) >= 1.0
+    );
+}
+
+#[test]
+fn prometheus_scrapes_through_file_sd_and_http_sd_and_follows_task_changes() {
+    let s = start("ecs-sd-prom", "0.2");
+    let config = format!(
+        r#"
+global: {{ scrape_interval: 1s, evaluation_interval: 1s }}
+scrape_configs:
+  - job_name: ecs-30s
+    file_sd_configs: [ {{ files: ["{}"], refresh_interval: 1s }} ]
+  - job_name: ecs-http
+    http_sd_configs: [ {{ url: "http://127.0.0.1:{}/sd/30s", refresh_interval: 1s }} ]
+"#,
+        s.out.join("30s-tasks.json").display(),
+        s.http_port
+    );
+    let prom = Prometheus::start(&s.dir, &config);
+    for pool in ["ecs-30s", "ecs-http"] {
+        let target = wait_for(
+            &format!("{pool}: the api target up"),
+            Duration::from_secs(60),
+            || prom.targets(pool).into_iter().find(|t| t["health"] == "up"),
+        );
+        assert_eq!(target["labels"]["job"], "api");
+        assert_eq!(target["labels"]["ecs_cluster"], "prism-test");
+        assert_eq!(
+            target["scrapeUrl"],
+            format!("http://127.0.0.1:{}/metrics", s.exporter.addr.port())
+        );
+    }
+    let up = wait_for("a scraped sample", Duration::from_secs(30), || {
+        let r = prom.api("/api/v1/query?query=ecs_sd_demo_metric");
+        let results = r["data"]["result"].as_array().cloned().unwrap_or_default();
+        // Both pools scrape the same target under the same labels: one series.
+        (!results.is_empty()).then_some(results)
+    });
+    assert!(up.iter().all(|r| r["value"][1] == "1"), "{up:?}");
+
+    // A stopped task leaves; a new one arrives.
+    let arn = s.fixture["api"][0].as_str().unwrap();
+    s.moto.fixture("ecs_sd_fixture.py", &["stop", arn]);
+    wait_for(
+        "the stopped task to leave Prometheus",
+        Duration::from_secs(30),
+        || {
+            (prom.targets("ecs-30s").is_empty() && prom.targets("ecs-http").is_empty())
+                .then_some(())
+        },
+    );
+    let new_arn = s.moto.fixture("ecs_sd_fixture.py", &["run", "api"]);
+    let new_id = new_arn.trim().rsplit('/').next().unwrap().to_string();
+    wait_for(
+        "the new task in Prometheus",
+        Duration::from_secs(30),
+        || {
+            prom.targets("ecs-30s")
+                .into_iter()
+                .find(|t| t["labels"]["ecs_task_id"] == new_id.as_str() && t["health"] == "up")
+        },
+    );
+}
+
+#[test]
+fn api_errors_keep_the_last_good_files() {
+    let mut s = start("ecs-sd-errors", "0.2");
+    let before: Vec<Vec<u8>> = ["15s", "30s", "1m", "5m"]
+        .iter()
+        .map(|i| std::fs::read(s.out.join(format!("{i}-tasks.json"))).unwrap())
+        .collect();
+    s.moto.process.kill();
+    wait_for("errors to be counted", Duration::from_secs(60), || {
+        (metric(s.http_port, "ecs_sd_errors_total{kind=\"error\"}") >= 2.0).then_some(())
+    });
+    let after: Vec<Vec<u8>> = ["15s", "30s", "1m", "5m"]
+        .iter()
+        .map(|i| std::fs::read(s.out.join(format!("{i}-tasks.json"))).unwrap())
+        .collect();
+    assert_eq!(before, after);
+    // http_sd keeps answering with the last good targets.
+    let r = http::get(s.http_port, "/sd/30s", &[]).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert!(s.sd.output().contains("the last good targets stay"));
+}
+
+#[test]
+fn prometheus_never_reads_a_partial_file_while_targets_churn() {
+    let s = start("ecs-sd-churn", "0.05");
+    let config = format!(
+        r#"
+global: {{ scrape_interval: 1s }}
+scrape_configs:
+  - job_name: ecs-30s
+    file_sd_configs: [ {{ files: ["{}"], refresh_interval: 1s }} ]
+"#,
+        s.out.join("30s-tasks.json").display()
+    );
+    let prom = Prometheus::start(&s.dir, &config);
+    let writes_before = metric(s.http_port, "ecs_sd_file_writes_total");
+    // 100 starts and 100 stops, each seen by ecs-sd and written out.
+    s.moto.fixture("ecs_sd_fixture.py", &["churn", "100"]);
+    let writes = metric(s.http_port, "ecs_sd_file_writes_total") - writes_before;
+    assert!(writes >= 100.0, "only {writes} rewrites");
+    let log = prom.process.output();
+    let problems: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("level=error") && (l.contains("file") || l.contains("discovery")))
+        .collect();
+    assert!(problems.is_empty(), "Prometheus: {problems:?}");
+    assert!(
+        log.contains("discovery"),
+        "Prometheus did not log its discovery at all"
+    );
+}
