@@ -54,8 +54,9 @@ pub async fn refresh(
 ) -> Result<Discovered, ApiError> {
     let started = Instant::now();
     let tasks = discoverer.refresh().await?;
-    let d = discover(&tasks, labels);
-    metrics.refresh.observe(started.elapsed().as_secs_f64());
+    let mut d = discover(&tasks, labels);
+    d.took = started.elapsed();
+    metrics.refresh.observe(d.took.as_secs_f64());
     metrics.tasks.set(tasks.len() as i64);
     for (interval, groups) in &d.by_interval {
         metrics
@@ -103,6 +104,7 @@ pub async fn run(
                         targets,
                         skipped = d.skipped.len(),
                         files_changed = changed.len(),
+                        took_ms = d.took.as_millis() as u64,
                         "refreshed"
                     );
                     published.set(d);

@@ -61,6 +61,8 @@ pub struct Discovered {
     pub by_interval: BTreeMap<String, Vec<TargetGroup>>,
     /// Containers that asked to be scraped but could not be, with the reason.
     pub skipped: Vec<Skipped>,
+    /// How long the refresh took (AWS calls and all).
+    pub took: std::time::Duration,
 }
 
 fn env(def: &ContainerDefinition, name: &str) -> Option<String> {
