@@ -24,3 +24,60 @@ pub fn custom_endpoint(service: &str) -> bool {
     .iter()
     .any(|v| std::env::var_os(v).is_some_and(|s| !s.is_empty()))
 }
+
+/// An AWS SDK error in words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ErrorText {
+    /// The service's error code, e.g. `ThrottlingException` (none for transport problems).
+    pub code: Option<String>,
+    /// `CODE: message`, or the transport problem with its causes.
+    pub text: String,
+}
+
+impl ErrorText {
+    /// Whether AWS throttled the call.
+    pub fn throttled(&self) -> bool {
+        const CODES: &[&str] = &[
+            "Throttling",
+            "ThrottlingException",
+            "ThrottledException",
+            "TooManyRequestsException",
+            "RequestLimitExceeded",
+            "RequestThrottled",
+            "RequestThrottledException",
+            "ProvisionedThroughputExceededException",
+            "SlowDown",
+        ];
+        self.code.as_deref().is_some_and(|c| CODES.contains(&c))
+    }
+}
+
+/// Describes an SDK error: the service's code and message, or the transport problem.
+pub fn error_text<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> ErrorText
+where
+    E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
+    use aws_smithy_runtime_api::client::result::SdkError;
+    match e {
+        SdkError::ServiceError(s) => {
+            let inner = s.err();
+            let code = inner.code().map(str::to_string);
+            let text = match (inner.code(), inner.message()) {
+                (Some(c), Some(m)) => format!("{c}: {m}"),
+                (Some(c), None) => c.to_string(),
+                _ => inner.to_string(),
+            };
+            ErrorText { code, text }
+        }
+        other => {
+            let mut text = other.to_string();
+            let mut source = std::error::Error::source(other);
+            while let Some(s) = source {
+                text = format!("{text}: {s}");
+                source = s.source();
+            }
+            ErrorText { code: None, text }
+        }
+    }
+}

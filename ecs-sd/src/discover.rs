@@ -27,31 +27,11 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    match &e {
-        SdkError::ServiceError(s) => {
-            let code = s.err().code().unwrap_or("").to_string();
-            let throttled = code.contains("Throttl")
-                || code == "RequestLimitExceeded"
-                || code == "TooManyRequestsException";
-            ApiError {
-                operation,
-                message: format!("{code}: {}", s.err().message().unwrap_or("")),
-                throttled,
-            }
-        }
-        other => {
-            let mut message = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                message = format!("{message}: {s}");
-                source = s.source();
-            }
-            ApiError {
-                operation,
-                message,
-                throttled: false,
-            }
-        }
+    let text = common::aws::error_text(&e);
+    ApiError {
+        operation,
+        throttled: text.throttled(),
+        message: text.text,
     }
 }
 

@@ -63,33 +63,10 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     }
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log)?;
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if cli.log_format == "json" {
-        logs.json().flatten_event(true).init();
-    } else {
-        logs.init();
-    }
+    common::cli::init_logs(cli.log_format == "json", &cli.log).map_err(anyhow::Error::msg)?;
     if cli.directory.is_none() && cli.http_listen.is_none() && !cli.dry_run {
         anyhow::bail!("give --directory (file_sd), --http-listen (http_sd), or --dry-run");
     }
@@ -157,7 +134,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         run_config,
         metrics,
         published,
-        shutdown_signal(),
+        common::cli::shutdown_signal(),
     )
     .await;
     Ok(ExitCode::SUCCESS)

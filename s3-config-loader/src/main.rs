@@ -120,33 +120,6 @@ fn parse_mode(s: &str) -> Result<u32, String> {
         .ok_or_else(|| format!("{s:?} is not an octal file mode like 644"))
 }
 
-fn init_logs(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
@@ -191,7 +164,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             common,
         ),
     };
-    init_logs(c.log_format, &c.log)?;
+    common::cli::init_logs(matches!(c.log_format, LogFormat::Json), &c.log)
+        .map_err(anyhow::Error::msg)?;
     let metrics = Metrics::new();
     if let Some(addr) = c.admin_listen {
         let m = metrics.clone();
@@ -228,7 +202,14 @@ async fn main() -> anyhow::Result<ExitCode> {
         },
     };
     let mut syncer = Syncer::new(s3_client().await, config, metrics.clone());
-    match run::run(&mut syncer, &run_config, &metrics, shutdown_signal()).await {
+    match run::run(
+        &mut syncer,
+        &run_config,
+        &metrics,
+        common::cli::shutdown_signal(),
+    )
+    .await
+    {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e) => {
             eprintln!("s3-config-loader: {e}");

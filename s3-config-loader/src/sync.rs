@@ -7,7 +7,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::types::ChecksumMode;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -530,7 +530,7 @@ impl Syncer {
             .send();
         let mut out = Vec::new();
         while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| fail(describe(&e)))?;
+            let page = page.map_err(|e| fail(common::aws::error_text(&e).text))?;
             for o in page.contents() {
                 let Some(key) = o.key() else { continue };
                 if key.ends_with('/') {
@@ -552,31 +552,6 @@ fn too_large(key: &str, size: u64, max: u64) -> ObjectError {
         key: key.to_string(),
         kind: ErrorKind::TooLarge,
         message: format!("{size} bytes is over the limit of {max} bytes (--max-size)"),
-    }
-}
-
-/// An SDK error in words: the service's code and message, or the transport problem.
-fn describe<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
-    e: &SdkError<E, R>,
-) -> String {
-    match e {
-        SdkError::ServiceError(s) => {
-            let inner = s.err();
-            match (inner.code(), inner.message()) {
-                (Some(c), Some(m)) => format!("{c}: {m}"),
-                (Some(c), None) => c.to_string(),
-                _ => inner.to_string(),
-            }
-        }
-        other => {
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                text = format!("{text}: {s}");
-                source = s.source();
-            }
-            text
-        }
     }
 }
 
@@ -608,7 +583,7 @@ pub async fn fetch_object(
         Err(SdkError::ServiceError(e)) if e.raw().status().as_u16() == 304 => {
             return Ok((Fetched::NotModified, if_none_match));
         }
-        Err(e) => return Err(err(ErrorKind::Download, describe(&e))),
+        Err(e) => return Err(err(ErrorKind::Download, common::aws::error_text(&e).text)),
     };
     let size = resp.content_length().unwrap_or_default().max(0) as u64;
     if size > max {

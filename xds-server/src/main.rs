@@ -128,33 +128,6 @@ fn print(value: &serde_json::Value, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn init_logs(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter).context("invalid --log filter")?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-    }
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = term => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
@@ -170,7 +143,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             debounce,
             drain,
         } => {
-            init_logs(cli.log_format, &cli.log)?;
+            common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), &cli.log)
+                .map_err(anyhow::Error::msg)?;
             let config = ServeConfig {
                 catalog,
                 xds_listen,
@@ -185,7 +159,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 },
                 drain,
             };
-            serve::serve(config, shutdown_signal()).await?;
+            serve::serve(config, common::cli::shutdown_signal()).await?;
         }
         Command::Validate { path } => match catalog::load_file(&path) {
             Ok(_) => println!("ok"),
@@ -222,7 +196,8 @@ async fn main() -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::FAILURE);
             }
-            init_logs(cli.log_format, "warn")?;
+            common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), "warn")
+                .map_err(anyhow::Error::msg)?;
             print(&render::render_proxy(&loaded, &proxy).await?, format)?;
         }
         Command::Bootstrap {

@@ -95,47 +95,16 @@ impl Clients {
     }
 }
 
-const THROTTLING_CODES: &[&str] = &[
-    "Throttling",
-    "ThrottlingException",
-    "ThrottledException",
-    "TooManyRequestsException",
-    "RequestLimitExceeded",
-    "RequestThrottled",
-    "RequestThrottledException",
-    "ProvisionedThroughputExceededException",
-    "SlowDown",
-];
-
 /// An SDK error as a discovery error: its service code and message, or the transport problem.
 pub fn classify<E, R>(operation: &'static str, e: SdkError<E, R>) -> DiscoveryError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let (message, throttled) = match &e {
-        SdkError::ServiceError(s) => {
-            let inner = s.err();
-            let code = inner.code().unwrap_or("");
-            let text = match inner.message() {
-                Some(m) => format!("{code}: {m}"),
-                None => code.to_string(),
-            };
-            (text, THROTTLING_CODES.contains(&code))
-        }
-        other => {
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                text = format!("{text}: {s}");
-                source = s.source();
-            }
-            (text, false)
-        }
-    };
+    let text = common::aws::error_text(&e);
     DiscoveryError::Aws {
         operation,
-        message,
-        throttled,
+        throttled: text.throttled(),
+        message: text.text,
     }
 }
