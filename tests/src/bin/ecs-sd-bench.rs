@@ -28,6 +28,23 @@ fn metric_sum(port: u16, prefix: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// User + system CPU seconds a process has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which is in parentheses): utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(") ").map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // SAFETY: sysconf with a valid name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (ticks(11) + ticks(12)) / hz
+}
+
 fn targets_in(dir: &std::path::Path) -> usize {
     ["15s", "30s", "1m", "5m"]
         .iter()
@@ -78,11 +95,13 @@ fn main() -> anyhow::Result<()> {
         .envs(moto.env());
     let sd = ChildGuard::spawn(cmd, dir.path().join("ecs-sd.log"));
     let mut calls = vec![0.0];
+    let mut cpu = vec![0.0];
     for n in 1..=3 {
         wait_for("an ecs-sd refresh", Duration::from_secs(600), || {
             (metric_sum(port, "ecs_sd_refresh_seconds_count") >= n as f64).then_some(())
         });
         calls.push(metric_sum(port, "ecs_sd_api_calls_total"));
+        cpu.push(cpu_seconds(sd.pid()));
     }
     let took: Vec<f64> = sd
         .output()
@@ -103,8 +122,8 @@ fn main() -> anyhow::Result<()> {
         "{tasks} awsvpc tasks over {families} task definitions in one cluster, one moto, same machine, one run"
     );
     println!();
-    println!("| tool | refresh | time | AWS calls | targets |");
-    println!("| --- | --- | --- | --- | --- |");
+    println!("| tool | refresh | time | client CPU | AWS calls | targets |");
+    println!("| --- | --- | --- | --- | --- | --- |");
     for i in 0..3 {
         let label = if i == 0 {
             "first (cold caches)"
@@ -112,8 +131,9 @@ fn main() -> anyhow::Result<()> {
             "later"
         };
         println!(
-            "| ecs-sd | {label} | {:.0} ms | {} | {our_targets} |",
+            "| ecs-sd | {label} | {:.0} ms | {:.0} ms | {} | {our_targets} |",
             took.get(i).copied().unwrap_or(f64::NAN),
+            (cpu[i + 1] - cpu[i]) * 1000.0,
             calls[i + 1] - calls[i]
         );
     }
@@ -142,8 +162,9 @@ fn main() -> anyhow::Result<()> {
                 "later"
             };
             println!(
-                "| prometheus-ecs-sd | {label} | {:.0} ms | {} | {theirs} |",
+                "| prometheus-ecs-sd | {label} | {:.0} ms | {:.0} ms | {} | {theirs} |",
                 r["seconds"].as_f64().unwrap_or(f64::NAN) * 1000.0,
+                r["cpu_seconds"].as_f64().unwrap_or(f64::NAN) * 1000.0,
                 r["calls"]
             );
         }
