@@ -138,6 +138,26 @@ fn files_hold_the_expected_targets_and_labels() {
         .collect();
     assert!(!all.iter().any(|g| g["labels"]["job"] == "plain"));
     assert_eq!(groups(&s.out.join("5m-tasks.json")).len(), 0);
+    // --dry-run explains, per target and per skipped container, and writes nothing.
+    let dry = Command::new(workspace_bin("ecs-sd"))
+        .arg("--dry-run")
+        .envs(s.moto.env())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(
+        text.contains(&format!("30s-tasks.json  {exporter}  /metrics  job=api")),
+        "{text}"
+    );
+    assert!(
+        text.contains("1m-tasks.json  127.0.0.1:9145  /probe  job=blackbox"),
+        "{text}"
+    );
     // http_sd serves the same targets.
     let r = http::get(s.http_port, "/sd/30s", &[]).unwrap();
     assert_eq!(

@@ -329,6 +329,46 @@ fn failed_validation_keeps_the_old_file_and_hooks_fire_once_per_change() {
 }
 
 #[test]
+fn signal_and_post_hooks_reach_their_targets_once_per_change() {
+    let s3 = S3::start("s3-signal");
+    s3.put("app/conf.txt", "1");
+    // A process that counts SIGHUPs, as a reloadable daemon would, and writes its pid file.
+    let hups = s3.dir.path().join("hups");
+    let pidfile = s3.dir.path().join("daemon.pid");
+    let script = format!(
+        "echo $$ > {pid}; trap 'echo hup >> {hups}' HUP; while true; do sleep 0.05; done",
+        pid = pidfile.display(),
+        hups = hups.display()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script]);
+    let _daemon = ChildGuard::spawn(cmd, s3.dir.path().join("daemon.log"));
+    wait_for("the daemon's pid file", Duration::from_secs(10), || {
+        pidfile.exists().then_some(())
+    });
+    let reload = Backend::start("reloaded", 0).unwrap();
+    let signal = format!("pidfile:{}:HUP", pidfile.display());
+    let post = format!("http://{}/-/reload", reload.addr);
+    let (_loader, admin) = s3.daemon(
+        "app/",
+        &["--interval", "50ms", "--signal", &signal, "--post", &post],
+    );
+    wait_for("the first change's hooks", Duration::from_secs(20), || {
+        (read(&hups).lines().count() == 1 && reload.hits() == 1).then_some(())
+    });
+    let passes = metric(admin, "s3cl_passes_total{result=\"ok\"}");
+    wait_for("three quiet passes", Duration::from_secs(20), || {
+        (metric(admin, "s3cl_passes_total{result=\"ok\"}") >= passes + 3.0).then_some(())
+    });
+    assert_eq!((read(&hups).lines().count(), reload.hits()), (1, 1));
+    s3.put("app/conf.txt", "2");
+    wait_for("the second change's hooks", Duration::from_secs(20), || {
+        (read(&hups).lines().count() == 2 && reload.hits() == 2).then_some(())
+    });
+    assert_eq!(metric(admin, "s3cl_errors_total{kind=\"hook\"}"), 0.0);
+}
+
+#[test]
 fn files_survive_an_s3_outage_and_sync_resumes() {
     let mut s3 = S3::start("s3-outage");
     s3.put("app/conf.txt", "before\n");

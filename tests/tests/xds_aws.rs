@@ -84,17 +84,21 @@ impl CloudMap {
     }
 
     fn register(&self, id: &str, backend: &Backend) {
-        self.rt
-            .block_on(
-                self.client
-                    .register_instance()
-                    .service_id(&self.service_id)
-                    .instance_id(id)
-                    .attributes("AWS_INSTANCE_IPV4", "127.0.0.1")
-                    .attributes("AWS_INSTANCE_PORT", backend.addr.port().to_string())
-                    .send(),
-            )
-            .expect("instance registered");
+        self.register_with(id, backend, &[]);
+    }
+
+    fn register_with(&self, id: &str, backend: &Backend, attributes: &[(&str, &str)]) {
+        let mut req = self
+            .client
+            .register_instance()
+            .service_id(&self.service_id)
+            .instance_id(id)
+            .attributes("AWS_INSTANCE_IPV4", "127.0.0.1")
+            .attributes("AWS_INSTANCE_PORT", backend.addr.port().to_string());
+        for (k, v) in attributes {
+            req = req.attributes(*k, *v);
+        }
+        self.rt.block_on(req.send()).expect("instance registered");
     }
 
     fn deregister(&self, id: &str) {
@@ -200,6 +204,37 @@ fn cloud_map_instances_become_envoy_endpoints() {
             "xds_discovery_requests_total{kind=\"cloud_map\",operation=\"DiscoverInstances\"}"
         ) > 0.0
     );
+}
+
+#[test]
+fn cloud_map_attributes_filter_and_health_all_keeps_unhealthy_instances() {
+    let dir = TempDir::new("cloudmap-attrs");
+    let moto = Moto::start(&dir, 0);
+    let (a, b, c) = (
+        Backend::start("a", 0).unwrap(),
+        Backend::start("b", 0).unwrap(),
+        Backend::start("c", 0).unwrap(),
+    );
+    let cm = CloudMap::create(&moto, "web");
+    cm.register_with("i-a", &a, &[("stage", "blue")]);
+    cm.register_with("i-b", &b, &[("stage", "green")]);
+    cm.register_with("i-c", &c, &[("stage", "green")]);
+    cm.set_health("i-c", false);
+    let port = free_port();
+    let text = cloud_map_catalog(port, "web").replace(
+        "service: web }",
+        "service: web, health: all, attributes: { stage: green } }",
+    );
+    let catalog = dir.write("catalog.yaml", &text);
+    let server = start_server(&dir, &moto, catalog.as_os_str(), &[]);
+    let envoy = Envoy::start(&dir, PROXY, server.xds_port, Mode::Sotw);
+    envoy.wait_live();
+    // Only the green ones, the unhealthy one included (`health: all`).
+    wait_answering(port, &["b", "c"]);
+    cm.deregister("i-b");
+    wait_answering(port, &["c"]);
+    // With `health: all` the revision tells when to look again.
+    assert!(server.metric("xds_discovery_requests_total{kind=\"cloud_map\",operation=\"DiscoverInstancesRevision\"}") > 0.0);
 }
 
 #[test]
