@@ -580,6 +580,16 @@ fn an_unanswered_endpoint_source_never_empties_an_upstream() {
                     .then_some(v)
             },
         );
+        wait_for(
+            "/readyz to list the upstream without endpoints",
+            Duration::from_secs(15),
+            || {
+                let ready = s.server.admin_json("/readyz");
+                (ready["catalog"]["upstreams_without_endpoints"] == serde_json::json!(["green"]))
+                    .then_some(())
+            },
+        );
+        assert_eq!(s.server.metric("xds_upstreams_without_endpoints"), 1.0);
         s.wait_all_acked();
         for _ in 0..20 {
             assert_eq!(
