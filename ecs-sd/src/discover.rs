@@ -1,6 +1,7 @@
-//! Reading ECS (and EC2 for hosts): one ListTasks pass per cluster, DescribeTasks only for tasks
-//! not yet seen RUNNING, and caches for task definitions (immutable), container instances and
-//! EC2 instances. Entries unused in a refresh are dropped after it.
+//! Reading ECS (and EC2 or SSM for hosts): one ListTasks pass per cluster, DescribeTasks only for
+//! tasks not yet seen RUNNING, and caches for task definitions (immutable), container instances
+//! and host addresses (EC2 instances; SSM managed instances for ECS Anywhere). Entries unused in
+//! a refresh are dropped after it.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -39,6 +40,7 @@ where
 pub struct Discoverer {
     ecs: aws_sdk_ecs::Client,
     ec2: aws_sdk_ec2::Client,
+    ssm: aws_sdk_ssm::Client,
     metrics: Metrics,
     cluster_arns: Vec<String>,
     fetch_tags: bool,
@@ -48,7 +50,7 @@ pub struct Discoverer {
     definitions: HashMap<String, (TaskDefinition, Vec<(String, String)>)>,
     /// Container instance ARN → EC2 instance id.
     container_instances: HashMap<String, String>,
-    /// EC2 instance id → private IP.
+    /// EC2 instance id (`i-`) or ECS Anywhere managed instance id (`mi-`) → its address.
     instances: HashMap<String, String>,
 }
 
@@ -63,6 +65,7 @@ impl Discoverer {
         Self {
             ecs: aws_sdk_ecs::Client::new(config),
             ec2: aws_sdk_ec2::Client::new(config),
+            ssm: aws_sdk_ssm::Client::new(config),
             metrics,
             cluster_arns,
             fetch_tags,
@@ -249,15 +252,16 @@ impl Discoverer {
                 }
             }
         }
-        // ECS Anywhere (EXTERNAL) hosts are `mi-` managed instances, not EC2 instances.
-        let ids: BTreeSet<String> = self
-            .container_instances
-            .values()
-            .filter(|id| id.starts_with("i-") && !self.instances.contains_key(*id))
-            .cloned()
-            .collect();
-        let ids: Vec<String> = ids.into_iter().collect();
-        for batch in ids.chunks(100) {
+        let unknown = |prefix: &str| -> Vec<String> {
+            let ids: BTreeSet<&String> = self
+                .container_instances
+                .values()
+                .filter(|id| id.starts_with(prefix) && !self.instances.contains_key(*id))
+                .collect();
+            ids.into_iter().cloned().collect()
+        };
+        let (ec2_ids, managed_ids) = (unknown("i-"), unknown("mi-"));
+        for batch in ec2_ids.chunks(100) {
             self.count("DescribeInstances");
             let resp = self
                 .ec2
@@ -271,6 +275,31 @@ impl Discoverer {
                     if let (Some(id), Some(ip)) = (i.instance_id(), i.private_ip_address()) {
                         self.instances.insert(id.to_string(), ip.to_string());
                     }
+                }
+            }
+        }
+        // ECS Anywhere (EXTERNAL) hosts are SSM managed instances: their address is in SSM.
+        for batch in managed_ids.chunks(50) {
+            self.count("DescribeInstanceInformation");
+            let filter = aws_sdk_ssm::types::InstanceInformationStringFilter::builder()
+                .key("InstanceIds")
+                .set_values(Some(batch.to_vec()))
+                .build()
+                .map_err(|e| ApiError {
+                    operation: "DescribeInstanceInformation",
+                    message: e.to_string(),
+                    throttled: false,
+                })?;
+            let resp = self
+                .ssm
+                .describe_instance_information()
+                .filters(filter)
+                .send()
+                .await
+                .map_err(|e| api_error("DescribeInstanceInformation", e))?;
+            for i in resp.instance_information_list() {
+                if let (Some(id), Some(ip)) = (i.instance_id(), i.ip_address()) {
+                    self.instances.insert(id.to_string(), ip.to_string());
                 }
             }
         }

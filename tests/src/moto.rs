@@ -7,6 +7,9 @@ use std::time::Duration;
 use crate::process::ChildGuard;
 use crate::{TempDir, free_port, http, repo_root, wait_for};
 
+/// The ECS Anywhere host of the ECS fixtures, an SSM managed instance at 127.0.0.1.
+pub const MANAGED_INSTANCE: &str = "mi-0123456789abcdef0";
+
 /// The credentials and region every test client uses against moto.
 pub const REGION: &str = "us-east-1";
 
@@ -55,7 +58,11 @@ impl Moto {
         let mut cmd = Command::new(python);
         cmd.arg(repo_root().join("tests/fixtures/moto_ecs.py"))
             .arg(port.to_string())
-            .env("FIXTURE_ENI_IP", eni_ip);
+            .env("FIXTURE_ENI_IP", eni_ip)
+            .env(
+                "FIXTURE_MANAGED_INSTANCES",
+                format!("{MANAGED_INSTANCE}=127.0.0.1"),
+            );
         let process = ChildGuard::spawn(cmd, dir.path().join(format!("moto-ecs-{port}.log")));
         wait_for(
             "moto (ECS fixture) to answer",

@@ -131,6 +131,20 @@ fn files_hold_the_expected_targets_and_labels() {
             .starts_with("i-")
     );
     assert!(worker["labels"]["ecs_container_id"].is_string());
+    // ECS Anywhere (EXTERNAL, bridge mode): the managed instance's address from SSM.
+    let agent = find(&minute, "edge-agent", "/metrics").expect("the EXTERNAL task");
+    assert!(
+        agent["targets"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("127.0.0.1:"),
+        "{agent}"
+    );
+    assert_eq!(
+        agent["labels"]["instance_id"],
+        tests::moto::MANAGED_INSTANCE
+    );
+    assert_eq!(agent["labels"]["__meta_ecs_launch_type"], "EXTERNAL");
     // A task without PROMETHEUS gives nothing.
     let all: Vec<Value> = ["15s", "30s", "1m", "5m"]
         .iter()
