@@ -39,8 +39,12 @@ fn start(label: &str, interval: &str) -> Setup {
         .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
         .envs(moto.env());
     let sd = ChildGuard::spawn(cmd, dir.path().join("ecs-sd.log"));
+    // All four are written in one refresh, one after the other.
     wait_for("ecs-sd's first files", Duration::from_secs(30), || {
-        out.join("30s-tasks.json").exists().then_some(())
+        ["15s", "30s", "1m", "5m"]
+            .iter()
+            .all(|i| out.join(format!("{i}-tasks.json")).exists())
+            .then_some(())
     });
     Setup {
         dir,
