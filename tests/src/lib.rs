@@ -7,6 +7,7 @@ pub mod http;
 pub mod moto;
 pub mod process;
 pub mod prometheus;
+pub mod throttle;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

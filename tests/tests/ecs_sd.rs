@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tests::process::ChildGuard;
+use tests::throttle::Throttler;
 use tests::{Backend, Moto, Prometheus, TempDir, free_port, http, wait_for, workspace_bin};
 
 struct Setup {
@@ -17,9 +18,15 @@ struct Setup {
     out: PathBuf,
     sd: ChildGuard,
     http_port: u16,
+    throttler: Option<Throttler>,
 }
 
 fn start(label: &str, interval: &str) -> Setup {
+    start_with(label, interval, false)
+}
+
+/// With `throttled`, ecs-sd reaches ECS through a stand-in that can answer ThrottlingException.
+fn start_with(label: &str, interval: &str, throttled: bool) -> Setup {
     let dir = TempDir::new(label);
     // awsvpc tasks get 127.0.0.1, so that Prometheus can scrape the exporter the test serves.
     let moto = Moto::start_ecs(&dir, 0, "127.0.0.1");
@@ -38,6 +45,14 @@ fn start(label: &str, interval: &str) -> Setup {
         .args(["--interval", interval, "--tags-to-labels", "*"])
         .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
         .envs(moto.env());
+    let throttler = throttled.then(|| Throttler::start(moto.port));
+    if let Some(t) = &throttler {
+        cmd.env(
+            "AWS_ENDPOINT_URL_ECS",
+            format!("http://127.0.0.1:{}", t.port),
+        )
+        .args(["--max-backoff", "2s"]);
+    }
     let sd = ChildGuard::spawn(cmd, dir.path().join("ecs-sd.log"));
     // All four are written in one refresh, one after the other.
     wait_for("ecs-sd's first files", Duration::from_secs(30), || {
@@ -54,6 +69,7 @@ fn start(label: &str, interval: &str) -> Setup {
         out,
         sd,
         http_port,
+        throttler,
     }
 }
 
@@ -279,6 +295,32 @@ fn api_errors_keep_the_last_good_files() {
         1
     );
     assert!(s.sd.output().contains("the last good targets stay"));
+}
+
+#[test]
+fn throttling_backs_off_and_keeps_the_last_good_files() {
+    let s = start_with("ecs-sd-throttle", "0.2", true);
+    let before = std::fs::read(s.out.join("30s-tasks.json")).unwrap();
+    let throttler = s.throttler.as_ref().unwrap();
+    throttler
+        .throttle
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    wait_for("throttling to be counted", Duration::from_secs(60), || {
+        (metric(s.http_port, "ecs_sd_errors_total{kind=\"throttled\"}") >= 2.0).then_some(())
+    });
+    assert_eq!(std::fs::read(s.out.join("30s-tasks.json")).unwrap(), before);
+    assert!(s.sd.output().contains("retry_in"), "{}", s.sd.output());
+    // Back to normal: refreshes succeed again and follow changes.
+    throttler
+        .throttle
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    let arn = s.fixture["api"][0].as_str().unwrap();
+    s.moto.fixture("ecs_sd_fixture.py", &["stop", arn]);
+    wait_for("refreshes to resume", Duration::from_secs(30), || {
+        groups(&s.out.join("30s-tasks.json"))
+            .is_empty()
+            .then_some(())
+    });
 }
 
 #[test]
