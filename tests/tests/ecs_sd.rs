@@ -32,7 +32,7 @@ fn start_with(label: &str, interval: &str, throttled: bool) -> Setup {
     let moto = Moto::start_ecs(&dir, 0, "127.0.0.1");
     let exporter = Backend::start("ecs_sd_demo_metric 1", 0).unwrap();
     let fixture: Value = serde_json::from_str(&moto.fixture(
-        "ecs_sd_fixture.py",
+        "ecs_tasks.py",
         &["setup", &exporter.addr.port().to_string()],
     ))
     .unwrap();
@@ -245,7 +245,7 @@ scrape_configs:
 
     // A stopped task leaves; a new one arrives.
     let arn = s.fixture["api"][0].as_str().unwrap();
-    s.moto.fixture("ecs_sd_fixture.py", &["stop", arn]);
+    s.moto.fixture("ecs_tasks.py", &["stop", arn]);
     wait_for(
         "the stopped task to leave Prometheus",
         Duration::from_secs(30),
@@ -254,7 +254,7 @@ scrape_configs:
                 .then_some(())
         },
     );
-    let new_arn = s.moto.fixture("ecs_sd_fixture.py", &["run", "api"]);
+    let new_arn = s.moto.fixture("ecs_tasks.py", &["run", "api"]);
     let new_id = new_arn.trim().rsplit('/').next().unwrap().to_string();
     wait_for(
         "the new task in Prometheus",
@@ -315,7 +315,7 @@ fn throttling_backs_off_and_keeps_the_last_good_files() {
         .throttle
         .store(false, std::sync::atomic::Ordering::Relaxed);
     let arn = s.fixture["api"][0].as_str().unwrap();
-    s.moto.fixture("ecs_sd_fixture.py", &["stop", arn]);
+    s.moto.fixture("ecs_tasks.py", &["stop", arn]);
     wait_for("refreshes to resume", Duration::from_secs(30), || {
         groups(&s.out.join("30s-tasks.json"))
             .is_empty()
@@ -338,7 +338,7 @@ scrape_configs:
     let prom = Prometheus::start(&s.dir, &config);
     let writes_before = metric(s.http_port, "ecs_sd_file_writes_total");
     // 100 starts and 100 stops, each seen by ecs-sd and written out.
-    s.moto.fixture("ecs_sd_fixture.py", &["churn", "100"]);
+    s.moto.fixture("ecs_tasks.py", &["churn", "100"]);
     let writes = metric(s.http_port, "ecs_sd_file_writes_total") - writes_before;
     assert!(writes >= 100.0, "only {writes} rewrites");
     let log = prom.process.output();

@@ -8,7 +8,7 @@ use std::time::Duration;
 use aws_sdk_servicediscovery::types::{CustomHealthStatus, HealthCheckCustomConfig};
 use tests::process::Envoy;
 use tests::throttle::Throttler;
-use tests::{Backend, Mode, Moto, TempDir, XdsServer, free_port, http, repo_root, wait_for};
+use tests::{Backend, Mode, Moto, TempDir, XdsServer, free_port, http, wait_for};
 
 const NAMESPACE: &str = "prism-test.atala.local";
 const PROXY: &str = "edge";
@@ -406,26 +406,15 @@ upstreams:
 #[test]
 fn ecs_tasks_become_endpoints_and_stopped_tasks_leave() {
     let dir = TempDir::new("ecs");
-    let moto = Moto::start(&dir, 0);
+    let moto = Moto::start_ecs(&dir, 0, "");
     let fixture = |args: &[&str]| -> Vec<String> {
-        let out = std::process::Command::new(repo_root().join(".venv/moto/bin/python"))
-            .arg(repo_root().join("tests/fixtures/ecs_fixture.py"))
-            .arg(moto.endpoint())
-            .args(args)
-            .output()
-            .expect("the ECS fixture runs");
-        assert!(
-            out.status.success(),
-            "fixture: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
+        moto.fixture("ecs_tasks.py", args)
             .lines()
             .map(String::from)
             .collect()
     };
     // The first line is a task of another service in the same cluster.
-    let tasks = fixture(&["setup", "prism-test", "node-develop", "2"]);
+    let tasks = fixture(&["service", "node-develop", "2", "50053"]);
     assert_eq!(tasks.len(), 3);
     let text = r#"
 version: 1
@@ -472,11 +461,11 @@ upstreams:
         "{two:?}"
     );
     // A stopped task leaves; a new one arrives.
-    fixture(&["stop", "prism-test", &tasks[1]]);
+    fixture(&["stop", &tasks[1]]);
     wait_for("the stopped task to leave", Duration::from_secs(20), || {
         (endpoints().len() == 1).then_some(())
     });
-    fixture(&["run", "prism-test", "node-develop", "1"]);
+    fixture(&["run", "node-develop"]);
     wait_for("the new task to arrive", Duration::from_secs(20), || {
         (endpoints().len() == 2).then_some(())
     });

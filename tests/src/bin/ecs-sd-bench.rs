@@ -72,7 +72,7 @@ fn main() -> anyhow::Result<()> {
     let moto = Moto::start_ecs(&dir, 0, "");
     let setup = Instant::now();
     moto.fixture(
-        "ecs_sd_fixture.py",
+        "ecs_tasks.py",
         &["bulk", &tasks.to_string(), &families.to_string()],
     );
     eprintln!("created {tasks} tasks in {:.0?}", setup.elapsed());
