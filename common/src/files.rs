@@ -15,22 +15,53 @@ pub struct FileOptions {
     pub gid: Option<u32>,
 }
 
-/// A temporary file beside `path`, named so that it is recognisably ours and hidden.
-pub fn staging_path(path: &Path) -> PathBuf {
+/// A temporary file beside `path`, hidden and recognisably ours. Its name ends in `.tmp-PID`,
+/// so globs such as `*.json` or `*.yml` (file_sd, rule files) never match it; with
+/// `keep_extension` it ends in the file's own name instead, for programs that pick the format by
+/// extension (`envoy --mode validate`).
+pub fn staging_path(path: &Path, keep_extension: bool) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".tmp-{}-{name}", std::process::id()))
+    let pid = std::process::id();
+    if keep_extension {
+        path.with_file_name(format!(".tmp-{pid}-{name}"))
+    } else {
+        path.with_file_name(format!(".{name}.tmp-{pid}"))
+    }
+}
+
+/// Removes staging files that a killed process left in `dir` (not recursive).
+pub fn remove_stale_staging(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let ours = name.starts_with('.')
+            && (name.starts_with(".tmp-")
+                || name
+                    .rsplit_once(".tmp-")
+                    .is_some_and(|(_, pid)| pid.chars().all(|c| c.is_ascii_digit())));
+        if ours && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Writes `bytes` to a staging file beside `path` (fsynced, with the options applied) and
 /// returns its path; publish it with [`publish`].
-pub fn stage(path: &Path, bytes: &[u8], opts: FileOptions) -> std::io::Result<PathBuf> {
+pub fn stage(
+    path: &Path,
+    bytes: &[u8],
+    opts: FileOptions,
+    keep_extension: bool,
+) -> std::io::Result<PathBuf> {
     if let Some(parent) = path.parent() {
         std::fs::create_dir_all(parent)?;
     }
-    let tmp = staging_path(path);
+    let tmp = staging_path(path, keep_extension);
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
@@ -67,7 +98,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], opts: FileOptions) -> std::io::Re
     if std::fs::read(path).is_ok_and(|old| old == bytes) {
         return Ok(false);
     }
-    let staged = stage(path, bytes, opts)?;
+    let staged = stage(path, bytes, opts, false)?;
     publish(&staged, path).inspect_err(|_| {
         let _ = std::fs::remove_file(&staged);
     })?;

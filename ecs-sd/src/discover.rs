@@ -4,12 +4,17 @@
 //! a refresh are dropped after it.
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{DesiredStatus, Task, TaskDefinition, TaskDefinitionField, TaskField};
 
 use crate::metrics::Metrics;
 use crate::targets::TaskInfo;
+
+/// How long a RUNNING task's description is trusted: a container restarted in place can get
+/// another host port, and tags can change.
+const TASK_TTL: Duration = Duration::from_secs(600);
 
 /// Why a refresh failed; the previous output stays.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -44,8 +49,8 @@ pub struct Discoverer {
     metrics: Metrics,
     cluster_arns: Vec<String>,
     fetch_tags: bool,
-    /// Task ARN → description, kept while the task stays RUNNING.
-    tasks: HashMap<String, Task>,
+    /// Task ARN → description and when it was taken, kept while the task stays RUNNING.
+    tasks: HashMap<String, (Task, Instant)>,
     /// Task definition ARN → definition and its tags.
     definitions: HashMap<String, (TaskDefinition, Vec<(String, String)>)>,
     /// Container instance ARN → EC2 instance id.
@@ -121,8 +126,19 @@ impl Discoverer {
                     .desired_status(DesiredStatus::Running)
                     .set_next_token(next)
                     .send()
-                    .await
-                    .map_err(|e| api_error("ListTasks", e))?;
+                    .await;
+                let page = match page {
+                    Ok(p) => p,
+                    // A cluster named in --cluster-arns that is gone must not stop the others.
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_cluster_not_found_exception()) =>
+                    {
+                        tracing::warn!(%cluster, "cluster not found; skipped");
+                        break;
+                    }
+                    Err(e) => return Err(api_error("ListTasks", e)),
+                };
                 arns.extend(page.task_arns().iter().cloned());
                 next = page
                     .next_token()
@@ -136,7 +152,11 @@ impl Discoverer {
             // tasks are described again.
             let unknown: Vec<String> = arns
                 .iter()
-                .filter(|a| !self.tasks.contains_key(*a))
+                .filter(|a| {
+                    self.tasks
+                        .get(*a)
+                        .is_none_or(|(_, at)| at.elapsed() > TASK_TTL)
+                })
                 .cloned()
                 .collect();
             for batch in unknown.chunks(100) {
@@ -150,13 +170,17 @@ impl Discoverer {
                     .send()
                     .await
                     .map_err(|e| api_error("DescribeTasks", e))?;
+                let now = Instant::now();
                 for t in resp.tasks() {
                     if let Some(arn) = t.task_arn() {
-                        self.tasks.insert(arn.to_string(), t.clone());
+                        self.tasks.insert(arn.to_string(), (t.clone(), now));
                     }
                 }
             }
-            current.extend(arns.iter().filter_map(|a| self.tasks.get(a).cloned()));
+            current.extend(
+                arns.iter()
+                    .filter_map(|a| self.tasks.get(a).map(|(t, _)| t.clone())),
+            );
         }
         let listed: BTreeSet<String> = current
             .iter()
@@ -164,7 +188,7 @@ impl Discoverer {
             .collect();
         // Forget gone tasks, and tasks not yet RUNNING so that they are described again.
         self.tasks
-            .retain(|arn, t| listed.contains(arn) && t.last_status() == Some("RUNNING"));
+            .retain(|arn, (t, _)| listed.contains(arn) && t.last_status() == Some("RUNNING"));
 
         self.fill_hosts(&current).await?;
         let mut infos = Vec::new();
@@ -290,16 +314,39 @@ impl Discoverer {
                     message: e.to_string(),
                     throttled: false,
                 })?;
-            let resp = self
-                .ssm
-                .describe_instance_information()
-                .filters(filter)
-                .send()
-                .await
-                .map_err(|e| api_error("DescribeInstanceInformation", e))?;
-            for i in resp.instance_information_list() {
-                if let (Some(id), Some(ip)) = (i.instance_id(), i.ip_address()) {
-                    self.instances.insert(id.to_string(), ip.to_string());
+            let mut next: Option<String> = None;
+            loop {
+                let resp = self
+                    .ssm
+                    .describe_instance_information()
+                    .filters(filter.clone())
+                    .max_results(50)
+                    .set_next_token(next.take())
+                    .send()
+                    .await;
+                let resp = match resp {
+                    Ok(r) => r,
+                    // A deregistered host: its tasks are skipped (no address), the rest go on.
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_invalid_instance_id()) =>
+                    {
+                        tracing::warn!(hosts = ?batch, "managed instances not found in SSM; their tasks are skipped");
+                        break;
+                    }
+                    Err(e) => return Err(api_error("DescribeInstanceInformation", e)),
+                };
+                for i in resp.instance_information_list() {
+                    if let (Some(id), Some(ip)) = (i.instance_id(), i.ip_address()) {
+                        self.instances.insert(id.to_string(), ip.to_string());
+                    }
+                }
+                match resp.next_token() {
+                    Some(t) if !t.is_empty() => {
+                        next = Some(t.to_string());
+                        self.count("DescribeInstanceInformation");
+                    }
+                    _ => break,
                 }
             }
         }

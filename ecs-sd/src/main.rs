@@ -101,7 +101,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                     .unwrap_or("");
                 println!(
                     "{interval}-tasks.json  {}  {}  job={}  {task}",
-                    g.targets[0], g.labels["__metrics_path__"], g.labels["job"]
+                    g.targets[0], g.labels["metrics_path"], g.labels["job"]
                 );
             }
         }

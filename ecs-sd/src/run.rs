@@ -17,6 +17,9 @@ use crate::metrics::Metrics;
 use crate::output;
 use crate::targets::{Discovered, LabelOptions, TargetGroup, discover};
 
+/// The longest a refresh may take before it counts as failed.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// How refreshes run.
 #[derive(Debug, Clone)]
 pub struct RunConfig {
@@ -37,8 +40,8 @@ pub struct Published {
 }
 
 impl Published {
-    fn set(&self, d: Discovered) {
-        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(d));
+    fn set(&self, d: Arc<Discovered>) {
+        *self.inner.write().unwrap_or_else(|e| e.into_inner()) = Some(d);
     }
 
     fn get(&self) -> Option<Arc<Discovered>> {
@@ -82,9 +85,23 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut backoff = Duration::ZERO;
     loop {
-        let delay = match refresh(&mut discoverer, &config.labels, &metrics).await {
+        // A stuck connection must not stop discovery, and SIGTERM must not wait for a refresh.
+        let result = tokio::select! {
+            r = tokio::time::timeout(REFRESH_TIMEOUT, refresh(&mut discoverer, &config.labels, &metrics)) => {
+                r.unwrap_or_else(|_| Err(ApiError {
+                    operation: "refresh",
+                    message: format!("no answer within {REFRESH_TIMEOUT:?}"),
+                    throttled: false,
+                }))
+            }
+            _ = &mut shutdown => return,
+        };
+        let delay = match result {
             Ok(d) => {
                 backoff = Duration::ZERO;
+                let d = Arc::new(d);
+                // http_sd gets the new targets even if the files cannot be written.
+                published.set(d.clone());
                 let written = match &config.directory {
                     Some(dir) => output::write_all(dir, &d.by_interval).map_err(|e| {
                         metrics.errors.with_label_values(&["write"]).inc();
@@ -107,7 +124,6 @@ pub async fn run(
                         took_ms = d.took.as_millis() as u64,
                         "refreshed"
                     );
-                    published.set(d);
                 }
                 common::duration::jitter(config.interval)
             }

@@ -65,11 +65,13 @@ pub struct Discovered {
     pub took: std::time::Duration,
 }
 
+/// An environment variable of the container definition; empty counts as unset.
 fn env(def: &ContainerDefinition, name: &str) -> Option<String> {
     def.environment()
         .iter()
         .find(|kv| kv.name() == Some(name))
         .and_then(|kv| kv.value().map(str::to_string))
+        .filter(|v| !v.trim().is_empty())
 }
 
 fn docker_label(def: &ContainerDefinition, name: &str) -> Option<String> {
@@ -88,7 +90,7 @@ fn arn_name(arn: &str) -> String {
 }
 
 /// `PROMETHEUS_ENDPOINT`: `[interval:]path,...`; an interval that is not one of the four known
-/// ones means "the default file", as in prometheus-ecs-sd.
+/// ones means "the default file".
 pub fn endpoints(value: Option<&str>) -> Vec<(String, Option<String>)> {
     let Some(value) = value.filter(|v| !v.is_empty()) else {
         return vec![("/metrics".into(), None)];
@@ -97,11 +99,14 @@ pub fn endpoints(value: Option<&str>) -> Vec<(String, Option<String>)> {
         .split(',')
         .filter(|s| !s.is_empty())
         .map(|item| match item.split_once(':') {
+            // Only the four known intervals name a file: anything else (a typo, a path) goes
+            // to the default file, never to a file name made from task data.
             Some((interval, path)) => {
-                let known = INTERVALS.iter().any(|i| interval.contains(i));
-                (path.to_string(), known.then(|| interval.to_string()))
+                let interval = interval.trim();
+                let known = INTERVALS.contains(&interval);
+                (path.trim().to_string(), known.then(|| interval.to_string()))
             }
-            None => (item.to_string(), None),
+            None => (item.trim().to_string(), None),
         })
         .collect()
 }
@@ -189,7 +194,11 @@ fn task_targets(info: &TaskInfo, opts: &LabelOptions, out: &mut Discovered) {
         .unwrap_or_else(|| arn_name(task.task_definition_arn().unwrap_or_default()));
     let revision = def.revision().to_string();
     let cluster = arn_name(task.cluster_arn().unwrap_or_default());
-    let fargate = task.launch_type().is_some_and(|l| l.as_str() == "FARGATE");
+    // As prometheus-ecs-sd decides it, so that the same series keep the same labels.
+    let fargate = def
+        .requires_compatibilities()
+        .iter()
+        .any(|c| c.as_str() == "FARGATE");
     let mut tags: BTreeMap<String, String> = info.definition_tags.iter().cloned().collect();
     for t in task.tags() {
         if let (Some(k), Some(v)) = (t.key(), t.value()) {
@@ -291,30 +300,49 @@ fn task_targets(info: &TaskInfo, opts: &LabelOptions, out: &mut Discovered) {
             }
         };
         let nolabels = env(cdef, "PROMETHEUS_NOLABELS").as_deref() == Some("true");
-        let from_labels = env(cdef, "PROMETHEUS").is_none();
-        let (paths, scheme, job) = if from_labels {
+        let from_labels = !enabled(env(cdef, "PROMETHEUS"));
+        // `__metrics_path__` and `__scheme__` only where the task says them: set always, they
+        // would override the scrape job's own `metrics_path` and `scheme` (an https job would
+        // scrape plain http).
+        let explicit_path = if from_labels {
+            docker_label(cdef, "PROMETHEUS_EXPORTER_PATH").is_some()
+        } else {
+            env(cdef, "PROMETHEUS_ENDPOINT").is_some()
+        };
+        let scheme = if from_labels {
+            docker_label(cdef, "PROMETHEUS_EXPORTER_SCHEME")
+        } else {
+            None
+        };
+        let (paths, job) = if from_labels {
             let path =
                 docker_label(cdef, "PROMETHEUS_EXPORTER_PATH").unwrap_or_else(|| "/metrics".into());
-            let scheme =
-                docker_label(cdef, "PROMETHEUS_EXPORTER_SCHEME").unwrap_or_else(|| "http".into());
             let job = docker_label(cdef, "PROMETHEUS_EXPORTER_JOB_NAME")
                 .unwrap_or_else(|| family.clone());
-            (vec![(path, None)], scheme, job)
+            (vec![(path, None)], job)
         } else {
             (
                 endpoints(env(cdef, "PROMETHEUS_ENDPOINT").as_deref()),
-                "http".to_string(),
                 family.clone(),
             )
         };
         for port in ports {
-            let target = format!("{ip}:{port}");
+            let target = match ip.parse::<std::net::IpAddr>() {
+                Ok(addr @ std::net::IpAddr::V6(_)) => {
+                    std::net::SocketAddr::new(addr, port as u16).to_string()
+                }
+                _ => format!("{ip}:{port}"),
+            };
             for (path, interval) in &paths {
                 let mut labels = BTreeMap::new();
                 labels.insert("job".into(), job.clone());
                 labels.insert("metrics_path".into(), path.clone());
-                labels.insert("__metrics_path__".into(), path.clone());
-                labels.insert("__scheme__".into(), scheme.clone());
+                if explicit_path {
+                    labels.insert("__metrics_path__".into(), path.clone());
+                }
+                if let Some(scheme) = &scheme {
+                    labels.insert("__scheme__".into(), scheme.clone());
+                }
                 if nolabels {
                     labels.insert("instance".into(), family.clone());
                 } else {

@@ -213,6 +213,9 @@ impl Syncer {
             }
         };
         let state = State::load(&state_path);
+        if let Some(dir) = state_path.parent() {
+            files::remove_stale_staging(dir);
+        }
         Syncer {
             client,
             config,
@@ -490,7 +493,13 @@ impl Syncer {
             return Ok(false);
         }
         let dest = self.write_path(rel);
-        let staged = files::stage(&dest, &body, self.config.file).map_err(|e| {
+        let staged = files::stage(
+            &dest,
+            &body,
+            self.config.file,
+            self.config.validate.is_some(),
+        )
+        .map_err(|e| {
             err(
                 ErrorKind::Write,
                 format!("cannot write {}: {e}", path.display()),

@@ -60,6 +60,14 @@ fn endpoint_lists_follow_prometheus_ecs_sd() {
             ("/odd".to_string(), None),
         ]
     );
+    // Never a file name made from task data.
+    assert_eq!(
+        endpoints(Some("../../x/5m:/m, 5m:/n")),
+        vec![
+            ("/m".to_string(), None),
+            ("/n".to_string(), Some("5m".to_string()))
+        ]
+    );
 }
 
 #[test]
@@ -85,6 +93,8 @@ fn awsvpc_containers_give_one_target_per_port_and_path() {
     let g = &d.by_interval["1m"][0];
     assert_eq!(g.labels["metrics_path"], "/m2");
     assert_eq!(g.labels["__metrics_path__"], "/m2");
+    // No scheme given: the scrape job's own `scheme` applies.
+    assert!(!g.labels.contains_key("__scheme__"));
     assert_eq!(g.labels["job"], "node");
     assert_eq!(g.labels["instance"], "10.0.1.5:9100");
     assert_eq!(g.labels["ecs_task_id"], "abc");
@@ -131,6 +141,9 @@ fn bridge_containers_use_the_host_port_bound_to_the_container_port() {
     let d = discover(&[info], &opts());
     let g = &d.by_interval["1m"][0];
     assert_eq!(g.targets, ["10.0.0.9:32002"]);
+    // No endpoint given: the scrape job's own `metrics_path` applies (legacy label kept).
+    assert!(!g.labels.contains_key("__metrics_path__"));
+    assert_eq!(g.labels["metrics_path"], "/metrics");
     assert_eq!(g.labels["instance_id"], "i-0123");
     assert_eq!(g.labels["ecs_container_id"], "c9");
 }
