@@ -24,6 +24,17 @@ pub fn parse(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis((seconds * 1000.0).round() as u64))
 }
 
+/// Like [`parse`], but zero is refused: for intervals, where zero would be a busy loop.
+pub fn parse_positive(s: &str) -> Result<Duration, String> {
+    parse(s).and_then(|d| {
+        if d.is_zero() {
+            Err(format!("{s:?}: must be more than zero"))
+        } else {
+            Ok(d)
+        }
+    })
+}
+
 /// `interval` ±10%, so that replicas and sources spread their requests over time. Taken from the
 /// clock's nanoseconds: no random generator is needed for this.
 pub fn jitter(interval: Duration) -> Duration {

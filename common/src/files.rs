@@ -39,11 +39,16 @@ pub fn remove_stale_staging(dir: &Path) {
     };
     for e in entries.flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
-        let ours = name.starts_with('.')
-            && (name.starts_with(".tmp-")
-                || name
+        let pid_after = |rest: &str| !rest.is_empty() && rest.chars().all(|c| c.is_ascii_digit());
+        // `.tmp-PID-NAME` or `.NAME.tmp-PID`, exactly as `staging_path` names them.
+        let ours = name
+            .strip_prefix(".tmp-")
+            .and_then(|r| r.split_once('-'))
+            .is_some_and(|(pid, rest)| pid_after(pid) && !rest.is_empty())
+            || (name.starts_with('.')
+                && name
                     .rsplit_once(".tmp-")
-                    .is_some_and(|(_, pid)| pid.chars().all(|c| c.is_ascii_digit())));
+                    .is_some_and(|(_, pid)| pid_after(pid)));
         if ours && e.file_type().is_ok_and(|t| t.is_file()) {
             let _ = std::fs::remove_file(e.path());
         }

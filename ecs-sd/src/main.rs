@@ -59,7 +59,7 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     match s.parse::<f64>() {
         Ok(secs) if secs > 0.0 && secs.is_finite() => Ok(Duration::from_secs_f64(secs)),
         Ok(_) => Err(format!("{s:?}: the interval must be positive")),
-        Err(_) => common::duration::parse(s),
+        Err(_) => common::duration::parse_positive(s),
     }
 }
 

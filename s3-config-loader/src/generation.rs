@@ -26,8 +26,12 @@ pub fn prepare(dir: &Path) -> io::Result<PathBuf> {
         .unwrap_or_default();
     let new = dir.join(format!("..{stamp}"));
     std::fs::create_dir(&new)?;
-    if let Some(old) = current(dir) {
-        link_tree(&old, &new)?;
+    // A `..data` pointing nowhere (a crash, a hand edit) means starting from an empty set.
+    if let Some(old) = current(dir).filter(|o| o.is_dir())
+        && let Err(e) = link_tree(&old, &new)
+    {
+        abandon(&new);
+        return Err(e);
     }
     Ok(new)
 }
@@ -59,33 +63,63 @@ fn replace_symlink(target: &Path, link: &Path) -> io::Result<()> {
 }
 
 /// Publishes `new`: swaps `..data`, adds and removes top-level symlinks, removes the old
-/// generation.
+/// generation. An error is returned only if nothing was published yet (the caller may drop
+/// `new`); once `..data` points at `new`, later problems are logged, never undone.
 pub fn commit(dir: &Path, new: &Path) -> io::Result<()> {
     let old = current(dir);
     let new_name = new.file_name().map(PathBuf::from).unwrap_or_default();
-    replace_symlink(&new_name, &dir.join(DATA))?;
     let entries = |gen_dir: &Path| -> io::Result<Vec<std::ffi::OsString>> {
         std::fs::read_dir(gen_dir)?
             .map(|e| e.map(|e| e.file_name()))
             .collect()
     };
-    for name in entries(new)? {
-        let link = dir.join(&name);
-        let target = Path::new(DATA).join(&name);
-        if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path()) {
-            replace_symlink(&target, &link)?;
+    let names = entries(new)?;
+    // A real directory where a top-level symlink must go (left by a sync without
+    // --atomic-set) cannot be renamed over: move it aside first, before anything is published.
+    let mut replaced = Vec::new();
+    for name in &names {
+        let path = dir.join(name);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            let aside = dir.join(format!(
+                ".{}.replaced-{}",
+                name.to_string_lossy(),
+                std::process::id()
+            ));
+            std::fs::rename(&path, &aside)?;
+            replaced.push(aside);
         }
     }
-    if let Some(old) = old.filter(|o| o != new) {
-        for name in entries(&old)? {
+    replace_symlink(&new_name, &dir.join(DATA))?;
+    let warn =
+        |what: &str, e: io::Error| tracing::warn!(dir = %dir.display(), error = %e, "{what}");
+    for name in &names {
+        let link = dir.join(name);
+        let target = Path::new(DATA).join(name);
+        if std::fs::read_link(&link).ok().as_deref() != Some(target.as_path())
+            && let Err(e) = replace_symlink(&target, &link)
+        {
+            warn("cannot link a top-level entry of the new set", e);
+        }
+    }
+    for aside in replaced {
+        if let Err(e) = std::fs::remove_dir_all(&aside) {
+            warn("cannot remove a replaced directory", e);
+        }
+    }
+    if let Some(old) = old.filter(|o| o != new && o.is_dir()) {
+        for name in entries(&old).unwrap_or_default() {
             if !new.join(&name).exists() {
                 let link = dir.join(&name);
-                if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink()) {
-                    std::fs::remove_file(&link)?;
+                if std::fs::symlink_metadata(&link).is_ok_and(|m| m.file_type().is_symlink())
+                    && let Err(e) = std::fs::remove_file(&link)
+                {
+                    warn("cannot remove the symlink of a deleted entry", e);
                 }
             }
         }
-        std::fs::remove_dir_all(&old)?;
+        if let Err(e) = std::fs::remove_dir_all(&old) {
+            warn("cannot remove the previous generation", e);
+        }
     }
     Ok(())
 }

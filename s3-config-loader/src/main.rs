@@ -31,7 +31,7 @@ enum Command {
         /// The file to write.
         file: PathBuf,
         /// Keep running and re-check every INTERVAL (default: fetch once and exit).
-        #[arg(long, env = "S3_CONFIG_LOADER_INTERVAL", value_parser = common::duration::parse)]
+        #[arg(long, env = "S3_CONFIG_LOADER_INTERVAL", value_parser = common::duration::parse_positive)]
         interval: Option<Duration>,
         #[command(flatten)]
         common: CommonArgs,
@@ -46,7 +46,7 @@ enum Command {
         #[arg(long, env = "S3_CONFIG_LOADER_ONCE")]
         once: bool,
         /// Time between passes (±10% jitter).
-        #[arg(long, env = "S3_CONFIG_LOADER_INTERVAL", default_value = "30s", value_parser = common::duration::parse)]
+        #[arg(long, env = "S3_CONFIG_LOADER_INTERVAL", default_value = "30s", value_parser = common::duration::parse_positive)]
         interval: Duration,
         /// Remove files this loader wrote whose objects are gone.
         #[arg(long, env = "S3_CONFIG_LOADER_DELETE")]

@@ -14,6 +14,9 @@ pub enum UnsafeKey {
     /// Contains a backslash (a path separator elsewhere) or a NUL byte.
     #[error("key {0:?} contains a backslash or a NUL byte")]
     BadCharacter(String),
+    /// A name the loader uses itself in the directory (`..data`, the state file, staging files).
+    #[error("key {0:?} would overwrite a file the loader itself keeps in the directory")]
+    Reserved(String),
     /// Nothing left after the prefix, or an empty component (`a//b`).
     #[error("key {0:?} has an empty path component")]
     Empty(String),

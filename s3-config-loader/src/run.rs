@@ -81,7 +81,7 @@ async fn once(syncer: &mut Syncer, config: &RunConfig, metrics: &Metrics) -> Res
             after_pass(&report, &config.hooks, metrics).await;
             if report.errors.is_empty() {
                 Ok(())
-            } else if config.allow_stale && syncer.has_local_copy() {
+            } else if config.allow_stale && syncer.stale_copies_cover(&report.errors) {
                 tracing::warn!("starting from the files already in place (--allow-stale)");
                 Ok(())
             } else {

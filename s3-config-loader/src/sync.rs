@@ -195,13 +195,22 @@ pub struct Syncer {
     metrics: Metrics,
     state_path: PathBuf,
     state: State,
+    /// The state as it is on disk: saved again whenever `state` differs.
+    saved: State,
     /// During an `atomic_set` pass: the generation being built.
     write_root: Option<PathBuf>,
 }
 
 impl Syncer {
     /// A syncer; reads the state file left by earlier runs.
-    pub fn new(client: aws_sdk_s3::Client, config: SyncConfig, metrics: Metrics) -> Syncer {
+    pub fn new(client: aws_sdk_s3::Client, mut config: SyncConfig, metrics: Metrics) -> Syncer {
+        // `sync s3://b/envoy DIR` means the folder `envoy/`, not every key starting "envoy".
+        if matches!(config.target, Target::Dir(_))
+            && !config.source.key.is_empty()
+            && !config.source.key.ends_with('/')
+        {
+            config.source.key.push('/');
+        }
         let state_path = match &config.target {
             Target::Dir(dir) => dir.join(".s3-config-loader.json"),
             Target::File(file) => {
@@ -213,7 +222,8 @@ impl Syncer {
             }
         };
         let state = State::load(&state_path);
-        if let Some(dir) = state_path.parent() {
+        // Only a directory the loader owns is cleaned; `get` shares its directory with others.
+        if let Target::Dir(dir) = &config.target {
             files::remove_stale_staging(dir);
         }
         Syncer {
@@ -221,6 +231,7 @@ impl Syncer {
             config,
             metrics,
             state_path,
+            saved: state.clone(),
             state,
             write_root: None,
         }
@@ -229,6 +240,19 @@ impl Syncer {
     /// The configuration.
     pub fn config(&self) -> &SyncConfig {
         &self.config
+    }
+
+    /// Whether these failures only kept files from being refreshed, each failed object having a
+    /// file from an earlier pass (for `--allow-stale`): never for refused or broken objects.
+    pub fn stale_copies_cover(&self, errors: &[ObjectError]) -> bool {
+        errors.iter().all(|e| {
+            matches!(e.kind, ErrorKind::Download | ErrorKind::Checksum)
+                && self
+                    .state
+                    .files
+                    .iter()
+                    .any(|(rel, entry)| entry.key == e.key && self.absolute(rel).exists())
+        })
     }
 
     /// Whether every file the last successful pass knew of is on disk (for `--allow-stale`).
@@ -293,8 +317,12 @@ impl Syncer {
                     .push(too_large(&obj.key, obj.size, self.config.max_size));
                 continue;
             }
+            // Templates are rendered again every pass: their inputs (environment, task
+            // metadata) can change while the object does not.
+            let template = obj.key.ends_with(template::SUFFIX);
             let up_to_date = !obj.etag.is_empty()
                 && !first_generation
+                && !template
                 && self
                     .state
                     .files
@@ -314,11 +342,14 @@ impl Syncer {
             if !fetch {
                 continue;
             }
+            // The first generation of an --atomic-set must receive every body, and a template's
+            // output depends on more than its object.
             let if_none_match = self
                 .state
                 .files
                 .get(rel)
                 .filter(|e| e.key == obj.key && self.absolute(rel).exists())
+                .filter(|_| !first_generation && !obj.key.ends_with(template::SUFFIX))
                 .map(|e| e.etag.clone());
             let (client, bucket, key, max) = (
                 self.client.clone(),
@@ -388,7 +419,19 @@ impl Syncer {
             .filter(|(rel, e)| !present.contains(*rel) && !unsafe_or_failed.contains(&e.key))
             .map(|(rel, _)| rel.clone())
             .collect();
-        if self.config.delete && matches!(self.config.target, Target::Dir(_)) {
+        // An empty prefix is more likely a typo or a wrong bucket than a wish to remove everything.
+        let emptied = plan.is_empty() && !gone.is_empty();
+        if emptied && self.config.delete {
+            report.errors.push(ObjectError {
+                key: self.config.source.to_string(),
+                kind: ErrorKind::Conflict,
+                message: format!(
+                    "the prefix lists no objects; the {} files it gave are kept (remove them by hand if that is meant)",
+                    gone.len()
+                ),
+            });
+        }
+        if self.config.delete && !emptied && matches!(self.config.target, Target::Dir(_)) {
             for rel in gone {
                 let path = self.absolute(&rel);
                 match std::fs::remove_file(self.write_path(&rel)) {
@@ -410,6 +453,7 @@ impl Syncer {
         if let Some(new) = self.write_root.take() {
             let dir = atomic_dir.unwrap_or_default();
             if report.changed() || first_generation {
+                // `commit` fails only before anything is published: `new` can go.
                 generation::commit(&dir, &new).map_err(|source| {
                     generation::abandon(&new);
                     SyncError::Generation { dir, source }
@@ -418,13 +462,16 @@ impl Syncer {
                 generation::abandon(&new);
             }
         }
-        if report.changed() || !self.state_path.exists() {
+        // Also when only ETags were learned (a 304, identical bytes), so that a restarted
+        // loader downloads nothing it already has.
+        if self.state != self.saved || !self.state_path.exists() {
             self.state
                 .save(&self.state_path)
                 .map_err(|source| SyncError::State {
                     path: self.state_path.clone(),
                     source,
                 })?;
+            self.saved = self.state.clone();
         }
         self.metrics.bytes.inc_by(report.bytes);
         self.metrics.record(&report);
@@ -447,6 +494,20 @@ impl Syncer {
             Target::File(f) => Ok(PathBuf::from(f.file_name().unwrap_or_default())),
             Target::Dir(_) => {
                 let rel = relative_path(key, &self.config.source.key)?;
+                // Names the loader itself uses in the directory: `..data` and generations,
+                // the state file, staging files.
+                let first = rel
+                    .components()
+                    .next()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                if first.starts_with("..")
+                    || first == ".s3-config-loader.json"
+                    || first.starts_with(".tmp-")
+                    || first.contains(".tmp-")
+                {
+                    return Err(UnsafeKey::Reserved(key.to_string()));
+                }
                 Ok(
                     match rel.to_str().and_then(|s| s.strip_suffix(template::SUFFIX)) {
                         Some(stripped) if !stripped.is_empty() && !stripped.ends_with('/') => {
@@ -600,7 +661,13 @@ pub async fn fetch_object(
     }
     let etag = resp.e_tag().map(str::to_string);
     let body = resp.body.collect().await.map_err(|e| {
-        let text = e.to_string();
+        // The byte stream's error says only "streaming error"; the reason is in its sources.
+        let mut text = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            text = format!("{text}: {s}");
+            source = s.source();
+        }
         let kind = if text.to_ascii_lowercase().contains("checksum") {
             ErrorKind::Checksum
         } else {

@@ -564,3 +564,81 @@ fn atomic_sets_are_published_together() {
         .count();
     assert_eq!(generations, 1);
 }
+
+#[test]
+fn a_prefix_without_its_slash_means_the_folder_and_reserved_names_are_refused() {
+    let s3 = S3::start("s3-prefix");
+    s3.put("app/a.txt", "a");
+    s3.put("app-old/x.txt", "not under app/");
+    s3.put("app/..data", "would replace the generation link");
+    s3.put("app/.s3-config-loader.json", "would replace the state file");
+    let src = "s3://config/app";
+    let out = s3.run(&["sync", src, s3.out().to_str().unwrap(), "--once"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("app/..data") && err.contains("app/.s3-config-loader.json"),
+        "{err}"
+    );
+    assert!(
+        err.contains("would overwrite a file the loader itself keeps"),
+        "{err}"
+    );
+    assert_eq!(read(&s3.out().join("a.txt")), "a");
+    assert!(!s3.out().join("x.txt").exists() && !s3.out().join("-old").exists());
+    let state = read(&s3.out().join(".s3-config-loader.json"));
+    assert!(
+        state.contains("\"files\""),
+        "the state file was overwritten: {state}"
+    );
+}
+
+#[test]
+fn atomic_set_takes_over_a_directory_synced_without_it() {
+    let s3 = S3::start("s3-takeover");
+    s3.put("app/a.conf", "1");
+    s3.put("app/nested/b.conf", "1");
+    // First without --atomic-set: real files and a real `nested/` directory, and a state file.
+    assert!(s3.sync_once("app/", &[]).status.success());
+    assert!(
+        std::fs::symlink_metadata(s3.out().join("nested"))
+            .unwrap()
+            .is_dir()
+    );
+    let o = s3.sync_once("app/", &["--atomic-set"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (path, want) in [("a.conf", "1"), ("nested/b.conf", "1")] {
+        assert_eq!(
+            read(&s3.out().join(path)),
+            want,
+            "{path} after the take-over"
+        );
+    }
+    assert!(
+        std::fs::symlink_metadata(s3.out().join("nested"))
+            .unwrap()
+            .file_type()
+            .is_symlink()
+    );
+    s3.put("app/nested/b.conf", "2");
+    assert!(s3.sync_once("app/", &["--atomic-set"]).status.success());
+    assert_eq!(read(&s3.out().join("nested/b.conf")), "2");
+    assert_eq!(read(&s3.out().join("a.conf")), "1");
+}
+
+#[test]
+fn an_empty_prefix_deletes_nothing_and_allow_stale_does_not_hide_refusals() {
+    let s3 = S3::start("s3-empty");
+    s3.put("app/a.txt", "a");
+    assert!(s3.sync_once("app/", &[]).status.success());
+    s3.delete("app/a.txt");
+    let o = s3.sync_once("app/", &["--delete"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("lists no objects"), "{}", stderr(&o));
+    assert_eq!(read(&s3.out().join("a.txt")), "a");
+    // A refused object is not an outage: --allow-stale does not turn it into success.
+    s3.put("app/a.txt", "broken");
+    let o = s3.sync_once("app/", &["--allow-stale", "--validate", "false"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert_eq!(read(&s3.out().join("a.txt")), "a");
+}

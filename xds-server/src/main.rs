@@ -117,7 +117,7 @@ enum Command {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    common::duration::parse(s)
+    common::duration::parse_positive(s)
 }
 
 fn print(value: &serde_json::Value, format: Format) -> anyhow::Result<()> {
