@@ -101,7 +101,8 @@ enum Command {
         /// The control plane, HOST:PORT.
         #[arg(long, env = "XDS_SERVER_XDS")]
         xds: String,
-        /// This Envoy's `node.id` (default: PROXY-HOSTNAME).
+        /// This Envoy's `node.id` (default: the ECS task ARN, from the task metadata endpoint, when
+        /// ECS_CONTAINER_METADATA_URI_V4 is set; else PROXY-HOSTNAME).
         #[arg(long, env = "XDS_SERVER_NODE_ID")]
         node_id: Option<String>,
         /// Envoy's admin address.
@@ -209,12 +210,23 @@ async fn main() -> anyhow::Result<ExitCode> {
             format,
         } => {
             let (xds_host, xds_port) = bootstrap::parse_host_port(&xds).context("--xds")?;
-            let node_id = node_id.unwrap_or_else(|| {
-                let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-                    .map(|h| h.trim().to_string())
-                    .unwrap_or_else(|_| "envoy".into());
-                format!("{proxy}-{host}")
-            });
+            let node_id = match node_id {
+                Some(id) => id,
+                None if std::env::var_os("ECS_CONTAINER_METADATA_URI_V4").is_some() => {
+                    let meta = s3_config_loader::template::ecs_metadata()
+                        .await
+                        .context("node.id from the ECS task metadata")?;
+                    meta.get("ecs.TaskARN")
+                        .cloned()
+                        .context("the ECS task metadata has no TaskARN")?
+                }
+                None => {
+                    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                        .map(|h| h.trim().to_string())
+                        .unwrap_or_else(|_| "envoy".into());
+                    format!("{proxy}-{host}")
+                }
+            };
             let config = BootstrapConfig {
                 proxy,
                 node_id,

@@ -1,0 +1,32 @@
+#!/bin/sh
+# The generic Envoy image's entrypoint: get a bootstrap, check it, then become Envoy.
+#
+# Either from S3 (a template rendered with the task's metadata and environment):
+#   ENVOY_BOOTSTRAP_S3=s3://BUCKET/envoy/bootstrap.yaml.tmpl
+# or generated here for a proxy role of the catalog:
+#   XDS_SERVER_PROXY=intdemo XDS_SERVER_XDS=xds.prism-test.atala.local:18000 [XDS_SERVER_DELTA=true]
+# node.id is the ECS task ARN (from ECS_CONTAINER_METADATA_URI_V4), node.cluster the proxy role.
+# ENVOY (default: envoy), ENVOY_BOOTSTRAP (default: /etc/envoy/envoy.yaml), ENVOY_ARGS.
+set -eu
+
+envoy=${ENVOY:-envoy}
+bootstrap=${ENVOY_BOOTSTRAP:-/etc/envoy/envoy.yaml}
+mkdir -p "$(dirname "$bootstrap")"
+
+if [ -n "${ENVOY_BOOTSTRAP_S3:-}" ]; then
+  s3-config-loader get "$ENVOY_BOOTSTRAP_S3" "$bootstrap" --validate "$envoy --mode validate -c {}"
+else
+  : "${XDS_SERVER_PROXY:?set XDS_SERVER_PROXY (the proxy role) or ENVOY_BOOTSTRAP_S3}"
+  : "${XDS_SERVER_XDS:?set XDS_SERVER_XDS (the control plane, HOST:PORT) or ENVOY_BOOTSTRAP_S3}"
+  # Envoy's admin (and /stats/prometheus) for the task's network; the bootstrap is written
+  # beside its final place and renamed, so a restart never reads half a file.
+  # (Envoy reads the format from the extension: the staged name keeps it.)
+  staged="$(dirname "$bootstrap")/.new-$(basename "$bootstrap")"
+  XDS_SERVER_ENVOY_ADMIN=${XDS_SERVER_ENVOY_ADMIN:-0.0.0.0:9901} \
+    xds-server bootstrap > "$staged"
+  "$envoy" --mode validate -c "$staged" > /dev/null
+  mv "$staged" "$bootstrap"
+fi
+
+# shellcheck disable=SC2086 # ENVOY_ARGS is a list of flags
+exec "$envoy" -c "$bootstrap" ${ENVOY_ARGS:-}

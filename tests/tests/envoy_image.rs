@@ -1,0 +1,162 @@
+//! The generic Envoy image's start-up, without Docker: `infra/docker/envoy/entrypoint.sh` with a
+//! fake ECS task metadata endpoint writes a bootstrap that the real Envoy accepts, and the Envoy
+//! it becomes connects to a running xds-server as the task (node.id = task ARN) in its role.
+
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tests::process::{ChildGuard, envoy_bin};
+use tests::{
+    Backend, Moto, TempDir, XdsServer, free_port, http, repo_root, wait_for, workspace_bin,
+};
+
+const TASK_ARN: &str = "arn:aws:ecs:us-east-1:123456789012:task/prism-test/0123abcd";
+
+fn metadata() -> Backend {
+    Backend::start_with(
+        "ecs-metadata",
+        0,
+        Arc::new(|path: &str| {
+            if path.ends_with("/task") {
+                format!(r#"{{"Cluster":"prism-test","TaskARN":"{TASK_ARN}","Family":"intdemo","Revision":"3","AvailabilityZone":"us-east-1a"}}"#)
+            } else {
+                r#"{"Name":"envoy","Networks":[{"IPv4Addresses":["127.0.0.1"]}]}"#.into()
+            }
+        }),
+    )
+    .unwrap()
+}
+
+/// A control plane serving proxy `demo`: one HTTP listener to one backend.
+fn control_plane(dir: &TempDir, backend: &Backend, port: u16) -> XdsServer {
+    let catalog = dir.write(
+        "catalog.yaml",
+        &format!(
+            r#"
+version: 1
+proxies:
+  demo:
+    listeners: [ {{ name: web, address: 127.0.0.1, port: {port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: app }} ] }} ]
+upstreams:
+  app: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
+"#,
+            backend.endpoint()
+        ),
+    );
+    let server = XdsServer::start(dir, &catalog, 0);
+    server.wait_ready();
+    server
+}
+
+fn entrypoint(dir: &TempDir, meta: &Backend, admin: u16, env: &[(&str, String)]) -> ChildGuard {
+    let bin_dir = workspace_bin("xds-server").parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut cmd = Command::new(repo_root().join("infra/docker/envoy/entrypoint.sh"));
+    cmd.env("PATH", path)
+        .env("ENVOY", envoy_bin())
+        .env("ENVOY_BOOTSTRAP", dir.path().join("etc/envoy.yaml"))
+        .env("ENVOY_ARGS", "--disable-hot-restart -l info")
+        .env(
+            "ECS_CONTAINER_METADATA_URI_V4",
+            format!("http://{}/v4/abc", meta.addr),
+        )
+        .env("XDS_SERVER_ENVOY_ADMIN", format!("127.0.0.1:{admin}"))
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    ChildGuard::spawn(cmd, dir.path().join("entrypoint.log"))
+}
+
+fn wait_connected(server: &XdsServer, envoy: &ChildGuard, port: u16) {
+    let node = wait_for(
+        "the Envoy in xds-server's /debug/nodes",
+        Duration::from_secs(30),
+        || {
+            let nodes = server.admin_json("/debug/nodes");
+            nodes
+                .as_array()?
+                .iter()
+                .find(|n| n["id"] == TASK_ARN)
+                .cloned()
+        },
+    );
+    assert_eq!(node["proxy"], "demo", "{node} / {}", envoy.output());
+    let r = wait_for(
+        "a request through the Envoy",
+        Duration::from_secs(30),
+        || http::get(port, "/", &[]).ok().filter(|r| r.status == 200),
+    );
+    assert_eq!(r.body.trim(), "app");
+}
+
+#[test]
+fn a_generated_bootstrap_makes_the_task_an_envoy_of_its_role() {
+    let dir = TempDir::new("image-generated");
+    let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
+    let server = control_plane(&dir, &app, port);
+    let envoy = entrypoint(
+        &dir,
+        &meta,
+        free_port(),
+        &[
+            ("XDS_SERVER_PROXY", "demo".into()),
+            ("XDS_SERVER_XDS", format!("127.0.0.1:{}", server.xds_port)),
+        ],
+    );
+    wait_connected(&server, &envoy, port);
+    let bootstrap = std::fs::read_to_string(dir.path().join("etc/envoy.yaml")).unwrap();
+    assert!(bootstrap.contains(TASK_ARN), "{bootstrap}");
+}
+
+#[test]
+fn a_bootstrap_template_from_s3_is_rendered_validated_and_used() {
+    let dir = TempDir::new("image-s3");
+    let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
+    let server = control_plane(&dir, &app, port);
+    let admin = free_port();
+    // The template an operator would upload: `xds-server bootstrap` with placeholders.
+    let out = Command::new(workspace_bin("xds-server"))
+        .args([
+            "bootstrap",
+            "--proxy",
+            "${PROXY}",
+            "--node-id",
+            "${ecs.TaskARN}",
+        ])
+        .args([
+            "--xds",
+            &format!("127.0.0.1:{}", server.xds_port),
+            "--admin",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let moto = Moto::start(&dir, 0);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s3 = moto.s3();
+    rt.block_on(s3.create_bucket().bucket("config").send())
+        .unwrap();
+    rt.block_on(
+        s3.put_object()
+            .bucket("config")
+            .key("envoy/bootstrap.yaml.tmpl")
+            .body(out.stdout.into())
+            .send(),
+    )
+    .unwrap();
+    let mut env = moto.env();
+    env.push((
+        "ENVOY_BOOTSTRAP_S3",
+        "s3://config/envoy/bootstrap.yaml.tmpl".into(),
+    ));
+    env.push(("PROXY", "demo".into()));
+    let envoy = entrypoint(&dir, &meta, admin, &env);
+    wait_connected(&server, &envoy, port);
+}
