@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Lifecycle of one deployment of a stage root module. Run it from the module's directory, e.g.
+#   cd infra/stage/services/intdemo && ../../../env.sh -p [ENV]
+#
+#   -p  plan              -a  apply (asks)          -A  apply without asking
+#   -s  show (resources, outputs and URLs)          -w  watch the logs
+#   -d  drop (asks)       -D  drop without asking   -g  graph (graph.png; needs graphviz)
+#
+# ENV, the deployment's name, defaults to the git branch (sanitised). Its state lives in S3:
+#   s3://$TF_STATE_BUCKET/infra/<module dir under infra/>/<ENV>/terraform.tfstate
+# with TF_STATE_BUCKET defaulting to atala-cvp. Secrets come from ~/.secrets.tfvars.
+# Images: for each component, the newest tag of this branch (<branch prefix>-<revision count>-<sha>)
+# in its ECR repository, else the newest of develop's.
+set -euo pipefail
+
+usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+action=""
+while getopts "paAswdDg" opt; do
+  case $opt in
+    p) action=plan ;; a) action=apply ;; A) action=apply-auto ;; s) action=show ;;
+    w) action=watch ;; d) action=drop ;; D) action=drop-auto ;; g) action=graph ;;
+    *) usage ;;
+  esac
+done
+shift $((OPTIND - 1))
+[ -n "$action" ] || usage
+
+infra_dir=$(cd "$(dirname "$0")" && pwd)
+module_dir=$(pwd)
+case "$module_dir/" in
+  "$infra_dir"/stage/*) module=${module_dir#"$infra_dir"/} ;;
+  *) echo "env.sh: run it from a root module under $infra_dir/stage/ (here: $module_dir)" >&2; exit 2 ;;
+esac
+
+# Lower case, [a-z0-9-] only: names that AWS accepts and tags that ECR accepts.
+sanitise() { tr '[:upper:]' '[:lower:]' | sed -e 's/[^a-z0-9]\{1,\}/-/g' -e 's/^-//' -e 's/-$//' | cut -c1-24; }
+
+branch=$(git rev-parse --abbrev-ref HEAD)
+env_name=${1:-$(printf '%s' "$branch" | sanitise)}
+[ -n "$env_name" ] || { echo "env.sh: no environment name (give one, or run inside a git branch)" >&2; exit 2; }
+
+bucket=${TF_STATE_BUCKET:-atala-cvp}
+region=${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-2}}
+key="infra/$module/$env_name/terraform.tfstate"
+secrets="$HOME/.secrets.tfvars"
+components=${IMAGE_COMPONENTS:-"xds-server s3-config-loader ecs-sd envoy"}
+
+# The newest tag (by revision count) starting with PREFIX- in REPOSITORY, if any.
+newest_tag() {
+  local repository=$1 prefix=$2
+  aws ecr describe-images --repository-name "$repository" --region "$region" \
+      --query 'imageDetails[].imageTags[]' --output text 2>/dev/null \
+    | tr '\t ' '\n\n' \
+    | grep -E "^${prefix}-[0-9]+-[0-9a-f]+$" \
+    | awk -F- '{ print $(NF-1) " " $0 }' | sort -n | tail -n 1 | cut -d' ' -f2 || true
+}
+
+image_tags() {
+  local prefix entries="" tag
+  prefix=$(printf '%s' "$branch" | sanitise)
+  for c in $components; do
+    tag=$(newest_tag "$c" "$prefix")
+    [ -n "$tag" ] || tag=$(newest_tag "$c" develop)
+    [ -n "$tag" ] || { echo "env.sh: no image of $c for $prefix or develop" >&2; exit 1; }
+    entries="$entries\"$c\"=\"$tag\","
+  done
+  printf '{%s}' "${entries%,}"
+}
+
+tf_init() {
+  terraform init -input=false -reconfigure \
+    -backend-config="bucket=$bucket" -backend-config="key=$key" -backend-config="region=$region"
+}
+
+tf_vars() {
+  vars=(-var "env_name=$env_name" -var "image_tags=$(image_tags)")
+  if [ -f "$secrets" ]; then vars+=(-var-file="$secrets"); fi
+}
+
+echo "env.sh: $action of $module for \"$env_name\" (state s3://$bucket/$key)" >&2
+case $action in
+  plan) tf_init; tf_vars; terraform plan -input=false "${vars[@]}" ;;
+  apply) tf_init; tf_vars; terraform apply -input=false "${vars[@]}" ;;
+  apply-auto) tf_init; tf_vars; terraform apply -input=false -auto-approve "${vars[@]}" ;;
+  drop) tf_init; tf_vars; terraform destroy -input=false "${vars[@]}" ;;
+  drop-auto) tf_init; tf_vars; terraform destroy -input=false -auto-approve "${vars[@]}" ;;
+  show) tf_init; terraform state list; terraform output ;;
+  watch) aws logs tail "/ecs/$env_name" --follow --region "$region" ;;
+  graph) tf_init; terraform graph | dot -Tpng > graph.png; echo "env.sh: wrote graph.png" >&2 ;;
+esac
