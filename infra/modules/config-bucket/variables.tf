@@ -1,0 +1,16 @@
+variable "name" {
+  type        = string
+  description = "The bucket's name (kebab-case, globally unique)."
+}
+
+variable "noncurrent_version_days" {
+  type        = number
+  description = "Days old versions of objects are kept (a bad config can be rolled back)."
+  default     = 90
+}
+
+variable "tags" {
+  type        = map(string)
+  description = "Tags added to every resource."
+  default     = {}
+}

@@ -1,0 +1,274 @@
+//! The Terraform in `infra/`, checked offline: every file parses; every resource and data source
+//! type, argument and block exists in the AWS provider's schema (tests/data, extracted by
+//! scripts/update-aws-schema.py) and every required one is given; module calls pass exactly the
+//! variables their module declares, and every variable has a type and a description.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use hcl::{Block, Body};
+use serde_json::Value;
+use tests::repo_root;
+
+/// Arguments Terraform itself understands on every resource and data source.
+const META: &[&str] = &[
+    "count",
+    "for_each",
+    "depends_on",
+    "provider",
+    "lifecycle",
+    "provisioner",
+    "connection",
+];
+
+fn tf_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(tf_files(&path));
+        } else if path.extension().is_some_and(|e| e == "tf") {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn parse(path: &Path) -> Body {
+    let text = std::fs::read_to_string(path).unwrap();
+    hcl::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn labels(b: &Block) -> Vec<String> {
+    b.labels().iter().map(|l| l.as_str().to_string()).collect()
+}
+
+/// Checks a body against a schema (argument name -> {required, block}); collects problems.
+fn check(body: &Body, schema: &serde_json::Map<String, Value>, at: &str, errors: &mut Vec<String>) {
+    let mut given = BTreeSet::new();
+    for attr in body.attributes() {
+        let key = attr.key();
+        given.insert(key.to_string());
+        if !META.contains(&key) && !schema.contains_key(key) {
+            errors.push(format!("{at}: no argument `{key}` in the provider schema"));
+        }
+    }
+    for block in body.blocks() {
+        let (name, content) = if block.identifier() == "dynamic" {
+            let name = labels(block).first().cloned().unwrap_or_default();
+            let content = block
+                .body()
+                .blocks()
+                .find(|b| b.identifier() == "content")
+                .map(|b| b.body().clone());
+            (name, content.unwrap_or_default())
+        } else {
+            (block.identifier().to_string(), block.body().clone())
+        };
+        given.insert(name.clone());
+        if META.contains(&name.as_str()) {
+            continue;
+        }
+        match schema.get(&name).map(|a| &a["block"]) {
+            Some(Value::Object(inner)) => check(&content, inner, &format!("{at}.{name}"), errors),
+            Some(_) => errors.push(format!("{at}: `{name}` is an argument, not a block")),
+            None => errors.push(format!("{at}: no block `{name}` in the provider schema")),
+        }
+    }
+    for (name, arg) in schema {
+        if arg["required"] == true && !given.contains(name) {
+            errors.push(format!("{at}: required `{name}` is missing"));
+        }
+    }
+}
+
+#[test]
+fn every_resource_and_data_source_matches_the_aws_provider_schema() {
+    let schema: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo_root().join("tests/data/aws-provider-schema.json")).unwrap(),
+    )
+    .unwrap();
+    let files = tf_files(&repo_root().join("infra"));
+    assert!(files.len() >= 10, "{files:?}");
+    let mut errors = Vec::new();
+    let mut checked = 0;
+    for path in &files {
+        let rel = path
+            .strip_prefix(repo_root())
+            .unwrap()
+            .display()
+            .to_string();
+        for block in parse(path).blocks() {
+            let kind = match block.identifier() {
+                "resource" => "resources",
+                "data" => "data_sources",
+                _ => continue,
+            };
+            let l = labels(block);
+            let (ty, name) = (l[0].as_str(), l[1].as_str());
+            if !ty.starts_with("aws_") {
+                continue;
+            }
+            let at = format!("{rel}: {ty}.{name}");
+            match schema[kind][ty].as_object() {
+                None => errors.push(format!(
+                    "{at}: unknown {kind} type (run scripts/update-aws-schema.py after adding one)"
+                )),
+                Some(args) => check(block.body(), args, &at, &mut errors),
+            }
+            checked += 1;
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "{} problems:\n{}",
+        errors.len(),
+        errors.join("\n")
+    );
+    assert!(checked > 20, "only {checked} resources checked");
+}
+
+/// A module directory's variables (name -> has a default) and outputs.
+struct Interface {
+    variables: BTreeMap<String, bool>,
+    outputs: BTreeSet<String>,
+}
+
+fn interface(dir: &Path, errors: &mut Vec<String>) -> Interface {
+    let mut i = Interface {
+        variables: BTreeMap::new(),
+        outputs: BTreeSet::new(),
+    };
+    for path in tf_files(dir)
+        .into_iter()
+        .filter(|p| p.parent() == Some(dir))
+    {
+        for block in parse(&path).blocks() {
+            let name = labels(block).first().cloned().unwrap_or_default();
+            match block.identifier() {
+                "variable" => {
+                    let keys: BTreeSet<&str> = block.body().attributes().map(|a| a.key()).collect();
+                    for needed in ["type", "description"] {
+                        if !keys.contains(needed) {
+                            errors.push(format!(
+                                "{}: variable {name} has no {needed}",
+                                path.display()
+                            ));
+                        }
+                    }
+                    i.variables.insert(name, keys.contains("default"));
+                }
+                "output" => {
+                    i.outputs.insert(name);
+                }
+                _ => {}
+            }
+        }
+    }
+    i
+}
+
+fn module_dirs(root: &Path) -> Vec<PathBuf> {
+    let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    for f in tf_files(root) {
+        dirs.insert(f.parent().unwrap().to_path_buf());
+    }
+    dirs.into_iter().collect()
+}
+
+#[test]
+fn module_calls_variables_and_outputs_fit_together() {
+    let var_ref = regex::Regex::new(r"\bvar\.([A-Za-z0-9_]+)").unwrap();
+    let module_ref = regex::Regex::new(r"\bmodule\.([A-Za-z0-9_]+)\.([A-Za-z0-9_]+)").unwrap();
+    let mut errors = Vec::new();
+    for dir in module_dirs(&repo_root().join("infra")) {
+        let me = interface(&dir, &mut errors);
+        let text: String = tf_files(&dir)
+            .into_iter()
+            .filter(|p| p.parent() == Some(dir.as_path()))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        for used in var_ref.captures_iter(&text) {
+            if !me.variables.contains_key(&used[1]) {
+                errors.push(format!(
+                    "{}: var.{} is not declared",
+                    dir.display(),
+                    &used[1]
+                ));
+            }
+        }
+        let mut calls: BTreeMap<String, Interface> = BTreeMap::new();
+        for path in tf_files(&dir)
+            .into_iter()
+            .filter(|p| p.parent() == Some(dir.as_path()))
+        {
+            for block in parse(&path).blocks().filter(|b| b.identifier() == "module") {
+                let name = labels(block).first().cloned().unwrap_or_default();
+                let source = block
+                    .body()
+                    .attributes()
+                    .find(|a| a.key() == "source")
+                    .map(|a| a.expr().to_string().trim_matches('"').to_string())
+                    .unwrap_or_default();
+                let target = dir.join(&source);
+                let callee = interface(&target, &mut Vec::new());
+                let passed: BTreeSet<&str> = block
+                    .body()
+                    .attributes()
+                    .map(|a| a.key())
+                    .filter(|k| {
+                        ![
+                            "source",
+                            "version",
+                            "count",
+                            "for_each",
+                            "providers",
+                            "depends_on",
+                        ]
+                        .contains(k)
+                    })
+                    .collect();
+                for p in &passed {
+                    if !callee.variables.contains_key(*p) {
+                        errors.push(format!(
+                            "{}: module {name} ({source}) has no variable {p}",
+                            path.display()
+                        ));
+                    }
+                }
+                for (v, has_default) in &callee.variables {
+                    if !has_default && !passed.contains(v.as_str()) {
+                        errors.push(format!(
+                            "{}: module {name} ({source}) needs variable {v}",
+                            path.display()
+                        ));
+                    }
+                }
+                calls.insert(name, callee);
+            }
+        }
+        for used in module_ref.captures_iter(&text) {
+            match calls.get(&used[1]) {
+                None => errors.push(format!(
+                    "{}: module.{} is not called here",
+                    dir.display(),
+                    &used[1]
+                )),
+                Some(callee) if !callee.outputs.contains(&used[2]) => errors.push(format!(
+                    "{}: module.{} has no output {}",
+                    dir.display(),
+                    &used[1],
+                    &used[2]
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "{} problems:\n{}",
+        errors.len(),
+        errors.join("\n")
+    );
+}
