@@ -50,3 +50,7 @@ if ! command -v prometheus >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
+
+# checkov, in its own virtualenv (it pins an old boto3), for the infra tests; run offline.
+venv checkov "checkov==3.3.*" \
+  "import importlib.metadata as m, sys; sys.exit(not m.version('checkov').startswith('3.3.'))"

@@ -1,13 +1,34 @@
 # The bucket configuration lives in (catalogs, Envoy bootstrap templates, Prometheus config):
 # versioned, encrypted with its own KMS key, never public, reachable over TLS only.
 
+data "aws_caller_identity" "current" {}
+
+data "aws_iam_policy_document" "key" {
+  #checkov:skip=CKV_AWS_111:a key policy's resource "*" is the key itself, not every resource
+  #checkov:skip=CKV_AWS_356:a key policy's resource "*" is the key itself, not every resource
+  #checkov:skip=CKV_AWS_109:the account root must administer its own key, or the key is lost
+  statement {
+    sid       = "Account"
+    actions   = ["kms:*"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:aws:iam::${data.aws_caller_identity.current.account_id}:root"]
+    }
+  }
+}
+
 resource "aws_kms_key" "this" {
   description         = "Encrypts the configuration bucket ${var.name}"
   enable_key_rotation = true
+  policy              = data.aws_iam_policy_document.key.json
   tags                = var.tags
 }
 
 resource "aws_s3_bucket" "this" {
+  #checkov:skip=CKV_AWS_18:a few small config objects; who changed what is in CloudTrail and in object versions
+  #checkov:skip=CKV2_AWS_62:readers poll with ETags; nothing subscribes to bucket events
+  #checkov:skip=CKV_AWS_144:configuration is rebuilt from the repository; a replica would double cost for nothing
   bucket = var.name
   tags   = var.tags
 }

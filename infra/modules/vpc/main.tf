@@ -97,6 +97,9 @@ data "aws_caller_identity" "current" {}
 data "aws_region" "current" {}
 
 data "aws_iam_policy_document" "flow_logs_key" {
+  #checkov:skip=CKV_AWS_111:a key policy's resource "*" is the key itself, not every resource
+  #checkov:skip=CKV_AWS_356:a key policy's resource "*" is the key itself, not every resource
+  #checkov:skip=CKV_AWS_109:the account root must administer its own key, or the key is lost
   statement {
     sid       = "Account"
     actions   = ["kms:*"]

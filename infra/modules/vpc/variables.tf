@@ -21,8 +21,8 @@ variable "availability_zones" {
 
 variable "flow_log_retention_days" {
   type        = number
-  description = "Days the VPC flow logs are kept in CloudWatch Logs."
-  default     = 30
+  description = "Days the VPC flow logs are kept in CloudWatch Logs (a year, for investigations)."
+  default     = 365
 }
 
 variable "tags" {
