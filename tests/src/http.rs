@@ -81,6 +81,23 @@ pub fn request(
     })
 }
 
+/// One sample of a Prometheus `/metrics` page on 127.0.0.1:`port`, e.g.
+/// `xds_nacks_total{type="rds"}`; 0 when absent or unreachable.
+pub fn metric(port: u16, sample: &str) -> f64 {
+    get(port, "/metrics", &[])
+        .ok()
+        .and_then(|r| {
+            r.body.lines().find_map(|l| {
+                l.strip_prefix(sample)?
+                    .strip_prefix(' ')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+        })
+        .unwrap_or(0.0)
+}
+
 fn dechunk(mut s: &str) -> String {
     let mut out = String::new();
     while let Some((size, rest)) = s.split_once("\r\n") {

@@ -165,17 +165,7 @@ impl XdsServer {
 
     /// The value of one sample in `/metrics`, e.g. `xds_nacks_total{type="rds"}`; 0 if absent.
     pub fn metric(&self, sample: &str) -> f64 {
-        let r = http::get(self.admin_port, "/metrics", &[]).expect("metrics answer");
-        r.body
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(sample)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-            .unwrap_or(0.0)
+        http::metric(self.admin_port, sample)
     }
 }
 

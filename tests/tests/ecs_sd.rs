@@ -6,6 +6,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value;
+use tests::http::metric;
 use tests::process::ChildGuard;
 use tests::throttle::Throttler;
 use tests::{Backend, Moto, Prometheus, TempDir, free_port, http, wait_for, workspace_bin};
@@ -85,21 +86,6 @@ fn find<'a>(groups: &'a [Value], job: &str, path: &str) -> Option<&'a Value> {
     groups
         .iter()
         .find(|g| g["labels"]["job"] == job && g["labels"]["metrics_path"] == path)
-}
-
-fn metric(port: u16, sample: &str) -> f64 {
-    http::get(port, "/metrics", &[])
-        .ok()
-        .and_then(|r| {
-            r.body.lines().find_map(|l| {
-                l.strip_prefix(sample)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
-        })
-        .unwrap_or(0.0)
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use tests::http::metric;
 use tests::process::{ChildGuard, envoy_bin};
 use tests::{Backend, Moto, TempDir, free_port, http, wait_for, workspace_bin};
 
@@ -128,21 +129,6 @@ fn stderr(o: &Output) -> String {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
-}
-
-/// One sample of the loader's `/metrics`, 0 when absent.
-fn metric(admin: u16, sample: &str) -> f64 {
-    let r = http::get(admin, "/metrics", &[]).expect("metrics answer");
-    r.body
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(sample)?
-                .strip_prefix(' ')?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
 }
 
 #[test]
