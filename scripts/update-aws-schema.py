@@ -79,7 +79,9 @@ def main():
     found = {"resource": {}, "data": {}}
     version = None
     for fqn, t in types.items():
-        if not (t.get("datatype") and t["name"].endswith("Config")):
+        # A resource's or data source's own config extends Terraform's meta-arguments; nested
+        # blocks' structs (often also named ...Config) do not.
+        if not (t.get("datatype") and "cdktn.TerraformMetaArguments" in t.get("interfaces", [])):
             continue
         for prop in t.get("properties", []):
             m = ANCHOR.search(prop.get("docs", {}).get("summary", ""))

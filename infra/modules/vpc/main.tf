@@ -85,10 +85,11 @@ resource "aws_route_table_association" "private" {
   route_table_id = aws_route_table.private[count.index].id
 }
 
-resource "aws_kms_key" "flow_logs" {
-  description         = "Encrypts the flow logs of VPC ${var.name}"
+# One key for the environment's CloudWatch log groups (flow logs, the services' logs).
+resource "aws_kms_key" "logs" {
+  description         = "Encrypts the CloudWatch logs of VPC ${var.name}"
   enable_key_rotation = true
-  policy              = data.aws_iam_policy_document.flow_logs_key.json
+  policy              = data.aws_iam_policy_document.logs_key.json
   tags                = var.tags
 }
 
@@ -96,7 +97,7 @@ data "aws_caller_identity" "current" {}
 
 data "aws_region" "current" {}
 
-data "aws_iam_policy_document" "flow_logs_key" {
+data "aws_iam_policy_document" "logs_key" {
   #checkov:skip=CKV_AWS_111:a key policy's resource "*" is the key itself, not every resource
   #checkov:skip=CKV_AWS_356:a key policy's resource "*" is the key itself, not every resource
   #checkov:skip=CKV_AWS_109:the account root must administer its own key, or the key is lost
@@ -123,7 +124,7 @@ data "aws_iam_policy_document" "flow_logs_key" {
 resource "aws_cloudwatch_log_group" "flow_logs" {
   name              = "/vpc/${var.name}/flow-logs"
   retention_in_days = var.flow_log_retention_days
-  kms_key_id        = aws_kms_key.flow_logs.arn
+  kms_key_id        = aws_kms_key.logs.arn
   tags              = var.tags
 }
 

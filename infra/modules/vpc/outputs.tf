@@ -17,3 +17,8 @@ output "private_subnet_ids" {
   description = "The private subnets, one per availability zone (tasks and instances go here)."
   value       = aws_subnet.private[*].id
 }
+
+output "logs_kms_key_arn" {
+  description = "The KMS key for the environment's CloudWatch log groups."
+  value       = aws_kms_key.logs.arn
+}

@@ -27,3 +27,8 @@ output "config_bucket" {
   description = "The configuration bucket."
   value       = module.config_bucket.bucket
 }
+
+output "logs_kms_key_arn" {
+  description = "The KMS key for the environment's log groups."
+  value       = module.vpc.logs_kms_key_arn
+}

@@ -1,0 +1,236 @@
+# The control plane: xds-server tasks on Fargate behind an internal network load balancer
+# (gRPC on 18000), registered in Cloud Map as xds.<namespace>, reading the catalog from S3.
+# The task role may read the catalog, discover Cloud Map instances and describe ECS tasks: nothing
+# else.
+
+data "aws_region" "current" {}
+
+resource "aws_cloudwatch_log_group" "this" {
+  name              = "/ecs/${var.name}/xds-server"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.logs_kms_key_arn
+  tags              = var.tags
+}
+
+data "aws_iam_policy_document" "assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "execution" {
+  name               = "${var.name}-xds-server-execution"
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+  tags               = var.tags
+}
+
+resource "aws_iam_role_policy_attachment" "execution" {
+  role       = aws_iam_role.execution.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+}
+
+data "aws_iam_policy_document" "task" {
+  statement {
+    sid       = "ReadCatalog"
+    actions   = ["s3:GetObject"]
+    resources = ["arn:aws:s3:::${var.catalog_bucket}/${var.catalog_key}"]
+  }
+  statement {
+    sid       = "DecryptCatalog"
+    actions   = ["kms:Decrypt"]
+    resources = [var.config_kms_key_arn]
+  }
+  statement {
+    sid       = "DiscoverCloudMap"
+    actions   = ["servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision"]
+    resources = ["*"]
+  }
+  statement {
+    sid       = "DescribeTaskDefinitions"
+    actions   = ["ecs:DescribeTaskDefinition"]
+    resources = ["*"]
+  }
+  dynamic "statement" {
+    for_each = length(var.ecs_clusters) > 0 ? [1] : []
+    content {
+      sid       = "ListTasks"
+      actions   = ["ecs:ListTasks", "ecs:DescribeTasks"]
+      resources = ["*"]
+      condition {
+        test     = "ArnEquals"
+        variable = "ecs:cluster"
+        values   = var.ecs_clusters
+      }
+    }
+  }
+}
+
+resource "aws_iam_role" "task" {
+  name               = "${var.name}-xds-server"
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+  tags               = var.tags
+}
+
+resource "aws_iam_role_policy" "task" {
+  name   = "xds-server"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task.json
+}
+
+resource "aws_security_group" "this" {
+  name        = "${var.name}-xds-server"
+  description = "xds-server tasks of ${var.name}"
+  vpc_id      = var.vpc_id
+  tags        = var.tags
+
+  ingress {
+    description = "xDS (gRPC) from the Envoys"
+    from_port   = 18000
+    to_port     = 18000
+    protocol    = "tcp"
+    cidr_blocks = [var.vpc_cidr_block]
+  }
+
+  ingress {
+    description = "Admin: metrics for Prometheus, readiness for the load balancer"
+    from_port   = 18001
+    to_port     = 18001
+    protocol    = "tcp"
+    cidr_blocks = [var.vpc_cidr_block]
+  }
+
+  egress {
+    description = "AWS APIs (S3, Cloud Map, ECS) and the image registry"
+    from_port   = 443
+    to_port     = 443
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+}
+
+resource "aws_ecs_task_definition" "this" {
+  family                   = "${var.name}-xds-server"
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = "512"
+  memory                   = "1024"
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.task.arn
+  container_definitions = jsonencode([{
+    name                   = "xds-server"
+    image                  = var.image
+    essential              = true
+    readonlyRootFilesystem = true
+    environment = [
+      { name = "XDS_SERVER_CATALOG", value = "s3://${var.catalog_bucket}/${var.catalog_key}" },
+      { name = "XDS_SERVER_LOG_FORMAT", value = "json" },
+    ]
+    portMappings = [
+      { containerPort = 18000, protocol = "tcp" },
+      { containerPort = 18001, protocol = "tcp" },
+    ]
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = aws_cloudwatch_log_group.this.name
+        awslogs-region        = data.aws_region.current.region
+        awslogs-stream-prefix = "xds-server"
+      }
+    }
+    # Picked up by ecs-sd (prometheus-ecs-sd's settings).
+    dockerLabels = {
+      PROMETHEUS_EXPORTER_PORT = "18001"
+      PROMETHEUS_EXPORTER_PATH = "/metrics"
+    }
+    stopTimeout = 10
+  }])
+  tags = var.tags
+}
+
+resource "aws_lb" "this" {
+  #checkov:skip=CKV_AWS_91:a TCP load balancer in front of gRPC streams; the tasks log every stream themselves
+  name                             = "${var.name}-xds"
+  internal                         = true
+  load_balancer_type               = "network"
+  subnets                          = var.subnet_ids
+  enable_cross_zone_load_balancing = true
+  enable_deletion_protection       = true
+  tags                             = var.tags
+}
+
+resource "aws_lb_target_group" "this" {
+  name        = "${var.name}-xds"
+  port        = 18000
+  protocol    = "TCP"
+  target_type = "ip"
+  vpc_id      = var.vpc_id
+  # Streams are long-lived: give them time to move before a task leaves.
+  deregistration_delay = 30
+
+  health_check {
+    protocol = "HTTP"
+    port     = "18001"
+    path     = "/readyz"
+  }
+  tags = var.tags
+}
+
+resource "aws_lb_listener" "this" {
+  load_balancer_arn = aws_lb.this.arn
+  port              = 18000
+  protocol          = "TCP"
+  default_action {
+    type             = "forward"
+    target_group_arn = aws_lb_target_group.this.arn
+  }
+  tags = var.tags
+}
+
+resource "aws_service_discovery_service" "this" {
+  name = "xds"
+  dns_config {
+    namespace_id = var.namespace_id
+    dns_records {
+      type = "A"
+      ttl  = 10
+    }
+  }
+  health_check_custom_config {}
+  tags = var.tags
+}
+
+resource "aws_ecs_service" "this" {
+  name            = "${var.name}-xds-server"
+  cluster         = var.cluster_arn
+  task_definition = aws_ecs_task_definition.this.arn
+  desired_count   = var.replicas
+  launch_type     = "FARGATE"
+
+  network_configuration {
+    subnets          = var.subnet_ids
+    security_groups  = [aws_security_group.this.id]
+    assign_public_ip = false
+  }
+
+  load_balancer {
+    target_group_arn = aws_lb_target_group.this.arn
+    container_name   = "xds-server"
+    container_port   = 18000
+  }
+
+  service_registries {
+    registry_arn = aws_service_discovery_service.this.arn
+  }
+
+  deployment_circuit_breaker {
+    enable   = true
+    rollback = true
+  }
+
+  depends_on = [aws_lb_listener.this]
+  tags       = var.tags
+}
