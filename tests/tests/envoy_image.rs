@@ -111,13 +111,8 @@ fn a_generated_bootstrap_makes_the_task_an_envoy_of_its_role() {
     assert!(bootstrap.contains(TASK_ARN), "{bootstrap}");
 }
 
-#[test]
-fn a_bootstrap_template_from_s3_is_rendered_validated_and_used() {
-    let dir = TempDir::new("image-s3");
-    let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
-    let server = control_plane(&dir, &app, port);
-    let admin = free_port();
-    // The template an operator would upload: `xds-server bootstrap` with placeholders.
+/// Uploads the bootstrap template an operator would: `xds-server bootstrap` with placeholders.
+fn upload_template(moto: &Moto, xds_port: u16, admin: u16) {
     let out = Command::new(workspace_bin("xds-server"))
         .args([
             "bootstrap",
@@ -128,14 +123,13 @@ fn a_bootstrap_template_from_s3_is_rendered_validated_and_used() {
         ])
         .args([
             "--xds",
-            &format!("127.0.0.1:{}", server.xds_port),
+            &format!("127.0.0.1:{xds_port}"),
             "--admin",
             &format!("127.0.0.1:{admin}"),
         ])
         .output()
         .unwrap();
     assert!(out.status.success());
-    let moto = Moto::start(&dir, 0);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -151,6 +145,47 @@ fn a_bootstrap_template_from_s3_is_rendered_validated_and_used() {
             .send(),
     )
     .unwrap();
+}
+
+/// As infra/modules/envoy-service runs it: an init container renders the bootstrap with
+/// `s3-config-loader get`, then the entrypoint uses that file as it is.
+#[test]
+fn an_init_container_rendered_bootstrap_is_used_as_is() {
+    let dir = TempDir::new("image-init");
+    let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
+    let server = control_plane(&dir, &app, port);
+    let admin = free_port();
+    let moto = Moto::start(&dir, 0);
+    upload_template(&moto, server.xds_port, admin);
+    let bootstrap = dir.path().join("etc/envoy.yaml");
+    let init = Command::new(workspace_bin("s3-config-loader"))
+        .args(["get", "s3://config/envoy/bootstrap.yaml.tmpl"])
+        .arg(&bootstrap)
+        .envs(moto.env())
+        .env("PROXY", "demo")
+        .env(
+            "ECS_CONTAINER_METADATA_URI_V4",
+            format!("http://{}/v4/abc", meta.addr),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
+    let envoy = entrypoint(&dir, &meta, admin, &[]);
+    wait_connected(&server, &envoy, port);
+}
+
+#[test]
+fn a_bootstrap_template_from_s3_is_rendered_validated_and_used() {
+    let dir = TempDir::new("image-s3");
+    let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
+    let server = control_plane(&dir, &app, port);
+    let admin = free_port();
+    let moto = Moto::start(&dir, 0);
+    upload_template(&moto, server.xds_port, admin);
     let mut env = moto.env();
     env.push((
         "ENVOY_BOOTSTRAP_S3",

@@ -1,20 +1,24 @@
 #!/bin/sh
 # The generic Envoy image's entrypoint: get a bootstrap, check it, then become Envoy.
 #
-# Either from S3 (a template rendered with the task's metadata and environment):
+# From S3 (a template rendered with the task's metadata and environment):
 #   ENVOY_BOOTSTRAP_S3=s3://BUCKET/envoy/bootstrap.yaml.tmpl
 # or generated here for a proxy role of the catalog:
 #   XDS_SERVER_PROXY=intdemo XDS_SERVER_XDS=xds.prism-test.atala.local:18000 [XDS_SERVER_DELTA=true]
+# or, with neither set, the file at ENVOY_BOOTSTRAP as it is (rendered by an init container that
+# ran `s3-config-loader get`, as infra/modules/envoy-service does).
 # node.id is the ECS task ARN (from ECS_CONTAINER_METADATA_URI_V4), node.cluster the proxy role.
 # ENVOY (default: envoy), ENVOY_BOOTSTRAP (default: /etc/envoy/envoy.yaml), ENVOY_ARGS.
 set -eu
 
 envoy=${ENVOY:-envoy}
 bootstrap=${ENVOY_BOOTSTRAP:-/etc/envoy/envoy.yaml}
-mkdir -p "$(dirname "$bootstrap")"
+[ -d "$(dirname "$bootstrap")" ] || mkdir -p "$(dirname "$bootstrap")"
 
 if [ -n "${ENVOY_BOOTSTRAP_S3:-}" ]; then
   s3-config-loader get "$ENVOY_BOOTSTRAP_S3" "$bootstrap" --validate "$envoy --mode validate -c {}"
+elif [ -z "${XDS_SERVER_PROXY:-}" ] && [ -f "$bootstrap" ]; then
+  : # rendered before this container started
 else
   : "${XDS_SERVER_PROXY:?set XDS_SERVER_PROXY (the proxy role) or ENVOY_BOOTSTRAP_S3}"
   : "${XDS_SERVER_XDS:?set XDS_SERVER_XDS (the control plane, HOST:PORT) or ENVOY_BOOTSTRAP_S3}"

@@ -1,0 +1,212 @@
+# One service behind the generic Envoy: in each task an init container (s3-config-loader) renders
+# Envoy's bootstrap from the template in S3 with the task's metadata (node.id = task ARN,
+# node.cluster = the service), then the generic Envoy starts from it and gets everything else
+# from xds-server; the application's containers run beside it. Registered in Cloud Map.
+
+data "aws_region" "current" {}
+
+locals {
+  log_options = {
+    awslogs-group  = aws_cloudwatch_log_group.this.name
+    awslogs-region = data.aws_region.current.region
+  }
+  bootstrap = "/etc/envoy/envoy.yaml"
+}
+
+resource "aws_cloudwatch_log_group" "this" {
+  name              = "/ecs/${var.name}/${var.service_name}"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.logs_kms_key_arn
+  tags              = var.tags
+}
+
+data "aws_iam_policy_document" "assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "execution" {
+  name               = "${var.name}-${var.service_name}-execution"
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+  tags               = var.tags
+}
+
+resource "aws_iam_role_policy_attachment" "execution" {
+  role       = aws_iam_role.execution.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+}
+
+data "aws_iam_policy_document" "task" {
+  statement {
+    sid       = "ReadBootstrapTemplate"
+    actions   = ["s3:GetObject"]
+    resources = ["arn:aws:s3:::${var.config_bucket}/${var.bootstrap_key}"]
+  }
+  statement {
+    sid       = "DecryptConfig"
+    actions   = ["kms:Decrypt"]
+    resources = [var.config_kms_key_arn]
+  }
+}
+
+resource "aws_iam_role" "task" {
+  name               = "${var.name}-${var.service_name}"
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+  tags               = var.tags
+}
+
+resource "aws_iam_role_policy" "task" {
+  name   = "envoy-bootstrap"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task.json
+}
+
+resource "aws_security_group" "this" {
+  name        = "${var.name}-${var.service_name}"
+  description = "Tasks of ${var.service_name} in ${var.name}"
+  vpc_id      = var.vpc_id
+  tags        = var.tags
+
+  dynamic "ingress" {
+    for_each = var.listener_ports
+    content {
+      description = "Envoy listener ${ingress.value}"
+      from_port   = ingress.value
+      to_port     = ingress.value
+      protocol    = "tcp"
+      cidr_blocks = [var.vpc_cidr_block]
+    }
+  }
+
+  ingress {
+    description = "Envoy admin: /stats/prometheus for Prometheus"
+    from_port   = 9901
+    to_port     = 9901
+    protocol    = "tcp"
+    cidr_blocks = [var.vpc_cidr_block]
+  }
+
+  egress {
+    description = "S3 and the image registry"
+    from_port   = 443
+    to_port     = 443
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+
+  egress {
+    description = "xds-server and the upstreams, inside the VPC"
+    from_port   = 0
+    to_port     = 65535
+    protocol    = "tcp"
+    cidr_blocks = [var.vpc_cidr_block]
+  }
+}
+
+resource "aws_ecs_task_definition" "this" {
+  family                   = "${var.name}-${var.service_name}"
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = "512"
+  memory                   = "1024"
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.task.arn
+
+  volume {
+    name = "envoy-config"
+  }
+
+  container_definitions = jsonencode(concat([
+    {
+      name                   = "bootstrap"
+      image                  = var.loader_image
+      essential              = false
+      readonlyRootFilesystem = true
+      command = [
+        "get", "s3://${var.config_bucket}/${var.bootstrap_key}", local.bootstrap,
+      ]
+      environment = [{ name = "PROXY", value = var.service_name }]
+      mountPoints = [{ sourceVolume = "envoy-config", containerPath = "/etc/envoy" }]
+      logConfiguration = {
+        logDriver = "awslogs"
+        options   = merge(local.log_options, { awslogs-stream-prefix = "bootstrap" })
+      }
+    },
+    {
+      name                   = "envoy"
+      image                  = var.envoy_image
+      essential              = true
+      readonlyRootFilesystem = true
+      dependsOn              = [{ containerName = "bootstrap", condition = "SUCCESS" }]
+      environment            = [{ name = "ENVOY_BOOTSTRAP", value = local.bootstrap }]
+      mountPoints            = [{ sourceVolume = "envoy-config", containerPath = "/etc/envoy", readOnly = true }]
+      portMappings = concat(
+        [for p in var.listener_ports : { containerPort = p, protocol = "tcp" }],
+        [{ containerPort = 9901, protocol = "tcp" }],
+      )
+      # ecs-sd scrapes Envoy's own metrics.
+      dockerLabels = {
+        PROMETHEUS_EXPORTER_PORT = "9901"
+        PROMETHEUS_EXPORTER_PATH = "/stats/prometheus"
+      }
+      logConfiguration = {
+        logDriver = "awslogs"
+        options   = merge(local.log_options, { awslogs-stream-prefix = "envoy" })
+      }
+    },
+    ], [for c in var.app_containers : {
+      name                   = c.name
+      image                  = c.image
+      essential              = true
+      readonlyRootFilesystem = true
+      environment            = [for k, v in c.environment : { name = k, value = v }]
+      logConfiguration = {
+        logDriver = "awslogs"
+        options   = merge(local.log_options, { awslogs-stream-prefix = c.name })
+      }
+  }]))
+  tags = var.tags
+}
+
+resource "aws_service_discovery_service" "this" {
+  name = var.service_name
+  dns_config {
+    namespace_id = var.namespace_id
+    dns_records {
+      type = "A"
+      ttl  = 10
+    }
+  }
+  health_check_custom_config {}
+  tags = var.tags
+}
+
+resource "aws_ecs_service" "this" {
+  name            = "${var.name}-${var.service_name}"
+  cluster         = var.cluster_arn
+  task_definition = aws_ecs_task_definition.this.arn
+  desired_count   = var.desired_count
+  launch_type     = "FARGATE"
+
+  network_configuration {
+    subnets          = var.subnet_ids
+    security_groups  = [aws_security_group.this.id]
+    assign_public_ip = false
+  }
+
+  service_registries {
+    registry_arn = aws_service_discovery_service.this.arn
+  }
+
+  deployment_circuit_breaker {
+    enable   = true
+    rollback = true
+  }
+
+  tags = var.tags
+}

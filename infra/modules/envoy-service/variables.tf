@@ -1,0 +1,98 @@
+variable "name" {
+  type        = string
+  description = "Name of the deployment (kebab-case); prefixes every resource name."
+}
+
+variable "service_name" {
+  type        = string
+  description = "The service; also the proxy role (the catalog's `proxies` key, Envoy's node.cluster) and its Cloud Map name."
+}
+
+variable "cluster_arn" {
+  type        = string
+  description = "The ECS cluster the service runs in."
+}
+
+variable "vpc_id" {
+  type        = string
+  description = "The VPC."
+}
+
+variable "vpc_cidr_block" {
+  type        = string
+  description = "The VPC's address range: clients and Prometheus reach the service from it."
+}
+
+variable "subnet_ids" {
+  type        = list(string)
+  description = "Private subnets of the tasks."
+}
+
+variable "namespace_id" {
+  type        = string
+  description = "The Cloud Map namespace the service registers in."
+}
+
+variable "envoy_image" {
+  type        = string
+  description = "The generic Envoy image (infra/docker/Dockerfile, target envoy)."
+}
+
+variable "loader_image" {
+  type        = string
+  description = "The s3-config-loader image, run once before Envoy to render its bootstrap."
+}
+
+variable "config_bucket" {
+  type        = string
+  description = "The configuration bucket holding the bootstrap template."
+}
+
+variable "bootstrap_key" {
+  type        = string
+  description = "Key of the Envoy bootstrap template (rendered with the task metadata and PROXY)."
+  default     = "envoy/bootstrap.yaml.tmpl"
+}
+
+variable "config_kms_key_arn" {
+  type        = string
+  description = "The configuration bucket's KMS key."
+}
+
+variable "logs_kms_key_arn" {
+  type        = string
+  description = "The KMS key of the environment's log groups."
+}
+
+variable "listener_ports" {
+  type        = list(number)
+  description = "The ports of the proxy role's listeners in the catalog, open to the VPC."
+}
+
+variable "app_containers" {
+  type = list(object({
+    name        = string
+    image       = string
+    environment = map(string)
+  }))
+  description = "The application's containers, beside Envoy in the same task (Envoy reaches them on localhost)."
+  default     = []
+}
+
+variable "desired_count" {
+  type        = number
+  description = "Tasks of the service."
+  default     = 1
+}
+
+variable "log_retention_days" {
+  type        = number
+  description = "Days the service's logs are kept."
+  default     = 365
+}
+
+variable "tags" {
+  type        = map(string)
+  description = "Tags added to every resource."
+  default     = {}
+}
