@@ -1,0 +1,286 @@
+# Monitoring of an environment, as one Fargate task: Prometheus (EC2 hosts tagged
+# Prometheus=true, ECS tasks through ecs-sd), ecs-sd, and Grafana with provisioned dashboards for
+# the control plane and Envoy. Their configuration lives in the config bucket under monitoring/
+# and reaches the task through s3-config-loader (once before start, then kept fresh, reloading
+# Prometheus), never through user data. Prometheus' storage is the task's own: history restarts
+# with the task.
+
+data "aws_region" "current" {}
+
+locals {
+  prefix     = "monitoring/"
+  config_dir = "/etc/monitoring"
+  files      = "${path.module}/files/grafana"
+  log_options = {
+    awslogs-group  = aws_cloudwatch_log_group.this.name
+    awslogs-region = data.aws_region.current.region
+  }
+  volume = [{ sourceVolume = "monitoring", containerPath = local.config_dir }]
+}
+
+resource "aws_s3_object" "prometheus" {
+  bucket = var.config_bucket
+  key    = "${local.prefix}prometheus/prometheus.yml"
+  content = templatefile("${path.module}/files/prometheus.yml.tftpl", {
+    name   = var.name
+    region = data.aws_region.current.region
+    vpc_id = var.vpc_id
+  })
+  content_type = "application/yaml"
+  tags         = var.tags
+}
+
+resource "aws_s3_object" "grafana" {
+  for_each = fileset(local.files, "**")
+  bucket   = var.config_bucket
+  key      = "${local.prefix}grafana/${each.value}"
+  source   = "${local.files}/${each.value}"
+  etag     = filemd5("${local.files}/${each.value}")
+  tags     = var.tags
+}
+
+resource "aws_cloudwatch_log_group" "this" {
+  name              = "/ecs/${var.name}/monitoring"
+  retention_in_days = var.log_retention_days
+  kms_key_id        = var.logs_kms_key_arn
+  tags              = var.tags
+}
+
+data "aws_iam_policy_document" "assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+    principals {
+      type        = "Service"
+      identifiers = ["ecs-tasks.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "execution" {
+  name               = "${var.name}-monitoring-execution"
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+  tags               = var.tags
+}
+
+resource "aws_iam_role_policy_attachment" "execution" {
+  role       = aws_iam_role.execution.name
+  policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
+}
+
+data "aws_iam_policy_document" "task" {
+  statement {
+    sid       = "ReadConfig"
+    actions   = ["s3:GetObject"]
+    resources = ["arn:aws:s3:::${var.config_bucket}/${local.prefix}*"]
+  }
+  statement {
+    sid       = "ListConfig"
+    actions   = ["s3:ListBucket"]
+    resources = ["arn:aws:s3:::${var.config_bucket}"]
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${local.prefix}*"]
+    }
+  }
+  statement {
+    sid       = "DecryptConfig"
+    actions   = ["kms:Decrypt"]
+    resources = [var.config_kms_key_arn]
+  }
+  statement {
+    sid = "DiscoverHosts"
+    actions = [
+      "ec2:DescribeInstances", "ec2:DescribeAvailabilityZones", "ecs:DescribeTaskDefinition",
+      "ssm:DescribeInstanceInformation",
+    ]
+    resources = ["*"]
+  }
+  statement {
+    sid       = "ListTasks"
+    actions   = ["ecs:ListTasks"]
+    resources = ["${replace(var.cluster_arn, ":cluster/", ":container-instance/")}/*"]
+  }
+  statement {
+    sid     = "DescribeTasks"
+    actions = ["ecs:DescribeTasks", "ecs:DescribeContainerInstances"]
+    resources = [
+      "${replace(var.cluster_arn, ":cluster/", ":task/")}/*",
+      "${replace(var.cluster_arn, ":cluster/", ":container-instance/")}/*",
+    ]
+  }
+}
+
+resource "aws_iam_role" "task" {
+  name               = "${var.name}-monitoring"
+  assume_role_policy = data.aws_iam_policy_document.assume.json
+  tags               = var.tags
+}
+
+resource "aws_iam_role_policy" "task" {
+  name   = "monitoring"
+  role   = aws_iam_role.task.id
+  policy = data.aws_iam_policy_document.task.json
+}
+
+resource "aws_security_group" "this" {
+  name        = "${var.name}-monitoring"
+  description = "Prometheus and Grafana of ${var.name}"
+  vpc_id      = var.vpc_id
+  tags        = var.tags
+
+  ingress {
+    description = "Grafana"
+    from_port   = 3000
+    to_port     = 3000
+    protocol    = "tcp"
+    cidr_blocks = [var.vpc_cidr_block]
+  }
+
+  ingress {
+    description = "Prometheus"
+    from_port   = 9090
+    to_port     = 9090
+    protocol    = "tcp"
+    cidr_blocks = [var.vpc_cidr_block]
+  }
+
+  egress {
+    description = "AWS APIs, S3 and the image registry"
+    from_port   = 443
+    to_port     = 443
+    protocol    = "tcp"
+    cidr_blocks = ["0.0.0.0/0"]
+  }
+
+  egress {
+    description = "Scrapes inside the VPC"
+    from_port   = 0
+    to_port     = 65535
+    protocol    = "tcp"
+    cidr_blocks = [var.vpc_cidr_block]
+  }
+}
+
+resource "aws_ecs_task_definition" "this" {
+  family                   = "${var.name}-monitoring"
+  requires_compatibilities = ["FARGATE"]
+  network_mode             = "awsvpc"
+  cpu                      = "1024"
+  memory                   = "2048"
+  execution_role_arn       = aws_iam_role.execution.arn
+  task_role_arn            = aws_iam_role.task.arn
+
+  volume {
+    name = "monitoring"
+  }
+
+  container_definitions = jsonencode([
+    {
+      name        = "config-init"
+      image       = var.loader_image
+      essential   = false
+      command     = ["sync", "s3://${var.config_bucket}/${local.prefix}", local.config_dir, "--once"]
+      mountPoints = local.volume
+      logConfiguration = {
+        logDriver = "awslogs"
+        options   = merge(local.log_options, { awslogs-stream-prefix = "config-init" })
+      }
+    },
+    {
+      name      = "config"
+      image     = var.loader_image
+      essential = true
+      command = [
+        "sync", "s3://${var.config_bucket}/${local.prefix}", local.config_dir,
+        "--interval", "30s", "--post", "http://127.0.0.1:9090/-/reload",
+      ]
+      dependsOn   = [{ containerName = "config-init", condition = "SUCCESS" }]
+      mountPoints = local.volume
+      logConfiguration = {
+        logDriver = "awslogs"
+        options   = merge(local.log_options, { awslogs-stream-prefix = "config" })
+      }
+    },
+    {
+      name        = "ecs-sd"
+      image       = var.ecs_sd_image
+      essential   = true
+      command = [
+        "--directory", "${local.config_dir}/ecs-sd", "--interval", "60",
+        "--cluster-arns", var.cluster_arn, "--http-listen", "127.0.0.1:9099",
+      ]
+      dependsOn   = [{ containerName = "config-init", condition = "SUCCESS" }]
+      mountPoints = local.volume
+      logConfiguration = {
+        logDriver = "awslogs"
+        options   = merge(local.log_options, { awslogs-stream-prefix = "ecs-sd" })
+      }
+    },
+    {
+      name      = "prometheus"
+      image     = var.prometheus_image
+      essential = true
+      command = [
+        "--config.file=${local.config_dir}/prometheus/prometheus.yml",
+        "--storage.tsdb.path=/prometheus", "--web.enable-lifecycle",
+      ]
+      dependsOn    = [{ containerName = "config-init", condition = "SUCCESS" }]
+      mountPoints  = local.volume
+      portMappings = [{ containerPort = 9090, protocol = "tcp" }]
+      logConfiguration = {
+        logDriver = "awslogs"
+        options   = merge(local.log_options, { awslogs-stream-prefix = "prometheus" })
+      }
+    },
+    {
+      name      = "grafana"
+      image     = var.grafana_image
+      essential = true
+      environment = [
+        { name = "GF_PATHS_PROVISIONING", value = "${local.config_dir}/grafana/provisioning" },
+      ]
+      dependsOn    = [{ containerName = "config-init", condition = "SUCCESS" }]
+      mountPoints  = local.volume
+      portMappings = [{ containerPort = 3000, protocol = "tcp" }]
+      logConfiguration = {
+        logDriver = "awslogs"
+        options   = merge(local.log_options, { awslogs-stream-prefix = "grafana" })
+      }
+    },
+  ])
+  tags = var.tags
+}
+
+resource "aws_service_discovery_service" "this" {
+  name = "monitoring"
+  dns_config {
+    namespace_id = var.namespace_id
+    dns_records {
+      type = "A"
+      ttl  = 10
+    }
+  }
+  health_check_custom_config {}
+  tags = var.tags
+}
+
+resource "aws_ecs_service" "this" {
+  name            = "${var.name}-monitoring"
+  cluster         = var.cluster_arn
+  task_definition = aws_ecs_task_definition.this.arn
+  desired_count   = 1
+  launch_type     = "FARGATE"
+
+  network_configuration {
+    subnets          = var.subnet_ids
+    security_groups  = [aws_security_group.this.id]
+    assign_public_ip = false
+  }
+
+  service_registries {
+    registry_arn = aws_service_discovery_service.this.arn
+  }
+
+  tags = var.tags
+}
