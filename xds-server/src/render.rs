@@ -76,7 +76,7 @@ pub async fn render_proxy(
 ) -> Result<Value, RenderError> {
     let discovery = Discovery::new(DiscoveryConfig::default(), crate::metrics::Metrics::new());
     discovery.reconcile(catalog).await;
-    let endpoints = discovery.endpoints(catalog);
+    let (endpoints, _) = discovery.endpoints(catalog);
     snapshot_json(&Snapshot::new(translate(
         &catalog.catalog,
         proxy,

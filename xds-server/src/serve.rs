@@ -13,7 +13,7 @@ use tokio::sync::watch;
 use crate::admin::{self, AdminState};
 use crate::cache::{Cache, Snapshot};
 use crate::catalog::{self, LoadedCatalog};
-use crate::discovery::{Discovery, DiscoveryConfig, SourceKey};
+use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::metrics::Metrics;
 use crate::server::XdsServer;
 use crate::server::nodes::Nodes;
@@ -383,16 +383,8 @@ async fn build_snapshots(
             current = Some(catalog.clone());
         }
         let started = Instant::now();
-        let endpoints = discovery.endpoints(&catalog);
-        let waiting: Vec<String> = catalog
-            .catalog
-            .upstreams
-            .iter()
-            .filter(|(name, u)| {
-                SourceKey::of(&catalog, u).is_some() && !endpoints.contains_key(*name)
-            })
-            .map(|(name, _)| name.0.clone())
-            .collect();
+        let (endpoints, waiting) = discovery.endpoints(&catalog);
+        let waiting: Vec<String> = waiting.into_iter().map(|n| n.0).collect();
         metrics
             .upstreams_without_endpoints
             .set(waiting.len() as i64);

@@ -22,7 +22,7 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::catalog::{CloudMapSource, EcsSource, Endpoint, LoadedCatalog, Upstream};
+use crate::catalog::{CloudMapSource, EcsSource, Endpoint, LoadedCatalog, Upstream, UpstreamName};
 use crate::metrics::Metrics;
 use crate::translate::EndpointMap;
 
@@ -341,19 +341,22 @@ impl Discovery {
         })
     }
 
-    /// The last good endpoints of every upstream that has a source.
-    pub fn endpoints(&self, catalog: &LoadedCatalog) -> EndpointMap {
+    /// The last good endpoints of every upstream that has a source, and the upstreams whose
+    /// source has not answered yet (they have no endpoints), in one pass over the catalog.
+    pub fn endpoints(&self, catalog: &LoadedCatalog) -> (EndpointMap, Vec<UpstreamName>) {
         let status = self.inner.status.read().unwrap_or_else(|e| e.into_inner());
-        catalog
-            .catalog
-            .upstreams
-            .iter()
-            .filter_map(|(name, u)| {
-                let key = SourceKey::of(catalog, u)?;
-                let eps = status.get(&key)?.endpoints.clone()?;
-                Some((name.clone(), eps))
-            })
-            .collect()
+        let mut found = EndpointMap::new();
+        let mut waiting = Vec::new();
+        for (name, u) in &catalog.catalog.upstreams {
+            let Some(key) = SourceKey::of(catalog, u) else { continue };
+            match status.get(&key).and_then(|s| s.endpoints.clone()) {
+                Some(eps) => {
+                    found.insert(name.clone(), eps);
+                }
+                None => waiting.push(name.clone()),
+            }
+        }
+        (found, waiting)
     }
 
     /// Every source with its status, for the admin pages.
