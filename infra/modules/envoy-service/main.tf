@@ -7,38 +7,10 @@ data "aws_region" "current" {}
 
 locals {
   log_options = {
-    awslogs-group  = aws_cloudwatch_log_group.this.name
+    awslogs-group  = module.base.log_group_name
     awslogs-region = data.aws_region.current.region
   }
   bootstrap = "/etc/envoy/envoy.yaml"
-}
-
-resource "aws_cloudwatch_log_group" "this" {
-  name              = "/ecs/${var.name}/${var.service_name}"
-  retention_in_days = var.log_retention_days
-  kms_key_id        = var.logs_kms_key_arn
-  tags              = var.tags
-}
-
-data "aws_iam_policy_document" "assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["ecs-tasks.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "execution" {
-  name               = "${var.name}-${var.service_name}-execution"
-  assume_role_policy = data.aws_iam_policy_document.assume.json
-  tags               = var.tags
-}
-
-resource "aws_iam_role_policy_attachment" "execution" {
-  role       = aws_iam_role.execution.name
-  policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 }
 
 data "aws_iam_policy_document" "task" {
@@ -54,16 +26,14 @@ data "aws_iam_policy_document" "task" {
   }
 }
 
-resource "aws_iam_role" "task" {
+module "base" {
+  source             = "../ecs-task-base"
   name               = "${var.name}-${var.service_name}"
-  assume_role_policy = data.aws_iam_policy_document.assume.json
+  log_group_name     = "/ecs/${var.name}/${var.service_name}"
+  log_retention_days = var.log_retention_days
+  logs_kms_key_arn   = var.logs_kms_key_arn
+  task_policy_json   = data.aws_iam_policy_document.task.json
   tags               = var.tags
-}
-
-resource "aws_iam_role_policy" "task" {
-  name   = "envoy-bootstrap"
-  role   = aws_iam_role.task.id
-  policy = data.aws_iam_policy_document.task.json
 }
 
 resource "aws_security_group" "this" {
@@ -114,8 +84,8 @@ resource "aws_ecs_task_definition" "this" {
   network_mode             = "awsvpc"
   cpu                      = "512"
   memory                   = "1024"
-  execution_role_arn       = aws_iam_role.execution.arn
-  task_role_arn            = aws_iam_role.task.arn
+  execution_role_arn       = module.base.execution_role_arn
+  task_role_arn            = module.base.task_role_arn
 
   volume {
     name = "envoy-config"

@@ -12,7 +12,7 @@ locals {
   config_dir = "/etc/monitoring"
   files      = "${path.module}/files/grafana"
   log_options = {
-    awslogs-group  = aws_cloudwatch_log_group.this.name
+    awslogs-group  = module.base.log_group_name
     awslogs-region = data.aws_region.current.region
   }
   volume = [{ sourceVolume = "monitoring", containerPath = local.config_dir }]
@@ -37,34 +37,6 @@ resource "aws_s3_object" "grafana" {
   source   = "${local.files}/${each.value}"
   etag     = filemd5("${local.files}/${each.value}")
   tags     = var.tags
-}
-
-resource "aws_cloudwatch_log_group" "this" {
-  name              = "/ecs/${var.name}/monitoring"
-  retention_in_days = var.log_retention_days
-  kms_key_id        = var.logs_kms_key_arn
-  tags              = var.tags
-}
-
-data "aws_iam_policy_document" "assume" {
-  statement {
-    actions = ["sts:AssumeRole"]
-    principals {
-      type        = "Service"
-      identifiers = ["ecs-tasks.amazonaws.com"]
-    }
-  }
-}
-
-resource "aws_iam_role" "execution" {
-  name               = "${var.name}-monitoring-execution"
-  assume_role_policy = data.aws_iam_policy_document.assume.json
-  tags               = var.tags
-}
-
-resource "aws_iam_role_policy_attachment" "execution" {
-  role       = aws_iam_role.execution.name
-  policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 }
 
 data "aws_iam_policy_document" "task" {
@@ -111,16 +83,14 @@ data "aws_iam_policy_document" "task" {
   }
 }
 
-resource "aws_iam_role" "task" {
+module "base" {
+  source             = "../ecs-task-base"
   name               = "${var.name}-monitoring"
-  assume_role_policy = data.aws_iam_policy_document.assume.json
+  log_group_name     = "/ecs/${var.name}/monitoring"
+  log_retention_days = var.log_retention_days
+  logs_kms_key_arn   = var.logs_kms_key_arn
+  task_policy_json   = data.aws_iam_policy_document.task.json
   tags               = var.tags
-}
-
-resource "aws_iam_role_policy" "task" {
-  name   = "monitoring"
-  role   = aws_iam_role.task.id
-  policy = data.aws_iam_policy_document.task.json
 }
 
 resource "aws_security_group" "this" {
@@ -168,8 +138,8 @@ resource "aws_ecs_task_definition" "this" {
   network_mode             = "awsvpc"
   cpu                      = "1024"
   memory                   = "2048"
-  execution_role_arn       = aws_iam_role.execution.arn
-  task_role_arn            = aws_iam_role.task.arn
+  execution_role_arn       = module.base.execution_role_arn
+  task_role_arn            = module.base.task_role_arn
 
   volume {
     name = "monitoring"

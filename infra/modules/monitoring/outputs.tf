@@ -10,5 +10,5 @@ output "service_name" {
 
 output "task_role_arn" {
   description = "The task role (for bucket or key policies that name their readers)."
-  value       = aws_iam_role.task.arn
+  value       = module.base.task_role_arn
 }

@@ -10,7 +10,7 @@ output "service_name" {
 
 output "task_role_arn" {
   description = "The task role (for bucket or key policies that name their readers)."
-  value       = aws_iam_role.task.arn
+  value       = module.base.task_role_arn
 }
 
 output "security_group_id" {
