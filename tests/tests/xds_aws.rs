@@ -164,12 +164,32 @@ fn wait_answering(port: u16, want: &[&str]) {
     );
 }
 
-fn start_server(dir: &TempDir, moto: &Moto, catalog: &OsStr, extra: &[&str]) -> XdsServer {
+/// xds-server on `catalog` (a path or `s3://`), polling AWS every 200ms, with `env` (moto's).
+fn start_server(
+    dir: &TempDir,
+    env: &[(&str, String)],
+    catalog: &OsStr,
+    extra: &[&str],
+) -> XdsServer {
     let mut args = vec!["--discovery-interval", "200ms"];
     args.extend_from_slice(extra);
-    let server = XdsServer::start_env(dir, catalog, 0, &args, &moto.env());
+    let server = XdsServer::start_env(dir, catalog, 0, &args, env);
     server.wait_ready();
     server
+}
+
+/// xds-server and a live Envoy of role PROXY behind it.
+fn serve_and_proxy(
+    dir: &TempDir,
+    env: &[(&str, String)],
+    catalog: &OsStr,
+    extra: &[&str],
+    mode: Mode,
+) -> (XdsServer, Envoy) {
+    let server = start_server(dir, env, catalog, extra);
+    let envoy = Envoy::start(dir, PROXY, server.xds_port, mode);
+    envoy.wait_live();
+    (server, envoy)
 }
 
 #[test]
@@ -185,9 +205,7 @@ fn cloud_map_instances_become_envoy_endpoints() {
     cm.register("i-b", &b);
     let port = free_port();
     let catalog = dir.write("catalog.yaml", &cloud_map_catalog(port, "web"));
-    let server = start_server(&dir, &moto, catalog.as_os_str(), &[]);
-    let envoy = Envoy::start(&dir, PROXY, server.xds_port, Mode::Sotw);
-    envoy.wait_live();
+    let (server, _envoy) = serve_and_proxy(&dir, &moto.env(), catalog.as_os_str(), &[], Mode::Sotw);
     wait_answering(port, &["a", "b"]);
     // Deregistered: Envoy stops sending to it.
     cm.deregister("i-b");
@@ -224,9 +242,7 @@ fn cloud_map_attributes_filter_and_health_all_keeps_unhealthy_instances() {
         "service: web, health: all, attributes: { stage: green } }",
     );
     let catalog = dir.write("catalog.yaml", &text);
-    let server = start_server(&dir, &moto, catalog.as_os_str(), &[]);
-    let envoy = Envoy::start(&dir, PROXY, server.xds_port, Mode::Sotw);
-    envoy.wait_live();
+    let (server, _envoy) = serve_and_proxy(&dir, &moto.env(), catalog.as_os_str(), &[], Mode::Sotw);
     // Only the green ones, the unhealthy one included (`health: all`).
     wait_answering(port, &["b", "c"]);
     cm.deregister("i-b");
@@ -248,9 +264,8 @@ fn envoy_keeps_serving_while_aws_is_down_and_updates_resume() {
     cm.register("i-b", &b);
     let port = free_port();
     let catalog = dir.write("catalog.yaml", &cloud_map_catalog(port, "web"));
-    let server = start_server(&dir, &moto, catalog.as_os_str(), &[]);
-    let envoy = Envoy::start(&dir, PROXY, server.xds_port, Mode::Delta);
-    envoy.wait_live();
+    let (server, _envoy) =
+        serve_and_proxy(&dir, &moto.env(), catalog.as_os_str(), &[], Mode::Delta);
     wait_answering(port, &["a", "b"]);
     let moto_port = moto.port;
     moto.process.kill();
@@ -294,16 +309,13 @@ fn throttling_backs_off_without_losing_endpoints() {
             *v = format!("http://moto.test:{}", throttler.port);
         }
     }
-    let server = XdsServer::start_env(
+    let (server, _envoy) = serve_and_proxy(
         &dir,
-        catalog.as_os_str(),
-        0,
-        &["--discovery-interval", "200ms", "--max-backoff", "3s"],
         &env,
+        catalog.as_os_str(),
+        &["--max-backoff", "3s"],
+        Mode::Sotw,
     );
-    server.wait_ready();
-    let envoy = Envoy::start(&dir, PROXY, server.xds_port, Mode::Sotw);
-    envoy.wait_live();
     wait_answering(port, &["a", "b"]);
     throttler.throttle.store(true, Ordering::Relaxed);
     wait_for(
@@ -368,14 +380,13 @@ upstreams:
     rt.block_on(s3.create_bucket().bucket("config").send())
         .unwrap();
     put(catalog("blue"));
-    let server = start_server(
+    let (server, _envoy) = serve_and_proxy(
         &dir,
-        &moto,
+        &moto.env(),
         OsStr::new("s3://config/xds/catalog.yaml"),
         &["--catalog-interval", "200ms"],
+        Mode::Delta,
     );
-    let envoy = Envoy::start(&dir, PROXY, server.xds_port, Mode::Delta);
-    envoy.wait_live();
     wait_answering(port, &["blue"]);
     put(catalog("green"));
     wait_answering(port, &["green"]);
@@ -428,7 +439,7 @@ upstreams:
     endpoints: { ecs: { cluster: prism-test, service: node-develop, container: app } }
 "#;
     let catalog = dir.write("catalog.yaml", text);
-    let server = start_server(&dir, &moto, catalog.as_os_str(), &[]);
+    let server = start_server(&dir, &moto.env(), catalog.as_os_str(), &[]);
     // The endpoints are the tasks' ENI addresses with the task definition's container port.
     // (These 10.99.x.x addresses exist only in moto: no Envoy is pointed at them.)
     let endpoints = || -> Vec<String> {

@@ -348,7 +348,9 @@ impl Discovery {
         let mut found = EndpointMap::new();
         let mut waiting = Vec::new();
         for (name, u) in &catalog.catalog.upstreams {
-            let Some(key) = SourceKey::of(catalog, u) else { continue };
+            let Some(key) = SourceKey::of(catalog, u) else {
+                continue;
+            };
             match status.get(&key).and_then(|s| s.endpoints.clone()) {
                 Some(eps) => {
                     found.insert(name.clone(), eps);
