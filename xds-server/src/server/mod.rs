@@ -208,10 +208,17 @@ impl StreamCore {
     }
 
     /// Reads the newest snapshot of this stream's proxy.
-    fn refresh(&mut self) {
-        let Some(proxy) = &self.proxy else { return };
+    /// Reads the newest snapshot of this stream's proxy; false when it is the one the stream
+    /// already has (another proxy changed), so nothing needs comparing.
+    fn refresh(&mut self) -> bool {
+        let Some(proxy) = &self.proxy else {
+            return false;
+        };
         let snapshots = self.snapshots.borrow_and_update().clone();
         let (snapshot, known) = snapshots.get(proxy);
+        if Arc::ptr_eq(&snapshot, &self.snapshot) && snapshots.loaded == self.loaded {
+            return false;
+        }
         if snapshots.loaded && !known && (self.known || !self.loaded) {
             tracing::warn!(proxy = %proxy, "node.cluster names no proxy of the catalog; serving an empty config");
             self.shared.metrics.unknown_proxy_streams.inc();
@@ -222,6 +229,7 @@ impl StreamCore {
         if let Some(g) = &self.guard {
             g.set_known(known);
         }
+        true
     }
 
     fn next_nonce(&mut self) -> String {
@@ -352,8 +360,8 @@ async fn run<V: Variant>(
                 if changed.is_err() {
                     break;
                 }
-                core.refresh();
-                variant.push(&mut core)
+                // Every stream wakes on every publish; only those whose proxy changed work.
+                if core.refresh() { variant.push(&mut core) } else { Vec::new() }
             }
         };
         for resp in out {
