@@ -171,12 +171,15 @@ impl SyncReport {
     }
 }
 
-/// An object as listed.
-#[derive(Debug, Clone)]
-struct Listed {
-    key: String,
-    etag: String,
-    size: u64,
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    /// Its key.
+    pub key: String,
+    /// Its ETag, as S3 gives it (quoted).
+    pub etag: String,
+    /// Its size in bytes.
+    pub size: u64,
 }
 
 /// The result of a conditional GET.
@@ -587,34 +590,45 @@ impl Syncer {
     }
 
     async fn list(&self) -> Result<Vec<Listed>, SyncError> {
-        let fail = |message: String| SyncError::List {
-            location: self.config.source.to_string(),
-            message,
-        };
-        let mut pages = self
-            .client
-            .list_objects_v2()
-            .bucket(&self.config.source.bucket)
-            .prefix(&self.config.source.key)
-            .into_paginator()
-            .send();
-        let mut out = Vec::new();
-        while let Some(page) = pages.next().await {
-            let page = page.map_err(|e| fail(common::aws::error_text(&e).text))?;
-            for o in page.contents() {
-                let Some(key) = o.key() else { continue };
-                if key.ends_with('/') {
-                    continue; // a "folder" marker, not a file
-                }
-                out.push(Listed {
-                    key: key.to_string(),
-                    etag: o.e_tag().unwrap_or_default().to_string(),
-                    size: o.size().unwrap_or_default().max(0) as u64,
-                });
-            }
-        }
-        Ok(out)
+        let source = &self.config.source;
+        list_objects(&self.client, &source.bucket, &source.key)
+            .await
+            .map_err(|message| SyncError::List {
+                location: source.to_string(),
+                message,
+            })
     }
+}
+
+/// Every object under `prefix` (folder markers left out), with its ETag and size; the error
+/// is AWS's reason.
+pub async fn list_objects(
+    client: &aws_sdk_s3::Client,
+    bucket: &str,
+    prefix: &str,
+) -> Result<Vec<Listed>, String> {
+    let mut pages = client
+        .list_objects_v2()
+        .bucket(bucket)
+        .prefix(prefix)
+        .into_paginator()
+        .send();
+    let mut out = Vec::new();
+    while let Some(page) = pages.next().await {
+        let page = page.map_err(|e| common::aws::error_text(&e).text)?;
+        for o in page.contents() {
+            let Some(key) = o.key() else { continue };
+            if key.ends_with('/') {
+                continue; // a "folder" marker, not a file
+            }
+            out.push(Listed {
+                key: key.to_string(),
+                etag: o.e_tag().unwrap_or_default().to_string(),
+                size: o.size().unwrap_or_default().max(0) as u64,
+            });
+        }
+    }
+    Ok(out)
 }
 
 fn too_large(key: &str, size: u64, max: u64) -> ObjectError {

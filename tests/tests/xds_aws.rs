@@ -415,6 +415,102 @@ upstreams:
 }
 
 #[test]
+fn a_catalog_prefix_merges_each_services_fragment_and_follows_uploads_and_deletions() {
+    let dir = TempDir::new("s3prefix");
+    let moto = Moto::start(&dir, 0);
+    let (blue, green) = (
+        Backend::start("blue", 0).unwrap(),
+        Backend::start("green", 0).unwrap(),
+    );
+    let (edge_port, shop_port) = (free_port(), free_port());
+    let fragment = |proxy: &str, port: u16, upstream: &str, backend: &Backend| {
+        format!(
+            r#"
+version: 1
+proxies:
+  {proxy}:
+    listeners:
+      - {{ name: web, address: 127.0.0.1, port: {port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: {upstream} }} ] }}
+upstreams:
+  {upstream}: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
+"#,
+            backend.endpoint()
+        )
+    };
+    let rt = rt();
+    let s3 = moto.s3();
+    let put = |key: &str, text: String| {
+        rt.block_on(
+            s3.put_object()
+                .bucket("config")
+                .key(key)
+                .body(text.into_bytes().into())
+                .send(),
+        )
+        .expect("fragment uploaded");
+    };
+    rt.block_on(s3.create_bucket().bucket("config").send())
+        .unwrap();
+    put(
+        "xds/catalog.d/edge.yaml",
+        fragment(PROXY, edge_port, "blue", &blue),
+    );
+    put("xds/catalog.d/README.txt", "not a catalog".into());
+    let (server, _edge) = serve_and_proxy(
+        &dir,
+        &moto.env(),
+        OsStr::new("s3://config/xds/catalog.d/"),
+        &["--catalog-interval", "200ms"],
+        Mode::Delta,
+    );
+    wait_answering(edge_port, &["blue"]);
+
+    // Another service's fragment that reuses an upstream name is refused as a whole, naming both.
+    let errors = server.metric("xds_catalog_loads_total{result=\"error\"}");
+    put(
+        "xds/catalog.d/shop.yaml",
+        fragment("shop", shop_port, "blue", &green),
+    );
+    wait_for(
+        "the clashing fragment to be refused",
+        Duration::from_secs(20),
+        || (server.metric("xds_catalog_loads_total{result=\"error\"}") > errors).then_some(()),
+    );
+    let ready = server.admin_json("/readyz");
+    let why = ready["catalog"]["last_error"].as_str().unwrap_or_default();
+    assert_eq!(
+        why,
+        "s3://config/xds/catalog.d/shop.yaml: 1 error\n  upstreams.blue: already defined in s3://config/xds/catalog.d/edge.yaml",
+        "{ready}"
+    );
+    assert_eq!(answering(edge_port, 10), ["blue".to_string()].into());
+
+    // Fixed, it joins the catalog and its own proxy is served.
+    put(
+        "xds/catalog.d/shop.yaml",
+        fragment("shop", shop_port, "green", &green),
+    );
+    let shop = Envoy::start(&dir, "shop", server.xds_port, Mode::Sotw);
+    shop.wait_live();
+    wait_answering(shop_port, &["green"]);
+
+    // Dropping a service's deployment deletes its fragment: its proxy loses its listener.
+    rt.block_on(
+        s3.delete_object()
+            .bucket("config")
+            .key("xds/catalog.d/edge.yaml")
+            .send(),
+    )
+    .expect("fragment deleted");
+    wait_for(
+        "the edge listener to close",
+        Duration::from_secs(20),
+        || http::get(edge_port, "/", &[]).is_err().then_some(()),
+    );
+    assert_eq!(answering(shop_port, 10), ["green".to_string()].into());
+}
+
+#[test]
 fn ecs_tasks_become_endpoints_and_stopped_tasks_leave() {
     let dir = TempDir::new("ecs");
     let moto = Moto::start_ecs(&dir, 0, "");

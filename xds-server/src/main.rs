@@ -48,7 +48,9 @@ enum Format {
 enum Command {
     /// Serve xDS to Envoy proxies from a catalog, following its changes.
     Serve {
-        /// The catalog: a YAML or JSON file, or s3://BUCKET/KEY; re-read when it changes.
+        /// The catalog: a YAML or JSON file, or s3://BUCKET/KEY; or a directory, or
+        /// s3://BUCKET/PREFIX/, whose YAML and JSON files are fragments merged into one catalog
+        /// (each a whole catalog on its own, names unique across them). Re-read when it changes.
         #[arg(long, env = "XDS_SERVER_CATALOG")]
         catalog: CatalogLocation,
         /// Address of the xDS gRPC server (ADS and CDS/EDS/LDS/RDS, SotW and delta).
@@ -57,7 +59,7 @@ enum Command {
         /// Address of the admin HTTP server (/metrics, /healthz, /readyz, /debug/...).
         #[arg(long, env = "XDS_SERVER_ADMIN_LISTEN", default_value = "0.0.0.0:18001")]
         admin_listen: SocketAddr,
-        /// How often the catalog file is checked for changes.
+        /// How often the catalog (file, directory, object or prefix) is checked for changes.
         #[arg(long, env = "XDS_SERVER_CATALOG_INTERVAL", default_value = "1s", value_parser = parse_duration)]
         catalog_interval: Duration,
         /// How often endpoint files are checked for changes.
@@ -78,12 +80,12 @@ enum Command {
     },
     /// Check a catalog: prints "ok", or every error found and exits 1.
     Validate {
-        /// The catalog file.
+        /// The catalog: a file, or a directory of fragments.
         path: PathBuf,
     },
     /// Print the resources a proxy would get (listeners, routes, clusters, endpoints).
     Render {
-        /// The catalog file.
+        /// The catalog: a file, or a directory of fragments.
         #[arg(long, env = "XDS_SERVER_CATALOG")]
         catalog: PathBuf,
         /// The proxy (a key of `proxies`).
@@ -162,7 +164,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             };
             serve::serve(config, common::cli::shutdown_signal()).await?;
         }
-        Command::Validate { path } => match catalog::load_file(&path) {
+        Command::Validate { path } => match catalog::load_path(&path) {
             Ok(_) => println!("ok"),
             Err(e) => {
                 eprintln!("{e}");
@@ -174,7 +176,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             proxy,
             format,
         } => {
-            let loaded = match catalog::load_file(&catalog) {
+            let loaded = match catalog::load_path(&catalog) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");

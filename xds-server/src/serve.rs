@@ -19,15 +19,18 @@ use crate::server::XdsServer;
 use crate::server::nodes::Nodes;
 use crate::translate::{EndpointMap, translate};
 use s3_config_loader::S3Location;
-use s3_config_loader::sync::{Fetched, fetch_object};
+use s3_config_loader::sync::{Fetched, fetch_object, list_objects};
 
 /// Where the catalog comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CatalogLocation {
-    /// A local file, re-read when it changes.
+    /// A local file, or a directory whose YAML and JSON files are merged; re-read when it changes.
     File(PathBuf),
     /// An S3 object, polled with conditional GETs (ETag).
     S3(S3Location),
+    /// Every YAML and JSON object under an S3 prefix (the location ends in `/`), merged; the
+    /// prefix is listed on every poll and read again when a key or ETag changed.
+    S3Prefix(S3Location),
 }
 
 impl std::str::FromStr for CatalogLocation {
@@ -37,9 +40,7 @@ impl std::str::FromStr for CatalogLocation {
         if s.starts_with("s3://") {
             let loc: S3Location = s.parse().map_err(|e| format!("{e}"))?;
             if loc.key.is_empty() || loc.key.ends_with('/') {
-                return Err(format!(
-                    "{s}: name the catalog object, e.g. s3://BUCKET/catalog.yaml"
-                ));
+                return Ok(CatalogLocation::S3Prefix(loc));
             }
             return Ok(CatalogLocation::S3(loc));
         }
@@ -54,21 +55,44 @@ impl std::fmt::Display for CatalogLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             CatalogLocation::File(p) => write!(f, "{}", p.display()),
-            CatalogLocation::S3(l) => write!(f, "{l}"),
+            CatalogLocation::S3(l) | CatalogLocation::S3Prefix(l) => write!(f, "{l}"),
         }
     }
 }
 
-/// Reads the catalog's bytes when they changed since the last read.
+/// A catalog's documents as read: one named document, or the fragments of a directory or
+/// prefix (name and bytes, in name order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Documents {
+    One(String, Vec<u8>),
+    Fragments(Vec<(String, Vec<u8>)>),
+}
+
+impl Documents {
+    fn parse(&self) -> Result<catalog::Catalog, catalog::CatalogErrors> {
+        match self {
+            Documents::One(name, bytes) => catalog::parse_bytes(name, bytes),
+            Documents::Fragments(fragments) => catalog::merge(fragments),
+        }
+    }
+}
+
+/// Reads the catalog's documents when they changed since the last read.
 enum CatalogReader {
     File {
         path: PathBuf,
-        last: Option<Vec<u8>>,
+        last: Option<Documents>,
     },
     S3 {
         client: aws_sdk_s3::Client,
         location: S3Location,
         etag: Option<String>,
+    },
+    S3Prefix {
+        client: aws_sdk_s3::Client,
+        location: S3Location,
+        /// Keys and ETags of the fragments last read.
+        listed: Option<Vec<(String, String)>>,
     },
 }
 
@@ -87,24 +111,36 @@ impl CatalogReader {
                 location: location.clone(),
                 etag: None,
             },
+            CatalogLocation::S3Prefix(location) => CatalogReader::S3Prefix {
+                client: s3_config_loader::s3_client().await,
+                location: location.clone(),
+                listed: None,
+            },
         }
     }
 
-    /// New content, `Ok(None)` when unchanged, or why it could not be read.
-    async fn read(&mut self) -> Result<Option<Vec<u8>>, String> {
+    /// New documents, `Ok(None)` when unchanged, or why they could not be read.
+    async fn read(&mut self) -> Result<Option<Documents>, String> {
         match self {
-            CatalogReader::File { path, last } => match tokio::fs::read(&*path).await {
-                Ok(bytes) if last.as_deref() == Some(&bytes[..]) => Ok(None),
-                Ok(bytes) => {
-                    *last = Some(bytes.clone());
-                    Ok(Some(bytes))
+            CatalogReader::File { path, last } => {
+                let read = if path.is_dir() {
+                    catalog::read_dir_fragments(path).map(Documents::Fragments)
+                } else {
+                    std::fs::read(&*path).map(|b| Documents::One(path.display().to_string(), b))
+                };
+                match read {
+                    Ok(docs) if last.as_ref() == Some(&docs) => Ok(None),
+                    Ok(docs) => {
+                        *last = Some(docs.clone());
+                        Ok(Some(docs))
+                    }
+                    Err(e) => {
+                        // Read it again once it is back, even if unchanged.
+                        *last = None;
+                        Err(format!("cannot read {}: {e}", path.display()))
+                    }
                 }
-                Err(e) => {
-                    // Read it again once it is back, even if unchanged.
-                    *last = None;
-                    Err(format!("cannot read {}: {e}", path.display()))
-                }
-            },
+            }
             CatalogReader::S3 {
                 client,
                 location,
@@ -123,21 +159,61 @@ impl CatalogReader {
                     (Fetched::NotModified, _) => Ok(None),
                     (Fetched::Body(bytes), new_etag) => {
                         *etag = new_etag;
-                        Ok(Some(bytes))
+                        Ok(Some(Documents::One(location.to_string(), bytes)))
                     }
                 }
+            }
+            CatalogReader::S3Prefix {
+                client,
+                location,
+                listed,
+            } => {
+                let objects = list_objects(client, &location.bucket, &location.key)
+                    .await
+                    .map_err(|e| format!("cannot list {location}: {e}"))?;
+                let now: Vec<(String, String)> = objects
+                    .into_iter()
+                    .filter(|o| catalog::is_fragment_name(&o.key))
+                    .map(|o| (o.key, o.etag))
+                    .collect();
+                if listed.as_ref() == Some(&now) {
+                    return Ok(None);
+                }
+                let mut fragments = Vec::with_capacity(now.len());
+                let mut read = Vec::with_capacity(now.len());
+                for (key, listed_etag) in now {
+                    let fetched =
+                        fetch_object(client, &location.bucket, &key, None, MAX_CATALOG_BYTES).await;
+                    let name = format!("s3://{}/{key}", location.bucket);
+                    let (bytes, etag) = match fetched {
+                        Ok((Fetched::Body(bytes), etag)) => (bytes, etag),
+                        Ok((Fetched::NotModified, _)) => {
+                            return Err(format!(
+                                "cannot read {name}: not modified, yet it was not asked conditionally"
+                            ));
+                        }
+                        Err(e) => return Err(format!("cannot read {name}: {}", e.message)),
+                    };
+                    // The ETag of what was read, so a change between listing and reading is
+                    // seen on the next poll.
+                    read.push((key, etag.unwrap_or(listed_etag)));
+                    fragments.push((name, bytes));
+                }
+                *listed = Some(read);
+                Ok(Some(Documents::Fragments(fragments)))
             }
         }
     }
 
     fn base_dir(&self) -> PathBuf {
         match self {
+            CatalogReader::File { path, .. } if path.is_dir() => path.clone(),
             CatalogReader::File { path, .. } => path
                 .parent()
                 .map(|p| p.to_path_buf())
                 .unwrap_or_else(|| PathBuf::from(".")),
             // Relative endpoint files of an S3 catalog are relative to the working directory.
-            CatalogReader::S3 { .. } => PathBuf::from("."),
+            CatalogReader::S3 { .. } | CatalogReader::S3Prefix { .. } => PathBuf::from("."),
         }
     }
 }
@@ -313,20 +389,11 @@ async fn watch_catalog(
     let mut reader = CatalogReader::new(&location).await;
     loop {
         match reader.read().await {
-            Ok(Some(bytes)) => {
-                let loaded = std::str::from_utf8(&bytes)
-                    .map_err(|_| catalog::CatalogErrors {
-                        source_name: name.clone(),
-                        errors: vec![catalog::CatalogError {
-                            path: String::new(),
-                            message: "the catalog is not UTF-8 text".into(),
-                        }],
-                    })
-                    .and_then(|text| catalog::parse(&name, text))
-                    .map(|catalog| LoadedCatalog {
-                        catalog,
-                        base_dir: reader.base_dir(),
-                    });
+            Ok(Some(docs)) => {
+                let loaded = docs.parse().map(|catalog| LoadedCatalog {
+                    catalog,
+                    base_dir: reader.base_dir(),
+                });
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                 match loaded {
                     Ok(c) => {

@@ -431,7 +431,7 @@ async fn rebuild(a: &Args) -> anyhow::Result<()> {
     let dir = TempDir::new("rebuild");
     dir.write("changing.json", &endpoint_file(a.endpoints));
     let path = dir.write("catalog.yaml", &catalog(a));
-    let loaded = xds_server::catalog::load_file(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let loaded = xds_server::catalog::load_path(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let discovery = xds_server::discovery::Discovery::new(
         Default::default(),
         xds_server::metrics::Metrics::new(),

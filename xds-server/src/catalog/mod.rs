@@ -434,17 +434,132 @@ pub fn parse(source_name: &str, text: &str) -> Result<Catalog, CatalogErrors> {
     }
 }
 
-/// Reads, parses and validates a catalog file.
-pub fn load_file(path: &Path) -> Result<LoadedCatalog, CatalogErrors> {
+/// Parses and validates a catalog document given as bytes (it must be UTF-8 text).
+pub fn parse_bytes(source_name: &str, bytes: &[u8]) -> Result<Catalog, CatalogErrors> {
+    let text = std::str::from_utf8(bytes).map_err(|_| CatalogErrors {
+        source_name: source_name.to_string(),
+        errors: vec![CatalogError {
+            path: String::new(),
+            message: "the catalog is not UTF-8 text".into(),
+        }],
+    })?;
+    parse(source_name, text)
+}
+
+/// Whether a file or object name is a catalog fragment of a directory or S3 prefix: YAML or JSON.
+pub fn is_fragment_name(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    [".yaml", ".yml", ".json"]
+        .iter()
+        .any(|ext| lower.ends_with(ext))
+}
+
+/// Parses, validates and merges the fragments of a catalog directory or S3 prefix into one
+/// catalog. Each fragment is a whole catalog document on its own: it validates alone, so its
+/// routes name only its own upstreams, and its `defaults` apply to its own routes and upstreams
+/// only. A proxy or upstream defined in two fragments is an error naming both. No fragments give
+/// a catalog without proxies (a control plane deployed before any service).
+pub fn merge(fragments: &[(String, Vec<u8>)]) -> Result<Catalog, CatalogErrors> {
+    let mut merged = Catalog {
+        version: 1,
+        defaults: Defaults::default(),
+        proxies: BTreeMap::new(),
+        upstreams: BTreeMap::new(),
+    };
+    let mut proxy_source: BTreeMap<ProxyName, &str> = BTreeMap::new();
+    let mut upstream_source: BTreeMap<UpstreamName, &str> = BTreeMap::new();
+    for (name, bytes) in fragments {
+        let mut fragment = parse_bytes(name, bytes)?;
+        fragment.apply_defaults();
+        let duplicate = |path: String, first: &str| CatalogErrors {
+            source_name: name.clone(),
+            errors: vec![CatalogError {
+                path,
+                message: format!("already defined in {first}"),
+            }],
+        };
+        for (proxy, p) in fragment.proxies {
+            if let Some(first) = proxy_source.get(&proxy) {
+                return Err(duplicate(format!("proxies.{}", proxy.0), first));
+            }
+            proxy_source.insert(proxy.clone(), name);
+            merged.proxies.insert(proxy, p);
+        }
+        for (upstream, u) in fragment.upstreams {
+            if let Some(first) = upstream_source.get(&upstream) {
+                return Err(duplicate(format!("upstreams.{}", upstream.0), first));
+            }
+            upstream_source.insert(upstream.clone(), name);
+            merged.upstreams.insert(upstream, u);
+        }
+    }
+    Ok(merged)
+}
+
+impl Catalog {
+    /// Writes `defaults` into every route and upstream that sets nothing of its own, and clears
+    /// them: the catalog translates to the same resources, now without needing its defaults.
+    fn apply_defaults(&mut self) {
+        let defaults = std::mem::take(&mut self.defaults);
+        for listener in self.proxies.values_mut().flat_map(|p| &mut p.listeners) {
+            for route in &mut listener.routes {
+                if route.timeout.is_none() {
+                    route.timeout = defaults.route_timeout;
+                }
+                if route.retries.is_none() {
+                    route.retries = defaults.retries.clone();
+                }
+            }
+        }
+        for upstream in self.upstreams.values_mut() {
+            if upstream.connect_timeout.is_none() {
+                upstream.connect_timeout = defaults.connect_timeout;
+            }
+        }
+    }
+}
+
+/// The fragments of a catalog directory: its YAML and JSON files (not hidden ones, not
+/// subdirectories), in name order.
+pub fn read_dir_fragments(dir: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let mut paths = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        if file_name.starts_with('.') || !is_fragment_name(&file_name) {
+            continue;
+        }
+        if entry.file_type()?.is_dir() {
+            continue;
+        }
+        paths.push(entry.path());
+    }
+    paths.sort();
+    paths
+        .into_iter()
+        .map(|p| Ok((p.display().to_string(), std::fs::read(&p)?)))
+        .collect()
+}
+
+/// Reads, parses and validates a catalog: a file, or a directory whose fragments are merged.
+pub fn load_path(path: &Path) -> Result<LoadedCatalog, CatalogErrors> {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| CatalogErrors {
+    let unreadable = |e: std::io::Error| CatalogErrors {
         source_name: name.clone(),
         errors: vec![CatalogError {
             path: String::new(),
             message: format!("cannot read: {e}"),
         }],
-    })?;
-    let catalog = parse(&name, &text)?;
+    };
+    if path.is_dir() {
+        let fragments = read_dir_fragments(path).map_err(unreadable)?;
+        return Ok(LoadedCatalog {
+            catalog: merge(&fragments)?,
+            base_dir: path.to_path_buf(),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(unreadable)?;
+    let catalog = parse_bytes(&name, &bytes)?;
     let base_dir = path
         .parent()
         .map(Path::to_path_buf)

@@ -183,3 +183,126 @@ fn empty_and_wrong_version_documents_are_refused() {
         "{e}"
     );
 }
+
+const FRAGMENT_B: &str = r#"
+version: 1
+defaults: { route_timeout: 3s, connect_timeout: 1s }
+proxies:
+  shop:
+    listeners:
+      - name: public
+        port: 8081
+        protocol: http
+        routes:
+          - match: { prefix: / }
+            to: shop-web
+          - match: { prefix: /slow }
+            to: shop-web
+            timeout: 20s
+upstreams:
+  shop-web:
+    protocol: http1
+    endpoints: { static: ["10.0.4.1:80"] }
+"#;
+
+fn fragments(docs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+    docs.iter()
+        .map(|(n, t)| (n.to_string(), t.as_bytes().to_vec()))
+        .collect()
+}
+
+#[test]
+fn fragments_merge_with_their_own_defaults() {
+    let merged = merge(&fragments(&[("a.yaml", GOOD), ("b.yaml", FRAGMENT_B)])).unwrap();
+    let names: Vec<&str> = merged.proxies.keys().map(|p| p.0.as_str()).collect();
+    assert_eq!(names, ["intdemo", "shop"]);
+    assert_eq!(merged.upstreams.len(), 5);
+    assert_eq!(merged.defaults, Defaults::default());
+    let shop = &merged.proxies[&ProxyName("shop".into())].listeners[0].routes;
+    assert_eq!(shop[0].timeout, Some(secs(3)));
+    assert_eq!(shop[1].timeout, Some(secs(20)));
+    // B sets no retries; A's defaults do not leak into B.
+    assert_eq!(shop[0].retries, None);
+    let web = &merged.upstreams[&UpstreamName("shop-web".into())];
+    assert_eq!(web.connect_timeout, Some(secs(1)));
+    let intdemo = &merged.proxies[&ProxyName("intdemo".into())].listeners[0].routes;
+    assert_eq!(intdemo[0].timeout, Some(secs(30)));
+    assert_eq!(intdemo[2].timeout, Some(secs(15)));
+    assert_eq!(intdemo[2].retries.as_ref().map(|r| r.attempts), Some(2));
+}
+
+#[test]
+fn a_name_in_two_fragments_is_refused_naming_both() {
+    let again = FRAGMENT_B
+        .replace("shop-web", "web-v1")
+        .replace("shop:", "intdemo-b:");
+    let e = merge(&fragments(&[("a.yaml", GOOD), ("b.yaml", &again)])).unwrap_err();
+    assert_eq!(e.source_name, "b.yaml");
+    assert_eq!(
+        e.errors[0].to_string(),
+        "upstreams.web-v1: already defined in a.yaml"
+    );
+    let e = merge(&fragments(&[("a.yaml", GOOD), ("b.yaml", GOOD)])).unwrap_err();
+    assert_eq!(
+        e.errors[0].to_string(),
+        "proxies.intdemo: already defined in a.yaml"
+    );
+}
+
+#[test]
+fn a_fragment_is_validated_alone_and_named_in_its_errors() {
+    // Routes of one fragment cannot name another fragment's upstreams.
+    let borrowing = FRAGMENT_B.replace(
+        "to: shop-web\n          - match: { prefix: /slow }",
+        "to: web-v1\n          - match: { prefix: /slow }",
+    );
+    let e = merge(&fragments(&[("a.yaml", GOOD), ("b.yaml", &borrowing)])).unwrap_err();
+    assert_eq!(e.source_name, "b.yaml");
+    assert!(
+        e.errors[0]
+            .to_string()
+            .starts_with("proxies.shop.listeners[0].routes[0].to:"),
+        "{e}"
+    );
+    let e = merge(&fragments(&[("a.json", "{")])).unwrap_err();
+    assert_eq!(e.source_name, "a.json");
+    assert!(e.errors[0].message.starts_with("invalid JSON"), "{e}");
+}
+
+#[test]
+fn no_fragments_give_a_catalog_without_proxies() {
+    let empty = merge(&[]).unwrap();
+    assert!(empty.proxies.is_empty() && empty.upstreams.is_empty());
+}
+
+#[test]
+fn a_directory_merges_its_yaml_and_json_files_only() {
+    let dir = std::env::temp_dir().join(format!("xds-catalog-dir-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("sub.yaml")).unwrap();
+    std::fs::write(dir.join("a.yaml"), GOOD).unwrap();
+    std::fs::write(dir.join("b.yml"), FRAGMENT_B).unwrap();
+    std::fs::write(dir.join("README.md"), "not a catalog").unwrap();
+    std::fs::write(dir.join(".b.yml.swp"), "{").unwrap();
+    let loaded = load_path(&dir);
+    std::fs::remove_dir_all(&dir).unwrap();
+    let loaded = loaded.unwrap();
+    assert_eq!(loaded.catalog.proxies.len(), 2);
+    assert_eq!(loaded.base_dir, dir);
+}
+
+fn secs(n: u64) -> Duration {
+    Duration(std::time::Duration::from_secs(n))
+}
+
+#[test]
+fn a_catalog_moved_into_a_directory_gives_envoy_the_same_resources() {
+    use crate::translate::{EndpointMap, translate};
+    let alone = parse("catalog.yaml", GOOD).unwrap();
+    let merged = merge(&fragments(&[("a.yaml", GOOD), ("b.yaml", FRAGMENT_B)])).unwrap();
+    let proxy = ProxyName("intdemo".into());
+    let endpoints = EndpointMap::new();
+    assert_eq!(
+        translate(&alone, &proxy, &endpoints),
+        translate(&merged, &proxy, &endpoints)
+    );
+}
