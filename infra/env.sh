@@ -8,7 +8,8 @@
 #
 # ENV, the deployment's name, defaults to the git branch (sanitised). Its state lives in S3:
 #   s3://$TF_STATE_BUCKET/infra/<module dir under infra/>/<ENV>/terraform.tfstate
-# with TF_STATE_BUCKET defaulting to atala-cvp. Secrets come from ~/.secrets.tfvars.
+# with TF_STATE_BUCKET defaulting to atala-cvp. Secrets come from ~/.secrets.tfvars. Every root
+# gets -var env_name, image_tags, state_bucket and region (AWS_REGION, default us-east-2).
 # Images: for each component, the newest tag of this branch (<branch prefix>-<revision count>-<sha>)
 # in its ECR repository, else the newest of develop's.
 set -euo pipefail
@@ -74,7 +75,8 @@ tf_init() {
 }
 
 tf_vars() {
-  vars=(-var "env_name=$env_name" -var "image_tags=$(image_tags)")
+  vars=(-var "env_name=$env_name" -var "image_tags=$(image_tags)"
+        -var "state_bucket=$bucket" -var "region=$region")
   if [ -f "$secrets" ]; then vars+=(-var-file="$secrets"); fi
 }
 
@@ -86,6 +88,13 @@ case $action in
   drop) tf_init; tf_vars; terraform destroy -input=false "${vars[@]}" ;;
   drop-auto) tf_init; tf_vars; terraform destroy -input=false -auto-approve "${vars[@]}" ;;
   show) tf_init; terraform state list; terraform output ;;
-  watch) aws logs tail "/ecs/$env_name" --follow --region "$region" ;;
+  watch)
+    # Every log group the deployment lists in its `log_groups` output, followed together.
+    tf_init >&2
+    groups=$(terraform output -raw log_groups)
+    [ -n "$groups" ] || { echo "env.sh: $module lists no log groups" >&2; exit 1; }
+    trap 'kill 0' INT TERM
+    for g in $groups; do aws logs tail "$g" --follow --region "$region" & done
+    wait ;;
   graph) tf_init; terraform graph | dot -Tpng > graph.png; echo "env.sh: wrote graph.png" >&2 ;;
 esac

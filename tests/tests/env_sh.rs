@@ -52,9 +52,14 @@ fn setup() -> Repo {
         std::fs::write(&path, format!("#!/usr/bin/env bash\n{body}\n")).unwrap();
         Command::new("chmod").arg("+x").arg(&path).status().unwrap();
     };
+    // `terraform output -raw log_groups` lists two groups, as a root's output does.
     stub(
         "terraform",
-        &format!("printf '%s\\n' \"terraform $*\" >> {}", record.display()),
+        &format!(
+            r#"printf '%s\n' "terraform $*" >> {}
+if [ "$*" = "output -raw log_groups" ]; then printf '/ecs/prism-test/xds-server\n/ecs/prism-test/node-exporter'; fi"#,
+            record.display()
+        ),
     );
     // `aws ecr describe-images --repository-name X ...` prints the tags of ecr/X.
     stub(
@@ -86,7 +91,16 @@ fi"#,
 }
 
 impl Repo {
+    /// Runs env.sh; returns the terraform calls.
     fn run(&self, args: &[&str]) -> Vec<String> {
+        self.run_all(args)
+            .into_iter()
+            .filter(|l| l.starts_with("terraform"))
+            .collect()
+    }
+
+    /// Runs env.sh; returns every terraform and aws call.
+    fn run_all(&self, args: &[&str]) -> Vec<String> {
         let _ = std::fs::remove_file(&self.record);
         let path = format!(
             "{}:{}",
@@ -110,7 +124,6 @@ impl Repo {
         std::fs::read_to_string(&self.record)
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.starts_with("terraform"))
             .map(String::from)
             .collect()
     }
@@ -160,6 +173,9 @@ fn a_branch_with_its_own_images_uses_the_newest_and_its_own_state() {
         plan.contains(&format!("-var-file={}/.secrets.tfvars", r.home.display())),
         "{plan}"
     );
+    // Roots read each other's state from the same bucket, in the same region.
+    assert!(plan.contains("-var state_bucket=atala-cvp"), "{plan}");
+    assert!(plan.contains("-var region=us-east-2"), "{plan}");
 }
 
 #[test]
@@ -188,4 +204,21 @@ fn a_branch_without_images_falls_back_to_develop_and_names_can_be_given() {
     );
     let show = r.run(&["-s", "my-test-env"]);
     assert_eq!(&show[1..], ["terraform state list", "terraform output"]);
+}
+
+#[test]
+fn watch_follows_every_log_group_the_deployment_lists() {
+    let r = setup();
+    let calls = r.run_all(&["-w", "prism-test"]);
+    assert!(calls[0].starts_with("terraform init"), "{calls:?}");
+    assert_eq!(calls[1], "terraform output -raw log_groups");
+    let mut tails: Vec<&String> = calls.iter().filter(|c| c.starts_with("aws logs")).collect();
+    tails.sort();
+    assert_eq!(
+        tails,
+        [
+            "aws logs tail /ecs/prism-test/node-exporter --follow --region us-east-2",
+            "aws logs tail /ecs/prism-test/xds-server --follow --region us-east-2",
+        ]
+    );
 }

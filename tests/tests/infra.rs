@@ -339,3 +339,119 @@ fn grafana_dashboards_query_real_metrics() {
     }
     assert!(seen >= 10, "only {seen} panels");
 }
+
+/// The stage roots are what env.sh drives and what the README promises: each declares the
+/// variables env.sh passes and an S3 backend env.sh configures; nothing in them is a hard-coded
+/// AWS id; what they take from another root comes through remote state at the key env.sh gives
+/// that root, and names outputs that root has.
+#[test]
+fn stage_roots_take_ids_from_remote_state_and_their_settings_from_env_sh() {
+    let infra = repo_root().join("infra");
+    let roots = module_dirs(&infra.join("stage"));
+    let names: Vec<String> = roots
+        .iter()
+        .map(|d| d.strip_prefix(&infra).unwrap().display().to_string())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "stage/base/monitoring",
+            "stage/base/vpc",
+            "stage/services/intdemo"
+        ]
+    );
+    let hard_coded = regex::Regex::new(
+        r#"\b(vpc|subnet|sg|igw|nat|rtb|eni|ami|i|lt)-[0-9a-f]{8,17}\b|\b\d{12}\b|"arn:aws:"#,
+    )
+    .unwrap();
+    let remote = regex::Regex::new(
+        r#"(?s)data "terraform_remote_state" "(\w+)" \{.*?bucket\s*=\s*var\.state_bucket\s*key\s*=\s*"infra/(stage/[^"$]+)/\$\{var\.\w+\}/terraform\.tfstate""#,
+    )
+    .unwrap();
+    let alias =
+        regex::Regex::new(r"(?m)^\s*(\w+)\s*=\s*data\.terraform_remote_state\.(\w+)\.outputs\s*$")
+            .unwrap();
+    let direct = regex::Regex::new(r"data\.terraform_remote_state\.(\w+)\.outputs\.(\w+)").unwrap();
+    let mut errors = Vec::new();
+    for dir in &roots {
+        let me = interface(dir, &mut errors);
+        for v in ["env_name", "image_tags", "state_bucket", "region"] {
+            if !me.variables.contains_key(v) {
+                errors.push(format!(
+                    "{}: no variable {v} (env.sh passes it)",
+                    dir.display()
+                ));
+            }
+        }
+        let text: String = tf_files(dir)
+            .into_iter()
+            .filter(|p| p.parent() == Some(dir.as_path()))
+            .map(|p| std::fs::read_to_string(p).unwrap())
+            .collect();
+        if !text.contains("backend \"s3\" {}") {
+            errors.push(format!(
+                "{}: no empty backend \"s3\" {{}} for env.sh to configure",
+                dir.display()
+            ));
+        }
+        for line in text.lines().filter(|l| !l.trim_start().starts_with('#')) {
+            if let Some(m) = hard_coded.find(line) {
+                errors.push(format!(
+                    "{}: hard-coded {:?}: {line}",
+                    dir.display(),
+                    m.as_str()
+                ));
+            }
+        }
+        // Remote state name -> the root it reads.
+        let mut sources: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for c in remote.captures_iter(&text) {
+            let target = infra.join(&c[2]);
+            if !roots.contains(&target) {
+                errors.push(format!(
+                    "{}: remote state {} of no root {}",
+                    dir.display(),
+                    &c[1],
+                    &c[2]
+                ));
+            }
+            sources.insert(c[1].to_string(), target);
+        }
+        if text.contains("terraform_remote_state") && sources.is_empty() {
+            errors.push(format!(
+                "{}: remote state not read from var.state_bucket at env.sh's key",
+                dir.display()
+            ));
+        }
+        let mut used: Vec<(String, String)> = direct
+            .captures_iter(&text)
+            .map(|c| (c[1].to_string(), c[2].to_string()))
+            .collect();
+        for a in alias.captures_iter(&text) {
+            let uses = regex::Regex::new(&format!(r"\blocal\.{}\.(\w+)", &a[1])).unwrap();
+            used.extend(
+                uses.captures_iter(&text)
+                    .map(|u| (a[2].to_string(), u[1].to_string())),
+            );
+        }
+        for (state, output) in used {
+            match sources.get(&state) {
+                None => errors.push(format!("{}: no remote state {state}", dir.display())),
+                Some(target) if !interface(target, &mut Vec::new()).outputs.contains(&output) => {
+                    errors.push(format!(
+                        "{}: {} has no output {output}",
+                        dir.display(),
+                        target.display()
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "{} problems:\n{}",
+        errors.len(),
+        errors.join("\n")
+    );
+}

@@ -1,6 +1,10 @@
 # An ECS cluster with Fargate and an EC2 capacity provider: an autoscaling group of ECS-optimised
 # Amazon Linux 2023 instances, scaled by ECS (managed scaling). Instances carry the tag
-# Prometheus=true, which the monitoring's EC2 discovery selects for the node exporter.
+# Prometheus=true, which the monitoring's EC2 discovery selects, and run the node exporter as an
+# ECS daemon service on port 9100. The team's SSH keys are authorised for ec2-user; the
+# instances sit in private subnets and are reached through SSM Session Manager.
+
+data "aws_region" "current" {}
 
 resource "aws_ecs_cluster" "this" {
   name = var.name
@@ -84,16 +88,24 @@ resource "aws_launch_template" "instance" {
   instance_type          = var.instance_type
   key_name               = var.key_name != "" ? var.key_name : null
   vpc_security_group_ids = [aws_security_group.instance.id]
-  # Only joins the cluster: everything else reaches tasks from S3 (s3-config-loader), not here.
-  user_data = base64encode("#!/bin/bash\necho ECS_CLUSTER=${aws_ecs_cluster.this.name} >> /etc/ecs/ecs.config\n")
+  # Only joins the cluster and authorises the team's keys: everything else reaches tasks from S3
+  # (s3-config-loader), not here.
+  user_data = base64encode(join("\n", [
+    "#!/bin/bash",
+    "echo ECS_CLUSTER=${aws_ecs_cluster.this.name} >> /etc/ecs/ecs.config",
+    "cat >> /home/ec2-user/.ssh/authorized_keys <<'KEYS'",
+    var.ssh_authorized_keys,
+    "KEYS",
+    "",
+  ]))
 
   iam_instance_profile {
     arn = aws_iam_instance_profile.instance.arn
   }
 
   metadata_options {
-    http_endpoint               = "enabled"
-    http_tokens                 = "required"
+    http_endpoint = "enabled"
+    http_tokens   = "required"
     # 1: containers cannot reach the instance's credentials; tasks use their task roles.
     http_put_response_hop_limit = 1
   }
@@ -163,4 +175,69 @@ resource "aws_ecs_cluster_capacity_providers" "this" {
     capacity_provider = "FARGATE"
     weight            = 1
   }
+}
+
+# The node exporter on every container instance (host network and PID namespace, the host's
+# root read-only), for the monitoring's EC2 discovery.
+data "aws_iam_policy_document" "node_exporter" {
+  statement {
+    sid       = "NoAwsAccess"
+    effect    = "Deny"
+    actions   = ["*"]
+    resources = ["*"]
+  }
+}
+
+module "node_exporter" {
+  source             = "../ecs-task-base"
+  name               = "${var.name}-node-exporter"
+  log_group_name     = "/ecs/${var.name}/node-exporter"
+  log_retention_days = var.log_retention_days
+  logs_kms_key_arn   = var.logs_kms_key_arn
+  task_policy_json   = data.aws_iam_policy_document.node_exporter.json
+  tags               = var.tags
+}
+
+resource "aws_ecs_task_definition" "node_exporter" {
+  #checkov:skip=CKV_AWS_335:the node exporter reads the host's processes to report on them
+  family                   = "${var.name}-node-exporter"
+  requires_compatibilities = ["EC2"]
+  network_mode             = "host"
+  pid_mode                 = "host"
+  cpu                      = "64"
+  memory                   = "64"
+  execution_role_arn       = module.node_exporter.execution_role_arn
+  task_role_arn            = module.node_exporter.task_role_arn
+
+  volume {
+    name      = "host-root"
+    host_path = "/"
+  }
+
+  container_definitions = jsonencode([{
+    name                   = "node-exporter"
+    image                  = var.node_exporter_image
+    essential              = true
+    readonlyRootFilesystem = true
+    command                = ["--path.rootfs=/host", "--web.listen-address=:9100"]
+    mountPoints            = [{ sourceVolume = "host-root", containerPath = "/host", readOnly = true }]
+    logConfiguration = {
+      logDriver = "awslogs"
+      options = {
+        awslogs-group         = module.node_exporter.log_group_name
+        awslogs-region        = data.aws_region.current.region
+        awslogs-stream-prefix = "node-exporter"
+      }
+    }
+  }])
+  tags = var.tags
+}
+
+resource "aws_ecs_service" "node_exporter" {
+  name                = "${var.name}-node-exporter"
+  cluster             = aws_ecs_cluster.this.arn
+  task_definition     = aws_ecs_task_definition.node_exporter.arn
+  launch_type         = "EC2"
+  scheduling_strategy = "DAEMON"
+  tags                = var.tags
 }

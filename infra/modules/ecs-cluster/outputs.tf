@@ -17,3 +17,8 @@ output "instance_security_group_id" {
   description = "The container instances' security group."
   value       = aws_security_group.instance.id
 }
+
+output "log_group_name" {
+  description = "The node exporter's CloudWatch log group."
+  value       = module.node_exporter.log_group_name
+}

@@ -42,6 +42,29 @@ variable "key_name" {
   default     = ""
 }
 
+variable "ssh_authorized_keys" {
+  type        = string
+  description = "SSH public keys (one per line, ssh-keys module's authorized_keys) authorised for ec2-user."
+  default     = ""
+}
+
+variable "node_exporter_image" {
+  type        = string
+  description = "The Prometheus node exporter image, run on every container instance."
+  default     = "prom/node-exporter:v1.9.1"
+}
+
+variable "logs_kms_key_arn" {
+  type        = string
+  description = "The KMS key of the environment's log groups."
+}
+
+variable "log_retention_days" {
+  type        = number
+  description = "Days the node exporter's logs are kept."
+  default     = 365
+}
+
 variable "tags" {
   type        = map(string)
   description = "Tags added to every resource."

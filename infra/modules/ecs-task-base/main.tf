@@ -29,6 +29,13 @@ resource "aws_iam_role_policy_attachment" "execution" {
   policy_arn = "arn:aws:iam::aws:policy/service-role/AmazonECSTaskExecutionRolePolicy"
 }
 
+resource "aws_iam_role_policy" "execution" {
+  count  = var.execution_policy_json != "" ? 1 : 0
+  name   = "secrets"
+  role   = aws_iam_role.execution.id
+  policy = var.execution_policy_json
+}
+
 resource "aws_iam_role" "task" {
   name               = var.name
   assume_role_policy = data.aws_iam_policy_document.assume.json

@@ -23,6 +23,12 @@ variable "task_policy_json" {
   description = "The task role's permissions (an IAM policy document): all the task's code may do."
 }
 
+variable "execution_policy_json" {
+  type        = string
+  description = "Extra permissions of the execution role, e.g. reading the SSM parameters behind the containers' `secrets`; empty for none."
+  default     = ""
+}
+
 variable "tags" {
   type        = map(string)
   description = "Tags added to every resource."

@@ -1,7 +1,9 @@
 # One service behind the generic Envoy: in each task an init container (s3-config-loader) renders
 # Envoy's bootstrap from the template in S3 with the task's metadata (node.id = task ARN,
 # node.cluster = the service), then the generic Envoy starts from it and gets everything else
-# from xds-server; the application's containers run beside it. Registered in Cloud Map.
+# from xds-server; the application's containers run beside it. Registered in Cloud Map. The
+# service's own catalog fragment (its proxy role and upstreams) is uploaded beside the other
+# services' fragments, so the control plane serves it for as long as the service exists.
 
 data "aws_region" "current" {}
 
@@ -24,6 +26,15 @@ data "aws_iam_policy_document" "task" {
     actions   = ["kms:Decrypt"]
     resources = [var.config_kms_key_arn]
   }
+}
+
+resource "aws_s3_object" "catalog" {
+  bucket       = var.config_bucket
+  key          = "${var.catalog_prefix}${var.service_name}.yaml"
+  content      = var.catalog_fragment
+  content_type = "application/yaml"
+  kms_key_id   = var.config_kms_key_arn
+  tags         = var.tags
 }
 
 module "base" {
@@ -93,14 +104,19 @@ resource "aws_ecs_task_definition" "this" {
 
   container_definitions = jsonencode(concat([
     {
-      name                   = "bootstrap"
-      image                  = var.loader_image
-      essential              = false
+      name      = "bootstrap"
+      image     = var.loader_image
+      essential = false
+      # Fargate's task volumes belong to root (0755): the one writer runs as root, Envoy reads.
+      user                   = "0"
       readonlyRootFilesystem = true
       command = [
         "get", "s3://${var.config_bucket}/${var.bootstrap_key}", local.bootstrap,
       ]
-      environment = [{ name = "PROXY", value = var.service_name }]
+      environment = [
+        { name = "PROXY", value = var.service_name },
+        { name = "XDS_HOST", value = var.xds_host },
+      ]
       mountPoints = [{ sourceVolume = "envoy-config", containerPath = "/etc/envoy" }]
       logConfiguration = {
         logDriver = "awslogs"
@@ -132,6 +148,7 @@ resource "aws_ecs_task_definition" "this" {
     ], [for c in var.app_containers : {
       name                   = c.name
       image                  = c.image
+      command                = c.command
       essential              = true
       readonlyRootFilesystem = true
       environment            = [for k, v in c.environment : { name = k, value = v }]

@@ -12,3 +12,13 @@ output "security_group_id" {
   description = "The tasks' security group."
   value       = aws_security_group.this.id
 }
+
+output "catalog_key" {
+  description = "Key of the service's catalog fragment in the config bucket."
+  value       = aws_s3_object.catalog.key
+}
+
+output "log_group_name" {
+  description = "The tasks' CloudWatch log group."
+  value       = module.base.log_group_name
+}

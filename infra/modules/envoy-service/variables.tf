@@ -69,11 +69,28 @@ variable "listener_ports" {
   description = "The ports of the proxy role's listeners in the catalog, open to the VPC."
 }
 
+variable "xds_host" {
+  type        = string
+  description = "The control plane's host name (xds-server module's xds_host), filled into the bootstrap template."
+}
+
+variable "catalog_prefix" {
+  type        = string
+  description = "The control plane's catalog prefix in the config bucket (ends in /); this service's fragment is <prefix><service_name>.yaml."
+  default     = "xds/catalog.d/"
+}
+
+variable "catalog_fragment" {
+  type        = string
+  description = "The service's catalog fragment (YAML, catalog version 1): the proxy role named service_name and its own upstreams."
+}
+
 variable "app_containers" {
   type = list(object({
     name        = string
     image       = string
-    environment = map(string)
+    command     = optional(list(string))
+    environment = optional(map(string), {})
   }))
   description = "The application's containers, beside Envoy in the same task (Envoy reaches them on localhost)."
   default     = []

@@ -83,14 +83,37 @@ data "aws_iam_policy_document" "task" {
   }
 }
 
+# Grafana's admin password, handed to the container by ECS (never in the task definition).
+resource "aws_ssm_parameter" "grafana_admin_password" {
+  name   = "/${var.name}/monitoring/grafana-admin-password"
+  type   = "SecureString"
+  value  = var.grafana_admin_password
+  key_id = var.config_kms_key_arn
+  tags   = var.tags
+}
+
+data "aws_iam_policy_document" "execution" {
+  statement {
+    sid       = "ReadGrafanaPassword"
+    actions   = ["ssm:GetParameters"]
+    resources = [aws_ssm_parameter.grafana_admin_password.arn]
+  }
+  statement {
+    sid       = "DecryptGrafanaPassword"
+    actions   = ["kms:Decrypt"]
+    resources = [var.config_kms_key_arn]
+  }
+}
+
 module "base" {
-  source             = "../ecs-task-base"
-  name               = "${var.name}-monitoring"
-  log_group_name     = "/ecs/${var.name}/monitoring"
-  log_retention_days = var.log_retention_days
-  logs_kms_key_arn   = var.logs_kms_key_arn
-  task_policy_json   = data.aws_iam_policy_document.task.json
-  tags               = var.tags
+  source                = "../ecs-task-base"
+  name                  = "${var.name}-monitoring"
+  log_group_name        = "/ecs/${var.name}/monitoring"
+  log_retention_days    = var.log_retention_days
+  logs_kms_key_arn      = var.logs_kms_key_arn
+  task_policy_json      = data.aws_iam_policy_document.task.json
+  execution_policy_json = data.aws_iam_policy_document.execution.json
+  tags                  = var.tags
 }
 
 resource "aws_security_group" "this" {
@@ -146,8 +169,11 @@ resource "aws_ecs_task_definition" "this" {
   }
 
   container_definitions = jsonencode([
+    # Fargate's task volumes belong to root (0755): the writers (the two loaders, ecs-sd) run as
+    # root; Prometheus and Grafana only read what they write.
     {
       name        = "config-init"
+      user        = "0"
       image       = var.loader_image
       essential   = false
       command     = ["sync", "s3://${var.config_bucket}/${local.prefix}", local.config_dir, "--once"]
@@ -159,6 +185,7 @@ resource "aws_ecs_task_definition" "this" {
     },
     {
       name      = "config"
+      user      = "0"
       image     = var.loader_image
       essential = true
       command = [
@@ -173,9 +200,10 @@ resource "aws_ecs_task_definition" "this" {
       }
     },
     {
-      name        = "ecs-sd"
-      image       = var.ecs_sd_image
-      essential   = true
+      name      = "ecs-sd"
+      user      = "0"
+      image     = var.ecs_sd_image
+      essential = true
       command = [
         "--directory", "${local.config_dir}/ecs-sd", "--interval", "60",
         "--cluster-arns", var.cluster_arn, "--http-listen", "127.0.0.1:9099",
@@ -209,6 +237,10 @@ resource "aws_ecs_task_definition" "this" {
       essential = true
       environment = [
         { name = "GF_PATHS_PROVISIONING", value = "${local.config_dir}/grafana/provisioning" },
+        { name = "GF_USERS_ALLOW_SIGN_UP", value = "false" },
+      ]
+      secrets = [
+        { name = "GF_SECURITY_ADMIN_PASSWORD", valueFrom = aws_ssm_parameter.grafana_admin_password.arn },
       ]
       dependsOn    = [{ containerName = "config-init", condition = "SUCCESS" }]
       mountPoints  = local.volume

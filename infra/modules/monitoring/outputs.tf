@@ -12,3 +12,8 @@ output "task_role_arn" {
   description = "The task role (for bucket or key policies that name their readers)."
   value       = module.base.task_role_arn
 }
+
+output "log_group_name" {
+  description = "The tasks' CloudWatch log group."
+  value       = module.base.log_group_name
+}

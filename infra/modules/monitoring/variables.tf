@@ -65,6 +65,12 @@ variable "grafana_image" {
   default     = "grafana/grafana:11.6.0"
 }
 
+variable "grafana_admin_password" {
+  type        = string
+  description = "Grafana's admin password (kept as an encrypted SSM parameter; give it from ~/.secrets.tfvars)."
+  sensitive   = true
+}
+
 variable "log_retention_days" {
   type        = number
   description = "Days the monitoring's own logs are kept."

@@ -1,5 +1,6 @@
-# The team's SSH keys as EC2 key pairs: add yours to the stage's `public_keys` to get access to
-# the instances of an environment (user ec2-user on the ECS hosts).
+# The team's SSH keys as EC2 key pairs, and as one authorized_keys text that ecs-cluster installs
+# for ec2-user: add yours to the stage's `public_keys` to get access to the instances of an
+# environment (through SSM Session Manager: they have no public address).
 
 resource "aws_key_pair" "this" {
   for_each   = var.public_keys

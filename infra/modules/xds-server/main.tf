@@ -1,15 +1,34 @@
 # The control plane: xds-server tasks on Fargate behind an internal network load balancer
-# (gRPC on 18000), registered in Cloud Map as xds.<namespace>, reading the catalog from S3.
+# (gRPC on 18000), registered in Cloud Map as xds.<namespace>, reading the catalog from S3: by
+# default every fragment under xds/catalog.d/, one per service deployment (envoy-service writes
+# its own). It also publishes the generic Envoy's bootstrap template, which names it.
 # The task role may read the catalog, discover Cloud Map instances and describe ECS tasks: nothing
 # else.
 
 data "aws_region" "current" {}
 
+locals {
+  catalog_is_prefix = endswith(var.catalog_key, "/")
+}
+
 data "aws_iam_policy_document" "task" {
   statement {
     sid       = "ReadCatalog"
     actions   = ["s3:GetObject"]
-    resources = ["arn:aws:s3:::${var.catalog_bucket}/${var.catalog_key}"]
+    resources = ["arn:aws:s3:::${var.catalog_bucket}/${var.catalog_key}${local.catalog_is_prefix ? "*" : ""}"]
+  }
+  dynamic "statement" {
+    for_each = local.catalog_is_prefix ? [1] : []
+    content {
+      sid       = "ListCatalogFragments"
+      actions   = ["s3:ListBucket"]
+      resources = ["arn:aws:s3:::${var.catalog_bucket}"]
+      condition {
+        test     = "StringLike"
+        variable = "s3:prefix"
+        values   = ["${var.catalog_key}*"]
+      }
+    }
   }
   statement {
     sid       = "DecryptCatalog"
@@ -49,6 +68,19 @@ module "base" {
   logs_kms_key_arn   = var.logs_kms_key_arn
   task_policy_json   = data.aws_iam_policy_document.task.json
   tags               = var.tags
+}
+
+# The generic Envoy's bootstrap: `xds-server bootstrap` with placeholders that the init container
+# of each Envoy task fills in (s3-config-loader get): the proxy role, the task ARN and this
+# control plane's address (XDS_HOST). tests/tests/infra.rs checks it against the generator.
+resource "aws_s3_object" "envoy_bootstrap" {
+  bucket       = var.catalog_bucket
+  key          = var.bootstrap_template_key
+  source       = "${path.module}/files/envoy-bootstrap.yaml.tmpl"
+  etag         = filemd5("${path.module}/files/envoy-bootstrap.yaml.tmpl")
+  content_type = "application/yaml"
+  kms_key_id   = var.config_kms_key_arn
+  tags         = var.tags
 }
 
 resource "aws_security_group" "this" {

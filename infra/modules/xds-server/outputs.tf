@@ -3,6 +3,21 @@ output "xds_address" {
   value       = "${aws_lb.this.dns_name}:18000"
 }
 
+output "xds_host" {
+  description = "The load balancer's name: XDS_HOST of the bootstrap template (port 18000)."
+  value       = aws_lb.this.dns_name
+}
+
+output "catalog_key" {
+  description = "The catalog's key in the bucket, or the prefix (ending in /) of its fragments."
+  value       = var.catalog_key
+}
+
+output "bootstrap_template_key" {
+  description = "Key of the generic Envoy's bootstrap template in the bucket."
+  value       = aws_s3_object.envoy_bootstrap.key
+}
+
 output "service_name" {
   description = "The ECS service's name."
   value       = aws_ecs_service.this.name
@@ -16,4 +31,9 @@ output "task_role_arn" {
 output "security_group_id" {
   description = "The tasks' security group."
   value       = aws_security_group.this.id
+}
+
+output "log_group_name" {
+  description = "The tasks' CloudWatch log group."
+  value       = module.base.log_group_name
 }

@@ -40,8 +40,14 @@ variable "catalog_bucket" {
 
 variable "catalog_key" {
   type        = string
-  description = "The catalog's key in the bucket."
-  default     = "xds/catalog.yaml"
+  description = "The catalog's key in the bucket; ending in / a prefix whose fragments are merged (one per service deployment)."
+  default     = "xds/catalog.d/"
+}
+
+variable "bootstrap_template_key" {
+  type        = string
+  description = "Where the generic Envoy's bootstrap template is published in the bucket."
+  default     = "envoy/bootstrap.yaml.tmpl"
 }
 
 variable "config_kms_key_arn" {

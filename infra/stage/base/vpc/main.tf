@@ -1,8 +1,13 @@
-# The base of a stage: the VPC, its Cloud Map namespace and the configuration bucket. Service
-# deployments read these outputs through remote state, never hard-coded ids.
+# The base of a stage, one per network (default prism-test): the VPC, its Cloud Map namespace,
+# the configuration bucket, the ECS cluster and the control plane every service's Envoy connects
+# to. base/monitoring and the service deployments read these outputs through remote state, never
+# hard-coded ids.
+
+data "aws_caller_identity" "current" {}
 
 locals {
-  tags = { Environment = var.env_name, ManagedBy = "terraform" }
+  tags     = { Environment = var.env_name, ManagedBy = "terraform" }
+  registry = var.image_registry != "" ? var.image_registry : "${data.aws_caller_identity.current.account_id}.dkr.ecr.${var.region}.amazonaws.com"
 }
 
 module "vpc" {
@@ -24,4 +29,42 @@ module "config_bucket" {
   source = "../../../modules/config-bucket"
   name   = var.config_bucket != "" ? var.config_bucket : "${var.env_name}-config"
   tags   = local.tags
+}
+
+module "ssh_keys" {
+  source      = "../../../modules/ssh-keys"
+  name_prefix = var.env_name
+  public_keys = var.ssh_public_keys
+  tags        = local.tags
+}
+
+module "ecs_cluster" {
+  source              = "../../../modules/ecs-cluster"
+  name                = var.env_name
+  vpc_id              = module.vpc.vpc_id
+  vpc_cidr_block      = module.vpc.vpc_cidr_block
+  subnet_ids          = module.vpc.private_subnet_ids
+  instance_type       = var.instance_type
+  min_size            = var.min_instances
+  max_size            = var.max_instances
+  ssh_authorized_keys = module.ssh_keys.authorized_keys
+  logs_kms_key_arn    = module.vpc.logs_kms_key_arn
+  tags                = local.tags
+}
+
+module "xds_server" {
+  source             = "../../../modules/xds-server"
+  name               = var.env_name
+  cluster_arn        = module.ecs_cluster.cluster_arn
+  vpc_id             = module.vpc.vpc_id
+  vpc_cidr_block     = module.vpc.vpc_cidr_block
+  subnet_ids         = module.vpc.private_subnet_ids
+  namespace_id       = module.service_discovery.namespace_id
+  image              = "${local.registry}/xds-server:${var.image_tags["xds-server"]}"
+  catalog_bucket     = module.config_bucket.bucket
+  config_kms_key_arn = module.config_bucket.kms_key_arn
+  logs_kms_key_arn   = module.vpc.logs_kms_key_arn
+  ecs_clusters       = [module.ecs_cluster.cluster_arn]
+  replicas           = var.xds_replicas
+  tags               = local.tags
 }

@@ -29,6 +29,51 @@ variable "config_bucket" {
 
 variable "image_tags" {
   type        = map(string)
-  description = "Image tag per component (set by env.sh; unused by the base VPC)."
+  description = "Image tag per component (env.sh sets it: the newest of the branch, else develop's)."
+  validation {
+    condition     = contains(keys(var.image_tags), "xds-server")
+    error_message = "image_tags needs a tag for xds-server (env.sh passes one for every component)."
+  }
+}
+
+variable "image_registry" {
+  type        = string
+  description = "Registry of the images; empty for this account's ECR in var.region."
+  default     = ""
+}
+
+variable "state_bucket" {
+  type        = string
+  description = "The Terraform state bucket (set by env.sh; the base reads no other state)."
+  default     = "atala-cvp"
+}
+
+variable "ssh_public_keys" {
+  type        = map(string)
+  description = "Team member (kebab-case) to SSH public key, authorised on the container instances; keep it in ~/.secrets.tfvars or the stage's tfvars."
   default     = {}
+}
+
+variable "instance_type" {
+  type        = string
+  description = "EC2 instance type of the container instances."
+  default     = "t3.medium"
+}
+
+variable "min_instances" {
+  type        = number
+  description = "Least container instances."
+  default     = 1
+}
+
+variable "max_instances" {
+  type        = number
+  description = "Most container instances."
+  default     = 4
+}
+
+variable "xds_replicas" {
+  type        = number
+  description = "Control plane tasks behind its load balancer."
+  default     = 2
 }

@@ -1,0 +1,153 @@
+//! The files infra/ hands to running programs, checked by those programs: the generic Envoy's
+//! bootstrap template (Envoy), the intdemo catalog fragment (xds-server) and the rendered
+//! Prometheus configuration (promtool). Terraform templates are rendered as Terraform renders
+//! them (hcl-rs evaluates the same template language).
+
+use std::path::Path;
+use std::process::Command;
+
+use hcl::eval::{Context, Evaluate};
+use tests::process::envoy_bin;
+use tests::{TempDir, repo_root, workspace_bin};
+
+/// Renders a Terraform template file (`templatefile`) with string variables.
+fn templatefile(path: &Path, vars: &[(&str, hcl::Value)]) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let template: hcl::Template = text
+        .parse()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut ctx = Context::new();
+    for (name, value) in vars {
+        ctx.declare_var(*name, value.clone());
+    }
+    template
+        .evaluate(&ctx)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// The template the xds-server module publishes is exactly what `xds-server bootstrap` writes
+/// with the placeholders the envoy-service init container fills in, and once filled in, Envoy
+/// accepts it.
+#[test]
+fn the_published_envoy_bootstrap_template_is_the_generators_and_envoy_accepts_it() {
+    let path = repo_root().join("infra/modules/xds-server/files/envoy-bootstrap.yaml.tmpl");
+    let committed = std::fs::read_to_string(&path).unwrap();
+    let (ok, generated) = run(Command::new(workspace_bin("xds-server")).args([
+        "bootstrap",
+        "--proxy",
+        "${PROXY}",
+        "--node-id",
+        "${ecs.TaskARN}",
+        "--xds",
+        "${XDS_HOST}:18000",
+        "--admin",
+        "0.0.0.0:9901",
+    ]));
+    assert!(ok, "{generated}");
+    assert_eq!(
+        committed,
+        generated,
+        "{} is stale: regenerate it with the command in this test",
+        path.display()
+    );
+    // The names envoy-service's init container provides, and nothing else.
+    let names: Vec<&str> = committed
+        .match_indices("${")
+        .map(|(i, _)| &committed[i + 2..i + 2 + committed[i..].find('}').unwrap() - 2])
+        .collect();
+    assert_eq!(names, ["PROXY", "ecs.TaskARN", "XDS_HOST"]);
+    let rendered = committed
+        .replace("${PROXY}", "intdemo-develop")
+        .replace(
+            "${ecs.TaskARN}",
+            "arn:aws:ecs:us-east-2:123456789012:task/prism-test/0123456789abcdef",
+        )
+        .replace("${XDS_HOST}", "localhost");
+    let dir = TempDir::new("bootstrap-template");
+    let file = dir.write("envoy.yaml", &rendered);
+    let (ok, out) = run(Command::new(envoy_bin())
+        .args(["--mode", "validate", "-c"])
+        .arg(&file));
+    assert!(ok, "Envoy refused the rendered template:\n{out}");
+}
+
+/// Two deployments of intdemo (two branches in one network) each render their fragment; the
+/// control plane's merge of both validates, and each deployment's proxy gets its own listener
+/// and upstreams.
+#[test]
+fn intdemo_fragments_of_two_deployments_merge_into_a_valid_catalog() {
+    let template = repo_root().join("infra/stage/services/intdemo/catalog.yaml.tftpl");
+    let dir = TempDir::new("intdemo-catalog");
+    let catalog = dir.path().join("catalog.d");
+    std::fs::create_dir_all(&catalog).unwrap();
+    for env in ["develop", "feature-ata-123"] {
+        let proxy = format!("intdemo-{env}");
+        let text = templatefile(
+            &template,
+            &[
+                ("proxy", proxy.clone().into()),
+                ("port", 8080.into()),
+                ("web_v1_port", 5678.into()),
+                ("web_v2_port", 5679.into()),
+            ],
+        );
+        std::fs::write(catalog.join(format!("{proxy}.yaml")), text).unwrap();
+    }
+    let (ok, out) = run(Command::new(workspace_bin("xds-server"))
+        .arg("validate")
+        .arg(&catalog));
+    assert!(ok && out.trim() == "ok", "{out}");
+
+    let (ok, out) = run(Command::new(workspace_bin("xds-server"))
+        .args(["render", "--proxy", "intdemo-feature-ata-123", "--catalog"])
+        .arg(&catalog));
+    assert!(ok, "{out}");
+    let resources: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let text = resources.to_string();
+    assert!(text.contains("intdemo-feature-ata-123-web-v2"), "{text}");
+    assert!(!text.contains("intdemo-develop"), "{text}");
+    assert!(text.contains("\"port_value\":8080"), "{text}");
+}
+
+/// The Prometheus configuration the monitoring module uploads, rendered as Terraform renders it,
+/// passes `promtool check config`, and scrapes each ecs-sd interval file.
+#[test]
+fn the_rendered_prometheus_config_passes_promtool() {
+    let template = repo_root().join("infra/modules/monitoring/files/prometheus.yml.tftpl");
+    let text = templatefile(
+        &template,
+        &[
+            ("name", "prism-test".into()),
+            ("region", "us-east-2".into()),
+            ("vpc_id", "vpc-0123456789abcdef0".into()),
+        ],
+    );
+    let dir = TempDir::new("prometheus-config");
+    let file = dir.write("prometheus.yml", &text);
+    let (ok, out) = run(Command::new("promtool")
+        .args(["check", "config"])
+        .arg(&file));
+    assert!(
+        ok,
+        "promtool refused the rendered configuration:\n{out}\n{text}"
+    );
+    let file_sd = regex::Regex::new(r#"- files: \["([^"]+)"\]"#).unwrap();
+    let files: Vec<&str> = file_sd
+        .captures_iter(&text)
+        .map(|c| c.get(1).unwrap().as_str())
+        .collect();
+    assert_eq!(
+        files,
+        ["15s", "30s", "1m", "5m"].map(|i| format!("/etc/monitoring/ecs-sd/{i}-tasks.json"))
+    );
+}
