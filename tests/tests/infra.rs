@@ -1,7 +1,9 @@
 //! The Terraform in `infra/`, checked offline: every file parses; every resource and data source
 //! type, argument and block exists in the AWS provider's schema (tests/data, extracted by
 //! scripts/update-aws-schema.py) and every required one is given; module calls pass exactly the
-//! variables their module declares, and every variable has a type and a description.
+//! variables their module declares, and every variable has a type and a description; the stage
+//! roots fit env.sh and each other's remote state; checkov passes; infra/README.md names every
+//! module's inputs and outputs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -452,6 +454,42 @@ fn stage_roots_take_ids_from_remote_state_and_their_settings_from_env_sh() {
         errors.is_empty(),
         "{} problems:\n{}",
         errors.len(),
+        errors.join("\n")
+    );
+}
+
+/// infra/README.md says what each module takes and gives: every variable and output of every
+/// module is named under the module's heading, and every module has one.
+#[test]
+fn the_readme_names_every_modules_inputs_and_outputs() {
+    let infra = repo_root().join("infra");
+    let readme = std::fs::read_to_string(infra.join("README.md")).unwrap();
+    let mut errors = Vec::new();
+    for dir in module_dirs(&infra.join("modules")) {
+        let name = dir.file_name().unwrap().to_string_lossy().to_string();
+        let heading = format!("\n### {name}\n");
+        let Some(start) = readme.find(&heading) else {
+            errors.push(format!("no section \"### {name}\""));
+            continue;
+        };
+        let section = &readme[start + heading.len()..];
+        let section = &section[..section.find("\n#").unwrap_or(section.len())];
+        let me = interface(&dir, &mut errors);
+        for (v, has_default) in &me.variables {
+            let named = format!("`{v}{}`", if *has_default { "?" } else { "" });
+            if !section.contains(&named) {
+                errors.push(format!("{name}: input {named} not named"));
+            }
+        }
+        for o in &me.outputs {
+            if !section.contains(&format!("`{o}`")) {
+                errors.push(format!("{name}: output `{o}` not named"));
+            }
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "infra/README.md is out of date:\n{}",
         errors.join("\n")
     );
 }
