@@ -66,6 +66,10 @@ fn entrypoint(dir: &TempDir, meta: &Backend, admin: u16, env: &[(&str, String)])
             format!("http://{}/v4/abc", meta.addr),
         )
         .env("XDS_SERVER_ENVOY_ADMIN", format!("127.0.0.1:{admin}"))
+        .env(
+            "XDS_SERVER_ENVOY_STATS_LISTEN",
+            format!("127.0.0.1:{}", free_port()),
+        )
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
     ChildGuard::spawn(cmd, dir.path().join("entrypoint.log"))
 }
@@ -109,6 +113,52 @@ fn a_generated_bootstrap_makes_the_task_an_envoy_of_its_role() {
     wait_connected(&server, &envoy, port);
     let bootstrap = std::fs::read_to_string(dir.path().join("etc/envoy.yaml")).unwrap();
     assert!(bootstrap.contains(TASK_ARN), "{bootstrap}");
+}
+
+/// The task's network reaches Envoy's metrics and readiness on the stats listener, and nothing
+/// else of the admin interface, which stays on loopback.
+#[test]
+fn the_stats_listener_serves_metrics_and_readiness_only() {
+    let dir = TempDir::new("image-stats");
+    let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
+    let server = control_plane(&dir, &app, port);
+    let (admin, stats) = (free_port(), free_port());
+    let mut envoy = entrypoint(
+        &dir,
+        &meta,
+        admin,
+        &[
+            ("XDS_SERVER_PROXY", "demo".into()),
+            ("XDS_SERVER_XDS", format!("127.0.0.1:{}", server.xds_port)),
+            (
+                "XDS_SERVER_ENVOY_STATS_LISTEN",
+                format!("127.0.0.1:{stats}"),
+            ),
+        ],
+    );
+    wait_connected(&server, &envoy, port);
+    let metrics = http::get(stats, "/stats/prometheus", &[]).unwrap();
+    assert_eq!(metrics.status, 200);
+    assert!(
+        metrics.body.contains("envoy_cluster_upstream_rq_total"),
+        "{}",
+        metrics.body
+    );
+    let ready = http::get(stats, "/ready", &[]).unwrap();
+    assert_eq!((ready.status, ready.body.trim()), (200, "LIVE"));
+    for (method, path) in [
+        ("POST", "/quitquitquit"),
+        ("GET", "/config_dump"),
+        ("POST", "/logging?level=trace"),
+        ("POST", "/stats/prometheus"),
+    ] {
+        let r = http::request(method, stats, path, &[]).unwrap();
+        assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
+    }
+    assert!(envoy.is_running(), "{}", envoy.output());
+    // The admin itself answers on loopback, where it was asked to be.
+    let dump = http::get(admin, "/config_dump", &[]).unwrap();
+    assert_eq!(dump.status, 200);
 }
 
 /// Uploads the bootstrap template an operator would: `xds-server bootstrap` with placeholders.

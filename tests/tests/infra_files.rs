@@ -50,8 +50,8 @@ fn the_published_envoy_bootstrap_template_is_the_generators_and_envoy_accepts_it
         "${ecs.TaskARN}",
         "--xds",
         "${XDS_HOST}:18000",
-        "--admin",
-        "0.0.0.0:9901",
+        "--stats-listen",
+        "0.0.0.0:9902",
     ]));
     assert!(ok, "{generated}");
     assert_eq!(

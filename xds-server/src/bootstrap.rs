@@ -20,6 +20,9 @@ pub struct BootstrapConfig {
     pub xds_port: u16,
     /// Envoy's admin interface.
     pub admin: SocketAddr,
+    /// A listener that serves only `GET /stats/prometheus` and `GET /ready` from the admin
+    /// interface, so the admin can stay on loopback while Prometheus scrapes from outside.
+    pub stats_listen: Option<SocketAddr>,
     /// Use the delta (incremental) xDS protocol.
     pub delta: bool,
 }
@@ -45,6 +48,61 @@ fn socket_address(address: &str, port: u16) -> Value {
     json!({ "socket_address": { "address": address, "port_value": port } })
 }
 
+/// Names of the bootstrap's own listener and cluster; catalog names cannot contain `/`, so they
+/// never meet a listener or cluster from the control plane.
+const STATS_LISTENER: &str = "static/stats";
+const ADMIN_CLUSTER: &str = "static/admin";
+
+/// The listener that passes `GET /stats/prometheus` and `GET /ready` to the admin interface and
+/// answers 404 to everything else, and the cluster of the admin interface behind it.
+fn stats_resources(listen: SocketAddr, admin: SocketAddr) -> (Value, Value) {
+    let to_admin = |path: &str| {
+        json!({
+            "match": {
+                "path": path,
+                "headers": [ { "name": ":method", "string_match": { "exact": "GET" } } ],
+            },
+            "route": { "cluster": ADMIN_CLUSTER },
+        })
+    };
+    let listener = json!({
+        "name": STATS_LISTENER,
+        "address": socket_address(&listen.ip().to_string(), listen.port()),
+        "filter_chains": [ { "filters": [ {
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "stats",
+                "route_config": { "virtual_hosts": [ {
+                    "name": "stats",
+                    "domains": ["*"],
+                    "routes": [
+                        to_admin("/stats/prometheus"),
+                        to_admin("/ready"),
+                        { "match": { "prefix": "/" }, "direct_response": { "status": 404 } },
+                    ],
+                } ] },
+                "http_filters": [ {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": { "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router" },
+                } ],
+            },
+        } ] } ],
+    });
+    let cluster = json!({
+        "name": ADMIN_CLUSTER,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": ADMIN_CLUSTER,
+            "endpoints": [ { "lb_endpoints": [ {
+                "endpoint": { "address": socket_address(&admin.ip().to_string(), admin.port()) }
+            } ] } ],
+        },
+    });
+    (listener, cluster)
+}
+
 /// The bootstrap document.
 pub fn bootstrap(c: &BootstrapConfig) -> Value {
     let config_source = json!({ "ads": {}, "resource_api_version": "V3" });
@@ -54,7 +112,7 @@ pub fn bootstrap(c: &BootstrapConfig) -> Value {
     } else {
         "STRICT_DNS"
     };
-    json!({
+    let mut doc = json!({
         "node": { "id": c.node_id, "cluster": c.proxy },
         "admin": { "address": socket_address(&c.admin.ip().to_string(), c.admin.port()) },
         "dynamic_resources": {
@@ -89,7 +147,16 @@ pub fn bootstrap(c: &BootstrapConfig) -> Value {
                 }
             } ]
         }
-    })
+    });
+    if let Some(listen) = c.stats_listen {
+        let (listener, cluster) = stats_resources(listen, c.admin);
+        let statics = &mut doc["static_resources"];
+        statics["listeners"] = json!([listener]);
+        if let Some(clusters) = statics["clusters"].as_array_mut() {
+            clusters.push(cluster);
+        }
+    }
+    doc
 }
 
 #[cfg(test)]
@@ -104,6 +171,7 @@ mod tests {
             xds_host: "127.0.0.1".into(),
             xds_port: 18000,
             admin: "127.0.0.1:9901".parse().unwrap(),
+            stats_listen: None,
             delta: false,
         };
         let b = bootstrap(&c);
@@ -117,6 +185,35 @@ mod tests {
         assert_eq!(
             b["dynamic_resources"]["ads_config"]["api_type"],
             "DELTA_GRPC"
+        );
+    }
+
+    #[test]
+    fn the_stats_listener_is_there_only_when_asked_for() {
+        let mut c = BootstrapConfig {
+            proxy: "intdemo".into(),
+            node_id: "task-1".into(),
+            xds_host: "127.0.0.1".into(),
+            xds_port: 18000,
+            admin: "127.0.0.1:9901".parse().unwrap(),
+            stats_listen: None,
+            delta: false,
+        };
+        assert!(bootstrap(&c)["static_resources"].get("listeners").is_none());
+        c.stats_listen = Some("0.0.0.0:9902".parse().unwrap());
+        let b = bootstrap(&c);
+        let statics = &b["static_resources"];
+        assert_eq!(statics["listeners"][0]["name"], STATS_LISTENER);
+        assert_eq!(
+            statics["listeners"][0]["address"]["socket_address"]["port_value"],
+            9902
+        );
+        let admin = &statics["clusters"][1];
+        assert_eq!(admin["name"], ADMIN_CLUSTER);
+        assert_eq!(
+            admin["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
+                ["port_value"],
+            9901
         );
     }
 

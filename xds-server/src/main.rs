@@ -110,6 +110,10 @@ enum Command {
         /// Envoy's admin address.
         #[arg(long, env = "XDS_SERVER_ENVOY_ADMIN", default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
+        /// Also open a listener here that serves only GET /stats/prometheus and GET /ready from
+        /// the admin interface (404 for the rest), so the admin can stay on loopback.
+        #[arg(long, env = "XDS_SERVER_ENVOY_STATS_LISTEN")]
+        stats_listen: Option<SocketAddr>,
         /// Use the delta (incremental) xDS protocol.
         #[arg(long, env = "XDS_SERVER_DELTA")]
         delta: bool,
@@ -208,6 +212,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             xds,
             node_id,
             admin,
+            stats_listen,
             delta,
             format,
         } => {
@@ -235,6 +240,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 xds_host,
                 xds_port,
                 admin,
+                stats_listen,
                 delta,
             };
             print(&bootstrap::bootstrap(&config), format)?;

@@ -8,7 +8,8 @@
 # or, with neither set, the file at ENVOY_BOOTSTRAP as it is (rendered by an init container that
 # ran `s3-config-loader get`, as infra/modules/envoy-service does).
 # node.id is the ECS task ARN (from ECS_CONTAINER_METADATA_URI_V4), node.cluster the proxy role.
-# ENVOY (default: envoy), ENVOY_BOOTSTRAP (default: /etc/envoy/envoy.yaml), ENVOY_ARGS.
+# ENVOY (default: envoy), ENVOY_BOOTSTRAP (default: /etc/envoy/envoy.yaml), ENVOY_ARGS;
+# XDS_SERVER_ENVOY_ADMIN (default 127.0.0.1:9901), XDS_SERVER_ENVOY_STATS_LISTEN (0.0.0.0:9902).
 set -eu
 
 envoy=${ENVOY:-envoy}
@@ -22,11 +23,12 @@ elif [ -z "${XDS_SERVER_PROXY:-}" ] && [ -f "$bootstrap" ]; then
 else
   : "${XDS_SERVER_PROXY:?set XDS_SERVER_PROXY (the proxy role) or ENVOY_BOOTSTRAP_S3}"
   : "${XDS_SERVER_XDS:?set XDS_SERVER_XDS (the control plane, HOST:PORT) or ENVOY_BOOTSTRAP_S3}"
-  # Envoy's admin (and /stats/prometheus) for the task's network; the bootstrap is written
-  # beside its final place and renamed, so a restart never reads half a file.
-  # (Envoy reads the format from the extension: the staged name keeps it.)
+  # Envoy's admin stays on loopback; the task's network gets only GET /stats/prometheus and
+  # GET /ready, on 9902. The bootstrap is written beside its final place and renamed, so a
+  # restart never reads half a file. (Envoy reads the format from the extension: the staged
+  # name keeps it.)
   staged="$(dirname "$bootstrap")/.new-$(basename "$bootstrap")"
-  XDS_SERVER_ENVOY_ADMIN=${XDS_SERVER_ENVOY_ADMIN:-0.0.0.0:9901} \
+  XDS_SERVER_ENVOY_STATS_LISTEN=${XDS_SERVER_ENVOY_STATS_LISTEN:-0.0.0.0:9902} \
     xds-server bootstrap > "$staged"
   "$envoy" --mode validate -c "$staged" > /dev/null
   mv "$staged" "$bootstrap"

@@ -65,9 +65,9 @@ resource "aws_security_group" "this" {
   }
 
   ingress {
-    description = "Envoy admin: /stats/prometheus for Prometheus"
-    from_port   = 9901
-    to_port     = 9901
+    description = "Envoy's stats listener (GET /stats/prometheus, /ready); the admin stays on loopback"
+    from_port   = 9902
+    to_port     = 9902
     protocol    = "tcp"
     cidr_blocks = [var.vpc_cidr_block]
   }
@@ -133,11 +133,11 @@ resource "aws_ecs_task_definition" "this" {
       mountPoints            = [{ sourceVolume = "envoy-config", containerPath = "/etc/envoy", readOnly = true }]
       portMappings = concat(
         [for p in var.listener_ports : { containerPort = p, protocol = "tcp" }],
-        [{ containerPort = 9901, protocol = "tcp" }],
+        [{ containerPort = 9902, protocol = "tcp" }],
       )
       # ecs-sd scrapes Envoy's own metrics.
       dockerLabels = {
-        PROMETHEUS_EXPORTER_PORT = "9901"
+        PROMETHEUS_EXPORTER_PORT = "9902"
         PROMETHEUS_EXPORTER_PATH = "/stats/prometheus"
       }
       logConfiguration = {
