@@ -23,6 +23,16 @@ const META: &[&str] = &[
     "connection",
 ];
 
+/// Fails with every problem found, one a line.
+fn assert_no_problems(errors: &[String]) {
+    assert!(
+        errors.is_empty(),
+        "{} problems:\n{}",
+        errors.len(),
+        errors.join("\n")
+    );
+}
+
 fn tf_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap().flatten() {
@@ -122,12 +132,7 @@ fn every_resource_and_data_source_matches_the_aws_provider_schema() {
             checked += 1;
         }
     }
-    assert!(
-        errors.is_empty(),
-        "{} problems:\n{}",
-        errors.len(),
-        errors.join("\n")
-    );
+    assert_no_problems(&errors);
     assert!(checked > 20, "only {checked} resources checked");
 }
 
@@ -171,6 +176,15 @@ fn interface(dir: &Path, errors: &mut Vec<String>) -> Interface {
     i
 }
 
+/// The text of a module's own .tf files (not its subdirectories').
+fn module_text(dir: &Path) -> String {
+    tf_files(dir)
+        .into_iter()
+        .filter(|p| p.parent() == Some(dir))
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
 fn module_dirs(root: &Path) -> Vec<PathBuf> {
     let mut dirs: BTreeSet<PathBuf> = BTreeSet::new();
     for f in tf_files(root) {
@@ -186,11 +200,7 @@ fn module_calls_variables_and_outputs_fit_together() {
     let mut errors = Vec::new();
     for dir in module_dirs(&repo_root().join("infra")) {
         let me = interface(&dir, &mut errors);
-        let text: String = tf_files(&dir)
-            .into_iter()
-            .filter(|p| p.parent() == Some(dir.as_path()))
-            .map(|p| std::fs::read_to_string(p).unwrap())
-            .collect();
+        let text = module_text(&dir);
         for used in var_ref.captures_iter(&text) {
             if !me.variables.contains_key(&used[1]) {
                 errors.push(format!(
@@ -267,12 +277,7 @@ fn module_calls_variables_and_outputs_fit_together() {
             }
         }
     }
-    assert!(
-        errors.is_empty(),
-        "{} problems:\n{}",
-        errors.len(),
-        errors.join("\n")
-    );
+    assert_no_problems(&errors);
 }
 
 /// checkov, offline, finds nothing; each skipped check carries its reason beside the resource
@@ -385,11 +390,7 @@ fn stage_roots_take_ids_from_remote_state_and_their_settings_from_env_sh() {
                 ));
             }
         }
-        let text: String = tf_files(dir)
-            .into_iter()
-            .filter(|p| p.parent() == Some(dir.as_path()))
-            .map(|p| std::fs::read_to_string(p).unwrap())
-            .collect();
+        let text = module_text(dir);
         if !text.contains("backend \"s3\" {}") {
             errors.push(format!(
                 "{}: no empty backend \"s3\" {{}} for env.sh to configure",
@@ -450,12 +451,7 @@ fn stage_roots_take_ids_from_remote_state_and_their_settings_from_env_sh() {
             }
         }
     }
-    assert!(
-        errors.is_empty(),
-        "{} problems:\n{}",
-        errors.len(),
-        errors.join("\n")
-    );
+    assert_no_problems(&errors);
 }
 
 /// infra/README.md says what each module takes and gives: every variable and output of every

@@ -163,9 +163,8 @@ pub fn bootstrap(c: &BootstrapConfig) -> Value {
 mod tests {
     use super::*;
 
-    #[test]
-    fn names_and_ips_pick_the_cluster_type() {
-        let mut c = BootstrapConfig {
+    fn config() -> BootstrapConfig {
+        BootstrapConfig {
             proxy: "intdemo".into(),
             node_id: "task-1".into(),
             xds_host: "127.0.0.1".into(),
@@ -173,7 +172,12 @@ mod tests {
             admin: "127.0.0.1:9901".parse().unwrap(),
             stats_listen: None,
             delta: false,
-        };
+        }
+    }
+
+    #[test]
+    fn names_and_ips_pick_the_cluster_type() {
+        let mut c = config();
         let b = bootstrap(&c);
         assert_eq!(b["node"]["cluster"], "intdemo");
         assert_eq!(b["static_resources"]["clusters"][0]["type"], "STATIC");
@@ -190,15 +194,7 @@ mod tests {
 
     #[test]
     fn the_stats_listener_is_there_only_when_asked_for() {
-        let mut c = BootstrapConfig {
-            proxy: "intdemo".into(),
-            node_id: "task-1".into(),
-            xds_host: "127.0.0.1".into(),
-            xds_port: 18000,
-            admin: "127.0.0.1:9901".parse().unwrap(),
-            stats_listen: None,
-            delta: false,
-        };
+        let mut c = config();
         assert!(bootstrap(&c)["static_resources"].get("listeners").is_none());
         c.stats_listen = Some("0.0.0.0:9902".parse().unwrap());
         let b = bootstrap(&c);
