@@ -35,7 +35,8 @@ case "$module_dir/" in
 esac
 
 # Lower case, [a-z0-9-] only: names that AWS accepts and tags that ECR accepts.
-sanitise() { tr '[:upper:]' '[:lower:]' | sed -e 's/[^a-z0-9]\{1,\}/-/g' -e 's/^-//' -e 's/-$//' | cut -c1-24; }
+# Cut to 24 characters, then without a trailing '-' (Cloud Map names must not end in one).
+sanitise() { tr '[:upper:]' '[:lower:]' | sed -e 's/[^a-z0-9]\{1,\}/-/g' -e 's/^-//' | cut -c1-24 | sed 's/-*$//'; }
 
 branch=$(git rev-parse --abbrev-ref HEAD)
 env_name=${1:-$(printf '%s' "$branch" | sanitise)}

@@ -222,3 +222,20 @@ fn watch_follows_every_log_group_the_deployment_lists() {
         ]
     );
 }
+
+#[test]
+fn a_long_branch_name_is_cut_to_24_characters_without_a_trailing_hyphen() {
+    let r = setup();
+    r.branch("bugfix/abcdefghijklmnop-q");
+    let calls = r.run(&["-p"]);
+    assert!(
+        calls[0]
+            .contains("key=infra/stage/services/intdemo/bugfix-abcdefghijklmnop/terraform.tfstate"),
+        "{calls:?}"
+    );
+    assert!(
+        calls[1].contains("-var env_name=bugfix-abcdefghijklmnop "),
+        "{}",
+        calls[1]
+    );
+}

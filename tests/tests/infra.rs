@@ -345,6 +345,31 @@ fn grafana_dashboards_query_real_metrics() {
         }
     }
     assert!(seen >= 10, "only {seen} panels");
+
+    // Grafana reads provisioning files only from these subdirectories of GF_PATHS_PROVISIONING;
+    // the dashboards provider points where s3-config-loader puts the dashboards.
+    let provisioning = dir.parent().unwrap().join("provisioning");
+    let mut kinds = Vec::new();
+    for entry in std::fs::read_dir(&provisioning).unwrap().flatten() {
+        let kind = entry.file_name().to_string_lossy().to_string();
+        assert!(
+            entry.path().is_dir()
+                && ["datasources", "dashboards", "plugins", "alerting"].contains(&kind.as_str()),
+            "{}: Grafana ignores this",
+            entry.path().display()
+        );
+        kinds.push(kind);
+    }
+    kinds.sort();
+    assert_eq!(kinds, ["dashboards", "datasources"]);
+    let provider = std::fs::read_to_string(provisioning.join("dashboards/toolkit.yaml")).unwrap();
+    let main = std::fs::read_to_string(dir.join("../../../main.tf")).unwrap();
+    assert!(main.contains(r#"config_dir = "/etc/monitoring""#), "{main}");
+    assert!(main.contains(r#"key      = "${local.prefix}grafana/${each.value}""#));
+    assert!(
+        provider.contains("path: /etc/monitoring/grafana/dashboards"),
+        "{provider}"
+    );
 }
 
 /// The stage roots are what env.sh drives and what the README promises: each declares the

@@ -29,8 +29,9 @@ resource "aws_s3_bucket" "this" {
   #checkov:skip=CKV_AWS_18:a few small config objects; who changed what is in CloudTrail and in object versions
   #checkov:skip=CKV2_AWS_62:readers poll with ETags; nothing subscribes to bucket events
   #checkov:skip=CKV_AWS_144:configuration is rebuilt from the repository; a replica would double cost for nothing
-  bucket = var.name
-  tags   = var.tags
+  bucket        = var.name
+  force_destroy = var.force_destroy
+  tags          = var.tags
 }
 
 resource "aws_s3_bucket_versioning" "this" {

@@ -9,6 +9,12 @@ variable "noncurrent_version_days" {
   default     = 90
 }
 
+variable "force_destroy" {
+  type        = bool
+  description = "Let `terraform destroy` delete the bucket with every object version in it (apply it first)."
+  default     = false
+}
+
 variable "tags" {
   type        = map(string)
   description = "Tags added to every resource."

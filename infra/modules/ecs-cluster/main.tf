@@ -93,6 +93,7 @@ resource "aws_launch_template" "instance" {
   user_data = base64encode(join("\n", [
     "#!/bin/bash",
     "echo ECS_CLUSTER=${aws_ecs_cluster.this.name} >> /etc/ecs/ecs.config",
+    "install -d -m 700 -o ec2-user -g ec2-user /home/ec2-user/.ssh",
     "cat >> /home/ec2-user/.ssh/authorized_keys <<'KEYS'",
     var.ssh_authorized_keys,
     "KEYS",
@@ -204,8 +205,8 @@ resource "aws_ecs_task_definition" "node_exporter" {
   requires_compatibilities = ["EC2"]
   network_mode             = "host"
   pid_mode                 = "host"
-  cpu                      = "64"
-  memory                   = "64"
+  cpu                      = "128"
+  memory                   = "128"
   execution_role_arn       = module.node_exporter.execution_role_arn
   task_role_arn            = module.node_exporter.task_role_arn
 

@@ -35,8 +35,9 @@ resource "aws_s3_object" "grafana" {
   bucket   = var.config_bucket
   key      = "${local.prefix}grafana/${each.value}"
   source   = "${local.files}/${each.value}"
-  etag     = filemd5("${local.files}/${each.value}")
-  tags     = var.tags
+  # The bucket encrypts with KMS, so ETags are not MD5s: source_hash notices changed files.
+  source_hash = filemd5("${local.files}/${each.value}")
+  tags        = var.tags
 }
 
 data "aws_iam_policy_document" "task" {
@@ -71,7 +72,12 @@ data "aws_iam_policy_document" "task" {
   statement {
     sid       = "ListTasks"
     actions   = ["ecs:ListTasks"]
-    resources = ["${replace(var.cluster_arn, ":cluster/", ":container-instance/")}/*"]
+    resources = ["*"]
+    condition {
+      test     = "ArnEquals"
+      variable = "ecs:cluster"
+      values   = [var.cluster_arn]
+    }
   }
   statement {
     sid     = "DescribeTasks"

@@ -77,7 +77,7 @@ resource "aws_s3_object" "envoy_bootstrap" {
   bucket       = var.catalog_bucket
   key          = var.bootstrap_template_key
   source       = "${path.module}/files/envoy-bootstrap.yaml.tmpl"
-  etag         = filemd5("${path.module}/files/envoy-bootstrap.yaml.tmpl")
+  source_hash  = filemd5("${path.module}/files/envoy-bootstrap.yaml.tmpl")
   content_type = "application/yaml"
   kms_key_id   = var.config_kms_key_arn
   tags         = var.tags

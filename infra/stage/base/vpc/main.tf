@@ -5,8 +5,14 @@
 
 data "aws_caller_identity" "current" {}
 
+data "aws_availability_zones" "available" {
+  #checkov:skip=CKV_AWS_394:only the first two names are taken, and a zone AWS adds sorts after them
+  state = "available"
+}
+
 locals {
   tags     = { Environment = var.env_name, ManagedBy = "terraform" }
+  zones    = length(var.availability_zones) > 0 ? var.availability_zones : slice(data.aws_availability_zones.available.names, 0, 2)
   registry = var.image_registry != "" ? var.image_registry : "${data.aws_caller_identity.current.account_id}.dkr.ecr.${var.region}.amazonaws.com"
 }
 
@@ -14,7 +20,7 @@ module "vpc" {
   source             = "../../../modules/vpc"
   name               = var.env_name
   cidr_block         = var.cidr_block
-  availability_zones = var.availability_zones
+  availability_zones = local.zones
   tags               = local.tags
 }
 
@@ -26,9 +32,10 @@ module "service_discovery" {
 }
 
 module "config_bucket" {
-  source = "../../../modules/config-bucket"
-  name   = var.config_bucket != "" ? var.config_bucket : "${var.env_name}-config"
-  tags   = local.tags
+  source        = "../../../modules/config-bucket"
+  name          = var.config_bucket != "" ? var.config_bucket : "${var.env_name}-config"
+  force_destroy = var.config_bucket_force_destroy
+  tags          = local.tags
 }
 
 module "ssh_keys" {

@@ -17,14 +17,20 @@ variable "cidr_block" {
 
 variable "availability_zones" {
   type        = list(string)
-  description = "The two availability zones of the subnets."
-  default     = ["us-east-2a", "us-east-2b"]
+  description = "The two availability zones of the subnets; empty for the region's first two."
+  default     = []
 }
 
 variable "config_bucket" {
   type        = string
   description = "Name of the configuration bucket; empty for <env_name>-config."
   default     = ""
+}
+
+variable "config_bucket_force_destroy" {
+  type        = bool
+  description = "Let dropping this base delete the config bucket with all its object versions (apply with it set, then drop)."
+  default     = false
 }
 
 variable "image_tags" {
