@@ -167,6 +167,18 @@ impl XdsServer {
     pub fn metric(&self, sample: &str) -> f64 {
         http::metric(self.admin_port, sample)
     }
+
+    /// Runs `change`, then waits until the server has refused a catalog once more.
+    pub fn expect_catalog_refused(&self, change: impl FnOnce()) {
+        const REFUSED: &str = "xds_catalog_loads_total{result=\"error\"}";
+        let before = self.metric(REFUSED);
+        change();
+        crate::wait_for(
+            "the server to refuse the catalog",
+            Duration::from_secs(20),
+            || (self.metric(REFUSED) > before).then_some(()),
+        );
+    }
 }
 
 /// The xDS protocol variant an Envoy uses.

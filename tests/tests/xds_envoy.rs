@@ -380,16 +380,7 @@ fn bad_catalogs_are_refused_with_a_clear_error() {
             "case {i} names no file: {stderr}"
         );
 
-        let failures = s.server.metric("xds_catalog_loads_total{result=\"error\"}");
-        s.write_catalog(text);
-        wait_for(
-            "the server to refuse the catalog",
-            Duration::from_secs(10),
-            || {
-                (s.server.metric("xds_catalog_loads_total{result=\"error\"}") > failures)
-                    .then_some(())
-            },
-        );
+        s.server.expect_catalog_refused(|| s.write_catalog(text));
         let ready = s.server.admin_json("/readyz");
         assert_eq!(ready["ready"], true);
         assert!(
