@@ -72,6 +72,12 @@ impl Default for Version {
 }
 
 impl TypeSnapshot {
+    /// A set of resources with its version.
+    pub fn new(resources: BTreeMap<String, VersionedResource>) -> TypeSnapshot {
+        let version = Version::of_set(resources.iter().map(|(n, r)| (n.as_str(), r.version)));
+        TypeSnapshot { resources, version }
+    }
+
     /// The SotW version for a subscription: all resources (`None`) or the named ones.
     pub fn version_for(&self, names: Option<&std::collections::BTreeSet<String>>) -> Version {
         match names {
@@ -104,8 +110,7 @@ impl Snapshot {
                     (name, VersionedResource { version, body })
                 })
                 .collect();
-            let version = Version::of_set(resources.iter().map(|(n, r)| (n.as_str(), r.version)));
-            snap.types[i] = TypeSnapshot { resources, version };
+            snap.types[i] = TypeSnapshot::new(resources);
         }
         snap
     }

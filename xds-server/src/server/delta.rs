@@ -36,7 +36,76 @@ impl TypeState {
     }
 }
 
-impl Delta {
+impl Variant for Delta {
+    type Req = DeltaDiscoveryRequest;
+    type Resp = DeltaDiscoveryResponse;
+    const NAME: &'static str = "delta";
+
+    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
+        req.node.as_ref()
+    }
+
+    fn type_url(req: &DeltaDiscoveryRequest) -> &str {
+        &req.type_url
+    }
+
+    fn on_request(&mut self, core: &mut StreamCore, t: ResourceType, req: DeltaDiscoveryRequest) {
+        let ts = &mut self.types[t.index()];
+        if let Some(sent) = &ts.pending
+            && sent.nonce == req.response_nonce
+        {
+            match &req.error_detail {
+                Some(err) => core.record_nack(t, sent.version, sent.at, &err.message),
+                None => core.record_ack(t, sent.version, sent.at),
+            }
+            ts.pending = None;
+        }
+        // Subscription changes count whatever nonce they carry: each request is a delta.
+        if !ts.subscribed {
+            ts.subscribed = true;
+            // An empty first subscription is the (legacy) wildcard, for LDS and CDS only.
+            ts.wildcard = t.wildcard_by_default() && req.resource_names_subscribe.is_empty();
+            // After a reconnect the proxy says what it has, so unchanged resources are not re-sent.
+            ts.known = req
+                .initial_resource_versions
+                .iter()
+                .filter_map(|(name, v)| {
+                    Some((name.clone(), Version(u64::from_str_radix(v, 16).ok()?)))
+                })
+                .collect();
+        }
+        for name in req.resource_names_subscribe {
+            if name == "*" {
+                ts.wildcard = true;
+            } else {
+                ts.names.insert(name);
+            }
+        }
+        for name in req.resource_names_unsubscribe {
+            if name == "*" {
+                ts.wildcard = false;
+            } else {
+                ts.names.remove(&name);
+                ts.known.remove(&name);
+            }
+        }
+        if !ts.wildcard {
+            let names = &ts.names;
+            ts.known.retain(|n, _| names.contains(n));
+        }
+    }
+
+    fn has_current(&self, core: &StreamCore, t: ResourceType) -> bool {
+        let ts = &self.types[t.index()];
+        let snap = &core.snapshot.of(t).resources;
+        !ts.subscribed
+            || (ts.pending.is_none()
+                && snap
+                    .iter()
+                    .all(|(name, r)| !ts.wants(name) || ts.known.get(name) == Some(&r.version))
+                && ts.known.keys().all(|name| snap.contains_key(name)))
+    }
+
     fn maybe_send(
         &mut self,
         core: &mut StreamCore,
@@ -50,7 +119,8 @@ impl Delta {
             return None;
         }
         let snapshot = core.snapshot.clone();
-        let snap = snapshot.of(t);
+        let retiring = super::with_retiring(core, t);
+        let snap = retiring.as_ref().unwrap_or_else(|| snapshot.of(t));
         let ts = &mut self.types[t.index()];
         let resources: Vec<Resource> = snap
             .resources
@@ -111,72 +181,5 @@ impl Delta {
             nonce,
             ..Default::default()
         })
-    }
-}
-
-impl Variant for Delta {
-    type Req = DeltaDiscoveryRequest;
-    type Resp = DeltaDiscoveryResponse;
-    const NAME: &'static str = "delta";
-
-    fn node(req: &DeltaDiscoveryRequest) -> Option<&Node> {
-        req.node.as_ref()
-    }
-
-    fn type_url(req: &DeltaDiscoveryRequest) -> &str {
-        &req.type_url
-    }
-
-    fn on_request(&mut self, core: &mut StreamCore, t: ResourceType, req: DeltaDiscoveryRequest) {
-        let ts = &mut self.types[t.index()];
-        if let Some(sent) = &ts.pending
-            && sent.nonce == req.response_nonce
-        {
-            match &req.error_detail {
-                Some(err) => core.record_nack(t, sent.version, sent.at, &err.message),
-                None => core.record_ack(t, sent.version, sent.at),
-            }
-            ts.pending = None;
-        }
-        // Subscription changes count whatever nonce they carry: each request is a delta.
-        if !ts.subscribed {
-            ts.subscribed = true;
-            // An empty first subscription is the (legacy) wildcard, for LDS and CDS only.
-            ts.wildcard = t.wildcard_by_default() && req.resource_names_subscribe.is_empty();
-            // After a reconnect the proxy says what it has, so unchanged resources are not re-sent.
-            ts.known = req
-                .initial_resource_versions
-                .iter()
-                .filter_map(|(name, v)| {
-                    Some((name.clone(), Version(u64::from_str_radix(v, 16).ok()?)))
-                })
-                .collect();
-        }
-        for name in req.resource_names_subscribe {
-            if name == "*" {
-                ts.wildcard = true;
-            } else {
-                ts.names.insert(name);
-            }
-        }
-        for name in req.resource_names_unsubscribe {
-            if name == "*" {
-                ts.wildcard = false;
-            } else {
-                ts.names.remove(&name);
-                ts.known.remove(&name);
-            }
-        }
-        if !ts.wildcard {
-            let names = &ts.names;
-            ts.known.retain(|n, _| names.contains(n));
-        }
-    }
-
-    fn push(&mut self, core: &mut StreamCore) -> Vec<DeltaDiscoveryResponse> {
-        ResourceType::ALL
-            .into_iter()
-            .filter_map(|t| self.maybe_send(core, t))
-            .collect()
     }
 }

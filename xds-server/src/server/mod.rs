@@ -38,7 +38,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::cache::{Cache, Snapshot, Snapshots, Version};
+use crate::cache::{Cache, Snapshot, Snapshots, TypeSnapshot, Version};
 use crate::catalog::ProxyName;
 use crate::metrics::Metrics;
 use crate::translate::ResourceType;
@@ -138,8 +138,26 @@ pub(crate) trait Variant: Default + Send + 'static {
     fn type_url(req: &Self::Req) -> &str;
     /// Takes in one request for type `t` (subscriptions, ACK or NACK).
     fn on_request(&mut self, core: &mut StreamCore, t: ResourceType, req: Self::Req);
-    /// What to send now, in push order (after a request, or after a new snapshot).
-    fn push(&mut self, core: &mut StreamCore) -> Vec<Self::Resp>;
+    /// Whether the proxy has acknowledged (or rejected) the current snapshot's resources of
+    /// `t`, or does not subscribe to them.
+    fn has_current(&self, core: &StreamCore, t: ResourceType) -> bool;
+    /// The response for type `t` to send now, if any.
+    fn maybe_send(&mut self, core: &mut StreamCore, t: ResourceType) -> Option<Self::Resp>;
+}
+
+/// What a stream sends now, in push order (after a request, or after a new snapshot).
+fn push<V: Variant>(variant: &mut V, core: &mut StreamCore) -> Vec<V::Resp> {
+    if core.scope == Scope::Aggregated
+        && [ResourceType::Listener, ResourceType::Route]
+            .into_iter()
+            .all(|t| variant.has_current(core, t))
+    {
+        core.routes_from = core.snapshot.clone();
+    }
+    ResourceType::ALL
+        .into_iter()
+        .filter_map(|t| variant.maybe_send(core, t))
+        .collect()
 }
 
 /// Make-before-break on ADS: listeners and routes wait while clusters or endpoints are
@@ -154,6 +172,30 @@ pub(crate) fn held_back(
         && (pending(ResourceType::Cluster) || pending(ResourceType::Endpoint))
 }
 
+/// Break after make on ADS: clusters and endpoints that a new snapshot drops stay with the proxy
+/// until it has the new listeners and routes, so a route never points at a cluster the proxy
+/// has already removed (switching a route to another upstream and deleting the old one in one
+/// catalog change would otherwise fail requests in between). Returns the current resources of
+/// `t` plus the ones the proxy's routes may still use, when there are any such.
+fn with_retiring(core: &StreamCore, t: ResourceType) -> Option<TypeSnapshot> {
+    if core.scope != Scope::Aggregated
+        || !matches!(t, ResourceType::Cluster | ResourceType::Endpoint)
+        || Arc::ptr_eq(&core.routes_from, &core.snapshot)
+    {
+        return None;
+    }
+    let current = &core.snapshot.of(t).resources;
+    let before = &core.routes_from.of(t).resources;
+    if before.keys().all(|name| current.contains_key(name)) {
+        return None;
+    }
+    let mut resources = current.clone();
+    for (name, r) in before {
+        resources.entry(name.clone()).or_insert_with(|| r.clone());
+    }
+    Some(TypeSnapshot::new(resources))
+}
+
 /// Per-stream state both variants use: who the proxy is, its snapshot, bookkeeping.
 pub(crate) struct StreamCore {
     shared: Arc<Shared>,
@@ -163,6 +205,8 @@ pub(crate) struct StreamCore {
     guard: Option<NodeGuard>,
     snapshots: watch::Receiver<Arc<Snapshots>>,
     snapshot: Arc<Snapshot>,
+    /// The snapshot whose listeners and routes the proxy runs (see [`with_retiring`]).
+    routes_from: Arc<Snapshot>,
     loaded: bool,
     known: bool,
     nonce: u64,
@@ -179,6 +223,7 @@ impl StreamCore {
             guard: None,
             snapshots,
             snapshot: Arc::new(Snapshot::default()),
+            routes_from: Arc::new(Snapshot::default()),
             loaded: false,
             known: false,
             nonce: 0,
@@ -348,7 +393,7 @@ async fn run<V: Variant>(
                         core.refresh();
                     }
                     variant.on_request(&mut core, t, req);
-                    variant.push(&mut core)
+                    push(&mut variant, &mut core)
                 }
                 Ok(None) => break,
                 Err(status) => {
@@ -361,7 +406,7 @@ async fn run<V: Variant>(
                     break;
                 }
                 // Every stream wakes on every publish; only those whose proxy changed work.
-                if core.refresh() { variant.push(&mut core) } else { Vec::new() }
+                if core.refresh() { push(&mut variant, &mut core) } else { Vec::new() }
             }
         };
         for resp in out {

@@ -68,55 +68,15 @@ fn response(
 }
 
 impl Sotw {
-    /// Sends the current resources of `t` unless the proxy has them or an answer is pending.
-    fn maybe_send(&mut self, core: &mut StreamCore, t: ResourceType) -> Option<DiscoveryResponse> {
-        if !core.loaded || !self.types[t.index()].subscribed || self.types[t.index()].pending {
-            return None;
-        }
-        if super::held_back(core.scope, t, |t| self.types[t.index()].pending) {
-            return None;
-        }
-        let snapshot = core.snapshot.clone();
-        let snap = snapshot.of(t);
-        let ts = &mut self.types[t.index()];
-        let version = snap.version_for(ts.names.as_ref());
-        match &ts.sent {
-            // Unchanged, or exactly the version the proxy rejected: nothing to send.
-            Some(sent) if sent.version == version && !ts.force => return None,
-            None if ts.reported.as_deref() == Some(version.to_string().as_str()) => {
-                // A reconnecting proxy that already runs this config: no churn.
-                ts.sent = Some(Sent {
-                    version,
-                    nonce: String::new(),
-                    at: Instant::now(),
-                });
-                core.record_already_has(t, version);
-                return None;
-            }
-            _ => {}
-        }
-        ts.force = false;
-        let nonce = core.next_nonce();
-        let resp = response(t, snap, ts.names.as_ref(), nonce.clone());
-        ts.sent = Some(Sent {
-            version,
-            nonce,
-            at: Instant::now(),
-        });
-        ts.pending = true;
-        core.record_sent(t, version);
-        if t == ResourceType::Cluster {
-            self.note_clusters_sent(core);
-        }
-        Some(resp)
-    }
-
     /// Envoy rebuilds a changed cluster and keeps it warming until it gets a load assignment,
     /// without asking for one: mark the endpoints of changed clusters to be sent again.
-    fn note_clusters_sent(&mut self, core: &StreamCore) {
-        let snapshot = core.snapshot.clone();
-        let clusters = &snapshot.of(ResourceType::Cluster).resources;
-        let endpoints = &snapshot.of(ResourceType::Endpoint).resources;
+    fn note_clusters_sent(&mut self, core: &StreamCore, clusters: &TypeSnapshot) {
+        let clusters = &clusters.resources;
+        let retiring = super::with_retiring(core, ResourceType::Endpoint);
+        let endpoints = &retiring
+            .as_ref()
+            .unwrap_or_else(|| core.snapshot.of(ResourceType::Endpoint))
+            .resources;
         let changed = clusters.iter().any(|(name, r)| {
             self.clusters_sent
                 .get(name)
@@ -170,11 +130,57 @@ impl Variant for Sotw {
         ts.names = subscription(t, &req.resource_names);
     }
 
-    fn push(&mut self, core: &mut StreamCore) -> Vec<DiscoveryResponse> {
-        ResourceType::ALL
-            .into_iter()
-            .filter_map(|t| self.maybe_send(core, t))
-            .collect()
+    fn has_current(&self, core: &StreamCore, t: ResourceType) -> bool {
+        let ts = &self.types[t.index()];
+        !ts.subscribed
+            || (!ts.pending
+                && ts.sent.as_ref().is_some_and(|sent| {
+                    sent.version == core.snapshot.of(t).version_for(ts.names.as_ref())
+                }))
+    }
+
+    /// Sends the current resources of `t` unless the proxy has them or an answer is pending.
+    fn maybe_send(&mut self, core: &mut StreamCore, t: ResourceType) -> Option<DiscoveryResponse> {
+        if !core.loaded || !self.types[t.index()].subscribed || self.types[t.index()].pending {
+            return None;
+        }
+        if super::held_back(core.scope, t, |t| self.types[t.index()].pending) {
+            return None;
+        }
+        let snapshot = core.snapshot.clone();
+        let retiring = super::with_retiring(core, t);
+        let snap = retiring.as_ref().unwrap_or_else(|| snapshot.of(t));
+        let ts = &mut self.types[t.index()];
+        let version = snap.version_for(ts.names.as_ref());
+        match &ts.sent {
+            // Unchanged, or exactly the version the proxy rejected: nothing to send.
+            Some(sent) if sent.version == version && !ts.force => return None,
+            None if ts.reported.as_deref() == Some(version.to_string().as_str()) => {
+                // A reconnecting proxy that already runs this config: no churn.
+                ts.sent = Some(Sent {
+                    version,
+                    nonce: String::new(),
+                    at: Instant::now(),
+                });
+                core.record_already_has(t, version);
+                return None;
+            }
+            _ => {}
+        }
+        ts.force = false;
+        let nonce = core.next_nonce();
+        let resp = response(t, snap, ts.names.as_ref(), nonce.clone());
+        ts.sent = Some(Sent {
+            version,
+            nonce,
+            at: Instant::now(),
+        });
+        ts.pending = true;
+        core.record_sent(t, version);
+        if t == ResourceType::Cluster {
+            self.note_clusters_sent(core, snap);
+        }
+        Some(resp)
     }
 }
 
