@@ -2,6 +2,7 @@
 //! firing the hooks after each pass that changed files, and serving `/metrics` and `/healthz`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use axum::Router;
@@ -49,11 +50,21 @@ pub async fn run(
     }
     let mut shutdown = std::pin::pin!(shutdown);
     let mut failures: u32 = 0;
+    // Changed files whose hooks have not succeeded yet: a failed reload is tried again after
+    // each pass, so a process that was down or busy still gets the change it missed.
+    let mut unhooked: Vec<PathBuf> = Vec::new();
     loop {
         let delay = match syncer.run_once().await {
             Ok(report) => {
                 log_report(&report);
-                after_pass(&report, &config.hooks, metrics).await;
+                unhooked.extend(changed_files(&report));
+                unhooked.sort();
+                unhooked.dedup();
+                if run_hooks(&unhooked, &config.hooks, metrics).await {
+                    unhooked.clear();
+                } else {
+                    tracing::warn!("the hooks run again after the next pass");
+                }
                 failures = 0;
                 common::duration::jitter(config.interval)
             }
@@ -78,7 +89,7 @@ async fn once(syncer: &mut Syncer, config: &RunConfig, metrics: &Metrics) -> Res
         Ok(report) => {
             log_report(&report);
             println!("{}", report.summary());
-            after_pass(&report, &config.hooks, metrics).await;
+            run_hooks(&changed_files(&report), &config.hooks, metrics).await;
             if report.errors.is_empty() {
                 Ok(())
             } else if config.allow_stale && syncer.stale_copies_cover(&report.errors) {
@@ -113,20 +124,27 @@ fn log_report(report: &SyncReport) {
     }
 }
 
-async fn after_pass(report: &SyncReport, hooks: &Hooks, metrics: &Metrics) {
-    if !report.changed() || hooks.is_empty() {
-        return;
-    }
-    let changed: Vec<_> = report
+/// The files a pass wrote or deleted.
+fn changed_files(report: &SyncReport) -> Vec<PathBuf> {
+    report
         .written
         .iter()
         .chain(&report.deleted)
         .cloned()
-        .collect();
-    for problem in hooks.run(&changed).await {
+        .collect()
+}
+
+/// Runs the hooks for `changed` (nothing when it is empty); false when any hook failed.
+async fn run_hooks(changed: &[PathBuf], hooks: &Hooks, metrics: &Metrics) -> bool {
+    if changed.is_empty() || hooks.is_empty() {
+        return true;
+    }
+    let problems = hooks.run(changed).await;
+    for problem in &problems {
         metrics.errors.with_label_values(&["hook"]).inc();
         tracing::error!(error = %problem, "reload hook failed");
     }
+    problems.is_empty()
 }
 
 /// Serves `/metrics` and `/healthz` until the process ends.

@@ -628,3 +628,27 @@ fn an_empty_prefix_deletes_nothing_and_allow_stale_does_not_hide_refusals() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(read(&s3.out().join("a.txt")), "a");
 }
+
+#[test]
+fn a_failed_reload_is_tried_again_until_it_succeeds() {
+    let s3 = S3::start("s3-hook-retry");
+    s3.put("app/conf.txt", "1");
+    // Nothing listens there yet: the process to reload is down when the change lands.
+    let port = tests::free_port();
+    let post = format!("http://127.0.0.1:{port}/-/reload");
+    let (_loader, admin) = s3.daemon("app/", &["--interval", "50ms", "--post", &post]);
+    wait_for("the reload to fail", Duration::from_secs(20), || {
+        (metric(admin, "s3cl_errors_total{kind=\"hook\"}") >= 1.0).then_some(())
+    });
+    assert_eq!(read(&s3.out().join("conf.txt")), "1");
+    // It comes up; S3 does not change again, yet the reload it missed reaches it, once.
+    let reload = Backend::start("reloaded", port).unwrap();
+    wait_for("the missed reload", Duration::from_secs(20), || {
+        (reload.hits() == 1).then_some(())
+    });
+    let passes = metric(admin, "s3cl_passes_total{result=\"ok\"}");
+    wait_for("three quiet passes", Duration::from_secs(20), || {
+        (metric(admin, "s3cl_passes_total{result=\"ok\"}") >= passes + 3.0).then_some(())
+    });
+    assert_eq!(reload.hits(), 1);
+}
