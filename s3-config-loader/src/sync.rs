@@ -338,7 +338,16 @@ impl Syncer {
             plan.push((obj, rel, !up_to_date));
         }
 
-        // Fetch the bodies, several at a time.
+        if let Some(dir) = &atomic_dir {
+            let new = generation::prepare(dir).map_err(|source| SyncError::Generation {
+                dir: dir.clone(),
+                source,
+            })?;
+            self.write_root = Some(new);
+        }
+
+        // Fetch the bodies, several at a time, and put each in place as it arrives: memory
+        // holds at most `concurrency` bodies, not a whole pass's.
         let limit = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut fetches = JoinSet::new();
         for (i, (obj, rel, fetch)) in plan.iter().enumerate() {
@@ -369,26 +378,9 @@ impl Syncer {
                 )
             });
         }
-        let mut results = BTreeMap::new();
         while let Some(done) = fetches.join_next().await {
-            if let Ok((i, r)) = done {
-                results.insert(i, r);
-            }
-        }
-
-        if let Some(dir) = &atomic_dir {
-            let new = generation::prepare(dir).map_err(|source| SyncError::Generation {
-                dir: dir.clone(),
-                source,
-            })?;
-            self.write_root = Some(new);
-        }
-
-        // Write in key order, so logs and hooks see a stable sequence.
-        for (i, (obj, rel, _)) in plan.iter().enumerate() {
-            let Some(result) = results.remove(&i) else {
-                continue;
-            };
+            let Ok((i, result)) = done else { continue };
+            let (obj, rel, _) = &plan[i];
             match result {
                 Ok((Fetched::NotModified, etag)) => {
                     report.unchanged += 1;
@@ -410,6 +402,9 @@ impl Syncer {
                 Err(e) => report.errors.push(e),
             }
         }
+        // Key order, so that logs and hooks see a stable sequence.
+        report.written.sort();
+        report.errors.sort_by(|a, b| a.key.cmp(&b.key));
 
         // Files the loader wrote whose objects are gone.
         let present: BTreeSet<PathBuf> = plan.iter().map(|(_, rel, _)| rel.clone()).collect();
