@@ -402,6 +402,79 @@ fn is_json(source_name: &str) -> bool {
     source_name.to_ascii_lowercase().ends_with(".json")
 }
 
+/// Deserializes `value` as `T`; an error carries its field path below `at`.
+fn deserialize_at<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    at: &str,
+) -> Result<T, CatalogError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = match (at.is_empty(), inner.as_str()) {
+            (_, ".") => at.to_string(),
+            (true, _) => inner,
+            (false, _) if inner.starts_with('[') => format!("{at}{inner}"),
+            (false, _) => format!("{at}.{inner}"),
+        };
+        CatalogError {
+            path,
+            message: e.into_inner().to_string(),
+        }
+    })
+}
+
+/// Deserializes a catalog document entry by entry: a format error (an unknown field, a bad
+/// duration) stops only the proxy or upstream it is in, so every entry's first such error is
+/// reported at once.
+fn deserialize(value: serde_json::Value) -> Result<Catalog, Vec<CatalogError>> {
+    let serde_json::Value::Object(mut top) = value else {
+        return deserialize_at(value, "").map_err(|e| vec![e]);
+    };
+    let proxy_values = top.remove("proxies");
+    let upstream_values = top.remove("upstreams");
+    let mut errors = Vec::new();
+    // The rest (version, defaults, unknown top-level fields) first, as the document has it.
+    let rest: Option<Catalog> = deserialize_at(serde_json::Value::Object(top), "")
+        .map_err(|e| errors.push(e))
+        .ok();
+    let mut entries = |value: Option<serde_json::Value>, key: &str| match value {
+        None => BTreeMap::new(),
+        Some(v) => {
+            deserialize_at::<BTreeMap<String, serde_json::Value>>(v, key).unwrap_or_else(|e| {
+                errors.push(e);
+                BTreeMap::new()
+            })
+        }
+    };
+    let proxy_values = entries(proxy_values, "proxies");
+    let upstream_values = entries(upstream_values, "upstreams");
+    let mut proxies = BTreeMap::new();
+    for (name, v) in proxy_values {
+        match deserialize_at(v, &format!("proxies.{name}")) {
+            Ok(p) => {
+                proxies.insert(ProxyName(name), p);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let mut upstreams = BTreeMap::new();
+    for (name, v) in upstream_values {
+        match deserialize_at(v, &format!("upstreams.{name}")) {
+            Ok(u) => {
+                upstreams.insert(UpstreamName(name), u);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    match rest {
+        Some(mut catalog) if errors.is_empty() => {
+            catalog.proxies = proxies;
+            catalog.upstreams = upstreams;
+            Ok(catalog)
+        }
+        _ => Err(errors),
+    }
+}
+
 /// Parses and validates a catalog document. `source_name` names it in errors and picks the syntax.
 pub fn parse(source_name: &str, text: &str) -> Result<Catalog, CatalogErrors> {
     let fail = |path: String, message: String| CatalogErrors {
@@ -418,10 +491,9 @@ pub fn parse(source_name: &str, text: &str) -> Result<Catalog, CatalogErrors> {
     if value.is_null() {
         return Err(fail(String::new(), "the document is empty".into()));
     }
-    let catalog: Catalog = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { String::new() } else { path };
-        fail(path, e.into_inner().to_string())
+    let catalog = deserialize(value).map_err(|errors| CatalogErrors {
+        source_name: source_name.to_string(),
+        errors,
     })?;
     let errors = validate::validate(&catalog);
     if errors.is_empty() {

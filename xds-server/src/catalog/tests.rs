@@ -306,3 +306,27 @@ fn a_catalog_moved_into_a_directory_gives_envoy_the_same_resources() {
         translate(&merged, &proxy, &endpoints)
     );
 }
+
+#[test]
+fn format_errors_in_different_entries_are_reported_together() {
+    let text = GOOD
+        .replace("grpc_web: true", "grpc_web: true\n        colour: blue")
+        .replace("timeout: 30s", "timeout: 30 seconds")
+        .replace(
+            "protocol: http1\n    endpoints: { static",
+            "protocol: http9\n    endpoints: { static",
+        )
+        .replace("version: 1", "version: 1\nowner: platform");
+    let e = errors(&text);
+    assert_eq!(e.len(), 3, "{e:#?}");
+    assert!(e[0].starts_with("owner: unknown field `owner`"), "{e:#?}");
+    // One proxy: its first problem (the unknown field comes before the bad duration).
+    assert!(
+        e[1].starts_with("proxies.intdemo.listeners[0].colour: unknown field `colour`"),
+        "{e:#?}"
+    );
+    assert!(
+        e[2].starts_with("upstreams.web-v1.protocol: unknown variant `http9`"),
+        "{e:#?}"
+    );
+}
