@@ -26,6 +26,8 @@ struct TypeState {
     /// What the proxy has (or was last sent): name → version.
     known: BTreeMap<String, Version>,
     pending: Option<Sent>,
+    /// Whether the proxy rejected the last response.
+    rejected: bool,
     /// Whether the first request of this type got its answer (sent even when empty).
     answered: bool,
 }
@@ -58,6 +60,7 @@ impl Variant for Delta {
                 Some(err) => core.record_nack(t, sent.version, sent.at, &err.message),
                 None => core.record_ack(t, sent.version, sent.at),
             }
+            ts.rejected = req.error_detail.is_some();
             ts.pending = None;
         }
         // Subscription changes count whatever nonce they carry: each request is a delta.
@@ -66,6 +69,7 @@ impl Variant for Delta {
             // An empty first subscription is the (legacy) wildcard, for LDS and CDS only.
             ts.wildcard = t.wildcard_by_default() && req.resource_names_subscribe.is_empty();
             // After a reconnect the proxy says what it has, so unchanged resources are not re-sent.
+            core.resumed |= !req.initial_resource_versions.is_empty();
             ts.known = req
                 .initial_resource_versions
                 .iter()
@@ -95,15 +99,17 @@ impl Variant for Delta {
         }
     }
 
-    fn has_current(&self, core: &StreamCore, t: ResourceType) -> bool {
+    fn runs_current(&self, core: &StreamCore, t: ResourceType) -> Option<bool> {
         let ts = &self.types[t.index()];
         let snap = &core.snapshot.of(t).resources;
-        !ts.subscribed
-            || (ts.pending.is_none()
+        ts.subscribed.then(|| {
+            ts.pending.is_none()
+                && !ts.rejected
                 && snap
                     .iter()
                     .all(|(name, r)| !ts.wants(name) || ts.known.get(name) == Some(&r.version))
-                && ts.known.keys().all(|name| snap.contains_key(name)))
+                && ts.known.keys().all(|name| snap.contains_key(name))
+        })
     }
 
     fn maybe_send(
@@ -119,8 +125,7 @@ impl Variant for Delta {
             return None;
         }
         let snapshot = core.snapshot.clone();
-        let retiring = super::with_retiring(core, t);
-        let snap = retiring.as_ref().unwrap_or_else(|| snapshot.of(t));
+        let snap = snapshot.of(t);
         let ts = &mut self.types[t.index()];
         let resources: Vec<Resource> = snap
             .resources
@@ -133,10 +138,15 @@ impl Variant for Delta {
                 ..Default::default()
             })
             .collect();
+        // Break after make: clusters and endpoints leave only once the proxy runs routes that
+        // no longer use them (see `routes_current`).
+        let hold_removals = core.scope == super::Scope::Aggregated
+            && matches!(t, ResourceType::Cluster | ResourceType::Endpoint)
+            && !core.routes_current;
         let removed: Vec<String> = ts
             .known
             .keys()
-            .filter(|name| !snap.resources.contains_key(*name))
+            .filter(|name| !hold_removals && !snap.resources.contains_key(*name))
             .cloned()
             .collect();
         if resources.is_empty() && removed.is_empty() && ts.answered {

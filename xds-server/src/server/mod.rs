@@ -138,21 +138,21 @@ pub(crate) trait Variant: Default + Send + 'static {
     fn type_url(req: &Self::Req) -> &str;
     /// Takes in one request for type `t` (subscriptions, ACK or NACK).
     fn on_request(&mut self, core: &mut StreamCore, t: ResourceType, req: Self::Req);
-    /// Whether the proxy has acknowledged (or rejected) the current snapshot's resources of
-    /// `t`, or does not subscribe to them.
-    fn has_current(&self, core: &StreamCore, t: ResourceType) -> bool;
+    /// Whether the proxy runs the current snapshot's resources of `t`: `None` when it does not
+    /// subscribe to them, `Some(false)` while they are unanswered or after it rejected them.
+    fn runs_current(&self, core: &StreamCore, t: ResourceType) -> Option<bool>;
     /// The response for type `t` to send now, if any.
     fn maybe_send(&mut self, core: &mut StreamCore, t: ResourceType) -> Option<Self::Resp>;
 }
 
 /// What a stream sends now, in push order (after a request, or after a new snapshot).
 fn push<V: Variant>(variant: &mut V, core: &mut StreamCore) -> Vec<V::Resp> {
-    if core.scope == Scope::Aggregated
-        && [ResourceType::Listener, ResourceType::Route]
-            .into_iter()
-            .all(|t| variant.has_current(core, t))
-    {
-        core.routes_from = core.snapshot.clone();
+    if core.scope == Scope::Aggregated {
+        core.routes_current = routes_current(variant, core);
+        if core.routes_current {
+            core.routes_from = core.snapshot.clone();
+            core.routes_in_flight.clear();
+        }
     }
     ResourceType::ALL
         .into_iter()
@@ -173,28 +173,62 @@ pub(crate) fn held_back(
 }
 
 /// Break after make on ADS: clusters and endpoints that a new snapshot drops stay with the proxy
-/// until it has the new listeners and routes, so a route never points at a cluster the proxy
+/// until it runs the new listeners and routes, so a route never points at a cluster the proxy
 /// has already removed (switching a route to another upstream and deleting the old one in one
-/// catalog change would otherwise fail requests in between). Returns the current resources of
-/// `t` plus the ones the proxy's routes may still use, when there are any such.
+/// catalog change would otherwise fail requests in between). Delta holds back the removals;
+/// SotW, which has no removals but what a response leaves out, keeps sending those resources
+/// (see [`with_retiring`]).
+///
+/// Whether the proxy runs the current snapshot's listeners and routes.
+fn routes_current<V: Variant>(variant: &V, core: &StreamCore) -> bool {
+    let has_routes = !core.snapshot.of(ResourceType::Route).resources.is_empty();
+    match (
+        variant.runs_current(core, ResourceType::Listener),
+        variant.runs_current(core, ResourceType::Route),
+    ) {
+        (Some(false), _) | (_, Some(false)) => false,
+        // A proxy that connected with a config runs listeners and routes this stream has not
+        // confirmed yet; a new one runs none, so nothing it has can point at a removed cluster.
+        (None, _) => !core.resumed,
+        (Some(true), None) => !(core.resumed && has_routes),
+        (Some(true), Some(true)) => true,
+    }
+}
+
+/// For SotW: the current resources of `t` plus those that listeners and routes the proxy runs,
+/// or was sent and has not acknowledged, may still use; `None` when there are none such.
 fn with_retiring(core: &StreamCore, t: ResourceType) -> Option<TypeSnapshot> {
     if core.scope != Scope::Aggregated
         || !matches!(t, ResourceType::Cluster | ResourceType::Endpoint)
-        || Arc::ptr_eq(&core.routes_from, &core.snapshot)
+        || core.routes_current
     {
         return None;
     }
     let current = &core.snapshot.of(t).resources;
-    let before = &core.routes_from.of(t).resources;
-    if before.keys().all(|name| current.contains_key(name)) {
+    let sources: Vec<&Arc<Snapshot>> = std::iter::once(&core.routes_from)
+        .chain(&core.routes_in_flight)
+        .collect();
+    let missing = |s: &&Arc<Snapshot>| {
+        s.of(t)
+            .resources
+            .keys()
+            .any(|name| !current.contains_key(name))
+    };
+    if !sources.iter().any(missing) {
         return None;
     }
     let mut resources = current.clone();
-    for (name, r) in before {
-        resources.entry(name.clone()).or_insert_with(|| r.clone());
+    // The newest first: a resource that changed between them is kept as last sent.
+    for s in sources.iter().rev() {
+        for (name, r) in &s.of(t).resources {
+            resources.entry(name.clone()).or_insert_with(|| r.clone());
+        }
     }
     Some(TypeSnapshot::new(resources))
 }
+
+/// How many snapshots of unacknowledged listeners and routes a stream remembers.
+const IN_FLIGHT: usize = 4;
 
 /// Per-stream state both variants use: who the proxy is, its snapshot, bookkeeping.
 pub(crate) struct StreamCore {
@@ -205,8 +239,14 @@ pub(crate) struct StreamCore {
     guard: Option<NodeGuard>,
     snapshots: watch::Receiver<Arc<Snapshots>>,
     snapshot: Arc<Snapshot>,
-    /// The snapshot whose listeners and routes the proxy runs (see [`with_retiring`]).
+    /// The snapshot whose listeners and routes the proxy runs (see [`routes_current`]).
     routes_from: Arc<Snapshot>,
+    /// Snapshots whose listeners or routes were sent since then (at most [`IN_FLIGHT`]).
+    routes_in_flight: Vec<Arc<Snapshot>>,
+    /// Whether the proxy runs the current snapshot's listeners and routes.
+    routes_current: bool,
+    /// Whether the proxy connected with a config of its own (a reconnect).
+    resumed: bool,
     loaded: bool,
     known: bool,
     nonce: u64,
@@ -224,6 +264,9 @@ impl StreamCore {
             snapshots,
             snapshot: Arc::new(Snapshot::default()),
             routes_from: Arc::new(Snapshot::default()),
+            routes_in_flight: Vec::new(),
+            routes_current: true,
+            resumed: false,
             loaded: false,
             known: false,
             nonce: 0,
@@ -275,6 +318,21 @@ impl StreamCore {
             g.set_known(known);
         }
         true
+    }
+
+    /// Listeners or routes of the current snapshot were sent.
+    fn note_routes_sent(&mut self) {
+        if self
+            .routes_in_flight
+            .last()
+            .is_some_and(|s| Arc::ptr_eq(s, &self.snapshot))
+        {
+            return;
+        }
+        if self.routes_in_flight.len() == IN_FLIGHT {
+            self.routes_in_flight.remove(0);
+        }
+        self.routes_in_flight.push(self.snapshot.clone());
     }
 
     fn next_nonce(&mut self) -> String {

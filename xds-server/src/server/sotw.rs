@@ -29,6 +29,8 @@ struct TypeState {
     sent: Option<Sent>,
     /// Whether `sent` awaits its ACK or NACK.
     pending: bool,
+    /// Whether the proxy rejected `sent`.
+    rejected: bool,
     /// The version the proxy said it has before this stream sent it anything (a reconnect).
     reported: Option<String>,
     /// Send even when the version is unchanged (EDS after its cluster changed).
@@ -110,7 +112,10 @@ impl Variant for Sotw {
         let ts = &mut self.types[t.index()];
         match &ts.sent {
             // What the proxy says it has counts only before this stream sent it anything.
-            None => ts.reported = Some(req.version_info.clone()),
+            None => {
+                core.resumed |= !req.version_info.is_empty();
+                ts.reported = Some(req.version_info.clone());
+            }
             Some(sent) => {
                 if sent.nonce != req.response_nonce {
                     // Answers a response that a newer one replaced; the next request will
@@ -119,6 +124,7 @@ impl Variant for Sotw {
                 }
                 if ts.pending {
                     ts.pending = false;
+                    ts.rejected = req.error_detail.is_some();
                     match &req.error_detail {
                         Some(err) => core.record_nack(t, sent.version, sent.at, &err.message),
                         None => core.record_ack(t, sent.version, sent.at),
@@ -130,13 +136,15 @@ impl Variant for Sotw {
         ts.names = subscription(t, &req.resource_names);
     }
 
-    fn has_current(&self, core: &StreamCore, t: ResourceType) -> bool {
+    fn runs_current(&self, core: &StreamCore, t: ResourceType) -> Option<bool> {
         let ts = &self.types[t.index()];
-        !ts.subscribed
-            || (!ts.pending
+        ts.subscribed.then(|| {
+            !ts.pending
+                && !ts.rejected
                 && ts.sent.as_ref().is_some_and(|sent| {
                     sent.version == core.snapshot.of(t).version_for(ts.names.as_ref())
-                }))
+                })
+        })
     }
 
     /// Sends the current resources of `t` unless the proxy has them or an answer is pending.
@@ -177,8 +185,10 @@ impl Variant for Sotw {
         });
         ts.pending = true;
         core.record_sent(t, version);
-        if t == ResourceType::Cluster {
-            self.note_clusters_sent(core, snap);
+        match t {
+            ResourceType::Cluster => self.note_clusters_sent(core, snap),
+            ResourceType::Listener | ResourceType::Route => core.note_routes_sent(),
+            ResourceType::Endpoint => {}
         }
         Some(resp)
     }
