@@ -88,42 +88,70 @@ impl Hooks {
         self.on_change.is_none() && self.signals.is_empty() && self.posts.is_empty()
     }
 
+    /// Every configured hook.
+    pub fn all(&self) -> Vec<Hook> {
+        let on_change = self.on_change.iter().map(|_| Hook::OnChange);
+        let signals = (0..self.signals.len()).map(Hook::Signal);
+        let posts = (0..self.posts.len()).map(Hook::Post);
+        on_change.chain(signals).chain(posts).collect()
+    }
+
     /// Runs every hook; returns the problems (each hook runs regardless of the others).
     pub async fn run(&self, changed: &[PathBuf]) -> Vec<String> {
         let mut problems = Vec::new();
-        if let Some(cmd) = &self.on_change {
-            let list: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
-            let run = tokio::process::Command::new("sh")
-                .arg("-c")
-                .arg(cmd)
-                .env("S3CL_CHANGED", list.join("\n"))
-                .stdin(Stdio::null())
-                .kill_on_drop(true)
-                .status();
-            match tokio::time::timeout(self.timeout, run).await {
-                Ok(Ok(status)) if status.success() => {}
-                Ok(Ok(status)) => {
-                    problems.push(format!("--on-change {cmd:?} exited with {status}"))
-                }
-                Ok(Err(e)) => problems.push(format!("--on-change {cmd:?} could not start: {e}")),
-                Err(_) => problems.push(format!(
-                    "--on-change {cmd:?} did not finish within {:?}",
-                    self.timeout
-                )),
-            }
-        }
-        for t in &self.signals {
-            if let Err(e) = send_signal(t) {
+        for hook in self.all() {
+            if let Err(e) = self.run_one(hook, changed).await {
                 problems.push(e);
-            }
-        }
-        for url in &self.posts {
-            if let Err(e) = http::post(url).await {
-                problems.push(format!("--post {url}: {e}"));
             }
         }
         problems
     }
+
+    /// Runs one hook for the files in `changed`.
+    pub async fn run_one(&self, hook: Hook, changed: &[PathBuf]) -> Result<(), String> {
+        match hook {
+            Hook::OnChange => {
+                let Some(cmd) = &self.on_change else {
+                    return Ok(());
+                };
+                let list: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+                let run = tokio::process::Command::new("sh")
+                    .arg("-c")
+                    .arg(cmd)
+                    .env("S3CL_CHANGED", list.join("\n"))
+                    .stdin(Stdio::null())
+                    .kill_on_drop(true)
+                    .status();
+                match tokio::time::timeout(self.timeout, run).await {
+                    Ok(Ok(status)) if status.success() => Ok(()),
+                    Ok(Ok(status)) => Err(format!("--on-change {cmd:?} exited with {status}")),
+                    Ok(Err(e)) => Err(format!("--on-change {cmd:?} could not start: {e}")),
+                    Err(_) => Err(format!(
+                        "--on-change {cmd:?} did not finish within {:?}",
+                        self.timeout
+                    )),
+                }
+            }
+            Hook::Signal(i) => self.signals.get(i).map_or(Ok(()), send_signal),
+            Hook::Post(i) => match self.posts.get(i) {
+                Some(url) => http::post(url)
+                    .await
+                    .map_err(|e| format!("--post {url}: {e}")),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
+/// One configured hook, as [`Hooks::all`] lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Hook {
+    /// `--on-change`.
+    OnChange,
+    /// The n-th `--signal`.
+    Signal(usize),
+    /// The n-th `--post`.
+    Post(usize),
 }
 
 fn send_signal(t: &SignalTarget) -> Result<(), String> {

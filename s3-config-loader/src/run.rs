@@ -1,6 +1,7 @@
 //! Running passes: once (init-container mode) or forever (daemon mode, with jitter and backoff),
 //! firing the hooks after each pass that changed files, and serving `/metrics` and `/healthz`.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -10,7 +11,7 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
-use crate::hooks::Hooks;
+use crate::hooks::{Hook, Hooks};
 use crate::metrics::Metrics;
 use crate::sync::{SyncError, SyncReport, Syncer};
 
@@ -50,21 +51,24 @@ pub async fn run(
     }
     let mut shutdown = std::pin::pin!(shutdown);
     let mut failures: u32 = 0;
-    // Changed files whose hooks have not succeeded yet: a failed reload is tried again after
-    // each pass, so a process that was down or busy still gets the change it missed.
-    let mut unhooked: Vec<PathBuf> = Vec::new();
+    // Per hook, the changed files it has not succeeded for yet: a failed hook is tried again
+    // after each pass, so a process that was down or busy still gets the change it missed,
+    // while the hooks that worked are not run again.
+    let mut unhooked: BTreeMap<Hook, BTreeSet<PathBuf>> = BTreeMap::new();
     loop {
         let delay = match syncer.run_once().await {
             Ok(report) => {
                 log_report(&report);
-                unhooked.extend(changed_files(&report));
-                unhooked.sort();
-                unhooked.dedup();
-                if run_hooks(&unhooked, &config.hooks, metrics).await {
-                    unhooked.clear();
-                } else {
-                    tracing::warn!("the hooks run again after the next pass");
+                let changed = changed_files(&report);
+                if !changed.is_empty() {
+                    for hook in config.hooks.all() {
+                        unhooked
+                            .entry(hook)
+                            .or_default()
+                            .extend(changed.iter().cloned());
+                    }
                 }
+                retry_hooks(&mut unhooked, &config.hooks, metrics).await;
                 failures = 0;
                 common::duration::jitter(config.interval)
             }
@@ -134,17 +138,37 @@ fn changed_files(report: &SyncReport) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Runs the hooks for `changed` (nothing when it is empty); false when any hook failed.
-async fn run_hooks(changed: &[PathBuf], hooks: &Hooks, metrics: &Metrics) -> bool {
-    if changed.is_empty() || hooks.is_empty() {
-        return true;
+/// Runs each hook for the files it has not succeeded for; keeps the ones that fail.
+async fn retry_hooks(
+    unhooked: &mut BTreeMap<Hook, BTreeSet<PathBuf>>,
+    hooks: &Hooks,
+    metrics: &Metrics,
+) {
+    let mut done = Vec::new();
+    for (hook, files) in unhooked.iter() {
+        let files: Vec<PathBuf> = files.iter().cloned().collect();
+        match hooks.run_one(*hook, &files).await {
+            Ok(()) => done.push(*hook),
+            Err(problem) => {
+                metrics.errors.with_label_values(&["hook"]).inc();
+                tracing::error!(error = %problem, "reload hook failed; it runs again after the next pass");
+            }
+        }
     }
-    let problems = hooks.run(changed).await;
-    for problem in &problems {
+    for hook in done {
+        unhooked.remove(&hook);
+    }
+}
+
+/// Runs the hooks for `changed` (nothing when it is empty).
+async fn run_hooks(changed: &[PathBuf], hooks: &Hooks, metrics: &Metrics) {
+    if changed.is_empty() || hooks.is_empty() {
+        return;
+    }
+    for problem in hooks.run(changed).await {
         metrics.errors.with_label_values(&["hook"]).inc();
         tracing::error!(error = %problem, "reload hook failed");
     }
-    problems.is_empty()
 }
 
 /// Serves `/metrics` and `/healthz` until the process ends.

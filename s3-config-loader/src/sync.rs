@@ -371,15 +371,19 @@ impl Syncer {
             );
             let limit = limit.clone();
             fetches.spawn(async move {
-                let _permit = limit.acquire_owned().await;
+                // Held until the body is in place, not only downloaded.
+                let permit = limit.acquire_owned().await;
                 (
                     i,
                     fetch_object(&client, &bucket, &key, if_none_match, max).await,
+                    permit,
                 )
             });
         }
         while let Some(done) = fetches.join_next().await {
-            let Ok((i, result)) = done else { continue };
+            let Ok((i, result, _permit)) = done else {
+                continue;
+            };
             let (obj, rel, _) = &plan[i];
             match result {
                 Ok((Fetched::NotModified, etag)) => {

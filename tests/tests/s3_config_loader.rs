@@ -318,20 +318,7 @@ fn failed_validation_keeps_the_old_file_and_hooks_fire_once_per_change() {
 fn signal_and_post_hooks_reach_their_targets_once_per_change() {
     let s3 = S3::start("s3-signal");
     s3.put("app/conf.txt", "1");
-    // A process that counts SIGHUPs, as a reloadable daemon would, and writes its pid file.
-    let hups = s3.dir.path().join("hups");
-    let pidfile = s3.dir.path().join("daemon.pid");
-    let script = format!(
-        "echo $$ > {pid}; trap 'echo hup >> {hups}' HUP; while true; do sleep 0.05; done",
-        pid = pidfile.display(),
-        hups = hups.display()
-    );
-    let mut cmd = Command::new("sh");
-    cmd.args(["-c", &script]);
-    let _daemon = ChildGuard::spawn(cmd, s3.dir.path().join("daemon.log"));
-    wait_for("the daemon's pid file", Duration::from_secs(10), || {
-        pidfile.exists().then_some(())
-    });
+    let (_daemon, pidfile, hups) = hup_counter(s3.dir.path());
     let reload = Backend::start("reloaded", 0).unwrap();
     let signal = format!("pidfile:{}:HUP", pidfile.display());
     let post = format!("http://{}/-/reload", reload.addr);
@@ -629,6 +616,25 @@ fn an_empty_prefix_deletes_nothing_and_allow_stale_does_not_hide_refusals() {
     assert_eq!(read(&s3.out().join("a.txt")), "a");
 }
 
+/// A process that counts SIGHUPs, as a reloadable daemon would; returns its guard, its pid
+/// file and the file it counts in.
+fn hup_counter(dir: &Path) -> (ChildGuard, PathBuf, PathBuf) {
+    let hups = dir.join("hups");
+    let pidfile = dir.join("daemon.pid");
+    let script = format!(
+        "echo $$ > {pid}; trap 'echo hup >> {hups}' HUP; while true; do sleep 0.05; done",
+        pid = pidfile.display(),
+        hups = hups.display()
+    );
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", &script]);
+    let daemon = ChildGuard::spawn(cmd, dir.join("daemon.log"));
+    wait_for("the daemon's pid file", Duration::from_secs(10), || {
+        pidfile.exists().then_some(())
+    });
+    (daemon, pidfile, hups)
+}
+
 #[test]
 fn a_failed_reload_is_tried_again_until_it_succeeds() {
     let s3 = S3::start("s3-hook-retry");
@@ -636,11 +642,20 @@ fn a_failed_reload_is_tried_again_until_it_succeeds() {
     // Nothing listens there yet: the process to reload is down when the change lands.
     let port = tests::free_port();
     let post = format!("http://127.0.0.1:{port}/-/reload");
-    let (_loader, admin) = s3.daemon("app/", &["--interval", "50ms", "--post", &post]);
-    wait_for("the reload to fail", Duration::from_secs(20), || {
-        (metric(admin, "s3cl_errors_total{kind=\"hook\"}") >= 1.0).then_some(())
-    });
+    // Another process, up all along, is signalled once for the change, not once per retry.
+    let (_daemon, pidfile, hups) = hup_counter(s3.dir.path());
+    let signal = format!("pidfile:{}:HUP", pidfile.display());
+    let (_loader, admin) = s3.daemon(
+        "app/",
+        &["--interval", "50ms", "--post", &post, "--signal", &signal],
+    );
+    wait_for(
+        "the reload to fail three times",
+        Duration::from_secs(20),
+        || (metric(admin, "s3cl_errors_total{kind=\"hook\"}") >= 3.0).then_some(()),
+    );
     assert_eq!(read(&s3.out().join("conf.txt")), "1");
+    assert_eq!(read(&hups).lines().count(), 1);
     // It comes up; S3 does not change again, yet the reload it missed reaches it, once.
     let reload = Backend::start("reloaded", port).unwrap();
     wait_for("the missed reload", Duration::from_secs(20), || {
@@ -650,5 +665,5 @@ fn a_failed_reload_is_tried_again_until_it_succeeds() {
     wait_for("three quiet passes", Duration::from_secs(20), || {
         (metric(admin, "s3cl_passes_total{result=\"ok\"}") >= passes + 3.0).then_some(())
     });
-    assert_eq!(reload.hits(), 1);
+    assert_eq!((reload.hits(), read(&hups).lines().count()), (1, 1));
 }

@@ -498,6 +498,21 @@ upstreams:
         || http::get(edge_port, "/", &[]).is_err().then_some(()),
     );
     assert_eq!(answering(shop_port, 10), ["green".to_string()].into());
+
+    // The last fragment gone too: an emptied prefix is refused, the last good catalog stays.
+    server.expect_catalog_refused(|| {
+        rt.block_on(
+            s3.delete_object()
+                .bucket("config")
+                .key("xds/catalog.d/shop.yaml")
+                .send(),
+        )
+        .expect("fragment deleted");
+    });
+    let ready = server.admin_json("/readyz");
+    let why = ready["catalog"]["last_error"].as_str().unwrap_or_default();
+    assert!(why.contains("lists no catalog files any more"), "{ready}");
+    assert_eq!(answering(shop_port, 10), ["green".to_string()].into());
 }
 
 #[test]

@@ -39,7 +39,12 @@ impl std::str::FromStr for CatalogLocation {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         if s.starts_with("s3://") {
             let loc: S3Location = s.parse().map_err(|e| format!("{e}"))?;
-            if loc.key.is_empty() || loc.key.ends_with('/') {
+            if loc.key.is_empty() {
+                return Err(format!(
+                    "{s}: name the catalog object or a prefix ending in /, e.g. s3://BUCKET/xds/catalog.d/"
+                ));
+            }
+            if loc.key.ends_with('/') {
                 return Ok(CatalogLocation::S3Prefix(loc));
             }
             return Ok(CatalogLocation::S3(loc));
@@ -390,10 +395,27 @@ async fn watch_catalog(
     loop {
         match reader.read().await {
             Ok(Some(docs)) => {
-                let loaded = docs.parse().map(|catalog| LoadedCatalog {
-                    catalog,
-                    base_dir: reader.base_dir(),
-                });
+                // A directory or prefix that had proxies and now lists nothing is more likely a
+                // mistake (a wrong prefix, a moved folder) than every service going away.
+                let emptied = matches!(&docs, Documents::Fragments(f) if f.is_empty())
+                    && tx
+                        .borrow()
+                        .as_ref()
+                        .is_some_and(|c| !c.catalog.proxies.is_empty());
+                let loaded = if emptied {
+                    Err(catalog::CatalogErrors {
+                        source_name: name.clone(),
+                        errors: vec![catalog::CatalogError {
+                            path: String::new(),
+                            message: "lists no catalog files any more; the last good catalog stays (an emptied folder is more likely a mistake than every proxy going away)".into(),
+                        }],
+                    })
+                } else {
+                    docs.parse().map(|catalog| LoadedCatalog {
+                        catalog,
+                        base_dir: reader.base_dir(),
+                    })
+                };
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                 match loaded {
                     Ok(c) => {
@@ -489,4 +511,27 @@ pub fn build_all(
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CatalogLocation;
+
+    #[test]
+    fn catalog_locations() {
+        assert!(matches!(
+            "s3://config/xds/catalog.yaml".parse(),
+            Ok(CatalogLocation::S3(_))
+        ));
+        assert!(matches!(
+            "s3://config/xds/catalog.d/".parse(),
+            Ok(CatalogLocation::S3Prefix(_))
+        ));
+        let bare: Result<CatalogLocation, String> = "s3://config".parse();
+        assert!(bare.unwrap_err().contains("prefix ending in /"));
+        assert!(matches!(
+            "examples/catalog.yaml".parse(),
+            Ok(CatalogLocation::File(_))
+        ));
+    }
 }
