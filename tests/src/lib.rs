@@ -8,6 +8,7 @@ pub mod moto;
 pub mod process;
 pub mod prometheus;
 pub mod throttle;
+pub mod xds_client;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

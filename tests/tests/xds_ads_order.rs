@@ -19,17 +19,14 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
+use tests::xds_client::next;
 use tests::{TempDir, XdsServer};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use xds_server::translate::ResourceType;
 
 fn node() -> Option<Node> {
-    Some(Node {
-        id: "tool-1".into(),
-        cluster: "edge".into(),
-        ..Default::default()
-    })
+    tests::xds_client::node("edge")
 }
 
 /// The edge proxy routes everything to `to`, the only upstream of the catalog.
@@ -115,14 +112,6 @@ fn route_targets(resources: &[Any]) -> Vec<String> {
         }
     }
     out
-}
-
-async fn next<T>(s: &mut tonic::Streaming<T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), s.message())
-        .await
-        .expect("a response within 10s")
-        .expect("no stream error")
-        .expect("the stream stays open")
 }
 
 /// What a client saw: the type, the clusters it has after a CDS response (SotW) or the

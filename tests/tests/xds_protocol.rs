@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_clie
 use envoy_types::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DiscoveryRequest};
 use envoy_types::pb::envoy::service::endpoint::v3::endpoint_discovery_service_client::EndpointDiscoveryServiceClient;
 use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_client::ListenerDiscoveryServiceClient;
+use tests::xds_client::next;
 use tests::{TempDir, XdsServer};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -25,11 +26,7 @@ upstreams:
 "#;
 
 fn node() -> Option<Node> {
-    Some(Node {
-        id: "tool-1".into(),
-        cluster: "edge".into(),
-        ..Default::default()
-    })
+    tests::xds_client::node("edge")
 }
 
 fn start() -> (TempDir, XdsServer, String) {
@@ -39,14 +36,6 @@ fn start() -> (TempDir, XdsServer, String) {
     server.wait_ready();
     let url = format!("http://127.0.0.1:{}", server.xds_port);
     (dir, server, url)
-}
-
-async fn next<T>(s: &mut tonic::Streaming<T>) -> T {
-    tokio::time::timeout(Duration::from_secs(10), s.message())
-        .await
-        .expect("a response within 10s")
-        .expect("no stream error")
-        .expect("the stream stays open")
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -422,6 +422,25 @@ fn deserialize_at<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// Deserializes each entry of `kind` (`proxies`, `upstreams`) on its own; collects the errors.
+fn deserialize_entries<K: Ord, T: serde::de::DeserializeOwned>(
+    values: BTreeMap<String, serde_json::Value>,
+    kind: &str,
+    key: impl Fn(String) -> K,
+    errors: &mut Vec<CatalogError>,
+) -> BTreeMap<K, T> {
+    let mut out = BTreeMap::new();
+    for (name, v) in values {
+        match deserialize_at(v, &format!("{kind}.{name}")) {
+            Ok(entry) => {
+                out.insert(key(name), entry);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    out
+}
+
 /// Deserializes a catalog document entry by entry: a format error (an unknown field, a bad
 /// duration) stops only the proxy or upstream it is in, so every entry's first such error is
 /// reported at once.
@@ -447,24 +466,8 @@ fn deserialize(value: serde_json::Value) -> Result<Catalog, Vec<CatalogError>> {
     };
     let proxy_values = entries(proxy_values, "proxies");
     let upstream_values = entries(upstream_values, "upstreams");
-    let mut proxies = BTreeMap::new();
-    for (name, v) in proxy_values {
-        match deserialize_at(v, &format!("proxies.{name}")) {
-            Ok(p) => {
-                proxies.insert(ProxyName(name), p);
-            }
-            Err(e) => errors.push(e),
-        }
-    }
-    let mut upstreams = BTreeMap::new();
-    for (name, v) in upstream_values {
-        match deserialize_at(v, &format!("upstreams.{name}")) {
-            Ok(u) => {
-                upstreams.insert(UpstreamName(name), u);
-            }
-            Err(e) => errors.push(e),
-        }
-    }
+    let proxies = deserialize_entries(proxy_values, "proxies", ProxyName, &mut errors);
+    let upstreams = deserialize_entries(upstream_values, "upstreams", UpstreamName, &mut errors);
     match rest {
         Some(mut catalog) if errors.is_empty() => {
             catalog.proxies = proxies;
