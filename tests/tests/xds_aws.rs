@@ -470,7 +470,7 @@ upstreams:
     let why = ready["catalog"]["last_error"].as_str().unwrap_or_default();
     assert_eq!(
         why,
-        "s3://config/xds/catalog.d/shop.yaml: 1 error\n  upstreams.blue: already defined in s3://config/xds/catalog.d/edge.yaml",
+        "s3://config/xds/catalog.d/: 1 error\n  shop.yaml: upstreams.blue: already defined in edge.yaml",
         "{ready}"
     );
     assert_eq!(answering(edge_port, 10), ["blue".to_string()].into());

@@ -74,10 +74,11 @@ enum Documents {
 }
 
 impl Documents {
-    fn parse(&self) -> Result<catalog::Catalog, catalog::CatalogErrors> {
+    /// The catalog they make; `location` names a directory's or prefix's errors.
+    fn parse(&self, location: &str) -> Result<catalog::Catalog, catalog::CatalogErrors> {
         match self {
             Documents::One(name, bytes) => catalog::parse_bytes(name, bytes),
-            Documents::Fragments(fragments) => catalog::merge(fragments),
+            Documents::Fragments(fragments) => catalog::merge(location, fragments),
         }
     }
 }
@@ -411,7 +412,7 @@ async fn watch_catalog(
                         }],
                     })
                 } else {
-                    docs.parse().map(|catalog| LoadedCatalog {
+                    docs.parse(&name).map(|catalog| LoadedCatalog {
                         catalog,
                         base_dir: reader.base_dir(),
                     })

@@ -532,9 +532,27 @@ pub fn is_fragment_name(name: &str) -> bool {
 /// Parses, validates and merges the fragments of a catalog directory or S3 prefix into one
 /// catalog. Each fragment is a whole catalog document on its own: it validates alone, so its
 /// routes name only its own upstreams, and its `defaults` apply to its own routes and upstreams
-/// only. A proxy or upstream defined in two fragments is an error naming both. No fragments give
-/// a catalog without proxies (a control plane deployed before any service).
-pub fn merge(fragments: &[(String, Vec<u8>)]) -> Result<Catalog, CatalogErrors> {
+/// only. A proxy or upstream defined in two fragments is an error naming both. Every fragment's
+/// problems are reported, under `location` (the directory or prefix), each with its fragment's
+/// name. No fragments give a catalog without proxies (a control plane deployed before any
+/// service).
+pub fn merge(location: &str, fragments: &[(String, Vec<u8>)]) -> Result<Catalog, CatalogErrors> {
+    // Fragments are named relative to the location in errors: `shop.yaml: upstreams.web: ...`.
+    let short = |name: &str| -> String {
+        name.strip_prefix(location)
+            .map(|rest| rest.trim_start_matches('/'))
+            .filter(|rest| !rest.is_empty())
+            .unwrap_or(name)
+            .to_string()
+    };
+    let at = |fragment: &str, path: String| {
+        if path.is_empty() {
+            short(fragment)
+        } else {
+            format!("{}: {path}", short(fragment))
+        }
+    };
+    let mut errors = Vec::new();
     let mut merged = Catalog {
         version: 1,
         defaults: Defaults::default(),
@@ -544,31 +562,48 @@ pub fn merge(fragments: &[(String, Vec<u8>)]) -> Result<Catalog, CatalogErrors> 
     let mut proxy_source: BTreeMap<ProxyName, &str> = BTreeMap::new();
     let mut upstream_source: BTreeMap<UpstreamName, &str> = BTreeMap::new();
     for (name, bytes) in fragments {
-        let mut fragment = parse_bytes(name, bytes)?;
+        let mut fragment = match parse_bytes(name, bytes) {
+            Ok(f) => f,
+            Err(e) => {
+                errors.extend(e.errors.into_iter().map(|err| CatalogError {
+                    path: at(name, err.path),
+                    message: err.message,
+                }));
+                continue;
+            }
+        };
         fragment.apply_defaults();
-        let duplicate = |path: String, first: &str| CatalogErrors {
-            source_name: name.clone(),
-            errors: vec![CatalogError {
-                path,
-                message: format!("already defined in {first}"),
-            }],
+        let duplicate = |path: String, first: &str| CatalogError {
+            path: at(name, path),
+            message: format!("already defined in {}", short(first)),
         };
         for (proxy, p) in fragment.proxies {
-            if let Some(first) = proxy_source.get(&proxy) {
-                return Err(duplicate(format!("proxies.{}", proxy.0), first));
+            match proxy_source.get(&proxy) {
+                Some(first) => errors.push(duplicate(format!("proxies.{}", proxy.0), first)),
+                None => {
+                    proxy_source.insert(proxy.clone(), name);
+                    merged.proxies.insert(proxy, p);
+                }
             }
-            proxy_source.insert(proxy.clone(), name);
-            merged.proxies.insert(proxy, p);
         }
         for (upstream, u) in fragment.upstreams {
-            if let Some(first) = upstream_source.get(&upstream) {
-                return Err(duplicate(format!("upstreams.{}", upstream.0), first));
+            match upstream_source.get(&upstream) {
+                Some(first) => errors.push(duplicate(format!("upstreams.{}", upstream.0), first)),
+                None => {
+                    upstream_source.insert(upstream.clone(), name);
+                    merged.upstreams.insert(upstream, u);
+                }
             }
-            upstream_source.insert(upstream.clone(), name);
-            merged.upstreams.insert(upstream, u);
         }
     }
-    Ok(merged)
+    if errors.is_empty() {
+        Ok(merged)
+    } else {
+        Err(CatalogErrors {
+            source_name: location.to_string(),
+            errors,
+        })
+    }
 }
 
 impl Catalog {
@@ -629,7 +664,7 @@ pub fn load_path(path: &Path) -> Result<LoadedCatalog, CatalogErrors> {
     if path.is_dir() {
         let fragments = read_dir_fragments(path).map_err(unreadable)?;
         return Ok(LoadedCatalog {
-            catalog: merge(&fragments)?,
+            catalog: merge(&name, &fragments)?,
             base_dir: path.to_path_buf(),
         });
     }

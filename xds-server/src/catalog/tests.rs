@@ -213,7 +213,11 @@ fn fragments(docs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
 
 #[test]
 fn fragments_merge_with_their_own_defaults() {
-    let merged = merge(&fragments(&[("a.yaml", GOOD), ("b.yaml", FRAGMENT_B)])).unwrap();
+    let merged = merge(
+        "catalog.d",
+        &fragments(&[("a.yaml", GOOD), ("b.yaml", FRAGMENT_B)]),
+    )
+    .unwrap();
     let names: Vec<&str> = merged.proxies.keys().map(|p| p.0.as_str()).collect();
     assert_eq!(names, ["intdemo", "shop"]);
     assert_eq!(merged.upstreams.len(), 5);
@@ -236,42 +240,56 @@ fn a_name_in_two_fragments_is_refused_naming_both() {
     let again = FRAGMENT_B
         .replace("shop-web", "web-v1")
         .replace("shop:", "intdemo-b:");
-    let e = merge(&fragments(&[("a.yaml", GOOD), ("b.yaml", &again)])).unwrap_err();
-    assert_eq!(e.source_name, "b.yaml");
+    let e = merge(
+        "catalog.d",
+        &fragments(&[("catalog.d/a.yaml", GOOD), ("catalog.d/b.yaml", &again)]),
+    )
+    .unwrap_err();
+    assert_eq!(e.source_name, "catalog.d");
     assert_eq!(
         e.errors[0].to_string(),
-        "upstreams.web-v1: already defined in a.yaml"
+        "b.yaml: upstreams.web-v1: already defined in a.yaml"
     );
-    let e = merge(&fragments(&[("a.yaml", GOOD), ("b.yaml", GOOD)])).unwrap_err();
+    let e = merge(
+        "catalog.d",
+        &fragments(&[("catalog.d/a.yaml", GOOD), ("catalog.d/b.yaml", GOOD)]),
+    )
+    .unwrap_err();
     assert_eq!(
         e.errors[0].to_string(),
-        "proxies.intdemo: already defined in a.yaml"
+        "b.yaml: proxies.intdemo: already defined in a.yaml"
     );
 }
 
 #[test]
-fn a_fragment_is_validated_alone_and_named_in_its_errors() {
+fn every_fragments_problems_are_reported_with_its_name() {
     // Routes of one fragment cannot name another fragment's upstreams.
     let borrowing = FRAGMENT_B.replace(
         "to: shop-web\n          - match: { prefix: /slow }",
         "to: web-v1\n          - match: { prefix: /slow }",
     );
-    let e = merge(&fragments(&[("a.yaml", GOOD), ("b.yaml", &borrowing)])).unwrap_err();
-    assert_eq!(e.source_name, "b.yaml");
+    let e = merge(
+        "catalog.d",
+        &fragments(&[
+            ("catalog.d/a.json", "{"),
+            ("catalog.d/b.yaml", GOOD),
+            ("catalog.d/c.yaml", &borrowing),
+        ]),
+    )
+    .unwrap_err();
+    assert_eq!(e.source_name, "catalog.d");
+    let text: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(text.len(), 2, "{text:#?}");
+    assert!(text[0].starts_with("a.json: invalid JSON"), "{text:#?}");
     assert!(
-        e.errors[0]
-            .to_string()
-            .starts_with("proxies.shop.listeners[0].routes[0].to:"),
-        "{e}"
+        text[1].starts_with("c.yaml: proxies.shop.listeners[0].routes[0].to:"),
+        "{text:#?}"
     );
-    let e = merge(&fragments(&[("a.json", "{")])).unwrap_err();
-    assert_eq!(e.source_name, "a.json");
-    assert!(e.errors[0].message.starts_with("invalid JSON"), "{e}");
 }
 
 #[test]
 fn no_fragments_give_a_catalog_without_proxies() {
-    let empty = merge(&[]).unwrap();
+    let empty = merge("catalog.d", &[]).unwrap();
     assert!(empty.proxies.is_empty() && empty.upstreams.is_empty());
 }
 
@@ -298,7 +316,11 @@ fn secs(n: u64) -> Duration {
 fn a_catalog_moved_into_a_directory_gives_envoy_the_same_resources() {
     use crate::translate::{EndpointMap, translate};
     let alone = parse("catalog.yaml", GOOD).unwrap();
-    let merged = merge(&fragments(&[("a.yaml", GOOD), ("b.yaml", FRAGMENT_B)])).unwrap();
+    let merged = merge(
+        "catalog.d",
+        &fragments(&[("a.yaml", GOOD), ("b.yaml", FRAGMENT_B)]),
+    )
+    .unwrap();
     let proxy = ProxyName("intdemo".into());
     let endpoints = EndpointMap::new();
     assert_eq!(
