@@ -595,3 +595,77 @@ fn an_unanswered_endpoint_source_never_empties_an_upstream() {
         s.wait_body("/", &[], "green2");
     });
 }
+
+/// Moving every route from one upstream to another and deleting the old one in the same
+/// catalog change: requests keep flowing through Envoy the whole time, none fails.
+#[test]
+fn switching_routes_and_deleting_the_old_upstream_fails_no_request() {
+    both(|mode| {
+        let s = Setup::start(mode);
+        let only = |to: &str, backend: &Backend| {
+            format!(
+                r#"
+version: 1
+proxies:
+  {PROXY}:
+    listeners:
+      - {{ name: public, address: 127.0.0.1, port: {port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: {to} }} ] }}
+upstreams:
+  {to}: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
+"#,
+                backend.endpoint(),
+                port = s.port
+            )
+        };
+        s.write_catalog(&only("blue", &s.blue));
+        s.wait_body("/x", &[], "blue");
+        s.wait_all_acked();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let port = s.port;
+        let load = {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut answers: Vec<(u16, String)> = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = http::get(port, "/x", &[]).expect("Envoy accepts the connection");
+                    answers.push((r.status, r.body.trim().to_string()));
+                }
+                answers
+            })
+        };
+        s.write_catalog(&only("green", &s.green));
+        wait_for(
+            "Envoy to drop the blue cluster",
+            Duration::from_secs(15),
+            || {
+                s.envoy
+                    .stat("cluster.blue.membership_total")
+                    .is_none()
+                    .then_some(())
+            },
+        );
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let answers = load.join().unwrap();
+        let failed: Vec<&(u16, String)> = answers
+            .iter()
+            .filter(|(status, _)| *status != 200)
+            .collect();
+        assert!(
+            failed.is_empty(),
+            "{mode:?}: {} of {} failed: {:?}",
+            failed.len(),
+            answers.len(),
+            &failed[..failed.len().min(5)]
+        );
+        assert_eq!(
+            answers.first().map(|a| a.1.as_str()),
+            Some("blue"),
+            "{mode:?}"
+        );
+        assert_eq!(
+            answers.last().map(|a| a.1.as_str()),
+            Some("green"),
+            "{mode:?}"
+        );
+    });
+}
