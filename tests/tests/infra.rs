@@ -323,29 +323,11 @@ fn checkov_passes_offline_with_every_skip_explained() {
     }
 }
 
-/// The provisioned Grafana dashboards are valid JSON, and every panel queries metrics that the
-/// toolkit (xds_*) or Envoy (envoy_*) export.
+/// Grafana's provisioning files are where Grafana reads them (the dashboards' queries are checked
+/// against real metrics in tests/tests/infra_files.rs).
 #[test]
-fn grafana_dashboards_query_real_metrics() {
+fn grafana_provisioning_is_laid_out_as_grafana_reads_it() {
     let dir = repo_root().join("infra/modules/monitoring/files/grafana/dashboards");
-    let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap().flatten() {
-        let text = std::fs::read_to_string(entry.path()).unwrap();
-        let dash: Value = serde_json::from_str(&text)
-            .unwrap_or_else(|e| panic!("{}: {e}", entry.path().display()));
-        for panel in dash["panels"].as_array().unwrap() {
-            let expr = panel["targets"][0]["expr"].as_str().unwrap_or("");
-            assert!(
-                expr.contains("xds_") || expr.contains("envoy_"),
-                "{}: panel {:?} queries {expr:?}",
-                entry.path().display(),
-                panel["title"]
-            );
-            seen += 1;
-        }
-    }
-    assert!(seen >= 10, "only {seen} panels");
-
     // Grafana reads provisioning files only from these subdirectories of GF_PATHS_PROVISIONING;
     // the dashboards provider points where s3-config-loader puts the dashboards.
     let provisioning = dir.parent().unwrap().join("provisioning");

@@ -1,14 +1,17 @@
 //! The files infra/ hands to running programs, checked by those programs: the generic Envoy's
-//! bootstrap template (Envoy), the intdemo catalog fragment (xds-server) and the rendered
-//! Prometheus configuration (promtool). Terraform templates are rendered as Terraform renders
+//! bootstrap template (Envoy), the intdemo catalog fragment (xds-server), the rendered
+//! Prometheus configuration (promtool) and the Grafana dashboards' queries (against the metrics
+//! a real Envoy and xds-server export). Terraform templates are rendered as Terraform renders
 //! them (hcl-rs evaluates the same template language).
 
 use std::path::Path;
 use std::process::Command;
 
 use hcl::eval::{Context, Evaluate};
+use std::collections::BTreeSet;
+
 use tests::process::envoy_bin;
-use tests::{TempDir, repo_root, workspace_bin};
+use tests::{Backend, Envoy, Mode, TempDir, XdsServer, free_port, http, repo_root, workspace_bin};
 
 /// Renders a Terraform template file (`templatefile`) with string variables.
 fn templatefile(path: &Path, vars: &[(&str, hcl::Value)]) -> String {
@@ -150,4 +153,95 @@ fn the_rendered_prometheus_config_passes_promtool() {
         files,
         ["15s", "30s", "1m", "5m"].map(|i| format!("/etc/monitoring/ecs-sd/{i}-tasks.json"))
     );
+}
+
+/// The metric and label names in a Prometheus text exposition.
+fn exposed(text: &str) -> BTreeSet<String> {
+    let label = regex::Regex::new(r#"[{,]([a-zA-Z_][a-zA-Z0-9_]*)=""#).unwrap();
+    let mut names = BTreeSet::new();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        if let Some(name) = line.split(['{', ' ']).next().filter(|n| !n.is_empty()) {
+            names.insert(name.to_string());
+        }
+        names.extend(label.captures_iter(line).map(|c| c[1].to_string()));
+    }
+    names
+}
+
+/// Every query of the provisioned dashboards names metrics (and labels) that exist: Envoy's as a
+/// real Envoy serving traffic through xds-server exposes them, xds-server's as it declares them.
+#[test]
+fn grafana_dashboards_query_metrics_that_exist() {
+    let dir = TempDir::new("dashboards");
+    let app = Backend::start("app", 0).unwrap();
+    let port = free_port();
+    let catalog = dir.write(
+        "catalog.yaml",
+        &format!(
+            r#"
+version: 1
+proxies:
+  demo:
+    listeners: [ {{ name: web, address: 127.0.0.1, port: {port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: app }} ] }} ]
+upstreams:
+  app: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
+"#,
+            app.endpoint()
+        ),
+    );
+    let server = XdsServer::start(&dir, &catalog, 0);
+    server.wait_ready();
+    let envoy = Envoy::start(&dir, "demo", server.xds_port, Mode::Sotw);
+    envoy.wait_live();
+    tests::wait_for(
+        "a request through Envoy",
+        std::time::Duration::from_secs(15),
+        || http::get(port, "/", &[]).ok().filter(|r| r.status == 200),
+    );
+    let envoy_metrics = exposed(
+        &http::get(envoy.admin_port, "/stats/prometheus", &[])
+            .unwrap()
+            .body,
+    );
+    let declared = std::fs::read_to_string(repo_root().join("xds-server/src/metrics.rs")).unwrap();
+    let metric = regex::Regex::new(r"\b(?:xds|envoy)_[a-z0-9_]+").unwrap();
+    let mut checked = 0;
+    for entry in
+        std::fs::read_dir(repo_root().join("infra/modules/monitoring/files/grafana/dashboards"))
+            .unwrap()
+            .flatten()
+    {
+        let dash: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.path()).unwrap()).unwrap();
+        for panel in dash["panels"].as_array().unwrap() {
+            for target in panel["targets"].as_array().unwrap() {
+                let expr = target["expr"].as_str().unwrap_or_default();
+                let names: Vec<&str> = metric.find_iter(expr).map(|m| m.as_str()).collect();
+                assert!(
+                    !names.is_empty(),
+                    "{:?}: {expr:?} names no metric",
+                    panel["title"]
+                );
+                for name in names {
+                    let known = if name.starts_with("xds_") {
+                        let base = name
+                            .trim_end_matches("_bucket")
+                            .trim_end_matches("_sum")
+                            .trim_end_matches("_count");
+                        declared.contains(&format!("\"{base}\""))
+                    } else {
+                        envoy_metrics.contains(name)
+                    };
+                    assert!(
+                        known,
+                        "{}: panel {:?} queries {name}, which nothing exports",
+                        entry.path().display(),
+                        panel["title"]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    assert!(checked >= 14, "only {checked} metric names checked");
 }
