@@ -192,17 +192,23 @@ fn serve_and_proxy(
     (server, envoy)
 }
 
-#[test]
-fn cloud_map_instances_become_envoy_endpoints() {
-    let dir = TempDir::new("cloudmap");
-    let moto = Moto::start(&dir, 0);
+/// Backends `a` and `b`, registered as instances i-a and i-b of Cloud Map service `web`.
+fn web_with_a_and_b(moto: &Moto) -> (Backend, Backend, CloudMap) {
     let (a, b) = (
         Backend::start("a", 0).unwrap(),
         Backend::start("b", 0).unwrap(),
     );
-    let cm = CloudMap::create(&moto, "web");
+    let cm = CloudMap::create(moto, "web");
     cm.register("i-a", &a);
     cm.register("i-b", &b);
+    (a, b, cm)
+}
+
+#[test]
+fn cloud_map_instances_become_envoy_endpoints() {
+    let dir = TempDir::new("cloudmap");
+    let moto = Moto::start(&dir, 0);
+    let (_a, b, cm) = web_with_a_and_b(&moto);
     let port = free_port();
     let catalog = dir.write("catalog.yaml", &cloud_map_catalog(port, "web"));
     let (server, _envoy) = serve_and_proxy(&dir, &moto.env(), catalog.as_os_str(), &[], Mode::Sotw);
@@ -255,13 +261,7 @@ fn cloud_map_attributes_filter_and_health_all_keeps_unhealthy_instances() {
 fn envoy_keeps_serving_while_aws_is_down_and_updates_resume() {
     let dir = TempDir::new("outage");
     let mut moto = Moto::start(&dir, 0);
-    let (a, b) = (
-        Backend::start("a", 0).unwrap(),
-        Backend::start("b", 0).unwrap(),
-    );
-    let cm = CloudMap::create(&moto, "web");
-    cm.register("i-a", &a);
-    cm.register("i-b", &b);
+    let (_a, b, _cm) = web_with_a_and_b(&moto);
     let port = free_port();
     let catalog = dir.write("catalog.yaml", &cloud_map_catalog(port, "web"));
     let (server, _envoy) =
@@ -293,13 +293,7 @@ fn envoy_keeps_serving_while_aws_is_down_and_updates_resume() {
 fn throttling_backs_off_without_losing_endpoints() {
     let dir = TempDir::new("throttle");
     let moto = Moto::start(&dir, 0);
-    let (a, b) = (
-        Backend::start("a", 0).unwrap(),
-        Backend::start("b", 0).unwrap(),
-    );
-    let cm = CloudMap::create(&moto, "web");
-    cm.register("i-a", &a);
-    cm.register("i-b", &b);
+    let (_a, _b, cm) = web_with_a_and_b(&moto);
     let throttler = Throttler::start(moto.port);
     let port = free_port();
     let catalog = dir.write("catalog.yaml", &cloud_map_catalog(port, "web"));
