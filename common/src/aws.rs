@@ -70,14 +70,21 @@ where
             };
             ErrorText { code, text }
         }
-        other => {
-            let mut text = other.to_string();
-            let mut source = std::error::Error::source(other);
-            while let Some(s) = source {
-                text = format!("{text}: {s}");
-                source = s.source();
-            }
-            ErrorText { code: None, text }
-        }
+        other => ErrorText {
+            code: None,
+            text: error_chain(other),
+        },
     }
+}
+
+/// An error and its sources, `outer: inner: innermost` (SDK errors often say little until their
+/// sources are read).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text = format!("{text}: {s}");
+        source = s.source();
+    }
+    text
 }

@@ -35,13 +35,17 @@ pub fn parse_positive(s: &str) -> Result<Duration, String> {
     })
 }
 
+/// The time since the Unix epoch (zero for a clock set before it).
+pub fn since_epoch() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+}
+
 /// `interval` ±10%, so that replicas and sources spread their requests over time. Taken from the
 /// clock's nanoseconds: no random generator is needed for this.
 pub fn jitter(interval: Duration) -> Duration {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
+    let nanos = since_epoch().subsec_nanos();
     let fraction = (nanos % 2001) as f64 / 10_000.0 - 0.1; // -0.1 ..= 0.1
     interval.mul_f64(1.0 + fraction)
 }

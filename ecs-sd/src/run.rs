@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
@@ -111,11 +111,9 @@ pub async fn run(
                 };
                 if let Ok(changed) = written {
                     metrics.file_writes.inc_by(changed.len() as u64);
-                    let now = SystemTime::now()
-                        .duration_since(SystemTime::UNIX_EPOCH)
-                        .map(|d| d.as_secs_f64())
-                        .unwrap_or_default();
-                    metrics.last_success.set(now);
+                    metrics
+                        .last_success
+                        .set(common::duration::since_epoch().as_secs_f64());
                     let targets: usize = d.by_interval.values().map(Vec::len).sum();
                     tracing::info!(
                         targets,

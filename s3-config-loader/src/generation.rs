@@ -7,7 +7,6 @@
 use std::io;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 const DATA: &str = "..data";
 
@@ -20,10 +19,7 @@ pub fn current(dir: &Path) -> Option<PathBuf> {
 /// and files are only ever replaced by rename, so the old generation stays intact).
 pub fn prepare(dir: &Path) -> io::Result<PathBuf> {
     std::fs::create_dir_all(dir)?;
-    let stamp = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
+    let stamp = common::duration::since_epoch().as_nanos();
     let new = dir.join(format!("..{stamp}"));
     std::fs::create_dir(&new)?;
     // A `..data` pointing nowhere (a crash, a hand edit) means starting from an empty set.

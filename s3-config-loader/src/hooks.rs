@@ -83,28 +83,12 @@ pub struct Hooks {
 }
 
 impl Hooks {
-    /// Whether any hook is configured.
-    pub fn is_empty(&self) -> bool {
-        self.on_change.is_none() && self.signals.is_empty() && self.posts.is_empty()
-    }
-
     /// Every configured hook.
     pub fn all(&self) -> Vec<Hook> {
         let on_change = self.on_change.iter().map(|_| Hook::OnChange);
         let signals = (0..self.signals.len()).map(Hook::Signal);
         let posts = (0..self.posts.len()).map(Hook::Post);
         on_change.chain(signals).chain(posts).collect()
-    }
-
-    /// Runs every hook; returns the problems (each hook runs regardless of the others).
-    pub async fn run(&self, changed: &[PathBuf]) -> Vec<String> {
-        let mut problems = Vec::new();
-        for hook in self.all() {
-            if let Err(e) = self.run_one(hook, changed).await {
-                problems.push(e);
-            }
-        }
-        problems
     }
 
     /// Runs one hook for the files in `changed`.

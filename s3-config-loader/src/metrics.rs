@@ -87,11 +87,8 @@ impl Metrics {
         }
         if r.errors.is_empty() {
             self.passes.with_label_values(&["ok"]).inc();
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_secs_f64())
-                .unwrap_or_default();
-            self.last_success.set(now);
+            self.last_success
+                .set(common::duration::since_epoch().as_secs_f64());
         } else {
             self.passes.with_label_values(&["error"]).inc();
         }

@@ -59,16 +59,7 @@ pub async fn run(
         let delay = match syncer.run_once().await {
             Ok(report) => {
                 log_report(&report);
-                let changed = changed_files(&report);
-                if !changed.is_empty() {
-                    for hook in config.hooks.all() {
-                        unhooked
-                            .entry(hook)
-                            .or_default()
-                            .extend(changed.iter().cloned());
-                    }
-                }
-                retry_hooks(&mut unhooked, &config.hooks, metrics).await;
+                run_hooks(&mut unhooked, &report, &config.hooks, metrics).await;
                 failures = 0;
                 common::duration::jitter(config.interval)
             }
@@ -93,7 +84,7 @@ async fn once(syncer: &mut Syncer, config: &RunConfig, metrics: &Metrics) -> Res
         Ok(report) => {
             log_report(&report);
             println!("{}", report.summary());
-            run_hooks(&changed_files(&report), &config.hooks, metrics).await;
+            run_hooks(&mut BTreeMap::new(), &report, &config.hooks, metrics).await;
             if report.errors.is_empty() {
                 Ok(())
             } else if config.allow_stale && syncer.stale_copies_cover(&report.errors) {
@@ -138,12 +129,23 @@ fn changed_files(report: &SyncReport) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Runs each hook for the files it has not succeeded for; keeps the ones that fail.
-async fn retry_hooks(
+/// Adds the files `report` changed to every hook's list, then runs each hook for the files it
+/// has not succeeded for; keeps the lists of the ones that fail.
+async fn run_hooks(
     unhooked: &mut BTreeMap<Hook, BTreeSet<PathBuf>>,
+    report: &SyncReport,
     hooks: &Hooks,
     metrics: &Metrics,
 ) {
+    let changed = changed_files(report);
+    if !changed.is_empty() {
+        for hook in hooks.all() {
+            unhooked
+                .entry(hook)
+                .or_default()
+                .extend(changed.iter().cloned());
+        }
+    }
     let mut done = Vec::new();
     for (hook, files) in unhooked.iter() {
         let files: Vec<PathBuf> = files.iter().cloned().collect();
@@ -151,23 +153,12 @@ async fn retry_hooks(
             Ok(()) => done.push(*hook),
             Err(problem) => {
                 metrics.errors.with_label_values(&["hook"]).inc();
-                tracing::error!(error = %problem, "reload hook failed; it runs again after the next pass");
+                tracing::error!(error = %problem, "reload hook failed");
             }
         }
     }
     for hook in done {
         unhooked.remove(&hook);
-    }
-}
-
-/// Runs the hooks for `changed` (nothing when it is empty).
-async fn run_hooks(changed: &[PathBuf], hooks: &Hooks, metrics: &Metrics) {
-    if changed.is_empty() || hooks.is_empty() {
-        return;
-    }
-    for problem in hooks.run(changed).await {
-        metrics.errors.with_label_values(&["hook"]).inc();
-        tracing::error!(error = %problem, "reload hook failed");
     }
 }
 

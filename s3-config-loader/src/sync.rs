@@ -171,6 +171,14 @@ impl SyncReport {
     }
 }
 
+/// What a pass does with one listed object.
+enum Step {
+    /// Its file holds what the listing's ETag says: nothing to fetch.
+    UpToDate,
+    /// Fetch it, conditionally on the ETag its file was written from, when there is one.
+    Fetch(Option<String>),
+}
+
 /// One object of a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listed {
@@ -292,7 +300,7 @@ impl Syncer {
             .is_some_and(|d| generation::current(d).is_none());
 
         // Decide, per object, its file and whether its body must be fetched.
-        let mut plan: Vec<(Listed, PathBuf, bool)> = Vec::new();
+        let mut plan: Vec<(Listed, PathBuf, Step)> = Vec::new();
         let mut seen: BTreeMap<PathBuf, String> = BTreeMap::new();
         for obj in objects {
             let rel = match self.local_path(&obj.key) {
@@ -320,22 +328,26 @@ impl Syncer {
                     .push(too_large(&obj.key, obj.size, self.config.max_size));
                 continue;
             }
-            // Templates are rendered again every pass: their inputs (environment, task
-            // metadata) can change while the object does not.
-            let template = obj.key.ends_with(template::SUFFIX);
-            let up_to_date = !obj.etag.is_empty()
-                && !first_generation
-                && !template
-                && self
-                    .state
-                    .files
-                    .get(&rel)
-                    .is_some_and(|e| e.etag == obj.etag && e.key == obj.key)
-                && self.absolute(&rel).exists();
-            if up_to_date {
-                report.unchanged += 1;
-            }
-            plan.push((obj, rel, !up_to_date));
+            // The ETag this object's file was written from, when it still stands for the file.
+            // Not for templates, rendered again every pass (their inputs, environment and task
+            // metadata, can change while the object does not), nor for the first generation of
+            // an --atomic-set, which must receive every body.
+            let known = self
+                .state
+                .files
+                .get(&rel)
+                .filter(|e| e.key == obj.key)
+                .filter(|_| !first_generation && !obj.key.ends_with(template::SUFFIX))
+                .filter(|_| self.absolute(&rel).exists())
+                .map(|e| e.etag.clone());
+            let step = match known {
+                Some(etag) if !obj.etag.is_empty() && etag == obj.etag => {
+                    report.unchanged += 1;
+                    Step::UpToDate
+                }
+                if_none_match => Step::Fetch(if_none_match),
+            };
+            plan.push((obj, rel, step));
         }
 
         if let Some(dir) = &atomic_dir {
@@ -350,19 +362,11 @@ impl Syncer {
         // holds at most `concurrency` bodies, not a whole pass's.
         let limit = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut fetches = JoinSet::new();
-        for (i, (obj, rel, fetch)) in plan.iter().enumerate() {
-            if !fetch {
+        for (i, (obj, _, step)) in plan.iter().enumerate() {
+            let Step::Fetch(if_none_match) = step else {
                 continue;
-            }
-            // The first generation of an --atomic-set must receive every body, and a template's
-            // output depends on more than its object.
-            let if_none_match = self
-                .state
-                .files
-                .get(rel)
-                .filter(|e| e.key == obj.key && self.absolute(rel).exists())
-                .filter(|_| !first_generation && !obj.key.ends_with(template::SUFFIX))
-                .map(|e| e.etag.clone());
+            };
+            let if_none_match = if_none_match.clone();
             let (client, bucket, key, max) = (
                 self.client.clone(),
                 self.config.source.bucket.clone(),
@@ -675,12 +679,7 @@ pub async fn fetch_object(
     let etag = resp.e_tag().map(str::to_string);
     let body = resp.body.collect().await.map_err(|e| {
         // The byte stream's error says only "streaming error"; the reason is in its sources.
-        let mut text = e.to_string();
-        let mut source = std::error::Error::source(&e);
-        while let Some(s) = source {
-            text = format!("{text}: {s}");
-            source = s.source();
-        }
+        let text = common::aws::error_chain(&e);
         let kind = if text.to_ascii_lowercase().contains("checksum") {
             ErrorKind::Checksum
         } else {
