@@ -115,6 +115,11 @@ impl Snapshot {
         snap
     }
 
+    /// The version of each type, in [`ResourceType::index`] order.
+    pub fn versions(&self) -> [Version; 4] {
+        self.types.each_ref().map(|t| t.version)
+    }
+
     /// The resources of one type.
     pub fn of(&self, t: ResourceType) -> &TypeSnapshot {
         &self.types[t.index()]
@@ -180,7 +185,8 @@ impl Cache {
         let proxies: BTreeMap<ProxyName, Arc<Snapshot>> = new
             .into_iter()
             .map(|(name, snap)| match old.proxies.get(&name) {
-                Some(prev) if **prev == snap => (name, prev.clone()),
+                // Versions are content hashes: equal versions, equal content.
+                Some(prev) if prev.versions() == snap.versions() => (name, prev.clone()),
                 _ => {
                     changed += 1;
                     (name, Arc::new(snap))

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -274,13 +274,6 @@ pub enum ServeError {
     Grpc(#[from] tonic::transport::Error),
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or_default()
-}
-
 /// Runs the server until `shutdown` completes, then drains streams and returns.
 pub async fn serve(
     config: ServeConfig,
@@ -422,7 +415,7 @@ async fn watch_catalog(
                     Ok(c) => {
                         metrics.catalog_loads.with_label_values(&["ok"]).inc();
                         tracing::info!(catalog = %name, proxies = c.catalog.proxies.len(), upstreams = c.catalog.upstreams.len(), "catalog loaded");
-                        st.last_success = Some(unix_now());
+                        st.last_success = Some(common::duration::since_epoch().as_secs());
                         st.last_error = None;
                         tx.send_replace(Some(Arc::new(c)));
                     }

@@ -140,9 +140,7 @@ impl Variant for Delta {
             .collect();
         // Break after make: clusters and endpoints leave only once the proxy runs routes that
         // no longer use them (see `routes_current`).
-        let hold_removals = core.scope == super::Scope::Aggregated
-            && matches!(t, ResourceType::Cluster | ResourceType::Endpoint)
-            && !core.routes_current;
+        let hold_removals = core.holds_removals(t);
         let removed: Vec<String> = ts
             .known
             .keys()

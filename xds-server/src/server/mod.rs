@@ -198,10 +198,7 @@ fn routes_current<V: Variant>(variant: &V, core: &StreamCore) -> bool {
 /// For SotW: the current resources of `t` plus those that listeners and routes the proxy runs,
 /// or was sent and has not acknowledged, may still use; `None` when there are none such.
 fn with_retiring(core: &StreamCore, t: ResourceType) -> Option<TypeSnapshot> {
-    if core.scope != Scope::Aggregated
-        || !matches!(t, ResourceType::Cluster | ResourceType::Endpoint)
-        || core.routes_current
-    {
+    if !core.holds_removals(t) {
         return None;
     }
     let current = &core.snapshot.of(t).resources;
@@ -295,7 +292,6 @@ impl StreamCore {
         Ok(())
     }
 
-    /// Reads the newest snapshot of this stream's proxy.
     /// Reads the newest snapshot of this stream's proxy; false when it is the one the stream
     /// already has (another proxy changed), so nothing needs comparing.
     fn refresh(&mut self) -> bool {
@@ -318,6 +314,14 @@ impl StreamCore {
             g.set_known(known);
         }
         true
+    }
+
+    /// Whether resources of `t` that the current snapshot dropped must stay with the proxy for
+    /// now (see [`routes_current`]).
+    fn holds_removals(&self, t: ResourceType) -> bool {
+        self.scope == Scope::Aggregated
+            && matches!(t, ResourceType::Cluster | ResourceType::Endpoint)
+            && !self.routes_current
     }
 
     /// Listeners or routes of the current snapshot were sent.

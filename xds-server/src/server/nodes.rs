@@ -3,7 +3,6 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use serde::Serialize;
 
@@ -60,10 +59,7 @@ impl Nodes {
         variant: &'static str,
     ) -> NodeGuard {
         let key = self.next.fetch_add(1, Ordering::Relaxed);
-        let connected_at = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or_default();
+        let connected_at = common::duration::since_epoch().as_secs();
         self.lock().insert(
             key,
             NodeStatus {

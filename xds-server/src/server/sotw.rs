@@ -46,10 +46,13 @@ fn subscription(t: ResourceType, names: &[String]) -> Option<BTreeSet<String>> {
     }
 }
 
+/// The response carrying `snap`'s resources named in `names` (all for `None`); `version` is
+/// `snap.version_for(names)`, which the caller has already computed.
 fn response(
     t: ResourceType,
     snap: &TypeSnapshot,
     names: Option<&BTreeSet<String>>,
+    version: Version,
     nonce: String,
 ) -> DiscoveryResponse {
     let resources = match names {
@@ -61,7 +64,7 @@ fn response(
             .collect(),
     };
     DiscoveryResponse {
-        version_info: snap.version_for(names).to_string(),
+        version_info: version.to_string(),
         resources,
         type_url: t.type_url().to_string(),
         nonce,
@@ -177,7 +180,7 @@ impl Variant for Sotw {
         }
         ts.force = false;
         let nonce = core.next_nonce();
-        let resp = response(t, snap, ts.names.as_ref(), nonce.clone());
+        let resp = response(t, snap, ts.names.as_ref(), version, nonce.clone());
         ts.sent = Some(Sent {
             version,
             nonce,
@@ -211,9 +214,10 @@ pub(super) fn fetch(
     let (snapshot, _) = snapshots.get(&ProxyName(node.cluster.clone()));
     let snap = snapshot.of(t);
     let names = subscription(t, &req.resource_names);
-    if req.version_info == snap.version_for(names.as_ref()).to_string() {
+    let version = snap.version_for(names.as_ref());
+    if req.version_info == version.to_string() {
         // Like a REST 304: the caller is up to date.
         return Err(Status::already_exists("the requested version is current"));
     }
-    Ok(response(t, snap, names.as_ref(), String::new()))
+    Ok(response(t, snap, names.as_ref(), version, String::new()))
 }
