@@ -84,16 +84,16 @@ pub fn request(
 /// One sample of a Prometheus `/metrics` page on 127.0.0.1:`port`, e.g.
 /// `xds_nacks_total{type="rds"}`; 0 when absent or unreachable.
 pub fn metric(port: u16, sample: &str) -> f64 {
-    get(port, "/metrics", &[])
-        .ok()
-        .and_then(|r| {
-            r.body.lines().find_map(|l| {
-                l.strip_prefix(sample)?
-                    .strip_prefix(' ')?
-                    .trim()
-                    .parse()
-                    .ok()
-            })
+    let page = get(port, "/metrics", &[])
+        .unwrap_or_else(|e| panic!("no /metrics on port {port} (reading {sample}): {e}"));
+    page.body
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(sample)?
+                .strip_prefix(' ')?
+                .trim()
+                .parse()
+                .ok()
         })
         .unwrap_or(0.0)
 }

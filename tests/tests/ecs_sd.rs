@@ -323,6 +323,8 @@ scrape_configs:
     );
     let prom = Prometheus::start(&s.dir, &config);
     let writes_before = metric(s.http_port, "ecs_sd_file_writes_total");
+    let scans = "prometheus_sd_file_scan_duration_seconds_count";
+    let scans_before = metric(prom.port, scans);
     // 100 starts and 100 stops, each seen by ecs-sd and written out.
     s.moto.fixture("ecs_tasks.py", &["churn", "100"]);
     let writes = metric(s.http_port, "ecs_sd_file_writes_total") - writes_before;
@@ -333,8 +335,13 @@ scrape_configs:
         .filter(|l| l.contains("level=error") && (l.contains("file") || l.contains("discovery")))
         .collect();
     assert!(problems.is_empty(), "Prometheus: {problems:?}");
+    // It did read the file all along, and never failed to.
     assert!(
-        log.contains("discovery"),
-        "Prometheus did not log its discovery at all"
+        metric(prom.port, scans) > scans_before,
+        "Prometheus did not read the file during the churn"
+    );
+    assert_eq!(
+        metric(prom.port, "prometheus_sd_file_read_errors_total"),
+        0.0
     );
 }

@@ -197,11 +197,17 @@ fn a_branch_without_images_falls_back_to_develop_and_names_can_be_given() {
         apply.contains(r#""xds-server"="develop-40-abcdef0""#),
         "{apply}"
     );
-    let drop = r.run(&["-D", "my-test-env"]);
+    // Dropping needs no image, so a deployment whose images are gone can still go.
+    for c in ["xds-server", "s3-config-loader", "ecs-sd", "envoy"] {
+        std::fs::write(r.ecr.join(c), "").unwrap();
+    }
+    let drop = r.run_all(&["-D", "my-test-env"]);
     assert!(
         drop[1].starts_with("terraform destroy -input=false -auto-approve"),
         "{drop:?}"
     );
+    assert!(drop[1].contains(r#""envoy"="dropped""#), "{drop:?}");
+    assert!(!drop.iter().any(|c| c.starts_with("aws ecr")), "{drop:?}");
     let show = r.run(&["-s", "my-test-env"]);
     assert_eq!(&show[1..], ["terraform state list", "terraform output"]);
 }
