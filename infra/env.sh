@@ -75,8 +75,17 @@ tf_init() {
     -backend-config="bucket=$bucket" -backend-config="key=$key" -backend-config="region=$region"
 }
 
+# Dropping needs no image: its tags are placeholders, so a deployment whose images are gone can go.
+drop_tags() {
+  local entries="" c
+  for c in $components; do entries="$entries\"$c\"=\"dropped\","; done
+  printf '{%s}' "${entries%,}"
+}
+
 tf_vars() {
-  vars=(-var "env_name=$env_name" -var "image_tags=$(image_tags)"
+  local tags
+  if [ "${1:-}" = drop ]; then tags=$(drop_tags); else tags=$(image_tags); fi
+  vars=(-var "env_name=$env_name" -var "image_tags=$tags"
         -var "state_bucket=$bucket" -var "region=$region")
   if [ -f "$secrets" ]; then vars+=(-var-file="$secrets"); fi
 }
@@ -86,8 +95,8 @@ case $action in
   plan) tf_init; tf_vars; terraform plan -input=false "${vars[@]}" ;;
   apply) tf_init; tf_vars; terraform apply -input=false "${vars[@]}" ;;
   apply-auto) tf_init; tf_vars; terraform apply -input=false -auto-approve "${vars[@]}" ;;
-  drop) tf_init; tf_vars; terraform destroy -input=false "${vars[@]}" ;;
-  drop-auto) tf_init; tf_vars; terraform destroy -input=false -auto-approve "${vars[@]}" ;;
+  drop) tf_init; tf_vars drop; terraform destroy -input=false "${vars[@]}" ;;
+  drop-auto) tf_init; tf_vars drop; terraform destroy -input=false -auto-approve "${vars[@]}" ;;
   show) tf_init; terraform state list; terraform output ;;
   watch)
     # Every log group the deployment lists in its `log_groups` output, followed together.
