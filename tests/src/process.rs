@@ -1,6 +1,7 @@
 //! Processes under test: xds-server and Envoy, killed when their handles drop.
 
 use std::os::unix::process::CommandExt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -209,6 +210,18 @@ pub fn envoy_bin() -> PathBuf {
 impl Envoy {
     /// Starts Envoy as proxy role `proxy` against the control plane on `xds_port`.
     pub fn start(dir: &TempDir, proxy: &str, xds_port: u16, mode: Mode) -> Envoy {
+        Self::start_with(dir, proxy, xds_port, mode, |_| {})
+    }
+
+    /// Like [`Envoy::start`], with the bootstrap that `xds-server bootstrap` printed changed by
+    /// `edit` first (as JSON), e.g. to add a static cluster as a hand-written bootstrap might.
+    pub fn start_with(
+        dir: &TempDir,
+        proxy: &str,
+        xds_port: u16,
+        mode: Mode,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Envoy {
         let admin_port = free_port();
         let mut cmd = Command::new(workspace_bin("xds-server"));
         cmd.args([
@@ -217,6 +230,8 @@ impl Envoy {
             proxy,
             "--node-id",
             &format!("{proxy}-{admin_port}"),
+            "--format",
+            "json",
         ])
         .args(["--xds", &format!("127.0.0.1:{xds_port}")])
         .args(["--admin", &format!("127.0.0.1:{admin_port}")]);
@@ -229,8 +244,11 @@ impl Envoy {
             "bootstrap failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let bootstrap = dir.path().join(format!("envoy-{admin_port}.yaml"));
-        std::fs::write(&bootstrap, &out.stdout).expect("bootstrap can be written");
+        let mut doc: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("the bootstrap is JSON");
+        edit(&mut doc);
+        let bootstrap = dir.path().join(format!("envoy-{admin_port}.json"));
+        std::fs::write(&bootstrap, doc.to_string()).expect("bootstrap can be written");
         let bin = envoy_bin();
         assert!(
             bin.exists(),
@@ -269,6 +287,25 @@ impl Envoy {
             let (k, v) = l.split_once(": ")?;
             (k == name).then(|| v.trim().parse().ok()).flatten()
         })
+    }
+
+    /// Adds a static cluster named `name` (to `addr`) to a bootstrap, for [`Envoy::start_with`]:
+    /// a catalog upstream of the same name is then one Envoy rejects (static clusters cannot be
+    /// replaced over CDS), while the control plane cannot know it.
+    pub fn add_static_cluster(bootstrap: &mut serde_json::Value, name: &str, addr: SocketAddr) {
+        let cluster = serde_json::json!({
+            "name": name,
+            "type": "STATIC",
+            "connect_timeout": "1s",
+            "load_assignment": { "cluster_name": name, "endpoints": [ { "lb_endpoints": [ {
+                "endpoint": { "address": { "socket_address": {
+                    "address": addr.ip().to_string(), "port_value": addr.port() } } }
+            } ] } ] },
+        });
+        bootstrap["static_resources"]["clusters"]
+            .as_array_mut()
+            .expect("the bootstrap has static clusters")
+            .push(cluster);
     }
 
     /// A text stat (e.g. `cluster_manager.cds.version_text`).
