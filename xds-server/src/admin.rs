@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Role};
 use crate::catalog::ProxyName;
 use crate::discovery::Discovery;
 use crate::metrics::Metrics;
@@ -48,6 +48,10 @@ pub fn router(state: AdminState) -> Router {
 }
 
 async fn metrics(State(s): State<AdminState>) -> Response {
+    // Orphans come and go with streams as well as with catalogs: counted when asked.
+    s.metrics
+        .orphaned_proxies
+        .set(s.cache.current().orphans.len() as i64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         s.metrics.render(),
@@ -95,10 +99,11 @@ async fn config(State(s): State<AdminState>, Query(q): Query<ConfigQuery>) -> Re
     let snapshots = s.cache.current();
     let Some(proxy) = q.proxy else {
         let names: Vec<&str> = snapshots.proxies.keys().map(|p| p.0.as_str()).collect();
-        return Json(serde_json::json!({ "proxies": names })).into_response();
+        let orphans: Vec<&str> = snapshots.orphans.keys().map(|p| p.0.as_str()).collect();
+        return Json(serde_json::json!({ "proxies": names, "orphaned": orphans })).into_response();
     };
-    let (snapshot, known) = snapshots.get(&ProxyName(proxy.clone()));
-    if !known {
+    let (snapshot, role) = snapshots.get(&ProxyName(proxy.clone()));
+    if role == Role::Unknown {
         return (
             StatusCode::NOT_FOUND,
             format!("the catalog has no proxy {proxy:?}\n"),

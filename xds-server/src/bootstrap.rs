@@ -4,6 +4,7 @@
 //! this one small file serve every proxy role.
 
 use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -25,6 +26,20 @@ pub struct BootstrapConfig {
     pub stats_listen: Option<SocketAddr>,
     /// Use the delta (incremental) xDS protocol.
     pub delta: bool,
+    /// The longest pause between Envoy's attempts to reach the control plane again.
+    pub retry_max: Duration,
+}
+
+/// Envoy's first pause before reconnecting to the control plane; the pauses double (with
+/// jitter) up to [`BootstrapConfig::retry_max`]. Envoy's own default, 0.5 s up to 30 s, left
+/// proxies without a control plane for up to half a minute after every xds-server deploy.
+const RETRY_BASE: Duration = Duration::from_millis(250);
+
+/// A duration as protobuf JSON writes it (`0.25s`).
+fn pb_json_duration(d: Duration) -> String {
+    let s = format!("{:.3}", d.as_secs_f64());
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    format!("{s}s")
 }
 
 /// Why `--xds` is not usable.
@@ -120,7 +135,13 @@ pub fn bootstrap(c: &BootstrapConfig) -> Value {
                 "api_type": if c.delta { "DELTA_GRPC" } else { "GRPC" },
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": true,
-                "grpc_services": [ { "envoy_grpc": { "cluster_name": "xds_cluster" } } ],
+                "grpc_services": [ { "envoy_grpc": {
+                    "cluster_name": "xds_cluster",
+                    "retry_policy": { "retry_back_off": {
+                        "base_interval": pb_json_duration(RETRY_BASE.min(c.retry_max)),
+                        "max_interval": pb_json_duration(c.retry_max),
+                    } },
+                } } ],
             },
             "cds_config": config_source,
             "lds_config": config_source,
@@ -148,6 +169,11 @@ pub fn bootstrap(c: &BootstrapConfig) -> Value {
             } ]
         }
     });
+    if discovery == "STRICT_DNS" {
+        // Envoy's default tries IPv6 first: `localhost` became [::1], where nothing listens,
+        // and the proxy never connected (nothing in its log says why).
+        doc["static_resources"]["clusters"][0]["dns_lookup_family"] = json!("V4_PREFERRED");
+    }
     if let Some(listen) = c.stats_listen {
         let (listener, cluster) = stats_resources(listen, c.admin);
         let statics = &mut doc["static_resources"];
@@ -172,6 +198,7 @@ mod tests {
             admin: "127.0.0.1:9901".parse().unwrap(),
             stats_listen: None,
             delta: false,
+            retry_max: Duration::from_secs(2),
         }
     }
 
@@ -210,6 +237,28 @@ mod tests {
             admin["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]["socket_address"]
                 ["port_value"],
             9901
+        );
+    }
+
+    #[test]
+    fn envoy_reconnects_quickly_and_prefers_ipv4_for_names() {
+        let mut c = config();
+        let b = bootstrap(&c);
+        let backoff = &b["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]["retry_policy"]
+            ["retry_back_off"];
+        assert_eq!(backoff["base_interval"], "0.25s");
+        assert_eq!(backoff["max_interval"], "2s");
+        assert!(b["static_resources"]["clusters"][0]["dns_lookup_family"].is_null());
+        c.retry_max = Duration::from_millis(100);
+        c.xds_host = "localhost".into();
+        let b = bootstrap(&c);
+        let backoff = &b["dynamic_resources"]["ads_config"]["grpc_services"][0]["envoy_grpc"]["retry_policy"]
+            ["retry_back_off"];
+        assert_eq!(backoff["base_interval"], "0.1s");
+        assert_eq!(backoff["max_interval"], "0.1s");
+        assert_eq!(
+            b["static_resources"]["clusters"][0]["dns_lookup_family"],
+            "V4_PREFERRED"
         );
     }
 

@@ -4,9 +4,9 @@
 //! a restart, give the same version for the same config. A new set of snapshots is published on a
 //! watch channel; each stream compares versions and sends only what changed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::watch;
@@ -126,11 +126,25 @@ impl Snapshot {
     }
 }
 
+/// How the catalog stands to a proxy role a stream asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The catalog names it.
+    Known,
+    /// A valid catalog dropped it while Envoys of the role were connected: they keep the last
+    /// snapshot it had, until the last of them disconnects.
+    Orphaned,
+    /// Never served (or forgotten): an empty config.
+    Unknown,
+}
+
 /// The snapshots of all proxies at one moment.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshots {
     /// Proxies the catalog names.
     pub proxies: BTreeMap<ProxyName, Arc<Snapshot>>,
+    /// Roles the catalog dropped while Envoys of theirs were connected, with their last snapshot.
+    pub orphans: BTreeMap<ProxyName, Arc<Snapshot>>,
     /// Whether a catalog has been loaded at all (streams wait for it before answering).
     pub loaded: bool,
     /// Served to proxies the catalog does not name.
@@ -138,11 +152,14 @@ pub struct Snapshots {
 }
 
 impl Snapshots {
-    /// The snapshot for a proxy, and whether the catalog knows it.
-    pub fn get(&self, proxy: &ProxyName) -> (Arc<Snapshot>, bool) {
-        match self.proxies.get(proxy) {
-            Some(s) => (s.clone(), true),
-            None => (self.empty.clone(), false),
+    /// The snapshot for a proxy, and how the catalog stands to it.
+    pub fn get(&self, proxy: &ProxyName) -> (Arc<Snapshot>, Role) {
+        if let Some(s) = self.proxies.get(proxy) {
+            return (s.clone(), Role::Known);
+        }
+        match self.orphans.get(proxy) {
+            Some(s) => (s.clone(), Role::Orphaned),
+            None => (self.empty.clone(), Role::Unknown),
         }
     }
 }
@@ -151,6 +168,8 @@ impl Snapshots {
 #[derive(Debug, Clone)]
 pub struct Cache {
     tx: watch::Sender<Arc<Snapshots>>,
+    /// Connected streams per proxy role (see [`Cache::attach`]).
+    attached: Arc<Mutex<HashMap<ProxyName, usize>>>,
 }
 
 impl Default for Cache {
@@ -164,6 +183,7 @@ impl Cache {
     pub fn new() -> Self {
         Self {
             tx: watch::channel(Arc::new(Snapshots::default())).0,
+            attached: Arc::default(),
         }
     }
 
@@ -177,8 +197,24 @@ impl Cache {
         self.tx.borrow().clone()
     }
 
+    /// Counts a stream of `proxy` until the returned guard drops: a role that leaves the catalog
+    /// keeps its last snapshot while streams of it are attached.
+    pub fn attach(&self, proxy: &ProxyName) -> Attached {
+        *self.lock_attached().entry(proxy.clone()).or_default() += 1;
+        Attached {
+            cache: self.clone(),
+            proxy: proxy.clone(),
+        }
+    }
+
+    fn lock_attached(&self) -> std::sync::MutexGuard<'_, HashMap<ProxyName, usize>> {
+        self.attached.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// Replaces all snapshots. Proxies whose content did not change keep their `Arc`, so streams
-    /// of unchanged proxies see no difference; nothing is published when nothing changed.
+    /// of unchanged proxies see no difference; nothing is published when nothing changed. A
+    /// proxy the new set drops while streams of it are attached becomes an orphan, served its
+    /// last snapshot (a deleted or renamed fragment must not wipe the Envoys still running it).
     pub fn publish(&self, new: BTreeMap<ProxyName, Snapshot>) -> usize {
         let old = self.current();
         let mut changed = 0;
@@ -198,14 +234,76 @@ impl Cache {
             .keys()
             .filter(|k| !proxies.contains_key(*k))
             .count();
-        if changed == 0 && removed == 0 && old.loaded {
+        let orphans = {
+            let attached = self.lock_attached();
+            let connected = |name: &ProxyName| attached.get(name).is_some_and(|n| *n > 0);
+            let mut orphans: BTreeMap<ProxyName, Arc<Snapshot>> = old
+                .orphans
+                .iter()
+                .filter(|(name, _)| !proxies.contains_key(*name) && connected(name))
+                .map(|(n, s)| (n.clone(), s.clone()))
+                .collect();
+            for (name, snap) in &old.proxies {
+                if !proxies.contains_key(name) && connected(name) {
+                    tracing::warn!(
+                        proxy = %name,
+                        streams = attached.get(name).copied().unwrap_or_default(),
+                        "proxy role is gone from the catalog; its connected Envoys keep their last config until they disconnect"
+                    );
+                    orphans.insert(name.clone(), snap.clone());
+                }
+            }
+            orphans
+        };
+        let orphans_changed = orphans.keys().ne(old.orphans.keys());
+        if changed == 0 && removed == 0 && !orphans_changed && old.loaded {
             return 0;
         }
         self.tx.send_replace(Arc::new(Snapshots {
             proxies,
+            orphans,
             loaded: true,
             empty: old.empty.clone(),
         }));
         changed + removed
+    }
+
+    /// Forgets the orphan `proxy` once no stream of it is attached.
+    fn forget_orphan(&self, proxy: &ProxyName) {
+        self.tx.send_if_modified(|snapshots| {
+            if !snapshots.orphans.contains_key(proxy) {
+                return false;
+            }
+            tracing::info!(proxy = %proxy, "the last Envoy of a role gone from the catalog disconnected; the role is forgotten");
+            let mut next = (**snapshots).clone();
+            next.orphans.remove(proxy);
+            *snapshots = Arc::new(next);
+            true
+        });
+    }
+}
+
+/// A stream counted against its proxy role; see [`Cache::attach`].
+#[derive(Debug)]
+pub struct Attached {
+    cache: Cache,
+    proxy: ProxyName,
+}
+
+impl Drop for Attached {
+    fn drop(&mut self) {
+        let last = {
+            let mut attached = self.cache.lock_attached();
+            let n = attached.entry(self.proxy.clone()).or_default();
+            *n = n.saturating_sub(1);
+            let last = *n == 0;
+            if last {
+                attached.remove(&self.proxy);
+            }
+            last
+        };
+        if last {
+            self.cache.forget_orphan(&self.proxy);
+        }
     }
 }

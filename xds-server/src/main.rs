@@ -117,6 +117,10 @@ enum Command {
         /// Use the delta (incremental) xDS protocol.
         #[arg(long, env = "XDS_SERVER_DELTA")]
         delta: bool,
+        /// The longest pause between Envoy's attempts to reach the control plane again (the
+        /// first is 250ms, then doubling), so proxies are back within seconds of a deploy.
+        #[arg(long, env = "XDS_SERVER_XDS_RETRY_MAX", default_value = "2s", value_parser = parse_duration)]
+        xds_retry_max: Duration,
         /// Output format.
         #[arg(long, default_value = "yaml")]
         format: Format,
@@ -214,6 +218,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             admin,
             stats_listen,
             delta,
+            xds_retry_max,
             format,
         } => {
             let (xds_host, xds_port) = bootstrap::parse_host_port(&xds).context("--xds")?;
@@ -242,6 +247,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 admin,
                 stats_listen,
                 delta,
+                retry_max: xds_retry_max,
             };
             print(&bootstrap::bootstrap(&config), format)?;
         }

@@ -33,6 +33,8 @@ pub struct Metrics {
     pub discovery_backoff: prometheus::GaugeVec,
     /// Upstreams used by a proxy whose source has not answered yet (they have no endpoints).
     pub upstreams_without_endpoints: prometheus::IntGauge,
+    /// Proxy roles gone from the catalog whose connected Envoys keep their last snapshot.
+    pub orphaned_proxies: prometheus::IntGauge,
 }
 
 impl Default for Metrics {
@@ -175,6 +177,14 @@ impl Metrics {
                 prometheus::IntGauge::new(
                     "xds_upstreams_without_endpoints",
                     "Upstreams whose endpoint source has not answered yet",
+                )
+                .expect("valid metric"),
+            ),
+            orphaned_proxies: reg(
+                &registry,
+                prometheus::IntGauge::new(
+                    "xds_orphaned_proxies",
+                    "Proxy roles gone from the catalog whose connected Envoys keep their last config",
                 )
                 .expect("valid metric"),
             ),

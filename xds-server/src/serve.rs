@@ -346,7 +346,7 @@ pub async fn serve(
     });
 
     let server = XdsServer::new(cache, metrics, nodes, stop_rx.clone());
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(xds);
+    let incoming = Incoming::new(xds);
     let mut grpc_stop = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -374,6 +374,63 @@ pub async fn serve(
     builder.abort();
     let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
     result
+}
+
+/// The xDS port's accepted connections: with TCP_NODELAY (xDS responses are small writes that
+/// Nagle's algorithm would hold back), and a pause after an accept error (out of file
+/// descriptors, say) instead of a busy loop retrying it.
+struct Incoming {
+    listener: TcpListener,
+    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    backoff: Duration,
+}
+
+impl Incoming {
+    const FIRST_PAUSE: Duration = Duration::from_millis(5);
+    const LONGEST_PAUSE: Duration = Duration::from_secs(1);
+
+    fn new(listener: TcpListener) -> Self {
+        Self {
+            listener,
+            pause: None,
+            backoff: Self::FIRST_PAUSE,
+        }
+    }
+}
+
+impl tokio_stream::Stream for Incoming {
+    type Item = std::io::Result<tokio::net::TcpStream>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        use std::task::Poll;
+        loop {
+            if let Some(pause) = self.pause.as_mut() {
+                if pause.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.pause = None;
+            }
+            match self.listener.poll_accept(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok((stream, _))) => {
+                    self.backoff = Self::FIRST_PAUSE;
+                    if let Err(e) = stream.set_nodelay(true) {
+                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                    }
+                    return Poll::Ready(Some(Ok(stream)));
+                }
+                Poll::Ready(Err(e)) => {
+                    tracing::warn!(error = %e, pause_ms = self.backoff.as_millis() as u64, "cannot accept an xDS connection; pausing");
+                    let pause = self.backoff;
+                    self.backoff = (pause * 2).min(Self::LONGEST_PAUSE);
+                    self.pause = Some(Box::pin(tokio::time::sleep(pause)));
+                }
+            }
+        }
+    }
 }
 
 /// Re-reads the catalog whenever its content changes; accepted catalogs go to `tx`.
@@ -509,7 +566,18 @@ pub fn build_all(
 
 #[cfg(test)]
 mod tests {
-    use super::CatalogLocation;
+    use super::{CatalogLocation, Incoming};
+    use tokio_stream::StreamExt;
+
+    #[tokio::test]
+    async fn accepted_xds_connections_have_nodelay() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut incoming = Incoming::new(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let accepted = incoming.next().await.unwrap().unwrap();
+        assert!(accepted.nodelay().unwrap());
+    }
 
     #[test]
     fn catalog_locations() {

@@ -8,7 +8,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
 
-use super::{Sent, StreamCore, Variant};
+use super::{Flow, Sent, StreamCore, Variant};
 use crate::cache::Version;
 use crate::translate::ResourceType;
 
@@ -64,7 +64,8 @@ impl Variant for Delta {
             ts.pending = None;
         }
         // Subscription changes count whatever nonce they carry: each request is a delta.
-        if !ts.subscribed {
+        let first = !ts.subscribed;
+        if first {
             ts.subscribed = true;
             // An empty first subscription is the (legacy) wildcard, for LDS and CDS only.
             ts.wildcard = t.wildcard_by_default() && req.resource_names_subscribe.is_empty();
@@ -82,6 +83,11 @@ impl Variant for Delta {
             if name == "*" {
                 ts.wildcard = true;
             } else {
+                // A name subscribed (again) after the first request is sent whatever the proxy
+                // had: it may have dropped it when unsubscribing, as the protocol allows.
+                if !first {
+                    ts.known.remove(&name);
+                }
                 ts.names.insert(name);
             }
         }
@@ -99,6 +105,15 @@ impl Variant for Delta {
         }
     }
 
+    fn flow(&self, t: ResourceType) -> Flow {
+        let ts = &self.types[t.index()];
+        Flow {
+            subscribed: ts.subscribed,
+            pending: ts.pending.is_some(),
+            rejected: ts.rejected,
+        }
+    }
+
     fn runs_current(&self, core: &StreamCore, t: ResourceType) -> Option<bool> {
         let ts = &self.types[t.index()];
         let snap = &core.snapshot.of(t).resources;
@@ -112,18 +127,12 @@ impl Variant for Delta {
         })
     }
 
-    fn maybe_send(
+    fn send(
         &mut self,
         core: &mut StreamCore,
         t: ResourceType,
+        keep_removed: bool,
     ) -> Option<DeltaDiscoveryResponse> {
-        let ts = &self.types[t.index()];
-        if !core.loaded || ts.pending.is_some() || !ts.subscribed {
-            return None;
-        }
-        if super::held_back(core.scope, t, |t| self.types[t.index()].pending.is_some()) {
-            return None;
-        }
         let snapshot = core.snapshot.clone();
         let snap = snapshot.of(t);
         let ts = &mut self.types[t.index()];
@@ -139,12 +148,11 @@ impl Variant for Delta {
             })
             .collect();
         // Break after make: clusters and endpoints leave only once the proxy runs routes that
-        // no longer use them (see `routes_current`).
-        let hold_removals = core.holds_removals(t);
+        // no longer use them (see `Gate::Open`).
         let removed: Vec<String> = ts
             .known
             .keys()
-            .filter(|name| !hold_removals && !snap.resources.contains_key(*name))
+            .filter(|name| !keep_removed && !snap.resources.contains_key(*name))
             .cloned()
             .collect();
         if resources.is_empty() && removed.is_empty() && ts.answered {

@@ -38,7 +38,7 @@ use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::cache::{Cache, Snapshot, Snapshots, TypeSnapshot, Version};
+use crate::cache::{Attached, Cache, Role, Snapshot, Snapshots, TypeSnapshot, Version};
 use crate::catalog::ProxyName;
 use crate::metrics::Metrics;
 use crate::translate::ResourceType;
@@ -77,11 +77,14 @@ impl XdsServer {
 
     /// A tonic router with ADS and the four standalone services.
     pub fn router(&self) -> tonic::service::Routes {
-        // Envoy's biggest responses (all clusters of a large catalog) exceed tonic's 4 MiB default.
+        // Envoy's biggest responses (all clusters of a large catalog) exceed tonic's 4 MiB
+        // default; its requests (names and versions) stay well under it, which bounds what one
+        // client can make the server buffer.
         const MAX: usize = 64 * 1024 * 1024;
+        const MAX_REQUEST: usize = 4 * 1024 * 1024;
         tonic::service::Routes::new(
             AggregatedDiscoveryServiceServer::new(self.clone())
-                .max_decoding_message_size(MAX)
+                .max_decoding_message_size(MAX_REQUEST)
                 .max_encoding_message_size(MAX),
         )
         .add_service(
@@ -138,48 +141,117 @@ pub(crate) trait Variant: Default + Send + 'static {
     fn type_url(req: &Self::Req) -> &str;
     /// Takes in one request for type `t` (subscriptions, ACK or NACK).
     fn on_request(&mut self, core: &mut StreamCore, t: ResourceType, req: Self::Req);
+    /// Where type `t` stands on this stream, for [`gate`].
+    fn flow(&self, t: ResourceType) -> Flow;
     /// Whether the proxy runs the current snapshot's resources of `t`: `None` when it does not
     /// subscribe to them, `Some(false)` while they are unanswered or after it rejected them.
     fn runs_current(&self, core: &StreamCore, t: ResourceType) -> Option<bool>;
-    /// The response for type `t` to send now, if any.
-    fn maybe_send(&mut self, core: &mut StreamCore, t: ResourceType) -> Option<Self::Resp>;
+    /// The response for type `t`, if the proxy lacks something of the current snapshot; only
+    /// called when [`gate`] opens. With `keep_removed`, resources the snapshot dropped stay
+    /// with the proxy (break after make).
+    fn send(
+        &mut self,
+        core: &mut StreamCore,
+        t: ResourceType,
+        keep_removed: bool,
+    ) -> Option<Self::Resp>;
+}
+
+/// Where one resource type stands on one stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Flow {
+    /// The proxy asked for this type.
+    pub subscribed: bool,
+    /// A response of this type awaits its ACK or NACK.
+    pub pending: bool,
+    /// The proxy rejected the last response of this type.
+    pub rejected: bool,
+}
+
+/// What the stream state says of the proxy as a whole, for [`gate`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StreamView {
+    /// ADS or one standalone type.
+    pub scope: Scope,
+    /// Whether there is something to serve: a catalog is loaded, and the role is one the server
+    /// serves (or, for a proxy that connected with a config of its own, one it ever served).
+    pub serving: bool,
+    /// Whether the proxy runs the current snapshot's listeners and routes (see [`routes_current`]).
+    pub routes_current: bool,
+    /// Whether the proxy runs listeners or routes worth protecting: it connected with a config,
+    /// or acknowledged some on this stream.
+    pub has_routes: bool,
+}
+
+/// What a stream may send now for one resource type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Gate {
+    /// Nothing: no catalog yet, not subscribed, or a response of this type is unanswered (one
+    /// at a time, which also debounces bursts per stream).
+    Closed,
+    /// Listeners and routes wait while clusters or endpoints are unanswered, or rejected by a
+    /// proxy that runs routes already (make before break: a route never points at a cluster
+    /// the proxy has not built).
+    HeldBack,
+    /// The current resources may go out; with `keep_removed`, clusters and endpoints the
+    /// snapshot dropped stay with the proxy until it runs routes that no longer use them
+    /// (break after make).
+    Open { keep_removed: bool },
+}
+
+/// The push-ordering rule of every stream: what may be sent now for type `t`, given where
+/// each type stands. Everything about order, NACKs and reconnects is decided here.
+pub(crate) fn gate(view: StreamView, t: ResourceType, flows: &[Flow; 4]) -> Gate {
+    let flow = flows[t.index()];
+    if !view.serving || !flow.subscribed || flow.pending {
+        return Gate::Closed;
+    }
+    let ads = view.scope == Scope::Aggregated;
+    let clusters = [ResourceType::Cluster, ResourceType::Endpoint].map(|c| flows[c.index()]);
+    match t {
+        ResourceType::Listener | ResourceType::Route if ads => {
+            let unanswered = clusters.iter().any(|f| f.pending);
+            // A rejected cluster must not lose its predecessor to routes that moved to it; a
+            // proxy that runs no routes yet has nothing to lose and gets what works.
+            let rejected = view.has_routes && clusters.iter().any(|f| f.rejected);
+            if unanswered || rejected {
+                Gate::HeldBack
+            } else {
+                Gate::Open {
+                    keep_removed: false,
+                }
+            }
+        }
+        ResourceType::Cluster | ResourceType::Endpoint => Gate::Open {
+            keep_removed: ads && !view.routes_current,
+        },
+        ResourceType::Listener | ResourceType::Route => Gate::Open {
+            keep_removed: false,
+        },
+    }
 }
 
 /// What a stream sends now, in push order (after a request, or after a new snapshot).
 fn push<V: Variant>(variant: &mut V, core: &mut StreamCore) -> Vec<V::Resp> {
-    if core.scope == Scope::Aggregated {
-        core.routes_current = routes_current(variant, core);
-        if core.routes_current {
-            core.routes_from = core.snapshot.clone();
-            core.routes_in_flight.clear();
+    let mut out = Vec::new();
+    for t in ResourceType::ALL {
+        // Again before each type: what an earlier type sent (or found the proxy has) counts.
+        core.note_routes_state(variant);
+        let flows = ResourceType::ALL.map(|t| variant.flow(t));
+        if let Gate::Open { keep_removed } = gate(core.view(), t, &flows)
+            && let Some(resp) = variant.send(core, t, keep_removed)
+        {
+            out.push(resp);
         }
     }
-    ResourceType::ALL
-        .into_iter()
-        .filter_map(|t| variant.maybe_send(core, t))
-        .collect()
+    core.note_routes_state(variant);
+    out
 }
 
-/// Make-before-break on ADS: listeners and routes wait while clusters or endpoints are
-/// unacknowledged, so a route never points at a cluster the proxy has not finished building.
-pub(crate) fn held_back(
-    scope: Scope,
-    t: ResourceType,
-    pending: impl Fn(ResourceType) -> bool,
-) -> bool {
-    scope == Scope::Aggregated
-        && matches!(t, ResourceType::Listener | ResourceType::Route)
-        && (pending(ResourceType::Cluster) || pending(ResourceType::Endpoint))
-}
-
-/// Break after make on ADS: clusters and endpoints that a new snapshot drops stay with the proxy
-/// until it runs the new listeners and routes, so a route never points at a cluster the proxy
-/// has already removed (switching a route to another upstream and deleting the old one in one
-/// catalog change would otherwise fail requests in between). Delta holds back the removals;
-/// SotW, which has no removals but what a response leaves out, keeps sending those resources
-/// (see [`with_retiring`]).
-///
-/// Whether the proxy runs the current snapshot's listeners and routes.
+/// Whether the proxy runs the current snapshot's listeners and routes: only then may clusters
+/// and endpoints the snapshot dropped leave it (see [`Gate::Open`]). Delta holds back the
+/// removals; SotW, which has no removals but what a response leaves out, keeps sending those
+/// resources (see [`with_retiring`]).
 fn routes_current<V: Variant>(variant: &V, core: &StreamCore) -> bool {
     let has_routes = !core.snapshot.of(ResourceType::Route).resources.is_empty();
     match (
@@ -198,9 +270,6 @@ fn routes_current<V: Variant>(variant: &V, core: &StreamCore) -> bool {
 /// For SotW: the current resources of `t` plus those that listeners and routes the proxy runs,
 /// or was sent and has not acknowledged, may still use; `None` when there are none such.
 fn with_retiring(core: &StreamCore, t: ResourceType) -> Option<TypeSnapshot> {
-    if !core.holds_removals(t) {
-        return None;
-    }
     let current = &core.snapshot.of(t).resources;
     let sources: Vec<&Arc<Snapshot>> = std::iter::once(&core.routes_from)
         .chain(&core.routes_in_flight)
@@ -227,6 +296,9 @@ fn with_retiring(core: &StreamCore, t: ResourceType) -> Option<TypeSnapshot> {
 /// How many snapshots of unacknowledged listeners and routes a stream remembers.
 const IN_FLIGHT: usize = 4;
 
+/// Longest `node.id` accepted: it is kept per stream and shown on the admin pages.
+const MAX_NODE_ID: usize = 1024;
+
 /// Per-stream state both variants use: who the proxy is, its snapshot, bookkeeping.
 pub(crate) struct StreamCore {
     shared: Arc<Shared>,
@@ -234,6 +306,7 @@ pub(crate) struct StreamCore {
     variant: &'static str,
     proxy: Option<ProxyName>,
     guard: Option<NodeGuard>,
+    attached: Option<Attached>,
     snapshots: watch::Receiver<Arc<Snapshots>>,
     snapshot: Arc<Snapshot>,
     /// The snapshot whose listeners and routes the proxy runs (see [`routes_current`]).
@@ -242,11 +315,14 @@ pub(crate) struct StreamCore {
     routes_in_flight: Vec<Arc<Snapshot>>,
     /// Whether the proxy runs the current snapshot's listeners and routes.
     routes_current: bool,
+    /// Whether the proxy acknowledged listeners or routes on this stream.
+    routes_acked: bool,
     /// Whether the proxy connected with a config of its own (a reconnect).
     resumed: bool,
     loaded: bool,
-    known: bool,
+    role: Role,
     nonce: u64,
+    opened: Instant,
 }
 
 impl StreamCore {
@@ -258,15 +334,18 @@ impl StreamCore {
             variant,
             proxy: None,
             guard: None,
+            attached: None,
             snapshots,
             snapshot: Arc::new(Snapshot::default()),
             routes_from: Arc::new(Snapshot::default()),
             routes_in_flight: Vec::new(),
             routes_current: true,
+            routes_acked: false,
             resumed: false,
             loaded: false,
-            known: false,
+            role: Role::Unknown,
             nonce: 0,
+            opened: Instant::now(),
         }
     }
 
@@ -279,14 +358,26 @@ impl StreamCore {
                 "node.cluster is empty: it must name the proxy (as in the catalog's `proxies`)",
             ));
         }
+        if node.id.len() > MAX_NODE_ID || node.cluster.len() > MAX_NODE_ID {
+            return Err(Status::invalid_argument(format!(
+                "node.id and node.cluster may be at most {MAX_NODE_ID} bytes long"
+            )));
+        }
         let proxy = ProxyName(node.cluster.clone());
+        self.attached = Some(self.shared.cache.attach(&proxy));
         self.guard = Some(self.shared.nodes.register(
             node.id.clone(),
             &proxy,
-            false,
             self.scope.service(),
             self.variant,
         ));
+        tracing::info!(
+            node = %node.id,
+            proxy = %proxy,
+            service = self.scope.service(),
+            variant = self.variant,
+            "xDS stream opened"
+        );
         self.proxy = Some(proxy);
         self.refresh();
         Ok(())
@@ -299,32 +390,54 @@ impl StreamCore {
             return false;
         };
         let snapshots = self.snapshots.borrow_and_update().clone();
-        let (snapshot, known) = snapshots.get(proxy);
-        if Arc::ptr_eq(&snapshot, &self.snapshot) && snapshots.loaded == self.loaded {
+        let (snapshot, role) = snapshots.get(proxy);
+        if Arc::ptr_eq(&snapshot, &self.snapshot)
+            && snapshots.loaded == self.loaded
+            && role == self.role
+        {
             return false;
         }
-        if snapshots.loaded && !known && (self.known || !self.loaded) {
+        if snapshots.loaded && role == Role::Unknown && (self.role != Role::Unknown || !self.loaded)
+        {
             tracing::warn!(proxy = %proxy, "node.cluster names no proxy of the catalog; serving an empty config");
             self.shared.metrics.unknown_proxy_streams.inc();
         }
         self.loaded = snapshots.loaded;
-        self.known = known;
+        self.role = role;
         self.snapshot = snapshot;
         if let Some(g) = &self.guard {
-            g.set_known(known);
+            g.set_role(role);
         }
         true
     }
 
-    /// Whether resources of `t` that the current snapshot dropped must stay with the proxy for
-    /// now (see [`routes_current`]).
-    fn holds_removals(&self, t: ResourceType) -> bool {
-        self.scope == Scope::Aggregated
-            && matches!(t, ResourceType::Cluster | ResourceType::Endpoint)
-            && !self.routes_current
+    /// The stream as [`gate`] sees it.
+    fn view(&self) -> StreamView {
+        StreamView {
+            scope: self.scope,
+            // A proxy of an unknown role that connected with a config keeps that config: the
+            // empty one would wipe it (a role removed while the server was restarting).
+            serving: self.loaded && !(self.role == Role::Unknown && self.resumed),
+            routes_current: self.routes_current,
+            has_routes: self.resumed || self.routes_acked,
+        }
     }
 
-    /// Listeners or routes of the current snapshot were sent.
+    /// Follows whether the proxy runs the current listeners and routes; once it does, what it
+    /// was sent before no longer needs keeping.
+    fn note_routes_state<V: Variant>(&mut self, variant: &V) {
+        if self.scope != Scope::Aggregated {
+            return;
+        }
+        self.routes_current = routes_current(variant, self);
+        if self.routes_current {
+            self.routes_from = self.snapshot.clone();
+            self.routes_in_flight.clear();
+        }
+    }
+
+    /// Listeners or routes of the current snapshot were sent, or found to be what the proxy
+    /// has: until it runs them, the clusters they use must stay.
     fn note_routes_sent(&mut self) {
         if self
             .routes_in_flight
@@ -365,7 +478,10 @@ impl StreamCore {
         }
     }
 
-    fn record_ack(&self, t: ResourceType, version: Version, sent_at: Instant) {
+    fn record_ack(&mut self, t: ResourceType, version: Version, sent_at: Instant) {
+        if matches!(t, ResourceType::Listener | ResourceType::Route) {
+            self.routes_acked = true;
+        }
         let m = &self.shared.metrics;
         m.acks.with_label_values(&[t.short()]).inc();
         m.push_to_ack
@@ -394,6 +510,21 @@ impl StreamCore {
                 s.nacked = Some(version.to_string());
                 s.last_nack = Some(message.to_string());
             });
+        }
+    }
+}
+
+impl Drop for StreamCore {
+    fn drop(&mut self) {
+        if let Some(proxy) = &self.proxy {
+            tracing::info!(
+                node = %self.guard.as_ref().map(|g| g.id()).unwrap_or_default(),
+                proxy = %proxy,
+                service = self.scope.service(),
+                variant = self.variant,
+                lived_s = self.opened.elapsed().as_secs_f64(),
+                "xDS stream closed"
+            );
         }
     }
 }
@@ -433,30 +564,13 @@ async fn run<V: Variant>(
         let out: Vec<V::Resp> = tokio::select! {
             _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => break,
             msg = requests.message() => match msg {
-                Ok(Some(req)) => {
-                    if core.proxy.is_none()
-                        && let Err(status) = core.identify(V::node(&req)) {
-                            let _ = tx.send(Err(status)).await;
-                            break;
-                        }
-                    let url = V::type_url(&req);
-                    let t = match (ResourceType::from_type_url(url), core.scope) {
-                        (Some(t), Scope::Aggregated) => t,
-                        (Some(t), Scope::Single(s)) if t == s => t,
-                        (None, Scope::Single(s)) if url.is_empty() => s,
-                        _ => {
-                            // e.g. secrets (SDS): not ours to serve; Envoy's own timeout applies.
-                            tracing::debug!(type_url = url, "ignoring a request for a type this server does not serve");
-                            continue;
-                        }
-                    };
-                    // Answer from the newest snapshot, not one a pending change replaces.
-                    if core.snapshots.has_changed().unwrap_or(false) {
-                        core.refresh();
+                Ok(Some(req)) => match on_request(&mut variant, &mut core, req) {
+                    Ok(out) => out,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
                     }
-                    variant.on_request(&mut core, t, req);
-                    push(&mut variant, &mut core)
-                }
+                },
                 Ok(None) => break,
                 Err(status) => {
                     tracing::debug!(%status, "stream ended with an error");
@@ -467,8 +581,7 @@ async fn run<V: Variant>(
                 if changed.is_err() {
                     break;
                 }
-                // Every stream wakes on every publish; only those whose proxy changed work.
-                if core.refresh() { push(&mut variant, &mut core) } else { Vec::new() }
+                on_snapshot(&mut variant, &mut core)
             }
         };
         for resp in out {
@@ -478,6 +591,47 @@ async fn run<V: Variant>(
                 _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => return,
             }
         }
+    }
+}
+
+/// What a stream sends after a request; an error ends the stream.
+fn on_request<V: Variant>(
+    variant: &mut V,
+    core: &mut StreamCore,
+    req: V::Req,
+) -> Result<Vec<V::Resp>, Status> {
+    if core.proxy.is_none() {
+        core.identify(V::node(&req))?;
+    }
+    let url = V::type_url(&req);
+    let t = match (ResourceType::from_type_url(url), core.scope) {
+        (Some(t), Scope::Aggregated) => t,
+        (Some(t), Scope::Single(s)) if t == s => t,
+        (None, Scope::Single(s)) if url.is_empty() => s,
+        _ => {
+            // e.g. secrets (SDS): not ours to serve; Envoy's own timeout applies.
+            tracing::debug!(
+                type_url = url,
+                "ignoring a request for a type this server does not serve"
+            );
+            return Ok(Vec::new());
+        }
+    };
+    // Answer from the newest snapshot, not one a pending change replaces.
+    if core.snapshots.has_changed().unwrap_or(false) {
+        core.refresh();
+    }
+    variant.on_request(core, t, req);
+    Ok(push(variant, core))
+}
+
+/// What a stream sends after a publish.
+fn on_snapshot<V: Variant>(variant: &mut V, core: &mut StreamCore) -> Vec<V::Resp> {
+    // Every stream wakes on every publish; only those whose proxy changed work.
+    if core.refresh() {
+        push(variant, core)
+    } else {
+        Vec::new()
     }
 }
 
@@ -580,3 +734,6 @@ impl AggregatedDiscoveryService for XdsServer {
         )))
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
+use crate::cache::Role;
 use crate::catalog::ProxyName;
 use crate::translate::ResourceType;
 
@@ -31,6 +32,9 @@ pub struct NodeStatus {
     pub proxy: String,
     /// Whether the catalog names that proxy.
     pub known_proxy: bool,
+    /// Whether the catalog dropped that proxy while this Envoy was connected: it keeps being
+    /// served the last snapshot the proxy had.
+    pub orphaned: bool,
     /// `ads`, `cds`, `eds`, `lds` or `rds`.
     pub service: &'static str,
     /// `sotw` or `delta`.
@@ -54,7 +58,6 @@ impl Nodes {
         &self,
         id: String,
         proxy: &ProxyName,
-        known_proxy: bool,
         service: &'static str,
         variant: &'static str,
     ) -> NodeGuard {
@@ -65,7 +68,8 @@ impl Nodes {
             NodeStatus {
                 id,
                 proxy: proxy.0.clone(),
-                known_proxy,
+                known_proxy: false,
+                orphaned: false,
                 service,
                 variant,
                 connected_at,
@@ -103,11 +107,21 @@ impl NodeGuard {
         }
     }
 
-    /// Records whether the stream's proxy is (now) in the catalog.
-    pub(crate) fn set_known(&self, known: bool) {
+    /// Records how the catalog (now) stands to the stream's proxy.
+    pub(crate) fn set_role(&self, role: Role) {
         if let Some(n) = self.nodes.lock().get_mut(&self.key) {
-            n.known_proxy = known;
+            n.known_proxy = role == Role::Known;
+            n.orphaned = role == Role::Orphaned;
         }
+    }
+
+    /// The stream's `node.id`.
+    pub(crate) fn id(&self) -> String {
+        self.nodes
+            .lock()
+            .get(&self.key)
+            .map(|n| n.id.clone())
+            .unwrap_or_default()
     }
 }
 

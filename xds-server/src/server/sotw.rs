@@ -7,7 +7,7 @@ use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use tonic::Status;
 
-use super::{Sent, Shared, StreamCore, Variant};
+use super::{Flow, Sent, Shared, StreamCore, Variant};
 use crate::cache::{TypeSnapshot, Version};
 use crate::catalog::ProxyName;
 use crate::translate::ResourceType;
@@ -25,6 +25,9 @@ struct TypeState {
     subscribed: bool,
     /// `None` subscribes to everything (wildcard).
     names: Option<BTreeSet<String>>,
+    /// Whether the proxy ever named resources of this type: from then on, an empty list means
+    /// none of them, not the legacy wildcard.
+    named: bool,
     /// The last response (or, after a reconnect, what the proxy said it has).
     sent: Option<Sent>,
     /// Whether `sent` awaits its ACK or NACK.
@@ -37,9 +40,10 @@ struct TypeState {
     force: bool,
 }
 
-/// The names a SotW request subscribes to; `None` is the wildcard.
-fn subscription(t: ResourceType, names: &[String]) -> Option<BTreeSet<String>> {
-    if (names.is_empty() && t.wildcard_by_default()) || names.iter().any(|n| n == "*") {
+/// The names a SotW request subscribes to; `None` is the wildcard. An empty list is the
+/// wildcard only for LDS and CDS, and only until the proxy has named resources.
+fn subscription(t: ResourceType, names: &[String], named: bool) -> Option<BTreeSet<String>> {
+    if names.iter().any(|n| n == "*") || (names.is_empty() && t.wildcard_by_default() && !named) {
         None
     } else {
         Some(names.iter().cloned().collect())
@@ -96,6 +100,15 @@ impl Sotw {
             .map(|(n, r)| (n.clone(), r.version))
             .collect();
     }
+
+    /// After sending (or finding the proxy has) `snap` of type `t`.
+    fn note_sent(&mut self, core: &mut StreamCore, t: ResourceType, snap: &TypeSnapshot) {
+        match t {
+            ResourceType::Cluster => self.note_clusters_sent(core, snap),
+            ResourceType::Listener | ResourceType::Route => core.note_routes_sent(),
+            ResourceType::Endpoint => {}
+        }
+    }
 }
 
 impl Variant for Sotw {
@@ -136,7 +149,17 @@ impl Variant for Sotw {
             }
         }
         ts.subscribed = true;
-        ts.names = subscription(t, &req.resource_names);
+        ts.names = subscription(t, &req.resource_names, ts.named);
+        ts.named |= ts.names.as_ref().is_some_and(|n| !n.is_empty());
+    }
+
+    fn flow(&self, t: ResourceType) -> Flow {
+        let ts = &self.types[t.index()];
+        Flow {
+            subscribed: ts.subscribed,
+            pending: ts.pending,
+            rejected: ts.rejected,
+        }
     }
 
     fn runs_current(&self, core: &StreamCore, t: ResourceType) -> Option<bool> {
@@ -150,30 +173,36 @@ impl Variant for Sotw {
         })
     }
 
-    /// Sends the current resources of `t` unless the proxy has them or an answer is pending.
-    fn maybe_send(&mut self, core: &mut StreamCore, t: ResourceType) -> Option<DiscoveryResponse> {
-        if !core.loaded || !self.types[t.index()].subscribed || self.types[t.index()].pending {
-            return None;
-        }
-        if super::held_back(core.scope, t, |t| self.types[t.index()].pending) {
-            return None;
-        }
+    /// Sends the current resources of `t` (with those still in use, when `keep_removed`)
+    /// unless the proxy has them.
+    fn send(
+        &mut self,
+        core: &mut StreamCore,
+        t: ResourceType,
+        keep_removed: bool,
+    ) -> Option<DiscoveryResponse> {
         let snapshot = core.snapshot.clone();
-        let retiring = super::with_retiring(core, t);
+        let retiring = keep_removed
+            .then(|| super::with_retiring(core, t))
+            .flatten();
         let snap = retiring.as_ref().unwrap_or_else(|| snapshot.of(t));
+        let first = self.types.iter().all(|ts| ts.sent.is_none());
         let ts = &mut self.types[t.index()];
         let version = snap.version_for(ts.names.as_ref());
         match &ts.sent {
             // Unchanged, or exactly the version the proxy rejected: nothing to send.
             Some(sent) if sent.version == version && !ts.force => return None,
-            None if ts.reported.as_deref() == Some(version.to_string().as_str()) => {
-                // A reconnecting proxy that already runs this config: no churn.
+            // A reconnecting proxy that already runs this config: no churn. The stream's first
+            // response still goes out: Envoy resets its reconnect backoff only when a stream
+            // receives something, and would otherwise wait longer after every restart.
+            None if !first && ts.reported.as_deref() == Some(version.to_string().as_str()) => {
                 ts.sent = Some(Sent {
                     version,
                     nonce: String::new(),
                     at: Instant::now(),
                 });
                 core.record_already_has(t, version);
+                self.note_sent(core, t, snap);
                 return None;
             }
             _ => {}
@@ -188,11 +217,7 @@ impl Variant for Sotw {
         });
         ts.pending = true;
         core.record_sent(t, version);
-        match t {
-            ResourceType::Cluster => self.note_clusters_sent(core, snap),
-            ResourceType::Listener | ResourceType::Route => core.note_routes_sent(),
-            ResourceType::Endpoint => {}
-        }
+        self.note_sent(core, t, snap);
         Some(resp)
     }
 }
@@ -213,7 +238,7 @@ pub(super) fn fetch(
     }
     let (snapshot, _) = snapshots.get(&ProxyName(node.cluster.clone()));
     let snap = snapshot.of(t);
-    let names = subscription(t, &req.resource_names);
+    let names = subscription(t, &req.resource_names, false);
     let version = snap.version_for(names.as_ref());
     if req.version_info == version.to_string() {
         // Like a REST 304: the caller is up to date.

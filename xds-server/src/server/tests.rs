@@ -1,0 +1,738 @@
+//! The push-ordering rule and the two variants, driven in process with requests as Envoy sends
+//! them and snapshots as the server publishes them: no network, no Envoy.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+use envoy_types::pb::envoy::config::route::v3::RouteConfiguration;
+use envoy_types::pb::envoy::config::route::v3::route::Action;
+use envoy_types::pb::envoy::config::route::v3::route_action::ClusterSpecifier;
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::google::rpc::Status as RpcStatus;
+use prost::Message;
+use tokio::sync::watch;
+
+use super::delta::Delta;
+use super::sotw::Sotw;
+use super::*;
+use crate::catalog::{self, Endpoint, LoadedCatalog, UpstreamName};
+use crate::translate::EndpointMap;
+
+use ResourceType::{Cluster as Cds, Endpoint as Eds, Listener as Lds, Route as Rds};
+
+// ---- the rule itself ----
+
+const ADS_VIEW: StreamView = StreamView {
+    scope: Scope::Aggregated,
+    serving: true,
+    routes_current: true,
+    has_routes: true,
+};
+
+fn flows(set: &[(ResourceType, Flow)]) -> [Flow; 4] {
+    let mut out = [Flow {
+        subscribed: true,
+        ..Flow::default()
+    }; 4];
+    for (t, f) in set {
+        out[t.index()] = *f;
+    }
+    out
+}
+
+const PENDING: Flow = Flow {
+    subscribed: true,
+    pending: true,
+    rejected: false,
+};
+const REJECTED: Flow = Flow {
+    subscribed: true,
+    pending: false,
+    rejected: true,
+};
+const OPEN: Gate = Gate::Open {
+    keep_removed: false,
+};
+
+#[test]
+fn nothing_goes_out_before_a_catalog_unsubscribed_or_while_unanswered() {
+    let not_serving = StreamView {
+        serving: false,
+        ..ADS_VIEW
+    };
+    assert_eq!(gate(not_serving, Cds, &flows(&[])), Gate::Closed);
+    let unsubscribed = flows(&[(Rds, Flow::default())]);
+    assert_eq!(gate(ADS_VIEW, Rds, &unsubscribed), Gate::Closed);
+    assert_eq!(gate(ADS_VIEW, Cds, &flows(&[(Cds, PENDING)])), Gate::Closed);
+    assert_eq!(gate(ADS_VIEW, Cds, &flows(&[])), OPEN);
+}
+
+#[test]
+fn listeners_and_routes_wait_for_clusters_and_endpoints_on_ads_only() {
+    for t in [Cds, Eds] {
+        let f = flows(&[(t, PENDING)]);
+        assert_eq!(gate(ADS_VIEW, Lds, &f), Gate::HeldBack);
+        assert_eq!(gate(ADS_VIEW, Rds, &f), Gate::HeldBack);
+        let single = StreamView {
+            scope: Scope::Single(Rds),
+            ..ADS_VIEW
+        };
+        assert_eq!(gate(single, Rds, &f), OPEN);
+    }
+}
+
+#[test]
+fn a_rejected_cluster_holds_routes_back_only_for_a_proxy_that_runs_routes() {
+    let f = flows(&[(Cds, REJECTED)]);
+    assert_eq!(gate(ADS_VIEW, Rds, &f), Gate::HeldBack);
+    assert_eq!(
+        gate(ADS_VIEW, Lds, &flows(&[(Eds, REJECTED)])),
+        Gate::HeldBack
+    );
+    // Clusters themselves may go out again (a fixed catalog).
+    assert_eq!(gate(ADS_VIEW, Cds, &f), OPEN);
+    let fresh = StreamView {
+        has_routes: false,
+        ..ADS_VIEW
+    };
+    assert_eq!(gate(fresh, Rds, &f), OPEN);
+}
+
+#[test]
+fn removed_clusters_stay_until_the_proxy_runs_the_current_routes() {
+    let behind = StreamView {
+        routes_current: false,
+        ..ADS_VIEW
+    };
+    let keep = Gate::Open { keep_removed: true };
+    assert_eq!(gate(behind, Cds, &flows(&[])), keep);
+    assert_eq!(gate(behind, Eds, &flows(&[])), keep);
+    assert_eq!(gate(behind, Rds, &flows(&[])), OPEN);
+    let single = StreamView {
+        scope: Scope::Single(Cds),
+        ..behind
+    };
+    assert_eq!(gate(single, Cds, &flows(&[])), OPEN);
+}
+
+// ---- streams driven with requests and snapshots ----
+
+/// The edge proxy routes everything to upstream `to`, the only one in the catalog.
+fn catalog(to: &str) -> String {
+    format!(
+        r#"
+version: 1
+proxies:
+  edge:
+    listeners:
+      - {{ name: web, port: 8080, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: {to} }} ] }}
+upstreams:
+  {to}: {{ protocol: http1, endpoints: {{ static: ["127.0.0.1:1001"] }} }}
+"#
+    )
+}
+
+const NO_PROXIES: &str = "version: 1\n";
+
+/// A server's shared state without the network.
+struct Plane {
+    shared: Arc<Shared>,
+    _stop: watch::Sender<bool>,
+}
+
+impl Plane {
+    fn new() -> Plane {
+        let (stop, shutdown) = watch::channel(false);
+        Plane {
+            shared: Arc::new(Shared {
+                cache: Cache::new(),
+                metrics: Metrics::new(),
+                nodes: Nodes::default(),
+                shutdown,
+            }),
+            _stop: stop,
+        }
+    }
+
+    /// Publishes the snapshots of a catalog, with its static endpoints.
+    fn publish(&self, text: &str) {
+        let catalog = catalog::parse("test.yaml", text).expect("a valid test catalog");
+        let mut endpoints = EndpointMap::new();
+        for (name, u) in &catalog.upstreams {
+            if let Some(list) = &u.endpoints.static_ {
+                let eps: Vec<Endpoint> = list.iter().map(|e| Endpoint::parse(e).unwrap()).collect();
+                endpoints.insert(UpstreamName(name.0.clone()), Arc::new(eps));
+            }
+        }
+        let loaded = LoadedCatalog {
+            catalog,
+            base_dir: ".".into(),
+        };
+        self.shared
+            .cache
+            .publish(crate::serve::build_all(&loaded, &endpoints));
+    }
+
+    fn core(&self, variant: &'static str) -> StreamCore {
+        StreamCore::new(self.shared.clone(), Scope::Aggregated, variant)
+    }
+
+    fn nodes(&self) -> Vec<nodes::NodeStatus> {
+        self.shared.nodes.list()
+    }
+}
+
+fn node() -> Option<Node> {
+    Some(Node {
+        id: "edge-1".into(),
+        cluster: "edge".into(),
+        ..Default::default()
+    })
+}
+
+fn cluster_names(resources: &[Any]) -> Vec<String> {
+    resources
+        .iter()
+        .map(|any| Cluster::decode(any.value.as_slice()).unwrap().name)
+        .collect()
+}
+
+fn route_targets(resources: &[Any]) -> Vec<String> {
+    let mut out = Vec::new();
+    for any in resources {
+        let rc = RouteConfiguration::decode(any.value.as_slice()).unwrap();
+        for vh in rc.virtual_hosts {
+            for r in vh.routes {
+                if let Some(Action::Route(a)) = r.action
+                    && let Some(ClusterSpecifier::Cluster(c)) = a.cluster_specifier
+                {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// An SotW ADS stream answered as Envoy answers: it ACKs (or NACKs, when told) each response
+/// and asks for the endpoints of its clusters and the routes of its listeners.
+struct SotwStream {
+    variant: Sotw,
+    core: StreamCore,
+    /// Per type: the version accepted last and the nonce answered last.
+    state: HashMap<ResourceType, (String, String)>,
+    names: HashMap<ResourceType, Vec<String>>,
+    node_sent: bool,
+    /// Every response, in order.
+    seen: Vec<DiscoveryResponse>,
+}
+
+impl SotwStream {
+    fn new(plane: &Plane) -> SotwStream {
+        SotwStream {
+            variant: Sotw::default(),
+            core: plane.core("sotw"),
+            state: HashMap::new(),
+            names: HashMap::new(),
+            node_sent: false,
+            seen: Vec::new(),
+        }
+    }
+
+    fn request(&mut self, t: ResourceType, error: Option<&str>) -> Vec<DiscoveryResponse> {
+        let (version, nonce) = self.state.get(&t).cloned().unwrap_or_default();
+        let req = DiscoveryRequest {
+            node: (!self.node_sent).then(node).flatten(),
+            version_info: version,
+            response_nonce: nonce,
+            resource_names: self.names.get(&t).cloned().unwrap_or_default(),
+            type_url: t.type_url().into(),
+            error_detail: error.map(|m| RpcStatus {
+                code: 3,
+                message: m.into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        self.node_sent = true;
+        let out =
+            on_request(&mut self.variant, &mut self.core, req).expect("the request is served");
+        self.seen.extend(out.iter().cloned());
+        out
+    }
+
+    /// A reconnect: the first request of each type carries what the proxy has.
+    fn resume(&mut self, versions: &[(ResourceType, &str)]) {
+        for (t, v) in versions {
+            self.state.insert(*t, (v.to_string(), String::new()));
+        }
+    }
+
+    fn on_snapshot(&mut self) -> Vec<DiscoveryResponse> {
+        let out = on_snapshot(&mut self.variant, &mut self.core);
+        self.seen.extend(out.iter().cloned());
+        out
+    }
+
+    /// Answers every response (a NACK for type `reject`), following subscriptions, until
+    /// the stream has nothing more to send.
+    fn settle(&mut self, mut queue: Vec<DiscoveryResponse>, reject: Option<ResourceType>) {
+        while let Some(resp) = (!queue.is_empty()).then(|| queue.remove(0)) {
+            let t = ResourceType::from_type_url(&resp.type_url).unwrap();
+            let rejected = reject == Some(t);
+            let version = if rejected {
+                self.state.get(&t).map(|s| s.0.clone()).unwrap_or_default()
+            } else {
+                resp.version_info.clone()
+            };
+            self.state.insert(t, (version, resp.nonce.clone()));
+            if !rejected {
+                match t {
+                    Cds => {
+                        let names = cluster_names(&resp.resources);
+                        self.names.insert(Eds, names);
+                    }
+                    Lds => {
+                        self.names.insert(Rds, vec!["web".into()]);
+                    }
+                    _ => {}
+                }
+            }
+            queue.extend(self.request(t, rejected.then_some("rejected by the test")));
+            // Envoy asks for the types that follow once it has clusters and listeners.
+            for next in [Eds, Rds] {
+                if self.names.contains_key(&next) && !self.state.contains_key(&next) {
+                    self.state.insert(next, Default::default());
+                    queue.extend(self.request(next, None));
+                }
+            }
+        }
+    }
+
+    /// Connects: CDS and LDS requests, then settles.
+    fn connect(&mut self) {
+        let mut out = self.request(Cds, None);
+        out.extend(self.request(Lds, None));
+        self.settle(out, None);
+    }
+
+    fn last(&self, t: ResourceType) -> &DiscoveryResponse {
+        self.seen
+            .iter()
+            .rev()
+            .find(|r| r.type_url == t.type_url())
+            .expect("a response of that type")
+    }
+
+    fn versions(&self) -> Vec<(ResourceType, String)> {
+        ResourceType::ALL
+            .into_iter()
+            .filter_map(|t| Some((t, self.state.get(&t)?.0.clone())))
+            .collect()
+    }
+}
+
+fn types_of(responses: &[DiscoveryResponse]) -> Vec<ResourceType> {
+    responses
+        .iter()
+        .map(|r| ResourceType::from_type_url(&r.type_url).unwrap())
+        .collect()
+}
+
+#[test]
+fn sotw_ignores_an_answer_to_a_replaced_response() {
+    let plane = Plane::new();
+    plane.publish(&catalog("a"));
+    let mut s = SotwStream::new(&plane);
+    s.connect();
+    let cds = s.last(Cds).clone();
+    plane.publish(&catalog("b"));
+    let out = s.on_snapshot();
+    assert_eq!(types_of(&out), [Cds]);
+    // An ACK that carries the nonce of the response before: stale, it settles nothing.
+    s.state
+        .insert(Cds, (cds.version_info.clone(), cds.nonce.clone()));
+    assert!(s.request(Cds, None).is_empty());
+    let node = &plane.nodes()[0];
+    assert_ne!(node.types["cds"].sent, node.types["cds"].acked);
+}
+
+#[test]
+fn sotw_keeps_the_old_cluster_until_the_new_routes_are_acknowledged() {
+    let plane = Plane::new();
+    plane.publish(&catalog("a"));
+    let mut s = SotwStream::new(&plane);
+    s.connect();
+    assert_eq!(route_targets(&s.last(Rds).resources), ["a"]);
+    plane.publish(&catalog("b"));
+    let out = s.on_snapshot();
+    assert_eq!(cluster_names(&out[0].resources), ["a", "b"]);
+    s.settle(out, None);
+    assert_eq!(route_targets(&s.last(Rds).resources), ["b"]);
+    assert_eq!(cluster_names(&s.last(Cds).resources), ["b"]);
+}
+
+#[test]
+fn sotw_holds_routes_back_while_their_new_cluster_is_rejected() {
+    let plane = Plane::new();
+    plane.publish(&catalog("a"));
+    let mut s = SotwStream::new(&plane);
+    s.connect();
+    let routes_before = s.last(Rds).clone();
+    plane.publish(&catalog("b"));
+    let out = s.on_snapshot();
+    s.settle(out, Some(Cds));
+    // The routes to b never went out, so cluster a is still wanted and was not dropped.
+    assert_eq!(s.last(Rds).nonce, routes_before.nonce);
+    assert_eq!(cluster_names(&s.last(Cds).resources), ["a", "b"]);
+    assert_eq!(
+        plane.nodes()[0].types["cds"].last_nack.as_deref(),
+        Some("rejected by the test")
+    );
+    // A fixed catalog (b changed) is accepted; only then do routes move and a leave.
+    plane.publish(&catalog("b").replace("protocol: http1", "protocol: http2"));
+    let out = s.on_snapshot();
+    assert_eq!(types_of(&out)[0], Cds);
+    assert!(
+        !types_of(&out).contains(&Rds),
+        "routes before their cluster"
+    );
+    s.settle(out, None);
+    assert_eq!(route_targets(&s.last(Rds).resources), ["b"]);
+    assert_eq!(cluster_names(&s.last(Cds).resources), ["b"]);
+}
+
+#[test]
+fn sotw_after_a_reconnect_sends_one_response_keeps_old_clusters_and_resends_endpoints() {
+    let plane = Plane::new();
+    plane.publish(&catalog("a"));
+    let mut first = SotwStream::new(&plane);
+    first.connect();
+    let versions = first.versions();
+    drop(first);
+
+    // The same Envoy after a control plane restart: it says what it has.
+    let mut s = SotwStream::new(&plane);
+    let have: Vec<(ResourceType, &str)> = versions.iter().map(|(t, v)| (*t, v.as_str())).collect();
+    s.resume(&have);
+    s.names.insert(Eds, vec!["a".into()]);
+    s.names.insert(Rds, vec!["web".into()]);
+    let mut out = s.request(Cds, None);
+    for t in [Eds, Lds, Rds] {
+        out.extend(s.request(t, None));
+    }
+    // One response (so Envoy resets its reconnect backoff), the rest it already has.
+    assert_eq!(types_of(&out), [Cds]);
+    s.settle(out, None);
+    assert_eq!(types_of(&s.seen), [Cds]);
+
+    // The first change after the reconnect moves the route and deletes a.
+    plane.publish(&catalog("b"));
+    let out = s.on_snapshot();
+    assert_eq!(
+        cluster_names(&out[0].resources),
+        ["a", "b"],
+        "a left before the routes moved"
+    );
+    s.settle(out, None);
+    assert_eq!(route_targets(&s.last(Rds).resources), ["b"]);
+
+    // A changed cluster gets its endpoints again, also on a resumed stream.
+    let before = s.seen.len();
+    plane.publish(&catalog("b").replace("protocol: http1", "protocol: http2"));
+    let out = s.on_snapshot();
+    s.settle(out, None);
+    assert!(
+        types_of(&s.seen[before..]).contains(&Eds),
+        "{:?}",
+        types_of(&s.seen[before..])
+    );
+}
+
+#[test]
+fn sotw_an_empty_list_after_names_means_none() {
+    let plane = Plane::new();
+    plane.publish(&catalog("a"));
+    let mut s = SotwStream::new(&plane);
+    s.names.insert(Cds, vec!["a".into()]);
+    let out = s.request(Cds, None);
+    assert_eq!(cluster_names(&out[0].resources), ["a"]);
+    s.state
+        .insert(Cds, (out[0].version_info.clone(), out[0].nonce.clone()));
+    s.names.insert(Cds, Vec::new());
+    let out = s.request(Cds, None);
+    assert_eq!(out.len(), 1);
+    assert!(
+        out[0].resources.is_empty(),
+        "an empty list was read as the wildcard"
+    );
+}
+
+#[test]
+fn a_role_gone_from_the_catalog_keeps_its_envoys_config_while_they_are_connected() {
+    let plane = Plane::new();
+    plane.publish(&catalog("a"));
+    let mut s = SotwStream::new(&plane);
+    s.connect();
+    let seen = s.seen.len();
+    plane.publish(NO_PROXIES);
+    assert!(
+        s.on_snapshot().is_empty(),
+        "the vanished role's config was replaced"
+    );
+    assert_eq!(s.seen.len(), seen);
+    let node = &plane.nodes()[0];
+    assert!(node.orphaned && !node.known_proxy, "{node:?}");
+    assert_eq!(plane.shared.cache.current().orphans.len(), 1);
+
+    // Another Envoy of the role, while the first is connected, gets the last config too.
+    let mut second = SotwStream::new(&plane);
+    second.connect();
+    assert_eq!(route_targets(&second.last(Rds).resources), ["a"]);
+    drop(second);
+    // A catalog change elsewhere does not forget the role while an Envoy of it is connected.
+    plane.publish("version: 1\nproxies: { other: {} }\n");
+    assert_eq!(plane.shared.cache.current().orphans.len(), 1);
+
+    // Once the last one is gone, the role is forgotten: a new Envoy gets an empty config.
+    drop(s);
+    assert!(plane.shared.cache.current().orphans.is_empty());
+    let mut third = SotwStream::new(&plane);
+    third.connect();
+    assert!(third.last(Cds).resources.is_empty());
+    assert!(third.last(Lds).resources.is_empty());
+}
+
+#[test]
+fn a_reconnecting_envoy_of_an_unknown_role_keeps_its_config() {
+    let plane = Plane::new();
+    plane.publish(NO_PROXIES);
+    let mut s = SotwStream::new(&plane);
+    s.resume(&[(Cds, "0123456789abcdef"), (Lds, "0123456789abcdef")]);
+    let mut out = s.request(Cds, None);
+    out.extend(s.request(Lds, None));
+    assert!(out.is_empty(), "an empty config would wipe what it runs");
+    // A new one gets the empty config at once (Envoy would otherwise wait for it).
+    let mut fresh = SotwStream::new(&plane);
+    fresh.connect();
+    assert!(fresh.last(Cds).resources.is_empty());
+}
+
+// ---- delta ----
+
+/// A delta ADS stream answered as Envoy answers.
+struct DeltaStream {
+    variant: Delta,
+    core: StreamCore,
+    node_sent: bool,
+    seen: Vec<DeltaDiscoveryResponse>,
+}
+
+impl DeltaStream {
+    fn new(plane: &Plane) -> DeltaStream {
+        DeltaStream {
+            variant: Delta::default(),
+            core: plane.core("delta"),
+            node_sent: false,
+            seen: Vec::new(),
+        }
+    }
+
+    fn request(
+        &mut self,
+        t: ResourceType,
+        nonce: &str,
+        subscribe: &[&str],
+        unsubscribe: &[&str],
+    ) -> Vec<DeltaDiscoveryResponse> {
+        let req = DeltaDiscoveryRequest {
+            node: (!self.node_sent).then(node).flatten(),
+            type_url: t.type_url().into(),
+            response_nonce: nonce.into(),
+            resource_names_subscribe: subscribe.iter().map(|s| s.to_string()).collect(),
+            resource_names_unsubscribe: unsubscribe.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        self.node_sent = true;
+        let out = on_request(&mut self.variant, &mut self.core, req).expect("served");
+        self.seen.extend(out.iter().cloned());
+        out
+    }
+
+    /// ACKs each response in turn.
+    fn ack_all(&mut self, mut queue: Vec<DeltaDiscoveryResponse>) {
+        while let Some(resp) = (!queue.is_empty()).then(|| queue.remove(0)) {
+            let t = ResourceType::from_type_url(&resp.type_url).unwrap();
+            queue.extend(self.request(t, &resp.nonce, &[], &[]));
+        }
+    }
+}
+
+fn names(r: &DeltaDiscoveryResponse) -> Vec<&str> {
+    r.resources.iter().map(|r| r.name.as_str()).collect()
+}
+
+#[test]
+fn delta_a_name_unsubscribed_and_subscribed_again_is_sent_again() {
+    let plane = Plane::new();
+    plane.publish(&catalog("a"));
+    let mut s = DeltaStream::new(&plane);
+    let out = s.request(Cds, "", &[], &[]);
+    s.ack_all(out);
+    let out = s.request(Eds, "", &["a"], &[]);
+    assert_eq!(names(&out[0]), ["a"]);
+    s.ack_all(out);
+    assert!(s.request(Eds, "", &[], &["a"]).is_empty());
+    let out = s.request(Eds, "", &["a"], &[]);
+    assert_eq!(out.len(), 1, "the resubscribed assignment was not sent");
+    assert_eq!(names(&out[0]), ["a"]);
+}
+
+#[test]
+fn delta_wildcard_subscribe_and_unsubscribe() {
+    let plane = Plane::new();
+    plane.publish(&catalog("a"));
+    let mut s = DeltaStream::new(&plane);
+    // Naming a resource first: no wildcard, only what is named.
+    let out = s.request(Cds, "", &["zzz"], &[]);
+    assert!(out[0].resources.is_empty());
+    s.ack_all(out);
+    let out = s.request(Cds, "", &["*"], &[]);
+    assert_eq!(names(&out[0]), ["a"]);
+    s.ack_all(out);
+    // Leaving the wildcard keeps only the named ones (the proxy forgets the rest itself):
+    // a change of a no longer reaches it.
+    assert!(s.request(Cds, "", &[], &["*"]).is_empty());
+    plane.publish(&catalog("a").replace("protocol: http1", "protocol: http2"));
+    let out = on_snapshot(&mut s.variant, &mut s.core);
+    assert!(out.iter().all(|r| r.type_url != Cds.type_url()), "{out:?}");
+}
+
+#[test]
+fn delta_holds_routes_back_while_their_new_cluster_is_rejected() {
+    let plane = Plane::new();
+    plane.publish(&catalog("a"));
+    let mut s = DeltaStream::new(&plane);
+    let mut out = s.request(Cds, "", &[], &[]);
+    out.extend(s.request(Lds, "", &[], &[]));
+    s.ack_all(out);
+    let out = s.request(Eds, "", &["a"], &[]);
+    s.ack_all(out);
+    let out = s.request(Rds, "", &["web"], &[]);
+    s.ack_all(out);
+    plane.publish(&catalog("b"));
+    let out = s.on_snapshot_nack_cds();
+    assert!(
+        out.is_empty(),
+        "routes went out after the cluster was rejected: {out:?}"
+    );
+    assert!(
+        s.seen.iter().all(|r| r.removed_resources.is_empty()),
+        "a was removed"
+    );
+}
+
+impl DeltaStream {
+    /// A publish whose CDS response the proxy rejects; returns what follows the NACK.
+    fn on_snapshot_nack_cds(&mut self) -> Vec<DeltaDiscoveryResponse> {
+        let out = on_snapshot(&mut self.variant, &mut self.core);
+        self.seen.extend(out.iter().cloned());
+        assert_eq!(out.len(), 1);
+        assert_eq!(names(&out[0]), ["b"]);
+        let req = DeltaDiscoveryRequest {
+            type_url: Cds.type_url().into(),
+            response_nonce: out[0].nonce.clone(),
+            error_detail: Some(RpcStatus {
+                code: 3,
+                message: "rejected by the test".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let out = on_request(&mut self.variant, &mut self.core, req).expect("served");
+        self.seen.extend(out.iter().cloned());
+        out
+    }
+}
+
+#[test]
+fn node_ids_longer_than_the_cap_are_refused() {
+    let plane = Plane::new();
+    let mut core = plane.core("sotw");
+    let mut node = node();
+    if let Some(n) = node.as_mut() {
+        n.id = "x".repeat(MAX_NODE_ID + 1);
+    }
+    let err = core.identify(node.as_ref()).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(plane.nodes().is_empty());
+}
+
+#[test]
+fn sotw_reconnect_in_any_request_order_keeps_old_clusters_and_resends_endpoints() {
+    let plane = Plane::new();
+    plane.publish(&catalog("a"));
+    let mut first = SotwStream::new(&plane);
+    first.connect();
+    let versions = first.versions();
+    drop(first);
+    let mut s = SotwStream::new(&plane);
+    let have: Vec<(ResourceType, &str)> = versions.iter().map(|(t, v)| (*t, v.as_str())).collect();
+    s.resume(&have);
+    s.names.insert(Eds, vec!["a".into()]);
+    // Clusters, endpoints and listeners asked for, its routes not yet.
+    let mut out = s.request(Cds, None);
+    out.extend(s.request(Eds, None));
+    out.extend(s.request(Lds, None));
+    assert_eq!(types_of(&out), [Cds]);
+    s.settle(out, None);
+    assert_eq!(types_of(&s.seen), [Cds]);
+    // A change before the routes request: the listeners it runs use a, which must stay.
+    plane.publish(&catalog("b"));
+    let out = s.on_snapshot();
+    let cds = out
+        .iter()
+        .find(|r| r.type_url == Cds.type_url())
+        .expect("clusters");
+    assert_eq!(cluster_names(&cds.resources), ["a", "b"]);
+    s.settle(out, None);
+    // Listeners asked first (so they get the stream's one response), then the rest: a
+    // cluster the proxy had before the reconnect changes, and its endpoints go again.
+    let plane2 = Plane::new();
+    plane2.publish(&catalog("a"));
+    let mut s = SotwStream::new(&plane2);
+    s.resume(&have);
+    s.names.insert(Eds, vec!["a".into()]);
+    s.names.insert(Rds, vec!["web".into()]);
+    let mut out = s.request(Lds, None);
+    for t in [Cds, Eds, Rds] {
+        out.extend(s.request(t, None));
+    }
+    s.settle(out, None);
+    let before = s.seen.len();
+    plane2.publish(&catalog("a").replace("protocol: http1", "protocol: http2"));
+    let out = s.on_snapshot();
+    s.settle(out, None);
+    assert!(
+        types_of(&s.seen[before..]).contains(&Eds),
+        "{:?}",
+        types_of(&s.seen[before..])
+    );
+}
+
+#[test]
+fn delta_a_name_subscribed_again_is_sent_again() {
+    let plane = Plane::new();
+    plane.publish(&catalog("a"));
+    let mut s = DeltaStream::new(&plane);
+    let out = s.request(Eds, "", &["a"], &[]);
+    s.ack_all(out);
+    // The proxy dropped it (a rebuilt cluster, say) and asks again.
+    let out = s.request(Eds, "", &["a"], &[]);
+    assert_eq!(out.len(), 1, "a subscribed again was not sent");
+    assert_eq!(names(&out[0]), ["a"]);
+}
