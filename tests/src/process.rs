@@ -94,8 +94,10 @@ pub struct XdsServer {
     pub process: ChildGuard,
     /// Its xDS gRPC port.
     pub xds_port: u16,
-    /// Its admin HTTP port.
+    /// Its admin HTTP port (metrics, health, readiness).
     pub admin_port: u16,
+    /// Its debug pages' port (`/debug/...`).
+    pub debug_port: u16,
 }
 
 impl XdsServer {
@@ -119,6 +121,7 @@ impl XdsServer {
     ) -> XdsServer {
         let xds_port = if xds_port == 0 { free_port() } else { xds_port };
         let admin_port = free_port();
+        let debug_port = free_port();
         let mut cmd = Command::new(workspace_bin("xds-server"));
         cmd.arg("serve")
             .arg("--catalog")
@@ -127,6 +130,8 @@ impl XdsServer {
             .arg(format!("127.0.0.1:{xds_port}"))
             .arg("--admin-listen")
             .arg(format!("127.0.0.1:{admin_port}"))
+            .arg("--debug-listen")
+            .arg(format!("127.0.0.1:{debug_port}"))
             .args(["--catalog-interval", "100ms", "--file-interval", "100ms"])
             .args(["--debounce", "50ms", "--log-format", "json"])
             .args(extra)
@@ -139,6 +144,7 @@ impl XdsServer {
             process,
             xds_port,
             admin_port,
+            debug_port,
         };
         wait_for("xds-server /healthz", Duration::from_secs(20), || {
             http::get(server.admin_port, "/healthz", &[])
@@ -157,9 +163,14 @@ impl XdsServer {
         });
     }
 
-    /// An admin page as JSON.
+    /// An admin or debug page (`/debug/...`, on its own port) as JSON.
     pub fn admin_json(&self, path: &str) -> serde_json::Value {
-        let r = http::get(self.admin_port, path, &[]).expect("admin page answers");
+        let port = if path.starts_with("/debug/") {
+            self.debug_port
+        } else {
+            self.admin_port
+        };
+        let r = http::get(port, path, &[]).expect("admin page answers");
         serde_json::from_str(&r.body)
             .unwrap_or_else(|e| panic!("{path} is not JSON ({e}): {}", r.body))
     }

@@ -444,7 +444,7 @@ upstreams:
         fragment(PROXY, edge_port, "blue", &blue),
     );
     put("xds/catalog.d/README.txt", "not a catalog".into());
-    let (server, _edge) = serve_and_proxy(
+    let (server, edge) = serve_and_proxy(
         &dir,
         &moto.env(),
         OsStr::new("s3://config/xds/catalog.d/"),
@@ -478,7 +478,8 @@ upstreams:
     shop.wait_live();
     wait_answering(shop_port, &["green"]);
 
-    // Dropping a service's deployment deletes its fragment: its proxy loses its listener.
+    // Dropping a service's deployment deletes its fragment first: its Envoys, still draining,
+    // keep their config (the role is orphaned) until the last of them is gone.
     rt.block_on(
         s3.delete_object()
             .bucket("config")
@@ -487,11 +488,24 @@ upstreams:
     )
     .expect("fragment deleted");
     wait_for(
-        "the edge listener to close",
+        "the edge role to be orphaned",
         Duration::from_secs(20),
-        || http::get(edge_port, "/", &[]).is_err().then_some(()),
+        || {
+            let config = server.admin_json("/debug/config");
+            (config["orphaned"] == serde_json::json!([PROXY])).then_some(())
+        },
     );
+    assert_eq!(answering(edge_port, 10), ["blue".to_string()].into());
     assert_eq!(answering(shop_port, 10), ["green".to_string()].into());
+    drop(edge);
+    wait_for(
+        "the edge role to be forgotten",
+        Duration::from_secs(20),
+        || {
+            let config = server.admin_json("/debug/config");
+            (config["orphaned"] == serde_json::json!([])).then_some(())
+        },
+    );
 
     // The last fragment gone too: an emptied prefix is refused, the last good catalog stays.
     server.expect_catalog_refused(|| {

@@ -409,6 +409,39 @@ fn bad_catalogs_are_refused_with_a_clear_error() {
     assert_eq!(String::from_utf8_lossy(&ok.stdout), "ok\n");
 }
 
+/// The debug pages show configuration: they listen apart from /metrics and the health checks,
+/// which load balancers and Prometheus reach.
+#[test]
+fn debug_pages_are_not_on_the_admin_port() {
+    let s = Setup::start(Mode::Sotw);
+    for path in [
+        "/debug/config?proxy=demo",
+        "/debug/nodes",
+        "/debug/endpoints",
+    ] {
+        let admin = http::get(s.server.admin_port, path, &[]).unwrap();
+        assert_eq!(
+            admin.status, 404,
+            "{path} on the admin port: {}",
+            admin.body
+        );
+        let debug = http::get(s.server.debug_port, path, &[]).unwrap();
+        assert_eq!(debug.status, 200, "{path} on the debug port");
+    }
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        assert_eq!(
+            http::get(s.server.admin_port, path, &[]).unwrap().status,
+            200,
+            "{path}"
+        );
+        assert_eq!(
+            http::get(s.server.debug_port, path, &[]).unwrap().status,
+            404,
+            "{path}"
+        );
+    }
+}
+
 #[test]
 fn sigterm_closes_streams_and_exits_zero() {
     let mut s = Setup::start(Mode::Sotw);

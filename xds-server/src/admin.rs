@@ -1,4 +1,6 @@
-//! The admin HTTP server: metrics, health, readiness and debug pages.
+//! The admin HTTP servers: metrics, health and readiness for load balancers and Prometheus
+//! ([`router`]), and the debug pages that show configuration ([`debug_router`]), which listen
+//! apart, on loopback by default.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -35,12 +37,18 @@ pub struct AdminState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
 }
 
-/// The admin routes.
+/// The admin routes: nothing here shows configuration.
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .with_state(state)
+}
+
+/// The debug routes: every proxy's configuration, the connected nodes, the endpoints.
+pub fn debug_router(state: AdminState) -> Router {
+    Router::new()
         .route("/debug/nodes", get(nodes))
         .route("/debug/config", get(config))
         .route("/debug/endpoints", get(endpoints))

@@ -56,9 +56,18 @@ enum Command {
         /// Address of the xDS gRPC server (ADS and CDS/EDS/LDS/RDS, SotW and delta).
         #[arg(long, env = "XDS_SERVER_XDS_LISTEN", default_value = "0.0.0.0:18000")]
         xds_listen: SocketAddr,
-        /// Address of the admin HTTP server (/metrics, /healthz, /readyz, /debug/...).
+        /// Address of the admin HTTP server (/metrics, /healthz, /readyz), for load balancers
+        /// and Prometheus.
         #[arg(long, env = "XDS_SERVER_ADMIN_LISTEN", default_value = "0.0.0.0:18001")]
         admin_listen: SocketAddr,
+        /// Address of the debug pages (/debug/nodes, /debug/config, /debug/endpoints), which
+        /// show every proxy's configuration: keep it on loopback.
+        #[arg(
+            long,
+            env = "XDS_SERVER_DEBUG_LISTEN",
+            default_value = "127.0.0.1:18002"
+        )]
+        debug_listen: SocketAddr,
         /// How often the catalog (file, directory, object or prefix) is checked for changes.
         #[arg(long, env = "XDS_SERVER_CATALOG_INTERVAL", default_value = "1s", value_parser = parse_duration)]
         catalog_interval: Duration,
@@ -147,6 +156,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             catalog,
             xds_listen,
             admin_listen,
+            debug_listen,
             catalog_interval,
             file_interval,
             discovery_interval,
@@ -160,6 +170,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 catalog,
                 xds_listen,
                 admin_listen,
+                debug_listen,
                 catalog_interval,
                 debounce,
                 discovery: DiscoveryConfig {

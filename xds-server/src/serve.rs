@@ -231,8 +231,10 @@ pub struct ServeConfig {
     pub catalog: CatalogLocation,
     /// Address of the xDS gRPC server.
     pub xds_listen: SocketAddr,
-    /// Address of the admin HTTP server.
+    /// Address of the admin HTTP server (metrics, health, readiness).
     pub admin_listen: SocketAddr,
+    /// Address of the debug pages, which show configuration.
+    pub debug_listen: SocketAddr,
     /// How often the catalog file is checked for changes.
     pub catalog_interval: Duration,
     /// Quiet time gathered before a rebuild, so that a burst of changes gives one push.
@@ -295,19 +297,23 @@ pub async fn serve(
             what: "xds",
             source,
         })?;
-    let admin_listener = TcpListener::bind(config.admin_listen)
-        .await
-        .map_err(|source| ServeError::Bind {
-            addr: config.admin_listen,
-            what: "admin",
-            source,
-        })?;
+    let bind = |addr: SocketAddr, what: &'static str| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, what, source })
+    };
+    let admin_listener = bind(config.admin_listen, "admin").await?;
+    let debug_listener = bind(config.debug_listen, "debug").await?;
     tracing::info!(
         xds = %xds.local_addr().unwrap_or(config.xds_listen),
         admin = %admin_listener.local_addr().unwrap_or(config.admin_listen),
+        debug = %debug_listener.local_addr().unwrap_or(config.debug_listen),
         catalog = %config.catalog,
         "xds-server listening"
     );
+    if !config.debug_listen.ip().is_loopback() {
+        tracing::warn!(debug = %config.debug_listen, "the debug pages show every proxy's configuration and listen beyond loopback");
+    }
 
     let (catalog_tx, catalog_rx) = watch::channel::<Option<Arc<LoadedCatalog>>>(None);
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -335,15 +341,18 @@ pub async fn serve(
         catalog: status.clone(),
         stopping: stop_rx.clone(),
     };
-    let mut admin_stop = stop_rx.clone();
-    let admin_task = tokio::spawn(async move {
-        let app = admin::router(admin_state);
-        let _ = axum::serve(admin_listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = admin_stop.wait_for(|s| *s).await;
-            })
-            .await;
-    });
+    let http_server = |listener: TcpListener, app: axum::Router| {
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stop.wait_for(|s| *s).await;
+                })
+                .await;
+        })
+    };
+    let admin_task = http_server(admin_listener, admin::router(admin_state.clone()));
+    let debug_task = http_server(debug_listener, admin::debug_router(admin_state));
 
     let server = XdsServer::new(cache, metrics, nodes, stop_rx.clone());
     let incoming = Incoming::new(xds);
@@ -372,7 +381,10 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     watcher.abort();
     builder.abort();
-    let _ = tokio::time::timeout(Duration::from_secs(2), admin_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let _ = tokio::join!(admin_task, debug_task);
+    })
+    .await;
     result
 }
 

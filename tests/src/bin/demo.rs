@@ -32,8 +32,8 @@ fn main() -> anyhow::Result<()> {
     let server = XdsServer::start(&dir, &catalog, 0);
     server.wait_ready();
     println!(
-        "xds-server      xDS on 127.0.0.1:{}, admin on http://127.0.0.1:{}/debug/nodes",
-        server.xds_port, server.admin_port
+        "xds-server      xDS on 127.0.0.1:{}, debug pages on http://127.0.0.1:{}/debug/nodes",
+        server.xds_port, server.debug_port
     );
     let envoy = Envoy::start(&dir, "demo", server.xds_port, Mode::Sotw);
     envoy.wait_live();
