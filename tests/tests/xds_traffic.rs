@@ -1,0 +1,101 @@
+//! What Envoy 1.40 does with traffic under the resources xds-server renders: long gRPC streams
+//! and their deadlines, HTTP/2 health checks, hosts that discovery removes, retries in a burst.
+//! These are properties of the translation, the same over SotW and delta, so each runs once.
+
+use std::time::Duration;
+
+use tests::grpc::{self, CallOptions, PeerServer};
+use tests::{Envoy, Mode, TempDir, XdsServer, free_port};
+
+const PROXY: &str = "traffic";
+
+/// A control plane serving `catalog`, and one Envoy of role [`PROXY`] that has taken it.
+fn start(dir: &TempDir, catalog: &str) -> (XdsServer, Envoy) {
+    let path = dir.write("catalog.yaml", catalog);
+    let server = XdsServer::start(dir, &path, 0);
+    server.wait_ready();
+    let envoy = Envoy::start(dir, PROXY, server.xds_port, Mode::Sotw);
+    envoy.wait_live();
+    (server, envoy)
+}
+
+/// One HTTP listener on 127.0.0.1:`port` with `routes`, and `upstreams`.
+fn catalog(port: u16, routes: &str, upstreams: &str) -> String {
+    format!(
+        r#"
+version: 1
+defaults: {{ connect_timeout: 1s }}
+proxies:
+  {PROXY}:
+    listeners:
+      - name: public
+        address: 127.0.0.1
+        port: {port}
+        protocol: http
+        routes:
+{routes}
+upstreams:
+{upstreams}
+"#
+    )
+}
+
+/// A server-streaming call to a `grpc` upstream outlives Envoy's default 15 s route timeout, and
+/// a call's `grpc-timeout` is still enforced by Envoy. The second backend ignores deadlines and
+/// the client sends `grpc-timeout` without a timer of its own: grpcio would otherwise end the
+/// call itself at its deadline (as server and as client), whatever Envoy does.
+#[test]
+fn grpc_streams_are_not_cut_and_grpc_timeout_is_enforced() {
+    let dir = TempDir::new("grpc");
+    let streamer = PeerServer::grpc(&dir);
+    let hanger = PeerServer::h2c(&dir, "hanger");
+    let port = free_port();
+    let (_server, envoy) = start(
+        &dir,
+        &catalog(
+            port,
+            "          - { match: { prefix: /test.Stream/Hang }, to: hang }\n\
+             \x20         - { match: { prefix: / }, to: stream }",
+            &format!(
+                "  stream: {{ protocol: grpc, endpoints: {{ static: [\"{}\"] }} }}\n\
+                 \x20 hang: {{ protocol: grpc, endpoints: {{ static: [\"{}\"] }} }}",
+                streamer.endpoint(),
+                hanger.endpoint()
+            ),
+        ),
+    );
+    std::thread::scope(|scope| {
+        // 30 messages a second apart: about 29 s, past the 15 s Envoy cuts at by default.
+        let long = scope.spawn(|| {
+            grpc::call(
+                &dir,
+                port,
+                "/test.Stream/Count",
+                "30,1000",
+                CallOptions::default(),
+                Duration::from_secs(90),
+            )
+        });
+        let cut = grpc::call(
+            &dir,
+            port,
+            "/test.Stream/Hang",
+            "",
+            CallOptions {
+                grpc_timeout_header: Some("1S"),
+                ..Default::default()
+            },
+            Duration::from_secs(60),
+        );
+        let long = long.join().expect("the streaming call ran");
+        let log = envoy.process.log.display();
+        assert!(
+            long.code == "OK" && long.messages == 30,
+            "the stream was cut: {long:?} (deadline call: {cut:?}); Envoy's log: {log}"
+        );
+        assert!(
+            cut.code == "DEADLINE_EXCEEDED" && cut.seconds < 10.0,
+            "grpc-timeout 1S was not enforced: {cut:?}; Envoy's log: {log}"
+        );
+    });
+}
