@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tests::grpc::{self, CallOptions, PeerServer};
-use tests::{Envoy, Mode, TempDir, XdsServer, free_port};
+use tests::{Envoy, Mode, TempDir, XdsServer, free_port, http, wait_for};
 
 const PROXY: &str = "traffic";
 
@@ -38,6 +38,12 @@ upstreams:
 {upstreams}
 "#
     )
+}
+
+/// The body of a 200 answer through Envoy, trimmed.
+fn body(port: u16, path: &str) -> Option<String> {
+    let r = http::get(port, path, &[]).ok()?;
+    (r.status == 200).then(|| r.body.trim().to_string())
 }
 
 /// A server-streaming call to a `grpc` upstream outlives Envoy's default 15 s route timeout, and
@@ -98,4 +104,43 @@ fn grpc_streams_are_not_cut_and_grpc_timeout_is_enforced() {
             "grpc-timeout 1S was not enforced: {cut:?}; Envoy's log: {log}"
         );
     });
+}
+
+/// An `http` health check of `http2` and `grpc` upstreams speaks HTTP/2: h2c-only servers stay
+/// healthy (over HTTP/1.1 every check fails and all hosts go to panic routing).
+#[test]
+fn http_health_checks_of_http2_upstreams_speak_http2() {
+    let dir = TempDir::new("h2hc");
+    let plain = PeerServer::h2c(&dir, "plain-h2");
+    let rpc = PeerServer::h2c(&dir, "grpc-h2");
+    let port = free_port();
+    let check = "health_check: { http: { path: /health }, interval: 1s, timeout: 500ms }";
+    let (_server, envoy) = start(
+        &dir,
+        &catalog(
+            port,
+            "          - { match: { prefix: /h2/ }, to: plain }\n\
+             \x20         - { match: { prefix: / }, to: rpc }",
+            &format!(
+                "  plain: {{ protocol: http2, endpoints: {{ static: [\"{}\"] }}, {check} }}\n\
+                 \x20 rpc: {{ protocol: grpc, endpoints: {{ static: [\"{}\"] }}, {check} }}",
+                plain.endpoint(),
+                rpc.endpoint()
+            ),
+        ),
+    );
+    for cluster in ["plain", "rpc"] {
+        let stat = |s: &str| envoy.stat(&format!("cluster.{cluster}.{s}"));
+        // A cluster without traffic is checked once a minute (Envoy's `no_traffic_interval`):
+        // the first check is the one to see.
+        wait_for(
+            &format!("{cluster}'s health check to pass"),
+            Duration::from_secs(20),
+            || (stat("health_check.success")? >= 1).then_some(()),
+        );
+        assert_eq!(stat("health_check.failure"), Some(0), "{cluster}");
+        assert_eq!(stat("membership_healthy"), Some(1), "{cluster}");
+    }
+    assert_eq!(body(port, "/h2/x").as_deref(), Some("plain-h2"));
+    assert_eq!(body(port, "/x").as_deref(), Some("grpc-h2"));
 }

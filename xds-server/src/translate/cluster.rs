@@ -22,11 +22,12 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
         ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
     },
 };
+use envoy_types::pb::envoy::r#type::v3::CodecClientType;
 use envoy_types::pb::google::protobuf::{Any, UInt32Value};
 use envoy_types::util::pack_any;
 
 use super::{ads_config_source, pb_duration};
-use crate::catalog::{Catalog, Endpoint, HealthCheck, Upstream, UpstreamName};
+use crate::catalog::{Catalog, Endpoint, HealthCheck, Upstream, UpstreamName, UpstreamProtocol};
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
@@ -58,7 +59,11 @@ pub(super) fn cluster(catalog: &Catalog, name: &UpstreamName, u: &Upstream) -> A
             .or(catalog.defaults.connect_timeout)
             .map(|d| pb_duration(d.get())),
         typed_extension_protocol_options,
-        health_checks: u.health_check.iter().map(health_check).collect(),
+        health_checks: u
+            .health_check
+            .iter()
+            .map(|hc| health_check(hc, u.protocol))
+            .collect(),
         outlier_detection: u.outlier_detection.as_ref().map(|o| EnvoyOutlier {
             consecutive_5xx: o.consecutive_5xx.map(|n| UInt32Value { value: n as u32 }),
             interval: o.interval.map(|d| pb_duration(d.get())),
@@ -101,15 +106,22 @@ pub(super) fn cluster(catalog: &Catalog, name: &UpstreamName, u: &Upstream) -> A
     pack_any(c)
 }
 
-fn health_check(hc: &HealthCheck) -> EnvoyHealthCheck {
+fn health_check(hc: &HealthCheck, protocol: UpstreamProtocol) -> EnvoyHealthCheck {
     let checker = if let Some(g) = &hc.grpc {
         HealthChecker::GrpcHealthCheck(GrpcHealthCheck {
             service_name: g.service.clone(),
             ..Default::default()
         })
     } else if let Some(h) = &hc.http {
+        // Speak what the upstream speaks: an h2c-only server closes an HTTP/1.1 connection.
+        let codec = if protocol.is_http2() {
+            CodecClientType::Http2
+        } else {
+            CodecClientType::Http1
+        };
         HealthChecker::HttpHealthCheck(HttpHealthCheck {
             path: h.path.clone(),
+            codec_client_type: codec as i32,
             ..Default::default()
         })
     } else {

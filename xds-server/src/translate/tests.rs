@@ -184,6 +184,10 @@ fn route_actions(r: &ProxyResources) -> Vec<RouteAction> {
         .collect()
 }
 
+fn cluster_of(r: &ProxyResources, name: &str) -> Cluster {
+    Cluster::decode(r.of(ResourceType::Cluster)[name].value.as_slice()).unwrap()
+}
+
 /// Seconds of a protobuf duration, `None` when unset.
 fn secs(d: &Option<envoy_types::pb::google::protobuf::Duration>) -> Option<i64> {
     d.as_ref().map(|d| d.seconds)
@@ -228,4 +232,17 @@ fn grpc_routes_have_no_timeout_and_honour_grpc_timeout() {
     assert_eq!(secs(&edge[1].timeout), Some(7));
     assert_eq!(secs(&to_grpc.max_stream_duration), Some(7));
     assert_eq!(secs(&to_grpc.grpc_timeout_header_max), Some(7));
+}
+
+#[test]
+fn health_checks_speak_the_upstream_protocol() {
+    use envoy_types::pb::envoy::config::core::v3::health_check::HealthChecker;
+    use envoy_types::pb::envoy::r#type::v3::CodecClientType;
+    let r = limits_proxy();
+    let codec = |name: &str| match &cluster_of(&r, name).health_checks[0].health_checker {
+        Some(HealthChecker::HttpHealthCheck(h)) => h.codec_client_type,
+        other => panic!("not an HTTP health check: {other:?}"),
+    };
+    assert_eq!(codec("h2"), CodecClientType::Http2 as i32);
+    assert_eq!(codec("web"), CodecClientType::Http1 as i32);
 }
