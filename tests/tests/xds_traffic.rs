@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use tests::grpc::{self, CallOptions, PeerServer};
-use tests::{Envoy, Mode, TempDir, XdsServer, free_port, http, wait_for};
+use tests::{Backend, Envoy, Mode, TempDir, XdsServer, free_port, http, wait_for};
 
 const PROXY: &str = "traffic";
 
@@ -143,4 +143,53 @@ fn http_health_checks_of_http2_upstreams_speak_http2() {
     }
     assert_eq!(body(port, "/h2/x").as_deref(), Some("plain-h2"));
     assert_eq!(body(port, "/x").as_deref(), Some("grpc-h2"));
+}
+
+/// A host that its endpoint source drops leaves rotation at once, even though its health check
+/// still passes (an awsvpc address reused by another task must not keep this upstream's traffic).
+#[test]
+fn a_removed_host_leaves_rotation_while_its_health_check_passes() {
+    let dir = TempDir::new("removal");
+    let kept = Backend::start("kept", 0).unwrap();
+    let removed = Backend::start("removed", 0).unwrap();
+    let port = free_port();
+    dir.write(
+        "web.json",
+        &format!(r#"["{}", "{}"]"#, kept.endpoint(), removed.endpoint()),
+    );
+    let (_server, envoy) = start(
+        &dir,
+        &catalog(
+            port,
+            "          - { match: { prefix: / }, to: web }",
+            "  web: { protocol: http1, endpoints: { file: web.json }, \
+             health_check: { http: { path: /health }, interval: 1s, timeout: 500ms } }",
+        ),
+    );
+    wait_for("both hosts healthy", Duration::from_secs(20), || {
+        (envoy.stat("cluster.web.membership_healthy")? == 2).then_some(())
+    });
+    wait_for("both hosts to answer", Duration::from_secs(10), || {
+        let _ = body(port, "/");
+        (kept.hits() > 0 && removed.hits() > 0).then_some(())
+    });
+    dir.write("web.json", &format!(r#"["{}"]"#, kept.endpoint()));
+    wait_for(
+        "20 requests in a row to reach the remaining host",
+        Duration::from_secs(15),
+        || {
+            (0..20)
+                .all(|_| body(port, "/").as_deref() == Some("kept"))
+                .then_some(())
+        },
+    );
+    let hits = removed.hits();
+    for _ in 0..20 {
+        assert_eq!(body(port, "/").as_deref(), Some("kept"));
+    }
+    assert_eq!(
+        removed.hits(),
+        hits,
+        "the removed host still gets requests (its health checks do not count)"
+    );
 }

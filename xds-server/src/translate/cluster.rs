@@ -64,6 +64,9 @@ pub(super) fn cluster(catalog: &Catalog, name: &UpstreamName, u: &Upstream) -> A
             .iter()
             .map(|hc| health_check(hc, u.protocol))
             .collect(),
+        // A host that discovery removed leaves at once, even while its checks pass: its address
+        // may already belong to another task (awsvpc reuses them).
+        ignore_health_on_host_removal: u.health_check.is_some(),
         outlier_detection: u.outlier_detection.as_ref().map(|o| EnvoyOutlier {
             consecutive_5xx: o.consecutive_5xx.map(|n| UInt32Value { value: n as u32 }),
             interval: o.interval.map(|d| pb_duration(d.get())),

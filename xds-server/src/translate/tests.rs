@@ -235,7 +235,7 @@ fn grpc_routes_have_no_timeout_and_honour_grpc_timeout() {
 }
 
 #[test]
-fn health_checks_speak_the_upstream_protocol() {
+fn health_checks_speak_the_upstream_protocol_and_removed_hosts_leave() {
     use envoy_types::pb::envoy::config::core::v3::health_check::HealthChecker;
     use envoy_types::pb::envoy::r#type::v3::CodecClientType;
     let r = limits_proxy();
@@ -245,4 +245,11 @@ fn health_checks_speak_the_upstream_protocol() {
     };
     assert_eq!(codec("h2"), CodecClientType::Http2 as i32);
     assert_eq!(codec("web"), CodecClientType::Http1 as i32);
+    for (name, checked) in [("rpc", true), ("h2", true), ("web", true), ("rpc2", false)] {
+        assert_eq!(
+            cluster_of(&r, name).ignore_health_on_host_removal,
+            checked,
+            "{name}"
+        );
+    }
 }
