@@ -2,6 +2,7 @@
 //! and their deadlines, HTTP/2 health checks, hosts that discovery removes, retries in a burst.
 //! These are properties of the translation, the same over SotW and delta, so each runs once.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tests::grpc::{self, CallOptions, PeerServer};
@@ -191,5 +192,64 @@ fn a_removed_host_leaves_rotation_while_its_health_check_passes() {
         removed.hits(),
         hits,
         "the removed host still gets requests (its health checks do not count)"
+    );
+}
+
+/// A burst of requests to an upstream with one failing host: each failure is retried once, on the
+/// other host, and none is refused by the circuit breaker (Envoy's default allows 3 concurrent
+/// retries per cluster).
+#[test]
+fn retries_in_a_burst_go_to_another_host_and_are_not_refused() {
+    let dir = TempDir::new("retries");
+    let good = Backend::start("good", 0).unwrap();
+    let bad = Backend::start_failing("bad", 0, 503).unwrap();
+    let port = free_port();
+    let (_server, envoy) = start(
+        &dir,
+        &catalog(
+            port,
+            "          - { match: { prefix: / }, to: web, retries: { attempts: 1, on: [5xx] } }",
+            &format!(
+                "  web: {{ protocol: http1, endpoints: {{ static: [\"{}\", \"{}\"] }} }}",
+                good.endpoint(),
+                bad.endpoint()
+            ),
+        ),
+    );
+    wait_for("both hosts in the cluster", Duration::from_secs(15), || {
+        (envoy.stat("cluster.web.membership_total")? == 2).then_some(())
+    });
+    let mut failed = Vec::new();
+    for _ in 0..3 {
+        let start = Arc::new(std::sync::Barrier::new(30));
+        let burst: Vec<_> = (0..30)
+            .map(|_| {
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    start.wait();
+                    http::get(port, "/", &[]).map(|r| (r.status, r.body.trim().to_string()))
+                })
+            })
+            .collect();
+        for t in burst {
+            match t.join().expect("the request thread ran") {
+                Ok((200, b)) if b == "good" => {}
+                other => failed.push(format!("{other:?}")),
+            }
+        }
+    }
+    assert!(bad.hits() > 0, "the failing host got no request");
+    assert!(
+        failed.is_empty(),
+        "{} of 90 failed: {:?}; retry overflows: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)],
+        envoy.stat("cluster.web.upstream_rq_retry_overflow")
+    );
+    assert_eq!(
+        envoy
+            .stat("cluster.web.upstream_rq_retry_overflow")
+            .unwrap_or(0),
+        0
     );
 }

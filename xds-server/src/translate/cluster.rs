@@ -31,6 +31,9 @@ use crate::catalog::{Catalog, Endpoint, HealthCheck, Upstream, UpstreamName, Ups
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
+/// Envoy's default for `max_requests` (concurrent requests to a cluster).
+const ENVOY_MAX_REQUESTS: u32 = 1024;
+
 /// Whether the upstream's endpoints are delivered over EDS (all sources but `dns`).
 pub(super) fn uses_eds(u: &Upstream) -> bool {
     u.endpoints.dns.is_none()
@@ -76,13 +79,7 @@ pub(super) fn cluster(catalog: &Catalog, name: &UpstreamName, u: &Upstream) -> A
                 .map(|n| UInt32Value { value: n as u32 }),
             ..Default::default()
         }),
-        circuit_breakers: u.max_requests.map(|n| CircuitBreakers {
-            thresholds: vec![Thresholds {
-                max_requests: Some(UInt32Value { value: n as u32 }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
+        circuit_breakers: circuit_breakers(u),
         ..Default::default()
     };
     match &u.endpoints.dns {
@@ -107,6 +104,29 @@ pub(super) fn cluster(catalog: &Catalog, name: &UpstreamName, u: &Upstream) -> A
         }
     }
     pack_any(c)
+}
+
+/// The upstream's `max_requests`, and for HTTP upstreams room for every retry routes may make.
+///
+/// A request has one attempt in flight at a time, so concurrent retries never outnumber
+/// concurrent requests: `max_retries` is the request limit (`max_requests`, else Envoy's default
+/// of 1024). Envoy's own default of 3 concurrent retries per cluster refuses most retries of a
+/// burst of failures, however the route's retry policy reads.
+fn circuit_breakers(u: &Upstream) -> Option<CircuitBreakers> {
+    let max_requests = u.max_requests.map(|n| n as u32);
+    let max_retries =
+        (u.protocol != UpstreamProtocol::Tcp).then(|| max_requests.unwrap_or(ENVOY_MAX_REQUESTS));
+    if max_requests.is_none() && max_retries.is_none() {
+        return None;
+    }
+    Some(CircuitBreakers {
+        thresholds: vec![Thresholds {
+            max_requests: max_requests.map(|value| UInt32Value { value }),
+            max_retries: max_retries.map(|value| UInt32Value { value }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
 }
 
 fn health_check(hc: &HealthCheck, protocol: UpstreamProtocol) -> EnvoyHealthCheck {

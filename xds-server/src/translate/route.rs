@@ -6,12 +6,14 @@ use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, RetryPolicy, Route as EnvoyRoute, RouteAction, RouteConfiguration,
     RouteMatch as EnvoyMatch, VirtualHost, WeightedCluster,
     header_matcher::HeaderMatchSpecifier,
+    retry_policy::{RetryHostPredicate, retry_host_predicate},
     route::Action,
     route_action::{ClusterSpecifier, MaxStreamDuration},
     route_match::PathSpecifier,
     weighted_cluster::ClusterWeight,
 };
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
@@ -21,6 +23,12 @@ use envoy_types::util::pack_any;
 use super::listener::CORS_FILTER;
 use super::pb_duration;
 use crate::catalog::{Catalog, Cors, Listener, Retries, Route, RouteMatch, UpstreamProtocol};
+
+const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
+
+/// Host picks a retry may reject (as already tried) before it takes the host it got: enough to
+/// find another host among a few, bounded for an upstream that has only one.
+const HOST_SELECTION_ATTEMPTS: i64 = 3;
 
 pub(super) fn route_configuration(catalog: &Catalog, l: &Listener) -> Any {
     let mut typed_per_filter_config = HashMap::new();
@@ -153,6 +161,14 @@ fn retry_policy(r: &Retries) -> RetryPolicy {
             value: r.attempts as u32,
         }),
         per_try_timeout: r.per_try_timeout.map(|t| pb_duration(t.get())),
+        // A retry goes to a host not tried yet: the one that just failed is likely to again.
+        retry_host_predicate: vec![RetryHostPredicate {
+            name: PREVIOUS_HOSTS.into(),
+            config_type: Some(retry_host_predicate::ConfigType::TypedConfig(pack_any(
+                PreviousHostsPredicate {},
+            ))),
+        }],
+        host_selection_retry_max_attempts: HOST_SELECTION_ATTEMPTS,
         ..Default::default()
     }
 }

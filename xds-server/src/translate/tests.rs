@@ -253,3 +253,45 @@ fn health_checks_speak_the_upstream_protocol_and_removed_hosts_leave() {
         );
     }
 }
+
+#[test]
+fn retries_go_to_another_host_and_the_circuit_breaker_leaves_room_for_them() {
+    use envoy_types::pb::envoy::config::route::v3::retry_policy::retry_host_predicate::ConfigType;
+    let r = limits_proxy();
+    let retry = route_actions(&r)[5].retry_policy.clone().unwrap();
+    assert_eq!(retry.num_retries.map(|n| n.value), Some(1));
+    assert_eq!(retry.host_selection_retry_max_attempts, 3);
+    let predicates: Vec<(&str, Option<&str>)> = retry
+        .retry_host_predicate
+        .iter()
+        .map(|p| {
+            let url = p.config_type.as_ref().map(|c| match c {
+                ConfigType::TypedConfig(a) => a.type_url.as_str(),
+            });
+            (p.name.as_str(), url)
+        })
+        .collect();
+    assert_eq!(
+        predicates,
+        [(
+            "envoy.retry_host_predicates.previous_hosts",
+            Some(
+                "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+            )
+        )]
+    );
+    let thresholds = |name: &str| {
+        cluster_of(&r, name).circuit_breakers.map(|cb| {
+            let t = &cb.thresholds[0];
+            (
+                t.max_requests.as_ref().map(|n| n.value),
+                t.max_retries.as_ref().map(|n| n.value),
+            )
+        })
+    };
+    // One attempt in flight per request: retries are bounded by the request limit, Envoy's
+    // 1024 when the catalog sets none.
+    assert_eq!(thresholds("web"), Some((None, Some(1024))));
+    assert_eq!(thresholds("h2"), Some((Some(50), Some(50))));
+    assert_eq!(thresholds("node"), None, "TCP upstreams have no retries");
+}
