@@ -8,16 +8,18 @@ ENVOY_VERSION="1.40"
 
 log() { printf '[setup] %s\n' "$*" >&2; }
 
-# A virtualenv under .venv/NAME holding PACKAGE, (re)installed when its version check fails.
+# A virtualenv under .venv/NAME holding SPECS (one or more, space-separated), (re)installed when
+# its version check fails.
 venv() {
   local name=$1 spec=$2 check=$3
-  local dir=".venv/$name"
+  local dir=".venv/$name" specs
+  read -ra specs <<<"$spec"
   if [ -x "$dir/bin/python" ] && "$dir/bin/python" -c "$check" >/dev/null 2>&1; then
     return 0
   fi
   log "installing $spec into $dir"
   python3 -m venv "$dir"
-  "$dir/bin/pip" install --quiet --disable-pip-version-check "$spec"
+  "$dir/bin/pip" install --quiet --disable-pip-version-check "${specs[@]}"
   "$dir/bin/python" -c "$check"
 }
 
@@ -43,6 +45,11 @@ if ! grep -qE '^127\.0\.0\.1[[:space:]].*\bdata-moto\.test\b' /etc/hosts; then
     log "/etc/hosts needs the line '127.0.0.1 moto.test data-moto.test' (run as root once)"; exit 1
   fi
 fi
+
+# gRPC peers for the xds-server tests: grpcio for a real gRPC backend and client, h2 for an
+# h2c-only HTTP server (HTTP/2 health checks) and gRPC calls whose deadline only Envoy enforces.
+venv grpc "grpcio==1.* h2==4.*" \
+  "import importlib.metadata as m, sys; sys.exit(not (m.version('grpcio').startswith('1.') and m.version('h2').startswith('4.')))"
 
 # Prometheus 2.x from Debian, for the ecs-sd tests (file_sd and http_sd read by the real thing).
 if ! command -v prometheus >/dev/null; then

@@ -30,6 +30,21 @@ impl Backend {
 
     /// Starts a backend whose response body depends on the request path.
     pub fn start_with(name: &str, port: u16, respond: Responder) -> std::io::Result<Backend> {
+        Self::start_full(name, port, 200, respond)
+    }
+
+    /// Starts a backend that answers every request with `status` (and its name).
+    pub fn start_failing(name: &str, port: u16, status: u16) -> std::io::Result<Backend> {
+        let body = format!("{name}\n");
+        Self::start_full(name, port, status, Arc::new(move |_| body.clone()))
+    }
+
+    fn start_full(
+        name: &str,
+        port: u16,
+        status: u16,
+        respond: Responder,
+    ) -> std::io::Result<Backend> {
         let listener = TcpListener::bind(("127.0.0.1", port))?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -43,7 +58,7 @@ impl Backend {
                 let Ok(conn) = conn else { continue };
                 let respond = respond.clone();
                 let hits = hits2.clone();
-                thread::spawn(move || serve(conn, &*respond, &hits));
+                thread::spawn(move || serve(conn, status, &*respond, &hits));
             }
         });
         Ok(Backend {
@@ -66,7 +81,12 @@ impl Backend {
 }
 
 /// Answers requests on one connection (HTTP/1.1 keep-alive) until the peer closes it.
-fn serve(mut conn: TcpStream, respond: &(dyn Fn(&str) -> String + Send + Sync), hits: &AtomicU64) {
+fn serve(
+    mut conn: TcpStream,
+    status: u16,
+    respond: &(dyn Fn(&str) -> String + Send + Sync),
+    hits: &AtomicU64,
+) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -78,7 +98,8 @@ fn serve(mut conn: TcpStream, respond: &(dyn Fn(&str) -> String + Send + Sync), 
             hits.fetch_add(1, Ordering::Relaxed);
             let close = head.contains("connection: close");
             let resp = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{}",
+                "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{}",
+                if status == 200 { "OK" } else { "Failing" },
                 body.len(),
                 if close { "connection: close\r\n" } else { "" },
                 body

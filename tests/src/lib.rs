@@ -3,6 +3,7 @@
 //! their handles drop, also when a test fails.
 
 pub mod backend;
+pub mod grpc;
 pub mod http;
 pub mod moto;
 pub mod process;

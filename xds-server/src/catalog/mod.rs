@@ -63,7 +63,7 @@ pub struct Catalog {
 pub struct Defaults {
     /// Upstream connection timeout (Envoy's default is 5s).
     pub connect_timeout: Option<Duration>,
-    /// Route timeout (Envoy's default is 15s).
+    /// Route timeout, gRPC routes included (Envoy's default is 15s; gRPC routes have none).
     pub route_timeout: Option<Duration>,
     /// Retry policy for routes that set none.
     pub retries: Option<Retries>,
@@ -145,7 +145,7 @@ pub struct Route {
     pub to: Option<UpstreamName>,
     /// Weighted upstreams (exclusive with `to`).
     pub split: Option<BTreeMap<UpstreamName, i64>>,
-    /// Whole-request timeout; overrides `defaults.route_timeout`.
+    /// Whole-request timeout, `0s` for none; overrides `defaults.route_timeout`.
     pub timeout: Option<Duration>,
     /// Retry policy; overrides `defaults.retries`.
     pub retries: Option<Retries>,

@@ -22,13 +22,17 @@ use envoy_types::pb::envoy::extensions::upstreams::http::v3::{
         ExplicitHttpConfig, UpstreamProtocolOptions, explicit_http_config::ProtocolConfig,
     },
 };
+use envoy_types::pb::envoy::r#type::v3::CodecClientType;
 use envoy_types::pb::google::protobuf::{Any, UInt32Value};
 use envoy_types::util::pack_any;
 
 use super::{ads_config_source, pb_duration};
-use crate::catalog::{Catalog, Endpoint, HealthCheck, Upstream, UpstreamName};
+use crate::catalog::{Catalog, Endpoint, HealthCheck, Upstream, UpstreamName, UpstreamProtocol};
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// Envoy's default for `max_requests` (concurrent requests to a cluster).
+const ENVOY_MAX_REQUESTS: u32 = 1024;
 
 /// Whether the upstream's endpoints are delivered over EDS (all sources but `dns`).
 pub(super) fn uses_eds(u: &Upstream) -> bool {
@@ -58,7 +62,14 @@ pub(super) fn cluster(catalog: &Catalog, name: &UpstreamName, u: &Upstream) -> A
             .or(catalog.defaults.connect_timeout)
             .map(|d| pb_duration(d.get())),
         typed_extension_protocol_options,
-        health_checks: u.health_check.iter().map(health_check).collect(),
+        health_checks: u
+            .health_check
+            .iter()
+            .map(|hc| health_check(hc, u.protocol))
+            .collect(),
+        // A host that discovery removed leaves at once, even while its checks pass: its address
+        // may already belong to another task (awsvpc reuses them).
+        ignore_health_on_host_removal: u.health_check.is_some(),
         outlier_detection: u.outlier_detection.as_ref().map(|o| EnvoyOutlier {
             consecutive_5xx: o.consecutive_5xx.map(|n| UInt32Value { value: n as u32 }),
             interval: o.interval.map(|d| pb_duration(d.get())),
@@ -68,13 +79,7 @@ pub(super) fn cluster(catalog: &Catalog, name: &UpstreamName, u: &Upstream) -> A
                 .map(|n| UInt32Value { value: n as u32 }),
             ..Default::default()
         }),
-        circuit_breakers: u.max_requests.map(|n| CircuitBreakers {
-            thresholds: vec![Thresholds {
-                max_requests: Some(UInt32Value { value: n as u32 }),
-                ..Default::default()
-            }],
-            ..Default::default()
-        }),
+        circuit_breakers: circuit_breakers(u),
         ..Default::default()
     };
     match &u.endpoints.dns {
@@ -101,15 +106,45 @@ pub(super) fn cluster(catalog: &Catalog, name: &UpstreamName, u: &Upstream) -> A
     pack_any(c)
 }
 
-fn health_check(hc: &HealthCheck) -> EnvoyHealthCheck {
+/// The upstream's `max_requests`, and for HTTP upstreams room for every retry routes may make.
+///
+/// A request has one attempt in flight at a time, so concurrent retries never outnumber
+/// concurrent requests: `max_retries` is the request limit (`max_requests`, else Envoy's default
+/// of 1024). Envoy's own default of 3 concurrent retries per cluster refuses most retries of a
+/// burst of failures, however the route's retry policy reads.
+fn circuit_breakers(u: &Upstream) -> Option<CircuitBreakers> {
+    let max_requests = u.max_requests.map(|n| n as u32);
+    let max_retries =
+        (u.protocol != UpstreamProtocol::Tcp).then(|| max_requests.unwrap_or(ENVOY_MAX_REQUESTS));
+    if max_requests.is_none() && max_retries.is_none() {
+        return None;
+    }
+    Some(CircuitBreakers {
+        thresholds: vec![Thresholds {
+            max_requests: max_requests.map(|value| UInt32Value { value }),
+            max_retries: max_retries.map(|value| UInt32Value { value }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+fn health_check(hc: &HealthCheck, protocol: UpstreamProtocol) -> EnvoyHealthCheck {
     let checker = if let Some(g) = &hc.grpc {
         HealthChecker::GrpcHealthCheck(GrpcHealthCheck {
             service_name: g.service.clone(),
             ..Default::default()
         })
     } else if let Some(h) = &hc.http {
+        // Speak what the upstream speaks: an h2c-only server closes an HTTP/1.1 connection.
+        let codec = if protocol.is_http2() {
+            CodecClientType::Http2
+        } else {
+            CodecClientType::Http1
+        };
         HealthChecker::HttpHealthCheck(HttpHealthCheck {
             path: h.path.clone(),
+            codec_client_type: codec as i32,
             ..Default::default()
         })
     } else {

@@ -4,20 +4,31 @@ use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, RetryPolicy, Route as EnvoyRoute, RouteAction, RouteConfiguration,
-    RouteMatch as EnvoyMatch, VirtualHost, WeightedCluster, header_matcher::HeaderMatchSpecifier,
-    route::Action, route_action::ClusterSpecifier, route_match::PathSpecifier,
+    RouteMatch as EnvoyMatch, VirtualHost, WeightedCluster,
+    header_matcher::HeaderMatchSpecifier,
+    retry_policy::{RetryHostPredicate, retry_host_predicate},
+    route::Action,
+    route_action::{ClusterSpecifier, MaxStreamDuration},
+    route_match::PathSpecifier,
     weighted_cluster::ClusterWeight,
 };
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
-use envoy_types::pb::google::protobuf::{Any, BoolValue, UInt32Value};
+use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration as PbDuration, UInt32Value};
 use envoy_types::util::pack_any;
 
 use super::listener::CORS_FILTER;
 use super::pb_duration;
-use crate::catalog::{Catalog, Cors, Listener, Retries, Route, RouteMatch};
+use crate::catalog::{Catalog, Cors, Listener, Retries, Route, RouteMatch, UpstreamProtocol};
+
+const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
+
+/// Host picks a retry may reject (as already tried) before it takes the host it got: enough to
+/// find another host among a few, bounded for an upstream that has only one.
+const HOST_SELECTION_ATTEMPTS: i64 = 3;
 
 pub(super) fn route_configuration(catalog: &Catalog, l: &Listener) -> Any {
     let mut typed_per_filter_config = HashMap::new();
@@ -55,18 +66,59 @@ fn route(catalog: &Catalog, r: &Route) -> EnvoyRoute {
             ..Default::default()
         }),
     };
-    let timeout = r.timeout.or(catalog.defaults.route_timeout);
+    let (timeout, max_stream_duration) = limits(catalog, r);
     let retries = r.retries.as_ref().or(catalog.defaults.retries.as_ref());
     EnvoyRoute {
         r#match: Some(route_match(&r.matcher)),
         action: Some(Action::Route(RouteAction {
             cluster_specifier: Some(cluster_specifier),
-            timeout: timeout.map(|t| pb_duration(t.get())),
+            timeout,
+            max_stream_duration,
             retry_policy: retries.map(retry_policy),
             ..Default::default()
         })),
         ..Default::default()
     }
+}
+
+/// The time limits of a route: its `timeout`, and for gRPC the stream duration.
+///
+/// A catalog value (the route's, else `defaults.route_timeout`) always applies. Without one, a
+/// route whose upstreams all speak gRPC has no limit, where Envoy's default would cut every
+/// stream after 15 s. Routes to gRPC upstreams and routes without a limit (`0s`) also honour the
+/// client's `grpc-timeout` (capped at the catalog value, if any), so a call's deadline ends it
+/// in Envoy too. That takes `max_stream_duration`, and once it is set Envoy ignores the route's
+/// `timeout`: the limit goes into both, so that it holds either way and reads the same in a
+/// config dump.
+fn limits(catalog: &Catalog, r: &Route) -> (Option<PbDuration>, Option<MaxStreamDuration>) {
+    let zero = std::time::Duration::ZERO;
+    let grpc = is_grpc(catalog, r);
+    let limit = r
+        .timeout
+        .or(catalog.defaults.route_timeout)
+        .map(|t| t.get())
+        .or(grpc.then_some(zero));
+    let stream = (grpc || limit == Some(zero)).then(|| MaxStreamDuration {
+        max_stream_duration: limit.map(pb_duration),
+        grpc_timeout_header_max: limit.map(pb_duration),
+        ..Default::default()
+    });
+    (limit.map(pb_duration), stream)
+}
+
+/// Whether every upstream of a route speaks gRPC.
+fn is_grpc(catalog: &Catalog, r: &Route) -> bool {
+    let mut names =
+        r.to.iter()
+            .chain(r.split.iter().flat_map(|s| s.keys()))
+            .peekable();
+    names.peek().is_some()
+        && names.all(|n| {
+            catalog
+                .upstreams
+                .get(n)
+                .is_some_and(|u| u.protocol == UpstreamProtocol::Grpc)
+        })
 }
 
 fn route_match(m: &RouteMatch) -> EnvoyMatch {
@@ -109,6 +161,14 @@ fn retry_policy(r: &Retries) -> RetryPolicy {
             value: r.attempts as u32,
         }),
         per_try_timeout: r.per_try_timeout.map(|t| pb_duration(t.get())),
+        // A retry goes to a host not tried yet: the one that just failed is likely to again.
+        retry_host_predicate: vec![RetryHostPredicate {
+            name: PREVIOUS_HOSTS.into(),
+            config_type: Some(retry_host_predicate::ConfigType::TypedConfig(pack_any(
+                PreviousHostsPredicate {},
+            ))),
+        }],
+        host_selection_retry_max_attempts: HOST_SELECTION_ATTEMPTS,
         ..Default::default()
     }
 }

@@ -2,7 +2,7 @@ use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::cluster::v3::{Cluster, cluster::ClusterDiscoveryType};
 use envoy_types::pb::envoy::config::route::v3::{
-    RouteConfiguration, route::Action, route_action::ClusterSpecifier,
+    RouteAction, RouteConfiguration, route::Action, route_action::ClusterSpecifier,
 };
 use prost::Message;
 
@@ -141,4 +141,157 @@ fn clusters_follow_the_upstream_protocol_and_source() {
             .typed_extension_protocol_options
             .is_empty()
     );
+}
+
+const LIMITS: &str = r#"
+version: 1
+proxies:
+  edge:
+    listeners:
+      - name: web
+        port: 8080
+        protocol: http
+        routes:
+          - { match: { path: /a }, to: rpc }
+          - { match: { path: /b }, split: { rpc: 1, rpc2: 1 } }
+          - { match: { path: /c }, split: { rpc: 1, web: 1 } }
+          - { match: { path: /d }, to: h2, timeout: 0s }
+          - { match: { path: /e }, to: rpc, timeout: 20s }
+          - { match: { path: /f }, to: web, retries: { attempts: 1, on: [5xx] } }
+      - { name: raw, port: 8333, protocol: tcp, to: node }
+upstreams:
+  rpc: { protocol: grpc, endpoints: { static: ["10.0.0.1:50051"] }, health_check: { grpc: {} } }
+  rpc2: { protocol: grpc, endpoints: { static: ["10.0.0.2:50051"] } }
+  h2: { protocol: http2, endpoints: { static: ["10.0.0.3:80"] }, health_check: { http: { path: /health } }, max_requests: 50 }
+  web: { protocol: http1, endpoints: { static: ["10.0.0.4:80"] }, health_check: { http: { path: /health } } }
+  node: { protocol: tcp, endpoints: { static: ["10.0.0.5:8333"] } }
+"#;
+
+fn limits_proxy() -> ProxyResources {
+    let c = catalog::parse("c.yaml", LIMITS).unwrap();
+    translate(&c, &ProxyName("edge".into()), &EndpointMap::new())
+}
+
+fn route_actions(r: &ProxyResources) -> Vec<RouteAction> {
+    let rc = RouteConfiguration::decode(r.of(ResourceType::Route)["web"].value.as_slice()).unwrap();
+    rc.virtual_hosts[0]
+        .routes
+        .iter()
+        .map(|r| match &r.action {
+            Some(Action::Route(a)) => a.clone(),
+            other => panic!("not a route action: {other:?}"),
+        })
+        .collect()
+}
+
+fn cluster_of(r: &ProxyResources, name: &str) -> Cluster {
+    Cluster::decode(r.of(ResourceType::Cluster)[name].value.as_slice()).unwrap()
+}
+
+/// Seconds of a protobuf duration, `None` when unset.
+fn secs(d: &Option<envoy_types::pb::google::protobuf::Duration>) -> Option<i64> {
+    d.as_ref().map(|d| d.seconds)
+}
+
+#[test]
+fn grpc_routes_have_no_timeout_and_honour_grpc_timeout() {
+    let actions = route_actions(&limits_proxy());
+    /// `timeout`, and `max_stream_duration`'s own limit and `grpc_timeout_header_max`, in seconds.
+    type Limits = (Option<i64>, Option<(Option<i64>, Option<i64>)>);
+    let limits: Vec<Limits> = actions
+        .iter()
+        .map(|a| {
+            let stream = a.max_stream_duration.as_ref().map(|m| {
+                (
+                    secs(&m.max_stream_duration),
+                    secs(&m.grpc_timeout_header_max),
+                )
+            });
+            (secs(&a.timeout), stream)
+        })
+        .collect();
+    assert_eq!(
+        limits,
+        [
+            // To gRPC, no catalog value: no limit (0, not Envoy's 15 s default); grpc-timeout
+            // is honoured without a cap.
+            (Some(0), Some((Some(0), Some(0)))),
+            (Some(0), Some((Some(0), Some(0)))),
+            // A split that is not all gRPC keeps Envoy's default.
+            (None, None),
+            // `timeout: 0s` on any route: no limit, and grpc-timeout honoured.
+            (Some(0), Some((Some(0), Some(0)))),
+            // A catalog value on a gRPC route limits the stream and caps grpc-timeout.
+            (Some(20), Some((Some(20), Some(20)))),
+            (None, None),
+        ]
+    );
+    // defaults.route_timeout is a catalog value too: it applies to gRPC routes.
+    let edge = route_actions(&edge());
+    let to_grpc = edge[1].max_stream_duration.as_ref().unwrap();
+    assert_eq!(secs(&edge[1].timeout), Some(7));
+    assert_eq!(secs(&to_grpc.max_stream_duration), Some(7));
+    assert_eq!(secs(&to_grpc.grpc_timeout_header_max), Some(7));
+}
+
+#[test]
+fn health_checks_speak_the_upstream_protocol_and_removed_hosts_leave() {
+    use envoy_types::pb::envoy::config::core::v3::health_check::HealthChecker;
+    use envoy_types::pb::envoy::r#type::v3::CodecClientType;
+    let r = limits_proxy();
+    let codec = |name: &str| match &cluster_of(&r, name).health_checks[0].health_checker {
+        Some(HealthChecker::HttpHealthCheck(h)) => h.codec_client_type,
+        other => panic!("not an HTTP health check: {other:?}"),
+    };
+    assert_eq!(codec("h2"), CodecClientType::Http2 as i32);
+    assert_eq!(codec("web"), CodecClientType::Http1 as i32);
+    for (name, checked) in [("rpc", true), ("h2", true), ("web", true), ("rpc2", false)] {
+        assert_eq!(
+            cluster_of(&r, name).ignore_health_on_host_removal,
+            checked,
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn retries_go_to_another_host_and_the_circuit_breaker_leaves_room_for_them() {
+    use envoy_types::pb::envoy::config::route::v3::retry_policy::retry_host_predicate::ConfigType;
+    let r = limits_proxy();
+    let retry = route_actions(&r)[5].retry_policy.clone().unwrap();
+    assert_eq!(retry.num_retries.map(|n| n.value), Some(1));
+    assert_eq!(retry.host_selection_retry_max_attempts, 3);
+    let predicates: Vec<(&str, Option<&str>)> = retry
+        .retry_host_predicate
+        .iter()
+        .map(|p| {
+            let url = p.config_type.as_ref().map(|c| match c {
+                ConfigType::TypedConfig(a) => a.type_url.as_str(),
+            });
+            (p.name.as_str(), url)
+        })
+        .collect();
+    assert_eq!(
+        predicates,
+        [(
+            "envoy.retry_host_predicates.previous_hosts",
+            Some(
+                "type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+            )
+        )]
+    );
+    let thresholds = |name: &str| {
+        cluster_of(&r, name).circuit_breakers.map(|cb| {
+            let t = &cb.thresholds[0];
+            (
+                t.max_requests.as_ref().map(|n| n.value),
+                t.max_retries.as_ref().map(|n| n.value),
+            )
+        })
+    };
+    // One attempt in flight per request: retries are bounded by the request limit, Envoy's
+    // 1024 when the catalog sets none.
+    assert_eq!(thresholds("web"), Some((None, Some(1024))));
+    assert_eq!(thresholds("h2"), Some((Some(50), Some(50))));
+    assert_eq!(thresholds("node"), None, "TCP upstreams have no retries");
 }

@@ -1,0 +1,131 @@
+//! gRPC and h2c peers: a grpcio server and client, and an h2c-only HTTP server, run by
+//! `tests/fixtures/grpc_peers.py` in the `.venv/grpc` virtualenv that `scripts/setup.sh` installs.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::process::ChildGuard;
+use crate::{TempDir, free_port, repo_root, wait_for};
+
+/// The Python with grpcio and h2.
+fn python() -> PathBuf {
+    let bin = repo_root().join(".venv/grpc/bin/python");
+    assert!(
+        bin.exists(),
+        "{} is missing: scripts/setup.sh installs it",
+        bin.display()
+    );
+    bin
+}
+
+fn peers(dir: &TempDir, args: &[&str], log: &str) -> ChildGuard {
+    let mut cmd = Command::new(python());
+    cmd.arg(repo_root().join("tests/fixtures/grpc_peers.py"))
+        .args(args);
+    ChildGuard::spawn(cmd, dir.path().join(log))
+}
+
+/// A server of `grpc_peers.py` on 127.0.0.1; stops when dropped.
+#[derive(Debug)]
+pub struct PeerServer {
+    /// The process.
+    pub process: ChildGuard,
+    /// Its port.
+    pub port: u16,
+}
+
+impl PeerServer {
+    /// A grpcio server: `/test.Stream/Count` answers `"COUNT,INTERVAL_MS"` with COUNT messages,
+    /// one every INTERVAL_MS.
+    pub fn grpc(dir: &TempDir) -> PeerServer {
+        Self::start(dir, &["grpc-server"], "grpc-server")
+    }
+
+    /// An h2c-only HTTP server (HTTP/1.1 connections are closed): `GET /health` answers 200,
+    /// other paths answer `name`; gRPC calls to `/test.Stream/Hang` are never answered.
+    pub fn h2c(dir: &TempDir, name: &str) -> PeerServer {
+        Self::start(dir, &["h2-server", name], &format!("h2-server-{name}"))
+    }
+
+    fn start(dir: &TempDir, args: &[&str], label: &str) -> PeerServer {
+        let port = free_port();
+        let port_arg = port.to_string();
+        let mut all = vec![args[0], &port_arg];
+        all.extend(&args[1..]);
+        let process = peers(dir, &all, &format!("{label}-{port}.log"));
+        wait_for(
+            &format!("{label} to listen on {port}"),
+            Duration::from_secs(20),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).ok(),
+        );
+        PeerServer { process, port }
+    }
+
+    /// `127.0.0.1:port`, as catalogs write it.
+    pub fn endpoint(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+}
+
+/// How one gRPC call ended, as the grpcio client saw it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallOutcome {
+    /// The status code name, e.g. `OK`, `DEADLINE_EXCEEDED`.
+    pub code: String,
+    /// Messages received before the end.
+    pub messages: u64,
+    /// How long the call took.
+    pub seconds: f64,
+    /// The status message.
+    pub details: String,
+}
+
+/// What a call sends besides its method and request.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallOptions<'a> {
+    /// The client's own deadline (sent as `grpc-timeout`, and enforced by the client).
+    pub deadline: Option<Duration>,
+    /// A `grpc-timeout` header the client does not enforce itself, e.g. `1S`.
+    pub grpc_timeout_header: Option<&'a str>,
+}
+
+/// One server-streaming call through 127.0.0.1:`port`; panics when it has not ended after
+/// `limit`.
+pub fn call(
+    dir: &TempDir,
+    port: u16,
+    method: &str,
+    request: &str,
+    options: CallOptions<'_>,
+    limit: Duration,
+) -> CallOutcome {
+    let port_arg = port.to_string();
+    let deadline_arg = options.deadline.map(|d| d.as_secs_f64().to_string());
+    let mut args = vec!["call", &port_arg, method, request];
+    if let Some(d) = &deadline_arg {
+        args.extend(["--deadline", d]);
+    }
+    if let Some(t) = options.grpc_timeout_header {
+        args.extend(["--grpc-timeout", t]);
+    }
+    static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let mut process = peers(dir, &args, &format!("grpc-call-{n}.log"));
+    let code = process.wait_exit(limit);
+    let output = process.output();
+    assert_eq!(code, Some(0), "the gRPC client failed:\n{output}");
+    let line = output
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("the gRPC client printed no result:\n{output}"));
+    let v: serde_json::Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("the gRPC client's result is not JSON ({e}): {line}"));
+    CallOutcome {
+        code: v["code"].as_str().unwrap_or_default().to_string(),
+        messages: v["messages"].as_u64().unwrap_or_default(),
+        seconds: v["seconds"].as_f64().unwrap_or_default(),
+        details: v["details"].as_str().unwrap_or_default().to_string(),
+    }
+}
