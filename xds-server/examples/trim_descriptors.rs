@@ -24,6 +24,7 @@ const ROOTS: &[&str] = &[
     "envoy.extensions.filters.http.cors.v3.CorsPolicy",
     "envoy.extensions.filters.http.grpc_web.v3.GrpcWeb",
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+    "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -21,6 +21,11 @@ static POOL: LazyLock<Result<DescriptorPool, String>> = LazyLock::new(|| {
         .map_err(|e| format!("the built-in Envoy descriptors are corrupt: {e}"))
 });
 
+/// The descriptors of every message `translate` emits.
+pub(crate) fn pool() -> Result<&'static DescriptorPool, String> {
+    POOL.as_ref().map_err(Clone::clone)
+}
+
 /// Why a resource could not be shown as JSON.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("cannot render {type_url} as JSON: {reason}")]
