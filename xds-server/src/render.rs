@@ -42,7 +42,7 @@ pub fn any_json(any: &Any) -> Result<Value, RenderError> {
         type_url: any.type_url.clone(),
         reason,
     };
-    let pool = POOL.as_ref().map_err(|e| err(e.clone()))?;
+    let pool = pool().map_err(err)?;
     let desc = pool
         .get_message_by_name("google.protobuf.Any")
         .ok_or_else(|| err("google.protobuf.Any is missing from the descriptors".into()))?;
