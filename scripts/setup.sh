@@ -58,6 +58,13 @@ if ! command -v prometheus >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# openssl, as an outside TLS client of the xDS port in the TLS tests.
+if ! command -v openssl >/dev/null; then
+  log "installing openssl (apt)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null
+fi
+
 # checkov, in its own virtualenv (it pins an old boto3), for the infra tests; run offline.
 venv checkov "checkov==3.3.*" \
   "import importlib.metadata as m, sys; sys.exit(not m.version('checkov').startswith('3.3.'))"

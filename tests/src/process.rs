@@ -1,6 +1,5 @@
 //! Processes under test: xds-server and Envoy, killed when their handles drop.
 
-use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -233,6 +232,18 @@ impl Envoy {
         mode: Mode,
         edit: impl FnOnce(&mut serde_json::Value),
     ) -> Envoy {
+        Self::start_opts(dir, proxy, xds_port, mode, &[], edit)
+    }
+
+    /// The general form: extra `xds-server bootstrap` flags, then `edit` on its output.
+    pub fn start_opts(
+        dir: &TempDir,
+        proxy: &str,
+        xds_port: u16,
+        mode: Mode,
+        bootstrap_args: &[&str],
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Envoy {
         let admin_port = free_port();
         let mut cmd = Command::new(workspace_bin("xds-server"));
         cmd.args([
@@ -249,6 +260,7 @@ impl Envoy {
         if mode == Mode::Delta {
             cmd.arg("--delta");
         }
+        cmd.args(bootstrap_args);
         let out = cmd.output().expect("xds-server bootstrap runs");
         assert!(
             out.status.success(),
@@ -298,25 +310,6 @@ impl Envoy {
             let (k, v) = l.split_once(": ")?;
             (k == name).then(|| v.trim().parse().ok()).flatten()
         })
-    }
-
-    /// Adds a static cluster named `name` (to `addr`) to a bootstrap, for [`Envoy::start_with`]:
-    /// a catalog upstream of the same name is then one Envoy rejects (static clusters cannot be
-    /// replaced over CDS), while the control plane cannot know it.
-    pub fn add_static_cluster(bootstrap: &mut serde_json::Value, name: &str, addr: SocketAddr) {
-        let cluster = serde_json::json!({
-            "name": name,
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            "load_assignment": { "cluster_name": name, "endpoints": [ { "lb_endpoints": [ {
-                "endpoint": { "address": { "socket_address": {
-                    "address": addr.ip().to_string(), "port_value": addr.port() } } }
-            } ] } ] },
-        });
-        bootstrap["static_resources"]["clusters"]
-            .as_array_mut()
-            .expect("the bootstrap has static clusters")
-            .push(cluster);
     }
 
     /// A text stat (e.g. `cluster_manager.cds.version_text`).

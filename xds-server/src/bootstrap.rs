@@ -28,6 +28,9 @@ pub struct BootstrapConfig {
     pub delta: bool,
     /// The longest pause between Envoy's attempts to reach the control plane again.
     pub retry_max: Duration,
+    /// TLS to the control plane: the CA bundle (PEM file) that signed its certificate, which
+    /// must name the `--xds` host.
+    pub xds_ca: Option<std::path::PathBuf>,
 }
 
 /// Envoy's first pause before reconnecting to the control plane; the pauses double (with
@@ -118,6 +121,32 @@ fn stats_resources(listen: SocketAddr, admin: SocketAddr) -> (Value, Value) {
     (listener, cluster)
 }
 
+/// The xDS cluster's TLS: the control plane's certificate must chain to `ca` and name the host
+/// Envoy dials.
+fn xds_tls(c: &BootstrapConfig, ca: &std::path::Path) -> Value {
+    let san_type = if c.xds_host.parse::<IpAddr>().is_ok() {
+        "IP_ADDRESS"
+    } else {
+        "DNS"
+    };
+    json!({
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": c.xds_host,
+            "common_tls_context": {
+                "alpn_protocols": ["h2"],
+                "validation_context": {
+                    "trusted_ca": { "filename": ca.display().to_string() },
+                    "match_typed_subject_alt_names": [
+                        { "san_type": san_type, "matcher": { "exact": c.xds_host } }
+                    ],
+                },
+            },
+        },
+    })
+}
+
 /// The bootstrap document.
 pub fn bootstrap(c: &BootstrapConfig) -> Value {
     let config_source = json!({ "ads": {}, "resource_api_version": "V3" });
@@ -169,6 +198,9 @@ pub fn bootstrap(c: &BootstrapConfig) -> Value {
             } ]
         }
     });
+    if let Some(ca) = &c.xds_ca {
+        doc["static_resources"]["clusters"][0]["transport_socket"] = xds_tls(c, ca);
+    }
     if discovery == "STRICT_DNS" {
         // Envoy's default tries IPv6 first: `localhost` became [::1], where nothing listens,
         // and the proxy never connected (nothing in its log says why).
@@ -199,6 +231,7 @@ mod tests {
             stats_listen: None,
             delta: false,
             retry_max: Duration::from_secs(2),
+            xds_ca: None,
         }
     }
 
@@ -259,6 +292,32 @@ mod tests {
         assert_eq!(
             b["static_resources"]["clusters"][0]["dns_lookup_family"],
             "V4_PREFERRED"
+        );
+    }
+
+    #[test]
+    fn tls_to_the_control_plane_checks_its_name() {
+        let mut c = config();
+        assert!(bootstrap(&c)["static_resources"]["clusters"][0]["transport_socket"].is_null());
+        c.xds_ca = Some("/etc/xds/ca.pem".into());
+        c.xds_host = "xds.internal".into();
+        let b = bootstrap(&c);
+        let tls = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
+        assert_eq!(tls["sni"], "xds.internal");
+        let v = &tls["common_tls_context"]["validation_context"];
+        assert_eq!(v["trusted_ca"]["filename"], "/etc/xds/ca.pem");
+        assert_eq!(v["match_typed_subject_alt_names"][0]["san_type"], "DNS");
+        assert_eq!(
+            v["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+            "xds.internal"
+        );
+        c.xds_host = "10.0.0.7".into();
+        let b = bootstrap(&c);
+        let v = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]["common_tls_context"]
+            ["validation_context"];
+        assert_eq!(
+            v["match_typed_subject_alt_names"][0]["san_type"],
+            "IP_ADDRESS"
         );
     }
 

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod bootstrap;
+pub mod ca;
 pub mod cache;
 pub mod catalog;
 pub mod discovery;
@@ -9,4 +10,5 @@ pub mod metrics;
 pub mod render;
 pub mod serve;
 pub mod server;
+pub mod tls;
 pub mod translate;

@@ -8,10 +8,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use xds_server::bootstrap::{self, BootstrapConfig};
+use xds_server::ca::{Ca, CaSource};
 use xds_server::catalog::{self, ProxyName};
 use xds_server::discovery::DiscoveryConfig;
 use xds_server::render;
 use xds_server::serve::{self, CatalogLocation, ServeConfig};
+use xds_server::tls::ServerCertificate;
 
 /// gRPC xDS control plane for generic Envoy proxies on AWS ECS.
 #[derive(Parser)]
@@ -44,6 +46,8 @@ enum Format {
     Yaml,
 }
 
+// Parsed once at start: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve xDS to Envoy proxies from a catalog, following its changes.
@@ -86,6 +90,34 @@ enum Command {
         /// How long streams get to close on SIGTERM before the server exits.
         #[arg(long, env = "XDS_SERVER_DRAIN", default_value = "5s", value_parser = parse_duration)]
         drain: Duration,
+        /// The control plane's CA: file:DIR (as `xds-server ca init` writes it) or
+        /// secretsmanager:NAME-OR-ARN (a JSON secret {"certificate": PEM, "private_key": PEM}).
+        /// Every replica must read the same one.
+        #[arg(long, env = "XDS_SERVER_CA")]
+        ca: Option<CaSource>,
+        /// The CA that signs next: trusted everywhere the current one is, so that switching
+        /// to it is a configuration change.
+        #[arg(long, env = "XDS_SERVER_CA_NEXT", requires = "ca")]
+        ca_next: Option<CaSource>,
+        /// TLS on the xDS port, with a server certificate the CA makes (and renews) for the
+        /// --xds-tls-name names.
+        #[arg(long, env = "XDS_SERVER_XDS_TLS")]
+        xds_tls: bool,
+        /// A name (DNS name or IP address) proxies dial, for the server certificate; repeat it
+        /// or separate names with commas.
+        #[arg(long, env = "XDS_SERVER_XDS_TLS_NAME", value_delimiter = ',')]
+        xds_tls_name: Vec<String>,
+        /// TLS on the xDS port with this certificate chain (PEM), re-read when it changes.
+        #[arg(long, env = "XDS_SERVER_XDS_TLS_CERT")]
+        xds_tls_cert: Option<PathBuf>,
+        /// The private key (PEM) of --xds-tls-cert.
+        #[arg(long, env = "XDS_SERVER_XDS_TLS_KEY")]
+        xds_tls_key: Option<PathBuf>,
+    },
+    /// The control plane's own certificate authority.
+    Ca {
+        #[command(subcommand)]
+        command: CaCommand,
     },
     /// Check a catalog: prints "ok", or every error found and exits 1.
     Validate {
@@ -130,9 +162,24 @@ enum Command {
         /// first is 250ms, then doubling), so proxies are back within seconds of a deploy.
         #[arg(long, env = "XDS_SERVER_XDS_RETRY_MAX", default_value = "2s", value_parser = parse_duration)]
         xds_retry_max: Duration,
+        /// TLS to the control plane: the CA bundle (PEM) that signed its certificate, which must
+        /// name the --xds host (xds-server serve --xds-tls makes such a certificate).
+        #[arg(long, env = "XDS_SERVER_XDS_CA")]
+        xds_ca: Option<PathBuf>,
         /// Output format.
         #[arg(long, default_value = "yaml")]
         format: Format,
+    },
+}
+
+#[derive(Subcommand)]
+enum CaCommand {
+    /// Create a new root CA (ECDSA P-256, valid for 10 years) in DIR: certificate.pem and
+    /// private_key.pem (mode 0600). Never overwrites.
+    Init {
+        /// The directory to write.
+        #[arg(long)]
+        out: PathBuf,
     },
 }
 
@@ -163,9 +210,23 @@ async fn main() -> anyhow::Result<ExitCode> {
             max_backoff,
             debounce,
             drain,
+            ca,
+            ca_next,
+            xds_tls,
+            xds_tls_name,
+            xds_tls_cert,
+            xds_tls_key,
         } => {
             common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), &cli.log)
                 .map_err(anyhow::Error::msg)?;
+            let xds_tls = ServerCertificate::from_flags(
+                xds_tls,
+                &xds_tls_name,
+                xds_tls_cert,
+                xds_tls_key,
+                ca.is_some(),
+            )
+            .map_err(anyhow::Error::msg)?;
             let config = ServeConfig {
                 catalog,
                 xds_listen,
@@ -180,8 +241,22 @@ async fn main() -> anyhow::Result<ExitCode> {
                     ..DiscoveryConfig::default()
                 },
                 drain,
+                ca,
+                ca_next,
+                xds_tls,
             };
             serve::serve(config, common::cli::shutdown_signal()).await?;
+        }
+        Command::Ca {
+            command: CaCommand::Init { out },
+        } => {
+            let ca = Ca::generate("xds-server CA")?;
+            ca.write(&out)?;
+            println!(
+                "wrote {} and {} (mode 0600); keep the key secret (e.g. in Secrets Manager)",
+                out.join(xds_server::ca::CERTIFICATE_FILE).display(),
+                out.join(xds_server::ca::PRIVATE_KEY_FILE).display()
+            );
         }
         Command::Validate { path } => match catalog::load_path(&path) {
             Ok(_) => println!("ok"),
@@ -230,6 +305,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             stats_listen,
             delta,
             xds_retry_max,
+            xds_ca,
             format,
         } => {
             let (xds_host, xds_port) = bootstrap::parse_host_port(&xds).context("--xds")?;
@@ -259,6 +335,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 stats_listen,
                 delta,
                 retry_max: xds_retry_max,
+                xds_ca,
             };
             print(&bootstrap::bootstrap(&config), format)?;
         }

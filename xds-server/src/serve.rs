@@ -11,12 +11,14 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
+use crate::ca::{Ca, CaSet, CaSource};
 use crate::cache::{Cache, Snapshot};
 use crate::catalog::{self, LoadedCatalog};
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::metrics::Metrics;
 use crate::server::XdsServer;
 use crate::server::nodes::Nodes;
+use crate::tls::{ServerCertificate, ServerTls};
 use crate::translate::{EndpointMap, translate};
 use s3_config_loader::S3Location;
 use s3_config_loader::sync::{Fetched, fetch_object, list_objects};
@@ -243,6 +245,12 @@ pub struct ServeConfig {
     pub discovery: DiscoveryConfig,
     /// How long streams get to close at shutdown.
     pub drain: Duration,
+    /// The control plane's CA, and the next one (trusted, not yet signing).
+    pub ca: Option<CaSource>,
+    /// See [`ServeConfig::ca`].
+    pub ca_next: Option<CaSource>,
+    /// TLS on the xDS port; `None` is plaintext.
+    pub xds_tls: Option<ServerCertificate>,
 }
 
 /// The outcome of the latest catalog load, for `/readyz` and the logs.
@@ -274,6 +282,12 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("xDS server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// The CA could not be read.
+    #[error("CA: {0}")]
+    Ca(#[from] crate::ca::CaError),
+    /// TLS could not be set up.
+    #[error("xDS TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// Runs the server until `shutdown` completes, then drains streams and returns.
@@ -290,6 +304,27 @@ pub async fn serve(
         ..Default::default()
     }));
 
+    let cas = match &config.ca {
+        Some(source) => {
+            let current = Ca::load(source).await?;
+            let next = match &config.ca_next {
+                Some(next) => Some(Ca::load(next).await?),
+                None => None,
+            };
+            tracing::info!(ca = %source, next = ?config.ca_next.as_ref().map(|n| n.to_string()), "CA loaded");
+            Some(Arc::new(CaSet { current, next }))
+        }
+        None => None,
+    };
+    let tls = match &config.xds_tls {
+        Some(cert) => Some(ServerTls::new(cert, cas.clone())?),
+        None => {
+            tracing::warn!(
+                "the xDS port is plaintext: anyone who reaches it can read any proxy's configuration (see --xds-tls)"
+            );
+            None
+        }
+    };
     let xds = TcpListener::bind(config.xds_listen)
         .await
         .map_err(|source| ServeError::Bind {
@@ -355,7 +390,7 @@ pub async fn serve(
     let debug_task = http_server(debug_listener, admin::debug_router(admin_state));
 
     let server = XdsServer::new(cache, metrics, nodes, stop_rx.clone());
-    let incoming = Incoming::new(xds);
+    let incoming = crate::tls::incoming(xds, tls);
     let mut grpc_stop = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
@@ -386,63 +421,6 @@ pub async fn serve(
     })
     .await;
     result
-}
-
-/// The xDS port's accepted connections: with TCP_NODELAY (xDS responses are small writes that
-/// Nagle's algorithm would hold back), and a pause after an accept error (out of file
-/// descriptors, say) instead of a busy loop retrying it.
-struct Incoming {
-    listener: TcpListener,
-    pause: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
-    backoff: Duration,
-}
-
-impl Incoming {
-    const FIRST_PAUSE: Duration = Duration::from_millis(5);
-    const LONGEST_PAUSE: Duration = Duration::from_secs(1);
-
-    fn new(listener: TcpListener) -> Self {
-        Self {
-            listener,
-            pause: None,
-            backoff: Self::FIRST_PAUSE,
-        }
-    }
-}
-
-impl tokio_stream::Stream for Incoming {
-    type Item = std::io::Result<tokio::net::TcpStream>;
-
-    fn poll_next(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Self::Item>> {
-        use std::task::Poll;
-        loop {
-            if let Some(pause) = self.pause.as_mut() {
-                if pause.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                self.pause = None;
-            }
-            match self.listener.poll_accept(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok((stream, _))) => {
-                    self.backoff = Self::FIRST_PAUSE;
-                    if let Err(e) = stream.set_nodelay(true) {
-                        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                    }
-                    return Poll::Ready(Some(Ok(stream)));
-                }
-                Poll::Ready(Err(e)) => {
-                    tracing::warn!(error = %e, pause_ms = self.backoff.as_millis() as u64, "cannot accept an xDS connection; pausing");
-                    let pause = self.backoff;
-                    self.backoff = (pause * 2).min(Self::LONGEST_PAUSE);
-                    self.pause = Some(Box::pin(tokio::time::sleep(pause)));
-                }
-            }
-        }
-    }
 }
 
 /// Re-reads the catalog whenever its content changes; accepted catalogs go to `tx`.
@@ -578,18 +556,7 @@ pub fn build_all(
 
 #[cfg(test)]
 mod tests {
-    use super::{CatalogLocation, Incoming};
-    use tokio_stream::StreamExt;
-
-    #[tokio::test]
-    async fn accepted_xds_connections_have_nodelay() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut incoming = Incoming::new(listener);
-        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let accepted = incoming.next().await.unwrap().unwrap();
-        assert!(accepted.nodelay().unwrap());
-    }
+    use super::CatalogLocation;
 
     #[test]
     fn catalog_locations() {
