@@ -1,7 +1,7 @@
 //! Processes under test: xds-server and Envoy, killed when their handles drop.
 
-use std::os::unix::process::CommandExt;
 use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

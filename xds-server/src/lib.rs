@@ -5,6 +5,7 @@ pub mod bootstrap;
 pub mod cache;
 pub mod catalog;
 pub mod discovery;
+pub mod envoy_validate;
 pub mod metrics;
 pub mod render;
 pub mod serve;
