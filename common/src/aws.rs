@@ -2,15 +2,37 @@
 //! profile, environment variables), the region from the environment or profile (us-east-1 when
 //! none is set), and the standard `AWS_ENDPOINT_URL` / `AWS_ENDPOINT_URL_<SERVICE>` variables,
 //! which is also how tests point the tools at an emulator.
+//!
+//! Every call has a deadline: a hung connection (a silently dropped NLB flow, a black-holed
+//! endpoint) fails the call like any other error instead of stalling its caller forever.
+
+use std::time::Duration;
 
 use aws_config::meta::region::RegionProviderChain;
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_types::timeout::TimeoutConfig;
 
-/// The shared SDK configuration for every AWS client of a process.
+/// How long one attempt of an API call may take, up to its response's headers (a streamed body,
+/// such as an S3 object's, is read afterwards and is not bound by it). AWS answers the calls the
+/// toolkit makes in well under a second.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a whole API call may take, its retries included (the SDK's standard retry mode makes
+/// up to three attempts).
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(25);
+
+/// The shared SDK configuration for every AWS client of a process: the SDK's defaults (a 3.1 s
+/// connect timeout among them) plus [`ATTEMPT_TIMEOUT`] and [`OPERATION_TIMEOUT`].
 pub async fn sdk_config() -> SdkConfig {
     let region = RegionProviderChain::default_provider().or_else("us-east-1");
     aws_config::defaults(BehaviorVersion::latest())
         .region(region)
+        .timeout_config(
+            TimeoutConfig::builder()
+                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+                .operation_timeout(OPERATION_TIMEOUT)
+                .build(),
+        )
         .load()
         .await
 }

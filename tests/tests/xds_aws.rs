@@ -291,6 +291,8 @@ fn envoy_keeps_serving_while_aws_is_down_and_updates_resume() {
 
 #[test]
 fn throttling_backs_off_without_losing_endpoints() {
+    // One series per source, named by its description.
+    const BACKOFF: &str = "xds_discovery_backoff_seconds{kind=\"cloud_map\",source=\"cloud_map prism-test.atala.local/web\"}";
     let dir = TempDir::new("throttle");
     let moto = Moto::start(&dir, 0);
     let (_a, _b, cm) = web_with_a_and_b(&moto);
@@ -318,7 +320,7 @@ fn throttling_backs_off_without_losing_endpoints() {
         || {
             let throttled = server
                 .metric("xds_discovery_errors_total{kind=\"cloud_map\",reason=\"throttled\"}");
-            let backoff = server.metric("xds_discovery_backoff_seconds{kind=\"cloud_map\"}");
+            let backoff = server.metric(BACKOFF);
             (throttled >= 2.0 && backoff >= 0.8).then_some(())
         },
     );
@@ -328,7 +330,7 @@ fn throttling_backs_off_without_losing_endpoints() {
     );
     throttler.throttle.store(false, Ordering::Relaxed);
     wait_for("the backoff to end", Duration::from_secs(30), || {
-        (server.metric("xds_discovery_backoff_seconds{kind=\"cloud_map\"}") == 0.0).then_some(())
+        (server.metric(BACKOFF) == 0.0).then_some(())
     });
     cm.deregister("i-a");
     wait_answering(port, &["b"]);
@@ -593,5 +595,173 @@ upstreams:
         server.metric(
             "xds_discovery_requests_total{kind=\"ecs\",operation=\"DescribeTaskDefinition\"}"
         ) >= 1.0
+    );
+}
+
+/// A task whose task definition has a health check gets traffic only once ECS says it is
+/// HEALTHY: in its start period (UNKNOWN) it is no endpoint. A task without a health check is an
+/// endpoint while UNKNOWN, as before.
+#[test]
+fn ecs_a_health_checked_task_gets_no_traffic_until_it_is_healthy() {
+    let dir = TempDir::new("ecs-health");
+    let moto = Moto::start_ecs(&dir, 0, "127.0.0.1");
+    let (a, b) = (
+        Backend::start("a", 0).unwrap(),
+        Backend::start("b", 0).unwrap(),
+    );
+    let fixture = |args: &[&str]| -> Vec<String> {
+        moto.fixture("ecs_tasks.py", args)
+            .lines()
+            .map(String::from)
+            .collect()
+    };
+    // Revision 1 (no health check) runs on a's port; revision 2 adds a health check and runs on
+    // b's: a deployment in progress.
+    let a_port = a.addr.port().to_string();
+    let b_port = b.addr.port().to_string();
+    let old = fixture(&["service", "web", "1", &a_port]);
+    assert_eq!(old.len(), 2);
+    fixture(&["revise", "web", &b_port]);
+    let starting = fixture(&["run", "web"]).remove(0);
+    let port = free_port();
+    let text = format!(
+        r#"
+version: 1
+proxies:
+  {PROXY}:
+    listeners:
+      - {{ name: web, address: 127.0.0.1, port: {port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: web }} ] }}
+upstreams:
+  web:
+    protocol: http1
+    endpoints: {{ ecs: {{ cluster: prism-test, service: web, container: app }} }}
+"#
+    );
+    let catalog = dir.write("catalog.yaml", &text);
+    let (server, _envoy) = serve_and_proxy(&dir, &moto.env(), catalog.as_os_str(), &[], Mode::Sotw);
+    let listed = || -> Vec<String> {
+        let sources = server.admin_json("/debug/endpoints");
+        let mut eps: Vec<String> = sources[0]["endpoints"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|e| e.as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default();
+        eps.sort();
+        eps
+    };
+    wait_answering(port, &["a"]);
+    let polls =
+        || server.metric("xds_discovery_requests_total{kind=\"ecs\",operation=\"DescribeTasks\"}");
+    // Through several polls (every 200ms), the starting task gets nothing.
+    let before = polls();
+    while polls() < before + 5.0 {
+        assert_eq!(listed(), vec![a.endpoint()]);
+        assert_eq!(answering(port, 10), ["a".to_string()].into());
+    }
+    assert_eq!(b.hits(), 0);
+    // Its health check passed: it joins.
+    fixture(&["health", &starting, "HEALTHY"]);
+    wait_answering(port, &["a", "b"]);
+    let mut both = vec![a.endpoint(), b.endpoint()];
+    both.sort();
+    assert_eq!(listed(), both);
+    // And leaves when it fails.
+    fixture(&["health", &starting, "UNHEALTHY"]);
+    wait_answering(port, &["a"]);
+    // One DescribeTaskDefinition per revision, however many polls.
+    assert_eq!(
+        server.metric(
+            "xds_discovery_requests_total{kind=\"ecs\",operation=\"DescribeTaskDefinition\"}"
+        ),
+        2.0
+    );
+}
+
+/// `health: healthy` is healthy-or-else-all: when every instance fails its health check at once,
+/// all of them keep their traffic (as Envoy's panic routing would), and a metric says so.
+#[test]
+fn cloud_map_serves_every_instance_while_none_is_healthy_and_says_so() {
+    const ALL_UNHEALTHY: &str = "xds_discovery_all_unhealthy{kind=\"cloud_map\",source=\"cloud_map prism-test.atala.local/web\"}";
+    let dir = TempDir::new("cloudmap-unhealthy");
+    let moto = Moto::start(&dir, 0);
+    let (_a, _b, cm) = web_with_a_and_b(&moto);
+    let port = free_port();
+    let catalog = dir.write("catalog.yaml", &cloud_map_catalog(port, "web"));
+    let (server, _envoy) = serve_and_proxy(&dir, &moto.env(), catalog.as_os_str(), &[], Mode::Sotw);
+    wait_answering(port, &["a", "b"]);
+    assert_eq!(server.metric(ALL_UNHEALTHY), 0.0);
+    cm.set_health("i-a", false);
+    wait_answering(port, &["b"]);
+    // The last healthy one fails too: both are served again, and the metric says why.
+    cm.set_health("i-b", false);
+    wait_answering(port, &["a", "b"]);
+    wait_for("the all-unhealthy gauge", Duration::from_secs(10), || {
+        (server.metric(ALL_UNHEALTHY) == 1.0).then_some(())
+    });
+    assert!(
+        server
+            .process
+            .output()
+            .contains("no instance is healthy; serving all of them until one is")
+    );
+    // One recovers: only it.
+    cm.set_health("i-a", true);
+    wait_answering(port, &["a"]);
+    assert_eq!(server.metric(ALL_UNHEALTHY), 0.0);
+}
+
+/// An answer with no instances after some (a namespace emptied by mistake, a deregistration
+/// script run against the wrong service) is believed only when the next poll says the same.
+#[test]
+fn cloud_map_an_empty_answer_is_held_for_one_poll_before_it_is_believed() {
+    let dir = TempDir::new("cloudmap-empty");
+    let moto = Moto::start(&dir, 0);
+    let (_a, _b, cm) = web_with_a_and_b(&moto);
+    let port = free_port();
+    let catalog = dir.write("catalog.yaml", &cloud_map_catalog(port, "web"));
+    // Polls two seconds apart, so the held poll can be seen.
+    let (server, _envoy) = serve_and_proxy(
+        &dir,
+        &moto.env(),
+        catalog.as_os_str(),
+        &["--discovery-interval", "2s"],
+        Mode::Sotw,
+    );
+    wait_answering(port, &["a", "b"]);
+    cm.deregister("i-a");
+    cm.deregister("i-b");
+    wait_for("the held empty answer", Duration::from_secs(10), || {
+        server
+            .process
+            .output()
+            .contains(
+                "the source answered with no endpoints; keeping the last ones for one more poll",
+            )
+            .then_some(())
+    });
+    // Still served after the first empty answer ...
+    let sources = server.admin_json("/debug/endpoints");
+    assert_eq!(
+        sources[0]["endpoints"].as_array().map(Vec::len),
+        Some(2),
+        "{sources}"
+    );
+    // ... and emptied after the second.
+    wait_for(
+        "the empty answer to be believed",
+        Duration::from_secs(10),
+        || {
+            let sources = server.admin_json("/debug/endpoints");
+            (sources[0]["endpoints"].as_array().map(Vec::len) == Some(0)).then_some(())
+        },
+    );
+    assert!(
+        server
+            .process
+            .output()
+            .contains("the source answered with no endpoints again; it has none now")
     );
 }

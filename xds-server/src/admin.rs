@@ -130,6 +130,8 @@ struct SourceView {
     endpoints: Option<Vec<String>>,
     last_success: Option<u64>,
     last_error: Option<String>,
+    /// An empty answer after endpoints, kept back for one more poll.
+    empty_held: bool,
 }
 
 async fn endpoints(State(s): State<AdminState>) -> Response {
@@ -153,6 +155,7 @@ async fn endpoints(State(s): State<AdminState>) -> Response {
                         .map(|eps| eps.iter().map(ToString::to_string).collect()),
                     last_success: st.last_success.map(secs),
                     last_error: st.last_error,
+                    empty_held: st.empty_held,
                 },
             )
         })

@@ -6,6 +6,7 @@ pub mod ca;
 pub mod cache;
 pub mod catalog;
 pub mod discovery;
+pub mod envoy_validate;
 pub mod metrics;
 pub mod render;
 pub mod serve;

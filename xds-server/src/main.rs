@@ -11,9 +11,9 @@ use xds_server::bootstrap::{self, BootstrapConfig};
 use xds_server::ca::{Ca, CaSource};
 use xds_server::catalog::{self, ProxyName};
 use xds_server::discovery::DiscoveryConfig;
-use xds_server::render;
 use xds_server::serve::{self, CatalogLocation, ServeConfig};
 use xds_server::tls::ServerCertificate;
+use xds_server::{envoy_validate, render};
 
 /// gRPC xDS control plane for generic Envoy proxies on AWS ECS.
 #[derive(Parser)]
@@ -84,6 +84,10 @@ enum Command {
         /// The longest delay between polls of a source that AWS throttles.
         #[arg(long, env = "XDS_SERVER_MAX_BACKOFF", default_value = "5m", value_parser = parse_duration)]
         max_backoff: Duration,
+        /// The longest one poll of an endpoint source may take before it counts as failed (each
+        /// AWS call also has its own timeouts).
+        #[arg(long, env = "XDS_SERVER_DISCOVERY_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+        discovery_timeout: Duration,
         /// Quiet time gathered before pushing, so a burst of changes gives one push.
         #[arg(long, env = "XDS_SERVER_DEBOUNCE", default_value = "100ms", value_parser = parse_duration)]
         debounce: Duration,
@@ -119,10 +123,15 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
-    /// Check a catalog: prints "ok", or every error found and exits 1.
+    /// Check a catalog: prints "ok", or every error found and exits 1. Warnings (routes that can
+    /// never match) go to stderr and do not fail it.
     Validate {
         /// The catalog: a file, or a directory of fragments.
         path: PathBuf,
+        /// Also have this Envoy binary check every proxy's configuration (`envoy --mode
+        /// validate`), for what the catalog's own checks miss.
+        #[arg(long, env = "XDS_SERVER_VALIDATE_ENVOY")]
+        envoy: Option<PathBuf>,
     },
     /// Print the resources a proxy would get (listeners, routes, clusters, endpoints).
     Render {
@@ -208,6 +217,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             file_interval,
             discovery_interval,
             max_backoff,
+            discovery_timeout,
             debounce,
             drain,
             ca,
@@ -238,6 +248,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                     file_interval,
                     aws_interval: discovery_interval,
                     max_backoff,
+                    poll_timeout: discovery_timeout,
                     ..DiscoveryConfig::default()
                 },
                 drain,
@@ -258,13 +269,38 @@ async fn main() -> anyhow::Result<ExitCode> {
                 out.join(xds_server::ca::PRIVATE_KEY_FILE).display()
             );
         }
-        Command::Validate { path } => match catalog::load_path(&path) {
-            Ok(_) => println!("ok"),
-            Err(e) => {
-                eprintln!("{e}");
-                return Ok(ExitCode::FAILURE);
+        Command::Validate { path, envoy } => {
+            let loaded = match catalog::load_path(&path) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            for w in catalog::warnings(&loaded.catalog) {
+                eprintln!("warning: {w}");
             }
-        },
+            if let Some(envoy) = envoy {
+                let verdicts = envoy_validate::validate_all(&envoy, &loaded);
+                let refused: Vec<_> = verdicts.iter().filter(|(_, v)| v.is_err()).collect();
+                if !refused.is_empty() {
+                    eprintln!(
+                        "{}: Envoy ({}) refuses {} of {} proxies",
+                        path.display(),
+                        envoy.display(),
+                        refused.len(),
+                        verdicts.len()
+                    );
+                    for (proxy, verdict) in refused {
+                        if let Err(why) = verdict {
+                            eprintln!("  proxies.{proxy}: {why}");
+                        }
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+            println!("ok");
+        }
         Command::Render {
             catalog,
             proxy,

@@ -27,10 +27,15 @@ pub struct Metrics {
     pub unknown_proxy_streams: IntCounter,
     /// AWS API calls of the endpoint sources, by `kind` (cloud_map, ecs) and `operation`.
     pub discovery_requests: IntCounterVec,
-    /// Failed source polls by `kind` (file, cloud_map, ecs) and `reason` (throttled, error).
+    /// Failed source polls by `kind` (file, cloud_map, ecs) and `reason` (throttled, timeout,
+    /// error).
     pub discovery_errors: IntCounterVec,
-    /// The current delay before the next poll of a throttled source kind, in seconds (0: none).
+    /// The current delay before the next poll of a throttled source, in seconds (0: none), by
+    /// `kind` and `source` (the source's description; one series per source of the catalog).
     pub discovery_backoff: prometheus::GaugeVec,
+    /// 1 while a source serves every instance because none is healthy (Cloud Map
+    /// `health: healthy`), else 0; by `kind` and `source`.
+    pub discovery_all_unhealthy: IntGaugeVec,
     /// Upstreams used by a proxy whose source has not answered yet (they have no endpoints).
     pub upstreams_without_endpoints: prometheus::IntGauge,
     /// Proxy roles gone from the catalog whose connected Envoys keep their last snapshot.
@@ -168,7 +173,18 @@ impl Metrics {
                         "xds_discovery_backoff_seconds",
                         "Current delay before the next poll of a throttled source",
                     ),
-                    &["kind"],
+                    &["kind", "source"],
+                )
+                .expect("valid metric"),
+            ),
+            discovery_all_unhealthy: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "xds_discovery_all_unhealthy",
+                        "1 while a source serves all its instances because none is healthy",
+                    ),
+                    &["kind", "source"],
                 )
                 .expect("valid metric"),
             ),

@@ -462,6 +462,9 @@ async fn watch_catalog(
                     Ok(c) => {
                         metrics.catalog_loads.with_label_values(&["ok"]).inc();
                         tracing::info!(catalog = %name, proxies = c.catalog.proxies.len(), upstreams = c.catalog.upstreams.len(), "catalog loaded");
+                        for w in catalog::warnings(&c.catalog) {
+                            tracing::warn!(catalog = %name, path = %w.path, "{}", w.message);
+                        }
                         st.last_success = Some(common::duration::since_epoch().as_secs());
                         st.last_error = None;
                         tx.send_replace(Some(Arc::new(c)));

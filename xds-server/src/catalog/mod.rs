@@ -7,6 +7,7 @@
 
 mod duration;
 mod endpoint;
+pub mod re2;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -349,6 +350,29 @@ impl fmt::Display for CatalogError {
             write!(f, "{}: {}", self.path, self.message)
         }
     }
+}
+
+/// Something in a valid catalog that is most likely a mistake (it does not stop the catalog):
+/// where, and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CatalogWarning {
+    /// Field path, e.g. `proxies.edge.listeners[0].routes[2]`.
+    pub path: String,
+    /// What looks wrong there.
+    pub message: String,
+}
+
+impl fmt::Display for CatalogWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// The warnings of a catalog that parsed and validated (for a merged catalog, of the merge):
+/// routes that can never match because an earlier route of their listener takes all their
+/// requests. `xds-server validate` prints them; `serve` logs them once per catalog load.
+pub fn warnings(catalog: &Catalog) -> Vec<CatalogWarning> {
+    validate::warnings(catalog)
 }
 
 /// Every problem found in one catalog, named by its source.

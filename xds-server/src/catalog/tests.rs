@@ -352,3 +352,223 @@ fn format_errors_in_different_entries_are_reported_together() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn re2_program_size_estimates_bound_envoys_own() {
+    // (pattern, the program size Envoy 1.40 reports for it), measured with
+    // `re2.max_program_size.error_level: 1`, which makes Envoy name every regex's size.
+    let measured: &[(&str, u64)] = &[
+        ("a", 5),
+        ("abc", 7),
+        (".", 6),
+        ("(?s).", 5),
+        ("a*", 5),
+        ("a+", 6),
+        ("a?", 6),
+        ("(a)", 7),
+        ("(?:a)", 5),
+        ("a|b", 5),
+        ("ab|cd", 8),
+        (r"\w", 7),
+        (r"\d", 5),
+        ("[a-z]", 5),
+        ("(ab)*", 8),
+        ("(ab|cd)*", 10),
+        ("a{2,5}", 12),
+        ("a{3,}", 8),
+        ("(?:abc){0,5}", 24),
+        ("x(?:a|b)*y", 7),
+        ("^a$", 4),
+        (r"\bfoo\b", 9),
+        ("[^/]+", 7),
+        (".+", 7),
+        ("(?i)abc", 7),
+        ("é", 6),
+        ("[α-ω]", 6),
+        ("(?:a|b|c)+d", 7),
+        ("(?:foo|bar|baz|qux)", 14),
+        ("foo|foobar", 11),
+        ("(?:[a-z]+/)*x", 9),
+        ("/big/(abc|def)", 17),
+        ("/big/(abc|def|ghi){40}", 449),
+        (
+            "/api/v[0-9]+/users/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+            87,
+        ),
+    ];
+    for (pattern, envoy) in measured {
+        let estimate = re2::program_size(pattern).unwrap();
+        assert!(
+            // Never under (that would accept what Envoy refuses), at most a quarter over.
+            estimate >= *envoy && estimate <= envoy + envoy / 4 + 4,
+            "{pattern:?}: estimated {estimate}, Envoy says {envoy}"
+        );
+    }
+}
+
+#[test]
+fn what_envoy_nacks_is_refused_with_its_field_path() {
+    let text = GOOD
+        .replace("connect_timeout: 2s", "connect_timeout: 0s")
+        .replace(
+            "health_check: { grpc: {}, interval: 5s }",
+            "health_check: { grpc: {}, interval: 0ms, timeout: 0.4ms }\n    connect_timeout: 0ms",
+        )
+        .replace(
+            "outlier_detection: { consecutive_5xx: 5, base_ejection_time: 30s }",
+            "outlier_detection: { consecutive_5xx: 5, interval: 0s, base_ejection_time: 0s }",
+        )
+        .replace(
+            "retries: { attempts: 3, on: [unavailable] }",
+            "retries: { attempts: 3, on: [] }",
+        )
+        .replace(
+            "retries: { attempts: 2, on: [connect-failure, refused-stream, unavailable, reset] }",
+            "retries: { attempts: 2 }",
+        );
+    let e = errors(&text);
+    let at = |path: &str| {
+        e.iter()
+            .find(|m| m.starts_with(&format!("{path}: ")))
+            .unwrap_or_else(|| panic!("nothing at {path}: {e:#?}"))
+            .clone()
+    };
+    assert_eq!(
+        at("defaults.connect_timeout"),
+        "defaults.connect_timeout: 0ms is too short: Envoy needs at least 1ms here"
+    );
+    for path in [
+        "upstreams.connector.connect_timeout",
+        "upstreams.connector.health_check.interval",
+        // 0.4ms is whole milliseconds: 0.
+        "upstreams.connector.health_check.timeout",
+        "upstreams.connector.outlier_detection.interval",
+        "upstreams.connector.outlier_detection.base_ejection_time",
+    ] {
+        assert!(at(path).ends_with("too short: Envoy needs at least 1ms here"));
+    }
+    for path in [
+        "defaults.retries.on",
+        "proxies.intdemo.listeners[0].routes[1].retries.on",
+    ] {
+        assert!(at(path).contains("lists no retry conditions"), "{e:#?}");
+    }
+    assert_eq!(e.len(), 8, "{e:#?}");
+    // 1ms is enough.
+    assert_eq!(
+        errors(&GOOD.replace("connect_timeout: 2s", "connect_timeout: 1ms")),
+        Vec::<String>::new()
+    );
+}
+
+fn regex_route(regex: &str) -> String {
+    GOOD.replace(
+        "- match: { prefix: / }\n            to: web-v1",
+        &format!("- match: {{ regex: {regex:?} }}\n            to: web-v1"),
+    )
+}
+
+#[test]
+fn regexes_over_re2s_limits_are_refused() {
+    let at = "proxies.intdemo.listeners[0].routes[2].match.regex";
+    // Envoy 1.40 says 449 > 100 for this one.
+    let e = errors(&regex_route("/big/(abc|def|ghi){40}"));
+    assert_eq!(e.len(), 1, "{e:#?}");
+    assert!(
+        e[0].starts_with(&format!("{at}: compiles to about 529 RE2 instructions")),
+        "{e:#?}"
+    );
+    // Counts over 1000, alone or nested (Envoy: "invalid repetition size").
+    for re in ["/a{1001}", "/(a{100}){11}", "/(?:(?:a{10}){10}){11}"] {
+        let e = errors(&regex_route(re));
+        assert_eq!(e.len(), 1, "{re}: {e:#?}");
+        assert!(
+            e[0].contains("RE2, which Envoy uses, allows at most 1000"),
+            "{re}: {e:#?}"
+        );
+    }
+    // Within the repetition limit (Envoy 1.40 accepts these counts): nested counts that multiply
+    // to 1000, unbounded ones (`*`) that do not count. Their programs are too big, though.
+    for re in ["/(a{100}){10}", "/(?:(?:a*){10}){100}", "/a{2,1000}"] {
+        assert!(
+            matches!(re2::refusal(re), Some(re2::Refusal::ProgramSize(_))),
+            "{re}"
+        );
+    }
+    assert_eq!(
+        re2::refusal("/(?:a{3,}){400}"),
+        Some(re2::Refusal::Repetition(1200))
+    );
+    // A long but plain pattern (87 in Envoy), and a short one.
+    assert!(errors(&regex_route("/users/[0-9]+")).is_empty());
+    assert!(
+        errors(&regex_route(
+            "/api/v[0-9]+/users/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+        ))
+        .is_empty()
+    );
+}
+
+fn route_match(text: &str) -> RouteMatch {
+    serde_saphyr::from_str(text).unwrap()
+}
+
+#[test]
+fn a_route_is_shadowed_by_an_earlier_one_that_takes_all_its_requests() {
+    use super::validate::shadows;
+    let m = route_match;
+    let root = m("{ prefix: / }");
+    // Anything after `prefix: /` without headers.
+    for later in [
+        "{ prefix: /api }",
+        "{ path: /health }",
+        "{ regex: \"/users/[0-9]+\" }",
+        "{ prefix: /, headers: { x-canary: \"1\" } }",
+    ] {
+        assert!(shadows(&root, &m(later)), "{later}");
+    }
+    // A prefix shadows longer prefixes and paths under it, not shorter ones or other paths.
+    let api = m("{ prefix: /api/ }");
+    assert!(shadows(&api, &m("{ prefix: /api/v1/ }")));
+    assert!(shadows(&api, &m("{ path: /api/health }")));
+    assert!(!shadows(&api, &m("{ prefix: /api }")));
+    assert!(!shadows(&api, &m("{ path: /apiary }")));
+    assert!(!shadows(&api, &m("{ regex: \"/api/.*\" }")), "cannot tell");
+    // Paths and regexes shadow only the same path or regex.
+    assert!(shadows(&m("{ path: /a }"), &m("{ path: /a }")));
+    assert!(!shadows(&m("{ path: /a }"), &m("{ prefix: /a }")));
+    assert!(shadows(
+        &m("{ regex: \"/a.*\" }"),
+        &m("{ regex: \"/a.*\" }")
+    ));
+    // Header conditions: an earlier route with some shadows only later ones that have them too.
+    let canary = m("{ prefix: /, headers: { x-canary: \"1\" } }");
+    assert!(!shadows(&canary, &m("{ prefix: /api }")));
+    assert!(!shadows(
+        &canary,
+        &m("{ prefix: /api, headers: { x-canary: \"2\" } }")
+    ));
+    assert!(shadows(
+        &canary,
+        &m("{ prefix: /api, headers: { x-canary: \"1\", x-user: a } }")
+    ));
+}
+
+#[test]
+fn warnings_name_the_shadowed_route_and_do_not_reject_the_catalog() {
+    let c = parse("catalog.yaml", GOOD).unwrap();
+    assert_eq!(warnings(&c), vec![]);
+    let text = GOOD.replace(
+        "          - match: { prefix: / }\n            to: web-v1",
+        "          - match: { prefix: / }\n            to: web-v1\n          - match: { prefix: /late/ }\n            to: web-v1\n          - match: { path: /io.iohk.atala.prism.protos.ConnectorService/Ping }\n            to: connector",
+    );
+    let c = parse("catalog.yaml", &text).unwrap();
+    let w: Vec<String> = warnings(&c).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        w,
+        vec![
+            "proxies.intdemo.listeners[0].routes[3]: never matches: routes[2] (prefix /, any headers) comes first and takes every request this route would",
+            "proxies.intdemo.listeners[0].routes[4]: never matches: routes[0] (prefix /io.iohk.atala.prism.protos.ConnectorService/, any headers) comes first and takes every request this route would",
+        ]
+    );
+}

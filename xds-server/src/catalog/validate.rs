@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Catalog, CatalogError, Endpoint, EndpointSources, HealthCheck, ListenerProtocol, Retries,
-    Route, Upstream, UpstreamName, UpstreamProtocol,
+    Catalog, CatalogError, CatalogWarning, Duration, Endpoint, EndpointSources, HealthCheck,
+    ListenerProtocol, Retries, Route, RouteMatch, Upstream, UpstreamName, UpstreamProtocol, re2,
 };
 
 /// Envoy `retry_on` conditions accepted in `retries.on` (HTTP and gRPC ones).
@@ -39,6 +39,7 @@ pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
     if let Some(r) = &catalog.defaults.retries {
         v.retries("defaults.retries", r);
     }
+    v.envoy_duration("defaults.connect_timeout", catalog.defaults.connect_timeout);
     for (name, proxy) in &catalog.proxies {
         v.name(&format!("proxies.{name}"), &name.0);
         let mut ports: BTreeMap<i64, &str> = BTreeMap::new();
@@ -130,6 +131,72 @@ pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
     v.errors
 }
 
+/// What is valid but most likely a mistake: routes that can never match, because an earlier
+/// route of the same listener takes every request they would.
+pub(super) fn warnings(catalog: &Catalog) -> Vec<CatalogWarning> {
+    let mut out = Vec::new();
+    for (name, proxy) in &catalog.proxies {
+        for (i, l) in proxy.listeners.iter().enumerate() {
+            for (k, later) in l.routes.iter().enumerate() {
+                let Some(j) = l.routes[..k]
+                    .iter()
+                    .position(|earlier| shadows(&earlier.matcher, &later.matcher))
+                else {
+                    continue;
+                };
+                out.push(CatalogWarning {
+                    path: format!("proxies.{name}.listeners[{i}].routes[{k}]"),
+                    message: format!(
+                        "never matches: routes[{j}] ({}) comes first and takes every request this route would",
+                        describe_match(&l.routes[j].matcher)
+                    ),
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Whether every request `later` matches is matched by `earlier` (so `earlier`, coming first,
+/// takes them all). Conservative: `false` when it cannot tell (regexes, other than the same one).
+pub(super) fn shadows(earlier: &RouteMatch, later: &RouteMatch) -> bool {
+    // The earlier route's header conditions must all be conditions of the later route too.
+    let headers = earlier
+        .headers
+        .iter()
+        .all(|(name, value)| later.headers.get(name) == Some(value));
+    if !headers {
+        return false;
+    }
+    if let Some(p) = &earlier.prefix {
+        return match (&later.prefix, &later.path, &later.regex) {
+            (Some(q), _, _) | (None, Some(q), _) => q.starts_with(p.as_str()),
+            // Every path starts with '/'.
+            (None, None, Some(_)) => p == "/",
+            (None, None, None) => false,
+        };
+    }
+    if let Some(p) = &earlier.path {
+        return later.path.as_ref() == Some(p);
+    }
+    earlier.regex.is_some() && later.regex == earlier.regex
+}
+
+fn describe_match(m: &RouteMatch) -> String {
+    let what = match (&m.prefix, &m.path, &m.regex) {
+        (Some(p), _, _) => format!("prefix {p}"),
+        (None, Some(p), _) => format!("path {p}"),
+        (None, None, Some(r)) => format!("regex {r}"),
+        (None, None, None) => "no match".into(),
+    };
+    if m.headers.is_empty() {
+        format!("{what}, any headers")
+    } else {
+        let headers: Vec<String> = m.headers.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+        format!("{what}, headers {}", headers.join(", "))
+    }
+}
+
 struct Validator {
     errors: Vec<CatalogError>,
 }
@@ -162,6 +229,19 @@ impl Validator {
             self.err(path, format!("port {port} is out of range (1-65535)"));
         }
         ok
+    }
+
+    /// Durations Envoy requires to be more than zero, and counts in milliseconds: a zero or
+    /// sub-millisecond one is NACKed or becomes zero.
+    fn envoy_duration(&mut self, path: &str, d: Option<Duration>) {
+        if let Some(d) = d
+            && d.get() < std::time::Duration::from_millis(1)
+        {
+            self.err(
+                path,
+                format!("{d} is too short: Envoy needs at least 1ms here"),
+            );
+        }
     }
 
     fn positive(&mut self, path: &str, n: i64) {
@@ -208,13 +288,18 @@ impl Validator {
                 );
             }
         }
-        if let Some(re) = &m.regex
-            && let Err(e) = regex::Regex::new(re)
-        {
-            self.err(
-                &format!("{at}.match.regex"),
-                format!("invalid regular expression: {e}"),
-            );
+        if let Some(re) = &m.regex {
+            match regex::Regex::new(re) {
+                Err(e) => self.err(
+                    &format!("{at}.match.regex"),
+                    format!("invalid regular expression: {e}"),
+                ),
+                Ok(_) => {
+                    if let Some(refusal) = re2::refusal(re) {
+                        self.err(&format!("{at}.match.regex"), refusal.to_string());
+                    }
+                }
+            }
         }
         for name in m.headers.keys() {
             if name.is_empty()
@@ -256,6 +341,12 @@ impl Validator {
                 format!("{} is not 0-100", r.attempts),
             );
         }
+        if r.on.is_empty() {
+            self.err(
+                &format!("{at}.on"),
+                "lists no retry conditions, so nothing would be retried: name at least one (e.g. connect-failure)".into(),
+            );
+        }
         for (i, on) in r.on.iter().enumerate() {
             if !RETRY_ON.contains(&on.as_str()) {
                 self.err(
@@ -279,19 +370,23 @@ impl Validator {
         if let Some(n) = u.max_requests {
             self.positive(&format!("{at}.max_requests"), n);
         }
+        self.envoy_duration(&format!("{at}.connect_timeout"), u.connect_timeout);
         self.sources(&format!("{at}.endpoints"), &u.endpoints, u.port.is_some());
         if let Some(hc) = &u.health_check {
             self.health_check(&format!("{at}.health_check"), hc, u.protocol);
         }
         if let Some(od) = &u.outlier_detection {
+            let at = format!("{at}.outlier_detection");
+            self.envoy_duration(&format!("{at}.interval"), od.interval);
+            self.envoy_duration(&format!("{at}.base_ejection_time"), od.base_ejection_time);
             if let Some(n) = od.consecutive_5xx {
-                self.positive(&format!("{at}.outlier_detection.consecutive_5xx"), n);
+                self.positive(&format!("{at}.consecutive_5xx"), n);
             }
             if let Some(p) = od.max_ejection_percent
                 && !(0..=100).contains(&p)
             {
                 self.err(
-                    &format!("{at}.outlier_detection.max_ejection_percent"),
+                    &format!("{at}.max_ejection_percent"),
                     format!("{p} is not 0-100"),
                 );
             }
@@ -386,6 +481,8 @@ impl Validator {
                 "gRPC health checks need an upstream with protocol grpc or http2".into(),
             );
         }
+        self.envoy_duration(&format!("{at}.interval"), hc.interval);
+        self.envoy_duration(&format!("{at}.timeout"), hc.timeout);
         if let Some(http) = &hc.http
             && !http.path.starts_with('/')
         {

@@ -2,10 +2,17 @@
 //! `DiscoverInstancesRevision` is asked every poll and `DiscoverInstances` only when the revision
 //! moved. With `health: healthy` (the default) `DiscoverInstances` is asked every poll: health
 //! changes do not move the revision, so the revision cannot tell when to look.
+//!
+//! `health: healthy` means the healthy instances, or all of them while none is healthy
+//! (`HEALTHY_OR_ELSE_ALL`): a health check that fails everywhere at once (a bad check path, a
+//! shared dependency down) is more likely wrong than every instance, and sending no traffic at all
+//! is the one certain outage. Envoy's panic routing makes the same choice for its own checks.
 
 use std::sync::Arc;
 
-use aws_sdk_servicediscovery::types::HealthStatusFilter;
+use std::collections::BTreeMap;
+
+use aws_sdk_servicediscovery::types::{HealthStatusFilter, HttpInstanceSummary};
 
 use super::aws::{RateLimiter, classify};
 use super::{DiscoveryError, Source};
@@ -20,6 +27,8 @@ pub struct CloudMapPoller {
     limiter: Arc<RateLimiter>,
     metrics: Metrics,
     revision: Option<i64>,
+    /// The last answer served all instances because none was healthy.
+    all_unhealthy: bool,
 }
 
 impl CloudMapPoller {
@@ -38,6 +47,7 @@ impl CloudMapPoller {
             limiter,
             metrics,
             revision: None,
+            all_unhealthy: false,
         }
     }
 
@@ -54,7 +64,7 @@ impl Source for CloudMapPoller {
         let s = &self.source;
         let health = match s.health.as_deref() {
             Some("all") => HealthStatusFilter::All,
-            _ => HealthStatusFilter::Healthy,
+            _ => HealthStatusFilter::HealthyOrElseAll,
         };
         let mut revision = None;
         if health == HealthStatusFilter::All {
@@ -88,18 +98,11 @@ impl Source for CloudMapPoller {
             .send()
             .await
             .map_err(|e| classify("DiscoverInstances", e))?;
+        let (serve, all_unhealthy) = select(resp.instances(), &s.attributes, &health);
+        self.all_unhealthy = all_unhealthy;
         let mut endpoints = Vec::new();
-        for inst in resp.instances() {
-            let attrs = inst.attributes();
-            // The filter is applied here too: not every implementation of the API honours it.
-            let matches =
-                attrs.is_some_and(|a| s.attributes.iter().all(|(k, v)| a.get(k) == Some(v)));
-            let healthy = health == HealthStatusFilter::All
-                || inst.health_status().is_none_or(|h| h.as_str() == "HEALTHY");
-            if !matches || !healthy {
-                continue;
-            }
-            let attrs = attrs.cloned().unwrap_or_default();
+        for inst in serve {
+            let attrs = inst.attributes().cloned().unwrap_or_default();
             let ip = attrs
                 .get("AWS_INSTANCE_IPV4")
                 .and_then(|ip| ip.parse().ok());
@@ -119,5 +122,93 @@ impl Source for CloudMapPoller {
         }
         self.revision = revision.or(Some(resp.instances_revision().unwrap_or_default()));
         Ok(Some(endpoints))
+    }
+
+    fn all_unhealthy(&self) -> bool {
+        self.all_unhealthy
+    }
+}
+
+/// The instances to serve: those carrying every wanted attribute, and of them the healthy ones, or
+/// all of them while none is healthy (`HealthyOrElseAll`; with `All`, all of them). The second
+/// value says that none was healthy. The API is asked with the same filters; they are applied here
+/// again because not every implementation honours them (and an answer is judged as a whole).
+fn select<'a>(
+    instances: &'a [HttpInstanceSummary],
+    attributes: &BTreeMap<String, String>,
+    health: &HealthStatusFilter,
+) -> (Vec<&'a HttpInstanceSummary>, bool) {
+    let matching: Vec<&HttpInstanceSummary> = instances
+        .iter()
+        .filter(|inst| {
+            inst.attributes()
+                .is_some_and(|a| attributes.iter().all(|(k, v)| a.get(k) == Some(v)))
+        })
+        .collect();
+    if *health == HealthStatusFilter::All {
+        return (matching, false);
+    }
+    // No status: the service has no health checks, so every instance counts as healthy.
+    let healthy =
+        |inst: &&HttpInstanceSummary| inst.health_status().is_none_or(|h| h.as_str() == "HEALTHY");
+    if matching.is_empty() || matching.iter().any(healthy) {
+        (matching.into_iter().filter(healthy).collect(), false)
+    } else {
+        (matching, true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_servicediscovery::types::HealthStatus;
+
+    fn instance(id: &str, health: Option<HealthStatus>, stage: &str) -> HttpInstanceSummary {
+        HttpInstanceSummary::builder()
+            .instance_id(id)
+            .set_health_status(health)
+            .attributes("stage", stage)
+            .build()
+    }
+
+    fn ids(selected: &[&HttpInstanceSummary]) -> Vec<String> {
+        selected
+            .iter()
+            .map(|i| i.instance_id().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn healthy_or_else_all() {
+        let green = BTreeMap::from([("stage".to_string(), "green".to_string())]);
+        let filter = HealthStatusFilter::HealthyOrElseAll;
+        let mixed = [
+            instance("a", Some(HealthStatus::Healthy), "green"),
+            instance("b", Some(HealthStatus::Unhealthy), "green"),
+            instance("c", Some(HealthStatus::Healthy), "blue"),
+        ];
+        // Some healthy: only those, of the wanted attributes.
+        let (sel, none_healthy) = select(&mixed, &green, &filter);
+        assert_eq!((ids(&sel), none_healthy), (vec!["a".to_string()], false));
+        // None healthy among the matching ones (a healthy one elsewhere does not count): all.
+        let down = [
+            instance("a", Some(HealthStatus::Unhealthy), "green"),
+            instance("b", Some(HealthStatus::UnknownValue), "green"),
+            instance("c", Some(HealthStatus::Healthy), "blue"),
+        ];
+        let (sel, none_healthy) = select(&down, &green, &filter);
+        assert_eq!(
+            (ids(&sel), none_healthy),
+            (vec!["a".into(), "b".into()], true)
+        );
+        // Without health checks there is no status: all healthy.
+        let unchecked = [instance("a", None, "green")];
+        let (sel, none_healthy) = select(&unchecked, &green, &filter);
+        assert_eq!((ids(&sel), none_healthy), (vec!["a".to_string()], false));
+        // Nothing there: nothing served, and nothing to report.
+        assert_eq!(select(&[], &green, &filter), (vec![], false));
+        // `health: all` serves the unhealthy ones without calling it a fallback.
+        let (sel, none_healthy) = select(&down, &green, &HealthStatusFilter::All);
+        assert_eq!((sel.len(), none_healthy), (2, false));
     }
 }

@@ -1,5 +1,12 @@
 //! ECS: the running tasks of a service. One `ListTasks` pass (paginated) and `DescribeTasks` in
-//! batches of 100 per poll; task definitions are cached (they are immutable).
+//! batches of 100 per poll; task definitions are cached (they are immutable): one
+//! `DescribeTaskDefinition` per revision, ever.
+//!
+//! A task is an endpoint while it runs and is not UNHEALTHY. When its task definition gives an
+//! essential container a health check (`healthCheck`), the task must also be HEALTHY: during its
+//! start period ECS reports UNKNOWN, and a task that is still starting must get no traffic. ECS
+//! reports UNKNOWN for ever for tasks without health checks (a non-essential container's check
+//! does not count towards the task's health), so those are endpoints while UNKNOWN.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -18,8 +25,17 @@ pub struct EcsPoller {
     default_port: Option<u16>,
     limiter: Arc<RateLimiter>,
     metrics: Metrics,
-    /// Task definition ARN → the container port it declares (None: it declares none).
-    ports: HashMap<String, Option<u16>>,
+    /// Task definition ARN → what the poller needs of it.
+    definitions: HashMap<String, Definition>,
+}
+
+/// What a task definition says about its tasks as endpoints.
+#[derive(Debug, Clone, Copy)]
+struct Definition {
+    /// The container port it declares (None: it declares none).
+    port: Option<u16>,
+    /// Whether an essential container has a health check: its tasks are ready only once HEALTHY.
+    health_checked: bool,
 }
 
 impl EcsPoller {
@@ -38,7 +54,7 @@ impl EcsPoller {
             default_port,
             limiter,
             metrics,
-            ports: HashMap::new(),
+            definitions: HashMap::new(),
         }
     }
 
@@ -50,37 +66,72 @@ impl EcsPoller {
             .inc();
     }
 
-    /// The container port of a task, from the catalog or its (cached) task definition.
-    async fn port_of(&mut self, task: &Task) -> Result<Option<u16>, DiscoveryError> {
-        if let Some(p) = self.source.port.and_then(|p| u16::try_from(p).ok()) {
-            return Ok(Some(p));
-        }
+    /// What the (cached) task definition of a task says; `None` for a task without one.
+    async fn definition(&mut self, task: &Task) -> Result<Option<Definition>, DiscoveryError> {
         let Some(arn) = task.task_definition_arn() else {
-            return Ok(self.default_port);
+            return Ok(None);
         };
-        if !self.ports.contains_key(arn) {
-            self.call("DescribeTaskDefinition").await;
-            let def = self
-                .client
-                .describe_task_definition()
-                .task_definition(arn)
-                .send()
-                .await
-                .map_err(|e| classify("DescribeTaskDefinition", e))?;
-            let port = def.task_definition().and_then(|d| {
-                let containers = d.container_definitions();
-                let c = match &self.source.container {
-                    Some(name) => containers.iter().find(|c| c.name() == Some(name.as_str())),
-                    None => containers.iter().find(|c| !c.port_mappings().is_empty()),
-                }?;
-                c.port_mappings()
-                    .first()?
-                    .container_port()
-                    .and_then(|p| u16::try_from(p).ok())
-            });
-            self.ports.insert(arn.to_string(), port);
+        if let Some(d) = self.definitions.get(arn) {
+            return Ok(Some(*d));
         }
-        Ok(self.ports[arn].or(self.default_port))
+        self.call("DescribeTaskDefinition").await;
+        let resp = self
+            .client
+            .describe_task_definition()
+            .task_definition(arn)
+            .send()
+            .await
+            .map_err(|e| classify("DescribeTaskDefinition", e))?;
+        let containers = resp
+            .task_definition()
+            .map(|d| d.container_definitions())
+            .unwrap_or_default();
+        let port = match &self.source.container {
+            Some(name) => containers.iter().find(|c| c.name() == Some(name.as_str())),
+            None => containers.iter().find(|c| !c.port_mappings().is_empty()),
+        }
+        .and_then(|c| c.port_mappings().first()?.container_port())
+        .and_then(|p| u16::try_from(p).ok());
+        // Containers are essential unless they say otherwise.
+        let health_checked = containers
+            .iter()
+            .any(|c| c.health_check().is_some() && c.essential() != Some(false));
+        let d = Definition {
+            port,
+            health_checked,
+        };
+        self.definitions.insert(arn.to_string(), d);
+        Ok(Some(d))
+    }
+
+    /// Whether a running task may get traffic, and its port (from the catalog, else its task
+    /// definition, else the upstream's); the task definition is asked only when needed.
+    async fn readiness(&mut self, task: &Task) -> Result<(bool, Option<u16>), DiscoveryError> {
+        let catalog_port = self.source.port.and_then(|p| u16::try_from(p).ok());
+        let health = task.health_status();
+        if health == Some(&HealthStatus::Unhealthy) {
+            return Ok((false, None));
+        }
+        let healthy = health == Some(&HealthStatus::Healthy);
+        if healthy && catalog_port.is_some() {
+            return Ok((true, catalog_port));
+        }
+        let def = self.definition(task).await?;
+        let ready = ready(health, def);
+        let port = catalog_port
+            .or(def.and_then(|d| d.port))
+            .or(self.default_port);
+        Ok((ready, port))
+    }
+}
+
+/// Whether a running task whose health ECS reports as `health` may get traffic: not when
+/// UNHEALTHY; when its definition has a health check, only once HEALTHY.
+fn ready(health: Option<&HealthStatus>, def: Option<Definition>) -> bool {
+    match health {
+        Some(HealthStatus::Healthy) => true,
+        Some(HealthStatus::Unhealthy) => false,
+        _ => !def.is_some_and(|d| d.health_checked),
     }
 }
 
@@ -137,8 +188,7 @@ impl Source for EcsPoller {
             // Tasks a service started carry its name as their group.
             let ours = task.group().is_none_or(|g| g == group);
             let running = task.last_status() == Some("RUNNING");
-            let unhealthy = task.health_status() == Some(&HealthStatus::Unhealthy);
-            if !ours || !running || unhealthy {
+            if !ours || !running {
                 continue;
             }
             let Some(ip) = task_ip(task) else {
@@ -148,14 +198,47 @@ impl Source for EcsPoller {
                 );
                 continue;
             };
-            match self.port_of(task).await? {
-                Some(port) => endpoints.push(Endpoint { ip, port }),
-                None => tracing::warn!(
+            match self.readiness(task).await? {
+                (false, _) => {}
+                (true, Some(port)) => endpoints.push(Endpoint { ip, port }),
+                (true, None) => tracing::warn!(
                     task = task.task_arn().unwrap_or_default(),
                     "no port: set `port` in the catalog"
                 ),
             }
         }
         Ok(Some(endpoints))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_health_checked_task_is_ready_only_once_healthy() {
+        let checked = Some(Definition {
+            port: Some(80),
+            health_checked: true,
+        });
+        let unchecked = Some(Definition {
+            port: Some(80),
+            health_checked: false,
+        });
+        let (healthy, unhealthy, unknown) = (
+            Some(&HealthStatus::Healthy),
+            Some(&HealthStatus::Unhealthy),
+            Some(&HealthStatus::UnknownValue),
+        );
+        // In its start period ECS says UNKNOWN: not yet.
+        assert!(!ready(unknown, checked));
+        assert!(ready(healthy, checked));
+        assert!(!ready(unhealthy, checked));
+        // Without a health check ECS says UNKNOWN for ever: ready, as before.
+        assert!(ready(unknown, unchecked));
+        assert!(ready(None, unchecked));
+        assert!(!ready(unhealthy, unchecked));
+        // A task without a task definition ARN.
+        assert!(ready(unknown, None));
     }
 }

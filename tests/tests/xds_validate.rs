@@ -1,0 +1,234 @@
+//! `xds-server validate`: warnings, and `--envoy`, which has a real Envoy 1.40 check every
+//! proxy's configuration for what the catalog's own checks miss.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use std::time::Duration;
+
+use tests::process::envoy_bin;
+use tests::{TempDir, XdsServer, wait_for, workspace_bin};
+
+/// A catalog using what translation emits: HTTP and TCP listeners, gRPC-Web, CORS, header and
+/// regex matches, splits, retries, timeouts, every kind of health check, outlier detection,
+/// circuit breakers, and every endpoint source (Cloud Map and ECS cannot be asked offline; the
+/// endpoint file is missing on purpose: both get a placeholder endpoint).
+const GOOD: &str = r#"
+version: 1
+defaults:
+  connect_timeout: 2s
+  route_timeout: 15s
+  retries: { attempts: 2, on: [connect-failure, refused-stream, unavailable, reset] }
+proxies:
+  edge:
+    listeners:
+      - name: public
+        port: 8080
+        protocol: http
+        grpc_web: true
+        cors: { allow_origins: ["https://example.org", "*"], allow_methods: [GET, POST], max_age: 1h, allow_credentials: true }
+        routes:
+          - match: { prefix: /api.Service/ }
+            to: api
+            timeout: 30s
+          - match: { prefix: /, headers: { x-canary: "1" } }
+            split: { web-v2: 90, web-v1: 10 }
+            retries: { attempts: 3, on: [unavailable], per_try_timeout: 2s }
+          - match: { regex: "/users/[0-9]+" }
+            to: web-v1
+          - match: { prefix: / }
+            to: web-v1
+      - name: db
+        port: 5432
+        protocol: tcp
+        to: db
+  shop:
+    listeners:
+      - { name: web, port: 8081, protocol: http, routes: [ { match: { path: /health }, to: tasks }, { match: { prefix: / }, to: web-v2 } ] }
+upstreams:
+  api:
+    protocol: grpc
+    port: 50051
+    endpoints: { cloud_map: { namespace: ns.local, service: api } }
+    health_check: { grpc: {}, interval: 5s, timeout: 1s }
+    outlier_detection: { consecutive_5xx: 5, interval: 10s, base_ejection_time: 30s, max_ejection_percent: 50 }
+    max_requests: 1024
+  web-v1:
+    protocol: http1
+    endpoints: { static: ["10.0.1.5:80", "10.0.2.7:80"] }
+    health_check: { http: { path: /health } }
+  web-v2:
+    protocol: http2
+    endpoints: { file: missing.json }
+    health_check: { tcp: {} }
+  tasks:
+    protocol: http1
+    endpoints: { ecs: { cluster: c, service: s, port: 8080 } }
+  db:
+    protocol: tcp
+    endpoints: { dns: { host: db.ns.local, port: 5432 } }
+"#;
+
+fn validate(path: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Output {
+    let mut cmd = Command::new(workspace_bin("xds-server"));
+    cmd.arg("validate").arg(path).args(extra);
+    cmd.env_remove("XDS_SERVER_VALIDATE_ENVOY");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("xds-server validate runs")
+}
+
+fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn validate_envoy_passes_a_good_catalog_and_catches_what_our_checks_miss() {
+    let dir = TempDir::new("validate-envoy");
+    let envoy = envoy_bin();
+    assert!(
+        envoy.exists(),
+        "{} is missing: scripts/test.sh installs it",
+        envoy.display()
+    );
+    let envoy_flag = ["--envoy", envoy.to_str().unwrap()];
+
+    let good = dir.write("good.yaml", GOOD);
+    let out = validate(&good, &envoy_flag, &[]);
+    assert_eq!(text(&out), ("ok\n".into(), String::new()), "{out:?}");
+    assert_eq!(out.status.code(), Some(0));
+
+    // Verbose mode: Rust's regex crate (and so our check) accepts it, RE2 does not.
+    let verbose = GOOD.replace(r#""/users/[0-9]+""#, r#""(?x) /users/ [0-9]+""#);
+    assert_ne!(verbose, GOOD);
+    let bad = dir.write("bad.yaml", &verbose);
+    let ours = validate(&bad, &[], &[]);
+    assert_eq!(text(&ours).0, "ok\n", "our own checks pass it: {ours:?}");
+    let out = validate(&bad, &envoy_flag, &[]);
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{stdout}{stderr}");
+    assert_eq!(stdout, "");
+    assert_eq!(
+        stderr,
+        format!(
+            "{}: Envoy ({}) refuses 1 of 2 proxies\n  proxies.edge: invalid perl operator: (?x\n",
+            bad.display(),
+            envoy.display()
+        )
+    );
+
+    // The flag also comes from the environment.
+    let out = validate(&bad, &[], &[("XDS_SERVER_VALIDATE_ENVOY", &envoy)]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(text(&out).1.contains("proxies.edge: invalid perl operator"));
+
+    // An upstream named like the generic Envoy's own cluster: Envoy would NACK its CDS.
+    let clash = dir.write(
+        "clash.yaml",
+        &GOOD
+            .replace("  db:\n", "  xds_cluster:\n")
+            .replace("to: db", "to: xds_cluster"),
+    );
+    let out = validate(&clash, &envoy_flag, &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out)
+            .1
+            .contains("proxies.edge: cluster manager: duplicate cluster 'xds_cluster'"),
+        "{out:?}"
+    );
+
+    // A header name with a NUL byte: our check refuses upper case and spaces only; Envoy's proto
+    // constraint (its message comes after a dump of the whole configuration, left out here).
+    let nul = dir.write(
+        "nul.yaml",
+        &GOOD.replace(
+            r#"headers: { x-canary: "1" }"#,
+            r#"headers: { "x-canary\0": "1" }"#,
+        ),
+    );
+    assert_eq!(text(&validate(&nul, &[], &[])).0, "ok\n");
+    let out = validate(&nul, &envoy_flag, &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("  proxies.edge: Proto constraint validation failed (")
+            && stderr
+                .contains("HeaderMatcherValidationError.Name: value does not match regex pattern")
+            && !stderr.contains("static_resources {"),
+        "{stderr}"
+    );
+
+    // An Envoy that cannot be run is an error, not a pass.
+    let out = validate(&good, &["--envoy", "/nonexistent/envoy"], &[]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        text(&out).1.contains("cannot run /nonexistent/envoy"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn shadowed_routes_are_warned_about_and_do_not_fail_validation() {
+    let dir = TempDir::new("validate-warnings");
+    let shadowed = GOOD.replace(
+        "          - match: { prefix: / }\n            to: web-v1\n",
+        "          - match: { prefix: / }\n            to: web-v1\n          - match: { prefix: /late/ }\n            to: web-v1\n",
+    );
+    let path = dir.write("catalog.yaml", &shadowed);
+    let out = validate(&path, &[], &[]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(
+        text(&out),
+        (
+            "ok\n".into(),
+            "warning: proxies.edge.listeners[0].routes[4]: never matches: routes[3] (prefix /, any headers) comes first and takes every request this route would\n".into()
+        )
+    );
+}
+
+#[test]
+fn serve_logs_the_warnings_of_each_catalog_it_loads() {
+    let dir = TempDir::new("serve-warnings");
+    let text = r#"
+version: 1
+proxies:
+  p:
+    listeners:
+      - name: web
+        address: 127.0.0.1
+        port: 18080
+        protocol: http
+        routes:
+          - { match: { prefix: / }, to: a }
+          - { match: { path: /health }, to: a }
+upstreams:
+  a: { protocol: http1, endpoints: { static: ["127.0.0.1:9"] } }
+"#;
+    let path = dir.write("catalog.yaml", text);
+    let server = XdsServer::start(&dir, &path, 0);
+    server.wait_ready();
+    let warned = |n: usize| {
+        wait_for("the warning in the log", Duration::from_secs(10), || {
+            let log = server.process.output();
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| l.contains("never matches: routes[0] (prefix /, any headers)"))
+                .collect();
+            (lines.len() == n).then(|| lines.last().map(|l| l.to_string()))
+        })
+    };
+    let line = warned(1).unwrap();
+    assert!(line.contains("\"level\":\"WARN\""), "{line}");
+    assert!(
+        line.contains("\"path\":\"proxies.p.listeners[0].routes[1]\""),
+        "{line}"
+    );
+    // Once per load: a new load (another change) logs it once more.
+    dir.write("catalog.yaml", &text.replace("127.0.0.1:9", "127.0.0.1:10"));
+    warned(2);
+}

@@ -1,0 +1,336 @@
+//! `xds-server validate --envoy ENVOY`: Envoy's own judgement of what a catalog renders, before
+//! it is deployed, for whatever the catalog's own checks miss.
+//!
+//! Envoy's validate mode (`envoy --mode validate -c FILE`) checks a bootstrap, so each proxy's
+//! resources become one: the generic Envoy's bootstrap ([`crate::bootstrap`], the one every
+//! proxy really starts from, its `xds_cluster` included) with the proxy's listeners and clusters
+//! as static resources. Route configurations, which arrive over RDS, are inlined into their
+//! listener as `route_config`; EDS clusters become STATIC clusters holding the load assignment
+//! they would be sent, or one placeholder endpoint when their source cannot be read offline
+//! (Cloud Map, ECS; an endpoint file that is not there).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::{Value, json};
+
+use crate::bootstrap::{self, BootstrapConfig};
+use crate::cache::Snapshot;
+use crate::catalog::{LoadedCatalog, ProxyName};
+use crate::discovery::{SourceKey, parse_endpoints};
+use crate::render::{RenderError, snapshot_json};
+use crate::translate::{EndpointMap, translate};
+
+/// The endpoints known without asking anyone: static lists and endpoint files that can be read.
+pub fn offline_endpoints(catalog: &LoadedCatalog) -> EndpointMap {
+    let mut out = EndpointMap::new();
+    for (name, u) in &catalog.catalog.upstreams {
+        let eps = match SourceKey::of(catalog, u) {
+            Some(SourceKey::Static(eps)) => eps,
+            Some(SourceKey::File(path)) => match std::fs::read(&path)
+                .ok()
+                .and_then(|bytes| parse_endpoints(&path, &bytes).ok())
+            {
+                Some(eps) => eps,
+                None => continue,
+            },
+            _ => continue,
+        };
+        out.insert(name.clone(), std::sync::Arc::new(eps));
+    }
+    out
+}
+
+/// A resource as a bootstrap holds it: without its `@type`.
+fn untyped(mut resource: Value) -> Value {
+    if let Some(o) = resource.as_object_mut() {
+        o.remove("@type");
+    }
+    resource
+}
+
+/// The bootstrap that holds `proxy`'s resources statically (see the module documentation).
+pub fn bootstrap_for(catalog: &LoadedCatalog, proxy: &ProxyName) -> Result<Value, RenderError> {
+    let endpoints = offline_endpoints(catalog);
+    let snapshot = snapshot_json(&Snapshot::new(translate(
+        &catalog.catalog,
+        proxy,
+        &endpoints,
+    )))?;
+    let resources = |t: &str| -> Vec<Value> {
+        snapshot[t]["resources"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .map(untyped)
+            .collect()
+    };
+    let by_name = |t: &str, key: &str| -> BTreeMap<String, Value> {
+        resources(t)
+            .into_iter()
+            .filter_map(|r| Some((r[key].as_str()?.to_string(), r)))
+            .collect()
+    };
+    let routes = by_name("rds", "name");
+    let assignments = by_name("eds", "cluster_name");
+
+    let mut listeners = resources("lds");
+    for listener in &mut listeners {
+        let chains = listener["filter_chains"].as_array_mut();
+        for filter in chains
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["filters"].as_array_mut())
+            .flatten()
+        {
+            let config = &mut filter["typed_config"];
+            let Some(name) = config
+                .get("rds")
+                .and_then(|rds| rds["route_config_name"].as_str())
+                .map(String::from)
+            else {
+                continue;
+            };
+            if let Some(o) = config.as_object_mut() {
+                o.remove("rds");
+                o.insert(
+                    "route_config".into(),
+                    routes
+                        .get(&name)
+                        .cloned()
+                        .unwrap_or_else(|| json!({ "name": name })),
+                );
+            }
+        }
+    }
+
+    let mut clusters = resources("cds");
+    for cluster in &mut clusters {
+        let Some(o) = cluster.as_object_mut() else {
+            continue;
+        };
+        if o.remove("eds_cluster_config").is_none() && o.get("type") != Some(&json!("EDS")) {
+            continue;
+        }
+        let name = o
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
+        let port = catalog
+            .catalog
+            .upstreams
+            .iter()
+            .find(|(n, _)| n.0 == name)
+            .and_then(|(_, u)| u.port)
+            .filter(|p| (1..=65535).contains(p))
+            .unwrap_or(80);
+        let assignment = assignments.get(&name).cloned().unwrap_or_else(|| {
+            json!({
+                "cluster_name": name,
+                "endpoints": [ { "lb_endpoints": [ { "endpoint": { "address": {
+                    "socket_address": { "address": "127.0.0.1", "port_value": port }
+                } } } ] } ],
+            })
+        });
+        o.insert("type".into(), json!("STATIC"));
+        o.insert("load_assignment".into(), assignment);
+    }
+
+    let mut doc = bootstrap::bootstrap(&BootstrapConfig {
+        proxy: proxy.0.clone(),
+        node_id: format!("{}-validate", proxy.0),
+        xds_host: "127.0.0.1".into(),
+        xds_port: 18000,
+        admin: "127.0.0.1:9901".parse().expect("a socket address"),
+        stats_listen: None,
+        delta: false,
+        retry_max: std::time::Duration::from_secs(2),
+        xds_ca: None,
+    });
+    let statics = &mut doc["static_resources"];
+    if let Some(own) = statics["clusters"].as_array_mut() {
+        own.extend(clusters);
+    }
+    statics["listeners"] = Value::Array(listeners);
+    Ok(doc)
+}
+
+/// Envoy's verdict on one proxy: `Ok`, or what it said.
+pub type Verdict = Result<(), String>;
+
+/// Runs `envoy --mode validate` on the bootstrap of every proxy of the catalog (a few at a time),
+/// in proxy order. Each Envoy runs with `--disable-hot-restart`, so they never share a base id.
+pub fn validate_all(envoy: &Path, catalog: &LoadedCatalog) -> Vec<(ProxyName, Verdict)> {
+    let dir = std::env::temp_dir().join(format!("xds-server-validate-{}", std::process::id()));
+    let proxies: Vec<&ProxyName> = catalog.catalog.proxies.keys().collect();
+    let mut verdicts: Vec<(ProxyName, Verdict)> = Vec::with_capacity(proxies.len());
+    if let Err(e) = std::fs::create_dir_all(&dir) {
+        let why = format!("cannot create {}: {e}", dir.display());
+        return proxies
+            .into_iter()
+            .map(|p| (p.clone(), Err(why.clone())))
+            .collect();
+    }
+    let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
+    for batch in proxies.chunks(parallel) {
+        std::thread::scope(|scope| {
+            let running: Vec<_> = batch
+                .iter()
+                .enumerate()
+                .map(|(i, proxy)| {
+                    let file = dir.join(format!("{i}.json"));
+                    scope.spawn(move || {
+                        ((*proxy).clone(), validate_one(envoy, catalog, proxy, &file))
+                    })
+                })
+                .collect();
+            for r in running {
+                verdicts.push(r.join().expect("a validation thread does not panic"));
+            }
+        });
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    verdicts
+}
+
+fn validate_one(
+    envoy: &Path,
+    catalog: &LoadedCatalog,
+    proxy: &ProxyName,
+    file: &PathBuf,
+) -> Verdict {
+    let doc = bootstrap_for(catalog, proxy).map_err(|e| e.to_string())?;
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
+    std::fs::write(file, text).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+    let out = Command::new(envoy)
+        .args(["--mode", "validate", "--disable-hot-restart"])
+        .args(["--log-level", "error", "--log-format", "%v"])
+        .arg("-c")
+        .arg(file)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", envoy.display()))?;
+    if out.status.success() {
+        return Ok(());
+    }
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    Err(reason(&said, file).unwrap_or_else(|| {
+        let text = said.trim();
+        if text.is_empty() {
+            format!("envoy exited with {}", out.status)
+        } else {
+            text.to_string()
+        }
+    }))
+}
+
+/// What Envoy's validate mode says is wrong with `file`, from its output: the text after
+/// `error initializing configuration 'FILE': `. A failed proto constraint comes after a dump of
+/// the whole configuration (`goo.gle/debug… <config>\n: Proto constraint validation failed …`):
+/// only the constraint is kept.
+fn reason(output: &str, file: &Path) -> Option<String> {
+    let prefix = format!("error initializing configuration '{}': ", file.display());
+    let rest = &output[output.find(&prefix)? + prefix.len()..];
+    let rest = match rest.rfind("\n: ") {
+        Some(i) => &rest[i + 3..],
+        None => rest,
+    };
+    Some(rest.trim().to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog;
+
+    #[test]
+    fn envoys_reason_is_found_in_its_output() {
+        let file = Path::new("/tmp/v/0.json");
+        let plain =
+            "error initializing configuration '/tmp/v/0.json': invalid perl operator: (?x\n";
+        assert_eq!(
+            reason(plain, file).as_deref(),
+            Some("invalid perl operator: (?x")
+        );
+        let proto = "error initializing configuration '/tmp/v/0.json': goo.gle/debugonly  \n\
+            static_resources {\n  clusters {\n    name: \"c\"\n  }\n}\n\
+            : Proto constraint validation failed (ClusterValidationError.ConnectTimeout: value must be greater than 0s)\n";
+        assert_eq!(
+            reason(proto, file).as_deref(),
+            Some(
+                "Proto constraint validation failed (ClusterValidationError.ConnectTimeout: value must be greater than 0s)"
+            )
+        );
+        assert_eq!(reason("Segmentation fault", file), None);
+    }
+
+    #[test]
+    fn routes_are_inlined_and_eds_clusters_made_static() {
+        let dir = std::env::temp_dir().join(format!("xds-envoy-validate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("web.json"), r#"["10.0.0.7:8080"]"#).unwrap();
+        let text = r#"
+version: 1
+proxies:
+  edge:
+    listeners:
+      - { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: /a }, to: files }, { match: { prefix: / }, to: tasks } ] }
+      - { name: raw, port: 9000, protocol: tcp, to: fixed }
+upstreams:
+  files: { protocol: http1, endpoints: { file: web.json } }
+  tasks: { protocol: grpc, port: 50051, endpoints: { ecs: { cluster: c, service: s } } }
+  fixed: { protocol: tcp, endpoints: { static: ["10.0.0.9:9000"] } }
+"#;
+        let loaded = LoadedCatalog {
+            catalog: catalog::parse("c.yaml", text).unwrap(),
+            base_dir: dir.clone(),
+        };
+        let doc = bootstrap_for(&loaded, &ProxyName("edge".into())).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let statics = &doc["static_resources"];
+        let listener = statics["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == "web")
+            .unwrap();
+        let hcm = &listener["filter_chains"][0]["filters"][0]["typed_config"];
+        assert!(hcm.get("rds").is_none(), "{hcm}");
+        assert_eq!(hcm["route_config"]["name"], "web");
+        assert!(hcm["route_config"].get("@type").is_none());
+        assert!(listener.get("@type").is_none());
+        let cluster = |name: &str| {
+            statics["clusters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|c| c["name"] == name)
+                .unwrap_or_else(|| panic!("no cluster {name}: {statics}"))
+                .clone()
+        };
+        let address = |c: &Value| {
+            c["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+                ["socket_address"]
+                .clone()
+        };
+        // The bootstrap's own cluster stays: a catalog upstream of its name would clash.
+        assert_eq!(cluster("xds_cluster")["type"], "STATIC");
+        let files = cluster("files");
+        assert_eq!(files["type"], "STATIC");
+        assert!(files.get("eds_cluster_config").is_none());
+        assert_eq!(address(&files)["address"], "10.0.0.7");
+        // ECS is not asked: a placeholder on the upstream's port.
+        let tasks = cluster("tasks");
+        assert_eq!(
+            address(&tasks),
+            json!({ "address": "127.0.0.1", "port_value": 50051 })
+        );
+        assert_eq!(address(&cluster("fixed"))["port_value"], 9000);
+    }
+}
