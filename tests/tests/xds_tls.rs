@@ -275,3 +275,153 @@ fn certificate_files_are_reloaded_without_a_restart() {
     );
     assert!(s_client(server.xds_port, &second_ca).0);
 }
+
+/// Writes a client certificate of the test CA for `uri` into `dir`: (chain, key) paths.
+fn client_cert(dir: &TempDir, ca_dir: &Path, name: &str, uri: &str) -> (String, String) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let ca = rt
+        .block_on(xds_server::ca::Ca::load(&xds_server::ca::CaSource::File(
+            ca_dir.to_path_buf(),
+        )))
+        .unwrap();
+    let issued = ca
+        .issue(&xds_server::ca::Leaf {
+            uris: vec![uri.into()],
+            client: true,
+            ttl: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .unwrap();
+    let chain = dir.write(&format!("{name}.pem"), &issued.certificate_pem);
+    let key = dir.write(&format!("{name}-key.pem"), &issued.private_key_pem);
+    (chain.display().to_string(), key.display().to_string())
+}
+
+/// Envoy over TLS to the control plane, presenting `cert` (chain, key) when given.
+fn envoy_with_cert(
+    dir: &TempDir,
+    server: &XdsServer,
+    bundle: &Path,
+    cert: Option<&(String, String)>,
+) -> Envoy {
+    Envoy::start_opts(
+        dir,
+        "demo",
+        server.xds_port,
+        Mode::Sotw,
+        &["--xds-ca", &bundle.display().to_string()],
+        |b| {
+            if let Some((chain, key)) = cert {
+                let tls =
+                    &mut b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"];
+                tls["common_tls_context"]["tls_certificates"] = serde_json::json!([{
+                    "certificate_chain": { "filename": chain },
+                    "private_key": { "filename": key },
+                }]);
+            }
+        },
+    )
+}
+
+/// With `--require-identity`, a stream reads only the proxy its client certificate names:
+/// without a certificate it is refused as unauthenticated, with another proxy's as denied.
+#[test]
+fn require_identity_serves_a_proxy_only_to_its_own_certificate() {
+    let dir = TempDir::new("xds-identity");
+    let ca = dir.path().join("ca");
+    assert!(ca_init(&ca).status.success());
+    let blue = Backend::start("blue", 0).unwrap();
+    let port = free_port();
+    let catalog = dir.write(
+        "catalog.yaml",
+        &format!(
+            r#"
+version: 1
+proxies:
+  demo:
+    listeners:
+      - {{ name: public, address: 127.0.0.1, port: {port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: blue }} ] }}
+upstreams:
+  blue: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
+"#,
+            blue.endpoint()
+        ),
+    );
+    let ca_flag = format!("file:{}", ca.display());
+    let server = XdsServer::start_with(
+        &dir,
+        &catalog,
+        0,
+        &[
+            "--ca",
+            &ca_flag,
+            "--xds-tls",
+            "--xds-tls-name",
+            "127.0.0.1",
+            "--require-identity",
+            "--trust-domain",
+            "test.local",
+        ],
+    );
+    server.wait_ready();
+    let bundle = ca.join("certificate.pem");
+    let refused = |reason: &str| {
+        server.metric(&format!(
+            "xds_identity_refusals_total{{reason=\"{reason}\"}}"
+        ))
+    };
+    assert_eq!(refused("no_certificate"), 0.0);
+
+    // No certificate: refused, nothing served.
+    let anonymous = envoy_with_cert(&dir, &server, &bundle, None);
+    wait_for(
+        "the anonymous stream to be refused",
+        Duration::from_secs(20),
+        || (refused("no_certificate") >= 1.0).then_some(()),
+    );
+    assert_eq!(
+        anonymous.stat("listener_manager.total_listeners_active"),
+        Some(0)
+    );
+    drop(anonymous);
+
+    // Another proxy's certificate: denied, nothing served.
+    let web = client_cert(&dir, &ca, "web", "spiffe://test.local/proxy/web");
+    let impostor = envoy_with_cert(&dir, &server, &bundle, Some(&web));
+    wait_for("the impostor to be denied", Duration::from_secs(20), || {
+        (refused("wrong_proxy") >= 1.0).then_some(())
+    });
+    assert_eq!(
+        impostor.stat("listener_manager.total_listeners_active"),
+        Some(0)
+    );
+    assert!(server.process.output().contains("xDS stream refused"));
+    drop(impostor);
+
+    // The right certificate in another trust domain names nothing.
+    let elsewhere = client_cert(&dir, &ca, "elsewhere", "spiffe://other.local/proxy/demo");
+    let before = refused("no_certificate");
+    let stranger = envoy_with_cert(&dir, &server, &bundle, Some(&elsewhere));
+    wait_for(
+        "the other trust domain to be refused",
+        Duration::from_secs(20),
+        || (refused("no_certificate") > before).then_some(()),
+    );
+    drop(stranger);
+
+    // Its own certificate: served.
+    let demo = client_cert(&dir, &ca, "demo", "spiffe://test.local/proxy/demo");
+    let envoy = envoy_with_cert(&dir, &server, &bundle, Some(&demo));
+    envoy.wait_live();
+    wait_for(
+        "traffic through the identified Envoy",
+        Duration::from_secs(15),
+        || {
+            http::get(port, "/", &[])
+                .ok()
+                .filter(|r| r.body.trim() == "blue")
+        },
+    );
+    let nodes = server.admin_json("/debug/nodes");
+    assert_eq!(nodes.as_array().map(|n| n.len()), Some(1), "{nodes}");
+}

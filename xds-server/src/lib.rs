@@ -7,6 +7,7 @@ pub mod cache;
 pub mod catalog;
 pub mod discovery;
 pub mod envoy_validate;
+pub mod identity;
 pub mod metrics;
 pub mod render;
 pub mod serve;

@@ -11,6 +11,7 @@ use xds_server::bootstrap::{self, BootstrapConfig};
 use xds_server::ca::{Ca, CaSource};
 use xds_server::catalog::{self, ProxyName};
 use xds_server::discovery::DiscoveryConfig;
+use xds_server::identity::Authorization;
 use xds_server::serve::{self, CatalogLocation, ServeConfig};
 use xds_server::tls::ServerCertificate;
 use xds_server::{envoy_validate, render};
@@ -117,6 +118,14 @@ enum Command {
         /// The private key (PEM) of --xds-tls-cert.
         #[arg(long, env = "XDS_SERVER_XDS_TLS_KEY")]
         xds_tls_key: Option<PathBuf>,
+        /// Every xDS stream must present a client certificate from the CA naming the proxy it
+        /// asks for (spiffe://TRUST_DOMAIN/proxy/NAME): UNAUTHENTICATED without one,
+        /// PERMISSION_DENIED for another proxy's. Needs --ca and TLS on the xDS port.
+        #[arg(long, env = "XDS_SERVER_REQUIRE_IDENTITY")]
+        require_identity: bool,
+        /// The SPIFFE trust domain of proxy identities.
+        #[arg(long, env = "XDS_SERVER_TRUST_DOMAIN", default_value = "mesh.local")]
+        trust_domain: String,
     },
     /// The control plane's own certificate authority.
     Ca {
@@ -226,6 +235,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             xds_tls_name,
             xds_tls_cert,
             xds_tls_key,
+            require_identity,
+            trust_domain,
         } => {
             common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), &cli.log)
                 .map_err(anyhow::Error::msg)?;
@@ -237,6 +248,11 @@ async fn main() -> anyhow::Result<ExitCode> {
                 ca.is_some(),
             )
             .map_err(anyhow::Error::msg)?;
+            if require_identity && (ca.is_none() || xds_tls.is_none()) {
+                anyhow::bail!(
+                    "--require-identity needs --ca and TLS on the xDS port (--xds-tls or --xds-tls-cert/--xds-tls-key)"
+                );
+            }
             let config = ServeConfig {
                 catalog,
                 xds_listen,
@@ -255,6 +271,10 @@ async fn main() -> anyhow::Result<ExitCode> {
                 ca,
                 ca_next,
                 xds_tls,
+                auth: Authorization {
+                    require_identity,
+                    trust_domain,
+                },
             };
             serve::serve(config, common::cli::shutdown_signal()).await?;
         }

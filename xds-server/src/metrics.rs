@@ -40,6 +40,8 @@ pub struct Metrics {
     pub upstreams_without_endpoints: prometheus::IntGauge,
     /// Proxy roles gone from the catalog whose connected Envoys keep their last snapshot.
     pub orphaned_proxies: prometheus::IntGauge,
+    /// Streams refused by `--require-identity`, by `reason` (no_certificate, wrong_proxy).
+    pub identity_refusals: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -196,6 +198,21 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            identity_refusals: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "xds_identity_refusals_total",
+                        "xDS streams refused for their identity, by reason",
+                    ),
+                    &["reason"],
+                )
+                .expect("valid metric");
+                // Present from the start at 0, so an alert can be written before the first refusal.
+                for reason in ["no_certificate", "wrong_proxy"] {
+                    c.with_label_values(&[reason]);
+                }
+                reg(&registry, c)
+            },
             orphaned_proxies: reg(
                 &registry,
                 prometheus::IntGauge::new(

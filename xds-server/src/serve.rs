@@ -15,6 +15,7 @@ use crate::ca::{Ca, CaSet, CaSource};
 use crate::cache::{Cache, Snapshot};
 use crate::catalog::{self, LoadedCatalog};
 use crate::discovery::{Discovery, DiscoveryConfig};
+use crate::identity::Authorization;
 use crate::metrics::Metrics;
 use crate::server::XdsServer;
 use crate::server::nodes::Nodes;
@@ -251,6 +252,8 @@ pub struct ServeConfig {
     pub ca_next: Option<CaSource>,
     /// TLS on the xDS port; `None` is plaintext.
     pub xds_tls: Option<ServerCertificate>,
+    /// Who may read which proxy's config.
+    pub auth: Authorization,
 }
 
 /// The outcome of the latest catalog load, for `/readyz` and the logs.
@@ -389,7 +392,7 @@ pub async fn serve(
     let admin_task = http_server(admin_listener, admin::router(admin_state.clone()));
     let debug_task = http_server(debug_listener, admin::debug_router(admin_state));
 
-    let server = XdsServer::new(cache, metrics, nodes, stop_rx.clone());
+    let server = XdsServer::new(cache, metrics, nodes, config.auth.clone(), stop_rx.clone());
     let incoming = crate::tls::incoming(xds, tls);
     let mut grpc_stop = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()

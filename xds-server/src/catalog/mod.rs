@@ -173,11 +173,25 @@ pub struct RouteMatch {
 pub struct Retries {
     /// Number of retries after the first attempt.
     pub attempts: i64,
-    /// Envoy `retry_on` conditions, e.g. `connect-failure`, `unavailable`.
-    #[serde(default)]
-    pub on: Vec<String>,
+    /// Envoy `retry_on` conditions, e.g. `connect-failure`, `unavailable`; when absent,
+    /// [`Retries::DEFAULT_ON`].
+    pub on: Option<Vec<String>>,
     /// Timeout of each attempt.
     pub per_try_timeout: Option<Duration>,
+}
+
+impl Retries {
+    /// The conditions retried when `on` is absent: failures before the upstream did anything
+    /// with the request, so retrying is safe for any method.
+    pub const DEFAULT_ON: &[&str] = &["connect-failure", "refused-stream", "reset"];
+
+    /// The conditions retried, as Envoy's `retry_on` lists them.
+    pub fn retry_on(&self) -> String {
+        match &self.on {
+            Some(on) => on.join(","),
+            None => Self::DEFAULT_ON.join(","),
+        }
+    }
 }
 
 /// What an upstream speaks.

@@ -424,7 +424,7 @@ fn what_envoy_nacks_is_refused_with_its_field_path() {
         )
         .replace(
             "retries: { attempts: 2, on: [connect-failure, refused-stream, unavailable, reset] }",
-            "retries: { attempts: 2 }",
+            "retries: { attempts: 2, on: [] }",
         );
     let e = errors(&text);
     let at = |path: &str| {
@@ -571,4 +571,17 @@ fn warnings_name_the_shadowed_route_and_do_not_reject_the_catalog() {
             "proxies.intdemo.listeners[0].routes[4]: never matches: routes[0] (prefix /io.iohk.atala.prism.protos.ConnectorService/, any headers) comes first and takes every request this route would",
         ]
     );
+}
+
+#[test]
+fn retries_without_conditions_retry_what_is_safe_to_retry() {
+    // Valid before `on: []` was refused, and still valid: the default conditions apply.
+    let text = GOOD.replace(
+        "retries: { attempts: 2, on: [connect-failure, refused-stream, unavailable, reset] }",
+        "retries: { attempts: 2 }",
+    );
+    let c = parse("c.yaml", &text).unwrap();
+    let r = c.defaults.retries.unwrap();
+    assert_eq!(r.on, None);
+    assert_eq!(r.retry_on(), "connect-failure,refused-stream,reset");
 }

@@ -341,13 +341,17 @@ impl Validator {
                 format!("{} is not 0-100", r.attempts),
             );
         }
-        if r.on.is_empty() {
+        let on = r.on.as_deref().unwrap_or_default();
+        if r.on.is_some() && on.is_empty() {
             self.err(
                 &format!("{at}.on"),
-                "lists no retry conditions, so nothing would be retried: name at least one (e.g. connect-failure)".into(),
+                format!(
+                    "lists no retry conditions, so nothing would be retried: name at least one, or leave `on` out for {}",
+                    Retries::DEFAULT_ON.join(", ")
+                ),
             );
         }
-        for (i, on) in r.on.iter().enumerate() {
+        for (i, on) in on.iter().enumerate() {
             if !RETRY_ON.contains(&on.as_str()) {
                 self.err(
                     &format!("{at}.on[{i}]"),

@@ -40,7 +40,9 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::cache::{Attached, Cache, Role, Snapshot, Snapshots, TypeSnapshot, Version};
 use crate::catalog::ProxyName;
+use crate::identity::{Authorization, Refusal};
 use crate::metrics::Metrics;
+use crate::tls::Peer;
 use crate::translate::ResourceType;
 use nodes::{NodeGuard, Nodes};
 
@@ -54,6 +56,7 @@ struct Shared {
     cache: Cache,
     metrics: Metrics,
     nodes: Nodes,
+    auth: Authorization,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -63,6 +66,7 @@ impl XdsServer {
         cache: Cache,
         metrics: Metrics,
         nodes: Nodes,
+        auth: Authorization,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -70,6 +74,7 @@ impl XdsServer {
                 cache,
                 metrics,
                 nodes,
+                auth,
                 shutdown,
             }),
         }
@@ -102,10 +107,12 @@ impl XdsServer {
     fn spawn<V: Variant>(
         &self,
         scope: Scope,
-        requests: Streaming<V::Req>,
+        request: Request<Streaming<V::Req>>,
     ) -> ResponseStream<V::Resp> {
         let (tx, rx) = mpsc::channel(16);
-        let core = StreamCore::new(self.shared.clone(), scope, V::NAME);
+        let mut core = StreamCore::new(self.shared.clone(), scope, V::NAME);
+        core.peer = request.extensions().get::<Peer>().cloned();
+        let requests = request.into_inner();
         tokio::spawn(run::<V>(core, requests, tx));
         Box::pin(ReceiverStream::new(rx))
     }
@@ -323,6 +330,8 @@ pub(crate) struct StreamCore {
     role: Role,
     nonce: u64,
     opened: Instant,
+    /// Who is on the other end (TLS client certificate), when known.
+    peer: Option<Peer>,
 }
 
 impl StreamCore {
@@ -346,6 +355,7 @@ impl StreamCore {
             role: Role::Unknown,
             nonce: 0,
             opened: Instant::now(),
+            peer: None,
         }
     }
 
@@ -364,6 +374,24 @@ impl StreamCore {
             )));
         }
         let proxy = ProxyName(node.cluster.clone());
+        if let Err(refusal) = self.shared.auth.check(self.peer.as_ref(), &proxy) {
+            self.shared
+                .metrics
+                .identity_refusals
+                .with_label_values(&[refusal.reason()])
+                .inc();
+            tracing::warn!(
+                node = %node.id,
+                proxy = %proxy,
+                peer = ?self.peer.as_ref().and_then(|p| p.remote),
+                error = %refusal,
+                "xDS stream refused"
+            );
+            return Err(match refusal {
+                Refusal::NoCertificate => Status::unauthenticated(refusal.to_string()),
+                Refusal::WrongProxy { .. } => Status::permission_denied(refusal.to_string()),
+            });
+        }
         self.attached = Some(self.shared.cache.attach(&proxy));
         self.guard = Some(self.shared.nodes.register(
             node.id.clone(),
@@ -646,20 +674,18 @@ macro_rules! standalone {
                 &self,
                 request: Request<Streaming<DiscoveryRequest>>,
             ) -> Result<Response<Self::$stream>, Status> {
-                Ok(Response::new(self.spawn::<sotw::Sotw>(
-                    Scope::Single($t),
-                    request.into_inner(),
-                )))
+                Ok(Response::new(
+                    self.spawn::<sotw::Sotw>(Scope::Single($t), request),
+                ))
             }
 
             async fn $delta_fn(
                 &self,
                 request: Request<Streaming<DeltaDiscoveryRequest>>,
             ) -> Result<Response<Self::$delta>, Status> {
-                Ok(Response::new(self.spawn::<delta::Delta>(
-                    Scope::Single($t),
-                    request.into_inner(),
-                )))
+                Ok(Response::new(
+                    self.spawn::<delta::Delta>(Scope::Single($t), request),
+                ))
             }
 
             async fn $fetch_fn(
@@ -718,20 +744,18 @@ impl AggregatedDiscoveryService for XdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn::<sotw::Sotw>(
-            Scope::Aggregated,
-            request.into_inner(),
-        )))
+        Ok(Response::new(
+            self.spawn::<sotw::Sotw>(Scope::Aggregated, request),
+        ))
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(self.spawn::<delta::Delta>(
-            Scope::Aggregated,
-            request.into_inner(),
-        )))
+        Ok(Response::new(
+            self.spawn::<delta::Delta>(Scope::Aggregated, request),
+        ))
     }
 }
 

@@ -152,6 +152,7 @@ impl Plane {
                 cache: Cache::new(),
                 metrics: Metrics::new(),
                 nodes: Nodes::default(),
+                auth: Authorization::default(),
                 shutdown,
             }),
             _stop: stop,

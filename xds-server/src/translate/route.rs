@@ -156,7 +156,7 @@ fn exact(value: &str) -> StringMatcher {
 
 fn retry_policy(r: &Retries) -> RetryPolicy {
     RetryPolicy {
-        retry_on: r.on.join(","),
+        retry_on: r.retry_on(),
         num_retries: Some(UInt32Value {
             value: r.attempts as u32,
         }),
