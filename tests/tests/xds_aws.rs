@@ -657,7 +657,12 @@ upstreams:
         || server.metric("xds_discovery_requests_total{kind=\"ecs\",operation=\"DescribeTasks\"}");
     // Through several polls (every 200ms), the starting task gets nothing.
     let before = polls();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while polls() < before + 5.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the ECS source stopped polling"
+        );
         assert_eq!(listed(), vec![a.endpoint()]);
         assert_eq!(answering(port, 10), ["a".to_string()].into());
     }

@@ -1021,10 +1021,11 @@ fn envoy_reconnects_within_seconds_after_each_of_five_restarts() {
             took.push(restart(&mut s, 3));
         }
         eprintln!("{mode:?}: reconnected after {took:?}");
-        // Three times the 2 s maximum back-off, for a loaded machine; Envoy's default back-off
-        // grows to 30 s, and SotW streams that received nothing never reset it.
+        // The 3 s plus a second for a loaded machine (measured here: at most 1.7 s);
+        // Envoy's default back-off grows to 30 s, and SotW streams that received nothing never
+        // reset it (measured: 1 s, 4 s, 17 s, 24 s, 15 s).
         assert!(
-            took.iter().all(|t| *t < Duration::from_secs(6)),
+            took.iter().all(|t| *t < Duration::from_secs(4)),
             "{mode:?}: {took:?}"
         );
         assert_eq!(s.body("/blue/x", &[]).as_deref(), Some("blue"));

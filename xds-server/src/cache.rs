@@ -234,8 +234,10 @@ impl Cache {
             .keys()
             .filter(|k| !proxies.contains_key(*k))
             .count();
+        // Held until the new set is out, so a stream leaving meanwhile sees it (see
+        // `forget_orphan`).
+        let attached = self.lock_attached();
         let orphans = {
-            let attached = self.lock_attached();
             let connected = |name: &ProxyName| attached.get(name).is_some_and(|n| *n > 0);
             let mut orphans: BTreeMap<ProxyName, Arc<Snapshot>> = old
                 .orphans
@@ -270,8 +272,10 @@ impl Cache {
 
     /// Forgets the orphan `proxy` once no stream of it is attached.
     fn forget_orphan(&self, proxy: &ProxyName) {
+        // Held throughout, so a stream attaching meanwhile keeps the role.
+        let attached = self.lock_attached();
         self.tx.send_if_modified(|snapshots| {
-            if !snapshots.orphans.contains_key(proxy) {
+            if !snapshots.orphans.contains_key(proxy) || attached.contains_key(proxy) {
                 return false;
             }
             tracing::info!(proxy = %proxy, "the last Envoy of a role gone from the catalog disconnected; the role is forgotten");

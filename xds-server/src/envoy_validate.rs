@@ -164,16 +164,23 @@ pub type Verdict = Result<(), String>;
 /// Runs `envoy --mode validate` on the bootstrap of every proxy of the catalog (a few at a time),
 /// in proxy order. Each Envoy runs with `--disable-hot-restart`, so they never share a base id.
 pub fn validate_all(envoy: &Path, catalog: &LoadedCatalog) -> Vec<(ProxyName, Verdict)> {
-    let dir = std::env::temp_dir().join(format!("xds-server-validate-{}", std::process::id()));
     let proxies: Vec<&ProxyName> = catalog.catalog.proxies.keys().collect();
     let mut verdicts: Vec<(ProxyName, Verdict)> = Vec::with_capacity(proxies.len());
-    if let Err(e) = std::fs::create_dir_all(&dir) {
-        let why = format!("cannot create {}: {e}", dir.display());
-        return proxies
-            .into_iter()
-            .map(|p| (p.clone(), Err(why.clone())))
-            .collect();
-    }
+    // A fresh directory of an unpredictable name (mode 0700), removed when done: nobody can
+    // plant a file or a link where the bootstraps go.
+    let dir = match tempfile::Builder::new()
+        .prefix("xds-server-validate-")
+        .tempdir()
+    {
+        Ok(d) => d,
+        Err(e) => {
+            let why = format!("cannot create a temporary directory: {e}");
+            return proxies
+                .into_iter()
+                .map(|p| (p.clone(), Err(why.clone())))
+                .collect();
+        }
+    };
     let parallel = std::thread::available_parallelism().map_or(2, |n| n.get());
     for batch in proxies.chunks(parallel) {
         std::thread::scope(|scope| {
@@ -181,7 +188,7 @@ pub fn validate_all(envoy: &Path, catalog: &LoadedCatalog) -> Vec<(ProxyName, Ve
                 .iter()
                 .enumerate()
                 .map(|(i, proxy)| {
-                    let file = dir.join(format!("{i}.json"));
+                    let file = dir.path().join(format!("{i}.json"));
                     scope.spawn(move || {
                         ((*proxy).clone(), validate_one(envoy, catalog, proxy, &file))
                     })
@@ -192,8 +199,66 @@ pub fn validate_all(envoy: &Path, catalog: &LoadedCatalog) -> Vec<(ProxyName, Ve
             }
         });
     }
-    let _ = std::fs::remove_dir_all(&dir);
     verdicts
+}
+
+/// How long one Envoy may take to validate a bootstrap before it is killed.
+const ENVOY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Runs `cmd` to its end, or kills it after `deadline`; its output is read as it comes, so a
+/// chatty child never blocks on a full pipe.
+fn run_with_deadline(
+    mut cmd: Command,
+    deadline: std::time::Duration,
+) -> std::io::Result<(std::process::ExitStatus, String)> {
+    use std::io::Read;
+    let mut child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let read = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_string(&mut text);
+            }
+            text
+        })
+    };
+    let out = read(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let err = read(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if started.elapsed() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no answer within {}s; killed", deadline.as_secs()),
+            ));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let text = format!(
+        "{}{}",
+        err.join().unwrap_or_default(),
+        out.join().unwrap_or_default()
+    );
+    Ok((status, text))
 }
 
 fn validate_one(
@@ -205,25 +270,20 @@ fn validate_one(
     let doc = bootstrap_for(catalog, proxy).map_err(|e| e.to_string())?;
     let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?;
     std::fs::write(file, text).map_err(|e| format!("cannot write {}: {e}", file.display()))?;
-    let out = Command::new(envoy)
-        .args(["--mode", "validate", "--disable-hot-restart"])
+    let mut cmd = Command::new(envoy);
+    cmd.args(["--mode", "validate", "--disable-hot-restart"])
         .args(["--log-level", "error", "--log-format", "%v"])
         .arg("-c")
-        .arg(file)
-        .output()
+        .arg(file);
+    let (status, said) = run_with_deadline(cmd, ENVOY_DEADLINE)
         .map_err(|e| format!("cannot run {}: {e}", envoy.display()))?;
-    if out.status.success() {
+    if status.success() {
         return Ok(());
     }
-    let said = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
     Err(reason(&said, file).unwrap_or_else(|| {
         let text = said.trim();
         if text.is_empty() {
-            format!("envoy exited with {}", out.status)
+            format!("envoy exited with {status}")
         } else {
             text.to_string()
         }

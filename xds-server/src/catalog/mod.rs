@@ -181,9 +181,10 @@ pub struct Retries {
 }
 
 impl Retries {
-    /// The conditions retried when `on` is absent: failures before the upstream did anything
-    /// with the request, so retrying is safe for any method.
-    pub const DEFAULT_ON: &[&str] = &["connect-failure", "refused-stream", "reset"];
+    /// The conditions retried when `on` is absent: failures before the upstream saw the
+    /// request, so retrying is safe for any method (`reset` is not: the upstream may have
+    /// acted on it).
+    pub const DEFAULT_ON: &[&str] = &["connect-failure", "refused-stream"];
 
     /// The conditions retried, as Envoy's `retry_on` lists them.
     pub fn retry_on(&self) -> String {

@@ -111,7 +111,19 @@ pub fn refusal(pattern: &str) -> Option<Refusal> {
         return Some(Refusal::Repetition(repeat));
     }
     let size = size(&hir).saturating_add(PROGRAM_OVERHEAD);
-    (size > MAX_PROGRAM_SIZE).then_some(Refusal::ProgramSize(size))
+    (size > SURELY_OVER).then_some(Refusal::ProgramSize(size))
+}
+
+/// The estimate errs high, by at most a quarter plus 4 (measured against Envoy): above this,
+/// the real program is surely over [`MAX_PROGRAM_SIZE`]; between the two it may not be, so a
+/// catalog valid before stays valid and gets a warning instead.
+const SURELY_OVER: u64 = MAX_PROGRAM_SIZE + MAX_PROGRAM_SIZE / 4 + 4;
+
+/// An estimate over Envoy's limit that is not surely over it (see [`SURELY_OVER`]).
+pub fn may_be_too_big(pattern: &str) -> Option<u64> {
+    let hir = parse(pattern)?;
+    let size = size(&hir).saturating_add(PROGRAM_OVERHEAD);
+    (size > MAX_PROGRAM_SIZE && size <= SURELY_OVER).then_some(size)
 }
 
 /// Instructions of one class: its ranges within Latin-1, those within `A-Z` dropped when the

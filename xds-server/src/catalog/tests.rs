@@ -583,5 +583,24 @@ fn retries_without_conditions_retry_what_is_safe_to_retry() {
     let c = parse("c.yaml", &text).unwrap();
     let r = c.defaults.retries.unwrap();
     assert_eq!(r.on, None);
-    assert_eq!(r.retry_on(), "connect-failure,refused-stream,reset");
+    assert_eq!(r.retry_on(), "connect-failure,refused-stream");
+}
+
+#[test]
+fn a_regex_that_may_be_over_envoys_limit_is_a_warning_not_an_error() {
+    // Some repetition count puts the estimate just over the limit without making it sure.
+    let pattern = (5..40)
+        .map(|n| format!("/x/(abc|def|ghi){{{n}}}"))
+        .find(|p| re2::may_be_too_big(p).is_some())
+        .expect("a count in the grey zone");
+    assert_eq!(re2::refusal(&pattern), None, "{pattern}");
+    let c = parse("c.yaml", &regex_route(&pattern)).unwrap();
+    let w = warnings(&c);
+    assert!(
+        w.iter().any(|w| w.path.ends_with(".match.regex")
+            && w.message.contains("validate --envoy")),
+        "{w:?}"
+    );
+    // Far over it is an error, as before.
+    assert!(re2::refusal("/big/(abc|def|ghi){40}").is_some());
 }

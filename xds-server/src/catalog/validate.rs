@@ -137,6 +137,17 @@ pub(super) fn warnings(catalog: &Catalog) -> Vec<CatalogWarning> {
     let mut out = Vec::new();
     for (name, proxy) in &catalog.proxies {
         for (i, l) in proxy.listeners.iter().enumerate() {
+            for (k, r) in l.routes.iter().enumerate() {
+                if let Some(size) = r.matcher.regex.as_deref().and_then(re2::may_be_too_big) {
+                    out.push(CatalogWarning {
+                        path: format!("proxies.{name}.listeners[{i}].routes[{k}].match.regex"),
+                        message: format!(
+                            "may compile to more RE2 instructions than Envoy's limit of {} (estimated {size}); `validate --envoy` tells for sure",
+                            re2::MAX_PROGRAM_SIZE
+                        ),
+                    });
+                }
+            }
             for (k, later) in l.routes.iter().enumerate() {
                 let Some(j) = l.routes[..k]
                     .iter()

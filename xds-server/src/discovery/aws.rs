@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::error::ProvideErrorMetadata;
 use aws_sdk_ecs::error::SdkError;
-use tokio::sync::{Mutex, OnceCell};
+use tokio::sync::OnceCell;
 
 use super::DiscoveryError;
 
@@ -22,7 +22,7 @@ pub const ECS_RATE: f64 = 10.0;
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
-    state: Mutex<(f64, Instant)>,
+    state: std::sync::Mutex<(f64, Instant)>,
 }
 
 impl RateLimiter {
@@ -31,14 +31,16 @@ impl RateLimiter {
         Self {
             rate,
             burst,
-            state: Mutex::new((burst, Instant::now())),
+            state: std::sync::Mutex::new((burst, Instant::now())),
         }
     }
 
-    /// Takes one token, waiting for it if the bucket is empty.
+    /// Takes one token, waiting for it if the bucket is empty. A wait that is cancelled (a poll
+    /// that timed out) gives its token back: otherwise abandoned waits would pile up a debt
+    /// that no later poll could finish within its timeout.
     pub async fn acquire(&self) {
         let wait = {
-            let mut s = self.state.lock().await;
+            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
             let (tokens, last) = *s;
             let tokens =
@@ -51,8 +53,44 @@ impl RateLimiter {
             }
         };
         if !wait.is_zero() {
+            let mut refund = Refund(Some(self));
             tokio::time::sleep(wait).await;
+            refund.0 = None;
         }
+    }
+}
+
+/// Gives a token back unless disarmed: see [`RateLimiter::acquire`].
+struct Refund<'a>(Option<&'a RateLimiter>);
+
+impl Drop for Refund<'_> {
+    fn drop(&mut self) {
+        if let Some(limiter) = self.0 {
+            let mut s = limiter.state.lock().unwrap_or_else(|e| e.into_inner());
+            s.0 += 1.0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_wait_gives_its_token_back() {
+        let limiter = RateLimiter::new(1.0, 1.0);
+        limiter.acquire().await; // the burst
+        // Ten waits abandoned by a timeout leave no debt behind.
+        for _ in 0..10 {
+            let _ = tokio::time::timeout(Duration::from_millis(10), limiter.acquire()).await;
+        }
+        let started = tokio::time::Instant::now();
+        limiter.acquire().await;
+        assert!(
+            started.elapsed() <= Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
     }
 }
 

@@ -26,8 +26,12 @@ struct TypeState {
     /// What the proxy has (or was last sent): name → version.
     known: BTreeMap<String, Version>,
     pending: Option<Sent>,
-    /// Whether the proxy rejected the last response.
-    rejected: bool,
+    /// The names the pending response carries (added or removed), with the version `known`
+    /// had for each before: a NACK puts those back.
+    in_flight: Vec<(String, Option<Version>)>,
+    /// Resources the proxy rejected: name → the version it refused. Not sent again at that
+    /// version; while the snapshot still holds it, listeners and routes wait (see `gate`).
+    rejected: BTreeMap<String, Version>,
     /// Whether the first request of this type got its answer (sent even when empty).
     answered: bool,
 }
@@ -57,10 +61,26 @@ impl Variant for Delta {
             && sent.nonce == req.response_nonce
         {
             match &req.error_detail {
-                Some(err) => core.record_nack(t, sent.version, sent.at, &err.message),
-                None => core.record_ack(t, sent.version, sent.at),
+                Some(err) => {
+                    core.record_nack(t, sent.version, sent.at, &err.message);
+                    // The proxy kept what it had: it does not run what this response carried.
+                    for (name, before) in std::mem::take(&mut ts.in_flight) {
+                        if let Some(refused) = ts.known.get(&name) {
+                            ts.rejected.insert(name.clone(), *refused);
+                        }
+                        match before {
+                            Some(v) => ts.known.insert(name, v),
+                            None => ts.known.remove(&name),
+                        };
+                    }
+                }
+                None => {
+                    core.record_ack(t, sent.version, sent.at);
+                    for (name, _) in std::mem::take(&mut ts.in_flight) {
+                        ts.rejected.remove(&name);
+                    }
+                }
             }
-            ts.rejected = req.error_detail.is_some();
             ts.pending = None;
         }
         // Subscription changes count whatever nonce they carry: each request is a delta.
@@ -105,12 +125,17 @@ impl Variant for Delta {
         }
     }
 
-    fn flow(&self, t: ResourceType) -> Flow {
+    fn flow(&self, core: &StreamCore, t: ResourceType) -> Flow {
         let ts = &self.types[t.index()];
+        let snap = &core.snapshot.of(t).resources;
         Flow {
             subscribed: ts.subscribed,
             pending: ts.pending.is_some(),
-            rejected: ts.rejected,
+            // Still refused: the snapshot holds a version the proxy rejected.
+            rejected: ts
+                .rejected
+                .iter()
+                .any(|(name, v)| snap.get(name).is_some_and(|r| r.version == *v)),
         }
     }
 
@@ -119,7 +144,6 @@ impl Variant for Delta {
         let snap = &core.snapshot.of(t).resources;
         ts.subscribed.then(|| {
             ts.pending.is_none()
-                && !ts.rejected
                 && snap
                     .iter()
                     .all(|(name, r)| !ts.wants(name) || ts.known.get(name) == Some(&r.version))
@@ -139,7 +163,11 @@ impl Variant for Delta {
         let resources: Vec<Resource> = snap
             .resources
             .iter()
-            .filter(|(name, r)| ts.wants(name) && ts.known.get(*name) != Some(&r.version))
+            .filter(|(name, r)| {
+                ts.wants(name)
+                    && ts.known.get(*name) != Some(&r.version)
+                    && ts.rejected.get(*name) != Some(&r.version)
+            })
             .map(|(name, r)| Resource {
                 name: name.clone(),
                 version: r.version.to_string(),
@@ -169,13 +197,16 @@ impl Variant for Delta {
         } else {
             Vec::new()
         };
+        ts.in_flight.clear();
         for r in &resources {
             if let Some(v) = snap.resources.get(&r.name) {
-                ts.known.insert(r.name.clone(), v.version);
+                let before = ts.known.insert(r.name.clone(), v.version);
+                ts.in_flight.push((r.name.clone(), before));
             }
         }
         for name in &removed {
-            ts.known.remove(name);
+            let before = ts.known.remove(name);
+            ts.in_flight.push((name.clone(), before));
         }
         ts.answered = true;
         let nonce = core.next_nonce();

@@ -149,7 +149,7 @@ pub(crate) trait Variant: Default + Send + 'static {
     /// Takes in one request for type `t` (subscriptions, ACK or NACK).
     fn on_request(&mut self, core: &mut StreamCore, t: ResourceType, req: Self::Req);
     /// Where type `t` stands on this stream, for [`gate`].
-    fn flow(&self, t: ResourceType) -> Flow;
+    fn flow(&self, core: &StreamCore, t: ResourceType) -> Flow;
     /// Whether the proxy runs the current snapshot's resources of `t`: `None` when it does not
     /// subscribe to them, `Some(false)` while they are unanswered or after it rejected them.
     fn runs_current(&self, core: &StreamCore, t: ResourceType) -> Option<bool>;
@@ -244,7 +244,7 @@ fn push<V: Variant>(variant: &mut V, core: &mut StreamCore) -> Vec<V::Resp> {
     for t in ResourceType::ALL {
         // Again before each type: what an earlier type sent (or found the proxy has) counts.
         core.note_routes_state(variant);
-        let flows = ResourceType::ALL.map(|t| variant.flow(t));
+        let flows = ResourceType::ALL.map(|t| variant.flow(core, t));
         if let Gate::Open { keep_removed } = gate(core.view(), t, &flows)
             && let Some(resp) = variant.send(core, t, keep_removed)
         {
@@ -302,6 +302,21 @@ fn with_retiring(core: &StreamCore, t: ResourceType) -> Option<TypeSnapshot> {
 
 /// How many snapshots of unacknowledged listeners and routes a stream remembers.
 const IN_FLIGHT: usize = 4;
+
+/// How much of a NACK's error text is logged and kept for the admin pages.
+const MAX_NACK_TEXT: usize = 4096;
+
+/// `text` cut to at most `max` bytes at a character boundary, marked when cut.
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}… ({} bytes cut)", &text[..end], text.len() - end)
+}
 
 /// Longest `node.id` accepted: it is kept per stream and shown on the admin pages.
 const MAX_NODE_ID: usize = 1024;
@@ -361,37 +376,7 @@ impl StreamCore {
 
     /// Takes the proxy from the first request's node.
     fn identify(&mut self, node: Option<&Node>) -> Result<(), Status> {
-        let node =
-            node.ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
-        if node.cluster.is_empty() {
-            return Err(Status::invalid_argument(
-                "node.cluster is empty: it must name the proxy (as in the catalog's `proxies`)",
-            ));
-        }
-        if node.id.len() > MAX_NODE_ID || node.cluster.len() > MAX_NODE_ID {
-            return Err(Status::invalid_argument(format!(
-                "node.id and node.cluster may be at most {MAX_NODE_ID} bytes long"
-            )));
-        }
-        let proxy = ProxyName(node.cluster.clone());
-        if let Err(refusal) = self.shared.auth.check(self.peer.as_ref(), &proxy) {
-            self.shared
-                .metrics
-                .identity_refusals
-                .with_label_values(&[refusal.reason()])
-                .inc();
-            tracing::warn!(
-                node = %node.id,
-                proxy = %proxy,
-                peer = ?self.peer.as_ref().and_then(|p| p.remote),
-                error = %refusal,
-                "xDS stream refused"
-            );
-            return Err(match refusal {
-                Refusal::NoCertificate => Status::unauthenticated(refusal.to_string()),
-                Refusal::WrongProxy { .. } => Status::permission_denied(refusal.to_string()),
-            });
-        }
+        let (node, proxy) = admit(&self.shared, self.peer.as_ref(), node)?;
         self.attached = Some(self.shared.cache.attach(&proxy));
         self.guard = Some(self.shared.nodes.register(
             node.id.clone(),
@@ -400,8 +385,8 @@ impl StreamCore {
             self.variant,
         ));
         tracing::info!(
-            node = %node.id,
-            proxy = %proxy,
+            node = ?node.id,
+            proxy = ?proxy.0,
             service = self.scope.service(),
             variant = self.variant,
             "xDS stream opened"
@@ -427,7 +412,11 @@ impl StreamCore {
         }
         if snapshots.loaded && role == Role::Unknown && (self.role != Role::Unknown || !self.loaded)
         {
-            tracing::warn!(proxy = %proxy, "node.cluster names no proxy of the catalog; serving an empty config");
+            tracing::warn!(
+                proxy = ?proxy.0,
+                resumed = self.resumed,
+                "node.cluster names no proxy of the catalog; serving an empty config (nothing, to a proxy that reconnected with a config of its own)"
+            );
             self.shared.metrics.unknown_proxy_streams.inc();
         }
         self.loaded = snapshots.loaded;
@@ -521,6 +510,9 @@ impl StreamCore {
     }
 
     fn record_nack(&self, t: ResourceType, version: Version, sent_at: Instant, message: &str) {
+        // Envoy's text can quote a whole resource: keep what a person reads.
+        let message = truncate(message, MAX_NACK_TEXT);
+        let message = message.as_str();
         let m = &self.shared.metrics;
         m.nacks.with_label_values(&[t.short()]).inc();
         m.push_to_ack
@@ -546,8 +538,8 @@ impl Drop for StreamCore {
     fn drop(&mut self) {
         if let Some(proxy) = &self.proxy {
             tracing::info!(
-                node = %self.guard.as_ref().map(|g| g.id()).unwrap_or_default(),
-                proxy = %proxy,
+                node = ?self.guard.as_ref().map(|g| g.id()).unwrap_or_default(),
+                proxy = ?proxy.0,
                 service = self.scope.service(),
                 variant = self.variant,
                 lived_s = self.opened.elapsed().as_secs_f64(),
@@ -555,6 +547,47 @@ impl Drop for StreamCore {
             );
         }
     }
+}
+
+/// Who a request says it is, checked: a node with a proxy name of sane length, whose client
+/// certificate (with `--require-identity`) names that proxy. Streams and fetches alike.
+fn admit<'n>(
+    shared: &Shared,
+    peer: Option<&Peer>,
+    node: Option<&'n Node>,
+) -> Result<(&'n Node, ProxyName), Status> {
+    let node =
+        node.ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
+    if node.cluster.is_empty() {
+        return Err(Status::invalid_argument(
+            "node.cluster is empty: it must name the proxy (as in the catalog's `proxies`)",
+        ));
+    }
+    if node.id.len() > MAX_NODE_ID || node.cluster.len() > MAX_NODE_ID {
+        return Err(Status::invalid_argument(format!(
+            "node.id and node.cluster may be at most {MAX_NODE_ID} bytes long"
+        )));
+    }
+    let proxy = ProxyName(node.cluster.clone());
+    if let Err(refusal) = shared.auth.check(peer, &proxy) {
+        shared
+            .metrics
+            .identity_refusals
+            .with_label_values(&[refusal.reason()])
+            .inc();
+        tracing::warn!(
+            node = ?node.id,
+            proxy = ?proxy.0,
+            peer = ?peer.and_then(|p| p.remote),
+            error = %refusal,
+            "xDS request refused"
+        );
+        return Err(match refusal {
+            Refusal::NoCertificate => Status::unauthenticated(refusal.to_string()),
+            Refusal::WrongProxy { .. } => Status::permission_denied(refusal.to_string()),
+        });
+    }
+    Ok((node, proxy))
 }
 
 /// A response that was sent and not yet answered.
@@ -692,7 +725,9 @@ macro_rules! standalone {
                 &self,
                 request: Request<DiscoveryRequest>,
             ) -> Result<Response<DiscoveryResponse>, Status> {
-                sotw::fetch(&self.shared, $t, request.into_inner()).map(Response::new)
+                let peer = request.extensions().get::<Peer>().cloned();
+                sotw::fetch(&self.shared, peer.as_ref(), $t, request.into_inner())
+                    .map(Response::new)
             }
         }
     };

@@ -9,7 +9,7 @@ use tonic::Status;
 
 use super::{Flow, Sent, Shared, StreamCore, Variant};
 use crate::cache::{TypeSnapshot, Version};
-use crate::catalog::ProxyName;
+use crate::tls::Peer;
 use crate::translate::ResourceType;
 
 /// SotW bookkeeping of one stream.
@@ -153,7 +153,7 @@ impl Variant for Sotw {
         ts.named |= ts.names.as_ref().is_some_and(|n| !n.is_empty());
     }
 
-    fn flow(&self, t: ResourceType) -> Flow {
+    fn flow(&self, _core: &StreamCore, t: ResourceType) -> Flow {
         let ts = &self.types[t.index()];
         Flow {
             subscribed: ts.subscribed,
@@ -225,18 +225,16 @@ impl Variant for Sotw {
 /// Answers a unary fetch: the current resources of `t` for the requesting node.
 pub(super) fn fetch(
     shared: &Shared,
+    peer: Option<&Peer>,
     t: ResourceType,
     req: DiscoveryRequest,
 ) -> Result<DiscoveryResponse, Status> {
-    let node = req
-        .node
-        .as_ref()
-        .ok_or_else(|| Status::invalid_argument("the request must carry a node"))?;
+    let (_, proxy) = super::admit(shared, peer, req.node.as_ref())?;
     let snapshots = shared.cache.current();
     if !snapshots.loaded {
         return Err(Status::unavailable("no catalog loaded yet"));
     }
-    let (snapshot, _) = snapshots.get(&ProxyName(node.cluster.clone()));
+    let (snapshot, _) = snapshots.get(&proxy);
     let snap = snapshot.of(t);
     let names = subscription(t, &req.resource_names, false);
     let version = snap.version_for(names.as_ref());

@@ -737,3 +737,120 @@ fn delta_a_name_subscribed_again_is_sent_again() {
     assert_eq!(out.len(), 1, "a subscribed again was not sent");
     assert_eq!(names(&out[0]), ["a"]);
 }
+
+/// The edge proxy routes `/c/` to upstream c (whose endpoint is `c_port`) and the rest to `to`.
+fn catalog_with_c(to: &str, c_port: u16) -> String {
+    format!(
+        r#"
+version: 1
+proxies:
+  edge:
+    listeners:
+      - name: web
+        port: 8080
+        protocol: http
+        routes:
+          - {{ match: {{ prefix: /c/ }}, to: c }}
+          - {{ match: {{ prefix: / }}, to: {to} }}
+upstreams:
+  {to}: {{ protocol: http1, endpoints: {{ static: ["127.0.0.1:1001"] }} }}
+  c: {{ protocol: http1, endpoints: {{ static: ["127.0.0.1:{c_port}"] }}, connect_timeout: {c_port}ms }}
+"#
+    )
+}
+
+#[test]
+fn delta_a_rejected_cluster_keeps_routes_back_when_another_cluster_changes() {
+    let plane = Plane::new();
+    plane.publish(&catalog_with_c("a", 2001));
+    let mut s = DeltaStream::new(&plane);
+    let mut out = s.request(Cds, "", &[], &[]);
+    out.extend(s.request(Lds, "", &[], &[]));
+    s.ack_all(out);
+    let out = s.request(Eds, "", &["a", "c"], &[]);
+    s.ack_all(out);
+    let out = s.request(Rds, "", &["web"], &[]);
+    s.ack_all(out);
+    plane.publish(&catalog_with_c("b", 2001));
+    assert!(s.on_snapshot_nack_cds().is_empty());
+    // Another cluster changes: it goes out alone, is accepted, and the routes to the refused
+    // b still wait, with a kept.
+    plane.publish(&catalog_with_c("b", 2002));
+    let out = on_snapshot(&mut s.variant, &mut s.core);
+    s.seen.extend(out.iter().cloned());
+    assert_eq!(out[0].type_url, Cds.type_url());
+    assert_eq!(names(&out[0]), ["c"], "the refused b was sent again");
+    s.ack_all(out);
+    assert_eq!(
+        s.seen
+            .iter()
+            .filter(|r| r.type_url == Rds.type_url())
+            .count(),
+        1,
+        "routes went out while b is refused"
+    );
+    assert!(
+        s.seen.iter().all(|r| r.removed_resources.is_empty()),
+        "a was removed"
+    );
+    // b fixed: sent, accepted, then the routes move and a goes.
+    plane.publish(&catalog_with_c("b", 2002).replace(
+        "protocol: http1, endpoints: { static: [\"127.0.0.1:1001\"] }",
+        "protocol: http2, endpoints: { static: [\"127.0.0.1:1001\"] }",
+    ));
+    let out = on_snapshot(&mut s.variant, &mut s.core);
+    assert_eq!(names(&out[0]), ["b"]);
+    s.seen.extend(out.iter().cloned());
+    s.ack_all(out);
+    assert_eq!(
+        s.seen
+            .iter()
+            .filter(|r| r.type_url == Rds.type_url())
+            .count(),
+        2
+    );
+    assert!(
+        s.seen
+            .iter()
+            .any(|r| r.type_url == Cds.type_url() && r.removed_resources == ["a"])
+    );
+}
+
+#[test]
+fn a_fetch_is_checked_like_a_stream() {
+    let (_stop, shutdown) = watch::channel(false);
+    let shared = Shared {
+        cache: Cache::new(),
+        metrics: Metrics::new(),
+        nodes: Nodes::default(),
+        auth: Authorization {
+            require_identity: true,
+            trust_domain: "mesh.local".into(),
+        },
+        shutdown,
+    };
+    let req = DiscoveryRequest {
+        node: node(),
+        ..Default::default()
+    };
+    let err = sotw::fetch(&shared, None, Cds, req).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated);
+    let mut long = node();
+    if let Some(n) = long.as_mut() {
+        n.cluster = "x".repeat(MAX_NODE_ID + 1);
+    }
+    let req = DiscoveryRequest {
+        node: long,
+        ..Default::default()
+    };
+    let err = sotw::fetch(&shared, None, Cds, req).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+}
+
+#[test]
+fn nack_texts_are_cut_at_a_character_boundary() {
+    assert_eq!(truncate("short", 10), "short");
+    let cut = truncate(&"é".repeat(10), 5);
+    assert!(cut.starts_with("éé…"), "{cut}");
+    assert!(cut.ends_with("(16 bytes cut)"), "{cut}");
+}
