@@ -190,3 +190,71 @@ async fn a_stream_without_a_node_is_refused() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("node"), "{}", err.message());
 }
+
+/// A request over 4 MiB ends the stream with an error the client can read; streams opening
+/// and closing are logged with the node, the proxy and how long they lived.
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_requests_are_refused_and_streams_are_logged() {
+    use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+    let (_dir, server, url) = start();
+    let mut ads = AggregatedDiscoveryServiceClient::connect(url.clone())
+        .await
+        .unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(DiscoveryRequest {
+        node: node(),
+        type_url: ResourceType::Cluster.type_url().into(),
+        // 5 MiB of names.
+        resource_names: (0..5 * 1024).map(|i| format!("{i:01023}")).collect(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut stream = ads
+        .stream_aggregated_resources(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    let err = tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::ResourceExhausted | tonic::Code::OutOfRange
+        ),
+        "{err:?}"
+    );
+    // A normal stream still works, and is logged when it opens and closes.
+    let mut cds = ClusterDiscoveryServiceClient::connect(url).await.unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(DiscoveryRequest {
+        node: node(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let mut stream = cds
+        .stream_clusters(ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut stream).await.resources.len(), 2);
+    drop(tx);
+    drop(stream);
+    tokio::task::spawn_blocking(move || {
+        tests::wait_for("the close to be logged", Duration::from_secs(10), || {
+            let log = server.process.output();
+            let opened = log.lines().any(|l| {
+                l.contains("xDS stream opened") && l.contains("tool-1") && l.contains("edge")
+            });
+            let closed = log
+                .lines()
+                .any(|l| l.contains("xDS stream closed") && l.contains("lived_s"));
+            (opened && closed).then_some(())
+        })
+    })
+    .await
+    .unwrap();
+}

@@ -597,8 +597,8 @@ fn a_regex_that_may_be_over_envoys_limit_is_a_warning_not_an_error() {
     let c = parse("c.yaml", &regex_route(&pattern)).unwrap();
     let w = warnings(&c);
     assert!(
-        w.iter().any(|w| w.path.ends_with(".match.regex")
-            && w.message.contains("validate --envoy")),
+        w.iter()
+            .any(|w| w.path.ends_with(".match.regex") && w.message.contains("validate --envoy")),
         "{w:?}"
     );
     // Far over it is an error, as before.

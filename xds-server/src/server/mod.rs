@@ -634,7 +634,9 @@ async fn run<V: Variant>(
                 },
                 Ok(None) => break,
                 Err(status) => {
+                    // A request too big to decode, say: tell the client why.
                     tracing::debug!(%status, "stream ended with an error");
+                    let _ = tx.send(Err(status)).await;
                     break;
                 }
             },
