@@ -395,7 +395,7 @@ upstreams:
         impostor.stat("listener_manager.total_listeners_active"),
         Some(0)
     );
-    assert!(server.process.output().contains("xDS stream refused"));
+    assert!(server.process.output().contains("xDS request refused"));
     drop(impostor);
 
     // The right certificate in another trust domain names nothing.
