@@ -51,6 +51,14 @@ if ! command -v prometheus >/dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
+# strace, for the s3-config-loader test that checks how staging files are created (O_EXCL,
+# O_NOFOLLOW, the mode at open, fchown on the descriptor).
+if ! command -v strace >/dev/null; then
+  log "installing strace (apt)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends strace >/dev/null
+fi
+
 # checkov, in its own virtualenv (it pins an old boto3), for the infra tests; run offline.
 venv checkov "checkov==3.3.*" \
   "import importlib.metadata as m, sys; sys.exit(not m.version('checkov').startswith('3.3.'))"

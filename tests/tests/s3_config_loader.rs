@@ -667,3 +667,151 @@ fn a_failed_reload_is_tried_again_until_it_succeeds() {
     });
     assert_eq!((reload.hits(), read(&hups).lines().count()), (1, 1));
 }
+
+/// A regular file holding `text` (not a symbolic link).
+fn regular(path: &Path, text: &str) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) && read(path) == text
+}
+
+/// The generation directories (`..<stamp>`) in `dir`, without `..data`.
+fn generations(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| {
+                let name = e.ok()?.file_name().to_string_lossy().into_owned();
+                (name.starts_with("..") && name != "..data").then_some(name)
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whoever shares the volume may plant links where the loader writes: at the staging path a
+/// loader of this pid would have used, at the target itself, and in place of a subdirectory.
+/// None of them makes the loader write outside its directory.
+#[test]
+fn symlinks_planted_in_the_directory_never_redirect_a_write_outside_it() {
+    let s3 = S3::start("s3-symlinks");
+    let outside = s3.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let victim = outside.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    s3.put("app/conf.txt", "1");
+    let (loader, admin) = s3.daemon("app/", &["--interval", "50ms"]);
+    let out = s3.out();
+    wait_for("the first sync", Duration::from_secs(20), || {
+        regular(&out.join("conf.txt"), "1").then_some(())
+    });
+    let pid = loader.pid();
+    for staging in [
+        format!(".conf.txt.tmp-{pid}"),
+        format!(".tmp-{pid}-conf.txt"),
+        format!(".link.txt.tmp-{pid}"),
+    ] {
+        std::os::unix::fs::symlink(&victim, out.join(staging)).unwrap();
+    }
+    std::os::unix::fs::symlink(&victim, out.join("link.txt")).unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("sub")).unwrap();
+    s3.put("app/conf.txt", "2");
+    s3.put("app/link.txt", "new");
+    s3.put("app/sub/x.conf", "x");
+    wait_for("the changed files", Duration::from_secs(20), || {
+        (regular(&out.join("conf.txt"), "2") && regular(&out.join("link.txt"), "new")).then_some(())
+    });
+    wait_for("the refused subdirectory", Duration::from_secs(20), || {
+        (metric(admin, "s3cl_errors_total{kind=\"write\"}") >= 1.0).then_some(())
+    });
+    assert!(regular(&victim, "precious"), "the victim was written");
+    assert!(!outside.join("x.conf").exists(), "written through sub/");
+    assert!(
+        loader.output().contains("symbolic link"),
+        "{}",
+        loader.output()
+    );
+}
+
+/// A `..data` link planted to point outside: --atomic-set neither reads from nor removes what
+/// it points at, and publishes its own generation in place of the link.
+#[test]
+fn a_planted_data_link_never_makes_atomic_set_touch_what_it_points_at() {
+    let s3 = S3::start("s3-data-link");
+    let outside = s3.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("keep.txt"), "precious").unwrap();
+    let out = s3.out();
+    std::fs::create_dir_all(&out).unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("..data")).unwrap();
+    s3.put("app/a.conf", "1");
+    let o = s3.sync_once("app/", &["--atomic-set"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(regular(&outside.join("keep.txt"), "precious"));
+    assert_eq!(read(&out.join("a.conf")), "1");
+    assert!(!out.join("keep.txt").exists(), "linked in from outside");
+    let data = std::fs::read_link(out.join("..data")).unwrap();
+    assert_eq!(generations(&out), [data.to_string_lossy().into_owned()]);
+}
+
+/// The syscalls, as strace sees them: each staging file is created with O_EXCL and O_NOFOLLOW,
+/// under a name that is not the pid, with its final mode already (never 0644 first), and is
+/// given its owner through its descriptor, never through a path that could be swapped.
+#[test]
+fn staging_files_are_created_exclusively_with_their_mode_and_owner_through_the_descriptor() {
+    let s3 = S3::start("s3-strace");
+    s3.put("app/secret.conf", "s3cr3t");
+    s3.put("app/nested/other.conf", "x");
+    let trace = s3.dir.path().join("strace.txt");
+    let src = format!("s3://{BUCKET}/app/");
+    let out = s3.out();
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .args(["-e", "trace=%file,%desc"])
+        .arg(workspace_bin("s3-config-loader"))
+        .args(["sync", &src, out.to_str().unwrap(), "--once"])
+        .args(["--mode", "600", "--uid", "65534", "--gid", "65534"])
+        .envs(s3.moto.env());
+    let o = cmd.output().expect("strace runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (path, want) in [("secret.conf", "s3cr3t"), ("nested/other.conf", "x")] {
+        let meta = std::fs::symlink_metadata(out.join(path)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o600, 65534, 65534)
+        );
+        assert_eq!(read(&out.join(path)), want);
+    }
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let creates: Vec<&str> = trace
+        .lines()
+        .filter(|l| {
+            l.contains("O_CREAT") && (l.contains("secret.conf") || l.contains("other.conf"))
+        })
+        .collect();
+    assert!(creates.len() >= 2, "no staging file created:\n{trace}");
+    for l in &creates {
+        assert!(
+            l.contains("O_EXCL") && l.contains("O_NOFOLLOW") && l.contains(", 0600)"),
+            "{l}"
+        );
+        let pid = l.split_whitespace().next().unwrap();
+        assert!(
+            !l.contains(&format!("tmp-{pid}")),
+            "a name from the pid: {l}"
+        );
+    }
+    let by_path: Vec<&str> = trace
+        .lines()
+        .filter(|l| {
+            ["chown(", "lchown(", "fchownat(", "chmod(", "fchmodat("]
+                .iter()
+                .any(|c| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|w| w.starts_with(c))
+                })
+        })
+        .collect();
+    assert!(by_path.is_empty(), "changed through a path: {by_path:?}");
+    assert!(trace.contains("fchown("), "no fchown:\n{trace}");
+}
