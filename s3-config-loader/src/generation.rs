@@ -30,6 +30,32 @@ pub fn current(dir: &Path) -> Option<PathBuf> {
         .then_some(path)
 }
 
+/// Removes generations that are not the current one: a loader killed during a pass leaves
+/// the one it was building.
+pub fn remove_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let current = current(dir);
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let ours = name.to_str().is_some_and(is_generation_name);
+        if ours
+            && e.file_type().is_ok_and(|t| t.is_dir())
+            && current.as_deref() != Some(e.path().as_path())
+        {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => {
+                    tracing::info!(generation = %e.path().display(), "removed a generation left by an interrupted pass")
+                }
+                Err(err) => {
+                    tracing::warn!(generation = %e.path().display(), error = %err, "cannot remove a stale generation")
+                }
+            }
+        }
+    }
+}
+
 /// Creates a new generation holding the current one's files (hard links: nothing is copied,
 /// and files are only ever replaced by rename, so the old generation stays intact).
 pub fn prepare(dir: &Path) -> io::Result<PathBuf> {
@@ -74,9 +100,33 @@ fn replace_symlink(target: &Path, link: &Path) -> io::Result<()> {
     })
 }
 
+/// Moves the real directories standing where the new set's top-level links go out of the
+/// way (a sync without --atomic-set leaves them; a link cannot be renamed over a directory).
+/// Each move is recorded in `moved` as it happens, so that a failure can be undone.
+fn move_aside(
+    dir: &Path,
+    names: &[OsString],
+    moved: &mut Vec<(PathBuf, PathBuf)>,
+) -> io::Result<()> {
+    for name in names {
+        let path = dir.join(name);
+        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
+            let aside = dir.join(format!(
+                ".{}.replaced-{}",
+                name.to_string_lossy(),
+                std::process::id()
+            ));
+            std::fs::rename(&path, &aside)?;
+            moved.push((path, aside));
+        }
+    }
+    Ok(())
+}
+
 /// Publishes `new`: swaps `..data`, adds and removes top-level symlinks, removes the old
-/// generation. An error is returned only if nothing was published yet (the caller may drop
-/// `new`); once `..data` points at `new`, later problems are logged, never undone.
+/// generation. An error is returned only if nothing was published (directories moved aside
+/// are back where they were, and the caller may drop `new`); once `..data` points at `new`,
+/// later problems are logged, never undone.
 pub fn commit(dir: &Path, new: &Path) -> io::Result<()> {
     let old = current(dir);
     let new_name = new.file_name().map(PathBuf::from).unwrap_or_default();
@@ -86,22 +136,17 @@ pub fn commit(dir: &Path, new: &Path) -> io::Result<()> {
             .collect()
     };
     let names = entries(new)?;
-    // A real directory where a top-level symlink must go (left by a sync without
-    // --atomic-set) cannot be renamed over: move it aside first, before anything is published.
-    let mut replaced = Vec::new();
-    for name in &names {
-        let path = dir.join(name);
-        if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            let aside = dir.join(format!(
-                ".{}.replaced-{}",
-                name.to_string_lossy(),
-                std::process::id()
-            ));
-            std::fs::rename(&path, &aside)?;
-            replaced.push(aside);
+    let mut moved = Vec::new();
+    let swapped = move_aside(dir, &names, &mut moved)
+        .and_then(|()| replace_symlink(&new_name, &dir.join(DATA)));
+    if let Err(e) = swapped {
+        for (path, aside) in moved.iter().rev() {
+            if let Err(back) = std::fs::rename(aside, path) {
+                tracing::error!(dir = %path.display(), aside = %aside.display(), error = %back, "cannot move a directory back after a failed swap");
+            }
         }
+        return Err(e);
     }
-    replace_symlink(&new_name, &dir.join(DATA))?;
     let warn =
         |what: &str, e: io::Error| tracing::warn!(dir = %dir.display(), error = %e, "{what}");
     for name in &names {
@@ -113,7 +158,7 @@ pub fn commit(dir: &Path, new: &Path) -> io::Result<()> {
             warn("cannot link a top-level entry of the new set", e);
         }
     }
-    for aside in replaced {
+    for (_, aside) in moved {
         if let Err(e) = std::fs::remove_dir_all(&aside) {
             warn("cannot remove a replaced directory", e);
         }

@@ -247,6 +247,7 @@ impl Syncer {
             && let Ok(handle) = files::Dir::open(dir)
         {
             handle.remove_stale_staging();
+            generation::remove_stale(dir);
         }
         Syncer {
             client,

@@ -815,3 +815,67 @@ fn staging_files_are_created_exclusively_with_their_mode_and_owner_through_the_d
     assert!(by_path.is_empty(), "changed through a path: {by_path:?}");
     assert!(trace.contains("fchown("), "no fchown:\n{trace}");
 }
+
+/// A swap that fails (here: a directory stands where the `..data` link must go) leaves the
+/// directory as it was: directories moved aside for the new set's links come back.
+#[test]
+fn a_failed_swap_puts_the_directories_it_moved_aside_back() {
+    let s3 = S3::start("s3-swap-fails");
+    s3.put("app/a.conf", "1");
+    s3.put("app/nested/b.conf", "1");
+    assert!(s3.sync_once("app/", &[]).status.success());
+    let out = s3.out();
+    std::fs::create_dir_all(out.join("..data/blocker")).unwrap();
+    let o = s3.sync_once("app/", &["--atomic-set"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot publish a new set"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(regular(&out.join("nested/b.conf"), "1"), "nested/ is gone");
+    assert!(regular(&out.join("a.conf"), "1"));
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains("replaced")),
+        "left aside: {names:?}"
+    );
+    assert!(generations(&out).is_empty(), "{names:?}");
+    // Once the obstacle is gone, the set is published.
+    std::fs::remove_dir_all(out.join("..data")).unwrap();
+    let o = s3.sync_once("app/", &["--atomic-set"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read(&out.join("nested/b.conf")), "1");
+    assert_eq!(generations(&out).len(), 1);
+}
+
+/// A loader killed in the middle of a pass leaves a half-built generation; the next start
+/// removes it, and only the published one stays.
+#[test]
+fn generations_left_by_a_crash_are_removed_at_start() {
+    let s3 = S3::start("s3-crash");
+    s3.put("app/a.conf", "1");
+    assert!(s3.sync_once("app/", &["--atomic-set"]).status.success());
+    let out = s3.out();
+    let published = generations(&out);
+    assert_eq!(published.len(), 1);
+    // The validator kills the loader while the new generation holds a staged file.
+    s3.put("app/a.conf", "2");
+    let o = s3.sync_once("app/", &["--atomic-set", "--validate", "kill -9 $PPID"]);
+    assert_eq!(o.status.code(), None, "not killed: {}", stderr(&o));
+    assert_eq!(generations(&out).len(), 2, "no half-built generation");
+    assert_eq!(read(&out.join("a.conf")), "1");
+    let o = s3.sync_once("app/", &["--atomic-set"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read(&out.join("a.conf")), "2");
+    let left = generations(&out);
+    let data = std::fs::read_link(out.join("..data")).unwrap();
+    assert_eq!(
+        left,
+        [data.to_string_lossy().into_owned()],
+        "stale generations stay"
+    );
+}
