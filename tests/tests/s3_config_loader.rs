@@ -879,3 +879,34 @@ fn generations_left_by_a_crash_are_removed_at_start() {
         "stale generations stay"
     );
 }
+
+/// A line break in a key would split the `S3CL_CHANGED` list hooks read: keys with control
+/// characters are refused, with the reason, like keys that leave the directory. (moto refuses
+/// keys with a newline itself; a carriage return splits lines for many readers just as well.)
+#[test]
+fn keys_with_control_characters_are_refused() {
+    let s3 = S3::start("s3-control");
+    s3.put("app/good.txt", "good");
+    s3.put("app/evil\rname.txt", "evil");
+    s3.put("app/tab\there.txt", "evil");
+    let changed = s3.dir.path().join("changed");
+    let hook = format!("printf '%s' \"$S3CL_CHANGED\" > {}", changed.display());
+    let o = s3.sync_once("app/", &["--on-change", &hook]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("control character"), "{err}");
+    assert!(
+        err.contains("app/evil\\rname.txt") && err.contains("app/tab\\there.txt"),
+        "{err}"
+    );
+    assert_eq!(
+        read(&changed),
+        s3.out().join("good.txt").display().to_string()
+    );
+    let names: Vec<String> = std::fs::read_dir(s3.out())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(names, ["good.txt"]);
+}
