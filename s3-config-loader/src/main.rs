@@ -11,6 +11,7 @@ use s3_config_loader::hooks::{Hooks, SignalTarget};
 use s3_config_loader::metrics::Metrics;
 use s3_config_loader::run::{self, RunConfig};
 use s3_config_loader::sync::{SyncConfig, Syncer, Target};
+use s3_config_loader::template::EnvPolicy;
 use s3_config_loader::{S3Location, s3_client};
 
 /// Fetches configuration from S3 to local files, keeps it fresh, swaps files atomically and
@@ -81,6 +82,23 @@ struct CommonArgs {
     /// POST to this http:// URL after a change (e.g. http://127.0.0.1:9090/-/reload).
     #[arg(long, env = "S3_CONFIG_LOADER_POST", value_delimiter = ',')]
     post: Vec<String>,
+    /// Templates read only environment variables whose names start with this ('' for none:
+    /// then only those given with --template-env).
+    #[arg(
+        long,
+        env = "S3_CONFIG_LOADER_TEMPLATE_ENV_PREFIX",
+        default_value = "S3CL_",
+        value_name = "PREFIX"
+    )]
+    template_env_prefix: String,
+    /// An environment variable templates may read without the prefix (repeatable).
+    #[arg(
+        long = "template-env",
+        env = "S3_CONFIG_LOADER_TEMPLATE_ENV",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    template_env: Vec<String>,
     /// Refuse objects larger than this many bytes.
     #[arg(long, env = "S3_CONFIG_LOADER_MAX_SIZE", default_value_t = 10 * 1024 * 1024)]
     max_size: u64,
@@ -189,6 +207,14 @@ async fn main() -> anyhow::Result<ExitCode> {
         validate_timeout: c.hook_timeout,
         concurrency: c.concurrency,
         atomic_set,
+        template_env: EnvPolicy {
+            prefix: c.template_env_prefix,
+            allow: c
+                .template_env
+                .into_iter()
+                .filter(|n| !n.is_empty())
+                .collect(),
+        },
     };
     let run_config = RunConfig {
         once,

@@ -50,6 +50,8 @@ pub struct SyncConfig {
     pub concurrency: usize,
     /// Publish each changed set of files together (`sync` only; see [`crate::generation`]).
     pub atomic_set: bool,
+    /// The environment variables templates may read.
+    pub template_env: template::EnvPolicy,
 }
 
 /// The kind of a per-object problem, also the `kind` label of the error metric.
@@ -586,7 +588,7 @@ impl Syncer {
             message,
         };
         let body = if key.ends_with(template::SUFFIX) {
-            template::render_with_environment(&body)
+            template::render_with_environment(&body, &self.config.template_env)
                 .await
                 .map_err(|e| err(ErrorKind::Template, e.to_string()))?
         } else {

@@ -421,6 +421,8 @@ static_resources:
         "--once",
         "--validate",
         &validate,
+        "--template-env",
+        "PROXY",
     ]);
     cmd.env(
         "ECS_CONTAINER_METADATA_URI_V4",
@@ -441,7 +443,7 @@ static_resources:
     // A variable without a value fails with its name, and writes nothing.
     s3.put(
         "broken/envoy.yaml.tmpl",
-        "node: { id: \"${ecs.TaskARN}\", cluster: \"${NO_SUCH_VAR}\" }\n",
+        "node: { id: \"${ecs.TaskARN}\", cluster: \"${S3CL_NO_SUCH_VAR}\" }\n",
     );
     let dir2 = s3.dir.path().join("broken");
     let mut cmd = s3.command(&[
@@ -457,7 +459,7 @@ static_resources:
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("no value for ${NO_SUCH_VAR}"),
+        stderr(&out).contains("no value for ${S3CL_NO_SUCH_VAR}"),
         "{}",
         stderr(&out)
     );
@@ -909,4 +911,76 @@ fn keys_with_control_characters_are_refused() {
         .filter(|n| !n.starts_with('.'))
         .collect();
     assert_eq!(names, ["good.txt"]);
+}
+
+/// Whoever can write to the bucket must not be able to copy the loader's environment (AWS
+/// keys, tokens) into a file: templates read only names with the prefix (S3CL_ by default)
+/// and the names given with --template-env.
+#[test]
+fn templates_read_only_prefixed_and_allowed_environment_variables() {
+    let s3 = S3::start("s3-template-env");
+    s3.put(
+        "leak/creds.conf.tmpl",
+        "key=${AWS_SECRET_ACCESS_KEY} home=${HOME}\n",
+    );
+    let run = |prefix: &str, extra: &[&str], env: &[(&str, &str)]| {
+        let src = format!("s3://{BUCKET}/{prefix}");
+        let dir = s3.dir.path().join(prefix);
+        let mut cmd = s3.command(&["sync", &src, dir.to_str().unwrap(), "--once"]);
+        cmd.args(extra).envs(env.iter().copied());
+        (cmd.output().unwrap(), dir)
+    };
+    let (o, dir) = run("leak/", &[], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("${AWS_SECRET_ACCESS_KEY}")
+            && err.contains("${HOME}")
+            && err.contains("--template-env"),
+        "{err}"
+    );
+    assert!(!dir.join("creds.conf").exists());
+
+    s3.put(
+        "ok/a.conf.tmpl",
+        "role=${S3CL_ROLE} proxy=${PROXY} host=${XDS_HOST}\n",
+    );
+    let env = [
+        ("S3CL_ROLE", "web"),
+        ("PROXY", "intdemo"),
+        ("XDS_HOST", "xds.local"),
+    ];
+    let (o, dir) = run(
+        "ok/",
+        &["--template-env", "PROXY"],
+        &[
+            ("S3_CONFIG_LOADER_TEMPLATE_ENV", "XDS_HOST"),
+            env[0],
+            env[1],
+            env[2],
+        ],
+    );
+    // The flag replaces the environment variable's list, as for every other flag.
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("${XDS_HOST}"), "{}", stderr(&o));
+    assert!(!dir.join("a.conf").exists());
+    let (o, dir) = run(
+        "ok/",
+        &["--template-env", "PROXY", "--template-env", "XDS_HOST"],
+        &env,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        read(&dir.join("a.conf")),
+        "role=web proxy=intdemo host=xds.local\n"
+    );
+    let mut with_list = env.to_vec();
+    with_list.push(("S3_CONFIG_LOADER_TEMPLATE_ENV", "PROXY,XDS_HOST"));
+    let (o, _) = run("ok/", &[], &with_list);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Another prefix: S3CL_ names are no longer readable.
+    with_list.push(("S3_CONFIG_LOADER_TEMPLATE_ENV_PREFIX", "APP_"));
+    let (o, _) = run("ok/", &[], &with_list);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("${S3CL_ROLE}"), "{}", stderr(&o));
 }
