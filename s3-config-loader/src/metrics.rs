@@ -2,8 +2,6 @@
 
 use prometheus::{Gauge, IntCounter, IntCounterVec, Opts, Registry};
 
-use crate::sync::SyncReport;
-
 /// Every metric s3-config-loader exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -74,23 +72,6 @@ impl Metrics {
             errors: vec("s3cl_errors_total", "Problems by kind", "kind"),
             last_success,
             registry,
-        }
-    }
-
-    /// Counts what a pass did.
-    pub fn record(&self, r: &SyncReport) {
-        self.downloads.inc_by(r.downloaded as u64);
-        self.written.inc_by(r.written.len() as u64);
-        self.deleted.inc_by(r.deleted.len() as u64);
-        for e in &r.errors {
-            self.errors.with_label_values(&[e.kind.label()]).inc();
-        }
-        if r.errors.is_empty() {
-            self.passes.with_label_values(&["ok"]).inc();
-            self.last_success
-                .set(common::duration::since_epoch().as_secs_f64());
-        } else {
-            self.passes.with_label_values(&["error"]).inc();
         }
     }
 

@@ -166,6 +166,24 @@ impl SyncReport {
         !self.written.is_empty() || !self.deleted.is_empty()
     }
 
+    /// Adds what the pass did to the metrics.
+    pub fn count_in(&self, m: &Metrics) {
+        m.downloads.inc_by(self.downloaded as u64);
+        m.bytes.inc_by(self.bytes);
+        m.written.inc_by(self.written.len() as u64);
+        m.deleted.inc_by(self.deleted.len() as u64);
+        for e in &self.errors {
+            m.errors.with_label_values(&[e.kind.label()]).inc();
+        }
+        if self.errors.is_empty() {
+            m.passes.with_label_values(&["ok"]).inc();
+            m.last_success
+                .set(common::duration::since_epoch().as_secs_f64());
+        } else {
+            m.passes.with_label_values(&["error"]).inc();
+        }
+    }
+
     /// One line for logs and `--once` output.
     pub fn summary(&self) -> String {
         format!(
@@ -500,8 +518,7 @@ impl Syncer {
                 })?;
             self.saved = self.state.clone();
         }
-        self.metrics.bytes.inc_by(report.bytes);
-        self.metrics.record(&report);
+        report.count_in(&self.metrics);
         Ok(report)
     }
 
