@@ -128,11 +128,14 @@ pub async fn run(
             Err(e) => {
                 let kind = if e.throttled { "throttled" } else { "error" };
                 metrics.errors.with_label_values(&[kind]).inc();
-                if e.throttled {
-                    backoff = (backoff.max(config.interval) * 2).min(config.max_backoff);
-                }
-                tracing::warn!(error = %e, retry_in = ?backoff.max(config.interval), "refresh failed; the last good targets stay");
-                backoff.max(config.interval)
+                backoff = if e.throttled {
+                    common::backoff::after_throttle(backoff, config.interval, config.max_backoff)
+                } else {
+                    Duration::ZERO
+                };
+                let delay = backoff.max(config.interval);
+                tracing::warn!(error = %e, retry_in = ?delay, "refresh failed; the last good targets stay");
+                delay
             }
         };
         tokio::select! {
