@@ -1,7 +1,9 @@
 //! What the toolkit's binaries really share: durations as users write them, atomic file
 //! replacement, AWS configuration from the standard environment and AWS errors in words, the
-//! backoff after failures, ECS task listing (feature `ecs`), logs and graceful shutdown.
+//! backoff after failures, ECS task listing (feature `ecs`), the admin port (`/metrics`,
+//! `/healthz`), logs and graceful shutdown.
 
+pub mod admin;
 pub mod aws;
 pub mod backoff;
 pub mod cli;

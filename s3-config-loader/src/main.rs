@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use common::cli::LogFormat;
 use common::files::FileOptions;
 use s3_config_loader::hooks::{Hooks, SignalTarget};
 use s3_config_loader::metrics::Metrics;
@@ -118,17 +119,11 @@ struct CommonArgs {
     #[arg(long, env = "S3_CONFIG_LOADER_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
     /// Log format: text or json.
-    #[arg(long, env = "S3_CONFIG_LOADER_LOG_FORMAT", default_value = "text")]
+    #[arg(long, env = "S3_CONFIG_LOADER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Log filter, e.g. info or debug.
     #[arg(long, env = "S3_CONFIG_LOADER_LOG", default_value = "info")]
     log: String,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -186,9 +181,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         .map_err(anyhow::Error::msg)?;
     let metrics = Metrics::new();
     if let Some(addr) = c.admin_listen {
-        let m = metrics.clone();
+        let router = common::admin::router(metrics.registry.clone());
         tokio::spawn(async move {
-            if let Err(e) = run::serve_admin(addr, m).await {
+            if let Err(e) = common::admin::serve(addr, router).await {
                 tracing::error!(%addr, error = %e, "cannot serve the admin port");
             }
         });

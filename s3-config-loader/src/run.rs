@@ -1,15 +1,9 @@
 //! Running passes: once (init-container mode) or forever (daemon mode, with jitter and backoff),
-//! firing the hooks after each pass that changed files, and serving `/metrics` and `/healthz`.
+//! firing the hooks after each pass that changed files.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-
-use axum::Router;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
 
 use crate::hooks::{Hook, Hooks};
 use crate::metrics::Metrics;
@@ -159,21 +153,4 @@ async fn run_hooks(
     for hook in done {
         unhooked.remove(&hook);
     }
-}
-
-/// Serves `/metrics` and `/healthz` until the process ends.
-pub async fn serve_admin(addr: SocketAddr, metrics: Metrics) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let text = metrics.render();
-                async move {
-                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }));
-    axum::serve(listener, app).await
 }

@@ -369,3 +369,16 @@ fn symlinks_planted_at_staging_paths_or_targets_never_redirect_a_write() {
     assert_eq!(std::fs::read_to_string(&five).unwrap().trim(), "[]");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
 }
+
+/// `--log-format` takes the values the other binaries take, and refuses others (it once took any
+/// string and wrote text for all but `json`).
+#[test]
+fn log_format_is_text_or_json() {
+    let out = Command::new(workspace_bin("ecs-sd"))
+        .args(["--dry-run", "--log-format", "xml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[possible values: text, json]"), "{err}");
+}
