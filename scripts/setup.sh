@@ -23,6 +23,16 @@ venv() {
   "$dir/bin/python" -c "$check"
 }
 
+# Debian packages, with one `apt-get update` per run at most.
+apt_updated=
+apt_install() {
+  if [ -z "$apt_updated" ]; then
+    apt-get update -qq
+    apt_updated=1
+  fi
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
 command -v cargo >/dev/null || { log "cargo is missing: install a Rust toolchain (rustup) first"; exit 1; }
 command -v python3 >/dev/null || { log "python3 is missing"; exit 1; }
 
@@ -54,15 +64,20 @@ venv grpc "grpcio==1.* h2==4.*" \
 # Prometheus 2.x from Debian, for the ecs-sd tests (file_sd and http_sd read by the real thing).
 if ! command -v prometheus >/dev/null; then
   log "installing prometheus (apt)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  apt_install prometheus
 fi
 
 # openssl, as an outside TLS client of the xDS port in the TLS tests.
 if ! command -v openssl >/dev/null; then
   log "installing openssl (apt)"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssl >/dev/null
+  apt_install openssl
+fi
+
+# strace, for the s3-config-loader test that checks how staging files are created (O_EXCL,
+# O_NOFOLLOW, the mode at open, fchown on the descriptor).
+if ! command -v strace >/dev/null; then
+  log "installing strace (apt)"
+  apt_install strace
 fi
 
 # checkov, in its own virtualenv (it pins an old boto3), for the infra tests; run offline.

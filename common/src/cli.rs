@@ -1,5 +1,15 @@
 //! What every binary's `main` does the same way: logs and graceful shutdown.
 
+/// How logs are written (`--log-format`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Text, for people.
+    #[default]
+    Text,
+    /// JSON, one object a line, for CloudWatch and other collectors.
+    Json,
+}
+
 /// Logs to stderr: `json` for CloudWatch and other collectors, text otherwise; `filter` is an
 /// env-filter expression such as `info` or `xds_server=debug`.
 pub fn init_logs(json: bool, filter: &str) -> Result<(), String> {

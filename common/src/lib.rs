@@ -1,8 +1,13 @@
 //! What the toolkit's binaries really share: durations as users write them, atomic file
-//! replacement, AWS configuration from the standard environment and AWS errors in words, logs
-//! and graceful shutdown.
+//! replacement, AWS configuration from the standard environment and AWS errors in words, the
+//! backoff after failures, ECS task listing (feature `ecs`), the admin port (`/metrics`,
+//! `/healthz`), logs and graceful shutdown.
 
+pub mod admin;
 pub mod aws;
+pub mod backoff;
 pub mod cli;
 pub mod duration;
+#[cfg(feature = "ecs")]
+pub mod ecs;
 pub mod files;

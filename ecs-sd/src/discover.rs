@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ecs::types::{DesiredStatus, Task, TaskDefinition, TaskDefinitionField, TaskField};
+use aws_sdk_ecs::types::{Task, TaskDefinition, TaskDefinitionField, TaskField};
 
 use crate::metrics::Metrics;
 use crate::targets::TaskInfo;
@@ -115,39 +115,23 @@ impl Discoverer {
     pub async fn refresh(&mut self) -> Result<Vec<TaskInfo>, ApiError> {
         let mut current: Vec<Task> = Vec::new();
         for cluster in self.clusters().await? {
-            let mut arns = Vec::new();
-            let mut next = None;
-            loop {
+            let listed = common::ecs::running_task_arns(&self.ecs, &cluster, None, || {
                 self.count("ListTasks");
-                let page = self
-                    .ecs
-                    .list_tasks()
-                    .cluster(&cluster)
-                    .desired_status(DesiredStatus::Running)
-                    .set_next_token(next)
-                    .send()
-                    .await;
-                let page = match page {
-                    Ok(p) => p,
-                    // A cluster named in --cluster-arns that is gone must not stop the others.
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|s| s.is_cluster_not_found_exception()) =>
-                    {
-                        tracing::warn!(%cluster, "cluster not found; skipped");
-                        break;
-                    }
-                    Err(e) => return Err(api_error("ListTasks", e)),
-                };
-                arns.extend(page.task_arns().iter().cloned());
-                next = page
-                    .next_token()
-                    .filter(|t| !t.is_empty())
-                    .map(str::to_string);
-                if next.is_none() {
-                    break;
+                std::future::ready(())
+            })
+            .await;
+            let arns = match listed {
+                Ok(arns) => arns,
+                // A cluster named in --cluster-arns that is gone must not stop the others.
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_cluster_not_found_exception()) =>
+                {
+                    tracing::warn!(%cluster, "cluster not found; skipped");
+                    Vec::new()
                 }
-            }
+                Err(e) => return Err(api_error("ListTasks", e)),
+            };
             // A RUNNING task stays so until it leaves the list: only new or still-starting
             // tasks are described again.
             let unknown: Vec<String> = arns

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
+use common::cli::LogFormat;
 use ecs_sd::discover::Discoverer;
 use ecs_sd::metrics::Metrics;
 use ecs_sd::run::{self, Published, RunConfig};
@@ -50,8 +51,8 @@ struct Cli {
     #[arg(long, env = "ECS_SD_LOG", default_value = "info")]
     log: String,
     /// Log format: text or json.
-    #[arg(long, env = "ECS_SD_LOG_FORMAT", default_value = "text")]
-    log_format: String,
+    #[arg(long, env = "ECS_SD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
 /// Seconds, as prometheus-ecs-sd takes them, or a duration with a unit.
@@ -66,7 +67,8 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    common::cli::init_logs(cli.log_format == "json", &cli.log).map_err(anyhow::Error::msg)?;
+    common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), &cli.log)
+        .map_err(anyhow::Error::msg)?;
     if cli.directory.is_none() && cli.http_listen.is_none() && !cli.dry_run {
         anyhow::bail!("give --directory (file_sd), --http-listen (http_sd), or --dry-run");
     }
@@ -117,7 +119,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     if let Some(addr) = cli.http_listen {
         let router = run::router(published.clone(), metrics.clone());
         tokio::spawn(async move {
-            if let Err(e) = run::serve(addr, router).await {
+            if let Err(e) = common::admin::serve(addr, router).await {
                 tracing::error!(%addr, error = %e, "cannot serve HTTP");
                 std::process::exit(1);
             }

@@ -1,5 +1,6 @@
 //! Prometheus metrics of ecs-sd itself, at `/metrics` on `--http-listen`.
 
+use common::admin::register as reg;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
@@ -37,10 +38,6 @@ impl Metrics {
     /// Creates and registers all metrics.
     pub fn new() -> Self {
         let registry = Registry::new();
-        fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: T) -> T {
-            r.register(Box::new(c.clone())).expect("unique metric");
-            c
-        }
         Metrics {
             tasks: reg(
                 &registry,
@@ -110,12 +107,5 @@ impl Metrics {
             ),
             registry,
         }
-    }
-
-    /// The text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
-        out
     }
 }

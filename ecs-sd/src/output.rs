@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::files::{FileOptions, write_atomic};
+use common::files::{Dir, FileOptions};
 
 use crate::targets::TargetGroup;
 
@@ -23,10 +23,11 @@ pub fn write_all(
     dir: &Path,
     by_interval: &BTreeMap<String, Vec<TargetGroup>>,
 ) -> std::io::Result<Vec<String>> {
+    let dir = Dir::open(dir)?;
     let mut changed = Vec::new();
     for (interval, groups) in by_interval {
         let name = format!("{interval}-tasks.json");
-        if write_atomic(&dir.join(&name), &render(groups), FileOptions::default())? {
+        if dir.write_atomic(Path::new(&name), &render(groups), FileOptions::default())? {
             changed.push(name);
         }
     }

@@ -1,13 +1,12 @@
 //! Refreshing forever: discover, write the files, publish for http_sd; keep the last good output
 //! on any error, back off when throttled.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -128,11 +127,14 @@ pub async fn run(
             Err(e) => {
                 let kind = if e.throttled { "throttled" } else { "error" };
                 metrics.errors.with_label_values(&[kind]).inc();
-                if e.throttled {
-                    backoff = (backoff.max(config.interval) * 2).min(config.max_backoff);
-                }
-                tracing::warn!(error = %e, retry_in = ?backoff.max(config.interval), "refresh failed; the last good targets stay");
-                backoff.max(config.interval)
+                backoff = if e.throttled {
+                    common::backoff::after_throttle(backoff, config.interval, config.max_backoff)
+                } else {
+                    Duration::ZERO
+                };
+                let delay = backoff.max(config.interval);
+                tracing::warn!(error = %e, retry_in = ?delay, "refresh failed; the last good targets stay");
+                delay
             }
         };
         tokio::select! {
@@ -147,21 +149,11 @@ pub fn router(published: Published, metrics: Metrics) -> Router {
     Router::new()
         .route("/sd", get(sd_all))
         .route("/sd/{interval}", get(sd_interval))
-        .route(
-            "/metrics",
-            get(|State((_, m)): State<(Published, Metrics)>| async move {
-                (
-                    [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    m.render(),
-                )
-                    .into_response()
-            }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }))
-        .with_state((published, metrics))
+        .with_state(published)
+        .merge(common::admin::router(metrics.registry))
 }
 
-async fn sd_all(State((p, _)): State<(Published, Metrics)>) -> Response {
+async fn sd_all(State(p): State<Published>) -> Response {
     match p.get() {
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -175,10 +167,7 @@ async fn sd_all(State((p, _)): State<(Published, Metrics)>) -> Response {
     }
 }
 
-async fn sd_interval(
-    State((p, _)): State<(Published, Metrics)>,
-    Path(interval): Path<String>,
-) -> Response {
+async fn sd_interval(State(p): State<Published>, Path(interval): Path<String>) -> Response {
     match p.get() {
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -197,10 +186,4 @@ async fn sd_interval(
                 .into_response(),
         },
     }
-}
-
-/// Serves the router on `addr`.
-pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, router).await
 }

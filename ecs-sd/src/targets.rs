@@ -222,7 +222,7 @@ fn task_targets(info: &TaskInfo, opts: &LabelOptions, out: &mut Discovered) {
                 .network_interfaces()
                 .first()
                 .and_then(|n| n.private_ipv4_address().map(str::to_string))
-                .or_else(|| eni_address(task)),
+                .or_else(|| common::ecs::eni_address(task).map(str::to_string)),
             _ => info.host.as_ref().map(|(_, ip)| ip.clone()),
         };
         let Some(ip) = ip else {
@@ -406,16 +406,6 @@ fn task_targets(info: &TaskInfo, opts: &LabelOptions, out: &mut Discovered) {
             }
         }
     }
-}
-
-/// The private IPv4 address on the task's ENI attachment (awsvpc).
-fn eni_address(task: &Task) -> Option<String> {
-    task.attachments()
-        .iter()
-        .filter(|a| a.r#type() == Some("ElasticNetworkInterface"))
-        .flat_map(|a| a.details())
-        .find(|d| d.name() == Some("privateIPv4Address"))
-        .and_then(|d| d.value().map(str::to_string))
 }
 
 #[cfg(test)]

@@ -3,16 +3,57 @@
 //! symlink to the current generation, and each top-level entry of the target directory is a
 //! symlink through `..data`. A new set is built in a new generation and published with one
 //! rename of the `..data` symlink, so a reader never sees half of an old set and half of a new.
+//!
+//! Only a `..data` that names a generation directory of our own is trusted: one planted to
+//! point elsewhere is neither read from nor cleaned up, only replaced.
 
+use std::ffi::OsString;
 use std::io;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 const DATA: &str = "..data";
 
+/// Whether `name` is one [`prepare`] gives: `..` and digits.
+fn is_generation_name(name: &str) -> bool {
+    name.strip_prefix("..")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// The current generation directory, if the target was published this way before.
 pub fn current(dir: &Path) -> Option<PathBuf> {
-    std::fs::read_link(dir.join(DATA)).ok().map(|g| dir.join(g))
+    let target = std::fs::read_link(dir.join(DATA)).ok()?;
+    let name = target.to_str().filter(|n| is_generation_name(n))?;
+    let path = dir.join(name);
+    std::fs::symlink_metadata(&path)
+        .is_ok_and(|m| m.is_dir())
+        .then_some(path)
+}
+
+/// Removes generations that are not the current one: a loader killed during a pass leaves
+/// the one it was building.
+pub fn remove_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let current = current(dir);
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let ours = name.to_str().is_some_and(is_generation_name);
+        if ours
+            && e.file_type().is_ok_and(|t| t.is_dir())
+            && current.as_deref() != Some(e.path().as_path())
+        {
+            match std::fs::remove_dir_all(e.path()) {
+                Ok(()) => {
+                    tracing::info!(generation = %e.path().display(), "removed a generation left by an interrupted pass")
+                }
+                Err(err) => {
+                    tracing::warn!(generation = %e.path().display(), error = %err, "cannot remove a stale generation")
+                }
+            }
+        }
+    }
 }
 
 /// Creates a new generation holding the current one's files (hard links: nothing is copied,
@@ -23,7 +64,7 @@ pub fn prepare(dir: &Path) -> io::Result<PathBuf> {
     let new = dir.join(format!("..{stamp}"));
     std::fs::create_dir(&new)?;
     // A `..data` pointing nowhere (a crash, a hand edit) means starting from an empty set.
-    if let Some(old) = current(dir).filter(|o| o.is_dir())
+    if let Some(old) = current(dir)
         && let Err(e) = link_tree(&old, &new)
     {
         abandon(&new);
@@ -36,44 +77,38 @@ fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
     for entry in std::fs::read_dir(from)? {
         let entry = entry?;
         let target = to.join(entry.file_name());
-        if entry.file_type()?.is_dir() {
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
             std::fs::create_dir(&target)?;
             link_tree(&entry.path(), &target)?;
-        } else {
+        } else if kind.is_file() {
             std::fs::hard_link(entry.path(), &target)?;
         }
+        // The loader writes only files and directories: anything else was put there by
+        // someone else and does not belong in the next set.
     }
     Ok(())
 }
 
 /// Atomically replaces `link` with a symlink to `target`.
 fn replace_symlink(target: &Path, link: &Path) -> io::Result<()> {
-    let name = link
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = link.with_file_name(format!(".tmp-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_file(&tmp);
+    let name = link.file_name().unwrap_or_default();
+    let tmp = link.with_file_name(common::files::staging_name(name, true)?);
     symlink(target, &tmp)?;
-    std::fs::rename(&tmp, link)
+    std::fs::rename(&tmp, link).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })
 }
 
-/// Publishes `new`: swaps `..data`, adds and removes top-level symlinks, removes the old
-/// generation. An error is returned only if nothing was published yet (the caller may drop
-/// `new`); once `..data` points at `new`, later problems are logged, never undone.
-pub fn commit(dir: &Path, new: &Path) -> io::Result<()> {
-    let old = current(dir);
-    let new_name = new.file_name().map(PathBuf::from).unwrap_or_default();
-    let entries = |gen_dir: &Path| -> io::Result<Vec<std::ffi::OsString>> {
-        std::fs::read_dir(gen_dir)?
-            .map(|e| e.map(|e| e.file_name()))
-            .collect()
-    };
-    let names = entries(new)?;
-    // A real directory where a top-level symlink must go (left by a sync without
-    // --atomic-set) cannot be renamed over: move it aside first, before anything is published.
-    let mut replaced = Vec::new();
-    for name in &names {
+/// Moves the real directories standing where the new set's top-level links go out of the
+/// way (a sync without --atomic-set leaves them; a link cannot be renamed over a directory).
+/// Each move is recorded in `moved` as it happens, so that a failure can be undone.
+fn move_aside(
+    dir: &Path,
+    names: &[OsString],
+    moved: &mut Vec<(PathBuf, PathBuf)>,
+) -> io::Result<()> {
+    for name in names {
         let path = dir.join(name);
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
             let aside = dir.join(format!(
@@ -82,10 +117,36 @@ pub fn commit(dir: &Path, new: &Path) -> io::Result<()> {
                 std::process::id()
             ));
             std::fs::rename(&path, &aside)?;
-            replaced.push(aside);
+            moved.push((path, aside));
         }
     }
-    replace_symlink(&new_name, &dir.join(DATA))?;
+    Ok(())
+}
+
+/// Publishes `new`: swaps `..data`, adds and removes top-level symlinks, removes the old
+/// generation. An error is returned only if nothing was published (directories moved aside
+/// are back where they were, and the caller may drop `new`); once `..data` points at `new`,
+/// later problems are logged, never undone.
+pub fn commit(dir: &Path, new: &Path) -> io::Result<()> {
+    let old = current(dir);
+    let new_name = new.file_name().map(PathBuf::from).unwrap_or_default();
+    let entries = |gen_dir: &Path| -> io::Result<Vec<OsString>> {
+        std::fs::read_dir(gen_dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect()
+    };
+    let names = entries(new)?;
+    let mut moved = Vec::new();
+    let swapped = move_aside(dir, &names, &mut moved)
+        .and_then(|()| replace_symlink(&new_name, &dir.join(DATA)));
+    if let Err(e) = swapped {
+        for (path, aside) in moved.iter().rev() {
+            if let Err(back) = std::fs::rename(aside, path) {
+                tracing::error!(dir = %path.display(), aside = %aside.display(), error = %back, "cannot move a directory back after a failed swap");
+            }
+        }
+        return Err(e);
+    }
     let warn =
         |what: &str, e: io::Error| tracing::warn!(dir = %dir.display(), error = %e, "{what}");
     for name in &names {
@@ -97,12 +158,12 @@ pub fn commit(dir: &Path, new: &Path) -> io::Result<()> {
             warn("cannot link a top-level entry of the new set", e);
         }
     }
-    for aside in replaced {
+    for (_, aside) in moved {
         if let Err(e) = std::fs::remove_dir_all(&aside) {
             warn("cannot remove a replaced directory", e);
         }
     }
-    if let Some(old) = old.filter(|o| o != new && o.is_dir()) {
+    if let Some(old) = old.filter(|o| o != new) {
         for name in entries(&old).unwrap_or_default() {
             if !new.join(&name).exists() {
                 let link = dir.join(&name);
@@ -123,4 +184,17 @@ pub fn commit(dir: &Path, new: &Path) -> io::Result<()> {
 /// Drops a generation that turned out not to be needed.
 pub fn abandon(new: &Path) {
     let _ = std::fs::remove_dir_all(new);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_our_generation_names_count() {
+        assert!(is_generation_name("..1796113495848448242"));
+        for other in ["..data", "..", "..1a", "/etc", "../outside", ".1", "..1/x"] {
+            assert!(!is_generation_name(other), "{other:?}");
+        }
+    }
 }

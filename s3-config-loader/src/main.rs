@@ -5,12 +5,14 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use common::cli::LogFormat;
 use common::files::FileOptions;
 use s3_config_loader::hooks::{Hooks, SignalTarget};
 use s3_config_loader::metrics::Metrics;
 use s3_config_loader::run::{self, RunConfig};
 use s3_config_loader::sync::{SyncConfig, Syncer, Target};
+use s3_config_loader::template::EnvPolicy;
 use s3_config_loader::{S3Location, s3_client};
 
 /// Fetches configuration from S3 to local files, keeps it fresh, swaps files atomically and
@@ -81,6 +83,23 @@ struct CommonArgs {
     /// POST to this http:// URL after a change (e.g. http://127.0.0.1:9090/-/reload).
     #[arg(long, env = "S3_CONFIG_LOADER_POST", value_delimiter = ',')]
     post: Vec<String>,
+    /// Templates read only environment variables whose names start with this ('' for none:
+    /// then only those given with --template-env).
+    #[arg(
+        long,
+        env = "S3_CONFIG_LOADER_TEMPLATE_ENV_PREFIX",
+        default_value = "S3CL_",
+        value_name = "PREFIX"
+    )]
+    template_env_prefix: String,
+    /// An environment variable templates may read without the prefix (repeatable).
+    #[arg(
+        long = "template-env",
+        env = "S3_CONFIG_LOADER_TEMPLATE_ENV",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    template_env: Vec<String>,
     /// Refuse objects larger than this many bytes.
     #[arg(long, env = "S3_CONFIG_LOADER_MAX_SIZE", default_value_t = 10 * 1024 * 1024)]
     max_size: u64,
@@ -100,17 +119,11 @@ struct CommonArgs {
     #[arg(long, env = "S3_CONFIG_LOADER_ADMIN_LISTEN")]
     admin_listen: Option<SocketAddr>,
     /// Log format: text or json.
-    #[arg(long, env = "S3_CONFIG_LOADER_LOG_FORMAT", default_value = "text")]
+    #[arg(long, env = "S3_CONFIG_LOADER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// Log filter, e.g. info or debug.
     #[arg(long, env = "S3_CONFIG_LOADER_LOG", default_value = "info")]
     log: String,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 fn parse_mode(s: &str) -> Result<u32, String> {
@@ -168,9 +181,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         .map_err(anyhow::Error::msg)?;
     let metrics = Metrics::new();
     if let Some(addr) = c.admin_listen {
-        let m = metrics.clone();
+        let router = common::admin::router(metrics.registry.clone());
         tokio::spawn(async move {
-            if let Err(e) = run::serve_admin(addr, m).await {
+            if let Err(e) = common::admin::serve(addr, router).await {
                 tracing::error!(%addr, error = %e, "cannot serve the admin port");
             }
         });
@@ -189,6 +202,14 @@ async fn main() -> anyhow::Result<ExitCode> {
         validate_timeout: c.hook_timeout,
         concurrency: c.concurrency,
         atomic_set,
+        template_env: EnvPolicy {
+            prefix: c.template_env_prefix,
+            allow: c
+                .template_env
+                .into_iter()
+                .filter(|n| !n.is_empty())
+                .collect(),
+        },
     };
     let run_config = RunConfig {
         once,

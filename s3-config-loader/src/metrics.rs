@@ -1,8 +1,7 @@
 //! Prometheus metrics, served at `/metrics` on `--admin-listen`.
 
+use common::admin::register;
 use prometheus::{Gauge, IntCounter, IntCounterVec, Opts, Registry};
-
-use crate::sync::SyncReport;
 
 /// Every metric s3-config-loader exports.
 #[derive(Debug, Clone)]
@@ -37,27 +36,25 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let counter = |name: &str, help: &str| {
-            let c = IntCounter::new(name, help).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
+            register(
+                &registry,
+                IntCounter::new(name, help).expect("valid metric"),
+            )
         };
         let vec = |name: &str, help: &str, label: &str| {
-            let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique metric");
-            c
+            register(
+                &registry,
+                IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric"),
+            )
         };
-        let last_success = Gauge::new(
-            "s3cl_last_success_timestamp_seconds",
-            "Unix time of the last pass without errors",
-        )
-        .expect("valid metric");
-        registry
-            .register(Box::new(last_success.clone()))
-            .expect("unique metric");
+        let last_success = register(
+            &registry,
+            Gauge::new(
+                "s3cl_last_success_timestamp_seconds",
+                "Unix time of the last pass without errors",
+            )
+            .expect("valid metric"),
+        );
         Metrics {
             passes: vec(
                 "s3cl_passes_total",
@@ -77,33 +74,9 @@ impl Metrics {
         }
     }
 
-    /// Counts what a pass did.
-    pub fn record(&self, r: &SyncReport) {
-        self.downloads.inc_by(r.downloaded as u64);
-        self.written.inc_by(r.written.len() as u64);
-        self.deleted.inc_by(r.deleted.len() as u64);
-        for e in &r.errors {
-            self.errors.with_label_values(&[e.kind.label()]).inc();
-        }
-        if r.errors.is_empty() {
-            self.passes.with_label_values(&["ok"]).inc();
-            self.last_success
-                .set(common::duration::since_epoch().as_secs_f64());
-        } else {
-            self.passes.with_label_values(&["error"]).inc();
-        }
-    }
-
     /// Counts a pass that failed as a whole.
     pub fn record_failure(&self, kind: &str) {
         self.passes.with_label_values(&["error"]).inc();
         self.errors.with_label_values(&[kind]).inc();
-    }
-
-    /// The text exposition format.
-    pub fn render(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
-        out
     }
 }

@@ -11,9 +11,15 @@ pub enum UnsafeKey {
     /// Starts with `/`.
     #[error("key {0:?} is an absolute path")]
     Absolute(String),
-    /// Contains a backslash (a path separator elsewhere) or a NUL byte.
-    #[error("key {0:?} contains a backslash or a NUL byte")]
+    /// Contains a backslash (a path separator elsewhere).
+    #[error("key {0:?} contains a backslash")]
     BadCharacter(String),
+    /// Contains a control character: a newline or carriage return would split the
+    /// `S3CL_CHANGED` list hooks read, a NUL ends a path early.
+    #[error(
+        "key {0:?} contains a control character (line breaks would split the S3CL_CHANGED list hooks read)"
+    )]
+    ControlCharacter(String),
     /// A name the loader uses itself in the directory (`..data`, the state file, staging files).
     #[error("key {0:?} would overwrite a file the loader itself keeps in the directory")]
     Reserved(String),
@@ -25,7 +31,10 @@ pub enum UnsafeKey {
 /// The path of `key` relative to the target directory, after removing `prefix`.
 pub fn relative_path(key: &str, prefix: &str) -> Result<PathBuf, UnsafeKey> {
     let rel = key.strip_prefix(prefix).unwrap_or(key);
-    if rel.contains('\\') || rel.contains('\0') {
+    if rel.chars().any(char::is_control) {
+        return Err(UnsafeKey::ControlCharacter(key.into()));
+    }
+    if rel.contains('\\') {
         return Err(UnsafeKey::BadCharacter(key.into()));
     }
     if rel.starts_with('/') {
@@ -77,12 +86,21 @@ mod tests {
             "cfg/",
             "cfg/a//b",
             "cfg/..",
+            "cfg/a\nb",
+            "cfg/a\rb",
+            "cfg/a\tb",
+            "cfg/a\u{7f}b",
+            "cfg/a\u{85}b",
         ] {
             assert!(relative_path(key, "cfg/").is_err(), "{key:?} was accepted");
         }
         assert!(matches!(
             relative_path("cfg/../../etc/x", "cfg/"),
             Err(UnsafeKey::ParentDir(_))
+        ));
+        assert!(matches!(
+            relative_path("cfg/a\nb", "cfg/"),
+            Err(UnsafeKey::ControlCharacter(_))
         ));
         assert!(matches!(
             relative_path("/abs", ""),

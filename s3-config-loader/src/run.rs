@@ -1,15 +1,9 @@
 //! Running passes: once (init-container mode) or forever (daemon mode, with jitter and backoff),
-//! firing the hooks after each pass that changed files, and serving `/metrics` and `/healthz`.
+//! firing the hooks after each pass that changed files.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-
-use axum::Router;
-use axum::http::header;
-use axum::response::IntoResponse;
-use axum::routing::get;
 
 use crate::hooks::{Hook, Hooks};
 use crate::metrics::Metrics;
@@ -50,7 +44,7 @@ pub async fn run(
         return once(syncer, config, metrics).await;
     }
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut failures: u32 = 0;
+    let mut backoff = Duration::ZERO;
     // Per hook, the changed files it has not succeeded for yet: a failed hook is tried again
     // after each pass, so a process that was down or busy still gets the change it missed,
     // while the hooks that worked are not run again.
@@ -60,14 +54,13 @@ pub async fn run(
             Ok(report) => {
                 log_report(&report);
                 run_hooks(&mut unhooked, &report, &config.hooks, metrics).await;
-                failures = 0;
+                backoff = Duration::ZERO;
                 common::duration::jitter(config.interval)
             }
             Err(e) => {
                 metrics.record_failure("list");
-                failures += 1;
-                // 1s, 2s, 4s, ... up to the interval: recover fast from a blip, don't hammer.
-                let backoff = Duration::from_secs(1u64 << failures.min(10)).min(config.interval);
+                // 2s, 4s, 8s, ... up to the interval: recover fast from a blip, don't hammer.
+                backoff = common::backoff::next(backoff, Duration::from_secs(2), config.interval);
                 tracing::warn!(error = %e, retry_in = ?backoff, "sync failed; files stay as they are");
                 backoff
             }
@@ -160,21 +153,4 @@ async fn run_hooks(
     for hook in done {
         unhooked.remove(&hook);
     }
-}
-
-/// Serves `/metrics` and `/healthz` until the process ends.
-pub async fn serve_admin(addr: SocketAddr, metrics: Metrics) -> std::io::Result<()> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move || {
-                let text = metrics.render();
-                async move {
-                    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }));
-    axum::serve(listener, app).await
 }

@@ -50,6 +50,8 @@ pub struct SyncConfig {
     pub concurrency: usize,
     /// Publish each changed set of files together (`sync` only; see [`crate::generation`]).
     pub atomic_set: bool,
+    /// The environment variables templates may read.
+    pub template_env: template::EnvPolicy,
 }
 
 /// The kind of a per-object problem, also the `kind` label of the error metric.
@@ -113,6 +115,14 @@ pub enum SyncError {
         /// Why it failed.
         message: String,
     },
+    /// The target directory could not be created or opened.
+    #[error("cannot open the target directory {dir}: {source}")]
+    Directory {
+        /// The directory.
+        dir: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// A new generation (`--atomic-set`) could not be built or published.
     #[error("cannot publish a new set of files in {dir}: {source}")]
     Generation {
@@ -154,6 +164,24 @@ impl SyncReport {
     /// Whether any file changed.
     pub fn changed(&self) -> bool {
         !self.written.is_empty() || !self.deleted.is_empty()
+    }
+
+    /// Adds what the pass did to the metrics.
+    pub fn count_in(&self, m: &Metrics) {
+        m.downloads.inc_by(self.downloaded as u64);
+        m.bytes.inc_by(self.bytes);
+        m.written.inc_by(self.written.len() as u64);
+        m.deleted.inc_by(self.deleted.len() as u64);
+        for e in &self.errors {
+            m.errors.with_label_values(&[e.kind.label()]).inc();
+        }
+        if self.errors.is_empty() {
+            m.passes.with_label_values(&["ok"]).inc();
+            m.last_success
+                .set(common::duration::since_epoch().as_secs_f64());
+        } else {
+            m.passes.with_label_values(&["error"]).inc();
+        }
     }
 
     /// One line for logs and `--once` output.
@@ -208,8 +236,9 @@ pub struct Syncer {
     state: State,
     /// The state as it is on disk: saved again whenever `state` differs.
     saved: State,
-    /// During an `atomic_set` pass: the generation being built.
-    write_root: Option<PathBuf>,
+    /// During an `atomic_set` pass: the generation being built, relative to the target
+    /// directory.
+    generation: Option<PathBuf>,
 }
 
 impl Syncer {
@@ -234,8 +263,11 @@ impl Syncer {
         };
         let state = State::load(&state_path);
         // Only a directory the loader owns is cleaned; `get` shares its directory with others.
-        if let Target::Dir(dir) = &config.target {
-            files::remove_stale_staging(dir);
+        if let Target::Dir(dir) = &config.target
+            && let Ok(handle) = files::Dir::open(dir)
+        {
+            handle.remove_stale_staging();
+            generation::remove_stale(dir);
         }
         Syncer {
             client,
@@ -244,7 +276,7 @@ impl Syncer {
             state_path,
             saved: state.clone(),
             state,
-            write_root: None,
+            generation: None,
         }
     }
 
@@ -350,12 +382,15 @@ impl Syncer {
             plan.push((obj, rel, step));
         }
 
-        if let Some(dir) = &atomic_dir {
-            let new = generation::prepare(dir).map_err(|source| SyncError::Generation {
-                dir: dir.clone(),
+        let root = self.root();
+        let dir = files::Dir::create(&root)
+            .map_err(|source| SyncError::Directory { dir: root, source })?;
+        if let Some(atomic) = &atomic_dir {
+            let new = generation::prepare(atomic).map_err(|source| SyncError::Generation {
+                dir: atomic.clone(),
                 source,
             })?;
-            self.write_root = Some(new);
+            self.generation = new.file_name().map(PathBuf::from);
         }
 
         // Fetch the bodies, several at a time, and put each in place as it arrives: memory
@@ -397,7 +432,7 @@ impl Syncer {
                 Ok((Fetched::Body(body), etag)) => {
                     report.downloaded += 1;
                     report.bytes += body.len() as u64;
-                    match self.install(&obj.key, rel, body).await {
+                    match self.install(&dir, &obj.key, rel, body).await {
                         Ok(true) => report.written.push(self.absolute(rel)),
                         Ok(false) => report.unchanged += 1,
                         Err(e) => {
@@ -440,7 +475,7 @@ impl Syncer {
         if self.config.delete && !emptied && matches!(self.config.target, Target::Dir(_)) {
             for rel in gone {
                 let path = self.absolute(&rel);
-                match std::fs::remove_file(self.write_path(&rel)) {
+                match dir.remove_file(&self.write_rel(&rel)) {
                     Ok(()) => report.deleted.push(path),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
@@ -456,13 +491,17 @@ impl Syncer {
             }
         }
 
-        if let Some(new) = self.write_root.take() {
-            let dir = atomic_dir.unwrap_or_default();
+        if let Some(name) = self.generation.take() {
+            let atomic = atomic_dir.unwrap_or_default();
+            let new = atomic.join(name);
             if report.changed() || first_generation {
                 // `commit` fails only before anything is published: `new` can go.
-                generation::commit(&dir, &new).map_err(|source| {
+                generation::commit(&atomic, &new).map_err(|source| {
                     generation::abandon(&new);
-                    SyncError::Generation { dir, source }
+                    SyncError::Generation {
+                        dir: atomic,
+                        source,
+                    }
                 })?;
             } else {
                 generation::abandon(&new);
@@ -479,8 +518,7 @@ impl Syncer {
                 })?;
             self.saved = self.state.clone();
         }
-        self.metrics.bytes.inc_by(report.bytes);
-        self.metrics.record(&report);
+        report.count_in(&self.metrics);
         Ok(report)
     }
 
@@ -526,11 +564,23 @@ impl Syncer {
         }
     }
 
-    /// Where a file is written: into the generation being built, or in place.
-    fn write_path(&self, rel: &Path) -> PathBuf {
-        match &self.write_root {
-            Some(root) => root.join(rel),
-            None => self.absolute(rel),
+    /// The directory files are written in: the target directory, or the `get` file's.
+    fn root(&self) -> PathBuf {
+        match &self.config.target {
+            Target::Dir(d) => d.clone(),
+            Target::File(f) => match f.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            },
+        }
+    }
+
+    /// Where a file is written, relative to [`Self::root`]: into the generation being built,
+    /// or in place.
+    fn write_rel(&self, rel: &Path) -> PathBuf {
+        match &self.generation {
+            Some(generation) => generation.join(rel),
+            None => rel.to_path_buf(),
         }
     }
 
@@ -542,47 +592,54 @@ impl Syncer {
     }
 
     /// Renders, validates and writes one body; `Ok(false)` when the file already held it.
-    async fn install(&self, key: &str, rel: &Path, body: Vec<u8>) -> Result<bool, ObjectError> {
+    async fn install(
+        &self,
+        dir: &files::Dir,
+        key: &str,
+        rel: &Path,
+        body: Vec<u8>,
+    ) -> Result<bool, ObjectError> {
         let err = |kind, message: String| ObjectError {
             key: key.to_string(),
             kind,
             message,
         };
         let body = if key.ends_with(template::SUFFIX) {
-            template::render_with_environment(&body)
+            template::render_with_environment(&body, &self.config.template_env)
                 .await
                 .map_err(|e| err(ErrorKind::Template, e.to_string()))?
         } else {
             body
         };
         let path = self.absolute(rel);
-        if std::fs::read(&path).is_ok_and(|old| old == body) && self.write_path(rel).exists() {
+        // In a generation being built, the file is a hard link to the published one.
+        let dest = self.write_rel(rel);
+        if dir.read(&dest).is_ok_and(|old| old == body) {
             return Ok(false);
         }
-        let dest = self.write_path(rel);
-        let staged = files::stage(
-            &dest,
-            &body,
-            self.config.file,
-            self.config.validate.is_some(),
-        )
-        .map_err(|e| {
-            err(
-                ErrorKind::Write,
-                format!("cannot write {}: {e}", path.display()),
+        let staged = dir
+            .stage(
+                &dest,
+                &body,
+                self.config.file,
+                self.config.validate.is_some(),
             )
-        })?;
+            .map_err(|e| {
+                err(
+                    ErrorKind::Write,
+                    format!("cannot write {}: {e}", path.display()),
+                )
+            })?;
         if let Some(cmd) = &self.config.validate
-            && let Err(message) = run_validation(cmd, &staged, self.config.validate_timeout).await
+            && let Err(message) =
+                run_validation(cmd, staged.path(), self.config.validate_timeout).await
         {
-            let _ = std::fs::remove_file(&staged);
             return Err(err(
                 ErrorKind::Validation,
                 format!("refused by --validate, {} kept: {message}", path.display()),
             ));
         }
-        files::publish(&staged, &dest).map_err(|e| {
-            let _ = std::fs::remove_file(&staged);
+        staged.publish().map_err(|e| {
             err(
                 ErrorKind::Write,
                 format!("cannot replace {}: {e}", path.display()),

@@ -3,6 +3,10 @@
 //! of the ECS task metadata (endpoint v4): `TaskARN`, `Cluster`, `Family`, `Revision`,
 //! `AvailabilityZone`, `IPv4Address`. `$${` writes a literal `${`. A name without a value is an
 //! error, never an empty string.
+//!
+//! Whoever can write to the bucket can write a template, so templates read only the
+//! environment variables an [`EnvPolicy`] allows (a prefix, `S3CL_` by default, and names
+//! given one by one), never the loader's whole environment with its AWS credentials.
 
 use std::collections::BTreeMap;
 
@@ -11,12 +15,50 @@ use crate::http;
 /// The suffix that marks a template.
 pub const SUFFIX: &str = ".tmpl";
 
+/// Which environment variables templates may read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnvPolicy {
+    /// Names starting with this are readable; empty: none by prefix.
+    pub prefix: String,
+    /// Names readable without the prefix.
+    pub allow: Vec<String>,
+}
+
+impl Default for EnvPolicy {
+    fn default() -> Self {
+        EnvPolicy {
+            prefix: "S3CL_".into(),
+            allow: Vec::new(),
+        }
+    }
+}
+
+impl EnvPolicy {
+    /// Whether a template may read the environment variable `name`.
+    pub fn allows(&self, name: &str) -> bool {
+        (!self.prefix.is_empty() && name.starts_with(&self.prefix))
+            || self.allow.iter().any(|a| a == name)
+    }
+}
+
 /// Why a template could not be rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
     /// Names without a value.
     #[error("no value for {}", .0.iter().map(|n| format!("${{{n}}}")).collect::<Vec<_>>().join(", "))]
     Missing(Vec<String>),
+    /// Environment variables the [`EnvPolicy`] does not let templates read.
+    #[error(
+        "not allowed to read {}: templates read only environment variables {} and those named with --template-env",
+        .names.iter().map(|n| format!("${{{n}}}")).collect::<Vec<_>>().join(", "),
+        if .prefix.is_empty() { "named with --template-env-prefix (none set)".to_string() } else { format!("starting with {}", .prefix) }
+    )]
+    NotAllowed {
+        /// The names refused.
+        names: Vec<String>,
+        /// The prefix in force.
+        prefix: String,
+    },
     /// `${` without a closing `}`.
     #[error("unclosed `${{` at byte {0}")]
     Unclosed(usize),
@@ -128,10 +170,26 @@ pub async fn ecs_metadata() -> Result<BTreeMap<String, String>, TemplateError> {
     Ok(out)
 }
 
-/// Renders a template body with the environment and, when it uses `ecs.*` names, the task metadata.
-pub async fn render_with_environment(bytes: &[u8]) -> Result<Vec<u8>, TemplateError> {
+/// Renders a template body with the environment variables `env` allows and, when it uses
+/// `ecs.*` names, the task metadata.
+pub async fn render_with_environment(
+    bytes: &[u8],
+    env: &EnvPolicy,
+) -> Result<Vec<u8>, TemplateError> {
     let text = std::str::from_utf8(bytes).map_err(|_| TemplateError::NotText)?;
-    let uses_ecs = names(text)?.iter().any(|n| n.starts_with("ecs."));
+    let used = names(text)?;
+    let refused: Vec<String> = used
+        .iter()
+        .filter(|n| !n.starts_with("ecs.") && !env.allows(n))
+        .cloned()
+        .collect();
+    if !refused.is_empty() {
+        return Err(TemplateError::NotAllowed {
+            names: refused,
+            prefix: env.prefix.clone(),
+        });
+    }
+    let uses_ecs = used.iter().any(|n| n.starts_with("ecs."));
     let ecs = if uses_ecs {
         ecs_metadata().await?
     } else {
@@ -166,6 +224,34 @@ mod tests {
             "a=1 id=arn:aws:ecs:task/x lit=${A}"
         );
         assert_eq!(render("no vars", vars).unwrap(), "no vars");
+    }
+
+    #[test]
+    fn the_policy_allows_the_prefix_and_the_list_only() {
+        let p = EnvPolicy {
+            prefix: "S3CL_".into(),
+            allow: vec!["PROXY".into()],
+        };
+        assert!(p.allows("S3CL_ROLE") && p.allows("PROXY"));
+        for name in ["AWS_SECRET_ACCESS_KEY", "HOME", "PROXY2", "S3CL", "s3cl_x"] {
+            assert!(!p.allows(name), "{name}");
+        }
+        let none = EnvPolicy {
+            prefix: String::new(),
+            allow: vec![],
+        };
+        assert!(!none.allows("S3CL_ROLE") && !none.allows(""));
+    }
+
+    #[tokio::test]
+    async fn refused_names_are_all_reported_before_anything_is_read() {
+        let e = render_with_environment(b"${HOME} ${S3CL_X} ${PATH}", &EnvPolicy::default())
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "not allowed to read ${HOME}, ${PATH}: templates read only environment variables starting with S3CL_ and those named with --template-env"
+        );
     }
 
     #[test]

@@ -345,3 +345,40 @@ scrape_configs:
         0.0
     );
 }
+
+/// Whoever shares the directory may plant a link at the staging path this ecs-sd's pid would
+/// have given, or at a target file: the files are still replaced in the directory, and what
+/// the links point at is never written.
+#[test]
+fn symlinks_planted_at_staging_paths_or_targets_never_redirect_a_write() {
+    let s = start("ecs-sd-symlinks", "0.2");
+    let victim = s.dir.path().join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    let pid = s.sd.pid();
+    std::os::unix::fs::symlink(&victim, s.out.join(format!(".30s-tasks.json.tmp-{pid}"))).unwrap();
+    let five = s.out.join("5m-tasks.json");
+    std::fs::remove_file(&five).unwrap();
+    std::os::unix::fs::symlink(&victim, &five).unwrap();
+    let arn = s.fixture["api"][0].as_str().unwrap();
+    s.moto.fixture("ecs_tasks.py", &["stop", arn]);
+    let thirty = s.out.join("30s-tasks.json");
+    let is_file = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file());
+    wait_for("the rewritten files", Duration::from_secs(30), || {
+        (is_file(&thirty) && groups(&thirty).is_empty() && is_file(&five)).then_some(())
+    });
+    assert_eq!(std::fs::read_to_string(&five).unwrap().trim(), "[]");
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+}
+
+/// `--log-format` takes the values the other binaries take, and refuses others (it once took any
+/// string and wrote text for all but `json`).
+#[test]
+fn log_format_is_text_or_json() {
+    let out = Command::new(workspace_bin("ecs-sd"))
+        .args(["--dry-run", "--log-format", "xml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("[possible values: text, json]"), "{err}");
+}

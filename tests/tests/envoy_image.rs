@@ -197,6 +197,18 @@ fn upload_template(moto: &Moto, xds_port: u16, admin: u16) {
     .unwrap();
 }
 
+/// The environment variables infra/modules/envoy-service lets its init container's templates
+/// read (its `S3_CONFIG_LOADER_TEMPLATE_ENV`).
+fn init_container_template_env() -> String {
+    let main =
+        std::fs::read_to_string(repo_root().join("infra/modules/envoy-service/main.tf")).unwrap();
+    let re =
+        regex::Regex::new(r#"name = "S3_CONFIG_LOADER_TEMPLATE_ENV", value = "([^"]*)""#).unwrap();
+    re.captures(&main)
+        .expect("envoy-service's init container sets S3_CONFIG_LOADER_TEMPLATE_ENV")[1]
+        .to_string()
+}
+
 /// As infra/modules/envoy-service runs it: an init container renders the bootstrap with
 /// `s3-config-loader get`, then the entrypoint uses that file as it is.
 #[test]
@@ -213,6 +225,10 @@ fn an_init_container_rendered_bootstrap_is_used_as_is() {
         .arg(&bootstrap)
         .envs(moto.env())
         .env("PROXY", "demo")
+        .env(
+            "S3_CONFIG_LOADER_TEMPLATE_ENV",
+            init_container_template_env(),
+        )
         .env(
             "ECS_CONTAINER_METADATA_URI_V4",
             format!("http://{}/v4/abc", meta.addr),

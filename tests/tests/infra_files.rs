@@ -69,6 +69,30 @@ fn the_published_envoy_bootstrap_template_is_the_generators_and_envoy_accepts_it
         .map(|(i, _)| &committed[i + 2..i + 2 + committed[i..].find('}').unwrap() - 2])
         .collect();
     assert_eq!(names, ["PROXY", "ecs.TaskARN", "XDS_HOST"]);
+    // s3-config-loader lets templates read only the environment variables named to it: the
+    // init container names each one it sets for the template.
+    let service =
+        std::fs::read_to_string(repo_root().join("infra/modules/envoy-service/main.tf")).unwrap();
+    for name in names.iter().filter(|n| !n.starts_with("ecs.")) {
+        assert!(
+            service.contains(&format!("{{ name = \"{name}\", value = ")),
+            "envoy-service's init container does not set {name}"
+        );
+    }
+    let allowed = regex::Regex::new(r#"name = "S3_CONFIG_LOADER_TEMPLATE_ENV", value = "([^"]*)""#)
+        .unwrap()
+        .captures(&service)
+        .map(|c| c[1].to_string())
+        .unwrap_or_default();
+    for name in names
+        .iter()
+        .filter(|n| !n.starts_with("ecs.") && !n.starts_with("S3CL_"))
+    {
+        assert!(
+            allowed.split(',').any(|a| a == *name),
+            "envoy-service's init container does not let templates read {name} (S3_CONFIG_LOADER_TEMPLATE_ENV: {allowed:?})"
+        );
+    }
     let rendered = committed
         .replace("${PROXY}", "intdemo-develop")
         .replace(

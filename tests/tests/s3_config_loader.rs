@@ -421,6 +421,8 @@ static_resources:
         "--once",
         "--validate",
         &validate,
+        "--template-env",
+        "PROXY",
     ]);
     cmd.env(
         "ECS_CONTAINER_METADATA_URI_V4",
@@ -441,7 +443,7 @@ static_resources:
     // A variable without a value fails with its name, and writes nothing.
     s3.put(
         "broken/envoy.yaml.tmpl",
-        "node: { id: \"${ecs.TaskARN}\", cluster: \"${NO_SUCH_VAR}\" }\n",
+        "node: { id: \"${ecs.TaskARN}\", cluster: \"${S3CL_NO_SUCH_VAR}\" }\n",
     );
     let dir2 = s3.dir.path().join("broken");
     let mut cmd = s3.command(&[
@@ -457,7 +459,7 @@ static_resources:
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("no value for ${NO_SUCH_VAR}"),
+        stderr(&out).contains("no value for ${S3CL_NO_SUCH_VAR}"),
         "{}",
         stderr(&out)
     );
@@ -666,4 +668,322 @@ fn a_failed_reload_is_tried_again_until_it_succeeds() {
         (metric(admin, "s3cl_passes_total{result=\"ok\"}") >= passes + 3.0).then_some(())
     });
     assert_eq!((reload.hits(), read(&hups).lines().count()), (1, 1));
+}
+
+/// A regular file holding `text` (not a symbolic link).
+fn regular(path: &Path, text: &str) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) && read(path) == text
+}
+
+/// The generation directories (`..<stamp>`) in `dir`, without `..data`.
+fn generations(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| {
+                let name = e.ok()?.file_name().to_string_lossy().into_owned();
+                (name.starts_with("..") && name != "..data").then_some(name)
+            })
+            .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whoever shares the volume may plant links where the loader writes: at the staging path a
+/// loader of this pid would have used, at the target itself, and in place of a subdirectory.
+/// None of them makes the loader write outside its directory.
+#[test]
+fn symlinks_planted_in_the_directory_never_redirect_a_write_outside_it() {
+    let s3 = S3::start("s3-symlinks");
+    let outside = s3.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let victim = outside.join("victim");
+    std::fs::write(&victim, "precious").unwrap();
+    s3.put("app/conf.txt", "1");
+    let (loader, admin) = s3.daemon("app/", &["--interval", "50ms"]);
+    let out = s3.out();
+    wait_for("the first sync", Duration::from_secs(20), || {
+        regular(&out.join("conf.txt"), "1").then_some(())
+    });
+    let pid = loader.pid();
+    for staging in [
+        format!(".conf.txt.tmp-{pid}"),
+        format!(".tmp-{pid}-conf.txt"),
+        format!(".link.txt.tmp-{pid}"),
+    ] {
+        std::os::unix::fs::symlink(&victim, out.join(staging)).unwrap();
+    }
+    std::os::unix::fs::symlink(&victim, out.join("link.txt")).unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("sub")).unwrap();
+    s3.put("app/conf.txt", "2");
+    s3.put("app/link.txt", "new");
+    s3.put("app/sub/x.conf", "x");
+    wait_for("the changed files", Duration::from_secs(20), || {
+        (regular(&out.join("conf.txt"), "2") && regular(&out.join("link.txt"), "new")).then_some(())
+    });
+    wait_for("the refused subdirectory", Duration::from_secs(20), || {
+        (metric(admin, "s3cl_errors_total{kind=\"write\"}") >= 1.0).then_some(())
+    });
+    assert!(regular(&victim, "precious"), "the victim was written");
+    assert!(!outside.join("x.conf").exists(), "written through sub/");
+    assert!(
+        loader.output().contains("symbolic link"),
+        "{}",
+        loader.output()
+    );
+}
+
+/// A `..data` link planted to point outside: --atomic-set neither reads from nor removes what
+/// it points at, and publishes its own generation in place of the link.
+#[test]
+fn a_planted_data_link_never_makes_atomic_set_touch_what_it_points_at() {
+    let s3 = S3::start("s3-data-link");
+    let outside = s3.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("keep.txt"), "precious").unwrap();
+    let out = s3.out();
+    std::fs::create_dir_all(&out).unwrap();
+    std::os::unix::fs::symlink(&outside, out.join("..data")).unwrap();
+    s3.put("app/a.conf", "1");
+    let o = s3.sync_once("app/", &["--atomic-set"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(regular(&outside.join("keep.txt"), "precious"));
+    assert_eq!(read(&out.join("a.conf")), "1");
+    assert!(!out.join("keep.txt").exists(), "linked in from outside");
+    let data = std::fs::read_link(out.join("..data")).unwrap();
+    assert_eq!(generations(&out), [data.to_string_lossy().into_owned()]);
+}
+
+/// The syscalls, as strace sees them: each staging file is created with O_EXCL and O_NOFOLLOW,
+/// under a name that is not the pid, with its final mode already (never 0644 first), and is
+/// given its owner through its descriptor, never through a path that could be swapped.
+#[test]
+fn staging_files_are_created_exclusively_with_their_mode_and_owner_through_the_descriptor() {
+    let s3 = S3::start("s3-strace");
+    s3.put("app/secret.conf", "s3cr3t");
+    s3.put("app/nested/other.conf", "x");
+    let trace = s3.dir.path().join("strace.txt");
+    let src = format!("s3://{BUCKET}/app/");
+    let out = s3.out();
+    let mut cmd = Command::new("strace");
+    cmd.args(["-f", "-qq", "-o"])
+        .arg(&trace)
+        .args(["-e", "trace=%file,%desc"])
+        .arg(workspace_bin("s3-config-loader"))
+        .args(["sync", &src, out.to_str().unwrap(), "--once"])
+        .args(["--mode", "600", "--uid", "65534", "--gid", "65534"])
+        .envs(s3.moto.env());
+    let o = cmd.output().expect("strace runs");
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (path, want) in [("secret.conf", "s3cr3t"), ("nested/other.conf", "x")] {
+        let meta = std::fs::symlink_metadata(out.join(path)).unwrap();
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(
+            (meta.mode() & 0o7777, meta.uid(), meta.gid()),
+            (0o600, 65534, 65534)
+        );
+        assert_eq!(read(&out.join(path)), want);
+    }
+    let trace = std::fs::read_to_string(&trace).unwrap();
+    let creates: Vec<&str> = trace
+        .lines()
+        .filter(|l| {
+            l.contains("O_CREAT") && (l.contains("secret.conf") || l.contains("other.conf"))
+        })
+        .collect();
+    assert!(creates.len() >= 2, "no staging file created:\n{trace}");
+    for l in &creates {
+        assert!(
+            // (strace splits a call another thread interrupts: `..., 0600 <unfinished ...>`)
+            l.contains("O_EXCL")
+                && l.contains("O_NOFOLLOW")
+                && (l.contains(", 0600)") || l.contains(", 0600 <unfinished")),
+            "{l}"
+        );
+        let pid = l.split_whitespace().next().unwrap();
+        assert!(
+            !l.contains(&format!("tmp-{pid}")),
+            "a name from the pid: {l}"
+        );
+    }
+    let by_path: Vec<&str> = trace
+        .lines()
+        .filter(|l| {
+            ["chown(", "lchown(", "fchownat(", "chmod(", "fchmodat("]
+                .iter()
+                .any(|c| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .is_some_and(|w| w.starts_with(c))
+                })
+        })
+        .collect();
+    assert!(by_path.is_empty(), "changed through a path: {by_path:?}");
+    assert!(trace.contains("fchown("), "no fchown:\n{trace}");
+}
+
+/// A swap that fails (here: a directory stands where the `..data` link must go) leaves the
+/// directory as it was: directories moved aside for the new set's links come back.
+#[test]
+fn a_failed_swap_puts_the_directories_it_moved_aside_back() {
+    let s3 = S3::start("s3-swap-fails");
+    s3.put("app/a.conf", "1");
+    s3.put("app/nested/b.conf", "1");
+    assert!(s3.sync_once("app/", &[]).status.success());
+    let out = s3.out();
+    std::fs::create_dir_all(out.join("..data/blocker")).unwrap();
+    let o = s3.sync_once("app/", &["--atomic-set"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot publish a new set"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(regular(&out.join("nested/b.conf"), "1"), "nested/ is gone");
+    assert!(regular(&out.join("a.conf"), "1"));
+    let names: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains("replaced")),
+        "left aside: {names:?}"
+    );
+    assert!(generations(&out).is_empty(), "{names:?}");
+    // Once the obstacle is gone, the set is published.
+    std::fs::remove_dir_all(out.join("..data")).unwrap();
+    let o = s3.sync_once("app/", &["--atomic-set"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read(&out.join("nested/b.conf")), "1");
+    assert_eq!(generations(&out).len(), 1);
+}
+
+/// A loader killed in the middle of a pass leaves a half-built generation; the next start
+/// removes it, and only the published one stays.
+#[test]
+fn generations_left_by_a_crash_are_removed_at_start() {
+    let s3 = S3::start("s3-crash");
+    s3.put("app/a.conf", "1");
+    assert!(s3.sync_once("app/", &["--atomic-set"]).status.success());
+    let out = s3.out();
+    let published = generations(&out);
+    assert_eq!(published.len(), 1);
+    // The validator kills the loader while the new generation holds a staged file.
+    s3.put("app/a.conf", "2");
+    let o = s3.sync_once("app/", &["--atomic-set", "--validate", "kill -9 $PPID"]);
+    assert_eq!(o.status.code(), None, "not killed: {}", stderr(&o));
+    assert_eq!(generations(&out).len(), 2, "no half-built generation");
+    assert_eq!(read(&out.join("a.conf")), "1");
+    let o = s3.sync_once("app/", &["--atomic-set"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read(&out.join("a.conf")), "2");
+    let left = generations(&out);
+    let data = std::fs::read_link(out.join("..data")).unwrap();
+    assert_eq!(
+        left,
+        [data.to_string_lossy().into_owned()],
+        "stale generations stay"
+    );
+}
+
+/// A line break in a key would split the `S3CL_CHANGED` list hooks read: keys with control
+/// characters are refused, with the reason, like keys that leave the directory. (moto refuses
+/// keys with a newline itself; a carriage return splits lines for many readers just as well.)
+#[test]
+fn keys_with_control_characters_are_refused() {
+    let s3 = S3::start("s3-control");
+    s3.put("app/good.txt", "good");
+    s3.put("app/evil\rname.txt", "evil");
+    s3.put("app/tab\there.txt", "evil");
+    let changed = s3.dir.path().join("changed");
+    let hook = format!("printf '%s' \"$S3CL_CHANGED\" > {}", changed.display());
+    let o = s3.sync_once("app/", &["--on-change", &hook]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("control character"), "{err}");
+    assert!(
+        err.contains("app/evil\\rname.txt") && err.contains("app/tab\\there.txt"),
+        "{err}"
+    );
+    assert_eq!(
+        read(&changed),
+        s3.out().join("good.txt").display().to_string()
+    );
+    let names: Vec<String> = std::fs::read_dir(s3.out())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(names, ["good.txt"]);
+}
+
+/// Whoever can write to the bucket must not be able to copy the loader's environment (AWS
+/// keys, tokens) into a file: templates read only names with the prefix (S3CL_ by default)
+/// and the names given with --template-env.
+#[test]
+fn templates_read_only_prefixed_and_allowed_environment_variables() {
+    let s3 = S3::start("s3-template-env");
+    s3.put(
+        "leak/creds.conf.tmpl",
+        "key=${AWS_SECRET_ACCESS_KEY} home=${HOME}\n",
+    );
+    let run = |prefix: &str, extra: &[&str], env: &[(&str, &str)]| {
+        let src = format!("s3://{BUCKET}/{prefix}");
+        let dir = s3.dir.path().join(prefix);
+        let mut cmd = s3.command(&["sync", &src, dir.to_str().unwrap(), "--once"]);
+        cmd.args(extra).envs(env.iter().copied());
+        (cmd.output().unwrap(), dir)
+    };
+    let (o, dir) = run("leak/", &[], &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("${AWS_SECRET_ACCESS_KEY}")
+            && err.contains("${HOME}")
+            && err.contains("--template-env"),
+        "{err}"
+    );
+    assert!(!dir.join("creds.conf").exists());
+
+    s3.put(
+        "ok/a.conf.tmpl",
+        "role=${S3CL_ROLE} proxy=${PROXY} host=${XDS_HOST}\n",
+    );
+    let env = [
+        ("S3CL_ROLE", "web"),
+        ("PROXY", "intdemo"),
+        ("XDS_HOST", "xds.local"),
+    ];
+    let (o, dir) = run(
+        "ok/",
+        &["--template-env", "PROXY"],
+        &[
+            ("S3_CONFIG_LOADER_TEMPLATE_ENV", "XDS_HOST"),
+            env[0],
+            env[1],
+            env[2],
+        ],
+    );
+    // The flag replaces the environment variable's list, as for every other flag.
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("${XDS_HOST}"), "{}", stderr(&o));
+    assert!(!dir.join("a.conf").exists());
+    let (o, dir) = run(
+        "ok/",
+        &["--template-env", "PROXY", "--template-env", "XDS_HOST"],
+        &env,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        read(&dir.join("a.conf")),
+        "role=web proxy=intdemo host=xds.local\n"
+    );
+    let mut with_list = env.to_vec();
+    with_list.push(("S3_CONFIG_LOADER_TEMPLATE_ENV", "PROXY,XDS_HOST"));
+    let (o, _) = run("ok/", &[], &with_list);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Another prefix: S3CL_ names are no longer readable.
+    with_list.push(("S3_CONFIG_LOADER_TEMPLATE_ENV_PREFIX", "APP_"));
+    let (o, _) = run("ok/", &[], &with_list);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("${S3CL_ROLE}"), "{}", stderr(&o));
 }

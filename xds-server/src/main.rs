@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use common::cli::LogFormat;
 use xds_server::bootstrap::{self, BootstrapConfig};
 use xds_server::ca::{Ca, CaSource};
 use xds_server::catalog::{self, ProxyName};
@@ -33,12 +34,6 @@ struct Cli {
     log: String,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Clone, Copy, ValueEnum)]

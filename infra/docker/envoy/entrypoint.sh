@@ -1,7 +1,8 @@
 #!/bin/sh
 # The generic Envoy image's entrypoint: get a bootstrap, check it, then become Envoy.
 #
-# From S3 (a template rendered with the task's metadata and environment):
+# From S3 (a template rendered with the task's metadata and the environment variables PROXY and
+# XDS_HOST, or those S3_CONFIG_LOADER_TEMPLATE_ENV names instead, and any prefixed S3CL_):
 #   ENVOY_BOOTSTRAP_S3=s3://BUCKET/envoy/bootstrap.yaml.tmpl
 # or generated here for a proxy role of the catalog:
 #   XDS_SERVER_PROXY=intdemo XDS_SERVER_XDS=xds.prism-test.atala.local:18000 [XDS_SERVER_DELTA=true]
@@ -17,7 +18,8 @@ bootstrap=${ENVOY_BOOTSTRAP:-/etc/envoy/envoy.yaml}
 [ -d "$(dirname "$bootstrap")" ] || mkdir -p "$(dirname "$bootstrap")"
 
 if [ -n "${ENVOY_BOOTSTRAP_S3:-}" ]; then
-  s3-config-loader get "$ENVOY_BOOTSTRAP_S3" "$bootstrap" --validate "$envoy --mode validate -c {}"
+  S3_CONFIG_LOADER_TEMPLATE_ENV=${S3_CONFIG_LOADER_TEMPLATE_ENV:-PROXY,XDS_HOST} \
+    s3-config-loader get "$ENVOY_BOOTSTRAP_S3" "$bootstrap" --validate "$envoy --mode validate -c {}"
 elif [ -z "${XDS_SERVER_PROXY:-}" ] && [ -f "$bootstrap" ]; then
   : # rendered before this container started
 else

@@ -113,9 +113,12 @@ resource "aws_ecs_task_definition" "this" {
       command = [
         "get", "s3://${var.config_bucket}/${var.bootstrap_key}", local.bootstrap,
       ]
+      # Templates read only the environment variables named here (or prefixed S3CL_): the
+      # bootstrap template's ${PROXY} and ${XDS_HOST}, not the task's credentials.
       environment = [
         { name = "PROXY", value = var.service_name },
         { name = "XDS_HOST", value = var.xds_host },
+        { name = "S3_CONFIG_LOADER_TEMPLATE_ENV", value = "PROXY,XDS_HOST" },
       ]
       mountPoints = [{ sourceVolume = "envoy-config", containerPath = "/etc/envoy" }]
       logConfiguration = {

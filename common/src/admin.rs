@@ -1,0 +1,57 @@
+//! The admin port every binary serves: `/metrics` in Prometheus' text format and `/healthz`.
+//! A binary merges its own routes into [`router`].
+
+use std::net::SocketAddr;
+
+use axum::Router;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use prometheus::Registry;
+
+/// Registers `collector` in `registry` and gives it back. The toolkit's metric names are
+/// constants, so a clash is a bug caught by the first test that builds the metrics.
+pub fn register<T: prometheus::core::Collector + Clone + 'static>(
+    registry: &Registry,
+    collector: T,
+) -> T {
+    registry
+        .register(Box::new(collector.clone()))
+        .expect("metric names are unique");
+    collector
+}
+
+/// Everything in `registry`, in the text exposition format.
+pub fn render(registry: &Registry) -> String {
+    let mut out = String::new();
+    let _ = prometheus::TextEncoder::new().encode_utf8(&registry.gather(), &mut out);
+    out
+}
+
+/// A `/metrics` response of `registry`.
+pub fn metrics_response(registry: &Registry) -> axum::response::Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(registry),
+    )
+        .into_response()
+}
+
+/// `/metrics` (everything in `registry`) and `/healthz` (`ok`).
+pub fn router(registry: Registry) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let response = metrics_response(&registry);
+                async move { response }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }))
+}
+
+/// Serves `router` on `addr` until the process ends.
+pub async fn serve(addr: SocketAddr, router: Router) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, router).await
+}
