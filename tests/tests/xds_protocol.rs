@@ -258,3 +258,56 @@ async fn oversized_requests_are_refused_and_streams_are_logged() {
     .await
     .unwrap();
 }
+
+/// With `--max-streams 1`, a second stream is refused with RESOURCE_EXHAUSTED (and counted)
+/// until the first one closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_over_the_cap_are_refused_until_one_closes() {
+    let dir = TempDir::new("protocol-cap");
+    let catalog = dir.write("catalog.yaml", CATALOG);
+    let server = XdsServer::start_with(&dir, &catalog, 0, &["--max-streams", "1"]);
+    server.wait_ready();
+    let url = format!("http://127.0.0.1:{}", server.xds_port);
+    let open = |url: String| async move {
+        let mut cds = ClusterDiscoveryServiceClient::connect(url).await.unwrap();
+        let (tx, rx) = mpsc::channel(4);
+        tx.send(DiscoveryRequest {
+            node: node(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        let r = cds.stream_clusters(ReceiverStream::new(rx)).await;
+        (tx, r)
+    };
+    let (first_tx, first) = open(url.clone()).await;
+    let mut first = first.expect("the first stream is served").into_inner();
+    assert_eq!(next(&mut first).await.resources.len(), 2);
+    let (_tx, second) = open(url.clone()).await;
+    let err = second.expect_err("a second stream over the cap");
+    assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+    drop(first_tx);
+    drop(first);
+    let metric_server = std::sync::Arc::new(server);
+    let m = metric_server.clone();
+    tokio::task::spawn_blocking(move || {
+        assert_eq!(
+            m.metric("xds_limit_refusals_total{limit=\"max_streams\"}"),
+            1.0
+        );
+    })
+    .await
+    .unwrap();
+    // Once the first has closed, a new one is served.
+    let mut served = None;
+    for _ in 0..100 {
+        let (tx, r) = open(url.clone()).await;
+        if let Ok(s) = r {
+            served = Some((tx, s.into_inner()));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (_tx, mut third) = served.expect("a stream is served again once the first closed");
+    assert_eq!(next(&mut third).await.resources.len(), 2);
+}

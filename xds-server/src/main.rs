@@ -14,6 +14,7 @@ use xds_server::catalog::{self, ProxyName};
 use xds_server::discovery::DiscoveryConfig;
 use xds_server::identity::Authorization;
 use xds_server::serve::{self, CatalogLocation, ServeConfig};
+use xds_server::server::StreamLimits;
 use xds_server::tls::ServerCertificate;
 use xds_server::{envoy_validate, render};
 
@@ -121,6 +122,14 @@ enum Command {
         /// The SPIFFE trust domain of proxy identities.
         #[arg(long, env = "XDS_SERVER_TRUST_DOMAIN", default_value = "mesh.local")]
         trust_domain: String,
+        /// The most xDS streams this server holds at once (0: no cap); more are refused with
+        /// RESOURCE_EXHAUSTED, and Envoy retries, through the load balancer, another replica.
+        #[arg(long, env = "XDS_SERVER_MAX_STREAMS", default_value_t = 0)]
+        max_streams: usize,
+        /// The most xDS streams from one source address at once (0: no cap). Behind an NLB
+        /// that does not preserve client addresses every stream comes from the NLB's: leave 0.
+        #[arg(long, env = "XDS_SERVER_MAX_STREAMS_PER_IP", default_value_t = 0)]
+        max_streams_per_ip: usize,
     },
     /// The control plane's own certificate authority.
     Ca {
@@ -232,6 +241,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             xds_tls_key,
             require_identity,
             trust_domain,
+            max_streams,
+            max_streams_per_ip,
         } => {
             common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), &cli.log)
                 .map_err(anyhow::Error::msg)?;
@@ -269,6 +280,10 @@ async fn main() -> anyhow::Result<ExitCode> {
                 auth: Authorization {
                     require_identity,
                     trust_domain,
+                },
+                limits: StreamLimits {
+                    max_streams,
+                    max_streams_per_ip,
                 },
             };
             serve::serve(config, common::cli::shutdown_signal()).await?;

@@ -42,6 +42,8 @@ pub struct Metrics {
     pub orphaned_proxies: prometheus::IntGauge,
     /// Streams refused by `--require-identity`, by `reason` (no_certificate, wrong_proxy).
     pub identity_refusals: IntCounterVec,
+    /// Streams refused by a cap, by `limit` (max_streams, max_streams_per_ip).
+    pub limit_refusals: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -210,6 +212,20 @@ impl Metrics {
                 // Present from the start at 0, so an alert can be written before the first refusal.
                 for reason in ["no_certificate", "wrong_proxy"] {
                     c.with_label_values(&[reason]);
+                }
+                reg(&registry, c)
+            },
+            limit_refusals: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "xds_limit_refusals_total",
+                        "xDS streams refused because a cap on open streams was reached, by limit",
+                    ),
+                    &["limit"],
+                )
+                .expect("valid metric");
+                for limit in ["max_streams", "max_streams_per_ip"] {
+                    c.with_label_values(&[limit]);
                 }
                 reg(&registry, c)
             },

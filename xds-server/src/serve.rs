@@ -17,8 +17,8 @@ use crate::catalog::{self, LoadedCatalog};
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::identity::Authorization;
 use crate::metrics::Metrics;
-use crate::server::XdsServer;
 use crate::server::nodes::Nodes;
+use crate::server::{StreamLimits, XdsServer};
 use crate::tls::{ServerCertificate, ServerTls};
 use crate::translate::{EndpointMap, translate};
 use s3_config_loader::S3Location;
@@ -254,6 +254,8 @@ pub struct ServeConfig {
     pub xds_tls: Option<ServerCertificate>,
     /// Who may read which proxy's config.
     pub auth: Authorization,
+    /// Caps on open streams.
+    pub limits: StreamLimits,
 }
 
 /// The outcome of the latest catalog load, for `/readyz` and the logs.
@@ -392,7 +394,14 @@ pub async fn serve(
     let admin_task = http_server(admin_listener, admin::router(admin_state.clone()));
     let debug_task = http_server(debug_listener, admin::debug_router(admin_state));
 
-    let server = XdsServer::new(cache, metrics, nodes, config.auth.clone(), stop_rx.clone());
+    let server = XdsServer::new(
+        cache,
+        metrics,
+        nodes,
+        config.auth.clone(),
+        config.limits,
+        stop_rx.clone(),
+    );
     let incoming = crate::tls::incoming(xds, tls);
     let mut grpc_stop = stop_rx.clone();
     let grpc = tonic::transport::Server::builder()

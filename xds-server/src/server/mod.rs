@@ -57,7 +57,68 @@ struct Shared {
     metrics: Metrics,
     nodes: Nodes,
     auth: Authorization,
+    limits: Limits,
     shutdown: watch::Receiver<bool>,
+}
+
+/// Caps on open streams (0: none).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StreamLimits {
+    /// Streams the server holds at once.
+    pub max_streams: usize,
+    /// Streams from one source address at once.
+    pub max_streams_per_ip: usize,
+}
+
+/// Counts open streams against [`StreamLimits`].
+#[derive(Debug, Default)]
+struct Limits {
+    caps: StreamLimits,
+    open: std::sync::Mutex<(usize, std::collections::HashMap<std::net::IpAddr, usize>)>,
+}
+
+/// One stream counted in [`Limits`] while it lives.
+struct Slot<'a> {
+    limits: &'a Limits,
+    ip: Option<std::net::IpAddr>,
+}
+
+impl Limits {
+    /// Counts a new stream from `ip`, or says which cap it would exceed.
+    fn admit(&self, ip: Option<std::net::IpAddr>) -> Result<(), &'static str> {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if self.caps.max_streams > 0 && open.0 >= self.caps.max_streams {
+            return Err("max_streams");
+        }
+        if let Some(ip) = ip {
+            let n = open.1.get(&ip).copied().unwrap_or_default();
+            if self.caps.max_streams_per_ip > 0 && n >= self.caps.max_streams_per_ip {
+                return Err("max_streams_per_ip");
+            }
+            open.1.insert(ip, n + 1);
+        }
+        open.0 += 1;
+        Ok(())
+    }
+
+    fn release(&self, ip: Option<std::net::IpAddr>) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(ip) = ip
+            && let Some(n) = open.1.get_mut(&ip)
+        {
+            *n -= 1;
+            if *n == 0 {
+                open.1.remove(&ip);
+            }
+        }
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.limits.release(self.ip);
+    }
 }
 
 impl XdsServer {
@@ -67,6 +128,7 @@ impl XdsServer {
         metrics: Metrics,
         nodes: Nodes,
         auth: Authorization,
+        limits: StreamLimits,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         Self {
@@ -75,6 +137,10 @@ impl XdsServer {
                 metrics,
                 nodes,
                 auth,
+                limits: Limits {
+                    caps: limits,
+                    open: Default::default(),
+                },
                 shutdown,
             }),
         }
@@ -108,13 +174,33 @@ impl XdsServer {
         &self,
         scope: Scope,
         request: Request<Streaming<V::Req>>,
-    ) -> ResponseStream<V::Resp> {
+    ) -> Result<Response<ResponseStream<V::Resp>>, Status> {
+        let peer = request.extensions().get::<Peer>().cloned();
+        let ip = peer.as_ref().and_then(|p| p.remote).map(|a| a.ip());
+        if let Err(limit) = self.shared.limits.admit(ip) {
+            self.shared
+                .metrics
+                .limit_refusals
+                .with_label_values(&[limit])
+                .inc();
+            tracing::warn!(peer = ?ip, limit, "xDS stream refused: too many open streams");
+            return Err(Status::resource_exhausted(format!(
+                "too many xDS streams ({limit}); try another replica or later"
+            )));
+        }
         let (tx, rx) = mpsc::channel(16);
         let mut core = StreamCore::new(self.shared.clone(), scope, V::NAME);
-        core.peer = request.extensions().get::<Peer>().cloned();
+        core.peer = peer;
         let requests = request.into_inner();
-        tokio::spawn(run::<V>(core, requests, tx));
-        Box::pin(ReceiverStream::new(rx))
+        let shared = self.shared.clone();
+        tokio::spawn(async move {
+            let _slot = Slot {
+                limits: &shared.limits,
+                ip,
+            };
+            run::<V>(core, requests, tx).await;
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 
@@ -709,18 +795,14 @@ macro_rules! standalone {
                 &self,
                 request: Request<Streaming<DiscoveryRequest>>,
             ) -> Result<Response<Self::$stream>, Status> {
-                Ok(Response::new(
-                    self.spawn::<sotw::Sotw>(Scope::Single($t), request),
-                ))
+                self.spawn::<sotw::Sotw>(Scope::Single($t), request)
             }
 
             async fn $delta_fn(
                 &self,
                 request: Request<Streaming<DeltaDiscoveryRequest>>,
             ) -> Result<Response<Self::$delta>, Status> {
-                Ok(Response::new(
-                    self.spawn::<delta::Delta>(Scope::Single($t), request),
-                ))
+                self.spawn::<delta::Delta>(Scope::Single($t), request)
             }
 
             async fn $fetch_fn(
@@ -781,18 +863,14 @@ impl AggregatedDiscoveryService for XdsServer {
         &self,
         request: Request<Streaming<DiscoveryRequest>>,
     ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(
-            self.spawn::<sotw::Sotw>(Scope::Aggregated, request),
-        ))
+        self.spawn::<sotw::Sotw>(Scope::Aggregated, request)
     }
 
     async fn delta_aggregated_resources(
         &self,
         request: Request<Streaming<DeltaDiscoveryRequest>>,
     ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(
-            self.spawn::<delta::Delta>(Scope::Aggregated, request),
-        ))
+        self.spawn::<delta::Delta>(Scope::Aggregated, request)
     }
 }
 

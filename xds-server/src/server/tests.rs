@@ -153,6 +153,7 @@ impl Plane {
                 metrics: Metrics::new(),
                 nodes: Nodes::default(),
                 auth: Authorization::default(),
+                limits: Limits::default(),
                 shutdown,
             }),
             _stop: stop,
@@ -827,6 +828,7 @@ fn a_fetch_is_checked_like_a_stream() {
             require_identity: true,
             trust_domain: "mesh.local".into(),
         },
+        limits: Limits::default(),
         shutdown,
     };
     let req = DiscoveryRequest {
@@ -853,4 +855,28 @@ fn nack_texts_are_cut_at_a_character_boundary() {
     let cut = truncate(&"é".repeat(10), 5);
     assert!(cut.starts_with("éé…"), "{cut}");
     assert!(cut.ends_with("(16 bytes cut)"), "{cut}");
+}
+
+#[test]
+fn stream_caps_count_in_total_and_per_source_address() {
+    let limits = Limits {
+        caps: StreamLimits {
+            max_streams: 3,
+            max_streams_per_ip: 2,
+        },
+        open: Default::default(),
+    };
+    let a: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+    let b: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+    assert_eq!(limits.admit(Some(a)), Ok(()));
+    assert_eq!(limits.admit(Some(a)), Ok(()));
+    assert_eq!(limits.admit(Some(a)), Err("max_streams_per_ip"));
+    assert_eq!(limits.admit(Some(b)), Ok(()));
+    assert_eq!(limits.admit(Some(b)), Err("max_streams"));
+    limits.release(Some(a));
+    assert_eq!(limits.admit(Some(b)), Ok(()));
+    let none = Limits::default();
+    for _ in 0..100 {
+        assert_eq!(none.admit(Some(a)), Ok(()));
+    }
 }
