@@ -76,8 +76,9 @@ fn ca_init_writes_a_ca_once_with_a_private_key_only_its_owner_reads() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("PRIVATE KEY"));
 }
 
-/// A control plane with `--xds-tls` and the test catalog; Envoy connects with `--xds-ca`.
-fn tls_plane(dir: &TempDir, ca: &Path, port: u16, backend: &Backend) -> XdsServer {
+/// A control plane with `--xds-tls` (and `extra` flags) serving proxy `demo` a listener on
+/// `port` to `backend`; Envoy connects with `--xds-ca`.
+fn tls_plane(dir: &TempDir, ca: &Path, port: u16, backend: &Backend, extra: &[&str]) -> XdsServer {
     let catalog = dir.write(
         "catalog.yaml",
         &format!(
@@ -94,12 +95,9 @@ upstreams:
         ),
     );
     let ca_flag = format!("file:{}", ca.display());
-    XdsServer::start_with(
-        dir,
-        &catalog,
-        0,
-        &["--ca", &ca_flag, "--xds-tls", "--xds-tls-name", "127.0.0.1"],
-    )
+    let mut flags = vec!["--ca", &ca_flag, "--xds-tls", "--xds-tls-name", "127.0.0.1"];
+    flags.extend_from_slice(extra);
+    XdsServer::start_with(dir, &catalog, 0, &flags)
 }
 
 #[test]
@@ -109,7 +107,7 @@ fn envoy_reaches_the_control_plane_over_tls_that_it_verifies() {
     assert!(ca_init(&ca).status.success());
     let blue = Backend::start("blue", 0).unwrap();
     let port = free_port();
-    let server = tls_plane(&dir, &ca, port, &blue);
+    let server = tls_plane(&dir, &ca, port, &blue, &[]);
     server.wait_ready();
     let bundle = ca.join("certificate.pem");
     let (ok, text) = s_client(server.xds_port, &bundle);
@@ -159,7 +157,7 @@ fn envoy_refuses_a_control_plane_its_ca_did_not_sign() {
     assert!(ca_init(&other).status.success());
     let blue = Backend::start("blue", 0).unwrap();
     let port = free_port();
-    let server = tls_plane(&dir, &ca, port, &blue);
+    let server = tls_plane(&dir, &ca, port, &blue, &[]);
     server.wait_ready();
     let other_bundle = other.join("certificate.pem");
     let (ok, _) = s_client(server.xds_port, &other_bundle);
@@ -332,36 +330,12 @@ fn require_identity_serves_a_proxy_only_to_its_own_certificate() {
     assert!(ca_init(&ca).status.success());
     let blue = Backend::start("blue", 0).unwrap();
     let port = free_port();
-    let catalog = dir.write(
-        "catalog.yaml",
-        &format!(
-            r#"
-version: 1
-proxies:
-  demo:
-    listeners:
-      - {{ name: public, address: 127.0.0.1, port: {port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: blue }} ] }}
-upstreams:
-  blue: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
-"#,
-            blue.endpoint()
-        ),
-    );
-    let ca_flag = format!("file:{}", ca.display());
-    let server = XdsServer::start_with(
+    let server = tls_plane(
         &dir,
-        &catalog,
-        0,
-        &[
-            "--ca",
-            &ca_flag,
-            "--xds-tls",
-            "--xds-tls-name",
-            "127.0.0.1",
-            "--require-identity",
-            "--trust-domain",
-            "test.local",
-        ],
+        &ca,
+        port,
+        &blue,
+        &["--require-identity", "--trust-domain", "test.local"],
     );
     server.wait_ready();
     let bundle = ca.join("certificate.pem");

@@ -330,6 +330,17 @@ impl SotwStream {
             .expect("a response of that type")
     }
 
+    /// Changes the protocol of upstream `to` (so its cluster changes) and checks that its
+    /// endpoints are sent again: Envoy keeps a rebuilt cluster warming until they come.
+    fn change_cluster_expect_endpoints(&mut self, plane: &Plane, to: &str) {
+        let before = self.seen.len();
+        plane.publish(&catalog(to).replace("protocol: http1", "protocol: http2"));
+        let out = self.on_snapshot();
+        self.settle(out, None);
+        let sent = types_of(&self.seen[before..]);
+        assert!(sent.contains(&Eds), "{sent:?}");
+    }
+
     fn versions(&self) -> Vec<(ResourceType, String)> {
         ResourceType::ALL
             .into_iter()
@@ -444,15 +455,7 @@ fn sotw_after_a_reconnect_sends_one_response_keeps_old_clusters_and_resends_endp
     assert_eq!(route_targets(&s.last(Rds).resources), ["b"]);
 
     // A changed cluster gets its endpoints again, also on a resumed stream.
-    let before = s.seen.len();
-    plane.publish(&catalog("b").replace("protocol: http1", "protocol: http2"));
-    let out = s.on_snapshot();
-    s.settle(out, None);
-    assert!(
-        types_of(&s.seen[before..]).contains(&Eds),
-        "{:?}",
-        types_of(&s.seen[before..])
-    );
+    s.change_cluster_expect_endpoints(&plane, "b");
 }
 
 #[test]
@@ -565,6 +568,18 @@ impl DeltaStream {
         out
     }
 
+    /// Connects as Envoy does: clusters and listeners (wildcard), then the endpoints `eds` and
+    /// the routes, each answer acknowledged.
+    fn connect(&mut self, eds: &[&str]) {
+        let mut out = self.request(Cds, "", &[], &[]);
+        out.extend(self.request(Lds, "", &[], &[]));
+        self.ack_all(out);
+        let out = self.request(Eds, "", eds, &[]);
+        self.ack_all(out);
+        let out = self.request(Rds, "", &["web"], &[]);
+        self.ack_all(out);
+    }
+
     /// ACKs each response in turn.
     fn ack_all(&mut self, mut queue: Vec<DeltaDiscoveryResponse>) {
         while let Some(resp) = (!queue.is_empty()).then(|| queue.remove(0)) {
@@ -619,13 +634,7 @@ fn delta_holds_routes_back_while_their_new_cluster_is_rejected() {
     let plane = Plane::new();
     plane.publish(&catalog("a"));
     let mut s = DeltaStream::new(&plane);
-    let mut out = s.request(Cds, "", &[], &[]);
-    out.extend(s.request(Lds, "", &[], &[]));
-    s.ack_all(out);
-    let out = s.request(Eds, "", &["a"], &[]);
-    s.ack_all(out);
-    let out = s.request(Rds, "", &["web"], &[]);
-    s.ack_all(out);
+    s.connect(&["a"]);
     plane.publish(&catalog("b"));
     let out = s.on_snapshot_nack_cds();
     assert!(
@@ -715,15 +724,7 @@ fn sotw_reconnect_in_any_request_order_keeps_old_clusters_and_resends_endpoints(
         out.extend(s.request(t, None));
     }
     s.settle(out, None);
-    let before = s.seen.len();
-    plane2.publish(&catalog("a").replace("protocol: http1", "protocol: http2"));
-    let out = s.on_snapshot();
-    s.settle(out, None);
-    assert!(
-        types_of(&s.seen[before..]).contains(&Eds),
-        "{:?}",
-        types_of(&s.seen[before..])
-    );
+    s.change_cluster_expect_endpoints(&plane2, "a");
 }
 
 #[test]
@@ -765,13 +766,7 @@ fn delta_a_rejected_cluster_keeps_routes_back_when_another_cluster_changes() {
     let plane = Plane::new();
     plane.publish(&catalog_with_c("a", 2001));
     let mut s = DeltaStream::new(&plane);
-    let mut out = s.request(Cds, "", &[], &[]);
-    out.extend(s.request(Lds, "", &[], &[]));
-    s.ack_all(out);
-    let out = s.request(Eds, "", &["a", "c"], &[]);
-    s.ack_all(out);
-    let out = s.request(Rds, "", &["web"], &[]);
-    s.ack_all(out);
+    s.connect(&["a", "c"]);
     plane.publish(&catalog_with_c("b", 2001));
     assert!(s.on_snapshot_nack_cds().is_empty());
     // Another cluster changes: it goes out alone, is accepted, and the routes to the refused
