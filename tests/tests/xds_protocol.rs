@@ -38,6 +38,31 @@ fn start() -> (TempDir, XdsServer, String) {
     (dir, server, url)
 }
 
+/// Opens a standalone CDS stream of proxy `edge` (its first request carries no type URL, as
+/// the standalone services allow): the sender for more requests, and the server's answer.
+async fn cds_stream(
+    url: String,
+) -> (
+    mpsc::Sender<DiscoveryRequest>,
+    Result<
+        tonic::Response<
+            tonic::Streaming<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse>,
+        >,
+        tonic::Status,
+    >,
+) {
+    let mut cds = ClusterDiscoveryServiceClient::connect(url).await.unwrap();
+    let (tx, rx) = mpsc::channel(4);
+    tx.send(DiscoveryRequest {
+        node: node(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let r = cds.stream_clusters(ReceiverStream::new(rx)).await;
+    (tx, r)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn fetch_answers_once_then_says_up_to_date() {
     let (_dir, _server, url) = start();
@@ -61,20 +86,8 @@ async fn fetch_answers_once_then_says_up_to_date() {
 #[tokio::test(flavor = "multi_thread")]
 async fn standalone_cds_stream_serves_every_cluster_and_nothing_the_client_has() {
     let (_dir, server, url) = start();
-    let mut cds = ClusterDiscoveryServiceClient::connect(url).await.unwrap();
-    let (tx, rx) = mpsc::channel(4);
-    // The standalone services accept requests without a type URL.
-    tx.send(DiscoveryRequest {
-        node: node(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let mut stream = cds
-        .stream_clusters(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, stream) = cds_stream(url.clone()).await;
+    let mut stream = stream.unwrap().into_inner();
     let resp = next(&mut stream).await;
     assert_eq!(resp.type_url, ResourceType::Cluster.type_url());
     assert_eq!(resp.resources.len(), 2);
@@ -87,6 +100,7 @@ async fn standalone_cds_stream_serves_every_cluster_and_nothing_the_client_has()
     .unwrap();
     // A second stream that says it already has this version (a reconnect) gets it once more,
     // unchanged: Envoy resets its reconnect backoff only when a new stream receives something.
+    let mut cds = ClusterDiscoveryServiceClient::connect(url).await.unwrap();
     let (tx2, rx2) = mpsc::channel(4);
     tx2.send(DiscoveryRequest {
         node: node(),
@@ -227,19 +241,8 @@ async fn oversized_requests_are_refused_and_streams_are_logged() {
         "{err:?}"
     );
     // A normal stream still works, and is logged when it opens and closes.
-    let mut cds = ClusterDiscoveryServiceClient::connect(url).await.unwrap();
-    let (tx, rx) = mpsc::channel(4);
-    tx.send(DiscoveryRequest {
-        node: node(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let mut stream = cds
-        .stream_clusters(ReceiverStream::new(rx))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx, stream) = cds_stream(url).await;
+    let mut stream = stream.unwrap().into_inner();
     assert_eq!(next(&mut stream).await.resources.len(), 2);
     drop(tx);
     drop(stream);
@@ -268,18 +271,7 @@ async fn streams_over_the_cap_are_refused_until_one_closes() {
     let server = XdsServer::start_with(&dir, &catalog, 0, &["--max-streams", "1"]);
     server.wait_ready();
     let url = format!("http://127.0.0.1:{}", server.xds_port);
-    let open = |url: String| async move {
-        let mut cds = ClusterDiscoveryServiceClient::connect(url).await.unwrap();
-        let (tx, rx) = mpsc::channel(4);
-        tx.send(DiscoveryRequest {
-            node: node(),
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-        let r = cds.stream_clusters(ReceiverStream::new(rx)).await;
-        (tx, r)
-    };
+    let open = cds_stream;
     let (first_tx, first) = open(url.clone()).await;
     let mut first = first.expect("the first stream is served").into_inner();
     assert_eq!(next(&mut first).await.resources.len(), 2);
