@@ -119,6 +119,22 @@ impl Setup {
             .unwrap_or_default()
     }
 
+    /// Moves the only route to upstream green (deleting blue) and waits until Envoy has
+    /// dropped the blue cluster.
+    fn switch_to_green(&self) {
+        self.write_catalog(&only(self.port, "green", &self.green, ""));
+        wait_for(
+            "Envoy to drop the blue cluster",
+            Duration::from_secs(15),
+            || {
+                self.envoy
+                    .stat("cluster.blue.membership_total")
+                    .is_none()
+                    .then_some(())
+            },
+        );
+    }
+
     /// Waits until Envoy has acknowledged everything the server sent it.
     fn wait_all_acked(&self) -> serde_json::Value {
         wait_for("Envoy to ACK every type", Duration::from_secs(15), || {
@@ -700,36 +716,11 @@ fn an_unanswered_endpoint_source_never_empties_an_upstream() {
 fn switching_routes_and_deleting_the_old_upstream_fails_no_request() {
     both(|mode| {
         let s = Setup::start(mode);
-        let only = |to: &str, backend: &Backend| {
-            format!(
-                r#"
-version: 1
-proxies:
-  {PROXY}:
-    listeners:
-      - {{ name: public, address: 127.0.0.1, port: {port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: {to} }} ] }}
-upstreams:
-  {to}: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
-"#,
-                backend.endpoint(),
-                port = s.port
-            )
-        };
-        s.write_catalog(&only("blue", &s.blue));
+        s.write_catalog(&only(s.port, "blue", &s.blue, ""));
         s.wait_body("/x", &[], "blue");
         s.wait_all_acked();
         let load = Load::start(s.port);
-        s.write_catalog(&only("green", &s.green));
-        wait_for(
-            "Envoy to drop the blue cluster",
-            Duration::from_secs(15),
-            || {
-                s.envoy
-                    .stat("cluster.blue.membership_total")
-                    .is_none()
-                    .then_some(())
-            },
-        );
+        s.switch_to_green();
         load.stop_all_ok(mode, "blue", "green");
     });
 }
@@ -859,17 +850,7 @@ fn a_rejected_cluster_during_a_route_switch_fails_no_request() {
             Some(1),
             "{mode:?}"
         );
-        s.write_catalog(&only(s.port, "green", &s.green, ""));
-        wait_for(
-            "Envoy to drop the blue cluster",
-            Duration::from_secs(15),
-            || {
-                s.envoy
-                    .stat("cluster.blue.membership_total")
-                    .is_none()
-                    .then_some(())
-            },
-        );
+        s.switch_to_green();
         load.stop_all_ok(mode, "blue", "green");
     });
 }
@@ -962,17 +943,7 @@ fn the_first_change_after_a_control_plane_restart_is_complete_and_safe() {
         restart(&mut s, 0);
         let load = Load::start(s.port);
         load.wait_more(20);
-        s.write_catalog(&only(s.port, "green", &s.green, ""));
-        wait_for(
-            "Envoy to drop the blue cluster",
-            Duration::from_secs(15),
-            || {
-                s.envoy
-                    .stat("cluster.blue.membership_total")
-                    .is_none()
-                    .then_some(())
-            },
-        );
+        s.switch_to_green();
         load.stop_all_ok(mode, "blue", "green");
     });
 }

@@ -341,6 +341,24 @@ impl SotwStream {
         assert!(sent.contains(&Eds), "{sent:?}");
     }
 
+    /// A new stream of the Envoy `self` was, as after a control plane restart: its first
+    /// requests say what it has, and it asks for the endpoints and routes it had.
+    fn reconnect(self, plane: &Plane) -> SotwStream {
+        let versions = self.versions();
+        let names = self.names.clone();
+        drop(self);
+        let mut s = SotwStream::new(plane);
+        for (t, v) in versions {
+            s.state.insert(t, (v, String::new()));
+        }
+        for t in [Eds, Rds] {
+            if let Some(n) = names.get(&t) {
+                s.names.insert(t, n.clone());
+            }
+        }
+        s
+    }
+
     fn versions(&self) -> Vec<(ResourceType, String)> {
         ResourceType::ALL
             .into_iter()
@@ -425,15 +443,8 @@ fn sotw_after_a_reconnect_sends_one_response_keeps_old_clusters_and_resends_endp
     plane.publish(&catalog("a"));
     let mut first = SotwStream::new(&plane);
     first.connect();
-    let versions = first.versions();
-    drop(first);
-
     // The same Envoy after a control plane restart: it says what it has.
-    let mut s = SotwStream::new(&plane);
-    let have: Vec<(ResourceType, &str)> = versions.iter().map(|(t, v)| (*t, v.as_str())).collect();
-    s.resume(&have);
-    s.names.insert(Eds, vec!["a".into()]);
-    s.names.insert(Rds, vec!["web".into()]);
+    let mut s = first.reconnect(&plane);
     let mut out = s.request(Cds, None);
     for t in [Eds, Lds, Rds] {
         out.extend(s.request(t, None));
@@ -689,13 +700,9 @@ fn sotw_reconnect_in_any_request_order_keeps_old_clusters_and_resends_endpoints(
     plane.publish(&catalog("a"));
     let mut first = SotwStream::new(&plane);
     first.connect();
-    let versions = first.versions();
-    drop(first);
-    let mut s = SotwStream::new(&plane);
-    let have: Vec<(ResourceType, &str)> = versions.iter().map(|(t, v)| (*t, v.as_str())).collect();
-    s.resume(&have);
-    s.names.insert(Eds, vec!["a".into()]);
+    let mut s = first.reconnect(&plane);
     // Clusters, endpoints and listeners asked for, its routes not yet.
+    s.names.remove(&Rds);
     let mut out = s.request(Cds, None);
     out.extend(s.request(Eds, None));
     out.extend(s.request(Lds, None));
@@ -715,10 +722,9 @@ fn sotw_reconnect_in_any_request_order_keeps_old_clusters_and_resends_endpoints(
     // cluster the proxy had before the reconnect changes, and its endpoints go again.
     let plane2 = Plane::new();
     plane2.publish(&catalog("a"));
-    let mut s = SotwStream::new(&plane2);
-    s.resume(&have);
-    s.names.insert(Eds, vec!["a".into()]);
-    s.names.insert(Rds, vec!["web".into()]);
+    let mut first = SotwStream::new(&plane2);
+    first.connect();
+    let mut s = first.reconnect(&plane2);
     let mut out = s.request(Lds, None);
     for t in [Cds, Eds, Rds] {
         out.extend(s.request(t, None));
