@@ -44,6 +44,15 @@ pub fn workspace_bin(name: &str) -> PathBuf {
     path
 }
 
+/// `xds-server ca init --out DIR`: a new CA in `dir`.
+pub fn ca_init(dir: &Path) -> std::process::Output {
+    std::process::Command::new(workspace_bin("xds-server"))
+        .args(["ca", "init", "--out"])
+        .arg(dir)
+        .output()
+        .expect("xds-server ca init runs")
+}
+
 /// A port that was free a moment ago on 127.0.0.1 (for peers that must be told their port).
 ///
 /// Chosen below the kernel's ephemeral range, where ports bound to 0 and outgoing connections

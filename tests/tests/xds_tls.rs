@@ -6,15 +6,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use tests::{Backend, Envoy, Mode, TempDir, XdsServer, free_port, http, wait_for, workspace_bin};
-
-fn ca_init(dir: &Path) -> std::process::Output {
-    Command::new(workspace_bin("xds-server"))
-        .args(["ca", "init", "--out"])
-        .arg(dir)
-        .output()
-        .expect("xds-server ca init runs")
-}
+use tests::{Backend, Envoy, Mode, TempDir, XdsServer, ca_init, free_port, http, wait_for};
 
 /// `openssl s_client` against `port`, trusting `ca_file`: whether the handshake verified, and
 /// what it printed.

@@ -31,6 +31,10 @@ pub struct BootstrapConfig {
     /// TLS to the control plane: the CA bundle (PEM file) that signed its certificate, which
     /// must name the `--xds` host.
     pub xds_ca: Option<std::path::PathBuf>,
+    /// Mutual TLS to the control plane with the certificate `xds-server identity` keeps in
+    /// this directory, read through SDS from its files (and again when they are replaced);
+    /// the server is then checked against the trust bundle kept there too.
+    pub identity_dir: Option<std::path::PathBuf>,
 }
 
 /// Envoy's first pause before reconnecting to the control plane; the pauses double (with
@@ -121,30 +125,63 @@ fn stats_resources(listen: SocketAddr, admin: SocketAddr) -> (Value, Value) {
     (listener, cluster)
 }
 
-/// The xDS cluster's TLS: the control plane's certificate must chain to `ca` and name the host
-/// Envoy dials.
-fn xds_tls(c: &BootstrapConfig, ca: &std::path::Path) -> Value {
+/// An SDS secret read from a file, and read again when a file is moved into its directory
+/// (as `xds-server identity` replaces them).
+fn file_secret(name: &str, path: &std::path::Path, dir: &std::path::Path) -> Value {
+    json!({
+        "name": name,
+        "sds_config": {
+            "path_config_source": {
+                "path": path.display().to_string(),
+                "watched_directory": { "path": dir.display().to_string() },
+            },
+            "resource_api_version": "V3",
+        },
+    })
+}
+
+/// The xDS cluster's TLS: the control plane's certificate must chain to the CA (`--xds-ca`, or
+/// the trust bundle of the identity directory) and name the host Envoy dials; with an identity
+/// directory, Envoy presents its certificate.
+fn xds_tls(c: &BootstrapConfig) -> Option<Value> {
     let san_type = if c.xds_host.parse::<IpAddr>().is_ok() {
         "IP_ADDRESS"
     } else {
         "DNS"
     };
-    json!({
+    let san = json!([ { "san_type": san_type, "matcher": { "exact": c.xds_host } } ]);
+    let common = match (&c.identity_dir, &c.xds_ca) {
+        (Some(dir), _) => {
+            let (certificate, trust, dir) = crate::identity::client::sds_paths(dir);
+            json!({
+                "alpn_protocols": ["h2"],
+                "tls_certificate_sds_secret_configs": [
+                    file_secret(crate::identity::client::CERTIFICATE_SECRET, &certificate, &dir)
+                ],
+                "combined_validation_context": {
+                    "default_validation_context": { "match_typed_subject_alt_names": san },
+                    "validation_context_sds_secret_config":
+                        file_secret(crate::identity::client::TRUST_SECRET, &trust, &dir),
+                },
+            })
+        }
+        (None, Some(ca)) => json!({
+            "alpn_protocols": ["h2"],
+            "validation_context": {
+                "trusted_ca": { "filename": ca.display().to_string() },
+                "match_typed_subject_alt_names": san,
+            },
+        }),
+        (None, None) => return None,
+    };
+    Some(json!({
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
             "sni": c.xds_host,
-            "common_tls_context": {
-                "alpn_protocols": ["h2"],
-                "validation_context": {
-                    "trusted_ca": { "filename": ca.display().to_string() },
-                    "match_typed_subject_alt_names": [
-                        { "san_type": san_type, "matcher": { "exact": c.xds_host } }
-                    ],
-                },
-            },
+            "common_tls_context": common,
         },
-    })
+    }))
 }
 
 /// The bootstrap document.
@@ -198,8 +235,8 @@ pub fn bootstrap(c: &BootstrapConfig) -> Value {
             } ]
         }
     });
-    if let Some(ca) = &c.xds_ca {
-        doc["static_resources"]["clusters"][0]["transport_socket"] = xds_tls(c, ca);
+    if let Some(tls) = xds_tls(c) {
+        doc["static_resources"]["clusters"][0]["transport_socket"] = tls;
     }
     if discovery == "STRICT_DNS" {
         // Envoy's default tries IPv6 first: `localhost` became [::1], where nothing listens,
@@ -232,6 +269,7 @@ mod tests {
             delta: false,
             retry_max: Duration::from_secs(2),
             xds_ca: None,
+            identity_dir: None,
         }
     }
 
@@ -331,5 +369,30 @@ mod tests {
         assert!(parse_host_port("xds").is_err());
         assert!(parse_host_port(":18000").is_err());
         assert!(parse_host_port("xds:0").is_err());
+    }
+
+    #[test]
+    fn an_identity_directory_gives_mutual_tls_through_file_sds() {
+        let mut c = config();
+        c.xds_ca = Some("/etc/xds/ca.pem".into());
+        c.identity_dir = Some("/run/xds-identity".into());
+        let b = bootstrap(&c);
+        let tls = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]["common_tls_context"];
+        let cert = &tls["tls_certificate_sds_secret_configs"][0];
+        assert_eq!(cert["name"], "xds-identity");
+        let source = &cert["sds_config"]["path_config_source"];
+        assert_eq!(source["path"], "/run/xds-identity/sds-certificate.json");
+        assert_eq!(source["watched_directory"]["path"], "/run/xds-identity");
+        let v = &tls["combined_validation_context"];
+        assert_eq!(
+            v["validation_context_sds_secret_config"]["sds_config"]["path_config_source"]["path"],
+            "/run/xds-identity/sds-trust.json"
+        );
+        assert_eq!(
+            v["default_validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"],
+            "127.0.0.1"
+        );
+        // The identity directory's bundle is the trust; --xds-ca is for `identity` itself.
+        assert!(tls.get("validation_context").is_none());
     }
 }

@@ -98,6 +98,7 @@ impl fmt::Display for CaSource {
 /// A certificate authority that can sign.
 pub struct Ca {
     certificate_pem: String,
+    not_after: SystemTime,
     issuer: Issuer<'static, KeyPair>,
     source_name: String,
 }
@@ -181,6 +182,7 @@ impl Ca {
         let cert = params.self_signed(&key)?;
         Ok(Ca {
             certificate_pem: cert.pem(),
+            not_after: now + CA_VALIDITY,
             issuer: Issuer::new(params, key),
             source_name: common_name.into(),
         })
@@ -211,10 +213,13 @@ impl Ca {
                 "the CA certificate is expired or not yet valid".into(),
             ));
         }
+        let not_after = SystemTime::UNIX_EPOCH
+            + Duration::from_secs(x509.validity().not_after.timestamp().max(0) as u64);
         let issuer = Issuer::from_ca_cert_der(&der, key)
             .map_err(|e| invalid(format!("certificate: {e}")))?;
         Ok(Ca {
             certificate_pem: certificate.to_string(),
+            not_after,
             issuer,
             source_name: source_name.into(),
         })
@@ -249,6 +254,31 @@ impl Ca {
     /// Signs a new key for `leaf`.
     pub fn issue(&self, leaf: &Leaf) -> Result<Issued, CaError> {
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+        let (certificate_pem, not_after) = self.sign(leaf, &key)?;
+        Ok(Issued {
+            certificate_pem,
+            private_key_pem: key.serialize_pem(),
+            not_after,
+        })
+    }
+
+    /// Signs the key of a certificate signing request (PEM) for `leaf`: the certificate (PEM)
+    /// and when it expires. The request's signature proves its sender holds the key; what
+    /// else it asks for (names, usages) is ignored, `leaf` decides.
+    pub fn sign_request(
+        &self,
+        csr_pem: &str,
+        leaf: &Leaf,
+    ) -> Result<(String, SystemTime), CaError> {
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
+        self.sign(leaf, &csr.public_key)
+    }
+
+    fn sign(
+        &self,
+        leaf: &Leaf,
+        key: &impl rcgen::PublicKeyData,
+    ) -> Result<(String, SystemTime), CaError> {
         let mut params = CertificateParams::new(leaf.names.clone())?;
         for uri in &leaf.uris {
             params
@@ -269,15 +299,12 @@ impl Ca {
         let now = SystemTime::now();
         // A little slack for clocks that lag the control plane's.
         params.not_before = offset(now - Duration::from_secs(60));
-        let not_after = now + leaf.ttl;
+        // Never beyond the CA's own end.
+        let not_after = (now + leaf.ttl).min(self.not_after);
         params.not_after = offset(not_after);
         params.serial_number = Some(serial());
-        let cert = params.signed_by(&key, &self.issuer)?;
-        Ok(Issued {
-            certificate_pem: cert.pem(),
-            private_key_pem: key.serialize_pem(),
-            not_after,
-        })
+        let cert = params.signed_by(key, &self.issuer)?;
+        Ok((cert.pem(), not_after))
     }
 
     /// Writes the CA into a new directory's files (the key with mode 0600); never overwrites.

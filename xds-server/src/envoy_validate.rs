@@ -149,6 +149,7 @@ pub fn bootstrap_for(catalog: &LoadedCatalog, proxy: &ProxyName) -> Result<Value
         delta: false,
         retry_max: std::time::Duration::from_secs(2),
         xds_ca: None,
+        identity_dir: None,
     });
     let statics = &mut doc["static_resources"];
     if let Some(own) = statics["clusters"].as_array_mut() {

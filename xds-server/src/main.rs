@@ -13,7 +13,8 @@ use xds_server::ca::{Ca, CaSource};
 use xds_server::catalog::{self, ProxyName};
 use xds_server::discovery::DiscoveryConfig;
 use xds_server::identity::Authorization;
-use xds_server::serve::{self, CatalogLocation, ServeConfig};
+use xds_server::identity::client::IdentityClient;
+use xds_server::serve::{self, CatalogLocation, IdentitySettings, ServeConfig};
 use xds_server::server::StreamLimits;
 use xds_server::tls::ServerCertificate;
 use xds_server::{envoy_validate, render};
@@ -130,6 +131,48 @@ enum Command {
         /// that does not preserve client addresses every stream comes from the NLB's: leave 0.
         #[arg(long, env = "XDS_SERVER_MAX_STREAMS_PER_IP", default_value_t = 0)]
         max_streams_per_ip: usize,
+        /// The id proxies sign into their identity requests (X-Xds-Server-Id), so that a request
+        /// made for another control plane is refused here; default: the first --xds-tls-name.
+        /// The identity endpoint (POST /identity/v1/certificate on the xDS port) needs --ca and
+        /// TLS on the xDS port.
+        #[arg(long, env = "XDS_SERVER_IDENTITY_SERVER_ID")]
+        identity_server_id: Option<String>,
+        /// How long a proxy certificate is valid; `xds-server identity --renew` renews at half
+        /// life.
+        #[arg(long, env = "XDS_SERVER_IDENTITY_TTL", default_value = "24h", value_parser = parse_duration)]
+        identity_ttl: Duration,
+        /// Identity requests one source address may make per minute (a burst of as many, then
+        /// one every 60/N seconds); more are answered 429.
+        #[arg(long, env = "XDS_SERVER_IDENTITY_RATE", default_value_t = 60)]
+        identity_rate: u32,
+    },
+    /// Get this task's proxy certificate from the control plane, proving the task role to it
+    /// through AWS STS, and write it (with its key and the trust bundle) into a directory that
+    /// `bootstrap --identity-dir` points Envoy at.
+    Identity {
+        /// The control plane, HOST:PORT (its certificate must name HOST).
+        #[arg(long, env = "XDS_SERVER_XDS")]
+        xds: String,
+        /// The directory to write.
+        #[arg(long, env = "XDS_SERVER_IDENTITY_DIR")]
+        out: PathBuf,
+        /// The CA bundle (PEM) that signed the control plane's certificate.
+        #[arg(long, env = "XDS_SERVER_XDS_CA")]
+        xds_ca: PathBuf,
+        /// The proxy role to be; needed when the task role is the identity of several.
+        #[arg(long, env = "XDS_SERVER_PROXY")]
+        proxy: Option<String>,
+        /// The control plane's id (its --identity-server-id); default: the --xds host.
+        #[arg(long, env = "XDS_SERVER_IDENTITY_SERVER_ID")]
+        server_id: Option<String>,
+        /// Keep running: renew the certificate at half life (beside Envoy, which reads the new
+        /// files without a restart). Without it, get one and exit.
+        #[arg(long)]
+        renew: bool,
+        /// Without --renew: how long to keep trying while the control plane or STS cannot be
+        /// reached (a refusal ends it at once).
+        #[arg(long, env = "XDS_SERVER_IDENTITY_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+        timeout: Duration,
     },
     /// The control plane's own certificate authority.
     Ca {
@@ -188,6 +231,11 @@ enum Command {
         /// name the --xds host (xds-server serve --xds-tls makes such a certificate).
         #[arg(long, env = "XDS_SERVER_XDS_CA")]
         xds_ca: Option<PathBuf>,
+        /// Mutual TLS to the control plane with the certificate `xds-server identity` keeps in
+        /// this directory (read through SDS, and again when renewed); the control plane is then
+        /// checked against the trust bundle there, and --xds-ca is not needed.
+        #[arg(long, env = "XDS_SERVER_IDENTITY_DIR")]
+        identity_dir: Option<PathBuf>,
         /// Output format.
         #[arg(long, default_value = "yaml")]
         format: Format,
@@ -243,12 +291,16 @@ async fn main() -> anyhow::Result<ExitCode> {
             trust_domain,
             max_streams,
             max_streams_per_ip,
+            identity_server_id,
+            identity_ttl,
+            identity_rate,
         } => {
             common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), &cli.log)
                 .map_err(anyhow::Error::msg)?;
+            let xds_tls_names = xds_tls_name.clone();
             let xds_tls = ServerCertificate::from_flags(
                 xds_tls,
-                &xds_tls_name,
+                &xds_tls_names,
                 xds_tls_cert,
                 xds_tls_key,
                 ca.is_some(),
@@ -284,6 +336,11 @@ async fn main() -> anyhow::Result<ExitCode> {
                 limits: StreamLimits {
                     max_streams,
                     max_streams_per_ip,
+                },
+                identity: IdentitySettings {
+                    server_id: identity_server_id.or_else(|| xds_tls_name.first().cloned()),
+                    ttl: identity_ttl,
+                    per_ip_per_minute: identity_rate,
                 },
             };
             serve::serve(config, common::cli::shutdown_signal()).await?;
@@ -372,6 +429,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             delta,
             xds_retry_max,
             xds_ca,
+            identity_dir,
             format,
         } => {
             let (xds_host, xds_port) = bootstrap::parse_host_port(&xds).context("--xds")?;
@@ -402,8 +460,36 @@ async fn main() -> anyhow::Result<ExitCode> {
                 delta,
                 retry_max: xds_retry_max,
                 xds_ca,
+                identity_dir,
             };
             print(&bootstrap::bootstrap(&config), format)?;
+        }
+        Command::Identity {
+            xds,
+            out,
+            xds_ca,
+            proxy,
+            server_id,
+            renew,
+            timeout,
+        } => {
+            common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), &cli.log)
+                .map_err(anyhow::Error::msg)?;
+            let (xds_host, xds_port) = bootstrap::parse_host_port(&xds).context("--xds")?;
+            let client = IdentityClient {
+                server_id: server_id.unwrap_or_else(|| xds_host.clone()),
+                xds_host,
+                xds_port,
+                xds_ca,
+                out,
+                proxy,
+            };
+            if renew {
+                client.renew(common::cli::shutdown_signal()).await?;
+            } else {
+                let deadline = std::time::Instant::now() + timeout;
+                client.fetch_retrying(Some(deadline)).await?;
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

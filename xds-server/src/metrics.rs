@@ -44,6 +44,10 @@ pub struct Metrics {
     pub identity_refusals: IntCounterVec,
     /// Streams refused by a cap, by `limit` (max_streams, max_streams_per_ip).
     pub limit_refusals: IntCounterVec,
+    /// Identity requests (`xds-server identity`) by `result`: `issued`, or why not.
+    pub identity_requests: IntCounterVec,
+    /// Time to answer an identity request that was issued (STS's answer included).
+    pub identity_issue: Histogram,
 }
 
 impl Default for Metrics {
@@ -125,7 +129,7 @@ impl Metrics {
                         "xds_snapshot_build_seconds",
                         "Time to rebuild every proxy's snapshot after a change",
                     )
-                    .buckets(latency_buckets),
+                    .buckets(latency_buckets.clone()),
                 )
                 .expect("valid metric"),
             ),
@@ -229,6 +233,29 @@ impl Metrics {
                 }
                 reg(&registry, c)
             },
+            identity_requests: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "xds_identity_requests_total",
+                        "Identity requests, by result (issued, or the reason for refusing)",
+                    ),
+                    &["result"],
+                )
+                .expect("valid metric");
+                c.with_label_values(&["issued"]);
+                reg(&registry, c)
+            },
+            identity_issue: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "xds_identity_issue_seconds",
+                        "Time to answer an identity request with a certificate, STS included",
+                    )
+                    .buckets(latency_buckets.clone()),
+                )
+                .expect("valid metric"),
+            ),
             orphaned_proxies: reg(
                 &registry,
                 prometheus::IntGauge::new(

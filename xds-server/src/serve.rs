@@ -16,6 +16,7 @@ use crate::cache::{Cache, Snapshot};
 use crate::catalog::{self, LoadedCatalog};
 use crate::discovery::{Discovery, DiscoveryConfig};
 use crate::identity::Authorization;
+use crate::identity::issuer::{Issuer, IssuerConfig};
 use crate::metrics::Metrics;
 use crate::server::nodes::Nodes;
 use crate::server::{StreamLimits, XdsServer};
@@ -256,6 +257,29 @@ pub struct ServeConfig {
     pub auth: Authorization,
     /// Caps on open streams.
     pub limits: StreamLimits,
+    /// The identity endpoint (`xds-server identity`), served with a CA and TLS.
+    pub identity: IdentitySettings,
+}
+
+/// How the identity endpoint on the xDS port issues certificates.
+#[derive(Debug, Clone)]
+pub struct IdentitySettings {
+    /// The id proxies sign into their requests; no endpoint without one.
+    pub server_id: Option<String>,
+    /// How long a proxy certificate is valid.
+    pub ttl: Duration,
+    /// Requests per source address per minute.
+    pub per_ip_per_minute: u32,
+}
+
+impl Default for IdentitySettings {
+    fn default() -> Self {
+        IdentitySettings {
+            server_id: None,
+            ttl: Duration::from_secs(24 * 3600),
+            per_ip_per_minute: 60,
+        }
+    }
 }
 
 /// The outcome of the latest catalog load, for `/readyz` and the logs.
@@ -293,6 +317,9 @@ pub enum ServeError {
     /// TLS could not be set up.
     #[error("xDS TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// The identity endpoint could not be set up.
+    #[error("identity endpoint: {0}")]
+    Identity(String),
 }
 
 /// Runs the server until `shutdown` completes, then drains streams and returns.
@@ -356,6 +383,35 @@ pub async fn serve(
     }
 
     let (catalog_tx, catalog_rx) = watch::channel::<Option<Arc<LoadedCatalog>>>(None);
+    let identity = match (&cas, &tls, &config.identity.server_id) {
+        (Some(cas), Some(_), Some(server_id)) => {
+            let region = common::aws::sdk_config()
+                .await
+                .region()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "us-east-1".into());
+            let issuer = Issuer::new(
+                IssuerConfig {
+                    server_id: server_id.clone(),
+                    ttl: config.identity.ttl,
+                    per_ip_per_minute: config.identity.per_ip_per_minute,
+                    trust_domain: config.auth.trust_domain.clone(),
+                    region,
+                },
+                cas.clone(),
+                catalog_rx.clone(),
+                metrics.clone(),
+            )
+            .map_err(ServeError::Identity)?;
+            tracing::info!(server_id = %server_id, sts = %issuer.sts_endpoint(), ttl = ?config.identity.ttl, "identity endpoint on the xDS port");
+            Some(Arc::new(issuer))
+        }
+        (Some(_), Some(_), None) => {
+            tracing::info!("no identity endpoint: set --identity-server-id (or --xds-tls-name)");
+            None
+        }
+        _ => None,
+    };
     let (stop_tx, stop_rx) = watch::channel(false);
     let watcher = tokio::spawn(watch_catalog(
         config.catalog.clone(),
@@ -404,9 +460,20 @@ pub async fn serve(
     );
     let incoming = crate::tls::incoming(xds, tls);
     let mut grpc_stop = stop_rx.clone();
+    let routes = match identity {
+        // HTTP/1.1 too, for the identity endpoint's clients (curl among them).
+        Some(issuer) => tonic::service::Routes::from(
+            server
+                .router()
+                .into_axum_router()
+                .merge(crate::identity::issuer::router(issuer)),
+        ),
+        None => server.router(),
+    };
     let grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .add_routes(server.router())
+        .accept_http1(true)
+        .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = grpc_stop.wait_for(|s| *s).await;
         });

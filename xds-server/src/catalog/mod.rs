@@ -7,6 +7,7 @@
 
 mod duration;
 mod endpoint;
+mod iam;
 pub mod re2;
 mod validate;
 
@@ -18,6 +19,7 @@ use serde::Deserialize;
 
 pub use duration::Duration;
 pub use endpoint::{Endpoint, EndpointParseError};
+pub use iam::IamRole;
 
 /// The name of a proxy role; Envoy selects it with `node.cluster`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
@@ -77,6 +79,18 @@ pub struct Proxy {
     /// The ports this proxy listens on.
     #[serde(default)]
     pub listeners: Vec<Listener>,
+    /// Who may speak for this proxy (`xds-server identity`).
+    pub identity: Option<ProxyIdentity>,
+}
+
+/// The AWS identities whose tasks get this proxy's client certificate.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyIdentity {
+    /// IAM role names (in the control plane's own account) or role ARNs: the task roles of
+    /// the ECS services this proxy runs in.
+    #[serde(default)]
+    pub iam_roles: Vec<String>,
 }
 
 /// What a listener speaks.

@@ -604,3 +604,23 @@ fn a_regex_that_may_be_over_envoys_limit_is_a_warning_not_an_error() {
     // Far over it is an error, as before.
     assert!(re2::refusal("/big/(abc|def|ghi){40}").is_some());
 }
+
+#[test]
+fn identity_roles_are_names_or_role_arns() {
+    let good = "version: 1\nproxies:\n  edge: { identity: { iam_roles: [edge-task-role, \"arn:aws:iam::123456789012:role/svc/edge\"] } }\n";
+    assert_eq!(errors(good), Vec::<String>::new());
+    let bad = "version: 1\nproxies:\n  edge: { identity: { iam_roles: [ok, \"arn:aws:iam::123456789012:user/bob\", \"two words\"] } }\n";
+    let errs = errors(bad);
+    assert_eq!(errs.len(), 2, "{errs:?}");
+    assert!(
+        errs[0].contains("proxies.edge.identity.iam_roles[1]"),
+        "{errs:?}"
+    );
+    assert!(errs[0].contains("not an IAM role ARN"), "{errs:?}");
+    assert!(
+        errs[1].contains("proxies.edge.identity.iam_roles[2]"),
+        "{errs:?}"
+    );
+    let unknown = errors("version: 1\nproxies:\n  edge: { identity: { roles: [x] } }\n");
+    assert!(unknown.iter().any(|e| e.contains("roles")), "{unknown:?}");
+}

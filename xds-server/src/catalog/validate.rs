@@ -42,6 +42,16 @@ pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
     v.envoy_duration("defaults.connect_timeout", catalog.defaults.connect_timeout);
     for (name, proxy) in &catalog.proxies {
         v.name(&format!("proxies.{name}"), &name.0);
+        for (i, role) in proxy
+            .identity
+            .iter()
+            .flat_map(|id| &id.iam_roles)
+            .enumerate()
+        {
+            if let Err(e) = super::IamRole::parse(role) {
+                v.err(&format!("proxies.{name}.identity.iam_roles[{i}]"), e);
+            }
+        }
         let mut ports: BTreeMap<i64, &str> = BTreeMap::new();
         let mut names: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, l) in proxy.listeners.iter().enumerate() {

@@ -1,5 +1,11 @@
 //! Proxy identities: SPIFFE IDs `spiffe://TRUST_DOMAIN/proxy/NAME` in client certificates the
 //! control plane's CA signed, and the check that a stream reads only its own proxy's config.
+//! How a proxy gets one: [`sts`] (what it proves), [`issuer`] (the control plane's side),
+//! [`client`] (`xds-server identity`).
+
+pub mod client;
+pub mod issuer;
+pub mod sts;
 
 use crate::catalog::ProxyName;
 use crate::tls::Peer;

@@ -1,0 +1,477 @@
+//! Identities AWS attests: a task proves its IAM role with a signed `sts:GetCallerIdentity`
+//! (`xds-server identity`), the control plane checks it through STS (moto's), maps the role to
+//! a proxy through the catalog, and signs a client certificate Envoy then uses for mutual TLS
+//! to the control plane, renewed without a restart.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use tests::process::ChildGuard;
+use tests::{
+    Backend, Envoy, Mode, Moto, TempDir, XdsServer, ca_init, free_port, http, wait_for,
+    workspace_bin,
+};
+
+/// The catalog: proxy `demo` (task role `demo-task-role`, by name) listens on `port` and routes
+/// to `backend`; proxy `web` belongs to another role.
+fn catalog(dir: &TempDir, port: u16, backend: &Backend) -> PathBuf {
+    dir.write(
+        "catalog.yaml",
+        &format!(
+            r#"
+version: 1
+proxies:
+  demo:
+    identity: {{ iam_roles: [demo-task-role] }}
+    listeners:
+      - {{ name: public, address: 127.0.0.1, port: {port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: blue }} ] }}
+  web:
+    identity: {{ iam_roles: ["arn:aws:iam::123456789012:role/web-task-role"] }}
+upstreams:
+  blue: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
+"#,
+            backend.endpoint()
+        ),
+    )
+}
+
+/// Temporary credentials of role `role` (created in moto if missing), as a task has them.
+#[derive(Debug, Clone)]
+struct Credentials {
+    key: String,
+    secret: String,
+    token: String,
+}
+
+fn assume(moto: &Moto, role: &str, session: &str) -> Credentials {
+    let out = moto.fixture("iam_identity.py", &["role", role, session]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("credentials JSON");
+    let field = |k: &str| v[k].as_str().expect("credential field").to_string();
+    Credentials {
+        key: field("AccessKeyId"),
+        secret: field("SecretAccessKey"),
+        token: field("SessionToken"),
+    }
+}
+
+/// moto's environment with `creds` in place of the test's own.
+fn env_with(moto: &Moto, creds: &Credentials) -> Vec<(&'static str, String)> {
+    let mut env: Vec<_> = moto
+        .env()
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("AWS_ACCESS_KEY_ID") && *k != "AWS_SECRET_ACCESS_KEY")
+        .collect();
+    env.push(("AWS_ACCESS_KEY_ID", creds.key.clone()));
+    env.push(("AWS_SECRET_ACCESS_KEY", creds.secret.clone()));
+    env.push(("AWS_SESSION_TOKEN", creds.token.clone()));
+    env
+}
+
+/// A control plane with its CA in `ca`, TLS for 127.0.0.1, `--require-identity`, STS in moto.
+fn plane(dir: &TempDir, moto: &Moto, catalog: &Path, ca: &str, extra: &[&str]) -> XdsServer {
+    let mut flags = vec![
+        "--ca",
+        ca,
+        "--xds-tls",
+        "--xds-tls-name",
+        "127.0.0.1",
+        "--require-identity",
+    ];
+    flags.extend_from_slice(extra);
+    let server = XdsServer::start_env(dir, catalog.as_os_str(), 0, &flags, &moto.env());
+    server.wait_ready();
+    server
+}
+
+fn identity_cmd(server: &XdsServer, ca_file: &Path, out: &Path, env: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(workspace_bin("xds-server"));
+    cmd.args([
+        "identity",
+        "--xds",
+        &format!("127.0.0.1:{}", server.xds_port),
+    ])
+    .arg("--out")
+    .arg(out)
+    .arg("--xds-ca")
+    .arg(ca_file)
+    .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    cmd
+}
+
+/// `xds-server identity` once.
+fn identity(
+    server: &XdsServer,
+    ca_file: &Path,
+    out: &Path,
+    env: &[(&str, String)],
+    extra: &[&str],
+) -> Output {
+    identity_cmd(server, ca_file, out, env)
+        .args(extra)
+        .args(["--timeout", "5s"])
+        .output()
+        .expect("xds-server identity runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// What openssl says of a certificate file.
+fn x509_text(path: &Path) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(path)
+        .output()
+        .expect("openssl runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+fn traffic(port: u16) {
+    wait_for("traffic through Envoy", Duration::from_secs(20), || {
+        http::get(port, "/", &[])
+            .ok()
+            .filter(|r| r.body.trim() == "blue")
+    });
+}
+
+#[test]
+fn a_task_role_gets_its_proxy_certificate_and_envoy_serves_over_mutual_tls() {
+    let dir = TempDir::new("identity-mtls");
+    let moto = Moto::start(&dir, 0);
+    let ca = dir.path().join("ca");
+    assert!(ca_init(&ca).status.success());
+    let ca_file = ca.join("certificate.pem");
+    let blue = Backend::start("blue", 0).unwrap();
+    let port = free_port();
+    let catalog = catalog(&dir, port, &blue);
+    let server = plane(
+        &dir,
+        &moto,
+        &catalog,
+        &format!("file:{}", ca.display()),
+        &[],
+    );
+    let creds = assume(&moto, "demo-task-role", "task-1");
+    let env = env_with(&moto, &creds);
+
+    let out_dir = dir.path().join("identity");
+    let out = identity(&server, &ca_file, &out_dir, &env, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let cert = x509_text(&out_dir.join("certificate.pem"));
+    assert!(
+        cert.contains("URI:spiffe://mesh.local/proxy/demo"),
+        "{cert}"
+    );
+    assert!(cert.contains("TLS Web Client Authentication"), "{cert}");
+    assert_eq!(mode(&out_dir.join("private_key.pem")), 0o600);
+    assert_eq!(mode(&out_dir.join("sds-certificate.json")), 0o600);
+    assert_eq!(
+        std::fs::read_to_string(out_dir.join("trust_bundle.pem")).unwrap(),
+        std::fs::read_to_string(&ca_file).unwrap()
+    );
+    // Neither side logs the task's session token or a private key.
+    for log in [text(&out), server.process.output()] {
+        assert!(!log.contains(&creds.token), "a session token in a log");
+        assert!(!log.contains(&creds.secret), "a secret key in a log");
+        assert!(!log.contains("PRIVATE KEY"), "a private key in a log");
+    }
+    assert!(server.process.output().contains("identity issued"));
+    assert_eq!(
+        server.metric("xds_identity_requests_total{result=\"issued\"}"),
+        1.0
+    );
+
+    let id_dir = out_dir.display().to_string();
+    for mode in [Mode::Sotw, Mode::Delta] {
+        let envoy = Envoy::start_opts(
+            &dir,
+            "demo",
+            server.xds_port,
+            mode,
+            &["--identity-dir", &id_dir],
+            |_| {},
+        );
+        envoy.wait_live();
+        traffic(port);
+        assert_eq!(
+            envoy.stat("control_plane.connected_state"),
+            Some(1),
+            "{mode:?}"
+        );
+    }
+    assert_eq!(
+        server.metric("xds_identity_refusals_total{reason=\"no_certificate\"}"),
+        0.0
+    );
+}
+
+#[test]
+fn requests_that_prove_nothing_get_no_certificate() {
+    let dir = TempDir::new("identity-refused");
+    let moto = Moto::start(&dir, 0);
+    let ca = dir.path().join("ca");
+    assert!(ca_init(&ca).status.success());
+    let ca_file = ca.join("certificate.pem");
+    let blue = Backend::start("blue", 0).unwrap();
+    let catalog = catalog(&dir, free_port(), &blue);
+    let server = plane(
+        &dir,
+        &moto,
+        &catalog,
+        &format!("file:{}", ca.display()),
+        &[],
+    );
+    let result = |r: &str| server.metric(&format!("xds_identity_requests_total{{result=\"{r}\"}}"));
+
+    // A role that is no proxy's identity: refused at once, nothing written.
+    let stranger = env_with(&moto, &assume(&moto, "batch-task-role", "task-2"));
+    let out_dir = dir.path().join("stranger");
+    let started = Instant::now();
+    let out = identity(&server, &ca_file, &out_dir, &stranger, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("\"batch-task-role\" is no proxy's identity"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "a refusal was retried"
+    );
+    assert!(!out_dir.join("certificate.pem").exists());
+    assert_eq!(result("unknown_role"), 1.0);
+
+    // The demo role asking to be another proxy.
+    let demo = assume(&moto, "demo-task-role", "task-3");
+    let out = identity(
+        &server,
+        &ca_file,
+        &out_dir,
+        &env_with(&moto, &demo),
+        &["--proxy", "web"],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("is not an identity of proxy \"web\""),
+        "{}",
+        text(&out)
+    );
+
+    // An IAM user, not a task role.
+    let user = identity(&server, &ca_file, &out_dir, &moto.env(), &[]);
+    assert_eq!(user.status.code(), Some(1));
+    assert!(
+        text(&user).contains("is not an assumed IAM role"),
+        "{}",
+        text(&user)
+    );
+
+    // Another client (botocore and cryptography): fresh and for this server it is served; 6
+    // minutes old, or signed for another control plane, it is not.
+    let url = format!(
+        "https://127.0.0.1:{}/identity/v1/certificate",
+        server.xds_port
+    );
+    let python = |server_id: &str, age: &str| -> serde_json::Value {
+        let ca_arg = ca_file.display().to_string();
+        let out = moto.fixture(
+            "iam_identity.py",
+            &[
+                "request",
+                &url,
+                &ca_arg,
+                server_id,
+                age,
+                &demo.key,
+                &demo.secret,
+                &demo.token,
+            ],
+        );
+        serde_json::from_str(out.trim()).expect("the fixture prints JSON")
+    };
+    let fresh = python("127.0.0.1", "0");
+    assert_eq!(fresh["status"], 200, "{fresh}");
+    assert_eq!(fresh["body"]["proxy"], "demo");
+    assert_eq!(fresh["body"]["spiffe_id"], "spiffe://mesh.local/proxy/demo");
+    let old = python("127.0.0.1", "360");
+    assert_eq!(old["status"], 401, "{old}");
+    assert!(
+        old["body"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("at most 300s"),
+        "{old}"
+    );
+    assert_eq!(result("stale"), 1.0);
+    let elsewhere = python("xds.other.internal", "0");
+    assert_eq!(elsewhere["status"], 401, "{elsewhere}");
+    assert!(
+        elsewhere["body"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("signed for control plane \"xds.other.internal\""),
+        "{elsewhere}"
+    );
+    assert_eq!(result("wrong_server"), 1.0);
+    assert_eq!(result("issued"), 1.0);
+}
+
+/// Replicas share the CA through Secrets Manager: a certificate one issued is accepted by the
+/// other, whose own server certificate the bundle of the first checks.
+#[test]
+fn replicas_reading_one_secrets_manager_ca_accept_each_others_certificates() {
+    let dir = TempDir::new("identity-replicas");
+    let moto = Moto::start(&dir, 0);
+    let ca = dir.path().join("ca");
+    assert!(ca_init(&ca).status.success());
+    moto.fixture(
+        "iam_identity.py",
+        &["secret", "xds/ca", &ca.display().to_string()],
+    );
+    let blue = Backend::start("blue", 0).unwrap();
+    let port = free_port();
+    let catalog = catalog(&dir, port, &blue);
+    let a = plane(&dir, &moto, &catalog, "secretsmanager:xds/ca", &[]);
+    let b = plane(&dir, &moto, &catalog, "secretsmanager:xds/ca", &[]);
+    let env = env_with(&moto, &assume(&moto, "demo-task-role", "task-4"));
+    let out_dir = dir.path().join("identity");
+    let out = identity(&a, &ca.join("certificate.pem"), &out_dir, &env, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let envoy = Envoy::start_opts(
+        &dir,
+        "demo",
+        b.xds_port,
+        Mode::Sotw,
+        &["--identity-dir", &out_dir.display().to_string()],
+        |_| {},
+    );
+    envoy.wait_live();
+    traffic(port);
+    let nodes = b.admin_json("/debug/nodes");
+    assert_eq!(nodes.as_array().map(|n| n.len()), Some(1), "{nodes}");
+    assert_eq!(
+        a.metric("xds_identity_requests_total{result=\"issued\"}"),
+        1.0
+    );
+}
+
+/// The serial numbers of the certificates Envoy's xDS cluster presents (admin `/certs`).
+fn envoy_cert_serials(envoy: &Envoy) -> Vec<String> {
+    let certs = http::get(envoy.admin_port, "/certs", &[])
+        .map(|r| r.body)
+        .unwrap_or_default();
+    let v: serde_json::Value = serde_json::from_str(&certs).unwrap_or_default();
+    v["certificates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|c| c["cert_chain"].as_array().cloned().unwrap_or_default())
+        .filter_map(|c| c["serial_number"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// With 40-second certificates, `identity --renew` beside Envoy replaces them at half life:
+/// Envoy picks each up from its files without a restart, serves every request meanwhile, and
+/// after the first certificate expired still connects to a restarted control plane.
+#[test]
+fn certificates_renew_at_half_life_while_envoy_serves() {
+    let dir = TempDir::new("identity-renew");
+    let moto = Moto::start(&dir, 0);
+    let ca = dir.path().join("ca");
+    assert!(ca_init(&ca).status.success());
+    let ca_file = ca.join("certificate.pem");
+    let blue = Backend::start("blue", 0).unwrap();
+    let port = free_port();
+    let catalog = catalog(&dir, port, &blue);
+    let ca_flag = format!("file:{}", ca.display());
+    let flags = ["--identity-ttl", "40s"];
+    let server = plane(&dir, &moto, &catalog, &ca_flag, &flags);
+    let env = env_with(&moto, &assume(&moto, "demo-task-role", "task-5"));
+    let out_dir = dir.path().join("identity");
+    let out = identity(&server, &ca_file, &out_dir, &env, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let mut renew_cmd = identity_cmd(&server, &ca_file, &out_dir, &env);
+    renew_cmd.arg("--renew");
+    let renewer = ChildGuard::spawn(renew_cmd, dir.path().join("identity-renew.log"));
+    let mut envoy = Envoy::start_opts(
+        &dir,
+        "demo",
+        server.xds_port,
+        Mode::Sotw,
+        &["--identity-dir", &out_dir.display().to_string()],
+        |_| {},
+    );
+    envoy.wait_live();
+    traffic(port);
+    let pid = envoy.process.pid();
+    let first = envoy_cert_serials(&envoy);
+    assert_eq!(first.len(), 1, "{first:?}");
+
+    // Requests for 50 s: two renewals, the first certificate expired.
+    let started = Instant::now();
+    let (mut ok, mut failed) = (0, 0);
+    let mut seen = vec![first[0].clone()];
+    while started.elapsed() < Duration::from_secs(50) {
+        match http::get(port, "/", &[]) {
+            Ok(r) if r.status == 200 && r.body.trim() == "blue" => ok += 1,
+            _ => failed += 1,
+        }
+        if let Some(serial) = envoy_cert_serials(&envoy).pop()
+            && !seen.contains(&serial)
+        {
+            seen.push(serial);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+    assert!(seen.len() >= 3, "Envoy presented only {seen:?}");
+    assert_eq!(envoy.process.pid(), pid);
+    assert!(envoy.process.is_running());
+    let renewals = renewer.output();
+    assert!(
+        renewals.matches("identity certificate written").count() >= 2,
+        "{renewals}"
+    );
+
+    // A new handshake with what Envoy holds now: the first certificate has expired, so only a
+    // renewed one gets through a restarted control plane's --require-identity.
+    let xds_port = server.xds_port.to_string();
+    drop(server);
+    let again = XdsServer::start_env(
+        &dir,
+        catalog.as_os_str(),
+        xds_port.parse().unwrap(),
+        &[
+            "--ca",
+            &ca_flag,
+            "--xds-tls",
+            "--xds-tls-name",
+            "127.0.0.1",
+            "--require-identity",
+            "--identity-ttl",
+            "40s",
+        ],
+        &moto.env(),
+    );
+    wait_for(
+        "Envoy to reconnect with its renewed certificate",
+        Duration::from_secs(30),
+        || (again.admin_json("/debug/nodes").as_array().map(|n| n.len()) == Some(1)).then_some(()),
+    );
+    assert_eq!(
+        again.metric("xds_identity_refusals_total{reason=\"no_certificate\"}"),
+        0.0
+    );
+    traffic(port);
+}

@@ -1,0 +1,526 @@
+//! The identity endpoint on the xDS port, `POST /identity/v1/certificate`: a proxy proves its
+//! task role with a signed `sts:GetCallerIdentity` request ([`super::sts`]), and gets a
+//! short-lived client certificate for its proxy, signed from the key of its CSR.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::extract::{DefaultBodyLimit, Extension, Json};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{OnceCell, watch};
+
+use super::sts::{self, AttestError, Caller, SignedRequest, Sts};
+use crate::ca::{CaSet, Leaf};
+use crate::catalog::{IamRole, LoadedCatalog, ProxyName};
+use crate::metrics::Metrics;
+use crate::tls::Peer;
+
+/// Where the endpoint answers.
+pub const PATH: &str = "/identity/v1/certificate";
+
+/// What `xds-server identity` posts.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateRequest {
+    /// The signed STS request that says who is asking.
+    pub sts: SignedRequest,
+    /// A PKCS#10 certificate signing request (PEM) for the key the proxy made and keeps.
+    pub csr: String,
+    /// The proxy it wants to be (the bootstrap's `--proxy`); may be left out when its role is
+    /// the identity of one proxy only.
+    #[serde(default)]
+    pub proxy: Option<String>,
+}
+
+/// The answer: a client certificate for one proxy.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CertificateResponse {
+    /// The proxy it is for.
+    pub proxy: String,
+    /// Its URI SAN, `spiffe://TRUST_DOMAIN/proxy/NAME`.
+    pub spiffe_id: String,
+    /// The certificate, PEM.
+    pub certificate: String,
+    /// The CA certificates to trust (the signing one, and the next one when rotating), PEM.
+    pub trust_bundle: String,
+    /// When the certificate expires, seconds since the Unix epoch.
+    pub not_after: u64,
+}
+
+/// The body of every refusal.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// What is wrong, in words.
+    pub error: String,
+}
+
+/// How the endpoint is set up.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// The id proxies sign into `X-Xds-Server-Id` (by default the first `--xds-tls-name`).
+    pub server_id: String,
+    /// How long a certificate is valid.
+    pub ttl: Duration,
+    /// Requests each source address may make per minute (in a burst; then one every
+    /// 60/N seconds).
+    pub per_ip_per_minute: u32,
+    /// The SPIFFE trust domain.
+    pub trust_domain: String,
+    /// The AWS region whose STS endpoint verifies requests.
+    pub region: String,
+}
+
+/// Why a request got no certificate: the HTTP status and the words.
+#[derive(Debug)]
+struct Refused {
+    status: StatusCode,
+    reason: &'static str,
+    message: String,
+}
+
+impl Refused {
+    fn new(status: StatusCode, reason: &'static str, message: impl Into<String>) -> Refused {
+        Refused {
+            status,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<AttestError> for Refused {
+    fn from(e: AttestError) -> Refused {
+        let status = match e {
+            AttestError::Malformed(_) => StatusCode::BAD_REQUEST,
+            AttestError::Unreachable(_) => StatusCode::BAD_GATEWAY,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        Refused::new(status, e.reason(), e.to_string())
+    }
+}
+
+/// A token bucket per source address.
+#[derive(Debug, Default)]
+struct PerIp {
+    buckets: HashMap<IpAddr, (f64, Instant)>,
+}
+
+/// Above this many addresses, full buckets are forgotten.
+const MAX_TRACKED: usize = 10_000;
+
+impl PerIp {
+    /// Takes one token for `ip`; false when its bucket is empty.
+    fn take(&mut self, ip: IpAddr, per_minute: u32, now: Instant) -> bool {
+        let burst = f64::from(per_minute.max(1));
+        let rate = burst / 60.0;
+        if self.buckets.len() > MAX_TRACKED {
+            self.buckets.retain(|_, (tokens, at)| {
+                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
+            });
+        }
+        let (tokens, at) = self.buckets.entry(ip).or_insert((burst, now));
+        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Issues proxy certificates.
+pub struct Issuer {
+    config: IssuerConfig,
+    cas: Arc<CaSet>,
+    catalog: watch::Receiver<Option<Arc<LoadedCatalog>>>,
+    sts: Sts,
+    endpoint: String,
+    home_account: OnceCell<String>,
+    limiter: Mutex<PerIp>,
+    metrics: Metrics,
+}
+
+/// The proxies whose `identity.iam_roles` name `caller`'s role; `home` is the control plane's
+/// own account (for bare role names), asked only when a bare name could match.
+async fn proxies_of_role<F, Fut>(
+    catalog: &crate::catalog::Catalog,
+    caller: &Caller,
+    home: F,
+) -> Result<Vec<ProxyName>, Refused>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<String, Refused>>,
+{
+    let roles = |p: &crate::catalog::Proxy| -> Vec<IamRole> {
+        p.identity
+            .iter()
+            .flat_map(|id| &id.iam_roles)
+            .filter_map(|r| IamRole::parse(r).ok())
+            .collect()
+    };
+    let needs_home = catalog
+        .proxies
+        .values()
+        .flat_map(roles)
+        .any(|r| r.needs_home_account() && r == IamRole::Name(caller.role.clone()));
+    let home = if needs_home {
+        Some(home().await?)
+    } else {
+        None
+    };
+    Ok(catalog
+        .proxies
+        .iter()
+        .filter(|(_, p)| {
+            roles(p).iter().any(|r| {
+                r.matches(
+                    &caller.partition,
+                    &caller.account,
+                    &caller.role,
+                    home.as_deref(),
+                )
+            })
+        })
+        .map(|(name, _)| name.clone())
+        .collect())
+}
+
+/// Which of `proxies` (those of the caller's role) a request for `asked` gets.
+fn choose(role: &str, proxies: &[ProxyName], asked: Option<&str>) -> Result<ProxyName, Refused> {
+    let list = || {
+        proxies
+            .iter()
+            .map(|p| p.0.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    match (asked, proxies) {
+        (_, []) => Err(Refused::new(
+            StatusCode::FORBIDDEN,
+            "unknown_role",
+            format!(
+                "role {role:?} is no proxy's identity (the catalog lists roles in proxies.NAME.identity.iam_roles)"
+            ),
+        )),
+        (Some(asked), _) => proxies
+            .iter()
+            .find(|p| p.0 == asked)
+            .cloned()
+            .ok_or_else(|| {
+                Refused::new(
+                    StatusCode::FORBIDDEN,
+                    "wrong_proxy",
+                    format!(
+                        "role {role:?} is not an identity of proxy {asked:?} (it is of: {})",
+                        list()
+                    ),
+                )
+            }),
+        (None, [one]) => Ok(one.clone()),
+        (None, _) => Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "ambiguous",
+            format!(
+                "role {role:?} is the identity of proxies {}: name one (--proxy)",
+                list()
+            ),
+        )),
+    }
+}
+
+impl Issuer {
+    /// An issuer signing with `cas.current`, mapping roles through the catalogs of `catalog`.
+    pub fn new(
+        config: IssuerConfig,
+        cas: Arc<CaSet>,
+        catalog: watch::Receiver<Option<Arc<LoadedCatalog>>>,
+        metrics: Metrics,
+    ) -> Result<Issuer, String> {
+        let endpoint = sts::endpoint(&config.region);
+        Ok(Issuer {
+            sts: Sts::new()?,
+            endpoint,
+            config,
+            cas,
+            catalog,
+            home_account: OnceCell::new(),
+            limiter: Mutex::new(PerIp::default()),
+            metrics,
+        })
+    }
+
+    /// The STS endpoint requests must be signed for.
+    pub fn sts_endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The control plane's own AWS account, from its own credentials through STS, once.
+    async fn home_account(&self) -> Result<String, Refused> {
+        self.home_account
+            .get_or_try_init(|| async {
+                let failed = |e: String| {
+                    Refused::new(
+                        StatusCode::BAD_GATEWAY,
+                        "home_account",
+                        format!("cannot learn this control plane's own AWS account, which bare role names need (name the role by ARN instead): {e}"),
+                    )
+                };
+                use aws_credential_types::provider::ProvideCredentials;
+                let config = common::aws::sdk_config().await;
+                let provider = config
+                    .credentials_provider()
+                    .ok_or_else(|| failed("no AWS credentials".into()))?;
+                let credentials = provider
+                    .provide_credentials()
+                    .await
+                    .map_err(|e| failed(common::aws::error_chain(&e)))?;
+                let req = sts::sign_request(
+                    &credentials,
+                    &self.config.region,
+                    &self.endpoint,
+                    &self.config.server_id,
+                    SystemTime::now(),
+                )
+                .map_err(failed)?;
+                let arn = self.sts.caller_arn(&req).await.map_err(|e| failed(e.to_string()))?;
+                let account = Caller::account_of(&arn)
+                    .ok_or_else(|| failed(format!("STS named {arn:?}")))?;
+                tracing::info!(account = %account, "this control plane's AWS account (for bare role names)");
+                Ok(account)
+            })
+            .await
+            .cloned()
+    }
+
+    async fn issue(
+        &self,
+        peer: &Peer,
+        request: CertificateRequest,
+    ) -> Result<CertificateResponse, Refused> {
+        if let Some(ip) = peer.remote.map(|a| a.ip()) {
+            let allowed = self.limiter.lock().unwrap_or_else(|e| e.into_inner()).take(
+                ip,
+                self.config.per_ip_per_minute,
+                Instant::now(),
+            );
+            if !allowed {
+                return Err(Refused::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    format!("too many identity requests from {ip}; try again in a few seconds"),
+                ));
+            }
+        }
+        sts::check(
+            &request.sts,
+            &self.endpoint,
+            &self.config.server_id,
+            SystemTime::now(),
+        )?;
+        let arn = self.sts.caller_arn(&request.sts).await?;
+        let caller = Caller::parse(&arn)?;
+        let Some(catalog) = self.catalog.borrow().clone() else {
+            return Err(Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_catalog",
+                "no catalog is loaded yet",
+            ));
+        };
+        let proxies = proxies_of_role(&catalog.catalog, &caller, || self.home_account()).await?;
+        let proxy = choose(&caller.role, &proxies, request.proxy.as_deref())?;
+        let spiffe_id = super::spiffe_id(&self.config.trust_domain, &proxy);
+        let leaf = Leaf {
+            uris: vec![spiffe_id.clone()],
+            client: true,
+            ttl: self.config.ttl,
+            ..Leaf::default()
+        };
+        let (certificate, not_after) =
+            self.cas
+                .current
+                .sign_request(&request.csr, &leaf)
+                .map_err(|e| {
+                    Refused::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_csr",
+                        format!("the certificate signing request: {e}"),
+                    )
+                })?;
+        let not_after = not_after
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        tracing::info!(proxy = %proxy, caller = %caller.arn, remote = ?peer.remote, not_after, "identity issued");
+        Ok(CertificateResponse {
+            proxy: proxy.0,
+            spiffe_id,
+            certificate,
+            trust_bundle: self.cas.bundle_pem(),
+            not_after,
+        })
+    }
+}
+
+/// The largest request body (a signed request and a CSR are 2-4 kB).
+const MAX_BODY: usize = 64 * 1024;
+
+async fn handle(
+    axum::extract::State(issuer): axum::extract::State<Arc<Issuer>>,
+    peer: Option<Extension<Peer>>,
+    body: Result<Json<CertificateRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let started = Instant::now();
+    let peer = peer.map(|Extension(p)| p).unwrap_or_default();
+    let outcome = match body {
+        Ok(Json(request)) => issuer.issue(&peer, request).await,
+        Err(e) => Err(Refused::new(
+            StatusCode::BAD_REQUEST,
+            "malformed",
+            e.body_text(),
+        )),
+    };
+    match outcome {
+        Ok(answer) => {
+            issuer
+                .metrics
+                .identity_requests
+                .with_label_values(&["issued"])
+                .inc();
+            issuer
+                .metrics
+                .identity_issue
+                .observe(started.elapsed().as_secs_f64());
+            Json(answer).into_response()
+        }
+        Err(refused) => {
+            issuer
+                .metrics
+                .identity_requests
+                .with_label_values(&[refused.reason])
+                .inc();
+            tracing::warn!(remote = ?peer.remote, reason = refused.reason, error = %refused.message, "identity request refused");
+            (
+                refused.status,
+                Json(ErrorBody {
+                    error: refused.message,
+                }),
+            )
+                .into_response()
+        }
+    }
+}
+
+/// The endpoint's route, to merge with the xDS services on the xDS port.
+pub fn router(issuer: Arc<Issuer>) -> axum::Router {
+    axum::Router::new()
+        .route(PATH, axum::routing::post(handle))
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(issuer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn catalog(yaml: &str) -> crate::catalog::Catalog {
+        crate::catalog::parse_bytes("test.yaml", yaml.as_bytes()).unwrap()
+    }
+
+    fn caller(arn: &str) -> Caller {
+        Caller::parse(arn).unwrap()
+    }
+
+    const CATALOG: &str = r#"
+version: 1
+proxies:
+  connector: { identity: { iam_roles: [connector-task-role] } }
+  edge: { identity: { iam_roles: ["arn:aws:iam::222222222222:role/edge-role", shared] } }
+  web: { identity: { iam_roles: [shared] } }
+  plain: {}
+"#;
+
+    async fn home_ok() -> Result<String, Refused> {
+        Ok("111111111111".into())
+    }
+
+    async fn home_never() -> Result<String, Refused> {
+        panic!("the home account is not needed for an ARN")
+    }
+
+    #[tokio::test]
+    async fn roles_map_to_their_proxies() {
+        let c = catalog(CATALOG);
+        let of = |arn: &'static str| {
+            let c = c.clone();
+            async move {
+                proxies_of_role(&c, &caller(arn), home_ok)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|p| p.0)
+                    .collect::<Vec<_>>()
+            }
+        };
+        assert_eq!(
+            of("arn:aws:sts::111111111111:assumed-role/connector-task-role/t").await,
+            ["connector"]
+        );
+        // A role of the same name in another account is not the catalog's.
+        assert!(
+            of("arn:aws:sts::999999999999:assumed-role/connector-task-role/t")
+                .await
+                .is_empty()
+        );
+        assert_eq!(
+            of("arn:aws:sts::111111111111:assumed-role/shared/t").await,
+            ["edge", "web"]
+        );
+        let edge = proxies_of_role(
+            &c,
+            &caller("arn:aws:sts::222222222222:assumed-role/edge-role/t"),
+            home_never,
+        )
+        .await
+        .unwrap();
+        assert_eq!(edge, [ProxyName("edge".into())]);
+    }
+
+    #[test]
+    fn one_proxy_is_chosen_or_the_request_is_refused() {
+        let two = [ProxyName("edge".into()), ProxyName("web".into())];
+        assert_eq!(choose("r", &two, Some("web")).unwrap().0, "web");
+        let refused = choose("r", &two, Some("connector")).unwrap_err();
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+        assert!(refused.message.contains("edge, web"), "{}", refused.message);
+        assert_eq!(
+            choose("r", &two, None).unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+        assert_eq!(choose("r", &two[..1], None).unwrap().0, "edge");
+        assert_eq!(
+            choose("r", &[], Some("edge")).unwrap_err().reason,
+            "unknown_role"
+        );
+    }
+
+    #[test]
+    fn each_address_gets_its_own_bucket() {
+        let mut limiter = PerIp::default();
+        let now = Instant::now();
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(limiter.take(a, 3, now));
+        }
+        assert!(!limiter.take(a, 3, now));
+        assert!(limiter.take(b, 3, now));
+        // 3 a minute: one more after 20 s.
+        assert!(limiter.take(a, 3, now + Duration::from_secs(21)));
+        assert!(!limiter.take(a, 3, now + Duration::from_secs(21)));
+    }
+}
