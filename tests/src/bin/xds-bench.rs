@@ -7,6 +7,13 @@
 //!
 //! `xds-bench rebuild`: times a full snapshot rebuild of a catalog of U upstreams × E endpoints.
 //!
+//! `xds-bench identity`: how fast the CA signs proxy certificates, and how many identity
+//! requests (`xds-server identity`'s, STS round trip to moto included) one replica answers a
+//! second, beside what moto's STS alone answers with the same concurrency.
+//!
+//! `streams --tls`: the same streams over mutual TLS (`--xds-tls --require-identity`, each
+//! client presenting its proxy's certificate), for the cost of TLS.
+//!
 //! Run in release mode, e.g. `cargo run --release -p tests --bin xds-bench -- streams --clients 10000`.
 
 use std::sync::Arc;
@@ -33,6 +40,9 @@ struct Args {
     upstreams: usize,
     endpoints: usize,
     per_connection: usize,
+    tls: bool,
+    requests: usize,
+    concurrency: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -50,6 +60,9 @@ fn parse_args() -> anyhow::Result<Args> {
         upstreams: 20,
         endpoints: 20,
         per_connection: 1,
+        tls: false,
+        requests: 1000,
+        concurrency: 32,
     };
     let mut it = std::env::args().skip(1);
     a.command = it.next().unwrap_or_default();
@@ -61,6 +74,9 @@ fn parse_args() -> anyhow::Result<Args> {
             "--upstreams" => a.upstreams = value()?.parse()?,
             "--endpoints" => a.endpoints = value()?.parse()?,
             "--streams-per-connection" => a.per_connection = value()?.parse()?,
+            "--tls" => a.tls = true,
+            "--requests" => a.requests = value()?.parse()?,
+            "--concurrency" => a.concurrency = value()?.parse()?,
             "--mode" => {
                 a.modes = match value()?.as_str() {
                     "sotw" => vec![Mode::Sotw],
@@ -72,11 +88,12 @@ fn parse_args() -> anyhow::Result<Args> {
             _ => bail!("unknown flag {flag}"),
         }
     }
-    if !matches!(a.command.as_str(), "streams" | "rebuild") {
+    if !matches!(a.command.as_str(), "streams" | "rebuild" | "identity") {
         bail!(
             "usage: xds-bench streams [--clients N] [--mode sotw|delta|both] [--proxies P] \
-             [--upstreams U] [--endpoints E] [--streams-per-connection S]\n       \
-             xds-bench rebuild [--upstreams U] [--endpoints E] [--proxies P]"
+             [--upstreams U] [--endpoints E] [--streams-per-connection S] [--tls]\n       \
+             xds-bench rebuild [--upstreams U] [--endpoints E] [--proxies P]\n       \
+             xds-bench identity [--requests N] [--concurrency C]"
         );
     }
     Ok(a)
@@ -331,20 +348,32 @@ async fn streams(a: &Args, mode: Mode) -> anyhow::Result<()> {
     let dir = TempDir::new("bench");
     dir.write("changing.json", &endpoint_file(a.endpoints));
     let catalog = dir.write("catalog.yaml", &catalog(a));
+    let ca_dir = dir.path().join("ca");
+    let ca_flag = format!("file:{}", ca_dir.display());
+    let mut flags = vec![
+        "--file-interval",
+        "10ms",
+        "--debounce",
+        "10ms",
+        "--log",
+        "warn",
+    ];
+    let tls = if a.tls {
+        tls::write_ca(&ca_dir)?;
+        flags.extend([
+            "--ca",
+            &ca_flag,
+            "--xds-tls",
+            "--xds-tls-name",
+            "127.0.0.1",
+            "--require-identity",
+        ]);
+        Some(tls::Clients::new(&ca_dir, a.proxies)?)
+    } else {
+        None
+    };
     let server = tokio::task::block_in_place(|| {
-        let s = XdsServer::start_with(
-            &dir,
-            &catalog,
-            0,
-            &[
-                "--file-interval",
-                "10ms",
-                "--debounce",
-                "10ms",
-                "--log",
-                "warn",
-            ],
-        );
+        let s = XdsServer::start_with(&dir, &catalog, 0, &flags);
         s.wait_ready();
         s
     });
@@ -364,7 +393,15 @@ async fn streams(a: &Args, mode: Mode) -> anyhow::Result<()> {
     for id in 0..a.clients {
         if id % a.per_connection == 0 {
             let _permit = connecting.acquire().await?;
-            channel = Some(Endpoint::from_shared(url.clone())?.connect().await?);
+            let endpoint = Endpoint::from_shared(url.clone())?;
+            channel = Some(match &tls {
+                Some(clients) => {
+                    endpoint
+                        .connect_with_connector(clients.connector(id % a.proxies, server.xds_port))
+                        .await?
+                }
+                None => endpoint.connect().await?,
+            });
         }
         let ch = channel.clone().context("a channel")?;
         let (lite, progress) = (lite.clone(), progress.clone());
@@ -412,8 +449,9 @@ async fn streams(a: &Args, mode: Mode) -> anyhow::Result<()> {
     lat.sort_unstable();
     let per_update = progress.update_resources.load(Ordering::Relaxed) as f64 / a.clients as f64;
     println!(
-        "| {:?} | {} | {:.0} ms | {:.0} | {:.0} | {:.0} | {:.0} ms | {:.1} | {:.0} | {:.0} |",
+        "| {:?}{} | {} | {:.0} ms | {:.0} | {:.0} | {:.0} | {:.0} ms | {:.1} | {:.0} | {:.0} |",
         mode,
+        if a.tls { " mTLS" } else { "" },
         a.clients,
         initial.as_secs_f64() * 1000.0,
         percentile(&lat, 0.50),
@@ -483,6 +521,7 @@ async fn main() -> anyhow::Result<()> {
                 streams(&a, *mode).await?;
             }
         }
+        "identity" => identity::run(&a).await?,
         _ => {
             println!("| proxies | upstreams | endpoints each | rebuild min | median | max |");
             println!("| --- | --- | --- | --- | --- | --- |");
@@ -490,4 +529,305 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Mutual TLS for the simulated clients: a certificate per proxy from the bench's CA.
+mod tls {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use hyper_util::rt::TokioIo;
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use xds_server::ca::{Ca, Leaf};
+
+    pub fn write_ca(dir: &Path) -> anyhow::Result<()> {
+        Ca::generate("bench")?.write(dir)?;
+        Ok(())
+    }
+
+    /// One TLS client configuration per proxy.
+    pub struct Clients {
+        configs: Vec<Arc<rustls::ClientConfig>>,
+    }
+
+    impl Clients {
+        pub fn new(ca_dir: &Path, proxies: usize) -> anyhow::Result<Clients> {
+            let read = |name: &str| std::fs::read_to_string(ca_dir.join(name));
+            let ca = Ca::from_pem(
+                "bench",
+                &read("certificate.pem")?,
+                &read("private_key.pem")?,
+            )?;
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(CertificateDer::from_pem_slice(
+                ca.certificate_pem().as_bytes(),
+            )?)?;
+            let roots = Arc::new(roots);
+            let mut configs = Vec::new();
+            for p in 0..proxies {
+                let issued = ca.issue(&Leaf {
+                    uris: vec![format!("spiffe://mesh.local/proxy/p{p}")],
+                    client: true,
+                    ttl: Duration::from_secs(3600),
+                    ..Leaf::default()
+                })?;
+                let chain = vec![CertificateDer::from_pem_slice(
+                    issued.certificate_pem.as_bytes(),
+                )?];
+                let key = PrivateKeyDer::from_pem_slice(issued.private_key_pem.as_bytes())?;
+                let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+                    rustls::crypto::aws_lc_rs::default_provider(),
+                ))
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots.clone())
+                .with_client_auth_cert(chain, key)?;
+                config.alpn_protocols = vec![b"h2".to_vec()];
+                configs.push(Arc::new(config));
+            }
+            Ok(Clients { configs })
+        }
+
+        /// A connector for tonic that dials 127.0.0.1:`port` over TLS as proxy `proxy`.
+        pub fn connector(
+            &self,
+            proxy: usize,
+            port: u16,
+        ) -> impl tower::Service<
+            http::Uri,
+            Response = TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+            Error = std::io::Error,
+            Future = impl Send,
+        > + Clone
+        + Send
+        + 'static {
+            let config = self.configs[proxy].clone();
+            tower::service_fn(move |_: http::Uri| {
+                let config = config.clone();
+                async move {
+                    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+                    tcp.set_nodelay(true)?;
+                    let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
+                    let tls = tokio_rustls::TlsConnector::from(config)
+                        .connect(name, tcp)
+                        .await?;
+                    Ok::<_, std::io::Error>(TokioIo::new(tls))
+                }
+            })
+        }
+    }
+}
+
+/// The identity endpoint's throughput, and the CA's signing speed.
+mod identity {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant, SystemTime};
+
+    use anyhow::Context;
+    use tests::{Moto, TempDir, XdsServer};
+    use xds_server::ca::{Ca, Leaf};
+    use xds_server::identity::client::{IdentityClient, key_and_csr};
+    use xds_server::identity::issuer::CertificateRequest;
+    use xds_server::identity::sts::{self, Sts};
+
+    use super::{Args, percentile};
+
+    fn csrs(n: usize) -> anyhow::Result<Vec<String>> {
+        (0..n)
+            .map(|_| {
+                key_and_csr()
+                    .map(|(_, csr)| csr)
+                    .map_err(anyhow::Error::msg)
+            })
+            .collect()
+    }
+
+    /// Runs `n` jobs, `concurrency` at a time: the wall time and each job's latency (µs).
+    async fn run_all<F, Fut>(
+        n: usize,
+        concurrency: usize,
+        job: F,
+    ) -> anyhow::Result<(Duration, Vec<u64>)>
+    where
+        F: Fn(usize) -> Fut + Send + Sync + 'static,
+        Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+    {
+        let job = Arc::new(job);
+        let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let started = Instant::now();
+        let mut workers = Vec::new();
+        for _ in 0..concurrency {
+            let (job, next) = (job.clone(), next.clone());
+            workers.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if i >= n {
+                        return Ok::<_, anyhow::Error>(latencies);
+                    }
+                    let t = Instant::now();
+                    job(i).await?;
+                    latencies.push(t.elapsed().as_micros() as u64);
+                }
+            }));
+        }
+        let mut all = Vec::new();
+        for w in workers {
+            all.extend(w.await??);
+        }
+        all.sort_unstable();
+        Ok((started.elapsed(), all))
+    }
+
+    fn row(what: &str, n: usize, wall: Duration, lat: &[u64]) {
+        println!(
+            "| {what} | {n} | {:.0} ms | {:.0}/s | {:.1} | {:.1} |",
+            wall.as_secs_f64() * 1000.0,
+            n as f64 / wall.as_secs_f64(),
+            percentile(lat, 0.5),
+            percentile(lat, 0.99),
+        );
+    }
+
+    pub async fn run(a: &Args) -> anyhow::Result<()> {
+        let n = a.requests;
+        println!("{n} requests, {} at a time; latencies in ms", a.concurrency);
+        println!();
+        println!("| what | requests | wall | rate | p50 (ms) | p99 (ms) |");
+        println!("| --- | --- | --- | --- | --- | --- |");
+
+        // The CA alone: 1,000 CSRs signed in one thread.
+        let ca = Ca::generate("bench")?;
+        let pending = csrs(n)?;
+        let leaf = Leaf {
+            uris: vec!["spiffe://mesh.local/proxy/bench".into()],
+            client: true,
+            ttl: Duration::from_secs(86_400),
+            ..Leaf::default()
+        };
+        let started = Instant::now();
+        let mut lat = Vec::new();
+        for csr in &pending {
+            let t = Instant::now();
+            std::hint::black_box(ca.sign_request(csr, &leaf)?);
+            lat.push(t.elapsed().as_micros() as u64);
+        }
+        lat.sort_unstable();
+        row(
+            "CA signs a CSR (in process, one thread)",
+            n,
+            started.elapsed(),
+            &lat,
+        );
+
+        // A replica, with moto as STS.
+        let dir = TempDir::new("identity-bench");
+        let (moto, server, ca_file) = tokio::task::block_in_place(|| {
+            let moto = Moto::start(&dir, 0);
+            let ca_dir = dir.path().join("ca");
+            Ca::generate("bench")
+                .and_then(|ca| ca.write(&ca_dir))
+                .expect("a CA");
+            let catalog = dir.write(
+                "catalog.yaml",
+                "version: 1\nproxies:\n  bench: { identity: { iam_roles: [bench-task-role] } }\n",
+            );
+            let ca_flag = format!("file:{}", ca_dir.display());
+            let server = XdsServer::start_env(
+                &dir,
+                catalog.as_os_str(),
+                0,
+                &[
+                    "--ca",
+                    &ca_flag,
+                    "--xds-tls",
+                    "--xds-tls-name",
+                    "127.0.0.1",
+                    "--identity-rate",
+                    "100000000",
+                    "--log",
+                    "warn",
+                ],
+                &moto.env(),
+            );
+            server.wait_ready();
+            (moto, server, ca_dir.join("certificate.pem"))
+        });
+        let out = moto.fixture("iam_identity.py", &["role", "bench-task-role", "bench"]);
+        let v: serde_json::Value = serde_json::from_str(out.trim())?;
+        let field = |k: &str| v[k].as_str().map(str::to_string).context("credentials");
+        let creds = aws_credential_types::Credentials::new(
+            field("AccessKeyId")?,
+            field("SecretAccessKey")?,
+            Some(field("SessionToken")?),
+            None,
+            "bench",
+        );
+        let endpoint = moto.endpoint();
+        let signed = |_: usize| {
+            sts::sign_request(
+                &creds,
+                "us-east-1",
+                &endpoint,
+                "127.0.0.1",
+                SystemTime::now(),
+            )
+            .map_err(anyhow::Error::msg)
+        };
+
+        // moto's STS alone, the peer in the same run.
+        let presigned: Arc<Vec<_>> = Arc::new((0..n).map(signed).collect::<anyhow::Result<_>>()?);
+        let sts_client = Sts::new().map_err(anyhow::Error::msg)?;
+        let reqs = presigned.clone();
+        let (wall, lat) = run_all(n, a.concurrency, move |i| {
+            let (client, reqs) = (sts_client.clone(), reqs.clone());
+            async move {
+                client.caller_arn(&reqs[i]).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        row("moto STS GetCallerIdentity alone (the peer)", n, wall, &lat);
+
+        // The replica: TLS handshake, checks, STS, mapping, signing.
+        let requests: Arc<Vec<CertificateRequest>> = Arc::new(
+            csrs(n)?
+                .into_iter()
+                .enumerate()
+                .map(|(i, csr)| {
+                    Ok(CertificateRequest {
+                        sts: signed(i)?,
+                        csr,
+                        proxy: None,
+                    })
+                })
+                .collect::<anyhow::Result<_>>()?,
+        );
+        let client = Arc::new(IdentityClient {
+            xds_host: "127.0.0.1".into(),
+            xds_port: server.xds_port,
+            xds_ca: ca_file,
+            out: dir.path().join("unused"),
+            proxy: None,
+            server_id: "127.0.0.1".into(),
+        });
+        let (wall, lat) = run_all(n, a.concurrency, move |i| {
+            let (client, requests) = (client.clone(), requests.clone());
+            async move {
+                client.request(&requests[i]).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        row(
+            "identity requests to one replica (new TLS connection each)",
+            n,
+            wall,
+            &lat,
+        );
+        let issued = server.metric("xds_identity_requests_total{result=\"issued\"}");
+        anyhow::ensure!(issued as usize == n, "the replica issued {issued} of {n}");
+        Ok(())
+    }
 }

@@ -162,18 +162,13 @@ impl IdentityClient {
             SystemTime::now(),
         )
         .map_err(IdentityError::Refused)?;
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .map_err(|e| IdentityError::Refused(format!("cannot make a key: {e}")))?;
-        let csr = rcgen::CertificateParams::default()
-            .serialize_request(&key)
-            .and_then(|r| r.pem())
-            .map_err(|e| IdentityError::Refused(format!("cannot make a CSR: {e}")))?;
+        let (key, csr) = key_and_csr().map_err(IdentityError::Refused)?;
         let request = CertificateRequest {
             sts: signed,
             csr,
             proxy: self.proxy.clone(),
         };
-        let answer = self.post(&request).await?;
+        let answer = self.request(&request).await?;
         // The control plane was verified by TLS; still, the certificate must be for our key.
         let der = CertificateDer::from_pem_slice(answer.certificate.as_bytes())
             .map_err(|e| transient(format!("the certificate in the answer: {e}")))?;
@@ -197,7 +192,9 @@ impl IdentityClient {
         Ok(Held { issued, not_after })
     }
 
-    async fn post(
+    /// Posts one request to the identity endpoint (over TLS checked with `xds_ca`, and the
+    /// trust bundle in `out` if there is one).
+    pub async fn request(
         &self,
         request: &CertificateRequest,
     ) -> Result<CertificateResponse, IdentityError> {
@@ -373,6 +370,17 @@ impl IdentityClient {
             }
         }
     }
+}
+
+/// A new ECDSA P-256 key and a certificate signing request (PEM) for it.
+pub fn key_and_csr() -> Result<(rcgen::KeyPair, String), String> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map_err(|e| format!("cannot make a key: {e}"))?;
+    let csr = rcgen::CertificateParams::default()
+        .serialize_request(&key)
+        .and_then(|r| r.pem())
+        .map_err(|e| format!("cannot make a CSR: {e}"))?;
+    Ok((key, csr))
 }
 
 /// The files of an identity directory as Envoy's SDS reads them (absolute paths).
