@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use tests::process::ChildGuard;
+use tests::xds_client::{tls_config, tls_connector};
 use tests::{
     Backend, Envoy, Mode, Moto, TempDir, XdsServer, ca_init, free_port, http, wait_for,
     workspace_bin,
@@ -214,6 +215,60 @@ fn a_task_role_gets_its_proxy_certificate_and_envoy_serves_over_mutual_tls() {
         server.metric("xds_identity_refusals_total{reason=\"no_certificate\"}"),
         0.0
     );
+
+    // A gRPC client: without a certificate it is unauthenticated; with demo's certificate,
+    // asking for web is denied and gets nothing; asking for demo it is served.
+    let ca_pem = std::fs::read_to_string(&ca_file).unwrap();
+    let chain = std::fs::read_to_string(out_dir.join("certificate.pem")).unwrap();
+    let key = std::fs::read_to_string(out_dir.join("private_key.pem")).unwrap();
+    let anonymous = tls_config(&ca_pem, None).unwrap();
+    let as_demo = tls_config(&ca_pem, Some((&chain, &key))).unwrap();
+    let ask = |config, proxy: &str| fetch_clusters(server.xds_port, config, proxy);
+    let status = ask(anonymous, "demo").unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unauthenticated, "{status}");
+    let status = ask(as_demo.clone(), "web").unwrap_err();
+    assert_eq!(status.code(), tonic::Code::PermissionDenied, "{status}");
+    assert!(
+        status.message().contains("not for proxy \"web\""),
+        "{status}"
+    );
+    let clusters = ask(as_demo, "demo").unwrap();
+    assert_eq!(clusters, ["blue"]);
+}
+
+/// A CDS fetch over TLS with `config` as proxy `proxy`: the cluster names, or the status.
+fn fetch_clusters(
+    port: u16,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    proxy: &str,
+) -> Result<Vec<String>, tonic::Status> {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_client::ClusterDiscoveryServiceClient;
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryRequest;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect_with_connector(tls_connector(config, port))
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let answer = ClusterDiscoveryServiceClient::new(channel)
+            .fetch_clusters(DiscoveryRequest {
+                node: tests::xds_client::node(proxy),
+                ..Default::default()
+            })
+            .await?
+            .into_inner();
+        Ok(answer
+            .resources
+            .iter()
+            .map(|any| {
+                <Cluster as prost::Message>::decode(any.value.as_slice())
+                    .unwrap()
+                    .name
+            })
+            .collect())
+    })
 }
 
 #[test]

@@ -397,7 +397,10 @@ async fn streams(a: &Args, mode: Mode) -> anyhow::Result<()> {
             channel = Some(match &tls {
                 Some(clients) => {
                     endpoint
-                        .connect_with_connector(clients.connector(id % a.proxies, server.xds_port))
+                        .connect_with_connector(tests::xds_client::tls_connector(
+                            clients.config(id % a.proxies),
+                            server.xds_port,
+                        ))
                         .await?
                 }
                 None => endpoint.connect().await?,
@@ -537,9 +540,7 @@ mod tls {
     use std::sync::Arc;
     use std::time::Duration;
 
-    use hyper_util::rt::TokioIo;
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+    use tests::xds_client::tls_config;
     use xds_server::ca::{Ca, Leaf};
 
     pub fn write_ca(dir: &Path) -> anyhow::Result<()> {
@@ -560,11 +561,6 @@ mod tls {
                 &read("certificate.pem")?,
                 &read("private_key.pem")?,
             )?;
-            let mut roots = rustls::RootCertStore::empty();
-            roots.add(CertificateDer::from_pem_slice(
-                ca.certificate_pem().as_bytes(),
-            )?)?;
-            let roots = Arc::new(roots);
             let mut configs = Vec::new();
             for p in 0..proxies {
                 let issued = ca.issue(&Leaf {
@@ -573,48 +569,17 @@ mod tls {
                     ttl: Duration::from_secs(3600),
                     ..Leaf::default()
                 })?;
-                let chain = vec![CertificateDer::from_pem_slice(
-                    issued.certificate_pem.as_bytes(),
-                )?];
-                let key = PrivateKeyDer::from_pem_slice(issued.private_key_pem.as_bytes())?;
-                let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                    rustls::crypto::aws_lc_rs::default_provider(),
-                ))
-                .with_safe_default_protocol_versions()?
-                .with_root_certificates(roots.clone())
-                .with_client_auth_cert(chain, key)?;
-                config.alpn_protocols = vec![b"h2".to_vec()];
-                configs.push(Arc::new(config));
+                configs.push(tls_config(
+                    ca.certificate_pem(),
+                    Some((&issued.certificate_pem, &issued.private_key_pem)),
+                )?);
             }
             Ok(Clients { configs })
         }
 
-        /// A connector for tonic that dials 127.0.0.1:`port` over TLS as proxy `proxy`.
-        pub fn connector(
-            &self,
-            proxy: usize,
-            port: u16,
-        ) -> impl tower::Service<
-            http::Uri,
-            Response = TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
-            Error = std::io::Error,
-            Future = impl Send,
-        > + Clone
-        + Send
-        + 'static {
-            let config = self.configs[proxy].clone();
-            tower::service_fn(move |_: http::Uri| {
-                let config = config.clone();
-                async move {
-                    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-                    tcp.set_nodelay(true)?;
-                    let name = ServerName::IpAddress(std::net::Ipv4Addr::LOCALHOST.into());
-                    let tls = tokio_rustls::TlsConnector::from(config)
-                        .connect(name, tcp)
-                        .await?;
-                    Ok::<_, std::io::Error>(TokioIo::new(tls))
-                }
-            })
+        /// The TLS configuration of proxy `proxy`'s clients.
+        pub fn config(&self, proxy: usize) -> Arc<rustls::ClientConfig> {
+            self.configs[proxy].clone()
         }
     }
 }
