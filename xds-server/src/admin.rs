@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,9 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::cache::{Cache, Role};
 use crate::catalog::ProxyName;
 use crate::discovery::Discovery;
+use crate::load::CatalogStatus;
 use crate::metrics::Metrics;
 use crate::render;
-use crate::serve::CatalogStatus;
 use crate::server::nodes::Nodes;
 
 /// What the admin pages read.
@@ -60,11 +60,7 @@ async fn metrics(State(s): State<AdminState>) -> Response {
     s.metrics
         .orphaned_proxies
         .set(s.cache.current().orphans.len() as i64);
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        s.metrics.render(),
-    )
-        .into_response()
+    common::admin::metrics_response(&s.metrics.registry)
 }
 
 #[derive(Serialize)]

@@ -17,10 +17,11 @@ use serde_json::{Value, json};
 
 use crate::bootstrap::{self, BootstrapConfig};
 use crate::cache::Snapshot;
+use crate::catalog::EndpointMap;
 use crate::catalog::{LoadedCatalog, ProxyName};
 use crate::discovery::{SourceKey, parse_endpoints};
 use crate::render::{RenderError, snapshot_json};
-use crate::translate::{EndpointMap, translate};
+use crate::translate::translate;
 
 /// The endpoints known without asking anyone: static lists and endpoint files that can be read.
 pub fn offline_endpoints(catalog: &LoadedCatalog) -> EndpointMap {

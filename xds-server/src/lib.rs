@@ -8,6 +8,7 @@ pub mod catalog;
 pub mod discovery;
 pub mod envoy_validate;
 pub mod identity;
+pub mod load;
 pub mod metrics;
 pub mod render;
 pub mod serve;

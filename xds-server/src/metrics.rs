@@ -1,5 +1,6 @@
 //! Prometheus metrics of the control plane, served on the admin port at `/metrics`.
 
+use common::admin::register as reg;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
@@ -54,14 +55,6 @@ impl Default for Metrics {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn reg<T: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: T) -> T {
-    // Registration only fails for duplicate names, which the list below does not have.
-    registry
-        .register(Box::new(c.clone()))
-        .expect("metric names are unique");
-    c
 }
 
 impl Metrics {
@@ -270,9 +263,6 @@ impl Metrics {
 
     /// The text exposition format.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        // Encoding into a String cannot fail for well-formed metric families.
-        let _ = prometheus::TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out);
-        out
+        common::admin::render(&self.registry)
     }
 }

@@ -93,7 +93,7 @@ pub async fn render_proxy(
 mod tests {
     use super::*;
     use crate::catalog;
-    use crate::translate::EndpointMap;
+    use crate::catalog::EndpointMap;
 
     #[test]
     fn every_emitted_type_renders() {

@@ -19,6 +19,10 @@ use serde::Deserialize;
 
 pub use duration::Duration;
 pub use endpoint::{Endpoint, EndpointParseError};
+
+/// The discovered endpoints of each upstream, sorted and free of duplicates; an upstream whose
+/// source has not answered yet is absent. Discovery makes it, translation reads it.
+pub type EndpointMap = BTreeMap<UpstreamName, std::sync::Arc<Vec<Endpoint>>>;
 pub use iam::IamRole;
 
 /// The name of a proxy role; Envoy selects it with `node.cluster`.

@@ -314,7 +314,8 @@ fn secs(n: u64) -> Duration {
 
 #[test]
 fn a_catalog_moved_into_a_directory_gives_envoy_the_same_resources() {
-    use crate::translate::{EndpointMap, translate};
+    use crate::catalog::EndpointMap;
+    use crate::translate::translate;
     let alone = parse("catalog.yaml", GOOD).unwrap();
     let merged = merge(
         "catalog.d",

@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_sdk_ecs::types::{DesiredStatus, HealthStatus, Task};
+use aws_sdk_ecs::types::{HealthStatus, Task};
 
 use super::aws::{RateLimiter, classify};
 use super::{DiscoveryError, Source};
@@ -135,40 +135,15 @@ fn ready(health: Option<&HealthStatus>, def: Option<Definition>) -> bool {
     }
 }
 
-/// The task's private IPv4 address: awsvpc tasks have it on their ENI attachment.
-fn task_ip(task: &Task) -> Option<std::net::IpAddr> {
-    task.attachments()
-        .iter()
-        .filter(|a| a.r#type() == Some("ElasticNetworkInterface"))
-        .flat_map(|a| a.details())
-        .find(|d| d.name() == Some("privateIPv4Address"))
-        .and_then(|d| d.value()?.parse().ok())
-}
-
 impl Source for EcsPoller {
     async fn fetch(&mut self) -> Result<Option<Vec<Endpoint>>, DiscoveryError> {
         let cluster = self.source.cluster.clone();
         let service = self.source.service.clone();
-        let mut arns = Vec::new();
-        let mut next: Option<String> = None;
-        loop {
-            self.call("ListTasks").await;
-            let page = self
-                .client
-                .list_tasks()
-                .cluster(&cluster)
-                .service_name(&service)
-                .desired_status(DesiredStatus::Running)
-                .set_next_token(next.take())
-                .send()
-                .await
-                .map_err(|e| classify("ListTasks", e))?;
-            arns.extend(page.task_arns().iter().cloned());
-            match page.next_token() {
-                Some(t) if !t.is_empty() => next = Some(t.to_string()),
-                _ => break,
-            }
-        }
+        let arns = common::ecs::running_task_arns(&self.client, &cluster, Some(&service), || {
+            self.call("ListTasks")
+        })
+        .await
+        .map_err(|e| classify("ListTasks", e))?;
         let mut tasks = Vec::new();
         for batch in arns.chunks(100) {
             self.call("DescribeTasks").await;
@@ -191,7 +166,7 @@ impl Source for EcsPoller {
             if !ours || !running {
                 continue;
             }
-            let Some(ip) = task_ip(task) else {
+            let Some(ip) = common::ecs::eni_address(task).and_then(|a| a.parse().ok()) else {
                 tracing::warn!(
                     task = task.task_arn().unwrap_or_default(),
                     "task without an ENI address (not awsvpc?); left out"

@@ -23,9 +23,9 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 
+use crate::catalog::EndpointMap;
 use crate::catalog::{CloudMapSource, EcsSource, Endpoint, LoadedCatalog, Upstream, UpstreamName};
 use crate::metrics::Metrics;
-use crate::translate::EndpointMap;
 
 pub use cloud_map::CloudMapPoller;
 pub use ecs::EcsPoller;
@@ -387,7 +387,7 @@ impl Discovery {
                 );
                 // Throttled: back off exponentially (2×, 4×, … the interval, up to the maximum).
                 backoff = if throttled {
-                    (backoff.max(interval) * 2).min(max_backoff)
+                    common::backoff::after_throttle(backoff, interval, max_backoff)
                 } else {
                     Duration::ZERO
                 };

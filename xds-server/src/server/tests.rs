@@ -19,8 +19,8 @@ use tokio::sync::watch;
 use super::delta::Delta;
 use super::sotw::Sotw;
 use super::*;
+use crate::catalog::EndpointMap;
 use crate::catalog::{self, Endpoint, LoadedCatalog, UpstreamName};
-use crate::translate::EndpointMap;
 
 use ResourceType::{Cluster as Cds, Endpoint as Eds, Listener as Lds, Route as Rds};
 

@@ -10,14 +10,13 @@ mod listener;
 mod route;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
 };
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 
-use crate::catalog::{Catalog, Endpoint, ListenerProtocol, ProxyName, UpstreamName};
+use crate::catalog::{Catalog, EndpointMap, ListenerProtocol, ProxyName, UpstreamName};
 
 /// The four resource types a proxy receives, in ADS push order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -71,10 +70,6 @@ impl ResourceType {
         matches!(self, Self::Cluster | Self::Listener)
     }
 }
-
-/// The discovered endpoints of each upstream, sorted and free of duplicates; an upstream whose
-/// source has not answered yet is absent.
-pub type EndpointMap = BTreeMap<UpstreamName, Arc<Vec<Endpoint>>>;
 
 /// One proxy's resources: per type, resource name → packed resource.
 #[derive(Debug, Clone, Default, PartialEq)]
