@@ -110,7 +110,7 @@ fn identity(
 ) -> Output {
     identity_cmd(server, ca_file, out, env)
         .args(extra)
-        .args(["--timeout", "5s"])
+        .args(["--timeout", "60s"])
         .output()
         .expect("xds-server identity runs")
 }
@@ -175,6 +175,11 @@ fn a_task_role_gets_its_proxy_certificate_and_envoy_serves_over_mutual_tls() {
         "{cert}"
     );
     assert!(cert.contains("TLS Web Client Authentication"), "{cert}");
+    // The subject names the proxy, not rcgen's placeholder.
+    assert!(
+        cert.contains("spiffe://mesh.local/proxy/demo") && !cert.contains("rcgen"),
+        "{cert}"
+    );
     assert_eq!(mode(&out_dir.join("private_key.pem")), 0o600);
     assert_eq!(mode(&out_dir.join("sds-certificate.json")), 0o600);
     assert_eq!(
@@ -296,13 +301,18 @@ fn requests_that_prove_nothing_get_no_certificate() {
     let out = identity(&server, &ca_file, &out_dir, &stranger, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
-        text(&out).contains("\"batch-task-role\" is no proxy's identity"),
+        text(&out).contains("assumed-role/batch-task-role/task-2) is no proxy's identity"),
         "{}",
         text(&out)
     );
     assert!(
-        started.elapsed() < Duration::from_secs(5),
+        started.elapsed() < Duration::from_secs(10),
         "a refusal was retried"
+    );
+    assert!(
+        !text(&out).contains("no identity certificate yet"),
+        "{}",
+        text(&out)
     );
     assert!(!out_dir.join("certificate.pem").exists());
     assert_eq!(result("unknown_role"), 1.0);
@@ -380,6 +390,53 @@ fn requests_that_prove_nothing_get_no_certificate() {
     );
     assert_eq!(result("wrong_server"), 1.0);
     assert_eq!(result("issued"), 1.0);
+    // Refusals are logged, and their logs hold no credential either.
+    let log = server.process.output();
+    assert!(log.contains("identity request refused"), "{log}");
+    assert!(!log.contains(&demo.token) && !log.contains(&demo.secret));
+}
+
+/// A control plane with TLS but no CA issues nothing: `identity` says so at once instead of
+/// retrying.
+#[test]
+fn a_control_plane_without_identities_says_so() {
+    let dir = TempDir::new("identity-none");
+    let ca = xds_server::ca::Ca::generate("files").unwrap();
+    let issued = ca
+        .issue(&xds_server::ca::Leaf {
+            names: vec!["127.0.0.1".into()],
+            server: true,
+            ttl: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .unwrap();
+    let cert = dir.write("server.pem", &issued.certificate_pem);
+    let key = dir.write("server-key.pem", &issued.private_key_pem);
+    let ca_file = dir.write("ca.pem", ca.certificate_pem());
+    let catalog = dir.write("catalog.yaml", "version: 1\n");
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let server = XdsServer::start_with(
+        &dir,
+        &catalog,
+        0,
+        &["--xds-tls-cert", &cert, "--xds-tls-key", &key],
+    );
+    server.wait_ready();
+    let started = Instant::now();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+        ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+    ];
+    let out = identity(&server, &ca_file, &dir.path().join("id"), &env, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("issues no identities: serve has no --ca"),
+        "{}",
+        text(&out)
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
 }
 
 /// Replicas share the CA through Secrets Manager: a certificate one issued is accepted by the

@@ -150,14 +150,20 @@ fn xds_tls(c: &BootstrapConfig) -> Option<Value> {
         "DNS"
     };
     let san = json!([ { "san_type": san_type, "matcher": { "exact": c.xds_host } } ]);
-    let common = match (&c.identity_dir, &c.xds_ca) {
-        (Some(dir), _) => {
-            let (certificate, trust, dir) = crate::identity::client::sds_paths(dir);
+    let mut common = match (&c.identity_dir, &c.xds_ca) {
+        // The control plane's certificate may come from another CA than the proxies' (files
+        // from a corporate CA): --xds-ca says which, when given.
+        (_, Some(ca)) => json!({
+            "alpn_protocols": ["h2"],
+            "validation_context": {
+                "trusted_ca": { "filename": ca.display().to_string() },
+                "match_typed_subject_alt_names": san,
+            },
+        }),
+        (Some(dir), None) => {
+            let (_, trust, dir) = crate::identity::client::sds_paths(dir);
             json!({
                 "alpn_protocols": ["h2"],
-                "tls_certificate_sds_secret_configs": [
-                    file_secret(crate::identity::client::CERTIFICATE_SECRET, &certificate, &dir)
-                ],
                 "combined_validation_context": {
                     "default_validation_context": { "match_typed_subject_alt_names": san },
                     "validation_context_sds_secret_config":
@@ -165,15 +171,16 @@ fn xds_tls(c: &BootstrapConfig) -> Option<Value> {
                 },
             })
         }
-        (None, Some(ca)) => json!({
-            "alpn_protocols": ["h2"],
-            "validation_context": {
-                "trusted_ca": { "filename": ca.display().to_string() },
-                "match_typed_subject_alt_names": san,
-            },
-        }),
         (None, None) => return None,
     };
+    if let Some(dir) = &c.identity_dir {
+        let (certificate, _, dir) = crate::identity::client::sds_paths(dir);
+        common["tls_certificate_sds_secret_configs"] = json!([file_secret(
+            crate::identity::client::CERTIFICATE_SECRET,
+            &certificate,
+            &dir
+        )]);
+    }
     Some(json!({
         "name": "envoy.transport_sockets.tls",
         "typed_config": {
@@ -182,6 +189,20 @@ fn xds_tls(c: &BootstrapConfig) -> Option<Value> {
             "common_tls_context": common,
         },
     }))
+}
+
+/// The identity files the bootstrap names that are not there (yet): Envoy refuses a file SDS
+/// source whose file is missing.
+pub fn missing_identity_files(c: &BootstrapConfig) -> Vec<std::path::PathBuf> {
+    let Some(dir) = &c.identity_dir else {
+        return Vec::new();
+    };
+    let (certificate, trust, _) = crate::identity::client::sds_paths(dir);
+    let mut files = vec![certificate];
+    if c.xds_ca.is_none() {
+        files.push(trust);
+    }
+    files.into_iter().filter(|f| !f.exists()).collect()
 }
 
 /// The bootstrap document.
@@ -374,7 +395,6 @@ mod tests {
     #[test]
     fn an_identity_directory_gives_mutual_tls_through_file_sds() {
         let mut c = config();
-        c.xds_ca = Some("/etc/xds/ca.pem".into());
         c.identity_dir = Some("/run/xds-identity".into());
         let b = bootstrap(&c);
         let tls = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]["common_tls_context"];
@@ -392,7 +412,22 @@ mod tests {
             v["default_validation_context"]["match_typed_subject_alt_names"][0]["matcher"]["exact"],
             "127.0.0.1"
         );
-        // The identity directory's bundle is the trust; --xds-ca is for `identity` itself.
+        // Without --xds-ca the identity directory's bundle is the trust ...
         assert!(tls.get("validation_context").is_none());
+        assert_eq!(missing_identity_files(&c).len(), 2);
+        // ... with it, --xds-ca is (the server's CA may not be the proxies').
+        c.xds_ca = Some("/etc/xds/ca.pem".into());
+        let b = bootstrap(&c);
+        let tls = &b["static_resources"]["clusters"][0]["transport_socket"]["typed_config"]["common_tls_context"];
+        assert_eq!(
+            tls["validation_context"]["trusted_ca"]["filename"],
+            "/etc/xds/ca.pem"
+        );
+        assert!(tls.get("combined_validation_context").is_none());
+        assert_eq!(
+            tls["tls_certificate_sds_secret_configs"][0]["name"],
+            "xds-identity"
+        );
+        assert_eq!(missing_identity_files(&c).len(), 1);
     }
 }

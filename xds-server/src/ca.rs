@@ -246,6 +246,11 @@ impl Ca {
         }
     }
 
+    /// When the CA certificate expires.
+    pub fn not_after(&self) -> SystemTime {
+        self.not_after
+    }
+
     /// The CA certificate, PEM: what peers trust.
     pub fn certificate_pem(&self) -> &str {
         &self.certificate_pem
@@ -263,15 +268,36 @@ impl Ca {
     }
 
     /// Signs the key of a certificate signing request (PEM) for `leaf`: the certificate (PEM)
-    /// and when it expires. The request's signature proves its sender holds the key; what
-    /// else it asks for (names, usages) is ignored, `leaf` decides.
+    /// and when it expires. The request's signature proves its sender holds the key; the names
+    /// and usages it asks for are ignored, `leaf` decides (a request with extensions rcgen does
+    /// not read is refused).
     pub fn sign_request(
         &self,
         csr_pem: &str,
         leaf: &Leaf,
     ) -> Result<(String, SystemTime), CaError> {
         let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)?;
-        self.sign(leaf, &csr.public_key)
+        let (pem, not_after) = self.sign(leaf, &csr.public_key)?;
+        // rcgen names the key's algorithm after the request's signature algorithm: a key it
+        // would describe wrongly (P-384 signed with SHA-256, say) is refused, not mislabelled.
+        let der = rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes())
+            .map_err(|e: rustls_pki_types::pem::Error| self.invalid(e.to_string()))?;
+        let der: rustls_pki_types::CertificateDer<'static> = der;
+        let (_, cert) =
+            x509_parser::parse_x509_certificate(&der).map_err(|e| self.invalid(e.to_string()))?;
+        if cert.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&csr.public_key) {
+            return Err(self.invalid(
+                "the request's key is not one this CA signs (use ECDSA P-256 with SHA-256)".into(),
+            ));
+        }
+        Ok((pem, not_after))
+    }
+
+    fn invalid(&self, message: String) -> CaError {
+        CaError::Invalid {
+            source_name: self.source_name.clone(),
+            message,
+        }
     }
 
     fn sign(
@@ -280,6 +306,13 @@ impl Ca {
         key: &impl rcgen::PublicKeyData,
     ) -> Result<(String, SystemTime), CaError> {
         let mut params = CertificateParams::new(leaf.names.clone())?;
+        // The subject names what the certificate is for (rcgen's default is a placeholder).
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(first) = leaf.uris.first().or(leaf.names.first()) {
+            params
+                .distinguished_name
+                .push(DnType::CommonName, first.as_str());
+        }
         for uri in &leaf.uris {
             params
                 .subject_alt_names

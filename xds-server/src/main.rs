@@ -133,9 +133,9 @@ enum Command {
         #[arg(long, env = "XDS_SERVER_MAX_STREAMS_PER_IP", default_value_t = 0)]
         max_streams_per_ip: usize,
         /// The id proxies sign into their identity requests (X-Xds-Server-Id), so that a request
-        /// made for another control plane is refused here; default: the first --xds-tls-name.
-        /// The identity endpoint (POST /identity/v1/certificate on the xDS port) needs --ca and
-        /// TLS on the xDS port.
+        /// made for another control plane is refused here; default: any --xds-tls-name (the
+        /// name a proxy dials is the id it signs). The identity endpoint (POST
+        /// /identity/v1/certificate on the xDS port) needs --ca and TLS on the xDS port.
         #[arg(long, env = "XDS_SERVER_IDENTITY_SERVER_ID")]
         identity_server_id: Option<String>,
         /// How long a proxy certificate is valid; `xds-server identity --renew` renews at half
@@ -143,7 +143,8 @@ enum Command {
         #[arg(long, env = "XDS_SERVER_IDENTITY_TTL", default_value = "24h", value_parser = parse_duration)]
         identity_ttl: Duration,
         /// Identity requests one source address may make per minute (a burst of as many, then
-        /// one every 60/N seconds); more are answered 429.
+        /// one every 60/N seconds); more are answered 429. 0: no limit (behind a load balancer
+        /// that hides client addresses).
         #[arg(long, env = "XDS_SERVER_IDENTITY_RATE", default_value_t = 60)]
         identity_rate: u32,
     },
@@ -157,9 +158,10 @@ enum Command {
         /// The directory to write.
         #[arg(long, env = "XDS_SERVER_IDENTITY_DIR")]
         out: PathBuf,
-        /// The CA bundle (PEM) that signed the control plane's certificate.
+        /// The CA bundle (PEM) that signed the control plane's certificate (default: the
+        /// system's root certificates).
         #[arg(long, env = "XDS_SERVER_XDS_CA")]
-        xds_ca: PathBuf,
+        xds_ca: Option<PathBuf>,
         /// The proxy role to be; needed when the task role is the identity of several.
         #[arg(long, env = "XDS_SERVER_PROXY")]
         proxy: Option<String>,
@@ -298,10 +300,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         } => {
             common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), &cli.log)
                 .map_err(anyhow::Error::msg)?;
-            let xds_tls_names = xds_tls_name.clone();
             let xds_tls = ServerCertificate::from_flags(
                 xds_tls,
-                &xds_tls_names,
+                &xds_tls_name,
                 xds_tls_cert,
                 xds_tls_key,
                 ca.is_some(),
@@ -339,7 +340,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                     max_streams_per_ip,
                 },
                 identity: IdentitySettings {
-                    server_id: identity_server_id.or_else(|| xds_tls_name.first().cloned()),
+                    server_ids: identity_server_id.map_or(xds_tls_name, |id| vec![id]),
                     ttl: identity_ttl,
                     per_ip_per_minute: identity_rate,
                 },
@@ -463,6 +464,12 @@ async fn main() -> anyhow::Result<ExitCode> {
                 xds_ca,
                 identity_dir,
             };
+            for missing in bootstrap::missing_identity_files(&config) {
+                eprintln!(
+                    "warning: {} is missing: Envoy refuses the bootstrap until `xds-server identity` has written it",
+                    missing.display()
+                );
+            }
             print(&bootstrap::bootstrap(&config), format)?;
         }
         Command::Identity {

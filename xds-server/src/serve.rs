@@ -60,8 +60,9 @@ pub struct ServeConfig {
 /// How the identity endpoint on the xDS port issues certificates.
 #[derive(Debug, Clone)]
 pub struct IdentitySettings {
-    /// The id proxies sign into their requests; no endpoint without one.
-    pub server_id: Option<String>,
+    /// The ids proxies may sign into their requests (`--identity-server-id`, else the
+    /// `--xds-tls-name` names); no endpoint without one.
+    pub server_ids: Vec<String>,
     /// How long a proxy certificate is valid.
     pub ttl: Duration,
     /// Requests per source address per minute.
@@ -71,7 +72,7 @@ pub struct IdentitySettings {
 impl Default for IdentitySettings {
     fn default() -> Self {
         IdentitySettings {
-            server_id: None,
+            server_ids: Vec::new(),
             ttl: Duration::from_secs(24 * 3600),
             per_ip_per_minute: 60,
         }
@@ -166,34 +167,28 @@ pub async fn serve(
     }
 
     let (catalog_tx, catalog_rx) = watch::channel::<Option<Arc<LoadedCatalog>>>(None);
-    let identity = match (&cas, &tls, &config.identity.server_id) {
-        (Some(cas), Some(_), Some(server_id)) => {
-            let region = common::aws::sdk_config()
-                .await
-                .region()
-                .map(|r| r.to_string())
-                .unwrap_or_else(|| "us-east-1".into());
+    let identity = match (&cas, &tls, config.identity.server_ids.is_empty()) {
+        (Some(cas), Some(_), false) => {
             let issuer = Issuer::new(
                 IssuerConfig {
-                    server_id: server_id.clone(),
+                    server_ids: config.identity.server_ids.clone(),
                     ttl: config.identity.ttl,
                     per_ip_per_minute: config.identity.per_ip_per_minute,
                     trust_domain: config.auth.trust_domain.clone(),
-                    region,
                 },
                 cas.clone(),
                 catalog_rx.clone(),
                 metrics.clone(),
             )
             .map_err(ServeError::Identity)?;
-            tracing::info!(server_id = %server_id, sts = %issuer.sts_endpoint(), ttl = ?config.identity.ttl, "identity endpoint on the xDS port");
-            Some(Arc::new(issuer))
+            tracing::info!(server_ids = ?config.identity.server_ids, ttl = ?config.identity.ttl, "identity endpoint on the xDS port");
+            Ok(Arc::new(issuer))
         }
-        (Some(_), Some(_), None) => {
-            tracing::info!("no identity endpoint: set --identity-server-id (or --xds-tls-name)");
-            None
-        }
-        _ => None,
+        (Some(_), Some(_), true) => Err(
+            "this control plane issues no identities: serve has no --identity-server-id (or --xds-tls-name)",
+        ),
+        (None, Some(_), _) => Err("this control plane issues no identities: serve has no --ca"),
+        _ => Err("this control plane issues no identities"),
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let watcher = tokio::spawn(watch_catalog(
@@ -241,21 +236,23 @@ pub async fn serve(
         config.limits,
         stop_rx.clone(),
     );
+    let with_tls = tls.is_some();
     let incoming = crate::tls::incoming(xds, tls);
     let mut grpc_stop = stop_rx.clone();
-    let routes = match identity {
-        // HTTP/1.1 too, for the identity endpoint's clients (curl among them).
-        Some(issuer) => tonic::service::Routes::from(
-            server
-                .router()
-                .into_axum_router()
-                .merge(crate::identity::issuer::router(issuer)),
-        ),
-        None => server.router(),
+    // With TLS, the identity endpoint answers on the xDS port, over HTTP/1.1 too (curl, the
+    // `identity` command); without one, it says why not.
+    let routes = if with_tls {
+        let identity = match identity {
+            Ok(issuer) => crate::identity::issuer::router(issuer),
+            Err(why) => crate::identity::issuer::unavailable_router(why),
+        };
+        tonic::service::Routes::from(server.router().into_axum_router().merge(identity))
+    } else {
+        server.router()
     };
     let grpc = tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .accept_http1(true)
+        .accept_http1(with_tls)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
             let _ = grpc_stop.wait_for(|s| *s).await;

@@ -730,19 +730,21 @@ mod identity {
             "bench",
         );
         let endpoint = moto.endpoint();
-        let signed = |_: usize| {
+        let signed = |csr: &str| {
             sts::sign_request(
                 &creds,
                 "us-east-1",
                 &endpoint,
                 "127.0.0.1",
+                csr,
                 SystemTime::now(),
             )
             .map_err(anyhow::Error::msg)
         };
 
         // moto's STS alone, the peer in the same run.
-        let presigned: Arc<Vec<_>> = Arc::new((0..n).map(signed).collect::<anyhow::Result<_>>()?);
+        let presigned: Arc<Vec<_>> =
+            Arc::new((0..n).map(|_| signed("")).collect::<anyhow::Result<_>>()?);
         let sts_client = Sts::new().map_err(anyhow::Error::msg)?;
         let reqs = presigned.clone();
         let (wall, lat) = run_all(n, a.concurrency, move |i| {
@@ -759,10 +761,9 @@ mod identity {
         let requests: Arc<Vec<CertificateRequest>> = Arc::new(
             csrs(n)?
                 .into_iter()
-                .enumerate()
-                .map(|(i, csr)| {
+                .map(|csr| {
                     Ok(CertificateRequest {
-                        sts: signed(i)?,
+                        sts: signed(&csr)?,
                         csr,
                         proxy: None,
                     })
@@ -772,7 +773,7 @@ mod identity {
         let client = Arc::new(IdentityClient {
             xds_host: "127.0.0.1".into(),
             xds_port: server.xds_port,
-            xds_ca: ca_file,
+            xds_ca: Some(ca_file),
             out: dir.path().join("unused"),
             proxy: None,
             server_id: "127.0.0.1".into(),

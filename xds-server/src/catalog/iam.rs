@@ -62,7 +62,8 @@ impl IamRole {
     }
 
     /// Whether a caller that assumed role `name` of `account` in `partition` is this role; a
-    /// bare name matches only in `home_account`, the control plane's own.
+    /// bare name matches only in `home_account`, the control plane's own. Names compare
+    /// without regard to ASCII case, as IAM keeps them unique.
     pub fn matches(
         &self,
         partition: &str,
@@ -71,12 +72,12 @@ impl IamRole {
         home_account: Option<&str>,
     ) -> bool {
         match self {
-            IamRole::Name(n) => n == name && home_account == Some(account),
+            IamRole::Name(n) => n.eq_ignore_ascii_case(name) && home_account == Some(account),
             IamRole::Arn {
                 partition: p,
                 account: a,
                 name: n,
-            } => p == partition && a == account && n == name,
+            } => p == partition && a == account && n.eq_ignore_ascii_case(name),
         }
     }
 
@@ -121,6 +122,7 @@ mod tests {
     fn a_bare_name_matches_only_in_the_home_account() {
         let name = IamRole::Name("r".into());
         assert!(name.matches("aws", "111111111111", "r", Some("111111111111")));
+        assert!(name.matches("aws", "111111111111", "R", Some("111111111111")));
         // The same name in another account is another role.
         assert!(!name.matches("aws", "222222222222", "r", Some("111111111111")));
         assert!(!name.matches("aws", "111111111111", "r", None));

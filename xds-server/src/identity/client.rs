@@ -40,6 +40,8 @@ pub const TRUST_BUNDLE_FILE: &str = "trust_bundle.pem";
 
 /// The longest wait between two attempts after a failure.
 const RETRY_MAX: Duration = Duration::from_secs(30);
+/// The shortest wait before a renewal, whatever the certificate says.
+const MIN_RENEW_WAIT: Duration = Duration::from_secs(5);
 
 /// What `identity` is told.
 #[derive(Debug, Clone)]
@@ -48,8 +50,9 @@ pub struct IdentityClient {
     pub xds_host: String,
     /// Its port.
     pub xds_port: u16,
-    /// The CA bundle (PEM) that signed the control plane's certificate.
-    pub xds_ca: PathBuf,
+    /// The CA bundle (PEM) that signed the control plane's certificate; `None`: the system's
+    /// root certificates.
+    pub xds_ca: Option<PathBuf>,
     /// Where the files go.
     pub out: PathBuf,
     /// The proxy to be (needed when the task role is the identity of several).
@@ -68,13 +71,14 @@ pub struct Held {
 }
 
 impl Held {
-    /// When to ask for the next one: at half life.
+    /// When to ask for the next one: at half life, ±10% of that so that a fleet started
+    /// together does not renew together, and never sooner than [`MIN_RENEW_WAIT`] from now.
     pub fn renew_at(&self) -> SystemTime {
         let life = self
             .not_after
             .duration_since(self.issued)
             .unwrap_or_default();
-        self.issued + life / 2
+        (self.issued + common::duration::jitter(life / 2)).max(SystemTime::now() + MIN_RENEW_WAIT)
     }
 }
 
@@ -103,40 +107,85 @@ impl IdentityError {
     }
 }
 
-fn roots(pem_files: &[PathBuf]) -> Result<rustls::RootCertStore, IdentityError> {
+/// The certificates the control plane's must chain to: `xds_ca` (or the system's roots), and
+/// the bundle of the last answer, which carries the next CA while the control plane rotates.
+fn roots(xds_ca: Option<&Path>, bundle: &Path) -> Result<rustls::RootCertStore, IdentityError> {
     let mut roots = rustls::RootCertStore::empty();
-    for file in pem_files {
-        let Ok(bytes) = std::fs::read(file) else {
-            continue;
-        };
-        for der in CertificateDer::pem_slice_iter(&bytes).flatten() {
+    let add = |roots: &mut rustls::RootCertStore, bytes: &[u8]| {
+        for der in CertificateDer::pem_slice_iter(bytes).flatten() {
             let _ = roots.add(der);
         }
+    };
+    match xds_ca {
+        Some(file) => {
+            let bytes = std::fs::read(file)
+                .map_err(|e| IdentityError::Refused(format!("--xds-ca {}: {e}", file.display())))?;
+            add(&mut roots, &bytes);
+            if roots.is_empty() {
+                return Err(IdentityError::Refused(format!(
+                    "--xds-ca {}: no PEM certificate in it",
+                    file.display()
+                )));
+            }
+        }
+        None => {
+            for der in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(der);
+            }
+        }
+    }
+    if let Ok(bytes) = std::fs::read(bundle) {
+        add(&mut roots, &bytes);
     }
     if roots.is_empty() {
-        return Err(IdentityError::Refused(format!(
-            "no CA certificate to check the control plane with in {}",
-            pem_files[0].display()
-        )));
+        return Err(IdentityError::Refused(
+            "no certificate to check the control plane with: give --xds-ca".into(),
+        ));
     }
     Ok(roots)
 }
 
+/// When a certificate (PEM) was issued (the control plane back-dates by a minute for slow
+/// clocks) and when it expires, and the proxy of its SPIFFE ID.
+fn read_certificate(pem: &[u8]) -> Option<(Held, Option<String>)> {
+    let der = CertificateDer::from_pem_slice(pem).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
+    };
+    let proxy = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .and_then(|san| {
+            san.value.general_names.iter().find_map(|n| match n {
+                x509_parser::extensions::GeneralName::URI(uri) => {
+                    uri.rsplit_once("/proxy/").map(|(_, p)| p.to_string())
+                }
+                _ => None,
+            })
+        });
+    let held = Held {
+        issued: at(cert.validity().not_before) + Duration::from_secs(60),
+        not_after: at(cert.validity().not_after),
+    };
+    Some((held, proxy))
+}
+
 impl IdentityClient {
-    /// The certificate in `out` now, if there is a readable one that has not expired.
+    /// The certificate Envoy reads from `out` now, if there is one that has not expired, with
+    /// its trust bundle beside it, for the proxy asked for.
     pub fn held(&self) -> Option<Held> {
-        let pem = std::fs::read(self.out.join(CERTIFICATE_FILE)).ok()?;
-        let der = CertificateDer::from_pem_slice(&pem).ok()?;
-        let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
-        let at = |t: x509_parser::time::ASN1Time| {
-            SystemTime::UNIX_EPOCH + Duration::from_secs(t.timestamp().max(0) as u64)
-        };
-        // The control plane back-dates certificates by a minute for slow clocks.
-        let held = Held {
-            issued: at(cert.validity().not_before) + Duration::from_secs(60),
-            not_after: at(cert.validity().not_after),
-        };
-        (held.not_after > SystemTime::now() && self.out.join(PRIVATE_KEY_FILE).exists())
+        let sds: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(self.out.join(SDS_CERTIFICATE)).ok()?).ok()?;
+        let pem = sds["resources"][0]["tls_certificate"]["certificate_chain"]["inline_string"]
+            .as_str()?;
+        let (held, proxy) = read_certificate(pem.as_bytes())?;
+        let wanted = self
+            .proxy
+            .as_ref()
+            .is_none_or(|p| proxy.as_ref() == Some(p));
+        (wanted && held.not_after > SystemTime::now() && self.out.join(SDS_TRUST).exists())
             .then_some(held)
     }
 
@@ -154,15 +203,16 @@ impl IdentityClient {
             .provide_credentials()
             .await
             .map_err(|e| transient(format!("AWS credentials: {}", common::aws::error_chain(&e))))?;
+        let (key, csr) = key_and_csr().map_err(IdentityError::Refused)?;
         let signed = sts::sign_request(
             &credentials,
             &region,
             &sts::endpoint(&region),
             &self.server_id,
+            &csr,
             SystemTime::now(),
         )
         .map_err(IdentityError::Refused)?;
-        let (key, csr) = key_and_csr().map_err(IdentityError::Refused)?;
         let request = CertificateRequest {
             sts: signed,
             csr,
@@ -175,13 +225,19 @@ impl IdentityClient {
         let (_, cert) = x509_parser::parse_x509_certificate(&der)
             .map_err(|e| transient(format!("the certificate in the answer: {e}")))?;
         if cert.public_key().raw != rcgen::PublicKeyData::subject_public_key_info(&key).as_slice() {
-            return Err(transient(
+            return Err(IdentityError::Refused(
                 "the certificate in the answer is not for our key".into(),
             ));
         }
-        self.write(&answer, &key.serialize_pem())?;
         let issued = SystemTime::now();
         let not_after = SystemTime::UNIX_EPOCH + Duration::from_secs(answer.not_after);
+        if not_after <= issued {
+            return Err(transient(format!(
+                "the control plane answered with a certificate that has expired already (at {} s since the epoch; is its CA or its clock right?)",
+                answer.not_after
+            )));
+        }
+        self.write(&answer, &key.serialize_pem())?;
         tracing::info!(
             proxy = %answer.proxy,
             spiffe_id = %answer.spiffe_id,
@@ -201,7 +257,7 @@ impl IdentityClient {
         let transient = |e: String| IdentityError::Transient(e);
         // The CA given, and the bundle of the last answer (which carries the next CA while
         // the control plane rotates).
-        let roots = roots(&[self.xds_ca.clone(), self.out.join(TRUST_BUNDLE_FILE)])?;
+        let roots = roots(self.xds_ca.as_deref(), &self.out.join(TRUST_BUNDLE_FILE))?;
         let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
             .with_safe_default_protocol_versions()
             .map_err(|e| IdentityError::Refused(e.to_string()))?
@@ -234,16 +290,29 @@ impl IdentityClient {
                 .await
                 .map_err(|e| transient(format!("{url}: {}", common::aws::error_chain(&e))))?;
             let status = response.status();
+            let json = response
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json"));
             let bytes = Limited::new(response.into_body(), 1024 * 1024)
                 .collect()
                 .await
                 .map_err(|e| transient(format!("{url}: reading the answer: {e}")))?
                 .to_bytes();
-            Ok::<_, IdentityError>((status, bytes))
+            Ok::<_, IdentityError>((status, json, bytes))
         };
-        let (status, bytes) = tokio::time::timeout(Duration::from_secs(30), work)
+        let (status, json, bytes) = tokio::time::timeout(Duration::from_secs(30), work)
             .await
             .map_err(|_| transient(format!("{url}: no answer within 30s")))??;
+        if !json {
+            // A gRPC server's answer to an unknown path: an older control plane, or not the
+            // control plane at all.
+            return Err(IdentityError::Refused(format!(
+                "{url} answered HTTP {} without JSON: this is no xds-server identity endpoint (serve needs --ca and TLS on the xDS port)",
+                status.as_u16()
+            )));
+        }
         if status.is_success() {
             return serde_json::from_slice(&bytes)
                 .map_err(|e| transient(format!("{url}: the answer: {e}")));

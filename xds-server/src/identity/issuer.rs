@@ -60,17 +60,23 @@ pub struct ErrorBody {
 /// How the endpoint is set up.
 #[derive(Debug, Clone)]
 pub struct IssuerConfig {
-    /// The id proxies sign into `X-Xds-Server-Id` (by default the first `--xds-tls-name`).
-    pub server_id: String,
+    /// The ids proxies may sign into `X-Xds-Server-Id` (`--identity-server-id`, or else every
+    /// `--xds-tls-name`); the first is the one this control plane signs its own request with.
+    pub server_ids: Vec<String>,
     /// How long a certificate is valid.
     pub ttl: Duration,
     /// Requests each source address may make per minute (in a burst; then one every
-    /// 60/N seconds).
+    /// 60/N seconds); 0: no limit.
     pub per_ip_per_minute: u32,
     /// The SPIFFE trust domain.
     pub trust_domain: String,
-    /// The AWS region whose STS endpoint verifies requests.
-    pub region: String,
+}
+
+/// Where STS is: the region (from the environment, as the SDK finds it) and its endpoint.
+#[derive(Debug)]
+struct StsPlace {
+    region: String,
+    endpoint: String,
 }
 
 /// Why a request got no certificate: the HTTP status and the words.
@@ -96,6 +102,7 @@ impl From<AttestError> for Refused {
         let status = match e {
             AttestError::Malformed(_) => StatusCode::BAD_REQUEST,
             AttestError::Unreachable(_) => StatusCode::BAD_GATEWAY,
+            AttestError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::UNAUTHORIZED,
         };
         Refused::new(status, e.reason(), e.to_string())
@@ -106,17 +113,27 @@ impl From<AttestError> for Refused {
 #[derive(Debug, Default)]
 struct PerIp {
     buckets: HashMap<IpAddr, (f64, Instant)>,
+    swept: Option<Instant>,
 }
 
-/// Above this many addresses, full buckets are forgotten.
+/// Above this many addresses, full buckets are forgotten (at most every [`SWEEP_EVERY`]).
 const MAX_TRACKED: usize = 10_000;
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 impl PerIp {
-    /// Takes one token for `ip`; false when its bucket is empty.
+    /// Takes one token for `ip`; false when its bucket is empty. `per_minute` 0 is no limit.
     fn take(&mut self, ip: IpAddr, per_minute: u32, now: Instant) -> bool {
-        let burst = f64::from(per_minute.max(1));
+        if per_minute == 0 {
+            return true;
+        }
+        let burst = f64::from(per_minute);
         let rate = burst / 60.0;
-        if self.buckets.len() > MAX_TRACKED {
+        if self.buckets.len() > MAX_TRACKED
+            && self
+                .swept
+                .is_none_or(|t| now.duration_since(t) > SWEEP_EVERY)
+        {
+            self.swept = Some(now);
             self.buckets.retain(|_, (tokens, at)| {
                 *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
             });
@@ -133,13 +150,23 @@ impl PerIp {
     }
 }
 
+/// The most STS calls in flight at once; more requests are answered 503.
+const MAX_STS_CALLS: usize = 64;
+/// How long a request body may take to arrive.
+const BODY_DEADLINE: Duration = Duration::from_secs(10);
+/// A CA with less time left than this signs nothing.
+const MIN_CA_LEFT: Duration = Duration::from_secs(10 * 60);
+
 /// Issues proxy certificates.
 pub struct Issuer {
     config: IssuerConfig,
     cas: Arc<CaSet>,
     catalog: watch::Receiver<Option<Arc<LoadedCatalog>>>,
-    sts: Sts,
-    endpoint: String,
+    /// Made at the first request (it reads the system's root certificates).
+    sts: OnceCell<Sts>,
+    sts_calls: tokio::sync::Semaphore,
+    /// Found at the first request: the SDK may ask the instance metadata for the region.
+    place: OnceCell<StsPlace>,
     home_account: OnceCell<String>,
     limiter: Mutex<PerIp>,
     metrics: Metrics,
@@ -167,7 +194,7 @@ where
         .proxies
         .values()
         .flat_map(roles)
-        .any(|r| r.needs_home_account() && r == IamRole::Name(caller.role.clone()));
+        .any(|r| matches!(&r, IamRole::Name(n) if n.eq_ignore_ascii_case(&caller.role)));
     let home = if needs_home {
         Some(home().await?)
     } else {
@@ -190,8 +217,14 @@ where
         .collect())
 }
 
-/// Which of `proxies` (those of the caller's role) a request for `asked` gets.
-fn choose(role: &str, proxies: &[ProxyName], asked: Option<&str>) -> Result<ProxyName, Refused> {
+/// Which of `proxies` (those of the caller's role) a request for `asked` gets; `caller` names
+/// the caller in refusals.
+fn choose(
+    caller: &Caller,
+    proxies: &[ProxyName],
+    asked: Option<&str>,
+) -> Result<ProxyName, Refused> {
+    let role = caller.role.as_str();
     let list = || {
         proxies
             .iter()
@@ -204,7 +237,8 @@ fn choose(role: &str, proxies: &[ProxyName], asked: Option<&str>) -> Result<Prox
             StatusCode::FORBIDDEN,
             "unknown_role",
             format!(
-                "role {role:?} is no proxy's identity (the catalog lists roles in proxies.NAME.identity.iam_roles)"
+                "role {role:?} ({}) is no proxy's identity: the catalog lists roles in proxies.NAME.identity.iam_roles, by ARN, or by name for roles of the control plane's own account",
+                caller.arn
             ),
         )),
         (Some(asked), _) => proxies
@@ -241,10 +275,30 @@ impl Issuer {
         catalog: watch::Receiver<Option<Arc<LoadedCatalog>>>,
         metrics: Metrics,
     ) -> Result<Issuer, String> {
-        let endpoint = sts::endpoint(&config.region);
+        if let Some(endpoint) = sts::endpoint_override()
+            && let Some(rest) = endpoint.strip_prefix("http://")
+        {
+            let host = rest.split(['/', ':']).next().unwrap_or_default();
+            let loopback = host == "localhost"
+                || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+                || host
+                    .trim_matches(['[', ']'])
+                    .parse::<IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if !loopback {
+                return Err(format!(
+                    "the STS endpoint {endpoint} is plain HTTP beyond loopback: its answers, which decide who gets a certificate, could be forged on the way; use https"
+                ));
+            }
+            tracing::warn!(sts = %endpoint, "identities are checked by a plain-HTTP STS endpoint on loopback (an emulator?)");
+        }
+        if config.server_ids.is_empty() {
+            return Err("no server id (--identity-server-id or --xds-tls-name)".into());
+        }
         Ok(Issuer {
-            sts: Sts::new()?,
-            endpoint,
+            sts: OnceCell::new(),
+            sts_calls: tokio::sync::Semaphore::new(MAX_STS_CALLS),
+            place: OnceCell::new(),
             config,
             cas,
             catalog,
@@ -254,9 +308,39 @@ impl Issuer {
         })
     }
 
-    /// The STS endpoint requests must be signed for.
-    pub fn sts_endpoint(&self) -> &str {
-        &self.endpoint
+    /// Where STS is, found once.
+    async fn place(&self) -> &StsPlace {
+        self.place
+            .get_or_init(|| async {
+                let region = common::aws::sdk_config()
+                    .await
+                    .region()
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|| "us-east-1".into());
+                let endpoint = sts::endpoint(&region);
+                tracing::info!(sts = %endpoint, "identity requests are checked by STS");
+                StsPlace { region, endpoint }
+            })
+            .await
+    }
+
+    async fn sts(&self) -> Result<&Sts, Refused> {
+        self.sts
+            .get_or_try_init(|| async { Sts::new() })
+            .await
+            .map_err(|e| Refused::new(StatusCode::SERVICE_UNAVAILABLE, "sts_client", e))
+    }
+
+    /// Asks STS who signed `req`, at most [`MAX_STS_CALLS`] at a time.
+    async fn caller_arn(&self, req: &SignedRequest) -> Result<String, Refused> {
+        let Ok(_permit) = self.sts_calls.try_acquire() else {
+            return Err(Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "too many identity requests in flight; try again in a second",
+            ));
+        };
+        Ok(self.sts().await?.caller_arn(req).await?)
     }
 
     /// The control plane's own AWS account, from its own credentials through STS, once.
@@ -279,15 +363,17 @@ impl Issuer {
                     .provide_credentials()
                     .await
                     .map_err(|e| failed(common::aws::error_chain(&e)))?;
+                let place = self.place().await;
                 let req = sts::sign_request(
                     &credentials,
-                    &self.config.region,
-                    &self.endpoint,
-                    &self.config.server_id,
+                    &place.region,
+                    &place.endpoint,
+                    &self.config.server_ids[0],
+                    "",
                     SystemTime::now(),
                 )
                 .map_err(failed)?;
-                let arn = self.sts.caller_arn(&req).await.map_err(|e| failed(e.to_string()))?;
+                let arn = self.caller_arn(&req).await.map_err(|e| failed(e.message))?;
                 let account = Caller::account_of(&arn)
                     .ok_or_else(|| failed(format!("STS named {arn:?}")))?;
                 tracing::info!(account = %account, "this control plane's AWS account (for bare role names)");
@@ -302,6 +388,14 @@ impl Issuer {
         peer: &Peer,
         request: CertificateRequest,
     ) -> Result<CertificateResponse, Refused> {
+        // What costs nothing first: a request that proves nothing takes no token.
+        let forward = sts::check(
+            &request.sts,
+            &self.place().await.endpoint,
+            &self.config.server_ids,
+            &request.csr,
+            SystemTime::now(),
+        )?;
         if let Some(ip) = peer.remote.map(|a| a.ip()) {
             let allowed = self.limiter.lock().unwrap_or_else(|e| e.into_inner()).take(
                 ip,
@@ -316,13 +410,7 @@ impl Issuer {
                 ));
             }
         }
-        sts::check(
-            &request.sts,
-            &self.endpoint,
-            &self.config.server_id,
-            SystemTime::now(),
-        )?;
-        let arn = self.sts.caller_arn(&request.sts).await?;
+        let arn = self.caller_arn(&forward).await?;
         let caller = Caller::parse(&arn)?;
         let Some(catalog) = self.catalog.borrow().clone() else {
             return Err(Refused::new(
@@ -332,7 +420,24 @@ impl Issuer {
             ));
         };
         let proxies = proxies_of_role(&catalog.catalog, &caller, || self.home_account()).await?;
-        let proxy = choose(&caller.role, &proxies, request.proxy.as_deref())?;
+        let proxy = choose(&caller, &proxies, request.proxy.as_deref())?;
+        let ca_left = self
+            .cas
+            .current
+            .not_after()
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        if ca_left < MIN_CA_LEFT {
+            tracing::error!(ca_left = ?ca_left, "the CA expires within 10 minutes: no proxy certificates are issued (rotate it: --ca-next)");
+            return Err(Refused::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "ca_expiring",
+                "the control plane's CA expires within 10 minutes and signs nothing more",
+            ));
+        }
+        if ca_left < self.config.ttl {
+            tracing::warn!(ca_left = ?ca_left, ttl = ?self.config.ttl, "proxy certificates end with the CA, sooner than --identity-ttl (rotate the CA: --ca-next)");
+        }
         let spiffe_id = super::spiffe_id(&self.config.trust_domain, &proxy);
         let leaf = Leaf {
             uris: vec![spiffe_id.clone()],
@@ -369,20 +474,30 @@ impl Issuer {
 /// The largest request body (a signed request and a CSR are 2-4 kB).
 const MAX_BODY: usize = 64 * 1024;
 
+/// The request's body, read within [`BODY_DEADLINE`] and [`MAX_BODY`].
+async fn read_request(body: axum::body::Body) -> Result<CertificateRequest, Refused> {
+    let malformed = |m: String| Refused::new(StatusCode::BAD_REQUEST, "malformed", m);
+    let bytes = tokio::time::timeout(BODY_DEADLINE, axum::body::to_bytes(body, MAX_BODY))
+        .await
+        .map_err(|_| {
+            malformed(format!(
+                "the request body did not arrive within {BODY_DEADLINE:?}"
+            ))
+        })?
+        .map_err(|e| malformed(format!("the request body: {e}")))?;
+    serde_json::from_slice(&bytes).map_err(|e| malformed(format!("the request body: {e}")))
+}
+
 async fn handle(
     axum::extract::State(issuer): axum::extract::State<Arc<Issuer>>,
     peer: Option<Extension<Peer>>,
-    body: Result<Json<CertificateRequest>, axum::extract::rejection::JsonRejection>,
+    body: axum::body::Body,
 ) -> Response {
     let started = Instant::now();
     let peer = peer.map(|Extension(p)| p).unwrap_or_default();
-    let outcome = match body {
-        Ok(Json(request)) => issuer.issue(&peer, request).await,
-        Err(e) => Err(Refused::new(
-            StatusCode::BAD_REQUEST,
-            "malformed",
-            e.body_text(),
-        )),
+    let outcome = match read_request(body).await {
+        Ok(request) => issuer.issue(&peer, request).await,
+        Err(refused) => Err(refused),
     };
     match outcome {
         Ok(answer) => {
@@ -421,6 +536,15 @@ pub fn router(issuer: Arc<Issuer>) -> axum::Router {
         .route(PATH, axum::routing::post(handle))
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(issuer)
+}
+
+/// The route of a control plane that issues no identities: 404 with `why`, so that
+/// `xds-server identity` says so instead of retrying.
+pub fn unavailable_router(why: &'static str) -> axum::Router {
+    let answer = move || async move {
+        (StatusCode::NOT_FOUND, Json(ErrorBody { error: why.into() })).into_response()
+    };
+    axum::Router::new().route(PATH, axum::routing::post(answer))
 }
 
 #[cfg(test)]
@@ -493,18 +617,22 @@ proxies:
     #[test]
     fn one_proxy_is_chosen_or_the_request_is_refused() {
         let two = [ProxyName("edge".into()), ProxyName("web".into())];
-        assert_eq!(choose("r", &two, Some("web")).unwrap().0, "web");
-        let refused = choose("r", &two, Some("connector")).unwrap_err();
+        let r = caller("arn:aws:sts::111111111111:assumed-role/r/t");
+        assert_eq!(choose(&r, &two, Some("web")).unwrap().0, "web");
+        let refused = choose(&r, &two, Some("connector")).unwrap_err();
         assert_eq!(refused.status, StatusCode::FORBIDDEN);
         assert!(refused.message.contains("edge, web"), "{}", refused.message);
         assert_eq!(
-            choose("r", &two, None).unwrap_err().status,
+            choose(&r, &two, None).unwrap_err().status,
             StatusCode::BAD_REQUEST
         );
-        assert_eq!(choose("r", &two[..1], None).unwrap().0, "edge");
-        assert_eq!(
-            choose("r", &[], Some("edge")).unwrap_err().reason,
-            "unknown_role"
+        assert_eq!(choose(&r, &two[..1], None).unwrap().0, "edge");
+        let unknown = choose(&r, &[], Some("edge")).unwrap_err();
+        assert_eq!(unknown.reason, "unknown_role");
+        assert!(
+            unknown
+                .message
+                .contains("arn:aws:sts::111111111111:assumed-role/r/t")
         );
     }
 
@@ -522,5 +650,9 @@ proxies:
         // 3 a minute: one more after 20 s.
         assert!(limiter.take(a, 3, now + Duration::from_secs(21)));
         assert!(!limiter.take(a, 3, now + Duration::from_secs(21)));
+        // 0: no limit.
+        for _ in 0..1000 {
+            assert!(limiter.take(a, 0, now));
+        }
     }
 }

@@ -4,8 +4,10 @@
 //!
 //! What makes a signed request useless to anyone who copies it: it is only accepted by the
 //! control plane its signed `X-Xds-Server-Id` header names, for 5 minutes after it was made,
-//! and only forwarded to the STS endpoint this control plane uses itself (never to a URL the
-//! client picks). It carries no credential: STS checks the signature, nobody else can.
+//! only with the CSR whose SHA-256 its signed `X-Xds-Csr-Sha256` header carries (so a copy
+//! gets a certificate only for the signer's own key), and only forwarded to the STS endpoint
+//! this control plane uses itself (never to a URL the client picks), with only the headers STS
+//! needs. It carries no credential: STS checks the signature, nobody else can.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,8 +25,23 @@ use serde::{Deserialize, Serialize};
 
 /// The signed header that names the control plane a request is for.
 pub const SERVER_ID_HEADER: &str = "x-xds-server-id";
-/// How old a signed request may be (and how far ahead of the control plane's clock).
+/// The signed header that binds a request to one CSR: the hex SHA-256 of the CSR's PEM text.
+pub const CSR_HASH_HEADER: &str = "x-xds-csr-sha256";
+/// How old a signed request may be.
 pub const MAX_AGE: Duration = Duration::from_secs(5 * 60);
+/// How far ahead of the control plane's clock a signed request may be dated.
+pub const MAX_AHEAD: Duration = Duration::from_secs(60);
+/// The headers forwarded to STS, when signed (with `authorization`); signing any other is
+/// refused, and other unsigned headers are dropped.
+const FORWARDED: &[&str] = &[
+    "host",
+    "content-type",
+    "x-amz-date",
+    "x-amz-security-token",
+    "x-amz-content-sha256",
+    SERVER_ID_HEADER,
+    CSR_HASH_HEADER,
+];
 /// The only request that is forwarded.
 pub const BODY: &str = "Action=GetCallerIdentity&Version=2011-06-15";
 const CONTENT_TYPE: &str = "application/x-www-form-urlencoded; charset=utf-8";
@@ -38,12 +55,8 @@ const STS_TIMEOUT: Duration = Duration::from_secs(10);
 /// regional endpoint. The proxy signs for it and the control plane forwards to it, so both
 /// must resolve the same one (in one region they do).
 pub fn endpoint(region: &str) -> String {
-    for var in ["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"] {
-        if let Ok(url) = std::env::var(var)
-            && !url.is_empty()
-        {
-            return url.trim_end_matches('/').to_string();
-        }
+    if let Some(url) = endpoint_override() {
+        return url;
     }
     let suffix = if region.starts_with("cn-") {
         "amazonaws.com.cn"
@@ -51,6 +64,15 @@ pub fn endpoint(region: &str) -> String {
         "amazonaws.com"
     };
     format!("https://sts.{region}.{suffix}")
+}
+
+/// The STS endpoint the environment sets (`AWS_ENDPOINT_URL_STS`, else `AWS_ENDPOINT_URL`).
+pub fn endpoint_override() -> Option<String> {
+    ["AWS_ENDPOINT_URL_STS", "AWS_ENDPOINT_URL"]
+        .iter()
+        .filter_map(|var| std::env::var(var).ok())
+        .find(|url| !url.is_empty())
+        .map(|url| url.trim_end_matches('/').to_string())
 }
 
 /// The `host` header (and signed host) of an endpoint URL: its authority without a default port.
@@ -89,13 +111,20 @@ impl fmt::Debug for SignedRequest {
     }
 }
 
-/// Signs the request that proves `credentials`' identity to control plane `server_id`, made at
-/// `at`, for the STS endpoint `url` of `region`.
+/// The hex SHA-256 of a CSR's PEM text, as [`CSR_HASH_HEADER`] carries it.
+pub fn csr_hash(csr_pem: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(csr_pem.as_bytes()))
+}
+
+/// Signs the request that proves `credentials`' identity to control plane `server_id`, for the
+/// CSR `csr_pem`, made at `at`, for the STS endpoint `url` of `region`.
 pub fn sign_request(
     credentials: &Credentials,
     region: &str,
     url: &str,
     server_id: &str,
+    csr_pem: &str,
     at: SystemTime,
 ) -> Result<SignedRequest, String> {
     let host = host_of(url)?;
@@ -104,6 +133,7 @@ pub fn sign_request(
         ("host".to_string(), host),
         ("content-type".to_string(), CONTENT_TYPE.to_string()),
         (SERVER_ID_HEADER.to_string(), server_id.to_string()),
+        (CSR_HASH_HEADER.to_string(), csr_hash(csr_pem)),
     ]);
     let identity = credentials.clone().into();
     let params = v4::SigningParams::builder()
@@ -155,12 +185,18 @@ pub enum AttestError {
     },
     /// Too old (or too far ahead of this control plane's clock).
     #[error(
-        "the request was signed {0}s away from this control plane's clock; at most 300s is accepted (is the clock right?)"
+        "the request was signed {0}s away from this control plane's clock; at most 300s before it and 60s after is accepted (is the clock right?)"
     )]
     Stale(u64),
+    /// Signed for another CSR than the one sent.
+    #[error("the request was signed for another CSR than the one sent ({CSR_HASH_HEADER})")]
+    OtherCsr,
     /// STS did not accept the signature.
     #[error("STS refused the signed request: {0}")]
     Refused(String),
+    /// STS throttled or failed: asking again later may work.
+    #[error("STS could not answer now (try again): {0}")]
+    Busy(String),
     /// STS could not be asked.
     #[error("cannot reach STS: {0}")]
     Unreachable(String),
@@ -177,6 +213,8 @@ impl AttestError {
             AttestError::WrongServer { .. } => "wrong_server",
             AttestError::Stale(_) => "stale",
             AttestError::Refused(_) => "sts_refused",
+            AttestError::Busy(_) => "sts_busy",
+            AttestError::OtherCsr => "other_csr",
             AttestError::Unreachable(_) => "sts_unreachable",
             AttestError::NotARole(_) => "not_a_role",
         }
@@ -206,13 +244,16 @@ fn parse_amz_date(s: &str) -> Option<SystemTime> {
 }
 
 /// Checks what a signed request says before it goes to STS: that it is a GetCallerIdentity for
-/// `endpoint`, signed within [`MAX_AGE`] of `now`, with `server_id` in a signed header.
+/// `endpoint`, signed within [`MAX_AGE`] before `now` (or [`MAX_AHEAD`] after), for one of
+/// `server_ids` (ASCII case ignored, as in DNS names) and for `csr_pem`. The answer is the
+/// request to forward: its signed headers and the signature, nothing else.
 pub fn check(
     req: &SignedRequest,
     endpoint: &str,
-    server_id: &str,
+    server_ids: &[String],
+    csr_pem: &str,
     now: SystemTime,
-) -> Result<(), AttestError> {
+) -> Result<SignedRequest, AttestError> {
     let bad = |m: String| Err(AttestError::Malformed(m));
     if req.body != BODY {
         return bad(format!("the body must be {BODY:?}"));
@@ -239,55 +280,102 @@ pub fn check(
         }
     }
     let header = |n: &str| req.headers.get(n).map(String::as_str);
-    let host = host_of(endpoint).map_err(AttestError::Malformed)?;
-    if header("host") != Some(host.as_str()) {
-        return bad(format!("the signed host must be {host:?}"));
-    }
     let Some(auth) = header("authorization").and_then(|a| a.strip_prefix("AWS4-HMAC-SHA256 "))
     else {
         return bad("no AWS4-HMAC-SHA256 authorization header".into());
     };
-    let field = |key: &str| {
-        auth.split(',')
-            .map(str::trim)
-            .find_map(|part| part.strip_prefix(key))
-    };
-    let signed: Vec<&str> = field("SignedHeaders=")
-        .map(|s| s.split(';').collect())
-        .unwrap_or_default();
-    if !field("Credential=").is_some_and(|c| c.ends_with("/sts/aws4_request")) {
-        return bad("the signature is not for STS".into());
-    }
-    for name in req.headers.keys() {
-        if name != "authorization" && !signed.contains(&name.as_str()) {
-            return bad(format!("header {name:?} is not signed"));
+    // Exactly Credential, SignedHeaders and Signature, once each.
+    let mut fields = BTreeMap::new();
+    for part in auth.split(',').map(str::trim) {
+        let Some((key, value)) = part.split_once('=') else {
+            return bad(
+                "the authorization header is not Credential=..., SignedHeaders=..., Signature=..."
+                    .into(),
+            );
+        };
+        if !matches!(key, "Credential" | "SignedHeaders" | "Signature")
+            || fields.insert(key, value).is_some()
+        {
+            return bad(format!(
+                "the authorization header has {key:?} where Credential, SignedHeaders and Signature are expected once each"
+            ));
         }
     }
-    for needed in ["host", "x-amz-date"] {
+    let (Some(credential), Some(signed), Some(_)) = (
+        fields.get("Credential"),
+        fields.get("SignedHeaders"),
+        fields.get("Signature"),
+    ) else {
+        return bad("the authorization header lacks Credential, SignedHeaders or Signature".into());
+    };
+    if !credential.ends_with("/sts/aws4_request") {
+        return bad("the signature is not for STS".into());
+    }
+    let signed: Vec<&str> = signed.split(';').collect();
+    for name in &signed {
+        if !FORWARDED.contains(name) {
+            return bad(format!(
+                "header {name:?} is signed; only {} may be",
+                FORWARDED.join(", ")
+            ));
+        }
+        if header(name).is_none() {
+            return bad(format!("signed header {name:?} is missing"));
+        }
+    }
+    for needed in ["host", "x-amz-date", SERVER_ID_HEADER, CSR_HASH_HEADER] {
         if !signed.contains(&needed) {
             return bad(format!("header {needed:?} must be signed"));
         }
     }
-    match header(SERVER_ID_HEADER) {
-        Some(id) if id == server_id && signed.contains(&SERVER_ID_HEADER) => {}
-        other => {
-            return Err(AttestError::WrongServer {
-                signed_for: other.unwrap_or_default().to_string(),
-                this: server_id.to_string(),
-            });
-        }
+    let host = host_of(endpoint).map_err(AttestError::Malformed)?;
+    if header("host") != Some(host.as_str()) {
+        return bad(format!("the signed host must be {host:?}"));
+    }
+    let id = header(SERVER_ID_HEADER).unwrap_or_default();
+    if !server_ids.iter().any(|s| s.eq_ignore_ascii_case(id)) {
+        return Err(AttestError::WrongServer {
+            signed_for: id.to_string(),
+            this: server_ids.join(", "),
+        });
     }
     let Some(at) = header("x-amz-date").and_then(parse_amz_date) else {
         return bad("x-amz-date is not a time like 20261201T104113Z".into());
     };
-    let skew = now
-        .duration_since(at)
-        .or_else(|e| Ok::<_, ()>(e.duration()))
-        .unwrap_or_default();
-    if skew > MAX_AGE {
-        return Err(AttestError::Stale(skew.as_secs()));
+    match now.duration_since(at) {
+        Ok(age) if age > MAX_AGE => return Err(AttestError::Stale(age.as_secs())),
+        Err(ahead) if ahead.duration() > MAX_AHEAD => {
+            return Err(AttestError::Stale(ahead.duration().as_secs()));
+        }
+        _ => {}
     }
-    Ok(())
+    if header(CSR_HASH_HEADER) != Some(csr_hash(csr_pem).as_str()) {
+        return Err(AttestError::OtherCsr);
+    }
+    Ok(SignedRequest {
+        url: req.url.clone(),
+        headers: req
+            .headers
+            .iter()
+            .filter(|(name, _)| *name == "authorization" || signed.contains(&name.as_str()))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        body: req.body.clone(),
+    })
+}
+
+/// Whether an STS error code says "later", not "no".
+fn sts_busy(code: &str) -> bool {
+    matches!(
+        code,
+        "Throttling"
+            | "ThrottlingException"
+            | "RequestLimitExceeded"
+            | "ExpiredToken"
+            | "IDPCommunicationError"
+            | "ServiceUnavailable"
+            | "InternalFailure"
+    )
 }
 
 /// Who signed: an assumed role, e.g. `arn:aws:sts::123456789012:assumed-role/ROLE/SESSION`.
@@ -398,15 +486,23 @@ impl Sts {
             .await
             .map_err(|_| unreachable(format!("no answer within {STS_TIMEOUT:?}")))??;
         if status.is_success() {
-            return xml_text(&body, "Arn")
-                .ok_or_else(|| unreachable("the answer has no Arn".into()));
+            // The result's Arn, in an answer that is a GetCallerIdentityResponse.
+            return body
+                .contains("<GetCallerIdentityResponse")
+                .then(|| xml_text(&body, "GetCallerIdentityResult"))
+                .flatten()
+                .and_then(|result| xml_text(&result, "Arn"))
+                .ok_or_else(|| unreachable("the answer is no GetCallerIdentityResponse".into()));
         }
         let code = xml_text(&body, "Code").unwrap_or_else(|| format!("HTTP {status}"));
         let message = xml_text(&body, "Message").unwrap_or_default();
-        if status.is_client_error() {
-            Err(AttestError::Refused(format!("{code}: {message}")))
+        let text = format!("{code}: {message}");
+        if sts_busy(&code) || status.as_u16() == 429 || status.is_server_error() {
+            Err(AttestError::Busy(text))
+        } else if status.is_client_error() {
+            Err(AttestError::Refused(text))
         } else {
-            Err(unreachable(format!("{code}: {message}")))
+            Err(unreachable(text))
         }
     }
 }
@@ -426,47 +522,69 @@ mod tests {
     }
 
     const URL: &str = "https://sts.eu-west-1.amazonaws.com";
+    const CSR: &str =
+        "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n";
+
+    fn ids() -> Vec<String> {
+        vec!["xds.example".into(), "10.0.0.7".into()]
+    }
+
+    fn signed(server_id: &str, at: SystemTime) -> SignedRequest {
+        sign_request(&creds(), "eu-west-1", URL, server_id, CSR, at).unwrap()
+    }
 
     #[test]
-    fn a_fresh_request_for_this_server_passes() {
+    fn a_fresh_request_for_this_server_and_csr_passes() {
         let now = SystemTime::now();
-        let req = sign_request(&creds(), "eu-west-1", URL, "xds.example", now).unwrap();
+        let req = signed("XDS.example", now);
         assert_eq!(req.headers["host"], "sts.eu-west-1.amazonaws.com");
-        assert!(req.headers["authorization"].contains("x-xds-server-id"));
-        assert!(req.headers["authorization"].contains("x-amz-security-token"));
-        assert_eq!(check(&req, URL, "xds.example", now), Ok(()));
+        for header in [SERVER_ID_HEADER, CSR_HASH_HEADER, "x-amz-security-token"] {
+            assert!(req.headers["authorization"].contains(header), "{header}");
+        }
+        // Any of the server's names, in any case.
+        let forwarded = check(&req, URL, &ids(), CSR, now).unwrap();
+        assert_eq!(forwarded, req);
         assert!(
             !format!("{req:?}").contains("SESSION-TOKEN-VALUE"),
             "{req:?}"
         );
+        // Unsigned extras (a user agent) are dropped, not forwarded.
+        let mut extra = req.clone();
+        extra.headers.insert("user-agent".into(), "curl".into());
+        assert_eq!(check(&extra, URL, &ids(), CSR, now).unwrap(), req);
     }
 
     #[test]
-    fn requests_for_another_server_or_too_old_are_refused() {
+    fn requests_for_another_server_csr_or_time_are_refused() {
         let now = SystemTime::now();
-        let req = sign_request(&creds(), "eu-west-1", URL, "other", now).unwrap();
         assert!(matches!(
-            check(&req, URL, "xds.example", now),
+            check(&signed("other", now), URL, &ids(), CSR, now),
             Err(AttestError::WrongServer { .. })
         ));
         let old = now - Duration::from_secs(301);
-        let req = sign_request(&creds(), "eu-west-1", URL, "xds.example", old).unwrap();
         assert_eq!(
-            check(&req, URL, "xds.example", now),
+            check(&signed("xds.example", old), URL, &ids(), CSR, now),
             Err(AttestError::Stale(301))
         );
-        let ahead = now + Duration::from_secs(400);
-        let req = sign_request(&creds(), "eu-west-1", URL, "xds.example", ahead).unwrap();
+        let ahead = now + Duration::from_secs(90);
         assert!(matches!(
-            check(&req, URL, "xds.example", now),
+            check(&signed("xds.example", ahead), URL, &ids(), CSR, now),
             Err(AttestError::Stale(_))
         ));
+        // Within a minute ahead (a clock a little fast) is fine.
+        let slightly = now + Duration::from_secs(30);
+        assert!(check(&signed("xds.example", slightly), URL, &ids(), CSR, now).is_ok());
+        // A copied request with the copier's own CSR.
+        assert_eq!(
+            check(&signed("xds.example", now), URL, &ids(), "another CSR", now),
+            Err(AttestError::OtherCsr)
+        );
     }
 
     #[test]
     fn tampered_requests_are_refused() {
         let now = SystemTime::now();
-        let good = sign_request(&creds(), "eu-west-1", URL, "xds.example", now).unwrap();
+        let good = signed("xds.example", now);
         let mut cases: Vec<(&str, SignedRequest)> = Vec::new();
         let mut r = good.clone();
         r.body = "Action=AssumeRole&Version=2011-06-15".into();
@@ -475,16 +593,25 @@ mod tests {
         r.url = "https://evil.example/".into();
         cases.push(("other url", r));
         let mut r = good.clone();
-        r.headers.insert("x-extra".into(), "1".into());
-        cases.push(("unsigned header", r));
-        let mut r = good.clone();
         r.headers.remove(SERVER_ID_HEADER);
         cases.push(("no server id", r));
         let mut r = good.clone();
         r.headers.insert("host".into(), "evil.example".into());
         cases.push(("other host", r));
+        let mut r = good.clone();
+        let auth = r.headers["authorization"].clone();
+        r.headers.insert(
+            "authorization".into(),
+            format!("{auth}, SignedHeaders=host"),
+        );
+        cases.push(("two SignedHeaders", r));
+        let mut r = good.clone();
+        let auth = r.headers["authorization"].replace("SignedHeaders=", "SignedHeaders=accept;");
+        r.headers.insert("authorization".into(), auth);
+        r.headers.insert("accept".into(), "application/json".into());
+        cases.push(("a signed header STS need not see", r));
         for (what, req) in cases {
-            assert!(check(&req, URL, "xds.example", now).is_err(), "{what}");
+            assert!(check(&req, URL, &ids(), CSR, now).is_err(), "{what}");
         }
         // A request signed for another region's endpoint is not forwarded there.
         let req = sign_request(
@@ -492,11 +619,12 @@ mod tests {
             "us-east-1",
             "https://sts.us-east-1.amazonaws.com",
             "xds.example",
+            CSR,
             now,
         )
         .unwrap();
         assert!(matches!(
-            check(&req, URL, "xds.example", now),
+            check(&req, URL, &ids(), CSR, now),
             Err(AttestError::Malformed(_))
         ));
     }
@@ -538,5 +666,7 @@ mod tests {
             Some(1_796_121_673)
         );
         assert_eq!(parse_amz_date("2026-12-01"), None);
+        assert!(sts_busy("Throttling") && sts_busy("ExpiredToken"));
+        assert!(!sts_busy("SignatureDoesNotMatch") && !sts_busy("InvalidClientTokenId"));
     }
 }
