@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod grpc;
 pub mod http;
+pub mod identity;
 pub mod moto;
 pub mod process;
 pub mod prometheus;

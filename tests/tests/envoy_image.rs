@@ -1,6 +1,7 @@
 //! The generic Envoy image's start-up, without Docker: `infra/docker/envoy/entrypoint.sh` with a
 //! fake ECS task metadata endpoint writes a bootstrap that the real Envoy accepts, and the Envoy
-//! it becomes connects to a running xds-server as the task (node.id = task ARN) in its role.
+//! it becomes connects to a running xds-server as the task (node.id = task ARN) in its role;
+//! with `XDS_SERVER_IDENTITY=1`, over mutual TLS with the certificate its task role got.
 
 use std::process::Command;
 use std::sync::Arc;
@@ -8,7 +9,8 @@ use std::time::Duration;
 
 use tests::process::{ChildGuard, envoy_bin};
 use tests::{
-    Backend, Moto, TempDir, XdsServer, free_port, http, repo_root, wait_for, workspace_bin,
+    Backend, Moto, TempDir, XdsServer, ca_init, free_port, http, identity, repo_root, wait_for,
+    workspace_bin,
 };
 
 const TASK_ARN: &str = "arn:aws:ecs:us-east-1:123456789012:task/prism-test/0123abcd";
@@ -28,23 +30,29 @@ fn metadata() -> Backend {
     .unwrap()
 }
 
-/// A control plane serving proxy `demo`: one HTTP listener to one backend.
-fn control_plane(dir: &TempDir, backend: &Backend, port: u16) -> XdsServer {
-    let catalog = dir.write(
+/// The catalog of proxy `demo`: one HTTP listener to one backend; `identity` goes under the
+/// proxy as it is (e.g. `identity: { iam_roles: [ROLE] }`).
+fn catalog(dir: &TempDir, backend: &Backend, port: u16, identity: &str) -> std::path::PathBuf {
+    dir.write(
         "catalog.yaml",
         &format!(
             r#"
 version: 1
 proxies:
   demo:
+    {identity}
     listeners: [ {{ name: web, address: 127.0.0.1, port: {port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: app }} ] }} ]
 upstreams:
   app: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
 "#,
             backend.endpoint()
         ),
-    );
-    let server = XdsServer::start(dir, &catalog, 0);
+    )
+}
+
+/// A control plane serving proxy `demo`.
+fn control_plane(dir: &TempDir, backend: &Backend, port: u16) -> XdsServer {
+    let server = XdsServer::start(dir, &catalog(dir, backend, port, ""), 0);
     server.wait_ready();
     server
 }
@@ -260,4 +268,186 @@ fn a_bootstrap_template_from_s3_is_rendered_validated_and_used() {
     env.push(("PROXY", "demo".into()));
     let envoy = entrypoint(&dir, &meta, admin, &env);
     wait_connected(&server, &envoy, port);
+}
+
+/// The processes whose parent is `pid`: (pid, command line with spaces between arguments).
+fn children(pid: u32) -> Vec<(u32, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        // /proc/PID/stat: "PID (COMM) STATE PPID ...", where COMM may hold spaces or ')'.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            out.push((child, cmdline.trim().to_string()));
+        }
+    }
+    out
+}
+
+/// Kills what the entrypoint left running beside Envoy (the renewer): in a container the end of
+/// its pid namespace does that; here the processes would outlive the test.
+struct KillChildrenOf(u32);
+
+impl Drop for KillChildrenOf {
+    fn drop(&mut self) {
+        for (pid, _) in children(self.0) {
+            // SAFETY: plain kill(2) of a process this test's entrypoint started.
+            unsafe {
+                libc::kill(pid as i32, libc::SIGKILL);
+            }
+        }
+    }
+}
+
+/// With `XDS_SERVER_IDENTITY=1`, as infra/ runs the image and the control plane: the
+/// entrypoint proves the task role to a control plane that requires identities, its CA from
+/// Secrets Manager as infra/modules/xds-server makes it, and gets the proxy's certificate; the
+/// generated bootstrap does mutual TLS with it, Envoy is served its role's config and routes,
+/// and `xds-server identity --renew` runs beside Envoy, its child once the shell has become
+/// Envoy.
+#[test]
+fn with_identity_the_task_role_gets_the_certificate_envoy_connects_with() {
+    let dir = TempDir::new("image-identity");
+    let moto = Moto::start(&dir, 0);
+    let ca = dir.path().join("ca");
+    identity::ca_as_terraform_makes_it(&ca);
+    moto.fixture(
+        "iam_identity.py",
+        &[
+            "secret",
+            "prism-test/xds-server/ca",
+            &ca.display().to_string(),
+        ],
+    );
+    let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
+    let catalog = catalog(
+        &dir,
+        &app,
+        port,
+        "identity: { iam_roles: [demo-task-role] }",
+    );
+    let server = identity::plane(
+        &dir,
+        &moto,
+        &catalog,
+        "secretsmanager:prism-test/xds-server/ca",
+        &[],
+    );
+    let task = identity::assume(&moto, "demo-task-role", "task-1");
+    let mut env = identity::env_with(&moto, &task);
+    let ca_pem = std::fs::read_to_string(ca.join("certificate.pem")).unwrap();
+    env.extend([
+        ("XDS_SERVER_IDENTITY", "1".to_string()),
+        ("XDS_SERVER_PROXY", "demo".into()),
+        ("XDS_SERVER_XDS", format!("127.0.0.1:{}", server.xds_port)),
+        ("XDS_SERVER_XDS_CA_PEM", ca_pem.clone()),
+    ]);
+    let mut envoy = entrypoint(&dir, &meta, free_port(), &env);
+    let _renewer = KillChildrenOf(envoy.pid());
+    wait_connected(&server, &envoy, port);
+    assert_eq!(
+        server.metric("xds_identity_requests_total{result=\"issued\"}"),
+        1.0
+    );
+    assert_eq!(
+        server.metric("xds_identity_refusals_total{reason=\"no_certificate\"}"),
+        0.0
+    );
+
+    // Beside the bootstrap, as the image's default: the CA written from the environment, the
+    // certificate the bootstrap's SDS reads.
+    let id_dir = dir.path().join("etc/identity");
+    assert_eq!(
+        std::fs::read_to_string(id_dir.join("xds-ca.pem"))
+            .unwrap()
+            .trim(),
+        ca_pem.trim()
+    );
+    let bootstrap = std::fs::read_to_string(dir.path().join("etc/envoy.yaml")).unwrap();
+    assert!(
+        bootstrap.contains(&id_dir.join("sds-certificate.json").display().to_string()),
+        "{bootstrap}"
+    );
+
+    // The shell became Envoy (same pid), and the renewer is its child.
+    let exe = std::fs::read_link(format!("/proc/{}/exe", envoy.pid())).unwrap();
+    assert_eq!(
+        exe.file_name(),
+        envoy_bin().canonicalize().unwrap().file_name(),
+        "{}",
+        envoy.output()
+    );
+    let renewers: Vec<_> = children(envoy.pid())
+        .into_iter()
+        .filter(|(_, cmd)| cmd.contains("xds-server identity --renew"))
+        .collect();
+    assert_eq!(renewers.len(), 1, "{renewers:?}\n{}", envoy.output());
+    assert!(envoy.is_running(), "{}", envoy.output());
+}
+
+/// The entrypoint refuses to start Envoy when the task gets no certificate: a role that is no
+/// proxy's identity, or no CA to check the control plane with.
+#[test]
+fn with_identity_and_no_certificate_the_container_fails() {
+    let dir = TempDir::new("image-identity-refused");
+    let moto = Moto::start(&dir, 0);
+    let ca = dir.path().join("ca");
+    assert!(ca_init(&ca).status.success());
+    let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
+    let catalog = catalog(
+        &dir,
+        &app,
+        port,
+        "identity: { iam_roles: [demo-task-role] }",
+    );
+    let server = identity::plane(
+        &dir,
+        &moto,
+        &catalog,
+        &format!("file:{}", ca.display()),
+        &[],
+    );
+    let stranger = identity::assume(&moto, "batch-task-role", "task-2");
+    let ca_pem = std::fs::read_to_string(ca.join("certificate.pem")).unwrap();
+    let base = |ca: Option<(&'static str, String)>| {
+        let mut env = identity::env_with(&moto, &stranger);
+        env.extend([
+            ("XDS_SERVER_IDENTITY", "true".to_string()),
+            ("XDS_SERVER_PROXY", "demo".into()),
+            ("XDS_SERVER_XDS", format!("127.0.0.1:{}", server.xds_port)),
+            ("XDS_SERVER_IDENTITY_TIMEOUT", "5s".into()),
+        ]);
+        env.extend(ca);
+        env
+    };
+    let cases = [
+        (
+            base(Some(("XDS_SERVER_XDS_CA_PEM", ca_pem))),
+            "is no proxy's identity",
+        ),
+        (base(None), "XDS_SERVER_IDENTITY needs XDS_SERVER_XDS_CA"),
+    ];
+    for (env, expected) in cases {
+        let mut envoy = entrypoint(&dir, &meta, free_port(), &env);
+        let code = envoy.wait_exit(std::time::Duration::from_secs(30));
+        assert_ne!(code, Some(0), "{}", envoy.output());
+        assert!(envoy.output().contains(expected), "{}", envoy.output());
+        assert!(!envoy.output().contains("starting main dispatch loop"));
+    }
+    assert!(
+        server
+            .admin_json("/debug/nodes")
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 }

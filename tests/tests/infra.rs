@@ -1,6 +1,6 @@
 //! The Terraform in `infra/`, checked offline: every file parses; every resource and data source
-//! type, argument and block exists in the AWS provider's schema (tests/data, extracted by
-//! scripts/update-aws-schema.py) and every required one is given; module calls pass exactly the
+//! type, argument and block exists in its provider's schema (AWS, TLS: tests/data, extracted by
+//! scripts/update-provider-schemas.py) and every required one is given; module calls pass exactly the
 //! variables their module declares, and every variable has a type and a description; the stage
 //! roots fit env.sh and each other's remote state; checkov passes; infra/README.md names every
 //! module's inputs and outputs.
@@ -95,16 +95,41 @@ fn check(body: &Body, schema: &serde_json::Map<String, Value>, at: &str, errors:
     }
 }
 
+/// The provider schemas in tests/data (`PROVIDER-provider-schema.json`, extracted by
+/// scripts/update-provider-schemas.py), by provider name: the prefix of its resource types.
+fn provider_schemas() -> BTreeMap<String, Value> {
+    let mut schemas = BTreeMap::new();
+    for entry in std::fs::read_dir(repo_root().join("tests/data"))
+        .unwrap()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(provider) = name.strip_suffix("-provider-schema.json") {
+            let text = std::fs::read_to_string(entry.path()).unwrap();
+            let schema: Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(
+                schema["provider"],
+                format!("hashicorp/{provider}"),
+                "{name}"
+            );
+            schemas.insert(provider.to_string(), schema);
+        }
+    }
+    schemas
+}
+
 #[test]
-fn every_resource_and_data_source_matches_the_aws_provider_schema() {
-    let schema: Value = serde_json::from_str(
-        &std::fs::read_to_string(repo_root().join("tests/data/aws-provider-schema.json")).unwrap(),
-    )
-    .unwrap();
+fn every_resource_and_data_source_matches_its_provider_schema() {
+    let schemas = provider_schemas();
+    assert!(
+        schemas.contains_key("aws") && schemas.contains_key("tls"),
+        "{:?}",
+        schemas.keys()
+    );
     let files = tf_files(&repo_root().join("infra"));
     assert!(files.len() >= 10, "{files:?}");
     let mut errors = Vec::new();
-    let mut checked = 0;
+    let mut checked: BTreeMap<&str, usize> = BTreeMap::new();
     for path in &files {
         let rel = path
             .strip_prefix(repo_root())
@@ -119,21 +144,30 @@ fn every_resource_and_data_source_matches_the_aws_provider_schema() {
             };
             let l = labels(block);
             let (ty, name) = (l[0].as_str(), l[1].as_str());
-            if !ty.starts_with("aws_") {
+            let at = format!("{rel}: {ty}.{name}");
+            // Terraform's own (terraform_remote_state) has no provider to download.
+            let provider = ty.split('_').next().unwrap_or_default();
+            if provider == "terraform" {
                 continue;
             }
-            let at = format!("{rel}: {ty}.{name}");
+            let Some((provider, schema)) = schemas.get_key_value(provider) else {
+                errors.push(format!(
+                    "{at}: no schema of provider {provider:?} in tests/data (add it to scripts/update-provider-schemas.py)"
+                ));
+                continue;
+            };
             match schema[kind][ty].as_object() {
                 None => errors.push(format!(
-                    "{at}: unknown {kind} type (run scripts/update-aws-schema.py after adding one)"
+                    "{at}: unknown {kind} type (run scripts/update-provider-schemas.py after adding one)"
                 )),
                 Some(args) => check(block.body(), args, &at, &mut errors),
             }
-            checked += 1;
+            *checked.entry(provider.as_str()).or_default() += 1;
         }
     }
     assert_no_problems(&errors);
-    assert!(checked > 20, "only {checked} resources checked");
+    assert!(checked["aws"] > 20, "only {checked:?} resources checked");
+    assert_eq!(checked["tls"], 2, "{checked:?}");
 }
 
 /// A module directory's variables (name -> has a default) and outputs.

@@ -38,37 +38,106 @@ fn run(cmd: &mut Command) -> (bool, String) {
     (out.status.success(), text)
 }
 
-/// The template the xds-server module publishes is exactly what `xds-server bootstrap` writes
-/// with the placeholders the envoy-service init container fills in, and once filled in, Envoy
-/// accepts it.
+/// The identity directory the generic image's entrypoint uses by default: identity/ beside the
+/// default bootstrap. The identity template names it.
+const IDENTITY_DIR: &str = "/etc/envoy/identity";
+
+/// The templates the xds-server module publishes (without identities, and with) are exactly
+/// what `xds-server bootstrap` writes with the placeholders s3-config-loader fills in, as the
+/// envoy-service init container runs it, and once filled in, Envoy accepts them.
 #[test]
-fn the_published_envoy_bootstrap_template_is_the_generators_and_envoy_accepts_it() {
-    let path = repo_root().join("infra/modules/xds-server/files/envoy-bootstrap.yaml.tmpl");
-    let committed = std::fs::read_to_string(&path).unwrap();
-    let (ok, generated) = run(Command::new(workspace_bin("xds-server")).args([
-        "bootstrap",
-        "--proxy",
-        "${PROXY}",
-        "--node-id",
-        "${ecs.TaskARN}",
-        "--xds",
-        "${XDS_HOST}:18000",
-        "--stats-listen",
-        "0.0.0.0:9902",
-    ]));
-    assert!(ok, "{generated}");
-    assert_eq!(
-        committed,
-        generated,
-        "{} is stale: regenerate it with the command in this test",
-        path.display()
+fn the_published_envoy_bootstrap_templates_are_the_generators_and_envoy_accepts_them() {
+    let dir = TempDir::new("bootstrap-template");
+    for (file, extra) in [
+        ("envoy-bootstrap.yaml.tmpl", &[][..]),
+        (
+            "envoy-bootstrap-identity.yaml.tmpl",
+            &["--identity-dir", IDENTITY_DIR][..],
+        ),
+    ] {
+        let path = repo_root()
+            .join("infra/modules/xds-server/files")
+            .join(file);
+        let committed = std::fs::read_to_string(&path).unwrap();
+        let out = Command::new(workspace_bin("xds-server"))
+            .args([
+                "bootstrap",
+                "--proxy",
+                "${PROXY}",
+                "--node-id",
+                "${ecs.TaskARN}",
+                "--xds",
+                "${XDS_HOST}:18000",
+                "--stats-listen",
+                "0.0.0.0:9902",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        // Only stdout: the identity files are not there when the template is made, which
+        // bootstrap warns about on stderr.
+        let (ok, generated) = (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        );
+
+        assert!(ok, "{generated}");
+        assert_eq!(
+            committed,
+            generated,
+            "{} is stale: regenerate it with the command in this test",
+            path.display()
+        );
+        check_template_names(&committed);
+        // Filled in as s3-config-loader fills it in; the identity files where a task has them
+        // (here in the test's directory, with the test CA's certificate and key in them).
+        let identity = dir.path().join(file).with_extension("identity");
+        let rendered = committed
+            .replace("${PROXY}", "intdemo-develop")
+            .replace(
+                "${ecs.TaskARN}",
+                "arn:aws:ecs:us-east-2:123456789012:task/prism-test/0123456789abcdef",
+            )
+            .replace("${XDS_HOST}", "localhost")
+            .replace(IDENTITY_DIR, &identity.display().to_string());
+        assert_eq!(
+            rendered.contains(&identity.display().to_string()),
+            !extra.is_empty()
+        );
+        if !extra.is_empty() {
+            identity_files(&identity);
+        }
+        let file = dir.write(&format!("{file}.yaml"), &rendered);
+        let (ok, out) = run(Command::new(envoy_bin())
+            .args(["--mode", "validate", "-c"])
+            .arg(&file));
+        assert!(ok, "Envoy refused the rendered {file:?}:\n{out}");
+    }
+    // The module publishes the one its control plane needs.
+    let main =
+        std::fs::read_to_string(repo_root().join("infra/modules/xds-server/main.tf")).unwrap();
+    assert!(
+        main.contains(r#"var.require_identity ? "envoy-bootstrap-identity.yaml.tmpl" : "envoy-bootstrap.yaml.tmpl""#),
+        "{main}"
     );
-    // The names envoy-service's init container provides, and nothing else.
-    let names: Vec<&str> = committed
+    // The entrypoint's default identity directory is the template's.
+    let entrypoint =
+        std::fs::read_to_string(repo_root().join("infra/docker/envoy/entrypoint.sh")).unwrap();
+    assert!(entrypoint.contains(r#"bootstrap=${ENVOY_BOOTSTRAP:-/etc/envoy/envoy.yaml}"#));
+    assert!(entrypoint.contains(
+        r#"XDS_SERVER_IDENTITY_DIR=${XDS_SERVER_IDENTITY_DIR:-$(dirname "$bootstrap")/identity}"#
+    ));
+}
+
+/// A template reads the names envoy-service's init container provides, and nothing else.
+fn check_template_names(template: &str) {
+    let mut names: Vec<&str> = template
         .match_indices("${")
-        .map(|(i, _)| &committed[i + 2..i + 2 + committed[i..].find('}').unwrap() - 2])
+        .map(|(i, _)| &template[i + 2..i + 2 + template[i..].find('}').unwrap() - 2])
         .collect();
-    assert_eq!(names, ["PROXY", "ecs.TaskARN", "XDS_HOST"]);
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names, ["PROXY", "XDS_HOST", "ecs.TaskARN"]);
     // s3-config-loader lets templates read only the environment variables named to it: the
     // init container names each one it sets for the template.
     let service =
@@ -93,27 +162,86 @@ fn the_published_envoy_bootstrap_template_is_the_generators_and_envoy_accepts_it
             "envoy-service's init container does not let templates read {name} (S3_CONFIG_LOADER_TEMPLATE_ENV: {allowed:?})"
         );
     }
-    let rendered = committed
-        .replace("${PROXY}", "intdemo-develop")
-        .replace(
-            "${ecs.TaskARN}",
-            "arn:aws:ecs:us-east-2:123456789012:task/prism-test/0123456789abcdef",
-        )
-        .replace("${XDS_HOST}", "localhost");
-    let dir = TempDir::new("bootstrap-template");
-    let file = dir.write("envoy.yaml", &rendered);
-    let (ok, out) = run(Command::new(envoy_bin())
-        .args(["--mode", "validate", "-c"])
-        .arg(&file));
-    assert!(ok, "Envoy refused the rendered template:\n{out}");
 }
 
-/// Two deployments of intdemo (two branches in one network) each render their fragment; the
-/// control plane's merge of both validates, and each deployment's proxy gets its own listener
-/// and upstreams.
+/// The files `xds-server identity` writes that a bootstrap's SDS reads, in `dir`, holding a
+/// throwaway CA's certificate and key (Envoy checks they are a pair, not who signed them).
+fn identity_files(dir: &Path) {
+    let ca = dir.with_extension("ca");
+    assert!(tests::ca_init(&ca).status.success());
+    let read = |name: &str| std::fs::read_to_string(ca.join(name)).unwrap();
+    let (certificate, key) = (read("certificate.pem"), read("private_key.pem"));
+    let secret = |name: &str, body: serde_json::Value| {
+        let mut resource = serde_json::json!({
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
+            "name": name,
+        });
+        resource
+            .as_object_mut()
+            .unwrap()
+            .extend(body.as_object().unwrap().clone());
+        serde_json::json!({ "resources": [resource] }).to_string()
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(
+        dir.join("sds-certificate.json"),
+        secret(
+            "xds-identity",
+            serde_json::json!({ "tls_certificate": {
+                "certificate_chain": { "inline_string": certificate },
+                "private_key": { "inline_string": key },
+            } }),
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sds-trust.json"),
+        secret(
+            "xds-trust",
+            serde_json::json!({ "validation_context": { "trusted_ca": { "inline_string": certificate } } }),
+        ),
+    )
+    .unwrap();
+}
+
+/// Two deployments of intdemo (two branches in one network) each render their fragment, as
+/// envoy-service renders it (with the deployment's task role); the control plane's merge of both
+/// validates, and each deployment's proxy gets its own listener and upstreams.
 #[test]
 fn intdemo_fragments_of_two_deployments_merge_into_a_valid_catalog() {
     let template = repo_root().join("infra/stage/services/intdemo/catalog.yaml.tftpl");
+    // The template reads what the stage gives (catalog_vars) and what the module adds.
+    let stage = hcl::parse(
+        &std::fs::read_to_string(repo_root().join("infra/stage/services/intdemo/main.tf")).unwrap(),
+    )
+    .unwrap();
+    let vars = stage
+        .blocks()
+        .find(|b| b.identifier() == "module")
+        .and_then(|m| {
+            m.body()
+                .attributes()
+                .find(|a| a.key() == "catalog_vars")
+                .cloned()
+        })
+        .expect("intdemo passes catalog_vars");
+    let hcl::Expression::Object(vars) = vars.expr() else {
+        panic!("catalog_vars is not an object: {vars:?}");
+    };
+    let mut given: BTreeSet<String> = vars.keys().map(|k| k.to_string()).collect();
+    given.insert("task_role_arn".into());
+    let used: BTreeSet<String> = regex::Regex::new(r"\$\{(\w+)\}")
+        .unwrap()
+        .captures_iter(&std::fs::read_to_string(&template).unwrap())
+        .map(|c| c[1].to_string())
+        .collect();
+    assert_eq!(used, given);
+    let service =
+        std::fs::read_to_string(repo_root().join("infra/modules/envoy-service/main.tf")).unwrap();
+    assert!(
+        service.contains("task_role_arn = module.base.task_role_arn"),
+        "envoy-service does not give its template the task role"
+    );
     let dir = TempDir::new("intdemo-catalog");
     let catalog = dir.path().join("catalog.d");
     std::fs::create_dir_all(&catalog).unwrap();
@@ -126,7 +254,17 @@ fn intdemo_fragments_of_two_deployments_merge_into_a_valid_catalog() {
                 ("port", 8080.into()),
                 ("web_v1_port", 5678.into()),
                 ("web_v2_port", 5679.into()),
+                (
+                    "task_role_arn",
+                    format!("arn:aws:iam::123456789012:role/prism-test-{proxy}").into(),
+                ),
             ],
+        );
+        assert!(
+            text.contains(&format!(
+                "identity: {{ iam_roles: [\"arn:aws:iam::123456789012:role/prism-test-{proxy}\"] }}"
+            )),
+            "{text}"
         );
         std::fs::write(catalog.join(format!("{proxy}.yaml")), text).unwrap();
     }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use tests::identity::{assume, env_with, plane};
 use tests::process::ChildGuard;
 use tests::xds_client::{tls_config, tls_connector};
 use tests::{
@@ -35,54 +36,6 @@ upstreams:
             backend.endpoint()
         ),
     )
-}
-
-/// Temporary credentials of role `role` (created in moto if missing), as a task has them.
-#[derive(Debug, Clone)]
-struct Credentials {
-    key: String,
-    secret: String,
-    token: String,
-}
-
-fn assume(moto: &Moto, role: &str, session: &str) -> Credentials {
-    let out = moto.fixture("iam_identity.py", &["role", role, session]);
-    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("credentials JSON");
-    let field = |k: &str| v[k].as_str().expect("credential field").to_string();
-    Credentials {
-        key: field("AccessKeyId"),
-        secret: field("SecretAccessKey"),
-        token: field("SessionToken"),
-    }
-}
-
-/// moto's environment with `creds` in place of the test's own.
-fn env_with(moto: &Moto, creds: &Credentials) -> Vec<(&'static str, String)> {
-    let mut env: Vec<_> = moto
-        .env()
-        .into_iter()
-        .filter(|(k, _)| !k.starts_with("AWS_ACCESS_KEY_ID") && *k != "AWS_SECRET_ACCESS_KEY")
-        .collect();
-    env.push(("AWS_ACCESS_KEY_ID", creds.key.clone()));
-    env.push(("AWS_SECRET_ACCESS_KEY", creds.secret.clone()));
-    env.push(("AWS_SESSION_TOKEN", creds.token.clone()));
-    env
-}
-
-/// A control plane with its CA in `ca`, TLS for 127.0.0.1, `--require-identity`, STS in moto.
-fn plane(dir: &TempDir, moto: &Moto, catalog: &Path, ca: &str, extra: &[&str]) -> XdsServer {
-    let mut flags = vec![
-        "--ca",
-        ca,
-        "--xds-tls",
-        "--xds-tls-name",
-        "127.0.0.1",
-        "--require-identity",
-    ];
-    flags.extend_from_slice(extra);
-    let server = XdsServer::start_env(dir, catalog.as_os_str(), 0, &flags, &moto.env());
-    server.wait_ready();
-    server
 }
 
 fn identity_cmd(server: &XdsServer, ca_file: &Path, out: &Path, env: &[(&str, String)]) -> Command {

@@ -1,5 +1,6 @@
 #!/bin/sh
-# The generic Envoy image's entrypoint: get a bootstrap, check it, then become Envoy.
+# The generic Envoy image's entrypoint: get the task's identity (when asked to) and a bootstrap,
+# check it, then become Envoy.
 #
 # From S3 (a template rendered with the task's metadata and the environment variables PROXY and
 # XDS_HOST, or those S3_CONFIG_LOADER_TEMPLATE_ENV names instead, and any prefixed S3CL_):
@@ -7,15 +8,58 @@
 # or generated here for a proxy role of the catalog:
 #   XDS_SERVER_PROXY=intdemo XDS_SERVER_XDS=xds.prism-test.atala.local:18000 [XDS_SERVER_DELTA=true]
 # or, with neither set, the file at ENVOY_BOOTSTRAP as it is (rendered by an init container that
-# ran `s3-config-loader get`, as infra/modules/envoy-service does).
+# ran `s3-config-loader get`, as infra/modules/envoy-service does with identities off).
 # node.id is the ECS task ARN (from ECS_CONTAINER_METADATA_URI_V4), node.cluster the proxy role.
 # ENVOY (default: envoy), ENVOY_BOOTSTRAP (default: /etc/envoy/envoy.yaml), ENVOY_ARGS;
 # XDS_SERVER_ENVOY_ADMIN (default 127.0.0.1:9901), XDS_SERVER_ENVOY_STATS_LISTEN (0.0.0.0:9902).
+#
+# With XDS_SERVER_IDENTITY=1 (or true), first the task's identity: `xds-server identity` proves
+# the task role (the standard credential chain) to the control plane at XDS_SERVER_XDS and
+# writes the proxy's client certificate into XDS_SERVER_IDENTITY_DIR, by default identity/ beside
+# the bootstrap (/etc/envoy/identity: the bootstrap's directory must be writable anyway, also
+# under a read-only root filesystem, where /tmp may not be). The control plane's certificate is
+# checked against XDS_SERVER_XDS_CA (a PEM file) or XDS_SERVER_XDS_CA_PEM (the PEM itself, as ECS
+# passes configuration: written to xds-ca.pem in that directory). No certificate, no Envoy: the
+# container fails. A generated bootstrap then does mutual TLS with the certificate (the exported
+# XDS_SERVER_IDENTITY_DIR tells `xds-server bootstrap`); one from S3 or an init container must
+# have been made with `--identity-dir` naming the same directory.
 set -eu
 
 envoy=${ENVOY:-envoy}
 bootstrap=${ENVOY_BOOTSTRAP:-/etc/envoy/envoy.yaml}
 [ -d "$(dirname "$bootstrap")" ] || mkdir -p "$(dirname "$bootstrap")"
+
+case "${XDS_SERVER_IDENTITY:-}" in
+  1 | true)
+    : "${XDS_SERVER_XDS:?XDS_SERVER_IDENTITY needs XDS_SERVER_XDS (the control plane, HOST:PORT)}"
+    XDS_SERVER_IDENTITY_DIR=${XDS_SERVER_IDENTITY_DIR:-$(dirname "$bootstrap")/identity}
+    export XDS_SERVER_IDENTITY_DIR
+    [ -d "$XDS_SERVER_IDENTITY_DIR" ] || mkdir -p -m 0700 "$XDS_SERVER_IDENTITY_DIR"
+    if [ -n "${XDS_SERVER_XDS_CA_PEM:-}" ]; then
+      if [ -n "${XDS_SERVER_XDS_CA:-}" ]; then
+        echo "generic-envoy: set XDS_SERVER_XDS_CA (a file) or XDS_SERVER_XDS_CA_PEM (its text), not both" >&2
+        exit 1
+      fi
+      XDS_SERVER_XDS_CA="$XDS_SERVER_IDENTITY_DIR/xds-ca.pem"
+      printf '%s\n' "$XDS_SERVER_XDS_CA_PEM" > "$XDS_SERVER_XDS_CA"
+    fi
+    : "${XDS_SERVER_XDS_CA:?XDS_SERVER_IDENTITY needs XDS_SERVER_XDS_CA (a PEM file) or XDS_SERVER_XDS_CA_PEM (the PEM)}"
+    export XDS_SERVER_XDS_CA
+    xds-server identity
+    # The renewer is this shell's child. `exec` below keeps the process (and its pid), so the
+    # renewer goes on as Envoy's child for as long as the container runs. At stop, ECS signals
+    # only the container's pid 1, Envoy; once Envoy has exited, the container's pid namespace
+    # ends and the kernel kills the renewer with it, which is harmless: it replaces files by
+    # rename only. Should it die earlier, Envoy keeps the certificate it has (until its expiry,
+    # 24 h after issue by default) and the renewer's error is in the container's log.
+    xds-server identity --renew < /dev/null &
+    ;;
+  '' | 0 | false) ;;
+  *)
+    echo "generic-envoy: XDS_SERVER_IDENTITY=$XDS_SERVER_IDENTITY is not 1, true, 0 or false" >&2
+    exit 1
+    ;;
+esac
 
 if [ -n "${ENVOY_BOOTSTRAP_S3:-}" ]; then
   S3_CONFIG_LOADER_TEMPLATE_ENV=${S3_CONFIG_LOADER_TEMPLATE_ENV:-PROXY,XDS_HOST} \

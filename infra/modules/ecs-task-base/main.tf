@@ -43,6 +43,7 @@ resource "aws_iam_role" "task" {
 }
 
 resource "aws_iam_role_policy" "task" {
+  count  = var.task_policy_json != "" ? 1 : 0
   name   = "task"
   role   = aws_iam_role.task.id
   policy = var.task_policy_json

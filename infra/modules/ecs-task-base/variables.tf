@@ -20,7 +20,7 @@ variable "logs_kms_key_arn" {
 
 variable "task_policy_json" {
   type        = string
-  description = "The task role's permissions (an IAM policy document): all the task's code may do."
+  description = "The task role's permissions (an IAM policy document): all the task's code may do; empty for none."
 }
 
 variable "execution_policy_json" {

@@ -1,9 +1,17 @@
-# One service behind the generic Envoy: in each task an init container (s3-config-loader) renders
-# Envoy's bootstrap from the template in S3 with the task's metadata (node.id = task ARN,
-# node.cluster = the service), then the generic Envoy starts from it and gets everything else
-# from xds-server; the application's containers run beside it. Registered in Cloud Map. The
-# service's own catalog fragment (its proxy role and upstreams) is uploaded beside the other
-# services' fragments, so the control plane serves it for as long as the service exists.
+# One service behind the generic Envoy, which gets everything but its bootstrap from xds-server;
+# the application's containers run beside it. Registered in Cloud Map. The service's own
+# catalog fragment (its proxy role and upstreams) is uploaded beside the other services'
+# fragments, so the control plane serves it for as long as the service exists.
+#
+# With identity (the default, for a control plane with require_identity) the Envoy container
+# does it all itself, as the generic image's entrypoint does with XDS_SERVER_IDENTITY=1: it
+# proves the task role to the control plane (`xds-server identity`), generates its bootstrap
+# (node.id = task ARN, node.cluster = the service) with mutual TLS, keeps `identity --renew`
+# running beside Envoy and becomes Envoy. The task role is the proxy's identity: the fragment
+# names it (the template's task_role_arn). One container, nothing read from S3: an init
+# container would need the identity files from a second one plus a renewer as a third.
+# Without identity, an init container (s3-config-loader) renders the bootstrap from the
+# template in S3 with the task's metadata, and Envoy starts from that file.
 
 data "aws_region" "current" {}
 
@@ -13,6 +21,11 @@ locals {
     awslogs-region = data.aws_region.current.region
   }
   bootstrap = "/etc/envoy/envoy.yaml"
+  # The xds-server module's port.
+  xds_address = "${var.xds_host}:18000"
+  catalog_fragment = templatefile(var.catalog_template, merge(var.catalog_vars, {
+    task_role_arn = module.base.task_role_arn
+  }))
 }
 
 data "aws_iam_policy_document" "task" {
@@ -31,10 +44,17 @@ data "aws_iam_policy_document" "task" {
 resource "aws_s3_object" "catalog" {
   bucket       = var.config_bucket
   key          = "${var.catalog_prefix}${var.service_name}.yaml"
-  content      = var.catalog_fragment
+  content      = local.catalog_fragment
   content_type = "application/yaml"
   kms_key_id   = var.config_kms_key_arn
   tags         = var.tags
+
+  lifecycle {
+    precondition {
+      condition     = !var.identity || strcontains(local.catalog_fragment, module.base.task_role_arn)
+      error_message = "With identity, the catalog fragment must name the task role (the template's $${task_role_arn}) in proxies.${var.service_name}.identity.iam_roles: no one else may get that proxy's certificate."
+    }
+  }
 }
 
 module "base" {
@@ -43,7 +63,8 @@ module "base" {
   log_group_name     = "/ecs/${var.name}/${var.service_name}"
   log_retention_days = var.log_retention_days
   logs_kms_key_arn   = var.logs_kms_key_arn
-  task_policy_json   = data.aws_iam_policy_document.task.json
+  # With identity the task reads nothing: proving its role needs no permission.
+  task_policy_json = var.identity ? "" : data.aws_iam_policy_document.task.json
   tags               = var.tags
 }
 
@@ -89,6 +110,40 @@ resource "aws_security_group" "this" {
   }
 }
 
+locals {
+  # The generic image's entrypoint with XDS_SERVER_IDENTITY=1 (infra/docker/envoy/entrypoint.sh).
+  identity_environment = [
+    { name = "ENVOY_BOOTSTRAP", value = local.bootstrap },
+    { name = "XDS_SERVER_PROXY", value = var.service_name },
+    { name = "XDS_SERVER_XDS", value = local.xds_address },
+    { name = "XDS_SERVER_IDENTITY", value = "1" },
+    { name = "XDS_SERVER_XDS_CA_PEM", value = var.xds_ca_certificate },
+  ]
+  bootstrap_container = {
+    name      = "bootstrap"
+    image     = var.loader_image
+    essential = false
+    # Fargate's task volumes belong to root (0755): the one writer runs as root, Envoy reads.
+    user                   = "0"
+    readonlyRootFilesystem = true
+    command = [
+      "get", "s3://${var.config_bucket}/${var.bootstrap_key}", local.bootstrap,
+    ]
+    # Templates read only the environment variables named here (or prefixed S3CL_): the
+    # bootstrap template's ${PROXY} and ${XDS_HOST}, not the task's credentials.
+    environment = [
+      { name = "PROXY", value = var.service_name },
+      { name = "XDS_HOST", value = var.xds_host },
+      { name = "S3_CONFIG_LOADER_TEMPLATE_ENV", value = "PROXY,XDS_HOST" },
+    ]
+    mountPoints = [{ sourceVolume = "envoy-config", containerPath = "/etc/envoy" }]
+    logConfiguration = {
+      logDriver = "awslogs"
+      options   = merge(local.log_options, { awslogs-stream-prefix = "bootstrap" })
+    }
+  }
+}
+
 resource "aws_ecs_task_definition" "this" {
   family                   = "${var.name}-${var.service_name}"
   requires_compatibilities = ["FARGATE"]
@@ -102,38 +157,23 @@ resource "aws_ecs_task_definition" "this" {
     name = "envoy-config"
   }
 
-  container_definitions = jsonencode(concat([
-    {
-      name      = "bootstrap"
-      image     = var.loader_image
-      essential = false
-      # Fargate's task volumes belong to root (0755): the one writer runs as root, Envoy reads.
-      user                   = "0"
-      readonlyRootFilesystem = true
-      command = [
-        "get", "s3://${var.config_bucket}/${var.bootstrap_key}", local.bootstrap,
-      ]
-      # Templates read only the environment variables named here (or prefixed S3CL_): the
-      # bootstrap template's ${PROXY} and ${XDS_HOST}, not the task's credentials.
-      environment = [
-        { name = "PROXY", value = var.service_name },
-        { name = "XDS_HOST", value = var.xds_host },
-        { name = "S3_CONFIG_LOADER_TEMPLATE_ENV", value = "PROXY,XDS_HOST" },
-      ]
-      mountPoints = [{ sourceVolume = "envoy-config", containerPath = "/etc/envoy" }]
-      logConfiguration = {
-        logDriver = "awslogs"
-        options   = merge(local.log_options, { awslogs-stream-prefix = "bootstrap" })
-      }
-    },
+  lifecycle {
+    precondition {
+      condition     = !var.identity || startswith(var.xds_ca_certificate, "-----BEGIN CERTIFICATE-----")
+      error_message = "identity needs xds_ca_certificate, the control plane's CA certificate (PEM: the xds-server module's ca_certificate_pem)."
+    }
+  }
+
+  container_definitions = jsonencode(concat(var.identity ? [] : [local.bootstrap_container], [
     {
       name                   = "envoy"
       image                  = var.envoy_image
       essential              = true
       readonlyRootFilesystem = true
-      dependsOn              = [{ containerName = "bootstrap", condition = "SUCCESS" }]
-      environment            = [{ name = "ENVOY_BOOTSTRAP", value = local.bootstrap }]
-      mountPoints            = [{ sourceVolume = "envoy-config", containerPath = "/etc/envoy", readOnly = true }]
+      dependsOn              = var.identity ? null : [{ containerName = "bootstrap", condition = "SUCCESS" }]
+      environment            = var.identity ? local.identity_environment : [{ name = "ENVOY_BOOTSTRAP", value = local.bootstrap }]
+      # With identity Envoy's container writes its bootstrap and certificate there (/etc/envoy/identity).
+      mountPoints = [{ sourceVolume = "envoy-config", containerPath = "/etc/envoy", readOnly = !var.identity }]
       portMappings = concat(
         [for p in var.listener_ports : { containerPort = p, protocol = "tcp" }],
         [{ containerPort = 9902, protocol = "tcp" }],

@@ -40,7 +40,7 @@ variable "envoy_image" {
 
 variable "loader_image" {
   type        = string
-  description = "The s3-config-loader image, run once before Envoy to render its bootstrap."
+  description = "The s3-config-loader image, run once before Envoy to render its bootstrap (without identity)."
 }
 
 variable "config_bucket" {
@@ -71,7 +71,19 @@ variable "listener_ports" {
 
 variable "xds_host" {
   type        = string
-  description = "The control plane's host name (xds-server module's xds_host), filled into the bootstrap template."
+  description = "The control plane's host name (xds-server module's xds_host), which Envoy dials on port 18000."
+}
+
+variable "identity" {
+  type        = bool
+  description = "Envoy proves the task role to the control plane and connects with mutual TLS (XDS_SERVER_IDENTITY=1), as a control plane with require_identity needs; false for one without."
+  default     = true
+}
+
+variable "xds_ca_certificate" {
+  type        = string
+  description = "The control plane's CA certificate, PEM (xds-server module's ca_certificate_pem); needed with identity."
+  default     = ""
 }
 
 variable "catalog_prefix" {
@@ -80,9 +92,15 @@ variable "catalog_prefix" {
   default     = "xds/catalog.d/"
 }
 
-variable "catalog_fragment" {
+variable "catalog_template" {
   type        = string
-  description = "The service's catalog fragment (YAML, catalog version 1): the proxy role named service_name and its own upstreams."
+  description = "Path of the service's catalog fragment, a Terraform template of a catalog (version 1): the proxy role named service_name, with the template's task_role_arn in its identity.iam_roles, and its own upstreams."
+}
+
+variable "catalog_vars" {
+  type        = map(string)
+  description = "The template's variables besides task_role_arn (the task role, which the module gives)."
+  default     = {}
 }
 
 variable "app_containers" {

@@ -2,13 +2,129 @@
 # (gRPC on 18000), registered in Cloud Map as xds.<namespace>, reading the catalog from S3: by
 # default every fragment under xds/catalog.d/, one per service deployment (envoy-service writes
 # its own). It also publishes the generic Envoy's bootstrap template, which names it.
-# The task role may read the catalog, discover Cloud Map instances and describe ECS tasks: nothing
-# else.
+# With require_identity (the default) the xDS port speaks TLS with a certificate from the
+# control plane's own CA, kept in Secrets Manager, and every Envoy must present a client
+# certificate for its own proxy, which it gets by proving its task role (`xds-server identity`).
+# The task role may read the catalog (and the CA), discover Cloud Map instances and describe ECS
+# tasks: nothing else.
 
 data "aws_region" "current" {}
 
+data "aws_caller_identity" "current" {}
+
+data "aws_partition" "current" {}
+
 locals {
   catalog_is_prefix = endswith(var.catalog_key, "/")
+  # The names Envoys dial, in the control plane's certificate: the load balancer first (the
+  # bootstrap's XDS_HOST), as the first is also the id proxies sign into their identity requests
+  # (--identity-server-id's default, and `xds-server identity`'s when it dials that name); the
+  # Cloud Map name reaches the tasks directly (a client dialling it must pass
+  # XDS_SERVER_IDENTITY_SERVER_ID=<the load balancer's name>).
+  tls_names = [aws_lb.this.dns_name, "xds.${var.namespace_name}"]
+  identity_environment = var.require_identity ? [
+    { name = "XDS_SERVER_CA", value = "secretsmanager:${aws_secretsmanager_secret.ca.arn}" },
+    { name = "XDS_SERVER_XDS_TLS", value = "true" },
+    { name = "XDS_SERVER_XDS_TLS_NAME", value = join(",", local.tls_names) },
+    { name = "XDS_SERVER_REQUIRE_IDENTITY", value = "true" },
+  ] : []
+  # What Envoys' bootstraps look like depends on that: with identities, mutual TLS with the
+  # certificate the generic image's entrypoint keeps in /etc/envoy/identity (its default,
+  # beside the bootstrap).
+  bootstrap_template = "${path.module}/files/${var.require_identity ? "envoy-bootstrap-identity.yaml.tmpl" : "envoy-bootstrap.yaml.tmpl"}"
+}
+
+# The CA, made here: an ECDSA P-256 root valid for 10 years, as `xds-server ca init` makes it.
+# It exists whether or not identities are required, so that turning them off and on again keeps
+# every proxy's trust. Its private key lives in two places: the Secrets Manager secret below,
+# which only the control plane's task role may read, and this root's Terraform state (so the
+# state bucket must be encrypted and readable only by those who apply: infra/README.md). Its
+# certificate is public: the ca_certificate_pem output, which Envoys check the control plane
+# against. Replacing it is a CA rotation (docs/security.md): every proxy must get the new one.
+resource "tls_private_key" "ca" {
+  algorithm   = "ECDSA"
+  ecdsa_curve = "P256"
+}
+
+resource "tls_self_signed_cert" "ca" {
+  private_key_pem       = tls_private_key.ca.private_key_pem
+  is_ca_certificate     = true
+  validity_period_hours = 87600
+  allowed_uses          = ["cert_signing", "crl_signing", "digital_signature"]
+  subject {
+    common_name = "xds-server CA ${var.name}"
+  }
+}
+
+# A key of its own, not the config bucket's: every Envoy task may decrypt with that one (to read
+# its bootstrap template), so it would separate nothing.
+data "aws_iam_policy_document" "ca_key" {
+  #checkov:skip=CKV_AWS_111:a key policy's resource "*" is the key itself, not every resource
+  #checkov:skip=CKV_AWS_356:a key policy's resource "*" is the key itself, not every resource
+  #checkov:skip=CKV_AWS_109:the account root must administer its own key, or the key is lost
+  statement {
+    sid       = "Account"
+    actions   = ["kms:*"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:root"]
+    }
+  }
+}
+
+resource "aws_kms_key" "ca" {
+  description         = "Encrypts the xds-server CA of ${var.name}"
+  enable_key_rotation = true
+  policy              = data.aws_iam_policy_document.ca_key.json
+  tags                = var.tags
+}
+
+resource "aws_secretsmanager_secret" "ca" {
+  #checkov:skip=CKV2_AWS_57:a CA is rotated by serving the next one beside it (--ca-next) until every proxy trusts it, never by a Lambda swapping the key under running proxies
+  name        = "${var.name}/xds-server/ca"
+  description = "The xds-server CA of ${var.name}: {\"certificate\": PEM, \"private_key\": PEM}"
+  kms_key_id  = aws_kms_key.ca.arn
+  tags        = var.tags
+}
+
+resource "aws_secretsmanager_secret_version" "ca" {
+  secret_id = aws_secretsmanager_secret.ca.id
+  secret_string = jsonencode({
+    certificate = tls_self_signed_cert.ca.cert_pem
+    private_key = tls_private_key.ca.private_key_pem_pkcs8
+  })
+}
+
+# Only the task role below is granted the secret (and its key); this also refuses it to every
+# other role of this network (the modules name theirs <name>-...), whatever IAM grants they may
+# be given later. Those who apply Terraform keep their access: it reads the secret back.
+data "aws_iam_policy_document" "ca_secret" {
+  statement {
+    sid       = "OnlyThisControlPlane"
+    effect    = "Deny"
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = ["*"]
+    principals {
+      type        = "AWS"
+      identifiers = ["*"]
+    }
+    condition {
+      test     = "ArnLike"
+      variable = "aws:PrincipalArn"
+      values   = ["arn:${data.aws_partition.current.partition}:iam::${data.aws_caller_identity.current.account_id}:role/${var.name}-*"]
+    }
+    condition {
+      test     = "ArnNotEquals"
+      variable = "aws:PrincipalArn"
+      values   = [module.base.task_role_arn]
+    }
+  }
+}
+
+resource "aws_secretsmanager_secret_policy" "ca" {
+  secret_arn = aws_secretsmanager_secret.ca.arn
+  policy     = data.aws_iam_policy_document.ca_secret.json
 }
 
 data "aws_iam_policy_document" "task" {
@@ -46,6 +162,27 @@ data "aws_iam_policy_document" "task" {
     resources = ["*"]
   }
   dynamic "statement" {
+    for_each = var.require_identity ? [1] : []
+    content {
+      sid       = "ReadCa"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = [aws_secretsmanager_secret.ca.arn]
+    }
+  }
+  dynamic "statement" {
+    for_each = var.require_identity ? [1] : []
+    content {
+      sid       = "DecryptCa"
+      actions   = ["kms:Decrypt"]
+      resources = [aws_kms_key.ca.arn]
+      condition {
+        test     = "StringEquals"
+        variable = "kms:ViaService"
+        values   = ["secretsmanager.${data.aws_region.current.region}.amazonaws.com"]
+      }
+    }
+  }
+  dynamic "statement" {
     for_each = length(var.ecs_clusters) > 0 ? [1] : []
     content {
       sid       = "ListTasks"
@@ -70,14 +207,16 @@ module "base" {
   tags               = var.tags
 }
 
-# The generic Envoy's bootstrap: `xds-server bootstrap` with placeholders that the init container
-# of each Envoy task fills in (s3-config-loader get): the proxy role, the task ARN and this
-# control plane's address (XDS_HOST). tests/tests/infra.rs checks it against the generator.
+# The generic Envoy's bootstrap: `xds-server bootstrap` with placeholders that s3-config-loader
+# fills in (an init container, or the image's entrypoint with ENVOY_BOOTSTRAP_S3): the proxy
+# role, the task ARN and this control plane's address (XDS_HOST); with identities, also
+# `--identity-dir /etc/envoy/identity`. tests/tests/infra_files.rs checks both against the
+# generator.
 resource "aws_s3_object" "envoy_bootstrap" {
   bucket       = var.catalog_bucket
   key          = var.bootstrap_template_key
-  source       = "${path.module}/files/envoy-bootstrap.yaml.tmpl"
-  source_hash  = filemd5("${path.module}/files/envoy-bootstrap.yaml.tmpl")
+  source       = local.bootstrap_template
+  source_hash  = filemd5(local.bootstrap_template)
   content_type = "application/yaml"
   kms_key_id   = var.config_kms_key_arn
   tags         = var.tags
@@ -106,7 +245,7 @@ resource "aws_security_group" "this" {
   }
 
   egress {
-    description = "AWS APIs (S3, Cloud Map, ECS) and the image registry"
+    description = "AWS APIs (S3, Cloud Map, ECS, Secrets Manager, STS for identities) and the image registry"
     from_port   = 443
     to_port     = 443
     protocol    = "tcp"
@@ -127,10 +266,10 @@ resource "aws_ecs_task_definition" "this" {
     image                  = var.image
     essential              = true
     readonlyRootFilesystem = true
-    environment = [
+    environment = concat([
       { name = "XDS_SERVER_CATALOG", value = "s3://${var.catalog_bucket}/${var.catalog_key}" },
       { name = "XDS_SERVER_LOG_FORMAT", value = "json" },
-    ]
+    ], local.identity_environment)
     portMappings = [
       { containerPort = 18000, protocol = "tcp" },
       { containerPort = 18001, protocol = "tcp" },
@@ -172,6 +311,11 @@ resource "aws_lb_target_group" "this" {
   vpc_id      = var.vpc_id
   # Streams are long-lived: give them time to move before a task leaves.
   deregistration_delay = 30
+  # For ip targets over TCP the load balancer would otherwise show the tasks its own addresses
+  # (one per zone) as every connection's source, and the per-address limits (--identity-rate,
+  # --max-streams-per-ip) would count all Envoys of a zone as one. The security group already
+  # admits the whole VPC.
+  preserve_client_ip = "true"
 
   health_check {
     protocol = "HTTP"
@@ -181,6 +325,7 @@ resource "aws_lb_target_group" "this" {
   tags = var.tags
 }
 
+# Plain TCP: TLS (and the client certificates) pass through to the tasks, which terminate it.
 resource "aws_lb_listener" "this" {
   load_balancer_arn = aws_lb.this.arn
   port              = 18000
@@ -233,6 +378,7 @@ resource "aws_ecs_service" "this" {
     rollback = true
   }
 
-  depends_on = [aws_lb_listener.this]
+  # A task that starts before the CA is in its secret, or may be read, fails and rolls back.
+  depends_on = [aws_lb_listener.this, aws_secretsmanager_secret_version.ca, aws_secretsmanager_secret_policy.ca]
   tags       = var.tags
 }

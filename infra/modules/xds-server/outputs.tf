@@ -37,3 +37,18 @@ output "log_group_name" {
   description = "The tasks' CloudWatch log group."
   value       = module.base.log_group_name
 }
+
+output "require_identity" {
+  description = "Whether the xDS port speaks TLS and requires each Envoy's identity (envoy-service's `identity`)."
+  value       = var.require_identity
+}
+
+output "ca_certificate_pem" {
+  description = "The control plane's CA certificate (PEM, public): Envoys check the control plane against it (envoy-service's `xds_ca_certificate`)."
+  value       = tls_self_signed_cert.ca.cert_pem
+}
+
+output "ca_secret_arn" {
+  description = "The Secrets Manager secret holding the CA (certificate and private key); only the control plane's task role may read it."
+  value       = aws_secretsmanager_secret.ca.arn
+}

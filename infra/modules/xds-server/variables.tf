@@ -28,6 +28,11 @@ variable "namespace_id" {
   description = "The Cloud Map namespace the control plane registers in (as `xds`)."
 }
 
+variable "namespace_name" {
+  type        = string
+  description = "That namespace's name: xds.<namespace_name> is a name of the control plane's TLS certificate."
+}
+
 variable "image" {
   type        = string
   description = "The xds-server image, e.g. ACCOUNT.dkr.ecr.REGION.amazonaws.com/xds-server:TAG."
@@ -64,6 +69,12 @@ variable "ecs_clusters" {
   type        = list(string)
   description = "ARNs of the clusters whose tasks catalogs may name as `ecs` endpoint sources."
   default     = []
+}
+
+variable "require_identity" {
+  type        = bool
+  description = "TLS on the xDS port and `--require-identity`: every Envoy proves its task role (`xds-server identity`) and reads only its own proxy's config; false for plain gRPC, as before identities."
+  default     = true
 }
 
 variable "replicas" {

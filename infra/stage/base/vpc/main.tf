@@ -67,11 +67,13 @@ module "xds_server" {
   vpc_cidr_block     = module.vpc.vpc_cidr_block
   subnet_ids         = module.vpc.private_subnet_ids
   namespace_id       = module.service_discovery.namespace_id
+  namespace_name     = module.service_discovery.namespace_name
   image              = "${local.registry}/xds-server:${var.image_tags["xds-server"]}"
   catalog_bucket     = module.config_bucket.bucket
   config_kms_key_arn = module.config_bucket.kms_key_arn
   logs_kms_key_arn   = module.vpc.logs_kms_key_arn
   ecs_clusters       = [module.ecs_cluster.cluster_arn]
   replicas           = var.xds_replicas
+  require_identity   = var.xds_require_identity
   tags               = local.tags
 }

@@ -63,6 +63,16 @@ output "xds_host" {
   value       = module.xds_server.xds_host
 }
 
+output "xds_require_identity" {
+  description = "Whether the control plane requires identities: services' Envoys then get theirs (envoy-service's identity)."
+  value       = module.xds_server.require_identity
+}
+
+output "xds_ca_certificate" {
+  description = "The control plane's CA certificate (PEM, public), which Envoys check it against."
+  value       = module.xds_server.ca_certificate_pem
+}
+
 output "catalog_prefix" {
   description = "The key prefix of the catalog fragments the control plane merges."
   value       = module.xds_server.catalog_key

@@ -83,3 +83,9 @@ variable "xds_replicas" {
   description = "Control plane tasks behind its load balancer."
   default     = 2
 }
+
+variable "xds_require_identity" {
+  type        = bool
+  description = "The control plane requires every Envoy's identity over TLS (the services follow through xds_require_identity); false for plain gRPC."
+  default     = true
+}

@@ -39,13 +39,16 @@ module "intdemo" {
   config_kms_key_arn = local.vpc.config_kms_key_arn
   logs_kms_key_arn   = local.vpc.logs_kms_key_arn
   xds_host           = local.vpc.xds_host
+  identity           = local.vpc.xds_require_identity
+  xds_ca_certificate = local.vpc.xds_ca_certificate
   catalog_prefix     = local.vpc.catalog_prefix
-  catalog_fragment = templatefile("${path.module}/catalog.yaml.tftpl", {
+  catalog_template   = "${path.module}/catalog.yaml.tftpl"
+  catalog_vars = {
     proxy       = local.proxy
     port        = var.listener_port
     web_v1_port = local.backends["web-v1"]
     web_v2_port = local.backends["web-v2"]
-  })
+  }
   listener_ports = [var.listener_port]
   app_containers = [for name, port in local.backends : {
     name    = name
