@@ -16,11 +16,10 @@ data "aws_partition" "current" {}
 
 locals {
   catalog_is_prefix = endswith(var.catalog_key, "/")
-  # The names Envoys dial, in the control plane's certificate: the load balancer first (the
-  # bootstrap's XDS_HOST), as the first is also the id proxies sign into their identity requests
-  # (--identity-server-id's default, and `xds-server identity`'s when it dials that name); the
-  # Cloud Map name reaches the tasks directly (a client dialling it must pass
-  # XDS_SERVER_IDENTITY_SERVER_ID=<the load balancer's name>).
+  # The names Envoys dial, in the control plane's certificate: the load balancer (the
+  # bootstrap's XDS_HOST) and the Cloud Map name, which reaches the tasks directly. Each is also
+  # an id proxies may sign into their identity requests (`xds-server identity` signs the name
+  # it dials).
   tls_names = [aws_lb.this.dns_name, "xds.${var.namespace_name}"]
   identity_environment = var.require_identity ? [
     { name = "XDS_SERVER_CA", value = "secretsmanager:${aws_secretsmanager_secret.ca.arn}" },
