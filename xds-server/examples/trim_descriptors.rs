@@ -25,6 +25,11 @@ const ROOTS: &[&str] = &[
     "envoy.extensions.filters.http.grpc_web.v3.GrpcWeb",
     "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
     "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate",
+    "envoy.extensions.transport_sockets.tls.v3.Secret",
+    "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+    "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+    "envoy.extensions.filters.network.rbac.v3.RBAC",
+    "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -95,7 +95,7 @@ impl TypeSnapshot {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
     /// Indexed by [`ResourceType::index`].
-    pub types: [TypeSnapshot; 4],
+    pub types: [TypeSnapshot; crate::translate::TYPES],
 }
 
 impl Snapshot {
@@ -116,7 +116,7 @@ impl Snapshot {
     }
 
     /// The version of each type, in [`ResourceType::index`] order.
-    pub fn versions(&self) -> [Version; 4] {
+    pub fn versions(&self) -> [Version; crate::translate::TYPES] {
         self.types.each_ref().map(|t| t.version)
     }
 

@@ -11,6 +11,7 @@ pub mod identity;
 pub mod load;
 pub mod metrics;
 pub mod render;
+pub mod secrets;
 pub mod serve;
 pub mod server;
 pub mod tls;

@@ -236,6 +236,7 @@ pub async fn watch_catalog(
     tx: watch::Sender<Option<Arc<LoadedCatalog>>>,
     metrics: Metrics,
     status: Arc<Mutex<CatalogStatus>>,
+    server: crate::secrets::ServerSide,
 ) {
     let name = location.to_string();
     let mut reader = CatalogReader::new(&location).await;
@@ -258,9 +259,19 @@ pub async fn watch_catalog(
                         }],
                     })
                 } else {
-                    docs.parse(&name).map(|catalog| LoadedCatalog {
-                        catalog,
-                        base_dir: reader.base_dir(),
+                    docs.parse(&name).and_then(|mut catalog| {
+                        // What only this server can say: its CA, its trust domain.
+                        let errors = server.settle(&mut catalog);
+                        if !errors.is_empty() {
+                            return Err(catalog::CatalogErrors {
+                                source_name: name.clone(),
+                                errors,
+                            });
+                        }
+                        Ok(LoadedCatalog {
+                            catalog,
+                            base_dir: reader.base_dir(),
+                        })
                     })
                 };
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());

@@ -147,6 +147,10 @@ enum Command {
         /// that hides client addresses).
         #[arg(long, env = "XDS_SERVER_IDENTITY_RATE", default_value_t = 60)]
         identity_rate: u32,
+        /// How long a proxy's mesh certificate (for service traffic, `tls.certificate: mesh`)
+        /// is valid; the control plane renews it at half life and Envoy swaps it in place.
+        #[arg(long, env = "XDS_SERVER_MESH_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
+        mesh_cert_ttl: Duration,
     },
     /// Get this task's proxy certificate from the control plane, proving the task role to it
     /// through AWS STS, and write it (with its key and the trust bundle) into a directory that
@@ -297,6 +301,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             identity_server_id,
             identity_ttl,
             identity_rate,
+            mesh_cert_ttl,
         } => {
             common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), &cli.log)
                 .map_err(anyhow::Error::msg)?;
@@ -344,6 +349,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                     ttl: identity_ttl,
                     per_ip_per_minute: identity_rate,
                 },
+                mesh_cert_ttl,
             };
             serve::serve(config, common::cli::shutdown_signal()).await?;
         }

@@ -49,6 +49,9 @@ pub struct Metrics {
     pub identity_requests: IntCounterVec,
     /// Time to answer an identity request that was issued (STS's answer included).
     pub identity_issue: Histogram,
+    /// When each mesh identity the control plane holds expires (seconds since the Unix
+    /// epoch), by `secret`.
+    pub certificate_expiry: prometheus::GaugeVec,
 }
 
 impl Default for Metrics {
@@ -246,6 +249,17 @@ impl Metrics {
                         "Time to answer an identity request with a certificate, STS included",
                     )
                     .buckets(latency_buckets.clone()),
+                )
+                .expect("valid metric"),
+            ),
+            certificate_expiry: reg(
+                &registry,
+                prometheus::GaugeVec::new(
+                    Opts::new(
+                        "xds_certificate_expiry_seconds",
+                        "When each certificate the control plane serves over SDS expires, seconds since the Unix epoch",
+                    ),
+                    &["secret"],
                 )
                 .expect("valid metric"),
             ),

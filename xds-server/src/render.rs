@@ -55,7 +55,50 @@ pub fn any_json(any: &Any) -> Result<Value, RenderError> {
         .map_err(|e| err(e.to_string()))
 }
 
-/// A proxy's whole snapshot: per type (`cds`, `eds`, `lds`, `rds`) its version and resources.
+/// A secret as people may see it: the private key replaced by `"[redacted]"`, and what the
+/// certificate says (serial, SANs, expiry) beside it.
+fn redact_secret(secret: &mut Value) {
+    let Some(cert) = secret.get_mut("tls_certificate") else {
+        return;
+    };
+    if let Some(key) = cert.get_mut("private_key") {
+        *key = json!("[redacted]");
+    }
+    let described = cert
+        .pointer("/certificate_chain/inline_string")
+        .and_then(Value::as_str)
+        .and_then(describe_certificate);
+    if let (Some(obj), Some(described)) = (cert.as_object_mut(), described) {
+        obj.insert("certificate".into(), described);
+    }
+}
+
+/// The serial, SANs and expiry of the first certificate of a PEM chain.
+fn describe_certificate(pem: &str) -> Option<Value> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let sans: Vec<String> = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| {
+            san.value
+                .general_names
+                .iter()
+                .map(|n| n.to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    Some(json!({
+        "serial": cert.raw_serial_as_string(),
+        "subject_alt_names": sans,
+        "not_after": cert.validity().not_after.timestamp(),
+    }))
+}
+
+/// A proxy's whole snapshot: per type (`cds`, `eds`, `lds`, `rds`, `sds`) its version and
+/// resources, private keys redacted.
 pub fn snapshot_json(snapshot: &Snapshot) -> Result<Value, RenderError> {
     let mut out = Map::new();
     for t in ResourceType::ALL {
@@ -63,8 +106,14 @@ pub fn snapshot_json(snapshot: &Snapshot) -> Result<Value, RenderError> {
         let resources = ts
             .resources
             .values()
-            .map(|r| any_json(&r.body))
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|r| {
+                let mut v = any_json(&r.body)?;
+                if t == ResourceType::Secret {
+                    redact_secret(&mut v);
+                }
+                Ok(v)
+            })
+            .collect::<Result<Vec<_>, RenderError>>()?;
         out.insert(
             t.short().to_string(),
             json!({ "version": ts.version.to_string(), "resources": resources }),
@@ -82,11 +131,18 @@ pub async fn render_proxy(
     let discovery = Discovery::new(DiscoveryConfig::default(), crate::metrics::Metrics::new());
     discovery.reconcile(catalog).await;
     let (endpoints, _) = discovery.endpoints(catalog);
-    snapshot_json(&Snapshot::new(translate(
+    let mut out = snapshot_json(&Snapshot::new(translate(
         &catalog.catalog,
         proxy,
         &endpoints,
-    )))
+    )))?;
+    // Secrets exist only in a running control plane: say which this proxy would get.
+    let needed: Vec<Value> = crate::translate::tls::needs(&catalog.catalog, proxy)
+        .into_iter()
+        .map(|(name, need)| json!({ "name": name, "from": need.describe() }))
+        .collect();
+    out["sds"]["needed"] = Value::Array(needed);
+    Ok(out)
 }
 
 #[cfg(test)]

@@ -19,9 +19,11 @@ use crate::identity::Authorization;
 use crate::identity::issuer::{Issuer, IssuerConfig};
 use crate::load::{CatalogLocation, CatalogStatus, watch_catalog};
 use crate::metrics::Metrics;
+use crate::secrets::{Material, SecretsConfig};
 use crate::server::nodes::Nodes;
 use crate::server::{StreamLimits, XdsServer};
 use crate::tls::{ServerCertificate, ServerTls};
+use crate::translate::ResourceType;
 use crate::translate::translate;
 
 /// Settings of a running server.
@@ -55,6 +57,8 @@ pub struct ServeConfig {
     pub limits: StreamLimits,
     /// The identity endpoint (`xds-server identity`), served with a CA and TLS.
     pub identity: IdentitySettings,
+    /// How long a mesh identity (a proxy's certificate for service traffic) is valid.
+    pub mesh_cert_ttl: Duration,
 }
 
 /// How the identity endpoint on the xDS port issues certificates.
@@ -197,9 +201,25 @@ pub async fn serve(
         catalog_tx,
         metrics.clone(),
         status.clone(),
+        crate::secrets::ServerSide {
+            has_ca: cas.is_some(),
+            trust_domain: config.auth.trust_domain.clone(),
+        },
+    ));
+    let (material_tx, material_rx) = watch::channel(Arc::new(Material::default()));
+    let secrets_task = tokio::spawn(crate::secrets::run(
+        catalog_rx.clone(),
+        SecretsConfig {
+            cas: cas.clone(),
+            ttl: config.mesh_cert_ttl,
+            interval: config.discovery.file_interval,
+        },
+        material_tx,
+        metrics.clone(),
     ));
     let builder = tokio::spawn(build_snapshots(
         catalog_rx,
+        material_rx,
         discovery.clone(),
         cache.clone(),
         metrics.clone(),
@@ -275,6 +295,7 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     watcher.abort();
     builder.abort();
+    secrets_task.abort();
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = tokio::join!(admin_task, debug_task);
     })
@@ -285,6 +306,7 @@ pub async fn serve(
 /// Rebuilds every proxy's snapshot when the catalog or any endpoints change.
 async fn build_snapshots(
     mut catalog_rx: watch::Receiver<Option<Arc<LoadedCatalog>>>,
+    mut material_rx: watch::Receiver<Arc<Material>>,
     discovery: Discovery,
     cache: Cache,
     metrics: Metrics,
@@ -297,11 +319,13 @@ async fn build_snapshots(
         tokio::select! {
             r = catalog_rx.changed() => if r.is_err() { return },
             r = endpoints_rx.changed() => if r.is_err() { return },
+            r = material_rx.changed() => if r.is_err() { return },
         }
         // Gather the rest of a burst (an editor's several writes, many tasks starting at once).
         tokio::time::sleep(debounce).await;
         let latest = catalog_rx.borrow_and_update().clone();
         endpoints_rx.borrow_and_update();
+        let material = material_rx.borrow_and_update().clone();
         let Some(catalog) = latest else { continue };
         if current.as_ref().is_none_or(|c| !Arc::ptr_eq(c, &catalog)) {
             discovery.reconcile(&catalog).await;
@@ -317,7 +341,7 @@ async fn build_snapshots(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .upstreams_without_endpoints = waiting;
-        let snapshots = build_all(&catalog, &endpoints);
+        let snapshots = build_all(&catalog, &endpoints, &material);
         let changed = cache.publish(snapshots);
         let took = started.elapsed();
         metrics.snapshot_build.observe(took.as_secs_f64());
@@ -331,20 +355,22 @@ async fn build_snapshots(
     }
 }
 
-/// Translates the catalog for every proxy with the given endpoints.
+/// Translates the catalog for every proxy with the given endpoints and secrets.
 pub fn build_all(
     catalog: &LoadedCatalog,
     endpoints: &EndpointMap,
+    material: &Material,
 ) -> BTreeMap<crate::catalog::ProxyName, Snapshot> {
     catalog
         .catalog
         .proxies
         .keys()
         .map(|name| {
-            (
-                name.clone(),
-                Snapshot::new(translate(&catalog.catalog, name, endpoints)),
-            )
+            let mut resources = translate(&catalog.catalog, name, endpoints);
+            for (secret, any) in crate::translate::tls::secrets(&catalog.catalog, name, material) {
+                resources.insert(ResourceType::Secret, secret, any);
+            }
+            (name.clone(), Snapshot::new(resources))
         })
         .collect()
 }

@@ -481,7 +481,11 @@ async fn rebuild(a: &Args) -> anyhow::Result<()> {
     let mut times = Vec::new();
     for _ in 0..20 {
         let start = Instant::now();
-        let snaps = xds_server::serve::build_all(&loaded, &discovery.endpoints(&loaded).0);
+        let snaps = xds_server::serve::build_all(
+            &loaded,
+            &discovery.endpoints(&loaded).0,
+            &Default::default(),
+        );
         times.push(start.elapsed());
         std::hint::black_box(snaps);
     }

@@ -56,6 +56,8 @@ pub struct Catalog {
     /// Settings that apply where a route or upstream sets nothing.
     #[serde(default)]
     pub defaults: Defaults,
+    /// Mesh-wide settings: the trust domain of proxy identities.
+    pub mesh: Option<Mesh>,
     /// One entry per Envoy role.
     #[serde(default)]
     pub proxies: BTreeMap<ProxyName, Proxy>,
@@ -74,6 +76,106 @@ pub struct Defaults {
     pub route_timeout: Option<Duration>,
     /// Retry policy for routes that set none.
     pub retries: Option<Retries>,
+}
+
+/// `mesh`: what every proxy's identity shares.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mesh {
+    /// The SPIFFE trust domain of proxy identities (`spiffe://TRUST_DOMAIN/proxy/NAME`); it
+    /// must be the control plane's `--trust-domain` (default `mesh.local`).
+    pub trust_domain: Option<String>,
+}
+
+/// Where a TLS certificate and its key come from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum CertificateSource {
+    /// The proxy's own mesh identity, `spiffe://TRUST_DOMAIN/proxy/NAME`, issued and renewed by
+    /// the control plane's CA.
+    Mesh,
+    /// PEM files the control plane reads (relative to the catalog) and reads again when they
+    /// change.
+    File(CertificateFiles),
+}
+
+/// `certificate: { file: { chain, key } }`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateFiles {
+    /// The certificate chain, PEM, leaf first.
+    pub chain: PathBuf,
+    /// Its private key, PEM.
+    pub key: PathBuf,
+}
+
+/// Which CA certificates a TLS peer's certificate must chain to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum TrustSource {
+    /// The control plane's CA (and the next one while it rotates).
+    Mesh,
+    /// The public roots of the system Envoy runs on (upstreams only).
+    System,
+    /// A PEM bundle the control plane reads (relative to the catalog) and reads again when it
+    /// changes.
+    File(PathBuf),
+}
+
+/// Whether a TLS listener also takes plaintext.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS only.
+    #[default]
+    Strict,
+    /// TLS and plaintext side by side, for turning TLS on before every caller speaks it.
+    Permissive,
+}
+
+/// `listeners[].tls`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerTls {
+    /// `strict` (default) or `permissive`.
+    #[serde(default)]
+    pub mode: TlsMode,
+    /// The certificate the listener presents.
+    pub certificate: CertificateSource,
+    /// Mutual TLS: clients must present a certificate.
+    pub client_certificate: Option<ClientCertificate>,
+    /// The lowest TLS version accepted: `"1.2"` (default) or `"1.3"`.
+    pub min_version: Option<String>,
+}
+
+/// `tls.client_certificate`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientCertificate {
+    /// What client certificates must chain to.
+    pub trust: TrustSource,
+    /// Who may connect: proxy names (their mesh identities) or SANs (`spiffe://...`, DNS
+    /// names); empty: any client the trust accepts.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+/// `upstreams.NAME.tls`: TLS from the proxy to the upstream.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamTls {
+    /// Mutual TLS inside the mesh: the upstream is proxy NAME (its certificate must be
+    /// `spiffe://TRUST_DOMAIN/proxy/NAME`), and the caller presents its own identity.
+    pub mesh: Option<ProxyName>,
+    /// The name sent in the TLS handshake (SNI).
+    pub sni: Option<String>,
+    /// What the upstream's certificate must chain to (required without `mesh`).
+    pub trust: Option<TrustSource>,
+    /// Names the upstream's certificate must carry (DNS or URI SANs; default: `sni`).
+    #[serde(default)]
+    pub subject_alt_names: Vec<String>,
+    /// A client certificate to present.
+    pub certificate: Option<CertificateSource>,
 }
 
 /// One Envoy role: the listeners it opens.
@@ -129,6 +231,8 @@ pub struct Listener {
     pub routes: Vec<Route>,
     /// The upstream of a TCP listener.
     pub to: Option<UpstreamName>,
+    /// TLS on this listener.
+    pub tls: Option<ListenerTls>,
 }
 
 /// CORS policy of an HTTP listener.
@@ -252,6 +356,8 @@ pub struct Upstream {
     pub outlier_detection: Option<OutlierDetection>,
     /// Circuit breaker: maximum concurrent requests.
     pub max_requests: Option<i64>,
+    /// TLS to the upstream.
+    pub tls: Option<UpstreamTls>,
 }
 
 /// The endpoint sources as written; validation checks that exactly one is set.
@@ -613,6 +719,7 @@ pub fn merge(location: &str, fragments: &[(String, Vec<u8>)]) -> Result<Catalog,
     let mut merged = Catalog {
         version: 1,
         defaults: Defaults::default(),
+        mesh: None,
         proxies: BTreeMap::new(),
         upstreams: BTreeMap::new(),
     };
@@ -630,6 +737,17 @@ pub fn merge(location: &str, fragments: &[(String, Vec<u8>)]) -> Result<Catalog,
             }
         };
         fragment.apply_defaults();
+        // One mesh: fragments that set it agree.
+        if let Some(mesh) = fragment.mesh.take() {
+            match &merged.mesh {
+                Some(first) if *first != mesh => errors.push(CatalogError {
+                    path: at(name, "mesh".into()),
+                    message: format!("differs from the mesh another fragment sets ({first:?})"),
+                }),
+                Some(_) => {}
+                None => merged.mesh = Some(mesh),
+            }
+        }
         let duplicate = |path: String, first: &str| CatalogError {
             path: at(name, path),
             message: format!("already defined in {}", short(first)),

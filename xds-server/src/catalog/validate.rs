@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Catalog, CatalogError, CatalogWarning, Duration, Endpoint, EndpointSources, HealthCheck,
-    ListenerProtocol, Retries, Route, RouteMatch, Upstream, UpstreamName, UpstreamProtocol, re2,
+    Catalog, CatalogError, CatalogWarning, CertificateSource, Duration, Endpoint, EndpointSources,
+    HealthCheck, ListenerProtocol, ListenerTls, Retries, Route, RouteMatch, TrustSource, Upstream,
+    UpstreamName, UpstreamProtocol, UpstreamTls, re2,
 };
 
 /// Envoy `retry_on` conditions accepted in `retries.on` (HTTP and gRPC ones).
@@ -82,6 +83,9 @@ pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
                     format!("{addr:?} is not an IP address"),
                 );
             }
+            if let Some(tls) = &l.tls {
+                v.listener_tls(&format!("{at}.tls"), tls, catalog);
+            }
             match l.protocol {
                 ListenerProtocol::Tcp => {
                     match &l.to {
@@ -137,6 +141,25 @@ pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
     }
     for (name, u) in &catalog.upstreams {
         v.upstream(&format!("upstreams.{name}"), u);
+        if let Some(tls) = &u.tls {
+            v.upstream_tls(&format!("upstreams.{name}.tls"), tls, catalog);
+        }
+    }
+    if let Some(td) = catalog
+        .mesh
+        .as_ref()
+        .and_then(|m| m.trust_domain.as_deref())
+    {
+        let ok = !td.is_empty()
+            && td.chars().all(|c| {
+                c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '.' | '_')
+            });
+        if !ok {
+            v.err(
+                "mesh.trust_domain",
+                format!("{td:?} is not a SPIFFE trust domain (lower-case letters, digits, '-', '.', '_')"),
+            );
+        }
     }
     v.errors
 }
@@ -231,6 +254,78 @@ impl Validator {
     }
 
     /// Names end up in Envoy resource names and metrics: keep them to a safe alphabet.
+    fn listener_tls(&mut self, at: &str, tls: &ListenerTls, catalog: &Catalog) {
+        if let Some(v) = &tls.min_version
+            && !matches!(v.as_str(), "1.2" | "1.3")
+        {
+            self.err(
+                &format!("{at}.min_version"),
+                format!("{v:?} is not a TLS version this proxy accepts (\"1.2\" or \"1.3\")"),
+            );
+        }
+        let Some(client) = &tls.client_certificate else {
+            return;
+        };
+        if client.trust == TrustSource::System {
+            self.err(
+                &format!("{at}.client_certificate.trust"),
+                "client certificates chain to `mesh` or a `file` bundle, not to the system's public roots".into(),
+            );
+        }
+        for (i, who) in client.allow.iter().enumerate() {
+            let proxy = catalog.proxies.contains_key(&super::ProxyName(who.clone()));
+            let san = who.contains("://") || who.contains('.');
+            if !proxy && !san {
+                self.err(
+                    &format!("{at}.client_certificate.allow[{i}]"),
+                    format!("{who:?} names no proxy of the catalog, and is no SAN (spiffe://..., a DNS name)"),
+                );
+            }
+        }
+    }
+
+    fn upstream_tls(&mut self, at: &str, tls: &UpstreamTls, catalog: &Catalog) {
+        match &tls.mesh {
+            Some(server) => {
+                let others = tls.sni.is_some()
+                    || tls.trust.is_some()
+                    || !tls.subject_alt_names.is_empty()
+                    || tls.certificate.is_some();
+                if others {
+                    self.err(
+                        at,
+                        "`mesh` sets everything itself: no sni, trust, subject_alt_names or certificate beside it".into(),
+                    );
+                }
+                let serves_mesh = catalog.proxies.get(server).is_some_and(|p| {
+                    p.listeners.iter().any(|l| {
+                        l.tls
+                            .as_ref()
+                            .is_some_and(|t| t.certificate == CertificateSource::Mesh)
+                    })
+                });
+                if !serves_mesh {
+                    self.err(
+                        &format!("{at}.mesh"),
+                        format!("proxy \"{server}\" has no listener with `tls.certificate: mesh`"),
+                    );
+                }
+            }
+            None if tls.trust.is_none() => self.err(
+                &format!("{at}.trust"),
+                "required (mesh, system or { file: PATH }): a TLS connection always checks its peer".into(),
+            ),
+            None => {
+                if tls.sni.is_none() && tls.subject_alt_names.is_empty() {
+                    self.err(
+                        &format!("{at}.sni"),
+                        "give `sni` or `subject_alt_names`: the names the upstream's certificate must carry".into(),
+                    );
+                }
+            }
+        }
+    }
+
     fn name(&mut self, path: &str, name: &str) {
         let ok = !name.is_empty()
             && name

@@ -15,7 +15,7 @@ use crate::translate::ResourceType;
 /// Delta bookkeeping of one stream.
 #[derive(Default)]
 pub(crate) struct Delta {
-    types: [TypeState; 4],
+    types: [TypeState; crate::translate::TYPES],
 }
 
 #[derive(Default)]

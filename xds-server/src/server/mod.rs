@@ -294,7 +294,11 @@ pub(crate) enum Gate {
 
 /// The push-ordering rule of every stream: what may be sent now for type `t`, given where
 /// each type stands. Everything about order, NACKs and reconnects is decided here.
-pub(crate) fn gate(view: StreamView, t: ResourceType, flows: &[Flow; 4]) -> Gate {
+pub(crate) fn gate(
+    view: StreamView,
+    t: ResourceType,
+    flows: &[Flow; crate::translate::TYPES],
+) -> Gate {
     let flow = flows[t.index()];
     if !view.serving || !flow.subscribed || flow.pending {
         return Gate::Closed;
@@ -319,6 +323,11 @@ pub(crate) fn gate(view: StreamView, t: ResourceType, flows: &[Flow; 4]) -> Gate
             keep_removed: ads && !view.routes_current,
         },
         ResourceType::Listener | ResourceType::Route => Gate::Open {
+            keep_removed: false,
+        },
+        // Secrets are answered as soon as asked: listeners and clusters that name them wait
+        // for them (warming), and nothing waits on secrets in turn.
+        ResourceType::Secret => Gate::Open {
             keep_removed: false,
         },
     }

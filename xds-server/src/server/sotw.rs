@@ -15,7 +15,7 @@ use crate::translate::ResourceType;
 /// SotW bookkeeping of one stream.
 #[derive(Default)]
 pub(crate) struct Sotw {
-    types: [TypeState; 4],
+    types: [TypeState; crate::translate::TYPES],
     /// Per cluster, the version last sent: a changed cluster needs its endpoints again.
     clusters_sent: BTreeMap<String, Version>,
 }
@@ -106,7 +106,7 @@ impl Sotw {
         match t {
             ResourceType::Cluster => self.note_clusters_sent(core, snap),
             ResourceType::Listener | ResourceType::Route => core.note_routes_sent(),
-            ResourceType::Endpoint => {}
+            ResourceType::Endpoint | ResourceType::Secret => {}
         }
     }
 }

@@ -33,11 +33,11 @@ const ADS_VIEW: StreamView = StreamView {
     has_routes: true,
 };
 
-fn flows(set: &[(ResourceType, Flow)]) -> [Flow; 4] {
+fn flows(set: &[(ResourceType, Flow)]) -> [Flow; crate::translate::TYPES] {
     let mut out = [Flow {
         subscribed: true,
         ..Flow::default()
-    }; 4];
+    }; crate::translate::TYPES];
     for (t, f) in set {
         out[t.index()] = *f;
     }
@@ -174,9 +174,11 @@ impl Plane {
             catalog,
             base_dir: ".".into(),
         };
-        self.shared
-            .cache
-            .publish(crate::serve::build_all(&loaded, &endpoints));
+        self.shared.cache.publish(crate::serve::build_all(
+            &loaded,
+            &endpoints,
+            &Default::default(),
+        ));
     }
 
     fn core(&self, variant: &'static str) -> StreamCore {

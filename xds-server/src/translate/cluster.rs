@@ -39,7 +39,12 @@ pub(super) fn uses_eds(u: &Upstream) -> bool {
     u.endpoints.dns.is_none()
 }
 
-pub(super) fn cluster(catalog: &Catalog, name: &UpstreamName, u: &Upstream) -> Any {
+pub(super) fn cluster(
+    catalog: &Catalog,
+    proxy: &crate::catalog::ProxyName,
+    name: &UpstreamName,
+    u: &Upstream,
+) -> Any {
     let mut typed_extension_protocol_options = HashMap::new();
     if u.protocol.is_http2() {
         let options = HttpProtocolOptions {
@@ -80,6 +85,10 @@ pub(super) fn cluster(catalog: &Catalog, name: &UpstreamName, u: &Upstream) -> A
             ..Default::default()
         }),
         circuit_breakers: circuit_breakers(u),
+        transport_socket: u
+            .tls
+            .as_ref()
+            .map(|tls| super::tls::upstream(catalog, proxy, tls)),
         ..Default::default()
     };
     match &u.endpoints.dns {

@@ -4,30 +4,35 @@ use envoy_types::pb::envoy::config::core::v3::{
     Address, SocketAddress, address, socket_address::PortSpecifier,
 };
 use envoy_types::pb::envoy::config::listener::v3::{
-    Filter, FilterChain, Listener as EnvoyListener, filter::ConfigType,
+    Filter, FilterChain, FilterChainMatch, Listener as EnvoyListener, ListenerFilter,
+    filter::ConfigType, listener_filter::ConfigType as ListenerFilterConfigType,
 };
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::grpc_web::v3::GrpcWeb;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier,
     http_filter::ConfigType as HttpConfigType,
 };
+use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy, tcp_proxy::ClusterSpecifier,
 };
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 
-use super::ads_config_source;
-use crate::catalog::{Listener, ListenerProtocol};
+use super::{ads_config_source, tls};
+use crate::catalog::{Catalog, Listener, ListenerProtocol, ProxyName, TlsMode};
 
 /// Filter names as Envoy knows them (also the keys of per-route filter config).
 pub(super) const CORS_FILTER: &str = "envoy.filters.http.cors";
 const GRPC_WEB_FILTER: &str = "envoy.filters.http.grpc_web";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
+const RBAC_FILTER: &str = "envoy.filters.network.rbac";
+const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 
-pub(super) fn listener(l: &Listener) -> Any {
+pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> Any {
     let filter = match l.protocol {
         ListenerProtocol::Http => Filter {
             name: "envoy.filters.network.http_connection_manager".into(),
@@ -47,19 +52,81 @@ pub(super) fn listener(l: &Listener) -> Any {
             }))),
         },
     };
+    let address = Some(Address {
+        address: Some(address::Address::SocketAddress(SocketAddress {
+            address: l.address.clone().unwrap_or_else(|| "0.0.0.0".into()),
+            port_specifier: Some(PortSpecifier::PortValue(l.port as u32)),
+            ..Default::default()
+        })),
+    });
+    let Some(tls) = &l.tls else {
+        return pack_any(EnvoyListener {
+            name: l.name.clone(),
+            address,
+            filter_chains: vec![FilterChain {
+                filters: vec![filter],
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+    };
+    // `allow`: a connection whose client certificate names no allowed identity is closed
+    // (counted in Envoy's `LISTENER.rbac.denied`).
+    let rbac = tls
+        .client_certificate
+        .as_ref()
+        .and_then(|c| tls::rbac_rules(catalog, c))
+        .map(|rules| Filter {
+            name: RBAC_FILTER.into(),
+            config_type: Some(ConfigType::TypedConfig(pack_any(NetworkRbac {
+                stat_prefix: format!("{}.", l.name),
+                rules: Some(rules),
+                ..Default::default()
+            }))),
+        });
+    let tls_chain = FilterChain {
+        name: "tls".into(),
+        filters: rbac.into_iter().chain([filter.clone()]).collect(),
+        transport_socket: Some(tls::downstream(proxy, tls)),
+        ..Default::default()
+    };
+    let (listener_filters, filter_chains) = match tls.mode {
+        TlsMode::Strict => (Vec::new(), vec![tls_chain]),
+        // The TLS inspector tells TLS from plaintext; each gets its own chain (and its own
+        // counters), so the plaintext share shows when strict is safe.
+        TlsMode::Permissive => (
+            vec![ListenerFilter {
+                name: TLS_INSPECTOR.into(),
+                config_type: Some(ListenerFilterConfigType::TypedConfig(pack_any(
+                    TlsInspector::default(),
+                ))),
+                ..Default::default()
+            }],
+            vec![
+                FilterChain {
+                    filter_chain_match: Some(FilterChainMatch {
+                        transport_protocol: "tls".into(),
+                        ..Default::default()
+                    }),
+                    ..tls_chain
+                },
+                FilterChain {
+                    name: "plaintext".into(),
+                    filter_chain_match: Some(FilterChainMatch {
+                        transport_protocol: "raw_buffer".into(),
+                        ..Default::default()
+                    }),
+                    filters: vec![filter],
+                    ..Default::default()
+                },
+            ],
+        ),
+    };
     pack_any(EnvoyListener {
         name: l.name.clone(),
-        address: Some(Address {
-            address: Some(address::Address::SocketAddress(SocketAddress {
-                address: l.address.clone().unwrap_or_else(|| "0.0.0.0".into()),
-                port_specifier: Some(PortSpecifier::PortValue(l.port as u32)),
-                ..Default::default()
-            })),
-        }),
-        filter_chains: vec![FilterChain {
-            filters: vec![filter],
-            ..Default::default()
-        }],
+        address,
+        listener_filters,
+        filter_chains,
         ..Default::default()
     })
 }

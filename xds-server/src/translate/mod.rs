@@ -8,6 +8,7 @@
 mod cluster;
 mod listener;
 mod route;
+pub mod tls;
 
 use std::collections::BTreeMap;
 
@@ -18,7 +19,10 @@ use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 
 use crate::catalog::{Catalog, EndpointMap, ListenerProtocol, ProxyName, UpstreamName};
 
-/// The four resource types a proxy receives, in ADS push order.
+/// How many resource types there are.
+pub const TYPES: usize = 5;
+
+/// The resource types a proxy receives, in ADS push order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ResourceType {
     /// `envoy.config.cluster.v3.Cluster` (CDS).
@@ -29,11 +33,20 @@ pub enum ResourceType {
     Listener,
     /// `envoy.config.route.v3.RouteConfiguration` (RDS).
     Route,
+    /// `envoy.extensions.transport_sockets.tls.v3.Secret` (SDS, over ADS only).
+    Secret,
 }
 
 impl ResourceType {
-    /// All types, in the order ADS pushes them: clusters, endpoints, listeners, routes.
-    pub const ALL: [ResourceType; 4] = [Self::Cluster, Self::Endpoint, Self::Listener, Self::Route];
+    /// All types, in the order ADS pushes them: clusters, endpoints, listeners, routes,
+    /// secrets (which the proxy asks for by name once a listener or cluster names them).
+    pub const ALL: [ResourceType; TYPES] = [
+        Self::Cluster,
+        Self::Endpoint,
+        Self::Listener,
+        Self::Route,
+        Self::Secret,
+    ];
 
     /// The v3 type URL.
     pub fn type_url(self) -> &'static str {
@@ -42,6 +55,7 @@ impl ResourceType {
             Self::Endpoint => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
             Self::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
             Self::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+            Self::Secret => "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.Secret",
         }
     }
 
@@ -50,13 +64,14 @@ impl ResourceType {
         Self::ALL.into_iter().find(|t| t.type_url() == url)
     }
 
-    /// Short name for logs, metrics and the admin pages: `cds`, `eds`, `lds`, `rds`.
+    /// Short name for logs, metrics and the admin pages: `cds`, `eds`, `lds`, `rds`, `sds`.
     pub fn short(self) -> &'static str {
         match self {
             Self::Cluster => "cds",
             Self::Endpoint => "eds",
             Self::Listener => "lds",
             Self::Route => "rds",
+            Self::Secret => "sds",
         }
     }
 
@@ -75,7 +90,7 @@ impl ResourceType {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ProxyResources {
     /// Indexed by [`ResourceType::index`].
-    pub by_type: [BTreeMap<String, Any>; 4],
+    pub by_type: [BTreeMap<String, Any>; TYPES],
 }
 
 impl ProxyResources {
@@ -84,7 +99,8 @@ impl ProxyResources {
         &self.by_type[t.index()]
     }
 
-    fn insert(&mut self, t: ResourceType, name: String, any: Any) {
+    /// Adds or replaces one resource.
+    pub fn insert(&mut self, t: ResourceType, name: String, any: Any) {
         self.by_type[t.index()].insert(name, any);
     }
 }
@@ -95,38 +111,28 @@ pub fn translate(catalog: &Catalog, proxy: &ProxyName, endpoints: &EndpointMap) 
     let Some(p) = catalog.proxies.get(proxy) else {
         return out;
     };
-    let mut used: Vec<&UpstreamName> = Vec::new();
     for l in &p.listeners {
         out.insert(
             ResourceType::Listener,
             l.name.clone(),
-            listener::listener(l),
+            listener::listener(catalog, proxy, l),
         );
-        match l.protocol {
-            ListenerProtocol::Http => {
-                out.insert(
-                    ResourceType::Route,
-                    l.name.clone(),
-                    route::route_configuration(catalog, l),
-                );
-                for r in &l.routes {
-                    used.extend(r.to.iter());
-                    used.extend(r.split.iter().flat_map(|s| s.keys()));
-                }
-            }
-            ListenerProtocol::Tcp => used.extend(l.to.iter()),
+        if l.protocol == ListenerProtocol::Http {
+            out.insert(
+                ResourceType::Route,
+                l.name.clone(),
+                route::route_configuration(catalog, l),
+            );
         }
     }
-    used.sort();
-    used.dedup();
-    for name in used {
+    for name in used_upstreams(p) {
         let Some(u) = catalog.upstreams.get(name) else {
             continue; // validation guarantees this does not happen
         };
         out.insert(
             ResourceType::Cluster,
             name.0.clone(),
-            cluster::cluster(catalog, name, u),
+            cluster::cluster(catalog, proxy, name, u),
         );
         // No assignment until the source has answered once: an empty one would wipe the
         // endpoints a proxy already has (EDS leaves unsent assignments as they are).
@@ -141,7 +147,26 @@ pub fn translate(catalog: &Catalog, proxy: &ProxyName, endpoints: &EndpointMap) 
     out
 }
 
-/// "Fetch this over the ADS stream", as used by RDS and EDS references.
+/// The upstreams a proxy's listeners route to, each once, in name order.
+pub(crate) fn used_upstreams(p: &crate::catalog::Proxy) -> Vec<&UpstreamName> {
+    let mut used: Vec<&UpstreamName> = Vec::new();
+    for l in &p.listeners {
+        match l.protocol {
+            ListenerProtocol::Http => {
+                for r in &l.routes {
+                    used.extend(r.to.iter());
+                    used.extend(r.split.iter().flat_map(|s| s.keys()));
+                }
+            }
+            ListenerProtocol::Tcp => used.extend(l.to.iter()),
+        }
+    }
+    used.sort();
+    used.dedup();
+    used
+}
+
+/// "Fetch this over the ADS stream", as used by RDS, EDS and SDS references.
 fn ads_config_source() -> ConfigSource {
     ConfigSource {
         config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),

@@ -1,0 +1,375 @@
+//! The certificates and keys proxies get over SDS, and the task that keeps them: mesh
+//! identities the CA issues and renews, the CA's trust bundle, and PEM files read again when
+//! they change.
+//!
+//! Secret names say where a secret comes from: `mesh/identity/PROXY`, `mesh/trust`,
+//! `file/CHAIN-PATH`, `trust/BUNDLE-PATH`. Keys never leave this module but inside the SDS
+//! resources of the proxy they belong to; `Debug` never prints them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::watch;
+
+use crate::ca::{CaSet, Leaf};
+use crate::catalog::{Catalog, CertificateFiles, LoadedCatalog, ProxyName};
+use crate::metrics::Metrics;
+
+/// The mesh trust bundle: the CA's certificate, and the next CA's while it rotates.
+pub const TRUST: &str = "mesh/trust";
+
+/// The trust domain of the catalog's proxy identities.
+pub fn trust_domain(catalog: &Catalog) -> &str {
+    catalog
+        .mesh
+        .as_ref()
+        .and_then(|m| m.trust_domain.as_deref())
+        .unwrap_or(DEFAULT_TRUST_DOMAIN)
+}
+
+/// The trust domain when neither the catalog nor `--trust-domain` sets one.
+pub const DEFAULT_TRUST_DOMAIN: &str = "mesh.local";
+
+/// The secret of a proxy's mesh identity.
+pub fn identity_name(proxy: &ProxyName) -> String {
+    format!("mesh/identity/{proxy}")
+}
+
+/// The secret of a certificate read from files.
+pub fn file_name(files: &CertificateFiles) -> String {
+    format!("file/{}", files.chain.display())
+}
+
+/// The secret of a trust bundle read from a file.
+pub fn trust_file_name(path: &Path) -> String {
+    format!("trust/{}", path.display())
+}
+
+/// What a secret is made of.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Need {
+    /// The mesh identity of a proxy.
+    Identity(ProxyName),
+    /// The mesh trust bundle.
+    Trust,
+    /// A certificate and key from files (relative to the catalog).
+    File(CertificateFiles),
+    /// A trust bundle from a file (relative to the catalog).
+    TrustFile(PathBuf),
+}
+
+impl Need {
+    /// Where the secret comes from, in words.
+    pub fn describe(&self) -> String {
+        match self {
+            Need::Identity(p) => {
+                format!("the mesh identity of proxy {p}, issued by the control plane's CA")
+            }
+            Need::Trust => "the control plane's CA certificates".into(),
+            Need::File(f) => format!("the files {} and {}", f.chain.display(), f.key.display()),
+            Need::TrustFile(p) => format!("the file {}", p.display()),
+        }
+    }
+}
+
+/// One secret's PEM: a certificate chain with its key, or a trust bundle (no key).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pem {
+    /// The chain, or the bundle.
+    pub chain: String,
+    /// The private key of a certificate.
+    pub key: Option<String>,
+}
+
+impl fmt::Debug for Pem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pem")
+            .field("key", &self.key.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every secret the control plane holds now, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Material {
+    by_name: BTreeMap<String, Pem>,
+}
+
+impl Material {
+    /// A secret, if held.
+    pub fn get(&self, name: &str) -> Option<&Pem> {
+        self.by_name.get(name)
+    }
+
+    /// The names held.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+}
+
+/// What a catalog must fit on this server.
+#[derive(Debug, Clone)]
+pub struct ServerSide {
+    /// Whether the server has a CA (`--ca`), which mesh TLS needs.
+    pub has_ca: bool,
+    /// `--trust-domain`.
+    pub trust_domain: String,
+}
+
+impl ServerSide {
+    /// Fits `catalog` to this server: the trust domain is the server's (a catalog that sets
+    /// another is refused), and mesh TLS needs the CA. The errors name the fields.
+    pub fn settle(&self, catalog: &mut Catalog) -> Vec<crate::catalog::CatalogError> {
+        use crate::catalog::{CatalogError, CertificateSource, TrustSource};
+        let mut errors = Vec::new();
+        let mesh = catalog.mesh.get_or_insert_with(Default::default);
+        match &mesh.trust_domain {
+            Some(td) if *td != self.trust_domain => errors.push(CatalogError {
+                path: "mesh.trust_domain".into(),
+                message: format!(
+                    "{td:?} is not this control plane's trust domain {:?} (serve --trust-domain)",
+                    self.trust_domain
+                ),
+            }),
+            Some(_) => {}
+            None => mesh.trust_domain = Some(self.trust_domain.clone()),
+        }
+        if !self.has_ca {
+            let no_ca = |path: String| CatalogError {
+                path,
+                message: "mesh TLS needs the control plane's CA (serve --ca)".into(),
+            };
+            for (name, p) in &catalog.proxies {
+                for (i, l) in p.listeners.iter().enumerate() {
+                    let Some(tls) = &l.tls else { continue };
+                    let trust_mesh = tls
+                        .client_certificate
+                        .as_ref()
+                        .is_some_and(|c| c.trust == TrustSource::Mesh);
+                    if tls.certificate == CertificateSource::Mesh || trust_mesh {
+                        errors.push(no_ca(format!("proxies.{name}.listeners[{i}].tls")));
+                    }
+                }
+            }
+            for (name, u) in &catalog.upstreams {
+                let Some(tls) = &u.tls else { continue };
+                if tls.mesh.is_some()
+                    || tls.trust == Some(TrustSource::Mesh)
+                    || tls.certificate == Some(CertificateSource::Mesh)
+                {
+                    errors.push(no_ca(format!("upstreams.{name}.tls")));
+                }
+            }
+        }
+        errors
+    }
+}
+
+/// How the secrets are kept.
+#[derive(Debug, Clone)]
+pub struct SecretsConfig {
+    /// The CA of mesh identities and the mesh trust bundle (none: no mesh TLS).
+    pub cas: Option<Arc<CaSet>>,
+    /// How long a mesh identity is valid; renewed at half life, with jitter.
+    pub ttl: Duration,
+    /// How often files are read again.
+    pub interval: Duration,
+}
+
+/// An identity issued, and when to renew it.
+struct Held {
+    pem: Pem,
+    renew_at: SystemTime,
+}
+
+/// The secrets every proxy of `catalog` needs.
+fn all_needs(catalog: &Catalog) -> BTreeMap<String, Need> {
+    catalog
+        .proxies
+        .keys()
+        .flat_map(|p| crate::translate::tls::needs(catalog, p))
+        .collect()
+}
+
+/// Reads `path` (relative to the catalog's directory `base`), or says why not.
+fn read(base: &Path, path: &Path) -> Result<String, String> {
+    let full = base.join(path);
+    std::fs::read_to_string(&full).map_err(|e| format!("{}: {e}", full.display()))
+}
+
+/// Checks that `chain` holds certificates and `key` a private key, as PEM.
+fn check_pair(chain: &str, key: Option<&str>) -> Result<(), String> {
+    use rustls_pki_types::pem::PemObject;
+    let certs = rustls_pki_types::CertificateDer::pem_slice_iter(chain.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not PEM certificates: {e}"))?;
+    if certs.is_empty() {
+        return Err("no PEM certificate in it".into());
+    }
+    if let Some(key) = key {
+        rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
+            .map_err(|e| format!("the key is not a PEM private key: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Keeps `tx` holding every secret the latest catalog of `catalog_rx` needs: issues and
+/// renews mesh identities, reads files again every `interval`. A file that cannot be read
+/// keeps its last good content (logged once per change of error).
+pub async fn run(
+    mut catalog_rx: watch::Receiver<Option<Arc<LoadedCatalog>>>,
+    config: SecretsConfig,
+    tx: watch::Sender<Arc<Material>>,
+    metrics: Metrics,
+) {
+    let mut identities: BTreeMap<ProxyName, Held> = BTreeMap::new();
+    let mut errors: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        let loaded = catalog_rx.borrow_and_update().clone();
+        let mut next_wake = SystemTime::now() + config.interval;
+        if let Some(loaded) = loaded {
+            let base = loaded.base_dir.as_path();
+            let needs = all_needs(&loaded.catalog);
+            let td = trust_domain(&loaded.catalog).to_string();
+            let previous = tx.borrow().clone();
+            let mut material = Material::default();
+            let now = SystemTime::now();
+            for (name, need) in &needs {
+                let got: Result<Pem, String> = match need {
+                    Need::Trust => match &config.cas {
+                        Some(cas) => Ok(Pem {
+                            chain: cas.bundle_pem(),
+                            key: None,
+                        }),
+                        None => Err("mesh TLS needs the control plane's CA (serve --ca)".into()),
+                    },
+                    Need::Identity(proxy) => match &config.cas {
+                        None => Err("mesh TLS needs the control plane's CA (serve --ca)".into()),
+                        Some(cas) => {
+                            let fresh = identities.get(proxy).filter(|h| h.renew_at > now);
+                            match fresh {
+                                Some(h) => Ok(h.pem.clone()),
+                                None => issue(cas, &td, proxy, config.ttl).map(|(pem, not_after)| {
+                                    let life = not_after.duration_since(now).unwrap_or_default();
+                                    let renew_at = now + common::duration::jitter(life / 2);
+                                    metrics
+                                        .certificate_expiry
+                                        .with_label_values(&[name.as_str()])
+                                        .set(
+                                            not_after
+                                                .duration_since(SystemTime::UNIX_EPOCH)
+                                                .unwrap_or_default()
+                                                .as_secs_f64(),
+                                        );
+                                    tracing::info!(proxy = %proxy, secret = %name, renew_in = ?renew_at.duration_since(now).unwrap_or_default(), "mesh identity issued");
+                                    identities.insert(
+                                        proxy.clone(),
+                                        Held {
+                                            pem: pem.clone(),
+                                            renew_at,
+                                        },
+                                    );
+                                    pem
+                                }),
+                            }
+                        }
+                    },
+                    Need::File(files) => read(base, &files.chain).and_then(|chain| {
+                        let key = read(base, &files.key)?;
+                        check_pair(&chain, Some(&key))
+                            .map_err(|e| format!("{}: {e}", files.chain.display()))?;
+                        Ok(Pem {
+                            chain,
+                            key: Some(key),
+                        })
+                    }),
+                    Need::TrustFile(path) => read(base, path).and_then(|chain| {
+                        check_pair(&chain, None).map_err(|e| format!("{}: {e}", path.display()))?;
+                        Ok(Pem { chain, key: None })
+                    }),
+                };
+                match got {
+                    Ok(pem) => {
+                        if errors.remove(name).is_some() {
+                            tracing::info!(secret = %name, "secret readable again");
+                        }
+                        material.by_name.insert(name.clone(), pem);
+                    }
+                    Err(e) => {
+                        if errors.get(name) != Some(&e) {
+                            tracing::error!(secret = %name, error = %e, "secret unavailable; proxies keep the last good one");
+                            errors.insert(name.clone(), e);
+                        }
+                        if let Some(old) = previous.get(name) {
+                            material.by_name.insert(name.clone(), old.clone());
+                        }
+                    }
+                }
+            }
+            identities.retain(|p, _| needs.contains_key(&identity_name(p)));
+            if let Some(soonest) = identities.values().map(|h| h.renew_at).min() {
+                next_wake = next_wake.min(soonest);
+            }
+            if *previous != material {
+                tx.send_replace(Arc::new(material));
+            }
+        }
+        let wait = next_wake
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .max(Duration::from_millis(100));
+        tokio::select! {
+            r = catalog_rx.changed() => if r.is_err() { return },
+            _ = tokio::time::sleep(wait) => {}
+        }
+    }
+}
+
+/// A mesh identity for `proxy`: server and client authentication, URI SAN its SPIFFE ID.
+fn issue(
+    cas: &CaSet,
+    td: &str,
+    proxy: &ProxyName,
+    ttl: Duration,
+) -> Result<(Pem, SystemTime), String> {
+    let issued = cas
+        .current
+        .issue(&Leaf {
+            uris: vec![crate::identity::spiffe_id(td, proxy)],
+            server: true,
+            client: true,
+            ttl,
+            ..Leaf::default()
+        })
+        .map_err(|e| e.to_string())?;
+    Ok((
+        Pem {
+            chain: issued.certificate_pem,
+            key: Some(issued.private_key_pem),
+        },
+        issued.not_after,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_stay_out_of_debug_output() {
+        let pem = Pem {
+            chain: "-----BEGIN CERTIFICATE-----".into(),
+            key: Some("-----BEGIN PRIVATE KEY-----secret".into()),
+        };
+        let mut m = Material::default();
+        m.by_name.insert("x".into(), pem);
+        let text = format!("{m:?}");
+        assert!(
+            !text.contains("PRIVATE KEY") && !text.contains("secret"),
+            "{text}"
+        );
+    }
+}
