@@ -230,3 +230,126 @@ fn mesh_certificates_rotate_in_place_without_failed_requests() {
     );
     assert!(m.server.process.output().contains("mesh identity issued"));
 }
+
+/// `curl https://backend.test:PORT/` trusting `ca` (none: the system's roots): the body, or
+/// `None` when the handshake or request failed.
+fn curl(port: u16, ca: Option<&std::path::Path>) -> Option<String> {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-sS", "--max-time", "5", "--resolve"])
+        .arg(format!("backend.test:{port}:127.0.0.1"))
+        .arg(format!("https://backend.test:{port}/"));
+    if let Some(ca) = ca {
+        cmd.arg("--cacert").arg(ca);
+    }
+    let out = cmd.output().expect("curl runs");
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// A listener serving a certificate from files, read again when they change; upstreams that
+/// check a certificate against a file bundle and a name.
+#[test]
+fn file_certificates_are_served_replaced_in_place_and_checked_by_name() {
+    let dir = TempDir::new("tls-files");
+    let app = Backend::start("app", 0).unwrap();
+    let (first, second) = (
+        xds_server::ca::Ca::generate("first").unwrap(),
+        xds_server::ca::Ca::generate("second").unwrap(),
+    );
+    let write_pair = |ca: &xds_server::ca::Ca| {
+        let issued = ca
+            .issue(&xds_server::ca::Leaf {
+                names: vec!["backend.test".into()],
+                server: true,
+                ttl: Duration::from_secs(3600),
+                ..Default::default()
+            })
+            .unwrap();
+        dir.write("server-key.pem", &issued.private_key_pem);
+        dir.write("server.pem", &issued.certificate_pem);
+    };
+    write_pair(&first);
+    let first_ca = dir.write("first-ca.pem", first.certificate_pem());
+    let second_ca = dir.write("second-ca.pem", second.certificate_pem());
+    let both = dir.write(
+        "both-ca.pem",
+        &format!("{}{}", first.certificate_pem(), second.certificate_pem()),
+    );
+    let (public, good, wrong) = (free_port(), free_port(), free_port());
+    let catalog = dir.write(
+        "catalog.yaml",
+        &format!(
+            r#"
+version: 1
+proxies:
+  edge:
+    listeners:
+      - name: public
+        address: 127.0.0.1
+        port: {public}
+        protocol: http
+        tls: {{ certificate: {{ file: {{ chain: server.pem, key: server-key.pem }} }} }}
+        routes: [ {{ match: {{ prefix: / }}, to: app }} ]
+  client:
+    listeners:
+      - {{ name: good, address: 127.0.0.1, port: {good}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: named }} ] }}
+      - {{ name: wrong, address: 127.0.0.1, port: {wrong}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: misnamed }} ] }}
+upstreams:
+  app: {{ protocol: http1, endpoints: {{ static: ["{app}"] }} }}
+  named: {{ protocol: http1, endpoints: {{ static: ["127.0.0.1:{public}"] }}, tls: {{ sni: backend.test, trust: {{ file: both-ca.pem }} }} }}
+  misnamed: {{ protocol: http1, endpoints: {{ static: ["127.0.0.1:{public}"] }}, tls: {{ sni: other.test, trust: {{ file: both-ca.pem }} }} }}
+"#,
+            app = app.endpoint(),
+        ),
+    );
+    let server = XdsServer::start(&dir, &catalog, 0);
+    server.wait_ready();
+    let edge = Envoy::start(&dir, "edge", server.xds_port, Mode::Sotw);
+    let client = Envoy::start(&dir, "client", server.xds_port, Mode::Delta);
+    edge.wait_live();
+    client.wait_live();
+    wait_for(
+        "the file certificate to be served",
+        Duration::from_secs(20),
+        || curl(public, Some(&first_ca)).filter(|b| b == "app"),
+    );
+    assert_eq!(
+        curl(public, None),
+        None,
+        "an untrusted certificate was accepted"
+    );
+    assert_eq!(curl(public, Some(&second_ca)), None);
+
+    // The upstream checked against the bundle and the name: the right name passes, another
+    // is refused.
+    wait_for("the upstream over TLS", Duration::from_secs(20), || {
+        http::get(good, "/", &[])
+            .ok()
+            .filter(|r| r.body.trim() == "app")
+    });
+    let refused = http::get(wrong, "/", &[]).unwrap();
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(stat_ending(&client, "ssl.fail_verify_san") >= 1);
+
+    // New files: new handshakes present the new certificate; no request fails meanwhile.
+    let pid = edge.process.pid();
+    write_pair(&second);
+    let started = Instant::now();
+    let (mut ok, mut failed) = (0, 0);
+    let mut switched = false;
+    while started.elapsed() < Duration::from_secs(20) && !(switched && ok > 20) {
+        match curl(public, Some(&both)) {
+            Some(b) if b == "app" => ok += 1,
+            _ => failed += 1,
+        }
+        switched = switched || curl(public, Some(&second_ca)).is_some();
+    }
+    assert!(switched, "the new certificate was never presented");
+    assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
+    assert_eq!(curl(public, Some(&first_ca)), None);
+    assert_eq!(edge.process.pid(), pid);
+    // The key is nowhere an operator looks.
+    let debug = http::get(server.debug_port, "/debug/config?proxy=edge", &[]).unwrap();
+    assert!(debug.body.contains("file/server.pem") && !debug.body.contains("PRIVATE KEY"));
+}

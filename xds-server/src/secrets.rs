@@ -210,8 +210,21 @@ fn check_pair(chain: &str, key: Option<&str>) -> Result<(), String> {
         return Err("no PEM certificate in it".into());
     }
     if let Some(key) = key {
-        rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
+        let key = rustls_pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes())
             .map_err(|e| format!("the key is not a PEM private key: {e}"))?;
+        // Files replaced one after the other are, for a moment, a new key with an old
+        // certificate: that pair waits for the next read.
+        let public = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
+            .ok()
+            .and_then(|k| k.public_key().map(|p| p.as_ref().to_vec()));
+        let leaf = x509_parser::parse_x509_certificate(&certs[0])
+            .map(|(_, c)| c.public_key().raw.to_vec())
+            .ok();
+        if public != leaf {
+            return Err(
+                "the key does not belong to the certificate (are the files being replaced?)".into(),
+            );
+        }
     }
     Ok(())
 }
@@ -371,5 +384,28 @@ mod tests {
             !text.contains("PRIVATE KEY") && !text.contains("secret"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_certificate_and_a_key_must_belong_together() {
+        let ca = crate::ca::Ca::generate("t").unwrap();
+        let leaf = |n: &str| {
+            ca.issue(&Leaf {
+                names: vec![n.into()],
+                server: true,
+                ttl: Duration::from_secs(60),
+                ..Leaf::default()
+            })
+            .unwrap()
+        };
+        let (a, b) = (leaf("a.test"), leaf("b.test"));
+        assert_eq!(
+            check_pair(&a.certificate_pem, Some(&a.private_key_pem)),
+            Ok(())
+        );
+        let mixed = check_pair(&a.certificate_pem, Some(&b.private_key_pem)).unwrap_err();
+        assert!(mixed.contains("does not belong"), "{mixed}");
+        assert!(check_pair("not pem", None).is_err());
+        assert_eq!(check_pair(ca.certificate_pem(), None), Ok(()));
     }
 }

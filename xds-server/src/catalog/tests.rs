@@ -625,3 +625,55 @@ fn identity_roles_are_names_or_role_arns() {
     let unknown = errors("version: 1\nproxies:\n  edge: { identity: { roles: [x] } }\n");
     assert!(unknown.iter().any(|e| e.contains("roles")), "{unknown:?}");
 }
+
+#[test]
+fn tls_settings_are_checked_with_their_paths() {
+    let text = r#"
+version: 1
+proxies:
+  api:
+    listeners:
+      - name: in
+        port: 15000
+        protocol: http
+        tls: { certificate: mesh, min_version: "1.1", client_certificate: { trust: system, allow: [nobody] } }
+        routes: [ { match: { prefix: / }, to: app } ]
+  web:
+    listeners:
+      - { name: out, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: a }, { match: { prefix: /b }, to: b }, { match: { prefix: /c }, to: c } ] }
+upstreams:
+  app: { protocol: http1, endpoints: { static: ["127.0.0.1:9000"] } }
+  a: { protocol: http1, endpoints: { static: ["10.0.0.1:80"] }, tls: { mesh: web } }
+  b: { protocol: http1, endpoints: { static: ["10.0.0.1:80"] }, tls: { sni: b.example } }
+  c: { protocol: http1, endpoints: { static: ["10.0.0.1:80"] }, tls: { mesh: api, sni: x } }
+"#;
+    let errs = errors(text);
+    let has = |path: &str, words: &str| {
+        assert!(
+            errs.iter().any(|e| e.contains(path) && e.contains(words)),
+            "{path}: {words} in {errs:?}"
+        )
+    };
+    has(
+        "proxies.api.listeners[0].tls.min_version",
+        "\"1.2\" or \"1.3\"",
+    );
+    has(
+        "proxies.api.listeners[0].tls.client_certificate.trust",
+        "not to the system",
+    );
+    has(
+        "proxies.api.listeners[0].tls.client_certificate.allow[0]",
+        "names no proxy",
+    );
+    has(
+        "upstreams.a.tls.mesh",
+        "has no listener with `tls.certificate: mesh`",
+    );
+    has("upstreams.b.tls.trust", "always checks its peer");
+    has("upstreams.c.tls", "sets everything itself");
+    assert_eq!(errs.len(), 6, "{errs:?}");
+    // Unknown certificate sources are named.
+    let unknown = errors(&text.replace("certificate: mesh,", "certificate: { vault: x },"));
+    assert!(unknown.iter().any(|e| e.contains("vault")), "{unknown:?}");
+}

@@ -382,3 +382,104 @@ fn retries_go_to_another_host_and_the_circuit_breaker_leaves_room_for_them() {
     assert_eq!(thresholds("h2"), Some((Some(50), Some(50))));
     assert_eq!(thresholds("node"), None, "TCP upstreams have no retries");
 }
+
+const MESH: &str = r#"
+version: 1
+proxies:
+  api:
+    listeners:
+      - name: inbound
+        port: 15000
+        protocol: http
+        tls: { mode: permissive, certificate: mesh, client_certificate: { trust: mesh, allow: [web, "spiffe://other.example/x"] } }
+        routes: [ { match: { prefix: / }, to: app } ]
+  web:
+    listeners:
+      - { name: out, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: api } ] }
+  edge:
+    listeners:
+      - { name: out, port: 8080, protocol: tcp, to: external }
+upstreams:
+  app: { protocol: http1, endpoints: { static: ["127.0.0.1:9000"] } }
+  api: { protocol: http1, endpoints: { static: ["10.0.0.1:15000"] }, tls: { mesh: api } }
+  external: { protocol: tcp, endpoints: { dns: { host: api.example.com, port: 443 } }, tls: { sni: api.example.com, trust: system } }
+"#;
+
+#[test]
+fn each_proxy_names_only_its_own_secrets() {
+    use crate::secrets::Need;
+    let c = catalog::parse("c.yaml", MESH).unwrap();
+    let needs = |p: &str| tls::needs(&c, &ProxyName(p.into()));
+    assert_eq!(
+        needs("api").into_iter().collect::<Vec<_>>(),
+        [
+            (
+                "mesh/identity/api".to_string(),
+                Need::Identity(ProxyName("api".into()))
+            ),
+            ("mesh/trust".to_string(), Need::Trust),
+        ]
+    );
+    // The caller of a mesh upstream presents its own identity, never the server's.
+    assert_eq!(
+        needs("web").into_keys().collect::<Vec<_>>(),
+        ["mesh/identity/web", "mesh/trust"]
+    );
+    // The system's roots need no secret.
+    assert!(needs("edge").is_empty());
+}
+
+#[test]
+fn a_permissive_mtls_listener_has_a_tls_chain_with_rbac_and_a_plaintext_one() {
+    use envoy_types::pb::envoy::config::listener::v3::Listener;
+    let c = catalog::parse("c.yaml", MESH).unwrap();
+    let r = translate(&c, &ProxyName("api".into()), &EndpointMap::new());
+    let l = Listener::decode(r.of(ResourceType::Listener)["inbound"].value.as_slice()).unwrap();
+    assert_eq!(
+        l.listener_filters[0].name,
+        "envoy.filters.listener.tls_inspector"
+    );
+    let [tls, plain] = &l.filter_chains[..] else {
+        panic!("two filter chains: {l:?}");
+    };
+    let m = |c: &envoy_types::pb::envoy::config::listener::v3::FilterChain| {
+        c.filter_chain_match
+            .as_ref()
+            .unwrap()
+            .transport_protocol
+            .clone()
+    };
+    assert_eq!((m(tls).as_str(), m(plain).as_str()), ("tls", "raw_buffer"));
+    assert!(tls.transport_socket.is_some() && plain.transport_socket.is_none());
+    assert_eq!(tls.filters[0].name, "envoy.filters.network.rbac");
+    assert_eq!(plain.filters.len(), 1, "no RBAC on the plaintext chain");
+    let rbac = match tls.filters[0].config_type.clone().unwrap() {
+        envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(a) => {
+            envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac::decode(
+                a.value.as_slice(),
+            )
+            .unwrap()
+        }
+        other => panic!("{other:?}"),
+    };
+    let text = format!("{rbac:?}");
+    assert!(text.contains("spiffe://mesh.local/proxy/web"), "{text}");
+    assert!(text.contains("spiffe://other.example/x"), "{text}");
+    // The caller's cluster checks the server is the api proxy.
+    let r = translate(&c, &ProxyName("web".into()), &EndpointMap::new());
+    let cluster = Cluster::decode(r.of(ResourceType::Cluster)["api"].value.as_slice()).unwrap();
+    let socket = format!("{:?}", cluster.transport_socket);
+    assert!(socket.contains("UpstreamTlsContext"), "{socket}");
+    let ctx = envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::UpstreamTlsContext::decode(
+        match cluster.transport_socket.unwrap().config_type.unwrap() {
+            envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType::TypedConfig(a) => a.value,
+        }
+        .as_slice(),
+    )
+    .unwrap();
+    let text = format!("{ctx:?}");
+    assert!(
+        text.contains("spiffe://mesh.local/proxy/api") && text.contains("mesh/identity/web"),
+        "{text}"
+    );
+}
