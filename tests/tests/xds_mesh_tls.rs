@@ -144,6 +144,16 @@ fn services_talk_over_mutual_tls_and_only_allowed_callers_get_through() {
         Duration::from_secs(10),
         || (stat_ending(&callee, "rbac.denied") >= 1).then_some(()),
     );
+    // Mesh identities are renewed: in the expiry metric, not among the expiring.
+    assert!(
+        m.server
+            .metric("xds_certificate_expiry_seconds{secret=\"mesh/identity/callee\"}")
+            > 0.0
+    );
+    assert_eq!(
+        m.server.admin_json("/readyz")["certificates_expiring"],
+        serde_json::json!([])
+    );
     // A plaintext client is refused in strict mode.
     assert!(
         !ok_through(m.ports.callee),

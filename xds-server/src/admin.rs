@@ -35,6 +35,8 @@ pub struct AdminState {
     pub catalog: Arc<Mutex<CatalogStatus>>,
     /// True once the server is shutting down (not ready: load balancers stop sending).
     pub stopping: tokio::sync::watch::Receiver<bool>,
+    /// The secrets held for SDS.
+    pub secrets: tokio::sync::watch::Receiver<Arc<crate::secrets::Material>>,
 }
 
 /// The admin routes: nothing here shows configuration.
@@ -68,6 +70,8 @@ struct Readiness {
     ready: bool,
     stopping: bool,
     catalog: CatalogStatus,
+    /// Certificates served over SDS that expire within a day and will not be renewed.
+    certificates_expiring: Vec<String>,
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
@@ -85,6 +89,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
             ready,
             stopping,
             catalog,
+            certificates_expiring: s.secrets.borrow().expiring.clone(),
         }),
     )
         .into_response()

@@ -96,6 +96,21 @@ impl fmt::Debug for Pem {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Material {
     by_name: BTreeMap<String, Pem>,
+    /// Certificates that expire within a day and that the control plane cannot renew itself
+    /// (files), or whose renewal fails: `NAME expires in ...`, for `/readyz`.
+    pub expiring: Vec<String>,
+}
+
+/// How soon before its end a certificate that will not be renewed is reported.
+const EXPIRY_WARNING: Duration = Duration::from_secs(24 * 3600);
+
+/// When the first certificate of a PEM chain expires.
+fn not_after(chain: &str) -> Option<SystemTime> {
+    use rustls_pki_types::pem::PemObject;
+    let der = rustls_pki_types::CertificateDer::from_pem_slice(chain.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(&der).ok()?;
+    let secs = cert.validity().not_after.timestamp();
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
 }
 
 impl Material {
@@ -240,6 +255,7 @@ pub async fn run(
 ) {
     let mut identities: BTreeMap<ProxyName, Held> = BTreeMap::new();
     let mut errors: BTreeMap<String, String> = BTreeMap::new();
+    let mut held_names: Vec<String> = Vec::new();
     loop {
         let loaded = catalog_rx.borrow_and_update().clone();
         let mut next_wake = SystemTime::now() + config.interval;
@@ -268,15 +284,6 @@ pub async fn run(
                                 None => issue(cas, &td, proxy, config.ttl).map(|(pem, not_after)| {
                                     let life = not_after.duration_since(now).unwrap_or_default();
                                     let renew_at = now + common::duration::jitter(life / 2);
-                                    metrics
-                                        .certificate_expiry
-                                        .with_label_values(&[name.as_str()])
-                                        .set(
-                                            not_after
-                                                .duration_since(SystemTime::UNIX_EPOCH)
-                                                .unwrap_or_default()
-                                                .as_secs_f64(),
-                                        );
                                     tracing::info!(proxy = %proxy, secret = %name, renew_in = ?renew_at.duration_since(now).unwrap_or_default(), "mesh identity issued");
                                     identities.insert(
                                         proxy.clone(),
@@ -323,6 +330,35 @@ pub async fn run(
                 }
             }
             identities.retain(|p, _| needs.contains_key(&identity_name(p)));
+            for (name, pem) in &material.by_name {
+                let Some(end) = not_after(&pem.chain) else {
+                    continue;
+                };
+                let at = end
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs_f64();
+                metrics
+                    .certificate_expiry
+                    .with_label_values(&[name.as_str()])
+                    .set(at);
+                let renewed = name.starts_with("mesh/identity/") && !errors.contains_key(name);
+                let left = end.duration_since(now).unwrap_or_default();
+                if !renewed && left < EXPIRY_WARNING {
+                    material
+                        .expiring
+                        .push(format!("{name} expires in {}s", left.as_secs()));
+                }
+            }
+            for gone in held_names
+                .iter()
+                .filter(|n| !material.by_name.contains_key(*n))
+            {
+                let _ = metrics
+                    .certificate_expiry
+                    .remove_label_values(&[gone.as_str()]);
+            }
+            held_names = material.by_name.keys().cloned().collect();
             if let Some(soonest) = identities.values().map(|h| h.renew_at).min() {
                 next_wake = next_wake.min(soonest);
             }

@@ -219,7 +219,7 @@ pub async fn serve(
     ));
     let builder = tokio::spawn(build_snapshots(
         catalog_rx,
-        material_rx,
+        material_rx.clone(),
         discovery.clone(),
         cache.clone(),
         metrics.clone(),
@@ -234,6 +234,7 @@ pub async fn serve(
         discovery: discovery.clone(),
         catalog: status.clone(),
         stopping: stop_rx.clone(),
+        secrets: material_rx,
     };
     let http_server = |listener: TcpListener, app: axum::Router| {
         let mut stop = stop_rx.clone();

@@ -244,3 +244,21 @@ pub(super) fn fetch(
     }
     Ok(response(t, snap, names.as_ref(), version, String::new()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_secret_or_endpoint_request_is_no_wildcard() {
+        for t in [ResourceType::Secret, ResourceType::Endpoint, ResourceType::Route] {
+            assert_eq!(subscription(t, &[], false), Some(BTreeSet::new()), "{t:?}");
+        }
+        assert_eq!(subscription(ResourceType::Cluster, &[], false), None);
+        let named = ["mesh/trust".to_string()];
+        assert_eq!(
+            subscription(ResourceType::Secret, &named, false),
+            Some(BTreeSet::from(["mesh/trust".to_string()]))
+        );
+    }
+}
