@@ -99,9 +99,21 @@ fn traffic(port: u16) {
     });
 }
 
-#[test]
-fn a_task_role_gets_its_proxy_certificate_and_envoy_serves_over_mutual_tls() {
-    let dir = TempDir::new("identity-mtls");
+/// What every test here starts with: moto, a CA made by `ca init`, the app backend and the
+/// catalog whose `demo` proxy listens on `port`.
+struct Setup {
+    dir: TempDir,
+    moto: Moto,
+    ca: PathBuf,
+    ca_file: PathBuf,
+    /// Held for the test's length.
+    _blue: Backend,
+    port: u16,
+    catalog: PathBuf,
+}
+
+fn setup(label: &str) -> Setup {
+    let dir = TempDir::new(label);
     let moto = Moto::start(&dir, 0);
     let ca = dir.path().join("ca");
     assert!(ca_init(&ca).status.success());
@@ -109,6 +121,28 @@ fn a_task_role_gets_its_proxy_certificate_and_envoy_serves_over_mutual_tls() {
     let blue = Backend::start("blue", 0).unwrap();
     let port = free_port();
     let catalog = catalog(&dir, port, &blue);
+    Setup {
+        dir,
+        moto,
+        ca,
+        ca_file,
+        _blue: blue,
+        port,
+        catalog,
+    }
+}
+
+#[test]
+fn a_task_role_gets_its_proxy_certificate_and_envoy_serves_over_mutual_tls() {
+    let Setup {
+        dir,
+        moto,
+        ca,
+        ca_file,
+        _blue,
+        port,
+        catalog,
+    } = setup("identity-mtls");
     let server = plane(
         &dir,
         &moto,
@@ -231,13 +265,15 @@ fn fetch_clusters(
 
 #[test]
 fn requests_that_prove_nothing_get_no_certificate() {
-    let dir = TempDir::new("identity-refused");
-    let moto = Moto::start(&dir, 0);
-    let ca = dir.path().join("ca");
-    assert!(ca_init(&ca).status.success());
-    let ca_file = ca.join("certificate.pem");
-    let blue = Backend::start("blue", 0).unwrap();
-    let catalog = catalog(&dir, free_port(), &blue);
+    let Setup {
+        dir,
+        moto,
+        ca,
+        ca_file,
+        _blue,
+        catalog,
+        ..
+    } = setup("identity-refused");
     let server = plane(
         &dir,
         &moto,
@@ -396,17 +432,19 @@ fn a_control_plane_without_identities_says_so() {
 /// other, whose own server certificate the bundle of the first checks.
 #[test]
 fn replicas_reading_one_secrets_manager_ca_accept_each_others_certificates() {
-    let dir = TempDir::new("identity-replicas");
-    let moto = Moto::start(&dir, 0);
-    let ca = dir.path().join("ca");
-    assert!(ca_init(&ca).status.success());
+    let Setup {
+        dir,
+        moto,
+        ca,
+        _blue,
+        port,
+        catalog,
+        ..
+    } = setup("identity-replicas");
     moto.fixture(
         "iam_identity.py",
         &["secret", "xds/ca", &ca.display().to_string()],
     );
-    let blue = Backend::start("blue", 0).unwrap();
-    let port = free_port();
-    let catalog = catalog(&dir, port, &blue);
     let a = plane(&dir, &moto, &catalog, "secretsmanager:xds/ca", &[]);
     let b = plane(&dir, &moto, &catalog, "secretsmanager:xds/ca", &[]);
     let env = env_with(&moto, &assume(&moto, "demo-task-role", "task-4"));
@@ -451,14 +489,15 @@ fn envoy_cert_serials(envoy: &Envoy) -> Vec<String> {
 /// after the first certificate expired still connects to a restarted control plane.
 #[test]
 fn certificates_renew_at_half_life_while_envoy_serves() {
-    let dir = TempDir::new("identity-renew");
-    let moto = Moto::start(&dir, 0);
-    let ca = dir.path().join("ca");
-    assert!(ca_init(&ca).status.success());
-    let ca_file = ca.join("certificate.pem");
-    let blue = Backend::start("blue", 0).unwrap();
-    let port = free_port();
-    let catalog = catalog(&dir, port, &blue);
+    let Setup {
+        dir,
+        moto,
+        ca,
+        ca_file,
+        _blue,
+        port,
+        catalog,
+    } = setup("identity-renew");
     let ca_flag = format!("file:{}", ca.display());
     let flags = ["--identity-ttl", "40s"];
     let server = plane(&dir, &moto, &catalog, &ca_flag, &flags);

@@ -251,7 +251,11 @@ mod tests {
 
     #[test]
     fn an_empty_secret_or_endpoint_request_is_no_wildcard() {
-        for t in [ResourceType::Secret, ResourceType::Endpoint, ResourceType::Route] {
+        for t in [
+            ResourceType::Secret,
+            ResourceType::Endpoint,
+            ResourceType::Route,
+        ] {
             assert_eq!(subscription(t, &[], false), Some(BTreeSet::new()), "{t:?}");
         }
         assert_eq!(subscription(ResourceType::Cluster, &[], false), None);
