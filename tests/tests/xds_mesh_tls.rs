@@ -193,7 +193,17 @@ fn services_talk_over_mutual_tls_and_only_allowed_callers_get_through() {
         || ok_through(m.ports.callee).then_some(()),
     );
     assert!(ok_through(m.ports.caller));
-    assert!(stat_ending(&callee, "ssl.handshake") >= 1);
+    // Plaintext has counters of its own: what is left to move before strict.
+    assert!(stat_ending(&callee, "http.inbound_plaintext.downstream_cx_total") >= 1);
+    // The stranger, over TLS, is still refused.
+    let denied = stat_ending(&callee, "rbac.denied");
+    let r = http::get(m.ports.stranger, "/", &[]).unwrap();
+    assert_ne!(r.status, 200);
+    wait_for(
+        "the callee to refuse the stranger again",
+        Duration::from_secs(10),
+        || (stat_ending(&callee, "rbac.denied") > denied).then_some(()),
+    );
 }
 
 fn catalog_mode(m: &Mesh, mode: &str) {
@@ -215,6 +225,7 @@ fn mesh_certificates_rotate_in_place_without_failed_requests() {
         || ok_through(m.ports.caller).then_some(()),
     );
     let (callee_pid, caller_pid) = (callee.process.pid(), caller.process.pid());
+    let modified = stat_ending(&callee, "listener_manager.listener_modified");
     let started = Instant::now();
     let (mut ok, mut failed) = (0u32, 0u32);
     let mut seen: Vec<String> = serials(&callee);
@@ -239,6 +250,71 @@ fn mesh_certificates_rotate_in_place_without_failed_requests() {
         (callee_pid, caller_pid)
     );
     assert!(m.server.process.output().contains("mesh identity issued"));
+    // Only the secret changed: the listener was never replaced (no drain).
+    assert_eq!(
+        stat_ending(&callee, "listener_manager.listener_modified"),
+        modified
+    );
+    // A new handshake now meets a renewed certificate.
+    let presented = handshake_serial(&m, m.ports.callee);
+    let first = &seen[..2];
+    assert!(
+        seen.iter().any(|s| s.eq_ignore_ascii_case(&presented))
+            && !first.iter().any(|s| s.eq_ignore_ascii_case(&presented)),
+        "presented {presented}, seen {seen:?}"
+    );
+}
+
+/// The serial of the certificate a TLS handshake to `port` presents, as proxy `caller` (a
+/// client certificate the test makes with the mesh CA).
+fn handshake_serial(m: &Mesh, port: u16) -> String {
+    let ca_dir = m.dir.path().join("ca");
+    let read = |f: &str| std::fs::read_to_string(ca_dir.join(f)).unwrap();
+    let ca =
+        xds_server::ca::Ca::from_pem("test", &read("certificate.pem"), &read("private_key.pem"))
+            .unwrap();
+    let issued = ca
+        .issue(&xds_server::ca::Leaf {
+            uris: vec!["spiffe://test.local/proxy/caller".into()],
+            client: true,
+            ttl: Duration::from_secs(600),
+            ..Default::default()
+        })
+        .unwrap();
+    let cert = m.dir.write("caller.pem", &issued.certificate_pem);
+    let key = m.dir.write("caller-key.pem", &issued.private_key_pem);
+    let out = std::process::Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &format!("127.0.0.1:{port}"),
+            "-verify_return_error",
+        ])
+        .arg("-CAfile")
+        .arg(ca_dir.join("certificate.pem"))
+        .arg("-cert")
+        .arg(&cert)
+        .arg("-key")
+        .arg(&key)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+    let start = text
+        .find("-----BEGIN CERTIFICATE-----")
+        .expect("a certificate");
+    let end = text.find("-----END CERTIFICATE-----").expect("its end") + 25;
+    let pem = m.dir.write("presented.pem", &text[start..end]);
+    let serial = std::process::Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(pem)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&serial.stdout)
+        .trim()
+        .trim_start_matches("serial=")
+        .to_string()
 }
 
 /// `curl https://backend.test:PORT/` trusting `ca` (none: the system's roots): the body, or
@@ -286,7 +362,7 @@ fn file_certificates_are_served_replaced_in_place_and_checked_by_name() {
         "both-ca.pem",
         &format!("{}{}", first.certificate_pem(), second.certificate_pem()),
     );
-    let (public, good, wrong) = (free_port(), free_port(), free_port());
+    let (public, good, wrong, system) = (free_port(), free_port(), free_port(), free_port());
     let catalog = dir.write(
         "catalog.yaml",
         &format!(
@@ -305,15 +381,25 @@ proxies:
     listeners:
       - {{ name: good, address: 127.0.0.1, port: {good}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: named }} ] }}
       - {{ name: wrong, address: 127.0.0.1, port: {wrong}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: misnamed }} ] }}
+      - {{ name: system, address: 127.0.0.1, port: {system}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: public-roots }} ] }}
 upstreams:
   app: {{ protocol: http1, endpoints: {{ static: ["{app}"] }} }}
   named: {{ protocol: http1, endpoints: {{ static: ["127.0.0.1:{public}"] }}, tls: {{ sni: backend.test, trust: {{ file: both-ca.pem }} }} }}
   misnamed: {{ protocol: http1, endpoints: {{ static: ["127.0.0.1:{public}"] }}, tls: {{ sni: other.test, trust: {{ file: both-ca.pem }} }} }}
+  public-roots: {{ protocol: http1, endpoints: {{ static: ["127.0.0.1:{public}"] }}, tls: {{ sni: backend.test, trust: system }} }}
 "#,
             app = app.endpoint(),
         ),
     );
-    let server = XdsServer::start(&dir, &catalog, 0);
+    // The control plane's "system" roots are the test's two CAs.
+    let roots = both.display().to_string();
+    let server = XdsServer::start_env(
+        &dir,
+        catalog.as_os_str(),
+        0,
+        &[],
+        &[("SSL_CERT_FILE", roots)],
+    );
     server.wait_ready();
     let edge = Envoy::start(&dir, "edge", server.xds_port, Mode::Sotw);
     let client = Envoy::start(&dir, "client", server.xds_port, Mode::Delta);
@@ -341,6 +427,35 @@ upstreams:
     let refused = http::get(wrong, "/", &[]).unwrap();
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert!(stat_ending(&client, "ssl.fail_verify_san") >= 1);
+    // `trust: system`: the control plane's own roots, which Envoy accepts and checks against.
+    wait_for(
+        "the upstream checked against the system roots",
+        Duration::from_secs(20),
+        || {
+            http::get(system, "/", &[])
+                .ok()
+                .filter(|r| r.body.trim() == "app")
+        },
+    );
+    assert_eq!(server.metric("xds_nacks_total{type=\"cds\"}"), 0.0);
+    // HTTP listeners offer h2 over ALPN (gRPC clients insist on it).
+    let h2 = std::process::Command::new("curl")
+        .args([
+            "-sS",
+            "--http2",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_version}",
+            "--resolve",
+        ])
+        .arg(format!("backend.test:{public}:127.0.0.1"))
+        .arg("--cacert")
+        .arg(&first_ca)
+        .arg(format!("https://backend.test:{public}/"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&h2.stdout), "2", "{h2:?}");
 
     // New files: new handshakes present the new certificate; no request fails meanwhile.
     let pid = edge.process.pid();
@@ -359,7 +474,37 @@ upstreams:
     assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
     assert_eq!(curl(public, Some(&first_ca)), None);
     assert_eq!(edge.process.pid(), pid);
-    // The key is nowhere an operator looks.
+    // The key is nowhere an operator looks; what the certificate is, is.
     let debug = http::get(server.debug_port, "/debug/config?proxy=edge", &[]).unwrap();
     assert!(debug.body.contains("file/server.pem") && !debug.body.contains("PRIVATE KEY"));
+    let key = std::fs::read_to_string(dir.path().join("server-key.pem")).unwrap();
+    let key_body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(
+        !debug.body.contains(&key_body[..40]),
+        "the key's base64 is shown"
+    );
+    assert!(
+        debug.body.contains("\"serial\"") && debug.body.contains("DNS:backend.test"),
+        "{}",
+        debug.body
+    );
+
+    // A catalog naming a file that is not there is refused, naming the field; the last good
+    // one stays served.
+    server.expect_catalog_refused(|| {
+        let text = std::fs::read_to_string(&catalog).unwrap();
+        std::fs::write(
+            &catalog,
+            text.replace("chain: server.pem", "chain: missing.pem"),
+        )
+        .unwrap();
+    });
+    let ready = server.admin_json("/readyz");
+    assert!(
+        ready["catalog"]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("proxies.edge.listeners[0].tls.certificate.file")),
+        "{ready}"
+    );
+    assert_eq!(curl(public, Some(&second_ca)).as_deref(), Some("app"));
 }

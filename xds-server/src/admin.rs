@@ -89,7 +89,18 @@ async fn readyz(State(s): State<AdminState>) -> Response {
             ready,
             stopping,
             catalog,
-            certificates_expiring: s.secrets.borrow().expiring.clone(),
+            certificates_expiring: s
+                .secrets
+                .borrow()
+                .expiring
+                .iter()
+                .map(|(name, end)| {
+                    let left = end
+                        .duration_since(std::time::SystemTime::now())
+                        .unwrap_or_default();
+                    format!("{name} expires in {}s", left.as_secs())
+                })
+                .collect(),
         }),
     )
         .into_response()

@@ -260,8 +260,8 @@ pub async fn watch_catalog(
                     })
                 } else {
                     docs.parse(&name).and_then(|mut catalog| {
-                        // What only this server can say: its CA, its trust domain.
-                        let errors = server.settle(&mut catalog);
+                        // What only this server can say: its CA, its trust domain, its files.
+                        let errors = server.settle(&mut catalog, &reader.base_dir());
                         if !errors.is_empty() {
                             return Err(catalog::CatalogErrors {
                                 source_name: name.clone(),

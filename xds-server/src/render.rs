@@ -73,6 +73,23 @@ fn redact_secret(secret: &mut Value) {
     }
 }
 
+/// A SAN as openssl writes it: `DNS:name`, `URI:spiffe://...`, `IP:10.0.0.1`.
+fn san_text(name: &x509_parser::extensions::GeneralName<'_>) -> String {
+    use x509_parser::extensions::GeneralName;
+    match name {
+        GeneralName::DNSName(d) => format!("DNS:{d}"),
+        GeneralName::URI(u) => format!("URI:{u}"),
+        GeneralName::IPAddress(ip) => match <[u8; 4]>::try_from(*ip) {
+            Ok(v4) => format!("IP:{}", std::net::Ipv4Addr::from(v4)),
+            Err(_) => match <[u8; 16]>::try_from(*ip) {
+                Ok(v6) => format!("IP:{}", std::net::Ipv6Addr::from(v6)),
+                Err(_) => "IP:?".into(),
+            },
+        },
+        other => other.to_string(),
+    }
+}
+
 /// The serial, SANs and expiry of the first certificate of a PEM chain.
 fn describe_certificate(pem: &str) -> Option<Value> {
     use rustls_pki_types::pem::PemObject;
@@ -82,13 +99,7 @@ fn describe_certificate(pem: &str) -> Option<Value> {
         .subject_alternative_name()
         .ok()
         .flatten()
-        .map(|san| {
-            san.value
-                .general_names
-                .iter()
-                .map(|n| n.to_string())
-                .collect()
-        })
+        .map(|san| san.value.general_names.iter().map(san_text).collect())
         .unwrap_or_default();
     Some(json!({
         "serial": cert.raw_serial_as_string(),

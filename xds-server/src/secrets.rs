@@ -20,6 +20,27 @@ use crate::metrics::Metrics;
 
 /// The mesh trust bundle: the CA's certificate, and the next CA's while it rotates.
 pub const TRUST: &str = "mesh/trust";
+/// The public roots of the control plane's system (`SSL_CERT_FILE`, else the usual bundle
+/// paths), sent to Envoy like any bundle: what `trust: system` checks against does not
+/// depend on the Envoy image.
+pub const SYSTEM_TRUST: &str = "trust/system";
+
+/// Where the system's root bundle is, as OpenSSL looks for it.
+fn system_bundle() -> Result<PathBuf, String> {
+    if let Some(file) = std::env::var_os("SSL_CERT_FILE") {
+        return Ok(PathBuf::from(file));
+    }
+    [
+        "/etc/ssl/certs/ca-certificates.crt",
+        "/etc/pki/tls/certs/ca-bundle.crt",
+        "/etc/ssl/cert.pem",
+        "/etc/ssl/ca-bundle.pem",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+    .ok_or_else(|| "no system root bundle (install ca-certificates, or set SSL_CERT_FILE)".into())
+}
 
 /// The trust domain of the catalog's proxy identities.
 pub fn trust_domain(catalog: &Catalog) -> &str {
@@ -59,6 +80,8 @@ pub enum Need {
     File(CertificateFiles),
     /// A trust bundle from a file (relative to the catalog).
     TrustFile(PathBuf),
+    /// The system's public roots.
+    SystemTrust,
 }
 
 impl Need {
@@ -71,6 +94,7 @@ impl Need {
             Need::Trust => "the control plane's CA certificates".into(),
             Need::File(f) => format!("the files {} and {}", f.chain.display(), f.key.display()),
             Need::TrustFile(p) => format!("the file {}", p.display()),
+            Need::SystemTrust => "the public roots of the control plane's system".into(),
         }
     }
 }
@@ -97,9 +121,15 @@ impl fmt::Debug for Pem {
 pub struct Material {
     by_name: BTreeMap<String, Pem>,
     /// Certificates that expire within a day and that the control plane cannot renew itself
-    /// (files), or whose renewal fails: `NAME expires in ...`, for `/readyz`.
-    pub expiring: Vec<String>,
+    /// (files), or whose renewal fails, with their end: for `/readyz`.
+    pub expiring: Vec<(String, SystemTime)>,
 }
+
+/// The longest wait before issuing a failed mesh identity again.
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// A CA with less time left than this issues no mesh identity.
+const MIN_CA_LEFT: Duration = Duration::from_secs(10 * 60);
 
 /// How soon before its end a certificate that will not be renewed is reported.
 const EXPIRY_WARNING: Duration = Duration::from_secs(24 * 3600);
@@ -135,11 +165,70 @@ pub struct ServerSide {
 }
 
 impl ServerSide {
-    /// Fits `catalog` to this server: the trust domain is the server's (a catalog that sets
-    /// another is refused), and mesh TLS needs the CA. The errors name the fields.
-    pub fn settle(&self, catalog: &mut Catalog) -> Vec<crate::catalog::CatalogError> {
+    /// Fits `catalog` (read from directory `base`) to this server: the trust domain is the
+    /// server's (a catalog that sets another is refused), mesh TLS needs the CA, and the
+    /// certificate files it names must be readable PEM whose keys belong to their
+    /// certificates (else a listener would wait for a secret that never comes). The errors
+    /// name the fields.
+    pub fn settle(&self, catalog: &mut Catalog, base: &Path) -> Vec<crate::catalog::CatalogError> {
         use crate::catalog::{CatalogError, CertificateSource, TrustSource};
         let mut errors = Vec::new();
+        let mut check_cert = |path: String, source: Option<&CertificateSource>| {
+            if let Some(CertificateSource::File(f)) = source {
+                let read_pair = read(base, &f.chain)
+                    .and_then(|chain| Ok((chain, read(base, &f.key)?)))
+                    .and_then(|(chain, key)| check_pair(&chain, Some(&key)));
+                if let Err(message) = read_pair {
+                    errors.push(CatalogError {
+                        path: format!("{path}.file"),
+                        message,
+                    });
+                }
+            }
+        };
+        for (name, p) in &catalog.proxies {
+            for (i, l) in p.listeners.iter().enumerate() {
+                if let Some(tls) = &l.tls {
+                    check_cert(
+                        format!("proxies.{name}.listeners[{i}].tls.certificate"),
+                        Some(&tls.certificate),
+                    );
+                }
+            }
+        }
+        for (name, u) in &catalog.upstreams {
+            if let Some(tls) = &u.tls {
+                check_cert(
+                    format!("upstreams.{name}.tls.certificate"),
+                    tls.certificate.as_ref(),
+                );
+            }
+        }
+        let mut check_trust = |path: String, source: Option<&TrustSource>| {
+            if let Some(TrustSource::File(f)) = source
+                && let Err(message) = read(base, f).and_then(|pem| check_pair(&pem, None))
+            {
+                errors.push(CatalogError {
+                    path: format!("{path}.file"),
+                    message,
+                });
+            }
+        };
+        for (name, p) in &catalog.proxies {
+            for (i, l) in p.listeners.iter().enumerate() {
+                let trust = l.tls.as_ref().and_then(|t| t.client_certificate.as_ref());
+                check_trust(
+                    format!("proxies.{name}.listeners[{i}].tls.client_certificate.trust"),
+                    trust.map(|c| &c.trust),
+                );
+            }
+        }
+        for (name, u) in &catalog.upstreams {
+            check_trust(
+                format!("upstreams.{name}.tls.trust"),
+                u.tls.as_ref().and_then(|t| t.trust.as_ref()),
+            );
+        }
         let mesh = catalog.mesh.get_or_insert_with(Default::default);
         match &mesh.trust_domain {
             Some(td) if *td != self.trust_domain => errors.push(CatalogError {
@@ -256,6 +345,8 @@ pub async fn run(
     let mut identities: BTreeMap<ProxyName, Held> = BTreeMap::new();
     let mut errors: BTreeMap<String, String> = BTreeMap::new();
     let mut held_names: Vec<String> = Vec::new();
+    // Identities whose issuance failed: when to try again, and the last delay.
+    let mut retry: BTreeMap<ProxyName, (SystemTime, Duration)> = BTreeMap::new();
     loop {
         let loaded = catalog_rx.borrow_and_update().clone();
         let mut next_wake = SystemTime::now() + config.interval;
@@ -279,9 +370,13 @@ pub async fn run(
                         None => Err("mesh TLS needs the control plane's CA (serve --ca)".into()),
                         Some(cas) => {
                             let fresh = identities.get(proxy).filter(|h| h.renew_at > now);
-                            match fresh {
-                                Some(h) => Ok(h.pem.clone()),
-                                None => issue(cas, &td, proxy, config.ttl).map(|(pem, not_after)| {
+                            let waiting = retry.get(proxy).filter(|(at, _)| *at > now);
+                            match (fresh, waiting) {
+                                (Some(h), _) => Ok(h.pem.clone()),
+                                // After a failure, the next attempt waits its turn (the error
+                                // stays as logged).
+                                (None, Some(_)) => Err(errors.get(name).cloned().unwrap_or_default()),
+                                (None, None) => issue(cas, &td, proxy, config.ttl).map(|(pem, not_after)| {
                                     let life = not_after.duration_since(now).unwrap_or_default();
                                     let renew_at = now + common::duration::jitter(life / 2);
                                     tracing::info!(proxy = %proxy, secret = %name, renew_in = ?renew_at.duration_since(now).unwrap_or_default(), "mesh identity issued");
@@ -306,11 +401,30 @@ pub async fn run(
                             key: Some(key),
                         })
                     }),
+                    Need::SystemTrust => system_bundle().and_then(|path| {
+                        let chain = read(base, &path)?;
+                        check_pair(&chain, None).map_err(|e| format!("{}: {e}", path.display()))?;
+                        Ok(Pem { chain, key: None })
+                    }),
                     Need::TrustFile(path) => read(base, path).and_then(|chain| {
                         check_pair(&chain, None).map_err(|e| format!("{}: {e}", path.display()))?;
                         Ok(Pem { chain, key: None })
                     }),
                 };
+                if let Need::Identity(proxy) = need {
+                    match &got {
+                        Ok(_) => {
+                            retry.remove(proxy);
+                        }
+                        Err(_) => {
+                            let last = retry.get(proxy).map(|(_, d)| *d).unwrap_or_default();
+                            let delay = common::backoff::next(last, config.interval, RETRY_MAX);
+                            if retry.get(proxy).is_none_or(|(at, _)| *at <= now) {
+                                retry.insert(proxy.clone(), (now + delay, delay));
+                            }
+                        }
+                    }
+                }
                 match got {
                     Ok(pem) => {
                         if errors.remove(name).is_some() {
@@ -330,7 +444,13 @@ pub async fn run(
                 }
             }
             identities.retain(|p, _| needs.contains_key(&identity_name(p)));
+            retry.retain(|p, _| needs.contains_key(&identity_name(p)));
+            errors.retain(|name, _| needs.contains_key(name));
             for (name, pem) in &material.by_name {
+                // The system's bundle holds many CAs: the first one's end says nothing.
+                if name == SYSTEM_TRUST {
+                    continue;
+                }
                 let Some(end) = not_after(&pem.chain) else {
                     continue;
                 };
@@ -345,9 +465,7 @@ pub async fn run(
                 let renewed = name.starts_with("mesh/identity/") && !errors.contains_key(name);
                 let left = end.duration_since(now).unwrap_or_default();
                 if !renewed && left < EXPIRY_WARNING {
-                    material
-                        .expiring
-                        .push(format!("{name} expires in {}s", left.as_secs()));
+                    material.expiring.push((name.clone(), end));
                 }
             }
             for gone in held_names
@@ -359,7 +477,12 @@ pub async fn run(
                     .remove_label_values(&[gone.as_str()]);
             }
             held_names = material.by_name.keys().cloned().collect();
-            if let Some(soonest) = identities.values().map(|h| h.renew_at).min() {
+            if let Some(soonest) = identities
+                .values()
+                .map(|h| h.renew_at)
+                .chain(retry.values().map(|(at, _)| *at))
+                .min()
+            {
                 next_wake = next_wake.min(soonest);
             }
             if *previous != material {
@@ -384,6 +507,17 @@ fn issue(
     proxy: &ProxyName,
     ttl: Duration,
 ) -> Result<(Pem, SystemTime), String> {
+    let ca_left = cas
+        .current
+        .not_after()
+        .duration_since(SystemTime::now())
+        .unwrap_or_default();
+    if ca_left < MIN_CA_LEFT {
+        return Err(format!(
+            "the CA ends in {}s: no new mesh identities (rotate it with --ca-next)",
+            ca_left.as_secs()
+        ));
+    }
     let issued = cas
         .current
         .issue(&Leaf {

@@ -170,6 +170,18 @@ pub(super) fn warnings(catalog: &Catalog) -> Vec<CatalogWarning> {
     let mut out = Vec::new();
     for (name, proxy) in &catalog.proxies {
         for (i, l) in proxy.listeners.iter().enumerate() {
+            if let Some(tls) = &l.tls
+                && tls.mode == super::TlsMode::Permissive
+                && tls
+                    .client_certificate
+                    .as_ref()
+                    .is_some_and(|c| !c.allow.is_empty())
+            {
+                out.push(CatalogWarning {
+                    path: format!("proxies.{name}.listeners[{i}].tls.mode"),
+                    message: "permissive: plaintext callers get in whatever `allow` says (they name nobody); switch to strict once every caller speaks TLS".into(),
+                });
+            }
             for (k, r) in l.routes.iter().enumerate() {
                 if let Some(size) = r.matcher.regex.as_deref().and_then(re2::may_be_too_big) {
                     out.push(CatalogWarning {
@@ -253,7 +265,8 @@ impl Validator {
         });
     }
 
-    /// Names end up in Envoy resource names and metrics: keep them to a safe alphabet.
+    /// A listener's TLS: a version Envoy knows, client trust that is not the public roots,
+    /// `allow` entries that name proxies or SANs.
     fn listener_tls(&mut self, at: &str, tls: &ListenerTls, catalog: &Catalog) {
         if let Some(v) = &tls.min_version
             && !matches!(v.as_str(), "1.2" | "1.3")
@@ -315,6 +328,14 @@ impl Validator {
                 &format!("{at}.trust"),
                 "required (mesh, system or { file: PATH }): a TLS connection always checks its peer".into(),
             ),
+            None if tls.trust == Some(TrustSource::Mesh)
+                && !tls.subject_alt_names.iter().any(|s| s.starts_with("spiffe://")) =>
+            {
+                self.err(
+                    &format!("{at}.subject_alt_names"),
+                    "mesh certificates carry only spiffe:// names: use `mesh: PROXY`, or list the spiffe:// identity here".into(),
+                );
+            }
             None => {
                 if tls.sni.is_none() && tls.subject_alt_names.is_empty() {
                     self.err(
@@ -326,6 +347,7 @@ impl Validator {
         }
     }
 
+    /// Names end up in Envoy resource names and metrics: keep them to a safe alphabet.
     fn name(&mut self, path: &str, name: &str) {
         let ok = !name.is_empty()
             && name

@@ -33,17 +33,19 @@ const RBAC_FILTER: &str = "envoy.filters.network.rbac";
 const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 
 pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> Any {
-    let filter = match l.protocol {
+    // The filter that serves the listener, its stats under `stat_prefix`.
+    let serving = |stat_prefix: String| match l.protocol {
         ListenerProtocol::Http => Filter {
             name: "envoy.filters.network.http_connection_manager".into(),
             config_type: Some(ConfigType::TypedConfig(pack_any(http_connection_manager(
                 l,
+                stat_prefix,
             )))),
         },
         ListenerProtocol::Tcp => Filter {
             name: "envoy.filters.network.tcp_proxy".into(),
             config_type: Some(ConfigType::TypedConfig(pack_any(TcpProxy {
-                stat_prefix: l.name.clone(),
+                stat_prefix,
                 cluster_specifier: l
                     .to
                     .as_ref()
@@ -52,6 +54,7 @@ pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> An
             }))),
         },
     };
+    let filter = serving(l.name.clone());
     let address = Some(Address {
         address: Some(address::Address::SocketAddress(SocketAddress {
             address: l.address.clone().unwrap_or_else(|| "0.0.0.0".into()),
@@ -87,13 +90,14 @@ pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> An
     let tls_chain = FilterChain {
         name: "tls".into(),
         filters: rbac.into_iter().chain([filter.clone()]).collect(),
-        transport_socket: Some(tls::downstream(proxy, tls)),
+        transport_socket: Some(tls::downstream(proxy, tls, l.protocol)),
         ..Default::default()
     };
     let (listener_filters, filter_chains) = match tls.mode {
         TlsMode::Strict => (Vec::new(), vec![tls_chain]),
-        // The TLS inspector tells TLS from plaintext; each gets its own chain (and its own
-        // counters), so the plaintext share shows when strict is safe.
+        // The TLS inspector tells TLS from plaintext; each gets its own chain, the plaintext
+        // one its own stats (`NAME_plaintext`), so the plaintext share shows when strict is
+        // safe. No RBAC on it: plaintext names nobody.
         TlsMode::Permissive => (
             vec![ListenerFilter {
                 name: TLS_INSPECTOR.into(),
@@ -116,22 +120,28 @@ pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> An
                         transport_protocol: "raw_buffer".into(),
                         ..Default::default()
                     }),
-                    filters: vec![filter],
+                    filters: vec![serving(format!("{}_plaintext", l.name))],
                     ..Default::default()
                 },
             ],
         ),
     };
+    let permissive = tls.mode == TlsMode::Permissive;
     pack_any(EnvoyListener {
         name: l.name.clone(),
         address,
         listener_filters,
         filter_chains,
+        // A server-first protocol's client sends nothing the inspector could read: after a
+        // second it is plaintext.
+        listener_filters_timeout: permissive
+            .then(|| super::pb_duration(std::time::Duration::from_secs(1))),
+        continue_on_listener_filters_timeout: permissive,
         ..Default::default()
     })
 }
 
-fn http_connection_manager(l: &Listener) -> HttpConnectionManager {
+fn http_connection_manager(l: &Listener, stat_prefix: String) -> HttpConnectionManager {
     let mut filters = Vec::new();
     if l.grpc_web {
         filters.push(http_filter(GRPC_WEB_FILTER, pack_any(GrpcWeb::default())));
@@ -142,7 +152,7 @@ fn http_connection_manager(l: &Listener) -> HttpConnectionManager {
     }
     filters.push(http_filter(ROUTER_FILTER, pack_any(Router::default())));
     HttpConnectionManager {
-        stat_prefix: l.name.clone(),
+        stat_prefix,
         route_specifier: Some(RouteSpecifier::Rds(Rds {
             config_source: Some(ads_config_source()),
             route_config_name: l.name.clone(),

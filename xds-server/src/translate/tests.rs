@@ -425,8 +425,11 @@ fn each_proxy_names_only_its_own_secrets() {
         needs("web").into_keys().collect::<Vec<_>>(),
         ["mesh/identity/web", "mesh/trust"]
     );
-    // The system's roots need no secret.
-    assert!(needs("edge").is_empty());
+    // The system's roots come from the control plane's own bundle, the same for every image.
+    assert_eq!(
+        needs("edge").into_iter().collect::<Vec<_>>(),
+        [("trust/system".to_string(), Need::SystemTrust)]
+    );
 }
 
 #[test]

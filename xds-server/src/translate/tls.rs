@@ -15,7 +15,6 @@ use envoy_types::pb::envoy::config::rbac::v3::{
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
     SubjectAltNameMatcher, TlsCertificate, TlsParameters, UpstreamTlsContext,
-    certificate_validation_context::SystemRootCerts,
     common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
     secret,
     subject_alt_name_matcher::SanType,
@@ -66,11 +65,11 @@ fn certificate_secret(proxy: &ProxyName, source: &CertificateSource) -> (String,
     }
 }
 
-/// The secret of a trust source (none for the system's roots).
+/// The secret of a trust source.
 fn trust_secret(source: &TrustSource) -> Option<(String, Need)> {
     match source {
         TrustSource::Mesh => Some((crate::secrets::TRUST.to_string(), Need::Trust)),
-        TrustSource::System => None,
+        TrustSource::System => Some((crate::secrets::SYSTEM_TRUST.to_string(), Need::SystemTrust)),
         TrustSource::File(path) => Some((
             crate::secrets::trust_file_name(path),
             Need::TrustFile(path.clone()),
@@ -96,7 +95,6 @@ fn san(name: &str) -> SubjectAltNameMatcher {
 fn validation(trust: &TrustSource, sans: &[String]) -> ValidationContextType {
     let default = CertificateValidationContext {
         match_typed_subject_alt_names: sans.iter().map(|s| san(s)).collect(),
-        system_root_certs: (*trust == TrustSource::System).then_some(SystemRootCerts {}),
         ..Default::default()
     };
     match trust_secret(trust) {
@@ -138,10 +136,21 @@ fn allowed_sans(catalog: &Catalog, allow: &[String]) -> Vec<String> {
 }
 
 /// The listener's TLS transport socket.
-pub(super) fn downstream(proxy: &ProxyName, tls: &ListenerTls) -> TransportSocket {
+pub(super) fn downstream(
+    proxy: &ProxyName,
+    tls: &ListenerTls,
+    protocol: crate::catalog::ListenerProtocol,
+) -> TransportSocket {
     let (cert, _) = certificate_secret(proxy, &tls.certificate);
+    // HTTP listeners offer h2 and http/1.1: gRPC clients refuse a TLS server that selects no
+    // protocol, and browsers get HTTP/2 only through ALPN.
+    let alpn = match protocol {
+        crate::catalog::ListenerProtocol::Http => vec!["h2".into(), "http/1.1".into()],
+        crate::catalog::ListenerProtocol::Tcp => Vec::new(),
+    };
     let context = DownstreamTlsContext {
         common_tls_context: Some(CommonTlsContext {
+            alpn_protocols: alpn,
             tls_params: tls_params(tls.min_version.as_deref()),
             tls_certificate_sds_secret_configs: vec![sds(&cert)],
             validation_context_type: tls
