@@ -239,8 +239,8 @@ enum Command {
         #[arg(long, env = "XDS_SERVER_XDS_CA")]
         xds_ca: Option<PathBuf>,
         /// Mutual TLS to the control plane with the certificate `xds-server identity` keeps in
-        /// this directory (read through SDS, and again when renewed); the control plane is then
-        /// checked against the trust bundle there, and --xds-ca is not needed.
+        /// this directory (read through SDS, and again when renewed); without --xds-ca the
+        /// control plane is checked against the trust bundle kept there too.
         #[arg(long, env = "XDS_SERVER_IDENTITY_DIR")]
         identity_dir: Option<PathBuf>,
         /// Output format.

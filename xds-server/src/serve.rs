@@ -136,6 +136,11 @@ pub async fn serve(
         }
         None => None,
     };
+    if !config.auth.require_identity {
+        tracing::warn!(
+            "without --require-identity, any client that names a proxy gets its configuration, and with mesh TLS its private key"
+        );
+    }
     let tls = match &config.xds_tls {
         Some(cert) => Some(ServerTls::new(cert, cas.clone())?),
         None => {
