@@ -508,3 +508,98 @@ upstreams:
     );
     assert_eq!(curl(public, Some(&second_ca)).as_deref(), Some("app"));
 }
+
+/// A listener certificate kept in Secrets Manager (moto's), read again every
+/// `--secret-interval`: a new value is served without an Envoy restart; a secret that cannot be
+/// read is listed on `/readyz`.
+#[test]
+fn a_certificate_in_secrets_manager_is_served_and_followed() {
+    let dir = TempDir::new("tls-secretsmanager");
+    let moto = tests::Moto::start(&dir, 0);
+    let app = Backend::start("app", 0).unwrap();
+    let (first, second) = (
+        xds_server::ca::Ca::generate("first").unwrap(),
+        xds_server::ca::Ca::generate("second").unwrap(),
+    );
+    let leaf_dir = |label: &str, ca: &xds_server::ca::Ca| {
+        let issued = ca
+            .issue(&xds_server::ca::Leaf {
+                names: vec!["backend.test".into()],
+                server: true,
+                ttl: Duration::from_secs(7 * 86_400),
+                ..Default::default()
+            })
+            .unwrap();
+        let at = dir.path().join(label);
+        std::fs::create_dir_all(&at).unwrap();
+        std::fs::write(at.join("certificate.pem"), &issued.certificate_pem).unwrap();
+        std::fs::write(at.join("private_key.pem"), &issued.private_key_pem).unwrap();
+        dir.path().join(label).display().to_string()
+    };
+    let first_ca = dir.write("first-ca.pem", first.certificate_pem());
+    let second_ca = dir.write("second-ca.pem", second.certificate_pem());
+    moto.fixture(
+        "iam_identity.py",
+        &["secret", "tls/edge", &leaf_dir("one", &first)],
+    );
+    let (public, broken) = (free_port(), free_port());
+    let catalog = dir.write(
+        "catalog.yaml",
+        &format!(
+            r#"
+version: 1
+proxies:
+  edge:
+    listeners:
+      - name: public
+        address: 127.0.0.1
+        port: {public}
+        protocol: http
+        tls: {{ certificate: {{ secrets_manager: {{ secret: tls/edge }} }} }}
+        routes: [ {{ match: {{ prefix: / }}, to: app }} ]
+      - name: broken
+        address: 127.0.0.1
+        port: {broken}
+        protocol: http
+        tls: {{ certificate: {{ secrets_manager: {{ secret: tls/none }} }} }}
+        routes: [ {{ match: {{ prefix: / }}, to: app }} ]
+upstreams:
+  app: {{ protocol: http1, endpoints: {{ static: ["{app}"] }} }}
+"#,
+            app = app.endpoint(),
+        ),
+    );
+    let server = XdsServer::start_env(
+        &dir,
+        catalog.as_os_str(),
+        0,
+        &["--secret-interval", "1s"],
+        &moto.env(),
+    );
+    server.wait_ready();
+    let edge = Envoy::start(&dir, "edge", server.xds_port, Mode::Sotw);
+    wait_for(
+        "the certificate from Secrets Manager",
+        Duration::from_secs(20),
+        || curl(public, Some(&first_ca)).filter(|b| b == "app"),
+    );
+    let ready = server.admin_json("/readyz");
+    assert_eq!(
+        ready["certificates_missing"],
+        serde_json::json!(["secretsmanager/tls/none"]),
+        "{ready}"
+    );
+    let pid = edge.process.pid();
+    moto.fixture(
+        "iam_identity.py",
+        &["put-secret", "tls/edge", &leaf_dir("two", &second)],
+    );
+    wait_for(
+        "the new value to be served",
+        Duration::from_secs(20),
+        || curl(public, Some(&second_ca)).filter(|b| b == "app"),
+    );
+    assert_eq!(edge.process.pid(), pid);
+    let log = server.process.output();
+    assert!(log.contains("secretsmanager/tls/none") && !log.contains("PRIVATE KEY"));
+}

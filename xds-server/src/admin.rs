@@ -72,6 +72,8 @@ struct Readiness {
     catalog: CatalogStatus,
     /// Certificates served over SDS that expire within a day and will not be renewed.
     certificates_expiring: Vec<String>,
+    /// Secrets the catalog names that could never be obtained.
+    certificates_missing: Vec<String>,
 }
 
 async fn readyz(State(s): State<AdminState>) -> Response {
@@ -101,6 +103,7 @@ async fn readyz(State(s): State<AdminState>) -> Response {
                     format!("{name} expires in {}s", left.as_secs())
                 })
                 .collect(),
+            certificates_missing: s.secrets.borrow().missing.clone(),
         }),
     )
         .into_response()

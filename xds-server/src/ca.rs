@@ -379,7 +379,8 @@ fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), CaError> {
 }
 
 /// The certificate and key of a CA secret in Secrets Manager.
-async fn read_secret(name: &str) -> Result<(String, String), CaError> {
+/// A Secrets Manager secret `{"certificate": PEM, "private_key": PEM}`: its two parts.
+pub(crate) async fn read_secret(name: &str) -> Result<(String, String), CaError> {
     let fail = |message: String| CaError::Secret {
         secret: name.into(),
         message,

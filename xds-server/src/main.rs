@@ -151,6 +151,10 @@ enum Command {
         /// is valid; the control plane renews it at half life and Envoy swaps it in place.
         #[arg(long, env = "XDS_SERVER_MESH_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
         mesh_cert_ttl: Duration,
+        /// How often certificates kept in Secrets Manager (`certificate: { secrets_manager:
+        /// ... }`) are read again.
+        #[arg(long, env = "XDS_SERVER_SECRET_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+        secret_interval: Duration,
     },
     /// Get this task's proxy certificate from the control plane, proving the task role to it
     /// through AWS STS, and write it (with its key and the trust bundle) into a directory that
@@ -302,6 +306,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             identity_ttl,
             identity_rate,
             mesh_cert_ttl,
+            secret_interval,
         } => {
             common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), &cli.log)
                 .map_err(anyhow::Error::msg)?;
@@ -350,6 +355,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                     per_ip_per_minute: identity_rate,
                 },
                 mesh_cert_ttl,
+                secret_interval,
             };
             serve::serve(config, common::cli::shutdown_signal()).await?;
         }

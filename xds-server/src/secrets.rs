@@ -64,6 +64,11 @@ pub fn file_name(files: &CertificateFiles) -> String {
     format!("file/{}", files.chain.display())
 }
 
+/// The secret of a certificate kept in Secrets Manager.
+pub fn secrets_manager_name(secret: &str) -> String {
+    format!("secretsmanager/{secret}")
+}
+
 /// The secret of a trust bundle read from a file.
 pub fn trust_file_name(path: &Path) -> String {
     format!("trust/{}", path.display())
@@ -82,6 +87,8 @@ pub enum Need {
     TrustFile(PathBuf),
     /// The system's public roots.
     SystemTrust,
+    /// A certificate and key in a Secrets Manager secret.
+    SecretsManager(String),
 }
 
 impl Need {
@@ -95,6 +102,7 @@ impl Need {
             Need::File(f) => format!("the files {} and {}", f.chain.display(), f.key.display()),
             Need::TrustFile(p) => format!("the file {}", p.display()),
             Need::SystemTrust => "the public roots of the control plane's system".into(),
+            Need::SecretsManager(name) => format!("the Secrets Manager secret {name}"),
         }
     }
 }
@@ -123,6 +131,9 @@ pub struct Material {
     /// Certificates that expire within a day and that the control plane cannot renew itself
     /// (files), or whose renewal fails, with their end: for `/readyz`.
     pub expiring: Vec<(String, SystemTime)>,
+    /// Secrets the catalog names that were never obtained (listeners and clusters that name
+    /// them wait for them): for `/readyz`.
+    pub missing: Vec<String>,
 }
 
 /// The longest wait before issuing a failed mesh identity again.
@@ -281,6 +292,8 @@ pub struct SecretsConfig {
     pub ttl: Duration,
     /// How often files are read again.
     pub interval: Duration,
+    /// How often Secrets Manager secrets are read again.
+    pub secret_interval: Duration,
 }
 
 /// An identity issued, and when to renew it.
@@ -347,6 +360,8 @@ pub async fn run(
     let mut held_names: Vec<String> = Vec::new();
     // Identities whose issuance failed: when to try again, and the last delay.
     let mut retry: BTreeMap<ProxyName, (SystemTime, Duration)> = BTreeMap::new();
+    // Secrets Manager answers, and when they were asked.
+    let mut fetched: BTreeMap<String, (Result<Pem, String>, SystemTime)> = BTreeMap::new();
     loop {
         let loaded = catalog_rx.borrow_and_update().clone();
         let mut next_wake = SystemTime::now() + config.interval;
@@ -401,6 +416,26 @@ pub async fn run(
                             key: Some(key),
                         })
                     }),
+                    Need::SecretsManager(secret) => {
+                        let due = fetched.get(secret).is_none_or(|(_, at)| {
+                            now.duration_since(*at).unwrap_or_default() >= config.secret_interval
+                        });
+                        if due {
+                            let got = crate::ca::read_secret(secret)
+                                .await
+                                .map_err(|e| e.to_string())
+                                .and_then(|(chain, key)| {
+                                    check_pair(&chain, Some(&key))
+                                        .map_err(|e| format!("secret {secret}: {e}"))?;
+                                    Ok(Pem {
+                                        chain,
+                                        key: Some(key),
+                                    })
+                                });
+                            fetched.insert(secret.clone(), (got, now));
+                        }
+                        fetched[secret].0.clone()
+                    }
                     Need::SystemTrust => system_bundle().and_then(|path| {
                         let chain = read(base, &path)?;
                         check_pair(&chain, None).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -437,8 +472,11 @@ pub async fn run(
                             tracing::error!(secret = %name, error = %e, "secret unavailable; proxies keep the last good one");
                             errors.insert(name.clone(), e);
                         }
-                        if let Some(old) = previous.get(name) {
-                            material.by_name.insert(name.clone(), old.clone());
+                        match previous.get(name) {
+                            Some(old) => {
+                                material.by_name.insert(name.clone(), old.clone());
+                            }
+                            None => material.missing.push(name.clone()),
                         }
                     }
                 }
@@ -446,6 +484,16 @@ pub async fn run(
             identities.retain(|p, _| needs.contains_key(&identity_name(p)));
             retry.retain(|p, _| needs.contains_key(&identity_name(p)));
             errors.retain(|name, _| needs.contains_key(name));
+            fetched.retain(|secret, _| needs.contains_key(&secrets_manager_name(secret)));
+            if !fetched.is_empty() {
+                next_wake = next_wake.min(
+                    fetched
+                        .values()
+                        .map(|(_, at)| *at + config.secret_interval)
+                        .min()
+                        .unwrap_or(next_wake),
+                );
+            }
             for (name, pem) in &material.by_name {
                 // The system's bundle holds many CAs: the first one's end says nothing.
                 if name == SYSTEM_TRUST {

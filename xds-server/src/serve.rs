@@ -59,6 +59,8 @@ pub struct ServeConfig {
     pub identity: IdentitySettings,
     /// How long a mesh identity (a proxy's certificate for service traffic) is valid.
     pub mesh_cert_ttl: Duration,
+    /// How often certificates in Secrets Manager are read again.
+    pub secret_interval: Duration,
 }
 
 /// How the identity endpoint on the xDS port issues certificates.
@@ -218,6 +220,7 @@ pub async fn serve(
             cas: cas.clone(),
             ttl: config.mesh_cert_ttl,
             interval: config.discovery.file_interval,
+            secret_interval: config.secret_interval,
         },
         material_tx,
         metrics.clone(),

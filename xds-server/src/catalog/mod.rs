@@ -97,6 +97,17 @@ pub enum CertificateSource {
     /// PEM files the control plane reads (relative to the catalog) and reads again when they
     /// change.
     File(CertificateFiles),
+    /// A Secrets Manager secret `{"certificate": PEM chain, "private_key": PEM}`, read again
+    /// every `--secret-interval`.
+    SecretsManager(SecretRef),
+}
+
+/// `{ secrets_manager: { secret: NAME-OR-ARN } }`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecretRef {
+    /// The secret's name or ARN.
+    pub secret: String,
 }
 
 /// `certificate: { file: { chain, key } }`.

@@ -62,6 +62,10 @@ fn certificate_secret(proxy: &ProxyName, source: &CertificateSource) -> (String,
         CertificateSource::File(files) => {
             (crate::secrets::file_name(files), Need::File(files.clone()))
         }
+        CertificateSource::SecretsManager(r) => (
+            crate::secrets::secrets_manager_name(&r.secret),
+            Need::SecretsManager(r.secret.clone()),
+        ),
     }
 }
 
