@@ -169,11 +169,19 @@ fn services_talk_over_mutual_tls_and_only_allowed_callers_get_through() {
     );
     assert!(debug.body.contains("[redacted]"), "{}", debug.body);
     let catalog = m.dir.path().join("catalog.yaml");
-    let render = std::process::Command::new(tests::workspace_bin("xds-server"))
-        .args(["render", "--proxy", "callee", "--catalog"])
-        .arg(&catalog)
-        .output()
-        .unwrap();
+    let render = |extra: &[&str]| {
+        std::process::Command::new(tests::workspace_bin("xds-server"))
+            .args(["render", "--proxy", "callee", "--catalog"])
+            .arg(&catalog)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    // As the server takes it: its trust domain, which the catalog must agree with.
+    let other = render(&[]);
+    assert_eq!(other.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&other.stderr).contains("mesh.trust_domain"));
+    let render = render(&["--trust-domain", "test.local"]);
     let rendered = String::from_utf8_lossy(&render.stdout);
     assert!(render.status.success(), "{rendered}");
     assert!(rendered.contains("mesh/identity/callee"), "{rendered}");

@@ -208,6 +208,10 @@ enum Command {
         /// The proxy (a key of `proxies`).
         #[arg(long)]
         proxy: String,
+        /// The trust domain the control plane serves with (its --trust-domain), for the
+        /// SPIFFE IDs in TLS settings when the catalog sets none.
+        #[arg(long, env = "XDS_SERVER_TRUST_DOMAIN", default_value = "mesh.local")]
+        trust_domain: String,
         /// Output format.
         #[arg(long, default_value = "json")]
         format: Format,
@@ -405,15 +409,29 @@ async fn main() -> anyhow::Result<ExitCode> {
         Command::Render {
             catalog,
             proxy,
+            trust_domain,
             format,
         } => {
-            let loaded = match catalog::load_path(&catalog) {
+            let mut loaded = match catalog::load_path(&catalog) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return Ok(ExitCode::FAILURE);
                 }
             };
+            // As `serve` would take it (the CA aside: nothing is issued here).
+            let server = xds_server::secrets::ServerSide {
+                has_ca: true,
+                trust_domain,
+            };
+            let base = loaded.base_dir.clone();
+            let errors = server.settle(&mut loaded.catalog, &base);
+            if !errors.is_empty() {
+                for e in errors {
+                    eprintln!("{}: {e}", catalog.display());
+                }
+                return Ok(ExitCode::FAILURE);
+            }
             let proxy = ProxyName(proxy);
             if !loaded.catalog.proxies.contains_key(&proxy) {
                 let known: Vec<&str> = loaded
