@@ -152,12 +152,85 @@ pub fn bootstrap_for(catalog: &LoadedCatalog, proxy: &ProxyName) -> Result<Value
         xds_ca: None,
         identity_dir: None,
     });
+    let mut listeners = Value::Array(listeners);
+    let mut clusters = Value::Array(clusters);
+    // Secrets come over ADS at run time; here they are static secrets of the bootstrap (a
+    // throwaway certificate, or a CA): Envoy's validation cannot follow SDS on ADS.
+    let mut secrets = BTreeMap::new();
+    static_secrets(&mut listeners, &mut secrets);
+    static_secrets(&mut clusters, &mut secrets);
     let statics = &mut doc["static_resources"];
-    if let Some(own) = statics["clusters"].as_array_mut() {
+    if let (Some(own), Value::Array(clusters)) = (statics["clusters"].as_array_mut(), clusters) {
         own.extend(clusters);
     }
-    statics["listeners"] = Value::Array(listeners);
+    statics["listeners"] = listeners;
+    if !secrets.is_empty() {
+        statics["secrets"] = Value::Array(placeholder_secrets(&secrets));
+    }
     Ok(doc)
+}
+
+/// Replaces every SDS reference below `v` by one to a static secret of the same name, and
+/// notes its name: `true` for a certificate, `false` for a trust bundle.
+fn static_secrets(v: &mut Value, found: &mut BTreeMap<String, bool>) {
+    match v {
+        Value::Object(o) => {
+            for (key, certificate) in [
+                ("tls_certificate_sds_secret_configs", true),
+                ("validation_context_sds_secret_config", false),
+            ] {
+                let mut refs: Vec<&mut Value> = match o.get_mut(key) {
+                    Some(Value::Array(a)) => a.iter_mut().collect(),
+                    Some(one @ Value::Object(_)) => vec![one],
+                    _ => Vec::new(),
+                };
+                for r in refs.iter_mut() {
+                    if let Some(r) = r.as_object_mut() {
+                        r.remove("sds_config");
+                        if let Some(name) = r.get("name").and_then(Value::as_str) {
+                            found.insert(name.to_string(), certificate);
+                        }
+                    }
+                }
+            }
+            for child in o.values_mut() {
+                static_secrets(child, found);
+            }
+        }
+        Value::Array(a) => a.iter_mut().for_each(|c| static_secrets(c, found)),
+        _ => {}
+    }
+}
+
+/// Static secrets standing in for `names`: one throwaway CA and a certificate it signed.
+fn placeholder_secrets(names: &BTreeMap<String, bool>) -> Vec<Value> {
+    let Ok(ca) = crate::ca::Ca::generate("xds-server validate") else {
+        return Vec::new();
+    };
+    let Ok(leaf) = ca.issue(&crate::ca::Leaf {
+        names: vec!["validate.invalid".into()],
+        server: true,
+        client: true,
+        ttl: std::time::Duration::from_secs(3600),
+        ..Default::default()
+    }) else {
+        return Vec::new();
+    };
+    names
+        .iter()
+        .map(|(name, certificate)| {
+            if *certificate {
+                json!({ "name": name, "tls_certificate": {
+                    "certificate_chain": { "inline_string": leaf.certificate_pem },
+                    "private_key": { "inline_string": leaf.private_key_pem },
+                } })
+            } else {
+                json!({ "name": name, "validation_context": {
+                    "trusted_ca": { "inline_string": ca.certificate_pem() },
+                } })
+            }
+        })
+        .collect()
 }
 
 /// Envoy's verdict on one proxy: `Ok`, or what it said.
