@@ -28,7 +28,7 @@ pub enum RunError {
     /// The pass failed as a whole.
     #[error(transparent)]
     Sync(#[from] SyncError),
-    /// Some objects could not be put in place.
+    /// Some objects could not be put in place (each: the problem and what became of its file).
     #[error("{} object(s) could not be put in place:\n  {}", .0.len(), .0.join("\n  "))]
     Objects(Vec<String>),
 }
@@ -85,7 +85,11 @@ async fn once(syncer: &mut Syncer, config: &RunConfig, metrics: &Metrics) -> Res
                 Ok(())
             } else {
                 Err(RunError::Objects(
-                    report.errors.iter().map(ToString::to_string).collect(),
+                    report
+                        .errors
+                        .iter()
+                        .map(|e| format!("{e} ({})", e.outcome()))
+                        .collect(),
                 ))
             }
         }
@@ -103,7 +107,7 @@ async fn once(syncer: &mut Syncer, config: &RunConfig, metrics: &Metrics) -> Res
 
 fn log_report(report: &SyncReport) {
     for e in &report.errors {
-        tracing::error!(key = %e.key, kind = e.kind.label(), error = %e.message, "object not synced; its file keeps its previous content");
+        tracing::error!(key = %e.key, kind = e.kind.label(), error = %e.message, "object not synced; {}", e.outcome());
     }
     if report.changed() {
         tracing::info!(summary = %report.summary(), "sync changed files");
