@@ -57,6 +57,8 @@ pub struct Discoverer {
     container_instances: HashMap<String, String>,
     /// EC2 instance id (`i-`) or ECS Anywhere managed instance id (`mi-`) → its address.
     instances: HashMap<String, String>,
+    /// The clusters of `cluster_arns` the last refresh did not find.
+    missing_clusters: Vec<String>,
 }
 
 impl Discoverer {
@@ -78,7 +80,13 @@ impl Discoverer {
             definitions: HashMap::new(),
             container_instances: HashMap::new(),
             instances: HashMap::new(),
+            missing_clusters: Vec::new(),
         }
+    }
+
+    /// The clusters the last refresh did not find.
+    pub fn missing_clusters(&self) -> &[String] {
+        &self.missing_clusters
     }
 
     fn count(&self, operation: &str) {
@@ -113,6 +121,7 @@ impl Discoverer {
 
     /// Every task of every cluster, with its definition and host.
     pub async fn refresh(&mut self) -> Result<Vec<TaskInfo>, ApiError> {
+        self.missing_clusters.clear();
         let mut current: Vec<Task> = Vec::new();
         for cluster in self.clusters().await? {
             let listed = common::ecs::running_task_arns(&self.ecs, &cluster, None, || {
@@ -128,6 +137,7 @@ impl Discoverer {
                         .is_some_and(|s| s.is_cluster_not_found_exception()) =>
                 {
                     tracing::warn!(%cluster, "cluster not found; skipped");
+                    self.missing_clusters.push(cluster.clone());
                     Vec::new()
                 }
                 Err(e) => return Err(api_error("ListTasks", e)),

@@ -37,8 +37,8 @@ fn start_with(label: &str, interval: &str, throttled: bool) -> Setup {
         &["setup", &exporter.addr.port().to_string()],
     ))
     .unwrap();
-    let out = dir.path().join("sd");
-    std::fs::create_dir_all(&out).unwrap();
+    // Not there yet: ecs-sd creates it.
+    let out = dir.path().join("sd/files");
     let http_port = free_port();
     let mut cmd = Command::new(workspace_bin("ecs-sd"));
     cmd.arg("--directory")
@@ -381,4 +381,87 @@ fn log_format_is_text_or_json() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("[possible values: text, json]"), "{err}");
+}
+
+fn run_ecs_sd(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
+    Command::new(workspace_bin("ecs-sd"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap()
+}
+
+/// `--dry-run` ends with a summary; `--output json` prints exactly what the files hold, by
+/// file name; a cluster that is not found fails the dry run; `ECS_SD_DRY_RUN` is `--dry-run`.
+#[test]
+fn dry_run_summarises_prints_the_file_sd_json_and_refuses_an_unknown_cluster() {
+    let s = start("ecs-sd-dry-run", "0.2");
+    let mut env = s.moto.env();
+    env.push(("ECS_SD_DRY_RUN", "true".into()));
+    let text = run_ecs_sd(&[], &env);
+    assert!(
+        text.status.success(),
+        "{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert_eq!(
+        summary, "5 tasks seen, 6 targets (15s: 1, 1m: 4, 30s: 1, 5m: 0), 0 containers skipped",
+        "{stdout}"
+    );
+
+    let json = run_ecs_sd(&["--dry-run", "--output", "json"], &s.moto.env());
+    assert!(
+        json.status.success(),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&json.stdout).expect("stdout is only JSON");
+    let files = printed.as_object().unwrap();
+    let names: Vec<&String> = files.keys().collect();
+    assert_eq!(
+        names,
+        [
+            "15s-tasks.json",
+            "1m-tasks.json",
+            "30s-tasks.json",
+            "5m-tasks.json"
+        ]
+    );
+    for (name, groups) in files {
+        let written: Value =
+            serde_json::from_slice(&std::fs::read(s.out.join(name)).unwrap()).unwrap();
+        assert_eq!(groups, &written, "{name}");
+    }
+    assert!(
+        String::from_utf8_lossy(&json.stderr).contains("5 tasks seen, 6 targets"),
+        "the summary goes to stderr"
+    );
+
+    // A typo in --cluster-arns is not a cluster without tasks.
+    let unknown = run_ecs_sd(
+        &["--dry-run", "--cluster-arns", "prism-test,prism-tset"],
+        &s.moto.env(),
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("cluster not found: prism-tset"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&unknown.stdout).contains("30s-tasks.json"),
+        "the clusters that exist are still shown"
+    );
+    // --output is for --dry-run only; ECS_SD_DRY_RUN=false is no --dry-run.
+    let mut env = s.moto.env();
+    env.push(("ECS_SD_DRY_RUN", "false".into()));
+    let refused = run_ecs_sd(&["--http-listen", "127.0.0.1:0", "--output", "json"], &env);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("give --dry-run too"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
 }
