@@ -21,7 +21,11 @@ use ecs_sd::targets::{LabelOptions, TargetGroup};
 /// docker labels (PROMETHEUS_EXPORTER_PORT, ...). Every flag also reads the environment
 /// variable shown.
 #[derive(Parser)]
-#[command(version, about, args_override_self = true)]
+#[command(
+    version = common::version::describe(env!("CARGO_PKG_VERSION")),
+    about,
+    args_override_self = true
+)]
 struct Cli {
     /// Where to write {15s,30s,1m,5m}-tasks.json, created when missing (required unless
     /// --dry-run or --http-listen).
@@ -104,7 +108,7 @@ async fn main() -> anyhow::Result<ExitCode> {
     if let Some(dir) = cli.directory.as_ref().filter(|_| !cli.dry_run) {
         std::fs::create_dir_all(dir).with_context(|| format!("--directory {}", dir.display()))?;
     }
-    let metrics = Metrics::new();
+    let metrics = Metrics::with_intervals(&[cli.default_scrape_interval_prefix.as_str()]);
     let config = common::aws::sdk_config().await;
     let labels = LabelOptions {
         default_interval: cli.default_scrape_interval_prefix.clone(),
@@ -193,6 +197,13 @@ async fn dry_run(
         }
     }
     let missing = discoverer.missing_clusters();
+    // What the refresh went without besides those clusters (hosts SSM does not know).
+    let clusters: Vec<String> = missing.iter().map(|c| format!("cluster {c}")).collect();
+    for (subject, problem) in discoverer.problems() {
+        if !clusters.contains(subject) {
+            eprintln!("warning: {subject}: {problem}");
+        }
+    }
     if missing.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {

@@ -39,11 +39,14 @@ pub struct Skipped {
     pub task: String,
     /// The container name (empty when the whole task was skipped).
     pub container: String,
-    /// Metric label: `not_running`, `no_address`, `no_port`, `no_container`.
+    /// Metric label: one of [`SKIP_REASONS`].
     pub reason: &'static str,
     /// For people.
     pub detail: String,
 }
+
+/// Why a container is skipped: the `reason` label of `ecs_sd_skipped_containers`.
+pub const SKIP_REASONS: [&str; 4] = ["not_running", "no_address", "no_port", "no_container"];
 
 /// Output settings.
 #[derive(Debug, Clone)]

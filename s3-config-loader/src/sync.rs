@@ -95,6 +95,19 @@ impl ErrorKind {
             ErrorKind::Empty => "empty",
         }
     }
+
+    /// Every kind, for metrics that exist from the start.
+    pub const ALL: [ErrorKind; 9] = [
+        ErrorKind::UnsafeKey,
+        ErrorKind::TooLarge,
+        ErrorKind::Download,
+        ErrorKind::Checksum,
+        ErrorKind::Template,
+        ErrorKind::Validation,
+        ErrorKind::Write,
+        ErrorKind::Conflict,
+        ErrorKind::Empty,
+    ];
 }
 
 /// A problem with one object; the other objects of the pass go ahead, and the object's file,
@@ -208,8 +221,10 @@ impl SyncReport {
             m.passes.with_label_values(&["ok"]).inc();
             m.last_success
                 .set(common::duration::since_epoch().as_secs_f64());
+            m.last_sync_successful.set(1);
         } else {
             m.passes.with_label_values(&["error"]).inc();
+            m.last_sync_successful.set(0);
         }
     }
 

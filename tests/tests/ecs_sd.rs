@@ -465,3 +465,97 @@ fn dry_run_summarises_prints_the_file_sd_json_and_refuses_an_unknown_cluster() {
         String::from_utf8_lossy(&refused.stderr)
     );
 }
+
+/// Before the first refresh, every series is there at 0 with every label; the directory is
+/// created; an error that repeats is logged when it starts and when it ends, without colours.
+#[test]
+fn metrics_exist_from_the_start_and_a_lasting_failure_is_logged_when_it_starts_and_ends() {
+    let dir = TempDir::new("ecs-sd-lasting");
+    let port = free_port();
+    let http_port = free_port();
+    let out = dir.path().join("not/yet/there");
+    let mut cmd = Command::new(workspace_bin("ecs-sd"));
+    cmd.arg("--directory")
+        .arg(&out)
+        .args([
+            "--interval",
+            "0.1",
+            "--default-scrape-interval-prefix",
+            "2m",
+        ])
+        .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
+        .envs(Moto::env_at(port))
+        .env("AWS_MAX_ATTEMPTS", "1");
+    let sd = ChildGuard::spawn(cmd, dir.path().join("ecs-sd.log"));
+    wait_for("ecs-sd's /metrics", Duration::from_secs(20), || {
+        http::get(http_port, "/metrics", &[])
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    assert!(out.is_dir(), "--directory was not created");
+    let text = http::get(http_port, "/metrics", &[]).unwrap().body;
+    for series in [
+        "ecs_sd_targets{interval=\"30s\"} 0",
+        "ecs_sd_targets{interval=\"2m\"} 0",
+        "ecs_sd_skipped_containers{reason=\"no_address\"} 0",
+        "ecs_sd_api_calls_total{operation=\"DescribeTaskDefinition\"} 0",
+        "ecs_sd_errors_total{kind=\"write\"} 0",
+        "ecs_sd_errors_total{kind=\"throttled\"} 0",
+        "ecs_sd_last_refresh_successful 0",
+        "ecs_sd_file_writes_total 0",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    let commit = tests::cli::version_commit("ecs-sd");
+    let build_info = format!(
+        "ecs_sd_build_info{{commit=\"{commit}\",version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.contains(&build_info), "{build_info} missing:\n{text}");
+
+    // AWS is not there: many failed refreshes, one log line.
+    wait_for("five failed refreshes", Duration::from_secs(60), || {
+        (metric(http_port, "ecs_sd_errors_total{kind=\"error\"}") >= 5.0).then_some(())
+    });
+    let failures = |log: &str| log.matches("refresh failed").count();
+    assert_eq!(failures(&sd.output()), 1, "{}", sd.output());
+    // It comes (with no clusters): the end is logged once, the gauge says so.
+    let _moto = Moto::start(&dir, port);
+    wait_for("a good refresh", Duration::from_secs(30), || {
+        (metric(http_port, "ecs_sd_last_refresh_successful") == 1.0).then_some(())
+    });
+    wait_for(
+        "the refresh that wrote the files",
+        Duration::from_secs(30),
+        || out.join("2m-tasks.json").exists().then_some(()),
+    );
+    let log = sd.output();
+    assert_eq!(failures(&log), 1, "{log}");
+    assert_eq!(log.matches("refreshing works again").count(), 1, "{log}");
+    assert!(
+        !tests::cli::has_escape_codes(&log),
+        "colour codes in a log file:\n{log}"
+    );
+    // The reason labels stay after a refresh, at 0.
+    assert!(
+        http::get(http_port, "/metrics", &[])
+            .unwrap()
+            .body
+            .contains("ecs_sd_skipped_containers{reason=\"no_port\"} 0")
+    );
+}
+
+/// `--version` names the commit; every flag reads an environment variable (`ECS_SD_DRY_RUN`
+/// among them).
+#[test]
+fn version_names_the_commit_and_every_flag_reads_the_environment() {
+    let commit = tests::cli::version_commit("ecs-sd");
+    assert!(!commit.is_empty());
+    let help = tests::cli::help("ecs-sd", &[]);
+    assert_eq!(
+        tests::cli::flags_without_env(&help),
+        Vec::<String>::new(),
+        "{help}"
+    );
+    assert!(help.contains("[env: ECS_SD_DRY_RUN="), "{help}");
+}

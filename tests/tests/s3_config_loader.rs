@@ -822,6 +822,125 @@ fn once_with_an_interval_is_refused() {
     });
 }
 
+/// `--version` names the commit; every flag of both subcommands reads an environment variable.
+#[test]
+fn version_names_the_commit_and_every_flag_reads_the_environment() {
+    let commit = tests::cli::version_commit("s3-config-loader");
+    assert!(!commit.is_empty());
+    for sub in ["get", "sync"] {
+        let help = tests::cli::help("s3-config-loader", &[sub]);
+        assert_eq!(
+            tests::cli::flags_without_env(&help),
+            Vec::<String>::new(),
+            "{sub} --help:\n{help}"
+        );
+        assert!(
+            help.contains("[env: S3_CONFIG_LOADER_LOG_FORMAT="),
+            "{help}"
+        );
+    }
+}
+
+/// Metrics exist before the first pass, at 0 and with every label; a failure that repeats is
+/// logged when it starts and when it ends, not every pass, and without colour codes.
+#[test]
+fn metrics_exist_from_the_start_and_a_lasting_failure_is_logged_when_it_starts_and_ends() {
+    let dir = TempDir::new("s3-lasting");
+    let port = free_port();
+    let admin = free_port();
+    let out = dir.path().join("out");
+    let mut cmd = Command::new(workspace_bin("s3-config-loader"));
+    cmd.args(["sync", "s3://config/app/", out.to_str().unwrap()])
+        .args([
+            "--interval",
+            "100ms",
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .envs(Moto::env_at(port))
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env("S3_CONFIG_LOADER_LOG", "info");
+    let loader = ChildGuard::spawn(cmd, dir.path().join("loader.log"));
+    wait_for("the loader's admin port", Duration::from_secs(20), || {
+        http::get(admin, "/metrics", &[])
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    let text = http::get(admin, "/metrics", &[]).unwrap().body;
+    for series in [
+        "s3cl_passes_total{result=\"ok\"} 0",
+        "s3cl_errors_total{kind=\"hook\"} 0",
+        "s3cl_errors_total{kind=\"template\"} 0",
+        "s3cl_errors_total{kind=\"empty\"} 0",
+        "s3cl_errors_total{kind=\"validation\"} 0",
+        "s3cl_last_sync_successful 0",
+        "s3cl_files_written_total 0",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    let commit = tests::cli::version_commit("s3-config-loader");
+    let build_info = format!(
+        "s3cl_build_info{{commit=\"{commit}\",version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.contains(&build_info), "{build_info} missing:\n{text}");
+
+    // S3 is not there: many failed passes, one log line.
+    wait_for("ten failed passes", Duration::from_secs(60), || {
+        (metric(admin, "s3cl_errors_total{kind=\"list\"}") >= 10.0).then_some(())
+    });
+    let failures = |log: &str| log.lines().filter(|l| l.contains("sync failed")).count();
+    assert_eq!(failures(&loader.output()), 1, "{}", loader.output());
+    assert!(!loader.output().contains("sync works again"));
+
+    // S3 comes: the end is logged once, and the gauge says the last sync worked.
+    let s3 = S3 {
+        moto: Moto::start(&dir, port),
+        dir,
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    };
+    s3.create_bucket();
+    s3.put("app/a.conf", "1");
+    wait_for("the first good pass", Duration::from_secs(30), || {
+        (metric(admin, "s3cl_last_sync_successful") == 1.0).then_some(())
+    });
+    assert_eq!(read(&out.join("a.conf")), "1");
+    // A broken object: counted every pass, logged once when it starts and once when it ends.
+    s3.put("app/b.conf.tmpl", "${S3CL_UNSET_IN_THIS_TEST}");
+    wait_for("five template errors", Duration::from_secs(30), || {
+        (metric(admin, "s3cl_errors_total{kind=\"template\"}") >= 5.0).then_some(())
+    });
+    assert_eq!(metric(admin, "s3cl_last_sync_successful"), 0.0);
+    s3.delete("app/b.conf.tmpl");
+    wait_for("the broken object's end", Duration::from_secs(30), || {
+        loader
+            .output()
+            .lines()
+            .any(|l| l.contains("object no longer failing") && l.contains("app/b.conf.tmpl"))
+            .then_some(())
+    });
+    let log = loader.output();
+    assert_eq!(failures(&log), 1, "{log}");
+    assert_eq!(log.matches("sync works again").count(), 1, "{log}");
+    let broken: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("app/b.conf.tmpl"))
+        .collect();
+    assert_eq!(broken.len(), 2, "{log}");
+    assert!(
+        broken[0].contains("object not synced; no file written")
+            && broken[1].contains("object no longer failing"),
+        "{log}"
+    );
+    assert!(
+        !tests::cli::has_escape_codes(&log),
+        "colour codes in a log file:\n{log}"
+    );
+}
+
 /// A process that counts SIGHUPs, as a reloadable daemon would; returns its guard, its pid
 /// file and the file it counts in.
 fn hup_counter(dir: &Path) -> (ChildGuard, PathBuf, PathBuf) {
