@@ -21,6 +21,20 @@ pub fn register<T: prometheus::core::Collector + Clone + 'static>(
     collector
 }
 
+/// Registers `NAME{version, commit} 1` (e.g. `s3cl_build_info`), so that dashboards and alerts
+/// can tell which build runs where, as Prometheus' own `prometheus_build_info` does.
+pub fn register_build_info(registry: &Registry, name: &str, version: &str) {
+    let help = "The version and commit of this binary (always 1)";
+    let gauge = register(
+        registry,
+        prometheus::IntGaugeVec::new(prometheus::Opts::new(name, help), &["version", "commit"])
+            .expect("valid metric"),
+    );
+    gauge
+        .with_label_values(&[version, crate::version::COMMIT])
+        .set(1);
+}
+
 /// Everything in `registry`, in the text exposition format.
 pub fn render(registry: &Registry) -> String {
     let mut out = String::new();

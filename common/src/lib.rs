@@ -1,7 +1,8 @@
 //! What the toolkit's binaries really share: durations as users write them, atomic file
 //! replacement, AWS configuration from the standard environment and AWS errors in words, the
 //! backoff after failures, ECS task listing (feature `ecs`), the admin port (`/metrics`,
-//! `/healthz`), logs and graceful shutdown.
+//! `/healthz`, build info), logs (with problems logged when they start, change and end), graceful
+//! shutdown, and the version and commit a binary was built from.
 
 pub mod admin;
 pub mod aws;
@@ -11,3 +12,5 @@ pub mod duration;
 #[cfg(feature = "ecs")]
 pub mod ecs;
 pub mod files;
+pub mod problems;
+pub mod version;

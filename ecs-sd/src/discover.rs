@@ -3,7 +3,7 @@
 //! and host addresses (EC2 instances; SSM managed instances for ECS Anywhere). Entries unused in
 //! a refresh are dropped after it.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
@@ -41,6 +41,17 @@ where
     }
 }
 
+/// The AWS operations ecs-sd calls, the `operation` label of `ecs_sd_api_calls_total`.
+pub const OPERATIONS: [&str; 7] = [
+    "ListClusters",
+    "ListTasks",
+    "DescribeTasks",
+    "DescribeTaskDefinition",
+    "DescribeContainerInstances",
+    "DescribeInstances",
+    "DescribeInstanceInformation",
+];
+
 /// The ECS and EC2 clients and the caches that keep API calls down.
 pub struct Discoverer {
     ecs: aws_sdk_ecs::Client,
@@ -57,6 +68,11 @@ pub struct Discoverer {
     container_instances: HashMap<String, String>,
     /// EC2 instance id (`i-`) or ECS Anywhere managed instance id (`mi-`) → its address.
     instances: HashMap<String, String>,
+    /// What the last refresh went without, by subject: clusters not found, hosts SSM does not
+    /// know. The refresh succeeded without them.
+    problems: BTreeMap<String, String>,
+    /// The clusters of `cluster_arns` the last refresh did not find.
+    missing_clusters: Vec<String>,
 }
 
 impl Discoverer {
@@ -78,7 +94,20 @@ impl Discoverer {
             definitions: HashMap::new(),
             container_instances: HashMap::new(),
             instances: HashMap::new(),
+            problems: BTreeMap::new(),
+            missing_clusters: Vec::new(),
         }
+    }
+
+    /// What the last refresh went without (subject → problem): clusters not found, ECS
+    /// Anywhere hosts SSM does not know.
+    pub fn problems(&self) -> &BTreeMap<String, String> {
+        &self.problems
+    }
+
+    /// The clusters the last refresh did not find.
+    pub fn missing_clusters(&self) -> &[String] {
+        &self.missing_clusters
     }
 
     fn count(&self, operation: &str) {
@@ -113,6 +142,8 @@ impl Discoverer {
 
     /// Every task of every cluster, with its definition and host.
     pub async fn refresh(&mut self) -> Result<Vec<TaskInfo>, ApiError> {
+        self.problems.clear();
+        self.missing_clusters.clear();
         let mut current: Vec<Task> = Vec::new();
         for cluster in self.clusters().await? {
             let listed = common::ecs::running_task_arns(&self.ecs, &cluster, None, || {
@@ -127,7 +158,11 @@ impl Discoverer {
                     if e.as_service_error()
                         .is_some_and(|s| s.is_cluster_not_found_exception()) =>
                 {
-                    tracing::warn!(%cluster, "cluster not found; skipped");
+                    self.problems.insert(
+                        format!("cluster {cluster}"),
+                        "cluster not found; skipped".into(),
+                    );
+                    self.missing_clusters.push(cluster.clone());
                     Vec::new()
                 }
                 Err(e) => return Err(api_error("ListTasks", e)),
@@ -315,7 +350,10 @@ impl Discoverer {
                         if e.as_service_error()
                             .is_some_and(|s| s.is_invalid_instance_id()) =>
                     {
-                        tracing::warn!(hosts = ?batch, "managed instances not found in SSM; their tasks are skipped");
+                        self.problems.insert(
+                            format!("hosts {}", batch.join(",")),
+                            "managed instances not found in SSM; their tasks are skipped".into(),
+                        );
                         break;
                     }
                     Err(e) => return Err(api_error("DescribeInstanceInformation", e)),

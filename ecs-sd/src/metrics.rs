@@ -1,4 +1,6 @@
-//! Prometheus metrics of ecs-sd itself, at `/metrics` on `--http-listen`.
+//! Prometheus metrics of ecs-sd itself, at `/metrics` on `--http-listen`. Every series exists
+//! from the start, at 0, with every label value it can take, so that queries and alerts work
+//! before the first refresh or the first problem.
 
 use common::admin::register as reg;
 use prometheus::{
@@ -26,7 +28,13 @@ pub struct Metrics {
     pub refresh: Histogram,
     /// Unix time of the last successful refresh.
     pub last_success: Gauge,
+    /// 1 when the last refresh succeeded (and its files were written), else 0; 0 before the
+    /// first (as Prometheus' own `prometheus_config_last_reload_successful`).
+    pub last_refresh_successful: IntGauge,
 }
+
+/// The `kind` labels of `ecs_sd_errors_total`.
+pub const ERROR_KINDS: [&str; 3] = ["error", "throttled", "write"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -35,10 +43,21 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Creates and registers all metrics.
+    /// Creates and registers all metrics, for the four standard interval files.
     pub fn new() -> Self {
+        Self::with_intervals(&crate::targets::INTERVALS)
+    }
+
+    /// Creates and registers all metrics; `intervals` are the files' prefixes (the four
+    /// standard ones and the default one), the label values of `ecs_sd_targets`.
+    pub fn with_intervals(intervals: &[&str]) -> Self {
         let registry = Registry::new();
-        Metrics {
+        common::admin::register_build_info(
+            &registry,
+            "ecs_sd_build_info",
+            env!("CARGO_PKG_VERSION"),
+        );
+        let metrics = Metrics {
             tasks: reg(
                 &registry,
                 IntGauge::new("ecs_sd_tasks", "Tasks seen in the last refresh").expect("valid"),
@@ -105,7 +124,51 @@ impl Metrics {
                 )
                 .expect("valid"),
             ),
+            last_refresh_successful: reg(
+                &registry,
+                IntGauge::new(
+                    "ecs_sd_last_refresh_successful",
+                    "1 when the last refresh succeeded and its files were written, else 0",
+                )
+                .expect("valid"),
+            ),
             registry,
+        };
+        for interval in crate::targets::INTERVALS.iter().chain(intervals) {
+            metrics.targets.with_label_values(&[*interval]);
         }
+        for reason in crate::targets::SKIP_REASONS {
+            metrics.skipped.with_label_values(&[reason]);
+        }
+        for operation in crate::discover::OPERATIONS {
+            metrics.api_calls.with_label_values(&[operation]);
+        }
+        for kind in ERROR_KINDS {
+            metrics.errors.with_label_values(&[kind]);
+        }
+        metrics
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_series_exists_from_the_start() {
+        let text = common::admin::render(&Metrics::with_intervals(&["2m"]).registry);
+        for sample in [
+            "ecs_sd_targets{interval=\"15s\"} 0",
+            "ecs_sd_targets{interval=\"2m\"} 0",
+            "ecs_sd_skipped_containers{reason=\"no_port\"} 0",
+            "ecs_sd_api_calls_total{operation=\"DescribeInstanceInformation\"} 0",
+            "ecs_sd_errors_total{kind=\"throttled\"} 0",
+            "ecs_sd_last_refresh_successful 0",
+            "ecs_sd_tasks 0",
+            "ecs_sd_refresh_seconds_count 0",
+        ] {
+            assert!(text.contains(sample), "{sample} missing:\n{text}");
+        }
+        assert!(text.contains("ecs_sd_build_info{commit=\""), "{text}");
     }
 }

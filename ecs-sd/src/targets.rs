@@ -39,11 +39,14 @@ pub struct Skipped {
     pub task: String,
     /// The container name (empty when the whole task was skipped).
     pub container: String,
-    /// Metric label: `not_running`, `no_address`, `no_port`, `no_container`.
+    /// Metric label: one of [`SKIP_REASONS`].
     pub reason: &'static str,
     /// For people.
     pub detail: String,
 }
+
+/// Why a container is skipped: the `reason` label of `ecs_sd_skipped_containers`.
+pub const SKIP_REASONS: [&str; 4] = ["not_running", "no_address", "no_port", "no_container"];
 
 /// Output settings.
 #[derive(Debug, Clone)]
@@ -57,6 +60,8 @@ pub struct LabelOptions {
 /// Targets per interval file, and the skipped containers.
 #[derive(Debug, Clone, Default)]
 pub struct Discovered {
+    /// Tasks seen (described and with their definition).
+    pub tasks: usize,
     /// Interval (file prefix) → sorted target groups.
     pub by_interval: BTreeMap<String, Vec<TargetGroup>>,
     /// Containers that asked to be scraped but could not be, with the reason.
@@ -138,7 +143,10 @@ fn enabled(value: Option<String>) -> bool {
 
 /// Turns tasks into target groups per interval.
 pub fn discover(tasks: &[TaskInfo], opts: &LabelOptions) -> Discovered {
-    let mut out = Discovered::default();
+    let mut out = Discovered {
+        tasks: tasks.len(),
+        ..Discovered::default()
+    };
     for i in INTERVALS
         .iter()
         .map(|s| s.to_string())
@@ -405,6 +413,37 @@ fn task_targets(info: &TaskInfo, opts: &LabelOptions, out: &mut Discovered) {
                 });
             }
         }
+    }
+}
+
+impl Discovered {
+    /// One line for people: tasks seen, targets per file, skipped containers by reason.
+    pub fn summary(&self) -> String {
+        let n = |count: usize, one: &str, many: &str| {
+            format!("{count} {}", if count == 1 { one } else { many })
+        };
+        let targets: usize = self.by_interval.values().map(Vec::len).sum();
+        let per_file: Vec<String> = self
+            .by_interval
+            .iter()
+            .map(|(interval, groups)| format!("{interval}: {}", groups.len()))
+            .collect();
+        let mut reasons: BTreeMap<&str, usize> = BTreeMap::new();
+        for s in &self.skipped {
+            *reasons.entry(s.reason).or_default() += 1;
+        }
+        let mut line = format!(
+            "{} seen, {} ({}), {} skipped",
+            n(self.tasks, "task", "tasks"),
+            n(targets, "target", "targets"),
+            per_file.join(", "),
+            n(self.skipped.len(), "container", "containers"),
+        );
+        if !reasons.is_empty() {
+            let why: Vec<String> = reasons.iter().map(|(r, c)| format!("{r}: {c}")).collect();
+            line.push_str(&format!(" ({})", why.join(", ")));
+        }
+        line
     }
 }
 

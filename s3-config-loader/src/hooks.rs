@@ -91,6 +91,19 @@ impl Hooks {
         on_change.chain(signals).chain(posts).collect()
     }
 
+    /// The hook as its flag names it: `--on-change`, `--signal TARGET`, `--post URL`.
+    pub fn describe(&self, hook: Hook) -> String {
+        match hook {
+            Hook::OnChange => "--on-change".to_string(),
+            Hook::Signal(i) => match self.signals.get(i).map(|s| &s.process) {
+                Some(ProcessRef::Pid(pid)) => format!("--signal {pid}"),
+                Some(ProcessRef::PidFile(path)) => format!("--signal pidfile:{}", path.display()),
+                None => "--signal".to_string(),
+            },
+            Hook::Post(i) => format!("--post {}", self.posts.get(i).map_or("", String::as_str)),
+        }
+    }
+
     /// Runs one hook for the files in `changed`.
     pub async fn run_one(&self, hook: Hook, changed: &[PathBuf]) -> Result<(), String> {
         match hook {

@@ -13,6 +13,7 @@ pub mod location;
 pub mod metrics;
 pub mod paths;
 pub mod run;
+pub mod size;
 pub mod state;
 pub mod sync;
 pub mod template;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use common::cli::LogFormat;
 use common::files::FileOptions;
 use s3_config_loader::hooks::{Hooks, SignalTarget};
@@ -16,9 +16,13 @@ use s3_config_loader::template::EnvPolicy;
 use s3_config_loader::{S3Location, s3_client};
 
 /// Fetches configuration from S3 to local files, keeps it fresh, swaps files atomically and
-/// runs reload hooks when they change.
+/// runs reload hooks when they change. Every flag also reads the environment variable shown.
 #[derive(Parser)]
-#[command(version, about, args_override_self = true)]
+#[command(
+    version = common::version::describe(env!("CARGO_PKG_VERSION")),
+    about,
+    args_override_self = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,12 +48,13 @@ enum Command {
         source: S3Location,
         /// The directory to write into.
         dir: PathBuf,
-        /// One pass, then exit: 0 when every object is in place, 1 otherwise (init containers).
+        /// One pass, then exit: 0 when every object is in place, 1 otherwise, also when the
+        /// prefix lists no objects unless --allow-empty (init containers).
         #[arg(long, env = "S3_CONFIG_LOADER_ONCE")]
         once: bool,
-        /// Time between passes (±10% jitter).
-        #[arg(long, env = "S3_CONFIG_LOADER_INTERVAL", default_value = "30s", value_parser = common::duration::parse_positive)]
-        interval: Duration,
+        /// Time between passes, 30s when not given (±10% jitter); not with --once.
+        #[arg(long, env = "S3_CONFIG_LOADER_INTERVAL", value_parser = common::duration::parse_positive)]
+        interval: Option<Duration>,
         /// Remove files this loader wrote whose objects are gone.
         #[arg(long, env = "S3_CONFIG_LOADER_DELETE")]
         delete: bool,
@@ -57,10 +62,17 @@ enum Command {
         /// behind the `..data` symlink (as Kubernetes ConfigMap volumes), swapped in one rename.
         #[arg(long, env = "S3_CONFIG_LOADER_ATOMIC_SET")]
         atomic_set: bool,
+        /// Accept a prefix that lists no objects (by default an error: more likely a wrong
+        /// bucket or prefix than a wish for an empty directory); with --delete, its files go.
+        #[arg(long, env = "S3_CONFIG_LOADER_ALLOW_EMPTY")]
+        allow_empty: bool,
         #[command(flatten)]
         common: CommonArgs,
     },
 }
+
+/// Time between `sync` passes when --interval is not given.
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
 
 #[derive(Args)]
 struct CommonArgs {
@@ -100,8 +112,8 @@ struct CommonArgs {
         value_name = "NAME"
     )]
     template_env: Vec<String>,
-    /// Refuse objects larger than this many bytes.
-    #[arg(long, env = "S3_CONFIG_LOADER_MAX_SIZE", default_value_t = 10 * 1024 * 1024)]
+    /// Refuse objects larger than this: bytes, or with a unit (10MiB, 512KiB, 1GB).
+    #[arg(long, env = "S3_CONFIG_LOADER_MAX_SIZE", default_value = "10MiB", value_parser = s3_config_loader::size::parse)]
     max_size: u64,
     /// Permission bits of written files, in octal (e.g. 644).
     #[arg(long, env = "S3_CONFIG_LOADER_MODE", value_parser = parse_mode)]
@@ -136,7 +148,7 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
-    let (source, target, once, interval, delete, atomic_set, c) = match cli.command {
+    let (source, target, once, interval, delete, atomic_set, allow_empty, c) = match cli.command {
         Command::Get {
             source,
             file,
@@ -156,6 +168,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 interval.unwrap_or_default(),
                 false,
                 false,
+                false,
                 common,
             )
         }
@@ -166,16 +179,29 @@ async fn main() -> anyhow::Result<ExitCode> {
             interval,
             delete,
             atomic_set,
+            allow_empty,
             common,
-        } => (
-            source,
-            Target::Dir(dir),
-            once,
-            interval,
-            delete,
-            atomic_set,
-            common,
-        ),
+        } => {
+            // Checked here, not by clap: S3_CONFIG_LOADER_ONCE=false is not --once.
+            if once && interval.is_some() {
+                Cli::command()
+                    .error(
+                        clap::error::ErrorKind::ArgumentConflict,
+                        "--once makes one pass: --interval (S3_CONFIG_LOADER_INTERVAL) cannot be used with it",
+                    )
+                    .exit();
+            }
+            (
+                source,
+                Target::Dir(dir),
+                once,
+                interval.unwrap_or(DEFAULT_INTERVAL),
+                delete,
+                atomic_set,
+                allow_empty,
+                common,
+            )
+        }
     };
     common::cli::init_logs(matches!(c.log_format, LogFormat::Json), &c.log)
         .map_err(anyhow::Error::msg)?;
@@ -202,6 +228,7 @@ async fn main() -> anyhow::Result<ExitCode> {
         validate_timeout: c.hook_timeout,
         concurrency: c.concurrency,
         atomic_set,
+        allow_empty,
         template_env: EnvPolicy {
             prefix: c.template_env_prefix,
             allow: c

@@ -50,6 +50,9 @@ pub struct SyncConfig {
     pub concurrency: usize,
     /// Publish each changed set of files together (`sync` only; see [`crate::generation`]).
     pub atomic_set: bool,
+    /// A prefix that lists no objects is fine (`sync` only): otherwise it is an error, more
+    /// likely a wrong bucket or prefix than a wish for an empty directory.
+    pub allow_empty: bool,
     /// The environment variables templates may read.
     pub template_env: template::EnvPolicy,
 }
@@ -73,6 +76,8 @@ pub enum ErrorKind {
     Write,
     /// Two objects map to the same file (`x` and `x.tmpl`).
     Conflict,
+    /// The prefix lists no objects at all (without `--allow-empty`).
+    Empty,
 }
 
 impl ErrorKind {
@@ -87,12 +92,26 @@ impl ErrorKind {
             ErrorKind::Validation => "validation",
             ErrorKind::Write => "write",
             ErrorKind::Conflict => "conflict",
+            ErrorKind::Empty => "empty",
         }
     }
+
+    /// Every kind, for metrics that exist from the start.
+    pub const ALL: [ErrorKind; 9] = [
+        ErrorKind::UnsafeKey,
+        ErrorKind::TooLarge,
+        ErrorKind::Download,
+        ErrorKind::Checksum,
+        ErrorKind::Template,
+        ErrorKind::Validation,
+        ErrorKind::Write,
+        ErrorKind::Conflict,
+        ErrorKind::Empty,
+    ];
 }
 
-/// A problem with one object; the other objects of the pass go ahead, and the file keeps its
-/// previous content.
+/// A problem with one object; the other objects of the pass go ahead, and the object's file,
+/// if an earlier pass wrote one, keeps its content.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{key}: {message}")]
 pub struct ObjectError {
@@ -102,6 +121,28 @@ pub struct ObjectError {
     pub kind: ErrorKind,
     /// The details.
     pub message: String,
+    /// The object's file, when it is there from an earlier pass (and keeps that content).
+    pub kept: Option<PathBuf>,
+}
+
+impl ObjectError {
+    /// A problem with the object `key`; [`Syncer::run_once`] fills in `kept`.
+    pub fn new(key: impl Into<String>, kind: ErrorKind, message: impl Into<String>) -> Self {
+        ObjectError {
+            key: key.into(),
+            kind,
+            message: message.into(),
+            kept: None,
+        }
+    }
+
+    /// What became of the object's file: its previous content stays, or none was written.
+    pub fn outcome(&self) -> String {
+        match &self.kept {
+            Some(path) => format!("{} keeps its previous content", path.display()),
+            None => "no file written".to_string(),
+        }
+    }
 }
 
 /// A problem that stopped the whole pass; every file stays as it was.
@@ -150,7 +191,8 @@ pub struct SyncReport {
     pub downloaded: usize,
     /// Bytes downloaded.
     pub bytes: u64,
-    /// Objects whose file was already up to date (no body downloaded, or identical bytes).
+    /// Objects whose file was already up to date (no body downloaded, or identical bytes). Each
+    /// listed object is counted once: written, unchanged, or in `errors`.
     pub unchanged: usize,
     /// Files replaced or created.
     pub written: Vec<PathBuf>,
@@ -179,22 +221,28 @@ impl SyncReport {
             m.passes.with_label_values(&["ok"]).inc();
             m.last_success
                 .set(common::duration::since_epoch().as_secs_f64());
+            m.last_sync_successful.set(1);
         } else {
             m.passes.with_label_values(&["error"]).inc();
+            m.last_sync_successful.set(0);
         }
     }
 
-    /// One line for logs and `--once` output.
+    /// One line for logs and `--once` output: each object counted once (written, unchanged, or
+    /// an error), then the bodies that took and the files deleted.
     pub fn summary(&self) -> String {
+        let n = |count: u64, one: &str, many: &str| {
+            format!("{count} {}", if count == 1 { one } else { many })
+        };
         format!(
-            "{} objects: {} downloaded ({} bytes), {} unchanged, {} files written, {} deleted, {} errors",
-            self.listed,
-            self.downloaded,
-            self.bytes,
-            self.unchanged,
+            "{}: {} written, {} unchanged, {}; {} downloaded ({}), {} deleted",
+            n(self.listed as u64, "object", "objects"),
             self.written.len(),
+            self.unchanged,
+            n(self.errors.len() as u64, "error", "errors"),
+            self.downloaded,
+            n(self.bytes, "byte", "bytes"),
             self.deleted.len(),
-            self.errors.len()
         )
     }
 }
@@ -338,20 +386,20 @@ impl Syncer {
             let rel = match self.local_path(&obj.key) {
                 Ok(rel) => rel,
                 Err(e) => {
-                    report.errors.push(ObjectError {
-                        key: obj.key.clone(),
-                        kind: ErrorKind::UnsafeKey,
-                        message: e.to_string(),
-                    });
+                    report.errors.push(ObjectError::new(
+                        &obj.key,
+                        ErrorKind::UnsafeKey,
+                        e.to_string(),
+                    ));
                     continue;
                 }
             };
             if let Some(other) = seen.insert(rel.clone(), obj.key.clone()) {
-                report.errors.push(ObjectError {
-                    key: obj.key.clone(),
-                    kind: ErrorKind::Conflict,
-                    message: format!("writes the same file {} as {other}", rel.display()),
-                });
+                report.errors.push(ObjectError::new(
+                    &obj.key,
+                    ErrorKind::Conflict,
+                    format!("writes the same file {} as {other}", rel.display()),
+                ));
                 continue;
             }
             if obj.size > self.config.max_size {
@@ -448,6 +496,14 @@ impl Syncer {
         // Key order, so that logs and hooks see a stable sequence.
         report.written.sort();
         report.errors.sort_by(|a, b| a.key.cmp(&b.key));
+        // Whether each failed object's file has content from an earlier pass, which it keeps.
+        for e in &mut report.errors {
+            e.kept = self
+                .local_path(&e.key)
+                .ok()
+                .map(|rel| self.absolute(&rel))
+                .filter(|path| path.exists());
+        }
 
         // Files the loader wrote whose objects are gone.
         let present: BTreeSet<PathBuf> = plan.iter().map(|(_, rel, _)| rel.clone()).collect();
@@ -460,30 +516,36 @@ impl Syncer {
             .filter(|(rel, e)| !present.contains(*rel) && !unsafe_or_failed.contains(&e.key))
             .map(|(rel, _)| rel.clone())
             .collect();
-        // An empty prefix is more likely a typo or a wrong bucket than a wish to remove everything.
-        let emptied = plan.is_empty() && !gone.is_empty();
-        if emptied && self.config.delete {
-            report.errors.push(ObjectError {
-                key: self.config.source.to_string(),
-                kind: ErrorKind::Conflict,
-                message: format!(
-                    "the prefix lists no objects; the {} files it gave are kept (remove them by hand if that is meant)",
-                    gone.len()
+        // An empty prefix is more likely a typo or a wrong bucket than a wish for an empty
+        // directory (an init container must not "succeed" into one) or to remove everything.
+        let refused_empty = matches!(self.config.target, Target::Dir(_))
+            && report.listed == 0
+            && !self.config.allow_empty;
+        if refused_empty {
+            let kept = match gone.len() {
+                0 => String::new(),
+                n => format!("; the {n} files it gave stay"),
+            };
+            report.errors.push(ObjectError::new(
+                self.config.source.to_string(),
+                ErrorKind::Empty,
+                format!(
+                    "the prefix lists no objects (a wrong bucket or prefix?){kept}; give --allow-empty if an empty prefix is meant"
                 ),
-            });
+            ));
         }
-        if self.config.delete && !emptied && matches!(self.config.target, Target::Dir(_)) {
+        if self.config.delete && !refused_empty && matches!(self.config.target, Target::Dir(_)) {
             for rel in gone {
                 let path = self.absolute(&rel);
                 match dir.remove_file(&self.write_rel(&rel)) {
                     Ok(()) => report.deleted.push(path),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                     Err(e) => {
-                        report.errors.push(ObjectError {
-                            key: self.state.files[&rel].key.clone(),
-                            kind: ErrorKind::Write,
-                            message: format!("cannot delete {}: {e}", path.display()),
-                        });
+                        report.errors.push(ObjectError::new(
+                            self.state.files[&rel].key.clone(),
+                            ErrorKind::Write,
+                            format!("cannot delete {}: {e}", path.display()),
+                        ));
                         continue;
                     }
                 }
@@ -599,11 +661,7 @@ impl Syncer {
         rel: &Path,
         body: Vec<u8>,
     ) -> Result<bool, ObjectError> {
-        let err = |kind, message: String| ObjectError {
-            key: key.to_string(),
-            kind,
-            message,
-        };
+        let err = |kind, message: String| ObjectError::new(key, kind, message);
         let body = if key.ends_with(template::SUFFIX) {
             template::render_with_environment(&body, &self.config.template_env)
                 .await
@@ -636,7 +694,7 @@ impl Syncer {
         {
             return Err(err(
                 ErrorKind::Validation,
-                format!("refused by --validate, {} kept: {message}", path.display()),
+                format!("refused by --validate: {message}"),
             ));
         }
         staged.publish().map_err(|e| {
@@ -692,11 +750,14 @@ pub async fn list_objects(
 }
 
 fn too_large(key: &str, size: u64, max: u64) -> ObjectError {
-    ObjectError {
-        key: key.to_string(),
-        kind: ErrorKind::TooLarge,
-        message: format!("{size} bytes is over the limit of {max} bytes (--max-size)"),
-    }
+    ObjectError::new(
+        key,
+        ErrorKind::TooLarge,
+        format!(
+            "{size} bytes is over the limit of {} (--max-size)",
+            crate::size::display(max)
+        ),
+    )
 }
 
 /// A conditional GET with checksum validation; a 304 is "not modified", not an error. Returns
@@ -708,11 +769,7 @@ pub async fn fetch_object(
     if_none_match: Option<String>,
     max: u64,
 ) -> Result<(Fetched, Option<String>), ObjectError> {
-    let err = |kind, message: String| ObjectError {
-        key: key.to_string(),
-        kind,
-        message,
-    };
+    let err = |kind, message: String| ObjectError::new(key, kind, message);
     let sent = client
         .get_object()
         .bucket(bucket)

@@ -1,8 +1,8 @@
 //! Templates: objects whose key ends in `.tmpl` are rendered before they are written (without
 //! the suffix). `${NAME}` is replaced by the environment variable NAME; `${ecs.FIELD}` by a field
-//! of the ECS task metadata (endpoint v4): `TaskARN`, `Cluster`, `Family`, `Revision`,
-//! `AvailabilityZone`, `IPv4Address`. `$${` writes a literal `${`. A name without a value is an
-//! error, never an empty string.
+//! of the ECS task metadata (endpoint v4): [`ECS_FIELDS`]. `$${` writes a literal `${`. A name
+//! without a value is an error, never an empty string, and a template that cannot be rendered
+//! names every name it lacks at once.
 //!
 //! Whoever can write to the bucket can write a template, so templates read only the
 //! environment variables an [`EnvPolicy`] allows (a prefix, `S3CL_` by default, and names
@@ -14,6 +14,18 @@ use crate::http;
 
 /// The suffix that marks a template.
 pub const SUFFIX: &str = ".tmpl";
+
+/// The `${ecs.FIELD}` names: `Cluster` is the cluster's name and `ClusterArn` its ARN (the
+/// metadata endpoint gives either in its `Cluster` field), the others as the endpoint gives them.
+pub const ECS_FIELDS: [&str; 7] = [
+    "TaskARN",
+    "Cluster",
+    "ClusterArn",
+    "Family",
+    "Revision",
+    "AvailabilityZone",
+    "IPv4Address",
+];
 
 /// Which environment variables templates may read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,21 +56,10 @@ impl EnvPolicy {
 /// Why a template could not be rendered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TemplateError {
-    /// Names without a value.
-    #[error("no value for {}", .0.iter().map(|n| format!("${{{n}}}")).collect::<Vec<_>>().join(", "))]
-    Missing(Vec<String>),
-    /// Environment variables the [`EnvPolicy`] does not let templates read.
-    #[error(
-        "not allowed to read {}: templates read only environment variables {} and those named with --template-env",
-        .names.iter().map(|n| format!("${{{n}}}")).collect::<Vec<_>>().join(", "),
-        if .prefix.is_empty() { "named with --template-env-prefix (none set)".to_string() } else { format!("starting with {}", .prefix) }
-    )]
-    NotAllowed {
-        /// The names refused.
-        names: Vec<String>,
-        /// The prefix in force.
-        prefix: String,
-    },
+    /// Names the template uses that have no value or may not be read: all of them, so that one
+    /// attempt tells what to fix.
+    #[error("{}", describe_unresolved(.0))]
+    Unresolved(Unresolved),
     /// `${` without a closing `}`.
     #[error("unclosed `${{` at byte {0}")]
     Unclosed(usize),
@@ -68,6 +69,60 @@ pub enum TemplateError {
     /// The ECS task metadata endpoint could not be read.
     #[error("ECS task metadata: {0}")]
     Metadata(String),
+}
+
+/// Every name a template could not be given a value for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Unresolved {
+    /// Names without a value (environment variables that are not set, `ecs.*` fields the task
+    /// metadata lacks or could not be read for), in order of first use.
+    pub missing: Vec<String>,
+    /// Environment variables the [`EnvPolicy`] does not let templates read.
+    pub refused: Vec<String>,
+    /// The prefix in force, for the message about refused names.
+    pub prefix: String,
+    /// Why the ECS task metadata could not be read, when the template needed it.
+    pub metadata: Option<String>,
+}
+
+fn describe_unresolved(u: &Unresolved) -> String {
+    let list = |names: &[String]| {
+        names
+            .iter()
+            .map(|n| format!("${{{n}}}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut parts = Vec::new();
+    if !u.missing.is_empty() {
+        let mut text = format!("no value for {}", list(&u.missing));
+        let ecs_fields = u.missing.iter().filter_map(|n| n.strip_prefix("ecs."));
+        let (known, unknown): (Vec<&str>, Vec<&str>) =
+            ecs_fields.partition(|f| ECS_FIELDS.contains(f));
+        let mut why = Vec::new();
+        if let Some(error) = u.metadata.as_ref().filter(|_| !known.is_empty()) {
+            why.push(format!("ECS task metadata: {error}"));
+        }
+        if !unknown.is_empty() {
+            why.push(format!("the ecs.* names are {}", ECS_FIELDS.join(", ")));
+        }
+        if !why.is_empty() {
+            text.push_str(&format!(" ({})", why.join("; ")));
+        }
+        parts.push(text);
+    }
+    if !u.refused.is_empty() {
+        let allowed = if u.prefix.is_empty() {
+            "named with --template-env-prefix (none set)".to_string()
+        } else {
+            format!("starting with {}", u.prefix)
+        };
+        parts.push(format!(
+            "not allowed to read {}: templates read only environment variables {allowed} and those named with --template-env",
+            list(&u.refused)
+        ));
+    }
+    parts.join("; ")
 }
 
 /// The names a template uses, in order of first use.
@@ -98,7 +153,10 @@ pub fn render(
     if missing.is_empty() {
         Ok(out)
     } else {
-        Err(TemplateError::Missing(missing))
+        Err(TemplateError::Unresolved(Unresolved {
+            missing,
+            ..Unresolved::default()
+        }))
     }
 }
 
@@ -149,15 +207,16 @@ pub async fn ecs_metadata() -> Result<BTreeMap<String, String>, TemplateError> {
     let task = fetch(format!("{base}/task")).await?;
     let container = fetch(base.clone()).await?;
     let mut out = BTreeMap::new();
-    for field in [
-        "TaskARN",
-        "Cluster",
-        "Family",
-        "Revision",
-        "AvailabilityZone",
-    ] {
+    for field in ["TaskARN", "Family", "Revision", "AvailabilityZone"] {
         if let Some(v) = task.get(field).and_then(|v| v.as_str()) {
             out.insert(format!("ecs.{field}"), v.to_string());
+        }
+    }
+    if let Some(cluster) = task.get("Cluster").and_then(|v| v.as_str()) {
+        let (name, arn) = cluster_name_and_arn(cluster, out.get("ecs.TaskARN").map(String::as_str));
+        out.insert("ecs.Cluster".into(), name);
+        if let Some(arn) = arn {
+            out.insert("ecs.ClusterArn".into(), arn);
         }
     }
     let ip = container["Networks"].as_array().and_then(|nets| {
@@ -170,8 +229,23 @@ pub async fn ecs_metadata() -> Result<BTreeMap<String, String>, TemplateError> {
     Ok(out)
 }
 
+/// The cluster's name and ARN from the metadata's `Cluster` field, which holds either (the ARN
+/// on current agents and Fargate); a name's ARN is built from the task's ARN, which holds the
+/// region and account.
+fn cluster_name_and_arn(cluster: &str, task_arn: Option<&str>) -> (String, Option<String>) {
+    if cluster.starts_with("arn:") {
+        let name = cluster.rsplit_once(":cluster/").map_or(cluster, |(_, n)| n);
+        return (name.to_string(), Some(cluster.to_string()));
+    }
+    let arn = task_arn
+        .and_then(|t| t.split_once(":task/"))
+        .map(|(account, _)| format!("{account}:cluster/{cluster}"));
+    (cluster.to_string(), arn)
+}
+
 /// Renders a template body with the environment variables `env` allows and, when it uses
-/// `ecs.*` names, the task metadata.
+/// `ecs.*` names, the task metadata. A template that cannot be rendered is refused with every
+/// name it lacks: refused, unset, or missing from the metadata.
 pub async fn render_with_environment(
     bytes: &[u8],
     env: &EnvPolicy,
@@ -183,26 +257,41 @@ pub async fn render_with_environment(
         .filter(|n| !n.starts_with("ecs.") && !env.allows(n))
         .cloned()
         .collect();
-    if !refused.is_empty() {
-        return Err(TemplateError::NotAllowed {
-            names: refused,
-            prefix: env.prefix.clone(),
-        });
-    }
     let uses_ecs = used.iter().any(|n| n.starts_with("ecs."));
-    let ecs = if uses_ecs {
-        ecs_metadata().await?
+    let (ecs, metadata) = if uses_ecs {
+        match ecs_metadata().await {
+            Ok(m) => (m, None),
+            Err(TemplateError::Metadata(why)) => (BTreeMap::new(), Some(why)),
+            Err(other) => return Err(other),
+        }
     } else {
-        BTreeMap::new()
+        (BTreeMap::new(), None)
     };
-    render(text, |name| {
+    let value = |name: &str| {
         if name.starts_with("ecs.") {
             ecs.get(name).cloned()
+        } else if refused.iter().any(|r| r == name) {
+            // Never read: reported as refused, not as missing.
+            Some(String::new())
         } else {
             std::env::var(name).ok()
         }
-    })
-    .map(String::into_bytes)
+    };
+    match render(text, value) {
+        Ok(out) if refused.is_empty() => Ok(out.into_bytes()),
+        Ok(_) => Err(TemplateError::Unresolved(Unresolved {
+            refused,
+            prefix: env.prefix.clone(),
+            ..Unresolved::default()
+        })),
+        Err(TemplateError::Unresolved(u)) => Err(TemplateError::Unresolved(Unresolved {
+            missing: u.missing,
+            refused,
+            prefix: env.prefix.clone(),
+            metadata,
+        })),
+        Err(other) => Err(other),
+    }
 }
 
 #[cfg(test)]
@@ -244,13 +333,49 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn refused_names_are_all_reported_before_anything_is_read() {
-        let e = render_with_environment(b"${HOME} ${S3CL_X} ${PATH}", &EnvPolicy::default())
-            .await
-            .unwrap_err();
+    async fn every_refused_and_missing_name_is_reported_at_once() {
+        let e = render_with_environment(
+            b"${HOME} ${S3CL_TEST_UNSET_X} ${PATH} ${S3CL_TEST_UNSET_Y}",
+            &EnvPolicy::default(),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(
             e.to_string(),
-            "not allowed to read ${HOME}, ${PATH}: templates read only environment variables starting with S3CL_ and those named with --template-env"
+            "no value for ${S3CL_TEST_UNSET_X}, ${S3CL_TEST_UNSET_Y}; not allowed to read ${HOME}, ${PATH}: templates read only environment variables starting with S3CL_ and those named with --template-env"
+        );
+        let only_refused = render_with_environment(b"${HOME}", &EnvPolicy::default())
+            .await
+            .unwrap_err();
+        assert!(
+            only_refused
+                .to_string()
+                .starts_with("not allowed to read ${HOME}:"),
+            "{only_refused}"
+        );
+    }
+
+    #[test]
+    fn the_cluster_is_its_name_and_cluster_arn_its_arn() {
+        let task = "arn:aws:ecs:us-east-1:123456789012:task/prism-test/abc";
+        let arn = "arn:aws:ecs:us-east-1:123456789012:cluster/prism-test";
+        let both = ("prism-test".to_string(), Some(arn.to_string()));
+        assert_eq!(cluster_name_and_arn(arn, Some(task)), both);
+        assert_eq!(cluster_name_and_arn("prism-test", Some(task)), both);
+        assert_eq!(
+            cluster_name_and_arn("prism-test", None),
+            ("prism-test".to_string(), None)
+        );
+    }
+
+    #[test]
+    fn an_unknown_ecs_name_is_told_the_known_ones() {
+        let e = render("${ecs.Clustr}", vars).unwrap_err().to_string();
+        assert!(
+            e.starts_with(
+                "no value for ${ecs.Clustr} (the ecs.* names are TaskARN, Cluster, ClusterArn,"
+            ),
+            "{e}"
         );
     }
 

@@ -3,6 +3,7 @@
 //! their handles drop, also when a test fails.
 
 pub mod backend;
+pub mod cli;
 pub mod grpc;
 pub mod http;
 pub mod identity;

@@ -99,12 +99,18 @@ impl Moto {
 
     /// The environment that points the toolkit's binaries (and any AWS SDK) at this moto.
     pub fn env(&self) -> Vec<(&'static str, String)> {
+        Self::env_at(self.port)
+    }
+
+    /// The environment that points the toolkit's binaries at a moto on `port`, which may not
+    /// be started yet (to see what they do while AWS cannot be reached).
+    pub fn env_at(port: u16) -> Vec<(&'static str, String)> {
         vec![
-            ("AWS_ENDPOINT_URL", self.endpoint()),
+            ("AWS_ENDPOINT_URL", format!("http://127.0.0.1:{port}")),
             // DiscoverInstances goes to `data-` + host: a name, which /etc/hosts maps to loopback.
             (
                 "AWS_ENDPOINT_URL_SERVICEDISCOVERY",
-                format!("http://moto.test:{}", self.port),
+                format!("http://moto.test:{port}"),
             ),
             ("AWS_ACCESS_KEY_ID", "testing".into()),
             ("AWS_SECRET_ACCESS_KEY", "testing".into()),

@@ -37,8 +37,8 @@ fn start_with(label: &str, interval: &str, throttled: bool) -> Setup {
         &["setup", &exporter.addr.port().to_string()],
     ))
     .unwrap();
-    let out = dir.path().join("sd");
-    std::fs::create_dir_all(&out).unwrap();
+    // Not there yet: ecs-sd creates it.
+    let out = dir.path().join("sd/files");
     let http_port = free_port();
     let mut cmd = Command::new(workspace_bin("ecs-sd"));
     cmd.arg("--directory")
@@ -381,4 +381,181 @@ fn log_format_is_text_or_json() {
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("[possible values: text, json]"), "{err}");
+}
+
+fn run_ecs_sd(args: &[&str], env: &[(&str, String)]) -> std::process::Output {
+    Command::new(workspace_bin("ecs-sd"))
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .unwrap()
+}
+
+/// `--dry-run` ends with a summary; `--output json` prints exactly what the files hold, by
+/// file name; a cluster that is not found fails the dry run; `ECS_SD_DRY_RUN` is `--dry-run`.
+#[test]
+fn dry_run_summarises_prints_the_file_sd_json_and_refuses_an_unknown_cluster() {
+    let s = start("ecs-sd-dry-run", "0.2");
+    let mut env = s.moto.env();
+    env.push(("ECS_SD_DRY_RUN", "true".into()));
+    let text = run_ecs_sd(&[], &env);
+    assert!(
+        text.status.success(),
+        "{}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&text.stdout);
+    let summary = stdout.lines().last().unwrap_or_default();
+    assert_eq!(
+        summary, "5 tasks seen, 6 targets (15s: 1, 1m: 4, 30s: 1, 5m: 0), 0 containers skipped",
+        "{stdout}"
+    );
+
+    let json = run_ecs_sd(&["--dry-run", "--output", "json"], &s.moto.env());
+    assert!(
+        json.status.success(),
+        "{}",
+        String::from_utf8_lossy(&json.stderr)
+    );
+    let printed: Value = serde_json::from_slice(&json.stdout).expect("stdout is only JSON");
+    let files = printed.as_object().unwrap();
+    let names: Vec<&String> = files.keys().collect();
+    assert_eq!(
+        names,
+        [
+            "15s-tasks.json",
+            "1m-tasks.json",
+            "30s-tasks.json",
+            "5m-tasks.json"
+        ]
+    );
+    for (name, groups) in files {
+        let written: Value =
+            serde_json::from_slice(&std::fs::read(s.out.join(name)).unwrap()).unwrap();
+        assert_eq!(groups, &written, "{name}");
+    }
+    assert!(
+        String::from_utf8_lossy(&json.stderr).contains("5 tasks seen, 6 targets"),
+        "the summary goes to stderr"
+    );
+
+    // A typo in --cluster-arns is not a cluster without tasks.
+    let unknown = run_ecs_sd(
+        &["--dry-run", "--cluster-arns", "prism-test,prism-tset"],
+        &s.moto.env(),
+    );
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("cluster not found: prism-tset"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&unknown.stdout).contains("30s-tasks.json"),
+        "the clusters that exist are still shown"
+    );
+    // --output is for --dry-run only; ECS_SD_DRY_RUN=false is no --dry-run.
+    let mut env = s.moto.env();
+    env.push(("ECS_SD_DRY_RUN", "false".into()));
+    let refused = run_ecs_sd(&["--http-listen", "127.0.0.1:0", "--output", "json"], &env);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("give --dry-run too"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+}
+
+/// Before the first refresh, every series is there at 0 with every label; the directory is
+/// created; an error that repeats is logged when it starts and when it ends, without colours.
+#[test]
+fn metrics_exist_from_the_start_and_a_lasting_failure_is_logged_when_it_starts_and_ends() {
+    let dir = TempDir::new("ecs-sd-lasting");
+    let port = free_port();
+    let http_port = free_port();
+    let out = dir.path().join("not/yet/there");
+    let mut cmd = Command::new(workspace_bin("ecs-sd"));
+    cmd.arg("--directory")
+        .arg(&out)
+        .args([
+            "--interval",
+            "0.1",
+            "--default-scrape-interval-prefix",
+            "2m",
+        ])
+        .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
+        .envs(Moto::env_at(port))
+        .env("AWS_MAX_ATTEMPTS", "1");
+    let sd = ChildGuard::spawn(cmd, dir.path().join("ecs-sd.log"));
+    wait_for("ecs-sd's /metrics", Duration::from_secs(20), || {
+        http::get(http_port, "/metrics", &[])
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    assert!(out.is_dir(), "--directory was not created");
+    let text = http::get(http_port, "/metrics", &[]).unwrap().body;
+    for series in [
+        "ecs_sd_targets{interval=\"30s\"} 0",
+        "ecs_sd_targets{interval=\"2m\"} 0",
+        "ecs_sd_skipped_containers{reason=\"no_address\"} 0",
+        "ecs_sd_api_calls_total{operation=\"DescribeTaskDefinition\"} 0",
+        "ecs_sd_errors_total{kind=\"write\"} 0",
+        "ecs_sd_errors_total{kind=\"throttled\"} 0",
+        "ecs_sd_last_refresh_successful 0",
+        "ecs_sd_file_writes_total 0",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    let commit = tests::cli::version_commit("ecs-sd");
+    let build_info = format!(
+        "ecs_sd_build_info{{commit=\"{commit}\",version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.contains(&build_info), "{build_info} missing:\n{text}");
+
+    // AWS is not there: many failed refreshes, one log line.
+    wait_for("five failed refreshes", Duration::from_secs(60), || {
+        (metric(http_port, "ecs_sd_errors_total{kind=\"error\"}") >= 5.0).then_some(())
+    });
+    let failures = |log: &str| log.matches("refresh failed").count();
+    assert_eq!(failures(&sd.output()), 1, "{}", sd.output());
+    // It comes (with no clusters): the end is logged once, the gauge says so.
+    let _moto = Moto::start(&dir, port);
+    wait_for("a good refresh", Duration::from_secs(30), || {
+        (metric(http_port, "ecs_sd_last_refresh_successful") == 1.0).then_some(())
+    });
+    wait_for(
+        "the refresh that wrote the files",
+        Duration::from_secs(30),
+        || out.join("2m-tasks.json").exists().then_some(()),
+    );
+    let log = sd.output();
+    assert_eq!(failures(&log), 1, "{log}");
+    assert_eq!(log.matches("refreshing works again").count(), 1, "{log}");
+    assert!(
+        !tests::cli::has_escape_codes(&log),
+        "colour codes in a log file:\n{log}"
+    );
+    // The reason labels stay after a refresh, at 0.
+    assert!(
+        http::get(http_port, "/metrics", &[])
+            .unwrap()
+            .body
+            .contains("ecs_sd_skipped_containers{reason=\"no_port\"} 0")
+    );
+}
+
+/// `--version` names the commit; every flag reads an environment variable (`ECS_SD_DRY_RUN`
+/// among them).
+#[test]
+fn version_names_the_commit_and_every_flag_reads_the_environment() {
+    let commit = tests::cli::version_commit("ecs-sd");
+    assert!(!commit.is_empty());
+    let help = tests::cli::help("ecs-sd", &[]);
+    assert_eq!(
+        tests::cli::flags_without_env(&help),
+        Vec::<String>::new(),
+        "{help}"
+    );
+    assert!(help.contains("[env: ECS_SD_DRY_RUN="), "{help}");
 }

@@ -142,7 +142,7 @@ fn first_sync_mirrors_nested_keys_and_an_unchanged_resync_downloads_nothing() {
     let first = s3.sync_once("app/", &[]);
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stdout(&first).starts_with("3 objects: 3 downloaded"),
+        stdout(&first).starts_with("3 objects: 3 written, 0 unchanged, 0 errors; 3 downloaded ("),
         "{}",
         stdout(&first)
     );
@@ -156,18 +156,50 @@ fn first_sync_mirrors_nested_keys_and_an_unchanged_resync_downloads_nothing() {
 
     let second = s3.sync_once("app/", &[]);
     assert!(second.status.success(), "{}", stderr(&second));
-    assert!(
-        stdout(&second).starts_with("3 objects: 0 downloaded (0 bytes), 3 unchanged"),
-        "{}",
-        stdout(&second)
+    assert_eq!(
+        stdout(&second).trim(),
+        "3 objects: 0 written, 3 unchanged, 0 errors; 0 downloaded (0 bytes), 0 deleted"
     );
 
     // `get` of one object: the second run is a conditional GET answered 304.
     let file = s3.dir.path().join("single/envoy.yaml");
     let args = ["get", "s3://config/app/envoy.yaml", file.to_str().unwrap()];
-    assert!(stdout(&s3.run(&args)).starts_with("1 objects: 1 downloaded"));
-    assert!(stdout(&s3.run(&args)).starts_with("1 objects: 0 downloaded (0 bytes), 1 unchanged"));
+    assert_eq!(
+        stdout(&s3.run(&args)).trim(),
+        "1 object: 1 written, 0 unchanged, 0 errors; 1 downloaded (10 bytes), 0 deleted"
+    );
+    assert_eq!(
+        stdout(&s3.run(&args)).trim(),
+        "1 object: 0 written, 1 unchanged, 0 errors; 0 downloaded (0 bytes), 0 deleted"
+    );
     assert_eq!(read(&file), "admin: {}\n");
+}
+
+/// A template is downloaded and rendered every pass; when the result is what the file holds,
+/// the object is "unchanged", once, not also counted as something else.
+#[test]
+fn the_summary_counts_each_object_once() {
+    let s3 = S3::start("s3-summary");
+    s3.put("app/a.conf.tmpl", "role=${S3CL_ROLE}\n");
+    s3.put("app/b.conf", "b\n");
+    let run = || {
+        let src = format!("s3://{BUCKET}/app/");
+        let mut cmd = s3.command(&["sync", &src, s3.out().to_str().unwrap(), "--once"]);
+        cmd.env("S3CL_ROLE", "web").output().unwrap()
+    };
+    let first = run();
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stdout(&first).starts_with("2 objects: 2 written, 0 unchanged, 0 errors;"),
+        "{}",
+        stdout(&first)
+    );
+    let again = run();
+    assert_eq!(
+        stdout(&again).trim(),
+        "2 objects: 0 written, 2 unchanged, 0 errors; 1 downloaded (18 bytes), 0 deleted"
+    );
+    assert_eq!(read(&s3.out().join("a.conf")), "role=web\n");
 }
 
 #[test]
@@ -393,7 +425,7 @@ fn templates_render_ecs_metadata_into_a_bootstrap_envoy_accepts() {
     let bootstrap = r#"node:
   id: "${ecs.TaskARN}"
   cluster: "${PROXY}"
-  metadata: { az: "${ecs.AvailabilityZone}", ip: "${ecs.IPv4Address}", revision: "${ecs.Revision}" }
+  metadata: { az: "${ecs.AvailabilityZone}", ip: "${ecs.IPv4Address}", revision: "${ecs.Revision}", cluster_name: "${ecs.Cluster}", cluster_arn: "${ecs.ClusterArn}" }
 admin:
   address: { socket_address: { address: 127.0.0.1, port_value: 9901 } }
 dynamic_resources:
@@ -438,6 +470,15 @@ static_resources:
     );
     assert!(rendered.contains(r#"cluster: "intdemo""#), "{rendered}");
     assert!(rendered.contains(r#"ip: "10.0.1.23""#), "{rendered}");
+    // The metadata gives the cluster's ARN: `ecs.Cluster` is its name, `ecs.ClusterArn` the ARN.
+    assert!(
+        rendered.contains(r#"cluster_name: "prism-test""#),
+        "{rendered}"
+    );
+    assert!(
+        rendered.contains(r#"cluster_arn: "arn:aws:ecs:us-east-1:1:cluster/prism-test""#),
+        "{rendered}"
+    );
     assert!(!s3.out().join("envoy.yaml.tmpl").exists());
 
     // A variable without a value fails with its name, and writes nothing.
@@ -464,6 +505,93 @@ static_resources:
         stderr(&out)
     );
     assert!(!dir2.join("envoy.yaml").exists());
+}
+
+/// A template that cannot be rendered names every name it lacks in one go: unset variables,
+/// ECS metadata it cannot read (off ECS), names it may not read, and unknown `ecs.*` names.
+#[test]
+fn a_template_that_cannot_be_rendered_names_every_missing_variable() {
+    let s3 = S3::start("s3-template-missing");
+    s3.put(
+        "app/a.conf.tmpl",
+        "${S3CL_A} ${ecs.Cluster} ${HOME} ${S3CL_B} ${S3CL_A} ${ecs.TaskARN}\n",
+    );
+    let o = s3.sync_once("app/", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("no value for ${S3CL_A}, ${ecs.Cluster}, ${S3CL_B}, ${ecs.TaskARN} (ECS task metadata: ECS_CONTAINER_METADATA_URI_V4 is not set"),
+        "{err}"
+    );
+    assert!(err.contains("not allowed to read ${HOME}"), "{err}");
+    s3.put("app/a.conf.tmpl", "${ecs.ClusterName}\n");
+    let o = s3.sync_once("app/", &[]);
+    assert!(
+        stderr(&o).contains("(the ecs.* names are TaskARN, Cluster, ClusterArn,"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// "Keeps its previous content" is said only of a file that has some; a first sync that
+/// fails says that no file was written.
+#[test]
+fn a_failed_object_keeps_its_previous_content_only_when_it_had_one() {
+    let s3 = S3::start("s3-kept");
+    s3.put("app/a.conf", "bad 1\n");
+    let validate = ["--validate", "grep -q good {}"];
+    let o = s3.sync_once("app/", &validate);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("app/a.conf: refused by --validate") && err.contains("(no file written)"),
+        "{err}"
+    );
+    assert!(!err.contains("previous content"), "{err}");
+    assert!(!s3.out().join("a.conf").exists());
+    s3.put("app/a.conf", "good\n");
+    assert!(s3.sync_once("app/", &validate).status.success());
+    s3.put("app/a.conf", "bad 2\n");
+    let o = s3.sync_once("app/", &validate);
+    assert_eq!(o.status.code(), Some(1));
+    let kept = format!(
+        "{} keeps its previous content",
+        s3.out().join("a.conf").display()
+    );
+    assert!(stderr(&o).contains(&kept), "{}", stderr(&o));
+    assert_eq!(read(&s3.out().join("a.conf")), "good\n");
+}
+
+/// `--max-size` takes sizes as the documentation writes them; the refusal says the limit so.
+#[test]
+fn max_size_accepts_units() {
+    let s3 = S3::start("s3-max-size");
+    s3.put("app/big.bin", vec![7u8; 3 * 1024]);
+    let o = s3.sync_once("app/", &["--max-size", "2KiB"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("3072 bytes is over the limit of 2 KiB (--max-size)"),
+        "{}",
+        stderr(&o)
+    );
+    for size in ["10MiB", "10 MiB", "4kB", "3072"] {
+        let o = s3.sync_once("app/", &["--max-size", size]);
+        assert!(o.status.success(), "--max-size {size}: {}", stderr(&o));
+    }
+    let mut cmd = s3.command(&[
+        "sync",
+        "s3://config/app/",
+        s3.out().to_str().unwrap(),
+        "--once",
+    ]);
+    let o = cmd
+        .env("S3_CONFIG_LOADER_MAX_SIZE", "1 KiB")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = s3.sync_once("app/", &["--max-size", "10 M"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("is not a size"), "{}", stderr(&o));
 }
 
 #[test]
@@ -604,18 +732,213 @@ fn atomic_set_takes_over_a_directory_synced_without_it() {
 #[test]
 fn an_empty_prefix_deletes_nothing_and_allow_stale_does_not_hide_refusals() {
     let s3 = S3::start("s3-empty");
+    // An init container must not "succeed" into an empty directory: a prefix without objects
+    // (a typo, the wrong bucket) fails, unless --allow-empty says it is meant.
+    let o = s3.sync_once("nothing/", &[]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("s3://config/nothing/: the prefix lists no objects")
+            && stderr(&o).contains("--allow-empty"),
+        "{}",
+        stderr(&o)
+    );
+    let o = s3.sync_once("nothing/", &["--allow-empty"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("0 objects: "), "{}", stdout(&o));
+
     s3.put("app/a.txt", "a");
     assert!(s3.sync_once("app/", &[]).status.success());
     s3.delete("app/a.txt");
     let o = s3.sync_once("app/", &["--delete"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("lists no objects"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("the 1 files it gave stay"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(read(&s3.out().join("a.txt")), "a");
     // A refused object is not an outage: --allow-stale does not turn it into success.
     s3.put("app/a.txt", "broken");
     let o = s3.sync_once("app/", &["--allow-stale", "--validate", "false"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert_eq!(read(&s3.out().join("a.txt")), "a");
+    // Emptied on purpose: with --allow-empty, --delete removes what the prefix gave.
+    s3.delete("app/a.txt");
+    let o = s3.sync_once("app/", &["--delete", "--allow-empty"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!s3.out().join("a.txt").exists());
+}
+
+/// `--once` makes one pass; an interval with it is a mistake in the task definition, refused
+/// (also when it comes from the environment) rather than ignored.
+#[test]
+fn once_with_an_interval_is_refused() {
+    let dir = TempDir::new("s3-once-interval");
+    let out = dir.path().join("out");
+    let bin = workspace_bin("s3-config-loader");
+    let o = Command::new(&bin)
+        .args(["sync", "s3://config/app/", out.to_str().unwrap()])
+        .args(["--once", "--interval", "10s"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains(
+            "--once makes one pass: --interval (S3_CONFIG_LOADER_INTERVAL) cannot be used with it"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let o = Command::new(&bin)
+        .args(["sync", "s3://config/app/", out.to_str().unwrap(), "--once"])
+        .env("S3_CONFIG_LOADER_INTERVAL", "10s")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("--once makes one pass: --interval"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!out.exists());
+    // S3_CONFIG_LOADER_ONCE=false is no --once: a daemon with its interval starts.
+    let admin = free_port();
+    let mut cmd = Command::new(&bin);
+    cmd.args(["sync", "s3://config/app/", out.to_str().unwrap()])
+        .args([
+            "--interval",
+            "10s",
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .envs(Moto::env_at(free_port()))
+        .env("S3_CONFIG_LOADER_ONCE", "false");
+    let _daemon = ChildGuard::spawn(cmd, dir.path().join("daemon.log"));
+    wait_for("the daemon's admin port", Duration::from_secs(20), || {
+        http::get(admin, "/healthz", &[])
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+}
+
+/// `--version` names the commit; every flag of both subcommands reads an environment variable.
+#[test]
+fn version_names_the_commit_and_every_flag_reads_the_environment() {
+    let commit = tests::cli::version_commit("s3-config-loader");
+    assert!(!commit.is_empty());
+    for sub in ["get", "sync"] {
+        let help = tests::cli::help("s3-config-loader", &[sub]);
+        assert_eq!(
+            tests::cli::flags_without_env(&help),
+            Vec::<String>::new(),
+            "{sub} --help:\n{help}"
+        );
+        assert!(
+            help.contains("[env: S3_CONFIG_LOADER_LOG_FORMAT="),
+            "{help}"
+        );
+    }
+}
+
+/// Metrics exist before the first pass, at 0 and with every label; a failure that repeats is
+/// logged when it starts and when it ends, not every pass, and without colour codes.
+#[test]
+fn metrics_exist_from_the_start_and_a_lasting_failure_is_logged_when_it_starts_and_ends() {
+    let dir = TempDir::new("s3-lasting");
+    let port = free_port();
+    let admin = free_port();
+    let out = dir.path().join("out");
+    let mut cmd = Command::new(workspace_bin("s3-config-loader"));
+    cmd.args(["sync", "s3://config/app/", out.to_str().unwrap()])
+        .args([
+            "--interval",
+            "100ms",
+            "--admin-listen",
+            &format!("127.0.0.1:{admin}"),
+        ])
+        .envs(Moto::env_at(port))
+        .env("AWS_MAX_ATTEMPTS", "1")
+        .env("S3_CONFIG_LOADER_LOG", "info");
+    let loader = ChildGuard::spawn(cmd, dir.path().join("loader.log"));
+    wait_for("the loader's admin port", Duration::from_secs(20), || {
+        http::get(admin, "/metrics", &[])
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    let text = http::get(admin, "/metrics", &[]).unwrap().body;
+    for series in [
+        "s3cl_passes_total{result=\"ok\"} 0",
+        "s3cl_errors_total{kind=\"hook\"} 0",
+        "s3cl_errors_total{kind=\"template\"} 0",
+        "s3cl_errors_total{kind=\"empty\"} 0",
+        "s3cl_errors_total{kind=\"validation\"} 0",
+        "s3cl_last_sync_successful 0",
+        "s3cl_files_written_total 0",
+    ] {
+        assert!(text.contains(series), "{series} missing:\n{text}");
+    }
+    let commit = tests::cli::version_commit("s3-config-loader");
+    let build_info = format!(
+        "s3cl_build_info{{commit=\"{commit}\",version=\"{}\"}} 1",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.contains(&build_info), "{build_info} missing:\n{text}");
+
+    // S3 is not there: many failed passes, one log line.
+    wait_for("ten failed passes", Duration::from_secs(60), || {
+        (metric(admin, "s3cl_errors_total{kind=\"list\"}") >= 10.0).then_some(())
+    });
+    let failures = |log: &str| log.lines().filter(|l| l.contains("sync failed")).count();
+    assert_eq!(failures(&loader.output()), 1, "{}", loader.output());
+    assert!(!loader.output().contains("sync works again"));
+
+    // S3 comes: the end is logged once, and the gauge says the last sync worked.
+    let s3 = S3 {
+        moto: Moto::start(&dir, port),
+        dir,
+        rt: tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap(),
+    };
+    s3.create_bucket();
+    s3.put("app/a.conf", "1");
+    wait_for("the first good pass", Duration::from_secs(30), || {
+        (metric(admin, "s3cl_last_sync_successful") == 1.0).then_some(())
+    });
+    assert_eq!(read(&out.join("a.conf")), "1");
+    // A broken object: counted every pass, logged once when it starts and once when it ends.
+    s3.put("app/b.conf.tmpl", "${S3CL_UNSET_IN_THIS_TEST}");
+    wait_for("five template errors", Duration::from_secs(30), || {
+        (metric(admin, "s3cl_errors_total{kind=\"template\"}") >= 5.0).then_some(())
+    });
+    assert_eq!(metric(admin, "s3cl_last_sync_successful"), 0.0);
+    s3.delete("app/b.conf.tmpl");
+    wait_for("the broken object's end", Duration::from_secs(30), || {
+        loader
+            .output()
+            .lines()
+            .any(|l| l.contains("object no longer failing") && l.contains("app/b.conf.tmpl"))
+            .then_some(())
+    });
+    let log = loader.output();
+    assert_eq!(failures(&log), 1, "{log}");
+    assert_eq!(log.matches("sync works again").count(), 1, "{log}");
+    let broken: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("app/b.conf.tmpl"))
+        .collect();
+    assert_eq!(broken.len(), 2, "{log}");
+    assert!(
+        broken[0].contains("object not synced; no file written")
+            && broken[1].contains("object no longer failing"),
+        "{log}"
+    );
+    assert!(
+        !tests::cli::has_escape_codes(&log),
+        "colour codes in a log file:\n{log}"
+    );
 }
 
 /// A process that counts SIGHUPs, as a reloadable daemon would; returns its guard, its pid
