@@ -265,3 +265,18 @@ upstreams:
     assert!(out.status.success(), "{stdout}{stderr}");
     assert_eq!(stdout, "ok\n");
 }
+
+/// `--version` names the build's commit, and the admin port exports it.
+#[test]
+fn the_build_is_named_by_version_and_metric() {
+    let commit = tests::cli::version_commit("xds-server");
+    assert!(!commit.is_empty());
+    let dir = TempDir::new("build-info");
+    let catalog = dir.write("catalog.yaml", "version: 1\n");
+    let server = tests::XdsServer::start(&dir, &catalog, 0);
+    let sample = format!(
+        "xds_server_build_info{{commit=\"{commit}\",version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(server.metric(&sample), 1.0, "{sample}");
+}

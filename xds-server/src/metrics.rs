@@ -271,7 +271,14 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
-            registry,
+            registry: {
+                common::admin::register_build_info(
+                    &registry,
+                    "xds_server_build_info",
+                    env!("CARGO_PKG_VERSION"),
+                );
+                registry
+            },
         }
     }
 
