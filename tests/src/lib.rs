@@ -55,6 +55,21 @@ pub fn ca_init(dir: &Path) -> std::process::Output {
         .expect("xds-server ca init runs")
 }
 
+/// A server certificate for `name` that `ca` signs, valid for `ttl`.
+pub fn server_certificate(
+    ca: &xds_server::ca::Ca,
+    name: &str,
+    ttl: Duration,
+) -> xds_server::ca::Issued {
+    ca.issue(&xds_server::ca::Leaf {
+        names: vec![name.into()],
+        server: true,
+        ttl,
+        ..Default::default()
+    })
+    .expect("the CA signs a server certificate")
+}
+
 /// A port that was free a moment ago on 127.0.0.1 (for peers that must be told their port).
 ///
 /// Chosen below the kernel's ephemeral range, where ports bound to 0 and outgoing connections

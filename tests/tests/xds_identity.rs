@@ -391,14 +391,7 @@ fn requests_that_prove_nothing_get_no_certificate() {
 fn a_control_plane_without_identities_says_so() {
     let dir = TempDir::new("identity-none");
     let ca = xds_server::ca::Ca::generate("files").unwrap();
-    let issued = ca
-        .issue(&xds_server::ca::Leaf {
-            names: vec!["127.0.0.1".into()],
-            server: true,
-            ttl: Duration::from_secs(3600),
-            ..Default::default()
-        })
-        .unwrap();
+    let issued = tests::server_certificate(&ca, "127.0.0.1", Duration::from_secs(3600));
     let cert = dir.write("server.pem", &issued.certificate_pem);
     let key = dir.write("server-key.pem", &issued.private_key_pem);
     let ca_file = dir.write("ca.pem", ca.certificate_pem());

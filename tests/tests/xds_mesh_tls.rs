@@ -352,14 +352,7 @@ fn file_certificates_are_served_replaced_in_place_and_checked_by_name() {
         xds_server::ca::Ca::generate("second").unwrap(),
     );
     let write_pair = |ca: &xds_server::ca::Ca| {
-        let issued = ca
-            .issue(&xds_server::ca::Leaf {
-                names: vec!["backend.test".into()],
-                server: true,
-                ttl: Duration::from_secs(3600),
-                ..Default::default()
-            })
-            .unwrap();
+        let issued = tests::server_certificate(ca, "backend.test", Duration::from_secs(3600));
         dir.write("server-key.pem", &issued.private_key_pem);
         dir.write("server.pem", &issued.certificate_pem);
     };
@@ -530,14 +523,7 @@ fn a_certificate_in_secrets_manager_is_served_and_followed() {
         xds_server::ca::Ca::generate("second").unwrap(),
     );
     let leaf_dir = |label: &str, ca: &xds_server::ca::Ca| {
-        let issued = ca
-            .issue(&xds_server::ca::Leaf {
-                names: vec!["backend.test".into()],
-                server: true,
-                ttl: Duration::from_secs(7 * 86_400),
-                ..Default::default()
-            })
-            .unwrap();
+        let issued = tests::server_certificate(ca, "backend.test", Duration::from_secs(7 * 86_400));
         let at = dir.path().join(label);
         std::fs::create_dir_all(&at).unwrap();
         std::fs::write(at.join("certificate.pem"), &issued.certificate_pem).unwrap();

@@ -214,13 +214,7 @@ fn certificate_files_are_reloaded_without_a_restart() {
     let first = xds_server::ca::Ca::generate("first").unwrap();
     let second = xds_server::ca::Ca::generate("second").unwrap();
     let leaf = |ca: &xds_server::ca::Ca| {
-        ca.issue(&xds_server::ca::Leaf {
-            names: vec!["127.0.0.1".into()],
-            server: true,
-            ttl: Duration::from_secs(3600),
-            ..Default::default()
-        })
-        .unwrap()
+        tests::server_certificate(ca, "127.0.0.1", Duration::from_secs(3600))
     };
     let write_pair = |issued: &xds_server::ca::Issued| {
         dir.write("server.pem", &issued.certificate_pem);
