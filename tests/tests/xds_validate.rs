@@ -280,3 +280,28 @@ fn the_build_is_named_by_version_and_metric() {
     );
     assert_eq!(server.metric(&sample), 1.0, "{sample}");
 }
+
+/// A canary parked at weight 0, and `protocol: http` on an upstream, pass our checks and
+/// Envoy's.
+#[test]
+fn a_parked_canary_and_an_http_upstream_pass_envoy() {
+    let dir = TempDir::new("validate-parked");
+    let catalog = dir.write(
+        "split.yaml",
+        r#"
+version: 1
+proxies:
+  edge:
+    listeners:
+      - { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: / }, split: { stable: 100, canary: 0 } } ] }
+upstreams:
+  stable: { protocol: http, endpoints: { static: ["127.0.0.1:9000"] } }
+  canary: { protocol: http1, endpoints: { static: ["127.0.0.1:9001"] } }
+"#,
+    );
+    let envoy = envoy_bin();
+    let out = validate(&catalog, &["--envoy", envoy.to_str().unwrap()], &[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout, "ok\n");
+}

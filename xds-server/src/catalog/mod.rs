@@ -332,7 +332,8 @@ impl Retries {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UpstreamProtocol {
-    /// HTTP/1.1.
+    /// HTTP/1.1 (`http` is taken too, as listeners write it).
+    #[serde(alias = "http")]
     Http1,
     /// HTTP/2 with prior knowledge.
     Http2,

@@ -114,14 +114,14 @@ fn every_semantic_error_is_reported_at_once() {
             "port: 18332\n        protocol: tcp",
             "port: 8080\n        protocol: tcp",
         )
-        .replace("web-v1: 10 }", "web-v1: 0 }")
+        .replace("web-v1: 10 }", "web-v1: -1 }")
         .replace("max_requests: 1024", "max_requests: 0");
     let e = errors(&text);
     assert_eq!(
         e,
         vec![
             r#"proxies.intdemo.listeners[0].routes[0].to: upstream "nowhere" is not defined in `upstreams`"#,
-            r#"proxies.intdemo.listeners[0].routes[1].split.web-v1: weight 0 must be greater than 0"#,
+            r#"proxies.intdemo.listeners[0].routes[1].split.web-v1: weight -1 is not 0-4294967295"#,
             r#"proxies.intdemo.listeners[1].port: port 8080 is already used by listener "public""#,
             r#"upstreams.connector.max_requests: 0 must be a positive whole number"#,
         ]
@@ -676,4 +676,27 @@ upstreams:
     // Unknown certificate sources are named.
     let unknown = errors(&text.replace("certificate: mesh,", "certificate: { vault: x },"));
     assert!(unknown.iter().any(|e| e.contains("vault")), "{unknown:?}");
+}
+
+#[test]
+fn a_split_may_park_an_upstream_at_zero_and_http_is_http1() {
+    let parked = GOOD.replace("web-v1: 10 }", "web-v1: 0 }");
+    assert_eq!(errors(&parked), Vec::<String>::new());
+    let none = GOOD.replace("{ web-v2: 90, web-v1: 10 }", "{ web-v2: 0, web-v1: 0 }");
+    assert_eq!(
+        errors(&none),
+        [
+            "proxies.intdemo.listeners[0].routes[1].split: at least one weight must be greater than 0"
+        ]
+    );
+    let http = GOOD.replace(
+        "protocol: http1\n    endpoints: { static",
+        "protocol: http\n    endpoints: { static",
+    );
+    assert_ne!(http, GOOD);
+    let c = parse("catalog.yaml", &http).unwrap();
+    assert_eq!(
+        c.upstreams[&UpstreamName("web-v1".into())].protocol,
+        UpstreamProtocol::Http1
+    );
 }

@@ -460,9 +460,28 @@ impl Validator {
                 for (to, w) in split {
                     let p = format!("{at}.split.{to}");
                     self.upstream_ref(&p, to, catalog, true);
-                    if *w <= 0 || *w > i64::from(u32::MAX) {
-                        self.err(&p, format!("weight {w} must be greater than 0"));
+                    // 0 parks an upstream (a canary at rest), as App Mesh and Envoy allow.
+                    if *w < 0 || *w > i64::from(u32::MAX) {
+                        self.err(&p, format!("weight {w} is not 0-{}", u32::MAX));
                     }
+                }
+                let total: i64 = split
+                    .values()
+                    .map(|w| (*w).clamp(0, i64::from(u32::MAX)))
+                    .sum();
+                if !split.is_empty() && total == 0 {
+                    self.err(
+                        &format!("{at}.split"),
+                        "at least one weight must be greater than 0".into(),
+                    );
+                } else if total > i64::from(u32::MAX) {
+                    self.err(
+                        &format!("{at}.split"),
+                        format!(
+                            "the weights add up to {total}, more than Envoy's {}",
+                            u32::MAX
+                        ),
+                    );
                 }
             }
             _ => self.err(at, "needs exactly one of `to` and `split`".into()),
