@@ -305,3 +305,43 @@ upstreams:
     assert!(out.status.success(), "{stdout}{stderr}");
     assert_eq!(stdout, "ok\n");
 }
+
+/// `render` works offline: Cloud Map and ECS are not asked (no credentials, no SDK errors);
+/// their upstreams are named under `eds.not_resolved`.
+#[test]
+fn render_is_offline_unless_asked_to_discover() {
+    let dir = TempDir::new("render-offline");
+    let catalog = dir.write(
+        "catalog.yaml",
+        r#"
+version: 1
+proxies:
+  edge:
+    listeners:
+      - { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: /a }, to: fixed }, { match: { prefix: / }, to: mapped } ] }
+upstreams:
+  fixed: { protocol: http1, endpoints: { static: ["10.0.0.1:80"] } }
+  mapped: { protocol: http1, port: 80, endpoints: { cloud_map: { namespace: ns.local, service: web } } }
+"#,
+    );
+    let out = Command::new(workspace_bin("xds-server"))
+        .args(["render", "--proxy", "edge", "--catalog"])
+        .arg(&catalog)
+        // Nowhere to reach AWS: an attempt would fail loudly.
+        .env("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .output()
+        .unwrap();
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr, "", "render wrote to stderr");
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(v["eds"]["resources"][0]["cluster_name"], "fixed");
+    assert_eq!(v["eds"]["not_resolved"][0]["upstream"], "mapped");
+    assert!(
+        v["eds"]["not_resolved"][0]["source"]
+            .as_str()
+            .is_some_and(|s| s.contains("cloud_map")),
+        "{stdout}"
+    );
+}

@@ -17,31 +17,10 @@ use serde_json::{Value, json};
 
 use crate::bootstrap::{self, BootstrapConfig};
 use crate::cache::Snapshot;
-use crate::catalog::EndpointMap;
 use crate::catalog::{LoadedCatalog, ProxyName};
-use crate::discovery::{SourceKey, parse_endpoints};
+use crate::discovery::offline_endpoints;
 use crate::render::{RenderError, snapshot_json};
 use crate::translate::translate;
-
-/// The endpoints known without asking anyone: static lists and endpoint files that can be read.
-pub fn offline_endpoints(catalog: &LoadedCatalog) -> EndpointMap {
-    let mut out = EndpointMap::new();
-    for (name, u) in &catalog.catalog.upstreams {
-        let eps = match SourceKey::of(catalog, u) {
-            Some(SourceKey::Static(eps)) => eps,
-            Some(SourceKey::File(path)) => match std::fs::read(&path)
-                .ok()
-                .and_then(|bytes| parse_endpoints(&path, &bytes).ok())
-            {
-                Some(eps) => eps,
-                None => continue,
-            },
-            _ => continue,
-        };
-        out.insert(name.clone(), std::sync::Arc::new(eps));
-    }
-    out
-}
 
 /// A resource as a bootstrap holds it: without its `@type`.
 fn untyped(mut resource: Value) -> Value {

@@ -216,6 +216,11 @@ enum Command {
         /// SPIFFE IDs in TLS settings when the catalog sets none.
         #[arg(long, env = "XDS_SERVER_TRUST_DOMAIN", default_value = "mesh.local")]
         trust_domain: String,
+        /// Also ask Cloud Map and ECS for the endpoints of their upstreams (AWS credentials
+        /// from the standard chain); without it, render works offline and lists those sources
+        /// under eds.not_resolved.
+        #[arg(long, env = "XDS_SERVER_RENDER_DISCOVER")]
+        discover: bool,
         /// Output format.
         #[arg(long, default_value = "json")]
         format: Format,
@@ -414,6 +419,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             catalog,
             proxy,
             trust_domain,
+            discover,
             format,
         } => {
             let mut loaded = match catalog::load_path(&catalog) {
@@ -454,7 +460,10 @@ async fn main() -> anyhow::Result<ExitCode> {
             }
             common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), "warn")
                 .map_err(anyhow::Error::msg)?;
-            print(&render::render_proxy(&loaded, &proxy).await?, format)?;
+            print(
+                &render::render_proxy(&loaded, &proxy, discover).await?,
+                format,
+            )?;
         }
         Command::Bootstrap {
             proxy,

@@ -134,19 +134,39 @@ pub fn snapshot_json(snapshot: &Snapshot) -> Result<Value, RenderError> {
 }
 
 /// What `xds-server render` prints: the snapshot `proxy` would get from this catalog, with the
-/// endpoints its sources give right now.
+/// endpoints of its static lists and files, or (`discover`) what every source gives right now;
+/// the sources not asked are listed under `eds.not_resolved`.
 pub async fn render_proxy(
     catalog: &LoadedCatalog,
     proxy: &ProxyName,
+    discover: bool,
 ) -> Result<Value, RenderError> {
-    let discovery = Discovery::new(DiscoveryConfig::default(), crate::metrics::Metrics::new());
-    discovery.reconcile(catalog).await;
-    let (endpoints, _) = discovery.endpoints(catalog);
+    let endpoints = if discover {
+        let discovery = Discovery::new(DiscoveryConfig::default(), crate::metrics::Metrics::new());
+        discovery.reconcile(catalog).await;
+        discovery.endpoints(catalog).0
+    } else {
+        crate::discovery::offline_endpoints(catalog)
+    };
     let mut out = snapshot_json(&Snapshot::new(translate(
         &catalog.catalog,
         proxy,
         &endpoints,
     )))?;
+    // Offline, sources only AWS answers are named, not asked.
+    let not_asked: Vec<Value> = catalog
+        .catalog
+        .upstreams
+        .iter()
+        .filter(|(name, _)| !endpoints.contains_key(*name))
+        .filter_map(|(name, u)| {
+            let source = crate::discovery::SourceKey::of(catalog, u)?;
+            Some(json!({ "upstream": name.0, "source": source.describe() }))
+        })
+        .collect();
+    if !not_asked.is_empty() {
+        out["eds"]["not_resolved"] = Value::Array(not_asked);
+    }
     // Secrets exist only in a running control plane: say which this proxy would get.
     let needed: Vec<Value> = crate::translate::tls::needs(&catalog.catalog, proxy)
         .into_iter()

@@ -65,6 +65,26 @@ pub enum DiscoveryError {
     Timeout(Duration),
 }
 
+/// The endpoints known without asking anyone: static lists and endpoint files that can be read.
+pub fn offline_endpoints(catalog: &LoadedCatalog) -> EndpointMap {
+    let mut out = EndpointMap::new();
+    for (name, u) in &catalog.catalog.upstreams {
+        let eps = match SourceKey::of(catalog, u) {
+            Some(SourceKey::Static(eps)) => eps,
+            Some(SourceKey::File(path)) => match std::fs::read(&path)
+                .ok()
+                .and_then(|bytes| parse_endpoints(&path, &bytes).ok())
+            {
+                Some(eps) => eps,
+                None => continue,
+            },
+            _ => continue,
+        };
+        out.insert(name.clone(), std::sync::Arc::new(eps));
+    }
+    out
+}
+
 /// Identity of an endpoint source: upstreams naming the same source share one poller.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SourceKey {
