@@ -73,6 +73,12 @@ if ! command -v openssl >/dev/null; then
   apt_install openssl
 fi
 
+# curl, as an outside HTTPS client of Envoy's TLS listeners (certificates, names, ALPN h2).
+if ! command -v curl >/dev/null; then
+  log "installing curl (apt)"
+  apt_install curl
+fi
+
 # strace, for the s3-config-loader test that checks how staging files are created (O_EXCL,
 # O_NOFOLLOW, the mode at open, fchown on the descriptor).
 if ! command -v strace >/dev/null; then
