@@ -279,6 +279,24 @@ fn the_build_is_named_by_version_and_metric() {
         env!("CARGO_PKG_VERSION")
     );
     assert_eq!(server.metric(&sample), 1.0, "{sample}");
+    // Known series exist from the start, at 0, so alerts can be written before the first event.
+    server.wait_ready();
+    let text = tests::http::get(server.admin_port, "/metrics", &[])
+        .unwrap()
+        .body;
+    for series in [
+        "xds_nacks_total{type=\"sds\"} 0",
+        "xds_pushes_total{type=\"cds\",variant=\"delta\"} 0",
+        "xds_discovery_errors_total{kind=\"ecs\",reason=\"throttled\"} 0",
+        "xds_catalog_last_load_success 1",
+    ] {
+        assert!(text.contains(series), "{series} missing from:\n{text}");
+    }
+    // A refused catalog turns the gauge to 0 (the last good one stays served).
+    server.expect_catalog_refused(|| {
+        dir.write("catalog.yaml", "version: 2\n");
+    });
+    assert_eq!(server.metric("xds_catalog_last_load_success"), 0.0);
 }
 
 /// A canary parked at weight 0, and `protocol: http` on an upstream, pass our checks and

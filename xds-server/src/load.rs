@@ -278,6 +278,7 @@ pub async fn watch_catalog(
                 match loaded {
                     Ok(c) => {
                         metrics.catalog_loads.with_label_values(&["ok"]).inc();
+                        metrics.catalog_last_load_success.set(1);
                         tracing::info!(catalog = %name, proxies = c.catalog.proxies.len(), upstreams = c.catalog.upstreams.len(), "catalog loaded");
                         for w in catalog::warnings(&c.catalog) {
                             tracing::warn!(catalog = %name, path = %w.path, "{}", w.message);
@@ -288,6 +289,7 @@ pub async fn watch_catalog(
                     }
                     Err(e) => {
                         metrics.catalog_loads.with_label_values(&["error"]).inc();
+                        metrics.catalog_last_load_success.set(0);
                         tracing::error!(error = %e, "catalog rejected; still serving the last good catalog");
                         st.last_error = Some(e.to_string());
                     }
@@ -298,6 +300,7 @@ pub async fn watch_catalog(
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                 if st.last_error.as_deref() != Some(&text) {
                     metrics.catalog_loads.with_label_values(&["error"]).inc();
+                    metrics.catalog_last_load_success.set(0);
                     tracing::error!(error = %text, "catalog unreadable; still serving the last good catalog");
                     st.last_error = Some(text);
                 }

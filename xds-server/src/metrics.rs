@@ -24,6 +24,9 @@ pub struct Metrics {
     pub snapshot_build: Histogram,
     /// Catalog loads by `result` (ok, error).
     pub catalog_loads: IntCounterVec,
+    /// 1 when the latest catalog read was accepted, else 0 (like Prometheus'
+    /// `config_last_reload_successful`).
+    pub catalog_last_load_success: prometheus::IntGauge,
     /// Streams whose `node.cluster` names no proxy of the catalog.
     pub unknown_proxy_streams: IntCounter,
     /// AWS API calls of the endpoint sources, by `kind` (cloud_map, ecs) and `operation`.
@@ -67,7 +70,7 @@ impl Metrics {
         let latency_buckets = vec![
             0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
         ];
-        Self {
+        let m = Self {
             streams: reg(
                 &registry,
                 IntGaugeVec::new(
@@ -271,6 +274,14 @@ impl Metrics {
                 )
                 .expect("valid metric"),
             ),
+            catalog_last_load_success: reg(
+                &registry,
+                prometheus::IntGauge::new(
+                    "xds_catalog_last_load_success",
+                    "1 when the latest catalog read was accepted, 0 when it was refused (the last good one is served)",
+                )
+                .expect("valid metric"),
+            ),
             registry: {
                 common::admin::register_build_info(
                     &registry,
@@ -279,6 +290,39 @@ impl Metrics {
                 );
                 registry
             },
+        };
+        m.known_labels();
+        m
+    }
+
+    /// Every series whose labels are known in advance exists from the start at 0, so that
+    /// alerts and dashboards see it before the first event.
+    fn known_labels(&self) {
+        for t in crate::translate::ResourceType::ALL {
+            let t = t.short();
+            self.acks.with_label_values(&[t]);
+            self.nacks.with_label_values(&[t]);
+            self.push_to_ack.with_label_values(&[t]);
+            for variant in ["sotw", "delta"] {
+                self.pushes.with_label_values(&[t, variant]);
+            }
+        }
+        for result in ["ok", "error"] {
+            self.catalog_loads.with_label_values(&[result]);
+        }
+        for kind in ["file", "cloud_map", "ecs"] {
+            for reason in ["throttled", "timeout", "error"] {
+                self.discovery_errors.with_label_values(&[kind, reason]);
+            }
+        }
+        for (kind, operation) in [
+            ("cloud_map", "DiscoverInstances"),
+            ("ecs", "ListTasks"),
+            ("ecs", "DescribeTasks"),
+            ("ecs", "DescribeTaskDefinition"),
+        ] {
+            self.discovery_requests
+                .with_label_values(&[kind, operation]);
         }
     }
 
