@@ -25,6 +25,16 @@ impl Response {
     }
 }
 
+/// Waits (up to 20 s) until `GET /` on 127.0.0.1:`port` answers with `body` (trimmed): traffic
+/// through an Envoy listener reaching the backend that answers `body`.
+pub fn wait_for_body(port: u16, body: &str) {
+    crate::wait_for(
+        &format!("{body:?} from 127.0.0.1:{port}"),
+        Duration::from_secs(20),
+        || get(port, "/", &[]).ok().filter(|r| r.body.trim() == body),
+    );
+}
+
 /// `GET path` on 127.0.0.1:`port` with extra headers, on a fresh connection.
 pub fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Response> {
     request("GET", port, path, headers)

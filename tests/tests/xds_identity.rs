@@ -91,12 +91,30 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
 
+/// Envoy as proxy `demo` on the control plane at `xds_port`, with the certificate `identity`
+/// wrote into `out_dir`, serving traffic on `port`.
+fn envoy_with_identity(
+    dir: &TempDir,
+    xds_port: u16,
+    mode: Mode,
+    out_dir: &Path,
+    port: u16,
+) -> Envoy {
+    let envoy = Envoy::start_opts(
+        dir,
+        "demo",
+        xds_port,
+        mode,
+        &["--identity-dir", &out_dir.display().to_string()],
+        |_| {},
+    );
+    envoy.wait_live();
+    traffic(port);
+    envoy
+}
+
 fn traffic(port: u16) {
-    wait_for("traffic through Envoy", Duration::from_secs(20), || {
-        http::get(port, "/", &[])
-            .ok()
-            .filter(|r| r.body.trim() == "blue")
-    });
+    http::wait_for_body(port, "blue");
 }
 
 /// What every test here starts with: moto, a CA made by `ca init`, the app backend and the
@@ -185,18 +203,8 @@ fn a_task_role_gets_its_proxy_certificate_and_envoy_serves_over_mutual_tls() {
         1.0
     );
 
-    let id_dir = out_dir.display().to_string();
     for mode in [Mode::Sotw, Mode::Delta] {
-        let envoy = Envoy::start_opts(
-            &dir,
-            "demo",
-            server.xds_port,
-            mode,
-            &["--identity-dir", &id_dir],
-            |_| {},
-        );
-        envoy.wait_live();
-        traffic(port);
+        let envoy = envoy_with_identity(&dir, server.xds_port, mode, &out_dir, port);
         assert_eq!(
             envoy.stat("control_plane.connected_state"),
             Some(1),
@@ -444,16 +452,7 @@ fn replicas_reading_one_secrets_manager_ca_accept_each_others_certificates() {
     let out_dir = dir.path().join("identity");
     let out = identity(&a, &ca.join("certificate.pem"), &out_dir, &env, &[]);
     assert!(out.status.success(), "{}", text(&out));
-    let envoy = Envoy::start_opts(
-        &dir,
-        "demo",
-        b.xds_port,
-        Mode::Sotw,
-        &["--identity-dir", &out_dir.display().to_string()],
-        |_| {},
-    );
-    envoy.wait_live();
-    traffic(port);
+    let _envoy = envoy_with_identity(&dir, b.xds_port, Mode::Sotw, &out_dir, port);
     let nodes = b.admin_json("/debug/nodes");
     assert_eq!(nodes.as_array().map(|n| n.len()), Some(1), "{nodes}");
     assert_eq!(
@@ -501,16 +500,7 @@ fn certificates_renew_at_half_life_while_envoy_serves() {
     let mut renew_cmd = identity_cmd(&server, &ca_file, &out_dir, &env);
     renew_cmd.arg("--renew");
     let renewer = ChildGuard::spawn(renew_cmd, dir.path().join("identity-renew.log"));
-    let mut envoy = Envoy::start_opts(
-        &dir,
-        "demo",
-        server.xds_port,
-        Mode::Sotw,
-        &["--identity-dir", &out_dir.display().to_string()],
-        |_| {},
-    );
-    envoy.wait_live();
-    traffic(port);
+    let mut envoy = envoy_with_identity(&dir, server.xds_port, Mode::Sotw, &out_dir, port);
     let pid = envoy.process.pid();
     let first = envoy_cert_serials(&envoy);
     assert_eq!(first.len(), 1, "{first:?}");

@@ -420,24 +420,12 @@ upstreams:
 
     // The upstream checked against the bundle and the name: the right name passes, another
     // is refused.
-    wait_for("the upstream over TLS", Duration::from_secs(20), || {
-        http::get(good, "/", &[])
-            .ok()
-            .filter(|r| r.body.trim() == "app")
-    });
+    http::wait_for_body(good, "app");
     let refused = http::get(wrong, "/", &[]).unwrap();
     assert_eq!(refused.status, 503, "{}", refused.body);
     assert!(stat_ending(&client, "ssl.fail_verify_san") >= 1);
     // `trust: system`: the control plane's own roots, which Envoy accepts and checks against.
-    wait_for(
-        "the upstream checked against the system roots",
-        Duration::from_secs(20),
-        || {
-            http::get(system, "/", &[])
-                .ok()
-                .filter(|r| r.body.trim() == "app")
-        },
-    );
+    http::wait_for_body(system, "app");
     assert_eq!(server.metric("xds_nacks_total{type=\"cds\"}"), 0.0);
     // HTTP listeners offer h2 over ALPN (gRPC clients insist on it).
     let h2 = std::process::Command::new("curl")

@@ -79,6 +79,15 @@ fn validate(path: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Output {
     cmd.output().expect("xds-server validate runs")
 }
 
+/// `validate --envoy` passes `catalog`: our checks and Envoy's.
+fn assert_envoy_accepts(catalog: &Path) {
+    let envoy = envoy_bin();
+    let out = validate(catalog, &["--envoy", envoy.to_str().unwrap()], &[]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout, "ok\n");
+}
+
 fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -259,11 +268,7 @@ upstreams:
   ext: { protocol: http1, endpoints: { static: ["127.0.0.1:443"] }, tls: { sni: api.example.com, trust: system } }
 "#,
     );
-    let envoy = envoy_bin();
-    let out = validate(&catalog, &["--envoy", envoy.to_str().unwrap()], &[]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}{stderr}");
-    assert_eq!(stdout, "ok\n");
+    assert_envoy_accepts(&catalog);
 }
 
 /// `--version` names the build's commit, and the admin port exports it.
@@ -317,11 +322,7 @@ upstreams:
   canary: { protocol: http1, endpoints: { static: ["127.0.0.1:9001"] } }
 "#,
     );
-    let envoy = envoy_bin();
-    let out = validate(&catalog, &["--envoy", envoy.to_str().unwrap()], &[]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}{stderr}");
-    assert_eq!(stdout, "ok\n");
+    assert_envoy_accepts(&catalog);
 }
 
 /// `render` works offline: Cloud Map and ECS are not asked (no credentials, no SDK errors);

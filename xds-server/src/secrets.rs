@@ -346,6 +346,19 @@ fn check_pair(chain: &str, key: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// A PEM read again: what was served already when the bytes are the same (no parsing every
+/// pass; the system bundle alone holds some 150 certificates), else checked anew.
+fn checked(previous: Option<&Pem>, chain: String, key: Option<String>) -> Result<Pem, String> {
+    if let Some(p) = previous
+        && p.chain == chain
+        && p.key == key
+    {
+        return Ok(p.clone());
+    }
+    check_pair(&chain, key.as_deref())?;
+    Ok(Pem { chain, key })
+}
+
 /// Keeps `tx` holding every secret the latest catalog of `catalog_rx` needs: issues and
 /// renews mesh identities, reads files again every `interval`. A file that cannot be read
 /// keeps its last good content (logged once per change of error).
@@ -409,12 +422,8 @@ pub async fn run(
                     },
                     Need::File(files) => read(base, &files.chain).and_then(|chain| {
                         let key = read(base, &files.key)?;
-                        check_pair(&chain, Some(&key))
-                            .map_err(|e| format!("{}: {e}", files.chain.display()))?;
-                        Ok(Pem {
-                            chain,
-                            key: Some(key),
-                        })
+                        checked(previous.get(name), chain, Some(key))
+                            .map_err(|e| format!("{}: {e}", files.chain.display()))
                     }),
                     Need::SecretsManager(secret) => {
                         let due = fetched.get(secret).is_none_or(|(_, at)| {
@@ -437,13 +446,12 @@ pub async fn run(
                         fetched[secret].0.clone()
                     }
                     Need::SystemTrust => system_bundle().and_then(|path| {
-                        let chain = read(base, &path)?;
-                        check_pair(&chain, None).map_err(|e| format!("{}: {e}", path.display()))?;
-                        Ok(Pem { chain, key: None })
+                        checked(previous.get(name), read(base, &path)?, None)
+                            .map_err(|e| format!("{}: {e}", path.display()))
                     }),
                     Need::TrustFile(path) => read(base, path).and_then(|chain| {
-                        check_pair(&chain, None).map_err(|e| format!("{}: {e}", path.display()))?;
-                        Ok(Pem { chain, key: None })
+                        checked(previous.get(name), chain, None)
+                            .map_err(|e| format!("{}: {e}", path.display()))
                     }),
                 };
                 if let Need::Identity(proxy) = need {
