@@ -53,19 +53,36 @@ impl Moto {
     /// moto with the ECS fields it leaves out filled in (`tests/fixtures/moto_ecs.py`); awsvpc
     /// tasks get the address `eni_ip`.
     pub fn start_ecs(dir: &TempDir, port: u16, eni_ip: &str) -> Moto {
+        let managed = format!("{MANAGED_INSTANCE}=127.0.0.1");
+        Self::start_fixture(
+            dir,
+            port,
+            "moto_ecs.py",
+            &[
+                ("FIXTURE_ENI_IP", eni_ip),
+                ("FIXTURE_MANAGED_INSTANCES", &managed),
+            ],
+        )
+    }
+
+    /// moto with AWS Private CA and ACM private certificates as AWS issues them
+    /// (`tests/fixtures/moto_pca.py`: API passthrough, validity, certificates signed by the CA).
+    pub fn start_pca(dir: &TempDir, port: u16) -> Moto {
+        Self::start_fixture(dir, port, "moto_pca.py", &[])
+    }
+
+    /// moto in-process in fixture `script` (tests/fixtures/), which serves on the port it is
+    /// given.
+    fn start_fixture(dir: &TempDir, port: u16, script: &str, env: &[(&str, &str)]) -> Moto {
         let port = if port == 0 { free_port() } else { port };
         let python = repo_root().join(".venv/moto/bin/python");
         let mut cmd = Command::new(python);
-        cmd.arg(repo_root().join("tests/fixtures/moto_ecs.py"))
+        cmd.arg(repo_root().join("tests/fixtures").join(script))
             .arg(port.to_string())
-            .env("FIXTURE_ENI_IP", eni_ip)
-            .env(
-                "FIXTURE_MANAGED_INSTANCES",
-                format!("{MANAGED_INSTANCE}=127.0.0.1"),
-            );
-        let process = ChildGuard::spawn(cmd, dir.path().join(format!("moto-ecs-{port}.log")));
+            .envs(env.iter().copied());
+        let process = ChildGuard::spawn(cmd, dir.path().join(format!("moto-{script}-{port}.log")));
         wait_for(
-            "moto (ECS fixture) to answer",
+            &format!("moto ({script}) to answer"),
             Duration::from_secs(30),
             || {
                 http::get(port, "/moto-api/data.json", &[])

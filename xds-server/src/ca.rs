@@ -3,7 +3,8 @@
 //!
 //! Replicas share one CA by reading it from the same place: a directory (`file:DIR`, as
 //! `xds-server ca init` writes it) or a Secrets Manager secret (`secretsmanager:NAME-OR-ARN`, a
-//! JSON object `{"certificate": PEM, "private_key": PEM}`). A second CA (`--ca-next`) is only
+//! JSON object `{"certificate": PEM, "private_key": PEM}`), or AWS Private CA signs in its stead
+//! (`acm-pca:ARN`, see [`crate::acm`]). A second CA (`--ca-next`) is only
 //! trusted, not used to sign, so that rotating is a configuration change: first every trust
 //! bundle carries both, then the next one signs.
 
@@ -28,8 +29,8 @@ const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 86_400);
 /// Why a CA could not be made, read or used.
 #[derive(Debug, thiserror::Error)]
 pub enum CaError {
-    /// The CA location is not `file:DIR` or `secretsmanager:NAME`.
-    #[error("{0:?}: a CA is `file:DIR` or `secretsmanager:NAME-OR-ARN`")]
+    /// The CA location is not `file:DIR`, `secretsmanager:NAME` or `acm-pca:ARN`.
+    #[error("{0:?}: a CA is `file:DIR`, `secretsmanager:NAME-OR-ARN` or `acm-pca:ARN`")]
     BadSource(String),
     /// `ca init` would overwrite a CA.
     #[error("{0} exists already: a CA is never overwritten (remove it first to make a new one)")]
@@ -70,6 +71,8 @@ pub enum CaSource {
     File(PathBuf),
     /// A Secrets Manager secret: `{"certificate": PEM, "private_key": PEM}`.
     SecretsManager(String),
+    /// An AWS Private CA, by ARN: it signs, the control plane keeps no CA key.
+    AcmPca(String),
 }
 
 impl std::str::FromStr for CaSource {
@@ -81,6 +84,11 @@ impl std::str::FromStr for CaSource {
             Some(("secretsmanager", name)) if !name.is_empty() => {
                 Ok(CaSource::SecretsManager(name.into()))
             }
+            Some(("acm-pca", arn))
+                if arn.starts_with("arn:") && arn.contains(":certificate-authority/") =>
+            {
+                Ok(CaSource::AcmPca(arn.into()))
+            }
             _ => Err(CaError::BadSource(s.into())),
         }
     }
@@ -91,6 +99,7 @@ impl fmt::Display for CaSource {
         match self {
             CaSource::File(dir) => write!(f, "file:{}", dir.display()),
             CaSource::SecretsManager(name) => write!(f, "secretsmanager:{name}"),
+            CaSource::AcmPca(arn) => write!(f, "acm-pca:{arn}"),
         }
     }
 }
@@ -243,6 +252,10 @@ impl Ca {
                 let (certificate, key) = read_secret(name).await?;
                 Ca::from_pem(&source.to_string(), &certificate, &key)
             }
+            CaSource::AcmPca(_) => Err(CaError::Invalid {
+                source_name: source.to_string(),
+                message: "AWS Private CA keeps its key: it is no CA this command can read".into(),
+            }),
         }
     }
 
@@ -378,9 +391,19 @@ fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), CaError> {
     f.sync_all().map_err(io)
 }
 
-/// The certificate and key of a CA secret in Secrets Manager.
 /// A Secrets Manager secret `{"certificate": PEM, "private_key": PEM}`: its two parts.
 pub(crate) async fn read_secret(name: &str) -> Result<(String, String), CaError> {
+    match read_secret_parts(name).await? {
+        (certificate, Some(key)) => Ok((certificate, key)),
+        (_, None) => Err(CaError::Secret {
+            secret: name.into(),
+            message: "has no \"private_key\"".into(),
+        }),
+    }
+}
+
+/// A Secrets Manager secret `{"certificate": PEM}`, with `"private_key": PEM` when it has one.
+pub(crate) async fn read_secret_parts(name: &str) -> Result<(String, Option<String>), CaError> {
     let fail = |message: String| CaError::Secret {
         secret: name.into(),
         message,
@@ -399,7 +422,7 @@ pub(crate) async fn read_secret(name: &str) -> Result<(String, String), CaError>
     #[derive(serde::Deserialize)]
     struct Secret {
         certificate: String,
-        private_key: String,
+        private_key: Option<String>,
     }
     let secret: Secret = serde_json::from_str(text).map_err(|e| {
         // serde's message names the field, never the value.
@@ -410,13 +433,69 @@ pub(crate) async fn read_secret(name: &str) -> Result<(String, String), CaError>
     Ok((secret.certificate, secret.private_key))
 }
 
+/// Who signs for the control plane: its own CA, or AWS Private CA.
+#[derive(Debug)]
+pub enum Signer {
+    /// A CA whose key the control plane holds.
+    Local(Ca),
+    /// AWS Private CA, which keeps its key.
+    Pca(crate::acm::Pca),
+}
+
+impl Signer {
+    /// The signer kept at `source`.
+    pub async fn load(source: &CaSource) -> Result<Signer, CaError> {
+        match source {
+            CaSource::AcmPca(arn) => Ok(Signer::Pca(crate::acm::Pca::load(arn).await?)),
+            _ => Ok(Signer::Local(Ca::load(source).await?)),
+        }
+    }
+
+    /// The CA certificate (and for AWS Private CA the chain above it), PEM.
+    pub fn certificate_pem(&self) -> &str {
+        match self {
+            Signer::Local(ca) => ca.certificate_pem(),
+            Signer::Pca(pca) => pca.certificate_pem(),
+        }
+    }
+
+    /// When the CA certificate expires.
+    pub fn not_after(&self) -> SystemTime {
+        match self {
+            Signer::Local(ca) => ca.not_after(),
+            Signer::Pca(pca) => pca.not_after(),
+        }
+    }
+
+    /// A new key, signed for `leaf`.
+    pub async fn issue(&self, leaf: &Leaf) -> Result<Issued, CaError> {
+        match self {
+            Signer::Local(ca) => ca.issue(leaf),
+            Signer::Pca(pca) => pca.issue(leaf).await,
+        }
+    }
+
+    /// Signs the key of a certificate signing request (PEM) for `leaf`, which decides the
+    /// names: the certificate (PEM, with its chain) and when it expires.
+    pub async fn sign_request(
+        &self,
+        csr_pem: &str,
+        leaf: &Leaf,
+    ) -> Result<(String, SystemTime), CaError> {
+        match self {
+            Signer::Local(ca) => ca.sign_request(csr_pem, leaf),
+            Signer::Pca(pca) => pca.sign_request(csr_pem, leaf).await,
+        }
+    }
+}
+
 /// The CAs a server uses: one that signs, and the ones peers trust.
 #[derive(Debug)]
 pub struct CaSet {
     /// Signs every certificate.
-    pub current: Ca,
+    pub current: Signer,
     /// Trusted too, so that it can sign next.
-    pub next: Option<Ca>,
+    pub next: Option<Signer>,
 }
 
 impl CaSet {
@@ -447,7 +526,20 @@ mod tests {
             "secretsmanager:xds/ca".parse::<CaSource>().unwrap(),
             CaSource::SecretsManager("xds/ca".into())
         );
-        for bad in ["/etc/ca", "file:", "vault:x", ""] {
+        let arn = "arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/0f1e";
+        assert_eq!(
+            format!("acm-pca:{arn}").parse::<CaSource>().unwrap(),
+            CaSource::AcmPca(arn.into())
+        );
+        for bad in [
+            "/etc/ca",
+            "file:",
+            "vault:x",
+            "",
+            "acm-pca:",
+            "acm-pca:my-ca",
+            "acm-pca:arn:aws:acm:eu-west-1:1:certificate/x",
+        ] {
             assert!(bad.parse::<CaSource>().is_err(), "{bad}");
         }
     }

@@ -1,5 +1,6 @@
 //! xds-server: a gRPC xDS control plane for fleets of generic Envoy proxies.
 
+pub mod acm;
 pub mod admin;
 pub mod bootstrap;
 pub mod ca;

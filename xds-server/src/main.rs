@@ -97,9 +97,10 @@ enum Command {
         /// How long streams get to close on SIGTERM before the server exits.
         #[arg(long, env = "XDS_SERVER_DRAIN", default_value = "5s", value_parser = parse_duration)]
         drain: Duration,
-        /// The control plane's CA: file:DIR (as `xds-server ca init` writes it) or
-        /// secretsmanager:NAME-OR-ARN (a JSON secret {"certificate": PEM, "private_key": PEM}).
-        /// Every replica must read the same one.
+        /// The control plane's CA: file:DIR (as `xds-server ca init` writes it),
+        /// secretsmanager:NAME-OR-ARN (a JSON secret {"certificate": PEM, "private_key": PEM}),
+        /// or acm-pca:ARN (AWS Private CA signs; no CA key here). Every replica must use the
+        /// same one.
         #[arg(long, env = "XDS_SERVER_CA")]
         ca: Option<CaSource>,
         /// The CA that signs next: trusted everywhere the current one is, so that switching
@@ -155,8 +156,8 @@ enum Command {
         /// is valid; the control plane renews it at half life and Envoy swaps it in place.
         #[arg(long, env = "XDS_SERVER_MESH_CERT_TTL", default_value = "24h", value_parser = parse_duration)]
         mesh_cert_ttl: Duration,
-        /// How often certificates kept in Secrets Manager (`certificate: { secrets_manager:
-        /// ... }`) are read again.
+        /// How often certificates and bundles kept in AWS (Secrets Manager, ACM, AWS Private
+        /// CA) are read again.
         #[arg(long, env = "XDS_SERVER_SECRET_INTERVAL", default_value = "5m", value_parser = parse_duration)]
         secret_interval: Duration,
     },

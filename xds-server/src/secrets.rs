@@ -69,6 +69,21 @@ pub fn secrets_manager_name(secret: &str) -> String {
     format!("secretsmanager/{secret}")
 }
 
+/// The secret of an ACM certificate.
+pub fn acm_name(arn: &str) -> String {
+    format!("acm/{arn}")
+}
+
+/// The secret of a trust bundle kept in Secrets Manager.
+pub fn trust_secrets_manager_name(secret: &str) -> String {
+    format!("trust/secretsmanager/{secret}")
+}
+
+/// The secret of the CA certificates of AWS Private CAs.
+pub fn acm_pca_trust_name(arns: &[String]) -> String {
+    format!("trust/acm-pca/{}", arns.join(","))
+}
+
 /// The secret of a trust bundle read from a file.
 pub fn trust_file_name(path: &Path) -> String {
     format!("trust/{}", path.display())
@@ -89,6 +104,12 @@ pub enum Need {
     SystemTrust,
     /// A certificate and key in a Secrets Manager secret.
     SecretsManager(String),
+    /// A trust bundle in a Secrets Manager secret.
+    TrustSecretsManager(String),
+    /// An ACM private certificate with its key.
+    Acm(String),
+    /// The CA certificates of AWS Private CAs.
+    AcmPcaTrust(Vec<String>),
 }
 
 impl Need {
@@ -102,7 +123,13 @@ impl Need {
             Need::File(f) => format!("the files {} and {}", f.chain.display(), f.key.display()),
             Need::TrustFile(p) => format!("the file {}", p.display()),
             Need::SystemTrust => "the public roots of the control plane's system".into(),
-            Need::SecretsManager(name) => format!("the Secrets Manager secret {name}"),
+            Need::SecretsManager(name) | Need::TrustSecretsManager(name) => {
+                format!("the Secrets Manager secret {name}")
+            }
+            Need::Acm(arn) => format!("the ACM certificate {arn}"),
+            Need::AcmPcaTrust(arns) => {
+                format!("the CA certificates of AWS Private CA {}", arns.join(", "))
+            }
         }
     }
 }
@@ -373,7 +400,7 @@ pub async fn run(
     let mut held_names: Vec<String> = Vec::new();
     // Identities whose issuance failed: when to try again, and the last delay.
     let mut retry: BTreeMap<ProxyName, (SystemTime, Duration)> = BTreeMap::new();
-    // Secrets Manager answers, and when they were asked.
+    // AWS's answers (Secrets Manager, ACM, AWS Private CA) by secret, and when they were asked.
     let mut fetched: BTreeMap<String, (Result<Pem, String>, SystemTime)> = BTreeMap::new();
     loop {
         let loaded = catalog_rx.borrow_and_update().clone();
@@ -404,7 +431,7 @@ pub async fn run(
                                 // After a failure, the next attempt waits its turn (the error
                                 // stays as logged).
                                 (None, Some(_)) => Err(errors.get(name).cloned().unwrap_or_default()),
-                                (None, None) => issue(cas, &td, proxy, config.ttl).map(|(pem, not_after)| {
+                                (None, None) => issue(cas, &td, proxy, config.ttl).await.map(|(pem, not_after)| {
                                     let life = not_after.duration_since(now).unwrap_or_default();
                                     let renew_at = now + common::duration::jitter(life / 2);
                                     tracing::info!(proxy = %proxy, secret = %name, renew_in = ?renew_at.duration_since(now).unwrap_or_default(), "mesh identity issued");
@@ -425,25 +452,19 @@ pub async fn run(
                         checked(previous.get(name), chain, Some(key))
                             .map_err(|e| format!("{}: {e}", files.chain.display()))
                     }),
-                    Need::SecretsManager(secret) => {
-                        let due = fetched.get(secret).is_none_or(|(_, at)| {
+                    // Read from AWS: polled every --secret-interval.
+                    Need::SecretsManager(_)
+                    | Need::TrustSecretsManager(_)
+                    | Need::Acm(_)
+                    | Need::AcmPcaTrust(_) => {
+                        let due = fetched.get(name).is_none_or(|(_, at)| {
                             now.duration_since(*at).unwrap_or_default() >= config.secret_interval
                         });
                         if due {
-                            let got = crate::ca::read_secret(secret)
-                                .await
-                                .map_err(|e| e.to_string())
-                                .and_then(|(chain, key)| {
-                                    check_pair(&chain, Some(&key))
-                                        .map_err(|e| format!("secret {secret}: {e}"))?;
-                                    Ok(Pem {
-                                        chain,
-                                        key: Some(key),
-                                    })
-                                });
-                            fetched.insert(secret.clone(), (got, now));
+                            let got = fetch(need).await;
+                            fetched.insert(name.clone(), (got, now));
                         }
-                        fetched[secret].0.clone()
+                        fetched[name].0.clone()
                     }
                     Need::SystemTrust => system_bundle().and_then(|path| {
                         checked(previous.get(name), read(base, &path)?, None)
@@ -492,7 +513,7 @@ pub async fn run(
             identities.retain(|p, _| needs.contains_key(&identity_name(p)));
             retry.retain(|p, _| needs.contains_key(&identity_name(p)));
             errors.retain(|name, _| needs.contains_key(name));
-            fetched.retain(|secret, _| needs.contains_key(&secrets_manager_name(secret)));
+            fetched.retain(|name, _| needs.contains_key(name));
             if !fetched.is_empty() {
                 next_wake = next_wake.min(
                     fetched
@@ -556,8 +577,44 @@ pub async fn run(
     }
 }
 
+/// A secret read from AWS, checked.
+async fn fetch(need: &Need) -> Result<Pem, String> {
+    let (chain, key) = match need {
+        Need::SecretsManager(secret) => {
+            let (chain, key) = crate::ca::read_secret(secret)
+                .await
+                .map_err(|e| e.to_string())?;
+            (chain, Some(key))
+        }
+        Need::TrustSecretsManager(secret) => {
+            let (chain, _) = crate::ca::read_secret_parts(secret)
+                .await
+                .map_err(|e| e.to_string())?;
+            (chain, None)
+        }
+        Need::Acm(arn) => {
+            let (chain, key) = crate::acm::export(arn).await?;
+            (chain, Some(key))
+        }
+        Need::AcmPcaTrust(arns) => {
+            let client = crate::acm::pca_client().await;
+            let mut bundle = String::new();
+            for arn in arns {
+                let pem = crate::acm::ca_certificate(&client, arn)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                bundle.push_str(&pem);
+            }
+            (bundle, None)
+        }
+        other => return Err(format!("{} is not read from AWS", other.describe())),
+    };
+    check_pair(&chain, key.as_deref()).map_err(|e| format!("{}: {e}", need.describe()))?;
+    Ok(Pem { chain, key })
+}
+
 /// A mesh identity for `proxy`: server and client authentication, URI SAN its SPIFFE ID.
-fn issue(
+async fn issue(
     cas: &CaSet,
     td: &str,
     proxy: &ProxyName,
@@ -583,6 +640,7 @@ fn issue(
             ttl,
             ..Leaf::default()
         })
+        .await
         .map_err(|e| e.to_string())?;
     Ok((
         Pem {

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
-use crate::ca::{Ca, CaSet, CaSource};
+use crate::ca::{CaSet, CaSource, Signer};
 use crate::cache::{Cache, Snapshot};
 use crate::catalog::EndpointMap;
 use crate::catalog::LoadedCatalog;
@@ -128,9 +128,9 @@ pub async fn serve(
 
     let cas = match &config.ca {
         Some(source) => {
-            let current = Ca::load(source).await?;
+            let current = Signer::load(source).await?;
             let next = match &config.ca_next {
-                Some(next) => Some(Ca::load(next).await?),
+                Some(next) => Some(Signer::load(next).await?),
                 None => None,
             };
             tracing::info!(ca = %source, next = ?config.ca_next.as_ref().map(|n| n.to_string()), "CA loaded");
@@ -144,7 +144,7 @@ pub async fn serve(
         );
     }
     let tls = match &config.xds_tls {
-        Some(cert) => Some(ServerTls::new(cert, cas.clone())?),
+        Some(cert) => Some(ServerTls::new(cert, cas.clone()).await?),
         None => {
             tracing::warn!(
                 "the xDS port is plaintext: anyone who reaches it can read any proxy's configuration (see --xds-tls)"

@@ -135,13 +135,16 @@ pub struct ServerTls {
 impl ServerTls {
     /// Sets up TLS; client certificates are verified against `cas` when there is one and a
     /// client presents one (streams decide whether one is required).
-    pub fn new(cert: &ServerCertificate, cas: Option<Arc<CaSet>>) -> Result<ServerTls, TlsError> {
+    pub async fn new(
+        cert: &ServerCertificate,
+        cas: Option<Arc<CaSet>>,
+    ) -> Result<ServerTls, TlsError> {
         let (first, not_after, files) = match cert {
             ServerCertificate::FromCa(names) => {
                 let cas = cas.as_ref().ok_or_else(|| {
                     TlsError::Rustls("a certificate from the CA needs a CA".into())
                 })?;
-                let (key, end) = issue_server(cas, names)?;
+                let (key, end) = issue_server(cas, names).await?;
                 (key, end, None)
             }
             ServerCertificate::Files { chain, key } => {
@@ -182,16 +185,19 @@ impl ServerTls {
     }
 }
 
-fn issue_server(
+async fn issue_server(
     cas: &CaSet,
     names: &[String],
 ) -> Result<(CertifiedKey, Option<SystemTime>), TlsError> {
-    let issued = cas.current.issue(&Leaf {
-        names: names.to_vec(),
-        server: true,
-        ttl: SERVER_CERT_TTL,
-        ..Leaf::default()
-    })?;
+    let issued = cas
+        .current
+        .issue(&Leaf {
+            names: names.to_vec(),
+            server: true,
+            ttl: SERVER_CERT_TTL,
+            ..Leaf::default()
+        })
+        .await?;
     let key = certified_key(
         issued.certificate_pem.as_bytes(),
         issued.private_key_pem.as_bytes(),
@@ -239,7 +245,7 @@ async fn refresh(
         };
         tokio::time::sleep(wait.max(Duration::from_secs(1))).await;
         let next = match (&cert, &cas) {
-            (ServerCertificate::FromCa(names), Some(cas)) => match issue_server(cas, names) {
+            (ServerCertificate::FromCa(names), Some(cas)) => match issue_server(cas, names).await {
                 Ok((key, end)) => {
                     not_after = end;
                     tracing::info!("xDS server certificate renewed");

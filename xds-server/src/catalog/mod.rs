@@ -100,6 +100,17 @@ pub enum CertificateSource {
     /// A Secrets Manager secret `{"certificate": PEM chain, "private_key": PEM}`, read again
     /// every `--secret-interval`.
     SecretsManager(SecretRef),
+    /// An ACM private certificate (issued by AWS Private CA), exported with its key; read again
+    /// every `--secret-interval`, so a renewal by ACM reaches the proxies.
+    Acm(AcmRef),
+}
+
+/// `{ acm: { arn: ARN } }`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmRef {
+    /// The certificate's ARN, `arn:aws:acm:REGION:ACCOUNT:certificate/ID`.
+    pub arn: String,
 }
 
 /// `{ secrets_manager: { secret: NAME-OR-ARN } }`.
@@ -131,6 +142,11 @@ pub enum TrustSource {
     /// A PEM bundle the control plane reads (relative to the catalog) and reads again when it
     /// changes.
     File(PathBuf),
+    /// A Secrets Manager secret `{"certificate": PEM bundle}`, read again every
+    /// `--secret-interval`.
+    SecretsManager(SecretRef),
+    /// The CA certificates of AWS Private CAs, by ARN (with the chains above them).
+    AcmPca(Vec<String>),
 }
 
 /// Whether a TLS listener also takes plaintext.

@@ -700,3 +700,47 @@ fn a_split_may_park_an_upstream_at_zero_and_http_is_http1() {
         UpstreamProtocol::Http1
     );
 }
+
+#[test]
+fn aws_certificate_sources_name_arns_of_their_kind() {
+    let text = r#"
+version: 1
+proxies:
+  edge:
+    listeners:
+      - name: in
+        port: 443
+        protocol: http
+        tls:
+          certificate: { acm: { arn: "arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/x" } }
+          client_certificate: { trust: { acm_pca: ["arn:aws:acm:eu-west-1:123456789012:certificate/x", "arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/ok"] } }
+        routes: [ { match: { prefix: / }, to: app } ]
+upstreams:
+  app: { protocol: http1, endpoints: { static: ["10.0.0.1:80"] }, tls: { sni: app.test, trust: { acm_pca: [] } } }
+"#;
+    let errs = errors(text);
+    let has = |path: &str, words: &str| {
+        assert!(
+            errs.iter().any(|e| e.contains(path) && e.contains(words)),
+            "{path}: {words} in {errs:?}"
+        )
+    };
+    has(
+        "proxies.edge.listeners[0].tls.certificate.acm.arn",
+        "not an ACM certificate ARN",
+    );
+    has(
+        "proxies.edge.listeners[0].tls.client_certificate.trust.acm_pca[0]",
+        "not an AWS Private CA ARN",
+    );
+    has("upstreams.app.tls.trust.acm_pca", "at least one");
+    assert_eq!(errs.len(), 3, "{errs:?}");
+    let good = text
+        .replace(
+            "acm: { arn: \"arn:aws:acm-pca:eu-west-1:123456789012:certificate-authority/x\" }",
+            "acm: { arn: \"arn:aws:acm:eu-west-1:123456789012:certificate/0f1e\" }",
+        )
+        .replace("\"arn:aws:acm:eu-west-1:123456789012:certificate/x\", ", "")
+        .replace("acm_pca: [] }", "secrets_manager: { secret: tls/app-ca } }");
+    assert_eq!(errors(&good), Vec::<String>::new());
+}

@@ -268,6 +268,10 @@ impl Validator {
     /// A listener's TLS: a version Envoy knows, client trust that is not the public roots,
     /// `allow` entries that name proxies or SANs.
     fn listener_tls(&mut self, at: &str, tls: &ListenerTls, catalog: &Catalog) {
+        self.certificate(&format!("{at}.certificate"), &tls.certificate);
+        if let Some(c) = &tls.client_certificate {
+            self.trust(&format!("{at}.client_certificate.trust"), &c.trust);
+        }
         if let Some(v) = &tls.min_version
             && !matches!(v.as_str(), "1.2" | "1.3")
         {
@@ -298,6 +302,12 @@ impl Validator {
     }
 
     fn upstream_tls(&mut self, at: &str, tls: &UpstreamTls, catalog: &Catalog) {
+        if let Some(c) = &tls.certificate {
+            self.certificate(&format!("{at}.certificate"), c);
+        }
+        if let Some(t) = &tls.trust {
+            self.trust(&format!("{at}.trust"), t);
+        }
         match &tls.mesh {
             Some(server) => {
                 let others = tls.sni.is_some()
@@ -326,7 +336,7 @@ impl Validator {
             }
             None if tls.trust.is_none() => self.err(
                 &format!("{at}.trust"),
-                "required (mesh, system or { file: PATH }): a TLS connection always checks its peer".into(),
+                "required (mesh, system, { file: PATH }, { secrets_manager: { secret } } or { acm_pca: [ARN] }): a TLS connection always checks its peer".into(),
             ),
             None if tls.trust == Some(TrustSource::Mesh)
                 && !tls.subject_alt_names.iter().any(|s| s.starts_with("spiffe://")) =>
@@ -343,6 +353,39 @@ impl Validator {
                         "give `sni` or `subject_alt_names`: the names the upstream's certificate must carry".into(),
                     );
                 }
+            }
+        }
+    }
+
+    /// A certificate source's AWS references are ARNs of the right kind.
+    fn certificate(&mut self, at: &str, source: &CertificateSource) {
+        if let CertificateSource::Acm(r) = source
+            && !is_arn(&r.arn, "acm", "certificate/")
+        {
+            self.err(
+                &format!("{at}.acm.arn"),
+                format!("{:?} is not an ACM certificate ARN (arn:aws:acm:REGION:ACCOUNT:certificate/ID)", r.arn),
+            );
+        }
+    }
+
+    /// A trust source's AWS references are ARNs of the right kind.
+    fn trust(&mut self, at: &str, source: &TrustSource) {
+        let TrustSource::AcmPca(arns) = source else {
+            return;
+        };
+        if arns.is_empty() {
+            self.err(
+                &format!("{at}.acm_pca"),
+                "list at least one AWS Private CA ARN".into(),
+            );
+        }
+        for (i, arn) in arns.iter().enumerate() {
+            if !is_arn(arn, "acm-pca", "certificate-authority/") {
+                self.err(
+                    &format!("{at}.acm_pca[{i}]"),
+                    format!("{arn:?} is not an AWS Private CA ARN (arn:aws:acm-pca:REGION:ACCOUNT:certificate-authority/ID)"),
+                );
             }
         }
     }
@@ -661,4 +704,18 @@ impl Validator {
             }
         }
     }
+}
+
+/// Whether `arn` is an ARN of `service` whose resource starts with `resource` (and goes on).
+fn is_arn(arn: &str, service: &str, resource: &str) -> bool {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    matches!(parts.as_slice(),
+        ["arn", partition, svc, region, account, res]
+            if !partition.is_empty()
+                && *svc == service
+                && !region.is_empty()
+                && account.len() == 12
+                && account.chars().all(|c| c.is_ascii_digit())
+                && res.len() > resource.len()
+                && res.starts_with(resource))
 }

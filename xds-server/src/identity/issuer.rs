@@ -445,17 +445,18 @@ impl Issuer {
             ttl: self.config.ttl,
             ..Leaf::default()
         };
-        let (certificate, not_after) =
-            self.cas
-                .current
-                .sign_request(&request.csr, &leaf)
-                .map_err(|e| {
-                    Refused::new(
-                        StatusCode::BAD_REQUEST,
-                        "bad_csr",
-                        format!("the certificate signing request: {e}"),
-                    )
-                })?;
+        let (certificate, not_after) = self
+            .cas
+            .current
+            .sign_request(&request.csr, &leaf)
+            .await
+            .map_err(|e| {
+                Refused::new(
+                    StatusCode::BAD_REQUEST,
+                    "bad_csr",
+                    format!("the certificate signing request: {e}"),
+                )
+            })?;
         let not_after = not_after
             .duration_since(SystemTime::UNIX_EPOCH)
             .unwrap_or_default()

@@ -66,6 +66,7 @@ fn certificate_secret(proxy: &ProxyName, source: &CertificateSource) -> (String,
             crate::secrets::secrets_manager_name(&r.secret),
             Need::SecretsManager(r.secret.clone()),
         ),
+        CertificateSource::Acm(r) => (crate::secrets::acm_name(&r.arn), Need::Acm(r.arn.clone())),
     }
 }
 
@@ -77,6 +78,14 @@ fn trust_secret(source: &TrustSource) -> Option<(String, Need)> {
         TrustSource::File(path) => Some((
             crate::secrets::trust_file_name(path),
             Need::TrustFile(path.clone()),
+        )),
+        TrustSource::SecretsManager(r) => Some((
+            crate::secrets::trust_secrets_manager_name(&r.secret),
+            Need::TrustSecretsManager(r.secret.clone()),
+        )),
+        TrustSource::AcmPca(arns) => Some((
+            crate::secrets::acm_pca_trust_name(arns),
+            Need::AcmPcaTrust(arns.clone()),
         )),
     }
 }
