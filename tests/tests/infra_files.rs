@@ -230,6 +230,7 @@ fn intdemo_fragments_of_two_deployments_merge_into_a_valid_catalog() {
     };
     let mut given: BTreeSet<String> = vars.keys().map(|k| k.to_string()).collect();
     given.insert("task_role_arn".into());
+    given.insert("listener_tls".into());
     let used: BTreeSet<String> = regex::Regex::new(r"\$\{(\w+)\}")
         .unwrap()
         .captures_iter(&std::fs::read_to_string(&template).unwrap())
@@ -258,6 +259,11 @@ fn intdemo_fragments_of_two_deployments_merge_into_a_valid_catalog() {
                     "task_role_arn",
                     format!("arn:aws:iam::123456789012:role/prism-test-{proxy}").into(),
                 ),
+                // What envoy-service gives for intdemo's listener_tls = { mode = "permissive" }.
+                (
+                    "listener_tls",
+                    r#"{"certificate":"mesh","client_certificate":{"allow":[],"trust":"mesh"},"mode":"permissive"}"#.into(),
+                ),
             ],
         );
         assert!(
@@ -282,6 +288,9 @@ fn intdemo_fragments_of_two_deployments_merge_into_a_valid_catalog() {
     assert!(text.contains("intdemo-feature-ata-123-web-v2"), "{text}");
     assert!(!text.contains("intdemo-develop"), "{text}");
     assert!(text.contains("\"port_value\":8080"), "{text}");
+    // Mesh mTLS, permissive: a TLS chain with the proxy's identity beside a plaintext one.
+    assert!(text.contains("mesh/identity/intdemo-feature-ata-123"), "{text}");
+    assert!(text.contains("public_plaintext"), "{text}");
 }
 
 /// The Prometheus configuration the monitoring module uploads, rendered as Terraform renders it,

@@ -23,8 +23,24 @@ locals {
   bootstrap = "/etc/envoy/envoy.yaml"
   # The xds-server module's port.
   xds_address = "${var.xds_host}:18000"
+  # The catalog `tls` of the service's listeners (JSON, which is YAML), for the template's
+  # $${listener_tls}: mesh mTLS (callers must hold a mesh identity from this network's control
+  # plane), edge TLS with an ACM certificate, or none.
+  listener_tls = {
+    none = "null"
+    mesh = jsonencode({
+      mode               = var.listener_tls.mode
+      certificate        = "mesh"
+      client_certificate = { trust = "mesh", allow = var.listener_tls.allow }
+    })
+    acm = jsonencode({
+      mode        = var.listener_tls.mode
+      certificate = { acm = { arn = var.listener_tls.certificate } }
+    })
+  }[contains(["none", "mesh"], var.listener_tls.certificate) ? var.listener_tls.certificate : "acm"]
   catalog_fragment = templatefile(var.catalog_template, merge(var.catalog_vars, {
     task_role_arn = module.base.task_role_arn
+    listener_tls  = local.listener_tls
   }))
 }
 

@@ -94,12 +94,34 @@ variable "catalog_prefix" {
 
 variable "catalog_template" {
   type        = string
-  description = "Path of the service's catalog fragment, a Terraform template of a catalog (version 1): the proxy role named service_name, with the template's task_role_arn in its identity.iam_roles, and its own upstreams."
+  description = "Path of the service's catalog fragment, a Terraform template of a catalog (version 1): the proxy role named service_name, with the template's task_role_arn in its identity.iam_roles, `tls: $${listener_tls}` on its listeners, and its own upstreams."
+}
+
+variable "listener_tls" {
+  type = object({
+    certificate = optional(string, "mesh")
+    mode        = optional(string, "strict")
+    allow       = optional(list(string), [])
+  })
+  description = "TLS of the service's listeners, given to the catalog template as $${listener_tls} (a catalog `tls` value, or null). certificate: \"mesh\" (the default: mutual TLS with the proxy's mesh identity; callers must be proxies of this network, or those in allow), an ACM certificate ARN (edge TLS; list it in the xds-server module's tls_certificate_arns), or \"none\". mode: \"strict\", or \"permissive\" to take plaintext too while callers move to TLS."
+  default     = {}
+  validation {
+    condition     = contains(["strict", "permissive"], var.listener_tls.mode)
+    error_message = "listener_tls.mode is \"strict\" or \"permissive\"."
+  }
+  validation {
+    condition     = contains(["mesh", "none"], var.listener_tls.certificate) || can(regex("^arn:[a-z-]+:acm:[a-z0-9-]+:[0-9]{12}:certificate/.+$", var.listener_tls.certificate))
+    error_message = "listener_tls.certificate is \"mesh\", \"none\" or an ACM certificate ARN."
+  }
+  validation {
+    condition     = length(var.listener_tls.allow) == 0 || var.listener_tls.certificate == "mesh"
+    error_message = "listener_tls.allow names mesh callers: it needs certificate \"mesh\"."
+  }
 }
 
 variable "catalog_vars" {
   type        = map(string)
-  description = "The template's variables besides task_role_arn (the task role, which the module gives)."
+  description = "The template's variables besides task_role_arn (the task role) and listener_tls, which the module gives."
   default     = {}
 }
 

@@ -5,14 +5,23 @@
 # With require_identity (the default) the xDS port speaks TLS with a certificate from the
 # control plane's own CA, kept in Secrets Manager, and every Envoy must present a client
 # certificate for its own proxy, which it gets by proving its task role (`xds-server identity`).
-# The task role may read the catalog (and the CA), discover Cloud Map instances and describe ECS
-# tasks: nothing else.
+# The same CA issues the proxies' mesh identities for service mTLS (`tls.certificate: mesh`), so
+# the control plane always runs with it. With acm_pca_arn, AWS Private CA signs instead and no
+# CA key exists here. The task role may read the catalog (and the CA), discover Cloud Map
+# instances, describe ECS tasks and read the certificates the catalog's listeners use
+# (tls_certificate_arns, trusted_ca_arns): nothing else.
 
 data "aws_region" "current" {}
 
 data "aws_caller_identity" "current" {}
 
 data "aws_partition" "current" {}
+
+# With AWS Private CA, its certificate (and the chain above it) is what Envoys trust.
+data "aws_acmpca_certificate_authority" "ca" {
+  count = local.own_ca ? 0 : 1
+  arn   = var.acm_pca_arn
+}
 
 locals {
   catalog_is_prefix = endswith(var.catalog_key, "/")
@@ -21,8 +30,12 @@ locals {
   # an id proxies may sign into their identity requests (`xds-server identity` signs the name
   # it dials).
   tls_names = [aws_lb.this.dns_name, "xds.${var.namespace_name}"]
+  own_ca    = var.acm_pca_arn == null
+  ca_environment = [{
+    name  = "XDS_SERVER_CA"
+    value = local.own_ca ? "secretsmanager:${aws_secretsmanager_secret.ca[0].arn}" : "acm-pca:${var.acm_pca_arn}"
+  }]
   identity_environment = var.require_identity ? [
-    { name = "XDS_SERVER_CA", value = "secretsmanager:${aws_secretsmanager_secret.ca.arn}" },
     { name = "XDS_SERVER_XDS_TLS", value = "true" },
     { name = "XDS_SERVER_XDS_TLS_NAME", value = join(",", local.tls_names) },
     { name = "XDS_SERVER_REQUIRE_IDENTITY", value = "true" },
@@ -33,20 +46,22 @@ locals {
   bootstrap_template = "${path.module}/files/${var.require_identity ? "envoy-bootstrap-identity.yaml.tmpl" : "envoy-bootstrap.yaml.tmpl"}"
 }
 
-# The CA, made here: an ECDSA P-256 root valid for 10 years, as `xds-server ca init` makes it.
-# It exists whether or not identities are required, so that turning them off and on again keeps
+# The CA, made here unless AWS Private CA signs (acm_pca_arn): an ECDSA P-256 root valid for 10
+# years, as `xds-server ca init` makes it. It exists whether or not identities are required, so that turning them off and on again keeps
 # every proxy's trust. Its private key lives in two places: the Secrets Manager secret below,
 # which only the control plane's task role may read, and this root's Terraform state (so the
 # state bucket must be encrypted and readable only by those who apply: infra/README.md). Its
 # certificate is public: the ca_certificate_pem output, which Envoys check the control plane
 # against. Replacing it is a CA rotation (docs/security.md): every proxy must get the new one.
 resource "tls_private_key" "ca" {
+  count       = local.own_ca ? 1 : 0
   algorithm   = "ECDSA"
   ecdsa_curve = "P256"
 }
 
 resource "tls_self_signed_cert" "ca" {
-  private_key_pem       = tls_private_key.ca.private_key_pem
+  count                 = local.own_ca ? 1 : 0
+  private_key_pem       = tls_private_key.ca[0].private_key_pem
   is_ca_certificate     = true
   validity_period_hours = 87600
   allowed_uses          = ["cert_signing", "crl_signing", "digital_signature"]
@@ -73,6 +88,7 @@ data "aws_iam_policy_document" "ca_key" {
 }
 
 resource "aws_kms_key" "ca" {
+  count               = local.own_ca ? 1 : 0
   description         = "Encrypts the xds-server CA of ${var.name}"
   enable_key_rotation = true
   policy              = data.aws_iam_policy_document.ca_key.json
@@ -81,17 +97,19 @@ resource "aws_kms_key" "ca" {
 
 resource "aws_secretsmanager_secret" "ca" {
   #checkov:skip=CKV2_AWS_57:a CA is rotated by serving the next one beside it (--ca-next) until every proxy trusts it, never by a Lambda swapping the key under running proxies
+  count       = local.own_ca ? 1 : 0
   name        = "${var.name}/xds-server/ca"
   description = "The xds-server CA of ${var.name}: {\"certificate\": PEM, \"private_key\": PEM}"
-  kms_key_id  = aws_kms_key.ca.arn
+  kms_key_id  = aws_kms_key.ca[0].arn
   tags        = var.tags
 }
 
 resource "aws_secretsmanager_secret_version" "ca" {
-  secret_id = aws_secretsmanager_secret.ca.id
+  count     = local.own_ca ? 1 : 0
+  secret_id = aws_secretsmanager_secret.ca[0].id
   secret_string = jsonencode({
-    certificate = tls_self_signed_cert.ca.cert_pem
-    private_key = tls_private_key.ca.private_key_pem_pkcs8
+    certificate = tls_self_signed_cert.ca[0].cert_pem
+    private_key = tls_private_key.ca[0].private_key_pem_pkcs8
   })
 }
 
@@ -122,7 +140,8 @@ data "aws_iam_policy_document" "ca_secret" {
 }
 
 resource "aws_secretsmanager_secret_policy" "ca" {
-  secret_arn = aws_secretsmanager_secret.ca.arn
+  count      = local.own_ca ? 1 : 0
+  secret_arn = aws_secretsmanager_secret.ca[0].arn
   policy     = data.aws_iam_policy_document.ca_secret.json
 }
 
@@ -161,24 +180,53 @@ data "aws_iam_policy_document" "task" {
     resources = ["*"]
   }
   dynamic "statement" {
-    for_each = var.require_identity ? [1] : []
+    for_each = local.own_ca ? [1] : []
     content {
       sid       = "ReadCa"
       actions   = ["secretsmanager:GetSecretValue"]
-      resources = [aws_secretsmanager_secret.ca.arn]
+      resources = [aws_secretsmanager_secret.ca[0].arn]
     }
   }
   dynamic "statement" {
-    for_each = var.require_identity ? [1] : []
+    for_each = local.own_ca ? [1] : []
     content {
       sid       = "DecryptCa"
       actions   = ["kms:Decrypt"]
-      resources = [aws_kms_key.ca.arn]
+      resources = [aws_kms_key.ca[0].arn]
       condition {
         test     = "StringEquals"
         variable = "kms:ViaService"
         values   = ["secretsmanager.${data.aws_region.current.region}.amazonaws.com"]
       }
+    }
+  }
+  dynamic "statement" {
+    for_each = local.own_ca ? [] : [1]
+    content {
+      sid = "SignWithPrivateCa"
+      actions = [
+        "acm-pca:DescribeCertificateAuthority",
+        "acm-pca:GetCertificateAuthorityCertificate",
+        "acm-pca:IssueCertificate",
+        "acm-pca:GetCertificate",
+      ]
+      resources = [var.acm_pca_arn]
+    }
+  }
+  dynamic "statement" {
+    for_each = length(var.tls_certificate_arns) > 0 ? [1] : []
+    content {
+      sid       = "ExportListenerCertificates"
+      actions   = ["acm:ExportCertificate"]
+      resources = var.tls_certificate_arns
+    }
+  }
+  dynamic "statement" {
+    for_each = length(var.trusted_ca_arns) > 0 ? [1] : []
+    content {
+      sid       = "ReadTrustedCaCertificates"
+      actions   = ["acm-pca:GetCertificateAuthorityCertificate"]
+      resources = var.trusted_ca_arns
     }
   }
   dynamic "statement" {
@@ -244,7 +292,7 @@ resource "aws_security_group" "this" {
   }
 
   egress {
-    description = "AWS APIs (S3, Cloud Map, ECS, Secrets Manager, STS for identities) and the image registry"
+    description = "AWS APIs (S3, Cloud Map, ECS, Secrets Manager, STS for identities, ACM and AWS Private CA) and the image registry"
     from_port   = 443
     to_port     = 443
     protocol    = "tcp"
@@ -268,7 +316,7 @@ resource "aws_ecs_task_definition" "this" {
     environment = concat([
       { name = "XDS_SERVER_CATALOG", value = "s3://${var.catalog_bucket}/${var.catalog_key}" },
       { name = "XDS_SERVER_LOG_FORMAT", value = "json" },
-    ], local.identity_environment)
+    ], local.ca_environment, local.identity_environment)
     portMappings = [
       { containerPort = 18000, protocol = "tcp" },
       { containerPort = 18001, protocol = "tcp" },

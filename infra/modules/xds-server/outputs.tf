@@ -45,10 +45,10 @@ output "require_identity" {
 
 output "ca_certificate_pem" {
   description = "The control plane's CA certificate (PEM, public): Envoys check the control plane against it (envoy-service's `xds_ca_certificate`)."
-  value       = tls_self_signed_cert.ca.cert_pem
+  value       = local.own_ca ? tls_self_signed_cert.ca[0].cert_pem : join("\n", compact([data.aws_acmpca_certificate_authority.ca[0].certificate, data.aws_acmpca_certificate_authority.ca[0].certificate_chain]))
 }
 
 output "ca_secret_arn" {
-  description = "The Secrets Manager secret holding the CA (certificate and private key); only the control plane's task role may read it."
-  value       = aws_secretsmanager_secret.ca.arn
+  description = "The Secrets Manager secret holding the CA (certificate and private key); only the control plane's task role may read it. Null with acm_pca_arn."
+  value       = local.own_ca ? aws_secretsmanager_secret.ca[0].arn : null
 }

@@ -77,6 +77,28 @@ variable "require_identity" {
   default     = true
 }
 
+variable "acm_pca_arn" {
+  type        = string
+  description = "An AWS Private CA (ARN) that signs every certificate of the control plane (`--ca acm-pca:ARN`): the xDS port's, the proxies' client and mesh certificates. Null: the module makes its own CA and keeps it in Secrets Manager."
+  default     = null
+  validation {
+    condition     = var.acm_pca_arn == null || can(regex("^arn:[a-z-]+:acm-pca:[a-z0-9-]+:[0-9]{12}:certificate-authority/.+$", var.acm_pca_arn))
+    error_message = "acm_pca_arn is an AWS Private CA ARN (arn:aws:acm-pca:REGION:ACCOUNT:certificate-authority/ID)."
+  }
+}
+
+variable "tls_certificate_arns" {
+  type        = list(string)
+  description = "ACM certificates the catalog's listeners present (`tls.certificate: { acm: { arn } }`): the control plane may export exactly these."
+  default     = []
+}
+
+variable "trusted_ca_arns" {
+  type        = list(string)
+  description = "AWS Private CAs whose certificates the catalog trusts (`trust: { acm_pca: [...] }`): the control plane may read exactly these CA certificates."
+  default     = []
+}
+
 variable "replicas" {
   type        = number
   description = "Tasks behind the load balancer; versions are content hashes, so Envoys may reconnect to any."

@@ -43,6 +43,8 @@ module "intdemo" {
   xds_ca_certificate = local.vpc.xds_ca_certificate
   catalog_prefix     = local.vpc.catalog_prefix
   catalog_template   = "${path.module}/catalog.yaml.tftpl"
+  # Proxies of the network call it over mTLS; people inside the VPC with plain HTTP (the url).
+  listener_tls = { mode = "permissive" }
   catalog_vars = {
     proxy       = local.proxy
     port        = var.listener_port
