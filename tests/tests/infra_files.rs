@@ -289,7 +289,10 @@ fn intdemo_fragments_of_two_deployments_merge_into_a_valid_catalog() {
     assert!(!text.contains("intdemo-develop"), "{text}");
     assert!(text.contains("\"port_value\":8080"), "{text}");
     // Mesh mTLS, permissive: a TLS chain with the proxy's identity beside a plaintext one.
-    assert!(text.contains("mesh/identity/intdemo-feature-ata-123"), "{text}");
+    assert!(
+        text.contains("mesh/identity/intdemo-feature-ata-123"),
+        "{text}"
+    );
     assert!(text.contains("public_plaintext"), "{text}");
 }
 

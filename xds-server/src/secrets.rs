@@ -412,6 +412,23 @@ pub async fn run(
             let previous = tx.borrow().clone();
             let mut material = Material::default();
             let now = SystemTime::now();
+            // The identities due (new, or at their renewal, and not waiting after a failure),
+            // issued side by side: AWS Private CA takes a round trip or two for each.
+            let mut issued = match &config.cas {
+                Some(cas) => {
+                    let due = needs.values().filter_map(|need| match need {
+                        Need::Identity(p)
+                            if identities.get(p).is_none_or(|h| h.renew_at <= now)
+                                && retry.get(p).is_none_or(|(at, _)| *at <= now) =>
+                        {
+                            Some(p.clone())
+                        }
+                        _ => None,
+                    });
+                    issue_all(cas, &td, due.collect(), config.ttl).await
+                }
+                None => BTreeMap::new(),
+            };
             for (name, need) in &needs {
                 let got: Result<Pem, String> = match need {
                     Need::Trust => match &config.cas {
@@ -423,29 +440,28 @@ pub async fn run(
                     },
                     Need::Identity(proxy) => match &config.cas {
                         None => Err("mesh TLS needs the control plane's CA (serve --ca)".into()),
-                        Some(cas) => {
-                            let fresh = identities.get(proxy).filter(|h| h.renew_at > now);
-                            let waiting = retry.get(proxy).filter(|(at, _)| *at > now);
-                            match (fresh, waiting) {
-                                (Some(h), _) => Ok(h.pem.clone()),
-                                // After a failure, the next attempt waits its turn (the error
-                                // stays as logged).
-                                (None, Some(_)) => Err(errors.get(name).cloned().unwrap_or_default()),
-                                (None, None) => issue(cas, &td, proxy, config.ttl).await.map(|(pem, not_after)| {
-                                    let life = not_after.duration_since(now).unwrap_or_default();
-                                    let renew_at = now + common::duration::jitter(life / 2);
-                                    tracing::info!(proxy = %proxy, secret = %name, renew_in = ?renew_at.duration_since(now).unwrap_or_default(), "mesh identity issued");
-                                    identities.insert(
-                                        proxy.clone(),
-                                        Held {
-                                            pem: pem.clone(),
-                                            renew_at,
-                                        },
-                                    );
-                                    pem
-                                }),
+                        Some(_) => match issued.remove(proxy) {
+                            Some(Ok((pem, not_after))) => {
+                                let life = not_after.duration_since(now).unwrap_or_default();
+                                let renew_at = now + common::duration::jitter(life / 2);
+                                tracing::info!(proxy = %proxy, secret = %name, renew_in = ?renew_at.duration_since(now).unwrap_or_default(), "mesh identity issued");
+                                identities.insert(
+                                    proxy.clone(),
+                                    Held {
+                                        pem: pem.clone(),
+                                        renew_at,
+                                    },
+                                );
+                                Ok(pem)
                             }
-                        }
+                            Some(Err(e)) => Err(e),
+                            // Fresh, or waiting its turn after a failure (the error stays as
+                            // logged).
+                            None => match identities.get(proxy).filter(|h| h.renew_at > now) {
+                                Some(h) => Ok(h.pem.clone()),
+                                None => Err(errors.get(name).cloned().unwrap_or_default()),
+                            },
+                        },
                     },
                     Need::File(files) => read(base, &files.chain).and_then(|chain| {
                         let key = read(base, &files.key)?;
@@ -611,6 +627,39 @@ async fn fetch(need: &Need) -> Result<Pem, String> {
     };
     check_pair(&chain, key.as_deref()).map_err(|e| format!("{}: {e}", need.describe()))?;
     Ok(Pem { chain, key })
+}
+
+/// How many identities are issued at once.
+const ISSUE_CONCURRENCY: usize = 16;
+
+/// The mesh identities of `proxies`, issued [`ISSUE_CONCURRENCY`] at a time.
+async fn issue_all(
+    cas: &Arc<CaSet>,
+    td: &str,
+    proxies: Vec<ProxyName>,
+    ttl: Duration,
+) -> BTreeMap<ProxyName, Result<(Pem, SystemTime), String>> {
+    let mut out = BTreeMap::new();
+    let mut pending = proxies.into_iter();
+    let mut running = tokio::task::JoinSet::new();
+    loop {
+        while running.len() < ISSUE_CONCURRENCY {
+            let Some(proxy) = pending.next() else { break };
+            let (cas, td) = (cas.clone(), td.to_string());
+            running.spawn(async move {
+                let got = issue(&cas, &td, &proxy, ttl).await;
+                (proxy, got)
+            });
+        }
+        match running.join_next().await {
+            Some(Ok((proxy, got))) => {
+                out.insert(proxy, got);
+            }
+            // A panicking issuance loses only its own result: it is due again next pass.
+            Some(Err(e)) => tracing::error!(error = %e, "a mesh identity issuance failed"),
+            None => return out,
+        }
+    }
 }
 
 /// A mesh identity for `proxy`: server and client authentication, URI SAN its SPIFFE ID.

@@ -88,12 +88,16 @@ fn parse_args() -> anyhow::Result<Args> {
             _ => bail!("unknown flag {flag}"),
         }
     }
-    if !matches!(a.command.as_str(), "streams" | "rebuild" | "identity") {
+    if !matches!(
+        a.command.as_str(),
+        "streams" | "rebuild" | "identity" | "mesh"
+    ) {
         bail!(
             "usage: xds-bench streams [--clients N] [--mode sotw|delta|both] [--proxies P] \
              [--upstreams U] [--endpoints E] [--streams-per-connection S] [--tls]\n       \
              xds-bench rebuild [--upstreams U] [--endpoints E] [--proxies P]\n       \
-             xds-bench identity [--requests N] [--concurrency C]"
+             xds-bench identity [--requests N] [--concurrency C]\n       \
+             xds-bench mesh [--proxies P]"
         );
     }
     Ok(a)
@@ -529,6 +533,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         "identity" => identity::run(&a).await?,
+        "mesh" => mesh::run(&a).await?,
         _ => {
             println!("| proxies | upstreams | endpoints each | rebuild min | median | max |");
             println!("| --- | --- | --- | --- | --- | --- |");
@@ -798,6 +803,127 @@ mod identity {
         );
         let issued = server.metric("xds_identity_requests_total{result=\"issued\"}");
         anyhow::ensure!(issued as usize == n, "the replica issued {issued} of {n}");
+        Ok(())
+    }
+}
+
+/// Mesh identities at start: how long a control plane takes, from its start, until every one
+/// of P proxies holds its mesh identity, with its own CA and with AWS Private CA (moto's, the
+/// peer, also timed alone).
+mod mesh {
+    use std::time::{Duration, Instant};
+
+    use tests::{Moto, TempDir, XdsServer, http};
+    use xds_server::ca::{Ca, Leaf, Signer};
+
+    use super::Args;
+
+    /// P proxies, each with a mesh-TLS listener.
+    fn catalog(proxies: usize) -> String {
+        let mut s = String::from("version: 1\nproxies:\n");
+        for p in 0..proxies {
+            s += &format!(
+                "  p{p}:\n    listeners:\n      - {{ name: in, port: 15000, protocol: tcp, to: app, tls: {{ certificate: mesh }} }}\n"
+            );
+        }
+        s += "upstreams:\n  app: { protocol: tcp, endpoints: { static: [\"127.0.0.1:9\"] } }\n";
+        s
+    }
+
+    /// How many mesh identities the server holds (its expiry metric's series).
+    fn held(server: &XdsServer) -> usize {
+        http::get(server.admin_port, "/metrics", &[])
+            .map(|r| {
+                r.body
+                    .lines()
+                    .filter(|l| {
+                        l.starts_with("xds_certificate_expiry_seconds{secret=\"mesh/identity/")
+                    })
+                    .count()
+            })
+            .unwrap_or(0)
+    }
+
+    /// Starts a server with `flags` and times it until all `proxies` identities are held.
+    fn time_start(
+        dir: &TempDir,
+        proxies: usize,
+        flags: &[&str],
+        env: &[(&str, String)],
+    ) -> Duration {
+        let catalog = dir.write("catalog.yaml", &catalog(proxies));
+        let started = Instant::now();
+        let server = XdsServer::start_env(dir, catalog.as_os_str(), 0, flags, env);
+        let deadline = started + Duration::from_secs(600);
+        while held(&server) < proxies {
+            assert!(
+                Instant::now() < deadline,
+                "identities not all issued in 10 minutes"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        started.elapsed()
+    }
+
+    fn row(what: &str, n: usize, wall: Duration) {
+        println!(
+            "| {what} | {n} | {} ms | {:.0}/s |",
+            wall.as_millis(),
+            n as f64 / wall.as_secs_f64()
+        );
+    }
+
+    pub async fn run(a: &Args) -> anyhow::Result<()> {
+        let n = a.proxies;
+        println!("{n} proxies, each with one mesh-TLS listener; wall time from the server's start");
+        println!();
+        println!("| what | identities | wall | rate |");
+        println!("| --- | --- | --- | --- |");
+        tokio::task::block_in_place(|| -> anyhow::Result<()> {
+            let dir = TempDir::new("mesh-bench-own");
+            let ca_dir = dir.path().join("ca");
+            Ca::generate("bench")?.write(&ca_dir)?;
+            let flag = format!("file:{}", ca_dir.display());
+            let wall = time_start(&dir, n, &["--ca", &flag], &[]);
+            row("control plane, its own CA", n, wall);
+            Ok(())
+        })?;
+
+        let dir = TempDir::new("mesh-bench-pca");
+        let moto = tokio::task::block_in_place(|| Moto::start_pca(&dir, 0));
+        let arn = tokio::task::block_in_place(|| {
+            moto.fixture("moto_pca.py", &["create-ca", "Bench PCA"])
+                .trim()
+                .to_string()
+        });
+        // The peer alone: the same calls one at a time, in process.
+        for (k, v) in moto.env() {
+            // SAFETY: set before any other thread of this process reads the environment.
+            unsafe { std::env::set_var(k, v) };
+        }
+        let source = format!("acm-pca:{arn}").parse()?;
+        let signer = Signer::load(&source).await?;
+        let started = Instant::now();
+        for p in 0..n {
+            signer
+                .issue(&Leaf {
+                    uris: vec![format!("spiffe://mesh.local/proxy/p{p}")],
+                    server: true,
+                    client: true,
+                    ttl: Duration::from_secs(86_400),
+                    ..Leaf::default()
+                })
+                .await?;
+        }
+        row(
+            "AWS Private CA (moto) alone: IssueCertificate + GetCertificate, one at a time",
+            n,
+            started.elapsed(),
+        );
+        let flag = format!("acm-pca:{arn}");
+        let wall =
+            tokio::task::block_in_place(|| time_start(&dir, n, &["--ca", &flag], &moto.env()));
+        row("control plane, AWS Private CA (moto)", n, wall);
         Ok(())
     }
 }
