@@ -356,14 +356,28 @@ fn grafana_dashboards_query_metrics_that_exist() {
 version: 1
 proxies:
   demo:
-    listeners: [ {{ name: web, address: 127.0.0.1, port: {port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: app }} ] }} ]
+    listeners:
+      - name: web
+        address: 127.0.0.1
+        port: {port}
+        protocol: http
+        # Permissive mesh mTLS, as infra's services run: the TLS, plaintext and RBAC stats exist.
+        tls: {{ mode: permissive, certificate: mesh, client_certificate: {{ trust: mesh, allow: [demo] }} }}
+        routes: [ {{ match: {{ prefix: / }}, to: app }} ]
 upstreams:
   app: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
 "#,
             app.endpoint()
         ),
     );
-    let server = XdsServer::start(&dir, &catalog, 0);
+    let ca = dir.path().join("ca");
+    assert!(tests::ca_init(&ca).status.success());
+    let server = XdsServer::start_with(
+        &dir,
+        &catalog,
+        0,
+        &["--ca", &format!("file:{}", ca.display())],
+    );
     server.wait_ready();
     let envoy = Envoy::start(&dir, "demo", server.xds_port, Mode::Sotw);
     envoy.wait_live();
@@ -377,9 +391,11 @@ upstreams:
             .unwrap()
             .body,
     );
+
     let declared = std::fs::read_to_string(repo_root().join("xds-server/src/metrics.rs")).unwrap();
     let metric = regex::Regex::new(r"\b(?:xds|envoy)_[a-z0-9_]+").unwrap();
     let mut checked = 0;
+    let mut queries = Vec::new();
     for entry in
         std::fs::read_dir(repo_root().join("infra/modules/monitoring/files/grafana/dashboards"))
             .unwrap()
@@ -390,6 +406,7 @@ upstreams:
         for panel in dash["panels"].as_array().unwrap() {
             for target in panel["targets"].as_array().unwrap() {
                 let expr = target["expr"].as_str().unwrap_or_default();
+                queries.push(expr.to_string());
                 let names: Vec<&str> = metric.find_iter(expr).map(|m| m.as_str()).collect();
                 assert!(
                     !names.is_empty(),
@@ -417,5 +434,14 @@ upstreams:
             }
         }
     }
-    assert!(checked >= 14, "only {checked} metric names checked");
+    assert!(checked >= 24, "only {checked} metric names checked");
+    // And every query parses as PromQL: promtool checks them as recording rules.
+    let rules = serde_json::json!({ "groups": [{ "name": "dashboards", "rules": queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| serde_json::json!({ "record": format!("dashboard:query{i}"), "expr": q }))
+        .collect::<Vec<_>>() }] });
+    let file = dir.write("dashboard-rules.json", &rules.to_string());
+    let (ok, out) = run(Command::new("promtool").args(["check", "rules"]).arg(&file));
+    assert!(ok, "a dashboard query is not PromQL:\n{out}");
 }
