@@ -102,17 +102,22 @@ impl Snapshot {
     /// Computes the versions of translated resources.
     pub fn new(resources: ProxyResources) -> Snapshot {
         let mut snap = Snapshot::default();
-        for (i, by_name) in resources.by_type.into_iter().enumerate() {
-            let resources: BTreeMap<String, VersionedResource> = by_name
-                .into_iter()
-                .map(|(name, body)| {
-                    let version = Version::of(&body);
-                    (name, VersionedResource { version, body })
-                })
-                .collect();
-            snap.types[i] = TypeSnapshot::new(resources);
+        for (t, by_name) in ResourceType::ALL.into_iter().zip(resources.by_type) {
+            snap.replace(t, by_name);
         }
         snap
+    }
+
+    /// The resources of type `t` replaced by `resources`, with their versions.
+    pub fn replace(&mut self, t: ResourceType, resources: BTreeMap<String, Any>) {
+        let resources = resources
+            .into_iter()
+            .map(|(name, body)| {
+                let version = Version::of(&body);
+                (name, VersionedResource { version, body })
+            })
+            .collect();
+        self.types[t.index()] = TypeSnapshot::new(resources);
     }
 
     /// The version of each type, in [`ResourceType::index`] order.

@@ -191,6 +191,13 @@ impl Material {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.by_name.keys().map(String::as_str)
     }
+
+    /// `self` holding `pem` as secret `name`.
+    #[cfg(test)]
+    pub(crate) fn with(mut self, name: &str, pem: Pem) -> Material {
+        self.by_name.insert(name.to_string(), pem);
+        self
+    }
 }
 
 /// What a catalog must fit on this server.
