@@ -673,6 +673,22 @@ upstreams:
     has("upstreams.b.tls.trust", "always checks its peer");
     has("upstreams.c.tls", "sets everything itself");
     assert_eq!(errs.len(), 6, "{errs:?}");
+    // A DNS name never matches a mesh certificate: under `trust: mesh` it is a misspelt proxy.
+    let misspelt = errors(&text.replace(
+        "client_certificate: { trust: system, allow: [nobody] }",
+        "client_certificate: { trust: mesh, allow: [web.v2] }",
+    ));
+    assert!(
+        misspelt
+            .iter()
+            .any(|e| e.contains("allow[0]") && e.contains("no DNS names")),
+        "{misspelt:?}"
+    );
+    let dns = errors(&text.replace(
+        "client_certificate: { trust: system, allow: [nobody] }",
+        "client_certificate: { trust: { file: ca.pem }, allow: [web.v2] }",
+    ));
+    assert!(!dns.iter().any(|e| e.contains("allow[0]")), "{dns:?}");
     // Unknown certificate sources are named.
     let unknown = errors(&text.replace("certificate: mesh,", "certificate: { vault: x },"));
     assert!(unknown.iter().any(|e| e.contains("vault")), "{unknown:?}");

@@ -291,11 +291,20 @@ impl Validator {
         }
         for (i, who) in client.allow.iter().enumerate() {
             let proxy = catalog.proxies.contains_key(&super::ProxyName(who.clone()));
-            let san = who.contains("://") || who.contains('.');
-            if !proxy && !san {
+            let uri = who.contains("://");
+            let dns = !uri && who.contains('.');
+            let at = format!("{at}.client_certificate.allow[{i}]");
+            if !proxy && !uri && !dns {
                 self.err(
-                    &format!("{at}.client_certificate.allow[{i}]"),
+                    &at,
                     format!("{who:?} names no proxy of the catalog, and is no SAN (spiffe://..., a DNS name)"),
+                );
+            } else if !proxy && dns && client.trust == TrustSource::Mesh {
+                // Mesh certificates carry only their spiffe:// identity: a DNS name never
+                // matches one, so this is a proxy name misspelt.
+                self.err(
+                    &at,
+                    format!("{who:?} names no proxy of the catalog, and mesh certificates carry no DNS names"),
                 );
             }
         }
