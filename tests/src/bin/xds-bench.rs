@@ -41,6 +41,7 @@ struct Args {
     endpoints: usize,
     per_connection: usize,
     tls: bool,
+    mesh: bool,
     requests: usize,
     concurrency: usize,
 }
@@ -61,6 +62,7 @@ fn parse_args() -> anyhow::Result<Args> {
         endpoints: 20,
         per_connection: 1,
         tls: false,
+        mesh: false,
         requests: 1000,
         concurrency: 32,
     };
@@ -75,6 +77,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--endpoints" => a.endpoints = value()?.parse()?,
             "--streams-per-connection" => a.per_connection = value()?.parse()?,
             "--tls" => a.tls = true,
+            "--mesh" => a.mesh = true,
             "--requests" => a.requests = value()?.parse()?,
             "--concurrency" => a.concurrency = value()?.parse()?,
             "--mode" => {
@@ -94,7 +97,7 @@ fn parse_args() -> anyhow::Result<Args> {
     ) {
         bail!(
             "usage: xds-bench streams [--clients N] [--mode sotw|delta|both] [--proxies P] \
-             [--upstreams U] [--endpoints E] [--streams-per-connection S] [--tls]\n       \
+             [--upstreams U] [--endpoints E] [--streams-per-connection S] [--tls] [--mesh]\n       \
              xds-bench rebuild [--upstreams U] [--endpoints E] [--proxies P]\n       \
              xds-bench identity [--requests N] [--concurrency C]\n       \
              xds-bench mesh [--proxies P]"
@@ -108,8 +111,15 @@ fn parse_args() -> anyhow::Result<Args> {
 fn catalog(a: &Args) -> String {
     let mut s = String::from("version: 1\nproxies:\n");
     for p in 0..a.proxies {
+        // With --mesh every proxy's listener presents its mesh identity (and asks for its
+        // callers').
+        let tls = if a.mesh {
+            "        tls: { certificate: mesh, client_certificate: { trust: mesh } }\n"
+        } else {
+            ""
+        };
         s += &format!(
-            "  p{p}:\n    listeners:\n      - name: public\n        port: 8080\n        protocol: http\n        routes:\n"
+            "  p{p}:\n    listeners:\n      - name: public\n        port: 8080\n        protocol: http\n{tls}        routes:\n"
         );
         for u in 0..a.upstreams {
             let name = if u == 0 {
@@ -197,13 +207,15 @@ async fn sotw_client(
     let mut client =
         AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let eds_names: Vec<String> = a.upstream_names.clone();
+    let names_of = |t: ResourceType| match t {
+        ResourceType::Endpoint => eds_names.clone(),
+        ResourceType::Route => vec!["public".into()],
+        ResourceType::Secret => a.secret_names(id),
+        _ => vec![],
+    };
     let mut first = true;
     for t in ResourceType::ALL {
-        let resource_names = match t {
-            ResourceType::Endpoint => eds_names.clone(),
-            ResourceType::Route => vec!["public".into()],
-            _ => vec![],
-        };
+        let resource_names = names_of(t);
         tx.send(DiscoveryRequest {
             node: first.then(|| node(id, a.proxies)),
             type_url: t.type_url().into(),
@@ -219,13 +231,17 @@ async fn sotw_client(
         .into_inner();
     let mut initial_eds: Option<String> = None;
     let mut updated = false;
+    let mut initial = Initial::new(&a);
     while let Some(resp) = responses.message().await? {
         let t = ResourceType::from_type_url(&resp.type_url).context("unknown type")?;
+        if t == ResourceType::Secret && !resp.resources.is_empty() {
+            initial.secret(&progress);
+        }
         if t == ResourceType::Endpoint {
             match &initial_eds {
                 None => {
                     initial_eds = Some(resp.version_info.clone());
-                    progress.initial.fetch_add(1, Ordering::Relaxed);
+                    initial.endpoints(&progress);
                 }
                 Some(v) if !updated && *v != resp.version_info => {
                     record_update(&progress, base, resp.resources.len());
@@ -234,11 +250,7 @@ async fn sotw_client(
                 _ => {}
             }
         }
-        let resource_names = match t {
-            ResourceType::Endpoint => eds_names.clone(),
-            ResourceType::Route => vec!["public".into()],
-            _ => vec![],
-        };
+        let resource_names = names_of(t);
         tx.send(DiscoveryRequest {
             type_url: resp.type_url,
             version_info: resp.version_info,
@@ -266,6 +278,7 @@ async fn delta_client(
         let resource_names_subscribe = match t {
             ResourceType::Endpoint => a.upstream_names.clone(),
             ResourceType::Route => vec!["public".into()],
+            ResourceType::Secret => a.secret_names(id),
             _ => vec![],
         };
         tx.send(DeltaDiscoveryRequest {
@@ -283,11 +296,16 @@ async fn delta_client(
         .into_inner();
     let mut seen_initial = false;
     let mut updated = false;
+    let mut initial = Initial::new(&a);
     while let Some(resp) = responses.message().await? {
-        if ResourceType::from_type_url(&resp.type_url) == Some(ResourceType::Endpoint) {
+        let t = ResourceType::from_type_url(&resp.type_url);
+        if t == Some(ResourceType::Secret) && !resp.resources.is_empty() {
+            initial.secret(&progress);
+        }
+        if t == Some(ResourceType::Endpoint) {
             if !seen_initial {
                 seen_initial = true;
-                progress.initial.fetch_add(1, Ordering::Relaxed);
+                initial.endpoints(&progress);
             } else if !updated && resp.resources.iter().any(|r| r.name == CHANGING) {
                 record_update(&progress, base, resp.resources.len());
                 updated = true;
@@ -301,6 +319,51 @@ async fn delta_client(
         .await?;
     }
     Ok(())
+}
+
+impl ArgsLite {
+    /// The secrets client `id` asks for: its proxy's mesh identity, with `--mesh`.
+    fn secret_names(&self, id: usize) -> Vec<String> {
+        if self.mesh {
+            vec![format!("mesh/identity/p{}", id % self.proxies)]
+        } else {
+            vec![]
+        }
+    }
+}
+
+/// A client has its initial configuration when it has its endpoints and, with `--mesh`, its
+/// mesh identity.
+struct Initial {
+    endpoints: bool,
+    secret: bool,
+}
+
+impl Initial {
+    fn new(a: &ArgsLite) -> Initial {
+        Initial {
+            endpoints: false,
+            secret: !a.mesh,
+        }
+    }
+
+    fn endpoints(&mut self, progress: &Progress) {
+        self.endpoints = true;
+        self.count(progress);
+    }
+
+    fn secret(&mut self, progress: &Progress) {
+        if !self.secret {
+            self.secret = true;
+            self.count(progress);
+        }
+    }
+
+    fn count(&self, progress: &Progress) {
+        if self.endpoints && self.secret {
+            progress.initial.fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 fn record_update(progress: &Progress, base: Instant, resources: usize) {
@@ -322,6 +385,8 @@ fn record_update(progress: &Progress, base: Instant, resources: usize) {
 
 struct ArgsLite {
     proxies: usize,
+    /// Each client also asks for its proxy's mesh identity (SDS).
+    mesh: bool,
     upstream_names: Vec<String>,
 }
 
@@ -362,8 +427,13 @@ async fn streams(a: &Args, mode: Mode) -> anyhow::Result<()> {
         "--log",
         "warn",
     ];
-    let tls = if a.tls {
+    if a.tls || a.mesh {
         tls::write_ca(&ca_dir)?;
+    }
+    if a.mesh && !a.tls {
+        flags.extend(["--ca", &ca_flag]);
+    }
+    let tls = if a.tls {
         flags.extend([
             "--ca",
             &ca_flag,
@@ -384,6 +454,7 @@ async fn streams(a: &Args, mode: Mode) -> anyhow::Result<()> {
     let rss_idle = rss_mib(server.process.pid());
     let lite = Arc::new(ArgsLite {
         proxies: a.proxies,
+        mesh: a.mesh,
         upstream_names: std::iter::once(CHANGING.to_string())
             .chain((1..a.upstreams).map(|u| format!("u{u}")))
             .collect(),
@@ -458,7 +529,12 @@ async fn streams(a: &Args, mode: Mode) -> anyhow::Result<()> {
     println!(
         "| {:?}{} | {} | {:.0} ms | {:.0} | {:.0} | {:.0} | {:.0} ms | {:.1} | {:.0} | {:.0} |",
         mode,
-        if a.tls { " mTLS" } else { "" },
+        match (a.tls, a.mesh) {
+            (true, true) => " mTLS, mesh identities",
+            (true, false) => " mTLS",
+            (false, true) => " mesh identities",
+            (false, false) => "",
+        },
         a.clients,
         initial.as_secs_f64() * 1000.0,
         percentile(&lat, 0.50),
