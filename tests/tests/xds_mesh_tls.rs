@@ -218,8 +218,8 @@ fn catalog_mode(m: &Mesh, mode: &str) {
     catalog(&m.dir, &m.ports, &m.app, mode);
 }
 
-/// 30-second mesh certificates rotate under a request loop: Envoy swaps them in place and no
-/// request fails.
+/// 30-second mesh certificates rotate for two minutes under a request loop: Envoy swaps them in
+/// place and no request fails.
 #[test]
 fn mesh_certificates_rotate_in_place_without_failed_requests() {
     let m = mesh("mesh-rotate", &["--mesh-cert-ttl", "30s"]);
@@ -237,7 +237,7 @@ fn mesh_certificates_rotate_in_place_without_failed_requests() {
     let started = Instant::now();
     let (mut ok, mut failed) = (0u32, 0u32);
     let mut seen: Vec<String> = serials(&callee);
-    while started.elapsed() < Duration::from_secs(70) {
+    while started.elapsed() < Duration::from_secs(120) {
         if ok_through(m.ports.caller) {
             ok += 1;
         } else {
@@ -251,8 +251,9 @@ fn mesh_certificates_rotate_in_place_without_failed_requests() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
-    // The identity and the CA at first; then at least three renewals of the identity.
-    assert!(seen.len() >= 4, "the callee held only {seen:?}");
+    // The identity and the CA at first; then a renewal about every 15 s (half life, with
+    // jitter): at least five in two minutes.
+    assert!(seen.len() >= 7, "the callee held only {seen:?}");
     assert_eq!(
         (callee.process.pid(), caller.process.pid()),
         (callee_pid, caller_pid)
