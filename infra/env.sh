@@ -5,6 +5,7 @@
 #   -p  plan              -a  apply (asks)          -A  apply without asking
 #   -s  show (resources, outputs and URLs)          -w  watch the logs
 #   -d  drop (asks)       -D  drop without asking   -g  graph (graph.png; needs graphviz)
+#   -h  this help
 #
 # ENV, the deployment's name, defaults to the git branch (sanitised). Its state lives in S3:
 #   s3://$TF_STATE_BUCKET/infra/<module dir under infra/>/<ENV>/terraform.tfstate
@@ -14,14 +15,17 @@
 # in its ECR repository, else the newest of develop's.
 set -euo pipefail
 
-usage() { sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+help() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { help >&2; exit 2; }
 
 action=""
-while getopts "paAswdDg" opt; do
+# A leading ':' keeps getopts quiet: an unknown option is reported below, once.
+while getopts ":paAswdDgh" opt; do
   case $opt in
     p) action=plan ;; a) action=apply ;; A) action=apply-auto ;; s) action=show ;;
     w) action=watch ;; d) action=drop ;; D) action=drop-auto ;; g) action=graph ;;
-    *) usage ;;
+    h) help; exit 0 ;;
+    *) echo "env.sh: unknown option -$OPTARG" >&2; usage ;;
   esac
 done
 shift $((OPTIND - 1))

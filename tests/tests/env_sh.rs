@@ -245,3 +245,33 @@ fn a_long_branch_name_is_cut_to_24_characters_without_a_trailing_hyphen() {
         calls[1]
     );
 }
+
+#[test]
+fn help_is_asked_for_and_an_unknown_option_is_named_once() {
+    let env_sh = repo_root().join("infra/env.sh");
+    let help = Command::new("bash")
+        .arg(&env_sh)
+        .arg("-h")
+        .output()
+        .unwrap();
+    assert_eq!(help.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        text.contains("-p  plan") && text.contains("-h  this help"),
+        "{text}"
+    );
+    assert!(
+        help.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&help.stderr)
+    );
+    let bad = Command::new("bash")
+        .arg(&env_sh)
+        .arg("-x")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(err.matches("-x").count(), 1, "{err}");
+    assert!(err.starts_with("env.sh: unknown option -x"), "{err}");
+}

@@ -174,6 +174,15 @@ fn routes_by_prefix_header_and_weighted_split() {
             "{mode:?}: {green} of {n} canary requests went to green"
         );
         assert!(s.blue.hits() > 0 && s.green.hits() > 0 && s.green2.hits() == 0);
+        // The bootstrap's overload manager limits downstream connections: Envoy does not warn.
+        let log = s.envoy.process.output();
+        assert!(
+            log.contains("starting main dispatch loop")
+                && !log.contains(
+                    "no configured limit to the number of allowed active downstream connections"
+                ),
+            "{log}"
+        );
     });
 }
 

@@ -35,7 +35,14 @@ pub struct BootstrapConfig {
     /// this directory, read through SDS from its files (and again when they are replaced);
     /// the server is then checked against the trust bundle kept there too.
     pub identity_dir: Option<std::path::PathBuf>,
+    /// The most downstream connections Envoy holds at once, over all its listeners (its
+    /// overload manager refuses more): a flood cannot exhaust its memory or descriptors.
+    pub max_connections: u64,
 }
+
+/// The default of [`BootstrapConfig::max_connections`]: far above what one service's sidecar
+/// holds, far below what exhausts a task.
+pub const MAX_CONNECTIONS: u64 = 50_000;
 
 /// Envoy's first pause before reconnecting to the control plane; the pauses double (with
 /// jitter) up to [`BootstrapConfig::retry_max`]. Envoy's own default, 0.5 s up to 30 s, left
@@ -254,7 +261,15 @@ pub fn bootstrap(c: &BootstrapConfig) -> Value {
                     } ] } ]
                 }
             } ]
-        }
+        },
+        // Without a limit Envoy warns at start, and takes connections until the task dies.
+        "overload_manager": { "resource_monitors": [ {
+            "name": "envoy.resource_monitors.global_downstream_max_connections",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                "max_active_downstream_connections": c.max_connections,
+            }
+        } ] }
     });
     if let Some(tls) = xds_tls(c) {
         doc["static_resources"]["clusters"][0]["transport_socket"] = tls;
@@ -291,7 +306,24 @@ mod tests {
             retry_max: Duration::from_secs(2),
             xds_ca: None,
             identity_dir: None,
+            max_connections: MAX_CONNECTIONS,
         }
+    }
+
+    #[test]
+    fn envoy_limits_its_downstream_connections() {
+        let mut c = config();
+        c.max_connections = 1234;
+        let b = bootstrap(&c);
+        let monitor = &b["overload_manager"]["resource_monitors"][0];
+        assert_eq!(
+            monitor["name"],
+            "envoy.resource_monitors.global_downstream_max_connections"
+        );
+        assert_eq!(
+            monitor["typed_config"]["max_active_downstream_connections"],
+            1234
+        );
     }
 
     #[test]

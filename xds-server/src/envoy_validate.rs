@@ -130,6 +130,7 @@ pub fn bootstrap_for(catalog: &LoadedCatalog, proxy: &ProxyName) -> Result<Value
         retry_max: std::time::Duration::from_secs(2),
         xds_ca: None,
         identity_dir: None,
+        max_connections: bootstrap::MAX_CONNECTIONS,
     });
     let mut listeners = Value::Array(listeners);
     let mut clusters = Value::Array(clusters);

@@ -261,6 +261,10 @@ enum Command {
         /// control plane is checked against the trust bundle kept there too.
         #[arg(long, env = "XDS_SERVER_IDENTITY_DIR")]
         identity_dir: Option<PathBuf>,
+        /// The most downstream connections Envoy holds at once, over all its listeners (its
+        /// overload manager refuses more).
+        #[arg(long, env = "XDS_SERVER_ENVOY_MAX_CONNECTIONS", default_value_t = xds_server::bootstrap::MAX_CONNECTIONS)]
+        max_connections: u64,
         /// Output format.
         #[arg(long, default_value = "yaml")]
         format: Format,
@@ -476,6 +480,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             xds_retry_max,
             xds_ca,
             identity_dir,
+            max_connections,
             format,
         } => {
             let (xds_host, xds_port) = bootstrap::parse_host_port(&xds).context("--xds")?;
@@ -507,6 +512,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 retry_max: xds_retry_max,
                 xds_ca,
                 identity_dir,
+                max_connections,
             };
             for missing in bootstrap::missing_identity_files(&config) {
                 eprintln!(

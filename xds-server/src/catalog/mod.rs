@@ -9,6 +9,7 @@ mod duration;
 mod endpoint;
 mod iam;
 pub mod re2;
+mod suggest;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -608,7 +609,7 @@ fn deserialize_at<T: serde::de::DeserializeOwned>(
         };
         CatalogError {
             path,
-            message: e.into_inner().to_string(),
+            message: suggest::with_suggestion(&e.into_inner().to_string()),
         }
     })
 }

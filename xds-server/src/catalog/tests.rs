@@ -83,6 +83,10 @@ fn unknown_field_is_named_with_its_path() {
         e[0].starts_with("proxies.intdemo.listeners[0].colour: unknown field `colour`"),
         "{e:?}"
     );
+    assert!(!e[0].contains("did you mean"), "{e:?}");
+    // A slip gets the nearest valid name.
+    let slip = errors(&GOOD.replace("grpc_web: true", "grcp_web: true"));
+    assert!(slip[0].ends_with("(did you mean `grpc_web`?)"), "{slip:?}");
 }
 
 #[test]
