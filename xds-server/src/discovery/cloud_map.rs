@@ -51,11 +51,57 @@ impl CloudMapPoller {
         }
     }
 
+    /// `e`, naming the host the calls go to when it was not reached: the SDK sends them to
+    /// `data-` + the endpoint's host, a name that must resolve too (with a local emulator, in
+    /// /etc/hosts).
+    fn unreached(&self, e: DiscoveryError) -> DiscoveryError {
+        match e {
+            DiscoveryError::Aws {
+                operation,
+                throttled,
+                message,
+            } if message.contains("dispatch failure") || message.contains("timeout") => {
+                let region = self.client.config().region().map(|r| r.to_string());
+                let host = data_host(
+                    endpoint_override().as_deref(),
+                    region.as_deref().unwrap_or("us-east-1"),
+                );
+                DiscoveryError::Aws {
+                    operation,
+                    throttled,
+                    message: format!(
+                        "{message} (the call goes to {host}, which must resolve and answer)"
+                    ),
+                }
+            }
+            other => other,
+        }
+    }
+
     fn count(&self, operation: &str) {
         self.metrics
             .discovery_requests
             .with_label_values(&["cloud_map", operation])
             .inc();
+    }
+}
+
+/// The endpoint override for Cloud Map, as the SDK reads it.
+fn endpoint_override() -> Option<String> {
+    ["AWS_ENDPOINT_URL_SERVICEDISCOVERY", "AWS_ENDPOINT_URL"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+}
+
+/// The host DiscoverInstances goes to: `data-` before the endpoint's host.
+fn data_host(endpoint: Option<&str>, region: &str) -> String {
+    match endpoint {
+        Some(url) => {
+            let rest = url.split_once("://").map_or(url, |(_, r)| r);
+            let host = rest.split(['/', ':']).next().unwrap_or(rest);
+            format!("data-{host}")
+        }
+        None => format!("data-servicediscovery.{region}.amazonaws.com"),
     }
 }
 
@@ -77,7 +123,7 @@ impl Source for CloudMapPoller {
                 .service_name(&s.service)
                 .send()
                 .await
-                .map_err(|e| classify("DiscoverInstancesRevision", e))?
+                .map_err(|e| self.unreached(classify("DiscoverInstancesRevision", e)))?
                 .instances_revision();
             if self.revision.is_some() && self.revision == revision {
                 return Ok(None);
@@ -97,7 +143,7 @@ impl Source for CloudMapPoller {
             .max_results(1000)
             .send()
             .await
-            .map_err(|e| classify("DiscoverInstances", e))?;
+            .map_err(|e| self.unreached(classify("DiscoverInstances", e)))?;
         let (serve, all_unhealthy) = select(resp.instances(), &s.attributes, &health);
         self.all_unhealthy = all_unhealthy;
         let mut endpoints = Vec::new();
@@ -162,6 +208,22 @@ fn select<'a>(
 mod tests {
     use super::*;
     use aws_sdk_servicediscovery::types::HealthStatus;
+
+    #[test]
+    fn the_data_host_is_the_endpoints_with_data_before_it() {
+        assert_eq!(
+            data_host(Some("http://moto.test:5000"), "eu-west-1"),
+            "data-moto.test"
+        );
+        assert_eq!(
+            data_host(Some("https://servicediscovery.example/"), "eu-west-1"),
+            "data-servicediscovery.example"
+        );
+        assert_eq!(
+            data_host(None, "eu-west-1"),
+            "data-servicediscovery.eu-west-1.amazonaws.com"
+        );
+    }
 
     fn instance(id: &str, health: Option<HealthStatus>, stage: &str) -> HttpInstanceSummary {
         HttpInstanceSummary::builder()
