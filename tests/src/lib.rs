@@ -8,6 +8,7 @@ pub mod grpc;
 pub mod http;
 pub mod identity;
 pub mod moto;
+pub mod openssl;
 pub mod process;
 pub mod prometheus;
 pub mod throttle;

@@ -4,11 +4,12 @@
 //! certificate is a listener's certificate, and a private CA's certificate is what client
 //! certificates must chain to.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
 use tests::identity::{assume, env_with, plane};
+use tests::openssl::{curl, x509_text};
 use tests::{Backend, Envoy, Mode, Moto, TempDir, free_port, http, wait_for, workspace_bin};
 
 /// An ACTIVE root CA in moto's AWS Private CA, and its certificate written to `dir`.
@@ -19,16 +20,6 @@ fn private_ca(moto: &Moto, dir: &TempDir, name: &str) -> (String, PathBuf) {
         .to_string();
     let pem = moto.fixture("moto_pca.py", &["ca-cert", &arn]);
     (arn, dir.write(&format!("{name}.pem"), &pem))
-}
-
-/// What openssl says of a certificate file.
-fn x509_text(path: &Path) -> String {
-    let out = Command::new("openssl")
-        .args(["x509", "-noout", "-text", "-in"])
-        .arg(path)
-        .output()
-        .expect("openssl runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The certificates of an Envoy (admin `/certs`), as text.
@@ -148,28 +139,6 @@ upstreams:
         server.metric("xds_identity_requests_total{result=\"issued\"}"),
         2.0
     );
-}
-
-/// `curl https://backend.test:PORT/` trusting `ca`, with a client certificate from `client`
-/// (a directory of certificate.pem and private_key.pem): the body, or `None` when refused.
-fn curl(port: u16, ca: Option<&Path>, client: Option<&Path>) -> Option<String> {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "--max-time", "5", "--resolve"])
-        .arg(format!("backend.test:{port}:127.0.0.1"))
-        .arg(format!("https://backend.test:{port}/"));
-    if let Some(ca) = ca {
-        cmd.arg("--cacert").arg(ca);
-    }
-    if let Some(c) = client {
-        cmd.arg("--cert")
-            .arg(c.join("certificate.pem"))
-            .arg("--key")
-            .arg(c.join("private_key.pem"));
-    }
-    let out = cmd.output().expect("curl runs");
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// A listener presents an ACM private certificate (exported, its key decrypted by the control

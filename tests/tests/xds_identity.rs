@@ -8,6 +8,7 @@ use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use tests::identity::{assume, env_with, plane};
+use tests::openssl::x509_text;
 use tests::process::ChildGuard;
 use tests::xds_client::{tls_config, tls_connector};
 use tests::{
@@ -74,16 +75,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// What openssl says of a certificate file.
-fn x509_text(path: &Path) -> String {
-    let out = Command::new("openssl")
-        .args(["x509", "-noout", "-text", "-in"])
-        .arg(path)
-        .output()
-        .expect("openssl runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn mode(path: &Path) -> u32 {

@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use tests::openssl::curl;
 use tests::{Backend, Envoy, Mode, TempDir, XdsServer, ca_init, free_port, http, wait_for};
 
 struct Ports {
@@ -326,22 +327,6 @@ fn handshake_serial(m: &Mesh, port: u16) -> String {
         .to_string()
 }
 
-/// `curl https://backend.test:PORT/` trusting `ca` (none: the system's roots): the body, or
-/// `None` when the handshake or request failed.
-fn curl(port: u16, ca: Option<&std::path::Path>) -> Option<String> {
-    let mut cmd = std::process::Command::new("curl");
-    cmd.args(["-sS", "--max-time", "5", "--resolve"])
-        .arg(format!("backend.test:{port}:127.0.0.1"))
-        .arg(format!("https://backend.test:{port}/"));
-    if let Some(ca) = ca {
-        cmd.arg("--cacert").arg(ca);
-    }
-    let out = cmd.output().expect("curl runs");
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 /// A listener serving a certificate from files, read again when they change; upstreams that
 /// check a certificate against a file bundle and a name.
 #[test]
@@ -410,14 +395,14 @@ upstreams:
     wait_for(
         "the file certificate to be served",
         Duration::from_secs(20),
-        || curl(public, Some(&first_ca)).filter(|b| b == "app"),
+        || curl(public, Some(&first_ca), None).filter(|b| b == "app"),
     );
     assert_eq!(
-        curl(public, None),
+        curl(public, None, None),
         None,
         "an untrusted certificate was accepted"
     );
-    assert_eq!(curl(public, Some(&second_ca)), None);
+    assert_eq!(curl(public, Some(&second_ca), None), None);
 
     // The upstream checked against the bundle and the name: the right name passes, another
     // is refused.
@@ -454,15 +439,15 @@ upstreams:
     let (mut ok, mut failed) = (0, 0);
     let mut switched = false;
     while started.elapsed() < Duration::from_secs(20) && !(switched && ok > 20) {
-        match curl(public, Some(&both)) {
+        match curl(public, Some(&both), None) {
             Some(b) if b == "app" => ok += 1,
             _ => failed += 1,
         }
-        switched = switched || curl(public, Some(&second_ca)).is_some();
+        switched = switched || curl(public, Some(&second_ca), None).is_some();
     }
     assert!(switched, "the new certificate was never presented");
     assert_eq!(failed, 0, "{failed} of {} requests failed", ok + failed);
-    assert_eq!(curl(public, Some(&first_ca)), None);
+    assert_eq!(curl(public, Some(&first_ca), None), None);
     assert_eq!(edge.process.pid(), pid);
     // The key is nowhere an operator looks; what the certificate is, is.
     let debug = http::get(server.debug_port, "/debug/config?proxy=edge", &[]).unwrap();
@@ -496,7 +481,7 @@ upstreams:
             .is_some_and(|e| e.contains("proxies.edge.listeners[0].tls.certificate.file")),
         "{ready}"
     );
-    assert_eq!(curl(public, Some(&second_ca)).as_deref(), Some("app"));
+    assert_eq!(curl(public, Some(&second_ca), None).as_deref(), Some("app"));
 }
 
 /// A listener certificate kept in Secrets Manager (moto's), read again every
@@ -564,7 +549,7 @@ upstreams:
     wait_for(
         "the certificate from Secrets Manager",
         Duration::from_secs(20),
-        || curl(public, Some(&first_ca)).filter(|b| b == "app"),
+        || curl(public, Some(&first_ca), None).filter(|b| b == "app"),
     );
     let ready = server.admin_json("/readyz");
     assert_eq!(
@@ -580,7 +565,7 @@ upstreams:
     wait_for(
         "the new value to be served",
         Duration::from_secs(20),
-        || curl(public, Some(&second_ca)).filter(|b| b == "app"),
+        || curl(public, Some(&second_ca), None).filter(|b| b == "app"),
     );
     assert_eq!(edge.process.pid(), pid);
     let log = server.process.output();
