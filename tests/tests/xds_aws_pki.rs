@@ -167,7 +167,7 @@ fn an_acm_certificate_is_served_and_clients_are_checked_against_a_private_ca() {
     let good_client = export(&request(&ca_arn, "client.test"), "good-client");
     let other_client = export(&request(&other_arn, "client.test"), "other-client");
     let app = Backend::start("app", 0).unwrap();
-    let (port, port_sm) = (free_port(), free_port());
+    let (port, port_sm, port_later) = (free_port(), free_port(), free_port());
     moto.fixture(
         "moto_pca.py",
         &[
@@ -200,6 +200,12 @@ proxies:
           certificate: {{ acm: {{ arn: "{server_cert}" }} }}
           client_certificate: {{ trust: {{ secrets_manager: {{ secret: tls/edge-ca }} }} }}
         routes: [ {{ match: {{ prefix: / }}, to: app }} ]
+      - name: later
+        address: 127.0.0.1
+        port: {port_later}
+        protocol: http
+        tls: {{ certificate: {{ secrets_manager: {{ secret: tls/later }} }} }}
+        routes: [ {{ match: {{ prefix: / }}, to: app }} ]
 upstreams:
   app: {{ protocol: http1, endpoints: {{ static: ["{app}"] }} }}
 "#,
@@ -226,6 +232,23 @@ upstreams:
         || curl(port_sm, Some(&ca_file), Some(&good_client)).filter(|b| b == "app"),
     );
     assert_eq!(curl(port_sm, Some(&ca_file), Some(&other_client)), None);
+    // A secret that is not there yet is asked for again soon (with backoff), not only every
+    // --secret-interval (5 minutes here): once made, it is served.
+    assert!(
+        server.admin_json("/readyz")["certificates_missing"]
+            .to_string()
+            .contains("secretsmanager/tls/later")
+    );
+    let server_files = export(&server_cert, "server-files");
+    moto.fixture(
+        "iam_identity.py",
+        &["secret", "tls/later", &server_files.display().to_string()],
+    );
+    wait_for(
+        "the secret made after the start to be served",
+        Duration::from_secs(60),
+        || curl(port_later, Some(&ca_file), None).filter(|b| b == "app"),
+    );
     // What an operator sees names the certificate, never its key.
     let debug = http::get(server.debug_port, "/debug/config?proxy=edge", &[]).unwrap();
     assert!(

@@ -86,16 +86,27 @@ pub async fn ca_certificate(client: &aws_sdk_acmpca::Client, arn: &str) -> Resul
     Ok(joined(certificate, out.certificate_chain()))
 }
 
-/// A client for AWS Private CA (`AWS_ENDPOINT_URL_ACM_PCA` honoured).
-pub async fn pca_client() -> aws_sdk_acmpca::Client {
-    aws_sdk_acmpca::Client::new(&common::aws::sdk_config().await)
+/// The region an ARN names (`arn:PARTITION:SERVICE:REGION:...`), when it names one.
+fn region_of(arn: &str) -> Option<&str> {
+    arn.split(':').nth(3).filter(|r| !r.is_empty())
+}
+
+/// A client for the AWS Private CA `arn`, in that CA's region (a CA of another region than
+/// the control plane's is found); `AWS_ENDPOINT_URL_ACM_PCA` honoured.
+pub async fn pca_client(arn: &str) -> aws_sdk_acmpca::Client {
+    let sdk = common::aws::sdk_config().await;
+    let mut config = aws_sdk_acmpca::config::Builder::from(&sdk);
+    if let Some(region) = region_of(arn) {
+        config = config.region(aws_sdk_acmpca::config::Region::new(region.to_string()));
+    }
+    aws_sdk_acmpca::Client::from_conf(config.build())
 }
 
 impl Pca {
     /// Connects to the CA `arn`: it must be ACTIVE; its signing algorithm and certificate are
     /// read once.
     pub async fn load(arn: &str) -> Result<Pca, CaError> {
-        let client = pca_client().await;
+        let client = pca_client(arn).await;
         let described = client
             .describe_certificate_authority()
             .certificate_authority_arn(arn)
@@ -334,7 +345,13 @@ fn check_issued(pem: &str, key: &impl rcgen::PublicKeyData, leaf: &Leaf) -> Resu
 /// An ACM private certificate with its key: `ExportCertificate` (the key comes encrypted with a
 /// passphrase made for this call) and the key decrypted here. The chain and the key, PEM.
 pub async fn export(arn: &str) -> Result<(String, String), String> {
-    let client = aws_sdk_acm::Client::new(&common::aws::sdk_config().await);
+    // In the certificate's region, which may not be the control plane's.
+    let sdk = common::aws::sdk_config().await;
+    let mut config = aws_sdk_acm::config::Builder::from(&sdk);
+    if let Some(region) = region_of(arn) {
+        config = config.region(aws_sdk_acm::config::Region::new(region.to_string()));
+    }
+    let client = aws_sdk_acm::Client::from_conf(config.build());
     let mut secret = [0u8; 24];
     rustls::crypto::aws_lc_rs::default_provider()
         .secure_random
@@ -393,6 +410,15 @@ mod tests {
     /// AES-256-CBC), here made by `openssl pkcs8 -topk8 -v2 aes-256-cbc` from a P-256 key.
     const ENCRYPTED: &str = include_str!("../tests/data/encrypted-key.pem");
     const PLAIN: &str = include_str!("../tests/data/plain-key.pem");
+
+    #[test]
+    fn a_client_goes_to_the_region_its_arn_names() {
+        assert_eq!(
+            region_of("arn:aws:acm-pca:us-east-1:123456789012:certificate-authority/x"),
+            Some("us-east-1")
+        );
+        assert_eq!(region_of("arn:aws:acm-pca::123456789012:x"), None);
+    }
 
     #[test]
     fn an_exported_key_is_decrypted_with_its_passphrase_only() {

@@ -394,8 +394,11 @@ fn checked(previous: Option<&Pem>, chain: String, key: Option<String>) -> Result
 }
 
 /// Keeps `tx` holding every secret the latest catalog of `catalog_rx` needs: issues and
-/// renews mesh identities, reads files again every `interval`. A file that cannot be read
-/// keeps its last good content (logged once per change of error).
+/// renews mesh identities, reads files again every `interval` and AWS sources every
+/// `secret_interval`. Issuance and AWS reads run in the background, [`IN_FLIGHT`] at a time:
+/// a slow CA or AWS API delays only the secrets waiting for it, and each result is published as
+/// it comes. Whatever cannot be had keeps its last good content (logged once per change of
+/// error) and is tried again with backoff.
 pub async fn run(
     mut catalog_rx: watch::Receiver<Option<Arc<LoadedCatalog>>>,
     config: SecretsConfig,
@@ -407,8 +410,13 @@ pub async fn run(
     let mut held_names: Vec<String> = Vec::new();
     // Identities whose issuance failed: when to try again, and the last delay.
     let mut retry: BTreeMap<ProxyName, (SystemTime, Duration)> = BTreeMap::new();
-    // AWS's answers (Secrets Manager, ACM, AWS Private CA) by secret, and when they were asked.
-    let mut fetched: BTreeMap<String, (Result<Pem, String>, SystemTime)> = BTreeMap::new();
+    // AWS's answers (Secrets Manager, ACM, AWS Private CA) by secret name.
+    let mut fetched: BTreeMap<String, Fetched> = BTreeMap::new();
+    // Work under way: issuances by proxy, AWS reads by secret name.
+    let mut running: tokio::task::JoinSet<Done> = tokio::task::JoinSet::new();
+    let mut issuing: std::collections::BTreeSet<ProxyName> = Default::default();
+    let mut reading: std::collections::BTreeSet<String> = Default::default();
+    let mut tasks: std::collections::HashMap<tokio::task::Id, Task> = Default::default();
     loop {
         let loaded = catalog_rx.borrow_and_update().clone();
         let mut next_wake = SystemTime::now() + config.interval;
@@ -419,23 +427,6 @@ pub async fn run(
             let previous = tx.borrow().clone();
             let mut material = Material::default();
             let now = SystemTime::now();
-            // The identities due (new, or at their renewal, and not waiting after a failure),
-            // issued side by side: AWS Private CA takes a round trip or two for each.
-            let mut issued = match &config.cas {
-                Some(cas) => {
-                    let due = needs.values().filter_map(|need| match need {
-                        Need::Identity(p)
-                            if identities.get(p).is_none_or(|h| h.renew_at <= now)
-                                && retry.get(p).is_none_or(|(at, _)| *at <= now) =>
-                        {
-                            Some(p.clone())
-                        }
-                        _ => None,
-                    });
-                    issue_all(cas, &td, due.collect(), config.ttl).await
-                }
-                None => BTreeMap::new(),
-            };
             for (name, need) in &needs {
                 let got: Result<Pem, String> = match need {
                     Need::Trust => match &config.cas {
@@ -447,47 +438,60 @@ pub async fn run(
                     },
                     Need::Identity(proxy) => match &config.cas {
                         None => Err("mesh TLS needs the control plane's CA (serve --ca)".into()),
-                        Some(_) => match issued.remove(proxy) {
-                            Some(Ok((pem, not_after))) => {
-                                let life = not_after.duration_since(now).unwrap_or_default();
-                                let renew_at = now + common::duration::jitter(life / 2);
-                                tracing::info!(proxy = %proxy, secret = %name, renew_in = ?renew_at.duration_since(now).unwrap_or_default(), "mesh identity issued");
-                                identities.insert(
-                                    proxy.clone(),
-                                    Held {
-                                        pem: pem.clone(),
-                                        renew_at,
-                                    },
-                                );
-                                Ok(pem)
+                        Some(cas) => {
+                            let held = identities.get(proxy);
+                            let due = held.is_none_or(|h| h.renew_at <= now)
+                                && retry.get(proxy).is_none_or(|(at, _)| *at <= now);
+                            if due && !issuing.contains(proxy) && running.len() < IN_FLIGHT {
+                                issuing.insert(proxy.clone());
+                                let (cas, td, proxy, ttl) =
+                                    (cas.clone(), td.clone(), proxy.clone(), config.ttl);
+                                let task = Task::Identity(proxy.clone());
+                                let handle = running.spawn(async move {
+                                    let got = issue(&cas, &td, &proxy, ttl).await;
+                                    Done::Identity(proxy, got)
+                                });
+                                tasks.insert(handle.id(), task);
                             }
-                            Some(Err(e)) => Err(e),
-                            // Fresh, or waiting its turn after a failure (the error stays as
-                            // logged).
-                            None => match identities.get(proxy).filter(|h| h.renew_at > now) {
+                            // Until a renewal comes, the identity held is still good.
+                            match held {
                                 Some(h) => Ok(h.pem.clone()),
-                                None => Err(errors.get(name).cloned().unwrap_or_default()),
-                            },
-                        },
+                                None => Err(errors
+                                    .get(name)
+                                    .cloned()
+                                    .unwrap_or_else(|| "being issued".into())),
+                            }
+                        }
                     },
                     Need::File(files) => read(base, &files.chain).and_then(|chain| {
                         let key = read(base, &files.key)?;
                         checked(previous.get(name), chain, Some(key))
                             .map_err(|e| format!("{}: {e}", files.chain.display()))
                     }),
-                    // Read from AWS: polled every --secret-interval.
+                    // Read from AWS in the background: every --secret-interval, sooner after
+                    // a failure.
                     Need::SecretsManager(_)
                     | Need::TrustSecretsManager(_)
                     | Need::Acm(_)
                     | Need::AcmPcaTrust(_) => {
-                        let due = fetched.get(name).is_none_or(|(_, at)| {
-                            now.duration_since(*at).unwrap_or_default() >= config.secret_interval
-                        });
-                        if due {
-                            let got = fetch(need).await;
-                            fetched.insert(name.clone(), (got, now));
+                        let due = fetched.get(name).is_none_or(|f| f.due <= now);
+                        if due && !reading.contains(name) && running.len() < IN_FLIGHT {
+                            reading.insert(name.clone());
+                            let (name, need) = (name.clone(), need.clone());
+                            let task = Task::Fetch(name.clone());
+                            let handle = running.spawn(async move {
+                                let got = fetch(&need).await;
+                                Done::Fetch(name, got)
+                            });
+                            tasks.insert(handle.id(), task);
                         }
-                        fetched[name].0.clone()
+                        match fetched.get(name) {
+                            Some(f) => f.got.clone(),
+                            None => Err(errors
+                                .get(name)
+                                .cloned()
+                                .unwrap_or_else(|| "being read".into())),
+                        }
                     }
                     Need::SystemTrust => system_bundle().and_then(|path| {
                         checked(previous.get(name), read(base, &path)?, None)
@@ -498,29 +502,19 @@ pub async fn run(
                             .map_err(|e| format!("{}: {e}", path.display()))
                     }),
                 };
-                if let Need::Identity(proxy) = need {
-                    match &got {
-                        Ok(_) => {
-                            retry.remove(proxy);
-                        }
-                        Err(_) => {
-                            let last = retry.get(proxy).map(|(_, d)| *d).unwrap_or_default();
-                            let delay = common::backoff::next(last, config.interval, RETRY_MAX);
-                            if retry.get(proxy).is_none_or(|(at, _)| *at <= now) {
-                                retry.insert(proxy.clone(), (now + delay, delay));
-                            }
-                        }
-                    }
-                }
+                let pending = matches!(&got, Err(e) if e == "being issued" || e == "being read");
+                // An identity still served while its renewal fails keeps its error (for
+                // /readyz and the log) until a renewal comes.
+                let failing = matches!(need, Need::Identity(p) if retry.contains_key(p));
                 match got {
                     Ok(pem) => {
-                        if errors.remove(name).is_some() {
+                        if !failing && errors.remove(name).is_some() {
                             tracing::info!(secret = %name, "secret readable again");
                         }
                         material.by_name.insert(name.clone(), pem);
                     }
                     Err(e) => {
-                        if errors.get(name) != Some(&e) {
+                        if !pending && errors.get(name) != Some(&e) {
                             tracing::error!(secret = %name, error = %e, "secret unavailable; proxies keep the last good one");
                             errors.insert(name.clone(), e);
                         }
@@ -537,15 +531,6 @@ pub async fn run(
             retry.retain(|p, _| needs.contains_key(&identity_name(p)));
             errors.retain(|name, _| needs.contains_key(name));
             fetched.retain(|name, _| needs.contains_key(name));
-            if !fetched.is_empty() {
-                next_wake = next_wake.min(
-                    fetched
-                        .values()
-                        .map(|(_, at)| *at + config.secret_interval)
-                        .min()
-                        .unwrap_or(next_wake),
-                );
-            }
             for (name, pem) in &material.by_name {
                 // The system's bundle holds many CAs: the first one's end says nothing.
                 if name == SYSTEM_TRUST {
@@ -581,6 +566,7 @@ pub async fn run(
                 .values()
                 .map(|h| h.renew_at)
                 .chain(retry.values().map(|(at, _)| *at))
+                .chain(fetched.values().map(|f| f.due))
                 .min()
             {
                 next_wake = next_wake.min(soonest);
@@ -593,12 +579,104 @@ pub async fn run(
             .duration_since(SystemTime::now())
             .unwrap_or_default()
             .max(Duration::from_millis(100));
+        let mut dones = Vec::new();
         tokio::select! {
             r = catalog_rx.changed() => if r.is_err() { return },
             _ = tokio::time::sleep(wait) => {}
+            Some(done) = running.join_next_with_id(), if !running.is_empty() => dones.push(done),
+        }
+        // Whatever else is ready, in the same pass.
+        while let Some(done) = running.try_join_next_with_id() {
+            dones.push(done);
+        }
+        // Counted from when the answers came, with jitter: proxies that failed together do
+        // not come back together.
+        let now = SystemTime::now();
+        for done in dones {
+            let done = match done {
+                Ok((id, done)) => {
+                    tasks.remove(&id);
+                    done
+                }
+                // A panicking task loses only its own result: what it was for is due again.
+                Err(e) => {
+                    tracing::error!(error = %e, "a certificate task failed");
+                    match tasks.remove(&e.id()) {
+                        Some(Task::Identity(proxy)) => {
+                            issuing.remove(&proxy);
+                        }
+                        Some(Task::Fetch(name)) => {
+                            reading.remove(&name);
+                        }
+                        None => {}
+                    }
+                    continue;
+                }
+            };
+            match done {
+                Done::Identity(proxy, got) => {
+                    issuing.remove(&proxy);
+                    match got {
+                        Ok((pem, not_after)) => {
+                            let life = not_after.duration_since(now).unwrap_or_default();
+                            let renew_at = now + common::duration::jitter(life / 2);
+                            tracing::info!(proxy = %proxy, renew_in = ?renew_at.duration_since(now).unwrap_or_default(), "mesh identity issued");
+                            identities.insert(proxy.clone(), Held { pem, renew_at });
+                            retry.remove(&proxy);
+                        }
+                        Err(e) => {
+                            let last = retry.get(&proxy).map(|(_, d)| *d).unwrap_or_default();
+                            let delay = common::backoff::next(last, config.interval, RETRY_MAX);
+                            retry.insert(
+                                proxy.clone(),
+                                (now + common::duration::jitter(delay), delay),
+                            );
+                            errors.insert(identity_name(&proxy), e.clone());
+                            tracing::error!(proxy = %proxy, error = %e, retry_in = ?delay, "mesh identity not issued; retrying");
+                        }
+                    }
+                }
+                Done::Fetch(name, got) => {
+                    reading.remove(&name);
+                    let last = fetched.get(&name).map(|f| f.delay).unwrap_or_default();
+                    let (due, delay) = match &got {
+                        Ok(_) => (now + config.secret_interval, Duration::ZERO),
+                        Err(_) => {
+                            let delay =
+                                common::backoff::next(last, Duration::from_secs(1), RETRY_MAX)
+                                    .min(config.secret_interval);
+                            (now + common::duration::jitter(delay), delay)
+                        }
+                    };
+                    fetched.insert(name, Fetched { got, due, delay });
+                }
+            }
         }
     }
 }
+
+/// What a background task of [`run`] is for.
+enum Task {
+    Identity(ProxyName),
+    Fetch(String),
+}
+
+/// What a background task of [`run`] brings back.
+enum Done {
+    Identity(ProxyName, Result<(Pem, SystemTime), String>),
+    Fetch(String, Result<Pem, String>),
+}
+
+/// An AWS source's last answer, and when to ask again.
+struct Fetched {
+    got: Result<Pem, String>,
+    due: SystemTime,
+    /// The last delay after a failure (zero after a success).
+    delay: Duration,
+}
+
+/// How many issuances and AWS reads run at once.
+const IN_FLIGHT: usize = 16;
 
 /// A secret read from AWS, checked.
 async fn fetch(need: &Need) -> Result<Pem, String> {
@@ -620,9 +698,9 @@ async fn fetch(need: &Need) -> Result<Pem, String> {
             (chain, Some(key))
         }
         Need::AcmPcaTrust(arns) => {
-            let client = crate::acm::pca_client().await;
             let mut bundle = String::new();
             for arn in arns {
+                let client = crate::acm::pca_client(arn).await;
                 let pem = crate::acm::ca_certificate(&client, arn)
                     .await
                     .map_err(|e| e.to_string())?;
@@ -634,39 +712,6 @@ async fn fetch(need: &Need) -> Result<Pem, String> {
     };
     check_pair(&chain, key.as_deref()).map_err(|e| format!("{}: {e}", need.describe()))?;
     Ok(Pem { chain, key })
-}
-
-/// How many identities are issued at once.
-const ISSUE_CONCURRENCY: usize = 16;
-
-/// The mesh identities of `proxies`, issued [`ISSUE_CONCURRENCY`] at a time.
-async fn issue_all(
-    cas: &Arc<CaSet>,
-    td: &str,
-    proxies: Vec<ProxyName>,
-    ttl: Duration,
-) -> BTreeMap<ProxyName, Result<(Pem, SystemTime), String>> {
-    let mut out = BTreeMap::new();
-    let mut pending = proxies.into_iter();
-    let mut running = tokio::task::JoinSet::new();
-    loop {
-        while running.len() < ISSUE_CONCURRENCY {
-            let Some(proxy) = pending.next() else { break };
-            let (cas, td) = (cas.clone(), td.to_string());
-            running.spawn(async move {
-                let got = issue(&cas, &td, &proxy, ttl).await;
-                (proxy, got)
-            });
-        }
-        match running.join_next().await {
-            Some(Ok((proxy, got))) => {
-                out.insert(proxy, got);
-            }
-            // A panicking issuance loses only its own result: it is due again next pass.
-            Some(Err(e)) => tracing::error!(error = %e, "a mesh identity issuance failed"),
-            None => return out,
-        }
-    }
 }
 
 /// A mesh identity for `proxy`: server and client authentication, URI SAN its SPIFFE ID.

@@ -105,6 +105,7 @@ variable "listener_tls" {
   })
   description = "TLS of the service's listeners, given to the catalog template as $${listener_tls} (a catalog `tls` value, or null). certificate: \"mesh\" (the default: mutual TLS with the proxy's mesh identity; callers must be proxies of this network, or those in allow), an ACM certificate ARN (edge TLS; list it in the xds-server module's tls_certificate_arns), or \"none\". mode: \"strict\", or \"permissive\" to take plaintext too while callers move to TLS."
   default     = {}
+  nullable    = false
   validation {
     condition     = contains(["strict", "permissive"], var.listener_tls.mode)
     error_message = "listener_tls.mode is \"strict\" or \"permissive\"."

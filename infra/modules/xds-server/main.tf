@@ -203,14 +203,37 @@ data "aws_iam_policy_document" "task" {
   dynamic "statement" {
     for_each = local.own_ca ? [] : [1]
     content {
-      sid = "SignWithPrivateCa"
+      sid = "ReadPrivateCa"
       actions = [
         "acm-pca:DescribeCertificateAuthority",
         "acm-pca:GetCertificateAuthorityCertificate",
-        "acm-pca:IssueCertificate",
         "acm-pca:GetCertificate",
       ]
       resources = [var.acm_pca_arn]
+    }
+  }
+  # End-entity certificates only, through the templates the control plane uses: never a CA
+  # certificate that would outlive a compromised task.
+  dynamic "statement" {
+    for_each = local.own_ca ? [] : [1]
+    content {
+      sid       = "IssueEndEntityCertificates"
+      actions   = ["acm-pca:IssueCertificate"]
+      resources = [var.acm_pca_arn]
+      condition {
+        test     = "StringEquals"
+        variable = "acm-pca:TemplateArn"
+        values = [for t in ["EndEntityCertificate", "EndEntityClientAuthCertificate", "EndEntityServerAuthCertificate"] :
+        "arn:${data.aws_partition.current.partition}:acm-pca:::template/${t}_APIPassthrough/V1"]
+      }
+    }
+  }
+  dynamic "statement" {
+    for_each = length(var.tls_secret_arns) > 0 ? [1] : []
+    content {
+      sid       = "ReadTlsSecrets"
+      actions   = ["secretsmanager:GetSecretValue"]
+      resources = var.tls_secret_arns
     }
   }
   dynamic "statement" {

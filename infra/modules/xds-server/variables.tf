@@ -93,6 +93,12 @@ variable "tls_certificate_arns" {
   default     = []
 }
 
+variable "tls_secret_arns" {
+  type        = list(string)
+  description = "Secrets Manager secrets the catalog names as certificates or trust bundles (`{ secrets_manager: { secret } }`): the control plane may read exactly these (a secret under a customer-managed KMS key also needs kms:Decrypt in that key's policy)."
+  default     = []
+}
+
 variable "trusted_ca_arns" {
   type        = list(string)
   description = "AWS Private CAs whose certificates the catalog trusts (`trust: { acm_pca: [...] }`): the control plane may read exactly these CA certificates."

@@ -445,17 +445,36 @@ impl Issuer {
             ttl: self.config.ttl,
             ..Leaf::default()
         };
+        // A request that does not parse is the caller's to mend; AWS Private CA failing
+        // (throttled, unreachable) is not: the caller tries again.
+        if let Err(e) = rcgen::CertificateSigningRequestParams::from_pem(&request.csr) {
+            return Err(Refused::new(
+                StatusCode::BAD_REQUEST,
+                "bad_csr",
+                format!("the certificate signing request: {e}"),
+            ));
+        }
+        let remote = matches!(self.cas.current, crate::ca::Signer::Pca(_));
         let (certificate, not_after) = self
             .cas
             .current
             .sign_request(&request.csr, &leaf)
             .await
             .map_err(|e| {
-                Refused::new(
-                    StatusCode::BAD_REQUEST,
-                    "bad_csr",
-                    format!("the certificate signing request: {e}"),
-                )
+                if remote {
+                    tracing::error!(error = %e, "AWS Private CA did not sign a proxy certificate");
+                    Refused::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "ca_unavailable",
+                        "the control plane's CA did not sign; try again",
+                    )
+                } else {
+                    Refused::new(
+                        StatusCode::BAD_REQUEST,
+                        "bad_csr",
+                        format!("the certificate signing request: {e}"),
+                    )
+                }
             })?;
         let not_after = not_after
             .duration_since(SystemTime::UNIX_EPOCH)
