@@ -164,6 +164,11 @@ impl Material {
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.by_name.keys().map(String::as_str)
     }
+
+    /// When a held certificate (the first of its chain) expires.
+    pub fn expiry(&self, name: &str) -> Option<SystemTime> {
+        not_after(&self.by_name.get(name)?.chain)
+    }
 }
 
 /// What a catalog must fit on this server.
