@@ -60,15 +60,15 @@ enum Command {
         /// (each a whole catalog on its own, names unique across them). Re-read when it changes.
         #[arg(long, env = "XDS_SERVER_CATALOG")]
         catalog: CatalogLocation,
-        /// Address of the xDS gRPC server (ADS and CDS/EDS/LDS/RDS, SotW and delta).
+        /// Address of the xDS gRPC server (ADS and CDS/EDS/LDS/RDS, SotW and delta; CSDS).
         #[arg(long, env = "XDS_SERVER_XDS_LISTEN", default_value = "0.0.0.0:18000")]
         xds_listen: SocketAddr,
         /// Address of the admin HTTP server (/metrics, /healthz, /readyz), for load balancers
         /// and Prometheus.
         #[arg(long, env = "XDS_SERVER_ADMIN_LISTEN", default_value = "0.0.0.0:18001")]
         admin_listen: SocketAddr,
-        /// Address of the debug pages (/debug/nodes, /debug/config, /debug/endpoints), which
-        /// show every proxy's configuration: keep it on loopback.
+        /// Address of the status page (/) and the debug pages (/debug/nodes, /debug/config,
+        /// /debug/endpoints), which show every proxy's configuration: keep it on loopback.
         #[arg(
             long,
             env = "XDS_SERVER_DEBUG_LISTEN",
