@@ -663,7 +663,8 @@ async fn status(
             }
         }
     }
-    replicas.dedup();
+    let mut seen = std::collections::BTreeSet::new();
+    replicas.retain(|r| seen.insert(r.clone()));
     let mut rows = Vec::new();
     for replica in &replicas {
         match status::fetch(replica).await {

@@ -246,10 +246,18 @@ pub async fn replicas(url: &str) -> Result<Vec<String>, StatusError> {
                 why: e.to_string(),
             })?
             .collect();
-    if addrs.len() <= 1 {
+    // `localhost` (127.0.0.1 and ::1) is one machine; replicas behind one name are told apart
+    // by their IPv4 addresses where they have them.
+    let v4: Vec<_> = addrs.iter().filter(|a| a.is_ipv4()).collect();
+    let picked: Vec<_> = if v4.is_empty() {
+        addrs.iter().collect()
+    } else {
+        v4
+    };
+    if picked.len() <= 1 || addrs.iter().any(|a| a.ip().is_loopback()) {
         return Ok(vec![base.to_string()]);
     }
-    Ok(addrs.into_iter().map(|a| format!("http://{a}")).collect())
+    Ok(picked.into_iter().map(|a| format!("http://{a}")).collect())
 }
 
 /// The largest `/debug/nodes` page read (about 5,000 streams per MiB).
@@ -334,6 +342,22 @@ mod tests {
         assert!(!lines[1].contains(&long));
         assert!(table(&rows, false, true, 1000).contains(&long));
         assert!(!table(&rows, false, true, 1000).contains("REPLICA"));
+    }
+
+    #[tokio::test]
+    async fn localhost_is_one_replica_and_addresses_are_kept() {
+        assert_eq!(
+            replicas("http://localhost:18002/").await.unwrap(),
+            ["http://localhost:18002"]
+        );
+        assert_eq!(
+            replicas("http://10.0.0.5:18002").await.unwrap(),
+            ["http://10.0.0.5:18002"]
+        );
+        assert!(matches!(
+            replicas("https://x:1").await,
+            Err(StatusError::Url(_))
+        ));
     }
 
     #[test]
