@@ -309,3 +309,56 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod page_tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+    use crate::catalog::ProxyName;
+    use crate::metrics::Metrics;
+    use crate::server::nodes::Nodes;
+
+    #[test]
+    fn nack_texts_and_names_are_escaped() {
+        let metrics = Metrics::new();
+        let nodes = Nodes::default();
+        let node = envoy_types::pb::envoy::config::core::v3::Node {
+            id: "<b>node</b>".into(),
+            cluster: "web".into(),
+            ..Default::default()
+        };
+        let guard = nodes.register(Arc::new(node), &ProxyName("web".into()), "ads", "sotw");
+        guard.update(ResourceType::Route, |s| {
+            s.state = SyncState::Nacked;
+            s.sent = Some("1".into());
+            s.nacked = Some("1".into());
+            s.last_nack = Some("<script>alert('x')</script> & more".into());
+        });
+        let (_, stopping) = tokio::sync::watch::channel(false);
+        let (_, secrets) = tokio::sync::watch::channel(Arc::default());
+        let (_, loaded) = tokio::sync::watch::channel(None);
+        let state = AdminState {
+            metrics: metrics.clone(),
+            cache: crate::cache::Cache::new(),
+            nodes,
+            discovery: crate::discovery::Discovery::new(Default::default(), metrics),
+            catalog: Arc::new(Mutex::new(Default::default())),
+            stopping,
+            secrets,
+            loaded,
+        };
+        let page = render(&state);
+        assert!(!page.contains("<script") && !page.contains("<b>"), "{page}");
+        assert!(
+            page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; more"),
+            "{page}"
+        );
+        assert!(
+            page.contains("&lt;b&gt;node&lt;/b&gt; rejected RDS"),
+            "{page}"
+        );
+        assert!(page.contains("<td class=\"NACKED\""), "{page}");
+        assert!(page.contains("not in the catalog"), "{page}");
+    }
+}

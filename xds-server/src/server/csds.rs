@@ -242,3 +242,135 @@ pub(crate) fn type_configs(
     }
     out.into_values().collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use envoy_types::pb::google::protobuf::Any;
+
+    use super::*;
+    use crate::cache::{Snapshot, TypeSnapshot, Version, VersionedResource};
+    use crate::server::nodes::{ResourceSet, SetSource, SetVersion};
+
+    fn snapshot(clusters: &[(&str, u8)]) -> Arc<Snapshot> {
+        let resources: BTreeMap<String, VersionedResource> = clusters
+            .iter()
+            .map(|(name, byte)| {
+                let body = Any {
+                    type_url: ResourceType::Cluster.type_url().into(),
+                    value: vec![*byte],
+                };
+                let version = Version::of(&body);
+                (name.to_string(), VersionedResource { version, body })
+            })
+            .collect();
+        let mut snap = Snapshot::default();
+        snap.types[ResourceType::Cluster.index()] = TypeSnapshot::new(resources);
+        Arc::new(snap)
+    }
+
+    fn set(snap: &Arc<Snapshot>, version: SetVersion) -> ResourceSet {
+        ResourceSet {
+            from: SetSource::Snapshot(snap.clone(), ResourceType::Cluster),
+            names: None,
+            version,
+        }
+    }
+
+    fn summary(configs: &[GenericXdsConfig]) -> Vec<(String, String, i32)> {
+        configs
+            .iter()
+            .map(|c| (c.name.clone(), c.version_info.clone(), c.config_status))
+            .collect()
+    }
+
+    #[test]
+    fn acked_resources_are_synced_with_the_version_envoy_shows() {
+        let old = snapshot(&[("a", 1), ("b", 2)]);
+        let mut st = TypeStatus {
+            state: SyncState::Synced,
+            acked_set: Some(set(&old, SetVersion::Response(Version(7)))),
+            ..Default::default()
+        };
+        st.sent_set = st.acked_set.clone();
+        let v7 = Version(7).to_string();
+        assert_eq!(
+            summary(&type_configs(ResourceType::Cluster, &st, true)),
+            [
+                ("a".into(), v7.clone(), ConfigStatus::Synced as i32),
+                ("b".into(), v7.clone(), ConfigStatus::Synced as i32)
+            ]
+        );
+        // Delta: each resource's own version.
+        st.acked_set = Some(set(&old, SetVersion::PerResource));
+        let own = type_configs(ResourceType::Cluster, &st, false);
+        assert_eq!(
+            own[0].version_info,
+            old.of(ResourceType::Cluster).resources["a"]
+                .version
+                .to_string()
+        );
+        assert!(own[0].xds_config.is_none(), "no contents when excluded");
+    }
+
+    #[test]
+    fn a_rejected_change_is_an_error_beside_what_envoy_kept() {
+        let old = snapshot(&[("a", 1), ("b", 2)]);
+        let new = snapshot(&[("a", 1), ("b", 3), ("c", 4)]);
+        let st = TypeStatus {
+            state: SyncState::Nacked,
+            acked_set: Some(set(&old, SetVersion::Response(Version(7)))),
+            sent_set: Some(set(&new, SetVersion::Response(Version(8)))),
+            nacked: Some(Version(8).to_string()),
+            last_nack: Some("b: bad".into()),
+            ..Default::default()
+        };
+        let configs = type_configs(ResourceType::Cluster, &st, true);
+        let (v7, v8) = (Version(7).to_string(), Version(8).to_string());
+        assert_eq!(
+            summary(&configs),
+            [
+                ("a".into(), v7, ConfigStatus::Synced as i32),
+                ("b".into(), v8.clone(), ConfigStatus::Error as i32),
+                ("c".into(), v8, ConfigStatus::Error as i32)
+            ]
+        );
+        assert_eq!(configs[1].error_state.as_ref().unwrap().details, "b: bad");
+        // Unanswered instead: stale.
+        let stale = TypeStatus {
+            state: SyncState::Stale,
+            ..st
+        };
+        let configs = type_configs(ResourceType::Cluster, &stale, true);
+        assert_eq!(configs[2].config_status, ConfigStatus::Stale as i32);
+        assert!(configs[2].error_state.is_none());
+    }
+
+    #[test]
+    fn node_ids_match_as_envoy_matchers_do() {
+        let m = |p: MatchPattern, ignore_case: bool| {
+            Matcher::new(&NodeMatcher {
+                node_id: Some(StringMatcher {
+                    ignore_case,
+                    match_pattern: Some(p),
+                }),
+                node_metadatas: vec![],
+            })
+            .unwrap()
+        };
+        assert!(m(MatchPattern::Exact("web-1".into()), false).matches("web-1"));
+        assert!(!m(MatchPattern::Exact("web-1".into()), false).matches("WEB-1"));
+        assert!(m(MatchPattern::Exact("web-1".into()), true).matches("WEB-1"));
+        assert!(m(MatchPattern::Prefix("web".into()), false).matches("web-1"));
+        assert!(m(MatchPattern::Suffix("-1".into()), false).matches("web-1"));
+        assert!(m(MatchPattern::Contains("b-".into()), false).matches("web-1"));
+        let re = envoy_types::pb::envoy::r#type::matcher::v3::RegexMatcher {
+            regex: "web-[0-9]".into(),
+            ..Default::default()
+        };
+        let re = m(MatchPattern::SafeRegex(re), false);
+        assert!(re.matches("web-1") && !re.matches("web-12"), "whole id");
+    }
+}
