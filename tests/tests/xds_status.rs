@@ -289,6 +289,14 @@ async fn status_csds_and_the_page_show_every_envoy_and_what_it_rejected() {
         .unwrap()
         .into_inner();
     assert_eq!(all.config.len(), 3, "no matcher: every node");
+    // The streaming form answers each request.
+    let mut answers = client
+        .stream_client_status(tokio_stream::iter([ClientStatusRequest::default()]))
+        .await
+        .unwrap()
+        .into_inner();
+    let streamed = tests::xds_client::next(&mut answers).await;
+    assert_eq!(streamed.config.len(), 3);
     let c_config = all
         .config
         .iter()
