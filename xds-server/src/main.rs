@@ -265,7 +265,7 @@ enum Command {
         /// `table` for people, `json` for scripts.
         #[arg(long, env = "XDS_SERVER_STATUS_OUTPUT", default_value = "table")]
         output: StatusOutput,
-        /// Whole NACK texts instead of their first words.
+        /// Whole NACK texts instead of their first 60 characters.
         #[arg(long, env = "XDS_SERVER_STATUS_WIDE")]
         wide: bool,
         /// How long a response may await its ACK before it counts as failing.
