@@ -88,6 +88,12 @@ if ! command -v strace >/dev/null; then
   apt_install strace
 fi
 
+# Chromium, headless, for the test that reads the status page as a person sees it.
+if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
+  log "installing chromium and chromium-driver (apt)"
+  apt_install chromium chromium-driver
+fi
+
 # checkov, in its own virtualenv (it pins an old boto3), for the infra tests; run offline.
 venv checkov "checkov==3.3.*" \
   "import importlib.metadata as m, sys; sys.exit(not m.version('checkov').startswith('3.3.'))"

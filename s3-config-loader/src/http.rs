@@ -42,7 +42,7 @@ fn parse(url: &str) -> Result<Uri, HttpError> {
     Ok(uri)
 }
 
-async fn request(method: Method, url: &str) -> Result<Bytes, HttpError> {
+async fn request(method: Method, url: &str, max_body: usize) -> Result<Bytes, HttpError> {
     let uri = parse(url)?;
     let client = Client::builder(TokioExecutor::new()).build_http::<Empty<Bytes>>();
     let request = Request::builder()
@@ -60,7 +60,7 @@ async fn request(method: Method, url: &str) -> Result<Bytes, HttpError> {
         if !status.is_success() {
             return Err(HttpError::Status(status.as_u16()));
         }
-        let body = Limited::new(response.into_body(), MAX_BODY)
+        let body = Limited::new(response.into_body(), max_body)
             .collect()
             .await
             .map_err(|e| HttpError::Transport(format!("reading the answer: {e}")))?;
@@ -73,12 +73,20 @@ async fn request(method: Method, url: &str) -> Result<Bytes, HttpError> {
 
 /// `GET url`; the body of a 2xx answer.
 pub async fn get(url: &str) -> Result<Vec<u8>, HttpError> {
-    request(Method::GET, url).await.map(|b| b.to_vec())
+    get_up_to(url, MAX_BODY).await
+}
+
+/// `GET url`, reading at most `max_body` bytes of the answer (bigger documents than metadata,
+/// e.g. a control plane's list of connected proxies).
+pub async fn get_up_to(url: &str, max_body: usize) -> Result<Vec<u8>, HttpError> {
+    request(Method::GET, url, max_body)
+        .await
+        .map(|b| b.to_vec())
 }
 
 /// `POST url` with an empty body; succeeds on a 2xx answer.
 pub async fn post(url: &str) -> Result<(), HttpError> {
-    request(Method::POST, url).await.map(|_| ())
+    request(Method::POST, url, MAX_BODY).await.map(|_| ())
 }
 
 #[cfg(test)]

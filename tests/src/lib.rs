@@ -3,6 +3,7 @@
 //! their handles drop, also when a test fails.
 
 pub mod backend;
+pub mod browser;
 pub mod cli;
 pub mod grpc;
 pub mod http;

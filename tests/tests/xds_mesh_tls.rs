@@ -169,6 +169,14 @@ fn services_talk_over_mutual_tls_and_only_allowed_callers_get_through() {
         debug.body
     );
     assert!(debug.body.contains("[redacted]"), "{}", debug.body);
+    // The status page lists the certificate with its expiry, and never a key.
+    let page = http::get(m.server.debug_port, "/", &[]).unwrap().body;
+    let row = tests::browser::table_rows(&page)
+        .into_iter()
+        .find(|r| r.first().map(String::as_str) == Some("mesh/identity/callee"))
+        .unwrap_or_else(|| panic!("no certificate row on the status page:\n{page}"));
+    assert!(row[1].starts_with("in "), "{row:?}");
+    assert!(!page.contains("PRIVATE KEY"), "{page}");
     let catalog = m.dir.path().join("catalog.yaml");
     let render = |extra: &[&str]| {
         std::process::Command::new(tests::workspace_bin("xds-server"))

@@ -384,4 +384,55 @@ fn require_identity_serves_a_proxy_only_to_its_own_certificate() {
     );
     let nodes = server.admin_json("/debug/nodes");
     assert_eq!(nodes.as_array().map(|n| n.len()), Some(1), "{nodes}");
+
+    // CSDS on the same port asks the same: no certificate, refused; a certificate hears only
+    // of its own proxy's Envoys.
+    let ca_pem = std::fs::read_to_string(&bundle).unwrap();
+    let csds = |cert: Option<&(String, String)>| {
+        let read = |p: &str| std::fs::read_to_string(p).unwrap();
+        let pems = cert.map(|(c, k)| (read(c), read(k)));
+        let config = tests::xds_client::tls_config(
+            &ca_pem,
+            pems.as_ref().map(|(c, k)| (c.as_str(), k.as_str())),
+        )
+        .unwrap();
+        csds_node_ids(server.xds_port, config)
+    };
+    let anonymous = csds(None).unwrap_err();
+    assert_eq!(
+        anonymous.code(),
+        tonic::Code::Unauthenticated,
+        "{anonymous}"
+    );
+    assert_eq!(csds(Some(&web)).unwrap(), Vec::<String>::new());
+    assert_eq!(
+        csds(Some(&demo)).unwrap(),
+        [format!("demo-{}", envoy.admin_port)]
+    );
+}
+
+/// The node ids a CSDS fetch over TLS with `config` answers about.
+fn csds_node_ids(
+    port: u16,
+    config: std::sync::Arc<rustls::ClientConfig>,
+) -> Result<Vec<String>, tonic::Status> {
+    use envoy_types::pb::envoy::service::status::v3::ClientStatusRequest;
+    use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_client::ClientStatusDiscoveryServiceClient;
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))
+            .unwrap()
+            .connect_with_connector(tests::xds_client::tls_connector(config, port))
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let answer = ClientStatusDiscoveryServiceClient::new(channel)
+            .fetch_client_status(ClientStatusRequest::default())
+            .await?
+            .into_inner();
+        Ok(answer
+            .config
+            .into_iter()
+            .filter_map(|c| c.node.map(|n| n.id))
+            .collect())
+    })
 }

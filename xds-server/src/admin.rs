@@ -37,6 +37,8 @@ pub struct AdminState {
     pub stopping: tokio::sync::watch::Receiver<bool>,
     /// The secrets held for SDS.
     pub secrets: tokio::sync::watch::Receiver<Arc<crate::secrets::Material>>,
+    /// The catalog served (the last good one).
+    pub loaded: tokio::sync::watch::Receiver<Option<Arc<crate::catalog::LoadedCatalog>>>,
 }
 
 /// The admin routes: nothing here shows configuration.
@@ -48,9 +50,11 @@ pub fn router(state: AdminState) -> Router {
         .with_state(state)
 }
 
-/// The debug routes: every proxy's configuration, the connected nodes, the endpoints.
+/// The debug routes: the status page, every proxy's configuration, the connected nodes, the
+/// endpoints.
 pub fn debug_router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(status_page))
         .route("/debug/nodes", get(nodes))
         .route("/debug/config", get(config))
         .route("/debug/endpoints", get(endpoints))
@@ -105,6 +109,17 @@ async fn readyz(State(s): State<AdminState>) -> Response {
                 .collect(),
             certificates_missing: s.secrets.borrow().missing.clone(),
         }),
+    )
+        .into_response()
+}
+
+async fn status_page(State(s): State<AdminState>) -> Response {
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (axum::http::header::CACHE_CONTROL, "no-store"),
+        ],
+        crate::status_page::render(&s),
     )
         .into_response()
 }

@@ -216,6 +216,31 @@ impl CatalogReader {
     }
 }
 
+/// Reads the catalog once, as `serve` would (a file, a directory, an S3 object or prefix), and
+/// settles it for `server`; the errors name the location and the fields.
+pub async fn load_once(
+    location: &CatalogLocation,
+    server: &crate::secrets::ServerSide,
+) -> Result<LoadedCatalog, String> {
+    let name = location.to_string();
+    let mut reader = CatalogReader::new(location).await;
+    let docs = reader
+        .read()
+        .await?
+        .ok_or_else(|| format!("{name}: nothing read"))?;
+    let mut catalog = docs.parse(&name).map_err(|e| e.to_string())?;
+    let base_dir = reader.base_dir();
+    let errors = server.settle(&mut catalog, &base_dir);
+    if !errors.is_empty() {
+        return Err(catalog::CatalogErrors {
+            source_name: name,
+            errors,
+        }
+        .to_string());
+    }
+    Ok(LoadedCatalog { catalog, base_dir })
+}
+
 /// The outcome of the latest catalog load, for `/readyz` and the logs.
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct CatalogStatus {

@@ -60,15 +60,15 @@ enum Command {
         /// (each a whole catalog on its own, names unique across them). Re-read when it changes.
         #[arg(long, env = "XDS_SERVER_CATALOG")]
         catalog: CatalogLocation,
-        /// Address of the xDS gRPC server (ADS and CDS/EDS/LDS/RDS, SotW and delta).
+        /// Address of the xDS gRPC server (ADS and CDS/EDS/LDS/RDS, SotW and delta; CSDS).
         #[arg(long, env = "XDS_SERVER_XDS_LISTEN", default_value = "0.0.0.0:18000")]
         xds_listen: SocketAddr,
         /// Address of the admin HTTP server (/metrics, /healthz, /readyz), for load balancers
         /// and Prometheus.
         #[arg(long, env = "XDS_SERVER_ADMIN_LISTEN", default_value = "0.0.0.0:18001")]
         admin_listen: SocketAddr,
-        /// Address of the debug pages (/debug/nodes, /debug/config, /debug/endpoints), which
-        /// show every proxy's configuration: keep it on loopback.
+        /// Address of the status page (/) and the debug pages (/debug/nodes, /debug/config,
+        /// /debug/endpoints), which show every proxy's configuration: keep it on loopback.
         #[arg(
             long,
             env = "XDS_SERVER_DEBUG_LISTEN",
@@ -226,6 +226,53 @@ enum Command {
         #[arg(long, default_value = "json")]
         format: Format,
     },
+    /// What a catalog change does to every proxy: the listeners, routes, clusters and
+    /// endpoints (of static and file sources) it adds, removes or modifies, as a diff of the
+    /// resources rendered as YAML. Exits 2 when there is a difference, 0 when there is none,
+    /// 1 when a catalog cannot be read or is invalid.
+    Diff {
+        /// The catalog as it is: a file, a directory of fragments, s3://BUCKET/KEY or
+        /// s3://BUCKET/PREFIX/.
+        #[arg(long, env = "XDS_SERVER_CATALOG")]
+        catalog: CatalogLocation,
+        /// The catalog as it would be (same forms).
+        #[arg(long, env = "XDS_SERVER_CATALOG_NEW")]
+        catalog_new: CatalogLocation,
+        /// Only this proxy.
+        #[arg(long, env = "XDS_SERVER_DIFF_PROXY")]
+        proxy: Option<String>,
+        /// The trust domain the control plane serves with (its --trust-domain).
+        #[arg(long, env = "XDS_SERVER_TRUST_DOMAIN", default_value = "mesh.local")]
+        trust_domain: String,
+    },
+    /// Every connected Envoy and where each resource type stands with it: SYNCED, STALE (sent,
+    /// not yet acknowledged, for how long) or NACKED (with Envoy's error text), read from the
+    /// debug pages of one or more replicas. Exits 1 when an Envoy is NACKED or STALE for longer
+    /// than --stale-after, or a replica cannot be read.
+    Status {
+        /// A replica's debug pages (its --debug-listen), http://HOST:PORT. Repeat it (or separate
+        /// URLs with commas) for each replica; a name with several addresses stands for one
+        /// replica per address.
+        #[arg(
+            long,
+            env = "XDS_SERVER_DEBUG",
+            value_delimiter = ',',
+            default_value = "http://127.0.0.1:18002"
+        )]
+        debug: Vec<String>,
+        /// Only the Envoys of this proxy.
+        #[arg(long, env = "XDS_SERVER_STATUS_PROXY")]
+        proxy: Option<String>,
+        /// `table` for people, `json` for scripts.
+        #[arg(long, env = "XDS_SERVER_STATUS_OUTPUT", default_value = "table")]
+        output: StatusOutput,
+        /// Whole NACK texts instead of their first 60 characters.
+        #[arg(long, env = "XDS_SERVER_STATUS_WIDE")]
+        wide: bool,
+        /// How long a response may await its ACK before it counts as failing.
+        #[arg(long, env = "XDS_SERVER_STALE_AFTER", default_value = "30s", value_parser = parse_duration)]
+        stale_after: Duration,
+    },
     /// Print the bootstrap of the generic Envoy image for one proxy role.
     Bootstrap {
         /// The proxy role; becomes `node.cluster`.
@@ -269,6 +316,12 @@ enum Command {
         #[arg(long, default_value = "yaml")]
         format: Format,
     },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StatusOutput {
+    Table,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -470,6 +523,50 @@ async fn main() -> anyhow::Result<ExitCode> {
                 format,
             )?;
         }
+        Command::Diff {
+            catalog,
+            catalog_new,
+            proxy,
+            trust_domain,
+        } => {
+            common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), "warn")
+                .map_err(anyhow::Error::msg)?;
+            let server = xds_server::secrets::ServerSide {
+                has_ca: true,
+                trust_domain,
+            };
+            let mut loaded = Vec::new();
+            for location in [&catalog, &catalog_new] {
+                match xds_server::load::load_once(location, &server).await {
+                    Ok(c) => loaded.push(c),
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
+            }
+            let proxy = proxy.map(ProxyName);
+            if let Some(p) = &proxy
+                && loaded.iter().all(|c| !c.catalog.proxies.contains_key(p))
+            {
+                eprintln!("neither catalog has a proxy {:?}", p.0);
+                return Ok(ExitCode::FAILURE);
+            }
+            let diffs = xds_server::diff::diff(&loaded[0], &loaded[1], proxy.as_ref()).await?;
+            print!("{}", xds_server::diff::text(&diffs));
+            return Ok(if diffs.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(2)
+            });
+        }
+        Command::Status {
+            debug,
+            proxy,
+            output,
+            wide,
+            stale_after,
+        } => return status(debug, proxy, output, wide, stale_after).await,
         Command::Bootstrap {
             proxy,
             xds,
@@ -551,4 +648,59 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `xds-server status`: the merged table of every replica's Envoys.
+async fn status(
+    debug: Vec<String>,
+    proxy: Option<String>,
+    output: StatusOutput,
+    wide: bool,
+    stale_after: Duration,
+) -> anyhow::Result<ExitCode> {
+    use xds_server::status;
+    let mut failed = false;
+    let mut replicas = Vec::new();
+    for url in &debug {
+        match status::replicas(url).await {
+            Ok(r) => replicas.extend(r),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    replicas.retain(|r| seen.insert(r.clone()));
+    let mut rows = Vec::new();
+    for replica in &replicas {
+        match status::fetch(replica).await {
+            Ok(r) => rows.extend(r),
+            Err(e) => {
+                eprintln!("error: {e}");
+                failed = true;
+            }
+        }
+    }
+    let rows = status::select(rows, proxy.as_deref());
+    match output {
+        StatusOutput::Json => println!("{}", serde_json::to_string_pretty(&rows)?),
+        StatusOutput::Table => {
+            let now = common::duration::since_epoch().as_secs();
+            print!("{}", status::table(&rows, replicas.len() > 1, wide, now));
+        }
+    }
+    let failing = rows.iter().filter(|r| r.failing(stale_after)).count();
+    if failing > 0 {
+        eprintln!(
+            "{failing} of {} Envoys NACKED or STALE for longer than {}s",
+            rows.len(),
+            stale_after.as_secs()
+        );
+    }
+    Ok(if failed || failing > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -198,6 +198,11 @@ impl Material {
         self.by_name.insert(name.to_string(), pem);
         self
     }
+
+    /// When a held certificate (the first of its chain) expires.
+    pub fn expiry(&self, name: &str) -> Option<SystemTime> {
+        not_after(&self.by_name.get(name)?.chain)
+    }
 }
 
 /// What a catalog must fit on this server.

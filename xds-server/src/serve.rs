@@ -225,6 +225,7 @@ pub async fn serve(
         material_tx,
         metrics.clone(),
     ));
+    let loaded = catalog_rx.clone();
     let builder = tokio::spawn(build_snapshots(
         catalog_rx,
         material_rx.clone(),
@@ -243,6 +244,7 @@ pub async fn serve(
         catalog: status.clone(),
         stopping: stop_rx.clone(),
         secrets: material_rx,
+        loaded,
     };
     let http_server = |listener: TcpListener, app: axum::Router| {
         let mut stop = stop_rx.clone();

@@ -58,7 +58,7 @@ fn main() -> anyhow::Result<()> {
     let server = XdsServer::start(&dir, &catalog, 0);
     server.wait_ready();
     println!(
-        "xds-server      xDS on 127.0.0.1:{}, debug pages on http://127.0.0.1:{}/debug/nodes",
+        "xds-server      xDS on 127.0.0.1:{}, status page on http://127.0.0.1:{}/",
         server.xds_port, server.debug_port
     );
     let envoy = Envoy::start(&dir, "demo", server.xds_port, Mode::Sotw);

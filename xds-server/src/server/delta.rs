@@ -1,6 +1,7 @@
 //! Delta (incremental) streams: only changed resources and removals are sent.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
@@ -8,6 +9,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
 };
 
+use super::nodes::{ResourceSet, SetSource, SetVersion};
 use super::{Flow, Sent, StreamCore, Variant};
 use crate::cache::Version;
 use crate::translate::ResourceType;
@@ -34,6 +36,9 @@ struct TypeState {
     rejected: BTreeMap<String, Version>,
     /// Whether the first request of this type got its answer (sent even when empty).
     answered: bool,
+    /// `names` shared with the node registry (`None`: wildcard), built again after a
+    /// subscription change.
+    shared_names: Option<Option<Arc<BTreeSet<String>>>>,
 }
 
 impl TypeState {
@@ -85,6 +90,12 @@ impl Variant for Delta {
         }
         // Subscription changes count whatever nonce they carry: each request is a delta.
         let first = !ts.subscribed;
+        if first
+            || !req.resource_names_subscribe.is_empty()
+            || !req.resource_names_unsubscribe.is_empty()
+        {
+            ts.shared_names = None;
+        }
         if first {
             ts.subscribed = true;
             // An empty first subscription is the (legacy) wildcard, for LDS and CDS only.
@@ -215,7 +226,20 @@ impl Variant for Delta {
             nonce: nonce.clone(),
             at: Instant::now(),
         });
-        core.record_sent(t, snap.version);
+        let names = ts
+            .shared_names
+            .get_or_insert_with(|| (!ts.wildcard).then(|| Arc::new(ts.names.clone())))
+            .clone();
+        core.record_sent(
+            t,
+            snap.version,
+            &nonce,
+            ResourceSet {
+                from: SetSource::Snapshot(snapshot.clone(), t),
+                names,
+                version: SetVersion::PerResource,
+            },
+        );
         let eds = &mut self.types[ResourceType::Endpoint.index()];
         for name in rebuilt {
             eds.known.remove(&name);

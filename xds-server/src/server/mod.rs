@@ -1,11 +1,12 @@
-//! The xDS gRPC services: ADS (state of the world and delta) and the standalone CDS, EDS, LDS and
-//! RDS services, all on one port.
+//! The xDS gRPC services: ADS (state of the world and delta), the standalone CDS, EDS, LDS and
+//! RDS services, and CSDS (what each connected Envoy was sent and answered), all on one port.
 //!
 //! Each stream runs in its own task. It learns its proxy from `node.cluster` on the first request,
 //! then answers requests and follows snapshot changes. At most one response per type is
 //! unacknowledged at a time: a change that arrives meanwhile is sent once the ACK (or NACK) comes,
 //! which debounces bursts per stream and keeps a rejected version from being re-sent in a loop.
 
+mod csds;
 mod delta;
 pub mod nodes;
 mod sotw;
@@ -33,6 +34,7 @@ use envoy_types::pb::envoy::service::listener::v3::listener_discovery_service_se
 use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::{
     RouteDiscoveryService, RouteDiscoveryServiceServer,
 };
+use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -44,7 +46,7 @@ use crate::identity::{Authorization, Refusal};
 use crate::metrics::Metrics;
 use crate::tls::Peer;
 use crate::translate::ResourceType;
-use nodes::{NodeGuard, Nodes};
+use nodes::{NodeGuard, Nodes, ResourceSet, SyncState};
 
 /// What every stream shares.
 #[derive(Clone)]
@@ -146,7 +148,7 @@ impl XdsServer {
         }
     }
 
-    /// A tonic router with ADS and the four standalone services.
+    /// A tonic router with ADS, the four standalone services and CSDS.
     pub fn router(&self) -> tonic::service::Routes {
         // Envoy's biggest responses (all clusters of a large catalog) exceed tonic's 4 MiB
         // default; its requests (names and versions) stay well under it, which bounds what one
@@ -168,6 +170,11 @@ impl XdsServer {
             ListenerDiscoveryServiceServer::new(self.clone()).max_encoding_message_size(MAX),
         )
         .add_service(RouteDiscoveryServiceServer::new(self.clone()).max_encoding_message_size(MAX))
+        .add_service(
+            ClientStatusDiscoveryServiceServer::new(self.clone())
+                .max_decoding_message_size(MAX_REQUEST)
+                .max_encoding_message_size(MAX),
+        )
     }
 
     fn spawn<V: Variant>(
@@ -413,6 +420,10 @@ fn truncate(text: &str, max: usize) -> String {
     format!("{}… ({} bytes cut)", &text[..end], text.len() - end)
 }
 
+fn now_secs() -> u64 {
+    common::duration::since_epoch().as_secs()
+}
+
 /// Longest `node.id` accepted: it is kept per stream and shown on the admin pages.
 const MAX_NODE_ID: usize = 1024;
 
@@ -474,7 +485,7 @@ impl StreamCore {
         let (node, proxy) = admit(&self.shared, self.peer.as_ref(), node)?;
         self.attached = Some(self.shared.cache.attach(&proxy));
         self.guard = Some(self.shared.nodes.register(
-            node.id.clone(),
+            Arc::new(node.clone()),
             &proxy,
             self.scope.service(),
             self.variant,
@@ -569,23 +580,35 @@ impl StreamCore {
         self.nonce.to_string()
     }
 
-    fn record_sent(&self, t: ResourceType, version: Version) {
+    fn record_sent(&self, t: ResourceType, version: Version, nonce: &str, set: ResourceSet) {
         self.shared
             .metrics
             .pushes
             .with_label_values(&[t.short(), self.variant])
             .inc();
         if let Some(g) = &self.guard {
-            g.update(t, |s| s.sent = Some(version.to_string()));
+            g.update(t, |s| {
+                s.state = SyncState::Stale;
+                s.sent = Some(version.to_string());
+                s.sent_nonce = Some(nonce.to_string());
+                s.sent_at = Some(now_secs());
+                s.sent_set = Some(set);
+            });
         }
     }
 
     /// A reconnecting proxy already has `version`: shown as sent and ACKed, but nothing was pushed.
-    fn record_already_has(&self, t: ResourceType, version: Version) {
+    fn record_already_has(&self, t: ResourceType, version: Version, set: ResourceSet) {
         if let Some(g) = &self.guard {
             g.update(t, |s| {
+                let now = Some(now_secs());
+                s.state = SyncState::Synced;
                 s.sent = Some(version.to_string());
+                s.sent_at = now;
                 s.acked = Some(version.to_string());
+                s.acked_at = now;
+                s.acked_set = Some(set.clone());
+                s.sent_set = Some(set);
             });
         }
     }
@@ -600,7 +623,12 @@ impl StreamCore {
             .with_label_values(&[t.short()])
             .observe(sent_at.elapsed().as_secs_f64());
         if let Some(g) = &self.guard {
-            g.update(t, |s| s.acked = Some(version.to_string()));
+            g.update(t, |s| {
+                s.state = SyncState::Synced;
+                s.acked = Some(version.to_string());
+                s.acked_at = Some(now_secs());
+                s.acked_set = s.sent_set.clone();
+            });
         }
     }
 
@@ -622,8 +650,10 @@ impl StreamCore {
         );
         if let Some(g) = &self.guard {
             g.update(t, |s| {
+                s.state = SyncState::Nacked;
                 s.nacked = Some(version.to_string());
                 s.last_nack = Some(message.to_string());
+                s.nacked_at = Some(now_secs());
             });
         }
     }

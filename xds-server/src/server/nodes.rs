@@ -1,26 +1,131 @@
-//! The registry of connected proxies, for `/debug/nodes`.
+//! The registry of connected proxies: what each stream was sent and what its Envoy said, for
+//! `/debug/nodes`, the status page, `xds-server status` and CSDS.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::cache::Role;
+use crate::cache::{Role, Snapshot, TypeSnapshot, Version};
 use crate::catalog::ProxyName;
 use crate::translate::ResourceType;
 
 /// What one stream has sent and heard for one resource type.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct TypeStatus {
+    /// `SYNCED` (the version last sent is acknowledged), `STALE` (sent, no answer yet) or
+    /// `NACKED` (rejected: Envoy keeps its previous version); `REQUESTED` before anything was
+    /// sent.
+    pub state: SyncState,
     /// The version last sent.
     pub sent: Option<String>,
+    /// The nonce of the response last sent.
+    pub sent_nonce: Option<String>,
+    /// When it was sent, in seconds since the Unix epoch.
+    pub sent_at: Option<u64>,
+    /// While `STALE`: for how many seconds the response has awaited its answer (by this
+    /// server's clock, so callers need not trust theirs).
+    pub stale_for_s: Option<u64>,
     /// The version last acknowledged.
     pub acked: Option<String>,
-    /// The version last rejected, with Envoy's error text.
+    /// When it was acknowledged, in seconds since the Unix epoch.
+    pub acked_at: Option<u64>,
+    /// The version last rejected.
     pub nacked: Option<String>,
     /// Envoy's error text for the last rejection.
     pub last_nack: Option<String>,
+    /// When it was rejected, in seconds since the Unix epoch.
+    pub nacked_at: Option<u64>,
+    /// The resources of the response last sent (for CSDS); never serialized: bodies can hold
+    /// keys.
+    #[serde(skip)]
+    pub(crate) sent_set: Option<ResourceSet>,
+    /// The resources the proxy last acknowledged.
+    #[serde(skip)]
+    pub(crate) acked_set: Option<ResourceSet>,
+}
+
+/// Where one resource type stands between the server and one Envoy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SyncState {
+    /// Subscribed, nothing sent yet.
+    #[default]
+    Requested,
+    /// The last response is acknowledged.
+    Synced,
+    /// The last response awaits its ACK or NACK.
+    Stale,
+    /// The last response was rejected.
+    Nacked,
+}
+
+impl SyncState {
+    /// The word shown in tables.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncState::Requested => "REQUESTED",
+            SyncState::Synced => "SYNCED",
+            SyncState::Stale => "STALE",
+            SyncState::Nacked => "NACKED",
+        }
+    }
+}
+
+/// The resources of one response (or of what a reconnecting proxy had): references into the
+/// snapshot they came from, so keeping them costs no copy of the config.
+#[derive(Debug, Clone)]
+pub(crate) struct ResourceSet {
+    /// The resources, whole.
+    pub from: SetSource,
+    /// The names subscribed to (`None`: all).
+    pub names: Option<Arc<BTreeSet<String>>>,
+    /// What Envoy shows as each resource's version: the response's (SotW) or the resource's
+    /// own (delta).
+    pub version: SetVersion,
+}
+
+/// Where the resources of a [`ResourceSet`] live.
+#[derive(Debug, Clone)]
+pub(crate) enum SetSource {
+    /// One type of a published snapshot.
+    Snapshot(Arc<Snapshot>, ResourceType),
+    /// A set built for one response (SotW, with resources still in use kept).
+    Own(Arc<TypeSnapshot>),
+}
+
+/// The version Envoy records for each resource of a [`ResourceSet`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum SetVersion {
+    /// The response's `version_info` (SotW).
+    Response(Version),
+    /// Each resource's own version (delta).
+    PerResource,
+}
+
+impl ResourceSet {
+    /// Each resource with the version Envoy records for it.
+    pub(crate) fn resources(
+        &self,
+    ) -> impl Iterator<Item = (&str, Version, &crate::cache::VersionedResource)> {
+        let snap = match &self.from {
+            SetSource::Snapshot(s, t) => s.of(*t),
+            SetSource::Own(ts) => ts,
+        };
+        let names = self.names.clone();
+        let version = self.version;
+        snap.resources
+            .iter()
+            .filter(move |(n, _)| names.as_ref().is_none_or(|names| names.contains(*n)))
+            .map(move |(n, r)| {
+                let v = match version {
+                    SetVersion::Response(v) => v,
+                    SetVersion::PerResource => r.version,
+                };
+                (n.as_str(), v, r)
+            })
+    }
 }
 
 /// One connected stream.
@@ -41,8 +146,11 @@ pub struct NodeStatus {
     pub variant: &'static str,
     /// Seconds since the Unix epoch.
     pub connected_at: u64,
-    /// Per resource type (cds, eds, lds, rds) that the stream subscribed to.
+    /// Per resource type (cds, eds, lds, rds, sds) that the stream subscribed to.
     pub types: BTreeMap<&'static str, TypeStatus>,
+    /// Envoy's whole `node` (for CSDS); not serialized.
+    #[serde(skip)]
+    pub(crate) node: Option<Arc<envoy_types::pb::envoy::config::core::v3::Node>>,
 }
 
 /// Connected streams, keyed by a stream id.
@@ -56,7 +164,7 @@ impl Nodes {
     /// Registers a stream; it stays listed until the returned guard is dropped.
     pub(crate) fn register(
         &self,
-        id: String,
+        node: Arc<envoy_types::pb::envoy::config::core::v3::Node>,
         proxy: &ProxyName,
         service: &'static str,
         variant: &'static str,
@@ -66,7 +174,7 @@ impl Nodes {
         self.lock().insert(
             key,
             NodeStatus {
-                id,
+                id: node.id.clone(),
                 proxy: proxy.0.clone(),
                 known_proxy: false,
                 orphaned: false,
@@ -74,6 +182,7 @@ impl Nodes {
                 variant,
                 connected_at,
                 types: BTreeMap::new(),
+                node: Some(node),
             },
         );
         NodeGuard {
@@ -84,7 +193,13 @@ impl Nodes {
 
     /// A copy of every connected stream's status.
     pub fn list(&self) -> Vec<NodeStatus> {
-        self.lock().values().cloned().collect()
+        let now = common::duration::since_epoch().as_secs();
+        let mut list: Vec<NodeStatus> = self.lock().values().cloned().collect();
+        for t in list.iter_mut().flat_map(|n| n.types.values_mut()) {
+            t.stale_for_s =
+                (t.state == SyncState::Stale).then(|| now.saturating_sub(t.sent_at.unwrap_or(now)));
+        }
+        list
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, NodeStatus>> {

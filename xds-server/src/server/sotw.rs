@@ -1,12 +1,14 @@
 //! State-of-the-world streams: every response carries the full set of subscribed resources.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
 use tonic::Status;
 
+use super::nodes::{ResourceSet, SetSource, SetVersion};
 use super::{Flow, Sent, Shared, StreamCore, Variant};
 use crate::cache::{TypeSnapshot, Version};
 use crate::tls::Peer;
@@ -23,8 +25,8 @@ pub(crate) struct Sotw {
 #[derive(Default)]
 struct TypeState {
     subscribed: bool,
-    /// `None` subscribes to everything (wildcard).
-    names: Option<BTreeSet<String>>,
+    /// `None` subscribes to everything (wildcard); shared with the node registry.
+    names: Option<Arc<BTreeSet<String>>>,
     /// Whether the proxy ever named resources of this type: from then on, an empty list means
     /// none of them, not the legacy wildcard.
     named: bool,
@@ -149,7 +151,10 @@ impl Variant for Sotw {
             }
         }
         ts.subscribed = true;
-        ts.names = subscription(t, &req.resource_names, ts.named);
+        let names = subscription(t, &req.resource_names, ts.named);
+        if ts.names.as_deref() != names.as_ref() {
+            ts.names = names.map(Arc::new);
+        }
         ts.named |= ts.names.as_ref().is_some_and(|n| !n.is_empty());
     }
 
@@ -168,7 +173,7 @@ impl Variant for Sotw {
             !ts.pending
                 && !ts.rejected
                 && ts.sent.as_ref().is_some_and(|sent| {
-                    sent.version == core.snapshot.of(t).version_for(ts.names.as_ref())
+                    sent.version == core.snapshot.of(t).version_for(ts.names.as_deref())
                 })
         })
     }
@@ -184,11 +189,20 @@ impl Variant for Sotw {
         let snapshot = core.snapshot.clone();
         let retiring = keep_removed
             .then(|| super::with_retiring(core, t))
-            .flatten();
-        let snap = retiring.as_ref().unwrap_or_else(|| snapshot.of(t));
+            .flatten()
+            .map(Arc::new);
+        let snap = retiring.as_deref().unwrap_or_else(|| snapshot.of(t));
         let first = self.types.iter().all(|ts| ts.sent.is_none());
         let ts = &mut self.types[t.index()];
-        let version = snap.version_for(ts.names.as_ref());
+        let version = snap.version_for(ts.names.as_deref());
+        let set = ResourceSet {
+            from: match &retiring {
+                Some(own) => SetSource::Own(own.clone()),
+                None => SetSource::Snapshot(snapshot.clone(), t),
+            },
+            names: ts.names.clone(),
+            version: SetVersion::Response(version),
+        };
         match &ts.sent {
             // Unchanged, or exactly the version the proxy rejected: nothing to send.
             Some(sent) if sent.version == version && !ts.force => return None,
@@ -201,7 +215,7 @@ impl Variant for Sotw {
                     nonce: String::new(),
                     at: Instant::now(),
                 });
-                core.record_already_has(t, version);
+                core.record_already_has(t, version, set);
                 self.note_sent(core, t, snap);
                 return None;
             }
@@ -209,14 +223,14 @@ impl Variant for Sotw {
         }
         ts.force = false;
         let nonce = core.next_nonce();
-        let resp = response(t, snap, ts.names.as_ref(), version, nonce.clone());
+        let resp = response(t, snap, ts.names.as_deref(), version, nonce.clone());
+        core.record_sent(t, version, &nonce, set);
         ts.sent = Some(Sent {
             version,
             nonce,
             at: Instant::now(),
         });
         ts.pending = true;
-        core.record_sent(t, version);
         self.note_sent(core, t, snap);
         Some(resp)
     }
