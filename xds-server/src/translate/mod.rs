@@ -153,7 +153,7 @@ pub(crate) fn used_upstreams(p: &crate::catalog::Proxy) -> Vec<&UpstreamName> {
     for l in &p.listeners {
         match l.protocol {
             ListenerProtocol::Http => {
-                for r in &l.routes {
+                for r in l.all_routes() {
                     used.extend(r.to.iter());
                     used.extend(r.split.iter().flat_map(|s| s.keys()));
                 }
