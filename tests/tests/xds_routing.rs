@@ -230,3 +230,100 @@ upstreams:
     );
     assert!(seen.contains("\nhost: new.test\n"), "{}", r.body);
 }
+
+/// The JSON lines of an access log (other lines, such as Envoy's own log, left out).
+fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| l.starts_with('{'))
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// `access_log: { format: json }` writes one JSON line per request on Envoy's stdout, with
+/// method, path, status, upstream and duration; with `path`, a TCP listener logs each
+/// connection to that file. An HTTP stream idle past `idle_timeout` is ended (504).
+#[test]
+fn access_logs_are_json_lines_and_idle_streams_time_out() {
+    let dir = TempDir::new("access-log");
+    let echo = Backend::start_echo("echo").unwrap();
+    let hang = Backend::start_with(
+        "hang",
+        0,
+        std::sync::Arc::new(|_: &str| {
+            std::thread::sleep(Duration::from_secs(30));
+            "late\n".into()
+        }),
+    )
+    .unwrap();
+    let (port, tcp_port) = (free_port(), free_port());
+    let tcp_log = dir.path().join("tcp.log");
+    let catalog = format!(
+        r#"
+version: 1
+proxies:
+  {PROXY}:
+    listeners:
+      - name: public
+        address: 127.0.0.1
+        port: {port}
+        protocol: http
+        idle_timeout: 1s
+        access_log: {{ format: json }}
+        routes:
+          - {{ match: {{ prefix: /hang }}, to: hang, timeout: 60s }}
+          - {{ match: {{ prefix: / }}, to: echo }}
+      - name: raw
+        address: 127.0.0.1
+        port: {tcp_port}
+        protocol: tcp
+        idle_timeout: 10s
+        access_log: {{ format: json, path: {} }}
+        to: echo
+upstreams:
+  echo: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
+  hang: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
+"#,
+        tcp_log.display(),
+        echo.endpoint(),
+        hang.endpoint()
+    );
+    let (_server, envoy) = start(&dir, &catalog);
+    wait_for("the listener to route", Duration::from_secs(20), || {
+        http::get(port, "/", &[]).ok().filter(|r| r.status == 200)
+    });
+    let r = http::request("POST", port, "/logged?x=1", &[]).unwrap();
+    assert_eq!(r.status, 200);
+    let line = wait_for("the request's JSON line", Duration::from_secs(20), || {
+        json_lines(&envoy.process.output())
+            .into_iter()
+            .find(|l| l["path"] == "/logged?x=1")
+    });
+    assert_eq!(line["method"], "POST", "{line}");
+    assert_eq!(line["status"], 200, "{line}");
+    assert_eq!(line["upstream"], "echo", "{line}");
+    assert_eq!(line["upstream_host"], echo.endpoint(), "{line}");
+    assert!(line["duration"].is_number(), "{line}");
+
+    let r = http::get(port, "/hang", &[]).unwrap();
+    // Envoy's answer to a stream idle while it waits for the upstream (a route timeout says
+    // "upstream request timeout").
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (504, "stream timeout"),
+        "an idle stream is cut: {r:?}"
+    );
+
+    // Through the TCP listener: one line per connection, in the file.
+    let r = http::get(tcp_port, "/via-tcp", &[]).unwrap();
+    assert!(r.body.starts_with("echo\nGET /via-tcp"), "{r:?}");
+    let line = wait_for(
+        "the connection's JSON line",
+        Duration::from_secs(20),
+        || {
+            let text = std::fs::read_to_string(&tcp_log).ok()?;
+            json_lines(&text).into_iter().next()
+        },
+    );
+    assert_eq!(line["upstream"], "echo", "{line}");
+    assert!(line["bytes_sent"].as_u64() > Some(0), "{line}");
+}

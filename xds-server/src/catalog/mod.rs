@@ -26,7 +26,8 @@ pub use endpoint::{Endpoint, EndpointParseError};
 pub type EndpointMap = BTreeMap<UpstreamName, std::sync::Arc<Vec<Endpoint>>>;
 pub use iam::IamRole;
 pub use routing::{
-    GrpcMatch, HeaderChanges, HostRewrite, Methods, Rewrite, ValueMatch, VirtualHost,
+    AccessLog, GrpcMatch, HeaderChanges, HostRewrite, LogFormat, Methods, Rewrite, ValueMatch,
+    VirtualHost,
 };
 
 /// The name of a proxy role; Envoy selects it with `node.cluster`.
@@ -251,6 +252,11 @@ pub struct Listener {
     pub to: Option<UpstreamName>,
     /// TLS on this listener.
     pub tls: Option<ListenerTls>,
+    /// HTTP: how long a stream may be idle; TCP: how long a connection may be idle; `0s`: no
+    /// limit.
+    pub idle_timeout: Option<Duration>,
+    /// One log line per request (HTTP) or connection (TCP).
+    pub access_log: Option<AccessLog>,
 }
 
 impl Listener {

@@ -1,9 +1,10 @@
 //! The mesh-grade routing parts of listeners, routes and upstreams (catalog growth after
-//! version 1): virtual hosts, richer matches (method, header kinds, query, gRPC), rewrites and
-//! header changes.
+//! version 1): virtual hosts, richer matches (method, header kinds, query, gRPC), rewrites,
+//! header changes and access logs.
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::path::PathBuf;
 
 use serde::{Deserialize, Deserializer, de::Error as _};
 
@@ -196,6 +197,26 @@ pub struct HeaderChanges {
     /// Header names removed.
     #[serde(default)]
     pub remove: Vec<String>,
+}
+
+/// `listeners[].access_log`: one line per request (HTTP) or connection (TCP).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    /// `json` (one JSON object a line) or `text` (Envoy's default format).
+    pub format: LogFormat,
+    /// A file Envoy appends to (an absolute path); without it, Envoy's stdout.
+    pub path: Option<PathBuf>,
+}
+
+/// `access_log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// One JSON object a line.
+    Json,
+    /// Envoy's default text format.
+    Text,
 }
 
 /// Methods Envoy knows; a route method outside this list most likely is a typo.

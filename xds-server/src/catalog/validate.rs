@@ -86,6 +86,14 @@ pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
             if let Some(tls) = &l.tls {
                 v.listener_tls(&format!("{at}.tls"), tls, catalog);
             }
+            if let Some(path) = l.access_log.as_ref().and_then(|a| a.path.as_ref())
+                && !path.is_absolute()
+            {
+                v.err(
+                    &format!("{at}.access_log.path"),
+                    format!("{} must be an absolute path (Envoy's working directory is not the catalog's)", path.display()),
+                );
+            }
             match l.protocol {
                 ListenerProtocol::Tcp => {
                     match &l.to {

@@ -22,7 +22,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 
-use super::{ads_config_source, tls};
+use super::{access_log, ads_config_source, tls};
 use crate::catalog::{Catalog, Listener, ListenerProtocol, ProxyName, TlsMode};
 
 /// Filter names as Envoy knows them (also the keys of per-route filter config).
@@ -50,6 +50,8 @@ pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> An
                     .to
                     .as_ref()
                     .map(|to| ClusterSpecifier::Cluster(to.0.clone())),
+                idle_timeout: l.idle_timeout.map(|d| super::pb_duration(d.get())),
+                access_log: access_log::loggers(l.access_log.as_ref(), l.protocol),
                 ..Default::default()
             }))),
         },
@@ -158,6 +160,8 @@ fn http_connection_manager(l: &Listener, stat_prefix: String) -> HttpConnectionM
             route_config_name: l.name.clone(),
         })),
         http_filters: filters,
+        stream_idle_timeout: l.idle_timeout.map(|d| super::pb_duration(d.get())),
+        access_log: access_log::loggers(l.access_log.as_ref(), l.protocol),
         ..Default::default()
     }
 }

@@ -5,6 +5,7 @@
 //! hashes. (Protobuf maps are encoded in hash-map order, so every map written here holds at most
 //! one entry.)
 
+mod access_log;
 mod cluster;
 mod listener;
 mod route;
