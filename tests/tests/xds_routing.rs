@@ -327,3 +327,122 @@ upstreams:
     assert_eq!(line["upstream"], "echo", "{line}");
     assert!(line["bytes_sent"].as_u64() > Some(0), "{line}");
 }
+
+/// `n` `GET path` through 127.0.0.1:`port`, 8 at a time: how many got each (status, body).
+fn tally(port: u16, path: &str, n: usize) -> std::collections::BTreeMap<(u16, String), usize> {
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let path = path.to_string();
+            std::thread::spawn(move || {
+                let mut seen: std::collections::BTreeMap<(u16, String), usize> =
+                    std::collections::BTreeMap::new();
+                for _ in (t..n).step_by(8) {
+                    let r =
+                        http::get(port, &path, &[]).unwrap_or_else(|e| panic!("GET {path}: {e}"));
+                    *seen
+                        .entry((r.status, r.body.trim().to_string()))
+                        .or_default() += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut seen = std::collections::BTreeMap::new();
+    for t in threads {
+        for (k, c) in t.join().expect("the request thread ran") {
+            *seen.entry(k).or_default() += c;
+        }
+    }
+    seen
+}
+
+/// Mirroring and fault injection at their percentages. Each count is binomial; its bounds are
+/// more than 5.1 standard deviations from the expected value, so a correct proxy falls outside
+/// them less than once in 10^6 runs, and a proxy that ignores the percentage (0 or 100) never
+/// falls inside.
+#[test]
+fn mirrors_and_faults_hold_their_percentages() {
+    let dir = TempDir::new("mirror-fault");
+    let primary = Backend::start("primary", 0).unwrap();
+    let shadow = Backend::start("shadow", 0).unwrap();
+    let port = free_port();
+    let catalog = format!(
+        r#"
+version: 1
+proxies:
+  {PROXY}:
+    listeners:
+      - name: public
+        address: 127.0.0.1
+        port: {port}
+        protocol: http
+        routes:
+          - {{ match: {{ prefix: /mirror }}, to: primary, mirror: {{ to: shadow, percent: 10 }} }}
+          - {{ match: {{ prefix: /abort }}, to: primary, fault: {{ abort: {{ status: 503, percent: 20 }} }} }}
+          - {{ match: {{ prefix: /delay }}, to: primary, fault: {{ delay: {{ fixed: 1ms, percent: 30 }} }} }}
+          - {{ match: {{ prefix: /slow }}, to: primary, fault: {{ delay: {{ fixed: 300ms }} }} }}
+          - {{ match: {{ prefix: / }}, to: primary }}
+upstreams:
+  primary: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
+  shadow: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
+"#,
+        primary.endpoint(),
+        shadow.endpoint()
+    );
+    let (_server, envoy) = start(&dir, &catalog);
+    http::wait_for_body(port, "primary");
+
+    // Mirror, 10 % of 1000: expected 100, standard deviation 9.5.
+    let n = 1000;
+    let seen = tally(port, "/mirror", n);
+    assert_eq!(
+        seen,
+        [((200, "primary".to_string()), n)].into(),
+        "only the primary answers"
+    );
+    // Copies are sent without waiting: count them once Envoy has finished every one.
+    let copies = wait_for("the copies to finish", Duration::from_secs(20), || {
+        let total = envoy.stat("cluster.shadow.upstream_rq_total")?;
+        let done = envoy.stat("cluster.shadow.upstream_rq_completed")?;
+        (total == done && shadow.hits() == total).then_some(total)
+    });
+    assert!(
+        (50..=150).contains(&copies),
+        "{copies} of {n} mirrored, not about 10 %"
+    );
+
+    // Abort, 20 % of 600: expected 120, standard deviation 9.8. Aborted requests never reach
+    // the upstream.
+    let n = 600;
+    let before = primary.hits();
+    let seen = tally(port, "/abort", n);
+    let aborted = seen
+        .iter()
+        .filter(|((status, _), _)| *status == 503)
+        .map(|(_, c)| *c)
+        .sum::<usize>();
+    assert_eq!(
+        seen.get(&(200, "primary".into())),
+        Some(&(n - aborted)),
+        "{seen:?}"
+    );
+    assert!(
+        (68..=172).contains(&aborted),
+        "{aborted} of {n} aborted, not about 20 %"
+    );
+    assert_eq!(primary.hits() - before, (n - aborted) as u64);
+
+    // Delay, 30 % of 600: expected 180, standard deviation 11.2; Envoy counts what it delayed.
+    let seen = tally(port, "/delay", n);
+    assert_eq!(seen, [((200, "primary".to_string()), n)].into());
+    let delayed = envoy.stat("http.public.fault.delays_injected").unwrap_or(0);
+    assert!(
+        (122..=238).contains(&delayed),
+        "{delayed} of {n} delayed, not about 30 %"
+    );
+
+    // A delayed request takes at least the delay.
+    let start = std::time::Instant::now();
+    assert_eq!(http::get(port, "/slow", &[]).unwrap().status, 200);
+    assert!(start.elapsed() >= Duration::from_millis(300));
+}

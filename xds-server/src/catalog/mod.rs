@@ -26,8 +26,8 @@ pub use endpoint::{Endpoint, EndpointParseError};
 pub type EndpointMap = BTreeMap<UpstreamName, std::sync::Arc<Vec<Endpoint>>>;
 pub use iam::IamRole;
 pub use routing::{
-    AccessLog, GrpcMatch, HeaderChanges, HostRewrite, LogFormat, Methods, Rewrite, ValueMatch,
-    VirtualHost,
+    AccessLog, Fault, FaultAbort, FaultDelay, GrpcMatch, HeaderChanges, HostRewrite, LogFormat,
+    Methods, Mirror, Rewrite, ValueMatch, VirtualHost,
 };
 
 /// The name of a proxy role; Envoy selects it with `node.cluster`.
@@ -324,6 +324,10 @@ pub struct Route {
     pub request_headers: Option<HeaderChanges>,
     /// Headers added to and removed from the response before it goes to the client.
     pub response_headers: Option<HeaderChanges>,
+    /// A share of the requests also goes to another upstream (answers dropped).
+    pub mirror: Option<Mirror>,
+    /// Delays and aborts injected into a share of the requests.
+    pub fault: Option<Fault>,
 }
 
 /// Request matching: exactly one of `prefix`, `path`, `regex`, `grpc`, plus optional method,

@@ -1,6 +1,6 @@
 //! The mesh-grade routing parts of listeners, routes and upstreams (catalog growth after
 //! version 1): virtual hosts, richer matches (method, header kinds, query, gRPC), rewrites,
-//! header changes and access logs.
+//! header changes, access logs, mirroring and fault injection.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer, de::Error as _};
 
 use super::validate::Validator;
-use super::{Catalog, Route, RouteMatch};
+use super::{Catalog, Duration, Route, RouteMatch, UpstreamName};
 
 /// `listeners[].virtual_hosts[]`: routes chosen by the request's Host (`:authority`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -219,6 +219,47 @@ pub enum LogFormat {
     Text,
 }
 
+/// `routes[].mirror`: a share of the route's requests is also sent to another upstream, whose
+/// answers are dropped.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mirror {
+    /// The upstream that gets the copies.
+    pub to: UpstreamName,
+    /// The share of requests copied, 0-100 (default 100).
+    pub percent: Option<f64>,
+}
+
+/// `routes[].fault`: delays and aborts injected into a share of the route's requests.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fault {
+    /// Requests held before they go upstream.
+    pub delay: Option<FaultDelay>,
+    /// Requests answered by the proxy itself with an error status, never sent upstream.
+    pub abort: Option<FaultAbort>,
+}
+
+/// `fault.delay`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultDelay {
+    /// How long.
+    pub fixed: Duration,
+    /// The share of requests delayed, 0-100 (default 100).
+    pub percent: Option<f64>,
+}
+
+/// `fault.abort`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FaultAbort {
+    /// The HTTP status answered, 200-599.
+    pub status: i64,
+    /// The share of requests aborted, 0-100 (default 100).
+    pub percent: Option<f64>,
+}
+
 /// Methods Envoy knows; a route method outside this list most likely is a typo.
 const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
@@ -346,6 +387,14 @@ impl Validator {
         }
     }
 
+    fn percent(&mut self, path: &str, p: Option<f64>) {
+        if let Some(p) = p
+            && !(0.0..=100.0).contains(&p)
+        {
+            self.err(path, format!("{p} is not a percentage (0-100)"));
+        }
+    }
+
     fn value_match(&mut self, path: &str, v: &ValueMatch) {
         match v {
             ValueMatch::Regex(re) => self.re2(&format!("{path}.regex"), re),
@@ -412,6 +461,32 @@ impl Validator {
                     }
                 }
                 _ => {}
+            }
+        }
+        if let Some(m) = &r.mirror {
+            self.upstream_ref(&format!("{at}.mirror.to"), &m.to, catalog, true);
+            self.percent(&format!("{at}.mirror.percent"), m.percent);
+        }
+        if let Some(f) = &r.fault {
+            let at = format!("{at}.fault");
+            if f.delay.is_none() && f.abort.is_none() {
+                self.err(&at, "sets nothing: give `delay`, `abort` or both".into());
+            }
+            if let Some(d) = &f.delay {
+                self.envoy_duration(&format!("{at}.delay.fixed"), Some(d.fixed));
+                self.percent(&format!("{at}.delay.percent"), d.percent);
+            }
+            if let Some(a) = &f.abort {
+                if !(200..=599).contains(&a.status) {
+                    self.err(
+                        &format!("{at}.abort.status"),
+                        format!(
+                            "{} is not an HTTP status Envoy answers with (200-599)",
+                            a.status
+                        ),
+                    );
+                }
+                self.percent(&format!("{at}.abort.percent"), a.percent);
             }
         }
         for (field, changes) in [

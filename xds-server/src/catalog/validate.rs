@@ -439,7 +439,7 @@ impl Validator {
 
     /// Durations Envoy requires to be more than zero, and counts in milliseconds: a zero or
     /// sub-millisecond one is NACKed or becomes zero.
-    fn envoy_duration(&mut self, path: &str, d: Option<Duration>) {
+    pub(super) fn envoy_duration(&mut self, path: &str, d: Option<Duration>) {
         if let Some(d) = d
             && d.get() < std::time::Duration::from_millis(1)
         {

@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::config::listener::v3::{
     filter::ConfigType, listener_filter::ConfigType as ListenerFilterConfigType,
 };
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::grpc_web::v3::GrpcWeb;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
@@ -27,6 +28,7 @@ use crate::catalog::{Catalog, Listener, ListenerProtocol, ProxyName, TlsMode};
 
 /// Filter names as Envoy knows them (also the keys of per-route filter config).
 pub(super) const CORS_FILTER: &str = "envoy.filters.http.cors";
+pub(super) const FAULT_FILTER: &str = "envoy.filters.http.fault";
 const GRPC_WEB_FILTER: &str = "envoy.filters.http.grpc_web";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
 const RBAC_FILTER: &str = "envoy.filters.network.rbac";
@@ -151,6 +153,10 @@ fn http_connection_manager(l: &Listener, stat_prefix: String) -> HttpConnectionM
     if l.cors.is_some() {
         // The policy itself sits on the virtual host (see `route`).
         filters.push(http_filter(CORS_FILTER, pack_any(Cors::default())));
+    }
+    if l.all_routes().any(|r| r.fault.is_some()) {
+        // Inert here: each route with `fault` configures it (see `route`).
+        filters.push(http_filter(FAULT_FILTER, pack_any(HttpFault::default())));
     }
     filters.push(http_filter(ROUTER_FILTER, pack_any(Router::default())));
     HttpConnectionManager {

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
 };
+use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 
 use crate::catalog::{Catalog, EndpointMap, ListenerProtocol, ProxyName, UpstreamName};
@@ -157,6 +158,7 @@ pub(crate) fn used_upstreams(p: &crate::catalog::Proxy) -> Vec<&UpstreamName> {
                 for r in l.all_routes() {
                     used.extend(r.to.iter());
                     used.extend(r.split.iter().flat_map(|s| s.keys()));
+                    used.extend(r.mirror.iter().map(|m| &m.to));
                 }
             }
             ListenerProtocol::Tcp => used.extend(l.to.iter()),
@@ -173,6 +175,14 @@ fn ads_config_source() -> ConfigSource {
         config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
         resource_api_version: ApiVersion::V3 as i32,
         ..Default::default()
+    }
+}
+
+/// A catalog percentage (0-100, default 100) as Envoy's fraction, in millionths.
+fn fraction(percent: Option<f64>) -> FractionalPercent {
+    FractionalPercent {
+        numerator: (percent.unwrap_or(100.0) * 10_000.0).round() as u32,
+        denominator: DenominatorType::Million as i32,
     }
 }
 

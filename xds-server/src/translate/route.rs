@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use envoy_types::pb::envoy::config::core::v3::{
-    HeaderValue, HeaderValueOption, header_value_option::HeaderAppendAction,
+    HeaderValue, HeaderValueOption, RuntimeFractionalPercent,
+    header_value_option::HeaderAppendAction,
 };
 use envoy_types::pb::envoy::config::route::v3::{
     HeaderMatcher, QueryParameterMatcher, RetryPolicy, Route as EnvoyRoute, RouteAction,
@@ -13,11 +14,18 @@ use envoy_types::pb::envoy::config::route::v3::{
     query_parameter_matcher::QueryParameterMatchSpecifier,
     retry_policy::{RetryHostPredicate, retry_host_predicate},
     route::Action,
+    route_action::RequestMirrorPolicy,
     route_action::{ClusterSpecifier, HostRewriteSpecifier, MaxStreamDuration},
     route_match::{GrpcRouteMatchOptions, PathSpecifier},
     weighted_cluster::ClusterWeight,
 };
+use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{
+    FaultDelay as CommonFaultDelay, fault_delay::FaultDelaySecifier,
+};
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
+    FaultAbort, HttpFault, fault_abort::ErrorType,
+};
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher::MatchPattern,
@@ -25,10 +33,10 @@ use envoy_types::pb::envoy::r#type::matcher::v3::{
 use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration as PbDuration, UInt32Value};
 use envoy_types::util::pack_any;
 
-use super::listener::CORS_FILTER;
-use super::pb_duration;
+use super::listener::{CORS_FILTER, FAULT_FILTER};
+use super::{fraction, pb_duration};
 use crate::catalog::{
-    Catalog, Cors, HeaderChanges, HostRewrite, Listener, Retries, Route, RouteMatch,
+    Catalog, Cors, Fault, HeaderChanges, HostRewrite, Listener, Retries, Route, RouteMatch,
     UpstreamProtocol, ValueMatch,
 };
 
@@ -107,6 +115,18 @@ fn route(catalog: &Catalog, r: &Route) -> EnvoyRoute {
                 }),
                 substitution: path,
             }),
+            request_mirror_policies: r
+                .mirror
+                .iter()
+                .map(|m| RequestMirrorPolicy {
+                    cluster: m.to.0.clone(),
+                    runtime_fraction: Some(RuntimeFractionalPercent {
+                        default_value: Some(fraction(m.percent)),
+                        runtime_key: String::new(),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
             host_rewrite_specifier: rewrite.host.map(|h| match h {
                 HostRewrite::Auto => {
                     HostRewriteSpecifier::AutoHostRewrite(BoolValue { value: true })
@@ -115,10 +135,32 @@ fn route(catalog: &Catalog, r: &Route) -> EnvoyRoute {
             }),
             ..Default::default()
         })),
+        typed_per_filter_config: r
+            .fault
+            .as_ref()
+            .map(|f| (FAULT_FILTER.to_string(), pack_any(fault(f))))
+            .into_iter()
+            .collect(),
         request_headers_to_add: request_add,
         request_headers_to_remove: request_remove,
         response_headers_to_add: response_add,
         response_headers_to_remove: response_remove,
+        ..Default::default()
+    }
+}
+
+/// The fault filter's settings for one route (the filter itself injects nothing).
+fn fault(f: &Fault) -> HttpFault {
+    HttpFault {
+        delay: f.delay.as_ref().map(|d| CommonFaultDelay {
+            percentage: Some(fraction(d.percent)),
+            fault_delay_secifier: Some(FaultDelaySecifier::FixedDelay(pb_duration(d.fixed.get()))),
+        }),
+        abort: f.abort.as_ref().map(|a| FaultAbort {
+            percentage: Some(fraction(a.percent)),
+            error_type: Some(ErrorType::HttpStatus(a.status as u32)),
+            ..Default::default()
+        }),
         ..Default::default()
     }
 }

@@ -208,3 +208,34 @@ fn shadowing_knows_methods_queries_grpc_and_virtual_hosts() {
     let w: Vec<String> = warnings(&c).iter().map(|w| w.path.clone()).collect();
     assert_eq!(w, ["proxies.p.listeners[0].virtual_hosts[1].routes[1]"]);
 }
+
+#[test]
+fn mirrors_and_faults_are_checked_with_their_paths() {
+    assert_eq!(
+        one_route(
+            "{ match: { prefix: / }, to: web, mirror: { to: named, percent: 0.5 }, fault: { delay: { fixed: 2s, percent: 5 }, abort: { status: 503 } } }"
+        ),
+        Vec::<String>::new()
+    );
+    let at = "proxies.p.listeners[0].routes[0]";
+    assert_eq!(
+        one_route(
+            "{ match: { prefix: / }, to: web, mirror: { to: nowhere, percent: 101 }, fault: { delay: { fixed: 0s, percent: -1 }, abort: { status: 99 } } }"
+        ),
+        [
+            format!(r#"{at}.mirror.to: upstream "nowhere" is not defined in `upstreams`"#),
+            format!("{at}.mirror.percent: 101 is not a percentage (0-100)"),
+            format!("{at}.fault.delay.fixed: 0ms is too short: Envoy needs at least 1ms here"),
+            format!("{at}.fault.delay.percent: -1 is not a percentage (0-100)"),
+            format!(
+                "{at}.fault.abort.status: 99 is not an HTTP status Envoy answers with (200-599)"
+            ),
+        ]
+    );
+    assert_eq!(
+        one_route("{ match: { prefix: / }, to: web, fault: {} }"),
+        [format!(
+            "{at}.fault: sets nothing: give `delay`, `abort` or both"
+        )]
+    );
+}
