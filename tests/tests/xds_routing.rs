@@ -446,3 +446,48 @@ upstreams:
     assert_eq!(http::get(port, "/slow", &[]).unwrap().status, 200);
     assert!(start.elapsed() >= Duration::from_millis(300));
 }
+
+/// A weighted TCP listener spreads connections by weight, within bounds (50 % of 600: expected
+/// 300, standard deviation 12.2, bounds 5.2 of them away), and a member at weight 0 gets none.
+#[test]
+fn a_tcp_split_spreads_connections_by_weight_and_skips_weight_zero() {
+    let dir = TempDir::new("tcp-split");
+    let a = Backend::start("a", 0).unwrap();
+    let b = Backend::start("b", 0).unwrap();
+    let parked = Backend::start("parked", 0).unwrap();
+    let port = free_port();
+    let catalog = format!(
+        r#"
+version: 1
+proxies:
+  {PROXY}:
+    listeners:
+      - name: raw
+        address: 127.0.0.1
+        port: {port}
+        protocol: tcp
+        split: {{ a: 1, b: 1, parked: 0 }}
+upstreams:
+  a: {{ protocol: tcp, endpoints: {{ static: ["{}"] }} }}
+  b: {{ protocol: tcp, endpoints: {{ static: ["{}"] }} }}
+  parked: {{ protocol: tcp, endpoints: {{ static: ["{}"] }} }}
+"#,
+        a.endpoint(),
+        b.endpoint(),
+        parked.endpoint()
+    );
+    let (_server, envoy) = start(&dir, &catalog);
+    wait_for("the listener to forward", Duration::from_secs(20), || {
+        http::get(port, "/", &[]).ok().filter(|r| r.status == 200)
+    });
+    let n = 600;
+    let seen = tally(port, "/", n);
+    let count = |name: &str| seen.get(&(200, name.to_string())).copied().unwrap_or(0);
+    assert_eq!(count("a") + count("b"), n, "{seen:?}");
+    assert!(
+        (236..=364).contains(&count("a")),
+        "{seen:?}; Envoy's log: {}",
+        envoy.process.log.display()
+    );
+    assert_eq!(parked.hits(), 0, "a weight-0 member got connections");
+}

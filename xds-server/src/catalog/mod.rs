@@ -250,6 +250,8 @@ pub struct Listener {
     pub virtual_hosts: Vec<VirtualHost>,
     /// The upstream of a TCP listener.
     pub to: Option<UpstreamName>,
+    /// Weighted upstreams of a TCP listener, per connection (exclusive with `to`).
+    pub split: Option<BTreeMap<UpstreamName, i64>>,
     /// TLS on this listener.
     pub tls: Option<ListenerTls>,
     /// HTTP: how long a stream may be idle; TCP: how long a connection may be idle; `0s`: no

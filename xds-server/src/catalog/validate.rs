@@ -96,9 +96,12 @@ pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
             }
             match l.protocol {
                 ListenerProtocol::Tcp => {
-                    match &l.to {
-                        None => v.err(&format!("{at}.to"), "a tcp listener needs `to`".into()),
-                        Some(to) => v.upstream_ref(&format!("{at}.to"), to, catalog, false),
+                    match (&l.to, &l.split) {
+                        (None, None) => v.err(
+                            &format!("{at}.to"),
+                            "a tcp listener needs `to` (or `split`)".into(),
+                        ),
+                        _ => v.destination(&at, &l.to, &l.split, catalog, false),
                     }
                     if !l.routes.is_empty() {
                         v.err(
@@ -130,6 +133,12 @@ pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
                         v.err(
                             &format!("{at}.to"),
                             "an http listener routes with `routes`, not `to`".into(),
+                        );
+                    }
+                    if l.split.is_some() {
+                        v.err(
+                            &format!("{at}.split"),
+                            "an http listener splits in its routes, not with `split`".into(),
                         );
                     }
                     match (l.routes.is_empty(), l.virtual_hosts.is_empty()) {
@@ -510,16 +519,32 @@ impl Validator {
         }
         self.match_conditions(&format!("{at}.match"), m);
         self.route_changes(at, r, catalog);
-        match (&r.to, &r.split) {
-            (Some(to), None) => self.upstream_ref(&format!("{at}.to"), to, catalog, true),
+        self.destination(at, &r.to, &r.split, catalog, true);
+        if let Some(retries) = &r.retries {
+            self.retries(&format!("{at}.retries"), retries);
+        }
+    }
+
+    /// Where a route or TCP listener sends traffic: exactly one of `to` and `split`; a split's
+    /// weights 0 or more (0 parks an upstream, a canary at rest, as App Mesh and Envoy allow),
+    /// at least one above 0, adding up to what Envoy counts in.
+    fn destination(
+        &mut self,
+        at: &str,
+        to: &Option<UpstreamName>,
+        split: &Option<BTreeMap<UpstreamName, i64>>,
+        catalog: &Catalog,
+        http: bool,
+    ) {
+        match (to, split) {
+            (Some(to), None) => self.upstream_ref(&format!("{at}.to"), to, catalog, http),
             (None, Some(split)) => {
                 if split.is_empty() {
                     self.err(&format!("{at}.split"), "needs at least one upstream".into());
                 }
                 for (to, w) in split {
                     let p = format!("{at}.split.{to}");
-                    self.upstream_ref(&p, to, catalog, true);
-                    // 0 parks an upstream (a canary at rest), as App Mesh and Envoy allow.
+                    self.upstream_ref(&p, to, catalog, http);
                     if *w < 0 || *w > i64::from(u32::MAX) {
                         self.err(&p, format!("weight {w} is not 0-{}", u32::MAX));
                     }
@@ -544,9 +569,6 @@ impl Validator {
                 }
             }
             _ => self.err(at, "needs exactly one of `to` and `split`".into()),
-        }
-        if let Some(retries) = &r.retries {
-            self.retries(&format!("{at}.retries"), retries);
         }
     }
 

@@ -18,7 +18,8 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-    TcpProxy, tcp_proxy::ClusterSpecifier,
+    TcpProxy,
+    tcp_proxy::{ClusterSpecifier, WeightedCluster, weighted_cluster::ClusterWeight},
 };
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
@@ -48,10 +49,7 @@ pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> An
             name: "envoy.filters.network.tcp_proxy".into(),
             config_type: Some(ConfigType::TypedConfig(pack_any(TcpProxy {
                 stat_prefix,
-                cluster_specifier: l
-                    .to
-                    .as_ref()
-                    .map(|to| ClusterSpecifier::Cluster(to.0.clone())),
+                cluster_specifier: tcp_destination(l),
                 idle_timeout: l.idle_timeout.map(|d| super::pb_duration(d.get())),
                 access_log: access_log::loggers(l.access_log.as_ref(), l.protocol),
                 ..Default::default()
@@ -143,6 +141,26 @@ pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> An
         continue_on_listener_filters_timeout: permissive,
         ..Default::default()
     })
+}
+
+/// The upstream of a TCP listener, or its weighted upstreams. Envoy's TCP proxy takes no
+/// weight 0: a parked upstream is left out (its cluster stays, warm for when it gets a weight).
+fn tcp_destination(l: &Listener) -> Option<ClusterSpecifier> {
+    if let Some(to) = &l.to {
+        return Some(ClusterSpecifier::Cluster(to.0.clone()));
+    }
+    let split = l.split.as_ref()?;
+    Some(ClusterSpecifier::WeightedClusters(WeightedCluster {
+        clusters: split
+            .iter()
+            .filter(|(_, w)| **w > 0)
+            .map(|(name, w)| ClusterWeight {
+                name: name.0.clone(),
+                weight: *w as u32,
+                ..Default::default()
+            })
+            .collect(),
+    }))
 }
 
 fn http_connection_manager(l: &Listener, stat_prefix: String) -> HttpConnectionManager {

@@ -161,7 +161,10 @@ pub(crate) fn used_upstreams(p: &crate::catalog::Proxy) -> Vec<&UpstreamName> {
                     used.extend(r.mirror.iter().map(|m| &m.to));
                 }
             }
-            ListenerProtocol::Tcp => used.extend(l.to.iter()),
+            ListenerProtocol::Tcp => {
+                used.extend(l.to.iter());
+                used.extend(l.split.iter().flat_map(|s| s.keys()));
+            }
         }
     }
     used.sort();

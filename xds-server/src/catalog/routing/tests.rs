@@ -239,3 +239,37 @@ fn mirrors_and_faults_are_checked_with_their_paths() {
         )]
     );
 }
+
+#[test]
+fn a_tcp_split_follows_the_route_split_rule() {
+    let tcp = |body: &str| -> Vec<String> {
+        let text = catalog("        routes: [ { match: { prefix: / }, to: web } ]").replace(
+            "upstreams:\n",
+            &format!("      - {{ name: t, port: 9, protocol: tcp, {body} }}\nupstreams:\n"),
+        );
+        match parse("c.yaml", &text) {
+            Ok(_) => vec![],
+            Err(e) => e.errors.iter().map(ToString::to_string).collect(),
+        }
+    };
+    assert_eq!(tcp("split: { web: 1, named: 0 }"), Vec::<String>::new());
+    let at = "proxies.p.listeners[1]";
+    assert_eq!(
+        tcp("split: { web: 0, named: 0 }"),
+        [format!(
+            "{at}.split: at least one weight must be greater than 0"
+        )]
+    );
+    assert_eq!(
+        tcp("to: web, split: { web: 1 }"),
+        [format!("{at}: needs exactly one of `to` and `split`")]
+    );
+    assert_eq!(
+        tcp(""),
+        [format!("{at}.to: a tcp listener needs `to` (or `split`)")]
+    );
+    assert_eq!(
+        errors("        split: { web: 1 }\n        routes: [ { match: { prefix: / }, to: web } ]"),
+        ["proxies.p.listeners[0].split: an http listener splits in its routes, not with `split`"]
+    );
+}
