@@ -328,15 +328,21 @@ upstreams:
     assert!(line["bytes_sent"].as_u64() > Some(0), "{line}");
 }
 
-/// `n` `GET path` through 127.0.0.1:`port`, 8 at a time: how many got each (status, body).
-fn tally(port: u16, path: &str, n: usize) -> std::collections::BTreeMap<(u16, String), usize> {
-    let threads: Vec<_> = (0..8)
+/// `n` `GET path` through 127.0.0.1:`port`, `parallel` at a time: how many got each (status,
+/// body).
+fn tally(
+    port: u16,
+    path: &str,
+    n: usize,
+    parallel: usize,
+) -> std::collections::BTreeMap<(u16, String), usize> {
+    let threads: Vec<_> = (0..parallel)
         .map(|t| {
             let path = path.to_string();
             std::thread::spawn(move || {
                 let mut seen: std::collections::BTreeMap<(u16, String), usize> =
                     std::collections::BTreeMap::new();
-                for _ in (t..n).step_by(8) {
+                for _ in (t..n).step_by(parallel) {
                     let r =
                         http::get(port, &path, &[]).unwrap_or_else(|e| panic!("GET {path}: {e}"));
                     *seen
@@ -394,7 +400,7 @@ upstreams:
 
     // Mirror, 10 % of 1000: expected 100, standard deviation 9.5.
     let n = 1000;
-    let seen = tally(port, "/mirror", n);
+    let seen = tally(port, "/mirror", n, 8);
     assert_eq!(
         seen,
         [((200, "primary".to_string()), n)].into(),
@@ -415,7 +421,7 @@ upstreams:
     // the upstream.
     let n = 600;
     let before = primary.hits();
-    let seen = tally(port, "/abort", n);
+    let seen = tally(port, "/abort", n, 8);
     let aborted = seen
         .iter()
         .filter(|((status, _), _)| *status == 503)
@@ -433,7 +439,7 @@ upstreams:
     assert_eq!(primary.hits() - before, (n - aborted) as u64);
 
     // Delay, 30 % of 600: expected 180, standard deviation 11.2; Envoy counts what it delayed.
-    let seen = tally(port, "/delay", n);
+    let seen = tally(port, "/delay", n, 8);
     assert_eq!(seen, [((200, "primary".to_string()), n)].into());
     let delayed = envoy.stat("http.public.fault.delays_injected").unwrap_or(0);
     assert!(
@@ -481,7 +487,7 @@ upstreams:
         http::get(port, "/", &[]).ok().filter(|r| r.status == 200)
     });
     let n = 600;
-    let seen = tally(port, "/", n);
+    let seen = tally(port, "/", n, 8);
     let count = |name: &str| seen.get(&(200, name.to_string())).copied().unwrap_or(0);
     assert_eq!(count("a") + count("b"), n, "{seen:?}");
     assert!(
@@ -490,4 +496,195 @@ upstreams:
         envoy.process.log.display()
     );
     assert_eq!(parked.hits(), 0, "a weight-0 member got connections");
+}
+
+/// A backend that answers `/slow` only once `release` is set (counting in `arrived` that such
+/// a request came), anything else at once, with its name.
+fn holding_backend(
+    name: &str,
+    release: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+    arrived: &std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Backend {
+    use std::sync::atomic::Ordering;
+    let (release, arrived) = (release.clone(), arrived.clone());
+    let body = format!("{name}\n");
+    Backend::start_with(
+        name,
+        0,
+        std::sync::Arc::new(move |path: &str| {
+            if path.starts_with("/slow") {
+                arrived.fetch_add(1, Ordering::SeqCst);
+                let deadline = std::time::Instant::now() + Duration::from_secs(60);
+                while !release.load(Ordering::SeqCst) && std::time::Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
+            body.clone()
+        }),
+    )
+    .unwrap()
+}
+
+/// `least_request`: while one of two hosts holds a request, most new requests go to the other
+/// (Envoy compares two random picks, so the busy host still gets the requests where both picks
+/// were it: a quarter; of 200, expected 50, standard deviation 6.1; round robin would give it
+/// 100, the bound is 80). `ring_hash` on a header: each value goes to one backend every time,
+/// and the values spread over the backends.
+#[test]
+fn least_request_avoids_a_busy_host_and_ring_hash_keeps_a_header_on_one_backend() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let dir = TempDir::new("lb");
+    let release = std::sync::Arc::new(AtomicBool::new(false));
+    let arrived = std::sync::Arc::new(AtomicU64::new(0));
+    let busy = [
+        holding_backend("l1", &release, &arrived),
+        holding_backend("l2", &release, &arrived),
+    ];
+    let ring: Vec<Backend> = (1..=3)
+        .map(|i| Backend::start(&format!("r{i}"), 0).unwrap())
+        .collect();
+    let list = |b: &[Backend]| {
+        b.iter()
+            .map(|b| format!("\"{}\"", b.endpoint()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let port = free_port();
+    let catalog = format!(
+        r#"
+version: 1
+proxies:
+  {PROXY}:
+    listeners:
+      - name: public
+        address: 127.0.0.1
+        port: {port}
+        protocol: http
+        routes:
+          - {{ match: {{ prefix: /ring }}, to: ring }}
+          - {{ match: {{ prefix: / }}, to: least, timeout: 90s }}
+upstreams:
+  least:
+    protocol: http1
+    endpoints: {{ static: [{}] }}
+    load_balancing: least_request
+    max_connections: 100
+    max_pending_requests: 100
+  ring:
+    protocol: http1
+    endpoints: {{ static: [{}] }}
+    load_balancing: ring_hash
+    hash_on: {{ header: x-user }}
+"#,
+        list(&busy),
+        list(&ring)
+    );
+    let (_server, envoy) = start(&dir, &catalog);
+    wait_for("both hosts of `least`", Duration::from_secs(20), || {
+        (envoy.stat("cluster.least.membership_total")? == 2
+            && envoy.stat("cluster.ring.membership_total")? == 3)
+            .then_some(())
+    });
+
+    let slow = std::thread::spawn(move || http::get(port, "/slow", &[]));
+    wait_for(
+        "the slow request to arrive",
+        Duration::from_secs(20),
+        || (arrived.load(Ordering::SeqCst) == 1).then_some(()),
+    );
+    let seen = tally(port, "/", 200, 1);
+    release.store(true, Ordering::SeqCst);
+    let slow = slow.join().expect("the slow request ran").unwrap();
+    let held = slow.body.trim().to_string();
+    let on_busy = seen.get(&(200, held.clone())).copied().unwrap_or(0);
+    assert_eq!(seen.values().sum::<usize>(), 200, "{seen:?}");
+    assert!(
+        on_busy <= 80,
+        "{on_busy} of 200 went to {held}, which held a request: {seen:?}"
+    );
+
+    let mut used = std::collections::BTreeSet::new();
+    for user in 0..20 {
+        let user = format!("user-{user}");
+        let answers: std::collections::BTreeSet<String> = (0..4)
+            .map(|_| {
+                let r = http::get(port, "/ring", &[("x-user", &user)]).unwrap();
+                assert_eq!(r.status, 200);
+                r.body.trim().to_string()
+            })
+            .collect();
+        assert_eq!(answers.len(), 1, "{user} went to {answers:?}");
+        used.extend(answers);
+    }
+    assert!(used.len() >= 2, "20 users all went to {used:?}");
+}
+
+/// `xds-server render` shows every routing setting, as Envoy gets it (and `validate --envoy`
+/// passes the catalog).
+#[test]
+fn render_shows_the_routing_settings() {
+    let dir = TempDir::new("render-routing");
+    let path = dir.write(
+        "catalog.yaml",
+        &format!(
+            r#"
+version: 1
+proxies:
+  {PROXY}:
+    listeners:
+      - name: public
+        port: 8080
+        protocol: http
+        idle_timeout: 5m
+        access_log: {{ format: json, path: /tmp/access.log }}
+        virtual_hosts:
+          - name: web
+            domains: [web.local, "web.local:*"]
+            routes:
+              - match: {{ grpc: {{ service: a.B }}, method: POST, headers: {{ x-u: {{ suffix: z }} }}, query: {{ q: {{ present: true }} }} }}
+                to: web
+                rewrite: {{ prefix: /, host: web.internal }}
+                request_headers: {{ add: {{ x-via: mesh }} }}
+                mirror: {{ to: shadow, percent: 10 }}
+                fault: {{ abort: {{ status: 503, percent: 1 }} }}
+      - {{ name: raw, port: 9000, protocol: tcp, access_log: {{ format: text }}, split: {{ web: 1, shadow: 0 }} }}
+upstreams:
+  web: {{ protocol: http1, endpoints: {{ static: ["10.0.0.1:80"] }}, load_balancing: maglev, hash_on: {{ cookie: s, ttl: 1h }}, max_connections: 7 }}
+  shadow: {{ protocol: http1, endpoints: {{ static: ["10.0.0.2:80"] }}, load_balancing: least_request }}
+"#
+        ),
+    );
+    assert_envoy_accepts(&path);
+    let out = std::process::Command::new(tests::workspace_bin("xds-server"))
+        .args(["render", "--proxy", PROXY, "--format", "json", "--catalog"])
+        .arg(&path)
+        .output()
+        .expect("xds-server render runs");
+    assert!(out.status.success(), "{out:?}");
+    // Compact, to look for the fields as JSON writes them.
+    let rendered: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("render prints JSON");
+    let text = rendered.to_string();
+    for shown in [
+        r#""domains":["web.local","web.local:*"]"#,
+        r#""grpc":{}"#,
+        r#""present_match":true"#,
+        r#""prefix_rewrite":"/""#,
+        r#""host_rewrite_literal":"web.internal""#,
+        r#""request_mirror_policies":[{"cluster":"shadow""#,
+        r#""envoy.filters.http.fault""#,
+        r#""http_status":503"#,
+        r#""stream_idle_timeout":"300s""#,
+        r#""envoy.access_loggers.file""#,
+        r#""path":"/tmp/access.log""#,
+        r#""duration":"%DURATION%""#,
+        r#""envoy.access_loggers.stdout""#,
+        r#""weighted_clusters":{"clusters":[{"name":"web","weight":1}]}"#,
+        r#""lb_policy":"MAGLEV""#,
+        r#""lb_policy":"LEAST_REQUEST""#,
+        r#""cookie":{"name":"s","ttl":"3600s"}"#,
+        r#""max_connections":7"#,
+    ] {
+        assert!(text.contains(shown), "render lacks {shown}: {text}");
+    }
 }

@@ -26,8 +26,8 @@ pub use endpoint::{Endpoint, EndpointParseError};
 pub type EndpointMap = BTreeMap<UpstreamName, std::sync::Arc<Vec<Endpoint>>>;
 pub use iam::IamRole;
 pub use routing::{
-    AccessLog, Fault, FaultAbort, FaultDelay, GrpcMatch, HeaderChanges, HostRewrite, LogFormat,
-    Methods, Mirror, Rewrite, ValueMatch, VirtualHost,
+    AccessLog, Fault, FaultAbort, FaultDelay, GrpcMatch, HashOn, HeaderChanges, HostRewrite,
+    LoadBalancing, LogFormat, Methods, Mirror, Rewrite, ValueMatch, VirtualHost,
 };
 
 /// The name of a proxy role; Envoy selects it with `node.cluster`.
@@ -423,6 +423,14 @@ pub struct Upstream {
     pub outlier_detection: Option<OutlierDetection>,
     /// Circuit breaker: maximum concurrent requests.
     pub max_requests: Option<i64>,
+    /// Circuit breaker: maximum connections to the upstream's hosts.
+    pub max_connections: Option<i64>,
+    /// Circuit breaker: maximum requests waiting for a connection.
+    pub max_pending_requests: Option<i64>,
+    /// How Envoy picks an endpoint (default `round_robin`).
+    pub load_balancing: Option<LoadBalancing>,
+    /// What `ring_hash` and `maglev` hash.
+    pub hash_on: Option<HashOn>,
     /// TLS to the upstream.
     pub tls: Option<UpstreamTls>,
 }

@@ -1,6 +1,6 @@
 //! The mesh-grade routing parts of listeners, routes and upstreams (catalog growth after
 //! version 1): virtual hosts, richer matches (method, header kinds, query, gRPC), rewrites,
-//! header changes, access logs, mirroring and fault injection.
+//! header changes, access logs, mirroring, fault injection and load balancing.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Deserializer, de::Error as _};
 
 use super::validate::Validator;
-use super::{Catalog, Duration, Route, RouteMatch, UpstreamName};
+use super::{Catalog, Duration, Route, RouteMatch, Upstream, UpstreamName, UpstreamProtocol};
 
 /// `listeners[].virtual_hosts[]`: routes chosen by the request's Host (`:authority`).
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -260,6 +260,45 @@ pub struct FaultAbort {
     pub percent: Option<f64>,
 }
 
+/// `upstreams.NAME.load_balancing`: how Envoy picks an endpoint.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LoadBalancing {
+    /// In turn (Envoy's default).
+    #[default]
+    RoundRobin,
+    /// The one of two random picks with fewer requests in flight.
+    LeastRequest,
+    /// At random.
+    Random,
+    /// A consistent hash ring over `hash_on`.
+    RingHash,
+    /// Maglev consistent hashing over `hash_on`.
+    Maglev,
+}
+
+impl LoadBalancing {
+    /// Whether the policy hashes requests (and so needs `hash_on`).
+    pub fn hashes(self) -> bool {
+        matches!(self, Self::RingHash | Self::Maglev)
+    }
+}
+
+/// `upstreams.NAME.hash_on`: what a hashing policy hashes; exactly one of `header`, `cookie`,
+/// `source_ip`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashOn {
+    /// A request header's value.
+    pub header: Option<String>,
+    /// A cookie's value; with `ttl`, Envoy sets the cookie when the request has none.
+    pub cookie: Option<String>,
+    /// The lifetime of the cookie Envoy sets (with `cookie` only).
+    pub ttl: Option<Duration>,
+    /// The client's IP address.
+    pub source_ip: Option<bool>,
+}
+
 /// Methods Envoy knows; a route method outside this list most likely is a typo.
 const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
@@ -384,6 +423,61 @@ impl Validator {
                 );
             }
             self.value_match(&path, v);
+        }
+    }
+
+    /// `load_balancing` with `hash_on` (needed by, and only allowed with, the hashing
+    /// policies), `max_connections` and `max_pending_requests` of the upstream at `at`.
+    pub(super) fn load_balancing(&mut self, at: &str, u: &Upstream) {
+        let policy = u.load_balancing.unwrap_or_default();
+        if policy.hashes() && u.protocol == UpstreamProtocol::Tcp {
+            self.err(
+                &format!("{at}.load_balancing"),
+                "ring_hash and maglev take HTTP upstreams here (the hash policy is a route's)"
+                    .into(),
+            );
+            return;
+        }
+        match &u.hash_on {
+            None if policy.hashes() => self.err(
+                &format!("{at}.hash_on"),
+                "ring_hash and maglev need `hash_on`: { header: NAME }, { cookie: NAME, ttl? } or { source_ip: true }".into(),
+            ),
+            Some(_) if !policy.hashes() => self.err(
+                &format!("{at}.hash_on"),
+                "only ring_hash and maglev hash: set `load_balancing` to one of them, or leave `hash_on` out".into(),
+            ),
+            Some(h) => {
+                let at = format!("{at}.hash_on");
+                let kinds = [h.header.is_some(), h.cookie.is_some(), h.source_ip == Some(true)]
+                    .iter()
+                    .filter(|x| **x)
+                    .count();
+                if kinds != 1 || h.source_ip == Some(false) {
+                    self.err(
+                        &at,
+                        "needs exactly one of `header`, `cookie`, `source_ip: true`".into(),
+                    );
+                }
+                if let Some(name) = &h.header {
+                    self.header_name(&format!("{at}.header"), name);
+                }
+                if h.cookie.as_deref() == Some("") {
+                    self.err(&format!("{at}.cookie"), "must name a cookie".into());
+                }
+                if h.ttl.is_some() && h.cookie.is_none() {
+                    self.err(&format!("{at}.ttl"), "`ttl` is the lifetime of a `cookie`".into());
+                }
+            }
+            None => {}
+        }
+        for (field, n) in [
+            ("max_connections", u.max_connections),
+            ("max_pending_requests", u.max_pending_requests),
+        ] {
+            if let Some(n) = n {
+                self.positive(&format!("{at}.{field}"), n);
+            }
         }
     }
 

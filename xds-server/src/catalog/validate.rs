@@ -459,7 +459,7 @@ impl Validator {
         }
     }
 
-    fn positive(&mut self, path: &str, n: i64) {
+    pub(super) fn positive(&mut self, path: &str, n: i64) {
         if n <= 0 || n > i64::from(u32::MAX) {
             self.err(path, format!("{n} must be a positive whole number"));
         }
@@ -639,6 +639,7 @@ impl Validator {
         if let Some(n) = u.max_requests {
             self.positive(&format!("{at}.max_requests"), n);
         }
+        self.load_balancing(at, u);
         self.envoy_duration(&format!("{at}.connect_timeout"), u.connect_timeout);
         self.sources(&format!("{at}.endpoints"), &u.endpoints, u.port.is_some());
         if let Some(hc) = &u.health_check {

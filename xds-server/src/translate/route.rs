@@ -16,6 +16,7 @@ use envoy_types::pb::envoy::config::route::v3::{
     route::Action,
     route_action::RequestMirrorPolicy,
     route_action::{ClusterSpecifier, HostRewriteSpecifier, MaxStreamDuration},
+    route_action::{HashPolicy, hash_policy, hash_policy::PolicySpecifier},
     route_match::{GrpcRouteMatchOptions, PathSpecifier},
     weighted_cluster::ClusterWeight,
 };
@@ -115,6 +116,7 @@ fn route(catalog: &Catalog, r: &Route) -> EnvoyRoute {
                 }),
                 substitution: path,
             }),
+            hash_policy: hash_policy(catalog, r),
             request_mirror_policies: r
                 .mirror
                 .iter()
@@ -147,6 +149,38 @@ fn route(catalog: &Catalog, r: &Route) -> EnvoyRoute {
         response_headers_to_remove: response_remove,
         ..Default::default()
     }
+}
+
+/// What the route's hashing upstreams (`ring_hash`, `maglev`) hash, each policy once.
+fn hash_policy(catalog: &Catalog, r: &Route) -> Vec<HashPolicy> {
+    let mut out: Vec<HashPolicy> = Vec::new();
+    let upstreams = r.to.iter().chain(r.split.iter().flat_map(|s| s.keys()));
+    for h in upstreams.filter_map(|n| catalog.upstreams.get(n)?.hash_on.as_ref()) {
+        let specifier = if let Some(header) = &h.header {
+            PolicySpecifier::Header(hash_policy::Header {
+                header_name: header.clone(),
+                ..Default::default()
+            })
+        } else if let Some(cookie) = &h.cookie {
+            PolicySpecifier::Cookie(hash_policy::Cookie {
+                name: cookie.clone(),
+                ttl: h.ttl.map(|d| pb_duration(d.get())),
+                ..Default::default()
+            })
+        } else {
+            PolicySpecifier::ConnectionProperties(hash_policy::ConnectionProperties {
+                source_ip: true,
+            })
+        };
+        let policy = HashPolicy {
+            policy_specifier: Some(specifier),
+            ..Default::default()
+        };
+        if !out.contains(&policy) {
+            out.push(policy);
+        }
+    }
+    out
 }
 
 /// The fault filter's settings for one route (the filter itself injects nothing).

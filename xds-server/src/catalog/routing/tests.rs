@@ -273,3 +273,66 @@ fn a_tcp_split_follows_the_route_split_rule() {
         ["proxies.p.listeners[0].split: an http listener splits in its routes, not with `split`"]
     );
 }
+
+#[test]
+fn hash_on_goes_with_the_hashing_policies_only() {
+    let upstream = |body: &str| -> Vec<String> {
+        let text = catalog("        routes: [ { match: { prefix: / }, to: u } ]").replace(
+            "upstreams:\n",
+            &format!("upstreams:\n  u: {{ protocol: http1, endpoints: {{ static: [\"10.0.0.1:80\"] }}, {body} }}\n"),
+        );
+        match parse("c.yaml", &text) {
+            Ok(_) => vec![],
+            Err(e) => e.errors.iter().map(ToString::to_string).collect(),
+        }
+    };
+    for good in [
+        "load_balancing: least_request, max_connections: 10, max_pending_requests: 5",
+        "load_balancing: random",
+        "load_balancing: ring_hash, hash_on: { header: x-user }",
+        "load_balancing: maglev, hash_on: { cookie: s, ttl: 1h }",
+        "load_balancing: ring_hash, hash_on: { source_ip: true }",
+    ] {
+        assert_eq!(upstream(good), Vec::<String>::new(), "{good}");
+    }
+    for (bad, error) in [
+        (
+            "load_balancing: ring_hash",
+            "upstreams.u.hash_on: ring_hash and maglev need `hash_on`",
+        ),
+        (
+            "hash_on: { header: x-user }",
+            "upstreams.u.hash_on: only ring_hash and maglev hash",
+        ),
+        (
+            "load_balancing: maglev, hash_on: { header: x, source_ip: true }",
+            "upstreams.u.hash_on: needs exactly one of",
+        ),
+        (
+            "load_balancing: maglev, hash_on: { header: x, ttl: 1h }",
+            "upstreams.u.hash_on.ttl: `ttl` is the lifetime of a `cookie`",
+        ),
+        (
+            "load_balancing: maglev, hash_on: { header: X-User }",
+            "upstreams.u.hash_on.header: header names must be",
+        ),
+        (
+            "max_connections: 0",
+            "upstreams.u.max_connections: 0 must be a positive whole number",
+        ),
+        (
+            "max_pending_requests: -1",
+            "upstreams.u.max_pending_requests: -1 must be a positive whole number",
+        ),
+        (
+            "load_balancing: fastest",
+            "upstreams.u.load_balancing: unknown variant `fastest`",
+        ),
+    ] {
+        let got = upstream(bad);
+        assert!(
+            got.len() == 1 && got[0].starts_with(error),
+            "{bad}: {got:?}"
+        );
+    }
+}
