@@ -172,4 +172,27 @@ mod tests {
             Some(Kind::StringValue("%RESPONSE_CODE%".into()))
         );
     }
+
+    /// Envoy's own `Struct` would encode its fields in a different order on each encoding
+    /// (each HashMap has its own random order); the stand-ins encode the same bytes every time,
+    /// fields in the order of the list.
+    #[test]
+    fn the_json_format_encodes_the_same_every_time() {
+        let log = AccessLog {
+            format: LogFormat::Json,
+            path: Some("/var/log/a.log".into()),
+        };
+        let bytes = || {
+            let logger = &loggers(Some(&log), ListenerProtocol::Tcp)[0];
+            logger.encode_to_vec()
+        };
+        let first = bytes();
+        assert!((0..20).all(|_| bytes() == first));
+        let text = String::from_utf8_lossy(&first);
+        let positions: Vec<usize> = TCP_FIELDS
+            .iter()
+            .map(|(key, _)| text.find(key).expect("every field is there"))
+            .collect();
+        assert!(positions.is_sorted(), "{positions:?}");
+    }
 }
