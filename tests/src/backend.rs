@@ -1,5 +1,5 @@
 //! A small HTTP backend that answers every request with its own name, so a test can see which
-//! upstream Envoy chose.
+//! upstream Envoy chose (and, as an echo backend, what the request looked like when it arrived).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -9,6 +9,20 @@ use std::thread;
 
 /// Makes the body of the response to a request path.
 pub type Responder = Arc<dyn Fn(&str) -> String + Send + Sync>;
+
+/// Makes the body of the response to a request.
+type Handler = Arc<dyn Fn(&Request) -> String + Send + Sync>;
+
+/// A request as the backend received it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Request {
+    /// The method, e.g. `GET`.
+    pub method: String,
+    /// The request target (path and query) in lower case.
+    pub path: String,
+    /// The request head as sent: request line and headers.
+    pub head: String,
+}
 
 /// A running backend; stops when dropped.
 #[derive(Debug)]
@@ -25,31 +39,55 @@ impl Backend {
     /// Starts a backend on 127.0.0.1 at a port the OS picks (or `port`, when not 0).
     pub fn start(name: &str, port: u16) -> std::io::Result<Backend> {
         let body = format!("{name}\n");
-        Self::start_with(name, port, Arc::new(move |_| body.clone()))
+        Self::start_with(name, port, Arc::new(move |_: &str| body.clone()))
     }
 
-    /// Starts a backend whose response body depends on the request path.
+    /// Starts a backend that answers with its name, then the request head as it arrived
+    /// (request line and headers, one a line); every response carries `x-backend: NAME`.
+    pub fn start_echo(name: &str) -> std::io::Result<Backend> {
+        let name2 = name.to_string();
+        Self::start_full(
+            name,
+            0,
+            200,
+            Arc::new(move |r: &Request| format!("{name2}\n{}\n", r.head)),
+        )
+    }
+
+    /// Starts a backend whose response body depends on the request.
     pub fn start_with(name: &str, port: u16, respond: Responder) -> std::io::Result<Backend> {
-        Self::start_full(name, port, 200, respond)
+        Self::start_full(
+            name,
+            port,
+            200,
+            Arc::new(move |r: &Request| respond(&r.path)),
+        )
     }
 
     /// Starts a backend that answers every request with `status` (and its name).
     pub fn start_failing(name: &str, port: u16, status: u16) -> std::io::Result<Backend> {
         let body = format!("{name}\n");
-        Self::start_full(name, port, status, Arc::new(move |_| body.clone()))
+        Self::start_full(
+            name,
+            port,
+            status,
+            Arc::new(move |_: &Request| body.clone()),
+        )
     }
 
     fn start_full(
         name: &str,
         port: u16,
         status: u16,
-        respond: Responder,
+        respond: Handler,
     ) -> std::io::Result<Backend> {
         let listener = TcpListener::bind(("127.0.0.1", port))?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let hits = Arc::new(AtomicU64::new(0));
         let (stop2, hits2) = (stop.clone(), hits.clone());
+        let name = name.to_string();
+        let name2 = name.clone();
         thread::spawn(move || {
             for conn in listener.incoming() {
                 if stop2.load(Ordering::Relaxed) {
@@ -58,11 +96,12 @@ impl Backend {
                 let Ok(conn) = conn else { continue };
                 let respond = respond.clone();
                 let hits = hits2.clone();
-                thread::spawn(move || serve(conn, status, &*respond, &hits));
+                let name = name2.clone();
+                thread::spawn(move || serve(conn, &name, status, &*respond, &hits));
             }
         });
         Ok(Backend {
-            name: name.to_string(),
+            name,
             addr,
             stop,
             hits,
@@ -83,22 +122,29 @@ impl Backend {
 /// Answers requests on one connection (HTTP/1.1 keep-alive) until the peer closes it.
 fn serve(
     mut conn: TcpStream,
+    name: &str,
     status: u16,
-    respond: &(dyn Fn(&str) -> String + Send + Sync),
+    respond: &(dyn Fn(&Request) -> String + Send + Sync),
     hits: &AtomicU64,
 ) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         while let Some(end) = find(&buf, b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-            let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let body = respond(&path);
+            let raw = String::from_utf8_lossy(&buf[..end]).into_owned();
+            let head = raw.to_ascii_lowercase();
+            let mut words = raw.split_whitespace();
+            let request = Request {
+                method: words.next().unwrap_or_default().to_string(),
+                path: head.split_whitespace().nth(1).unwrap_or("/").to_string(),
+                head: raw.replace("\r\n", "\n"),
+            };
+            let body = respond(&request);
             buf.drain(..end + 4);
             hits.fetch_add(1, Ordering::Relaxed);
             let close = head.contains("connection: close");
             let resp = format!(
-                "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\n{}\r\n{}",
+                "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\nx-backend: {name}\r\ncontent-length: {}\r\n{}\r\n{}",
                 if status == 200 { "OK" } else { "Failing" },
                 body.len(),
                 if close { "connection: close\r\n" } else { "" },

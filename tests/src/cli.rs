@@ -83,6 +83,24 @@ pub fn has_escape_codes(text: &str) -> bool {
     text.contains('\u{1b}')
 }
 
+/// `xds-server validate CATALOG --envoy ENVOY` passes: our checks and Envoy 1.40's own.
+pub fn assert_envoy_accepts(catalog: &std::path::Path) {
+    let out = Command::new(workspace_bin("xds-server"))
+        .arg("validate")
+        .arg(catalog)
+        .arg("--envoy")
+        .arg(crate::process::envoy_bin())
+        .env_remove("XDS_SERVER_VALIDATE_ENVOY")
+        .output()
+        .expect("xds-server validate runs");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stdout}{stderr}");
+    assert_eq!(stdout, "ok\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

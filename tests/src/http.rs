@@ -40,7 +40,8 @@ pub fn get(port: u16, path: &str, headers: &[(&str, &str)]) -> std::io::Result<R
     request("GET", port, path, headers)
 }
 
-/// Any method without a body, on a fresh connection.
+/// Any method without a body, on a fresh connection; a `host` among `headers` replaces the
+/// default `host: localhost`.
 pub fn request(
     method: &str,
     port: u16,
@@ -49,7 +50,11 @@ pub fn request(
 ) -> std::io::Result<Response> {
     let mut conn = TcpStream::connect(("127.0.0.1", port))?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
-    let mut req = format!("{method} {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
+    // `host: localhost` unless the caller names the Host.
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str("host: localhost\r\n");
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }

@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 
 use std::time::Duration;
 
+use tests::cli::assert_envoy_accepts;
 use tests::process::envoy_bin;
 use tests::{TempDir, XdsServer, wait_for, workspace_bin};
 
@@ -77,15 +78,6 @@ fn validate(path: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("xds-server validate runs")
-}
-
-/// `validate --envoy` passes `catalog`: our checks and Envoy's.
-fn assert_envoy_accepts(catalog: &Path) {
-    let envoy = envoy_bin();
-    let out = validate(catalog, &["--envoy", envoy.to_str().unwrap()], &[]);
-    let (stdout, stderr) = text(&out);
-    assert!(out.status.success(), "{stdout}{stderr}");
-    assert_eq!(stdout, "ok\n");
 }
 
 fn text(out: &Output) -> (String, String) {

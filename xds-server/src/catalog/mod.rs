@@ -9,6 +9,7 @@ mod duration;
 mod endpoint;
 mod iam;
 pub mod re2;
+mod routing;
 mod suggest;
 mod validate;
 
@@ -25,6 +26,10 @@ pub use endpoint::{Endpoint, EndpointParseError};
 /// source has not answered yet is absent. Discovery makes it, translation reads it.
 pub type EndpointMap = BTreeMap<UpstreamName, std::sync::Arc<Vec<Endpoint>>>;
 pub use iam::IamRole;
+pub use routing::{
+    AccessLog, Fault, FaultAbort, FaultDelay, GrpcMatch, HashOn, HeaderChanges, HostRewrite,
+    LoadBalancing, LogFormat, Methods, Mirror, Rewrite, ValueMatch, VirtualHost,
+};
 
 /// The name of a proxy role; Envoy selects it with `node.cluster`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize, serde::Serialize)]
@@ -254,13 +259,45 @@ pub struct Listener {
     pub grpc_web: bool,
     /// Adds CORS handling (HTTP only).
     pub cors: Option<Cors>,
-    /// HTTP routes, first match wins.
+    /// HTTP routes, first match wins (one virtual host that takes any Host).
     #[serde(default)]
     pub routes: Vec<Route>,
+    /// HTTP virtual hosts chosen by Host, each with its routes (exclusive with `routes`).
+    #[serde(default)]
+    pub virtual_hosts: Vec<VirtualHost>,
     /// The upstream of a TCP listener.
     pub to: Option<UpstreamName>,
+    /// Weighted upstreams of a TCP listener, per connection (exclusive with `to`).
+    pub split: Option<BTreeMap<UpstreamName, i64>>,
     /// TLS on this listener.
     pub tls: Option<ListenerTls>,
+    /// HTTP: how long a stream may be idle; TCP: how long a connection may be idle; `0s`: no
+    /// limit.
+    pub idle_timeout: Option<Duration>,
+    /// One log line per request (HTTP) or connection (TCP).
+    pub access_log: Option<AccessLog>,
+}
+
+impl Listener {
+    /// The route lists of an HTTP listener with their field paths below the listener:
+    /// `routes`, or each `virtual_hosts[K].routes`.
+    pub fn route_lists(&self) -> Vec<(String, &[Route])> {
+        if self.virtual_hosts.is_empty() {
+            return vec![("routes".into(), self.routes.as_slice())];
+        }
+        self.virtual_hosts
+            .iter()
+            .enumerate()
+            .map(|(k, h)| (format!("virtual_hosts[{k}].routes"), h.routes.as_slice()))
+            .collect()
+    }
+
+    /// Every route of the listener, of every virtual host.
+    pub fn all_routes(&self) -> impl Iterator<Item = &Route> {
+        self.routes
+            .iter()
+            .chain(self.virtual_hosts.iter().flat_map(|h| &h.routes))
+    }
 }
 
 /// CORS policy of an HTTP listener.
@@ -300,9 +337,20 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Retry policy; overrides `defaults.retries`.
     pub retries: Option<Retries>,
+    /// The path and Host the upstream sees.
+    pub rewrite: Option<Rewrite>,
+    /// Headers added to and removed from the request before it goes upstream.
+    pub request_headers: Option<HeaderChanges>,
+    /// Headers added to and removed from the response before it goes to the client.
+    pub response_headers: Option<HeaderChanges>,
+    /// A share of the requests also goes to another upstream (answers dropped).
+    pub mirror: Option<Mirror>,
+    /// Delays and aborts injected into a share of the requests.
+    pub fault: Option<Fault>,
 }
 
-/// Request matching: exactly one of `prefix`, `path`, `regex`, plus optional exact header values.
+/// Request matching: exactly one of `prefix`, `path`, `regex`, `grpc`, plus optional method,
+/// header and query conditions (all must hold).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RouteMatch {
@@ -312,9 +360,16 @@ pub struct RouteMatch {
     pub path: Option<String>,
     /// RE2 regular expression over the whole path.
     pub regex: Option<String>,
-    /// Header name to exact value; all must match.
+    /// The calls of one gRPC service (or one method of it), gRPC requests only.
+    pub grpc: Option<GrpcMatch>,
+    /// The request's method is this one, or one of these.
+    pub method: Option<Methods>,
+    /// Header name to value match; all must match.
     #[serde(default)]
-    pub headers: BTreeMap<String, String>,
+    pub headers: BTreeMap<String, ValueMatch>,
+    /// Query parameter name to value match; all must match.
+    #[serde(default)]
+    pub query: BTreeMap<String, ValueMatch>,
 }
 
 /// Retry policy.
@@ -385,6 +440,14 @@ pub struct Upstream {
     pub outlier_detection: Option<OutlierDetection>,
     /// Circuit breaker: maximum concurrent requests.
     pub max_requests: Option<i64>,
+    /// Circuit breaker: maximum connections to the upstream's hosts.
+    pub max_connections: Option<i64>,
+    /// Circuit breaker: maximum requests waiting for a connection.
+    pub max_pending_requests: Option<i64>,
+    /// How Envoy picks an endpoint (default `round_robin`).
+    pub load_balancing: Option<LoadBalancing>,
+    /// What `ring_hash` and `maglev` hash.
+    pub hash_on: Option<HashOn>,
     /// TLS to the upstream.
     pub tls: Option<UpstreamTls>,
 }
@@ -816,7 +879,11 @@ impl Catalog {
     fn apply_defaults(&mut self) {
         let defaults = std::mem::take(&mut self.defaults);
         for listener in self.proxies.values_mut().flat_map(|p| &mut p.listeners) {
-            for route in &mut listener.routes {
+            let hosts = listener
+                .virtual_hosts
+                .iter_mut()
+                .flat_map(|h| &mut h.routes);
+            for route in listener.routes.iter_mut().chain(hosts) {
                 if route.timeout.is_none() {
                     route.timeout = defaults.route_timeout;
                 }

@@ -86,16 +86,33 @@ pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
             if let Some(tls) = &l.tls {
                 v.listener_tls(&format!("{at}.tls"), tls, catalog);
             }
+            if let Some(path) = l.access_log.as_ref().and_then(|a| a.path.as_ref())
+                && !path.is_absolute()
+            {
+                v.err(
+                    &format!("{at}.access_log.path"),
+                    format!("{} must be an absolute path (Envoy's working directory is not the catalog's)", path.display()),
+                );
+            }
             match l.protocol {
                 ListenerProtocol::Tcp => {
-                    match &l.to {
-                        None => v.err(&format!("{at}.to"), "a tcp listener needs `to`".into()),
-                        Some(to) => v.upstream_ref(&format!("{at}.to"), to, catalog, false),
+                    match (&l.to, &l.split) {
+                        (None, None) => v.err(
+                            &format!("{at}.to"),
+                            "a tcp listener needs `to` (or `split`)".into(),
+                        ),
+                        _ => v.destination(&at, &l.to, &l.split, catalog, false),
                     }
                     if !l.routes.is_empty() {
                         v.err(
                             &format!("{at}.routes"),
                             "a tcp listener has no routes; use `to`".into(),
+                        );
+                    }
+                    if !l.virtual_hosts.is_empty() {
+                        v.err(
+                            &format!("{at}.virtual_hosts"),
+                            "a tcp listener has no virtual hosts; use `to`".into(),
                         );
                     }
                     if l.grpc_web {
@@ -118,14 +135,28 @@ pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
                             "an http listener routes with `routes`, not `to`".into(),
                         );
                     }
-                    if l.routes.is_empty() {
+                    if l.split.is_some() {
                         v.err(
-                            &format!("{at}.routes"),
-                            "an http listener needs at least one route".into(),
+                            &format!("{at}.split"),
+                            "an http listener splits in its routes, not with `split`".into(),
                         );
                     }
-                    for (j, r) in l.routes.iter().enumerate() {
-                        v.route(&format!("{at}.routes[{j}]"), r, catalog);
+                    match (l.routes.is_empty(), l.virtual_hosts.is_empty()) {
+                        (true, true) => v.err(
+                            &format!("{at}.routes"),
+                            "an http listener needs at least one route (or `virtual_hosts`)".into(),
+                        ),
+                        (false, false) => v.err(
+                            &format!("{at}.virtual_hosts"),
+                            "give `routes` (any Host) or `virtual_hosts`, not both".into(),
+                        ),
+                        _ => {}
+                    }
+                    v.virtual_hosts(&at, &l.virtual_hosts);
+                    for (list, routes) in l.route_lists() {
+                        for (j, r) in routes.iter().enumerate() {
+                            v.route(&format!("{at}.{list}[{j}]"), r, catalog);
+                        }
                     }
                     if let Some(cors) = &l.cors
                         && cors.allow_origins.is_empty()
@@ -182,69 +213,115 @@ pub(super) fn warnings(catalog: &Catalog) -> Vec<CatalogWarning> {
                     message: "permissive: plaintext callers get in whatever `allow` says (they name nobody); switch to strict once every caller speaks TLS".into(),
                 });
             }
-            for (k, r) in l.routes.iter().enumerate() {
-                if let Some(size) = r.matcher.regex.as_deref().and_then(re2::may_be_too_big) {
-                    out.push(CatalogWarning {
-                        path: format!("proxies.{name}.listeners[{i}].routes[{k}].match.regex"),
-                        message: format!(
-                            "may compile to more RE2 instructions than Envoy's limit of {} (estimated {size}); `validate --envoy` tells for sure",
-                            re2::MAX_PROGRAM_SIZE
-                        ),
-                    });
-                }
-            }
-            for (k, later) in l.routes.iter().enumerate() {
-                let Some(j) = l.routes[..k]
-                    .iter()
-                    .position(|earlier| shadows(&earlier.matcher, &later.matcher))
-                else {
-                    continue;
-                };
-                out.push(CatalogWarning {
-                    path: format!("proxies.{name}.listeners[{i}].routes[{k}]"),
-                    message: format!(
-                        "never matches: routes[{j}] ({}) comes first and takes every request this route would",
-                        describe_match(&l.routes[j].matcher)
-                    ),
-                });
+            for (list, routes) in l.route_lists() {
+                route_warnings(
+                    &format!("proxies.{name}.listeners[{i}].{list}"),
+                    routes,
+                    &mut out,
+                );
             }
         }
     }
     out
 }
 
+/// The warnings of one route list (a listener's `routes`, or a virtual host's) at `at`.
+fn route_warnings(at: &str, routes: &[Route], out: &mut Vec<CatalogWarning>) {
+    for (k, r) in routes.iter().enumerate() {
+        if let Some(size) = r.matcher.regex.as_deref().and_then(re2::may_be_too_big) {
+            out.push(CatalogWarning {
+                path: format!("{at}[{k}].match.regex"),
+                message: format!(
+                    "may compile to more RE2 instructions than Envoy's limit of {} (estimated {size}); `validate --envoy` tells for sure",
+                    re2::MAX_PROGRAM_SIZE
+                ),
+            });
+        }
+    }
+    for (k, later) in routes.iter().enumerate() {
+        let Some(j) = routes[..k]
+            .iter()
+            .position(|earlier| shadows(&earlier.matcher, &later.matcher))
+        else {
+            continue;
+        };
+        out.push(CatalogWarning {
+            path: format!("{at}[{k}]"),
+            message: format!(
+                "never matches: routes[{j}] ({}) comes first and takes every request this route would",
+                describe_match(&routes[j].matcher)
+            ),
+        });
+    }
+}
+
 /// Whether every request `later` matches is matched by `earlier` (so `earlier`, coming first,
 /// takes them all). Conservative: `false` when it cannot tell (regexes, other than the same one).
 pub(super) fn shadows(earlier: &RouteMatch, later: &RouteMatch) -> bool {
-    // The earlier route's header conditions must all be conditions of the later route too.
-    let headers = earlier
+    // The earlier route's conditions must all be conditions of the later route too.
+    let conditions = earlier
         .headers
         .iter()
-        .all(|(name, value)| later.headers.get(name) == Some(value));
-    if !headers {
+        .all(|(name, value)| later.headers.get(name) == Some(value))
+        && earlier
+            .query
+            .iter()
+            .all(|(name, value)| later.query.get(name) == Some(value))
+        && earlier.method.as_ref().is_none_or(|m| {
+            later
+                .method
+                .as_ref()
+                .is_some_and(|l| l.0.iter().all(|x| m.0.contains(x)))
+        })
+        // A gRPC match also asks for a gRPC content type.
+        && (earlier.grpc.is_none() || later.grpc.is_some());
+    if !conditions {
         return false;
     }
-    if let Some(p) = &earlier.prefix {
-        return match (&later.prefix, &later.path, &later.regex) {
-            (Some(q), _, _) | (None, Some(q), _) => q.starts_with(p.as_str()),
-            // Every path starts with '/'.
-            (None, None, Some(_)) => p == "/",
-            (None, None, None) => false,
-        };
+    match (path_of(earlier), path_of(later)) {
+        (PathOf::Prefix(p), PathOf::Prefix(q) | PathOf::Exact(q)) => q.starts_with(p.as_str()),
+        // Every path starts with '/'.
+        (PathOf::Prefix(p), PathOf::Regex(_)) => p == "/",
+        (PathOf::Exact(p), PathOf::Exact(q)) => p == q,
+        (PathOf::Regex(r), PathOf::Regex(q)) => r == q,
+        _ => false,
     }
-    if let Some(p) = &earlier.path {
-        return later.path.as_ref() == Some(p);
+}
+
+/// The path condition of a match, a gRPC one as the path it stands for.
+enum PathOf<'a> {
+    Prefix(String),
+    Exact(String),
+    Regex(&'a str),
+    None,
+}
+
+fn path_of(m: &RouteMatch) -> PathOf<'_> {
+    match (&m.prefix, &m.path, &m.regex, &m.grpc) {
+        (Some(p), _, _, _) => PathOf::Prefix(p.clone()),
+        (None, Some(p), _, _) => PathOf::Exact(p.clone()),
+        (None, None, Some(r), _) => PathOf::Regex(r),
+        (None, None, None, Some(g)) if g.method.is_some() => PathOf::Exact(g.path()),
+        (None, None, None, Some(g)) => PathOf::Prefix(g.path()),
+        (None, None, None, None) => PathOf::None,
     }
-    earlier.regex.is_some() && later.regex == earlier.regex
 }
 
 fn describe_match(m: &RouteMatch) -> String {
-    let what = match (&m.prefix, &m.path, &m.regex) {
-        (Some(p), _, _) => format!("prefix {p}"),
-        (None, Some(p), _) => format!("path {p}"),
-        (None, None, Some(r)) => format!("regex {r}"),
-        (None, None, None) => "no match".into(),
+    let mut what = match (&m.prefix, &m.path, &m.regex, &m.grpc) {
+        (Some(p), _, _, _) => format!("prefix {p}"),
+        (None, Some(p), _, _) => format!("path {p}"),
+        (None, None, Some(r), _) => format!("regex {r}"),
+        (None, None, None, Some(g)) => format!("grpc {}", g.path()),
+        (None, None, None, None) => "no match".into(),
     };
+    if let Some(methods) = &m.method {
+        what.push_str(&format!(", method {}", methods.0.join("|")));
+    }
+    if !m.query.is_empty() {
+        let query: Vec<String> = m.query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        what.push_str(&format!(", query {}", query.join("&")));
+    }
     if m.headers.is_empty() {
         format!("{what}, any headers")
     } else {
@@ -253,12 +330,12 @@ fn describe_match(m: &RouteMatch) -> String {
     }
 }
 
-struct Validator {
-    errors: Vec<CatalogError>,
+pub(super) struct Validator {
+    pub(super) errors: Vec<CatalogError>,
 }
 
 impl Validator {
-    fn err(&mut self, path: &str, message: String) {
+    pub(super) fn err(&mut self, path: &str, message: String) {
         self.errors.push(CatalogError {
             path: path.to_string(),
             message,
@@ -400,7 +477,7 @@ impl Validator {
     }
 
     /// Names end up in Envoy resource names and metrics: keep them to a safe alphabet.
-    fn name(&mut self, path: &str, name: &str) {
+    pub(super) fn name(&mut self, path: &str, name: &str) {
         let ok = !name.is_empty()
             && name
                 .chars()
@@ -423,7 +500,7 @@ impl Validator {
 
     /// Durations Envoy requires to be more than zero, and counts in milliseconds: a zero or
     /// sub-millisecond one is NACKed or becomes zero.
-    fn envoy_duration(&mut self, path: &str, d: Option<Duration>) {
+    pub(super) fn envoy_duration(&mut self, path: &str, d: Option<Duration>) {
         if let Some(d) = d
             && d.get() < std::time::Duration::from_millis(1)
         {
@@ -434,13 +511,19 @@ impl Validator {
         }
     }
 
-    fn positive(&mut self, path: &str, n: i64) {
+    pub(super) fn positive(&mut self, path: &str, n: i64) {
         if n <= 0 || n > i64::from(u32::MAX) {
             self.err(path, format!("{n} must be a positive whole number"));
         }
     }
 
-    fn upstream_ref(&mut self, path: &str, to: &UpstreamName, catalog: &Catalog, http: bool) {
+    pub(super) fn upstream_ref(
+        &mut self,
+        path: &str,
+        to: &UpstreamName,
+        catalog: &Catalog,
+        http: bool,
+    ) {
         match catalog.upstreams.get(to) {
             None => self.err(
                 path,
@@ -458,14 +541,19 @@ impl Validator {
 
     fn route(&mut self, at: &str, r: &Route, catalog: &Catalog) {
         let m = &r.matcher;
-        let kinds = [m.prefix.is_some(), m.path.is_some(), m.regex.is_some()]
-            .iter()
-            .filter(|x| **x)
-            .count();
+        let kinds = [
+            m.prefix.is_some(),
+            m.path.is_some(),
+            m.regex.is_some(),
+            m.grpc.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
         if kinds != 1 {
             self.err(
                 &format!("{at}.match"),
-                "needs exactly one of `prefix`, `path`, `regex`".into(),
+                "needs exactly one of `prefix`, `path`, `regex`, `grpc`".into(),
             );
         }
         for (field, value) in [("prefix", &m.prefix), ("path", &m.path)] {
@@ -479,40 +567,36 @@ impl Validator {
             }
         }
         if let Some(re) = &m.regex {
-            match regex::Regex::new(re) {
-                Err(e) => self.err(
-                    &format!("{at}.match.regex"),
-                    format!("invalid regular expression: {e}"),
-                ),
-                Ok(_) => {
-                    if let Some(refusal) = re2::refusal(re) {
-                        self.err(&format!("{at}.match.regex"), refusal.to_string());
-                    }
-                }
-            }
+            self.re2(&format!("{at}.match.regex"), re);
         }
-        for name in m.headers.keys() {
-            if name.is_empty()
-                || name
-                    .chars()
-                    .any(|c| c.is_ascii_uppercase() || c.is_whitespace())
-            {
-                self.err(
-                    &format!("{at}.match.headers.{name}"),
-                    "header names must be non-empty lower case without spaces".into(),
-                );
-            }
+        self.match_conditions(&format!("{at}.match"), m);
+        self.route_changes(at, r, catalog);
+        self.destination(at, &r.to, &r.split, catalog, true);
+        if let Some(retries) = &r.retries {
+            self.retries(&format!("{at}.retries"), retries);
         }
-        match (&r.to, &r.split) {
-            (Some(to), None) => self.upstream_ref(&format!("{at}.to"), to, catalog, true),
+    }
+
+    /// Where a route or TCP listener sends traffic: exactly one of `to` and `split`; a split's
+    /// weights 0 or more (0 parks an upstream, a canary at rest, as App Mesh and Envoy allow),
+    /// at least one above 0, adding up to what Envoy counts in.
+    fn destination(
+        &mut self,
+        at: &str,
+        to: &Option<UpstreamName>,
+        split: &Option<BTreeMap<UpstreamName, i64>>,
+        catalog: &Catalog,
+        http: bool,
+    ) {
+        match (to, split) {
+            (Some(to), None) => self.upstream_ref(&format!("{at}.to"), to, catalog, http),
             (None, Some(split)) => {
                 if split.is_empty() {
                     self.err(&format!("{at}.split"), "needs at least one upstream".into());
                 }
                 for (to, w) in split {
                     let p = format!("{at}.split.{to}");
-                    self.upstream_ref(&p, to, catalog, true);
-                    // 0 parks an upstream (a canary at rest), as App Mesh and Envoy allow.
+                    self.upstream_ref(&p, to, catalog, http);
                     if *w < 0 || *w > i64::from(u32::MAX) {
                         self.err(&p, format!("weight {w} is not 0-{}", u32::MAX));
                     }
@@ -538,9 +622,33 @@ impl Validator {
             }
             _ => self.err(at, "needs exactly one of `to` and `split`".into()),
         }
-        if let Some(retries) = &r.retries {
-            self.retries(&format!("{at}.retries"), retries);
+    }
+
+    /// A regular expression Envoy's RE2 compiles.
+    pub(super) fn re2(&mut self, path: &str, re: &str) {
+        match regex::Regex::new(re) {
+            Err(e) => self.err(path, format!("invalid regular expression: {e}")),
+            Ok(_) => {
+                if let Some(refusal) = re2::refusal(re) {
+                    self.err(path, refusal.to_string());
+                }
+            }
         }
+    }
+
+    /// A header name in a match or a header change: lower case, no spaces.
+    pub(super) fn header_name(&mut self, path: &str, name: &str) -> bool {
+        let ok = !name.is_empty()
+            && !name
+                .chars()
+                .any(|c| c.is_ascii_uppercase() || c.is_whitespace());
+        if !ok {
+            self.err(
+                path,
+                "header names must be non-empty lower case without spaces".into(),
+            );
+        }
+        ok
     }
 
     fn retries(&mut self, at: &str, r: &Retries) {
@@ -583,6 +691,7 @@ impl Validator {
         if let Some(n) = u.max_requests {
             self.positive(&format!("{at}.max_requests"), n);
         }
+        self.load_balancing(at, u);
         self.envoy_duration(&format!("{at}.connect_timeout"), u.connect_timeout);
         self.sources(&format!("{at}.endpoints"), &u.endpoints, u.port.is_some());
         if let Some(hc) = &u.health_check {

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier,
     circuit_breakers::Thresholds,
-    cluster::{ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig},
+    cluster::{ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy},
 };
 use envoy_types::pb::envoy::config::core::v3::{
     Address, HealthCheck as EnvoyHealthCheck, Http2ProtocolOptions, SocketAddress, address,
@@ -27,7 +27,9 @@ use envoy_types::pb::google::protobuf::{Any, UInt32Value};
 use envoy_types::util::pack_any;
 
 use super::{ads_config_source, pb_duration};
-use crate::catalog::{Catalog, Endpoint, HealthCheck, Upstream, UpstreamName, UpstreamProtocol};
+use crate::catalog::{
+    Catalog, Endpoint, HealthCheck, LoadBalancing, Upstream, UpstreamName, UpstreamProtocol,
+};
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
@@ -85,6 +87,13 @@ pub(super) fn cluster(
             ..Default::default()
         }),
         circuit_breakers: circuit_breakers(u),
+        lb_policy: match u.load_balancing.unwrap_or_default() {
+            LoadBalancing::RoundRobin => LbPolicy::RoundRobin,
+            LoadBalancing::LeastRequest => LbPolicy::LeastRequest,
+            LoadBalancing::Random => LbPolicy::Random,
+            LoadBalancing::RingHash => LbPolicy::RingHash,
+            LoadBalancing::Maglev => LbPolicy::Maglev,
+        } as i32,
         transport_socket: u
             .tls
             .as_ref()
@@ -125,13 +134,26 @@ fn circuit_breakers(u: &Upstream) -> Option<CircuitBreakers> {
     let max_requests = u.max_requests.map(|n| n as u32);
     let max_retries =
         (u.protocol != UpstreamProtocol::Tcp).then(|| max_requests.unwrap_or(ENVOY_MAX_REQUESTS));
-    if max_requests.is_none() && max_retries.is_none() {
+    let max_connections = u.max_connections.map(|n| n as u32);
+    let max_pending_requests = u.max_pending_requests.map(|n| n as u32);
+    if [
+        max_requests,
+        max_retries,
+        max_connections,
+        max_pending_requests,
+    ]
+    .iter()
+    .all(Option::is_none)
+    {
         return None;
     }
+    let value = |n: Option<u32>| n.map(|value| UInt32Value { value });
     Some(CircuitBreakers {
         thresholds: vec![Thresholds {
-            max_requests: max_requests.map(|value| UInt32Value { value }),
-            max_retries: max_retries.map(|value| UInt32Value { value }),
+            max_requests: value(max_requests),
+            max_retries: value(max_retries),
+            max_connections: value(max_connections),
+            max_pending_requests: value(max_pending_requests),
             ..Default::default()
         }],
         ..Default::default()

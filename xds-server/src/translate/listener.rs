@@ -8,6 +8,7 @@ use envoy_types::pb::envoy::config::listener::v3::{
     filter::ConfigType, listener_filter::ConfigType as ListenerFilterConfigType,
 };
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::grpc_web::v3::GrpcWeb;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
@@ -17,16 +18,18 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac as NetworkRbac;
 use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
-    TcpProxy, tcp_proxy::ClusterSpecifier,
+    TcpProxy,
+    tcp_proxy::{ClusterSpecifier, WeightedCluster, weighted_cluster::ClusterWeight},
 };
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::util::pack_any;
 
-use super::{ads_config_source, tls};
+use super::{access_log, ads_config_source, tls};
 use crate::catalog::{Catalog, Listener, ListenerProtocol, ProxyName, TlsMode};
 
 /// Filter names as Envoy knows them (also the keys of per-route filter config).
 pub(super) const CORS_FILTER: &str = "envoy.filters.http.cors";
+pub(super) const FAULT_FILTER: &str = "envoy.filters.http.fault";
 const GRPC_WEB_FILTER: &str = "envoy.filters.http.grpc_web";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
 const RBAC_FILTER: &str = "envoy.filters.network.rbac";
@@ -46,10 +49,9 @@ pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> An
             name: "envoy.filters.network.tcp_proxy".into(),
             config_type: Some(ConfigType::TypedConfig(pack_any(TcpProxy {
                 stat_prefix,
-                cluster_specifier: l
-                    .to
-                    .as_ref()
-                    .map(|to| ClusterSpecifier::Cluster(to.0.clone())),
+                cluster_specifier: tcp_destination(l),
+                idle_timeout: l.idle_timeout.map(|d| super::pb_duration(d.get())),
+                access_log: access_log::loggers(l.access_log.as_ref(), l.protocol),
                 ..Default::default()
             }))),
         },
@@ -141,6 +143,26 @@ pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> An
     })
 }
 
+/// The upstream of a TCP listener, or its weighted upstreams. Envoy's TCP proxy takes no
+/// weight 0: a parked upstream is left out (its cluster stays, warm for when it gets a weight).
+fn tcp_destination(l: &Listener) -> Option<ClusterSpecifier> {
+    if let Some(to) = &l.to {
+        return Some(ClusterSpecifier::Cluster(to.0.clone()));
+    }
+    let split = l.split.as_ref()?;
+    Some(ClusterSpecifier::WeightedClusters(WeightedCluster {
+        clusters: split
+            .iter()
+            .filter(|(_, w)| **w > 0)
+            .map(|(name, w)| ClusterWeight {
+                name: name.0.clone(),
+                weight: *w as u32,
+                ..Default::default()
+            })
+            .collect(),
+    }))
+}
+
 fn http_connection_manager(l: &Listener, stat_prefix: String) -> HttpConnectionManager {
     let mut filters = Vec::new();
     if l.grpc_web {
@@ -150,6 +172,10 @@ fn http_connection_manager(l: &Listener, stat_prefix: String) -> HttpConnectionM
         // The policy itself sits on the virtual host (see `route`).
         filters.push(http_filter(CORS_FILTER, pack_any(Cors::default())));
     }
+    if l.all_routes().any(|r| r.fault.is_some()) {
+        // Inert here: each route with `fault` configures it (see `route`).
+        filters.push(http_filter(FAULT_FILTER, pack_any(HttpFault::default())));
+    }
     filters.push(http_filter(ROUTER_FILTER, pack_any(Router::default())));
     HttpConnectionManager {
         stat_prefix,
@@ -158,6 +184,8 @@ fn http_connection_manager(l: &Listener, stat_prefix: String) -> HttpConnectionM
             route_config_name: l.name.clone(),
         })),
         http_filters: filters,
+        stream_idle_timeout: l.idle_timeout.map(|d| super::pb_duration(d.get())),
+        access_log: access_log::loggers(l.access_log.as_ref(), l.protocol),
         ..Default::default()
     }
 }

@@ -5,6 +5,7 @@
 //! hashes. (Protobuf maps are encoded in hash-map order, so every map written here holds at most
 //! one entry.)
 
+mod access_log;
 mod cluster;
 mod listener;
 mod route;
@@ -15,6 +16,7 @@ use std::collections::BTreeMap;
 use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
 };
+use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 
 use crate::catalog::{Catalog, EndpointMap, ListenerProtocol, ProxyName, UpstreamName};
@@ -153,12 +155,16 @@ pub(crate) fn used_upstreams(p: &crate::catalog::Proxy) -> Vec<&UpstreamName> {
     for l in &p.listeners {
         match l.protocol {
             ListenerProtocol::Http => {
-                for r in &l.routes {
+                for r in l.all_routes() {
                     used.extend(r.to.iter());
                     used.extend(r.split.iter().flat_map(|s| s.keys()));
+                    used.extend(r.mirror.iter().map(|m| &m.to));
                 }
             }
-            ListenerProtocol::Tcp => used.extend(l.to.iter()),
+            ListenerProtocol::Tcp => {
+                used.extend(l.to.iter());
+                used.extend(l.split.iter().flat_map(|s| s.keys()));
+            }
         }
     }
     used.sort();
@@ -172,6 +178,14 @@ fn ads_config_source() -> ConfigSource {
         config_source_specifier: Some(ConfigSourceSpecifier::Ads(AggregatedConfigSource {})),
         resource_api_version: ApiVersion::V3 as i32,
         ..Default::default()
+    }
+}
+
+/// A catalog percentage (0-100, default 100) as Envoy's fraction, in millionths.
+fn fraction(percent: Option<f64>) -> FractionalPercent {
+    FractionalPercent {
+        numerator: (percent.unwrap_or(100.0) * 10_000.0).round() as u32,
+        denominator: DenominatorType::Million as i32,
     }
 }
 

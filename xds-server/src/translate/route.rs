@@ -1,28 +1,45 @@
-//! Route configurations: one virtual host per HTTP listener, first match wins.
+//! Route configurations: an HTTP listener's virtual hosts (one that takes any Host, for
+//! `routes`), each with its routes, first match wins.
 
 use std::collections::HashMap;
 
+use envoy_types::pb::envoy::config::core::v3::{
+    HeaderValue, HeaderValueOption, RuntimeFractionalPercent,
+    header_value_option::HeaderAppendAction,
+};
 use envoy_types::pb::envoy::config::route::v3::{
-    HeaderMatcher, RetryPolicy, Route as EnvoyRoute, RouteAction, RouteConfiguration,
-    RouteMatch as EnvoyMatch, VirtualHost, WeightedCluster,
+    HeaderMatcher, QueryParameterMatcher, RetryPolicy, Route as EnvoyRoute, RouteAction,
+    RouteConfiguration, RouteMatch as EnvoyMatch, VirtualHost, WeightedCluster,
     header_matcher::HeaderMatchSpecifier,
+    query_parameter_matcher::QueryParameterMatchSpecifier,
     retry_policy::{RetryHostPredicate, retry_host_predicate},
     route::Action,
-    route_action::{ClusterSpecifier, MaxStreamDuration},
-    route_match::PathSpecifier,
+    route_action::RequestMirrorPolicy,
+    route_action::{ClusterSpecifier, HostRewriteSpecifier, MaxStreamDuration},
+    route_action::{HashPolicy, hash_policy, hash_policy::PolicySpecifier},
+    route_match::{GrpcRouteMatchOptions, PathSpecifier},
     weighted_cluster::ClusterWeight,
 };
+use envoy_types::pb::envoy::extensions::filters::common::fault::v3::{
+    FaultDelay as CommonFaultDelay, fault_delay::FaultDelaySecifier,
+};
 use envoy_types::pb::envoy::extensions::filters::http::cors::v3::CorsPolicy;
+use envoy_types::pb::envoy::extensions::filters::http::fault::v3::{
+    FaultAbort, HttpFault, fault_abort::ErrorType,
+};
 use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
 use envoy_types::pb::envoy::r#type::matcher::v3::{
-    RegexMatcher, StringMatcher, string_matcher::MatchPattern,
+    RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
 use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration as PbDuration, UInt32Value};
 use envoy_types::util::pack_any;
 
-use super::listener::CORS_FILTER;
-use super::pb_duration;
-use crate::catalog::{Catalog, Cors, Listener, Retries, Route, RouteMatch, UpstreamProtocol};
+use super::listener::{CORS_FILTER, FAULT_FILTER};
+use super::{fraction, pb_duration};
+use crate::catalog::{
+    Catalog, Cors, Fault, HeaderChanges, HostRewrite, Listener, Retries, Route, RouteMatch,
+    UpstreamProtocol, ValueMatch,
+};
 
 const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
 
@@ -31,19 +48,31 @@ const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
 const HOST_SELECTION_ATTEMPTS: i64 = 3;
 
 pub(super) fn route_configuration(catalog: &Catalog, l: &Listener) -> Any {
-    let mut typed_per_filter_config = HashMap::new();
-    if let Some(cors) = &l.cors {
-        typed_per_filter_config.insert(CORS_FILTER.to_string(), pack_any(cors_policy(cors)));
-    }
-    pack_any(RouteConfiguration {
-        name: l.name.clone(),
-        virtual_hosts: vec![VirtualHost {
-            name: l.name.clone(),
-            domains: vec!["*".into()],
-            routes: l.routes.iter().map(|r| route(catalog, r)).collect(),
+    let host = |name: &str, domains: Vec<String>, routes: &[Route]| {
+        let mut typed_per_filter_config = HashMap::new();
+        if let Some(cors) = &l.cors {
+            typed_per_filter_config.insert(CORS_FILTER.to_string(), pack_any(cors_policy(cors)));
+        }
+        VirtualHost {
+            name: name.to_string(),
+            domains,
+            routes: routes.iter().map(|r| route(catalog, r)).collect(),
             typed_per_filter_config,
             ..Default::default()
-        }],
+        }
+    };
+    let virtual_hosts = if l.virtual_hosts.is_empty() {
+        vec![host(&l.name, vec!["*".into()], &l.routes)]
+    } else {
+        // A Host no virtual host takes gets Envoy's 404.
+        l.virtual_hosts
+            .iter()
+            .map(|h| host(&h.name, h.domains.clone(), &h.routes))
+            .collect()
+    };
+    pack_any(RouteConfiguration {
+        name: l.name.clone(),
+        virtual_hosts,
         ..Default::default()
     })
 }
@@ -68,6 +97,9 @@ fn route(catalog: &Catalog, r: &Route) -> EnvoyRoute {
     };
     let (timeout, max_stream_duration) = limits(catalog, r);
     let retries = r.retries.as_ref().or(catalog.defaults.retries.as_ref());
+    let rewrite = r.rewrite.clone().unwrap_or_default();
+    let (request_add, request_remove) = header_changes(r.request_headers.as_ref());
+    let (response_add, response_remove) = header_changes(r.response_headers.as_ref());
     EnvoyRoute {
         r#match: Some(route_match(&r.matcher)),
         action: Some(Action::Route(RouteAction {
@@ -75,10 +107,117 @@ fn route(catalog: &Catalog, r: &Route) -> EnvoyRoute {
             timeout,
             max_stream_duration,
             retry_policy: retries.map(retry_policy),
+            prefix_rewrite: rewrite.prefix.unwrap_or_default(),
+            // The whole path (Envoy matches the path without its query string, which stays).
+            regex_rewrite: rewrite.path.map(|path| RegexMatchAndSubstitute {
+                pattern: Some(RegexMatcher {
+                    regex: "^.*$".into(),
+                    ..Default::default()
+                }),
+                substitution: path,
+            }),
+            hash_policy: hash_policy(catalog, r),
+            request_mirror_policies: r
+                .mirror
+                .iter()
+                .map(|m| RequestMirrorPolicy {
+                    cluster: m.to.0.clone(),
+                    runtime_fraction: Some(RuntimeFractionalPercent {
+                        default_value: Some(fraction(m.percent)),
+                        runtime_key: String::new(),
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            host_rewrite_specifier: rewrite.host.map(|h| match h {
+                HostRewrite::Auto => {
+                    HostRewriteSpecifier::AutoHostRewrite(BoolValue { value: true })
+                }
+                HostRewrite::Literal(name) => HostRewriteSpecifier::HostRewriteLiteral(name),
+            }),
             ..Default::default()
         })),
+        typed_per_filter_config: r
+            .fault
+            .as_ref()
+            .map(|f| (FAULT_FILTER.to_string(), pack_any(fault(f))))
+            .into_iter()
+            .collect(),
+        request_headers_to_add: request_add,
+        request_headers_to_remove: request_remove,
+        response_headers_to_add: response_add,
+        response_headers_to_remove: response_remove,
         ..Default::default()
     }
+}
+
+/// What the route's hashing upstreams (`ring_hash`, `maglev`) hash, each policy once.
+fn hash_policy(catalog: &Catalog, r: &Route) -> Vec<HashPolicy> {
+    let mut out: Vec<HashPolicy> = Vec::new();
+    let upstreams = r.to.iter().chain(r.split.iter().flat_map(|s| s.keys()));
+    for h in upstreams.filter_map(|n| catalog.upstreams.get(n)?.hash_on.as_ref()) {
+        let specifier = if let Some(header) = &h.header {
+            PolicySpecifier::Header(hash_policy::Header {
+                header_name: header.clone(),
+                ..Default::default()
+            })
+        } else if let Some(cookie) = &h.cookie {
+            PolicySpecifier::Cookie(hash_policy::Cookie {
+                name: cookie.clone(),
+                ttl: h.ttl.map(|d| pb_duration(d.get())),
+                ..Default::default()
+            })
+        } else {
+            PolicySpecifier::ConnectionProperties(hash_policy::ConnectionProperties {
+                source_ip: true,
+            })
+        };
+        let policy = HashPolicy {
+            policy_specifier: Some(specifier),
+            ..Default::default()
+        };
+        if !out.contains(&policy) {
+            out.push(policy);
+        }
+    }
+    out
+}
+
+/// The fault filter's settings for one route (the filter itself injects nothing).
+fn fault(f: &Fault) -> HttpFault {
+    HttpFault {
+        delay: f.delay.as_ref().map(|d| CommonFaultDelay {
+            percentage: Some(fraction(d.percent)),
+            fault_delay_secifier: Some(FaultDelaySecifier::FixedDelay(pb_duration(d.fixed.get()))),
+        }),
+        abort: f.abort.as_ref().map(|a| FaultAbort {
+            percentage: Some(fraction(a.percent)),
+            error_type: Some(ErrorType::HttpStatus(a.status as u32)),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// Headers to add (appended to any already there) and to remove.
+fn header_changes(c: Option<&HeaderChanges>) -> (Vec<HeaderValueOption>, Vec<String>) {
+    let Some(c) = c else {
+        return (Vec::new(), Vec::new());
+    };
+    let add = c
+        .add
+        .iter()
+        .map(|(key, value)| HeaderValueOption {
+            header: Some(HeaderValue {
+                key: key.clone(),
+                value: value.clone(),
+                ..Default::default()
+            }),
+            append_action: HeaderAppendAction::AppendIfExistsOrAdd as i32,
+            ..Default::default()
+        })
+        .collect();
+    (add, c.remove.clone())
 }
 
 /// The time limits of a route: its `timeout`, and for gRPC the stream duration.
@@ -122,27 +261,86 @@ fn is_grpc(catalog: &Catalog, r: &Route) -> bool {
 }
 
 fn route_match(m: &RouteMatch) -> EnvoyMatch {
-    let path_specifier = if let Some(p) = &m.prefix {
-        PathSpecifier::Prefix(p.clone())
-    } else if let Some(p) = &m.path {
-        PathSpecifier::Path(p.clone())
-    } else {
-        PathSpecifier::SafeRegex(RegexMatcher {
-            regex: m.regex.clone().unwrap_or_default(),
+    let path_specifier = match (&m.prefix, &m.path, &m.regex, &m.grpc) {
+        (Some(p), _, _, _) => PathSpecifier::Prefix(p.clone()),
+        (None, Some(p), _, _) => PathSpecifier::Path(p.clone()),
+        (None, None, None, Some(g)) if g.method.is_some() => PathSpecifier::Path(g.path()),
+        (None, None, None, Some(g)) => PathSpecifier::Prefix(g.path()),
+        (None, None, regex, _) => PathSpecifier::SafeRegex(RegexMatcher {
+            regex: regex.clone().unwrap_or_default(),
             ..Default::default()
-        })
+        }),
     };
+    let method = m.method.as_ref().map(|methods| HeaderMatcher {
+        name: ":method".into(),
+        header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(
+            match methods.0.as_slice() {
+                [one] => exact(one),
+                many => regex(&many.join("|")),
+            },
+        )),
+        ..Default::default()
+    });
+    let headers = m.headers.iter().map(|(name, value)| {
+        let (specifier, invert_match) = match value {
+            ValueMatch::Present => (HeaderMatchSpecifier::PresentMatch(true), false),
+            ValueMatch::Absent => (HeaderMatchSpecifier::PresentMatch(true), true),
+            other => (
+                HeaderMatchSpecifier::StringMatch(string_match(other)),
+                false,
+            ),
+        };
+        HeaderMatcher {
+            name: name.clone(),
+            header_match_specifier: Some(specifier),
+            invert_match,
+            ..Default::default()
+        }
+    });
     EnvoyMatch {
         path_specifier: Some(path_specifier),
-        headers: m
-            .headers
+        headers: method.into_iter().chain(headers).collect(),
+        query_parameters: m
+            .query
             .iter()
-            .map(|(name, value)| HeaderMatcher {
+            .map(|(name, value)| QueryParameterMatcher {
                 name: name.clone(),
-                header_match_specifier: Some(HeaderMatchSpecifier::StringMatch(exact(value))),
-                ..Default::default()
+                query_parameter_match_specifier: Some(match value {
+                    // Validation refuses `absent` here.
+                    ValueMatch::Present | ValueMatch::Absent => {
+                        QueryParameterMatchSpecifier::PresentMatch(true)
+                    }
+                    other => QueryParameterMatchSpecifier::StringMatch(string_match(other)),
+                }),
             })
             .collect(),
+        grpc: m.grpc.as_ref().map(|_| GrpcRouteMatchOptions {}),
+        ..Default::default()
+    }
+}
+
+/// The string matcher of an exact, prefix, suffix or regex value match.
+fn string_match(v: &ValueMatch) -> StringMatcher {
+    let pattern = match v {
+        ValueMatch::Prefix(p) => MatchPattern::Prefix(p.clone()),
+        ValueMatch::Suffix(s) => MatchPattern::Suffix(s.clone()),
+        ValueMatch::Regex(r) => return regex(r),
+        ValueMatch::Exact(e) => MatchPattern::Exact(e.clone()),
+        ValueMatch::Present | ValueMatch::Absent => MatchPattern::Exact(String::new()),
+    };
+    StringMatcher {
+        match_pattern: Some(pattern),
+        ..Default::default()
+    }
+}
+
+/// An RE2 match of the whole value.
+fn regex(re: &str) -> StringMatcher {
+    StringMatcher {
+        match_pattern: Some(MatchPattern::SafeRegex(RegexMatcher {
+            regex: re.to_string(),
+            ..Default::default()
+        })),
         ..Default::default()
     }
 }
@@ -178,19 +376,7 @@ fn cors_policy(c: &Cors) -> CorsPolicy {
         allow_origin_string_match: c
             .allow_origins
             .iter()
-            .map(|o| {
-                if o == "*" {
-                    StringMatcher {
-                        match_pattern: Some(MatchPattern::SafeRegex(RegexMatcher {
-                            regex: ".*".into(),
-                            ..Default::default()
-                        })),
-                        ..Default::default()
-                    }
-                } else {
-                    exact(o)
-                }
-            })
+            .map(|o| if o == "*" { regex(".*") } else { exact(o) })
             .collect(),
         allow_methods: c.allow_methods.join(","),
         allow_headers: c.allow_headers.join(","),
