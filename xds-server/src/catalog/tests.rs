@@ -764,3 +764,25 @@ upstreams:
         .replace("acm_pca: [] }", "secrets_manager: { secret: tls/app-ca } }");
     assert_eq!(errors(&good), Vec::<String>::new());
 }
+
+#[test]
+fn an_upstream_nothing_uses_is_warned_about() {
+    let text = r#"
+version: 1
+proxies:
+  edge:
+    listeners:
+      - { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: app, mirror: { to: shadow } } ] }
+      - { name: db, port: 5432, protocol: tcp, split: { pg-a: 1, pg-b: 0 } }
+upstreams:
+  app: { protocol: http1, endpoints: { static: ["10.0.0.1:80"] } }
+  shadow: { protocol: http1, endpoints: { static: ["10.0.0.2:80"] } }
+  pg-a: { protocol: tcp, endpoints: { static: ["10.0.0.3:5432"] } }
+  pg-b: { protocol: tcp, endpoints: { static: ["10.0.0.4:5432"] } }
+  forgotten: { protocol: http1, endpoints: { static: ["10.0.0.5:80"] } }
+"#;
+    let c = parse("catalog.yaml", text).unwrap();
+    let w: Vec<String> = warnings(&c).iter().map(ToString::to_string).collect();
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].starts_with("upstreams.forgotten: no route"), "{w:?}");
+}

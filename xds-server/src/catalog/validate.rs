@@ -30,7 +30,15 @@ const RETRY_ON: &[&str] = &[
 
 /// Collects every problem of a parsed catalog; an empty list means it is valid.
 pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
-    let mut v = Validator { errors: Vec::new() };
+    validator(catalog).errors
+}
+
+/// The validator after a pass over the whole catalog: its errors, and the upstreams used.
+fn validator(catalog: &Catalog) -> Validator {
+    let mut v = Validator {
+        errors: Vec::new(),
+        used: Default::default(),
+    };
     if catalog.version != 1 {
         v.err(
             "version",
@@ -192,13 +200,20 @@ pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
             );
         }
     }
-    v.errors
+    v
 }
 
 /// What is valid but most likely a mistake: routes that can never match, because an earlier
 /// route of the same listener takes every request they would.
 pub(super) fn warnings(catalog: &Catalog) -> Vec<CatalogWarning> {
     let mut out = Vec::new();
+    let used = validator(catalog).used;
+    for name in catalog.upstreams.keys().filter(|u| !used.contains(*u)) {
+        out.push(CatalogWarning {
+            path: format!("upstreams.{name}"),
+            message: "no route, split, mirror or TCP listener uses it (fine if another fragment of the catalog does)".into(),
+        });
+    }
     for (name, proxy) in &catalog.proxies {
         for (i, l) in proxy.listeners.iter().enumerate() {
             if let Some(tls) = &l.tls
@@ -332,6 +347,8 @@ fn describe_match(m: &RouteMatch) -> String {
 
 pub(super) struct Validator {
     pub(super) errors: Vec<CatalogError>,
+    /// Every upstream a route, a split, a mirror or a TCP listener names.
+    pub(super) used: std::collections::BTreeSet<UpstreamName>,
 }
 
 impl Validator {
@@ -524,6 +541,7 @@ impl Validator {
         catalog: &Catalog,
         http: bool,
     ) {
+        self.used.insert(to.clone());
         match catalog.upstreams.get(to) {
             None => self.err(
                 path,

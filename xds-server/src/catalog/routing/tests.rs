@@ -179,7 +179,12 @@ fn rewrites_and_header_changes_are_checked_with_their_paths() {
 fn shadowing_knows_methods_queries_grpc_and_virtual_hosts() {
     let warned = |routes: &str| -> Vec<String> {
         let c = parse("c.yaml", &catalog(&format!("        routes:\n{routes}"))).unwrap();
-        warnings(&c).iter().map(ToString::to_string).collect()
+        // Shadowed routes only (the catalog's spare upstreams are warned about too).
+        warnings(&c)
+            .iter()
+            .map(ToString::to_string)
+            .filter(|w| w.contains("never matches"))
+            .collect()
     };
     // A method list covers a route with fewer methods; a gRPC service covers its methods.
     let w = warned(
@@ -205,7 +210,11 @@ fn shadowing_knows_methods_queries_grpc_and_virtual_hosts() {
         ),
     )
     .unwrap();
-    let w: Vec<String> = warnings(&c).iter().map(|w| w.path.clone()).collect();
+    let w: Vec<String> = warnings(&c)
+        .iter()
+        .filter(|w| w.path.starts_with("proxies."))
+        .map(|w| w.path.clone())
+        .collect();
     assert_eq!(w, ["proxies.p.listeners[0].virtual_hosts[1].routes[1]"]);
 }
 
