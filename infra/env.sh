@@ -7,15 +7,19 @@
 #   -d  drop (asks)       -D  drop without asking   -g  graph (graph.png; needs graphviz)
 #   -h  this help
 #
-# ENV, the deployment's name, defaults to the git branch (sanitised). Its state lives in S3:
+# ENV, the deployment's name, defaults to the branch (BRANCH, else git's; sanitised). State:
 #   s3://$TF_STATE_BUCKET/infra/<module dir under infra/>/<ENV>/terraform.tfstate
-# with TF_STATE_BUCKET defaulting to atala-cvp. Secrets come from ~/.secrets.tfvars. Every root
-# gets -var env_name, image_tags, state_bucket and region (AWS_REGION, default us-east-2).
+# with TF_STATE_BUCKET defaulting to atala-cvp. Every root gets -var env_name, image_tags,
+# state_bucket and region (AWS_REGION, default us-east-2).
+# Secrets: ~/.secrets.tfvars when it exists, and every Secrets Manager secret named
+# $SECRETS_PREFIX<variable> (default infra/, e.g. infra/grafana_admin_password) for a variable
+# the root declares, handed to terraform in its environment (TF_VAR_*); the file's win. env.sh
+# says which came from where, never a value.
 # Images: for each component, the newest tag of this branch (<branch prefix>-<revision count>-<sha>)
 # in its ECR repository, else the newest of develop's.
 set -euo pipefail
 
-help() { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; }
+help() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 usage() { help >&2; exit 2; }
 
 action=""
@@ -42,7 +46,7 @@ esac
 # Cut to 24 characters, then without a trailing '-' (Cloud Map names must not end in one).
 sanitise() { tr '[:upper:]' '[:lower:]' | sed -e 's/[^a-z0-9]\{1,\}/-/g' -e 's/^-//' | cut -c1-24 | sed 's/-*$//'; }
 
-branch=$(git rev-parse --abbrev-ref HEAD)
+branch=${BRANCH:-$(git rev-parse --abbrev-ref HEAD)}
 env_name=${1:-$(printf '%s' "$branch" | sanitise)}
 [ -n "$env_name" ] || { echo "env.sh: no environment name (give one, or run inside a git branch)" >&2; exit 2; }
 
@@ -50,6 +54,7 @@ bucket=${TF_STATE_BUCKET:-atala-cvp}
 region=${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-2}}
 key="infra/$module/$env_name/terraform.tfstate"
 secrets="$HOME/.secrets.tfvars"
+secrets_prefix=${SECRETS_PREFIX:-infra/}
 components=${IMAGE_COMPONENTS:-"xds-server s3-config-loader ecs-sd envoy"}
 
 # The newest tag (by revision count) starting with PREFIX- in REPOSITORY, if any.
@@ -86,12 +91,46 @@ drop_tags() {
   printf '{%s}' "${entries%,}"
 }
 
+# A root whose .tf files read no var.image_tags[...] (base/database, base/ecr) runs no image:
+# nothing is looked up, so the repositories can be made before the first image exists.
+uses_images() { grep -qs 'var\.image_tags\[' ./*.tf; }
+
+# The variables ~/.secrets.tfvars sets (its top-level assignments), one a line.
+file_secrets() { [ -f "$secrets" ] && sed -n 's/^\([A-Za-z_][A-Za-z0-9_]*\)[[:space:]]*=.*/\1/p' "$secrets" || true; }
+
+# Secrets Manager's $secrets_prefix<variable> for each variable of this root that the file does
+# not set, exported as TF_VAR_<variable>: in terraform's environment, not on its command line.
+secrets_from_secrets_manager() {
+  local names name var value from_file taken=() kept=()
+  from_file=$(file_secrets)
+  [ -z "$from_file" ] || echo "env.sh: secrets from $secrets: $(echo $from_file | sed 's/ /, /g')" >&2
+  names=$(aws secretsmanager list-secrets --region "$region" --filters "Key=name,Values=$secrets_prefix" \
+            --query 'SecretList[].Name' --output text 2>/dev/null) \
+    || { echo "env.sh: could not list Secrets Manager's $secrets_prefix secrets; using none" >&2; return 0; }
+  for name in $names; do
+    var=${name#"$secrets_prefix"}
+    [[ $var =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || continue
+    grep -Eqs "^variable \"$var\"" ./*.tf || continue
+    if grep -qx "$var" <<< "$from_file"; then kept+=("$var"); continue; fi
+    value=$(aws secretsmanager get-secret-value --region "$region" --secret-id "$name" \
+              --query SecretString --output text) \
+      || { echo "env.sh: could not read the secret $name (for $var)" >&2; exit 1; }
+    export "TF_VAR_$var=$value"
+    taken+=("$var")
+  done
+  [ ${#taken[@]} = 0 ] || echo "env.sh: secrets from Secrets Manager ($secrets_prefix): $(IFS=,; echo "${taken[*]}" | sed 's/,/, /g')" >&2
+  [ ${#kept[@]} = 0 ] || echo "env.sh: also in Secrets Manager, taken from $secrets: $(IFS=,; echo "${kept[*]}" | sed 's/,/, /g')" >&2
+}
+
 tf_vars() {
   local tags
-  if [ "${1:-}" = drop ]; then tags=$(drop_tags); else tags=$(image_tags); fi
+  if [ "${1:-}" = drop ]; then tags=$(drop_tags)
+  elif uses_images; then tags=$(image_tags)
+  else tags='{}'; fi
   vars=(-var "env_name=$env_name" -var "image_tags=$tags"
         -var "state_bucket=$bucket" -var "region=$region")
   if [ -f "$secrets" ]; then vars+=(-var-file="$secrets"); fi
+  secrets_from_secrets_manager
 }
 
 echo "env.sh: $action of $module for \"$env_name\" (state s3://$bucket/$key)" >&2
@@ -101,7 +140,13 @@ case $action in
   apply-auto) tf_init; tf_vars; terraform apply -input=false -auto-approve "${vars[@]}" ;;
   drop) tf_init; tf_vars drop; terraform destroy -input=false "${vars[@]}" ;;
   drop-auto) tf_init; tf_vars drop; terraform destroy -input=false -auto-approve "${vars[@]}" ;;
-  show) tf_init; terraform state list; terraform output ;;
+  show)
+    tf_init; terraform state list; terraform output
+    # A database root (base/database) also says where it is and how to get its credentials.
+    if grep -qs '^output "credentials_command"' ./*.tf; then
+      echo "database: $(terraform output -raw endpoint)"
+      echo "credentials: $(terraform output -raw credentials_command)"
+    fi ;;
   watch)
     # Every log group the deployment lists in its `log_groups` output, followed together.
     tf_init >&2

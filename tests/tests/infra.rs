@@ -403,6 +403,8 @@ fn stage_roots_take_ids_from_remote_state_and_their_settings_from_env_sh() {
     assert_eq!(
         names,
         [
+            "stage/base/database",
+            "stage/base/ecr",
             "stage/base/monitoring",
             "stage/base/vpc",
             "stage/services/intdemo"

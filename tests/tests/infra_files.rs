@@ -404,6 +404,10 @@ upstreams:
         let dash: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(entry.path()).unwrap()).unwrap();
         for panel in dash["panels"].as_array().unwrap() {
+            // CloudWatch's panels are checked in grafana_cloudwatch_panels_query_rds_metrics.
+            if panel["datasource"]["type"] == "cloudwatch" {
+                continue;
+            }
             for target in panel["targets"].as_array().unwrap() {
                 let expr = target["expr"].as_str().unwrap_or_default();
                 queries.push(expr.to_string());
@@ -444,4 +448,318 @@ upstreams:
     let file = dir.write("dashboard-rules.json", &rules.to_string());
     let (ok, out) = run(Command::new("promtool").args(["check", "rules"]).arg(&file));
     assert!(ok, "a dashboard query is not PromQL:\n{out}");
+}
+
+/// The `variable "NAME" { ... }` block of a module's variables.tf, as written.
+fn variable_block(variables: &str, name: &str) -> String {
+    let start = variables
+        .find(&format!("variable \"{name}\" {{"))
+        .unwrap_or_else(|| panic!("no variable {name}"));
+    let end = variables[start..].find("\n}\n").unwrap() + start + 3;
+    variables[start..end].to_string()
+}
+
+/// envoy-service's app containers as Terraform renders them (`terraform console` on the module's
+/// provider-free containers.tf and the variables it reads): a container using the database takes
+/// its password from the secret through ECS `secrets`, never as a plain environment variable, and
+/// the execution role may read exactly that secret and decrypt with exactly its key.
+#[test]
+fn a_service_using_the_database_gets_its_password_through_ecs_secrets_only() {
+    let module = repo_root().join("infra/modules/envoy-service");
+    let main = std::fs::read_to_string(module.join("main.tf")).unwrap();
+    // What is rendered here is what the task definition and the execution role get.
+    assert!(
+        main.contains("], local.app_container_definitions))"),
+        "main.tf no longer renders the app containers from containers.tf"
+    );
+    assert!(main.contains("execution_policy_json = local.app_secrets_policy_json"));
+    let variables = std::fs::read_to_string(module.join("variables.tf")).unwrap();
+    let dir = TempDir::new("containers");
+    std::fs::copy(
+        module.join("containers.tf"),
+        dir.path().join("containers.tf"),
+    )
+    .unwrap();
+    dir.write(
+        "variables.tf",
+        &format!(
+            "{}\n{}\nlocals {{\n  log_options = {{ awslogs-group = \"/ecs/prism-test/api\" }}\n}}\n",
+            variable_block(&variables, "app_containers"),
+            variable_block(&variables, "secrets_kms_key_arns"),
+        ),
+    );
+    let secret = "arn:aws:secretsmanager:us-east-2:111122223333:secret:rds!db-0f1e2d3c-AbCdEf";
+    let key = "arn:aws:kms:us-east-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+    let render = |tfvars: &str| -> serde_json::Value {
+        dir.write("test.tfvars", tfvars);
+        let mut child = Command::new("terraform")
+            .args(["console", "-var-file=test.tfvars"])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("terraform");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"jsonencode({ containers = local.app_container_definitions, policy = local.app_secrets_policy_json })\n")
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "terraform console: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // The console prints the JSON as a quoted string.
+        let json: String =
+            serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+        serde_json::from_str(&json).unwrap()
+    };
+
+    let rendered = render(&format!(
+        r#"app_containers = [
+  {{
+    name        = "api"
+    image       = "api:1"
+    environment = {{ PGHOST = "prism-test.abc.us-east-2.rds.amazonaws.com", PGSSLMODE = "require" }}
+    secrets     = {{ PGPASSWORD = "{secret}:password::", PGUSER = "{secret}:username::" }}
+  }},
+  {{ name = "worker", image = "worker:1" }},
+]
+secrets_kms_key_arns = ["{key}"]
+"#
+    ));
+    let api = &rendered["containers"][0];
+    assert_eq!(api["name"], "api");
+    assert_eq!(
+        api["secrets"],
+        serde_json::json!([
+            { "name": "PGPASSWORD", "valueFrom": format!("{secret}:password::") },
+            { "name": "PGUSER", "valueFrom": format!("{secret}:username::") },
+        ])
+    );
+    let names: Vec<&str> = api["environment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["PGHOST", "PGSSLMODE"]);
+    assert!(
+        !api["environment"].to_string().contains(secret),
+        "{}",
+        api["environment"]
+    );
+    assert_eq!(rendered["containers"][1]["secrets"], serde_json::json!([]));
+    let policy: serde_json::Value =
+        serde_json::from_str(rendered["policy"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        policy["Statement"],
+        serde_json::json!([
+            { "Sid": "ReadContainerSecrets", "Effect": "Allow",
+              "Action": ["secretsmanager:GetSecretValue"], "Resource": [secret] },
+            { "Sid": "DecryptContainerSecrets", "Effect": "Allow",
+              "Action": ["kms:Decrypt"], "Resource": [key] },
+        ])
+    );
+
+    // No secrets: the execution role gets no extra permission at all.
+    let plain = render("app_containers = [{ name = \"web\", image = \"web:1\" }]\n");
+    assert_eq!(plain["policy"], "");
+}
+
+/// The metrics CloudWatch publishes for an RDS instance (AWS/RDS, by DBInstanceIdentifier), as
+/// the RDS user guide lists them.
+const RDS_METRICS: &[&str] = &[
+    "BinLogDiskUsage",
+    "BurstBalance",
+    "CPUCreditBalance",
+    "CPUCreditUsage",
+    "CPUUtilization",
+    "DatabaseConnections",
+    "DiskQueueDepth",
+    "FreeStorageSpace",
+    "FreeableMemory",
+    "MaximumUsedTransactionIDs",
+    "NetworkReceiveThroughput",
+    "NetworkTransmitThroughput",
+    "OldestReplicationSlotLag",
+    "ReadIOPS",
+    "ReadLatency",
+    "ReadThroughput",
+    "ReplicaLag",
+    "SwapUsage",
+    "TransactionLogsDiskUsage",
+    "WriteIOPS",
+    "WriteLatency",
+    "WriteThroughput",
+];
+
+/// The dashboards' CloudWatch panels use the provisioned CloudWatch datasource and query RDS
+/// metrics that exist, of the instance the dashboard's variable picks; the database's CPU,
+/// connections, free storage and read/write latency are shown; and Grafana's task role may read
+/// metrics and do nothing else in CloudWatch.
+#[test]
+fn grafana_cloudwatch_panels_query_rds_metrics() {
+    let grafana = repo_root().join("infra/modules/monitoring/files/grafana");
+    let provisioned: serde_json::Value = serde_saphyr::from_str(
+        &std::fs::read_to_string(grafana.join("provisioning/datasources/cloudwatch.yaml")).unwrap(),
+    )
+    .unwrap();
+    let source = &provisioned["datasources"][0];
+    assert_eq!(source["type"], "cloudwatch");
+    // The task role's credentials, not keys in a file.
+    assert_eq!(source["jsonData"]["authType"], "default");
+    let uid = source["uid"].as_str().unwrap();
+
+    let mut shown = BTreeSet::new();
+    for entry in std::fs::read_dir(grafana.join("dashboards"))
+        .unwrap()
+        .flatten()
+    {
+        let dash: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.path()).unwrap()).unwrap();
+        let variables: Vec<&serde_json::Value> = dash["templating"]["list"]
+            .as_array()
+            .map(|l| l.iter().collect())
+            .unwrap_or_default();
+        for panel in dash["panels"].as_array().unwrap() {
+            if panel["datasource"]["type"] != "cloudwatch" {
+                continue;
+            }
+            let at = format!("{}: {}", entry.path().display(), panel["title"]);
+            assert_eq!(panel["datasource"]["uid"], uid, "{at}");
+            for target in panel["targets"].as_array().unwrap() {
+                assert_eq!(target["datasource"]["uid"], uid, "{at}");
+                assert_eq!(target["namespace"], "AWS/RDS", "{at}");
+                let metric = target["metricName"].as_str().unwrap_or_default();
+                assert!(
+                    RDS_METRICS.contains(&metric),
+                    "{at}: no RDS metric {metric:?}"
+                );
+                assert!(
+                    ["Average", "Minimum", "Maximum", "Sum", "SampleCount"]
+                        .contains(&target["statistic"].as_str().unwrap_or_default()),
+                    "{at}: statistic {}",
+                    target["statistic"]
+                );
+                let dimensions = target["dimensions"].as_object().unwrap();
+                assert_eq!(
+                    dimensions.keys().collect::<Vec<_>>(),
+                    ["DBInstanceIdentifier"],
+                    "{at}"
+                );
+                // The instance is the dashboard's variable, listing the instances CloudWatch has.
+                let name = dimensions["DBInstanceIdentifier"]
+                    .as_str()
+                    .and_then(|v| v.strip_prefix('$'))
+                    .unwrap_or_else(|| panic!("{at}: a fixed instance"));
+                let variable = variables
+                    .iter()
+                    .find(|v| v["name"] == name)
+                    .unwrap_or_else(|| panic!("{at}: no variable {name}"));
+                assert_eq!(variable["datasource"]["uid"], uid, "{at}");
+                assert_eq!(variable["query"]["namespace"], "AWS/RDS", "{at}");
+                assert_eq!(
+                    variable["query"]["dimensionKey"], "DBInstanceIdentifier",
+                    "{at}"
+                );
+                shown.insert(metric.to_string());
+            }
+        }
+    }
+    for wanted in [
+        "CPUUtilization",
+        "DatabaseConnections",
+        "FreeStorageSpace",
+        "ReadLatency",
+        "WriteLatency",
+    ] {
+        assert!(shown.contains(wanted), "no panel shows {wanted}: {shown:?}");
+    }
+
+    let main =
+        std::fs::read_to_string(repo_root().join("infra/modules/monitoring/main.tf")).unwrap();
+    let actions: BTreeSet<&str> = regex::Regex::new(r#""cloudwatch:[A-Za-z*]+""#)
+        .unwrap()
+        .find_iter(&main)
+        .map(|m| m.as_str())
+        .collect();
+    assert_eq!(
+        actions,
+        BTreeSet::from(["\"cloudwatch:GetMetricData\"", "\"cloudwatch:ListMetrics\""])
+    );
+}
+
+/// The database module's protection rule as Terraform evaluates it (its `locals` on the module's
+/// own variables): test names (test*, infra*, *-test) get no deletion protection or final
+/// snapshot by default, every other name both, and `deletion_protection` overrides either way.
+#[test]
+fn databases_are_protected_unless_their_name_is_a_test_name() {
+    let module = repo_root().join("infra/modules/database");
+    let main = std::fs::read_to_string(module.join("main.tf")).unwrap();
+    let start = main.find("\nlocals {").expect("the module's locals");
+    let end = main[start..].find("\n}\n").unwrap() + start + 3;
+    let locals = &main[start..end];
+    assert!(
+        main.contains("deletion_protection                 = local.deletion_protection")
+            && main.contains("skip_final_snapshot                 = !local.deletion_protection"),
+        "the instance no longer follows local.deletion_protection"
+    );
+    let variables = std::fs::read_to_string(module.join("variables.tf")).unwrap();
+    let dir = TempDir::new("database-protection");
+    dir.write(
+        "main.tf",
+        &format!(
+            "{}\n{}\n{}\n{locals}",
+            variable_block(&variables, "name"),
+            variable_block(&variables, "deletion_protection"),
+            variable_block(&variables, "engine_version"),
+        ),
+    );
+    let protected = |name: &str, setting: &str| -> bool {
+        let mut args = vec!["console".to_string(), format!("-var=name={name}")];
+        if !setting.is_empty() {
+            args.push(format!("-var=deletion_protection={setting}"));
+        }
+        let out = Command::new("terraform")
+            .args(&args)
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin
+                    .take()
+                    .unwrap()
+                    .write_all(b"local.deletion_protection\n")?;
+                c.wait_with_output()
+            })
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success(),
+            "{name}: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        match text.as_str() {
+            "true" => true,
+            "false" => false,
+            _ => panic!("{name}: {text}"),
+        }
+    };
+    for name in ["prism-test", "test", "test2", "infra1", "infra-tls"] {
+        assert!(!protected(name, ""), "{name} is a test name");
+        assert!(protected(name, "true"), "{name} asked for protection");
+    }
+    for name in ["prism", "prod", "staging", "contest", "latest-x"] {
+        assert!(protected(name, ""), "{name} is not a test name");
+        assert!(!protected(name, "false"), "{name} asked for none");
+    }
 }

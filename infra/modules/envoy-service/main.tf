@@ -81,7 +81,9 @@ module "base" {
   logs_kms_key_arn   = var.logs_kms_key_arn
   # With identity the task reads nothing: proving its role needs no permission.
   task_policy_json = var.identity ? "" : data.aws_iam_policy_document.task.json
-  tags               = var.tags
+  # The app containers' `secrets` (containers.tf).
+  execution_policy_json = local.app_secrets_policy_json
+  tags                  = var.tags
 }
 
 resource "aws_security_group" "this" {
@@ -204,18 +206,7 @@ resource "aws_ecs_task_definition" "this" {
         options   = merge(local.log_options, { awslogs-stream-prefix = "envoy" })
       }
     },
-    ], [for c in var.app_containers : {
-      name                   = c.name
-      image                  = c.image
-      command                = c.command
-      essential              = true
-      readonlyRootFilesystem = true
-      environment            = [for k, v in c.environment : { name = k, value = v }]
-      logConfiguration = {
-        logDriver = "awslogs"
-        options   = merge(local.log_options, { awslogs-stream-prefix = c.name })
-      }
-  }]))
+  ], local.app_container_definitions))
   tags = var.tags
 }
 
@@ -241,7 +232,7 @@ resource "aws_ecs_service" "this" {
 
   network_configuration {
     subnets          = var.subnet_ids
-    security_groups  = [aws_security_group.this.id]
+    security_groups  = concat([aws_security_group.this.id], var.security_group_ids)
     assign_public_ip = false
   }
 

@@ -132,8 +132,21 @@ variable "app_containers" {
     image       = string
     command     = optional(list(string))
     environment = optional(map(string), {})
+    secrets     = optional(map(string), {})
   }))
-  description = "The application's containers, beside Envoy in the same task (Envoy reaches them on localhost)."
+  description = "The application's containers, beside Envoy in the same task (Envoy reaches them on localhost). `secrets`: variable name -> Secrets Manager ARN (optionally `<arn>:<json key>::`), set by ECS at start, e.g. PGPASSWORD from base/database's secret_arn; the execution role may read exactly those."
+  default     = []
+}
+
+variable "secrets_kms_key_arns" {
+  type        = list(string)
+  description = "The KMS keys of the app containers' secrets (base/database's kms_key_arn), which the execution role may decrypt with."
+  default     = []
+}
+
+variable "security_group_ids" {
+  type        = list(string)
+  description = "Security groups the tasks join besides their own, e.g. base/database's client_security_group_id."
   default     = []
 }
 

@@ -69,6 +69,13 @@ data "aws_iam_policy_document" "task" {
     ]
     resources = ["*"]
   }
+  # Grafana's CloudWatch datasource (the RDS dashboard): metric reads only. Neither action
+  # supports resource-level permissions, hence "*".
+  statement {
+    sid       = "ReadMetrics"
+    actions   = ["cloudwatch:GetMetricData", "cloudwatch:ListMetrics"]
+    resources = ["*"]
+  }
   statement {
     sid       = "ListTasks"
     actions   = ["ecs:ListTasks"]
@@ -244,6 +251,8 @@ resource "aws_ecs_task_definition" "this" {
       environment = [
         { name = "GF_PATHS_PROVISIONING", value = "${local.config_dir}/grafana/provisioning" },
         { name = "GF_USERS_ALLOW_SIGN_UP", value = "false" },
+        # The CloudWatch datasource's region (provisioning/datasources/cloudwatch.yaml).
+        { name = "AWS_REGION", value = data.aws_region.current.region },
       ]
       secrets = [
         { name = "GF_SECURITY_ADMIN_PASSWORD", valueFrom = aws_ssm_parameter.grafana_admin_password.arn },

@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# CI: applies every service root (infra/stage/services/*) for this branch's environment, without
+# asking (env.sh -A; the name is the branch's, BRANCH in a detached checkout). The base roots are
+# per network and account, applied by hand (infra/README.md).
+set -euo pipefail
+infra=$(cd "$(dirname "$0")/.." && pwd)
+for root in "$infra"/stage/services/*/; do
+  (cd "$root" && "$infra/env.sh" -A)
+done

@@ -1,0 +1,14 @@
+output "repository_urls" {
+  description = "Repository name -> URL (<registry>/<name>)."
+  value       = { for name, r in aws_ecr_repository.this : name => r.repository_url }
+}
+
+output "registry" {
+  description = "The registry's host, base/vpc's image_registry."
+  value       = split("/", values(aws_ecr_repository.this)[0].repository_url)[0]
+}
+
+output "lifecycle_policy" {
+  description = "The lifecycle policy every repository has (JSON)."
+  value       = local.lifecycle_policy
+}

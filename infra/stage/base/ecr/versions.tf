@@ -1,0 +1,16 @@
+terraform {
+  required_version = ">= 1.5"
+  required_providers {
+    aws = {
+      source  = "hashicorp/aws"
+      version = "~> 6.0"
+    }
+  }
+  # Bucket, key and region come from env.sh:
+  # infra/stage/base/ecr/<deployment>/terraform.tfstate in the state bucket.
+  backend "s3" {}
+}
+
+provider "aws" {
+  region = var.region
+}
