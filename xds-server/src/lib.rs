@@ -9,6 +9,7 @@ pub mod catalog;
 pub mod discovery;
 pub mod envoy_validate;
 pub mod identity;
+pub mod last_good;
 pub mod load;
 pub mod metrics;
 pub mod render;
