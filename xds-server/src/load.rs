@@ -512,7 +512,7 @@ impl FragmentState {
             catalog, served, ..
         } = resolution;
         // Nothing at all to serve from fragments that are there: not a catalog to be ready on.
-        if !(served.is_empty() && !docs.is_empty()) {
+        if !served.is_empty() || docs.is_empty() {
             let loaded = LoadedCatalog {
                 catalog,
                 base_dir: base,

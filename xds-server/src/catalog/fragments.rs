@@ -357,10 +357,7 @@ fn defines(catalog: &Catalog) -> BTreeSet<Target> {
 }
 
 /// The mesh settings the merged catalog takes, with the fragment they come from.
-fn reference_mesh<'a>(
-    chosen: &'a Fragments,
-    settled: impl Fn(&str) -> bool,
-) -> Option<(&'a str, Mesh)> {
+fn reference_mesh(chosen: &Fragments, settled: impl Fn(&str) -> bool) -> Option<(&str, Mesh)> {
     let setting = || {
         chosen
             .iter()
