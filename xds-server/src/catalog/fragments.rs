@@ -699,6 +699,24 @@ mod tests {
     }
 
     #[test]
+    fn tls_settings_may_name_another_fragments_proxy() {
+        let connector = "version: 1\nproxies:\n  connector:\n    listeners: [ { name: web, port: 8443, protocol: http, tls: { certificate: mesh }, routes: [ { match: { prefix: / }, to: local } ] } ]\nupstreams:\n  local: { protocol: http1, endpoints: { static: [\"127.0.0.1:8080\"] } }\n";
+        let wallet = "version: 1\nproxies:\n  wallet:\n    listeners: [ { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: connector-mtls } ] } ]\nupstreams:\n  connector-mtls: { protocol: http1, endpoints: { static: [\"10.0.0.2:8443\"] }, tls: { mesh: connector } }\n";
+        let both = run(
+            &[("connector.yaml", connector), ("wallet.yaml", wallet)],
+            &Fragments::new(),
+        );
+        assert!(both.refused.is_empty(), "{:?}", both.refused);
+        let alone = run(&[("wallet.yaml", wallet)], &Fragments::new());
+        assert_eq!(
+            errors(&alone, "wallet.yaml"),
+            [
+                r#"upstreams.connector-mtls.tls.mesh: proxy "connector" has no listener with `tls.certificate: mesh`"#
+            ]
+        );
+    }
+
+    #[test]
     fn a_fragment_is_checked_against_the_ones_it_joins() {
         let others = docs(&[(
             "connector.yaml",
