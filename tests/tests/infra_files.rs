@@ -1,8 +1,9 @@
 //! The files infra/ hands to running programs, checked by those programs: the generic Envoy's
 //! bootstrap template (Envoy), the intdemo catalog fragment (xds-server), the rendered
 //! Prometheus configuration (promtool) and the Grafana dashboards' queries (against the metrics
-//! a real Envoy and xds-server export). Terraform templates are rendered as Terraform renders
-//! them (hcl-rs evaluates the same template language).
+//! a real Envoy and xds-server export), and the command envoy-service runs to validate its
+//! fragment before the upload (xds-server against moto's S3). Terraform templates are rendered
+//! as Terraform renders them (hcl-rs evaluates the same template language).
 
 use std::path::Path;
 use std::process::Command;
@@ -762,4 +763,88 @@ fn databases_are_protected_unless_their_name_is_a_test_name() {
         assert!(protected(name, ""), "{name} is not a test name");
         assert!(!protected(name, "false"), "{name} asked for none");
     }
+}
+
+/// envoy-service checks its fragment against the prefix before uploading it: the
+/// `terraform_data.validate_catalog` provisioner's command, run as Terraform runs it (`sh -c`,
+/// its environment), against moto's S3, passes a fragment that routes to another fragment's
+/// upstream and stops, naming the field, one whose upstream no fragment defines.
+#[test]
+fn envoy_service_validates_its_fragment_against_the_prefix_before_the_upload() {
+    let text =
+        std::fs::read_to_string(repo_root().join("infra/modules/envoy-service/main.tf")).unwrap();
+    let body: hcl::Body = hcl::from_str(&text).unwrap();
+    let resource = body
+        .blocks()
+        .find(|b| {
+            let l: Vec<&str> = b.labels().iter().map(|l| l.as_str()).collect();
+            b.identifier() == "resource" && l == ["terraform_data", "validate_catalog"]
+        })
+        .expect("envoy-service has terraform_data.validate_catalog");
+    let provisioner = resource
+        .body()
+        .blocks()
+        .find(|b| b.identifier() == "provisioner")
+        .expect("it has a provisioner");
+    let attr = |key: &str| {
+        provisioner
+            .body()
+            .attributes()
+            .find(|a| a.key() == key)
+            .map(|a| a.expr().evaluate(&Context::new()).unwrap())
+            .unwrap_or_else(|| panic!("the provisioner has no {key}"))
+    };
+    let hcl::Value::String(command) = attr("command") else {
+        panic!("the command is not a string");
+    };
+    assert_eq!(attr("interpreter"), hcl::Value::from(vec!["/bin/sh", "-c"]));
+    assert!(
+        text.contains("depends_on = [terraform_data.validate_catalog]"),
+        "the upload does not wait for the check"
+    );
+
+    let dir = TempDir::new("validate-before-upload");
+    let moto = tests::Moto::start(&dir, 0);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s3 = moto.s3();
+    rt.block_on(async {
+        s3.create_bucket().bucket("config").send().await.unwrap();
+        let connector = "version: 1\nproxies:\n  connector:\n    listeners: [ { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: connector } ] } ]\nupstreams:\n  connector: { protocol: grpc, port: 50051, endpoints: { static: [\"10.0.0.1:50051\"] } }\n";
+        s3.put_object()
+            .bucket("config")
+            .key("xds/catalog.d/connector.yaml")
+            .body(connector.as_bytes().to_vec().into())
+            .send()
+            .await
+            .unwrap();
+    });
+    let check = |fragment: &str| {
+        run(Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&command)
+            .env("FRAGMENT", fragment)
+            .env("FRAGMENT_NAME", "wallet.yaml")
+            .env("CATALOG_PREFIX", "s3://config/xds/catalog.d/")
+            .env("XDS_SERVER", workspace_bin("xds-server"))
+            .envs(moto.env()))
+    };
+    let wallet = |to: &str| {
+        format!(
+            "version: 1\nproxies:\n  wallet:\n    listeners: [ {{ name: web, port: 8080, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: {to} }} ] }} ]\n"
+        )
+    };
+    let (ok, out) = check(&wallet("connector"));
+    assert!(ok && out.trim() == "ok", "{out}");
+    let (ok, out) = check(&wallet("connecter"));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(r#"wallet.yaml: 1 error joining s3://config/xds/catalog.d/ as wallet.yaml"#)
+            && out.contains(
+                r#"proxies.wallet.listeners[0].routes[0].to: upstream "connecter" is not defined"#
+            ),
+        "{out}"
+    );
 }

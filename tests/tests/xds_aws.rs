@@ -455,7 +455,8 @@ upstreams:
     );
     wait_answering(edge_port, &["blue"]);
 
-    // Another service's fragment that reuses an upstream name is refused as a whole, naming both.
+    // Another service's fragment that takes an upstream name edge.yaml owns is refused alone,
+    // naming the owner; edge keeps its upstream.
     server.expect_catalog_refused(|| {
         put(
             "xds/catalog.d/shop.yaml",
@@ -466,9 +467,15 @@ upstreams:
     let why = ready["catalog"]["last_error"].as_str().unwrap_or_default();
     assert_eq!(
         why,
-        "s3://config/xds/catalog.d/: 1 error\n  shop.yaml: upstreams.blue: already defined in edge.yaml",
+        "s3://config/xds/catalog.d/: 1 fragment refused (each keeps its last good version, if any)\n  shop.yaml: upstreams.blue: already defined in edge.yaml",
         "{ready}"
     );
+    let refused = &ready["catalog"]["refused_fragments"]["shop.yaml"];
+    assert_eq!(
+        refused["error"],
+        "upstreams.blue: already defined in edge.yaml"
+    );
+    assert_eq!(refused["serving"], serde_json::Value::Null, "{ready}");
     assert_eq!(answering(edge_port, 10), ["blue".to_string()].into());
 
     // Fixed, it joins the catalog and its own proxy is served.

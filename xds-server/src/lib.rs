@@ -10,6 +10,7 @@ pub mod diff;
 pub mod discovery;
 pub mod envoy_validate;
 pub mod identity;
+pub mod last_good;
 pub mod load;
 pub mod metrics;
 pub mod render;

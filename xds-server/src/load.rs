@@ -1,14 +1,20 @@
 //! Reading the catalog from where it lives (a file, a directory of fragments, an S3 object or
 //! prefix) and following its changes: accepted catalogs go out on a watch channel, refused ones
-//! leave the last good one in place, and [`CatalogStatus`] says how the latest load went.
+//! leave the last good one in place, and [`CatalogStatus`] says how the latest load went. For a
+//! directory or prefix, a refused fragment keeps its last good version while the others' changes
+//! go out ([`catalog::fragments`]), and the last good catalog is persisted ([`crate::last_good`])
+//! for replicas that start while a fragment is bad.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::catalog::fragments::{self, Document, FragmentVersion, Fragments, Resolution};
 use crate::catalog::{self, LoadedCatalog};
+use crate::last_good::{self, LastGoodLocation, LastGoodStatus};
 use crate::metrics::Metrics;
 use s3_config_loader::S3Location;
 use s3_config_loader::sync::{Fetched, fetch_object, list_objects};
@@ -58,20 +64,26 @@ impl std::fmt::Display for CatalogLocation {
 }
 
 /// A catalog's documents as read: one named document, or the fragments of a directory or
-/// prefix (name and bytes, in name order).
+/// prefix (in name order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Documents {
     One(String, Vec<u8>),
-    Fragments(Vec<(String, Vec<u8>)>),
+    Fragments(Vec<Document>),
 }
 
-impl Documents {
-    /// The catalog they make; `location` names a directory's or prefix's errors.
-    fn parse(&self, location: &str) -> Result<catalog::Catalog, catalog::CatalogErrors> {
-        match self {
-            Documents::One(name, bytes) => catalog::parse_bytes(name, bytes),
-            Documents::Fragments(fragments) => catalog::merge(location, fragments),
+/// The fragments of a directory or S3 prefix as they are now (`validate --with`).
+pub async fn read_fragments(location: &CatalogLocation) -> Result<Vec<Document>, String> {
+    match location {
+        CatalogLocation::File(dir) if !dir.is_dir() => {
+            Err(format!("{}: not a directory", dir.display()))
         }
+        CatalogLocation::S3(l) => Err(format!(
+            "{l}: name a prefix ending in /, e.g. s3://BUCKET/xds/catalog.d/"
+        )),
+        _ => match CatalogReader::new(location).await.read().await? {
+            Some(Documents::Fragments(docs)) => Ok(docs),
+            _ => Ok(Vec::new()),
+        },
     }
 }
 
@@ -169,9 +181,12 @@ impl CatalogReader {
                 let objects = list_objects(client, &location.bucket, &location.key)
                     .await
                     .map_err(|e| format!("cannot list {location}: {e}"))?;
+                // Hidden objects (the last good catalog, `.last-good.json`) are no fragments,
+                // as hidden files of a directory are not.
                 let now: Vec<(String, String)> = objects
                     .into_iter()
                     .filter(|o| catalog::is_fragment_name(&o.key))
+                    .filter(|o| !o.key.rsplit('/').next().unwrap_or("").starts_with('.'))
                     .map(|o| (o.key, o.etag))
                     .collect();
                 if listed.as_ref() == Some(&now) {
@@ -194,8 +209,13 @@ impl CatalogReader {
                     };
                     // The ETag of what was read, so a change between listing and reading is
                     // seen on the next poll.
-                    read.push((key, etag.unwrap_or(listed_etag)));
-                    fragments.push((name, bytes));
+                    let etag = etag.unwrap_or(listed_etag);
+                    fragments.push(Document {
+                        name,
+                        bytes,
+                        source: Some(format!("ETag {etag}")),
+                    });
+                    read.push((key, etag));
                 }
                 *listed = Some(read);
                 Ok(Some(Documents::Fragments(fragments)))
@@ -228,7 +248,12 @@ pub async fn load_once(
         .read()
         .await?
         .ok_or_else(|| format!("{name}: nothing read"))?;
-    let mut catalog = docs.parse(&name).map_err(|e| e.to_string())?;
+    // Strict, as `validate` is: every fragment must be good.
+    let parsed = match &docs {
+        Documents::One(doc_name, bytes) => catalog::parse_bytes(doc_name, bytes),
+        Documents::Fragments(fragments) => catalog::merge(&name, fragments),
+    };
+    let mut catalog = parsed.map_err(|e| e.to_string())?;
     let base_dir = reader.base_dir();
     let errors = server.settle(&mut catalog, &base_dir);
     if !errors.is_empty() {
@@ -252,9 +277,28 @@ pub struct CatalogStatus {
     pub last_error: Option<String>,
     /// Upstreams whose endpoint source has not answered yet: they have no endpoints.
     pub upstreams_without_endpoints: Vec<String>,
+    /// A directory's or prefix's fragments served, each at its version.
+    pub fragments: BTreeMap<String, FragmentVersion>,
+    /// Fragments not served as read, by name: why, and the last good version served instead.
+    pub refused_fragments: BTreeMap<String, RefusedFragment>,
+    /// The persisted last good catalog of a directory or prefix.
+    pub last_good: Option<LastGoodStatus>,
 }
 
-/// Re-reads the catalog whenever its content changes; accepted catalogs go to `tx`.
+/// A fragment not served as read.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RefusedFragment {
+    /// Its errors, one a line, their paths inside the fragment.
+    pub error: String,
+    /// The version read; `null` when the fragment was removed.
+    pub offered: Option<FragmentVersion>,
+    /// The last good version served in its place; `null` when none is.
+    pub serving: Option<FragmentVersion>,
+}
+
+/// Re-reads the catalog whenever its content changes; accepted catalogs go to `tx`. A
+/// directory's or prefix's last good catalog is read from `last_good` at the start and written
+/// there whenever what is served changes.
 pub async fn watch_catalog(
     location: CatalogLocation,
     interval: Duration,
@@ -262,54 +306,37 @@ pub async fn watch_catalog(
     metrics: Metrics,
     status: Arc<Mutex<CatalogStatus>>,
     server: crate::secrets::ServerSide,
+    last_good: Option<LastGoodLocation>,
 ) {
     let name = location.to_string();
     let mut reader = CatalogReader::new(&location).await;
+    let mut fragments = FragmentState::start(&name, last_good, &server, &reader, &status).await;
     loop {
         match reader.read().await {
-            Ok(Some(docs)) => {
-                // A directory or prefix that had proxies and now lists nothing is more likely a
-                // mistake (a wrong prefix, a moved folder) than every service going away.
-                let emptied = matches!(&docs, Documents::Fragments(f) if f.is_empty())
-                    && tx
-                        .borrow()
-                        .as_ref()
-                        .is_some_and(|c| !c.catalog.proxies.is_empty());
-                let loaded = if emptied {
-                    Err(catalog::CatalogErrors {
-                        source_name: name.clone(),
-                        errors: vec![catalog::CatalogError {
-                            path: String::new(),
-                            message: "lists no catalog files any more; the last good catalog stays (an emptied folder is more likely a mistake than every proxy going away)".into(),
-                        }],
+            Ok(Some(Documents::Fragments(docs))) => {
+                fragments
+                    .load(&name, &docs, &reader, &server, &tx, &metrics, &status)
+                    .await;
+            }
+            Ok(Some(Documents::One(doc_name, bytes))) => {
+                let loaded = catalog::parse_bytes(&doc_name, &bytes).and_then(|mut catalog| {
+                    // What only this server can say: its CA, its trust domain, its files.
+                    let errors = server.settle(&mut catalog, &reader.base_dir());
+                    if !errors.is_empty() {
+                        return Err(catalog::CatalogErrors {
+                            source_name: name.clone(),
+                            errors,
+                        });
+                    }
+                    Ok(LoadedCatalog {
+                        catalog,
+                        base_dir: reader.base_dir(),
                     })
-                } else {
-                    docs.parse(&name).and_then(|mut catalog| {
-                        // What only this server can say: its CA, its trust domain, its files.
-                        let errors = server.settle(&mut catalog, &reader.base_dir());
-                        if !errors.is_empty() {
-                            return Err(catalog::CatalogErrors {
-                                source_name: name.clone(),
-                                errors,
-                            });
-                        }
-                        Ok(LoadedCatalog {
-                            catalog,
-                            base_dir: reader.base_dir(),
-                        })
-                    })
-                };
+                });
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                 match loaded {
                     Ok(c) => {
-                        metrics.catalog_loads.with_label_values(&["ok"]).inc();
-                        metrics.catalog_last_load_success.set(1);
-                        tracing::info!(catalog = %name, proxies = c.catalog.proxies.len(), upstreams = c.catalog.upstreams.len(), "catalog loaded");
-                        for w in catalog::warnings(&c.catalog) {
-                            tracing::warn!(catalog = %name, path = %w.path, "{}", w.message);
-                        }
-                        st.last_success = Some(common::duration::since_epoch().as_secs());
-                        st.last_error = None;
+                        accepted(&name, &c, &metrics, &mut st);
                         tx.send_replace(Some(Arc::new(c)));
                     }
                     Err(e) => {
@@ -332,6 +359,330 @@ pub async fn watch_catalog(
             }
         }
         tokio::time::sleep(interval).await;
+    }
+}
+
+/// Counts, logs and records a catalog that goes out.
+fn accepted(name: &str, c: &LoadedCatalog, metrics: &Metrics, st: &mut CatalogStatus) {
+    metrics.catalog_loads.with_label_values(&["ok"]).inc();
+    metrics.catalog_last_load_success.set(1);
+    tracing::info!(catalog = %name, proxies = c.catalog.proxies.len(), upstreams = c.catalog.upstreams.len(), "catalog loaded");
+    for w in catalog::warnings(&c.catalog) {
+        tracing::warn!(catalog = %name, path = %w.path, "{}", w.message);
+    }
+    st.last_success = Some(common::duration::since_epoch().as_secs());
+    st.last_error = None;
+}
+
+/// What a directory or prefix keeps between loads: each fragment's last good version, and the
+/// persisted copy of them.
+struct FragmentState {
+    last_good: Fragments,
+    store: Option<last_good::Store>,
+    /// The digest of the document last read or written.
+    persisted: Option<String>,
+    /// Whether the store still has to be read (a read failed).
+    unread: bool,
+    /// Refusals as last logged, so each is logged once per change.
+    problems: common::problems::Problems,
+    /// The last error of the store, logged once.
+    store_error: Option<String>,
+}
+
+impl FragmentState {
+    /// Reads the persisted last good catalog, if there is one this server can use.
+    async fn start(
+        name: &str,
+        location: Option<LastGoodLocation>,
+        server: &crate::secrets::ServerSide,
+        reader: &CatalogReader,
+        status: &Mutex<CatalogStatus>,
+    ) -> FragmentState {
+        let mut state = FragmentState {
+            last_good: Fragments::new(),
+            store: None,
+            persisted: None,
+            unread: false,
+            problems: Default::default(),
+            store_error: None,
+        };
+        let Some(location) = location else {
+            return state;
+        };
+        status.lock().unwrap_or_else(|e| e.into_inner()).last_good = Some(LastGoodStatus {
+            location: location.to_string(),
+            ..Default::default()
+        });
+        state.store = Some(last_good::Store::new(location).await);
+        state.unread = true;
+        state.read_persisted(name, server, reader, status).await;
+        state
+    }
+
+    /// Reads the persisted last good catalog; its fragments stand in for those that have no
+    /// last good version here. A read that fails is tried again at the next load, and nothing
+    /// is written before it succeeds (a replica that could not read it must not replace it
+    /// with less).
+    async fn read_persisted(
+        &mut self,
+        name: &str,
+        server: &crate::secrets::ServerSide,
+        reader: &CatalogReader,
+        status: &Mutex<CatalogStatus>,
+    ) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let location = store.location().clone();
+        let base = reader.base_dir();
+        let check = |c: &mut catalog::Catalog| server.settle(c, &base);
+        let (digest, error) = match store.read().await {
+            Ok(None) => {
+                tracing::info!(last_good = %location, "no last good catalog yet; it is written once one is served");
+                (None, None)
+            }
+            Ok(Some(bytes)) => match last_good::decode(name, &bytes, &check) {
+                Ok(decoded) => {
+                    for why in &decoded.skipped {
+                        tracing::warn!(last_good = %location, "last good fragment left out, it does not pass this server's checks: {why}");
+                    }
+                    tracing::info!(last_good = %location, digest = %decoded.digest, fragments = decoded.fragments.len(), "last good catalog read: it stands in for fragments that are bad now");
+                    for (fragment, a) in decoded.fragments {
+                        self.last_good.entry(fragment).or_insert(a);
+                    }
+                    self.persisted = Some(decoded.digest.clone());
+                    (Some(decoded.digest), None)
+                }
+                Err(why) => {
+                    tracing::warn!(last_good = %location, "last good catalog ignored: {why}; only the live fragments are served, and it is written anew");
+                    (None, Some(format!("ignored: {why}")))
+                }
+            },
+            Err(why) => {
+                if self.store_error.as_ref() != Some(&why) {
+                    tracing::warn!(last_good = %location, "last good catalog unreadable: {why}; tried again at the next change, not written until then");
+                    self.store_error = Some(why.clone());
+                }
+                let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(shown) = st.last_good.as_mut() {
+                    shown.error = Some(why);
+                }
+                return;
+            }
+        };
+        self.unread = false;
+        self.store_error = None;
+        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shown) = st.last_good.as_mut() {
+            shown.digest = digest;
+            shown.error = error;
+        }
+    }
+
+    /// Merges the fragments as read now with their last good versions, sends the catalog,
+    /// records and logs refusals (once per change), and persists what is served.
+    #[allow(clippy::too_many_arguments)]
+    async fn load(
+        &mut self,
+        name: &str,
+        docs: &[Document],
+        reader: &CatalogReader,
+        server: &crate::secrets::ServerSide,
+        tx: &watch::Sender<Option<Arc<LoadedCatalog>>>,
+        metrics: &Metrics,
+        status: &Mutex<CatalogStatus>,
+    ) {
+        // A directory or prefix that had proxies and now lists nothing is more likely a
+        // mistake (a wrong prefix, a moved folder) than every service going away.
+        let had_proxies = tx
+            .borrow()
+            .as_ref()
+            .is_some_and(|c| !c.catalog.proxies.is_empty());
+        if docs.is_empty() && (had_proxies || !self.last_good.is_empty()) {
+            // A replica that starts on an emptied folder serves what the others keep serving.
+            if tx.borrow().is_none() {
+                let kept: Vec<Document> = self
+                    .last_good
+                    .iter()
+                    .map(|(fragment, a)| Document {
+                        name: fragment.clone(),
+                        bytes: a.text.as_bytes().to_vec(),
+                        source: a.source.clone(),
+                    })
+                    .collect();
+                let base = reader.base_dir();
+                let check = |c: &mut catalog::Catalog| server.settle(c, &base);
+                let resolution = fragments::resolve(name, &kept, &self.last_good, &check);
+                tx.send_replace(Some(Arc::new(LoadedCatalog {
+                    catalog: resolution.catalog,
+                    base_dir: base,
+                })));
+            }
+            metrics.catalog_loads.with_label_values(&["error"]).inc();
+            metrics.catalog_last_load_success.set(0);
+            let e = catalog::CatalogErrors {
+                source_name: name.to_string(),
+                errors: vec![catalog::CatalogError {
+                    path: String::new(),
+                    message: "lists no catalog files any more; the last good catalog stays (an emptied folder is more likely a mistake than every proxy going away)".into(),
+                }],
+            };
+            tracing::error!(error = %e, "catalog rejected; still serving the last good catalog");
+            status.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(e.to_string());
+            return;
+        }
+        if self.unread {
+            self.read_persisted(name, server, reader, status).await;
+        }
+        let base = reader.base_dir();
+        let check = |c: &mut catalog::Catalog| server.settle(c, &base);
+        let resolution = fragments::resolve(name, docs, &self.last_good, &check);
+        self.report(name, &resolution, metrics, status);
+        let Resolution {
+            catalog, served, ..
+        } = resolution;
+        // Nothing at all to serve from fragments that are there: not a catalog to be ready on.
+        if !served.is_empty() || docs.is_empty() {
+            let loaded = LoadedCatalog {
+                catalog,
+                base_dir: base,
+            };
+            let same = tx.borrow().as_ref().is_some_and(|c| **c == loaded);
+            if !same {
+                tx.send_replace(Some(Arc::new(loaded)));
+            }
+        }
+        self.persist(name, &served, status).await;
+        self.last_good = served;
+    }
+
+    /// Status, metrics and logs of one resolution.
+    fn report(
+        &mut self,
+        name: &str,
+        resolution: &Resolution,
+        metrics: &Metrics,
+        status: &Mutex<CatalogStatus>,
+    ) {
+        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+        let loaded = LoadedCatalog {
+            catalog: resolution.catalog.clone(),
+            base_dir: PathBuf::new(),
+        };
+        if resolution.refused.is_empty() {
+            accepted(name, &loaded, metrics, &mut st);
+        } else {
+            metrics.catalog_loads.with_label_values(&["error"]).inc();
+            metrics.catalog_last_load_success.set(0);
+            let refused: Vec<String> = resolution
+                .refused
+                .iter()
+                .map(|(fragment, r)| {
+                    let lines: Vec<String> = r
+                        .errors
+                        .iter()
+                        .map(|e| format!("\n  {}", fragments::at(fragment, e.clone())))
+                        .collect();
+                    lines.concat()
+                })
+                .collect();
+            let n = resolution.refused.len();
+            st.last_error = Some(format!(
+                "{name}: {n} fragment{} refused (each keeps its last good version, if any){}",
+                if n == 1 { "" } else { "s" },
+                refused.concat()
+            ));
+            tracing::info!(catalog = %name, proxies = resolution.catalog.proxies.len(), upstreams = resolution.catalog.upstreams.len(), refused = n, "catalog loaded without its refused fragments' changes");
+        }
+        let now: BTreeMap<String, String> = resolution
+            .refused
+            .iter()
+            .map(|(f, r)| (f.clone(), r.describe()))
+            .collect();
+        for change in self.problems.update(now) {
+            use common::problems::Change;
+            match change {
+                Change::Started { key, message } | Change::Changed { key, message } => {
+                    let serving = resolution.refused[&key]
+                        .serving
+                        .as_ref()
+                        .map_or_else(|| "none".to_string(), ToString::to_string);
+                    tracing::error!(catalog = %name, fragment = %key, serving = %serving, error = %message, "catalog fragment refused; its last good version is served (serving: none if it never had one)");
+                }
+                Change::Ended { key, .. } => {
+                    tracing::info!(catalog = %name, fragment = %key, "catalog fragment accepted again");
+                }
+            }
+        }
+        let mut names: std::collections::BTreeSet<&String> = resolution.served.keys().collect();
+        names.extend(resolution.refused.keys());
+        for gone in st.fragments.keys().chain(st.refused_fragments.keys()) {
+            if !names.contains(gone) {
+                let _ = metrics
+                    .catalog_fragment_refused
+                    .remove_label_values(&[gone]);
+            }
+        }
+        for n in names {
+            let refused = resolution.refused.contains_key(n);
+            metrics
+                .catalog_fragment_refused
+                .with_label_values(&[n])
+                .set(i64::from(refused));
+        }
+        st.fragments = resolution
+            .served
+            .iter()
+            .map(|(n, a)| (n.clone(), a.version.clone()))
+            .collect();
+        st.refused_fragments = resolution
+            .refused
+            .iter()
+            .map(|(n, r)| {
+                let shown = RefusedFragment {
+                    error: r.describe(),
+                    offered: r.offered.clone(),
+                    serving: r.serving.clone(),
+                };
+                (n.clone(), shown)
+            })
+            .collect();
+    }
+
+    /// Writes the last good catalog when what is served changed.
+    async fn persist(&mut self, name: &str, served: &Fragments, status: &Mutex<CatalogStatus>) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        if self.unread {
+            return;
+        }
+        let outcome = match last_good::encode(name, served) {
+            Ok((_, digest)) if self.persisted.as_ref() == Some(&digest) => return,
+            Ok((bytes, digest)) => store.write(&bytes).await.map(|()| digest),
+            Err(e) => Err(e.to_string()),
+        };
+        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+        let shown = st.last_good.get_or_insert_with(|| LastGoodStatus {
+            location: store.location().to_string(),
+            ..Default::default()
+        });
+        match outcome {
+            Ok(digest) => {
+                tracing::info!(last_good = %store.location(), digest = %digest, fragments = served.len(), "last good catalog written");
+                shown.digest = Some(digest.clone());
+                shown.error = None;
+                self.persisted = Some(digest);
+                self.store_error = None;
+            }
+            Err(why) => {
+                if self.store_error.as_ref() != Some(&why) {
+                    tracing::error!(last_good = %store.location(), "last good catalog not written: {why}");
+                    self.store_error = Some(why.clone());
+                }
+                shown.error = Some(why);
+            }
+        }
     }
 }
 

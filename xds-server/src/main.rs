@@ -14,6 +14,7 @@ use xds_server::catalog::{self, ProxyName};
 use xds_server::discovery::DiscoveryConfig;
 use xds_server::identity::Authorization;
 use xds_server::identity::client::IdentityClient;
+use xds_server::last_good::LastGoodLocation;
 use xds_server::load::CatalogLocation;
 use xds_server::serve::{self, IdentitySettings, ServeConfig};
 use xds_server::server::StreamLimits;
@@ -57,9 +58,17 @@ enum Command {
     Serve {
         /// The catalog: a YAML or JSON file, or s3://BUCKET/KEY; or a directory, or
         /// s3://BUCKET/PREFIX/, whose YAML and JSON files are fragments merged into one catalog
-        /// (each a whole catalog on its own, names unique across them). Re-read when it changes.
+        /// (each a whole catalog on its own, names unique across them, routes to any
+        /// fragment's upstreams; a bad fragment keeps its last good version). Re-read when it
+        /// changes.
         #[arg(long, env = "XDS_SERVER_CATALOG")]
         catalog: CatalogLocation,
+        /// Where the last good catalog of a directory or prefix is kept, a file or
+        /// s3://BUCKET/KEY (default: .last-good.json beside the directory, or under the
+        /// prefix): every fragment at the version served, so a replica that starts while a
+        /// fragment is bad serves that fragment's last good version, as the others do.
+        #[arg(long, env = "XDS_SERVER_LAST_GOOD")]
+        last_good: Option<LastGoodLocation>,
         /// Address of the xDS gRPC server (ADS and CDS/EDS/LDS/RDS, SotW and delta; CSDS).
         #[arg(long, env = "XDS_SERVER_XDS_LISTEN", default_value = "0.0.0.0:18000")]
         xds_listen: SocketAddr,
@@ -198,8 +207,18 @@ enum Command {
     /// Check a catalog: prints "ok", or every error found and exits 1. Warnings (routes that can
     /// never match) go to stderr and do not fail it.
     Validate {
-        /// The catalog: a file, or a directory of fragments.
+        /// The catalog: a file, or a directory of fragments; with --with, one fragment.
         path: PathBuf,
+        /// Check PATH as a fragment joining the fragments of this directory or
+        /// s3://BUCKET/PREFIX/ (replacing the one of the same file name), as the server would
+        /// take it: its references may name the others' upstreams, and it must not take their
+        /// names or remove what they use. The others' own problems are warnings.
+        #[arg(
+            long,
+            env = "XDS_SERVER_VALIDATE_WITH",
+            value_name = "DIR-or-s3://PREFIX/"
+        )]
+        with: Option<CatalogLocation>,
         /// Also have this Envoy binary check every proxy's configuration (`envoy --mode
         /// validate`), for what the catalog's own checks miss.
         #[arg(long, env = "XDS_SERVER_VALIDATE_ENVOY")]
@@ -347,12 +366,62 @@ fn print(value: &serde_json::Value, format: Format) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `validate FILE --with LOCATION`: prints why FILE would be refused and gives `None`, or gives
+/// the catalog FILE's proxies would get.
+async fn validate_joining(
+    path: &std::path::Path,
+    with: &CatalogLocation,
+) -> anyhow::Result<Option<catalog::LoadedCatalog>> {
+    use xds_server::catalog::fragments::{self, Document};
+    if path.is_dir() {
+        anyhow::bail!(
+            "{}: --with checks one fragment file against a directory or prefix",
+            path.display()
+        );
+    }
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let others = xds_server::load::read_fragments(with)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    let fragment = Document::new(path.display().to_string(), bytes);
+    let joining = fragments::check_joining(&with.to_string(), &others, &fragment);
+    for (other, errors) in &joining.others_refused {
+        for e in errors {
+            eprintln!(
+                "warning: {with}: {other} is refused (the server serves its last good version, if any): {e}"
+            );
+        }
+    }
+    if !joining.errors.is_empty() {
+        let n = joining.errors.len();
+        eprintln!(
+            "{}: {n} error{} joining {with} as {}",
+            path.display(),
+            if n == 1 { "" } else { "s" },
+            joining.name
+        );
+        for e in &joining.errors {
+            eprintln!("  {e}");
+        }
+        return Ok(None);
+    }
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    Ok(Some(catalog::LoadedCatalog {
+        catalog: joining.catalog,
+        base_dir,
+    }))
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve {
             catalog,
+            last_good,
             xds_listen,
             admin_listen,
             debug_listen,
@@ -394,8 +463,21 @@ async fn main() -> anyhow::Result<ExitCode> {
                     "--require-identity needs --ca and TLS on the xDS port (--xds-tls or --xds-tls-cert/--xds-tls-key)"
                 );
             }
+            let last_good = match last_good {
+                Some(_)
+                    if !matches!(&catalog, CatalogLocation::S3Prefix(_))
+                        && !matches!(&catalog, CatalogLocation::File(p) if p.is_dir()) =>
+                {
+                    anyhow::bail!(
+                        "--last-good keeps the fragments of a directory or s3://BUCKET/PREFIX/ catalog; {catalog} is one document"
+                    );
+                }
+                Some(l) => Some(l),
+                None => LastGoodLocation::default_for(&catalog),
+            };
             let config = ServeConfig {
                 catalog,
+                last_good,
                 xds_listen,
                 admin_listen,
                 debug_listen,
@@ -441,13 +523,19 @@ async fn main() -> anyhow::Result<ExitCode> {
                 out.join(xds_server::ca::PRIVATE_KEY_FILE).display()
             );
         }
-        Command::Validate { path, envoy } => {
-            let loaded = match catalog::load_path(&path) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return Ok(ExitCode::FAILURE);
-                }
+        Command::Validate { path, envoy, with } => {
+            let loaded = match with {
+                Some(with) => match validate_joining(&path, &with).await? {
+                    Some(c) => c,
+                    None => return Ok(ExitCode::FAILURE),
+                },
+                None => match catalog::load_path(&path) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        eprintln!("{e}");
+                        return Ok(ExitCode::FAILURE);
+                    }
+                },
             };
             for w in catalog::warnings(&loaded.catalog) {
                 eprintln!("warning: {w}");

@@ -27,6 +27,9 @@ pub struct Metrics {
     /// 1 when the latest catalog read was accepted, else 0 (like Prometheus'
     /// `config_last_reload_successful`).
     pub catalog_last_load_success: prometheus::IntGauge,
+    /// 1 while a fragment of a directory or prefix is refused (its last good version, if any,
+    /// is served), 0 while it is served as read; by `fragment` (its name in the directory).
+    pub catalog_fragment_refused: IntGaugeVec,
     /// Streams whose `node.cluster` names no proxy of the catalog.
     pub unknown_proxy_streams: IntCounter,
     /// AWS API calls of the endpoint sources, by `kind` (cloud_map, ecs) and `operation`.
@@ -271,6 +274,17 @@ impl Metrics {
                 prometheus::IntGauge::new(
                     "xds_orphaned_proxies",
                     "Proxy roles gone from the catalog whose connected Envoys keep their last config",
+                )
+                .expect("valid metric"),
+            ),
+            catalog_fragment_refused: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "xds_catalog_fragment_refused",
+                        "1 while a catalog fragment is refused and its last good version (if any) is served in its place, 0 while it is served as read",
+                    ),
+                    &["fragment"],
                 )
                 .expect("valid metric"),
             ),

@@ -31,6 +31,8 @@ use crate::translate::translate;
 pub struct ServeConfig {
     /// The catalog.
     pub catalog: CatalogLocation,
+    /// Where a directory's or prefix's last good catalog is kept (`--last-good`).
+    pub last_good: Option<crate::last_good::LastGoodLocation>,
     /// Address of the xDS gRPC server.
     pub xds_listen: SocketAddr,
     /// Address of the admin HTTP server (metrics, health, readiness).
@@ -212,6 +214,7 @@ pub async fn serve(
             has_ca: cas.is_some(),
             trust_domain: config.auth.trust_domain.clone(),
         },
+        config.last_good.clone(),
     ));
     let (material_tx, material_rx) = watch::channel(Arc::new(Material::default()));
     let secrets_task = tokio::spawn(crate::secrets::run(

@@ -57,7 +57,37 @@ data "aws_iam_policy_document" "task" {
   }
 }
 
+# The fragment is checked against the fragments already under the prefix before it is uploaded,
+# as the control plane will take it (`xds-server validate FRAGMENT --with s3://BUCKET/PREFIX/`):
+# a route to an upstream no fragment defines, a name another service owns, or an upstream
+# removed while another service routes to it fails the apply here, instead of being refused by
+# the control plane after the upload. It runs where Terraform runs, with the same credentials,
+# whenever the rendered fragment changes.
+resource "terraform_data" "validate_catalog" {
+  count            = var.xds_server_command == "" ? 0 : 1
+  triggers_replace = [local.catalog_fragment]
+
+  provisioner "local-exec" {
+    interpreter = ["/bin/sh", "-c"]
+    command     = <<-EOT
+      set -eu
+      dir=$(mktemp -d)
+      trap 'rm -rf "$dir"' EXIT
+      printf '%s' "$FRAGMENT" > "$dir/$FRAGMENT_NAME"
+      $XDS_SERVER validate "$dir/$FRAGMENT_NAME" --with "$CATALOG_PREFIX"
+    EOT
+    environment = {
+      FRAGMENT       = local.catalog_fragment
+      FRAGMENT_NAME  = "${var.service_name}.yaml"
+      CATALOG_PREFIX = "s3://${var.config_bucket}/${var.catalog_prefix}"
+      XDS_SERVER     = var.xds_server_command
+    }
+  }
+}
+
 resource "aws_s3_object" "catalog" {
+  depends_on = [terraform_data.validate_catalog]
+
   bucket       = var.config_bucket
   key          = "${var.catalog_prefix}${var.service_name}.yaml"
   content      = local.catalog_fragment

@@ -92,6 +92,12 @@ variable "catalog_prefix" {
   default     = "xds/catalog.d/"
 }
 
+variable "xds_server_command" {
+  type        = string
+  description = "The xds-server command (a path, or a name on the PATH) that the apply runs where Terraform runs, with its AWS credentials, to validate the rendered fragment against the fragments under catalog_prefix before uploading it (xds-server validate FRAGMENT --with s3://BUCKET/PREFIX/); empty skips the check."
+  default     = "xds-server"
+}
+
 variable "catalog_template" {
   type        = string
   description = "Path of the service's catalog fragment, a Terraform template of a catalog (version 1): the proxy role named service_name, with the template's task_role_arn in its identity.iam_roles, `tls: $${listener_tls}` on its listeners, and its own upstreams."

@@ -169,6 +169,25 @@ data "aws_iam_policy_document" "task" {
     actions   = ["kms:Decrypt"]
     resources = [var.config_kms_key_arn]
   }
+  # The fragments' last good catalog (serve's default --last-good, under the prefix): every
+  # replica writes it when what it serves changes, and one that starts while a fragment is bad
+  # serves that fragment's last good version from it.
+  dynamic "statement" {
+    for_each = local.catalog_is_prefix ? [1] : []
+    content {
+      sid       = "WriteLastGoodCatalog"
+      actions   = ["s3:PutObject"]
+      resources = ["arn:aws:s3:::${var.catalog_bucket}/${var.catalog_key}.last-good.json"]
+    }
+  }
+  dynamic "statement" {
+    for_each = local.catalog_is_prefix ? [1] : []
+    content {
+      sid       = "EncryptLastGoodCatalog"
+      actions   = ["kms:GenerateDataKey"]
+      resources = [var.config_kms_key_arn]
+    }
+  }
   statement {
     sid       = "DiscoverCloudMap"
     actions   = ["servicediscovery:DiscoverInstances", "servicediscovery:DiscoverInstancesRevision"]

@@ -3,10 +3,12 @@
 //! A catalog is read from YAML or JSON, checked field by field against the format (unknown fields
 //! are errors) and then validated as a whole: references, ports, weights, endpoint sources. Any
 //! problem rejects the whole catalog; [`CatalogErrors`] carries every problem found, each with the
-//! field path it concerns.
+//! field path it concerns. The fragments of a directory or S3 prefix merge into one catalog
+//! ([`fragments`]): references cross fragments, and a bad fragment is refused alone.
 
 mod duration;
 mod endpoint;
+pub mod fragments;
 mod iam;
 pub mod re2;
 mod routing;
@@ -21,6 +23,7 @@ use serde::Deserialize;
 
 pub use duration::Duration;
 pub use endpoint::{Endpoint, EndpointParseError};
+pub use fragments::merge;
 
 /// The discovered endpoints of each upstream, sorted and free of duplicates; an upstream whose
 /// source has not answered yet is absent. Discovery makes it, translation reads it.
@@ -735,6 +738,15 @@ fn deserialize(value: serde_json::Value) -> Result<Catalog, Vec<CatalogError>> {
 
 /// Parses and validates a catalog document. `source_name` names it in errors and picks the syntax.
 pub fn parse(source_name: &str, text: &str) -> Result<Catalog, CatalogErrors> {
+    parse_in(source_name, text, validate::Scope::Own)
+}
+
+/// Parses and validates a document, its references looked up in `scope`.
+fn parse_in(
+    source_name: &str,
+    text: &str,
+    scope: validate::Scope<'_>,
+) -> Result<Catalog, CatalogErrors> {
     let fail = |path: String, message: String| CatalogErrors {
         source_name: source_name.to_string(),
         errors: vec![CatalogError { path, message }],
@@ -753,7 +765,7 @@ pub fn parse(source_name: &str, text: &str) -> Result<Catalog, CatalogErrors> {
         source_name: source_name.to_string(),
         errors,
     })?;
-    let errors = validate::validate(&catalog);
+    let errors = validate::validate(&catalog, scope);
     if errors.is_empty() {
         Ok(catalog)
     } else {
@@ -766,6 +778,15 @@ pub fn parse(source_name: &str, text: &str) -> Result<Catalog, CatalogErrors> {
 
 /// Parses and validates a catalog document given as bytes (it must be UTF-8 text).
 pub fn parse_bytes(source_name: &str, bytes: &[u8]) -> Result<Catalog, CatalogErrors> {
+    parse_text(source_name, bytes, validate::Scope::Own)
+}
+
+/// [`parse_in`] of bytes that must be UTF-8 text.
+fn parse_text(
+    source_name: &str,
+    bytes: &[u8],
+    scope: validate::Scope<'_>,
+) -> Result<Catalog, CatalogErrors> {
     let text = std::str::from_utf8(bytes).map_err(|_| CatalogErrors {
         source_name: source_name.to_string(),
         errors: vec![CatalogError {
@@ -773,7 +794,7 @@ pub fn parse_bytes(source_name: &str, bytes: &[u8]) -> Result<Catalog, CatalogEr
             message: "the catalog is not UTF-8 text".into(),
         }],
     })?;
-    parse(source_name, text)
+    parse_in(source_name, text, scope)
 }
 
 /// Whether a file or object name is a catalog fragment of a directory or S3 prefix: YAML or JSON.
@@ -782,95 +803,6 @@ pub fn is_fragment_name(name: &str) -> bool {
     [".yaml", ".yml", ".json"]
         .iter()
         .any(|ext| lower.ends_with(ext))
-}
-
-/// Parses, validates and merges the fragments of a catalog directory or S3 prefix into one
-/// catalog. Each fragment is a whole catalog document on its own: it validates alone, so its
-/// routes name only its own upstreams, and its `defaults` apply to its own routes and upstreams
-/// only. A proxy or upstream defined in two fragments is an error naming both. Every fragment's
-/// problems are reported, under `location` (the directory or prefix), each with its fragment's
-/// name. No fragments give a catalog without proxies (a control plane deployed before any
-/// service).
-pub fn merge(location: &str, fragments: &[(String, Vec<u8>)]) -> Result<Catalog, CatalogErrors> {
-    // Fragments are named relative to the location in errors: `shop.yaml: upstreams.web: ...`.
-    let short = |name: &str| -> String {
-        name.strip_prefix(location)
-            .map(|rest| rest.trim_start_matches('/'))
-            .filter(|rest| !rest.is_empty())
-            .unwrap_or(name)
-            .to_string()
-    };
-    let at = |fragment: &str, path: String| {
-        if path.is_empty() {
-            short(fragment)
-        } else {
-            format!("{}: {path}", short(fragment))
-        }
-    };
-    let mut errors = Vec::new();
-    let mut merged = Catalog {
-        version: 1,
-        defaults: Defaults::default(),
-        mesh: None,
-        proxies: BTreeMap::new(),
-        upstreams: BTreeMap::new(),
-    };
-    let mut proxy_source: BTreeMap<ProxyName, &str> = BTreeMap::new();
-    let mut upstream_source: BTreeMap<UpstreamName, &str> = BTreeMap::new();
-    for (name, bytes) in fragments {
-        let mut fragment = match parse_bytes(name, bytes) {
-            Ok(f) => f,
-            Err(e) => {
-                errors.extend(e.errors.into_iter().map(|err| CatalogError {
-                    path: at(name, err.path),
-                    message: err.message,
-                }));
-                continue;
-            }
-        };
-        fragment.apply_defaults();
-        // One mesh: fragments that set it agree.
-        if let Some(mesh) = fragment.mesh.take() {
-            match &merged.mesh {
-                Some(first) if *first != mesh => errors.push(CatalogError {
-                    path: at(name, "mesh".into()),
-                    message: format!("differs from the mesh another fragment sets ({first:?})"),
-                }),
-                Some(_) => {}
-                None => merged.mesh = Some(mesh),
-            }
-        }
-        let duplicate = |path: String, first: &str| CatalogError {
-            path: at(name, path),
-            message: format!("already defined in {}", short(first)),
-        };
-        for (proxy, p) in fragment.proxies {
-            match proxy_source.get(&proxy) {
-                Some(first) => errors.push(duplicate(format!("proxies.{}", proxy.0), first)),
-                None => {
-                    proxy_source.insert(proxy.clone(), name);
-                    merged.proxies.insert(proxy, p);
-                }
-            }
-        }
-        for (upstream, u) in fragment.upstreams {
-            match upstream_source.get(&upstream) {
-                Some(first) => errors.push(duplicate(format!("upstreams.{}", upstream.0), first)),
-                None => {
-                    upstream_source.insert(upstream.clone(), name);
-                    merged.upstreams.insert(upstream, u);
-                }
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(merged)
-    } else {
-        Err(CatalogErrors {
-            source_name: location.to_string(),
-            errors,
-        })
-    }
 }
 
 impl Catalog {
@@ -901,8 +833,8 @@ impl Catalog {
 }
 
 /// The fragments of a catalog directory: its YAML and JSON files (not hidden ones, not
-/// subdirectories), in name order.
-pub fn read_dir_fragments(dir: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+/// subdirectories), in name order, each with its modification time.
+pub fn read_dir_fragments(dir: &Path) -> std::io::Result<Vec<fragments::Document>> {
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
@@ -918,7 +850,19 @@ pub fn read_dir_fragments(dir: &Path) -> std::io::Result<Vec<(String, Vec<u8>)>>
     paths.sort();
     paths
         .into_iter()
-        .map(|p| Ok((p.display().to_string(), std::fs::read(&p)?)))
+        .map(|p| {
+            let bytes = std::fs::read(&p)?;
+            let source = std::fs::metadata(&p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| format!("mtime {}.{:09}", d.as_secs(), d.subsec_nanos()));
+            Ok(fragments::Document {
+                name: p.display().to_string(),
+                bytes,
+                source,
+            })
+        })
         .collect()
 }
 

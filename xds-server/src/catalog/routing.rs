@@ -304,7 +304,7 @@ const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];
 
-impl Validator {
+impl<'a> Validator<'a> {
     /// Virtual host names unique per listener; domains that are Host values, with `*` only
     /// first or last, each taken by one virtual host of the listener (Envoy compares them in
     /// lower case).
@@ -501,7 +501,7 @@ impl Validator {
     }
 
     /// `rewrite`, `request_headers` and `response_headers` of the route at `at`.
-    pub(super) fn route_changes(&mut self, at: &str, r: &Route, catalog: &Catalog) {
+    pub(super) fn route_changes(&mut self, at: &str, r: &Route, catalog: &'a Catalog) {
         if let Some(rw) = &r.rewrite {
             let at = format!("{at}.rewrite");
             match (&rw.prefix, &rw.path) {

@@ -209,9 +209,9 @@ upstreams:
     endpoints: { static: ["10.0.4.1:80"] }
 "#;
 
-fn fragments(docs: &[(&str, &str)]) -> Vec<(String, Vec<u8>)> {
+fn fragments(docs: &[(&str, &str)]) -> Vec<fragments::Document> {
     docs.iter()
-        .map(|(n, t)| (n.to_string(), t.as_bytes().to_vec()))
+        .map(|(n, t)| fragments::Document::new(*n, t.as_bytes()))
         .collect()
 }
 
@@ -250,9 +250,14 @@ fn a_name_in_two_fragments_is_refused_naming_both() {
     )
     .unwrap_err();
     assert_eq!(e.source_name, "catalog.d");
+    // Nothing served before says which is right: both are refused, each naming the other.
+    let text: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
     assert_eq!(
-        e.errors[0].to_string(),
-        "b.yaml: upstreams.web-v1: already defined in a.yaml"
+        text,
+        [
+            "a.yaml: upstreams.web-v1: also defined in b.yaml",
+            "b.yaml: upstreams.web-v1: also defined in a.yaml"
+        ]
     );
     let e = merge(
         "catalog.d",
@@ -261,16 +266,16 @@ fn a_name_in_two_fragments_is_refused_naming_both() {
     .unwrap_err();
     assert_eq!(
         e.errors[0].to_string(),
-        "b.yaml: proxies.intdemo: already defined in a.yaml"
+        "a.yaml: proxies.intdemo: also defined in b.yaml"
     );
 }
 
 #[test]
 fn every_fragments_problems_are_reported_with_its_name() {
-    // Routes of one fragment cannot name another fragment's upstreams.
+    // A route may name any fragment's upstream, but one that no fragment defines is an error.
     let borrowing = FRAGMENT_B.replace(
         "to: shop-web\n          - match: { prefix: /slow }",
-        "to: web-v1\n          - match: { prefix: /slow }",
+        "to: web-v3\n          - match: { prefix: /slow }",
     );
     let e = merge(
         "catalog.d",
@@ -285,10 +290,28 @@ fn every_fragments_problems_are_reported_with_its_name() {
     let text: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
     assert_eq!(text.len(), 2, "{text:#?}");
     assert!(text[0].starts_with("a.json: invalid JSON"), "{text:#?}");
-    assert!(
-        text[1].starts_with("c.yaml: proxies.shop.listeners[0].routes[0].to:"),
-        "{text:#?}"
+    assert_eq!(
+        text[1],
+        r#"c.yaml: proxies.shop.listeners[0].routes[0].to: upstream "web-v3" is not defined in `upstreams`"#,
     );
+}
+
+#[test]
+fn a_route_may_name_an_upstream_of_another_fragment() {
+    let borrowing = FRAGMENT_B.replace(
+        "to: shop-web\n          - match: { prefix: /slow }",
+        "to: web-v1\n          - match: { prefix: /slow }",
+    );
+    let merged = merge(
+        "catalog.d",
+        &fragments(&[("a.yaml", GOOD), ("c.yaml", &borrowing)]),
+    )
+    .unwrap();
+    let shop = &merged.proxies[&ProxyName("shop".into())].listeners[0].routes;
+    assert_eq!(shop[0].to, Some(UpstreamName("web-v1".into())));
+    // The borrowed upstream keeps its own fragment's defaults (a.yaml: connect_timeout 2s).
+    let web = &merged.upstreams[&UpstreamName("web-v1".into())];
+    assert_eq!(web.connect_timeout, Some(secs(2)));
 }
 
 #[test]

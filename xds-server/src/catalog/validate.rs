@@ -4,9 +4,49 @@ use std::collections::BTreeMap;
 
 use super::{
     Catalog, CatalogError, CatalogWarning, CertificateSource, Duration, Endpoint, EndpointSources,
-    HealthCheck, ListenerProtocol, ListenerTls, Retries, Route, RouteMatch, TrustSource, Upstream,
-    UpstreamName, UpstreamProtocol, UpstreamTls, re2,
+    HealthCheck, ListenerProtocol, ListenerTls, ProxyName, Retries, Route, RouteMatch, TrustSource,
+    Upstream, UpstreamName, UpstreamProtocol, UpstreamTls, re2,
 };
+
+/// Where a catalog's references (routes and TCP listeners to upstreams, TLS settings to
+/// proxies) are looked up.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Scope<'a> {
+    /// In the catalog itself: a whole catalog in one document.
+    Own,
+    /// Not yet: a fragment alone, before the set it joins is known.
+    Deferred,
+    /// In the merged catalog a fragment joins.
+    Merged(&'a Catalog),
+}
+
+/// What a reference needs from the rest of the catalog: the name it points at.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(super) enum Target {
+    /// A proxy role (of any fragment).
+    Proxy(ProxyName),
+    /// An upstream (of any fragment).
+    Upstream(UpstreamName),
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Upstream(u) => write!(f, "upstreams.{u}"),
+            Target::Proxy(p) => write!(f, "proxies.{p}"),
+        }
+    }
+}
+
+/// The references of `fragment` that `merged` (the catalog it joins) does not satisfy, each
+/// with the name it points at. The fragment's own checks have passed already.
+pub(super) fn references(fragment: &Catalog, merged: &Catalog) -> Vec<(CatalogError, Target)> {
+    let v = run(fragment, Scope::Merged(merged));
+    v.targets
+        .into_iter()
+        .map(|(i, target)| (v.errors[i].clone(), target))
+        .collect()
+}
 
 /// Envoy `retry_on` conditions accepted in `retries.on` (HTTP and gRPC ones).
 const RETRY_ON: &[&str] = &[
@@ -28,15 +68,17 @@ const RETRY_ON: &[&str] = &[
     "unavailable",
 ];
 
-/// Collects every problem of a parsed catalog; an empty list means it is valid.
-pub(super) fn validate(catalog: &Catalog) -> Vec<CatalogError> {
-    validator(catalog).errors
+/// Collects every problem of a parsed catalog, its references looked up in `scope`; an empty
+/// list means it is valid.
+pub(super) fn validate(catalog: &Catalog, scope: Scope<'_>) -> Vec<CatalogError> {
+    run(catalog, scope).errors
 }
 
-/// The validator after a pass over the whole catalog: its errors, and the upstreams used.
-fn validator(catalog: &Catalog) -> Validator {
+fn run<'a>(catalog: &'a Catalog, scope: Scope<'a>) -> Validator<'a> {
     let mut v = Validator {
         errors: Vec::new(),
+        scope,
+        targets: Vec::new(),
         used: Default::default(),
     };
     if catalog.version != 1 {
@@ -207,7 +249,7 @@ fn validator(catalog: &Catalog) -> Validator {
 /// route of the same listener takes every request they would.
 pub(super) fn warnings(catalog: &Catalog) -> Vec<CatalogWarning> {
     let mut out = Vec::new();
-    let used = validator(catalog).used;
+    let used = run(catalog, Scope::Own).used;
     for name in catalog.upstreams.keys().filter(|u| !used.contains(*u)) {
         out.push(CatalogWarning {
             path: format!("upstreams.{name}"),
@@ -345,13 +387,17 @@ fn describe_match(m: &RouteMatch) -> String {
     }
 }
 
-pub(super) struct Validator {
+pub(super) struct Validator<'a> {
     pub(super) errors: Vec<CatalogError>,
+    /// Where references are looked up.
+    scope: Scope<'a>,
+    /// The errors that are unsatisfied references (by index), with the name each points at.
+    targets: Vec<(usize, Target)>,
     /// Every upstream a route, a split, a mirror or a TCP listener names.
-    pub(super) used: std::collections::BTreeSet<UpstreamName>,
+    used: std::collections::BTreeSet<UpstreamName>,
 }
 
-impl Validator {
+impl<'a> Validator<'a> {
     pub(super) fn err(&mut self, path: &str, message: String) {
         self.errors.push(CatalogError {
             path: path.to_string(),
@@ -359,9 +405,24 @@ impl Validator {
         });
     }
 
+    /// An unsatisfied reference: an error that another fragment could fix.
+    fn ref_err(&mut self, path: &str, message: String, target: Target) {
+        self.targets.push((self.errors.len(), target));
+        self.err(path, message);
+    }
+
+    /// The catalog references are looked up in, `None` while they are deferred.
+    fn lookup(&self, own: &'a Catalog) -> Option<&'a Catalog> {
+        match self.scope {
+            Scope::Own => Some(own),
+            Scope::Deferred => None,
+            Scope::Merged(merged) => Some(merged),
+        }
+    }
+
     /// A listener's TLS: a version Envoy knows, client trust that is not the public roots,
     /// `allow` entries that name proxies or SANs.
-    fn listener_tls(&mut self, at: &str, tls: &ListenerTls, catalog: &Catalog) {
+    fn listener_tls(&mut self, at: &str, tls: &ListenerTls, catalog: &'a Catalog) {
         self.certificate(&format!("{at}.certificate"), &tls.certificate);
         if let Some(c) = &tls.client_certificate {
             self.trust(&format!("{at}.client_certificate.trust"), &c.trust);
@@ -383,28 +444,33 @@ impl Validator {
                 "client certificates chain to `mesh` or a `file` bundle, not to the system's public roots".into(),
             );
         }
+        let Some(catalog) = self.lookup(catalog) else {
+            return;
+        };
         for (i, who) in client.allow.iter().enumerate() {
-            let proxy = catalog.proxies.contains_key(&super::ProxyName(who.clone()));
+            let proxy = catalog.proxies.contains_key(&ProxyName(who.clone()));
             let uri = who.contains("://");
             let dns = !uri && who.contains('.');
             let at = format!("{at}.client_certificate.allow[{i}]");
             if !proxy && !uri && !dns {
-                self.err(
+                self.ref_err(
                     &at,
                     format!("{who:?} names no proxy of the catalog, and is no SAN (spiffe://..., a DNS name)"),
+                    Target::Proxy(ProxyName(who.clone())),
                 );
             } else if !proxy && dns && client.trust == TrustSource::Mesh {
                 // Mesh certificates carry only their spiffe:// identity: a DNS name never
                 // matches one, so this is a proxy name misspelt.
-                self.err(
+                self.ref_err(
                     &at,
                     format!("{who:?} names no proxy of the catalog, and mesh certificates carry no DNS names"),
+                    Target::Proxy(ProxyName(who.clone())),
                 );
             }
         }
     }
 
-    fn upstream_tls(&mut self, at: &str, tls: &UpstreamTls, catalog: &Catalog) {
+    fn upstream_tls(&mut self, at: &str, tls: &UpstreamTls, catalog: &'a Catalog) {
         if let Some(c) = &tls.certificate {
             self.certificate(&format!("{at}.certificate"), c);
         }
@@ -423,17 +489,20 @@ impl Validator {
                         "`mesh` sets everything itself: no sni, trust, subject_alt_names or certificate beside it".into(),
                     );
                 }
-                let serves_mesh = catalog.proxies.get(server).is_some_and(|p| {
-                    p.listeners.iter().any(|l| {
-                        l.tls
-                            .as_ref()
-                            .is_some_and(|t| t.certificate == CertificateSource::Mesh)
+                let serves_mesh = |catalog: &Catalog| {
+                    catalog.proxies.get(server).is_some_and(|p| {
+                        p.listeners.iter().any(|l| {
+                            l.tls
+                                .as_ref()
+                                .is_some_and(|t| t.certificate == CertificateSource::Mesh)
+                        })
                     })
-                });
-                if !serves_mesh {
-                    self.err(
+                };
+                if self.lookup(catalog).is_some_and(|c| !serves_mesh(c)) {
+                    self.ref_err(
                         &format!("{at}.mesh"),
                         format!("proxy \"{server}\" has no listener with `tls.certificate: mesh`"),
+                        Target::Proxy(server.clone()),
                     );
                 }
             }
@@ -534,30 +603,37 @@ impl Validator {
         }
     }
 
+    /// A reference to an upstream, of this catalog or (for a fragment) of any fragment.
     pub(super) fn upstream_ref(
         &mut self,
         path: &str,
         to: &UpstreamName,
-        catalog: &Catalog,
+        catalog: &'a Catalog,
         http: bool,
     ) {
         self.used.insert(to.clone());
+        let Some(catalog) = self.lookup(catalog) else {
+            return;
+        };
+        let target = Target::Upstream(to.clone());
         match catalog.upstreams.get(to) {
-            None => self.err(
+            None => self.ref_err(
                 path,
                 format!("upstream \"{to}\" is not defined in `upstreams`"),
+                target,
             ),
-            Some(u) if http && u.protocol == UpstreamProtocol::Tcp => self.err(
+            Some(u) if http && u.protocol == UpstreamProtocol::Tcp => self.ref_err(
                 path,
                 format!(
                     "upstream \"{to}\" has protocol tcp; HTTP routes need http1, http2 or grpc"
                 ),
+                target,
             ),
             Some(_) => {}
         }
     }
 
-    fn route(&mut self, at: &str, r: &Route, catalog: &Catalog) {
+    fn route(&mut self, at: &str, r: &Route, catalog: &'a Catalog) {
         let m = &r.matcher;
         let kinds = [
             m.prefix.is_some(),
@@ -598,12 +674,12 @@ impl Validator {
     /// Where a route or TCP listener sends traffic: exactly one of `to` and `split`; a split's
     /// weights 0 or more (0 parks an upstream, a canary at rest, as App Mesh and Envoy allow),
     /// at least one above 0, adding up to what Envoy counts in.
-    fn destination(
+    pub(super) fn destination(
         &mut self,
         at: &str,
         to: &Option<UpstreamName>,
         split: &Option<BTreeMap<UpstreamName, i64>>,
-        catalog: &Catalog,
+        catalog: &'a Catalog,
         http: bool,
     ) {
         match (to, split) {

@@ -1,0 +1,454 @@
+//! Catalog fragments that behave like a mesh, against real Envoy 1.40 and moto's S3: a route to
+//! another fragment's upstream, a bad fragment that harms only itself, a replica started while
+//! a fragment is bad that serves the same last good version as the others, and
+//! `validate FILE --with DIR-or-s3://PREFIX/`.
+
+use std::ffi::OsStr;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use tests::process::envoy_bin;
+use tests::{Backend, Envoy, Mode, Moto, TempDir, XdsServer, free_port, http, wait_for};
+
+/// A service's fragment: proxy `proxy` listens on `port` and routes `/` to upstream `to`; it
+/// defines `upstreams`, each with one backend.
+fn fragment(proxy: &str, port: u16, to: &str, upstreams: &[(&str, &Backend)]) -> String {
+    let mut text = format!(
+        r#"version: 1
+proxies:
+  {proxy}:
+    listeners:
+      - {{ name: web, address: 127.0.0.1, port: {port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: {to} }} ] }}
+"#
+    );
+    if !upstreams.is_empty() {
+        text.push_str("upstreams:\n");
+    }
+    for (name, backend) in upstreams {
+        text.push_str(&format!(
+            "  {name}: {{ protocol: http1, endpoints: {{ static: [\"{}\"] }} }}\n",
+            backend.addr
+        ));
+    }
+    text
+}
+
+/// A fragment that is valid YAML but not a valid catalog: port 0.
+fn broken(proxy: &str) -> String {
+    format!(
+        "version: 1\nproxies:\n  {proxy}:\n    listeners:\n      - {{ name: web, port: 0, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: nowhere }} ] }}\n"
+    )
+}
+
+/// The body Envoy's listener on `port` answers `/` with, if it answers.
+fn body(port: u16) -> Option<String> {
+    http::get(port, "/", &[])
+        .ok()
+        .map(|r| r.body.trim().to_string())
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn put(rt: &tokio::runtime::Runtime, s3: &aws_sdk_s3::Client, key: &str, text: &str) {
+    rt.block_on(
+        s3.put_object()
+            .bucket("config")
+            .key(key)
+            .body(text.as_bytes().to_vec().into())
+            .send(),
+    )
+    .expect("object uploaded");
+}
+
+fn get(rt: &tokio::runtime::Runtime, s3: &aws_sdk_s3::Client, key: &str) -> Option<String> {
+    let out = rt
+        .block_on(s3.get_object().bucket("config").key(key).send())
+        .ok()?;
+    let bytes = rt.block_on(out.body.collect()).ok()?.into_bytes();
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// `xds-server validate ARGS` with `env`.
+fn validate(args: &[&OsStr], env: &[(&str, String)]) -> Output {
+    Command::new(tests::workspace_bin("xds-server"))
+        .arg("validate")
+        .args(args)
+        .env_remove("XDS_SERVER_VALIDATE_ENVOY")
+        .env_remove("XDS_SERVER_VALIDATE_WITH")
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("xds-server validate runs")
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Replaces `catalog.d/NAME` under `dir` atomically (a staged file renamed over it).
+fn write(dir: &TempDir, name: &str, content: &str) {
+    let catalog = dir.path().join("catalog.d");
+    std::fs::create_dir_all(&catalog).unwrap();
+    let staged = catalog.join(format!(".{name}.tmp"));
+    std::fs::write(&staged, content).unwrap();
+    std::fs::rename(&staged, catalog.join(name)).unwrap();
+}
+
+/// The catalog status of `/readyz`.
+fn status(server: &XdsServer) -> serde_json::Value {
+    server.admin_json("/readyz")["catalog"].clone()
+}
+
+#[test]
+fn a_route_to_an_upstream_of_another_fragment_is_served() {
+    let dir = TempDir::new("fragments-shared");
+    let connector = Backend::start("connector", 0).unwrap();
+    let (connector_port, wallet_port) = (free_port(), free_port());
+    write(
+        &dir,
+        "connector.yaml",
+        &fragment(
+            "connector",
+            connector_port,
+            "connector",
+            &[("connector", &connector)],
+        ),
+    );
+    // The wallet service calls the connector through the connector's own upstream.
+    write(
+        &dir,
+        "wallet.yaml",
+        &fragment("wallet", wallet_port, "connector", &[]),
+    );
+    let server = XdsServer::start(&dir, &dir.path().join("catalog.d"), 0);
+    server.wait_ready();
+    let wallet = Envoy::start(&dir, "wallet", server.xds_port, Mode::Delta);
+    wallet.wait_live();
+    http::wait_for_body(wallet_port, "connector");
+    assert!(
+        status(&server)["refused_fragments"]
+            .as_object()
+            .is_some_and(|r| r.is_empty())
+    );
+    // One cluster: the connector's, shared, not a copy under the wallet's name.
+    let config = server.admin_json("/debug/config?proxy=wallet");
+    let clusters = config.to_string();
+    assert!(clusters.contains("\"connector\""), "{config}");
+}
+
+#[test]
+fn a_bad_fragment_keeps_its_last_good_config_while_the_others_change() {
+    let dir = TempDir::new("fragments-bad");
+    let (a1, b1, b2) = (
+        Backend::start("a1", 0).unwrap(),
+        Backend::start("b1", 0).unwrap(),
+        Backend::start("b2", 0).unwrap(),
+    );
+    let (a_port, b_port) = (free_port(), free_port());
+    let good_a = fragment("a", a_port, "a-web", &[("a-web", &a1)]);
+    write(&dir, "a.yaml", &good_a);
+    write(
+        &dir,
+        "b.yaml",
+        &fragment("b", b_port, "b-web", &[("b-web", &b1), ("b-web-2", &b2)]),
+    );
+    let server = XdsServer::start(&dir, &dir.path().join("catalog.d"), 0);
+    server.wait_ready();
+    let a = Envoy::start(&dir, "a", server.xds_port, Mode::Sotw);
+    let b = Envoy::start(&dir, "b", server.xds_port, Mode::Delta);
+    a.wait_live();
+    b.wait_live();
+    http::wait_for_body(a_port, "a1");
+    http::wait_for_body(b_port, "b1");
+    let good_version = status(&server)["fragments"]["a.yaml"].clone();
+    assert!(good_version.is_string(), "{}", status(&server));
+
+    // A's team breaks its fragment; B's team changes its route.
+    server.expect_catalog_refused(|| {
+        write(&dir, "a.yaml", &broken("a"));
+    });
+    assert_eq!(
+        server.metric("xds_catalog_fragment_refused{fragment=\"a.yaml\"}"),
+        1.0
+    );
+    assert_eq!(
+        server.metric("xds_catalog_fragment_refused{fragment=\"b.yaml\"}"),
+        0.0
+    );
+    write(
+        &dir,
+        "b.yaml",
+        &fragment("b", b_port, "b-web-2", &[("b-web", &b1), ("b-web-2", &b2)]),
+    );
+    http::wait_for_body(b_port, "b2");
+    for _ in 0..10 {
+        assert_eq!(body(a_port).as_deref(), Some("a1"));
+    }
+
+    // /readyz stays ready, and names A, its error and the version still served.
+    let ready = http::get(server.admin_port, "/readyz", &[]).unwrap();
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    let st = status(&server);
+    let refused = &st["refused_fragments"]["a.yaml"];
+    let error = refused["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("proxies.a.listeners[0].port: port 0 is out of range (1-65535)"),
+        "{st}"
+    );
+    assert_eq!(refused["serving"], good_version, "{st}");
+    assert_eq!(st["fragments"]["a.yaml"], good_version, "{st}");
+    assert!(refused["offered"].is_string() && refused["offered"] != good_version);
+    assert!(st["refused_fragments"].get("b.yaml").is_none(), "{st}");
+    // Logged once, not at every load (B's change was one more).
+    let log = server.process.output();
+    let logged = log
+        .lines()
+        .filter(|l| l.contains("catalog fragment refused") && l.contains("a.yaml"))
+        .count();
+    assert_eq!(logged, 1, "{log}");
+
+    // Fixed, A's change goes out too.
+    write(
+        &dir,
+        "a.yaml",
+        &good_a.replace("to: a-web }", "to: a-web, timeout: 5s }"),
+    );
+    wait_for("a.yaml accepted again", Duration::from_secs(20), || {
+        (server.metric("xds_catalog_fragment_refused{fragment=\"a.yaml\"}") == 0.0).then_some(())
+    });
+    assert!(
+        server
+            .process
+            .output()
+            .contains("catalog fragment accepted again")
+    );
+    http::wait_for_body(a_port, "a1");
+}
+
+/// The versions an Envoy reports for its listeners and clusters.
+fn envoy_versions(envoy: &Envoy) -> (String, String) {
+    let get = |name: &str| envoy.text_stat(name).unwrap_or_default();
+    (
+        get("listener_manager.lds.version_text"),
+        get("cluster_manager.cds.version_text"),
+    )
+}
+
+#[test]
+fn a_replica_started_while_a_fragment_is_bad_serves_its_last_good_version() {
+    let dir = TempDir::new("fragments-replicas");
+    let moto = Moto::start(&dir, 0);
+    let rt = rt();
+    let s3 = moto.s3();
+    rt.block_on(s3.create_bucket().bucket("config").send())
+        .unwrap();
+    let (a1, b1) = (
+        Backend::start("a1", 0).unwrap(),
+        Backend::start("b1", 0).unwrap(),
+    );
+    let (a_port, b_port) = (free_port(), free_port());
+    let good_a = fragment("a", a_port, "a-web", &[("a-web", &a1)]);
+    put(&rt, &s3, "xds/catalog.d/a.yaml", &good_a);
+    put(
+        &rt,
+        &s3,
+        "xds/catalog.d/b.yaml",
+        &fragment("b", b_port, "b-web", &[("b-web", &b1)]),
+    );
+    let prefix = OsStr::new("s3://config/xds/catalog.d/");
+    let start = || {
+        XdsServer::start_env(
+            &dir,
+            prefix,
+            0,
+            &["--catalog-interval", "200ms"],
+            &moto.env(),
+        )
+    };
+    let first = start();
+    first.wait_ready();
+    // The default last good catalog, under the prefix, is written once a catalog is served.
+    let digest = wait_for(
+        "the last good catalog written",
+        Duration::from_secs(20),
+        || {
+            status(&first)["last_good"]["digest"]
+                .as_str()
+                .map(String::from)
+        },
+    );
+    assert_eq!(
+        status(&first)["last_good"]["location"],
+        "s3://config/xds/catalog.d/.last-good.json"
+    );
+    let envoy_first = Envoy::start(&dir, "a", first.xds_port, Mode::Delta);
+    envoy_first.wait_live();
+    http::wait_for_body(a_port, "a1");
+
+    first.expect_catalog_refused(|| put(&rt, &s3, "xds/catalog.d/a.yaml", &broken("a")));
+    let persisted = get(&rt, &s3, "xds/catalog.d/.last-good.json").expect("persisted");
+    // It holds A's good version, with its ETag, and it is the document the first replica wrote.
+    let doc: serde_json::Value = serde_json::from_str(&persisted).unwrap();
+    assert_eq!(doc["digest"], digest.as_str());
+    assert_eq!(doc["fragments"]["a.yaml"]["text"], good_a.as_str());
+    assert!(
+        doc["fragments"]["a.yaml"]["source"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("ETag ")),
+        "{doc}"
+    );
+    // The hidden object is no fragment of the prefix.
+    assert!(status(&first)["fragments"].get(".last-good.json").is_none());
+
+    // A second replica starts while A is bad: it serves A's last good version, like the first.
+    let second = start();
+    second.wait_ready();
+    let st = status(&second);
+    assert_eq!(
+        st["refused_fragments"]["a.yaml"]["serving"],
+        status(&first)["refused_fragments"]["a.yaml"]["serving"],
+        "{st}"
+    );
+    assert!(
+        st["refused_fragments"]["a.yaml"]["serving"].is_string(),
+        "{st}"
+    );
+    assert_eq!(st["last_good"]["digest"], digest.as_str(), "{st}");
+    assert_eq!(
+        second.admin_json("/debug/config?proxy=a"),
+        first.admin_json("/debug/config?proxy=a")
+    );
+    // An Envoy of A moving to the second replica gets the same versions, and A's traffic.
+    let versions = envoy_versions(&envoy_first);
+    assert!(
+        !versions.0.is_empty() && !versions.1.is_empty(),
+        "{versions:?}"
+    );
+    drop(envoy_first);
+    let envoy_second = Envoy::start(&dir, "a", second.xds_port, Mode::Delta);
+    envoy_second.wait_live();
+    http::wait_for_body(a_port, "a1");
+    assert_eq!(envoy_versions(&envoy_second), versions);
+
+    // A corrupt last good catalog is ignored, said so, and never stands in for anything.
+    put(&rt, &s3, "xds/catalog.d/.last-good.json", "{ not json");
+    let third = start();
+    wait_for("the third replica to load", Duration::from_secs(20), || {
+        status(&third)["refused_fragments"].get("a.yaml").cloned()
+    });
+    let st = status(&third);
+    assert_eq!(
+        st["refused_fragments"]["a.yaml"]["serving"],
+        serde_json::Value::Null,
+        "{st}"
+    );
+    assert!(
+        third
+            .process
+            .output()
+            .contains("last good catalog ignored: not a last good catalog"),
+        "{st}"
+    );
+    // It is replaced by a good document of what this replica serves.
+    let digest = wait_for("a good document again", Duration::from_secs(20), || {
+        status(&third)["last_good"]["digest"]
+            .as_str()
+            .map(String::from)
+    });
+    let doc: serde_json::Value =
+        serde_json::from_str(&get(&rt, &s3, "xds/catalog.d/.last-good.json").unwrap()).unwrap();
+    assert_eq!(doc["digest"], digest.as_str());
+    wait_for(
+        "B alone served by the third replica",
+        Duration::from_secs(20),
+        || (third.admin_json("/debug/config")["proxies"] == serde_json::json!(["b"])).then_some(()),
+    );
+}
+
+#[test]
+fn validate_with_checks_a_fragment_against_the_fragments_it_joins() {
+    let dir = TempDir::new("fragments-validate");
+    let connector = Backend::start("connector", 0).unwrap();
+    std::fs::create_dir(dir.path().join("empty.d")).unwrap();
+    write(
+        &dir,
+        "connector.yaml",
+        &fragment("connector", 8081, "connector", &[("connector", &connector)]),
+    );
+    let wallet = dir.write("wallet.yaml", &fragment("wallet", 8080, "connector", &[]));
+    let with = |location: &OsStr, env: &[(&str, String)]| {
+        validate(&[wallet.as_os_str(), OsStr::new("--with"), location], env)
+    };
+
+    let out = with(dir.path().join("catalog.d").as_os_str(), &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ok\n");
+    let out = with(dir.path().join("empty.d").as_os_str(), &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("1 error joining"), "{stderr}");
+    assert!(
+        stderr.contains(r#"proxies.wallet.listeners[0].routes[0].to: upstream "connector" is not defined in `upstreams`"#),
+        "{stderr}"
+    );
+    // Alone, it is no catalog: plain `validate` says so too.
+    assert_eq!(validate(&[wallet.as_os_str()], &[]).status.code(), Some(1));
+    // Envoy itself accepts the wallet proxy with the connector's cluster.
+    let envoy = envoy_bin();
+    let out = validate(
+        &[
+            wallet.as_os_str(),
+            OsStr::new("--with"),
+            dir.path().join("catalog.d").as_os_str(),
+            OsStr::new("--envoy"),
+            envoy.as_os_str(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+
+    // The same against an S3 prefix, where the fragments are before an upload.
+    let moto = Moto::start(&dir, 0);
+    let rt = rt();
+    let s3 = moto.s3();
+    rt.block_on(s3.create_bucket().bucket("config").send())
+        .unwrap();
+    let connector_text =
+        std::fs::read_to_string(dir.path().join("catalog.d/connector.yaml")).unwrap();
+    put(&rt, &s3, "xds/catalog.d/connector.yaml", &connector_text);
+    let out = with(OsStr::new("s3://config/xds/catalog.d/"), &moto.env());
+    assert!(out.status.success(), "{}", text(&out));
+    let out = with(OsStr::new("s3://config/xds/empty.d/"), &moto.env());
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(r#"upstream "connector" is not defined"#)
+    );
+    // A fragment taking a name another fragment owns is refused, naming the owner.
+    let taker = dir.write(
+        "taker.yaml",
+        &fragment("taker", 8082, "connector", &[("connector", &connector)]),
+    );
+    let out = validate(
+        &[
+            taker.as_os_str(),
+            OsStr::new("--with"),
+            OsStr::new("s3://config/xds/catalog.d/"),
+        ],
+        &moto.env(),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("upstreams.connector: already defined in connector.yaml"),
+        "{}",
+        text(&out)
+    );
+}

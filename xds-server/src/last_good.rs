@@ -1,0 +1,429 @@
+//! The persisted last good catalog of a directory or S3 prefix: every fragment at the version
+//! served, with its source's ETag or mtime, in one JSON document next to the catalog. A replica
+//! that starts while a fragment is bad serves that fragment's last good version from it, so
+//! every replica serves the same resources.
+//!
+//! The document is a function of what is served and nothing else (no time, no host): replicas
+//! that serve the same catalog write the same bytes, and its `digest` (SHA-256 of the
+//! fragments) names that content. It is written whole and atomically (a staged file renamed
+//! over the old one; one PutObject), so a reader sees one replica's document, never a mix.
+//! It holds the fragments' own text, which names certificate files and secrets but never holds
+//! their content; a fragment that carries a private key anyway is not persisted.
+//!
+//! A document that is not one (corrupt, another format, its digest wrong) or that was written
+//! for another catalog location is ignored with a log line; it is only ever consulted for
+//! fragments that are bad now, never over a good live one.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use sha2::Digest;
+
+use crate::catalog::fragments::{self, Check, Document, FragmentVersion, Fragments};
+use crate::load::CatalogLocation;
+use s3_config_loader::S3Location;
+
+/// The `format` of documents this version writes and reads.
+const FORMAT: &str = "xds-server last-good catalog v1";
+
+/// The file name of the default location.
+pub const DEFAULT_NAME: &str = ".last-good.json";
+
+/// Documents larger than this are not read.
+const MAX_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Where the last good catalog is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LastGoodLocation {
+    /// A local file.
+    File(PathBuf),
+    /// An S3 object.
+    S3(S3Location),
+}
+
+impl std::str::FromStr for LastGoodLocation {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.starts_with("s3://") {
+            let loc: S3Location = s.parse().map_err(|e| format!("{e}"))?;
+            if loc.key.is_empty() || loc.key.ends_with('/') {
+                return Err(format!(
+                    "{s}: name an object, e.g. s3://BUCKET/xds/last-good.json"
+                ));
+            }
+            return Ok(LastGoodLocation::S3(loc));
+        }
+        if s.is_empty() {
+            return Err("the last good location is empty".into());
+        }
+        Ok(LastGoodLocation::File(PathBuf::from(s)))
+    }
+}
+
+impl std::fmt::Display for LastGoodLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LastGoodLocation::File(p) => write!(f, "{}", p.display()),
+            LastGoodLocation::S3(l) => write!(f, "{l}"),
+        }
+    }
+}
+
+impl LastGoodLocation {
+    /// The default for a catalog: `.last-good.json` beside a directory (in its parent) or under
+    /// an S3 prefix; `None` for a single-document catalog, which has no fragments.
+    pub fn default_for(catalog: &CatalogLocation) -> Option<LastGoodLocation> {
+        match catalog {
+            CatalogLocation::File(dir) if dir.is_dir() => {
+                let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
+                let parent = dir.parent().map(PathBuf::from).unwrap_or(dir);
+                Some(LastGoodLocation::File(parent.join(DEFAULT_NAME)))
+            }
+            CatalogLocation::S3Prefix(prefix) => Some(LastGoodLocation::S3(S3Location {
+                bucket: prefix.bucket.clone(),
+                key: format!("{}{DEFAULT_NAME}", prefix.key),
+            })),
+            CatalogLocation::File(_) | CatalogLocation::S3(_) => None,
+        }
+    }
+}
+
+/// One fragment as persisted.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Persisted {
+    /// [`FragmentVersion`] of `text`.
+    version: FragmentVersion,
+    /// The source's ETag or mtime of that version.
+    source: Option<String>,
+    /// The fragment as it was read.
+    text: String,
+}
+
+/// The persisted document.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LastGoodDocument {
+    format: String,
+    /// The catalog location it was written for.
+    catalog: String,
+    /// `sha256:HEX` of the JSON of `fragments`.
+    digest: String,
+    fragments: BTreeMap<String, Persisted>,
+}
+
+fn digest(fragments: &BTreeMap<String, Persisted>) -> String {
+    // A BTreeMap of plain fields serializes the same way every time.
+    let bytes = serde_json::to_vec(fragments).unwrap_or_default();
+    format!("sha256:{}", hex::encode(sha2::Sha256::digest(&bytes)))
+}
+
+/// Why a document is not written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// A fragment's text holds what looks like a private key.
+    #[error(
+        "{0} holds a private key (\"PRIVATE KEY-----\"): the last good catalog is not written with it; keep keys in files or Secrets Manager and name them"
+    )]
+    PrivateKey(String),
+}
+
+/// The document for the fragments served from `catalog`, and its digest.
+pub fn encode(catalog: &str, served: &Fragments) -> Result<(Vec<u8>, String), EncodeError> {
+    let mut fragments = BTreeMap::new();
+    for (name, a) in served {
+        if a.text.contains("PRIVATE KEY-----") {
+            return Err(EncodeError::PrivateKey(name.clone()));
+        }
+        fragments.insert(
+            name.clone(),
+            Persisted {
+                version: a.version.clone(),
+                source: a.source.clone(),
+                text: a.text.to_string(),
+            },
+        );
+    }
+    let digest = digest(&fragments);
+    let doc = LastGoodDocument {
+        format: FORMAT.into(),
+        catalog: catalog.into(),
+        digest: digest.clone(),
+        fragments,
+    };
+    let mut bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
+    bytes.push(b'\n');
+    Ok((bytes, digest))
+}
+
+/// A document read back: the fragments it keeps, and what of it could not be used.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// Its digest.
+    pub digest: String,
+    /// The fragments that pass their checks here, by name.
+    pub fragments: Fragments,
+    /// Fragments left out, with why (they fail this server's checks).
+    pub skipped: Vec<String>,
+}
+
+/// Reads a document written for `catalog`; every fragment is checked again, as if read from the
+/// catalog (`check` is this server's part). An error says why the whole document is ignored.
+pub fn decode(catalog: &str, bytes: &[u8], check: Check<'_>) -> Result<Decoded, String> {
+    let doc: LastGoodDocument =
+        serde_json::from_slice(bytes).map_err(|e| format!("not a last good catalog: {e}"))?;
+    if doc.format != FORMAT {
+        return Err(format!(
+            "format {:?} is not {FORMAT:?} (written by another version?)",
+            doc.format
+        ));
+    }
+    if doc.catalog != catalog {
+        return Err(format!(
+            "written for catalog {}, not {catalog}",
+            doc.catalog
+        ));
+    }
+    let computed = digest(&doc.fragments);
+    if computed != doc.digest {
+        return Err(format!(
+            "its digest {} does not match its content ({computed}): changed or cut short",
+            doc.digest
+        ));
+    }
+    let mut out = Fragments::new();
+    let mut skipped = Vec::new();
+    for (name, p) in doc.fragments {
+        if FragmentVersion::of(p.text.as_bytes()) != p.version {
+            return Err(format!("{name}: its version does not match its text"));
+        }
+        let document = Document {
+            name: name.clone(),
+            bytes: p.text.into_bytes(),
+            source: p.source,
+        };
+        match fragments::accept(&document, check) {
+            Ok(a) => {
+                out.insert(name, a);
+            }
+            Err(errors) => {
+                let why: Vec<String> = errors
+                    .into_iter()
+                    .map(|e| fragments::at(&name, e).to_string())
+                    .collect();
+                skipped.push(why.join("; "));
+            }
+        }
+    }
+    Ok(Decoded {
+        digest: doc.digest,
+        fragments: out,
+        skipped,
+    })
+}
+
+/// Reads and writes the document at its location.
+pub struct Store {
+    location: LastGoodLocation,
+    s3: Option<aws_sdk_s3::Client>,
+}
+
+impl Store {
+    /// A store at `location` (an S3 client is made for an S3 one).
+    pub async fn new(location: LastGoodLocation) -> Store {
+        let s3 = match &location {
+            LastGoodLocation::S3(_) => Some(s3_config_loader::s3_client().await),
+            LastGoodLocation::File(_) => None,
+        };
+        Store { location, s3 }
+    }
+
+    /// Where it is.
+    pub fn location(&self) -> &LastGoodLocation {
+        &self.location
+    }
+
+    /// The document's bytes; `Ok(None)` when there is none yet.
+    pub async fn read(&self) -> Result<Option<Vec<u8>>, String> {
+        match (&self.location, &self.s3) {
+            (LastGoodLocation::File(path), _) => match std::fs::read(path) {
+                Ok(bytes) => Ok(Some(bytes)),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+                Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+            },
+            (LastGoodLocation::S3(loc), Some(client)) => {
+                let sent = client
+                    .get_object()
+                    .bucket(&loc.bucket)
+                    .key(&loc.key)
+                    .send()
+                    .await;
+                let resp = match sent {
+                    Ok(r) => r,
+                    Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+                        return Ok(None);
+                    }
+                    Err(e) => {
+                        return Err(format!(
+                            "cannot read {loc}: {}",
+                            common::aws::error_text(&e).text
+                        ));
+                    }
+                };
+                if resp.content_length().unwrap_or_default().max(0) as u64 > MAX_BYTES {
+                    return Err(format!("{loc} is larger than {MAX_BYTES} bytes"));
+                }
+                let body =
+                    resp.body.collect().await.map_err(|e| {
+                        format!("cannot read {loc}: {}", common::aws::error_chain(&e))
+                    })?;
+                Ok(Some(body.into_bytes().to_vec()))
+            }
+            (LastGoodLocation::S3(loc), None) => Err(format!("cannot read {loc}: no S3 client")),
+        }
+    }
+
+    /// Replaces the document: a staged file renamed over the old one, or one PutObject.
+    pub async fn write(&self, bytes: &[u8]) -> Result<(), String> {
+        match (&self.location, &self.s3) {
+            (LastGoodLocation::File(path), _) => {
+                // Only the control plane reads it: no more open than the catalog needs.
+                let opts = common::files::FileOptions {
+                    mode: Some(0o640),
+                    ..Default::default()
+                };
+                common::files::write_atomic(path, bytes, opts)
+                    .map(|_| ())
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))
+            }
+            (LastGoodLocation::S3(loc), Some(client)) => client
+                .put_object()
+                .bucket(&loc.bucket)
+                .key(&loc.key)
+                .content_type("application/json")
+                .body(bytes.to_vec().into())
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("cannot write {loc}: {}", common::aws::error_text(&e).text)),
+            (LastGoodLocation::S3(loc), None) => Err(format!("cannot write {loc}: no S3 client")),
+        }
+    }
+}
+
+/// What the status shows of the last good catalog.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct LastGoodStatus {
+    /// Where it is kept.
+    pub location: String,
+    /// The digest of the document last read or written.
+    pub digest: Option<String>,
+    /// Why it could not be read, used or written, if so.
+    pub error: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WALLET: &str = "version: 1\nproxies:\n  wallet:\n    listeners:\n      - { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: wallet } ] }\nupstreams:\n  wallet: { protocol: http1, endpoints: { static: [\"10.0.0.1:80\"] } }\n";
+
+    fn served(texts: &[(&str, &str)]) -> Fragments {
+        texts
+            .iter()
+            .map(|(name, text)| {
+                let doc = Document {
+                    name: name.to_string(),
+                    bytes: text.as_bytes().to_vec(),
+                    source: Some("ETag \"abc\"".into()),
+                };
+                (
+                    name.to_string(),
+                    fragments::accept(&doc, &|_| Vec::new()).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_document_reads_back_as_the_fragments_it_was_written_from() {
+        let fragments = served(&[("wallet.yaml", WALLET)]);
+        let (bytes, digest) = encode("s3://config/xds/catalog.d/", &fragments).unwrap();
+        // Replicas serving the same fragments write the same bytes.
+        assert_eq!(
+            encode("s3://config/xds/catalog.d/", &fragments).unwrap().0,
+            bytes
+        );
+        let back = decode("s3://config/xds/catalog.d/", &bytes, &|_| Vec::new()).unwrap();
+        assert_eq!(back.digest, digest);
+        assert_eq!(back.fragments, fragments);
+        assert!(back.skipped.is_empty());
+    }
+
+    #[test]
+    fn corrupt_or_foreign_documents_are_refused_with_the_reason() {
+        let fragments = served(&[("wallet.yaml", WALLET)]);
+        let (bytes, _) = encode("s3://config/xds/catalog.d/", &fragments).unwrap();
+        let no_check: Check<'_> = &|_| Vec::new();
+        let foreign = decode("s3://other/catalog.d/", &bytes, no_check).unwrap_err();
+        assert!(
+            foreign.starts_with("written for catalog s3://config/xds/catalog.d/"),
+            "{foreign}"
+        );
+        let cut = decode(
+            "s3://config/xds/catalog.d/",
+            &bytes[..bytes.len() / 2],
+            no_check,
+        );
+        assert!(cut.unwrap_err().starts_with("not a last good catalog"));
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let edited = text.replace("10.0.0.1:80", "10.6.6.6:80");
+        let e = decode("s3://config/xds/catalog.d/", edited.as_bytes(), no_check).unwrap_err();
+        assert!(e.contains("does not match its content"), "{e}");
+        let other = text.replace(FORMAT, "something else");
+        let e = decode("s3://config/xds/catalog.d/", other.as_bytes(), no_check).unwrap_err();
+        assert!(e.starts_with("format \"something else\""), "{e}");
+    }
+
+    #[test]
+    fn a_fragment_this_server_refuses_is_left_out_of_what_is_read() {
+        let fragments = served(&[("wallet.yaml", WALLET)]);
+        let (bytes, _) = encode("catalog.d", &fragments).unwrap();
+        let refuse: Check<'_> = &|_| {
+            vec![crate::catalog::CatalogError {
+                path: "mesh.trust_domain".into(),
+                message: "not this control plane's".into(),
+            }]
+        };
+        let back = decode("catalog.d", &bytes, refuse).unwrap();
+        assert!(back.fragments.is_empty());
+        assert_eq!(
+            back.skipped,
+            ["wallet.yaml: mesh.trust_domain: not this control plane's"]
+        );
+    }
+
+    #[test]
+    fn a_fragment_holding_a_private_key_is_not_persisted() {
+        let with_key = format!("{WALLET}# -----BEGIN PRIVATE KEY-----\n");
+        let e = encode("catalog.d", &served(&[("wallet.yaml", &with_key)])).unwrap_err();
+        assert_eq!(e, EncodeError::PrivateKey("wallet.yaml".into()));
+    }
+
+    #[test]
+    fn the_default_sits_beside_a_directory_or_under_a_prefix() {
+        let prefix: CatalogLocation = "s3://config/xds/catalog.d/".parse().unwrap();
+        assert_eq!(
+            LastGoodLocation::default_for(&prefix),
+            Some("s3://config/xds/catalog.d/.last-good.json".parse().unwrap())
+        );
+        let dir = std::env::temp_dir().join(format!("xds-last-good-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("catalog.d")).unwrap();
+        let found = LastGoodLocation::default_for(&CatalogLocation::File(dir.join("catalog.d")));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(found, Some(LastGoodLocation::File(dir.join(DEFAULT_NAME))));
+        let one: CatalogLocation = "s3://config/xds/catalog.yaml".parse().unwrap();
+        assert_eq!(LastGoodLocation::default_for(&one), None);
+    }
+}
