@@ -8,9 +8,15 @@ use crate::TempDir;
 /// The DOM of `url` after Chromium loaded it, serialized as HTML (`--dump-dom`).
 pub fn dump_dom(url: &str) -> String {
     let profile = TempDir::new("chromium");
-    let out = Command::new("chromium")
+    // A hung browser must not hang the suite: coreutils' timeout ends it (and kills it 5 s
+    // later if it ignores that).
+    let out = Command::new("timeout")
+        .args(["--kill-after=5", "60", "chromium"])
         .args([
             "--headless",
+            // Containers' /dev/shm is small; Chromium crashes on it otherwise.
+            "--disable-dev-shm-usage",
+            "--disable-crash-reporter",
             "--no-sandbox",
             "--disable-gpu",
             "--disable-quic",
@@ -26,7 +32,8 @@ pub fn dump_dom(url: &str) -> String {
         .expect("chromium runs (scripts/setup.sh installs it)");
     assert!(
         out.status.success(),
-        "chromium --dump-dom {url}: {}",
+        "chromium --dump-dom {url} (exit {:?}; 124: it took over 60 s): {}",
+        out.status.code(),
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()

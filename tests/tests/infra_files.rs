@@ -708,8 +708,9 @@ fn databases_are_protected_unless_their_name_is_a_test_name() {
     let locals = &main[start..end];
     assert!(
         main.contains("deletion_protection                 = local.deletion_protection")
-            && main.contains("skip_final_snapshot                 = !local.deletion_protection"),
-        "the instance no longer follows local.deletion_protection"
+            && main.contains("skip_final_snapshot                 = !local.keep_snapshot")
+            && main.contains("delete_automated_backups            = !local.keep_snapshot"),
+        "the instance no longer follows local.deletion_protection and local.keep_snapshot"
     );
     let variables = std::fs::read_to_string(module.join("variables.tf")).unwrap();
     let dir = TempDir::new("database-protection");
@@ -722,7 +723,7 @@ fn databases_are_protected_unless_their_name_is_a_test_name() {
             variable_block(&variables, "engine_version"),
         ),
     );
-    let protected = |name: &str, setting: &str| -> bool {
+    let evaluate = |name: &str, setting: &str, expression: &str| -> bool {
         let mut args = vec!["console".to_string(), format!("-var=name={name}")];
         if !setting.is_empty() {
             args.push(format!("-var=deletion_protection={setting}"));
@@ -739,7 +740,7 @@ fn databases_are_protected_unless_their_name_is_a_test_name() {
                 c.stdin
                     .take()
                     .unwrap()
-                    .write_all(b"local.deletion_protection\n")?;
+                    .write_all(format!("{expression}\n").as_bytes())?;
                 c.wait_with_output()
             })
             .unwrap();
@@ -755,13 +756,25 @@ fn databases_are_protected_unless_their_name_is_a_test_name() {
             _ => panic!("{name}: {text}"),
         }
     };
+    let protected =
+        |name: &str, setting: &str| evaluate(name, setting, "local.deletion_protection");
+    let snapshot = |name: &str, setting: &str| evaluate(name, setting, "local.keep_snapshot");
     for name in ["prism-test", "test", "test2", "infra1", "infra-tls"] {
         assert!(!protected(name, ""), "{name} is a test name");
         assert!(protected(name, "true"), "{name} asked for protection");
+        assert!(
+            !snapshot(name, ""),
+            "{name} is a test name: no final snapshot"
+        );
     }
     for name in ["prism", "prod", "staging", "contest", "latest-x"] {
         assert!(protected(name, ""), "{name} is not a test name");
         assert!(!protected(name, "false"), "{name} asked for none");
+        // Turning protection off to drop it keeps its final snapshot and backups.
+        assert!(
+            snapshot(name, "false"),
+            "{name} dropped without a final snapshot"
+        );
     }
 }
 

@@ -11,6 +11,10 @@ locals {
   # snapshot, unless asked for. Every other name is protected by default.
   test_name           = can(regex("^(test|infra)|-test$", var.name))
   deletion_protection = coalesce(var.deletion_protection, !local.test_name)
+  # A final snapshot and the automated backups outlive a dropped database unless its name is a
+  # test name, whatever deletion_protection says: turning protection off to drop a database
+  # must not also drop its last copy.
+  keep_snapshot = !local.test_name
   major               = split(".", var.engine_version)[0]
   log_exports         = ["postgresql", "upgrade"]
 }
@@ -83,8 +87,9 @@ resource "aws_db_parameter_group" "this" {
     value = "1000"
   }
   parameter {
+    # Not "ddl": CREATE/ALTER ROLE ... PASSWORD would put passwords in the exported log.
     name  = "log_statement"
-    value = "ddl"
+    value = "none"
   }
 
   lifecycle {
@@ -145,8 +150,11 @@ resource "aws_db_instance" "this" {
   backup_retention_period             = var.backup_retention_days
   copy_tags_to_snapshot               = true
   deletion_protection                 = local.deletion_protection
-  skip_final_snapshot                 = !local.deletion_protection
-  final_snapshot_identifier           = local.deletion_protection ? "${var.name}-final" : null
+  skip_final_snapshot                 = !local.keep_snapshot
+  delete_automated_backups            = !local.keep_snapshot
+  # Unique per instance (the time it was made, kept): a database made again under the same name
+  # gets a snapshot of its own.
+  final_snapshot_identifier = local.keep_snapshot ? "${var.name}-final-${formatdate("YYYYMMDDhhmmss", timestamp())}" : null
   enabled_cloudwatch_logs_exports     = local.log_exports
 
   monitoring_interval = 60
@@ -158,4 +166,9 @@ resource "aws_db_instance" "this" {
 
   tags       = var.tags
   depends_on = [aws_cloudwatch_log_group.this]
+
+  lifecycle {
+    # The snapshot's name is set once, when the instance is made.
+    ignore_changes = [final_snapshot_identifier]
+  }
 }
