@@ -133,13 +133,22 @@ tf_vars() {
   secrets_from_secrets_manager
 }
 
+# A dropped environment is no longer CI's to drop again.
+unmark() { aws s3api delete-object --bucket "$bucket" --region "$region" --key "${key%terraform.tfstate}made-by-ci" >/dev/null || true; }
+
 echo "env.sh: $action of $module for \"$env_name\" (state s3://$bucket/$key)" >&2
 case $action in
   plan) tf_init; tf_vars; terraform plan -input=false "${vars[@]}" ;;
   apply) tf_init; tf_vars; terraform apply -input=false "${vars[@]}" ;;
-  apply-auto) tf_init; tf_vars; terraform apply -input=false -auto-approve "${vars[@]}" ;;
-  drop) tf_init; tf_vars drop; terraform destroy -input=false "${vars[@]}" ;;
-  drop-auto) tf_init; tf_vars drop; terraform destroy -input=false -auto-approve "${vars[@]}" ;;
+  apply-auto)
+    tf_init; tf_vars; terraform apply -input=false -auto-approve "${vars[@]}"
+    # CI marks the environments it makes (CI_ENVIRONMENT=1, infra/ci/apply-branch.sh): only those
+    # are dropped when their branch is gone (infra/ci/drop-deleted-branches.sh).
+    if [ "${CI_ENVIRONMENT:-}" = 1 ]; then
+      aws s3api put-object --bucket "$bucket" --region "$region" --key "${key%terraform.tfstate}made-by-ci" >/dev/null
+    fi ;;
+  drop) tf_init; tf_vars drop; terraform destroy -input=false "${vars[@]}"; unmark ;;
+  drop-auto) tf_init; tf_vars drop; terraform destroy -input=false -auto-approve "${vars[@]}"; unmark ;;
   show)
     tf_init; terraform state list; terraform output
     # A database root (base/database) also says where it is and how to get its credentials.

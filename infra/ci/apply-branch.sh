@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # CI: applies every service root (infra/stage/services/*) for this branch's environment, without
-# asking (env.sh -A; the name is the branch's, BRANCH in a detached checkout). The base roots are
-# per network and account, applied by hand (infra/README.md).
+# asking (env.sh -A; the name is the branch's, BRANCH in a detached checkout), and marks each as
+# CI's own (CI_ENVIRONMENT=1: env.sh leaves made-by-ci beside its state), so that only those are
+# ever dropped by drop-deleted-branches.sh. The base roots are per network and account, applied
+# by hand (infra/README.md).
 set -euo pipefail
 infra=$(cd "$(dirname "$0")/.." && pwd)
 for root in "$infra"/stage/services/*/; do
-  (cd "$root" && "$infra/env.sh" -A)
+  (cd "$root" && CI_ENVIRONMENT=1 "$infra/env.sh" -A)
 done

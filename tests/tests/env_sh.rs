@@ -666,6 +666,12 @@ fn ci_applies_the_branch_and_drops_only_environments_of_deleted_ci_branches() {
             && terraform[1].contains("-var env_name=infra1 "),
         "{terraform:?}"
     );
+    // CI marks the environment it made as its own.
+    assert!(
+        calls.iter().any(|c| c.starts_with("aws s3api put-object")
+            && c.contains("--key infra/stage/services/intdemo/infra1/made-by-ci")),
+        "{calls:?}"
+    );
 
     // origin has develop and infra1; the bucket has those, two gone CI branches and a hand-named one.
     let origin = r.dir.path().join("origin.git");
@@ -681,10 +687,24 @@ fn ci_applies_the_branch_and_drops_only_environments_of_deleted_ci_branches() {
         &repo,
         &["push", "-q", "origin", "develop", "develop:infra1"],
     );
-    let keys: Vec<String> = ["develop", "infra1", "infra2", "test-old", "my-test-env"]
-        .iter()
-        .map(|n| format!("infra/stage/services/intdemo/{n}/terraform.tfstate"))
-        .collect();
+    // CI made develop, infra1, infra2 and test-old; test-by-hand was made by hand under a name
+    // like CI's, and is no CI environment whatever its branch.
+    let mut keys: Vec<String> = [
+        "develop",
+        "infra1",
+        "infra2",
+        "test-old",
+        "my-test-env",
+        "test-by-hand",
+    ]
+    .iter()
+    .map(|n| format!("infra/stage/services/intdemo/{n}/terraform.tfstate"))
+    .collect();
+    keys.extend(
+        ["develop", "infra1", "infra2", "test-old"]
+            .iter()
+            .map(|n| format!("infra/stage/services/intdemo/{n}/made-by-ci")),
+    );
     std::fs::write(r.dir.path().join("state-keys"), keys.join("\t")).unwrap();
     let script = repo.join("infra/ci/drop-deleted-branches.sh");
     let (ok, calls, output) = r.try_script(&script, &repo, &[], &[]);
@@ -704,6 +724,15 @@ fn ci_applies_the_branch_and_drops_only_environments_of_deleted_ci_branches() {
     assert!(
         output.contains("dropping stage/services/intdemo infra2 (its branch is gone)"),
         "{output}"
+    );
+    assert!(!output.contains("test-by-hand"), "{output}");
+    // A dropped environment loses its mark.
+    assert!(
+        calls
+            .iter()
+            .any(|c| c.starts_with("aws s3api delete-object")
+                && c.contains("--key infra/stage/services/intdemo/infra2/made-by-ci")),
+        "{calls:?}"
     );
     // DRY_RUN only says so.
     let (ok, calls, output) = r.try_script(&script, &repo, &[], &[("DRY_RUN", "1")]);
