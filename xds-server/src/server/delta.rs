@@ -42,6 +42,13 @@ struct TypeState {
 }
 
 impl TypeState {
+    /// Whether a version the proxy rejected is still what `snap` holds for its name.
+    fn still_rejected(&self, snap: &crate::cache::TypeSnapshot) -> bool {
+        self.rejected
+            .iter()
+            .any(|(name, v)| snap.resources.get(name).map(|r| r.version) == Some(*v))
+    }
+
     fn wants(&self, name: &str) -> bool {
         self.wildcard || self.names.contains(name)
     }
@@ -83,6 +90,9 @@ impl Variant for Delta {
                     core.record_ack(t, sent.version, sent.at);
                     for (name, _) in std::mem::take(&mut ts.in_flight) {
                         ts.rejected.remove(&name);
+                    }
+                    if ts.still_rejected(core.snapshot.of(t)) {
+                        core.record_still_rejected(t);
                     }
                 }
             }
@@ -195,6 +205,23 @@ impl Variant for Delta {
             .cloned()
             .collect();
         if resources.is_empty() && removed.is_empty() && ts.answered {
+            // A rejected change rolled back: the proxy runs what the snapshot holds.
+            if ts.pending.is_none() && !ts.rejected.is_empty() && !ts.still_rejected(snap) {
+                ts.rejected.clear();
+                let names = ts
+                    .shared_names
+                    .get_or_insert_with(|| (!ts.wildcard).then(|| Arc::new(ts.names.clone())))
+                    .clone();
+                core.record_resolved(
+                    t,
+                    snap.version,
+                    ResourceSet {
+                        from: SetSource::Snapshot(snapshot.clone(), t),
+                        names,
+                        version: SetVersion::PerResource,
+                    },
+                );
+            }
             return None;
         }
         // Clusters the proxy had and now gets anew: it rebuilds them and keeps them warming

@@ -632,6 +632,27 @@ impl StreamCore {
         }
     }
 
+    /// Delta: what the proxy runs is what the snapshot holds again (a rejected change rolled
+    /// back, or replaced by one it took), with nothing pending: SYNCED, as `set`.
+    fn record_resolved(&self, t: ResourceType, version: Version, set: ResourceSet) {
+        if let Some(g) = &self.guard {
+            g.update(t, |s| {
+                s.state = SyncState::Synced;
+                s.acked = Some(version.to_string());
+                s.acked_at = Some(now_secs());
+                s.acked_set = Some(set);
+            });
+        }
+    }
+
+    /// Delta: an ACK of other resources while one the proxy rejected is still the snapshot's:
+    /// still NACKED (the text of the rejection stays).
+    fn record_still_rejected(&self, t: ResourceType) {
+        if let Some(g) = &self.guard {
+            g.update(t, |s| s.state = SyncState::Nacked);
+        }
+    }
+
     fn record_nack(&self, t: ResourceType, version: Version, sent_at: Instant, message: &str) {
         // Envoy's text can quote a whole resource: keep what a person reads.
         let message = truncate(message, MAX_NACK_TEXT);

@@ -660,6 +660,41 @@ fn delta_holds_routes_back_while_their_new_cluster_is_rejected() {
     );
 }
 
+/// The state the registry shows for the stream's clusters.
+fn cds_state(plane: &Plane) -> nodes::SyncState {
+    plane.nodes()[0].types["cds"].state
+}
+
+#[test]
+fn delta_a_rejected_change_rolled_back_or_left_behind_shows_as_such() {
+    let plane = Plane::new();
+    plane.publish(&catalog("a"));
+    let mut s = DeltaStream::new(&plane);
+    s.connect(&["a"]);
+    assert_eq!(cds_state(&plane), nodes::SyncState::Synced);
+    plane.publish(&catalog("b"));
+    s.on_snapshot_nack_cds();
+    assert_eq!(cds_state(&plane), nodes::SyncState::Nacked);
+    // Rolled back: nothing is sent (the proxy runs a), and it is in sync again.
+    plane.publish(&catalog("a"));
+    let out = on_snapshot(&mut s.variant, &mut s.core);
+    assert!(out.iter().all(|r| r.type_url != Cds.type_url()), "{out:?}");
+    assert_eq!(cds_state(&plane), nodes::SyncState::Synced);
+
+    // Rejected, then another cluster changes and is taken: the rejected one is still the
+    // catalog's, so the type stays NACKED.
+    let plane = Plane::new();
+    plane.publish(&catalog_with_c("a", 2001));
+    let mut s = DeltaStream::new(&plane);
+    s.connect(&["a", "c"]);
+    plane.publish(&catalog_with_c("b", 2001));
+    s.on_snapshot_nack_cds();
+    plane.publish(&catalog_with_c("b", 2002));
+    let out = on_snapshot(&mut s.variant, &mut s.core);
+    s.ack_all(out);
+    assert_eq!(cds_state(&plane), nodes::SyncState::Nacked);
+}
+
 impl DeltaStream {
     /// A publish whose CDS response the proxy rejects; returns what follows the NACK.
     fn on_snapshot_nack_cds(&mut self) -> Vec<DeltaDiscoveryResponse> {
