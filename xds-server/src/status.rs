@@ -99,9 +99,19 @@ impl TypeRow {
 }
 
 impl NodeRow {
-    /// Whether any type of this stream fails a deploy check.
+    /// Whether this stream fails a deploy check: any type does, or it names a proxy the
+    /// catalog does not have (a `node.cluster` typo gets an empty configuration, all SYNCED).
     pub fn failing(&self, stale_after: Duration) -> bool {
-        self.types.values().any(|t| t.failing(stale_after))
+        !self.known_proxy || self.types.values().any(|t| t.failing(stale_after))
+    }
+
+    /// The proxy as the table shows it: marked when the catalog does not name it.
+    fn proxy_cell(&self) -> String {
+        if self.known_proxy {
+            self.proxy.clone()
+        } else {
+            format!("{} (not in the catalog)", self.proxy)
+        }
     }
 }
 
@@ -151,7 +161,7 @@ pub fn table(rows: &[NodeRow], replicas: bool, wide: bool, now: u64) -> String {
     }));
     let mut lines: Vec<Vec<String>> = vec![head.iter().map(|h| h.to_string()).collect()];
     for r in rows {
-        let mut line = vec![r.id.clone(), r.proxy.clone()];
+        let mut line = vec![r.id.clone(), r.proxy_cell()];
         if replicas {
             line.push(r.replica.clone());
         }
@@ -318,6 +328,11 @@ mod tests {
         assert!(old.failing(limit));
         assert!(nacked.failing(limit));
         assert!(!synced.failing(limit));
+        // A node.cluster the catalog does not name: an empty configuration, all SYNCED.
+        let mut typo = row("e", &[("lds", SyncState::Synced, None, None)]);
+        typo.known_proxy = false;
+        assert!(typo.failing(limit));
+        assert_eq!(typo.proxy_cell(), "web (not in the catalog)");
     }
 
     #[test]
