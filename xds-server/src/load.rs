@@ -347,6 +347,14 @@ pub async fn watch_catalog(
                     }
                 }
             }
+            // Nothing changed; a store that could not be read is tried again each poll.
+            Ok(None) if fragments.unread => {
+                if let Some(docs) = fragments.last_docs.clone() {
+                    fragments
+                        .load(&name, &docs, &reader, &server, &tx, &metrics, &status)
+                        .await;
+                }
+            }
             Ok(None) => {}
             Err(text) => {
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
@@ -387,6 +395,8 @@ struct FragmentState {
     problems: common::problems::Problems,
     /// The last error of the store, logged once.
     store_error: Option<String>,
+    /// The fragments last loaded, to load again once an unreadable store can be read.
+    last_docs: Option<Vec<Document>>,
 }
 
 impl FragmentState {
@@ -405,6 +415,7 @@ impl FragmentState {
             unread: false,
             problems: Default::default(),
             store_error: None,
+            last_docs: None,
         };
         let Some(location) = location else {
             return state;
@@ -420,7 +431,7 @@ impl FragmentState {
     }
 
     /// Reads the persisted last good catalog; its fragments stand in for those that have no
-    /// last good version here. A read that fails is tried again at the next load, and nothing
+    /// last good version here. A read that fails is tried again at each poll, and nothing
     /// is written before it succeeds (a replica that could not read it must not replace it
     /// with less).
     async fn read_persisted(
@@ -446,9 +457,14 @@ impl FragmentState {
                     for why in &decoded.skipped {
                         tracing::warn!(last_good = %location, "last good fragment left out, it does not pass this server's checks: {why}");
                     }
-                    tracing::info!(last_good = %location, digest = %decoded.digest, fragments = decoded.fragments.len(), "last good catalog read: it stands in for fragments that are bad now");
-                    for (fragment, a) in decoded.fragments {
-                        self.last_good.entry(fragment).or_insert(a);
+                    if self.last_good.is_empty() {
+                        tracing::info!(last_good = %location, digest = %decoded.digest, fragments = decoded.fragments.len(), "last good catalog read: it stands in for fragments that are bad now");
+                        self.last_good = decoded.fragments;
+                    } else {
+                        // Read late (an earlier read failed) while this replica serves already:
+                        // mixing the two sets could refuse a fragment served as it is now.
+                        // The set this replica serves stands.
+                        tracing::info!(last_good = %location, digest = %decoded.digest, "last good catalog read after this replica began serving; its own last good versions stand");
                     }
                     self.persisted = Some(decoded.digest.clone());
                     (Some(decoded.digest), None)
@@ -460,7 +476,7 @@ impl FragmentState {
             },
             Err(why) => {
                 if self.store_error.as_ref() != Some(&why) {
-                    tracing::warn!(last_good = %location, "last good catalog unreadable: {why}; tried again at the next change, not written until then");
+                    tracing::warn!(last_good = %location, "last good catalog unreadable: {why}; tried again at each poll, not written until then");
                     self.store_error = Some(why.clone());
                 }
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
@@ -539,7 +555,9 @@ impl FragmentState {
         let resolution = fragments::resolve(name, docs, &self.last_good, &check);
         self.report(name, &resolution, metrics, status);
         let Resolution {
-            catalog, served, ..
+            catalog,
+            served,
+            refused,
         } = resolution;
         // Nothing at all to serve from fragments that are there: not a catalog to be ready on.
         if !served.is_empty() || docs.is_empty() {
@@ -552,8 +570,20 @@ impl FragmentState {
                 tx.send_replace(Some(Arc::new(loaded)));
             }
         }
-        self.persist(name, &served, status).await;
+        // A fragment refused with no last good version here may have one in the document
+        // (another replica's): writing now would replace it with less.
+        let unserved: Vec<&String> = refused
+            .iter()
+            .filter(|(_, r)| r.serving.is_none() && r.offered.is_some())
+            .map(|(n, _)| n)
+            .collect();
+        if unserved.is_empty() {
+            self.persist(name, &served, status).await;
+        } else {
+            tracing::debug!(fragments = ?unserved, "last good catalog not written while these fragments are served by none of their versions here");
+        }
         self.last_good = served;
+        self.last_docs = Some(docs.to_vec());
     }
 
     /// Status, metrics and logs of one resolution.
