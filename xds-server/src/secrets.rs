@@ -433,6 +433,8 @@ pub async fn run(
             let mut material = Material::default();
             let now = SystemTime::now();
             for (name, need) in &needs {
+                // Not held yet, but under way: no error to log.
+                let mut pending = false;
                 let got: Result<Pem, String> = match need {
                     Need::Trust => match &config.cas {
                         Some(cas) => Ok(Pem {
@@ -459,12 +461,13 @@ pub async fn run(
                                 tasks.insert(handle.id(), task);
                             }
                             // Until a renewal comes, the identity held is still good.
-                            match held {
-                                Some(h) => Ok(h.pem.clone()),
-                                None => Err(errors
-                                    .get(name)
-                                    .cloned()
-                                    .unwrap_or_else(|| "being issued".into())),
+                            match (held, errors.get(name)) {
+                                (Some(h), _) => Ok(h.pem.clone()),
+                                (None, Some(e)) => Err(e.clone()),
+                                (None, None) => {
+                                    pending = true;
+                                    Err("being issued".into())
+                                }
                             }
                         }
                     },
@@ -490,12 +493,13 @@ pub async fn run(
                             });
                             tasks.insert(handle.id(), task);
                         }
-                        match fetched.get(name) {
-                            Some(f) => f.got.clone(),
-                            None => Err(errors
-                                .get(name)
-                                .cloned()
-                                .unwrap_or_else(|| "being read".into())),
+                        match (fetched.get(name), errors.get(name)) {
+                            (Some(f), _) => f.got.clone(),
+                            (None, Some(e)) => Err(e.clone()),
+                            (None, None) => {
+                                pending = true;
+                                Err("being read".into())
+                            }
                         }
                     }
                     Need::SystemTrust => system_bundle().and_then(|path| {
@@ -507,7 +511,6 @@ pub async fn run(
                             .map_err(|e| format!("{}: {e}", path.display()))
                     }),
                 };
-                let pending = matches!(&got, Err(e) if e == "being issued" || e == "being read");
                 // An identity still served while its renewal fails keeps its error (for
                 // /readyz and the log) until a renewal comes.
                 let failing = matches!(need, Need::Identity(p) if retry.contains_key(p));
