@@ -221,23 +221,31 @@ pub(crate) fn type_configs(
             if acked_content.get(name) == Some(&r.version) {
                 continue;
             }
-            let mut c = entry(name, version.to_string(), &r.body);
             if st.state == SyncState::Nacked {
+                // Envoy kept what it had: that resource (or none) is what it runs, and the
+                // rejected version is only named in the error, as Envoy's own config dump and
+                // gRPC's CSDS (A40) show it.
+                let mut c = out.remove(name).unwrap_or_else(|| GenericXdsConfig {
+                    type_url: t.type_url().to_string(),
+                    name: name.to_string(),
+                    ..Default::default()
+                });
                 c.config_status = ConfigStatus::Error as i32;
                 c.client_status = ClientResourceStatus::Nacked as i32;
-                c.last_updated = timestamp(st.nacked_at);
                 c.error_state = Some(UpdateFailureState {
                     details: st.last_nack.clone().unwrap_or_default(),
                     version_info: st.nacked.clone().unwrap_or_default(),
                     last_update_attempt: timestamp(st.nacked_at),
                     failed_configuration: None,
                 });
+                out.insert(name, c);
             } else {
+                let mut c = entry(name, version.to_string(), &r.body);
                 c.config_status = ConfigStatus::Stale as i32;
                 c.client_status = ClientResourceStatus::Requested as i32;
                 c.last_updated = timestamp(st.sent_at);
+                out.insert(name, c);
             }
-            out.insert(name, c);
         }
     }
     out.into_values().collect()
@@ -329,15 +337,28 @@ mod tests {
         };
         let configs = type_configs(ResourceType::Cluster, &st, true);
         let (v7, v8) = (Version(7).to_string(), Version(8).to_string());
+        // b: Envoy runs the version it kept, with the rejected one named in the error; c: it
+        // runs nothing.
         assert_eq!(
             summary(&configs),
             [
-                ("a".into(), v7, ConfigStatus::Synced as i32),
-                ("b".into(), v8.clone(), ConfigStatus::Error as i32),
-                ("c".into(), v8, ConfigStatus::Error as i32)
+                ("a".into(), v7.clone(), ConfigStatus::Synced as i32),
+                ("b".into(), v7, ConfigStatus::Error as i32),
+                ("c".into(), String::new(), ConfigStatus::Error as i32)
             ]
         );
-        assert_eq!(configs[1].error_state.as_ref().unwrap().details, "b: bad");
+        let kept = old.of(ResourceType::Cluster).resources["b"].body.clone();
+        assert_eq!(configs[1].xds_config, Some(kept), "the kept body");
+        assert!(configs[2].xds_config.is_none(), "nothing kept");
+        for c in &configs[1..] {
+            assert_eq!(c.client_status, ClientResourceStatus::Nacked as i32);
+            let e = c.error_state.as_ref().unwrap();
+            assert_eq!(
+                (e.details.as_str(), e.version_info.as_str()),
+                ("b: bad", v8.as_str())
+            );
+        }
+        assert!(configs[0].error_state.is_none(), "a was taken");
         // Unanswered instead: stale.
         let stale = TypeStatus {
             state: SyncState::Stale,
