@@ -396,4 +396,31 @@ async fn status_csds_and_the_page_show_every_envoy_and_what_it_rejected() {
         synced(&r.1, &c_id).then_some(r)
     });
     assert_eq!(code, 0, "{out}\n{err}");
+
+    // A change of one cluster of two: Envoy takes the new response's version for green only
+    // and keeps blue's older one; CSDS says the same, SotW and delta alike.
+    let green_only = fine.replace(
+        "    endpoints: { file: green.json }\n",
+        "    endpoints: { file: green.json }\n    max_connections: 100\n",
+    );
+    assert_ne!(green_only, fine);
+    dir.write("catalog.yaml", &green_only);
+    for (envoy, proxy) in [(&a, "a"), (&b, "b")] {
+        let from_envoy = wait_for("green changed in Envoy", Duration::from_secs(20), || {
+            let v = envoy_versions(envoy);
+            let cds = v.get("cds")?;
+            (cds.get("green")? != cds.get("blue")?).then_some(v)
+        });
+        let id = node_id(envoy, proxy);
+        let from_csds = wait_for("CSDS hears the ACK", Duration::from_secs(20), || {
+            let v = futures_block(csds_versions(server.xds_port, &id, false));
+            (v.get("cds") == from_envoy.get("cds")).then_some(v)
+        });
+        assert_eq!(from_csds.get("lds"), from_envoy.get("lds"), "{proxy}");
+    }
+}
+
+/// Runs `f` to completion from synchronous code inside the test's runtime.
+fn futures_block<F: std::future::Future>(f: F) -> F::Output {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(f))
 }

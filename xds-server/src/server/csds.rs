@@ -324,6 +324,44 @@ mod tests {
     }
 
     #[test]
+    fn sotw_resources_a_response_left_unchanged_keep_the_version_envoy_took_them_under() {
+        let old = snapshot(&[("a", 1), ("b", 2)]);
+        let new = snapshot(&[("a", 1), ("b", 3), ("c", 4)]);
+        let taken = set(&new, SetVersion::Response(Version(8)))
+            .taken_after(Some(&set(&old, SetVersion::Response(Version(7)))));
+        let st = TypeStatus {
+            state: SyncState::Synced,
+            acked_set: Some(taken.clone()),
+            sent_set: Some(taken.clone()),
+            ..Default::default()
+        };
+        let (v7, v8) = (Version(7).to_string(), Version(8).to_string());
+        let synced = ConfigStatus::Synced as i32;
+        assert_eq!(
+            summary(&type_configs(ResourceType::Cluster, &st, false)),
+            [
+                ("a".into(), v7.clone(), synced),
+                ("b".into(), v8.clone(), synced),
+                ("c".into(), v8.clone(), synced)
+            ]
+        );
+        // The next response that changes only c: a still at 7, b at 8.
+        let newer = snapshot(&[("a", 1), ("b", 3), ("c", 5)]);
+        let again = set(&newer, SetVersion::Response(Version(9))).taken_after(Some(&taken));
+        let shown: Vec<_> = again.resources().map(|(n, v, _)| (n, v)).collect();
+        assert_eq!(
+            shown,
+            [("a", Version(7)), ("b", Version(8)), ("c", Version(9))]
+        );
+        // A whole change, or delta: nothing carried.
+        let other = snapshot(&[("d", 6)]);
+        let whole = set(&other, SetVersion::Response(Version(10))).taken_after(Some(&again));
+        assert!(matches!(whole.version, SetVersion::Response(Version(10))));
+        let delta = set(&newer, SetVersion::PerResource).taken_after(Some(&taken));
+        assert!(matches!(delta.version, SetVersion::PerResource));
+    }
+
+    #[test]
     fn a_rejected_change_is_an_error_beside_what_envoy_kept() {
         let old = snapshot(&[("a", 1), ("b", 2)]);
         let new = snapshot(&[("a", 1), ("b", 3), ("c", 4)]);

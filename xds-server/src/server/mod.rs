@@ -627,7 +627,10 @@ impl StreamCore {
                 s.state = SyncState::Synced;
                 s.acked = Some(version.to_string());
                 s.acked_at = Some(now_secs());
-                s.acked_set = s.sent_set.clone();
+                s.acked_set = s
+                    .sent_set
+                    .clone()
+                    .map(|sent| sent.taken_after(s.acked_set.as_ref()));
             });
         }
     }

@@ -96,10 +96,13 @@ pub(crate) enum SetSource {
 }
 
 /// The version Envoy records for each resource of a [`ResourceSet`].
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) enum SetVersion {
     /// The response's `version_info` (SotW).
     Response(Version),
+    /// SotW after a response that left some resources as they were: Envoy keeps the version
+    /// under which it took each unchanged one. One per resource, in name order.
+    Shown(Arc<[Version]>),
     /// Each resource's own version (delta).
     PerResource,
 }
@@ -114,17 +117,45 @@ impl ResourceSet {
             SetSource::Own(ts) => ts,
         };
         let names = self.names.clone();
-        let version = self.version;
+        let version = &self.version;
         snap.resources
             .iter()
             .filter(move |(n, _)| names.as_ref().is_none_or(|names| names.contains(*n)))
-            .map(move |(n, r)| {
+            .enumerate()
+            .map(move |(i, (n, r))| {
                 let v = match version {
-                    SetVersion::Response(v) => v,
+                    SetVersion::Response(v) => *v,
+                    SetVersion::Shown(shown) => shown.get(i).copied().unwrap_or(r.version),
                     SetVersion::PerResource => r.version,
                 };
                 (n.as_str(), v, r)
             })
+    }
+
+    /// What Envoy records once it has taken `self` after `before`: a SotW response names
+    /// every resource, but Envoy leaves one whose content did not change as it was, with the
+    /// version it was taken under (its config dump shows that older version).
+    pub(crate) fn taken_after(self, before: Option<&ResourceSet>) -> ResourceSet {
+        let (SetVersion::Response(v), Some(before)) = (&self.version, before) else {
+            return self;
+        };
+        let v = *v;
+        let mut kept = before.resources().peekable();
+        let mut shown = Vec::new();
+        for (name, _, r) in self.resources() {
+            while kept.next_if(|(n, _, _)| *n < name).is_some() {}
+            shown.push(match kept.peek() {
+                Some((n, was, old)) if *n == name && old.version == r.version => *was,
+                _ => v,
+            });
+        }
+        if shown.iter().all(|s| *s == v) {
+            return self;
+        }
+        ResourceSet {
+            version: SetVersion::Shown(shown.into()),
+            ..self
+        }
     }
 }
 
