@@ -328,7 +328,7 @@ mod page_tests {
             cluster: "web".into(),
             ..Default::default()
         };
-        let guard = nodes.register(Arc::new(node), &ProxyName("web".into()), "ads", "sotw");
+        let guard = nodes.register(&node, &ProxyName("web".into()), "ads", "sotw");
         guard.update(ResourceType::Route, |s| {
             s.state = SyncState::Nacked;
             s.sent = Some("1".into());

@@ -485,7 +485,7 @@ impl StreamCore {
         let (node, proxy) = admit(&self.shared, self.peer.as_ref(), node)?;
         self.attached = Some(self.shared.cache.attach(&proxy));
         self.guard = Some(self.shared.nodes.register(
-            Arc::new(node.clone()),
+            node,
             &proxy,
             self.scope.service(),
             self.variant,

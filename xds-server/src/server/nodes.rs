@@ -195,11 +195,12 @@ impl Nodes {
     /// Registers a stream; it stays listed until the returned guard is dropped.
     pub(crate) fn register(
         &self,
-        node: Arc<envoy_types::pb::envoy::config::core::v3::Node>,
+        node: &envoy_types::pb::envoy::config::core::v3::Node,
         proxy: &ProxyName,
         service: &'static str,
         variant: &'static str,
     ) -> NodeGuard {
+        let node = Arc::new(as_kept(node));
         let key = self.next.fetch_add(1, Ordering::Relaxed);
         let connected_at = common::duration::since_epoch().as_secs();
         self.lock().insert(
@@ -235,6 +236,18 @@ impl Nodes {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, NodeStatus>> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The part of an Envoy's `node` kept while it is connected: all but the list of extensions it
+/// was built with (hundreds of entries, the same for every Envoy of a build, and most of the
+/// message: kept per stream it would grow the server by tens of KiB per Envoy).
+fn as_kept(
+    node: &envoy_types::pb::envoy::config::core::v3::Node,
+) -> envoy_types::pb::envoy::config::core::v3::Node {
+    envoy_types::pb::envoy::config::core::v3::Node {
+        extensions: Vec::new(),
+        ..node.clone()
     }
 }
 
@@ -274,5 +287,38 @@ impl NodeGuard {
 impl Drop for NodeGuard {
     fn drop(&mut self) {
         self.nodes.lock().remove(&self.key);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::core::v3::{Extension, Node};
+    use prost::Message;
+
+    use super::*;
+
+    #[test]
+    fn a_connected_envoy_is_kept_without_its_extension_list() {
+        let node = Node {
+            id: "web-1".into(),
+            cluster: "web".into(),
+            extensions: (0..300)
+                .map(|i| Extension {
+                    name: format!("envoy.filters.http.example_{i}"),
+                    category: "envoy.filters.http".into(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let nodes = Nodes::default();
+        let _guard = nodes.register(&node, &ProxyName("web".into()), "ads", "sotw");
+        let kept = nodes.list()[0].node.clone().unwrap();
+        assert_eq!((kept.id.as_str(), kept.cluster.as_str()), ("web-1", "web"));
+        assert!(kept.extensions.is_empty());
+        assert!(
+            kept.encoded_len() * 50 < node.encoded_len(),
+            "most of it dropped"
+        );
     }
 }
