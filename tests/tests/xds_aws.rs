@@ -402,6 +402,35 @@ upstreams:
         answering(port, 20),
         ["green".to_string()].into_iter().collect()
     );
+
+    // validate and render read the same location as serve, and say the same of it.
+    let tool = |args: &[&str]| {
+        let out = std::process::Command::new(tests::workspace_bin("xds-server"))
+            .args(args)
+            .envs(moto.env())
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let location = "s3://config/xds/catalog.yaml";
+    let (code, _, err) = tool(&["validate", location]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.starts_with("s3://config/xds/catalog.yaml: 1 error")
+            && err.contains(r#"upstream "purple" is not defined"#),
+        "{err}"
+    );
+    put(catalog("blue"));
+    let (code, out, err) = tool(&["validate", location]);
+    assert_eq!((code, out.trim()), (Some(0), "ok"), "{err}");
+    let (code, out, err) = tool(&["render", "--catalog", location, "--proxy", PROXY]);
+    assert_eq!(code, Some(0), "{err}");
+    let blue_port = blue.endpoint().rsplit_once(':').unwrap().1.to_string();
+    assert!(
+        out.contains(&format!("\"port_value\": {blue_port}")),
+        "blue's endpoint: {out}"
+    );
 }
 
 #[test]

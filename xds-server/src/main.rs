@@ -192,7 +192,7 @@ enum Command {
         server_id: Option<String>,
         /// Keep running: renew the certificate at half life (beside Envoy, which reads the new
         /// files without a restart). Without it, get one and exit.
-        #[arg(long)]
+        #[arg(long, env = "XDS_SERVER_IDENTITY_RENEW")]
         renew: bool,
         /// Without --renew: how long to keep trying while the control plane or STS cannot be
         /// reached (a refusal ends it at once).
@@ -207,8 +207,10 @@ enum Command {
     /// Check a catalog: prints "ok", or every error found and exits 1. Warnings (routes that can
     /// never match) go to stderr and do not fail it.
     Validate {
-        /// The catalog: a file, or a directory of fragments; with --with, one fragment.
-        path: PathBuf,
+        /// The catalog: a file, a directory of fragments, s3://BUCKET/KEY or
+        /// s3://BUCKET/PREFIX/ (read as `serve` reads it); with --with, one fragment file.
+        #[arg(value_name = "CATALOG")]
+        path: CatalogLocation,
         /// Check PATH as a fragment joining the fragments of this directory or
         /// s3://BUCKET/PREFIX/ (replacing the one of the same file name), as the server would
         /// take it: its references may name the others' upstreams, and it must not take their
@@ -223,14 +225,19 @@ enum Command {
         /// validate`), for what the catalog's own checks miss.
         #[arg(long, env = "XDS_SERVER_VALIDATE_ENVOY")]
         envoy: Option<PathBuf>,
+        /// The trust domain the control plane serves with (its --trust-domain), for the
+        /// SPIFFE IDs in TLS settings when the catalog sets none.
+        #[arg(long, env = "XDS_SERVER_TRUST_DOMAIN", default_value = "mesh.local")]
+        trust_domain: String,
     },
     /// Print the resources a proxy would get (listeners, routes, clusters, endpoints).
     Render {
-        /// The catalog: a file, or a directory of fragments.
+        /// The catalog: a file, a directory of fragments, s3://BUCKET/KEY or
+        /// s3://BUCKET/PREFIX/.
         #[arg(long, env = "XDS_SERVER_CATALOG")]
-        catalog: PathBuf,
+        catalog: CatalogLocation,
         /// The proxy (a key of `proxies`).
-        #[arg(long)]
+        #[arg(long, env = "XDS_SERVER_PROXY")]
         proxy: String,
         /// The trust domain the control plane serves with (its --trust-domain), for the
         /// SPIFFE IDs in TLS settings when the catalog sets none.
@@ -242,7 +249,7 @@ enum Command {
         #[arg(long, env = "XDS_SERVER_RENDER_DISCOVER")]
         discover: bool,
         /// Output format.
-        #[arg(long, default_value = "json")]
+        #[arg(long, env = "XDS_SERVER_RENDER_FORMAT", default_value = "json")]
         format: Format,
     },
     /// What a catalog change does to every proxy: the listeners, routes, clusters and
@@ -332,7 +339,7 @@ enum Command {
         #[arg(long, env = "XDS_SERVER_ENVOY_MAX_CONNECTIONS", default_value_t = xds_server::bootstrap::MAX_CONNECTIONS)]
         max_connections: u64,
         /// Output format.
-        #[arg(long, default_value = "yaml")]
+        #[arg(long, env = "XDS_SERVER_BOOTSTRAP_FORMAT", default_value = "yaml")]
         format: Format,
     },
 }
@@ -349,7 +356,7 @@ enum CaCommand {
     /// private_key.pem (mode 0600). Never overwrites.
     Init {
         /// The directory to write.
-        #[arg(long)]
+        #[arg(long, env = "XDS_SERVER_CA_DIR")]
         out: PathBuf,
     },
 }
@@ -364,6 +371,22 @@ fn print(value: &serde_json::Value, format: Format) -> anyhow::Result<()> {
         Format::Yaml => print!("{}", serde_saphyr::to_string(value)?),
     }
     Ok(())
+}
+
+/// Reads a catalog as `serve` would take it (the CA aside: nothing is issued here), printing
+/// its errors when it cannot be taken.
+async fn load_offline(
+    location: &CatalogLocation,
+    trust_domain: String,
+) -> Option<catalog::LoadedCatalog> {
+    let server = xds_server::secrets::ServerSide {
+        has_ca: true,
+        trust_domain,
+    };
+    xds_server::load::load_once(location, &server)
+        .await
+        .inspect_err(|e| eprintln!("{e}"))
+        .ok()
 }
 
 /// `validate FILE --with LOCATION`: prints why FILE would be refused and gives `None`, or gives
@@ -523,18 +546,25 @@ async fn main() -> anyhow::Result<ExitCode> {
                 out.join(xds_server::ca::PRIVATE_KEY_FILE).display()
             );
         }
-        Command::Validate { path, envoy, with } => {
-            let loaded = match with {
-                Some(with) => match validate_joining(&path, &with).await? {
+        Command::Validate {
+            path,
+            envoy,
+            with,
+            trust_domain,
+        } => {
+            let loaded = match (with, &path) {
+                (Some(with), CatalogLocation::File(file)) => {
+                    match validate_joining(file, &with).await? {
+                        Some(c) => c,
+                        None => return Ok(ExitCode::FAILURE),
+                    }
+                }
+                (Some(_), _) => {
+                    anyhow::bail!("{path}: --with checks a local fragment file");
+                }
+                (None, _) => match load_offline(&path, trust_domain).await {
                     Some(c) => c,
                     None => return Ok(ExitCode::FAILURE),
-                },
-                None => match catalog::load_path(&path) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        eprintln!("{e}");
-                        return Ok(ExitCode::FAILURE);
-                    }
                 },
             };
             for w in catalog::warnings(&loaded.catalog) {
@@ -546,7 +576,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 if !refused.is_empty() {
                     eprintln!(
                         "{}: Envoy ({}) refuses {} of {} proxies",
-                        path.display(),
+                        path,
                         envoy.display(),
                         refused.len(),
                         verdicts.len()
@@ -568,26 +598,9 @@ async fn main() -> anyhow::Result<ExitCode> {
             discover,
             format,
         } => {
-            let mut loaded = match catalog::load_path(&catalog) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("{e}");
-                    return Ok(ExitCode::FAILURE);
-                }
-            };
-            // As `serve` would take it (the CA aside: nothing is issued here).
-            let server = xds_server::secrets::ServerSide {
-                has_ca: true,
-                trust_domain,
-            };
-            let base = loaded.base_dir.clone();
-            let errors = server.settle(&mut loaded.catalog, &base);
-            if !errors.is_empty() {
-                for e in errors {
-                    eprintln!("{}: {e}", catalog.display());
-                }
+            let Some(loaded) = load_offline(&catalog, trust_domain).await else {
                 return Ok(ExitCode::FAILURE);
-            }
+            };
             let proxy = ProxyName(proxy);
             if !loaded.catalog.proxies.contains_key(&proxy) {
                 let known: Vec<&str> = loaded
@@ -597,8 +610,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                     .map(|p| p.0.as_str())
                     .collect();
                 eprintln!(
-                    "{}: no proxy {:?} (the catalog has: {})",
-                    catalog.display(),
+                    "{catalog}: no proxy {:?} (the catalog has: {})",
                     proxy.0,
                     known.join(", ")
                 );
