@@ -394,6 +394,7 @@ mod tests {
             vec![crate::catalog::CatalogError {
                 path: "mesh.trust_domain".into(),
                 message: "not this control plane's".into(),
+                position: None,
             }]
         };
         let back = decode("catalog.d", &bytes, refuse).unwrap();

@@ -541,6 +541,7 @@ impl FragmentState {
                 errors: vec![catalog::CatalogError {
                     path: String::new(),
                     message: "lists no catalog files any more; the last good catalog stays (an emptied folder is more likely a mistake than every proxy going away)".into(),
+                    position: None,
                 }],
             };
             tracing::error!(error = %e, "catalog rejected; still serving the last good catalog");

@@ -232,6 +232,7 @@ impl ServerSide {
                     errors.push(CatalogError {
                         path: format!("{path}.file"),
                         message,
+                        position: None,
                     });
                 }
             }
@@ -261,6 +262,7 @@ impl ServerSide {
                 errors.push(CatalogError {
                     path: format!("{path}.file"),
                     message,
+                    position: None,
                 });
             }
         };
@@ -287,6 +289,7 @@ impl ServerSide {
                     "{td:?} is not this control plane's trust domain {:?} (serve --trust-domain)",
                     self.trust_domain
                 ),
+                position: None,
             }),
             Some(_) => {}
             None => mesh.trust_domain = Some(self.trust_domain.clone()),
@@ -295,6 +298,7 @@ impl ServerSide {
             let no_ca = |path: String| CatalogError {
                 path,
                 message: "mesh TLS needs the control plane's CA (serve --ca)".into(),
+                position: None,
             };
             for (name, p) in &catalog.proxies {
                 for (i, l) in p.listeners.iter().enumerate() {

@@ -23,7 +23,7 @@ use std::sync::Arc;
 use sha2::Digest;
 
 use super::validate::{self, Scope, Target};
-use super::{Catalog, CatalogError, CatalogErrors, Defaults, Mesh};
+use super::{Catalog, CatalogError, CatalogErrors, Mesh};
 
 /// One fragment as read from its directory or prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +142,7 @@ pub fn accept(doc: &Document, check: Check<'_>) -> Result<Accepted, Vec<CatalogE
         vec![CatalogError {
             path: String::new(),
             message: "the catalog is not UTF-8 text".into(),
+            position: None,
         }]
     })?;
     Ok(Accepted {
@@ -205,7 +206,11 @@ pub fn resolve(
             refuse
                 .entry(name.to_string())
                 .or_default()
-                .push(CatalogError { path, message });
+                .push(CatalogError {
+                    path,
+                    message,
+                    position: None,
+                });
         };
         // Names defined twice: a fragment served as before keeps its names; a changed one that
         // takes them is refused; when none is as before, every one of them is.
@@ -371,11 +376,8 @@ fn reference_mesh(chosen: &Fragments, settled: impl Fn(&str) -> bool) -> Option<
 /// Every chosen fragment's proxies and upstreams in one catalog.
 fn union(chosen: &Fragments, mesh: Option<Mesh>) -> Catalog {
     let mut merged = Catalog {
-        version: 1,
-        defaults: Defaults::default(),
         mesh,
-        proxies: BTreeMap::new(),
-        upstreams: BTreeMap::new(),
+        ..Catalog::empty()
     };
     for a in chosen.values() {
         for (name, p) in &a.catalog.proxies {
@@ -422,6 +424,7 @@ pub fn at(name: &str, error: CatalogError) -> CatalogError {
             format!("{name}: {}", error.path)
         },
         message: error.message,
+        position: error.position,
     }
 }
 

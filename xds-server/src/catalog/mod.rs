@@ -10,6 +10,7 @@ mod duration;
 mod endpoint;
 pub mod fragments;
 mod iam;
+mod located;
 pub mod re2;
 mod routing;
 mod suggest;
@@ -574,6 +575,8 @@ pub struct CatalogError {
     pub path: String,
     /// What is wrong there.
     pub message: String,
+    /// Where the path is in a YAML document: line and column (from 1).
+    pub position: Option<(u64, u64)>,
 }
 
 impl fmt::Display for CatalogError {
@@ -582,6 +585,21 @@ impl fmt::Display for CatalogError {
             f.write_str(&self.message)
         } else {
             write!(f, "{}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl CatalogError {
+    /// As lists of errors show it: with the line and column when known.
+    pub fn located(&self) -> String {
+        match (self.path.is_empty(), self.position) {
+            (false, Some((line, column))) => {
+                format!(
+                    "{} (line {line}, column {column}): {}",
+                    self.path, self.message
+                )
+            }
+            _ => self.to_string(),
         }
     }
 }
@@ -629,7 +647,7 @@ impl fmt::Display for CatalogErrors {
             if n == 1 { "" } else { "s" }
         )?;
         for e in &self.errors {
-            write!(f, "\n  {e}")?;
+            write!(f, "\n  {}", e.located())?;
         }
         Ok(())
     }
@@ -664,20 +682,149 @@ fn is_json(source_name: &str) -> bool {
 fn deserialize_at<T: serde::de::DeserializeOwned>(
     value: serde_json::Value,
     at: &str,
-) -> Result<T, CatalogError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let inner = e.path().to_string();
+) -> Result<T, Vec<CatalogError>> {
+    match deserialize_parts(value, at) {
+        (Some(t), errors) if errors.is_empty() => Ok(t),
+        (_, errors) => Err(errors),
+    }
+}
+
+/// [`deserialize_at`], also giving what is left once the values in error are taken out (when
+/// that leaves every list as written, so the checks of its values name the right items).
+fn deserialize_parts<T: serde::de::DeserializeOwned>(
+    value: serde_json::Value,
+    at: &str,
+) -> (Option<T>, Vec<CatalogError>) {
+    use located::Step;
+    // Each error's value is taken out and the rest tried again, so one entry with several
+    // mistakes shows them all; paths stay those of the document as written.
+    let mut value = value;
+    let mut errors = Vec::new();
+    let mut taken: Vec<Vec<Step>> = Vec::new();
+    for _ in 0..MAX_FORMAT_ERRORS_PER_ENTRY {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(t) => {
+                let lists_as_written = !taken
+                    .iter()
+                    .any(|t| matches!(t.last(), Some(Step::Index(_))));
+                return (lists_as_written.then_some(t), errors);
+            }
+            Err(e) => e,
+        };
+        let steps: Option<Vec<Step>> = e
+            .path()
+            .iter()
+            .map(|s| match s {
+                serde_path_to_error::Segment::Seq { index } => Some(Step::Index(*index)),
+                serde_path_to_error::Segment::Map { key } => Some(Step::Key(key.clone())),
+                _ => None,
+            })
+            .collect();
+        let inner = match &steps {
+            Some(steps) => located::display(&as_written(steps, &taken)),
+            None => e.path().to_string(),
+        };
+        let message = suggest::with_suggestion(&e.into_inner().to_string());
+        let written = steps.as_ref().map(|s| as_written(s, &taken));
+        // A field missing because an earlier error's value was taken out is no mistake of its
+        // own: the object that lacks it is taken out instead (the entry's other objects are
+        // still checked), unless it is the entry itself.
+        if message.starts_with("missing field")
+            && written.as_ref().is_some_and(|p| {
+                taken
+                    .iter()
+                    .any(|t| t.len() == p.len() + 1 && t.starts_with(p))
+            })
+        {
+            match (steps, written) {
+                (Some(steps), Some(written)) if !steps.is_empty() && take(&mut value, &steps) => {
+                    taken.push(written);
+                    continue;
+                }
+                _ => break,
+            }
+        }
         let path = match (at.is_empty(), inner.as_str()) {
-            (_, ".") => at.to_string(),
+            (_, "." | "") => at.to_string(),
             (true, _) => inner,
             (false, _) if inner.starts_with('[') => format!("{at}{inner}"),
             (false, _) => format!("{at}.{inner}"),
         };
-        CatalogError {
+        errors.push(CatalogError {
             path,
-            message: suggest::with_suggestion(&e.into_inner().to_string()),
+            message,
+            position: None,
+        });
+        match (steps, written) {
+            (Some(steps), Some(written)) if !steps.is_empty() && take(&mut value, &steps) => {
+                taken.push(written);
+            }
+            _ => break,
         }
-    })
+    }
+    (None, errors)
+}
+
+/// How many format errors one proxy or upstream reports at most.
+const MAX_FORMAT_ERRORS_PER_ENTRY: usize = 20;
+
+/// Removes the value at `steps` from `value`; whether there was one.
+fn take(value: &mut serde_json::Value, steps: &[located::Step]) -> bool {
+    use located::Step;
+    let Some((last, parents)) = steps.split_last() else {
+        return false;
+    };
+    let mut at = value;
+    for step in parents {
+        let next = match (at, step) {
+            (serde_json::Value::Object(m), Step::Key(k)) => m.get_mut(k),
+            (serde_json::Value::Array(a), Step::Index(i)) => a.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => at = n,
+            None => return false,
+        }
+    }
+    match (at, last) {
+        (serde_json::Value::Object(m), Step::Key(k)) => m.remove(k).is_some(),
+        (serde_json::Value::Array(a), Step::Index(i)) if *i < a.len() => {
+            a.remove(*i);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// A path into the value after the items in `taken` were removed, as the document wrote it:
+/// list indices count the removed items again.
+fn as_written(steps: &[located::Step], taken: &[Vec<located::Step>]) -> Vec<located::Step> {
+    use located::Step;
+    let mut out: Vec<Step> = Vec::new();
+    for step in steps {
+        match step {
+            Step::Key(k) => out.push(Step::Key(k.clone())),
+            Step::Index(i) => {
+                let mut removed: Vec<usize> = taken
+                    .iter()
+                    .filter(|t| t.len() == out.len() + 1 && t.starts_with(&out))
+                    .filter_map(|t| match t.last() {
+                        Some(Step::Index(r)) => Some(*r),
+                        _ => None,
+                    })
+                    .collect();
+                removed.sort_unstable();
+                let mut index = *i;
+                for r in removed {
+                    if r <= index {
+                        index += 1;
+                    }
+                }
+                out.push(Step::Index(index));
+            }
+        }
+    }
+    out
 }
 
 /// Deserializes each entry of `kind` (`proxies`, `upstreams`) on its own; collects the errors.
@@ -689,11 +836,12 @@ fn deserialize_entries<K: Ord, T: serde::de::DeserializeOwned>(
 ) -> BTreeMap<K, T> {
     let mut out = BTreeMap::new();
     for (name, v) in values {
-        match deserialize_at(v, &format!("{kind}.{name}")) {
-            Ok(entry) => {
-                out.insert(key(name), entry);
-            }
-            Err(e) => errors.push(e),
+        // With errors, an entry that is left once they are taken out still has its values
+        // checked (the catalog is refused either way).
+        let (entry, e) = deserialize_parts(v, &format!("{kind}.{name}"));
+        errors.extend(e);
+        if let Some(entry) = entry {
+            out.insert(key(name), entry);
         }
     }
     out
@@ -702,22 +850,22 @@ fn deserialize_entries<K: Ord, T: serde::de::DeserializeOwned>(
 /// Deserializes a catalog document entry by entry: a format error (an unknown field, a bad
 /// duration) stops only the proxy or upstream it is in, so every entry's first such error is
 /// reported at once.
-fn deserialize(value: serde_json::Value) -> Result<Catalog, Vec<CatalogError>> {
+fn deserialize(value: serde_json::Value) -> Result<Catalog, (Vec<CatalogError>, Catalog)> {
     let serde_json::Value::Object(mut top) = value else {
-        return deserialize_at(value, "").map_err(|e| vec![e]);
+        return deserialize_at(value, "").map_err(|e| (e, Catalog::empty()));
     };
     let proxy_values = top.remove("proxies");
     let upstream_values = top.remove("upstreams");
     let mut errors = Vec::new();
     // The rest (version, defaults, unknown top-level fields) first, as the document has it.
     let rest: Option<Catalog> = deserialize_at(serde_json::Value::Object(top), "")
-        .map_err(|e| errors.push(e))
+        .map_err(|e| errors.extend(e))
         .ok();
     let mut entries = |value: Option<serde_json::Value>, key: &str| match value {
         None => BTreeMap::new(),
         Some(v) => {
             deserialize_at::<BTreeMap<String, serde_json::Value>>(v, key).unwrap_or_else(|e| {
-                errors.push(e);
+                errors.extend(e);
                 BTreeMap::new()
             })
         }
@@ -732,7 +880,15 @@ fn deserialize(value: serde_json::Value) -> Result<Catalog, Vec<CatalogError>> {
             catalog.upstreams = upstreams;
             Ok(catalog)
         }
-        _ => Err(errors),
+        _ => {
+            // The entries that did parse, for the checks of their own values.
+            let parsed = Catalog {
+                proxies,
+                upstreams,
+                ..Catalog::empty()
+            };
+            Err((errors, parsed))
+        }
     }
 }
 
@@ -749,7 +905,11 @@ fn parse_in(
 ) -> Result<Catalog, CatalogErrors> {
     let fail = |path: String, message: String| CatalogErrors {
         source_name: source_name.to_string(),
-        errors: vec![CatalogError { path, message }],
+        errors: vec![CatalogError {
+            path,
+            message,
+            position: None,
+        }],
     };
     // Going through a generic value gives YAML and JSON the same field-path errors.
     let value: serde_json::Value = if is_json(source_name) {
@@ -761,19 +921,45 @@ fn parse_in(
     if value.is_null() {
         return Err(fail(String::new(), "the document is empty".into()));
     }
-    let catalog = deserialize(value).map_err(|errors| CatalogErrors {
+    let errors = match deserialize(value) {
+        Ok(catalog) => {
+            let errors = validate::validate(&catalog, scope);
+            if errors.is_empty() {
+                return Ok(catalog);
+            }
+            errors
+        }
+        // The entries that parsed are checked too (their references are not: they may name
+        // an entry that did not parse), so one run shows every mistake it can.
+        Err((mut errors, parsed)) => {
+            errors.extend(validate::validate(&parsed, validate::Scope::Deferred));
+            errors
+        }
+    };
+    Err(CatalogErrors {
         source_name: source_name.to_string(),
-        errors,
-    })?;
-    let errors = validate::validate(&catalog, scope);
-    if errors.is_empty() {
-        Ok(catalog)
-    } else {
-        Err(CatalogErrors {
-            source_name: source_name.to_string(),
-            errors,
-        })
+        errors: with_positions(source_name, text, errors),
+    })
+}
+
+/// Gives each error of a YAML document the line and column of its path.
+fn with_positions(
+    source_name: &str,
+    text: &str,
+    mut errors: Vec<CatalogError>,
+) -> Vec<CatalogError> {
+    if is_json(source_name) {
+        return errors;
     }
+    let Some(tree) = located::Tree::of(text) else {
+        return errors;
+    };
+    for e in &mut errors {
+        // `PATH.to` of a route, `PATH (…)`: the field path is the part before any space.
+        let path = e.path.split(' ').next().unwrap_or_default();
+        e.position = located::Tree::position(&tree, &located::steps_in(&tree, path));
+    }
+    errors
 }
 
 /// Parses and validates a catalog document given as bytes (it must be UTF-8 text).
@@ -792,6 +978,7 @@ fn parse_text(
         errors: vec![CatalogError {
             path: String::new(),
             message: "the catalog is not UTF-8 text".into(),
+            position: None,
         }],
     })?;
     parse_in(source_name, text, scope)
@@ -806,6 +993,17 @@ pub fn is_fragment_name(name: &str) -> bool {
 }
 
 impl Catalog {
+    /// A catalog of version 1 with nothing in it.
+    pub fn empty() -> Catalog {
+        Catalog {
+            version: 1,
+            defaults: Defaults::default(),
+            mesh: None,
+            proxies: BTreeMap::new(),
+            upstreams: BTreeMap::new(),
+        }
+    }
+
     /// Writes `defaults` into every route and upstream that sets nothing of its own, and clears
     /// them: the catalog translates to the same resources, now without needing its defaults.
     fn apply_defaults(&mut self) {
@@ -874,6 +1072,7 @@ pub fn load_path(path: &Path) -> Result<LoadedCatalog, CatalogErrors> {
         errors: vec![CatalogError {
             path: String::new(),
             message: format!("cannot read: {e}"),
+            position: None,
         }],
     };
     if path.is_dir() {

@@ -358,7 +358,7 @@ fn a_catalog_moved_into_a_directory_gives_envoy_the_same_resources() {
 }
 
 #[test]
-fn format_errors_in_different_entries_are_reported_together() {
+fn format_errors_are_reported_together_several_in_one_entry() {
     let text = GOOD
         .replace("grpc_web: true", "grpc_web: true\n        colour: blue")
         .replace("timeout: 30s", "timeout: 30 seconds")
@@ -368,17 +368,69 @@ fn format_errors_in_different_entries_are_reported_together() {
         )
         .replace("version: 1", "version: 1\nowner: platform");
     let e = errors(&text);
-    assert_eq!(e.len(), 3, "{e:#?}");
+    assert_eq!(e.len(), 4, "{e:#?}");
     assert!(e[0].starts_with("owner: unknown field `owner`"), "{e:#?}");
-    // One proxy: its first problem (the unknown field comes before the bad duration).
+    // One proxy, two problems: both.
     assert!(
         e[1].starts_with("proxies.intdemo.listeners[0].colour: unknown field `colour`"),
         "{e:#?}"
     );
     assert!(
-        e[2].starts_with("upstreams.web-v1.protocol: unknown variant `http9`"),
+        e[2].starts_with("proxies.intdemo.listeners[0].routes[0].timeout: \"30 seconds\""),
         "{e:#?}"
     );
+    assert!(
+        e[3].starts_with("upstreams.web-v1.protocol: unknown variant `http9`"),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn five_mistakes_are_five_errors_each_with_its_line_and_column() {
+    let text = "\
+version: 1
+proxies:
+  web:
+    listeners:
+      - name: a
+        port: 80
+        protocl: http
+        routes: [ { match: { prefix: / }, to: blue } ]
+      - name: b
+        port: x
+        protocol: http
+        routes: [ { match: { prefix: / }, to: blue } ]
+upstreams:
+  blue:
+    protocol: http1
+    conect_timeout: 1s
+    endpoints: { static: [\"10.0.0.1:80\", \"10.0.0.2\", \"10.0.0.3:80\", \"10.0.0.4\"] }
+";
+    let e = parse("catalog.yaml", text).unwrap_err();
+    let shown = e.to_string();
+    let lines: Vec<&str> = shown.lines().collect();
+    assert_eq!(lines[0], "catalog.yaml: 5 errors", "{shown}");
+    let starts = [
+        "  proxies.web.listeners[0].protocl (line 7, column 9): unknown field `protocl`",
+        "  proxies.web.listeners[1].port (line 10, column 9): invalid type: string \"x\"",
+        "  upstreams.blue.conect_timeout (line 16, column 5): unknown field `conect_timeout`",
+        // The items of one list keep their own indices when one before them is wrong too.
+        "  upstreams.blue.endpoints.static[1] (line 17, column 42): \"10.0.0.2\" has no port",
+        "  upstreams.blue.endpoints.static[3] (line 17, column 69): \"10.0.0.4\" has no port",
+    ];
+    for (line, start) in lines[1..].iter().zip(starts) {
+        assert!(
+            line.starts_with(start),
+            "{line:?} should start {start:?}\n{shown}"
+        );
+    }
+    assert!(shown.contains("(did you mean `protocol`?)"), "{shown}");
+    // JSON has no positions to give, and says the same otherwise.
+    let json =
+        serde_json::to_string(&serde_saphyr::from_str::<serde_json::Value>(text).unwrap()).unwrap();
+    let e = parse("catalog.json", &json).unwrap_err();
+    assert_eq!(e.errors.len(), 5);
+    assert!(e.errors.iter().all(|e| e.position.is_none()));
 }
 
 #[test]

@@ -402,6 +402,7 @@ impl<'a> Validator<'a> {
         self.errors.push(CatalogError {
             path: path.to_string(),
             message,
+            position: None,
         });
     }
 

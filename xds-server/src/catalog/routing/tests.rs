@@ -102,22 +102,23 @@ fn match_conditions_are_checked_with_their_paths() {
             ),
         ]
     );
-    // Format errors: two kinds at once, `present: false`, a method that is no string.
+    // Format errors: two kinds at once, `present: false`, a method that is no string (each
+    // alone: the rest of the match is still checked).
     for (m, message) in [
         (
-            "{ headers: { x-a: { prefix: a, suffix: b } } }",
+            "{ prefix: /, headers: { x-a: { prefix: a, suffix: b } } }",
             "headers.x-a: needs exactly one of prefix, suffix, regex, present, absent (2 given)",
         ),
         (
-            "{ headers: { x-a: { present: false } } }",
+            "{ prefix: /, headers: { x-a: { present: false } } }",
             "headers.x-a: write `absent: true`, not `present: false`",
         ),
         (
-            "{ method: 3 }",
+            "{ prefix: /, method: 3 }",
             "method: expected a method (GET) or a list ([GET, POST])",
         ),
         (
-            "{ headers: { x-a: { exact: a } } }",
+            "{ prefix: /, headers: { x-a: { exact: a } } }",
             "headers.x-a: unknown field `exact`",
         ),
     ] {
