@@ -850,9 +850,9 @@ fn deserialize_entries<K: Ord, T: serde::de::DeserializeOwned>(
 /// Deserializes a catalog document entry by entry: a format error (an unknown field, a bad
 /// duration) stops only the proxy or upstream it is in, so every entry's first such error is
 /// reported at once.
-fn deserialize(value: serde_json::Value) -> Result<Catalog, (Vec<CatalogError>, Catalog)> {
+fn deserialize(value: serde_json::Value) -> Result<Catalog, (Vec<CatalogError>, Box<Catalog>)> {
     let serde_json::Value::Object(mut top) = value else {
-        return deserialize_at(value, "").map_err(|e| (e, Catalog::empty()));
+        return deserialize_at(value, "").map_err(|e| (e, Box::new(Catalog::empty())));
     };
     let proxy_values = top.remove("proxies");
     let upstream_values = top.remove("upstreams");
@@ -887,7 +887,7 @@ fn deserialize(value: serde_json::Value) -> Result<Catalog, (Vec<CatalogError>, 
                 upstreams,
                 ..Catalog::empty()
             };
-            Err((errors, parsed))
+            Err((errors, Box::new(parsed)))
         }
     }
 }
