@@ -16,19 +16,56 @@ pub enum LogFormat {
 pub fn init_logs(json: bool, filter: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| format!("invalid log filter {filter:?}: {e}"))?;
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(colour(
-            std::io::IsTerminal::is_terminal(&std::io::stderr()),
-            std::env::var_os("NO_COLOR"),
-        ))
-        .with_writer(std::io::stderr);
+        .with_ansi(colour(terminal, std::env::var_os("NO_COLOR")))
+        .with_writer(move || OneLine {
+            inner: std::io::stderr(),
+            escape: !terminal,
+        });
     if json {
         builder.json().flatten_event(true).init();
     } else {
         builder.init();
     }
     Ok(())
+}
+
+/// Writes each log event as one line when `escape` (not on a terminal): a collector such as
+/// CloudWatch takes every line for an event, and an error that spans lines (a catalog's list
+/// of problems) would be torn apart. Line breaks inside the event are written as `\n`. The
+/// formatter hands over one whole event per write.
+struct OneLine<W> {
+    inner: W,
+    escape: bool,
+}
+
+impl<W: std::io::Write> std::io::Write for OneLine<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if !self.escape {
+            return self.inner.write(buf);
+        }
+        let (body, end) = match buf.strip_suffix(b"\n") {
+            Some(body) => (body, &b"\n"[..]),
+            None => (buf, &b""[..]),
+        };
+        let mut line = Vec::with_capacity(buf.len() + 8);
+        for &b in body {
+            match b {
+                b'\n' => line.extend_from_slice(b"\\n"),
+                b'\r' => line.extend_from_slice(b"\\r"),
+                _ => line.push(b),
+            }
+        }
+        line.extend_from_slice(end);
+        self.inner.write_all(&line)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Whether text logs are coloured: on a terminal, unless `NO_COLOR` is set to anything but
@@ -55,6 +92,28 @@ pub async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
+    use std::io::Write;
+
+    #[test]
+    fn an_event_of_several_lines_is_written_as_one_off_a_terminal() {
+        let event = b"ERROR catalog rejected error=a.yaml: 2 errors\n  x: bad\n  y: bad\n";
+        let mut off = super::OneLine {
+            inner: Vec::new(),
+            escape: true,
+        };
+        off.write_all(event).unwrap();
+        assert_eq!(
+            String::from_utf8(off.inner).unwrap(),
+            "ERROR catalog rejected error=a.yaml: 2 errors\\n  x: bad\\n  y: bad\n"
+        );
+        let mut on = super::OneLine {
+            inner: Vec::new(),
+            escape: false,
+        };
+        on.write_all(event).unwrap();
+        assert_eq!(on.inner, event, "a person's terminal keeps the lines");
+    }
+
     #[test]
     fn colour_only_on_a_terminal_without_no_color() {
         assert!(super::colour(true, None));

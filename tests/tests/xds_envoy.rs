@@ -485,7 +485,20 @@ fn bad_catalogs_are_refused_with_a_clear_error() {
             position.replace_all(last_error, "").contains(want),
             "{ready}"
         );
-        assert!(s.server.process.output().contains("catalog rejected"));
+        // One log event, on one line, names the file and the problem (CloudWatch takes a
+        // line for an event).
+        let output = s.server.process.output();
+        let logged = output
+            .lines()
+            .rfind(|l| l.contains("catalog rejected"))
+            .unwrap_or_else(|| panic!("no rejection logged:\n{output}"));
+        // This server logs JSON: the whole error is one field.
+        let event: serde_json::Value = serde_json::from_str(logged).expect("a JSON log line");
+        let error = event["error"].as_str().unwrap_or_default();
+        assert!(
+            position.replace_all(error, "").contains(want),
+            "case {i}: {want:?} in the rejection's error field: {logged}"
+        );
         assert_eq!(s.body("/blue/x", &[]).as_deref(), Some("blue"));
         assert_eq!(s.body("/", &[]).as_deref(), Some("green"));
     }

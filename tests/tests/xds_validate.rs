@@ -356,3 +356,38 @@ upstreams:
         "{stdout}"
     );
 }
+
+#[test]
+fn a_rejected_catalog_is_one_text_log_line_off_a_terminal() {
+    let dir = TempDir::new("one-line");
+    let path = dir.write(
+        "catalog.yaml",
+        "version: 1\nproxies:\n  p:\n    listeners:\n      - { name: a, port: 0, protocol: http, routes: [ { match: { prefix: / }, to: nowhere } ] }\n",
+    );
+    let mut cmd = Command::new(workspace_bin("xds-server"));
+    cmd.args(["serve", "--catalog"])
+        .arg(&path)
+        .args(["--log-format", "text"]);
+    for (flag, port) in [
+        ("--xds-listen", tests::free_port()),
+        ("--admin-listen", tests::free_port()),
+        ("--debug-listen", tests::free_port()),
+    ] {
+        cmd.arg(flag).arg(format!("127.0.0.1:{port}"));
+    }
+    // Its stderr is a file, as under ECS: no terminal.
+    let server = tests::process::ChildGuard::spawn(cmd, dir.path().join("xds-server.log"));
+    let line = wait_for("the rejection logged", Duration::from_secs(20), || {
+        server
+            .output()
+            .lines()
+            .find(|l| l.contains("catalog rejected"))
+            .map(String::from)
+    });
+    assert!(
+        line.contains("2 errors\\n  proxies.p.listeners[0].port")
+            && line.contains("\\n  proxies.p.listeners[0].routes[0].to"),
+        "both problems on the event's one line: {line}"
+    );
+    assert!(!line.contains('\x1b'), "no colour codes in a file: {line}");
+}
