@@ -39,6 +39,7 @@ branch=${BRANCH:-$(git -C "$root" rev-parse --abbrev-ref HEAD)}
 prefix=$(printf '%s' "$branch" | sanitise)
 [ -n "$prefix" ] && [ "$prefix" != head ] || { echo "build-images.sh: no branch (a detached checkout: set BRANCH)" >&2; exit 2; }
 tag="$prefix-$(git -C "$root" rev-list --count HEAD)-$(git -C "$root" rev-parse --short=7 HEAD)"
+commit=$(git -C "$root" rev-parse HEAD)
 
 region=${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-2}}
 if [ $push = 1 ] && [ -z "${REGISTRY:-}" ]; then
@@ -56,7 +57,8 @@ for i in "${images[@]}"; do
     echo "build-images.sh: $i:$tag is already in $registry (tags are immutable), not pushed again" >&2
     continue
   fi
-  docker build -f "$dockerfile" --target "$i" -t "$registry/$i:$tag" "$root"
+  docker build -f "$dockerfile" --target "$i" --build-arg "TOOLKIT_COMMIT=$commit" \
+    -t "$registry/$i:$tag" "$root"
   if [ $push = 1 ]; then docker push "$registry/$i:$tag"; fi
   echo "build-images.sh: $registry/$i:$tag" >&2
 done

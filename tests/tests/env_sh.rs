@@ -429,8 +429,18 @@ fn the_database_root_gets_its_state_key_no_image_lookup_and_no_password_on_the_c
 }
 
 fn head(repo: &Path) -> String {
+    rev_parse(repo, &["--short=7", "HEAD"])
+}
+
+/// The whole commit id, as `--version` names it.
+fn full_head(repo: &Path) -> String {
+    rev_parse(repo, &["HEAD"])
+}
+
+fn rev_parse(repo: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
-        .args(["rev-parse", "--short=7", "HEAD"])
+        .arg("rev-parse")
+        .args(args)
         .current_dir(repo)
         .output()
         .unwrap();
@@ -458,8 +468,9 @@ fn build_images_pushes_every_target_with_the_tag_env_sh_deploys() {
     ];
     for image in ["xds-server", "s3-config-loader", "ecs-sd", "envoy"] {
         expected.push(format!(
-            "docker build -f {root}/infra/docker/Dockerfile --target {image} -t {registry}/{image}:{tag} {root}",
-            root = repo.display()
+            "docker build -f {root}/infra/docker/Dockerfile --target {image} --build-arg TOOLKIT_COMMIT={commit} -t {registry}/{image}:{tag} {root}",
+            root = repo.display(),
+            commit = full_head(&repo)
         ));
         expected.push(format!("docker push {registry}/{image}:{tag}"));
     }
@@ -515,8 +526,9 @@ fn build_images_builds_only_what_it_is_asked_and_refuses_unknown_targets() {
     assert_eq!(
         calls,
         [format!(
-            "docker build -f {root}/infra/docker/Dockerfile --target envoy -t local/envoy:{tag} {root}",
-            root = repo.display()
+            "docker build -f {root}/infra/docker/Dockerfile --target envoy --build-arg TOOLKIT_COMMIT={commit} -t local/envoy:{tag} {root}",
+            root = repo.display(),
+            commit = full_head(&repo)
         )]
     );
     let (ok, calls, output) = r.try_script(&script, &repo, &["-n", "runtime"], &[]);
