@@ -193,6 +193,69 @@ fn shadowed_routes_are_warned_about_and_do_not_fail_validation() {
 }
 
 #[test]
+fn validate_output_json_gives_ci_every_error_with_its_line_and_column() {
+    let dir = TempDir::new("validate-json");
+    let json = |path: &Path, extra: &[&str]| {
+        let mut args = vec!["--output", "json"];
+        args.extend(extra);
+        let out = validate(path, &args, &[]);
+        let (stdout, stderr) = text(&out);
+        assert_eq!(stderr, "", "JSON alone, on stdout");
+        let v: serde_json::Value = serde_json::from_str(&stdout).expect("one JSON object");
+        (out.status.code(), v)
+    };
+    let shadowed = GOOD.replace(
+        "          - match: { prefix: / }\n            to: web-v1\n",
+        "          - match: { prefix: / }\n            to: web-v1\n          - match: { prefix: /late/ }\n            to: web-v1\n",
+    );
+    let (code, v) = json(&dir.write("warned.yaml", &shadowed), &[]);
+    assert_eq!((code, &v["ok"]), (Some(0), &serde_json::json!(true)), "{v}");
+    assert_eq!(v["errors"], serde_json::json!([]));
+    assert_eq!(
+        v["warnings"][0]["path"], "proxies.edge.listeners[0].routes[4]",
+        "{v}"
+    );
+
+    let bad = GOOD.replacen("port: 8080", "port: none", 1).replacen(
+        "protocol: http1",
+        "protocol: http1\n    conect_timeout: 1s",
+        1,
+    );
+    let path = dir.write("bad.yaml", &bad);
+    let (code, v) = json(&path, &[]);
+    assert_eq!(
+        (code, &v["ok"]),
+        (Some(1), &serde_json::json!(false)),
+        "{v}"
+    );
+    let errors = v["errors"].as_array().unwrap();
+    assert_eq!(errors.len(), 2, "{v}");
+    let line_of = |needle: &str| bad.lines().position(|l| l.contains(needle)).unwrap() as u64 + 1;
+    assert_eq!(errors[0]["path"], "proxies.edge.listeners[0].port", "{v}");
+    assert_eq!(errors[0]["line"], line_of("port: none"), "{v}");
+    assert_eq!(errors[0]["column"], 9, "{v}");
+    assert!(
+        errors[1]["path"]
+            .as_str()
+            .unwrap()
+            .ends_with(".conect_timeout"),
+        "{v}"
+    );
+    assert_eq!(errors[1]["line"], line_of("conect_timeout"), "{v}");
+    assert!(
+        errors[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean `connect_timeout`?"),
+        "{v}"
+    );
+    // What cannot be read at all is an error without a path.
+    let (code, v) = json(&dir.path().join("missing.yaml"), &[]);
+    assert_eq!(code, Some(1));
+    assert_eq!(v["errors"][0]["path"], "", "{v}");
+}
+
+#[test]
 fn serve_logs_the_warnings_of_each_catalog_it_loads() {
     let dir = TempDir::new("serve-warnings");
     let text = r#"

@@ -6,6 +6,7 @@ pub mod bootstrap;
 pub mod ca;
 pub mod cache;
 pub mod catalog;
+pub mod check;
 pub mod diff;
 pub mod discovery;
 pub mod envoy_validate;

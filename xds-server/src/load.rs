@@ -241,29 +241,40 @@ impl CatalogReader {
 pub async fn load_once(
     location: &CatalogLocation,
     server: &crate::secrets::ServerSide,
-) -> Result<LoadedCatalog, String> {
+) -> Result<LoadedCatalog, LoadError> {
     let name = location.to_string();
     let mut reader = CatalogReader::new(location).await;
     let docs = reader
         .read()
-        .await?
-        .ok_or_else(|| format!("{name}: nothing read"))?;
+        .await
+        .map_err(LoadError::Read)?
+        .ok_or_else(|| LoadError::Read(format!("{name}: nothing read")))?;
     // Strict, as `validate` is: every fragment must be good.
     let parsed = match &docs {
         Documents::One(doc_name, bytes) => catalog::parse_bytes(doc_name, bytes),
         Documents::Fragments(fragments) => catalog::merge(&name, fragments),
     };
-    let mut catalog = parsed.map_err(|e| e.to_string())?;
+    let mut catalog = parsed.map_err(LoadError::Invalid)?;
     let base_dir = reader.base_dir();
     let errors = server.settle(&mut catalog, &base_dir);
     if !errors.is_empty() {
-        return Err(catalog::CatalogErrors {
+        return Err(LoadError::Invalid(catalog::CatalogErrors {
             source_name: name,
             errors,
-        }
-        .to_string());
+        }));
     }
     Ok(LoadedCatalog { catalog, base_dir })
+}
+
+/// Why [`load_once`] gave no catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The location could not be read (a missing file, S3 refused).
+    #[error("{0}")]
+    Read(String),
+    /// It was read, and is not a catalog `serve` would take.
+    #[error("{0}")]
+    Invalid(catalog::CatalogErrors),
 }
 
 /// The outcome of the latest catalog load, for `/readyz` and the logs.

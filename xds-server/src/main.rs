@@ -16,10 +16,10 @@ use xds_server::identity::Authorization;
 use xds_server::identity::client::IdentityClient;
 use xds_server::last_good::LastGoodLocation;
 use xds_server::load::CatalogLocation;
+use xds_server::render;
 use xds_server::serve::{self, IdentitySettings, ServeConfig};
 use xds_server::server::StreamLimits;
 use xds_server::tls::ServerCertificate;
-use xds_server::{envoy_validate, render};
 
 /// gRPC xDS control plane for generic Envoy proxies on AWS ECS.
 #[derive(Parser)]
@@ -229,6 +229,10 @@ enum Command {
         /// SPIFFE IDs in TLS settings when the catalog sets none.
         #[arg(long, env = "XDS_SERVER_TRUST_DOMAIN", default_value = "mesh.local")]
         trust_domain: String,
+        /// `text`: problems on stderr, `ok` on stdout; `json`: one object on stdout
+        /// (`ok`, `errors` and `warnings`, each with path, line, column and message), for CI.
+        #[arg(long, env = "XDS_SERVER_VALIDATE_OUTPUT", default_value = "text")]
+        output: ValidateOutput,
     },
     /// Print the resources a proxy would get (listeners, routes, clusters, endpoints).
     Render {
@@ -345,6 +349,12 @@ enum Command {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
+enum ValidateOutput {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
 enum StatusOutput {
     Table,
     Json,
@@ -387,55 +397,6 @@ async fn load_offline(
         .await
         .inspect_err(|e| eprintln!("{e}"))
         .ok()
-}
-
-/// `validate FILE --with LOCATION`: prints why FILE would be refused and gives `None`, or gives
-/// the catalog FILE's proxies would get.
-async fn validate_joining(
-    path: &std::path::Path,
-    with: &CatalogLocation,
-) -> anyhow::Result<Option<catalog::LoadedCatalog>> {
-    use xds_server::catalog::fragments::{self, Document};
-    if path.is_dir() {
-        anyhow::bail!(
-            "{}: --with checks one fragment file against a directory or prefix",
-            path.display()
-        );
-    }
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
-    let others = xds_server::load::read_fragments(with)
-        .await
-        .map_err(anyhow::Error::msg)?;
-    let fragment = Document::new(path.display().to_string(), bytes);
-    let joining = fragments::check_joining(&with.to_string(), &others, &fragment);
-    for (other, errors) in &joining.others_refused {
-        for e in errors {
-            eprintln!(
-                "warning: {with}: {other} is refused (the server serves its last good version, if any): {e}"
-            );
-        }
-    }
-    if !joining.errors.is_empty() {
-        let n = joining.errors.len();
-        eprintln!(
-            "{}: {n} error{} joining {with} as {}",
-            path.display(),
-            if n == 1 { "" } else { "s" },
-            joining.name
-        );
-        for e in &joining.errors {
-            eprintln!("  {e}");
-        }
-        return Ok(None);
-    }
-    let base_dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .map_or_else(|| PathBuf::from("."), PathBuf::from);
-    Ok(Some(catalog::LoadedCatalog {
-        catalog: joining.catalog,
-        base_dir,
-    }))
 }
 
 #[tokio::main]
@@ -551,45 +512,28 @@ async fn main() -> anyhow::Result<ExitCode> {
             envoy,
             with,
             trust_domain,
+            output,
         } => {
-            let loaded = match (with, &path) {
-                (Some(with), CatalogLocation::File(file)) => {
-                    match validate_joining(file, &with).await? {
-                        Some(c) => c,
-                        None => return Ok(ExitCode::FAILURE),
-                    }
-                }
-                (Some(_), _) => {
-                    anyhow::bail!("{path}: --with checks a local fragment file");
-                }
-                (None, _) => match load_offline(&path, trust_domain).await {
-                    Some(c) => c,
-                    None => return Ok(ExitCode::FAILURE),
-                },
+            let options = xds_server::check::Options {
+                with,
+                envoy,
+                trust_domain,
             };
-            for w in catalog::warnings(&loaded.catalog) {
-                eprintln!("warning: {w}");
-            }
-            if let Some(envoy) = envoy {
-                let verdicts = envoy_validate::validate_all(&envoy, &loaded);
-                let refused: Vec<_> = verdicts.iter().filter(|(_, v)| v.is_err()).collect();
-                if !refused.is_empty() {
-                    eprintln!(
-                        "{}: Envoy ({}) refuses {} of {} proxies",
-                        path,
-                        envoy.display(),
-                        refused.len(),
-                        verdicts.len()
-                    );
-                    for (proxy, verdict) in refused {
-                        if let Err(why) = verdict {
-                            eprintln!("  proxies.{proxy}: {why}");
-                        }
+            let report = xds_server::check::check(&path, options).await;
+            match output {
+                ValidateOutput::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+                ValidateOutput::Text => {
+                    eprint!("{}", report.text());
+                    if report.ok {
+                        println!("ok");
                     }
-                    return Ok(ExitCode::FAILURE);
                 }
             }
-            println!("ok");
+            return Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            });
         }
         Command::Render {
             catalog,

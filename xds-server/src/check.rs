@@ -1,0 +1,233 @@
+//! `xds-server validate`: everything it finds about a catalog, told to a person (text on
+//! stderr, `ok` on stdout) or to CI (`--output json` on stdout), with the same exit code.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::catalog::{self, CatalogError, LoadedCatalog};
+use crate::load::{CatalogLocation, LoadError};
+
+/// What `validate` found.
+#[derive(Debug, Default, Serialize)]
+pub struct Report {
+    /// The catalog checked.
+    pub location: String,
+    /// Whether `serve` would take it (no errors).
+    pub ok: bool,
+    /// Why it would be refused.
+    pub errors: Vec<Problem>,
+    /// What is most likely a mistake, without refusing it.
+    pub warnings: Vec<Problem>,
+    /// The text a person reads on stderr.
+    #[serde(skip)]
+    text: Vec<String>,
+}
+
+/// One error or warning.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    /// Field path (with a fragment's name first when several are merged); empty for the
+    /// document as a whole.
+    pub path: String,
+    /// Line in a YAML document, from 1.
+    pub line: Option<u64>,
+    /// Column in a YAML document, from 1.
+    pub column: Option<u64>,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl From<&CatalogError> for Problem {
+    fn from(e: &CatalogError) -> Problem {
+        Problem {
+            path: e.path.clone(),
+            line: e.position.map(|p| p.0),
+            column: e.position.map(|p| p.1),
+            message: e.message.clone(),
+        }
+    }
+}
+
+impl Problem {
+    fn at(path: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            path: path.into(),
+            line: None,
+            column: None,
+            message: message.into(),
+        }
+    }
+}
+
+/// What to check besides the catalog itself.
+#[derive(Debug, Default)]
+pub struct Options {
+    /// Check the location as one fragment joining the fragments of this directory or prefix.
+    pub with: Option<CatalogLocation>,
+    /// Have this Envoy binary check every proxy's configuration.
+    pub envoy: Option<PathBuf>,
+    /// The trust domain the control plane serves with.
+    pub trust_domain: String,
+}
+
+/// Checks `location` as `serve` would take it.
+pub async fn check(location: &CatalogLocation, options: Options) -> Report {
+    let mut report = Report {
+        location: location.to_string(),
+        ..Report::default()
+    };
+    let loaded = match (&options.with, location) {
+        (Some(with), CatalogLocation::File(file)) => joining(&mut report, file, with).await,
+        (Some(_), _) => {
+            report.error(
+                Problem::at("", "--with checks a local fragment file"),
+                format!("{location}: --with checks a local fragment file"),
+            );
+            None
+        }
+        (None, _) => {
+            let server = crate::secrets::ServerSide {
+                has_ca: true,
+                trust_domain: options.trust_domain.clone(),
+            };
+            match crate::load::load_once(location, &server).await {
+                Ok(c) => Some(c),
+                Err(LoadError::Read(e)) => {
+                    report.error(Problem::at("", e.clone()), e);
+                    None
+                }
+                Err(LoadError::Invalid(e)) => {
+                    report.errors.extend(e.errors.iter().map(Problem::from));
+                    report.text.push(e.to_string());
+                    None
+                }
+            }
+        }
+    };
+    let Some(loaded) = loaded else {
+        return report;
+    };
+    for w in catalog::warnings(&loaded.catalog) {
+        report.text.push(format!("warning: {w}"));
+        report.warnings.push(Problem::at(w.path, w.message));
+    }
+    if let Some(envoy) = &options.envoy {
+        with_envoy(&mut report, location, envoy, &loaded);
+    }
+    report.ok = report.errors.is_empty();
+    report
+}
+
+impl Report {
+    fn error(&mut self, problem: Problem, text: String) {
+        self.errors.push(problem);
+        self.text.push(text);
+    }
+
+    /// What a person reads on stderr (without the final `ok`).
+    pub fn text(&self) -> String {
+        self.text.iter().map(|t| format!("{t}\n")).collect()
+    }
+}
+
+/// `validate FILE --with LOCATION`: the catalog FILE's proxies would get, or `None` with the
+/// reasons in `report`.
+async fn joining(
+    report: &mut Report,
+    path: &Path,
+    with: &CatalogLocation,
+) -> Option<LoadedCatalog> {
+    use crate::catalog::fragments::{self, Document};
+    let shown = path.display().to_string();
+    if path.is_dir() {
+        let why = "--with checks one fragment file against a directory or prefix";
+        report.error(Problem::at("", why), format!("{shown}: {why}"));
+        return None;
+    }
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) => {
+            let why = format!("cannot read {shown}: {e}");
+            report.error(Problem::at("", why.clone()), why);
+            return None;
+        }
+    };
+    let others = match crate::load::read_fragments(with).await {
+        Ok(o) => o,
+        Err(e) => {
+            report.error(Problem::at("", e.clone()), e);
+            return None;
+        }
+    };
+    let fragment = Document::new(shown.clone(), bytes);
+    let joining = fragments::check_joining(&with.to_string(), &others, &fragment);
+    for (other, errors) in &joining.others_refused {
+        for e in errors {
+            report.text.push(format!(
+                "warning: {with}: {other} is refused (the server serves its last good version, if any): {e}"
+            ));
+            report.warnings.push(Problem {
+                message: format!(
+                    "{with}: {other} is refused (the server serves its last good version, if any): {}",
+                    e.message
+                ),
+                ..Problem::from(e)
+            });
+        }
+    }
+    if !joining.errors.is_empty() {
+        let n = joining.errors.len();
+        let mut text = format!(
+            "{shown}: {n} error{} joining {with} as {}",
+            if n == 1 { "" } else { "s" },
+            joining.name
+        );
+        for e in &joining.errors {
+            text.push_str(&format!("\n  {}", e.located()));
+        }
+        report.text.push(text);
+        report
+            .errors
+            .extend(joining.errors.iter().map(Problem::from));
+        return None;
+    }
+    let base_dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map_or_else(|| PathBuf::from("."), PathBuf::from);
+    Some(LoadedCatalog {
+        catalog: joining.catalog,
+        base_dir,
+    })
+}
+
+/// `--envoy`: what that Envoy refuses of each proxy's configuration.
+fn with_envoy(
+    report: &mut Report,
+    location: &CatalogLocation,
+    envoy: &Path,
+    loaded: &LoadedCatalog,
+) {
+    let verdicts = crate::envoy_validate::validate_all(envoy, loaded);
+    let refused: Vec<_> = verdicts
+        .iter()
+        .filter_map(|(p, v)| v.as_ref().err().map(|why| (p, why)))
+        .collect();
+    if refused.is_empty() {
+        return;
+    }
+    let mut text = format!(
+        "{location}: Envoy ({}) refuses {} of {} proxies",
+        envoy.display(),
+        refused.len(),
+        verdicts.len()
+    );
+    for (proxy, why) in refused {
+        text.push_str(&format!("\n  proxies.{proxy}: {why}"));
+        report
+            .errors
+            .push(Problem::at(format!("proxies.{proxy}"), why.to_string()));
+    }
+    report.text.push(text);
+}
