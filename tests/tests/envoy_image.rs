@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tests::process::{ChildGuard, envoy_bin};
+use tests::process::{ChildGuard, envoy_bin, envoy_executable};
 use tests::{
     Backend, Moto, TempDir, XdsServer, ca_init, free_port, http, identity, repo_root, wait_for,
     workspace_bin,
@@ -58,6 +58,18 @@ fn control_plane(dir: &TempDir, backend: &Backend, port: u16) -> XdsServer {
 }
 
 fn entrypoint(dir: &TempDir, meta: &Backend, admin: u16, env: &[(&str, String)]) -> ChildGuard {
+    ChildGuard::spawn(
+        entrypoint_command(dir, meta, admin, env),
+        dir.path().join("entrypoint.log"),
+    )
+}
+
+fn entrypoint_command(
+    dir: &TempDir,
+    meta: &Backend,
+    admin: u16,
+    env: &[(&str, String)],
+) -> Command {
     let bin_dir = workspace_bin("xds-server").parent().unwrap().to_path_buf();
     let path = format!(
         "{}:{}",
@@ -79,7 +91,7 @@ fn entrypoint(dir: &TempDir, meta: &Backend, admin: u16, env: &[(&str, String)])
             format!("127.0.0.1:{}", free_port()),
         )
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-    ChildGuard::spawn(cmd, dir.path().join("entrypoint.log"))
+    cmd
 }
 
 fn wait_connected(server: &XdsServer, envoy: &ChildGuard, port: u16) {
@@ -121,6 +133,57 @@ fn a_generated_bootstrap_makes_the_task_an_envoy_of_its_role() {
     wait_connected(&server, &envoy, port);
     let bootstrap = std::fs::read_to_string(dir.path().join("etc/envoy.yaml")).unwrap();
     assert!(bootstrap.contains(TASK_ARN), "{bootstrap}");
+}
+
+/// Under an ECS proxyConfiguration the container runs as UID 1337 (the UID the redirect
+/// ignores): the entrypoint writes its bootstrap into a directory of that user's (as the image's
+/// /etc/envoy is) and becomes an Envoy of its role; in a directory the user may not write, it
+/// fails at once, saying which directory and user.
+#[test]
+fn as_uid_1337_the_entrypoint_writes_its_bootstrap_where_that_user_may() {
+    use std::os::unix::fs::MetadataExt;
+    use std::os::unix::process::CommandExt;
+    let dir = TempDir::new("image-uid-1337");
+    let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
+    let server = control_plane(&dir, &app, port);
+    let env = |etc: &str| {
+        [
+            ("XDS_SERVER_PROXY", "demo".to_string()),
+            ("XDS_SERVER_XDS", format!("127.0.0.1:{}", server.xds_port)),
+            (
+                "ENVOY_BOOTSTRAP",
+                dir.path()
+                    .join(etc)
+                    .join("envoy.yaml")
+                    .display()
+                    .to_string(),
+            ),
+        ]
+    };
+    let own = dir.path().join("etc-1337");
+    std::fs::create_dir(&own).unwrap();
+    std::os::unix::fs::chown(&own, Some(1337), Some(1337)).unwrap();
+    let mut cmd = entrypoint_command(&dir, &meta, free_port(), &env("etc-1337"));
+    cmd.uid(1337).gid(1337).env("ENVOY", envoy_executable());
+    let envoy = ChildGuard::spawn(cmd, dir.path().join("entrypoint-1337.log"));
+    wait_connected(&server, &envoy, port);
+    let written = std::fs::metadata(own.join("envoy.yaml")).unwrap();
+    assert_eq!((written.uid(), written.gid()), (1337, 1337));
+
+    // A directory of root's (a task volume not made Envoy's first).
+    std::fs::create_dir(dir.path().join("etc-root")).unwrap();
+    let mut cmd = entrypoint_command(&dir, &meta, free_port(), &env("etc-root"));
+    cmd.uid(1337).gid(1337);
+    let out = cmd.output().expect("the entrypoint runs");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "generic-envoy: cannot write the bootstrap into {} as uid 1337",
+            dir.path().join("etc-root").display()
+        )),
+        "{stderr}"
+    );
 }
 
 /// The task's network reaches Envoy's metrics and readiness on the stats listener, and nothing
