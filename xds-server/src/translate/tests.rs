@@ -486,3 +486,25 @@ fn a_permissive_mtls_listener_has_a_tls_chain_with_rbac_and_a_plaintext_one() {
         "{text}"
     );
 }
+
+#[test]
+fn a_logical_dns_source_is_a_logical_dns_cluster() {
+    let text = CATALOG.replace(
+        "dns: { host: node.internal, port: 8333 }",
+        "dns: { host: node.internal, port: 8333, resolve: logical }",
+    );
+    let c = catalog::parse("c.yaml", &text).unwrap();
+    let r = translate(&c, &ProxyName("edge".into()), &endpoints());
+    assert_eq!(
+        cluster_of(&r, "node").cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(
+            envoy_types::pb::envoy::config::cluster::v3::cluster::DiscoveryType::LogicalDns as i32
+        ))
+    );
+    let bad = CATALOG.replace(
+        "dns: { host: node.internal, port: 8333 }",
+        "dns: { host: node.internal, port: 8333, resolve: round }",
+    );
+    let e = catalog::parse("c.yaml", &bad).unwrap_err().to_string();
+    assert!(e.contains("upstreams.node.endpoints.dns.resolve"), "{e}");
+}
