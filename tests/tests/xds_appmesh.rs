@@ -134,7 +134,7 @@ fn the_color_mesh_imports_into_fragments_that_validate_and_a_report_of_what_was_
         "virtual nodes: 6 described",
         "virtual services: 2 described",
         "virtual routers: 2 described",
-        "routes: 5 described",
+        "routes: 6 described",
         "virtual gateways: 1 described",
         "gateway routes: 1 described",
     ] {
@@ -290,6 +290,22 @@ fn envoys_configured_from_the_import_route_as_app_mesh_would() {
     // The exact path route, after the rewrite: /color/green is /green.
     let r = http::get(gateway_port, "/color/green", &[]).unwrap();
     assert!(r.body.starts_with("green"), "{}", r.body);
+
+    // A header in a range, another not matching a prefix (App Mesh's `invert`): green.
+    let r = http::get(
+        gateway_port,
+        "/color/",
+        &[("x-canary", "5"), ("x-user", "ann")],
+    )
+    .unwrap();
+    assert!(r.body.starts_with("green"), "{}", r.body);
+    for not_canary in [
+        [("x-canary", "10"), ("x-user", "ann")],
+        [("x-canary", "5"), ("x-user", "test-ann")],
+    ] {
+        let r = http::get(gateway_port, "/color/", &not_canary).unwrap();
+        assert!(!r.body.starts_with("green"), "{not_canary:?}: {}", r.body);
+    }
 
     // The weighted route: red 2, blue 1, green 0 (never).
     let n = 90;

@@ -1022,7 +1022,7 @@ mod appmesh {
     use super::Args;
 
     /// Routes of the color mesh besides the extra ones (tests/fixtures/appmesh_colorapp.py).
-    const BASE_ROUTES: usize = 5;
+    const BASE_ROUTES: usize = 6;
 
     pub fn run(a: &Args) -> anyhow::Result<()> {
         let dir = TempDir::new("bench-appmesh");

@@ -163,18 +163,16 @@ fn value_match(cond: Option<Cond>, invert: bool) -> Result<Value, String> {
     let Some(cond) = cond else {
         return Err("a match kind this importer does not know".into());
     };
-    match (cond, invert) {
-        (Cond::Present, false) => Ok(json!({ "present": true })),
-        (Cond::Present, true) => Ok(json!({ "absent": true })),
-        (_, true) => Err("`invert` of a value match: the catalog has no negated match".into()),
-        (Cond::Exact(v), false) => Ok(json!(v)),
-        (Cond::Prefix(v), false) => Ok(json!({ "prefix": v })),
-        (Cond::Suffix(v), false) => Ok(json!({ "suffix": v })),
-        (Cond::Regex(v), false) => Ok(json!({ "regex": v })),
-        (Cond::Range(..), false) => {
-            Err("`range` (a numeric range): the catalog has no range match".into())
-        }
-    }
+    let m = match cond {
+        Cond::Present if invert => return Ok(json!({ "absent": true })),
+        Cond::Present => json!({ "present": true }),
+        Cond::Exact(v) => json!(v),
+        Cond::Prefix(v) => json!({ "prefix": v }),
+        Cond::Suffix(v) => json!({ "suffix": v }),
+        Cond::Regex(v) => json!({ "regex": v }),
+        Cond::Range(start, end) => json!({ "range": { "start": start, "end": end } }),
+    };
+    Ok(if invert { json!({ "not": m }) } else { m })
 }
 
 /// One catalog route being made, with what the report says of it.
