@@ -88,6 +88,18 @@ if ! command -v strace >/dev/null; then
   apt_install strace
 fi
 
+# iptables and iproute2, for the transparent egress tests: in network namespaces of their own they redirect
+# a task's TCP to Envoy as ECS does for a proxyConfiguration of type APPMESH. Debian's default
+# (the nft backend) and iptables-legacy both work in these namespaces on this kernel (6.x).
+if ! command -v iptables >/dev/null; then
+  log "installing iptables (apt)"
+  apt_install iptables
+fi
+if ! command -v ip >/dev/null; then
+  log "installing iproute2 (apt)"
+  apt_install iproute2
+fi
+
 # Chromium, headless, for the test that reads the status page as a person sees it.
 if ! command -v chromium >/dev/null || ! command -v chromedriver >/dev/null; then
   log "installing chromium and chromium-driver (apt)"

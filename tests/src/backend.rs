@@ -42,6 +42,12 @@ impl Backend {
         Self::start_with(name, port, Arc::new(move |_: &str| body.clone()))
     }
 
+    /// Starts a backend on `addr` (e.g. an address of a test's network namespace).
+    pub fn start_at(name: &str, addr: SocketAddr) -> std::io::Result<Backend> {
+        let body = format!("{name}\n");
+        Self::start_on(name, addr, 200, Arc::new(move |_: &Request| body.clone()))
+    }
+
     /// Starts a backend that answers with its name, then the request head as it arrived
     /// (request line and headers, one a line); every response carries `x-backend: NAME`.
     pub fn start_echo(name: &str) -> std::io::Result<Backend> {
@@ -81,7 +87,21 @@ impl Backend {
         status: u16,
         respond: Handler,
     ) -> std::io::Result<Backend> {
-        let listener = TcpListener::bind(("127.0.0.1", port))?;
+        Self::start_on(
+            name,
+            SocketAddr::from(([127, 0, 0, 1], port)),
+            status,
+            respond,
+        )
+    }
+
+    fn start_on(
+        name: &str,
+        addr: SocketAddr,
+        status: u16,
+        respond: Handler,
+    ) -> std::io::Result<Backend> {
+        let listener = TcpListener::bind(addr)?;
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let hits = Arc::new(AtomicU64::new(0));

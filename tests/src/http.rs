@@ -48,7 +48,22 @@ pub fn request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<Response> {
-    let mut conn = TcpStream::connect(("127.0.0.1", port))?;
+    request_to(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        method,
+        path,
+        headers,
+    )
+}
+
+/// [`request`] to any address (e.g. one that only iptables makes answer).
+pub fn request_to(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<Response> {
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(10))?;
     conn.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut req = format!("{method} {path} HTTP/1.1\r\nconnection: close\r\n");
     // `host: localhost` unless the caller names the Host.

@@ -9,6 +9,7 @@ pub mod grpc;
 pub mod http;
 pub mod identity;
 pub mod moto;
+pub mod netns;
 pub mod openssl;
 pub mod process;
 pub mod prometheus;

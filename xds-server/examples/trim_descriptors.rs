@@ -30,6 +30,7 @@ const ROOTS: &[&str] = &[
     "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
     "envoy.extensions.filters.network.rbac.v3.RBAC",
     "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
+    "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
     "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
     "envoy.extensions.access_loggers.file.v3.FileAccessLog",
     "envoy.extensions.filters.http.fault.v3.HTTPFault",

@@ -43,11 +43,22 @@ fi
 
 envoy=${ENVOY:-envoy}
 bootstrap=${ENVOY_BOOTSTRAP:-/etc/envoy/envoy.yaml}
-[ -d "$(dirname "$bootstrap")" ] || mkdir -p "$(dirname "$bootstrap")"
+bootstrap_dir=$(dirname "$bootstrap")
+# Under an ECS proxyConfiguration (App Mesh style transparent egress) Envoy runs as UID 1337, the
+# one the redirect ignores: the directory it writes its bootstrap into must be that user's (the
+# image's /etc/envoy is; a task volume is root's until made Envoy's, as
+# infra/modules/envoy-service does).
+writable_bootstrap_dir() {
+  if ! { [ -d "$bootstrap_dir" ] || mkdir -p "$bootstrap_dir" 2>/dev/null; } || [ ! -w "$bootstrap_dir" ]; then
+    echo "generic-envoy: cannot write the bootstrap into $bootstrap_dir as uid $(id -u): make the directory this user's, or set ENVOY_BOOTSTRAP to a path in one" >&2
+    exit 1
+  fi
+}
 
 case "${XDS_SERVER_IDENTITY:-}" in
   1 | true)
     : "${XDS_SERVER_XDS:?XDS_SERVER_IDENTITY needs XDS_SERVER_XDS (the control plane, HOST:PORT)}"
+    writable_bootstrap_dir
     XDS_SERVER_IDENTITY_DIR=${XDS_SERVER_IDENTITY_DIR:-$(dirname "$bootstrap")/identity}
     export XDS_SERVER_IDENTITY_DIR
     [ -d "$XDS_SERVER_IDENTITY_DIR" ] || mkdir -p -m 0700 "$XDS_SERVER_IDENTITY_DIR"
@@ -78,6 +89,7 @@ case "${XDS_SERVER_IDENTITY:-}" in
 esac
 
 if [ -n "${ENVOY_BOOTSTRAP_S3:-}" ]; then
+  writable_bootstrap_dir
   S3_CONFIG_LOADER_TEMPLATE_ENV=${S3_CONFIG_LOADER_TEMPLATE_ENV:-PROXY,XDS_HOST} \
     s3-config-loader get "$ENVOY_BOOTSTRAP_S3" "$bootstrap" --validate "$envoy --mode validate -c {}"
 elif [ -z "${XDS_SERVER_PROXY:-}" ] && [ -f "$bootstrap" ]; then
@@ -85,11 +97,12 @@ elif [ -z "${XDS_SERVER_PROXY:-}" ] && [ -f "$bootstrap" ]; then
 else
   : "${XDS_SERVER_PROXY:?set XDS_SERVER_PROXY (the proxy role) or ENVOY_BOOTSTRAP_S3}"
   : "${XDS_SERVER_XDS:?set XDS_SERVER_XDS (the control plane, HOST:PORT) or ENVOY_BOOTSTRAP_S3}"
+  writable_bootstrap_dir
   # Envoy's admin stays on loopback; the task's network gets only GET /stats/prometheus and
   # GET /ready, on 9902. The bootstrap is written beside its final place and renamed, so a
   # restart never reads half a file. (Envoy reads the format from the extension: the staged
   # name keeps it.)
-  staged="$(dirname "$bootstrap")/.new-$(basename "$bootstrap")"
+  staged="$bootstrap_dir/.new-$(basename "$bootstrap")"
   XDS_SERVER_ENVOY_STATS_LISTEN=${XDS_SERVER_ENVOY_STATS_LISTEN:-0.0.0.0:9902} \
     xds-server bootstrap > "$staged"
   "$envoy" --mode validate -c "$staged" > /dev/null

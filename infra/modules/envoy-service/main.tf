@@ -133,6 +133,18 @@ resource "aws_security_group" "this" {
     }
   }
 
+  # With transparent_egress callers dial the app's own ports, which ECS redirects to Envoy.
+  dynamic "ingress" {
+    for_each = local.transparent ? var.transparent_egress.app_ports : []
+    content {
+      description = "App port ${ingress.value}, through Envoy's ingress listener"
+      from_port   = ingress.value
+      to_port     = ingress.value
+      protocol    = "tcp"
+      cidr_blocks = [var.vpc_cidr_block]
+    }
+  }
+
   ingress {
     description = "Envoy's stats listener (GET /stats/prometheus, /ready); the admin stays on loopback"
     from_port   = 9902
@@ -192,6 +204,15 @@ locals {
   }
 }
 
+locals {
+  # What runs before Envoy: the bootstrap writer (without identity), or the change of owner of
+  # Envoy's volume (identity with transparent egress, proxy.tf).
+  init_containers = concat(
+    var.identity ? [] : [local.bootstrap_container],
+    var.identity && local.transparent ? [local.envoy_config_owner_container] : [],
+  )
+}
+
 resource "aws_ecs_task_definition" "this" {
   family                   = "${var.name}-${var.service_name}"
   requires_compatibilities = ["FARGATE"]
@@ -212,14 +233,26 @@ resource "aws_ecs_task_definition" "this" {
     }
   }
 
-  container_definitions = jsonencode(concat(var.identity ? [] : [local.bootstrap_container], [
+  # Transparent egress and ingress (proxy.tf): ECS redirects the task's TCP to Envoy.
+  dynamic "proxy_configuration" {
+    for_each = local.proxy_configuration == null ? [] : [local.proxy_configuration]
+    content {
+      type           = proxy_configuration.value.type
+      container_name = proxy_configuration.value.container_name
+      properties     = proxy_configuration.value.properties
+    }
+  }
+
+  container_definitions = jsonencode(concat(local.init_containers, [
     {
       name                   = "envoy"
       image                  = var.envoy_image
       essential              = true
       readonlyRootFilesystem = true
-      dependsOn              = var.identity ? null : [{ containerName = "bootstrap", condition = "SUCCESS" }]
-      environment            = var.identity ? local.identity_environment : [{ name = "ENVOY_BOOTSTRAP", value = local.bootstrap }]
+      # The UID that ECS's redirect ignores (proxy.tf); the image's default user otherwise.
+      user        = local.transparent ? local.envoy_uid : null
+      dependsOn   = length(local.init_containers) == 0 ? null : [for c in local.init_containers : { containerName = c.name, condition = "SUCCESS" }]
+      environment = var.identity ? local.identity_environment : [{ name = "ENVOY_BOOTSTRAP", value = local.bootstrap }]
       # With identity Envoy's container writes its bootstrap and certificate there (/etc/envoy/identity).
       mountPoints = [{ sourceVolume = "envoy-config", containerPath = "/etc/envoy", readOnly = !var.identity }]
       portMappings = concat(

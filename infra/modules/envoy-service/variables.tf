@@ -173,3 +173,24 @@ variable "tags" {
   description = "Tags added to every resource."
   default     = {}
 }
+
+variable "transparent_egress" {
+  type = object({
+    app_ports            = list(number)
+    egress_ignored_ips   = optional(list(string), [])
+    egress_ignored_ports = optional(list(number), [])
+  })
+  description = "App Mesh style transparent proxying: the task's proxyConfiguration (APPMESH) has ECS redirect the task's outbound TCP to Envoy's port 15001 and inbound TCP to app_ports to its port 15000, with iptables; Envoy runs as UID 1337, whose own connections are not redirected, nor those to the task metadata and credentials endpoints (169.254.170.2, 169.254.169.254) or to egress_ignored_ips and egress_ignored_ports. The catalog fragment must give the proxy listeners on 15000 and 15001 with original_destination (docs/catalog.md). null (the default): no redirect."
+  default     = null
+  validation {
+    condition     = var.transparent_egress == null || length(try(var.transparent_egress.app_ports, [])) > 0
+    error_message = "transparent_egress.app_ports lists the ports the application listens on (at least one): ECS redirects connections to them to Envoy's ingress port."
+  }
+  validation {
+    condition = var.transparent_egress == null || alltrue([
+      for p in concat(try(var.transparent_egress.app_ports, []), try(var.transparent_egress.egress_ignored_ports, [])) :
+      p >= 1 && p <= 65535 && floor(p) == p && !contains([15000, 15001], p)
+    ])
+    error_message = "transparent_egress ports are whole numbers 1-65535, other than Envoy's own 15000 and 15001."
+  }
+}

@@ -283,6 +283,13 @@ pub struct Listener {
     pub idle_timeout: Option<Duration>,
     /// One log line per request (HTTP) or connection (TCP).
     pub access_log: Option<AccessLog>,
+    /// Also takes the connections iptables redirected to this port (ECS `proxyConfiguration`),
+    /// which keep the address the app dialled: App Mesh style transparent egress and ingress.
+    #[serde(default)]
+    pub original_destination: bool,
+    /// TCP with `original_destination`: the upstream for each destination port the app
+    /// dialled; `to` or `split`, when given, takes the other ports, else they are closed.
+    pub ports: Option<BTreeMap<i64, UpstreamName>>,
 }
 
 impl Listener {

@@ -864,3 +864,93 @@ fn an_alias_is_owned_across_fragments_like_a_proxy_name() {
         ]
     );
 }
+
+const EGRESS: &str = r#"
+version: 1
+proxies:
+  app:
+    listeners:
+      - name: egress
+        port: 15001
+        protocol: http
+        original_destination: true
+        virtual_hosts:
+          - { name: connector, domains: ["connector.prism-test.atala.local:50051"], routes: [ { match: { prefix: / }, to: connector } ] }
+      - name: egress-tcp
+        port: 15002
+        protocol: tcp
+        original_destination: true
+        ports: { 18332: bitcoind, 5432: postgres }
+upstreams:
+  connector: { protocol: grpc, endpoints: { static: ["10.0.3.1:50051"] } }
+  bitcoind: { protocol: tcp, endpoints: { static: ["10.0.3.2:18332"] } }
+  postgres: { protocol: tcp, endpoints: { static: ["10.0.3.3:5432"] } }
+"#;
+
+#[test]
+fn original_destination_listeners_parse_with_their_ports() {
+    let c = parse("catalog.yaml", EGRESS).unwrap();
+    let listeners = &c.proxies[&ProxyName("app".into())].listeners;
+    assert!(listeners[0].original_destination);
+    let ports = listeners[1].ports.as_ref().unwrap();
+    assert_eq!(ports[&18332], UpstreamName("bitcoind".into()));
+    assert_eq!(ports[&5432], UpstreamName("postgres".into()));
+    // JSON keys are strings; they read as the same ports.
+    let value: serde_json::Value = serde_saphyr::from_str(EGRESS).unwrap();
+    assert_eq!(parse("catalog.json", &value.to_string()).unwrap(), c);
+    assert!(warnings(&c).is_empty(), "{:?}", warnings(&c));
+}
+
+#[test]
+fn ports_need_a_tcp_listener_with_original_destination() {
+    let at = "proxies.app.listeners";
+    let e = errors(&EGRESS.replace("original_destination: true\n        ports", "ports"));
+    assert_eq!(
+        e,
+        vec![format!(
+            "{at}[1].ports: `ports` chooses by the port the app dialled, which only a listener with `original_destination: true` knows"
+        )]
+    );
+    let e = errors(&EGRESS.replace(
+        "original_destination: true\n        virtual_hosts",
+        "original_destination: true\n        ports: { 80: bitcoind }\n        virtual_hosts",
+    ));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with(&format!("{at}[0].ports: only tcp listeners take `ports`")),
+        "{e:?}"
+    );
+    let e = errors(&EGRESS.replace(
+        "{ 18332: bitcoind, 5432: postgres }",
+        "{ 70000: bitcoind, 5432: postgres, 6379: redis }",
+    ));
+    assert_eq!(
+        e,
+        vec![
+            format!("{at}[1].ports.6379: upstream \"redis\" is not defined in `upstreams`"),
+            format!("{at}[1].ports.70000: port 70000 is out of range (1-65535)"),
+        ]
+    );
+    let e = errors(&EGRESS.replace("{ 18332: bitcoind, 5432: postgres }", "{}"));
+    assert_eq!(e, vec![format!("{at}[1].ports: needs at least one port")]);
+    let e = errors(&EGRESS.replace("{ 18332: bitcoind, 5432: postgres }", "{ x: bitcoind }"));
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].starts_with(&format!("{at}[1].ports")), "{e:?}");
+}
+
+#[test]
+fn ports_take_a_default_for_the_other_ports() {
+    let text = EGRESS.replace(
+        "ports: { 18332: bitcoind, 5432: postgres }",
+        "ports: { 18332: bitcoind }\n        to: postgres",
+    );
+    assert_eq!(errors(&text), Vec::<String>::new());
+    let text = EGRESS.replace(
+        "ports: { 18332: bitcoind, 5432: postgres }",
+        "ports: { 18332: bitcoind }\n        split: { postgres: 0 }",
+    );
+    assert_eq!(
+        errors(&text),
+        vec!["proxies.app.listeners[1].split: at least one weight must be greater than 0"]
+    );
+}

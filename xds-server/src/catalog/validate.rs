@@ -150,12 +150,22 @@ fn run<'a>(catalog: &'a Catalog, scope: Scope<'a>) -> Validator<'a> {
             }
             match l.protocol {
                 ListenerProtocol::Tcp => {
-                    match (&l.to, &l.split) {
-                        (None, None) => v.err(
+                    match (&l.to, &l.split, &l.ports) {
+                        (None, None, None) => v.err(
                             &format!("{at}.to"),
-                            "a tcp listener needs `to` (or `split`)".into(),
+                            "a tcp listener needs `to` (or `split`, or `ports`)".into(),
                         ),
+                        // Only `ports`: a connection to any other port is closed.
+                        (None, None, Some(_)) => {}
                         _ => v.destination(&at, &l.to, &l.split, catalog, false),
+                    }
+                    if let Some(ports) = &l.ports {
+                        v.ports(
+                            &format!("{at}.ports"),
+                            ports,
+                            l.original_destination,
+                            catalog,
+                        );
                     }
                     if !l.routes.is_empty() {
                         v.err(
@@ -183,6 +193,12 @@ fn run<'a>(catalog: &'a Catalog, scope: Scope<'a>) -> Validator<'a> {
                     }
                 }
                 ListenerProtocol::Http => {
+                    if l.ports.is_some() {
+                        v.err(
+                            &format!("{at}.ports"),
+                            "only tcp listeners take `ports`; an http listener chooses by Host (`virtual_hosts` with domains like \"NAME:PORT\")".into(),
+                        );
+                    }
                     if l.to.is_some() {
                         v.err(
                             &format!("{at}.to"),
@@ -712,6 +728,31 @@ impl<'a> Validator<'a> {
         self.destination(at, &r.to, &r.split, catalog, true);
         if let Some(retries) = &r.retries {
             self.retries(&format!("{at}.retries"), retries);
+        }
+    }
+
+    /// A TCP listener's upstream per destination port: ports chosen by the address the app
+    /// dialled, so only with `original_destination`.
+    fn ports(
+        &mut self,
+        at: &str,
+        ports: &BTreeMap<i64, UpstreamName>,
+        original_destination: bool,
+        catalog: &'a Catalog,
+    ) {
+        if !original_destination {
+            self.err(
+                at,
+                "`ports` chooses by the port the app dialled, which only a listener with `original_destination: true` knows".into(),
+            );
+        }
+        if ports.is_empty() {
+            self.err(at, "needs at least one port".into());
+        }
+        for (port, to) in ports {
+            let p = format!("{at}.{port}");
+            self.port(&p, *port);
+            self.upstream_ref(&p, to, catalog, false);
         }
     }
 

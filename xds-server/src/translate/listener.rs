@@ -1,4 +1,5 @@
-//! Listeners: an HTTP connection manager (routes over RDS) or a TCP proxy.
+//! Listeners: an HTTP connection manager (routes over RDS) or a TCP proxy, per destination port
+//! when the listener takes redirected connections (`original_destination`).
 
 use envoy_types::pb::envoy::config::core::v3::{
     Address, SocketAddress, address, socket_address::PortSpecifier,
@@ -11,6 +12,7 @@ use envoy_types::pb::envoy::extensions::filters::http::cors::v3::Cors;
 use envoy_types::pb::envoy::extensions::filters::http::fault::v3::HttpFault;
 use envoy_types::pb::envoy::extensions::filters::http::grpc_web::v3::GrpcWeb;
 use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::listener::original_dst::v3::OriginalDst;
 use envoy_types::pb::envoy::extensions::filters::listener::tls_inspector::v3::TlsInspector;
 use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
     HttpConnectionManager, HttpFilter, Rds, http_connection_manager::RouteSpecifier,
@@ -21,7 +23,7 @@ use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
     TcpProxy,
     tcp_proxy::{ClusterSpecifier, WeightedCluster, weighted_cluster::ClusterWeight},
 };
-use envoy_types::pb::google::protobuf::Any;
+use envoy_types::pb::google::protobuf::{Any, UInt32Value};
 use envoy_types::util::pack_any;
 
 use super::{access_log, ads_config_source, tls};
@@ -34,10 +36,12 @@ const GRPC_WEB_FILTER: &str = "envoy.filters.http.grpc_web";
 const ROUTER_FILTER: &str = "envoy.filters.http.router";
 const RBAC_FILTER: &str = "envoy.filters.network.rbac";
 const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
+const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
 
 pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> Any {
-    // The filter that serves the listener, its stats under `stat_prefix`.
-    let serving = |stat_prefix: String| match l.protocol {
+    // The filter that serves the connections to one destination port (`None`: any port no
+    // other chain names), its stats under `stat_prefix`.
+    let serving = |stat_prefix: String, port: Option<u32>| match l.protocol {
         ListenerProtocol::Http => Filter {
             name: "envoy.filters.network.http_connection_manager".into(),
             config_type: Some(ConfigType::TypedConfig(pack_any(http_connection_manager(
@@ -49,14 +53,13 @@ pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> An
             name: "envoy.filters.network.tcp_proxy".into(),
             config_type: Some(ConfigType::TypedConfig(pack_any(TcpProxy {
                 stat_prefix,
-                cluster_specifier: tcp_destination(l),
+                cluster_specifier: tcp_destination(l, port),
                 idle_timeout: l.idle_timeout.map(|d| super::pb_duration(d.get())),
                 access_log: access_log::loggers(l.access_log.as_ref(), l.protocol),
                 ..Default::default()
             }))),
         },
     };
-    let filter = serving(l.name.clone());
     let address = Some(Address {
         address: Some(address::Address::SocketAddress(SocketAddress {
             address: l.address.clone().unwrap_or_else(|| "0.0.0.0".into()),
@@ -64,14 +67,62 @@ pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> An
             ..Default::default()
         })),
     });
+    // The original destination, restored before any chain is chosen, is what a port's chain
+    // matches on. A port no chain names and no default takes has no chain: Envoy closes the
+    // connection (counted in `listener.ADDRESS.no_filter_chain_match`).
+    let mut listener_filters = Vec::new();
+    if l.original_destination {
+        listener_filters.push(listener_filter(ORIGINAL_DST, pack_any(OriginalDst {})));
+    }
+    let mut ports: Vec<Option<u32>> = l
+        .ports
+        .iter()
+        .flat_map(|p| p.keys())
+        .map(|p| Some(*p as u32))
+        .collect();
+    if l.ports.is_none() || l.to.is_some() || l.split.is_some() {
+        ports.push(None);
+    }
+    // Per destination port: a chain's name, stat prefix and match (the default chain keeps
+    // the listener's own names).
+    let per_port = |port: Option<u32>, suffix: &str| {
+        let (name, stats) = match port {
+            Some(p) => (format!("port-{p}"), format!("{}_{p}", l.name)),
+            None => (String::new(), l.name.clone()),
+        };
+        let name = match (name.is_empty(), suffix.is_empty()) {
+            (true, _) => suffix.to_string(),
+            (false, true) => name,
+            (false, false) => format!("{name}-{suffix}"),
+        };
+        let stats = if suffix == "plaintext" {
+            format!("{stats}_plaintext")
+        } else {
+            stats
+        };
+        (name, stats, port.map(|value| UInt32Value { value }))
+    };
     let Some(tls) = &l.tls else {
+        let filter_chains = ports
+            .iter()
+            .map(|port| {
+                let (name, stats, destination_port) = per_port(*port, "");
+                FilterChain {
+                    name,
+                    filter_chain_match: destination_port.map(|p| FilterChainMatch {
+                        destination_port: Some(p),
+                        ..Default::default()
+                    }),
+                    filters: vec![serving(stats, *port)],
+                    ..Default::default()
+                }
+            })
+            .collect();
         return pack_any(EnvoyListener {
             name: l.name.clone(),
             address,
-            filter_chains: vec![FilterChain {
-                filters: vec![filter],
-                ..Default::default()
-            }],
+            listener_filters,
+            filter_chains,
             ..Default::default()
         });
     };
@@ -89,46 +140,57 @@ pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> An
                 ..Default::default()
             }))),
         });
-    let tls_chain = FilterChain {
-        name: "tls".into(),
-        filters: rbac.into_iter().chain([filter.clone()]).collect(),
-        transport_socket: Some(tls::downstream(proxy, tls, l.protocol)),
-        ..Default::default()
-    };
-    let (listener_filters, filter_chains) = match tls.mode {
-        TlsMode::Strict => (Vec::new(), vec![tls_chain]),
+    let permissive = tls.mode == TlsMode::Permissive;
+    let mut filter_chains = Vec::new();
+    for port in &ports {
+        let (name, stats, destination_port) = per_port(*port, "tls");
+        let tls_chain = FilterChain {
+            name,
+            filters: rbac
+                .iter()
+                .cloned()
+                .chain([serving(stats, *port)])
+                .collect(),
+            transport_socket: Some(tls::downstream(proxy, tls, l.protocol)),
+            filter_chain_match: destination_port.map(|p| FilterChainMatch {
+                destination_port: Some(p),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        if !permissive {
+            filter_chains.push(tls_chain);
+            continue;
+        }
         // The TLS inspector tells TLS from plaintext; each gets its own chain, the plaintext
         // one its own stats (`NAME_plaintext`), so the plaintext share shows when strict is
         // safe. No RBAC on it: plaintext names nobody.
-        TlsMode::Permissive => (
-            vec![ListenerFilter {
-                name: TLS_INSPECTOR.into(),
-                config_type: Some(ListenerFilterConfigType::TypedConfig(pack_any(
-                    TlsInspector::default(),
-                ))),
+        let (name, stats, _) = per_port(*port, "plaintext");
+        filter_chains.push(FilterChain {
+            filter_chain_match: Some(FilterChainMatch {
+                transport_protocol: "tls".into(),
+                destination_port,
                 ..Default::default()
-            }],
-            vec![
-                FilterChain {
-                    filter_chain_match: Some(FilterChainMatch {
-                        transport_protocol: "tls".into(),
-                        ..Default::default()
-                    }),
-                    ..tls_chain
-                },
-                FilterChain {
-                    name: "plaintext".into(),
-                    filter_chain_match: Some(FilterChainMatch {
-                        transport_protocol: "raw_buffer".into(),
-                        ..Default::default()
-                    }),
-                    filters: vec![serving(format!("{}_plaintext", l.name))],
-                    ..Default::default()
-                },
-            ],
-        ),
-    };
-    let permissive = tls.mode == TlsMode::Permissive;
+            }),
+            ..tls_chain
+        });
+        filter_chains.push(FilterChain {
+            name,
+            filter_chain_match: Some(FilterChainMatch {
+                transport_protocol: "raw_buffer".into(),
+                destination_port,
+                ..Default::default()
+            }),
+            filters: vec![serving(stats, *port)],
+            ..Default::default()
+        });
+    }
+    if permissive {
+        listener_filters.push(listener_filter(
+            TLS_INSPECTOR,
+            pack_any(TlsInspector::default()),
+        ));
+    }
     pack_any(EnvoyListener {
         name: l.name.clone(),
         address,
@@ -143,9 +205,21 @@ pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> An
     })
 }
 
-/// The upstream of a TCP listener, or its weighted upstreams. Envoy's TCP proxy takes no
-/// weight 0: a parked upstream is left out (its cluster stays, warm for when it gets a weight).
-fn tcp_destination(l: &Listener) -> Option<ClusterSpecifier> {
+fn listener_filter(name: &str, config: Any) -> ListenerFilter {
+    ListenerFilter {
+        name: name.into(),
+        config_type: Some(ListenerFilterConfigType::TypedConfig(config)),
+        ..Default::default()
+    }
+}
+
+/// The upstream of a TCP listener's connections to `port` (`None`: the other ports), or its
+/// weighted upstreams. Envoy's TCP proxy takes no weight 0: a parked upstream is left out (its
+/// cluster stays, warm for when it gets a weight).
+fn tcp_destination(l: &Listener, port: Option<u32>) -> Option<ClusterSpecifier> {
+    if let Some(to) = port.and_then(|p| l.ports.as_ref()?.get(&i64::from(p))) {
+        return Some(ClusterSpecifier::Cluster(to.0.clone()));
+    }
     if let Some(to) = &l.to {
         return Some(ClusterSpecifier::Cluster(to.0.clone()));
     }

@@ -164,6 +164,7 @@ pub(crate) fn used_upstreams(p: &crate::catalog::Proxy) -> Vec<&UpstreamName> {
             ListenerProtocol::Tcp => {
                 used.extend(l.to.iter());
                 used.extend(l.split.iter().flat_map(|s| s.keys()));
+                used.extend(l.ports.iter().flat_map(|p| p.values()));
             }
         }
     }

@@ -540,3 +540,126 @@ fn not_and_range_header_matches_are_envoy_s_inverted_and_range_matches() {
         Some(HeaderMatchSpecifier::PresentMatch(true))
     );
 }
+
+const EGRESS: &str = r#"
+version: 1
+proxies:
+  app:
+    listeners:
+      - name: egress
+        port: 15001
+        protocol: http
+        original_destination: true
+        virtual_hosts:
+          - { name: web, domains: ["web.mesh.test:8080"], routes: [ { match: { prefix: / }, to: web } ] }
+      - name: egress-tcp
+        port: 15002
+        protocol: tcp
+        original_destination: true
+        ports: { 18332: bitcoind, 5432: postgres }
+      - { name: plain, port: 8080, protocol: tcp, to: bitcoind }
+upstreams:
+  web: { protocol: http1, endpoints: { static: ["10.0.3.1:8080"] } }
+  bitcoind: { protocol: tcp, endpoints: { static: ["10.0.3.2:18332"] } }
+  postgres: { protocol: tcp, endpoints: { static: ["10.0.3.3:5432"] } }
+"#;
+
+/// Each filter chain of a listener: its destination port and the cluster its TCP proxy
+/// sends to (`None` for an HTTP connection manager).
+fn chains(
+    l: &envoy_types::pb::envoy::config::listener::v3::Listener,
+) -> Vec<(Option<u32>, Option<String>)> {
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    use envoy_types::pb::envoy::extensions::filters::network::tcp_proxy::v3::{
+        TcpProxy, tcp_proxy::ClusterSpecifier as Tcp,
+    };
+    l.filter_chains
+        .iter()
+        .map(|c| {
+            let port = c
+                .filter_chain_match
+                .as_ref()
+                .and_then(|m| m.destination_port.as_ref())
+                .map(|p| p.value);
+            let Some(ConfigType::TypedConfig(any)) = c.filters[0].config_type.clone() else {
+                panic!("{c:?}");
+            };
+            let cluster = (c.filters[0].name == "envoy.filters.network.tcp_proxy").then(|| {
+                match TcpProxy::decode(any.value.as_slice())
+                    .unwrap()
+                    .cluster_specifier
+                {
+                    Some(Tcp::Cluster(name)) => name,
+                    other => panic!("{other:?}"),
+                }
+            });
+            (port, cluster)
+        })
+        .collect()
+}
+
+fn egress_listener(
+    text: &str,
+    name: &str,
+) -> envoy_types::pb::envoy::config::listener::v3::Listener {
+    let c = catalog::parse("c.yaml", text).unwrap();
+    let r = translate(&c, &ProxyName("app".into()), &EndpointMap::new());
+    envoy_types::pb::envoy::config::listener::v3::Listener::decode(
+        r.of(ResourceType::Listener)[name].value.as_slice(),
+    )
+    .unwrap()
+}
+
+#[test]
+fn original_destination_adds_the_filter_and_ports_become_chains_by_destination_port() {
+    let http = egress_listener(EGRESS, "egress");
+    let filters: Vec<&str> = http
+        .listener_filters
+        .iter()
+        .map(|f| f.name.as_str())
+        .collect();
+    assert_eq!(filters, ["envoy.filters.listener.original_dst"]);
+    assert_eq!(chains(&http), [(None, None)]);
+
+    let tcp = egress_listener(EGRESS, "egress-tcp");
+    assert_eq!(tcp.listener_filters.len(), 1);
+    // No default chain: a connection to another port is closed.
+    assert_eq!(
+        chains(&tcp),
+        [
+            (Some(5432), Some("postgres".into())),
+            (Some(18332), Some("bitcoind".into()))
+        ]
+    );
+    let with_default = EGRESS.replace(
+        "ports: { 18332: bitcoind, 5432: postgres }",
+        "ports: { 18332: bitcoind }\n        to: postgres",
+    );
+    assert_eq!(
+        chains(&egress_listener(&with_default, "egress-tcp")),
+        [
+            (Some(18332), Some("bitcoind".into())),
+            (None, Some("postgres".into()))
+        ]
+    );
+
+    let plain = egress_listener(EGRESS, "plain");
+    assert!(plain.listener_filters.is_empty());
+    assert_eq!(chains(&plain), [(None, Some("bitcoind".into()))]);
+    // The port upstreams are the proxy's clusters.
+    let c = catalog::parse("c.yaml", EGRESS).unwrap();
+    let r = translate(&c, &ProxyName("app".into()), &EndpointMap::new());
+    assert_eq!(
+        names(&r, ResourceType::Cluster),
+        ["bitcoind", "postgres", "web"]
+    );
+    // `render` and the debug pages show them (the descriptors know the filter).
+    let shown = crate::render::any_json(&r.of(ResourceType::Listener)["egress-tcp"]).unwrap();
+    let text = shown.to_string();
+    assert!(
+        text.contains("envoy.filters.listener.original_dst")
+            && text.contains("envoy.extensions.filters.listener.original_dst.v3.OriginalDst")
+            && text.contains(r#""destination_port":5432"#),
+        "{text}"
+    );
+}

@@ -275,7 +275,9 @@ fn a_tcp_split_follows_the_route_split_rule() {
     );
     assert_eq!(
         tcp(""),
-        [format!("{at}.to: a tcp listener needs `to` (or `split`)")]
+        [format!(
+            "{at}.to: a tcp listener needs `to` (or `split`, or `ports`)"
+        )]
     );
     assert_eq!(
         errors("        split: { web: 1 }\n        routes: [ { match: { prefix: / }, to: web } ]"),

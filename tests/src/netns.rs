@@ -1,0 +1,244 @@
+//! Network namespaces a test creates for itself (iproute2), with links and iptables rules of
+//! their own: traffic in them never reaches the machine's network. Each is removed when its
+//! handle drops, also when the test fails.
+
+use std::os::fd::AsRawFd;
+use std::process::Command;
+
+/// A network namespace, deleted (with every process still in it) when dropped.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a namespace named after `label`, this process and a counter, its loopback up.
+    pub fn new(label: &str) -> Netns {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("xds-e2e-{label}-{}-{n}", std::process::id());
+        run(Command::new("ip").args(["netns", "add", &name]));
+        let ns = Netns { name };
+        ns.exec(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// Its name, as `ip netns` knows it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs a command inside (`ip netns exec`); panics with its output when it fails.
+    pub fn exec(&self, args: &[&str]) -> String {
+        run(Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(args))
+    }
+
+    /// Links this namespace to `other` by a veth pair: `dev` here with `cidr`, `other_dev`
+    /// there with `other_cidr` (same subnet).
+    pub fn link(&self, dev: &str, cidr: &str, other: &Netns, other_dev: &str, other_cidr: &str) {
+        self.exec(&[
+            "ip",
+            "link",
+            "add",
+            dev,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            other_dev,
+            "netns",
+            &other.name,
+        ]);
+        self.exec(&["ip", "addr", "add", cidr, "dev", dev]);
+        self.exec(&["ip", "link", "set", dev, "up"]);
+        other.exec(&["ip", "addr", "add", other_cidr, "dev", other_dev]);
+        other.exec(&["ip", "link", "set", other_dev, "up"]);
+    }
+
+    /// Runs `f` on a thread inside the namespace: the sockets it opens and the processes it
+    /// starts live there. A panic in `f` is this call's panic.
+    pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::scope(|s| {
+            let thread = s.spawn(|| {
+                let ns = std::fs::File::open(&path)
+                    .unwrap_or_else(|e| panic!("cannot open {path}: {e}"));
+                // SAFETY: setns(2) on a descriptor we own; it moves only this thread.
+                let rc = unsafe { libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNET) };
+                assert_eq!(rc, 0, "setns({path}): {}", std::io::Error::last_os_error());
+                f()
+            });
+            match thread.join() {
+                Ok(v) => v,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    }
+}
+
+/// The properties of an ECS task's `proxyConfiguration` of type `APPMESH` (ECS's names).
+#[derive(Debug, Clone)]
+pub struct AppMeshProxyConfiguration {
+    /// `IgnoredUID`: the proxy's own connections, never redirected.
+    pub ignored_uid: u32,
+    /// `ProxyIngressPort`: where connections to `app_ports` go.
+    pub proxy_ingress_port: u16,
+    /// `ProxyEgressPort`: where the task's outbound TCP goes.
+    pub proxy_egress_port: u16,
+    /// `AppPorts`: the application's ports, reached from outside through the proxy.
+    pub app_ports: Vec<u16>,
+    /// `EgressIgnoredIPs`: destinations reached directly (task metadata, credentials).
+    pub egress_ignored_ips: Vec<String>,
+}
+
+impl Default for AppMeshProxyConfiguration {
+    /// What App Mesh's documentation gives for ECS.
+    fn default() -> Self {
+        AppMeshProxyConfiguration {
+            ignored_uid: 1337,
+            proxy_ingress_port: 15000,
+            proxy_egress_port: 15001,
+            app_ports: Vec::new(),
+            egress_ignored_ips: vec!["169.254.170.2".into(), "169.254.169.254".into()],
+        }
+    }
+}
+
+impl Netns {
+    /// The nat rules ECS's App Mesh CNI plugin installs in an awsvpc task's namespace for
+    /// `config`: outbound TCP to any address not of the task itself goes to the egress port,
+    /// unless it comes from the ignored UID or goes to an ignored IP; inbound TCP from outside
+    /// to an app port goes to the ingress port.
+    pub fn redirect_like_ecs(&self, config: &AppMeshProxyConfiguration) {
+        let nat = |args: &[&str]| {
+            let mut all = vec!["iptables", "-w", "-t", "nat"];
+            all.extend_from_slice(args);
+            self.exec(&all);
+        };
+        let (uid, egress, ingress) = (
+            config.ignored_uid.to_string(),
+            config.proxy_egress_port.to_string(),
+            config.proxy_ingress_port.to_string(),
+        );
+        nat(&["-N", "APPMESH_EGRESS"]);
+        nat(&["-N", "APPMESH_INGRESS"]);
+        nat(&[
+            "-A",
+            "APPMESH_EGRESS",
+            "-m",
+            "owner",
+            "--uid-owner",
+            &uid,
+            "-j",
+            "RETURN",
+        ]);
+        if !config.egress_ignored_ips.is_empty() {
+            let ips = config.egress_ignored_ips.join(",");
+            nat(&[
+                "-A",
+                "APPMESH_EGRESS",
+                "-p",
+                "tcp",
+                "-d",
+                &ips,
+                "-j",
+                "RETURN",
+            ]);
+        }
+        nat(&[
+            "-A",
+            "APPMESH_EGRESS",
+            "-p",
+            "tcp",
+            "-j",
+            "REDIRECT",
+            "--to-ports",
+            &egress,
+        ]);
+        nat(&[
+            "-A",
+            "OUTPUT",
+            "-p",
+            "tcp",
+            "-m",
+            "addrtype",
+            "!",
+            "--dst-type",
+            "LOCAL",
+            "-j",
+            "APPMESH_EGRESS",
+        ]);
+        if !config.app_ports.is_empty() {
+            let ports: Vec<String> = config.app_ports.iter().map(u16::to_string).collect();
+            nat(&[
+                "-A",
+                "APPMESH_INGRESS",
+                "-p",
+                "tcp",
+                "-m",
+                "multiport",
+                "--dports",
+                &ports.join(","),
+                "-j",
+                "REDIRECT",
+                "--to-ports",
+                &ingress,
+            ]);
+        }
+        nat(&[
+            "-A",
+            "PREROUTING",
+            "-p",
+            "tcp",
+            "-m",
+            "addrtype",
+            "!",
+            "--src-type",
+            "LOCAL",
+            "-j",
+            "APPMESH_INGRESS",
+        ]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        // Processes the test started in here and has not stopped would keep the namespace's
+        // interfaces alive; only processes of this namespace are signalled.
+        if let Ok(out) = Command::new("ip")
+            .args(["netns", "pids", &self.name])
+            .output()
+        {
+            for pid in String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                // SAFETY: kill(2) of a process inside the test's own namespace.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+        let deleted = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        if !deleted.is_ok_and(|s| s.success()) {
+            eprintln!("could not delete network namespace {}", self.name);
+        }
+    }
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
