@@ -263,7 +263,7 @@ impl Ctx<'_> {
         {
             Some("ALLOW_ALL") => r.not_mapped(
                 "spec.egressFilter.type",
-                "ALLOW_ALL: traffic to names outside the mesh needs a passthrough cluster on an `original_destination` egress listener, which this import does not write yet; such traffic gets 404 from the egress listener",
+                "ALLOW_ALL: traffic to names outside the mesh needs a passthrough to the address dialled, which the catalog has not (yet); such traffic gets 404 from the egress listener: add those names as upstreams",
             ),
             _ => r.mapped(
                 "spec.egressFilter.type",
@@ -343,7 +343,7 @@ impl Ctx<'_> {
             for (i, _) in app_listeners.iter().enumerate().skip(1) {
                 r.not_mapped(
                     format!("spec.listeners[{i}]"),
-                    "only the first listener is mapped: a proxy with several app ports needs the ingress listener's `ports:` (not yet in the catalog)",
+                    "only the first listener is mapped: the ingress listener hands everything to one app port (the catalog chooses by destination port for tcp listeners only, `ports`)",
                 );
             }
         } else {
@@ -370,6 +370,8 @@ impl Ctx<'_> {
             egress.insert("name".into(), json!("egress"));
             self.bind(&mut egress);
             egress.insert("port".into(), json!(self.options.egress_port));
+            // ECS redirects the app's outbound connections here; Envoy routes them by Host.
+            egress.insert("original_destination".into(), json!(true));
             egress.insert("protocol".into(), json!("http"));
             egress.insert("virtual_hosts".into(), Value::Array(hosts));
             if let Some(log) = &access_log {
@@ -480,6 +482,8 @@ impl Ctx<'_> {
         listener.insert("name".into(), json!("ingress"));
         self.bind(&mut listener);
         listener.insert("port".into(), json!(self.options.ingress_port));
+        // ECS redirects the app ports' inbound connections here (proxyConfiguration).
+        listener.insert("original_destination".into(), json!(true));
         let mut local = Map::new();
         local.insert("protocol".into(), json!(protocol));
         local.insert(
@@ -903,7 +907,7 @@ impl Ctx<'_> {
         if spec.tcp_route().is_some() {
             r.not_mapped(
                 "spec.tcpRoute",
-                "a tcp route on a shared port: the egress listener routes HTTP by Host, so TCP traffic needs a listener of its own port (`original_destination` with `ports:`, not yet imported)",
+                "a tcp route on a shared port: the egress listener routes HTTP by Host, and ECS redirects a task's egress to that one port; TCP egress needs a tcp listener with `ports` on a port of its own (not imported)",
             );
             return None;
         }

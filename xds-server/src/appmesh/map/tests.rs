@@ -308,6 +308,7 @@ fn a_router_s_routes_become_a_virtual_host_by_priority() {
     );
     let ingress = &proxy["listeners"][0];
     assert_eq!(ingress["port"], json!(15000));
+    assert_eq!(ingress["original_destination"], json!(true));
     assert_eq!(ingress["routes"][0]["to"], json!("front-local"));
     assert_eq!(
         front["upstreams"]["front-local"]["endpoints"],
@@ -319,6 +320,7 @@ fn a_router_s_routes_become_a_virtual_host_by_priority() {
     );
     let egress = &proxy["listeners"][1];
     assert_eq!(egress["port"], json!(15001));
+    assert_eq!(egress["original_destination"], json!(true));
     let host = &egress["virtual_hosts"][0];
     assert_eq!(
         host["domains"],
