@@ -135,365 +135,6 @@ fn a_generated_bootstrap_makes_the_task_an_envoy_of_its_role() {
     assert!(bootstrap.contains(TASK_ARN), "{bootstrap}");
 }
 
-/// A task definition written for App Mesh's Envoy: its ARN names the proxy (an alias in the
-/// catalog), APPMESH_XDS_ENDPOINT the control plane; or the older APPMESH_VIRTUAL_NODE_NAME.
-#[test]
-fn app_mesh_s_variables_name_the_proxy_and_the_control_plane() {
-    let arn = "arn:aws:appmesh:us-east-1:123456789012:mesh/color/virtualNode/demo";
-    for (var, value) in [
-        ("APPMESH_RESOURCE_ARN", arn),
-        ("APPMESH_VIRTUAL_NODE_NAME", "mesh/color/virtualNode/demo"),
-    ] {
-        let dir = TempDir::new("image-appmesh");
-        let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
-        let aliases = format!("aliases: [\"{arn}\"]");
-        let server = XdsServer::start(&dir, &catalog(&dir, &app, port, &aliases), 0);
-        server.wait_ready();
-        let envoy = entrypoint(
-            &dir,
-            &meta,
-            free_port(),
-            &[
-                (var, value.into()),
-                (
-                    "APPMESH_XDS_ENDPOINT",
-                    format!("127.0.0.1:{}", server.xds_port),
-                ),
-            ],
-        );
-        wait_connected(&server, &envoy, port);
-    }
-}
-
-/// The task's network reaches Envoy's metrics and readiness on the stats listener, and nothing
-/// else of the admin interface, which stays on loopback.
-#[test]
-fn the_stats_listener_serves_metrics_and_readiness_only() {
-    let dir = TempDir::new("image-stats");
-    let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
-    let server = control_plane(&dir, &app, port);
-    let (admin, stats) = (free_port(), free_port());
-    let mut envoy = entrypoint(
-        &dir,
-        &meta,
-        admin,
-        &[
-            ("XDS_SERVER_PROXY", "demo".into()),
-            ("XDS_SERVER_XDS", format!("127.0.0.1:{}", server.xds_port)),
-            (
-                "XDS_SERVER_ENVOY_STATS_LISTEN",
-                format!("127.0.0.1:{stats}"),
-            ),
-        ],
-    );
-    wait_connected(&server, &envoy, port);
-    let metrics = http::get(stats, "/stats/prometheus", &[]).unwrap();
-    assert_eq!(metrics.status, 200);
-    assert!(
-        metrics.body.contains("envoy_cluster_upstream_rq_total"),
-        "{}",
-        metrics.body
-    );
-    let ready = http::get(stats, "/ready", &[]).unwrap();
-    assert_eq!((ready.status, ready.body.trim()), (200, "LIVE"));
-    for (method, path) in [
-        ("POST", "/quitquitquit"),
-        ("GET", "/config_dump"),
-        ("POST", "/logging?level=trace"),
-        ("POST", "/stats/prometheus"),
-    ] {
-        let r = http::request(method, stats, path, &[]).unwrap();
-        assert_eq!(r.status, 404, "{method} {path}: {}", r.body);
-    }
-    assert!(envoy.is_running(), "{}", envoy.output());
-    // The admin itself answers on loopback, where it was asked to be.
-    let dump = http::get(admin, "/config_dump", &[]).unwrap();
-    assert_eq!(dump.status, 200);
-}
-
-/// Uploads the bootstrap template an operator would: `xds-server bootstrap` with placeholders.
-fn upload_template(moto: &Moto, xds_port: u16, admin: u16) {
-    let out = Command::new(workspace_bin("xds-server"))
-        .args([
-            "bootstrap",
-            "--proxy",
-            "${PROXY}",
-            "--node-id",
-            "${ecs.TaskARN}",
-        ])
-        .args([
-            "--xds",
-            &format!("127.0.0.1:{xds_port}"),
-            "--admin",
-            &format!("127.0.0.1:{admin}"),
-        ])
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let s3 = moto.s3();
-    rt.block_on(s3.create_bucket().bucket("config").send())
-        .unwrap();
-    rt.block_on(
-        s3.put_object()
-            .bucket("config")
-            .key("envoy/bootstrap.yaml.tmpl")
-            .body(out.stdout.into())
-            .send(),
-    )
-    .unwrap();
-}
-
-/// The environment variables infra/modules/envoy-service lets its init container's templates
-/// read (its `S3_CONFIG_LOADER_TEMPLATE_ENV`).
-fn init_container_template_env() -> String {
-    let main =
-        std::fs::read_to_string(repo_root().join("infra/modules/envoy-service/main.tf")).unwrap();
-    let re =
-        regex::Regex::new(r#"name = "S3_CONFIG_LOADER_TEMPLATE_ENV", value = "([^"]*)""#).unwrap();
-    re.captures(&main)
-        .expect("envoy-service's init container sets S3_CONFIG_LOADER_TEMPLATE_ENV")[1]
-        .to_string()
-}
-
-/// As infra/modules/envoy-service runs it: an init container renders the bootstrap with
-/// `s3-config-loader get`, then the entrypoint uses that file as it is.
-#[test]
-fn an_init_container_rendered_bootstrap_is_used_as_is() {
-    let dir = TempDir::new("image-init");
-    let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
-    let server = control_plane(&dir, &app, port);
-    let admin = free_port();
-    let moto = Moto::start(&dir, 0);
-    upload_template(&moto, server.xds_port, admin);
-    let bootstrap = dir.path().join("etc/envoy.yaml");
-    let init = Command::new(workspace_bin("s3-config-loader"))
-        .args(["get", "s3://config/envoy/bootstrap.yaml.tmpl"])
-        .arg(&bootstrap)
-        .envs(moto.env())
-        .env("PROXY", "demo")
-        .env(
-            "S3_CONFIG_LOADER_TEMPLATE_ENV",
-            init_container_template_env(),
-        )
-        .env(
-            "ECS_CONTAINER_METADATA_URI_V4",
-            format!("http://{}/v4/abc", meta.addr),
-        )
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
-    let envoy = entrypoint(&dir, &meta, admin, &[]);
-    wait_connected(&server, &envoy, port);
-}
-
-#[test]
-fn a_bootstrap_template_from_s3_is_rendered_validated_and_used() {
-    let dir = TempDir::new("image-s3");
-    let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
-    let server = control_plane(&dir, &app, port);
-    let admin = free_port();
-    let moto = Moto::start(&dir, 0);
-    upload_template(&moto, server.xds_port, admin);
-    let mut env = moto.env();
-    env.push((
-        "ENVOY_BOOTSTRAP_S3",
-        "s3://config/envoy/bootstrap.yaml.tmpl".into(),
-    ));
-    env.push(("PROXY", "demo".into()));
-    let envoy = entrypoint(&dir, &meta, admin, &env);
-    wait_connected(&server, &envoy, port);
-}
-
-/// The processes whose parent is `pid`: (pid, command line with spaces between arguments).
-fn children(pid: u32) -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        // /proc/PID/stat: "PID (COMM) STATE PPID ...", where COMM may hold spaces or ')'.
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok());
-        if ppid == Some(pid) {
-            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            out.push((child, cmdline.trim().to_string()));
-        }
-    }
-    out
-}
-
-/// Kills what the entrypoint left running beside Envoy (the renewer): in a container the end of
-/// its pid namespace does that; here the processes would outlive the test.
-struct KillChildrenOf(u32);
-
-impl Drop for KillChildrenOf {
-    fn drop(&mut self) {
-        for (pid, _) in children(self.0) {
-            // SAFETY: plain kill(2) of a process this test's entrypoint started.
-            unsafe {
-                libc::kill(pid as i32, libc::SIGKILL);
-            }
-        }
-    }
-}
-
-/// With `XDS_SERVER_IDENTITY=1`, as infra/ runs the image and the control plane: the
-/// entrypoint proves the task role to a control plane that requires identities, its CA from
-/// Secrets Manager as infra/modules/xds-server makes it, and gets the proxy's certificate; the
-/// generated bootstrap does mutual TLS with it, Envoy is served its role's config and routes,
-/// and `xds-server identity --renew` runs beside Envoy, its child once the shell has become
-/// Envoy.
-#[test]
-fn with_identity_the_task_role_gets_the_certificate_envoy_connects_with() {
-    let dir = TempDir::new("image-identity");
-    let moto = Moto::start(&dir, 0);
-    let ca = dir.path().join("ca");
-    identity::ca_as_terraform_makes_it(&ca);
-    moto.fixture(
-        "iam_identity.py",
-        &[
-            "secret",
-            "prism-test/xds-server/ca",
-            &ca.display().to_string(),
-        ],
-    );
-    let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
-    let catalog = catalog(
-        &dir,
-        &app,
-        port,
-        "identity: { iam_roles: [demo-task-role] }",
-    );
-    let server = identity::plane(
-        &dir,
-        &moto,
-        &catalog,
-        "secretsmanager:prism-test/xds-server/ca",
-        &[],
-    );
-    let task = identity::assume(&moto, "demo-task-role", "task-1");
-    let mut env = identity::env_with(&moto, &task);
-    let ca_pem = std::fs::read_to_string(ca.join("certificate.pem")).unwrap();
-    env.extend([
-        ("XDS_SERVER_IDENTITY", "1".to_string()),
-        ("XDS_SERVER_PROXY", "demo".into()),
-        ("XDS_SERVER_XDS", format!("127.0.0.1:{}", server.xds_port)),
-        ("XDS_SERVER_XDS_CA_PEM", ca_pem.clone()),
-    ]);
-    let mut envoy = entrypoint(&dir, &meta, free_port(), &env);
-    let _renewer = KillChildrenOf(envoy.pid());
-    wait_connected(&server, &envoy, port);
-    assert_eq!(
-        server.metric("xds_identity_requests_total{result=\"issued\"}"),
-        1.0
-    );
-    assert_eq!(
-        server.metric("xds_identity_refusals_total{reason=\"no_certificate\"}"),
-        0.0
-    );
-
-    // Beside the bootstrap, as the image's default: the CA written from the environment, the
-    // certificate the bootstrap's SDS reads.
-    let id_dir = dir.path().join("etc/identity");
-    assert_eq!(
-        std::fs::read_to_string(id_dir.join("xds-ca.pem"))
-            .unwrap()
-            .trim(),
-        ca_pem.trim()
-    );
-    let bootstrap = std::fs::read_to_string(dir.path().join("etc/envoy.yaml")).unwrap();
-    assert!(
-        bootstrap.contains(&id_dir.join("sds-certificate.json").display().to_string()),
-        "{bootstrap}"
-    );
-
-    // The shell became Envoy (same pid), and the renewer is its child.
-    let exe = std::fs::read_link(format!("/proc/{}/exe", envoy.pid())).unwrap();
-    assert_eq!(
-        exe.file_name(),
-        envoy_bin().canonicalize().unwrap().file_name(),
-        "{}",
-        envoy.output()
-    );
-    let renewers: Vec<_> = children(envoy.pid())
-        .into_iter()
-        .filter(|(_, cmd)| cmd.contains("xds-server identity --renew"))
-        .collect();
-    assert_eq!(renewers.len(), 1, "{renewers:?}\n{}", envoy.output());
-    assert!(envoy.is_running(), "{}", envoy.output());
-}
-
-/// The entrypoint refuses to start Envoy when the task gets no certificate: a role that is no
-/// proxy's identity, or no CA to check the control plane with.
-#[test]
-fn with_identity_and_no_certificate_the_container_fails() {
-    let dir = TempDir::new("image-identity-refused");
-    let moto = Moto::start(&dir, 0);
-    let ca = dir.path().join("ca");
-    assert!(ca_init(&ca).status.success());
-    let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
-    let catalog = catalog(
-        &dir,
-        &app,
-        port,
-        "identity: { iam_roles: [demo-task-role] }",
-    );
-    let server = identity::plane(
-        &dir,
-        &moto,
-        &catalog,
-        &format!("file:{}", ca.display()),
-        &[],
-    );
-    let stranger = identity::assume(&moto, "batch-task-role", "task-2");
-    let ca_pem = std::fs::read_to_string(ca.join("certificate.pem")).unwrap();
-    let base = |ca: Option<(&'static str, String)>| {
-        let mut env = identity::env_with(&moto, &stranger);
-        env.extend([
-            ("XDS_SERVER_IDENTITY", "true".to_string()),
-            ("XDS_SERVER_PROXY", "demo".into()),
-            ("XDS_SERVER_XDS", format!("127.0.0.1:{}", server.xds_port)),
-            ("XDS_SERVER_IDENTITY_TIMEOUT", "5s".into()),
-        ]);
-        env.extend(ca);
-        env
-    };
-    let cases = [
-        (
-            base(Some(("XDS_SERVER_XDS_CA_PEM", ca_pem))),
-            "is no proxy's identity",
-        ),
-        (base(None), "XDS_SERVER_IDENTITY needs XDS_SERVER_XDS_CA"),
-    ];
-    for (env, expected) in cases {
-        let mut envoy = entrypoint(&dir, &meta, free_port(), &env);
-        let code = envoy.wait_exit(std::time::Duration::from_secs(30));
-        assert_ne!(code, Some(0), "{}", envoy.output());
-        assert!(envoy.output().contains(expected), "{}", envoy.output());
-        assert!(!envoy.output().contains("starting main dispatch loop"));
-    }
-    assert!(
-        server
-            .admin_json("/debug/nodes")
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
-}
-
 /// Under an ECS proxyConfiguration the container runs as UID 1337 (the UID the redirect
 /// ignores): the entrypoint writes its bootstrap into a directory of that user's (as the image's
 /// /etc/envoy is) and becomes an Envoy of its role; in a directory the user may not write, it
@@ -543,6 +184,36 @@ fn as_uid_1337_the_entrypoint_writes_its_bootstrap_where_that_user_may() {
         )),
         "{stderr}"
     );
+}
+
+/// A task definition written for App Mesh's Envoy: its ARN names the proxy (an alias in the
+/// catalog), APPMESH_XDS_ENDPOINT the control plane; or the older APPMESH_VIRTUAL_NODE_NAME.
+#[test]
+fn app_mesh_s_variables_name_the_proxy_and_the_control_plane() {
+    let arn = "arn:aws:appmesh:us-east-1:123456789012:mesh/color/virtualNode/demo";
+    for (var, value) in [
+        ("APPMESH_RESOURCE_ARN", arn),
+        ("APPMESH_VIRTUAL_NODE_NAME", "mesh/color/virtualNode/demo"),
+    ] {
+        let dir = TempDir::new("image-appmesh");
+        let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
+        let aliases = format!("aliases: [\"{arn}\"]");
+        let server = XdsServer::start(&dir, &catalog(&dir, &app, port, &aliases), 0);
+        server.wait_ready();
+        let envoy = entrypoint(
+            &dir,
+            &meta,
+            free_port(),
+            &[
+                (var, value.into()),
+                (
+                    "APPMESH_XDS_ENDPOINT",
+                    format!("127.0.0.1:{}", server.xds_port),
+                ),
+            ],
+        );
+        wait_connected(&server, &envoy, port);
+    }
 }
 
 /// The task's network reaches Envoy's metrics and readiness on the stats listener, and nothing
