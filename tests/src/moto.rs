@@ -71,6 +71,12 @@ impl Moto {
         Self::start_fixture(dir, port, "moto_pca.py", &[])
     }
 
+    /// moto with the App Mesh API as AWS answers it (`tests/fixtures/moto_appmesh.py`: virtual
+    /// services, epoch timestamps, the mesh's ARN and owner, specs as written).
+    pub fn start_appmesh(dir: &TempDir, port: u16) -> Moto {
+        Self::start_fixture(dir, port, "moto_appmesh.py", &[])
+    }
+
     /// moto in-process in fixture `script` (tests/fixtures/), which serves on the port it is
     /// given.
     fn start_fixture(dir: &TempDir, port: u16, script: &str, env: &[(&str, &str)]) -> Moto {

@@ -186,6 +186,36 @@ fn as_uid_1337_the_entrypoint_writes_its_bootstrap_where_that_user_may() {
     );
 }
 
+/// A task definition written for App Mesh's Envoy: its ARN names the proxy (an alias in the
+/// catalog), APPMESH_XDS_ENDPOINT the control plane; or the older APPMESH_VIRTUAL_NODE_NAME.
+#[test]
+fn app_mesh_s_variables_name_the_proxy_and_the_control_plane() {
+    let arn = "arn:aws:appmesh:us-east-1:123456789012:mesh/color/virtualNode/demo";
+    for (var, value) in [
+        ("APPMESH_RESOURCE_ARN", arn),
+        ("APPMESH_VIRTUAL_NODE_NAME", "mesh/color/virtualNode/demo"),
+    ] {
+        let dir = TempDir::new("image-appmesh");
+        let (meta, app, port) = (metadata(), Backend::start("app", 0).unwrap(), free_port());
+        let aliases = format!("aliases: [\"{arn}\"]");
+        let server = XdsServer::start(&dir, &catalog(&dir, &app, port, &aliases), 0);
+        server.wait_ready();
+        let envoy = entrypoint(
+            &dir,
+            &meta,
+            free_port(),
+            &[
+                (var, value.into()),
+                (
+                    "APPMESH_XDS_ENDPOINT",
+                    format!("127.0.0.1:{}", server.xds_port),
+                ),
+            ],
+        );
+        wait_connected(&server, &envoy, port);
+    }
+}
+
 /// The task's network reaches Envoy's metrics and readiness on the stats listener, and nothing
 /// else of the admin interface, which stays on loopback.
 #[test]

@@ -154,11 +154,19 @@ pub struct Snapshots {
     pub loaded: bool,
     /// Served to proxies the catalog does not name.
     pub empty: Arc<Snapshot>,
+    /// Other `node.cluster` values that select a proxy (`proxies.NAME.aliases`): alias → proxy.
+    pub aliases: BTreeMap<ProxyName, ProxyName>,
 }
 
 impl Snapshots {
-    /// The snapshot for a proxy, and how the catalog stands to it.
+    /// The proxy a `node.cluster` selects: itself, or the proxy it is an alias of.
+    pub fn resolve<'a>(&'a self, proxy: &'a ProxyName) -> &'a ProxyName {
+        self.aliases.get(proxy).unwrap_or(proxy)
+    }
+
+    /// The snapshot for a proxy (or an alias of one), and how the catalog stands to it.
     pub fn get(&self, proxy: &ProxyName) -> (Arc<Snapshot>, Role) {
+        let proxy = self.resolve(proxy);
         if let Some(s) = self.proxies.get(proxy) {
             return (s.clone(), Role::Known);
         }
@@ -220,7 +228,12 @@ impl Cache {
     /// of unchanged proxies see no difference; nothing is published when nothing changed. A
     /// proxy the new set drops while streams of it are attached becomes an orphan, served its
     /// last snapshot (a deleted or renamed fragment must not wipe the Envoys still running it).
-    pub fn publish(&self, new: BTreeMap<ProxyName, Snapshot>) -> usize {
+    /// `aliases` maps other `node.cluster` values to the proxy they select.
+    pub fn publish(
+        &self,
+        new: BTreeMap<ProxyName, Snapshot>,
+        aliases: BTreeMap<ProxyName, ProxyName>,
+    ) -> usize {
         let old = self.current();
         let mut changed = 0;
         let proxies: BTreeMap<ProxyName, Arc<Snapshot>> = new
@@ -242,8 +255,13 @@ impl Cache {
         // Held until the new set is out, so a stream leaving meanwhile sees it (see
         // `forget_orphan`).
         let attached = self.lock_attached();
+        let mut aliases = aliases;
         let orphans = {
-            let connected = |name: &ProxyName| attached.get(name).is_some_and(|n| *n > 0);
+            // Envoys attach by the `node.cluster` they sent, which may be an alias.
+            let connected = |name: &ProxyName| {
+                let by = |n: &ProxyName| attached.get(n).is_some_and(|n| *n > 0);
+                by(name) || old.aliases.iter().any(|(a, p)| p == name && by(a))
+            };
             let mut orphans: BTreeMap<ProxyName, Arc<Snapshot>> = old
                 .orphans
                 .iter()
@@ -260,10 +278,19 @@ impl Cache {
                     orphans.insert(name.clone(), snap.clone());
                 }
             }
+            // An orphan's aliases keep selecting it, unless the catalog gives them to another.
+            for (alias, proxy) in &old.aliases {
+                if orphans.contains_key(proxy) && !proxies.contains_key(alias) {
+                    aliases
+                        .entry(alias.clone())
+                        .or_insert_with(|| proxy.clone());
+                }
+            }
             orphans
         };
         let orphans_changed = orphans.keys().ne(old.orphans.keys());
-        if changed == 0 && removed == 0 && !orphans_changed && old.loaded {
+        let aliases_changed = aliases != old.aliases;
+        if changed == 0 && removed == 0 && !orphans_changed && !aliases_changed && old.loaded {
             return 0;
         }
         self.tx.send_replace(Arc::new(Snapshots {
@@ -271,21 +298,30 @@ impl Cache {
             orphans,
             loaded: true,
             empty: old.empty.clone(),
+            aliases,
         }));
         changed + removed
     }
 
     /// Forgets the orphan `proxy` once no stream of it is attached.
-    fn forget_orphan(&self, proxy: &ProxyName) {
+    /// `attached_as` is the `node.cluster` the stream sent: the proxy or one of its aliases.
+    fn forget_orphan(&self, attached_as: &ProxyName) {
         // Held throughout, so a stream attaching meanwhile keeps the role.
         let attached = self.lock_attached();
         self.tx.send_if_modified(|snapshots| {
-            if !snapshots.orphans.contains_key(proxy) || attached.contains_key(proxy) {
+            let proxy = snapshots.resolve(attached_as).clone();
+            let connected = attached.contains_key(&proxy)
+                || snapshots
+                    .aliases
+                    .iter()
+                    .any(|(a, p)| *p == proxy && attached.contains_key(a));
+            if !snapshots.orphans.contains_key(&proxy) || connected {
                 return false;
             }
             tracing::info!(proxy = %proxy, "the last Envoy of a role gone from the catalog disconnected; the role is forgotten");
             let mut next = (**snapshots).clone();
-            next.orphans.remove(proxy);
+            next.orphans.remove(&proxy);
+            next.aliases.retain(|_, p| *p != proxy);
             *snapshots = Arc::new(next);
             true
         });
@@ -314,5 +350,56 @@ impl Drop for Attached {
         if last {
             self.cache.forget_orphan(&self.proxy);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn snapshot(cluster: &str) -> Snapshot {
+        let mut s = Snapshot::default();
+        let body = Any {
+            type_url: ResourceType::Cluster.type_url().into(),
+            value: cluster.as_bytes().to_vec(),
+        };
+        s.replace(
+            ResourceType::Cluster,
+            BTreeMap::from([(cluster.to_string(), body)]),
+        );
+        s
+    }
+
+    fn name(n: &str) -> ProxyName {
+        ProxyName(n.into())
+    }
+
+    #[test]
+    fn an_alias_gets_its_proxy_s_snapshot_and_keeps_it_while_connected() {
+        let cache = Cache::new();
+        let arn = name("arn:aws:appmesh:us-east-1:111122223333:mesh/m/virtualNode/blue");
+        cache.publish(
+            BTreeMap::from([(name("blue"), snapshot("a")), (name("red"), snapshot("b"))]),
+            BTreeMap::from([(arn.clone(), name("blue"))]),
+        );
+        let now = cache.current();
+        let (by_alias, role) = now.get(&arn);
+        assert_eq!(role, Role::Known);
+        assert!(Arc::ptr_eq(&by_alias, &now.get(&name("blue")).0));
+        assert_eq!(now.get(&name("nobody")).1, Role::Unknown);
+
+        // The proxy leaves the catalog while an Envoy presenting the alias is connected: that
+        // Envoy keeps its last config until it disconnects.
+        let attached = cache.attach(&arn);
+        cache.publish(
+            BTreeMap::from([(name("red"), snapshot("b"))]),
+            BTreeMap::new(),
+        );
+        let (kept, role) = cache.current().get(&arn);
+        assert_eq!(role, Role::Orphaned);
+        assert!(Arc::ptr_eq(&kept, &by_alias));
+        drop(attached);
+        assert_eq!(cache.current().get(&arn).1, Role::Unknown);
+        assert!(cache.current().aliases.is_empty());
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod acm;
 pub mod admin;
+pub mod appmesh;
 pub mod bootstrap;
 pub mod ca;
 pub mod cache;

@@ -303,6 +303,47 @@ enum Command {
         #[arg(long, env = "XDS_SERVER_STALE_AFTER", default_value = "30s", value_parser = parse_duration)]
         stale_after: Duration,
     },
+    /// Read an App Mesh mesh (every ACTIVE virtual node, virtual service, virtual router,
+    /// route, virtual gateway and gateway route) and write one catalog fragment per virtual
+    /// node and per virtual gateway into --out, ready for `serve --catalog DIR`, with
+    /// IMPORT-REPORT.md: every App Mesh field mapped, mapped with a loss, or not mapped. Checks
+    /// the fragments with the catalog loader first and writes nothing when they do not
+    /// validate. AWS credentials from the standard chain (AWS_ENDPOINT_URL* are honoured).
+    ImportAppmesh {
+        /// The mesh's name.
+        #[arg(long, env = "XDS_SERVER_APPMESH_MESH")]
+        mesh: String,
+        /// The account that owns the mesh, for a mesh shared with this account.
+        #[arg(long, env = "XDS_SERVER_APPMESH_MESH_OWNER")]
+        mesh_owner: Option<String>,
+        /// The directory to write the fragments and IMPORT-REPORT.md into (created when
+        /// missing; files of the same names are replaced).
+        #[arg(
+            long,
+            env = "XDS_SERVER_APPMESH_OUT",
+            required_unless_present = "dry_run"
+        )]
+        out: Option<PathBuf>,
+        /// The trust domain written as the fragments' `mesh.trust_domain`.
+        #[arg(long, env = "XDS_SERVER_TRUST_DOMAIN")]
+        trust_domain: Option<String>,
+        /// Print the report only; write nothing.
+        #[arg(long, env = "XDS_SERVER_APPMESH_DRY_RUN")]
+        dry_run: bool,
+        /// The mesh did not have App Mesh's default retry policy (accounts whose first mesh
+        /// predates 2020-07-29): routes without a retry policy of their own do not retry.
+        #[arg(long, env = "XDS_SERVER_APPMESH_NO_DEFAULT_RETRIES")]
+        no_default_retries: bool,
+        /// The proxies' inbound port: ProxyIngressPort of the tasks' proxyConfiguration.
+        #[arg(long, env = "XDS_SERVER_APPMESH_INGRESS_PORT", default_value_t = xds_server::appmesh::map::INGRESS_PORT)]
+        ingress_port: u16,
+        /// The proxies' outbound port: ProxyEgressPort of the tasks' proxyConfiguration.
+        #[arg(long, env = "XDS_SERVER_APPMESH_EGRESS_PORT", default_value_t = xds_server::appmesh::map::EGRESS_PORT)]
+        egress_port: u16,
+        /// The address the proxies' listeners bind (default: every interface of the task).
+        #[arg(long, env = "XDS_SERVER_APPMESH_LISTEN_ADDRESS")]
+        listen_address: Option<String>,
+    },
     /// Print the bootstrap of the generic Envoy image for one proxy role.
     Bootstrap {
         /// The proxy role; becomes `node.cluster`.
@@ -611,6 +652,48 @@ async fn main() -> anyhow::Result<ExitCode> {
             wide,
             stale_after,
         } => return status(debug, proxy, output, wide, stale_after).await,
+        Command::ImportAppmesh {
+            mesh,
+            mesh_owner,
+            out,
+            trust_domain,
+            dry_run,
+            no_default_retries,
+            ingress_port,
+            egress_port,
+            listen_address,
+        } => {
+            common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), "warn")
+                .map_err(anyhow::Error::msg)?;
+            let mesh = xds_server::appmesh::MeshRef {
+                name: mesh,
+                owner: mesh_owner,
+            };
+            let options = xds_server::appmesh::Options {
+                ingress_port,
+                egress_port,
+                address: listen_address,
+                default_retries: !no_default_retries,
+                trust_domain,
+            };
+            let mapped = xds_server::appmesh::import(&mesh, &options).await?;
+            match out.filter(|_| !dry_run) {
+                None => {
+                    // Checked all the same: a dry run says whether the import would be written.
+                    xds_server::appmesh::render(&mapped, std::path::Path::new("."))?;
+                    print!("{}", mapped.report.to_markdown());
+                }
+                Some(dir) => {
+                    xds_server::appmesh::write(&mapped, &dir)?;
+                    eprintln!(
+                        "wrote {} fragments and {} to {}",
+                        mapped.fragments.len(),
+                        xds_server::appmesh::REPORT_FILE,
+                        dir.display()
+                    );
+                }
+            }
+        }
         Command::Bootstrap {
             proxy,
             xds,

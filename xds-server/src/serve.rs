@@ -370,7 +370,7 @@ async fn build_snapshots(
             built_from = Some((catalog.clone(), endpoints));
             all
         };
-        let changed = cache.publish(snapshots);
+        let changed = cache.publish(snapshots, aliases(&catalog.catalog));
         let took = started.elapsed();
         metrics.snapshot_build.observe(took.as_secs_f64());
         if changed > 0 {
@@ -401,6 +401,17 @@ pub fn with_secrets(
             snapshot.replace(ResourceType::Secret, secrets);
             Some((name.clone(), snapshot))
         })
+        .collect()
+}
+
+/// Every proxy alias of the catalog, with the proxy it selects.
+pub fn aliases(
+    catalog: &crate::catalog::Catalog,
+) -> BTreeMap<crate::catalog::ProxyName, crate::catalog::ProxyName> {
+    catalog
+        .proxies
+        .iter()
+        .flat_map(|(name, p)| p.aliases.iter().map(move |a| (a.clone(), name.clone())))
         .collect()
 }
 

@@ -23,7 +23,23 @@
 # container fails. A generated bootstrap then does mutual TLS with the certificate (the exported
 # XDS_SERVER_IDENTITY_DIR tells `xds-server bootstrap`); one from S3 or an init container must
 # have been made with `--identity-dir` naming the same directory.
+#
+# A task definition written for App Mesh's Envoy works unchanged: APPMESH_RESOURCE_ARN (the
+# virtual node's or gateway's ARN, which the catalog's `aliases` name) or APPMESH_VIRTUAL_NODE_NAME
+# (mesh/MESH/virtualNode/NODE: the proxy NODE) stands for XDS_SERVER_PROXY, and
+# APPMESH_XDS_ENDPOINT for XDS_SERVER_XDS, when those are not set.
 set -eu
+
+if [ -z "${XDS_SERVER_PROXY:-}" ]; then
+  if [ -n "${APPMESH_RESOURCE_ARN:-}" ]; then
+    export XDS_SERVER_PROXY="$APPMESH_RESOURCE_ARN"
+  elif [ -n "${APPMESH_VIRTUAL_NODE_NAME:-}" ]; then
+    export XDS_SERVER_PROXY="${APPMESH_VIRTUAL_NODE_NAME##*/}"
+  fi
+fi
+if [ -z "${XDS_SERVER_XDS:-}" ] && [ -n "${APPMESH_XDS_ENDPOINT:-}" ]; then
+  export XDS_SERVER_XDS="$APPMESH_XDS_ENDPOINT"
+fi
 
 envoy=${ENVOY:-envoy}
 bootstrap=${ENVOY_BOOTSTRAP:-/etc/envoy/envoy.yaml}

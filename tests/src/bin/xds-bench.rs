@@ -11,6 +11,9 @@
 //! requests (`xds-server identity`'s, STS round trip to moto included) one replica answers a
 //! second, beside what moto's STS alone answers with the same concurrency.
 //!
+//! `xds-bench appmesh`: how long `xds-server import-appmesh` takes for a mesh of R routes in
+//! moto's App Mesh (tests/fixtures/moto_appmesh.py), every resource listed and described.
+//!
 //! `streams --tls`: the same streams over mutual TLS (`--xds-tls --require-identity`, each
 //! client presenting its proxy's certificate), for the cost of TLS.
 //!
@@ -44,6 +47,7 @@ struct Args {
     mesh: bool,
     requests: usize,
     concurrency: usize,
+    routes: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -65,6 +69,7 @@ fn parse_args() -> anyhow::Result<Args> {
         mesh: false,
         requests: 1000,
         concurrency: 32,
+        routes: 300,
     };
     let mut it = std::env::args().skip(1);
     a.command = it.next().unwrap_or_default();
@@ -80,6 +85,7 @@ fn parse_args() -> anyhow::Result<Args> {
             "--mesh" => a.mesh = true,
             "--requests" => a.requests = value()?.parse()?,
             "--concurrency" => a.concurrency = value()?.parse()?,
+            "--routes" => a.routes = value()?.parse()?,
             "--mode" => {
                 a.modes = match value()?.as_str() {
                     "sotw" => vec![Mode::Sotw],
@@ -93,14 +99,15 @@ fn parse_args() -> anyhow::Result<Args> {
     }
     if !matches!(
         a.command.as_str(),
-        "streams" | "rebuild" | "identity" | "mesh"
+        "streams" | "rebuild" | "identity" | "mesh" | "appmesh"
     ) {
         bail!(
             "usage: xds-bench streams [--clients N] [--mode sotw|delta|both] [--proxies P] \
              [--upstreams U] [--endpoints E] [--streams-per-connection S] [--tls] [--mesh]\n       \
              xds-bench rebuild [--upstreams U] [--endpoints E] [--proxies P]\n       \
              xds-bench identity [--requests N] [--concurrency C]\n       \
-             xds-bench mesh [--proxies P]"
+             xds-bench mesh [--proxies P]\n       \
+             xds-bench appmesh [--routes R]"
         );
     }
     Ok(a)
@@ -610,6 +617,7 @@ async fn main() -> anyhow::Result<()> {
         }
         "identity" => identity::run(&a).await?,
         "mesh" => mesh::run(&a).await?,
+        "appmesh" => appmesh::run(&a)?,
         _ => {
             println!("| proxies | upstreams | endpoints each | rebuild min | median | max |");
             println!("| --- | --- | --- | --- | --- | --- |");
@@ -1000,6 +1008,52 @@ mod mesh {
         let wall =
             tokio::task::block_in_place(|| time_start(&dir, n, &["--ca", &flag], &moto.env()));
         row("control plane, AWS Private CA (moto)", n, wall);
+        Ok(())
+    }
+}
+
+mod appmesh {
+    use std::process::Command;
+    use std::time::Instant;
+
+    use anyhow::bail;
+    use tests::{Moto, TempDir, workspace_bin};
+
+    use super::Args;
+
+    /// Routes of the color mesh besides the extra ones (tests/fixtures/appmesh_colorapp.py).
+    const BASE_ROUTES: usize = 6;
+
+    pub fn run(a: &Args) -> anyhow::Result<()> {
+        let dir = TempDir::new("bench-appmesh");
+        let moto = Moto::start_appmesh(&dir, 0);
+        let extra = a.routes.saturating_sub(BASE_ROUTES).to_string();
+        let made = Instant::now();
+        moto.fixture("appmesh_colorapp.py", &["9080", "--routes", &extra]);
+        let made = made.elapsed();
+        let out = dir.path().join("catalog.d");
+        let started = Instant::now();
+        let run = Command::new(workspace_bin("xds-server"))
+            .args(["import-appmesh", "--mesh", "color", "--out"])
+            .arg(&out)
+            .envs(moto.env())
+            .output()?;
+        let took = started.elapsed();
+        if !run.status.success() {
+            bail!("import failed: {}", String::from_utf8_lossy(&run.stderr));
+        }
+        print!("{}", String::from_utf8_lossy(&run.stderr));
+        println!();
+        println!(
+            "| routes | virtual nodes | import (list + describe + map + validate + write) | mesh created in moto |"
+        );
+        println!("| --- | --- | --- | --- |");
+        println!(
+            "| {} | 6 | {} ms | {} ms |",
+            BASE_ROUTES + extra.parse::<usize>()?,
+            took.as_millis(),
+            made.as_millis()
+        );
         Ok(())
     }
 }

@@ -354,9 +354,16 @@ fn fall_back(
     stage.insert(name.to_string(), next);
 }
 
-/// The proxies and upstreams a fragment defines.
+/// The proxies and upstreams a fragment defines; a proxy's aliases are proxy names it owns too
+/// (a `node.cluster` must select one proxy across fragments).
 fn defines(catalog: &Catalog) -> BTreeSet<Target> {
-    let proxies = catalog.proxies.keys().cloned().map(Target::Proxy);
+    let aliases = catalog.proxies.values().flat_map(|p| p.aliases.iter());
+    let proxies = catalog
+        .proxies
+        .keys()
+        .chain(aliases)
+        .cloned()
+        .map(Target::Proxy);
     let upstreams = catalog.upstreams.keys().cloned().map(Target::Upstream);
     proxies.chain(upstreams).collect()
 }

@@ -224,6 +224,10 @@ pub struct Proxy {
     pub listeners: Vec<Listener>,
     /// Who may speak for this proxy (`xds-server identity`).
     pub identity: Option<ProxyIdentity>,
+    /// Other `node.cluster` values that select this proxy, e.g. the App Mesh virtual node ARN an
+    /// Envoy started the App Mesh way presents.
+    #[serde(default)]
+    pub aliases: Vec<ProxyName>,
 }
 
 /// The AWS identities whose tasks get this proxy's client certificate.
@@ -517,6 +521,22 @@ pub struct DnsSource {
     pub host: String,
     /// The port, or the upstream's `port`.
     pub port: Option<i64>,
+    /// How Envoy uses the answers: `strict` (default), every address is an endpoint; `logical`,
+    /// one connection target re-resolved as it goes (App Mesh's `responseType: LOADBALANCER`).
+    #[serde(default)]
+    pub resolve: DnsResolve,
+}
+
+/// `endpoints.dns.resolve`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DnsResolve {
+    /// Every address the name resolves to is an endpoint (Envoy's `STRICT_DNS`).
+    #[default]
+    Strict,
+    /// New connections go to the first address of the latest answer (Envoy's `LOGICAL_DNS`):
+    /// for names behind a load balancer, which answer many changing addresses.
+    Logical,
 }
 
 /// Active health check settings: exactly one of `grpc`, `http`, `tcp`.

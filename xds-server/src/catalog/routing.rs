@@ -26,9 +26,18 @@ pub struct VirtualHost {
 
 /// How a header or query parameter value must read: a string is an exact match, otherwise one
 /// of `{ prefix }`, `{ suffix }`, `{ regex }` (RE2, whole value), `{ present: true }`,
-/// `{ absent: true }`.
+/// `{ absent: true }`, and for headers `{ not: MATCH }` and `{ range: { start, end } }`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ValueMatch {
+    /// Anything the inner match does not take, a missing header included (headers only).
+    Not(Box<ValueMatch>),
+    /// A whole number in `[start, end)` (headers only).
+    Range {
+        /// The lowest number taken.
+        start: i64,
+        /// The first number above the range.
+        end: i64,
+    },
     /// Exactly this value.
     Exact(String),
     /// Starts with this.
@@ -52,6 +61,16 @@ struct ValueMatchFields {
     regex: Option<String>,
     present: Option<bool>,
     absent: Option<bool>,
+    not: Option<serde_json::Value>,
+    range: Option<RangeFields>,
+}
+
+/// `{ range: { start, end } }` as written.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RangeFields {
+    start: i64,
+    end: i64,
 }
 
 impl<'de> Deserialize<'de> for ValueMatch {
@@ -62,10 +81,21 @@ impl<'de> Deserialize<'de> for ValueMatch {
         }
         let f: ValueMatchFields = serde_json::from_value(value).map_err(|e| {
             D::Error::custom(format!(
-                "{e}; expected a string (exact) or one of {{ prefix }}, {{ suffix }}, {{ regex }}, {{ present: true }}, {{ absent: true }}"
+                "{e}; expected a string (exact) or one of {{ prefix }}, {{ suffix }}, {{ regex }}, {{ present: true }}, {{ absent: true }}, {{ not: MATCH }}, {{ range: {{ start, end }} }}"
             ))
         })?;
         let mut kinds = Vec::new();
+        if let Some(inner) = f.not {
+            let inner: ValueMatch =
+                serde_json::from_value(inner).map_err(|e| D::Error::custom(format!("not: {e}")))?;
+            kinds.push(Self::Not(Box::new(inner)));
+        }
+        if let Some(r) = f.range {
+            kinds.push(Self::Range {
+                start: r.start,
+                end: r.end,
+            });
+        }
         if let Some(p) = f.prefix {
             kinds.push(Self::Prefix(p));
         }
@@ -96,7 +126,7 @@ impl<'de> Deserialize<'de> for ValueMatch {
         match kinds.len() {
             1 => Ok(kinds.remove(0)),
             n => Err(D::Error::custom(format!(
-                "needs exactly one of prefix, suffix, regex, present, absent ({n} given)"
+                "needs exactly one of prefix, suffix, regex, present, absent, not, range ({n} given)"
             ))),
         }
     }
@@ -111,6 +141,8 @@ impl fmt::Display for ValueMatch {
             Self::Regex(v) => write!(f, "~{v}"),
             Self::Present => f.write_str("(present)"),
             Self::Absent => f.write_str("(absent)"),
+            Self::Not(v) => write!(f, "not {v}"),
+            Self::Range { start, end } => write!(f, "[{start}, {end})"),
         }
     }
 }
@@ -422,6 +454,13 @@ impl<'a> Validator<'a> {
                         .into(),
                 );
             }
+            if matches!(v, ValueMatch::Not(_) | ValueMatch::Range { .. }) {
+                self.err(
+                    &path,
+                    "`not` and `range` match headers only (Envoy's query matches have neither)"
+                        .into(),
+                );
+            }
             self.value_match(&path, v);
         }
     }
@@ -495,6 +534,11 @@ impl<'a> Validator<'a> {
             ValueMatch::Prefix(s) | ValueMatch::Suffix(s) if s.is_empty() => self.err(
                 path,
                 "an empty prefix or suffix matches anything: use `present: true`".into(),
+            ),
+            ValueMatch::Not(inner) => self.value_match(&format!("{path}.not"), inner),
+            ValueMatch::Range { start, end } if start >= end => self.err(
+                &format!("{path}.range"),
+                format!("start {start} is not below end {end}: the range takes nothing"),
             ),
             _ => {}
         }

@@ -862,6 +862,61 @@ upstreams:
     assert!(w[0].starts_with("upstreams.forgotten: no route"), "{w:?}");
 }
 
+/// Two proxies `a` and `b`, with the aliases given.
+fn aliased(a: &str, b: &str) -> String {
+    let proxy = |name: &str, aliases: &str| {
+        format!(
+            "  {name}:\n    aliases: {aliases}\n    listeners: [ {{ name: web, port: 8080, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: app }} ] }} ]\n"
+        )
+    };
+    format!(
+        "version: 1\nproxies:\n{}{}upstreams:\n  app: {{ protocol: http1, endpoints: {{ static: [\"127.0.0.1:80\"] }} }}\n",
+        proxy("a", a),
+        proxy("b", b)
+    )
+}
+
+const ARN: &str = "arn:aws:appmesh:eu-west-1:111122223333:mesh/m/virtualNode/a";
+
+#[test]
+fn an_alias_selects_one_proxy_only() {
+    let c = parse("catalog.yaml", &aliased(&format!("[{ARN}]"), "[]")).unwrap();
+    assert_eq!(
+        c.proxies[&ProxyName("a".into())].aliases,
+        [ProxyName(ARN.into())]
+    );
+    assert_eq!(
+        errors(&aliased(&format!("[{ARN}, b, {ARN}]"), &format!("[{ARN}]"))),
+        [
+            r#"proxies.a.aliases[1]: "b" is the name of proxy "b""#.to_string(),
+            format!(r#"proxies.a.aliases[2]: "{ARN}" is already aliases[0]"#),
+            format!(r#"proxies.b.aliases[0]: "{ARN}" is already an alias of proxy "a""#),
+        ]
+    );
+    assert_eq!(
+        errors(&aliased(r#"["", "a b"]"#, "[]")),
+        [
+            r#"proxies.a.aliases[0]: "" is not a valid alias (1-1024 printable characters, no spaces)"#,
+            r#"proxies.a.aliases[1]: "a b" is not a valid alias (1-1024 printable characters, no spaces)"#,
+        ]
+    );
+}
+
+#[test]
+fn an_alias_is_owned_across_fragments_like_a_proxy_name() {
+    let one = "version: 1\nproxies:\n  a:\n    aliases: [shared]\n    listeners: [ { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: app } ] } ]\nupstreams:\n  app: { protocol: http1, endpoints: { static: [\"127.0.0.1:80\"] } }\n";
+    let two = "version: 1\nproxies:\n  shared:\n    listeners: [ { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: app2 } ] } ]\nupstreams:\n  app2: { protocol: http1, endpoints: { static: [\"127.0.0.1:81\"] } }\n";
+    let err = merge("dir", &fragments(&[("one.yaml", one), ("two.yaml", two)])).unwrap_err();
+    let text: Vec<String> = err.errors.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        text,
+        [
+            "one.yaml: proxies.shared: also defined in two.yaml",
+            "two.yaml: proxies.shared: also defined in one.yaml",
+        ]
+    );
+}
+
 const EGRESS: &str = r#"
 version: 1
 proxies:

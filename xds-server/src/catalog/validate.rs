@@ -48,6 +48,9 @@ pub(super) fn references(fragment: &Catalog, merged: &Catalog) -> Vec<(CatalogEr
         .collect()
 }
 
+/// The longest alias: the longest `node.cluster` the server takes.
+const MAX_ALIAS: usize = 1024;
+
 /// Envoy `retry_on` conditions accepted in `retries.on` (HTTP and gRPC ones).
 const RETRY_ON: &[&str] = &[
     "5xx",
@@ -103,6 +106,7 @@ fn run<'a>(catalog: &'a Catalog, scope: Scope<'a>) -> Validator<'a> {
                 v.err(&format!("proxies.{name}.identity.iam_roles[{i}]"), e);
             }
         }
+        v.aliases(catalog, name, proxy);
         let mut ports: BTreeMap<i64, &str> = BTreeMap::new();
         let mut names: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, l) in proxy.listeners.iter().enumerate() {
@@ -590,6 +594,46 @@ impl<'a> Validator<'a> {
                 path,
                 format!("{name:?} is not a valid name (letters, digits, '-', '_', '.')"),
             );
+        }
+    }
+
+    /// A proxy's `aliases`: each selects exactly one proxy, so none may be a proxy's name or
+    /// another alias.
+    fn aliases(&mut self, catalog: &Catalog, name: &ProxyName, proxy: &super::Proxy) {
+        for (i, alias) in proxy.aliases.iter().enumerate() {
+            let at = format!("proxies.{name}.aliases[{i}]");
+            let ok = !alias.0.is_empty()
+                && alias.0.len() <= MAX_ALIAS
+                && alias.0.chars().all(|c| c.is_ascii_graphic());
+            if !ok {
+                self.err(
+                    &at,
+                    format!(
+                        "{:?} is not a valid alias (1-{MAX_ALIAS} printable characters, no spaces)",
+                        alias.0
+                    ),
+                );
+                continue;
+            }
+            if catalog.proxies.contains_key(alias) {
+                self.err(
+                    &at,
+                    format!("{:?} is the name of proxy {:?}", alias.0, alias.0),
+                );
+            }
+            if let Some(first) = proxy.aliases[..i].iter().position(|a| a == alias) {
+                self.err(&at, format!("{:?} is already aliases[{first}]", alias.0));
+            }
+            let other = catalog
+                .proxies
+                .iter()
+                .find(|(n, p)| *n < name && p.aliases.contains(alias));
+            if let Some((other, _)) = other {
+                self.err(
+                    &at,
+                    format!("{:?} is already an alias of proxy {:?}", alias.0, other.0),
+                );
+            }
         }
     }
 

@@ -484,9 +484,11 @@ impl StreamCore {
     fn identify(&mut self, node: Option<&Node>) -> Result<(), Status> {
         let (node, proxy) = admit(&self.shared, self.peer.as_ref(), node)?;
         self.attached = Some(self.shared.cache.attach(&proxy));
+        // Status pages and `xds-server status` name the proxy an alias selects.
+        let snapshots = self.shared.cache.current();
         self.guard = Some(self.shared.nodes.register(
             node,
-            &proxy,
+            snapshots.resolve(&proxy),
             self.scope.service(),
             self.variant,
         ));
@@ -718,7 +720,9 @@ fn admit<'n>(
         )));
     }
     let proxy = ProxyName(node.cluster.clone());
-    if let Err(refusal) = shared.auth.check(peer, &proxy) {
+    // An alias speaks for the proxy it selects: the certificate must name that proxy.
+    let snapshots = shared.cache.current();
+    if let Err(refusal) = shared.auth.check(peer, snapshots.resolve(&proxy)) {
         shared
             .metrics
             .identity_refusals

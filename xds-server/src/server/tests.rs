@@ -174,11 +174,10 @@ impl Plane {
             catalog,
             base_dir: ".".into(),
         };
-        self.shared.cache.publish(crate::serve::build_all(
-            &loaded,
-            &endpoints,
-            &Default::default(),
-        ));
+        self.shared.cache.publish(
+            crate::serve::build_all(&loaded, &endpoints, &Default::default()),
+            crate::serve::aliases(&loaded.catalog),
+        );
     }
 
     fn core(&self, variant: &'static str) -> StreamCore {

@@ -28,7 +28,8 @@ use envoy_types::util::pack_any;
 
 use super::{ads_config_source, pb_duration};
 use crate::catalog::{
-    Catalog, Endpoint, HealthCheck, LoadBalancing, Upstream, UpstreamName, UpstreamProtocol,
+    Catalog, DnsResolve, Endpoint, HealthCheck, LoadBalancing, Upstream, UpstreamName,
+    UpstreamProtocol,
 };
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -103,8 +104,11 @@ pub(super) fn cluster(
     match &u.endpoints.dns {
         Some(dns) => {
             // Envoy resolves the name itself and follows its DNS changes.
-            c.cluster_discovery_type =
-                Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
+            let discovery = match dns.resolve {
+                DnsResolve::Strict => DiscoveryType::StrictDns,
+                DnsResolve::Logical => DiscoveryType::LogicalDns,
+            };
+            c.cluster_discovery_type = Some(ClusterDiscoveryType::Type(discovery as i32));
             // ECS tasks and Cloud Map names are IPv4 first; Envoy's default would try IPv6 first.
             c.dns_lookup_family = DnsLookupFamily::V4Preferred as i32;
             let port = dns.port.or(u.port).unwrap_or_default() as u32;

@@ -31,6 +31,7 @@ use envoy_types::pb::envoy::extensions::retry::host::previous_hosts::v3::Previou
 use envoy_types::pb::envoy::r#type::matcher::v3::{
     RegexMatchAndSubstitute, RegexMatcher, StringMatcher, string_matcher::MatchPattern,
 };
+use envoy_types::pb::envoy::r#type::v3::Int64Range;
 use envoy_types::pb::google::protobuf::{Any, BoolValue, Duration as PbDuration, UInt32Value};
 use envoy_types::util::pack_any;
 
@@ -282,14 +283,7 @@ fn route_match(m: &RouteMatch) -> EnvoyMatch {
         ..Default::default()
     });
     let headers = m.headers.iter().map(|(name, value)| {
-        let (specifier, invert_match) = match value {
-            ValueMatch::Present => (HeaderMatchSpecifier::PresentMatch(true), false),
-            ValueMatch::Absent => (HeaderMatchSpecifier::PresentMatch(true), true),
-            other => (
-                HeaderMatchSpecifier::StringMatch(string_match(other)),
-                false,
-            ),
-        };
+        let (specifier, invert_match) = header_match(value);
         HeaderMatcher {
             name: name.clone(),
             header_match_specifier: Some(specifier),
@@ -319,6 +313,29 @@ fn route_match(m: &RouteMatch) -> EnvoyMatch {
     }
 }
 
+/// A header's value match as Envoy's specifier, and whether it is inverted.
+fn header_match(value: &ValueMatch) -> (HeaderMatchSpecifier, bool) {
+    match value {
+        ValueMatch::Present => (HeaderMatchSpecifier::PresentMatch(true), false),
+        ValueMatch::Absent => (HeaderMatchSpecifier::PresentMatch(true), true),
+        ValueMatch::Not(inner) => {
+            let (specifier, invert) = header_match(inner);
+            (specifier, !invert)
+        }
+        ValueMatch::Range { start, end } => (
+            HeaderMatchSpecifier::RangeMatch(Int64Range {
+                start: *start,
+                end: *end,
+            }),
+            false,
+        ),
+        other => (
+            HeaderMatchSpecifier::StringMatch(string_match(other)),
+            false,
+        ),
+    }
+}
+
 /// The string matcher of an exact, prefix, suffix or regex value match.
 fn string_match(v: &ValueMatch) -> StringMatcher {
     let pattern = match v {
@@ -326,7 +343,11 @@ fn string_match(v: &ValueMatch) -> StringMatcher {
         ValueMatch::Suffix(s) => MatchPattern::Suffix(s.clone()),
         ValueMatch::Regex(r) => return regex(r),
         ValueMatch::Exact(e) => MatchPattern::Exact(e.clone()),
-        ValueMatch::Present | ValueMatch::Absent => MatchPattern::Exact(String::new()),
+        // Validation allows these in headers only, which do not come here.
+        ValueMatch::Present
+        | ValueMatch::Absent
+        | ValueMatch::Not(_)
+        | ValueMatch::Range { .. } => MatchPattern::Exact(String::new()),
     };
     StringMatcher {
         match_pattern: Some(pattern),

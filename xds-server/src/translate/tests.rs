@@ -487,6 +487,60 @@ fn a_permissive_mtls_listener_has_a_tls_chain_with_rbac_and_a_plaintext_one() {
     );
 }
 
+#[test]
+fn a_logical_dns_source_is_a_logical_dns_cluster() {
+    let text = CATALOG.replace(
+        "dns: { host: node.internal, port: 8333 }",
+        "dns: { host: node.internal, port: 8333, resolve: logical }",
+    );
+    let c = catalog::parse("c.yaml", &text).unwrap();
+    let r = translate(&c, &ProxyName("edge".into()), &endpoints());
+    assert_eq!(
+        cluster_of(&r, "node").cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(
+            envoy_types::pb::envoy::config::cluster::v3::cluster::DiscoveryType::LogicalDns as i32
+        ))
+    );
+    let bad = CATALOG.replace(
+        "dns: { host: node.internal, port: 8333 }",
+        "dns: { host: node.internal, port: 8333, resolve: round }",
+    );
+    let e = catalog::parse("c.yaml", &bad).unwrap_err().to_string();
+    assert!(e.contains("upstreams.node.endpoints.dns.resolve"), "{e}");
+}
+
+#[test]
+fn not_and_range_header_matches_are_envoy_s_inverted_and_range_matches() {
+    use envoy_types::pb::envoy::config::route::v3::header_matcher::HeaderMatchSpecifier;
+    let text = CATALOG.replace(
+        "headers: { x-v: \"2\" }",
+        "headers: { x-v: { not: \"2\" }, x-n: { range: { start: 1, end: 10 } }, x-p: { not: { absent: true } } }",
+    );
+    let c = catalog::parse("c.yaml", &text).unwrap();
+    let r = translate(&c, &ProxyName("edge".into()), &endpoints());
+    let rc = RouteConfiguration::decode(r.of(ResourceType::Route)["web"].value.as_slice()).unwrap();
+    let headers = rc.virtual_hosts[0].routes[0]
+        .r#match
+        .as_ref()
+        .unwrap()
+        .headers
+        .clone();
+    let by_name = |n: &str| headers.iter().find(|h| h.name == n).unwrap().clone();
+    assert!(by_name("x-v").invert_match);
+    let range = by_name("x-n");
+    assert!(!range.invert_match);
+    assert!(matches!(
+        range.header_match_specifier,
+        Some(HeaderMatchSpecifier::RangeMatch(ref r)) if r.start == 1 && r.end == 10
+    ));
+    let present = by_name("x-p");
+    assert!(!present.invert_match, "not absent is present");
+    assert_eq!(
+        present.header_match_specifier,
+        Some(HeaderMatchSpecifier::PresentMatch(true))
+    );
+}
+
 const EGRESS: &str = r#"
 version: 1
 proxies:

@@ -107,7 +107,7 @@ fn match_conditions_are_checked_with_their_paths() {
     for (m, message) in [
         (
             "{ prefix: /, headers: { x-a: { prefix: a, suffix: b } } }",
-            "headers.x-a: needs exactly one of prefix, suffix, regex, present, absent (2 given)",
+            "headers.x-a: needs exactly one of prefix, suffix, regex, present, absent, not, range (2 given)",
         ),
         (
             "{ prefix: /, headers: { x-a: { present: false } } }",
@@ -347,4 +347,32 @@ fn hash_on_goes_with_the_hashing_policies_only() {
             "{bad}: {got:?}"
         );
     }
+}
+
+#[test]
+fn not_and_range_match_headers_only() {
+    assert_eq!(
+        one_route(
+            r#"{ match: { prefix: /, headers: { x-a: { not: red }, x-b: { not: { prefix: t- } }, x-n: { range: { start: 1, end: 10 } } } }, to: web }"#
+        ),
+        Vec::<String>::new()
+    );
+    let at = "proxies.p.listeners[0].routes[0].match";
+    assert_eq!(
+        one_route(
+            r#"{ match: { prefix: /, headers: { x-a: { not: { regex: "(" } }, x-n: { range: { start: 5, end: 5 } } }, query: { q: { not: a }, r: { range: { start: 1, end: 2 } } } }, to: web }"#
+        ),
+        [
+            format!(
+                "{at}.headers.x-a.not.regex: invalid regular expression: regex parse error:\n    (\n    ^\nerror: unclosed group"
+            ),
+            format!("{at}.headers.x-n.range: start 5 is not below end 5: the range takes nothing"),
+            format!(
+                "{at}.query.q: `not` and `range` match headers only (Envoy's query matches have neither)"
+            ),
+            format!(
+                "{at}.query.r: `not` and `range` match headers only (Envoy's query matches have neither)"
+            ),
+        ]
+    );
 }

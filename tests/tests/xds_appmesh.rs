@@ -1,0 +1,335 @@
+//! Leaving App Mesh: proxies selected by their App Mesh ARN (`aliases`), and `xds-server
+//! import-appmesh` against moto's App Mesh (with tests/fixtures/moto_appmesh.py filling in what
+//! moto lacks), its fragments served to real Envoys that route as App Mesh would.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use tests::{
+    Backend, Envoy, Mode, Moto, TempDir, XdsServer, free_port, http, wait_for, workspace_bin,
+};
+
+const ACCOUNT: &str = "123456789012";
+
+fn arn(path: &str) -> String {
+    format!("arn:aws:appmesh:us-east-1:{ACCOUNT}:mesh/color/{path}")
+}
+
+/// Envoy's bootstrap edited as App Mesh's own Envoy image writes it: the resource's ARN as both
+/// node.cluster and node.id.
+fn as_app_mesh(resource_arn: String) -> impl FnOnce(&mut serde_json::Value) {
+    move |doc| {
+        doc["node"]["cluster"] = serde_json::json!(resource_arn);
+        doc["node"]["id"] = serde_json::json!(resource_arn);
+    }
+}
+
+#[test]
+fn an_envoy_presenting_a_virtual_node_arn_gets_that_node_s_proxy() {
+    let dir = TempDir::new("appmesh-alias");
+    let app = Backend::start("blue-app", 0).unwrap();
+    let other = Backend::start("red-app", 0).unwrap();
+    let (blue_port, red_port) = (free_port(), free_port());
+    let catalog = dir.write(
+        "catalog.yaml",
+        &format!(
+            r#"
+version: 1
+proxies:
+  blue:
+    aliases: ["{blue_arn}"]
+    listeners:
+      - {{ name: ingress, address: 127.0.0.1, port: {blue_port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: blue-local }} ] }}
+  red:
+    listeners:
+      - {{ name: ingress, address: 127.0.0.1, port: {red_port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: red-local }} ] }}
+upstreams:
+  blue-local: {{ protocol: http1, endpoints: {{ static: ["{app}"] }} }}
+  red-local: {{ protocol: http1, endpoints: {{ static: ["{other}"] }} }}
+"#,
+            blue_arn = arn("virtualNode/blue"),
+            app = app.endpoint(),
+            other = other.endpoint(),
+        ),
+    );
+    let server = XdsServer::start(&dir, &catalog, 0);
+    server.wait_ready();
+    let envoy = Envoy::start_with(
+        &dir,
+        "blue",
+        server.xds_port,
+        Mode::Sotw,
+        as_app_mesh(arn("virtualNode/blue")),
+    );
+    envoy.wait_live();
+    http::wait_for_body(blue_port, "blue-app");
+    assert!(
+        http::get(red_port, "/", &[]).is_err(),
+        "the red proxy's listener is not on this Envoy"
+    );
+    assert_eq!(server.metric("xds_unknown_proxy_streams_total"), 0.0);
+    // Status names the proxy the alias selects.
+    let nodes = server.admin_json("/debug/nodes");
+    let node = nodes
+        .as_array()
+        .and_then(|n| {
+            n.iter()
+                .find(|n| n["id"] == arn("virtualNode/blue").as_str())
+        })
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(node["proxy"], "blue", "{nodes}");
+}
+
+/// moto with the color mesh in it; `instances` are the Cloud Map instances (COLOR=HOST:PORT).
+fn color_mesh(dir: &TempDir, gateway_port: u16, instances: &[String], extra: &[&str]) -> Moto {
+    let moto = Moto::start_appmesh(dir, 0);
+    let mut args: Vec<&str> = Vec::new();
+    let gateway = gateway_port.to_string();
+    args.push(&gateway);
+    args.extend(instances.iter().map(String::as_str));
+    args.extend_from_slice(extra);
+    moto.fixture("appmesh_colorapp.py", &args);
+    moto
+}
+
+fn import(moto: &Moto, args: &[&str]) -> Output {
+    Command::new(workspace_bin("xds-server"))
+        .args(["import-appmesh", "--mesh", "color"])
+        .args(args)
+        .envs(moto.env())
+        .output()
+        .expect("xds-server import-appmesh runs")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn validate(dir: &Path) -> Output {
+    Command::new(workspace_bin("xds-server"))
+        .arg("validate")
+        .arg(dir)
+        .output()
+        .expect("xds-server validate runs")
+}
+
+#[test]
+fn the_color_mesh_imports_into_fragments_that_validate_and_a_report_of_what_was_not_mapped() {
+    let dir = TempDir::new("appmesh-import");
+    let moto = color_mesh(&dir, 9080, &[], &[]);
+    let out = dir.path().join("catalog.d");
+
+    // A dry run prints the report and writes nothing.
+    let dry = import(&moto, &["--dry-run"]);
+    assert!(dry.status.success(), "{}", text(&dry.stderr));
+    assert!(text(&dry.stdout).starts_with("# App Mesh import report: mesh `color`"));
+    assert!(!out.exists());
+
+    let run = import(&moto, &["--out", out.to_str().unwrap()]);
+    let stderr = text(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    for line in [
+        "virtual nodes: 6 described",
+        "virtual services: 2 described",
+        "virtual routers: 2 described",
+        "routes: 6 described",
+        "virtual gateways: 1 described",
+        "gateway routes: 1 described",
+    ] {
+        assert!(stderr.contains(line), "{line:?} missing from {stderr}");
+    }
+    let mut files: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "IMPORT-REPORT.md",
+            "black.yaml",
+            "blue.yaml",
+            "colorgateway.yaml",
+            "front.yaml",
+            "green.yaml",
+            "red.yaml",
+            "tcpecho.yaml"
+        ]
+    );
+    let checked = validate(&out);
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        text(&checked.stdout),
+        text(&checked.stderr)
+    );
+
+    let front = std::fs::read_to_string(out.join("front.yaml")).unwrap();
+    assert!(front.contains(&arn("virtualNode/front")), "{front}");
+    let report = std::fs::read_to_string(out.join("IMPORT-REPORT.md")).unwrap();
+    // The tcp route on a shared port, and what depends on it, are reported as not mapped.
+    assert!(
+        report.contains(
+            "| route `tcpecho/tcp` | `spec.tcpRoute` | **not mapped**: a tcp route on a shared port"
+        ),
+        "{report}"
+    );
+    assert!(
+        report.contains("| virtual node `front` | `spec.backends[1].virtualService` | **not mapped**: no route of virtual router tcpecho could be mapped |"),
+        "{report}"
+    );
+    // LOADBALANCER DNS is a logical DNS upstream.
+    let tcpecho = std::fs::read_to_string(out.join("tcpecho.yaml")).unwrap();
+    assert!(tcpecho.contains("resolve: logical"), "{tcpecho}");
+}
+
+#[test]
+fn a_missing_mesh_is_an_error_naming_it_and_nothing_is_written() {
+    let dir = TempDir::new("appmesh-missing");
+    let moto = Moto::start_appmesh(&dir, 0);
+    let out = dir.path().join("catalog.d");
+    let run = Command::new(workspace_bin("xds-server"))
+        .args(["import-appmesh", "--mesh", "nope", "--out"])
+        .arg(&out)
+        .envs(moto.env())
+        .output()
+        .unwrap();
+    assert!(!run.status.success());
+    let stderr = text(&run.stderr);
+    assert!(stderr.contains("App Mesh DescribeMesh (nope)"), "{stderr}");
+    assert!(!out.exists());
+}
+
+/// Counts which backend answered `n` requests (by status and name).
+fn tally(
+    port: u16,
+    path: &str,
+    headers: &[(&str, &str)],
+    n: usize,
+) -> std::collections::BTreeMap<String, usize> {
+    let mut seen = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let r = http::get(port, path, headers).expect("the gateway answers");
+        // The echo backends answer their name first.
+        let name = r.body.lines().next().unwrap_or_default().to_string();
+        *seen.entry(format!("{} {name}", r.status)).or_insert(0) += 1;
+    }
+    seen
+}
+
+#[test]
+fn envoys_configured_from_the_import_route_as_app_mesh_would() {
+    let dir = TempDir::new("appmesh-traffic");
+    let red = Backend::start_echo("red").unwrap();
+    let blue = Backend::start_echo("blue").unwrap();
+    let green = Backend::start_echo("green").unwrap();
+    let black = Backend::start_failing("black", 0, 500).unwrap();
+    let gateway_port = free_port();
+    let instances: Vec<String> = [
+        ("red", &red),
+        ("blue", &blue),
+        ("green", &green),
+        ("black", &black),
+    ]
+    .iter()
+    .map(|(c, b)| format!("{c}={}", b.endpoint()))
+    .collect();
+    let moto = color_mesh(&dir, gateway_port, &instances, &[]);
+    let out = dir.path().join("catalog.d");
+    let (ingress, egress) = (free_port(), free_port());
+    let run = import(
+        &moto,
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--ingress-port",
+            &ingress.to_string(),
+            "--egress-port",
+            &egress.to_string(),
+            "--listen-address",
+            "127.0.0.1",
+        ],
+    );
+    assert!(run.status.success(), "{}", text(&run.stderr));
+
+    let server = XdsServer::start_env(&dir, out.as_os_str(), 0, &[], &moto.env());
+    server.wait_ready();
+    // The gateway's Envoy started the App Mesh way: its ARN as node.cluster.
+    let gateway = Envoy::start_with(
+        &dir,
+        "colorgateway",
+        server.xds_port,
+        Mode::Delta,
+        as_app_mesh(arn("virtualGateway/colorgateway")),
+    );
+    gateway.wait_live();
+    wait_for(
+        "the colors' endpoints from Cloud Map",
+        Duration::from_secs(30),
+        || {
+            http::get(gateway_port, "/color/", &[("x-color", "blue")])
+                .ok()
+                .filter(|r| r.body.starts_with("blue"))
+        },
+    );
+
+    // The gateway rewrote the prefix to / and the Host to the service's name.
+    let r = http::get(gateway_port, "/color/hello", &[("x-color", "blue")]).unwrap();
+    let head = r.body.to_ascii_lowercase();
+    assert!(head.contains("get /hello http/1.1"), "{}", r.body);
+    assert!(head.contains("host: colorteller.color.local"), "{}", r.body);
+
+    // The header route: always blue.
+    let by_header: Vec<String> = tally(gateway_port, "/color/", &[("x-color", "blue")], 20)
+        .into_keys()
+        .collect();
+    assert_eq!(by_header, ["200 blue"]);
+
+    // The exact path route, after the rewrite: /color/green is /green.
+    let r = http::get(gateway_port, "/color/green", &[]).unwrap();
+    assert!(r.body.starts_with("green"), "{}", r.body);
+
+    // A header in a range, another not matching a prefix (App Mesh's `invert`): green.
+    let r = http::get(
+        gateway_port,
+        "/color/",
+        &[("x-canary", "5"), ("x-user", "ann")],
+    )
+    .unwrap();
+    assert!(r.body.starts_with("green"), "{}", r.body);
+    for not_canary in [
+        [("x-canary", "10"), ("x-user", "ann")],
+        [("x-canary", "5"), ("x-user", "test-ann")],
+    ] {
+        let r = http::get(gateway_port, "/color/", &not_canary).unwrap();
+        assert!(!r.body.starts_with("green"), "{not_canary:?}: {}", r.body);
+    }
+
+    // The weighted route: red 2, blue 1, green 0 (never).
+    let n = 90;
+    let seen = tally(gateway_port, "/color/", &[], n);
+    let count = |c: &str| {
+        seen.iter()
+            .filter(|(k, _)| k.starts_with(&format!("200 {c}")))
+            .map(|(_, v)| *v)
+            .sum::<usize>()
+    };
+    assert_eq!(count("red") + count("blue"), n, "{seen:?}");
+    assert_eq!(count("green"), 0, "{seen:?}");
+    // Expected 60 and 30; far outside that only if the weights were not applied.
+    assert!((35..=80).contains(&count("red")), "{seen:?}");
+    assert!((10..=55).contains(&count("blue")), "{seen:?}");
+
+    // The retrying route: a failing backend is tried 1 + 3 times (maxRetries 3, server-error).
+    let before = black.hits();
+    let r = http::get(gateway_port, "/color/flaky", &[]).unwrap();
+    assert_eq!(r.status, 500);
+    wait_for(
+        "the retries to reach the failing backend",
+        Duration::from_secs(10),
+        || (black.hits() - before >= 4).then_some(()),
+    );
+    assert_eq!(black.hits() - before, 4);
+}

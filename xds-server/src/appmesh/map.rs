@@ -1,0 +1,1622 @@
+//! The mapping from App Mesh resources to catalog fragments, as pure functions: a mesh in, one
+//! fragment per virtual node and per virtual gateway out, and a report of every field.
+//!
+//! What the catalog runs is what App Mesh's Envoys ran: a virtual node's proxy takes inbound
+//! traffic on 15000 and hands it to the app on `127.0.0.1:PORT`, and sends the app's outbound
+//! traffic (15001) by Host to one virtual host per backend virtual service, whose routes are the
+//! service's router's routes. Health checks and outlier detection of a virtual node are
+//! enforced by its callers, so they are on the upstream callers use. A virtual gateway's
+//! gateway routes rewrite as App Mesh did by default and hand the request to the target
+//! virtual service's routes, on a listener of the gateway's own on loopback.
+
+use std::collections::BTreeMap;
+
+use aws_sdk_appmesh::types::{
+    Duration, GatewayRouteData, HttpGatewayRoute, HttpRetryPolicy, HttpRoute, Listener,
+    PortProtocol, RouteData, RouteSpec, VirtualGatewayData, VirtualNodeData, VirtualRouterData,
+    VirtualServiceData,
+};
+use serde_json::{Map, Value, json};
+
+use super::Mesh;
+use super::report::{Report, Resource};
+
+/// The inbound port of a virtual node's proxy, as App Mesh's `proxyConfiguration` sets it.
+pub const INGRESS_PORT: u16 = 15000;
+/// The outbound port, likewise.
+pub const EGRESS_PORT: u16 = 15001;
+/// App Mesh's per-request timeout where a route or listener sets none.
+pub const APP_MESH_TIMEOUT: &str = "15s";
+
+/// What an import may choose.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The proxies' inbound port (`ProxyIngressPort` of the task's `proxyConfiguration`).
+    pub ingress_port: u16,
+    /// The proxies' outbound port (`ProxyEgressPort`).
+    pub egress_port: u16,
+    /// The address the proxies' listeners bind; `None`: every interface of the task.
+    pub address: Option<String>,
+    /// Whether the mesh had App Mesh's default retry policy (every mesh of an account created
+    /// after 2020-07-29): routes without a retry policy of their own get it.
+    pub default_retries: bool,
+    /// The trust domain written as the fragments' `mesh.trust_domain`.
+    pub trust_domain: Option<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            ingress_port: INGRESS_PORT,
+            egress_port: EGRESS_PORT,
+            address: None,
+            default_retries: false,
+            trust_domain: None,
+        }
+    }
+}
+
+/// The fragments (file name → document) and the report of a mesh.
+#[derive(Debug, Clone)]
+pub struct Mapped {
+    /// One document per virtual node and per virtual gateway, by file name.
+    pub fragments: BTreeMap<String, Value>,
+    /// What became of every field.
+    pub report: Report,
+}
+
+/// A name as the catalog takes it: letters, digits, `-`, `_`, `.`; anything else becomes `-`.
+pub fn catalog_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+/// An App Mesh duration as a catalog duration (`250ms`, `15s`); `None` when it has no value.
+pub fn duration(d: &Duration) -> Option<String> {
+    let value = d.value()?;
+    let unit = match d.unit().map(|u| u.as_str()) {
+        Some("ms") => "ms",
+        _ => "s",
+    };
+    Some(format!("{value}{unit}"))
+}
+
+/// App Mesh retry events as Envoy `retry_on` conditions. `server-error` and `gateway-error`
+/// include Envoy's `reset`, as App Mesh documents; `client-error` is HTTP 409, Envoy's
+/// `retriable-4xx`; `stream-error` is a refused stream.
+pub fn retry_on<'a>(
+    http: impl IntoIterator<Item = &'a str>,
+    tcp: impl IntoIterator<Item = &'a str>,
+    grpc: impl IntoIterator<Item = &'a str>,
+) -> Result<Vec<String>, String> {
+    let mut on: Vec<String> = Vec::new();
+    let mut add = |c: &str| {
+        if !on.iter().any(|o| o == c) {
+            on.push(c.to_string());
+        }
+    };
+    for e in http {
+        match e {
+            "server-error" => {
+                add("5xx");
+                add("reset");
+            }
+            "gateway-error" => {
+                add("gateway-error");
+                add("reset");
+            }
+            "client-error" => add("retriable-4xx"),
+            "stream-error" => add("refused-stream"),
+            other => return Err(format!("unknown HTTP retry event {other:?}")),
+        }
+    }
+    for e in tcp {
+        match e {
+            "connection-error" => add("connect-failure"),
+            other => return Err(format!("unknown TCP retry event {other:?}")),
+        }
+    }
+    for e in grpc {
+        match e {
+            "cancelled" | "deadline-exceeded" | "internal" | "resource-exhausted"
+            | "unavailable" => add(e),
+            other => return Err(format!("unknown gRPC retry event {other:?}")),
+        }
+    }
+    Ok(on)
+}
+
+/// A header, metadata or query condition App Mesh may write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Cond {
+    Exact(String),
+    Prefix(String),
+    Suffix(String),
+    Regex(String),
+    Range(i64, i64),
+    Present,
+}
+
+macro_rules! cond_of {
+    ($m:expr, $ty:ident) => {
+        match $m {
+            None => Some(Cond::Present),
+            Some(aws_sdk_appmesh::types::$ty::Exact(v)) => Some(Cond::Exact(v.clone())),
+            Some(aws_sdk_appmesh::types::$ty::Prefix(v)) => Some(Cond::Prefix(v.clone())),
+            Some(aws_sdk_appmesh::types::$ty::Suffix(v)) => Some(Cond::Suffix(v.clone())),
+            Some(aws_sdk_appmesh::types::$ty::Regex(v)) => Some(Cond::Regex(v.clone())),
+            Some(aws_sdk_appmesh::types::$ty::Range(r)) => Some(Cond::Range(r.start(), r.end())),
+            Some(_) => None,
+        }
+    };
+}
+
+/// A header condition as the catalog writes it; `Err` says why it cannot be.
+fn value_match(cond: Option<Cond>, invert: bool) -> Result<Value, String> {
+    let Some(cond) = cond else {
+        return Err("a match kind this importer does not know".into());
+    };
+    let m = match cond {
+        Cond::Present if invert => return Ok(json!({ "absent": true })),
+        Cond::Present => json!({ "present": true }),
+        Cond::Exact(v) => json!(v),
+        Cond::Prefix(v) => json!({ "prefix": v }),
+        Cond::Suffix(v) => json!({ "suffix": v }),
+        Cond::Regex(v) => json!({ "regex": v }),
+        Cond::Range(start, end) => json!({ "range": { "start": start, "end": end } }),
+    };
+    Ok(if invert { json!({ "not": m }) } else { m })
+}
+
+/// One catalog route being made, with what the report says of it.
+struct RouteOut {
+    route: Map<String, Value>,
+}
+
+/// The mapper's view of the mesh: resources by name.
+struct Ctx<'a> {
+    mesh: &'a Mesh,
+    options: &'a Options,
+    nodes: BTreeMap<&'a str, &'a VirtualNodeData>,
+    services: BTreeMap<&'a str, &'a VirtualServiceData>,
+    routers: BTreeMap<&'a str, (&'a VirtualRouterData, &'a [RouteData])>,
+    report: Report,
+}
+
+/// Maps a whole mesh.
+pub fn map(mesh: &Mesh, options: &Options) -> Mapped {
+    let mut ctx = Ctx {
+        mesh,
+        options,
+        nodes: mesh
+            .nodes
+            .iter()
+            .map(|n| (n.virtual_node_name(), n))
+            .collect(),
+        services: mesh
+            .services
+            .iter()
+            .map(|s| (s.virtual_service_name(), s))
+            .collect(),
+        routers: mesh
+            .routers
+            .iter()
+            .map(|(r, routes)| (r.virtual_router_name(), (r, routes.as_slice())))
+            .collect(),
+        report: Report {
+            mesh: mesh.data.mesh_name().to_string(),
+            ..Default::default()
+        },
+    };
+    let mut fragments = BTreeMap::new();
+    ctx.mesh_settings();
+    for node in &mesh.nodes {
+        let (file, doc) = ctx.node_fragment(node);
+        fragments.insert(file, doc);
+    }
+    for (gateway, routes) in &mesh.gateways {
+        let (file, doc) = ctx.gateway_fragment(gateway, routes);
+        fragments.insert(file, doc);
+    }
+    ctx.report_routes();
+    ctx.report.fragments = fragments.keys().cloned().collect();
+    Mapped {
+        fragments,
+        report: ctx.report,
+    }
+}
+
+/// The upstream of a virtual node, as its callers reach it.
+fn node_upstream(node: &str) -> String {
+    catalog_name(node)
+}
+
+/// The upstream of a virtual node's own app, on loopback.
+fn local_upstream(node: &str) -> String {
+    format!("{}-local", catalog_name(node))
+}
+
+/// The catalog protocol of an App Mesh listener protocol.
+fn upstream_protocol(p: &PortProtocol) -> &'static str {
+    match p.as_str() {
+        "http2" => "http2",
+        "grpc" => "grpc",
+        "tcp" => "tcp",
+        _ => "http1",
+    }
+}
+
+impl Ctx<'_> {
+    fn mesh_settings(&mut self) {
+        let mut r = Resource::new("mesh", self.mesh.data.mesh_name());
+        let spec = self.mesh.data.spec();
+        match spec
+            .and_then(|s| s.egress_filter())
+            .map(|f| f.r#type().as_str())
+        {
+            Some("ALLOW_ALL") => r.not_mapped(
+                "spec.egressFilter.type",
+                "ALLOW_ALL: traffic to names outside the mesh needs a passthrough to the address dialled, which the catalog has not (yet); such traffic gets 404 from the egress listener: add those names as upstreams",
+            ),
+            _ => r.mapped(
+                "spec.egressFilter.type",
+                "DROP_ALL: the egress listener answers only the backends' virtual hosts",
+            ),
+        }
+        if spec.and_then(|s| s.service_discovery()).is_some() {
+            r.lossy(
+                "spec.serviceDiscovery.ipPreference",
+                "Envoy prefers IPv4 for `dns` sources; Cloud Map gives IPv4 addresses",
+            );
+        }
+        if self.options.default_retries {
+            r.lossy(
+                "(App Mesh's default retry policy)",
+                "routes without a retry policy retry twice on connect-failure, refused-stream, gRPC unavailable and gateway-error (App Mesh retried HTTP 503 only; gateway-error also retries 502 and 504)",
+            );
+        } else {
+            r.mapped(
+                "(App Mesh's default retry policy)",
+                "off (--no-default-retries): routes without a retry policy do not retry",
+            );
+        }
+        self.report.resources.push(r);
+    }
+
+    /// Every route and virtual service is reported where it was used; a route no virtual
+    /// service reaches is reported here.
+    fn report_routes(&mut self) {
+        for (name, (_, routes)) in &self.routers {
+            let used = self.mesh.services.iter().any(|s| {
+                s.spec()
+                    .and_then(|s| s.provider())
+                    .and_then(|p| p.as_virtual_router().ok())
+                    .is_some_and(|p| p.virtual_router_name() == *name)
+            });
+            if !used {
+                let mut r = Resource::new("virtual router", *name);
+                r.not_mapped(
+                    "",
+                    format!(
+                        "no virtual service has it as provider: its {} routes are not used",
+                        routes.len()
+                    ),
+                );
+                self.report.resources.push(r);
+            }
+        }
+    }
+
+    fn node_fragment(&mut self, node: &VirtualNodeData) -> (String, Value) {
+        let name = node.virtual_node_name();
+        let proxy = catalog_name(name);
+        let mut r = Resource::new("virtual node", name);
+        let mut upstreams = Map::new();
+        let mut listeners: Vec<Value> = Vec::new();
+        let spec = node.spec();
+        let app_listeners = spec.map(|s| s.listeners()).unwrap_or_default();
+        let access_log = self.access_log(
+            spec.and_then(|s| s.logging())
+                .and_then(|l| l.access_log())
+                .and_then(|a| a.as_file().ok())
+                .map(|f| (f.path(), f.format())),
+            &mut r,
+        );
+        if let Some(first) = app_listeners.first() {
+            let (listener, local) = self.ingress(name, first, &mut r);
+            let mut listener = listener;
+            if let Some(log) = &access_log {
+                listener.insert("access_log".into(), log.clone());
+            }
+            listeners.push(Value::Object(listener));
+            upstreams.insert(local_upstream(name), local);
+            if let Some(u) = self.node_upstream_def(node, first, &mut r) {
+                upstreams.insert(node_upstream(name), u);
+            }
+            for (i, _) in app_listeners.iter().enumerate().skip(1) {
+                r.not_mapped(
+                    format!("spec.listeners[{i}]"),
+                    "only the first listener is mapped: the ingress listener hands everything to one app port (the catalog chooses by destination port for tcp listeners only, `ports`)",
+                );
+            }
+        } else {
+            r.mapped(
+                "spec.listeners",
+                "none: the proxy has no ingress listener (a client-only node)",
+            );
+        }
+        let hosts = self.egress_hosts(
+            spec.map(|s| s.backends()).unwrap_or_default(),
+            "spec.backends",
+            &mut r,
+        );
+        if let Some(d) = spec.and_then(|s| s.backend_defaults())
+            && d.client_policy().is_some()
+        {
+            r.not_mapped(
+                "spec.backendDefaults.clientPolicy",
+                "TLS to backends is not imported yet: set `tls` on the upstreams (docs/tls.md)",
+            );
+        }
+        if !hosts.is_empty() {
+            let mut egress = Map::new();
+            egress.insert("name".into(), json!("egress"));
+            self.bind(&mut egress);
+            egress.insert("port".into(), json!(self.options.egress_port));
+            // ECS redirects the app's outbound connections here; Envoy routes them by Host.
+            egress.insert("original_destination".into(), json!(true));
+            egress.insert("protocol".into(), json!("http"));
+            egress.insert("virtual_hosts".into(), Value::Array(hosts));
+            if let Some(log) = &access_log {
+                egress.insert("access_log".into(), log.clone());
+            }
+            listeners.push(Value::Object(egress));
+        }
+        let arn = node.metadata().map(|m| m.arn()).unwrap_or_default();
+        r.mapped(
+            "metadata.arn",
+            format!("proxies.{proxy}.aliases: an Envoy presenting the ARN as node.cluster gets this proxy"),
+        );
+        let mut proxy_doc = Map::new();
+        if !arn.is_empty() {
+            proxy_doc.insert("aliases".into(), json!([arn]));
+        }
+        proxy_doc.insert("listeners".into(), Value::Array(listeners));
+        let doc = self.document(&proxy, proxy_doc, upstreams);
+        self.report.resources.push(r);
+        (format!("{proxy}.yaml"), doc)
+    }
+
+    /// Sets the listener's address, when the import names one.
+    fn bind(&self, listener: &mut Map<String, Value>) {
+        if let Some(a) = &self.options.address {
+            listener.insert("address".into(), json!(a));
+        }
+    }
+
+    /// A fragment document with the import's settings.
+    fn document(
+        &self,
+        proxy: &str,
+        proxy_doc: Map<String, Value>,
+        upstreams: Map<String, Value>,
+    ) -> Value {
+        let mut doc = Map::new();
+        doc.insert("version".into(), json!(1));
+        if let Some(td) = &self.options.trust_domain {
+            doc.insert("mesh".into(), json!({ "trust_domain": td }));
+        }
+        let mut proxies = Map::new();
+        proxies.insert(proxy.to_string(), Value::Object(proxy_doc));
+        doc.insert("proxies".into(), Value::Object(proxies));
+        if !upstreams.is_empty() {
+            doc.insert("upstreams".into(), Value::Object(upstreams));
+        }
+        Value::Object(doc)
+    }
+
+    fn access_log(
+        &self,
+        file: Option<(&str, Option<&aws_sdk_appmesh::types::LoggingFormat>)>,
+        r: &mut Resource,
+    ) -> Option<Value> {
+        let (path, format) = file?;
+        let mut log = Map::new();
+        match format {
+            Some(aws_sdk_appmesh::types::LoggingFormat::Json(_)) => {
+                log.insert("format".into(), json!("json"));
+                r.lossy(
+                    "spec.logging.accessLog.file.format.json",
+                    "the catalog's JSON line has its own fields, not the ones App Mesh listed",
+                );
+            }
+            Some(aws_sdk_appmesh::types::LoggingFormat::Text(_)) => {
+                log.insert("format".into(), json!("text"));
+                r.lossy(
+                    "spec.logging.accessLog.file.format.text",
+                    "Envoy's default text format, not App Mesh's custom one",
+                );
+            }
+            _ => {
+                log.insert("format".into(), json!("text"));
+            }
+        }
+        if path == "/dev/stdout" {
+            r.mapped(
+                "spec.logging.accessLog.file.path",
+                "access_log on the listeners, to Envoy's stdout",
+            );
+        } else {
+            log.insert("path".into(), json!(path));
+            r.mapped(
+                "spec.logging.accessLog.file.path",
+                format!("access_log on the listeners, to {path}"),
+            );
+        }
+        Some(Value::Object(log))
+    }
+
+    /// The ingress listener (15000 → the app) and the app's upstream.
+    fn ingress(&self, node: &str, l: &Listener, r: &mut Resource) -> (Map<String, Value>, Value) {
+        let at = "spec.listeners[0]";
+        let (port, protocol) = l
+            .port_mapping()
+            .map(|p| (p.port(), upstream_protocol(p.protocol())))
+            .unwrap_or((80, "http1"));
+        r.mapped(
+            format!("{at}.portMapping"),
+            format!(
+                "listener `ingress` on {} to upstream {} at 127.0.0.1:{port} ({protocol})",
+                self.options.ingress_port,
+                local_upstream(node)
+            ),
+        );
+        let mut listener = Map::new();
+        listener.insert("name".into(), json!("ingress"));
+        self.bind(&mut listener);
+        listener.insert("port".into(), json!(self.options.ingress_port));
+        // ECS redirects the app ports' inbound connections here (proxyConfiguration).
+        listener.insert("original_destination".into(), json!(true));
+        let mut local = Map::new();
+        local.insert("protocol".into(), json!(protocol));
+        local.insert(
+            "endpoints".into(),
+            json!({ "static": [format!("127.0.0.1:{port}")] }),
+        );
+        if protocol == "tcp" {
+            listener.insert("protocol".into(), json!("tcp"));
+            listener.insert("to".into(), json!(local_upstream(node)));
+            if let Some(idle) = l
+                .timeout()
+                .and_then(|t| t.as_tcp().ok())
+                .and_then(|t| t.idle())
+                .and_then(duration)
+            {
+                listener.insert("idle_timeout".into(), json!(idle));
+                r.mapped(
+                    format!("{at}.timeout.tcp.idle"),
+                    "the listener's idle_timeout",
+                );
+            }
+        } else {
+            listener.insert("protocol".into(), json!("http"));
+            let mut route = Map::new();
+            route.insert("match".into(), json!({ "prefix": "/" }));
+            route.insert("to".into(), json!(local_upstream(node)));
+            let timeout = l.timeout().and_then(|t| match t {
+                aws_sdk_appmesh::types::ListenerTimeout::Http(h)
+                | aws_sdk_appmesh::types::ListenerTimeout::Http2(h) => Some((
+                    h.per_request().and_then(duration),
+                    h.idle().and_then(duration),
+                )),
+                aws_sdk_appmesh::types::ListenerTimeout::Grpc(g) => Some((
+                    g.per_request().and_then(duration),
+                    g.idle().and_then(duration),
+                )),
+                _ => None,
+            });
+            let (per_request, idle) = timeout.unwrap_or((None, None));
+            match per_request {
+                Some(t) => {
+                    r.mapped(
+                        format!("{at}.timeout.perRequest"),
+                        "the ingress route's timeout",
+                    );
+                    route.insert("timeout".into(), json!(t));
+                }
+                None => {
+                    route.insert("timeout".into(), json!(APP_MESH_TIMEOUT));
+                }
+            }
+            if let Some(idle) = idle {
+                r.mapped(
+                    format!("{at}.timeout.idle"),
+                    "the ingress listener's idle_timeout",
+                );
+                listener.insert("idle_timeout".into(), json!(idle));
+            }
+            listener.insert("routes".into(), json!([Value::Object(route)]));
+        }
+        if let Some(pool) = l.connection_pool() {
+            use aws_sdk_appmesh::types::VirtualNodeConnectionPool as P;
+            match pool {
+                P::Http(h) => {
+                    local.insert("max_connections".into(), json!(h.max_connections()));
+                    if let Some(p) = h.max_pending_requests() {
+                        local.insert("max_pending_requests".into(), json!(p));
+                    }
+                }
+                P::Http2(h) => {
+                    local.insert("max_requests".into(), json!(h.max_requests()));
+                }
+                P::Grpc(g) => {
+                    local.insert("max_requests".into(), json!(g.max_requests()));
+                }
+                P::Tcp(t) => {
+                    local.insert("max_connections".into(), json!(t.max_connections()));
+                }
+                _ => {}
+            }
+            r.mapped(
+                format!("{at}.connectionPool"),
+                format!("circuit breakers of upstream {}", local_upstream(node)),
+            );
+        }
+        if l.tls().is_some() {
+            r.not_mapped(
+                format!("{at}.tls"),
+                "listener TLS is not imported yet: set `tls` on the ingress listener (docs/tls.md)",
+            );
+        }
+        (listener, Value::Object(local))
+    }
+
+    /// The upstream callers use to reach a virtual node: its service discovery, with the
+    /// listener's health check and outlier detection (App Mesh enforced them at the callers).
+    fn node_upstream_def(
+        &self,
+        node: &VirtualNodeData,
+        l: &Listener,
+        r: &mut Resource,
+    ) -> Option<Value> {
+        let name = node.virtual_node_name();
+        let (port, protocol) = l
+            .port_mapping()
+            .map(|p| (p.port(), upstream_protocol(p.protocol())))
+            .unwrap_or((80, "http1"));
+        let mut u = Map::new();
+        u.insert("protocol".into(), json!(protocol));
+        u.insert("port".into(), json!(port));
+        let discovery = node.spec().and_then(|s| s.service_discovery());
+        use aws_sdk_appmesh::types::ServiceDiscovery as S;
+        match discovery {
+            Some(S::AwsCloudMap(c)) => {
+                let attributes: Map<String, Value> = c
+                    .attributes()
+                    .iter()
+                    .map(|a| (a.key().to_string(), json!(a.value())))
+                    .collect();
+                let mut source = Map::new();
+                source.insert("namespace".into(), json!(c.namespace_name()));
+                source.insert("service".into(), json!(c.service_name()));
+                if !attributes.is_empty() {
+                    source.insert("attributes".into(), Value::Object(attributes));
+                }
+                u.insert("endpoints".into(), json!({ "cloud_map": source }));
+                r.mapped(
+                    "spec.serviceDiscovery.awsCloudMap",
+                    format!(
+                        "upstream {} from cloud_map (namespace, service, attributes)",
+                        node_upstream(name)
+                    ),
+                );
+            }
+            Some(S::Dns(d)) => {
+                let mut source = Map::new();
+                source.insert("host".into(), json!(d.hostname()));
+                source.insert("port".into(), json!(port));
+                if d.response_type().map(|t| t.as_str()) == Some("LOADBALANCER") {
+                    source.insert("resolve".into(), json!("logical"));
+                }
+                u.insert("endpoints".into(), json!({ "dns": source }));
+                r.mapped(
+                    "spec.serviceDiscovery.dns",
+                    format!(
+                        "upstream {} from dns (responseType LOADBALANCER: resolve logical; ENDPOINTS: strict)",
+                        node_upstream(name)
+                    ),
+                );
+            }
+            _ => {
+                r.not_mapped(
+                    "spec.serviceDiscovery",
+                    "none: callers cannot reach this node; routes to it are left out",
+                );
+                return None;
+            }
+        }
+        if let Some(h) = l.health_check() {
+            let mut check = Map::new();
+            match h.protocol().as_str() {
+                "tcp" => {
+                    check.insert("tcp".into(), json!({}));
+                }
+                "grpc" => {
+                    check.insert("grpc".into(), json!({}));
+                }
+                _ => {
+                    check.insert("http".into(), json!({ "path": h.path().unwrap_or("/") }));
+                }
+            }
+            check.insert(
+                "interval".into(),
+                json!(format!("{}ms", h.interval_millis())),
+            );
+            check.insert("timeout".into(), json!(format!("{}ms", h.timeout_millis())));
+            check.insert("healthy_threshold".into(), json!(h.healthy_threshold()));
+            check.insert("unhealthy_threshold".into(), json!(h.unhealthy_threshold()));
+            u.insert("health_check".into(), Value::Object(check));
+            r.mapped(
+                "spec.listeners[0].healthCheck",
+                format!(
+                    "health_check of upstream {}, run by the callers' proxies",
+                    node_upstream(name)
+                ),
+            );
+            if h.port().is_some_and(|p| p != port) {
+                r.lossy(
+                    "spec.listeners[0].healthCheck.port",
+                    "checks go to the listener's port, not another one",
+                );
+            }
+        }
+        if let Some(o) = l.outlier_detection() {
+            let mut od = Map::new();
+            od.insert("consecutive_5xx".into(), json!(o.max_server_errors()));
+            if let Some(i) = o.interval().and_then(duration) {
+                od.insert("interval".into(), json!(i));
+            }
+            if let Some(b) = o.base_ejection_duration().and_then(duration) {
+                od.insert("base_ejection_time".into(), json!(b));
+            }
+            od.insert(
+                "max_ejection_percent".into(),
+                json!(o.max_ejection_percent()),
+            );
+            u.insert("outlier_detection".into(), Value::Object(od));
+            r.mapped(
+                "spec.listeners[0].outlierDetection",
+                format!(
+                    "outlier_detection of upstream {}, at the callers",
+                    node_upstream(name)
+                ),
+            );
+        }
+        Some(Value::Object(u))
+    }
+
+    /// The port a virtual service is reached on, when it has one.
+    fn service_port(&self, service: &VirtualServiceData) -> Option<i32> {
+        use aws_sdk_appmesh::types::VirtualServiceProvider as P;
+        match service.spec()?.provider()? {
+            P::VirtualRouter(r) => {
+                let (router, _) = self.routers.get(r.virtual_router_name())?;
+                router
+                    .spec()?
+                    .listeners()
+                    .first()?
+                    .port_mapping()
+                    .map(|p| p.port())
+            }
+            P::VirtualNode(n) => self
+                .nodes
+                .get(n.virtual_node_name())?
+                .spec()?
+                .listeners()
+                .first()?
+                .port_mapping()
+                .map(|p| p.port()),
+            _ => None,
+        }
+    }
+
+    /// One virtual host per backend virtual service, with the service's routes.
+    fn egress_hosts(
+        &mut self,
+        backends: &[aws_sdk_appmesh::types::Backend],
+        at: &str,
+        r: &mut Resource,
+    ) -> Vec<Value> {
+        let mut hosts = Vec::new();
+        for (i, b) in backends.iter().enumerate() {
+            let Ok(vs) = b.as_virtual_service() else {
+                r.not_mapped(
+                    format!("{at}[{i}]"),
+                    "a backend kind this importer does not know",
+                );
+                continue;
+            };
+            let name = vs.virtual_service_name();
+            if vs.client_policy().is_some() {
+                r.not_mapped(
+                    format!("{at}[{i}].virtualService.clientPolicy"),
+                    "TLS to backends is not imported yet: set `tls` on the upstreams (docs/tls.md)",
+                );
+            }
+            match self.service_host(name, &format!("{at}[{i}]"), r) {
+                Some(h) => hosts.push(h),
+                None => continue,
+            }
+        }
+        hosts
+    }
+
+    /// The virtual host of one virtual service; `None` when nothing of it can be routed.
+    fn service_host(&mut self, name: &str, at: &str, r: &mut Resource) -> Option<Value> {
+        let Some(service) = self.services.get(name).copied() else {
+            r.not_mapped(
+                format!("{at}.virtualService"),
+                format!("virtual service {name} is not in the mesh (or not ACTIVE)"),
+            );
+            return None;
+        };
+        let mut domains = vec![json!(name)];
+        match self.service_port(service) {
+            Some(p) => domains.push(json!(format!("{name}:{p}"))),
+            None => domains.push(json!(format!("{name}:*"))),
+        }
+        use aws_sdk_appmesh::types::VirtualServiceProvider as P;
+        let routes: Vec<Value> = match service.spec().and_then(|s| s.provider()) {
+            Some(P::VirtualNode(n)) => {
+                let target = n.virtual_node_name();
+                if !self.reachable(target) {
+                    r.not_mapped(
+                        format!("{at}.virtualService"),
+                        format!("its provider, virtual node {target}, has no service discovery"),
+                    );
+                    return None;
+                }
+                let mut route = Map::new();
+                route.insert("match".into(), json!({ "prefix": "/" }));
+                route.insert("to".into(), json!(node_upstream(target)));
+                route.insert("timeout".into(), json!(APP_MESH_TIMEOUT));
+                if let Some(retries) = self.default_retries() {
+                    route.insert("retries".into(), retries);
+                }
+                r.mapped(
+                    format!("{at}.virtualService"),
+                    format!(
+                        "virtual host {} to upstream {}",
+                        catalog_name(name),
+                        node_upstream(target)
+                    ),
+                );
+                vec![Value::Object(route)]
+            }
+            Some(P::VirtualRouter(vr)) => {
+                let router = vr.virtual_router_name();
+                let Some((_, routes)) = self.routers.get(router).copied() else {
+                    r.not_mapped(
+                        format!("{at}.virtualService"),
+                        format!("its provider, virtual router {router}, is not in the mesh"),
+                    );
+                    return None;
+                };
+                let mapped = self.router_routes(router, routes);
+                if mapped.is_empty() {
+                    r.not_mapped(
+                        format!("{at}.virtualService"),
+                        format!("no route of virtual router {router} could be mapped"),
+                    );
+                    return None;
+                }
+                r.mapped(
+                    format!("{at}.virtualService"),
+                    format!(
+                        "virtual host {} with the {} routes of virtual router {router}, by priority",
+                        catalog_name(name),
+                        mapped.len()
+                    ),
+                );
+                mapped
+            }
+            _ => {
+                r.not_mapped(
+                    format!("{at}.virtualService"),
+                    format!("virtual service {name} has no provider"),
+                );
+                return None;
+            }
+        };
+        Some(json!({
+            "name": catalog_name(name),
+            "domains": domains,
+            "routes": routes,
+        }))
+    }
+
+    /// Whether a virtual node can be reached by its callers (it has service discovery).
+    fn reachable(&self, node: &str) -> bool {
+        self.nodes
+            .get(node)
+            .and_then(|n| n.spec())
+            .and_then(|s| s.service_discovery())
+            .is_some()
+            && self
+                .nodes
+                .get(node)
+                .and_then(|n| n.spec())
+                .is_some_and(|s| !s.listeners().is_empty())
+    }
+
+    fn default_retries(&self) -> Option<Value> {
+        self.options.default_retries.then(|| {
+            json!({
+                "attempts": 2,
+                "on": ["connect-failure", "refused-stream", "unavailable", "gateway-error"],
+                "per_try_timeout": APP_MESH_TIMEOUT,
+            })
+        })
+    }
+
+    /// The routes of a router, by priority (App Mesh: lowest first; routes without one last,
+    /// by name), mapped. Each route's report is its own resource, written once per router.
+    fn router_routes(&mut self, router: &str, routes: &[RouteData]) -> Vec<Value> {
+        let mut sorted: Vec<&RouteData> = routes.iter().collect();
+        sorted.sort_by_key(|r| {
+            (
+                r.spec().and_then(|s| s.priority()).unwrap_or(i32::MAX),
+                r.route_name().to_string(),
+            )
+        });
+        let report_once = !self
+            .report
+            .resources
+            .iter()
+            .any(|r| r.kind == "route" && r.name.starts_with(&format!("{router}/")));
+        let mut out = Vec::new();
+        for route in sorted {
+            let mut r = Resource::new("route", format!("{router}/{}", route.route_name()));
+            if let Some(spec) = route.spec()
+                && let Some(mapped) = self.route(spec, &mut r)
+            {
+                out.push(Value::Object(mapped.route));
+            }
+            if report_once {
+                self.report.resources.push(r);
+            }
+        }
+        out
+    }
+
+    /// One App Mesh route; `None` when it cannot be mapped (the report says why).
+    fn route(&self, spec: &RouteSpec, r: &mut Resource) -> Option<RouteOut> {
+        if let Some(p) = spec.priority() {
+            r.mapped(
+                "spec.priority",
+                format!("the route's place in its virtual host ({p})"),
+            );
+        }
+        if spec.tcp_route().is_some() {
+            r.not_mapped(
+                "spec.tcpRoute",
+                "a tcp route on a shared port: the egress listener routes HTTP by Host, and ECS redirects a task's egress to that one port; TCP egress needs a tcp listener with `ports` on a port of its own (not imported)",
+            );
+            return None;
+        }
+        if let Some(h) = spec.http_route() {
+            return self.http_route(h, "spec.httpRoute", r);
+        }
+        if let Some(h) = spec.http2_route() {
+            return self.http_route(h, "spec.http2Route", r);
+        }
+        if let Some(g) = spec.grpc_route() {
+            let at = "spec.grpcRoute";
+            let mut m = Map::new();
+            let mut headers = Map::new();
+            if let Some(gm) = g.r#match() {
+                match (gm.service_name(), gm.method_name()) {
+                    (Some(service), method) => {
+                        let mut grpc = Map::new();
+                        grpc.insert("service".into(), json!(service));
+                        if let Some(method) = method {
+                            grpc.insert("method".into(), json!(method));
+                        }
+                        m.insert("grpc".into(), Value::Object(grpc));
+                        r.mapped(format!("{at}.match.serviceName"), "match.grpc");
+                    }
+                    (None, _) => {
+                        m.insert("prefix".into(), json!("/"));
+                    }
+                }
+                for (i, md) in gm.metadata().iter().enumerate() {
+                    let cond = cond_of!(md.r#match(), GrpcRouteMetadataMatchMethod);
+                    match value_match(cond, md.invert().unwrap_or(false)) {
+                        Ok(v) => {
+                            headers.insert(md.name().to_string(), v);
+                            r.mapped(format!("{at}.match.metadata[{i}]"), "match.headers");
+                        }
+                        Err(why) => {
+                            r.not_mapped(
+                                format!("{at}.match.metadata[{i}]"),
+                                format!("{why}; the route is left out"),
+                            );
+                            return None;
+                        }
+                    }
+                }
+                if gm.port().is_some() {
+                    r.lossy(
+                        format!("{at}.match.port"),
+                        "routes match on any port of the service",
+                    );
+                }
+            } else {
+                m.insert("prefix".into(), json!("/"));
+            }
+            if !headers.is_empty() {
+                m.insert("headers".into(), Value::Object(headers));
+            }
+            let mut route = Map::new();
+            route.insert("match".into(), Value::Object(m));
+            let targets = g.action().map(|a| a.weighted_targets()).unwrap_or_default();
+            if !self.targets(targets, &format!("{at}.action"), &mut route, r) {
+                return None;
+            }
+            let (timeout, idle) = g
+                .timeout()
+                .map(|t| (t.per_request().and_then(duration), t.idle()))
+                .unwrap_or((None, None));
+            self.timeout(&mut route, timeout, idle.is_some(), at, r);
+            match g.retry_policy() {
+                Some(p) => {
+                    let events = retry_on(
+                        p.http_retry_events().iter().map(String::as_str),
+                        p.tcp_retry_events().iter().map(|e| e.as_str()),
+                        p.grpc_retry_events().iter().map(|e| e.as_str()),
+                    );
+                    self.retries(
+                        &mut route,
+                        p.max_retries(),
+                        events,
+                        p.per_retry_timeout(),
+                        at,
+                        r,
+                    );
+                }
+                None => {
+                    if let Some(d) = self.default_retries() {
+                        route.insert("retries".into(), d);
+                    }
+                }
+            }
+            return Some(RouteOut { route });
+        }
+        r.not_mapped("spec", "a route kind this importer does not know");
+        None
+    }
+
+    fn http_route(&self, h: &HttpRoute, at: &str, r: &mut Resource) -> Option<RouteOut> {
+        let mut m = Map::new();
+        let hm = h.r#match();
+        if let Some(hm) = hm {
+            if let Some(prefix) = hm.prefix() {
+                m.insert("prefix".into(), json!(prefix));
+                r.mapped(format!("{at}.match.prefix"), "match.prefix");
+            } else if let Some(path) = hm.path() {
+                if let Some(exact) = path.exact() {
+                    m.insert("path".into(), json!(exact));
+                    r.mapped(format!("{at}.match.path.exact"), "match.path");
+                } else if let Some(regex) = path.regex() {
+                    m.insert("regex".into(), json!(regex));
+                    r.mapped(format!("{at}.match.path.regex"), "match.regex");
+                }
+            }
+            if !m.contains_key("prefix") && !m.contains_key("path") && !m.contains_key("regex") {
+                m.insert("prefix".into(), json!("/"));
+            }
+            let mut headers = Map::new();
+            for (i, hd) in hm.headers().iter().enumerate() {
+                let cond = cond_of!(hd.r#match(), HeaderMatchMethod);
+                match value_match(cond, hd.invert().unwrap_or(false)) {
+                    Ok(v) => {
+                        headers.insert(hd.name().to_ascii_lowercase(), v);
+                        r.mapped(format!("{at}.match.headers[{i}]"), "match.headers");
+                    }
+                    Err(why) => {
+                        r.not_mapped(
+                            format!("{at}.match.headers[{i}]"),
+                            format!("{why}; the route is left out"),
+                        );
+                        return None;
+                    }
+                }
+            }
+            if !headers.is_empty() {
+                m.insert("headers".into(), Value::Object(headers));
+            }
+            if let Some(method) = hm.method() {
+                m.insert("method".into(), json!(method.as_str()));
+                r.mapped(format!("{at}.match.method"), "match.method");
+            }
+            let mut query = Map::new();
+            for (i, q) in hm.query_parameters().iter().enumerate() {
+                let v = match q.r#match().and_then(|m| m.exact()) {
+                    Some(exact) => json!(exact),
+                    None => json!({ "present": true }),
+                };
+                query.insert(q.name().to_string(), v);
+                r.mapped(format!("{at}.match.queryParameters[{i}]"), "match.query");
+            }
+            if !query.is_empty() {
+                m.insert("query".into(), Value::Object(query));
+            }
+            if let Some(scheme) = hm.scheme() {
+                r.not_mapped(
+                    format!("{at}.match.scheme"),
+                    format!(
+                        "{}: the catalog does not match on the scheme; the route is left out",
+                        scheme.as_str()
+                    ),
+                );
+                return None;
+            }
+            if hm.port().is_some() {
+                r.lossy(
+                    format!("{at}.match.port"),
+                    "routes match on any port of the service",
+                );
+            }
+        } else {
+            m.insert("prefix".into(), json!("/"));
+        }
+        let mut route = Map::new();
+        route.insert("match".into(), Value::Object(m));
+        let targets = h.action().map(|a| a.weighted_targets()).unwrap_or_default();
+        if !self.targets(targets, &format!("{at}.action"), &mut route, r) {
+            return None;
+        }
+        let (timeout, idle) = h
+            .timeout()
+            .map(|t| (t.per_request().and_then(duration), t.idle()))
+            .unwrap_or((None, None));
+        self.timeout(&mut route, timeout, idle.is_some(), at, r);
+        match h.retry_policy() {
+            Some(p) => self.http_retries(&mut route, p, at, r),
+            None => {
+                if let Some(d) = self.default_retries() {
+                    route.insert("retries".into(), d);
+                }
+            }
+        }
+        Some(RouteOut { route })
+    }
+
+    fn http_retries(
+        &self,
+        route: &mut Map<String, Value>,
+        p: &HttpRetryPolicy,
+        at: &str,
+        r: &mut Resource,
+    ) {
+        let events = retry_on(
+            p.http_retry_events().iter().map(String::as_str),
+            p.tcp_retry_events().iter().map(|e| e.as_str()),
+            [],
+        );
+        self.retries(route, p.max_retries(), events, p.per_retry_timeout(), at, r);
+    }
+
+    fn retries(
+        &self,
+        route: &mut Map<String, Value>,
+        max: i64,
+        events: Result<Vec<String>, String>,
+        per_try: Option<&Duration>,
+        at: &str,
+        r: &mut Resource,
+    ) {
+        let on = match events {
+            Ok(on) if !on.is_empty() => on,
+            Ok(_) => {
+                r.not_mapped(
+                    format!("{at}.retryPolicy"),
+                    "no retry events: nothing is retried",
+                );
+                return;
+            }
+            Err(why) => {
+                r.not_mapped(
+                    format!("{at}.retryPolicy"),
+                    format!("{why}: nothing is retried"),
+                );
+                return;
+            }
+        };
+        let mut retries = Map::new();
+        retries.insert("attempts".into(), json!(max));
+        retries.insert("on".into(), json!(on));
+        if let Some(t) = per_try.and_then(duration) {
+            retries.insert("per_try_timeout".into(), json!(t));
+        }
+        route.insert("retries".into(), Value::Object(retries));
+        r.mapped(
+            format!("{at}.retryPolicy"),
+            format!("retries: {max} attempts on {}", on.join(", ")),
+        );
+    }
+
+    fn timeout(
+        &self,
+        route: &mut Map<String, Value>,
+        per_request: Option<String>,
+        idle: bool,
+        at: &str,
+        r: &mut Resource,
+    ) {
+        match per_request {
+            Some(t) => {
+                route.insert("timeout".into(), json!(t));
+                r.mapped(format!("{at}.timeout.perRequest"), "the route's timeout");
+            }
+            None => {
+                route.insert("timeout".into(), json!(APP_MESH_TIMEOUT));
+            }
+        }
+        if idle {
+            r.lossy(
+                format!("{at}.timeout.idle"),
+                "the catalog has idle timeouts per listener, not per route: Envoy's default (5 m) applies",
+            );
+        }
+    }
+
+    /// `to` or `split` from weighted targets; false when none of them can be reached.
+    fn targets(
+        &self,
+        targets: &[aws_sdk_appmesh::types::WeightedTarget],
+        at: &str,
+        route: &mut Map<String, Value>,
+        r: &mut Resource,
+    ) -> bool {
+        let mut split = Map::new();
+        for (i, t) in targets.iter().enumerate() {
+            let node = t.virtual_node();
+            if !self.reachable(node) {
+                r.not_mapped(
+                    format!("{at}.weightedTargets[{i}]"),
+                    format!("virtual node {node} is not in the mesh or has no service discovery"),
+                );
+                continue;
+            }
+            if t.port().is_some() {
+                r.lossy(
+                    format!("{at}.weightedTargets[{i}].port"),
+                    "the node's first listener port is used",
+                );
+            }
+            split.insert(node_upstream(node), json!(t.weight()));
+        }
+        let positive = split
+            .values()
+            .filter(|w| w.as_i64().unwrap_or(0) > 0)
+            .count();
+        if positive == 0 {
+            r.not_mapped(
+                format!("{at}.weightedTargets"),
+                "no target with a weight above 0 can be reached; the route is left out",
+            );
+            return false;
+        }
+        if split.len() == 1 {
+            let (to, _) = split.into_iter().next().unwrap_or_default();
+            route.insert("to".into(), json!(to));
+            r.mapped(format!("{at}.weightedTargets"), "to");
+        } else {
+            route.insert("split".into(), Value::Object(split));
+            r.mapped(
+                format!("{at}.weightedTargets"),
+                "split (weights as given, 0 included)",
+            );
+        }
+        true
+    }
+
+    fn gateway_fragment(
+        &mut self,
+        gateway: &VirtualGatewayData,
+        routes: &[GatewayRouteData],
+    ) -> (String, Value) {
+        let name = gateway.virtual_gateway_name();
+        let proxy = catalog_name(name);
+        let mut r = Resource::new("virtual gateway", name);
+        let spec = gateway.spec();
+        let listener = spec.and_then(|s| s.listeners().first());
+        let port = listener
+            .and_then(|l| l.port_mapping())
+            .map(|p| p.port())
+            .unwrap_or(8080);
+        r.mapped(
+            "spec.listeners[0].portMapping",
+            format!("listener `gateway` on {port}"),
+        );
+        if listener.is_some_and(|l| l.tls().is_some()) {
+            r.not_mapped(
+                "spec.listeners[0].tls",
+                "listener TLS is not imported yet: set `tls` on the gateway listener (docs/tls.md)",
+            );
+        }
+        if listener.is_some_and(|l| l.health_check().is_some()) {
+            r.not_mapped(
+                "spec.listeners[0].healthCheck",
+                "a gateway's health check is its load balancer's target group health check (Envoy's /ready)",
+            );
+        }
+        let mesh_upstream = format!("{proxy}-mesh");
+        let mesh_upstream_h2 = format!("{proxy}-mesh-h2");
+        let mut sorted: Vec<&GatewayRouteData> = routes.iter().collect();
+        sorted.sort_by_key(|g| {
+            (
+                g.spec().and_then(|s| s.priority()).unwrap_or(i32::MAX),
+                g.gateway_route_name().to_string(),
+            )
+        });
+        let mut gateway_routes = Vec::new();
+        let mut targets: Vec<String> = Vec::new();
+        let mut needs_h2 = false;
+        let mut needs_h1 = false;
+        for g in sorted {
+            let mut gr = Resource::new(
+                "gateway route",
+                format!("{name}/{}", g.gateway_route_name()),
+            );
+            let Some(spec) = g.spec() else { continue };
+            if let Some(p) = spec.priority() {
+                gr.mapped(
+                    "spec.priority",
+                    format!("the route's place on the gateway ({p})"),
+                );
+            }
+            let mapped = if let Some(h) = spec.http_route() {
+                self.gateway_http_route(h, "spec.httpRoute", &mesh_upstream, &mut gr)
+                    .inspect(|_| needs_h1 = true)
+            } else if let Some(h) = spec.http2_route() {
+                self.gateway_http_route(h, "spec.http2Route", &mesh_upstream_h2, &mut gr)
+                    .inspect(|_| needs_h2 = true)
+            } else if let Some(g) = spec.grpc_route() {
+                self.gateway_grpc_route(g, &mesh_upstream_h2, &mut gr)
+                    .inspect(|_| needs_h2 = true)
+            } else {
+                gr.not_mapped("spec", "a gateway route kind this importer does not know");
+                None
+            };
+            if let Some((route, target)) = mapped {
+                gateway_routes.push(route);
+                if !targets.contains(&target) {
+                    targets.push(target);
+                }
+            }
+            self.report.resources.push(gr);
+        }
+        // The targets' virtual hosts: the gateway hands each request to its service's routes.
+        let mut hosts = Vec::new();
+        let mut reached = Vec::new();
+        for t in &targets {
+            let mut tr = Resource::new("virtual gateway", format!("{name} → {t}"));
+            if let Some(h) = self.service_host(t, "target", &mut tr) {
+                hosts.push(h);
+                reached.push(t.clone());
+            }
+            r.fields.extend(tr.fields);
+        }
+        // Routes to a service that cannot be routed would fail on the gateway's own listener.
+        let gateway_routes: Vec<Value> = gateway_routes
+            .into_iter()
+            .filter(|route| {
+                route
+                    .pointer("/rewrite/host")
+                    .and_then(Value::as_str)
+                    .is_some_and(|h| reached.iter().any(|t| t == h))
+            })
+            .collect();
+        let mut listeners = Vec::new();
+        let access_log = self.access_log(
+            spec.and_then(|s| s.logging())
+                .and_then(|l| l.access_log())
+                .and_then(|a| a.as_file().ok())
+                .map(|f| (f.path(), f.format())),
+            &mut r,
+        );
+        let mut upstreams = Map::new();
+        if !gateway_routes.is_empty() {
+            let mut l = Map::new();
+            l.insert("name".into(), json!("gateway"));
+            self.bind(&mut l);
+            l.insert("port".into(), json!(port));
+            l.insert("protocol".into(), json!("http"));
+            l.insert("routes".into(), Value::Array(gateway_routes));
+            if let Some(log) = &access_log {
+                l.insert("access_log".into(), log.clone());
+            }
+            listeners.push(Value::Object(l));
+            listeners.push(json!({
+                "name": "mesh",
+                "address": "127.0.0.1",
+                "port": self.options.egress_port,
+                "protocol": "http",
+                "virtual_hosts": hosts,
+            }));
+            if needs_h1 {
+                upstreams.insert(
+                    mesh_upstream.clone(),
+                    json!({ "protocol": "http1", "endpoints": { "static": [format!("127.0.0.1:{}", self.options.egress_port)] } }),
+                );
+            }
+            if needs_h2 {
+                upstreams.insert(
+                    mesh_upstream_h2.clone(),
+                    json!({ "protocol": "http2", "endpoints": { "static": [format!("127.0.0.1:{}", self.options.egress_port)] } }),
+                );
+            }
+        } else {
+            r.not_mapped(
+                "gatewayRoutes",
+                "no gateway route could be mapped: the gateway has no listener",
+            );
+        }
+        let arn = gateway.metadata().map(|m| m.arn()).unwrap_or_default();
+        r.mapped(
+            "metadata.arn",
+            format!("proxies.{proxy}.aliases: an Envoy presenting the ARN as node.cluster gets this proxy"),
+        );
+        let mut proxy_doc = Map::new();
+        if !arn.is_empty() {
+            proxy_doc.insert("aliases".into(), json!([arn]));
+        }
+        proxy_doc.insert("listeners".into(), Value::Array(listeners));
+        let doc = self.document(&proxy, proxy_doc, upstreams);
+        self.report.resources.push(r);
+        (format!("{proxy}.yaml"), doc)
+    }
+
+    /// An HTTP gateway route: its match, App Mesh's rewrites, and the target service's name as
+    /// Host, to the gateway's own listener of the mesh's virtual hosts.
+    fn gateway_http_route(
+        &self,
+        h: &HttpGatewayRoute,
+        at: &str,
+        upstream: &str,
+        r: &mut Resource,
+    ) -> Option<(Value, String)> {
+        let target = h
+            .action()
+            .and_then(|a| a.target())
+            .and_then(|t| t.virtual_service())
+            .map(|v| v.virtual_service_name().to_string());
+        let Some(target) = target else {
+            r.not_mapped(format!("{at}.action.target"), "no virtual service target");
+            return None;
+        };
+        let mut m = Map::new();
+        let hm = h.r#match();
+        let prefix = hm.and_then(|m| m.prefix());
+        if let Some(p) = prefix {
+            m.insert("prefix".into(), json!(p));
+            r.mapped(format!("{at}.match.prefix"), "match.prefix");
+        } else if let Some(path) = hm.and_then(|m| m.path()) {
+            if let Some(exact) = path.exact() {
+                m.insert("path".into(), json!(exact));
+                r.mapped(format!("{at}.match.path.exact"), "match.path");
+            } else if let Some(regex) = path.regex() {
+                m.insert("regex".into(), json!(regex));
+                r.mapped(format!("{at}.match.path.regex"), "match.regex");
+            }
+        }
+        if m.is_empty() {
+            m.insert("prefix".into(), json!("/"));
+        }
+        if let Some(hm) = hm {
+            let mut headers = Map::new();
+            for (i, hd) in hm.headers().iter().enumerate() {
+                let cond = cond_of!(hd.r#match(), HeaderMatchMethod);
+                match value_match(cond, hd.invert().unwrap_or(false)) {
+                    Ok(v) => {
+                        headers.insert(hd.name().to_ascii_lowercase(), v);
+                        r.mapped(format!("{at}.match.headers[{i}]"), "match.headers");
+                    }
+                    Err(why) => {
+                        r.not_mapped(
+                            format!("{at}.match.headers[{i}]"),
+                            format!("{why}; the gateway route is left out"),
+                        );
+                        return None;
+                    }
+                }
+            }
+            if let Some(host) = hm.hostname() {
+                let cond = match (host.exact(), host.suffix()) {
+                    (Some(e), _) => json!(e),
+                    (None, Some(s)) => json!({ "suffix": s }),
+                    _ => json!({ "present": true }),
+                };
+                // The Host header is `:authority` in HTTP/2: Envoy matches both as `host`.
+                headers.insert(":authority".into(), cond);
+                r.mapped(format!("{at}.match.hostname"), "match.headers[:authority]");
+            }
+            if !headers.is_empty() {
+                m.insert("headers".into(), Value::Object(headers));
+            }
+            if let Some(method) = hm.method() {
+                m.insert("method".into(), json!(method.as_str()));
+                r.mapped(format!("{at}.match.method"), "match.method");
+            }
+            let mut query = Map::new();
+            for (i, q) in hm.query_parameters().iter().enumerate() {
+                let v = match q.r#match().and_then(|m| m.exact()) {
+                    Some(exact) => json!(exact),
+                    None => json!({ "present": true }),
+                };
+                query.insert(q.name().to_string(), v);
+                r.mapped(format!("{at}.match.queryParameters[{i}]"), "match.query");
+            }
+            if !query.is_empty() {
+                m.insert("query".into(), Value::Object(query));
+            }
+            if hm.port().is_some() {
+                r.lossy(
+                    format!("{at}.match.port"),
+                    "the gateway's one listener port is used",
+                );
+            }
+        }
+        let rewrite = h.action().and_then(|a| a.rewrite());
+        let mut rw = Map::new();
+        let prefix_rewrite = rewrite.and_then(|w| w.prefix());
+        match (prefix, prefix_rewrite) {
+            (Some(_), Some(p)) if p.value().is_some() => {
+                rw.insert("prefix".into(), json!(p.value()));
+                r.mapped(
+                    format!("{at}.action.rewrite.prefix.value"),
+                    "rewrite.prefix",
+                );
+            }
+            (Some(_), Some(p)) if p.default_prefix().map(|d| d.as_str()) == Some("DISABLED") => {
+                r.mapped(
+                    format!("{at}.action.rewrite.prefix.defaultPrefix"),
+                    "DISABLED: the path reaches the service as sent",
+                );
+            }
+            (Some(p), _) if p != "/" => {
+                // App Mesh's default: the matched prefix becomes `/`.
+                rw.insert("prefix".into(), json!("/"));
+                r.mapped(
+                    format!("{at}.action.rewrite.prefix"),
+                    "App Mesh's default: the matched prefix is rewritten to /",
+                );
+            }
+            _ => {}
+        }
+        if let Some(path) = rewrite.and_then(|w| w.path()).and_then(|p| p.exact()) {
+            rw.remove("prefix");
+            rw.insert("path".into(), json!(path));
+            r.mapped(format!("{at}.action.rewrite.path.exact"), "rewrite.path");
+        }
+        if rewrite
+            .and_then(|w| w.hostname())
+            .and_then(|h| h.default_target_hostname())
+            .map(|d| d.as_str())
+            == Some("DISABLED")
+        {
+            r.lossy(
+                format!("{at}.action.rewrite.hostname"),
+                "DISABLED: the Host is still rewritten to the target service's name, as the gateway reaches the service's routes by it",
+            );
+        } else {
+            r.mapped(
+                format!("{at}.action.rewrite.hostname"),
+                "App Mesh's default: the Host becomes the target service's name",
+            );
+        }
+        rw.insert("host".into(), json!(target));
+        if h.action()
+            .and_then(|a| a.target())
+            .and_then(|t| t.port())
+            .is_some()
+        {
+            r.lossy(
+                format!("{at}.action.target.port"),
+                "the service's first port is used",
+            );
+        }
+        r.mapped(
+            format!("{at}.action.target.virtualService"),
+            format!("the routes of virtual service {target} (the gateway's `mesh` listener)"),
+        );
+        Some((
+            json!({
+                "match": Value::Object(m),
+                "to": upstream,
+                "timeout": APP_MESH_TIMEOUT,
+                "rewrite": Value::Object(rw),
+            }),
+            target,
+        ))
+    }
+
+    fn gateway_grpc_route(
+        &self,
+        g: &aws_sdk_appmesh::types::GrpcGatewayRoute,
+        upstream: &str,
+        r: &mut Resource,
+    ) -> Option<(Value, String)> {
+        let at = "spec.grpcRoute";
+        let target = g
+            .action()
+            .and_then(|a| a.target())
+            .and_then(|t| t.virtual_service())
+            .map(|v| v.virtual_service_name().to_string());
+        let Some(target) = target else {
+            r.not_mapped(format!("{at}.action.target"), "no virtual service target");
+            return None;
+        };
+        let mut m = Map::new();
+        let gm = g.r#match();
+        match gm.and_then(|m| m.service_name()) {
+            Some(s) => {
+                m.insert("grpc".into(), json!({ "service": s }));
+                r.mapped(format!("{at}.match.serviceName"), "match.grpc.service");
+            }
+            None => {
+                m.insert("prefix".into(), json!("/"));
+            }
+        }
+        let mut headers = Map::new();
+        for (i, md) in gm
+            .map(|m| m.metadata())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let cond = cond_of!(md.r#match(), GrpcMetadataMatchMethod);
+            match value_match(cond, md.invert().unwrap_or(false)) {
+                Ok(v) => {
+                    headers.insert(md.name().to_string(), v);
+                    r.mapped(format!("{at}.match.metadata[{i}]"), "match.headers");
+                }
+                Err(why) => {
+                    r.not_mapped(
+                        format!("{at}.match.metadata[{i}]"),
+                        format!("{why}; the gateway route is left out"),
+                    );
+                    return None;
+                }
+            }
+        }
+        if !headers.is_empty() {
+            m.insert("headers".into(), Value::Object(headers));
+        }
+        r.mapped(
+            format!("{at}.action.target.virtualService"),
+            format!("the routes of virtual service {target}, the Host rewritten to its name"),
+        );
+        Some((
+            json!({
+                "match": Value::Object(m),
+                "to": upstream,
+                "timeout": APP_MESH_TIMEOUT,
+                "rewrite": { "host": target },
+            }),
+            target,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,392 @@
+use aws_sdk_appmesh::primitives::DateTime;
+use aws_sdk_appmesh::types::{
+    AwsCloudMapServiceDiscovery, Backend, DurationUnit, HeaderMatchMethod, HttpRetryPolicy,
+    HttpRoute, HttpRouteAction, HttpRouteHeader, HttpRouteMatch, Listener, MeshData, MeshSpec,
+    MeshStatus, PortMapping, PortProtocol, ResourceMetadata, RouteData, RouteSpec, RouteStatus,
+    RouteStatusCode, ServiceDiscovery, TcpRetryPolicyEvent, VirtualNodeData, VirtualNodeSpec,
+    VirtualNodeStatus, VirtualNodeStatusCode, VirtualRouterData, VirtualRouterListener,
+    VirtualRouterServiceProvider, VirtualRouterSpec, VirtualRouterStatus, VirtualRouterStatusCode,
+    VirtualServiceBackend, VirtualServiceData, VirtualServiceProvider, VirtualServiceSpec,
+    VirtualServiceStatus, VirtualServiceStatusCode, WeightedTarget,
+};
+
+use super::*;
+use crate::appmesh::Mesh;
+use crate::appmesh::report::Outcome;
+
+const ARN: &str = "arn:aws:appmesh:us-east-1:111122223333:mesh/color";
+
+fn metadata(path: &str) -> ResourceMetadata {
+    ResourceMetadata::builder()
+        .arn(format!("{ARN}{path}"))
+        .version(1)
+        .uid("u")
+        .created_at(DateTime::from_secs(0))
+        .last_updated_at(DateTime::from_secs(0))
+        .mesh_owner("111122223333")
+        .resource_owner("111122223333")
+        .build()
+        .unwrap()
+}
+
+fn node(name: &str, backends: &[&str]) -> VirtualNodeData {
+    let mut spec = VirtualNodeSpec::builder()
+        .listeners(
+            Listener::builder()
+                .port_mapping(
+                    PortMapping::builder()
+                        .port(8080)
+                        .protocol(PortProtocol::Http)
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .service_discovery(ServiceDiscovery::AwsCloudMap(
+            AwsCloudMapServiceDiscovery::builder()
+                .namespace_name("color.local")
+                .service_name(name)
+                .build()
+                .unwrap(),
+        ));
+    for b in backends {
+        spec = spec.backends(Backend::VirtualService(
+            VirtualServiceBackend::builder()
+                .virtual_service_name(*b)
+                .build()
+                .unwrap(),
+        ));
+    }
+    VirtualNodeData::builder()
+        .mesh_name("color")
+        .virtual_node_name(name)
+        .spec(spec.build())
+        .metadata(metadata(&format!("/virtualNode/{name}")))
+        .status(
+            VirtualNodeStatus::builder()
+                .status(VirtualNodeStatusCode::Active)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn target(node: &str, weight: i32) -> WeightedTarget {
+    WeightedTarget::builder()
+        .virtual_node(node)
+        .weight(weight)
+        .build()
+        .unwrap()
+}
+
+fn route(
+    name: &str,
+    priority: Option<i32>,
+    m: HttpRouteMatch,
+    targets: Vec<WeightedTarget>,
+) -> RouteData {
+    let action = HttpRouteAction::builder()
+        .set_weighted_targets(Some(targets))
+        .build()
+        .unwrap();
+    let mut http = HttpRoute::builder().r#match(m).action(action);
+    if name == "retrying" {
+        http = http.retry_policy(
+            HttpRetryPolicy::builder()
+                .max_retries(3)
+                .per_retry_timeout(
+                    aws_sdk_appmesh::types::Duration::builder()
+                        .unit(DurationUnit::Ms)
+                        .value(500)
+                        .build(),
+                )
+                .http_retry_events("server-error")
+                .tcp_retry_events(TcpRetryPolicyEvent::ConnectionError)
+                .build()
+                .unwrap(),
+        );
+    }
+    RouteData::builder()
+        .mesh_name("color")
+        .virtual_router_name("colors")
+        .route_name(name)
+        .spec(
+            RouteSpec::builder()
+                .set_priority(priority)
+                .http_route(http.build())
+                .build(),
+        )
+        .metadata(metadata(&format!("/virtualRouter/colors/route/{name}")))
+        .status(
+            RouteStatus::builder()
+                .status(RouteStatusCode::Active)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap()
+}
+
+fn header(name: &str, m: HeaderMatchMethod, invert: bool) -> HttpRouteHeader {
+    HttpRouteHeader::builder()
+        .name(name)
+        .r#match(m)
+        .invert(invert)
+        .build()
+        .unwrap()
+}
+
+/// The color mesh in small: a front node calling `colors.color.local`, whose router splits
+/// between red, blue (and green at weight 0), with header and priority routes.
+fn mesh() -> Mesh {
+    let router = VirtualRouterData::builder()
+        .mesh_name("color")
+        .virtual_router_name("colors")
+        .spec(
+            VirtualRouterSpec::builder()
+                .listeners(
+                    VirtualRouterListener::builder()
+                        .port_mapping(
+                            PortMapping::builder()
+                                .port(8080)
+                                .protocol(PortProtocol::Http)
+                                .build()
+                                .unwrap(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .metadata(metadata("/virtualRouter/colors"))
+        .status(
+            VirtualRouterStatus::builder()
+                .status(VirtualRouterStatusCode::Active)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let routes = vec![
+        route(
+            "default",
+            None,
+            HttpRouteMatch::builder().prefix("/").build(),
+            vec![target("red", 1), target("blue", 1), target("green", 0)],
+        ),
+        route(
+            "retrying",
+            Some(20),
+            HttpRouteMatch::builder().prefix("/flaky").build(),
+            vec![target("red", 1)],
+        ),
+        route(
+            "canary",
+            Some(10),
+            HttpRouteMatch::builder()
+                .prefix("/")
+                .headers(header(
+                    "X-Color",
+                    HeaderMatchMethod::Exact("blue".into()),
+                    false,
+                ))
+                .build(),
+            vec![target("blue", 1)],
+        ),
+        route(
+            "not-red",
+            Some(5),
+            HttpRouteMatch::builder()
+                .prefix("/")
+                .headers(header(
+                    "x-color",
+                    HeaderMatchMethod::Exact("red".into()),
+                    true,
+                ))
+                .build(),
+            vec![target("blue", 1)],
+        ),
+    ];
+    let service = VirtualServiceData::builder()
+        .mesh_name("color")
+        .virtual_service_name("colors.color.local")
+        .spec(
+            VirtualServiceSpec::builder()
+                .provider(VirtualServiceProvider::VirtualRouter(
+                    VirtualRouterServiceProvider::builder()
+                        .virtual_router_name("colors")
+                        .build()
+                        .unwrap(),
+                ))
+                .build(),
+        )
+        .metadata(metadata("/virtualService/colors.color.local"))
+        .status(
+            VirtualServiceStatus::builder()
+                .status(VirtualServiceStatusCode::Active)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    Mesh {
+        data: MeshData::builder()
+            .mesh_name("color")
+            .spec(MeshSpec::builder().build())
+            .metadata(metadata(""))
+            .status(MeshStatus::builder().build())
+            .build()
+            .unwrap(),
+        nodes: vec![
+            node("front", &["colors.color.local"]),
+            node("red", &[]),
+            node("blue", &[]),
+            node("green", &[]),
+        ],
+        services: vec![service],
+        routers: vec![(router, routes)],
+        gateways: vec![],
+    }
+}
+
+#[test]
+fn retry_events_become_envoy_conditions() {
+    assert_eq!(
+        retry_on(
+            [
+                "server-error",
+                "gateway-error",
+                "client-error",
+                "stream-error"
+            ],
+            ["connection-error"],
+            ["unavailable", "cancelled"],
+        )
+        .unwrap(),
+        [
+            "5xx",
+            "reset",
+            "gateway-error",
+            "retriable-4xx",
+            "refused-stream",
+            "connect-failure",
+            "unavailable",
+            "cancelled"
+        ]
+    );
+    assert_eq!(
+        retry_on(["teapot"], [], []).unwrap_err(),
+        r#"unknown HTTP retry event "teapot""#
+    );
+}
+
+#[test]
+fn durations_and_names_as_the_catalog_writes_them() {
+    let d = |unit, value| {
+        aws_sdk_appmesh::types::Duration::builder()
+            .unit(unit)
+            .value(value)
+            .build()
+    };
+    assert_eq!(
+        duration(&d(DurationUnit::Ms, 250)).as_deref(),
+        Some("250ms")
+    );
+    assert_eq!(duration(&d(DurationUnit::S, 15)).as_deref(), Some("15s"));
+    assert_eq!(catalog_name("colors.color.local"), "colors.color.local");
+    assert_eq!(catalog_name("a b/c"), "a-b-c");
+}
+
+#[test]
+fn a_router_s_routes_become_a_virtual_host_by_priority() {
+    let mapped = map(&mesh(), &Options::default());
+    let front = &mapped.fragments["front.yaml"];
+    let proxy = &front["proxies"]["front"];
+    assert_eq!(
+        proxy["aliases"],
+        json!([format!("{ARN}/virtualNode/front")])
+    );
+    let ingress = &proxy["listeners"][0];
+    assert_eq!(ingress["port"], json!(15000));
+    assert_eq!(ingress["original_destination"], json!(true));
+    assert_eq!(ingress["routes"][0]["to"], json!("front-local"));
+    assert_eq!(
+        front["upstreams"]["front-local"]["endpoints"],
+        json!({ "static": ["127.0.0.1:8080"] })
+    );
+    assert_eq!(
+        front["upstreams"]["front"]["endpoints"],
+        json!({ "cloud_map": { "namespace": "color.local", "service": "front" } })
+    );
+    let egress = &proxy["listeners"][1];
+    assert_eq!(egress["port"], json!(15001));
+    assert_eq!(egress["original_destination"], json!(true));
+    let host = &egress["virtual_hosts"][0];
+    assert_eq!(
+        host["domains"],
+        json!(["colors.color.local", "colors.color.local:8080"])
+    );
+    // By priority: 5, 10, 20, then the route without one.
+    let routes = host["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 4, "{routes:?}");
+    assert_eq!(
+        routes[0]["match"]["headers"],
+        json!({ "x-color": { "not": "red" } }),
+        "invert"
+    );
+    assert_eq!(routes[1]["match"]["headers"], json!({ "x-color": "blue" }));
+    assert_eq!(routes[1]["to"], json!("blue"));
+    assert_eq!(routes[2]["match"]["prefix"], json!("/flaky"));
+    assert_eq!(
+        routes[2]["retries"],
+        json!({ "attempts": 3, "on": ["5xx", "reset", "connect-failure"], "per_try_timeout": "500ms" })
+    );
+    assert_eq!(
+        routes[3]["split"],
+        json!({ "red": 1, "blue": 1, "green": 0 })
+    );
+    assert_eq!(
+        routes[3]["timeout"],
+        json!("15s"),
+        "App Mesh's default timeout"
+    );
+    assert!(
+        routes[3].get("retries").is_none(),
+        "no default retries asked for"
+    );
+    let invert = mapped
+        .report
+        .resources
+        .iter()
+        .find(|r| r.name == "colors/not-red")
+        .unwrap();
+    assert!(
+        invert
+            .fields
+            .iter()
+            .any(|f| f.field == "spec.httpRoute.match.headers[0]"
+                && matches!(&f.outcome, Outcome::Mapped(_))),
+        "{invert:?}"
+    );
+    // The fragments are a catalog the loader takes.
+    let rendered = crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+    assert_eq!(rendered.len(), 4);
+}
+
+#[test]
+fn the_default_retry_policy_goes_to_routes_without_one() {
+    let options = Options {
+        default_retries: true,
+        ..Default::default()
+    };
+    let mapped = map(&mesh(), &options);
+    let routes = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
+        [0]["routes"];
+    assert_eq!(routes[0]["retries"]["attempts"], json!(2));
+    assert_eq!(
+        routes[2]["retries"]["attempts"],
+        json!(3),
+        "its own policy stays"
+    );
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+}
