@@ -419,7 +419,13 @@ pub fn build_all(
             for (secret, any) in crate::translate::tls::secrets(&catalog.catalog, name, material) {
                 resources.insert(ResourceType::Secret, secret, any);
             }
-            (name.clone(), Snapshot::new(resources))
+            let mut snapshot = Snapshot::new(resources);
+            for zone in crate::translate::preferring_zones(&catalog.catalog, name, endpoints) {
+                let eds =
+                    crate::translate::endpoints_for(&catalog.catalog, name, endpoints, Some(&zone));
+                snapshot.add_zone(zone, eds);
+            }
+            (name.clone(), snapshot)
         })
         .collect()
 }

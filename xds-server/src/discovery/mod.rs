@@ -103,10 +103,7 @@ impl SourceKey {
     pub fn of(catalog: &LoadedCatalog, upstream: &Upstream) -> Option<SourceKey> {
         let e = &upstream.endpoints;
         if let Some(list) = &e.static_ {
-            let mut eps: Vec<Endpoint> = list
-                .iter()
-                .filter_map(|s| Endpoint::parse(s).ok())
-                .collect();
+            let mut eps: Vec<Endpoint> = list.iter().filter_map(|e| e.endpoint().ok()).collect();
             eps.sort();
             eps.dedup();
             return Some(SourceKey::Static(eps));
