@@ -255,8 +255,23 @@ impl Envoy {
         bootstrap_args: &[&str],
         edit: impl FnOnce(&mut serde_json::Value),
     ) -> Envoy {
+        Self::start_env(dir, proxy, xds_port, mode, bootstrap_args, &[], edit)
+    }
+
+    /// Like [`Envoy::start_opts`], with `xds-server bootstrap` run with the environment
+    /// variables `env` (e.g. `ECS_CONTAINER_METADATA_URI_V4`).
+    pub fn start_env(
+        dir: &TempDir,
+        proxy: &str,
+        xds_port: u16,
+        mode: Mode,
+        bootstrap_args: &[&str],
+        env: &[(&str, &str)],
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Envoy {
         let admin_port = free_port();
         let mut cmd = Command::new(workspace_bin("xds-server"));
+        cmd.envs(env.iter().copied());
         cmd.args([
             "bootstrap",
             "--proxy",
