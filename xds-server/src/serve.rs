@@ -420,9 +420,8 @@ pub fn build_all(
                 resources.insert(ResourceType::Secret, secret, any);
             }
             let mut snapshot = Snapshot::new(resources);
-            for zone in crate::translate::preferring_zones(&catalog.catalog, name, endpoints) {
-                let eds =
-                    crate::translate::endpoints_for(&catalog.catalog, name, endpoints, Some(&zone));
+            for (zone, eds) in crate::translate::zoned_endpoints(&catalog.catalog, name, endpoints)
+            {
                 snapshot.add_zone(zone, eds);
             }
             (name.clone(), snapshot)

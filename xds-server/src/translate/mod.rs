@@ -180,6 +180,21 @@ pub fn preferring_zones(
         .collect()
 }
 
+/// For each zone of [`preferring_zones`], the EDS resources an Envoy of `proxy` there gets.
+pub fn zoned_endpoints(
+    catalog: &Catalog,
+    proxy: &ProxyName,
+    endpoints: &EndpointMap,
+) -> Vec<(Zone, BTreeMap<String, Any>)> {
+    preferring_zones(catalog, proxy, endpoints)
+        .into_iter()
+        .map(|zone| {
+            let eds = endpoints_for(catalog, proxy, endpoints, Some(&zone));
+            (zone, eds)
+        })
+        .collect()
+}
+
 /// The upstreams a proxy uses, with their definitions.
 fn upstreams_of<'a>(
     catalog: &'a Catalog,
