@@ -166,6 +166,13 @@ impl Endpoint {
     }
 }
 
+/// Sorts endpoints and keeps each address once: Envoy takes an address once per cluster, so an
+/// address a source lists in two zones keeps the first (no zone sorts before any).
+pub fn normalize(eps: &mut Vec<Endpoint>) {
+    eps.sort();
+    eps.dedup_by(|later, first| later.ip == first.ip && later.port == first.port);
+}
+
 impl fmt::Display for Endpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", SocketAddr::new(self.ip, self.port))
@@ -206,6 +213,23 @@ mod tests {
             Endpoint::parse("10.0.0.1:99999"),
             Err(EndpointParseError::BadPort(_))
         ));
+    }
+
+    #[test]
+    fn an_address_is_kept_once_whatever_its_zones() {
+        let zoned =
+            |s: &str, z: Option<&str>| Endpoint::parse(s).unwrap().in_zone(z.map(Zone::new));
+        let mut eps = vec![
+            zoned("10.0.0.2:80", Some("b")),
+            zoned("10.0.0.1:80", Some("b")),
+            zoned("10.0.0.1:80", Some("a")),
+            zoned("10.0.0.1:80", None),
+        ];
+        normalize(&mut eps);
+        assert_eq!(
+            eps,
+            [zoned("10.0.0.1:80", None), zoned("10.0.0.2:80", Some("b"))]
+        );
     }
 
     #[test]

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use duration::Duration;
-pub use endpoint::{Endpoint, EndpointEntry, EndpointParseError, Zone, ZonedEntry};
+pub use endpoint::{Endpoint, EndpointEntry, EndpointParseError, Zone, ZonedEntry, normalize};
 pub use fragments::merge;
 
 /// The discovered endpoints of each upstream, sorted and free of duplicates; an upstream whose
