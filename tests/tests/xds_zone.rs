@@ -25,12 +25,13 @@ fn answered_by(port: u16, n: usize) -> BTreeSet<String> {
         .collect()
 }
 
+/// The set of `names`.
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|n| n.to_string()).collect()
 }
 
-/// Waits until `n` requests in a row are all answered by backends of `expected` (and by
-/// every one of them), then returns what answered.
+/// Waits until 40 requests in a row are answered by the backends of `expected` alone, each of
+/// them answering some.
 fn wait_answered_by(what: &str, port: u16, expected: &[&str]) -> BTreeSet<String> {
     let expected = set(expected);
     wait_for(what, Duration::from_secs(60), || {
@@ -43,8 +44,8 @@ fn wait_answered_by(what: &str, port: u16, expected: &[&str]) -> BTreeSet<String
 /// us-east-1c. The Envoy in us-east-1a (`--zone`) sends everything to its two; the Envoy in
 /// us-east-1b (zone from the task metadata) sends everything to its one. When both us-east-1a
 /// backends fail their health checks, the first Envoy's requests go to the other zones, and
-/// come back when they recover. Envoy's `/clusters` shows each endpoint's zone, and
-/// `xds-server status` shows both Envoys in sync.
+/// come back when they recover. Envoy's `/clusters` shows each endpoint's zone and priority, and
+/// `xds-server status` shows the zoned Envoy in sync.
 #[test]
 fn requests_stay_in_the_callers_zone_and_fail_over_when_it_is_unhealthy() {
     let dir = TempDir::new("zone");
@@ -152,6 +153,32 @@ upstreams:
         [("a1", 0), ("a2", 0), ("b1", 1), ("c1", 1)].map(|(n, p)| (n.to_string(), p)),
         "{priorities:?}"
     );
+    // The debug page shows what an Envoy in each zone gets, and what one in a given zone gets.
+    let config = server.admin_json(&format!("/debug/config?proxy={PROXY}"));
+    let by_zone: Vec<&str> = config["eds"]["by_zone"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|z| z["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(
+        by_zone,
+        [
+            "us-east-1a/web-api",
+            "us-east-1b/web-api",
+            "us-east-1c/web-api"
+        ],
+        "{config}"
+    );
+    let in_c = server.admin_json(&format!("/debug/config?proxy={PROXY}&zone=us-east-1c"));
+    let first: Vec<&str> = in_c["eds"]["resources"][0]["endpoints"]
+        .as_array()
+        .map(|l| {
+            l.iter()
+                .filter(|l| l["priority"].as_u64().unwrap_or(0) == 0)
+                .filter_map(|l| l["locality"]["zone"].as_str())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(first, ["us-east-1c"], "{in_c}");
     let (code, table) = status(&server);
     assert_eq!(code, 0, "{table}");
     assert!(
