@@ -873,7 +873,8 @@ fn zone_aware_needs_endpoints_that_carry_zones() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("upstreams.u.zone_aware: needs endpoints that carry their zone"),
+        err.contains("upstreams.u.zone_aware")
+            && err.contains("needs endpoints that carry their zone"),
         "{err}"
     );
     let err = parse(
@@ -883,7 +884,8 @@ fn zone_aware_needs_endpoints_that_carry_zones() {
     .unwrap_err()
     .to_string();
     assert!(
-        err.contains(r#"upstreams.u.endpoints.static[0]: "10.0.0.1:5" has an empty zone"#),
+        err.contains("upstreams.u.endpoints.static[0]")
+            && err.contains(r#""10.0.0.1:5" has an empty zone"#),
         "{err}"
     );
     let err = parse(
