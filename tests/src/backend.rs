@@ -33,6 +33,8 @@ pub struct Backend {
     pub addr: SocketAddr,
     stop: Arc<AtomicBool>,
     hits: Arc<AtomicU64>,
+    /// While false, `GET /health` answers 503 (for active health checks).
+    healthy: Arc<AtomicBool>,
 }
 
 impl Backend {
@@ -105,7 +107,8 @@ impl Backend {
         let addr = listener.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
         let hits = Arc::new(AtomicU64::new(0));
-        let (stop2, hits2) = (stop.clone(), hits.clone());
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (stop2, hits2, healthy2) = (stop.clone(), hits.clone(), healthy.clone());
         let name = name.to_string();
         let name2 = name.clone();
         thread::spawn(move || {
@@ -117,7 +120,8 @@ impl Backend {
                 let respond = respond.clone();
                 let hits = hits2.clone();
                 let name = name2.clone();
-                thread::spawn(move || serve(conn, &name, status, &*respond, &hits));
+                let healthy = healthy2.clone();
+                thread::spawn(move || serve(conn, &name, status, &*respond, &hits, &healthy));
             }
         });
         Ok(Backend {
@@ -125,7 +129,14 @@ impl Backend {
             addr,
             stop,
             hits,
+            healthy,
         })
+    }
+
+    /// Makes `GET /health` answer 200 (`true`, the start) or 503, as a health check endpoint
+    /// of a task that turns unhealthy and recovers.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
     }
 
     /// `127.0.0.1:port`, as catalogs and endpoint files write it.
@@ -146,6 +157,7 @@ fn serve(
     status: u16,
     respond: &(dyn Fn(&Request) -> String + Send + Sync),
     hits: &AtomicU64,
+    healthy: &AtomicBool,
 ) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
@@ -163,6 +175,11 @@ fn serve(
             buf.drain(..end + 4);
             hits.fetch_add(1, Ordering::Relaxed);
             let close = head.contains("connection: close");
+            let status = if request.path == "/health" && !healthy.load(Ordering::Relaxed) {
+                503
+            } else {
+                status
+            };
             let resp = format!(
                 "HTTP/1.1 {status} {}\r\ncontent-type: text/plain\r\nx-backend: {name}\r\ncontent-length: {}\r\n{}\r\n{}",
                 if status == 200 { "OK" } else { "Failing" },

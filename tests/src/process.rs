@@ -266,7 +266,16 @@ impl Envoy {
     /// Like [`Envoy::start`], Envoy running as user (and group) `uid`: as the generic image
     /// does under an ECS `proxyConfiguration`, whose redirect ignores that user's connections.
     pub fn start_as_user(dir: &TempDir, proxy: &str, xds_port: u16, uid: u32) -> Envoy {
-        Self::spawn(dir, proxy, xds_port, Mode::Sotw, &[], |_| {}, Some(uid))
+        Self::spawn(
+            dir,
+            proxy,
+            xds_port,
+            Mode::Sotw,
+            &[],
+            &[],
+            |_| {},
+            Some(uid),
+        )
     }
 
     /// The general form: extra `xds-server bootstrap` flags, then `edit` on its output.
@@ -278,20 +287,37 @@ impl Envoy {
         bootstrap_args: &[&str],
         edit: impl FnOnce(&mut serde_json::Value),
     ) -> Envoy {
-        Self::spawn(dir, proxy, xds_port, mode, bootstrap_args, edit, None)
+        Self::spawn(dir, proxy, xds_port, mode, bootstrap_args, &[], edit, None)
     }
 
+    /// Like [`Envoy::start_opts`], with `xds-server bootstrap` run with the environment
+    /// variables `env` (e.g. `ECS_CONTAINER_METADATA_URI_V4`).
+    pub fn start_env(
+        dir: &TempDir,
+        proxy: &str,
+        xds_port: u16,
+        mode: Mode,
+        bootstrap_args: &[&str],
+        env: &[(&str, &str)],
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Envoy {
+        Self::spawn(dir, proxy, xds_port, mode, bootstrap_args, env, edit, None)
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn spawn(
         dir: &TempDir,
         proxy: &str,
         xds_port: u16,
         mode: Mode,
         bootstrap_args: &[&str],
+        env: &[(&str, &str)],
         edit: impl FnOnce(&mut serde_json::Value),
         uid: Option<u32>,
     ) -> Envoy {
         let admin_port = free_port();
         let mut cmd = Command::new(workspace_bin("xds-server"));
+        cmd.envs(env.iter().copied());
         cmd.args([
             "bootstrap",
             "--proxy",

@@ -133,6 +133,8 @@ fn a_generated_bootstrap_makes_the_task_an_envoy_of_its_role() {
     wait_connected(&server, &envoy, port);
     let bootstrap = std::fs::read_to_string(dir.path().join("etc/envoy.yaml")).unwrap();
     assert!(bootstrap.contains(TASK_ARN), "{bootstrap}");
+    // The task's zone, which zone-aware upstreams prefer.
+    assert!(bootstrap.contains("zone: us-east-1a"), "{bootstrap}");
 }
 
 /// Under an ECS proxyConfiguration the container runs as UID 1337 (the UID the redirect

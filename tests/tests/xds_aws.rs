@@ -239,7 +239,12 @@ fn cloud_map_attributes_filter_and_health_all_keeps_unhealthy_instances() {
     );
     let cm = CloudMap::create(&moto, "web");
     cm.register_with("i-a", &a, &[("stage", "blue")]);
-    cm.register_with("i-b", &b, &[("stage", "green")]);
+    // ECS registers a task's zone as AVAILABILITY_ZONE.
+    cm.register_with(
+        "i-b",
+        &b,
+        &[("stage", "green"), ("AVAILABILITY_ZONE", "us-east-1b")],
+    );
     cm.register_with("i-c", &c, &[("stage", "green")]);
     cm.set_health("i-c", false);
     let port = free_port();
@@ -248,9 +253,20 @@ fn cloud_map_attributes_filter_and_health_all_keeps_unhealthy_instances() {
         "service: web, health: all, attributes: { stage: green } }",
     );
     let catalog = dir.write("catalog.yaml", &text);
-    let (server, _envoy) = serve_and_proxy(&dir, &moto.env(), catalog.as_os_str(), &[], Mode::Sotw);
+    let (server, envoy) = serve_and_proxy(&dir, &moto.env(), catalog.as_os_str(), &[], Mode::Sotw);
     // Only the green ones, the unhealthy one included (`health: all`).
     wait_answering(port, &["b", "c"]);
+    // Envoy knows the zone of the instance that names one, and none of the other.
+    let clusters = http::get(envoy.admin_port, "/clusters", &[]).unwrap().body;
+    let zone_of = |backend: &Backend| {
+        let key = format!("::{}::zone::", backend.endpoint());
+        clusters
+            .lines()
+            .find_map(|l| Some(l.split_once(&key)?.1.trim().to_string()))
+            .unwrap_or_else(|| panic!("no {key:?} in\n{clusters}"))
+    };
+    assert_eq!(zone_of(&b), "us-east-1b");
+    assert_eq!(zone_of(&c), "");
     cm.deregister("i-b");
     wait_answering(port, &["c"]);
     // With `health: all` the revision tells when to look again.
@@ -617,6 +633,16 @@ upstreams:
         two.iter()
             .all(|e| e.starts_with("10.") && e.ends_with(":50053")),
         "{two:?}"
+    );
+    // They carry their tasks' availabilityZone (the fixture's one subnet's zone) as locality.
+    let config = server.admin_json("/debug/config?proxy=edge");
+    let zone = config["eds"]["resources"][0]["endpoints"][0]["locality"]["zone"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        zone.len() > "us-east-1".len() && zone.starts_with("us-east-1"),
+        "{config}"
     );
     // A stopped task leaves; a new one arrives.
     fixture(&["stop", &tasks[1]]);

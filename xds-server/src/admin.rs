@@ -131,6 +131,8 @@ async fn nodes(State(s): State<AdminState>) -> Response {
 #[derive(Deserialize)]
 struct ConfigQuery {
     proxy: Option<String>,
+    /// The caller's zone, for proxies with zone-aware upstreams.
+    zone: Option<String>,
 }
 
 async fn config(State(s): State<AdminState>, Query(q): Query<ConfigQuery>) -> Response {
@@ -140,7 +142,7 @@ async fn config(State(s): State<AdminState>, Query(q): Query<ConfigQuery>) -> Re
         let orphans: Vec<&str> = snapshots.orphans.keys().map(|p| p.0.as_str()).collect();
         return Json(serde_json::json!({ "proxies": names, "orphaned": orphans })).into_response();
     };
-    let (snapshot, role) = snapshots.get(&ProxyName(proxy.clone()));
+    let (snapshot, role) = snapshots.get(&ProxyName(proxy.clone()), q.zone.as_deref());
     if role == Role::Unknown {
         return (
             StatusCode::NOT_FOUND,

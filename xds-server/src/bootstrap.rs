@@ -15,6 +15,9 @@ pub struct BootstrapConfig {
     pub proxy: String,
     /// This Envoy's identity (`node.id`), e.g. the ECS task ARN.
     pub node_id: String,
+    /// The availability zone Envoy runs in (`node.locality.zone`), which zone-aware upstreams
+    /// prefer.
+    pub zone: Option<String>,
     /// The control plane, `host:port`.
     pub xds_host: String,
     /// The control plane's port.
@@ -287,6 +290,9 @@ pub fn bootstrap(c: &BootstrapConfig) -> Value {
             clusters.push(cluster);
         }
     }
+    if let Some(zone) = &c.zone {
+        doc["node"]["locality"] = json!({ "zone": zone });
+    }
     doc
 }
 
@@ -298,6 +304,7 @@ mod tests {
         BootstrapConfig {
             proxy: "intdemo".into(),
             node_id: "task-1".into(),
+            zone: None,
             xds_host: "127.0.0.1".into(),
             xds_port: 18000,
             admin: "127.0.0.1:9901".parse().unwrap(),
@@ -324,6 +331,14 @@ mod tests {
             monitor["typed_config"]["max_active_downstream_connections"],
             1234
         );
+    }
+
+    #[test]
+    fn the_zone_becomes_the_node_locality() {
+        let mut c = config();
+        assert!(bootstrap(&c)["node"].get("locality").is_none());
+        c.zone = Some("us-east-1b".into());
+        assert_eq!(bootstrap(&c)["node"]["locality"]["zone"], "us-east-1b");
     }
 
     #[test]

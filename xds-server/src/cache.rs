@@ -12,7 +12,7 @@ use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::watch;
 use xxhash_rust::xxh3::Xxh3;
 
-use crate::catalog::ProxyName;
+use crate::catalog::{ProxyName, Zone};
 use crate::translate::{ProxyResources, ResourceType};
 
 /// A content hash, as sent in `version_info` and in per-resource versions.
@@ -96,6 +96,10 @@ impl TypeSnapshot {
 pub struct Snapshot {
     /// Indexed by [`ResourceType::index`].
     pub types: [TypeSnapshot; crate::translate::TYPES],
+    /// What an Envoy in one of these zones (its `node.locality.zone`) gets instead: the same but
+    /// for the endpoints of zone-aware upstreams, which prefer that zone. Envoys of one proxy
+    /// run in several zones; an Envoy in any other zone, or in none, gets this snapshot.
+    pub zones: BTreeMap<Zone, Arc<Snapshot>>,
 }
 
 impl Snapshot {
@@ -108,16 +112,49 @@ impl Snapshot {
         snap
     }
 
-    /// The resources of type `t` replaced by `resources`, with their versions.
+    /// The resources of type `t` replaced by `resources`, with their versions; in the zones'
+    /// snapshots too, unless `t` is the endpoints (which differ there).
     pub fn replace(&mut self, t: ResourceType, resources: BTreeMap<String, Any>) {
-        let resources = resources
+        let resources: BTreeMap<String, VersionedResource> = resources
             .into_iter()
             .map(|(name, body)| {
                 let version = Version::of(&body);
                 (name, VersionedResource { version, body })
             })
             .collect();
-        self.types[t.index()] = TypeSnapshot::new(resources);
+        let typed = TypeSnapshot::new(resources);
+        if t != ResourceType::Endpoint {
+            for zoned in self.zones.values_mut() {
+                Arc::make_mut(zoned).types[t.index()] = typed.clone();
+            }
+        }
+        self.types[t.index()] = typed;
+    }
+
+    /// Adds what an Envoy in `zone` gets: this snapshot with `endpoints` as its endpoints.
+    pub fn add_zone(&mut self, zone: Zone, endpoints: BTreeMap<String, Any>) {
+        let mut zoned = Snapshot {
+            types: self.types.clone(),
+            zones: BTreeMap::new(),
+        };
+        zoned.replace(ResourceType::Endpoint, endpoints);
+        self.zones.insert(zone, Arc::new(zoned));
+    }
+
+    /// The snapshot an Envoy in `zone` gets.
+    pub fn in_zone(self: &Arc<Self>, zone: Option<&str>) -> Arc<Snapshot> {
+        zone.and_then(|z| self.zones.get(z)).unwrap_or(self).clone()
+    }
+
+    /// Whether `other` has the same content, for every zone: versions are content hashes.
+    pub fn same_as(&self, other: &Snapshot) -> bool {
+        self.versions() == other.versions()
+            && self.zones.len() == other.zones.len()
+            && self
+                .zones
+                .iter()
+                .zip(&other.zones)
+                .all(|((za, a), (zb, b))| za == zb && a.same_as(b))
     }
 
     /// The version of each type, in [`ResourceType::index`] order.
@@ -164,14 +201,15 @@ impl Snapshots {
         self.aliases.get(proxy).unwrap_or(proxy)
     }
 
-    /// The snapshot for a proxy (or an alias of one), and how the catalog stands to it.
-    pub fn get(&self, proxy: &ProxyName) -> (Arc<Snapshot>, Role) {
+    /// The snapshot for an Envoy of `proxy` (or an alias of one) in `zone` (its
+    /// `node.locality.zone`), and how the catalog stands to the proxy.
+    pub fn get(&self, proxy: &ProxyName, zone: Option<&str>) -> (Arc<Snapshot>, Role) {
         let proxy = self.resolve(proxy);
         if let Some(s) = self.proxies.get(proxy) {
-            return (s.clone(), Role::Known);
+            return (s.in_zone(zone), Role::Known);
         }
         match self.orphans.get(proxy) {
-            Some(s) => (s.clone(), Role::Orphaned),
+            Some(s) => (s.in_zone(zone), Role::Orphaned),
             None => (self.empty.clone(), Role::Unknown),
         }
     }
@@ -240,7 +278,7 @@ impl Cache {
             .into_iter()
             .map(|(name, snap)| match old.proxies.get(&name) {
                 // Versions are content hashes: equal versions, equal content.
-                Some(prev) if prev.versions() == snap.versions() => (name, prev.clone()),
+                Some(prev) if prev.same_as(&snap) => (name, prev.clone()),
                 _ => {
                     changed += 1;
                     (name, Arc::new(snap))
@@ -357,7 +395,7 @@ impl Drop for Attached {
 mod tests {
     use super::*;
 
-    fn snapshot(cluster: &str) -> Snapshot {
+    fn cluster_snapshot(cluster: &str) -> Snapshot {
         let mut s = Snapshot::default();
         let body = Any {
             type_url: ResourceType::Cluster.type_url().into(),
@@ -379,27 +417,99 @@ mod tests {
         let cache = Cache::new();
         let arn = name("arn:aws:appmesh:us-east-1:111122223333:mesh/m/virtualNode/blue");
         cache.publish(
-            BTreeMap::from([(name("blue"), snapshot("a")), (name("red"), snapshot("b"))]),
+            BTreeMap::from([
+                (name("blue"), cluster_snapshot("a")),
+                (name("red"), cluster_snapshot("b")),
+            ]),
             BTreeMap::from([(arn.clone(), name("blue"))]),
         );
         let now = cache.current();
-        let (by_alias, role) = now.get(&arn);
+        let (by_alias, role) = now.get(&arn, None);
         assert_eq!(role, Role::Known);
-        assert!(Arc::ptr_eq(&by_alias, &now.get(&name("blue")).0));
-        assert_eq!(now.get(&name("nobody")).1, Role::Unknown);
+        assert!(Arc::ptr_eq(&by_alias, &now.get(&name("blue"), None).0));
+        assert_eq!(now.get(&name("nobody"), None).1, Role::Unknown);
 
         // The proxy leaves the catalog while an Envoy presenting the alias is connected: that
         // Envoy keeps its last config until it disconnects.
         let attached = cache.attach(&arn);
         cache.publish(
-            BTreeMap::from([(name("red"), snapshot("b"))]),
+            BTreeMap::from([(name("red"), cluster_snapshot("b"))]),
             BTreeMap::new(),
         );
-        let (kept, role) = cache.current().get(&arn);
+        let (kept, role) = cache.current().get(&arn, None);
         assert_eq!(role, Role::Orphaned);
         assert!(Arc::ptr_eq(&kept, &by_alias));
         drop(attached);
-        assert_eq!(cache.current().get(&arn).1, Role::Unknown);
+        assert_eq!(cache.current().get(&arn, None).1, Role::Unknown);
         assert!(cache.current().aliases.is_empty());
+    }
+
+    fn resources(names: &[(&str, u8)]) -> BTreeMap<String, Any> {
+        names
+            .iter()
+            .map(|(n, b)| {
+                let any = Any {
+                    type_url: "t".into(),
+                    value: vec![*b],
+                };
+                (n.to_string(), any)
+            })
+            .collect()
+    }
+
+    fn snapshot(in_a: u8) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.replace(ResourceType::Cluster, resources(&[("c", 1)]));
+        s.replace(ResourceType::Endpoint, resources(&[("c", 2)]));
+        s.add_zone(Zone::new("a"), resources(&[("c", in_a)]));
+        s
+    }
+
+    #[test]
+    fn an_envoy_gets_the_snapshot_of_its_zone_and_changes_there_are_published() {
+        let cache = Cache::new();
+        let p = ProxyName("p".into());
+        cache.publish(BTreeMap::from([(p.clone(), snapshot(3))]), BTreeMap::new());
+        let now = cache.current();
+        let eds = |zone: Option<&str>| {
+            let (s, role) = now.get(&p, zone);
+            assert_eq!(role, Role::Known);
+            s.of(ResourceType::Endpoint).resources["c"]
+                .body
+                .value
+                .clone()
+        };
+        assert_eq!(eds(None), [2]);
+        assert_eq!(eds(Some("a")), [3]);
+        // A zone without a snapshot of its own: the proxy's.
+        assert_eq!(eds(Some("b")), [2]);
+        let (in_a, _) = now.get(&p, Some("a"));
+        assert_eq!(
+            in_a.of(ResourceType::Cluster).version,
+            now.get(&p, None).0.of(ResourceType::Cluster).version
+        );
+        // Same content: nothing is published. A change only in a zone's endpoints is.
+        assert_eq!(
+            cache.publish(BTreeMap::from([(p.clone(), snapshot(3))]), BTreeMap::new()),
+            0
+        );
+        assert_eq!(
+            cache.publish(BTreeMap::from([(p.clone(), snapshot(4))]), BTreeMap::new()),
+            1
+        );
+        let (in_a, _) = cache.current().get(&p, Some("a"));
+        assert_eq!(
+            in_a.of(ResourceType::Endpoint).resources["c"].body.value,
+            [4]
+        );
+    }
+
+    #[test]
+    fn replacing_other_types_replaces_them_in_every_zone() {
+        let mut s = snapshot(3);
+        s.replace(ResourceType::Secret, resources(&[("k", 9)]));
+        let a = &s.zones["a"];
+        assert_eq!(a.of(ResourceType::Secret), s.of(ResourceType::Secret));
+        assert_ne!(a.of(ResourceType::Endpoint), s.of(ResourceType::Endpoint));
     }
 }

@@ -45,11 +45,12 @@ pub enum Presence {
 }
 
 /// The lists compared, in the order Envoy takes them: what each resource is named by.
-const KINDS: [(&str, &str, &str); 6] = [
+const KINDS: [(&str, &str, &str); 7] = [
     ("lds", "resources", "name"),
     ("rds", "resources", "name"),
     ("cds", "resources", "name"),
     ("eds", "resources", "cluster_name"),
+    ("eds", "by_zone", "name"),
     ("eds", "not_resolved", "upstream"),
     ("sds", "needed", "name"),
 ];
@@ -233,5 +234,32 @@ upstreams:
         assert!(t.contains("    -") && t.contains("    +"), "{t}");
         let other = ProxyName("q".into());
         assert!(diff(&old, &new, Some(&other)).await.unwrap().is_empty());
+    }
+
+    /// Turning `zone_aware` on changes nothing for an Envoy without a zone, only for Envoys in
+    /// the endpoints' zones: the diff says so.
+    #[tokio::test]
+    async fn turning_zone_aware_on_shows_per_caller_zone() {
+        let zoned = OLD.replace(
+            r#"static: ["10.0.0.1:80"]"#,
+            r#"static: [ { address: "10.0.0.1:80", zone: us-east-1a }, { address: "10.0.0.2:80", zone: us-east-1b } ]"#,
+        );
+        let old = loaded(&zoned);
+        let new = loaded(&zoned.replace("protocol: http1,", "protocol: http1, zone_aware: true,"));
+        let d = diff(&old, &new, None).await.unwrap();
+        let kinds: Vec<(&str, &str)> = d[0]
+            .changes
+            .iter()
+            .map(|c| (c.kind.as_str(), c.name.as_str()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("eds.by_zone", "us-east-1a/api"),
+                ("eds.by_zone", "us-east-1b/api")
+            ]
+        );
+        let t = text(&d);
+        assert!(t.contains("priority: 1"), "{t}");
     }
 }

@@ -122,6 +122,7 @@ pub fn bootstrap_for(catalog: &LoadedCatalog, proxy: &ProxyName) -> Result<Value
     let mut doc = bootstrap::bootstrap(&BootstrapConfig {
         proxy: proxy.0.clone(),
         node_id: format!("{}-validate", proxy.0),
+        zone: None,
         xds_host: "127.0.0.1".into(),
         xds_port: 18000,
         admin: "127.0.0.1:9901".parse().expect("a socket address"),

@@ -356,6 +356,11 @@ enum Command {
         /// ECS_CONTAINER_METADATA_URI_V4 is set; else PROXY-HOSTNAME).
         #[arg(long, env = "XDS_SERVER_NODE_ID")]
         node_id: Option<String>,
+        /// The availability zone Envoy runs in (`node.locality.zone`), which zone-aware
+        /// upstreams prefer (default: the task's AvailabilityZone from the task metadata
+        /// endpoint, when ECS_CONTAINER_METADATA_URI_V4 is set; else none).
+        #[arg(long, env = "XDS_SERVER_ZONE")]
+        zone: Option<String>,
         /// Envoy's admin address.
         #[arg(long, env = "XDS_SERVER_ENVOY_ADMIN", default_value = "127.0.0.1:9901")]
         admin: SocketAddr,
@@ -698,6 +703,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             proxy,
             xds,
             node_id,
+            zone,
             admin,
             stats_listen,
             delta,
@@ -708,17 +714,35 @@ async fn main() -> anyhow::Result<ExitCode> {
             format,
         } => {
             let (xds_host, xds_port) = bootstrap::parse_host_port(&xds).context("--xds")?;
-            let node_id = match node_id {
-                Some(id) => id,
-                None if std::env::var_os("ECS_CONTAINER_METADATA_URI_V4").is_some() => {
-                    let meta = s3_config_loader::template::ecs_metadata()
-                        .await
-                        .context("node.id from the ECS task metadata")?;
-                    meta.get("ecs.TaskARN")
-                        .cloned()
-                        .context("the ECS task metadata has no TaskARN")?
+            // Asked once, for whatever the flags leave to it.
+            let meta = if (node_id.is_none() || zone.is_none())
+                && std::env::var_os("ECS_CONTAINER_METADATA_URI_V4").is_some()
+            {
+                match s3_config_loader::template::ecs_metadata().await {
+                    Ok(meta) => Some(meta),
+                    Err(e) if node_id.is_none() => {
+                        return Err(e).context("node.id from the ECS task metadata");
+                    }
+                    // Without a zone Envoy still gets every endpoint, only none preferred.
+                    Err(e) => {
+                        eprintln!("warning: no zone from the ECS task metadata: {e}");
+                        None
+                    }
                 }
-                None => {
+            } else {
+                None
+            };
+            // A task without an AvailabilityZone (an old agent, ECS Anywhere) names none.
+            let zone = zone
+                .or_else(|| meta.as_ref()?.get("ecs.AvailabilityZone").cloned())
+                .filter(|z| !z.is_empty());
+            let node_id = match (node_id, &meta) {
+                (Some(id), _) => id,
+                (None, Some(meta)) => meta
+                    .get("ecs.TaskARN")
+                    .cloned()
+                    .context("the ECS task metadata has no TaskARN")?,
+                (None, None) => {
                     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
                         .map(|h| h.trim().to_string())
                         .unwrap_or_else(|_| "envoy".into());
@@ -728,6 +752,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             let config = BootstrapConfig {
                 proxy,
                 node_id,
+                zone,
                 xds_host,
                 xds_port,
                 admin,

@@ -109,8 +109,30 @@ fn describe_certificate(pem: &str) -> Option<Value> {
 }
 
 /// A proxy's whole snapshot: per type (`cds`, `eds`, `lds`, `rds`, `sds`) its version and
-/// resources, private keys redacted.
+/// resources, private keys redacted; under `eds.by_zone`, the assignments that an Envoy in a
+/// zone gets instead (zone-aware upstreams, with its zone first), each named `ZONE/UPSTREAM`.
 pub fn snapshot_json(snapshot: &Snapshot) -> Result<Value, RenderError> {
+    let mut out = types_json(snapshot)?;
+    let base = snapshot.of(ResourceType::Endpoint);
+    let mut by_zone = Vec::new();
+    for (zone, zoned) in &snapshot.zones {
+        for (name, r) in &zoned.of(ResourceType::Endpoint).resources {
+            if base.resources.get(name).map(|b| b.version) != Some(r.version) {
+                by_zone.push(json!({
+                    "name": format!("{zone}/{name}"),
+                    "caller_zone": zone.as_str(),
+                    "assignment": any_json(&r.body)?,
+                }));
+            }
+        }
+    }
+    if !by_zone.is_empty() {
+        out["eds"]["by_zone"] = Value::Array(by_zone);
+    }
+    Ok(out)
+}
+
+fn types_json(snapshot: &Snapshot) -> Result<Value, RenderError> {
     let mut out = Map::new();
     for t in ResourceType::ALL {
         let ts = snapshot.of(t);
@@ -148,11 +170,11 @@ pub async fn render_proxy(
     } else {
         crate::discovery::offline_endpoints(catalog)
     };
-    let mut out = snapshot_json(&Snapshot::new(translate(
-        &catalog.catalog,
-        proxy,
-        &endpoints,
-    )))?;
+    let mut snapshot = Snapshot::new(translate(&catalog.catalog, proxy, &endpoints));
+    for (zone, eds) in crate::translate::zoned_endpoints(&catalog.catalog, proxy, &endpoints) {
+        snapshot.add_zone(zone, eds);
+    }
+    let mut out = snapshot_json(&snapshot)?;
     // Offline, sources only AWS answers are named, not asked.
     let not_asked: Vec<Value> = catalog
         .catalog

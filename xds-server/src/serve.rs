@@ -430,7 +430,12 @@ pub fn build_all(
             for (secret, any) in crate::translate::tls::secrets(&catalog.catalog, name, material) {
                 resources.insert(ResourceType::Secret, secret, any);
             }
-            (name.clone(), Snapshot::new(resources))
+            let mut snapshot = Snapshot::new(resources);
+            for (zone, eds) in crate::translate::zoned_endpoints(&catalog.catalog, name, endpoints)
+            {
+                snapshot.add_zone(zone, eds);
+            }
+            (name.clone(), snapshot)
         })
         .collect()
 }

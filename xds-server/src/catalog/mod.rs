@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use duration::Duration;
-pub use endpoint::{Endpoint, EndpointParseError};
+pub use endpoint::{Endpoint, EndpointEntry, EndpointParseError, Zone, ZonedEntry, normalize};
 pub use fragments::merge;
 
 /// The discovered endpoints of each upstream, sorted and free of duplicates; an upstream whose
@@ -465,16 +465,21 @@ pub struct Upstream {
     pub hash_on: Option<HashOn>,
     /// TLS to the upstream.
     pub tls: Option<UpstreamTls>,
+    /// Prefer endpoints in the calling Envoy's availability zone; the other zones take over
+    /// when too few of those are healthy.
+    #[serde(default)]
+    pub zone_aware: bool,
 }
 
 /// The endpoint sources as written; validation checks that exactly one is set.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointSources {
-    /// Fixed `ip:port` list.
+    /// Fixed `ip:port` list (an entry may carry its zone: `{ address, zone }`).
     #[serde(rename = "static")]
-    pub static_: Option<Vec<String>>,
-    /// A JSON file holding `["ip:port", ...]`, re-read when it changes; relative to the catalog.
+    pub static_: Option<Vec<EndpointEntry>>,
+    /// A JSON file holding `["ip:port", ...]` (entries as in `static`), re-read when it changes;
+    /// relative to the catalog.
     pub file: Option<PathBuf>,
     /// AWS Cloud Map service instances.
     pub cloud_map: Option<CloudMapSource>,

@@ -1006,3 +1006,49 @@ fn ports_take_a_default_for_the_other_ports() {
         vec!["proxies.app.listeners[1].split: at least one weight must be greater than 0"]
     );
 }
+
+#[test]
+fn zone_aware_needs_endpoints_that_carry_zones() {
+    let doc = |endpoints: &str| {
+        format!(
+            "version: 1\nproxies: {{ p: {{ listeners: [ {{ name: t, port: 1, protocol: tcp, to: u }} ] }} }}\nupstreams:\n  u: {{ protocol: tcp, zone_aware: true, port: 5, endpoints: {endpoints} }}\n"
+        )
+    };
+    let err = parse("c.yaml", &doc("{ dns: { host: u.internal } }"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("upstreams.u.zone_aware")
+            && err.contains("needs endpoints that carry their zone"),
+        "{err}"
+    );
+    let err = parse(
+        "c.yaml",
+        &doc(r#"{ static: [ { address: "10.0.0.1:5", zone: "" } ] }"#),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("upstreams.u.endpoints.static[0]")
+            && err.contains(r#""10.0.0.1:5" has an empty zone"#),
+        "{err}"
+    );
+    let err = parse(
+        "c.yaml",
+        &doc(r#"{ static: [ { address: "10.0.0.1:5", az: a } ] }"#),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("upstreams.u.endpoints.static[0]") && err.contains("unknown field `az`"),
+        "{err}"
+    );
+    let c = parse("c.yaml", &doc(r#"{ static: [ "10.0.0.1:5" ] }"#)).unwrap();
+    let found = warnings(&c);
+    assert!(
+        found.iter().any(|w| w.path == "upstreams.u.zone_aware"
+            && w.message.contains("no static endpoint names its zone")),
+        "{found:?}"
+    );
+    parse("c.yaml", &doc(r#"{ ecs: { cluster: c, service: s } }"#)).unwrap();
+}

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{
-    Catalog, CatalogError, CatalogWarning, CertificateSource, Duration, Endpoint, EndpointSources,
+    Catalog, CatalogError, CatalogWarning, CertificateSource, Duration, EndpointSources,
     HealthCheck, ListenerProtocol, ListenerTls, ProxyName, Retries, Route, RouteMatch, TrustSource,
     Upstream, UpstreamName, UpstreamProtocol, UpstreamTls, re2,
 };
@@ -275,6 +275,18 @@ pub(super) fn warnings(catalog: &Catalog) -> Vec<CatalogWarning> {
             path: format!("upstreams.{name}"),
             message: "no route, split, mirror or TCP listener uses it (fine if another fragment of the catalog does)".into(),
         });
+    }
+    for (name, u) in &catalog.upstreams {
+        let zoneless = |list: &Vec<super::EndpointEntry>| {
+            list.iter()
+                .all(|e| e.endpoint().is_ok_and(|e| e.zone.is_none()))
+        };
+        if u.zone_aware && u.endpoints.static_.as_ref().is_some_and(zoneless) {
+            out.push(CatalogWarning {
+                path: format!("upstreams.{name}.zone_aware"),
+                message: "no static endpoint names its zone (`{ address, zone }`), so every zone is preferred alike".into(),
+            });
+        }
     }
     for (name, proxy) in &catalog.proxies {
         for (i, l) in proxy.listeners.iter().enumerate() {
@@ -874,6 +886,13 @@ impl<'a> Validator<'a> {
         self.load_balancing(at, u);
         self.envoy_duration(&format!("{at}.connect_timeout"), u.connect_timeout);
         self.sources(&format!("{at}.endpoints"), &u.endpoints, u.port.is_some());
+        if u.zone_aware && u.endpoints.dns.is_some() {
+            // Envoy resolves the name itself: its addresses come with no zone to prefer.
+            self.err(
+                &format!("{at}.zone_aware"),
+                "needs endpoints that carry their zone (static, file, cloud_map or ecs); `dns` names resolve to bare addresses".into(),
+            );
+        }
         if let Some(hc) = &u.health_check {
             self.health_check(&format!("{at}.health_check"), hc, u.protocol);
         }
@@ -916,7 +935,7 @@ impl<'a> Validator<'a> {
         }
         if let Some(list) = &s.static_ {
             for (i, e) in list.iter().enumerate() {
-                if let Err(err) = Endpoint::parse(e) {
+                if let Err(err) = e.endpoint() {
                     self.err(&format!("{at}.static[{i}]"), err.to_string());
                 }
             }

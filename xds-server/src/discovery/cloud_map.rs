@@ -16,7 +16,7 @@ use aws_sdk_servicediscovery::types::{HealthStatusFilter, HttpInstanceSummary};
 
 use super::aws::{RateLimiter, classify};
 use super::{DiscoveryError, Source};
-use crate::catalog::{CloudMapSource, Endpoint};
+use crate::catalog::{CloudMapSource, Endpoint, Zone};
 use crate::metrics::Metrics;
 
 /// Polls one Cloud Map service.
@@ -158,7 +158,15 @@ impl Source for CloudMapPoller {
                 .filter(|p| *p != 0)
                 .or(self.default_port);
             match (ip, port) {
-                (Some(ip), Some(port)) => endpoints.push(Endpoint { ip, port }),
+                (Some(ip), Some(port)) => endpoints.push(Endpoint {
+                    ip,
+                    port,
+                    // What ECS service discovery registers for a task (`AVAILABILITY_ZONE`).
+                    zone: attrs
+                        .get("AVAILABILITY_ZONE")
+                        .filter(|z| !z.is_empty())
+                        .map(|z| Zone::new(z)),
+                }),
                 _ => tracing::warn!(
                     service = %s.service,
                     instance = inst.instance_id().unwrap_or_default(),

@@ -2,6 +2,8 @@
 //! batches of 100 per poll; task definitions are cached (they are immutable): one
 //! `DescribeTaskDefinition` per revision, ever.
 //!
+//! Each endpoint carries its task's `availabilityZone`, for zone-aware upstreams.
+//!
 //! A task is an endpoint while it runs and is not UNHEALTHY. When its task definition gives an
 //! essential container a health check (`healthCheck`), the task must also be HEALTHY: during its
 //! start period ECS reports UNKNOWN, and a task that is still starting must get no traffic. ECS
@@ -15,7 +17,7 @@ use aws_sdk_ecs::types::{HealthStatus, Task};
 
 use super::aws::{RateLimiter, classify};
 use super::{DiscoveryError, Source};
-use crate::catalog::{EcsSource, Endpoint};
+use crate::catalog::{EcsSource, Endpoint, Zone};
 use crate::metrics::Metrics;
 
 /// Polls one ECS service.
@@ -175,7 +177,11 @@ impl Source for EcsPoller {
             };
             match self.readiness(task).await? {
                 (false, _) => {}
-                (true, Some(port)) => endpoints.push(Endpoint { ip, port }),
+                (true, Some(port)) => endpoints.push(Endpoint {
+                    ip,
+                    port,
+                    zone: task.availability_zone().map(Zone::new),
+                }),
                 (true, None) => tracing::warn!(
                     task = task.task_arn().unwrap_or_default(),
                     "no port: set `port` in the catalog"

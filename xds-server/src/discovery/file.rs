@@ -1,9 +1,10 @@
-//! Endpoint files: a JSON list of `"ip:port"` strings, re-read when their content changes.
+//! Endpoint files: a JSON list of `"ip:port"` strings (or `{"address": "ip:port", "zone": NAME}`
+//! objects), re-read when their content changes.
 
 use std::path::PathBuf;
 
 use super::{DiscoveryError, Source};
-use crate::catalog::Endpoint;
+use crate::catalog::{Endpoint, EndpointEntry};
 
 /// Polls one endpoint file.
 #[derive(Debug)]
@@ -28,11 +29,14 @@ pub fn parse_endpoints(
         path: path.to_path_buf(),
         reason,
     };
-    let list: Vec<String> = serde_json::from_slice(bytes)
-        .map_err(|e| invalid(format!("expected a JSON list of \"ip:port\" strings: {e}")))?;
+    let list: Vec<EndpointEntry> = serde_json::from_slice(bytes).map_err(|e| {
+        invalid(format!(
+            "expected a JSON list of \"ip:port\" strings or {{\"address\", \"zone\"}} objects: {e}"
+        ))
+    })?;
     list.iter()
         .enumerate()
-        .map(|(i, s)| Endpoint::parse(s).map_err(|e| invalid(format!("[{i}]: {e}"))))
+        .map(|(i, s)| s.endpoint().map_err(|e| invalid(format!("[{i}]: {e}"))))
         .collect()
 }
 
@@ -67,8 +71,14 @@ mod tests {
             src.fetch().await,
             Err(DiscoveryError::Read { .. })
         ));
-        std::fs::write(&path, r#"["127.0.0.1:80", "127.0.0.2:81"]"#).unwrap();
-        assert_eq!(src.fetch().await.unwrap().unwrap().len(), 2);
+        std::fs::write(
+            &path,
+            r#"["127.0.0.1:80", {"address": "127.0.0.2:81", "zone": "us-east-1b"}]"#,
+        )
+        .unwrap();
+        let eps = src.fetch().await.unwrap().unwrap();
+        assert_eq!(eps.len(), 2);
+        assert_eq!(eps[1].zone.as_ref().map(|z| z.as_str()), Some("us-east-1b"));
         assert_eq!(src.fetch().await.unwrap(), None);
         std::fs::write(&path, r#"["127.0.0.1"]"#).unwrap();
         let err = src.fetch().await.unwrap_err().to_string();

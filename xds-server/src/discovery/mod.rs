@@ -75,7 +75,10 @@ pub fn offline_endpoints(catalog: &LoadedCatalog) -> EndpointMap {
                 .ok()
                 .and_then(|bytes| parse_endpoints(&path, &bytes).ok())
             {
-                Some(eps) => eps,
+                Some(mut eps) => {
+                    crate::catalog::normalize(&mut eps);
+                    eps
+                }
                 None => continue,
             },
             _ => continue,
@@ -103,12 +106,8 @@ impl SourceKey {
     pub fn of(catalog: &LoadedCatalog, upstream: &Upstream) -> Option<SourceKey> {
         let e = &upstream.endpoints;
         if let Some(list) = &e.static_ {
-            let mut eps: Vec<Endpoint> = list
-                .iter()
-                .filter_map(|s| Endpoint::parse(s).ok())
-                .collect();
-            eps.sort();
-            eps.dedup();
+            let mut eps: Vec<Endpoint> = list.iter().filter_map(|e| e.endpoint().ok()).collect();
+            crate::catalog::normalize(&mut eps);
             return Some(SourceKey::Static(eps));
         }
         let port = upstream.port.and_then(|p| u16::try_from(p).ok());
@@ -524,8 +523,7 @@ impl Inner {
                 s.last_error = None;
                 let found = match found {
                     Some(mut eps) => {
-                        eps.sort();
-                        eps.dedup();
+                        crate::catalog::normalize(&mut eps);
                         Some(eps)
                     }
                     // "Unchanged since the last answer", and the last answer was the empty one.

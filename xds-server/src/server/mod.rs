@@ -433,6 +433,8 @@ pub(crate) struct StreamCore {
     scope: Scope,
     variant: &'static str,
     proxy: Option<ProxyName>,
+    /// The proxy's `node.locality.zone`, which zone-aware upstreams prefer.
+    zone: Option<String>,
     guard: Option<NodeGuard>,
     attached: Option<Attached>,
     snapshots: watch::Receiver<Arc<Snapshots>>,
@@ -463,6 +465,7 @@ impl StreamCore {
             scope,
             variant,
             proxy: None,
+            zone: None,
             guard: None,
             attached: None,
             snapshots,
@@ -500,6 +503,7 @@ impl StreamCore {
             "xDS stream opened"
         );
         self.proxy = Some(proxy);
+        self.zone = zone_of(node).map(str::to_string);
         self.refresh();
         Ok(())
     }
@@ -511,7 +515,7 @@ impl StreamCore {
             return false;
         };
         let snapshots = self.snapshots.borrow_and_update().clone();
-        let (snapshot, role) = snapshots.get(proxy);
+        let (snapshot, role) = snapshots.get(proxy, self.zone.as_deref());
         if Arc::ptr_eq(&snapshot, &self.snapshot)
             && snapshots.loaded == self.loaded
             && role == self.role
@@ -702,6 +706,14 @@ impl Drop for StreamCore {
 
 /// Who a request says it is, checked: a node with a proxy name of sane length, whose client
 /// certificate (with `--require-identity`) names that proxy. Streams and fetches alike.
+/// The zone an Envoy says it runs in, if any.
+fn zone_of(node: &Node) -> Option<&str> {
+    node.locality
+        .as_ref()
+        .map(|l| l.zone.as_str())
+        .filter(|z| !z.is_empty())
+}
+
 fn admit<'n>(
     shared: &Shared,
     peer: Option<&Peer>,

@@ -243,12 +243,13 @@ pub(super) fn fetch(
     t: ResourceType,
     req: DiscoveryRequest,
 ) -> Result<DiscoveryResponse, Status> {
-    let (_, proxy) = super::admit(shared, peer, req.node.as_ref())?;
+    let (node, proxy) = super::admit(shared, peer, req.node.as_ref())?;
+    let zone = super::zone_of(node).map(str::to_string);
     let snapshots = shared.cache.current();
     if !snapshots.loaded {
         return Err(Status::unavailable("no catalog loaded yet"));
     }
-    let (snapshot, _) = snapshots.get(&proxy);
+    let (snapshot, _) = snapshots.get(&proxy, zone.as_deref());
     let snap = snapshot.of(t);
     let names = subscription(t, &req.resource_names, false);
     let version = snap.version_for(names.as_ref());

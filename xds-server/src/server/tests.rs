@@ -166,7 +166,7 @@ impl Plane {
         let mut endpoints = EndpointMap::new();
         for (name, u) in &catalog.upstreams {
             if let Some(list) = &u.endpoints.static_ {
-                let eps: Vec<Endpoint> = list.iter().map(|e| Endpoint::parse(e).unwrap()).collect();
+                let eps: Vec<Endpoint> = list.iter().map(|e| e.endpoint().unwrap()).collect();
                 endpoints.insert(UpstreamName(name.0.clone()), Arc::new(eps));
             }
         }
@@ -916,4 +916,78 @@ fn stream_caps_count_in_total_and_per_source_address() {
     for _ in 0..100 {
         assert_eq!(none.admit(Some(a)), Ok(()));
     }
+}
+
+#[test]
+fn an_envoy_gets_the_endpoints_of_its_own_zone() {
+    let plane = Plane::new();
+    plane.publish(
+        r#"
+version: 1
+proxies:
+  edge:
+    listeners:
+      - { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: app } ] }
+upstreams:
+  app:
+    protocol: http1
+    zone_aware: true
+    endpoints:
+      static:
+        - { address: "127.0.0.1:1001", zone: a }
+        - { address: "127.0.0.1:1002", zone: b }
+"#,
+    );
+    let in_zone = |zone: &str| {
+        let mut n = node();
+        if let Some(n) = n.as_mut() {
+            n.locality = Some(envoy_types::pb::envoy::config::core::v3::Locality {
+                zone: zone.into(),
+                ..Default::default()
+            });
+        }
+        n
+    };
+    // The first-priority zone of the endpoints a stream of an Envoy in `zone` holds.
+    let preferred = |zone: &str| {
+        let mut core = plane.core("sotw");
+        core.identify(in_zone(zone).as_ref()).unwrap();
+        let eds = core.snapshot.of(Eds).resources["app"].body.clone();
+        let cla = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
+            eds.value.as_slice(),
+        )
+        .unwrap();
+        let first: Vec<String> = cla
+            .endpoints
+            .iter()
+            .filter(|l| l.priority == 0)
+            .filter_map(|l| Some(l.locality.as_ref()?.zone.clone()))
+            .collect();
+        (first, core.snapshot.of(Cds).version)
+    };
+    let (a, cds_a) = preferred("a");
+    let (b, cds_b) = preferred("b");
+    let (none, cds_none) = preferred("");
+    let (elsewhere, _) = preferred("c");
+    assert_eq!(a, ["a"]);
+    assert_eq!(b, ["b"]);
+    assert_eq!(none, ["a", "b"]);
+    assert_eq!(elsewhere, ["a", "b"]);
+    // Only the endpoints differ.
+    assert_eq!(cds_a, cds_none);
+    assert_eq!(cds_b, cds_none);
+    // The REST fetch answers by zone as well.
+    let req = DiscoveryRequest {
+        node: in_zone("b"),
+        resource_names: vec!["app".into()],
+        type_url: Eds.type_url().into(),
+        ..Default::default()
+    };
+    let in_b = sotw::fetch(&plane.shared, None, Eds, req.clone()).unwrap();
+    let req_none = DiscoveryRequest {
+        node: node(),
+        ..req
+    };
+    let plain = sotw::fetch(&plane.shared, None, Eds, req_none).unwrap();
+    assert_ne!(in_b.version_info, plain.version_info);
 }

@@ -1,6 +1,6 @@
 //! Clusters (one per upstream a proxy uses) and their endpoint assignments.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use envoy_types::pb::envoy::config::cluster::v3::{
     CircuitBreakers, Cluster, OutlierDetection as EnvoyOutlier,
@@ -8,7 +8,8 @@ use envoy_types::pb::envoy::config::cluster::v3::{
     cluster::{ClusterDiscoveryType, DiscoveryType, DnsLookupFamily, EdsClusterConfig, LbPolicy},
 };
 use envoy_types::pb::envoy::config::core::v3::{
-    Address, HealthCheck as EnvoyHealthCheck, Http2ProtocolOptions, SocketAddress, address,
+    Address, HealthCheck as EnvoyHealthCheck, Http2ProtocolOptions, Locality, SocketAddress,
+    address,
     health_check::{GrpcHealthCheck, HealthChecker, HttpHealthCheck, TcpHealthCheck},
     socket_address::PortSpecifier,
 };
@@ -29,7 +30,7 @@ use envoy_types::util::pack_any;
 use super::{ads_config_source, pb_duration};
 use crate::catalog::{
     Catalog, DnsResolve, Endpoint, HealthCheck, LoadBalancing, Upstream, UpstreamName,
-    UpstreamProtocol,
+    UpstreamProtocol, Zone,
 };
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
@@ -206,13 +207,43 @@ fn health_check(hc: &HealthCheck, protocol: UpstreamProtocol) -> EnvoyHealthChec
     }
 }
 
-/// The EDS resource of an upstream.
-pub(super) fn load_assignment(name: &UpstreamName, eps: &[Endpoint]) -> Any {
-    let addrs = eps
-        .iter()
-        .map(|e| socket_address(e.ip.to_string(), u32::from(e.port)))
+/// The EDS resource of an upstream, for an Envoy in `caller` (its `node.locality.zone`).
+///
+/// Endpoints are grouped by zone, one locality each (endpoints without a zone form one without a
+/// locality), so Envoy's `/clusters` shows where each runs. For a zone-aware upstream with
+/// endpoints in the caller's zone, those get priority 0 and all others priority 1: Envoy sends
+/// everything to priority 0 while enough of it is healthy and spills over as it fails. Otherwise
+/// every locality has priority 0.
+pub(super) fn load_assignment(
+    name: &UpstreamName,
+    eps: &[Endpoint],
+    zone_aware: bool,
+    caller: Option<&Zone>,
+) -> Any {
+    let mut by_zone: BTreeMap<Option<&Zone>, Vec<Address>> = BTreeMap::new();
+    for e in eps {
+        by_zone
+            .entry(e.zone.as_ref())
+            .or_default()
+            .push(socket_address(e.ip.to_string(), u32::from(e.port)));
+    }
+    let preferred = caller.filter(|z| zone_aware && by_zone.contains_key(&Some(*z)));
+    let endpoints = by_zone
+        .into_iter()
+        .map(|(zone, addrs)| LocalityLbEndpoints {
+            locality: zone.map(|z| Locality {
+                zone: z.to_string(),
+                ..Default::default()
+            }),
+            priority: u32::from(preferred.is_some_and(|p| zone != Some(p))),
+            ..locality_endpoints(addrs)
+        })
         .collect();
-    pack_any(assignment(name, addrs))
+    pack_any(ClusterLoadAssignment {
+        cluster_name: name.0.clone(),
+        endpoints,
+        ..Default::default()
+    })
 }
 
 fn socket_address(host: String, port: u32) -> Address {
@@ -228,19 +259,23 @@ fn socket_address(host: String, port: u32) -> Address {
 fn assignment(name: &UpstreamName, addrs: Vec<Address>) -> ClusterLoadAssignment {
     ClusterLoadAssignment {
         cluster_name: name.0.clone(),
-        endpoints: vec![LocalityLbEndpoints {
-            lb_endpoints: addrs
-                .into_iter()
-                .map(|a| LbEndpoint {
-                    host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
-                        address: Some(a),
-                        ..Default::default()
-                    })),
+        endpoints: vec![locality_endpoints(addrs)],
+        ..Default::default()
+    }
+}
+
+fn locality_endpoints(addrs: Vec<Address>) -> LocalityLbEndpoints {
+    LocalityLbEndpoints {
+        lb_endpoints: addrs
+            .into_iter()
+            .map(|a| LbEndpoint {
+                host_identifier: Some(HostIdentifier::Endpoint(EnvoyEndpoint {
+                    address: Some(a),
                     ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }],
+                })),
+                ..Default::default()
+            })
+            .collect(),
         ..Default::default()
     }
 }

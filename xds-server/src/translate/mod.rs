@@ -11,7 +11,7 @@ mod listener;
 mod route;
 pub mod tls;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
@@ -19,7 +19,7 @@ use envoy_types::pb::envoy::config::core::v3::{
 use envoy_types::pb::envoy::r#type::v3::{FractionalPercent, fractional_percent::DenominatorType};
 use envoy_types::pb::google::protobuf::{Any, Duration as PbDuration};
 
-use crate::catalog::{Catalog, EndpointMap, ListenerProtocol, ProxyName, UpstreamName};
+use crate::catalog::{Catalog, EndpointMap, ListenerProtocol, ProxyName, UpstreamName, Zone};
 
 /// How many resource types there are.
 pub const TYPES: usize = 5;
@@ -127,26 +127,83 @@ pub fn translate(catalog: &Catalog, proxy: &ProxyName, endpoints: &EndpointMap) 
             );
         }
     }
-    for name in used_upstreams(p) {
-        let Some(u) = catalog.upstreams.get(name) else {
-            continue; // validation guarantees this does not happen
-        };
+    for (name, u) in upstreams_of(catalog, p) {
         out.insert(
             ResourceType::Cluster,
             name.0.clone(),
             cluster::cluster(catalog, proxy, name, u),
         );
+    }
+    out.by_type[ResourceType::Endpoint.index()] = endpoints_for(catalog, proxy, endpoints, None);
+    out
+}
+
+/// The EDS resources of `proxy` for an Envoy in zone `caller` (none: an Envoy that names no
+/// zone, which is also what [`translate`] gives).
+pub fn endpoints_for(
+    catalog: &Catalog,
+    proxy: &ProxyName,
+    endpoints: &EndpointMap,
+    caller: Option<&Zone>,
+) -> BTreeMap<String, Any> {
+    let mut out = BTreeMap::new();
+    let Some(p) = catalog.proxies.get(proxy) else {
+        return out;
+    };
+    for (name, u) in upstreams_of(catalog, p) {
         // No assignment until the source has answered once: an empty one would wipe the
         // endpoints a proxy already has (EDS leaves unsent assignments as they are).
         if let Some(eps) = endpoints.get(name).filter(|_| cluster::uses_eds(u)) {
             out.insert(
-                ResourceType::Endpoint,
                 name.0.clone(),
-                cluster::load_assignment(name, eps),
+                cluster::load_assignment(name, eps, u.zone_aware, caller),
             );
         }
     }
     out
+}
+
+/// The zones whose Envoys of `proxy` get endpoints other than [`translate`] gives: those where
+/// endpoints of its zone-aware upstreams run.
+pub fn preferring_zones(
+    catalog: &Catalog,
+    proxy: &ProxyName,
+    endpoints: &EndpointMap,
+) -> BTreeSet<Zone> {
+    let Some(p) = catalog.proxies.get(proxy) else {
+        return BTreeSet::new();
+    };
+    upstreams_of(catalog, p)
+        .filter(|(_, u)| u.zone_aware && cluster::uses_eds(u))
+        .filter_map(|(name, _)| endpoints.get(name))
+        .flat_map(|eps| eps.iter().filter_map(|e| e.zone.clone()))
+        .collect()
+}
+
+/// For each zone of [`preferring_zones`], the EDS resources an Envoy of `proxy` there gets.
+pub fn zoned_endpoints(
+    catalog: &Catalog,
+    proxy: &ProxyName,
+    endpoints: &EndpointMap,
+) -> Vec<(Zone, BTreeMap<String, Any>)> {
+    preferring_zones(catalog, proxy, endpoints)
+        .into_iter()
+        .map(|zone| {
+            let eds = endpoints_for(catalog, proxy, endpoints, Some(&zone));
+            (zone, eds)
+        })
+        .collect()
+}
+
+/// The upstreams a proxy uses, with their definitions.
+fn upstreams_of<'a>(
+    catalog: &'a Catalog,
+    p: &'a crate::catalog::Proxy,
+) -> impl Iterator<Item = (&'a UpstreamName, &'a crate::catalog::Upstream)> {
+    used_upstreams(p)
+        .into_iter()
+        // Validation guarantees that each is defined.
+        .filter_map(|name| Some((name, catalog.upstreams.get(name)?)))
 }
 
 /// The upstreams a proxy's listeners route to, each once, in name order.

@@ -598,6 +598,79 @@ fn chains(
         .collect()
 }
 
+const ZONED: &str = r#"
+version: 1
+proxies:
+  web:
+    listeners:
+      - name: in
+        port: 8080
+        protocol: http
+        routes:
+          - { match: { prefix: /a }, to: near }
+          - { match: { prefix: / }, to: plain }
+upstreams:
+  near:
+    protocol: http1
+    zone_aware: true
+    endpoints:
+      static:
+        - { address: "10.0.1.1:80", zone: us-east-1a }
+        - { address: "10.0.2.1:80", zone: us-east-1b }
+        - { address: "10.0.1.2:80", zone: us-east-1a }
+        - "10.0.9.9:80"
+  plain:
+    protocol: http1
+    endpoints: { static: [ { address: "10.0.1.3:80", zone: us-east-1a }, { address: "10.0.3.1:80", zone: us-east-1c } ] }
+"#;
+
+fn zoned() -> (catalog::Catalog, EndpointMap) {
+    let c = catalog::parse("c.yaml", ZONED).unwrap();
+    let loaded = catalog::LoadedCatalog {
+        catalog: c.clone(),
+        base_dir: ".".into(),
+    };
+    (c, crate::discovery::offline_endpoints(&loaded))
+}
+
+/// Each locality of an assignment: (zone, priority, addresses).
+fn localities(any: &Any) -> Vec<(String, u32, Vec<String>)> {
+    use envoy_types::pb::envoy::config::core::v3::{address, socket_address::PortSpecifier};
+    use envoy_types::pb::envoy::config::endpoint::v3::{
+        ClusterLoadAssignment, lb_endpoint::HostIdentifier,
+    };
+    let cla = ClusterLoadAssignment::decode(any.value.as_slice()).unwrap();
+    cla.endpoints
+        .iter()
+        .map(|l| {
+            let addrs = l
+                .lb_endpoints
+                .iter()
+                .map(|e| {
+                    let Some(HostIdentifier::Endpoint(ep)) = &e.host_identifier else {
+                        panic!("no endpoint");
+                    };
+                    let Some(address::Address::SocketAddress(sa)) =
+                        ep.address.as_ref().and_then(|a| a.address.as_ref())
+                    else {
+                        panic!("no socket address");
+                    };
+                    let Some(PortSpecifier::PortValue(port)) = sa.port_specifier else {
+                        panic!("no port");
+                    };
+                    format!("{}:{port}", sa.address)
+                })
+                .collect();
+            let zone = l
+                .locality
+                .as_ref()
+                .map(|l| l.zone.clone())
+                .unwrap_or_default();
+            (zone, l.priority, addrs)
+        })
+        .collect()
+}
+
 fn egress_listener(
     text: &str,
     name: &str,
@@ -662,4 +735,55 @@ fn original_destination_adds_the_filter_and_ports_become_chains_by_destination_p
             && text.contains(r#""destination_port":5432"#),
         "{text}"
     );
+}
+
+fn loc(zone: &str, priority: u32, addrs: &[&str]) -> (String, u32, Vec<String>) {
+    (
+        zone.into(),
+        priority,
+        addrs.iter().map(|a| a.to_string()).collect(),
+    )
+}
+
+#[test]
+fn endpoints_are_grouped_by_zone_and_zone_aware_ones_prefer_the_callers() {
+    let (c, eps) = zoned();
+    let web = ProxyName("web".into());
+    let a = catalog::Zone::new("us-east-1a");
+    let everywhere = vec![
+        loc("", 0, &["10.0.9.9:80"]),
+        loc("us-east-1a", 0, &["10.0.1.1:80", "10.0.1.2:80"]),
+        loc("us-east-1b", 0, &["10.0.2.1:80"]),
+    ];
+    // An Envoy that names no zone: every locality at priority 0 (what `translate` gives).
+    let plain = endpoints_for(&c, &web, &eps, None);
+    assert_eq!(localities(&plain["near"]), everywhere);
+    assert_eq!(translate(&c, &web, &eps).of(ResourceType::Endpoint), &plain);
+    // An Envoy in us-east-1a: its zone first, the others (zoneless ones too) behind it.
+    let in_a = endpoints_for(&c, &web, &eps, Some(&a));
+    assert_eq!(
+        localities(&in_a["near"]),
+        vec![
+            loc("", 1, &["10.0.9.9:80"]),
+            loc("us-east-1a", 0, &["10.0.1.1:80", "10.0.1.2:80"]),
+            loc("us-east-1b", 1, &["10.0.2.1:80"]),
+        ]
+    );
+    // An upstream that is not zone-aware shows its zones but prefers none.
+    assert_eq!(
+        localities(&in_a["plain"]),
+        vec![
+            loc("us-east-1a", 0, &["10.0.1.3:80"]),
+            loc("us-east-1c", 0, &["10.0.3.1:80"]),
+        ]
+    );
+    // A zone without endpoints of the upstream: everything at priority 0.
+    let in_c = endpoints_for(&c, &web, &eps, Some(&catalog::Zone::new("us-east-1c")));
+    assert_eq!(localities(&in_c["near"]), everywhere);
+    // Only the zones of zone-aware upstreams' endpoints change what an Envoy gets.
+    let zones: Vec<String> = preferring_zones(&c, &web, &eps)
+        .iter()
+        .map(|z| z.to_string())
+        .collect();
+    assert_eq!(zones, ["us-east-1a", "us-east-1b"]);
 }
