@@ -463,6 +463,32 @@ fn variable_block(variables: &str, name: &str) -> String {
 /// `expr` as `terraform console` evaluates it in `dir` with `tfvars`: `expr` must be a
 /// `jsonencode(...)`, whose JSON is returned.
 fn terraform_console(dir: &TempDir, tfvars: &str, expr: &str) -> serde_json::Value {
+    let out = console_run(dir, tfvars, expr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "terraform console: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The console prints the JSON as a quoted string.
+    let json: String =
+        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    serde_json::from_str(&json).unwrap()
+}
+
+/// What `terraform console` says when `tfvars` must be refused (it must fail).
+fn terraform_console_err(dir: &TempDir, tfvars: &str, expr: &str) -> String {
+    let out = console_run(dir, tfvars, expr);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success(), "terraform console took it: {text}");
+    text
+}
+
+fn console_run(dir: &TempDir, tfvars: &str, expr: &str) -> std::process::Output {
     dir.write("test.tfvars", tfvars);
     let mut child = Command::new("terraform")
         .args(["console", "-var-file=test.tfvars"])
@@ -479,17 +505,7 @@ fn terraform_console(dir: &TempDir, tfvars: &str, expr: &str) -> serde_json::Val
         .unwrap()
         .write_all(format!("{expr}\n").as_bytes())
         .unwrap();
-    let out = child.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "terraform console: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The console prints the JSON as a quoted string.
-    let json: String =
-        serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    serde_json::from_str(&json).unwrap()
+    child.wait_with_output().unwrap()
 }
 
 /// envoy-service's app containers as Terraform renders them (`terraform console` on the module's
@@ -581,6 +597,30 @@ secrets_kms_key_arns = ["{key}"]
     // No secrets: the execution role gets no extra permission at all.
     let plain = render("app_containers = [{ name = \"web\", image = \"web:1\" }]\n");
     assert_eq!(plain["policy"], "");
+
+    // An SSM parameter (ECS takes those too) is read by its whole ARN, with SSM's action.
+    let parameter = "arn:aws:ssm:us-east-2:111122223333:parameter/prism-test/api/token";
+    let rendered = render(&format!(
+        "app_containers = [{{ name = \"api\", image = \"api:1\", secrets = {{ TOKEN = \"{parameter}\", PGPASSWORD = \"{secret}:password::\" }} }}]\n"
+    ));
+    let policy: serde_json::Value =
+        serde_json::from_str(rendered["policy"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        policy["Statement"],
+        serde_json::json!([
+            { "Sid": "ReadContainerSecrets", "Effect": "Allow",
+              "Action": ["secretsmanager:GetSecretValue"], "Resource": [secret] },
+            { "Sid": "ReadContainerParameters", "Effect": "Allow",
+              "Action": ["ssm:GetParameters"], "Resource": [parameter] },
+        ])
+    );
+    // Anything else is refused by the variable's validation, naming the field.
+    let refused = terraform_console_err(
+        &dir,
+        "app_containers = [{ name = \"api\", image = \"api:1\", secrets = { TOKEN = \"plain-text\" } }]\n",
+        "local.app_secrets_policy_json",
+    );
+    assert!(refused.contains("app_containers[*].secrets"), "{refused}");
 }
 
 /// The metrics CloudWatch publishes for an RDS instance (AWS/RDS, by DBInstanceIdentifier), as

@@ -140,8 +140,14 @@ variable "app_containers" {
     environment = optional(map(string), {})
     secrets     = optional(map(string), {})
   }))
-  description = "The application's containers, beside Envoy in the same task (Envoy reaches them on localhost). `secrets`: variable name -> Secrets Manager ARN (optionally `<arn>:<json key>::`), set by ECS at start, e.g. PGPASSWORD from base/database's secret_arn; the execution role may read exactly those."
+  description = "The application's containers, beside Envoy in the same task (Envoy reaches them on localhost). `secrets`: variable name -> a Secrets Manager ARN (optionally `<arn>:<json key>::`) or an SSM parameter ARN, set by ECS at start, e.g. PGPASSWORD from base/database's secret_arn; the execution role may read exactly those."
   default     = []
+  validation {
+    condition = alltrue(flatten([for c in var.app_containers : [
+      for v in values(c.secrets) : can(regex("^arn:aws[a-z-]*:(secretsmanager:[a-z0-9-]+:[0-9]{12}:secret:[^:]+(:[^:]*:[^:]*:[^:]*)?|ssm:[a-z0-9-]+:[0-9]{12}:parameter/.+)$", v))
+    ]]))
+    error_message = "app_containers[*].secrets: each value must be a Secrets Manager secret ARN (optionally <arn>:<json key>:<version stage>:<version id>) or an SSM parameter ARN (arn:aws:ssm:REGION:ACCOUNT:parameter/NAME), as ECS takes them."
+  }
 }
 
 variable "secrets_kms_key_arns" {
