@@ -303,6 +303,15 @@ fn envoy_keeps_serving_while_aws_is_down_and_updates_resume() {
     let cm = CloudMap::create(&moto, "web");
     cm.register("i-b", &b);
     wait_answering(port, &["b"]);
+    // The outage is in the log when it started and when it ended, not at every failed poll.
+    let log = server.process.output();
+    let count = |what: &str| log.lines().filter(|l| l.contains(what)).count();
+    assert_eq!(count("discovery answers again"), 1, "{log}");
+    let failed = count("discovery failed");
+    assert!(
+        (1..=2).contains(&failed),
+        "{failed} failure lines for one outage:\n{log}"
+    );
 }
 
 #[test]

@@ -180,7 +180,10 @@ impl Source for EcsPoller {
                 (true, Some(port)) => endpoints.push(Endpoint {
                     ip,
                     port,
-                    zone: task.availability_zone().map(Zone::new),
+                    zone: task
+                        .availability_zone()
+                        .filter(|z| !z.is_empty())
+                        .map(Zone::new),
                 }),
                 (true, None) => tracing::warn!(
                     task = task.task_arn().unwrap_or_default(),

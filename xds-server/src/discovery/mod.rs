@@ -520,7 +520,10 @@ impl Inner {
         match result {
             Ok(found) => {
                 s.last_success = Some(SystemTime::now());
-                s.last_error = None;
+                // A failure is logged when it starts, changes and ends, not at every poll.
+                if s.last_error.take().is_some() {
+                    tracing::info!(source = %key.describe(), "discovery answers again");
+                }
                 let found = match found {
                     Some(mut eps) => {
                         crate::catalog::normalize(&mut eps);

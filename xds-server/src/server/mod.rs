@@ -704,8 +704,6 @@ impl Drop for StreamCore {
     }
 }
 
-/// Who a request says it is, checked: a node with a proxy name of sane length, whose client
-/// certificate (with `--require-identity`) names that proxy. Streams and fetches alike.
 /// The zone an Envoy says it runs in, if any.
 fn zone_of(node: &Node) -> Option<&str> {
     node.locality
@@ -714,6 +712,8 @@ fn zone_of(node: &Node) -> Option<&str> {
         .filter(|z| !z.is_empty())
 }
 
+/// Who a request says it is, checked: a node with a proxy name of sane length, whose client
+/// certificate (with `--require-identity`) names that proxy. Streams and fetches alike.
 fn admit<'n>(
     shared: &Shared,
     peer: Option<&Peer>,

@@ -209,11 +209,14 @@ fn health_check(hc: &HealthCheck, protocol: UpstreamProtocol) -> EnvoyHealthChec
 
 /// The EDS resource of an upstream, for an Envoy in `caller` (its `node.locality.zone`).
 ///
-/// Endpoints are grouped by zone, one locality each (endpoints without a zone form one without a
-/// locality), so Envoy's `/clusters` shows where each runs. For a zone-aware upstream with
+/// A zone-aware upstream's endpoints are grouped by zone, one locality each (endpoints without a
+/// zone form one without a locality), so Envoy's `/clusters` shows where each runs; with
 /// endpoints in the caller's zone, those get priority 0 and all others priority 1: Envoy sends
-/// everything to priority 0 while enough of it is healthy and spills over as it fails. Otherwise
-/// every locality has priority 0.
+/// everything to priority 0 while enough of it is healthy and spills over as it fails. Other
+/// upstreams' endpoints form one group without a locality: an Envoy that knows its zone keeps
+/// per-zone statistics (`cluster.NAME.zone.FROM.TO.*`, a set per pair of zones) for every
+/// upstream whose endpoints name zones, and those are worth their cost only where the zone
+/// matters.
 pub(super) fn load_assignment(
     name: &UpstreamName,
     eps: &[Endpoint],
@@ -223,7 +226,7 @@ pub(super) fn load_assignment(
     let mut by_zone: BTreeMap<Option<&Zone>, Vec<Address>> = BTreeMap::new();
     for e in eps {
         by_zone
-            .entry(e.zone.as_ref())
+            .entry(e.zone.as_ref().filter(|_| zone_aware))
             .or_default()
             .push(socket_address(e.ip.to_string(), u32::from(e.port)));
     }
