@@ -314,7 +314,7 @@ fn upload_template(moto: &Moto, xds_port: u16, admin: u16) {
 /// read (its `S3_CONFIG_LOADER_TEMPLATE_ENV`).
 fn init_container_template_env() -> String {
     let main =
-        std::fs::read_to_string(repo_root().join("infra/modules/envoy-service/main.tf")).unwrap();
+        std::fs::read_to_string(repo_root().join("infra/modules/envoy-service/task.tf")).unwrap();
     let re =
         regex::Regex::new(r#"name = "S3_CONFIG_LOADER_TEMPLATE_ENV", value = "([^"]*)""#).unwrap();
     re.captures(&main)
