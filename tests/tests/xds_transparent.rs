@@ -21,7 +21,7 @@ use tests::{Envoy, TempDir, XdsServer, http, wait_for, workspace_bin};
 const PEER: [u8; 4] = [10, 99, 1, 2];
 
 /// A task's namespace and its peers', linked, with ECS's APPMESH redirect in the task for
-/// app port 8080 as envoy-service configures it (the ignored UID and GID 1337); the peer also
+/// app ports 8080 and 8081 as envoy-service configures it (the ignored UID and GID 1337); the peer also
 /// holds 169.254.170.2 (the task metadata endpoint ECS ignores).
 fn task(label: &str) -> (Netns, Netns) {
     let app = Netns::new(&format!("{label}-app"));
@@ -33,7 +33,7 @@ fn task(label: &str) -> (Netns, Netns) {
     peer.exec(&["ip", "addr", "add", "169.254.170.2/32", "dev", "eth0"]);
     app.exec(&["ip", "route", "add", "169.254.170.2/32", "dev", "eth0"]);
     app.redirect_like_ecs(&AppMeshProxyConfiguration {
-        app_ports: vec![8080],
+        app_ports: vec![8080, 8081],
         ignored_gid: Some(1337),
         ..Default::default()
     });
@@ -67,8 +67,9 @@ fn addr(ip: [u8; 4], port: u16) -> SocketAddr {
 /// Envoy's egress listener (127.0.0.1:15001, as docs/catalog.md recommends), which routes it by Host: each virtual host's upstream in
 /// the peer task answers, a Host no virtual host names gets Envoy's 404, and even a connection
 /// to one upstream's own address goes where its Host says. Envoy's own connections (UID 1337)
-/// and those to the metadata address are not redirected. From the peer, the app's port 8080
-/// is served through Envoy's ingress listener (15000).
+/// and those to the metadata address are not redirected. From the peer, the app's ports 8080
+/// and 8081 are served through Envoy's ingress listener (15000), told apart by the port in the
+/// Host (virtual hosts `*:PORT`, as docs/catalog.md suggests).
 #[test]
 fn egress_routes_redirected_connections_by_host_and_ingress_reaches_the_app() {
     let dir = TempDir::new("transparent-http");
@@ -82,7 +83,9 @@ proxies:
         port: 15000
         protocol: http
         original_destination: true
-        routes: [ { match: { prefix: / }, to: local-app } ]
+        virtual_hosts:
+          - { name: app, domains: ["*:8080"], routes: [ { match: { prefix: / }, to: local-app } ] }
+          - { name: admin, domains: ["*:8081"], routes: [ { match: { prefix: / }, to: local-admin } ] }
       - name: egress
         port: 15001
         address: 127.0.0.1
@@ -93,6 +96,7 @@ proxies:
           - { name: api, domains: ["api.mesh.test:8080"], routes: [ { match: { prefix: / }, to: api } ] }
 upstreams:
   local-app: { protocol: http1, endpoints: { static: ["127.0.0.1:8080"] } }
+  local-admin: { protocol: http1, endpoints: { static: ["127.0.0.1:8081"] } }
   web: { protocol: http1, endpoints: { static: ["10.99.1.2:8080"] } }
   api: { protocol: http1, endpoints: { static: ["10.99.1.2:8081"] } }
 "#;
@@ -107,6 +111,7 @@ upstreams:
     });
     app.run(|| {
         let local = Backend::start_at("local-app", addr([0, 0, 0, 0], 8080)).unwrap();
+        let admin = Backend::start_at("local-admin", addr([0, 0, 0, 0], 8081)).unwrap();
         let (_server, envoy) = start(&dir, catalog, "app");
         let service = addr([10, 99, 0, 5], 8080);
         wait_for(
@@ -150,18 +155,23 @@ upstreams:
             .collect();
         assert_eq!(delta, [2, 1, 1]);
         // The app itself answered none of that.
-        assert_eq!(local.hits(), 0);
+        assert_eq!((local.hits(), admin.hits()), (0, 0));
 
-        // The peer dials the app's port; iptables hands it to the ingress listener.
-        let (status, body, via_envoy) = peer.run(|| {
-            let r = http::request_to(addr([10, 99, 1, 1], 8080), "GET", "/", &[])
-                .expect("the peer reaches the app's port");
-            let via = r.header("x-envoy-upstream-service-time").is_some();
-            (r.status, r.body.trim().to_string(), via)
-        });
-        assert_eq!((status, body.as_str(), via_envoy), (200, "local-app", true));
-        assert_eq!(envoy.stat("http.ingress.downstream_rq_completed"), Some(1));
-        assert_eq!(local.hits(), 1);
+        // The peer dials the app's ports; iptables hands them to the ingress listener.
+        let ingress = |port: u16| {
+            peer.run(|| {
+                let host = format!("app.mesh.test:{port}");
+                let r =
+                    http::request_to(addr([10, 99, 1, 1], port), "GET", "/", &[("host", &host)])
+                        .expect("the peer reaches the app's port");
+                let via = r.header("x-envoy-upstream-service-time").is_some();
+                (r.status, r.body.trim().to_string(), via)
+            })
+        };
+        assert_eq!(ingress(8080), (200, "local-app".into(), true));
+        assert_eq!(ingress(8081), (200, "local-admin".into(), true));
+        assert_eq!(envoy.stat("http.ingress.downstream_rq_completed"), Some(2));
+        assert_eq!((local.hits(), admin.hits()), (1, 1));
     });
 }
 
