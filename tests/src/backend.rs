@@ -205,7 +205,8 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 impl Drop for Backend {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        // Wake the accept loop so it sees the flag.
-        let _ = TcpStream::connect(self.addr);
+        // Wake the accept loop so it sees the flag. Briefly: from a namespace where the address
+        // is not local, a plain connect would wait minutes for a peer that is not there.
+        let _ = TcpStream::connect_timeout(&self.addr, std::time::Duration::from_millis(500));
     }
 }

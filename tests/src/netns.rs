@@ -5,6 +5,34 @@
 use std::os::fd::AsRawFd;
 use std::process::Command;
 
+/// What every test namespace's name starts with; the pid of the test process that made it follows
+/// the label.
+const PREFIX: &str = "xds-e2e-";
+
+/// Deletes the namespaces left by a test process that is gone (killed before its handles
+/// dropped): named `PREFIX LABEL-PID-N`, with no process PID alive. Those of running tests stay.
+fn sweep_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for name in String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(PREFIX))
+    {
+        let pid = name.rsplit('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !std::path::Path::new(&format!("/proc/{p}")).exists()) {
+            eprintln!(
+                "deleting {name}, left by test process {} that is gone",
+                pid.unwrap()
+            );
+            drop(Netns {
+                name: name.to_string(),
+            });
+        }
+    }
+}
+
 /// A network namespace, deleted (with every process still in it) when dropped.
 #[derive(Debug)]
 pub struct Netns {
@@ -16,8 +44,20 @@ impl Netns {
     pub fn new(label: &str) -> Netns {
         static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let name = format!("xds-e2e-{label}-{}-{n}", std::process::id());
-        run(Command::new("ip").args(["netns", "add", &name]));
+        static SWEEP: std::sync::Once = std::sync::Once::new();
+        SWEEP.call_once(sweep_stale);
+        let name = format!("{PREFIX}{label}-{}-{n}", std::process::id());
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `ip netns add` (iproute2): {e}"));
+        assert!(
+            out.status.success(),
+            "cannot create the network namespace {name} (`ip netns add`): {}\
+             the transparent proxy tests need root, or CAP_SYS_ADMIN and CAP_NET_ADMIN (a \
+             privileged container), to make namespaces of their own",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
         let ns = Netns { name };
         ns.exec(&["ip", "link", "set", "lo", "up"]);
         ns
@@ -78,11 +118,47 @@ impl Netns {
     }
 }
 
+/// A value made inside a namespace (e.g. a backend listening there), dropped inside it too, also
+/// when the test panics: what it does on drop (a backend's wake-up connection to its own address)
+/// would otherwise leave from the test's own namespace, towards an address that is not there.
+#[derive(Debug)]
+pub struct InNetns<'a, T: Send> {
+    ns: &'a Netns,
+    value: Option<T>,
+}
+
+impl<T: Send> std::ops::Deref for InNetns<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        self.value.as_ref().expect("present until dropped")
+    }
+}
+
+impl<T: Send> Drop for InNetns<'_, T> {
+    fn drop(&mut self) {
+        if let Some(value) = self.value.take() {
+            self.ns.run(move || drop(value));
+        }
+    }
+}
+
+impl Netns {
+    /// `f`'s value, made inside this namespace ([`Netns::run`]) and dropped there.
+    pub fn hold<T: Send>(&self, f: impl FnOnce() -> T + Send) -> InNetns<'_, T> {
+        InNetns {
+            ns: self,
+            value: Some(self.run(f)),
+        }
+    }
+}
+
 /// The properties of an ECS task's `proxyConfiguration` of type `APPMESH` (ECS's names).
 #[derive(Debug, Clone)]
 pub struct AppMeshProxyConfiguration {
     /// `IgnoredUID`: the proxy's own connections, never redirected.
     pub ignored_uid: u32,
+    /// `IgnoredGID`: connections of processes in this group, never redirected either.
+    pub ignored_gid: Option<u32>,
     /// `ProxyIngressPort`: where connections to `app_ports` go.
     pub proxy_ingress_port: u16,
     /// `ProxyEgressPort`: where the task's outbound TCP goes.
@@ -98,6 +174,7 @@ impl Default for AppMeshProxyConfiguration {
     fn default() -> Self {
         AppMeshProxyConfiguration {
             ignored_uid: 1337,
+            ignored_gid: None,
             proxy_ingress_port: 15000,
             proxy_egress_port: 15001,
             app_ports: Vec::new(),
@@ -109,7 +186,7 @@ impl Default for AppMeshProxyConfiguration {
 impl Netns {
     /// The nat rules ECS's App Mesh CNI plugin installs in an awsvpc task's namespace for
     /// `config`: outbound TCP to any address not of the task itself goes to the egress port,
-    /// unless it comes from the ignored UID or goes to an ignored IP; inbound TCP from outside
+    /// unless it comes from the ignored UID or GID or goes to an ignored IP; inbound TCP from outside
     /// to an app port goes to the ingress port.
     pub fn redirect_like_ecs(&self, config: &AppMeshProxyConfiguration) {
         let nat = |args: &[&str]| {
@@ -134,6 +211,18 @@ impl Netns {
             "-j",
             "RETURN",
         ]);
+        if let Some(gid) = config.ignored_gid {
+            nat(&[
+                "-A",
+                "APPMESH_EGRESS",
+                "-m",
+                "owner",
+                "--gid-owner",
+                &gid.to_string(),
+                "-j",
+                "RETURN",
+            ]);
+        }
         if !config.egress_ignored_ips.is_empty() {
             let ips = config.egress_ignored_ips.join(",");
             nat(&[

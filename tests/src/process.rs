@@ -245,6 +245,56 @@ pub fn envoy_executable() -> PathBuf {
         .unwrap_or(bin)
 }
 
+/// Panics, naming the path and what to change, unless the user `uid` (group `uid`) may use each
+/// of `paths`: search every directory on the way, read the file and, for `executables`, run it.
+/// A test that runs a process as another user (Envoy as 1337) checks this first: otherwise the
+/// process dies at once, with only "permission denied" in its log to say why.
+pub fn assert_usable_by(uid: u32, paths: &[&Path], executables: &[&Path]) {
+    let can = |test: &str, path: &Path| {
+        Command::new("test")
+            .arg(test)
+            .arg(path)
+            .uid(uid)
+            .gid(uid)
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run `test {test}` as UID {uid}: {e}"))
+            .success()
+    };
+    for (path, exec) in paths
+        .iter()
+        .map(|p| (p, false))
+        .chain(executables.iter().map(|p| (p, true)))
+    {
+        for dir in path
+            .ancestors()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+        {
+            assert!(
+                can("-x", dir),
+                "UID {uid} cannot reach {}: it may not search the directory {} (e.g. `chmod o+x {}`; the checkout, CARGO_TARGET_DIR and the .venv must be readable by other users)",
+                path.display(),
+                dir.display(),
+                dir.display()
+            );
+        }
+        assert!(
+            can("-r", path),
+            "UID {uid} cannot read {} (e.g. `chmod o+r {}`)",
+            path.display(),
+            path.display()
+        );
+        assert!(
+            !exec || can("-x", path),
+            "UID {uid} cannot run {} (e.g. `chmod o+x {}`)",
+            path.display(),
+            path.display()
+        );
+    }
+}
+
 impl Envoy {
     /// Starts Envoy as proxy role `proxy` against the control plane on `xds_port`.
     pub fn start(dir: &TempDir, proxy: &str, xds_port: u16, mode: Mode) -> Envoy {
@@ -354,7 +404,7 @@ impl Envoy {
             "{} is missing: scripts/test.sh installs it",
             bin.display()
         );
-        let mut cmd = Command::new(bin);
+        let mut cmd = Command::new(&bin);
         cmd.arg("-c").arg(&bootstrap).args([
             "--disable-hot-restart",
             "-l",
@@ -363,6 +413,7 @@ impl Envoy {
             "1",
         ]);
         if let Some(uid) = uid {
+            assert_usable_by(uid, &[&bootstrap], &[&bin]);
             cmd.uid(uid).gid(uid);
         }
         let process = ChildGuard::spawn(cmd, dir.path().join(format!("envoy-{admin_port}.log")));

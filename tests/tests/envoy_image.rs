@@ -162,6 +162,16 @@ fn as_uid_1337_the_entrypoint_writes_its_bootstrap_where_that_user_may() {
             ),
         ]
     };
+    // What the entrypoint runs as that user, from the checkout: say so if it cannot.
+    tests::process::assert_usable_by(
+        1337,
+        &[],
+        &[
+            &repo_root().join("infra/docker/envoy/entrypoint.sh"),
+            &workspace_bin("xds-server"),
+            &envoy_executable(),
+        ],
+    );
     let own = dir.path().join("etc-1337");
     std::fs::create_dir(&own).unwrap();
     std::os::unix::fs::chown(&own, Some(1337), Some(1337)).unwrap();
@@ -304,7 +314,7 @@ fn upload_template(moto: &Moto, xds_port: u16, admin: u16) {
 /// read (its `S3_CONFIG_LOADER_TEMPLATE_ENV`).
 fn init_container_template_env() -> String {
     let main =
-        std::fs::read_to_string(repo_root().join("infra/modules/envoy-service/main.tf")).unwrap();
+        std::fs::read_to_string(repo_root().join("infra/modules/envoy-service/task.tf")).unwrap();
     let re =
         regex::Regex::new(r#"name = "S3_CONFIG_LOADER_TEMPLATE_ENV", value = "([^"]*)""#).unwrap();
     re.captures(&main)
@@ -544,5 +554,37 @@ fn with_identity_and_no_certificate_the_container_fails() {
             .as_array()
             .unwrap()
             .is_empty()
+    );
+}
+
+/// A test that runs something as UID 1337 first checks that user may reach it, and names the
+/// directory in the way (a checkout under a home directory of mode 0700, say) instead of
+/// leaving a process that dies with "permission denied".
+#[test]
+fn what_uid_1337_cannot_reach_is_named_before_anything_runs() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("image-unreachable");
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    let file = private.join("envoy");
+    std::fs::write(&file, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o755)).unwrap();
+    tests::process::assert_usable_by(1337, &[], &[&file]);
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let refused = std::panic::catch_unwind(|| {
+        tests::process::assert_usable_by(1337, &[], &[&file]);
+    })
+    .expect_err("UID 1337 reached a directory of mode 0700");
+    let message = refused
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains(&format!(
+            "UID 1337 cannot reach {}: it may not search the directory {}",
+            file.display(),
+            private.display()
+        )),
+        "{message}"
     );
 }

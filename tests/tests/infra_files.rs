@@ -142,7 +142,7 @@ fn check_template_names(template: &str) {
     // s3-config-loader lets templates read only the environment variables named to it: the
     // init container names each one it sets for the template.
     let service =
-        std::fs::read_to_string(repo_root().join("infra/modules/envoy-service/main.tf")).unwrap();
+        std::fs::read_to_string(repo_root().join("infra/modules/envoy-service/task.tf")).unwrap();
     for name in names.iter().filter(|n| !n.starts_with("ecs.")) {
         assert!(
             service.contains(&format!("{{ name = \"{name}\", value = ")),
@@ -516,9 +516,11 @@ fn console_run(dir: &TempDir, tfvars: &str, expr: &str) -> std::process::Output 
 fn a_service_using_the_database_gets_its_password_through_ecs_secrets_only() {
     let module = repo_root().join("infra/modules/envoy-service");
     let main = std::fs::read_to_string(module.join("main.tf")).unwrap();
+    let task = std::fs::read_to_string(module.join("task.tf")).unwrap();
     // What is rendered here is what the task definition and the execution role get.
     assert!(
-        main.contains("], local.app_container_definitions))"),
+        main.contains("container_definitions = jsonencode(local.container_definitions)")
+            && task.contains("for c in local.app_container_definitions : merge(c, {"),
         "main.tf no longer renders the app containers from containers.tf"
     );
     assert!(main.contains("execution_policy_json = local.app_secrets_policy_json"));
@@ -912,11 +914,15 @@ fn envoy_service_validates_its_fragment_against_the_prefix_before_the_upload() {
     );
 }
 
-/// envoy-service with `transparent_egress`, as Terraform renders its provider-free proxy.tf:
-/// the task's proxyConfiguration is ECS's APPMESH with the properties ECS expects (the ignored
-/// UID, Envoy's ingress and egress ports, the app's ports, the metadata endpoints among the
-/// ignored IPs); the task definition carries it, Envoy runs as that UID, and with identity a
-/// root init container gives Envoy its volume first. Without the variable: none of it.
+/// envoy-service with `transparent_egress`, as Terraform renders its provider-free task.tf,
+/// proxy.tf and containers.tf: the task's proxyConfiguration is ECS's APPMESH with the properties
+/// ECS expects (the ignored UID and GID, Envoy's ingress and egress ports, the app's ports once
+/// each, the metadata endpoints among the ignored IPs, 443 among the ignored ports unless told
+/// otherwise); the task definition carries it and Envoy runs as that UID. Every init container
+/// that needs the network before Envoy listens runs in the ignored group (ECS redirects from
+/// the start); with identity a root init container gives Envoy its volume first. Envoy has a
+/// health check (its /ready) and the app containers wait until it is healthy. Without the
+/// variable: none of it.
 #[test]
 fn transparent_egress_adds_the_appmesh_proxy_configuration_and_envoy_runs_as_its_uid() {
     let module = repo_root().join("infra/modules/envoy-service");
@@ -924,34 +930,78 @@ fn transparent_egress_adds_the_appmesh_proxy_configuration_and_envoy_runs_as_its
     for wiring in [
         "for_each = local.proxy_configuration == null ? [] : [local.proxy_configuration]",
         "properties     = proxy_configuration.value.properties",
-        "user        = local.transparent ? local.envoy_uid : null",
-        "var.identity && local.transparent ? [local.envoy_config_owner_container] : []",
-        "[for c in local.init_containers : { containerName = c.name, condition = \"SUCCESS\" }]",
+        "container_definitions = jsonencode(local.container_definitions)",
         "network_mode             = \"awsvpc\"",
-        "for_each = local.transparent ? var.transparent_egress.app_ports : []",
+        "for_each = local.app_ports",
     ] {
         assert!(main.contains(wiring), "main.tf lacks {wiring:?}");
     }
     let variables = std::fs::read_to_string(module.join("variables.tf")).unwrap();
     let dir = TempDir::new("proxy-configuration");
-    std::fs::copy(module.join("proxy.tf"), dir.path().join("proxy.tf")).unwrap();
+    for file in ["proxy.tf", "task.tf", "containers.tf"] {
+        std::fs::copy(module.join(file), dir.path().join(file)).unwrap();
+    }
+    let declared: Vec<String> = [
+        "transparent_egress",
+        "identity",
+        "loader_image",
+        "envoy_image",
+        "service_name",
+        "xds_host",
+        "xds_ca_certificate",
+        "config_bucket",
+        "bootstrap_key",
+        "listener_ports",
+        "app_containers",
+        "secrets_kms_key_arns",
+    ]
+    .iter()
+    .map(|name| variable_block(&variables, name))
+    .collect();
     dir.write(
         "variables.tf",
         &format!(
-            "{}\n{}\n{}\nlocals {{\n  log_options = {{ awslogs-group = \"/ecs/prism-test/api\" }}\n}}\n",
-            variable_block(&variables, "transparent_egress"),
-            variable_block(&variables, "identity"),
-            variable_block(&variables, "loader_image"),
+            "{}\nlocals {{\n  log_options = {{ awslogs-group = \"/ecs/prism-test/api\" }}\n}}\n",
+            declared.join("\n")
         ),
     );
-    let render = |tfvars: &str| {
+    let given = "loader_image = \"loader:1\"\nenvoy_image = \"envoy:1\"\nservice_name = \"api\"\nxds_host = \"xds.mesh.test\"\nconfig_bucket = \"config\"\napp_containers = [{ name = \"api\", image = \"api:1\" }]\n";
+    // listener_ports = [8443] unless `tfvars` gives them (a tfvars file sets each name once).
+    let tfvars = |more: &str| {
+        let ports = if more.contains("listener_ports") {
+            ""
+        } else {
+            "listener_ports = [8443]\n"
+        };
+        format!("{given}{ports}{more}\n")
+    };
+    let render = |more: &str| {
         terraform_console(
             &dir,
-            &format!("loader_image = \"loader:1\"\n{tfvars}"),
-            "jsonencode({ proxy = local.proxy_configuration, owner = local.envoy_config_owner_container, uid = local.envoy_uid })",
+            &tfvars(more),
+            "jsonencode({ proxy = local.proxy_configuration, containers = local.container_definitions })",
         )
     };
-    let r = render("transparent_egress = { app_ports = [8080, 50051] }\n");
+    let container = |r: &serde_json::Value, name: &str| {
+        r["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no container {name}: {r}"))
+            .clone()
+    };
+    let names = |r: &serde_json::Value| -> Vec<String> {
+        r["containers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+
+    // Without identity: the bootstrap container fetches from S3 before Envoy listens.
+    let r = render("identity = false\ntransparent_egress = { app_ports = [8080, 50051, 8080] }\n");
     assert_eq!(
         r["proxy"],
         serde_json::json!({
@@ -959,31 +1009,74 @@ fn transparent_egress_adds_the_appmesh_proxy_configuration_and_envoy_runs_as_its
             "container_name": "envoy",
             "properties": {
                 "IgnoredUID": "1337",
+                "IgnoredGID": "1337",
                 "ProxyIngressPort": "15000",
                 "ProxyEgressPort": "15001",
                 "AppPorts": "8080,50051",
                 "EgressIgnoredIPs": "169.254.170.2,169.254.169.254",
+                "EgressIgnoredPorts": "443",
             },
         })
     );
-    assert_eq!(r["uid"], "1337");
+    assert_eq!(names(&r), ["bootstrap", "envoy", "api"]);
+    assert_eq!(container(&r, "bootstrap")["user"], "0:1337");
+    let envoy = container(&r, "envoy");
+    assert_eq!(envoy["user"], "1337");
     assert_eq!(
-        r["owner"]["entryPoint"],
-        serde_json::json!(["chown", "1337:1337", "/etc/envoy"])
+        envoy["dependsOn"],
+        serde_json::json!([{ "containerName": "bootstrap", "condition": "SUCCESS" }])
     );
-    assert_eq!(r["owner"]["user"], "0");
+    assert_eq!(
+        container(&r, "api")["dependsOn"],
+        serde_json::json!([{ "containerName": "envoy", "condition": "HEALTHY" }])
+    );
+    health_check_answers_by_envoy_ready(&envoy["healthCheck"]);
+
+    // With identity: Envoy's own container fetches (as UID 1337); the one init container
+    // only changes the volume's owner, without the network.
     let r = render(
-        "transparent_egress = { app_ports = [8080], egress_ignored_ips = [\"10.0.0.2\"], egress_ignored_ports = [22, 443] }\n",
+        "transparent_egress = { app_ports = [8080], egress_ignored_ips = [\"10.0.0.2\"], egress_ignored_ports = [443, 5432, 443] }\n",
     );
     assert_eq!(
         r["proxy"]["properties"]["EgressIgnoredIPs"],
         "169.254.170.2,169.254.169.254,10.0.0.2"
     );
-    assert_eq!(r["proxy"]["properties"]["EgressIgnoredPorts"], "22,443");
-    assert_eq!(render("")["proxy"], serde_json::Value::Null);
+    assert_eq!(r["proxy"]["properties"]["EgressIgnoredPorts"], "443,5432");
+    assert_eq!(names(&r), ["envoy-config-owner", "envoy", "api"]);
+    let owner = container(&r, "envoy-config-owner");
+    assert_eq!(
+        owner["entryPoint"],
+        serde_json::json!(["chown", "1337:1337", "/etc/envoy"])
+    );
+    assert_eq!(owner["user"], "0");
+    let envoy = container(&r, "envoy");
+    assert_eq!(envoy["user"], "1337");
+    assert!(
+        envoy["environment"]
+            .as_array()
+            .unwrap()
+            .contains(&serde_json::json!({ "name": "XDS_SERVER_IDENTITY", "value": "1" })),
+        "{envoy}"
+    );
+    // Told no ports at all: nothing is ignored but the metadata endpoints.
+    let r = render("transparent_egress = { app_ports = [8080], egress_ignored_ports = [] }\n");
+    assert_eq!(r["proxy"]["properties"].get("EgressIgnoredPorts"), None);
+
+    // Without the variable: no redirect, the image's user, no health check to wait for.
+    let r = render("identity = false\n");
+    assert_eq!(r["proxy"], serde_json::Value::Null);
+    assert_eq!(container(&r, "bootstrap")["user"], "0");
+    assert_eq!(container(&r, "envoy")["user"], serde_json::Value::Null);
+    assert_eq!(
+        container(&r, "envoy")["healthCheck"],
+        serde_json::Value::Null
+    );
+    assert_eq!(container(&r, "api")["dependsOn"], serde_json::Value::Null);
 
     // What ECS would refuse, or what would redirect Envoy's own ports, fails the plan here.
-    for (tfvars, message) in [
+    // Terraform wraps its messages in a box, with colours.
+    let colour = regex::Regex::new("\x1b\\[[0-9;]*m").unwrap();
+    for (more, message) in [
         (
             "transparent_egress = { app_ports = [] }",
             "transparent_egress.app_ports lists the ports",
@@ -992,19 +1085,73 @@ fn transparent_egress_adds_the_appmesh_proxy_configuration_and_envoy_runs_as_its
             "transparent_egress = { app_ports = [15001] }",
             "transparent_egress ports are whole numbers",
         ),
+        (
+            "transparent_egress = { app_ports = [8080] }\nlistener_ports = [15001]",
+            "listener_ports: leave out 15000 and 15001 with transparent_egress",
+        ),
+        (
+            "transparent_egress = { app_ports = [8080] }\nlistener_ports = [15000, 8443]",
+            "listener_ports: leave out 15000 and 15001 with transparent_egress",
+        ),
+        (
+            "transparent_egress = { app_ports = [8443] }",
+            "transparent_egress.app_ports: a port the app listens on cannot also be one of Envoy's",
+        ),
+        (
+            "transparent_egress = { app_ports = [8080, 9902] }",
+            "transparent_egress.app_ports: a port the app listens on cannot also be one of Envoy's",
+        ),
     ] {
-        dir.write(
-            "test.tfvars",
-            &format!("loader_image = \"loader:1\"\n{tfvars}\n"),
-        );
+        dir.write("test.tfvars", &tfvars(more));
         // The console reports the refusal, yet exits 0.
         let (_, out) = run(Command::new("terraform")
             .args(["console", "-var-file=test.tfvars"])
             .current_dir(dir.path())
             .stdin(std::process::Stdio::null()));
+        let flat = colour.replace_all(&out, "").replace('│', " ");
+        let flat = flat.split_whitespace().collect::<Vec<_>>().join(" ");
         assert!(
-            out.contains("Invalid value for variable") && out.contains(message),
-            "{tfvars}: {out}"
+            flat.contains("Invalid value for variable") && flat.contains(message),
+            "{more}: {out}"
         );
     }
+    // Without transparent egress, 15001 is a port like any other.
+    render("listener_ports = [15001]\n");
+}
+
+/// The Envoy container's `healthCheck`, as ECS runs it (`CMD` and its arguments), asks
+/// `/ready` on the stats listener: healthy while it answers 200, unhealthy with nothing
+/// listening. (Run here against a backend on another port, as 9902 may be taken.)
+fn health_check_answers_by_envoy_ready(check: &serde_json::Value) {
+    let command: Vec<String> = check["command"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no healthCheck command: {check}"))
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(command[0], "CMD", "{command:?}");
+    assert!(
+        command
+            .iter()
+            .any(|a| a.contains("/127.0.0.1/9902") && a.contains("GET /ready ")),
+        "{command:?}"
+    );
+    let port = free_port();
+    let probe = || {
+        let args: Vec<String> = command[1..]
+            .iter()
+            .map(|a| a.replace("/9902", &format!("/{port}")))
+            .collect();
+        Command::new(&args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    assert!(!probe(), "healthy with nothing on the stats port");
+    let ready = Backend::start_at("LIVE", ([127, 0, 0, 1], port).into()).unwrap();
+    assert!(probe(), "unhealthy while /ready answers 200");
+    assert!(ready.hits() >= 1);
+    assert!(check["interval"].as_u64().unwrap() >= 5 && check["startPeriod"].as_u64().is_some());
 }

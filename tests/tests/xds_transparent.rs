@@ -9,18 +9,20 @@
 //! tasks are namespace `peer`, behind a veth pair (10.99.1.1 here, 10.99.1.2 there).
 
 use std::net::SocketAddr;
+use std::process::Command;
 use std::time::Duration;
 
 use tests::backend::Backend;
 use tests::cli::assert_envoy_accepts;
 use tests::netns::{AppMeshProxyConfiguration, Netns};
-use tests::{Envoy, TempDir, XdsServer, http, wait_for};
+use tests::{Envoy, TempDir, XdsServer, http, wait_for, workspace_bin};
 
 /// The address of the other tasks.
 const PEER: [u8; 4] = [10, 99, 1, 2];
 
 /// A task's namespace and its peers', linked, with ECS's APPMESH redirect in the task for
-/// app port 8080; the peer also holds 169.254.170.2 (the task metadata endpoint ECS ignores).
+/// app ports 8080 and 8081 as envoy-service configures it (the ignored UID and GID 1337); the peer also
+/// holds 169.254.170.2 (the task metadata endpoint ECS ignores).
 fn task(label: &str) -> (Netns, Netns) {
     let app = Netns::new(&format!("{label}-app"));
     let peer = Netns::new(&format!("{label}-peer"));
@@ -31,7 +33,8 @@ fn task(label: &str) -> (Netns, Netns) {
     peer.exec(&["ip", "addr", "add", "169.254.170.2/32", "dev", "eth0"]);
     app.exec(&["ip", "route", "add", "169.254.170.2/32", "dev", "eth0"]);
     app.redirect_like_ecs(&AppMeshProxyConfiguration {
-        app_ports: vec![8080],
+        app_ports: vec![8080, 8081],
+        ignored_gid: Some(1337),
         ..Default::default()
     });
     (app, peer)
@@ -61,11 +64,12 @@ fn addr(ip: [u8; 4], port: u16) -> SocketAddr {
 }
 
 /// The app dials an address nothing answers, 10.99.0.5:8080; iptables hands the connection to
-/// Envoy's egress listener (15001), which routes it by Host: each virtual host's upstream in
+/// Envoy's egress listener (127.0.0.1:15001, as docs/catalog.md recommends), which routes it by Host: each virtual host's upstream in
 /// the peer task answers, a Host no virtual host names gets Envoy's 404, and even a connection
 /// to one upstream's own address goes where its Host says. Envoy's own connections (UID 1337)
-/// and those to the metadata address are not redirected. From the peer, the app's port 8080
-/// is served through Envoy's ingress listener (15000).
+/// and those to the metadata address are not redirected. From the peer, the app's ports 8080
+/// and 8081 are served through Envoy's ingress listener (15000), told apart by the port in the
+/// Host (virtual hosts `*:PORT`, as docs/catalog.md suggests).
 #[test]
 fn egress_routes_redirected_connections_by_host_and_ingress_reaches_the_app() {
     let dir = TempDir::new("transparent-http");
@@ -79,9 +83,12 @@ proxies:
         port: 15000
         protocol: http
         original_destination: true
-        routes: [ { match: { prefix: / }, to: local-app } ]
+        virtual_hosts:
+          - { name: app, domains: ["*:8080"], routes: [ { match: { prefix: / }, to: local-app } ] }
+          - { name: admin, domains: ["*:8081"], routes: [ { match: { prefix: / }, to: local-admin } ] }
       - name: egress
         port: 15001
+        address: 127.0.0.1
         protocol: http
         original_destination: true
         virtual_hosts:
@@ -89,10 +96,12 @@ proxies:
           - { name: api, domains: ["api.mesh.test:8080"], routes: [ { match: { prefix: / }, to: api } ] }
 upstreams:
   local-app: { protocol: http1, endpoints: { static: ["127.0.0.1:8080"] } }
+  local-admin: { protocol: http1, endpoints: { static: ["127.0.0.1:8081"] } }
   web: { protocol: http1, endpoints: { static: ["10.99.1.2:8080"] } }
   api: { protocol: http1, endpoints: { static: ["10.99.1.2:8081"] } }
 "#;
-    let peers = peer.run(|| {
+    // Dropped in the peer's namespace, where they listen, even when the test fails.
+    let peers = peer.hold(|| {
         [
             ("web", addr(PEER, 8080)),
             ("api", addr(PEER, 8081)),
@@ -102,6 +111,7 @@ upstreams:
     });
     app.run(|| {
         let local = Backend::start_at("local-app", addr([0, 0, 0, 0], 8080)).unwrap();
+        let admin = Backend::start_at("local-admin", addr([0, 0, 0, 0], 8081)).unwrap();
         let (_server, envoy) = start(&dir, catalog, "app");
         let service = addr([10, 99, 0, 5], 8080);
         wait_for(
@@ -115,7 +125,7 @@ upstreams:
         );
         let hits = |backends: &[Backend]| backends.iter().map(Backend::hits).collect::<Vec<_>>();
         let (hits_before, completed_before) = (
-            hits(&peers),
+            hits(&peers[..]),
             envoy
                 .stat("http.egress.downstream_rq_completed")
                 .unwrap_or_default(),
@@ -138,28 +148,31 @@ upstreams:
             envoy.stat("http.egress.downstream_rq_completed"),
             Some(completed_before + 4)
         );
-        let delta: Vec<u64> = hits(&peers)
+        let delta: Vec<u64> = hits(&peers[..])
             .iter()
             .zip(&hits_before)
             .map(|(a, b)| a - b)
             .collect();
         assert_eq!(delta, [2, 1, 1]);
         // The app itself answered none of that.
-        assert_eq!(local.hits(), 0);
+        assert_eq!((local.hits(), admin.hits()), (0, 0));
 
-        // The peer dials the app's port; iptables hands it to the ingress listener.
-        let (status, body, via_envoy) = peer.run(|| {
-            let r = http::request_to(addr([10, 99, 1, 1], 8080), "GET", "/", &[])
-                .expect("the peer reaches the app's port");
-            let via = r.header("x-envoy-upstream-service-time").is_some();
-            (r.status, r.body.trim().to_string(), via)
-        });
-        assert_eq!((status, body.as_str(), via_envoy), (200, "local-app", true));
-        assert_eq!(envoy.stat("http.ingress.downstream_rq_completed"), Some(1));
-        assert_eq!(local.hits(), 1);
+        // The peer dials the app's ports; iptables hands them to the ingress listener.
+        let ingress = |port: u16| {
+            peer.run(|| {
+                let host = format!("app.mesh.test:{port}");
+                let r =
+                    http::request_to(addr([10, 99, 1, 1], port), "GET", "/", &[("host", &host)])
+                        .expect("the peer reaches the app's port");
+                let via = r.header("x-envoy-upstream-service-time").is_some();
+                (r.status, r.body.trim().to_string(), via)
+            })
+        };
+        assert_eq!(ingress(8080), (200, "local-app".into(), true));
+        assert_eq!(ingress(8081), (200, "local-admin".into(), true));
+        assert_eq!(envoy.stat("http.ingress.downstream_rq_completed"), Some(2));
+        assert_eq!((local.hits(), admin.hits()), (1, 1));
     });
-    // Each backend stops where it listens.
-    peer.run(move || drop(peers));
 }
 
 /// A tcp egress listener with `ports` sends each connection to the upstream of the port the
@@ -178,6 +191,7 @@ proxies:
     listeners:
       - name: egress
         port: 15001
+        address: 127.0.0.1
         protocol: tcp
         original_destination: true
         ports: {{ 5432: postgres, 18332: bitcoind }}{default}
@@ -188,7 +202,7 @@ upstreams:
 "#
         )
     };
-    let peers = peer.run(|| {
+    let peers = peer.hold(|| {
         [("postgres", 5432), ("bitcoind", 18332), ("other", 7000)].map(|(name, port)| {
             Backend::start_at(name, addr(PEER, port)).expect("a peer backend starts")
         })
@@ -214,7 +228,7 @@ upstreams:
         let closed = http::request_to(addr([10, 99, 0, 5], 6379), "GET", "/", &[]);
         assert!(closed.is_err(), "{closed:?}");
         assert_eq!(
-            envoy.stat("listener.0.0.0.0_15001.no_filter_chain_match"),
+            envoy.stat("listener.127.0.0.1_15001.no_filter_chain_match"),
             Some(1)
         );
         let delta: Vec<u64> = hits().iter().zip(&before).map(|(a, b)| a - b).collect();
@@ -233,5 +247,114 @@ upstreams:
         );
         assert_eq!(get(addr([10, 99, 0, 5], 5432), "db").1, "postgres");
     });
-    peer.run(move || drop(peers));
+}
+
+/// ECS installs its redirect before any container of the task starts, so without identity the
+/// bootstrap init container (s3-config-loader) fetches Envoy's bootstrap from S3 while nothing
+/// listens on the egress port. envoy-service runs it as root in the ignored group (`0:1337`,
+/// `IgnoredGID`): its GET reaches S3 directly. In root's own group it is redirected to 15001
+/// and fails, and the task would never start.
+#[test]
+fn the_bootstrap_container_reaches_s3_before_envoy_listens_in_the_ignored_group() {
+    use std::os::unix::process::CommandExt;
+    let dir = TempDir::new("transparent-bootstrap");
+    let (app, peer) = task("boot");
+    // S3 in the peer task: every GET answers the object's body, "s3".
+    let _s3 = peer.hold(|| Backend::start_at("s3", addr(PEER, 9000)).expect("S3 starts"));
+    let loader = workspace_bin("s3-config-loader");
+    let get = |gid: u32, file: &str| {
+        let out = dir.path().join(file);
+        let result = app.run(|| {
+            Command::new(&loader)
+                .args(["get", "s3://config/envoy/bootstrap.yaml"])
+                .arg(&out)
+                .env("AWS_ENDPOINT_URL", "http://10.99.1.2:9000")
+                .env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing")
+                .env("AWS_REGION", "us-east-1")
+                .env("AWS_MAX_ATTEMPTS", "1")
+                .uid(0)
+                .gid(gid)
+                .output()
+                .expect("s3-config-loader runs")
+        });
+        let log = format!(
+            "{}{}",
+            String::from_utf8_lossy(&result.stdout),
+            String::from_utf8_lossy(&result.stderr)
+        );
+        (
+            result.status.success(),
+            std::fs::read_to_string(out).ok(),
+            log,
+        )
+    };
+    let (ok, written, log) = get(1337, "ignored-group.yaml");
+    assert!(ok, "as 0:1337: {log}");
+    assert_eq!(written.as_deref().map(str::trim), Some("s3"), "{log}");
+    let (ok, written, log) = get(0, "root-group.yaml");
+    assert!(
+        !ok && written.is_none(),
+        "as 0:0 the GET was not redirected: {log}"
+    );
+}
+
+/// When a test fails inside the task's namespace, what the peer's namespace holds is still
+/// stopped there: its backends' listeners close (their port is free again in the peer), rather
+/// than their stop reaching for the peer's address from the machine's own network.
+#[test]
+fn a_failing_test_stops_the_peers_backends_inside_the_peer() {
+    let (app, peer) = task("drop");
+    let held = peer.hold(|| Backend::start_at("web", addr(PEER, 8080)).unwrap());
+    let failed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        // Owned here: dropped as the panic unwinds, on the test's own thread and namespace.
+        let _held = held;
+        app.run(|| -> () { panic!("a failing assertion in the task") });
+    }));
+    assert!(failed.is_err());
+    wait_for(
+        "the peer's port 8080 to be free",
+        Duration::from_secs(10),
+        || peer.run(|| std::net::TcpListener::bind(addr(PEER, 8080)).ok()),
+    );
+}
+
+/// A run killed before its handles dropped leaves its namespaces behind; the next run deletes
+/// those whose test process is gone, and leaves those of running tests alone.
+#[test]
+fn namespaces_of_a_test_process_that_is_gone_are_swept() {
+    // A pid that no process has any more: a child that has exited and been reaped.
+    let mut child = Command::new("true").spawn().unwrap();
+    let gone = child.id();
+    child.wait().unwrap();
+    let stale = format!("xds-e2e-stale-{gone}-0");
+    let alive = format!("xds-e2e-alive-{}-99", std::process::id());
+    let list = || {
+        String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["netns", "list"])
+                .output()
+                .unwrap()
+                .stdout,
+        )
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect::<Vec<_>>()
+    };
+    for name in [&stale, &alive] {
+        assert!(
+            Command::new("ip")
+                .args(["netns", "add", name])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+    // This process's first namespace sweeps.
+    let _first = Netns::new("sweep");
+    let names = list();
+    let _ = Command::new("ip").args(["netns", "del", &alive]).status();
+    let _ = Command::new("ip").args(["netns", "del", &stale]).status();
+    assert!(!names.contains(&stale), "{stale} is still there: {names:?}");
+    assert!(names.contains(&alive), "{alive} was swept: {names:?}");
 }

@@ -20,9 +20,6 @@ locals {
     awslogs-group  = module.base.log_group_name
     awslogs-region = data.aws_region.current.region
   }
-  bootstrap = "/etc/envoy/envoy.yaml"
-  # The xds-server module's port.
-  xds_address = "${var.xds_host}:18000"
   # The catalog `tls` of the service's listeners (JSON, which is YAML), for the template's
   # $${listener_tls}: mesh mTLS (callers must hold a mesh identity from this network's control
   # plane), edge TLS with an ACM certificate, or none.
@@ -135,7 +132,7 @@ resource "aws_security_group" "this" {
 
   # With transparent_egress callers dial the app's own ports, which ECS redirects to Envoy.
   dynamic "ingress" {
-    for_each = local.transparent ? var.transparent_egress.app_ports : []
+    for_each = local.app_ports
     content {
       description = "App port ${ingress.value}, through Envoy's ingress listener"
       from_port   = ingress.value
@@ -170,49 +167,6 @@ resource "aws_security_group" "this" {
   }
 }
 
-locals {
-  # The generic image's entrypoint with XDS_SERVER_IDENTITY=1 (infra/docker/envoy/entrypoint.sh).
-  identity_environment = [
-    { name = "ENVOY_BOOTSTRAP", value = local.bootstrap },
-    { name = "XDS_SERVER_PROXY", value = var.service_name },
-    { name = "XDS_SERVER_XDS", value = local.xds_address },
-    { name = "XDS_SERVER_IDENTITY", value = "1" },
-    { name = "XDS_SERVER_XDS_CA_PEM", value = var.xds_ca_certificate },
-  ]
-  bootstrap_container = {
-    name      = "bootstrap"
-    image     = var.loader_image
-    essential = false
-    # Fargate's task volumes belong to root (0755): the one writer runs as root, Envoy reads.
-    user                   = "0"
-    readonlyRootFilesystem = true
-    command = [
-      "get", "s3://${var.config_bucket}/${var.bootstrap_key}", local.bootstrap,
-    ]
-    # Templates read only the environment variables named here (or prefixed S3CL_): the
-    # bootstrap template's ${PROXY} and ${XDS_HOST}, not the task's credentials.
-    environment = [
-      { name = "PROXY", value = var.service_name },
-      { name = "XDS_HOST", value = var.xds_host },
-      { name = "S3_CONFIG_LOADER_TEMPLATE_ENV", value = "PROXY,XDS_HOST" },
-    ]
-    mountPoints = [{ sourceVolume = "envoy-config", containerPath = "/etc/envoy" }]
-    logConfiguration = {
-      logDriver = "awslogs"
-      options   = merge(local.log_options, { awslogs-stream-prefix = "bootstrap" })
-    }
-  }
-}
-
-locals {
-  # What runs before Envoy: the bootstrap writer (without identity), or the change of owner of
-  # Envoy's volume (identity with transparent egress, proxy.tf).
-  init_containers = concat(
-    var.identity ? [] : [local.bootstrap_container],
-    var.identity && local.transparent ? [local.envoy_config_owner_container] : [],
-  )
-}
-
 resource "aws_ecs_task_definition" "this" {
   family                   = "${var.name}-${var.service_name}"
   requires_compatibilities = ["FARGATE"]
@@ -243,34 +197,9 @@ resource "aws_ecs_task_definition" "this" {
     }
   }
 
-  container_definitions = jsonencode(concat(local.init_containers, [
-    {
-      name                   = "envoy"
-      image                  = var.envoy_image
-      essential              = true
-      readonlyRootFilesystem = true
-      # The UID that ECS's redirect ignores (proxy.tf); the image's default user otherwise.
-      user        = local.transparent ? local.envoy_uid : null
-      dependsOn   = length(local.init_containers) == 0 ? null : [for c in local.init_containers : { containerName = c.name, condition = "SUCCESS" }]
-      environment = var.identity ? local.identity_environment : [{ name = "ENVOY_BOOTSTRAP", value = local.bootstrap }]
-      # With identity Envoy's container writes its bootstrap and certificate there (/etc/envoy/identity).
-      mountPoints = [{ sourceVolume = "envoy-config", containerPath = "/etc/envoy", readOnly = !var.identity }]
-      portMappings = concat(
-        [for p in var.listener_ports : { containerPort = p, protocol = "tcp" }],
-        [{ containerPort = 9902, protocol = "tcp" }],
-      )
-      # ecs-sd scrapes Envoy's own metrics.
-      dockerLabels = {
-        PROMETHEUS_EXPORTER_PORT = "9902"
-        PROMETHEUS_EXPORTER_PATH = "/stats/prometheus"
-      }
-      logConfiguration = {
-        logDriver = "awslogs"
-        options   = merge(local.log_options, { awslogs-stream-prefix = "envoy" })
-      }
-    },
-  ], local.app_container_definitions))
-  tags = var.tags
+  # The init containers, Envoy and the app's (task.tf).
+  container_definitions = jsonencode(local.container_definitions)
+  tags                  = var.tags
 }
 
 resource "aws_service_discovery_service" "this" {

@@ -182,11 +182,13 @@ variable "tags" {
 
 variable "transparent_egress" {
   type = object({
-    app_ports            = list(number)
-    egress_ignored_ips   = optional(list(string), [])
-    egress_ignored_ports = optional(list(number), [])
+    app_ports          = list(number)
+    egress_ignored_ips = optional(list(string), [])
+    # Envoy routes only what the catalog names and has no passthrough: any other TCP the app
+    # dials would be closed. 443 (AWS APIs, ECS Exec, other HTTPS) leaves directly by default.
+    egress_ignored_ports = optional(list(number), [443])
   })
-  description = "App Mesh style transparent proxying: the task's proxyConfiguration (APPMESH) has ECS redirect the task's outbound TCP to Envoy's port 15001 and inbound TCP to app_ports to its port 15000, with iptables; Envoy runs as UID 1337, whose own connections are not redirected, nor those to the task metadata and credentials endpoints (169.254.170.2, 169.254.169.254) or to egress_ignored_ips and egress_ignored_ports. The catalog fragment must give the proxy listeners on 15000 and 15001 with original_destination (docs/catalog.md). null (the default): no redirect."
+  description = "App Mesh style transparent proxying: the task's proxyConfiguration (APPMESH) has ECS redirect the task's outbound TCP to Envoy's port 15001 and inbound TCP to app_ports to its port 15000, with iptables; Envoy runs as UID 1337, whose own connections are not redirected, nor those of GID 1337 (the bootstrap init container), to the task metadata and credentials endpoints (169.254.170.2, 169.254.169.254) or to egress_ignored_ips and egress_ignored_ports. egress_ignored_ports is [443] unless given: a list given replaces it, so keep 443 in it (e.g. [443, 5432] for a database Envoy does not proxy). The catalog fragment must give the proxy listeners on 15000 and 15001 with original_destination (docs/catalog.md). null (the default): no redirect."
   default     = null
   validation {
     condition     = var.transparent_egress == null || length(try(var.transparent_egress.app_ports, [])) > 0
@@ -198,5 +200,15 @@ variable "transparent_egress" {
       p >= 1 && p <= 65535 && floor(p) == p && !contains([15000, 15001], p)
     ])
     error_message = "transparent_egress ports are whole numbers 1-65535, other than Envoy's own 15000 and 15001."
+  }
+  validation {
+    condition     = var.transparent_egress == null || length(setintersection(toset(var.listener_ports), toset([15000, 15001]))) == 0
+    error_message = "listener_ports: leave out 15000 and 15001 with transparent_egress: they are Envoy's ingress and egress ports, reached by ECS's redirect, and the security group would open the task's own egress port to the VPC."
+  }
+  validation {
+    condition = var.transparent_egress == null || length(setintersection(
+      toset(try(var.transparent_egress.app_ports, [])), toset(concat(var.listener_ports, [9902]))
+    )) == 0
+    error_message = "transparent_egress.app_ports: a port the app listens on cannot also be one of Envoy's (listener_ports, or 9902, its stats listener): ECS redirects connections to app ports to Envoy's ingress listener."
   }
 }

@@ -991,6 +991,26 @@ fn ports_need_a_tcp_listener_with_original_destination() {
 }
 
 #[test]
+fn a_ports_chain_may_not_share_its_stats_with_another_listener() {
+    // egress-tcp's chain for 5432 counts under tcp.egress-tcp_5432.
+    let text = EGRESS.replace(
+        "upstreams:",
+        "      - name: egress-tcp_5432\n        port: 15003\n        protocol: tcp\n        to: postgres\nupstreams:",
+    );
+    assert_eq!(
+        errors(&text),
+        vec![
+            "proxies.app.listeners[1].ports.5432: its stats (tcp.egress-tcp_5432.) would be those of listener \"egress-tcp_5432\" (listeners[2]); rename one of the listeners"
+        ]
+    );
+    // Another port of the same listener, or a name without a port, is fine.
+    assert_eq!(
+        errors(&text.replace("egress-tcp_5432", "egress-tcp_6432")),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
 fn ports_take_a_default_for_the_other_ports() {
     let text = EGRESS.replace(
         "ports: { 18332: bitcoind, 5432: postgres }",

@@ -239,6 +239,21 @@ fn run<'a>(catalog: &'a Catalog, scope: Scope<'a>) -> Validator<'a> {
                 }
             }
         }
+        // A port's chain keeps its TCP stats under `tcp.LISTENER_PORT.` (translate): a listener
+        // of that very name would count into the same stats, and neither could be told apart.
+        for (i, l) in proxy.listeners.iter().enumerate() {
+            for port in l.ports.iter().flat_map(|p| p.keys()) {
+                let stats = format!("{}_{port}", l.name);
+                if let Some(other) = names.get(stats.as_str()) {
+                    v.err(
+                        &format!("proxies.{name}.listeners[{i}].ports.{port}"),
+                        format!(
+                            "its stats (tcp.{stats}.) would be those of listener {stats:?} (listeners[{other}]); rename one of the listeners"
+                        ),
+                    );
+                }
+            }
+        }
     }
     for (name, u) in &catalog.upstreams {
         v.upstream(&format!("upstreams.{name}"), u);
