@@ -248,10 +248,17 @@ fn cloud_map_attributes_filter_and_health_all_keeps_unhealthy_instances() {
     cm.register_with("i-c", &c, &[("stage", "green")]);
     cm.set_health("i-c", false);
     let port = free_port();
-    let text = cloud_map_catalog(port, "web").replace(
-        "service: web }",
-        "service: web, health: all, attributes: { stage: green } }",
-    );
+    // Zone-aware: the upstream whose endpoints reach Envoy with their zones.
+    let text = cloud_map_catalog(port, "web")
+        .replace(
+            "service: web }",
+            "service: web, health: all, attributes: { stage: green } }",
+        )
+        .replace(
+            "    protocol: http1\n",
+            "    protocol: http1\n    zone_aware: true\n",
+        );
+    assert!(text.contains("zone_aware"));
     let catalog = dir.write("catalog.yaml", &text);
     let (server, envoy) = serve_and_proxy(&dir, &moto.env(), catalog.as_os_str(), &[], Mode::Sotw);
     // Only the green ones, the unhealthy one included (`health: all`).
@@ -608,6 +615,7 @@ proxies:
 upstreams:
   node:
     protocol: grpc
+    zone_aware: true
     endpoints: { ecs: { cluster: prism-test, service: node-develop, container: app } }
 "#;
     let catalog = dir.write("catalog.yaml", text);
@@ -643,7 +651,8 @@ upstreams:
             .all(|e| e.starts_with("10.") && e.ends_with(":50053")),
         "{two:?}"
     );
-    // They carry their tasks' availabilityZone (the fixture's one subnet's zone) as locality.
+    // They carry their tasks' availabilityZone (the fixture's one subnet's zone) as locality
+    // (the upstream is zone-aware).
     let config = server.admin_json("/debug/config?proxy=edge");
     let zone = config["eds"]["resources"][0]["endpoints"][0]["locality"]["zone"]
         .as_str()

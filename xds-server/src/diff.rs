@@ -236,8 +236,9 @@ upstreams:
         assert!(diff(&old, &new, Some(&other)).await.unwrap().is_empty());
     }
 
-    /// Turning `zone_aware` on changes nothing for an Envoy without a zone, only for Envoys in
-    /// the endpoints' zones: the diff says so.
+    /// Turning `zone_aware` on gives an Envoy without a zone the endpoints' zones (its
+    /// localities, all at priority 0), and Envoys in those zones their priorities: the diff says
+    /// both.
     #[tokio::test]
     async fn turning_zone_aware_on_shows_per_caller_zone() {
         let zoned = OLD.replace(
@@ -255,6 +256,7 @@ upstreams:
         assert_eq!(
             kinds,
             [
+                ("eds", "api"),
                 ("eds.by_zone", "us-east-1a/api"),
                 ("eds.by_zone", "us-east-1b/api")
             ]

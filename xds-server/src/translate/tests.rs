@@ -769,13 +769,11 @@ fn endpoints_are_grouped_by_zone_and_zone_aware_ones_prefer_the_callers() {
             loc("us-east-1b", 1, &["10.0.2.1:80"]),
         ]
     );
-    // An upstream that is not zone-aware shows its zones but prefers none.
+    // An upstream that is not zone-aware gives Envoy no zones (it would keep per-zone
+    // statistics for it) and prefers none.
     assert_eq!(
         localities(&in_a["plain"]),
-        vec![
-            loc("us-east-1a", 0, &["10.0.1.3:80"]),
-            loc("us-east-1c", 0, &["10.0.3.1:80"]),
-        ]
+        vec![loc("", 0, &["10.0.1.3:80", "10.0.3.1:80"])]
     );
     // A zone without endpoints of the upstream: everything at priority 0.
     let in_c = endpoints_for(&c, &web, &eps, Some(&catalog::Zone::new("us-east-1c")));
