@@ -60,7 +60,7 @@ upstreams:
     health_check: { http: { path: /health } }
   web-v2:
     protocol: http2
-    endpoints: { file: missing.json }
+    endpoints: { file: web-v2.json }
     health_check: { tcp: {} }
   tasks:
     protocol: http1
@@ -69,6 +69,9 @@ upstreams:
     protocol: tcp
     endpoints: { dns: { host: db.ns.local, port: 5432 } }
 "#;
+
+/// The endpoint file GOOD's web-v2 reads, beside it.
+const WEB_V2: &str = r#"["10.0.3.1:80", { "address": "10.0.3.2:80", "zone": "us-east-1b" }]"#;
 
 fn validate(path: &Path, extra: &[&str], env: &[(&str, &Path)]) -> Output {
     let mut cmd = Command::new(workspace_bin("xds-server"));
@@ -90,6 +93,7 @@ fn text(out: &Output) -> (String, String) {
 #[test]
 fn validate_envoy_passes_a_good_catalog_and_catches_what_our_checks_miss() {
     let dir = TempDir::new("validate-envoy");
+    dir.write("web-v2.json", WEB_V2);
     let envoy = envoy_bin();
     assert!(
         envoy.exists(),
@@ -176,6 +180,7 @@ fn validate_envoy_passes_a_good_catalog_and_catches_what_our_checks_miss() {
 #[test]
 fn shadowed_routes_are_warned_about_and_do_not_fail_validation() {
     let dir = TempDir::new("validate-warnings");
+    dir.write("web-v2.json", WEB_V2);
     let shadowed = GOOD.replace(
         "          - match: { prefix: / }\n            to: web-v1\n",
         "          - match: { prefix: / }\n            to: web-v1\n          - match: { prefix: /late/ }\n            to: web-v1\n",
@@ -195,6 +200,7 @@ fn shadowed_routes_are_warned_about_and_do_not_fail_validation() {
 #[test]
 fn validate_output_json_gives_ci_every_error_with_its_line_and_column() {
     let dir = TempDir::new("validate-json");
+    dir.write("web-v2.json", WEB_V2);
     let json = |path: &Path, extra: &[&str]| {
         let mut args = vec!["--output", "json"];
         args.extend(extra);
@@ -453,4 +459,42 @@ fn a_rejected_catalog_is_one_text_log_line_off_a_terminal() {
         "both problems on the event's one line: {line}"
     );
     assert!(!line.contains('\x1b'), "no colour codes in a file: {line}");
+}
+
+#[test]
+fn an_endpoint_file_that_cannot_be_read_is_warned_about() {
+    let dir = TempDir::new("validate-endpoint-file");
+    let path = dir.write(
+        "catalog.yaml",
+        "version: 1\nproxies:\n  p:\n    listeners:\n      - { name: a, port: 8080, protocol: http, routes: [ { match: { prefix: /v/ }, to: v }, { match: { prefix: / }, to: u } ] }\nupstreams:\n  u: { protocol: http1, endpoints: { file: missing.json } }\n  v: { protocol: http1, endpoints: { file: bad.json } }\n",
+    );
+    dir.write("bad.json", r#"["10.0.0.1"]"#);
+    let out = validate(&path, &[], &[]);
+    let (stdout, stderr) = text(&out);
+    // Not an error: serve takes the catalog, and the upstreams have no endpoints until then.
+    assert_eq!(
+        (out.status.code(), stdout.as_str()),
+        (Some(0), "ok\n"),
+        "{stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("warning: upstreams.u.endpoints.file: ")
+                && l.contains("missing.json cannot be read")),
+        "{stderr}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("warning: upstreams.v.endpoints.file: ")
+                && l.contains("has no port")),
+        "{stderr}"
+    );
+    // Once the files are good, nothing to say.
+    dir.write("missing.json", r#"["10.0.0.2:80"]"#);
+    dir.write("bad.json", r#"["10.0.0.1:80"]"#);
+    let out = validate(&path, &[], &[]);
+    assert_eq!(text(&out), ("ok\n".into(), String::new()));
 }

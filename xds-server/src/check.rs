@@ -108,7 +108,11 @@ pub async fn check(location: &CatalogLocation, options: Options) -> Report {
     let Some(loaded) = loaded else {
         return report;
     };
-    for w in catalog::warnings(&loaded.catalog) {
+    let endpoint_files = endpoint_file_warnings(&loaded);
+    for w in catalog::warnings(&loaded.catalog)
+        .into_iter()
+        .chain(endpoint_files)
+    {
         report.text.push(format!("warning: {w}"));
         report.warnings.push(Problem::at(w.path, w.message));
     }
@@ -230,4 +234,32 @@ fn with_envoy(
             .push(Problem::at(format!("proxies.{proxy}"), why.to_string()));
     }
     report.text.push(text);
+}
+
+/// Endpoint files that `serve` could not read now: the upstream would have no endpoints until
+/// the file is there and good (not an error: a file written by another process may come later).
+fn endpoint_file_warnings(loaded: &LoadedCatalog) -> Vec<catalog::CatalogWarning> {
+    let mut out = Vec::new();
+    for (name, u) in &loaded.catalog.upstreams {
+        let Some(file) = &u.endpoints.file else {
+            continue;
+        };
+        let path = loaded.base_dir.join(file);
+        let problem = match std::fs::read(&path) {
+            Err(e) => Some(format!(
+                "{} cannot be read ({e}): the upstream has no endpoints until it can",
+                path.display()
+            )),
+            Ok(bytes) => crate::discovery::parse_endpoints(&path, &bytes)
+                .err()
+                .map(|e| format!("{e}: the upstream has no endpoints until it is fixed")),
+        };
+        if let Some(message) = problem {
+            out.push(catalog::CatalogWarning {
+                path: format!("upstreams.{}.endpoints.file", name.0),
+                message,
+            });
+        }
+    }
+    out
 }
