@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use tests::cli::assert_envoy_accepts;
 use tests::grpc::{Batch, PeerServer, XdsGrpcClient};
 use tests::{Backend, Envoy, Mode, TempDir, XdsServer, free_port, http, wait_for, workspace_bin};
 
@@ -99,6 +100,8 @@ upstreams:
             two = two.endpoint(),
         ),
     );
+    // Envoy's own check of the proxy's Envoy resources passes (the API listener is not Envoy's).
+    assert_envoy_accepts(&catalog);
     let server = XdsServer::start(&dir, &catalog, 0);
     server.wait_ready();
     let envoy = Envoy::start(&dir, PROXY, server.xds_port, Mode::Sotw);

@@ -289,9 +289,10 @@ fn grpc_upstream_refusals(u: &Upstream) -> Vec<&'static str> {
         out.push("has `tls`, which gRPC services do not support yet");
     }
     match u.load_balancing.unwrap_or_default() {
-        LoadBalancing::RoundRobin | LoadBalancing::LeastRequest | LoadBalancing::RingHash => {}
-        LoadBalancing::Random | LoadBalancing::Maglev => out.push(
-            "has a load_balancing policy gRPC clients lack (they take round_robin, least_request, ring_hash)",
+        LoadBalancing::RoundRobin | LoadBalancing::RingHash => {}
+        // grpcio (1.85) NACKs a cluster whose `lb_policy` is LEAST_REQUEST.
+        LoadBalancing::LeastRequest | LoadBalancing::Random | LoadBalancing::Maglev => out.push(
+            "has a load_balancing policy gRPC clients do not take from a cluster (they take round_robin and ring_hash)",
         ),
     }
     if u.hash_on

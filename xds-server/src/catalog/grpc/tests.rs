@@ -20,6 +20,7 @@ upstreams:
   named: {{ protocol: grpc, endpoints: {{ dns: {{ host: c.local, port: 50051 }} }} }}
   tls: {{ protocol: grpc, endpoints: {{ static: ["10.0.0.4:50051"] }}, tls: {{ trust: system, sni: c.example }} }}
   maglev: {{ protocol: grpc, endpoints: {{ static: ["10.0.0.5:50051"] }}, load_balancing: maglev, hash_on: {{ header: x-user }} }}
+  lr: {{ protocol: grpc, endpoints: {{ static: ["10.0.0.6:50051"] }}, load_balancing: least_request }}
 "#
     )
 }
@@ -192,7 +193,9 @@ fn retries_take_the_shape_of_grpc_a44() {
 
 #[test]
 fn upstreams_grpc_clients_cannot_reach_are_refused() {
-    let e = route_errors("{ match: { prefix: / }, split: { h1: 1, named: 1, tls: 1, maglev: 1 } }");
+    let e = route_errors(
+        "{ match: { prefix: / }, split: { h1: 1, named: 1, tls: 1, maglev: 1, lr: 1 } }",
+    );
     assert_eq!(
         e,
         [
@@ -200,7 +203,10 @@ fn upstreams_grpc_clients_cannot_reach_are_refused() {
                 r#"{AT}.split.h1: upstream "h1" must have protocol grpc (or http2): gRPC clients call its endpoints directly"#
             ),
             format!(
-                r#"{AT}.split.maglev: upstream "maglev" has a load_balancing policy gRPC clients lack (they take round_robin, least_request, ring_hash)"#
+                r#"{AT}.split.lr: upstream "lr" has a load_balancing policy gRPC clients do not take from a cluster (they take round_robin and ring_hash)"#
+            ),
+            format!(
+                r#"{AT}.split.maglev: upstream "maglev" has a load_balancing policy gRPC clients do not take from a cluster (they take round_robin and ring_hash)"#
             ),
             format!(
                 r#"{AT}.split.named: upstream "named" takes its endpoints from `dns`, which Envoy resolves itself: gRPC clients need endpoints the control plane discovers (static, file, cloud_map, ecs)"#
