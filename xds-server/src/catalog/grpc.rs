@@ -7,7 +7,7 @@
 
 use serde::Deserialize;
 
-use super::validate::Validator;
+use super::validate::{Target, Validator};
 use super::{Catalog, LoadBalancing, Proxy, ProxyName, Retries, Route, Upstream, UpstreamName};
 
 /// `proxies.NAME.grpc_services[]`: one `xds:///NAME` target.
@@ -270,8 +270,13 @@ impl<'a> Validator<'a> {
         let Some(u) = self.lookup_upstream(catalog, name) else {
             return;
         };
+        // A reference: in a catalog of fragments, the upstream may be another fragment's.
         for why in grpc_upstream_refusals(u) {
-            self.err(path, format!("upstream \"{name}\" {why}"));
+            self.ref_err(
+                path,
+                format!("upstream \"{name}\" {why}"),
+                Target::Upstream(name.clone()),
+            );
         }
     }
 }

@@ -458,7 +458,7 @@ impl<'a> Validator<'a> {
     }
 
     /// An unsatisfied reference: an error that another fragment could fix.
-    fn ref_err(&mut self, path: &str, message: String, target: Target) {
+    pub(super) fn ref_err(&mut self, path: &str, message: String, target: Target) {
         self.targets.push((self.errors.len(), target));
         self.err(path, message);
     }

@@ -1,4 +1,5 @@
-use super::super::{parse, warnings};
+use super::super::fragments::Document;
+use super::super::{merge, parse, warnings};
 
 /// The catalog of one proxy `w` with the gRPC service entries `services` (YAML list items at
 /// the indentation of `grpc_services`) and a listener `web`.
@@ -224,5 +225,35 @@ fn upstreams_grpc_clients_cannot_reach_are_refused() {
             format!(r#"{AT}.match.prefix: "nope" must start with '/'"#),
             format!(r#"{AT}.to: upstream "missing" is not defined in `upstreams`"#),
         ]
+    );
+}
+
+#[test]
+fn an_upstream_of_another_fragment_is_checked_too() {
+    let wallet = r#"
+version: 1
+proxies:
+  w:
+    grpc_services: [ { name: "s:1", routes: [ { match: { prefix: / }, to: c } ] } ]
+"#;
+    let upstream = |endpoints: &str| {
+        format!("version: 1\nupstreams:\n  c: {{ protocol: grpc, endpoints: {endpoints} }}\n")
+    };
+    let good = [
+        Document::new("dir/wallet.yaml", wallet),
+        Document::new("dir/c.yaml", upstream(r#"{ static: ["10.0.0.1:50051"] }"#)),
+    ];
+    assert!(merge("dir", &good).is_ok());
+    let bad = [
+        Document::new("dir/wallet.yaml", wallet),
+        Document::new(
+            "dir/c.yaml",
+            upstream("{ dns: { host: c.local, port: 50051 } }"),
+        ),
+    ];
+    let e = merge("dir", &bad).unwrap_err().to_string();
+    assert!(
+        e.contains(r#"proxies.w.grpc_services[0].routes[0].to: upstream "c" takes its endpoints from `dns`"#),
+        "{e}"
     );
 }
