@@ -64,7 +64,8 @@ fn wait_answered_by(client: &mut XdsGrpcClient, what: &str, n: u32, names: &[&st
     })
 }
 
-/// Two grpcio backends behind a 50/50 split reached through `xds:///TARGET`, then one of them
+/// Two grpcio backends behind a 50/50 split (a third parked at weight 0) reached through
+/// `xds:///TARGET`, then one of them
 /// replaced by a third through an endpoint change, the client never restarted; an Envoy of the
 /// same proxy serves its HTTP listener all along.
 #[test]
@@ -73,6 +74,8 @@ fn a_grpcio_client_follows_a_split_and_an_endpoint_change_beside_an_envoy() {
     let one = PeerServer::grpc_named(&dir, "one");
     let two = PeerServer::grpc_named(&dir, "two");
     let three = PeerServer::grpc_named(&dir, "three");
+    // A canary at rest (weight 0) gets no calls.
+    let parked = PeerServer::grpc_named(&dir, "parked");
     let web = Backend::start("web", 0).unwrap();
     let one_file = dir.path().join("one.json");
     write_endpoints(&one_file, &[one.endpoint()]);
@@ -90,13 +93,15 @@ proxies:
       - name: {TARGET}
         routes:
           - match: {{ prefix: / }}
-            split: {{ connector: 50, connector-v2: 50 }}
+            split: {{ connector: 50, connector-v2: 50, parked: 0 }}
 upstreams:
   web: {{ protocol: http1, endpoints: {{ static: ["{web}"] }} }}
   connector: {{ protocol: grpc, endpoints: {{ file: one.json }} }}
   connector-v2: {{ protocol: grpc, endpoints: {{ static: ["{two}"] }} }}
+  parked: {{ protocol: grpc, endpoints: {{ static: ["{parked}"] }} }}
 "#,
             web = web.endpoint(),
+            parked = parked.endpoint(),
             two = two.endpoint(),
         ),
     );
@@ -126,6 +131,7 @@ upstreams:
     let (a, b) = (first.answers.get("one"), first.answers.get("two"));
     let total: u64 = first.answers.values().sum();
     assert_eq!(total, 400, "{first:?}");
+    assert!(!first.answers.contains_key("parked"), "{first:?}");
     for (name, n) in [("one", a), ("two", b)] {
         let n = n.copied().unwrap_or_default();
         assert!(
