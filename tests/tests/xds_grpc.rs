@@ -65,9 +65,8 @@ fn wait_answered_by(client: &mut XdsGrpcClient, what: &str, n: u32, names: &[&st
 }
 
 /// Two grpcio backends behind a 50/50 split (a third parked at weight 0) reached through
-/// `xds:///TARGET`, then one of them
-/// replaced by a third through an endpoint change, the client never restarted; an Envoy of the
-/// same proxy serves its HTTP listener all along.
+/// `xds:///TARGET`, then one of them replaced by a fourth through an endpoint change, the client
+/// never restarted; an Envoy of the same proxy serves its HTTP listener all along.
 #[test]
 fn a_grpcio_client_follows_a_split_and_an_endpoint_change_beside_an_envoy() {
     let dir = TempDir::new("xds-grpc");
