@@ -42,6 +42,34 @@ impl PeerServer {
         Self::start(dir, &["grpc-server"], "grpc-server")
     }
 
+    /// A grpcio server whose `/test.Stream/Who` answers `name`.
+    pub fn grpc_named(dir: &TempDir, name: &str) -> PeerServer {
+        Self::start(
+            dir,
+            &["grpc-server", "--name", name],
+            &format!("grpc-server-{name}"),
+        )
+    }
+
+    /// A grpcio server whose `/test.Stream/Who` fails every call with status `code` (e.g.
+    /// `UNAVAILABLE`); see [`PeerServer::failed_calls`].
+    pub fn grpc_failing(dir: &TempDir, name: &str, code: &str) -> PeerServer {
+        Self::start(
+            dir,
+            &["grpc-server", "--name", name, "--fail", code],
+            &format!("grpc-server-{name}"),
+        )
+    }
+
+    /// How many calls a [`PeerServer::grpc_failing`] server has failed.
+    pub fn failed_calls(&self) -> usize {
+        self.process
+            .output()
+            .lines()
+            .filter(|l| l.starts_with("failed "))
+            .count()
+    }
+
     /// An h2c-only HTTP server (HTTP/1.1 connections are closed): `GET /health` answers 200,
     /// other paths answer `name`; gRPC calls to `/test.Stream/Hang` are never answered.
     pub fn h2c(dir: &TempDir, name: &str) -> PeerServer {
@@ -127,5 +155,86 @@ pub fn call(
         messages: v["messages"].as_u64().unwrap_or_default(),
         seconds: v["seconds"].as_f64().unwrap_or_default(),
         details: v["details"].as_str().unwrap_or_default().to_string(),
+    }
+}
+
+/// The answers of a batch of `/test.Stream/Who` calls a [`XdsGrpcClient`] made.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// Per answering server name, how many calls it answered.
+    pub answers: std::collections::BTreeMap<String, u64>,
+    /// Per failure (`CODE: details`), how many calls ended so.
+    pub errors: std::collections::BTreeMap<String, u64>,
+}
+
+/// A proxyless grpcio client (`grpc_peers.py xds-calls`): one channel to an `xds:///` target,
+/// configured by the gRPC bootstrap at `GRPC_XDS_BOOTSTRAP`, for its whole life; stops when
+/// dropped.
+#[derive(Debug)]
+pub struct XdsGrpcClient {
+    /// The process.
+    pub process: ChildGuard,
+    requests: PathBuf,
+    next: u32,
+}
+
+impl XdsGrpcClient {
+    /// Starts a client of `target` (`xds:///NAME`) with the gRPC bootstrap file `bootstrap`.
+    pub fn start(dir: &TempDir, target: &str, bootstrap: &std::path::Path) -> XdsGrpcClient {
+        let requests = dir.path().join("xds-calls");
+        std::fs::create_dir_all(&requests).expect("the batch directory can be made");
+        let mut cmd = Command::new(python());
+        cmd.arg(repo_root().join("tests/fixtures/grpc_peers.py"))
+            .args(["xds-calls", target])
+            .arg(&requests)
+            .env("GRPC_XDS_BOOTSTRAP", bootstrap);
+        let process = ChildGuard::spawn(cmd, dir.path().join("xds-calls.log"));
+        XdsGrpcClient {
+            process,
+            requests,
+            next: 0,
+        }
+    }
+
+    /// Makes `n` calls (each waits for the channel to be ready, up to 10 s) and tells who
+    /// answered them; panics when the batch has not ended within `limit`.
+    pub fn calls(&mut self, n: u32, limit: Duration) -> Batch {
+        let k = self.next;
+        self.next += 1;
+        std::fs::write(self.requests.join(format!("batch-{k}.req")), n.to_string())
+            .expect("the batch request can be written");
+        let result = self.requests.join(format!("batch-{k}.json"));
+        // Not `wait_for`: a batch that does not end panics with the client's log, which says
+        // why (a NACK, a resource that does not exist).
+        let deadline = std::time::Instant::now() + limit;
+        let text = loop {
+            if let Ok(text) = std::fs::read_to_string(&result) {
+                break text;
+            }
+            if !self.process.is_running() {
+                panic!("the xds:/// client exited:\n{}", self.process.output());
+            }
+            if std::time::Instant::now() > deadline {
+                panic!(
+                    "batch {k} of {n} gRPC calls did not end within {limit:?}:\n{}",
+                    self.process.output()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("batch {k} is not JSON ({e}): {text}"));
+        let counts = |key: &str| {
+            v[key]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, n)| (k.clone(), n.as_u64().unwrap_or_default()))
+                .collect()
+        };
+        Batch {
+            answers: counts("answers"),
+            errors: counts("errors"),
+        }
     }
 }

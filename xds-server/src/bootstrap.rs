@@ -296,6 +296,39 @@ pub fn bootstrap(c: &BootstrapConfig) -> Value {
     doc
 }
 
+/// The bootstrap of a proxyless gRPC client (the file `GRPC_XDS_BOOTSTRAP` names, gRFC A27):
+/// the control plane over SotW xDS v3, in plaintext or (with `xds_ca`) TLS that checks the
+/// `--xds` host's name against that CA (gRFC A65), and the client's node. Only `proxy`,
+/// `node_id`, `zone`, `xds_host`, `xds_port` and `xds_ca` are read: the rest is Envoy's.
+pub fn grpc_bootstrap(c: &BootstrapConfig) -> Value {
+    let creds = match &c.xds_ca {
+        Some(ca) => {
+            json!({ "type": "tls", "config": { "ca_certificate_file": ca.display().to_string() } })
+        }
+        None => json!({ "type": "insecure" }),
+    };
+    let mut doc = json!({
+        "xds_servers": [ {
+            "server_uri": format!("{}:{}", bracketed(&c.xds_host), c.xds_port),
+            "channel_creds": [creds],
+            "server_features": ["xds_v3"],
+        } ],
+        "node": { "id": c.node_id, "cluster": c.proxy },
+    });
+    if let Some(zone) = &c.zone {
+        doc["node"]["locality"] = json!({ "zone": zone });
+    }
+    doc
+}
+
+/// A host as a URI authority writes it: an IPv6 address in brackets.
+fn bracketed(host: &str) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
+        _ => host.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -315,6 +348,32 @@ mod tests {
             identity_dir: None,
             max_connections: MAX_CONNECTIONS,
         }
+    }
+
+    #[test]
+    fn a_grpc_bootstrap_names_the_server_its_credentials_and_the_node() {
+        let mut c = config();
+        c.proxy = "wallet-backend".into();
+        c.zone = Some("eu-west-1a".into());
+        assert_eq!(
+            grpc_bootstrap(&c),
+            json!({
+                "xds_servers": [ {
+                    "server_uri": "127.0.0.1:18000",
+                    "channel_creds": [ { "type": "insecure" } ],
+                    "server_features": ["xds_v3"],
+                } ],
+                "node": { "id": "task-1", "cluster": "wallet-backend", "locality": { "zone": "eu-west-1a" } },
+            })
+        );
+        c.xds_ca = Some("/etc/xds/ca.pem".into());
+        c.xds_host = "::1".into();
+        let b = grpc_bootstrap(&c);
+        assert_eq!(
+            b["xds_servers"][0]["channel_creds"],
+            json!([ { "type": "tls", "config": { "ca_certificate_file": "/etc/xds/ca.pem" } } ])
+        );
+        assert_eq!(b["xds_servers"][0]["server_uri"], "[::1]:18000");
     }
 
     #[test]

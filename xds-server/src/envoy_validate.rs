@@ -56,7 +56,12 @@ pub fn bootstrap_for(catalog: &LoadedCatalog, proxy: &ProxyName) -> Result<Value
     let routes = by_name("rds", "name");
     let assignments = by_name("eds", "cluster_name");
 
-    let mut listeners = resources("lds");
+    // API listeners are for proxyless gRPC clients (`grpc_services`): Envoy takes those only
+    // from its bootstrap, and validates none of them here.
+    let mut listeners: Vec<Value> = resources("lds")
+        .into_iter()
+        .filter(|l| l.get("api_listener").is_none())
+        .collect();
     for listener in &mut listeners {
         let chains = listener["filter_chains"].as_array_mut();
         for filter in chains

@@ -388,7 +388,12 @@ enum Command {
         /// overload manager refuses more).
         #[arg(long, env = "XDS_SERVER_ENVOY_MAX_CONNECTIONS", default_value_t = xds_server::bootstrap::MAX_CONNECTIONS)]
         max_connections: u64,
-        /// Output format.
+        /// Print the bootstrap of a proxyless gRPC client instead (JSON, for GRPC_XDS_BOOTSTRAP):
+        /// the server, its credentials (TLS with --xds-ca) and the node; the proxy's
+        /// `grpc_services` are its targets (xds:///NAME).
+        #[arg(long, env = "XDS_SERVER_BOOTSTRAP_GRPC", conflicts_with_all = ["delta", "stats_listen", "identity_dir"])]
+        grpc: bool,
+        /// Output format (a gRPC bootstrap is always JSON).
         #[arg(long, env = "XDS_SERVER_BOOTSTRAP_FORMAT", default_value = "yaml")]
         format: Format,
     },
@@ -711,6 +716,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             xds_ca,
             identity_dir,
             max_connections,
+            grpc,
             format,
         } => {
             let (xds_host, xds_port) = bootstrap::parse_host_port(&xds).context("--xds")?;
@@ -763,6 +769,10 @@ async fn main() -> anyhow::Result<ExitCode> {
                 identity_dir,
                 max_connections,
             };
+            if grpc {
+                print(&bootstrap::grpc_bootstrap(&config), Format::Json)?;
+                return Ok(ExitCode::SUCCESS);
+            }
             for missing in bootstrap::missing_identity_files(&config) {
                 eprintln!(
                     "warning: {} is missing: Envoy refuses the bootstrap until `xds-server identity` has written it",

@@ -9,6 +9,7 @@
 mod duration;
 mod endpoint;
 pub mod fragments;
+mod grpc;
 mod iam;
 mod located;
 pub mod re2;
@@ -25,6 +26,7 @@ use serde::Deserialize;
 pub use duration::Duration;
 pub use endpoint::{Endpoint, EndpointEntry, EndpointParseError, Zone, ZonedEntry, normalize};
 pub use fragments::merge;
+pub use grpc::{GRPC_RETRY_ON, GrpcService};
 
 /// The discovered endpoints of each upstream, sorted and free of duplicates; an upstream whose
 /// source has not answered yet is absent. Discovery makes it, translation reads it.
@@ -228,6 +230,10 @@ pub struct Proxy {
     /// Envoy started the App Mesh way presents.
     #[serde(default)]
     pub aliases: Vec<ProxyName>,
+    /// The services this proxy's proxyless gRPC clients (`node.cluster` = this proxy) dial as
+    /// `xds:///NAME`.
+    #[serde(default)]
+    pub grpc_services: Vec<GrpcService>,
 }
 
 /// The AWS identities whose tasks get this proxy's client certificate.
@@ -1052,6 +1058,14 @@ impl Catalog {
                 if route.retries.is_none() {
                     route.retries = defaults.retries.clone();
                 }
+            }
+        }
+        // A gRPC service takes the route timeout, not the retries: the default conditions are a
+        // proxy's (connection failures), which gRPC clients retry by themselves.
+        let services = self.proxies.values_mut().flat_map(|p| &mut p.grpc_services);
+        for route in services.flat_map(|s| &mut s.routes) {
+            if route.timeout.is_none() {
+                route.timeout = defaults.route_timeout;
             }
         }
         for upstream in self.upstreams.values_mut() {

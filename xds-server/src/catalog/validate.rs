@@ -107,6 +107,7 @@ fn run<'a>(catalog: &'a Catalog, scope: Scope<'a>) -> Validator<'a> {
             }
         }
         v.aliases(catalog, name, proxy);
+        v.grpc_services(catalog, name, proxy);
         let mut ports: BTreeMap<i64, &str> = BTreeMap::new();
         let mut names: BTreeMap<&str, usize> = BTreeMap::new();
         for (i, l) in proxy.listeners.iter().enumerate() {
@@ -325,6 +326,24 @@ pub(super) fn warnings(catalog: &Catalog) -> Vec<CatalogWarning> {
                 );
             }
         }
+        for (i, s) in proxy.grpc_services.iter().enumerate() {
+            let at = format!("proxies.{name}.grpc_services[{i}]");
+            route_warnings(&format!("{at}.routes"), &s.routes, &mut out);
+            for (j, r) in s.routes.iter().enumerate() {
+                let named = r.to.iter().chain(r.split.iter().flat_map(|s| s.keys()));
+                for u in named.filter(|u| {
+                    catalog
+                        .upstreams
+                        .get(*u)
+                        .is_some_and(|u| u.health_check.is_some())
+                }) {
+                    out.push(CatalogWarning {
+                        path: format!("{at}.routes[{j}]"),
+                        message: format!("upstream \"{u}\" has a health_check, which gRPC clients do not run: they skip endpoints they cannot connect to, and proxies still check"),
+                    });
+                }
+            }
+        }
     }
     out
 }
@@ -454,9 +473,18 @@ impl<'a> Validator<'a> {
     }
 
     /// An unsatisfied reference: an error that another fragment could fix.
-    fn ref_err(&mut self, path: &str, message: String, target: Target) {
+    pub(super) fn ref_err(&mut self, path: &str, message: String, target: Target) {
         self.targets.push((self.errors.len(), target));
         self.err(path, message);
+    }
+
+    /// Upstream `name` where references are looked up, if it is there.
+    pub(super) fn lookup_upstream(
+        &self,
+        own: &'a Catalog,
+        name: &UpstreamName,
+    ) -> Option<&'a Upstream> {
+        self.lookup(own)?.upstreams.get(name)
     }
 
     /// The catalog references are looked up in, `None` while they are deferred.
@@ -721,7 +749,7 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn route(&mut self, at: &str, r: &Route, catalog: &'a Catalog) {
+    pub(super) fn route(&mut self, at: &str, r: &Route, catalog: &'a Catalog) {
         let m = &r.matcher;
         let kinds = [
             m.prefix.is_some(),

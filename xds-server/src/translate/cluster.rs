@@ -209,14 +209,17 @@ fn health_check(hc: &HealthCheck, protocol: UpstreamProtocol) -> EnvoyHealthChec
 
 /// The EDS resource of an upstream, for an Envoy in `caller` (its `node.locality.zone`).
 ///
-/// A zone-aware upstream's endpoints are grouped by zone, one locality each (endpoints without a
-/// zone form one without a locality), so Envoy's `/clusters` shows where each runs; with
-/// endpoints in the caller's zone, those get priority 0 and all others priority 1: Envoy sends
-/// everything to priority 0 while enough of it is healthy and spills over as it fails. Other
-/// upstreams' endpoints form one group without a locality: an Envoy that knows its zone keeps
-/// per-zone statistics (`cluster.NAME.zone.FROM.TO.*`, a set per pair of zones) for every
-/// upstream whose endpoints name zones, and those are worth their cost only where the zone
-/// matters.
+/// A zone-aware upstream's endpoints are grouped by zone, one locality each, so Envoy's
+/// `/clusters` shows where each runs; with endpoints in the caller's zone, those get priority 0
+/// and all others priority 1: Envoy sends everything to priority 0 while enough of it is
+/// healthy and spills over as it fails. Other upstreams' endpoints form one group in the empty
+/// locality: an Envoy that knows its zone keeps per-zone statistics
+/// (`cluster.NAME.zone.FROM.TO.*`, a set per pair of zones) for every upstream whose endpoints
+/// name zones, and those are worth their cost only where the zone matters.
+///
+/// Every group names a locality (endpoints without a zone: the empty one) with a weight (its
+/// endpoint count): gRPC clients refuse a group without a locality and send nothing to one
+/// without a weight; Envoy reads locality weights only when asked to (it is not, here).
 pub(super) fn load_assignment(
     name: &UpstreamName,
     eps: &[Endpoint],
@@ -234,9 +237,12 @@ pub(super) fn load_assignment(
     let endpoints = by_zone
         .into_iter()
         .map(|(zone, addrs)| LocalityLbEndpoints {
-            locality: zone.map(|z| Locality {
-                zone: z.to_string(),
+            locality: Some(Locality {
+                zone: zone.map(ToString::to_string).unwrap_or_default(),
                 ..Default::default()
+            }),
+            load_balancing_weight: Some(UInt32Value {
+                value: addrs.len() as u32,
             }),
             priority: u32::from(preferred.is_some_and(|p| zone != Some(p))),
             ..locality_endpoints(addrs)

@@ -33,7 +33,7 @@ use crate::catalog::{Catalog, Listener, ListenerProtocol, ProxyName, TlsMode};
 pub(super) const CORS_FILTER: &str = "envoy.filters.http.cors";
 pub(super) const FAULT_FILTER: &str = "envoy.filters.http.fault";
 const GRPC_WEB_FILTER: &str = "envoy.filters.http.grpc_web";
-const ROUTER_FILTER: &str = "envoy.filters.http.router";
+pub(super) const ROUTER_FILTER: &str = "envoy.filters.http.router";
 const RBAC_FILTER: &str = "envoy.filters.network.rbac";
 const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
@@ -264,7 +264,7 @@ fn http_connection_manager(l: &Listener, stat_prefix: String) -> HttpConnectionM
     }
 }
 
-fn http_filter(name: &str, config: Any) -> HttpFilter {
+pub(super) fn http_filter(name: &str, config: Any) -> HttpFilter {
     HttpFilter {
         name: name.into(),
         config_type: Some(HttpConfigType::TypedConfig(config)),

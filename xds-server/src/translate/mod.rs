@@ -7,6 +7,7 @@
 
 mod access_log;
 mod cluster;
+mod grpc;
 mod listener;
 mod route;
 pub mod tls;
@@ -127,6 +128,14 @@ pub fn translate(catalog: &Catalog, proxy: &ProxyName, endpoints: &EndpointMap) 
             );
         }
     }
+    for s in &p.grpc_services {
+        out.insert(ResourceType::Listener, s.name.clone(), grpc::listener(s));
+        out.insert(
+            ResourceType::Route,
+            s.name.clone(),
+            grpc::route_configuration(catalog, s),
+        );
+    }
     for (name, u) in upstreams_of(catalog, p) {
         out.insert(
             ResourceType::Cluster,
@@ -206,9 +215,13 @@ fn upstreams_of<'a>(
         .filter_map(|name| Some((name, catalog.upstreams.get(name)?)))
 }
 
-/// The upstreams a proxy's listeners route to, each once, in name order.
+/// The upstreams a proxy's listeners and gRPC services route to, each once, in name order.
 pub(crate) fn used_upstreams(p: &crate::catalog::Proxy) -> Vec<&UpstreamName> {
     let mut used: Vec<&UpstreamName> = Vec::new();
+    for r in p.grpc_services.iter().flat_map(|s| &s.routes) {
+        used.extend(r.to.iter());
+        used.extend(r.split.iter().flat_map(|s| s.keys()));
+    }
     for l in &p.listeners {
         match l.protocol {
             ListenerProtocol::Http => {

@@ -79,23 +79,7 @@ pub(super) fn route_configuration(catalog: &Catalog, l: &Listener) -> Any {
 }
 
 fn route(catalog: &Catalog, r: &Route) -> EnvoyRoute {
-    let cluster_specifier = match (&r.to, &r.split) {
-        (Some(to), _) => ClusterSpecifier::Cluster(to.0.clone()),
-        (None, split) => ClusterSpecifier::WeightedClusters(WeightedCluster {
-            clusters: split
-                .iter()
-                .flatten()
-                .map(|(name, weight)| ClusterWeight {
-                    name: name.0.clone(),
-                    weight: Some(UInt32Value {
-                        value: *weight as u32,
-                    }),
-                    ..Default::default()
-                })
-                .collect(),
-            ..Default::default()
-        }),
-    };
+    let cluster_specifier = cluster_specifier(r);
     let (timeout, max_stream_duration) = limits(catalog, r);
     let retries = r.retries.as_ref().or(catalog.defaults.retries.as_ref());
     let rewrite = r.rewrite.clone().unwrap_or_default();
@@ -152,8 +136,29 @@ fn route(catalog: &Catalog, r: &Route) -> EnvoyRoute {
     }
 }
 
+/// Where a route sends its requests: its `to`, or its `split` by weight.
+pub(super) fn cluster_specifier(r: &Route) -> ClusterSpecifier {
+    match (&r.to, &r.split) {
+        (Some(to), _) => ClusterSpecifier::Cluster(to.0.clone()),
+        (None, split) => ClusterSpecifier::WeightedClusters(WeightedCluster {
+            clusters: split
+                .iter()
+                .flatten()
+                .map(|(name, weight)| ClusterWeight {
+                    name: name.0.clone(),
+                    weight: Some(UInt32Value {
+                        value: *weight as u32,
+                    }),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        }),
+    }
+}
+
 /// What the route's hashing upstreams (`ring_hash`, `maglev`) hash, each policy once.
-fn hash_policy(catalog: &Catalog, r: &Route) -> Vec<HashPolicy> {
+pub(super) fn hash_policy(catalog: &Catalog, r: &Route) -> Vec<HashPolicy> {
     let mut out: Vec<HashPolicy> = Vec::new();
     let upstreams = r.to.iter().chain(r.split.iter().flat_map(|s| s.keys()));
     for h in upstreams.filter_map(|n| catalog.upstreams.get(n)?.hash_on.as_ref()) {
@@ -261,7 +266,7 @@ fn is_grpc(catalog: &Catalog, r: &Route) -> bool {
         })
 }
 
-fn route_match(m: &RouteMatch) -> EnvoyMatch {
+pub(super) fn route_match(m: &RouteMatch) -> EnvoyMatch {
     let path_specifier = match (&m.prefix, &m.path, &m.regex, &m.grpc) {
         (Some(p), _, _, _) => PathSpecifier::Prefix(p.clone()),
         (None, Some(p), _, _) => PathSpecifier::Path(p.clone()),

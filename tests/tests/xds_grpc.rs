@@ -1,0 +1,230 @@
+//! Proxyless gRPC: a grpcio client dialling `xds:///NAME`, configured only by the bootstrap
+//! `xds-server bootstrap --grpc` prints, takes its routes, clusters and endpoints from the
+//! proxy's `grpc_services` and calls the backends directly, while an Envoy of the same proxy,
+//! on the same server at the same time, still gets and serves its own listeners.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use tests::cli::assert_envoy_accepts;
+use tests::grpc::{Batch, PeerServer, XdsGrpcClient};
+use tests::{Backend, Envoy, Mode, TempDir, XdsServer, free_port, http, wait_for, workspace_bin};
+
+const PROXY: &str = "wallet-backend";
+const TARGET: &str = "connector.prism-test.atala.local:50051";
+
+/// A batch is generous: the time for `n` calls once the client is configured (each waits for
+/// readiness up to 10 s).
+const BATCH: Duration = Duration::from_secs(60);
+
+/// Writes the gRPC bootstrap `xds-server bootstrap --grpc` prints for node `node_id`.
+fn grpc_bootstrap(dir: &TempDir, xds_port: u16, node_id: &str) -> PathBuf {
+    let out = Command::new(workspace_bin("xds-server"))
+        .args([
+            "bootstrap",
+            "--grpc",
+            "--proxy",
+            PROXY,
+            "--node-id",
+            node_id,
+        ])
+        .args(["--xds", &format!("127.0.0.1:{xds_port}")])
+        .output()
+        .expect("xds-server bootstrap runs");
+    assert!(
+        out.status.success(),
+        "bootstrap --grpc failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let doc: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the gRPC bootstrap is JSON");
+    assert_eq!(doc["node"]["cluster"], PROXY);
+    let path = dir.path().join(format!("grpc-bootstrap-{node_id}.json"));
+    std::fs::write(&path, doc.to_string()).expect("the bootstrap can be written");
+    path
+}
+
+/// Writes `endpoints` as the JSON endpoint file at `path` (atomically: the server may read it
+/// at any moment).
+fn write_endpoints(path: &Path, endpoints: &[String]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_string(endpoints).unwrap()).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// Calls in batches of `n` until one is answered by exactly the servers in `names`, none
+/// failing; returns that batch.
+fn wait_answered_by(client: &mut XdsGrpcClient, what: &str, n: u32, names: &[&str]) -> Batch {
+    let mut last = Batch::default();
+    wait_for(what, Duration::from_secs(90), || {
+        last = client.calls(n, BATCH);
+        let who: Vec<&str> = last.answers.keys().map(String::as_str).collect();
+        (who == names && last.errors.is_empty()).then(|| last.clone())
+    })
+}
+
+/// Two grpcio backends behind a 50/50 split (a third parked at weight 0) reached through
+/// `xds:///TARGET`, then one of them replaced by a fourth through an endpoint change, the client
+/// never restarted; an Envoy of the same proxy serves its HTTP listener all along.
+#[test]
+fn a_grpcio_client_follows_a_split_and_an_endpoint_change_beside_an_envoy() {
+    let dir = TempDir::new("xds-grpc");
+    let one = PeerServer::grpc_named(&dir, "one");
+    let two = PeerServer::grpc_named(&dir, "two");
+    let three = PeerServer::grpc_named(&dir, "three");
+    // A canary at rest (weight 0) gets no calls.
+    let parked = PeerServer::grpc_named(&dir, "parked");
+    let web = Backend::start("web", 0).unwrap();
+    let one_file = dir.path().join("one.json");
+    write_endpoints(&one_file, &[one.endpoint()]);
+    let web_port = free_port();
+    let catalog = dir.write(
+        "catalog.yaml",
+        &format!(
+            r#"
+version: 1
+proxies:
+  {PROXY}:
+    listeners:
+      - {{ name: web, port: {web_port}, address: 127.0.0.1, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: web }} ] }}
+    grpc_services:
+      - name: {TARGET}
+        routes:
+          - match: {{ prefix: / }}
+            split: {{ connector: 50, connector-v2: 50, parked: 0 }}
+upstreams:
+  web: {{ protocol: http1, endpoints: {{ static: ["{web}"] }} }}
+  connector: {{ protocol: grpc, endpoints: {{ file: one.json }} }}
+  connector-v2: {{ protocol: grpc, endpoints: {{ static: ["{two}"] }} }}
+  parked: {{ protocol: grpc, endpoints: {{ static: ["{parked}"] }} }}
+"#,
+            web = web.endpoint(),
+            parked = parked.endpoint(),
+            two = two.endpoint(),
+        ),
+    );
+    // Envoy's own check of the proxy's Envoy resources passes (the API listener is not Envoy's).
+    assert_envoy_accepts(&catalog);
+    let server = XdsServer::start(&dir, &catalog, 0);
+    server.wait_ready();
+    let envoy = Envoy::start(&dir, PROXY, server.xds_port, Mode::Sotw);
+    let bootstrap = grpc_bootstrap(&dir, server.xds_port, "grpcio-1");
+    let mut client = XdsGrpcClient::start(&dir, &format!("xds:///{TARGET}"), &bootstrap);
+
+    // One call first: if the client refuses a resource, its status details say which.
+    let warm = client.calls(1, BATCH);
+    assert!(
+        warm.errors.is_empty(),
+        "a call through xds:/// failed: {warm:?}\n{}",
+        client.process.output()
+    );
+
+    // The split: both answer, each about half of 400 calls (binomial sd 10; bounds at 13 sd).
+    let first = client.calls(400, BATCH);
+    assert!(
+        first.errors.is_empty(),
+        "calls through xds:/// failed: {first:?}\n{}",
+        client.process.output()
+    );
+    let (a, b) = (first.answers.get("one"), first.answers.get("two"));
+    let total: u64 = first.answers.values().sum();
+    assert_eq!(total, 400, "{first:?}");
+    assert!(!first.answers.contains_key("parked"), "{first:?}");
+    for (name, n) in [("one", a), ("two", b)] {
+        let n = n.copied().unwrap_or_default();
+        assert!(
+            (70..=330).contains(&n),
+            "{name} answered {n} of 400 calls: not a 50/50 split ({first:?})"
+        );
+    }
+
+    // The Envoy on the same server still gets its listener, and serves it.
+    envoy.wait_live();
+    wait_for("Envoy to route to web", Duration::from_secs(30), || {
+        http::get(web_port, "/", &[])
+            .ok()
+            .filter(|r| r.status == 200 && r.body.trim() == "web")
+    });
+    assert_eq!(
+        envoy.stat("listener_manager.lds.update_rejected"),
+        Some(0),
+        "Envoy refused the listeners of a snapshot that also serves gRPC clients:\n{}",
+        envoy.process.output()
+    );
+
+    // An endpoint change reaches the running client: `three` replaces `one`.
+    let pid = client.process.pid();
+    write_endpoints(&one_file, &[three.endpoint()]);
+    let after = wait_answered_by(
+        &mut client,
+        "the client to call three instead of one",
+        100,
+        &["three", "two"],
+    );
+    assert!(!after.answers.contains_key("one"), "{after:?}");
+    assert_eq!(client.process.pid(), pid);
+    assert!(client.process.is_running(), "the client was restarted");
+    drop(one);
+}
+
+/// A route's retry policy (gRFC A44) is the client's own: with `retries: { on: [unavailable] }`
+/// every call succeeds although one of the two endpoints fails every call it gets with
+/// UNAVAILABLE, and that endpoint did get calls (so retries, not luck, made them succeed).
+/// Without the policy the same endpoints fail calls.
+#[test]
+fn a_route_retry_policy_is_honoured_against_a_failing_backend() {
+    let dir = TempDir::new("xds-grpc-retry");
+    let good = PeerServer::grpc_named(&dir, "good");
+    let bad = PeerServer::grpc_failing(&dir, "bad", "UNAVAILABLE");
+    let catalog_text = |retries: &str| {
+        format!(
+            r#"
+version: 1
+proxies:
+  {PROXY}:
+    grpc_services:
+      - name: {TARGET}
+        routes:
+          - {{ match: {{ prefix: / }}, to: connector{retries} }}
+upstreams:
+  connector: {{ protocol: grpc, endpoints: {{ static: ["{good}", "{bad}"] }} }}
+"#,
+            good = good.endpoint(),
+            bad = bad.endpoint(),
+        )
+    };
+    let catalog = dir.write("catalog.yaml", &catalog_text(""));
+    let server = XdsServer::start(&dir, &catalog, 0);
+    server.wait_ready();
+    let bootstrap = grpc_bootstrap(&dir, server.xds_port, "grpcio-retry");
+    let mut client = XdsGrpcClient::start(&dir, &format!("xds:///{TARGET}"), &bootstrap);
+
+    // Without retries, round robin over both gives the failing one its share.
+    let plain = client.calls(40, BATCH);
+    assert!(
+        plain.errors.keys().any(|e| e.starts_with("UNAVAILABLE")),
+        "no call failed without a retry policy: {plain:?}\n{}",
+        client.process.output()
+    );
+
+    dir.write(
+        "catalog.yaml",
+        &catalog_text(", retries: { attempts: 3, on: [unavailable] }"),
+    );
+    let retried = wait_answered_by(
+        &mut client,
+        "every call to succeed once the route retries",
+        40,
+        &["good"],
+    );
+    assert_eq!(retried.answers["good"], 40);
+    let failed_before = bad.failed_calls();
+    let batch = client.calls(100, BATCH);
+    assert_eq!(batch.answers.get("good"), Some(&100), "{batch:?}");
+    assert!(batch.errors.is_empty(), "{batch:?}");
+    assert!(
+        bad.failed_calls() > failed_before,
+        "the failing backend got no calls: the retries were never needed"
+    );
+}

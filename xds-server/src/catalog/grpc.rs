@@ -1,0 +1,315 @@
+//! `proxies.NAME.grpc_services`: services that proxyless gRPC clients dial as `xds:///NAME`
+//! (gRFC A27, A28, A44), routed with the route syntax of HTTP listeners.
+//!
+//! A gRPC client is its own data plane and implements only part of what Envoy does. What it
+//! does not implement is refused here with the field it concerns, never dropped: a catalog that
+//! validates routes gRPC clients exactly as it reads.
+
+use serde::Deserialize;
+
+use super::validate::{Target, Validator};
+use super::{Catalog, LoadBalancing, Proxy, ProxyName, Retries, Route, Upstream, UpstreamName};
+
+/// `proxies.NAME.grpc_services[]`: one `xds:///NAME` target.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcService {
+    /// The target's authority, `xds:///NAME` (e.g. `connector.prism-test.atala.local:50051`);
+    /// also the name of its LDS and RDS resources.
+    pub name: String,
+    /// Its routes, first match wins, over the calls' paths (`/package.Service/Method`).
+    pub routes: Vec<Route>,
+    /// Refused: listener settings gRPC clients have no use for, named so that the error can
+    /// say why (rather than "unknown field").
+    #[serde(default)]
+    pub port: Option<serde_json::Value>,
+    /// Refused (see `port`).
+    #[serde(default)]
+    pub cors: Option<serde_json::Value>,
+    /// Refused (see `port`).
+    #[serde(default)]
+    pub grpc_web: Option<serde_json::Value>,
+    /// Refused (see `port`).
+    #[serde(default)]
+    pub access_log: Option<serde_json::Value>,
+    /// Refused (see `port`).
+    #[serde(default)]
+    pub tls: Option<serde_json::Value>,
+    /// Refused (see `port`).
+    #[serde(default)]
+    pub virtual_hosts: Option<serde_json::Value>,
+}
+
+/// The retry conditions gRPC clients honour (gRFC A44): status codes only. They retry a call
+/// that never reached a server (a connection failure, a refused stream) by themselves.
+pub const GRPC_RETRY_ON: &[&str] = &[
+    "cancelled",
+    "deadline-exceeded",
+    "internal",
+    "resource-exhausted",
+    "unavailable",
+];
+
+/// Why each listener-only field is refused on a gRPC service.
+const LISTENER_ONLY: &[(&str, &str)] = &[
+    (
+        "port",
+        "a gRPC client listens on nothing: it dials `xds:///NAME` and sends each call to an endpoint itself",
+    ),
+    (
+        "cors",
+        "gRPC clients do not speak CORS (browsers do): serve them through a proxy listener with `grpc_web` and `cors`",
+    ),
+    (
+        "grpc_web",
+        "gRPC clients speak gRPC itself: gRPC-Web is for browsers, through a proxy listener",
+    ),
+    (
+        "access_log",
+        "gRPC clients write no access log from xDS: log in the client or the server",
+    ),
+    (
+        "tls",
+        "a gRPC client's TLS to its xDS server comes from the bootstrap (`xds-server bootstrap --grpc --xds-ca`); TLS to backends is not supported for grpc_services yet",
+    ),
+    (
+        "virtual_hosts",
+        "a gRPC service is one virtual host (its name): give `routes`",
+    ),
+];
+
+impl GrpcService {
+    /// The listener-only fields this entry sets, each with why it is refused.
+    fn listener_only(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        let set = [
+            self.port.is_some(),
+            self.cors.is_some(),
+            self.grpc_web.is_some(),
+            self.access_log.is_some(),
+            self.tls.is_some(),
+            self.virtual_hosts.is_some(),
+        ];
+        LISTENER_ONLY
+            .iter()
+            .zip(set)
+            .filter(|(_, set)| *set)
+            .map(|((field, why), _)| (*field, *why))
+    }
+}
+
+/// Whether `name` can be the authority of an `xds:///NAME` target: a host name, optionally with
+/// a port.
+fn is_authority(name: &str) -> bool {
+    let (host, port) = match name.rsplit_once(':') {
+        Some((h, p)) => (h, Some(p)),
+        None => (name, None),
+    };
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let port_ok = port.is_none_or(|p| p.parse::<u16>().is_ok_and(|p| p > 0));
+    host_ok && port_ok
+}
+
+impl<'a> Validator<'a> {
+    /// A proxy's `grpc_services`: names that are target authorities, unique among themselves
+    /// and the proxy's listeners (they share the LDS and RDS names), routes in the part of the
+    /// route syntax gRPC clients implement, to upstreams they can reach.
+    pub(super) fn grpc_services(&mut self, catalog: &'a Catalog, proxy: &ProxyName, p: &Proxy) {
+        for (i, s) in p.grpc_services.iter().enumerate() {
+            let at = format!("proxies.{proxy}.grpc_services[{i}]");
+            if !is_authority(&s.name) {
+                self.err(
+                    &format!("{at}.name"),
+                    format!(
+                        "{:?} is not the authority of an xds:/// target (HOST or HOST:PORT)",
+                        s.name
+                    ),
+                );
+            }
+            if let Some(first) = p.grpc_services[..i].iter().position(|o| o.name == s.name) {
+                self.err(
+                    &format!("{at}.name"),
+                    format!("{:?} is already grpc_services[{first}]", s.name),
+                );
+            }
+            if let Some(k) = p.listeners.iter().position(|l| l.name == s.name) {
+                self.err(
+                    &format!("{at}.name"),
+                    format!(
+                        "{:?} is also the name of listeners[{k}]: they share the LDS and RDS names of this proxy",
+                        s.name
+                    ),
+                );
+            }
+            for (field, why) in s.listener_only() {
+                self.err(&format!("{at}.{field}"), why.to_string());
+            }
+            if s.routes.is_empty() {
+                self.err(
+                    &format!("{at}.routes"),
+                    "a gRPC service needs at least one route".into(),
+                );
+            }
+            for (j, r) in s.routes.iter().enumerate() {
+                let at = format!("{at}.routes[{j}]");
+                self.route(&at, r, catalog);
+                self.grpc_route(&at, r, catalog);
+            }
+        }
+    }
+
+    /// What a route of a gRPC service may not use, beyond the checks of every route.
+    fn grpc_route(&mut self, at: &str, r: &Route, catalog: &'a Catalog) {
+        let refused: [(&str, bool, &str); 6] = [
+            (
+                "rewrite",
+                r.rewrite.is_some(),
+                "gRPC clients do not rewrite paths or authorities",
+            ),
+            (
+                "request_headers",
+                r.request_headers.is_some(),
+                "gRPC clients do not change request headers from xDS: set metadata in the client",
+            ),
+            (
+                "response_headers",
+                r.response_headers.is_some(),
+                "gRPC clients do not change response headers from xDS",
+            ),
+            (
+                "mirror",
+                r.mirror.is_some(),
+                "gRPC clients do not mirror calls",
+            ),
+            (
+                "fault",
+                r.fault.is_some(),
+                "gRPC services get the router filter only: fault injection needs a proxy listener",
+            ),
+            (
+                "match.method",
+                r.matcher.method.is_some(),
+                "every gRPC call is a POST: match the call's path (`grpc: { service, method }`)",
+            ),
+        ];
+        for (field, set, why) in refused {
+            if set {
+                self.err(&format!("{at}.{field}"), why.into());
+            }
+        }
+        if !r.matcher.query.is_empty() {
+            self.err(
+                &format!("{at}.match.query"),
+                "gRPC calls have no query string (gRPC clients skip such routes)".into(),
+            );
+        }
+        for name in r.matcher.headers.keys() {
+            if name.ends_with("-bin") {
+                self.err(
+                    &format!("{at}.match.headers.{name}"),
+                    "gRPC clients never match binary (`-bin`) metadata".into(),
+                );
+            }
+        }
+        if let Some(retries) = &r.retries {
+            self.grpc_retries(&format!("{at}.retries"), retries);
+        }
+        let named = r.to.iter().chain(r.split.iter().flat_map(|s| s.keys()));
+        for name in named {
+            let path = match &r.to {
+                Some(_) => format!("{at}.to"),
+                None => format!("{at}.split.{name}"),
+            };
+            self.grpc_upstream(&path, name, catalog);
+        }
+    }
+
+    /// A retry policy in the shape gRPC clients accept (gRFC A44).
+    fn grpc_retries(&mut self, at: &str, r: &Retries) {
+        if r.attempts == 0 {
+            self.err(
+                &format!("{at}.attempts"),
+                "gRPC clients refuse a retry policy of 0 retries: leave `retries` out".into(),
+            );
+        }
+        if r.per_try_timeout.is_some() {
+            self.err(
+                &format!("{at}.per_try_timeout"),
+                "gRPC clients have no per-try timeout: the call's deadline (or the route's `timeout`) bounds all attempts".into(),
+            );
+        }
+        match &r.on {
+            None => self.err(
+                &format!("{at}.on"),
+                format!(
+                    "required for a gRPC service: the status codes to retry, of {} (gRPC clients retry connection failures by themselves)",
+                    GRPC_RETRY_ON.join(", ")
+                ),
+            ),
+            Some(on) => {
+                for (i, c) in on.iter().enumerate() {
+                    if !GRPC_RETRY_ON.contains(&c.as_str()) {
+                        self.err(
+                            &format!("{at}.on[{i}]"),
+                            format!(
+                                "gRPC clients retry on status codes only ({}), not on {c:?}",
+                                GRPC_RETRY_ON.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// An upstream a gRPC service sends calls to: gRPC clients reach its endpoints directly.
+    fn grpc_upstream(&mut self, path: &str, name: &UpstreamName, catalog: &'a Catalog) {
+        let Some(u) = self.lookup_upstream(catalog, name) else {
+            return;
+        };
+        // A reference: in a catalog of fragments, the upstream may be another fragment's.
+        for why in grpc_upstream_refusals(u) {
+            self.ref_err(
+                path,
+                format!("upstream \"{name}\" {why}"),
+                Target::Upstream(name.clone()),
+            );
+        }
+    }
+}
+
+/// Why gRPC clients cannot use upstream `u` as it is configured, if they cannot.
+fn grpc_upstream_refusals(u: &Upstream) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if !u.protocol.is_http2() {
+        out.push("must have protocol grpc (or http2): gRPC clients call its endpoints directly");
+    }
+    if u.endpoints.dns.is_some() {
+        out.push("takes its endpoints from `dns`, which Envoy resolves itself: gRPC clients need endpoints the control plane discovers (static, file, cloud_map, ecs)");
+    }
+    if u.tls.is_some() {
+        out.push("has `tls`, which gRPC services do not support yet");
+    }
+    match u.load_balancing.unwrap_or_default() {
+        LoadBalancing::RoundRobin | LoadBalancing::RingHash => {}
+        // grpcio (1.85) NACKs a cluster whose `lb_policy` is LEAST_REQUEST.
+        LoadBalancing::LeastRequest | LoadBalancing::Random | LoadBalancing::Maglev => out.push(
+            "has a load_balancing policy gRPC clients do not take from a cluster (they take round_robin and ring_hash)",
+        ),
+    }
+    if u.hash_on
+        .as_ref()
+        .is_some_and(|h| h.cookie.is_some() || h.source_ip == Some(true))
+    {
+        out.push(
+            "hashes on a cookie or the source IP, which gRPC clients cannot: hash on a `header`",
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,100 @@
+//! The resources of `grpc_services`, in the shape proxyless gRPC clients accept (gRFC A27, A28,
+//! A31, A44): an API listener named as the target, whose connection manager takes its routes
+//! over RDS (ADS) and has the router filter only, and the route configuration.
+//!
+//! Clusters and endpoint assignments are the proxy's own (see `cluster`): the same resource
+//! serves an Envoy and a gRPC client, each reading the part it implements.
+
+use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener as EnvoyListener};
+use envoy_types::pb::envoy::config::route::v3::{
+    RetryPolicy, Route as EnvoyRoute, RouteAction, RouteConfiguration, VirtualHost, route::Action,
+    route_action::MaxStreamDuration,
+};
+use envoy_types::pb::envoy::extensions::filters::http::router::v3::Router;
+use envoy_types::pb::envoy::extensions::filters::network::http_connection_manager::v3::{
+    HttpConnectionManager, Rds, http_connection_manager::RouteSpecifier,
+};
+use envoy_types::pb::google::protobuf::{Any, UInt32Value};
+use envoy_types::util::pack_any;
+
+use super::listener::{ROUTER_FILTER, http_filter};
+use super::{ads_config_source, pb_duration, route};
+use crate::catalog::{Catalog, GrpcService, Route};
+
+/// The LDS resource of a gRPC service: an API listener, named as the `xds:///` target.
+pub(super) fn listener(s: &GrpcService) -> Any {
+    let hcm = HttpConnectionManager {
+        stat_prefix: s.name.clone(),
+        route_specifier: Some(RouteSpecifier::Rds(Rds {
+            config_source: Some(ads_config_source()),
+            route_config_name: s.name.clone(),
+        })),
+        // gRPC clients require the router filter, last; the others they have are not used.
+        http_filters: vec![http_filter(ROUTER_FILTER, pack_any(Router::default()))],
+        ..Default::default()
+    };
+    pack_any(EnvoyListener {
+        name: s.name.clone(),
+        api_listener: Some(ApiListener {
+            api_listener: Some(pack_any(hcm)),
+        }),
+        ..Default::default()
+    })
+}
+
+/// The RDS resource of a gRPC service: one virtual host that takes any authority (the client
+/// picks it by the target, which the listener's name already is).
+pub(super) fn route_configuration(catalog: &Catalog, s: &GrpcService) -> Any {
+    pack_any(RouteConfiguration {
+        name: s.name.clone(),
+        virtual_hosts: vec![VirtualHost {
+            name: s.name.clone(),
+            domains: vec!["*".into()],
+            routes: s.routes.iter().map(|r| grpc_route(catalog, r)).collect(),
+            ..Default::default()
+        }],
+        ..Default::default()
+    })
+}
+
+fn grpc_route(catalog: &Catalog, r: &Route) -> EnvoyRoute {
+    let mut matcher = route::route_match(&r.matcher);
+    // Every call to a gRPC client's target is gRPC: the content-type condition adds nothing.
+    matcher.grpc = None;
+    EnvoyRoute {
+        r#match: Some(matcher),
+        action: Some(Action::Route(RouteAction {
+            cluster_specifier: Some(route::cluster_specifier(r)),
+            max_stream_duration: stream_limit(catalog, r),
+            retry_policy: r.retries.as_ref().map(|retries| RetryPolicy {
+                retry_on: retries.retry_on(),
+                num_retries: Some(UInt32Value {
+                    value: retries.attempts as u32,
+                }),
+                ..Default::default()
+            }),
+            hash_policy: route::hash_policy(catalog, r),
+            ..Default::default()
+        })),
+        ..Default::default()
+    }
+}
+
+/// The route's `timeout` as gRPC clients read it (gRFC A31): a cap on the call's deadline,
+/// `grpc_timeout_header_max` (`max_stream_duration` too, for readers of the older field). A
+/// client ignores a route's `timeout` field; `0s` (no limit) sets nothing.
+fn stream_limit(catalog: &Catalog, r: &Route) -> Option<MaxStreamDuration> {
+    let limit = r
+        .timeout
+        .or(catalog.defaults.route_timeout)
+        .map(|t| t.get())
+        .filter(|t| !t.is_zero())?;
+    Some(MaxStreamDuration {
+        max_stream_duration: Some(pb_duration(limit)),
+        grpc_timeout_header_max: Some(pb_duration(limit)),
+        ..Default::default()
+    })
+}
+
+#[cfg(test)]
+mod tests;
