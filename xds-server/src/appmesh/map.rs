@@ -78,6 +78,14 @@ pub fn catalog_name(name: &str) -> String {
         .collect()
 }
 
+/// App Mesh's circuit-breaker limit where a listener's `connectionPool` sets none (accounts
+/// from 2020-07-29 on): `max_requests`, `max_pending_requests` and `max_connections` each.
+pub const APP_MESH_CIRCUIT_BREAKER: i64 = 2_147_483_647;
+
+/// The gateway hop's timeout: none (`0s`), so that the target service's own route, behind the
+/// gateway's `mesh` listener, times the request as it did in App Mesh.
+pub const GATEWAY_HOP_TIMEOUT: &str = "0s";
+
 /// An App Mesh duration as a catalog duration (`250ms`, `15s`); `None` when it has no value.
 pub fn duration(d: &Duration) -> Option<String> {
     let value = d.value()?;
@@ -379,6 +387,12 @@ impl Ctx<'_> {
             }
             listeners.push(Value::Object(egress));
         }
+        if !upstreams.is_empty() {
+            r.mapped(
+                "circuit breakers",
+                format!("App Mesh's defaults ({APP_MESH_CIRCUIT_BREAKER} requests, pending requests and connections) where the listener's connectionPool sets none"),
+            );
+        }
         let arn = node.metadata().map(|m| m.arn()).unwrap_or_default();
         r.mapped(
             "metadata.arn",
@@ -416,6 +430,13 @@ impl Ctx<'_> {
         let mut proxies = Map::new();
         proxies.insert(proxy.to_string(), Value::Object(proxy_doc));
         doc.insert("proxies".into(), Value::Object(proxies));
+        let mut upstreams = upstreams;
+        // Envoy's default of 1024 each would cap what App Mesh let through.
+        for u in upstreams.values_mut().filter_map(Value::as_object_mut) {
+            for limit in ["max_requests", "max_pending_requests", "max_connections"] {
+                u.entry(limit).or_insert(json!(APP_MESH_CIRCUIT_BREAKER));
+            }
+        }
         if !upstreams.is_empty() {
             doc.insert("upstreams".into(), Value::Object(upstreams));
         }
@@ -1298,6 +1319,10 @@ impl Ctx<'_> {
                 None
             };
             if let Some((route, target)) = mapped {
+                gr.mapped(
+                    "timeout",
+                    "none on the gateway hop (0s): the target service's route times the request, as in App Mesh",
+                );
                 gateway_routes.push(route);
                 if !targets.contains(&target) {
                     targets.push(target);
@@ -1369,6 +1394,12 @@ impl Ctx<'_> {
             r.not_mapped(
                 "gatewayRoutes",
                 "no gateway route could be mapped: the gateway has no listener",
+            );
+        }
+        if !upstreams.is_empty() {
+            r.mapped(
+                "circuit breakers",
+                format!("App Mesh's defaults ({APP_MESH_CIRCUIT_BREAKER} requests, pending requests and connections) on the upstreams to the `mesh` listener"),
             );
         }
         let arn = gateway.metadata().map(|m| m.arn()).unwrap_or_default();
@@ -1543,7 +1574,7 @@ impl Ctx<'_> {
             json!({
                 "match": Value::Object(m),
                 "to": upstream,
-                "timeout": APP_MESH_TIMEOUT,
+                "timeout": GATEWAY_HOP_TIMEOUT,
                 "rewrite": Value::Object(rw),
             }),
             target,
@@ -1610,7 +1641,7 @@ impl Ctx<'_> {
             json!({
                 "match": Value::Object(m),
                 "to": upstream,
-                "timeout": APP_MESH_TIMEOUT,
+                "timeout": GATEWAY_HOP_TIMEOUT,
                 "rewrite": { "host": target },
             }),
             target,

@@ -318,6 +318,16 @@ fn a_router_s_routes_become_a_virtual_host_by_priority() {
         front["upstreams"]["front"]["endpoints"],
         json!({ "cloud_map": { "namespace": "color.local", "service": "front" } })
     );
+    // App Mesh's circuit breakers, not Envoy's 1024.
+    for u in ["front", "front-local"] {
+        for limit in ["max_requests", "max_pending_requests", "max_connections"] {
+            assert_eq!(
+                front["upstreams"][u][limit],
+                json!(2_147_483_647),
+                "{u} {limit}"
+            );
+        }
+    }
     let egress = &proxy["listeners"][1];
     assert_eq!(egress["port"], json!(15001));
     assert_eq!(egress["original_destination"], json!(true));
