@@ -86,6 +86,30 @@ pub const APP_MESH_CIRCUIT_BREAKER: i64 = 2_147_483_647;
 /// gateway's `mesh` listener, times the request as it did in App Mesh.
 pub const GATEWAY_HOP_TIMEOUT: &str = "0s";
 
+/// How specific a route's path match is, most specific first: within one priority (or
+/// without one), routes are ordered by it, as App Mesh matches a request to the route with the
+/// longest prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Specificity {
+    /// An exact path (or a gRPC method).
+    Exact,
+    /// A prefix; the longer, the earlier (`Reverse` order of the length).
+    Prefix(std::cmp::Reverse<usize>),
+    /// A regex.
+    Regex,
+    /// No path match.
+    Any,
+}
+
+fn specificity(exact: Option<&str>, prefix: Option<&str>, regex: Option<&str>) -> Specificity {
+    match (exact, prefix, regex) {
+        (Some(_), _, _) => Specificity::Exact,
+        (_, Some(p), _) => Specificity::Prefix(std::cmp::Reverse(p.len())),
+        (_, _, Some(_)) => Specificity::Regex,
+        _ => Specificity::Any,
+    }
+}
+
 /// An App Mesh duration as a catalog duration (`250ms`, `15s`); `None` when it has no value.
 pub fn duration(d: &Duration) -> Option<String> {
     let value = d.value()?;
@@ -887,13 +911,29 @@ impl Ctx<'_> {
         })
     }
 
-    /// The routes of a router, by priority (App Mesh: lowest first; routes without one last,
-    /// by name), mapped. Each route's report is its own resource, written once per router.
+    /// The routes of a router, by priority (App Mesh: lowest first; routes without one last),
+    /// then by [`Specificity`], then by name, mapped. Each route's report is its own resource, written once per router.
     fn router_routes(&mut self, router: &str, routes: &[RouteData]) -> Vec<Value> {
         let mut sorted: Vec<&RouteData> = routes.iter().collect();
         sorted.sort_by_key(|r| {
+            let spec = r.spec();
+            let http = spec.and_then(|s| s.http_route().or(s.http2_route()));
+            let m = http.and_then(|h| h.r#match());
+            let specific = match spec.and_then(|s| s.grpc_route()).and_then(|g| g.r#match()) {
+                Some(g) if g.method_name().is_some() => Specificity::Exact,
+                // A service is a path prefix longer than any of its methods' paths.
+                Some(g) if g.service_name().is_some() => {
+                    Specificity::Prefix(std::cmp::Reverse(usize::MAX))
+                }
+                _ => specificity(
+                    m.and_then(|m| m.path()).and_then(|p| p.exact()),
+                    m.and_then(|m| m.prefix()),
+                    m.and_then(|m| m.path()).and_then(|p| p.regex()),
+                ),
+            };
             (
-                r.spec().and_then(|s| s.priority()).unwrap_or(i32::MAX),
+                spec.and_then(|s| s.priority()).unwrap_or(i32::MAX),
+                specific,
                 r.route_name().to_string(),
             )
         });
@@ -1284,8 +1324,20 @@ impl Ctx<'_> {
         let mesh_upstream_h2 = format!("{proxy}-mesh-h2");
         let mut sorted: Vec<&GatewayRouteData> = routes.iter().collect();
         sorted.sort_by_key(|g| {
+            let spec = g.spec();
+            let http = spec.and_then(|s| s.http_route().or(s.http2_route()));
+            let m = http.and_then(|h| h.r#match());
+            let specific = match spec.and_then(|s| s.grpc_route()).and_then(|g| g.r#match()) {
+                Some(g) if g.service_name().is_some() => Specificity::Exact,
+                _ => specificity(
+                    m.and_then(|m| m.path()).and_then(|p| p.exact()),
+                    m.and_then(|m| m.prefix()),
+                    m.and_then(|m| m.path()).and_then(|p| p.regex()),
+                ),
+            };
             (
-                g.spec().and_then(|s| s.priority()).unwrap_or(i32::MAX),
+                spec.and_then(|s| s.priority()).unwrap_or(i32::MAX),
+                specific,
                 g.gateway_route_name().to_string(),
             )
         });

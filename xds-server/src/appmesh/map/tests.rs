@@ -400,3 +400,72 @@ fn the_default_retry_policy_goes_to_routes_without_one() {
     );
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
 }
+
+#[test]
+fn routes_of_one_priority_go_most_specific_first() {
+    let path = |exact: Option<&str>, regex: Option<&str>| {
+        aws_sdk_appmesh::types::HttpPathMatch::builder()
+            .set_exact(exact.map(String::from))
+            .set_regex(regex.map(String::from))
+            .build()
+    };
+    let mut m = mesh();
+    let red = || vec![target("red", 1)];
+    m.routers[0].1 = vec![
+        // Named so that by name they would come in the opposite order.
+        route(
+            "a-regex",
+            None,
+            HttpRouteMatch::builder()
+                .path(path(None, Some("/v[0-9]/.*")))
+                .build(),
+            red(),
+        ),
+        route(
+            "b-root",
+            None,
+            HttpRouteMatch::builder().prefix("/").build(),
+            red(),
+        ),
+        route(
+            "c-api",
+            None,
+            HttpRouteMatch::builder().prefix("/api").build(),
+            red(),
+        ),
+        route(
+            "d-exact",
+            None,
+            HttpRouteMatch::builder()
+                .path(path(Some("/api/health"), None))
+                .build(),
+            red(),
+        ),
+        route(
+            "e-first",
+            Some(1),
+            HttpRouteMatch::builder().prefix("/").build(),
+            red(),
+        ),
+    ];
+    let mapped = map(&m, &Options::default());
+    let routes = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
+        [0]["routes"];
+    let matches: Vec<&Value> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["match"])
+        .collect();
+    assert_eq!(
+        matches,
+        [
+            &json!({ "prefix": "/" }),
+            &json!({ "path": "/api/health" }),
+            &json!({ "prefix": "/api" }),
+            &json!({ "prefix": "/" }),
+            &json!({ "regex": "/v[0-9]/.*" }),
+        ],
+        "priority first, then exact, longest prefix, regex"
+    );
+}
