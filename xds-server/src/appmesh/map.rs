@@ -110,6 +110,34 @@ fn specificity(exact: Option<&str>, prefix: Option<&str>, regex: Option<&str>) -
     }
 }
 
+/// Adds one header, metadata or query condition of a route's match. The catalog has one
+/// condition per name, and keeping either of two on one name would widen the route: a
+/// repeated name is reported not mapped and `false` returned (the route is left out).
+fn add_condition(
+    conditions: &mut Map<String, Value>,
+    name: String,
+    condition: Value,
+    field: String,
+    what: &str,
+    r: &mut Resource,
+) -> bool {
+    if conditions.contains_key(&name) {
+        r.not_mapped(
+            field,
+            format!("a second condition on {what} {name:?}: the catalog takes one per name, and keeping either would match more than App Mesh did; the route is left out"),
+        );
+        return false;
+    }
+    conditions.insert(name, condition);
+    let to = if what == "query parameter" {
+        "match.query"
+    } else {
+        "match.headers"
+    };
+    r.mapped(field, to);
+    true
+}
+
 /// An App Mesh duration as a catalog duration (`250ms`, `15s`); `None` when it has no value.
 pub fn duration(d: &Duration) -> Option<String> {
     let value = d.value()?;
@@ -1001,8 +1029,11 @@ impl Ctx<'_> {
                     let cond = cond_of!(md.r#match(), GrpcRouteMetadataMatchMethod);
                     match value_match(cond, md.invert().unwrap_or(false)) {
                         Ok(v) => {
-                            headers.insert(md.name().to_string(), v);
-                            r.mapped(format!("{at}.match.metadata[{i}]"), "match.headers");
+                            let field = format!("{at}.match.metadata[{i}]");
+                            let name = md.name().to_ascii_lowercase();
+                            if !add_condition(&mut headers, name, v, field, "metadata", r) {
+                                return None;
+                            }
                         }
                         Err(why) => {
                             r.not_mapped(
@@ -1088,8 +1119,11 @@ impl Ctx<'_> {
                 let cond = cond_of!(hd.r#match(), HeaderMatchMethod);
                 match value_match(cond, hd.invert().unwrap_or(false)) {
                     Ok(v) => {
-                        headers.insert(hd.name().to_ascii_lowercase(), v);
-                        r.mapped(format!("{at}.match.headers[{i}]"), "match.headers");
+                        let field = format!("{at}.match.headers[{i}]");
+                        let name = hd.name().to_ascii_lowercase();
+                        if !add_condition(&mut headers, name, v, field, "header", r) {
+                            return None;
+                        }
                     }
                     Err(why) => {
                         r.not_mapped(
@@ -1113,8 +1147,17 @@ impl Ctx<'_> {
                     Some(exact) => json!(exact),
                     None => json!({ "present": true }),
                 };
-                query.insert(q.name().to_string(), v);
-                r.mapped(format!("{at}.match.queryParameters[{i}]"), "match.query");
+                let field = format!("{at}.match.queryParameters[{i}]");
+                if !add_condition(
+                    &mut query,
+                    q.name().to_string(),
+                    v,
+                    field,
+                    "query parameter",
+                    r,
+                ) {
+                    return None;
+                }
             }
             if !query.is_empty() {
                 m.insert("query".into(), Value::Object(query));
@@ -1511,8 +1554,11 @@ impl Ctx<'_> {
                 let cond = cond_of!(hd.r#match(), HeaderMatchMethod);
                 match value_match(cond, hd.invert().unwrap_or(false)) {
                     Ok(v) => {
-                        headers.insert(hd.name().to_ascii_lowercase(), v);
-                        r.mapped(format!("{at}.match.headers[{i}]"), "match.headers");
+                        let field = format!("{at}.match.headers[{i}]");
+                        let name = hd.name().to_ascii_lowercase();
+                        if !add_condition(&mut headers, name, v, field, "header", r) {
+                            return None;
+                        }
                     }
                     Err(why) => {
                         r.not_mapped(
@@ -1546,8 +1592,17 @@ impl Ctx<'_> {
                     Some(exact) => json!(exact),
                     None => json!({ "present": true }),
                 };
-                query.insert(q.name().to_string(), v);
-                r.mapped(format!("{at}.match.queryParameters[{i}]"), "match.query");
+                let field = format!("{at}.match.queryParameters[{i}]");
+                if !add_condition(
+                    &mut query,
+                    q.name().to_string(),
+                    v,
+                    field,
+                    "query parameter",
+                    r,
+                ) {
+                    return None;
+                }
             }
             if !query.is_empty() {
                 m.insert("query".into(), Value::Object(query));
@@ -1670,8 +1725,11 @@ impl Ctx<'_> {
             let cond = cond_of!(md.r#match(), GrpcMetadataMatchMethod);
             match value_match(cond, md.invert().unwrap_or(false)) {
                 Ok(v) => {
-                    headers.insert(md.name().to_string(), v);
-                    r.mapped(format!("{at}.match.metadata[{i}]"), "match.headers");
+                    let field = format!("{at}.match.metadata[{i}]");
+                    let name = md.name().to_ascii_lowercase();
+                    if !add_condition(&mut headers, name, v, field, "metadata", r) {
+                        return None;
+                    }
                 }
                 Err(why) => {
                     r.not_mapped(
@@ -1681,6 +1739,43 @@ impl Ctx<'_> {
                     return None;
                 }
             }
+        }
+        if let Some(host) = gm.and_then(|m| m.hostname()) {
+            let cond = match (host.exact(), host.suffix()) {
+                (Some(e), _) => json!(e),
+                (None, Some(s)) => json!({ "suffix": s }),
+                _ => json!({ "present": true }),
+            };
+            headers.insert(":authority".into(), cond);
+            r.mapped(format!("{at}.match.hostname"), "match.headers[:authority]");
+        }
+        if gm.and_then(|m| m.port()).is_some() {
+            r.lossy(
+                format!("{at}.match.port"),
+                "the gateway's one listener port is used",
+            );
+        }
+        if g.action()
+            .and_then(|a| a.rewrite())
+            .and_then(|w| w.hostname())
+            .and_then(|h| h.default_target_hostname())
+            .map(|d| d.as_str())
+            == Some("DISABLED")
+        {
+            r.lossy(
+                format!("{at}.action.rewrite.hostname"),
+                "DISABLED: the Host is still rewritten to the target service's name, as the gateway reaches the service's routes by it",
+            );
+        }
+        if g.action()
+            .and_then(|a| a.target())
+            .and_then(|t| t.port())
+            .is_some()
+        {
+            r.lossy(
+                format!("{at}.action.target.port"),
+                "the service's first port is used",
+            );
         }
         if !headers.is_empty() {
             m.insert("headers".into(), Value::Object(headers));

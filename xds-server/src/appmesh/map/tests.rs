@@ -469,3 +469,164 @@ fn routes_of_one_priority_go_most_specific_first() {
         "priority first, then exact, longest prefix, regex"
     );
 }
+
+#[test]
+fn a_header_named_twice_leaves_the_route_out_instead_of_widening_it() {
+    let mut m = mesh();
+    m.routers[0].1.push(route(
+        "twice",
+        Some(1),
+        HttpRouteMatch::builder()
+            .prefix("/")
+            .headers(header(
+                "x-color",
+                HeaderMatchMethod::Exact("blue".into()),
+                false,
+            ))
+            .headers(header(
+                "X-Color",
+                HeaderMatchMethod::Exact("red".into()),
+                false,
+            ))
+            .build(),
+        vec![target("green", 1)],
+    ));
+    let mapped = map(&m, &Options::default());
+    let routes = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
+        [0]["routes"];
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["to"] != json!("green")),
+        "{routes}"
+    );
+    let twice = mapped
+        .report
+        .resources
+        .iter()
+        .find(|r| r.name == "colors/twice")
+        .unwrap();
+    assert!(
+        twice
+            .fields
+            .iter()
+            .any(|f| f.field == "spec.httpRoute.match.headers[1]"
+                && matches!(&f.outcome, Outcome::NotMapped(why) if why.contains("\"x-color\""))),
+        "{twice:?}"
+    );
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+}
+
+#[test]
+fn a_grpc_gateway_route_matches_its_hostname_and_metadata_in_lower_case() {
+    use aws_sdk_appmesh::types::{
+        GatewayRouteHostnameMatch, GatewayRouteSpec, GatewayRouteStatus, GatewayRouteStatusCode,
+        GatewayRouteTarget, GatewayRouteVirtualService, GrpcGatewayRoute, GrpcGatewayRouteAction,
+        GrpcGatewayRouteMatch, GrpcGatewayRouteMetadata, GrpcMetadataMatchMethod,
+        VirtualGatewayListener, VirtualGatewayPortMapping, VirtualGatewayPortProtocol,
+        VirtualGatewaySpec, VirtualGatewayStatus, VirtualGatewayStatusCode,
+    };
+    let gateway = VirtualGatewayData::builder()
+        .mesh_name("color")
+        .virtual_gateway_name("gw")
+        .spec(
+            VirtualGatewaySpec::builder()
+                .listeners(
+                    VirtualGatewayListener::builder()
+                        .port_mapping(
+                            VirtualGatewayPortMapping::builder()
+                                .port(9080)
+                                .protocol(VirtualGatewayPortProtocol::Grpc)
+                                .build()
+                                .unwrap(),
+                        )
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .metadata(metadata("/virtualGateway/gw"))
+        .status(
+            VirtualGatewayStatus::builder()
+                .status(VirtualGatewayStatusCode::Active)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let grpc = GrpcGatewayRoute::builder()
+        .r#match(
+            GrpcGatewayRouteMatch::builder()
+                .service_name("color.Teller")
+                .hostname(
+                    GatewayRouteHostnameMatch::builder()
+                        .exact("api.example.com")
+                        .build(),
+                )
+                .port(9080)
+                .metadata(
+                    GrpcGatewayRouteMetadata::builder()
+                        .name("X-Tenant")
+                        .r#match(GrpcMetadataMatchMethod::Exact("ann".into()))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .action(
+            GrpcGatewayRouteAction::builder()
+                .target(
+                    GatewayRouteTarget::builder()
+                        .virtual_service(
+                            GatewayRouteVirtualService::builder()
+                                .virtual_service_name("colors.color.local")
+                                .build()
+                                .unwrap(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let route = GatewayRouteData::builder()
+        .mesh_name("color")
+        .gateway_route_name("teller")
+        .virtual_gateway_name("gw")
+        .spec(GatewayRouteSpec::builder().grpc_route(grpc).build())
+        .metadata(metadata("/virtualGateway/gw/gatewayRoute/teller"))
+        .status(
+            GatewayRouteStatus::builder()
+                .status(GatewayRouteStatusCode::Active)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let mut m = mesh();
+    m.gateways.push((gateway, vec![route]));
+    let mapped = map(&m, &Options::default());
+    let routes = &mapped.fragments["gw.yaml"]["proxies"]["gw"]["listeners"][0]["routes"];
+    assert_eq!(
+        routes[0]["match"]["headers"],
+        json!({ ":authority": "api.example.com", "x-tenant": "ann" }),
+        "{routes}"
+    );
+    let teller = mapped
+        .report
+        .resources
+        .iter()
+        .find(|r| r.name == "gw/teller")
+        .unwrap();
+    assert!(
+        teller
+            .fields
+            .iter()
+            .any(|f| f.field == "spec.grpcRoute.match.port"
+                && matches!(&f.outcome, Outcome::Lossy(_))),
+        "{teller:?}"
+    );
+    // The catalog takes it (it refuses upper case header names).
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+}
