@@ -110,6 +110,17 @@ fn specificity(exact: Option<&str>, prefix: Option<&str>, regex: Option<&str>) -
     }
 }
 
+/// Most retries the catalog takes.
+const MAX_RETRIES: i64 = 100;
+
+/// Why Envoy's RE2 would refuse `re` (the catalog checks the same), if it would.
+fn regex_refusal(re: &str) -> Option<String> {
+    if let Err(e) = regex::Regex::new(re) {
+        return Some(format!("regex {re:?} is invalid: {e}"));
+    }
+    crate::catalog::re2::refusal(re).map(|why| format!("regex {re:?}: {why}"))
+}
+
 /// Adds one header, metadata or query condition of a route's match. The catalog has one
 /// condition per name, and keeping either of two on one name would widen the route: a
 /// repeated name is reported not mapped and `false` returned (the route is left out).
@@ -229,7 +240,17 @@ fn value_match(cond: Option<Cond>, invert: bool) -> Result<Value, String> {
         Cond::Exact(v) => json!(v),
         Cond::Prefix(v) => json!({ "prefix": v }),
         Cond::Suffix(v) => json!({ "suffix": v }),
-        Cond::Regex(v) => json!({ "regex": v }),
+        Cond::Regex(v) => {
+            if let Some(why) = regex_refusal(&v) {
+                return Err(why);
+            }
+            json!({ "regex": v })
+        }
+        Cond::Range(start, end) if start >= end => {
+            return Err(format!(
+                "range {start}..{end} is empty (its start must be below its end)"
+            ));
+        }
         Cond::Range(start, end) => json!({ "range": { "start": start, "end": end } }),
     };
     Ok(if invert { json!({ "not": m }) } else { m })
@@ -856,6 +877,13 @@ impl Ctx<'_> {
                     );
                     return None;
                 }
+                if self.speaks_tcp(target) {
+                    r.not_mapped(
+                        format!("{at}.virtualService"),
+                        format!("its provider, virtual node {target}, speaks tcp: the egress listener routes HTTP by Host (TCP egress needs a tcp listener with `ports` on a port of its own)"),
+                    );
+                    return None;
+                }
                 let mut route = Map::new();
                 route.insert("match".into(), json!({ "prefix": "/" }));
                 route.insert("to".into(), json!(node_upstream(target)));
@@ -916,6 +944,17 @@ impl Ctx<'_> {
     }
 
     /// Whether a virtual node can be reached by its callers (it has service discovery).
+    /// Whether the node's first listener (the one its upstream is made from) speaks tcp: an
+    /// HTTP route cannot send there (the catalog refuses it).
+    fn speaks_tcp(&self, node: &str) -> bool {
+        self.nodes
+            .get(node)
+            .and_then(|n| n.spec())
+            .and_then(|s| s.listeners().first())
+            .and_then(|l| l.port_mapping())
+            .is_some_and(|p| *p.protocol() == PortProtocol::Tcp)
+    }
+
     fn reachable(&self, node: &str) -> bool {
         self.nodes
             .get(node)
@@ -1107,6 +1146,13 @@ impl Ctx<'_> {
                     m.insert("path".into(), json!(exact));
                     r.mapped(format!("{at}.match.path.exact"), "match.path");
                 } else if let Some(regex) = path.regex() {
+                    if let Some(why) = regex_refusal(regex) {
+                        r.not_mapped(
+                            format!("{at}.match.path.regex"),
+                            format!("{why}; the route is left out"),
+                        );
+                        return None;
+                    }
                     m.insert("regex".into(), json!(regex));
                     r.mapped(format!("{at}.match.path.regex"), "match.regex");
                 }
@@ -1244,6 +1290,14 @@ impl Ctx<'_> {
                 return;
             }
         };
+        // The catalog (like Envoy's sane range) takes at most 100; App Mesh took more.
+        if max > MAX_RETRIES {
+            r.lossy(
+                format!("{at}.retryPolicy.maxRetries"),
+                format!("{max} retries: the catalog takes at most {MAX_RETRIES}, which is what the route gets"),
+            );
+        }
+        let max = max.clamp(0, MAX_RETRIES);
         let mut retries = Map::new();
         retries.insert("attempts".into(), json!(max));
         retries.insert("on".into(), json!(on));
@@ -1297,6 +1351,13 @@ impl Ctx<'_> {
                 r.not_mapped(
                     format!("{at}.weightedTargets[{i}]"),
                     format!("virtual node {node} is not in the mesh or has no service discovery"),
+                );
+                continue;
+            }
+            if self.speaks_tcp(node) {
+                r.not_mapped(
+                    format!("{at}.weightedTargets[{i}]"),
+                    format!("virtual node {node} speaks tcp: an HTTP route cannot send to it"),
                 );
                 continue;
             }
@@ -1541,6 +1602,13 @@ impl Ctx<'_> {
                 m.insert("path".into(), json!(exact));
                 r.mapped(format!("{at}.match.path.exact"), "match.path");
             } else if let Some(regex) = path.regex() {
+                if let Some(why) = regex_refusal(regex) {
+                    r.not_mapped(
+                        format!("{at}.match.path.regex"),
+                        format!("{why}; the gateway route is left out"),
+                    );
+                    return None;
+                }
                 m.insert("regex".into(), json!(regex));
                 r.mapped(format!("{at}.match.path.regex"), "match.regex");
             }

@@ -630,3 +630,107 @@ fn a_grpc_gateway_route_matches_its_hostname_and_metadata_in_lower_case() {
     // The catalog takes it (it refuses upper case header names).
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
 }
+
+#[test]
+fn what_the_catalog_would_refuse_is_reported_per_route_and_the_rest_imports() {
+    use aws_sdk_appmesh::types::{MatchRange, VirtualNodeServiceProvider};
+    let mut m = mesh();
+    // A tcp node as the provider of a service the front node calls.
+    let mut echo = node("echo", &[]);
+    echo.spec.as_mut().unwrap().listeners.as_mut().unwrap()[0]
+        .port_mapping
+        .as_mut()
+        .unwrap()
+        .protocol = PortProtocol::Tcp;
+    m.nodes.push(echo);
+    let mut service = m.services[0].clone();
+    service.virtual_service_name = "echo.color.local".into();
+    service.spec = Some(
+        VirtualServiceSpec::builder()
+            .provider(VirtualServiceProvider::VirtualNode(
+                VirtualNodeServiceProvider::builder()
+                    .virtual_node_name("echo")
+                    .build()
+                    .unwrap(),
+            ))
+            .build(),
+    );
+    m.services.push(service);
+    m.nodes[0] = node("front", &["colors.color.local", "echo.color.local"]);
+    // More retries than the catalog takes; a bad regex; an empty range.
+    let mut retrying = m.routers[0]
+        .1
+        .iter()
+        .find(|r| r.route_name == "retrying")
+        .unwrap()
+        .clone();
+    retrying
+        .spec
+        .as_mut()
+        .unwrap()
+        .http_route
+        .as_mut()
+        .unwrap()
+        .retry_policy
+        .as_mut()
+        .unwrap()
+        .max_retries = 150;
+    m.routers[0].1.retain(|r| r.route_name != "retrying");
+    m.routers[0].1.push(retrying);
+    let header_route = |name: &str, how: HeaderMatchMethod| {
+        route(
+            name,
+            Some(2),
+            HttpRouteMatch::builder()
+                .prefix("/")
+                .headers(header("x-n", how, false))
+                .build(),
+            vec![target("green", 1)],
+        )
+    };
+    m.routers[0].1.push(header_route(
+        "bad-regex",
+        HeaderMatchMethod::Regex("(".into()),
+    ));
+    m.routers[0].1.push(header_route(
+        "empty-range",
+        HeaderMatchMethod::Range(MatchRange::builder().start(10).end(5).build().unwrap()),
+    ));
+
+    let mapped = map(&m, &Options::default());
+    // The whole import stands: the catalog takes every fragment.
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+    let outcome = |resource: &str, field: &str| {
+        mapped
+            .report
+            .resources
+            .iter()
+            .filter(|r| r.name == resource)
+            .flat_map(|r| &r.fields)
+            .find(|f| f.field == field)
+            .map(|f| f.outcome.clone())
+            .unwrap_or_else(|| panic!("no {field} for {resource}: {:?}", mapped.report))
+    };
+    assert!(
+        matches!(outcome("front", "spec.backends[1].virtualService"), Outcome::NotMapped(w) if w.contains("speaks tcp")),
+    );
+    assert!(
+        matches!(outcome("colors/bad-regex", "spec.httpRoute.match.headers[0]"), Outcome::NotMapped(w) if w.contains("invalid")),
+    );
+    assert!(
+        matches!(outcome("colors/empty-range", "spec.httpRoute.match.headers[0]"), Outcome::NotMapped(w) if w.contains("empty")),
+    );
+    assert!(matches!(
+        outcome("colors/retrying", "spec.httpRoute.retryPolicy.maxRetries"),
+        Outcome::Lossy(_)
+    ));
+    let routes = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
+        [0]["routes"];
+    let flaky = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["match"]["prefix"] == json!("/flaky"))
+        .unwrap();
+    assert_eq!(flaky["retries"]["attempts"], json!(100));
+}
