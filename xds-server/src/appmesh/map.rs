@@ -18,8 +18,8 @@ use aws_sdk_appmesh::types::{
 };
 use serde_json::{Map, Value, json};
 
-use super::Mesh;
 use super::report::{Report, Resource};
+use super::{ImportError, Mesh};
 
 /// The inbound port of a virtual node's proxy, as App Mesh's `proxyConfiguration` sets it.
 pub const INGRESS_PORT: u16 = 15000;
@@ -272,7 +272,7 @@ struct Ctx<'a> {
 }
 
 /// Maps a whole mesh.
-pub fn map(mesh: &Mesh, options: &Options) -> Mapped {
+pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
     let mut ctx = Ctx {
         mesh,
         options,
@@ -297,21 +297,53 @@ pub fn map(mesh: &Mesh, options: &Options) -> Mapped {
         },
     };
     let mut fragments = BTreeMap::new();
+    // Catalog name (a proxy's or an upstream's) → the App Mesh resource it was made from: two
+    // resources whose names map to one would overwrite each other's fragment or upstream.
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    let mut claim = |what: String, doc: &Value| -> Result<(), ImportError> {
+        let proxies = doc["proxies"]
+            .as_object()
+            .into_iter()
+            .flat_map(|p| p.keys());
+        let upstreams = doc["upstreams"]
+            .as_object()
+            .into_iter()
+            .flat_map(|u| u.keys());
+        for (kind, name) in proxies
+            .map(|n| ("proxy", n))
+            .chain(upstreams.map(|n| ("upstream", n)))
+        {
+            let key = format!("{kind} {name}");
+            if let Some(first) = owners.insert(key, what.clone()) {
+                return Err(ImportError::Collision {
+                    name: format!("{kind} {name:?}"),
+                    first,
+                    second: what,
+                });
+            }
+        }
+        Ok(())
+    };
     ctx.mesh_settings();
     for node in &mesh.nodes {
         let (file, doc) = ctx.node_fragment(node);
+        claim(format!("virtual node {:?}", node.virtual_node_name()), &doc)?;
         fragments.insert(file, doc);
     }
     for (gateway, routes) in &mesh.gateways {
         let (file, doc) = ctx.gateway_fragment(gateway, routes);
+        claim(
+            format!("virtual gateway {:?}", gateway.virtual_gateway_name()),
+            &doc,
+        )?;
         fragments.insert(file, doc);
     }
     ctx.report_routes();
     ctx.report.fragments = fragments.keys().cloned().collect();
-    Mapped {
+    Ok(Mapped {
         fragments,
         report: ctx.report,
-    }
+    })
 }
 
 /// The upstream of a virtual node, as its callers reach it.

@@ -53,6 +53,19 @@ pub enum ImportError {
         /// The SDK's error with its causes.
         message: String,
     },
+    /// Two App Mesh resources map to one catalog name (names differing only in characters the
+    /// catalog does not take, or a node and a gateway of one name).
+    #[error(
+        "{first} and {second} both become {name} in the catalog: rename one of them in App Mesh"
+    )]
+    Collision {
+        /// The catalog name, with its kind.
+        name: String,
+        /// The resource imported first.
+        first: String,
+        /// The one that would have overwritten it.
+        second: String,
+    },
     /// App Mesh answered without the resource.
     #[error("App Mesh answered without {0}")]
     Missing(String),
@@ -131,5 +144,5 @@ pub async fn import(mesh: &MeshRef, options: &Options) -> Result<Mapped, ImportE
     let config = common::aws::sdk_config().await;
     let client = aws_sdk_appmesh::Client::new(&config);
     let read = fetch::mesh(&client, mesh).await?;
-    Ok(map::map(&read, options))
+    map::map(&read, options)
 }

@@ -299,7 +299,7 @@ fn durations_and_names_as_the_catalog_writes_them() {
 
 #[test]
 fn a_router_s_routes_become_a_virtual_host_by_priority() {
-    let mapped = map(&mesh(), &Options::default());
+    let mapped = map(&mesh(), &Options::default()).unwrap();
     let front = &mapped.fragments["front.yaml"];
     let proxy = &front["proxies"]["front"];
     assert_eq!(
@@ -389,7 +389,7 @@ fn the_default_retry_policy_goes_to_routes_without_one() {
         default_retries: true,
         ..Default::default()
     };
-    let mapped = map(&mesh(), &options);
+    let mapped = map(&mesh(), &options).unwrap();
     let routes = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
         [0]["routes"];
     assert_eq!(routes[0]["retries"]["attempts"], json!(2));
@@ -448,7 +448,7 @@ fn routes_of_one_priority_go_most_specific_first() {
             red(),
         ),
     ];
-    let mapped = map(&m, &Options::default());
+    let mapped = map(&m, &Options::default()).unwrap();
     let routes = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
         [0]["routes"];
     let matches: Vec<&Value> = routes
@@ -491,7 +491,7 @@ fn a_header_named_twice_leaves_the_route_out_instead_of_widening_it() {
             .build(),
         vec![target("green", 1)],
     ));
-    let mapped = map(&m, &Options::default());
+    let mapped = map(&m, &Options::default()).unwrap();
     let routes = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
         [0]["routes"];
     assert!(
@@ -606,7 +606,7 @@ fn a_grpc_gateway_route_matches_its_hostname_and_metadata_in_lower_case() {
         .unwrap();
     let mut m = mesh();
     m.gateways.push((gateway, vec![route]));
-    let mapped = map(&m, &Options::default());
+    let mapped = map(&m, &Options::default()).unwrap();
     let routes = &mapped.fragments["gw.yaml"]["proxies"]["gw"]["listeners"][0]["routes"];
     assert_eq!(
         routes[0]["match"]["headers"],
@@ -697,7 +697,7 @@ fn what_the_catalog_would_refuse_is_reported_per_route_and_the_rest_imports() {
         HeaderMatchMethod::Range(MatchRange::builder().start(10).end(5).build().unwrap()),
     ));
 
-    let mapped = map(&m, &Options::default());
+    let mapped = map(&m, &Options::default()).unwrap();
     // The whole import stands: the catalog takes every fragment.
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
     let outcome = |resource: &str, field: &str| {
@@ -733,4 +733,37 @@ fn what_the_catalog_would_refuse_is_reported_per_route_and_the_rest_imports() {
         .find(|r| r["match"]["prefix"] == json!("/flaky"))
         .unwrap();
     assert_eq!(flaky["retries"]["attempts"], json!(100));
+}
+
+#[test]
+fn two_resources_that_become_one_catalog_name_are_an_error_naming_both() {
+    let mut m = mesh();
+    m.nodes.push(node("x y", &[]));
+    m.nodes.push(node("x-y", &[]));
+    let Err(err) = map(&m, &Options::default()) else {
+        panic!("no collision found")
+    };
+    assert_eq!(
+        err.to_string(),
+        r#"virtual node "x y" and virtual node "x-y" both become proxy "x-y" in the catalog: rename one of them in App Mesh"#
+    );
+}
+
+#[test]
+fn a_node_and_a_gateway_of_one_name_are_an_error_naming_both() {
+    let mut m = mesh();
+    let gateway = VirtualGatewayData::builder()
+        .mesh_name("color")
+        .virtual_gateway_name("red")
+        .metadata(metadata("/virtualGateway/red"))
+        .build()
+        .unwrap();
+    m.gateways.push((gateway, vec![]));
+    let Err(err) = map(&m, &Options::default()) else {
+        panic!("no collision found")
+    };
+    assert_eq!(
+        err.to_string(),
+        r#"virtual node "red" and virtual gateway "red" both become proxy "red" in the catalog: rename one of them in App Mesh"#
+    );
 }
