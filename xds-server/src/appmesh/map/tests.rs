@@ -767,3 +767,49 @@ fn a_node_and_a_gateway_of_one_name_are_an_error_naming_both() {
         r#"virtual node "red" and virtual gateway "red" both become proxy "red" in the catalog: rename one of them in App Mesh"#
     );
 }
+
+#[test]
+fn a_new_import_removes_what_the_mesh_lost_keeps_other_files_and_writes_over_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = mesh();
+    m.nodes.push(node("gone", &[]));
+    crate::appmesh::write(&map(&m, &Options::default()).unwrap(), dir.path()).unwrap();
+    assert!(dir.path().join("gone.yaml").exists());
+    // A fragment of someone else's beside the import's.
+    let mine = "version: 1\nproxies:\n  mine: {}\n";
+    std::fs::write(dir.path().join("mine.yaml"), mine).unwrap();
+
+    // Node gone is deleted from the mesh: its fragment goes, the other file stays.
+    let mapped = map(&mesh(), &Options::default()).unwrap();
+    crate::appmesh::write(&mapped, dir.path()).unwrap();
+    assert!(!dir.path().join("gone.yaml").exists());
+    assert!(dir.path().join("front.yaml").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("mine.yaml")).unwrap(),
+        mine
+    );
+
+    // The directory is checked as it will be: a file that clashes with the import refuses it.
+    std::fs::write(
+        dir.path().join("mine.yaml"),
+        "version: 1\nproxies:\n  front: {}\n",
+    )
+    .unwrap();
+    let err = crate::appmesh::write(&mapped, dir.path()).unwrap_err();
+    assert!(matches!(err, ImportError::Invalid(_)), "{err}");
+    std::fs::write(dir.path().join("mine.yaml"), mine).unwrap();
+
+    // A file of the import's name that no import wrote is not written over.
+    std::fs::write(dir.path().join("red.yaml"), mine.replace("mine", "red")).unwrap();
+    let err = crate::appmesh::write(&mapped, dir.path()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("red.yaml exists and was not written by an import"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_to_string(dir.path().join("red.yaml"))
+            .unwrap()
+            .contains("red: {}")
+    );
+}
