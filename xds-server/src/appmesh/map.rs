@@ -736,6 +736,12 @@ impl Ctx<'_> {
                     source.insert("attributes".into(), Value::Object(attributes));
                 }
                 u.insert("endpoints".into(), json!({ "cloud_map": source }));
+                if c.ip_preference().is_some() {
+                    r.lossy(
+                        "spec.serviceDiscovery.awsCloudMap.ipPreference",
+                        "the catalog takes the addresses Cloud Map registers (IPv4 for ECS tasks)",
+                    );
+                }
                 r.mapped(
                     "spec.serviceDiscovery.awsCloudMap",
                     format!(
@@ -752,6 +758,12 @@ impl Ctx<'_> {
                     source.insert("resolve".into(), json!("logical"));
                 }
                 u.insert("endpoints".into(), json!({ "dns": source }));
+                if d.ip_preference().is_some() {
+                    r.lossy(
+                        "spec.serviceDiscovery.dns.ipPreference",
+                        "Envoy's DNS lookup family applies (it prefers IPv4)",
+                    );
+                }
                 r.mapped(
                     "spec.serviceDiscovery.dns",
                     format!(
@@ -1448,6 +1460,30 @@ impl Ctx<'_> {
             r.not_mapped(
                 "spec.listeners[0].tls",
                 "listener TLS is not imported yet: set `tls` on the gateway listener (docs/tls.md)",
+            );
+        }
+        if listener.is_some_and(|l| l.connection_pool().is_some()) {
+            r.not_mapped(
+                "spec.listeners[0].connectionPool",
+                "the gateway's listener takes App Mesh's default limits (set max_* on its upstreams by hand)",
+            );
+        }
+        if spec.is_some_and(|s| s.backend_defaults().is_some()) {
+            r.not_mapped(
+                "spec.backendDefaults",
+                "client policies (TLS to the services) are not imported yet: set `tls` by hand (docs/tls.md)",
+            );
+        }
+        for (i, _) in spec
+            .map(|s| s.listeners())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .skip(1)
+        {
+            r.not_mapped(
+                format!("spec.listeners[{i}]"),
+                "the gateway listens on its first listener's port only",
             );
         }
         if listener.is_some_and(|l| l.health_check().is_some()) {

@@ -813,3 +813,76 @@ fn a_new_import_removes_what_the_mesh_lost_keeps_other_files_and_writes_over_non
             .contains("red: {}")
     );
 }
+
+#[test]
+fn fields_the_import_drops_are_reported() {
+    use aws_sdk_appmesh::types::{
+        IpPreference, VirtualGatewayBackendDefaults, VirtualGatewayConnectionPool,
+        VirtualGatewayHttpConnectionPool, VirtualGatewayListener, VirtualGatewayPortMapping,
+        VirtualGatewayPortProtocol, VirtualGatewaySpec,
+    };
+    let listener = VirtualGatewayListener::builder()
+        .port_mapping(
+            VirtualGatewayPortMapping::builder()
+                .port(9080)
+                .protocol(VirtualGatewayPortProtocol::Http)
+                .build()
+                .unwrap(),
+        )
+        .connection_pool(VirtualGatewayConnectionPool::Http(
+            VirtualGatewayHttpConnectionPool::builder()
+                .max_connections(10)
+                .build()
+                .unwrap(),
+        ))
+        .build();
+    let gateway = VirtualGatewayData::builder()
+        .mesh_name("color")
+        .virtual_gateway_name("gw")
+        .spec(
+            VirtualGatewaySpec::builder()
+                .listeners(listener.clone())
+                .listeners(listener)
+                .backend_defaults(VirtualGatewayBackendDefaults::builder().build())
+                .build()
+                .unwrap(),
+        )
+        .metadata(metadata("/virtualGateway/gw"))
+        .build()
+        .unwrap();
+    let mut m = mesh();
+    m.gateways.push((gateway, vec![]));
+    if let Some(ServiceDiscovery::AwsCloudMap(c)) = m.nodes[1]
+        .spec
+        .as_mut()
+        .and_then(|s| s.service_discovery.as_mut())
+    {
+        c.ip_preference = Some(IpPreference::IPv6Preferred);
+    }
+    let mapped = map(&m, &Options::default()).unwrap();
+    let field = |resource: &str, field: &str| {
+        mapped
+            .report
+            .resources
+            .iter()
+            .filter(|r| r.name == resource)
+            .flat_map(|r| &r.fields)
+            .find(|f| f.field == field)
+            .map(|f| f.outcome.clone())
+    };
+    for f in [
+        "spec.listeners[0].connectionPool",
+        "spec.backendDefaults",
+        "spec.listeners[1]",
+    ] {
+        assert!(
+            matches!(field("gw", f), Some(Outcome::NotMapped(_))),
+            "{f}: {:?}",
+            field("gw", f)
+        );
+    }
+    assert!(matches!(
+        field("red", "spec.serviceDiscovery.awsCloudMap.ipPreference"),
+        Some(Outcome::Lossy(_))
+    ));
+}
