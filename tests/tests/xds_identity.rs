@@ -16,8 +16,11 @@ use tests::{
     workspace_bin,
 };
 
-/// The catalog: proxy `demo` (task role `demo-task-role`, by name) listens on `port` and routes
-/// to `backend`; proxy `web` belongs to another role.
+/// The catalog: proxy `demo` (task role `demo-task-role`, by name; alias [`DEMO_ARN`]) listens
+/// on `port` and routes to `backend`; proxy `web` (alias [`WEB_ARN`]) belongs to another role.
+const DEMO_ARN: &str = "arn:aws:appmesh:us-east-1:123456789012:mesh/m/virtualNode/demo";
+const WEB_ARN: &str = "arn:aws:appmesh:us-east-1:123456789012:mesh/m/virtualNode/web";
+
 fn catalog(dir: &TempDir, port: u16, backend: &Backend) -> PathBuf {
     dir.write(
         "catalog.yaml",
@@ -26,10 +29,12 @@ fn catalog(dir: &TempDir, port: u16, backend: &Backend) -> PathBuf {
 version: 1
 proxies:
   demo:
+    aliases: ["{DEMO_ARN}"]
     identity: {{ iam_roles: [demo-task-role] }}
     listeners:
       - {{ name: public, address: 127.0.0.1, port: {port}, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: blue }} ] }}
   web:
+    aliases: ["{WEB_ARN}"]
     identity: {{ iam_roles: ["arn:aws:iam::123456789012:role/web-task-role"] }}
 upstreams:
   blue: {{ protocol: http1, endpoints: {{ static: ["{}"] }} }}
@@ -223,8 +228,28 @@ fn a_task_role_gets_its_proxy_certificate_and_envoy_serves_over_mutual_tls() {
         status.message().contains("not for proxy \"web\""),
         "{status}"
     );
-    let clusters = ask(as_demo, "demo").unwrap();
+    let clusters = ask(as_demo.clone(), "demo").unwrap();
     assert_eq!(clusters, ["blue"]);
+    // Presenting the alias (an Envoy started the App Mesh way), it is served demo too.
+    assert_eq!(ask(as_demo, DEMO_ARN).unwrap(), ["blue"]);
+
+    // Asked for by its alias (the entrypoint's XDS_SERVER_PROXY=$APPMESH_RESOURCE_ARN), the
+    // certificate names the proxy the alias selects; another proxy's alias is refused.
+    let by_alias = dir.path().join("identity-by-alias");
+    let out = identity(&server, &ca_file, &by_alias, &env, &["--proxy", DEMO_ARN]);
+    assert!(out.status.success(), "{}", text(&out));
+    let cert = x509_text(&by_alias.join("certificate.pem"));
+    assert!(
+        cert.contains("URI:spiffe://mesh.local/proxy/demo"),
+        "{cert}"
+    );
+    let out = identity(&server, &ca_file, &by_alias, &env, &["--proxy", WEB_ARN]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("is not an identity of proxy \"web\""),
+        "{}",
+        text(&out)
+    );
 }
 
 /// A CDS fetch over TLS with `config` as proxy `proxy`: the cluster names, or the status.

@@ -18,8 +18,8 @@ use aws_sdk_appmesh::types::{
 };
 use serde_json::{Map, Value, json};
 
-use super::Mesh;
 use super::report::{Report, Resource};
+use super::{ImportError, Mesh};
 
 /// The inbound port of a virtual node's proxy, as App Mesh's `proxyConfiguration` sets it.
 pub const INGRESS_PORT: u16 = 15000;
@@ -76,6 +76,77 @@ pub fn catalog_name(name: &str) -> String {
             }
         })
         .collect()
+}
+
+/// App Mesh's circuit-breaker limit where a listener's `connectionPool` sets none (accounts
+/// from 2020-07-29 on): `max_requests`, `max_pending_requests` and `max_connections` each.
+pub const APP_MESH_CIRCUIT_BREAKER: i64 = 2_147_483_647;
+
+/// The gateway hop's timeout: none (`0s`), so that the target service's own route, behind the
+/// gateway's `mesh` listener, times the request as it did in App Mesh.
+pub const GATEWAY_HOP_TIMEOUT: &str = "0s";
+
+/// How specific a route's path match is, most specific first: within one priority (or
+/// without one), routes are ordered by it, as App Mesh matches a request to the route with the
+/// longest prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Specificity {
+    /// An exact path (or a gRPC method).
+    Exact,
+    /// A prefix; the longer, the earlier (`Reverse` order of the length).
+    Prefix(std::cmp::Reverse<usize>),
+    /// A regex.
+    Regex,
+    /// No path match.
+    Any,
+}
+
+fn specificity(exact: Option<&str>, prefix: Option<&str>, regex: Option<&str>) -> Specificity {
+    match (exact, prefix, regex) {
+        (Some(_), _, _) => Specificity::Exact,
+        (_, Some(p), _) => Specificity::Prefix(std::cmp::Reverse(p.len())),
+        (_, _, Some(_)) => Specificity::Regex,
+        _ => Specificity::Any,
+    }
+}
+
+/// Most retries the catalog takes.
+const MAX_RETRIES: i64 = 100;
+
+/// Why Envoy's RE2 would refuse `re` (the catalog checks the same), if it would.
+fn regex_refusal(re: &str) -> Option<String> {
+    if let Err(e) = regex::Regex::new(re) {
+        return Some(format!("regex {re:?} is invalid: {e}"));
+    }
+    crate::catalog::re2::refusal(re).map(|why| format!("regex {re:?}: {why}"))
+}
+
+/// Adds one header, metadata or query condition of a route's match. The catalog has one
+/// condition per name, and keeping either of two on one name would widen the route: a
+/// repeated name is reported not mapped and `false` returned (the route is left out).
+fn add_condition(
+    conditions: &mut Map<String, Value>,
+    name: String,
+    condition: Value,
+    field: String,
+    what: &str,
+    r: &mut Resource,
+) -> bool {
+    if conditions.contains_key(&name) {
+        r.not_mapped(
+            field,
+            format!("a second condition on {what} {name:?}: the catalog takes one per name, and keeping either would match more than App Mesh did; the route is left out"),
+        );
+        return false;
+    }
+    conditions.insert(name, condition);
+    let to = if what == "query parameter" {
+        "match.query"
+    } else {
+        "match.headers"
+    };
+    r.mapped(field, to);
+    true
 }
 
 /// An App Mesh duration as a catalog duration (`250ms`, `15s`); `None` when it has no value.
@@ -169,7 +240,17 @@ fn value_match(cond: Option<Cond>, invert: bool) -> Result<Value, String> {
         Cond::Exact(v) => json!(v),
         Cond::Prefix(v) => json!({ "prefix": v }),
         Cond::Suffix(v) => json!({ "suffix": v }),
-        Cond::Regex(v) => json!({ "regex": v }),
+        Cond::Regex(v) => {
+            if let Some(why) = regex_refusal(&v) {
+                return Err(why);
+            }
+            json!({ "regex": v })
+        }
+        Cond::Range(start, end) if start >= end => {
+            return Err(format!(
+                "range {start}..{end} is empty (its start must be below its end)"
+            ));
+        }
         Cond::Range(start, end) => json!({ "range": { "start": start, "end": end } }),
     };
     Ok(if invert { json!({ "not": m }) } else { m })
@@ -191,7 +272,7 @@ struct Ctx<'a> {
 }
 
 /// Maps a whole mesh.
-pub fn map(mesh: &Mesh, options: &Options) -> Mapped {
+pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
     let mut ctx = Ctx {
         mesh,
         options,
@@ -216,21 +297,53 @@ pub fn map(mesh: &Mesh, options: &Options) -> Mapped {
         },
     };
     let mut fragments = BTreeMap::new();
+    // Catalog name (a proxy's or an upstream's) → the App Mesh resource it was made from: two
+    // resources whose names map to one would overwrite each other's fragment or upstream.
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    let mut claim = |what: String, doc: &Value| -> Result<(), ImportError> {
+        let proxies = doc["proxies"]
+            .as_object()
+            .into_iter()
+            .flat_map(|p| p.keys());
+        let upstreams = doc["upstreams"]
+            .as_object()
+            .into_iter()
+            .flat_map(|u| u.keys());
+        for (kind, name) in proxies
+            .map(|n| ("proxy", n))
+            .chain(upstreams.map(|n| ("upstream", n)))
+        {
+            let key = format!("{kind} {name}");
+            if let Some(first) = owners.insert(key, what.clone()) {
+                return Err(ImportError::Collision {
+                    name: format!("{kind} {name:?}"),
+                    first,
+                    second: what,
+                });
+            }
+        }
+        Ok(())
+    };
     ctx.mesh_settings();
     for node in &mesh.nodes {
         let (file, doc) = ctx.node_fragment(node);
+        claim(format!("virtual node {:?}", node.virtual_node_name()), &doc)?;
         fragments.insert(file, doc);
     }
     for (gateway, routes) in &mesh.gateways {
         let (file, doc) = ctx.gateway_fragment(gateway, routes);
+        claim(
+            format!("virtual gateway {:?}", gateway.virtual_gateway_name()),
+            &doc,
+        )?;
         fragments.insert(file, doc);
     }
     ctx.report_routes();
     ctx.report.fragments = fragments.keys().cloned().collect();
-    Mapped {
+    Ok(Mapped {
         fragments,
         report: ctx.report,
-    }
+    })
 }
 
 /// The upstream of a virtual node, as its callers reach it.
@@ -379,6 +492,12 @@ impl Ctx<'_> {
             }
             listeners.push(Value::Object(egress));
         }
+        if !upstreams.is_empty() {
+            r.mapped(
+                "circuit breakers",
+                format!("App Mesh's defaults ({APP_MESH_CIRCUIT_BREAKER} requests, pending requests and connections) where the listener's connectionPool sets none"),
+            );
+        }
         let arn = node.metadata().map(|m| m.arn()).unwrap_or_default();
         r.mapped(
             "metadata.arn",
@@ -416,6 +535,13 @@ impl Ctx<'_> {
         let mut proxies = Map::new();
         proxies.insert(proxy.to_string(), Value::Object(proxy_doc));
         doc.insert("proxies".into(), Value::Object(proxies));
+        let mut upstreams = upstreams;
+        // Envoy's default of 1024 each would cap what App Mesh let through.
+        for u in upstreams.values_mut().filter_map(Value::as_object_mut) {
+            for limit in ["max_requests", "max_pending_requests", "max_connections"] {
+                u.entry(limit).or_insert(json!(APP_MESH_CIRCUIT_BREAKER));
+            }
+        }
         if !upstreams.is_empty() {
             doc.insert("upstreams".into(), Value::Object(upstreams));
         }
@@ -610,6 +736,12 @@ impl Ctx<'_> {
                     source.insert("attributes".into(), Value::Object(attributes));
                 }
                 u.insert("endpoints".into(), json!({ "cloud_map": source }));
+                if c.ip_preference().is_some() {
+                    r.lossy(
+                        "spec.serviceDiscovery.awsCloudMap.ipPreference",
+                        "the catalog takes the addresses Cloud Map registers (IPv4 for ECS tasks)",
+                    );
+                }
                 r.mapped(
                     "spec.serviceDiscovery.awsCloudMap",
                     format!(
@@ -626,6 +758,12 @@ impl Ctx<'_> {
                     source.insert("resolve".into(), json!("logical"));
                 }
                 u.insert("endpoints".into(), json!({ "dns": source }));
+                if d.ip_preference().is_some() {
+                    r.lossy(
+                        "spec.serviceDiscovery.dns.ipPreference",
+                        "Envoy's DNS lookup family applies (it prefers IPv4)",
+                    );
+                }
                 r.mapped(
                     "spec.serviceDiscovery.dns",
                     format!(
@@ -783,6 +921,13 @@ impl Ctx<'_> {
                     );
                     return None;
                 }
+                if self.speaks_tcp(target) {
+                    r.not_mapped(
+                        format!("{at}.virtualService"),
+                        format!("its provider, virtual node {target}, speaks tcp: the egress listener routes HTTP by Host (TCP egress needs a tcp listener with `ports` on a port of its own)"),
+                    );
+                    return None;
+                }
                 let mut route = Map::new();
                 route.insert("match".into(), json!({ "prefix": "/" }));
                 route.insert("to".into(), json!(node_upstream(target)));
@@ -843,6 +988,17 @@ impl Ctx<'_> {
     }
 
     /// Whether a virtual node can be reached by its callers (it has service discovery).
+    /// Whether the node's first listener (the one its upstream is made from) speaks tcp: an
+    /// HTTP route cannot send there (the catalog refuses it).
+    fn speaks_tcp(&self, node: &str) -> bool {
+        self.nodes
+            .get(node)
+            .and_then(|n| n.spec())
+            .and_then(|s| s.listeners().first())
+            .and_then(|l| l.port_mapping())
+            .is_some_and(|p| *p.protocol() == PortProtocol::Tcp)
+    }
+
     fn reachable(&self, node: &str) -> bool {
         self.nodes
             .get(node)
@@ -866,13 +1022,29 @@ impl Ctx<'_> {
         })
     }
 
-    /// The routes of a router, by priority (App Mesh: lowest first; routes without one last,
-    /// by name), mapped. Each route's report is its own resource, written once per router.
+    /// The routes of a router, by priority (App Mesh: lowest first; routes without one last),
+    /// then by [`Specificity`], then by name, mapped. Each route's report is its own resource, written once per router.
     fn router_routes(&mut self, router: &str, routes: &[RouteData]) -> Vec<Value> {
         let mut sorted: Vec<&RouteData> = routes.iter().collect();
         sorted.sort_by_key(|r| {
+            let spec = r.spec();
+            let http = spec.and_then(|s| s.http_route().or(s.http2_route()));
+            let m = http.and_then(|h| h.r#match());
+            let specific = match spec.and_then(|s| s.grpc_route()).and_then(|g| g.r#match()) {
+                Some(g) if g.method_name().is_some() => Specificity::Exact,
+                // A service is a path prefix longer than any of its methods' paths.
+                Some(g) if g.service_name().is_some() => {
+                    Specificity::Prefix(std::cmp::Reverse(usize::MAX))
+                }
+                _ => specificity(
+                    m.and_then(|m| m.path()).and_then(|p| p.exact()),
+                    m.and_then(|m| m.prefix()),
+                    m.and_then(|m| m.path()).and_then(|p| p.regex()),
+                ),
+            };
             (
-                r.spec().and_then(|s| s.priority()).unwrap_or(i32::MAX),
+                spec.and_then(|s| s.priority()).unwrap_or(i32::MAX),
+                specific,
                 r.route_name().to_string(),
             )
         });
@@ -940,8 +1112,11 @@ impl Ctx<'_> {
                     let cond = cond_of!(md.r#match(), GrpcRouteMetadataMatchMethod);
                     match value_match(cond, md.invert().unwrap_or(false)) {
                         Ok(v) => {
-                            headers.insert(md.name().to_string(), v);
-                            r.mapped(format!("{at}.match.metadata[{i}]"), "match.headers");
+                            let field = format!("{at}.match.metadata[{i}]");
+                            let name = md.name().to_ascii_lowercase();
+                            if !add_condition(&mut headers, name, v, field, "metadata", r) {
+                                return None;
+                            }
                         }
                         Err(why) => {
                             r.not_mapped(
@@ -1015,6 +1190,13 @@ impl Ctx<'_> {
                     m.insert("path".into(), json!(exact));
                     r.mapped(format!("{at}.match.path.exact"), "match.path");
                 } else if let Some(regex) = path.regex() {
+                    if let Some(why) = regex_refusal(regex) {
+                        r.not_mapped(
+                            format!("{at}.match.path.regex"),
+                            format!("{why}; the route is left out"),
+                        );
+                        return None;
+                    }
                     m.insert("regex".into(), json!(regex));
                     r.mapped(format!("{at}.match.path.regex"), "match.regex");
                 }
@@ -1027,8 +1209,11 @@ impl Ctx<'_> {
                 let cond = cond_of!(hd.r#match(), HeaderMatchMethod);
                 match value_match(cond, hd.invert().unwrap_or(false)) {
                     Ok(v) => {
-                        headers.insert(hd.name().to_ascii_lowercase(), v);
-                        r.mapped(format!("{at}.match.headers[{i}]"), "match.headers");
+                        let field = format!("{at}.match.headers[{i}]");
+                        let name = hd.name().to_ascii_lowercase();
+                        if !add_condition(&mut headers, name, v, field, "header", r) {
+                            return None;
+                        }
                     }
                     Err(why) => {
                         r.not_mapped(
@@ -1052,8 +1237,17 @@ impl Ctx<'_> {
                     Some(exact) => json!(exact),
                     None => json!({ "present": true }),
                 };
-                query.insert(q.name().to_string(), v);
-                r.mapped(format!("{at}.match.queryParameters[{i}]"), "match.query");
+                let field = format!("{at}.match.queryParameters[{i}]");
+                if !add_condition(
+                    &mut query,
+                    q.name().to_string(),
+                    v,
+                    field,
+                    "query parameter",
+                    r,
+                ) {
+                    return None;
+                }
             }
             if !query.is_empty() {
                 m.insert("query".into(), Value::Object(query));
@@ -1140,6 +1334,14 @@ impl Ctx<'_> {
                 return;
             }
         };
+        // The catalog (like Envoy's sane range) takes at most 100; App Mesh took more.
+        if max > MAX_RETRIES {
+            r.lossy(
+                format!("{at}.retryPolicy.maxRetries"),
+                format!("{max} retries: the catalog takes at most {MAX_RETRIES}, which is what the route gets"),
+            );
+        }
+        let max = max.clamp(0, MAX_RETRIES);
         let mut retries = Map::new();
         retries.insert("attempts".into(), json!(max));
         retries.insert("on".into(), json!(on));
@@ -1193,6 +1395,13 @@ impl Ctx<'_> {
                 r.not_mapped(
                     format!("{at}.weightedTargets[{i}]"),
                     format!("virtual node {node} is not in the mesh or has no service discovery"),
+                );
+                continue;
+            }
+            if self.speaks_tcp(node) {
+                r.not_mapped(
+                    format!("{at}.weightedTargets[{i}]"),
+                    format!("virtual node {node} speaks tcp: an HTTP route cannot send to it"),
                 );
                 continue;
             }
@@ -1253,6 +1462,30 @@ impl Ctx<'_> {
                 "listener TLS is not imported yet: set `tls` on the gateway listener (docs/tls.md)",
             );
         }
+        if listener.is_some_and(|l| l.connection_pool().is_some()) {
+            r.not_mapped(
+                "spec.listeners[0].connectionPool",
+                "the gateway's listener takes App Mesh's default limits (set max_* on its upstreams by hand)",
+            );
+        }
+        if spec.is_some_and(|s| s.backend_defaults().is_some()) {
+            r.not_mapped(
+                "spec.backendDefaults",
+                "client policies (TLS to the services) are not imported yet: set `tls` by hand (docs/tls.md)",
+            );
+        }
+        for (i, _) in spec
+            .map(|s| s.listeners())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .skip(1)
+        {
+            r.not_mapped(
+                format!("spec.listeners[{i}]"),
+                "the gateway listens on its first listener's port only",
+            );
+        }
         if listener.is_some_and(|l| l.health_check().is_some()) {
             r.not_mapped(
                 "spec.listeners[0].healthCheck",
@@ -1263,8 +1496,20 @@ impl Ctx<'_> {
         let mesh_upstream_h2 = format!("{proxy}-mesh-h2");
         let mut sorted: Vec<&GatewayRouteData> = routes.iter().collect();
         sorted.sort_by_key(|g| {
+            let spec = g.spec();
+            let http = spec.and_then(|s| s.http_route().or(s.http2_route()));
+            let m = http.and_then(|h| h.r#match());
+            let specific = match spec.and_then(|s| s.grpc_route()).and_then(|g| g.r#match()) {
+                Some(g) if g.service_name().is_some() => Specificity::Exact,
+                _ => specificity(
+                    m.and_then(|m| m.path()).and_then(|p| p.exact()),
+                    m.and_then(|m| m.prefix()),
+                    m.and_then(|m| m.path()).and_then(|p| p.regex()),
+                ),
+            };
             (
-                g.spec().and_then(|s| s.priority()).unwrap_or(i32::MAX),
+                spec.and_then(|s| s.priority()).unwrap_or(i32::MAX),
+                specific,
                 g.gateway_route_name().to_string(),
             )
         });
@@ -1298,6 +1543,10 @@ impl Ctx<'_> {
                 None
             };
             if let Some((route, target)) = mapped {
+                gr.mapped(
+                    "timeout",
+                    "none on the gateway hop (0s): the target service's route times the request, as in App Mesh",
+                );
                 gateway_routes.push(route);
                 if !targets.contains(&target) {
                     targets.push(target);
@@ -1371,6 +1620,12 @@ impl Ctx<'_> {
                 "no gateway route could be mapped: the gateway has no listener",
             );
         }
+        if !upstreams.is_empty() {
+            r.mapped(
+                "circuit breakers",
+                format!("App Mesh's defaults ({APP_MESH_CIRCUIT_BREAKER} requests, pending requests and connections) on the upstreams to the `mesh` listener"),
+            );
+        }
         let arn = gateway.metadata().map(|m| m.arn()).unwrap_or_default();
         r.mapped(
             "metadata.arn",
@@ -1415,6 +1670,13 @@ impl Ctx<'_> {
                 m.insert("path".into(), json!(exact));
                 r.mapped(format!("{at}.match.path.exact"), "match.path");
             } else if let Some(regex) = path.regex() {
+                if let Some(why) = regex_refusal(regex) {
+                    r.not_mapped(
+                        format!("{at}.match.path.regex"),
+                        format!("{why}; the gateway route is left out"),
+                    );
+                    return None;
+                }
                 m.insert("regex".into(), json!(regex));
                 r.mapped(format!("{at}.match.path.regex"), "match.regex");
             }
@@ -1428,8 +1690,11 @@ impl Ctx<'_> {
                 let cond = cond_of!(hd.r#match(), HeaderMatchMethod);
                 match value_match(cond, hd.invert().unwrap_or(false)) {
                     Ok(v) => {
-                        headers.insert(hd.name().to_ascii_lowercase(), v);
-                        r.mapped(format!("{at}.match.headers[{i}]"), "match.headers");
+                        let field = format!("{at}.match.headers[{i}]");
+                        let name = hd.name().to_ascii_lowercase();
+                        if !add_condition(&mut headers, name, v, field, "header", r) {
+                            return None;
+                        }
                     }
                     Err(why) => {
                         r.not_mapped(
@@ -1463,8 +1728,17 @@ impl Ctx<'_> {
                     Some(exact) => json!(exact),
                     None => json!({ "present": true }),
                 };
-                query.insert(q.name().to_string(), v);
-                r.mapped(format!("{at}.match.queryParameters[{i}]"), "match.query");
+                let field = format!("{at}.match.queryParameters[{i}]");
+                if !add_condition(
+                    &mut query,
+                    q.name().to_string(),
+                    v,
+                    field,
+                    "query parameter",
+                    r,
+                ) {
+                    return None;
+                }
             }
             if !query.is_empty() {
                 m.insert("query".into(), Value::Object(query));
@@ -1543,7 +1817,7 @@ impl Ctx<'_> {
             json!({
                 "match": Value::Object(m),
                 "to": upstream,
-                "timeout": APP_MESH_TIMEOUT,
+                "timeout": GATEWAY_HOP_TIMEOUT,
                 "rewrite": Value::Object(rw),
             }),
             target,
@@ -1587,8 +1861,11 @@ impl Ctx<'_> {
             let cond = cond_of!(md.r#match(), GrpcMetadataMatchMethod);
             match value_match(cond, md.invert().unwrap_or(false)) {
                 Ok(v) => {
-                    headers.insert(md.name().to_string(), v);
-                    r.mapped(format!("{at}.match.metadata[{i}]"), "match.headers");
+                    let field = format!("{at}.match.metadata[{i}]");
+                    let name = md.name().to_ascii_lowercase();
+                    if !add_condition(&mut headers, name, v, field, "metadata", r) {
+                        return None;
+                    }
                 }
                 Err(why) => {
                     r.not_mapped(
@@ -1598,6 +1875,43 @@ impl Ctx<'_> {
                     return None;
                 }
             }
+        }
+        if let Some(host) = gm.and_then(|m| m.hostname()) {
+            let cond = match (host.exact(), host.suffix()) {
+                (Some(e), _) => json!(e),
+                (None, Some(s)) => json!({ "suffix": s }),
+                _ => json!({ "present": true }),
+            };
+            headers.insert(":authority".into(), cond);
+            r.mapped(format!("{at}.match.hostname"), "match.headers[:authority]");
+        }
+        if gm.and_then(|m| m.port()).is_some() {
+            r.lossy(
+                format!("{at}.match.port"),
+                "the gateway's one listener port is used",
+            );
+        }
+        if g.action()
+            .and_then(|a| a.rewrite())
+            .and_then(|w| w.hostname())
+            .and_then(|h| h.default_target_hostname())
+            .map(|d| d.as_str())
+            == Some("DISABLED")
+        {
+            r.lossy(
+                format!("{at}.action.rewrite.hostname"),
+                "DISABLED: the Host is still rewritten to the target service's name, as the gateway reaches the service's routes by it",
+            );
+        }
+        if g.action()
+            .and_then(|a| a.target())
+            .and_then(|t| t.port())
+            .is_some()
+        {
+            r.lossy(
+                format!("{at}.action.target.port"),
+                "the service's first port is used",
+            );
         }
         if !headers.is_empty() {
             m.insert("headers".into(), Value::Object(headers));
@@ -1610,7 +1924,7 @@ impl Ctx<'_> {
             json!({
                 "match": Value::Object(m),
                 "to": upstream,
-                "timeout": APP_MESH_TIMEOUT,
+                "timeout": GATEWAY_HOP_TIMEOUT,
                 "rewrite": { "host": target },
             }),
             target,

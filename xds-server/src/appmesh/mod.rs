@@ -53,6 +53,27 @@ pub enum ImportError {
         /// The SDK's error with its causes.
         message: String,
     },
+    /// Two App Mesh resources map to one catalog name (names differing only in characters the
+    /// catalog does not take, or a node and a gateway of one name).
+    #[error(
+        "{first} and {second} both become {name} in the catalog: rename one of them in App Mesh"
+    )]
+    Collision {
+        /// The catalog name, with its kind.
+        name: String,
+        /// The resource imported first.
+        first: String,
+        /// The one that would have overwritten it.
+        second: String,
+    },
+    /// A file this import would write exists and is not one an import of this mesh wrote.
+    #[error(
+        "{path} exists and was not written by an import of this mesh (it lacks the import's first line): move it away, or import into another directory; nothing was written"
+    )]
+    NotOurs {
+        /// The file.
+        path: String,
+    },
     /// App Mesh answered without the resource.
     #[error("App Mesh answered without {0}")]
     Missing(String),
@@ -77,24 +98,34 @@ pub enum ImportError {
     },
 }
 
+/// The first line of every fragment an import of `mesh` writes: how `write` tells its own
+/// files (which it may replace or remove) from others.
+fn header(mesh: &str) -> String {
+    format!(
+        "# Imported from App Mesh mesh {mesh} by `xds-server import-appmesh`; see {REPORT_FILE}.\n"
+    )
+}
+
 /// The fragments of an import as YAML text (file name → text), checked with the catalog
-/// loader as `serve --catalog DIR` would load them.
-pub fn render(mapped: &Mapped, dir: &Path) -> Result<Vec<(String, String)>, ImportError> {
+/// loader as `serve --catalog DIR` would load them, beside `others` (the directory's other
+/// fragments, name → text).
+fn render_with(
+    mapped: &Mapped,
+    dir: &Path,
+    others: &[(String, String)],
+) -> Result<Vec<(String, String)>, ImportError> {
     let mut out = Vec::new();
     for (file, doc) in &mapped.fragments {
         let text = serde_saphyr::to_string(doc).map_err(|e| ImportError::Render {
             file: file.clone(),
             message: e.to_string(),
         })?;
-        let header = format!(
-            "# Imported from App Mesh mesh {} by `xds-server import-appmesh`; see {REPORT_FILE}.\n",
-            mapped.report.mesh
-        );
-        out.push((file.clone(), header + &text));
+        out.push((file.clone(), header(&mapped.report.mesh) + &text));
     }
     let location = dir.display().to_string();
     let documents: Vec<catalog::fragments::Document> = out
         .iter()
+        .chain(others)
         .map(|(file, text)| {
             catalog::fragments::Document::new(
                 format!("{}/{file}", location.trim_end_matches('/')),
@@ -106,10 +137,53 @@ pub fn render(mapped: &Mapped, dir: &Path) -> Result<Vec<(String, String)>, Impo
     Ok(out)
 }
 
+/// The fragments of an import as YAML text (file name → text), checked with the catalog
+/// loader as `serve --catalog DIR` would load them.
+pub fn render(mapped: &Mapped, dir: &Path) -> Result<Vec<(String, String)>, ImportError> {
+    render_with(mapped, dir, &[])
+}
+
 /// Writes the fragments and the report into `dir` (created when missing), each file replaced
-/// atomically; the fragments are checked first ([`render`]).
+/// atomically. The directory is checked as it will be: this import's fragments beside the
+/// fragments already there that it does not replace. Fragments an earlier import of the same
+/// mesh wrote (they start with its header) that this one no longer makes (resources deleted
+/// from the mesh since) are removed; a fragment of this import's name that has no header (a
+/// file of someone else's) is not written over: an error names it, and nothing is written.
 pub fn write(mapped: &Mapped, dir: &Path) -> Result<(), ImportError> {
-    let fragments = render(mapped, dir)?;
+    let ours = header(&mapped.report.mesh);
+    let read_failed = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| ImportError::Write { path, source }
+    };
+    let mut others = Vec::new();
+    let mut stale = Vec::new();
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for entry in entries {
+                let entry = entry.map_err(read_failed(dir))?;
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !catalog::is_fragment_name(&name) || !entry.path().is_file() {
+                    continue;
+                }
+                let text =
+                    std::fs::read_to_string(entry.path()).map_err(read_failed(&entry.path()))?;
+                let imported = text.starts_with(&ours);
+                match (mapped.fragments.contains_key(&name), imported) {
+                    (true, true) => {}
+                    (true, false) => {
+                        return Err(ImportError::NotOurs {
+                            path: entry.path().display().to_string(),
+                        });
+                    }
+                    (false, true) => stale.push(entry.path()),
+                    (false, false) => others.push((name, text)),
+                }
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(read_failed(dir)(e)),
+    }
+    let fragments = render_with(mapped, dir, &others)?;
     let write = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);
         common::files::write_atomic(&path, bytes, Default::default()).map_err(|source| {
@@ -122,6 +196,10 @@ pub fn write(mapped: &Mapped, dir: &Path) -> Result<(), ImportError> {
     for (file, text) in &fragments {
         write(file, text.as_bytes())?;
     }
+    for path in stale {
+        tracing::info!(file = %path.display(), "removing a fragment of a resource no longer in the mesh");
+        std::fs::remove_file(&path).map_err(read_failed(&path))?;
+    }
     write(REPORT_FILE, mapped.report.to_markdown().as_bytes())?;
     Ok(())
 }
@@ -131,5 +209,5 @@ pub async fn import(mesh: &MeshRef, options: &Options) -> Result<Mapped, ImportE
     let config = common::aws::sdk_config().await;
     let client = aws_sdk_appmesh::Client::new(&config);
     let read = fetch::mesh(&client, mesh).await?;
-    Ok(map::map(&read, options))
+    map::map(&read, options)
 }

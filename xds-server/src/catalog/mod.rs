@@ -1031,6 +1031,18 @@ pub fn is_fragment_name(name: &str) -> bool {
 }
 
 impl Catalog {
+    /// The proxy a `node.cluster` (or `xds-server identity --proxy`) value selects: the proxy
+    /// it names, or the one it is an alias of; itself when it is neither.
+    pub fn selected_by<'a>(&'a self, name: &'a str) -> &'a str {
+        if self.proxies.keys().any(|p| p.0 == name) {
+            return name;
+        }
+        self.proxies
+            .iter()
+            .find(|(_, p)| p.aliases.iter().any(|a| a.0 == name))
+            .map_or(name, |(proxy, _)| proxy.0.as_str())
+    }
+
     /// A catalog of version 1 with nothing in it.
     pub fn empty() -> Catalog {
         Catalog {

@@ -5,7 +5,9 @@
 //! written into the directory, each file replaced atomically:
 //! - `certificate.pem`, `private_key.pem` (0600), `trust_bundle.pem`: for people and tools;
 //! - [`SDS_CERTIFICATE`] and [`SDS_TRUST`]: the same as SDS resources, which the bootstrap's
-//!   xDS cluster reads (`bootstrap --identity-dir`), and reads again when they are replaced.
+//!   xDS cluster reads (`bootstrap --identity-dir`), and reads again when they are replaced;
+//! - [`ASKED_FILE`]: the `--proxy` the certificate was asked for, which may be an alias (an App
+//!   Mesh virtual node's ARN) of the proxy the certificate names.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -37,6 +39,9 @@ pub const CERTIFICATE_FILE: &str = "certificate.pem";
 pub const PRIVATE_KEY_FILE: &str = "private_key.pem";
 /// See [`CERTIFICATE_FILE`].
 pub const TRUST_BUNDLE_FILE: &str = "trust_bundle.pem";
+
+/// The `--proxy` the certificate in place was asked for.
+pub const ASKED_FILE: &str = "asked-proxy";
 
 /// The longest wait between two attempts after a failure.
 const RETRY_MAX: Duration = Duration::from_secs(30);
@@ -181,10 +186,12 @@ impl IdentityClient {
         let pem = sds["resources"][0]["tls_certificate"]["certificate_chain"]["inline_string"]
             .as_str()?;
         let (held, proxy) = read_certificate(pem.as_bytes())?;
+        // Asked as an alias, the certificate names the proxy the alias selects.
+        let asked = std::fs::read_to_string(self.out.join(ASKED_FILE)).ok();
         let wanted = self
             .proxy
             .as_ref()
-            .is_none_or(|p| proxy.as_ref() == Some(p));
+            .is_none_or(|p| proxy.as_ref() == Some(p) || asked.as_deref() == Some(p.as_str()));
         (wanted && held.not_after > SystemTime::now() && self.out.join(SDS_TRUST).exists())
             .then_some(held)
     }
@@ -238,6 +245,9 @@ impl IdentityClient {
             )));
         }
         self.write(&answer, &key.serialize_pem())?;
+        if let Some(asked) = self.proxy.as_ref().filter(|p| **p != answer.proxy) {
+            tracing::info!(asked = %asked, proxy = %answer.proxy, "the proxy asked for is an alias: the certificate names the proxy it selects");
+        }
         tracing::info!(
             proxy = %answer.proxy,
             spiffe_id = %answer.spiffe_id,
@@ -366,7 +376,9 @@ impl IdentityClient {
         };
         // The key before its certificate, the trust before the certificate that needs it; the
         // SDS certificate last, as it is what Envoy switches on.
-        let files: [(&str, &[u8], FileOptions); 5] = [
+        let asked = self.proxy.as_deref().unwrap_or_default();
+        let files: [(&str, &[u8], FileOptions); 6] = [
+            (ASKED_FILE, asked.as_bytes(), public),
             (TRUST_BUNDLE_FILE, answer.trust_bundle.as_bytes(), public),
             (PRIVATE_KEY_FILE, key_pem.as_bytes(), private),
             (CERTIFICATE_FILE, answer.certificate.as_bytes(), public),

@@ -420,7 +420,13 @@ impl Issuer {
             ));
         };
         let proxies = proxies_of_role(&catalog.catalog, &caller, || self.home_account()).await?;
-        let proxy = choose(&caller, &proxies, request.proxy.as_deref())?;
+        // An Envoy started the App Mesh way asks as its virtual node's ARN, an alias: the
+        // certificate names the proxy the alias selects, as the xDS port checks it.
+        let asked = request
+            .proxy
+            .as_deref()
+            .map(|p| catalog.catalog.selected_by(p));
+        let proxy = choose(&caller, &proxies, asked)?;
         let ca_left = self
             .cas
             .current
@@ -632,6 +638,25 @@ proxies:
         .await
         .unwrap();
         assert_eq!(edge, [ProxyName("edge".into())]);
+    }
+
+    #[tokio::test]
+    async fn a_proxy_asked_for_by_its_alias_is_the_proxy_it_selects() {
+        const ARN: &str = "arn:aws:appmesh:us-east-1:111111111111:mesh/m/virtualNode/web";
+        let c = catalog(
+            &format!("{CATALOG}  other: {{ aliases: [\"{ARN}-2\"] }}\n")
+                .replace("web: {", &format!("web: {{ aliases: [\"{ARN}\"], ")),
+        );
+        let r = caller("arn:aws:sts::111111111111:assumed-role/shared/t");
+        let proxies = proxies_of_role(&c, &r, home_ok).await.unwrap();
+        assert_eq!(
+            choose(&r, &proxies, Some(c.selected_by(ARN))).unwrap().0,
+            "web"
+        );
+        // An alias of a proxy the role is not the identity of is refused, naming that proxy.
+        let refused = choose(&r, &proxies, Some(c.selected_by(&format!("{ARN}-2")))).unwrap_err();
+        assert_eq!(refused.reason, "wrong_proxy");
+        assert!(refused.message.contains("\"other\""), "{}", refused.message);
     }
 
     #[test]

@@ -433,6 +433,9 @@ pub(crate) struct StreamCore {
     scope: Scope,
     variant: &'static str,
     proxy: Option<ProxyName>,
+    /// The proxy `proxy` selected when first resolved with a catalog loaded, which the stream
+    /// was authorized for: it is served that proxy's config only (see [`StreamCore::refresh`]).
+    pinned: Option<ProxyName>,
     /// The proxy's `node.locality.zone`, which zone-aware upstreams prefer.
     zone: Option<String>,
     guard: Option<NodeGuard>,
@@ -465,6 +468,7 @@ impl StreamCore {
             scope,
             variant,
             proxy: None,
+            pinned: None,
             zone: None,
             guard: None,
             attached: None,
@@ -485,16 +489,19 @@ impl StreamCore {
 
     /// Takes the proxy from the first request's node.
     fn identify(&mut self, node: Option<&Node>) -> Result<(), Status> {
-        let (node, proxy) = admit(&self.shared, self.peer.as_ref(), node)?;
+        let admitted = admit(&self.shared, self.peer.as_ref(), node)?;
+        let (node, proxy) = (admitted.node, admitted.asked);
         self.attached = Some(self.shared.cache.attach(&proxy));
-        // Status pages and `xds-server status` name the proxy an alias selects.
-        let snapshots = self.shared.cache.current();
+        // Status pages, CSDS and `xds-server status` name the proxy an alias selects.
         self.guard = Some(self.shared.nodes.register(
             node,
-            snapshots.resolve(&proxy),
+            &admitted.resolved,
             self.scope.service(),
             self.variant,
         ));
+        if admitted.snapshots.loaded {
+            self.pinned = Some(admitted.resolved);
+        }
         tracing::info!(
             node = ?node.id,
             proxy = ?proxy.0,
@@ -504,23 +511,52 @@ impl StreamCore {
         );
         self.proxy = Some(proxy);
         self.zone = zone_of(node).map(str::to_string);
-        self.refresh();
+        self.refresh()?;
         Ok(())
     }
 
     /// Reads the newest snapshot of this stream's proxy; false when it is the one the stream
     /// already has (another proxy changed), so nothing needs comparing.
-    fn refresh(&mut self) -> bool {
+    ///
+    /// The stream is pinned to the proxy its `node.cluster` selected when it was authorized
+    /// (or, for one that connected before any catalog, when the first catalog came: that
+    /// resolution is authorized then, and a refusal ends the stream). When a catalog edit makes
+    /// `node.cluster` select another proxy (an alias moved or removed), the stream is an
+    /// orphan: it keeps the last config it was served until it disconnects, and its Envoy is
+    /// authorized for the new proxy when it connects again.
+    fn refresh(&mut self) -> Result<bool, Status> {
         let Some(proxy) = &self.proxy else {
-            return false;
+            return Ok(false);
         };
         let snapshots = self.snapshots.borrow_and_update().clone();
-        let (snapshot, role) = snapshots.get(proxy, self.zone.as_deref());
+        let resolved = snapshots.resolve(proxy);
+        if snapshots.loaded && self.pinned.is_none() {
+            let id = self.guard.as_ref().map(|g| g.id()).unwrap_or_default();
+            authorize(&self.shared, self.peer.as_ref(), &id, proxy, Some(resolved))?;
+            if let Some(g) = &self.guard {
+                g.set_proxy(resolved);
+            }
+            self.pinned = Some(resolved.clone());
+        }
+        let (snapshot, role) = match &self.pinned {
+            Some(pinned) if pinned != resolved => {
+                if self.role != Role::Orphaned {
+                    tracing::warn!(
+                        proxy = ?proxy.0,
+                        was = ?pinned.0,
+                        now = ?resolved.0,
+                        "node.cluster selects another proxy than the one this stream was admitted for; it keeps its last config until it reconnects"
+                    );
+                }
+                (self.snapshot.clone(), Role::Orphaned)
+            }
+            _ => snapshots.get(proxy, self.zone.as_deref()),
+        };
         if Arc::ptr_eq(&snapshot, &self.snapshot)
             && snapshots.loaded == self.loaded
             && role == self.role
         {
-            return false;
+            return Ok(false);
         }
         if snapshots.loaded && role == Role::Unknown && (self.role != Role::Unknown || !self.loaded)
         {
@@ -537,7 +573,7 @@ impl StreamCore {
         if let Some(g) = &self.guard {
             g.set_role(role);
         }
-        true
+        Ok(true)
     }
 
     /// The stream as [`gate`] sees it.
@@ -712,13 +748,25 @@ fn zone_of(node: &Node) -> Option<&str> {
         .filter(|z| !z.is_empty())
 }
 
+/// A request's node, checked, and the proxy it was authorized for.
+struct Admitted<'n> {
+    node: &'n Node,
+    /// `node.cluster`: the proxy or one of its aliases.
+    asked: ProxyName,
+    /// The proxy `asked` selects in `snapshots`, which the certificate (with
+    /// `--require-identity`) names.
+    resolved: ProxyName,
+    /// The snapshots the resolution was made in: what a fetch answers from.
+    snapshots: Arc<Snapshots>,
+}
+
 /// Who a request says it is, checked: a node with a proxy name of sane length, whose client
-/// certificate (with `--require-identity`) names that proxy. Streams and fetches alike.
+/// certificate (with `--require-identity`) names the proxy it selects. Streams and fetches alike.
 fn admit<'n>(
     shared: &Shared,
     peer: Option<&Peer>,
     node: Option<&'n Node>,
-) -> Result<(&'n Node, ProxyName), Status> {
+) -> Result<Admitted<'n>, Status> {
     let node =
         node.ok_or_else(|| Status::invalid_argument("the first request must carry a node"))?;
     if node.cluster.is_empty() {
@@ -731,28 +779,55 @@ fn admit<'n>(
             "node.id and node.cluster may be at most {MAX_NODE_ID} bytes long"
         )));
     }
-    let proxy = ProxyName(node.cluster.clone());
+    let asked = ProxyName(node.cluster.clone());
     // An alias speaks for the proxy it selects: the certificate must name that proxy.
     let snapshots = shared.cache.current();
-    if let Err(refusal) = shared.auth.check(peer, snapshots.resolve(&proxy)) {
-        shared
-            .metrics
-            .identity_refusals
-            .with_label_values(&[refusal.reason()])
-            .inc();
-        tracing::warn!(
-            node = ?node.id,
-            proxy = ?proxy.0,
-            peer = ?peer.and_then(|p| p.remote),
-            error = %refusal,
-            "xDS request refused"
-        );
-        return Err(match refusal {
-            Refusal::NoCertificate => Status::unauthenticated(refusal.to_string()),
-            Refusal::WrongProxy { .. } => Status::permission_denied(refusal.to_string()),
-        });
-    }
-    Ok((node, proxy))
+    let resolved = snapshots.resolve(&asked).clone();
+    // Before the first catalog, aliases are unknown: the certificate is required now, and
+    // checked against the proxy once the catalog says which one `node.cluster` selects
+    // (nothing is served before).
+    let proxy = snapshots.loaded.then_some(&resolved);
+    authorize(shared, peer, &node.id, &asked, proxy)?;
+    Ok(Admitted {
+        node,
+        asked,
+        resolved,
+        snapshots,
+    })
+}
+
+/// Whether the peer may be served `proxy`'s config (`None`: any proxy, for now); a refusal is
+/// counted and logged.
+fn authorize(
+    shared: &Shared,
+    peer: Option<&Peer>,
+    node_id: &str,
+    asked: &ProxyName,
+    proxy: Option<&ProxyName>,
+) -> Result<(), Status> {
+    let refusal = match shared.auth.check(peer, proxy.unwrap_or(asked)) {
+        Ok(()) => return Ok(()),
+        Err(Refusal::WrongProxy { .. }) if proxy.is_none() => return Ok(()),
+        Err(refusal) => refusal,
+    };
+    let proxy = proxy.unwrap_or(asked);
+    shared
+        .metrics
+        .identity_refusals
+        .with_label_values(&[refusal.reason()])
+        .inc();
+    tracing::warn!(
+        node = ?node_id,
+        node_cluster = ?asked.0,
+        proxy = ?proxy.0,
+        peer = ?peer.and_then(|p| p.remote),
+        error = %refusal,
+        "xDS request refused"
+    );
+    Err(match refusal {
+        Refusal::NoCertificate => Status::unauthenticated(refusal.to_string()),
+        Refusal::WrongProxy { .. } => Status::permission_denied(refusal.to_string()),
+    })
 }
 
 /// A response that was sent and not yet answered.
@@ -809,7 +884,13 @@ async fn run<V: Variant>(
                 if changed.is_err() {
                     break;
                 }
-                on_snapshot(&mut variant, &mut core)
+                match on_snapshot(&mut variant, &mut core) {
+                    Ok(out) => out,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                }
             }
         };
         for resp in out {
@@ -847,20 +928,20 @@ fn on_request<V: Variant>(
     };
     // Answer from the newest snapshot, not one a pending change replaces.
     if core.snapshots.has_changed().unwrap_or(false) {
-        core.refresh();
+        core.refresh()?;
     }
     variant.on_request(core, t, req);
     Ok(push(variant, core))
 }
 
-/// What a stream sends after a publish.
-fn on_snapshot<V: Variant>(variant: &mut V, core: &mut StreamCore) -> Vec<V::Resp> {
+/// What a stream sends after a publish; an error ends the stream.
+fn on_snapshot<V: Variant>(variant: &mut V, core: &mut StreamCore) -> Result<Vec<V::Resp>, Status> {
     // Every stream wakes on every publish; only those whose proxy changed work.
-    if core.refresh() {
+    Ok(if core.refresh()? {
         push(variant, core)
     } else {
         Vec::new()
-    }
+    })
 }
 
 macro_rules! standalone {

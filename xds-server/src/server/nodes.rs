@@ -274,6 +274,13 @@ impl NodeGuard {
         }
     }
 
+    /// Records the proxy the stream is served (resolved once the first catalog came).
+    pub(crate) fn set_proxy(&self, proxy: &ProxyName) {
+        if let Some(n) = self.nodes.lock().get_mut(&self.key) {
+            n.proxy = proxy.0.clone();
+        }
+    }
+
     /// The stream's `node.id`.
     pub(crate) fn id(&self) -> String {
         self.nodes

@@ -243,13 +243,15 @@ pub(super) fn fetch(
     t: ResourceType,
     req: DiscoveryRequest,
 ) -> Result<DiscoveryResponse, Status> {
-    let (node, proxy) = super::admit(shared, peer, req.node.as_ref())?;
-    let zone = super::zone_of(node).map(str::to_string);
-    let snapshots = shared.cache.current();
+    let admitted = super::admit(shared, peer, req.node.as_ref())?;
+    let zone = super::zone_of(admitted.node);
+    // The snapshots the request was authorized in: a catalog published meanwhile may make its
+    // `node.cluster` select another proxy.
+    let snapshots = &admitted.snapshots;
     if !snapshots.loaded {
         return Err(Status::unavailable("no catalog loaded yet"));
     }
-    let (snapshot, _) = snapshots.get(&proxy, zone.as_deref());
+    let (snapshot, _) = snapshots.get(&admitted.asked, zone);
     let snap = snapshot.of(t);
     let names = subscription(t, &req.resource_names, false);
     let version = snap.version_for(names.as_ref());

@@ -14,6 +14,8 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use envoy_types::pb::google::protobuf::Any;
 use envoy_types::pb::google::rpc::Status as RpcStatus;
 use prost::Message;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use tokio::sync::watch;
 
 use super::delta::Delta;
@@ -230,6 +232,8 @@ struct SotwStream {
     state: HashMap<ResourceType, (String, String)>,
     names: HashMap<ResourceType, Vec<String>>,
     node_sent: bool,
+    /// The node the first request carries.
+    node: Option<Node>,
     /// Every response, in order.
     seen: Vec<DiscoveryResponse>,
 }
@@ -242,14 +246,38 @@ impl SotwStream {
             state: HashMap::new(),
             names: HashMap::new(),
             node_sent: false,
+            node: node(),
             seen: Vec::new(),
         }
+    }
+
+    /// A stream whose Envoy sends `cluster` as `node.cluster` and presents `peer`.
+    fn of(plane: &Plane, cluster: &str, peer: Peer) -> SotwStream {
+        let mut s = SotwStream::new(plane);
+        if let Some(n) = s.node.as_mut() {
+            n.cluster = cluster.into();
+        }
+        s.core.peer = Some(peer);
+        s
+    }
+
+    /// The first request of type `t`, as Envoy sends it; the server's answer or refusal.
+    fn try_request(&mut self, t: ResourceType) -> Result<Vec<DiscoveryResponse>, Status> {
+        let req = DiscoveryRequest {
+            node: (!self.node_sent).then(|| self.node.clone()).flatten(),
+            type_url: t.type_url().into(),
+            ..Default::default()
+        };
+        self.node_sent = true;
+        let out = on_request(&mut self.variant, &mut self.core, req)?;
+        self.seen.extend(out.iter().cloned());
+        Ok(out)
     }
 
     fn request(&mut self, t: ResourceType, error: Option<&str>) -> Vec<DiscoveryResponse> {
         let (version, nonce) = self.state.get(&t).cloned().unwrap_or_default();
         let req = DiscoveryRequest {
-            node: (!self.node_sent).then(node).flatten(),
+            node: (!self.node_sent).then(|| self.node.clone()).flatten(),
             version_info: version,
             response_nonce: nonce,
             resource_names: self.names.get(&t).cloned().unwrap_or_default(),
@@ -276,7 +304,7 @@ impl SotwStream {
     }
 
     fn on_snapshot(&mut self) -> Vec<DiscoveryResponse> {
-        let out = on_snapshot(&mut self.variant, &mut self.core);
+        let out = on_snapshot(&mut self.variant, &mut self.core).expect("the stream goes on");
         self.seen.extend(out.iter().cloned());
         out
     }
@@ -637,7 +665,7 @@ fn delta_wildcard_subscribe_and_unsubscribe() {
     // a change of a no longer reaches it.
     assert!(s.request(Cds, "", &[], &["*"]).is_empty());
     plane.publish(&catalog("a").replace("protocol: http1", "protocol: http2"));
-    let out = on_snapshot(&mut s.variant, &mut s.core);
+    let out = on_snapshot(&mut s.variant, &mut s.core).expect("the stream goes on");
     assert!(out.iter().all(|r| r.type_url != Cds.type_url()), "{out:?}");
 }
 
@@ -676,7 +704,7 @@ fn delta_a_rejected_change_rolled_back_or_left_behind_shows_as_such() {
     assert_eq!(cds_state(&plane), nodes::SyncState::Nacked);
     // Rolled back: nothing is sent (the proxy runs a), and it is in sync again.
     plane.publish(&catalog("a"));
-    let out = on_snapshot(&mut s.variant, &mut s.core);
+    let out = on_snapshot(&mut s.variant, &mut s.core).expect("the stream goes on");
     assert!(out.iter().all(|r| r.type_url != Cds.type_url()), "{out:?}");
     assert_eq!(cds_state(&plane), nodes::SyncState::Synced);
 
@@ -689,7 +717,7 @@ fn delta_a_rejected_change_rolled_back_or_left_behind_shows_as_such() {
     plane.publish(&catalog_with_c("b", 2001));
     s.on_snapshot_nack_cds();
     plane.publish(&catalog_with_c("b", 2002));
-    let out = on_snapshot(&mut s.variant, &mut s.core);
+    let out = on_snapshot(&mut s.variant, &mut s.core).expect("the stream goes on");
     s.ack_all(out);
     assert_eq!(cds_state(&plane), nodes::SyncState::Nacked);
 }
@@ -697,7 +725,7 @@ fn delta_a_rejected_change_rolled_back_or_left_behind_shows_as_such() {
 impl DeltaStream {
     /// A publish whose CDS response the proxy rejects; returns what follows the NACK.
     fn on_snapshot_nack_cds(&mut self) -> Vec<DeltaDiscoveryResponse> {
-        let out = on_snapshot(&mut self.variant, &mut self.core);
+        let out = on_snapshot(&mut self.variant, &mut self.core).expect("the stream goes on");
         self.seen.extend(out.iter().cloned());
         assert_eq!(out.len(), 1);
         assert_eq!(names(&out[0]), ["b"]);
@@ -814,7 +842,7 @@ fn delta_a_rejected_cluster_keeps_routes_back_when_another_cluster_changes() {
     // Another cluster changes: it goes out alone, is accepted, and the routes to the refused
     // b still wait, with a kept.
     plane.publish(&catalog_with_c("b", 2002));
-    let out = on_snapshot(&mut s.variant, &mut s.core);
+    let out = on_snapshot(&mut s.variant, &mut s.core).expect("the stream goes on");
     s.seen.extend(out.iter().cloned());
     assert_eq!(out[0].type_url, Cds.type_url());
     assert_eq!(names(&out[0]), ["c"], "the refused b was sent again");
@@ -836,7 +864,7 @@ fn delta_a_rejected_cluster_keeps_routes_back_when_another_cluster_changes() {
         "protocol: http1, endpoints: { static: [\"127.0.0.1:1001\"] }",
         "protocol: http2, endpoints: { static: [\"127.0.0.1:1001\"] }",
     ));
-    let out = on_snapshot(&mut s.variant, &mut s.core);
+    let out = on_snapshot(&mut s.variant, &mut s.core).expect("the stream goes on");
     assert_eq!(names(&out[0]), ["b"]);
     s.seen.extend(out.iter().cloned());
     s.ack_all(out);
@@ -990,4 +1018,157 @@ upstreams:
     };
     let plain = sotw::fetch(&plane.shared, None, Eds, req_none).unwrap();
     assert_ne!(in_b.version_info, plain.version_info);
+}
+
+// ---- aliases with --require-identity ----
+
+const ARN: &str = "arn:aws:appmesh:us-east-1:111122223333:mesh/m/virtualNode/blue";
+
+/// Proxies `blue` (to upstream `b`) and `red` (to `r`); `alias_of` (if any) has the ARN alias.
+fn two_proxies(alias_of: Option<&str>) -> String {
+    let proxy = |name: &str, to: &str| {
+        let aliases = if alias_of == Some(name) {
+            format!("\n    aliases: [\"{ARN}\"]")
+        } else {
+            String::new()
+        };
+        format!(
+            "  {name}:{aliases}\n    listeners: [ {{ name: web, port: 8080, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: {to} }} ] }} ]\n"
+        )
+    };
+    format!(
+        "version: 1\nproxies:\n{}{}upstreams:\n  b: {{ protocol: http1, endpoints: {{ static: [\"127.0.0.1:1001\"] }} }}\n  r: {{ protocol: http1, endpoints: {{ static: [\"127.0.0.1:1002\"] }} }}\n",
+        proxy("blue", "b"),
+        proxy("red", "r")
+    )
+}
+
+fn peer_for(proxy: &str) -> Peer {
+    let ca = crate::ca::Ca::generate("test").unwrap();
+    let issued = ca
+        .issue(&crate::ca::Leaf {
+            uris: vec![format!("spiffe://mesh.local/proxy/{proxy}")],
+            client: true,
+            ttl: std::time::Duration::from_secs(60),
+            ..Default::default()
+        })
+        .unwrap();
+    let der = CertificateDer::from_pem_slice(issued.certificate_pem.as_bytes()).unwrap();
+    Peer {
+        remote: None,
+        certificates: Some(Arc::new(vec![der])),
+    }
+}
+
+impl Plane {
+    fn requiring_identity() -> Plane {
+        let mut plane = Plane::new();
+        Arc::get_mut(&mut plane.shared).unwrap().auth = Authorization {
+            require_identity: true,
+            trust_domain: "mesh.local".into(),
+        };
+        plane
+    }
+}
+
+#[test]
+fn an_alias_moved_to_another_proxy_does_not_stream_that_proxy_s_config() {
+    let plane = Plane::requiring_identity();
+    plane.publish(&two_proxies(Some("blue")));
+    let mut s = SotwStream::of(&plane, ARN, peer_for("blue"));
+    s.connect();
+    assert_eq!(route_targets(&s.last(Rds).resources), ["b"]);
+    assert_eq!(plane.nodes()[0].proxy, "blue");
+
+    // The ARN now selects red, whose identity this Envoy never proved: it is sent nothing
+    // and keeps blue's config, as an orphan, until it reconnects.
+    let seen = s.seen.len();
+    plane.publish(&two_proxies(Some("red")));
+    assert!(s.on_snapshot().is_empty(), "red's config was streamed");
+    let mut out = s.request(Cds, None);
+    out.extend(s.request(Lds, None));
+    assert!(out.is_empty(), "red's config was answered: {out:?}");
+    assert_eq!(s.seen.len(), seen);
+    let node = plane.nodes()[0].clone();
+    assert!(node.orphaned && node.proxy == "blue", "{node:?}");
+
+    // Connecting again, it is refused: the certificate names blue, the ARN selects red.
+    let mut again = SotwStream::of(&plane, ARN, peer_for("blue"));
+    let err = again.try_request(Cds).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("red"), "{err}");
+    // A fetch is refused the same way.
+    let fetch = |peer: &Peer| {
+        let req = DiscoveryRequest {
+            node: SotwStream::of(&plane, ARN, peer.clone()).node,
+            ..Default::default()
+        };
+        sotw::fetch(&plane.shared, Some(peer), Cds, req)
+    };
+    assert_eq!(
+        fetch(&peer_for("blue")).unwrap_err().code(),
+        tonic::Code::PermissionDenied
+    );
+    let red = fetch(&peer_for("red")).expect("red's certificate is served red");
+    assert_eq!(cluster_names(&red.resources), ["r"]);
+
+    // Red's Envoys are served red, and follow it.
+    let mut red = SotwStream::of(&plane, ARN, peer_for("red"));
+    red.connect();
+    assert_eq!(route_targets(&red.last(Rds).resources), ["r"]);
+}
+
+#[test]
+fn a_stream_admitted_before_the_catalog_is_authorized_for_the_proxy_its_alias_selects() {
+    let plane = Plane::requiring_identity();
+    let mut blue = SotwStream::of(&plane, ARN, peer_for("blue"));
+    let mut red = SotwStream::of(&plane, ARN, peer_for("red"));
+    assert!(blue.try_request(Cds).unwrap().is_empty());
+    assert!(red.try_request(Cds).unwrap().is_empty());
+    // Without any certificate, it is refused at once.
+    let mut none = SotwStream::new(&plane);
+    none.core.peer = Some(Peer::default());
+    assert_eq!(
+        none.try_request(Cds).unwrap_err().code(),
+        tonic::Code::Unauthenticated
+    );
+
+    plane.publish(&two_proxies(Some("blue")));
+    let out = on_snapshot(&mut blue.variant, &mut blue.core).expect("blue may have blue's");
+    assert_eq!(cluster_names(&out[0].resources), ["b"]);
+    assert_eq!(
+        blue.core
+            .shared
+            .nodes
+            .list()
+            .iter()
+            .filter(|n| n.proxy == "blue")
+            .count(),
+        1
+    );
+    let err = on_snapshot(&mut red.variant, &mut red.core).unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+}
+
+#[test]
+fn an_alias_removed_while_its_proxy_stays_keeps_its_envoys_config() {
+    let plane = Plane::new();
+    plane.publish(&two_proxies(Some("blue")));
+    let mut s = SotwStream::of(&plane, ARN, Peer::default());
+    s.connect();
+    let seen = s.seen.len();
+    plane.publish(&two_proxies(None));
+    assert!(
+        s.on_snapshot().is_empty(),
+        "the empty config replaced blue's"
+    );
+    assert_eq!(s.seen.len(), seen);
+    let node = &plane.nodes()[0];
+    assert!(node.orphaned && !node.known_proxy, "{node:?}");
+    // Blue's own changes no longer reach it; a new Envoy presenting the ARN gets nothing.
+    plane.publish(&two_proxies(None).replace("to: b", "to: r"));
+    assert!(s.on_snapshot().is_empty());
+    let mut fresh = SotwStream::of(&plane, ARN, Peer::default());
+    fresh.connect();
+    assert!(fresh.last(Cds).resources.is_empty());
 }

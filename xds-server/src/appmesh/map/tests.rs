@@ -299,7 +299,7 @@ fn durations_and_names_as_the_catalog_writes_them() {
 
 #[test]
 fn a_router_s_routes_become_a_virtual_host_by_priority() {
-    let mapped = map(&mesh(), &Options::default());
+    let mapped = map(&mesh(), &Options::default()).unwrap();
     let front = &mapped.fragments["front.yaml"];
     let proxy = &front["proxies"]["front"];
     assert_eq!(
@@ -318,6 +318,16 @@ fn a_router_s_routes_become_a_virtual_host_by_priority() {
         front["upstreams"]["front"]["endpoints"],
         json!({ "cloud_map": { "namespace": "color.local", "service": "front" } })
     );
+    // App Mesh's circuit breakers, not Envoy's 1024.
+    for u in ["front", "front-local"] {
+        for limit in ["max_requests", "max_pending_requests", "max_connections"] {
+            assert_eq!(
+                front["upstreams"][u][limit],
+                json!(2_147_483_647),
+                "{u} {limit}"
+            );
+        }
+    }
     let egress = &proxy["listeners"][1];
     assert_eq!(egress["port"], json!(15001));
     assert_eq!(egress["original_destination"], json!(true));
@@ -379,7 +389,7 @@ fn the_default_retry_policy_goes_to_routes_without_one() {
         default_retries: true,
         ..Default::default()
     };
-    let mapped = map(&mesh(), &options);
+    let mapped = map(&mesh(), &options).unwrap();
     let routes = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
         [0]["routes"];
     assert_eq!(routes[0]["retries"]["attempts"], json!(2));
@@ -389,4 +399,490 @@ fn the_default_retry_policy_goes_to_routes_without_one() {
         "its own policy stays"
     );
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+}
+
+#[test]
+fn routes_of_one_priority_go_most_specific_first() {
+    let path = |exact: Option<&str>, regex: Option<&str>| {
+        aws_sdk_appmesh::types::HttpPathMatch::builder()
+            .set_exact(exact.map(String::from))
+            .set_regex(regex.map(String::from))
+            .build()
+    };
+    let mut m = mesh();
+    let red = || vec![target("red", 1)];
+    m.routers[0].1 = vec![
+        // Named so that by name they would come in the opposite order.
+        route(
+            "a-regex",
+            None,
+            HttpRouteMatch::builder()
+                .path(path(None, Some("/v[0-9]/.*")))
+                .build(),
+            red(),
+        ),
+        route(
+            "b-root",
+            None,
+            HttpRouteMatch::builder().prefix("/").build(),
+            red(),
+        ),
+        route(
+            "c-api",
+            None,
+            HttpRouteMatch::builder().prefix("/api").build(),
+            red(),
+        ),
+        route(
+            "d-exact",
+            None,
+            HttpRouteMatch::builder()
+                .path(path(Some("/api/health"), None))
+                .build(),
+            red(),
+        ),
+        route(
+            "e-first",
+            Some(1),
+            HttpRouteMatch::builder().prefix("/").build(),
+            red(),
+        ),
+    ];
+    let mapped = map(&m, &Options::default()).unwrap();
+    let routes = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
+        [0]["routes"];
+    let matches: Vec<&Value> = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["match"])
+        .collect();
+    assert_eq!(
+        matches,
+        [
+            &json!({ "prefix": "/" }),
+            &json!({ "path": "/api/health" }),
+            &json!({ "prefix": "/api" }),
+            &json!({ "prefix": "/" }),
+            &json!({ "regex": "/v[0-9]/.*" }),
+        ],
+        "priority first, then exact, longest prefix, regex"
+    );
+}
+
+#[test]
+fn a_header_named_twice_leaves_the_route_out_instead_of_widening_it() {
+    let mut m = mesh();
+    m.routers[0].1.push(route(
+        "twice",
+        Some(1),
+        HttpRouteMatch::builder()
+            .prefix("/")
+            .headers(header(
+                "x-color",
+                HeaderMatchMethod::Exact("blue".into()),
+                false,
+            ))
+            .headers(header(
+                "X-Color",
+                HeaderMatchMethod::Exact("red".into()),
+                false,
+            ))
+            .build(),
+        vec![target("green", 1)],
+    ));
+    let mapped = map(&m, &Options::default()).unwrap();
+    let routes = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
+        [0]["routes"];
+    assert!(
+        routes
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["to"] != json!("green")),
+        "{routes}"
+    );
+    let twice = mapped
+        .report
+        .resources
+        .iter()
+        .find(|r| r.name == "colors/twice")
+        .unwrap();
+    assert!(
+        twice
+            .fields
+            .iter()
+            .any(|f| f.field == "spec.httpRoute.match.headers[1]"
+                && matches!(&f.outcome, Outcome::NotMapped(why) if why.contains("\"x-color\""))),
+        "{twice:?}"
+    );
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+}
+
+#[test]
+fn a_grpc_gateway_route_matches_its_hostname_and_metadata_in_lower_case() {
+    use aws_sdk_appmesh::types::{
+        GatewayRouteHostnameMatch, GatewayRouteSpec, GatewayRouteStatus, GatewayRouteStatusCode,
+        GatewayRouteTarget, GatewayRouteVirtualService, GrpcGatewayRoute, GrpcGatewayRouteAction,
+        GrpcGatewayRouteMatch, GrpcGatewayRouteMetadata, GrpcMetadataMatchMethod,
+        VirtualGatewayListener, VirtualGatewayPortMapping, VirtualGatewayPortProtocol,
+        VirtualGatewaySpec, VirtualGatewayStatus, VirtualGatewayStatusCode,
+    };
+    let gateway = VirtualGatewayData::builder()
+        .mesh_name("color")
+        .virtual_gateway_name("gw")
+        .spec(
+            VirtualGatewaySpec::builder()
+                .listeners(
+                    VirtualGatewayListener::builder()
+                        .port_mapping(
+                            VirtualGatewayPortMapping::builder()
+                                .port(9080)
+                                .protocol(VirtualGatewayPortProtocol::Grpc)
+                                .build()
+                                .unwrap(),
+                        )
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        )
+        .metadata(metadata("/virtualGateway/gw"))
+        .status(
+            VirtualGatewayStatus::builder()
+                .status(VirtualGatewayStatusCode::Active)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let grpc = GrpcGatewayRoute::builder()
+        .r#match(
+            GrpcGatewayRouteMatch::builder()
+                .service_name("color.Teller")
+                .hostname(
+                    GatewayRouteHostnameMatch::builder()
+                        .exact("api.example.com")
+                        .build(),
+                )
+                .port(9080)
+                .metadata(
+                    GrpcGatewayRouteMetadata::builder()
+                        .name("X-Tenant")
+                        .r#match(GrpcMetadataMatchMethod::Exact("ann".into()))
+                        .build()
+                        .unwrap(),
+                )
+                .build(),
+        )
+        .action(
+            GrpcGatewayRouteAction::builder()
+                .target(
+                    GatewayRouteTarget::builder()
+                        .virtual_service(
+                            GatewayRouteVirtualService::builder()
+                                .virtual_service_name("colors.color.local")
+                                .build()
+                                .unwrap(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let route = GatewayRouteData::builder()
+        .mesh_name("color")
+        .gateway_route_name("teller")
+        .virtual_gateway_name("gw")
+        .spec(GatewayRouteSpec::builder().grpc_route(grpc).build())
+        .metadata(metadata("/virtualGateway/gw/gatewayRoute/teller"))
+        .status(
+            GatewayRouteStatus::builder()
+                .status(GatewayRouteStatusCode::Active)
+                .build()
+                .unwrap(),
+        )
+        .build()
+        .unwrap();
+    let mut m = mesh();
+    m.gateways.push((gateway, vec![route]));
+    let mapped = map(&m, &Options::default()).unwrap();
+    let routes = &mapped.fragments["gw.yaml"]["proxies"]["gw"]["listeners"][0]["routes"];
+    assert_eq!(
+        routes[0]["match"]["headers"],
+        json!({ ":authority": "api.example.com", "x-tenant": "ann" }),
+        "{routes}"
+    );
+    let teller = mapped
+        .report
+        .resources
+        .iter()
+        .find(|r| r.name == "gw/teller")
+        .unwrap();
+    assert!(
+        teller
+            .fields
+            .iter()
+            .any(|f| f.field == "spec.grpcRoute.match.port"
+                && matches!(&f.outcome, Outcome::Lossy(_))),
+        "{teller:?}"
+    );
+    // The catalog takes it (it refuses upper case header names).
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+}
+
+#[test]
+fn what_the_catalog_would_refuse_is_reported_per_route_and_the_rest_imports() {
+    use aws_sdk_appmesh::types::{MatchRange, VirtualNodeServiceProvider};
+    let mut m = mesh();
+    // A tcp node as the provider of a service the front node calls.
+    let mut echo = node("echo", &[]);
+    echo.spec.as_mut().unwrap().listeners.as_mut().unwrap()[0]
+        .port_mapping
+        .as_mut()
+        .unwrap()
+        .protocol = PortProtocol::Tcp;
+    m.nodes.push(echo);
+    let mut service = m.services[0].clone();
+    service.virtual_service_name = "echo.color.local".into();
+    service.spec = Some(
+        VirtualServiceSpec::builder()
+            .provider(VirtualServiceProvider::VirtualNode(
+                VirtualNodeServiceProvider::builder()
+                    .virtual_node_name("echo")
+                    .build()
+                    .unwrap(),
+            ))
+            .build(),
+    );
+    m.services.push(service);
+    m.nodes[0] = node("front", &["colors.color.local", "echo.color.local"]);
+    // More retries than the catalog takes; a bad regex; an empty range.
+    let mut retrying = m.routers[0]
+        .1
+        .iter()
+        .find(|r| r.route_name == "retrying")
+        .unwrap()
+        .clone();
+    retrying
+        .spec
+        .as_mut()
+        .unwrap()
+        .http_route
+        .as_mut()
+        .unwrap()
+        .retry_policy
+        .as_mut()
+        .unwrap()
+        .max_retries = 150;
+    m.routers[0].1.retain(|r| r.route_name != "retrying");
+    m.routers[0].1.push(retrying);
+    let header_route = |name: &str, how: HeaderMatchMethod| {
+        route(
+            name,
+            Some(2),
+            HttpRouteMatch::builder()
+                .prefix("/")
+                .headers(header("x-n", how, false))
+                .build(),
+            vec![target("green", 1)],
+        )
+    };
+    m.routers[0].1.push(header_route(
+        "bad-regex",
+        HeaderMatchMethod::Regex("(".into()),
+    ));
+    m.routers[0].1.push(header_route(
+        "empty-range",
+        HeaderMatchMethod::Range(MatchRange::builder().start(10).end(5).build().unwrap()),
+    ));
+
+    let mapped = map(&m, &Options::default()).unwrap();
+    // The whole import stands: the catalog takes every fragment.
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+    let outcome = |resource: &str, field: &str| {
+        mapped
+            .report
+            .resources
+            .iter()
+            .filter(|r| r.name == resource)
+            .flat_map(|r| &r.fields)
+            .find(|f| f.field == field)
+            .map(|f| f.outcome.clone())
+            .unwrap_or_else(|| panic!("no {field} for {resource}: {:?}", mapped.report))
+    };
+    assert!(
+        matches!(outcome("front", "spec.backends[1].virtualService"), Outcome::NotMapped(w) if w.contains("speaks tcp")),
+    );
+    assert!(
+        matches!(outcome("colors/bad-regex", "spec.httpRoute.match.headers[0]"), Outcome::NotMapped(w) if w.contains("invalid")),
+    );
+    assert!(
+        matches!(outcome("colors/empty-range", "spec.httpRoute.match.headers[0]"), Outcome::NotMapped(w) if w.contains("empty")),
+    );
+    assert!(matches!(
+        outcome("colors/retrying", "spec.httpRoute.retryPolicy.maxRetries"),
+        Outcome::Lossy(_)
+    ));
+    let routes = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
+        [0]["routes"];
+    let flaky = routes
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["match"]["prefix"] == json!("/flaky"))
+        .unwrap();
+    assert_eq!(flaky["retries"]["attempts"], json!(100));
+}
+
+#[test]
+fn two_resources_that_become_one_catalog_name_are_an_error_naming_both() {
+    let mut m = mesh();
+    m.nodes.push(node("x y", &[]));
+    m.nodes.push(node("x-y", &[]));
+    let Err(err) = map(&m, &Options::default()) else {
+        panic!("no collision found")
+    };
+    assert_eq!(
+        err.to_string(),
+        r#"virtual node "x y" and virtual node "x-y" both become proxy "x-y" in the catalog: rename one of them in App Mesh"#
+    );
+}
+
+#[test]
+fn a_node_and_a_gateway_of_one_name_are_an_error_naming_both() {
+    let mut m = mesh();
+    let gateway = VirtualGatewayData::builder()
+        .mesh_name("color")
+        .virtual_gateway_name("red")
+        .metadata(metadata("/virtualGateway/red"))
+        .build()
+        .unwrap();
+    m.gateways.push((gateway, vec![]));
+    let Err(err) = map(&m, &Options::default()) else {
+        panic!("no collision found")
+    };
+    assert_eq!(
+        err.to_string(),
+        r#"virtual node "red" and virtual gateway "red" both become proxy "red" in the catalog: rename one of them in App Mesh"#
+    );
+}
+
+#[test]
+fn a_new_import_removes_what_the_mesh_lost_keeps_other_files_and_writes_over_none() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = mesh();
+    m.nodes.push(node("gone", &[]));
+    crate::appmesh::write(&map(&m, &Options::default()).unwrap(), dir.path()).unwrap();
+    assert!(dir.path().join("gone.yaml").exists());
+    // A fragment of someone else's beside the import's.
+    let mine = "version: 1\nproxies:\n  mine: {}\n";
+    std::fs::write(dir.path().join("mine.yaml"), mine).unwrap();
+
+    // Node gone is deleted from the mesh: its fragment goes, the other file stays.
+    let mapped = map(&mesh(), &Options::default()).unwrap();
+    crate::appmesh::write(&mapped, dir.path()).unwrap();
+    assert!(!dir.path().join("gone.yaml").exists());
+    assert!(dir.path().join("front.yaml").exists());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("mine.yaml")).unwrap(),
+        mine
+    );
+
+    // The directory is checked as it will be: a file that clashes with the import refuses it.
+    std::fs::write(
+        dir.path().join("mine.yaml"),
+        "version: 1\nproxies:\n  front: {}\n",
+    )
+    .unwrap();
+    let err = crate::appmesh::write(&mapped, dir.path()).unwrap_err();
+    assert!(matches!(err, ImportError::Invalid(_)), "{err}");
+    std::fs::write(dir.path().join("mine.yaml"), mine).unwrap();
+
+    // A file of the import's name that no import wrote is not written over.
+    std::fs::write(dir.path().join("red.yaml"), mine.replace("mine", "red")).unwrap();
+    let err = crate::appmesh::write(&mapped, dir.path()).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("red.yaml exists and was not written by an import"),
+        "{err}"
+    );
+    assert!(
+        std::fs::read_to_string(dir.path().join("red.yaml"))
+            .unwrap()
+            .contains("red: {}")
+    );
+}
+
+#[test]
+fn fields_the_import_drops_are_reported() {
+    use aws_sdk_appmesh::types::{
+        IpPreference, VirtualGatewayBackendDefaults, VirtualGatewayConnectionPool,
+        VirtualGatewayHttpConnectionPool, VirtualGatewayListener, VirtualGatewayPortMapping,
+        VirtualGatewayPortProtocol, VirtualGatewaySpec,
+    };
+    let listener = VirtualGatewayListener::builder()
+        .port_mapping(
+            VirtualGatewayPortMapping::builder()
+                .port(9080)
+                .protocol(VirtualGatewayPortProtocol::Http)
+                .build()
+                .unwrap(),
+        )
+        .connection_pool(VirtualGatewayConnectionPool::Http(
+            VirtualGatewayHttpConnectionPool::builder()
+                .max_connections(10)
+                .build()
+                .unwrap(),
+        ))
+        .build();
+    let gateway = VirtualGatewayData::builder()
+        .mesh_name("color")
+        .virtual_gateway_name("gw")
+        .spec(
+            VirtualGatewaySpec::builder()
+                .listeners(listener.clone())
+                .listeners(listener)
+                .backend_defaults(VirtualGatewayBackendDefaults::builder().build())
+                .build()
+                .unwrap(),
+        )
+        .metadata(metadata("/virtualGateway/gw"))
+        .build()
+        .unwrap();
+    let mut m = mesh();
+    m.gateways.push((gateway, vec![]));
+    if let Some(ServiceDiscovery::AwsCloudMap(c)) = m.nodes[1]
+        .spec
+        .as_mut()
+        .and_then(|s| s.service_discovery.as_mut())
+    {
+        c.ip_preference = Some(IpPreference::IPv6Preferred);
+    }
+    let mapped = map(&m, &Options::default()).unwrap();
+    let field = |resource: &str, field: &str| {
+        mapped
+            .report
+            .resources
+            .iter()
+            .filter(|r| r.name == resource)
+            .flat_map(|r| &r.fields)
+            .find(|f| f.field == field)
+            .map(|f| f.outcome.clone())
+    };
+    for f in [
+        "spec.listeners[0].connectionPool",
+        "spec.backendDefaults",
+        "spec.listeners[1]",
+    ] {
+        assert!(
+            matches!(field("gw", f), Some(Outcome::NotMapped(_))),
+            "{f}: {:?}",
+            field("gw", f)
+        );
+    }
+    assert!(matches!(
+        field("red", "spec.serviceDiscovery.awsCloudMap.ipPreference"),
+        Some(Outcome::Lossy(_))
+    ));
 }
