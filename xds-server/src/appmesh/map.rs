@@ -841,27 +841,33 @@ impl Ctx<'_> {
     }
 
     /// The port a virtual service is reached on, when it has one.
-    fn service_port(&self, service: &VirtualServiceData) -> Option<i32> {
+    /// The ports a virtual service answers on: its router's or node's listeners, in order.
+    fn service_ports(&self, service: &VirtualServiceData) -> Vec<i32> {
         use aws_sdk_appmesh::types::VirtualServiceProvider as P;
-        match service.spec()?.provider()? {
-            P::VirtualRouter(r) => {
-                let (router, _) = self.routers.get(r.virtual_router_name())?;
-                router
-                    .spec()?
-                    .listeners()
-                    .first()?
-                    .port_mapping()
-                    .map(|p| p.port())
+        let ports = |listeners: Vec<Option<&aws_sdk_appmesh::types::PortMapping>>| {
+            let mut out: Vec<i32> = Vec::new();
+            for p in listeners.into_iter().flatten() {
+                if !out.contains(&p.port()) {
+                    out.push(p.port());
+                }
             }
-            P::VirtualNode(n) => self
+            out
+        };
+        let provider = service.spec().and_then(|s| s.provider());
+        match provider {
+            Some(P::VirtualRouter(r)) => self
+                .routers
+                .get(r.virtual_router_name())
+                .and_then(|(router, _)| router.spec())
+                .map(|s| ports(s.listeners().iter().map(|l| l.port_mapping()).collect()))
+                .unwrap_or_default(),
+            Some(P::VirtualNode(n)) => self
                 .nodes
-                .get(n.virtual_node_name())?
-                .spec()?
-                .listeners()
-                .first()?
-                .port_mapping()
-                .map(|p| p.port()),
-            _ => None,
+                .get(n.virtual_node_name())
+                .and_then(|node| node.spec())
+                .map(|s| ports(s.listeners().iter().map(|l| l.port_mapping()).collect()))
+                .unwrap_or_default(),
+            _ => Vec::new(),
         }
     }
 
@@ -905,11 +911,14 @@ impl Ctx<'_> {
             );
             return None;
         };
+        // The app dials the name with any of its ports (routes that differ by port are
+        // reported where the routes are mapped).
         let mut domains = vec![json!(name)];
-        match self.service_port(service) {
-            Some(p) => domains.push(json!(format!("{name}:{p}"))),
-            None => domains.push(json!(format!("{name}:*"))),
+        let ports = self.service_ports(service);
+        if ports.is_empty() {
+            domains.push(json!(format!("{name}:*")));
         }
+        domains.extend(ports.iter().map(|p| json!(format!("{name}:{p}"))));
         use aws_sdk_appmesh::types::VirtualServiceProvider as P;
         let routes: Vec<Value> = match service.spec().and_then(|s| s.provider()) {
             Some(P::VirtualNode(n)) => {

@@ -886,3 +886,37 @@ fn fields_the_import_drops_are_reported() {
         Some(Outcome::Lossy(_))
     ));
 }
+
+#[test]
+fn a_service_answers_on_every_port_of_its_router() {
+    let mut m = mesh();
+    let second = VirtualRouterListener::builder()
+        .port_mapping(
+            PortMapping::builder()
+                .port(9090)
+                .protocol(PortProtocol::Http)
+                .build()
+                .unwrap(),
+        )
+        .build();
+    for (router, _) in m.routers.iter_mut() {
+        let mut listeners = router.spec().unwrap().listeners().to_vec();
+        listeners.push(second.clone());
+        router.spec = Some(
+            VirtualRouterSpec::builder()
+                .set_listeners(Some(listeners))
+                .build(),
+        );
+    }
+    let mapped = map(&m, &Options::default()).unwrap();
+    let host =
+        &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"][0];
+    assert_eq!(
+        host["domains"],
+        json!([
+            "colors.color.local",
+            "colors.color.local:8080",
+            "colors.color.local:9090"
+        ])
+    );
+}
