@@ -740,7 +740,7 @@ fn deserialize_parts<T: serde::de::DeserializeOwned>(
     let mut errors = Vec::new();
     let mut taken: Vec<Vec<Step>> = Vec::new();
     for _ in 0..MAX_FORMAT_ERRORS_PER_ENTRY {
-        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+        let e = match serde_path_to_error::deserialize::<_, T>(&value) {
             Ok(t) => {
                 let lists_as_written = !taken
                     .iter()
