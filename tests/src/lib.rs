@@ -77,7 +77,8 @@ pub fn server_certificate(
 ///
 /// Chosen below the kernel's ephemeral range, where ports bound to 0 and outgoing connections
 /// never land: otherwise another test's backend could take the port between this check and the
-/// peer's bind.
+/// peer's bind. It is also reserved for this test process while it lives ([`reserve_port`]), so
+/// no other test picks it, not even while a peer that held it restarts on it.
 pub fn free_port() -> u16 {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let ephemeral_low: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -97,11 +98,46 @@ pub fn free_port() -> u16 {
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         let port = (low + (z ^ (z >> 31)) % (high - low)) as u16;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if reserve_port(port) && std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
     panic!("no free loopback port between {low} and {high}")
+}
+
+/// Reserves `port` for this process: a file named after it, made with `O_EXCL`, holds this
+/// process's id in a directory every test process shares. A reservation whose process is gone
+/// is taken over. Returns whether this process now holds it.
+fn reserve_port(port: u16) -> bool {
+    let dir = std::env::temp_dir().join("toolkit-test-ports");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(port.to_string());
+    let me = std::process::id();
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut f) => {
+                use std::io::Write;
+                return f.write_all(me.to_string().as_bytes()).is_ok();
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                // An empty file is one being written: leave it to its maker.
+                let owner = std::fs::read_to_string(&path).unwrap_or_default();
+                match owner.trim().parse::<u32>() {
+                    Ok(pid) if pid == me => return true,
+                    Ok(pid) if !Path::new(&format!("/proc/{pid}")).exists() => {
+                        let _ = std::fs::remove_file(&path);
+                    }
+                    _ => return false,
+                }
+            }
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
