@@ -2,6 +2,7 @@
 # Builds the images of infra/docker/Dockerfile and pushes them to ECR, tagged as env.sh looks
 # them up:
 #   infra/build-images.sh [-n] [IMAGE ...]      (default: every image the Dockerfile targets)
+#   infra/build-images.sh -t                    prints the tag it builds, and does nothing else
 #
 #   -n  build only (no login, no push)          -h  this help
 #
@@ -13,10 +14,11 @@
 set -euo pipefail
 
 help() { sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; }
-push=1
-while getopts ":nh" opt; do
+push=1 print_tag=0
+while getopts ":nth" opt; do
   case $opt in
     n) push=0 ;;
+    t) print_tag=1 ;;
     h) help; exit 0 ;;
     *) echo "build-images.sh: unknown option -$OPTARG" >&2; help >&2; exit 2 ;;
   esac
@@ -40,6 +42,7 @@ prefix=$(printf '%s' "$branch" | sanitise)
 [ -n "$prefix" ] && [ "$prefix" != head ] || { echo "build-images.sh: no branch (a detached checkout: set BRANCH)" >&2; exit 2; }
 tag="$prefix-$(git -C "$root" rev-list --count HEAD)-$(git -C "$root" rev-parse --short=7 HEAD)"
 commit=$(git -C "$root" rev-parse HEAD)
+if [ $print_tag = 1 ]; then echo "$tag"; exit 0; fi
 
 region=${AWS_REGION:-${AWS_DEFAULT_REGION:-us-east-2}}
 if [ $push = 1 ] && [ -z "${REGISTRY:-}" ]; then

@@ -16,10 +16,12 @@
 # the root declares, handed to terraform in its environment (TF_VAR_*); the file's win. env.sh
 # says which came from where, never a value.
 # Images: for each component, the newest tag of this branch (<branch prefix>-<revision count>-<sha>)
-# in its ECR repository, else the newest of develop's.
+# in its ECR repository, else the newest of develop's; IMAGE_TAG=T takes T for every component
+# instead (CI passes what build-images.sh pushed), and fails if a repository lacks it.
+# State is locked while terraform runs (a .tflock object beside it; Terraform >= 1.10).
 set -euo pipefail
 
-help() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
+help() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 usage() { help >&2; exit 2; }
 
 action=""
@@ -67,10 +69,22 @@ newest_tag() {
     | awk -F- '{ print $(NF-1) " " $0 }' | sort -n | tail -n 1 | cut -d' ' -f2 || true
 }
 
+# Whether REPOSITORY holds TAG.
+has_tag() {
+  aws ecr describe-images --repository-name "$1" --region "$region" --image-ids "imageTag=$2" >/dev/null 2>&1
+}
+
 image_tags() {
   local prefix entries="" tag
   prefix=$(printf '%s' "$branch" | sanitise)
   for c in $components; do
+    if [ -n "${IMAGE_TAG:-}" ]; then
+      # The newest by revision count is not always the one just built: after a rebase the
+      # branch's count can be lower than an older build's.
+      has_tag "$c" "$IMAGE_TAG" || { echo "env.sh: IMAGE_TAG $IMAGE_TAG is not in the $c repository" >&2; exit 1; }
+      entries="$entries\"$c\"=\"$IMAGE_TAG\","
+      continue
+    fi
     tag=$(newest_tag "$c" "$prefix")
     [ -n "$tag" ] || tag=$(newest_tag "$c" develop)
     [ -n "$tag" ] || { echo "env.sh: no image of $c for $prefix or develop" >&2; exit 1; }
@@ -81,7 +95,8 @@ image_tags() {
 
 tf_init() {
   terraform init -input=false -reconfigure \
-    -backend-config="bucket=$bucket" -backend-config="key=$key" -backend-config="region=$region"
+    -backend-config="bucket=$bucket" -backend-config="key=$key" -backend-config="region=$region" \
+    -backend-config="use_lockfile=true"
 }
 
 # Dropping needs no image: its tags are placeholders, so a deployment whose images are gone can go.

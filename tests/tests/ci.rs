@@ -136,6 +136,27 @@ fn github_actions_makes_environments_for_exactly_develop_infra_and_test_branches
         jobs["environment"]["env"]["BRANCH"],
         "${{ github.ref_name }}"
     );
+    // One apply per branch at a time, and the nightly job in a group of its own: a group keeps
+    // one running and one pending run, so a shared one would let the nightly run's pending
+    // entry cancel a pending develop deploy.
+    assert!(w.get("concurrency").is_none(), "a workflow-wide group: {w}");
+    let group = |job: &str| {
+        jobs[job]["concurrency"]["group"]
+            .as_str()
+            .unwrap_or_default()
+    };
+    assert_eq!(group("environment"), "environment-${{ github.ref_name }}");
+    assert_eq!(
+        jobs["environment"]["concurrency"]["cancel-in-progress"],
+        false
+    );
+    assert!(
+        !group("drop-deleted-branches").is_empty()
+            && group("drop-deleted-branches") != group("environment")
+            && !group("drop-deleted-branches").contains("ref_name"),
+        "{}",
+        group("drop-deleted-branches")
+    );
 }
 
 #[test]
@@ -197,6 +218,30 @@ fn circleci_makes_environments_for_exactly_develop_infra_and_test_branches() {
         scripts_called(&commands("drop-deleted-branches")),
         ["infra/ci/drop-deleted-branches.sh"]
     );
+    // One apply per branch at a time, across pipelines.
+    assert_eq!(
+        jobs[0]["environment"]["serial-group"],
+        "<< pipeline.project.slug >>/environment-<< pipeline.git.branch >>"
+    );
+    assert!(nightly["jobs"][0]["drop-deleted-branches"]["serial-group"].is_string());
+    // AWS credentials by OIDC when the context names a role: the token goes to the file the
+    // AWS CLI, SDKs and Terraform read, before anything calls AWS.
+    let oidc = c["commands"]["aws-credentials"]["steps"][0]["run"]["command"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        oidc.contains("$CIRCLE_OIDC_TOKEN_V2") && oidc.contains("AWS_WEB_IDENTITY_TOKEN_FILE"),
+        "{oidc}"
+    );
+    for job in ["environment", "drop-deleted-branches"] {
+        let steps: Vec<&str> = c["jobs"][job]["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s.as_str())
+            .collect();
+        assert_eq!(steps[..2], ["checkout", "aws-credentials"], "{job}");
+    }
     // Every step names a command the config defines, or CircleCI's own checkout.
     for job in ["environment", "drop-deleted-branches"] {
         for step in c["jobs"][job]["steps"].as_array().unwrap() {

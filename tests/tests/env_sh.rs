@@ -655,6 +655,14 @@ fn show_on_the_database_says_where_it_is_and_how_to_get_credentials_not_the_pass
 fn ci_applies_the_branch_and_drops_only_environments_of_deleted_ci_branches() {
     let r = setup();
     let repo = r.dir.path().join("repo");
+    // CI builds and pushes the images first (apply-branch.sh deploys those).
+    let (ok, _, output) = r.try_script(
+        &repo.join("infra/build-images.sh"),
+        &repo,
+        &[],
+        &[("BRANCH", "infra1")],
+    );
+    assert!(ok, "{output}");
     let (calls, _) = {
         let (ok, calls, output) = r.try_script(
             &repo.join("infra/ci/apply-branch.sh"),
@@ -756,5 +764,81 @@ fn ci_applies_the_branch_and_drops_only_environments_of_deleted_ci_branches() {
     assert!(
         output.contains("would drop stage/services/intdemo test-old"),
         "{output}"
+    );
+}
+
+/// After a rebase a branch can count fewer revisions than an older build of it: CI deploys the
+/// tag build-images.sh pushed for this commit (IMAGE_TAG), not the newest by revision count.
+#[test]
+fn ci_deploys_the_images_it_built_even_after_a_rebase_and_locks_the_state() {
+    let r = setup();
+    let repo = r.dir.path().join("repo");
+    r.branch("infra1");
+    // Before the rebase, the branch's build 50 was pushed.
+    for c in ["xds-server", "s3-config-loader", "ecs-sd", "envoy"] {
+        std::fs::write(r.ecr.join(c), "develop-40-abcdef0\tinfra1-50-aaaaaaa\n").unwrap();
+    }
+    let tag = format!("infra1-1-{}", head(&repo));
+    let ci = [("BRANCH", "infra1")];
+    let (ok, calls, output) = r.try_script(&repo.join("infra/build-images.sh"), &repo, &[], &ci);
+    assert!(ok, "{output}");
+    assert!(
+        calls.iter().any(|c| c.ends_with(&format!("/envoy:{tag}"))),
+        "{calls:?}"
+    );
+    // -t prints that tag and does nothing else.
+    let (ok, calls, output) =
+        r.try_script(&repo.join("infra/build-images.sh"), &repo, &["-t"], &ci);
+    assert!(ok && calls.is_empty(), "{calls:?} {output}");
+    assert_eq!(output.trim(), tag);
+
+    let (ok, calls, output) = r.try_script(&repo.join("infra/ci/apply-branch.sh"), &repo, &[], &ci);
+    assert!(ok, "{output}");
+    let terraform: Vec<&String> = calls
+        .iter()
+        .filter(|c| c.starts_with("terraform"))
+        .collect();
+    // Two applies of one environment never run at once: the state is locked.
+    assert!(
+        terraform[0].starts_with("terraform init")
+            && terraform[0].contains("-backend-config=use_lockfile=true"),
+        "{terraform:?}"
+    );
+    for c in ["xds-server", "s3-config-loader", "ecs-sd", "envoy"] {
+        assert!(
+            terraform[1].contains(&format!("\"{c}\"=\"{tag}\"")),
+            "{}",
+            terraform[1]
+        );
+    }
+    assert!(
+        !terraform[1].contains("infra1-50-aaaaaaa"),
+        "{}",
+        terraform[1]
+    );
+    // By hand (no IMAGE_TAG), env.sh still takes the newest by revision count.
+    let plan = r.run(&["-p"]);
+    assert!(
+        plan[1].contains(r#""envoy"="infra1-50-aaaaaaa""#),
+        "{}",
+        plan[1]
+    );
+
+    // A tag that is not in every repository is refused, naming the repository.
+    std::fs::write(r.ecr.join("ecs-sd"), "develop-40-abcdef0\n").unwrap();
+    let (ok, calls, output) = r.try_script(
+        &r.module.join("../../../env.sh"),
+        &r.module,
+        &["-A"],
+        &[("IMAGE_TAG", tag.as_str())],
+    );
+    assert!(!ok, "{output}");
+    assert!(
+        output.contains(&format!("IMAGE_TAG {tag} is not in the ecs-sd repository")),
+        "{output}"
+    );
+    assert!(
+        !calls.iter().any(|c| c.starts_with("terraform apply")),
+        "{calls:?}"
     );
 }

@@ -1155,3 +1155,150 @@ fn health_check_answers_by_envoy_ready(check: &serde_json::Value) {
     assert!(ready.hits() >= 1);
     assert!(check["interval"].as_u64().unwrap() >= 5 && check["startPeriod"].as_u64().is_some());
 }
+
+/// The ECR lifecycle policy as Terraform renders it (`terraform console` on the module's
+/// provider-free policy.tf): develop keeps a budget of its own, and every other branch's image
+/// goes only when nobody pulled it for a while, so one busy infra* branch cannot expire the
+/// image another infra* branch's environment runs (a count over `infra*` is one shared budget).
+#[test]
+fn image_lifecycle_gives_no_budget_that_several_branches_share() {
+    let module = repo_root().join("infra/modules/ecr");
+    let dir = TempDir::new("ecr-policy");
+    for f in ["policy.tf", "variables.tf"] {
+        std::fs::copy(module.join(f), dir.path().join(f)).unwrap();
+    }
+    let policy = terraform_console(&dir, "", "local.lifecycle_policy");
+    let rules = policy["rules"].as_array().unwrap();
+    let priorities: Vec<i64> = rules
+        .iter()
+        .map(|r| r["rulePriority"].as_i64().unwrap())
+        .collect();
+    assert_eq!(priorities, [1, 2, 3], "{policy}");
+    assert_eq!(rules[0]["selection"]["tagStatus"], "untagged");
+    let develop = &rules[1]["selection"];
+    assert_eq!(develop["tagPatternList"], serde_json::json!(["develop-*"]));
+    assert_eq!(develop["countType"], "imageCountMoreThan");
+    assert_eq!(develop["countNumber"], 20);
+    // ECR wants the rule over every tag last.
+    let other = &rules[2]["selection"];
+    assert_eq!(other["tagStatus"], "any", "{policy}");
+    assert_eq!(other["countType"], "sinceImagePulled");
+    assert_eq!(other["countUnit"], "days");
+    assert_eq!(other["countNumber"], 30);
+    // A count rule names one branch (BRANCH-*), never a prefix of several.
+    let policy = terraform_console(
+        &dir,
+        "counted_branches = [\"develop\", \"main\"]\nkeep_per_branch = 5\n",
+        "local.lifecycle_policy",
+    );
+    let rules = policy["rules"].as_array().unwrap();
+    assert_eq!(rules.len(), 4, "{policy}");
+    assert_eq!(
+        rules[2]["selection"]["tagPatternList"],
+        serde_json::json!(["main-*"])
+    );
+    assert_eq!(rules[2]["selection"]["countNumber"], 5);
+    assert_eq!(rules[3]["rulePriority"], 4);
+    assert!(
+        terraform_console_err(&dir, "unpulled_days = 0\n", "local.lifecycle_policy")
+            .contains("unpulled_days is at least 1")
+    );
+}
+
+/// The CI role's trust policy as Terraform renders it (provider-free trust.tf): GitHub's token
+/// only from the CI's branches of one repository (a pull request, a tag or another branch has
+/// another `sub`, and a fork another repository), CircleCI's only from one project.
+#[test]
+fn the_ci_role_trusts_only_the_ci_branches_of_its_repository() {
+    let module = repo_root().join("infra/modules/ci-role");
+    let dir = TempDir::new("ci-role");
+    for f in ["trust.tf", "variables.tf"] {
+        std::fs::copy(module.join(f), dir.path().join(f)).unwrap();
+    }
+    // main.tf names the providers it makes, or the given ones: here the given ones.
+    dir.write(
+        "providers.tf",
+        "locals {\n  github_provider = var.github_oidc_provider_arn\n  circle_provider = var.circleci_oidc_provider_arn\n}\n",
+    );
+    let github = "arn:aws:iam::111122223333:oidc-provider/token.actions.githubusercontent.com";
+    let circle = "arn:aws:iam::111122223333:oidc-provider/oidc.circleci.com/org/0f1e";
+    let base = format!(
+        "repository_arns = [\"arn:aws:ecr:us-east-2:111122223333:repository/envoy\"]\nstate_bucket = \"atala-cvp\"\ngithub_oidc_provider_arn = \"{github}\"\ncircleci_oidc_provider_arn = \"{circle}\"\n"
+    );
+    let trust = terraform_console(
+        &dir,
+        &format!(
+            "{base}github_repository = \"example/mesh\"\ncircleci_org_id = \"0f1e\"\ncircleci_project_id = \"9a8b\"\n"
+        ),
+        "local.trust_policy",
+    );
+    let statements = trust["Statement"].as_array().unwrap();
+    assert_eq!(statements.len(), 2, "{trust}");
+    let gh = &statements[0];
+    assert_eq!(gh["Principal"]["Federated"], github);
+    assert_eq!(gh["Action"], "sts:AssumeRoleWithWebIdentity");
+    assert_eq!(
+        gh["Condition"]["StringEquals"]["token.actions.githubusercontent.com:aud"],
+        "sts.amazonaws.com"
+    );
+    let subs: Vec<&str> = gh["Condition"]["StringLike"]["token.actions.githubusercontent.com:sub"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        subs,
+        [
+            "repo:example/mesh:ref:refs/heads/develop",
+            "repo:example/mesh:ref:refs/heads/infra*",
+            "repo:example/mesh:ref:refs/heads/test*",
+        ]
+    );
+    // What IAM's StringLike does with those patterns, for the subjects GitHub sends.
+    let like = |pattern: &str, s: &str| {
+        regex::Regex::new(&format!(
+            "^{}$",
+            regex::escape(pattern).replace(r"\*", ".*")
+        ))
+        .unwrap()
+        .is_match(s)
+    };
+    for (sub, allowed) in [
+        ("repo:example/mesh:ref:refs/heads/develop", true),
+        ("repo:example/mesh:ref:refs/heads/infra-42", true),
+        ("repo:example/mesh:ref:refs/heads/test1", true),
+        ("repo:example/mesh:ref:refs/heads/feature/x", false),
+        ("repo:example/mesh:ref:refs/heads/developer", false),
+        ("repo:example/mesh:pull_request", false),
+        ("repo:example/mesh:ref:refs/tags/infra1", false),
+        ("repo:fork/mesh:ref:refs/heads/develop", false),
+    ] {
+        assert_eq!(subs.iter().any(|p| like(p, sub)), allowed, "{sub}");
+    }
+    let cc = &statements[1];
+    assert_eq!(cc["Principal"]["Federated"], circle);
+    assert_eq!(
+        cc["Condition"]["StringEquals"]["oidc.circleci.com/org/0f1e:aud"],
+        "0f1e"
+    );
+    assert_eq!(
+        cc["Condition"]["StringLike"]["oidc.circleci.com/org/0f1e:sub"],
+        "org/0f1e/project/9a8b/user/*"
+    );
+    // Only GitHub: one statement; an organization without its project is refused.
+    let trust = terraform_console(
+        &dir,
+        &format!("{base}github_repository = \"example/mesh\"\n"),
+        "local.trust_policy",
+    );
+    assert_eq!(trust["Statement"].as_array().unwrap().len(), 1, "{trust}");
+    assert!(
+        terraform_console_err(
+            &dir,
+            &format!("{base}circleci_org_id = \"0f1e\"\n"),
+            "local.trust_policy"
+        )
+        .contains("circleci_org_id and circleci_project_id are given together")
+    );
+}

@@ -15,8 +15,8 @@ locals {
   # test name, whatever deletion_protection says: turning protection off to drop a database
   # must not also drop its last copy.
   keep_snapshot = !local.test_name
-  major               = split(".", var.engine_version)[0]
-  log_exports         = ["postgresql", "upgrade"]
+  major         = split(".", var.engine_version)[0]
+  log_exports   = ["postgresql", "upgrade"]
 }
 
 # RDS would make its export log groups itself, unencrypted and kept forever: they are made first.
@@ -154,8 +154,8 @@ resource "aws_db_instance" "this" {
   delete_automated_backups            = !local.keep_snapshot
   # Unique per instance (the time it was made, kept): a database made again under the same name
   # gets a snapshot of its own.
-  final_snapshot_identifier = local.keep_snapshot ? "${var.name}-final-${formatdate("YYYYMMDDhhmmss", timestamp())}" : null
-  enabled_cloudwatch_logs_exports     = local.log_exports
+  final_snapshot_identifier       = local.keep_snapshot ? "${var.name}-final-${formatdate("YYYYMMDDhhmmss", timestamp())}" : null
+  enabled_cloudwatch_logs_exports = local.log_exports
 
   monitoring_interval = 60
   monitoring_role_arn = aws_iam_role.monitoring.arn

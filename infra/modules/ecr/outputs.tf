@@ -12,3 +12,8 @@ output "lifecycle_policy" {
   description = "The lifecycle policy every repository has (JSON)."
   value       = local.lifecycle_policy
 }
+
+output "repository_arns" {
+  description = "Repository name -> ARN (the CI role's push grant)."
+  value       = { for name, r in aws_ecr_repository.this : name => r.arn }
+}

@@ -4,22 +4,26 @@ variable "repositories" {
   default     = ["xds-server", "s3-config-loader", "ecs-sd", "envoy"]
 }
 
-variable "branch_prefixes" {
+variable "counted_branches" {
   type        = list(string)
-  description = "Tag prefixes (branch names, or their starts: infra matches infra1, infra2) of which the newest keep_per_prefix images are kept each."
-  default     = ["develop", "infra", "test"]
+  description = "Branches with an image budget of their own: the newest keep_per_branch images of each (tags BRANCH-<n>-<sha>) are kept."
+  default     = ["develop"]
 }
 
-variable "keep_per_prefix" {
+variable "keep_per_branch" {
   type        = number
-  description = "Images kept of each of branch_prefixes."
+  description = "Images kept of each of counted_branches."
   default     = 20
 }
 
-variable "keep_other" {
+variable "unpulled_days" {
   type        = number
-  description = "Images kept of all other tags together."
-  default     = 20
+  description = "Every other image (infra*, test*, any other branch's) expires when no task has pulled it for this many days."
+  default     = 30
+  validation {
+    condition     = var.unpulled_days >= 1
+    error_message = "unpulled_days is at least 1."
+  }
 }
 
 variable "kms_key_arn" {

@@ -7,3 +7,8 @@ output "repository_urls" {
   description = "Repository name -> URL."
   value       = module.ecr.repository_urls
 }
+
+output "ci_role_arn" {
+  description = "The CI role (GitHub's secret AWS_ROLE_ARN, CircleCI's context variable AWS_ROLE_ARN); null when no CI is named."
+  value       = module.ci_role.role_arn
+}

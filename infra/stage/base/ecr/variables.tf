@@ -21,20 +21,56 @@ variable "image_tags" {
   default     = {}
 }
 
-variable "branch_prefixes" {
+variable "counted_branches" {
   type        = list(string)
-  description = "Tag prefixes whose newest keep_per_prefix images are kept each (the CI's branches)."
-  default     = ["develop", "infra", "test"]
+  description = "Branches whose newest keep_per_branch images are kept each; every other image goes unpulled_days after its last pull."
+  default     = ["develop"]
 }
 
-variable "keep_per_prefix" {
+variable "keep_per_branch" {
   type        = number
-  description = "Images kept of each prefix."
+  description = "Images kept of each of counted_branches."
   default     = 20
 }
 
-variable "keep_other" {
+variable "unpulled_days" {
   type        = number
-  description = "Images kept of all other tags together."
-  default     = 20
+  description = "Days after its last pull that an image of any other branch expires."
+  default     = 30
+}
+
+variable "ci_github_repository" {
+  type        = string
+  description = "OWNER/REPO whose GitHub Actions (infra/ci/github-actions.yml) may assume the CI role; null for none."
+  default     = null
+}
+
+variable "ci_github_oidc_provider_arn" {
+  type        = string
+  description = "The account's existing GitHub OIDC provider; null makes it."
+  default     = null
+}
+
+variable "ci_circleci_org_id" {
+  type        = string
+  description = "The CircleCI organization ID whose project ci_circleci_project_id may assume the CI role; null for none."
+  default     = null
+}
+
+variable "ci_circleci_project_id" {
+  type        = string
+  description = "The CircleCI project ID."
+  default     = null
+}
+
+variable "ci_circleci_oidc_provider_arn" {
+  type        = string
+  description = "The account's existing CircleCI OIDC provider; null makes it."
+  default     = null
+}
+
+variable "ci_policy_arns" {
+  type        = list(string)
+  description = "Managed policies the CI role gets for applying the service roots."
+  default     = []
 }

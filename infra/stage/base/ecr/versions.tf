@@ -1,5 +1,5 @@
 terraform {
-  required_version = ">= 1.5"
+  required_version = ">= 1.10" # the S3 backend's use_lockfile (env.sh)
   required_providers {
     aws = {
       source  = "hashicorp/aws"

@@ -1,5 +1,5 @@
 terraform {
-  required_version = ">= 1.9" # envoy-service
+  required_version = ">= 1.10" # envoy-service (1.9), the S3 backend's use_lockfile (1.10)
   required_providers {
     aws = {
       source  = "hashicorp/aws"
