@@ -139,13 +139,20 @@ impl XdsServer {
             .map(|d| d.count())
             .unwrap_or(0);
         let process = ChildGuard::spawn(cmd, dir.path().join(format!("xds-server-{n}.log")));
-        let server = XdsServer {
+        let mut server = XdsServer {
             process,
             xds_port,
             admin_port,
             debug_port,
         };
-        wait_for("xds-server /healthz", Duration::from_secs(20), || {
+        // A loaded machine can take a while to start a debug build; a server that exited (a
+        // port it could not bind, a flag it refused) is reported at once, with what it said.
+        wait_for("xds-server /healthz", Duration::from_secs(60), || {
+            assert!(
+                server.process.is_running(),
+                "xds-server exited before /healthz answered:\n{}",
+                std::fs::read_to_string(&server.process.log).unwrap_or_default()
+            );
             http::get(server.admin_port, "/healthz", &[])
                 .ok()
                 .filter(|r| r.status == 200)
