@@ -71,7 +71,8 @@ newest_tag() {
 
 # Whether REPOSITORY holds TAG.
 has_tag() {
-  aws ecr describe-images --repository-name "$1" --region "$region" --image-ids "imageTag=$2" >/dev/null 2>&1
+  # AWS's own error (access denied, throttled) goes to stderr, before env.sh's.
+  aws ecr describe-images --repository-name "$1" --region "$region" --image-ids "imageTag=$2" >/dev/null
 }
 
 image_tags() {
@@ -137,6 +138,10 @@ secrets_from_secrets_manager() {
   [ ${#kept[@]} = 0 ] || echo "env.sh: also in Secrets Manager, taken from $secrets: $(IFS=,; echo "${kept[*]}" | sed 's/,/, /g')" >&2
 }
 
+# A lock another run holds is waited for, not failed on: two branch names alike in their first
+# 24 characters share one state.
+lock=(-lock-timeout=15m)
+
 tf_vars() {
   local tags
   if [ "${1:-}" = drop ]; then tags=$(drop_tags)
@@ -153,17 +158,17 @@ unmark() { aws s3api delete-object --bucket "$bucket" --region "$region" --key "
 
 echo "env.sh: $action of $module for \"$env_name\" (state s3://$bucket/$key)" >&2
 case $action in
-  plan) tf_init; tf_vars; terraform plan -input=false "${vars[@]}" ;;
-  apply) tf_init; tf_vars; terraform apply -input=false "${vars[@]}" ;;
+  plan) tf_init; tf_vars; terraform plan -input=false "${lock[@]}" "${vars[@]}" ;;
+  apply) tf_init; tf_vars; terraform apply -input=false "${lock[@]}" "${vars[@]}" ;;
   apply-auto)
-    tf_init; tf_vars; terraform apply -input=false -auto-approve "${vars[@]}"
+    tf_init; tf_vars; terraform apply -input=false "${lock[@]}" -auto-approve "${vars[@]}"
     # CI marks the environments it makes (CI_ENVIRONMENT=1, infra/ci/apply-branch.sh): only those
     # are dropped when their branch is gone (infra/ci/drop-deleted-branches.sh).
     if [ "${CI_ENVIRONMENT:-}" = 1 ]; then
       aws s3api put-object --bucket "$bucket" --region "$region" --key "${key%terraform.tfstate}made-by-ci" >/dev/null
     fi ;;
-  drop) tf_init; tf_vars drop; terraform destroy -input=false "${vars[@]}"; unmark ;;
-  drop-auto) tf_init; tf_vars drop; terraform destroy -input=false -auto-approve "${vars[@]}"; unmark ;;
+  drop) tf_init; tf_vars drop; terraform destroy -input=false "${lock[@]}" "${vars[@]}"; unmark ;;
+  drop-auto) tf_init; tf_vars drop; terraform destroy -input=false "${lock[@]}" -auto-approve "${vars[@]}"; unmark ;;
   show)
     tf_init; terraform state list; terraform output
     # A database root (base/database) also says where it is and how to get its credentials.

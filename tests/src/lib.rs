@@ -78,7 +78,8 @@ pub fn server_certificate(
 /// Chosen below the kernel's ephemeral range, where ports bound to 0 and outgoing connections
 /// never land: otherwise another test's backend could take the port between this check and the
 /// peer's bind. It is also reserved for this test process while it lives ([`reserve_port`]), so
-/// no other test picks it, not even while a peer that held it restarts on it.
+/// no other test (in this process or another) picks it, not even while a peer that held it
+/// restarts on it.
 pub fn free_port() -> u16 {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let ephemeral_low: u64 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
@@ -105,39 +106,38 @@ pub fn free_port() -> u16 {
     panic!("no free loopback port between {low} and {high}")
 }
 
-/// Reserves `port` for this process: a file named after it, made with `O_EXCL`, holds this
-/// process's id in a directory every test process shares. A reservation whose process is gone
-/// is taken over. Returns whether this process now holds it.
+/// Reserves `port` for this process: an advisory lock on a file named after it, in a directory
+/// of this user's that every test process shares, held until the process exits (the kernel
+/// drops it then, so nothing is left to clean up). A port handed out once in this process is
+/// not handed out again. Returns whether the port is this call's; where the directory is
+/// unusable, ports go unreserved, as before there were reservations.
 fn reserve_port(port: u16) -> bool {
-    let dir = std::env::temp_dir().join("toolkit-test-ports");
-    let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join(port.to_string());
-    let me = std::process::id();
-    for _ in 0..2 {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(mut f) => {
-                use std::io::Write;
-                return f.write_all(me.to_string().as_bytes()).is_ok();
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                // An empty file is one being written: leave it to its maker.
-                let owner = std::fs::read_to_string(&path).unwrap_or_default();
-                match owner.trim().parse::<u32>() {
-                    Ok(pid) if pid == me => return true,
-                    Ok(pid) if !Path::new(&format!("/proc/{pid}")).exists() => {
-                        let _ = std::fs::remove_file(&path);
-                    }
-                    _ => return false,
-                }
-            }
-            Err(_) => return false,
-        }
+    static HELD: std::sync::Mutex<Vec<(u16, std::fs::File)>> = std::sync::Mutex::new(Vec::new());
+    let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+    if held.iter().any(|(p, _)| *p == port) {
+        return false;
     }
-    false
+    use std::os::unix::fs::MetadataExt;
+    let uid = std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0);
+    let dir = std::env::temp_dir().join(format!("toolkit-test-ports-{uid}"));
+    let file = std::fs::create_dir_all(&dir).and_then(|()| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(port.to_string()))
+    });
+    let Ok(file) = file else { return true };
+    match file.try_lock() {
+        Ok(()) => {
+            held.push((port, file));
+            true
+        }
+        Err(std::fs::TryLockError::WouldBlock) => false,
+        Err(std::fs::TryLockError::Error(_)) => true,
+    }
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.

@@ -298,7 +298,7 @@ fn a_branch_without_images_falls_back_to_develop_and_names_can_be_given() {
     );
     let apply = &calls[1];
     assert!(
-        apply.starts_with("terraform apply -input=false -auto-approve"),
+        apply.starts_with("terraform apply -input=false -lock-timeout=15m -auto-approve"),
         "{apply}"
     );
     assert!(apply.contains("-var env_name=my-test-env"), "{apply}");
@@ -316,7 +316,7 @@ fn a_branch_without_images_falls_back_to_develop_and_names_can_be_given() {
         .find(|c| c.starts_with("terraform destroy"))
         .unwrap_or_else(|| panic!("{drop:?}"));
     assert!(
-        destroy.starts_with("terraform destroy -input=false -auto-approve"),
+        destroy.starts_with("terraform destroy -input=false -lock-timeout=15m -auto-approve"),
         "{drop:?}"
     );
     assert!(destroy.contains(r#""envoy"="dropped""#), "{drop:?}");
@@ -407,7 +407,7 @@ fn the_database_root_gets_its_state_key_no_image_lookup_and_no_password_on_the_c
     );
     let apply = terraform[1];
     assert!(
-        apply.starts_with("terraform apply -input=false -auto-approve"),
+        apply.starts_with("terraform apply -input=false -lock-timeout=15m -auto-approve"),
         "{apply}"
     );
     assert!(apply.contains("-var env_name=prism-test"), "{apply}");
@@ -682,7 +682,8 @@ fn ci_applies_the_branch_and_drops_only_environments_of_deleted_ci_branches() {
         "{terraform:?}"
     );
     assert!(
-        terraform[1].starts_with("terraform apply -input=false -auto-approve")
+        terraform[1].starts_with("terraform apply -input=false")
+            && terraform[1].contains(" -auto-approve ")
             && terraform[1].contains("-var env_name=infra1 "),
         "{terraform:?}"
     );
@@ -802,6 +803,11 @@ fn ci_deploys_the_images_it_built_even_after_a_rebase_and_locks_the_state() {
     assert!(
         terraform[0].starts_with("terraform init")
             && terraform[0].contains("-backend-config=use_lockfile=true"),
+        "{terraform:?}"
+    );
+    // A lock held by another run (a branch of the same 24-character name) is waited for.
+    assert!(
+        terraform[1].contains(" -lock-timeout=15m "),
         "{terraform:?}"
     );
     for c in ["xds-server", "s3-config-loader", "ecs-sd", "envoy"] {

@@ -1265,6 +1265,7 @@ fn the_ci_role_trusts_only_the_ci_branches_of_its_repository() {
         .is_match(s)
     };
     for (sub, allowed) in [
+        // A push to develop, and the nightly run (scheduled runs run on the default branch).
         ("repo:example/mesh:ref:refs/heads/develop", true),
         ("repo:example/mesh:ref:refs/heads/infra-42", true),
         ("repo:example/mesh:ref:refs/heads/test1", true),
@@ -1282,10 +1283,28 @@ fn the_ci_role_trusts_only_the_ci_branches_of_its_repository() {
         cc["Condition"]["StringEquals"]["oidc.circleci.com/org/0f1e:aud"],
         "0f1e"
     );
-    assert_eq!(
-        cc["Condition"]["StringLike"]["oidc.circleci.com/org/0f1e:sub"],
-        "org/0f1e/project/9a8b/user/*"
-    );
+    let circle_subs: Vec<&str> = cc["Condition"]["StringLike"]["oidc.circleci.com/org/0f1e:sub"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect();
+    // CIRCLE_OIDC_TOKEN_V2's subjects, which name the branch.
+    let circle = |rest: &str| {
+        format!("org/0f1e/project/9a8b/user/5c6d/vcs-origin/github.com/example/mesh/vcs-ref/{rest}")
+    };
+    for (sub, allowed) in [
+        (circle("refs/heads/develop"), true),
+        (circle("refs/heads/test-7"), true),
+        (circle("refs/heads/feature/x"), false),
+        (circle("refs/tags/infra1"), false),
+        (
+            "org/0f1e/project/ffff/user/5c6d/vcs-origin/github.com/example/other/vcs-ref/refs/heads/develop".to_string(),
+            false,
+        ),
+    ] {
+        assert_eq!(circle_subs.iter().any(|p| like(p, &sub)), allowed, "{sub}");
+    }
     // Only GitHub: one statement; an organization without its project is refused.
     let trust = terraform_console(
         &dir,

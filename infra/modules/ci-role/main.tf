@@ -1,9 +1,7 @@
 # The role CI assumes to build images and apply branch environments (infra/ci/), trusted only
-# through OIDC and only for the CI's branches: GitHub's token names the branch in its `sub`
-# (repo:OWNER/REPO:ref:refs/heads/BRANCH), so a run on any other branch, a pull request or a
-# fork cannot assume the role. CircleCI's `sub` names the project, not the branch
-# (org/ORG/project/PROJECT/user/USER): restrict the `aws` context to the CI's branches with a
-# context expression restriction (infra/README.md).
+# through OIDC and only for the CI's branches (trust.tf): GitHub's and CircleCI's tokens name the
+# branch in their `sub`, so a run on any other branch, a pull request or a fork cannot assume
+# the role. It may write only the service roots' states: the base roots are applied by hand.
 
 # The providers the trust policy (trust.tf) names: the given ones, else those made here.
 locals {
@@ -33,7 +31,7 @@ resource "aws_iam_role" "this" {
   count                = local.github || local.circleci ? 1 : 0
   name                 = var.name
   assume_role_policy   = local.trust_policy
-  max_session_duration = 3600
+  max_session_duration = var.max_session_seconds
   tags                 = var.tags
 }
 
@@ -58,10 +56,35 @@ data "aws_iam_policy_document" "ci" {
     resources = ["arn:aws:s3:::${var.state_bucket}"]
   }
   statement {
-    sid = "StateObjects"
-    # The state, its .tflock (use_lockfile) and CI's made-by-ci marks.
-    actions   = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+    sid = "ReadStates"
+    # The service roots read the base roots' states (terraform_remote_state).
+    actions   = ["s3:GetObject"]
     resources = ["arn:aws:s3:::${var.state_bucket}/infra/*"]
+  }
+  statement {
+    sid = "WriteServiceStates"
+    # The service roots' states, their .tflock (use_lockfile) and CI's made-by-ci marks.
+    actions   = ["s3:PutObject", "s3:DeleteObject"]
+    resources = ["arn:aws:s3:::${var.state_bucket}/infra/stage/services/*"]
+  }
+  dynamic "statement" {
+    for_each = var.state_kms_key_arn == null ? [] : [var.state_kms_key_arn]
+    content {
+      sid       = "StateKey"
+      actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+      resources = [statement.value]
+    }
+  }
+  statement {
+    sid       = "ListSecrets"
+    actions   = ["secretsmanager:ListSecrets"]
+    resources = ["*"] # ListSecrets has no resource of its own
+  }
+  statement {
+    sid = "ReadSecrets"
+    # env.sh hands the roots' secrets from Secrets Manager (SECRETS_PREFIX, default infra/).
+    actions   = ["secretsmanager:GetSecretValue"]
+    resources = ["arn:aws:secretsmanager:*:*:secret:${var.secrets_prefix}*"]
   }
 }
 

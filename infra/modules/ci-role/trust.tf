@@ -1,6 +1,7 @@
 # The role's trust policy, without provider calls (tests/tests/infra_files.rs renders it with
-# `terraform console`): GitHub's token on the CI's branches of one repository, and CircleCI's
-# token of one project.
+# `terraform console`): the token of a run on one of the CI's branches (branch_patterns, which
+# must hold the default branch, where GitHub's scheduled runs run), of one GitHub repository or
+# one CircleCI project.
 
 locals {
   github        = var.github_repository != null
@@ -28,7 +29,9 @@ locals {
         Condition = {
           StringEquals = { "${local.circle_issuer}:aud" = var.circleci_org_id }
           StringLike = {
-            "${local.circle_issuer}:sub" = "org/${var.circleci_org_id}/project/${coalesce(var.circleci_project_id, "none")}/user/*"
+            # CIRCLE_OIDC_TOKEN_V2's subject names the branch:
+            # org/ORG/project/PROJECT/user/USER/vcs-origin/ORIGIN/vcs-ref/refs/heads/BRANCH.
+            "${local.circle_issuer}:sub" = [for b in var.branch_patterns : "org/${var.circleci_org_id}/project/${coalesce(var.circleci_project_id, "none")}/user/*/vcs-origin/*/vcs-ref/refs/heads/${b}"]
           }
         }
       }] : [],

@@ -44,7 +44,7 @@ variable "circleci_oidc_provider_arn" {
 
 variable "branch_patterns" {
   type        = list(string)
-  description = "The branches whose GitHub runs may assume the role (IAM StringLike patterns): the CI's branches."
+  description = "The branches whose runs may assume the role (IAM StringLike patterns): the CI's branches, and the default branch (GitHub's scheduled runs run there)."
   default     = ["develop", "infra*", "test*"]
 }
 
@@ -56,6 +56,24 @@ variable "repository_arns" {
 variable "state_bucket" {
   type        = string
   description = "The Terraform state bucket the role reads and writes (env.sh's TF_STATE_BUCKET)."
+}
+
+variable "state_kms_key_arn" {
+  type        = string
+  description = "The state bucket's KMS key (SSE-KMS), which reading and writing states needs; null for none."
+  default     = null
+}
+
+variable "secrets_prefix" {
+  type        = string
+  description = "The Secrets Manager names env.sh reads (its SECRETS_PREFIX)."
+  default     = "infra/"
+}
+
+variable "max_session_seconds" {
+  type        = number
+  description = "How long an assumed session lasts: the longest build-and-apply (GitHub's workflow asks for 2 hours)."
+  default     = 7200
 }
 
 variable "policy_arns" {

@@ -25,6 +25,7 @@ module "ci_role" {
   circleci_oidc_provider_arn = var.ci_circleci_oidc_provider_arn
   repository_arns            = values(module.ecr.repository_arns)
   state_bucket               = var.state_bucket
+  state_kms_key_arn          = var.ci_state_kms_key_arn
   policy_arns                = var.ci_policy_arns
   tags                       = local.tags
 }

@@ -69,6 +69,12 @@ variable "ci_circleci_oidc_provider_arn" {
   default     = null
 }
 
+variable "ci_state_kms_key_arn" {
+  type        = string
+  description = "The state bucket's KMS key, for the CI role; null when it has none."
+  default     = null
+}
+
 variable "ci_policy_arns" {
   type        = list(string)
   description = "Managed policies the CI role gets for applying the service roots."
