@@ -562,9 +562,15 @@ fn replicas_that_saw_different_versions_of_a_bad_fragment_serve_the_same_one() {
         || serving(&second),
     );
     assert_eq!(Some(shared.clone()), serving(&first));
-    assert_eq!(
-        second.admin_json("/debug/config?proxy=a"),
-        first.admin_json("/debug/config?proxy=a")
+    // The same resources, endpoints too (those follow the catalog a moment later).
+    wait_for(
+        "the replicas' resources for A to match",
+        Duration::from_secs(20),
+        || {
+            (second.admin_json("/debug/config?proxy=a")
+                == first.admin_json("/debug/config?proxy=a"))
+            .then_some(())
+        },
     );
     let envoy = Envoy::start(&dir, "a", second.xds_port, Mode::Delta);
     envoy.wait_live();
