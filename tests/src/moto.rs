@@ -77,6 +77,18 @@ impl Moto {
         Self::start_fixture(dir, port, "moto_appmesh.py", &[])
     }
 
+    /// [`Moto::start_appmesh`] whose lists answer `page_size` items a page (AWS's default is
+    /// 100), so a small mesh spans several pages.
+    pub fn start_appmesh_paged(dir: &TempDir, page_size: usize) -> Moto {
+        let size = page_size.to_string();
+        Self::start_fixture(
+            dir,
+            0,
+            "moto_appmesh.py",
+            &[("MOTO_APPMESH_PAGE_SIZE", size.as_str())],
+        )
+    }
+
     /// moto in-process in fixture `script` (tests/fixtures/), which serves on the port it is
     /// given.
     fn start_fixture(dir: &TempDir, port: u16, script: &str, env: &[(&str, &str)]) -> Moto {

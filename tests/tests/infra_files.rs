@@ -875,9 +875,9 @@ fn envoy_service_validates_its_fragment_against_the_prefix_before_the_upload() {
         .build()
         .unwrap();
     let s3 = moto.s3();
+    let connector = "version: 1\nproxies:\n  connector:\n    listeners: [ { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: connector } ] } ]\nupstreams:\n  connector: { protocol: grpc, port: 50051, endpoints: { static: [\"10.0.0.1:50051\"] } }\n";
     rt.block_on(async {
         s3.create_bucket().bucket("config").send().await.unwrap();
-        let connector = "version: 1\nproxies:\n  connector:\n    listeners: [ { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: connector } ] } ]\nupstreams:\n  connector: { protocol: grpc, port: 50051, endpoints: { static: [\"10.0.0.1:50051\"] } }\n";
         s3.put_object()
             .bucket("config")
             .key("xds/catalog.d/connector.yaml")
@@ -886,16 +886,80 @@ fn envoy_service_validates_its_fragment_against_the_prefix_before_the_upload() {
             .await
             .unwrap();
     });
-    let check = |fragment: &str| {
+    // The module's PENDING, evaluated as Terraform would for `catalog_fragments_in_apply`.
+    let environment = provisioner
+        .body()
+        .attributes()
+        .find(|a| a.key() == "environment")
+        .expect("the provisioner has an environment");
+    let hcl::Expression::Object(env) = environment.expr() else {
+        panic!("the environment is not an object");
+    };
+    let pending_expr = env
+        .iter()
+        .find(|(k, _)| k.to_string() == "PENDING")
+        .map(|(_, v)| v.clone())
+        .expect("the environment sets PENDING");
+    let pending = |in_apply: &[(&str, &str)]| {
+        let mut ctx = Context::new();
+        let map: hcl::Map<String, hcl::Value> = in_apply
+            .iter()
+            .map(|(k, v)| (k.to_string(), hcl::Value::from(*v)))
+            .collect();
+        let mut var = hcl::Map::new();
+        var.insert(
+            "catalog_fragments_in_apply".to_string(),
+            hcl::Value::from(map),
+        );
+        ctx.declare_var("var", hcl::Value::from(var));
+        let base64 = hcl::eval::FuncDef::builder()
+            .param(hcl::eval::ParamType::String)
+            .build(|args: hcl::eval::FuncArgs| {
+                let text = args[0].as_str().unwrap_or_default().to_string();
+                let out = Command::new("sh")
+                    .arg("-c")
+                    .arg("printf '%s' \"$T\" | base64 -w0")
+                    .env("T", text)
+                    .output()
+                    .map_err(|e| e.to_string())?;
+                Ok(hcl::Value::from(
+                    String::from_utf8_lossy(&out.stdout).into_owned(),
+                ))
+            });
+        ctx.declare_func("base64encode", base64);
+        let join = hcl::eval::FuncDef::builder()
+            .param(hcl::eval::ParamType::String)
+            .param(hcl::eval::ParamType::Array(Box::new(
+                hcl::eval::ParamType::String,
+            )))
+            .build(|args: hcl::eval::FuncArgs| {
+                let sep = args[0].as_str().unwrap_or_default().to_string();
+                let parts: Vec<String> = args[1]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|v| v.as_str().unwrap_or_default().to_string())
+                    .collect();
+                Ok(hcl::Value::from(parts.join(&sep)))
+            });
+        ctx.declare_func("join", join);
+        match pending_expr.evaluate(&ctx).expect("PENDING evaluates") {
+            hcl::Value::String(s) => s,
+            other => panic!("PENDING is {other:?}"),
+        }
+    };
+    let check_in_apply = |fragment: &str, in_apply: &[(&str, &str)]| {
         run(Command::new("/bin/sh")
             .arg("-c")
             .arg(&command)
+            .env("PENDING", pending(in_apply))
             .env("FRAGMENT", fragment)
             .env("FRAGMENT_NAME", "wallet.yaml")
             .env("CATALOG_PREFIX", "s3://config/xds/catalog.d/")
             .env("XDS_SERVER", workspace_bin("xds-server"))
             .envs(moto.env()))
     };
+    let check = |fragment: &str| check_in_apply(fragment, &[]);
     let wallet = |to: &str| {
         format!(
             "version: 1\nproxies:\n  wallet:\n    listeners: [ {{ name: web, port: 8080, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: {to} }} ] }} ]\n"
@@ -912,6 +976,19 @@ fn envoy_service_validates_its_fragment_against_the_prefix_before_the_upload() {
             ),
         "{out}"
     );
+
+    // One apply changes two services: the connector gains an upstream `ledger`, and wallet
+    // routes to it. Against the prefix alone wallet fails; with the connector's new version
+    // from the same apply (catalog_fragments_in_apply) it passes, as the control plane will
+    // serve both once both are uploaded.
+    let connector_v2 = format!(
+        "{connector}  ledger: {{ protocol: http1, endpoints: {{ static: [\"10.0.0.2:80\"] }} }}\n"
+    );
+    let (ok, out) = check(&wallet("ledger"));
+    assert!(!ok, "{out}");
+    assert!(out.contains(r#"upstream "ledger" is not defined"#), "{out}");
+    let (ok, out) = check_in_apply(&wallet("ledger"), &[("connector.yaml", &connector_v2)]);
+    assert!(ok, "{out}");
 }
 
 /// envoy-service with `transparent_egress`, as Terraform renders its provider-free task.tf,

@@ -94,6 +94,41 @@ fn color_mesh(dir: &TempDir, gateway_port: u16, instances: &[String], extra: &[&
     moto
 }
 
+/// Lists two items a page, and a mesh with an INACTIVE virtual node and route: every page of
+/// every kind is read (six virtual nodes, routes of one router over four pages), and the report
+/// names what was left out for its status.
+#[test]
+fn every_page_is_read_and_resources_that_are_not_active_are_reported() {
+    let dir = TempDir::new("appmesh-pages");
+    let moto = Moto::start_appmesh_paged(&dir, 2);
+    moto.fixture("appmesh_colorapp.py", &["9080", "--inactive"]);
+    let out = dir.path().join("catalog.d");
+    let run = import(&moto, &["--out", out.to_str().unwrap()]);
+    let stderr = text(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    for line in [
+        "virtual nodes: 6 described",
+        "virtual services: 2 described",
+        "routes: 6 described",
+        "gateway routes: 1 described",
+    ] {
+        assert!(stderr.contains(line), "{line:?} missing from {stderr}");
+    }
+    for fragment in ["black", "blue", "front", "green", "red", "tcpecho"] {
+        assert!(out.join(format!("{fragment}.yaml")).is_file(), "{fragment}");
+    }
+    assert!(!out.join("white.yaml").exists());
+    let report = std::fs::read_to_string(out.join("IMPORT-REPORT.md")).unwrap();
+    for line in [
+        "- virtual node `white`: INACTIVE, left out (App Mesh serves only ACTIVE resources)",
+        "- route `colorteller/retired`: INACTIVE, left out (App Mesh serves only ACTIVE resources)",
+    ] {
+        assert!(report.contains(line), "{line:?} missing from {report}");
+    }
+    let checked = validate(&out);
+    assert!(checked.status.success(), "{}", text(&checked.stderr));
+}
+
 fn import(moto: &Moto, args: &[&str]) -> Output {
     Command::new(workspace_bin("xds-server"))
         .args(["import-appmesh", "--mesh", "color"])

@@ -339,6 +339,10 @@ fn a_replica_started_while_a_fragment_is_bad_serves_its_last_good_version() {
     assert_eq!(envoy_versions(&envoy_second), versions);
 
     // A corrupt last good catalog is ignored, said so, and never stands in for anything.
+    // (With no replica left that serves A's last good version: one would write it back.)
+    drop(envoy_second);
+    drop(second);
+    drop(first);
     put(&rt, &s3, "xds/catalog.d/.last-good.json", "{ not json");
     let third = start();
     wait_for("the third replica to load", Duration::from_secs(20), || {
@@ -453,4 +457,149 @@ fn validate_with_checks_a_fragment_against_the_fragments_it_joins() {
         "{}",
         text(&out)
     );
+}
+
+/// Keeps a process stopped (SIGSTOP) until dropped (SIGCONT), so a replica misses what
+/// happens meanwhile, as one whose poll comes late would.
+struct Paused(u32);
+
+impl Paused {
+    fn new(server: &XdsServer) -> Paused {
+        let pid = server.process.pid();
+        // SAFETY: kill(2) on the pid of a child this test started.
+        assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGSTOP) }, 0);
+        Paused(pid)
+    }
+}
+
+impl Drop for Paused {
+    fn drop(&mut self) {
+        // SAFETY: as above.
+        unsafe { libc::kill(self.0 as i32, libc::SIGCONT) };
+    }
+}
+
+/// Two replicas that saw different versions of a fragment before it went bad serve the same
+/// last good version (the one the persisted document shares), a fragment one replica added is
+/// kept when the other writes, and a document that lost a fragment gets it back.
+#[test]
+fn replicas_that_saw_different_versions_of_a_bad_fragment_serve_the_same_one() {
+    let dir = TempDir::new("fragments-converge");
+    let moto = Moto::start(&dir, 0);
+    let rt = rt();
+    let s3 = moto.s3();
+    rt.block_on(s3.create_bucket().bucket("config").send())
+        .unwrap();
+    let (a1, a2, b1, c1) = (
+        Backend::start("a1", 0).unwrap(),
+        Backend::start("a2", 0).unwrap(),
+        Backend::start("b1", 0).unwrap(),
+        Backend::start("c1", 0).unwrap(),
+    );
+    let (a_port, b_port, c_port) = (free_port(), free_port(), free_port());
+    let a_v1 = fragment("a", a_port, "a-web", &[("a-web", &a1)]);
+    let a_v2 = fragment("a", a_port, "a-web", &[("a-web", &a2)]);
+    let b = fragment("b", b_port, "b-web", &[("b-web", &b1)]);
+    let c = fragment("c", c_port, "c-web", &[("c-web", &c1)]);
+    put(&rt, &s3, "xds/catalog.d/a.yaml", &a_v1);
+    put(&rt, &s3, "xds/catalog.d/b.yaml", &b);
+    let prefix = OsStr::new("s3://config/xds/catalog.d/");
+    let start = || {
+        XdsServer::start_env(
+            &dir,
+            prefix,
+            0,
+            &["--catalog-interval", "200ms"],
+            &moto.env(),
+        )
+    };
+    let doc = || -> serde_json::Value {
+        get(&rt, &s3, "xds/catalog.d/.last-good.json")
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default()
+    };
+    let text_of = |doc: &serde_json::Value, name: &str| {
+        doc["fragments"][name]["text"].as_str().map(String::from)
+    };
+    let first = start();
+    first.wait_ready();
+    let second = start();
+    second.wait_ready();
+    wait_for(
+        "A's first version persisted",
+        Duration::from_secs(20),
+        || (text_of(&doc(), "a.yaml").as_deref() == Some(a_v1.as_str())).then_some(()),
+    );
+
+    // The second replica misses A's second version and C's arrival; the first serves both
+    // and writes them.
+    {
+        let _paused = Paused::new(&second);
+        put(&rt, &s3, "xds/catalog.d/a.yaml", &a_v2);
+        put(&rt, &s3, "xds/catalog.d/c.yaml", &c);
+        wait_for(
+            "A's second version and C persisted",
+            Duration::from_secs(20),
+            || {
+                let d = doc();
+                (text_of(&d, "a.yaml").as_deref() == Some(a_v2.as_str())
+                    && text_of(&d, "c.yaml").is_some())
+                .then_some(())
+            },
+        );
+        first.expect_catalog_refused(|| put(&rt, &s3, "xds/catalog.d/a.yaml", &broken("a")));
+    }
+    // Back, the second replica reads A broken: it falls back to the version the replicas
+    // share, not to the one it saw last.
+    let serving = |server: &XdsServer| {
+        status(server)["refused_fragments"]["a.yaml"]["serving"]
+            .as_str()
+            .map(String::from)
+    };
+    let shared = wait_for(
+        "the second replica refuses A",
+        Duration::from_secs(20),
+        || serving(&second),
+    );
+    assert_eq!(Some(shared.clone()), serving(&first));
+    // The same resources, endpoints too (those follow the catalog a moment later).
+    wait_for(
+        "the replicas' resources for A to match",
+        Duration::from_secs(20),
+        || {
+            (second.admin_json("/debug/config?proxy=a")
+                == first.admin_json("/debug/config?proxy=a"))
+            .then_some(())
+        },
+    );
+    let envoy = Envoy::start(&dir, "a", second.xds_port, Mode::Delta);
+    envoy.wait_live();
+    http::wait_for_body(a_port, "a2");
+    let d = doc();
+    assert_eq!(text_of(&d, "a.yaml").as_deref(), Some(a_v2.as_str()), "{d}");
+    assert!(text_of(&d, "c.yaml").is_some(), "C lost: {d}");
+
+    // A document that lost a fragment (a writer that knew less, a hand edit) gets it back.
+    let check: xds_server::catalog::fragments::Check<'_> = &|_| Vec::new();
+    let kept: xds_server::catalog::fragments::Fragments = [("a.yaml", &a_v2), ("b.yaml", &b)]
+        .into_iter()
+        .map(|(name, text)| {
+            let doc = xds_server::catalog::fragments::Document::new(name, text.as_bytes());
+            let accepted = xds_server::catalog::fragments::accept(&doc, check).unwrap();
+            (name.to_string(), accepted)
+        })
+        .collect();
+    let (without_c, _) =
+        xds_server::last_good::encode("s3://config/xds/catalog.d/", &kept).unwrap();
+    put(
+        &rt,
+        &s3,
+        "xds/catalog.d/.last-good.json",
+        std::str::from_utf8(&without_c).unwrap(),
+    );
+    wait_for("C written back", Duration::from_secs(20), || {
+        text_of(&doc(), "c.yaml").map(|_| ())
+    });
+    assert_eq!(serving(&first), Some(shared.clone()));
+    assert_eq!(serving(&second), Some(shared));
 }

@@ -63,8 +63,12 @@ impl Problem {
 /// What to check besides the catalog itself.
 #[derive(Debug, Default)]
 pub struct Options {
-    /// Check the location as one fragment joining the fragments of this directory or prefix.
-    pub with: Option<CatalogLocation>,
+    /// Check the location as one fragment joining the fragments of these directories or
+    /// prefixes: the first is what the control plane serves, the others hold fragments written
+    /// together with this one, which replace those of the same name.
+    pub with: Vec<CatalogLocation>,
+    /// The fragment's name in the set (its key relative to the prefix); its file name if unset.
+    pub join_as: Option<String>,
     /// Have this Envoy binary check every proxy's configuration.
     pub envoy: Option<PathBuf>,
     /// The trust domain the control plane serves with.
@@ -77,16 +81,23 @@ pub async fn check(location: &CatalogLocation, options: Options) -> Report {
         location: location.to_string(),
         ..Report::default()
     };
-    let loaded = match (&options.with, location) {
-        (Some(with), CatalogLocation::File(file)) => joining(&mut report, file, with).await,
-        (Some(_), _) => {
+    let loaded = match (options.with.as_slice(), location) {
+        ([], _) if options.join_as.is_some() => {
+            let why = "--as names the fragment in the set of --with";
+            report.error(Problem::at("", why), format!("{location}: {why}"));
+            None
+        }
+        ([_, ..], CatalogLocation::File(file)) => {
+            joining(&mut report, file, &options.with, options.join_as.as_deref()).await
+        }
+        ([_, ..], _) => {
             report.error(
                 Problem::at("", "--with checks a local fragment file"),
                 format!("{location}: --with checks a local fragment file"),
             );
             None
         }
-        (None, _) => {
+        ([], _) => {
             let server = crate::secrets::ServerSide {
                 has_ca: true,
                 trust_domain: options.trust_domain.clone(),
@@ -135,12 +146,13 @@ impl Report {
     }
 }
 
-/// `validate FILE --with LOCATION`: the catalog FILE's proxies would get, or `None` with the
+/// `validate FILE --with LOCATION...`: the catalog FILE's proxies would get, or `None` with the
 /// reasons in `report`.
 async fn joining(
     report: &mut Report,
     path: &Path,
-    with: &CatalogLocation,
+    sources: &[CatalogLocation],
+    join_as: Option<&str>,
 ) -> Option<LoadedCatalog> {
     use crate::catalog::fragments::{self, Document};
     let shown = path.display().to_string();
@@ -157,15 +169,45 @@ async fn joining(
             return None;
         }
     };
-    let others = match crate::load::read_fragments(with).await {
-        Ok(o) => o,
-        Err(e) => {
-            report.error(Problem::at("", e.clone()), e);
-            return None;
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| shown.clone());
+    let name = join_as
+        .map(|n| n.trim_start_matches('/').to_string())
+        .unwrap_or(file_name);
+    // The first source is what is served; the others' fragments are named as if under it.
+    let location = sources[0].to_string();
+    let base = location.trim_end_matches('/').to_string();
+    let mut served = Vec::new();
+    let mut pending = Vec::new();
+    for (i, source) in sources.iter().enumerate() {
+        let docs = match crate::load::read_fragments(source).await {
+            Ok(o) => o,
+            Err(e) => {
+                report.error(Problem::at("", e.clone()), e);
+                return None;
+            }
+        };
+        if i == 0 {
+            served = docs;
+            continue;
         }
+        let source_name = source.to_string();
+        pending.extend(docs.into_iter().map(|d| Document {
+            name: format!("{base}/{}", fragments::short_name(&source_name, &d.name)),
+            ..d
+        }));
+    }
+    let with = &location;
+    let changed: Vec<String> = sources[1..].iter().map(ToString::to_string).collect();
+    let along = if changed.is_empty() {
+        String::new()
+    } else {
+        format!(" with the fragments of {} in place", changed.join(", "))
     };
     let fragment = Document::new(shown.clone(), bytes);
-    let joining = fragments::check_joining(&with.to_string(), &others, &fragment);
+    let joining = fragments::check_joining(&location, &served, &pending, &name, &fragment);
     for (other, errors) in &joining.others_refused {
         for e in errors {
             report.text.push(format!(
@@ -183,7 +225,7 @@ async fn joining(
     if !joining.errors.is_empty() {
         let n = joining.errors.len();
         let mut text = format!(
-            "{shown}: {n} error{} joining {with} as {}",
+            "{shown}: {n} error{} joining {with} as {}{along}",
             if n == 1 { "" } else { "s" },
             joining.name
         );

@@ -223,6 +223,49 @@ pub fn decode(catalog: &str, bytes: &[u8], check: Check<'_>) -> Result<Decoded, 
     })
 }
 
+/// What the store says of its document's version: the S3 ETag, or `sha256:HEX` of a file's
+/// bytes. A write names the tag it replaces, so two replicas writing at once cannot both win.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tag(String);
+
+/// The document as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stored {
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// Its version, for a conditional write over it.
+    pub tag: Tag,
+}
+
+/// What a read found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Read {
+    /// There is no document yet.
+    Absent,
+    /// The document is still the one of the tag given.
+    Unchanged,
+    /// The document.
+    Document(Stored),
+}
+
+/// Why a write did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// Another replica wrote the document since it was read: read it again and merge.
+    #[error("{0} was written by another replica since it was read")]
+    Conflict(String),
+    /// The store refused or could not be reached.
+    #[error("{0}")]
+    Failed(String),
+}
+
+fn file_tag(bytes: &[u8]) -> Tag {
+    Tag(format!(
+        "sha256:{}",
+        hex::encode(sha2::Sha256::digest(bytes))
+    ))
+}
+
 /// Reads and writes the document at its location.
 pub struct Store {
     location: LastGoodLocation,
@@ -244,25 +287,34 @@ impl Store {
         &self.location
     }
 
-    /// The document's bytes; `Ok(None)` when there is none yet.
-    pub async fn read(&self) -> Result<Option<Vec<u8>>, String> {
-        match (&self.location, &self.s3) {
+    /// The document, or [`Read::Unchanged`] when it is still the one tagged `known` (for S3 a
+    /// conditional GET, so polling it costs no body).
+    pub async fn read(&self, known: Option<&Tag>) -> Result<Read, String> {
+        let stored = match (&self.location, &self.s3) {
             (LastGoodLocation::File(path), _) => match std::fs::read(path) {
-                Ok(bytes) => Ok(Some(bytes)),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-                Err(e) => Err(format!("cannot read {}: {e}", path.display())),
+                Ok(bytes) => Stored {
+                    tag: file_tag(&bytes),
+                    bytes,
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::Absent),
+                Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
             },
             (LastGoodLocation::S3(loc), Some(client)) => {
                 let sent = client
                     .get_object()
                     .bucket(&loc.bucket)
                     .key(&loc.key)
+                    .set_if_none_match(known.map(|t| t.0.clone()))
                     .send()
                     .await;
                 let resp = match sent {
                     Ok(r) => r,
                     Err(e) if e.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
-                        return Ok(None);
+                        return Ok(Read::Absent);
+                    }
+                    // The SDK reports 304 Not Modified as an error.
+                    Err(e) if e.raw_response().is_some_and(|r| r.status().as_u16() == 304) => {
+                        return Ok(Read::Unchanged);
                     }
                     Err(e) => {
                         return Err(format!(
@@ -274,42 +326,114 @@ impl Store {
                 if resp.content_length().unwrap_or_default().max(0) as u64 > MAX_BYTES {
                     return Err(format!("{loc} is larger than {MAX_BYTES} bytes"));
                 }
+                let tag = Tag(resp.e_tag().unwrap_or_default().to_string());
                 let body =
                     resp.body.collect().await.map_err(|e| {
                         format!("cannot read {loc}: {}", common::aws::error_chain(&e))
                     })?;
-                Ok(Some(body.into_bytes().to_vec()))
+                Stored {
+                    bytes: body.into_bytes().to_vec(),
+                    tag,
+                }
             }
-            (LastGoodLocation::S3(loc), None) => Err(format!("cannot read {loc}: no S3 client")),
+            (LastGoodLocation::S3(loc), None) => {
+                return Err(format!("cannot read {loc}: no S3 client"));
+            }
+        };
+        if known == Some(&stored.tag) {
+            return Ok(Read::Unchanged);
         }
+        Ok(Read::Document(stored))
     }
 
-    /// Replaces the document: a staged file renamed over the old one, or one PutObject.
-    pub async fn write(&self, bytes: &[u8]) -> Result<(), String> {
+    /// Replaces the document if it is still the one tagged `over` (`None`: if there is none):
+    /// for S3 a PutObject with `If-Match` (`If-None-Match: *`); for a file, under a lock of
+    /// its directory, a staged file renamed over the old one. The new document's tag.
+    pub async fn write(&self, bytes: &[u8], over: Option<&Tag>) -> Result<Tag, WriteError> {
         match (&self.location, &self.s3) {
-            (LastGoodLocation::File(path), _) => {
-                // Only the control plane reads it: no more open than the catalog needs.
-                let opts = common::files::FileOptions {
-                    mode: Some(0o640),
-                    ..Default::default()
+            (LastGoodLocation::File(path), _) => write_file(path, bytes, over),
+            (LastGoodLocation::S3(loc), Some(client)) => {
+                let put = client
+                    .put_object()
+                    .bucket(&loc.bucket)
+                    .key(&loc.key)
+                    .content_type("application/json")
+                    .body(bytes.to_vec().into());
+                let put = match over {
+                    Some(tag) => put.if_match(&tag.0),
+                    None => put.if_none_match("*"),
                 };
-                common::files::write_atomic(path, bytes, opts)
-                    .map(|_| ())
-                    .map_err(|e| format!("cannot write {}: {e}", path.display()))
+                match put.send().await {
+                    Ok(out) => Ok(Tag(out.e_tag().unwrap_or_default().to_string())),
+                    // 412 Precondition Failed; 409 when another conditional write was under way.
+                    Err(e)
+                        if e.raw_response()
+                            .is_some_and(|r| matches!(r.status().as_u16(), 409 | 412)) =>
+                    {
+                        Err(WriteError::Conflict(loc.to_string()))
+                    }
+                    Err(e) => Err(WriteError::Failed(format!(
+                        "cannot write {loc}: {}",
+                        common::aws::error_text(&e).text
+                    ))),
+                }
             }
-            (LastGoodLocation::S3(loc), Some(client)) => client
-                .put_object()
-                .bucket(&loc.bucket)
-                .key(&loc.key)
-                .content_type("application/json")
-                .body(bytes.to_vec().into())
-                .send()
-                .await
-                .map(|_| ())
-                .map_err(|e| format!("cannot write {loc}: {}", common::aws::error_text(&e).text)),
-            (LastGoodLocation::S3(loc), None) => Err(format!("cannot write {loc}: no S3 client")),
+            (LastGoodLocation::S3(loc), None) => Err(WriteError::Failed(format!(
+                "cannot write {loc}: no S3 client"
+            ))),
         }
     }
+}
+
+/// The file side of [`Store::write`]: replicas sharing a directory (a shared volume) take turns
+/// through an exclusive lock of the directory, and each checks the file is still the one it read.
+fn write_file(path: &std::path::Path, bytes: &[u8], over: Option<&Tag>) -> Result<Tag, WriteError> {
+    let failed =
+        |e: std::io::Error| WriteError::Failed(format!("cannot write {}: {e}", path.display()));
+    let dir = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => dir.to_path_buf(),
+        None => PathBuf::from("."),
+    };
+    std::fs::create_dir_all(&dir).map_err(failed)?;
+    let lock = std::fs::File::open(&dir).map_err(failed)?;
+    lock.lock().map_err(failed)?;
+    let now = match std::fs::read(path) {
+        Ok(b) => Some(file_tag(&b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(failed(e)),
+    };
+    if now.as_ref() != over {
+        return Err(WriteError::Conflict(path.display().to_string()));
+    }
+    // Only the control plane reads it: no more open than the catalog needs.
+    let opts = common::files::FileOptions {
+        mode: Some(0o640),
+        ..Default::default()
+    };
+    common::files::write_atomic(path, bytes, opts)
+        .map_err(|e| WriteError::Failed(format!("cannot write {}: {e}", path.display())))?;
+    Ok(file_tag(bytes))
+}
+
+/// What a replica writes: the fragments it serves, and those of the document as stored that
+/// it does not serve and has not seen go away. A stored fragment is dropped only when it is
+/// absent from the location (`live`) and was in this replica's previous view (`seen`: the
+/// names it listed or read in the document before): one it never saw is another replica's
+/// newer news, kept until this replica lists it or sees it removed.
+pub fn merge(
+    stored: &Fragments,
+    served: &Fragments,
+    live: &std::collections::BTreeSet<String>,
+    seen: &std::collections::BTreeSet<String>,
+) -> Fragments {
+    let mut out = served.clone();
+    for (name, a) in stored {
+        if out.contains_key(name) || (!live.contains(name) && seen.contains(name)) {
+            continue;
+        }
+        out.insert(name.clone(), a.clone());
+    }
+    out
 }
 
 /// What the status shows of the last good catalog.
@@ -410,6 +534,81 @@ mod tests {
         let with_key = format!("{WALLET}# -----BEGIN PRIVATE KEY-----\n");
         let e = encode("catalog.d", &served(&[("wallet.yaml", &with_key)])).unwrap_err();
         assert_eq!(e, EncodeError::PrivateKey("wallet.yaml".into()));
+    }
+
+    #[test]
+    fn a_write_keeps_what_another_replica_added_and_drops_only_what_this_one_saw_removed() {
+        let both = served(&[("wallet.yaml", WALLET), ("shop.yaml", WALLET)]);
+        let wallet = served(&[("wallet.yaml", WALLET)]);
+        let names = |n: &[&str]| {
+            n.iter()
+                .map(|s| s.to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        // Another replica wrote shop.yaml, which this one has not listed yet: it stays.
+        let merged = merge(
+            &both,
+            &wallet,
+            &names(&["wallet.yaml"]),
+            &names(&["wallet.yaml"]),
+        );
+        assert_eq!(merged, both);
+        // This replica saw shop.yaml go (listed or read before, absent now): it goes.
+        let merged = merge(
+            &both,
+            &wallet,
+            &names(&["wallet.yaml"]),
+            &names(&["wallet.yaml", "shop.yaml"]),
+        );
+        assert_eq!(merged, wallet);
+        // Still listed, though served by none of its versions here (refused): it stays.
+        let merged = merge(
+            &both,
+            &wallet,
+            &names(&["wallet.yaml", "shop.yaml"]),
+            &names(&["wallet.yaml", "shop.yaml"]),
+        );
+        assert_eq!(merged, both);
+        // What this replica serves wins over the stored version.
+        let other = served(&[("wallet.yaml", &WALLET.replace("10.0.0.1", "10.0.0.9"))]);
+        let merged = merge(
+            &other,
+            &wallet,
+            &names(&["wallet.yaml"]),
+            &names(&["wallet.yaml"]),
+        );
+        assert_eq!(merged, wallet);
+    }
+
+    #[tokio::test]
+    async fn a_file_is_written_over_the_version_read_only() {
+        let dir = std::env::temp_dir().join(format!("xds-last-good-w-{}", std::process::id()));
+        let path = dir.join(DEFAULT_NAME);
+        let store = Store::new(LastGoodLocation::File(path.clone())).await;
+        assert_eq!(store.read(None).await.unwrap(), Read::Absent);
+        // Two replicas both saw no document: the first write wins, the second is told.
+        let first = store.write(b"one", None).await.unwrap();
+        assert_eq!(
+            store.write(b"two", None).await,
+            Err(WriteError::Conflict(path.display().to_string()))
+        );
+        let Read::Document(stored) = store.read(None).await.unwrap() else {
+            panic!("no document");
+        };
+        assert_eq!(
+            (stored.bytes.as_slice(), &stored.tag),
+            (&b"one"[..], &first)
+        );
+        assert_eq!(store.read(Some(&first)).await.unwrap(), Read::Unchanged);
+        // Over the version read, it is replaced; over an older one, it is not.
+        let second = store.write(b"three", Some(&first)).await.unwrap();
+        assert!(matches!(
+            store.write(b"four", Some(&first)).await,
+            Err(WriteError::Conflict(_))
+        ));
+        assert_eq!(std::fs::read(&path).unwrap(), b"three");
+        assert_ne!(first, second);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

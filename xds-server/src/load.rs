@@ -358,15 +358,17 @@ pub async fn watch_catalog(
                     }
                 }
             }
-            // Nothing changed; a store that could not be read is tried again each poll.
-            Ok(None) if fragments.unread => {
-                if let Some(docs) = fragments.last_docs.clone() {
+            // The fragments did not change; the last good catalog may have (another replica
+            // wrote it, or its read or write failed).
+            Ok(None) => {
+                if fragments.stale(&name, &server, &reader, &status).await
+                    && let Some(docs) = fragments.last_docs.clone()
+                {
                     fragments
                         .load(&name, &docs, &reader, &server, &tx, &metrics, &status)
                         .await;
                 }
             }
-            Ok(None) => {}
             Err(text) => {
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                 if st.last_error.as_deref() != Some(&text) {
@@ -398,16 +400,56 @@ fn accepted(name: &str, c: &LoadedCatalog, metrics: &Metrics, st: &mut CatalogSt
 struct FragmentState {
     last_good: Fragments,
     store: Option<last_good::Store>,
-    /// The digest of the document last read or written.
-    persisted: Option<String>,
+    /// The document as last read or written.
+    doc: Doc,
     /// Whether the store still has to be read (a read failed).
     unread: bool,
+    /// Whether to load again at the next poll, though the fragments did not change: the
+    /// document changed (another replica wrote it) or a write lost to another replica's.
+    reload: bool,
+    /// The fragment names this replica listed or read in the document, up to the last load
+    /// (see [`last_good::merge`]).
+    seen: std::collections::BTreeSet<String>,
     /// Refusals as last logged, so each is logged once per change.
     problems: common::problems::Problems,
     /// The last error of the store, logged once.
     store_error: Option<String>,
     /// The fragments last loaded, to load again once an unreadable store can be read.
     last_docs: Option<Vec<Document>>,
+}
+
+/// The persisted document as this replica knows it.
+#[derive(Default)]
+enum Doc {
+    /// Not read yet, or its read failed: nothing is written until it is read.
+    #[default]
+    Unknown,
+    /// There is none.
+    Absent,
+    /// There is one, not usable (corrupt, another format or catalog); `tag` to write over it.
+    Ignored(last_good::Tag),
+    /// There is one: its fragments that pass this server's checks, and its digest.
+    Good {
+        tag: last_good::Tag,
+        digest: String,
+        fragments: Fragments,
+    },
+}
+
+impl Doc {
+    fn tag(&self) -> Option<&last_good::Tag> {
+        match self {
+            Doc::Ignored(tag) | Doc::Good { tag, .. } => Some(tag),
+            Doc::Unknown | Doc::Absent => None,
+        }
+    }
+
+    fn fragments(&self) -> Option<&Fragments> {
+        match self {
+            Doc::Good { fragments, .. } => Some(fragments),
+            _ => None,
+        }
+    }
 }
 
 impl FragmentState {
@@ -422,8 +464,10 @@ impl FragmentState {
         let mut state = FragmentState {
             last_good: Fragments::new(),
             store: None,
-            persisted: None,
+            doc: Doc::Unknown,
             unread: false,
+            reload: false,
+            seen: Default::default(),
             problems: Default::default(),
             store_error: None,
             last_docs: None,
@@ -438,72 +482,100 @@ impl FragmentState {
         state.store = Some(last_good::Store::new(location).await);
         state.unread = true;
         state.read_persisted(name, server, reader, status).await;
+        if let Some(fragments) = state.doc.fragments() {
+            state.last_good = fragments.clone();
+        }
         state
     }
 
-    /// Reads the persisted last good catalog; its fragments stand in for those that have no
-    /// last good version here. A read that fails is tried again at each poll, and nothing
-    /// is written before it succeeds (a replica that could not read it must not replace it
-    /// with less).
+    /// Reads the persisted last good catalog again when it changed (a conditional read): its
+    /// fragments are the shared last good versions of every replica. A read that fails is
+    /// tried again at each poll, and nothing is written before it succeeds (a replica that
+    /// could not read it must not replace it with less). Whether it changed.
     async fn read_persisted(
         &mut self,
         name: &str,
         server: &crate::secrets::ServerSide,
         reader: &CatalogReader,
         status: &Mutex<CatalogStatus>,
-    ) {
+    ) -> bool {
         let Some(store) = &self.store else {
-            return;
+            return false;
         };
         let location = store.location().clone();
         let base = reader.base_dir();
         let check = |c: &mut catalog::Catalog| server.settle(c, &base);
-        let (digest, error) = match store.read().await {
-            Ok(None) => {
-                tracing::info!(last_good = %location, "no last good catalog yet; it is written once one is served");
-                (None, None)
+        let known = if self.unread { None } else { self.doc.tag() };
+        let (doc, error) = match store.read(known).await {
+            Ok(last_good::Read::Unchanged) => return false,
+            Ok(last_good::Read::Absent) => {
+                if !matches!(self.doc, Doc::Absent) {
+                    tracing::info!(last_good = %location, "no last good catalog yet; it is written once one is served");
+                }
+                (Doc::Absent, None)
             }
-            Ok(Some(bytes)) => match last_good::decode(name, &bytes, &check) {
-                Ok(decoded) => {
-                    for why in &decoded.skipped {
-                        tracing::warn!(last_good = %location, "last good fragment left out, it does not pass this server's checks: {why}");
+            Ok(last_good::Read::Document(stored)) => {
+                match last_good::decode(name, &stored.bytes, &check) {
+                    Ok(decoded) => {
+                        for why in &decoded.skipped {
+                            tracing::warn!(last_good = %location, "last good fragment left out, it does not pass this server's checks: {why}");
+                        }
+                        tracing::info!(last_good = %location, digest = %decoded.digest, fragments = decoded.fragments.len(), "last good catalog read: its versions stand in for fragments that are bad now");
+                        let doc = Doc::Good {
+                            tag: stored.tag,
+                            digest: decoded.digest,
+                            fragments: decoded.fragments,
+                        };
+                        (doc, None)
                     }
-                    if self.last_good.is_empty() {
-                        tracing::info!(last_good = %location, digest = %decoded.digest, fragments = decoded.fragments.len(), "last good catalog read: it stands in for fragments that are bad now");
-                        self.last_good = decoded.fragments;
-                    } else {
-                        // Read late (an earlier read failed) while this replica serves already:
-                        // mixing the two sets could refuse a fragment served as it is now.
-                        // The set this replica serves stands.
-                        tracing::info!(last_good = %location, digest = %decoded.digest, "last good catalog read after this replica began serving; its own last good versions stand");
+                    Err(why) => {
+                        tracing::warn!(last_good = %location, "last good catalog ignored: {why}; only the live fragments are served, and it is written anew");
+                        (Doc::Ignored(stored.tag), Some(format!("ignored: {why}")))
                     }
-                    self.persisted = Some(decoded.digest.clone());
-                    (Some(decoded.digest), None)
                 }
-                Err(why) => {
-                    tracing::warn!(last_good = %location, "last good catalog ignored: {why}; only the live fragments are served, and it is written anew");
-                    (None, Some(format!("ignored: {why}")))
-                }
-            },
+            }
             Err(why) => {
                 if self.store_error.as_ref() != Some(&why) {
                     tracing::warn!(last_good = %location, "last good catalog unreadable: {why}; tried again at each poll, not written until then");
                     self.store_error = Some(why.clone());
                 }
+                self.doc = Doc::Unknown;
+                self.unread = true;
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(shown) = st.last_good.as_mut() {
                     shown.error = Some(why);
                 }
-                return;
+                return true;
             }
         };
+        self.doc = doc;
         self.unread = false;
         self.store_error = None;
         let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(shown) = st.last_good.as_mut() {
-            shown.digest = digest;
+            shown.digest = match &self.doc {
+                Doc::Good { digest, .. } => Some(digest.clone()),
+                _ => None,
+            };
             shown.error = error;
         }
+        true
+    }
+
+    /// Whether to load the same fragments again at this poll: a read of the store failed, a
+    /// write lost to another replica's, or another replica wrote the document since.
+    async fn stale(
+        &mut self,
+        name: &str,
+        server: &crate::secrets::ServerSide,
+        reader: &CatalogReader,
+        status: &Mutex<CatalogStatus>,
+    ) -> bool {
+        if self.last_docs.is_none() {
+            return false;
+        }
+        let changed = self.read_persisted(name, server, reader, status).await;
+        std::mem::take(&mut self.reload) || self.unread || changed
     }
 
     /// Merges the fragments as read now with their last good versions, sends the catalog,
@@ -559,12 +631,16 @@ impl FragmentState {
             status.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(e.to_string());
             return;
         }
-        if self.unread {
-            self.read_persisted(name, server, reader, status).await;
+        // The shared versions: what the document keeps stands for every replica, so
+        // replicas that saw different versions of a fragment fall back to the same one.
+        self.read_persisted(name, server, reader, status).await;
+        let mut last_good = self.last_good.clone();
+        if let Some(shared) = self.doc.fragments() {
+            last_good.extend(shared.iter().map(|(n, a)| (n.clone(), a.clone())));
         }
         let base = reader.base_dir();
         let check = |c: &mut catalog::Catalog| server.settle(c, &base);
-        let resolution = fragments::resolve(name, docs, &self.last_good, &check);
+        let resolution = fragments::resolve(name, docs, &last_good, &check);
         self.report(name, &resolution, metrics, status);
         let Resolution {
             catalog,
@@ -582,18 +658,29 @@ impl FragmentState {
                 tx.send_replace(Some(Arc::new(loaded)));
             }
         }
-        // A fragment refused with no last good version here may have one in the document
-        // (another replica's): writing now would replace it with less.
+        let live: std::collections::BTreeSet<String> = docs
+            .iter()
+            .map(|d| fragments::short_name(name, &d.name))
+            .collect();
+        // A fragment refused with no last good version here may have one in an unusable
+        // document that another replica can still put back: writing now would lose it.
         let unserved: Vec<&String> = refused
             .iter()
             .filter(|(_, r)| r.serving.is_none() && r.offered.is_some())
             .map(|(n, _)| n)
             .collect();
-        if unserved.is_empty() {
-            self.persist(name, &served, status).await;
+        let read_names: Vec<String> = self
+            .doc
+            .fragments()
+            .map(|f| f.keys().cloned().collect())
+            .unwrap_or_default();
+        if unserved.is_empty() || self.doc.fragments().is_some() {
+            self.persist(name, &served, &live, status).await;
         } else {
             tracing::debug!(fragments = ?unserved, "last good catalog not written while these fragments are served by none of their versions here");
         }
+        self.seen = live;
+        self.seen.extend(read_names);
         self.last_good = served;
         self.last_docs = Some(docs.to_vec());
     }
@@ -691,17 +778,38 @@ impl FragmentState {
             .collect();
     }
 
-    /// Writes the last good catalog when what is served changed.
-    async fn persist(&mut self, name: &str, served: &Fragments, status: &Mutex<CatalogStatus>) {
+    /// Writes the last good catalog when it lacks or differs from what is served (merged with
+    /// what it keeps of other replicas, [`last_good::merge`]), over the version read only: a
+    /// write that loses to another replica's is merged again at the next poll.
+    async fn persist(
+        &mut self,
+        name: &str,
+        served: &Fragments,
+        live: &std::collections::BTreeSet<String>,
+        status: &Mutex<CatalogStatus>,
+    ) {
         let Some(store) = &self.store else {
             return;
         };
         if self.unread {
             return;
         }
-        let outcome = match last_good::encode(name, served) {
-            Ok((_, digest)) if self.persisted.as_ref() == Some(&digest) => return,
-            Ok((bytes, digest)) => store.write(&bytes).await.map(|()| digest),
+        let empty = Fragments::new();
+        let stored = self.doc.fragments().unwrap_or(&empty);
+        let merged = last_good::merge(stored, served, live, &self.seen);
+        let outcome = match last_good::encode(name, &merged) {
+            Ok((_, digest)) if matches!(&self.doc, Doc::Good { digest: d, .. } if *d == digest) => {
+                return;
+            }
+            Ok((bytes, digest)) => match store.write(&bytes, self.doc.tag()).await {
+                Ok(tag) => Ok((tag, digest)),
+                Err(last_good::WriteError::Conflict(what)) => {
+                    tracing::info!(last_good = %what, "last good catalog written by another replica meanwhile; read and merged again at the next poll");
+                    self.reload = true;
+                    return;
+                }
+                Err(last_good::WriteError::Failed(why)) => Err(why),
+            },
             Err(e) => Err(e.to_string()),
         };
         let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
@@ -710,11 +818,15 @@ impl FragmentState {
             ..Default::default()
         });
         match outcome {
-            Ok(digest) => {
-                tracing::info!(last_good = %store.location(), digest = %digest, fragments = served.len(), "last good catalog written");
+            Ok((tag, digest)) => {
+                tracing::info!(last_good = %store.location(), digest = %digest, fragments = merged.len(), "last good catalog written");
                 shown.digest = Some(digest.clone());
                 shown.error = None;
-                self.persisted = Some(digest);
+                self.doc = Doc::Good {
+                    tag,
+                    digest,
+                    fragments: merged,
+                };
                 self.store_error = None;
             }
             Err(why) => {

@@ -212,15 +212,23 @@ enum Command {
         #[arg(value_name = "CATALOG")]
         path: CatalogLocation,
         /// Check PATH as a fragment joining the fragments of this directory or
-        /// s3://BUCKET/PREFIX/ (replacing the one of the same file name), as the server would
-        /// take it: its references may name the others' upstreams, and it must not take their
-        /// names or remove what they use. The others' own problems are warnings.
+        /// s3://BUCKET/PREFIX/ (replacing the one of the same name, see --as), as the server
+        /// would take it: its references may name the others' upstreams, and it must not take
+        /// their names or remove what they use. The others' own problems are warnings. Given
+        /// again, the later directories hold fragments written together with this one (the
+        /// same apply or commit), which replace those of the same name in the first.
         #[arg(
             long,
             env = "XDS_SERVER_VALIDATE_WITH",
-            value_name = "DIR-or-s3://PREFIX/"
+            value_name = "DIR-or-s3://PREFIX/",
+            value_delimiter = ','
         )]
-        with: Option<CatalogLocation>,
+        with: Vec<CatalogLocation>,
+        /// The fragment's name in the --with set: its path or key relative to the directory or
+        /// prefix, e.g. team/wallet.yaml for s3://BUCKET/catalog.d/team/wallet.yaml (default:
+        /// PATH's file name).
+        #[arg(long = "as", env = "XDS_SERVER_VALIDATE_AS", value_name = "NAME")]
+        join_as: Option<String>,
         /// Also have this Envoy binary check every proxy's configuration (`envoy --mode
         /// validate`), for what the catalog's own checks miss.
         #[arg(long, env = "XDS_SERVER_VALIDATE_ENVOY")]
@@ -562,11 +570,13 @@ async fn main() -> anyhow::Result<ExitCode> {
             path,
             envoy,
             with,
+            join_as,
             trust_domain,
             output,
         } => {
             let options = xds_server::check::Options {
                 with,
+                join_as,
                 envoy,
                 trust_domain,
             };

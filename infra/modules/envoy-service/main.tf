@@ -60,9 +60,15 @@ data "aws_iam_policy_document" "task" {
 # removed while another service routes to it fails the apply here, instead of being refused by
 # the control plane after the upload. It runs where Terraform runs, with the same credentials,
 # whenever the rendered fragment changes.
+#
+# Fragments that change together in one apply (a new upstream in A, a route to it in B) are
+# checked against the prefix with each other's new versions: catalog_fragments_in_apply gives
+# the others' rendered fragments (module.A.catalog_fragment), which replace theirs under the
+# prefix in the check (`--with PREFIX --with DIR`). The uploads then go in any order: the
+# control plane keeps B's last good version until A's lands, then serves both.
 resource "terraform_data" "validate_catalog" {
   count            = var.xds_server_command == "" ? 0 : 1
-  triggers_replace = [local.catalog_fragment]
+  triggers_replace = [local.catalog_fragment, var.catalog_fragments_in_apply]
 
   provisioner "local-exec" {
     interpreter = ["/bin/sh", "-c"]
@@ -70,12 +76,18 @@ resource "terraform_data" "validate_catalog" {
       set -eu
       dir=$(mktemp -d)
       trap 'rm -rf "$dir"' EXIT
+      mkdir "$dir/apply"
       printf '%s' "$FRAGMENT" > "$dir/$FRAGMENT_NAME"
-      $XDS_SERVER validate "$dir/$FRAGMENT_NAME" --with "$CATALOG_PREFIX"
+      # PENDING: a name line, then the fragment in base64 on one line, for each.
+      printf '%s' "$PENDING" | while read -r name && read -r text; do
+        printf '%s' "$text" | base64 -d > "$dir/apply/$name"
+      done
+      $XDS_SERVER validate "$dir/$FRAGMENT_NAME" --as "$FRAGMENT_NAME" --with "$CATALOG_PREFIX" --with "$dir/apply"
     EOT
     environment = {
       FRAGMENT       = local.catalog_fragment
       FRAGMENT_NAME  = "${var.service_name}.yaml"
+      PENDING        = join("", [for name, text in var.catalog_fragments_in_apply : "${name}\n${base64encode(text)}\n"])
       CATALOG_PREFIX = "s3://${var.config_bucket}/${var.catalog_prefix}"
       XDS_SERVER     = var.xds_server_command
     }

@@ -22,3 +22,8 @@ output "log_group_name" {
   description = "The tasks' CloudWatch log group."
   value       = module.base.log_group_name
 }
+
+output "catalog_fragment" {
+  description = "The service's rendered catalog fragment, for other services' catalog_fragments_in_apply when they change in the same apply."
+  value       = local.catalog_fragment
+}

@@ -92,6 +92,17 @@ variable "catalog_prefix" {
   default     = "xds/catalog.d/"
 }
 
+variable "catalog_fragments_in_apply" {
+  type        = map(string)
+  description = "Other services' catalog fragments that change in the same apply, by name under catalog_prefix (e.g. { \"connector.yaml\" = module.connector.catalog_fragment }): this service's fragment is validated against the prefix with these versions in place of theirs, so related changes (a new upstream in one, a route to it in the other) validate together. Pass every fragment the apply changes that this one relies on or that relies on it."
+  default     = {}
+
+  validation {
+    condition     = alltrue([for name in keys(var.catalog_fragments_in_apply) : can(regex("^[A-Za-z0-9_.-]+\\.(yaml|yml|json)$", name))])
+    error_message = "catalog_fragments_in_apply: name each fragment by its file name under catalog_prefix (SERVICE.yaml)."
+  }
+}
+
 variable "xds_server_command" {
   type        = string
   description = "The xds-server command (a path, or a name on the PATH) that the apply runs where Terraform runs, with its AWS credentials, to validate the rendered fragment against the fragments under catalog_prefix before uploading it (xds-server validate FRAGMENT --with s3://BUCKET/PREFIX/); empty skips the check."

@@ -293,6 +293,7 @@ pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
             .collect(),
         report: Report {
             mesh: mesh.data.mesh_name().to_string(),
+            skipped: mesh.skipped.clone(),
             ..Default::default()
         },
     };

@@ -38,6 +38,19 @@ pub struct Mesh {
     pub routers: Vec<(VirtualRouterData, Vec<RouteData>)>,
     /// Its virtual gateways, each with its gateway routes.
     pub gateways: Vec<(VirtualGatewayData, Vec<GatewayRouteData>)>,
+    /// The resources left out because they are not ACTIVE.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A resource left out of an import: its status is not ACTIVE (INACTIVE, DELETED).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// `virtual node`, `route`, …
+    pub kind: &'static str,
+    /// Its name (a route with its router: `ROUTER/ROUTE`).
+    pub name: String,
+    /// The status App Mesh gave.
+    pub status: String,
 }
 
 /// Why an import failed.

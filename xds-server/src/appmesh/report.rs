@@ -75,6 +75,8 @@ pub struct Report {
     pub fragments: Vec<String>,
     /// Every resource looked at, in the order they were.
     pub resources: Vec<Resource>,
+    /// The resources left out because they are not ACTIVE.
+    pub skipped: Vec<super::Skipped>,
 }
 
 impl Report {
@@ -107,6 +109,17 @@ impl Report {
                 names.join(", ")
             }
         });
+        if !self.skipped.is_empty() {
+            let _ = writeln!(out, "## Not imported: not ACTIVE\n");
+            for s in &self.skipped {
+                let _ = writeln!(
+                    out,
+                    "- {} `{}`: {}, left out (App Mesh serves only ACTIVE resources)",
+                    s.kind, s.name, s.status
+                );
+            }
+            out.push('\n');
+        }
         if lossy + missing > 0 {
             let _ = writeln!(out, "## Needs a look\n");
             let _ = writeln!(out, "| resource | field | outcome |");
@@ -173,6 +186,11 @@ mod tests {
             mesh: "color".into(),
             fragments: vec!["blue.yaml".into()],
             resources: vec![r],
+            skipped: vec![super::super::Skipped {
+                kind: "virtual node",
+                name: "white".into(),
+                status: "INACTIVE".into(),
+            }],
         };
         let md = report.to_markdown();
         assert!(md.contains("fields mapped: 1, mapped with a loss: 0, not mapped: 1"));
@@ -182,5 +200,11 @@ mod tests {
             .unwrap();
         assert!(look < row, "{md}");
         assert!(md.contains("| `spec.priority` | mapped | the route's place |"));
+        assert!(
+            md.contains(
+                "- virtual node `white`: INACTIVE, left out (App Mesh serves only ACTIVE resources)"
+            ),
+            "{md}"
+        );
     }
 }

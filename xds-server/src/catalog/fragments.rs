@@ -438,7 +438,7 @@ pub fn at(name: &str, error: CatalogError) -> CatalogError {
 /// What `validate FILE --with LOCATION` found: whether the fragment would join the others.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Joining {
-    /// The fragment's name in the set (its file name).
+    /// The fragment's name in the set: its path or key relative to the directory or prefix.
     pub name: String,
     /// Why it would be refused; empty when it joins.
     pub errors: Vec<CatalogError>,
@@ -449,46 +449,54 @@ pub struct Joining {
     pub catalog: Catalog,
 }
 
-/// Checks `fragment` against the fragments of `location` it will join, as the server would take
-/// it: the others are served as they are (those valid on their own), and `fragment` replaces the
-/// one of the same file name, if any.
-pub fn check_joining(location: &str, others: &[Document], fragment: &Document) -> Joining {
-    let name = fragment
-        .name
-        .rsplit('/')
-        .next()
-        .unwrap_or(&fragment.name)
-        .to_string();
+/// Checks `fragment` joining the fragments of `location` as `name` (its key relative to the
+/// location, `team/wallet.yaml` for `s3://B/catalog.d/team/wallet.yaml`), as the server would
+/// take it: `served` are the fragments there now (those valid on their own are served, and
+/// are the last good versions), `pending` the ones written together with this one (the same
+/// apply), which replace those of the same name, and `fragment` replaces the one named `name`.
+/// Both lists name their documents under `location`.
+pub fn check_joining(
+    location: &str,
+    served: &[Document],
+    pending: &[Document],
+    name: &str,
+    fragment: &Document,
+) -> Joining {
     let no_check: Check<'_> = &|_| Vec::new();
     let mut last_good = Fragments::new();
-    let mut documents = Vec::with_capacity(others.len() + 1);
-    for doc in others {
+    let mut documents: BTreeMap<String, Document> = BTreeMap::new();
+    for doc in served {
         let short = short_name(location, &doc.name);
         if let Ok(a) = accept(doc, no_check) {
             last_good.insert(short.clone(), a);
         }
-        if short != name {
-            documents.push(doc.clone());
-        }
+        documents.insert(short, doc.clone());
     }
-    documents.push(Document {
-        name: format!("{}/{name}", location.trim_end_matches('/')),
-        ..fragment.clone()
-    });
+    for doc in pending {
+        documents.insert(short_name(location, &doc.name), doc.clone());
+    }
+    documents.insert(
+        name.to_string(),
+        Document {
+            name: format!("{}/{name}", location.trim_end_matches('/')),
+            ..fragment.clone()
+        },
+    );
+    let documents: Vec<Document> = documents.into_values().collect();
     let mut resolution = resolve(location, &documents, &last_good, no_check);
     let errors = resolution
         .refused
-        .remove(&name)
+        .remove(name)
         .map(|r| r.errors)
         .unwrap_or_default();
     let mut catalog = resolution.catalog;
-    let own = resolution.served.get(&name).map(|a| defines(&a.catalog));
+    let own = resolution.served.get(name).map(|a| defines(&a.catalog));
     catalog.proxies.retain(|p, _| {
         own.as_ref()
             .is_some_and(|d| d.contains(&Target::Proxy(p.clone())))
     });
     Joining {
-        name,
+        name: name.to_string(),
         errors,
         catalog,
         others_refused: resolution
@@ -736,10 +744,10 @@ mod tests {
             "/src/wallet.yaml",
             service("wallet", "connector", &["wallet"]).into_bytes(),
         );
-        let joined = check_joining("catalog.d", &others, &wallet);
+        let joined = check_joining("catalog.d", &others, &[], "wallet.yaml", &wallet);
         assert_eq!(joined.name, "wallet.yaml");
         assert!(joined.errors.is_empty(), "{:?}", joined.errors);
-        let alone = check_joining("catalog.d", &[], &wallet);
+        let alone = check_joining("catalog.d", &[], &[], "wallet.yaml", &wallet);
         assert_eq!(
             alone
                 .errors
@@ -762,7 +770,7 @@ mod tests {
             "connector.yaml",
             service("connector", "c2", &["c2"]).into_bytes(),
         );
-        let j = check_joining("catalog.d", &with_wallet, &renamed);
+        let j = check_joining("catalog.d", &with_wallet, &[], "connector.yaml", &renamed);
         assert_eq!(j.errors.len(), 1, "{:?}", j.errors);
         assert!(
             j.errors[0].message.contains("wallet.yaml needs it"),
@@ -772,8 +780,59 @@ mod tests {
         // Others' own problems are told apart and do not fail this one.
         let mut broken_others = others.clone();
         broken_others.push(Document::new("catalog.d/old.yaml", BROKEN.as_bytes()));
-        let j = check_joining("catalog.d", &broken_others, &wallet);
+        let j = check_joining("catalog.d", &broken_others, &[], "wallet.yaml", &wallet);
         assert!(j.errors.is_empty(), "{:?}", j.errors);
         assert!(j.others_refused.contains_key("old.yaml"));
+    }
+
+    #[test]
+    fn a_fragment_joins_under_its_key_and_with_the_fragments_of_the_same_change() {
+        // A nested key: the new version of team/wallet.yaml replaces it, named by its key.
+        let prefix = "s3://config/catalog.d/";
+        let nested = vec![
+            Document::new(
+                "s3://config/catalog.d/connector.yaml",
+                service("connector", "connector", &["connector"]).into_bytes(),
+            ),
+            Document::new(
+                "s3://config/catalog.d/team/wallet.yaml",
+                service("wallet", "connector", &["wallet"]).into_bytes(),
+            ),
+        ];
+        let next = Document::new(
+            "/tmp/wallet.yaml",
+            service("wallet", "wallet", &["wallet"]).into_bytes(),
+        );
+        let j = check_joining(prefix, &nested, &[], "team/wallet.yaml", &next);
+        assert_eq!(j.name, "team/wallet.yaml");
+        assert!(j.errors.is_empty(), "{:?}", j.errors);
+        // Under its file name it is another fragment, taking the names of team/wallet.yaml.
+        let j = check_joining(prefix, &nested, &[], "wallet.yaml", &next);
+        assert_eq!(
+            j.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            [
+                "proxies.wallet: already defined in team/wallet.yaml",
+                "upstreams.wallet: already defined in team/wallet.yaml"
+            ]
+        );
+        // Written in the same change: the connector's new upstream, a route to it in wallet.
+        let wallet = Document::new(
+            "/tmp/wallet.yaml",
+            service("wallet", "ledger", &["wallet"]).into_bytes(),
+        );
+        let j = check_joining(prefix, &nested, &[], "team/wallet.yaml", &wallet);
+        assert_eq!(j.errors.len(), 1, "{:?}", j.errors);
+        let connector_v2 = Document::new(
+            "s3://config/catalog.d/connector.yaml",
+            service("connector", "connector", &["connector", "ledger"]).into_bytes(),
+        );
+        let j = check_joining(
+            prefix,
+            &nested,
+            std::slice::from_ref(&connector_v2),
+            "team/wallet.yaml",
+            &wallet,
+        );
+        assert!(j.errors.is_empty(), "{:?}", j.errors);
     }
 }

@@ -246,6 +246,7 @@ fn mesh() -> Mesh {
         services: vec![service],
         routers: vec![(router, routes)],
         gateways: vec![],
+        skipped: Vec::new(),
     }
 }
 
