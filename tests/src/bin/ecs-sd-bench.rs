@@ -97,20 +97,25 @@ fn ecs_sd(dir: &TempDir, name: &str, port: u16) -> anyhow::Result<Vec<Row>> {
         calls.push(metric_sum(admin, "ecs_sd_api_calls_total"));
         cpu.push(cpu_seconds(sd.pid()));
     }
-    let took: Vec<f64> = sd
-        .output()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|v| {
-            v["message"]
-                .as_str()
-                .is_some_and(|m| m.starts_with("refreshed"))
-        })
-        .filter_map(|v| v["took_ms"].as_f64())
-        .collect();
-    if took.len() < 3 {
-        bail!("ecs-sd logged {} refreshes:\n{}", took.len(), sd.output());
-    }
+    // The metric counts a refresh before its log line is written.
+    let took: Vec<f64> = wait_for(
+        "ecs-sd's refresh log lines",
+        Duration::from_secs(30),
+        || {
+            let took: Vec<f64> = sd
+                .output()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| {
+                    v["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("refreshed"))
+                })
+                .filter_map(|v| v["took_ms"].as_f64())
+                .collect();
+            (took.len() >= 3).then_some(took)
+        },
+    );
     drop(sd);
     let targets = targets_in(&out);
     Ok((0..3)
