@@ -63,7 +63,7 @@ data "aws_iam_policy_document" "task" {
 #
 # Fragments that change together in one apply (a new upstream in A, a route to it in B) are
 # checked against the prefix with each other's new versions: catalog_fragments_in_apply gives
-# the others' rendered fragments (module.A.catalog_fragment), which replace theirs under the
+# the others' rendered fragments (another envoy-service's catalog_fragment output), which replace theirs under the
 # prefix in the check (`--with PREFIX --with DIR`). The uploads then go in any order: the
 # control plane keeps B's last good version until A's lands, then serves both.
 resource "terraform_data" "validate_catalog" {

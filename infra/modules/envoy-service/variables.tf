@@ -94,7 +94,7 @@ variable "catalog_prefix" {
 
 variable "catalog_fragments_in_apply" {
   type        = map(string)
-  description = "Other services' catalog fragments that change in the same apply, by name under catalog_prefix (e.g. { \"connector.yaml\" = module.connector.catalog_fragment }): this service's fragment is validated against the prefix with these versions in place of theirs, so related changes (a new upstream in one, a route to it in the other) validate together. Pass every fragment the apply changes that this one relies on or that relies on it."
+  description = "Other services' catalog fragments that change in the same apply, by name under catalog_prefix (e.g. { \"connector.yaml\" = <the connector envoy-service's catalog_fragment output> }): this service's fragment is validated against the prefix with these versions in place of theirs, so related changes (a new upstream in one, a route to it in the other) validate together. Pass every fragment the apply changes that this one relies on or that relies on it."
   default     = {}
 
   validation {
