@@ -1318,12 +1318,16 @@ fn the_ci_role_trusts_only_the_ci_branches_of_its_repository() {
         gh["Condition"]["StringEquals"]["token.actions.githubusercontent.com:aud"],
         "sts.amazonaws.com"
     );
-    let subs: Vec<&str> = gh["Condition"]["StringLike"]["token.actions.githubusercontent.com:sub"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap())
-        .collect();
+    // The `sub` patterns of a statement.
+    let subjects = |statement: &serde_json::Value, issuer: &str| -> Vec<String> {
+        statement["Condition"]["StringLike"][format!("{issuer}:sub")]
+            .as_array()
+            .unwrap_or_else(|| panic!("no sub patterns: {statement}"))
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    };
+    let subs = subjects(gh, "token.actions.githubusercontent.com");
     assert_eq!(
         subs,
         [
@@ -1360,12 +1364,7 @@ fn the_ci_role_trusts_only_the_ci_branches_of_its_repository() {
         cc["Condition"]["StringEquals"]["oidc.circleci.com/org/0f1e:aud"],
         "0f1e"
     );
-    let circle_subs: Vec<&str> = cc["Condition"]["StringLike"]["oidc.circleci.com/org/0f1e:sub"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| s.as_str().unwrap())
-        .collect();
+    let circle_subs = subjects(cc, "oidc.circleci.com/org/0f1e");
     // CIRCLE_OIDC_TOKEN_V2's subjects, which name the branch.
     let circle = |rest: &str| {
         format!("org/0f1e/project/9a8b/user/5c6d/vcs-origin/github.com/example/mesh/vcs-ref/{rest}")

@@ -177,8 +177,8 @@ async fn joining(
         .map(|n| n.trim_start_matches('/').to_string())
         .unwrap_or(file_name);
     // The first source is what is served; the others' fragments are named as if under it.
-    let location = sources[0].to_string();
-    let base = location.trim_end_matches('/').to_string();
+    let with = sources[0].to_string();
+    let base = with.trim_end_matches('/').to_string();
     let mut served = Vec::new();
     let mut pending = Vec::new();
     for (i, source) in sources.iter().enumerate() {
@@ -199,7 +199,6 @@ async fn joining(
             ..d
         }));
     }
-    let with = &location;
     let changed: Vec<String> = sources[1..].iter().map(ToString::to_string).collect();
     let along = if changed.is_empty() {
         String::new()
@@ -207,7 +206,7 @@ async fn joining(
         format!(" with the fragments of {} in place", changed.join(", "))
     };
     let fragment = Document::new(shown.clone(), bytes);
-    let joining = fragments::check_joining(&location, &served, &pending, &name, &fragment);
+    let joining = fragments::check_joining(&with, &served, &pending, &name, &fragment);
     for (other, errors) in &joining.others_refused {
         for e in errors {
             report.text.push(format!(

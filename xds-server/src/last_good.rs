@@ -410,8 +410,7 @@ fn write_file(path: &std::path::Path, bytes: &[u8], over: Option<&Tag>) -> Resul
         mode: Some(0o640),
         ..Default::default()
     };
-    common::files::write_atomic(path, bytes, opts)
-        .map_err(|e| WriteError::Failed(format!("cannot write {}: {e}", path.display())))?;
+    common::files::write_atomic(path, bytes, opts).map_err(failed)?;
     Ok(file_tag(bytes))
 }
 

@@ -402,8 +402,6 @@ struct FragmentState {
     store: Option<last_good::Store>,
     /// The document as last read or written.
     doc: Doc,
-    /// Whether the store still has to be read (a read failed).
-    unread: bool,
     /// Whether to load again at the next poll, though the fragments did not change: the
     /// document changed (another replica wrote it) or a write lost to another replica's.
     reload: bool,
@@ -453,6 +451,12 @@ impl Doc {
 }
 
 impl FragmentState {
+    /// Whether the store still has to be read (no read has succeeded yet, or the last failed):
+    /// nothing is written until it is.
+    fn unread(&self) -> bool {
+        self.store.is_some() && matches!(self.doc, Doc::Unknown)
+    }
+
     /// Reads the persisted last good catalog, if there is one this server can use.
     async fn start(
         name: &str,
@@ -465,7 +469,6 @@ impl FragmentState {
             last_good: Fragments::new(),
             store: None,
             doc: Doc::Unknown,
-            unread: false,
             reload: false,
             seen: Default::default(),
             problems: Default::default(),
@@ -480,7 +483,6 @@ impl FragmentState {
             ..Default::default()
         });
         state.store = Some(last_good::Store::new(location).await);
-        state.unread = true;
         state.read_persisted(name, server, reader, status).await;
         if let Some(fragments) = state.doc.fragments() {
             state.last_good = fragments.clone();
@@ -505,8 +507,7 @@ impl FragmentState {
         let location = store.location().clone();
         let base = reader.base_dir();
         let check = |c: &mut catalog::Catalog| server.settle(c, &base);
-        let known = if self.unread { None } else { self.doc.tag() };
-        let (doc, error) = match store.read(known).await {
+        let (doc, error) = match store.read(self.doc.tag()).await {
             Ok(last_good::Read::Unchanged) => return false,
             Ok(last_good::Read::Absent) => {
                 if !matches!(self.doc, Doc::Absent) {
@@ -540,7 +541,6 @@ impl FragmentState {
                     self.store_error = Some(why.clone());
                 }
                 self.doc = Doc::Unknown;
-                self.unread = true;
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(shown) = st.last_good.as_mut() {
                     shown.error = Some(why);
@@ -549,7 +549,6 @@ impl FragmentState {
             }
         };
         self.doc = doc;
-        self.unread = false;
         self.store_error = None;
         let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(shown) = st.last_good.as_mut() {
@@ -575,7 +574,7 @@ impl FragmentState {
             return false;
         }
         let changed = self.read_persisted(name, server, reader, status).await;
-        std::mem::take(&mut self.reload) || self.unread || changed
+        std::mem::take(&mut self.reload) || self.unread() || changed
     }
 
     /// Merges the fragments as read now with their last good versions, sends the catalog,
@@ -791,7 +790,7 @@ impl FragmentState {
         let Some(store) = &self.store else {
             return;
         };
-        if self.unread {
+        if self.unread() {
             return;
         }
         let empty = Fragments::new();
