@@ -63,6 +63,18 @@ fi
 venv grpc "grpcio==1.* h2==4.*" \
   "import importlib.metadata as m, sys; sys.exit(not (m.version('grpcio').startswith('1.') and m.version('h2').startswith('4.')))"
 
+# A proxyless Node gRPC client (npm @grpc/grpc-js-xds) for the proxyless gRPC tests, from
+# tests/node/package-lock.json; installed again when the lock file changes.
+if ! command -v npm >/dev/null; then
+  log "installing nodejs and npm (apt)"
+  apt_install nodejs npm
+fi
+if ! cmp -s tests/node/package-lock.json tests/node/node_modules/.installed-lock.json; then
+  log "installing tests/node (npm ci)"
+  npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+  cp tests/node/package-lock.json tests/node/node_modules/.installed-lock.json
+fi
+
 # Prometheus 2.x from Debian, for the ecs-sd tests (file_sd and http_sd read by the real thing).
 if ! command -v prometheus >/dev/null; then
   log "installing prometheus (apt)"

@@ -1,7 +1,7 @@
 //! gRPC and h2c peers: a grpcio server and client, and an h2c-only HTTP server, run by
 //! `tests/fixtures/grpc_peers.py` in the `.venv/grpc` virtualenv that `scripts/setup.sh` installs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
@@ -61,6 +61,21 @@ impl PeerServer {
         )
     }
 
+    /// A [`PeerServer::grpc_named`] server over TLS with `certificate` (and `key`), requiring
+    /// client certificates that chain to `ca`.
+    pub fn grpc_tls(
+        dir: &TempDir,
+        name: &str,
+        certificate: &Path,
+        key: &Path,
+        ca: &Path,
+    ) -> PeerServer {
+        let files = [certificate, key, ca].map(|p| p.display().to_string());
+        let mut args = vec!["grpc-server", "--name", name, "--tls"];
+        args.extend(files.iter().map(String::as_str));
+        Self::start(dir, &args, &format!("grpc-server-{name}"))
+    }
+
     /// How many calls a [`PeerServer::grpc_failing`] server has failed.
     pub fn failed_calls(&self) -> usize {
         self.process
@@ -116,6 +131,19 @@ pub struct CallOptions<'a> {
     pub deadline: Option<Duration>,
     /// A `grpc-timeout` header the client does not enforce itself, e.g. `1S`.
     pub grpc_timeout_header: Option<&'a str>,
+    /// TLS instead of plaintext.
+    pub tls: Option<CallTls<'a>>,
+}
+
+/// The TLS of a [`call`].
+#[derive(Debug, Clone, Copy)]
+pub struct CallTls<'a> {
+    /// The CA bundle the server's certificate must chain to.
+    pub ca: &'a Path,
+    /// The name the server's certificate must carry.
+    pub name: &'a str,
+    /// A client certificate and its key to present.
+    pub client: Option<(&'a Path, &'a Path)>,
 }
 
 /// One server-streaming call through 127.0.0.1:`port`; panics when it has not ended after
@@ -136,6 +164,18 @@ pub fn call(
     }
     if let Some(t) = options.grpc_timeout_header {
         args.extend(["--grpc-timeout", t]);
+    }
+    let tls_files = options.tls.map(|t| {
+        let client = t
+            .client
+            .map(|(c, k)| [c, k].map(|p| p.display().to_string()));
+        (t.ca.display().to_string(), client)
+    });
+    if let (Some(t), Some((ca, client))) = (&options.tls, &tls_files) {
+        args.extend(["--tls-ca", ca, "--tls-name", t.name]);
+        if let Some([cert, key]) = client {
+            args.extend(["--tls-cert", cert, key]);
+        }
     }
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -224,6 +264,13 @@ impl XdsGrpcClient {
         };
         let v: serde_json::Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("batch {k} is not JSON ({e}): {text}"));
+        Batch::from_json(&v)
+    }
+}
+
+impl Batch {
+    /// `{"answers": {NAME: n}, "errors": {"CODE: details": n}}`, as the clients print it.
+    fn from_json(v: &serde_json::Value) -> Batch {
         let counts = |key: &str| {
             v[key]
                 .as_object()
@@ -237,4 +284,38 @@ impl XdsGrpcClient {
             errors: counts("errors"),
         }
     }
+}
+
+/// `n` `/test.Stream/Who` calls through `target` (`xds:///NAME`) from a proxyless Node client
+/// (`tests/node/xds_calls.js`, npm `@grpc/grpc-js-xds`, which `scripts/setup.sh` installs)
+/// with the gRPC bootstrap file `bootstrap`; panics when it has not ended after `limit`.
+pub fn node_xds_calls(
+    dir: &TempDir,
+    target: &str,
+    bootstrap: &Path,
+    n: u32,
+    limit: Duration,
+) -> Batch {
+    let node = repo_root().join("tests/node");
+    assert!(
+        node.join("node_modules/@grpc/grpc-js-xds").exists(),
+        "{}/node_modules is missing: scripts/setup.sh installs it",
+        node.display()
+    );
+    let mut cmd = Command::new("node");
+    cmd.arg(node.join("xds_calls.js"))
+        .args([target, &n.to_string()])
+        .env("GRPC_XDS_BOOTSTRAP", bootstrap);
+    let mut process = ChildGuard::spawn(cmd, dir.path().join("node-xds-calls.log"));
+    let code = process.wait_exit(limit);
+    let output = process.output();
+    assert_eq!(code, Some(0), "the Node xds:/// client failed:\n{output}");
+    let line = output
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .unwrap_or_else(|| panic!("the Node client printed no result:\n{output}"));
+    let v: serde_json::Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("the Node client's result is not JSON ({e}): {line}"));
+    Batch::from_json(&v)
 }

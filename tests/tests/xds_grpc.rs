@@ -8,8 +8,13 @@ use std::process::Command;
 use std::time::Duration;
 
 use tests::cli::assert_envoy_accepts;
-use tests::grpc::{Batch, PeerServer, XdsGrpcClient};
-use tests::{Backend, Envoy, Mode, TempDir, XdsServer, free_port, http, wait_for, workspace_bin};
+use tests::grpc::{self, Batch, CallOptions, CallTls, PeerServer, XdsGrpcClient};
+use tests::identity::{assume, env_with, plane};
+use tests::{
+    Backend, Envoy, Mode, Moto, TempDir, XdsServer, ca_init, free_port, http, wait_for,
+    workspace_bin,
+};
+use xds_server::ca::{Ca, Leaf};
 
 const PROXY: &str = "wallet-backend";
 const TARGET: &str = "connector.prism-test.atala.local:50051";
@@ -20,6 +25,11 @@ const BATCH: Duration = Duration::from_secs(60);
 
 /// Writes the gRPC bootstrap `xds-server bootstrap --grpc` prints for node `node_id`.
 fn grpc_bootstrap(dir: &TempDir, xds_port: u16, node_id: &str) -> PathBuf {
+    grpc_bootstrap_with(dir, xds_port, node_id, &[])
+}
+
+/// [`grpc_bootstrap`] with `extra` flags (e.g. `--identity-dir DIR`).
+fn grpc_bootstrap_with(dir: &TempDir, xds_port: u16, node_id: &str, extra: &[&str]) -> PathBuf {
     let out = Command::new(workspace_bin("xds-server"))
         .args([
             "bootstrap",
@@ -30,6 +40,7 @@ fn grpc_bootstrap(dir: &TempDir, xds_port: u16, node_id: &str) -> PathBuf {
             node_id,
         ])
         .args(["--xds", &format!("127.0.0.1:{xds_port}")])
+        .args(extra)
         .output()
         .expect("xds-server bootstrap runs");
     assert!(
@@ -153,6 +164,21 @@ upstreams:
         envoy.process.output()
     );
 
+    // API listeners go only to streams that name them: Envoy's wildcard LDS has none, so it
+    // neither runs nor warns about them.
+    let dump = http::get(envoy.admin_port, "/config_dump", &[])
+        .unwrap()
+        .body;
+    assert!(
+        !dump.contains("api_listener") && !dump.contains(TARGET),
+        "Envoy was sent the gRPC service's API listener:\n{dump}"
+    );
+    assert!(
+        !envoy.process.output().contains("ApiListener"),
+        "Envoy warned about an API listener:\n{}",
+        envoy.process.output()
+    );
+
     // An endpoint change reaches the running client: `three` replaces `one`.
     let pid = client.process.pid();
     write_endpoints(&one_file, &[three.endpoint()]);
@@ -227,4 +253,176 @@ upstreams:
         bad.failed_calls() > failed_before,
         "the failing backend got no calls: the retries were never needed"
     );
+}
+
+/// Mesh TLS to a backend (gRFC A29): a grpcio backend serves TLS with the mesh identity of
+/// proxy `connector` and requires client certificates from the mesh CA. The proxyless client,
+/// whose bootstrap (`--identity-dir`) holds the identity `xds-server identity` got for its task
+/// role, reaches the control plane over mutual TLS and the backend through its cluster's
+/// certificate provider (and so does a Node client with the same bootstrap); a client without
+/// that identity is refused by the backend.
+#[test]
+fn a_grpcio_client_reaches_a_mesh_tls_backend_with_its_identity() {
+    let dir = TempDir::new("xds-grpc-tls");
+    let moto = Moto::start(&dir, 0);
+    let ca_dir = dir.path().join("ca");
+    assert!(ca_init(&ca_dir).status.success());
+    let ca_file = ca_dir.join("certificate.pem");
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    let ca = Ca::from_pem(
+        "ca",
+        &read(&ca_file),
+        &read(&ca_dir.join("private_key.pem")),
+    )
+    .unwrap();
+    let issued = ca
+        .issue(&Leaf {
+            names: vec!["127.0.0.1".into()],
+            uris: vec!["spiffe://mesh.local/proxy/connector".into()],
+            server: true,
+            ttl: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .unwrap();
+    let (cert, key) = (
+        dir.write("connector.pem", &issued.certificate_pem),
+        dir.write("connector-key.pem", &issued.private_key_pem),
+    );
+    let backend = PeerServer::grpc_tls(&dir, "connector", &cert, &key, &ca_file);
+    let catalog = dir.write(
+        "catalog.yaml",
+        &format!(
+            r#"
+version: 1
+proxies:
+  {PROXY}:
+    identity: {{ iam_roles: [wallet-task-role] }}
+    grpc_services:
+      - {{ name: {TARGET}, routes: [ {{ match: {{ prefix: / }}, to: connector }} ] }}
+  connector:                      # the backend serves its mesh identity itself
+    listeners:
+      - {{ name: inbound, port: 15000, protocol: http, tls: {{ certificate: mesh }}, routes: [ {{ match: {{ prefix: / }}, to: connector }} ] }}
+upstreams:
+  connector: {{ protocol: grpc, endpoints: {{ static: ["{}"] }}, tls: {{ mesh: connector }} }}
+"#,
+            backend.endpoint()
+        ),
+    );
+    let server = plane(
+        &dir,
+        &moto,
+        &catalog,
+        &format!("file:{}", ca_dir.display()),
+        &[],
+    );
+    let creds = assume(&moto, "wallet-task-role", "task-1");
+    let identity_dir = dir.path().join("identity");
+    let out = Command::new(workspace_bin("xds-server"))
+        .args([
+            "identity",
+            "--xds",
+            &format!("127.0.0.1:{}", server.xds_port),
+        ])
+        .arg("--out")
+        .arg(&identity_dir)
+        .arg("--xds-ca")
+        .arg(&ca_file)
+        .args(["--timeout", "60s"])
+        .envs(env_with(&moto, &creds))
+        .output()
+        .expect("xds-server identity runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let bootstrap = grpc_bootstrap_with(
+        &dir,
+        server.xds_port,
+        "grpcio-tls",
+        &["--identity-dir", &identity_dir.display().to_string()],
+    );
+    let mut client = XdsGrpcClient::start(&dir, &format!("xds:///{TARGET}"), &bootstrap);
+    let batch = client.calls(20, BATCH);
+    assert_eq!(
+        batch.answers.get("connector"),
+        Some(&20),
+        "{batch:?}\n{}\n{}",
+        client.process.output(),
+        backend.process.output()
+    );
+
+    // Node's grpc-js-xds, with the same bootstrap, takes the same TLS.
+    let node = grpc::node_xds_calls(&dir, &format!("xds:///{TARGET}"), &bootstrap, 5, BATCH);
+    assert_eq!(node.answers.get("connector"), Some(&5), "{node:?}");
+
+    // The backend refuses a client without the mesh identity, and takes one with it.
+    let call = |client_cert| {
+        grpc::call(
+            &dir,
+            backend.port,
+            "/test.Stream/Who",
+            "",
+            CallOptions {
+                tls: Some(CallTls {
+                    ca: &ca_file,
+                    name: "127.0.0.1",
+                    client: client_cert,
+                }),
+                ..Default::default()
+            },
+            BATCH,
+        )
+    };
+    let anonymous = call(None);
+    assert_eq!(anonymous.code, "UNAVAILABLE", "{anonymous:?}");
+    let identity = (
+        identity_dir.join("certificate.pem"),
+        identity_dir.join("private_key.pem"),
+    );
+    let with_identity = call(Some((identity.0.as_path(), identity.1.as_path())));
+    assert_eq!(with_identity.code, "OK", "{with_identity:?}");
+}
+
+/// A second independent client: Node's `@grpc/grpc-js-xds` (npm), with the same bootstrap,
+/// calls through `xds:///TARGET` and is answered by both backends of a split.
+#[test]
+fn a_node_client_calls_through_the_target_with_our_bootstrap() {
+    let dir = TempDir::new("xds-grpc-node");
+    let one = PeerServer::grpc_named(&dir, "one");
+    let two = PeerServer::grpc_named(&dir, "two");
+    let catalog = dir.write(
+        "catalog.yaml",
+        &format!(
+            r#"
+version: 1
+proxies:
+  {PROXY}:
+    grpc_services:
+      - name: {TARGET}
+        routes:
+          - {{ match: {{ prefix: / }}, split: {{ connector: 50, connector-v2: 50 }} }}
+upstreams:
+  connector: {{ protocol: grpc, endpoints: {{ static: ["{}"] }} }}
+  connector-v2: {{ protocol: grpc, endpoints: {{ static: ["{}"] }} }}
+"#,
+            one.endpoint(),
+            two.endpoint()
+        ),
+    );
+    let server = XdsServer::start(&dir, &catalog, 0);
+    server.wait_ready();
+    let bootstrap = grpc_bootstrap(&dir, server.xds_port, "node-1");
+    let batch = grpc::node_xds_calls(&dir, &format!("xds:///{TARGET}"), &bootstrap, 100, BATCH);
+    assert!(batch.errors.is_empty(), "{batch:?}");
+    assert_eq!(batch.answers.values().sum::<u64>(), 100, "{batch:?}");
+    // Binomial sd 5; bounds at 8 sd: both answer, neither takes nearly all.
+    for name in ["one", "two"] {
+        let n = batch.answers.get(name).copied().unwrap_or_default();
+        assert!(
+            (10..=90).contains(&n),
+            "{name} answered {n} of 100: {batch:?}"
+        );
+    }
 }

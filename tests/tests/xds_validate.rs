@@ -332,6 +332,39 @@ upstreams:
     assert_envoy_accepts(&catalog);
 }
 
+/// A proxy with two gRPC services (two API listeners, one calling a mesh TLS upstream through
+/// the gRPC clients' own cluster) beside an HTTP listener passes Envoy's check: what is made for
+/// proxyless clients is not what its Envoys are sent, and Envoy does not see it.
+#[test]
+fn validate_envoy_passes_a_proxy_with_two_grpc_services() {
+    let dir = TempDir::new("validate-envoy-grpc");
+    let catalog = dir.write(
+        "grpc.yaml",
+        r#"
+version: 1
+proxies:
+  wallet-backend:
+    listeners:
+      - { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: connector } ] }
+    grpc_services:
+      - name: connector.prism-test.atala.local:50051
+        routes:
+          - { match: { grpc: { service: io.Connector } }, to: connector, retries: { attempts: 2, on: [unavailable] } }
+          - { match: { prefix: / }, split: { connector: 90, node: 10 } }
+      - name: node.prism-test.atala.local:50053
+        routes: [ { match: { prefix: / }, to: node, timeout: 5s } ]
+  node:
+    listeners:
+      - { name: inbound, port: 15000, protocol: http, tls: { certificate: mesh, client_certificate: { trust: mesh, allow: [wallet-backend] } }, routes: [ { match: { prefix: / }, to: node-app } ] }
+upstreams:
+  node-app: { protocol: grpc, endpoints: { static: ["127.0.0.1:50050"] } }
+  connector: { protocol: grpc, endpoints: { static: ["127.0.0.1:50051"] } }
+  node: { protocol: grpc, endpoints: { static: ["127.0.0.1:50053"] }, tls: { mesh: node } }
+"#,
+    );
+    assert_envoy_accepts(&catalog);
+}
+
 /// `--version` names the build's commit, and the admin port exports it.
 #[test]
 fn the_build_is_named_by_version_and_metric() {

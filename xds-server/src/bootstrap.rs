@@ -296,16 +296,40 @@ pub fn bootstrap(c: &BootstrapConfig) -> Value {
     doc
 }
 
+/// How often a proxyless gRPC client reads its identity files again (`xds-server identity`
+/// replaces them at half life, hours ahead of their expiry).
+const GRPC_IDENTITY_REFRESH: &str = "60s";
+
+/// The PEM files of an identity directory a gRPC client reads: certificate, key, trust bundle.
+pub fn grpc_identity_files(dir: &std::path::Path) -> [std::path::PathBuf; 3] {
+    use crate::identity::client::{CERTIFICATE_FILE, PRIVATE_KEY_FILE, TRUST_BUNDLE_FILE};
+    let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    [CERTIFICATE_FILE, PRIVATE_KEY_FILE, TRUST_BUNDLE_FILE].map(|f| dir.join(f))
+}
+
 /// The bootstrap of a proxyless gRPC client (the file `GRPC_XDS_BOOTSTRAP` names, gRFC A27):
-/// the control plane over SotW xDS v3, in plaintext or (with `xds_ca`) TLS that checks the
-/// `--xds` host's name against that CA (gRFC A65), and the client's node. Only `proxy`,
-/// `node_id`, `zone`, `xds_host`, `xds_port` and `xds_ca` are read: the rest is Envoy's.
+/// the control plane over SotW xDS v3, in plaintext or TLS that checks the `--xds` host's name
+/// against `xds_ca` (gRFC A65), and the client's node. With `identity_dir`, as for Envoy, the
+/// client presents the certificate `xds-server identity` keeps there to the control plane
+/// (checked against the trust bundle there, unless `xds_ca`), and its certificate provider
+/// [`crate::translate::tls::GRPC_CERTIFICATE_PROVIDER`] holds that identity and trust for the
+/// mesh TLS of its clusters (gRFC A29). Only `proxy`, `node_id`, `zone`, `xds_host`,
+/// `xds_port`, `xds_ca` and `identity_dir` are read: the rest is Envoy's.
 pub fn grpc_bootstrap(c: &BootstrapConfig) -> Value {
-    let creds = match &c.xds_ca {
-        Some(ca) => {
-            json!({ "type": "tls", "config": { "ca_certificate_file": ca.display().to_string() } })
-        }
-        None => json!({ "type": "insecure" }),
+    let identity = c.identity_dir.as_deref().map(grpc_identity_files);
+    let path = |p: &std::path::Path| p.display().to_string();
+    let trust = c
+        .xds_ca
+        .as_deref()
+        .or(identity.as_ref().map(|[_, _, t]| t.as_path()));
+    let creds = match (trust, &identity) {
+        (Some(ca), None) => json!({ "type": "tls", "config": { "ca_certificate_file": path(ca) } }),
+        (Some(ca), Some([cert, key, _])) => json!({ "type": "tls", "config": {
+            "ca_certificate_file": path(ca),
+            "certificate_file": path(cert),
+            "private_key_file": path(key),
+        } }),
+        (None, _) => json!({ "type": "insecure" }),
     };
     let mut doc = json!({
         "xds_servers": [ {
@@ -315,6 +339,19 @@ pub fn grpc_bootstrap(c: &BootstrapConfig) -> Value {
         } ],
         "node": { "id": c.node_id, "cluster": c.proxy },
     });
+    if let Some([cert, key, trust]) = &identity {
+        doc["certificate_providers"] = json!({
+            crate::translate::tls::GRPC_CERTIFICATE_PROVIDER: {
+                "plugin_name": "file_watcher",
+                "config": {
+                    "certificate_file": path(cert),
+                    "private_key_file": path(key),
+                    "ca_certificate_file": path(trust),
+                    "refresh_interval": GRPC_IDENTITY_REFRESH,
+                },
+            },
+        });
+    }
     if let Some(zone) = &c.zone {
         doc["node"]["locality"] = json!({ "zone": zone });
     }
@@ -374,6 +411,46 @@ mod tests {
             json!([ { "type": "tls", "config": { "ca_certificate_file": "/etc/xds/ca.pem" } } ])
         );
         assert_eq!(b["xds_servers"][0]["server_uri"], "[::1]:18000");
+    }
+
+    #[test]
+    fn a_grpc_bootstrap_with_an_identity_has_mutual_tls_and_the_mesh_certificate_provider() {
+        let mut c = config();
+        c.identity_dir = Some("/run/xds-identity".into());
+        let b = grpc_bootstrap(&c);
+        assert_eq!(
+            b["xds_servers"][0]["channel_creds"],
+            json!([ { "type": "tls", "config": {
+                "ca_certificate_file": "/run/xds-identity/trust_bundle.pem",
+                "certificate_file": "/run/xds-identity/certificate.pem",
+                "private_key_file": "/run/xds-identity/private_key.pem",
+            } } ])
+        );
+        assert_eq!(
+            b["certificate_providers"],
+            json!({ "mesh": { "plugin_name": "file_watcher", "config": {
+                "certificate_file": "/run/xds-identity/certificate.pem",
+                "private_key_file": "/run/xds-identity/private_key.pem",
+                "ca_certificate_file": "/run/xds-identity/trust_bundle.pem",
+                "refresh_interval": "60s",
+            } } })
+        );
+        // --xds-ca names the control plane's CA; the mesh trust stays the identity's.
+        c.xds_ca = Some("/etc/xds-ca.pem".into());
+        let b = grpc_bootstrap(&c);
+        assert_eq!(
+            b["xds_servers"][0]["channel_creds"][0]["config"]["ca_certificate_file"],
+            "/etc/xds-ca.pem"
+        );
+        assert_eq!(
+            b["certificate_providers"]["mesh"]["config"]["ca_certificate_file"],
+            "/run/xds-identity/trust_bundle.pem"
+        );
+        assert!(
+            grpc_bootstrap(&config())
+                .get("certificate_providers")
+                .is_none()
+        );
     }
 
     #[test]

@@ -61,8 +61,13 @@ pub struct VersionedResource {
 pub struct TypeSnapshot {
     /// Resource name → resource.
     pub resources: BTreeMap<String, VersionedResource>,
-    /// Version of the whole set (what a wildcard subscriber receives).
+    /// Version of the whole set.
     pub version: Version,
+    /// Version of what a wildcard subscriber receives (see [`TypeSnapshot::is_sent`]).
+    pub wildcard_version: Version,
+    /// The resources sent only to a subscriber that names them (see
+    /// [`crate::translate::in_wildcard`]); usually none.
+    pub named_only: std::collections::BTreeSet<String>,
 }
 
 impl Default for Version {
@@ -75,13 +80,41 @@ impl TypeSnapshot {
     /// A set of resources with its version.
     pub fn new(resources: BTreeMap<String, VersionedResource>) -> TypeSnapshot {
         let version = Version::of_set(resources.iter().map(|(n, r)| (n.as_str(), r.version)));
-        TypeSnapshot { resources, version }
+        let named_only: std::collections::BTreeSet<String> = resources
+            .iter()
+            .filter(|(n, r)| !crate::translate::in_wildcard(n, &r.body))
+            .map(|(n, _)| n.clone())
+            .collect();
+        let wildcard_version = match named_only.is_empty() {
+            true => version,
+            false => Version::of_set(
+                resources
+                    .iter()
+                    .filter(|(n, _)| !named_only.contains(*n))
+                    .map(|(n, r)| (n.as_str(), r.version)),
+            ),
+        };
+        TypeSnapshot {
+            resources,
+            version,
+            wildcard_version,
+            named_only,
+        }
     }
 
-    /// The SotW version for a subscription: all resources (`None`) or the named ones.
+    /// Whether resource `name` goes to a subscription to `names` (`None`: the wildcard, which
+    /// leaves out the named-only resources).
+    pub fn is_sent(&self, name: &str, names: Option<&std::collections::BTreeSet<String>>) -> bool {
+        match names {
+            None => !self.named_only.contains(name),
+            Some(names) => names.contains(name),
+        }
+    }
+
+    /// The SotW version for a subscription: the wildcard's (`None`) or the named resources'.
     pub fn version_for(&self, names: Option<&std::collections::BTreeSet<String>>) -> Version {
         match names {
-            None => self.version,
+            None => self.wildcard_version,
             Some(names) => Version::of_set(
                 names
                     .iter()

@@ -20,7 +20,7 @@ use crate::cache::Snapshot;
 use crate::catalog::{LoadedCatalog, ProxyName};
 use crate::discovery::offline_endpoints;
 use crate::render::{RenderError, snapshot_json};
-use crate::translate::translate;
+use crate::translate::{ResourceType, translate};
 
 /// A resource as a bootstrap holds it: without its `@type`.
 fn untyped(mut resource: Value) -> Value {
@@ -33,18 +33,28 @@ fn untyped(mut resource: Value) -> Value {
 /// The bootstrap that holds `proxy`'s resources statically (see the module documentation).
 pub fn bootstrap_for(catalog: &LoadedCatalog, proxy: &ProxyName) -> Result<Value, RenderError> {
     let endpoints = offline_endpoints(catalog);
-    let snapshot = snapshot_json(&Snapshot::new(translate(
-        &catalog.catalog,
-        proxy,
-        &endpoints,
-    )))?;
+    let snap = Snapshot::new(translate(&catalog.catalog, proxy, &endpoints));
+    let snapshot = snapshot_json(&snap)?;
+    // What an Envoy is sent: the wildcard of LDS and CDS leaves out what is made for
+    // proxyless gRPC clients (`grpc_services`), which Envoy's validation has no part in.
+    let named_only = |t: &str| {
+        ResourceType::ALL
+            .into_iter()
+            .find(|rt| rt.short() == t)
+            .map(|rt| &snap.of(rt).named_only)
+    };
     let resources = |t: &str| -> Vec<Value> {
+        let skip = named_only(t);
         snapshot[t]["resources"]
             .as_array()
             .cloned()
             .unwrap_or_default()
             .into_iter()
             .map(untyped)
+            .filter(|r| {
+                let name = r["name"].as_str().unwrap_or_default();
+                skip.is_none_or(|skip| !skip.contains(name))
+            })
             .collect()
     };
     let by_name = |t: &str, key: &str| -> BTreeMap<String, Value> {
@@ -56,12 +66,7 @@ pub fn bootstrap_for(catalog: &LoadedCatalog, proxy: &ProxyName) -> Result<Value
     let routes = by_name("rds", "name");
     let assignments = by_name("eds", "cluster_name");
 
-    // API listeners are for proxyless gRPC clients (`grpc_services`): Envoy takes those only
-    // from its bootstrap, and validates none of them here.
-    let mut listeners: Vec<Value> = resources("lds")
-        .into_iter()
-        .filter(|l| l.get("api_listener").is_none())
-        .collect();
+    let mut listeners: Vec<Value> = resources("lds");
     for listener in &mut listeners {
         let chains = listener["filter_chains"].as_array_mut();
         for filter in chains

@@ -397,9 +397,11 @@ enum Command {
         #[arg(long, env = "XDS_SERVER_ENVOY_MAX_CONNECTIONS", default_value_t = xds_server::bootstrap::MAX_CONNECTIONS)]
         max_connections: u64,
         /// Print the bootstrap of a proxyless gRPC client instead (JSON, for GRPC_XDS_BOOTSTRAP):
-        /// the server, its credentials (TLS with --xds-ca) and the node; the proxy's
-        /// `grpc_services` are its targets (xds:///NAME).
-        #[arg(long, env = "XDS_SERVER_BOOTSTRAP_GRPC", conflicts_with_all = ["delta", "stats_listen", "identity_dir"])]
+        /// the server, its credentials (TLS with --xds-ca, mutual TLS with --identity-dir) and
+        /// the node; with --identity-dir also the certificate provider `mesh` (the identity's
+        /// files) that clusters of mesh TLS upstreams name. The proxy's `grpc_services` are
+        /// its targets (xds:///NAME).
+        #[arg(long, env = "XDS_SERVER_BOOTSTRAP_GRPC", conflicts_with_all = ["delta", "stats_listen"])]
         grpc: bool,
         /// Output format (a gRPC bootstrap is always JSON).
         #[arg(long, env = "XDS_SERVER_BOOTSTRAP_FORMAT", default_value = "yaml")]
@@ -780,6 +782,16 @@ async fn main() -> anyhow::Result<ExitCode> {
                 max_connections,
             };
             if grpc {
+                let files = config
+                    .identity_dir
+                    .as_deref()
+                    .map(bootstrap::grpc_identity_files);
+                for missing in files.iter().flatten().filter(|f| !f.exists()) {
+                    eprintln!(
+                        "warning: {} is missing: the gRPC client reaches neither the control plane nor mesh upstreams until `xds-server identity` has written it",
+                        missing.display()
+                    );
+                }
                 print(&bootstrap::grpc_bootstrap(&config), Format::Json)?;
                 return Ok(ExitCode::SUCCESS);
             }

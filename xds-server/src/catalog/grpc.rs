@@ -70,13 +70,69 @@ const LISTENER_ONLY: &[(&str, &str)] = &[
     ),
     (
         "tls",
-        "a gRPC client's TLS to its xDS server comes from the bootstrap (`xds-server bootstrap --grpc --xds-ca`); TLS to backends is not supported for grpc_services yet",
+        "a gRPC client's TLS comes from its bootstrap (`xds-server bootstrap --grpc --identity-dir`) and, to backends, from the upstream's `tls: { mesh: NAME }`",
     ),
     (
         "virtual_hosts",
         "a gRPC service is one virtual host (its name): give `routes`",
     ),
 ];
+
+/// Why each route field is refused on a gRPC service (paths below the route).
+const ROUTE_REFUSED: &[(&str, &str)] = &[
+    (
+        "rewrite",
+        "gRPC clients do not rewrite paths or authorities",
+    ),
+    (
+        "request_headers",
+        "gRPC clients do not change request headers from xDS: set metadata in the client",
+    ),
+    (
+        "response_headers",
+        "gRPC clients do not change response headers from xDS",
+    ),
+    ("mirror", "gRPC clients do not mirror calls"),
+    (
+        "fault",
+        "gRPC services get the router filter only: fault injection needs a proxy listener",
+    ),
+    (
+        "match.method",
+        "every gRPC call is a POST: match the call's path (`grpc: { service, method }`)",
+    ),
+];
+
+/// The fields that an object at `path` (as errors name it) may not set because it is part of
+/// a gRPC service, so that "did you mean" never proposes them; none elsewhere.
+pub(super) fn refused_fields(path: &str) -> Vec<&'static str> {
+    let Some((_, below)) = path.split_once("grpc_services[") else {
+        return Vec::new();
+    };
+    // The steps from the service to the object, without list indexes (the last step is the
+    // unknown field itself): none, "routes", "routes.match", ...
+    let mut below: Vec<&str> = below
+        .split('.')
+        .skip(1)
+        .map(|step| step.split('[').next().unwrap_or(step))
+        .collect();
+    below.pop();
+    match below.as_slice() {
+        [] => LISTENER_ONLY.iter().map(|(f, _)| *f).collect(),
+        ["routes"] => ROUTE_REFUSED
+            .iter()
+            .map(|(f, _)| *f)
+            .filter(|f| !f.contains('.'))
+            .collect(),
+        ["routes", "match"] => ROUTE_REFUSED
+            .iter()
+            .filter_map(|(f, _)| f.strip_prefix("match."))
+            .chain(["query"])
+            .collect(),
+        ["routes", "retries"] => vec!["per_try_timeout"],
+        _ => Vec::new(),
+    }
+}
 
 impl GrpcService {
     /// The listener-only fields this entry sets, each with why it is refused.
@@ -163,41 +219,17 @@ impl<'a> Validator<'a> {
 
     /// What a route of a gRPC service may not use, beyond the checks of every route.
     fn grpc_route(&mut self, at: &str, r: &Route, catalog: &'a Catalog) {
-        let refused: [(&str, bool, &str); 6] = [
-            (
-                "rewrite",
-                r.rewrite.is_some(),
-                "gRPC clients do not rewrite paths or authorities",
-            ),
-            (
-                "request_headers",
-                r.request_headers.is_some(),
-                "gRPC clients do not change request headers from xDS: set metadata in the client",
-            ),
-            (
-                "response_headers",
-                r.response_headers.is_some(),
-                "gRPC clients do not change response headers from xDS",
-            ),
-            (
-                "mirror",
-                r.mirror.is_some(),
-                "gRPC clients do not mirror calls",
-            ),
-            (
-                "fault",
-                r.fault.is_some(),
-                "gRPC services get the router filter only: fault injection needs a proxy listener",
-            ),
-            (
-                "match.method",
-                r.matcher.method.is_some(),
-                "every gRPC call is a POST: match the call's path (`grpc: { service, method }`)",
-            ),
+        let set = [
+            r.rewrite.is_some(),
+            r.request_headers.is_some(),
+            r.response_headers.is_some(),
+            r.mirror.is_some(),
+            r.fault.is_some(),
+            r.matcher.method.is_some(),
         ];
-        for (field, set, why) in refused {
+        for ((field, why), set) in ROUTE_REFUSED.iter().zip(set) {
             if set {
-                self.err(&format!("{at}.{field}"), why.into());
+                self.err(&format!("{at}.{field}"), why.to_string());
             }
         }
         if !r.matcher.query.is_empty() {
@@ -290,8 +322,14 @@ fn grpc_upstream_refusals(u: &Upstream) -> Vec<&'static str> {
     if u.endpoints.dns.is_some() {
         out.push("takes its endpoints from `dns`, which Envoy resolves itself: gRPC clients need endpoints the control plane discovers (static, file, cloud_map, ecs)");
     }
-    if u.tls.is_some() {
-        out.push("has `tls`, which gRPC services do not support yet");
+    if let Some(tls) = &u.tls
+        && (tls.mesh.is_none()
+            || tls.sni.is_some()
+            || tls.trust.is_some()
+            || tls.certificate.is_some()
+            || !tls.subject_alt_names.is_empty())
+    {
+        out.push("has `tls` other than `{ mesh: NAME }`: gRPC clients take their certificate and trust from the certificate provider of their bootstrap (`xds-server bootstrap --grpc --identity-dir`), which holds their mesh identity only");
     }
     match u.load_balancing.unwrap_or_default() {
         LoadBalancing::RoundRobin | LoadBalancing::RingHash => {}

@@ -762,7 +762,14 @@ fn deserialize_parts<T: serde::de::DeserializeOwned>(
             Some(steps) => located::display(&as_written(steps, &taken)),
             None => e.path().to_string(),
         };
-        let message = suggest::with_suggestion(&e.into_inner().to_string());
+        let path = match (at.is_empty(), inner.as_str()) {
+            (_, "." | "") => at.to_string(),
+            (true, _) => inner,
+            (false, _) if inner.starts_with('[') => format!("{at}{inner}"),
+            (false, _) => format!("{at}.{inner}"),
+        };
+        let message =
+            suggest::with_suggestion(&e.into_inner().to_string(), &grpc::refused_fields(&path));
         let written = steps.as_ref().map(|s| as_written(s, &taken));
         // A field missing because an earlier error's value was taken out is no mistake of its
         // own: the object that lacks it is taken out instead (the entry's other objects are
@@ -782,12 +789,6 @@ fn deserialize_parts<T: serde::de::DeserializeOwned>(
                 _ => break,
             }
         }
-        let path = match (at.is_empty(), inner.as_str()) {
-            (_, "." | "") => at.to_string(),
-            (true, _) => inner,
-            (false, _) if inner.starts_with('[') => format!("{at}{inner}"),
-            (false, _) => format!("{at}.{inner}"),
-        };
         errors.push(CatalogError {
             path,
             message,

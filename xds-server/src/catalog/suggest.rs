@@ -38,8 +38,9 @@ fn distance(a: &str, b: &str) -> usize {
 }
 
 /// serde's "unknown field `x`, expected one of `a`, `b`" (or "unknown variant"), with the
-/// nearest expected name suggested; other messages as they are.
-pub fn with_suggestion(message: &str) -> String {
+/// nearest expected name suggested; other messages as they are. Names in `refused` (fields
+/// that exist but may not be set where the error is) are neither listed nor proposed.
+pub fn with_suggestion(message: &str, refused: &[&str]) -> String {
     let Some(rest) = message
         .strip_prefix("unknown field `")
         .or_else(|| message.strip_prefix("unknown variant `"))
@@ -49,10 +50,25 @@ pub fn with_suggestion(message: &str) -> String {
     let Some((word, expected)) = rest.split_once('`') else {
         return message.to_string();
     };
-    let candidates: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let all: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    let candidates: Vec<&str> = all
+        .iter()
+        .copied()
+        .filter(|c| !refused.contains(c))
+        .collect();
+    let message = if candidates.len() == all.len() {
+        message.to_string()
+    } else {
+        let head = &message[..message.len() - rest.len() + word.len() + 1];
+        let quoted: Vec<String> = candidates.iter().map(|c| format!("`{c}`")).collect();
+        match quoted.as_slice() {
+            [one] => format!("{head}, expected {one}"),
+            _ => format!("{head}, expected one of {}", quoted.join(", ")),
+        }
+    };
     match nearest(word, candidates) {
         Some(best) => format!("{message} (did you mean `{best}`?)"),
-        None => message.to_string(),
+        None => message,
     }
 }
 
@@ -75,16 +91,33 @@ mod tests {
     fn serde_messages_get_a_suggestion() {
         assert_eq!(
             with_suggestion(
-                "unknown field `conect_timeout`, expected one of `connect_timeout`, `route_timeout`"
+                "unknown field `conect_timeout`, expected one of `connect_timeout`, `route_timeout`",
+                &[]
             ),
             "unknown field `conect_timeout`, expected one of `connect_timeout`, `route_timeout` (did you mean `connect_timeout`?)"
         );
         assert_eq!(
-            with_suggestion("unknown variant `htpp`, expected one of `http`, `tcp`"),
+            with_suggestion("unknown variant `htpp`, expected one of `http`, `tcp`", &[]),
             "unknown variant `htpp`, expected one of `http`, `tcp` (did you mean `http`?)"
         );
         let far = "unknown field `colour`, expected `version`";
-        assert_eq!(with_suggestion(far), far);
-        assert_eq!(with_suggestion("invalid type"), "invalid type");
+        assert_eq!(with_suggestion(far, &[]), far);
+        assert_eq!(with_suggestion("invalid type", &[]), "invalid type");
+    }
+
+    #[test]
+    fn refused_fields_are_neither_listed_nor_proposed() {
+        let message = "unknown field `mirorr`, expected one of `match`, `to`, `mirror`, `retries`";
+        assert_eq!(
+            with_suggestion(message, &["mirror"]),
+            "unknown field `mirorr`, expected one of `match`, `to`, `retries`"
+        );
+        assert_eq!(
+            with_suggestion(
+                "unknown field `prot`, expected one of `name`, `port`",
+                &["port"]
+            ),
+            "unknown field `prot`, expected `name`"
+        );
     }
 }

@@ -49,8 +49,10 @@ impl TypeState {
             .any(|(name, v)| snap.resources.get(name).map(|r| r.version) == Some(*v))
     }
 
-    fn wants(&self, name: &str) -> bool {
-        self.wildcard || self.names.contains(name)
+    /// Whether the subscription takes `name` of `snap`: named, or in the wildcard (which
+    /// leaves out named-only resources).
+    fn wants(&self, snap: &crate::cache::TypeSnapshot, name: &str) -> bool {
+        self.names.contains(name) || (self.wildcard && snap.is_sent(name, None))
     }
 }
 
@@ -162,12 +164,13 @@ impl Variant for Delta {
 
     fn runs_current(&self, core: &StreamCore, t: ResourceType) -> Option<bool> {
         let ts = &self.types[t.index()];
-        let snap = &core.snapshot.of(t).resources;
+        let typed = core.snapshot.of(t);
+        let snap = &typed.resources;
         ts.subscribed.then(|| {
             ts.pending.is_none()
-                && snap
-                    .iter()
-                    .all(|(name, r)| !ts.wants(name) || ts.known.get(name) == Some(&r.version))
+                && snap.iter().all(|(name, r)| {
+                    !ts.wants(typed, name) || ts.known.get(name) == Some(&r.version)
+                })
                 && ts.known.keys().all(|name| snap.contains_key(name))
         })
     }
@@ -185,7 +188,7 @@ impl Variant for Delta {
             .resources
             .iter()
             .filter(|(name, r)| {
-                ts.wants(name)
+                ts.wants(snap, name)
                     && ts.known.get(*name) != Some(&r.version)
                     && ts.rejected.get(*name) != Some(&r.version)
             })
@@ -201,7 +204,11 @@ impl Variant for Delta {
         let removed: Vec<String> = ts
             .known
             .keys()
-            .filter(|name| !keep_removed && !snap.resources.contains_key(*name))
+            .filter(|name| {
+                (!keep_removed && !snap.resources.contains_key(*name))
+                    // Had from an earlier server, but not part of this subscription.
+                    || (snap.resources.contains_key(*name) && !ts.wants(snap, name))
+            })
             .cloned()
             .collect();
         if resources.is_empty() && removed.is_empty() && ts.answered {

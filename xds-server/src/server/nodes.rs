@@ -120,7 +120,7 @@ impl ResourceSet {
         let version = &self.version;
         snap.resources
             .iter()
-            .filter(move |(n, _)| names.as_ref().is_none_or(|names| names.contains(*n)))
+            .filter(move |(n, _)| snap.is_sent(n, names.as_deref()))
             .enumerate()
             .map(move |(i, (n, r))| {
                 let v = match version {

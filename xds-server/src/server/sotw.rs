@@ -62,7 +62,12 @@ fn response(
     nonce: String,
 ) -> DiscoveryResponse {
     let resources = match names {
-        None => snap.resources.values().map(|r| r.body.clone()).collect(),
+        None => snap
+            .resources
+            .iter()
+            .filter(|(n, _)| snap.is_sent(n, None))
+            .map(|(_, r)| r.body.clone())
+            .collect(),
         Some(names) => names
             .iter()
             .filter_map(|n| snap.resources.get(n))

@@ -1172,3 +1172,57 @@ fn an_alias_removed_while_its_proxy_stays_keeps_its_envoys_config() {
     fresh.connect();
     assert!(fresh.last(Cds).resources.is_empty());
 }
+
+/// `catalog("a")` with a gRPC service beside the Envoy listener.
+fn catalog_with_grpc_service() -> String {
+    catalog("a").replace(
+        "upstreams:",
+        "    grpc_services:\n      - { name: \"a.local:50051\", routes: [ { match: { prefix: / }, to: b } ] }\nupstreams:\n  b: { protocol: grpc, endpoints: { static: [\"127.0.0.1:1002\"] } }",
+    )
+}
+
+fn listener_names(resources: &[Any]) -> Vec<String> {
+    resources
+        .iter()
+        .map(|a| {
+            envoy_types::pb::envoy::config::listener::v3::Listener::decode(a.value.as_slice())
+                .unwrap()
+                .name
+        })
+        .collect()
+}
+
+#[test]
+fn sotw_api_listeners_go_only_to_streams_that_name_them() {
+    let plane = Plane::new();
+    plane.publish(&catalog_with_grpc_service());
+    let mut envoy = SotwStream::new(&plane);
+    let out = envoy.request(Lds, None);
+    assert_eq!(listener_names(&out[0].resources), ["web"]);
+    // Its version is the wildcard set's: a change of the gRPC service alone is no change here.
+    let before = out[0].version_info.clone();
+    let mut grpc = SotwStream::new(&plane);
+    grpc.names.insert(Lds, vec!["a.local:50051".into()]);
+    let out = grpc.request(Lds, None);
+    assert_eq!(listener_names(&out[0].resources), ["a.local:50051"]);
+    plane.publish(&catalog_with_grpc_service().replace("a.local:50051", "c.local:50051"));
+    let out = on_snapshot(&mut envoy.variant, &mut envoy.core).expect("the stream goes on");
+    assert!(out.iter().all(|r| r.type_url != Lds.type_url()), "{out:?}");
+    assert_eq!(envoy.last(Lds).version_info, before);
+}
+
+#[test]
+fn delta_api_listeners_go_only_to_streams_that_name_them() {
+    let plane = Plane::new();
+    plane.publish(&catalog_with_grpc_service());
+    let mut envoy = DeltaStream::new(&plane);
+    let out = envoy.request(Lds, "", &[], &[]);
+    assert_eq!(names(&out[0]), ["web"]);
+    let acked = out[0].nonce.clone();
+    let mut grpc = DeltaStream::new(&plane);
+    let out = grpc.request(Lds, "", &["a.local:50051"], &[]);
+    assert_eq!(names(&out[0]), ["a.local:50051"]);
+    // A wildcard that also names the API listener gets it.
+    let out = envoy.request(Lds, &acked, &["a.local:50051"], &[]);
+    assert_eq!(names(&out[0]), ["a.local:50051"]);
+}

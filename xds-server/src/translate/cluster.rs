@@ -43,12 +43,23 @@ pub(super) fn uses_eds(u: &Upstream) -> bool {
     u.endpoints.dns.is_none()
 }
 
+/// The cluster of upstream `name` for `proxy`, packed.
 pub(super) fn cluster(
     catalog: &Catalog,
     proxy: &crate::catalog::ProxyName,
     name: &UpstreamName,
     u: &Upstream,
 ) -> Any {
+    pack_any(envoy_cluster(catalog, proxy, name, u))
+}
+
+/// See [`cluster`].
+pub(super) fn envoy_cluster(
+    catalog: &Catalog,
+    proxy: &crate::catalog::ProxyName,
+    name: &UpstreamName,
+    u: &Upstream,
+) -> Cluster {
     let mut typed_extension_protocol_options = HashMap::new();
     if u.protocol.is_http2() {
         let options = HttpProtocolOptions {
@@ -126,7 +137,7 @@ pub(super) fn cluster(
             });
         }
     }
-    pack_any(c)
+    c
 }
 
 /// The upstream's `max_requests`, and for HTTP upstreams room for every retry routes may make.

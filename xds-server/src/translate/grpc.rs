@@ -16,10 +16,68 @@ use envoy_types::pb::envoy::extensions::filters::network::http_connection_manage
 };
 use envoy_types::pb::google::protobuf::{Any, UInt32Value};
 use envoy_types::util::pack_any;
+use prost::Message;
 
 use super::listener::{ROUTER_FILTER, http_filter};
 use super::{ads_config_source, pb_duration, route};
-use crate::catalog::{Catalog, GrpcService, Route};
+use crate::catalog::{Catalog, GrpcService, Proxy, ProxyName, Route, UpstreamName};
+
+/// The prefix of the clusters made for proxyless gRPC clients only (upstream names cannot
+/// hold a `/`).
+const CLUSTER_PREFIX: &str = "grpc/";
+
+/// Whether resource `name` goes to wildcard subscribers (an Envoy's LDS and CDS). What is made
+/// for proxyless gRPC clients only does not: they always subscribe by name (the target, then
+/// the clusters its routes name), while an Envoy takes at most one API listener (it warns
+/// about every other) and has none of the certificate providers of a gRPC client's cluster.
+pub fn in_wildcard(name: &str, body: &Any) -> bool {
+    use super::ResourceType::{Cluster, Listener};
+    if body.type_url == Cluster.type_url() {
+        !name.starts_with(CLUSTER_PREFIX)
+    } else if body.type_url == Listener.type_url() {
+        EnvoyListener::decode(body.value.as_slice()).map_or(true, |l| l.api_listener.is_none())
+    } else {
+        true
+    }
+}
+
+/// The cluster gRPC clients call upstream `name` through: the proxy's own, unless the upstream
+/// has mesh TLS, whose SDS secrets gRPC clients cannot take (see [`clusters`]).
+fn cluster_name(catalog: &Catalog, name: &UpstreamName) -> String {
+    match catalog.upstreams.get(name).is_some_and(|u| u.tls.is_some()) {
+        true => format!("{CLUSTER_PREFIX}{name}"),
+        false => name.0.clone(),
+    }
+}
+
+/// The clusters made for the gRPC clients of proxy `p`: for each mesh TLS upstream its gRPC
+/// services call, the proxy's cluster with the TLS of gRFC A29 (certificate provider
+/// instances), taking the endpoints of the proxy's cluster.
+pub(super) fn clusters(catalog: &Catalog, proxy: &ProxyName, p: &Proxy) -> Vec<(String, Any)> {
+    let mut names: Vec<&UpstreamName> = p
+        .grpc_services
+        .iter()
+        .flat_map(|s| &s.routes)
+        .flat_map(|r| r.to.iter().chain(r.split.iter().flat_map(|s| s.keys())))
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+        .into_iter()
+        .filter_map(|name| {
+            let u = catalog.upstreams.get(name)?;
+            // Validation allows only mesh TLS here.
+            let server = u.tls.as_ref()?.mesh.as_ref()?;
+            let mut c = super::cluster::envoy_cluster(catalog, proxy, name, u);
+            c.name = cluster_name(catalog, name);
+            c.transport_socket = Some(super::tls::grpc_upstream(catalog, server));
+            if let Some(eds) = c.eds_cluster_config.as_mut() {
+                eds.service_name = name.0.clone();
+            }
+            Some((c.name.clone(), pack_any(c)))
+        })
+        .collect()
+}
 
 /// The LDS resource of a gRPC service: an API listener, named as the `xds:///` target.
 pub(super) fn listener(s: &GrpcService) -> Any {
@@ -64,7 +122,7 @@ fn grpc_route(catalog: &Catalog, r: &Route) -> EnvoyRoute {
     EnvoyRoute {
         r#match: Some(matcher),
         action: Some(Action::Route(RouteAction {
-            cluster_specifier: Some(route::cluster_specifier(r)),
+            cluster_specifier: Some(route::cluster_specifier(r, |n| cluster_name(catalog, n))),
             max_stream_duration: stream_limit(catalog, r),
             retry_policy: r.retries.as_ref().map(|retries| RetryPolicy {
                 retry_on: retries.retry_on(),

@@ -12,6 +12,8 @@ mod listener;
 mod route;
 pub mod tls;
 
+pub use grpc::in_wildcard;
+
 use std::collections::{BTreeMap, BTreeSet};
 
 use envoy_types::pb::envoy::config::core::v3::{
@@ -142,6 +144,9 @@ pub fn translate(catalog: &Catalog, proxy: &ProxyName, endpoints: &EndpointMap) 
             name.0.clone(),
             cluster::cluster(catalog, proxy, name, u),
         );
+    }
+    for (name, cluster) in grpc::clusters(catalog, proxy, p) {
+        out.insert(ResourceType::Cluster, name, cluster);
     }
     out.by_type[ResourceType::Endpoint.index()] = endpoints_for(catalog, proxy, endpoints, None);
     out

@@ -39,7 +39,7 @@ use super::listener::{CORS_FILTER, FAULT_FILTER};
 use super::{fraction, pb_duration};
 use crate::catalog::{
     Catalog, Cors, Fault, HeaderChanges, HostRewrite, Listener, Retries, Route, RouteMatch,
-    UpstreamProtocol, ValueMatch,
+    UpstreamName, UpstreamProtocol, ValueMatch,
 };
 
 const PREVIOUS_HOSTS: &str = "envoy.retry_host_predicates.previous_hosts";
@@ -79,7 +79,7 @@ pub(super) fn route_configuration(catalog: &Catalog, l: &Listener) -> Any {
 }
 
 fn route(catalog: &Catalog, r: &Route) -> EnvoyRoute {
-    let cluster_specifier = cluster_specifier(r);
+    let cluster_specifier = cluster_specifier(r, |n| n.0.clone());
     let (timeout, max_stream_duration) = limits(catalog, r);
     let retries = r.retries.as_ref().or(catalog.defaults.retries.as_ref());
     let rewrite = r.rewrite.clone().unwrap_or_default();
@@ -137,15 +137,19 @@ fn route(catalog: &Catalog, r: &Route) -> EnvoyRoute {
 }
 
 /// Where a route sends its requests: its `to`, or its `split` by weight.
-pub(super) fn cluster_specifier(r: &Route) -> ClusterSpecifier {
+/// The clusters of the route's `to` or `split`, each upstream's cluster named by `cluster`.
+pub(super) fn cluster_specifier(
+    r: &Route,
+    cluster: impl Fn(&UpstreamName) -> String,
+) -> ClusterSpecifier {
     match (&r.to, &r.split) {
-        (Some(to), _) => ClusterSpecifier::Cluster(to.0.clone()),
+        (Some(to), _) => ClusterSpecifier::Cluster(cluster(to)),
         (None, split) => ClusterSpecifier::WeightedClusters(WeightedCluster {
             clusters: split
                 .iter()
                 .flatten()
                 .map(|(name, weight)| ClusterWeight {
-                    name: name.0.clone(),
+                    name: cluster(name),
                     weight: Some(UInt32Value {
                         value: *weight as u32,
                     }),

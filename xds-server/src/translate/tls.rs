@@ -13,8 +13,9 @@ use envoy_types::pb::envoy::config::rbac::v3::{
     Permission, Policy, Principal, Rbac as RbacRules, permission, principal, rbac::Action,
 };
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
-    CertificateValidationContext, CommonTlsContext, DownstreamTlsContext, SdsSecretConfig, Secret,
-    SubjectAltNameMatcher, TlsCertificate, TlsParameters, UpstreamTlsContext,
+    CertificateProviderPluginInstance, CertificateValidationContext, CommonTlsContext,
+    DownstreamTlsContext, SdsSecretConfig, Secret, SubjectAltNameMatcher, TlsCertificate,
+    TlsParameters, UpstreamTlsContext,
     common_tls_context::{CombinedCertificateValidationContext, ValidationContextType},
     secret,
     subject_alt_name_matcher::SanType,
@@ -224,6 +225,39 @@ pub(super) fn upstream(catalog: &Catalog, proxy: &ProxyName, tls: &UpstreamTls) 
                 ..Default::default()
             }
         }
+    };
+    TransportSocket {
+        name: TLS_SOCKET.into(),
+        config_type: Some(ConfigType::TypedConfig(pack_any(context))),
+    }
+}
+
+/// The certificate provider instance that a proxyless gRPC client's bootstrap defines with its
+/// mesh identity and trust (`xds-server bootstrap --grpc --identity-dir`), which its clusters
+/// name (gRFC A29).
+pub const GRPC_CERTIFICATE_PROVIDER: &str = "mesh";
+
+/// The TLS transport socket of a proxyless gRPC client's cluster to mesh upstream `server`:
+/// gRPC clients take no SDS, only certificate provider instances of their bootstrap (gRFC A29).
+pub(super) fn grpc_upstream(catalog: &Catalog, server: &ProxyName) -> TransportSocket {
+    let provider = || CertificateProviderPluginInstance {
+        instance_name: GRPC_CERTIFICATE_PROVIDER.into(),
+        certificate_name: String::new(),
+    };
+    // gRPC clients read the SANs from the older field only (Envoy, the newer one).
+    #[allow(deprecated)]
+    let validation = CertificateValidationContext {
+        ca_certificate_provider_instance: Some(provider()),
+        match_subject_alt_names: vec![exact(&spiffe_id(catalog, server))],
+        ..Default::default()
+    };
+    let context = UpstreamTlsContext {
+        common_tls_context: Some(CommonTlsContext {
+            tls_certificate_provider_instance: Some(provider()),
+            validation_context_type: Some(ValidationContextType::ValidationContext(validation)),
+            ..Default::default()
+        }),
+        ..Default::default()
     };
     TransportSocket {
         name: TLS_SOCKET.into(),

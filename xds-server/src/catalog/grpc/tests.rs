@@ -14,6 +14,9 @@ proxies:
       - {{ name: web, port: 8080, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: c }} ] }}
     grpc_services:
 {services}
+  callee:
+    listeners:
+      - {{ name: in, port: 15000, protocol: http, tls: {{ certificate: mesh }}, routes: [ {{ match: {{ prefix: / }}, to: c }} ] }}
 upstreams:
   c: {{ protocol: grpc, endpoints: {{ static: ["10.0.0.1:50051"] }} }}
   c2: {{ protocol: grpc, endpoints: {{ static: ["10.0.0.2:50051"] }}, health_check: {{ grpc: {{}} }} }}
@@ -22,6 +25,7 @@ upstreams:
   tls: {{ protocol: grpc, endpoints: {{ static: ["10.0.0.4:50051"] }}, tls: {{ trust: system, sni: c.example }} }}
   maglev: {{ protocol: grpc, endpoints: {{ static: ["10.0.0.5:50051"] }}, load_balancing: maglev, hash_on: {{ header: x-user }} }}
   lr: {{ protocol: grpc, endpoints: {{ static: ["10.0.0.6:50051"] }}, load_balancing: least_request }}
+  mesh: {{ protocol: grpc, endpoints: {{ static: ["10.0.0.7:50051"] }}, tls: {{ mesh: callee }} }}
 "#
     )
 }
@@ -53,7 +57,7 @@ fn a_grpc_service_parses_beside_listeners() {
       - { name: plain-name, routes: [ { match: { prefix: / }, to: c } ] }"#,
     );
     let c = parse("c.yaml", &text).unwrap();
-    let p = &c.proxies.values().next().unwrap();
+    let p = c.proxies.iter().find(|(n, _)| n.0 == "w").unwrap().1;
     assert_eq!(p.listeners.len(), 1);
     assert_eq!(p.grpc_services.len(), 2);
     assert_eq!(
@@ -213,9 +217,14 @@ fn upstreams_grpc_clients_cannot_reach_are_refused() {
                 r#"{AT}.split.named: upstream "named" takes its endpoints from `dns`, which Envoy resolves itself: gRPC clients need endpoints the control plane discovers (static, file, cloud_map, ecs)"#
             ),
             format!(
-                r#"{AT}.split.tls: upstream "tls" has `tls`, which gRPC services do not support yet"#
+                r#"{AT}.split.tls: upstream "tls" has `tls` other than `{{ mesh: NAME }}`: gRPC clients take their certificate and trust from the certificate provider of their bootstrap (`xds-server bootstrap --grpc --identity-dir`), which holds their mesh identity only"#
             ),
         ]
+    );
+    // Mesh TLS is what they take.
+    assert_eq!(
+        route_errors("{ match: { prefix: / }, to: mesh }"),
+        Vec::<String>::new()
     );
     // The checks every route gets apply too.
     let e = route_errors("{ match: { prefix: nope }, to: missing }");
@@ -256,4 +265,35 @@ proxies:
         e.contains(r#"proxies.w.grpc_services[0].routes[0].to: upstream "c" takes its endpoints from `dns`"#),
         "{e}"
     );
+}
+
+#[test]
+fn did_you_mean_proposes_no_field_refused_under_a_grpc_service() {
+    let service = errors(
+        "      - { name: s.example:50051, prot: 1, routes: [ { match: { prefix: / }, to: c } ] }",
+    );
+    assert_eq!(service.len(), 1, "{service:?}");
+    assert!(service[0].contains("unknown field `prot`"), "{service:?}");
+    for refused in ["`port`", "`cors`", "`tls`", "did you mean"] {
+        assert!(!service[0].contains(refused), "{service:?}");
+    }
+    let route = route_errors("{ match: { prefix: / }, to: c, mirorr: { to: c2 } }");
+    assert_eq!(route.len(), 1, "{route:?}");
+    assert!(!route[0].contains("mirror"), "{route:?}");
+    assert!(route[0].contains("`retries`"), "{route:?}");
+    let matcher = route_errors("{ match: { prefix: /, methd: [GET] }, to: c }");
+    assert!(!matcher[0].contains("did you mean `method`"), "{matcher:?}");
+    // The same slip under an HTTP listener still gets its suggestion.
+    let listener = parse(
+        "c.yaml",
+        &catalog("      - { name: s.example:50051, routes: [ { match: { prefix: / }, to: c } ] }")
+            .replace(
+                "to: c } ] }\n    grpc",
+                "to: c, mirorr: { to: c2 } } ] }\n    grpc",
+            ),
+    )
+    .unwrap_err()
+    .errors[0]
+        .to_string();
+    assert!(listener.contains("did you mean `mirror`"), "{listener}");
 }

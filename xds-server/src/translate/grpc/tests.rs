@@ -159,3 +159,109 @@ fn the_services_upstreams_are_clusters_whose_every_locality_is_named_and_weighte
     // weighted by its endpoints.
     assert_eq!(groups, [(Some(String::new()), Some(2), 2)]);
 }
+
+#[test]
+fn api_listeners_and_grpc_clusters_are_left_out_of_the_wildcard() {
+    let r = resources();
+    let listeners = r.of(ResourceType::Listener);
+    assert!(!super::in_wildcard(TARGET, &listeners[TARGET]));
+    assert!(super::in_wildcard("web", &listeners["web"]));
+    let clusters = r.of(ResourceType::Cluster);
+    assert!(super::in_wildcard("connector", &clusters["connector"]));
+    let tls = resources_of(&mesh_tls_catalog());
+    let name = "grpc/connector-v2";
+    assert!(!super::in_wildcard(
+        name,
+        &tls.of(ResourceType::Cluster)[name]
+    ));
+}
+
+/// [`CATALOG`] with mesh TLS to upstream `connector-v2` (proxy `connector-app`).
+fn mesh_tls_catalog() -> String {
+    CATALOG
+        .replace(
+            "connector-v2: { protocol: grpc,",
+            "connector-v2: { protocol: grpc, tls: { mesh: connector-app },",
+        )
+        .replace(
+            "proxies:\n",
+            "proxies:\n  connector-app:\n    listeners:\n      - { name: in, port: 15000, protocol: http, tls: { certificate: mesh }, routes: [ { match: { prefix: / }, to: web } ] }\n",
+        )
+}
+
+fn resources_of(text: &str) -> super::super::ProxyResources {
+    let c = catalog::parse("c.yaml", text).unwrap();
+    translate(&c, &ProxyName("wallet-backend".into()), &EndpointMap::new())
+}
+
+#[test]
+fn a_mesh_tls_upstream_gets_a_cluster_with_certificate_providers_for_grpc_clients() {
+    use envoy_types::pb::envoy::config::cluster::v3::Cluster;
+    use envoy_types::pb::envoy::config::core::v3::transport_socket::ConfigType;
+    use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
+        UpstreamTlsContext, common_tls_context::ValidationContextType,
+    };
+    use envoy_types::pb::envoy::r#type::matcher::v3::string_matcher::MatchPattern;
+
+    let r = resources_of(&mesh_tls_catalog());
+    let clusters: Vec<&String> = r.of(ResourceType::Cluster).keys().collect();
+    // The proxy's own (SDS, for its Envoys) and the gRPC clients' (certificate providers).
+    assert_eq!(
+        clusters,
+        ["connector", "connector-v2", "grpc/connector-v2", "web"]
+    );
+    let c = Cluster::decode(
+        r.of(ResourceType::Cluster)["grpc/connector-v2"]
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    assert_eq!(
+        c.eds_cluster_config.unwrap().service_name,
+        "connector-v2",
+        "the endpoints are the proxy's cluster's"
+    );
+    let Some(ConfigType::TypedConfig(any)) = c.transport_socket.unwrap().config_type else {
+        panic!("no TLS");
+    };
+    let tls = UpstreamTlsContext::decode(any.value.as_slice()).unwrap();
+    let common = tls.common_tls_context.unwrap();
+    assert!(common.tls_certificate_sds_secret_configs.is_empty());
+    assert_eq!(
+        common
+            .tls_certificate_provider_instance
+            .unwrap()
+            .instance_name,
+        "mesh"
+    );
+    let Some(ValidationContextType::ValidationContext(v)) = common.validation_context_type else {
+        panic!("no validation context");
+    };
+    assert_eq!(
+        v.ca_certificate_provider_instance.unwrap().instance_name,
+        "mesh"
+    );
+    #[allow(deprecated)]
+    let sans: Vec<_> = v
+        .match_subject_alt_names
+        .iter()
+        .map(|m| m.match_pattern.clone())
+        .collect();
+    assert_eq!(
+        sans,
+        [Some(MatchPattern::Exact(
+            "spiffe://mesh.local/proxy/connector-app".into()
+        ))]
+    );
+    // The split names the gRPC clients' cluster.
+    let rc =
+        RouteConfiguration::decode(r.of(ResourceType::Route)[TARGET].value.as_slice()).unwrap();
+    let Some(Action::Route(a)) = &rc.virtual_hosts[0].routes[1].action else {
+        panic!("no route action");
+    };
+    let Some(ClusterSpecifier::WeightedClusters(w)) = &a.cluster_specifier else {
+        panic!("no split");
+    };
+    let names: Vec<&str> = w.clusters.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["connector", "grpc/connector-v2"]);
+}
