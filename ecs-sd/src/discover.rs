@@ -6,6 +6,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_ecs::types::{Task, TaskDefinition, TaskDefinitionField, TaskField};
 
@@ -15,6 +17,23 @@ use crate::targets::TaskInfo;
 /// How long a RUNNING task's description is trusted: a container restarted in place can get
 /// another host port, and tags can change.
 const TASK_TTL: Duration = Duration::from_secs(600);
+
+/// API calls of a refresh in flight at once, all kinds together. Against AWS each call waits
+/// tens of milliseconds, so the batches of a refresh of thousands of tasks go much faster side
+/// by side than in turn; 8 stays well within ECS's and EC2's per-account burst allowance (a
+/// throttled call is retried by the SDK, and a throttled refresh backs off as a whole).
+pub const IN_FLIGHT: usize = 8;
+
+/// What [`Discoverer::describe_hosts`] found.
+#[derive(Default)]
+struct Hosts {
+    /// Container instance ARN → EC2 instance id (or managed instance id).
+    container_instances: HashMap<String, String>,
+    /// Instance id → address.
+    instances: Vec<(String, String)>,
+    /// Subject → problem, for hosts that could not be found.
+    problems: Vec<(String, String)>,
+}
 
 /// Why a refresh failed; the previous output stays.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -73,6 +92,8 @@ pub struct Discoverer {
     problems: BTreeMap<String, String>,
     /// The clusters of `cluster_arns` the last refresh did not find.
     missing_clusters: Vec<String>,
+    /// Bounds the calls in flight to [`IN_FLIGHT`].
+    calls: tokio::sync::Semaphore,
 }
 
 impl Discoverer {
@@ -96,6 +117,7 @@ impl Discoverer {
             instances: HashMap::new(),
             problems: BTreeMap::new(),
             missing_clusters: Vec::new(),
+            calls: tokio::sync::Semaphore::new(IN_FLIGHT),
         }
     }
 
@@ -178,22 +200,11 @@ impl Discoverer {
                 })
                 .cloned()
                 .collect();
-            for batch in unknown.chunks(100) {
-                self.count("DescribeTasks");
-                let resp = self
-                    .ecs
-                    .describe_tasks()
-                    .cluster(&cluster)
-                    .set_tasks(Some(batch.to_vec()))
-                    .set_include(self.fetch_tags.then(|| vec![TaskField::Tags]))
-                    .send()
-                    .await
-                    .map_err(|e| api_error("DescribeTasks", e))?;
-                let now = Instant::now();
-                for t in resp.tasks() {
-                    if let Some(arn) = t.task_arn() {
-                        self.tasks.insert(arn.to_string(), (t.clone(), now));
-                    }
+            let described = self.describe_tasks(&cluster, &unknown).await?;
+            let now = Instant::now();
+            for t in described {
+                if let Some(arn) = t.task_arn() {
+                    self.tasks.insert(arn.to_string(), (t, now));
                 }
             }
             current.extend(
@@ -209,7 +220,22 @@ impl Discoverer {
         self.tasks
             .retain(|arn, (t, _)| listed.contains(arn) && t.last_status() == Some("RUNNING"));
 
-        self.fill_hosts(&current).await?;
+        // Task definitions and hosts not cached yet, at the same time.
+        let new_definitions: BTreeSet<String> = current
+            .iter()
+            .filter_map(|t| t.task_definition_arn())
+            .filter(|arn| !self.definitions.contains_key(*arn))
+            .map(str::to_string)
+            .collect();
+        let (definitions, hosts) = tokio::try_join!(
+            self.describe_task_definitions(new_definitions),
+            self.describe_hosts(&current),
+        )?;
+        self.definitions.extend(definitions);
+        self.container_instances.extend(hosts.container_instances);
+        self.instances.extend(hosts.instances);
+        self.problems.extend(hosts.problems);
+
         let mut infos = Vec::new();
         let mut used_definitions = BTreeSet::new();
         let mut used_instances = BTreeSet::new();
@@ -217,26 +243,6 @@ impl Discoverer {
             let Some(def_arn) = task.task_definition_arn().map(str::to_string) else {
                 continue;
             };
-            if !self.definitions.contains_key(&def_arn) {
-                self.count("DescribeTaskDefinition");
-                let resp = self
-                    .ecs
-                    .describe_task_definition()
-                    .task_definition(&def_arn)
-                    .set_include(self.fetch_tags.then(|| vec![TaskDefinitionField::Tags]))
-                    .send()
-                    .await
-                    .map_err(|e| api_error("DescribeTaskDefinition", e))?;
-                let tags = resp
-                    .tags()
-                    .iter()
-                    .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
-                    .collect();
-                if let Some(def) = resp.task_definition() {
-                    self.definitions
-                        .insert(def_arn.clone(), (def.clone(), tags));
-                }
-            }
             used_definitions.insert(def_arn.clone());
             let host = task.container_instance_arn().and_then(|ci| {
                 used_instances.insert(ci.to_string());
@@ -260,118 +266,214 @@ impl Discoverer {
         Ok(infos)
     }
 
-    /// Looks up, in batches of 100, the container instances and EC2 instances not cached yet.
-    async fn fill_hosts(&mut self, tasks: &[Task]) -> Result<(), ApiError> {
-        let mut by_cluster: HashMap<String, BTreeSet<String>> = HashMap::new();
+    /// Runs `call` on each item, [`IN_FLIGHT`] at a time over the whole refresh: the results,
+    /// in no particular order, or the first error.
+    async fn in_flight<I, T, F, Fut>(&self, items: I, call: F) -> Result<Vec<T>, ApiError>
+    where
+        I: IntoIterator,
+        F: Fn(I::Item) -> Fut,
+        Fut: Future<Output = Result<T, ApiError>>,
+    {
+        stream::iter(items)
+            .map(|item| async {
+                // A closed semaphore is impossible (it is never closed); go on regardless.
+                let _permit = self.calls.acquire().await.ok();
+                call(item).await
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await
+    }
+
+    /// DescribeTasks for `arns` of `cluster`, in batches of 100.
+    async fn describe_tasks(&self, cluster: &str, arns: &[String]) -> Result<Vec<Task>, ApiError> {
+        let batches = self
+            .in_flight(arns.chunks(100), |batch| async move {
+                self.count("DescribeTasks");
+                let resp = self
+                    .ecs
+                    .describe_tasks()
+                    .cluster(cluster)
+                    .set_tasks(Some(batch.to_vec()))
+                    .set_include(self.fetch_tags.then(|| vec![TaskField::Tags]))
+                    .send()
+                    .await
+                    .map_err(|e| api_error("DescribeTasks", e))?;
+                Ok(resp.tasks.unwrap_or_default())
+            })
+            .await?;
+        Ok(batches.into_iter().flatten().collect())
+    }
+
+    /// DescribeTaskDefinition for each of `arns`: ARN → definition and its tags.
+    async fn describe_task_definitions(
+        &self,
+        arns: BTreeSet<String>,
+    ) -> Result<Vec<(String, (TaskDefinition, Vec<(String, String)>))>, ApiError> {
+        let found = self
+            .in_flight(arns, |arn| async move {
+                self.count("DescribeTaskDefinition");
+                let resp = self
+                    .ecs
+                    .describe_task_definition()
+                    .task_definition(&arn)
+                    .set_include(self.fetch_tags.then(|| vec![TaskDefinitionField::Tags]))
+                    .send()
+                    .await
+                    .map_err(|e| api_error("DescribeTaskDefinition", e))?;
+                let tags = resp
+                    .tags()
+                    .iter()
+                    .filter_map(|t| Some((t.key()?.to_string(), t.value()?.to_string())))
+                    .collect();
+                Ok(resp.task_definition.map(|def| (arn, (def, tags))))
+            })
+            .await?;
+        Ok(found.into_iter().flatten().collect())
+    }
+
+    /// Looks up, in batches, the container instances and hosts of `tasks` not cached yet.
+    async fn describe_hosts(&self, tasks: &[Task]) -> Result<Hosts, ApiError> {
+        let mut by_cluster: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
         for t in tasks {
             if let (Some(ci), Some(cluster)) = (t.container_instance_arn(), t.cluster_arn())
                 && !self.container_instances.contains_key(ci)
             {
-                by_cluster
-                    .entry(cluster.to_string())
-                    .or_default()
-                    .insert(ci.to_string());
+                by_cluster.entry(cluster).or_default().insert(ci);
             }
         }
-        for (cluster, arns) in by_cluster {
-            let arns: Vec<String> = arns.into_iter().collect();
-            for batch in arns.chunks(100) {
+        let batches = by_cluster.iter().flat_map(|(cluster, arns)| {
+            let arns: Vec<String> = arns.iter().map(|a| a.to_string()).collect();
+            arns.chunks(100)
+                .map(|b| (*cluster, b.to_vec()))
+                .collect::<Vec<_>>()
+        });
+        let described = self
+            .in_flight(batches, |(cluster, batch)| async move {
                 self.count("DescribeContainerInstances");
                 let resp = self
                     .ecs
                     .describe_container_instances()
-                    .cluster(&cluster)
-                    .set_container_instances(Some(batch.to_vec()))
+                    .cluster(cluster)
+                    .set_container_instances(Some(batch))
                     .send()
                     .await
                     .map_err(|e| api_error("DescribeContainerInstances", e))?;
-                for ci in resp.container_instances() {
-                    if let (Some(arn), Some(id)) =
-                        (ci.container_instance_arn(), ci.ec2_instance_id())
-                    {
-                        self.container_instances
-                            .insert(arn.to_string(), id.to_string());
-                    }
-                }
-            }
-        }
+                Ok(resp
+                    .container_instances()
+                    .iter()
+                    .filter_map(|ci| {
+                        Some((
+                            ci.container_instance_arn()?.to_string(),
+                            ci.ec2_instance_id()?.to_string(),
+                        ))
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        let mut hosts = Hosts {
+            container_instances: described.into_iter().flatten().collect(),
+            ..Hosts::default()
+        };
         let unknown = |prefix: &str| -> Vec<String> {
             let ids: BTreeSet<&String> = self
                 .container_instances
                 .values()
+                .chain(hosts.container_instances.values())
                 .filter(|id| id.starts_with(prefix) && !self.instances.contains_key(*id))
                 .collect();
             ids.into_iter().cloned().collect()
         };
         let (ec2_ids, managed_ids) = (unknown("i-"), unknown("mi-"));
-        for batch in ec2_ids.chunks(100) {
-            self.count("DescribeInstances");
-            let resp = self
-                .ec2
-                .describe_instances()
-                .set_instance_ids(Some(batch.to_vec()))
-                .send()
-                .await
-                .map_err(|e| api_error("DescribeInstances", e))?;
-            for r in resp.reservations() {
-                for i in r.instances() {
-                    if let (Some(id), Some(ip)) = (i.instance_id(), i.private_ip_address()) {
-                        self.instances.insert(id.to_string(), ip.to_string());
-                    }
-                }
-            }
+        let (ec2, managed) = tokio::try_join!(
+            self.in_flight(ec2_ids.chunks(100), |batch| self.describe_instances(batch)),
+            self.in_flight(managed_ids.chunks(50), |batch| self.describe_managed(batch)),
+        )?;
+        hosts.instances.extend(ec2.into_iter().flatten());
+        for (found, problem) in managed {
+            hosts.instances.extend(found);
+            hosts.problems.extend(problem);
         }
-        // ECS Anywhere (EXTERNAL) hosts are SSM managed instances: their address is in SSM.
-        for batch in managed_ids.chunks(50) {
+        Ok(hosts)
+    }
+
+    /// EC2 instance id → private address, for one batch of ids.
+    async fn describe_instances(
+        &self,
+        batch: &[String],
+    ) -> Result<Vec<(String, String)>, ApiError> {
+        self.count("DescribeInstances");
+        let resp = self
+            .ec2
+            .describe_instances()
+            .set_instance_ids(Some(batch.to_vec()))
+            .send()
+            .await
+            .map_err(|e| api_error("DescribeInstances", e))?;
+        Ok(resp
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .filter_map(|i| {
+                Some((
+                    i.instance_id()?.to_string(),
+                    i.private_ip_address()?.to_string(),
+                ))
+            })
+            .collect())
+    }
+
+    /// ECS Anywhere (EXTERNAL) hosts are SSM managed instances: their addresses are in SSM.
+    /// For one batch of ids: id → address, and the problem when SSM does not know them.
+    async fn describe_managed(
+        &self,
+        batch: &[String],
+    ) -> Result<(Vec<(String, String)>, Option<(String, String)>), ApiError> {
+        let filter = aws_sdk_ssm::types::InstanceInformationStringFilter::builder()
+            .key("InstanceIds")
+            .set_values(Some(batch.to_vec()))
+            .build()
+            .map_err(|e| ApiError {
+                operation: "DescribeInstanceInformation",
+                message: e.to_string(),
+                throttled: false,
+            })?;
+        let mut found = Vec::new();
+        let mut next: Option<String> = None;
+        loop {
             self.count("DescribeInstanceInformation");
-            let filter = aws_sdk_ssm::types::InstanceInformationStringFilter::builder()
-                .key("InstanceIds")
-                .set_values(Some(batch.to_vec()))
-                .build()
-                .map_err(|e| ApiError {
-                    operation: "DescribeInstanceInformation",
-                    message: e.to_string(),
-                    throttled: false,
-                })?;
-            let mut next: Option<String> = None;
-            loop {
-                let resp = self
-                    .ssm
-                    .describe_instance_information()
-                    .filters(filter.clone())
-                    .max_results(50)
-                    .set_next_token(next.take())
-                    .send()
-                    .await;
-                let resp = match resp {
-                    Ok(r) => r,
-                    // A deregistered host: its tasks are skipped (no address), the rest go on.
-                    Err(e)
-                        if e.as_service_error()
-                            .is_some_and(|s| s.is_invalid_instance_id()) =>
-                    {
-                        self.problems.insert(
-                            format!("hosts {}", batch.join(",")),
-                            "managed instances not found in SSM; their tasks are skipped".into(),
-                        );
-                        break;
-                    }
-                    Err(e) => return Err(api_error("DescribeInstanceInformation", e)),
-                };
-                for i in resp.instance_information_list() {
-                    if let (Some(id), Some(ip)) = (i.instance_id(), i.ip_address()) {
-                        self.instances.insert(id.to_string(), ip.to_string());
-                    }
+            let resp = self
+                .ssm
+                .describe_instance_information()
+                .filters(filter.clone())
+                .max_results(50)
+                .set_next_token(next.take())
+                .send()
+                .await;
+            let resp = match resp {
+                Ok(r) => r,
+                // A deregistered host: its tasks are skipped (no address), the rest go on.
+                Err(e)
+                    if e.as_service_error()
+                        .is_some_and(|s| s.is_invalid_instance_id()) =>
+                {
+                    let problem = (
+                        format!("hosts {}", batch.join(",")),
+                        "managed instances not found in SSM; their tasks are skipped".into(),
+                    );
+                    return Ok((found, Some(problem)));
                 }
-                match resp.next_token() {
-                    Some(t) if !t.is_empty() => {
-                        next = Some(t.to_string());
-                        self.count("DescribeInstanceInformation");
-                    }
-                    _ => break,
-                }
+                Err(e) => return Err(api_error("DescribeInstanceInformation", e)),
+            };
+            found.extend(
+                resp.instance_information_list().iter().filter_map(|i| {
+                    Some((i.instance_id()?.to_string(), i.ip_address()?.to_string()))
+                }),
+            );
+            match resp.next_token() {
+                Some(t) if !t.is_empty() => next = Some(t.to_string()),
+                _ => return Ok((found, None)),
             }
         }
-        Ok(())
     }
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod grpc;
 pub mod http;
 pub mod identity;
+pub mod latency;
 pub mod moto;
 pub mod netns;
 pub mod openssl;

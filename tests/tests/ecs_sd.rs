@@ -1,6 +1,7 @@
 //! ecs-sd against moto (with the ECS fields moto leaves out filled in by a moto-side fixture)
 //! and Debian's real Prometheus, reading our file_sd files and our http_sd endpoint.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -558,4 +559,62 @@ fn version_names_the_commit_and_every_flag_reads_the_environment() {
         "{help}"
     );
     assert!(help.contains("[env: ECS_SD_DRY_RUN="), "{help}");
+}
+
+/// A refresh of more tasks than one DescribeTasks call takes (100) over more task definitions
+/// than calls run at once (8): the batches go side by side, and every task still gives its one
+/// target, at its own address and with its own labels, as ECS read one call at a time gives them.
+#[test]
+fn many_tasks_over_several_batches_each_give_their_own_target() {
+    let dir = TempDir::new("ecs-sd-many");
+    let moto = Moto::start_ecs(&dir, 0, "");
+    moto.fixture("ecs_tasks.py", &["bulk", "250", "10"]);
+    let expected: BTreeMap<String, (String, String)> =
+        serde_json::from_str::<BTreeMap<String, (String, String)>>(
+            &moto.fixture("ecs_tasks.py", &["addresses"]),
+        )
+        .unwrap()
+        .into_iter()
+        .map(|(arn, (family, ip))| (arn, (family, format!("{ip}:9100"))))
+        .collect();
+    assert_eq!(expected.len(), 250);
+    let out = dir.path().join("sd");
+    let http_port = free_port();
+    let mut cmd = Command::new(workspace_bin("ecs-sd"));
+    cmd.arg("--directory")
+        .arg(&out)
+        .args(["--interval", "60"])
+        .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
+        .envs(moto.env());
+    let _sd = ChildGuard::spawn(cmd, dir.path().join("ecs-sd.log"));
+    let minute = out.join("1m-tasks.json");
+    wait_for("ecs-sd's first files", Duration::from_secs(60), || {
+        minute.exists().then_some(())
+    });
+    let got: BTreeMap<String, (String, String)> = groups(&minute)
+        .iter()
+        .map(|g| {
+            let arn = g["labels"]["__meta_ecs_task_arn"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let job = g["labels"]["job"].as_str().unwrap().to_string();
+            assert_eq!(g["targets"].as_array().unwrap().len(), 1, "{g}");
+            (arn, (job, g["targets"][0].as_str().unwrap().to_string()))
+        })
+        .collect();
+    assert_eq!(groups(&minute).len(), 250, "one target group per task");
+    assert_eq!(got, expected);
+    let calls = |op: &str| {
+        metric(
+            http_port,
+            &format!("ecs_sd_api_calls_total{{operation=\"{op}\"}}"),
+        )
+    };
+    assert_eq!(calls("DescribeTasks"), 3.0, "250 tasks in batches of 100");
+    assert_eq!(
+        calls("DescribeTaskDefinition"),
+        10.0,
+        "each task definition once"
+    );
 }

@@ -1,15 +1,19 @@
 //! s3-config-loader against `aws s3 sync`, in one run, on the same moto bucket: N objects,
 //! a first sync into an empty directory and a second one with nothing changed. Reports wall
-//! time and the requests each made (counted from moto's request log).
+//! time and the requests each made (counted from moto's request log), at each latency of
+//! `--latency-ms` (a round trip added to every request by [`tests::latency::LatencyProxy`],
+//! as AWS's network and service time would add; 0 is moto on loopback without the proxy).
 //!
-//! `cargo run --release -p tests --bin s3-bench -- [--objects 1000]`; needs the awscli
-//! virtualenv that `scripts/bench-setup.sh` installs.
+//! `cargo run -p tests --bin s3-bench -- [--objects 1000] [--latency-ms 0,20,50]`; needs the
+//! awscli virtualenv that `scripts/bench-setup.sh` installs.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use std::time::Duration;
+use tests::latency::{self, LatencyProxy};
 use tests::{Moto, TempDir, repo_root, workspace_bin};
 
 fn requests(log: &Path) -> usize {
@@ -42,6 +46,7 @@ fn children_cpu() -> f64 {
 }
 
 struct Row {
+    latency_ms: u64,
     tool: &'static str,
     pass: &'static str,
     millis: f64,
@@ -51,6 +56,7 @@ struct Row {
 }
 
 fn measure(
+    latency_ms: u64,
     tool: &'static str,
     pass: &'static str,
     log: &Path,
@@ -67,6 +73,7 @@ fn measure(
     // moto writes its log line after answering; give it a moment to flush.
     std::thread::sleep(std::time::Duration::from_millis(300));
     Ok(Row {
+        latency_ms,
         tool,
         pass,
         millis,
@@ -77,13 +84,18 @@ fn measure(
 }
 
 fn main() -> anyhow::Result<()> {
-    let mut objects = 1000usize;
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if let [flag, n] = &args[..] {
-        if flag != "--objects" {
-            bail!("usage: s3-bench [--objects N]");
+    const USAGE: &str = "usage: s3-bench [--objects N] [--latency-ms 0,20,50]";
+    let (mut objects, mut latencies) = (1000usize, vec![0, 20, 50]);
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--objects" => objects = value.parse()?,
+            "--latency-ms" => latencies = latency::parse_list(&value)?,
+            _ => bail!(USAGE),
         }
-        objects = n.parse()?;
     }
     let aws = repo_root().join(".venv/awscli/bin/aws");
     if !aws.exists() {
@@ -108,50 +120,87 @@ fn main() -> anyhow::Result<()> {
         anyhow::Ok(())
     })?;
 
-    let loader = |target: &Path| {
-        let mut c = Command::new(workspace_bin("s3-config-loader"));
-        c.args(["sync", "s3://bench-bucket/bench/"])
-            .arg(target)
-            .args(["--once", "--log", "warn"])
-            .envs(moto.env());
-        c
-    };
-    let awscli = |target: &Path| {
-        let mut c = Command::new(&aws);
-        c.args(["s3", "sync", "s3://bench-bucket/bench/"])
-            .arg(target)
-            .args(["--only-show-errors", "--endpoint-url", &moto.endpoint()])
-            .envs(moto.env());
-        c
-    };
-    let (a, b) = (dir.path().join("loader"), dir.path().join("awscli"));
-    let rows = vec![
-        measure("s3-config-loader", "first sync", &log, loader(&a))?,
-        measure("aws s3 sync", "first sync", &log, awscli(&b))?,
-        measure("s3-config-loader", "unchanged re-sync", &log, loader(&a))?,
-        measure("aws s3 sync", "unchanged re-sync", &log, awscli(&b))?,
-    ];
-    println!("command: cargo run --release -p tests --bin s3-bench -- --objects {objects}");
-    println!("{objects} objects of 1-4 KiB in 10 prefixes, one moto_server, same machine, one run");
+    let mut rows = Vec::new();
+    for &ms in &latencies {
+        // 0: straight to moto; otherwise through the proxy.
+        let proxy = (ms > 0).then(|| LatencyProxy::start(moto.port, Duration::from_millis(ms)));
+        let port = proxy.as_ref().map_or(moto.port, |p| p.port);
+        let env = Moto::env_at(port);
+        let loader = |target: &Path| {
+            let mut c = Command::new(workspace_bin("s3-config-loader"));
+            c.args(["sync", "s3://bench-bucket/bench/"])
+                .arg(target)
+                .args(["--once", "--log", "warn"])
+                .envs(env.clone());
+            c
+        };
+        let awscli = |target: &Path| {
+            let mut c = Command::new(&aws);
+            c.args(["s3", "sync", "s3://bench-bucket/bench/"])
+                .arg(target)
+                .args(["--only-show-errors", "--endpoint-url"])
+                .arg(format!("http://127.0.0.1:{port}"))
+                .envs(env.clone());
+            c
+        };
+        let (a, b) = (
+            dir.path().join(format!("loader-{ms}")),
+            dir.path().join(format!("awscli-{ms}")),
+        );
+        eprintln!("{ms} ms latency");
+        rows.push(measure(
+            ms,
+            "s3-config-loader",
+            "first sync",
+            &log,
+            loader(&a),
+        )?);
+        rows.push(measure(ms, "aws s3 sync", "first sync", &log, awscli(&b))?);
+        rows.push(measure(
+            ms,
+            "s3-config-loader",
+            "unchanged re-sync",
+            &log,
+            loader(&a),
+        )?);
+        rows.push(measure(
+            ms,
+            "aws s3 sync",
+            "unchanged re-sync",
+            &log,
+            awscli(&b),
+        )?);
+    }
+    let list: Vec<String> = latencies.iter().map(u64::to_string).collect();
+    println!(
+        "command: cargo run -p tests --bin s3-bench -- --objects {objects} --latency-ms {}",
+        list.join(",")
+    );
+    println!(
+        "{objects} objects of 1-4 KiB in 10 prefixes, one moto_server, same machine, one run; latency: round trip added to each request"
+    );
     println!();
-    println!("| tool | pass | wall time | client CPU | requests to S3 | object GETs |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    println!("| latency | tool | pass | wall time | client CPU | requests to S3 | object GETs |");
+    println!("| --- | --- | --- | --- | --- | --- | --- |");
     for r in &rows {
         println!(
-            "| {} | {} | {:.0} ms | {:.0} ms | {} | {} |",
-            r.tool, r.pass, r.millis, r.cpu_ms, r.requests, r.body_gets
+            "| {} ms | {} | {} | {:.0} ms | {:.0} ms | {} | {} |",
+            r.latency_ms, r.tool, r.pass, r.millis, r.cpu_ms, r.requests, r.body_gets
         );
     }
     println!();
-    for (pass, ours, theirs) in [
-        ("first sync", &rows[0], &rows[1]),
-        ("unchanged re-sync", &rows[2], &rows[3]),
-    ] {
-        println!(
-            "{pass}: wall time {:.1}x, client CPU {:.1}x in favour of s3-config-loader",
-            theirs.millis / ours.millis,
-            theirs.cpu_ms / ours.cpu_ms
-        );
+    for run in rows.chunks(4) {
+        for (pass, ours, theirs) in [
+            ("first sync", &run[0], &run[1]),
+            ("unchanged re-sync", &run[2], &run[3]),
+        ] {
+            println!(
+                "{} ms, {pass}: wall time {:.1}x, client CPU {:.1}x in favour of s3-config-loader",
+                ours.latency_ms,
+                theirs.millis / ours.millis,
+                theirs.cpu_ms / ours.cpu_ms
+            );
+        }
     }
     Ok(())
 }
