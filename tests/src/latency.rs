@@ -86,8 +86,9 @@ async fn proxy(client: TcpStream, target: u16, latency: Duration) {
     );
 }
 
-/// Copies `from` to `to`, each chunk `delay` after it was read and not before `not_before`;
-/// reading goes on meanwhile, so a later chunk waits for its own delay only.
+/// Copies `from` to `to`, each chunk `delay` after it was read, or `delay` after `not_before`
+/// when it was read earlier (the first request of a connection waits out the handshake, then
+/// travels); reading goes on meanwhile, so a later chunk waits for its own delay only.
 async fn delayed_copy(
     mut from: OwnedReadHalf,
     mut to: OwnedWriteHalf,
@@ -101,7 +102,7 @@ async fn delayed_copy(
             match from.read(&mut buf).await {
                 Ok(0) | Err(_) => break,
                 Ok(n) => {
-                    let due = (Instant::now() + delay).max(not_before);
+                    let due = Instant::now().max(not_before) + delay;
                     if tx.send((due, buf[..n].to_vec())).is_err() {
                         break;
                     }
@@ -174,9 +175,9 @@ mod tests {
     fn a_round_trip_takes_the_latency_more() {
         let latency = Duration::from_millis(200);
         let proxy = LatencyProxy::start(echo(None), latency);
-        let mut conn = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
         // The first round trip pays for the handshake too; a second one only the latency.
         let started = std::time::Instant::now();
+        let mut conn = std::net::TcpStream::connect(("127.0.0.1", proxy.port)).unwrap();
         round_trip(&mut conn, "hello");
         assert!(started.elapsed() >= latency * 2, "{:?}", started.elapsed());
         let started = std::time::Instant::now();
