@@ -259,8 +259,7 @@ upstreams:
 /// proxy `connector` and requires client certificates from the mesh CA. The proxyless client,
 /// whose bootstrap (`--identity-dir`) holds the identity `xds-server identity` got for its task
 /// role, reaches the control plane over mutual TLS and the backend through its cluster's
-/// certificate provider (and so does a Node client with the same bootstrap); a client without
-/// that identity is refused by the backend.
+/// certificate provider; a client without that identity is refused by the backend.
 #[test]
 fn a_grpcio_client_reaches_a_mesh_tls_backend_with_its_identity() {
     let dir = TempDir::new("xds-grpc-tls");
@@ -353,9 +352,8 @@ upstreams:
         backend.process.output()
     );
 
-    // Node's grpc-js-xds, with the same bootstrap, takes the same TLS.
-    let node = grpc::node_xds_calls(&dir, &format!("xds:///{TARGET}"), &bootstrap, 5, BATCH);
-    assert_eq!(node.answers.get("connector"), Some(&5), "{node:?}");
+    // (Node's grpc-js-xds 1.14 cannot take this bootstrap: it has no `tls` channel credentials
+    // for the control plane; docs/proxyless-grpc.md says so.)
 
     // The backend refuses a client without the mesh identity, and takes one with it.
     let call = |client_cert| {

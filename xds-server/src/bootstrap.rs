@@ -337,7 +337,8 @@ pub fn grpc_bootstrap(c: &BootstrapConfig) -> Value {
             "channel_creds": [creds],
             "server_features": ["xds_v3"],
         } ],
-        "node": { "id": c.node_id, "cluster": c.proxy },
+        // grpc-js-xds refuses a bootstrap whose node has no `locality`, even an empty one.
+        "node": { "id": c.node_id, "cluster": c.proxy, "locality": {} },
     });
     if let Some([cert, key, trust]) = &identity {
         doc["certificate_providers"] = json!({
@@ -353,7 +354,7 @@ pub fn grpc_bootstrap(c: &BootstrapConfig) -> Value {
         });
     }
     if let Some(zone) = &c.zone {
-        doc["node"]["locality"] = json!({ "zone": zone });
+        doc["node"]["locality"]["zone"] = json!(zone);
     }
     doc
 }
@@ -411,6 +412,12 @@ mod tests {
             json!([ { "type": "tls", "config": { "ca_certificate_file": "/etc/xds/ca.pem" } } ])
         );
         assert_eq!(b["xds_servers"][0]["server_uri"], "[::1]:18000");
+        c.zone = None;
+        assert_eq!(
+            grpc_bootstrap(&c)["node"]["locality"],
+            json!({}),
+            "grpc-js-xds needs a locality, if empty"
+        );
     }
 
     #[test]

@@ -400,7 +400,8 @@ enum Command {
         /// the server, its credentials (TLS with --xds-ca, mutual TLS with --identity-dir) and
         /// the node; with --identity-dir also the certificate provider `mesh` (the identity's
         /// files) that clusters of mesh TLS upstreams name. The proxy's `grpc_services` are
-        /// its targets (xds:///NAME).
+        /// its targets (xds:///NAME). Node's grpc-js-xds takes only the plaintext one (see
+        /// docs/proxyless-grpc.md).
         #[arg(long, env = "XDS_SERVER_BOOTSTRAP_GRPC", conflicts_with_all = ["delta", "stats_listen"])]
         grpc: bool,
         /// Output format (a gRPC bootstrap is always JSON).
