@@ -166,11 +166,20 @@ impl Dir {
         Ok((current, name.to_os_string()))
     }
 
-    /// The content of the regular file at `rel`; a link there is an error, not followed.
+    /// The content of the regular file at `rel`; a link there is an error, not followed, and
+    /// so is anything else that is not a regular file.
     pub fn read(&self, rel: &Path) -> io::Result<Vec<u8>> {
         let (parent, name) = self.parent_of(rel, false)?;
-        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        // Non-blocking: opening a named pipe for reading otherwise waits for a writer, and
+        // anyone sharing the directory can plant one where a file goes.
+        let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
         let fd = rustix::fs::openat(&parent, &name, flags, Mode::empty())?;
+        if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) != FileType::RegularFile {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{} is not a regular file", self.path.join(rel).display()),
+            ));
+        }
         let mut out = Vec::new();
         std::fs::File::from(fd).read_to_end(&mut out)?;
         Ok(out)
@@ -298,9 +307,8 @@ impl Drop for Staged {
     }
 }
 
-/// Replaces the file at `path` with `bytes` atomically (see [`Dir::write_atomic`]); its
-/// directory is created when missing.
-pub fn write_atomic(path: &Path, bytes: &[u8], opts: FileOptions) -> io::Result<bool> {
+/// `path`'s directory and file name.
+fn split(path: &Path) -> io::Result<(&Path, &Path)> {
     let name = path.file_name().ok_or_else(|| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -311,7 +319,21 @@ pub fn write_atomic(path: &Path, bytes: &[u8], opts: FileOptions) -> io::Result<
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
-    Dir::create(parent)?.write_atomic(Path::new(name), bytes, opts)
+    Ok((parent, Path::new(name)))
+}
+
+/// Replaces the file at `path` with `bytes` atomically (see [`Dir::write_atomic`]); its
+/// directory is created when missing.
+pub fn write_atomic(path: &Path, bytes: &[u8], opts: FileOptions) -> io::Result<bool> {
+    let (parent, name) = split(path)?;
+    Dir::create(parent)?.write_atomic(name, bytes, opts)
+}
+
+/// The content of the regular file at `path` (see [`Dir::read`]: a link or a named pipe
+/// there is an error, neither followed nor waited on).
+pub fn read(path: &Path) -> io::Result<Vec<u8>> {
+    let (parent, name) = split(path)?;
+    Dir::open(parent)?.read(name)
 }
 
 #[cfg(test)]
@@ -372,6 +394,22 @@ mod tests {
         assert!(meta.file_type().is_file());
         std::fs::remove_dir_all(&dir).unwrap();
         std::fs::remove_dir_all(&outside).unwrap();
+    }
+
+    #[test]
+    fn a_named_pipe_is_replaced_never_waited_on() {
+        let dir = scratch("fifo");
+        let pipe = dir.join("f");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let e = read(&pipe).unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        assert!(write_atomic(&pipe, b"x", FileOptions::default()).unwrap());
+        assert_eq!(read(&pipe).unwrap(), b"x");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use common::files::{FileOptions, write_atomic};
+use common::files::{self, FileOptions, write_atomic};
 
 /// One file the loader wrote.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,9 +26,10 @@ pub struct State {
 }
 
 impl State {
-    /// Reads a state file; a missing or unreadable one is an empty state (everything is fetched).
+    /// Reads a state file; a missing or unreadable one (a link, a named pipe, not JSON) is an
+    /// empty state (everything is fetched).
     pub fn load(path: &Path) -> State {
-        std::fs::read(path)
+        files::read(path)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
             .unwrap_or_default()

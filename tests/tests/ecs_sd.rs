@@ -348,8 +348,9 @@ scrape_configs:
 }
 
 /// Whoever shares the directory may plant a link at the staging path this ecs-sd's pid would
-/// have given, or at a target file: the files are still replaced in the directory, and what
-/// the links point at is never written.
+/// have given, or at a target file, or a named pipe at a target file: the files are still
+/// replaced in the directory, what the links point at is never written, and the pipe never
+/// blocks a refresh.
 #[test]
 fn symlinks_planted_at_staging_paths_or_targets_never_redirect_a_write() {
     let s = start("ecs-sd-symlinks", "0.2");
@@ -360,14 +361,25 @@ fn symlinks_planted_at_staging_paths_or_targets_never_redirect_a_write() {
     let five = s.out.join("5m-tasks.json");
     std::fs::remove_file(&five).unwrap();
     std::os::unix::fs::symlink(&victim, &five).unwrap();
+    // A named pipe blocks an open for reading until someone writes to it.
+    let one = s.out.join("1m-tasks.json");
+    std::fs::remove_file(&one).unwrap();
+    let mkfifo = Command::new("mkfifo").arg(&one).status().unwrap();
+    assert!(mkfifo.success());
     let arn = s.fixture["api"][0].as_str().unwrap();
     s.moto.fixture("ecs_tasks.py", &["stop", arn]);
     let thirty = s.out.join("30s-tasks.json");
     let is_file = |p: &Path| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file());
     wait_for("the rewritten files", Duration::from_secs(30), || {
-        (is_file(&thirty) && groups(&thirty).is_empty() && is_file(&five)).then_some(())
+        (is_file(&thirty) && groups(&thirty).is_empty() && is_file(&five) && is_file(&one))
+            .then_some(())
     });
     assert_eq!(std::fs::read_to_string(&five).unwrap().trim(), "[]");
+    let text = std::fs::read_to_string(&one).unwrap();
+    assert!(
+        serde_json::from_str::<Value>(&text).is_ok_and(|v| v.is_array()),
+        "{text}"
+    );
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
 }
 

@@ -1310,3 +1310,41 @@ fn templates_read_only_prefixed_and_allowed_environment_variables() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     assert!(stderr(&o).contains("${S3CL_ROLE}"), "{}", stderr(&o));
 }
+
+/// Makes a named pipe at `path` (anyone sharing a directory can).
+fn mkfifo(path: &Path) {
+    let o = Command::new("mkfifo").arg(path).output().unwrap();
+    assert!(
+        o.status.success(),
+        "mkfifo {}: {}",
+        path.display(),
+        stderr(&o)
+    );
+}
+
+/// A named pipe planted where a file goes, or at the state file, blocks an open for reading
+/// until someone writes to it: the loader never opens what is not a regular file, and replaces
+/// the pipe with the file.
+#[test]
+fn a_named_pipe_planted_at_a_file_never_blocks_the_loader() {
+    let s3 = S3::start("s3-fifo");
+    s3.put("app/conf.txt", "1");
+    s3.put("app/sub/nested.txt", "2");
+    let out = s3.out();
+    std::fs::create_dir_all(out.join("sub")).unwrap();
+    for name in ["conf.txt", "sub/nested.txt", ".s3-config-loader.json"] {
+        mkfifo(&out.join(name));
+    }
+    let src = format!("s3://{BUCKET}/app/");
+    let cmd = s3.command(&["sync", &src, out.to_str().unwrap(), "--once"]);
+    let mut loader = ChildGuard::spawn(cmd, s3.dir.path().join("loader.log"));
+    let code = loader.wait_exit(Duration::from_secs(20));
+    assert_eq!(code, Some(0), "{}", loader.output());
+    assert!(regular(&out.join("conf.txt"), "1"));
+    assert!(regular(&out.join("sub/nested.txt"), "2"));
+    let state = std::fs::symlink_metadata(out.join(".s3-config-loader.json")).unwrap();
+    assert!(
+        state.file_type().is_file(),
+        "the state file is still a pipe"
+    );
+}
