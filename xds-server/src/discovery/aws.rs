@@ -2,7 +2,9 @@
 //! classification of SDK errors (throttling gets exponential backoff).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
+
+use common::rate::TokenBucket;
 
 use aws_sdk_ecs::error::ProvideErrorMetadata;
 use aws_sdk_ecs::error::SdkError;
@@ -17,12 +19,12 @@ pub const CLOUD_MAP_RATE: f64 = 50.0;
 /// See [`CLOUD_MAP_RATE`].
 pub const ECS_RATE: f64 = 10.0;
 
-/// A token bucket: `acquire` waits until a request may be made.
+/// A token bucket ([`common::rate::TokenBucket`]): `acquire` waits until a request may be made.
 #[derive(Debug)]
 pub struct RateLimiter {
     rate: f64,
     burst: f64,
-    state: std::sync::Mutex<(f64, Instant)>,
+    bucket: std::sync::Mutex<TokenBucket>,
 }
 
 impl RateLimiter {
@@ -31,27 +33,21 @@ impl RateLimiter {
         Self {
             rate,
             burst,
-            state: std::sync::Mutex::new((burst, Instant::now())),
+            bucket: std::sync::Mutex::new(TokenBucket::full(burst, Instant::now())),
         }
+    }
+
+    fn bucket(&self) -> std::sync::MutexGuard<'_, TokenBucket> {
+        self.bucket.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes one token, waiting for it if the bucket is empty. A wait that is cancelled (a poll
     /// that timed out) gives its token back: otherwise abandoned waits would pile up a debt
     /// that no later poll could finish within its timeout.
     pub async fn acquire(&self) {
-        let wait = {
-            let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            let now = Instant::now();
-            let (tokens, last) = *s;
-            let tokens =
-                (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst) - 1.0;
-            *s = (tokens, now);
-            if tokens >= 0.0 {
-                Duration::ZERO
-            } else {
-                Duration::from_secs_f64(-tokens / self.rate)
-            }
-        };
+        let wait = self
+            .bucket()
+            .take_in_turn(self.rate, self.burst, Instant::now());
         if !wait.is_zero() {
             let mut refund = Refund(Some(self));
             tokio::time::sleep(wait).await;
@@ -66,8 +62,7 @@ struct Refund<'a>(Option<&'a RateLimiter>);
 impl Drop for Refund<'_> {
     fn drop(&mut self) {
         if let Some(limiter) = self.0 {
-            let mut s = limiter.state.lock().unwrap_or_else(|e| e.into_inner());
-            s.0 += 1.0;
+            limiter.bucket().give_back();
         }
     }
 }
@@ -75,6 +70,7 @@ impl Drop for Refund<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[tokio::test(start_paused = true)]
     async fn a_cancelled_wait_gives_its_token_back() {

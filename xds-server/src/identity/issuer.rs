@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use common::rate::TokenBucket;
+
 use axum::extract::{DefaultBodyLimit, Extension, Json};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -109,10 +111,10 @@ impl From<AttestError> for Refused {
     }
 }
 
-/// A token bucket per source address.
+/// A token bucket ([`common::rate::TokenBucket`]) per source address.
 #[derive(Debug, Default)]
 struct PerIp {
-    buckets: HashMap<IpAddr, (f64, Instant)>,
+    buckets: HashMap<IpAddr, TokenBucket>,
     swept: Option<Instant>,
 }
 
@@ -134,19 +136,12 @@ impl PerIp {
                 .is_none_or(|t| now.duration_since(t) > SWEEP_EVERY)
         {
             self.swept = Some(now);
-            self.buckets.retain(|_, (tokens, at)| {
-                *tokens + now.duration_since(*at).as_secs_f64() * rate < burst
-            });
+            self.buckets.retain(|_, b| !b.is_full(rate, burst, now));
         }
-        let (tokens, at) = self.buckets.entry(ip).or_insert((burst, now));
-        *tokens = (*tokens + now.duration_since(*at).as_secs_f64() * rate).min(burst);
-        *at = now;
-        if *tokens >= 1.0 {
-            *tokens -= 1.0;
-            true
-        } else {
-            false
-        }
+        self.buckets
+            .entry(ip)
+            .or_insert_with(|| TokenBucket::full(burst, now))
+            .try_take(rate, burst, now)
     }
 }
 
