@@ -60,17 +60,6 @@ where
     }
 }
 
-/// The AWS operations ecs-sd calls, the `operation` label of `ecs_sd_api_calls_total`.
-pub const OPERATIONS: [&str; 7] = [
-    "ListClusters",
-    "ListTasks",
-    "DescribeTasks",
-    "DescribeTaskDefinition",
-    "DescribeContainerInstances",
-    "DescribeInstances",
-    "DescribeInstanceInformation",
-];
-
 /// The ECS and EC2 clients and the caches that keep API calls down.
 pub struct Discoverer {
     ecs: aws_sdk_ecs::Client,

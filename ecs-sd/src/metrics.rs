@@ -7,6 +7,17 @@ use prometheus::{
     Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+/// The AWS operations ecs-sd calls (in [`crate::discover`]), the `operation` label of `ecs_sd_api_calls_total`.
+pub const OPERATIONS: [&str; 7] = [
+    "ListClusters",
+    "ListTasks",
+    "DescribeTasks",
+    "DescribeTaskDefinition",
+    "DescribeContainerInstances",
+    "DescribeInstances",
+    "DescribeInstanceInformation",
+];
+
 /// Every metric ecs-sd exports.
 #[derive(Debug, Clone)]
 pub struct Metrics {
@@ -140,7 +151,7 @@ impl Metrics {
         for reason in crate::targets::SKIP_REASONS {
             metrics.skipped.with_label_values(&[reason]);
         }
-        for operation in crate::discover::OPERATIONS {
+        for operation in OPERATIONS {
             metrics.api_calls.with_label_values(&[operation]);
         }
         for kind in ERROR_KINDS {

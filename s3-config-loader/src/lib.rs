@@ -6,6 +6,7 @@
 //! backoff and fires [`hooks::Hooks`] after changes. `xds-server` uses the same library to read
 //! its catalog from S3.
 
+pub mod error_kind;
 pub mod generation;
 pub mod hooks;
 pub mod http;

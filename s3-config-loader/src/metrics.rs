@@ -5,7 +5,7 @@
 use common::admin::register;
 use prometheus::{Gauge, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
-use crate::sync::ErrorKind;
+use crate::error_kind::ErrorKind;
 
 /// The `kind` labels of `s3cl_errors_total` that are not per-object problems: a pass that
 /// failed as a whole (listing), and a reload hook.

@@ -12,6 +12,7 @@ use aws_sdk_s3::types::ChecksumMode;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::error_kind::ErrorKind;
 use crate::generation;
 use crate::location::S3Location;
 use crate::metrics::Metrics;
@@ -55,59 +56,6 @@ pub struct SyncConfig {
     pub allow_empty: bool,
     /// The environment variables templates may read.
     pub template_env: template::EnvPolicy,
-}
-
-/// The kind of a per-object problem, also the `kind` label of the error metric.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum ErrorKind {
-    /// The key would leave the target directory.
-    UnsafeKey,
-    /// Larger than `--max-size`.
-    TooLarge,
-    /// The object could not be fetched (network, permission, missing).
-    Download,
-    /// The body did not match its checksum.
-    Checksum,
-    /// The template could not be rendered.
-    Template,
-    /// `--validate` refused the file.
-    Validation,
-    /// The file could not be written.
-    Write,
-    /// Two objects map to the same file (`x` and `x.tmpl`).
-    Conflict,
-    /// The prefix lists no objects at all (without `--allow-empty`).
-    Empty,
-}
-
-impl ErrorKind {
-    /// The metric label.
-    pub fn label(self) -> &'static str {
-        match self {
-            ErrorKind::UnsafeKey => "unsafe_key",
-            ErrorKind::TooLarge => "too_large",
-            ErrorKind::Download => "download",
-            ErrorKind::Checksum => "checksum",
-            ErrorKind::Template => "template",
-            ErrorKind::Validation => "validation",
-            ErrorKind::Write => "write",
-            ErrorKind::Conflict => "conflict",
-            ErrorKind::Empty => "empty",
-        }
-    }
-
-    /// Every kind, for metrics that exist from the start.
-    pub const ALL: [ErrorKind; 9] = [
-        ErrorKind::UnsafeKey,
-        ErrorKind::TooLarge,
-        ErrorKind::Download,
-        ErrorKind::Checksum,
-        ErrorKind::Template,
-        ErrorKind::Validation,
-        ErrorKind::Write,
-        ErrorKind::Conflict,
-        ErrorKind::Empty,
-    ];
 }
 
 /// A problem with one object; the other objects of the pass go ahead, and the object's file,

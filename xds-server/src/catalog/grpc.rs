@@ -239,11 +239,8 @@ impl<'a> Validator<'a> {
             );
         }
         for name in r.matcher.headers.keys() {
-            if name.ends_with("-bin") {
-                self.err(
-                    &format!("{at}.match.headers.{name}"),
-                    "gRPC clients never match binary (`-bin`) metadata".into(),
-                );
+            if let Some(why) = unmatched_metadata(name) {
+                self.err(&format!("{at}.match.headers.{name}"), why.into());
             }
         }
         if let Some(retries) = &r.retries {
@@ -265,6 +262,12 @@ impl<'a> Validator<'a> {
             self.err(
                 &format!("{at}.attempts"),
                 "gRPC clients refuse a retry policy of 0 retries: leave `retries` out".into(),
+            );
+        }
+        if r.attempts > GRPC_MAX_RETRIES {
+            self.err(
+                &format!("{at}.attempts"),
+                format!("gRPC clients make at most {} attempts, so at most {GRPC_MAX_RETRIES} retries (they cap a larger number silently)", GRPC_MAX_RETRIES + 1),
             );
         }
         if r.per_try_timeout.is_some() {
@@ -313,6 +316,47 @@ impl<'a> Validator<'a> {
     }
 }
 
+/// What gRPC clients ignore, or do otherwise than Envoy, of upstream `u`'s settings: warnings,
+/// since the proxies that route to the same upstream still apply them.
+pub(super) fn ignored_by_grpc_clients(u: &Upstream) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    if u.health_check.is_some() {
+        out.push("has a health_check, which gRPC clients do not run: they skip endpoints they cannot connect to, and proxies still check");
+    }
+    if u.outlier_detection.is_some() {
+        out.push("has outlier_detection, which gRPC clients do not apply: they eject on success rate or failure percentage only (gRFC A50), never on consecutive errors");
+    }
+    if u.max_connections.is_some() || u.max_pending_requests.is_some() {
+        out.push("sets max_connections or max_pending_requests, which gRPC clients ignore: of the circuit breakers they honour max_requests only");
+    }
+    if u.connect_timeout.is_some() {
+        out.push(
+            "sets connect_timeout, which gRPC clients ignore: they connect with their own backoff",
+        );
+    }
+    if u.zone_aware {
+        out.push("is zone_aware: gRPC clients send to the other zones only when no endpoint of their own zone is reachable, not when too few are healthy as Envoy does");
+    }
+    out
+}
+
+/// The most retries gRPC clients make (gRFC A44: at most 5 attempts in all).
+const GRPC_MAX_RETRIES: i64 = 4;
+
+/// Why a header match on `name` can never work as written for gRPC clients, which match
+/// their call's metadata only: no pseudo-headers, no host, no binary values.
+fn unmatched_metadata(name: &str) -> Option<&'static str> {
+    if name.ends_with("-bin") {
+        Some("gRPC clients never match binary (`-bin`) metadata")
+    } else if name.starts_with(':') || name == "host" {
+        Some(
+            "gRPC clients match their call's metadata only, which has no pseudo-headers or host: match the service and method with `prefix` or `path`",
+        )
+    } else {
+        None
+    }
+}
+
 /// Why gRPC clients cannot use upstream `u` as it is configured, if they cannot.
 fn grpc_upstream_refusals(u: &Upstream) -> Vec<&'static str> {
     let mut out = Vec::new();
@@ -345,6 +389,13 @@ fn grpc_upstream_refusals(u: &Upstream) -> Vec<&'static str> {
         out.push(
             "hashes on a cookie or the source IP, which gRPC clients cannot: hash on a `header`",
         );
+    }
+    if u.hash_on
+        .as_ref()
+        .and_then(|h| h.header.as_deref())
+        .is_some_and(|name| unmatched_metadata(name).is_some())
+    {
+        out.push("hashes on a header gRPC clients never have (a pseudo-header, host, or `-bin` metadata): hash on plain metadata");
     }
     out
 }

@@ -331,16 +331,13 @@ pub(super) fn warnings(catalog: &Catalog) -> Vec<CatalogWarning> {
             route_warnings(&format!("{at}.routes"), &s.routes, &mut out);
             for (j, r) in s.routes.iter().enumerate() {
                 let named = r.to.iter().chain(r.split.iter().flat_map(|s| s.keys()));
-                for u in named.filter(|u| {
-                    catalog
-                        .upstreams
-                        .get(*u)
-                        .is_some_and(|u| u.health_check.is_some())
-                }) {
-                    out.push(CatalogWarning {
-                        path: format!("{at}.routes[{j}]"),
-                        message: format!("upstream \"{u}\" has a health_check, which gRPC clients do not run: they skip endpoints they cannot connect to, and proxies still check"),
-                    });
+                for (name, u) in named.filter_map(|n| Some((n, catalog.upstreams.get(n)?))) {
+                    for ignored in super::grpc::ignored_by_grpc_clients(u) {
+                        out.push(CatalogWarning {
+                            path: format!("{at}.routes[{j}]"),
+                            message: format!("upstream \"{name}\" {ignored}"),
+                        });
+                    }
                 }
             }
         }

@@ -41,19 +41,8 @@ pub fn in_wildcard(name: &str, body: &Any) -> bool {
     }
 }
 
-/// The cluster gRPC clients call upstream `name` through: the proxy's own, unless the upstream
-/// has mesh TLS, whose SDS secrets gRPC clients cannot take (see [`clusters`]).
-fn cluster_name(catalog: &Catalog, name: &UpstreamName) -> String {
-    match catalog.upstreams.get(name).is_some_and(|u| u.tls.is_some()) {
-        true => format!("{CLUSTER_PREFIX}{name}"),
-        false => name.0.clone(),
-    }
-}
-
-/// The clusters made for the gRPC clients of proxy `p`: for each mesh TLS upstream its gRPC
-/// services call, the proxy's cluster with the TLS of gRFC A29 (certificate provider
-/// instances), taking the endpoints of the proxy's cluster.
-pub(super) fn clusters(catalog: &Catalog, proxy: &ProxyName, p: &Proxy) -> Vec<(String, Any)> {
+/// The upstreams proxy `p`'s gRPC services route to, each once, in name order.
+pub(super) fn upstreams(p: &Proxy) -> Vec<&UpstreamName> {
     let mut names: Vec<&UpstreamName> = p
         .grpc_services
         .iter()
@@ -63,14 +52,38 @@ pub(super) fn clusters(catalog: &Catalog, proxy: &ProxyName, p: &Proxy) -> Vec<(
     names.sort();
     names.dedup();
     names
+}
+
+/// The cluster gRPC clients of proxy `p` call upstream `name` through: the cluster its Envoys
+/// have, when they have one and it has no mesh TLS (whose SDS secrets gRPC clients cannot
+/// take); otherwise one of their own (see [`clusters`]), so that Envoys neither get nor warm a
+/// cluster they never route to.
+fn cluster_name(catalog: &Catalog, p: &Proxy, name: &UpstreamName) -> String {
+    let tls = catalog.upstreams.get(name).is_some_and(|u| u.tls.is_some());
+    match tls || !super::listener_upstreams(p).contains(&name) {
+        true => format!("{CLUSTER_PREFIX}{name}"),
+        false => name.0.clone(),
+    }
+}
+
+/// The clusters made for the gRPC clients of proxy `p` (named `grpc/NAME`, see
+/// [`cluster_name`]): the proxy's cluster of the upstream, with the TLS of gRFC A29
+/// (certificate provider instances) for a mesh TLS upstream, taking the upstream's endpoints.
+pub(super) fn clusters(catalog: &Catalog, proxy: &ProxyName, p: &Proxy) -> Vec<(String, Any)> {
+    upstreams(p)
         .into_iter()
         .filter_map(|name| {
+            let c_name = cluster_name(catalog, p, name);
+            if c_name == name.0 {
+                return None;
+            }
             let u = catalog.upstreams.get(name)?;
-            // Validation allows only mesh TLS here.
-            let server = u.tls.as_ref()?.mesh.as_ref()?;
             let mut c = super::cluster::envoy_cluster(catalog, proxy, name, u);
-            c.name = cluster_name(catalog, name);
-            c.transport_socket = Some(super::tls::grpc_upstream(catalog, server));
+            c.name = c_name;
+            // Validation allows only mesh TLS here.
+            if let Some(server) = u.tls.as_ref().and_then(|t| t.mesh.as_ref()) {
+                c.transport_socket = Some(super::tls::grpc_upstream(catalog, server));
+            }
             if let Some(eds) = c.eds_cluster_config.as_mut() {
                 eds.service_name = name.0.clone();
             }
@@ -102,27 +115,27 @@ pub(super) fn listener(s: &GrpcService) -> Any {
 
 /// The RDS resource of a gRPC service: one virtual host that takes any authority (the client
 /// picks it by the target, which the listener's name already is).
-pub(super) fn route_configuration(catalog: &Catalog, s: &GrpcService) -> Any {
+pub(super) fn route_configuration(catalog: &Catalog, p: &Proxy, s: &GrpcService) -> Any {
     pack_any(RouteConfiguration {
         name: s.name.clone(),
         virtual_hosts: vec![VirtualHost {
             name: s.name.clone(),
             domains: vec!["*".into()],
-            routes: s.routes.iter().map(|r| grpc_route(catalog, r)).collect(),
+            routes: s.routes.iter().map(|r| grpc_route(catalog, p, r)).collect(),
             ..Default::default()
         }],
         ..Default::default()
     })
 }
 
-fn grpc_route(catalog: &Catalog, r: &Route) -> EnvoyRoute {
+fn grpc_route(catalog: &Catalog, p: &Proxy, r: &Route) -> EnvoyRoute {
     let mut matcher = route::route_match(&r.matcher);
     // Every call to a gRPC client's target is gRPC: the content-type condition adds nothing.
     matcher.grpc = None;
     EnvoyRoute {
         r#match: Some(matcher),
         action: Some(Action::Route(RouteAction {
-            cluster_specifier: Some(route::cluster_specifier(r, |n| cluster_name(catalog, n))),
+            cluster_specifier: Some(route::cluster_specifier(r, |n| cluster_name(catalog, p, n))),
             max_stream_duration: stream_limit(catalog, r),
             retry_policy: r.retries.as_ref().map(|retries| RetryPolicy {
                 retry_on: retries.retry_on(),

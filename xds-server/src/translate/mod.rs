@@ -135,10 +135,13 @@ pub fn translate(catalog: &Catalog, proxy: &ProxyName, endpoints: &EndpointMap) 
         out.insert(
             ResourceType::Route,
             s.name.clone(),
-            grpc::route_configuration(catalog, s),
+            grpc::route_configuration(catalog, p, s),
         );
     }
-    for (name, u) in upstreams_of(catalog, p) {
+    for (name, u) in listener_upstreams(p)
+        .into_iter()
+        .filter_map(|name| Some((name, catalog.upstreams.get(name)?)))
+    {
         out.insert(
             ResourceType::Cluster,
             name.0.clone(),
@@ -220,13 +223,20 @@ fn upstreams_of<'a>(
         .filter_map(|name| Some((name, catalog.upstreams.get(name)?)))
 }
 
-/// The upstreams a proxy's listeners and gRPC services route to, each once, in name order.
+/// The upstreams a proxy's listeners and gRPC services route to, each once, in name order:
+/// those that have endpoints to send.
 pub(crate) fn used_upstreams(p: &crate::catalog::Proxy) -> Vec<&UpstreamName> {
+    let mut used = listener_upstreams(p);
+    used.extend(grpc::upstreams(p));
+    used.sort();
+    used.dedup();
+    used
+}
+
+/// The upstreams a proxy's listeners route to, each once, in name order: those its Envoys get
+/// a cluster (and its secrets) for.
+pub(crate) fn listener_upstreams(p: &crate::catalog::Proxy) -> Vec<&UpstreamName> {
     let mut used: Vec<&UpstreamName> = Vec::new();
-    for r in p.grpc_services.iter().flat_map(|s| &s.routes) {
-        used.extend(r.to.iter());
-        used.extend(r.split.iter().flat_map(|s| s.keys()));
-    }
     for l in &p.listeners {
         match l.protocol {
             ListenerProtocol::Http => {

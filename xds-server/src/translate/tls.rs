@@ -315,7 +315,8 @@ pub fn needs(catalog: &Catalog, proxy: &ProxyName) -> BTreeMap<String, Need> {
             out.insert(name, need);
         }
     }
-    for name in super::used_upstreams(p) {
+    // Envoys only: gRPC clients take no SDS (their clusters name certificate providers).
+    for name in super::listener_upstreams(p) {
         let Some(tls) = catalog.upstreams.get(name).and_then(|u| u.tls.as_ref()) else {
             continue;
         };

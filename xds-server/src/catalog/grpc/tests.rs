@@ -26,6 +26,8 @@ upstreams:
   maglev: {{ protocol: grpc, endpoints: {{ static: ["10.0.0.5:50051"] }}, load_balancing: maglev, hash_on: {{ header: x-user }} }}
   lr: {{ protocol: grpc, endpoints: {{ static: ["10.0.0.6:50051"] }}, load_balancing: least_request }}
   mesh: {{ protocol: grpc, endpoints: {{ static: ["10.0.0.7:50051"] }}, tls: {{ mesh: callee }} }}
+  tuned: {{ protocol: grpc, endpoints: {{ static: ["10.0.0.8:50051"] }}, outlier_detection: {{}}, max_connections: 10, connect_timeout: 1s, zone_aware: true }}
+  bin: {{ protocol: grpc, endpoints: {{ static: ["10.0.0.9:50051"] }}, load_balancing: ring_hash, hash_on: {{ header: x-id-bin }} }}
 "#
     )
 }
@@ -163,6 +165,62 @@ fn route_features_grpc_clients_lack_are_refused_with_their_paths() {
 }
 
 #[test]
+fn header_matches_a_call_never_has_are_refused() {
+    let e = route_errors(
+        r#"{ match: { prefix: /, headers: { ":authority": a.example, host: { present: true }, x-user: u1 } }, to: c }"#,
+    );
+    let why = "gRPC clients match their call's metadata only, which has no pseudo-headers or host: match the service and method with `prefix` or `path`";
+    assert_eq!(
+        e,
+        [
+            format!("{AT}.match.headers.:authority: {why}"),
+            format!("{AT}.match.headers.host: {why}"),
+        ]
+    );
+    let e = route_errors("{ match: { prefix: / }, to: bin }");
+    assert_eq!(
+        e,
+        [format!(
+            r#"{AT}.to: upstream "bin" hashes on a header gRPC clients never have (a pseudo-header, host, or `-bin` metadata): hash on plain metadata"#
+        )]
+    );
+}
+
+#[test]
+fn settings_grpc_clients_ignore_are_warned_about() {
+    let c = parse(
+        "c.yaml",
+        &catalog(
+            "      - { name: s.example:50051, routes: [ { match: { prefix: / }, to: tuned } ] }",
+        ),
+    )
+    .unwrap();
+    let w: Vec<String> = warnings(&c)
+        .iter()
+        .map(ToString::to_string)
+        .filter(|w| w.starts_with("proxies.w.grpc"))
+        .collect();
+    let at = "proxies.w.grpc_services[0].routes[0]: upstream \"tuned\"";
+    assert_eq!(
+        w,
+        [
+            format!(
+                "{at} has outlier_detection, which gRPC clients do not apply: they eject on success rate or failure percentage only (gRFC A50), never on consecutive errors"
+            ),
+            format!(
+                "{at} sets max_connections or max_pending_requests, which gRPC clients ignore: of the circuit breakers they honour max_requests only"
+            ),
+            format!(
+                "{at} sets connect_timeout, which gRPC clients ignore: they connect with their own backoff"
+            ),
+            format!(
+                "{at} is zone_aware: gRPC clients send to the other zones only when no endpoint of their own zone is reachable, not when too few are healthy as Envoy does"
+            ),
+        ]
+    );
+}
+
+#[test]
 fn retries_take_the_shape_of_grpc_a44() {
     let e = route_errors(
         "{ match: { prefix: / }, to: c, retries: { attempts: 0, on: [unavailable, connect-failure], per_try_timeout: 1s } }",
@@ -180,6 +238,22 @@ fn retries_take_the_shape_of_grpc_a44() {
                 r#"{AT}.retries.on[1]: gRPC clients retry on status codes only (cancelled, deadline-exceeded, internal, resource-exhausted, unavailable), not on "connect-failure""#
             ),
         ]
+    );
+    // At most 5 attempts: a larger number would be capped without a word.
+    let e = route_errors(
+        "{ match: { prefix: / }, to: c, retries: { attempts: 5, on: [unavailable] } }",
+    );
+    assert_eq!(
+        e,
+        [format!(
+            "{AT}.retries.attempts: gRPC clients make at most 5 attempts, so at most 4 retries (they cap a larger number silently)"
+        )]
+    );
+    assert_eq!(
+        route_errors(
+            "{ match: { prefix: / }, to: c, retries: { attempts: 4, on: [unavailable] } }"
+        ),
+        Vec::<String>::new()
     );
     let e = route_errors("{ match: { prefix: / }, to: c, retries: { attempts: 2 } }");
     assert_eq!(

@@ -19,7 +19,7 @@ defaults: { route_timeout: 20s }
 proxies:
   wallet-backend:
     listeners:
-      - { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: web } ] }
+      - { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: /c }, to: connector }, { match: { prefix: / }, to: web } ] }
     grpc_services:
       - name: connector.prism-test.atala.local:50051
         routes:
@@ -133,14 +133,15 @@ fn routes_use_max_stream_duration_and_grpc_retry_policies() {
         .iter()
         .map(|c| (c.name.as_str(), c.weight.unwrap().value))
         .collect();
-    assert_eq!(split, [("connector", 90), ("connector-v2", 10)]);
+    // `connector` is the Envoys' cluster too; `connector-v2` only gRPC clients call.
+    assert_eq!(split, [("connector", 90), ("grpc/connector-v2", 10)]);
 }
 
 #[test]
 fn the_services_upstreams_are_clusters_whose_every_locality_is_named_and_weighted() {
     let r = resources();
     let clusters: Vec<&String> = r.of(ResourceType::Cluster).keys().collect();
-    assert_eq!(clusters, ["connector", "connector-v2", "web"]);
+    assert_eq!(clusters, ["connector", "grpc/connector-v2", "web"]);
     let cla =
         ClusterLoadAssignment::decode(r.of(ResourceType::Endpoint)["connector"].value.as_slice())
             .unwrap();
@@ -168,12 +169,35 @@ fn api_listeners_and_grpc_clusters_are_left_out_of_the_wildcard() {
     assert!(super::in_wildcard("web", &listeners["web"]));
     let clusters = r.of(ResourceType::Cluster);
     assert!(super::in_wildcard("connector", &clusters["connector"]));
-    let tls = resources_of(&mesh_tls_catalog());
+    // What only gRPC clients call is no cluster for the Envoys, with TLS or without.
     let name = "grpc/connector-v2";
+    assert!(!super::in_wildcard(name, &clusters[name]));
+    let tls = resources_of(&mesh_tls_catalog());
     assert!(!super::in_wildcard(
         name,
         &tls.of(ResourceType::Cluster)[name]
     ));
+}
+
+#[test]
+fn an_upstream_only_grpc_clients_call_gets_the_envoys_no_secrets() {
+    let c = catalog::parse("c.yaml", &mesh_tls_catalog()).unwrap();
+    let proxy = ProxyName("wallet-backend".into());
+    // gRPC clients take their mesh identity from their bootstrap, never over SDS: nothing is
+    // minted for a role whose Envoys do not call the mesh TLS upstream.
+    assert!(
+        super::super::tls::needs(&c, &proxy).is_empty(),
+        "{:?}",
+        super::super::tls::needs(&c, &proxy)
+    );
+    // Once an Envoy listener routes to it, its Envoys need the identity and the trust.
+    let both = mesh_tls_catalog().replace(
+        "{ match: { prefix: /c }, to: connector }",
+        "{ match: { prefix: /c }, to: connector-v2 }",
+    );
+    let c = catalog::parse("c.yaml", &both).unwrap();
+    let needs: Vec<String> = super::super::tls::needs(&c, &proxy).into_keys().collect();
+    assert!(!needs.is_empty(), "{needs:?}");
 }
 
 /// [`CATALOG`] with mesh TLS to upstream `connector-v2` (proxy `connector-app`).
@@ -205,11 +229,8 @@ fn a_mesh_tls_upstream_gets_a_cluster_with_certificate_providers_for_grpc_client
 
     let r = resources_of(&mesh_tls_catalog());
     let clusters: Vec<&String> = r.of(ResourceType::Cluster).keys().collect();
-    // The proxy's own (SDS, for its Envoys) and the gRPC clients' (certificate providers).
-    assert_eq!(
-        clusters,
-        ["connector", "connector-v2", "grpc/connector-v2", "web"]
-    );
+    // The gRPC clients' own (certificate providers); the Envoys route to it from no listener.
+    assert_eq!(clusters, ["connector", "grpc/connector-v2", "web"]);
     let c = Cluster::decode(
         r.of(ResourceType::Cluster)["grpc/connector-v2"]
             .value
