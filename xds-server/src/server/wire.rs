@@ -128,3 +128,63 @@ fn response<M: prost::Message + Send + 'static>(
     );
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use prost::Message;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn each_response_is_one_grpc_frame_and_an_error_ends_the_stream_in_its_trailers() {
+        let (tx, rx) = mpsc::channel(4);
+        let sent = DiscoveryResponse {
+            version_info: "v1".into(),
+            nonce: "1".into(),
+            ..Default::default()
+        };
+        tx.send(Ok(sent.clone())).await.unwrap();
+        tx.send(Err(Status::permission_denied("not yours")))
+            .await
+            .unwrap();
+        tx.send(Ok(sent.clone())).await.unwrap();
+        drop(tx);
+        let mut body = response(rx).into_body();
+
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(data[0], 0, "uncompressed");
+        let len = u32::from_be_bytes(data[1..5].try_into().unwrap()) as usize;
+        assert_eq!(len, data.len() - 5);
+        assert_eq!(DiscoveryResponse::decode(&data[5..]).unwrap(), sent);
+
+        let trailers = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
+        assert_eq!(trailers["grpc-status"], "7");
+        // Percent-encoded, as gRPC sends messages.
+        assert_eq!(trailers["grpc-message"], "not%20yours");
+        // Nothing after the error.
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_server_ends_closes_with_status_ok() {
+        let (tx, rx) = mpsc::channel::<Result<DiscoveryResponse, Status>>(1);
+        drop(tx);
+        let mut body = response(rx).into_body();
+        let trailers = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
+        assert_eq!(trailers["grpc-status"], "0");
+        assert!(body.frame().await.is_none());
+    }
+}
