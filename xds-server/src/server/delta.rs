@@ -24,7 +24,8 @@ pub(crate) struct Delta {
 struct TypeState {
     subscribed: bool,
     wildcard: bool,
-    names: BTreeSet<String>,
+    /// Shared with every stream that subscribes to the same names (see `NameSets`).
+    names: Arc<BTreeSet<String>>,
     /// What the proxy has (or was last sent): name → version.
     known: BTreeMap<String, Version>,
     pending: Option<Sent>,
@@ -102,10 +103,10 @@ impl Variant for Delta {
         }
         // Subscription changes count whatever nonce they carry: each request is a delta.
         let first = !ts.subscribed;
-        if first
+        let resubscribed = first
             || !req.resource_names_subscribe.is_empty()
-            || !req.resource_names_unsubscribe.is_empty()
-        {
+            || !req.resource_names_unsubscribe.is_empty();
+        if resubscribed {
             ts.shared_names = None;
         }
         if first {
@@ -131,20 +132,24 @@ impl Variant for Delta {
                 if !first {
                     ts.known.remove(&name);
                 }
-                ts.names.insert(name);
+                Arc::make_mut(&mut ts.names).insert(name);
             }
         }
         for name in req.resource_names_unsubscribe {
             if name == "*" {
                 ts.wildcard = false;
             } else {
-                ts.names.remove(&name);
+                Arc::make_mut(&mut ts.names).remove(&name);
                 ts.known.remove(&name);
             }
         }
         if !ts.wildcard {
             let names = &ts.names;
             ts.known.retain(|n, _| names.contains(n));
+        }
+        if resubscribed {
+            let names = Arc::unwrap_or_clone(std::mem::take(&mut ts.names));
+            ts.names = core.shared.name_sets.share(names);
         }
     }
 
@@ -217,7 +222,7 @@ impl Variant for Delta {
                 ts.rejected.clear();
                 let names = ts
                     .shared_names
-                    .get_or_insert_with(|| (!ts.wildcard).then(|| Arc::new(ts.names.clone())))
+                    .get_or_insert_with(|| (!ts.wildcard).then(|| ts.names.clone()))
                     .clone();
                 core.record_resolved(
                     t,
@@ -262,7 +267,7 @@ impl Variant for Delta {
         });
         let names = ts
             .shared_names
-            .get_or_insert_with(|| (!ts.wildcard).then(|| Arc::new(ts.names.clone())))
+            .get_or_insert_with(|| (!ts.wildcard).then(|| ts.names.clone()))
             .clone();
         core.record_sent(
             t,

@@ -10,6 +10,7 @@ mod csds;
 mod delta;
 pub mod nodes;
 mod sotw;
+mod wire;
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -18,9 +19,6 @@ use std::time::Instant;
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::cluster::v3::cluster_discovery_service_server::{
     ClusterDiscoveryService, ClusterDiscoveryServiceServer,
-};
-use envoy_types::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
 };
 use envoy_types::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
@@ -61,6 +59,36 @@ struct Shared {
     auth: Authorization,
     limits: Limits,
     shutdown: watch::Receiver<bool>,
+    name_sets: NameSets,
+}
+
+/// Subscribed name sets, shared by every stream that subscribes to the same names: the
+/// thousands of Envoys of one proxy name the same hundreds of resources, and a stream's memory
+/// must not grow with the config's size.
+#[derive(Debug, Default)]
+struct NameSets(
+    std::sync::Mutex<std::collections::HashSet<Arc<std::collections::BTreeSet<String>>>>,
+);
+
+impl NameSets {
+    /// The shared set equal to `names`.
+    fn share(
+        &self,
+        names: std::collections::BTreeSet<String>,
+    ) -> Arc<std::collections::BTreeSet<String>> {
+        let mut sets = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(shared) = sets.get(&names) {
+            return shared.clone();
+        }
+        // Sets no stream holds any more go whenever the count doubles: at most twice the live
+        // ones are kept, at an amortised constant cost.
+        if sets.len() >= 64 && sets.len().is_power_of_two() {
+            sets.retain(|s| Arc::strong_count(s) > 1);
+        }
+        let shared = Arc::new(names);
+        sets.insert(shared.clone());
+        shared
+    }
 }
 
 /// Caps on open streams (0: none).
@@ -144,22 +172,22 @@ impl XdsServer {
                     open: Default::default(),
                 },
                 shutdown,
+                name_sets: NameSets::default(),
             }),
         }
     }
 
-    /// A tonic router with ADS, the four standalone services and CSDS.
+    /// A router with ADS (see [`wire`]), the four standalone services and CSDS.
     pub fn router(&self) -> tonic::service::Routes {
         // Envoy's biggest responses (all clusters of a large catalog) exceed tonic's 4 MiB
         // default; its requests (names and versions) stay well under it, which bounds what one
         // client can make the server buffer.
         const MAX: usize = 64 * 1024 * 1024;
         const MAX_REQUEST: usize = 4 * 1024 * 1024;
-        tonic::service::Routes::new(
-            AggregatedDiscoveryServiceServer::new(self.clone())
-                .max_decoding_message_size(MAX_REQUEST)
-                .max_encoding_message_size(MAX),
-        )
+        tonic::service::Routes::new(wire::Ads {
+            server: self.clone(),
+            max_request: MAX_REQUEST,
+        })
         .add_service(
             ClusterDiscoveryServiceServer::new(self.clone()).max_encoding_message_size(MAX),
         )
@@ -177,12 +205,14 @@ impl XdsServer {
         )
     }
 
+    /// Starts the task of one stream that `requests` feeds; its responses come out of the
+    /// returned channel, or the status says why the stream was refused.
     fn spawn<V: Variant>(
         &self,
         scope: Scope,
-        request: Request<Streaming<V::Req>>,
-    ) -> Result<Response<ResponseStream<V::Resp>>, Status> {
-        let peer = request.extensions().get::<Peer>().cloned();
+        peer: Option<Peer>,
+        requests: Streaming<V::Req>,
+    ) -> Result<mpsc::Receiver<Result<V::Resp, Status>>, Status> {
         let ip = peer.as_ref().and_then(|p| p.remote).map(|a| a.ip());
         if let Err(limit) = self.shared.limits.admit(ip) {
             self.shared
@@ -198,7 +228,6 @@ impl XdsServer {
         let (tx, rx) = mpsc::channel(16);
         let mut core = StreamCore::new(self.shared.clone(), scope, V::NAME);
         core.peer = peer;
-        let requests = request.into_inner();
         let shared = self.shared.clone();
         tokio::spawn(async move {
             let _slot = Slot {
@@ -207,6 +236,17 @@ impl XdsServer {
             };
             run::<V>(core, requests, tx).await;
         });
+        Ok(rx)
+    }
+
+    /// A standalone service's stream, through tonic.
+    fn spawn_standalone<V: Variant>(
+        &self,
+        t: ResourceType,
+        request: Request<Streaming<V::Req>>,
+    ) -> Result<Response<ResponseStream<V::Resp>>, Status> {
+        let peer = request.extensions().get::<Peer>().cloned();
+        let rx = self.spawn::<V>(Scope::Single(t), peer, request.into_inner())?;
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -955,14 +995,14 @@ macro_rules! standalone {
                 &self,
                 request: Request<Streaming<DiscoveryRequest>>,
             ) -> Result<Response<Self::$stream>, Status> {
-                self.spawn::<sotw::Sotw>(Scope::Single($t), request)
+                self.spawn_standalone::<sotw::Sotw>($t, request)
             }
 
             async fn $delta_fn(
                 &self,
                 request: Request<Streaming<DeltaDiscoveryRequest>>,
             ) -> Result<Response<Self::$delta>, Status> {
-                self.spawn::<delta::Delta>(Scope::Single($t), request)
+                self.spawn_standalone::<delta::Delta>($t, request)
             }
 
             async fn $fetch_fn(
@@ -1013,26 +1053,6 @@ standalone!(
     delta_routes,
     fetch_routes
 );
-
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for XdsServer {
-    type StreamAggregatedResourcesStream = ResponseStream<DiscoveryResponse>;
-    type DeltaAggregatedResourcesStream = ResponseStream<DeltaDiscoveryResponse>;
-
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        self.spawn::<sotw::Sotw>(Scope::Aggregated, request)
-    }
-
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        self.spawn::<delta::Delta>(Scope::Aggregated, request)
-    }
-}
 
 #[cfg(test)]
 mod tests;

@@ -107,15 +107,22 @@ pub(crate) enum SetVersion {
     PerResource,
 }
 
+impl SetSource {
+    /// The resources themselves.
+    pub(crate) fn typed(&self) -> &TypeSnapshot {
+        match self {
+            SetSource::Snapshot(s, t) => s.of(*t),
+            SetSource::Own(ts) => ts,
+        }
+    }
+}
+
 impl ResourceSet {
     /// Each resource with the version Envoy records for it.
     pub(crate) fn resources(
         &self,
     ) -> impl Iterator<Item = (&str, Version, &crate::cache::VersionedResource)> {
-        let snap = match &self.from {
-            SetSource::Snapshot(s, t) => s.of(*t),
-            SetSource::Own(ts) => ts,
-        };
+        let snap = self.from.typed();
         let names = self.names.clone();
         let version = &self.version;
         snap.resources

@@ -1,6 +1,6 @@
 //! State-of-the-world streams: every response carries the full set of subscribed resources.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,8 +18,9 @@ use crate::translate::ResourceType;
 #[derive(Default)]
 pub(crate) struct Sotw {
     types: [TypeState; crate::translate::TYPES],
-    /// Per cluster, the version last sent: a changed cluster needs its endpoints again.
-    clusters_sent: BTreeMap<String, Version>,
+    /// The clusters last sent (a reference, not a copy): a changed cluster needs its
+    /// endpoints again.
+    clusters_sent: Option<SetSource>,
 }
 
 #[derive(Default)]
@@ -86,32 +87,30 @@ fn response(
 impl Sotw {
     /// Envoy rebuilds a changed cluster and keeps it warming until it gets a load assignment,
     /// without asking for one: mark the endpoints of changed clusters to be sent again.
-    fn note_clusters_sent(&mut self, core: &StreamCore, clusters: &TypeSnapshot) {
-        let clusters = &clusters.resources;
+    fn note_clusters_sent(&mut self, core: &StreamCore, sent: &SetSource) {
+        let clusters = &sent.typed().resources;
         let retiring = super::with_retiring(core, ResourceType::Endpoint);
         let endpoints = &retiring
             .as_ref()
             .unwrap_or_else(|| core.snapshot.of(ResourceType::Endpoint))
             .resources;
-        let changed = clusters.iter().any(|(name, r)| {
-            self.clusters_sent
-                .get(name)
-                .is_some_and(|v| *v != r.version)
-                && endpoints.contains_key(name)
+        let before = self.clusters_sent.as_ref().map(|s| &s.typed().resources);
+        let changed = before.is_some_and(|before| {
+            clusters.iter().any(|(name, r)| {
+                before.get(name).is_some_and(|b| b.version != r.version)
+                    && endpoints.contains_key(name)
+            })
         });
         if changed {
             self.types[ResourceType::Endpoint.index()].force = true;
         }
-        self.clusters_sent = clusters
-            .iter()
-            .map(|(n, r)| (n.clone(), r.version))
-            .collect();
+        self.clusters_sent = Some(sent.clone());
     }
 
-    /// After sending (or finding the proxy has) `snap` of type `t`.
-    fn note_sent(&mut self, core: &mut StreamCore, t: ResourceType, snap: &TypeSnapshot) {
+    /// After sending (or finding the proxy has) the resources `sent` of type `t`.
+    fn note_sent(&mut self, core: &mut StreamCore, t: ResourceType, sent: &SetSource) {
         match t {
-            ResourceType::Cluster => self.note_clusters_sent(core, snap),
+            ResourceType::Cluster => self.note_clusters_sent(core, sent),
             ResourceType::Listener | ResourceType::Route => core.note_routes_sent(),
             ResourceType::Endpoint | ResourceType::Secret => {}
         }
@@ -158,7 +157,7 @@ impl Variant for Sotw {
         ts.subscribed = true;
         let names = subscription(t, &req.resource_names, ts.named);
         if ts.names.as_deref() != names.as_ref() {
-            ts.names = names.map(Arc::new);
+            ts.names = names.map(|n| core.shared.name_sets.share(n));
         }
         ts.named |= ts.names.as_ref().is_some_and(|n| !n.is_empty());
     }
@@ -220,8 +219,9 @@ impl Variant for Sotw {
                     nonce: String::new(),
                     at: Instant::now(),
                 });
+                let from = set.from.clone();
                 core.record_already_has(t, version, set);
-                self.note_sent(core, t, snap);
+                self.note_sent(core, t, &from);
                 return None;
             }
             _ => {}
@@ -229,6 +229,7 @@ impl Variant for Sotw {
         ts.force = false;
         let nonce = core.next_nonce();
         let resp = response(t, snap, ts.names.as_deref(), version, nonce.clone());
+        let from = set.from.clone();
         core.record_sent(t, version, &nonce, set);
         ts.sent = Some(Sent {
             version,
@@ -236,7 +237,7 @@ impl Variant for Sotw {
             at: Instant::now(),
         });
         ts.pending = true;
-        self.note_sent(core, t, snap);
+        self.note_sent(core, t, &from);
         Some(resp)
     }
 }

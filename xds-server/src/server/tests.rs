@@ -157,6 +157,7 @@ impl Plane {
                 auth: Authorization::default(),
                 limits: Limits::default(),
                 shutdown,
+                name_sets: NameSets::default(),
             }),
             _stop: stop,
         }
@@ -895,6 +896,7 @@ fn a_fetch_is_checked_like_a_stream() {
         },
         limits: Limits::default(),
         shutdown,
+        name_sets: NameSets::default(),
     };
     let req = DiscoveryRequest {
         node: node(),

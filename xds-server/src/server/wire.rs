@@ -1,0 +1,190 @@
+//! ADS on the wire: the gRPC framing of the two aggregated streams, done here rather than by
+//! tonic's generated service, so that each response is encoded into one allocation of exactly
+//! its size that is freed once HTTP/2 has written it.
+//!
+//! tonic's encoder writes every response of a stream into one growing buffer and hands out
+//! slices of it; the buffer keeps the allocation of the largest burst a stream ever sent (all
+//! of a big proxy's clusters and endpoints: hundreds of KiB) for as long as the stream lives,
+//! so a server's memory grew as streams x config size. Requests are still decoded by tonic.
+
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use envoy_types::pb::envoy::service::discovery::v3::{
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
+};
+use http_body::Frame;
+use http_body_util::StreamBody;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::Status;
+use tonic::body::Body;
+use tonic::codec::{Codec, Streaming};
+use tonic::codegen::{BoxFuture, Bytes, Service, http};
+use tonic::server::NamedService;
+
+use super::{Scope, XdsServer, delta::Delta, sotw::Sotw};
+use crate::tls::Peer;
+
+const SOTW_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources";
+const DELTA_PATH: &str =
+    "/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources";
+
+/// The aggregated discovery service (ADS), SotW and delta.
+#[derive(Clone)]
+pub(crate) struct Ads {
+    pub(crate) server: XdsServer,
+    /// The largest request accepted.
+    pub(crate) max_request: usize,
+}
+
+impl NamedService for Ads {
+    const NAME: &'static str = "envoy.service.discovery.v3.AggregatedDiscoveryService";
+}
+
+impl Service<http::Request<Body>> for Ads {
+    type Response = http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Infallible>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let response = match req.uri().path() {
+            SOTW_PATH => self.stream::<Sotw, DiscoveryRequest, DiscoveryResponse>(req),
+            DELTA_PATH => self.stream::<Delta, DeltaDiscoveryRequest, DeltaDiscoveryResponse>(req),
+            path => Status::unimplemented(format!("no method {path}")).into_http(),
+        };
+        Box::pin(async move { Ok(response) })
+    }
+}
+
+impl Ads {
+    fn stream<V, Req, Resp>(&self, req: http::Request<Body>) -> http::Response<Body>
+    where
+        V: super::Variant<Req = Req, Resp = Resp>,
+        Req: prost::Message + Default + Send + 'static,
+        Resp: prost::Message + Send + 'static,
+    {
+        if let Some(encoding) = req.headers().get("grpc-encoding")
+            && encoding != "identity"
+        {
+            return Status::unimplemented(format!(
+                "request compression {encoding:?} is not supported: send uncompressed requests"
+            ))
+            .into_http();
+        }
+        let peer = req.extensions().get::<Peer>().cloned();
+        let decoder = tonic_prost::ProstCodec::<Resp, Req>::default().decoder();
+        let requests =
+            Streaming::new_request(decoder, req.into_body(), None, Some(self.max_request));
+        match self.server.spawn::<V>(Scope::Aggregated, peer, requests) {
+            Ok(rx) => response(rx),
+            Err(status) => status.into_http(),
+        }
+    }
+}
+
+/// One gRPC message frame: the uncompressed flag, the length, the message; one allocation.
+fn frame(message: &impl prost::Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut buf = Vec::with_capacity(5 + len);
+    buf.push(0);
+    // `Variant::Resp` sizes are capped well below 4 GiB by the snapshot sizes Envoy accepts.
+    buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    message.encode_raw(&mut buf);
+    Bytes::from(buf)
+}
+
+/// The trailers that end a stream with `status`.
+fn trailers(status: &Status) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    if status.add_header(&mut headers).is_err() {
+        let _ = Status::internal("the stream ended with an error").add_header(&mut headers);
+    }
+    headers
+}
+
+/// The streaming response: each message framed as it comes, then the status in trailers.
+fn response<M: prost::Message + Send + 'static>(
+    rx: mpsc::Receiver<Result<M, Status>>,
+) -> http::Response<Body> {
+    let frames = futures_util::stream::unfold(Some(rx), |rx| async move {
+        let mut rx = rx?;
+        Some(match rx.recv().await {
+            Some(Ok(message)) => (Ok(Frame::data(frame(&message))), Some(rx)),
+            Some(Err(status)) => (Ok(Frame::trailers(trailers(&status))), None),
+            None => (Ok(Frame::trailers(trailers(&Status::ok("")))), None),
+        })
+    });
+    let body = StreamBody::new(frames.map(|f: Result<_, Infallible>| f));
+    let mut response = http::Response::new(Body::new(body));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+    use prost::Message;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn each_response_is_one_grpc_frame_and_an_error_ends_the_stream_in_its_trailers() {
+        let (tx, rx) = mpsc::channel(4);
+        let sent = DiscoveryResponse {
+            version_info: "v1".into(),
+            nonce: "1".into(),
+            ..Default::default()
+        };
+        tx.send(Ok(sent.clone())).await.unwrap();
+        tx.send(Err(Status::permission_denied("not yours")))
+            .await
+            .unwrap();
+        tx.send(Ok(sent.clone())).await.unwrap();
+        drop(tx);
+        let mut body = response(rx).into_body();
+
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(data[0], 0, "uncompressed");
+        let len = u32::from_be_bytes(data[1..5].try_into().unwrap()) as usize;
+        assert_eq!(len, data.len() - 5);
+        assert_eq!(DiscoveryResponse::decode(&data[5..]).unwrap(), sent);
+
+        let trailers = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
+        assert_eq!(trailers["grpc-status"], "7");
+        // Percent-encoded, as gRPC sends messages.
+        assert_eq!(trailers["grpc-message"], "not%20yours");
+        // Nothing after the error.
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_stream_the_server_ends_closes_with_status_ok() {
+        let (tx, rx) = mpsc::channel::<Result<DiscoveryResponse, Status>>(1);
+        drop(tx);
+        let mut body = response(rx).into_body();
+        let trailers = body
+            .frame()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_trailers()
+            .unwrap();
+        assert_eq!(trailers["grpc-status"], "0");
+        assert!(body.frame().await.is_none());
+    }
+}
