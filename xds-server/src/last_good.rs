@@ -435,6 +435,24 @@ pub fn merge(
     out
 }
 
+/// The last good versions a replica's fragments fall back to: the document's (`shared`) where
+/// it holds a fragment, the replica's own (what it served last) otherwise; but the replica's
+/// own alone when those do not make one catalog. A document merged by a replica that knew
+/// less can pair one fragment's older version with another's newer one that needs what only
+/// the newer first one has; falling back to that pair would take out a fragment that did not
+/// change. The replica then writes what it serves, and the others follow at their next poll.
+pub fn versions(own: &Fragments, shared: Option<&Fragments>) -> Fragments {
+    let mut out = own.clone();
+    if let Some(shared) = shared {
+        out.extend(shared.iter().map(|(n, a)| (n.clone(), a.clone())));
+    }
+    if fragments::fit_together(&out) {
+        out
+    } else {
+        own.clone()
+    }
+}
+
 /// What the status shows of the last good catalog.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LastGoodStatus {
@@ -577,6 +595,85 @@ mod tests {
             &names(&["wallet.yaml"]),
         );
         assert_eq!(merged, wallet);
+    }
+
+    /// A service's fragment: proxy `proxy` routes `/` to `to`; it defines `upstreams`.
+    fn service(proxy: &str, to: &str, upstreams: &[&str]) -> String {
+        let mut text = format!(
+            "version: 1\nproxies:\n  {proxy}:\n    listeners:\n      - {{ name: web, port: 8080, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: {to} }} ] }}\nupstreams:\n"
+        );
+        for u in upstreams {
+            text.push_str(&format!(
+                "  {u}: {{ protocol: http1, endpoints: {{ static: [\"10.0.0.1:80\"] }} }}\n"
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn an_unchanged_fragment_stays_when_a_bad_one_falls_back_to_a_document_written_by_a_replica_that_knew_less()
+     {
+        let names = |n: &[&str]| {
+            n.iter()
+                .map(|s| s.to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let resolve = |texts: &[(&str, &str)], last_good: &Fragments| {
+            let docs: Vec<Document> = texts
+                .iter()
+                .map(|(n, t)| Document::new(format!("catalog.d/{n}"), t.as_bytes()))
+                .collect();
+            fragments::resolve("catalog.d", &docs, last_good, &|_| Vec::new())
+        };
+        let connector_v1 = service("connector", "connector", &["connector"]);
+        let connector_v2 = service("connector", "connector", &["connector", "ledger"]);
+        let wallet = service("wallet", "ledger", &["wallet"]);
+        let broken = connector_v2.replace("port: 8080", "port: 70000");
+        // Both replicas served connector v1; the document holds it.
+        let v1 = resolve(&[("connector.yaml", &connector_v1)], &Fragments::new());
+        let doc = v1.served.clone();
+        // One apply: connector v2 adds `ledger`, a new wallet fragment routes to it.
+        // Replica X lists both, serves both and writes them.
+        let x = resolve(
+            &[("connector.yaml", &connector_v2), ("wallet.yaml", &wallet)],
+            &versions(&v1.served, Some(&doc)),
+        );
+        assert!(x.refused.is_empty(), "{:?}", x.refused);
+        let live = names(&["connector.yaml", "wallet.yaml"]);
+        let doc = merge(&doc, &x.served, &live, &names(&["connector.yaml"]));
+        // Replica Y listed just before the apply and reads X's document just after: it serves
+        // connector v1 and writes it, keeping wallet.yaml, which it has not listed yet.
+        let y = resolve(
+            &[("connector.yaml", &connector_v1)],
+            &versions(&v1.served, Some(&doc)),
+        );
+        let only_connector = names(&["connector.yaml"]);
+        let doc = merge(&doc, &y.served, &only_connector, &only_connector);
+        assert_eq!(
+            doc["connector.yaml"].version,
+            v1.served["connector.yaml"].version
+        );
+        assert!(doc.contains_key("wallet.yaml"));
+        // Connector breaks. Wallet did not change: X keeps serving it, with the connector
+        // version it needs.
+        let now = [
+            ("connector.yaml", broken.as_str()),
+            ("wallet.yaml", &wallet),
+        ];
+        let x2 = resolve(&now, &versions(&x.served, Some(&doc)));
+        assert_eq!(
+            x2.refused.keys().collect::<Vec<_>>(),
+            ["connector.yaml"],
+            "{:?}",
+            x2.refused
+        );
+        assert_eq!(x2.served["wallet.yaml"], x.served["wallet.yaml"]);
+        assert_eq!(x2.served["connector.yaml"], x.served["connector.yaml"]);
+        // What X writes then brings Y to the same catalog.
+        let doc = merge(&doc, &x2.served, &live, &live);
+        let y2 = resolve(&now, &versions(&y.served, Some(&doc)));
+        assert_eq!(y2.served, x2.served);
+        assert_eq!(y2.catalog, x2.catalog);
     }
 
     #[tokio::test]

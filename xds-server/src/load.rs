@@ -633,10 +633,7 @@ impl FragmentState {
         // The shared versions: what the document keeps stands for every replica, so
         // replicas that saw different versions of a fragment fall back to the same one.
         self.read_persisted(name, server, reader, status).await;
-        let mut last_good = self.last_good.clone();
-        if let Some(shared) = self.doc.fragments() {
-            last_good.extend(shared.iter().map(|(n, a)| (n.clone(), a.clone())));
-        }
+        let last_good = last_good::versions(&self.last_good, self.doc.fragments());
         let base = reader.base_dir();
         let check = |c: &mut catalog::Catalog| server.settle(c, &base);
         let resolution = fragments::resolve(name, docs, &last_good, &check);
