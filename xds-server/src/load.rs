@@ -129,8 +129,22 @@ impl CatalogReader {
         }
     }
 
-    /// New documents, `Ok(None)` when unchanged, or why they could not be read.
+    /// New documents, `Ok(None)` when unchanged, or why they could not be read. After an
+    /// error the next successful read gives the documents again, even if unchanged, so the
+    /// load that follows clears the error.
     async fn read(&mut self) -> Result<Option<Documents>, String> {
+        let read = self.read_changed().await;
+        if read.is_err() {
+            match self {
+                CatalogReader::File { last, .. } => *last = None,
+                CatalogReader::S3 { etag, .. } => *etag = None,
+                CatalogReader::S3Prefix { listed, .. } => *listed = None,
+            }
+        }
+        read
+    }
+
+    async fn read_changed(&mut self) -> Result<Option<Documents>, String> {
         match self {
             CatalogReader::File { path, last } => {
                 let read = if path.is_dir() {
@@ -144,11 +158,7 @@ impl CatalogReader {
                         *last = Some(docs.clone());
                         Ok(Some(docs))
                     }
-                    Err(e) => {
-                        // Read it again once it is back, even if unchanged.
-                        *last = None;
-                        Err(format!("cannot read {}: {e}", path.display()))
-                    }
+                    Err(e) => Err(format!("cannot read {}: {e}", path.display())),
                 }
             }
             CatalogReader::S3 {
