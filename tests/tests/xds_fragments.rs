@@ -675,3 +675,45 @@ fn a_read_error_clears_once_the_catalog_reads_again_unchanged() {
         );
     }
 }
+
+#[test]
+fn a_fragment_holding_a_private_key_is_left_out_of_the_last_good_catalog_and_the_others_kept() {
+    let dir = TempDir::new("fragments-key");
+    let a1 = Backend::start("a1", 0).unwrap();
+    let (a_port, k_port) = (free_port(), free_port());
+    let a = |to: &str| fragment("a", a_port, to, &[("a-web", &a1), ("a-web-2", &a1)]);
+    write(&dir, "a.yaml", &a("a-web"));
+    // A key pasted into a comment: the fragment is served, never persisted.
+    let keyed = format!(
+        "{}# -----BEGIN PRIVATE KEY-----\n# MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n# -----END PRIVATE KEY-----\n",
+        fragment("k", k_port, "k-web", &[("k-web", &a1)])
+    );
+    write(&dir, "k.yaml", &keyed);
+    let server = XdsServer::start(&dir, &dir.path().join("catalog.d"), 0);
+    server.wait_ready();
+    let path = dir.path().join(".last-good.json");
+    let persisted = |text: &str| {
+        let doc = std::fs::read_to_string(&path).ok()?;
+        let doc: serde_json::Value = serde_json::from_str(&doc).ok()?;
+        (doc["fragments"]["a.yaml"]["text"] == text).then_some(doc)
+    };
+    let doc = wait_for(
+        "the last good catalog written with a.yaml",
+        Duration::from_secs(20),
+        || persisted(&a("a-web")),
+    );
+    assert!(doc["fragments"].get("k.yaml").is_none(), "{doc}");
+    assert!(!doc.to_string().contains("PRIVATE KEY"), "{doc}");
+    assert!(status(&server)["fragments"].get("k.yaml").is_some());
+    // The others' changes are still persisted; the key is said once, not at every write.
+    write(&dir, "a.yaml", &a("a-web-2"));
+    wait_for("a.yaml's change persisted", Duration::from_secs(20), || {
+        persisted(&a("a-web-2"))
+    });
+    let log = server.process.output();
+    assert_eq!(
+        log.matches("k.yaml holds a private key").count(),
+        1,
+        "{log}"
+    );
+}

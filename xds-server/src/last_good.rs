@@ -129,11 +129,26 @@ pub enum EncodeError {
     PrivateKey(String),
 }
 
+/// Whether a fragment's text holds what looks like a PEM private key.
+fn holds_private_key(text: &str) -> bool {
+    text.contains("PRIVATE KEY-----")
+}
+
+/// The fragments a document may hold, and the names of those left out because they hold what
+/// looks like a private key: such a fragment is not persisted, the others still are.
+pub fn persistable(fragments: &Fragments) -> (Fragments, Vec<String>) {
+    let (keyed, kept): (Fragments, Fragments) = fragments
+        .iter()
+        .map(|(n, a)| (n.clone(), a.clone()))
+        .partition(|(_, a)| holds_private_key(&a.text));
+    (kept, keyed.into_keys().collect())
+}
+
 /// The document for the fragments served from `catalog`, and its digest.
 pub fn encode(catalog: &str, served: &Fragments) -> Result<(Vec<u8>, String), EncodeError> {
     let mut fragments = BTreeMap::new();
     for (name, a) in served {
-        if a.text.contains("PRIVATE KEY-----") {
+        if holds_private_key(&a.text) {
             return Err(EncodeError::PrivateKey(name.clone()));
         }
         fragments.insert(
@@ -551,6 +566,12 @@ mod tests {
         let with_key = format!("{WALLET}# -----BEGIN PRIVATE KEY-----\n");
         let e = encode("catalog.d", &served(&[("wallet.yaml", &with_key)])).unwrap_err();
         assert_eq!(e, EncodeError::PrivateKey("wallet.yaml".into()));
+        let (kept, left_out) = persistable(&served(&[
+            ("wallet.yaml", &with_key),
+            ("shop.yaml", WALLET),
+        ]));
+        assert_eq!(kept, served(&[("shop.yaml", WALLET)]));
+        assert_eq!(left_out, ["wallet.yaml"]);
     }
 
     #[test]

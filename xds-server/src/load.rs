@@ -422,6 +422,8 @@ struct FragmentState {
     problems: common::problems::Problems,
     /// The last error of the store, logged once.
     store_error: Option<String>,
+    /// Why fragments are left out of the document (they hold a private key), logged once.
+    left_out: Vec<String>,
     /// The fragments last loaded, to load again once an unreadable store can be read.
     last_docs: Option<Vec<Document>>,
 }
@@ -483,6 +485,7 @@ impl FragmentState {
             seen: Default::default(),
             problems: Default::default(),
             store_error: None,
+            left_out: Vec::new(),
             last_docs: None,
         };
         let Some(location) = location else {
@@ -802,7 +805,19 @@ impl FragmentState {
         }
         let empty = Fragments::new();
         let stored = self.doc.fragments().unwrap_or(&empty);
-        let merged = last_good::merge(stored, served, live, &self.seen);
+        let (merged, left_out) =
+            last_good::persistable(&last_good::merge(stored, served, live, &self.seen));
+        // A fragment holding a key stops only its own persistence; said once per change.
+        let left_out: Vec<String> = left_out
+            .into_iter()
+            .map(|n| last_good::EncodeError::PrivateKey(n).to_string())
+            .collect();
+        if left_out != self.left_out {
+            for why in left_out.iter().filter(|w| !self.left_out.contains(w)) {
+                tracing::error!(last_good = %store.location(), "fragment left out of the last good catalog: {why}");
+            }
+            self.left_out = left_out;
+        }
         let outcome = match last_good::encode(name, &merged) {
             Ok((_, digest)) if matches!(&self.doc, Doc::Good { digest: d, .. } if *d == digest) => {
                 return;
@@ -827,7 +842,7 @@ impl FragmentState {
             Ok((tag, digest)) => {
                 tracing::info!(last_good = %store.location(), digest = %digest, fragments = merged.len(), "last good catalog written");
                 shown.digest = Some(digest.clone());
-                shown.error = None;
+                shown.error = (!self.left_out.is_empty()).then(|| self.left_out.join("; "));
                 self.doc = Doc::Good {
                     tag,
                     digest,
