@@ -181,6 +181,9 @@ pub struct Decoded {
     pub fragments: Fragments,
     /// Fragments left out, with why (they fail this server's checks).
     pub skipped: Vec<String>,
+    /// Those of them that are catalog documents, read without this server's checks: never
+    /// served here, but written back, for the replicas that take them.
+    pub unchecked: Fragments,
 }
 
 /// Reads a document written for `catalog`; every fragment is checked again, as if read from the
@@ -209,6 +212,7 @@ pub fn decode(catalog: &str, bytes: &[u8], check: Check<'_>) -> Result<Decoded, 
     }
     let mut out = Fragments::new();
     let mut skipped = Vec::new();
+    let mut unchecked = Fragments::new();
     for (name, p) in doc.fragments {
         if FragmentVersion::of(p.text.as_bytes()) != p.version {
             return Err(format!("{name}: its version does not match its text"));
@@ -228,6 +232,9 @@ pub fn decode(catalog: &str, bytes: &[u8], check: Check<'_>) -> Result<Decoded, 
                     .map(|e| fragments::at(&name, e).to_string())
                     .collect();
                 skipped.push(why.join("; "));
+                if let Ok(a) = fragments::accept(&document, &|_| Vec::new()) {
+                    unchecked.insert(name, a);
+                }
             }
         }
     }
@@ -235,6 +242,7 @@ pub fn decode(catalog: &str, bytes: &[u8], check: Check<'_>) -> Result<Decoded, 
         digest: doc.digest,
         fragments: out,
         skipped,
+        unchecked,
     })
 }
 
@@ -515,6 +523,7 @@ mod tests {
         assert_eq!(back.digest, digest);
         assert_eq!(back.fragments, fragments);
         assert!(back.skipped.is_empty());
+        assert!(back.unchecked.is_empty());
     }
 
     #[test]
@@ -559,6 +568,7 @@ mod tests {
             back.skipped,
             ["wallet.yaml: mesh.trust_domain: not this control plane's"]
         );
+        assert_eq!(back.unchecked, fragments);
     }
 
     #[test]

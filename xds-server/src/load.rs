@@ -438,11 +438,13 @@ enum Doc {
     Absent,
     /// There is one, not usable (corrupt, another format or catalog); `tag` to write over it.
     Ignored(last_good::Tag),
-    /// There is one: its fragments that pass this server's checks, and its digest.
+    /// There is one: its fragments that pass this server's checks, those that do not (kept
+    /// when it is written again), and its digest.
     Good {
         tag: last_good::Tag,
         digest: String,
         fragments: Fragments,
+        unchecked: Fragments,
     },
 }
 
@@ -539,6 +541,7 @@ impl FragmentState {
                             tag: stored.tag,
                             digest: decoded.digest,
                             fragments: decoded.fragments,
+                            unchecked: decoded.unchecked,
                         };
                         (doc, None)
                     }
@@ -803,10 +806,18 @@ impl FragmentState {
         if self.unread() {
             return;
         }
-        let empty = Fragments::new();
-        let stored = self.doc.fragments().unwrap_or(&empty);
+        // What this replica cannot check stays for the replicas that can.
+        let (mut stored, unchecked) = match &self.doc {
+            Doc::Good {
+                fragments,
+                unchecked,
+                ..
+            } => (fragments.clone(), unchecked.clone()),
+            _ => Default::default(),
+        };
+        stored.extend(unchecked.iter().map(|(n, a)| (n.clone(), a.clone())));
         let (merged, left_out) =
-            last_good::persistable(&last_good::merge(stored, served, live, &self.seen));
+            last_good::persistable(&last_good::merge(&stored, served, live, &self.seen));
         // A fragment holding a key stops only its own persistence; said once per change.
         let left_out: Vec<String> = left_out
             .into_iter()
@@ -843,10 +854,14 @@ impl FragmentState {
                 tracing::info!(last_good = %store.location(), digest = %digest, fragments = merged.len(), "last good catalog written");
                 shown.digest = Some(digest.clone());
                 shown.error = (!self.left_out.is_empty()).then(|| self.left_out.join("; "));
+                let (unchecked, fragments) = merged
+                    .into_iter()
+                    .partition(|(n, _)| unchecked.contains_key(n) && !served.contains_key(n));
                 self.doc = Doc::Good {
                     tag,
                     digest,
-                    fragments: merged,
+                    fragments,
+                    unchecked,
                 };
                 self.store_error = None;
             }
@@ -863,7 +878,104 @@ impl FragmentState {
 
 #[cfg(test)]
 mod tests {
-    use super::CatalogLocation;
+    use super::*;
+
+    const A: &str = "version: 1\nproxies:\n  a:\n    listeners: [ { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: a } ] } ]\nupstreams:\n  a: { protocol: http1, endpoints: { static: [\"10.0.0.1:80\"] } }\n";
+
+    /// One replica of a directory catalog: its state, and what it loads the fragments with.
+    struct Replica {
+        state: FragmentState,
+        reader: CatalogReader,
+        server: crate::secrets::ServerSide,
+        status: Mutex<CatalogStatus>,
+        tx: watch::Sender<Option<Arc<LoadedCatalog>>>,
+        name: String,
+    }
+
+    impl Replica {
+        async fn start(
+            catalog: &std::path::Path,
+            last_good: &std::path::Path,
+            trust_domain: &str,
+        ) -> Replica {
+            let location = CatalogLocation::File(catalog.to_path_buf());
+            let reader = CatalogReader::new(&location).await;
+            let server = crate::secrets::ServerSide {
+                has_ca: false,
+                trust_domain: trust_domain.into(),
+            };
+            let status = Mutex::new(CatalogStatus::default());
+            let store = Some(LastGoodLocation::File(last_good.to_path_buf()));
+            let name = location.to_string();
+            let state = FragmentState::start(&name, store, &server, &reader, &status).await;
+            let (tx, _) = watch::channel(None);
+            Replica {
+                state,
+                reader,
+                server,
+                status,
+                tx,
+                name,
+            }
+        }
+
+        async fn load(&mut self) {
+            let Ok(Some(Documents::Fragments(docs))) = self.reader.read().await else {
+                panic!("no fragments read");
+            };
+            let metrics = Metrics::new();
+            self.state
+                .load(
+                    &self.name,
+                    &docs,
+                    &self.reader,
+                    &self.server,
+                    &self.tx,
+                    &metrics,
+                    &self.status,
+                )
+                .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_refuses_a_persisted_fragment_does_not_drop_it_from_the_document() {
+        let dir = std::env::temp_dir().join(format!("xds-load-skip-{}", std::process::id()));
+        let catalog = dir.join("catalog.d");
+        std::fs::create_dir_all(&catalog).unwrap();
+        std::fs::write(catalog.join("a.yaml"), A).unwrap();
+        // A fragment only replicas of trust domain x.example take (during a rollout of a new
+        // --trust-domain, say).
+        let m =
+            A.replace("a:", "m:").replace("to: a", "to: m") + "mesh: { trust_domain: x.example }\n";
+        std::fs::write(catalog.join("m.yaml"), &m).unwrap();
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let persisted = || {
+            let doc: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            doc["fragments"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.load().await;
+        assert_eq!(persisted(), ["a.yaml", "m.yaml"]);
+        let mut y = Replica::start(&catalog, &path, "y.example").await;
+        y.load().await;
+        assert!(
+            y.status
+                .lock()
+                .unwrap()
+                .refused_fragments
+                .contains_key("m.yaml")
+        );
+        // Y cannot use m.yaml, and it leaves it for the replicas that can.
+        assert_eq!(persisted(), ["a.yaml", "m.yaml"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn catalog_locations() {
