@@ -675,7 +675,9 @@ impl FragmentState {
             .map(|d| fragments::short_name(name, &d.name))
             .collect();
         // A fragment refused with no last good version here may have one in an unusable
-        // document that another replica can still put back: writing now would lose it.
+        // document that another replica can still put back: writing over it now would lose
+        // it. With no document at all there is nothing to lose (a write races another
+        // replica's first one with If-None-Match), and the others' versions are written.
         let unserved: Vec<&String> = refused
             .iter()
             .filter(|(_, r)| r.serving.is_none() && r.offered.is_some())
@@ -686,7 +688,7 @@ impl FragmentState {
             .fragments()
             .map(|f| f.keys().cloned().collect())
             .unwrap_or_default();
-        if unserved.is_empty() || self.doc.fragments().is_some() {
+        if unserved.is_empty() || !matches!(self.doc, Doc::Ignored(_)) {
             self.persist(name, &served, &live, status).await;
         } else {
             tracing::debug!(fragments = ?unserved, "last good catalog not written while these fragments are served by none of their versions here");
@@ -936,6 +938,25 @@ mod tests {
                 )
                 .await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_fragment_bad_from_its_first_version_does_not_stop_the_first_document() {
+        let dir = std::env::temp_dir().join(format!("xds-load-first-{}", std::process::id()));
+        let catalog = dir.join("catalog.d");
+        std::fs::create_dir_all(&catalog).unwrap();
+        std::fs::write(catalog.join("a.yaml"), A).unwrap();
+        std::fs::write(catalog.join("new.yaml"), A.replace("port: 8080", "port: 0")).unwrap();
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.load().await;
+        let st = x.status.lock().unwrap().clone();
+        assert_eq!(st.refused_fragments["new.yaml"].serving, None);
+        // No document yet: there is none to lose, and a.yaml's last good version is written.
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(doc["fragments"]["a.yaml"]["text"], A);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
