@@ -603,3 +603,117 @@ fn replicas_that_saw_different_versions_of_a_bad_fragment_serve_the_same_one() {
     assert_eq!(serving(&first), Some(shared.clone()));
     assert_eq!(serving(&second), Some(shared));
 }
+
+#[test]
+fn a_read_error_clears_once_the_catalog_reads_again_unchanged() {
+    let dir = TempDir::new("fragments-read-error");
+    let moto = Moto::start(&dir, 0);
+    let rt = rt();
+    let s3 = moto.s3();
+    let a1 = Backend::start("a1", 0).unwrap();
+    let a = fragment("a", free_port(), "a-web", &[("a-web", &a1)]);
+    let upload = |last_good: Option<&str>| {
+        rt.block_on(s3.create_bucket().bucket("config").send())
+            .unwrap();
+        put(&rt, &s3, "xds/catalog.d/a.yaml", &a);
+        put(&rt, &s3, "xds/catalog.yaml", &a);
+        if let Some(doc) = last_good {
+            put(&rt, &s3, "xds/catalog.d/.last-good.json", doc);
+        }
+    };
+    upload(None);
+    let start = |catalog: &str| {
+        XdsServer::start_env(
+            &dir,
+            OsStr::new(catalog),
+            0,
+            &["--catalog-interval", "200ms"],
+            &moto.env(),
+        )
+    };
+    // A prefix of fragments and a single object read the same bucket.
+    let servers = [
+        start("s3://config/xds/catalog.d/"),
+        start("s3://config/xds/catalog.yaml"),
+    ];
+    for server in &servers {
+        server.wait_ready();
+    }
+    wait_for(
+        "the last good catalog written",
+        Duration::from_secs(20),
+        || {
+            status(&servers[0])["last_good"]["digest"]
+                .as_str()
+                .map(drop)
+        },
+    );
+    let doc = get(&rt, &s3, "xds/catalog.d/.last-good.json").expect("persisted");
+    // The bucket goes away for a while (moto forgets everything), then comes back as it was,
+    // every object with the same ETag.
+    let reset = http::request("POST", moto.port, "/moto-api/reset", &[]).unwrap();
+    assert_eq!(reset.status, 200, "{reset:?}");
+    for server in &servers {
+        wait_for("the read error shown", Duration::from_secs(60), || {
+            status(server)["last_error"]
+                .as_str()
+                .filter(|e| e.contains("cannot "))
+                .map(drop)
+        });
+        assert_eq!(server.metric("xds_catalog_last_load_success"), 0.0);
+    }
+    upload(Some(&doc));
+    for server in &servers {
+        wait_for("the read error cleared", Duration::from_secs(20), || {
+            status(server)["last_error"].is_null().then_some(())
+        });
+        assert_eq!(server.metric("xds_catalog_last_load_success"), 1.0);
+        assert!(
+            status(server)["refused_fragments"]
+                .as_object()
+                .is_none_or(|r| r.is_empty())
+        );
+    }
+}
+
+#[test]
+fn a_fragment_holding_a_private_key_is_left_out_of_the_last_good_catalog_and_the_others_kept() {
+    let dir = TempDir::new("fragments-key");
+    let a1 = Backend::start("a1", 0).unwrap();
+    let (a_port, k_port) = (free_port(), free_port());
+    let a = |to: &str| fragment("a", a_port, to, &[("a-web", &a1), ("a-web-2", &a1)]);
+    write(&dir, "a.yaml", &a("a-web"));
+    // A key pasted into a comment: the fragment is served, never persisted.
+    let keyed = format!(
+        "{}# -----BEGIN PRIVATE KEY-----\n# MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n# -----END PRIVATE KEY-----\n",
+        fragment("k", k_port, "k-web", &[("k-web", &a1)])
+    );
+    write(&dir, "k.yaml", &keyed);
+    let server = XdsServer::start(&dir, &dir.path().join("catalog.d"), 0);
+    server.wait_ready();
+    let path = dir.path().join(".last-good.json");
+    let persisted = |text: &str| {
+        let doc = std::fs::read_to_string(&path).ok()?;
+        let doc: serde_json::Value = serde_json::from_str(&doc).ok()?;
+        (doc["fragments"]["a.yaml"]["text"] == text).then_some(doc)
+    };
+    let doc = wait_for(
+        "the last good catalog written with a.yaml",
+        Duration::from_secs(20),
+        || persisted(&a("a-web")),
+    );
+    assert!(doc["fragments"].get("k.yaml").is_none(), "{doc}");
+    assert!(!doc.to_string().contains("PRIVATE KEY"), "{doc}");
+    assert!(status(&server)["fragments"].get("k.yaml").is_some());
+    // The others' changes are still persisted; the key is said once, not at every write.
+    write(&dir, "a.yaml", &a("a-web-2"));
+    wait_for("a.yaml's change persisted", Duration::from_secs(20), || {
+        persisted(&a("a-web-2"))
+    });
+    let log = server.process.output();
+    assert_eq!(
+        log.matches("k.yaml holds a private key").count(),
+        1,
+        "{log}"
+    );
+}

@@ -129,11 +129,26 @@ pub enum EncodeError {
     PrivateKey(String),
 }
 
+/// Whether a fragment's text holds what looks like a PEM private key.
+fn holds_private_key(text: &str) -> bool {
+    text.contains("PRIVATE KEY-----")
+}
+
+/// The fragments a document may hold, and the names of those left out because they hold what
+/// looks like a private key: such a fragment is not persisted, the others still are.
+pub fn persistable(fragments: &Fragments) -> (Fragments, Vec<String>) {
+    let (keyed, kept): (Fragments, Fragments) = fragments
+        .iter()
+        .map(|(n, a)| (n.clone(), a.clone()))
+        .partition(|(_, a)| holds_private_key(&a.text));
+    (kept, keyed.into_keys().collect())
+}
+
 /// The document for the fragments served from `catalog`, and its digest.
 pub fn encode(catalog: &str, served: &Fragments) -> Result<(Vec<u8>, String), EncodeError> {
     let mut fragments = BTreeMap::new();
     for (name, a) in served {
-        if a.text.contains("PRIVATE KEY-----") {
+        if holds_private_key(&a.text) {
             return Err(EncodeError::PrivateKey(name.clone()));
         }
         fragments.insert(
@@ -166,6 +181,9 @@ pub struct Decoded {
     pub fragments: Fragments,
     /// Fragments left out, with why (they fail this server's checks).
     pub skipped: Vec<String>,
+    /// Those of them that are catalog documents, read without this server's checks: never
+    /// served here, but written back, for the replicas that take them.
+    pub unchecked: Fragments,
 }
 
 /// Reads a document written for `catalog`; every fragment is checked again, as if read from the
@@ -194,6 +212,7 @@ pub fn decode(catalog: &str, bytes: &[u8], check: Check<'_>) -> Result<Decoded, 
     }
     let mut out = Fragments::new();
     let mut skipped = Vec::new();
+    let mut unchecked = Fragments::new();
     for (name, p) in doc.fragments {
         if FragmentVersion::of(p.text.as_bytes()) != p.version {
             return Err(format!("{name}: its version does not match its text"));
@@ -213,6 +232,9 @@ pub fn decode(catalog: &str, bytes: &[u8], check: Check<'_>) -> Result<Decoded, 
                     .map(|e| fragments::at(&name, e).to_string())
                     .collect();
                 skipped.push(why.join("; "));
+                if let Ok(a) = fragments::accept(&document, &|_| Vec::new()) {
+                    unchecked.insert(name, a);
+                }
             }
         }
     }
@@ -220,6 +242,7 @@ pub fn decode(catalog: &str, bytes: &[u8], check: Check<'_>) -> Result<Decoded, 
         digest: doc.digest,
         fragments: out,
         skipped,
+        unchecked,
     })
 }
 
@@ -435,6 +458,24 @@ pub fn merge(
     out
 }
 
+/// The last good versions a replica's fragments fall back to: the document's (`shared`) where
+/// it holds a fragment, the replica's own (what it served last) otherwise; but the replica's
+/// own alone when those do not make one catalog. A document merged by a replica that knew
+/// less can pair one fragment's older version with another's newer one that needs what only
+/// the newer first one has; falling back to that pair would take out a fragment that did not
+/// change. The replica then writes what it serves, and the others follow at their next poll.
+pub fn versions(own: &Fragments, shared: Option<&Fragments>) -> Fragments {
+    let mut out = own.clone();
+    if let Some(shared) = shared {
+        out.extend(shared.iter().map(|(n, a)| (n.clone(), a.clone())));
+    }
+    if fragments::fit_together(&out) {
+        out
+    } else {
+        own.clone()
+    }
+}
+
 /// What the status shows of the last good catalog.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct LastGoodStatus {
@@ -482,6 +523,7 @@ mod tests {
         assert_eq!(back.digest, digest);
         assert_eq!(back.fragments, fragments);
         assert!(back.skipped.is_empty());
+        assert!(back.unchecked.is_empty());
     }
 
     #[test]
@@ -526,6 +568,7 @@ mod tests {
             back.skipped,
             ["wallet.yaml: mesh.trust_domain: not this control plane's"]
         );
+        assert_eq!(back.unchecked, fragments);
     }
 
     #[test]
@@ -533,6 +576,12 @@ mod tests {
         let with_key = format!("{WALLET}# -----BEGIN PRIVATE KEY-----\n");
         let e = encode("catalog.d", &served(&[("wallet.yaml", &with_key)])).unwrap_err();
         assert_eq!(e, EncodeError::PrivateKey("wallet.yaml".into()));
+        let (kept, left_out) = persistable(&served(&[
+            ("wallet.yaml", &with_key),
+            ("shop.yaml", WALLET),
+        ]));
+        assert_eq!(kept, served(&[("shop.yaml", WALLET)]));
+        assert_eq!(left_out, ["wallet.yaml"]);
     }
 
     #[test]
@@ -577,6 +626,85 @@ mod tests {
             &names(&["wallet.yaml"]),
         );
         assert_eq!(merged, wallet);
+    }
+
+    /// A service's fragment: proxy `proxy` routes `/` to `to`; it defines `upstreams`.
+    fn service(proxy: &str, to: &str, upstreams: &[&str]) -> String {
+        let mut text = format!(
+            "version: 1\nproxies:\n  {proxy}:\n    listeners:\n      - {{ name: web, port: 8080, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: {to} }} ] }}\nupstreams:\n"
+        );
+        for u in upstreams {
+            text.push_str(&format!(
+                "  {u}: {{ protocol: http1, endpoints: {{ static: [\"10.0.0.1:80\"] }} }}\n"
+            ));
+        }
+        text
+    }
+
+    #[test]
+    fn an_unchanged_fragment_stays_when_a_bad_one_falls_back_to_a_document_written_by_a_replica_that_knew_less()
+     {
+        let names = |n: &[&str]| {
+            n.iter()
+                .map(|s| s.to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+        };
+        let resolve = |texts: &[(&str, &str)], last_good: &Fragments| {
+            let docs: Vec<Document> = texts
+                .iter()
+                .map(|(n, t)| Document::new(format!("catalog.d/{n}"), t.as_bytes()))
+                .collect();
+            fragments::resolve("catalog.d", &docs, last_good, &|_| Vec::new())
+        };
+        let connector_v1 = service("connector", "connector", &["connector"]);
+        let connector_v2 = service("connector", "connector", &["connector", "ledger"]);
+        let wallet = service("wallet", "ledger", &["wallet"]);
+        let broken = connector_v2.replace("port: 8080", "port: 70000");
+        // Both replicas served connector v1; the document holds it.
+        let v1 = resolve(&[("connector.yaml", &connector_v1)], &Fragments::new());
+        let doc = v1.served.clone();
+        // One apply: connector v2 adds `ledger`, a new wallet fragment routes to it.
+        // Replica X lists both, serves both and writes them.
+        let x = resolve(
+            &[("connector.yaml", &connector_v2), ("wallet.yaml", &wallet)],
+            &versions(&v1.served, Some(&doc)),
+        );
+        assert!(x.refused.is_empty(), "{:?}", x.refused);
+        let live = names(&["connector.yaml", "wallet.yaml"]);
+        let doc = merge(&doc, &x.served, &live, &names(&["connector.yaml"]));
+        // Replica Y listed just before the apply and reads X's document just after: it serves
+        // connector v1 and writes it, keeping wallet.yaml, which it has not listed yet.
+        let y = resolve(
+            &[("connector.yaml", &connector_v1)],
+            &versions(&v1.served, Some(&doc)),
+        );
+        let only_connector = names(&["connector.yaml"]);
+        let doc = merge(&doc, &y.served, &only_connector, &only_connector);
+        assert_eq!(
+            doc["connector.yaml"].version,
+            v1.served["connector.yaml"].version
+        );
+        assert!(doc.contains_key("wallet.yaml"));
+        // Connector breaks. Wallet did not change: X keeps serving it, with the connector
+        // version it needs.
+        let now = [
+            ("connector.yaml", broken.as_str()),
+            ("wallet.yaml", &wallet),
+        ];
+        let x2 = resolve(&now, &versions(&x.served, Some(&doc)));
+        assert_eq!(
+            x2.refused.keys().collect::<Vec<_>>(),
+            ["connector.yaml"],
+            "{:?}",
+            x2.refused
+        );
+        assert_eq!(x2.served["wallet.yaml"], x.served["wallet.yaml"]);
+        assert_eq!(x2.served["connector.yaml"], x.served["connector.yaml"]);
+        // What X writes then brings Y to the same catalog.
+        let doc = merge(&doc, &x2.served, &live, &live);
+        let y2 = resolve(&now, &versions(&y.served, Some(&doc)));
+        assert_eq!(y2.served, x2.served);
+        assert_eq!(y2.catalog, x2.catalog);
     }
 
     #[tokio::test]

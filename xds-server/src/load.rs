@@ -129,8 +129,22 @@ impl CatalogReader {
         }
     }
 
-    /// New documents, `Ok(None)` when unchanged, or why they could not be read.
+    /// New documents, `Ok(None)` when unchanged, or why they could not be read. After an
+    /// error the next successful read gives the documents again, even if unchanged, so the
+    /// load that follows clears the error.
     async fn read(&mut self) -> Result<Option<Documents>, String> {
+        let read = self.read_changed().await;
+        if read.is_err() {
+            match self {
+                CatalogReader::File { last, .. } => *last = None,
+                CatalogReader::S3 { etag, .. } => *etag = None,
+                CatalogReader::S3Prefix { listed, .. } => *listed = None,
+            }
+        }
+        read
+    }
+
+    async fn read_changed(&mut self) -> Result<Option<Documents>, String> {
         match self {
             CatalogReader::File { path, last } => {
                 let read = if path.is_dir() {
@@ -144,11 +158,7 @@ impl CatalogReader {
                         *last = Some(docs.clone());
                         Ok(Some(docs))
                     }
-                    Err(e) => {
-                        // Read it again once it is back, even if unchanged.
-                        *last = None;
-                        Err(format!("cannot read {}: {e}", path.display()))
-                    }
+                    Err(e) => Err(format!("cannot read {}: {e}", path.display())),
                 }
             }
             CatalogReader::S3 {
@@ -412,6 +422,8 @@ struct FragmentState {
     problems: common::problems::Problems,
     /// The last error of the store, logged once.
     store_error: Option<String>,
+    /// Why fragments are left out of the document (they hold a private key), logged once.
+    left_out: Vec<String>,
     /// The fragments last loaded, to load again once an unreadable store can be read.
     last_docs: Option<Vec<Document>>,
 }
@@ -426,11 +438,13 @@ enum Doc {
     Absent,
     /// There is one, not usable (corrupt, another format or catalog); `tag` to write over it.
     Ignored(last_good::Tag),
-    /// There is one: its fragments that pass this server's checks, and its digest.
+    /// There is one: its fragments that pass this server's checks, those that do not (kept
+    /// when it is written again), and its digest.
     Good {
         tag: last_good::Tag,
         digest: String,
         fragments: Fragments,
+        unchecked: Fragments,
     },
 }
 
@@ -473,6 +487,7 @@ impl FragmentState {
             seen: Default::default(),
             problems: Default::default(),
             store_error: None,
+            left_out: Vec::new(),
             last_docs: None,
         };
         let Some(location) = location else {
@@ -526,6 +541,7 @@ impl FragmentState {
                             tag: stored.tag,
                             digest: decoded.digest,
                             fragments: decoded.fragments,
+                            unchecked: decoded.unchecked,
                         };
                         (doc, None)
                     }
@@ -633,10 +649,7 @@ impl FragmentState {
         // The shared versions: what the document keeps stands for every replica, so
         // replicas that saw different versions of a fragment fall back to the same one.
         self.read_persisted(name, server, reader, status).await;
-        let mut last_good = self.last_good.clone();
-        if let Some(shared) = self.doc.fragments() {
-            last_good.extend(shared.iter().map(|(n, a)| (n.clone(), a.clone())));
-        }
+        let last_good = last_good::versions(&self.last_good, self.doc.fragments());
         let base = reader.base_dir();
         let check = |c: &mut catalog::Catalog| server.settle(c, &base);
         let resolution = fragments::resolve(name, docs, &last_good, &check);
@@ -662,7 +675,9 @@ impl FragmentState {
             .map(|d| fragments::short_name(name, &d.name))
             .collect();
         // A fragment refused with no last good version here may have one in an unusable
-        // document that another replica can still put back: writing now would lose it.
+        // document that another replica can still put back: writing over it now would lose
+        // it. With no document at all there is nothing to lose (a write races another
+        // replica's first one with If-None-Match), and the others' versions are written.
         let unserved: Vec<&String> = refused
             .iter()
             .filter(|(_, r)| r.serving.is_none() && r.offered.is_some())
@@ -673,7 +688,7 @@ impl FragmentState {
             .fragments()
             .map(|f| f.keys().cloned().collect())
             .unwrap_or_default();
-        if unserved.is_empty() || self.doc.fragments().is_some() {
+        if unserved.is_empty() || !matches!(self.doc, Doc::Ignored(_)) {
             self.persist(name, &served, &live, status).await;
         } else {
             tracing::debug!(fragments = ?unserved, "last good catalog not written while these fragments are served by none of their versions here");
@@ -793,9 +808,29 @@ impl FragmentState {
         if self.unread() {
             return;
         }
-        let empty = Fragments::new();
-        let stored = self.doc.fragments().unwrap_or(&empty);
-        let merged = last_good::merge(stored, served, live, &self.seen);
+        // What this replica cannot check stays for the replicas that can.
+        let (mut stored, unchecked) = match &self.doc {
+            Doc::Good {
+                fragments,
+                unchecked,
+                ..
+            } => (fragments.clone(), unchecked.clone()),
+            _ => Default::default(),
+        };
+        stored.extend(unchecked.iter().map(|(n, a)| (n.clone(), a.clone())));
+        let (merged, left_out) =
+            last_good::persistable(&last_good::merge(&stored, served, live, &self.seen));
+        // A fragment holding a key stops only its own persistence; said once per change.
+        let left_out: Vec<String> = left_out
+            .into_iter()
+            .map(|n| last_good::EncodeError::PrivateKey(n).to_string())
+            .collect();
+        if left_out != self.left_out {
+            for why in left_out.iter().filter(|w| !self.left_out.contains(w)) {
+                tracing::error!(last_good = %store.location(), "fragment left out of the last good catalog: {why}");
+            }
+            self.left_out = left_out;
+        }
         let outcome = match last_good::encode(name, &merged) {
             Ok((_, digest)) if matches!(&self.doc, Doc::Good { digest: d, .. } if *d == digest) => {
                 return;
@@ -820,11 +855,15 @@ impl FragmentState {
             Ok((tag, digest)) => {
                 tracing::info!(last_good = %store.location(), digest = %digest, fragments = merged.len(), "last good catalog written");
                 shown.digest = Some(digest.clone());
-                shown.error = None;
+                shown.error = (!self.left_out.is_empty()).then(|| self.left_out.join("; "));
+                let (unchecked, fragments) = merged
+                    .into_iter()
+                    .partition(|(n, _)| unchecked.contains_key(n) && !served.contains_key(n));
                 self.doc = Doc::Good {
                     tag,
                     digest,
-                    fragments: merged,
+                    fragments,
+                    unchecked,
                 };
                 self.store_error = None;
             }
@@ -841,7 +880,123 @@ impl FragmentState {
 
 #[cfg(test)]
 mod tests {
-    use super::CatalogLocation;
+    use super::*;
+
+    const A: &str = "version: 1\nproxies:\n  a:\n    listeners: [ { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: a } ] } ]\nupstreams:\n  a: { protocol: http1, endpoints: { static: [\"10.0.0.1:80\"] } }\n";
+
+    /// One replica of a directory catalog: its state, and what it loads the fragments with.
+    struct Replica {
+        state: FragmentState,
+        reader: CatalogReader,
+        server: crate::secrets::ServerSide,
+        status: Mutex<CatalogStatus>,
+        tx: watch::Sender<Option<Arc<LoadedCatalog>>>,
+        name: String,
+    }
+
+    impl Replica {
+        async fn start(
+            catalog: &std::path::Path,
+            last_good: &std::path::Path,
+            trust_domain: &str,
+        ) -> Replica {
+            let location = CatalogLocation::File(catalog.to_path_buf());
+            let reader = CatalogReader::new(&location).await;
+            let server = crate::secrets::ServerSide {
+                has_ca: false,
+                trust_domain: trust_domain.into(),
+            };
+            let status = Mutex::new(CatalogStatus::default());
+            let store = Some(LastGoodLocation::File(last_good.to_path_buf()));
+            let name = location.to_string();
+            let state = FragmentState::start(&name, store, &server, &reader, &status).await;
+            let (tx, _) = watch::channel(None);
+            Replica {
+                state,
+                reader,
+                server,
+                status,
+                tx,
+                name,
+            }
+        }
+
+        async fn load(&mut self) {
+            let Ok(Some(Documents::Fragments(docs))) = self.reader.read().await else {
+                panic!("no fragments read");
+            };
+            let metrics = Metrics::new();
+            self.state
+                .load(
+                    &self.name,
+                    &docs,
+                    &self.reader,
+                    &self.server,
+                    &self.tx,
+                    &metrics,
+                    &self.status,
+                )
+                .await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fragment_bad_from_its_first_version_does_not_stop_the_first_document() {
+        let dir = std::env::temp_dir().join(format!("xds-load-first-{}", std::process::id()));
+        let catalog = dir.join("catalog.d");
+        std::fs::create_dir_all(&catalog).unwrap();
+        std::fs::write(catalog.join("a.yaml"), A).unwrap();
+        std::fs::write(catalog.join("new.yaml"), A.replace("port: 8080", "port: 0")).unwrap();
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.load().await;
+        let st = x.status.lock().unwrap().clone();
+        assert_eq!(st.refused_fragments["new.yaml"].serving, None);
+        // No document yet: there is none to lose, and a.yaml's last good version is written.
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(doc["fragments"]["a.yaml"]["text"], A);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_refuses_a_persisted_fragment_does_not_drop_it_from_the_document() {
+        let dir = std::env::temp_dir().join(format!("xds-load-skip-{}", std::process::id()));
+        let catalog = dir.join("catalog.d");
+        std::fs::create_dir_all(&catalog).unwrap();
+        std::fs::write(catalog.join("a.yaml"), A).unwrap();
+        // A fragment only replicas of trust domain x.example take (during a rollout of a new
+        // --trust-domain, say).
+        let m =
+            A.replace("a:", "m:").replace("to: a", "to: m") + "mesh: { trust_domain: x.example }\n";
+        std::fs::write(catalog.join("m.yaml"), &m).unwrap();
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let persisted = || {
+            let doc: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            doc["fragments"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.load().await;
+        assert_eq!(persisted(), ["a.yaml", "m.yaml"]);
+        let mut y = Replica::start(&catalog, &path, "y.example").await;
+        y.load().await;
+        assert!(
+            y.status
+                .lock()
+                .unwrap()
+                .refused_fragments
+                .contains_key("m.yaml")
+        );
+        // Y cannot use m.yaml, and it leaves it for the replicas that can.
+        assert_eq!(persisted(), ["a.yaml", "m.yaml"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn catalog_locations() {

@@ -329,6 +329,27 @@ pub fn resolve(
     }
 }
 
+/// Whether fragments make one catalog as they are: no name defined twice, one mesh, every
+/// reference resolved. Versions served together always do; the shared last good versions of
+/// several replicas may not ([`crate::last_good::versions`]).
+pub fn fit_together(fragments: &Fragments) -> bool {
+    let mut defined = BTreeSet::new();
+    for a in fragments.values() {
+        if !defines(&a.catalog).into_iter().all(|t| defined.insert(t)) {
+            return false;
+        }
+    }
+    let mut meshes = fragments.values().filter_map(|a| a.catalog.mesh.as_ref());
+    let mesh = meshes.next();
+    if meshes.any(|m| Some(m) != mesh) {
+        return false;
+    }
+    let merged = union(fragments, mesh.cloned());
+    fragments
+        .values()
+        .all(|a| validate::references(&a.catalog, &merged).is_empty())
+}
+
 /// Moves a refused fragment one stage back: to its last good version, or out of the catalog.
 fn fall_back(
     name: &str,
