@@ -75,7 +75,7 @@ fn wait_answered_by(client: &mut XdsGrpcClient, what: &str, n: u32, names: &[&st
     })
 }
 
-/// Two grpcio backends behind a 50/50 split (a third parked at weight 0) reached through
+/// Two grpcio backends behind an 80/20 split (a third parked at weight 0) reached through
 /// `xds:///TARGET`, then one of them replaced by a fourth through an endpoint change, the client
 /// never restarted; an Envoy of the same proxy serves its HTTP listener all along.
 #[test]
@@ -103,7 +103,7 @@ proxies:
       - name: {TARGET}
         routes:
           - match: {{ prefix: / }}
-            split: {{ connector: 50, connector-v2: 50, parked: 0 }}
+            split: {{ connector: 80, connector-v2: 20, parked: 0 }}
 upstreams:
   web: {{ protocol: http1, endpoints: {{ static: ["{web}"] }} }}
   connector: {{ protocol: grpc, endpoints: {{ file: one.json }} }}
@@ -131,7 +131,8 @@ upstreams:
         client.process.output()
     );
 
-    // The split: both answer, each about half of 400 calls (binomial sd 10; bounds at 13 sd).
+    // The split: both answer, `two` about a fifth of 400 calls (binomial sd 8; bounds at 5 sd,
+    // which an even split, or weights ignored, falls outside).
     let first = client.calls(400, BATCH);
     assert!(
         first.errors.is_empty(),
@@ -142,13 +143,14 @@ upstreams:
     let total: u64 = first.answers.values().sum();
     assert_eq!(total, 400, "{first:?}");
     assert!(!first.answers.contains_key("parked"), "{first:?}");
-    for (name, n) in [("one", a), ("two", b)] {
+    for (name, n, bounds) in [("one", a, 280..=360), ("two", b, 40..=120)] {
         let n = n.copied().unwrap_or_default();
         assert!(
-            (70..=330).contains(&n),
-            "{name} answered {n} of 400 calls: not a 50/50 split ({first:?})"
+            bounds.contains(&n),
+            "{name} answered {n} of 400 calls: not an 80/20 split ({first:?})"
         );
     }
+    assert_no_nacks(&server);
 
     // The Envoy on the same server still gets its listener, and serves it.
     envoy.wait_live();
@@ -192,6 +194,22 @@ upstreams:
     assert_eq!(client.process.pid(), pid);
     assert!(client.process.is_running(), "the client was restarted");
     drop(one);
+}
+
+/// No client of `server` (the gRPC clients, an Envoy) refused any of its responses, and
+/// responses of every type were acknowledged.
+fn assert_no_nacks(server: &XdsServer) {
+    for t in ["lds", "rds", "cds", "eds"] {
+        assert!(
+            server.metric(&format!("xds_acks_total{{type=\"{t}\"}}")) >= 1.0,
+            "no {t} response was acknowledged"
+        );
+        assert_eq!(
+            server.metric(&format!("xds_nacks_total{{type=\"{t}\"}}")),
+            0.0,
+            "a client refused a {t} response"
+        );
+    }
 }
 
 /// A route's retry policy (gRFC A44) is the client's own: with `retries: { on: [unavailable] }`
@@ -352,6 +370,7 @@ upstreams:
         backend.process.output()
     );
 
+    assert_no_nacks(&server);
     // (Node's grpc-js-xds 1.14 cannot take this bootstrap: it has no `tls` channel credentials
     // for the control plane; docs/proxyless-grpc.md says so.)
 
