@@ -221,14 +221,22 @@ pub struct XdsGrpcClient {
 impl XdsGrpcClient {
     /// Starts a client of `target` (`xds:///NAME`) with the gRPC bootstrap file `bootstrap`.
     pub fn start(dir: &TempDir, target: &str, bootstrap: &std::path::Path) -> XdsGrpcClient {
-        let requests = dir.path().join("xds-calls");
+        // One batch directory (and log) per client of the test: xds-calls, xds-calls-2, ...
+        let name = (1..)
+            .map(|i| match i {
+                1 => "xds-calls".to_string(),
+                i => format!("xds-calls-{i}"),
+            })
+            .find(|n| !dir.path().join(n).exists())
+            .expect("a free name");
+        let requests = dir.path().join(&name);
         std::fs::create_dir_all(&requests).expect("the batch directory can be made");
         let mut cmd = Command::new(python());
         cmd.arg(repo_root().join("tests/fixtures/grpc_peers.py"))
             .args(["xds-calls", target])
             .arg(&requests)
             .env("GRPC_XDS_BOOTSTRAP", bootstrap);
-        let process = ChildGuard::spawn(cmd, dir.path().join("xds-calls.log"));
+        let process = ChildGuard::spawn(cmd, dir.path().join(format!("{name}.log")));
         XdsGrpcClient {
             process,
             requests,

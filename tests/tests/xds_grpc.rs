@@ -22,6 +22,10 @@ const TARGET: &str = "connector.prism-test.atala.local:50051";
 /// A batch is generous: the time for `n` calls once the client is configured (each waits for
 /// readiness up to 10 s).
 const BATCH: Duration = Duration::from_secs(60);
+/// A second target of the mesh TLS test, whose endpoint presents another proxy's identity.
+const IMPOSTOR: &str = "impostor.prism-test.atala.local:50051";
+/// The same endpoint as [`IMPOSTOR`], called as the proxy whose identity it has.
+const OTHER: &str = "other.prism-test.atala.local:50051";
 
 /// Writes the gRPC bootstrap `xds-server bootstrap --grpc` prints for node `node_id`.
 fn grpc_bootstrap(dir: &TempDir, xds_port: u16, node_id: &str) -> PathBuf {
@@ -277,7 +281,8 @@ upstreams:
 /// proxy `connector` and requires client certificates from the mesh CA. The proxyless client,
 /// whose bootstrap (`--identity-dir`) holds the identity `xds-server identity` got for its task
 /// role, reaches the control plane over mutual TLS and the backend through its cluster's
-/// certificate provider; a client without that identity is refused by the backend.
+/// certificate provider; a client without that identity is refused by the backend, and a
+/// server of the same CA with another proxy's identity is refused by the client.
 #[test]
 fn a_grpcio_client_reaches_a_mesh_tls_backend_with_its_identity() {
     let dir = TempDir::new("xds-grpc-tls");
@@ -306,6 +311,21 @@ fn a_grpcio_client_reaches_a_mesh_tls_backend_with_its_identity() {
         dir.write("connector-key.pem", &issued.private_key_pem),
     );
     let backend = PeerServer::grpc_tls(&dir, "connector", &cert, &key, &ca_file);
+    // An impostor: a certificate of the same CA, for another proxy's identity.
+    let other = ca
+        .issue(&Leaf {
+            names: vec!["127.0.0.1".into()],
+            uris: vec!["spiffe://mesh.local/proxy/other".into()],
+            server: true,
+            ttl: Duration::from_secs(3600),
+            ..Default::default()
+        })
+        .unwrap();
+    let (other_cert, other_key) = (
+        dir.write("other.pem", &other.certificate_pem),
+        dir.write("other-key.pem", &other.private_key_pem),
+    );
+    let impostor = PeerServer::grpc_tls(&dir, "impostor", &other_cert, &other_key, &ca_file);
     let catalog = dir.write(
         "catalog.yaml",
         &format!(
@@ -316,13 +336,22 @@ proxies:
     identity: {{ iam_roles: [wallet-task-role] }}
     grpc_services:
       - {{ name: {TARGET}, routes: [ {{ match: {{ prefix: / }}, to: connector }} ] }}
+      - {{ name: {IMPOSTOR}, routes: [ {{ match: {{ prefix: / }}, to: impostor }} ] }}
+      - {{ name: {OTHER}, routes: [ {{ match: {{ prefix: / }}, to: other }} ] }}
+  other:
+    listeners:
+      - {{ name: inbound, port: 15000, protocol: http, tls: {{ certificate: mesh }}, routes: [ {{ match: {{ prefix: / }}, to: other }} ] }}
   connector:                      # the backend serves its mesh identity itself
     listeners:
       - {{ name: inbound, port: 15000, protocol: http, tls: {{ certificate: mesh }}, routes: [ {{ match: {{ prefix: / }}, to: connector }} ] }}
 upstreams:
   connector: {{ protocol: grpc, endpoints: {{ static: ["{}"] }}, tls: {{ mesh: connector }} }}
+  impostor: {{ protocol: grpc, endpoints: {{ static: ["{}"] }}, tls: {{ mesh: connector }} }}
+  other: {{ protocol: grpc, endpoints: {{ static: ["{}"] }}, tls: {{ mesh: other }} }}
 "#,
-            backend.endpoint()
+            backend.endpoint(),
+            impostor.endpoint(),
+            impostor.endpoint(),
         ),
     );
     let server = plane(
@@ -371,6 +400,24 @@ upstreams:
     );
 
     assert_no_nacks(&server);
+
+    // A server of the same CA that is not `connector` is refused: the client checks the
+    // SPIFFE ID the cluster names, not only the chain. Called as what it is, it answers.
+    let mut right = XdsGrpcClient::start(&dir, &format!("xds:///{OTHER}"), &bootstrap);
+    let answered = right.calls(1, BATCH);
+    assert_eq!(
+        answered.answers.get("impostor"),
+        Some(&1),
+        "{answered:?}\n{}",
+        right.process.output()
+    );
+    let mut wrong = XdsGrpcClient::start(&dir, &format!("xds:///{IMPOSTOR}"), &bootstrap);
+    let refused = wrong.calls(1, BATCH);
+    assert!(
+        refused.answers.is_empty() && refused.errors.values().sum::<u64>() == 1,
+        "a server with another identity was trusted as connector: {refused:?}\n{}",
+        wrong.process.output()
+    );
     // (Node's grpc-js-xds 1.14 cannot take this bootstrap: it has no `tls` channel credentials
     // for the control plane; docs/proxyless-grpc.md says so.)
 
