@@ -297,35 +297,24 @@ fn a_grpcio_client_reaches_a_mesh_tls_backend_with_its_identity() {
         &read(&ca_dir.join("private_key.pem")),
     )
     .unwrap();
-    let issued = ca
-        .issue(&Leaf {
-            names: vec!["127.0.0.1".into()],
-            uris: vec!["spiffe://mesh.local/proxy/connector".into()],
-            server: true,
-            ttl: Duration::from_secs(3600),
-            ..Default::default()
-        })
-        .unwrap();
-    let (cert, key) = (
-        dir.write("connector.pem", &issued.certificate_pem),
-        dir.write("connector-key.pem", &issued.private_key_pem),
-    );
-    let backend = PeerServer::grpc_tls(&dir, "connector", &cert, &key, &ca_file);
+    // A backend serving the mesh identity of `proxy` (certificate and key files in `dir`).
+    let serving_as = |name: &str, proxy: &str| {
+        let issued = ca
+            .issue(&Leaf {
+                names: vec!["127.0.0.1".into()],
+                uris: vec![format!("spiffe://mesh.local/proxy/{proxy}")],
+                server: true,
+                ttl: Duration::from_secs(3600),
+                ..Default::default()
+            })
+            .unwrap();
+        let cert = dir.write(&format!("{proxy}.pem"), &issued.certificate_pem);
+        let key = dir.write(&format!("{proxy}-key.pem"), &issued.private_key_pem);
+        PeerServer::grpc_tls(&dir, name, &cert, &key, &ca_file)
+    };
+    let backend = serving_as("connector", "connector");
     // An impostor: a certificate of the same CA, for another proxy's identity.
-    let other = ca
-        .issue(&Leaf {
-            names: vec!["127.0.0.1".into()],
-            uris: vec!["spiffe://mesh.local/proxy/other".into()],
-            server: true,
-            ttl: Duration::from_secs(3600),
-            ..Default::default()
-        })
-        .unwrap();
-    let (other_cert, other_key) = (
-        dir.write("other.pem", &other.certificate_pem),
-        dir.write("other-key.pem", &other.private_key_pem),
-    );
-    let impostor = PeerServer::grpc_tls(&dir, "impostor", &other_cert, &other_key, &ca_file);
+    let impostor = serving_as("impostor", "other");
     let catalog = dir.write(
         "catalog.yaml",
         &format!(
