@@ -321,10 +321,10 @@ impl<'a> Validator<'a> {
 pub(super) fn ignored_by_grpc_clients(u: &Upstream) -> Vec<&'static str> {
     let mut out = Vec::new();
     if u.health_check.is_some() {
-        out.push("has a health_check, which gRPC clients do not run: they skip endpoints they cannot connect to, and proxies still check");
+        out.push("has a health_check, which gRPC clients do not run: they skip endpoints they cannot connect to (Envoys that route to it still check)");
     }
     if u.outlier_detection.is_some() {
-        out.push("has outlier_detection, which gRPC clients do not apply: they eject on success rate or failure percentage only (gRFC A50), never on consecutive errors");
+        out.push("has outlier_detection, of which gRPC clients ignore consecutive_5xx: they eject on success rate only (gRFC A50, with Envoy's defaults, which need 5 endpoints of 100 calls each per interval), taking its interval, base_ejection_time and max_ejection_percent");
     }
     if u.max_connections.is_some() || u.max_pending_requests.is_some() {
         out.push("sets max_connections or max_pending_requests, which gRPC clients ignore: of the circuit breakers they honour max_requests only");

@@ -1,4 +1,5 @@
-//! Clusters (one per upstream a proxy uses) and their endpoint assignments.
+//! Clusters (one per upstream a proxy's listeners use; gRPC clients' own in `grpc`) and the
+//! endpoint assignments of every upstream a proxy uses.
 
 use std::collections::{BTreeMap, HashMap};
 

@@ -2,8 +2,10 @@
 //! A31, A44): an API listener named as the target, whose connection manager takes its routes
 //! over RDS (ADS) and has the router filter only, and the route configuration.
 //!
-//! Clusters and endpoint assignments are the proxy's own (see `cluster`): the same resource
-//! serves an Envoy and a gRPC client, each reading the part it implements.
+//! Endpoint assignments are the proxy's own (see `cluster`). So is a cluster when an Envoy
+//! listener of the proxy routes to the upstream too and it has no TLS: the same resource serves
+//! an Envoy and a gRPC client, each reading the part it implements. Otherwise gRPC clients get
+//! a cluster `grpc/NAME` of their own, which no Envoy is sent.
 
 use envoy_types::pb::envoy::config::listener::v3::{ApiListener, Listener as EnvoyListener};
 use envoy_types::pb::envoy::config::route::v3::{
@@ -58,9 +60,10 @@ pub(super) fn upstreams(p: &Proxy) -> Vec<&UpstreamName> {
 /// have, when they have one and it has no mesh TLS (whose SDS secrets gRPC clients cannot
 /// take); otherwise one of their own (see [`clusters`]), so that Envoys neither get nor warm a
 /// cluster they never route to.
-fn cluster_name(catalog: &Catalog, p: &Proxy, name: &UpstreamName) -> String {
+/// `envoys` is the proxy's [`super::listener_upstreams`].
+fn cluster_name(catalog: &Catalog, envoys: &[&UpstreamName], name: &UpstreamName) -> String {
     let tls = catalog.upstreams.get(name).is_some_and(|u| u.tls.is_some());
-    match tls || !super::listener_upstreams(p).contains(&name) {
+    match tls || envoys.binary_search(&name).is_err() {
         true => format!("{CLUSTER_PREFIX}{name}"),
         false => name.0.clone(),
     }
@@ -70,10 +73,11 @@ fn cluster_name(catalog: &Catalog, p: &Proxy, name: &UpstreamName) -> String {
 /// [`cluster_name`]): the proxy's cluster of the upstream, with the TLS of gRFC A29
 /// (certificate provider instances) for a mesh TLS upstream, taking the upstream's endpoints.
 pub(super) fn clusters(catalog: &Catalog, proxy: &ProxyName, p: &Proxy) -> Vec<(String, Any)> {
+    let envoys = super::listener_upstreams(p);
     upstreams(p)
         .into_iter()
         .filter_map(|name| {
-            let c_name = cluster_name(catalog, p, name);
+            let c_name = cluster_name(catalog, &envoys, name);
             if c_name == name.0 {
                 return None;
             }
@@ -116,26 +120,33 @@ pub(super) fn listener(s: &GrpcService) -> Any {
 /// The RDS resource of a gRPC service: one virtual host that takes any authority (the client
 /// picks it by the target, which the listener's name already is).
 pub(super) fn route_configuration(catalog: &Catalog, p: &Proxy, s: &GrpcService) -> Any {
+    let envoys = super::listener_upstreams(p);
     pack_any(RouteConfiguration {
         name: s.name.clone(),
         virtual_hosts: vec![VirtualHost {
             name: s.name.clone(),
             domains: vec!["*".into()],
-            routes: s.routes.iter().map(|r| grpc_route(catalog, p, r)).collect(),
+            routes: s
+                .routes
+                .iter()
+                .map(|r| grpc_route(catalog, &envoys, r))
+                .collect(),
             ..Default::default()
         }],
         ..Default::default()
     })
 }
 
-fn grpc_route(catalog: &Catalog, p: &Proxy, r: &Route) -> EnvoyRoute {
+fn grpc_route(catalog: &Catalog, envoys: &[&UpstreamName], r: &Route) -> EnvoyRoute {
     let mut matcher = route::route_match(&r.matcher);
     // Every call to a gRPC client's target is gRPC: the content-type condition adds nothing.
     matcher.grpc = None;
     EnvoyRoute {
         r#match: Some(matcher),
         action: Some(Action::Route(RouteAction {
-            cluster_specifier: Some(route::cluster_specifier(r, |n| cluster_name(catalog, p, n))),
+            cluster_specifier: Some(route::cluster_specifier(r, |n| {
+                cluster_name(catalog, envoys, n)
+            })),
             max_stream_duration: stream_limit(catalog, r),
             retry_policy: r.retries.as_ref().map(|retries| RetryPolicy {
                 retry_on: retries.retry_on(),

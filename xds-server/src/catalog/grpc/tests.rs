@@ -75,7 +75,7 @@ fn a_grpc_service_parses_beside_listeners() {
     assert_eq!(
         w,
         [
-            r#"proxies.w.grpc_services[0].routes[1]: upstream "c2" has a health_check, which gRPC clients do not run: they skip endpoints they cannot connect to, and proxies still check"#
+            r#"proxies.w.grpc_services[0].routes[1]: upstream "c2" has a health_check, which gRPC clients do not run: they skip endpoints they cannot connect to (Envoys that route to it still check)"#
         ]
     );
 }
@@ -205,7 +205,7 @@ fn settings_grpc_clients_ignore_are_warned_about() {
         w,
         [
             format!(
-                "{at} has outlier_detection, which gRPC clients do not apply: they eject on success rate or failure percentage only (gRFC A50), never on consecutive errors"
+                "{at} has outlier_detection, of which gRPC clients ignore consecutive_5xx: they eject on success rate only (gRFC A50, with Envoy's defaults, which need 5 endpoints of 100 calls each per interval), taking its interval, base_ejection_time and max_ejection_percent"
             ),
             format!(
                 "{at} sets max_connections or max_pending_requests, which gRPC clients ignore: of the circuit breakers they honour max_requests only"
