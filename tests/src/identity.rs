@@ -3,6 +3,7 @@
 //! identities.
 
 use std::path::Path;
+use std::process::{Command, Output};
 
 use crate::{Moto, TempDir, XdsServer};
 
@@ -41,6 +42,43 @@ pub fn env_with(moto: &Moto, creds: &Credentials) -> Vec<(&'static str, String)>
     env.push(("AWS_SECRET_ACCESS_KEY", creds.secret.clone()));
     env.push(("AWS_SESSION_TOKEN", creds.token.clone()));
     env
+}
+
+/// `xds-server identity` against `server`'s xDS port, checking it with `ca_file`, writing to
+/// `out`, with the task environment `env`.
+pub fn identity_cmd(
+    server: &XdsServer,
+    ca_file: &Path,
+    out: &Path,
+    env: &[(&str, String)],
+) -> Command {
+    let mut cmd = Command::new(crate::workspace_bin("xds-server"));
+    cmd.args([
+        "identity",
+        "--xds",
+        &format!("127.0.0.1:{}", server.xds_port),
+    ])
+    .arg("--out")
+    .arg(out)
+    .arg("--xds-ca")
+    .arg(ca_file)
+    .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    cmd
+}
+
+/// `xds-server identity` once (at most 60 s), with `extra` flags.
+pub fn identity(
+    server: &XdsServer,
+    ca_file: &Path,
+    out: &Path,
+    env: &[(&str, String)],
+    extra: &[&str],
+) -> Output {
+    identity_cmd(server, ca_file, out, env)
+        .args(extra)
+        .args(["--timeout", "60s"])
+        .output()
+        .expect("xds-server identity runs")
 }
 
 /// A control plane on `catalog` with its CA at `ca` (`file:DIR` or `secretsmanager:NAME`), TLS

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use tests::identity::{assume, env_with, plane};
+use tests::identity::{assume, env_with, identity, plane};
 use tests::openssl::{curl, x509_text};
 use tests::{Backend, Envoy, Mode, Moto, TempDir, free_port, http, wait_for, workspace_bin};
 
@@ -78,20 +78,7 @@ upstreams:
     for (proxy, mode) in [("callee", Mode::Sotw), ("caller", Mode::Delta)] {
         let env = env_with(&moto, &assume(&moto, &format!("{proxy}-role"), proxy));
         let out_dir = dir.path().join(format!("{proxy}-identity"));
-        let out = Command::new(workspace_bin("xds-server"))
-            .args([
-                "identity",
-                "--xds",
-                &format!("127.0.0.1:{}", server.xds_port),
-            ])
-            .arg("--out")
-            .arg(&out_dir)
-            .arg("--xds-ca")
-            .arg(&ca_file)
-            .args(["--timeout", "60s"])
-            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-            .output()
-            .unwrap();
+        let out = identity(&server, &ca_file, &out_dir, &env, &[]);
         assert!(
             out.status.success(),
             "{}",

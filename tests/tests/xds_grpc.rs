@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tests::cli::assert_envoy_accepts;
 use tests::grpc::{self, Batch, CallOptions, CallTls, PeerServer, XdsGrpcClient};
-use tests::identity::{assume, env_with, plane};
+use tests::identity::{assume, env_with, identity, plane};
 use tests::{
     Backend, Envoy, Mode, Moto, TempDir, XdsServer, ca_init, free_port, http, wait_for,
     workspace_bin,
@@ -361,20 +361,13 @@ upstreams:
     );
     let creds = assume(&moto, "wallet-task-role", "task-1");
     let identity_dir = dir.path().join("identity");
-    let out = Command::new(workspace_bin("xds-server"))
-        .args([
-            "identity",
-            "--xds",
-            &format!("127.0.0.1:{}", server.xds_port),
-        ])
-        .arg("--out")
-        .arg(&identity_dir)
-        .arg("--xds-ca")
-        .arg(&ca_file)
-        .args(["--timeout", "60s"])
-        .envs(env_with(&moto, &creds))
-        .output()
-        .expect("xds-server identity runs");
+    let out = identity(
+        &server,
+        &ca_file,
+        &identity_dir,
+        &env_with(&moto, &creds),
+        &[],
+    );
     assert!(
         out.status.success(),
         "{}",

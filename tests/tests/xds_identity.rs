@@ -4,17 +4,14 @@
 //! to the control plane, renewed without a restart.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
-use tests::identity::{assume, env_with, plane};
+use tests::identity::{assume, env_with, identity, identity_cmd, plane};
 use tests::openssl::x509_text;
 use tests::process::ChildGuard;
 use tests::xds_client::{tls_config, tls_connector};
-use tests::{
-    Backend, Envoy, Mode, Moto, TempDir, XdsServer, ca_init, free_port, http, wait_for,
-    workspace_bin,
-};
+use tests::{Backend, Envoy, Mode, Moto, TempDir, XdsServer, ca_init, free_port, http, wait_for};
 
 /// The catalog: proxy `demo` (task role `demo-task-role`, by name; alias [`DEMO_ARN`]) listens
 /// on `port` and routes to `backend`; proxy `web` (alias [`WEB_ARN`]) belongs to another role.
@@ -42,36 +39,6 @@ upstreams:
             backend.endpoint()
         ),
     )
-}
-
-fn identity_cmd(server: &XdsServer, ca_file: &Path, out: &Path, env: &[(&str, String)]) -> Command {
-    let mut cmd = Command::new(workspace_bin("xds-server"));
-    cmd.args([
-        "identity",
-        "--xds",
-        &format!("127.0.0.1:{}", server.xds_port),
-    ])
-    .arg("--out")
-    .arg(out)
-    .arg("--xds-ca")
-    .arg(ca_file)
-    .envs(env.iter().map(|(k, v)| (*k, v.as_str())));
-    cmd
-}
-
-/// `xds-server identity` once.
-fn identity(
-    server: &XdsServer,
-    ca_file: &Path,
-    out: &Path,
-    env: &[(&str, String)],
-    extra: &[&str],
-) -> Output {
-    identity_cmd(server, ca_file, out, env)
-        .args(extra)
-        .args(["--timeout", "60s"])
-        .output()
-        .expect("xds-server identity runs")
 }
 
 fn text(out: &Output) -> String {
