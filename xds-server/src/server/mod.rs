@@ -187,6 +187,7 @@ impl XdsServer {
         tonic::service::Routes::new(wire::Ads {
             server: self.clone(),
             max_request: MAX_REQUEST,
+            max_response: MAX,
         })
         .add_service(
             ClusterDiscoveryServiceServer::new(self.clone()).max_encoding_message_size(MAX),

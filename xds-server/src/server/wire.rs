@@ -37,6 +37,8 @@ pub(crate) struct Ads {
     pub(crate) server: XdsServer,
     /// The largest request accepted.
     pub(crate) max_request: usize,
+    /// The largest response sent; a larger one ends the stream with an error instead.
+    pub(crate) max_response: usize,
 }
 
 impl NamedService for Ads {
@@ -82,21 +84,29 @@ impl Ads {
         let requests =
             Streaming::new_request(decoder, req.into_body(), None, Some(self.max_request));
         match self.server.spawn::<V>(Scope::Aggregated, peer, requests) {
-            Ok(rx) => response(rx),
+            Ok(rx) => response(rx, self.max_response),
             Err(status) => status.into_http(),
         }
     }
 }
 
 /// One gRPC message frame: the uncompressed flag, the length, the message; one allocation.
-fn frame(message: &impl prost::Message) -> Bytes {
+/// A message larger than `max` is an error, as tonic's own limit makes it.
+fn frame(message: &impl prost::Message, max: usize) -> Result<Bytes, Status> {
     let len = message.encoded_len();
+    let prefix = u32::try_from(len)
+        .ok()
+        .filter(|_| len <= max)
+        .ok_or_else(|| {
+            Status::out_of_range(format!(
+                "a response of {len} bytes is over the limit of {max}"
+            ))
+        })?;
     let mut buf = Vec::with_capacity(5 + len);
     buf.push(0);
-    // `Variant::Resp` sizes are capped well below 4 GiB by the snapshot sizes Envoy accepts.
-    buf.extend_from_slice(&u32::try_from(len).unwrap_or(u32::MAX).to_be_bytes());
+    buf.extend_from_slice(&prefix.to_be_bytes());
     message.encode_raw(&mut buf);
-    Bytes::from(buf)
+    Ok(Bytes::from(buf))
 }
 
 /// The trailers that end a stream with `status`.
@@ -111,11 +121,15 @@ fn trailers(status: &Status) -> http::HeaderMap {
 /// The streaming response: each message framed as it comes, then the status in trailers.
 fn response<M: prost::Message + Send + 'static>(
     rx: mpsc::Receiver<Result<M, Status>>,
+    max: usize,
 ) -> http::Response<Body> {
-    let frames = futures_util::stream::unfold(Some(rx), |rx| async move {
+    let frames = futures_util::stream::unfold(Some(rx), move |rx| async move {
         let mut rx = rx?;
         Some(match rx.recv().await {
-            Some(Ok(message)) => (Ok(Frame::data(frame(&message))), Some(rx)),
+            Some(Ok(message)) => match frame(&message, max) {
+                Ok(data) => (Ok(Frame::data(data)), Some(rx)),
+                Err(status) => (Ok(Frame::trailers(trailers(&status))), None),
+            },
             Some(Err(status)) => (Ok(Frame::trailers(trailers(&status))), None),
             None => (Ok(Frame::trailers(trailers(&Status::ok("")))), None),
         })
@@ -136,6 +150,16 @@ mod tests {
 
     use super::*;
 
+    /// The next frame of `body`, which must be the trailers.
+    async fn next_trailers(body: &mut Body) -> http::HeaderMap {
+        body.frame()
+            .await
+            .expect("a frame")
+            .expect("no error")
+            .into_trailers()
+            .expect("trailers")
+    }
+
     #[tokio::test]
     async fn each_response_is_one_grpc_frame_and_an_error_ends_the_stream_in_its_trailers() {
         let (tx, rx) = mpsc::channel(4);
@@ -150,7 +174,7 @@ mod tests {
             .unwrap();
         tx.send(Ok(sent.clone())).await.unwrap();
         drop(tx);
-        let mut body = response(rx).into_body();
+        let mut body = response(rx, 1024).into_body();
 
         let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert_eq!(data[0], 0, "uncompressed");
@@ -158,13 +182,7 @@ mod tests {
         assert_eq!(len, data.len() - 5);
         assert_eq!(DiscoveryResponse::decode(&data[5..]).unwrap(), sent);
 
-        let trailers = body
-            .frame()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_trailers()
-            .unwrap();
+        let trailers = next_trailers(&mut body).await;
         assert_eq!(trailers["grpc-status"], "7");
         // Percent-encoded, as gRPC sends messages.
         assert_eq!(trailers["grpc-message"], "not%20yours");
@@ -173,17 +191,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_response_over_the_limit_ends_the_stream_with_an_error() {
+        let (tx, rx) = mpsc::channel(1);
+        let big = DiscoveryResponse {
+            version_info: "v".repeat(2048),
+            ..Default::default()
+        };
+        tx.send(Ok(big)).await.unwrap();
+        let mut body = response(rx, 1024).into_body();
+        let trailers = next_trailers(&mut body).await;
+        assert_eq!(trailers["grpc-status"], "11", "OUT_OF_RANGE");
+        assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
     async fn a_stream_the_server_ends_closes_with_status_ok() {
         let (tx, rx) = mpsc::channel::<Result<DiscoveryResponse, Status>>(1);
         drop(tx);
-        let mut body = response(rx).into_body();
-        let trailers = body
-            .frame()
-            .await
-            .unwrap()
-            .unwrap()
-            .into_trailers()
-            .unwrap();
+        let mut body = response(rx, 1024).into_body();
+        let trailers = next_trailers(&mut body).await;
         assert_eq!(trailers["grpc-status"], "0");
         assert!(body.frame().await.is_none());
     }
