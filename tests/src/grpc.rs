@@ -249,8 +249,12 @@ impl XdsGrpcClient {
     pub fn calls(&mut self, n: u32, limit: Duration) -> Batch {
         let k = self.next;
         self.next += 1;
-        std::fs::write(self.requests.join(format!("batch-{k}.req")), n.to_string())
-            .expect("the batch request can be written");
+        // Written aside and renamed: the client polls for the file and must never read it
+        // half written (an empty count once crashed it).
+        let request = self.requests.join(format!("batch-{k}.req"));
+        let staged = self.requests.join(format!(".batch-{k}.req.tmp"));
+        std::fs::write(&staged, n.to_string()).expect("the batch request can be written");
+        std::fs::rename(&staged, &request).expect("the batch request can be published");
         let result = self.requests.join(format!("batch-{k}.json"));
         // Not `wait_for`: a batch that does not end panics with the client's log, which says
         // why (a NACK, a resource that does not exist).
