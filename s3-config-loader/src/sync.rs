@@ -220,7 +220,12 @@ pub enum Fetched {
     /// The object still has the ETag given (HTTP 304).
     NotModified,
     /// The object's content.
-    Body(Vec<u8>),
+    Body {
+        /// Its bytes.
+        bytes: Vec<u8>,
+        /// When it was uploaded (`Last-Modified`), if S3 said.
+        modified: Option<std::time::SystemTime>,
+    },
 }
 
 /// Runs passes for one source and target; keeps the state between passes.
@@ -425,7 +430,7 @@ impl Syncer {
                     report.unchanged += 1;
                     self.remember(rel, &obj.key, etag.unwrap_or_else(|| obj.etag.clone()));
                 }
-                Ok((Fetched::Body(body), etag)) => {
+                Ok((Fetched::Body { bytes: body, .. }, etag)) => {
                     report.downloaded += 1;
                     report.bytes += body.len() as u64;
                     match self.install(&dir, &obj.key, rel, body).await {
@@ -739,6 +744,9 @@ pub async fn fetch_object(
         return Err(too_large(key, size, max));
     }
     let etag = resp.e_tag().map(str::to_string);
+    let modified = resp
+        .last_modified()
+        .and_then(|t| std::time::SystemTime::try_from(*t).ok());
     let body = resp.body.collect().await.map_err(|e| {
         // The byte stream's error says only "streaming error"; the reason is in its sources.
         let text = common::aws::error_chain(&e);
@@ -753,7 +761,7 @@ pub async fn fetch_object(
     if bytes.len() as u64 > max {
         return Err(too_large(key, bytes.len() as u64, max));
     }
-    Ok((Fetched::Body(bytes), etag))
+    Ok((Fetched::Body { bytes, modified }, etag))
 }
 
 /// Runs `cmd` through `sh -c` with `{}` replaced by the (quoted) staged file path.

@@ -1,7 +1,7 @@
 //! Catalog fragments that behave like a mesh, against real Envoy 1.40 and moto's S3: a route to
 //! another fragment's upstream, a bad fragment that harms only itself, a replica started while
 //! a fragment is bad that serves the same last good version as the others, and
-//! `validate FILE --with DIR-or-s3://PREFIX/`.
+//! `validate FILE --with DIR-or-s3://PREFIX/`, and a last good catalog that cannot be written.
 
 use std::ffi::OsStr;
 use std::process::{Command, Output};
@@ -295,14 +295,15 @@ fn a_replica_started_while_a_fragment_is_bad_serves_its_last_good_version() {
 
     first.expect_catalog_refused(|| put(&rt, &s3, "xds/catalog.d/a.yaml", &broken("a")));
     let persisted = get(&rt, &s3, "xds/catalog.d/.last-good.json").expect("persisted");
-    // It holds A's good version, with its ETag, and it is the document the first replica wrote.
+    // It holds A's good version, with its ETag and upload time, and it is the document the
+    // first replica wrote.
     let doc: serde_json::Value = serde_json::from_str(&persisted).unwrap();
     assert_eq!(doc["digest"], digest.as_str());
     assert_eq!(doc["fragments"]["a.yaml"]["text"], good_a.as_str());
     assert!(
         doc["fragments"]["a.yaml"]["source"]
             .as_str()
-            .is_some_and(|s| s.starts_with("ETag ")),
+            .is_some_and(|s| s.starts_with("ETag ") && s.contains(", modified ")),
         "{doc}"
     );
     // The hidden object is no fragment of the prefix.
@@ -716,4 +717,65 @@ fn a_fragment_holding_a_private_key_is_left_out_of_the_last_good_catalog_and_the
         1,
         "{log}"
     );
+}
+
+#[test]
+fn a_last_good_catalog_that_cannot_be_written_is_tried_again_at_each_poll_without_loading_again() {
+    let dir = TempDir::new("fragments-unwritable");
+    let a1 = Backend::start("a1", 0).unwrap();
+    let a_port = free_port();
+    write(
+        &dir,
+        "a.yaml",
+        &fragment("a", a_port, "a-web", &[("a-web", &a1)]),
+    );
+    // The document's directory is a link to one not made yet: there is no document, and no
+    // write succeeds (as for a task role without s3:PutObject).
+    std::os::unix::fs::symlink(dir.path().join("missing"), dir.path().join("store")).unwrap();
+    let path = dir.path().join("store").join("last-good.json");
+    let server = XdsServer::start_with(
+        &dir,
+        &dir.path().join("catalog.d"),
+        0,
+        &[
+            "--catalog-interval",
+            "100ms",
+            "--last-good",
+            path.to_str().unwrap(),
+        ],
+    );
+    server.wait_ready();
+    let error = wait_for("the write error shown", Duration::from_secs(20), || {
+        status(&server)["last_good"]["error"]
+            .as_str()
+            .map(String::from)
+    });
+    assert!(error.starts_with("cannot write"), "{error}");
+    let envoy = Envoy::start(&dir, "a", server.xds_port, Mode::Delta);
+    envoy.wait_live();
+    http::wait_for_body(a_port, "a1");
+    // Many polls later: the catalog was loaded once, the error logged once, and still shown.
+    std::thread::sleep(Duration::from_secs(2));
+    let log = server.process.output();
+    assert_eq!(log.matches("catalog loaded").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("last good catalog not written").count(),
+        1,
+        "{log}"
+    );
+    assert_eq!(server.metric("xds_catalog_loads_total{result=\"ok\"}"), 1.0);
+    assert_eq!(status(&server)["last_good"]["error"], error.as_str());
+    // Once it can be, it is written at the next poll, though the catalog did not change.
+    std::fs::create_dir(dir.path().join("missing")).unwrap();
+    wait_for("the document written", Duration::from_secs(20), || {
+        status(&server)["last_good"]["digest"].as_str().map(drop)
+    });
+    let st = status(&server);
+    assert!(st["last_good"]["error"].is_null(), "{st}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(doc["digest"], st["last_good"]["digest"]);
+    assert!(doc["fragments"].get("a.yaml").is_some(), "{doc}");
+    assert_eq!(server.process.output().matches("catalog loaded").count(), 1);
+    http::wait_for_body(a_port, "a1");
 }

@@ -1,14 +1,17 @@
 //! The persisted last good catalog of a directory or S3 prefix: every fragment at the version
-//! served, with its source's ETag or mtime, in one JSON document next to the catalog. A replica
+//! served, with its source's upload time (and ETag), in one JSON document next to the catalog. A replica
 //! that starts while a fragment is bad serves that fragment's last good version from it, so
 //! every replica serves the same resources.
 //!
-//! The document is a function of what is served and nothing else (no time, no host): replicas
+//! The document is a function of what is served and nothing else (no time of writing, no
+//! host; the upload times are the sources'): replicas
 //! that serve the same catalog write the same bytes, and its `digest` (SHA-256 of the
 //! fragments) names that content. It is written whole and atomically (a staged file renamed
 //! over the old one; one PutObject), so a reader sees one replica's document, never a mix.
 //! It holds the fragments' own text, which names certificate files and secrets but never holds
-//! their content; a fragment that carries a private key anyway is not persisted.
+//! their content; a fragment that carries a private key anyway is not persisted
+//! ([`crate::secrets::private_key_in`]). Of two versions of a fragment, the one uploaded last
+//! is written ([`merge`]), so a replica that lags behind an upload does not undo it.
 //!
 //! A document that is not one (corrupt, another format, its digest wrong) or that was written
 //! for another catalog location is ignored with a log line; it is only ever consulted for
@@ -95,7 +98,8 @@ impl LastGoodLocation {
 struct Persisted {
     /// [`FragmentVersion`] of `text`.
     version: FragmentVersion,
-    /// The source's ETag or mtime of that version.
+    /// What the source said of that version: its upload time, and for S3 its ETag
+    /// ([`Document::source`]); a document written before times were kept has none.
     source: Option<String>,
     /// The fragment as it was read.
     text: String,
@@ -122,34 +126,66 @@ fn digest(fragments: &BTreeMap<String, Persisted>) -> String {
 /// Why a document is not written.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EncodeError {
-    /// A fragment's text holds what looks like a private key.
+    /// A fragment holds a private key ([`crate::secrets::private_key_in`]).
     #[error(
-        "{0} holds a private key (\"PRIVATE KEY-----\"): the last good catalog is not written with it; keep keys in files or Secrets Manager and name them"
+        "{fragment} holds a private key ({found}): the last good catalog is not written with it; keep keys in files or Secrets Manager and name them"
     )]
-    PrivateKey(String),
+    PrivateKey {
+        /// The fragment.
+        fragment: String,
+        /// What was found, without the key.
+        found: String,
+    },
 }
 
-/// Whether a fragment's text holds what looks like a PEM private key.
-fn holds_private_key(text: &str) -> bool {
-    text.contains("PRIVATE KEY-----")
+/// What of a fragment is a private key, if any: in its text (comments too) or in any of its
+/// values (a string escaped in JSON or YAML, the base64 of a DER key).
+fn private_key(name: &str, text: &str) -> Option<String> {
+    fn in_value(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) => crate::secrets::private_key_in(s),
+            serde_json::Value::Array(items) => items.iter().find_map(in_value),
+            serde_json::Value::Object(m) => m
+                .iter()
+                .find_map(|(k, v)| crate::secrets::private_key_in(k).or_else(|| in_value(v))),
+            _ => None,
+        }
+    }
+    crate::secrets::private_key_in(text).or_else(|| {
+        crate::catalog::parse_value(name, text)
+            .ok()
+            .and_then(|v| in_value(&v))
+    })
 }
 
-/// The fragments a document may hold, and the names of those left out because they hold what
-/// looks like a private key: such a fragment is not persisted, the others still are.
-pub fn persistable(fragments: &Fragments) -> (Fragments, Vec<String>) {
-    let (keyed, kept): (Fragments, Fragments) = fragments
-        .iter()
-        .map(|(n, a)| (n.clone(), a.clone()))
-        .partition(|(_, a)| holds_private_key(&a.text));
-    (kept, keyed.into_keys().collect())
+/// The fragments a document may hold, and why those left out are (they hold a private key):
+/// such a fragment is not persisted, the others still are.
+pub fn persistable(fragments: &Fragments) -> (Fragments, Vec<EncodeError>) {
+    let mut kept = Fragments::new();
+    let mut left_out = Vec::new();
+    for (name, a) in fragments {
+        match private_key(name, &a.text) {
+            Some(found) => left_out.push(EncodeError::PrivateKey {
+                fragment: name.clone(),
+                found,
+            }),
+            None => {
+                kept.insert(name.clone(), a.clone());
+            }
+        }
+    }
+    (kept, left_out)
 }
 
 /// The document for the fragments served from `catalog`, and its digest.
 pub fn encode(catalog: &str, served: &Fragments) -> Result<(Vec<u8>, String), EncodeError> {
     let mut fragments = BTreeMap::new();
     for (name, a) in served {
-        if holds_private_key(&a.text) {
-            return Err(EncodeError::PrivateKey(name.clone()));
+        if let Some(found) = private_key(name, &a.text) {
+            return Err(EncodeError::PrivateKey {
+                fragment: name.clone(),
+                found,
+            });
         }
         fragments.insert(
             name.clone(),
@@ -441,7 +477,9 @@ fn write_file(path: &std::path::Path, bytes: &[u8], over: Option<&Tag>) -> Resul
 /// it does not serve and has not seen go away. A stored fragment is dropped only when it is
 /// absent from the location (`live`) and was in this replica's previous view (`seen`: the
 /// names it listed or read in the document before): one it never saw is another replica's
-/// newer news, kept until this replica lists it or sees it removed.
+/// newer news, kept until this replica lists it or sees it removed. Of a fragment both hold,
+/// the version uploaded last is kept ([`newer`]): a replica that has not polled since an
+/// upload does not write its older version over the newer one.
 pub fn merge(
     stored: &Fragments,
     served: &Fragments,
@@ -450,12 +488,29 @@ pub fn merge(
 ) -> Fragments {
     let mut out = served.clone();
     for (name, a) in stored {
-        if out.contains_key(name) || (!live.contains(name) && seen.contains(name)) {
-            continue;
+        let keep = match out.get(name) {
+            Some(mine) => newer(a, mine),
+            None => live.contains(name) || !seen.contains(name),
+        };
+        if keep {
+            out.insert(name.clone(), a.clone());
         }
-        out.insert(name.clone(), a.clone());
     }
     out
+}
+
+/// Whether `a` is a later version of a fragment than `b`: uploaded later, by its source's
+/// time (S3 `Last-Modified`, a file's mtime; a version whose source does not say is the
+/// older); at the same time, the greater version, so that every replica picks the same one.
+pub fn newer(a: &fragments::Accepted, b: &fragments::Accepted) -> bool {
+    let key = |x: &fragments::Accepted| {
+        (
+            fragments::uploaded(x.source.as_deref()),
+            x.version.clone(),
+            x.source.clone(),
+        )
+    };
+    key(a) > key(b)
 }
 
 /// The last good versions a replica's fragments fall back to: the document's (`shared`) where
@@ -474,6 +529,32 @@ pub fn versions(own: &Fragments, shared: Option<&Fragments>) -> Fragments {
     } else {
         own.clone()
     }
+}
+
+/// The own last good versions of a replica that has served nothing yet, when the document
+/// (`shared`) does not make one catalog (written by a replica that knew less, or by hand):
+/// each fragment's version as read now (`now`: those that pass their own checks), the
+/// document's only for the others (bad now, or no longer listed), so a fragment good now is
+/// never taken out by another one's older version. When even those do not fit together, the
+/// document's versions that define a name a fragment good now defines, or set another mesh,
+/// are left out. When the document does make one catalog, it is the last good, as on the
+/// replicas already running.
+pub fn starting(now: &Fragments, shared: &Fragments) -> Fragments {
+    if fragments::fit_together(shared) {
+        return shared.clone();
+    }
+    let mut out = now.clone();
+    for (name, a) in shared {
+        out.entry(name.clone()).or_insert_with(|| a.clone());
+    }
+    if fragments::fit_together(&out) {
+        return out;
+    }
+    out.retain(|name, a| {
+        let fits = !fragments::clashes(a, now);
+        now.contains_key(name) || fits
+    });
+    out
 }
 
 /// What the status shows of the last good catalog.
@@ -573,15 +654,56 @@ mod tests {
 
     #[test]
     fn a_fragment_holding_a_private_key_is_not_persisted() {
-        let with_key = format!("{WALLET}# -----BEGIN PRIVATE KEY-----\n");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pem = key.serialize_pem();
+        // In a comment.
+        let commented: String = pem.lines().map(|l| format!("# {l}\n")).collect();
+        let with_key = format!("{WALLET}{commented}");
         let e = encode("catalog.d", &served(&[("wallet.yaml", &with_key)])).unwrap_err();
-        assert_eq!(e, EncodeError::PrivateKey("wallet.yaml".into()));
+        assert_eq!(
+            e,
+            EncodeError::PrivateKey {
+                fragment: "wallet.yaml".into(),
+                found: "a PEM PRIVATE KEY block".into()
+            }
+        );
+        // In a value, JSON-escaped so that its text shows no PEM line.
+        let json = |header: &str| {
+            let escaped = serde_json::to_string(header)
+                .unwrap()
+                .replace(' ', "\\u0020");
+            format!(
+                r#"{{"version": 1, "proxies": {{"wallet": {{"listeners": [{{"name": "web", "port": 8080, "protocol": "http", "routes": [{{"match": {{"prefix": "/"}}, "to": "wallet", "request_headers": {{"add": {{"x-key": {escaped}}}}}}}]}}]}}}}, "upstreams": {{"wallet": {{"protocol": "http1", "endpoints": {{"static": ["10.0.0.1:80"]}}}}}}}}"#
+            )
+        };
+        use base64ct::Encoding;
+        let der = base64ct::Base64::encode_string(&key.serialize_der());
         let (kept, left_out) = persistable(&served(&[
-            ("wallet.yaml", &with_key),
+            ("escaped.json", &json(&pem)),
+            ("der.json", &json(&der)),
             ("shop.yaml", WALLET),
+            // A mention is no key.
+            (
+                "mention.yaml",
+                &format!("{WALLET}# no -----BEGIN PRIVATE KEY----- here, keys go in files\n"),
+            ),
         ]));
-        assert_eq!(kept, served(&[("shop.yaml", WALLET)]));
-        assert_eq!(left_out, ["wallet.yaml"]);
+        assert_eq!(
+            kept.keys().collect::<Vec<_>>(),
+            ["mention.yaml", "shop.yaml"]
+        );
+        let left_out: Vec<String> = left_out.iter().map(ToString::to_string).collect();
+        assert_eq!(left_out.len(), 2, "{left_out:?}");
+        assert!(
+            left_out[0]
+                .starts_with("der.json holds a private key (the base64 of a DER private key)"),
+            "{left_out:?}"
+        );
+        assert!(
+            left_out[1].starts_with("escaped.json holds a private key (a PEM PRIVATE KEY block)"),
+            "{left_out:?}"
+        );
+        assert!(!left_out.concat().contains(&der[..20]));
     }
 
     #[test]
@@ -617,15 +739,44 @@ mod tests {
             &names(&["wallet.yaml", "shop.yaml"]),
         );
         assert_eq!(merged, both);
-        // What this replica serves wins over the stored version.
-        let other = served(&[("wallet.yaml", &WALLET.replace("10.0.0.1", "10.0.0.9"))]);
-        let merged = merge(
-            &other,
-            &wallet,
-            &names(&["wallet.yaml"]),
-            &names(&["wallet.yaml"]),
+    }
+
+    /// `served`, each uploaded at `secs` (an S3 `Last-Modified`).
+    fn uploaded_at(texts: &[(&str, &str)], secs: u64) -> Fragments {
+        let mut out = served(texts);
+        for a in out.values_mut() {
+            a.source = Some(format!("ETag \"abc\", modified {secs}.000000000"));
+        }
+        out
+    }
+
+    #[test]
+    fn of_two_versions_of_a_fragment_the_one_uploaded_last_is_written() {
+        let wallet = |ip: &str| WALLET.replace("10.0.0.1", ip);
+        let names = || std::collections::BTreeSet::from(["wallet.yaml".to_string()]);
+        let merged = |stored: &Fragments, served: &Fragments| {
+            merge(stored, served, &names(), &names())["wallet.yaml"].clone()
+        };
+        let old = uploaded_at(&[("wallet.yaml", &wallet("10.0.0.1"))], 1_700_000_000);
+        let new = uploaded_at(&[("wallet.yaml", &wallet("10.0.0.9"))], 1_700_000_060);
+        // A replica that has not polled since the upload keeps the newer version stored.
+        assert_eq!(merged(&new, &old), new["wallet.yaml"]);
+        // One that has, writes it over the older one.
+        assert_eq!(merged(&old, &new), new["wallet.yaml"]);
+        // Uploaded in the same second: replicas writing at once pick the same one.
+        let twin = uploaded_at(&[("wallet.yaml", &wallet("10.0.0.9"))], 1_700_000_000);
+        assert_eq!(merged(&old, &twin), merged(&twin, &old));
+        // A version stored before sources carried a time is the older.
+        let untimed = served(&[("wallet.yaml", &wallet("10.0.0.7"))]);
+        assert_eq!(merged(&untimed, &old), old["wallet.yaml"]);
+        assert_eq!(merged(&old, &untimed), old["wallet.yaml"]);
+        // The document stays readable: the time is in the source, which it always had.
+        let (bytes, _) = encode("catalog.d", &new).unwrap();
+        let back = decode("catalog.d", &bytes, &|_| Vec::new()).unwrap();
+        assert_eq!(
+            fragments::uploaded(back.fragments["wallet.yaml"].source.as_deref()),
+            Some(std::time::Duration::from_secs(1_700_000_060))
         );
-        assert_eq!(merged, wallet);
     }
 
     /// A service's fragment: proxy `proxy` routes `/` to `to`; it defines `upstreams`.
@@ -642,24 +793,33 @@ mod tests {
     }
 
     #[test]
-    fn an_unchanged_fragment_stays_when_a_bad_one_falls_back_to_a_document_written_by_a_replica_that_knew_less()
-     {
+    fn an_unchanged_fragment_stays_when_a_bad_one_falls_back_after_a_replica_that_knew_less_wrote()
+    {
         let names = |n: &[&str]| {
             n.iter()
                 .map(|s| s.to_string())
                 .collect::<std::collections::BTreeSet<_>>()
         };
-        let resolve = |texts: &[(&str, &str)], last_good: &Fragments| {
-            let docs: Vec<Document> = texts
-                .iter()
-                .map(|(n, t)| Document::new(format!("catalog.d/{n}"), t.as_bytes()))
-                .collect();
-            fragments::resolve("catalog.d", &docs, last_good, &|_| Vec::new())
-        };
         let connector_v1 = service("connector", "connector", &["connector"]);
         let connector_v2 = service("connector", "connector", &["connector", "ledger"]);
         let wallet = service("wallet", "ledger", &["wallet"]);
         let broken = connector_v2.replace("port: 8080", "port: 70000");
+        // When each was uploaded.
+        let secs = |t: &str| match t {
+            t if t == connector_v1 => 0,
+            t if t == broken => 120,
+            _ => 60,
+        };
+        let resolve = |texts: &[(&str, &str)], last_good: &Fragments| {
+            let docs: Vec<Document> = texts
+                .iter()
+                .map(|(n, t)| Document {
+                    source: Some(format!("mtime {}.000000000", 1_700_000_000 + secs(t))),
+                    ..Document::new(format!("catalog.d/{n}"), t.as_bytes())
+                })
+                .collect();
+            fragments::resolve("catalog.d", &docs, last_good, &|_| Vec::new())
+        };
         // Both replicas served connector v1; the document holds it.
         let v1 = resolve(&[("connector.yaml", &connector_v1)], &Fragments::new());
         let doc = v1.served.clone();
@@ -673,20 +833,27 @@ mod tests {
         let live = names(&["connector.yaml", "wallet.yaml"]);
         let doc = merge(&doc, &x.served, &live, &names(&["connector.yaml"]));
         // Replica Y listed just before the apply and reads X's document just after: it serves
-        // connector v1 and writes it, keeping wallet.yaml, which it has not listed yet.
+        // connector v1, and what it writes keeps connector v2, the newer, and wallet.yaml,
+        // which it has not listed yet.
         let y = resolve(
             &[("connector.yaml", &connector_v1)],
             &versions(&v1.served, Some(&doc)),
         );
         let only_connector = names(&["connector.yaml"]);
-        let doc = merge(&doc, &y.served, &only_connector, &only_connector);
-        assert_eq!(
-            doc["connector.yaml"].version,
-            v1.served["connector.yaml"].version
+        let written_by_y = merge(&doc, &y.served, &only_connector, &only_connector);
+        assert_eq!(written_by_y, x.served);
+        // A document that pairs connector v1 with wallet all the same (written by an older
+        // version, whose sources carried no time): connector breaks, and wallet, which did not
+        // change, stays on X, with the connector version it needs.
+        let mut doc = x.served.clone();
+        doc.insert(
+            "connector.yaml".into(),
+            fragments::Accepted {
+                source: None,
+                ..v1.served["connector.yaml"].clone()
+            },
         );
-        assert!(doc.contains_key("wallet.yaml"));
-        // Connector breaks. Wallet did not change: X keeps serving it, with the connector
-        // version it needs.
+        assert!(!fragments::fit_together(&doc));
         let now = [
             ("connector.yaml", broken.as_str()),
             ("wallet.yaml", &wallet),

@@ -177,7 +177,7 @@ impl CatalogReader {
                 .map_err(|e| format!("cannot read {location}: {}", e.message))?;
                 match fetched {
                     (Fetched::NotModified, _) => Ok(None),
-                    (Fetched::Body(bytes), new_etag) => {
+                    (Fetched::Body { bytes, .. }, new_etag) => {
                         *etag = new_etag;
                         Ok(Some(Documents::One(location.to_string(), bytes)))
                     }
@@ -208,8 +208,8 @@ impl CatalogReader {
                     let fetched =
                         fetch_object(client, &location.bucket, &key, None, MAX_CATALOG_BYTES).await;
                     let name = format!("s3://{}/{key}", location.bucket);
-                    let (bytes, etag) = match fetched {
-                        Ok((Fetched::Body(bytes), etag)) => (bytes, etag),
+                    let (bytes, modified, etag) = match fetched {
+                        Ok((Fetched::Body { bytes, modified }, etag)) => (bytes, modified, etag),
                         Ok((Fetched::NotModified, _)) => {
                             return Err(format!(
                                 "cannot read {name}: not modified, yet it was not asked conditionally"
@@ -220,10 +220,14 @@ impl CatalogReader {
                     // The ETag of what was read, so a change between listing and reading is
                     // seen on the next poll.
                     let etag = etag.unwrap_or(listed_etag);
+                    let source = match modified.and_then(fragments::stamp) {
+                        Some(t) => format!("ETag {etag}, modified {t}"),
+                        None => format!("ETag {etag}"),
+                    };
                     fragments.push(Document {
                         name,
                         bytes,
-                        source: Some(format!("ETag {etag}")),
+                        source: Some(source),
                     });
                     read.push((key, etag));
                 }
@@ -371,13 +375,9 @@ pub async fn watch_catalog(
             // The fragments did not change; the last good catalog may have (another replica
             // wrote it, or its read or write failed).
             Ok(None) => {
-                if fragments.stale(&name, &server, &reader, &status).await
-                    && let Some(docs) = fragments.last_docs.clone()
-                {
-                    fragments
-                        .load(&name, &docs, &reader, &server, &tx, &metrics, &status)
-                        .await;
-                }
+                fragments
+                    .unchanged(&name, &reader, &server, &tx, &metrics, &status)
+                    .await;
             }
             Err(text) => {
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
@@ -420,12 +420,26 @@ struct FragmentState {
     seen: std::collections::BTreeSet<String>,
     /// Refusals as last logged, so each is logged once per change.
     problems: common::problems::Problems,
-    /// The last error of the store, logged once.
-    store_error: Option<String>,
+    /// Why the document could not be read at the last try, logged once per change.
+    read_error: Option<String>,
+    /// Why it is ignored (not one, another catalog's), when it is.
+    ignored: Option<String>,
+    /// Why the last write failed, logged once per change; the write is tried again at each
+    /// poll ([`FragmentState::pending`]).
+    write_error: Option<String>,
+    /// A write that failed, to try again at the next poll without loading again.
+    pending: Option<PendingWrite>,
     /// Why fragments are left out of the document (they hold a private key), logged once.
     left_out: Vec<String>,
     /// The fragments last loaded, to load again once an unreadable store can be read.
     last_docs: Option<Vec<Document>>,
+}
+
+/// What a failed write needs to be tried again: the names of the load it followed (see
+/// [`last_good::merge`]); the fragments are those served, [`FragmentState::last_good`].
+struct PendingWrite {
+    live: std::collections::BTreeSet<String>,
+    seen: std::collections::BTreeSet<String>,
 }
 
 /// The persisted document as this replica knows it.
@@ -486,7 +500,10 @@ impl FragmentState {
             reload: false,
             seen: Default::default(),
             problems: Default::default(),
-            store_error: None,
+            read_error: None,
+            ignored: None,
+            write_error: None,
+            pending: None,
             left_out: Vec::new(),
             last_docs: None,
         };
@@ -522,12 +539,12 @@ impl FragmentState {
         let location = store.location().clone();
         let base = reader.base_dir();
         let check = |c: &mut catalog::Catalog| server.settle(c, &base);
-        let (doc, error) = match store.read(self.doc.tag()).await {
+        let (doc, ignored) = match store.read(self.doc.tag()).await {
             Ok(last_good::Read::Unchanged) => return false,
+            // Still none: nothing changed (a write that failed is tried again by `stale`).
+            Ok(last_good::Read::Absent) if matches!(self.doc, Doc::Absent) => return false,
             Ok(last_good::Read::Absent) => {
-                if !matches!(self.doc, Doc::Absent) {
-                    tracing::info!(last_good = %location, "no last good catalog yet; it is written once one is served");
-                }
+                tracing::info!(last_good = %location, "no last good catalog yet; it is written once one is served");
                 (Doc::Absent, None)
             }
             Ok(last_good::Read::Document(stored)) => {
@@ -552,33 +569,48 @@ impl FragmentState {
                 }
             }
             Err(why) => {
-                if self.store_error.as_ref() != Some(&why) {
+                if self.read_error.as_ref() != Some(&why) {
                     tracing::warn!(last_good = %location, "last good catalog unreadable: {why}; tried again at each poll, not written until then");
-                    self.store_error = Some(why.clone());
+                    self.read_error = Some(why);
                 }
                 self.doc = Doc::Unknown;
-                let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(shown) = st.last_good.as_mut() {
-                    shown.error = Some(why);
-                }
+                self.show(status);
                 return true;
             }
         };
         self.doc = doc;
-        self.store_error = None;
-        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(shown) = st.last_good.as_mut() {
-            shown.digest = match &self.doc {
-                Doc::Good { digest, .. } => Some(digest.clone()),
-                _ => None,
-            };
-            shown.error = error;
-        }
+        self.ignored = ignored;
+        self.read_error = None;
+        self.show(status);
         true
     }
 
+    /// Shows the document's digest and what is wrong with it, if anything, on `/readyz`: a
+    /// failed read, then a failed write, then why it is ignored, then fragments left out.
+    fn show(&self, status: &Mutex<CatalogStatus>) {
+        let Some(store) = &self.store else {
+            return;
+        };
+        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+        let shown = st.last_good.get_or_insert_with(|| LastGoodStatus {
+            location: store.location().to_string(),
+            ..Default::default()
+        });
+        shown.digest = match &self.doc {
+            Doc::Good { digest, .. } => Some(digest.clone()),
+            _ => None,
+        };
+        shown.error = self
+            .read_error
+            .clone()
+            .or_else(|| self.write_error.clone())
+            .or_else(|| self.ignored.clone())
+            .or_else(|| (!self.left_out.is_empty()).then(|| self.left_out.join("; ")));
+    }
+
     /// Whether to load the same fragments again at this poll: a read of the store failed, a
-    /// write lost to another replica's, or another replica wrote the document since.
+    /// write lost to another replica's, or another replica wrote the document since. When
+    /// none did, a write that failed is tried again (the catalog is not loaded again for it).
     async fn stale(
         &mut self,
         name: &str,
@@ -590,7 +622,33 @@ impl FragmentState {
             return false;
         }
         let changed = self.read_persisted(name, server, reader, status).await;
-        std::mem::take(&mut self.reload) || self.unread() || changed
+        if std::mem::take(&mut self.reload) || self.unread() || changed {
+            return true;
+        }
+        if let Some(PendingWrite { live, seen }) = self.pending.take() {
+            let served = self.last_good.clone();
+            self.persist(name, &served, &live, &seen, status).await;
+        }
+        false
+    }
+
+    /// A poll that found the fragments as they were: loads them again when the document
+    /// changed ([`FragmentState::stale`]), else tries again a write that failed.
+    async fn unchanged(
+        &mut self,
+        name: &str,
+        reader: &CatalogReader,
+        server: &crate::secrets::ServerSide,
+        tx: &watch::Sender<Option<Arc<LoadedCatalog>>>,
+        metrics: &Metrics,
+        status: &Mutex<CatalogStatus>,
+    ) {
+        if self.stale(name, server, reader, status).await
+            && let Some(docs) = self.last_docs.clone()
+        {
+            self.load(name, &docs, reader, server, tx, metrics, status)
+                .await;
+        }
     }
 
     /// Merges the fragments as read now with their last good versions, sends the catalog,
@@ -649,9 +707,25 @@ impl FragmentState {
         // The shared versions: what the document keeps stands for every replica, so
         // replicas that saw different versions of a fragment fall back to the same one.
         self.read_persisted(name, server, reader, status).await;
-        let last_good = last_good::versions(&self.last_good, self.doc.fragments());
         let base = reader.base_dir();
         let check = |c: &mut catalog::Catalog| server.settle(c, &base);
+        // A replica's first load has no versions of its own: the document's stand in, or,
+        // when they do not make one catalog, the fragments good now with the document's for
+        // the others.
+        let own = match self.doc.fragments() {
+            Some(shared) if self.last_docs.is_none() && !fragments::fit_together(shared) => {
+                let now: Fragments = docs
+                    .iter()
+                    .filter_map(|d| {
+                        let a = fragments::accept(d, &check).ok()?;
+                        Some((fragments::short_name(name, &d.name), a))
+                    })
+                    .collect();
+                last_good::starting(&now, shared)
+            }
+            _ => self.last_good.clone(),
+        };
+        let last_good = last_good::versions(&own, self.doc.fragments());
         let resolution = fragments::resolve(name, docs, &last_good, &check);
         self.report(name, &resolution, metrics, status);
         let Resolution {
@@ -683,13 +757,16 @@ impl FragmentState {
             .filter(|(_, r)| r.serving.is_none() && r.offered.is_some())
             .map(|(n, _)| n)
             .collect();
+        // A write that failed before is superseded by this load's.
+        self.pending = None;
         let read_names: Vec<String> = self
             .doc
             .fragments()
             .map(|f| f.keys().cloned().collect())
             .unwrap_or_default();
         if unserved.is_empty() || !matches!(self.doc, Doc::Ignored(_)) {
-            self.persist(name, &served, &live, status).await;
+            let seen = self.seen.clone();
+            self.persist(name, &served, &live, &seen, status).await;
         } else {
             tracing::debug!(fragments = ?unserved, "last good catalog not written while these fragments are served by none of their versions here");
         }
@@ -794,14 +871,17 @@ impl FragmentState {
 
     /// Writes the last good catalog when it lacks or differs from what is served (merged with
     /// what it keeps of other replicas, [`last_good::merge`]), over the version read only: a
-    /// write that loses to another replica's is merged again at the next poll.
+    /// write that loses to another replica's is merged again at the next poll, and one that
+    /// fails is tried again at each poll until it succeeds or is no longer needed.
     async fn persist(
         &mut self,
         name: &str,
         served: &Fragments,
         live: &std::collections::BTreeSet<String>,
+        seen: &std::collections::BTreeSet<String>,
         status: &Mutex<CatalogStatus>,
     ) {
+        self.pending = None;
         let Some(store) = &self.store else {
             return;
         };
@@ -819,24 +899,22 @@ impl FragmentState {
         };
         stored.extend(unchecked.iter().map(|(n, a)| (n.clone(), a.clone())));
         let (merged, left_out) =
-            last_good::persistable(&last_good::merge(&stored, served, live, &self.seen));
+            last_good::persistable(&last_good::merge(&stored, served, live, seen));
         // A fragment holding a key stops only its own persistence; said once per change.
-        let left_out: Vec<String> = left_out
-            .into_iter()
-            .map(|n| last_good::EncodeError::PrivateKey(n).to_string())
-            .collect();
+        let left_out: Vec<String> = left_out.iter().map(ToString::to_string).collect();
         if left_out != self.left_out {
             for why in left_out.iter().filter(|w| !self.left_out.contains(w)) {
                 tracing::error!(last_good = %store.location(), "fragment left out of the last good catalog: {why}");
             }
             self.left_out = left_out;
         }
+        let location = store.location().to_string();
         let outcome = match last_good::encode(name, &merged) {
             Ok((_, digest)) if matches!(&self.doc, Doc::Good { digest: d, .. } if *d == digest) => {
-                return;
+                Ok(None)
             }
             Ok((bytes, digest)) => match store.write(&bytes, self.doc.tag()).await {
-                Ok(tag) => Ok((tag, digest)),
+                Ok(tag) => Ok(Some((tag, digest))),
                 Err(last_good::WriteError::Conflict(what)) => {
                     tracing::info!(last_good = %what, "last good catalog written by another replica meanwhile; read and merged again at the next poll");
                     self.reload = true;
@@ -846,16 +924,15 @@ impl FragmentState {
             },
             Err(e) => Err(e.to_string()),
         };
-        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-        let shown = st.last_good.get_or_insert_with(|| LastGoodStatus {
-            location: store.location().to_string(),
-            ..Default::default()
-        });
         match outcome {
-            Ok((tag, digest)) => {
-                tracing::info!(last_good = %store.location(), digest = %digest, fragments = merged.len(), "last good catalog written");
-                shown.digest = Some(digest.clone());
-                shown.error = (!self.left_out.is_empty()).then(|| self.left_out.join("; "));
+            // The document already holds it (another replica wrote it): nothing to write.
+            Ok(None) => {
+                if self.write_error.take().is_some() {
+                    tracing::info!(last_good = %location, "last good catalog up to date again, written by another replica");
+                }
+            }
+            Ok(Some((tag, digest))) => {
+                tracing::info!(last_good = %location, digest = %digest, fragments = merged.len(), "last good catalog written");
                 let (unchecked, fragments) = merged
                     .into_iter()
                     .partition(|(n, _)| unchecked.contains_key(n) && !served.contains_key(n));
@@ -865,16 +942,21 @@ impl FragmentState {
                     fragments,
                     unchecked,
                 };
-                self.store_error = None;
+                self.ignored = None;
+                self.write_error = None;
             }
             Err(why) => {
-                if self.store_error.as_ref() != Some(&why) {
-                    tracing::error!(last_good = %store.location(), "last good catalog not written: {why}");
-                    self.store_error = Some(why.clone());
+                if self.write_error.as_ref() != Some(&why) {
+                    tracing::error!(last_good = %location, "last good catalog not written: {why}; tried again at each poll");
+                    self.write_error = Some(why);
                 }
-                shown.error = Some(why);
+                self.pending = Some(PendingWrite {
+                    live: live.clone(),
+                    seen: seen.clone(),
+                });
             }
         }
+        self.show(status);
     }
 }
 
@@ -891,6 +973,7 @@ mod tests {
         server: crate::secrets::ServerSide,
         status: Mutex<CatalogStatus>,
         tx: watch::Sender<Option<Arc<LoadedCatalog>>>,
+        metrics: Metrics,
         name: String,
     }
 
@@ -917,27 +1000,311 @@ mod tests {
                 server,
                 status,
                 tx,
+                metrics: Metrics::new(),
                 name,
             }
         }
 
-        async fn load(&mut self) {
+        /// The fragments as they are now.
+        async fn read(&mut self) -> Vec<Document> {
             let Ok(Some(Documents::Fragments(docs))) = self.reader.read().await else {
                 panic!("no fragments read");
             };
-            let metrics = Metrics::new();
+            docs
+        }
+
+        async fn load(&mut self) {
+            let docs = self.read().await;
+            self.load_read(&docs).await;
+        }
+
+        /// Loads fragments read earlier (a replica whose poll listed them before a change).
+        async fn load_read(&mut self, docs: &[Document]) {
             self.state
                 .load(
                     &self.name,
-                    &docs,
+                    docs,
                     &self.reader,
                     &self.server,
                     &self.tx,
-                    &metrics,
+                    &self.metrics,
                     &self.status,
                 )
                 .await;
         }
+
+        /// One poll of the watch loop.
+        async fn poll(&mut self) {
+            match self.reader.read().await {
+                Ok(Some(Documents::Fragments(docs))) => self.load_read(&docs).await,
+                Ok(None) => {
+                    self.state
+                        .unchanged(
+                            &self.name,
+                            &self.reader,
+                            &self.server,
+                            &self.tx,
+                            &self.metrics,
+                            &self.status,
+                        )
+                        .await
+                }
+                other => panic!("not fragments: {other:?}"),
+            }
+        }
+
+        /// Catalogs accepted whole ("catalog loaded" in the log).
+        fn loaded(&self) -> u64 {
+            self.metrics.catalog_loads.with_label_values(&["ok"]).get()
+        }
+
+        fn status(&self) -> CatalogStatus {
+            self.status.lock().unwrap().clone()
+        }
+
+        /// The version of fragment `name` served.
+        fn serving(&self, name: &str) -> Option<FragmentVersion> {
+            let st = self.status();
+            match st.refused_fragments.get(name) {
+                Some(r) => r.serving.clone(),
+                None => st.fragments.get(name).cloned(),
+            }
+        }
+    }
+
+    /// A service's fragment: proxy `proxy` routes `/` to `to`; it defines `upstreams`, each
+    /// with endpoint `ip`.
+    fn service(proxy: &str, to: &str, upstreams: &[&str], ip: &str) -> String {
+        let mut text = format!(
+            "version: 1\nproxies:\n  {proxy}:\n    listeners:\n      - {{ name: web, port: 8080, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: {to} }} ] }}\nupstreams:\n"
+        );
+        for u in upstreams {
+            text.push_str(&format!(
+                "  {u}: {{ protocol: http1, endpoints: {{ static: [\"{ip}:80\"] }} }}\n"
+            ));
+        }
+        text
+    }
+
+    /// Writes a fragment uploaded at `secs` past an epoch (its mtime).
+    fn upload(dir: &std::path::Path, name: &str, text: &str, secs: u64) {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        let at = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000 + secs);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(at)
+            .unwrap();
+    }
+
+    fn scratch(label: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("xds-load-{label}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("catalog.d")).unwrap();
+        dir
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_listed_before_an_upload_does_not_write_the_older_version_over_it() {
+        let dir = scratch("lag");
+        let catalog = dir.join("catalog.d");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let v1 = service("a", "a", &["a"], "10.0.0.1");
+        let v2 = service("a", "a", &["a"], "10.0.0.2");
+        upload(&catalog, "a.yaml", &v1, 0);
+        upload(
+            &catalog,
+            "b.yaml",
+            &service("b", "b", &["b"], "10.0.1.1"),
+            0,
+        );
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.load().await;
+        let mut y = Replica::start(&catalog, &path, "x.example").await;
+        // Y lists a.yaml v1; then v2 is uploaded, and X serves it and writes it.
+        let listed_by_y = y.read().await;
+        upload(&catalog, "a.yaml", &v2, 60);
+        x.load().await;
+        assert_eq!(
+            x.serving("a.yaml"),
+            Some(FragmentVersion::of(v2.as_bytes()))
+        );
+        // Y serves v1 until its next poll, and writes with what the document holds.
+        y.load_read(&listed_by_y).await;
+        assert_eq!(
+            y.serving("a.yaml"),
+            Some(FragmentVersion::of(v1.as_bytes()))
+        );
+        // a.yaml breaks: both replicas fall back to v2, the last good version.
+        upload(
+            &catalog,
+            "a.yaml",
+            &v2.replace("port: 8080", "port: 0"),
+            120,
+        );
+        x.load().await;
+        y.load().await;
+        for r in [&x, &y] {
+            assert_eq!(
+                r.serving("a.yaml"),
+                Some(FragmentVersion::of(v2.as_bytes()))
+            );
+            assert!(r.status().refused_fragments.contains_key("a.yaml"));
+        }
+        assert_eq!(*x.tx.borrow(), *y.tx.borrow());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_write_that_fails_with_no_document_is_tried_again_without_loading_again() {
+        let dir = scratch("nowrite");
+        let catalog = dir.join("catalog.d");
+        upload(
+            &catalog,
+            "a.yaml",
+            &service("a", "a", &["a"], "10.0.0.1"),
+            0,
+        );
+        // The document's directory is a link to one that is not there: it reads as absent,
+        // and writing it fails, until that directory is made.
+        std::os::unix::fs::symlink(dir.join("missing"), dir.join("store")).unwrap();
+        let path = dir.join("store").join(last_good::DEFAULT_NAME);
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.load().await;
+        assert_eq!(x.loaded(), 1);
+        let error = x.status().last_good.unwrap().error.unwrap();
+        assert!(error.starts_with("cannot write"), "{error}");
+        for _ in 0..3 {
+            x.poll().await;
+        }
+        // The same fragments: not loaded again at each poll, and the error stays shown.
+        assert_eq!(x.loaded(), 1);
+        assert_eq!(x.status().last_good.unwrap().error, Some(error));
+        std::fs::create_dir(dir.join("missing")).unwrap();
+        x.poll().await;
+        let shown = x.status().last_good.unwrap();
+        assert_eq!(shown.error, None);
+        assert!(shown.digest.is_some());
+        assert!(path.exists());
+        assert_eq!(x.loaded(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Makes a directory immutable (`chattr +i`, which binds root too) while it lives.
+    struct Immutable(PathBuf);
+
+    impl Immutable {
+        fn new(dir: &std::path::Path) -> Immutable {
+            let done = std::process::Command::new("chattr")
+                .arg("+i")
+                .arg(dir)
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                done,
+                "chattr +i {}: this test needs root (CAP_LINUX_IMMUTABLE)",
+                dir.display()
+            );
+            Immutable(dir.to_path_buf())
+        }
+    }
+
+    impl Drop for Immutable {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("chattr")
+                .arg("-i")
+                .arg(&self.0)
+                .status();
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_over_a_document_that_fails_is_tried_again_at_each_poll() {
+        let dir = scratch("rewrite");
+        let catalog = dir.join("catalog.d");
+        let v1 = service("a", "a", &["a"], "10.0.0.1");
+        let v2 = service("a", "a", &["a"], "10.0.0.2");
+        upload(&catalog, "a.yaml", &v1, 0);
+        let store = dir.join("store");
+        std::fs::create_dir(&store).unwrap();
+        let path = store.join(last_good::DEFAULT_NAME);
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.load().await;
+        let persisted = || {
+            let doc: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            doc["fragments"]["a.yaml"]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(persisted(), v1);
+        let locked = Immutable::new(&store);
+        upload(&catalog, "a.yaml", &v2, 60);
+        x.poll().await;
+        let error = x.status().last_good.unwrap().error.unwrap();
+        assert!(error.starts_with("cannot write"), "{error}");
+        x.poll().await;
+        assert_eq!(x.status().last_good.unwrap().error, Some(error));
+        drop(locked);
+        // The next poll writes it, though nothing changed since.
+        x.poll().await;
+        assert_eq!(x.status().last_good.unwrap().error, None);
+        assert_eq!(persisted(), v2);
+        assert_eq!(x.loaded(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_starts_on_a_document_that_does_not_fit_keeps_every_fragment_good_now() {
+        let dir = scratch("start");
+        let catalog = dir.join("catalog.d");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        // `shared` moved from a.yaml to b.yaml; the document pairs a.yaml's older version
+        // (which still defines it) with b.yaml's newer one (written by hand, or by a replica
+        // that knew less). a.yaml is bad now.
+        let a_v1 = service("a", "shared", &["shared"], "10.0.0.1");
+        let b_v2 = service("b", "shared", &["b", "shared"], "10.0.1.1");
+        let doc = |texts: &[(&str, &str)]| -> Fragments {
+            texts
+                .iter()
+                .map(|(n, t)| {
+                    let a = fragments::accept(&Document::new(*n, t.as_bytes()), &|_| Vec::new());
+                    (n.to_string(), a.unwrap())
+                })
+                .collect()
+        };
+        let (bytes, _) = last_good::encode(
+            &catalog.display().to_string(),
+            &doc(&[("a.yaml", &a_v1), ("b.yaml", &b_v2)]),
+        )
+        .unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        upload(
+            &catalog,
+            "a.yaml",
+            &a_v1.replace("port: 8080", "port: 0"),
+            60,
+        );
+        upload(&catalog, "b.yaml", &b_v2, 60);
+        let mut z = Replica::start(&catalog, &path, "x.example").await;
+        z.load().await;
+        let st = z.status();
+        // b.yaml, good now and unchanged, is served; a.yaml's old version, which takes
+        // b.yaml's upstream, is not.
+        assert_eq!(
+            z.serving("b.yaml"),
+            Some(FragmentVersion::of(b_v2.as_bytes()))
+        );
+        assert!(
+            !st.refused_fragments.contains_key("b.yaml"),
+            "{:?}",
+            st.refused_fragments
+        );
+        assert_eq!(st.refused_fragments["a.yaml"].serving, None);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

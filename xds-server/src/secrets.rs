@@ -764,9 +764,144 @@ async fn issue(
     ))
 }
 
+/// What of `text` is a private key, if any, said without the key: a PEM block of any private
+/// key label (`PRIVATE KEY`, `ENCRYPTED PRIVATE KEY`, `RSA PRIVATE KEY`, `EC PRIVATE KEY`,
+/// `OPENSSH PRIVATE KEY`, ...) with a base64 body, also in comment lines (`# ...`); or, the
+/// whole text, the base64 of a DER private key (PKCS#1, PKCS#8, SEC1, encrypted PKCS#8).
+/// A mention of a label without a body is none.
+pub fn private_key_in(text: &str) -> Option<String> {
+    const BEGIN: &str = "-----BEGIN ";
+    const ENCAPSULATION: &str = "-----";
+    let mut rest = text;
+    while let Some(at) = rest.find(BEGIN) {
+        rest = &rest[at + BEGIN.len()..];
+        let Some(end) = rest.find(ENCAPSULATION) else {
+            break;
+        };
+        let label = &rest[..end];
+        let is_key = label.ends_with("PRIVATE KEY")
+            && label
+                .chars()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == ' ');
+        if is_key && pem_body_len(&rest[end + ENCAPSULATION.len()..]) >= MIN_PEM_BODY {
+            return Some(format!("a PEM {label} block"));
+        }
+    }
+    let compact: String = text.split_ascii_whitespace().collect();
+    if compact.len() >= MIN_KEY_BASE64 && compact.bytes().all(is_base64) {
+        use base64ct::Encoding;
+        let der = base64ct::Base64::decode_vec(&compact)
+            .or_else(|_| base64ct::Base64Unpadded::decode_vec(&compact))
+            .ok()?;
+        let plain = rustls_pki_types::PrivateKeyDer::try_from(der.as_slice()).is_ok();
+        if plain || pkcs8::EncryptedPrivateKeyInfoRef::try_from(der.as_slice()).is_ok() {
+            return Some("the base64 of a DER private key".into());
+        }
+    }
+    None
+}
+
+/// Fewer base64 characters than the smallest key's (an Ed25519 PKCS#8 key, 64) are no key.
+const MIN_KEY_BASE64: usize = 64;
+
+/// A private key label with this much base64 below it is a key, or part of one (a paste cut
+/// short leaks as much).
+const MIN_PEM_BODY: usize = 16;
+
+fn is_base64(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=')
+}
+
+/// How many base64 characters follow a PEM header line: its body's lines, each perhaps in a
+/// comment or indented, after the encryption headers of a legacy encrypted key; or a body on
+/// the header's own line, spaces for line breaks, up to the footer (a key kept on one line).
+fn pem_body_len(after_header: &str) -> usize {
+    let base64_words = |line: &str| {
+        let mut words = line.split_ascii_whitespace().peekable();
+        let valid = words.peek().is_some() && words.clone().all(|w| w.bytes().all(is_base64));
+        if valid { words.map(str::len).sum() } else { 0 }
+    };
+    let (first, rest) = after_header.split_once('\n').unwrap_or((after_header, ""));
+    if let Some((body, _)) = first.split_once("-----END ") {
+        return base64_words(body);
+    }
+    let mut len = 0;
+    for line in rest.lines() {
+        let line = line.trim_start().trim_start_matches(['#', '/']).trim();
+        if line.starts_with("-----END ") {
+            break;
+        }
+        if len == 0
+            && (line.is_empty() || line.starts_with("Proc-Type:") || line.starts_with("DEK-Info:"))
+        {
+            continue;
+        }
+        match base64_words(line) {
+            0 => break,
+            n => len += n,
+        }
+    }
+    len
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn private_keys_are_found_in_every_form_and_mentions_are_not() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let pkcs8 = key.serialize_pem();
+        let relabeled = |label: &str| pkcs8.replace("PRIVATE KEY", label);
+        let found = |text: &str| private_key_in(text);
+        assert_eq!(found(&pkcs8).as_deref(), Some("a PEM PRIVATE KEY block"));
+        for label in [
+            "ENCRYPTED PRIVATE KEY",
+            "RSA PRIVATE KEY",
+            "EC PRIVATE KEY",
+            "OPENSSH PRIVATE KEY",
+        ] {
+            assert_eq!(
+                found(&relabeled(label)),
+                Some(format!("a PEM {label} block"))
+            );
+        }
+        // A legacy encrypted key has headers before its body.
+        let legacy = relabeled("RSA PRIVATE KEY").replacen(
+            "-----\n",
+            "-----\nProc-Type: 4,ENCRYPTED\nDEK-Info: AES-128-CBC,937D4F436A988B51E50A46F153E540B7\n\n",
+            1,
+        );
+        assert!(found(&legacy).is_some(), "{legacy}");
+        // In a YAML comment, or indented in a block scalar.
+        let commented: String = pkcs8.lines().map(|l| format!("# {l}\n")).collect();
+        assert!(found(&format!("version: 1\n{commented}")).is_some());
+        let indented: String = pkcs8.lines().map(|l| format!("    {l}\n")).collect();
+        assert!(found(&format!("key: |\n{indented}")).is_some());
+        // The base64 of its DER, as a value could hold it.
+        use base64ct::Encoding;
+        let der = base64ct::Base64::encode_string(&key.serialize_der());
+        assert_eq!(
+            found(&der).as_deref(),
+            Some("the base64 of a DER private key")
+        );
+        // A certificate, a public key, a mention, a token: none.
+        let ca = crate::ca::Ca::generate("t").unwrap();
+        assert_eq!(found(ca.certificate_pem()), None);
+        assert_eq!(found(&key.public_key_pem()), None);
+        assert_eq!(
+            found("# keys go in files, never -----BEGIN PRIVATE KEY----- inline\nversion: 1\n"),
+            None
+        );
+        assert_eq!(found(&"QUJD".repeat(40)), None);
+        assert_eq!(
+            found("never paste -----BEGIN PRIVATE KEY----- blocks into any catalog file\n"),
+            None
+        );
+        // A key kept on one line, spaces for its line breaks.
+        let one_line = pkcs8.split_ascii_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(found(&format!("key: {one_line}\n")).is_some(), "{one_line}");
+    }
 
     #[test]
     fn keys_stay_out_of_debug_output() {

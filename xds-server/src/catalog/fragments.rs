@@ -32,8 +32,32 @@ pub struct Document {
     pub name: String,
     /// Its content.
     pub bytes: Vec<u8>,
-    /// What its source says of this version: `ETag "…"` for S3, `mtime SECS.NANOS` for a file.
+    /// What its source says of this version: `ETag "…", modified SECS.NANOS` for S3 (its
+    /// `Last-Modified`), `mtime SECS.NANOS` for a file ([`stamp`], [`uploaded`]).
     pub source: Option<String>,
+}
+
+/// A source's upload or modification time as [`Document::source`] writes it: `SECS.NANOS`
+/// since the Unix epoch.
+pub fn stamp(t: std::time::SystemTime) -> Option<String> {
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    Some(format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
+}
+
+/// When a version was uploaded, from its [`Document::source`] (`mtime` or `modified`);
+/// `None` when it does not say (a document written before it did).
+pub fn uploaded(source: Option<&str>) -> Option<std::time::Duration> {
+    let source = source?;
+    let at = ["mtime ", "modified "]
+        .iter()
+        .filter_map(|k| source.rfind(k).map(|i| i + k.len()))
+        .max()?;
+    let (secs, nanos) = source[at..].split_once('.')?;
+    let nanos: String = nanos.chars().take_while(char::is_ascii_digit).collect();
+    Some(std::time::Duration::new(
+        secs.parse().ok()?,
+        nanos.parse().ok().filter(|n| *n < 1_000_000_000)?,
+    ))
 }
 
 impl Document {
@@ -348,6 +372,18 @@ pub fn fit_together(fragments: &Fragments) -> bool {
     fragments
         .values()
         .all(|a| validate::references(&a.catalog, &merged).is_empty())
+}
+
+/// Whether a fragment cannot join `others`: it defines a name one of them defines, or sets
+/// another mesh than one of them.
+pub fn clashes(a: &Accepted, others: &Fragments) -> bool {
+    let mine = defines(&a.catalog);
+    others.values().any(|o| {
+        let mesh = a.catalog.mesh.is_some()
+            && o.catalog.mesh.is_some()
+            && a.catalog.mesh != o.catalog.mesh;
+        mesh || !mine.is_disjoint(&defines(&o.catalog))
+    })
 }
 
 /// Moves a refused fragment one stage back: to its last good version, or out of the catalog.

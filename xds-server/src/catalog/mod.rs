@@ -937,6 +937,16 @@ pub fn parse(source_name: &str, text: &str) -> Result<Catalog, CatalogErrors> {
 }
 
 /// Parses and validates a document, its references looked up in `scope`.
+/// A catalog document as a generic value, before its fields are read: JSON for a `.json`
+/// name, else YAML.
+pub fn parse_value(source_name: &str, text: &str) -> Result<serde_json::Value, String> {
+    if is_json(source_name) {
+        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
+    } else {
+        serde_saphyr::from_str(text).map_err(|e| format!("invalid YAML: {e}"))
+    }
+}
+
 fn parse_in(
     source_name: &str,
     text: &str,
@@ -951,12 +961,7 @@ fn parse_in(
         }],
     };
     // Going through a generic value gives YAML and JSON the same field-path errors.
-    let value: serde_json::Value = if is_json(source_name) {
-        serde_json::from_str(text).map_err(|e| fail(String::new(), format!("invalid JSON: {e}")))?
-    } else {
-        serde_saphyr::from_str(text)
-            .map_err(|e| fail(String::new(), format!("invalid YAML: {e}")))?
-    };
+    let value = parse_value(source_name, text).map_err(|e| fail(String::new(), e))?;
     if value.is_null() {
         return Err(fail(String::new(), "the document is empty".into()));
     }
@@ -1112,8 +1117,8 @@ pub fn read_dir_fragments(dir: &Path) -> std::io::Result<Vec<fragments::Document
             let source = std::fs::metadata(&p)
                 .and_then(|m| m.modified())
                 .ok()
-                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-                .map(|d| format!("mtime {}.{:09}", d.as_secs(), d.subsec_nanos()));
+                .and_then(fragments::stamp)
+                .map(|t| format!("mtime {t}"));
             Ok(fragments::Document {
                 name: p.display().to_string(),
                 bytes,
