@@ -525,7 +525,8 @@ impl FragmentState {
     /// Reads the persisted last good catalog again when it changed (a conditional read): its
     /// fragments are the shared last good versions of every replica. A read that fails is
     /// tried again at each poll, and nothing is written before it succeeds (a replica that
-    /// could not read it must not replace it with less). Whether it changed.
+    /// could not read it must not replace it with less). Whether it changed: a read that fails
+    /// is no change (the catalog is not loaded again for it), the first one that succeeds is.
     async fn read_persisted(
         &mut self,
         name: &str,
@@ -575,7 +576,7 @@ impl FragmentState {
                 }
                 self.doc = Doc::Unknown;
                 self.show(status);
-                return true;
+                return false;
             }
         };
         self.doc = doc;
@@ -608,9 +609,10 @@ impl FragmentState {
             .or_else(|| (!self.left_out.is_empty()).then(|| self.left_out.join("; ")));
     }
 
-    /// Whether to load the same fragments again at this poll: a read of the store failed, a
-    /// write lost to another replica's, or another replica wrote the document since. When
-    /// none did, a write that failed is tried again (the catalog is not loaded again for it).
+    /// Whether to load the same fragments again at this poll: the document could be read
+    /// again after a failed read, a write lost to another replica's, or another replica wrote
+    /// the document since. When none did, a write that failed is tried again (the catalog is
+    /// not loaded again for it).
     async fn stale(
         &mut self,
         name: &str,
@@ -622,7 +624,7 @@ impl FragmentState {
             return false;
         }
         let changed = self.read_persisted(name, server, reader, status).await;
-        if std::mem::take(&mut self.reload) || self.unread() || changed {
+        if std::mem::take(&mut self.reload) || changed {
             return true;
         }
         if let Some(PendingWrite { live, seen }) = self.pending.take() {
@@ -1189,6 +1191,38 @@ mod tests {
         assert!(shown.digest.is_some());
         assert!(path.exists());
         assert_eq!(x.loaded(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_document_is_read_again_at_each_poll_without_loading_again() {
+        let dir = scratch("noread");
+        let catalog = dir.join("catalog.d");
+        upload(
+            &catalog,
+            "a.yaml",
+            &service("a", "a", &["a"], "10.0.0.1"),
+            0,
+        );
+        // A directory where the document should be: reading it fails.
+        let path = dir.join(last_good::DEFAULT_NAME);
+        std::fs::create_dir(&path).unwrap();
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.load().await;
+        let error = x.status().last_good.unwrap().error.unwrap();
+        assert!(error.starts_with("cannot read"), "{error}");
+        for _ in 0..3 {
+            x.poll().await;
+        }
+        assert_eq!(x.loaded(), 1);
+        assert_eq!(x.status().last_good.unwrap().error, Some(error));
+        // Readable (no document): loaded once more, and the document is written.
+        std::fs::remove_dir(&path).unwrap();
+        x.poll().await;
+        assert_eq!(x.loaded(), 2);
+        let shown = x.status().last_good.unwrap();
+        assert_eq!(shown.error, None);
+        assert!(shown.digest.is_some() && path.is_file());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
