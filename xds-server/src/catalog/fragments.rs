@@ -567,6 +567,25 @@ pub fn check_joining(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_source_says_when_its_version_was_uploaded() {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::new(1_700_000_000, 5);
+        let s3 = format!("ETag \"abc\", modified {}", stamp(t).unwrap());
+        assert_eq!(s3, "ETag \"abc\", modified 1700000000.000000005");
+        assert_eq!(
+            uploaded(Some(&s3)),
+            Some(std::time::Duration::new(1_700_000_000, 5))
+        );
+        assert_eq!(
+            uploaded(Some("mtime 12.000000001")),
+            Some(std::time::Duration::new(12, 1))
+        );
+        // Written before sources carried a time, or not a time.
+        assert_eq!(uploaded(Some("ETag \"abc\"")), None);
+        assert_eq!(uploaded(Some("mtime soon")), None);
+        assert_eq!(uploaded(None), None);
+    }
     use crate::catalog::{ProxyName, UpstreamName};
 
     /// A service's fragment: proxy `proxy` routes `/` to `to`; it defines `upstreams`.
