@@ -135,10 +135,5 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let text = common::aws::error_text(&e);
-    DiscoveryError::Aws {
-        operation,
-        throttled: text.throttled(),
-        message: text.text,
-    }
+    DiscoveryError::Aws(common::aws::ApiError::new(operation, &e))
 }

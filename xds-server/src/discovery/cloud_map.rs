@@ -56,23 +56,19 @@ impl CloudMapPoller {
     /// /etc/hosts).
     fn unreached(&self, e: DiscoveryError) -> DiscoveryError {
         match e {
-            DiscoveryError::Aws {
-                operation,
-                throttled,
-                message,
-            } if message.contains("dispatch failure") || message.contains("timeout") => {
+            DiscoveryError::Aws(mut e)
+                if e.message.contains("dispatch failure") || e.message.contains("timeout") =>
+            {
                 let region = self.client.config().region().map(|r| r.to_string());
                 let host = data_host(
                     endpoint_override().as_deref(),
                     region.as_deref().unwrap_or("us-east-1"),
                 );
-                DiscoveryError::Aws {
-                    operation,
-                    throttled,
-                    message: format!(
-                        "{message} (the call goes to {host}, which must resolve and answer)"
-                    ),
-                }
+                e.message = format!(
+                    "{} (the call goes to {host}, which must resolve and answer)",
+                    e.message
+                );
+                DiscoveryError::Aws(e)
             }
             other => other,
         }
