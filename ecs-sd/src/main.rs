@@ -99,8 +99,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             )
             .exit();
     }
-    common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), &cli.log)
-        .map_err(anyhow::Error::msg)?;
+    common::cli::init_logs(cli.log_format, &cli.log).map_err(anyhow::Error::msg)?;
     if cli.directory.is_none() && cli.http_listen.is_none() && !cli.dry_run {
         anyhow::bail!("give --directory (file_sd), --http-listen (http_sd), or --dry-run");
     }

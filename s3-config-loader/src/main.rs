@@ -203,8 +203,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             )
         }
     };
-    common::cli::init_logs(matches!(c.log_format, LogFormat::Json), &c.log)
-        .map_err(anyhow::Error::msg)?;
+    common::cli::init_logs(c.log_format, &c.log).map_err(anyhow::Error::msg)?;
     let metrics = Metrics::new();
     if let Some(addr) = c.admin_listen {
         let router = common::admin::router(metrics.registry.clone());
