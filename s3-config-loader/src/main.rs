@@ -79,8 +79,9 @@ struct CommonArgs {
     /// With a single pass: exit 0 from the files already in place when S3 cannot be reached.
     #[arg(long, env = "S3_CONFIG_LOADER_ALLOW_STALE")]
     allow_stale: bool,
-    /// Check each new file before it replaces the old one; `{}` is the staged file's path,
-    /// e.g. "envoy --mode validate -c {}". A failure keeps the old file.
+    /// Check each new file before it replaces the old one (a shell command); `{}` is the
+    /// staged file's path, passed as $1 and never pasted into the command, e.g.
+    /// "envoy --mode validate -c {}". A failure keeps the old file.
     #[arg(long, env = "S3_CONFIG_LOADER_VALIDATE")]
     validate: Option<String>,
     /// Run this shell command after a pass that changed files (S3CL_CHANGED lists them).
