@@ -252,22 +252,37 @@ impl Dir {
         Ok(true)
     }
 
-    /// Removes the staging files (and links) that a killed process left in the directory itself
-    /// (not below it).
+    /// Removes the staging files (and links) that a killed process left in the directory and
+    /// in every directory below it (reached without following links, as writes are).
     pub fn remove_stale_staging(&self) {
-        let Ok(entries) = rustix::fs::Dir::read_from(&self.fd) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if !is_staging_name(&String::from_utf8_lossy(name.to_bytes())) {
-                continue;
+        remove_staging_below(&self.fd);
+    }
+}
+
+fn remove_staging_below(dir: &OwnedFd) {
+    let Ok(entries) = rustix::fs::Dir::read_from(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if matches!(name.to_bytes(), b"." | b"..") {
+            continue;
+        }
+        let kind = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map(|s| FileType::from_raw_mode(s.st_mode));
+        match kind {
+            Ok(FileType::Directory) => {
+                let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+                if let Ok(sub) = rustix::fs::openat(dir, name, flags, Mode::empty()) {
+                    remove_staging_below(&sub);
+                }
             }
-            let kind = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
-                .map(|s| FileType::from_raw_mode(s.st_mode));
-            if matches!(kind, Ok(FileType::RegularFile | FileType::Symlink)) {
-                let _ = rustix::fs::unlinkat(&self.fd, name, AtFlags::empty());
+            Ok(FileType::RegularFile | FileType::Symlink)
+                if is_staging_name(&String::from_utf8_lossy(name.to_bytes())) =>
+            {
+                let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
             }
+            _ => {}
         }
     }
 }
@@ -444,13 +459,26 @@ mod tests {
             std::fs::write(dir.join(name), "x").unwrap();
         }
         symlink("/nowhere", dir.join(".c.tmp-zz")).unwrap();
+        // Below, too (a key such as conf/app.yaml is staged in conf/), but never through a link.
+        std::fs::create_dir_all(dir.join("conf/deep")).unwrap();
+        std::fs::write(dir.join("conf/.app.yaml.tmp-ab12"), "x").unwrap();
+        std::fs::write(dir.join("conf/deep/.tmp-cd34-b.yaml"), "x").unwrap();
+        std::fs::write(dir.join("conf/deep/b.yaml"), "x").unwrap();
+        let outside = scratch("stale-outside");
+        std::fs::write(outside.join(".theirs.tmp-ab12"), "x").unwrap();
+        symlink(&outside, dir.join("elsewhere")).unwrap();
         Dir::open(&dir).unwrap().remove_stale_staging();
+        assert!(!dir.join("conf/.app.yaml.tmp-ab12").exists());
+        assert!(!dir.join("conf/deep/.tmp-cd34-b.yaml").exists());
+        assert!(dir.join("conf/deep/b.yaml").exists());
+        assert!(outside.join(".theirs.tmp-ab12").exists(), "followed a link");
+        std::fs::remove_dir_all(&outside).unwrap();
         let mut left: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, [".keep", "keep.txt"]);
+        assert_eq!(left, [".keep", "conf", "elsewhere", "keep.txt"]);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
