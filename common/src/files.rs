@@ -351,16 +351,22 @@ pub fn read(path: &Path) -> io::Result<Vec<u8>> {
     Dir::open(parent)?.read(name)
 }
 
+/// A fresh, empty directory under the system's temporary directory, named after `label` and
+/// this process: for the unit tests of the crates that write files.
+pub fn scratch_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, symlink};
 
     fn scratch(label: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("common-files-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        scratch_dir(&format!("common-files-{label}"))
     }
 
     #[test]

@@ -220,10 +220,7 @@ mod tests {
     use super::*;
 
     fn temp_dir(label: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("s3cl-gen-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        common::files::scratch_dir(&format!("s3cl-gen-{label}"))
     }
 
     /// A loader killed between moving a directory aside and publishing its replacement

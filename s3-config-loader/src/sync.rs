@@ -858,9 +858,7 @@ mod tests {
     /// shell syntax in it reaches the validator as one argument and runs nothing.
     #[tokio::test]
     async fn a_key_with_shell_syntax_runs_nothing_however_the_placeholder_is_quoted() {
-        let dir = std::env::temp_dir().join(format!("s3cl-validate-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::files::scratch_dir("s3cl-validate");
         // Were the name's commands run, they would run in `dir` (the commands `cd` there).
         let name = "a $(touch ran) b`touch ran`'\"x.yaml";
         let staged = dir.join(name);
