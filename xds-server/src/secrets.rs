@@ -224,15 +224,6 @@ impl ServerSide {
         use crate::catalog::{CatalogError, CertificateSource, TrustSource};
         let mut errors = Vec::new();
         // Each file-backed source: whether it reads and its key belongs to its certificate.
-        let mut check = |path: String, checked: Option<Result<(), String>>| {
-            if let Some(Err(message)) = checked {
-                errors.push(CatalogError {
-                    path: format!("{path}.file"),
-                    message,
-                    position: None,
-                });
-            }
-        };
         let cert = |source: Option<&CertificateSource>| match source {
             Some(CertificateSource::File(f)) => Some(
                 read(base, &f.chain)
@@ -254,26 +245,40 @@ impl ServerSide {
                 })
             })
         };
-        for (path, tls) in listeners() {
-            check(
-                format!("{path}.certificate"),
-                cert(tls.map(|t| &t.certificate)),
-            );
-        }
-        for (name, u) in &catalog.upstreams {
-            let source = u.tls.as_ref().and_then(|t| t.certificate.as_ref());
-            check(format!("upstreams.{name}.tls.certificate"), cert(source));
-        }
-        for (path, tls) in listeners() {
+        let upstreams = || {
+            catalog
+                .upstreams
+                .iter()
+                .map(|(name, u)| (format!("upstreams.{name}.tls"), u.tls.as_ref()))
+        };
+        // Certificates first, then trust bundles.
+        let checks = (listeners().map(|(at, tls)| {
+            let source = tls.map(|t| &t.certificate);
+            (format!("{at}.certificate"), cert(source))
+        }))
+        .chain(upstreams().map(|(at, tls)| {
+            let source = tls.and_then(|t| t.certificate.as_ref());
+            (format!("{at}.certificate"), cert(source))
+        }))
+        .chain(listeners().map(|(at, tls)| {
             let source = tls.and_then(|t| t.client_certificate.as_ref());
-            check(
-                format!("{path}.client_certificate.trust"),
+            (
+                format!("{at}.client_certificate.trust"),
                 trust(source.map(|c| &c.trust)),
-            );
-        }
-        for (name, u) in &catalog.upstreams {
-            let source = u.tls.as_ref().and_then(|t| t.trust.as_ref());
-            check(format!("upstreams.{name}.tls.trust"), trust(source));
+            )
+        }))
+        .chain(upstreams().map(|(at, tls)| {
+            let source = tls.and_then(|t| t.trust.as_ref());
+            (format!("{at}.trust"), trust(source))
+        }));
+        for (path, checked) in checks {
+            if let Some(Err(message)) = checked {
+                errors.push(CatalogError {
+                    path: format!("{path}.file"),
+                    message,
+                    position: None,
+                });
+            }
         }
         let mesh = catalog.mesh.get_or_insert_with(Default::default);
         match &mesh.trust_domain {

@@ -300,19 +300,15 @@ impl Discovery {
                 ),
                 SourceKey::CloudMap(src, port) => {
                     let limiter = clients.cloud_map_limit.get(aws::CLOUD_MAP_RATE);
-                    let poller = CloudMapPoller::new(
-                        clients.cloud_map().await,
-                        src.clone(),
-                        *port,
-                        limiter,
-                        metrics,
-                    );
+                    let calls = aws::Calls::new("cloud_map", limiter, metrics);
+                    let client = clients.cloud_map().await;
+                    let poller = CloudMapPoller::new(client, src.clone(), *port, calls);
                     self.start(key.clone(), poller, config.aws_interval)
                 }
                 SourceKey::Ecs(src, port) => {
                     let limiter = clients.ecs_limit.get(aws::ECS_RATE);
-                    let poller =
-                        EcsPoller::new(clients.ecs().await, src.clone(), *port, limiter, metrics);
+                    let calls = aws::Calls::new("ecs", limiter, metrics);
+                    let poller = EcsPoller::new(clients.ecs().await, src.clone(), *port, calls);
                     self.start(key.clone(), poller, config.aws_interval)
                 }
             };
