@@ -95,30 +95,19 @@ pub fn prepare(dir: &Path) -> io::Result<PathBuf> {
     let new = dir.join(format!("..{stamp}"));
     std::fs::create_dir(&new)?;
     // A `..data` pointing nowhere (a crash, a hand edit) means starting from an empty set.
+    // Both generations are reached from one handle on `dir`, never through a link (one put in
+    // place of either meanwhile is refused); only files and directories are linked, the
+    // loader writes nothing else.
     if let Some(old) = current(dir)
-        && let Err(e) = link_tree(&old, &new)
+        && let Err(e) = common::files::Dir::open(dir).and_then(|d| {
+            let name = |p: &Path| p.file_name().unwrap_or_default().to_os_string();
+            d.link_tree(&name(&old), &name(&new))
+        })
     {
         abandon(&new);
         return Err(e);
     }
     Ok(new)
-}
-
-fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            std::fs::create_dir(&target)?;
-            link_tree(&entry.path(), &target)?;
-        } else if kind.is_file() {
-            std::fs::hard_link(entry.path(), &target)?;
-        }
-        // The loader writes only files and directories: anything else was put there by
-        // someone else and does not belong in the next set.
-    }
-    Ok(())
 }
 
 /// Atomically replaces `link` with a symlink to `target`.
