@@ -21,11 +21,7 @@ use ecs_sd::targets::{LabelOptions, TargetGroup};
 /// docker labels (PROMETHEUS_EXPORTER_PORT, ...). Every flag also reads the environment
 /// variable shown.
 #[derive(Parser)]
-#[command(
-    version = common::version::describe(env!("CARGO_PKG_VERSION")),
-    about,
-    args_override_self = true
-)]
+#[command(version = common::version::describe(), about, args_override_self = true)]
 struct Cli {
     /// Where to write {15s,30s,1m,5m}-tasks.json, created when missing (required unless
     /// --dry-run or --http-listen).

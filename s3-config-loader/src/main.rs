@@ -18,11 +18,7 @@ use s3_config_loader::{S3Location, s3_client};
 /// Fetches configuration from S3 to local files, keeps it fresh, swaps files atomically and
 /// runs reload hooks when they change. Every flag also reads the environment variable shown.
 #[derive(Parser)]
-#[command(
-    version = common::version::describe(env!("CARGO_PKG_VERSION")),
-    about,
-    args_override_self = true
-)]
+#[command(version = common::version::describe(), about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

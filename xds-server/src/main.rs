@@ -23,11 +23,7 @@ use xds_server::tls::ServerCertificate;
 
 /// gRPC xDS control plane for generic Envoy proxies on AWS ECS.
 #[derive(Parser)]
-#[command(
-    version = common::version::describe(env!("CARGO_PKG_VERSION")),
-    about,
-    args_override_self = true
-)]
+#[command(version = common::version::describe(), about, args_override_self = true)]
 struct Cli {
     /// Log format: `text` for people, `json` for CloudWatch and other collectors.
     #[arg(
