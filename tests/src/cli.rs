@@ -101,17 +101,6 @@ pub fn assert_envoy_accepts(catalog: &std::path::Path) {
     assert_eq!(stdout, "ok\n");
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_flags_without_an_environment_variable() {
-        let help = "Usage: x [OPTIONS]\n\nOptions:\n      --interval <INTERVAL>\n          Time between passes\n\n          [env: X_INTERVAL=]\n\n      --dry-run\n          One pass\n\n  -h, --help\n          Print help\n  -V, --version\n          Print version\n";
-        assert_eq!(flags_without_env(help), ["--dry-run"]);
-    }
-}
-
 /// Waits for the admin port `port` of `bin` to serve `/metrics` and asserts that it does from
 /// the start: each of `series` (`NAME{LABELS} 0`, before anything happened) and
 /// `PREFIX_build_info{commit, version} 1`, the commit `--version` names. The metrics text.
@@ -133,4 +122,15 @@ pub fn metrics_from_the_start(port: u16, bin: &str, prefix: &str, series: &[&str
     );
     assert!(text.contains(&build_info), "{build_info} missing:\n{text}");
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_flags_without_an_environment_variable() {
+        let help = "Usage: x [OPTIONS]\n\nOptions:\n      --interval <INTERVAL>\n          Time between passes\n\n          [env: X_INTERVAL=]\n\n      --dry-run\n          One pass\n\n  -h, --help\n          Print help\n  -V, --version\n          Print version\n";
+        assert_eq!(flags_without_env(help), ["--dry-run"]);
+    }
 }
