@@ -53,10 +53,20 @@ pub fn metrics_response(registry: &Registry) -> axum::response::Response {
 
 /// `/metrics` (everything in `registry`) and `/healthz` (`ok`).
 pub fn router(registry: Registry) -> Router {
+    router_updating(registry, || {})
+}
+
+/// [`router`], running `update` before each `/metrics` answer: for gauges counted only when
+/// asked.
+pub fn router_updating(
+    registry: Registry,
+    update: impl Fn() + Clone + Send + Sync + 'static,
+) -> Router {
     Router::new()
         .route(
             "/metrics",
             get(move || {
+                update();
                 let response = metrics_response(&registry);
                 async move { response }
             }),
