@@ -23,7 +23,7 @@ pub fn register<T: prometheus::core::Collector + Clone + 'static>(
 
 /// Registers `NAME{version, commit} 1` (e.g. `s3cl_build_info`), so that dashboards and alerts
 /// can tell which build runs where, as Prometheus' own `prometheus_build_info` does.
-pub fn register_build_info(registry: &Registry, name: &str, version: &str) {
+pub fn register_build_info(registry: &Registry, name: &str) {
     let help = "The version and commit of this binary (always 1)";
     let gauge = register(
         registry,
@@ -31,7 +31,7 @@ pub fn register_build_info(registry: &Registry, name: &str, version: &str) {
             .expect("valid metric"),
     );
     gauge
-        .with_label_values(&[version, crate::version::COMMIT])
+        .with_label_values(&[crate::version::VERSION, crate::version::COMMIT])
         .set(1);
 }
 
@@ -53,10 +53,20 @@ pub fn metrics_response(registry: &Registry) -> axum::response::Response {
 
 /// `/metrics` (everything in `registry`) and `/healthz` (`ok`).
 pub fn router(registry: Registry) -> Router {
+    router_updating(registry, || {})
+}
+
+/// [`router`], running `update` before each `/metrics` answer: for gauges counted only when
+/// asked.
+pub fn router_updating(
+    registry: Registry,
+    update: impl Fn() + Clone + Send + Sync + 'static,
+) -> Router {
     Router::new()
         .route(
             "/metrics",
             get(move || {
+                update();
                 let response = metrics_response(&registry);
                 async move { response }
             }),

@@ -59,20 +59,74 @@ pub struct ErrorText {
 impl ErrorText {
     /// Whether AWS throttled the call.
     pub fn throttled(&self) -> bool {
-        const CODES: &[&str] = &[
-            "Throttling",
-            "ThrottlingException",
-            "ThrottledException",
-            "TooManyRequestsException",
-            "RequestLimitExceeded",
-            "RequestThrottled",
-            "RequestThrottledException",
-            "ProvisionedThroughputExceededException",
-            "SlowDown",
-        ];
-        self.code.as_deref().is_some_and(|c| CODES.contains(&c))
+        self.code.as_deref().is_some_and(throttling_code)
     }
 }
+
+/// Whether `code`, an AWS error code, says the caller was throttled (the codes differ from
+/// service to service).
+pub fn throttling_code(code: &str) -> bool {
+    const CODES: &[&str] = &[
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "ProvisionedThroughputExceededException",
+        "SlowDown",
+    ];
+    CODES.contains(&code)
+}
+
+/// A failed AWS API call, for a poller: which operation, what went wrong, and whether AWS
+/// throttled it (the poller then backs off, see [`crate::backoff::Throttle`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The failing operation, e.g. `ListTasks`.
+    pub operation: &'static str,
+    /// The service's code and message, or the transport problem.
+    pub message: String,
+    /// Whether AWS throttled the call.
+    pub throttled: bool,
+}
+
+impl ApiError {
+    /// `operation` failed with the SDK error `e`.
+    pub fn new<E, R>(
+        operation: &'static str,
+        e: &aws_smithy_runtime_api::client::result::SdkError<E, R>,
+    ) -> Self
+    where
+        E: aws_smithy_types::error::metadata::ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        let text = error_text(e);
+        Self {
+            operation,
+            throttled: text.throttled(),
+            message: text.text,
+        }
+    }
+
+    /// `operation` failed for a reason of the caller's own (not throttled).
+    pub fn other(operation: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            operation,
+            message: message.into(),
+            throttled: false,
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.operation, self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
 
 /// Describes an SDK error: the service's code and message, or the transport problem.
 pub fn error_text<E, R>(e: &aws_smithy_runtime_api::client::result::SdkError<E, R>) -> ErrorText
@@ -109,4 +163,43 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throttling_codes_of_every_service_count_and_others_do_not() {
+        for code in [
+            "ThrottlingException",
+            "Throttling",
+            "SlowDown",
+            "RequestLimitExceeded",
+        ] {
+            assert!(throttling_code(code), "{code}");
+        }
+        for code in ["AccessDeniedException", "ClusterNotFoundException", ""] {
+            assert!(!throttling_code(code), "{code}");
+        }
+        let e = ErrorText {
+            code: Some("ThrottlingException".into()),
+            text: "ThrottlingException: Rate exceeded".into(),
+        };
+        assert!(e.throttled());
+        assert!(
+            !ErrorText {
+                code: None,
+                text: "dispatch failure".into()
+            }
+            .throttled()
+        );
+    }
+
+    #[test]
+    fn an_api_error_names_its_operation() {
+        let e = ApiError::other("refresh", "no answer within 30s");
+        assert_eq!(e.to_string(), "refresh: no answer within 30s");
+        assert!(!e.throttled);
+    }
 }

@@ -20,9 +20,63 @@ pub fn after_throttle(previous: Duration, interval: Duration, max: Duration) -> 
     next(previous, interval.saturating_mul(2), max.max(interval))
 }
 
+/// The delays of a poller that runs every `interval` and backs off while AWS throttles it (see
+/// [`after_throttle`]): ecs-sd's refreshes and each of xds-server's discovery sources.
+#[derive(Debug, Clone, Copy)]
+pub struct Throttle {
+    interval: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Throttle {
+    /// A poller that runs every `interval`, backing off up to `max` while throttled.
+    pub fn new(interval: Duration, max: Duration) -> Self {
+        Self {
+            interval,
+            max,
+            current: Duration::ZERO,
+        }
+    }
+
+    /// After a poll (`throttled`: whether AWS throttled it), the delay before the next one: the
+    /// grown backoff while throttling goes on, else the interval with jitter (any other outcome
+    /// ends the backoff).
+    pub fn after(&mut self, throttled: bool) -> Duration {
+        if throttled {
+            self.current = after_throttle(self.current, self.interval, self.max);
+            self.current
+        } else {
+            self.current = Duration::ZERO;
+            crate::duration::jitter(self.interval)
+        }
+    }
+
+    /// The current backoff, zero when the last poll was not throttled (for a metric).
+    pub fn current(&self) -> Duration {
+        self.current
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_throttled_poller_backs_off_and_any_other_outcome_ends_it() {
+        let interval = secs(60);
+        let mut t = Throttle::new(interval, secs(300));
+        let within_jitter = |d: Duration| d >= secs(54) && d <= secs(66);
+        assert!(within_jitter(t.after(false)));
+        assert_eq!(t.current(), Duration::ZERO);
+        let grown: Vec<u64> = (0..4).map(|_| t.after(true).as_secs()).collect();
+        assert_eq!(grown, [120, 240, 300, 300]);
+        assert_eq!(t.current(), secs(300));
+        assert!(within_jitter(t.after(false)));
+        assert_eq!(t.current(), Duration::ZERO);
+        // Throttled again: it starts over from twice the interval.
+        assert_eq!(t.after(true), secs(120));
+    }
 
     fn secs(s: u64) -> Duration {
         Duration::from_secs(s)

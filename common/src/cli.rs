@@ -10,10 +10,10 @@ pub enum LogFormat {
     Json,
 }
 
-/// Logs to stderr: `json` for CloudWatch and other collectors, text otherwise; `filter` is an
+/// Logs to stderr: JSON for CloudWatch and other collectors, or text; `filter` is an
 /// env-filter expression such as `info` or `xds_server=debug`. Text is coloured only on a
 /// terminal, and not when `NO_COLOR` is set: escape codes in a file or CloudWatch are noise.
-pub fn init_logs(json: bool, filter: &str) -> Result<(), String> {
+pub fn init_logs(format: LogFormat, filter: &str) -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_new(filter)
         .map_err(|e| format!("invalid log filter {filter:?}: {e}"))?;
     let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
@@ -24,7 +24,7 @@ pub fn init_logs(json: bool, filter: &str) -> Result<(), String> {
             inner: std::io::stderr(),
             escape: !terminal,
         });
-    if json {
+    if format == LogFormat::Json {
         builder.json().flatten_event(true).init();
     } else {
         builder.init();

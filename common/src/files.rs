@@ -252,22 +252,81 @@ impl Dir {
         Ok(true)
     }
 
-    /// Removes the staging files (and links) that a killed process left in the directory itself
-    /// (not below it).
-    pub fn remove_stale_staging(&self) {
-        let Ok(entries) = rustix::fs::Dir::read_from(&self.fd) else {
-            return;
+    /// Fills `to`, a directory directly in this one, with hard links to the regular files below
+    /// `from`, another, in the same subdirectories (made as needed). Nothing is reached through
+    /// a link: a link at `from` or `to`, or below them, is refused or left out, so a directory
+    /// swapped for a link meanwhile never makes links or directories elsewhere.
+    pub fn link_tree(&self, from: &OsStr, to: &OsStr) -> io::Result<()> {
+        let open = |name: &OsStr| -> io::Result<OwnedFd> {
+            rustix::fs::openat(&self.fd, name, DIR_NOFOLLOW, Mode::empty()).map_err(|e| match e {
+                Errno::LOOP | Errno::NOTDIR => not_followed(&self.path, Path::new(name)),
+                e => e.into(),
+            })
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            if !is_staging_name(&String::from_utf8_lossy(name.to_bytes())) {
-                continue;
+        link_below(&open(from)?, &open(to)?)
+    }
+
+    /// Removes the staging files (and links) that a killed process left in the directory and
+    /// in every directory below it (reached without following links, as writes are).
+    pub fn remove_stale_staging(&self) {
+        remove_staging_below(&self.fd);
+    }
+}
+
+/// Opens a directory below another without following a link.
+const DIR_NOFOLLOW: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+fn link_below(from: &OwnedFd, to: &OwnedFd) -> io::Result<()> {
+    for entry in rustix::fs::Dir::read_from(from)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        if matches!(name.to_bytes(), b"." | b"..") {
+            continue;
+        }
+        let kind = rustix::fs::statat(from, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map(|s| FileType::from_raw_mode(s.st_mode))?;
+        match kind {
+            FileType::Directory => {
+                rustix::fs::mkdirat(to, name, Mode::from_raw_mode(0o777))?;
+                let sub_from = rustix::fs::openat(from, name, DIR_NOFOLLOW, Mode::empty())?;
+                let sub_to = rustix::fs::openat(to, name, DIR_NOFOLLOW, Mode::empty())?;
+                link_below(&sub_from, &sub_to)?;
             }
-            let kind = rustix::fs::statat(&self.fd, name, AtFlags::SYMLINK_NOFOLLOW)
-                .map(|s| FileType::from_raw_mode(s.st_mode));
-            if matches!(kind, Ok(FileType::RegularFile | FileType::Symlink)) {
-                let _ = rustix::fs::unlinkat(&self.fd, name, AtFlags::empty());
+            FileType::RegularFile => rustix::fs::linkat(from, name, to, name, AtFlags::empty())?,
+            // Only files and directories are the writer's: anything else was put there by
+            // someone else.
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn remove_staging_below(dir: &OwnedFd) {
+    let Ok(entries) = rustix::fs::Dir::read_from(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if matches!(name.to_bytes(), b"." | b"..") {
+            continue;
+        }
+        let kind = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+            .map(|s| FileType::from_raw_mode(s.st_mode));
+        match kind {
+            Ok(FileType::Directory) => {
+                if let Ok(sub) = rustix::fs::openat(dir, name, DIR_NOFOLLOW, Mode::empty()) {
+                    remove_staging_below(&sub);
+                }
             }
+            Ok(FileType::RegularFile | FileType::Symlink)
+                if is_staging_name(&String::from_utf8_lossy(name.to_bytes())) =>
+            {
+                let _ = rustix::fs::unlinkat(dir, name, AtFlags::empty());
+            }
+            _ => {}
         }
     }
 }
@@ -336,16 +395,22 @@ pub fn read(path: &Path) -> io::Result<Vec<u8>> {
     Dir::open(parent)?.read(name)
 }
 
+/// A fresh, empty directory under the system's temporary directory, named after `label` and
+/// this process: for the unit tests of the crates that write files.
+pub fn scratch_dir(label: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("{label}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, symlink};
 
     fn scratch(label: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("common-files-{label}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
+        scratch_dir(&format!("common-files-{label}"))
     }
 
     #[test]
@@ -444,14 +509,53 @@ mod tests {
             std::fs::write(dir.join(name), "x").unwrap();
         }
         symlink("/nowhere", dir.join(".c.tmp-zz")).unwrap();
+        // Below, too (a key such as conf/app.yaml is staged in conf/), but never through a link.
+        std::fs::create_dir_all(dir.join("conf/deep")).unwrap();
+        std::fs::write(dir.join("conf/.app.yaml.tmp-ab12"), "x").unwrap();
+        std::fs::write(dir.join("conf/deep/.tmp-cd34-b.yaml"), "x").unwrap();
+        std::fs::write(dir.join("conf/deep/b.yaml"), "x").unwrap();
+        let outside = scratch("stale-outside");
+        std::fs::write(outside.join(".theirs.tmp-ab12"), "x").unwrap();
+        symlink(&outside, dir.join("elsewhere")).unwrap();
         Dir::open(&dir).unwrap().remove_stale_staging();
+        assert!(!dir.join("conf/.app.yaml.tmp-ab12").exists());
+        assert!(!dir.join("conf/deep/.tmp-cd34-b.yaml").exists());
+        assert!(dir.join("conf/deep/b.yaml").exists());
+        assert!(outside.join(".theirs.tmp-ab12").exists(), "followed a link");
+        std::fs::remove_dir_all(&outside).unwrap();
         let mut left: Vec<String> = std::fs::read_dir(&dir)
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, [".keep", "keep.txt"]);
+        assert_eq!(left, [".keep", "conf", "elsewhere", "keep.txt"]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A directory swapped for a link between its creation and its filling (someone sharing
+    /// the directory) never gets links or directories made elsewhere.
+    #[test]
+    fn a_tree_is_linked_below_the_directory_only() {
+        let dir = scratch("tree");
+        let outside = scratch("tree-outside");
+        std::fs::create_dir_all(dir.join("old/sub")).unwrap();
+        std::fs::write(dir.join("old/a"), "a").unwrap();
+        std::fs::write(dir.join("old/sub/b"), "b").unwrap();
+        symlink("/etc/hostname", dir.join("old/link")).unwrap();
+        std::fs::create_dir(dir.join("new")).unwrap();
+        let d = Dir::open(&dir).unwrap();
+        d.link_tree("old".as_ref(), "new".as_ref()).unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("new/sub/b")).unwrap(), "b");
+        let meta = |p: &str| std::fs::metadata(dir.join(p)).unwrap();
+        assert_eq!(meta("new/a").ino(), meta("old/a").ino(), "a hard link");
+        assert!(!dir.join("new/link").exists(), "links are left out");
+
+        symlink(&outside, dir.join("swapped")).unwrap();
+        let e = d.link_tree("old".as_ref(), "swapped".as_ref()).unwrap_err();
+        assert!(e.to_string().contains("symbolic link"), "{e}");
+        assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
+        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(&outside).unwrap();
     }
 
     #[test]

@@ -1,6 +1,13 @@
 //! The one token bucket of the tools: a rate of requests per second and a burst. Callers keep
 //! it under their own lock, one per limit (AWS calls of a kind) or one per key (a source
 //! address), and either refuse what finds it empty or wait for their turn.
+//!
+//! Why not the `governor` crate: its waiting (`until_ready`) checks again after each sleep, so
+//! waiters are not served in the order they came and a poll can be passed over by later ones
+//! until its timeout; the discovery limiter needs each waiter to take its place in turn and a
+//! cancelled wait to give its place back ([`TokenBucket::take_in_turn`],
+//! [`TokenBucket::give_back`]). What remains (refill, burst, one bucket per key) is the few
+//! lines below, and a dependency would not make them fewer.
 
 use std::time::{Duration, Instant};
 

@@ -35,29 +35,15 @@ struct Hosts {
     problems: Vec<(String, String)>,
 }
 
-/// Why a refresh failed; the previous output stays.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("{operation}: {message}")]
-pub struct ApiError {
-    /// The failing operation.
-    pub operation: &'static str,
-    /// The service's code and message, or the transport problem.
-    pub message: String,
-    /// Whether AWS throttled the call.
-    pub throttled: bool,
-}
+/// Why a refresh failed (the previous output stays): the one AWS error type of the toolkit.
+pub use common::aws::ApiError;
 
 fn api_error<E, R>(operation: &'static str, e: SdkError<E, R>) -> ApiError
 where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let text = common::aws::error_text(&e);
-    ApiError {
-        operation,
-        throttled: text.throttled(),
-        message: text.text,
-    }
+    ApiError::new(operation, &e)
 }
 
 /// The ECS and EC2 clients and the caches that keep API calls down.
@@ -422,11 +408,7 @@ impl Discoverer {
             .key("InstanceIds")
             .set_values(Some(batch.to_vec()))
             .build()
-            .map_err(|e| ApiError {
-                operation: "DescribeInstanceInformation",
-                message: e.to_string(),
-                throttled: false,
-            })?;
+            .map_err(|e| ApiError::other("DescribeInstanceInformation", e.to_string()))?;
         let mut found = Vec::new();
         let mut next: Option<String> = None;
         loop {

@@ -21,11 +21,7 @@ use ecs_sd::targets::{LabelOptions, TargetGroup};
 /// docker labels (PROMETHEUS_EXPORTER_PORT, ...). Every flag also reads the environment
 /// variable shown.
 #[derive(Parser)]
-#[command(
-    version = common::version::describe(env!("CARGO_PKG_VERSION")),
-    about,
-    args_override_self = true
-)]
+#[command(version = common::version::describe(), about, args_override_self = true)]
 struct Cli {
     /// Where to write {15s,30s,1m,5m}-tasks.json, created when missing (required unless
     /// --dry-run or --http-listen).
@@ -99,8 +95,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             )
             .exit();
     }
-    common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), &cli.log)
-        .map_err(anyhow::Error::msg)?;
+    common::cli::init_logs(cli.log_format, &cli.log).map_err(anyhow::Error::msg)?;
     if cli.directory.is_none() && cli.http_listen.is_none() && !cli.dry_run {
         anyhow::bail!("give --directory (file_sd), --http-listen (http_sd), or --dry-run");
     }

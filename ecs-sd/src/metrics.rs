@@ -63,11 +63,7 @@ impl Metrics {
     /// standard ones and the default one), the label values of `ecs_sd_targets`.
     pub fn with_intervals(intervals: &[&str]) -> Self {
         let registry = Registry::new();
-        common::admin::register_build_info(
-            &registry,
-            "ecs_sd_build_info",
-            env!("CARGO_PKG_VERSION"),
-        );
+        common::admin::register_build_info(&registry, "ecs_sd_build_info");
         let metrics = Metrics {
             tasks: reg(
                 &registry,

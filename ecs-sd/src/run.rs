@@ -91,7 +91,7 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut backoff = Duration::ZERO;
+    let mut backoff = common::backoff::Throttle::new(config.interval, config.max_backoff);
     // The refresh as a whole, and the files.
     let mut failing = Problems::default();
     // What successful refreshes went without (clusters not found, unknown hosts).
@@ -101,17 +101,15 @@ pub async fn run(
         // A stuck connection must not stop discovery, and SIGTERM must not wait for a refresh.
         let result = tokio::select! {
             r = tokio::time::timeout(REFRESH_TIMEOUT, refresh(&mut discoverer, &config.labels, &metrics)) => {
-                r.unwrap_or_else(|_| Err(ApiError {
-                    operation: "refresh",
-                    message: format!("no answer within {REFRESH_TIMEOUT:?}"),
-                    throttled: false,
-                }))
+                r.unwrap_or_else(|_| Err(ApiError::other(
+                    "refresh",
+                    format!("no answer within {REFRESH_TIMEOUT:?}"),
+                )))
             }
             _ = &mut shutdown => return,
         };
         let delay = match result {
             Ok(d) => {
-                backoff = Duration::ZERO;
                 let d = Arc::new(d);
                 // http_sd gets the new targets even if the files cannot be written.
                 published.set(d.clone());
@@ -157,18 +155,13 @@ pub async fn run(
                         log_failing(&mut failing, Some(("write", problem)), config.interval);
                     }
                 }
-                common::duration::jitter(config.interval)
+                backoff.after(false)
             }
             Err(e) => {
                 let kind = if e.throttled { "throttled" } else { "error" };
                 metrics.errors.with_label_values(&[kind]).inc();
                 metrics.last_refresh_successful.set(0);
-                backoff = if e.throttled {
-                    common::backoff::after_throttle(backoff, config.interval, config.max_backoff)
-                } else {
-                    Duration::ZERO
-                };
-                let delay = backoff.max(config.interval);
+                let delay = backoff.after(e.throttled);
                 log_failing(&mut failing, Some(("refresh", e.to_string())), delay);
                 delay
             }

@@ -31,7 +31,8 @@ pub fn current(dir: &Path) -> Option<PathBuf> {
 }
 
 /// Removes generations that are not the current one: a loader killed during a pass leaves
-/// the one it was building.
+/// the one it was building. A directory a killed [`commit`] had moved aside goes back where it
+/// was when nothing took its place, and is removed when its replacement was published.
 pub fn remove_stale(dir: &Path) {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
@@ -39,6 +40,25 @@ pub fn remove_stale(dir: &Path) {
     let current = current(dir);
     for e in entries.flatten() {
         let name = e.file_name();
+        if let Some(original) = name.to_str().and_then(moved_aside_from)
+            && e.file_type().is_ok_and(|t| t.is_dir())
+        {
+            let back = dir.join(original);
+            let done = if std::fs::symlink_metadata(&back).is_err() {
+                std::fs::rename(e.path(), &back)
+            } else {
+                std::fs::remove_dir_all(e.path())
+            };
+            match done {
+                Ok(()) => {
+                    tracing::info!(dir = %back.display(), "finished the swap of a directory an interrupted pass had moved aside")
+                }
+                Err(err) => {
+                    tracing::warn!(dir = %back.display(), aside = %e.path().display(), error = %err, "cannot finish the swap of a directory moved aside")
+                }
+            }
+            continue;
+        }
         let ours = name.to_str().is_some_and(is_generation_name);
         if ours
             && e.file_type().is_ok_and(|t| t.is_dir())
@@ -56,6 +76,17 @@ pub fn remove_stale(dir: &Path) {
     }
 }
 
+/// The top-level name a directory called `name` was moved aside from by [`move_aside`]
+/// (`.NAME.tmp-RANDOM`), if it is such a directory.
+fn moved_aside_from(name: &str) -> Option<&str> {
+    if !common::files::is_staging_name(name) {
+        return None;
+    }
+    let (head, _) = name.rsplit_once(".tmp-")?;
+    head.strip_prefix('.')
+        .filter(|n| !n.is_empty() && *n != DATA && !is_generation_name(n))
+}
+
 /// Creates a new generation holding the current one's files (hard links: nothing is copied,
 /// and files are only ever replaced by rename, so the old generation stays intact).
 pub fn prepare(dir: &Path) -> io::Result<PathBuf> {
@@ -64,30 +95,19 @@ pub fn prepare(dir: &Path) -> io::Result<PathBuf> {
     let new = dir.join(format!("..{stamp}"));
     std::fs::create_dir(&new)?;
     // A `..data` pointing nowhere (a crash, a hand edit) means starting from an empty set.
+    // Both generations are reached from one handle on `dir`, never through a link (one put in
+    // place of either meanwhile is refused); only files and directories are linked, the
+    // loader writes nothing else.
     if let Some(old) = current(dir)
-        && let Err(e) = link_tree(&old, &new)
+        && let Err(e) = common::files::Dir::open(dir).and_then(|d| {
+            let name = |p: &Path| p.file_name().unwrap_or_default().to_os_string();
+            d.link_tree(&name(&old), &name(&new))
+        })
     {
         abandon(&new);
         return Err(e);
     }
     Ok(new)
-}
-
-fn link_tree(from: &Path, to: &Path) -> io::Result<()> {
-    for entry in std::fs::read_dir(from)? {
-        let entry = entry?;
-        let target = to.join(entry.file_name());
-        let kind = entry.file_type()?;
-        if kind.is_dir() {
-            std::fs::create_dir(&target)?;
-            link_tree(&entry.path(), &target)?;
-        } else if kind.is_file() {
-            std::fs::hard_link(entry.path(), &target)?;
-        }
-        // The loader writes only files and directories: anything else was put there by
-        // someone else and does not belong in the next set.
-    }
-    Ok(())
 }
 
 /// Atomically replaces `link` with a symlink to `target`.
@@ -111,11 +131,9 @@ fn move_aside(
     for name in names {
         let path = dir.join(name);
         if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir()) {
-            let aside = dir.join(format!(
-                ".{}.replaced-{}",
-                name.to_string_lossy(),
-                std::process::id()
-            ));
+            // An unpredictable name: one someone sharing the directory could guess would let
+            // them block the swap (a directory planted there) or have it moved into theirs.
+            let aside = dir.join(common::files::staging_name(name, false)?);
             std::fs::rename(&path, &aside)?;
             moved.push((path, aside));
         }
@@ -190,11 +208,81 @@ pub fn abandon(new: &Path) {
 mod tests {
     use super::*;
 
+    fn temp_dir(label: &str) -> PathBuf {
+        common::files::scratch_dir(&format!("s3cl-gen-{label}"))
+    }
+
+    /// A loader killed between moving a directory aside and publishing its replacement
+    /// leaves it aside: the next start puts it back, or drops it once it was replaced.
+    #[test]
+    fn a_directory_left_aside_by_a_crash_goes_back_or_goes() {
+        let dir = temp_dir("crash");
+        let aside = dir.join(common::files::staging_name("conf".as_ref(), false).unwrap());
+        std::fs::create_dir(&aside).unwrap();
+        std::fs::write(aside.join("a.yaml"), "a").unwrap();
+        remove_stale(&dir);
+        assert_eq!(
+            std::fs::read_to_string(dir.join("conf/a.yaml")).unwrap(),
+            "a"
+        );
+        assert!(!aside.exists());
+
+        std::fs::create_dir(&aside).unwrap();
+        std::fs::write(aside.join("a.yaml"), "older").unwrap();
+        remove_stale(&dir);
+        assert!(!aside.exists(), "replaced: dropped");
+        assert_eq!(
+            std::fs::read_to_string(dir.join("conf/a.yaml")).unwrap(),
+            "a"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A directory of a sync without --atomic-set is moved aside under a name no one can plant
+    /// first: the pid-named place of earlier versions, taken, stopped every swap.
+    #[test]
+    fn a_directory_planted_where_one_is_moved_aside_does_not_block_the_swap() {
+        let dir = temp_dir("aside");
+        std::fs::create_dir(dir.join("conf")).unwrap();
+        std::fs::write(dir.join("conf/old.yaml"), "old").unwrap();
+        let planted = dir.join(format!(".conf.replaced-{}", std::process::id()));
+        std::fs::create_dir(&planted).unwrap();
+        std::fs::write(planted.join("theirs"), "x").unwrap();
+        let new = prepare(&dir).unwrap();
+        std::fs::create_dir(new.join("conf")).unwrap();
+        std::fs::write(new.join("conf/new.yaml"), "new").unwrap();
+        commit(&dir, &new).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.join("conf/new.yaml")).unwrap(),
+            "new"
+        );
+        assert!(!dir.join("conf/old.yaml").exists());
+        assert!(
+            planted.join("theirs").exists(),
+            "someone else's directory is left alone"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
     #[test]
     fn only_our_generation_names_count() {
         assert!(is_generation_name("..1796113495848448242"));
         for other in ["..data", "..", "..1a", "/etc", "../outside", ".1", "..1/x"] {
             assert!(!is_generation_name(other), "{other:?}");
+        }
+        assert_eq!(moved_aside_from(".conf.tmp-abc123"), Some("conf"));
+        assert_eq!(
+            moved_aside_from("..well-known.tmp-abc"),
+            Some(".well-known")
+        );
+        for other in [
+            "conf",
+            ".conf.tmp-",
+            "...data.tmp-abc",
+            ".tmp-abc-conf",
+            ".x.tmp-ABC",
+        ] {
+            assert_eq!(moved_aside_from(other), None, "{other:?}");
         }
     }
 }

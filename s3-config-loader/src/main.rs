@@ -18,11 +18,7 @@ use s3_config_loader::{S3Location, s3_client};
 /// Fetches configuration from S3 to local files, keeps it fresh, swaps files atomically and
 /// runs reload hooks when they change. Every flag also reads the environment variable shown.
 #[derive(Parser)]
-#[command(
-    version = common::version::describe(env!("CARGO_PKG_VERSION")),
-    about,
-    args_override_self = true
-)]
+#[command(version = common::version::describe(), about, args_override_self = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,8 +75,9 @@ struct CommonArgs {
     /// With a single pass: exit 0 from the files already in place when S3 cannot be reached.
     #[arg(long, env = "S3_CONFIG_LOADER_ALLOW_STALE")]
     allow_stale: bool,
-    /// Check each new file before it replaces the old one; `{}` is the staged file's path,
-    /// e.g. "envoy --mode validate -c {}". A failure keeps the old file.
+    /// Check each new file before it replaces the old one (a shell command); `{}` is the
+    /// staged file's path, passed as $1 and never pasted into the command, e.g.
+    /// "envoy --mode validate -c {}". A failure keeps the old file.
     #[arg(long, env = "S3_CONFIG_LOADER_VALIDATE")]
     validate: Option<String>,
     /// Run this shell command after a pass that changed files (S3CL_CHANGED lists them).
@@ -203,8 +200,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             )
         }
     };
-    common::cli::init_logs(matches!(c.log_format, LogFormat::Json), &c.log)
-        .map_err(anyhow::Error::msg)?;
+    common::cli::init_logs(c.log_format, &c.log).map_err(anyhow::Error::msg)?;
     let metrics = Metrics::new();
     if let Some(addr) = c.admin_listen {
         let router = common::admin::router(metrics.registry.clone());

@@ -74,7 +74,7 @@ impl Metrics {
             )
             .expect("valid metric"),
         );
-        common::admin::register_build_info(&registry, "s3cl_build_info", env!("CARGO_PKG_VERSION"));
+        common::admin::register_build_info(&registry, "s3cl_build_info");
         let metrics = Metrics {
             passes: vec(
                 "s3cl_passes_total",

@@ -765,12 +765,57 @@ pub async fn fetch_object(
 }
 
 /// Runs `cmd` through `sh -c` with `{}` replaced by the (quoted) staged file path.
+/// `cmd` with each `{}` replaced by a reference to `$1`, quoted for where it stands: the staged
+/// file's path (which holds S3 key names) is passed to `sh` as an argument and never becomes
+/// shell text, so a key such as `$(reboot).yaml` runs nothing, whether the user wrote `{}`,
+/// `"{}"`, `'{}'` or `--config="{}"`. Quotes and backslashes are followed as POSIX sh does.
+fn with_path_argument(cmd: &str) -> String {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Quote {
+        None,
+        Single,
+        Double,
+    }
+    let mut quote = Quote::None;
+    let mut out = String::with_capacity(cmd.len() + 8);
+    let mut chars = cmd.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quote) {
+            ('{', _) if chars.peek() == Some(&'}') => {
+                chars.next();
+                out.push_str(match quote {
+                    Quote::None => "\"$1\"",
+                    Quote::Double => "$1",
+                    // Out of the single quotes, a double-quoted $1, and back in.
+                    Quote::Single => "'\"$1\"'",
+                });
+                continue;
+            }
+            ('\\', Quote::None | Quote::Double) => {
+                out.push(c);
+                if let Some(next) = chars.next() {
+                    out.push(next);
+                }
+                continue;
+            }
+            ('\'', Quote::None) => quote = Quote::Single,
+            ('\'', Quote::Single) => quote = Quote::None,
+            ('"', Quote::None) => quote = Quote::Double,
+            ('"', Quote::Double) => quote = Quote::None,
+            _ => {}
+        }
+        out.push(c);
+    }
+    out
+}
+
 async fn run_validation(cmd: &str, staged: &Path, timeout: Duration) -> Result<(), String> {
-    let quoted = format!("'{}'", staged.display().to_string().replace('\'', "'\\''"));
-    let line = cmd.replace("{}", &quoted);
+    // `sh -c LINE sh PATH`: PATH is $1 (and `sh` stays $0, the name sh's own errors carry).
     let child = tokio::process::Command::new("sh")
         .arg("-c")
-        .arg(&line)
+        .arg(with_path_argument(cmd))
+        .arg("sh")
+        .arg(staged)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -796,4 +841,51 @@ async fn run_validation(cmd: &str, staged: &Path, timeout: Duration) -> Result<(
         .collect::<Vec<_>>()
         .join(" | ");
     Err(format!("{cmd:?} exited with {}: {head}", out.status))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_placeholder_becomes_a_quoted_argument_wherever_it_stands() {
+        assert_eq!(with_path_argument("envoy -c {}"), r#"envoy -c "$1""#);
+        assert_eq!(with_path_argument(r#"envoy -c "{}""#), r#"envoy -c "$1""#);
+        assert_eq!(with_path_argument("envoy -c '{}'"), r#"envoy -c ''"$1"''"#);
+        assert_eq!(
+            with_path_argument(r#"v --config="{}" x"#),
+            r#"v --config="$1" x"#
+        );
+        assert_eq!(
+            with_path_argument(r#"echo \{} '"' {}"#),
+            r#"echo \{} '"' "$1""#
+        );
+    }
+
+    /// A key's name is in the staged file's path: however the user quoted `{}`, a name with
+    /// shell syntax in it reaches the validator as one argument and runs nothing.
+    #[tokio::test]
+    async fn a_key_with_shell_syntax_runs_nothing_however_the_placeholder_is_quoted() {
+        let dir = common::files::scratch_dir("s3cl-validate");
+        // Were the name's commands run, they would run in `dir` (the commands `cd` there).
+        let name = "a $(touch ran) b`touch ran`'\"x.yaml";
+        let staged = dir.join(name);
+        std::fs::write(&staged, "ok").unwrap();
+        let timeout = Duration::from_secs(10);
+        for check in [
+            "test -f {}",
+            r#"test -f "{}""#,
+            "test -f '{}'",
+            r#"f="{}"; test -f "$f""#,
+        ] {
+            let cmd = format!("cd '{}' && {check}", dir.display());
+            run_validation(&cmd, &staged, timeout)
+                .await
+                .unwrap_or_else(|e| panic!("{check}: {e}"));
+            assert!(!dir.join("ran").exists(), "{check} ran the key's command");
+        }
+        let refused = run_validation("test ! -f {}", &staged, timeout).await;
+        assert!(refused.unwrap_err().contains("exited with"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -101,6 +101,29 @@ pub fn assert_envoy_accepts(catalog: &std::path::Path) {
     assert_eq!(stdout, "ok\n");
 }
 
+/// Waits for the admin port `port` of `bin` to serve `/metrics` and asserts that it does from
+/// the start: each of `series` (`NAME{LABELS} 0`, before anything happened) and
+/// `PREFIX_build_info{commit, version} 1`, the commit `--version` names. The metrics text.
+pub fn metrics_from_the_start(port: u16, bin: &str, prefix: &str, series: &[&str]) -> String {
+    let what = format!("{bin}'s /metrics");
+    crate::wait_for(&what, std::time::Duration::from_secs(20), || {
+        crate::http::get(port, "/metrics", &[])
+            .ok()
+            .filter(|r| r.status == 200)
+    });
+    let text = crate::http::get(port, "/metrics", &[]).unwrap().body;
+    for sample in series {
+        assert!(text.contains(sample), "{sample} missing:\n{text}");
+    }
+    let build_info = format!(
+        "{prefix}_build_info{{commit=\"{}\",version=\"{}\"}} 1",
+        version_commit(bin),
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(text.contains(&build_info), "{build_info} missing:\n{text}");
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

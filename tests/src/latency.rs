@@ -123,6 +123,19 @@ async fn delayed_copy(
     tokio::join!(read, write);
 }
 
+/// The benchmarks' command line as `(flag, value)` pairs: every flag takes a value.
+pub fn flag_values() -> anyhow::Result<Vec<(String, String)>> {
+    let mut args = std::env::args().skip(1);
+    let mut pairs = Vec::new();
+    while let Some(flag) = args.next() {
+        let Some(value) = args.next() else {
+            anyhow::bail!("{flag} needs a value");
+        };
+        pairs.push((flag, value));
+    }
+    Ok(pairs)
+}
+
 /// Parses `0,20,50` (milliseconds) for the benchmarks' `--latency-ms`.
 pub fn parse_list(text: &str) -> anyhow::Result<Vec<u64>> {
     text.split(',')

@@ -861,13 +861,7 @@ fn metrics_exist_from_the_start_and_a_lasting_failure_is_logged_when_it_starts_a
         .env("AWS_MAX_ATTEMPTS", "1")
         .env("S3_CONFIG_LOADER_LOG", "info");
     let loader = ChildGuard::spawn(cmd, dir.path().join("loader.log"));
-    wait_for("the loader's admin port", Duration::from_secs(20), || {
-        http::get(admin, "/metrics", &[])
-            .ok()
-            .filter(|r| r.status == 200)
-    });
-    let text = http::get(admin, "/metrics", &[]).unwrap().body;
-    for series in [
+    let series = [
         "s3cl_passes_total{result=\"ok\"} 0",
         "s3cl_errors_total{kind=\"hook\"} 0",
         "s3cl_errors_total{kind=\"template\"} 0",
@@ -875,15 +869,8 @@ fn metrics_exist_from_the_start_and_a_lasting_failure_is_logged_when_it_starts_a
         "s3cl_errors_total{kind=\"validation\"} 0",
         "s3cl_last_sync_successful 0",
         "s3cl_files_written_total 0",
-    ] {
-        assert!(text.contains(series), "{series} missing:\n{text}");
-    }
-    let commit = tests::cli::version_commit("s3-config-loader");
-    let build_info = format!(
-        "s3cl_build_info{{commit=\"{commit}\",version=\"{}\"}} 1",
-        env!("CARGO_PKG_VERSION")
-    );
-    assert!(text.contains(&build_info), "{build_info} missing:\n{text}");
+    ];
+    tests::cli::metrics_from_the_start(admin, "s3-config-loader", "s3cl", &series);
 
     // S3 is not there: many failed passes, one log line.
     wait_for("ten failed passes", Duration::from_secs(60), || {

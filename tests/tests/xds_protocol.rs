@@ -51,16 +51,47 @@ async fn cds_stream(
         tonic::Status,
     >,
 ) {
+    cds_stream_having(url, String::new()).await
+}
+
+/// [`cds_stream`], the first request saying the client has `version` (a reconnect).
+async fn cds_stream_having(
+    url: String,
+    version: String,
+) -> (
+    mpsc::Sender<DiscoveryRequest>,
+    Result<
+        tonic::Response<
+            tonic::Streaming<envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse>,
+        >,
+        tonic::Status,
+    >,
+) {
     let mut cds = ClusterDiscoveryServiceClient::connect(url).await.unwrap();
     let (tx, rx) = mpsc::channel(4);
     tx.send(DiscoveryRequest {
         node: node(),
+        version_info: version,
         ..Default::default()
     })
     .await
     .unwrap();
     let r = cds.stream_clusters(ReceiverStream::new(rx)).await;
     (tx, r)
+}
+
+/// ACKs `resp` on the stream `tx` sends to.
+async fn ack(
+    tx: &mpsc::Sender<DiscoveryRequest>,
+    resp: &envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse,
+) {
+    tx.send(DiscoveryRequest {
+        version_info: resp.version_info.clone(),
+        response_nonce: resp.nonce.clone(),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -91,39 +122,15 @@ async fn standalone_cds_stream_serves_every_cluster_and_nothing_the_client_has()
     let resp = next(&mut stream).await;
     assert_eq!(resp.type_url, ResourceType::Cluster.type_url());
     assert_eq!(resp.resources.len(), 2);
-    tx.send(DiscoveryRequest {
-        version_info: resp.version_info.clone(),
-        response_nonce: resp.nonce.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    ack(&tx, &resp).await;
     // A second stream that says it already has this version (a reconnect) gets it once more,
     // unchanged: Envoy resets its reconnect backoff only when a new stream receives something.
-    let mut cds = ClusterDiscoveryServiceClient::connect(url).await.unwrap();
-    let (tx2, rx2) = mpsc::channel(4);
-    tx2.send(DiscoveryRequest {
-        node: node(),
-        version_info: resp.version_info.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
-    let mut stream2 = cds
-        .stream_clusters(ReceiverStream::new(rx2))
-        .await
-        .unwrap()
-        .into_inner();
+    let (tx2, stream2) = cds_stream_having(url, resp.version_info.clone()).await;
+    let mut stream2 = stream2.unwrap().into_inner();
     let again = next(&mut stream2).await;
     assert_eq!(again.version_info, resp.version_info);
     assert_eq!(again.resources, resp.resources);
-    tx2.send(DiscoveryRequest {
-        version_info: again.version_info.clone(),
-        response_nonce: again.nonce.clone(),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    ack(&tx2, &again).await;
     let version = resp.version_info.clone();
     tokio::task::spawn_blocking(move || {
         tests::wait_for(

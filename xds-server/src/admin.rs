@@ -43,11 +43,17 @@ pub struct AdminState {
 
 /// The admin routes: nothing here shows configuration.
 pub fn router(state: AdminState) -> Router {
-    Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .with_state(state)
+    let (metrics, cache) = (state.metrics.clone(), state.cache.clone());
+    // Orphans come and go with streams as well as with catalogs: counted when asked.
+    let count_orphans = move || {
+        let orphans = cache.current().orphans.len();
+        metrics.orphaned_proxies.set(orphans as i64);
+    };
+    common::admin::router_updating(state.metrics.registry.clone(), count_orphans).merge(
+        Router::new()
+            .route("/readyz", get(readyz))
+            .with_state(state),
+    )
 }
 
 /// The debug routes: the status page, every proxy's configuration, the connected nodes, the
@@ -59,14 +65,6 @@ pub fn debug_router(state: AdminState) -> Router {
         .route("/debug/config", get(config))
         .route("/debug/endpoints", get(endpoints))
         .with_state(state)
-}
-
-async fn metrics(State(s): State<AdminState>) -> Response {
-    // Orphans come and go with streams as well as with catalogs: counted when asked.
-    s.metrics
-        .orphaned_proxies
-        .set(s.cache.current().orphans.len() as i64);
-    common::admin::metrics_response(&s.metrics.registry)
 }
 
 #[derive(Serialize)]

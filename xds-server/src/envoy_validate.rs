@@ -398,8 +398,7 @@ mod tests {
 
     #[test]
     fn routes_are_inlined_and_eds_clusters_made_static() {
-        let dir = std::env::temp_dir().join(format!("xds-envoy-validate-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::files::scratch_dir("xds-envoy-validate");
         std::fs::write(dir.join("web.json"), r#"["10.0.0.7:8080"]"#).unwrap();
         let text = r#"
 version: 1

@@ -23,11 +23,7 @@ use xds_server::tls::ServerCertificate;
 
 /// gRPC xDS control plane for generic Envoy proxies on AWS ECS.
 #[derive(Parser)]
-#[command(
-    version = common::version::describe(env!("CARGO_PKG_VERSION")),
-    about,
-    args_override_self = true
-)]
+#[command(version = common::version::describe(), about, args_override_self = true)]
 struct Cli {
     /// Log format: `text` for people, `json` for CloudWatch and other collectors.
     #[arg(
@@ -464,6 +460,9 @@ async fn load_offline(
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
     let cli = Cli::parse();
+    let log_format = cli.log_format;
+    let logs =
+        |filter: &str| common::cli::init_logs(log_format, filter).map_err(anyhow::Error::msg);
     match cli.command {
         Command::Serve {
             catalog,
@@ -494,8 +493,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             mesh_cert_ttl,
             secret_interval,
         } => {
-            common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), &cli.log)
-                .map_err(anyhow::Error::msg)?;
+            logs(&cli.log)?;
             let xds_tls = ServerCertificate::from_flags(
                 xds_tls,
                 &xds_tls_name,
@@ -624,8 +622,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::FAILURE);
             }
-            common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), "warn")
-                .map_err(anyhow::Error::msg)?;
+            logs("warn")?;
             print(
                 &render::render_proxy(&loaded, &proxy, discover).await?,
                 format,
@@ -637,8 +634,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             proxy,
             trust_domain,
         } => {
-            common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), "warn")
-                .map_err(anyhow::Error::msg)?;
+            logs("warn")?;
             let server = xds_server::secrets::ServerSide {
                 has_ca: true,
                 trust_domain,
@@ -686,8 +682,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             egress_port,
             listen_address,
         } => {
-            common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), "warn")
-                .map_err(anyhow::Error::msg)?;
+            logs("warn")?;
             let mesh = xds_server::appmesh::MeshRef {
                 name: mesh,
                 owner: mesh_owner,
@@ -813,8 +808,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             renew,
             timeout,
         } => {
-            common::cli::init_logs(matches!(cli.log_format, LogFormat::Json), &cli.log)
-                .map_err(anyhow::Error::msg)?;
+            logs(&cli.log)?;
             let (xds_host, xds_port) = bootstrap::parse_host_port(&xds).context("--xds")?;
             let client = IdentityClient {
                 server_id: server_id.unwrap_or_else(|| xds_host.clone()),

@@ -297,11 +297,7 @@ impl Metrics {
                 .expect("valid metric"),
             ),
             registry: {
-                common::admin::register_build_info(
-                    &registry,
-                    "xds_server_build_info",
-                    env!("CARGO_PKG_VERSION"),
-                );
+                common::admin::register_build_info(&registry, "xds_server_build_info");
                 registry
             },
         };

@@ -223,63 +223,62 @@ impl ServerSide {
     pub fn settle(&self, catalog: &mut Catalog, base: &Path) -> Vec<crate::catalog::CatalogError> {
         use crate::catalog::{CatalogError, CertificateSource, TrustSource};
         let mut errors = Vec::new();
-        let mut check_cert = |path: String, source: Option<&CertificateSource>| {
-            if let Some(CertificateSource::File(f)) = source {
-                let read_pair = read(base, &f.chain)
+        // Each file-backed source: whether it reads and its key belongs to its certificate.
+        let cert = |source: Option<&CertificateSource>| match source {
+            Some(CertificateSource::File(f)) => Some(
+                read(base, &f.chain)
                     .and_then(|chain| Ok((chain, read(base, &f.key)?)))
-                    .and_then(|(chain, key)| check_pair(&chain, Some(&key)));
-                if let Err(message) = read_pair {
-                    errors.push(CatalogError {
-                        path: format!("{path}.file"),
-                        message,
-                        position: None,
-                    });
-                }
-            }
+                    .and_then(|(chain, key)| check_pair(&chain, Some(&key))),
+            ),
+            _ => None,
         };
-        for (name, p) in &catalog.proxies {
-            for (i, l) in p.listeners.iter().enumerate() {
-                if let Some(tls) = &l.tls {
-                    check_cert(
-                        format!("proxies.{name}.listeners[{i}].tls.certificate"),
-                        Some(&tls.certificate),
-                    );
-                }
+        let trust = |source: Option<&TrustSource>| match source {
+            Some(TrustSource::File(f)) => {
+                Some(read(base, f).and_then(|pem| check_pair(&pem, None)))
             }
-        }
-        for (name, u) in &catalog.upstreams {
-            if let Some(tls) = &u.tls {
-                check_cert(
-                    format!("upstreams.{name}.tls.certificate"),
-                    tls.certificate.as_ref(),
-                );
-            }
-        }
-        let mut check_trust = |path: String, source: Option<&TrustSource>| {
-            if let Some(TrustSource::File(f)) = source
-                && let Err(message) = read(base, f).and_then(|pem| check_pair(&pem, None))
-            {
+            _ => None,
+        };
+        let listeners = || {
+            catalog.proxies.iter().flat_map(|(name, p)| {
+                p.listeners.iter().enumerate().map(move |(i, l)| {
+                    (format!("proxies.{name}.listeners[{i}].tls"), l.tls.as_ref())
+                })
+            })
+        };
+        let upstreams = || {
+            catalog
+                .upstreams
+                .iter()
+                .map(|(name, u)| (format!("upstreams.{name}.tls"), u.tls.as_ref()))
+        };
+        // Certificates first, then trust bundles.
+        let checks = (listeners().map(|(at, tls)| {
+            let source = tls.map(|t| &t.certificate);
+            (format!("{at}.certificate"), cert(source))
+        }))
+        .chain(upstreams().map(|(at, tls)| {
+            let source = tls.and_then(|t| t.certificate.as_ref());
+            (format!("{at}.certificate"), cert(source))
+        }))
+        .chain(listeners().map(|(at, tls)| {
+            let source = tls.and_then(|t| t.client_certificate.as_ref());
+            (
+                format!("{at}.client_certificate.trust"),
+                trust(source.map(|c| &c.trust)),
+            )
+        }))
+        .chain(upstreams().map(|(at, tls)| {
+            let source = tls.and_then(|t| t.trust.as_ref());
+            (format!("{at}.trust"), trust(source))
+        }));
+        for (path, checked) in checks {
+            if let Some(Err(message)) = checked {
                 errors.push(CatalogError {
                     path: format!("{path}.file"),
                     message,
                     position: None,
                 });
             }
-        };
-        for (name, p) in &catalog.proxies {
-            for (i, l) in p.listeners.iter().enumerate() {
-                let trust = l.tls.as_ref().and_then(|t| t.client_certificate.as_ref());
-                check_trust(
-                    format!("proxies.{name}.listeners[{i}].tls.client_certificate.trust"),
-                    trust.map(|c| &c.trust),
-                );
-            }
-        }
-        for (name, u) in &catalog.upstreams {
-            check_trust(
-                format!("upstreams.{name}.tls.trust"),
-                u.tls.as_ref().and_then(|t| t.trust.as_ref()),
-            );
         }
         let mesh = catalog.mesh.get_or_insert_with(Default::default);
         match &mesh.trust_domain {

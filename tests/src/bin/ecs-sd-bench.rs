@@ -15,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use tests::latency::{self, LatencyProxy};
 use tests::process::ChildGuard;
 use tests::{Moto, TempDir, free_port, http, repo_root, wait_for, workspace_bin};
@@ -170,11 +170,7 @@ fn main() -> anyhow::Result<()> {
     const USAGE: &str = "usage: ecs-sd-bench [--tasks N] [--families F] [--latency-ms 0,20,50] [--prometheus-ecs-sd PATH]";
     let (mut tasks, mut families, mut upstream): (usize, usize, Option<PathBuf>) = (5000, 50, None);
     let mut latencies = vec![0, 20, 50];
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?;
+    for (flag, value) in latency::flag_values()? {
         match flag.as_str() {
             "--tasks" => tasks = value.parse()?,
             "--families" => families = value.parse()?,

@@ -86,11 +86,7 @@ fn measure(
 fn main() -> anyhow::Result<()> {
     const USAGE: &str = "usage: s3-bench [--objects N] [--latency-ms 0,20,50]";
     let (mut objects, mut latencies) = (1000usize, vec![0, 20, 50]);
-    let mut args = std::env::args().skip(1);
-    while let Some(flag) = args.next() {
-        let value = args
-            .next()
-            .with_context(|| format!("{flag} needs a value"))?;
+    for (flag, value) in latency::flag_values()? {
         match flag.as_str() {
             "--objects" => objects = value.parse()?,
             "--latency-ms" => latencies = latency::parse_list(&value)?,

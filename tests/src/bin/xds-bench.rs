@@ -203,6 +203,16 @@ fn node(id: usize, proxies: usize) -> Node {
     }
 }
 
+/// The names client `id` subscribes to of type `t` (none: all of that type).
+fn subscribed(a: &ArgsLite, id: usize, t: ResourceType) -> Vec<String> {
+    match t {
+        ResourceType::Endpoint => a.upstream_names.clone(),
+        ResourceType::Route => vec!["public".into()],
+        ResourceType::Secret => a.secret_names(id),
+        _ => vec![],
+    }
+}
+
 async fn sotw_client(
     channel: Channel,
     id: usize,
@@ -213,13 +223,7 @@ async fn sotw_client(
     let (tx, rx) = mpsc::channel::<DiscoveryRequest>(16);
     let mut client =
         AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
-    let eds_names: Vec<String> = a.upstream_names.clone();
-    let names_of = |t: ResourceType| match t {
-        ResourceType::Endpoint => eds_names.clone(),
-        ResourceType::Route => vec!["public".into()],
-        ResourceType::Secret => a.secret_names(id),
-        _ => vec![],
-    };
+    let names_of = |t: ResourceType| subscribed(&a, id, t);
     let mut first = true;
     for t in ResourceType::ALL {
         let resource_names = names_of(t);
@@ -282,12 +286,7 @@ async fn delta_client(
         AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
     let mut first = true;
     for t in ResourceType::ALL {
-        let resource_names_subscribe = match t {
-            ResourceType::Endpoint => a.upstream_names.clone(),
-            ResourceType::Route => vec!["public".into()],
-            ResourceType::Secret => a.secret_names(id),
-            _ => vec![],
-        };
+        let resource_names_subscribe = subscribed(&a, id, t);
         tx.send(DeltaDiscoveryRequest {
             node: first.then(|| node(id, a.proxies)),
             type_url: t.type_url().into(),

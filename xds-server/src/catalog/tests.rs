@@ -53,6 +53,14 @@ fn errors(text: &str) -> Vec<String> {
     }
 }
 
+/// Asserts that one of `errs` names `path` and says `words`.
+fn has_error(errs: &[String], path: &str, words: &str) {
+    assert!(
+        errs.iter().any(|e| e.contains(path) && e.contains(words)),
+        "{path}: {words} in {errs:?}"
+    )
+}
+
 #[test]
 fn parses_the_design_example() {
     let c = parse("catalog.yaml", GOOD).unwrap();
@@ -727,12 +735,7 @@ upstreams:
   c: { protocol: http1, endpoints: { static: ["10.0.0.1:80"] }, tls: { mesh: api, sni: x } }
 "#;
     let errs = errors(text);
-    let has = |path: &str, words: &str| {
-        assert!(
-            errs.iter().any(|e| e.contains(path) && e.contains(words)),
-            "{path}: {words} in {errs:?}"
-        )
-    };
+    let has = |path: &str, words: &str| has_error(&errs, path, words);
     has(
         "proxies.api.listeners[0].tls.min_version",
         "\"1.2\" or \"1.3\"",
@@ -814,12 +817,7 @@ upstreams:
   app: { protocol: http1, endpoints: { static: ["10.0.0.1:80"] }, tls: { sni: app.test, trust: { acm_pca: [] } } }
 "#;
     let errs = errors(text);
-    let has = |path: &str, words: &str| {
-        assert!(
-            errs.iter().any(|e| e.contains(path) && e.contains(words)),
-            "{path}: {words} in {errs:?}"
-        )
-    };
+    let has = |path: &str, words: &str| has_error(&errs, path, words);
     has(
         "proxies.edge.listeners[0].tls.certificate.acm.arn",
         "not an ACM certificate ARN",

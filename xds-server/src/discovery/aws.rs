@@ -90,6 +90,38 @@ mod tests {
     }
 }
 
+/// How a source makes its API calls: each waits for the rate limiter of its kind of source and
+/// is counted in `xds_discovery_requests_total`.
+pub struct Calls {
+    kind: &'static str,
+    limiter: Arc<RateLimiter>,
+    metrics: crate::metrics::Metrics,
+}
+
+impl Calls {
+    /// Calls of sources of `kind` (`cloud_map`, `ecs`), limited by `limiter`.
+    pub fn new(
+        kind: &'static str,
+        limiter: Arc<RateLimiter>,
+        metrics: crate::metrics::Metrics,
+    ) -> Self {
+        Self {
+            kind,
+            limiter,
+            metrics,
+        }
+    }
+
+    /// Waits until `operation` may be called, and counts it.
+    pub async fn call(&self, operation: &str) {
+        self.limiter.acquire().await;
+        self.metrics
+            .discovery_requests
+            .with_label_values(&[self.kind, operation])
+            .inc();
+    }
+}
+
 /// AWS clients, created on first use (a catalog without AWS sources never loads credentials).
 #[derive(Default)]
 pub struct Clients {
@@ -135,10 +167,5 @@ where
     E: ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
-    let text = common::aws::error_text(&e);
-    DiscoveryError::Aws {
-        operation,
-        throttled: text.throttled(),
-        message: text.text,
-    }
+    DiscoveryError::Aws(common::aws::ApiError::new(operation, &e))
 }

@@ -8,24 +8,20 @@
 //! shared dependency down) is more likely wrong than every instance, and sending no traffic at all
 //! is the one certain outage. Envoy's panic routing makes the same choice for its own checks.
 
-use std::sync::Arc;
-
 use std::collections::BTreeMap;
 
 use aws_sdk_servicediscovery::types::{HealthStatusFilter, HttpInstanceSummary};
 
-use super::aws::{RateLimiter, classify};
+use super::aws::{Calls, classify};
 use super::{DiscoveryError, Source};
 use crate::catalog::{CloudMapSource, Endpoint, Zone};
-use crate::metrics::Metrics;
 
 /// Polls one Cloud Map service.
 pub struct CloudMapPoller {
     client: aws_sdk_servicediscovery::Client,
     source: CloudMapSource,
     default_port: Option<u16>,
-    limiter: Arc<RateLimiter>,
-    metrics: Metrics,
+    calls: Calls,
     revision: Option<i64>,
     /// The last answer served all instances because none was healthy.
     all_unhealthy: bool,
@@ -37,15 +33,13 @@ impl CloudMapPoller {
         client: aws_sdk_servicediscovery::Client,
         source: CloudMapSource,
         default_port: Option<u16>,
-        limiter: Arc<RateLimiter>,
-        metrics: Metrics,
+        calls: Calls,
     ) -> Self {
         Self {
             client,
             source,
             default_port,
-            limiter,
-            metrics,
+            calls,
             revision: None,
             all_unhealthy: false,
         }
@@ -56,33 +50,22 @@ impl CloudMapPoller {
     /// /etc/hosts).
     fn unreached(&self, e: DiscoveryError) -> DiscoveryError {
         match e {
-            DiscoveryError::Aws {
-                operation,
-                throttled,
-                message,
-            } if message.contains("dispatch failure") || message.contains("timeout") => {
+            DiscoveryError::Aws(mut e)
+                if e.message.contains("dispatch failure") || e.message.contains("timeout") =>
+            {
                 let region = self.client.config().region().map(|r| r.to_string());
                 let host = data_host(
                     endpoint_override().as_deref(),
                     region.as_deref().unwrap_or("us-east-1"),
                 );
-                DiscoveryError::Aws {
-                    operation,
-                    throttled,
-                    message: format!(
-                        "{message} (the call goes to {host}, which must resolve and answer)"
-                    ),
-                }
+                e.message = format!(
+                    "{} (the call goes to {host}, which must resolve and answer)",
+                    e.message
+                );
+                DiscoveryError::Aws(e)
             }
             other => other,
         }
-    }
-
-    fn count(&self, operation: &str) {
-        self.metrics
-            .discovery_requests
-            .with_label_values(&["cloud_map", operation])
-            .inc();
     }
 }
 
@@ -114,8 +97,7 @@ impl Source for CloudMapPoller {
         };
         let mut revision = None;
         if health == HealthStatusFilter::All {
-            self.limiter.acquire().await;
-            self.count("DiscoverInstancesRevision");
+            self.calls.call("DiscoverInstancesRevision").await;
             revision = self
                 .client
                 .discover_instances_revision()
@@ -129,8 +111,7 @@ impl Source for CloudMapPoller {
                 return Ok(None);
             }
         }
-        self.limiter.acquire().await;
-        self.count("DiscoverInstances");
+        self.calls.call("DiscoverInstances").await;
         let resp = self
             .client
             .discover_instances()

@@ -11,22 +11,19 @@
 //! does not count towards the task's health), so those are endpoints while UNKNOWN.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
 use aws_sdk_ecs::types::{HealthStatus, Task};
 
-use super::aws::{RateLimiter, classify};
+use super::aws::{Calls, classify};
 use super::{DiscoveryError, Source};
 use crate::catalog::{EcsSource, Endpoint, Zone};
-use crate::metrics::Metrics;
 
 /// Polls one ECS service.
 pub struct EcsPoller {
     client: aws_sdk_ecs::Client,
     source: EcsSource,
     default_port: Option<u16>,
-    limiter: Arc<RateLimiter>,
-    metrics: Metrics,
+    calls: Calls,
     /// Task definition ARN → what the poller needs of it.
     definitions: HashMap<String, Definition>,
 }
@@ -47,25 +44,15 @@ impl EcsPoller {
         client: aws_sdk_ecs::Client,
         source: EcsSource,
         default_port: Option<u16>,
-        limiter: Arc<RateLimiter>,
-        metrics: Metrics,
+        calls: Calls,
     ) -> Self {
         Self {
             client,
             source,
             default_port,
-            limiter,
-            metrics,
+            calls,
             definitions: HashMap::new(),
         }
-    }
-
-    async fn call(&self, operation: &str) {
-        self.limiter.acquire().await;
-        self.metrics
-            .discovery_requests
-            .with_label_values(&["ecs", operation])
-            .inc();
     }
 
     /// What the (cached) task definition of a task says; `None` for a task without one.
@@ -76,7 +63,7 @@ impl EcsPoller {
         if let Some(d) = self.definitions.get(arn) {
             return Ok(Some(*d));
         }
-        self.call("DescribeTaskDefinition").await;
+        self.calls.call("DescribeTaskDefinition").await;
         let resp = self
             .client
             .describe_task_definition()
@@ -142,13 +129,13 @@ impl Source for EcsPoller {
         let cluster = self.source.cluster.clone();
         let service = self.source.service.clone();
         let arns = common::ecs::running_task_arns(&self.client, &cluster, Some(&service), || {
-            self.call("ListTasks")
+            self.calls.call("ListTasks")
         })
         .await
         .map_err(|e| classify("ListTasks", e))?;
         let mut tasks = Vec::new();
         for batch in arns.chunks(100) {
-            self.call("DescribeTasks").await;
+            self.calls.call("DescribeTasks").await;
             let resp = self
                 .client
                 .describe_tasks()

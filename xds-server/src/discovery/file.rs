@@ -63,8 +63,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_changes_and_keeps_quiet_otherwise() {
-        let dir = std::env::temp_dir().join(format!("xds-file-source-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = common::files::scratch_dir("xds-file-source");
         let path = dir.join("eps.json");
         let mut src = FileSource::new(path.clone());
         assert!(matches!(

@@ -50,19 +50,20 @@ pub enum DiscoveryError {
         /// What is wrong, with the position.
         reason: String,
     },
-    /// An AWS API call failed (throttled, denied, unreachable, timed out).
-    #[error("{operation}: {message}")]
-    Aws {
-        /// The API operation.
-        operation: &'static str,
-        /// The service's error code and message, or the transport problem.
-        message: String,
-        /// Whether AWS throttled the call (the source then backs off).
-        throttled: bool,
-    },
+    /// An AWS API call failed (throttled, denied, unreachable, timed out); a throttled one
+    /// makes the source back off.
+    #[error("{0}")]
+    Aws(common::aws::ApiError),
     /// The source did not answer in time.
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+}
+
+impl DiscoveryError {
+    /// Whether AWS throttled the call (the source then backs off).
+    pub fn throttled(&self) -> bool {
+        matches!(self, DiscoveryError::Aws(e) if e.throttled)
+    }
 }
 
 /// The endpoints known without asking anyone: static lists and endpoint files that can be read.
@@ -299,19 +300,15 @@ impl Discovery {
                 ),
                 SourceKey::CloudMap(src, port) => {
                     let limiter = clients.cloud_map_limit.get(aws::CLOUD_MAP_RATE);
-                    let poller = CloudMapPoller::new(
-                        clients.cloud_map().await,
-                        src.clone(),
-                        *port,
-                        limiter,
-                        metrics,
-                    );
+                    let calls = aws::Calls::new("cloud_map", limiter, metrics);
+                    let client = clients.cloud_map().await;
+                    let poller = CloudMapPoller::new(client, src.clone(), *port, calls);
                     self.start(key.clone(), poller, config.aws_interval)
                 }
                 SourceKey::Ecs(src, port) => {
                     let limiter = clients.ecs_limit.get(aws::ECS_RATE);
-                    let poller =
-                        EcsPoller::new(clients.ecs().await, src.clone(), *port, limiter, metrics);
+                    let calls = aws::Calls::new("ecs", limiter, metrics);
+                    let poller = EcsPoller::new(clients.ecs().await, src.clone(), *port, calls);
                     self.start(key.clone(), poller, config.aws_interval)
                 }
             };
@@ -391,38 +388,23 @@ impl Discovery {
         } = self.inner.config;
         tokio::spawn(async move {
             let mut answered = Some(answered);
-            let mut backoff = Duration::ZERO;
+            let mut backoff = common::backoff::Throttle::new(interval, max_backoff);
             loop {
                 let result = match tokio::time::timeout(poll_timeout, source.fetch()).await {
                     Ok(r) => r,
                     Err(_) => Err(DiscoveryError::Timeout(poll_timeout)),
                 };
-                let throttled = matches!(
-                    result,
-                    Err(DiscoveryError::Aws {
-                        throttled: true,
-                        ..
-                    })
-                );
+                let throttled = result.as_ref().is_err_and(DiscoveryError::throttled);
                 // Throttled: back off exponentially (2×, 4×, … the interval, up to the maximum).
-                backoff = if throttled {
-                    common::backoff::after_throttle(backoff, interval, max_backoff)
-                } else {
-                    Duration::ZERO
-                };
+                let delay = backoff.after(throttled);
                 {
                     // Not held across the sleep: dropping the last `Discovery` stops the pollers.
                     let Some(inner) = inner.upgrade() else { return };
-                    inner.record_poll(&key, result, backoff, source.all_unhealthy());
+                    inner.record_poll(&key, result, backoff.current(), source.all_unhealthy());
                 }
                 if let Some(answered) = answered.take() {
                     let _ = answered.send(());
                 }
-                let delay = if throttled {
-                    backoff
-                } else {
-                    common::duration::jitter(interval)
-                };
                 tokio::time::sleep(delay).await;
             }
         })
@@ -552,10 +534,8 @@ impl Inner {
                 }
             }
             Err(e) => {
-                let reason = match e {
-                    DiscoveryError::Aws {
-                        throttled: true, ..
-                    } => "throttled",
+                let reason = match &e {
+                    e if e.throttled() => "throttled",
                     DiscoveryError::Timeout(_) => "timeout",
                     _ => "error",
                 };
@@ -766,11 +746,11 @@ mod tests {
         let throttled = || Fake {
             delay: Some(Duration::from_millis(1)),
             endpoints: vec![],
-            error: Some(DiscoveryError::Aws {
+            error: Some(DiscoveryError::Aws(common::aws::ApiError {
                 operation: "DiscoverInstances",
                 message: "ThrottlingException: slow down".into(),
                 throttled: true,
-            }),
+            })),
         };
         let (a, b) = (file_key("a"), file_key("b"));
         register(&d, &[&a, &b]);

@@ -364,18 +364,14 @@ pub fn check(
     })
 }
 
-/// Whether an STS error code says "later", not "no".
+/// Whether an STS error code says "later", not "no": throttling (the toolkit's one list of
+/// throttling codes) or an STS-side problem.
 fn sts_busy(code: &str) -> bool {
-    matches!(
-        code,
-        "Throttling"
-            | "ThrottlingException"
-            | "RequestLimitExceeded"
-            | "ExpiredToken"
-            | "IDPCommunicationError"
-            | "ServiceUnavailable"
-            | "InternalFailure"
-    )
+    common::aws::throttling_code(code)
+        || matches!(
+            code,
+            "ExpiredToken" | "IDPCommunicationError" | "ServiceUnavailable" | "InternalFailure"
+        )
 }
 
 /// Who signed: an assumed role, e.g. `arn:aws:sts::123456789012:assumed-role/ROLE/SESSION`.

@@ -14,14 +14,20 @@ const STDOUT_TYPE: &str =
     "type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
 const FILE_TYPE: &str = "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog";
 
-/// The fields of an HTTP request's JSON line, in this order; `duration` in milliseconds.
-const HTTP_FIELDS: &[(&str, &str)] = &[
-    ("start_time", "%START_TIME%"),
+/// The first field of every JSON line.
+const START: &[(&str, &str)] = &[("start_time", "%START_TIME%")];
+
+/// The fields of an HTTP request's JSON line that only requests have, before the connection's.
+const HTTP_REQUEST: &[(&str, &str)] = &[
     ("method", "%REQ(:METHOD)%"),
     ("path", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%"),
     ("protocol", "%PROTOCOL%"),
     ("authority", "%REQ(:AUTHORITY)%"),
     ("status", "%RESPONSE_CODE%"),
+];
+
+/// What HTTP requests and TCP connections both log; `duration` in milliseconds.
+const CONNECTION: &[(&str, &str)] = &[
     ("response_flags", "%RESPONSE_FLAGS%"),
     ("bytes_received", "%BYTES_RECEIVED%"),
     ("bytes_sent", "%BYTES_SENT%"),
@@ -29,21 +35,24 @@ const HTTP_FIELDS: &[(&str, &str)] = &[
     ("upstream", "%UPSTREAM_CLUSTER%"),
     ("upstream_host", "%UPSTREAM_HOST%"),
     ("downstream", "%DOWNSTREAM_REMOTE_ADDRESS%"),
+];
+
+/// The last fields of an HTTP request's JSON line.
+const HTTP_HEADERS: &[(&str, &str)] = &[
     ("request_id", "%REQ(X-REQUEST-ID)%"),
     ("user_agent", "%REQ(USER-AGENT)%"),
 ];
 
-/// The fields of a TCP connection's JSON line.
-const TCP_FIELDS: &[(&str, &str)] = &[
-    ("start_time", "%START_TIME%"),
-    ("response_flags", "%RESPONSE_FLAGS%"),
-    ("bytes_received", "%BYTES_RECEIVED%"),
-    ("bytes_sent", "%BYTES_SENT%"),
-    ("duration", "%DURATION%"),
-    ("upstream", "%UPSTREAM_CLUSTER%"),
-    ("upstream_host", "%UPSTREAM_HOST%"),
-    ("downstream", "%DOWNSTREAM_REMOTE_ADDRESS%"),
-];
+/// The fields of a JSON line, in this order: an HTTP request's, or a TCP connection's.
+fn fields(
+    protocol: ListenerProtocol,
+) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+    let http: &[&[(&str, &str)]] = match protocol {
+        ListenerProtocol::Http => &[START, HTTP_REQUEST, CONNECTION, HTTP_HEADERS],
+        ListenerProtocol::Tcp => &[START, CONNECTION],
+    };
+    http.iter().flat_map(|part| part.iter())
+}
 
 /// The access loggers of a listener (none, or one).
 pub(super) fn loggers(log: Option<&AccessLog>, protocol: ListenerProtocol) -> Vec<EnvoyAccessLog> {
@@ -52,18 +61,14 @@ pub(super) fn loggers(log: Option<&AccessLog>, protocol: ListenerProtocol) -> Ve
     };
     let format = (log.format == LogFormat::Json).then(|| JsonFormat {
         json_format: Some(OrderedStruct {
-            fields: match protocol {
-                ListenerProtocol::Http => HTTP_FIELDS,
-                ListenerProtocol::Tcp => TCP_FIELDS,
-            }
-            .iter()
-            .map(|(key, command)| StructField {
-                key: key.to_string(),
-                value: Some(Value {
-                    kind: Some(Kind::StringValue(command.to_string())),
-                }),
-            })
-            .collect(),
+            fields: fields(protocol)
+                .map(|(key, command)| StructField {
+                    key: key.to_string(),
+                    value: Some(Value {
+                        kind: Some(Kind::StringValue(command.to_string())),
+                    }),
+                })
+                .collect(),
         }),
     });
     let (name, config) = match &log.path {
@@ -166,7 +171,28 @@ mod tests {
         let Some(Format::JsonFormat(s)) = f.format else {
             panic!("json");
         };
-        assert_eq!(s.fields.len(), HTTP_FIELDS.len());
+        let keys: Vec<&str> = fields(ListenerProtocol::Http).map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys,
+            [
+                "start_time",
+                "method",
+                "path",
+                "protocol",
+                "authority",
+                "status",
+                "response_flags",
+                "bytes_received",
+                "bytes_sent",
+                "duration",
+                "upstream",
+                "upstream_host",
+                "downstream",
+                "request_id",
+                "user_agent"
+            ]
+        );
+        assert_eq!(s.fields.len(), keys.len());
         assert_eq!(
             s.fields["status"].kind,
             Some(Kind::StringValue("%RESPONSE_CODE%".into()))
@@ -189,8 +215,7 @@ mod tests {
         let first = bytes();
         assert!((0..20).all(|_| bytes() == first));
         let text = String::from_utf8_lossy(&first);
-        let positions: Vec<usize> = TCP_FIELDS
-            .iter()
+        let positions: Vec<usize> = fields(ListenerProtocol::Tcp)
             .map(|(key, _)| text.find(key).expect("every field is there"))
             .collect();
         assert!(positions.is_sorted(), "{positions:?}");
