@@ -18,8 +18,10 @@ use aws_sdk_appmesh::types::{
 };
 use serde_json::{Map, Value, json};
 
-use super::report::{Report, Resource};
+use super::report::{Field, Report, Resource};
 use super::{ImportError, Mesh};
+
+mod tls;
 
 /// The inbound port of a virtual node's proxy, as App Mesh's `proxyConfiguration` sets it.
 pub const INGRESS_PORT: u16 = 15000;
@@ -268,6 +270,10 @@ struct Ctx<'a> {
     nodes: BTreeMap<&'a str, &'a VirtualNodeData>,
     services: BTreeMap<&'a str, &'a VirtualServiceData>,
     routers: BTreeMap<&'a str, (&'a VirtualRouterData, &'a [RouteData])>,
+    /// The `tls` of each virtual node's upstream, from its callers' client policies.
+    upstream_tls: BTreeMap<String, Value>,
+    /// What became of each caller's client policies, by `KIND NAME` of the caller.
+    tls_notes: BTreeMap<String, Vec<Field>>,
     report: Report,
 }
 
@@ -291,6 +297,8 @@ pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
             .iter()
             .map(|(r, routes)| (r.virtual_router_name(), (r, routes.as_slice())))
             .collect(),
+        upstream_tls: BTreeMap::new(),
+        tls_notes: BTreeMap::new(),
         report: Report {
             mesh: mesh.data.mesh_name().to_string(),
             skipped: mesh.skipped.clone(),
@@ -326,6 +334,7 @@ pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
         Ok(())
     };
     ctx.mesh_settings();
+    ctx.client_policies();
     for node in &mesh.nodes {
         let (file, doc) = ctx.node_fragment(node);
         claim(format!("virtual node {:?}", node.virtual_node_name()), &doc)?;
@@ -345,6 +354,24 @@ pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
         fragments,
         report: ctx.report,
     })
+}
+
+/// The names an App Mesh Envoy presents as `node.cluster` (and `node.id`) for a resource: its
+/// ARN (`APPMESH_RESOURCE_ARN`) and its resource name `mesh/MESH/KIND/NAME` (the form older
+/// images take in `APPMESH_VIRTUAL_NODE_NAME`, and `APPMESH_RESOURCE_NAME`), as App Mesh's
+/// Envoy bootstrap agent writes them.
+fn aliases(arn: &str, kind: &str, mesh: &str, name: &str, r: &mut Resource) -> Vec<String> {
+    let resource = format!("mesh/{mesh}/{kind}/{name}");
+    let mut out = Vec::new();
+    if !arn.is_empty() {
+        out.push(arn.to_string());
+    }
+    out.push(resource.clone());
+    r.mapped(
+        "metadata.arn",
+        format!("aliases [ARN, {resource}]: an App Mesh Envoy presents APPMESH_RESOURCE_ARN (or APPMESH_VIRTUAL_NODE_NAME, the resource name) as node.cluster and gets this proxy; one started with APPMESH_RESOURCE_CLUSTER presents that instead: add it to the aliases"),
+    );
+    out
 }
 
 /// The upstream of a virtual node, as its callers reach it.
@@ -375,9 +402,9 @@ impl Ctx<'_> {
             .and_then(|s| s.egress_filter())
             .map(|f| f.r#type().as_str())
         {
-            Some("ALLOW_ALL") => r.not_mapped(
+            Some("ALLOW_ALL") => r.lossy(
                 "spec.egressFilter.type",
-                "ALLOW_ALL: traffic to names outside the mesh needs a passthrough to the address dialled, which the catalog has not (yet); such traffic gets 404 from the egress listener: add those names as upstreams",
+                "ALLOW_ALL: `passthrough: true` on every egress listener: an HTTP request whose Host no virtual host takes, or a connection of a node without backends, goes on to the address dialled (Envoy's PassthroughCluster). The loss: an HTTP egress listener parses everything redirected to it as HTTP, so non-HTTP traffic to outside the mesh (TLS on 443, a database) does not pass: leave its ports out of the redirect (EgressIgnoredPorts)",
             ),
             _ => r.mapped(
                 "spec.egressFilter.type",
@@ -402,6 +429,235 @@ impl Ctx<'_> {
             );
         }
         self.report.resources.push(r);
+    }
+
+    /// The virtual nodes a virtual service sends to: its provider node, or every target of
+    /// its router's routes.
+    fn service_targets(&self, service: &str) -> Vec<String> {
+        use aws_sdk_appmesh::types::VirtualServiceProvider as P;
+        let provider = self
+            .services
+            .get(service)
+            .and_then(|s| s.spec())
+            .and_then(|s| s.provider());
+        let mut out: Vec<String> = Vec::new();
+        match provider {
+            Some(P::VirtualNode(n)) => out.push(n.virtual_node_name().to_string()),
+            Some(P::VirtualRouter(vr)) => {
+                let routes = self
+                    .routers
+                    .get(vr.virtual_router_name())
+                    .map(|(_, routes)| *routes)
+                    .unwrap_or_default();
+                for spec in routes.iter().filter_map(|r| r.spec()) {
+                    let targets = spec
+                        .http_route()
+                        .or(spec.http2_route())
+                        .and_then(|h| h.action())
+                        .map(|a| a.weighted_targets())
+                        .or_else(|| {
+                            spec.grpc_route()
+                                .and_then(|g| g.action())
+                                .map(|a| a.weighted_targets())
+                        })
+                        .or_else(|| {
+                            spec.tcp_route()
+                                .and_then(|t| t.action())
+                                .map(|a| a.weighted_targets())
+                        })
+                        .unwrap_or_default();
+                    for t in targets {
+                        if !out.iter().any(|o| o == t.virtual_node()) {
+                            out.push(t.virtual_node().to_string());
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// A virtual node's service discovery name: the SAN App Mesh checks a server certificate
+    /// for when a client policy names none (DNS: the hostname; Cloud Map: SERVICE.NAMESPACE).
+    fn discovery_name(&self, node: &str) -> Option<String> {
+        use aws_sdk_appmesh::types::ServiceDiscovery as S;
+        match self
+            .nodes
+            .get(node)
+            .and_then(|n| n.spec())
+            .and_then(|s| s.service_discovery())
+        {
+            Some(S::Dns(d)) => Some(d.hostname().to_string()),
+            Some(S::AwsCloudMap(c)) => Some(format!("{}.{}", c.service_name(), c.namespace_name())),
+            _ => None,
+        }
+    }
+
+    /// A virtual node's first listener's TLS, when it is on.
+    fn node_listener_tls(&self, node: &str) -> Option<tls::ListenerTls> {
+        self.nodes
+            .get(node)
+            .and_then(|n| n.spec())
+            .and_then(|s| s.listeners().first())
+            .and_then(|l| l.tls())
+            .map(tls::ListenerTls::of_node)
+            .filter(|t| t.mode != "DISABLED")
+    }
+
+    /// The client policies of every caller (virtual nodes' backends and backend defaults,
+    /// virtual gateways' backend defaults) as the `tls` of the upstreams they reach. An
+    /// upstream is one for all its callers: where their policies differ, the first caller's
+    /// (by name) is taken and the others report the loss.
+    fn client_policies(&mut self) {
+        // (caller kind and name, backend field, service, policy) in caller order.
+        let mut uses: Vec<(String, String, String, Option<tls::ClientTls>)> = Vec::new();
+        let mut nodes: Vec<&VirtualNodeData> = self.mesh.nodes.iter().collect();
+        nodes.sort_by_key(|n| n.virtual_node_name());
+        for n in nodes {
+            let caller = format!("virtual node {}", n.virtual_node_name());
+            let spec = n.spec();
+            let defaults = spec
+                .and_then(|s| s.backend_defaults())
+                .and_then(|d| d.client_policy())
+                .and_then(|p| p.tls());
+            for (i, b) in spec
+                .map(|s| s.backends())
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                let Ok(vs) = b.as_virtual_service() else {
+                    continue;
+                };
+                let own = vs.client_policy().and_then(|p| p.tls());
+                let (field, policy) = match (own, defaults) {
+                    (Some(p), _) => (
+                        format!("spec.backends[{i}].virtualService.clientPolicy.tls"),
+                        Some(p),
+                    ),
+                    (None, Some(p)) => {
+                        ("spec.backendDefaults.clientPolicy.tls".to_string(), Some(p))
+                    }
+                    (None, None) => (format!("spec.backends[{i}]"), None),
+                };
+                uses.push((
+                    caller.clone(),
+                    field,
+                    vs.virtual_service_name().to_string(),
+                    policy.map(tls::ClientTls::of_node),
+                ));
+            }
+        }
+        let mut gateways: Vec<_> = self.mesh.gateways.iter().collect();
+        gateways.sort_by_key(|(g, _)| g.virtual_gateway_name());
+        for (g, routes) in gateways {
+            let caller = format!("virtual gateway {}", g.virtual_gateway_name());
+            let policy = g
+                .spec()
+                .and_then(|s| s.backend_defaults())
+                .and_then(|d| d.client_policy())
+                .and_then(|p| p.tls())
+                .map(tls::ClientTls::of_gateway);
+            let mut targets: Vec<String> = Vec::new();
+            for spec in routes.iter().filter_map(|r| r.spec()) {
+                let target = spec
+                    .http_route()
+                    .or(spec.http2_route())
+                    .and_then(|h| h.action())
+                    .and_then(|a| a.target())
+                    .and_then(|t| t.virtual_service())
+                    .map(|v| v.virtual_service_name())
+                    .or_else(|| {
+                        spec.grpc_route()
+                            .and_then(|g| g.action())
+                            .and_then(|a| a.target())
+                            .and_then(|t| t.virtual_service())
+                            .map(|v| v.virtual_service_name())
+                    });
+                if let Some(t) = target
+                    && !targets.iter().any(|x| x == t)
+                {
+                    targets.push(t.to_string());
+                }
+            }
+            for t in targets {
+                let field = if policy.is_some() {
+                    "spec.backendDefaults.clientPolicy.tls".to_string()
+                } else {
+                    format!("target {t}")
+                };
+                uses.push((caller.clone(), field, t, policy.clone()));
+            }
+        }
+        // First pass: the policies, first caller wins.
+        let mut owner: BTreeMap<String, String> = BTreeMap::new();
+        let mut plaintext: Vec<(String, String, String)> = Vec::new();
+        for (caller, field, service, policy) in &uses {
+            let mut r = Resource::new("", "");
+            for node in self.service_targets(service) {
+                let proxy = catalog_name(&node);
+                let Some(policy) = policy else {
+                    plaintext.push((caller.clone(), field.clone(), node));
+                    continue;
+                };
+                let server = tls::Server {
+                    proxy: &proxy,
+                    discovery_name: self.discovery_name(&node),
+                    port: self
+                        .nodes
+                        .get(node.as_str())
+                        .and_then(|n| n.spec())
+                        .and_then(|s| s.listeners().first())
+                        .and_then(|l| l.port_mapping())
+                        .map(|p| p.port())
+                        .unwrap_or(80),
+                    serves_mesh: self
+                        .node_listener_tls(&node)
+                        .is_some_and(|t| matches!(t.cert, Some(tls::Cert::Sds(_)))),
+                };
+                match tls::client(policy, &server, field, &mut r) {
+                    Ok(Some(value)) => match self.upstream_tls.get(&node) {
+                        None => {
+                            self.upstream_tls.insert(node.clone(), value.clone());
+                            owner.insert(node.clone(), caller.clone());
+                            r.mapped(field.clone(), format!("tls of upstream {} (service {service})", node_upstream(&node)));
+                        }
+                        Some(v) if *v == value => {
+                            r.mapped(field.clone(), format!("tls of upstream {} (service {service})", node_upstream(&node)));
+                        }
+                        Some(_) => r.lossy(
+                            field.clone(),
+                            format!("upstream {} is one for all its callers and has the tls of {}'s policy, which differs from this one", node_upstream(&node), owner[&node]),
+                        ),
+                    },
+                    Ok(None) => plaintext.push((caller.clone(), field.clone(), node)),
+                    Err(why) => r.not_mapped(field.clone(), format!("to virtual node {node}: {why}")),
+                }
+            }
+            let notes = self.tls_notes.entry(caller.clone()).or_default();
+            for f in r.fields {
+                if !notes.contains(&f) {
+                    notes.push(f);
+                }
+            }
+        }
+        // Callers asking for plaintext to a node another caller reaches with TLS.
+        for (caller, field, node) in plaintext {
+            if let Some(first) = owner.get(&node) {
+                let f = Field {
+                    field,
+                    outcome: super::report::Outcome::Lossy(format!(
+                        "plaintext to virtual node {node} in App Mesh, but upstream {} is one for all its callers and has the tls of {first}'s policy: this caller's connections use TLS too",
+                        node_upstream(&node)
+                    )),
+                };
+                let notes = self.tls_notes.entry(caller).or_default();
+                if !notes.contains(&f) {
+                    notes.push(f);
+                }
+            }
+        }
     }
 
     /// Every route and virtual service is reported where it was used; a route no virtual
@@ -471,23 +727,31 @@ impl Ctx<'_> {
             "spec.backends",
             &mut r,
         );
-        if let Some(d) = spec.and_then(|s| s.backend_defaults())
-            && d.client_policy().is_some()
-        {
-            r.not_mapped(
-                "spec.backendDefaults.clientPolicy",
-                "TLS to backends is not imported yet: set `tls` on the upstreams (docs/tls.md)",
-            );
+        if let Some(notes) = self.tls_notes.remove(&format!("virtual node {name}")) {
+            r.fields.extend(notes);
         }
-        if !hosts.is_empty() {
+        let allow_all = self.allow_all();
+        if !hosts.is_empty() || allow_all {
             let mut egress = Map::new();
             egress.insert("name".into(), json!("egress"));
             self.bind(&mut egress);
             egress.insert("port".into(), json!(self.options.egress_port));
             // ECS redirects the app's outbound connections here; Envoy routes them by Host.
             egress.insert("original_destination".into(), json!(true));
-            egress.insert("protocol".into(), json!("http"));
-            egress.insert("virtual_hosts".into(), Value::Array(hosts));
+            if hosts.is_empty() {
+                // ALLOW_ALL without backends: every connection goes on as it came.
+                egress.insert("protocol".into(), json!("tcp"));
+            } else {
+                egress.insert("protocol".into(), json!("http"));
+                egress.insert("virtual_hosts".into(), Value::Array(hosts));
+            }
+            if allow_all {
+                egress.insert("passthrough".into(), json!(true));
+                r.mapped(
+                    "(mesh egressFilter ALLOW_ALL)",
+                    "passthrough on listener `egress`: what no backend names goes on to the address dialled",
+                );
+            }
             if let Some(log) = &access_log {
                 egress.insert("access_log".into(), log.clone());
             }
@@ -500,18 +764,30 @@ impl Ctx<'_> {
             );
         }
         let arn = node.metadata().map(|m| m.arn()).unwrap_or_default();
-        r.mapped(
-            "metadata.arn",
-            format!("proxies.{proxy}.aliases: an Envoy presenting the ARN as node.cluster gets this proxy"),
-        );
         let mut proxy_doc = Map::new();
-        if !arn.is_empty() {
-            proxy_doc.insert("aliases".into(), json!([arn]));
-        }
+        proxy_doc.insert(
+            "aliases".into(),
+            json!(aliases(
+                arn,
+                "virtualNode",
+                node.mesh_name(),
+                node.virtual_node_name(),
+                &mut r
+            )),
+        );
         proxy_doc.insert("listeners".into(), Value::Array(listeners));
         let doc = self.document(&proxy, proxy_doc, upstreams);
         self.report.resources.push(r);
         (format!("{proxy}.yaml"), doc)
+    }
+
+    /// Whether the mesh passes what no virtual service names on to its destination.
+    fn allow_all(&self) -> bool {
+        self.mesh
+            .data
+            .spec()
+            .and_then(|s| s.egress_filter())
+            .is_some_and(|f| f.r#type().as_str() == "ALLOW_ALL")
     }
 
     /// Sets the listener's address, when the import names one.
@@ -696,11 +972,10 @@ impl Ctx<'_> {
                 format!("circuit breakers of upstream {}", local_upstream(node)),
             );
         }
-        if l.tls().is_some() {
-            r.not_mapped(
-                format!("{at}.tls"),
-                "listener TLS is not imported yet: set `tls` on the ingress listener (docs/tls.md)",
-            );
+        if let Some(t) = l.tls()
+            && let Some(tls) = tls::listener(&tls::ListenerTls::of_node(t), &format!("{at}.tls"), r)
+        {
+            listener.insert("tls".into(), tls);
         }
         (listener, Value::Object(local))
     }
@@ -816,6 +1091,9 @@ impl Ctx<'_> {
                 );
             }
         }
+        if let Some(t) = self.upstream_tls.get(name) {
+            u.insert("tls".into(), t.clone());
+        }
         if let Some(o) = l.outlier_detection() {
             let mut od = Map::new();
             od.insert("consecutive_5xx".into(), json!(o.max_server_errors()));
@@ -889,12 +1167,6 @@ impl Ctx<'_> {
                 continue;
             };
             let name = vs.virtual_service_name();
-            if vs.client_policy().is_some() {
-                r.not_mapped(
-                    format!("{at}[{i}].virtualService.clientPolicy"),
-                    "TLS to backends is not imported yet: set `tls` on the upstreams (docs/tls.md)",
-                );
-            }
             match self.service_host(name, &format!("{at}[{i}]"), r) {
                 Some(h) => hosts.push(h),
                 None => continue,
@@ -1466,23 +1738,21 @@ impl Ctx<'_> {
             "spec.listeners[0].portMapping",
             format!("listener `gateway` on {port}"),
         );
-        if listener.is_some_and(|l| l.tls().is_some()) {
-            r.not_mapped(
+        let listener_tls = listener.and_then(|l| l.tls()).and_then(|t| {
+            tls::listener(
+                &tls::ListenerTls::of_gateway(t),
                 "spec.listeners[0].tls",
-                "listener TLS is not imported yet: set `tls` on the gateway listener (docs/tls.md)",
-            );
-        }
+                &mut r,
+            )
+        });
         if listener.is_some_and(|l| l.connection_pool().is_some()) {
             r.not_mapped(
                 "spec.listeners[0].connectionPool",
                 "the gateway's listener takes App Mesh's default limits (set max_* on its upstreams by hand)",
             );
         }
-        if spec.is_some_and(|s| s.backend_defaults().is_some()) {
-            r.not_mapped(
-                "spec.backendDefaults",
-                "client policies (TLS to the services) are not imported yet: set `tls` by hand (docs/tls.md)",
-            );
+        if let Some(notes) = self.tls_notes.remove(&format!("virtual gateway {name}")) {
+            r.fields.extend(notes);
         }
         for (i, _) in spec
             .map(|s| s.listeners())
@@ -1601,6 +1871,9 @@ impl Ctx<'_> {
             l.insert("port".into(), json!(port));
             l.insert("protocol".into(), json!("http"));
             l.insert("routes".into(), Value::Array(gateway_routes));
+            if let Some(tls) = listener_tls {
+                l.insert("tls".into(), tls);
+            }
             if let Some(log) = &access_log {
                 l.insert("access_log".into(), log.clone());
             }
@@ -1637,14 +1910,17 @@ impl Ctx<'_> {
             );
         }
         let arn = gateway.metadata().map(|m| m.arn()).unwrap_or_default();
-        r.mapped(
-            "metadata.arn",
-            format!("proxies.{proxy}.aliases: an Envoy presenting the ARN as node.cluster gets this proxy"),
-        );
         let mut proxy_doc = Map::new();
-        if !arn.is_empty() {
-            proxy_doc.insert("aliases".into(), json!([arn]));
-        }
+        proxy_doc.insert(
+            "aliases".into(),
+            json!(aliases(
+                arn,
+                "virtualGateway",
+                gateway.mesh_name(),
+                gateway.virtual_gateway_name(),
+                &mut r
+            )),
+        );
         proxy_doc.insert("listeners".into(), Value::Array(listeners));
         let doc = self.document(&proxy, proxy_doc, upstreams);
         self.report.resources.push(r);

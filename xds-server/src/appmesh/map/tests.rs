@@ -305,7 +305,10 @@ fn a_router_s_routes_become_a_virtual_host_by_priority() {
     let proxy = &front["proxies"]["front"];
     assert_eq!(
         proxy["aliases"],
-        json!([format!("{ARN}/virtualNode/front")])
+        json!([
+            format!("{ARN}/virtualNode/front"),
+            "mesh/color/virtualNode/front"
+        ])
     );
     let ingress = &proxy["listeners"][0];
     assert_eq!(ingress["port"], json!(15000));
@@ -871,11 +874,7 @@ fn fields_the_import_drops_are_reported() {
             .find(|f| f.field == field)
             .map(|f| f.outcome.clone())
     };
-    for f in [
-        "spec.listeners[0].connectionPool",
-        "spec.backendDefaults",
-        "spec.listeners[1]",
-    ] {
+    for f in ["spec.listeners[0].connectionPool", "spec.listeners[1]"] {
         assert!(
             matches!(field("gw", f), Some(Outcome::NotMapped(_))),
             "{f}: {:?}",
@@ -919,5 +918,131 @@ fn a_service_answers_on_every_port_of_its_router() {
             "colors.color.local:8080",
             "colors.color.local:9090"
         ])
+    );
+}
+
+#[test]
+fn listener_tls_and_client_policies_become_the_listeners_and_upstreams_tls() {
+    use aws_sdk_appmesh::types::{
+        BackendDefaults, ClientPolicy, ClientPolicyTls, ListenerTls, ListenerTlsAcmCertificate,
+        ListenerTlsCertificate, ListenerTlsMode, TlsValidationContext,
+        TlsValidationContextAcmTrust, TlsValidationContextTrust,
+    };
+    const CERT: &str = "arn:aws:acm:us-east-1:111122223333:certificate/red";
+    const CA: &str = "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/ca";
+    let mut m = mesh();
+    // red: a STRICT listener with an ACM certificate.
+    let red = m.nodes[1].spec.as_mut().unwrap();
+    red.listeners.as_mut().unwrap()[0].tls = Some(
+        ListenerTls::builder()
+            .mode(ListenerTlsMode::Strict)
+            .certificate(ListenerTlsCertificate::Acm(
+                ListenerTlsAcmCertificate::builder()
+                    .certificate_arn(CERT)
+                    .build()
+                    .unwrap(),
+            ))
+            .build()
+            .unwrap(),
+    );
+    // front: every backend over TLS, checked against the Private CA, on port 8080 only.
+    let policy = ClientPolicy::builder()
+        .tls(
+            ClientPolicyTls::builder()
+                .ports(8080)
+                .validation(
+                    TlsValidationContext::builder()
+                        .trust(TlsValidationContextTrust::Acm(
+                            TlsValidationContextAcmTrust::builder()
+                                .certificate_authority_arns(CA)
+                                .build()
+                                .unwrap(),
+                        ))
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    m.nodes[0].spec.as_mut().unwrap().backend_defaults =
+        Some(BackendDefaults::builder().client_policy(policy).build());
+    let mapped = map(&m, &Options::default()).unwrap();
+    assert_eq!(
+        mapped.fragments["red.yaml"]["proxies"]["red"]["listeners"][0]["tls"],
+        json!({ "mode": "strict", "certificate": { "acm": { "arn": CERT } } })
+    );
+    // Each backend node's upstream, with App Mesh's default SAN: its discovery name.
+    for color in ["red", "blue", "green"] {
+        assert_eq!(
+            mapped.fragments[&format!("{color}.yaml")]["upstreams"][color]["tls"],
+            json!({ "trust": { "acm_pca": [CA] }, "subject_alt_names": [format!("{color}.color.local")] }),
+            "{color}"
+        );
+    }
+    let front = mapped
+        .report
+        .resources
+        .iter()
+        .find(|r| r.name == "front")
+        .unwrap();
+    assert!(
+        front
+            .fields
+            .iter()
+            .any(|f| f.field == "spec.backendDefaults.clientPolicy.tls"
+                && f.outcome
+                    == Outcome::Mapped("tls of upstream red (service colors.color.local)".into())),
+        "{front:?}"
+    );
+    // The fragments are a catalog the loader takes.
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+}
+
+#[test]
+fn an_allow_all_mesh_passes_what_no_backend_names_on_to_its_destination() {
+    use aws_sdk_appmesh::types::{EgressFilter, EgressFilterType};
+    let mut m = mesh();
+    m.data.spec = Some(
+        MeshSpec::builder()
+            .egress_filter(
+                EgressFilter::builder()
+                    .r#type(EgressFilterType::AllowAll)
+                    .build()
+                    .unwrap(),
+            )
+            .build(),
+    );
+    let mapped = map(&m, &Options::default()).unwrap();
+    let front = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1];
+    assert_eq!(front["protocol"], json!("http"));
+    assert_eq!(front["passthrough"], json!(true));
+    // A node without backends: a tcp egress listener that passes everything on.
+    let red = &mapped.fragments["red.yaml"]["proxies"]["red"]["listeners"][1];
+    assert_eq!(
+        (
+            &red["protocol"],
+            &red["passthrough"],
+            &red["original_destination"]
+        ),
+        (&json!("tcp"), &json!(true), &json!(true))
+    );
+    let mesh_report = &mapped.report.resources[0];
+    assert!(matches!(
+        &mesh_report.fields[0].outcome,
+        Outcome::Lossy(why) if why.starts_with("ALLOW_ALL: `passthrough: true`")
+    ));
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+    // DROP_ALL (the default): no passthrough, no egress listener without backends.
+    let mapped = map(&mesh(), &Options::default()).unwrap();
+    assert!(
+        mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]
+            .get("passthrough")
+            .is_none()
+    );
+    assert_eq!(
+        mapped.fragments["red.yaml"]["proxies"]["red"]["listeners"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
     );
 }
