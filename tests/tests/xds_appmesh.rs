@@ -95,7 +95,7 @@ fn color_mesh(dir: &TempDir, gateway_port: u16, instances: &[String], extra: &[&
 }
 
 /// Lists two items a page, and a mesh with an INACTIVE virtual node and route: every page of
-/// every kind is read (six virtual nodes, routes of one router over four pages), and the report
+/// every kind is read (seven virtual nodes, routes of one router over four pages), and the report
 /// names what was left out for its status.
 #[test]
 fn every_page_is_read_and_resources_that_are_not_active_are_reported() {
@@ -107,14 +107,22 @@ fn every_page_is_read_and_resources_that_are_not_active_are_reported() {
     let stderr = text(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     for line in [
-        "virtual nodes: 6 described",
+        "virtual nodes: 7 described",
         "virtual services: 2 described",
         "routes: 6 described",
         "gateway routes: 1 described",
     ] {
         assert!(stderr.contains(line), "{line:?} missing from {stderr}");
     }
-    for fragment in ["black", "blue", "front", "green", "red", "tcpecho"] {
+    for fragment in [
+        "black",
+        "blue",
+        "front",
+        "green",
+        "red",
+        "tcpclient",
+        "tcpecho",
+    ] {
         assert!(out.join(format!("{fragment}.yaml")).is_file(), "{fragment}");
     }
     assert!(!out.join("white.yaml").exists());
@@ -166,7 +174,7 @@ fn the_color_mesh_imports_into_fragments_that_validate_and_a_report_of_what_was_
     let stderr = text(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     for line in [
-        "virtual nodes: 6 described",
+        "virtual nodes: 7 described",
         "virtual services: 2 described",
         "virtual routers: 2 described",
         "routes: 6 described",
@@ -190,6 +198,7 @@ fn the_color_mesh_imports_into_fragments_that_validate_and_a_report_of_what_was_
             "front.yaml",
             "green.yaml",
             "red.yaml",
+            "tcpclient.yaml",
             "tcpecho.yaml"
         ]
     );
@@ -232,6 +241,20 @@ fn the_color_mesh_imports_into_fragments_that_validate_and_a_report_of_what_was_
     }
     assert!(
         report.contains("| `timeout` | mapped | none on the gateway hop (0s)"),
+        "{report}"
+    );
+    // A caller whose backends are all tcp: the tcp route, on a tcp egress by the port dialled.
+    let tcpclient = std::fs::read_to_string(out.join("tcpclient.yaml")).unwrap();
+    let doc: serde_json::Value = serde_saphyr::from_str(&tcpclient).unwrap();
+    let egress = &doc["proxies"]["tcpclient"]["listeners"][1];
+    assert_eq!(egress["protocol"], "tcp", "{tcpclient}");
+    assert_eq!(
+        egress["ports"],
+        serde_json::json!({ "2701": "tcpecho" }),
+        "{tcpclient}"
+    );
+    assert!(
+        report.contains("| `spec.backends[0].virtualService` | mapped | ports [2701] of the tcp egress listener, to virtual node tcpecho |"),
         "{report}"
     );
     // LOADBALANCER DNS is a logical DNS upstream.

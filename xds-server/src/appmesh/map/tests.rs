@@ -1046,3 +1046,152 @@ fn an_allow_all_mesh_passes_what_no_backend_names_on_to_its_destination() {
         1
     );
 }
+
+fn listener(port: i32, protocol: PortProtocol) -> Listener {
+    Listener::builder()
+        .port_mapping(
+            PortMapping::builder()
+                .port(port)
+                .protocol(protocol)
+                .build()
+                .unwrap(),
+        )
+        .build()
+}
+
+#[test]
+fn every_listener_of_a_node_is_mapped_and_targets_reach_the_port_they_name() {
+    let mut m = mesh();
+    // blue serves HTTP on 8080 and gRPC on 9090.
+    m.nodes[2].spec.as_mut().unwrap().listeners = Some(vec![
+        listener(8080, PortProtocol::Http),
+        listener(9090, PortProtocol::Grpc),
+    ]);
+    // The canary route sends to blue's 9090.
+    let canary = m.routers[0]
+        .1
+        .iter_mut()
+        .find(|r| r.route_name == "canary")
+        .unwrap();
+    let http = canary.spec.as_mut().unwrap().http_route.as_mut().unwrap();
+    http.action.as_mut().unwrap().weighted_targets[0].port = Some(9090);
+    let mapped = map(&m, &Options::default()).unwrap();
+    let blue = &mapped.fragments["blue.yaml"];
+    let ingress = &blue["proxies"]["blue"]["listeners"][0];
+    assert_eq!(ingress["protocol"], json!("tcp"));
+    assert_eq!(
+        ingress["ports"],
+        json!({ "8080": "blue-local", "9090": "blue-local-9090" })
+    );
+    assert_eq!(
+        blue["upstreams"]["blue-local-9090"]["endpoints"],
+        json!({ "static": ["127.0.0.1:9090"] })
+    );
+    assert_eq!(blue["upstreams"]["blue-9090"]["port"], json!(9090));
+    assert_eq!(blue["upstreams"]["blue-9090"]["protocol"], json!("grpc"));
+    assert_eq!(blue["upstreams"]["blue"]["port"], json!(8080));
+    let routes = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
+        [0]["routes"];
+    assert_eq!(routes[1]["to"], json!("blue-9090"), "{routes}");
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+}
+
+#[test]
+fn a_caller_whose_backends_are_all_tcp_gets_a_tcp_egress_by_port() {
+    use aws_sdk_appmesh::types::{DnsServiceDiscovery, TcpRoute, TcpRouteAction};
+    let mut m = mesh();
+    let tcp_node = |name: &str| {
+        let mut n = node(name, &[]);
+        let spec = n.spec.as_mut().unwrap();
+        spec.listeners = Some(vec![listener(2701, PortProtocol::Tcp)]);
+        spec.service_discovery = Some(ServiceDiscovery::Dns(
+            DnsServiceDiscovery::builder()
+                .hostname(format!("{name}.color.local"))
+                .build()
+                .unwrap(),
+        ));
+        n
+    };
+    m.nodes.push(tcp_node("tcpecho"));
+    m.nodes.push(tcp_node("tcpecho2"));
+    m.nodes.push(node("client", &["tcpecho.color.local"]));
+    let mut router = m.routers[0].0.clone();
+    router.virtual_router_name = "tcpecho".into();
+    router.spec = Some(
+        VirtualRouterSpec::builder()
+            .listeners(
+                VirtualRouterListener::builder()
+                    .port_mapping(
+                        PortMapping::builder()
+                            .port(2701)
+                            .protocol(PortProtocol::Tcp)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .build(),
+    );
+    let tcp_route = |name: &str, targets: Vec<WeightedTarget>| {
+        let mut r = route(name, Some(1), HttpRouteMatch::builder().build(), vec![]);
+        r.virtual_router_name = "tcpecho".into();
+        r.spec = Some(
+            RouteSpec::builder()
+                .tcp_route(
+                    TcpRoute::builder()
+                        .action(
+                            TcpRouteAction::builder()
+                                .set_weighted_targets(Some(targets))
+                                .build()
+                                .unwrap(),
+                        )
+                        .build(),
+                )
+                .build(),
+        );
+        r
+    };
+    m.routers
+        .push((router, vec![tcp_route("tcp", vec![target("tcpecho", 1)])]));
+    let mut service = m.services[0].clone();
+    service.virtual_service_name = "tcpecho.color.local".into();
+    service.spec = Some(
+        VirtualServiceSpec::builder()
+            .provider(VirtualServiceProvider::VirtualRouter(
+                VirtualRouterServiceProvider::builder()
+                    .virtual_router_name("tcpecho")
+                    .build()
+                    .unwrap(),
+            ))
+            .build(),
+    );
+    m.services.push(service);
+    let mapped = map(&m, &Options::default()).unwrap();
+    let egress = &mapped.fragments["client.yaml"]["proxies"]["client"]["listeners"][1];
+    assert_eq!(egress["protocol"], json!("tcp"));
+    assert_eq!(egress["original_destination"], json!(true));
+    assert_eq!(egress["ports"], json!({ "2701": "tcpecho" }));
+    let route = mapped
+        .report
+        .resources
+        .iter()
+        .find(|r| r.name == "tcpecho/tcp")
+        .unwrap();
+    assert!(
+        matches!(&route.fields[0].outcome, Outcome::Mapped(to) if to.starts_with("the tcp egress listener")),
+        "{route:?}"
+    );
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+
+    // Weighted targets on the one tcp backend: the listener's split.
+    let last = m.routers.len() - 1;
+    m.routers[last].1 = vec![tcp_route(
+        "tcp",
+        vec![target("tcpecho", 3), target("tcpecho2", 1)],
+    )];
+    let mapped = map(&m, &Options::default()).unwrap();
+    let egress = &mapped.fragments["client.yaml"]["proxies"]["client"]["listeners"][1];
+    assert_eq!(egress["split"], json!({ "tcpecho": 3, "tcpecho2": 1 }));
+    assert!(egress.get("ports").is_none());
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+}
