@@ -7,7 +7,9 @@
 //! service's router's routes. Health checks and outlier detection of a virtual node are
 //! enforced by its callers, so they are on the upstream callers use. A virtual gateway's
 //! gateway routes rewrite as App Mesh did by default and hand the request to the target
-//! virtual service's routes, on a listener of the gateway's own on loopback.
+//! virtual service's routes, on a listener of the gateway's own on loopback. TLS (module `tls`):
+//! a listener's becomes the listener's `tls`; a caller's client policy becomes the `tls` of
+//! the upstreams it reaches, which are one for all callers.
 
 use std::collections::BTreeMap;
 
