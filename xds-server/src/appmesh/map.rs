@@ -1069,17 +1069,16 @@ impl Ctx<'_> {
                 );
             }
             for f in alone.fields {
-                let keep = f.field.contains(".connectionPool")
-                    || f.field.contains(".tls")
-                    || f.field.ends_with(".timeout.tcp.idle");
-                if keep {
+                if f.field.ends_with(".connectionPool") {
+                    r.mapped(f.field, format!("circuit breakers of upstream {name}"));
+                } else if f.field.contains(".tls") {
                     r.fields.push(f);
                 }
             }
-            if l.timeout().is_some_and(|t| t.as_tcp().is_err()) {
+            if l.timeout().is_some() {
                 r.lossy(
                     format!("{at}.timeout"),
-                    "HTTP timeouts of a listener are not applied on a tcp ingress",
+                    "not applied: the one tcp ingress takes every port, and its idle_timeout would be every listener's (Envoy's defaults apply)",
                 );
             }
             match (&tls, listener.get("tls")) {
