@@ -95,7 +95,7 @@ fn color_mesh(dir: &TempDir, gateway_port: u16, instances: &[String], extra: &[&
 }
 
 /// Lists two items a page, and a mesh with an INACTIVE virtual node and route: every page of
-/// every kind is read (six virtual nodes, routes of one router over four pages), and the report
+/// every kind is read (seven virtual nodes, routes of one router over four pages), and the report
 /// names what was left out for its status.
 #[test]
 fn every_page_is_read_and_resources_that_are_not_active_are_reported() {
@@ -107,14 +107,22 @@ fn every_page_is_read_and_resources_that_are_not_active_are_reported() {
     let stderr = text(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     for line in [
-        "virtual nodes: 6 described",
+        "virtual nodes: 7 described",
         "virtual services: 2 described",
         "routes: 6 described",
         "gateway routes: 1 described",
     ] {
         assert!(stderr.contains(line), "{line:?} missing from {stderr}");
     }
-    for fragment in ["black", "blue", "front", "green", "red", "tcpecho"] {
+    for fragment in [
+        "black",
+        "blue",
+        "front",
+        "green",
+        "red",
+        "tcpclient",
+        "tcpecho",
+    ] {
         assert!(out.join(format!("{fragment}.yaml")).is_file(), "{fragment}");
     }
     assert!(!out.join("white.yaml").exists());
@@ -166,7 +174,7 @@ fn the_color_mesh_imports_into_fragments_that_validate_and_a_report_of_what_was_
     let stderr = text(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     for line in [
-        "virtual nodes: 6 described",
+        "virtual nodes: 7 described",
         "virtual services: 2 described",
         "virtual routers: 2 described",
         "routes: 6 described",
@@ -190,6 +198,7 @@ fn the_color_mesh_imports_into_fragments_that_validate_and_a_report_of_what_was_
             "front.yaml",
             "green.yaml",
             "red.yaml",
+            "tcpclient.yaml",
             "tcpecho.yaml"
         ]
     );
@@ -232,6 +241,20 @@ fn the_color_mesh_imports_into_fragments_that_validate_and_a_report_of_what_was_
     }
     assert!(
         report.contains("| `timeout` | mapped | none on the gateway hop (0s)"),
+        "{report}"
+    );
+    // A caller whose backends are all tcp: the tcp route, on a tcp egress by the port dialled.
+    let tcpclient = std::fs::read_to_string(out.join("tcpclient.yaml")).unwrap();
+    let doc: serde_json::Value = serde_saphyr::from_str(&tcpclient).unwrap();
+    let egress = &doc["proxies"]["tcpclient"]["listeners"][1];
+    assert_eq!(egress["protocol"], "tcp", "{tcpclient}");
+    assert_eq!(
+        egress["ports"],
+        serde_json::json!({ "2701": "tcpecho" }),
+        "{tcpclient}"
+    );
+    assert!(
+        report.contains("| `spec.backends[0].virtualService` | mapped | ports [2701] of the tcp egress listener, to virtual node tcpecho |"),
         "{report}"
     );
     // LOADBALANCER DNS is a logical DNS upstream.
@@ -387,4 +410,122 @@ fn envoys_configured_from_the_import_route_as_app_mesh_would() {
         || (black.hits() - before >= 4).then_some(()),
     );
     assert_eq!(black.hits() - before, 4);
+}
+
+/// A mesh with SPIRE-style mutual TLS (SDS certificates and trust) imports as the catalog's
+/// mesh mTLS: the report says what changed, the fragments validate, and the gateway's Envoy
+/// reaches blue's Envoy over mutual TLS with the identities of the control plane's CA, while
+/// plaintext to blue's listener is refused.
+#[test]
+fn a_mesh_with_sds_mutual_tls_imports_as_mesh_mtls_that_envoys_speak() {
+    let dir = TempDir::new("appmesh-tls");
+    let ca = dir.path().join("ca");
+    assert!(tests::ca_init(&ca).status.success());
+    let blue_app = Backend::start_echo("blue").unwrap();
+    let red = Backend::start_echo("red").unwrap();
+    let (gateway_port, ingress, egress) = (free_port(), free_port(), free_port());
+    let blue_app_port = blue_app.endpoint().rsplit(':').next().unwrap().to_string();
+    // Blue's Cloud Map instance is its Envoy's ingress listener; red's is the app itself.
+    let instances = [
+        format!("blue=127.0.0.1:{ingress}"),
+        format!("red={}", red.endpoint()),
+    ];
+    let moto = color_mesh(&dir, gateway_port, &instances, &["--tls", &blue_app_port]);
+    let out = dir.path().join("catalog.d");
+    let run = import(
+        &moto,
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--ingress-port",
+            &ingress.to_string(),
+            "--egress-port",
+            &egress.to_string(),
+            "--listen-address",
+            "127.0.0.1",
+        ],
+    );
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let checked = validate(&out);
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        text(&checked.stdout),
+        text(&checked.stderr)
+    );
+    let report = std::fs::read_to_string(out.join("IMPORT-REPORT.md")).unwrap();
+    for line in [
+        "| virtual node `blue` | `spec.listeners[0].tls.certificate.sds` | mapped with a loss: certificate: mesh: the proxy's identity spiffe://TRUST_DOMAIN/proxy/NAME from the control plane's CA (serve --ca), not SDS secret \"spiffe://color.local/blue\"",
+        "| virtual node `blue` | `spec.listeners[0].tls.validation.subjectAlternativeNames` | mapped with a loss: left out: clients present mesh identities",
+        // Mapped fields are in each resource's own table.
+        "| `spec.listeners[0].tls.certificate.acm` | mapped | certificate { acm: { arn } }",
+        "| `spec.listeners[0].tls.mode` | mapped | mode: permissive",
+        "| `spec.backendDefaults.clientPolicy.tls` | mapped | tls of upstream blue (service colorteller.color.local) |",
+        "| virtual gateway `colorgateway` | `spec.backendDefaults.clientPolicy.tls` | **not mapped**: to virtual node red: SDS trust \"spiffe://color.local\", but virtual node red does not present an SDS certificate",
+    ] {
+        assert!(report.contains(line), "{line:?} missing from {report}");
+    }
+    let blue = std::fs::read_to_string(out.join("blue.yaml")).unwrap();
+    let doc: serde_json::Value = serde_saphyr::from_str(&blue).unwrap();
+    assert_eq!(
+        doc["proxies"]["blue"]["listeners"][0]["tls"],
+        serde_json::json!({ "mode": "strict", "certificate": "mesh", "client_certificate": { "trust": "mesh" } }),
+        "{blue}"
+    );
+    assert_eq!(
+        doc["upstreams"]["blue"]["tls"],
+        serde_json::json!({ "mesh": "blue" }),
+        "{blue}"
+    );
+
+    let ca_flag = format!("file:{}", ca.display());
+    let server = XdsServer::start_env(&dir, out.as_os_str(), 0, &["--ca", &ca_flag], &moto.env());
+    server.wait_ready();
+    let gateway = Envoy::start_with(
+        &dir,
+        "colorgateway",
+        server.xds_port,
+        Mode::Delta,
+        as_app_mesh(arn("virtualGateway/colorgateway")),
+    );
+    // Blue's Envoy as an older App Mesh image names itself (APPMESH_VIRTUAL_NODE_NAME): the
+    // resource name, not the ARN, as node.cluster and node.id.
+    let blue_envoy = Envoy::start_with(
+        &dir,
+        "blue",
+        server.xds_port,
+        Mode::Sotw,
+        as_app_mesh("mesh/color/virtualNode/blue".to_string()),
+    );
+    gateway.wait_live();
+    blue_envoy.wait_live();
+    wait_for(
+        "blue through its Envoy, over mutual TLS",
+        Duration::from_secs(30),
+        || {
+            http::get(gateway_port, "/color/", &[("x-color", "blue")])
+                .ok()
+                .filter(|r| r.status == 200 && r.body.starts_with("blue"))
+        },
+    );
+    let stats = http::get(blue_envoy.admin_port, "/stats", &[])
+        .unwrap()
+        .body;
+    let handshakes: u64 = stats
+        .lines()
+        .filter_map(|l| l.split_once(": "))
+        .filter(|(k, _)| k.starts_with("listener.") && k.ends_with(".ssl.handshake"))
+        .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+        .sum();
+    assert!(handshakes >= 1, "{stats}");
+    let certs = http::get(blue_envoy.admin_port, "/certs", &[])
+        .unwrap()
+        .body;
+    assert!(certs.contains("spiffe://mesh.local/proxy/blue"), "{certs}");
+    // Plaintext to blue's listener (what an App Mesh caller without the policy would send) is
+    // refused: the listener is STRICT, as in App Mesh.
+    assert!(
+        !http::get(ingress, "/", &[]).is_ok_and(|r| r.status == 200),
+        "plaintext got through"
+    );
 }

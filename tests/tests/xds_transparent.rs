@@ -249,6 +249,112 @@ upstreams:
     });
 }
 
+/// `passthrough`: what the catalog does not name goes on to the address the app dialled, as
+/// App Mesh's egress filter ALLOW_ALL did. On the HTTP egress listener a Host no virtual host
+/// takes reaches the address dialled (a backend outside the catalog); on a tcp one, a port no
+/// `ports` entry takes. Both through Envoy's PassthroughCluster; named Hosts and ports still go
+/// to their upstreams.
+#[test]
+fn passthrough_sends_what_the_catalog_does_not_name_to_the_address_dialled() {
+    let dir = TempDir::new("transparent-passthrough");
+    let (app, peer) = task("pass");
+    let http_catalog = r#"
+version: 1
+proxies:
+  app:
+    listeners:
+      - name: egress
+        port: 15001
+        address: 127.0.0.1
+        protocol: http
+        original_destination: true
+        passthrough: true
+        virtual_hosts:
+          - { name: web, domains: ["web.mesh.test:8080"], routes: [ { match: { prefix: / }, to: web } ] }
+upstreams:
+  web: { protocol: http1, endpoints: { static: ["10.99.1.2:8080"] } }
+"#;
+    let tcp_catalog = r#"
+version: 1
+proxies:
+  app:
+    listeners:
+      - name: egress
+        port: 15001
+        address: 127.0.0.1
+        protocol: tcp
+        original_destination: true
+        passthrough: true
+        ports: { 5432: web }
+upstreams:
+  web: { protocol: tcp, endpoints: { static: ["10.99.1.2:8080"] } }
+"#;
+    let peers = peer.hold(|| {
+        [("web", 8080), ("outside", 8082)].map(|(name, port)| {
+            Backend::start_at(name, addr(PEER, port)).expect("a peer backend starts")
+        })
+    });
+    app.run(|| {
+        let (_server, envoy) = start(&dir, http_catalog, "app");
+        wait_for(
+            "web through the egress listener",
+            Duration::from_secs(20),
+            || {
+                http::request_to(
+                    addr([10, 99, 0, 5], 8080),
+                    "GET",
+                    "/",
+                    &[("host", "web.mesh.test:8080")],
+                )
+                .ok()
+                .filter(|r| r.status == 200)
+            },
+        );
+        assert_eq!(
+            get(addr([10, 99, 0, 5], 8080), "web.mesh.test:8080"),
+            (200, "web".into())
+        );
+        // A Host the catalog does not name, to a peer's own address: on to that address.
+        assert_eq!(
+            get(addr(PEER, 8082), "outside.example:8082"),
+            (200, "outside".into())
+        );
+        assert_eq!(
+            envoy.stat("cluster.PassthroughCluster.upstream_rq_completed"),
+            Some(1)
+        );
+        // A Host the catalog does not name, to an address no one holds: nothing answers there.
+        assert!(
+            get(addr([10, 99, 0, 5], 8080), "nobody.example:8080").0 >= 500,
+            "the passthrough dials the address the app dialled"
+        );
+
+        // A tcp listener: a port `ports` names goes to its upstream, another on as dialled.
+        let path = dir.write("catalog.yaml", tcp_catalog);
+        assert_envoy_accepts(&path);
+        // Only the tcp listener sends port 5432 to web (the http one passed it on to an
+        // address no one holds).
+        wait_for("the tcp egress listener", Duration::from_secs(20), || {
+            http::request_to(addr([10, 99, 0, 5], 5432), "GET", "/", &[])
+                .ok()
+                .filter(|r| r.body.trim() == "web")
+        });
+        let before = (
+            peers[1].hits(),
+            envoy
+                .stat("tcp.egress.downstream_cx_total")
+                .unwrap_or_default(),
+        );
+        assert_eq!(get(addr(PEER, 8082), "any").1, "outside");
+        assert_eq!(peers[1].hits(), before.0 + 1);
+        assert_eq!(
+            envoy.stat("tcp.egress.downstream_cx_total"),
+            Some(before.1 + 1),
+            "through the tcp listener's passthrough chain"
+        );
+    });
+}
+
 /// ECS installs its redirect before any container of the task starts, so without identity the
 /// bootstrap init container (s3-config-loader) fetches Envoy's bootstrap from S3 while nothing
 /// listens on the egress port. envoy-service runs it as root in the ignored group (`0:1337`,

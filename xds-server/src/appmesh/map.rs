@@ -7,7 +7,9 @@
 //! service's router's routes. Health checks and outlier detection of a virtual node are
 //! enforced by its callers, so they are on the upstream callers use. A virtual gateway's
 //! gateway routes rewrite as App Mesh did by default and hand the request to the target
-//! virtual service's routes, on a listener of the gateway's own on loopback.
+//! virtual service's routes, on a listener of the gateway's own on loopback. TLS (module `tls`):
+//! a listener's becomes the listener's `tls`; a caller's client policy becomes the `tls` of
+//! the upstreams it reaches, which are one for all callers.
 
 use std::collections::BTreeMap;
 
@@ -18,8 +20,10 @@ use aws_sdk_appmesh::types::{
 };
 use serde_json::{Map, Value, json};
 
-use super::report::{Report, Resource};
+use super::report::{Field, Report, Resource};
 use super::{ImportError, Mesh};
+
+mod tls;
 
 /// The inbound port of a virtual node's proxy, as App Mesh's `proxyConfiguration` sets it.
 pub const INGRESS_PORT: u16 = 15000;
@@ -268,6 +272,11 @@ struct Ctx<'a> {
     nodes: BTreeMap<&'a str, &'a VirtualNodeData>,
     services: BTreeMap<&'a str, &'a VirtualServiceData>,
     routers: BTreeMap<&'a str, (&'a VirtualRouterData, &'a [RouteData])>,
+    /// The `tls` of each virtual node's upstream (node, port), from its callers' client
+    /// policies.
+    upstream_tls: BTreeMap<(String, i32), Value>,
+    /// What became of each caller's client policies, by `KIND NAME` of the caller.
+    tls_notes: BTreeMap<String, Vec<Field>>,
     report: Report,
 }
 
@@ -291,6 +300,8 @@ pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
             .iter()
             .map(|(r, routes)| (r.virtual_router_name(), (r, routes.as_slice())))
             .collect(),
+        upstream_tls: BTreeMap::new(),
+        tls_notes: BTreeMap::new(),
         report: Report {
             mesh: mesh.data.mesh_name().to_string(),
             skipped: mesh.skipped.clone(),
@@ -326,6 +337,7 @@ pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
         Ok(())
     };
     ctx.mesh_settings();
+    ctx.client_policies();
     for node in &mesh.nodes {
         let (file, doc) = ctx.node_fragment(node);
         claim(format!("virtual node {:?}", node.virtual_node_name()), &doc)?;
@@ -347,9 +359,36 @@ pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
     })
 }
 
+/// The names an App Mesh Envoy presents as `node.cluster` (and `node.id`) for a resource: its
+/// ARN (`APPMESH_RESOURCE_ARN`) and its resource name `mesh/MESH/KIND/NAME` (the form older
+/// images take in `APPMESH_VIRTUAL_NODE_NAME`, and `APPMESH_RESOURCE_NAME`), as App Mesh's
+/// Envoy bootstrap agent writes them.
+fn aliases(arn: &str, kind: &str, mesh: &str, name: &str, r: &mut Resource) -> Vec<String> {
+    let resource = format!("mesh/{mesh}/{kind}/{name}");
+    let mut out = Vec::new();
+    if !arn.is_empty() {
+        out.push(arn.to_string());
+    }
+    out.push(resource.clone());
+    r.mapped(
+        "metadata.arn",
+        format!("aliases [ARN, {resource}]: an App Mesh Envoy presents APPMESH_RESOURCE_ARN (or APPMESH_VIRTUAL_NODE_NAME, the resource name) as node.cluster and gets this proxy; one started with APPMESH_RESOURCE_CLUSTER presents that instead: add it to the aliases"),
+    );
+    out
+}
+
 /// The upstream of a virtual node, as its callers reach it.
 fn node_upstream(node: &str) -> String {
     catalog_name(node)
+}
+
+/// The upstream callers reach listener `i` of a virtual node by: `NODE` for the first, `NODE-PORT`
+/// for the others.
+fn node_port_upstream(node: &str, listeners: &[Listener], i: usize) -> String {
+    match (i, listeners.get(i).and_then(|l| l.port_mapping())) {
+        (0, _) | (_, None) => node_upstream(node),
+        (_, Some(p)) => format!("{}-{}", node_upstream(node), p.port()),
+    }
 }
 
 /// The upstream of a virtual node's own app, on loopback.
@@ -375,9 +414,9 @@ impl Ctx<'_> {
             .and_then(|s| s.egress_filter())
             .map(|f| f.r#type().as_str())
         {
-            Some("ALLOW_ALL") => r.not_mapped(
+            Some("ALLOW_ALL") => r.lossy(
                 "spec.egressFilter.type",
-                "ALLOW_ALL: traffic to names outside the mesh needs a passthrough to the address dialled, which the catalog has not (yet); such traffic gets 404 from the egress listener: add those names as upstreams",
+                "ALLOW_ALL: `passthrough: true` on every egress listener: an HTTP request whose Host no virtual host takes, or a connection of a node without backends, goes on to the address dialled (Envoy's PassthroughCluster). The loss: an HTTP egress listener parses everything redirected to it as HTTP, so non-HTTP traffic to outside the mesh (TLS on 443, a database) does not pass: leave its ports out of the redirect (EgressIgnoredPorts)",
             ),
             _ => r.mapped(
                 "spec.egressFilter.type",
@@ -402,6 +441,240 @@ impl Ctx<'_> {
             );
         }
         self.report.resources.push(r);
+    }
+
+    /// The virtual nodes a virtual service sends to: its provider node, or every target of
+    /// its router's routes.
+    fn service_targets(&self, service: &str) -> Vec<String> {
+        use aws_sdk_appmesh::types::VirtualServiceProvider as P;
+        let provider = self
+            .services
+            .get(service)
+            .and_then(|s| s.spec())
+            .and_then(|s| s.provider());
+        let mut out: Vec<String> = Vec::new();
+        match provider {
+            Some(P::VirtualNode(n)) => out.push(n.virtual_node_name().to_string()),
+            Some(P::VirtualRouter(vr)) => {
+                let routes = self
+                    .routers
+                    .get(vr.virtual_router_name())
+                    .map(|(_, routes)| *routes)
+                    .unwrap_or_default();
+                for spec in routes.iter().filter_map(|r| r.spec()) {
+                    let targets = spec
+                        .http_route()
+                        .or(spec.http2_route())
+                        .and_then(|h| h.action())
+                        .map(|a| a.weighted_targets())
+                        .or_else(|| {
+                            spec.grpc_route()
+                                .and_then(|g| g.action())
+                                .map(|a| a.weighted_targets())
+                        })
+                        .or_else(|| {
+                            spec.tcp_route()
+                                .and_then(|t| t.action())
+                                .map(|a| a.weighted_targets())
+                        })
+                        .unwrap_or_default();
+                    for t in targets {
+                        if !out.iter().any(|o| o == t.virtual_node()) {
+                            out.push(t.virtual_node().to_string());
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        out
+    }
+
+    /// A virtual node's service discovery name: the SAN App Mesh checks a server certificate
+    /// for when a client policy names none (DNS: the hostname; Cloud Map: SERVICE.NAMESPACE).
+    fn discovery_name(&self, node: &str) -> Option<String> {
+        use aws_sdk_appmesh::types::ServiceDiscovery as S;
+        match self
+            .nodes
+            .get(node)
+            .and_then(|n| n.spec())
+            .and_then(|s| s.service_discovery())
+        {
+            Some(S::Dns(d)) => Some(d.hostname().to_string()),
+            Some(S::AwsCloudMap(c)) => Some(format!("{}.{}", c.service_name(), c.namespace_name())),
+            _ => None,
+        }
+    }
+
+    /// A virtual node's first listener's TLS, when it is on.
+    fn node_listener_tls(&self, node: &str) -> Option<tls::ListenerTls> {
+        self.nodes
+            .get(node)
+            .and_then(|n| n.spec())
+            .and_then(|s| s.listeners().first())
+            .and_then(|l| l.tls())
+            .map(tls::ListenerTls::of_node)
+            .filter(|t| t.mode != "DISABLED")
+    }
+
+    /// The client policies of every caller (virtual nodes' backends and backend defaults,
+    /// virtual gateways' backend defaults) as the `tls` of the upstreams they reach. An
+    /// upstream is one for all its callers: where their policies differ, the first caller's
+    /// (by name) is taken and the others report the loss.
+    fn client_policies(&mut self) {
+        // (caller kind and name, backend field, service, policy) in caller order.
+        let mut uses: Vec<(String, String, String, Option<tls::ClientTls>)> = Vec::new();
+        let mut nodes: Vec<&VirtualNodeData> = self.mesh.nodes.iter().collect();
+        nodes.sort_by_key(|n| n.virtual_node_name());
+        for n in nodes {
+            let caller = format!("virtual node {}", n.virtual_node_name());
+            let spec = n.spec();
+            let defaults = spec
+                .and_then(|s| s.backend_defaults())
+                .and_then(|d| d.client_policy())
+                .and_then(|p| p.tls());
+            for (i, b) in spec
+                .map(|s| s.backends())
+                .unwrap_or_default()
+                .iter()
+                .enumerate()
+            {
+                let Ok(vs) = b.as_virtual_service() else {
+                    continue;
+                };
+                let own = vs.client_policy().and_then(|p| p.tls());
+                let (field, policy) = match (own, defaults) {
+                    (Some(p), _) => (
+                        format!("spec.backends[{i}].virtualService.clientPolicy.tls"),
+                        Some(p),
+                    ),
+                    (None, Some(p)) => {
+                        ("spec.backendDefaults.clientPolicy.tls".to_string(), Some(p))
+                    }
+                    (None, None) => (format!("spec.backends[{i}]"), None),
+                };
+                uses.push((
+                    caller.clone(),
+                    field,
+                    vs.virtual_service_name().to_string(),
+                    policy.map(tls::ClientTls::of_node),
+                ));
+            }
+        }
+        let mut gateways: Vec<_> = self.mesh.gateways.iter().collect();
+        gateways.sort_by_key(|(g, _)| g.virtual_gateway_name());
+        for (g, routes) in gateways {
+            let caller = format!("virtual gateway {}", g.virtual_gateway_name());
+            let policy = g
+                .spec()
+                .and_then(|s| s.backend_defaults())
+                .and_then(|d| d.client_policy())
+                .and_then(|p| p.tls())
+                .map(tls::ClientTls::of_gateway);
+            let mut targets: Vec<String> = Vec::new();
+            for spec in routes.iter().filter_map(|r| r.spec()) {
+                let target = spec
+                    .http_route()
+                    .or(spec.http2_route())
+                    .and_then(|h| h.action())
+                    .and_then(|a| a.target())
+                    .and_then(|t| t.virtual_service())
+                    .map(|v| v.virtual_service_name())
+                    .or_else(|| {
+                        spec.grpc_route()
+                            .and_then(|g| g.action())
+                            .and_then(|a| a.target())
+                            .and_then(|t| t.virtual_service())
+                            .map(|v| v.virtual_service_name())
+                    });
+                if let Some(t) = target
+                    && !targets.iter().any(|x| x == t)
+                {
+                    targets.push(t.to_string());
+                }
+            }
+            for t in targets {
+                let field = if policy.is_some() {
+                    "spec.backendDefaults.clientPolicy.tls".to_string()
+                } else {
+                    format!("target {t}")
+                };
+                uses.push((caller.clone(), field, t, policy.clone()));
+            }
+        }
+        // First pass: the policies, first caller wins; one upstream per node and port.
+        let mut owner: BTreeMap<(String, i32), String> = BTreeMap::new();
+        let mut plaintext: Vec<(String, String, (String, i32))> = Vec::new();
+        for (caller, field, service, policy) in &uses {
+            let mut r = Resource::new("", "");
+            for node in self.service_targets(service) {
+                let proxy = catalog_name(&node);
+                let listeners = self
+                    .nodes
+                    .get(node.as_str())
+                    .and_then(|n| n.spec())
+                    .map(|s| s.listeners())
+                    .unwrap_or_default();
+                for (i, l) in listeners.iter().enumerate() {
+                    let port = l.port_mapping().map(|p| p.port()).unwrap_or(80);
+                    let key = (node.clone(), port);
+                    let upstream = node_port_upstream(&node, listeners, i);
+                    let Some(policy) = policy else {
+                        plaintext.push((caller.clone(), field.clone(), key));
+                        continue;
+                    };
+                    let server = tls::Server {
+                        proxy: &proxy,
+                        discovery_name: self.discovery_name(&node),
+                        port,
+                        serves_mesh: self
+                            .node_listener_tls(&node)
+                            .is_some_and(|t| matches!(t.cert, Some(tls::Cert::Sds(_)))),
+                    };
+                    let mapped = format!("tls of upstream {upstream} (service {service})");
+                    match tls::client(policy, &server, field, &mut r) {
+                        Ok(Some(value)) => match self.upstream_tls.get(&key) {
+                            None => {
+                                self.upstream_tls.insert(key.clone(), value);
+                                owner.insert(key, caller.clone());
+                                r.mapped(field.clone(), mapped);
+                            }
+                            Some(v) if *v == value => r.mapped(field.clone(), mapped),
+                            Some(_) => r.lossy(
+                                field.clone(),
+                                format!("upstream {upstream} is one for all its callers and has the tls of {}'s policy, which differs from this one", owner[&key]),
+                            ),
+                        },
+                        Ok(None) => plaintext.push((caller.clone(), field.clone(), key)),
+                        Err(why) => {
+                            r.not_mapped(field.clone(), format!("to virtual node {node}: {why}"))
+                        }
+                    }
+                }
+            }
+            let notes = self.tls_notes.entry(caller.clone()).or_default();
+            for f in r.fields {
+                if !notes.contains(&f) {
+                    notes.push(f);
+                }
+            }
+        }
+        // Callers asking for plaintext to a node another caller reaches with TLS.
+        for (caller, field, key) in plaintext {
+            if let Some(first) = owner.get(&key) {
+                let f = Field {
+                    field,
+                    outcome: super::report::Outcome::Lossy(format!(
+                        "plaintext to virtual node {} (port {}) in App Mesh, but its upstream is one for all its callers and has the tls of {first}'s policy: this caller's connections use TLS too",
+                        key.0, key.1
+                    )),
+                };
+                let notes = self.tls_notes.entry(caller).or_default();
+                if !notes.contains(&f) {
+                    notes.push(f);
+                }
+            }
+        }
     }
 
     /// Every route and virtual service is reported where it was used; a route no virtual
@@ -443,22 +716,27 @@ impl Ctx<'_> {
                 .map(|f| (f.path(), f.format())),
             &mut r,
         );
-        if let Some(first) = app_listeners.first() {
-            let (listener, local) = self.ingress(name, first, &mut r);
+        if let [first] = app_listeners {
+            let (listener, local) = self.ingress(name, first, 0, &mut r);
             let mut listener = listener;
             if let Some(log) = &access_log {
                 listener.insert("access_log".into(), log.clone());
             }
             listeners.push(Value::Object(listener));
             upstreams.insert(local_upstream(name), local);
-            if let Some(u) = self.node_upstream_def(node, first, &mut r) {
+            if let Some(u) = self.node_upstream_def(node, first, 0, &mut r) {
                 upstreams.insert(node_upstream(name), u);
             }
-            for (i, _) in app_listeners.iter().enumerate().skip(1) {
-                r.not_mapped(
-                    format!("spec.listeners[{i}]"),
-                    "only the first listener is mapped: the ingress listener hands everything to one app port (the catalog chooses by destination port for tcp listeners only, `ports`)",
-                );
+        } else if !app_listeners.is_empty() {
+            let mut listener = self.multi_ingress(name, app_listeners, &mut upstreams, &mut r);
+            if let Some(log) = &access_log {
+                listener.insert("access_log".into(), log.clone());
+            }
+            listeners.push(Value::Object(listener));
+            for (i, l) in app_listeners.iter().enumerate() {
+                if let Some(u) = self.node_upstream_def(node, l, i, &mut r) {
+                    upstreams.insert(node_port_upstream(name, app_listeners, i), u);
+                }
             }
         } else {
             r.mapped(
@@ -466,28 +744,55 @@ impl Ctx<'_> {
                 "none: the proxy has no ingress listener (a client-only node)",
             );
         }
-        let hosts = self.egress_hosts(
-            spec.map(|s| s.backends()).unwrap_or_default(),
-            "spec.backends",
-            &mut r,
-        );
-        if let Some(d) = spec.and_then(|s| s.backend_defaults())
-            && d.client_policy().is_some()
-        {
-            r.not_mapped(
-                "spec.backendDefaults.clientPolicy",
-                "TLS to backends is not imported yet: set `tls` on the upstreams (docs/tls.md)",
-            );
+        let backends = spec.map(|s| s.backends()).unwrap_or_default();
+        // ECS redirects all of a task's egress to one port, which speaks one protocol: TCP by
+        // the port dialled when every backend is tcp, else HTTP by Host.
+        let tcp_only = !backends.is_empty()
+            && backends.iter().all(|b| {
+                b.as_virtual_service()
+                    .is_ok_and(|vs| self.service_is_tcp(vs.virtual_service_name()))
+            });
+        let (hosts, tcp) = if tcp_only {
+            (Vec::new(), self.tcp_egress(backends, &mut r))
+        } else {
+            (self.egress_hosts(backends, "spec.backends", &mut r), None)
+        };
+        if let Some(notes) = self.tls_notes.remove(&format!("virtual node {name}")) {
+            r.fields.extend(notes);
         }
-        if !hosts.is_empty() {
+        let allow_all = self.allow_all();
+        if !hosts.is_empty() || tcp.is_some() || allow_all {
             let mut egress = Map::new();
             egress.insert("name".into(), json!("egress"));
             self.bind(&mut egress);
             egress.insert("port".into(), json!(self.options.egress_port));
             // ECS redirects the app's outbound connections here; Envoy routes them by Host.
             egress.insert("original_destination".into(), json!(true));
-            egress.insert("protocol".into(), json!("http"));
-            egress.insert("virtual_hosts".into(), Value::Array(hosts));
+            let mut passthrough = allow_all;
+            if let Some(tcp) = tcp {
+                egress.insert("protocol".into(), json!("tcp"));
+                if tcp.contains_key("split") && allow_all {
+                    passthrough = false;
+                    r.lossy(
+                        "(mesh egressFilter ALLOW_ALL)",
+                        "the egress listener splits every port between the tcp route's targets, so nothing is left to pass on",
+                    );
+                }
+                egress.extend(tcp);
+            } else if hosts.is_empty() {
+                // ALLOW_ALL without backends: every connection goes on as it came.
+                egress.insert("protocol".into(), json!("tcp"));
+            } else {
+                egress.insert("protocol".into(), json!("http"));
+                egress.insert("virtual_hosts".into(), Value::Array(hosts));
+            }
+            if passthrough {
+                egress.insert("passthrough".into(), json!(true));
+                r.mapped(
+                    "(mesh egressFilter ALLOW_ALL)",
+                    "passthrough on listener `egress`: what no backend names goes on to the address dialled",
+                );
+            }
             if let Some(log) = &access_log {
                 egress.insert("access_log".into(), log.clone());
             }
@@ -500,18 +805,30 @@ impl Ctx<'_> {
             );
         }
         let arn = node.metadata().map(|m| m.arn()).unwrap_or_default();
-        r.mapped(
-            "metadata.arn",
-            format!("proxies.{proxy}.aliases: an Envoy presenting the ARN as node.cluster gets this proxy"),
-        );
         let mut proxy_doc = Map::new();
-        if !arn.is_empty() {
-            proxy_doc.insert("aliases".into(), json!([arn]));
-        }
+        proxy_doc.insert(
+            "aliases".into(),
+            json!(aliases(
+                arn,
+                "virtualNode",
+                node.mesh_name(),
+                node.virtual_node_name(),
+                &mut r
+            )),
+        );
         proxy_doc.insert("listeners".into(), Value::Array(listeners));
         let doc = self.document(&proxy, proxy_doc, upstreams);
         self.report.resources.push(r);
         (format!("{proxy}.yaml"), doc)
+    }
+
+    /// Whether the mesh passes what no virtual service names on to its destination.
+    fn allow_all(&self) -> bool {
+        self.mesh
+            .data
+            .spec()
+            .and_then(|s| s.egress_filter())
+            .is_some_and(|f| f.r#type().as_str() == "ALLOW_ALL")
     }
 
     /// Sets the listener's address, when the import names one.
@@ -591,8 +908,14 @@ impl Ctx<'_> {
     }
 
     /// The ingress listener (15000 → the app) and the app's upstream.
-    fn ingress(&self, node: &str, l: &Listener, r: &mut Resource) -> (Map<String, Value>, Value) {
-        let at = "spec.listeners[0]";
+    fn ingress(
+        &self,
+        node: &str,
+        l: &Listener,
+        i: usize,
+        r: &mut Resource,
+    ) -> (Map<String, Value>, Value) {
+        let at = &format!("spec.listeners[{i}]");
         let (port, protocol) = l
             .port_mapping()
             .map(|p| (p.port(), upstream_protocol(p.protocol())))
@@ -696,13 +1019,91 @@ impl Ctx<'_> {
                 format!("circuit breakers of upstream {}", local_upstream(node)),
             );
         }
-        if l.tls().is_some() {
-            r.not_mapped(
-                format!("{at}.tls"),
-                "listener TLS is not imported yet: set `tls` on the ingress listener (docs/tls.md)",
-            );
+        if let Some(t) = l.tls()
+            && let Some(tls) = tls::listener(&tls::ListenerTls::of_node(t), &format!("{at}.tls"), r)
+        {
+            listener.insert("tls".into(), tls);
         }
         (listener, Value::Object(local))
+    }
+
+    /// The ingress of a node with several listeners: ECS redirects every app port to the one
+    /// ingress port, so a tcp listener chooses the app port by the port the caller dialled
+    /// (`ports`), each to an upstream of its own on loopback.
+    fn multi_ingress(
+        &self,
+        node: &str,
+        app: &[Listener],
+        upstreams: &mut Map<String, Value>,
+        r: &mut Resource,
+    ) -> Map<String, Value> {
+        let mut ports = Map::new();
+        let mut tls: Option<Value> = None;
+        for (i, l) in app.iter().enumerate() {
+            let at = format!("spec.listeners[{i}]");
+            // The listener as it would be alone, for its app upstream and TLS; its report is
+            // this one's.
+            let mut alone = Resource::new("", "");
+            let (listener, local) = self.ingress(node, l, i, &mut alone);
+            let port = l.port_mapping().map(|p| p.port()).unwrap_or(80);
+            let name = if i == 0 {
+                local_upstream(node)
+            } else {
+                format!("{}-{port}", local_upstream(node))
+            };
+            let protocol = l
+                .port_mapping()
+                .map(|p| upstream_protocol(p.protocol()))
+                .unwrap_or("http1");
+            r.mapped(
+                format!("{at}.portMapping"),
+                format!(
+                    "ports.{port} of the tcp listener `ingress` on {}, to upstream {name} at 127.0.0.1:{port} ({protocol})",
+                    self.options.ingress_port
+                ),
+            );
+            if protocol != "tcp" {
+                r.lossy(
+                    format!("{at}.portMapping.protocol"),
+                    "the ingress chooses the app port by the port dialled, so it is a tcp listener: the connections reach the app as they came (no HTTP-level timeout or stats on the ingress; the callers' routes keep theirs)",
+                );
+            }
+            for f in alone.fields {
+                if f.field.ends_with(".connectionPool") {
+                    r.mapped(f.field, format!("circuit breakers of upstream {name}"));
+                } else if f.field.contains(".tls") {
+                    r.fields.push(f);
+                }
+            }
+            if l.timeout().is_some() {
+                r.lossy(
+                    format!("{at}.timeout"),
+                    "not applied: the one tcp ingress takes every port, and its idle_timeout would be every listener's (Envoy's defaults apply)",
+                );
+            }
+            match (&tls, listener.get("tls")) {
+                (None, Some(t)) if i == 0 => tls = Some(t.clone()),
+                (Some(first), Some(t)) if first == t => {}
+                (None, None) => {}
+                _ => r.lossy(
+                    format!("{at}.tls"),
+                    "one ingress listener has one tls: the first listener's applies to every port",
+                ),
+            }
+            ports.insert(port.to_string(), json!(name));
+            upstreams.insert(name, local);
+        }
+        let mut listener = Map::new();
+        listener.insert("name".into(), json!("ingress"));
+        self.bind(&mut listener);
+        listener.insert("port".into(), json!(self.options.ingress_port));
+        listener.insert("original_destination".into(), json!(true));
+        listener.insert("protocol".into(), json!("tcp"));
+        listener.insert("ports".into(), Value::Object(ports));
+        if let Some(t) = tls {
+            listener.insert("tls".into(), t);
+        }
+        listener
     }
 
     /// The upstream callers use to reach a virtual node: its service discovery, with the
@@ -711,9 +1112,11 @@ impl Ctx<'_> {
         &self,
         node: &VirtualNodeData,
         l: &Listener,
+        i: usize,
         r: &mut Resource,
     ) -> Option<Value> {
         let name = node.virtual_node_name();
+        let at = format!("spec.listeners[{i}]");
         let (port, protocol) = l
             .port_mapping()
             .map(|p| (p.port(), upstream_protocol(p.protocol())))
@@ -803,7 +1206,7 @@ impl Ctx<'_> {
             check.insert("unhealthy_threshold".into(), json!(h.unhealthy_threshold()));
             u.insert("health_check".into(), Value::Object(check));
             r.mapped(
-                "spec.listeners[0].healthCheck",
+                format!("{at}.healthCheck"),
                 format!(
                     "health_check of upstream {}, run by the callers' proxies",
                     node_upstream(name)
@@ -811,10 +1214,13 @@ impl Ctx<'_> {
             );
             if h.port().is_some_and(|p| p != port) {
                 r.lossy(
-                    "spec.listeners[0].healthCheck.port",
+                    format!("{at}.healthCheck.port"),
                     "checks go to the listener's port, not another one",
                 );
             }
+        }
+        if let Some(t) = self.upstream_tls.get(&(name.to_string(), port)) {
+            u.insert("tls".into(), t.clone());
         }
         if let Some(o) = l.outlier_detection() {
             let mut od = Map::new();
@@ -831,7 +1237,7 @@ impl Ctx<'_> {
             );
             u.insert("outlier_detection".into(), Value::Object(od));
             r.mapped(
-                "spec.listeners[0].outlierDetection",
+                format!("{at}.outlierDetection"),
                 format!(
                     "outlier_detection of upstream {}, at the callers",
                     node_upstream(name)
@@ -872,6 +1278,224 @@ impl Ctx<'_> {
         }
     }
 
+    /// Whether a virtual service speaks tcp: its provider node's first listener, or every
+    /// listener of its provider router.
+    fn service_is_tcp(&self, service: &str) -> bool {
+        use aws_sdk_appmesh::types::VirtualServiceProvider as P;
+        match self
+            .services
+            .get(service)
+            .and_then(|s| s.spec())
+            .and_then(|s| s.provider())
+        {
+            Some(P::VirtualNode(n)) => self.speaks_tcp(n.virtual_node_name()),
+            Some(P::VirtualRouter(vr)) => self
+                .routers
+                .get(vr.virtual_router_name())
+                .and_then(|(router, _)| router.spec())
+                .is_some_and(|s| {
+                    !s.listeners().is_empty()
+                        && s.listeners().iter().all(|l| {
+                            l.port_mapping()
+                                .is_some_and(|p| *p.protocol() == PortProtocol::Tcp)
+                        })
+                }),
+            _ => false,
+        }
+    }
+
+    /// The upstream a tcp connection to `node` on `port` takes (its listener on that port, or
+    /// its first).
+    fn node_upstream_on(&self, node: &str, port: i32) -> String {
+        let listeners = self
+            .nodes
+            .get(node)
+            .and_then(|n| n.spec())
+            .map(|s| s.listeners())
+            .unwrap_or_default();
+        match listeners
+            .iter()
+            .position(|l| l.port_mapping().is_some_and(|p| p.port() == port))
+        {
+            Some(k) => node_port_upstream(node, listeners, k),
+            None => node_upstream(node),
+        }
+    }
+
+    /// The tcp egress of a node whose backends are all tcp: `ports`, each port of a service to
+    /// its node's upstream (a router's first tcp route by priority), or `split` when there is
+    /// one port and its route has several targets. `None` when nothing could be mapped.
+    fn tcp_egress(
+        &mut self,
+        backends: &[aws_sdk_appmesh::types::Backend],
+        r: &mut Resource,
+    ) -> Option<Map<String, Value>> {
+        use aws_sdk_appmesh::types::VirtualServiceProvider as P;
+        let mut ports: BTreeMap<i32, (String, String)> = BTreeMap::new();
+        let mut splits: Vec<(String, Map<String, Value>)> = Vec::new();
+        for (i, b) in backends.iter().enumerate() {
+            let Ok(vs) = b.as_virtual_service() else {
+                continue;
+            };
+            let at = format!("spec.backends[{i}].virtualService");
+            let name = vs.virtual_service_name();
+            let Some(service) = self.services.get(name).copied() else {
+                r.not_mapped(
+                    &at,
+                    format!("virtual service {name} is not in the mesh (or not ACTIVE)"),
+                );
+                continue;
+            };
+            let service_ports = self.service_ports(service);
+            // The upstreams a connection to each port goes to, by weight.
+            let mut targets: Vec<(String, i64)> = Vec::new();
+            match service.spec().and_then(|s| s.provider()) {
+                Some(P::VirtualNode(n)) => {
+                    let node = n.virtual_node_name();
+                    if !self.reachable(node) {
+                        r.not_mapped(
+                            &at,
+                            format!("its provider, virtual node {node}, has no service discovery"),
+                        );
+                        continue;
+                    }
+                    targets.push((node.to_string(), 1));
+                }
+                Some(P::VirtualRouter(vr)) => {
+                    let router = vr.virtual_router_name();
+                    let routes = self
+                        .routers
+                        .get(router)
+                        .map(|(_, routes)| *routes)
+                        .unwrap_or_default();
+                    let mut tcp: Vec<&RouteData> = routes
+                        .iter()
+                        .filter(|rt| rt.spec().is_some_and(|s| s.tcp_route().is_some()))
+                        .collect();
+                    tcp.sort_by_key(|rt| {
+                        (
+                            rt.spec().and_then(|s| s.priority()).unwrap_or(i32::MAX),
+                            rt.route_name().to_string(),
+                        )
+                    });
+                    for (k, rt) in tcp.iter().enumerate() {
+                        let mut rr =
+                            Resource::new("route", format!("{router}/{}", rt.route_name()));
+                        let spec = rt.spec().and_then(|s| s.tcp_route());
+                        if k > 0 {
+                            rr.not_mapped(
+                                "spec.tcpRoute",
+                                format!("a tcp listener chooses by the port dialled only: route {} (first by priority) takes the service's ports", tcp[0].route_name()),
+                            );
+                        } else if let Some(t) = spec {
+                            for (j, wt) in t
+                                .action()
+                                .map(|a| a.weighted_targets())
+                                .unwrap_or_default()
+                                .iter()
+                                .enumerate()
+                            {
+                                if !self.reachable(wt.virtual_node()) {
+                                    rr.not_mapped(
+                                        format!("spec.tcpRoute.action.weightedTargets[{j}]"),
+                                        format!("virtual node {} is not in the mesh or has no service discovery", wt.virtual_node()),
+                                    );
+                                    continue;
+                                }
+                                targets
+                                    .push((wt.virtual_node().to_string(), i64::from(wt.weight())));
+                            }
+                            if t.r#match().and_then(|m| m.port()).is_some() {
+                                rr.lossy(
+                                    "spec.tcpRoute.match.port",
+                                    "the route takes every port of the service",
+                                );
+                            }
+                            if t.timeout().and_then(|t| t.idle()).is_some() {
+                                rr.lossy(
+                                    "spec.tcpRoute.timeout.idle",
+                                    "the catalog has idle timeouts per listener: Envoy's default (1 h) applies",
+                                );
+                            }
+                            rr.mapped(
+                                "spec.tcpRoute",
+                                format!("the tcp egress listener, by the port dialled ({service_ports:?})"),
+                            );
+                        }
+                        self.record(rr);
+                    }
+                }
+                _ => {
+                    r.not_mapped(&at, format!("virtual service {name} has no provider"));
+                    continue;
+                }
+            }
+            targets.retain(|(_, w)| *w > 0);
+            match targets.as_slice() {
+                [] => r.not_mapped(
+                    &at,
+                    "no tcp route with a target above weight 0 could be mapped",
+                ),
+                [(node, _)] => {
+                    for port in &service_ports {
+                        if let Some((other, _)) = ports.get(port) {
+                            r.not_mapped(
+                                &at,
+                                format!("port {port} is also virtual service {other}'s: a tcp listener chooses by the port dialled, not by name"),
+                            );
+                            continue;
+                        }
+                        ports.insert(
+                            *port,
+                            (name.to_string(), self.node_upstream_on(node, *port)),
+                        );
+                    }
+                    r.mapped(
+                        &at,
+                        format!("ports {service_ports:?} of the tcp egress listener, to virtual node {node}"),
+                    );
+                }
+                several => {
+                    let split: Map<String, Value> = several
+                        .iter()
+                        .map(|(node, w)| {
+                            let port = service_ports.first().copied().unwrap_or(0);
+                            (self.node_upstream_on(node, port), json!(w))
+                        })
+                        .collect();
+                    splits.push((name.to_string(), split));
+                    r.lossy(
+                        &at,
+                        "weighted targets: the tcp egress listener's `split` (a port maps to one upstream, so the split takes every port dialled); mapped only when it is the node's one tcp backend",
+                    );
+                }
+            }
+        }
+        let mut out = Map::new();
+        match (splits.len(), ports.is_empty()) {
+            (0, _) => {}
+            (1, true) => {
+                out.insert("split".into(), Value::Object(splits.remove(0).1));
+            }
+            _ => {
+                for (name, _) in &splits {
+                    r.not_mapped(
+                        "spec.backends",
+                        format!("virtual service {name}: its weighted tcp route needs the listener's `split`, which takes every port, beside other tcp backends"),
+                    );
+                }
+            }
+        }
+        if !ports.is_empty() {
+            let ports: Map<String, Value> = ports
+                .into_iter()
+                .map(|(p, (_, upstream))| (p.to_string(), json!(upstream)))
+                .collect();
+            out.insert("ports".into(), Value::Object(ports));
+        }
+        (!out.is_empty()).then_some(out)
+    }
+
     /// One virtual host per backend virtual service, with the service's routes.
     fn egress_hosts(
         &mut self,
@@ -889,12 +1513,6 @@ impl Ctx<'_> {
                 continue;
             };
             let name = vs.virtual_service_name();
-            if vs.client_policy().is_some() {
-                r.not_mapped(
-                    format!("{at}[{i}].virtualService.clientPolicy"),
-                    "TLS to backends is not imported yet: set `tls` on the upstreams (docs/tls.md)",
-                );
-            }
             match self.service_host(name, &format!("{at}[{i}]"), r) {
                 Some(h) => hosts.push(h),
                 None => continue,
@@ -1033,7 +1651,7 @@ impl Ctx<'_> {
     }
 
     /// The routes of a router, by priority (App Mesh: lowest first; routes without one last),
-    /// then by [`Specificity`], then by name, mapped. Each route's report is its own resource, written once per router.
+    /// then by [`Specificity`], then by name, mapped. Each route's report is its own resource.
     fn router_routes(&mut self, router: &str, routes: &[RouteData]) -> Vec<Value> {
         let mut sorted: Vec<&RouteData> = routes.iter().collect();
         sorted.sort_by_key(|r| {
@@ -1058,11 +1676,6 @@ impl Ctx<'_> {
                 r.route_name().to_string(),
             )
         });
-        let report_once = !self
-            .report
-            .resources
-            .iter()
-            .any(|r| r.kind == "route" && r.name.starts_with(&format!("{router}/")));
         let mut out = Vec::new();
         for route in sorted {
             let mut r = Resource::new("route", format!("{router}/{}", route.route_name()));
@@ -1071,11 +1684,30 @@ impl Ctx<'_> {
             {
                 out.push(Value::Object(mapped.route));
             }
-            if report_once {
-                self.report.resources.push(r);
-            }
+            self.record(r);
         }
         out
+    }
+
+    /// Adds a route's report, once: a route used by several callers (a router behind several
+    /// virtual services, or callers of HTTP and TCP egress) keeps one entry, with what each use
+    /// added.
+    fn record(&mut self, r: Resource) {
+        match self
+            .report
+            .resources
+            .iter_mut()
+            .find(|x| x.kind == r.kind && x.name == r.name)
+        {
+            Some(existing) => {
+                for f in r.fields {
+                    if !existing.fields.contains(&f) {
+                        existing.fields.push(f);
+                    }
+                }
+            }
+            None => self.report.resources.push(r),
+        }
     }
 
     /// One App Mesh route; `None` when it cannot be mapped (the report says why).
@@ -1089,7 +1721,7 @@ impl Ctx<'_> {
         if spec.tcp_route().is_some() {
             r.not_mapped(
                 "spec.tcpRoute",
-                "a tcp route on a shared port: the egress listener routes HTTP by Host, and ECS redirects a task's egress to that one port; TCP egress needs a tcp listener with `ports` on a port of its own (not imported)",
+                "a tcp route on a shared port: ECS redirects all of a task's egress to one port, which is HTTP by Host here because the caller has HTTP backends too; a tcp route is imported for callers whose backends are all tcp (a tcp egress listener by the port dialled)",
             );
             return None;
         }
@@ -1415,13 +2047,32 @@ impl Ctx<'_> {
                 );
                 continue;
             }
-            if t.port().is_some() {
-                r.lossy(
-                    format!("{at}.weightedTargets[{i}].port"),
-                    "the node's first listener port is used",
-                );
+            let listeners = self
+                .nodes
+                .get(node)
+                .and_then(|n| n.spec())
+                .map(|s| s.listeners())
+                .unwrap_or_default();
+            let mut upstream = node_upstream(node);
+            if let Some(port) = t.port() {
+                match listeners
+                    .iter()
+                    .position(|l| l.port_mapping().is_some_and(|p| p.port() == port))
+                {
+                    Some(k) => {
+                        upstream = node_port_upstream(node, listeners, k);
+                        r.mapped(
+                            format!("{at}.weightedTargets[{i}].port"),
+                            format!("upstream {upstream}"),
+                        );
+                    }
+                    None => r.lossy(
+                        format!("{at}.weightedTargets[{i}].port"),
+                        format!("virtual node {node} has no listener on {port}: its first listener's port is used"),
+                    ),
+                }
             }
-            split.insert(node_upstream(node), json!(t.weight()));
+            split.insert(upstream, json!(t.weight()));
         }
         let positive = split
             .values()
@@ -1466,23 +2117,21 @@ impl Ctx<'_> {
             "spec.listeners[0].portMapping",
             format!("listener `gateway` on {port}"),
         );
-        if listener.is_some_and(|l| l.tls().is_some()) {
-            r.not_mapped(
+        let listener_tls = listener.and_then(|l| l.tls()).and_then(|t| {
+            tls::listener(
+                &tls::ListenerTls::of_gateway(t),
                 "spec.listeners[0].tls",
-                "listener TLS is not imported yet: set `tls` on the gateway listener (docs/tls.md)",
-            );
-        }
+                &mut r,
+            )
+        });
         if listener.is_some_and(|l| l.connection_pool().is_some()) {
             r.not_mapped(
                 "spec.listeners[0].connectionPool",
                 "the gateway's listener takes App Mesh's default limits (set max_* on its upstreams by hand)",
             );
         }
-        if spec.is_some_and(|s| s.backend_defaults().is_some()) {
-            r.not_mapped(
-                "spec.backendDefaults",
-                "client policies (TLS to the services) are not imported yet: set `tls` by hand (docs/tls.md)",
-            );
+        if let Some(notes) = self.tls_notes.remove(&format!("virtual gateway {name}")) {
+            r.fields.extend(notes);
         }
         for (i, _) in spec
             .map(|s| s.listeners())
@@ -1601,6 +2250,9 @@ impl Ctx<'_> {
             l.insert("port".into(), json!(port));
             l.insert("protocol".into(), json!("http"));
             l.insert("routes".into(), Value::Array(gateway_routes));
+            if let Some(tls) = listener_tls {
+                l.insert("tls".into(), tls);
+            }
             if let Some(log) = &access_log {
                 l.insert("access_log".into(), log.clone());
             }
@@ -1637,14 +2289,17 @@ impl Ctx<'_> {
             );
         }
         let arn = gateway.metadata().map(|m| m.arn()).unwrap_or_default();
-        r.mapped(
-            "metadata.arn",
-            format!("proxies.{proxy}.aliases: an Envoy presenting the ARN as node.cluster gets this proxy"),
-        );
         let mut proxy_doc = Map::new();
-        if !arn.is_empty() {
-            proxy_doc.insert("aliases".into(), json!([arn]));
-        }
+        proxy_doc.insert(
+            "aliases".into(),
+            json!(aliases(
+                arn,
+                "virtualGateway",
+                gateway.mesh_name(),
+                gateway.virtual_gateway_name(),
+                &mut r
+            )),
+        );
         proxy_doc.insert("listeners".into(), Value::Array(listeners));
         let doc = self.document(&proxy, proxy_doc, upstreams);
         self.report.resources.push(r);

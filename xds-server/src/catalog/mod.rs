@@ -297,7 +297,16 @@ pub struct Listener {
     /// TCP with `original_destination`: the upstream for each destination port the app
     /// dialled; `to` or `split`, when given, takes the other ports, else they are closed.
     pub ports: Option<BTreeMap<i64, UpstreamName>>,
+    /// With `original_destination`: what the catalog does not name goes on to the address the
+    /// app dialled (Envoy's ORIGINAL_DST cluster [`PASSTHROUGH_CLUSTER`], as Istio's
+    /// `ALLOW_ANY`): a Host no virtual host takes (http), a port no `ports` entry takes (tcp).
+    #[serde(default)]
+    pub passthrough: bool,
 }
+
+/// The Envoy cluster of `passthrough` listeners: ORIGINAL_DST, named as Istio names its own,
+/// so that dashboards made for Istio's `cluster.PassthroughCluster.*` stats apply.
+pub const PASSTHROUGH_CLUSTER: &str = "PassthroughCluster";
 
 impl Listener {
     /// The route lists of an HTTP listener with their field paths below the listener:

@@ -1070,3 +1070,71 @@ fn zone_aware_needs_endpoints_that_carry_zones() {
     );
     parse("c.yaml", &doc(r#"{ ecs: { cluster: c, service: s } }"#)).unwrap();
 }
+
+#[test]
+fn passthrough_needs_an_original_destination_listener_and_something_left_to_take() {
+    let at = "proxies.app.listeners";
+    let on = |t: &str| {
+        t.replace(
+            "original_destination: true\n        virtual_hosts",
+            "original_destination: true\n        passthrough: true\n        virtual_hosts",
+        )
+        .replace(
+            "ports: { 18332: bitcoind, 5432: postgres }",
+            "ports: { 18332: bitcoind, 5432: postgres }\n        passthrough: true",
+        )
+    };
+    let good = parse("catalog.yaml", &on(EGRESS)).unwrap();
+    let listeners = &good.proxies[&ProxyName("app".into())].listeners;
+    assert!(listeners[0].passthrough && listeners[1].passthrough);
+    let e = errors(&on(EGRESS).replace("        original_destination: true\n", ""));
+    assert_eq!(
+        e,
+        vec![
+            format!(
+                "{at}[0].passthrough: passes connections on to the address the app dialled, which only a listener with `original_destination: true` knows"
+            ),
+            format!(
+                "{at}[1].passthrough: passes connections on to the address the app dialled, which only a listener with `original_destination: true` knows"
+            ),
+            format!(
+                "{at}[1].ports: `ports` chooses by the port the app dialled, which only a listener with `original_destination: true` knows"
+            ),
+        ]
+    );
+    let e = errors(&on(EGRESS).replace(
+        "domains: [\"connector.prism-test.atala.local:50051\"]",
+        "domains: [\"*\"]",
+    ));
+    assert_eq!(
+        e,
+        vec![format!(
+            "{at}[0].virtual_hosts[0].domains: \"*\" takes every Host, so nothing would reach the listener's passthrough"
+        )]
+    );
+    let e = errors(&on(EGRESS).replace(
+        "passthrough: true\n        virtual_hosts",
+        "passthrough: true\n        to: bitcoind\n        virtual_hosts",
+    ));
+    assert!(
+        e.iter()
+            .any(|e| e.starts_with(&format!("{at}[0].to: an http listener"))),
+        "{e:?}"
+    );
+    let e = errors(&on(EGRESS).replace(
+        "ports: { 18332: bitcoind, 5432: postgres }",
+        "ports: { 18332: bitcoind }\n        to: postgres",
+    ));
+    assert_eq!(
+        e,
+        vec![format!(
+            "{at}[1].passthrough: a tcp listener's passthrough takes the ports `ports` does not: not with `to` or `split`"
+        )]
+    );
+    let e = errors(&on(EGRESS).replace("  postgres:", "  PassthroughCluster: { protocol: tcp, endpoints: { static: [\"10.0.3.4:1\"] } }\n  postgres:"));
+    assert_eq!(e.len(), 2, "{e:?}");
+    assert!(
+        e[0].ends_with("would share the passthrough's Envoy cluster name: rename it"),
+        "{e:?}"
+    );
+}

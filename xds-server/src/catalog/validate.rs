@@ -149,9 +149,14 @@ fn run<'a>(catalog: &'a Catalog, scope: Scope<'a>) -> Validator<'a> {
                     format!("{} must be an absolute path (Envoy's working directory is not the catalog's)", path.display()),
                 );
             }
+            if l.passthrough {
+                v.passthrough(&at, l, catalog);
+            }
             match l.protocol {
                 ListenerProtocol::Tcp => {
                     match (&l.to, &l.split, &l.ports) {
+                        // `passthrough` takes what no `ports` entry takes.
+                        (None, None, _) if l.passthrough => {}
                         (None, None, None) => v.err(
                             &format!("{at}.to"),
                             "a tcp listener needs `to` (or `split`, or `ports`)".into(),
@@ -490,6 +495,62 @@ impl<'a> Validator<'a> {
             Scope::Own => Some(own),
             Scope::Deferred => None,
             Scope::Merged(merged) => Some(merged),
+        }
+    }
+
+    /// `passthrough`: a redirected connection's original destination is what it goes on to, so
+    /// it needs `original_destination`; it takes what nothing else does, so an http listener
+    /// names its Hosts (`virtual_hosts`, none `*`) and a tcp one has no `to` or `split`; it
+    /// sends plaintext on as it came, so no `tls`; and its Envoy cluster's name is its own.
+    fn passthrough(&mut self, at: &str, l: &super::Listener, catalog: &Catalog) {
+        let field = format!("{at}.passthrough");
+        if !l.original_destination {
+            self.err(
+                &field,
+                "passes connections on to the address the app dialled, which only a listener with `original_destination: true` knows".into(),
+            );
+        }
+        if l.tls.is_some() {
+            self.err(
+                &field,
+                "not with `tls`: passed-through connections go on as they came".into(),
+            );
+        }
+        match l.protocol {
+            ListenerProtocol::Http => {
+                if l.virtual_hosts.is_empty() {
+                    self.err(
+                        &field,
+                        "an http listener's passthrough takes the Hosts no virtual host takes: give `virtual_hosts` (`routes` take every Host)".into(),
+                    );
+                }
+                for (k, h) in l.virtual_hosts.iter().enumerate() {
+                    if h.domains.iter().any(|d| d == "*") {
+                        self.err(
+                            &format!("{at}.virtual_hosts[{k}].domains"),
+                            "\"*\" takes every Host, so nothing would reach the listener's passthrough".into(),
+                        );
+                    }
+                }
+            }
+            ListenerProtocol::Tcp => {
+                if l.to.is_some() || l.split.is_some() {
+                    self.err(
+                        &field,
+                        "a tcp listener's passthrough takes the ports `ports` does not: not with `to` or `split`".into(),
+                    );
+                }
+            }
+        }
+        let reserved = UpstreamName(super::PASSTHROUGH_CLUSTER.into());
+        if catalog.upstreams.contains_key(&reserved) {
+            self.err(
+                &field,
+                format!(
+                    "upstream {:?} would share the passthrough's Envoy cluster name: rename it",
+                    super::PASSTHROUGH_CLUSTER
+                ),
+            );
         }
     }
 

@@ -45,6 +45,24 @@ pub(super) fn uses_eds(u: &Upstream) -> bool {
 }
 
 /// The cluster of upstream `name` for `proxy`, packed.
+/// The cluster of `passthrough` listeners: the address the app dialled (Envoy's ORIGINAL_DST,
+/// the destination the `original_dst` listener filter restored), as Istio's
+/// `PassthroughCluster`.
+pub(super) fn passthrough(catalog: &Catalog) -> Any {
+    pack_any(Cluster {
+        name: crate::catalog::PASSTHROUGH_CLUSTER.into(),
+        connect_timeout: catalog
+            .defaults
+            .connect_timeout
+            .map(|d| pb_duration(d.get())),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32,
+        )),
+        lb_policy: LbPolicy::ClusterProvided as i32,
+        ..Default::default()
+    })
+}
+
 pub(super) fn cluster(
     catalog: &Catalog,
     proxy: &crate::catalog::ProxyName,

@@ -80,7 +80,7 @@ pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> An
         .flat_map(|p| p.keys())
         .map(|p| Some(*p as u32))
         .collect();
-    if l.ports.is_none() || l.to.is_some() || l.split.is_some() {
+    if l.ports.is_none() || l.to.is_some() || l.split.is_some() || l.passthrough {
         ports.push(None);
     }
     // Per destination port: a chain's name, stat prefix and match (the default chain keeps
@@ -223,7 +223,11 @@ fn tcp_destination(l: &Listener, port: Option<u32>) -> Option<ClusterSpecifier> 
     if let Some(to) = &l.to {
         return Some(ClusterSpecifier::Cluster(to.0.clone()));
     }
-    let split = l.split.as_ref()?;
+    let Some(split) = l.split.as_ref() else {
+        return l
+            .passthrough
+            .then(|| ClusterSpecifier::Cluster(crate::catalog::PASSTHROUGH_CLUSTER.to_string()));
+    };
     Some(ClusterSpecifier::WeightedClusters(WeightedCluster {
         clusters: split
             .iter()

@@ -148,6 +148,13 @@ pub fn translate(catalog: &Catalog, proxy: &ProxyName, endpoints: &EndpointMap) 
             cluster::cluster(catalog, proxy, name, u),
         );
     }
+    if p.listeners.iter().any(|l| l.passthrough) {
+        out.insert(
+            ResourceType::Cluster,
+            crate::catalog::PASSTHROUGH_CLUSTER.to_string(),
+            cluster::passthrough(catalog),
+        );
+    }
     for (name, cluster) in grpc::clusters(catalog, proxy, p) {
         out.insert(ResourceType::Cluster, name, cluster);
     }

@@ -66,16 +66,45 @@ pub(super) fn route_configuration(catalog: &Catalog, l: &Listener) -> Any {
         vec![host(&l.name, vec!["*".into()], &l.routes)]
     } else {
         // A Host no virtual host takes gets Envoy's 404.
-        l.virtual_hosts
+        let mut hosts: Vec<VirtualHost> = l
+            .virtual_hosts
             .iter()
             .map(|h| host(&h.name, h.domains.clone(), &h.routes))
-            .collect()
+            .collect();
+        if l.passthrough {
+            hosts.push(passthrough_host());
+        }
+        hosts
     };
     pack_any(RouteConfiguration {
         name: l.name.clone(),
         virtual_hosts,
         ..Default::default()
     })
+}
+
+/// `passthrough`: every Host no virtual host takes goes on to the address the app dialled, as
+/// Istio's `allow_any` virtual host (no timeout: the catalog knows nothing of that service).
+fn passthrough_host() -> VirtualHost {
+    VirtualHost {
+        name: "passthrough".into(),
+        domains: vec!["*".into()],
+        routes: vec![EnvoyRoute {
+            r#match: Some(EnvoyMatch {
+                path_specifier: Some(PathSpecifier::Prefix("/".into())),
+                ..Default::default()
+            }),
+            action: Some(Action::Route(RouteAction {
+                cluster_specifier: Some(ClusterSpecifier::Cluster(
+                    crate::catalog::PASSTHROUGH_CLUSTER.into(),
+                )),
+                timeout: Some(super::pb_duration(std::time::Duration::ZERO)),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
 }
 
 fn route(catalog: &Catalog, r: &Route) -> EnvoyRoute {

@@ -785,3 +785,69 @@ fn endpoints_are_grouped_by_zone_and_zone_aware_ones_prefer_the_callers() {
         .collect();
     assert_eq!(zones, ["us-east-1a", "us-east-1b"]);
 }
+
+#[test]
+fn passthrough_sends_unnamed_hosts_and_ports_to_an_original_dst_cluster() {
+    let text = EGRESS
+        .replace(
+            "        original_destination: true\n        virtual_hosts:",
+            "        original_destination: true\n        passthrough: true\n        virtual_hosts:",
+        )
+        .replace(
+            "        ports: { 18332: bitcoind, 5432: postgres }",
+            "        ports: { 18332: bitcoind }\n        passthrough: true",
+        );
+    // A port no `ports` entry takes: the default chain, to the address dialled.
+    assert_eq!(
+        chains(&egress_listener(&text, "egress-tcp")),
+        [
+            (Some(18332), Some("bitcoind".into())),
+            (None, Some("PassthroughCluster".into()))
+        ]
+    );
+    let c = catalog::parse("c.yaml", &text).unwrap();
+    let r = translate(&c, &ProxyName("app".into()), &EndpointMap::new());
+    // A Host no virtual host takes: the last virtual host, `*`, to the address dialled.
+    let routes =
+        RouteConfiguration::decode(r.of(ResourceType::Route)["egress"].value.as_slice()).unwrap();
+    let last = routes.virtual_hosts.last().unwrap();
+    assert_eq!(
+        (last.name.as_str(), last.domains.clone()),
+        ("passthrough", vec!["*".to_string()])
+    );
+    let Some(Action::Route(RouteAction {
+        cluster_specifier: Some(ClusterSpecifier::Cluster(to)),
+        timeout,
+        ..
+    })) = &last.routes[0].action
+    else {
+        panic!("{last:?}");
+    };
+    assert_eq!(to, "PassthroughCluster");
+    assert_eq!(timeout.as_ref().map(|t| t.seconds), Some(0), "no timeout");
+    assert_eq!(routes.virtual_hosts[0].name, "web", "named hosts first");
+    let cluster = Cluster::decode(
+        r.of(ResourceType::Cluster)["PassthroughCluster"]
+            .value
+            .as_slice(),
+    )
+    .unwrap();
+    use envoy_types::pb::envoy::config::cluster::v3::cluster::{DiscoveryType, LbPolicy};
+    assert_eq!(
+        cluster.cluster_discovery_type,
+        Some(ClusterDiscoveryType::Type(
+            DiscoveryType::OriginalDst as i32
+        ))
+    );
+    assert_eq!(cluster.lb_policy, LbPolicy::ClusterProvided as i32);
+    // A proxy without passthrough has no such cluster.
+    let r = translate(
+        &catalog::parse("c.yaml", EGRESS).unwrap(),
+        &ProxyName("app".into()),
+        &EndpointMap::new(),
+    );
+    assert!(
+        !r.of(ResourceType::Cluster)
+            .contains_key("PassthroughCluster")
+    );
+}

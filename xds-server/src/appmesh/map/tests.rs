@@ -305,7 +305,10 @@ fn a_router_s_routes_become_a_virtual_host_by_priority() {
     let proxy = &front["proxies"]["front"];
     assert_eq!(
         proxy["aliases"],
-        json!([format!("{ARN}/virtualNode/front")])
+        json!([
+            format!("{ARN}/virtualNode/front"),
+            "mesh/color/virtualNode/front"
+        ])
     );
     let ingress = &proxy["listeners"][0];
     assert_eq!(ingress["port"], json!(15000));
@@ -871,11 +874,7 @@ fn fields_the_import_drops_are_reported() {
             .find(|f| f.field == field)
             .map(|f| f.outcome.clone())
     };
-    for f in [
-        "spec.listeners[0].connectionPool",
-        "spec.backendDefaults",
-        "spec.listeners[1]",
-    ] {
+    for f in ["spec.listeners[0].connectionPool", "spec.listeners[1]"] {
         assert!(
             matches!(field("gw", f), Some(Outcome::NotMapped(_))),
             "{f}: {:?}",
@@ -920,4 +919,279 @@ fn a_service_answers_on_every_port_of_its_router() {
             "colors.color.local:9090"
         ])
     );
+}
+
+#[test]
+fn listener_tls_and_client_policies_become_the_listeners_and_upstreams_tls() {
+    use aws_sdk_appmesh::types::{
+        BackendDefaults, ClientPolicy, ClientPolicyTls, ListenerTls, ListenerTlsAcmCertificate,
+        ListenerTlsCertificate, ListenerTlsMode, TlsValidationContext,
+        TlsValidationContextAcmTrust, TlsValidationContextTrust,
+    };
+    const CERT: &str = "arn:aws:acm:us-east-1:111122223333:certificate/red";
+    const CA: &str = "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/ca";
+    let mut m = mesh();
+    // red: a STRICT listener with an ACM certificate.
+    let red = m.nodes[1].spec.as_mut().unwrap();
+    red.listeners.as_mut().unwrap()[0].tls = Some(
+        ListenerTls::builder()
+            .mode(ListenerTlsMode::Strict)
+            .certificate(ListenerTlsCertificate::Acm(
+                ListenerTlsAcmCertificate::builder()
+                    .certificate_arn(CERT)
+                    .build()
+                    .unwrap(),
+            ))
+            .build()
+            .unwrap(),
+    );
+    // front: every backend over TLS, checked against the Private CA, on port 8080 only.
+    let policy = ClientPolicy::builder()
+        .tls(
+            ClientPolicyTls::builder()
+                .ports(8080)
+                .validation(
+                    TlsValidationContext::builder()
+                        .trust(TlsValidationContextTrust::Acm(
+                            TlsValidationContextAcmTrust::builder()
+                                .certificate_authority_arns(CA)
+                                .build()
+                                .unwrap(),
+                        ))
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    m.nodes[0].spec.as_mut().unwrap().backend_defaults =
+        Some(BackendDefaults::builder().client_policy(policy).build());
+    let mapped = map(&m, &Options::default()).unwrap();
+    assert_eq!(
+        mapped.fragments["red.yaml"]["proxies"]["red"]["listeners"][0]["tls"],
+        json!({ "mode": "strict", "certificate": { "acm": { "arn": CERT } } })
+    );
+    // Each backend node's upstream, with App Mesh's default SAN: its discovery name.
+    for color in ["red", "blue", "green"] {
+        assert_eq!(
+            mapped.fragments[&format!("{color}.yaml")]["upstreams"][color]["tls"],
+            json!({ "trust": { "acm_pca": [CA] }, "subject_alt_names": [format!("{color}.color.local")] }),
+            "{color}"
+        );
+    }
+    let front = mapped
+        .report
+        .resources
+        .iter()
+        .find(|r| r.name == "front")
+        .unwrap();
+    assert!(
+        front
+            .fields
+            .iter()
+            .any(|f| f.field == "spec.backendDefaults.clientPolicy.tls"
+                && f.outcome
+                    == Outcome::Mapped("tls of upstream red (service colors.color.local)".into())),
+        "{front:?}"
+    );
+    // The fragments are a catalog the loader takes.
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+}
+
+#[test]
+fn an_allow_all_mesh_passes_what_no_backend_names_on_to_its_destination() {
+    use aws_sdk_appmesh::types::{EgressFilter, EgressFilterType};
+    let mut m = mesh();
+    m.data.spec = Some(
+        MeshSpec::builder()
+            .egress_filter(
+                EgressFilter::builder()
+                    .r#type(EgressFilterType::AllowAll)
+                    .build()
+                    .unwrap(),
+            )
+            .build(),
+    );
+    let mapped = map(&m, &Options::default()).unwrap();
+    let front = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1];
+    assert_eq!(front["protocol"], json!("http"));
+    assert_eq!(front["passthrough"], json!(true));
+    // A node without backends: a tcp egress listener that passes everything on.
+    let red = &mapped.fragments["red.yaml"]["proxies"]["red"]["listeners"][1];
+    assert_eq!(
+        (
+            &red["protocol"],
+            &red["passthrough"],
+            &red["original_destination"]
+        ),
+        (&json!("tcp"), &json!(true), &json!(true))
+    );
+    let mesh_report = &mapped.report.resources[0];
+    assert!(matches!(
+        &mesh_report.fields[0].outcome,
+        Outcome::Lossy(why) if why.starts_with("ALLOW_ALL: `passthrough: true`")
+    ));
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+    // DROP_ALL (the default): no passthrough, no egress listener without backends.
+    let mapped = map(&mesh(), &Options::default()).unwrap();
+    assert!(
+        mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]
+            .get("passthrough")
+            .is_none()
+    );
+    assert_eq!(
+        mapped.fragments["red.yaml"]["proxies"]["red"]["listeners"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+fn listener(port: i32, protocol: PortProtocol) -> Listener {
+    Listener::builder()
+        .port_mapping(
+            PortMapping::builder()
+                .port(port)
+                .protocol(protocol)
+                .build()
+                .unwrap(),
+        )
+        .build()
+}
+
+#[test]
+fn every_listener_of_a_node_is_mapped_and_targets_reach_the_port_they_name() {
+    let mut m = mesh();
+    // blue serves HTTP on 8080 and gRPC on 9090.
+    m.nodes[2].spec.as_mut().unwrap().listeners = Some(vec![
+        listener(8080, PortProtocol::Http),
+        listener(9090, PortProtocol::Grpc),
+    ]);
+    // The canary route sends to blue's 9090.
+    let canary = m.routers[0]
+        .1
+        .iter_mut()
+        .find(|r| r.route_name == "canary")
+        .unwrap();
+    let http = canary.spec.as_mut().unwrap().http_route.as_mut().unwrap();
+    http.action.as_mut().unwrap().weighted_targets[0].port = Some(9090);
+    let mapped = map(&m, &Options::default()).unwrap();
+    let blue = &mapped.fragments["blue.yaml"];
+    let ingress = &blue["proxies"]["blue"]["listeners"][0];
+    assert_eq!(ingress["protocol"], json!("tcp"));
+    assert_eq!(
+        ingress["ports"],
+        json!({ "8080": "blue-local", "9090": "blue-local-9090" })
+    );
+    assert_eq!(
+        blue["upstreams"]["blue-local-9090"]["endpoints"],
+        json!({ "static": ["127.0.0.1:9090"] })
+    );
+    assert_eq!(blue["upstreams"]["blue-9090"]["port"], json!(9090));
+    assert_eq!(blue["upstreams"]["blue-9090"]["protocol"], json!("grpc"));
+    assert_eq!(blue["upstreams"]["blue"]["port"], json!(8080));
+    let routes = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
+        [0]["routes"];
+    assert_eq!(routes[1]["to"], json!("blue-9090"), "{routes}");
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+}
+
+#[test]
+fn a_caller_whose_backends_are_all_tcp_gets_a_tcp_egress_by_port() {
+    use aws_sdk_appmesh::types::{DnsServiceDiscovery, TcpRoute, TcpRouteAction};
+    let mut m = mesh();
+    let tcp_node = |name: &str| {
+        let mut n = node(name, &[]);
+        let spec = n.spec.as_mut().unwrap();
+        spec.listeners = Some(vec![listener(2701, PortProtocol::Tcp)]);
+        spec.service_discovery = Some(ServiceDiscovery::Dns(
+            DnsServiceDiscovery::builder()
+                .hostname(format!("{name}.color.local"))
+                .build()
+                .unwrap(),
+        ));
+        n
+    };
+    m.nodes.push(tcp_node("tcpecho"));
+    m.nodes.push(tcp_node("tcpecho2"));
+    m.nodes.push(node("client", &["tcpecho.color.local"]));
+    let mut router = m.routers[0].0.clone();
+    router.virtual_router_name = "tcpecho".into();
+    router.spec = Some(
+        VirtualRouterSpec::builder()
+            .listeners(
+                VirtualRouterListener::builder()
+                    .port_mapping(
+                        PortMapping::builder()
+                            .port(2701)
+                            .protocol(PortProtocol::Tcp)
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .build(),
+    );
+    let tcp_route = |name: &str, targets: Vec<WeightedTarget>| {
+        let mut r = route(name, Some(1), HttpRouteMatch::builder().build(), vec![]);
+        r.virtual_router_name = "tcpecho".into();
+        r.spec = Some(
+            RouteSpec::builder()
+                .tcp_route(
+                    TcpRoute::builder()
+                        .action(
+                            TcpRouteAction::builder()
+                                .set_weighted_targets(Some(targets))
+                                .build()
+                                .unwrap(),
+                        )
+                        .build(),
+                )
+                .build(),
+        );
+        r
+    };
+    m.routers
+        .push((router, vec![tcp_route("tcp", vec![target("tcpecho", 1)])]));
+    let mut service = m.services[0].clone();
+    service.virtual_service_name = "tcpecho.color.local".into();
+    service.spec = Some(
+        VirtualServiceSpec::builder()
+            .provider(VirtualServiceProvider::VirtualRouter(
+                VirtualRouterServiceProvider::builder()
+                    .virtual_router_name("tcpecho")
+                    .build()
+                    .unwrap(),
+            ))
+            .build(),
+    );
+    m.services.push(service);
+    let mapped = map(&m, &Options::default()).unwrap();
+    let egress = &mapped.fragments["client.yaml"]["proxies"]["client"]["listeners"][1];
+    assert_eq!(egress["protocol"], json!("tcp"));
+    assert_eq!(egress["original_destination"], json!(true));
+    assert_eq!(egress["ports"], json!({ "2701": "tcpecho" }));
+    let route = mapped
+        .report
+        .resources
+        .iter()
+        .find(|r| r.name == "tcpecho/tcp")
+        .unwrap();
+    assert!(
+        matches!(&route.fields[0].outcome, Outcome::Mapped(to) if to.starts_with("the tcp egress listener")),
+        "{route:?}"
+    );
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+
+    // Weighted targets on the one tcp backend: the listener's split.
+    let last = m.routers.len() - 1;
+    m.routers[last].1 = vec![tcp_route(
+        "tcp",
+        vec![target("tcpecho", 3), target("tcpecho2", 1)],
+    )];
+    let mapped = map(&m, &Options::default()).unwrap();
+    let egress = &mapped.fragments["client.yaml"]["proxies"]["client"]["listeners"][1];
+    assert_eq!(egress["split"], json!({ "tcpecho": 3, "tcpecho2": 1 }));
+    assert!(egress.get("ports").is_none());
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
 }
