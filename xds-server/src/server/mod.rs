@@ -214,7 +214,7 @@ impl XdsServer {
         scope: Scope,
         peer: Option<Peer>,
         requests: Streaming<V::Req>,
-    ) -> Result<mpsc::Receiver<Result<Encoded, Status>>, Status> {
+    ) -> Result<mpsc::Receiver<Outgoing>, Status> {
         let ip = peer.as_ref().and_then(|p| p.remote).map(|a| a.ip());
         if let Err(limit) = self.shared.limits.admit(ip) {
             self.shared
@@ -250,10 +250,15 @@ impl XdsServer {
         let peer = request.extensions().get::<Peer>().cloned();
         let rx = self.spawn::<V>(Scope::Single(t), peer, request.into_inner())?;
         // tonic encodes these itself: the rare standalone streams pay a decode per response.
-        let messages = ReceiverStream::new(rx).map(|r| r.and_then(|e| e.decode()));
+        let messages = ReceiverStream::new(rx).map(|r| r.map_err(|s| *s).and_then(|e| e.decode()));
         Ok(Response::new(Box::pin(messages)))
     }
 }
+
+/// What a stream's task hands to the wire: a response, or the status that ends the stream.
+/// The status is boxed so that the slots of each stream's channel, which it allocates at once,
+/// stay small.
+pub(crate) type Outgoing = Result<Encoded, Box<Status>>;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -895,7 +900,7 @@ impl Drop for StreamGauge {
 async fn run<V: Variant>(
     mut core: StreamCore,
     mut requests: Streaming<V::Req>,
-    tx: mpsc::Sender<Result<Encoded, Status>>,
+    tx: mpsc::Sender<Outgoing>,
 ) {
     let gauge = core
         .shared
@@ -913,7 +918,7 @@ async fn run<V: Variant>(
                 Ok(Some(req)) => match on_request(&mut variant, &mut core, req) {
                     Ok(out) => out,
                     Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                        let _ = tx.send(Err(Box::new(status))).await;
                         break;
                     }
                 },
@@ -921,7 +926,7 @@ async fn run<V: Variant>(
                 Err(status) => {
                     // A request too big to decode, say: tell the client why.
                     tracing::debug!(%status, "stream ended with an error");
-                    let _ = tx.send(Err(status)).await;
+                    let _ = tx.send(Err(Box::new(status))).await;
                     break;
                 }
             },
@@ -932,7 +937,7 @@ async fn run<V: Variant>(
                 match on_snapshot(&mut variant, &mut core) {
                     Ok(out) => out,
                     Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                        let _ = tx.send(Err(Box::new(status))).await;
                         break;
                     }
                 }

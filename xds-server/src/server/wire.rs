@@ -152,7 +152,7 @@ fn trailers(status: &Status) -> http::HeaderMap {
 }
 
 /// The streaming response: each message framed as it comes, then the status in trailers.
-fn response(rx: mpsc::Receiver<Result<Encoded, Status>>, max: usize) -> http::Response<Body> {
+fn response(rx: mpsc::Receiver<super::Outgoing>, max: usize) -> http::Response<Body> {
     let frames = futures_util::stream::unfold(Some(rx), move |rx| async move {
         let mut rx = rx?;
         Some(match rx.recv().await {
@@ -213,7 +213,7 @@ mod tests {
         let shared = Bytes::from(shared);
         let sent = Encoded::new(&head, vec![shared.clone()]);
         tx.send(Ok(sent.clone())).await.unwrap();
-        tx.send(Err(Status::permission_denied("not yours")))
+        tx.send(Err(Box::new(Status::permission_denied("not yours"))))
             .await
             .unwrap();
         tx.send(Ok(sent)).await.unwrap();
@@ -261,7 +261,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_the_server_ends_closes_with_status_ok() {
-        let (tx, rx) = mpsc::channel::<Result<Encoded, Status>>(1);
+        let (tx, rx) = mpsc::channel::<super::super::Outgoing>(1);
         drop(tx);
         let mut body = response(rx, 1024).into_body();
         let trailers = next_trailers(&mut body).await;
