@@ -234,6 +234,41 @@ fn catalog_and_endpoint_file_edits_reach_a_running_envoy() {
 }
 
 #[test]
+fn an_endpoint_change_updates_only_its_cluster_in_envoy_and_the_others_keep_their_endpoints() {
+    both(|mode| {
+        let s = Setup::start(mode);
+        s.wait_all_acked();
+        // Each EDS cluster counts the updates its subscription takes.
+        let blue_updates = s.envoy.stat("cluster.blue.update_attempt");
+        let green_updates = s.envoy.stat("cluster.green.update_attempt");
+        assert!(
+            blue_updates.is_some_and(|n| n > 0),
+            "{mode:?}: {blue_updates:?}"
+        );
+        s.dir
+            .write("green.json", &format!(r#"["{}"]"#, s.green2.endpoint()));
+        s.wait_body("/", &[], "green2");
+        s.wait_all_acked();
+        assert!(
+            s.envoy.stat("cluster.green.update_attempt") > green_updates,
+            "{mode:?}: green's assignment was not sent"
+        );
+        // SotW too sends only the assignment that changed: EDS is not a full-state type.
+        assert_eq!(
+            s.envoy.stat("cluster.blue.update_attempt"),
+            blue_updates,
+            "{mode:?}: blue's unchanged assignment was sent again"
+        );
+        assert_eq!(s.body("/blue/x", &[]).as_deref(), Some("blue"), "{mode:?}");
+        assert_eq!(
+            s.envoy.stat("cluster.blue.membership_healthy"),
+            Some(1),
+            "{mode:?}: blue lost its endpoint"
+        );
+    });
+}
+
+#[test]
 fn a_rejected_config_is_recorded_not_resent_and_a_fix_is_accepted() {
     both(|mode| {
         // This Envoy's runtime lowers RE2's program size limit from 100 to 50, as an operator

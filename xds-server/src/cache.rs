@@ -4,12 +4,14 @@
 //! a restart, give the same version for the same config. A new set of snapshots is published on a
 //! watch channel; each stream compares versions and sends only what changed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use envoy_types::pb::envoy::service::discovery::v3::Resource;
 use envoy_types::pb::google::protobuf::Any;
 use tokio::sync::watch;
+use tonic::codegen::Bytes;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::catalog::{ProxyName, Zone};
@@ -54,6 +56,126 @@ pub struct VersionedResource {
     pub version: Version,
     /// The packed resource.
     pub body: Any,
+    /// The resource as a delta response carries it, encoded when first sent and shared by
+    /// every stream that sends it (see [`VersionedResource::delta_item`]).
+    delta: Encoding,
+    /// The same for a SotW response (see [`VersionedResource::sotw_item`]).
+    sotw: Encoding,
+}
+
+impl VersionedResource {
+    /// `body` with its version.
+    pub fn new(body: Any) -> VersionedResource {
+        VersionedResource {
+            version: Version::of(&body),
+            body,
+            delta: Encoding::default(),
+            sotw: Encoding::default(),
+        }
+    }
+
+    /// The resource as one entry of a SotW response's `resources` (see
+    /// [`VersionedResource::delta_item`]), for a response that carries only some of a
+    /// subscription's resources.
+    pub fn sotw_item(&self) -> Bytes {
+        self.sotw
+            .0
+            .get_or_init(|| {
+                let mut buf = Vec::with_capacity(resource_item_len(&self.body));
+                prost::encoding::message::encode(RESOURCES_FIELD, &self.body, &mut buf);
+                Bytes::from(buf)
+            })
+            .clone()
+    }
+
+    /// The resource as one entry of a delta response's `resources` (its field 2, with the
+    /// field's key and length): encoded once, then shared.
+    pub fn delta_item(&self, name: &str) -> Bytes {
+        self.delta
+            .0
+            .get_or_init(|| {
+                let resource = Resource {
+                    name: name.to_string(),
+                    version: self.version.to_string(),
+                    resource: Some(self.body.clone()),
+                    ..Default::default()
+                };
+                let mut buf = Vec::with_capacity(resource_item_len(&resource));
+                prost::encoding::message::encode(RESOURCES_FIELD, &resource, &mut buf);
+                Bytes::from(buf)
+            })
+            .clone()
+    }
+}
+
+/// The field number of `resources` in both `DiscoveryResponse` and `DeltaDiscoveryResponse`.
+pub const RESOURCES_FIELD: u32 = 2;
+
+/// The encoded length of `msg` as one entry of a response's `resources`.
+fn resource_item_len(msg: &impl prost::Message) -> usize {
+    prost::encoding::message::encoded_len(RESOURCES_FIELD, msg)
+}
+
+/// Bytes encoded once, on first use. Not part of what a resource is: equal whether or not
+/// they were encoded yet, and a clone starts without them.
+#[derive(Default)]
+struct Encoding(OnceLock<Bytes>);
+
+impl Clone for Encoding {
+    fn clone(&self) -> Self {
+        Encoding(self.0.clone())
+    }
+}
+
+impl PartialEq for Encoding {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for Encoding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self.0.get() {
+            Some(_) => "Encoding(encoded)",
+            None => "Encoding(not yet)",
+        })
+    }
+}
+
+/// The SotW responses of one type snapshot, one per subscribed name set: the version and the
+/// encoded resources, computed once and shared by every stream of that subscription. Not part
+/// of what a snapshot is (see [`Encoding`]).
+#[derive(Default)]
+struct SotwBodies(Mutex<Vec<SotwBody>>);
+
+/// One subscription's SotW response (see [`SotwBodies`]).
+struct SotwBody {
+    /// `None`: the wildcard.
+    names: Option<Arc<BTreeSet<String>>>,
+    version: Version,
+    resources: Arc<OnceLock<Bytes>>,
+}
+
+/// Distinct subscriptions whose responses are kept per type snapshot; others are built per
+/// response (a client naming ever new sets must not grow the server).
+const SOTW_BODIES: usize = 32;
+
+impl Clone for SotwBodies {
+    fn clone(&self) -> Self {
+        SotwBodies::default()
+    }
+}
+
+impl PartialEq for SotwBodies {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl fmt::Debug for SotwBodies {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SotwBodies")
+    }
 }
 
 /// The resources of one type for one proxy.
@@ -67,7 +189,9 @@ pub struct TypeSnapshot {
     pub wildcard_version: Version,
     /// The resources sent only to a subscriber that names them (see
     /// [`crate::translate::in_wildcard`]); usually none.
-    pub named_only: std::collections::BTreeSet<String>,
+    pub named_only: BTreeSet<String>,
+    /// SotW responses built from it so far.
+    sotw: SotwBodies,
 }
 
 impl Default for Version {
@@ -80,7 +204,7 @@ impl TypeSnapshot {
     /// A set of resources with its version.
     pub fn new(resources: BTreeMap<String, VersionedResource>) -> TypeSnapshot {
         let version = Version::of_set(resources.iter().map(|(n, r)| (n.as_str(), r.version)));
-        let named_only: std::collections::BTreeSet<String> = resources
+        let named_only: BTreeSet<String> = resources
             .iter()
             .filter(|(n, r)| !crate::translate::in_wildcard(n, &r.body))
             .map(|(n, _)| n.clone())
@@ -99,12 +223,13 @@ impl TypeSnapshot {
             version,
             wildcard_version,
             named_only,
+            sotw: SotwBodies::default(),
         }
     }
 
     /// Whether resource `name` goes to a subscription to `names` (`None`: the wildcard, which
     /// leaves out the named-only resources).
-    pub fn is_sent(&self, name: &str, names: Option<&std::collections::BTreeSet<String>>) -> bool {
+    pub fn is_sent(&self, name: &str, names: Option<&BTreeSet<String>>) -> bool {
         match names {
             None => !self.named_only.contains(name),
             Some(names) => names.contains(name),
@@ -112,13 +237,85 @@ impl TypeSnapshot {
     }
 
     /// The SotW version for a subscription: the wildcard's (`None`) or the named resources'.
-    pub fn version_for(&self, names: Option<&std::collections::BTreeSet<String>>) -> Version {
+    pub fn version_for(&self, names: Option<&BTreeSet<String>>) -> Version {
         match names {
             None => self.wildcard_version,
             Some(names) => Version::of_set(
                 names
                     .iter()
                     .filter_map(|n| self.resources.get(n).map(|r| (n.as_str(), r.version))),
+            ),
+        }
+    }
+
+    /// The SotW response to a subscription (`None`: the wildcard): its version, and its
+    /// resources encoded as the response's `resources` field. Both are computed once per
+    /// subscription and shared by every stream that makes it; `names` is best one of the
+    /// server's shared sets, compared by address before content.
+    pub fn sotw(&self, names: Option<&Arc<BTreeSet<String>>>) -> (Version, Bytes) {
+        let (version, cell) = self.sotw_body(names);
+        // Encoded outside the lock; a stream asking meanwhile waits for this one's work.
+        let bytes = cell
+            .get_or_init(|| {
+                let items: Vec<&VersionedResource> = self
+                    .sotw_items(names.map(|n| &**n))
+                    .map(|(_, r)| r)
+                    .collect();
+                let len = items.iter().map(|r| resource_item_len(&r.body)).sum();
+                let mut buf = Vec::with_capacity(len);
+                for r in items {
+                    prost::encoding::message::encode(RESOURCES_FIELD, &r.body, &mut buf);
+                }
+                Bytes::from(buf)
+            })
+            .clone();
+        (version, bytes)
+    }
+
+    /// The version of the SotW response to a subscription, as [`TypeSnapshot::sotw`] gives it.
+    pub fn sotw_version(&self, names: Option<&Arc<BTreeSet<String>>>) -> Version {
+        self.sotw_body(names).0
+    }
+
+    fn sotw_body(&self, names: Option<&Arc<BTreeSet<String>>>) -> (Version, Arc<OnceLock<Bytes>>) {
+        let mut bodies = self.sotw.0.lock().unwrap_or_else(|e| e.into_inner());
+        let same = |b: &SotwBody| match (&b.names, names) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => false,
+        };
+        if let Some(b) = bodies.iter().find(|b| same(b)) {
+            return (b.version, b.resources.clone());
+        }
+        let version = self.version_for(names.map(|n| &**n));
+        let resources = Arc::new(OnceLock::new());
+        if bodies.len() < SOTW_BODIES {
+            bodies.push(SotwBody {
+                names: names.cloned(),
+                version,
+                resources: resources.clone(),
+            });
+        }
+        (version, resources)
+    }
+
+    /// The resources a SotW subscription to `names` gets, with their names, in name order.
+    pub fn sotw_items<'a>(
+        &'a self,
+        names: Option<&'a BTreeSet<String>>,
+    ) -> Box<dyn Iterator<Item = (&'a str, &'a VersionedResource)> + 'a> {
+        match names {
+            None => Box::new(
+                self.resources
+                    .iter()
+                    .filter(|(n, _)| self.is_sent(n, None))
+                    .map(|(n, r)| (n.as_str(), r)),
+            ),
+            Some(names) => Box::new(
+                names
+                    .iter()
+                    .filter_map(|n| self.resources.get_key_value(n))
+                    .map(|(n, r)| (n.as_str(), r)),
             ),
         }
     }
@@ -150,10 +347,7 @@ impl Snapshot {
     pub fn replace(&mut self, t: ResourceType, resources: BTreeMap<String, Any>) {
         let resources: BTreeMap<String, VersionedResource> = resources
             .into_iter()
-            .map(|(name, body)| {
-                let version = Version::of(&body);
-                (name, VersionedResource { version, body })
-            })
+            .map(|(name, body)| (name, VersionedResource::new(body)))
             .collect();
         let typed = TypeSnapshot::new(resources);
         if t != ResourceType::Endpoint {
@@ -544,5 +738,41 @@ mod tests {
         let a = &s.zones["a"];
         assert_eq!(a.of(ResourceType::Secret), s.of(ResourceType::Secret));
         assert_ne!(a.of(ResourceType::Endpoint), s.of(ResourceType::Endpoint));
+    }
+
+    #[test]
+    fn a_sotw_response_is_encoded_once_per_subscription_and_reads_as_its_resources() {
+        use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
+        use prost::Message;
+        let s = snapshot(3);
+        let typed = s.of(ResourceType::Cluster);
+        let names = Arc::new(BTreeSet::from(["c".to_string(), "missing".to_string()]));
+        let (v1, a) = typed.sotw(Some(&names));
+        // Another stream with an equal set (not the same allocation) shares the encoding.
+        let (v2, b) = typed.sotw(Some(&Arc::new((*names).clone())));
+        assert_eq!((v1, a.as_ptr()), (v2, b.as_ptr()));
+        assert_eq!(v1, typed.version_for(Some(&names)));
+        let read = DiscoveryResponse::decode(a).unwrap();
+        assert_eq!(read.resources, [typed.resources["c"].body.clone()]);
+        // The wildcard is a subscription of its own.
+        let (w, _) = typed.sotw(None);
+        assert_eq!(w, typed.wildcard_version);
+        // A clone (another snapshot) starts with no encodings, and is still equal.
+        assert_eq!(typed.clone(), *typed);
+    }
+
+    #[test]
+    fn a_delta_item_is_the_resource_with_its_name_and_version() {
+        use envoy_types::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse;
+        use prost::Message;
+        let s = snapshot(3);
+        let r = &s.of(ResourceType::Cluster).resources["c"];
+        let item = r.delta_item("c");
+        assert_eq!(item.as_ptr(), r.delta_item("c").as_ptr(), "encoded once");
+        let read = DeltaDiscoveryResponse::decode(item).unwrap();
+        assert_eq!(read.resources.len(), 1);
+        assert_eq!(read.resources[0].name, "c");
+        assert_eq!(read.resources[0].version, r.version.to_string());
+        assert_eq!(read.resources[0].resource.as_ref(), Some(&r.body));
     }
 }

@@ -270,8 +270,7 @@ mod tests {
                     type_url: ResourceType::Cluster.type_url().into(),
                     value: vec![*byte],
                 };
-                let version = Version::of(&body);
-                (name.to_string(), VersionedResource { version, body })
+                (name.to_string(), VersionedResource::new(body))
             })
             .collect();
         let mut snap = Snapshot::default();

@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use envoy_types::pb::envoy::config::core::v3::Node;
 use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource,
+    DeltaDiscoveryRequest, DeltaDiscoveryResponse,
 };
 
 use super::nodes::{ResourceSet, SetSource, SetVersion};
+use super::wire::Encoded;
 use super::{Flow, Sent, StreamCore, Variant};
-use crate::cache::Version;
+use crate::cache::{Version, VersionedResource};
 use crate::translate::ResourceType;
 
 /// Delta bookkeeping of one stream.
@@ -27,7 +28,7 @@ struct TypeState {
     /// Shared with every stream that subscribes to the same names (see `NameSets`).
     names: Arc<BTreeSet<String>>,
     /// What the proxy has (or was last sent): name → version.
-    known: BTreeMap<String, Version>,
+    known: Known,
     pending: Option<Sent>,
     /// The names the pending response carries (added or removed), with the version `known`
     /// had for each before: a NACK puts those back.
@@ -53,7 +54,140 @@ impl TypeState {
     /// Whether the subscription takes `name` of `snap`: named, or in the wildcard (which
     /// leaves out named-only resources).
     fn wants(&self, snap: &crate::cache::TypeSnapshot, name: &str) -> bool {
-        self.names.contains(name) || (self.wildcard && snap.is_sent(name, None))
+        wants(&self.names, self.wildcard, snap, name)
+    }
+
+    /// Whether what the proxy has is exactly what `snap` holds for the subscription.
+    fn has_all_of(&self, snap: &crate::cache::TypeSnapshot) -> bool {
+        snap.resources
+            .iter()
+            .all(|(name, r)| !self.wants(snap, name) || self.known.get(name) == Some(r.version))
+            && self
+                .known
+                .names()
+                .all(|name| snap.resources.contains_key(name) && self.wants(snap, name))
+    }
+}
+
+/// Whether a subscription to `names` (and the wildcard, with `wildcard`) takes `name` of `snap`.
+fn wants(
+    names: &BTreeSet<String>,
+    wildcard: bool,
+    snap: &crate::cache::TypeSnapshot,
+    name: &str,
+) -> bool {
+    names.contains(name) || (wildcard && snap.is_sent(name, None))
+}
+
+/// What a proxy has of one type: name → version. Most of the time that is exactly what one
+/// snapshot holds for the subscription; then it is kept as that snapshot, shared by every
+/// stream of the proxy, and only names that differ from it are kept per stream. Thousands of
+/// streams of a proxy with hundreds of resources would otherwise each hold a copy of every
+/// name.
+#[derive(Default)]
+struct Known {
+    base: Option<Subscribed>,
+    /// Where the proxy differs from `base`: the version it has, or `None` for none.
+    diff: BTreeMap<String, Option<Version>>,
+}
+
+/// One type of a snapshot, as a subscription sees it.
+struct Subscribed {
+    snapshot: Arc<crate::cache::Snapshot>,
+    t: ResourceType,
+    names: Arc<BTreeSet<String>>,
+    wildcard: bool,
+}
+
+impl Subscribed {
+    fn get(&self, name: &str) -> Option<Version> {
+        let snap = self.snapshot.of(self.t);
+        let r = snap.resources.get(name)?;
+        wants(&self.names, self.wildcard, snap, name).then_some(r.version)
+    }
+
+    fn names(&self) -> impl Iterator<Item = &str> {
+        let snap = self.snapshot.of(self.t);
+        snap.resources
+            .keys()
+            .filter(move |name| wants(&self.names, self.wildcard, snap, name))
+            .map(String::as_str)
+    }
+}
+
+impl Known {
+    fn from_map(versions: BTreeMap<String, Version>) -> Known {
+        Known {
+            base: None,
+            diff: versions.into_iter().map(|(n, v)| (n, Some(v))).collect(),
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<Version> {
+        match self.diff.get(name) {
+            Some(v) => *v,
+            None => self.base.as_ref().and_then(|b| b.get(name)),
+        }
+    }
+
+    /// Records that the proxy has `version` of `name`; returns what it had.
+    fn insert(&mut self, name: &str, version: Version) -> Option<Version> {
+        let before = self.get(name);
+        self.diff.insert(name.to_string(), Some(version));
+        before
+    }
+
+    /// Records that the proxy has no `name`; returns what it had.
+    fn remove(&mut self, name: &str) -> Option<Version> {
+        let before = self.get(name);
+        if before.is_some() {
+            match self.base.as_ref().and_then(|b| b.get(name)) {
+                Some(_) => self.diff.insert(name.to_string(), None),
+                None => self.diff.remove(name),
+            };
+        }
+        before
+    }
+
+    /// The names the proxy has.
+    fn names(&self) -> impl Iterator<Item = &str> {
+        let base = self
+            .base
+            .iter()
+            .flat_map(|b| b.names())
+            .filter(|name| !self.diff.contains_key(*name));
+        let own = self
+            .diff
+            .iter()
+            .filter(|(_, v)| v.is_some())
+            .map(|(n, _)| n.as_str());
+        base.chain(own)
+    }
+
+    /// Forgets the names `keep` refuses.
+    fn retain(&mut self, keep: impl Fn(&str) -> bool) {
+        let gone: Vec<String> = self
+            .names()
+            .filter(|n| !keep(n))
+            .map(str::to_string)
+            .collect();
+        for name in gone {
+            self.remove(&name);
+        }
+    }
+
+    /// The proxy has exactly what `base` holds.
+    fn rebase(&mut self, base: Subscribed) {
+        self.base = Some(base);
+        self.diff.clear();
+    }
+}
+
+impl Delta {
+    /// Names with versions this stream keeps of its own, beyond the snapshots it shares.
+    #[cfg(test)]
+    pub(super) fn names_kept(&self) -> usize {
+        self.types.iter().map(|ts| ts.known.diff.len()).sum()
     }
 }
 
@@ -81,10 +215,10 @@ impl Variant for Delta {
                     // The proxy kept what it had: it does not run what this response carried.
                     for (name, before) in std::mem::take(&mut ts.in_flight) {
                         if let Some(refused) = ts.known.get(&name) {
-                            ts.rejected.insert(name.clone(), *refused);
+                            ts.rejected.insert(name.clone(), refused);
                         }
                         match before {
-                            Some(v) => ts.known.insert(name, v),
+                            Some(v) => ts.known.insert(&name, v),
                             None => ts.known.remove(&name),
                         };
                     }
@@ -115,13 +249,14 @@ impl Variant for Delta {
             ts.wildcard = t.wildcard_by_default() && req.resource_names_subscribe.is_empty();
             // After a reconnect the proxy says what it has, so unchanged resources are not re-sent.
             core.resumed |= !req.initial_resource_versions.is_empty();
-            ts.known = req
-                .initial_resource_versions
-                .iter()
-                .filter_map(|(name, v)| {
-                    Some((name.clone(), Version(u64::from_str_radix(v, 16).ok()?)))
-                })
-                .collect();
+            ts.known = Known::from_map(
+                req.initial_resource_versions
+                    .iter()
+                    .filter_map(|(name, v)| {
+                        Some((name.clone(), Version(u64::from_str_radix(v, 16).ok()?)))
+                    })
+                    .collect(),
+            );
         }
         for name in req.resource_names_subscribe {
             if name == "*" {
@@ -145,7 +280,7 @@ impl Variant for Delta {
         }
         if !ts.wildcard {
             let names = &ts.names;
-            ts.known.retain(|n, _| names.contains(n));
+            ts.known.retain(|n| names.contains(n));
         }
         if resubscribed {
             let names = Arc::unwrap_or_clone(std::mem::take(&mut ts.names));
@@ -174,9 +309,9 @@ impl Variant for Delta {
         ts.subscribed.then(|| {
             ts.pending.is_none()
                 && snap.iter().all(|(name, r)| {
-                    !ts.wants(typed, name) || ts.known.get(name) == Some(&r.version)
+                    !ts.wants(typed, name) || ts.known.get(name) == Some(r.version)
                 })
-                && ts.known.keys().all(|name| snap.contains_key(name))
+                && ts.known.names().all(|name| snap.contains_key(name))
         })
     }
 
@@ -185,36 +320,30 @@ impl Variant for Delta {
         core: &mut StreamCore,
         t: ResourceType,
         keep_removed: bool,
-    ) -> Option<DeltaDiscoveryResponse> {
+    ) -> Option<Encoded> {
         let snapshot = core.snapshot.clone();
         let snap = snapshot.of(t);
         let ts = &mut self.types[t.index()];
-        let resources: Vec<Resource> = snap
+        let resources: Vec<(&String, &VersionedResource)> = snap
             .resources
             .iter()
             .filter(|(name, r)| {
                 ts.wants(snap, name)
-                    && ts.known.get(*name) != Some(&r.version)
+                    && ts.known.get(name) != Some(r.version)
                     && ts.rejected.get(*name) != Some(&r.version)
-            })
-            .map(|(name, r)| Resource {
-                name: name.clone(),
-                version: r.version.to_string(),
-                resource: Some(r.body.clone()),
-                ..Default::default()
             })
             .collect();
         // Break after make: clusters and endpoints leave only once the proxy runs routes that
         // no longer use them (see `Gate::Open`).
         let removed: Vec<String> = ts
             .known
-            .keys()
+            .names()
             .filter(|name| {
                 (!keep_removed && !snap.resources.contains_key(*name))
                     // Had from an earlier server, but not part of this subscription.
                     || (snap.resources.contains_key(*name) && !ts.wants(snap, name))
             })
-            .cloned()
+            .map(str::to_string)
             .collect();
         if resources.is_empty() && removed.is_empty() && ts.answered {
             // A rejected change rolled back: the proxy runs what the snapshot holds.
@@ -241,22 +370,30 @@ impl Variant for Delta {
         let rebuilt: Vec<String> = if t == ResourceType::Cluster {
             resources
                 .iter()
-                .filter(|r| ts.known.contains_key(&r.name))
-                .map(|r| r.name.clone())
+                .filter(|(name, _)| ts.known.get(name).is_some())
+                .map(|(name, _)| (*name).clone())
                 .collect()
         } else {
             Vec::new()
         };
         ts.in_flight.clear();
-        for r in &resources {
-            if let Some(v) = snap.resources.get(&r.name) {
-                let before = ts.known.insert(r.name.clone(), v.version);
-                ts.in_flight.push((r.name.clone(), before));
-            }
+        for (name, r) in &resources {
+            let before = ts.known.insert(name, r.version);
+            ts.in_flight.push(((*name).clone(), before));
         }
         for name in &removed {
             let before = ts.known.remove(name);
             ts.in_flight.push((name.clone(), before));
+        }
+        // Usually the proxy now has exactly what the snapshot holds for it: then that is what
+        // the stream keeps, shared, rather than a copy of every name and version.
+        if ts.has_all_of(snap) {
+            ts.known.rebase(Subscribed {
+                snapshot: snapshot.clone(),
+                t,
+                names: ts.names.clone(),
+                wildcard: ts.wildcard,
+            });
         }
         ts.answered = true;
         let nonce = core.next_nonce();
@@ -283,13 +420,91 @@ impl Variant for Delta {
         for name in rebuilt {
             eds.known.remove(&name);
         }
-        Some(DeltaDiscoveryResponse {
+        let head = DeltaDiscoveryResponse {
             system_version_info: snap.version.to_string(),
-            resources,
             type_url: t.type_url().to_string(),
             removed_resources: removed,
             nonce,
             ..Default::default()
-        })
+        };
+        let items = resources
+            .iter()
+            .map(|(name, r)| r.delta_item(name))
+            .collect();
+        Some(Encoded::new(&head, items))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use envoy_types::pb::google::protobuf::Any;
+
+    use super::*;
+    use crate::cache::Snapshot;
+
+    fn snapshot(names: &[(&str, u8)]) -> Arc<Snapshot> {
+        let mut s = Snapshot::default();
+        let resources: BTreeMap<String, Any> = names
+            .iter()
+            .map(|(n, b)| {
+                let body = Any {
+                    type_url: "t".into(),
+                    value: vec![*b],
+                };
+                (n.to_string(), body)
+            })
+            .collect();
+        s.replace(ResourceType::Cluster, resources);
+        Arc::new(s)
+    }
+
+    fn version(snap: &Snapshot, name: &str) -> Option<Version> {
+        snap.of(ResourceType::Cluster)
+            .resources
+            .get(name)
+            .map(|r| r.version)
+    }
+
+    #[test]
+    fn known_reads_through_the_shared_snapshot_and_keeps_only_differences() {
+        let snap = snapshot(&[("a", 1), ("b", 2), ("c", 3)]);
+        let mut known = Known::default();
+        known.rebase(Subscribed {
+            snapshot: snap.clone(),
+            t: ResourceType::Cluster,
+            names: Arc::new(BTreeSet::from(["a".to_string(), "b".to_string()])),
+            wildcard: false,
+        });
+        // Only the subscribed names count as had.
+        assert_eq!(known.get("a"), version(&snap, "a"));
+        assert_eq!(known.get("c"), None);
+        let mut names: Vec<&str> = known.names().collect();
+        names.sort();
+        assert_eq!(names, ["a", "b"]);
+
+        assert_eq!(known.insert("a", Version(9)), version(&snap, "a"));
+        assert_eq!(known.insert("z", Version(8)), None);
+        assert_eq!(known.remove("b"), version(&snap, "b"));
+        assert_eq!(known.remove("b"), None, "removed once");
+        assert_eq!(known.get("a"), Some(Version(9)));
+        let mut names: Vec<&str> = known.names().collect();
+        names.sort();
+        assert_eq!(names, ["a", "z"]);
+        known.retain(|n| n != "z");
+        assert_eq!(known.names().collect::<Vec<_>>(), ["a"]);
+        // A name had only of the stream's own goes entirely; one of the base is masked.
+        assert_eq!(known.diff.len(), 2);
+
+        // The wildcard takes every resource of the snapshot.
+        known.rebase(Subscribed {
+            snapshot: snap.clone(),
+            t: ResourceType::Cluster,
+            names: Arc::default(),
+            wildcard: true,
+        });
+        assert!(known.diff.is_empty());
+        assert_eq!(known.names().count(), 3);
     }
 }

@@ -34,8 +34,8 @@ use envoy_types::pb::envoy::service::route::v3::route_discovery_service_server::
 };
 use envoy_types::pb::envoy::service::status::v3::client_status_discovery_service_server::ClientStatusDiscoveryServiceServer;
 use tokio::sync::{mpsc, watch};
-use tokio_stream::Stream;
 use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cache::{Attached, Cache, Role, Snapshot, Snapshots, TypeSnapshot, Version};
@@ -45,6 +45,7 @@ use crate::metrics::Metrics;
 use crate::tls::Peer;
 use crate::translate::ResourceType;
 use nodes::{NodeGuard, Nodes, ResourceSet, SyncState};
+use wire::Encoded;
 
 /// What every stream shares.
 #[derive(Clone)]
@@ -213,7 +214,7 @@ impl XdsServer {
         scope: Scope,
         peer: Option<Peer>,
         requests: Streaming<V::Req>,
-    ) -> Result<mpsc::Receiver<Result<V::Resp, Status>>, Status> {
+    ) -> Result<mpsc::Receiver<Outgoing>, Status> {
         let ip = peer.as_ref().and_then(|p| p.remote).map(|a| a.ip());
         if let Err(limit) = self.shared.limits.admit(ip) {
             self.shared
@@ -248,9 +249,16 @@ impl XdsServer {
     ) -> Result<Response<ResponseStream<V::Resp>>, Status> {
         let peer = request.extensions().get::<Peer>().cloned();
         let rx = self.spawn::<V>(Scope::Single(t), peer, request.into_inner())?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        // tonic encodes these itself: the rare standalone streams pay a decode per response.
+        let messages = ReceiverStream::new(rx).map(|r| r.map_err(|s| *s).and_then(|e| e.decode()));
+        Ok(Response::new(Box::pin(messages)))
     }
 }
+
+/// What a stream's task hands to the wire: a response, or the status that ends the stream.
+/// The status is boxed so that the slots of each stream's channel, which it allocates at once,
+/// stay small.
+pub(crate) type Outgoing = Result<Encoded, Box<Status>>;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -275,7 +283,8 @@ impl Scope {
 /// A protocol variant: state of the world or delta.
 pub(crate) trait Variant: Default + Send + 'static {
     type Req: prost::Message + Default + Send + 'static;
-    type Resp: Send + 'static;
+    /// The response message; streams send it encoded (see [`Encoded`]).
+    type Resp: prost::Message + Default + Send + 'static;
     /// `sotw` or `delta`, for metrics and the admin pages.
     const NAME: &'static str;
     fn node(req: &Self::Req) -> Option<&Node>;
@@ -295,7 +304,7 @@ pub(crate) trait Variant: Default + Send + 'static {
         core: &mut StreamCore,
         t: ResourceType,
         keep_removed: bool,
-    ) -> Option<Self::Resp>;
+    ) -> Option<Encoded>;
 }
 
 /// Where one resource type stands on one stream.
@@ -382,7 +391,7 @@ pub(crate) fn gate(
 }
 
 /// What a stream sends now, in push order (after a request, or after a new snapshot).
-fn push<V: Variant>(variant: &mut V, core: &mut StreamCore) -> Vec<V::Resp> {
+fn push<V: Variant>(variant: &mut V, core: &mut StreamCore) -> Vec<Encoded> {
     let mut out = Vec::new();
     for t in ResourceType::ALL {
         // Again before each type: what an earlier type sent (or found the proxy has) counts.
@@ -891,7 +900,7 @@ impl Drop for StreamGauge {
 async fn run<V: Variant>(
     mut core: StreamCore,
     mut requests: Streaming<V::Req>,
-    tx: mpsc::Sender<Result<V::Resp, Status>>,
+    tx: mpsc::Sender<Outgoing>,
 ) {
     let gauge = core
         .shared
@@ -903,13 +912,13 @@ async fn run<V: Variant>(
     let mut shutdown = core.shared.shutdown.clone();
     let mut variant = V::default();
     loop {
-        let out: Vec<V::Resp> = tokio::select! {
+        let out: Vec<Encoded> = tokio::select! {
             _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => break,
             msg = requests.message() => match msg {
                 Ok(Some(req)) => match on_request(&mut variant, &mut core, req) {
                     Ok(out) => out,
                     Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                        let _ = tx.send(Err(Box::new(status))).await;
                         break;
                     }
                 },
@@ -917,7 +926,7 @@ async fn run<V: Variant>(
                 Err(status) => {
                     // A request too big to decode, say: tell the client why.
                     tracing::debug!(%status, "stream ended with an error");
-                    let _ = tx.send(Err(status)).await;
+                    let _ = tx.send(Err(Box::new(status))).await;
                     break;
                 }
             },
@@ -928,7 +937,7 @@ async fn run<V: Variant>(
                 match on_snapshot(&mut variant, &mut core) {
                     Ok(out) => out,
                     Err(status) => {
-                        let _ = tx.send(Err(status)).await;
+                        let _ = tx.send(Err(Box::new(status))).await;
                         break;
                     }
                 }
@@ -949,7 +958,7 @@ fn on_request<V: Variant>(
     variant: &mut V,
     core: &mut StreamCore,
     req: V::Req,
-) -> Result<Vec<V::Resp>, Status> {
+) -> Result<Vec<Encoded>, Status> {
     if core.proxy.is_none() {
         core.identify(V::node(&req))?;
     }
@@ -976,7 +985,7 @@ fn on_request<V: Variant>(
 }
 
 /// What a stream sends after a publish; an error ends the stream.
-fn on_snapshot<V: Variant>(variant: &mut V, core: &mut StreamCore) -> Result<Vec<V::Resp>, Status> {
+fn on_snapshot<V: Variant>(variant: &mut V, core: &mut StreamCore) -> Result<Vec<Encoded>, Status> {
     // Every stream wakes on every publish; only those whose proxy changed work.
     Ok(if core.refresh()? {
         push(variant, core)

@@ -9,8 +9,9 @@ use envoy_types::pb::envoy::service::discovery::v3::{DiscoveryRequest, Discovery
 use tonic::Status;
 
 use super::nodes::{ResourceSet, SetSource, SetVersion};
+use super::wire::Encoded;
 use super::{Flow, Sent, Shared, StreamCore, Variant};
-use crate::cache::{TypeSnapshot, Version};
+use crate::cache::{TypeSnapshot, VersionedResource};
 use crate::tls::Peer;
 use crate::translate::ResourceType;
 
@@ -41,6 +42,40 @@ struct TypeState {
     reported: Option<String>,
     /// Send even when the version is unchanged (EDS after its cluster changed).
     force: bool,
+    /// What the proxy runs of this type, as it last acknowledged it (or said it has on a
+    /// reconnect), with the names it had subscribed to: what an EDS response may leave out.
+    has: Option<Had>,
+    /// What `sent` carried, until the proxy answers it.
+    sent_from: Option<Had>,
+}
+
+/// A set the proxy was sent, and the subscription it answered.
+struct Had {
+    set: SetSource,
+    names: Option<Arc<BTreeSet<String>>>,
+}
+
+impl Had {
+    /// The resources of a subscription to `names` in `now` that the proxy lacks or has at
+    /// another version; `None` when the subscription is not the one answered then.
+    fn changed<'a>(
+        &self,
+        now: &'a TypeSnapshot,
+        names: Option<&'a Arc<BTreeSet<String>>>,
+    ) -> Option<Vec<&'a VersionedResource>> {
+        let same = match (&self.names, names) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            _ => false,
+        };
+        let had = &self.set.typed().resources;
+        same.then(|| {
+            now.sotw_items(names.map(|n| &**n))
+                .filter(|(name, r)| had.get(*name).map(|h| h.version) != Some(r.version))
+                .map(|(_, r)| r)
+                .collect()
+        })
+    }
 }
 
 /// The names a SotW request subscribes to; `None` is the wildcard. An empty list is the
@@ -53,35 +88,34 @@ fn subscription(t: ResourceType, names: &[String], named: bool) -> Option<BTreeS
     }
 }
 
-/// The response carrying `snap`'s resources named in `names` (all for `None`); `version` is
-/// `snap.version_for(names)`, which the caller has already computed.
+/// The response carrying `snap`'s resources named in `names` (all for `None`), at the
+/// version [`TypeSnapshot::sotw_version`] gives; the resources are encoded once per snapshot
+/// and subscription, and shared. With `only`, it carries just those of them (see
+/// [`Sotw::send`]), still at the version of the whole set.
 fn response(
     t: ResourceType,
     snap: &TypeSnapshot,
-    names: Option<&BTreeSet<String>>,
-    version: Version,
+    names: Option<&Arc<BTreeSet<String>>>,
+    only: Option<Vec<&VersionedResource>>,
     nonce: String,
-) -> DiscoveryResponse {
-    let resources = match names {
-        None => snap
-            .resources
-            .iter()
-            .filter(|(n, _)| snap.is_sent(n, None))
-            .map(|(_, r)| r.body.clone())
-            .collect(),
-        Some(names) => names
-            .iter()
-            .filter_map(|n| snap.resources.get(n))
-            .map(|r| r.body.clone())
-            .collect(),
+) -> Encoded {
+    let (version, resources) = match only {
+        None => {
+            let (version, all) = snap.sotw(names);
+            (version, vec![all])
+        }
+        Some(only) => (
+            snap.sotw_version(names),
+            only.iter().map(|r| r.sotw_item()).collect(),
+        ),
     };
-    DiscoveryResponse {
+    let head = DiscoveryResponse {
         version_info: version.to_string(),
-        resources,
         type_url: t.type_url().to_string(),
         nonce,
         ..Default::default()
-    }
+    };
+    Encoded::new(&head, resources)
 }
 
 impl Sotw {
@@ -147,9 +181,13 @@ impl Variant for Sotw {
                 if ts.pending {
                     ts.pending = false;
                     ts.rejected = req.error_detail.is_some();
+                    let answered = ts.sent_from.take();
                     match &req.error_detail {
                         Some(err) => core.record_nack(t, sent.version, sent.at, &err.message),
-                        None => core.record_ack(t, sent.version, sent.at),
+                        None => {
+                            ts.has = answered;
+                            core.record_ack(t, sent.version, sent.at)
+                        }
                     }
                 }
             }
@@ -177,7 +215,7 @@ impl Variant for Sotw {
             !ts.pending
                 && !ts.rejected
                 && ts.sent.as_ref().is_some_and(|sent| {
-                    sent.version == core.snapshot.of(t).version_for(ts.names.as_deref())
+                    sent.version == core.snapshot.of(t).sotw_version(ts.names.as_ref())
                 })
         })
     }
@@ -189,7 +227,7 @@ impl Variant for Sotw {
         core: &mut StreamCore,
         t: ResourceType,
         keep_removed: bool,
-    ) -> Option<DiscoveryResponse> {
+    ) -> Option<Encoded> {
         let snapshot = core.snapshot.clone();
         let retiring = keep_removed
             .then(|| super::with_retiring(core, t))
@@ -198,7 +236,7 @@ impl Variant for Sotw {
         let snap = retiring.as_deref().unwrap_or_else(|| snapshot.of(t));
         let first = self.types.iter().all(|ts| ts.sent.is_none());
         let ts = &mut self.types[t.index()];
-        let version = snap.version_for(ts.names.as_deref());
+        let version = snap.sotw_version(ts.names.as_ref());
         let set = ResourceSet {
             from: match &retiring {
                 Some(own) => SetSource::Own(own.clone()),
@@ -220,16 +258,32 @@ impl Variant for Sotw {
                     at: Instant::now(),
                 });
                 let from = set.from.clone();
+                ts.has = Some(Had {
+                    set: from.clone(),
+                    names: ts.names.clone(),
+                });
                 core.record_already_has(t, version, set);
                 self.note_sent(core, t, &from);
                 return None;
             }
             _ => {}
         }
+        // EDS is not a full-state type: Envoy takes a response that leaves assignments out as
+        // leaving them as they are. So a change of endpoints sends only the assignments that
+        // changed since what the proxy acknowledged, not all of them to every Envoy. After a
+        // cluster changed, Envoy waits for its assignment again: then everything goes.
+        let only = (t == ResourceType::Endpoint && !ts.force)
+            .then(|| ts.has.as_ref()?.changed(snap, ts.names.as_ref()))
+            .flatten()
+            .filter(|changed| !changed.is_empty());
         ts.force = false;
         let nonce = core.next_nonce();
-        let resp = response(t, snap, ts.names.as_deref(), version, nonce.clone());
+        let resp = response(t, snap, ts.names.as_ref(), only, nonce.clone());
         let from = set.from.clone();
+        ts.sent_from = Some(Had {
+            set: from.clone(),
+            names: ts.names.clone(),
+        });
         core.record_sent(t, version, &nonce, set);
         ts.sent = Some(Sent {
             version,
@@ -259,13 +313,13 @@ pub(super) fn fetch(
     }
     let (snapshot, _) = snapshots.get(&admitted.asked, zone);
     let snap = snapshot.of(t);
-    let names = subscription(t, &req.resource_names, false);
-    let version = snap.version_for(names.as_ref());
+    let names = subscription(t, &req.resource_names, false).map(Arc::new);
+    let version = snap.sotw_version(names.as_ref());
     if req.version_info == version.to_string() {
         // Like a REST 304: the caller is up to date.
         return Err(Status::already_exists("the requested version is current"));
     }
-    Ok(response(t, snap, names.as_ref(), version, String::new()))
+    response(t, snap, names.as_ref(), None, String::new()).decode()
 }
 
 #[cfg(test)]

@@ -26,6 +26,26 @@ use crate::catalog::{self, Endpoint, LoadedCatalog, UpstreamName};
 
 use ResourceType::{Cluster as Cds, Endpoint as Eds, Listener as Lds, Route as Rds};
 
+/// [`super::on_request`], with the responses decoded as the proxy reads them.
+fn on_request<V: Variant>(
+    variant: &mut V,
+    core: &mut StreamCore,
+    req: V::Req,
+) -> Result<Vec<V::Resp>, Status> {
+    super::on_request(variant, core, req).map(|out| decoded::<V>(&out))
+}
+
+/// [`super::on_snapshot`], with the responses decoded as the proxy reads them.
+fn on_snapshot<V: Variant>(variant: &mut V, core: &mut StreamCore) -> Result<Vec<V::Resp>, Status> {
+    super::on_snapshot(variant, core).map(|out| decoded::<V>(&out))
+}
+
+fn decoded<V: Variant>(out: &[Encoded]) -> Vec<V::Resp> {
+    out.iter()
+        .map(|e| e.decode().expect("a response the proxy can read"))
+        .collect()
+}
+
 // ---- the rule itself ----
 
 const ADS_VIEW: StreamView = StreamView {
@@ -404,6 +424,79 @@ fn types_of(responses: &[DiscoveryResponse]) -> Vec<ResourceType> {
         .collect()
 }
 
+/// The edge proxy routes /a/ to upstream a and the rest to b; a's endpoint is `a_endpoint`.
+fn two_upstreams(a_endpoint: &str, b_protocol: &str) -> String {
+    format!(
+        r#"
+version: 1
+proxies:
+  edge:
+    listeners:
+      - name: web
+        port: 8080
+        protocol: http
+        routes: [ {{ match: {{ prefix: /a/ }}, to: a }}, {{ match: {{ prefix: / }}, to: b }} ]
+upstreams:
+  a: {{ protocol: http1, endpoints: {{ static: ["{a_endpoint}"] }} }}
+  b: {{ protocol: {b_protocol}, endpoints: {{ static: ["127.0.0.1:1002"] }} }}
+"#
+    )
+}
+
+fn assignment_names(resources: &[Any]) -> Vec<String> {
+    use envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+    resources
+        .iter()
+        .map(|any| {
+            ClusterLoadAssignment::decode(any.value.as_slice())
+                .unwrap()
+                .cluster_name
+        })
+        .collect()
+}
+
+#[test]
+fn sotw_sends_only_the_changed_assignments_at_the_version_of_the_whole_set() {
+    let plane = Plane::new();
+    plane.publish(&two_upstreams("127.0.0.1:1001", "http1"));
+    let mut s = SotwStream::new(&plane);
+    s.connect();
+    assert_eq!(assignment_names(&s.last(Eds).resources), ["a", "b"]);
+
+    plane.publish(&two_upstreams("127.0.0.1:2001", "http1"));
+    let out = s.on_snapshot();
+    assert_eq!(types_of(&out), [Eds]);
+    assert_eq!(assignment_names(&out[0].resources), ["a"]);
+    // The version names the whole set, as a full response would: a proxy that reconnects
+    // with it has everything.
+    let full = sotw::fetch(
+        &plane.shared,
+        None,
+        Eds,
+        DiscoveryRequest {
+            node: node(),
+            resource_names: vec!["a".into(), "b".into()],
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(out[0].version_info, full.version_info);
+    s.settle(out, None);
+    let mut s = s.reconnect(&plane);
+    s.connect();
+    let out = s.request(Eds, None);
+    assert!(
+        out.is_empty(),
+        "a proxy with the current version was sent its endpoints again"
+    );
+
+    // A changed cluster waits for its assignment again: every assignment goes.
+    plane.publish(&two_upstreams("127.0.0.1:2001", "http2"));
+    let out = s.on_snapshot();
+    s.settle(out, None);
+    assert_eq!(assignment_names(&s.last(Eds).resources), ["a", "b"]);
+}
+
 #[test]
 fn sotw_ignores_an_answer_to_a_replaced_response() {
     let plane = Plane::new();
@@ -648,6 +741,25 @@ fn delta_a_name_unsubscribed_and_subscribed_again_is_sent_again() {
     let out = s.request(Eds, "", &["a"], &[]);
     assert_eq!(out.len(), 1, "the resubscribed assignment was not sent");
     assert_eq!(names(&out[0]), ["a"]);
+}
+
+#[test]
+fn delta_a_connected_stream_keeps_no_copy_of_the_names_it_has_and_still_follows_changes() {
+    let plane = Plane::new();
+    plane.publish(&catalog("a"));
+    let mut s = DeltaStream::new(&plane);
+    s.connect(&["a"]);
+    assert_eq!(s.variant.names_kept(), 0);
+    // A change is sent as the one resource that changed; then the stream shares the new
+    // snapshot.
+    plane.publish(&catalog("b"));
+    let out = on_snapshot(&mut s.variant, &mut s.core).expect("the stream goes on");
+    assert!(!out.is_empty());
+    s.ack_all(out);
+    let out = s.request(Eds, "", &["b"], &["a"]);
+    s.ack_all(out);
+    assert_eq!(s.variant.names_kept(), 0);
+    assert!(on_snapshot(&mut s.variant, &mut s.core).unwrap().is_empty());
 }
 
 #[test]

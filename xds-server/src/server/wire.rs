@@ -10,13 +10,9 @@
 use std::convert::Infallible;
 use std::task::{Context, Poll};
 
-use envoy_types::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
 use http_body::Frame;
 use http_body_util::StreamBody;
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
 use tonic::Status;
 use tonic::body::Body;
 use tonic::codec::{Codec, Streaming};
@@ -56,8 +52,8 @@ impl Service<http::Request<Body>> for Ads {
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
         let response = match req.uri().path() {
-            SOTW_PATH => self.stream::<Sotw, DiscoveryRequest, DiscoveryResponse>(req),
-            DELTA_PATH => self.stream::<Delta, DeltaDiscoveryRequest, DeltaDiscoveryResponse>(req),
+            SOTW_PATH => self.stream::<Sotw>(req),
+            DELTA_PATH => self.stream::<Delta>(req),
             path => Status::unimplemented(format!("no method {path}")).into_http(),
         };
         Box::pin(async move { Ok(response) })
@@ -65,12 +61,7 @@ impl Service<http::Request<Body>> for Ads {
 }
 
 impl Ads {
-    fn stream<V, Req, Resp>(&self, req: http::Request<Body>) -> http::Response<Body>
-    where
-        V: super::Variant<Req = Req, Resp = Resp>,
-        Req: prost::Message + Default + Send + 'static,
-        Resp: prost::Message + Send + 'static,
-    {
+    fn stream<V: super::Variant>(&self, req: http::Request<Body>) -> http::Response<Body> {
         if let Some(encoding) = req.headers().get("grpc-encoding")
             && encoding != "identity"
         {
@@ -80,7 +71,7 @@ impl Ads {
             .into_http();
         }
         let peer = req.extensions().get::<Peer>().cloned();
-        let decoder = tonic_prost::ProstCodec::<Resp, Req>::default().decoder();
+        let decoder = tonic_prost::ProstCodec::<V::Resp, V::Req>::default().decoder();
         let requests =
             Streaming::new_request(decoder, req.into_body(), None, Some(self.max_request));
         match self.server.spawn::<V>(Scope::Aggregated, peer, requests) {
@@ -90,10 +81,49 @@ impl Ads {
     }
 }
 
-/// One gRPC message frame: the uncompressed flag, the length, the message; one allocation.
-/// A message larger than `max` is an error, as tonic's own limit makes it.
-fn frame(message: &impl prost::Message, max: usize) -> Result<Bytes, Status> {
-    let len = message.encoded_len();
+/// A response as it goes on the wire: the fields that differ per stream, encoded for it, then
+/// the resources, each part shared with every stream that is sent the same (see
+/// [`crate::cache::TypeSnapshot::sotw`] and [`crate::cache::VersionedResource::delta_item`]).
+/// Protobuf takes a message's fields in any order, so the two concatenated are the message.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Encoded {
+    head: Bytes,
+    resources: Vec<Bytes>,
+}
+
+impl Encoded {
+    /// `head` (a response without its resources) followed by `resources`, each one or more
+    /// encoded entries of the response's `resources` field.
+    pub(crate) fn new(head: &impl prost::Message, resources: Vec<Bytes>) -> Encoded {
+        Encoded {
+            head: Bytes::from(head.encode_to_vec()),
+            resources,
+        }
+    }
+
+    /// The encoded length of the whole message.
+    pub(crate) fn len(&self) -> usize {
+        self.head.len() + self.resources.iter().map(Bytes::len).sum::<usize>()
+    }
+
+    /// The message itself, for the standalone services and unary fetches (which tonic
+    /// encodes) and for tests.
+    pub(crate) fn decode<M: prost::Message + Default>(&self) -> Result<M, Status> {
+        let mut buf = Vec::with_capacity(self.len());
+        buf.extend_from_slice(&self.head);
+        for part in &self.resources {
+            buf.extend_from_slice(part);
+        }
+        M::decode(buf.as_slice())
+            .map_err(|e| Status::internal(format!("a response failed to decode: {e}")))
+    }
+}
+
+/// One gRPC message frame: the uncompressed flag and the length, with the message's own head,
+/// in one small allocation; then the shared parts as they are, without copying. A message
+/// larger than `max` is an error, as tonic's own limit makes it.
+fn frame(message: Encoded, max: usize) -> Result<Vec<Bytes>, Status> {
+    let len = message.len();
     let prefix = u32::try_from(len)
         .ok()
         .filter(|_| len <= max)
@@ -102,11 +132,14 @@ fn frame(message: &impl prost::Message, max: usize) -> Result<Bytes, Status> {
                 "a response of {len} bytes is over the limit of {max}"
             ))
         })?;
-    let mut buf = Vec::with_capacity(5 + len);
-    buf.push(0);
-    buf.extend_from_slice(&prefix.to_be_bytes());
-    message.encode_raw(&mut buf);
-    Ok(Bytes::from(buf))
+    let mut first = Vec::with_capacity(5 + message.head.len());
+    first.push(0);
+    first.extend_from_slice(&prefix.to_be_bytes());
+    first.extend_from_slice(&message.head);
+    let mut parts = Vec::with_capacity(1 + message.resources.len());
+    parts.push(Bytes::from(first));
+    parts.extend(message.resources.into_iter().filter(|p| !p.is_empty()));
+    Ok(parts)
 }
 
 /// The trailers that end a stream with `status`.
@@ -119,22 +152,22 @@ fn trailers(status: &Status) -> http::HeaderMap {
 }
 
 /// The streaming response: each message framed as it comes, then the status in trailers.
-fn response<M: prost::Message + Send + 'static>(
-    rx: mpsc::Receiver<Result<M, Status>>,
-    max: usize,
-) -> http::Response<Body> {
+fn response(rx: mpsc::Receiver<super::Outgoing>, max: usize) -> http::Response<Body> {
     let frames = futures_util::stream::unfold(Some(rx), move |rx| async move {
         let mut rx = rx?;
         Some(match rx.recv().await {
-            Some(Ok(message)) => match frame(&message, max) {
-                Ok(data) => (Ok(Frame::data(data)), Some(rx)),
-                Err(status) => (Ok(Frame::trailers(trailers(&status))), None),
+            Some(Ok(message)) => match frame(message, max) {
+                Ok(parts) => (parts.into_iter().map(Frame::data).collect(), Some(rx)),
+                Err(status) => (vec![Frame::trailers(trailers(&status))], None),
             },
-            Some(Err(status)) => (Ok(Frame::trailers(trailers(&status))), None),
-            None => (Ok(Frame::trailers(trailers(&Status::ok("")))), None),
+            Some(Err(status)) => (vec![Frame::trailers(trailers(&status))], None),
+            None => (vec![Frame::trailers(trailers(&Status::ok("")))], None),
         })
     });
-    let body = StreamBody::new(frames.map(|f: Result<_, Infallible>| f));
+    let frames = futures_util::StreamExt::flat_map(frames, |f: Vec<Frame<Bytes>>| {
+        futures_util::stream::iter(f.into_iter().map(Ok::<_, Infallible>))
+    });
+    let body = StreamBody::new(frames);
     let mut response = http::Response::new(Body::new(body));
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -145,6 +178,7 @@ fn response<M: prost::Message + Send + 'static>(
 
 #[cfg(test)]
 mod tests {
+    use envoy_types::pb::envoy::service::discovery::v3::DiscoveryResponse;
     use http_body_util::BodyExt;
     use prost::Message;
 
@@ -161,26 +195,47 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn each_response_is_one_grpc_frame_and_an_error_ends_the_stream_in_its_trailers() {
+    async fn each_response_is_one_grpc_message_with_its_shared_parts_uncopied_and_an_error_ends_the_stream()
+     {
+        use envoy_types::pb::google::protobuf::Any;
         let (tx, rx) = mpsc::channel(4);
-        let sent = DiscoveryResponse {
+        let head = DiscoveryResponse {
             version_info: "v1".into(),
             nonce: "1".into(),
             ..Default::default()
         };
+        let any = Any {
+            type_url: "t".into(),
+            value: vec![7; 100],
+        };
+        let mut shared = Vec::new();
+        prost::encoding::message::encode(crate::cache::RESOURCES_FIELD, &any, &mut shared);
+        let shared = Bytes::from(shared);
+        let sent = Encoded::new(&head, vec![shared.clone()]);
         tx.send(Ok(sent.clone())).await.unwrap();
-        tx.send(Err(Status::permission_denied("not yours")))
+        tx.send(Err(Box::new(Status::permission_denied("not yours"))))
             .await
             .unwrap();
-        tx.send(Ok(sent.clone())).await.unwrap();
+        tx.send(Ok(sent)).await.unwrap();
         drop(tx);
         let mut body = response(rx, 1024).into_body();
 
-        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
-        assert_eq!(data[0], 0, "uncompressed");
-        let len = u32::from_be_bytes(data[1..5].try_into().unwrap()) as usize;
-        assert_eq!(len, data.len() - 5);
-        assert_eq!(DiscoveryResponse::decode(&data[5..]).unwrap(), sent);
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first[0], 0, "uncompressed");
+        let len = u32::from_be_bytes(first[1..5].try_into().unwrap()) as usize;
+        let part = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(len, first.len() - 5 + part.len());
+        // The resources go out from the shared allocation itself.
+        assert_eq!(part.as_ptr(), shared.as_ptr());
+        let whole = [&first[5..], &part[..]].concat();
+        let expected = DiscoveryResponse {
+            resources: vec![any],
+            ..head
+        };
+        assert_eq!(
+            DiscoveryResponse::decode(whole.as_slice()).unwrap(),
+            expected
+        );
 
         let trailers = next_trailers(&mut body).await;
         assert_eq!(trailers["grpc-status"], "7");
@@ -197,7 +252,7 @@ mod tests {
             version_info: "v".repeat(2048),
             ..Default::default()
         };
-        tx.send(Ok(big)).await.unwrap();
+        tx.send(Ok(Encoded::new(&big, Vec::new()))).await.unwrap();
         let mut body = response(rx, 1024).into_body();
         let trailers = next_trailers(&mut body).await;
         assert_eq!(trailers["grpc-status"], "11", "OUT_OF_RANGE");
@@ -206,7 +261,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_the_server_ends_closes_with_status_ok() {
-        let (tx, rx) = mpsc::channel::<Result<DiscoveryResponse, Status>>(1);
+        let (tx, rx) = mpsc::channel::<super::super::Outgoing>(1);
         drop(tx);
         let mut body = response(rx, 1024).into_body();
         let trailers = next_trailers(&mut body).await;
