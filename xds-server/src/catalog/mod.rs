@@ -642,6 +642,36 @@ impl CatalogError {
     }
 }
 
+/// `errors` with every private key taken out of their texts ([`crate::secrets::private_key_in`]):
+/// a key pasted where a path or another value belongs would otherwise be quoted by the error
+/// ("cannot read PATH", "invalid type: string ...") into `/readyz`, the log and `validate`'s
+/// output. The error keeps its field path and says what was found there. Every error of
+/// catalog loading passes here before it leaves the catalog's parsing and checks.
+pub fn redacted(errors: Vec<CatalogError>) -> Vec<CatalogError> {
+    errors
+        .into_iter()
+        .map(|mut e| {
+            // Quoted by serde, the key's line breaks are `\n`.
+            let key_in = |text: &str| {
+                crate::secrets::private_key_in(text).or_else(|| {
+                    crate::secrets::private_key_in(&text.replace("\\n", "\n").replace("\\r", ""))
+                })
+            };
+            let found = key_in(&e.message).or_else(|| key_in(&e.path));
+            if let Some(what) = found {
+                if key_in(&e.path).is_some() {
+                    e.path = "(a field whose name holds a private key)".into();
+                }
+                e.message = format!(
+                    "the value of this field holds a private key ({what}), not shown here; \
+                     name the file that holds it instead"
+                );
+            }
+            e
+        })
+        .collect()
+}
+
 /// Something in a valid catalog that is most likely a mistake (it does not stop the catalog):
 /// where, and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -954,11 +984,11 @@ fn parse_in(
 ) -> Result<Catalog, CatalogErrors> {
     let fail = |path: String, message: String| CatalogErrors {
         source_name: source_name.to_string(),
-        errors: vec![CatalogError {
+        errors: redacted(vec![CatalogError {
             path,
             message,
             position: None,
-        }],
+        }]),
     };
     // Going through a generic value gives YAML and JSON the same field-path errors.
     let value = parse_value(source_name, text).map_err(|e| fail(String::new(), e))?;
@@ -982,7 +1012,7 @@ fn parse_in(
     };
     Err(CatalogErrors {
         source_name: source_name.to_string(),
-        errors: with_positions(source_name, text, errors),
+        errors: redacted(with_positions(source_name, text, errors)),
     })
 }
 
