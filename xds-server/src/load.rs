@@ -1342,6 +1342,47 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_fragment_rolled_back_with_its_old_mtime_falls_back_to_the_version_rolled_back_to() {
+        let dir = scratch("rollback");
+        let catalog = dir.join("catalog.d");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let v1 = service("a", "a", &["a"], "10.0.0.1");
+        let v2 = service("a", "a", &["a"], "10.0.0.2");
+        upload(&catalog, "a.yaml", &v1, 0);
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.load().await;
+        // v1 kept aside (`cp -p a.yaml a.yaml.bak`), v2 uploaded, then v1 put back with its
+        // old mtime (`mv a.yaml.bak a.yaml`).
+        let bak = dir.join("a.yaml.bak");
+        std::fs::rename(catalog.join("a.yaml"), &bak).unwrap();
+        upload(&catalog, "a.yaml", &v2, 60);
+        x.load().await;
+        std::fs::rename(&bak, catalog.join("a.yaml")).unwrap();
+        x.load().await;
+        assert_eq!(
+            x.serving("a.yaml"),
+            Some(FragmentVersion::of(v1.as_bytes()))
+        );
+        // a.yaml breaks: this replica and a new one fall back to v1, the version served last.
+        upload(
+            &catalog,
+            "a.yaml",
+            &v1.replace("port: 8080", "port: 0"),
+            120,
+        );
+        x.load().await;
+        let mut y = Replica::start(&catalog, &path, "x.example").await;
+        y.load().await;
+        for r in [&x, &y] {
+            assert_eq!(
+                r.serving("a.yaml"),
+                Some(FragmentVersion::of(v1.as_bytes()))
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn a_fragment_bad_from_its_first_version_does_not_stop_the_first_document() {
         let dir = std::env::temp_dir().join(format!("xds-load-first-{}", std::process::id()));
         let catalog = dir.join("catalog.d");

@@ -33,7 +33,9 @@ pub struct Document {
     /// Its content.
     pub bytes: Vec<u8>,
     /// What its source says of this version: `ETag "…", modified SECS.NANOS` for S3 (its
-    /// `Last-Modified`), `mtime SECS.NANOS` for a file ([`stamp`], [`uploaded`]).
+    /// `Last-Modified`), `changed SECS.NANOS` for a file (the later of its mtime and ctime: a
+    /// rename or `cp -p` that keeps an old mtime still counts as a change; [`stamp`],
+    /// [`uploaded`]).
     pub source: Option<String>,
 }
 
@@ -44,11 +46,12 @@ pub fn stamp(t: std::time::SystemTime) -> Option<String> {
     Some(format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
 }
 
-/// When a version was uploaded, from its [`Document::source`] (`mtime` or `modified`);
+/// When a version was uploaded, from its [`Document::source`] (`changed`, `mtime` as documents
+/// written before said, or `modified`);
 /// `None` when it does not say (a document written before it did).
 pub fn uploaded(source: Option<&str>) -> Option<std::time::Duration> {
     let source = source?;
-    let at = ["mtime ", "modified "]
+    let at = ["changed ", "mtime ", "modified "]
         .iter()
         .filter_map(|k| source.rfind(k).map(|i| i + k.len()))
         .max()?;

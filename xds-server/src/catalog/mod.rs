@@ -1144,11 +1144,23 @@ pub fn read_dir_fragments(dir: &Path) -> std::io::Result<Vec<fragments::Document
         .into_iter()
         .map(|p| {
             let bytes = std::fs::read(&p)?;
+            // The later of its mtime and its ctime: a version put back with its old mtime
+            // (`mv a.yaml.bak a.yaml`, `cp -p`) is still the one changed last.
             let source = std::fs::metadata(&p)
-                .and_then(|m| m.modified())
                 .ok()
+                .and_then(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    let ctime = u64::try_from(m.ctime()).ok().map(|s| {
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::new(
+                                s,
+                                u32::try_from(m.ctime_nsec()).unwrap_or(0),
+                            )
+                    });
+                    m.modified().ok().max(ctime)
+                })
                 .and_then(fragments::stamp)
-                .map(|t| format!("mtime {t}"));
+                .map(|t| format!("changed {t}"));
             Ok(fragments::Document {
                 name: p.display().to_string(),
                 bytes,
