@@ -440,6 +440,7 @@ struct FragmentState {
 struct PendingWrite {
     live: std::collections::BTreeSet<String>,
     seen: std::collections::BTreeSet<String>,
+    changed: std::collections::BTreeSet<String>,
 }
 
 /// The persisted document as this replica knows it.
@@ -627,9 +628,15 @@ impl FragmentState {
         if std::mem::take(&mut self.reload) || changed {
             return true;
         }
-        if let Some(PendingWrite { live, seen }) = self.pending.take() {
+        if let Some(PendingWrite {
+            live,
+            seen,
+            changed,
+        }) = self.pending.take()
+        {
             let served = self.last_good.clone();
-            self.persist(name, &served, &live, &seen, status).await;
+            self.persist(name, &served, &live, &seen, &changed, status)
+                .await;
         }
         false
     }
@@ -766,9 +773,21 @@ impl FragmentState {
             .fragments()
             .map(|f| f.keys().cloned().collect())
             .unwrap_or_default();
+        // Fragments whose version served changed with this load, seen live here.
+        let changed: std::collections::BTreeSet<String> = served
+            .iter()
+            .filter(|(n, _)| !refused.contains_key(*n))
+            .filter(|(n, a)| {
+                self.last_good
+                    .get(*n)
+                    .is_some_and(|b| b.version != a.version)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
         if unserved.is_empty() || !matches!(self.doc, Doc::Ignored(_)) {
             let seen = self.seen.clone();
-            self.persist(name, &served, &live, &seen, status).await;
+            self.persist(name, &served, &live, &seen, &changed, status)
+                .await;
         } else {
             tracing::debug!(fragments = ?unserved, "last good catalog not written while these fragments are served by none of their versions here");
         }
@@ -881,6 +900,7 @@ impl FragmentState {
         served: &Fragments,
         live: &std::collections::BTreeSet<String>,
         seen: &std::collections::BTreeSet<String>,
+        changed: &std::collections::BTreeSet<String>,
         status: &Mutex<CatalogStatus>,
     ) {
         self.pending = None;
@@ -901,7 +921,7 @@ impl FragmentState {
         };
         stored.extend(unchecked.iter().map(|(n, a)| (n.clone(), a.clone())));
         let (merged, left_out) =
-            last_good::persistable(&last_good::merge(&stored, served, live, seen));
+            last_good::persistable(&last_good::merge(&stored, served, live, seen, changed));
         // A fragment holding a key stops only its own persistence; said once per change.
         let left_out: Vec<String> = left_out.iter().map(ToString::to_string).collect();
         if left_out != self.left_out {
@@ -955,6 +975,7 @@ impl FragmentState {
                 self.pending = Some(PendingWrite {
                     live: live.clone(),
                     seen: seen.clone(),
+                    changed: changed.clone(),
                 });
             }
         }
