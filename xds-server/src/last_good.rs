@@ -255,9 +255,8 @@ pub fn decode(catalog: &str, bytes: &[u8], check: Check<'_>) -> Result<Decoded, 
             return Err(format!("{name}: its version does not match its text"));
         }
         let document = Document {
-            name: name.clone(),
-            bytes: p.text.into_bytes(),
             source: p.source,
+            ..Document::new(name.clone(), p.text.into_bytes())
         };
         match fragments::accept(&document, check) {
             Ok(a) => {
@@ -586,9 +585,8 @@ mod tests {
             .iter()
             .map(|(name, text)| {
                 let doc = Document {
-                    name: name.to_string(),
-                    bytes: text.as_bytes().to_vec(),
                     source: Some("ETag \"abc\"".into()),
+                    ..Document::new(name.to_string(), text.as_bytes())
                 };
                 (
                     name.to_string(),

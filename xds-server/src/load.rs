@@ -208,14 +208,26 @@ impl CatalogReader {
                     let fetched =
                         fetch_object(client, &location.bucket, &key, None, MAX_CATALOG_BYTES).await;
                     let name = format!("s3://{}/{key}", location.bucket);
+                    // One object that cannot be read (not decryptable by this task, over the
+                    // size limit) is refused on its own; its listing is not remembered, so it
+                    // is read again at the next poll.
+                    let mut unreadable = |why: String| {
+                        read.push((key.clone(), String::new()));
+                        Document::unreadable(name.clone(), why)
+                    };
                     let (bytes, modified, etag) = match fetched {
                         Ok((Fetched::Body { bytes, modified }, etag)) => (bytes, modified, etag),
                         Ok((Fetched::NotModified, _)) => {
-                            return Err(format!(
+                            fragments.push(unreadable(format!(
                                 "cannot read {name}: not modified, yet it was not asked conditionally"
-                            ));
+                            )));
+                            continue;
                         }
-                        Err(e) => return Err(format!("cannot read {name}: {}", e.message)),
+                        Err(e) => {
+                            fragments
+                                .push(unreadable(format!("cannot read {name}: {}", e.message)));
+                            continue;
+                        }
                     };
                     // The ETag of what was read, so a change between listing and reading is
                     // seen on the next poll.
@@ -225,9 +237,8 @@ impl CatalogReader {
                         None => format!("ETag {etag}"),
                     };
                     fragments.push(Document {
-                        name,
-                        bytes,
                         source: Some(source),
+                        ..Document::new(name, bytes)
                     });
                     read.push((key, etag));
                 }
@@ -686,9 +697,8 @@ impl FragmentState {
                     .last_good
                     .iter()
                     .map(|(fragment, a)| Document {
-                        name: fragment.clone(),
-                        bytes: a.text.as_bytes().to_vec(),
                         source: a.source.clone(),
+                        ..Document::new(fragment.clone(), a.text.as_bytes())
                     })
                     .collect();
                 let base = reader.base_dir();
@@ -1400,6 +1410,41 @@ mod tests {
                 Some(FragmentVersion::of(v1.as_bytes()))
             );
         }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_fragment_is_refused_on_its_own_and_the_others_still_change() {
+        let dir = scratch("unreadable");
+        let catalog = dir.join("catalog.d");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let a1 = service("a", "a", &["a"], "10.0.0.1");
+        let a2 = service("a", "a", &["a"], "10.0.0.2");
+        let b = service("b", "b", &["b"], "10.0.1.1");
+        upload(&catalog, "a.yaml", &a1, 0);
+        upload(&catalog, "b.yaml", &b, 0);
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.load().await;
+        // b.yaml becomes a dangling symlink; a.yaml changes meanwhile.
+        std::fs::remove_file(catalog.join("b.yaml")).unwrap();
+        std::os::unix::fs::symlink(dir.join("gone.yaml"), catalog.join("b.yaml")).unwrap();
+        upload(&catalog, "a.yaml", &a2, 60);
+        x.load().await;
+        // A replica that starts now serves the same: b.yaml from the last good catalog.
+        let mut y = Replica::start(&catalog, &path, "x.example").await;
+        y.load().await;
+        for r in [&x, &y] {
+            assert_eq!(
+                r.serving("a.yaml"),
+                Some(FragmentVersion::of(a2.as_bytes()))
+            );
+            assert_eq!(r.serving("b.yaml"), Some(FragmentVersion::of(b.as_bytes())));
+            let st = r.status();
+            let refused = &st.refused_fragments["b.yaml"];
+            assert!(refused.error.contains("cannot read"), "{}", refused.error);
+            assert_eq!(st.refused_fragments.len(), 1);
+        }
+        assert_eq!(*x.tx.borrow(), *y.tx.borrow());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

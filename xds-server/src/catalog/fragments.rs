@@ -37,6 +37,10 @@ pub struct Document {
     /// rename or `cp -p` that keeps an old mtime still counts as a change; [`stamp`],
     /// [`uploaded`]).
     pub source: Option<String>,
+    /// Why it could not be read (a dangling symlink, an object this task cannot decrypt or
+    /// over the size limit), when it could not: it is refused on its own, and keeps its last
+    /// good version, as a fragment that does not parse does; its `bytes` are empty.
+    pub unreadable: Option<String>,
 }
 
 /// A source's upload or modification time as [`Document::source`] writes it: `SECS.NANOS`
@@ -70,6 +74,15 @@ impl Document {
             name: name.into(),
             bytes: bytes.into(),
             source: None,
+            unreadable: None,
+        }
+    }
+
+    /// A fragment listed at `name` that could not be read, and why.
+    pub fn unreadable(name: impl Into<String>, why: impl Into<String>) -> Document {
+        Document {
+            unreadable: Some(why.into()),
+            ..Document::new(name, Vec::new())
         }
     }
 }
@@ -158,6 +171,13 @@ pub fn short_name(location: &str, name: &str) -> String {
 /// Parses one fragment and checks it on its own (references aside), applies its defaults and
 /// runs `check`.
 pub fn accept(doc: &Document, check: Check<'_>) -> Result<Accepted, Vec<CatalogError>> {
+    if let Some(why) = &doc.unreadable {
+        return Err(vec![CatalogError {
+            path: String::new(),
+            message: why.clone(),
+            position: None,
+        }]);
+    }
     let mut catalog =
         super::parse_text(&doc.name, &doc.bytes, Scope::Deferred).map_err(|e| e.errors)?;
     catalog.apply_defaults();

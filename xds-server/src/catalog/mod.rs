@@ -1125,7 +1125,10 @@ impl Catalog {
 }
 
 /// The fragments of a catalog directory: its YAML and JSON files (not hidden ones, not
-/// subdirectories), in name order, each with its modification time.
+/// subdirectories), in name order, each with its modification time. A file that cannot be
+/// read (a dangling symlink, no permission) is a [`fragments::Document::unreadable`] one:
+/// it is refused on its own, the others are read. Only a directory that cannot be listed is
+/// an error.
 pub fn read_dir_fragments(dir: &Path) -> std::io::Result<Vec<fragments::Document>> {
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -1143,7 +1146,16 @@ pub fn read_dir_fragments(dir: &Path) -> std::io::Result<Vec<fragments::Document
     paths
         .into_iter()
         .map(|p| {
-            let bytes = std::fs::read(&p)?;
+            let bytes = match std::fs::read(&p) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let why = format!("cannot read {}: {e}", p.display());
+                    return Ok(fragments::Document::unreadable(
+                        p.display().to_string(),
+                        why,
+                    ));
+                }
+            };
             // The later of its mtime and its ctime: a version put back with its old mtime
             // (`mv a.yaml.bak a.yaml`, `cp -p`) is still the one changed last.
             let source = std::fs::metadata(&p)
@@ -1162,9 +1174,8 @@ pub fn read_dir_fragments(dir: &Path) -> std::io::Result<Vec<fragments::Document
                 .and_then(fragments::stamp)
                 .map(|t| format!("changed {t}"));
             Ok(fragments::Document {
-                name: p.display().to_string(),
-                bytes,
                 source,
+                ..fragments::Document::new(p.display().to_string(), bytes)
             })
         })
         .collect()
