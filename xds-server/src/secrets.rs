@@ -224,6 +224,27 @@ impl ServerSide {
         crate::catalog::redacted(self.settle_errors(catalog, base))
     }
 
+    /// The trust-domain part of [`ServerSide::settle`]: the catalog's is the server's (one
+    /// that sets another is refused), and it is set when the catalog does not say.
+    pub fn settle_trust_domain(&self, catalog: &mut Catalog) -> Vec<crate::catalog::CatalogError> {
+        let mesh = catalog.mesh.get_or_insert_with(Default::default);
+        match &mesh.trust_domain {
+            Some(td) if *td != self.trust_domain => vec![crate::catalog::CatalogError {
+                path: "mesh.trust_domain".into(),
+                message: format!(
+                    "{td:?} is not this control plane's trust domain {:?} (serve --trust-domain)",
+                    self.trust_domain
+                ),
+                position: None,
+            }],
+            Some(_) => Vec::new(),
+            None => {
+                mesh.trust_domain = Some(self.trust_domain.clone());
+                Vec::new()
+            }
+        }
+    }
+
     fn settle_errors(
         &self,
         catalog: &mut Catalog,
@@ -289,19 +310,7 @@ impl ServerSide {
                 u.tls.as_ref().and_then(|t| t.trust.as_ref()),
             );
         }
-        let mesh = catalog.mesh.get_or_insert_with(Default::default);
-        match &mesh.trust_domain {
-            Some(td) if *td != self.trust_domain => errors.push(CatalogError {
-                path: "mesh.trust_domain".into(),
-                message: format!(
-                    "{td:?} is not this control plane's trust domain {:?} (serve --trust-domain)",
-                    self.trust_domain
-                ),
-                position: None,
-            }),
-            Some(_) => {}
-            None => mesh.trust_domain = Some(self.trust_domain.clone()),
-        }
+        errors.extend(self.settle_trust_domain(catalog));
         if !self.has_ca {
             let no_ca = |path: String| CatalogError {
                 path,
