@@ -88,7 +88,14 @@ pub async fn check(location: &CatalogLocation, options: Options) -> Report {
             None
         }
         ([_, ..], CatalogLocation::File(file)) => {
-            joining(&mut report, file, &options.with, options.join_as.as_deref()).await
+            joining(
+                &mut report,
+                file,
+                &options.with,
+                options.join_as.as_deref(),
+                &options.trust_domain,
+            )
+            .await
         }
         ([_, ..], _) => {
             report.error(
@@ -153,6 +160,7 @@ async fn joining(
     path: &Path,
     sources: &[CatalogLocation],
     join_as: Option<&str>,
+    trust_domain: &str,
 ) -> Option<LoadedCatalog> {
     use crate::catalog::fragments::{self, Document};
     let shown = path.display().to_string();
@@ -206,7 +214,21 @@ async fn joining(
         format!(" with the fragments of {} in place", changed.join(", "))
     };
     let fragment = Document::new(shown.clone(), bytes);
-    let joining = fragments::check_joining(&with, &served, &pending, &name, &fragment);
+    let server = crate::secrets::ServerSide {
+        has_ca: true,
+        trust_domain: trust_domain.to_string(),
+    };
+    let check = |c: &mut catalog::Catalog| server.settle_trust_domain(c);
+    let persisted = persisted(report, &sources[0], &check).await;
+    let joining = fragments::check_joining(
+        &with,
+        &served,
+        &pending,
+        &name,
+        &fragment,
+        persisted.as_ref(),
+        &check,
+    );
     for (other, errors) in &joining.others_refused {
         for e in errors {
             report.text.push(format!(
@@ -244,6 +266,38 @@ async fn joining(
     Some(LoadedCatalog {
         catalog: joining.catalog,
         base_dir,
+    })
+}
+
+/// The server's last good catalog of `location` at its default place (`.last-good.json` beside
+/// the directory or under the prefix), as the server reads it; `None` when there is none. One
+/// that cannot be read or used is a warning: the fragments are then checked as read.
+async fn persisted(
+    report: &mut Report,
+    location: &CatalogLocation,
+    check: catalog::fragments::Check<'_>,
+) -> Option<catalog::fragments::Fragments> {
+    use crate::last_good::{LastGoodLocation, Read, Store, decode};
+    let at = LastGoodLocation::default_for(location)?;
+    let store = Store::new(at.clone()).await;
+    let used = match store.read(None).await {
+        Ok(Read::Document(stored)) => {
+            // Written under the catalog name the server was given (a path may be spelt
+            // otherwise here): the document beside this location is its own.
+            let written_for = serde_json::from_slice::<serde_json::Value>(&stored.bytes)
+                .ok()
+                .and_then(|v| v["catalog"].as_str().map(String::from))
+                .unwrap_or_default();
+            decode(&written_for, &stored.bytes, check).map(|d| Some(d.fragments))
+        }
+        Ok(Read::Absent | Read::Unchanged) => Ok(None),
+        Err(e) => Err(e),
+    };
+    used.unwrap_or_else(|why| {
+        let text = format!("{at}: the last good catalog is not used: {why}");
+        report.text.push(format!("warning: {text}"));
+        report.warnings.push(Problem::at("", text));
+        None
     })
 }
 
@@ -303,4 +357,82 @@ fn endpoint_file_warnings(loaded: &LoadedCatalog) -> Vec<catalog::CatalogWarning
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::fragments::{self, Document, Fragments};
+
+    fn service(proxy: &str, to: &str, upstreams: &[&str]) -> String {
+        let mut text = format!(
+            "version: 1\nproxies:\n  {proxy}:\n    listeners:\n      - {{ name: web, port: 8080, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: {to} }} ] }}\n"
+        );
+        if !upstreams.is_empty() {
+            text.push_str("upstreams:\n");
+        }
+        for u in upstreams {
+            text.push_str(&format!(
+                "  {u}: {{ protocol: http1, endpoints: {{ static: [\"10.0.0.1:80\"] }} }}\n"
+            ));
+        }
+        text
+    }
+
+    async fn validate_with(wallet: &Path, dir: &Path) -> Report {
+        let options = Options {
+            with: vec![CatalogLocation::File(dir.to_path_buf())],
+            trust_domain: "mesh.local".into(),
+            ..Options::default()
+        };
+        check(&CatalogLocation::File(wallet.to_path_buf()), options).await
+    }
+
+    #[tokio::test]
+    async fn a_fragment_joins_against_the_last_good_versions_the_server_serves() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("catalog.d");
+        std::fs::create_dir_all(&dir).unwrap();
+        let connector = service("connector", "connector", &["connector"]);
+        // The server's last good catalog holds connector.yaml as it was; it is broken now.
+        let good: Fragments = [(
+            "connector.yaml".to_string(),
+            fragments::accept(
+                &Document::new("connector.yaml", connector.as_bytes()),
+                &|_| Vec::new(),
+            )
+            .unwrap(),
+        )]
+        .into();
+        let served_as = CatalogLocation::File(PathBuf::from("/etc/xds/catalog.d")).to_string();
+        let (bytes, _) = crate::last_good::encode(&served_as, &good).unwrap();
+        std::fs::write(tmp.path().join(crate::last_good::DEFAULT_NAME), bytes).unwrap();
+        std::fs::write(
+            dir.join("connector.yaml"),
+            connector.replace("port: 8080", "port: 0"),
+        )
+        .unwrap();
+        let wallet = tmp.path().join("wallet.yaml");
+        std::fs::write(&wallet, service("wallet", "connector", &[])).unwrap();
+        let report = validate_with(&wallet, &dir).await;
+        assert!(report.ok, "{}", report.text());
+        assert!(
+            report.text().contains("connector.yaml is refused"),
+            "{}",
+            report.text()
+        );
+        // Another trust domain than the server's is refused, as the server refuses it.
+        std::fs::write(
+            &wallet,
+            service("wallet", "connector", &[]) + "mesh: { trust_domain: other.example }\n",
+        )
+        .unwrap();
+        let report = validate_with(&wallet, &dir).await;
+        assert!(!report.ok);
+        assert!(
+            report.text().contains("mesh.trust_domain"),
+            "{}",
+            report.text()
+        );
+    }
 }

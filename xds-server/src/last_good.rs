@@ -10,8 +10,9 @@
 //! over the old one; one PutObject), so a reader sees one replica's document, never a mix.
 //! It holds the fragments' own text, which names certificate files and secrets but never holds
 //! their content; a fragment that carries a private key anyway is not persisted
-//! ([`crate::secrets::private_key_in`]). Of two versions of a fragment, the one uploaded last
-//! is written ([`merge`]), so a replica that lags behind an upload does not undo it.
+//! ([`crate::secrets::private_key_in`]). Of two versions of a fragment, the one a replica has
+//! just seen change live, else the one uploaded last, is written ([`merge`]), so a replica that
+//! lags behind an upload does not undo it.
 //!
 //! A document that is not one (corrupt, another format, its digest wrong) or that was written
 //! for another catalog location is ignored with a log line; it is only ever consulted for
@@ -254,9 +255,8 @@ pub fn decode(catalog: &str, bytes: &[u8], check: Check<'_>) -> Result<Decoded, 
             return Err(format!("{name}: its version does not match its text"));
         }
         let document = Document {
-            name: name.clone(),
-            bytes: p.text.into_bytes(),
             source: p.source,
+            ..Document::new(name.clone(), p.text.into_bytes())
         };
         match fragments::accept(&document, check) {
             Ok(a) => {
@@ -479,16 +479,22 @@ fn write_file(path: &std::path::Path, bytes: &[u8], over: Option<&Tag>) -> Resul
 /// names it listed or read in the document before): one it never saw is another replica's
 /// newer news, kept until this replica lists it or sees it removed. Of a fragment both hold,
 /// the version uploaded last is kept ([`newer`]): a replica that has not polled since an
-/// upload does not write its older version over the newer one.
+/// upload does not write its older version over the newer one. But a fragment this replica
+/// has just seen change live (`changed`: its load took a version other than the one it
+/// served before) is written as it serves it, whatever the times: a version put back with an
+/// old time, or uploaded in the same second as the one it replaced, is still the latest. The
+/// other replicas see the same change at their next poll and write the same version.
 pub fn merge(
     stored: &Fragments,
     served: &Fragments,
     live: &std::collections::BTreeSet<String>,
     seen: &std::collections::BTreeSet<String>,
+    changed: &std::collections::BTreeSet<String>,
 ) -> Fragments {
     let mut out = served.clone();
     for (name, a) in stored {
         let keep = match out.get(name) {
+            Some(_) if changed.contains(name) => false,
             Some(mine) => newer(a, mine),
             None => live.contains(name) || !seen.contains(name),
         };
@@ -579,9 +585,8 @@ mod tests {
             .iter()
             .map(|(name, text)| {
                 let doc = Document {
-                    name: name.to_string(),
-                    bytes: text.as_bytes().to_vec(),
                     source: Some("ETag \"abc\"".into()),
+                    ..Document::new(name.to_string(), text.as_bytes())
                 };
                 (
                     name.to_string(),
@@ -721,6 +726,7 @@ mod tests {
             &wallet,
             &names(&["wallet.yaml"]),
             &names(&["wallet.yaml"]),
+            &Default::default(),
         );
         assert_eq!(merged, both);
         // This replica saw shop.yaml go (listed or read before, absent now): it goes.
@@ -729,6 +735,7 @@ mod tests {
             &wallet,
             &names(&["wallet.yaml"]),
             &names(&["wallet.yaml", "shop.yaml"]),
+            &Default::default(),
         );
         assert_eq!(merged, wallet);
         // Still listed, though served by none of its versions here (refused): it stays.
@@ -737,6 +744,7 @@ mod tests {
             &wallet,
             &names(&["wallet.yaml", "shop.yaml"]),
             &names(&["wallet.yaml", "shop.yaml"]),
+            &Default::default(),
         );
         assert_eq!(merged, both);
     }
@@ -755,7 +763,7 @@ mod tests {
         let wallet = |ip: &str| WALLET.replace("10.0.0.1", ip);
         let names = || std::collections::BTreeSet::from(["wallet.yaml".to_string()]);
         let merged = |stored: &Fragments, served: &Fragments| {
-            merge(stored, served, &names(), &names())["wallet.yaml"].clone()
+            merge(stored, served, &names(), &names(), &Default::default())["wallet.yaml"].clone()
         };
         let old = uploaded_at(&[("wallet.yaml", &wallet("10.0.0.1"))], 1_700_000_000);
         let new = uploaded_at(&[("wallet.yaml", &wallet("10.0.0.9"))], 1_700_000_060);
@@ -766,6 +774,19 @@ mod tests {
         // Uploaded in the same second: replicas writing at once pick the same one.
         let twin = uploaded_at(&[("wallet.yaml", &wallet("10.0.0.9"))], 1_700_000_000);
         assert_eq!(merged(&old, &twin), merged(&twin, &old));
+        // Unless a replica has just seen it change live: then what it serves is the latest
+        // (uploaded in the same second, put back with its old time).
+        let changed = |stored: &Fragments, served: &Fragments| {
+            merge(stored, served, &names(), &names(), &names())["wallet.yaml"].clone()
+        };
+        let (first, second) = if newer(&old["wallet.yaml"], &twin["wallet.yaml"]) {
+            (&twin, &old)
+        } else {
+            (&old, &twin)
+        };
+        assert_eq!(changed(first, second), second["wallet.yaml"]);
+        assert_eq!(changed(second, first), first["wallet.yaml"]);
+        assert_eq!(changed(&new, &old), old["wallet.yaml"]);
         // A version stored before sources carried a time is the older.
         let untimed = served(&[("wallet.yaml", &wallet("10.0.0.7"))]);
         assert_eq!(merged(&untimed, &old), old["wallet.yaml"]);
@@ -831,7 +852,13 @@ mod tests {
         );
         assert!(x.refused.is_empty(), "{:?}", x.refused);
         let live = names(&["connector.yaml", "wallet.yaml"]);
-        let doc = merge(&doc, &x.served, &live, &names(&["connector.yaml"]));
+        let doc = merge(
+            &doc,
+            &x.served,
+            &live,
+            &names(&["connector.yaml"]),
+            &Default::default(),
+        );
         // Replica Y listed just before the apply and reads X's document just after: it serves
         // connector v1, and what it writes keeps connector v2, the newer, and wallet.yaml,
         // which it has not listed yet.
@@ -840,7 +867,13 @@ mod tests {
             &versions(&v1.served, Some(&doc)),
         );
         let only_connector = names(&["connector.yaml"]);
-        let written_by_y = merge(&doc, &y.served, &only_connector, &only_connector);
+        let written_by_y = merge(
+            &doc,
+            &y.served,
+            &only_connector,
+            &only_connector,
+            &Default::default(),
+        );
         assert_eq!(written_by_y, x.served);
         // A document that pairs connector v1 with wallet all the same (written by an older
         // version, whose sources carried no time): connector breaks, and wallet, which did not
@@ -868,7 +901,7 @@ mod tests {
         assert_eq!(x2.served["wallet.yaml"], x.served["wallet.yaml"]);
         assert_eq!(x2.served["connector.yaml"], x.served["connector.yaml"]);
         // What X writes then brings Y to the same catalog.
-        let doc = merge(&doc, &x2.served, &live, &live);
+        let doc = merge(&doc, &x2.served, &live, &live, &Default::default());
         let y2 = resolve(&now, &versions(&y.served, Some(&doc)));
         assert_eq!(y2.served, x2.served);
         assert_eq!(y2.catalog, x2.catalog);

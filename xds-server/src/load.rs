@@ -208,14 +208,26 @@ impl CatalogReader {
                     let fetched =
                         fetch_object(client, &location.bucket, &key, None, MAX_CATALOG_BYTES).await;
                     let name = format!("s3://{}/{key}", location.bucket);
+                    // One object that cannot be read (not decryptable by this task, over the
+                    // size limit) is refused on its own; its listing is not remembered, so it
+                    // is read again at the next poll.
+                    let mut unreadable = |why: String| {
+                        read.push((key.clone(), String::new()));
+                        Document::unreadable(name.clone(), why)
+                    };
                     let (bytes, modified, etag) = match fetched {
                         Ok((Fetched::Body { bytes, modified }, etag)) => (bytes, modified, etag),
                         Ok((Fetched::NotModified, _)) => {
-                            return Err(format!(
+                            fragments.push(unreadable(format!(
                                 "cannot read {name}: not modified, yet it was not asked conditionally"
-                            ));
+                            )));
+                            continue;
                         }
-                        Err(e) => return Err(format!("cannot read {name}: {}", e.message)),
+                        Err(e) => {
+                            fragments
+                                .push(unreadable(format!("cannot read {name}: {}", e.message)));
+                            continue;
+                        }
                     };
                     // The ETag of what was read, so a change between listing and reading is
                     // seen on the next poll.
@@ -225,9 +237,8 @@ impl CatalogReader {
                         None => format!("ETag {etag}"),
                     };
                     fragments.push(Document {
-                        name,
-                        bytes,
                         source: Some(source),
+                        ..Document::new(name, bytes)
                     });
                     read.push((key, etag));
                 }
@@ -440,6 +451,7 @@ struct FragmentState {
 struct PendingWrite {
     live: std::collections::BTreeSet<String>,
     seen: std::collections::BTreeSet<String>,
+    changed: std::collections::BTreeSet<String>,
 }
 
 /// The persisted document as this replica knows it.
@@ -627,9 +639,15 @@ impl FragmentState {
         if std::mem::take(&mut self.reload) || changed {
             return true;
         }
-        if let Some(PendingWrite { live, seen }) = self.pending.take() {
+        if let Some(PendingWrite {
+            live,
+            seen,
+            changed,
+        }) = self.pending.take()
+        {
             let served = self.last_good.clone();
-            self.persist(name, &served, &live, &seen, status).await;
+            self.persist(name, &served, &live, &seen, &changed, status)
+                .await;
         }
         false
     }
@@ -679,9 +697,8 @@ impl FragmentState {
                     .last_good
                     .iter()
                     .map(|(fragment, a)| Document {
-                        name: fragment.clone(),
-                        bytes: a.text.as_bytes().to_vec(),
                         source: a.source.clone(),
+                        ..Document::new(fragment.clone(), a.text.as_bytes())
                     })
                     .collect();
                 let base = reader.base_dir();
@@ -766,9 +783,21 @@ impl FragmentState {
             .fragments()
             .map(|f| f.keys().cloned().collect())
             .unwrap_or_default();
+        // Fragments whose version served changed with this load, seen live here.
+        let changed: std::collections::BTreeSet<String> = served
+            .iter()
+            .filter(|(n, _)| !refused.contains_key(*n))
+            .filter(|(n, a)| {
+                self.last_good
+                    .get(*n)
+                    .is_some_and(|b| b.version != a.version)
+            })
+            .map(|(n, _)| n.clone())
+            .collect();
         if unserved.is_empty() || !matches!(self.doc, Doc::Ignored(_)) {
             let seen = self.seen.clone();
-            self.persist(name, &served, &live, &seen, status).await;
+            self.persist(name, &served, &live, &seen, &changed, status)
+                .await;
         } else {
             tracing::debug!(fragments = ?unserved, "last good catalog not written while these fragments are served by none of their versions here");
         }
@@ -881,6 +910,7 @@ impl FragmentState {
         served: &Fragments,
         live: &std::collections::BTreeSet<String>,
         seen: &std::collections::BTreeSet<String>,
+        changed: &std::collections::BTreeSet<String>,
         status: &Mutex<CatalogStatus>,
     ) {
         self.pending = None;
@@ -901,7 +931,7 @@ impl FragmentState {
         };
         stored.extend(unchecked.iter().map(|(n, a)| (n.clone(), a.clone())));
         let (merged, left_out) =
-            last_good::persistable(&last_good::merge(&stored, served, live, seen));
+            last_good::persistable(&last_good::merge(&stored, served, live, seen, changed));
         // A fragment holding a key stops only its own persistence; said once per change.
         let left_out: Vec<String> = left_out.iter().map(ToString::to_string).collect();
         if left_out != self.left_out {
@@ -955,6 +985,7 @@ impl FragmentState {
                 self.pending = Some(PendingWrite {
                     live: live.clone(),
                     seen: seen.clone(),
+                    changed: changed.clone(),
                 });
             }
         }
@@ -1338,6 +1369,82 @@ mod tests {
             st.refused_fragments
         );
         assert_eq!(st.refused_fragments["a.yaml"].serving, None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_fragment_rolled_back_with_its_old_mtime_falls_back_to_the_version_rolled_back_to() {
+        let dir = scratch("rollback");
+        let catalog = dir.join("catalog.d");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let v1 = service("a", "a", &["a"], "10.0.0.1");
+        let v2 = service("a", "a", &["a"], "10.0.0.2");
+        upload(&catalog, "a.yaml", &v1, 0);
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.load().await;
+        // v1 kept aside (`cp -p a.yaml a.yaml.bak`), v2 uploaded, then v1 put back with its
+        // old mtime (`mv a.yaml.bak a.yaml`).
+        let bak = dir.join("a.yaml.bak");
+        std::fs::rename(catalog.join("a.yaml"), &bak).unwrap();
+        upload(&catalog, "a.yaml", &v2, 60);
+        x.load().await;
+        std::fs::rename(&bak, catalog.join("a.yaml")).unwrap();
+        x.load().await;
+        assert_eq!(
+            x.serving("a.yaml"),
+            Some(FragmentVersion::of(v1.as_bytes()))
+        );
+        // a.yaml breaks: this replica and a new one fall back to v1, the version served last.
+        upload(
+            &catalog,
+            "a.yaml",
+            &v1.replace("port: 8080", "port: 0"),
+            120,
+        );
+        x.load().await;
+        let mut y = Replica::start(&catalog, &path, "x.example").await;
+        y.load().await;
+        for r in [&x, &y] {
+            assert_eq!(
+                r.serving("a.yaml"),
+                Some(FragmentVersion::of(v1.as_bytes()))
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_fragment_is_refused_on_its_own_and_the_others_still_change() {
+        let dir = scratch("unreadable");
+        let catalog = dir.join("catalog.d");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let a1 = service("a", "a", &["a"], "10.0.0.1");
+        let a2 = service("a", "a", &["a"], "10.0.0.2");
+        let b = service("b", "b", &["b"], "10.0.1.1");
+        upload(&catalog, "a.yaml", &a1, 0);
+        upload(&catalog, "b.yaml", &b, 0);
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.load().await;
+        // b.yaml becomes a dangling symlink; a.yaml changes meanwhile.
+        std::fs::remove_file(catalog.join("b.yaml")).unwrap();
+        std::os::unix::fs::symlink(dir.join("gone.yaml"), catalog.join("b.yaml")).unwrap();
+        upload(&catalog, "a.yaml", &a2, 60);
+        x.load().await;
+        // A replica that starts now serves the same: b.yaml from the last good catalog.
+        let mut y = Replica::start(&catalog, &path, "x.example").await;
+        y.load().await;
+        for r in [&x, &y] {
+            assert_eq!(
+                r.serving("a.yaml"),
+                Some(FragmentVersion::of(a2.as_bytes()))
+            );
+            assert_eq!(r.serving("b.yaml"), Some(FragmentVersion::of(b.as_bytes())));
+            let st = r.status();
+            let refused = &st.refused_fragments["b.yaml"];
+            assert!(refused.error.contains("cannot read"), "{}", refused.error);
+            assert_eq!(st.refused_fragments.len(), 1);
+        }
+        assert_eq!(*x.tx.borrow(), *y.tx.borrow());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

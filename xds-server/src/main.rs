@@ -210,8 +210,9 @@ enum Command {
         /// Check PATH as a fragment joining the fragments of this directory or
         /// s3://BUCKET/PREFIX/ (replacing the one of the same name, see --as), as the server
         /// would take it: its references may name the others' upstreams, and it must not take
-        /// their names or remove what they use. The others' own problems are warnings. Given
-        /// again, the later directories hold fragments written together with this one (the
+        /// their names or remove what they use. The others' own problems are warnings; one
+        /// refused now counts with its version in the server's .last-good.json beside the
+        /// directory or under the prefix, as on the server. Given again, the later directories hold fragments written together with this one (the
         /// same apply or commit), which replace those of the same name in the first.
         #[arg(
             long,

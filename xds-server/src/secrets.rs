@@ -221,6 +221,35 @@ impl ServerSide {
     /// certificates (else a listener would wait for a secret that never comes). The errors
     /// name the fields.
     pub fn settle(&self, catalog: &mut Catalog, base: &Path) -> Vec<crate::catalog::CatalogError> {
+        crate::catalog::redacted(self.settle_errors(catalog, base))
+    }
+
+    /// The trust-domain part of [`ServerSide::settle`]: the catalog's is the server's (one
+    /// that sets another is refused), and it is set when the catalog does not say.
+    pub fn settle_trust_domain(&self, catalog: &mut Catalog) -> Vec<crate::catalog::CatalogError> {
+        let mesh = catalog.mesh.get_or_insert_with(Default::default);
+        match &mesh.trust_domain {
+            Some(td) if *td != self.trust_domain => vec![crate::catalog::CatalogError {
+                path: "mesh.trust_domain".into(),
+                message: format!(
+                    "{td:?} is not this control plane's trust domain {:?} (serve --trust-domain)",
+                    self.trust_domain
+                ),
+                position: None,
+            }],
+            Some(_) => Vec::new(),
+            None => {
+                mesh.trust_domain = Some(self.trust_domain.clone());
+                Vec::new()
+            }
+        }
+    }
+
+    fn settle_errors(
+        &self,
+        catalog: &mut Catalog,
+        base: &Path,
+    ) -> Vec<crate::catalog::CatalogError> {
         use crate::catalog::{CatalogError, CertificateSource, TrustSource};
         let mut errors = Vec::new();
         // Each file-backed source: whether it reads and its key belongs to its certificate.
@@ -280,19 +309,7 @@ impl ServerSide {
                 });
             }
         }
-        let mesh = catalog.mesh.get_or_insert_with(Default::default);
-        match &mesh.trust_domain {
-            Some(td) if *td != self.trust_domain => errors.push(CatalogError {
-                path: "mesh.trust_domain".into(),
-                message: format!(
-                    "{td:?} is not this control plane's trust domain {:?} (serve --trust-domain)",
-                    self.trust_domain
-                ),
-                position: None,
-            }),
-            Some(_) => {}
-            None => mesh.trust_domain = Some(self.trust_domain.clone()),
-        }
+        errors.extend(self.settle_trust_domain(catalog));
         if !self.has_ca {
             let no_ca = |path: String| CatalogError {
                 path,
@@ -938,5 +955,56 @@ mod tests {
         assert!(mixed.contains("does not belong"), "{mixed}");
         assert!(check_pair("not pem", None).is_err());
         assert_eq!(check_pair(ca.certificate_pem(), None), Ok(()));
+    }
+
+    #[test]
+    fn a_private_key_pasted_into_a_catalog_field_is_not_quoted_by_its_error() {
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let body = key.lines().nth(1).unwrap().to_string();
+        let indented: String = key.lines().map(|l| format!("            {l}\n")).collect();
+        let doc = |certificate: &str| {
+            format!(
+                "version: 1\nproxies:\n  web:\n    listeners:\n      - {{ name: out, port: 8080, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: app }} ] }}\n\
+                 upstreams:\n  app:\n    protocol: http\n    endpoints: {{ static: [ \"10.0.0.1:80\" ] }}\n    tls:\n      trust: system\n      sni: app.test\n      certificate:\n{certificate}"
+            )
+        };
+        let shown = |errors: &[crate::catalog::CatalogError]| {
+            errors
+                .iter()
+                .map(|e| e.located())
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        // The key where its path belongs: the file cannot be read, and its name is the key.
+        let as_path = doc(&format!(
+            "        file:\n          chain: chain.pem\n          key: |\n{indented}"
+        ));
+        let mut catalog = crate::catalog::parse("wallet.yaml", &as_path).unwrap();
+        let server = ServerSide {
+            has_ca: false,
+            trust_domain: "mesh.local".into(),
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        let ca = crate::ca::Ca::generate("t").unwrap();
+        std::fs::write(dir.join("chain.pem"), ca.certificate_pem()).unwrap();
+        let text = shown(&server.settle(&mut catalog, &dir));
+        assert!(
+            text.contains("upstreams.app.tls.certificate.file") && text.contains("private key"),
+            "{text}"
+        );
+        assert!(!text.contains(&body) && !text.contains("BEGIN"), "{text}");
+        // The key where a map belongs: serde's "invalid type: string ..." would quote it.
+        let as_map = doc(&format!("        file: |\n{indented}"));
+        let text = shown(
+            &crate::catalog::parse("wallet.yaml", &as_map)
+                .unwrap_err()
+                .errors,
+        );
+        assert!(
+            text.contains("upstreams.app.tls.certificate") && text.contains("private key"),
+            "{text}"
+        );
+        assert!(!text.contains(&body) && !text.contains("BEGIN"), "{text}");
     }
 }

@@ -33,8 +33,14 @@ pub struct Document {
     /// Its content.
     pub bytes: Vec<u8>,
     /// What its source says of this version: `ETag "…", modified SECS.NANOS` for S3 (its
-    /// `Last-Modified`), `mtime SECS.NANOS` for a file ([`stamp`], [`uploaded`]).
+    /// `Last-Modified`), `changed SECS.NANOS` for a file (the later of its mtime and ctime: a
+    /// rename or `cp -p` that keeps an old mtime still counts as a change; [`stamp`],
+    /// [`uploaded`]).
     pub source: Option<String>,
+    /// Why it could not be read (a dangling symlink, an object this task cannot decrypt or
+    /// over the size limit), when it could not: it is refused on its own, and keeps its last
+    /// good version, as a fragment that does not parse does; its `bytes` are empty.
+    pub unreadable: Option<String>,
 }
 
 /// A source's upload or modification time as [`Document::source`] writes it: `SECS.NANOS`
@@ -44,11 +50,12 @@ pub fn stamp(t: std::time::SystemTime) -> Option<String> {
     Some(format!("{}.{:09}", d.as_secs(), d.subsec_nanos()))
 }
 
-/// When a version was uploaded, from its [`Document::source`] (`mtime` or `modified`);
+/// When a version was uploaded, from its [`Document::source`] (`changed`, `mtime` as documents
+/// written before said, or `modified`);
 /// `None` when it does not say (a document written before it did).
 pub fn uploaded(source: Option<&str>) -> Option<std::time::Duration> {
     let source = source?;
-    let at = ["mtime ", "modified "]
+    let at = ["changed ", "mtime ", "modified "]
         .iter()
         .filter_map(|k| source.rfind(k).map(|i| i + k.len()))
         .max()?;
@@ -67,6 +74,15 @@ impl Document {
             name: name.into(),
             bytes: bytes.into(),
             source: None,
+            unreadable: None,
+        }
+    }
+
+    /// A fragment listed at `name` that could not be read, and why.
+    pub fn unreadable(name: impl Into<String>, why: impl Into<String>) -> Document {
+        Document {
+            unreadable: Some(why.into()),
+            ..Document::new(name, Vec::new())
         }
     }
 }
@@ -155,6 +171,13 @@ pub fn short_name(location: &str, name: &str) -> String {
 /// Parses one fragment and checks it on its own (references aside), applies its defaults and
 /// runs `check`.
 pub fn accept(doc: &Document, check: Check<'_>) -> Result<Accepted, Vec<CatalogError>> {
+    if let Some(why) = &doc.unreadable {
+        return Err(vec![CatalogError {
+            path: String::new(),
+            message: why.clone(),
+            position: None,
+        }]);
+    }
     let mut catalog =
         super::parse_text(&doc.name, &doc.bytes, Scope::Deferred).map_err(|e| e.errors)?;
     catalog.apply_defaults();
@@ -511,24 +534,29 @@ pub struct Joining {
 /// take it: `served` are the fragments there now (those valid on their own are served, and
 /// are the last good versions), `pending` the ones written together with this one (the same
 /// apply), which replace those of the same name, and `fragment` replaces the one named `name`.
-/// Both lists name their documents under `location`.
+/// Both lists name their documents under `location`. `persisted` is the server's last good
+/// catalog when there is one: its versions are the last good ones, as on the server
+/// ([`crate::last_good::versions`]), so a fragment refused now resolves against the version
+/// the server still serves. `check` is the server's part of the checks.
 pub fn check_joining(
     location: &str,
     served: &[Document],
     pending: &[Document],
     name: &str,
     fragment: &Document,
+    persisted: Option<&Fragments>,
+    check: Check<'_>,
 ) -> Joining {
-    let no_check: Check<'_> = &|_| Vec::new();
-    let mut last_good = Fragments::new();
+    let mut own = Fragments::new();
     let mut documents: BTreeMap<String, Document> = BTreeMap::new();
     for doc in served {
         let short = short_name(location, &doc.name);
-        if let Ok(a) = accept(doc, no_check) {
-            last_good.insert(short.clone(), a);
+        if let Ok(a) = accept(doc, check) {
+            own.insert(short.clone(), a);
         }
         documents.insert(short, doc.clone());
     }
+    let last_good = crate::last_good::versions(&own, persisted);
     for doc in pending {
         documents.insert(short_name(location, &doc.name), doc.clone());
     }
@@ -540,7 +568,7 @@ pub fn check_joining(
         },
     );
     let documents: Vec<Document> = documents.into_values().collect();
-    let mut resolution = resolve(location, &documents, &last_good, no_check);
+    let mut resolution = resolve(location, &documents, &last_good, check);
     let errors = resolution
         .refused
         .remove(name)
@@ -820,10 +848,20 @@ mod tests {
             "/src/wallet.yaml",
             service("wallet", "connector", &["wallet"]).into_bytes(),
         );
-        let joined = check_joining("catalog.d", &others, &[], "wallet.yaml", &wallet);
+        let joined = check_joining(
+            "catalog.d",
+            &others,
+            &[],
+            "wallet.yaml",
+            &wallet,
+            None,
+            &|_| Vec::new(),
+        );
         assert_eq!(joined.name, "wallet.yaml");
         assert!(joined.errors.is_empty(), "{:?}", joined.errors);
-        let alone = check_joining("catalog.d", &[], &[], "wallet.yaml", &wallet);
+        let alone = check_joining("catalog.d", &[], &[], "wallet.yaml", &wallet, None, &|_| {
+            Vec::new()
+        });
         assert_eq!(
             alone
                 .errors
@@ -846,7 +884,15 @@ mod tests {
             "connector.yaml",
             service("connector", "c2", &["c2"]).into_bytes(),
         );
-        let j = check_joining("catalog.d", &with_wallet, &[], "connector.yaml", &renamed);
+        let j = check_joining(
+            "catalog.d",
+            &with_wallet,
+            &[],
+            "connector.yaml",
+            &renamed,
+            None,
+            &|_| Vec::new(),
+        );
         assert_eq!(j.errors.len(), 1, "{:?}", j.errors);
         assert!(
             j.errors[0].message.contains("wallet.yaml needs it"),
@@ -856,7 +902,15 @@ mod tests {
         // Others' own problems are told apart and do not fail this one.
         let mut broken_others = others.clone();
         broken_others.push(Document::new("catalog.d/old.yaml", BROKEN.as_bytes()));
-        let j = check_joining("catalog.d", &broken_others, &[], "wallet.yaml", &wallet);
+        let j = check_joining(
+            "catalog.d",
+            &broken_others,
+            &[],
+            "wallet.yaml",
+            &wallet,
+            None,
+            &|_| Vec::new(),
+        );
         assert!(j.errors.is_empty(), "{:?}", j.errors);
         assert!(j.others_refused.contains_key("old.yaml"));
     }
@@ -879,11 +933,21 @@ mod tests {
             "/tmp/wallet.yaml",
             service("wallet", "wallet", &["wallet"]).into_bytes(),
         );
-        let j = check_joining(prefix, &nested, &[], "team/wallet.yaml", &next);
+        let j = check_joining(
+            prefix,
+            &nested,
+            &[],
+            "team/wallet.yaml",
+            &next,
+            None,
+            &|_| Vec::new(),
+        );
         assert_eq!(j.name, "team/wallet.yaml");
         assert!(j.errors.is_empty(), "{:?}", j.errors);
         // Under its file name it is another fragment, taking the names of team/wallet.yaml.
-        let j = check_joining(prefix, &nested, &[], "wallet.yaml", &next);
+        let j = check_joining(prefix, &nested, &[], "wallet.yaml", &next, None, &|_| {
+            Vec::new()
+        });
         assert_eq!(
             j.errors.iter().map(ToString::to_string).collect::<Vec<_>>(),
             [
@@ -896,7 +960,15 @@ mod tests {
             "/tmp/wallet.yaml",
             service("wallet", "ledger", &["wallet"]).into_bytes(),
         );
-        let j = check_joining(prefix, &nested, &[], "team/wallet.yaml", &wallet);
+        let j = check_joining(
+            prefix,
+            &nested,
+            &[],
+            "team/wallet.yaml",
+            &wallet,
+            None,
+            &|_| Vec::new(),
+        );
         assert_eq!(j.errors.len(), 1, "{:?}", j.errors);
         let connector_v2 = Document::new(
             "s3://config/catalog.d/connector.yaml",
@@ -908,6 +980,8 @@ mod tests {
             std::slice::from_ref(&connector_v2),
             "team/wallet.yaml",
             &wallet,
+            None,
+            &|_| Vec::new(),
         );
         assert!(j.errors.is_empty(), "{:?}", j.errors);
     }

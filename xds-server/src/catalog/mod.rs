@@ -651,6 +651,36 @@ impl CatalogError {
     }
 }
 
+/// `errors` with every private key taken out of their texts ([`crate::secrets::private_key_in`]):
+/// a key pasted where a path or another value belongs would otherwise be quoted by the error
+/// ("cannot read PATH", "invalid type: string ...") into `/readyz`, the log and `validate`'s
+/// output. The error keeps its field path and says what was found there. Every error of
+/// catalog loading passes here before it leaves the catalog's parsing and checks.
+pub fn redacted(errors: Vec<CatalogError>) -> Vec<CatalogError> {
+    errors
+        .into_iter()
+        .map(|mut e| {
+            // Quoted by serde, the key's line breaks are `\n`.
+            let key_in = |text: &str| {
+                crate::secrets::private_key_in(text).or_else(|| {
+                    crate::secrets::private_key_in(&text.replace("\\n", "\n").replace("\\r", ""))
+                })
+            };
+            let found = key_in(&e.message).or_else(|| key_in(&e.path));
+            if let Some(what) = found {
+                if key_in(&e.path).is_some() {
+                    e.path = "(a field whose name holds a private key)".into();
+                }
+                e.message = format!(
+                    "the value of this field holds a private key ({what}), not shown here; \
+                     name the file that holds it instead"
+                );
+            }
+            e
+        })
+        .collect()
+}
+
 /// Something in a valid catalog that is most likely a mistake (it does not stop the catalog):
 /// where, and what.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -963,11 +993,11 @@ fn parse_in(
 ) -> Result<Catalog, CatalogErrors> {
     let fail = |path: String, message: String| CatalogErrors {
         source_name: source_name.to_string(),
-        errors: vec![CatalogError {
+        errors: redacted(vec![CatalogError {
             path,
             message,
             position: None,
-        }],
+        }]),
     };
     // Going through a generic value gives YAML and JSON the same field-path errors.
     let value = parse_value(source_name, text).map_err(|e| fail(String::new(), e))?;
@@ -991,7 +1021,7 @@ fn parse_in(
     };
     Err(CatalogErrors {
         source_name: source_name.to_string(),
-        errors: with_positions(source_name, text, errors),
+        errors: redacted(with_positions(source_name, text, errors)),
     })
 }
 
@@ -1104,7 +1134,10 @@ impl Catalog {
 }
 
 /// The fragments of a catalog directory: its YAML and JSON files (not hidden ones, not
-/// subdirectories), in name order, each with its modification time.
+/// subdirectories), in name order, each with its modification time. A file that cannot be
+/// read (a dangling symlink, no permission) is a [`fragments::Document::unreadable`] one:
+/// it is refused on its own, the others are read. Only a directory that cannot be listed is
+/// an error.
 pub fn read_dir_fragments(dir: &Path) -> std::io::Result<Vec<fragments::Document>> {
     let mut paths = Vec::new();
     for entry in std::fs::read_dir(dir)? {
@@ -1122,16 +1155,36 @@ pub fn read_dir_fragments(dir: &Path) -> std::io::Result<Vec<fragments::Document
     paths
         .into_iter()
         .map(|p| {
-            let bytes = std::fs::read(&p)?;
+            let bytes = match std::fs::read(&p) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    let why = format!("cannot read {}: {e}", p.display());
+                    return Ok(fragments::Document::unreadable(
+                        p.display().to_string(),
+                        why,
+                    ));
+                }
+            };
+            // The later of its mtime and its ctime: a version put back with its old mtime
+            // (`mv a.yaml.bak a.yaml`, `cp -p`) is still the one changed last.
             let source = std::fs::metadata(&p)
-                .and_then(|m| m.modified())
                 .ok()
+                .and_then(|m| {
+                    use std::os::unix::fs::MetadataExt;
+                    let ctime = u64::try_from(m.ctime()).ok().map(|s| {
+                        std::time::UNIX_EPOCH
+                            + std::time::Duration::new(
+                                s,
+                                u32::try_from(m.ctime_nsec()).unwrap_or(0),
+                            )
+                    });
+                    m.modified().ok().max(ctime)
+                })
                 .and_then(fragments::stamp)
-                .map(|t| format!("mtime {t}"));
+                .map(|t| format!("changed {t}"));
             Ok(fragments::Document {
-                name: p.display().to_string(),
-                bytes,
                 source,
+                ..fragments::Document::new(p.display().to_string(), bytes)
             })
         })
         .collect()
