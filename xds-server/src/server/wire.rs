@@ -119,6 +119,9 @@ impl Encoded {
     }
 }
 
+/// More shared parts than this are copied into one buffer rather than sent as they are.
+const MAX_PARTS: usize = 16;
+
 /// One gRPC message frame: the uncompressed flag and the length, with the message's own head,
 /// in one small allocation; then the shared parts as they are, without copying. A message
 /// larger than `max` is an error, as tonic's own limit makes it.
@@ -132,10 +135,19 @@ fn frame(message: Encoded, max: usize) -> Result<Vec<Bytes>, Status> {
                 "a response of {len} bytes is over the limit of {max}"
             ))
         })?;
-    let mut first = Vec::with_capacity(5 + message.head.len());
+    // Many small parts (a delta response of hundreds of resources) cost HTTP/2 a queued frame
+    // each, more than one copy into a buffer of exactly the message's size.
+    let coalesce = message.resources.len() > MAX_PARTS;
+    let mut first = Vec::with_capacity(5 + if coalesce { len } else { message.head.len() });
     first.push(0);
     first.extend_from_slice(&prefix.to_be_bytes());
     first.extend_from_slice(&message.head);
+    if coalesce {
+        for part in &message.resources {
+            first.extend_from_slice(part);
+        }
+        return Ok(vec![Bytes::from(first)]);
+    }
     let mut parts = Vec::with_capacity(1 + message.resources.len());
     parts.push(Bytes::from(first));
     parts.extend(message.resources.into_iter().filter(|p| !p.is_empty()));
@@ -243,6 +255,24 @@ mod tests {
         assert_eq!(trailers["grpc-message"], "not%20yours");
         // Nothing after the error.
         assert!(body.frame().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_response_of_many_parts_goes_as_one_copy() {
+        let (tx, rx) = mpsc::channel(1);
+        let head = DiscoveryResponse::default();
+        // Each part one empty resource (field 2, length 0).
+        let parts: Vec<Bytes> = (0..=MAX_PARTS)
+            .map(|_| Bytes::from_static(&[0x12, 0]))
+            .collect();
+        tx.send(Ok(Encoded::new(&head, parts))).await.unwrap();
+        drop(tx);
+        let mut body = response(rx, 1024).into_body();
+        let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(data.len(), 5 + 2 * (MAX_PARTS + 1), "one frame");
+        let read = DiscoveryResponse::decode(&data[5..]).unwrap();
+        assert_eq!(read.resources.len(), MAX_PARTS + 1);
+        assert!(next_trailers(&mut body).await.contains_key("grpc-status"));
     }
 
     #[tokio::test]
