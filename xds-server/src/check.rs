@@ -362,22 +362,8 @@ fn endpoint_file_warnings(loaded: &LoadedCatalog) -> Vec<catalog::CatalogWarning
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::catalog::fragments::tests::service;
     use crate::catalog::fragments::{self, Document, Fragments};
-
-    fn service(proxy: &str, to: &str, upstreams: &[&str]) -> String {
-        let mut text = format!(
-            "version: 1\nproxies:\n  {proxy}:\n    listeners:\n      - {{ name: web, port: 8080, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: {to} }} ] }}\n"
-        );
-        if !upstreams.is_empty() {
-            text.push_str("upstreams:\n");
-        }
-        for u in upstreams {
-            text.push_str(&format!(
-                "  {u}: {{ protocol: http1, endpoints: {{ static: [\"10.0.0.1:80\"] }} }}\n"
-            ));
-        }
-        text
-    }
 
     async fn validate_with(wallet: &Path, dir: &Path) -> Report {
         let options = Options {

@@ -593,7 +593,7 @@ pub fn check_joining(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -617,7 +617,7 @@ mod tests {
     use crate::catalog::{ProxyName, UpstreamName};
 
     /// A service's fragment: proxy `proxy` routes `/` to `to`; it defines `upstreams`.
-    fn service(proxy: &str, to: &str, upstreams: &[&str]) -> String {
+    pub(crate) fn service(proxy: &str, to: &str, upstreams: &[&str]) -> String {
         let mut text = format!(
             "version: 1\nproxies:\n  {proxy}:\n    listeners:\n      - {{ name: web, port: 8080, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: {to} }} ] }}\n"
         );

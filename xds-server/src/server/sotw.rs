@@ -44,38 +44,30 @@ struct TypeState {
     force: bool,
     /// What the proxy runs of this type, as it last acknowledged it (or said it has on a
     /// reconnect), with the names it had subscribed to: what an EDS response may leave out.
-    has: Option<Had>,
+    has: Option<ResourceSet>,
     /// What `sent` carried, until the proxy answers it.
-    sent_from: Option<Had>,
+    sent_from: Option<ResourceSet>,
 }
 
-/// A set the proxy was sent, and the subscription it answered.
-struct Had {
-    set: SetSource,
-    names: Option<Arc<BTreeSet<String>>>,
-}
-
-impl Had {
-    /// The resources of a subscription to `names` in `now` that the proxy lacks or has at
-    /// another version; `None` when the subscription is not the one answered then.
-    fn changed<'a>(
-        &self,
-        now: &'a TypeSnapshot,
-        names: Option<&'a Arc<BTreeSet<String>>>,
-    ) -> Option<Vec<&'a VersionedResource>> {
-        let same = match (&self.names, names) {
-            (None, None) => true,
-            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
-            _ => false,
-        };
-        let had = &self.set.typed().resources;
-        same.then(|| {
-            now.sotw_items(names.map(|n| &**n))
-                .filter(|(name, r)| had.get(*name).map(|h| h.version) != Some(r.version))
-                .map(|(_, r)| r)
-                .collect()
-        })
-    }
+/// The resources of a subscription to `names` in `now` that the proxy, which runs `had`, lacks
+/// or has at another version; `None` when `had` answered another subscription.
+fn changed_since<'a>(
+    had: &ResourceSet,
+    now: &'a TypeSnapshot,
+    names: Option<&'a Arc<BTreeSet<String>>>,
+) -> Option<Vec<&'a VersionedResource>> {
+    let same = match (&had.names, names) {
+        (None, None) => true,
+        (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+        _ => false,
+    };
+    let had = &had.from.typed().resources;
+    same.then(|| {
+        now.sotw_items(names.map(|n| &**n))
+            .filter(|(name, r)| had.get(*name).map(|h| h.version) != Some(r.version))
+            .map(|(_, r)| r)
+            .collect()
+    })
 }
 
 /// The names a SotW request subscribes to; `None` is the wildcard. An empty list is the
@@ -258,10 +250,7 @@ impl Variant for Sotw {
                     at: Instant::now(),
                 });
                 let from = set.from.clone();
-                ts.has = Some(Had {
-                    set: from.clone(),
-                    names: ts.names.clone(),
-                });
+                ts.has = Some(set.clone());
                 core.record_already_has(t, version, set);
                 self.note_sent(core, t, &from);
                 return None;
@@ -273,17 +262,14 @@ impl Variant for Sotw {
         // changed since what the proxy acknowledged, not all of them to every Envoy. After a
         // cluster changed, Envoy waits for its assignment again: then everything goes.
         let only = (t == ResourceType::Endpoint && !ts.force)
-            .then(|| ts.has.as_ref()?.changed(snap, ts.names.as_ref()))
+            .then(|| changed_since(ts.has.as_ref()?, snap, ts.names.as_ref()))
             .flatten()
             .filter(|changed| !changed.is_empty());
         ts.force = false;
         let nonce = core.next_nonce();
         let resp = response(t, snap, ts.names.as_ref(), only, nonce.clone());
         let from = set.from.clone();
-        ts.sent_from = Some(Had {
-            set: from.clone(),
-            names: ts.names.clone(),
-        });
+        ts.sent_from = Some(set.clone());
         core.record_sent(t, version, &nonce, set);
         ts.sent = Some(Sent {
             version,
