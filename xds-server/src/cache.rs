@@ -49,18 +49,30 @@ impl Version {
     }
 }
 
-/// One resource with its version.
-#[derive(Debug, Clone, PartialEq)]
+/// One resource with its version. Clones share the body and its encodings: a resource that is
+/// the same in many snapshots (zones, proxies, see [`Interner`]) is held and encoded once.
+#[derive(Debug, Clone)]
 pub struct VersionedResource {
-    /// Hash of `body`.
+    /// Hash of the body.
     pub version: Version,
-    /// The packed resource.
-    pub body: Any,
+    inner: Arc<Body>,
+}
+
+/// A resource's packed body and its encodings (see [`VersionedResource`]).
+#[derive(Debug)]
+struct Body {
+    any: Any,
     /// The resource as a delta response carries it, encoded when first sent and shared by
     /// every stream that sends it (see [`VersionedResource::delta_item`]).
-    delta: Encoding,
+    delta: OnceLock<Bytes>,
     /// The same for a SotW response (see [`VersionedResource::sotw_item`]).
-    sotw: Encoding,
+    sotw: OnceLock<Bytes>,
+}
+
+impl PartialEq for VersionedResource {
+    fn eq(&self, other: &Self) -> bool {
+        self.version == other.version && self.body() == other.body()
+    }
 }
 
 impl VersionedResource {
@@ -68,36 +80,50 @@ impl VersionedResource {
     pub fn new(body: Any) -> VersionedResource {
         VersionedResource {
             version: Version::of(&body),
-            body,
-            delta: Encoding::default(),
-            sotw: Encoding::default(),
+            inner: Arc::new(Body {
+                any: body,
+                delta: OnceLock::new(),
+                sotw: OnceLock::new(),
+            }),
         }
+    }
+
+    /// The packed resource.
+    pub fn body(&self) -> &Any {
+        &self.inner.any
+    }
+
+    /// Whether `other` is this very resource, held once (not an equal copy).
+    #[cfg(test)]
+    pub fn shares_body_with(&self, other: &VersionedResource) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
     }
 
     /// The resource as one entry of a SotW response's `resources` (see
     /// [`VersionedResource::delta_item`]), for a response that carries only some of a
     /// subscription's resources.
     pub fn sotw_item(&self) -> Bytes {
-        self.sotw
-            .0
+        self.inner
+            .sotw
             .get_or_init(|| {
-                let mut buf = Vec::with_capacity(resource_item_len(&self.body));
-                prost::encoding::message::encode(RESOURCES_FIELD, &self.body, &mut buf);
+                let mut buf = Vec::with_capacity(resource_item_len(self.body()));
+                prost::encoding::message::encode(RESOURCES_FIELD, self.body(), &mut buf);
                 Bytes::from(buf)
             })
             .clone()
     }
 
     /// The resource as one entry of a delta response's `resources` (its field 2, with the
-    /// field's key and length): encoded once, then shared.
+    /// field's key and length): encoded once, then shared. A body is held under one name
+    /// only (snapshots key resources by name, and [`Interner`] by name too).
     pub fn delta_item(&self, name: &str) -> Bytes {
-        self.delta
-            .0
+        self.inner
+            .delta
             .get_or_init(|| {
                 let resource = Resource {
                     name: name.to_string(),
                     version: self.version.to_string(),
-                    resource: Some(self.body.clone()),
+                    resource: Some(self.body().clone()),
                     ..Default::default()
                 };
                 let mut buf = Vec::with_capacity(resource_item_len(&resource));
@@ -116,39 +142,53 @@ fn resource_item_len(msg: &impl prost::Message) -> usize {
     prost::encoding::message::encoded_len(RESOURCES_FIELD, msg)
 }
 
-/// Bytes encoded once, on first use. Not part of what a resource is: equal whether or not
-/// they were encoded yet, and a clone starts without them.
-#[derive(Default)]
-struct Encoding(OnceLock<Bytes>);
+/// What is worked out from a snapshot's content and kept with it, at most `N` entries: not
+/// part of what the snapshot is, so equal whatever it holds, and a clone starts empty.
+struct Derived<T, const N: usize>(Mutex<Vec<T>>);
 
-impl Clone for Encoding {
-    fn clone(&self) -> Self {
-        Encoding(self.0.clone())
+impl<T, const N: usize> Default for Derived<T, N> {
+    fn default() -> Self {
+        Derived(Mutex::new(Vec::new()))
     }
 }
 
-impl PartialEq for Encoding {
+impl<T, const N: usize> Clone for Derived<T, N> {
+    fn clone(&self) -> Self {
+        Derived::default()
+    }
+}
+
+impl<T, const N: usize> PartialEq for Derived<T, N> {
     fn eq(&self, _: &Self) -> bool {
         true
     }
 }
 
-impl fmt::Debug for Encoding {
+impl<T, const N: usize> fmt::Debug for Derived<T, N> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self.0.get() {
-            Some(_) => "Encoding(encoded)",
-            None => "Encoding(not yet)",
-        })
+        f.write_str("Derived")
     }
 }
 
-/// The SotW responses of one type snapshot, one per subscribed name set: the version and the
-/// encoded resources, computed once and shared by every stream of that subscription. Not part
-/// of what a snapshot is (see [`Encoding`]).
-#[derive(Default)]
-struct SotwBodies(Mutex<Vec<SotwBody>>);
+impl<T: Clone, const N: usize> Derived<T, N> {
+    /// The entry `find` picks, else `make`'s, kept when there is room (a client asking for
+    /// ever new ones must not grow the server).
+    fn get_or_add(&self, find: impl Fn(&T) -> bool, make: impl FnOnce() -> T) -> T {
+        let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(found) = kept.iter().find(|t| find(t)) {
+            return found.clone();
+        }
+        let made = make();
+        if kept.len() < N {
+            kept.push(made.clone());
+        }
+        made
+    }
+}
 
-/// One subscription's SotW response (see [`SotwBodies`]).
+/// One subscription's SotW response: the version and the encoded resources, computed once
+/// and shared by every stream of that subscription.
+#[derive(Clone)]
 struct SotwBody {
     /// `None`: the wildcard.
     names: Option<Arc<BTreeSet<String>>>,
@@ -156,26 +196,11 @@ struct SotwBody {
     resources: Arc<OnceLock<Bytes>>,
 }
 
-/// Distinct subscriptions whose responses are kept per type snapshot; others are built per
-/// response (a client naming ever new sets must not grow the server).
-const SOTW_BODIES: usize = 32;
-
-impl Clone for SotwBodies {
-    fn clone(&self) -> Self {
-        SotwBodies::default()
-    }
-}
-
-impl PartialEq for SotwBodies {
-    fn eq(&self, _: &Self) -> bool {
-        true
-    }
-}
-
-impl fmt::Debug for SotwBodies {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("SotwBodies")
-    }
+/// The names that differ between an older type snapshot (by its version) and this one.
+#[derive(Clone)]
+struct Changes {
+    since: Version,
+    names: Arc<[String]>,
 }
 
 /// The resources of one type for one proxy.
@@ -190,8 +215,10 @@ pub struct TypeSnapshot {
     /// The resources sent only to a subscriber that names them (see
     /// [`crate::translate::in_wildcard`]); usually none.
     pub named_only: BTreeSet<String>,
-    /// SotW responses built from it so far.
-    sotw: SotwBodies,
+    /// SotW responses built from it so far, one per subscription.
+    sotw: Derived<SotwBody, 32>,
+    /// Names changed since older snapshots (see [`TypeSnapshot::changed_names`]).
+    changes: Derived<Changes, 8>,
 }
 
 impl Default for Version {
@@ -206,7 +233,7 @@ impl TypeSnapshot {
         let version = Version::of_set(resources.iter().map(|(n, r)| (n.as_str(), r.version)));
         let named_only: BTreeSet<String> = resources
             .iter()
-            .filter(|(n, r)| !crate::translate::in_wildcard(n, &r.body))
+            .filter(|(n, r)| !crate::translate::in_wildcard(n, r.body()))
             .map(|(n, _)| n.clone())
             .collect();
         let wildcard_version = match named_only.is_empty() {
@@ -223,7 +250,8 @@ impl TypeSnapshot {
             version,
             wildcard_version,
             named_only,
-            sotw: SotwBodies::default(),
+            sotw: Derived::default(),
+            changes: Derived::default(),
         }
     }
 
@@ -261,10 +289,10 @@ impl TypeSnapshot {
                     .sotw_items(names.map(|n| &**n))
                     .map(|(_, r)| r)
                     .collect();
-                let len = items.iter().map(|r| resource_item_len(&r.body)).sum();
+                let len = items.iter().map(|r| resource_item_len(r.body())).sum();
                 let mut buf = Vec::with_capacity(len);
                 for r in items {
-                    prost::encoding::message::encode(RESOURCES_FIELD, &r.body, &mut buf);
+                    prost::encoding::message::encode(RESOURCES_FIELD, r.body(), &mut buf);
                 }
                 Bytes::from(buf)
             })
@@ -278,25 +306,35 @@ impl TypeSnapshot {
     }
 
     fn sotw_body(&self, names: Option<&Arc<BTreeSet<String>>>) -> (Version, Arc<OnceLock<Bytes>>) {
-        let mut bodies = self.sotw.0.lock().unwrap_or_else(|e| e.into_inner());
         let same = |b: &SotwBody| match (&b.names, names) {
             (None, None) => true,
             (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
             _ => false,
         };
-        if let Some(b) = bodies.iter().find(|b| same(b)) {
-            return (b.version, b.resources.clone());
+        let body = self.sotw.get_or_add(same, || SotwBody {
+            names: names.cloned(),
+            version: self.version_for(names.map(|n| &**n)),
+            resources: Arc::new(OnceLock::new()),
+        });
+        (body.version, body.resources)
+    }
+
+    /// The names `old` (an earlier snapshot of the same type) and this one hold at different
+    /// versions, or that only one of them holds, in name order. Worked out once per pair and
+    /// shared: every stream of a proxy asks the same after a publish.
+    pub fn changed_names(&self, old: &TypeSnapshot) -> Arc<[String]> {
+        if old.version == self.version {
+            return Arc::from([]);
         }
-        let version = self.version_for(names.map(|n| &**n));
-        let resources = Arc::new(OnceLock::new());
-        if bodies.len() < SOTW_BODIES {
-            bodies.push(SotwBody {
-                names: names.cloned(),
-                version,
-                resources: resources.clone(),
-            });
-        }
-        (version, resources)
+        self.changes
+            .get_or_add(
+                |c| c.since == old.version,
+                || Changes {
+                    since: old.version,
+                    names: differing(&old.resources, &self.resources).into(),
+                },
+            )
+            .names
     }
 
     /// The resources a SotW subscription to `names` gets, with their names, in name order.
@@ -321,6 +359,23 @@ impl TypeSnapshot {
     }
 }
 
+/// The names `a` and `b` hold at different versions, or that only one of them holds, in
+/// name order.
+fn differing(
+    a: &BTreeMap<String, VersionedResource>,
+    b: &BTreeMap<String, VersionedResource>,
+) -> Vec<String> {
+    let differs =
+        |name: &String, r: &VersionedResource, other: &BTreeMap<String, VersionedResource>| {
+            other.get(name).map(|o| o.version) != Some(r.version)
+        };
+    let names: BTreeSet<&String> = (a.iter().filter(|(n, r)| differs(n, r, b)))
+        .chain(b.iter().filter(|(n, r)| differs(n, r, a)))
+        .map(|(name, _)| name)
+        .collect();
+    names.into_iter().cloned().collect()
+}
+
 /// Everything one proxy receives.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Snapshot {
@@ -332,12 +387,33 @@ pub struct Snapshot {
     pub zones: BTreeMap<Zone, Arc<Snapshot>>,
 }
 
+/// The resources of the snapshots of one build, by type, name and version: a resource that
+/// several proxies (or zones) have alike is held, and encoded, once (see [`Snapshot::new_in`]).
+#[derive(Default)]
+pub struct Interner(HashMap<(ResourceType, String, Version), VersionedResource>);
+
+impl Interner {
+    /// `body` as resource `name` of type `t`: the one held already when equal.
+    fn intern(&mut self, t: ResourceType, name: &str, body: Any) -> VersionedResource {
+        let r = VersionedResource::new(body);
+        self.0
+            .entry((t, name.to_string(), r.version))
+            .or_insert(r)
+            .clone()
+    }
+}
+
 impl Snapshot {
     /// Computes the versions of translated resources.
     pub fn new(resources: ProxyResources) -> Snapshot {
+        Snapshot::new_in(resources, &mut Interner::default())
+    }
+
+    /// [`Snapshot::new`], sharing with the other snapshots of `interner` what they hold alike.
+    pub fn new_in(resources: ProxyResources, interner: &mut Interner) -> Snapshot {
         let mut snap = Snapshot::default();
         for (t, by_name) in ResourceType::ALL.into_iter().zip(resources.by_type) {
-            snap.replace(t, by_name);
+            snap.replace_in(t, by_name, interner);
         }
         snap
     }
@@ -345,9 +421,22 @@ impl Snapshot {
     /// The resources of type `t` replaced by `resources`, with their versions; in the zones'
     /// snapshots too, unless `t` is the endpoints (which differ there).
     pub fn replace(&mut self, t: ResourceType, resources: BTreeMap<String, Any>) {
+        self.replace_in(t, resources, &mut Interner::default());
+    }
+
+    /// [`Snapshot::replace`], sharing what `interner` holds alike.
+    pub fn replace_in(
+        &mut self,
+        t: ResourceType,
+        resources: BTreeMap<String, Any>,
+        interner: &mut Interner,
+    ) {
         let resources: BTreeMap<String, VersionedResource> = resources
             .into_iter()
-            .map(|(name, body)| (name, VersionedResource::new(body)))
+            .map(|(name, body)| {
+                let r = interner.intern(t, &name, body);
+                (name, r)
+            })
             .collect();
         let typed = TypeSnapshot::new(resources);
         if t != ResourceType::Endpoint {
@@ -360,11 +449,21 @@ impl Snapshot {
 
     /// Adds what an Envoy in `zone` gets: this snapshot with `endpoints` as its endpoints.
     pub fn add_zone(&mut self, zone: Zone, endpoints: BTreeMap<String, Any>) {
+        self.add_zone_in(zone, endpoints, &mut Interner::default());
+    }
+
+    /// [`Snapshot::add_zone`], sharing what `interner` holds alike.
+    pub fn add_zone_in(
+        &mut self,
+        zone: Zone,
+        endpoints: BTreeMap<String, Any>,
+        interner: &mut Interner,
+    ) {
         let mut zoned = Snapshot {
             types: self.types.clone(),
             zones: BTreeMap::new(),
         };
-        zoned.replace(ResourceType::Endpoint, endpoints);
+        zoned.replace_in(ResourceType::Endpoint, endpoints, interner);
         self.zones.insert(zone, Arc::new(zoned));
     }
 
@@ -442,12 +541,15 @@ impl Snapshots {
     }
 }
 
-/// Publishes snapshots to every stream.
+/// Publishes snapshots, and wakes the streams of the proxies a publish changes.
 #[derive(Debug, Clone)]
 pub struct Cache {
     tx: watch::Sender<Arc<Snapshots>>,
     /// Connected streams per proxy role (see [`Cache::attach`]).
     attached: Arc<Mutex<HashMap<ProxyName, usize>>>,
+    /// Per `node.cluster` streams asked with (see [`Cache::watch`]): woken by a publish that
+    /// changes what it selects.
+    wakers: Arc<Mutex<HashMap<ProxyName, watch::Sender<()>>>>,
 }
 
 impl Default for Cache {
@@ -462,12 +564,45 @@ impl Cache {
         Self {
             tx: watch::channel(Arc::new(Snapshots::default())).0,
             attached: Arc::default(),
+            wakers: Arc::default(),
         }
     }
 
-    /// Receives every new set of snapshots.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<Snapshots>> {
-        self.tx.subscribe()
+    /// Changes when a publish may change what an Envoy whose `node.cluster` is `asked` (a
+    /// proxy or an alias) gets: its proxy's snapshot, the proxy its alias selects, or the
+    /// first catalog. Publishes that change only other proxies leave it alone, so thousands
+    /// of streams of other proxies sleep through them.
+    pub fn watch(&self, asked: &ProxyName) -> watch::Receiver<()> {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        wakers
+            .entry(asked.clone())
+            .or_insert_with(|| watch::channel(()).0)
+            .subscribe()
+    }
+
+    /// Wakes the streams of `proxies` and of the aliases that select them in `aliases` (all
+    /// streams, for `None`); forgets the names no stream watches any more.
+    fn wake<'a>(
+        &self,
+        proxies: Option<&BTreeSet<&ProxyName>>,
+        aliases: impl Iterator<Item = (&'a ProxyName, &'a ProxyName)>,
+    ) {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        wakers.retain(|_, w| w.receiver_count() > 0);
+        let Some(proxies) = proxies else {
+            for w in wakers.values() {
+                w.send_replace(());
+            }
+            return;
+        };
+        let by_alias = aliases
+            .filter(|(_, p)| proxies.contains(p))
+            .map(|(alias, _)| alias);
+        for name in proxies.iter().copied().chain(by_alias) {
+            if let Some(w) = wakers.get(name) {
+                w.send_replace(());
+            }
+        }
     }
 
     /// The current snapshots.
@@ -493,30 +628,31 @@ impl Cache {
     /// of unchanged proxies see no difference; nothing is published when nothing changed. A
     /// proxy the new set drops while streams of it are attached becomes an orphan, served its
     /// last snapshot (a deleted or renamed fragment must not wipe the Envoys still running it).
-    /// `aliases` maps other `node.cluster` values to the proxy they select.
+    /// `aliases` maps other `node.cluster` values to the proxy they select. Only the streams
+    /// of proxies whose snapshot changed (or went) are woken (see [`Cache::watch`]).
     pub fn publish(
         &self,
         new: BTreeMap<ProxyName, Snapshot>,
         aliases: BTreeMap<ProxyName, ProxyName>,
     ) -> usize {
         let old = self.current();
-        let mut changed = 0;
+        let mut changed = BTreeSet::new();
         let proxies: BTreeMap<ProxyName, Arc<Snapshot>> = new
             .into_iter()
             .map(|(name, snap)| match old.proxies.get(&name) {
                 // Versions are content hashes: equal versions, equal content.
                 Some(prev) if prev.same_as(&snap) => (name, prev.clone()),
                 _ => {
-                    changed += 1;
+                    changed.insert(name.clone());
                     (name, Arc::new(snap))
                 }
             })
             .collect();
-        let removed = old
+        let removed: BTreeSet<&ProxyName> = old
             .proxies
             .keys()
             .filter(|k| !proxies.contains_key(*k))
-            .count();
+            .collect();
         // Held until the new set is out, so a stream leaving meanwhile sees it (see
         // `forget_orphan`).
         let attached = self.lock_attached();
@@ -555,17 +691,29 @@ impl Cache {
         };
         let orphans_changed = orphans.keys().ne(old.orphans.keys());
         let aliases_changed = aliases != old.aliases;
-        if changed == 0 && removed == 0 && !orphans_changed && !aliases_changed && old.loaded {
+        let count = changed.len() + removed.len();
+        if count == 0 && !orphans_changed && !aliases_changed && old.loaded {
             return 0;
         }
-        self.tx.send_replace(Arc::new(Snapshots {
+        let first = !old.loaded;
+        let new = Arc::new(Snapshots {
             proxies,
             orphans,
             loaded: true,
             empty: old.empty.clone(),
             aliases,
-        }));
-        changed + removed
+        });
+        self.tx.send_replace(new.clone());
+        drop(attached);
+        // A proxy that became an orphan is among the removed; one that stopped being one had
+        // no stream left. Aliases moving may change what any stream selects.
+        let touched: BTreeSet<&ProxyName> = changed.iter().chain(removed).collect();
+        let everyone = first || aliases_changed;
+        self.wake(
+            (!everyone).then_some(&touched),
+            old.aliases.iter().chain(&new.aliases),
+        );
+        count
     }
 
     /// Forgets the orphan `proxy` once no stream of it is attached.
@@ -702,7 +850,7 @@ mod tests {
             let (s, role) = now.get(&p, zone);
             assert_eq!(role, Role::Known);
             s.of(ResourceType::Endpoint).resources["c"]
-                .body
+                .body()
                 .value
                 .clone()
         };
@@ -726,7 +874,7 @@ mod tests {
         );
         let (in_a, _) = cache.current().get(&p, Some("a"));
         assert_eq!(
-            in_a.of(ResourceType::Endpoint).resources["c"].body.value,
+            in_a.of(ResourceType::Endpoint).resources["c"].body().value,
             [4]
         );
     }
@@ -753,7 +901,7 @@ mod tests {
         assert_eq!((v1, a.as_ptr()), (v2, b.as_ptr()));
         assert_eq!(v1, typed.version_for(Some(&names)));
         let read = DiscoveryResponse::decode(a).unwrap();
-        assert_eq!(read.resources, [typed.resources["c"].body.clone()]);
+        assert_eq!(read.resources, [typed.resources["c"].body().clone()]);
         // The wildcard is a subscription of its own.
         let (w, _) = typed.sotw(None);
         assert_eq!(w, typed.wildcard_version);
@@ -773,6 +921,85 @@ mod tests {
         assert_eq!(read.resources.len(), 1);
         assert_eq!(read.resources[0].name, "c");
         assert_eq!(read.resources[0].version, r.version.to_string());
-        assert_eq!(read.resources[0].resource.as_ref(), Some(&r.body));
+        assert_eq!(read.resources[0].resource.as_ref(), Some(r.body()));
+    }
+
+    #[test]
+    fn changed_names_are_the_added_removed_and_changed_ones_worked_out_once() {
+        let typed = |names: &[(&str, u8)]| {
+            let mut s = Snapshot::default();
+            s.replace(ResourceType::Cluster, resources(names));
+            s.of(ResourceType::Cluster).clone()
+        };
+        let old = typed(&[("a", 1), ("b", 2), ("c", 3)]);
+        let now = typed(&[("a", 1), ("b", 9), ("d", 4)]);
+        let changed = now.changed_names(&old);
+        assert_eq!(&*changed, ["b", "c", "d"]);
+        assert!(
+            Arc::ptr_eq(&changed, &now.changed_names(&old)),
+            "the second stream to ask shares the first one's answer"
+        );
+        assert_eq!(&*old.changed_names(&now), ["b", "c", "d"]);
+        assert!(now.changed_names(&now.clone()).is_empty());
+        assert!(
+            now.changed_names(&typed(&[("a", 1), ("b", 9), ("d", 4)]))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_publish_wakes_only_the_streams_of_proxies_it_changes() {
+        let cache = Cache::new();
+        let (blue, red, green) = (name("blue"), name("red"), name("green"));
+        let alias = name("arn:aws:appmesh:us-east-1:111122223333:mesh/m/virtualNode/blue");
+        let aliases = BTreeMap::from([(alias.clone(), blue.clone())]);
+        let mut by_blue = cache.watch(&blue);
+        let mut by_alias = cache.watch(&alias);
+        let mut by_red = cache.watch(&red);
+        let mut by_unknown = cache.watch(&green);
+        let woken = |w: &mut watch::Receiver<()>| {
+            let woken = w.has_changed().unwrap();
+            w.mark_unchanged();
+            woken
+        };
+        // The first catalog wakes every stream, those of proxies it does not name too.
+        let publish = |blue_cluster: &str, with_red: bool| {
+            let mut proxies = BTreeMap::from([(blue.clone(), cluster_snapshot(blue_cluster))]);
+            if with_red {
+                proxies.insert(red.clone(), cluster_snapshot("r"));
+            }
+            cache.publish(proxies, aliases.clone())
+        };
+        publish("a", true);
+        let all = [&mut by_blue, &mut by_alias, &mut by_red, &mut by_unknown];
+        assert_eq!(all.map(woken), [true; 4]);
+
+        // Blue changes: its streams wake, by name or by alias; red's sleep.
+        assert_eq!(publish("b", true), 1);
+        let all = [&mut by_blue, &mut by_alias, &mut by_red, &mut by_unknown];
+        assert_eq!(all.map(woken), [true, true, false, false]);
+
+        // Nothing changes: no one wakes. Red leaves the catalog: only red's streams wake.
+        assert_eq!(publish("b", true), 0);
+        assert_eq!(publish("b", false), 1);
+        let all = [&mut by_blue, &mut by_alias, &mut by_red, &mut by_unknown];
+        assert_eq!(all.map(woken), [false, false, true, false]);
+
+        // An alias that moves may change what anyone selects: everyone wakes.
+        cache.publish(
+            BTreeMap::from([(blue.clone(), cluster_snapshot("b"))]),
+            BTreeMap::new(),
+        );
+        let all = [&mut by_blue, &mut by_alias, &mut by_red, &mut by_unknown];
+        assert_eq!(all.map(woken), [true; 4]);
+
+        // A name no stream watches any more is forgotten at the next publish.
+        drop(by_unknown);
+        cache.publish(
+            BTreeMap::from([(blue.clone(), cluster_snapshot("c"))]),
+            BTreeMap::new(),
+        );
+        assert!(!cache.wakers.lock().unwrap().contains_key(&green));
+        assert!(woken(&mut by_blue));
     }
 }

@@ -12,7 +12,7 @@ use serde_json::{Map, Value, json};
 use crate::cache::Snapshot;
 use crate::catalog::{LoadedCatalog, ProxyName};
 use crate::discovery::{Discovery, DiscoveryConfig};
-use crate::translate::{ResourceType, translate};
+use crate::translate::ResourceType;
 
 /// Descriptors of every message `translate` emits; regenerate with
 /// `scripts/update-envoy-descriptors.sh`.
@@ -121,7 +121,7 @@ pub fn snapshot_json(snapshot: &Snapshot) -> Result<Value, RenderError> {
                 by_zone.push(json!({
                     "name": format!("{zone}/{name}"),
                     "caller_zone": zone.as_str(),
-                    "assignment": any_json(&r.body)?,
+                    "assignment": any_json(r.body())?,
                 }));
             }
         }
@@ -140,7 +140,7 @@ fn types_json(snapshot: &Snapshot) -> Result<Value, RenderError> {
             .resources
             .values()
             .map(|r| {
-                let mut v = any_json(&r.body)?;
+                let mut v = any_json(r.body())?;
                 if t == ResourceType::Secret {
                     redact_secret(&mut v);
                 }
@@ -170,10 +170,13 @@ pub async fn render_proxy(
     } else {
         crate::discovery::offline_endpoints(catalog)
     };
-    let mut snapshot = Snapshot::new(translate(&catalog.catalog, proxy, &endpoints));
-    for (zone, eds) in crate::translate::zoned_endpoints(&catalog.catalog, proxy, &endpoints) {
-        snapshot.add_zone(zone, eds);
-    }
+    let snapshot = crate::serve::proxy_snapshot(
+        &catalog.catalog,
+        proxy,
+        &endpoints,
+        &mut Default::default(),
+        &mut Default::default(),
+    );
     let mut out = snapshot_json(&snapshot)?;
     // Offline, sources only AWS answers are named, not asked.
     let not_asked: Vec<Value> = catalog
@@ -226,7 +229,11 @@ upstreams:
             catalog::UpstreamName("api".into()),
             std::sync::Arc::new(vec![catalog::Endpoint::parse("127.0.0.1:50051").unwrap()]),
         );
-        let snap = Snapshot::new(translate(&c, &ProxyName("p".into()), &eps));
+        let snap = Snapshot::new(crate::translate::translate(
+            &c,
+            &ProxyName("p".into()),
+            &eps,
+        ));
         let v = snapshot_json(&snap).unwrap();
         let hcm = &v["lds"]["resources"][1]["filter_chains"][0]["filters"][0]["typed_config"];
         assert_eq!(

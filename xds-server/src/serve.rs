@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::admin::{self, AdminState};
 use crate::ca::{CaSet, CaSource, Signer};
-use crate::cache::{Cache, Snapshot};
+use crate::cache::{Cache, Interner, Snapshot};
 use crate::catalog::EndpointMap;
 use crate::catalog::LoadedCatalog;
 use crate::discovery::{Discovery, DiscoveryConfig};
@@ -24,7 +24,7 @@ use crate::server::nodes::Nodes;
 use crate::server::{StreamLimits, XdsServer};
 use crate::tls::{ServerCertificate, ServerTls};
 use crate::translate::ResourceType;
-use crate::translate::translate;
+use crate::translate::translate_in;
 
 /// Settings of a running server.
 #[derive(Debug, Clone)]
@@ -391,6 +391,7 @@ pub fn with_secrets(
     previous: impl Fn(&crate::catalog::ProxyName) -> Option<Arc<Snapshot>>,
     material: &Material,
 ) -> Option<BTreeMap<crate::catalog::ProxyName, Snapshot>> {
+    let mut interner = Interner::default();
     catalog
         .catalog
         .proxies
@@ -398,7 +399,7 @@ pub fn with_secrets(
         .map(|name| {
             let mut snapshot = Snapshot::clone(previous(name)?.as_ref());
             let secrets = crate::translate::tls::secrets(&catalog.catalog, name, material);
-            snapshot.replace(ResourceType::Secret, secrets);
+            snapshot.replace_in(ResourceType::Secret, secrets, &mut interner);
             Some((name.clone(), snapshot))
         })
         .collect()
@@ -421,23 +422,37 @@ pub fn build_all(
     endpoints: &EndpointMap,
     material: &Material,
 ) -> BTreeMap<crate::catalog::ProxyName, Snapshot> {
+    // What proxies have alike is translated once and held once.
+    let (mut memo, mut interner) = Default::default();
     catalog
         .catalog
         .proxies
         .keys()
         .map(|name| {
-            let mut resources = translate(&catalog.catalog, name, endpoints);
-            for (secret, any) in crate::translate::tls::secrets(&catalog.catalog, name, material) {
-                resources.insert(ResourceType::Secret, secret, any);
-            }
-            let mut snapshot = Snapshot::new(resources);
-            for (zone, eds) in crate::translate::zoned_endpoints(&catalog.catalog, name, endpoints)
-            {
-                snapshot.add_zone(zone, eds);
-            }
+            let mut snapshot =
+                proxy_snapshot(&catalog.catalog, name, endpoints, &mut memo, &mut interner);
+            let secrets = crate::translate::tls::secrets(&catalog.catalog, name, material);
+            snapshot.replace_in(ResourceType::Secret, secrets, &mut interner);
             (name.clone(), snapshot)
         })
         .collect()
+}
+
+/// The snapshot of `proxy`, in every zone its Envoys get endpoints of their own, without its
+/// secrets; sharing with the other proxies of `memo` and `interner` what they have alike.
+pub fn proxy_snapshot(
+    catalog: &crate::catalog::Catalog,
+    proxy: &crate::catalog::ProxyName,
+    endpoints: &EndpointMap,
+    memo: &mut crate::translate::Memo,
+    interner: &mut Interner,
+) -> Snapshot {
+    let resources = translate_in(catalog, proxy, endpoints, memo);
+    let mut snapshot = Snapshot::new_in(resources, interner);
+    for (zone, eds) in crate::translate::zoned_endpoints(catalog, proxy, endpoints, memo) {
+        snapshot.add_zone_in(zone, eds, interner);
+    }
+    snapshot
 }
 
 #[cfg(test)]
@@ -486,5 +501,78 @@ upstreams:
         assert_ne!(quick, first, "the new identity is in");
         // A proxy without a previous snapshot needs a full build.
         assert!(with_secrets(&loaded, |_| None, &after).is_none());
+    }
+
+    #[test]
+    fn proxies_share_what_translates_alike_and_keep_what_is_their_own() {
+        let catalog = crate::catalog::parse(
+            "catalog.yaml",
+            r#"
+version: 1
+proxies:
+  db:
+    listeners:
+      - name: in
+        port: 15000
+        protocol: tcp
+        tls: { certificate: mesh }
+        to: app
+  web:
+    listeners:
+      - name: in
+        port: 15000
+        protocol: http
+        routes: [ { match: { prefix: /near }, to: near }, { match: { prefix: /db }, to: db }, { match: { prefix: / }, to: app } ]
+  api:
+    listeners:
+      - name: in
+        port: 15000
+        protocol: http
+        routes: [ { match: { prefix: /near }, to: near }, { match: { prefix: /db }, to: db }, { match: { prefix: / }, to: app } ]
+upstreams:
+  app: { protocol: http1, endpoints: { static: ["10.0.0.1:80", "10.0.0.2:80"] } }
+  near:
+    protocol: http1
+    zone_aware: true
+    endpoints: { static: [ { address: "10.0.1.1:80", zone: us-east-1a }, { address: "10.0.2.1:80", zone: us-east-1b } ] }
+  db:
+    protocol: http1
+    endpoints: { static: ["10.0.0.3:5432"] }
+    tls: { mesh: db }
+"#,
+        )
+        .unwrap();
+        let loaded = LoadedCatalog {
+            catalog,
+            base_dir: ".".into(),
+        };
+        let endpoints = crate::discovery::offline_endpoints(&loaded);
+        let built = build_all(&loaded, &endpoints, &Material::default());
+        let proxy = |name: &str| crate::catalog::ProxyName(name.into());
+        let (web, api) = (&built[&proxy("web")], &built[&proxy("api")]);
+        let get = |s: &Snapshot, t: ResourceType, name: &str| s.of(t).resources[name].clone();
+        let (cds, eds) = (ResourceType::Cluster, ResourceType::Endpoint);
+        // An upstream without TLS is the same cluster for every proxy: held once.
+        assert!(get(web, cds, "app").shares_body_with(&get(api, cds, "app")));
+        assert!(get(web, eds, "app").shares_body_with(&get(api, eds, "app")));
+        // Mesh TLS presents the proxy's own certificate: each keeps its own cluster.
+        assert_ne!(get(web, cds, "db").version, get(api, cds, "db").version);
+        // A zone's endpoints differ from the zone-less ones, and are shared between proxies.
+        let zone = crate::catalog::Zone::new("us-east-1a");
+        let (web_a, api_a) = (&web.zones[&zone], &api.zones[&zone]);
+        assert_ne!(
+            get(web_a, eds, "near").version,
+            get(web, eds, "near").version
+        );
+        assert!(get(web_a, eds, "near").shares_body_with(&get(api_a, eds, "near")));
+        // What a proxy alone gets is what it gets in a shared build.
+        let mut alone = loaded.catalog.clone();
+        alone.proxies.retain(|name, _| name.0 == "api");
+        let alone = LoadedCatalog {
+            catalog: alone,
+            base_dir: ".".into(),
+        };
+        let api_alone = build_all(&alone, &endpoints, &Material::default());
+        assert_eq!(&api_alone[&proxy("api")], api);
     }
 }

@@ -206,7 +206,7 @@ pub(crate) fn type_configs(
     let mut acked_content = BTreeMap::new();
     if let Some(acked) = &st.acked_set {
         for (name, version, r) in acked.resources() {
-            let mut c = entry(name, version.to_string(), &r.body);
+            let mut c = entry(name, version.to_string(), r.body());
             c.last_updated = timestamp(st.acked_at);
             c.config_status = ConfigStatus::Synced as i32;
             c.client_status = ClientResourceStatus::Acked as i32;
@@ -240,7 +240,7 @@ pub(crate) fn type_configs(
                 });
                 out.insert(name, c);
             } else {
-                let mut c = entry(name, version.to_string(), &r.body);
+                let mut c = entry(name, version.to_string(), r.body());
                 c.config_status = ConfigStatus::Stale as i32;
                 c.client_status = ClientResourceStatus::Requested as i32;
                 c.last_updated = timestamp(st.sent_at);
@@ -384,7 +384,7 @@ mod tests {
                 ("c".into(), String::new(), ConfigStatus::Error as i32)
             ]
         );
-        let kept = old.of(ResourceType::Cluster).resources["b"].body.clone();
+        let kept = old.of(ResourceType::Cluster).resources["b"].body().clone();
         assert_eq!(configs[1].xds_config, Some(kept), "the kept body");
         assert!(configs[2].xds_config.is_none(), "nothing kept");
         for c in &configs[1..] {

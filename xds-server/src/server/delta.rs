@@ -12,7 +12,7 @@ use envoy_types::pb::envoy::service::discovery::v3::{
 use super::nodes::{ResourceSet, SetSource, SetVersion};
 use super::wire::Encoded;
 use super::{Flow, Sent, StreamCore, Variant};
-use crate::cache::{Version, VersionedResource};
+use crate::cache::{TypeSnapshot, Version, VersionedResource};
 use crate::translate::ResourceType;
 
 /// Delta bookkeeping of one stream.
@@ -45,7 +45,7 @@ struct TypeState {
 
 impl TypeState {
     /// Whether a version the proxy rejected is still what `snap` holds for its name.
-    fn still_rejected(&self, snap: &crate::cache::TypeSnapshot) -> bool {
+    fn still_rejected(&self, snap: &TypeSnapshot) -> bool {
         self.rejected
             .iter()
             .any(|(name, v)| snap.resources.get(name).map(|r| r.version) == Some(*v))
@@ -53,29 +53,58 @@ impl TypeState {
 
     /// Whether the subscription takes `name` of `snap`: named, or in the wildcard (which
     /// leaves out named-only resources).
-    fn wants(&self, snap: &crate::cache::TypeSnapshot, name: &str) -> bool {
+    fn wants(&self, snap: &TypeSnapshot, name: &str) -> bool {
         wants(&self.names, self.wildcard, snap, name)
     }
 
-    /// Whether what the proxy has is exactly what `snap` holds for the subscription.
-    fn has_all_of(&self, snap: &crate::cache::TypeSnapshot) -> bool {
-        snap.resources
-            .iter()
-            .all(|(name, r)| !self.wants(snap, name) || self.known.get(name) == Some(r.version))
-            && self
-                .known
-                .names()
-                .all(|name| snap.resources.contains_key(name) && self.wants(snap, name))
+    /// When the proxy has exactly what an earlier snapshot held for this subscription, the
+    /// names that can differ in `now`: those changed since (see [`Known::candidates`]).
+    fn candidates(&self, now: &TypeSnapshot) -> Option<Arc<[String]>> {
+        self.known.candidates(now, &self.names, self.wildcard)
+    }
+
+    /// Whether what the proxy has is exactly what `snap` holds for the subscription. `among`:
+    /// the only names that can differ (see [`TypeState::candidates`]).
+    fn has_all_of(&self, snap: &TypeSnapshot, among: Option<&[String]>) -> bool {
+        let has = |name: &str| {
+            let wanted = snap.resources.get(name).filter(|_| self.wants(snap, name));
+            self.known.get(name) == wanted.map(|r| r.version)
+        };
+        match among {
+            Some(names) => names.iter().all(|name| has(name)),
+            None => {
+                snap.resources.keys().all(|name| has(name))
+                    && self
+                        .known
+                        .names()
+                        .all(|name| snap.resources.contains_key(name) && self.wants(snap, name))
+            }
+        }
+    }
+
+    /// Whether the proxy runs what `snap` holds for the subscription, with nothing pending;
+    /// resources it has beyond it (from an earlier server) do not count.
+    fn runs(&self, snap: &TypeSnapshot) -> bool {
+        let current = |name: &str| match snap.resources.get(name) {
+            Some(r) => !self.wants(snap, name) || self.known.get(name) == Some(r.version),
+            None => self.known.get(name).is_none(),
+        };
+        self.pending.is_none()
+            && match self.candidates(snap) {
+                Some(changed) => changed.iter().all(|name| current(name)),
+                None => {
+                    snap.resources.keys().all(|name| current(name))
+                        && self
+                            .known
+                            .names()
+                            .all(|name| snap.resources.contains_key(name))
+                }
+            }
     }
 }
 
 /// Whether a subscription to `names` (and the wildcard, with `wildcard`) takes `name` of `snap`.
-fn wants(
-    names: &BTreeSet<String>,
-    wildcard: bool,
-    snap: &crate::cache::TypeSnapshot,
-    name: &str,
-) -> bool {
+fn wants(names: &BTreeSet<String>, wildcard: bool, snap: &TypeSnapshot, name: &str) -> bool {
     names.contains(name) || (wildcard && snap.is_sent(name, None))
 }
 
@@ -174,6 +203,21 @@ impl Known {
         for name in gone {
             self.remove(&name);
         }
+    }
+
+    /// When the proxy has exactly what its base holds, and the base is a snapshot of the same
+    /// subscription: the names that differ between the base and `now`. Only those need
+    /// comparing after a publish, not every resource of the proxy. `None`: compare them all.
+    fn candidates(
+        &self,
+        now: &TypeSnapshot,
+        names: &Arc<BTreeSet<String>>,
+        wildcard: bool,
+    ) -> Option<Arc<[String]>> {
+        let base = self.base.as_ref().filter(|_| self.diff.is_empty())?;
+        let same =
+            base.wildcard == wildcard && (Arc::ptr_eq(&base.names, names) || base.names == *names);
+        same.then(|| now.changed_names(base.snapshot.of(base.t)))
     }
 
     /// The proxy has exactly what `base` holds.
@@ -304,15 +348,7 @@ impl Variant for Delta {
 
     fn runs_current(&self, core: &StreamCore, t: ResourceType) -> Option<bool> {
         let ts = &self.types[t.index()];
-        let typed = core.snapshot.of(t);
-        let snap = &typed.resources;
-        ts.subscribed.then(|| {
-            ts.pending.is_none()
-                && snap.iter().all(|(name, r)| {
-                    !ts.wants(typed, name) || ts.known.get(name) == Some(r.version)
-                })
-                && ts.known.names().all(|name| snap.contains_key(name))
-        })
+        ts.subscribed.then(|| ts.runs(core.snapshot.of(t)))
     }
 
     fn send(
@@ -324,9 +360,19 @@ impl Variant for Delta {
         let snapshot = core.snapshot.clone();
         let snap = snapshot.of(t);
         let ts = &mut self.types[t.index()];
-        let resources: Vec<(&String, &VersionedResource)> = snap
-            .resources
-            .iter()
+        // Usually the proxy has what the snapshot before held: then only what changed since
+        // needs looking at, not every resource of the proxy on every stream.
+        let candidates = ts.candidates(snap);
+        let considered: Box<dyn Iterator<Item = (&String, &VersionedResource)>> = match &candidates
+        {
+            Some(changed) => Box::new(
+                changed
+                    .iter()
+                    .filter_map(|name| snap.resources.get_key_value(name)),
+            ),
+            None => Box::new(snap.resources.iter()),
+        };
+        let resources: Vec<(&String, &VersionedResource)> = considered
             .filter(|(name, r)| {
                 ts.wants(snap, name)
                     && ts.known.get(name) != Some(r.version)
@@ -335,9 +381,16 @@ impl Variant for Delta {
             .collect();
         // Break after make: clusters and endpoints leave only once the proxy runs routes that
         // no longer use them (see `Gate::Open`).
-        let removed: Vec<String> = ts
-            .known
-            .names()
+        let had: Box<dyn Iterator<Item = &str>> = match &candidates {
+            Some(changed) => Box::new(
+                changed
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|name| ts.known.get(name).is_some()),
+            ),
+            None => Box::new(ts.known.names()),
+        };
+        let removed: Vec<String> = had
             .filter(|name| {
                 (!keep_removed && !snap.resources.contains_key(*name))
                     // Had from an earlier server, but not part of this subscription.
@@ -387,7 +440,7 @@ impl Variant for Delta {
         }
         // Usually the proxy now has exactly what the snapshot holds for it: then that is what
         // the stream keeps, shared, rather than a copy of every name and version.
-        if ts.has_all_of(snap) {
+        if ts.has_all_of(snap, candidates.as_deref()) {
             ts.known.rebase(Subscribed {
                 snapshot: snapshot.clone(),
                 t,

@@ -490,7 +490,9 @@ pub(crate) struct StreamCore {
     zone: Option<String>,
     guard: Option<NodeGuard>,
     attached: Option<Attached>,
-    snapshots: watch::Receiver<Arc<Snapshots>>,
+    /// Changes when a publish may change this stream's snapshot (see [`Cache::watch`]); taken
+    /// once the proxy is known.
+    wake: Option<watch::Receiver<()>>,
     snapshot: Arc<Snapshot>,
     /// The snapshot whose listeners and routes the proxy runs (see [`routes_current`]).
     routes_from: Arc<Snapshot>,
@@ -512,7 +514,6 @@ pub(crate) struct StreamCore {
 
 impl StreamCore {
     fn new(shared: Arc<Shared>, scope: Scope, variant: &'static str) -> Self {
-        let snapshots = shared.cache.subscribe();
         Self {
             shared,
             scope,
@@ -522,7 +523,7 @@ impl StreamCore {
             zone: None,
             guard: None,
             attached: None,
-            snapshots,
+            wake: None,
             snapshot: Arc::new(Snapshot::default()),
             routes_from: Arc::new(Snapshot::default()),
             routes_in_flight: Vec::new(),
@@ -559,6 +560,8 @@ impl StreamCore {
             variant = self.variant,
             "xDS stream opened"
         );
+        // Before reading the snapshots: a publish after this read wakes the stream.
+        self.wake = Some(self.shared.cache.watch(&proxy));
         self.proxy = Some(proxy);
         self.zone = zone_of(node).map(str::to_string);
         self.refresh()?;
@@ -578,7 +581,10 @@ impl StreamCore {
         let Some(proxy) = &self.proxy else {
             return Ok(false);
         };
-        let snapshots = self.snapshots.borrow_and_update().clone();
+        if let Some(wake) = &mut self.wake {
+            wake.mark_unchanged();
+        }
+        let snapshots = self.shared.cache.current();
         let resolved = snapshots.resolve(proxy);
         if snapshots.loaded && self.pinned.is_none() {
             let id = self.guard.as_ref().map(|g| g.id()).unwrap_or_default();
@@ -930,7 +936,7 @@ async fn run<V: Variant>(
                     break;
                 }
             },
-            changed = core.snapshots.changed(), if core.proxy.is_some() => {
+            changed = woken(&mut core.wake) => {
                 if changed.is_err() {
                     break;
                 }
@@ -950,6 +956,15 @@ async fn run<V: Variant>(
                 _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => return,
             }
         }
+    }
+}
+
+/// Resolves when `wake` changes (never while there is none: the proxy is not known yet); an
+/// error when the cache is gone.
+async fn woken(wake: &mut Option<watch::Receiver<()>>) -> Result<(), watch::error::RecvError> {
+    match wake {
+        Some(wake) => wake.changed().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -977,7 +992,11 @@ fn on_request<V: Variant>(
         }
     };
     // Answer from the newest snapshot, not one a pending change replaces.
-    if core.snapshots.has_changed().unwrap_or(false) {
+    if core
+        .wake
+        .as_ref()
+        .is_some_and(|w| w.has_changed().unwrap_or(false))
+    {
         core.refresh()?;
     }
     variant.on_request(core, t, req);
@@ -986,7 +1005,7 @@ fn on_request<V: Variant>(
 
 /// What a stream sends after a publish; an error ends the stream.
 fn on_snapshot<V: Variant>(variant: &mut V, core: &mut StreamCore) -> Result<Vec<Encoded>, Status> {
-    // Every stream wakes on every publish; only those whose proxy changed work.
+    // Woken when the proxy may have changed; false alarms (an alias's proxy) are cheap.
     Ok(if core.refresh()? {
         push(variant, core)
     } else {

@@ -61,11 +61,12 @@ fn changed_since<'a>(
         (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
         _ => false,
     };
-    let had = &had.from.typed().resources;
     same.then(|| {
-        now.sotw_items(names.map(|n| &**n))
-            .filter(|(name, r)| had.get(*name).map(|h| h.version) != Some(r.version))
-            .map(|(_, r)| r)
+        // Worked out once per pair of snapshots, for every stream of the proxy.
+        now.changed_names(had.from.typed())
+            .iter()
+            .filter(|name| now.is_sent(name, names.map(|n| &**n)))
+            .filter_map(|name| now.resources.get(name))
             .collect()
     })
 }

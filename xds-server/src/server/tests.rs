@@ -945,6 +945,55 @@ upstreams:
 }
 
 #[test]
+fn delta_after_a_publish_sends_just_what_changed_since_the_snapshot_the_proxy_has() {
+    let plane = Plane::new();
+    plane.publish(&catalog_with_c("a", 2001));
+    let mut s = DeltaStream::new(&plane);
+    s.connect(&["a", "c"]);
+    assert_eq!(s.variant.names_kept(), 0);
+    // c changes (its timeout and its endpoint), a does not: only c goes, in both types.
+    plane.publish(&catalog_with_c("a", 2002));
+    let out = on_snapshot(&mut s.variant, &mut s.core).expect("the stream goes on");
+    let sent: Vec<(&str, Vec<&str>)> = out
+        .iter()
+        .map(|r| {
+            (
+                ResourceType::from_type_url(&r.type_url).unwrap().short(),
+                names(r),
+            )
+        })
+        .collect();
+    assert_eq!(sent, [("cds", vec!["c"]), ("eds", vec!["c"])]);
+    s.ack_all(out);
+    assert!(s.seen.iter().all(|r| r.removed_resources.is_empty()));
+    assert_eq!(
+        s.variant.names_kept(),
+        0,
+        "the stream shares the new snapshot"
+    );
+    // a goes and b comes: b is sent, a removed (once routes no longer use it).
+    plane.publish(&catalog_with_c("b", 2002));
+    let out = on_snapshot(&mut s.variant, &mut s.core).expect("the stream goes on");
+    let mut cds: Vec<DeltaDiscoveryResponse> = out
+        .iter()
+        .filter(|r| r.type_url == Cds.type_url())
+        .cloned()
+        .collect();
+    s.ack_all(out);
+    let out = s.request(Eds, "", &["b"], &["a"]);
+    s.ack_all(out);
+    cds.extend(
+        s.seen
+            .iter()
+            .filter(|r| r.type_url == Cds.type_url())
+            .cloned(),
+    );
+    assert!(cds.iter().any(|r| names(r) == ["b"]), "{cds:?}");
+    assert!(cds.iter().any(|r| r.removed_resources == ["a"]), "{cds:?}");
+    assert!(on_snapshot(&mut s.variant, &mut s.core).unwrap().is_empty());
+}
+
+#[test]
 fn delta_a_rejected_cluster_keeps_routes_back_when_another_cluster_changes() {
     let plane = Plane::new();
     plane.publish(&catalog_with_c("a", 2001));
@@ -1094,7 +1143,7 @@ upstreams:
     let preferred = |zone: &str| {
         let mut core = plane.core("sotw");
         core.identify(in_zone(zone).as_ref()).unwrap();
-        let eds = core.snapshot.of(Eds).resources["app"].body.clone();
+        let eds = core.snapshot.of(Eds).resources["app"].body().clone();
         let cla = envoy_types::pb::envoy::config::endpoint::v3::ClusterLoadAssignment::decode(
             eds.value.as_slice(),
         )

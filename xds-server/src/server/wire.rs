@@ -15,7 +15,7 @@ use http_body_util::StreamBody;
 use tokio::sync::mpsc;
 use tonic::Status;
 use tonic::body::Body;
-use tonic::codec::{Codec, Streaming};
+use tonic::codec::{BufferSettings, Streaming};
 use tonic::codegen::{BoxFuture, Bytes, Service, http};
 use tonic::server::NamedService;
 
@@ -60,6 +60,9 @@ impl Service<http::Request<Body>> for Ads {
     }
 }
 
+/// What a stream's request decoder reserves at first (see [`Ads::stream`]).
+const REQUEST_BUFFER: usize = 512;
+
 impl Ads {
     fn stream<V: super::Variant>(&self, req: http::Request<Body>) -> http::Response<Body> {
         if let Some(encoding) = req.headers().get("grpc-encoding")
@@ -71,7 +74,10 @@ impl Ads {
             .into_http();
         }
         let peer = req.extensions().get::<Peer>().cloned();
-        let decoder = tonic_prost::ProstCodec::<V::Resp, V::Req>::default().decoder();
+        // tonic's default reads into 8 KiB per stream up front; requests are a few hundred
+        // bytes (the buffer grows for a bigger one), and 10,000 streams would hold 80 MiB.
+        let settings = BufferSettings::new(REQUEST_BUFFER, 32 * 1024);
+        let decoder = tonic_prost::ProstCodec::<V::Resp, V::Req>::raw_decoder(settings);
         let requests =
             Streaming::new_request(decoder, req.into_body(), None, Some(self.max_request));
         match self.server.spawn::<V>(Scope::Aggregated, peer, requests) {

@@ -14,7 +14,7 @@ pub mod tls;
 
 pub use grpc::in_wildcard;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use envoy_types::pb::envoy::config::core::v3::{
     AggregatedConfigSource, ApiVersion, ConfigSource, config_source::ConfigSourceSpecifier,
@@ -110,8 +110,29 @@ impl ProxyResources {
     }
 }
 
+/// What translates alike for every proxy of one build, translated once: the cluster of an
+/// upstream with nothing of the proxy's own in it (no upstream TLS, whose certificate is the
+/// proxy's), and each load assignment. An upstream that ten proxies use is translated once
+/// per build, not ten times. Good for one catalog and one endpoint map only.
+#[derive(Default)]
+pub struct Memo {
+    clusters: HashMap<UpstreamName, Any>,
+    /// By upstream and, for a zone-aware one, the caller's zone.
+    assignments: HashMap<(UpstreamName, Option<Zone>), Any>,
+}
+
 /// Builds the resources of `proxy`; a proxy the catalog does not name gets none.
 pub fn translate(catalog: &Catalog, proxy: &ProxyName, endpoints: &EndpointMap) -> ProxyResources {
+    translate_in(catalog, proxy, endpoints, &mut Memo::default())
+}
+
+/// [`translate`], reusing and adding to what `memo` holds of the same catalog and endpoints.
+pub fn translate_in(
+    catalog: &Catalog,
+    proxy: &ProxyName,
+    endpoints: &EndpointMap,
+    memo: &mut Memo,
+) -> ProxyResources {
     let mut out = ProxyResources::default();
     let Some(p) = catalog.proxies.get(proxy) else {
         return out;
@@ -142,11 +163,15 @@ pub fn translate(catalog: &Catalog, proxy: &ProxyName, endpoints: &EndpointMap) 
         .into_iter()
         .filter_map(|name| Some((name, catalog.upstreams.get(name)?)))
     {
-        out.insert(
-            ResourceType::Cluster,
-            name.0.clone(),
-            cluster::cluster(catalog, proxy, name, u),
-        );
+        let cluster = match u.tls {
+            Some(_) => cluster::cluster(catalog, proxy, name, u),
+            None => memo
+                .clusters
+                .entry(name.clone())
+                .or_insert_with(|| cluster::cluster(catalog, proxy, name, u))
+                .clone(),
+        };
+        out.insert(ResourceType::Cluster, name.0.clone(), cluster);
     }
     if p.listeners.iter().any(|l| l.passthrough) {
         out.insert(
@@ -158,7 +183,8 @@ pub fn translate(catalog: &Catalog, proxy: &ProxyName, endpoints: &EndpointMap) 
     for (name, cluster) in grpc::clusters(catalog, proxy, p) {
         out.insert(ResourceType::Cluster, name, cluster);
     }
-    out.by_type[ResourceType::Endpoint.index()] = endpoints_for(catalog, proxy, endpoints, None);
+    out.by_type[ResourceType::Endpoint.index()] =
+        endpoints_in(catalog, proxy, endpoints, None, memo);
     out
 }
 
@@ -170,6 +196,17 @@ pub fn endpoints_for(
     endpoints: &EndpointMap,
     caller: Option<&Zone>,
 ) -> BTreeMap<String, Any> {
+    endpoints_in(catalog, proxy, endpoints, caller, &mut Memo::default())
+}
+
+/// [`endpoints_for`], reusing and adding to what `memo` holds.
+pub fn endpoints_in(
+    catalog: &Catalog,
+    proxy: &ProxyName,
+    endpoints: &EndpointMap,
+    caller: Option<&Zone>,
+    memo: &mut Memo,
+) -> BTreeMap<String, Any> {
     let mut out = BTreeMap::new();
     let Some(p) = catalog.proxies.get(proxy) else {
         return out;
@@ -178,10 +215,13 @@ pub fn endpoints_for(
         // No assignment until the source has answered once: an empty one would wipe the
         // endpoints a proxy already has (EDS leaves unsent assignments as they are).
         if let Some(eps) = endpoints.get(name).filter(|_| cluster::uses_eds(u)) {
-            out.insert(
-                name.0.clone(),
-                cluster::load_assignment(name, eps, u.zone_aware, caller),
-            );
+            let zone = caller.filter(|_| u.zone_aware).cloned();
+            let assignment = memo
+                .assignments
+                .entry((name.clone(), zone))
+                .or_insert_with(|| cluster::load_assignment(name, eps, u.zone_aware, caller))
+                .clone();
+            out.insert(name.0.clone(), assignment);
         }
     }
     out
@@ -209,11 +249,12 @@ pub fn zoned_endpoints(
     catalog: &Catalog,
     proxy: &ProxyName,
     endpoints: &EndpointMap,
+    memo: &mut Memo,
 ) -> Vec<(Zone, BTreeMap<String, Any>)> {
     preferring_zones(catalog, proxy, endpoints)
         .into_iter()
         .map(|zone| {
-            let eds = endpoints_for(catalog, proxy, endpoints, Some(&zone));
+            let eds = endpoints_in(catalog, proxy, endpoints, Some(&zone), memo);
             (zone, eds)
         })
         .collect()
