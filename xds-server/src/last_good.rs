@@ -75,11 +75,12 @@ impl std::fmt::Display for LastGoodLocation {
 }
 
 impl LastGoodLocation {
-    /// The default for a catalog: `.last-good.json` beside a directory (in its parent) or under
-    /// an S3 prefix; `None` for a single-document catalog, which has no fragments.
+    /// The default for a catalog: `.last-good.json` beside a directory (in its parent; also
+    /// one missing at the start, [`CatalogLocation::holds_fragments`]) or under an S3 prefix;
+    /// `None` for a single-document catalog, which has no fragments.
     pub fn default_for(catalog: &CatalogLocation) -> Option<LastGoodLocation> {
         match catalog {
-            CatalogLocation::File(dir) if dir.is_dir() => {
+            CatalogLocation::File(dir) if catalog.holds_fragments() => {
                 let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
                 let parent = dir.parent().map(PathBuf::from).unwrap_or(dir);
                 Some(LastGoodLocation::File(parent.join(DEFAULT_NAME)))

@@ -54,6 +54,25 @@ impl std::str::FromStr for CatalogLocation {
     }
 }
 
+impl CatalogLocation {
+    /// Whether it is a directory or prefix of fragments: an S3 prefix, a directory, or a path
+    /// missing now whose name is not that of one document (`catalog.d`, not `catalog.yaml`),
+    /// so that a replica started while its directory is missing still has a last good place.
+    pub fn holds_fragments(&self) -> bool {
+        match self {
+            CatalogLocation::S3Prefix(_) => true,
+            CatalogLocation::S3(_) => false,
+            CatalogLocation::File(p) => match std::fs::metadata(p) {
+                Ok(m) => m.is_dir(),
+                Err(_) => {
+                    let text = p.to_string_lossy();
+                    text.ends_with('/') || !catalog::is_fragment_name(&text)
+                }
+            },
+        }
+    }
+}
+
 impl std::fmt::Display for CatalogLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -250,7 +269,11 @@ impl CatalogReader {
 
     fn base_dir(&self) -> PathBuf {
         match self {
-            CatalogReader::File { path, .. } if path.is_dir() => path.clone(),
+            CatalogReader::File { path, .. }
+                if CatalogLocation::File(path.clone()).holds_fragments() =>
+            {
+                path.clone()
+            }
             CatalogReader::File { path, .. } => path
                 .parent()
                 .map(|p| p.to_path_buf())
@@ -348,59 +371,77 @@ pub async fn watch_catalog(
     let mut reader = CatalogReader::new(&location).await;
     let mut fragments = FragmentState::start(&name, last_good, &server, &reader, &status).await;
     loop {
-        match reader.read().await {
-            Ok(Some(Documents::Fragments(docs))) => {
-                fragments
-                    .load(&name, &docs, &reader, &server, &tx, &metrics, &status)
-                    .await;
-            }
-            Ok(Some(Documents::One(doc_name, bytes))) => {
-                let loaded = catalog::parse_bytes(&doc_name, &bytes).and_then(|mut catalog| {
-                    // What only this server can say: its CA, its trust domain, its files.
-                    let errors = server.settle(&mut catalog, &reader.base_dir());
-                    if !errors.is_empty() {
-                        return Err(catalog::CatalogErrors {
-                            source_name: name.clone(),
-                            errors,
-                        });
-                    }
-                    Ok(LoadedCatalog {
-                        catalog,
-                        base_dir: reader.base_dir(),
-                    })
-                });
-                let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-                match loaded {
-                    Ok(c) => {
-                        accepted(&name, &c, &metrics, &mut st);
-                        tx.send_replace(Some(Arc::new(c)));
-                    }
-                    Err(e) => {
-                        metrics.catalog_loads.with_label_values(&["error"]).inc();
-                        metrics.catalog_last_load_success.set(0);
-                        tracing::error!(error = %e, "catalog rejected; still serving the last good catalog");
-                        st.last_error = Some(e.to_string());
-                    }
+        poll(
+            &name,
+            &mut reader,
+            &mut fragments,
+            &server,
+            &tx,
+            &metrics,
+            &status,
+        )
+        .await;
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// One poll of [`watch_catalog`]: reads the catalog, and loads it when it changed.
+async fn poll(
+    name: &str,
+    reader: &mut CatalogReader,
+    fragments: &mut FragmentState,
+    server: &crate::secrets::ServerSide,
+    tx: &watch::Sender<Option<Arc<LoadedCatalog>>>,
+    metrics: &Metrics,
+    status: &Mutex<CatalogStatus>,
+) {
+    match reader.read().await {
+        Ok(Some(Documents::Fragments(docs))) => {
+            fragments
+                .load(name, &docs, reader, server, tx, metrics, status)
+                .await;
+        }
+        Ok(Some(Documents::One(doc_name, bytes))) => {
+            let loaded = catalog::parse_bytes(&doc_name, &bytes).and_then(|mut catalog| {
+                // What only this server can say: its CA, its trust domain, its files.
+                let errors = server.settle(&mut catalog, &reader.base_dir());
+                if !errors.is_empty() {
+                    return Err(catalog::CatalogErrors {
+                        source_name: name.to_string(),
+                        errors,
+                    });
                 }
-            }
-            // The fragments did not change; the last good catalog may have (another replica
-            // wrote it, or its read or write failed).
-            Ok(None) => {
-                fragments
-                    .unchanged(&name, &reader, &server, &tx, &metrics, &status)
-                    .await;
-            }
-            Err(text) => {
-                let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-                if st.last_error.as_deref() != Some(&text) {
+                Ok(LoadedCatalog {
+                    catalog,
+                    base_dir: reader.base_dir(),
+                })
+            });
+            let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+            match loaded {
+                Ok(c) => {
+                    accepted(name, &c, metrics, &mut st);
+                    tx.send_replace(Some(Arc::new(c)));
+                }
+                Err(e) => {
                     metrics.catalog_loads.with_label_values(&["error"]).inc();
                     metrics.catalog_last_load_success.set(0);
-                    tracing::error!(error = %text, "catalog unreadable; still serving the last good catalog");
-                    st.last_error = Some(text);
+                    tracing::error!(error = %e, "catalog rejected; still serving the last good catalog");
+                    st.last_error = Some(e.to_string());
                 }
             }
         }
-        tokio::time::sleep(interval).await;
+        // The fragments did not change; the last good catalog may have (another replica
+        // wrote it, or its read or write failed).
+        Ok(None) => {
+            fragments
+                .unchanged(name, reader, server, tx, metrics, status)
+                .await;
+        }
+        Err(text) => {
+            fragments
+                .unlistable(name, &text, reader, server, tx, metrics, status)
+                .await;
+        }
     }
 }
 
@@ -671,6 +712,92 @@ impl FragmentState {
         }
     }
 
+    /// A replica that has served nothing yet serves the last good versions it has (those of
+    /// the persisted document, at the start), as the replicas already running keep serving
+    /// theirs; whether it has any to serve.
+    fn serve_kept(
+        &self,
+        name: &str,
+        reader: &CatalogReader,
+        server: &crate::secrets::ServerSide,
+        tx: &watch::Sender<Option<Arc<LoadedCatalog>>>,
+    ) -> bool {
+        if tx.borrow().is_some() || self.last_good.is_empty() {
+            return false;
+        }
+        let kept: Vec<Document> = self
+            .last_good
+            .iter()
+            .map(|(fragment, a)| Document {
+                source: a.source.clone(),
+                ..Document::new(fragment.clone(), a.text.as_bytes())
+            })
+            .collect();
+        let base = reader.base_dir();
+        let check = |c: &mut catalog::Catalog| server.settle(c, &base);
+        let resolution = fragments::resolve(name, &kept, &self.last_good, &check);
+        if resolution.served.is_empty() {
+            return false;
+        }
+        tx.send_replace(Some(Arc::new(LoadedCatalog {
+            catalog: resolution.catalog,
+            base_dir: base,
+        })));
+        true
+    }
+
+    /// A poll that could not read the catalog (a directory or prefix that cannot be listed:
+    /// missing, permission denied, S3 refused or unreachable). What is served stays; a
+    /// replica that has served nothing yet serves the persisted last good catalog, read
+    /// again at each poll until it can be, and `/readyz` says why.
+    #[allow(clippy::too_many_arguments)]
+    async fn unlistable(
+        &mut self,
+        name: &str,
+        why: &str,
+        reader: &CatalogReader,
+        server: &crate::secrets::ServerSide,
+        tx: &watch::Sender<Option<Arc<LoadedCatalog>>>,
+        metrics: &Metrics,
+        status: &Mutex<CatalogStatus>,
+    ) {
+        let mut from_document = None;
+        if tx.borrow().is_none() && self.store.is_some() {
+            if self.read_persisted(name, server, reader, status).await
+                && let Some(fragments) = self.doc.fragments()
+            {
+                self.last_good = fragments.clone();
+            }
+            if self.serve_kept(name, reader, server, tx) {
+                let location = self.store.as_ref().map(|s| s.location().to_string());
+                tracing::warn!(catalog = %name, last_good = ?location, fragments = self.last_good.len(), "catalog unreadable at the start; serving the persisted last good catalog until it can be read");
+                let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+                st.fragments = self
+                    .last_good
+                    .iter()
+                    .map(|(n, a)| (n.clone(), a.version.clone()))
+                    .collect();
+                from_document = location;
+            }
+        }
+        let text = match from_document {
+            Some(location) => format!("{why}; serving the last good catalog read from {location}"),
+            None => why.to_string(),
+        };
+        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+        let shown = st.last_error.as_deref().is_some_and(|e| e.starts_with(why));
+        if !shown {
+            metrics.catalog_loads.with_label_values(&["error"]).inc();
+            metrics.catalog_last_load_success.set(0);
+            if tx.borrow().is_some() {
+                tracing::error!(error = %text, "catalog unreadable; still serving the last good catalog");
+            } else {
+                tracing::error!(error = %text, "catalog unreadable, and no last good catalog to serve: nothing is served until it can be read");
+            }
+            st.last_error = Some(text);
+        }
+    }
+
     /// Merges the fragments as read now with their last good versions, sends the catalog,
     /// records and logs refusals (once per change), and persists what is served.
     #[allow(clippy::too_many_arguments)]
@@ -692,23 +819,7 @@ impl FragmentState {
             .is_some_and(|c| !c.catalog.proxies.is_empty());
         if docs.is_empty() && (had_proxies || !self.last_good.is_empty()) {
             // A replica that starts on an emptied folder serves what the others keep serving.
-            if tx.borrow().is_none() {
-                let kept: Vec<Document> = self
-                    .last_good
-                    .iter()
-                    .map(|(fragment, a)| Document {
-                        source: a.source.clone(),
-                        ..Document::new(fragment.clone(), a.text.as_bytes())
-                    })
-                    .collect();
-                let base = reader.base_dir();
-                let check = |c: &mut catalog::Catalog| server.settle(c, &base);
-                let resolution = fragments::resolve(name, &kept, &self.last_good, &check);
-                tx.send_replace(Some(Arc::new(LoadedCatalog {
-                    catalog: resolution.catalog,
-                    base_dir: base,
-                })));
-            }
+            self.serve_kept(name, reader, server, tx);
             metrics.catalog_loads.with_label_values(&["error"]).inc();
             metrics.catalog_last_load_success.set(0);
             let e = catalog::CatalogErrors {
@@ -1068,22 +1179,16 @@ mod tests {
 
         /// One poll of the watch loop.
         async fn poll(&mut self) {
-            match self.reader.read().await {
-                Ok(Some(Documents::Fragments(docs))) => self.load_read(&docs).await,
-                Ok(None) => {
-                    self.state
-                        .unchanged(
-                            &self.name,
-                            &self.reader,
-                            &self.server,
-                            &self.tx,
-                            &self.metrics,
-                            &self.status,
-                        )
-                        .await
-                }
-                other => panic!("not fragments: {other:?}"),
-            }
+            poll(
+                &self.name,
+                &mut self.reader,
+                &mut self.state,
+                &self.server,
+                &self.tx,
+                &self.metrics,
+                &self.status,
+            )
+            .await;
         }
 
         /// Catalogs accepted whole ("catalog loaded" in the log).
@@ -1503,6 +1608,56 @@ mod tests {
         );
         // Y cannot use m.yaml, and it leaves it for the replicas that can.
         assert_eq!(persisted(), ["a.yaml", "m.yaml"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_starts_while_its_directory_cannot_be_listed_serves_the_last_good_catalog()
+     {
+        let dir = scratch("unlistable");
+        let catalog = dir.join("catalog.d");
+        let a = service("a", "a", &["a"], "10.0.0.1");
+        upload(&catalog, "a.yaml", &a, 0);
+        // X served a.yaml and wrote it at the default place.
+        let path = match LastGoodLocation::default_for(&CatalogLocation::File(catalog.clone())) {
+            Some(LastGoodLocation::File(p)) => p,
+            other => panic!("no default place: {other:?}"),
+        };
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.poll().await;
+        assert!(path.is_file());
+        // The directory goes (a volume not mounted yet, a folder moved): it cannot be listed.
+        std::fs::rename(&catalog, dir.join("moved")).unwrap();
+        // Its default last good place is still beside it.
+        assert_eq!(
+            LastGoodLocation::default_for(&CatalogLocation::File(catalog.clone())),
+            Some(LastGoodLocation::File(path.clone()))
+        );
+        assert_eq!(
+            LastGoodLocation::default_for(&CatalogLocation::File(dir.join("catalog.yaml"))),
+            None
+        );
+        let mut y = Replica::start(&catalog, &path, "x.example").await;
+        y.poll().await;
+        y.poll().await;
+        // Y serves what X serves, and says why it serves it from the document.
+        assert_eq!(*x.tx.borrow(), *y.tx.borrow());
+        assert!(y.tx.borrow().is_some());
+        assert_eq!(y.serving("a.yaml"), Some(FragmentVersion::of(a.as_bytes())));
+        let error = y.status().last_error.unwrap();
+        assert!(
+            error.starts_with(&format!("cannot read {}", catalog.display()))
+                && error.ends_with(&format!(
+                    "serving the last good catalog read from {}",
+                    path.display()
+                )),
+            "{error}"
+        );
+        // Listed again: served from the directory, the error cleared.
+        std::fs::rename(dir.join("moved"), &catalog).unwrap();
+        y.poll().await;
+        assert_eq!(y.status().last_error, None);
+        assert_eq!(*x.tx.borrow(), *y.tx.borrow());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

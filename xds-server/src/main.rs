@@ -509,10 +509,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 );
             }
             let last_good = match last_good {
-                Some(_)
-                    if !matches!(&catalog, CatalogLocation::S3Prefix(_))
-                        && !matches!(&catalog, CatalogLocation::File(p) if p.is_dir()) =>
-                {
+                Some(_) if !catalog.holds_fragments() => {
                     anyhow::bail!(
                         "--last-good keeps the fragments of a directory or s3://BUCKET/PREFIX/ catalog; {catalog} is one document"
                     );
