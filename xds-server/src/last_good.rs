@@ -9,8 +9,9 @@
 //! fragments) names that content. It is written whole and atomically (a staged file renamed
 //! over the old one; one PutObject), so a reader sees one replica's document, never a mix.
 //! It holds the fragments' own text, which names certificate files and secrets but never holds
-//! their content; a fragment that carries a private key anyway is not persisted
-//! ([`crate::secrets::private_key_in`]). Of two versions of a fragment, the one a replica has
+//! their content; a fragment that carries a private key anyway is refused
+//! ([`fragments::accept`]), so its last good version is the one persisted, and [`encode`]
+//! refuses to write a key all the same. Of two versions of a fragment, the one a replica has
 //! just seen change live, else the one uploaded last, is written ([`merge`]), so a replica that
 //! lags behind an upload does not undo it.
 //!
@@ -140,50 +141,11 @@ pub enum EncodeError {
     },
 }
 
-/// What of a fragment is a private key, if any: in its text (comments too) or in any of its
-/// values (a string escaped in JSON or YAML, the base64 of a DER key).
-fn private_key(name: &str, text: &str) -> Option<String> {
-    fn in_value(v: &serde_json::Value) -> Option<String> {
-        match v {
-            serde_json::Value::String(s) => crate::secrets::private_key_in(s),
-            serde_json::Value::Array(items) => items.iter().find_map(in_value),
-            serde_json::Value::Object(m) => m
-                .iter()
-                .find_map(|(k, v)| crate::secrets::private_key_in(k).or_else(|| in_value(v))),
-            _ => None,
-        }
-    }
-    crate::secrets::private_key_in(text).or_else(|| {
-        crate::catalog::parse_value(name, text)
-            .ok()
-            .and_then(|v| in_value(&v))
-    })
-}
-
-/// The fragments a document may hold, and why those left out are (they hold a private key):
-/// such a fragment is not persisted, the others still are.
-pub fn persistable(fragments: &Fragments) -> (Fragments, Vec<EncodeError>) {
-    let mut kept = Fragments::new();
-    let mut left_out = Vec::new();
-    for (name, a) in fragments {
-        match private_key(name, &a.text) {
-            Some(found) => left_out.push(EncodeError::PrivateKey {
-                fragment: name.clone(),
-                found,
-            }),
-            None => {
-                kept.insert(name.clone(), a.clone());
-            }
-        }
-    }
-    (kept, left_out)
-}
-
 /// The document for the fragments served from `catalog`, and its digest.
 pub fn encode(catalog: &str, served: &Fragments) -> Result<(Vec<u8>, String), EncodeError> {
     let mut fragments = BTreeMap::new();
     for (name, a) in served {
-        if let Some(found) = private_key(name, &a.text) {
+        if let Some(found) = fragments::private_key(name, &a.text) {
             return Err(EncodeError::PrivateKey {
                 fragment: name.clone(),
                 found,
@@ -659,13 +621,18 @@ mod tests {
     }
 
     #[test]
-    fn a_fragment_holding_a_private_key_is_not_persisted() {
+    fn a_fragment_holding_a_private_key_is_refused_and_never_written() {
         let key = rcgen::KeyPair::generate().unwrap();
         let pem = key.serialize_pem();
         // In a comment.
         let commented: String = pem.lines().map(|l| format!("# {l}\n")).collect();
         let with_key = format!("{WALLET}{commented}");
-        let e = encode("catalog.d", &served(&[("wallet.yaml", &with_key)])).unwrap_err();
+        // Written all the same (by a fragment that got past the checks): refused.
+        let mut keyed = served(&[("wallet.yaml", WALLET)]);
+        if let Some(a) = keyed.get_mut("wallet.yaml") {
+            a.text = with_key.as_str().into();
+        }
+        let e = encode("catalog.d", &keyed).unwrap_err();
         assert_eq!(
             e,
             EncodeError::PrivateKey {
@@ -684,32 +651,28 @@ mod tests {
         };
         use base64ct::Encoding;
         let der = base64ct::Base64::encode_string(&key.serialize_der());
-        let (kept, left_out) = persistable(&served(&[
-            ("escaped.json", &json(&pem)),
-            ("der.json", &json(&der)),
-            ("shop.yaml", WALLET),
-            // A mention is no key.
-            (
-                "mention.yaml",
-                &format!("{WALLET}# no -----BEGIN PRIVATE KEY----- here, keys go in files\n"),
-            ),
-        ]));
-        assert_eq!(
-            kept.keys().collect::<Vec<_>>(),
-            ["mention.yaml", "shop.yaml"]
-        );
-        let left_out: Vec<String> = left_out.iter().map(ToString::to_string).collect();
-        assert_eq!(left_out.len(), 2, "{left_out:?}");
+        let refused = |name: &str, text: &str| {
+            let doc = Document::new(name, text.as_bytes());
+            fragments::accept(&doc, &|_| Vec::new())
+                .err()
+                .map(|e| e.iter().map(ToString::to_string).collect::<String>())
+        };
+        let der_error = refused("der.json", &json(&der)).unwrap();
         assert!(
-            left_out[0]
-                .starts_with("der.json holds a private key (the base64 of a DER private key)"),
-            "{left_out:?}"
+            der_error.starts_with("holds a private key (the base64 of a DER private key)"),
+            "{der_error}"
         );
+        assert!(!der_error.contains(&der[..20]));
+        let pem_error = refused("escaped.json", &json(&pem)).unwrap();
         assert!(
-            left_out[1].starts_with("escaped.json holds a private key (a PEM PRIVATE KEY block)"),
-            "{left_out:?}"
+            pem_error.starts_with("holds a private key (a PEM PRIVATE KEY block)"),
+            "{pem_error}"
         );
-        assert!(!left_out.concat().contains(&der[..20]));
+        assert!(refused("comment.yaml", &with_key).is_some());
+        // A mention is no key.
+        let mention = format!("{WALLET}# no -----BEGIN PRIVATE KEY----- here, keys go in files\n");
+        assert_eq!(refused("mention.yaml", &mention), None);
+        assert_eq!(refused("shop.yaml", WALLET), None);
     }
 
     #[test]

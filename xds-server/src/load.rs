@@ -120,9 +120,61 @@ enum CatalogReader {
     S3Prefix {
         client: aws_sdk_s3::Client,
         location: S3Location,
-        /// Keys and ETags of the fragments last read.
-        listed: Option<Vec<(String, String)>>,
+        /// The fragments last read, by key.
+        read: PrefixState,
     },
+}
+
+/// What an S3 prefix's reader keeps between polls: each key's document as read, with the
+/// ETag of that version, so a poll fetches only the keys that are new, changed, or could not
+/// be read last time, and gives nothing when the fragments are as last given.
+#[derive(Debug, Default)]
+struct PrefixState {
+    /// Readable fragments by key: the ETag read and the document.
+    read: BTreeMap<String, (String, Document)>,
+    /// The documents last given, in key order; `None` before the first (or after an error).
+    last: Option<Vec<Document>>,
+}
+
+impl PrefixState {
+    /// The fragments listed `now` (key and ETag, in key order): those unchanged since read come
+    /// from what was kept, the others from `fetch(key, listed ETag)` (the document, and the ETag
+    /// of the version read when it was). `None` when they are what was last given.
+    async fn update<F, Fut>(
+        &mut self,
+        now: Vec<(String, String)>,
+        mut fetch: F,
+    ) -> Option<Vec<Document>>
+    where
+        F: FnMut(String, String) -> Fut,
+        Fut: std::future::Future<Output = (Document, Option<String>)>,
+    {
+        let mut read = BTreeMap::new();
+        let mut docs = Vec::with_capacity(now.len());
+        for (key, listed) in now {
+            let doc = match self.read.remove(&key) {
+                Some((etag, doc)) if etag == listed => {
+                    read.insert(key, (etag, doc.clone()));
+                    doc
+                }
+                _ => {
+                    let (doc, etag) = fetch(key.clone(), listed.clone()).await;
+                    // One that cannot be read is fetched again at the next poll.
+                    if doc.unreadable.is_none() {
+                        read.insert(key, (etag.unwrap_or(listed), doc.clone()));
+                    }
+                    doc
+                }
+            };
+            docs.push(doc);
+        }
+        self.read = read;
+        if self.last.as_ref() == Some(&docs) {
+            return None;
+        }
+        self.last = Some(docs.clone());
+        Some(docs)
+    }
 }
 
 /// Catalogs larger than this are refused (they would be a mistake, not a catalog).
@@ -143,7 +195,7 @@ impl CatalogReader {
             CatalogLocation::S3Prefix(location) => CatalogReader::S3Prefix {
                 client: s3_config_loader::s3_client().await,
                 location: location.clone(),
-                listed: None,
+                read: PrefixState::default(),
             },
         }
     }
@@ -157,7 +209,7 @@ impl CatalogReader {
             match self {
                 CatalogReader::File { last, .. } => *last = None,
                 CatalogReader::S3 { etag, .. } => *etag = None,
-                CatalogReader::S3Prefix { listed, .. } => *listed = None,
+                CatalogReader::S3Prefix { read, .. } => read.last = None,
             }
         }
         read
@@ -205,7 +257,7 @@ impl CatalogReader {
             CatalogReader::S3Prefix {
                 client,
                 location,
-                listed,
+                read,
             } => {
                 let objects = list_objects(client, &location.bucket, &location.key)
                     .await
@@ -218,51 +270,42 @@ impl CatalogReader {
                     .filter(|o| !o.key.rsplit('/').next().unwrap_or("").starts_with('.'))
                     .map(|o| (o.key, o.etag))
                     .collect();
-                if listed.as_ref() == Some(&now) {
-                    return Ok(None);
-                }
-                let mut fragments = Vec::with_capacity(now.len());
-                let mut read = Vec::with_capacity(now.len());
-                for (key, listed_etag) in now {
+                let (client, location) = (&*client, &*location);
+                let fetch = |key: String, listed: String| async move {
                     let fetched =
                         fetch_object(client, &location.bucket, &key, None, MAX_CATALOG_BYTES).await;
                     let name = format!("s3://{}/{key}", location.bucket);
                     // One object that cannot be read (not decryptable by this task, over the
-                    // size limit) is refused on its own; its listing is not remembered, so it
-                    // is read again at the next poll.
-                    let mut unreadable = |why: String| {
-                        read.push((key.clone(), String::new()));
-                        Document::unreadable(name.clone(), why)
-                    };
-                    let (bytes, modified, etag) = match fetched {
-                        Ok((Fetched::Body { bytes, modified }, etag)) => (bytes, modified, etag),
+                    // size limit, archived) is refused on its own.
+                    match fetched {
+                        Ok((Fetched::Body { bytes, modified }, etag)) => {
+                            // The ETag of what was read, so a change between listing and
+                            // reading is seen on the next poll.
+                            let etag = etag.unwrap_or(listed);
+                            let shown = etag.clone();
+                            let source = match modified.and_then(fragments::stamp) {
+                                Some(t) => format!("ETag {shown}, modified {t}"),
+                                None => format!("ETag {shown}"),
+                            };
+                            let doc = Document {
+                                source: Some(source),
+                                ..Document::new(name, bytes)
+                            };
+                            (doc, Some(etag))
+                        }
                         Ok((Fetched::NotModified, _)) => {
-                            fragments.push(unreadable(format!(
+                            let why = format!(
                                 "cannot read {name}: not modified, yet it was not asked conditionally"
-                            )));
-                            continue;
+                            );
+                            (Document::unreadable(name, why), None)
                         }
                         Err(e) => {
-                            fragments
-                                .push(unreadable(format!("cannot read {name}: {}", e.message)));
-                            continue;
+                            let why = format!("cannot read {name}: {}", e.message);
+                            (Document::unreadable(name, why), None)
                         }
-                    };
-                    // The ETag of what was read, so a change between listing and reading is
-                    // seen on the next poll.
-                    let etag = etag.unwrap_or(listed_etag);
-                    let source = match modified.and_then(fragments::stamp) {
-                        Some(t) => format!("ETag {etag}, modified {t}"),
-                        None => format!("ETag {etag}"),
-                    };
-                    fragments.push(Document {
-                        source: Some(source),
-                        ..Document::new(name, bytes)
-                    });
-                    read.push((key, etag));
-                }
-                *listed = Some(read);
-                Ok(Some(Documents::Fragments(fragments)))
+                    }
+                };
+                Ok(read.update(now, fetch).await.map(Documents::Fragments))
             }
         }
     }
@@ -481,8 +524,6 @@ struct FragmentState {
     write_error: Option<String>,
     /// A write that failed, to try again at the next poll without loading again.
     pending: Option<PendingWrite>,
-    /// Why fragments are left out of the document (they hold a private key), logged once.
-    left_out: Vec<String>,
     /// The fragments last loaded, to load again once an unreadable store can be read.
     last_docs: Option<Vec<Document>>,
 }
@@ -557,7 +598,6 @@ impl FragmentState {
             ignored: None,
             write_error: None,
             pending: None,
-            left_out: Vec::new(),
             last_docs: None,
         };
         let Some(location) = location else {
@@ -640,7 +680,7 @@ impl FragmentState {
     }
 
     /// Shows the document's digest and what is wrong with it, if anything, on `/readyz`: a
-    /// failed read, then a failed write, then why it is ignored, then fragments left out.
+    /// failed read, then a failed write, then why it is ignored.
     fn show(&self, status: &Mutex<CatalogStatus>) {
         let Some(store) = &self.store else {
             return;
@@ -658,8 +698,7 @@ impl FragmentState {
             .read_error
             .clone()
             .or_else(|| self.write_error.clone())
-            .or_else(|| self.ignored.clone())
-            .or_else(|| (!self.left_out.is_empty()).then(|| self.left_out.join("; ")));
+            .or_else(|| self.ignored.clone());
     }
 
     /// Whether to load the same fragments again at this poll: the document could be read
@@ -1041,16 +1080,7 @@ impl FragmentState {
             _ => Default::default(),
         };
         stored.extend(unchecked.iter().map(|(n, a)| (n.clone(), a.clone())));
-        let (merged, left_out) =
-            last_good::persistable(&last_good::merge(&stored, served, live, seen, changed));
-        // A fragment holding a key stops only its own persistence; said once per change.
-        let left_out: Vec<String> = left_out.iter().map(ToString::to_string).collect();
-        if left_out != self.left_out {
-            for why in left_out.iter().filter(|w| !self.left_out.contains(w)) {
-                tracing::error!(last_good = %store.location(), "fragment left out of the last good catalog: {why}");
-            }
-            self.left_out = left_out;
-        }
+        let merged = last_good::merge(&stored, served, live, seen, changed);
         let location = store.location().to_string();
         let outcome = match last_good::encode(name, &merged) {
             Ok((_, digest)) if matches!(&self.doc, Doc::Good { digest: d, .. } if *d == digest) => {
@@ -1659,6 +1689,95 @@ mod tests {
         assert_eq!(y.status().last_error, None);
         assert_eq!(*x.tx.borrow(), *y.tx.borrow());
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_fragment_that_gains_a_private_key_is_refused_and_its_last_good_version_kept() {
+        let dir = scratch("key");
+        let catalog = dir.join("catalog.d");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let k1 = service("k", "k", &["k"], "10.0.0.1");
+        upload(&catalog, "k.yaml", &k1, 0);
+        upload(
+            &catalog,
+            "a.yaml",
+            &service("a", "a", &["a"], "10.0.1.1"),
+            0,
+        );
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.poll().await;
+        // A key pasted into a comment of k.yaml's next version.
+        let pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let body = pem.lines().nth(1).unwrap().to_string();
+        let commented: String = pem.lines().map(|l| format!("# {l}\n")).collect();
+        let k2 = format!("{}{commented}", k1.replace("10.0.0.1", "10.0.0.2"));
+        upload(&catalog, "k.yaml", &k2, 60);
+        x.poll().await;
+        let persisted = std::fs::read_to_string(&path).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&persisted).unwrap();
+        assert_eq!(doc["fragments"]["k.yaml"]["text"], k1.as_str());
+        assert!(!persisted.contains(&body));
+        // A replica that starts now serves k.yaml's last good version too.
+        let mut y = Replica::start(&catalog, &path, "x.example").await;
+        y.poll().await;
+        for r in [&x, &y] {
+            let st = r.status();
+            let refused = &st.refused_fragments["k.yaml"];
+            assert_eq!(refused.serving, Some(FragmentVersion::of(k1.as_bytes())));
+            assert!(
+                refused
+                    .error
+                    .contains("holds a private key (a PEM PRIVATE KEY block)"),
+                "{}",
+                refused.error
+            );
+            let shown = serde_json::to_string(&st).unwrap();
+            assert!(!shown.contains(&body), "{shown}");
+            assert_eq!(st.last_good.unwrap().error, None);
+        }
+        assert_eq!(*x.tx.borrow(), *y.tx.borrow());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_prefix_poll_fetches_only_the_keys_new_changed_or_unreadable() {
+        let fetched = std::cell::RefCell::new(Vec::<String>::new());
+        let readable = std::cell::Cell::new(false);
+        let fetch = |key: String, etag: String| {
+            fetched.borrow_mut().push(key.clone());
+            let doc = if key == "b.yaml" && !readable.get() {
+                Document::unreadable(key, "cannot read b.yaml: InvalidObjectState")
+            } else {
+                Document::new(key, etag.clone().into_bytes())
+            };
+            async move { (doc, Some(etag)) }
+        };
+        let listed = |a: &str, b: &str| {
+            vec![
+                ("a.yaml".to_string(), a.to_string()),
+                ("b.yaml".to_string(), b.to_string()),
+            ]
+        };
+        let mut state = PrefixState::default();
+        let mut poll = async |now: Vec<(String, String)>| {
+            fetched.borrow_mut().clear();
+            let docs = state.update(now, fetch).await;
+            (docs.is_some(), fetched.borrow().clone())
+        };
+        assert_eq!(
+            poll(listed("1", "1")).await,
+            (true, vec!["a.yaml".into(), "b.yaml".into()])
+        );
+        // b.yaml still cannot be read: only it is fetched again, and nothing is loaded again.
+        assert_eq!(poll(listed("1", "1")).await, (false, vec!["b.yaml".into()]));
+        assert_eq!(poll(listed("1", "1")).await, (false, vec!["b.yaml".into()]));
+        // Readable now: loaded.
+        readable.set(true);
+        assert_eq!(poll(listed("1", "1")).await, (true, vec!["b.yaml".into()]));
+        // Nothing changed: nothing fetched.
+        assert_eq!(poll(listed("1", "1")).await, (false, vec![]));
+        // a.yaml changed: only it is fetched.
+        assert_eq!(poll(listed("2", "1")).await, (true, vec!["a.yaml".into()]));
     }
 
     #[test]

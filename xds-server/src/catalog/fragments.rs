@@ -168,13 +168,44 @@ pub fn short_name(location: &str, name: &str) -> String {
         .to_string()
 }
 
+/// What of a fragment is a private key, if any: in its text (comments too) or in any of its
+/// values (a string escaped in JSON or YAML, the base64 of a DER key); what was found, never
+/// the key.
+pub fn private_key(name: &str, text: &str) -> Option<String> {
+    fn in_value(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) => crate::secrets::private_key_in(s),
+            serde_json::Value::Array(items) => items.iter().find_map(in_value),
+            serde_json::Value::Object(m) => m
+                .iter()
+                .find_map(|(k, v)| crate::secrets::private_key_in(k).or_else(|| in_value(v))),
+            _ => None,
+        }
+    }
+    crate::secrets::private_key_in(text).or_else(|| {
+        super::parse_value(name, text)
+            .ok()
+            .and_then(|v| in_value(&v))
+    })
+}
+
 /// Parses one fragment and checks it on its own (references aside), applies its defaults and
-/// runs `check`.
+/// runs `check`. A fragment that holds a private key is refused whole, as an invalid one is:
+/// its last good version stays served and persisted, and the key is never kept or quoted.
 pub fn accept(doc: &Document, check: Check<'_>) -> Result<Accepted, Vec<CatalogError>> {
     if let Some(why) = &doc.unreadable {
         return Err(vec![CatalogError {
             path: String::new(),
             message: why.clone(),
+            position: None,
+        }]);
+    }
+    if let Some(found) = private_key(&doc.name, &String::from_utf8_lossy(&doc.bytes)) {
+        return Err(vec![CatalogError {
+            path: String::new(),
+            message: format!(
+                "holds a private key ({found}): refused, its last good version stays served; keep keys in files or Secrets Manager and name them"
+            ),
             position: None,
         }]);
     }
