@@ -141,6 +141,22 @@ pub enum EncodeError {
     },
 }
 
+/// A catalog location as a document names it, the same however a replica spells it: an S3
+/// location as it is; a directory as its real absolute path (`./catalog.d`, `catalog.d/` and
+/// `/srv/catalog.d` are one when the working directory is `/srv`; links resolved when it
+/// exists).
+pub fn canonical(catalog: &str) -> String {
+    if catalog.starts_with("s3://") {
+        return catalog.to_string();
+    }
+    let path = std::path::Path::new(catalog);
+    let real = std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf());
+    let normal: PathBuf = real.components().collect();
+    normal.display().to_string()
+}
+
 /// The document for the fragments served from `catalog`, and its digest.
 pub fn encode(catalog: &str, served: &Fragments) -> Result<(Vec<u8>, String), EncodeError> {
     let mut fragments = BTreeMap::new();
@@ -163,7 +179,7 @@ pub fn encode(catalog: &str, served: &Fragments) -> Result<(Vec<u8>, String), En
     let digest = digest(&fragments);
     let doc = LastGoodDocument {
         format: FORMAT.into(),
-        catalog: catalog.into(),
+        catalog: canonical(catalog),
         digest: digest.clone(),
         fragments,
     };
@@ -197,7 +213,7 @@ pub fn decode(catalog: &str, bytes: &[u8], check: Check<'_>) -> Result<Decoded, 
             doc.format
         ));
     }
-    if doc.catalog != catalog {
+    if canonical(&doc.catalog) != canonical(catalog) {
         return Err(format!(
             "written for catalog {}, not {catalog}",
             doc.catalog
@@ -598,6 +614,28 @@ mod tests {
         let other = text.replace(FORMAT, "something else");
         let e = decode("s3://config/xds/catalog.d/", other.as_bytes(), no_check).unwrap_err();
         assert!(e.starts_with("format \"something else\""), "{e}");
+    }
+
+    #[test]
+    fn replicas_that_spell_the_directory_otherwise_read_each_others_document() {
+        let dir = std::env::temp_dir().join(format!("xds-last-good-spell-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("catalog.d")).unwrap();
+        std::fs::create_dir_all(dir.join("x")).unwrap();
+        let fragments = served(&[("wallet.yaml", WALLET)]);
+        let at = |p: &str| dir.join(p).display().to_string();
+        let (bytes, _) = encode(&at("catalog.d"), &fragments).unwrap();
+        for other in [at("catalog.d/"), at("./catalog.d"), at("x/../catalog.d")] {
+            let back = decode(&other, &bytes, &|_| Vec::new());
+            assert_eq!(back.map(|d| d.fragments), Ok(fragments.clone()), "{other}");
+            // And write the same bytes.
+            assert_eq!(encode(&other, &fragments).unwrap().0, bytes, "{other}");
+        }
+        // Through a link to it, too.
+        std::os::unix::fs::symlink(dir.join("catalog.d"), dir.join("link")).unwrap();
+        assert!(decode(&at("link"), &bytes, &|_| Vec::new()).is_ok());
+        // Another directory is another catalog.
+        assert!(decode(&at("other.d"), &bytes, &|_| Vec::new()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
