@@ -878,6 +878,9 @@ fn an_unreadable_object_is_fetched_again_alone_and_nothing_reloads_while_nothing
         refused["error"].as_str().unwrap().contains("cannot read"),
         "{refused}"
     );
+    // What was read is nothing: no version is offered, and it says it could not be read.
+    assert!(refused["offered"].is_null(), "{refused}");
+    assert_eq!(refused["unreadable"], true, "{refused}");
     // Many polls later: loaded once, not once a poll.
     std::thread::sleep(Duration::from_secs(2));
     let log = server.process.output();

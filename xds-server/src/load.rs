@@ -392,10 +392,12 @@ pub struct CatalogStatus {
 pub struct RefusedFragment {
     /// Its errors, one a line, their paths inside the fragment.
     pub error: String,
-    /// The version read; `null` when the fragment was removed.
+    /// The version read; `null` when the fragment was removed or could not be read.
     pub offered: Option<FragmentVersion>,
     /// The last good version served in its place; `null` when none is.
     pub serving: Option<FragmentVersion>,
+    /// `true` when it is listed but could not be read (its `error` says why).
+    pub unreadable: bool,
 }
 
 /// Re-reads the catalog whenever its content changes; accepted catalogs go to `tx`. A
@@ -923,7 +925,7 @@ impl FragmentState {
         // replica's first one with If-None-Match), and the others' versions are written.
         let unserved: Vec<&String> = refused
             .iter()
-            .filter(|(_, r)| r.serving.is_none() && r.offered.is_some())
+            .filter(|(_, r)| r.serving.is_none() && (r.offered.is_some() || r.unreadable))
             .map(|(n, _)| n)
             .collect();
         // A write that failed before is superseded by this load's.
@@ -1044,6 +1046,7 @@ impl FragmentState {
                     error: r.describe(),
                     offered: r.offered.clone(),
                     serving: r.serving.clone(),
+                    unreadable: r.unreadable,
                 };
                 (n.clone(), shown)
             })
@@ -1577,6 +1580,9 @@ mod tests {
             let st = r.status();
             let refused = &st.refused_fragments["b.yaml"];
             assert!(refused.error.contains("cannot read"), "{}", refused.error);
+            // Nothing was read: no version is offered, and it says so.
+            assert_eq!(refused.offered, None);
+            assert!(refused.unreadable);
             assert_eq!(st.refused_fragments.len(), 1);
         }
         assert_eq!(*x.tx.borrow(), *y.tx.borrow());

@@ -134,10 +134,12 @@ pub type Check<'a> = &'a dyn Fn(&mut Catalog) -> Vec<CatalogError>;
 pub struct Refusal {
     /// The problems, their paths inside the fragment.
     pub errors: Vec<CatalogError>,
-    /// The version read; `None` when the fragment was removed.
+    /// The version read; `None` when the fragment was removed or could not be read.
     pub offered: Option<FragmentVersion>,
     /// The last good version served in its place; `None` when nothing of it is served.
     pub serving: Option<FragmentVersion>,
+    /// Whether it is listed but could not be read ([`Document::unreadable`]).
+    pub unreadable: bool,
 }
 
 impl Refusal {
@@ -251,9 +253,15 @@ pub fn resolve(
     let mut stage: BTreeMap<String, Stage> = BTreeMap::new();
     let mut refused: BTreeMap<String, Vec<CatalogError>> = BTreeMap::new();
     let mut offered: BTreeMap<String, FragmentVersion> = BTreeMap::new();
+    let mut unreadable: BTreeSet<String> = BTreeSet::new();
     for doc in documents {
         let name = short_name(location, &doc.name);
-        offered.insert(name.clone(), FragmentVersion::of(&doc.bytes));
+        // What could not be read offers no version (the hash of no bytes would look like one).
+        if doc.unreadable.is_some() {
+            unreadable.insert(name.clone());
+        } else {
+            offered.insert(name.clone(), FragmentVersion::of(&doc.bytes));
+        }
         match accept(doc, check) {
             Ok(a) => {
                 stage.insert(name.clone(), Stage::Offered);
@@ -396,6 +404,7 @@ pub fn resolve(
                 errors,
                 offered: offered.get(&name).cloned(),
                 serving: chosen.get(&name).map(|a| a.version.clone()),
+                unreadable: unreadable.contains(&name),
             };
             (name, refusal)
         })
