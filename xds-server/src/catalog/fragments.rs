@@ -202,6 +202,15 @@ pub fn accept(doc: &Document, check: Check<'_>) -> Result<Accepted, Vec<CatalogE
             position: None,
         }]);
     }
+    let mut catalog =
+        super::parse_text(&doc.name, &doc.bytes, Scope::Deferred).map_err(|e| e.errors)?;
+    catalog.apply_defaults();
+    let errors = check(&mut catalog);
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    // After the errors of parsing and checks: one caused by a key pasted into a field names
+    // that field (without quoting the key, [`super::redacted`]).
     if let Some(found) = private_key(&doc.name, &String::from_utf8_lossy(&doc.bytes)) {
         return Err(vec![CatalogError {
             path: String::new(),
@@ -210,13 +219,6 @@ pub fn accept(doc: &Document, check: Check<'_>) -> Result<Accepted, Vec<CatalogE
             ),
             position: None,
         }]);
-    }
-    let mut catalog =
-        super::parse_text(&doc.name, &doc.bytes, Scope::Deferred).map_err(|e| e.errors)?;
-    catalog.apply_defaults();
-    let errors = check(&mut catalog);
-    if !errors.is_empty() {
-        return Err(errors);
     }
     let text = std::str::from_utf8(&doc.bytes).map_err(|_| {
         vec![CatalogError {
@@ -670,6 +672,33 @@ pub(crate) mod tests {
             ));
         }
         text
+    }
+
+    #[test]
+    fn a_fragment_with_a_key_pasted_into_a_field_is_refused_naming_the_field() {
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let body = key.lines().nth(1).unwrap().to_string();
+        let indented: String = key.lines().map(|l| format!("            {l}\n")).collect();
+        let server = crate::secrets::ServerSide {
+            has_ca: false,
+            trust_domain: "mesh.local".into(),
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().to_path_buf();
+        let ca = crate::ca::Ca::generate("t").unwrap();
+        std::fs::write(base.join("chain.pem"), ca.certificate_pem()).unwrap();
+        let check = |c: &mut Catalog| server.settle(c, &base);
+        // The key where a file's path belongs, under an upstream's TLS.
+        let text = format!(
+            "version: 1\nproxies:\n  web:\n    listeners:\n      - {{ name: out, port: 8080, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: app }} ] }}\nupstreams:\n  app:\n    protocol: http\n    endpoints: {{ static: [ \"10.0.0.1:80\" ] }}\n    tls:\n      trust: system\n      sni: app.test\n      certificate:\n        file:\n          chain: chain.pem\n          key: |\n{indented}"
+        );
+        let errors = accept(&Document::new("wallet.yaml", text.as_bytes()), &check).unwrap_err();
+        let shown: String = errors.iter().map(|e| e.located()).collect();
+        assert!(
+            shown.contains("upstreams.app.tls.certificate.file") && shown.contains("private key"),
+            "{shown}"
+        );
+        assert!(!shown.contains(&body), "{shown}");
     }
 
     fn docs(items: &[(&str, &str)]) -> Vec<Document> {
