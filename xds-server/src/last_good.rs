@@ -460,9 +460,11 @@ fn write_file(path: &std::path::Path, bytes: &[u8], over: Option<&Tag>) -> Resul
 /// the version uploaded last is kept ([`newer`]): a replica that has not polled since an
 /// upload does not write its older version over the newer one. But a fragment this replica
 /// has just seen change live (`changed`: its load took a version other than the one it
-/// served before) is written as it serves it, whatever the times: a version put back with an
-/// old time, or uploaded in the same second as the one it replaced, is still the latest. The
-/// other replicas see the same change at their next poll and write the same version.
+/// served before) is written as it serves it unless the stored one was uploaded strictly
+/// later: a version uploaded in the same second as the one it replaced is still the latest
+/// (a file put back with its old mtime has a new ctime, so a later time), and a replica that
+/// listed between two quick uploads does not undo the second. The other replicas see the same
+/// change at their next poll and write the same version.
 pub fn merge(
     stored: &Fragments,
     served: &Fragments,
@@ -473,7 +475,13 @@ pub fn merge(
     let mut out = served.clone();
     for (name, a) in stored {
         let keep = match out.get(name) {
-            Some(_) if changed.contains(name) => false,
+            // Unless the stored one was uploaded strictly later: another replica saw a newer
+            // upload than this one's change (v1, v2, v3 in quick succession; this replica
+            // listed v2).
+            Some(mine) if changed.contains(name) => {
+                fragments::uploaded(a.source.as_deref())
+                    > fragments::uploaded(mine.source.as_deref())
+            }
             Some(mine) => newer(a, mine),
             None => live.contains(name) || !seen.contains(name),
         };
@@ -777,7 +785,7 @@ mod tests {
         let twin = uploaded_at(&[("wallet.yaml", &wallet("10.0.0.9"))], 1_700_000_000);
         assert_eq!(merged(&old, &twin), merged(&twin, &old));
         // Unless a replica has just seen it change live: then what it serves is the latest
-        // (uploaded in the same second, put back with its old time).
+        // (uploaded in the same second as the one it replaced).
         let changed = |stored: &Fragments, served: &Fragments| {
             merge(stored, served, &names(), &names(), &names())["wallet.yaml"].clone()
         };
@@ -788,7 +796,9 @@ mod tests {
         };
         assert_eq!(changed(first, second), second["wallet.yaml"]);
         assert_eq!(changed(second, first), first["wallet.yaml"]);
-        assert_eq!(changed(&new, &old), old["wallet.yaml"]);
+        // But not over a version uploaded strictly later, which another replica saw: one
+        // that listed between two uploads does not undo the second.
+        assert_eq!(changed(&new, &old), new["wallet.yaml"]);
         // A version stored before sources carried a time is the older.
         let untimed = served(&[("wallet.yaml", &wallet("10.0.0.7"))]);
         assert_eq!(merged(&untimed, &old), old["wallet.yaml"]);
