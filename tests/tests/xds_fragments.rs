@@ -537,6 +537,45 @@ fn validate_with_reads_the_last_good_catalog_where_last_good_says() {
     assert!(out.status.success(), "{}", text(&out));
 }
 
+#[test]
+fn a_replica_started_while_its_directory_is_missing_serves_the_last_good_catalog() {
+    let dir = TempDir::new("fragments-missing-dir");
+    let a1 = Backend::start("a1", 0).unwrap();
+    let a_port = free_port();
+    write(
+        &dir,
+        "a.yaml",
+        &fragment("a", a_port, "a-web", &[("a-web", &a1)]),
+    );
+    let catalog = dir.path().join("catalog.d");
+    let path = dir.path().join(".last-good.json");
+    {
+        let first = XdsServer::start(&dir, &catalog, 0);
+        first.wait_ready();
+        wait_for(
+            "the last good catalog written",
+            Duration::from_secs(20),
+            || path.is_file().then_some(()),
+        );
+    }
+    // The directory is not there (a volume not mounted yet): a new replica still serves.
+    std::fs::rename(&catalog, dir.path().join("aside")).unwrap();
+    let second = XdsServer::start(&dir, &catalog, 0);
+    second.wait_ready();
+    let st = status(&second);
+    let error = st["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "serving the last good catalog read from {}",
+            path.display()
+        )),
+        "{st}"
+    );
+    let envoy = Envoy::start(&dir, "a", second.xds_port, Mode::Delta);
+    envoy.wait_live();
+    http::wait_for_body(a_port, "a1");
+}
+
 /// Keeps a process stopped (SIGSTOP) until dropped (SIGCONT), so a replica misses what
 /// happens meanwhile, as one whose poll comes late would.
 struct Paused(u32);
