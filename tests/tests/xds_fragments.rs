@@ -460,6 +460,122 @@ fn validate_with_checks_a_fragment_against_the_fragments_it_joins() {
     );
 }
 
+#[test]
+fn validate_with_reads_the_last_good_catalog_where_last_good_says() {
+    let dir = TempDir::new("fragments-validate-last-good");
+    let connector = Backend::start("connector", 0).unwrap();
+    let good = fragment(
+        "connector",
+        free_port(),
+        "connector",
+        &[("connector", &connector)],
+    );
+    write(&dir, "connector.yaml", &good);
+    // The server keeps its last good catalog elsewhere than beside the directory.
+    let kept = dir.path().join("state").join("last-good.json");
+    let catalog = dir.path().join("catalog.d");
+    let server = XdsServer::start_with(
+        &dir,
+        &catalog,
+        0,
+        &[
+            "--catalog-interval",
+            "100ms",
+            "--last-good",
+            kept.to_str().unwrap(),
+        ],
+    );
+    server.wait_ready();
+    wait_for(
+        "the last good catalog written",
+        Duration::from_secs(20),
+        || kept.is_file().then_some(()),
+    );
+    // The connector's fragment breaks; the server still serves its last good version.
+    write(&dir, "connector.yaml", &broken("connector"));
+    wait_for("connector.yaml refused", Duration::from_secs(20), || {
+        status(&server)["refused_fragments"]
+            .get("connector.yaml")
+            .map(drop)
+    });
+    let wallet = dir.write("wallet.yaml", &fragment("wallet", 8080, "connector", &[]));
+    let with = |extra: &[&OsStr]| {
+        let mut args = vec![
+            wallet.as_os_str(),
+            OsStr::new("--with"),
+            catalog.as_os_str(),
+        ];
+        args.extend_from_slice(extra);
+        validate(&args, &[])
+    };
+    // Without --last-good, no document at the default place: the connector's upstream is
+    // not there.
+    let out = with(&[]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains(r#"upstream "connector" is not defined"#),
+        "{}",
+        text(&out)
+    );
+    // With it, as the server: the connector's last good version counts.
+    let out = with(&[OsStr::new("--last-good"), kept.as_os_str()]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("connector.yaml is refused"),
+        "{}",
+        text(&out)
+    );
+    // It reads the environment variable serve reads too.
+    let out = validate(
+        &[
+            wallet.as_os_str(),
+            OsStr::new("--with"),
+            catalog.as_os_str(),
+        ],
+        &[("XDS_SERVER_LAST_GOOD", kept.display().to_string())],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_replica_started_while_its_directory_is_missing_serves_the_last_good_catalog() {
+    let dir = TempDir::new("fragments-missing-dir");
+    let a1 = Backend::start("a1", 0).unwrap();
+    let a_port = free_port();
+    write(
+        &dir,
+        "a.yaml",
+        &fragment("a", a_port, "a-web", &[("a-web", &a1)]),
+    );
+    let catalog = dir.path().join("catalog.d");
+    let path = dir.path().join(".last-good.json");
+    {
+        let first = XdsServer::start(&dir, &catalog, 0);
+        first.wait_ready();
+        wait_for(
+            "the last good catalog written",
+            Duration::from_secs(20),
+            || path.is_file().then_some(()),
+        );
+    }
+    // The directory is not there (a volume not mounted yet): a new replica still serves.
+    std::fs::rename(&catalog, dir.path().join("aside")).unwrap();
+    let second = XdsServer::start(&dir, &catalog, 0);
+    second.wait_ready();
+    let st = status(&second);
+    let error = st["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!(
+            "serving the last good catalog read from {}",
+            path.display()
+        )),
+        "{st}"
+    );
+    let envoy = Envoy::start(&dir, "a", second.xds_port, Mode::Delta);
+    envoy.wait_live();
+    http::wait_for_body(a_port, "a1");
+}
+
 /// Keeps a process stopped (SIGSTOP) until dropped (SIGCONT), so a replica misses what
 /// happens meanwhile, as one whose poll comes late would.
 struct Paused(u32);
@@ -678,45 +794,151 @@ fn a_read_error_clears_once_the_catalog_reads_again_unchanged() {
 }
 
 #[test]
-fn a_fragment_holding_a_private_key_is_left_out_of_the_last_good_catalog_and_the_others_kept() {
+fn a_fragment_that_gains_a_private_key_is_refused_and_its_last_good_version_served_and_kept() {
     let dir = TempDir::new("fragments-key");
     let a1 = Backend::start("a1", 0).unwrap();
+    let k1 = Backend::start("k1", 0).unwrap();
+    let k2 = Backend::start("k2", 0).unwrap();
     let (a_port, k_port) = (free_port(), free_port());
     let a = |to: &str| fragment("a", a_port, to, &[("a-web", &a1), ("a-web-2", &a1)]);
     write(&dir, "a.yaml", &a("a-web"));
-    // A key pasted into a comment: the fragment is served, never persisted.
-    let keyed = format!(
-        "{}# -----BEGIN PRIVATE KEY-----\n# MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n# -----END PRIVATE KEY-----\n",
-        fragment("k", k_port, "k-web", &[("k-web", &a1)])
-    );
-    write(&dir, "k.yaml", &keyed);
-    let server = XdsServer::start(&dir, &dir.path().join("catalog.d"), 0);
+    let k = fragment("k", k_port, "k-web", &[("k-web", &k1)]);
+    write(&dir, "k.yaml", &k);
+    let catalog = dir.path().join("catalog.d");
+    let server = XdsServer::start(&dir, &catalog, 0);
     server.wait_ready();
     let path = dir.path().join(".last-good.json");
-    let persisted = |text: &str| {
+    let persisted = |name: &str, text: &str| {
         let doc = std::fs::read_to_string(&path).ok()?;
         let doc: serde_json::Value = serde_json::from_str(&doc).ok()?;
-        (doc["fragments"]["a.yaml"]["text"] == text).then_some(doc)
+        (doc["fragments"][name]["text"] == text).then_some(doc)
     };
-    let doc = wait_for(
-        "the last good catalog written with a.yaml",
-        Duration::from_secs(20),
-        || persisted(&a("a-web")),
-    );
-    assert!(doc["fragments"].get("k.yaml").is_none(), "{doc}");
-    assert!(!doc.to_string().contains("PRIVATE KEY"), "{doc}");
-    assert!(status(&server)["fragments"].get("k.yaml").is_some());
-    // The others' changes are still persisted; the key is said once, not at every write.
-    write(&dir, "a.yaml", &a("a-web-2"));
-    wait_for("a.yaml's change persisted", Duration::from_secs(20), || {
-        persisted(&a("a-web-2"))
+    wait_for("k.yaml persisted", Duration::from_secs(20), || {
+        persisted("k.yaml", &k)
     });
-    let log = server.process.output();
-    assert_eq!(
-        log.matches("k.yaml holds a private key").count(),
-        1,
-        "{log}"
+    let envoy = Envoy::start(&dir, "k", server.xds_port, Mode::Delta);
+    envoy.wait_live();
+    http::wait_for_body(k_port, "k1");
+    // k.yaml's next version routes to k2, with a key pasted into a comment.
+    let key_body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC";
+    let keyed = format!(
+        "{}# -----BEGIN PRIVATE KEY-----\n# {key_body}\n# -----END PRIVATE KEY-----\n",
+        fragment("k", k_port, "k-web", &[("k-web", &k2)])
     );
+    write(&dir, "k.yaml", &keyed);
+    let refused = wait_for("k.yaml refused", Duration::from_secs(20), || {
+        let st = status(&server);
+        st["refused_fragments"]
+            .get("k.yaml")
+            .is_some()
+            .then_some(st)
+    });
+    let error = refused["refused_fragments"]["k.yaml"]["error"]
+        .as_str()
+        .unwrap();
+    assert!(error.contains("holds a private key"), "{error}");
+    assert!(
+        !refused["refused_fragments"]["k.yaml"]["serving"].is_null(),
+        "{refused}"
+    );
+    // The others' changes still go out and are persisted; k.yaml's last good version stays.
+    write(&dir, "a.yaml", &a("a-web-2"));
+    let doc = wait_for("a.yaml's change persisted", Duration::from_secs(20), || {
+        persisted("a.yaml", &a("a-web-2"))
+    });
+    assert_eq!(doc["fragments"]["k.yaml"]["text"], k.as_str(), "{doc}");
+    // A replica that starts now serves k.yaml's last good version too.
+    let second = XdsServer::start(&dir, &catalog, 0);
+    second.wait_ready();
+    assert_eq!(
+        status(&second)["refused_fragments"]["k.yaml"]["serving"],
+        refused["refused_fragments"]["k.yaml"]["serving"]
+    );
+    // k's Envoy still routes to k1.
+    assert_eq!(body(k_port).as_deref(), Some("k1"));
+    // The key is nowhere: not in the document, the logs, /readyz; the refusal said once.
+    assert!(!std::fs::read_to_string(&path).unwrap().contains(key_body));
+    for s in [&server, &second] {
+        assert!(!status(s).to_string().contains(key_body));
+        let log = s.process.output();
+        assert!(!log.contains(key_body), "{log}");
+        assert_eq!(log.matches("catalog fragment refused").count(), 1, "{log}");
+    }
+}
+
+#[test]
+fn an_unreadable_object_is_fetched_again_alone_and_nothing_reloads_while_nothing_changes() {
+    let dir = TempDir::new("fragments-archived");
+    let moto = Moto::start(&dir, 0);
+    let rt = rt();
+    let s3 = moto.s3();
+    let a1 = Backend::start("a1", 0).unwrap();
+    let b1 = Backend::start("b1", 0).unwrap();
+    let (a_port, b_port) = (free_port(), free_port());
+    rt.block_on(s3.create_bucket().bucket("config").send())
+        .unwrap();
+    put(
+        &rt,
+        &s3,
+        "xds/catalog.d/a.yaml",
+        &fragment("a", a_port, "a-web", &[("a-web", &a1)]),
+    );
+    // b.yaml is archived: it is listed, and GetObject refuses it (InvalidObjectState).
+    rt.block_on(
+        s3.put_object()
+            .bucket("config")
+            .key("xds/catalog.d/b.yaml")
+            .storage_class(aws_sdk_s3::types::StorageClass::Glacier)
+            .body(
+                fragment("b", b_port, "b-web", &[("b-web", &b1)])
+                    .into_bytes()
+                    .into(),
+            )
+            .send(),
+    )
+    .expect("archived object uploaded");
+    let server = XdsServer::start_env(
+        &dir,
+        OsStr::new("s3://config/xds/catalog.d/"),
+        0,
+        &["--catalog-interval", "100ms"],
+        &moto.env(),
+    );
+    server.wait_ready();
+    let st = wait_for("b.yaml refused", Duration::from_secs(20), || {
+        let st = status(&server);
+        st["refused_fragments"]
+            .get("b.yaml")
+            .is_some()
+            .then_some(st)
+    });
+    let refused = &st["refused_fragments"]["b.yaml"];
+    assert!(
+        refused["error"].as_str().unwrap().contains("cannot read"),
+        "{refused}"
+    );
+    // What was read is nothing: no version is offered, and it says it could not be read.
+    assert!(refused["offered"].is_null(), "{refused}");
+    assert_eq!(refused["unreadable"], true, "{refused}");
+    // Many polls later: loaded once, not once a poll.
+    std::thread::sleep(Duration::from_secs(2));
+    let log = server.process.output();
+    assert_eq!(log.matches("catalog loaded").count(), 1, "{log}");
+    assert_eq!(
+        server.metric("xds_catalog_loads_total{result=\"error\"}"),
+        1.0
+    );
+    // a.yaml changes: it goes out, b.yaml still refused.
+    put(
+        &rt,
+        &s3,
+        "xds/catalog.d/a.yaml",
+        &fragment("a", a_port, "a-web", &[("a-web", &b1)]),
+    );
+    wait_for("loaded again", Duration::from_secs(20), || {
+        (server.process.output().matches("catalog loaded").count() == 2).then_some(())
+    });
+    assert!(status(&server)["refused_fragments"].get("b.yaml").is_some());
 }
 
 #[test]

@@ -69,6 +69,9 @@ pub struct Options {
     pub with: Vec<CatalogLocation>,
     /// The fragment's name in the set (its key relative to the prefix); its file name if unset.
     pub join_as: Option<String>,
+    /// Where the server keeps the last good catalog of the first `with` location; its default
+    /// place ([`crate::last_good::LastGoodLocation::default_for`]) if unset.
+    pub last_good: Option<crate::last_good::LastGoodLocation>,
     /// Have this Envoy binary check every proxy's configuration.
     pub envoy: Option<PathBuf>,
     /// The trust domain the control plane serves with.
@@ -93,6 +96,7 @@ pub async fn check(location: &CatalogLocation, options: Options) -> Report {
                 file,
                 &options.with,
                 options.join_as.as_deref(),
+                options.last_good.as_ref(),
                 &options.trust_domain,
             )
             .await
@@ -160,6 +164,7 @@ async fn joining(
     path: &Path,
     sources: &[CatalogLocation],
     join_as: Option<&str>,
+    last_good: Option<&crate::last_good::LastGoodLocation>,
     trust_domain: &str,
 ) -> Option<LoadedCatalog> {
     use crate::catalog::fragments::{self, Document};
@@ -219,7 +224,7 @@ async fn joining(
         trust_domain: trust_domain.to_string(),
     };
     let check = |c: &mut catalog::Catalog| server.settle_trust_domain(c);
-    let persisted = persisted(report, &sources[0], &check).await;
+    let persisted = persisted(report, &sources[0], last_good, &check).await;
     let joining = fragments::check_joining(
         &with,
         &served,
@@ -269,16 +274,21 @@ async fn joining(
     })
 }
 
-/// The server's last good catalog of `location` at its default place (`.last-good.json` beside
-/// the directory or under the prefix), as the server reads it; `None` when there is none. One
-/// that cannot be read or used is a warning: the fragments are then checked as read.
+/// The server's last good catalog of `location`, at `at` or its default place
+/// (`.last-good.json` beside the directory or under the prefix), as the server reads it; `None`
+/// when there is none. One that cannot be read or used is a warning: the fragments are then
+/// checked as read.
 async fn persisted(
     report: &mut Report,
     location: &CatalogLocation,
+    at: Option<&crate::last_good::LastGoodLocation>,
     check: catalog::fragments::Check<'_>,
 ) -> Option<catalog::fragments::Fragments> {
     use crate::last_good::{LastGoodLocation, Read, Store, decode};
-    let at = LastGoodLocation::default_for(location)?;
+    let at = match at {
+        Some(at) => at.clone(),
+        None => LastGoodLocation::default_for(location)?,
+    };
     let store = Store::new(at.clone()).await;
     let used = match store.read(None).await {
         Ok(Read::Document(stored)) => {

@@ -9,8 +9,9 @@
 //! fragments) names that content. It is written whole and atomically (a staged file renamed
 //! over the old one; one PutObject), so a reader sees one replica's document, never a mix.
 //! It holds the fragments' own text, which names certificate files and secrets but never holds
-//! their content; a fragment that carries a private key anyway is not persisted
-//! ([`crate::secrets::private_key_in`]). Of two versions of a fragment, the one a replica has
+//! their content; a fragment that carries a private key anyway is refused
+//! ([`fragments::accept`]), so its last good version is the one persisted, and [`encode`]
+//! refuses to write a key all the same. Of two versions of a fragment, the one a replica has
 //! just seen change live, else the one uploaded last, is written ([`merge`]), so a replica that
 //! lags behind an upload does not undo it.
 //!
@@ -75,11 +76,12 @@ impl std::fmt::Display for LastGoodLocation {
 }
 
 impl LastGoodLocation {
-    /// The default for a catalog: `.last-good.json` beside a directory (in its parent) or under
-    /// an S3 prefix; `None` for a single-document catalog, which has no fragments.
+    /// The default for a catalog: `.last-good.json` beside a directory (in its parent; also
+    /// one missing at the start, [`CatalogLocation::holds_fragments`]) or under an S3 prefix;
+    /// `None` for a single-document catalog, which has no fragments.
     pub fn default_for(catalog: &CatalogLocation) -> Option<LastGoodLocation> {
         match catalog {
-            CatalogLocation::File(dir) if dir.is_dir() => {
+            CatalogLocation::File(dir) if catalog.holds_fragments() => {
                 let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.clone());
                 let parent = dir.parent().map(PathBuf::from).unwrap_or(dir);
                 Some(LastGoodLocation::File(parent.join(DEFAULT_NAME)))
@@ -139,50 +141,27 @@ pub enum EncodeError {
     },
 }
 
-/// What of a fragment is a private key, if any: in its text (comments too) or in any of its
-/// values (a string escaped in JSON or YAML, the base64 of a DER key).
-fn private_key(name: &str, text: &str) -> Option<String> {
-    fn in_value(v: &serde_json::Value) -> Option<String> {
-        match v {
-            serde_json::Value::String(s) => crate::secrets::private_key_in(s),
-            serde_json::Value::Array(items) => items.iter().find_map(in_value),
-            serde_json::Value::Object(m) => m
-                .iter()
-                .find_map(|(k, v)| crate::secrets::private_key_in(k).or_else(|| in_value(v))),
-            _ => None,
-        }
+/// A catalog location as a document names it, the same however a replica spells it: an S3
+/// location as it is; a directory as its real absolute path (`./catalog.d`, `catalog.d/` and
+/// `/srv/catalog.d` are one when the working directory is `/srv`; links resolved when it
+/// exists).
+pub fn canonical(catalog: &str) -> String {
+    if catalog.starts_with("s3://") {
+        return catalog.to_string();
     }
-    crate::secrets::private_key_in(text).or_else(|| {
-        crate::catalog::parse_value(name, text)
-            .ok()
-            .and_then(|v| in_value(&v))
-    })
-}
-
-/// The fragments a document may hold, and why those left out are (they hold a private key):
-/// such a fragment is not persisted, the others still are.
-pub fn persistable(fragments: &Fragments) -> (Fragments, Vec<EncodeError>) {
-    let mut kept = Fragments::new();
-    let mut left_out = Vec::new();
-    for (name, a) in fragments {
-        match private_key(name, &a.text) {
-            Some(found) => left_out.push(EncodeError::PrivateKey {
-                fragment: name.clone(),
-                found,
-            }),
-            None => {
-                kept.insert(name.clone(), a.clone());
-            }
-        }
-    }
-    (kept, left_out)
+    let path = std::path::Path::new(catalog);
+    let real = std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .unwrap_or_else(|_| path.to_path_buf());
+    let normal: PathBuf = real.components().collect();
+    normal.display().to_string()
 }
 
 /// The document for the fragments served from `catalog`, and its digest.
 pub fn encode(catalog: &str, served: &Fragments) -> Result<(Vec<u8>, String), EncodeError> {
     let mut fragments = BTreeMap::new();
     for (name, a) in served {
-        if let Some(found) = private_key(name, &a.text) {
+        if let Some(found) = fragments::private_key(name, &a.text) {
             return Err(EncodeError::PrivateKey {
                 fragment: name.clone(),
                 found,
@@ -200,7 +179,7 @@ pub fn encode(catalog: &str, served: &Fragments) -> Result<(Vec<u8>, String), En
     let digest = digest(&fragments);
     let doc = LastGoodDocument {
         format: FORMAT.into(),
-        catalog: catalog.into(),
+        catalog: canonical(catalog),
         digest: digest.clone(),
         fragments,
     };
@@ -234,7 +213,7 @@ pub fn decode(catalog: &str, bytes: &[u8], check: Check<'_>) -> Result<Decoded, 
             doc.format
         ));
     }
-    if doc.catalog != catalog {
+    if canonical(&doc.catalog) != canonical(catalog) {
         return Err(format!(
             "written for catalog {}, not {catalog}",
             doc.catalog
@@ -481,9 +460,11 @@ fn write_file(path: &std::path::Path, bytes: &[u8], over: Option<&Tag>) -> Resul
 /// the version uploaded last is kept ([`newer`]): a replica that has not polled since an
 /// upload does not write its older version over the newer one. But a fragment this replica
 /// has just seen change live (`changed`: its load took a version other than the one it
-/// served before) is written as it serves it, whatever the times: a version put back with an
-/// old time, or uploaded in the same second as the one it replaced, is still the latest. The
-/// other replicas see the same change at their next poll and write the same version.
+/// served before) is written as it serves it unless the stored one was uploaded strictly
+/// later: a version uploaded in the same second as the one it replaced is still the latest
+/// (a file put back with its old mtime has a new ctime, so a later time), and a replica that
+/// listed between two quick uploads does not undo the second. The other replicas see the same
+/// change at their next poll and write the same version.
 pub fn merge(
     stored: &Fragments,
     served: &Fragments,
@@ -494,7 +475,13 @@ pub fn merge(
     let mut out = served.clone();
     for (name, a) in stored {
         let keep = match out.get(name) {
-            Some(_) if changed.contains(name) => false,
+            // Unless the stored one was uploaded strictly later: another replica saw a newer
+            // upload than this one's change (v1, v2, v3 in quick succession; this replica
+            // listed v2).
+            Some(mine) if changed.contains(name) => {
+                fragments::uploaded(a.source.as_deref())
+                    > fragments::uploaded(mine.source.as_deref())
+            }
             Some(mine) => newer(a, mine),
             None => live.contains(name) || !seen.contains(name),
         };
@@ -638,6 +625,28 @@ mod tests {
     }
 
     #[test]
+    fn replicas_that_spell_the_directory_otherwise_read_each_others_document() {
+        let dir = std::env::temp_dir().join(format!("xds-last-good-spell-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("catalog.d")).unwrap();
+        std::fs::create_dir_all(dir.join("x")).unwrap();
+        let fragments = served(&[("wallet.yaml", WALLET)]);
+        let at = |p: &str| dir.join(p).display().to_string();
+        let (bytes, _) = encode(&at("catalog.d"), &fragments).unwrap();
+        for other in [at("catalog.d/"), at("./catalog.d"), at("x/../catalog.d")] {
+            let back = decode(&other, &bytes, &|_| Vec::new());
+            assert_eq!(back.map(|d| d.fragments), Ok(fragments.clone()), "{other}");
+            // And write the same bytes.
+            assert_eq!(encode(&other, &fragments).unwrap().0, bytes, "{other}");
+        }
+        // Through a link to it, too.
+        std::os::unix::fs::symlink(dir.join("catalog.d"), dir.join("link")).unwrap();
+        assert!(decode(&at("link"), &bytes, &|_| Vec::new()).is_ok());
+        // Another directory is another catalog.
+        assert!(decode(&at("other.d"), &bytes, &|_| Vec::new()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
     fn a_fragment_this_server_refuses_is_left_out_of_what_is_read() {
         let fragments = served(&[("wallet.yaml", WALLET)]);
         let (bytes, _) = encode("catalog.d", &fragments).unwrap();
@@ -658,13 +667,18 @@ mod tests {
     }
 
     #[test]
-    fn a_fragment_holding_a_private_key_is_not_persisted() {
+    fn a_fragment_holding_a_private_key_is_refused_and_never_written() {
         let key = rcgen::KeyPair::generate().unwrap();
         let pem = key.serialize_pem();
         // In a comment.
         let commented: String = pem.lines().map(|l| format!("# {l}\n")).collect();
         let with_key = format!("{WALLET}{commented}");
-        let e = encode("catalog.d", &served(&[("wallet.yaml", &with_key)])).unwrap_err();
+        // Written all the same (by a fragment that got past the checks): refused.
+        let mut keyed = served(&[("wallet.yaml", WALLET)]);
+        if let Some(a) = keyed.get_mut("wallet.yaml") {
+            a.text = with_key.as_str().into();
+        }
+        let e = encode("catalog.d", &keyed).unwrap_err();
         assert_eq!(
             e,
             EncodeError::PrivateKey {
@@ -683,32 +697,28 @@ mod tests {
         };
         use base64ct::Encoding;
         let der = base64ct::Base64::encode_string(&key.serialize_der());
-        let (kept, left_out) = persistable(&served(&[
-            ("escaped.json", &json(&pem)),
-            ("der.json", &json(&der)),
-            ("shop.yaml", WALLET),
-            // A mention is no key.
-            (
-                "mention.yaml",
-                &format!("{WALLET}# no -----BEGIN PRIVATE KEY----- here, keys go in files\n"),
-            ),
-        ]));
-        assert_eq!(
-            kept.keys().collect::<Vec<_>>(),
-            ["mention.yaml", "shop.yaml"]
-        );
-        let left_out: Vec<String> = left_out.iter().map(ToString::to_string).collect();
-        assert_eq!(left_out.len(), 2, "{left_out:?}");
+        let refused = |name: &str, text: &str| {
+            let doc = Document::new(name, text.as_bytes());
+            fragments::accept(&doc, &|_| Vec::new())
+                .err()
+                .map(|e| e.iter().map(ToString::to_string).collect::<String>())
+        };
+        let der_error = refused("der.json", &json(&der)).unwrap();
         assert!(
-            left_out[0]
-                .starts_with("der.json holds a private key (the base64 of a DER private key)"),
-            "{left_out:?}"
+            der_error.starts_with("holds a private key (the base64 of a DER private key)"),
+            "{der_error}"
         );
+        assert!(!der_error.contains(&der[..20]));
+        let pem_error = refused("escaped.json", &json(&pem)).unwrap();
         assert!(
-            left_out[1].starts_with("escaped.json holds a private key (a PEM PRIVATE KEY block)"),
-            "{left_out:?}"
+            pem_error.starts_with("holds a private key (a PEM PRIVATE KEY block)"),
+            "{pem_error}"
         );
-        assert!(!left_out.concat().contains(&der[..20]));
+        assert!(refused("comment.yaml", &with_key).is_some());
+        // A mention is no key.
+        let mention = format!("{WALLET}# no -----BEGIN PRIVATE KEY----- here, keys go in files\n");
+        assert_eq!(refused("mention.yaml", &mention), None);
+        assert_eq!(refused("shop.yaml", WALLET), None);
     }
 
     #[test]
@@ -775,7 +785,7 @@ mod tests {
         let twin = uploaded_at(&[("wallet.yaml", &wallet("10.0.0.9"))], 1_700_000_000);
         assert_eq!(merged(&old, &twin), merged(&twin, &old));
         // Unless a replica has just seen it change live: then what it serves is the latest
-        // (uploaded in the same second, put back with its old time).
+        // (uploaded in the same second as the one it replaced).
         let changed = |stored: &Fragments, served: &Fragments| {
             merge(stored, served, &names(), &names(), &names())["wallet.yaml"].clone()
         };
@@ -786,7 +796,9 @@ mod tests {
         };
         assert_eq!(changed(first, second), second["wallet.yaml"]);
         assert_eq!(changed(second, first), first["wallet.yaml"]);
-        assert_eq!(changed(&new, &old), old["wallet.yaml"]);
+        // But not over a version uploaded strictly later, which another replica saw: one
+        // that listed between two uploads does not undo the second.
+        assert_eq!(changed(&new, &old), new["wallet.yaml"]);
         // A version stored before sources carried a time is the older.
         let untimed = served(&[("wallet.yaml", &wallet("10.0.0.7"))]);
         assert_eq!(merged(&untimed, &old), old["wallet.yaml"]);

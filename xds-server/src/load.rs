@@ -54,6 +54,25 @@ impl std::str::FromStr for CatalogLocation {
     }
 }
 
+impl CatalogLocation {
+    /// Whether it is a directory or prefix of fragments: an S3 prefix, a directory, or a path
+    /// missing now whose name is not that of one document (`catalog.d`, not `catalog.yaml`),
+    /// so that a replica started while its directory is missing still has a last good place.
+    pub fn holds_fragments(&self) -> bool {
+        match self {
+            CatalogLocation::S3Prefix(_) => true,
+            CatalogLocation::S3(_) => false,
+            CatalogLocation::File(p) => match std::fs::metadata(p) {
+                Ok(m) => m.is_dir(),
+                Err(_) => {
+                    let text = p.to_string_lossy();
+                    text.ends_with('/') || !catalog::is_fragment_name(&text)
+                }
+            },
+        }
+    }
+}
+
 impl std::fmt::Display for CatalogLocation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -101,9 +120,61 @@ enum CatalogReader {
     S3Prefix {
         client: aws_sdk_s3::Client,
         location: S3Location,
-        /// Keys and ETags of the fragments last read.
-        listed: Option<Vec<(String, String)>>,
+        /// The fragments last read, by key.
+        read: PrefixState,
     },
+}
+
+/// What an S3 prefix's reader keeps between polls: each key's document as read, with the
+/// ETag of that version, so a poll fetches only the keys that are new, changed, or could not
+/// be read last time, and gives nothing when the fragments are as last given.
+#[derive(Debug, Default)]
+struct PrefixState {
+    /// Readable fragments by key: the ETag read and the document.
+    read: BTreeMap<String, (String, Document)>,
+    /// The documents last given, in key order; `None` before the first (or after an error).
+    last: Option<Vec<Document>>,
+}
+
+impl PrefixState {
+    /// The fragments listed `now` (key and ETag, in key order): those unchanged since read come
+    /// from what was kept, the others from `fetch(key, listed ETag)` (the document, and the ETag
+    /// of the version read when it was). `None` when they are what was last given.
+    async fn update<F, Fut>(
+        &mut self,
+        now: Vec<(String, String)>,
+        mut fetch: F,
+    ) -> Option<Vec<Document>>
+    where
+        F: FnMut(String, String) -> Fut,
+        Fut: std::future::Future<Output = (Document, Option<String>)>,
+    {
+        let mut read = BTreeMap::new();
+        let mut docs = Vec::with_capacity(now.len());
+        for (key, listed) in now {
+            let doc = match self.read.remove(&key) {
+                Some((etag, doc)) if etag == listed => {
+                    read.insert(key, (etag, doc.clone()));
+                    doc
+                }
+                _ => {
+                    let (doc, etag) = fetch(key.clone(), listed.clone()).await;
+                    // One that cannot be read is fetched again at the next poll.
+                    if doc.unreadable.is_none() {
+                        read.insert(key, (etag.unwrap_or(listed), doc.clone()));
+                    }
+                    doc
+                }
+            };
+            docs.push(doc);
+        }
+        self.read = read;
+        if self.last.as_ref() == Some(&docs) {
+            return None;
+        }
+        self.last = Some(docs.clone());
+        Some(docs)
+    }
 }
 
 /// Catalogs larger than this are refused (they would be a mistake, not a catalog).
@@ -124,7 +195,7 @@ impl CatalogReader {
             CatalogLocation::S3Prefix(location) => CatalogReader::S3Prefix {
                 client: s3_config_loader::s3_client().await,
                 location: location.clone(),
-                listed: None,
+                read: PrefixState::default(),
             },
         }
     }
@@ -138,7 +209,7 @@ impl CatalogReader {
             match self {
                 CatalogReader::File { last, .. } => *last = None,
                 CatalogReader::S3 { etag, .. } => *etag = None,
-                CatalogReader::S3Prefix { listed, .. } => *listed = None,
+                CatalogReader::S3Prefix { read, .. } => read.last = None,
             }
         }
         read
@@ -186,7 +257,7 @@ impl CatalogReader {
             CatalogReader::S3Prefix {
                 client,
                 location,
-                listed,
+                read,
             } => {
                 let objects = list_objects(client, &location.bucket, &location.key)
                     .await
@@ -199,58 +270,53 @@ impl CatalogReader {
                     .filter(|o| !o.key.rsplit('/').next().unwrap_or("").starts_with('.'))
                     .map(|o| (o.key, o.etag))
                     .collect();
-                if listed.as_ref() == Some(&now) {
-                    return Ok(None);
-                }
-                let mut fragments = Vec::with_capacity(now.len());
-                let mut read = Vec::with_capacity(now.len());
-                for (key, listed_etag) in now {
+                let (client, location) = (&*client, &*location);
+                let fetch = |key: String, listed: String| async move {
                     let fetched =
                         fetch_object(client, &location.bucket, &key, None, MAX_CATALOG_BYTES).await;
                     let name = format!("s3://{}/{key}", location.bucket);
                     // One object that cannot be read (not decryptable by this task, over the
-                    // size limit) is refused on its own; its listing is not remembered, so it
-                    // is read again at the next poll.
-                    let mut unreadable = |why: String| {
-                        read.push((key.clone(), String::new()));
-                        Document::unreadable(name.clone(), why)
-                    };
-                    let (bytes, modified, etag) = match fetched {
-                        Ok((Fetched::Body { bytes, modified }, etag)) => (bytes, modified, etag),
+                    // size limit, archived) is refused on its own.
+                    match fetched {
+                        Ok((Fetched::Body { bytes, modified }, etag)) => {
+                            // The ETag of what was read, so a change between listing and
+                            // reading is seen on the next poll.
+                            let etag = etag.unwrap_or(listed);
+                            let shown = etag.clone();
+                            let source = match modified.and_then(fragments::stamp) {
+                                Some(t) => format!("ETag {shown}, modified {t}"),
+                                None => format!("ETag {shown}"),
+                            };
+                            let doc = Document {
+                                source: Some(source),
+                                ..Document::new(name, bytes)
+                            };
+                            (doc, Some(etag))
+                        }
                         Ok((Fetched::NotModified, _)) => {
-                            fragments.push(unreadable(format!(
+                            let why = format!(
                                 "cannot read {name}: not modified, yet it was not asked conditionally"
-                            )));
-                            continue;
+                            );
+                            (Document::unreadable(name, why), None)
                         }
                         Err(e) => {
-                            fragments
-                                .push(unreadable(format!("cannot read {name}: {}", e.message)));
-                            continue;
+                            let why = format!("cannot read {name}: {}", e.message);
+                            (Document::unreadable(name, why), None)
                         }
-                    };
-                    // The ETag of what was read, so a change between listing and reading is
-                    // seen on the next poll.
-                    let etag = etag.unwrap_or(listed_etag);
-                    let source = match modified.and_then(fragments::stamp) {
-                        Some(t) => format!("ETag {etag}, modified {t}"),
-                        None => format!("ETag {etag}"),
-                    };
-                    fragments.push(Document {
-                        source: Some(source),
-                        ..Document::new(name, bytes)
-                    });
-                    read.push((key, etag));
-                }
-                *listed = Some(read);
-                Ok(Some(Documents::Fragments(fragments)))
+                    }
+                };
+                Ok(read.update(now, fetch).await.map(Documents::Fragments))
             }
         }
     }
 
     fn base_dir(&self) -> PathBuf {
         match self {
-            CatalogReader::File { path, .. } if path.is_dir() => path.clone(),
+            CatalogReader::File { path, .. }
+                if CatalogLocation::File(path.clone()).holds_fragments() =>
+            {
+                path.clone()
+            }
             CatalogReader::File { path, .. } => path
                 .parent()
                 .map(|p| p.to_path_buf())
@@ -326,10 +392,12 @@ pub struct CatalogStatus {
 pub struct RefusedFragment {
     /// Its errors, one a line, their paths inside the fragment.
     pub error: String,
-    /// The version read; `null` when the fragment was removed.
+    /// The version read; `null` when the fragment was removed or could not be read.
     pub offered: Option<FragmentVersion>,
     /// The last good version served in its place; `null` when none is.
     pub serving: Option<FragmentVersion>,
+    /// `true` when it is listed but could not be read (its `error` says why).
+    pub unreadable: bool,
 }
 
 /// Re-reads the catalog whenever its content changes; accepted catalogs go to `tx`. A
@@ -348,59 +416,77 @@ pub async fn watch_catalog(
     let mut reader = CatalogReader::new(&location).await;
     let mut fragments = FragmentState::start(&name, last_good, &server, &reader, &status).await;
     loop {
-        match reader.read().await {
-            Ok(Some(Documents::Fragments(docs))) => {
-                fragments
-                    .load(&name, &docs, &reader, &server, &tx, &metrics, &status)
-                    .await;
-            }
-            Ok(Some(Documents::One(doc_name, bytes))) => {
-                let loaded = catalog::parse_bytes(&doc_name, &bytes).and_then(|mut catalog| {
-                    // What only this server can say: its CA, its trust domain, its files.
-                    let errors = server.settle(&mut catalog, &reader.base_dir());
-                    if !errors.is_empty() {
-                        return Err(catalog::CatalogErrors {
-                            source_name: name.clone(),
-                            errors,
-                        });
-                    }
-                    Ok(LoadedCatalog {
-                        catalog,
-                        base_dir: reader.base_dir(),
-                    })
-                });
-                let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-                match loaded {
-                    Ok(c) => {
-                        accepted(&name, &c, &metrics, &mut st);
-                        tx.send_replace(Some(Arc::new(c)));
-                    }
-                    Err(e) => {
-                        metrics.catalog_loads.with_label_values(&["error"]).inc();
-                        metrics.catalog_last_load_success.set(0);
-                        tracing::error!(error = %e, "catalog rejected; still serving the last good catalog");
-                        st.last_error = Some(e.to_string());
-                    }
+        poll(
+            &name,
+            &mut reader,
+            &mut fragments,
+            &server,
+            &tx,
+            &metrics,
+            &status,
+        )
+        .await;
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// One poll of [`watch_catalog`]: reads the catalog, and loads it when it changed.
+async fn poll(
+    name: &str,
+    reader: &mut CatalogReader,
+    fragments: &mut FragmentState,
+    server: &crate::secrets::ServerSide,
+    tx: &watch::Sender<Option<Arc<LoadedCatalog>>>,
+    metrics: &Metrics,
+    status: &Mutex<CatalogStatus>,
+) {
+    match reader.read().await {
+        Ok(Some(Documents::Fragments(docs))) => {
+            fragments
+                .load(name, &docs, reader, server, tx, metrics, status)
+                .await;
+        }
+        Ok(Some(Documents::One(doc_name, bytes))) => {
+            let loaded = catalog::parse_bytes(&doc_name, &bytes).and_then(|mut catalog| {
+                // What only this server can say: its CA, its trust domain, its files.
+                let errors = server.settle(&mut catalog, &reader.base_dir());
+                if !errors.is_empty() {
+                    return Err(catalog::CatalogErrors {
+                        source_name: name.to_string(),
+                        errors,
+                    });
                 }
-            }
-            // The fragments did not change; the last good catalog may have (another replica
-            // wrote it, or its read or write failed).
-            Ok(None) => {
-                fragments
-                    .unchanged(&name, &reader, &server, &tx, &metrics, &status)
-                    .await;
-            }
-            Err(text) => {
-                let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-                if st.last_error.as_deref() != Some(&text) {
+                Ok(LoadedCatalog {
+                    catalog,
+                    base_dir: reader.base_dir(),
+                })
+            });
+            let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+            match loaded {
+                Ok(c) => {
+                    accepted(name, &c, metrics, &mut st);
+                    tx.send_replace(Some(Arc::new(c)));
+                }
+                Err(e) => {
                     metrics.catalog_loads.with_label_values(&["error"]).inc();
                     metrics.catalog_last_load_success.set(0);
-                    tracing::error!(error = %text, "catalog unreadable; still serving the last good catalog");
-                    st.last_error = Some(text);
+                    tracing::error!(error = %e, "catalog rejected; still serving the last good catalog");
+                    st.last_error = Some(e.to_string());
                 }
             }
         }
-        tokio::time::sleep(interval).await;
+        // The fragments did not change; the last good catalog may have (another replica
+        // wrote it, or its read or write failed).
+        Ok(None) => {
+            fragments
+                .unchanged(name, reader, server, tx, metrics, status)
+                .await;
+        }
+        Err(text) => {
+            fragments
+                .unlistable(name, &text, reader, server, tx, metrics, status)
+                .await;
+        }
     }
 }
 
@@ -440,8 +526,6 @@ struct FragmentState {
     write_error: Option<String>,
     /// A write that failed, to try again at the next poll without loading again.
     pending: Option<PendingWrite>,
-    /// Why fragments are left out of the document (they hold a private key), logged once.
-    left_out: Vec<String>,
     /// The fragments last loaded, to load again once an unreadable store can be read.
     last_docs: Option<Vec<Document>>,
 }
@@ -516,7 +600,6 @@ impl FragmentState {
             ignored: None,
             write_error: None,
             pending: None,
-            left_out: Vec::new(),
             last_docs: None,
         };
         let Some(location) = location else {
@@ -599,7 +682,7 @@ impl FragmentState {
     }
 
     /// Shows the document's digest and what is wrong with it, if anything, on `/readyz`: a
-    /// failed read, then a failed write, then why it is ignored, then fragments left out.
+    /// failed read, then a failed write, then why it is ignored.
     fn show(&self, status: &Mutex<CatalogStatus>) {
         let Some(store) = &self.store else {
             return;
@@ -617,8 +700,7 @@ impl FragmentState {
             .read_error
             .clone()
             .or_else(|| self.write_error.clone())
-            .or_else(|| self.ignored.clone())
-            .or_else(|| (!self.left_out.is_empty()).then(|| self.left_out.join("; ")));
+            .or_else(|| self.ignored.clone());
     }
 
     /// Whether to load the same fragments again at this poll: the document could be read
@@ -671,6 +753,92 @@ impl FragmentState {
         }
     }
 
+    /// A replica that has served nothing yet serves the last good versions it has (those of
+    /// the persisted document, at the start), as the replicas already running keep serving
+    /// theirs; whether it has any to serve.
+    fn serve_kept(
+        &self,
+        name: &str,
+        reader: &CatalogReader,
+        server: &crate::secrets::ServerSide,
+        tx: &watch::Sender<Option<Arc<LoadedCatalog>>>,
+    ) -> bool {
+        if tx.borrow().is_some() || self.last_good.is_empty() {
+            return false;
+        }
+        let kept: Vec<Document> = self
+            .last_good
+            .iter()
+            .map(|(fragment, a)| Document {
+                source: a.source.clone(),
+                ..Document::new(fragment.clone(), a.text.as_bytes())
+            })
+            .collect();
+        let base = reader.base_dir();
+        let check = |c: &mut catalog::Catalog| server.settle(c, &base);
+        let resolution = fragments::resolve(name, &kept, &self.last_good, &check);
+        if resolution.served.is_empty() {
+            return false;
+        }
+        tx.send_replace(Some(Arc::new(LoadedCatalog {
+            catalog: resolution.catalog,
+            base_dir: base,
+        })));
+        true
+    }
+
+    /// A poll that could not read the catalog (a directory or prefix that cannot be listed:
+    /// missing, permission denied, S3 refused or unreachable). What is served stays; a
+    /// replica that has served nothing yet serves the persisted last good catalog, read
+    /// again at each poll until it can be, and `/readyz` says why.
+    #[allow(clippy::too_many_arguments)]
+    async fn unlistable(
+        &mut self,
+        name: &str,
+        why: &str,
+        reader: &CatalogReader,
+        server: &crate::secrets::ServerSide,
+        tx: &watch::Sender<Option<Arc<LoadedCatalog>>>,
+        metrics: &Metrics,
+        status: &Mutex<CatalogStatus>,
+    ) {
+        let mut from_document = None;
+        if tx.borrow().is_none() && self.store.is_some() {
+            if self.read_persisted(name, server, reader, status).await
+                && let Some(fragments) = self.doc.fragments()
+            {
+                self.last_good = fragments.clone();
+            }
+            if self.serve_kept(name, reader, server, tx) {
+                let location = self.store.as_ref().map(|s| s.location().to_string());
+                tracing::warn!(catalog = %name, last_good = ?location, fragments = self.last_good.len(), "catalog unreadable at the start; serving the persisted last good catalog until it can be read");
+                let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+                st.fragments = self
+                    .last_good
+                    .iter()
+                    .map(|(n, a)| (n.clone(), a.version.clone()))
+                    .collect();
+                from_document = location;
+            }
+        }
+        let text = match from_document {
+            Some(location) => format!("{why}; serving the last good catalog read from {location}"),
+            None => why.to_string(),
+        };
+        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+        let shown = st.last_error.as_deref().is_some_and(|e| e.starts_with(why));
+        if !shown {
+            metrics.catalog_loads.with_label_values(&["error"]).inc();
+            metrics.catalog_last_load_success.set(0);
+            if tx.borrow().is_some() {
+                tracing::error!(error = %text, "catalog unreadable; still serving the last good catalog");
+            } else {
+                tracing::error!(error = %text, "catalog unreadable, and no last good catalog to serve: nothing is served until it can be read");
+            }
+            st.last_error = Some(text);
+        }
+    }
+
     /// Merges the fragments as read now with their last good versions, sends the catalog,
     /// records and logs refusals (once per change), and persists what is served.
     #[allow(clippy::too_many_arguments)]
@@ -692,23 +860,7 @@ impl FragmentState {
             .is_some_and(|c| !c.catalog.proxies.is_empty());
         if docs.is_empty() && (had_proxies || !self.last_good.is_empty()) {
             // A replica that starts on an emptied folder serves what the others keep serving.
-            if tx.borrow().is_none() {
-                let kept: Vec<Document> = self
-                    .last_good
-                    .iter()
-                    .map(|(fragment, a)| Document {
-                        source: a.source.clone(),
-                        ..Document::new(fragment.clone(), a.text.as_bytes())
-                    })
-                    .collect();
-                let base = reader.base_dir();
-                let check = |c: &mut catalog::Catalog| server.settle(c, &base);
-                let resolution = fragments::resolve(name, &kept, &self.last_good, &check);
-                tx.send_replace(Some(Arc::new(LoadedCatalog {
-                    catalog: resolution.catalog,
-                    base_dir: base,
-                })));
-            }
+            self.serve_kept(name, reader, server, tx);
             metrics.catalog_loads.with_label_values(&["error"]).inc();
             metrics.catalog_last_load_success.set(0);
             let e = catalog::CatalogErrors {
@@ -773,7 +925,7 @@ impl FragmentState {
         // replica's first one with If-None-Match), and the others' versions are written.
         let unserved: Vec<&String> = refused
             .iter()
-            .filter(|(_, r)| r.serving.is_none() && r.offered.is_some())
+            .filter(|(_, r)| r.serving.is_none() && (r.offered.is_some() || r.unreadable))
             .map(|(n, _)| n)
             .collect();
         // A write that failed before is superseded by this load's.
@@ -894,6 +1046,7 @@ impl FragmentState {
                     error: r.describe(),
                     offered: r.offered.clone(),
                     serving: r.serving.clone(),
+                    unreadable: r.unreadable,
                 };
                 (n.clone(), shown)
             })
@@ -930,16 +1083,7 @@ impl FragmentState {
             _ => Default::default(),
         };
         stored.extend(unchecked.iter().map(|(n, a)| (n.clone(), a.clone())));
-        let (merged, left_out) =
-            last_good::persistable(&last_good::merge(&stored, served, live, seen, changed));
-        // A fragment holding a key stops only its own persistence; said once per change.
-        let left_out: Vec<String> = left_out.iter().map(ToString::to_string).collect();
-        if left_out != self.left_out {
-            for why in left_out.iter().filter(|w| !self.left_out.contains(w)) {
-                tracing::error!(last_good = %store.location(), "fragment left out of the last good catalog: {why}");
-            }
-            self.left_out = left_out;
-        }
+        let merged = last_good::merge(&stored, served, live, seen, changed);
         let location = store.location().to_string();
         let outcome = match last_good::encode(name, &merged) {
             Ok((_, digest)) if matches!(&self.doc, Doc::Good { digest: d, .. } if *d == digest) => {
@@ -1068,22 +1212,16 @@ mod tests {
 
         /// One poll of the watch loop.
         async fn poll(&mut self) {
-            match self.reader.read().await {
-                Ok(Some(Documents::Fragments(docs))) => self.load_read(&docs).await,
-                Ok(None) => {
-                    self.state
-                        .unchanged(
-                            &self.name,
-                            &self.reader,
-                            &self.server,
-                            &self.tx,
-                            &self.metrics,
-                            &self.status,
-                        )
-                        .await
-                }
-                other => panic!("not fragments: {other:?}"),
-            }
+            poll(
+                &self.name,
+                &mut self.reader,
+                &mut self.state,
+                &self.server,
+                &self.tx,
+                &self.metrics,
+                &self.status,
+            )
+            .await;
         }
 
         /// Catalogs accepted whole ("catalog loaded" in the log).
@@ -1442,6 +1580,9 @@ mod tests {
             let st = r.status();
             let refused = &st.refused_fragments["b.yaml"];
             assert!(refused.error.contains("cannot read"), "{}", refused.error);
+            // Nothing was read: no version is offered, and it says so.
+            assert_eq!(refused.offered, None);
+            assert!(refused.unreadable);
             assert_eq!(st.refused_fragments.len(), 1);
         }
         assert_eq!(*x.tx.borrow(), *y.tx.borrow());
@@ -1504,6 +1645,145 @@ mod tests {
         // Y cannot use m.yaml, and it leaves it for the replicas that can.
         assert_eq!(persisted(), ["a.yaml", "m.yaml"]);
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_starts_while_its_directory_cannot_be_listed_serves_the_last_good_catalog()
+     {
+        let dir = scratch("unlistable");
+        let catalog = dir.join("catalog.d");
+        let a = service("a", "a", &["a"], "10.0.0.1");
+        upload(&catalog, "a.yaml", &a, 0);
+        // X served a.yaml and wrote it at the default place.
+        let path = match LastGoodLocation::default_for(&CatalogLocation::File(catalog.clone())) {
+            Some(LastGoodLocation::File(p)) => p,
+            other => panic!("no default place: {other:?}"),
+        };
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.poll().await;
+        assert!(path.is_file());
+        // The directory goes (a volume not mounted yet, a folder moved): it cannot be listed.
+        std::fs::rename(&catalog, dir.join("moved")).unwrap();
+        // Its default last good place is still beside it.
+        assert_eq!(
+            LastGoodLocation::default_for(&CatalogLocation::File(catalog.clone())),
+            Some(LastGoodLocation::File(path.clone()))
+        );
+        assert_eq!(
+            LastGoodLocation::default_for(&CatalogLocation::File(dir.join("catalog.yaml"))),
+            None
+        );
+        let mut y = Replica::start(&catalog, &path, "x.example").await;
+        y.poll().await;
+        y.poll().await;
+        // Y serves what X serves, and says why it serves it from the document.
+        assert_eq!(*x.tx.borrow(), *y.tx.borrow());
+        assert!(y.tx.borrow().is_some());
+        assert_eq!(y.serving("a.yaml"), Some(FragmentVersion::of(a.as_bytes())));
+        let error = y.status().last_error.unwrap();
+        assert!(
+            error.starts_with(&format!("cannot read {}", catalog.display()))
+                && error.ends_with(&format!(
+                    "serving the last good catalog read from {}",
+                    path.display()
+                )),
+            "{error}"
+        );
+        // Listed again: served from the directory, the error cleared.
+        std::fs::rename(dir.join("moved"), &catalog).unwrap();
+        y.poll().await;
+        assert_eq!(y.status().last_error, None);
+        assert_eq!(*x.tx.borrow(), *y.tx.borrow());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_fragment_that_gains_a_private_key_is_refused_and_its_last_good_version_kept() {
+        let dir = scratch("key");
+        let catalog = dir.join("catalog.d");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let k1 = service("k", "k", &["k"], "10.0.0.1");
+        upload(&catalog, "k.yaml", &k1, 0);
+        upload(
+            &catalog,
+            "a.yaml",
+            &service("a", "a", &["a"], "10.0.1.1"),
+            0,
+        );
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.poll().await;
+        // A key pasted into a comment of k.yaml's next version.
+        let pem = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let body = pem.lines().nth(1).unwrap().to_string();
+        let commented: String = pem.lines().map(|l| format!("# {l}\n")).collect();
+        let k2 = format!("{}{commented}", k1.replace("10.0.0.1", "10.0.0.2"));
+        upload(&catalog, "k.yaml", &k2, 60);
+        x.poll().await;
+        let persisted = std::fs::read_to_string(&path).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(&persisted).unwrap();
+        assert_eq!(doc["fragments"]["k.yaml"]["text"], k1.as_str());
+        assert!(!persisted.contains(&body));
+        // A replica that starts now serves k.yaml's last good version too.
+        let mut y = Replica::start(&catalog, &path, "x.example").await;
+        y.poll().await;
+        for r in [&x, &y] {
+            let st = r.status();
+            let refused = &st.refused_fragments["k.yaml"];
+            assert_eq!(refused.serving, Some(FragmentVersion::of(k1.as_bytes())));
+            assert!(
+                refused
+                    .error
+                    .contains("holds a private key (a PEM PRIVATE KEY block)"),
+                "{}",
+                refused.error
+            );
+            let shown = serde_json::to_string(&st).unwrap();
+            assert!(!shown.contains(&body), "{shown}");
+            assert_eq!(st.last_good.unwrap().error, None);
+        }
+        assert_eq!(*x.tx.borrow(), *y.tx.borrow());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_prefix_poll_fetches_only_the_keys_new_changed_or_unreadable() {
+        let fetched = std::cell::RefCell::new(Vec::<String>::new());
+        let readable = std::cell::Cell::new(false);
+        let fetch = |key: String, etag: String| {
+            fetched.borrow_mut().push(key.clone());
+            let doc = if key == "b.yaml" && !readable.get() {
+                Document::unreadable(key, "cannot read b.yaml: InvalidObjectState")
+            } else {
+                Document::new(key, etag.clone().into_bytes())
+            };
+            async move { (doc, Some(etag)) }
+        };
+        let listed = |a: &str, b: &str| {
+            vec![
+                ("a.yaml".to_string(), a.to_string()),
+                ("b.yaml".to_string(), b.to_string()),
+            ]
+        };
+        let mut state = PrefixState::default();
+        let mut poll = async |now: Vec<(String, String)>| {
+            fetched.borrow_mut().clear();
+            let docs = state.update(now, fetch).await;
+            (docs.is_some(), fetched.borrow().clone())
+        };
+        assert_eq!(
+            poll(listed("1", "1")).await,
+            (true, vec!["a.yaml".into(), "b.yaml".into()])
+        );
+        // b.yaml still cannot be read: only it is fetched again, and nothing is loaded again.
+        assert_eq!(poll(listed("1", "1")).await, (false, vec!["b.yaml".into()]));
+        assert_eq!(poll(listed("1", "1")).await, (false, vec!["b.yaml".into()]));
+        // Readable now: loaded.
+        readable.set(true);
+        assert_eq!(poll(listed("1", "1")).await, (true, vec!["b.yaml".into()]));
+        // Nothing changed: nothing fetched.
+        assert_eq!(poll(listed("1", "1")).await, (false, vec![]));
+        // a.yaml changed: only it is fetched.
+        assert_eq!(poll(listed("2", "1")).await, (true, vec!["a.yaml".into()]));
     }
 
     #[test]

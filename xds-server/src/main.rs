@@ -211,8 +211,8 @@ enum Command {
         /// s3://BUCKET/PREFIX/ (replacing the one of the same name, see --as), as the server
         /// would take it: its references may name the others' upstreams, and it must not take
         /// their names or remove what they use. The others' own problems are warnings; one
-        /// refused now counts with its version in the server's .last-good.json beside the
-        /// directory or under the prefix, as on the server. Given again, the later directories hold fragments written together with this one (the
+        /// refused now counts with its version in the server's last good catalog (see
+        /// --last-good), as on the server. Given again, the later directories hold fragments written together with this one (the
         /// same apply or commit), which replace those of the same name in the first.
         #[arg(
             long,
@@ -226,6 +226,15 @@ enum Command {
         /// PATH's file name).
         #[arg(long = "as", env = "XDS_SERVER_VALIDATE_AS", value_name = "NAME")]
         join_as: Option<String>,
+        /// With --with: where the server keeps the last good catalog of the (first) --with
+        /// directory or prefix, a file or s3://BUCKET/KEY, as serve's --last-good (default:
+        /// .last-good.json beside the directory, or under the prefix).
+        #[arg(
+            long,
+            env = "XDS_SERVER_LAST_GOOD",
+            value_name = "PATH|s3://BUCKET/KEY"
+        )]
+        last_good: Option<LastGoodLocation>,
         /// Also have this Envoy binary check every proxy's configuration (`envoy --mode
         /// validate`), for what the catalog's own checks miss.
         #[arg(long, env = "XDS_SERVER_VALIDATE_ENVOY")]
@@ -509,10 +518,7 @@ async fn main() -> anyhow::Result<ExitCode> {
                 );
             }
             let last_good = match last_good {
-                Some(_)
-                    if !matches!(&catalog, CatalogLocation::S3Prefix(_))
-                        && !matches!(&catalog, CatalogLocation::File(p) if p.is_dir()) =>
-                {
+                Some(_) if !catalog.holds_fragments() => {
                     anyhow::bail!(
                         "--last-good keeps the fragments of a directory or s3://BUCKET/PREFIX/ catalog; {catalog} is one document"
                     );
@@ -573,12 +579,14 @@ async fn main() -> anyhow::Result<ExitCode> {
             envoy,
             with,
             join_as,
+            last_good,
             trust_domain,
             output,
         } => {
             let options = xds_server::check::Options {
                 with,
                 join_as,
+                last_good,
                 envoy,
                 trust_domain,
             };

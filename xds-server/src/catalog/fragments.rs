@@ -134,10 +134,12 @@ pub type Check<'a> = &'a dyn Fn(&mut Catalog) -> Vec<CatalogError>;
 pub struct Refusal {
     /// The problems, their paths inside the fragment.
     pub errors: Vec<CatalogError>,
-    /// The version read; `None` when the fragment was removed.
+    /// The version read; `None` when the fragment was removed or could not be read.
     pub offered: Option<FragmentVersion>,
     /// The last good version served in its place; `None` when nothing of it is served.
     pub serving: Option<FragmentVersion>,
+    /// Whether it is listed but could not be read ([`Document::unreadable`]).
+    pub unreadable: bool,
 }
 
 impl Refusal {
@@ -168,8 +170,30 @@ pub fn short_name(location: &str, name: &str) -> String {
         .to_string()
 }
 
+/// What of a fragment is a private key, if any: in its text (comments too) or in any of its
+/// values (a string escaped in JSON or YAML, the base64 of a DER key); what was found, never
+/// the key.
+pub fn private_key(name: &str, text: &str) -> Option<String> {
+    fn in_value(v: &serde_json::Value) -> Option<String> {
+        match v {
+            serde_json::Value::String(s) => crate::secrets::private_key_in(s),
+            serde_json::Value::Array(items) => items.iter().find_map(in_value),
+            serde_json::Value::Object(m) => m
+                .iter()
+                .find_map(|(k, v)| crate::secrets::private_key_in(k).or_else(|| in_value(v))),
+            _ => None,
+        }
+    }
+    crate::secrets::private_key_in(text).or_else(|| {
+        super::parse_value(name, text)
+            .ok()
+            .and_then(|v| in_value(&v))
+    })
+}
+
 /// Parses one fragment and checks it on its own (references aside), applies its defaults and
-/// runs `check`.
+/// runs `check`. A fragment that holds a private key is refused whole, as an invalid one is:
+/// its last good version stays served and persisted, and the key is never kept or quoted.
 pub fn accept(doc: &Document, check: Check<'_>) -> Result<Accepted, Vec<CatalogError>> {
     if let Some(why) = &doc.unreadable {
         return Err(vec![CatalogError {
@@ -184,6 +208,17 @@ pub fn accept(doc: &Document, check: Check<'_>) -> Result<Accepted, Vec<CatalogE
     let errors = check(&mut catalog);
     if !errors.is_empty() {
         return Err(errors);
+    }
+    // After the errors of parsing and checks: one caused by a key pasted into a field names
+    // that field (without quoting the key, [`super::redacted`]).
+    if let Some(found) = private_key(&doc.name, &String::from_utf8_lossy(&doc.bytes)) {
+        return Err(vec![CatalogError {
+            path: String::new(),
+            message: format!(
+                "holds a private key ({found}): refused, its last good version stays served; keep keys in files or Secrets Manager and name them"
+            ),
+            position: None,
+        }]);
     }
     let text = std::str::from_utf8(&doc.bytes).map_err(|_| {
         vec![CatalogError {
@@ -220,9 +255,15 @@ pub fn resolve(
     let mut stage: BTreeMap<String, Stage> = BTreeMap::new();
     let mut refused: BTreeMap<String, Vec<CatalogError>> = BTreeMap::new();
     let mut offered: BTreeMap<String, FragmentVersion> = BTreeMap::new();
+    let mut unreadable: BTreeSet<String> = BTreeSet::new();
     for doc in documents {
         let name = short_name(location, &doc.name);
-        offered.insert(name.clone(), FragmentVersion::of(&doc.bytes));
+        // What could not be read offers no version (the hash of no bytes would look like one).
+        if doc.unreadable.is_some() {
+            unreadable.insert(name.clone());
+        } else {
+            offered.insert(name.clone(), FragmentVersion::of(&doc.bytes));
+        }
         match accept(doc, check) {
             Ok(a) => {
                 stage.insert(name.clone(), Stage::Offered);
@@ -365,6 +406,7 @@ pub fn resolve(
                 errors,
                 offered: offered.get(&name).cloned(),
                 serving: chosen.get(&name).map(|a| a.version.clone()),
+                unreadable: unreadable.contains(&name),
             };
             (name, refusal)
         })
@@ -630,6 +672,33 @@ pub(crate) mod tests {
             ));
         }
         text
+    }
+
+    #[test]
+    fn a_fragment_with_a_key_pasted_into_a_field_is_refused_naming_the_field() {
+        let key = rcgen::KeyPair::generate().unwrap().serialize_pem();
+        let body = key.lines().nth(1).unwrap().to_string();
+        let indented: String = key.lines().map(|l| format!("            {l}\n")).collect();
+        let server = crate::secrets::ServerSide {
+            has_ca: false,
+            trust_domain: "mesh.local".into(),
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().to_path_buf();
+        let ca = crate::ca::Ca::generate("t").unwrap();
+        std::fs::write(base.join("chain.pem"), ca.certificate_pem()).unwrap();
+        let check = |c: &mut Catalog| server.settle(c, &base);
+        // The key where a file's path belongs, under an upstream's TLS.
+        let text = format!(
+            "version: 1\nproxies:\n  web:\n    listeners:\n      - {{ name: out, port: 8080, protocol: http, routes: [ {{ match: {{ prefix: / }}, to: app }} ] }}\nupstreams:\n  app:\n    protocol: http\n    endpoints: {{ static: [ \"10.0.0.1:80\" ] }}\n    tls:\n      trust: system\n      sni: app.test\n      certificate:\n        file:\n          chain: chain.pem\n          key: |\n{indented}"
+        );
+        let errors = accept(&Document::new("wallet.yaml", text.as_bytes()), &check).unwrap_err();
+        let shown: String = errors.iter().map(|e| e.located()).collect();
+        assert!(
+            shown.contains("upstreams.app.tls.certificate.file") && shown.contains("private key"),
+            "{shown}"
+        );
+        assert!(!shown.contains(&body), "{shown}");
     }
 
     fn docs(items: &[(&str, &str)]) -> Vec<Document> {
