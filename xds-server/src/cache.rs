@@ -4,6 +4,7 @@
 //! a restart, give the same version for the same config. A new set of snapshots is published on a
 //! watch channel; each stream compares versions and sends only what changed.
 
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -171,17 +172,18 @@ impl<T, const N: usize> fmt::Debug for Derived<T, N> {
 }
 
 impl<T: Clone, const N: usize> Derived<T, N> {
-    /// The entry `find` picks, else `make`'s, kept when there is room (a client asking for
-    /// ever new ones must not grow the server).
+    /// The entry `find` picks, else `make`'s, kept in place of the oldest when `N` are (a
+    /// client asking for ever new ones must not grow the server, nor keep out the newest).
     fn get_or_add(&self, find: impl Fn(&T) -> bool, make: impl FnOnce() -> T) -> T {
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(found) = kept.iter().find(|t| find(t)) {
             return found.clone();
         }
         let made = make();
-        if kept.len() < N {
-            kept.push(made.clone());
+        if kept.len() == N {
+            kept.remove(0);
         }
+        kept.push(made.clone());
         made
     }
 }
@@ -396,10 +398,12 @@ impl Interner {
     /// `body` as resource `name` of type `t`: the one held already when equal.
     fn intern(&mut self, t: ResourceType, name: &str, body: Any) -> VersionedResource {
         let r = VersionedResource::new(body);
-        self.0
-            .entry((t, name.to_string(), r.version))
-            .or_insert(r)
-            .clone()
+        // The version is a 64-bit hash: equal bodies only, never another proxy's on a collision.
+        match self.0.entry((t, name.to_string(), r.version)) {
+            Entry::Occupied(held) if held.get().body() == r.body() => held.get().clone(),
+            Entry::Occupied(_) => r,
+            Entry::Vacant(slot) => slot.insert(r).clone(),
+        }
     }
 }
 
@@ -612,11 +616,13 @@ impl Cache {
 
     /// Counts a stream of `proxy` until the returned guard drops: a role that leaves the catalog
     /// keeps its last snapshot while streams of it are attached.
+    /// The guard also wakes the stream (see [`Attached::wake`]).
     pub fn attach(&self, proxy: &ProxyName) -> Attached {
         *self.lock_attached().entry(proxy.clone()).or_default() += 1;
         Attached {
             cache: self.clone(),
             proxy: proxy.clone(),
+            wake: self.watch(proxy),
         }
     }
 
@@ -629,7 +635,8 @@ impl Cache {
     /// proxy the new set drops while streams of it are attached becomes an orphan, served its
     /// last snapshot (a deleted or renamed fragment must not wipe the Envoys still running it).
     /// `aliases` maps other `node.cluster` values to the proxy they select. Only the streams
-    /// of proxies whose snapshot changed (or went) are woken (see [`Cache::watch`]).
+    /// of proxies whose snapshot changed (or went) are woken (see [`Cache::watch`]), and
+    /// theirs by alias; all of them on the first catalog or when aliases change.
     pub fn publish(
         &self,
         new: BTreeMap<ProxyName, Snapshot>,
@@ -746,6 +753,8 @@ impl Cache {
 pub struct Attached {
     cache: Cache,
     proxy: ProxyName,
+    /// Changes when a publish may change what the stream gets (see [`Cache::watch`]).
+    pub wake: watch::Receiver<()>,
 }
 
 impl Drop for Attached {
@@ -762,6 +771,15 @@ impl Drop for Attached {
         };
         if last {
             self.cache.forget_orphan(&self.proxy);
+        }
+        // The last stream of a name takes its wake-up with it (this one's is still counted):
+        // names that come and go must not pile up while nothing is published.
+        let mut wakers = self.cache.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if wakers
+            .get(&self.proxy)
+            .is_some_and(|w| w.receiver_count() <= 1)
+        {
+            wakers.remove(&self.proxy);
         }
     }
 }
@@ -1001,5 +1019,13 @@ mod tests {
         );
         assert!(!cache.wakers.lock().unwrap().contains_key(&green));
         assert!(woken(&mut by_blue));
+
+        // A stream's wake-up goes with its last stream, publish or not.
+        let passing = name("passing-by");
+        let (one, two) = (cache.attach(&passing), cache.attach(&passing));
+        drop(one);
+        assert!(cache.wakers.lock().unwrap().contains_key(&passing));
+        drop(two);
+        assert!(!cache.wakers.lock().unwrap().contains_key(&passing));
     }
 }

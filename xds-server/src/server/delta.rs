@@ -82,6 +82,16 @@ impl TypeState {
         }
     }
 
+    /// The proxy has exactly what `snapshot` holds of type `t` for the subscription.
+    fn rebase_on(&mut self, snapshot: &Arc<crate::cache::Snapshot>, t: ResourceType) {
+        self.known.rebase(Subscribed {
+            snapshot: snapshot.clone(),
+            t,
+            names: self.names.clone(),
+            wildcard: self.wildcard,
+        });
+    }
+
     /// Whether the proxy runs what `snap` holds for the subscription, with nothing pending;
     /// resources it has beyond it (from an earlier server) do not count.
     fn runs(&self, snap: &TypeSnapshot) -> bool {
@@ -416,6 +426,11 @@ impl Variant for Delta {
                     },
                 );
             }
+            // It may have what the snapshot holds again (a rolled back change): then share it,
+            // and compare only what changes from here.
+            if candidates.is_none() && ts.pending.is_none() && ts.has_all_of(snap, None) {
+                ts.rebase_on(&snapshot, t);
+            }
             return None;
         }
         // Clusters the proxy had and now gets anew: it rebuilds them and keeps them warming
@@ -441,12 +456,7 @@ impl Variant for Delta {
         // Usually the proxy now has exactly what the snapshot holds for it: then that is what
         // the stream keeps, shared, rather than a copy of every name and version.
         if ts.has_all_of(snap, candidates.as_deref()) {
-            ts.known.rebase(Subscribed {
-                snapshot: snapshot.clone(),
-                t,
-                names: ts.names.clone(),
-                wildcard: ts.wildcard,
-            });
+            ts.rebase_on(&snapshot, t);
         }
         ts.answered = true;
         let nonce = core.next_nonce();

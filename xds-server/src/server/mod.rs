@@ -489,10 +489,8 @@ pub(crate) struct StreamCore {
     /// The proxy's `node.locality.zone`, which zone-aware upstreams prefer.
     zone: Option<String>,
     guard: Option<NodeGuard>,
+    /// Counts the stream against its proxy, and wakes it (see [`Attached::wake`]).
     attached: Option<Attached>,
-    /// Changes when a publish may change this stream's snapshot (see [`Cache::watch`]); taken
-    /// once the proxy is known.
-    wake: Option<watch::Receiver<()>>,
     snapshot: Arc<Snapshot>,
     /// The snapshot whose listeners and routes the proxy runs (see [`routes_current`]).
     routes_from: Arc<Snapshot>,
@@ -523,7 +521,6 @@ impl StreamCore {
             zone: None,
             guard: None,
             attached: None,
-            wake: None,
             snapshot: Arc::new(Snapshot::default()),
             routes_from: Arc::new(Snapshot::default()),
             routes_in_flight: Vec::new(),
@@ -550,9 +547,6 @@ impl StreamCore {
             self.scope.service(),
             self.variant,
         ));
-        if admitted.snapshots.loaded {
-            self.pinned = Some(admitted.resolved);
-        }
         tracing::info!(
             node = ?node.id,
             proxy = ?proxy.0,
@@ -560,16 +554,18 @@ impl StreamCore {
             variant = self.variant,
             "xDS stream opened"
         );
-        // Before reading the snapshots: a publish after this read wakes the stream.
-        self.wake = Some(self.shared.cache.watch(&proxy));
         self.proxy = Some(proxy);
         self.zone = zone_of(node).map(str::to_string);
+        // Pins the proxy `node.cluster` selects in the snapshots read now, after `attach`
+        // (authorized again there): one published since `admit` read them wakes the stream,
+        // and an alias moved meanwhile is followed, not taken for an orphan.
         self.refresh()?;
         Ok(())
     }
 
     /// Reads the newest snapshot of this stream's proxy; false when it is the one the stream
-    /// already has (another proxy changed), so nothing needs comparing.
+    /// already has (a false alarm: a publish that changed nothing it selects), so nothing
+    /// needs comparing.
     ///
     /// The stream is pinned to the proxy its `node.cluster` selected when it was authorized
     /// (or, for one that connected before any catalog, when the first catalog came: that
@@ -581,8 +577,8 @@ impl StreamCore {
         let Some(proxy) = &self.proxy else {
             return Ok(false);
         };
-        if let Some(wake) = &mut self.wake {
-            wake.mark_unchanged();
+        if let Some(attached) = &mut self.attached {
+            attached.wake.mark_unchanged();
         }
         let snapshots = self.shared.cache.current();
         let resolved = snapshots.resolve(proxy);
@@ -936,7 +932,7 @@ async fn run<V: Variant>(
                     break;
                 }
             },
-            changed = woken(&mut core.wake) => {
+            changed = woken(core.attached.as_mut()) => {
                 if changed.is_err() {
                     break;
                 }
@@ -959,11 +955,11 @@ async fn run<V: Variant>(
     }
 }
 
-/// Resolves when `wake` changes (never while there is none: the proxy is not known yet); an
-/// error when the cache is gone.
-async fn woken(wake: &mut Option<watch::Receiver<()>>) -> Result<(), watch::error::RecvError> {
-    match wake {
-        Some(wake) => wake.changed().await,
+/// Resolves when a publish may have changed the stream's snapshot (never before the proxy is
+/// known); an error when the cache is gone.
+async fn woken(attached: Option<&mut Attached>) -> Result<(), watch::error::RecvError> {
+    match attached {
+        Some(attached) => attached.wake.changed().await,
         None => std::future::pending().await,
     }
 }
@@ -993,9 +989,9 @@ fn on_request<V: Variant>(
     };
     // Answer from the newest snapshot, not one a pending change replaces.
     if core
-        .wake
+        .attached
         .as_ref()
-        .is_some_and(|w| w.has_changed().unwrap_or(false))
+        .is_some_and(|a| a.wake.has_changed().unwrap_or(false))
     {
         core.refresh()?;
     }
