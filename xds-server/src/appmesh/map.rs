@@ -396,6 +396,17 @@ fn local_upstream(node: &str) -> String {
     format!("{}-local", catalog_name(node))
 }
 
+/// A listener's port (App Mesh requires one; 80 where it is missing).
+fn port_of(l: &Listener) -> i32 {
+    l.port_mapping().map(|p| p.port()).unwrap_or(80)
+}
+
+/// Whether a listener speaks tcp.
+fn is_tcp(l: &Listener) -> bool {
+    l.port_mapping()
+        .is_some_and(|p| *p.protocol() == PortProtocol::Tcp)
+}
+
 /// The catalog protocol of an App Mesh listener protocol.
 fn upstream_protocol(p: &PortProtocol) -> &'static str {
     match p.as_str() {
@@ -1278,8 +1289,8 @@ impl Ctx<'_> {
         }
     }
 
-    /// Whether a virtual service speaks tcp: its provider node's first listener, or every
-    /// listener of its provider router.
+    /// Whether a virtual service speaks tcp: every listener of its provider node, or of its
+    /// provider router.
     fn service_is_tcp(&self, service: &str) -> bool {
         use aws_sdk_appmesh::types::VirtualServiceProvider as P;
         match self
@@ -1513,22 +1524,20 @@ impl Ctx<'_> {
                 continue;
             };
             let name = vs.virtual_service_name();
-            match self.service_host(name, &format!("{at}[{i}]"), r) {
-                Some(h) => hosts.push(h),
-                None => continue,
-            }
+            hosts.extend(self.service_host(name, &format!("{at}[{i}]"), r));
         }
         hosts
     }
 
-    /// The virtual host of one virtual service; `None` when nothing of it can be routed.
-    fn service_host(&mut self, name: &str, at: &str, r: &mut Resource) -> Option<Value> {
+    /// The virtual hosts of one virtual service (one, or one per port of a provider node);
+    /// none when nothing of it can be routed.
+    fn service_host(&mut self, name: &str, at: &str, r: &mut Resource) -> Vec<Value> {
         let Some(service) = self.services.get(name).copied() else {
             r.not_mapped(
                 format!("{at}.virtualService"),
                 format!("virtual service {name} is not in the mesh (or not ACTIVE)"),
             );
-            return None;
+            return Vec::new();
         };
         // The app dials the name with any of its ports (routes that differ by port are
         // reported where the routes are mapped).
@@ -1547,31 +1556,9 @@ impl Ctx<'_> {
                         format!("{at}.virtualService"),
                         format!("its provider, virtual node {target}, has no service discovery"),
                     );
-                    return None;
+                    return Vec::new();
                 }
-                if self.speaks_tcp(target) {
-                    r.not_mapped(
-                        format!("{at}.virtualService"),
-                        format!("its provider, virtual node {target}, speaks tcp: the egress listener routes HTTP by Host (TCP egress needs a tcp listener with `ports` on a port of its own)"),
-                    );
-                    return None;
-                }
-                let mut route = Map::new();
-                route.insert("match".into(), json!({ "prefix": "/" }));
-                route.insert("to".into(), json!(node_upstream(target)));
-                route.insert("timeout".into(), json!(APP_MESH_TIMEOUT));
-                if let Some(retries) = self.default_retries() {
-                    route.insert("retries".into(), retries);
-                }
-                r.mapped(
-                    format!("{at}.virtualService"),
-                    format!(
-                        "virtual host {} to upstream {}",
-                        catalog_name(name),
-                        node_upstream(target)
-                    ),
-                );
-                vec![Value::Object(route)]
+                return self.node_hosts(name, target, at, r);
             }
             Some(P::VirtualRouter(vr)) => {
                 let router = vr.virtual_router_name();
@@ -1580,7 +1567,7 @@ impl Ctx<'_> {
                         format!("{at}.virtualService"),
                         format!("its provider, virtual router {router}, is not in the mesh"),
                     );
-                    return None;
+                    return Vec::new();
                 };
                 let mapped = self.router_routes(router, routes);
                 if mapped.is_empty() {
@@ -1588,7 +1575,7 @@ impl Ctx<'_> {
                         format!("{at}.virtualService"),
                         format!("no route of virtual router {router} could be mapped"),
                     );
-                    return None;
+                    return Vec::new();
                 }
                 r.mapped(
                     format!("{at}.virtualService"),
@@ -1605,28 +1592,99 @@ impl Ctx<'_> {
                     format!("{at}.virtualService"),
                     format!("virtual service {name} has no provider"),
                 );
-                return None;
+                return Vec::new();
             }
         };
-        Some(json!({
+        vec![json!({
             "name": catalog_name(name),
             "domains": domains,
             "routes": routes,
-        }))
+        })]
     }
 
-    /// Whether a virtual node can be reached by its callers (it has service discovery).
-    /// Whether the node's first listener (the one its upstream is made from) speaks tcp: an
-    /// HTTP route cannot send there (the catalog refuses it).
-    fn speaks_tcp(&self, node: &str) -> bool {
+    /// The virtual hosts of a virtual service whose provider is virtual node `node`: one per
+    /// HTTP listener, by the port in the Host, each to that listener's upstream. The Host
+    /// without a port (port 80 by the scheme) takes the listener on 80, else the first HTTP
+    /// one. A tcp listener cannot be reached through the HTTP egress: reported.
+    fn node_hosts(&self, name: &str, node: &str, at: &str, r: &mut Resource) -> Vec<Value> {
+        let field = format!("{at}.virtualService");
+        let listeners = self.listeners(node);
+        let http: Vec<usize> = (0..listeners.len())
+            .filter(|&k| !is_tcp(&listeners[k]))
+            .collect();
+        if http.is_empty() {
+            r.not_mapped(
+                field,
+                format!("its provider, virtual node {node}, speaks tcp: the egress listener routes HTTP by Host (TCP egress needs a tcp listener with `ports` on a port of its own)"),
+            );
+            return Vec::new();
+        }
+        let bare = http
+            .iter()
+            .copied()
+            .find(|&k| port_of(&listeners[k]) == 80)
+            .unwrap_or(http[0]);
+        let mut hosts = Vec::new();
+        for (k, l) in listeners.iter().enumerate() {
+            let port = port_of(l);
+            if is_tcp(l) {
+                r.not_mapped(
+                    field.clone(),
+                    format!("port {port} of its provider, virtual node {node}, speaks tcp: the egress listener routes HTTP by Host, so {name}:{port} is not routed (TCP egress needs a tcp listener with `ports`)"),
+                );
+                continue;
+            }
+            let upstream = node_port_upstream(node, listeners, k);
+            let mut route = Map::new();
+            route.insert("match".into(), json!({ "prefix": "/" }));
+            route.insert("to".into(), json!(upstream));
+            route.insert("timeout".into(), json!(APP_MESH_TIMEOUT));
+            if let Some(retries) = self.default_retries() {
+                route.insert("retries".into(), retries);
+            }
+            let (host, domains) = if k == bare {
+                (
+                    catalog_name(name),
+                    vec![name.to_string(), format!("{name}:{port}")],
+                )
+            } else {
+                (
+                    format!("{}-{port}", catalog_name(name)),
+                    vec![format!("{name}:{port}")],
+                )
+            };
+            r.mapped(
+                field.clone(),
+                format!(
+                    "virtual host {host} ({}) to upstream {upstream}",
+                    domains.join(", ")
+                ),
+            );
+            hosts.push(json!({
+                "name": host,
+                "domains": domains,
+                "routes": [Value::Object(route)],
+            }));
+        }
+        hosts
+    }
+
+    /// A virtual node's listeners (none when it is not in the mesh).
+    fn listeners(&self, node: &str) -> &[Listener] {
         self.nodes
             .get(node)
             .and_then(|n| n.spec())
-            .and_then(|s| s.listeners().first())
-            .and_then(|l| l.port_mapping())
-            .is_some_and(|p| *p.protocol() == PortProtocol::Tcp)
+            .map(|s| s.listeners())
+            .unwrap_or_default()
     }
 
+    /// Whether every listener of the node speaks tcp (so no HTTP route can send to it).
+    fn speaks_tcp(&self, node: &str) -> bool {
+        let listeners = self.listeners(node);
+        !listeners.is_empty() && listeners.iter().all(is_tcp)
+    }
+
+    /// Whether a virtual node can be reached by its callers (it has service discovery).
     fn reachable(&self, node: &str) -> bool {
         self.nodes
             .get(node)
@@ -2040,36 +2098,38 @@ impl Ctx<'_> {
                 );
                 continue;
             }
-            if self.speaks_tcp(node) {
+            let listeners = self.listeners(node);
+            // The listener the target reaches: the one on its port, else the first.
+            let mut k = 0;
+            let mut port_note = None;
+            if let Some(port) = t.port() {
+                match listeners.iter().position(|l| port_of(l) == port) {
+                    Some(at_port) => k = at_port,
+                    None => {
+                        port_note = Some(format!(
+                            "virtual node {node} has no listener on {port}: its first listener's port is used"
+                        ));
+                    }
+                }
+            }
+            if is_tcp(&listeners[k]) {
                 r.not_mapped(
                     format!("{at}.weightedTargets[{i}]"),
-                    format!("virtual node {node} speaks tcp: an HTTP route cannot send to it"),
+                    format!(
+                        "virtual node {node} speaks tcp on port {}: an HTTP route cannot send to it",
+                        port_of(&listeners[k])
+                    ),
                 );
                 continue;
             }
-            let listeners = self
-                .nodes
-                .get(node)
-                .and_then(|n| n.spec())
-                .map(|s| s.listeners())
-                .unwrap_or_default();
-            let mut upstream = node_upstream(node);
-            if let Some(port) = t.port() {
-                match listeners
-                    .iter()
-                    .position(|l| l.port_mapping().is_some_and(|p| p.port() == port))
-                {
-                    Some(k) => {
-                        upstream = node_port_upstream(node, listeners, k);
-                        r.mapped(
-                            format!("{at}.weightedTargets[{i}].port"),
-                            format!("upstream {upstream}"),
-                        );
-                    }
-                    None => r.lossy(
+            let upstream = node_port_upstream(node, listeners, k);
+            if t.port().is_some() {
+                match port_note {
+                    None => r.mapped(
                         format!("{at}.weightedTargets[{i}].port"),
-                        format!("virtual node {node} has no listener on {port}: its first listener's port is used"),
+                        format!("upstream {upstream}"),
                     ),
+                    Some(why) => r.lossy(format!("{at}.weightedTargets[{i}].port"), why),
                 }
             }
             split.insert(upstream, json!(t.weight()));
@@ -2218,8 +2278,9 @@ impl Ctx<'_> {
         let mut reached = Vec::new();
         for t in &targets {
             let mut tr = Resource::new("virtual gateway", format!("{name} → {t}"));
-            if let Some(h) = self.service_host(t, "target", &mut tr) {
-                hosts.push(h);
+            let service_hosts = self.service_host(t, "target", &mut tr);
+            if !service_hosts.is_empty() {
+                hosts.extend(service_hosts);
                 reached.push(t.clone());
             }
             r.fields.extend(tr.fields);

@@ -1195,3 +1195,101 @@ fn a_caller_whose_backends_are_all_tcp_gets_a_tcp_egress_by_port() {
     assert!(egress.get("ports").is_none());
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
 }
+
+/// A virtual service whose provider is a virtual node: `NAME`, with the service's name as Host.
+fn node_service(name: &str, node: &str) -> VirtualServiceData {
+    use aws_sdk_appmesh::types::VirtualNodeServiceProvider;
+    let mut service = mesh().services[0].clone();
+    service.virtual_service_name = name.into();
+    service.spec = Some(
+        VirtualServiceSpec::builder()
+            .provider(VirtualServiceProvider::VirtualNode(
+                VirtualNodeServiceProvider::builder()
+                    .virtual_node_name(node)
+                    .build()
+                    .unwrap(),
+            ))
+            .build(),
+    );
+    service
+}
+
+#[test]
+fn a_node_provider_with_several_listeners_is_routed_per_port() {
+    let mut m = mesh();
+    // multi serves HTTP on 8080 and 9090 and tcp on 2701; front calls it directly.
+    m.nodes.push(node("multi", &[]));
+    m.nodes.last_mut().unwrap().spec.as_mut().unwrap().listeners = Some(vec![
+        listener(8080, PortProtocol::Http),
+        listener(9090, PortProtocol::Http),
+        listener(2701, PortProtocol::Tcp),
+    ]);
+    m.services.push(node_service("multi.color.local", "multi"));
+    m.nodes[0] = node("front", &["colors.color.local", "multi.color.local"]);
+    // An HTTP route of the router that names multi's tcp port.
+    let canary = m.routers[0]
+        .1
+        .iter_mut()
+        .find(|r| r.route_name == "canary")
+        .unwrap();
+    let http = canary.spec.as_mut().unwrap().http_route.as_mut().unwrap();
+    http.action.as_mut().unwrap().weighted_targets = vec![target("blue", 1), {
+        let mut t = target("multi", 1);
+        t.port = Some(2701);
+        t
+    }];
+    let mapped = map(&m, &Options::default()).unwrap();
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+    let hosts =
+        &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"];
+    let by_domain = |d: &str| {
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["domains"].as_array().unwrap().contains(&json!(d)))
+            .unwrap_or_else(|| panic!("no virtual host takes {d}: {hosts}"))
+    };
+    assert_eq!(
+        by_domain("multi.color.local")["routes"][0]["to"],
+        json!("multi")
+    );
+    assert_eq!(
+        by_domain("multi.color.local:8080")["routes"][0]["to"],
+        json!("multi")
+    );
+    assert_eq!(
+        by_domain("multi.color.local:9090")["routes"][0]["to"],
+        json!("multi-9090")
+    );
+    assert!(
+        !hosts.to_string().contains("multi.color.local:2701"),
+        "an HTTP listener cannot take the tcp port: {hosts}"
+    );
+    let fields = |name: &str| -> Vec<Field> {
+        mapped
+            .report
+            .resources
+            .iter()
+            .filter(|r| r.name == name)
+            .flat_map(|r| r.fields.clone())
+            .collect()
+    };
+    assert!(
+        fields("front").iter().any(|f| f.field == "spec.backends[1].virtualService"
+            && matches!(&f.outcome, Outcome::NotMapped(w) if w.contains("port 2701") && w.contains("tcp"))),
+        "{:?}",
+        fields("front")
+    );
+    // The route's target on the tcp port is left out, the rest of the route stays.
+    let canary = fields("colors/canary");
+    assert!(
+        canary
+            .iter()
+            .any(|f| f.field == "spec.httpRoute.action.weightedTargets[1]"
+                && matches!(&f.outcome, Outcome::NotMapped(w) if w.contains("tcp"))),
+        "{canary:?}"
+    );
+    let routes = &by_domain("colors.color.local")["routes"];
+    assert_eq!(routes[1]["to"], json!("blue"), "{routes}");
+}
