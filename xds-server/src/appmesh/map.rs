@@ -396,6 +396,72 @@ fn local_upstream(node: &str) -> String {
     format!("{}-local", catalog_name(node))
 }
 
+/// The one `tls` an ingress serves on every port, from its listeners' own (port, tls), and
+/// what each listener loses by it.
+struct Served {
+    tls: Option<Value>,
+    /// (listener index, why) for each listener not served as App Mesh served it.
+    losses: Vec<(usize, String)>,
+}
+
+/// ECS redirects every app port to the one ingress listener, which has one `tls` (the catalog
+/// has no tls per port of `ports`): the first listener with TLS gives it, in mode `strict`
+/// only when every listener was STRICT, else `permissive`, so that the ports that took
+/// plaintext in App Mesh still take it and the ones that took TLS still do. What differs from
+/// a listener's own tls is reported on that listener.
+fn served_tls(own: &[(i32, Option<Value>)]) -> Served {
+    let Some(k) = own.iter().position(|(_, t)| t.is_some()) else {
+        return Served {
+            tls: None,
+            losses: Vec::new(),
+        };
+    };
+    let (first_port, first) = &own[k];
+    let mut tls = first.clone().unwrap_or_default();
+    let all_strict = own
+        .iter()
+        .all(|(_, t)| t.as_ref().is_some_and(|t| t["mode"] == json!("strict")));
+    let plaintext_port = own
+        .iter()
+        .find(|(_, t)| t.as_ref().is_none_or(|t| t["mode"] != json!("strict")))
+        .map(|(p, _)| *p);
+    if !all_strict {
+        tls["mode"] = json!("permissive");
+    }
+    let mode = tls["mode"].as_str().unwrap_or_default().to_string();
+    let mut losses = Vec::new();
+    for (i, (port, t)) in own.iter().enumerate() {
+        let Some(t) = t else {
+            losses.push((i, format!(
+                "plaintext here in App Mesh, but the one ingress listener (ECS redirects every app port to it) has one tls, listener[{k}]'s (port {first_port}), served on port {port} too in mode {mode}: plaintext callers still get in, TLS callers get listener[{k}]'s certificate"
+            )));
+            continue;
+        };
+        if *t == tls {
+            continue;
+        }
+        let same_but_mode = {
+            let mut t = t.clone();
+            t["mode"] = tls["mode"].clone();
+            t == tls
+        };
+        if same_but_mode {
+            losses.push((i, format!(
+                "STRICT served as permissive: the one ingress listener has one tls, and port {} takes plaintext, so plaintext callers get in on port {port} too",
+                plaintext_port.unwrap_or_default()
+            )));
+        } else {
+            losses.push((i, format!(
+                "not applied: the one ingress listener has one tls, listener[{k}]'s (port {first_port}), served on port {port} too in mode {mode}: this listener's own certificate, client trust and allowed SANs are not used, and callers that check for them fail"
+            )));
+        }
+    }
+    Served {
+        tls: Some(tls),
+        losses,
+    }
+}
+
 /// A listener's port (App Mesh requires one; 80 where it is missing).
 fn port_of(l: &Listener) -> i32 {
     l.port_mapping().map(|p| p.port()).unwrap_or(80)
@@ -517,15 +583,20 @@ impl Ctx<'_> {
         }
     }
 
-    /// A virtual node's first listener's TLS, when it is on.
-    fn node_listener_tls(&self, node: &str) -> Option<tls::ListenerTls> {
-        self.nodes
-            .get(node)
-            .and_then(|n| n.spec())
-            .and_then(|s| s.listeners().first())
-            .and_then(|l| l.tls())
-            .map(tls::ListenerTls::of_node)
-            .filter(|t| t.mode != "DISABLED")
+    /// The `tls` a virtual node's ingress serves (on every port), as its fragment has it.
+    fn node_served_tls(&self, node: &str) -> Option<Value> {
+        let own: Vec<(i32, Option<Value>)> = self
+            .listeners(node)
+            .iter()
+            .map(|l| {
+                let mut scratch = Resource::new("", "");
+                let t = l
+                    .tls()
+                    .and_then(|t| tls::listener(&tls::ListenerTls::of_node(t), "", &mut scratch));
+                (port_of(l), t)
+            })
+            .collect();
+        served_tls(&own).tls
     }
 
     /// The client policies of every caller (virtual nodes' backends and backend defaults,
@@ -634,16 +705,40 @@ impl Ctx<'_> {
                         plaintext.push((caller.clone(), field.clone(), key));
                         continue;
                     };
+                    let served = self.node_served_tls(&node);
                     let server = tls::Server {
                         proxy: &proxy,
                         discovery_name: self.discovery_name(&node),
                         port,
-                        serves_mesh: self
-                            .node_listener_tls(&node)
-                            .is_some_and(|t| matches!(t.cert, Some(tls::Cert::Sds(_)))),
+                        serves_mesh: served
+                            .as_ref()
+                            .is_some_and(|t| t["certificate"] == json!("mesh")),
                     };
                     let mapped = format!("tls of upstream {upstream} (service {service})");
-                    match tls::client(policy, &server, field, &mut r) {
+                    let asked = tls::client(policy, &server, field, &mut r);
+                    // Never TLS to a port that serves plaintext.
+                    let asked = match (asked, &served) {
+                        (Ok(Some(_)), None) => {
+                            r.lossy(
+                                field.clone(),
+                                format!("TLS to virtual node {node} (port {port}) in App Mesh, but its ingress serves plaintext (its listeners' tls is DISABLED or not mapped): upstream {upstream} is plaintext, as the server is"),
+                            );
+                            Ok(None)
+                        }
+                        (Ok(Some(value)), Some(t))
+                            if t.get("client_certificate").is_some()
+                                && value.get("certificate").is_none()
+                                && value.get("mesh").is_none() =>
+                        {
+                            r.lossy(
+                                field.clone(),
+                                format!("virtual node {node}'s ingress asks for a client certificate (mutual TLS) on port {port}, and this policy presents none: its TLS connections are refused there; add `certificate` to upstream {upstream}'s tls"),
+                            );
+                            Ok(Some(value))
+                        }
+                        (asked, _) => asked,
+                    };
+                    match asked {
                         Ok(Some(value)) => match self.upstream_tls.get(&key) {
                             None => {
                                 self.upstream_tls.insert(key.clone(), value);
@@ -1049,7 +1144,9 @@ impl Ctx<'_> {
         r: &mut Resource,
     ) -> Map<String, Value> {
         let mut ports = Map::new();
-        let mut tls: Option<Value> = None;
+        // Each listener's own tls (by port) and the report lines of its mapping.
+        let mut own_tls: Vec<(i32, Option<Value>)> = Vec::new();
+        let mut tls_lines: Vec<(usize, Field)> = Vec::new();
         for (i, l) in app.iter().enumerate() {
             let at = format!("spec.listeners[{i}]");
             // The listener as it would be alone, for its app upstream and TLS; its report is
@@ -1083,7 +1180,7 @@ impl Ctx<'_> {
                 if f.field.ends_with(".connectionPool") {
                     r.mapped(f.field, format!("circuit breakers of upstream {name}"));
                 } else if f.field.contains(".tls") {
-                    r.fields.push(f);
+                    tls_lines.push((i, f));
                 }
             }
             if l.timeout().is_some() {
@@ -1092,18 +1189,21 @@ impl Ctx<'_> {
                     "not applied: the one tcp ingress takes every port, and its idle_timeout would be every listener's (Envoy's defaults apply)",
                 );
             }
-            match (&tls, listener.get("tls")) {
-                (None, Some(t)) if i == 0 => tls = Some(t.clone()),
-                (Some(first), Some(t)) if first == t => {}
-                (None, None) => {}
-                _ => r.lossy(
-                    format!("{at}.tls"),
-                    "one ingress listener has one tls: the first listener's applies to every port",
-                ),
-            }
+            own_tls.push((port, listener.get("tls").cloned()));
             ports.insert(port.to_string(), json!(name));
             upstreams.insert(name, local);
         }
+        let served = served_tls(&own_tls);
+        // A listener's own lines stand where it is served as it was; the others get the loss.
+        for (i, f) in tls_lines {
+            if !served.losses.iter().any(|(k, _)| *k == i) {
+                r.fields.push(f);
+            }
+        }
+        for (i, why) in served.losses {
+            r.lossy(format!("spec.listeners[{i}].tls"), why);
+        }
+        let tls = served.tls;
         let mut listener = Map::new();
         listener.insert("name".into(), json!("ingress"));
         self.bind(&mut listener);

@@ -970,11 +970,18 @@ fn listener_tls_and_client_policies_become_the_listeners_and_upstreams_tls() {
         mapped.fragments["red.yaml"]["proxies"]["red"]["listeners"][0]["tls"],
         json!({ "mode": "strict", "certificate": { "acm": { "arn": CERT } } })
     );
-    // Each backend node's upstream, with App Mesh's default SAN: its discovery name.
-    for color in ["red", "blue", "green"] {
-        assert_eq!(
-            mapped.fragments[&format!("{color}.yaml")]["upstreams"][color]["tls"],
-            json!({ "trust": { "acm_pca": [CA] }, "subject_alt_names": [format!("{color}.color.local")] }),
+    // The backend node that serves TLS gets it on its upstream, with App Mesh's default SAN:
+    // its discovery name.
+    assert_eq!(
+        mapped.fragments["red.yaml"]["upstreams"]["red"]["tls"],
+        json!({ "trust": { "acm_pca": [CA] }, "subject_alt_names": ["red.color.local"] }),
+    );
+    // Those that serve plaintext are reached in plaintext, never with TLS they do not speak.
+    for color in ["blue", "green"] {
+        assert!(
+            mapped.fragments[&format!("{color}.yaml")]["upstreams"][color]
+                .get("tls")
+                .is_none(),
             "{color}"
         );
     }
@@ -1292,4 +1299,177 @@ fn a_node_provider_with_several_listeners_is_routed_per_port() {
     );
     let routes = &by_domain("colors.color.local")["routes"];
     assert_eq!(routes[1]["to"], json!("blue"), "{routes}");
+}
+
+/// Checks that every caller's upstream to a node speaks what the node's ingress serves: TLS
+/// only where it serves TLS, plaintext only where it takes plaintext.
+fn assert_callers_match_what_callees_serve(mapped: &Mapped) {
+    for (file, doc) in &mapped.fragments {
+        let Some((proxy, p)) = doc["proxies"].as_object().and_then(|p| p.iter().next()) else {
+            continue;
+        };
+        let Some(ingress) = p["listeners"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["name"] == json!("ingress")))
+        else {
+            continue;
+        };
+        let served = ingress.get("tls");
+        for (name, u) in doc["upstreams"].as_object().into_iter().flatten() {
+            if name.contains("-local") {
+                continue;
+            }
+            match (u.get("tls"), served) {
+                (Some(_), None) => {
+                    panic!("{file}: upstream {name} speaks TLS to {proxy}'s plaintext ingress")
+                }
+                (None, Some(t)) if t["mode"] == json!("strict") => {
+                    panic!(
+                        "{file}: upstream {name} speaks plaintext to {proxy}'s strict ingress {t}"
+                    )
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn each_listener_s_tls_is_served_or_reported_and_callers_match_what_is_served() {
+    use aws_sdk_appmesh::types::{
+        BackendDefaults, ClientPolicy, ClientPolicyTls, ListenerTls, ListenerTlsAcmCertificate,
+        ListenerTlsCertificate, ListenerTlsMode, TlsValidationContext,
+        TlsValidationContextAcmTrust, TlsValidationContextTrust,
+    };
+    const CERT: &str = "arn:aws:acm:us-east-1:111122223333:certificate/blue";
+    const CA: &str = "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/ca";
+    let tls = |mode: ListenerTlsMode| {
+        ListenerTls::builder()
+            .mode(mode)
+            .certificate(ListenerTlsCertificate::Acm(
+                ListenerTlsAcmCertificate::builder()
+                    .certificate_arn(CERT)
+                    .build()
+                    .unwrap(),
+            ))
+            .build()
+            .unwrap()
+    };
+    let policy = |ports: Vec<i32>| {
+        ClientPolicy::builder()
+            .tls(
+                ClientPolicyTls::builder()
+                    .set_ports(Some(ports))
+                    .validation(
+                        TlsValidationContext::builder()
+                            .trust(TlsValidationContextTrust::Acm(
+                                TlsValidationContextAcmTrust::builder()
+                                    .certificate_authority_arns(CA)
+                                    .build()
+                                    .unwrap(),
+                            ))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    };
+    // blue is the provider of its own service, which front calls.
+    let with_blue = |first: ListenerTlsMode, second: ListenerTlsMode, ports: Vec<i32>| {
+        let mut m = mesh();
+        let mut a = listener(8080, PortProtocol::Http);
+        a.tls = Some(tls(first));
+        let mut b = listener(9090, PortProtocol::Http);
+        b.tls = Some(tls(second));
+        m.nodes[2].spec.as_mut().unwrap().listeners = Some(vec![a, b]);
+        m.services.push(node_service("blue.color.local", "blue"));
+        m.nodes[0] = node("front", &["blue.color.local"]);
+        m.nodes[0].spec.as_mut().unwrap().backend_defaults = Some(
+            BackendDefaults::builder()
+                .client_policy(policy(ports))
+                .build(),
+        );
+        map(&m, &Options::default()).unwrap()
+    };
+    let field = |mapped: &Mapped, name: &str| {
+        mapped
+            .report
+            .resources
+            .iter()
+            .find(|r| r.name == "blue")
+            .and_then(|r| r.fields.iter().find(|f| f.field == name))
+            .map(|f| f.outcome.clone())
+    };
+
+    // A STRICT second listener behind a DISABLED first: TLS is served (permissive, so the
+    // plaintext port still takes plaintext), and front's TLS to 9090 finds TLS.
+    let mapped = with_blue(ListenerTlsMode::Disabled, ListenerTlsMode::Strict, vec![]);
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+    let ingress = &mapped.fragments["blue.yaml"]["proxies"]["blue"]["listeners"][0];
+    assert_eq!(
+        ingress["tls"],
+        json!({ "mode": "permissive", "certificate": { "acm": { "arn": CERT } } })
+    );
+    assert!(mapped.fragments["blue.yaml"]["upstreams"]["blue-9090"]["tls"].is_object());
+    assert!(
+        matches!(field(&mapped, "spec.listeners[0].tls"), Some(Outcome::Lossy(w)) if w.contains("plaintext callers still get in")),
+        "{:?}",
+        mapped.report
+    );
+    assert!(
+        matches!(field(&mapped, "spec.listeners[1].tls"), Some(Outcome::Lossy(w)) if w.contains("STRICT served as permissive") && w.contains("port 8080")),
+        "{:?}",
+        mapped.report
+    );
+    assert_callers_match_what_callees_serve(&mapped);
+
+    // A DISABLED second listener behind a STRICT first, called in plaintext on 9090: served
+    // permissive, not strict on the plaintext port.
+    let mapped = with_blue(
+        ListenerTlsMode::Strict,
+        ListenerTlsMode::Disabled,
+        vec![8080],
+    );
+    assert_eq!(
+        mapped.fragments["blue.yaml"]["proxies"]["blue"]["listeners"][0]["tls"]["mode"],
+        json!("permissive")
+    );
+    assert!(
+        mapped.fragments["blue.yaml"]["upstreams"]["blue-9090"]
+            .get("tls")
+            .is_none()
+    );
+    assert_callers_match_what_callees_serve(&mapped);
+
+    // Both STRICT alike: strict, as in App Mesh, nothing lost.
+    let mapped = with_blue(ListenerTlsMode::Strict, ListenerTlsMode::Strict, vec![]);
+    assert_eq!(
+        mapped.fragments["blue.yaml"]["proxies"]["blue"]["listeners"][0]["tls"]["mode"],
+        json!("strict")
+    );
+    assert!(field(&mapped, "spec.listeners[1].tls").is_none());
+    assert_callers_match_what_callees_serve(&mapped);
+
+    // Both DISABLED, but front's policy asks for TLS: plaintext, as the server is, reported.
+    let mapped = with_blue(ListenerTlsMode::Disabled, ListenerTlsMode::Disabled, vec![]);
+    assert!(
+        mapped.fragments["blue.yaml"]["upstreams"]["blue"]
+            .get("tls")
+            .is_none()
+    );
+    let front = mapped
+        .report
+        .resources
+        .iter()
+        .find(|r| r.name == "front")
+        .unwrap();
+    assert!(
+        front
+            .fields
+            .iter()
+            .any(|f| f.field == "spec.backendDefaults.clientPolicy.tls"
+                && matches!(&f.outcome, Outcome::Lossy(w) if w.contains("serves plaintext"))),
+        "{front:?}"
+    );
+    assert_callers_match_what_callees_serve(&mapped);
 }
