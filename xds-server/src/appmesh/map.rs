@@ -1809,7 +1809,8 @@ impl Ctx<'_> {
     }
 
     /// The routes of a router, by priority (App Mesh: lowest first; routes without one last),
-    /// then by [`Specificity`], then by name, mapped. Each route's report is its own resource.
+    /// then by [`Specificity`], then those with more conditions (headers, query parameters,
+    /// method, gRPC metadata) first, then by name, mapped. Each route's report is its own resource.
     fn router_routes(&mut self, router: &str, routes: &[RouteData]) -> Vec<Value> {
         let mut sorted: Vec<&RouteData> = routes.iter().collect();
         sorted.sort_by_key(|r| {
@@ -1828,9 +1829,20 @@ impl Ctx<'_> {
                     m.and_then(|m| m.path()).and_then(|p| p.regex()),
                 ),
             };
+            // More conditions first: a route whose conditions are a superset of another's
+            // (same path) would otherwise be taken by it, as Gateway API orders matches.
+            let conditions = match spec.and_then(|s| s.grpc_route()).and_then(|g| g.r#match()) {
+                Some(g) => g.metadata().len(),
+                None => m.map_or(0, |m| {
+                    m.headers().len()
+                        + m.query_parameters().len()
+                        + usize::from(m.method().is_some())
+                }),
+            };
             (
                 spec.and_then(|s| s.priority()).unwrap_or(i32::MAX),
                 specific,
+                std::cmp::Reverse(conditions),
                 r.route_name().to_string(),
             )
         });
@@ -2326,9 +2338,19 @@ impl Ctx<'_> {
                     m.and_then(|m| m.path()).and_then(|p| p.regex()),
                 ),
             };
+            let conditions = match spec.and_then(|s| s.grpc_route()).and_then(|g| g.r#match()) {
+                Some(g) => g.metadata().len() + usize::from(g.hostname().is_some()),
+                None => m.map_or(0, |m| {
+                    m.headers().len()
+                        + m.query_parameters().len()
+                        + usize::from(m.method().is_some())
+                        + usize::from(m.hostname().is_some())
+                }),
+            };
             (
                 spec.and_then(|s| s.priority()).unwrap_or(i32::MAX),
                 specific,
+                std::cmp::Reverse(conditions),
                 g.gateway_route_name().to_string(),
             )
         });

@@ -384,7 +384,7 @@ fn a_router_s_routes_become_a_virtual_host_by_priority() {
     );
     // The fragments are a catalog the loader takes.
     let rendered = crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
-    assert_eq!(rendered.len(), 4);
+    assert_eq!(rendered.fragments.len(), 4);
 }
 
 #[test]
@@ -1472,4 +1472,78 @@ fn each_listener_s_tls_is_served_or_reported_and_callers_match_what_is_served() 
         "{front:?}"
     );
     assert_callers_match_what_callees_serve(&mapped);
+}
+
+#[test]
+fn routes_of_one_priority_and_path_put_the_one_with_more_conditions_first() {
+    let mut m = mesh();
+    let blue = HttpRouteMatch::builder()
+        .prefix("/")
+        .headers(header(
+            "x-color",
+            HeaderMatchMethod::Exact("blue".into()),
+            false,
+        ))
+        .build();
+    // By name the plain route would come first and take every request of the header route.
+    m.routers[0].1 = vec![
+        route(
+            "a-plain",
+            Some(1),
+            HttpRouteMatch::builder().prefix("/").build(),
+            vec![target("red", 1)],
+        ),
+        route("b-header", Some(1), blue, vec![target("blue", 1)]),
+    ];
+    let mapped = map(&m, &Options::default()).unwrap();
+    let routes = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
+        [0]["routes"];
+    assert_eq!(routes[0]["to"], json!("blue"), "{routes}");
+    assert_eq!(routes[1]["to"], json!("red"), "{routes}");
+    let rendered = crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+    assert!(
+        rendered.report.warnings.is_empty(),
+        "{:?}",
+        rendered.report.warnings
+    );
+}
+
+#[test]
+fn the_catalog_s_warnings_are_in_the_report() {
+    let mut m = mesh();
+    // Priority puts the plain route first, as in App Mesh: the header route never matches.
+    m.routers[0].1 = vec![
+        route(
+            "plain",
+            Some(1),
+            HttpRouteMatch::builder().prefix("/").build(),
+            vec![target("red", 1)],
+        ),
+        route(
+            "header",
+            Some(2),
+            HttpRouteMatch::builder()
+                .prefix("/")
+                .headers(header(
+                    "x-color",
+                    HeaderMatchMethod::Exact("blue".into()),
+                    false,
+                ))
+                .build(),
+            vec![target("blue", 1)],
+        ),
+    ];
+    let mapped = map(&m, &Options::default()).unwrap();
+    let rendered = crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+    let md = rendered.report.to_markdown();
+    assert!(
+        md.contains("## Catalog warnings")
+            && md.contains("proxies.front.listeners[1].virtual_hosts[0].routes[1]: never matches: routes[0] (prefix /"),
+        "{md}"
+    );
+    // What a written import's report says too.
+    let dir = tempfile::tempdir().unwrap();
+    crate::appmesh::write(&mapped, dir.path()).unwrap();
+    let written = std::fs::read_to_string(dir.path().join(crate::appmesh::REPORT_FILE)).unwrap();
+    assert!(written.contains("never matches"), "{written}");
 }
