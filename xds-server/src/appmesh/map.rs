@@ -312,7 +312,7 @@ pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
     // Catalog name (a proxy's or an upstream's) → the App Mesh resource it was made from: two
     // resources whose names map to one would overwrite each other's fragment or upstream.
     let mut owners: BTreeMap<String, String> = BTreeMap::new();
-    let mut claim = |what: String, doc: &Value| -> Result<(), ImportError> {
+    let mut claim = |what: String, proxy: &str, doc: &Value| -> Result<(), ImportError> {
         let proxies = doc["proxies"]
             .as_object()
             .into_iter()
@@ -326,11 +326,12 @@ pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
             .chain(upstreams.map(|n| ("upstream", n)))
         {
             let key = format!("{kind} {name}");
-            if let Some(first) = owners.insert(key, what.clone()) {
+            let who = format!("{what}{}", built_role(proxy, kind, name));
+            if let Some(first) = owners.insert(key, who.clone()) {
                 return Err(ImportError::Collision {
                     name: format!("{kind} {name:?}"),
                     first,
-                    second: what,
+                    second: who,
                 });
             }
         }
@@ -340,13 +341,18 @@ pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
     ctx.client_policies();
     for node in &mesh.nodes {
         let (file, doc) = ctx.node_fragment(node);
-        claim(format!("virtual node {:?}", node.virtual_node_name()), &doc)?;
+        claim(
+            format!("virtual node {:?}", node.virtual_node_name()),
+            &catalog_name(node.virtual_node_name()),
+            &doc,
+        )?;
         fragments.insert(file, doc);
     }
     for (gateway, routes) in &mesh.gateways {
         let (file, doc) = ctx.gateway_fragment(gateway, routes);
         claim(
             format!("virtual gateway {:?}", gateway.virtual_gateway_name()),
+            &catalog_name(gateway.virtual_gateway_name()),
             &doc,
         )?;
         fragments.insert(file, doc);
@@ -357,6 +363,27 @@ pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
         fragments,
         report: ctx.report,
     })
+}
+
+/// What a catalog name the importer built for a resource (proxy name `proxy`) stands for, as
+/// a collision error names it: empty for the resource's own name.
+fn built_role(proxy: &str, kind: &str, name: &str) -> String {
+    let Some(rest) = name.strip_prefix(proxy).and_then(|r| r.strip_prefix('-')) else {
+        return String::new();
+    };
+    if kind != "upstream" {
+        return String::new();
+    }
+    match rest {
+        "local" => " (the upstream of its app on loopback)".into(),
+        "mesh" | "mesh-h2" => " (its hop to the mesh's routes)".into(),
+        r if r.starts_with("local-") => format!(
+            " (the upstream of its app's port {} on loopback)",
+            &r["local-".len()..]
+        ),
+        r if r.parse::<u16>().is_ok() => format!(" (the upstream of its listener on {r})"),
+        _ => String::new(),
+    }
 }
 
 /// The names an App Mesh Envoy presents as `node.cluster` (and `node.id`) for a resource: its
@@ -459,6 +486,38 @@ fn served_tls(own: &[(i32, Option<Value>)]) -> Served {
     Served {
         tls: Some(tls),
         losses,
+    }
+}
+
+/// Makes the virtual host names of one listener unique: a name the importer built (`NAME-PORT`
+/// of a node's second port) yields to a service's own name, which keeps it, and a name taken
+/// twice gets `-2`, `-3`, … (Envoy's stats name the virtual host; the routes do not).
+fn unique_host_names(hosts: &mut [Value], services: &[&str]) {
+    let own: std::collections::BTreeSet<String> =
+        services.iter().map(|s| catalog_name(s)).collect();
+    let mut taken = std::collections::BTreeSet::new();
+    // Services' own names first, so that they keep them.
+    for pass in [true, false] {
+        for h in hosts.iter_mut() {
+            let name = h["name"].as_str().unwrap_or_default().to_string();
+            let is_own = own.contains(&name) && !h.get("built").is_some_and(|b| b == &json!(true));
+            if is_own != pass {
+                continue;
+            }
+            let mut unique = name.clone();
+            let mut n = 2;
+            while taken.contains(&unique) || (!is_own && own.contains(&unique)) {
+                unique = format!("{name}-{n}");
+                n += 1;
+            }
+            taken.insert(unique.clone());
+            h["name"] = json!(unique);
+        }
+    }
+    for h in hosts.iter_mut() {
+        if let Some(o) = h.as_object_mut() {
+            o.remove("built");
+        }
     }
 }
 
@@ -1626,6 +1685,12 @@ impl Ctx<'_> {
             let name = vs.virtual_service_name();
             hosts.extend(self.service_host(name, &format!("{at}[{i}]"), r));
         }
+        let services: Vec<&str> = backends
+            .iter()
+            .filter_map(|b| b.as_virtual_service().ok())
+            .map(|vs| vs.virtual_service_name())
+            .collect();
+        unique_host_names(&mut hosts, &services);
         hosts
     }
 
@@ -1764,6 +1829,8 @@ impl Ctx<'_> {
                 "name": host,
                 "domains": domains,
                 "routes": [Value::Object(route)],
+                // A name of the importer's (removed by `unique_host_names`).
+                "built": k != bare,
             }));
         }
         hosts
@@ -2407,6 +2474,8 @@ impl Ctx<'_> {
             }
             r.fields.extend(tr.fields);
         }
+        let services: Vec<&str> = targets.iter().map(String::as_str).collect();
+        unique_host_names(&mut hosts, &services);
         // Routes to a service that cannot be routed would fail on the gateway's own listener.
         let gateway_routes: Vec<Value> = gateway_routes
             .into_iter()

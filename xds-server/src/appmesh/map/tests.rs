@@ -1547,3 +1547,146 @@ fn the_catalog_s_warnings_are_in_the_report() {
     let written = std::fs::read_to_string(dir.path().join(crate::appmesh::REPORT_FILE)).unwrap();
     assert!(written.contains("never matches"), "{written}");
 }
+
+#[test]
+fn names_the_importer_builds_that_meet_a_real_one_are_an_error_naming_both() {
+    let gateway = |name: &str| {
+        use aws_sdk_appmesh::types::{
+            GatewayRouteData, GatewayRouteTarget, GatewayRouteVirtualService, HttpGatewayRoute,
+            HttpGatewayRouteAction, HttpGatewayRouteMatch, VirtualGatewayListener,
+            VirtualGatewayPortMapping, VirtualGatewayPortProtocol, VirtualGatewaySpec,
+        };
+        let gw = VirtualGatewayData::builder()
+            .mesh_name("color")
+            .virtual_gateway_name(name)
+            .spec(
+                VirtualGatewaySpec::builder()
+                    .listeners(
+                        VirtualGatewayListener::builder()
+                            .port_mapping(
+                                VirtualGatewayPortMapping::builder()
+                                    .port(9080)
+                                    .protocol(VirtualGatewayPortProtocol::Http)
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .metadata(metadata(&format!("/virtualGateway/{name}")))
+            .build()
+            .unwrap();
+        let route = GatewayRouteData::builder()
+            .mesh_name("color")
+            .virtual_gateway_name(name)
+            .gateway_route_name("all")
+            .spec(
+                aws_sdk_appmesh::types::GatewayRouteSpec::builder()
+                    .http_route(
+                        HttpGatewayRoute::builder()
+                            .r#match(HttpGatewayRouteMatch::builder().prefix("/").build())
+                            .action(
+                                HttpGatewayRouteAction::builder()
+                                    .target(
+                                        GatewayRouteTarget::builder()
+                                            .virtual_service(
+                                                GatewayRouteVirtualService::builder()
+                                                    .virtual_service_name("colors.color.local")
+                                                    .build()
+                                                    .unwrap(),
+                                            )
+                                            .build(),
+                                    )
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .metadata(metadata(&format!(
+                "/virtualGateway/{name}/gatewayRoute/all"
+            )))
+            .build()
+            .unwrap();
+        (gw, vec![route])
+    };
+    let cases: Vec<(&str, Mesh, &str)> = vec![
+        (
+            "NODE-PORT",
+            {
+                let mut m = mesh();
+                m.nodes[2].spec.as_mut().unwrap().listeners = Some(vec![
+                    listener(8080, PortProtocol::Http),
+                    listener(9090, PortProtocol::Http),
+                ]);
+                m.nodes.push(node("blue-9090", &[]));
+                m
+            },
+            r#"virtual node "blue" (the upstream of its listener on 9090) and virtual node "blue-9090" both become upstream "blue-9090" in the catalog: rename one of them in App Mesh"#,
+        ),
+        (
+            "NODE-local",
+            {
+                let mut m = mesh();
+                m.nodes.push(node("red-local", &[]));
+                m
+            },
+            r#"virtual node "red" (the upstream of its app on loopback) and virtual node "red-local" both become upstream "red-local""#,
+        ),
+        (
+            "GATEWAY-mesh",
+            {
+                let mut m = mesh();
+                m.gateways.push(gateway("gw"));
+                m.nodes.push(node("gw-mesh", &[]));
+                m
+            },
+            r#"virtual node "gw-mesh" and virtual gateway "gw" (its hop to the mesh's routes) both become upstream "gw-mesh""#,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, m, expected) in cases {
+        match map(&m, &Options::default()) {
+            Err(e @ ImportError::Collision { .. }) if e.to_string().contains(expected) => {}
+            Err(e) => wrong.push(format!("{what}: {e}")),
+            Ok(mapped) => {
+                let rendered = crate::appmesh::render(&mapped, std::path::Path::new("import"));
+                wrong.push(format!(
+                    "{what}: no collision found; render: {:?}",
+                    rendered.err().map(|e| e.to_string())
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn a_virtual_host_the_importer_names_yields_to_a_service_of_that_name() {
+    let mut m = mesh();
+    // multi's second port's virtual host is named like a service of that name would be.
+    m.nodes.push(node("multi", &[]));
+    m.nodes.last_mut().unwrap().spec.as_mut().unwrap().listeners = Some(vec![
+        listener(8080, PortProtocol::Http),
+        listener(9090, PortProtocol::Http),
+    ]);
+    m.services.push(node_service("multi.local", "multi"));
+    m.services.push(node_service("multi.local-9090", "green"));
+    m.nodes[0] = node("front", &["multi.local", "multi.local-9090"]);
+    let mapped = map(&m, &Options::default()).unwrap();
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+    let hosts = mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let to = |domain: &str| {
+        hosts
+            .iter()
+            .find(|h| h["domains"].as_array().unwrap().contains(&json!(domain)))
+            .map(|h| h["routes"][0]["to"].clone())
+    };
+    assert_eq!(to("multi.local:9090"), Some(json!("multi-9090")));
+    assert_eq!(to("multi.local-9090"), Some(json!("green")));
+}
