@@ -1287,6 +1287,8 @@ impl Ctx<'_> {
     ) -> Option<Value> {
         let name = node.virtual_node_name();
         let at = format!("spec.listeners[{i}]");
+        // The upstream of this listener, as callers name it.
+        let upstream = node_port_upstream(name, self.listeners(name), i);
         let (port, protocol) = l
             .port_mapping()
             .map(|p| (p.port(), upstream_protocol(p.protocol())))
@@ -1320,7 +1322,7 @@ impl Ctx<'_> {
                     "spec.serviceDiscovery.awsCloudMap",
                     format!(
                         "upstream {} from cloud_map (namespace, service, attributes)",
-                        node_upstream(name)
+                        upstream
                     ),
                 );
             }
@@ -1342,7 +1344,7 @@ impl Ctx<'_> {
                     "spec.serviceDiscovery.dns",
                     format!(
                         "upstream {} from dns (responseType LOADBALANCER: resolve logical; ENDPOINTS: strict)",
-                        node_upstream(name)
+                        upstream
                     ),
                 );
             }
@@ -1379,7 +1381,7 @@ impl Ctx<'_> {
                 format!("{at}.healthCheck"),
                 format!(
                     "health_check of upstream {}, run by the callers' proxies",
-                    node_upstream(name)
+                    upstream
                 ),
             );
             if h.port().is_some_and(|p| p != port) {
@@ -1408,10 +1410,7 @@ impl Ctx<'_> {
             u.insert("outlier_detection".into(), Value::Object(od));
             r.mapped(
                 format!("{at}.outlierDetection"),
-                format!(
-                    "outlier_detection of upstream {}, at the callers",
-                    node_upstream(name)
-                ),
+                format!("outlier_detection of upstream {}, at the callers", upstream),
             );
         }
         Some(Value::Object(u))

@@ -1690,3 +1690,71 @@ fn a_virtual_host_the_importer_names_yields_to_a_service_of_that_name() {
     assert_eq!(to("multi.local:9090"), Some(json!("multi-9090")));
     assert_eq!(to("multi.local-9090"), Some(json!("green")));
 }
+
+#[test]
+fn a_second_listener_s_health_check_and_outlier_detection_are_reported_on_its_upstream() {
+    use aws_sdk_appmesh::types::{HealthCheckPolicy, OutlierDetection};
+    let mut m = mesh();
+    let mut second = listener(9090, PortProtocol::Http);
+    second.health_check = Some(
+        HealthCheckPolicy::builder()
+            .protocol(PortProtocol::Http)
+            .path("/ping")
+            .interval_millis(5000)
+            .timeout_millis(2000)
+            .healthy_threshold(2)
+            .unhealthy_threshold(3)
+            .build()
+            .unwrap(),
+    );
+    second.outlier_detection = Some(
+        OutlierDetection::builder()
+            .max_server_errors(5)
+            .interval(
+                aws_sdk_appmesh::types::Duration::builder()
+                    .unit(DurationUnit::S)
+                    .value(10)
+                    .build(),
+            )
+            .base_ejection_duration(
+                aws_sdk_appmesh::types::Duration::builder()
+                    .unit(DurationUnit::S)
+                    .value(30)
+                    .build(),
+            )
+            .max_ejection_percent(50)
+            .build()
+            .unwrap(),
+    );
+    m.nodes[2].spec.as_mut().unwrap().listeners =
+        Some(vec![listener(8080, PortProtocol::Http), second]);
+    let mapped = map(&m, &Options::default()).unwrap();
+    let blue = &mapped.fragments["blue.yaml"]["upstreams"];
+    assert!(blue["blue-9090"]["health_check"].is_object());
+    assert!(blue["blue"].get("health_check").is_none());
+    let report = mapped
+        .report
+        .resources
+        .iter()
+        .find(|r| r.name == "blue")
+        .unwrap();
+    let said = |field: &str| {
+        report
+            .fields
+            .iter()
+            .find(|f| f.field == field)
+            .map(|f| f.outcome.clone())
+    };
+    assert_eq!(
+        said("spec.listeners[1].healthCheck"),
+        Some(Outcome::Mapped(
+            "health_check of upstream blue-9090, run by the callers' proxies".into()
+        ))
+    );
+    assert_eq!(
+        said("spec.listeners[1].outlierDetection"),
+        Some(Outcome::Mapped(
+            "outlier_detection of upstream blue-9090, at the callers".into()
+        ))
+    );
+}
