@@ -707,8 +707,8 @@ async fn main() -> anyhow::Result<ExitCode> {
             match out.filter(|_| !dry_run) {
                 None => {
                     // Checked all the same: a dry run says whether the import would be written.
-                    xds_server::appmesh::render(&mapped, std::path::Path::new("."))?;
-                    print!("{}", mapped.report.to_markdown());
+                    let rendered = xds_server::appmesh::render(&mapped, std::path::Path::new("."))?;
+                    print!("{}", rendered.report.to_markdown());
                 }
                 Some(dir) => {
                     xds_server::appmesh::write(&mapped, &dir)?;

@@ -312,7 +312,7 @@ pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
     // Catalog name (a proxy's or an upstream's) → the App Mesh resource it was made from: two
     // resources whose names map to one would overwrite each other's fragment or upstream.
     let mut owners: BTreeMap<String, String> = BTreeMap::new();
-    let mut claim = |what: String, doc: &Value| -> Result<(), ImportError> {
+    let mut claim = |what: String, proxy: &str, doc: &Value| -> Result<(), ImportError> {
         let proxies = doc["proxies"]
             .as_object()
             .into_iter()
@@ -326,11 +326,12 @@ pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
             .chain(upstreams.map(|n| ("upstream", n)))
         {
             let key = format!("{kind} {name}");
-            if let Some(first) = owners.insert(key, what.clone()) {
+            let who = format!("{what}{}", built_role(proxy, kind, name));
+            if let Some(first) = owners.insert(key, who.clone()) {
                 return Err(ImportError::Collision {
                     name: format!("{kind} {name:?}"),
                     first,
-                    second: what,
+                    second: who,
                 });
             }
         }
@@ -340,13 +341,18 @@ pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
     ctx.client_policies();
     for node in &mesh.nodes {
         let (file, doc) = ctx.node_fragment(node);
-        claim(format!("virtual node {:?}", node.virtual_node_name()), &doc)?;
+        claim(
+            format!("virtual node {:?}", node.virtual_node_name()),
+            &catalog_name(node.virtual_node_name()),
+            &doc,
+        )?;
         fragments.insert(file, doc);
     }
     for (gateway, routes) in &mesh.gateways {
         let (file, doc) = ctx.gateway_fragment(gateway, routes);
         claim(
             format!("virtual gateway {:?}", gateway.virtual_gateway_name()),
+            &catalog_name(gateway.virtual_gateway_name()),
             &doc,
         )?;
         fragments.insert(file, doc);
@@ -357,6 +363,27 @@ pub fn map(mesh: &Mesh, options: &Options) -> Result<Mapped, ImportError> {
         fragments,
         report: ctx.report,
     })
+}
+
+/// What a catalog name the importer built for a resource (proxy name `proxy`) stands for, as
+/// a collision error names it: empty for the resource's own name.
+fn built_role(proxy: &str, kind: &str, name: &str) -> String {
+    let Some(rest) = name.strip_prefix(proxy).and_then(|r| r.strip_prefix('-')) else {
+        return String::new();
+    };
+    if kind != "upstream" {
+        return String::new();
+    }
+    match rest {
+        "local" => " (the upstream of its app on loopback)".into(),
+        "mesh" | "mesh-h2" => " (its hop to the mesh's routes)".into(),
+        r if r.starts_with("local-") => format!(
+            " (the upstream of its app's port {} on loopback)",
+            &r["local-".len()..]
+        ),
+        r if r.parse::<u16>().is_ok() => format!(" (the upstream of its listener on {r})"),
+        _ => String::new(),
+    }
 }
 
 /// The names an App Mesh Envoy presents as `node.cluster` (and `node.id`) for a resource: its
@@ -394,6 +421,115 @@ fn node_port_upstream(node: &str, listeners: &[Listener], i: usize) -> String {
 /// The upstream of a virtual node's own app, on loopback.
 fn local_upstream(node: &str) -> String {
     format!("{}-local", catalog_name(node))
+}
+
+/// The one `tls` an ingress serves on every port, from its listeners' own (port, tls), and
+/// what each listener loses by it.
+struct Served {
+    tls: Option<Value>,
+    /// (listener index, why) for each listener not served as App Mesh served it.
+    losses: Vec<(usize, String)>,
+}
+
+/// ECS redirects every app port to the one ingress listener, which has one `tls` (the catalog
+/// has no tls per port of `ports`): the first listener with TLS gives it, in mode `strict`
+/// only when every listener was STRICT, else `permissive`, so that the ports that took
+/// plaintext in App Mesh still take it and the ones that took TLS still do. What differs from
+/// a listener's own tls is reported on that listener.
+fn served_tls(own: &[(i32, Option<Value>)]) -> Served {
+    let Some(k) = own.iter().position(|(_, t)| t.is_some()) else {
+        return Served {
+            tls: None,
+            losses: Vec::new(),
+        };
+    };
+    let (first_port, first) = &own[k];
+    let mut tls = first.clone().unwrap_or_default();
+    let all_strict = own
+        .iter()
+        .all(|(_, t)| t.as_ref().is_some_and(|t| t["mode"] == json!("strict")));
+    let plaintext_port = own
+        .iter()
+        .find(|(_, t)| t.as_ref().is_none_or(|t| t["mode"] != json!("strict")))
+        .map(|(p, _)| *p);
+    if !all_strict {
+        tls["mode"] = json!("permissive");
+    }
+    let mode = tls["mode"].as_str().unwrap_or_default().to_string();
+    let mut losses = Vec::new();
+    for (i, (port, t)) in own.iter().enumerate() {
+        let Some(t) = t else {
+            losses.push((i, format!(
+                "plaintext here in App Mesh, but the one ingress listener (ECS redirects every app port to it) has one tls, listener[{k}]'s (port {first_port}), served on port {port} too in mode {mode}: plaintext callers still get in, TLS callers get listener[{k}]'s certificate"
+            )));
+            continue;
+        };
+        if *t == tls {
+            continue;
+        }
+        let same_but_mode = {
+            let mut t = t.clone();
+            t["mode"] = tls["mode"].clone();
+            t == tls
+        };
+        if same_but_mode {
+            losses.push((i, format!(
+                "STRICT served as permissive: the one ingress listener has one tls, and port {} takes plaintext, so plaintext callers get in on port {port} too",
+                plaintext_port.unwrap_or_default()
+            )));
+        } else {
+            losses.push((i, format!(
+                "not applied: the one ingress listener has one tls, listener[{k}]'s (port {first_port}), served on port {port} too in mode {mode}: this listener's own certificate, client trust and allowed SANs are not used, and callers that check for them fail"
+            )));
+        }
+    }
+    Served {
+        tls: Some(tls),
+        losses,
+    }
+}
+
+/// Makes the virtual host names of one listener unique: a name the importer built (`NAME-PORT`
+/// of a node's second port) yields to a service's own name, which keeps it, and a name taken
+/// twice gets `-2`, `-3`, … (Envoy's stats name the virtual host; the routes do not).
+fn unique_host_names(hosts: &mut [Value], services: &[&str]) {
+    let own: std::collections::BTreeSet<String> =
+        services.iter().map(|s| catalog_name(s)).collect();
+    let mut taken = std::collections::BTreeSet::new();
+    // Services' own names first, so that they keep them.
+    for pass in [true, false] {
+        for h in hosts.iter_mut() {
+            let name = h["name"].as_str().unwrap_or_default().to_string();
+            let is_own = own.contains(&name) && !h.get("built").is_some_and(|b| b == &json!(true));
+            if is_own != pass {
+                continue;
+            }
+            let mut unique = name.clone();
+            let mut n = 2;
+            while taken.contains(&unique) || (!is_own && own.contains(&unique)) {
+                unique = format!("{name}-{n}");
+                n += 1;
+            }
+            taken.insert(unique.clone());
+            h["name"] = json!(unique);
+        }
+    }
+    for h in hosts.iter_mut() {
+        if let Some(o) = h.as_object_mut() {
+            o.remove("built");
+        }
+    }
+}
+
+/// A listener's port (App Mesh requires one; 80 where it is missing).
+fn port_of(l: &Listener) -> i32 {
+    l.port_mapping().map(|p| p.port()).unwrap_or(80)
+}
+
+/// Whether a listener speaks tcp.
+fn is_tcp(l: &Listener) -> bool {
+    l.port_mapping()
+        .is_some_and(|p| *p.protocol() == PortProtocol::Tcp)
 }
 
 /// The catalog protocol of an App Mesh listener protocol.
@@ -506,15 +642,20 @@ impl Ctx<'_> {
         }
     }
 
-    /// A virtual node's first listener's TLS, when it is on.
-    fn node_listener_tls(&self, node: &str) -> Option<tls::ListenerTls> {
-        self.nodes
-            .get(node)
-            .and_then(|n| n.spec())
-            .and_then(|s| s.listeners().first())
-            .and_then(|l| l.tls())
-            .map(tls::ListenerTls::of_node)
-            .filter(|t| t.mode != "DISABLED")
+    /// The `tls` a virtual node's ingress serves (on every port), as its fragment has it.
+    fn node_served_tls(&self, node: &str) -> Option<Value> {
+        let own: Vec<(i32, Option<Value>)> = self
+            .listeners(node)
+            .iter()
+            .map(|l| {
+                let mut scratch = Resource::new("", "");
+                let t = l
+                    .tls()
+                    .and_then(|t| tls::listener(&tls::ListenerTls::of_node(t), "", &mut scratch));
+                (port_of(l), t)
+            })
+            .collect();
+        served_tls(&own).tls
     }
 
     /// The client policies of every caller (virtual nodes' backends and backend defaults,
@@ -623,16 +764,40 @@ impl Ctx<'_> {
                         plaintext.push((caller.clone(), field.clone(), key));
                         continue;
                     };
+                    let served = self.node_served_tls(&node);
                     let server = tls::Server {
                         proxy: &proxy,
                         discovery_name: self.discovery_name(&node),
                         port,
-                        serves_mesh: self
-                            .node_listener_tls(&node)
-                            .is_some_and(|t| matches!(t.cert, Some(tls::Cert::Sds(_)))),
+                        serves_mesh: served
+                            .as_ref()
+                            .is_some_and(|t| t["certificate"] == json!("mesh")),
                     };
                     let mapped = format!("tls of upstream {upstream} (service {service})");
-                    match tls::client(policy, &server, field, &mut r) {
+                    let asked = tls::client(policy, &server, field, &mut r);
+                    // Never TLS to a port that serves plaintext.
+                    let asked = match (asked, &served) {
+                        (Ok(Some(_)), None) => {
+                            r.lossy(
+                                field.clone(),
+                                format!("TLS to virtual node {node} (port {port}) in App Mesh, but its ingress serves plaintext (its listeners' tls is DISABLED or not mapped): upstream {upstream} is plaintext, as the server is"),
+                            );
+                            Ok(None)
+                        }
+                        (Ok(Some(value)), Some(t))
+                            if t.get("client_certificate").is_some()
+                                && value.get("certificate").is_none()
+                                && value.get("mesh").is_none() =>
+                        {
+                            r.lossy(
+                                field.clone(),
+                                format!("virtual node {node}'s ingress asks for a client certificate (mutual TLS) on port {port}, and this policy presents none: its TLS connections are refused there; add `certificate` to upstream {upstream}'s tls"),
+                            );
+                            Ok(Some(value))
+                        }
+                        (asked, _) => asked,
+                    };
+                    match asked {
                         Ok(Some(value)) => match self.upstream_tls.get(&key) {
                             None => {
                                 self.upstream_tls.insert(key.clone(), value);
@@ -1038,7 +1203,9 @@ impl Ctx<'_> {
         r: &mut Resource,
     ) -> Map<String, Value> {
         let mut ports = Map::new();
-        let mut tls: Option<Value> = None;
+        // Each listener's own tls (by port) and the report lines of its mapping.
+        let mut own_tls: Vec<(i32, Option<Value>)> = Vec::new();
+        let mut tls_lines: Vec<(usize, Field)> = Vec::new();
         for (i, l) in app.iter().enumerate() {
             let at = format!("spec.listeners[{i}]");
             // The listener as it would be alone, for its app upstream and TLS; its report is
@@ -1072,7 +1239,7 @@ impl Ctx<'_> {
                 if f.field.ends_with(".connectionPool") {
                     r.mapped(f.field, format!("circuit breakers of upstream {name}"));
                 } else if f.field.contains(".tls") {
-                    r.fields.push(f);
+                    tls_lines.push((i, f));
                 }
             }
             if l.timeout().is_some() {
@@ -1081,18 +1248,21 @@ impl Ctx<'_> {
                     "not applied: the one tcp ingress takes every port, and its idle_timeout would be every listener's (Envoy's defaults apply)",
                 );
             }
-            match (&tls, listener.get("tls")) {
-                (None, Some(t)) if i == 0 => tls = Some(t.clone()),
-                (Some(first), Some(t)) if first == t => {}
-                (None, None) => {}
-                _ => r.lossy(
-                    format!("{at}.tls"),
-                    "one ingress listener has one tls: the first listener's applies to every port",
-                ),
-            }
+            own_tls.push((port, listener.get("tls").cloned()));
             ports.insert(port.to_string(), json!(name));
             upstreams.insert(name, local);
         }
+        let served = served_tls(&own_tls);
+        // A listener's own lines stand where it is served as it was; the others get the loss.
+        for (i, f) in tls_lines {
+            if !served.losses.iter().any(|(k, _)| *k == i) {
+                r.fields.push(f);
+            }
+        }
+        for (i, why) in served.losses {
+            r.lossy(format!("spec.listeners[{i}].tls"), why);
+        }
+        let tls = served.tls;
         let mut listener = Map::new();
         listener.insert("name".into(), json!("ingress"));
         self.bind(&mut listener);
@@ -1117,6 +1287,8 @@ impl Ctx<'_> {
     ) -> Option<Value> {
         let name = node.virtual_node_name();
         let at = format!("spec.listeners[{i}]");
+        // The upstream of this listener, as callers name it.
+        let upstream = node_port_upstream(name, self.listeners(name), i);
         let (port, protocol) = l
             .port_mapping()
             .map(|p| (p.port(), upstream_protocol(p.protocol())))
@@ -1150,7 +1322,7 @@ impl Ctx<'_> {
                     "spec.serviceDiscovery.awsCloudMap",
                     format!(
                         "upstream {} from cloud_map (namespace, service, attributes)",
-                        node_upstream(name)
+                        upstream
                     ),
                 );
             }
@@ -1172,7 +1344,7 @@ impl Ctx<'_> {
                     "spec.serviceDiscovery.dns",
                     format!(
                         "upstream {} from dns (responseType LOADBALANCER: resolve logical; ENDPOINTS: strict)",
-                        node_upstream(name)
+                        upstream
                     ),
                 );
             }
@@ -1209,7 +1381,7 @@ impl Ctx<'_> {
                 format!("{at}.healthCheck"),
                 format!(
                     "health_check of upstream {}, run by the callers' proxies",
-                    node_upstream(name)
+                    upstream
                 ),
             );
             if h.port().is_some_and(|p| p != port) {
@@ -1238,10 +1410,7 @@ impl Ctx<'_> {
             u.insert("outlier_detection".into(), Value::Object(od));
             r.mapped(
                 format!("{at}.outlierDetection"),
-                format!(
-                    "outlier_detection of upstream {}, at the callers",
-                    node_upstream(name)
-                ),
+                format!("outlier_detection of upstream {}, at the callers", upstream),
             );
         }
         Some(Value::Object(u))
@@ -1278,8 +1447,8 @@ impl Ctx<'_> {
         }
     }
 
-    /// Whether a virtual service speaks tcp: its provider node's first listener, or every
-    /// listener of its provider router.
+    /// Whether a virtual service speaks tcp: every listener of its provider node, or of its
+    /// provider router.
     fn service_is_tcp(&self, service: &str) -> bool {
         use aws_sdk_appmesh::types::VirtualServiceProvider as P;
         match self
@@ -1513,22 +1682,26 @@ impl Ctx<'_> {
                 continue;
             };
             let name = vs.virtual_service_name();
-            match self.service_host(name, &format!("{at}[{i}]"), r) {
-                Some(h) => hosts.push(h),
-                None => continue,
-            }
+            hosts.extend(self.service_host(name, &format!("{at}[{i}]"), r));
         }
+        let services: Vec<&str> = backends
+            .iter()
+            .filter_map(|b| b.as_virtual_service().ok())
+            .map(|vs| vs.virtual_service_name())
+            .collect();
+        unique_host_names(&mut hosts, &services);
         hosts
     }
 
-    /// The virtual host of one virtual service; `None` when nothing of it can be routed.
-    fn service_host(&mut self, name: &str, at: &str, r: &mut Resource) -> Option<Value> {
+    /// The virtual hosts of one virtual service (one, or one per port of a provider node);
+    /// none when nothing of it can be routed.
+    fn service_host(&mut self, name: &str, at: &str, r: &mut Resource) -> Vec<Value> {
         let Some(service) = self.services.get(name).copied() else {
             r.not_mapped(
                 format!("{at}.virtualService"),
                 format!("virtual service {name} is not in the mesh (or not ACTIVE)"),
             );
-            return None;
+            return Vec::new();
         };
         // The app dials the name with any of its ports (routes that differ by port are
         // reported where the routes are mapped).
@@ -1547,31 +1720,9 @@ impl Ctx<'_> {
                         format!("{at}.virtualService"),
                         format!("its provider, virtual node {target}, has no service discovery"),
                     );
-                    return None;
+                    return Vec::new();
                 }
-                if self.speaks_tcp(target) {
-                    r.not_mapped(
-                        format!("{at}.virtualService"),
-                        format!("its provider, virtual node {target}, speaks tcp: the egress listener routes HTTP by Host (TCP egress needs a tcp listener with `ports` on a port of its own)"),
-                    );
-                    return None;
-                }
-                let mut route = Map::new();
-                route.insert("match".into(), json!({ "prefix": "/" }));
-                route.insert("to".into(), json!(node_upstream(target)));
-                route.insert("timeout".into(), json!(APP_MESH_TIMEOUT));
-                if let Some(retries) = self.default_retries() {
-                    route.insert("retries".into(), retries);
-                }
-                r.mapped(
-                    format!("{at}.virtualService"),
-                    format!(
-                        "virtual host {} to upstream {}",
-                        catalog_name(name),
-                        node_upstream(target)
-                    ),
-                );
-                vec![Value::Object(route)]
+                return self.node_hosts(name, target, at, r);
             }
             Some(P::VirtualRouter(vr)) => {
                 let router = vr.virtual_router_name();
@@ -1580,7 +1731,7 @@ impl Ctx<'_> {
                         format!("{at}.virtualService"),
                         format!("its provider, virtual router {router}, is not in the mesh"),
                     );
-                    return None;
+                    return Vec::new();
                 };
                 let mapped = self.router_routes(router, routes);
                 if mapped.is_empty() {
@@ -1588,7 +1739,7 @@ impl Ctx<'_> {
                         format!("{at}.virtualService"),
                         format!("no route of virtual router {router} could be mapped"),
                     );
-                    return None;
+                    return Vec::new();
                 }
                 r.mapped(
                     format!("{at}.virtualService"),
@@ -1605,28 +1756,101 @@ impl Ctx<'_> {
                     format!("{at}.virtualService"),
                     format!("virtual service {name} has no provider"),
                 );
-                return None;
+                return Vec::new();
             }
         };
-        Some(json!({
+        vec![json!({
             "name": catalog_name(name),
             "domains": domains,
             "routes": routes,
-        }))
+        })]
     }
 
-    /// Whether a virtual node can be reached by its callers (it has service discovery).
-    /// Whether the node's first listener (the one its upstream is made from) speaks tcp: an
-    /// HTTP route cannot send there (the catalog refuses it).
-    fn speaks_tcp(&self, node: &str) -> bool {
+    /// The virtual hosts of a virtual service whose provider is virtual node `node`: one per
+    /// HTTP listener, by the port in the Host, each to that listener's upstream. The Host
+    /// without a port (port 80 by the scheme) takes the listener on 80, else the first HTTP
+    /// one. A tcp listener cannot be reached through the HTTP egress: reported.
+    fn node_hosts(&self, name: &str, node: &str, at: &str, r: &mut Resource) -> Vec<Value> {
+        let field = format!("{at}.virtualService");
+        let listeners = self.listeners(node);
+        let http: Vec<usize> = (0..listeners.len())
+            .filter(|&k| !is_tcp(&listeners[k]))
+            .collect();
+        if http.is_empty() {
+            r.not_mapped(
+                field,
+                format!("its provider, virtual node {node}, speaks tcp: the egress listener routes HTTP by Host (TCP egress needs a tcp listener with `ports` on a port of its own)"),
+            );
+            return Vec::new();
+        }
+        let bare = http
+            .iter()
+            .copied()
+            .find(|&k| port_of(&listeners[k]) == 80)
+            .unwrap_or(http[0]);
+        let mut hosts = Vec::new();
+        for (k, l) in listeners.iter().enumerate() {
+            let port = port_of(l);
+            if is_tcp(l) {
+                r.not_mapped(
+                    field.clone(),
+                    format!("port {port} of its provider, virtual node {node}, speaks tcp: the egress listener routes HTTP by Host, so {name}:{port} is not routed (TCP egress needs a tcp listener with `ports`)"),
+                );
+                continue;
+            }
+            let upstream = node_port_upstream(node, listeners, k);
+            let mut route = Map::new();
+            route.insert("match".into(), json!({ "prefix": "/" }));
+            route.insert("to".into(), json!(upstream));
+            route.insert("timeout".into(), json!(APP_MESH_TIMEOUT));
+            if let Some(retries) = self.default_retries() {
+                route.insert("retries".into(), retries);
+            }
+            let (host, domains) = if k == bare {
+                (
+                    catalog_name(name),
+                    vec![name.to_string(), format!("{name}:{port}")],
+                )
+            } else {
+                (
+                    format!("{}-{port}", catalog_name(name)),
+                    vec![format!("{name}:{port}")],
+                )
+            };
+            r.mapped(
+                field.clone(),
+                format!(
+                    "virtual host {host} ({}) to upstream {upstream}",
+                    domains.join(", ")
+                ),
+            );
+            hosts.push(json!({
+                "name": host,
+                "domains": domains,
+                "routes": [Value::Object(route)],
+                // A name of the importer's (removed by `unique_host_names`).
+                "built": k != bare,
+            }));
+        }
+        hosts
+    }
+
+    /// A virtual node's listeners (none when it is not in the mesh).
+    fn listeners(&self, node: &str) -> &[Listener] {
         self.nodes
             .get(node)
             .and_then(|n| n.spec())
-            .and_then(|s| s.listeners().first())
-            .and_then(|l| l.port_mapping())
-            .is_some_and(|p| *p.protocol() == PortProtocol::Tcp)
+            .map(|s| s.listeners())
+            .unwrap_or_default()
     }
 
+    /// Whether every listener of the node speaks tcp (so no HTTP route can send to it).
+    fn speaks_tcp(&self, node: &str) -> bool {
+        let listeners = self.listeners(node);
+        !listeners.is_empty() && listeners.iter().all(is_tcp)
+    }
+
+    /// Whether a virtual node can be reached by its callers (it has service discovery).
     fn reachable(&self, node: &str) -> bool {
         self.nodes
             .get(node)
@@ -1651,7 +1875,8 @@ impl Ctx<'_> {
     }
 
     /// The routes of a router, by priority (App Mesh: lowest first; routes without one last),
-    /// then by [`Specificity`], then by name, mapped. Each route's report is its own resource.
+    /// then by [`Specificity`], then those with more conditions (headers, query parameters,
+    /// method, gRPC metadata) first, then by name, mapped. Each route's report is its own resource.
     fn router_routes(&mut self, router: &str, routes: &[RouteData]) -> Vec<Value> {
         let mut sorted: Vec<&RouteData> = routes.iter().collect();
         sorted.sort_by_key(|r| {
@@ -1670,9 +1895,20 @@ impl Ctx<'_> {
                     m.and_then(|m| m.path()).and_then(|p| p.regex()),
                 ),
             };
+            // More conditions first: a route whose conditions are a superset of another's
+            // (same path) would otherwise be taken by it, as Gateway API orders matches.
+            let conditions = match spec.and_then(|s| s.grpc_route()).and_then(|g| g.r#match()) {
+                Some(g) => g.metadata().len(),
+                None => m.map_or(0, |m| {
+                    m.headers().len()
+                        + m.query_parameters().len()
+                        + usize::from(m.method().is_some())
+                }),
+            };
             (
                 spec.and_then(|s| s.priority()).unwrap_or(i32::MAX),
                 specific,
+                std::cmp::Reverse(conditions),
                 r.route_name().to_string(),
             )
         });
@@ -2040,36 +2276,38 @@ impl Ctx<'_> {
                 );
                 continue;
             }
-            if self.speaks_tcp(node) {
+            let listeners = self.listeners(node);
+            // The listener the target reaches: the one on its port, else the first.
+            let mut k = 0;
+            let mut port_note = None;
+            if let Some(port) = t.port() {
+                match listeners.iter().position(|l| port_of(l) == port) {
+                    Some(at_port) => k = at_port,
+                    None => {
+                        port_note = Some(format!(
+                            "virtual node {node} has no listener on {port}: its first listener's port is used"
+                        ));
+                    }
+                }
+            }
+            if is_tcp(&listeners[k]) {
                 r.not_mapped(
                     format!("{at}.weightedTargets[{i}]"),
-                    format!("virtual node {node} speaks tcp: an HTTP route cannot send to it"),
+                    format!(
+                        "virtual node {node} speaks tcp on port {}: an HTTP route cannot send to it",
+                        port_of(&listeners[k])
+                    ),
                 );
                 continue;
             }
-            let listeners = self
-                .nodes
-                .get(node)
-                .and_then(|n| n.spec())
-                .map(|s| s.listeners())
-                .unwrap_or_default();
-            let mut upstream = node_upstream(node);
-            if let Some(port) = t.port() {
-                match listeners
-                    .iter()
-                    .position(|l| l.port_mapping().is_some_and(|p| p.port() == port))
-                {
-                    Some(k) => {
-                        upstream = node_port_upstream(node, listeners, k);
-                        r.mapped(
-                            format!("{at}.weightedTargets[{i}].port"),
-                            format!("upstream {upstream}"),
-                        );
-                    }
-                    None => r.lossy(
+            let upstream = node_port_upstream(node, listeners, k);
+            if t.port().is_some() {
+                match port_note {
+                    None => r.mapped(
                         format!("{at}.weightedTargets[{i}].port"),
-                        format!("virtual node {node} has no listener on {port}: its first listener's port is used"),
+                        format!("upstream {upstream}"),
                     ),
+                    Some(why) => r.lossy(format!("{at}.weightedTargets[{i}].port"), why),
                 }
             }
             split.insert(upstream, json!(t.weight()));
@@ -2166,9 +2404,19 @@ impl Ctx<'_> {
                     m.and_then(|m| m.path()).and_then(|p| p.regex()),
                 ),
             };
+            let conditions = match spec.and_then(|s| s.grpc_route()).and_then(|g| g.r#match()) {
+                Some(g) => g.metadata().len() + usize::from(g.hostname().is_some()),
+                None => m.map_or(0, |m| {
+                    m.headers().len()
+                        + m.query_parameters().len()
+                        + usize::from(m.method().is_some())
+                        + usize::from(m.hostname().is_some())
+                }),
+            };
             (
                 spec.and_then(|s| s.priority()).unwrap_or(i32::MAX),
                 specific,
+                std::cmp::Reverse(conditions),
                 g.gateway_route_name().to_string(),
             )
         });
@@ -2218,12 +2466,15 @@ impl Ctx<'_> {
         let mut reached = Vec::new();
         for t in &targets {
             let mut tr = Resource::new("virtual gateway", format!("{name} → {t}"));
-            if let Some(h) = self.service_host(t, "target", &mut tr) {
-                hosts.push(h);
+            let service_hosts = self.service_host(t, "target", &mut tr);
+            if !service_hosts.is_empty() {
+                hosts.extend(service_hosts);
                 reached.push(t.clone());
             }
             r.fields.extend(tr.fields);
         }
+        let services: Vec<&str> = targets.iter().map(String::as_str).collect();
+        unique_host_names(&mut hosts, &services);
         // Routes to a service that cannot be routed would fail on the gateway's own listener.
         let gateway_routes: Vec<Value> = gateway_routes
             .into_iter()

@@ -119,6 +119,16 @@ fn header(mesh: &str) -> String {
     )
 }
 
+/// An import checked with the catalog loader: its fragments as YAML text and its report with
+/// what the loader warns of.
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    /// File name → text, each starting with the import's header.
+    pub fragments: Vec<(String, String)>,
+    /// The import's report, with the catalog's warnings (routes that never match, …).
+    pub report: report::Report,
+}
+
 /// The fragments of an import as YAML text (file name → text), checked with the catalog
 /// loader as `serve --catalog DIR` would load them, beside `others` (the directory's other
 /// fragments, name → text).
@@ -126,7 +136,7 @@ fn render_with(
     mapped: &Mapped,
     dir: &Path,
     others: &[(String, String)],
-) -> Result<Vec<(String, String)>, ImportError> {
+) -> Result<Rendered, ImportError> {
     let mut out = Vec::new();
     for (file, doc) in &mapped.fragments {
         let text = serde_saphyr::to_string(doc).map_err(|e| ImportError::Render {
@@ -146,13 +156,24 @@ fn render_with(
             )
         })
         .collect();
-    catalog::merge(&location, &documents).map_err(ImportError::Invalid)?;
-    Ok(out)
+    let merged = catalog::merge(&location, &documents).map_err(ImportError::Invalid)?;
+    let mut report = mapped.report.clone();
+    report.warnings = catalog::warnings(&merged)
+        .into_iter()
+        // Every node's upstream is written for its callers, and a node nobody calls yet (or
+        // only by hand) has none: not a mistake of the mesh.
+        .filter(|w| !(w.path.starts_with("upstreams.") && w.message.starts_with("no route")))
+        .map(|w| w.to_string())
+        .collect();
+    Ok(Rendered {
+        fragments: out,
+        report,
+    })
 }
 
-/// The fragments of an import as YAML text (file name → text), checked with the catalog
-/// loader as `serve --catalog DIR` would load them.
-pub fn render(mapped: &Mapped, dir: &Path) -> Result<Vec<(String, String)>, ImportError> {
+/// The fragments of an import as YAML text, checked with the catalog loader as `serve
+/// --catalog DIR` would load them, and its report with the loader's warnings.
+pub fn render(mapped: &Mapped, dir: &Path) -> Result<Rendered, ImportError> {
     render_with(mapped, dir, &[])
 }
 
@@ -196,7 +217,7 @@ pub fn write(mapped: &Mapped, dir: &Path) -> Result<(), ImportError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(read_failed(dir)(e)),
     }
-    let fragments = render_with(mapped, dir, &others)?;
+    let rendered = render_with(mapped, dir, &others)?;
     let write = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);
         common::files::write_atomic(&path, bytes, Default::default()).map_err(|source| {
@@ -206,14 +227,14 @@ pub fn write(mapped: &Mapped, dir: &Path) -> Result<(), ImportError> {
             }
         })
     };
-    for (file, text) in &fragments {
+    for (file, text) in &rendered.fragments {
         write(file, text.as_bytes())?;
     }
     for path in stale {
         tracing::info!(file = %path.display(), "removing a fragment of a resource no longer in the mesh");
         std::fs::remove_file(&path).map_err(read_failed(&path))?;
     }
-    write(REPORT_FILE, mapped.report.to_markdown().as_bytes())?;
+    write(REPORT_FILE, rendered.report.to_markdown().as_bytes())?;
     Ok(())
 }
 

@@ -77,6 +77,9 @@ pub struct Report {
     pub resources: Vec<Resource>,
     /// The resources left out because they are not ACTIVE.
     pub skipped: Vec<super::Skipped>,
+    /// What the catalog loader warns of in the imported catalog (`PATH: MESSAGE`), as
+    /// `xds-server validate` prints it.
+    pub warnings: Vec<String>,
 }
 
 impl Report {
@@ -117,6 +120,17 @@ impl Report {
                     "- {} `{}`: {}, left out (App Mesh serves only ACTIVE resources)",
                     s.kind, s.name, s.status
                 );
+            }
+            out.push('\n');
+        }
+        if !self.warnings.is_empty() {
+            let _ = writeln!(out, "## Catalog warnings\n");
+            let _ = writeln!(
+                out,
+                "Valid, but most likely a mistake (what `xds-server validate` prints); a route that never matches here did not in App Mesh either, where routes are matched in the same order.\n"
+            );
+            for w in &self.warnings {
+                let _ = writeln!(out, "- {w}");
             }
             out.push('\n');
         }
@@ -191,6 +205,7 @@ mod tests {
                 name: "white".into(),
                 status: "INACTIVE".into(),
             }],
+            warnings: Vec::new(),
         };
         let md = report.to_markdown();
         assert!(md.contains("fields mapped: 1, mapped with a loss: 0, not mapped: 1"));

@@ -187,6 +187,10 @@ pub struct ListenerTls {
     pub min_version: Option<String>,
 }
 
+/// The prefix of an `allow` entry that is a DNS SAN as written, never a proxy name
+/// (`dns:front`: a single-label name would otherwise read as a proxy).
+pub const ALLOW_DNS_PREFIX: &str = "dns:";
+
 /// `tls.client_certificate`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]

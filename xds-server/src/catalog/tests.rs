@@ -771,6 +771,32 @@ upstreams:
         "client_certificate: { trust: { file: ca.pem }, allow: [web.v2] }",
     ));
     assert!(!dns.iter().any(|e| e.contains("allow[0]")), "{dns:?}");
+    // A single-label DNS SAN is written `dns:NAME`: taken as written, never as a proxy.
+    let single = errors(&text.replace(
+        "client_certificate: { trust: system, allow: [nobody] }",
+        "client_certificate: { trust: { file: ca.pem }, allow: [\"dns:front\"] }",
+    ));
+    assert!(!single.iter().any(|e| e.contains("allow[0]")), "{single:?}");
+    for (allow, words) in [
+        (
+            "client_certificate: { trust: mesh, allow: [\"dns:front\"] }",
+            "mesh certificates carry no DNS names",
+        ),
+        (
+            "client_certificate: { trust: { file: ca.pem }, allow: [\"dns:\"] }",
+            "is no DNS name",
+        ),
+    ] {
+        let errs = errors(&text.replace(
+            "client_certificate: { trust: system, allow: [nobody] }",
+            allow,
+        ));
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("allow[0]") && e.contains(words)),
+            "{allow}: {errs:?}"
+        );
+    }
     // Unknown certificate sources are named.
     let unknown = errors(&text.replace("certificate: mesh,", "certificate: { vault: x },"));
     assert!(unknown.iter().any(|e| e.contains("vault")), "{unknown:?}");

@@ -582,14 +582,33 @@ impl<'a> Validator<'a> {
             return;
         };
         for (i, who) in client.allow.iter().enumerate() {
+            let at = format!("{at}.client_certificate.allow[{i}]");
+            // `dns:NAME`: a DNS SAN as written, never a proxy (a single label needs it).
+            if let Some(name) = who.strip_prefix(super::ALLOW_DNS_PREFIX) {
+                if name.is_empty()
+                    || !name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '*'))
+                {
+                    self.err(
+                        &at,
+                        format!("{who:?}: {name:?} is no DNS name (letters, digits, '-', '.')"),
+                    );
+                } else if client.trust == TrustSource::Mesh {
+                    self.err(
+                        &at,
+                        format!("{who:?}: mesh certificates carry no DNS names, only their spiffe:// identity"),
+                    );
+                }
+                continue;
+            }
             let proxy = catalog.proxies.contains_key(&ProxyName(who.clone()));
             let uri = who.contains("://");
             let dns = !uri && who.contains('.');
-            let at = format!("{at}.client_certificate.allow[{i}]");
             if !proxy && !uri && !dns {
                 self.ref_err(
                     &at,
-                    format!("{who:?} names no proxy of the catalog, and is no SAN (spiffe://..., a DNS name)"),
+                    format!("{who:?} names no proxy of the catalog, and is no SAN (spiffe://..., a DNS name; a single-label one as dns:{who})"),
                     Target::Proxy(ProxyName(who.clone())),
                 );
             } else if !proxy && dns && client.trust == TrustSource::Mesh {

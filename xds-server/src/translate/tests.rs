@@ -851,3 +851,34 @@ fn passthrough_sends_unnamed_hosts_and_ports_to_an_original_dst_cluster() {
             .contains_key("PassthroughCluster")
     );
 }
+
+#[test]
+fn an_allowed_dns_san_is_matched_as_written_even_when_a_proxy_has_its_name() {
+    let text = MESH.replace(
+        "client_certificate: { trust: mesh, allow: [web, \"spiffe://other.example/x\"] }",
+        "client_certificate: { trust: { file: ca.pem }, allow: [\"dns:web\", front.example] }",
+    );
+    let c = catalog::parse("c.yaml", &text).unwrap();
+    let r = translate(&c, &ProxyName("api".into()), &EndpointMap::new());
+    let l = envoy_types::pb::envoy::config::listener::v3::Listener::decode(
+        r.of(ResourceType::Listener)["inbound"].value.as_slice(),
+    )
+    .unwrap();
+    let text = format!("{:?}", l.filter_chains[0].filters[0]);
+    let rbac = match l.filter_chains[0].filters[0].config_type.clone().unwrap() {
+        envoy_types::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(a) => {
+            envoy_types::pb::envoy::extensions::filters::network::rbac::v3::Rbac::decode(
+                a.value.as_slice(),
+            )
+            .unwrap()
+        }
+        other => panic!("{other:?} {text}"),
+    };
+    let rbac = format!("{rbac:?}");
+    assert!(rbac.contains("Exact(\"web\")"), "{rbac}");
+    assert!(rbac.contains("Exact(\"front.example\")"), "{rbac}");
+    assert!(
+        !rbac.contains("proxy/web"),
+        "a dns: SAN is not the proxy's identity: {rbac}"
+    );
+}

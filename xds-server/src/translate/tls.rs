@@ -134,11 +134,14 @@ fn tls_params(min_version: Option<&str>) -> Option<TlsParameters> {
     })
 }
 
-/// The SANs `allow` names: a proxy's SPIFFE ID, or the SAN as written.
+/// The SANs `allow` names: a proxy's SPIFFE ID, or the SAN as written (`dns:NAME`: `NAME`).
 fn allowed_sans(catalog: &Catalog, allow: &[String]) -> Vec<String> {
     allow
         .iter()
         .map(|who| {
+            if let Some(name) = who.strip_prefix(crate::catalog::ALLOW_DNS_PREFIX) {
+                return name.to_string();
+            }
             let proxy = ProxyName(who.clone());
             if catalog.proxies.contains_key(&proxy) {
                 spiffe_id(catalog, &proxy)

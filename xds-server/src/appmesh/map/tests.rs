@@ -384,7 +384,7 @@ fn a_router_s_routes_become_a_virtual_host_by_priority() {
     );
     // The fragments are a catalog the loader takes.
     let rendered = crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
-    assert_eq!(rendered.len(), 4);
+    assert_eq!(rendered.fragments.len(), 4);
 }
 
 #[test]
@@ -970,11 +970,18 @@ fn listener_tls_and_client_policies_become_the_listeners_and_upstreams_tls() {
         mapped.fragments["red.yaml"]["proxies"]["red"]["listeners"][0]["tls"],
         json!({ "mode": "strict", "certificate": { "acm": { "arn": CERT } } })
     );
-    // Each backend node's upstream, with App Mesh's default SAN: its discovery name.
-    for color in ["red", "blue", "green"] {
-        assert_eq!(
-            mapped.fragments[&format!("{color}.yaml")]["upstreams"][color]["tls"],
-            json!({ "trust": { "acm_pca": [CA] }, "subject_alt_names": [format!("{color}.color.local")] }),
+    // The backend node that serves TLS gets it on its upstream, with App Mesh's default SAN:
+    // its discovery name.
+    assert_eq!(
+        mapped.fragments["red.yaml"]["upstreams"]["red"]["tls"],
+        json!({ "trust": { "acm_pca": [CA] }, "subject_alt_names": ["red.color.local"] }),
+    );
+    // Those that serve plaintext are reached in plaintext, never with TLS they do not speak.
+    for color in ["blue", "green"] {
+        assert!(
+            mapped.fragments[&format!("{color}.yaml")]["upstreams"][color]
+                .get("tls")
+                .is_none(),
             "{color}"
         );
     }
@@ -1194,4 +1201,560 @@ fn a_caller_whose_backends_are_all_tcp_gets_a_tcp_egress_by_port() {
     assert_eq!(egress["split"], json!({ "tcpecho": 3, "tcpecho2": 1 }));
     assert!(egress.get("ports").is_none());
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+}
+
+/// A virtual service whose provider is a virtual node: `NAME`, with the service's name as Host.
+fn node_service(name: &str, node: &str) -> VirtualServiceData {
+    use aws_sdk_appmesh::types::VirtualNodeServiceProvider;
+    let mut service = mesh().services[0].clone();
+    service.virtual_service_name = name.into();
+    service.spec = Some(
+        VirtualServiceSpec::builder()
+            .provider(VirtualServiceProvider::VirtualNode(
+                VirtualNodeServiceProvider::builder()
+                    .virtual_node_name(node)
+                    .build()
+                    .unwrap(),
+            ))
+            .build(),
+    );
+    service
+}
+
+#[test]
+fn a_node_provider_with_several_listeners_is_routed_per_port() {
+    let mut m = mesh();
+    // multi serves HTTP on 8080 and 9090 and tcp on 2701; front calls it directly.
+    m.nodes.push(node("multi", &[]));
+    m.nodes.last_mut().unwrap().spec.as_mut().unwrap().listeners = Some(vec![
+        listener(8080, PortProtocol::Http),
+        listener(9090, PortProtocol::Http),
+        listener(2701, PortProtocol::Tcp),
+    ]);
+    m.services.push(node_service("multi.color.local", "multi"));
+    m.nodes[0] = node("front", &["colors.color.local", "multi.color.local"]);
+    // An HTTP route of the router that names multi's tcp port.
+    let canary = m.routers[0]
+        .1
+        .iter_mut()
+        .find(|r| r.route_name == "canary")
+        .unwrap();
+    let http = canary.spec.as_mut().unwrap().http_route.as_mut().unwrap();
+    http.action.as_mut().unwrap().weighted_targets = vec![target("blue", 1), {
+        let mut t = target("multi", 1);
+        t.port = Some(2701);
+        t
+    }];
+    let mapped = map(&m, &Options::default()).unwrap();
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+    let hosts =
+        &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"];
+    let by_domain = |d: &str| {
+        hosts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["domains"].as_array().unwrap().contains(&json!(d)))
+            .unwrap_or_else(|| panic!("no virtual host takes {d}: {hosts}"))
+    };
+    assert_eq!(
+        by_domain("multi.color.local")["routes"][0]["to"],
+        json!("multi")
+    );
+    assert_eq!(
+        by_domain("multi.color.local:8080")["routes"][0]["to"],
+        json!("multi")
+    );
+    assert_eq!(
+        by_domain("multi.color.local:9090")["routes"][0]["to"],
+        json!("multi-9090")
+    );
+    assert!(
+        !hosts.to_string().contains("multi.color.local:2701"),
+        "an HTTP listener cannot take the tcp port: {hosts}"
+    );
+    let fields = |name: &str| -> Vec<Field> {
+        mapped
+            .report
+            .resources
+            .iter()
+            .filter(|r| r.name == name)
+            .flat_map(|r| r.fields.clone())
+            .collect()
+    };
+    assert!(
+        fields("front").iter().any(|f| f.field == "spec.backends[1].virtualService"
+            && matches!(&f.outcome, Outcome::NotMapped(w) if w.contains("port 2701") && w.contains("tcp"))),
+        "{:?}",
+        fields("front")
+    );
+    // The route's target on the tcp port is left out, the rest of the route stays.
+    let canary = fields("colors/canary");
+    assert!(
+        canary
+            .iter()
+            .any(|f| f.field == "spec.httpRoute.action.weightedTargets[1]"
+                && matches!(&f.outcome, Outcome::NotMapped(w) if w.contains("tcp"))),
+        "{canary:?}"
+    );
+    let routes = &by_domain("colors.color.local")["routes"];
+    assert_eq!(routes[1]["to"], json!("blue"), "{routes}");
+}
+
+/// Checks that every caller's upstream to a node speaks what the node's ingress serves: TLS
+/// only where it serves TLS, plaintext only where it takes plaintext.
+fn assert_callers_match_what_callees_serve(mapped: &Mapped) {
+    for (file, doc) in &mapped.fragments {
+        let Some((proxy, p)) = doc["proxies"].as_object().and_then(|p| p.iter().next()) else {
+            continue;
+        };
+        let Some(ingress) = p["listeners"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["name"] == json!("ingress")))
+        else {
+            continue;
+        };
+        let served = ingress.get("tls");
+        for (name, u) in doc["upstreams"].as_object().into_iter().flatten() {
+            if name.contains("-local") {
+                continue;
+            }
+            match (u.get("tls"), served) {
+                (Some(_), None) => {
+                    panic!("{file}: upstream {name} speaks TLS to {proxy}'s plaintext ingress")
+                }
+                (None, Some(t)) if t["mode"] == json!("strict") => {
+                    panic!(
+                        "{file}: upstream {name} speaks plaintext to {proxy}'s strict ingress {t}"
+                    )
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn each_listener_s_tls_is_served_or_reported_and_callers_match_what_is_served() {
+    use aws_sdk_appmesh::types::{
+        BackendDefaults, ClientPolicy, ClientPolicyTls, ListenerTls, ListenerTlsAcmCertificate,
+        ListenerTlsCertificate, ListenerTlsMode, TlsValidationContext,
+        TlsValidationContextAcmTrust, TlsValidationContextTrust,
+    };
+    const CERT: &str = "arn:aws:acm:us-east-1:111122223333:certificate/blue";
+    const CA: &str = "arn:aws:acm-pca:us-east-1:111122223333:certificate-authority/ca";
+    let tls = |mode: ListenerTlsMode| {
+        ListenerTls::builder()
+            .mode(mode)
+            .certificate(ListenerTlsCertificate::Acm(
+                ListenerTlsAcmCertificate::builder()
+                    .certificate_arn(CERT)
+                    .build()
+                    .unwrap(),
+            ))
+            .build()
+            .unwrap()
+    };
+    let policy = |ports: Vec<i32>| {
+        ClientPolicy::builder()
+            .tls(
+                ClientPolicyTls::builder()
+                    .set_ports(Some(ports))
+                    .validation(
+                        TlsValidationContext::builder()
+                            .trust(TlsValidationContextTrust::Acm(
+                                TlsValidationContextAcmTrust::builder()
+                                    .certificate_authority_arns(CA)
+                                    .build()
+                                    .unwrap(),
+                            ))
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+    };
+    // blue is the provider of its own service, which front calls.
+    let with_blue = |first: ListenerTlsMode, second: ListenerTlsMode, ports: Vec<i32>| {
+        let mut m = mesh();
+        let mut a = listener(8080, PortProtocol::Http);
+        a.tls = Some(tls(first));
+        let mut b = listener(9090, PortProtocol::Http);
+        b.tls = Some(tls(second));
+        m.nodes[2].spec.as_mut().unwrap().listeners = Some(vec![a, b]);
+        m.services.push(node_service("blue.color.local", "blue"));
+        m.nodes[0] = node("front", &["blue.color.local"]);
+        m.nodes[0].spec.as_mut().unwrap().backend_defaults = Some(
+            BackendDefaults::builder()
+                .client_policy(policy(ports))
+                .build(),
+        );
+        map(&m, &Options::default()).unwrap()
+    };
+    let field = |mapped: &Mapped, name: &str| {
+        mapped
+            .report
+            .resources
+            .iter()
+            .find(|r| r.name == "blue")
+            .and_then(|r| r.fields.iter().find(|f| f.field == name))
+            .map(|f| f.outcome.clone())
+    };
+
+    // A STRICT second listener behind a DISABLED first: TLS is served (permissive, so the
+    // plaintext port still takes plaintext), and front's TLS to 9090 finds TLS.
+    let mapped = with_blue(ListenerTlsMode::Disabled, ListenerTlsMode::Strict, vec![]);
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+    let ingress = &mapped.fragments["blue.yaml"]["proxies"]["blue"]["listeners"][0];
+    assert_eq!(
+        ingress["tls"],
+        json!({ "mode": "permissive", "certificate": { "acm": { "arn": CERT } } })
+    );
+    assert!(mapped.fragments["blue.yaml"]["upstreams"]["blue-9090"]["tls"].is_object());
+    assert!(
+        matches!(field(&mapped, "spec.listeners[0].tls"), Some(Outcome::Lossy(w)) if w.contains("plaintext callers still get in")),
+        "{:?}",
+        mapped.report
+    );
+    assert!(
+        matches!(field(&mapped, "spec.listeners[1].tls"), Some(Outcome::Lossy(w)) if w.contains("STRICT served as permissive") && w.contains("port 8080")),
+        "{:?}",
+        mapped.report
+    );
+    assert_callers_match_what_callees_serve(&mapped);
+
+    // A DISABLED second listener behind a STRICT first, called in plaintext on 9090: served
+    // permissive, not strict on the plaintext port.
+    let mapped = with_blue(
+        ListenerTlsMode::Strict,
+        ListenerTlsMode::Disabled,
+        vec![8080],
+    );
+    assert_eq!(
+        mapped.fragments["blue.yaml"]["proxies"]["blue"]["listeners"][0]["tls"]["mode"],
+        json!("permissive")
+    );
+    assert!(
+        mapped.fragments["blue.yaml"]["upstreams"]["blue-9090"]
+            .get("tls")
+            .is_none()
+    );
+    assert_callers_match_what_callees_serve(&mapped);
+
+    // Both STRICT alike: strict, as in App Mesh, nothing lost.
+    let mapped = with_blue(ListenerTlsMode::Strict, ListenerTlsMode::Strict, vec![]);
+    assert_eq!(
+        mapped.fragments["blue.yaml"]["proxies"]["blue"]["listeners"][0]["tls"]["mode"],
+        json!("strict")
+    );
+    assert!(field(&mapped, "spec.listeners[1].tls").is_none());
+    assert_callers_match_what_callees_serve(&mapped);
+
+    // Both DISABLED, but front's policy asks for TLS: plaintext, as the server is, reported.
+    let mapped = with_blue(ListenerTlsMode::Disabled, ListenerTlsMode::Disabled, vec![]);
+    assert!(
+        mapped.fragments["blue.yaml"]["upstreams"]["blue"]
+            .get("tls")
+            .is_none()
+    );
+    let front = mapped
+        .report
+        .resources
+        .iter()
+        .find(|r| r.name == "front")
+        .unwrap();
+    assert!(
+        front
+            .fields
+            .iter()
+            .any(|f| f.field == "spec.backendDefaults.clientPolicy.tls"
+                && matches!(&f.outcome, Outcome::Lossy(w) if w.contains("serves plaintext"))),
+        "{front:?}"
+    );
+    assert_callers_match_what_callees_serve(&mapped);
+}
+
+#[test]
+fn routes_of_one_priority_and_path_put_the_one_with_more_conditions_first() {
+    let mut m = mesh();
+    let blue = HttpRouteMatch::builder()
+        .prefix("/")
+        .headers(header(
+            "x-color",
+            HeaderMatchMethod::Exact("blue".into()),
+            false,
+        ))
+        .build();
+    // By name the plain route would come first and take every request of the header route.
+    m.routers[0].1 = vec![
+        route(
+            "a-plain",
+            Some(1),
+            HttpRouteMatch::builder().prefix("/").build(),
+            vec![target("red", 1)],
+        ),
+        route("b-header", Some(1), blue, vec![target("blue", 1)]),
+    ];
+    let mapped = map(&m, &Options::default()).unwrap();
+    let routes = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
+        [0]["routes"];
+    assert_eq!(routes[0]["to"], json!("blue"), "{routes}");
+    assert_eq!(routes[1]["to"], json!("red"), "{routes}");
+    let rendered = crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+    assert!(
+        rendered.report.warnings.is_empty(),
+        "{:?}",
+        rendered.report.warnings
+    );
+}
+
+#[test]
+fn the_catalog_s_warnings_are_in_the_report() {
+    let mut m = mesh();
+    // Priority puts the plain route first, as in App Mesh: the header route never matches.
+    m.routers[0].1 = vec![
+        route(
+            "plain",
+            Some(1),
+            HttpRouteMatch::builder().prefix("/").build(),
+            vec![target("red", 1)],
+        ),
+        route(
+            "header",
+            Some(2),
+            HttpRouteMatch::builder()
+                .prefix("/")
+                .headers(header(
+                    "x-color",
+                    HeaderMatchMethod::Exact("blue".into()),
+                    false,
+                ))
+                .build(),
+            vec![target("blue", 1)],
+        ),
+    ];
+    let mapped = map(&m, &Options::default()).unwrap();
+    let rendered = crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+    let md = rendered.report.to_markdown();
+    assert!(
+        md.contains("## Catalog warnings")
+            && md.contains("proxies.front.listeners[1].virtual_hosts[0].routes[1]: never matches: routes[0] (prefix /"),
+        "{md}"
+    );
+    // What a written import's report says too.
+    let dir = tempfile::tempdir().unwrap();
+    crate::appmesh::write(&mapped, dir.path()).unwrap();
+    let written = std::fs::read_to_string(dir.path().join(crate::appmesh::REPORT_FILE)).unwrap();
+    assert!(written.contains("never matches"), "{written}");
+}
+
+#[test]
+fn names_the_importer_builds_that_meet_a_real_one_are_an_error_naming_both() {
+    let gateway = |name: &str| {
+        use aws_sdk_appmesh::types::{
+            GatewayRouteData, GatewayRouteTarget, GatewayRouteVirtualService, HttpGatewayRoute,
+            HttpGatewayRouteAction, HttpGatewayRouteMatch, VirtualGatewayListener,
+            VirtualGatewayPortMapping, VirtualGatewayPortProtocol, VirtualGatewaySpec,
+        };
+        let gw = VirtualGatewayData::builder()
+            .mesh_name("color")
+            .virtual_gateway_name(name)
+            .spec(
+                VirtualGatewaySpec::builder()
+                    .listeners(
+                        VirtualGatewayListener::builder()
+                            .port_mapping(
+                                VirtualGatewayPortMapping::builder()
+                                    .port(9080)
+                                    .protocol(VirtualGatewayPortProtocol::Http)
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build(),
+                    )
+                    .build()
+                    .unwrap(),
+            )
+            .metadata(metadata(&format!("/virtualGateway/{name}")))
+            .build()
+            .unwrap();
+        let route = GatewayRouteData::builder()
+            .mesh_name("color")
+            .virtual_gateway_name(name)
+            .gateway_route_name("all")
+            .spec(
+                aws_sdk_appmesh::types::GatewayRouteSpec::builder()
+                    .http_route(
+                        HttpGatewayRoute::builder()
+                            .r#match(HttpGatewayRouteMatch::builder().prefix("/").build())
+                            .action(
+                                HttpGatewayRouteAction::builder()
+                                    .target(
+                                        GatewayRouteTarget::builder()
+                                            .virtual_service(
+                                                GatewayRouteVirtualService::builder()
+                                                    .virtual_service_name("colors.color.local")
+                                                    .build()
+                                                    .unwrap(),
+                                            )
+                                            .build(),
+                                    )
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .metadata(metadata(&format!(
+                "/virtualGateway/{name}/gatewayRoute/all"
+            )))
+            .build()
+            .unwrap();
+        (gw, vec![route])
+    };
+    let cases: Vec<(&str, Mesh, &str)> = vec![
+        (
+            "NODE-PORT",
+            {
+                let mut m = mesh();
+                m.nodes[2].spec.as_mut().unwrap().listeners = Some(vec![
+                    listener(8080, PortProtocol::Http),
+                    listener(9090, PortProtocol::Http),
+                ]);
+                m.nodes.push(node("blue-9090", &[]));
+                m
+            },
+            r#"virtual node "blue" (the upstream of its listener on 9090) and virtual node "blue-9090" both become upstream "blue-9090" in the catalog: rename one of them in App Mesh"#,
+        ),
+        (
+            "NODE-local",
+            {
+                let mut m = mesh();
+                m.nodes.push(node("red-local", &[]));
+                m
+            },
+            r#"virtual node "red" (the upstream of its app on loopback) and virtual node "red-local" both become upstream "red-local""#,
+        ),
+        (
+            "GATEWAY-mesh",
+            {
+                let mut m = mesh();
+                m.gateways.push(gateway("gw"));
+                m.nodes.push(node("gw-mesh", &[]));
+                m
+            },
+            r#"virtual node "gw-mesh" and virtual gateway "gw" (its hop to the mesh's routes) both become upstream "gw-mesh""#,
+        ),
+    ];
+    let mut wrong = Vec::new();
+    for (what, m, expected) in cases {
+        match map(&m, &Options::default()) {
+            Err(e @ ImportError::Collision { .. }) if e.to_string().contains(expected) => {}
+            Err(e) => wrong.push(format!("{what}: {e}")),
+            Ok(mapped) => {
+                let rendered = crate::appmesh::render(&mapped, std::path::Path::new("import"));
+                wrong.push(format!(
+                    "{what}: no collision found; render: {:?}",
+                    rendered.err().map(|e| e.to_string())
+                ));
+            }
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+}
+
+#[test]
+fn a_virtual_host_the_importer_names_yields_to_a_service_of_that_name() {
+    let mut m = mesh();
+    // multi's second port's virtual host is named like a service of that name would be.
+    m.nodes.push(node("multi", &[]));
+    m.nodes.last_mut().unwrap().spec.as_mut().unwrap().listeners = Some(vec![
+        listener(8080, PortProtocol::Http),
+        listener(9090, PortProtocol::Http),
+    ]);
+    m.services.push(node_service("multi.local", "multi"));
+    m.services.push(node_service("multi.local-9090", "green"));
+    m.nodes[0] = node("front", &["multi.local", "multi.local-9090"]);
+    let mapped = map(&m, &Options::default()).unwrap();
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+    let hosts = mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1]["virtual_hosts"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let to = |domain: &str| {
+        hosts
+            .iter()
+            .find(|h| h["domains"].as_array().unwrap().contains(&json!(domain)))
+            .map(|h| h["routes"][0]["to"].clone())
+    };
+    assert_eq!(to("multi.local:9090"), Some(json!("multi-9090")));
+    assert_eq!(to("multi.local-9090"), Some(json!("green")));
+}
+
+#[test]
+fn a_second_listener_s_health_check_and_outlier_detection_are_reported_on_its_upstream() {
+    use aws_sdk_appmesh::types::{HealthCheckPolicy, OutlierDetection};
+    let mut m = mesh();
+    let mut second = listener(9090, PortProtocol::Http);
+    second.health_check = Some(
+        HealthCheckPolicy::builder()
+            .protocol(PortProtocol::Http)
+            .path("/ping")
+            .interval_millis(5000)
+            .timeout_millis(2000)
+            .healthy_threshold(2)
+            .unhealthy_threshold(3)
+            .build()
+            .unwrap(),
+    );
+    second.outlier_detection = Some(
+        OutlierDetection::builder()
+            .max_server_errors(5)
+            .interval(
+                aws_sdk_appmesh::types::Duration::builder()
+                    .unit(DurationUnit::S)
+                    .value(10)
+                    .build(),
+            )
+            .base_ejection_duration(
+                aws_sdk_appmesh::types::Duration::builder()
+                    .unit(DurationUnit::S)
+                    .value(30)
+                    .build(),
+            )
+            .max_ejection_percent(50)
+            .build()
+            .unwrap(),
+    );
+    m.nodes[2].spec.as_mut().unwrap().listeners =
+        Some(vec![listener(8080, PortProtocol::Http), second]);
+    let mapped = map(&m, &Options::default()).unwrap();
+    let blue = &mapped.fragments["blue.yaml"]["upstreams"];
+    assert!(blue["blue-9090"]["health_check"].is_object());
+    assert!(blue["blue"].get("health_check").is_none());
+    let report = mapped
+        .report
+        .resources
+        .iter()
+        .find(|r| r.name == "blue")
+        .unwrap();
+    let said = |field: &str| {
+        report
+            .fields
+            .iter()
+            .find(|f| f.field == field)
+            .map(|f| f.outcome.clone())
+    };
+    assert_eq!(
+        said("spec.listeners[1].healthCheck"),
+        Some(Outcome::Mapped(
+            "health_check of upstream blue-9090, run by the callers' proxies".into()
+        ))
+    );
+    assert_eq!(
+        said("spec.listeners[1].outlierDetection"),
+        Some(Outcome::Mapped(
+            "outlier_detection of upstream blue-9090, at the callers".into()
+        ))
+    );
 }

@@ -287,21 +287,30 @@ fn allow(sans: &[String], mesh: bool, at: &str, r: &mut Resource) -> Vec<String>
         );
         return Vec::new();
     }
-    // The catalog takes SANs that are URIs or DNS names (a bare word is a proxy name).
-    let (kept, dropped): (Vec<&String>, Vec<&String>) = sans
+    // A bare word in `allow` is a proxy name: a single-label DNS SAN is written `dns:NAME`.
+    let mut single = Vec::new();
+    let out = sans
         .iter()
-        .partition(|s| s.contains("://") || s.contains('.'));
-    if dropped.is_empty() {
+        .map(|s| {
+            if s.contains("://") || s.contains('.') {
+                s.clone()
+            } else {
+                single.push(s.as_str());
+                format!("{}{s}", crate::catalog::ALLOW_DNS_PREFIX)
+            }
+        })
+        .collect();
+    if single.is_empty() {
         r.mapped(field, "client_certificate.allow (the SANs as written)");
     } else {
-        r.lossy(
+        r.mapped(
             field,
             format!(
-                "client_certificate.allow; {dropped:?} left out: the catalog takes URI or DNS SANs (a bare name is a proxy's)"
+                "client_certificate.allow (the SANs as written; the single-label {single:?} as `dns:NAME`, which the catalog takes as a DNS SAN, not a proxy)"
             ),
         );
     }
-    kept.into_iter().cloned().collect()
+    out
 }
 
 /// What the caller's proxy knows of the server it calls.
@@ -416,7 +425,7 @@ mod tests {
             json!({
                 "mode": "strict",
                 "certificate": { "acm": { "arn": "arn:aws:acm:us-east-1:111122223333:certificate/abc" } },
-                "client_certificate": { "trust": { "file": "/certs/ca.pem" }, "allow": ["front.color.local"] },
+                "client_certificate": { "trust": { "file": "/certs/ca.pem" }, "allow": ["front.color.local", "dns:front"] },
             })
         );
         assert!(matches!(
@@ -427,13 +436,13 @@ mod tests {
             outcome(&r, "spec.listeners[0].tls.validation.trust.file"),
             Outcome::Lossy(_)
         ));
-        let Outcome::Lossy(why) = outcome(
+        let Outcome::Mapped(to) = outcome(
             &r,
             "spec.listeners[0].tls.validation.subjectAlternativeNames",
         ) else {
             panic!("{r:?}")
         };
-        assert!(why.contains("[\"front\"] left out"), "{why}");
+        assert!(to.contains("the SANs as written"), "{to}");
     }
 
     #[test]
