@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 
 use aws_sdk_ecs::error::{ProvideErrorMetadata, SdkError};
-use aws_sdk_ecs::types::{Task, TaskDefinition, TaskDefinitionField, TaskField};
+use aws_sdk_ecs::types::{DesiredStatus, Task, TaskDefinition, TaskDefinitionField, TaskField};
 
 use crate::metrics::Metrics;
 use crate::targets::TaskInfo;
@@ -69,6 +69,20 @@ pub struct Discoverer {
     missing_clusters: Vec<String>,
     /// Bounds the calls in flight to [`IN_FLIGHT`].
     calls: tokio::sync::Semaphore,
+}
+
+/// Why listing a cluster failed.
+enum ListError {
+    /// The cluster is gone (or never was): skipped, the others go on.
+    ClusterNotFound,
+    /// Any other failure: the refresh fails.
+    Api(ApiError),
+}
+
+impl From<ApiError> for ListError {
+    fn from(e: ApiError) -> Self {
+        ListError::Api(e)
+    }
 }
 
 impl Discoverer {
@@ -143,39 +157,19 @@ impl Discoverer {
         self.missing_clusters.clear();
         let mut current: Vec<Task> = Vec::new();
         for cluster in self.clusters().await? {
-            let listed = common::ecs::running_task_arns(&self.ecs, &cluster, None, || {
-                self.count("ListTasks");
-                std::future::ready(())
-            })
-            .await;
-            let arns = match listed {
-                Ok(arns) => arns,
+            let (arns, described) = match self.list_and_describe(&cluster).await {
+                Ok(found) => found,
                 // A cluster named in --cluster-arns that is gone must not stop the others.
-                Err(e)
-                    if e.as_service_error()
-                        .is_some_and(|s| s.is_cluster_not_found_exception()) =>
-                {
+                Err(ListError::ClusterNotFound) => {
                     self.problems.insert(
                         format!("cluster {cluster}"),
                         "cluster not found; skipped".into(),
                     );
                     self.missing_clusters.push(cluster.clone());
-                    Vec::new()
+                    continue;
                 }
-                Err(e) => return Err(api_error("ListTasks", e)),
+                Err(ListError::Api(e)) => return Err(e),
             };
-            // A RUNNING task stays so until it leaves the list: only new or still-starting
-            // tasks are described again.
-            let unknown: Vec<String> = arns
-                .iter()
-                .filter(|a| {
-                    self.tasks
-                        .get(*a)
-                        .is_none_or(|(_, at)| at.elapsed() > TASK_TTL)
-                })
-                .cloned()
-                .collect();
-            let described = self.describe_tasks(&cluster, &unknown).await?;
             let now = Instant::now();
             for t in described {
                 if let Some(arn) = t.task_arn() {
@@ -239,6 +233,93 @@ impl Discoverer {
         let used_ec2: BTreeSet<&String> = self.container_instances.values().collect();
         self.instances.retain(|k, _| used_ec2.contains(k));
         Ok(infos)
+    }
+
+    /// The RUNNING tasks of `cluster` (one ListTasks pass) and the descriptions of those not
+    /// known yet: each page's DescribeTasks starts as soon as the page is in, while the next
+    /// pages are listed. All calls go through [`IN_FLIGHT`].
+    ///
+    /// The pass stays one chain of pages: ListTasks by task definition family side by side
+    /// would be faster, but it can miss tasks (moto's, and maybe ECS's, `family` filter
+    /// matches only ACTIVE revisions, so a task of a deregistered revision vanishes; see the
+    /// e2e test `a_lone_task_of_a_deregistered_revision_stays_found_among_many`), and by
+    /// service it misses tasks run outside a service.
+    async fn list_and_describe(
+        &self,
+        cluster: &str,
+    ) -> Result<(Vec<String>, Vec<Task>), ListError> {
+        // A RUNNING task stays so until it leaves the list: only new or still-starting tasks
+        // are described again.
+        let unknown = |arns: &[String]| -> Vec<String> {
+            arns.iter()
+                .filter(|a| {
+                    self.tasks
+                        .get(*a)
+                        .is_none_or(|(_, at)| at.elapsed() > TASK_TTL)
+                })
+                .cloned()
+                .collect()
+        };
+        let pages: Vec<(Vec<String>, Vec<Task>)> = self
+            .pages(cluster)
+            .map(|page| async move {
+                let arns = page?;
+                let described = self.describe_tasks(cluster, &unknown(&arns)).await?;
+                Ok::<_, ListError>((arns, described))
+            })
+            .buffer_unordered(IN_FLIGHT)
+            .try_collect()
+            .await?;
+        let mut seen = BTreeSet::new();
+        let mut arns = Vec::new();
+        let mut described = Vec::new();
+        for (page, tasks) in pages {
+            // Pages of one pass do not overlap; a task listed twice (it moved between pages
+            // while they were read) is kept once.
+            arns.extend(page.into_iter().filter(|a| seen.insert(a.clone())));
+            described.extend(tasks);
+        }
+        Ok((arns, described))
+    }
+
+    /// The pages of one ListTasks pass over `cluster` (RUNNING tasks), one after the other:
+    /// each needs the previous page's token.
+    fn pages<'a>(
+        &'a self,
+        cluster: &'a str,
+    ) -> impl futures_util::Stream<Item = Result<Vec<String>, ListError>> + 'a {
+        // The state: `Some(token)` for the next page (`None` for the first), `None` when done.
+        stream::unfold(Some(None), move |state: Option<Option<String>>| {
+            async move {
+                let token = state?;
+                // A closed semaphore is impossible (it is never closed); go on regardless.
+                let _permit = self.calls.acquire().await.ok();
+                self.count("ListTasks");
+                let page = match self
+                    .ecs
+                    .list_tasks()
+                    .cluster(cluster)
+                    .desired_status(DesiredStatus::Running)
+                    .set_next_token(token)
+                    .send()
+                    .await
+                {
+                    Ok(page) => page,
+                    Err(e)
+                        if e.as_service_error()
+                            .is_some_and(|s| s.is_cluster_not_found_exception()) =>
+                    {
+                        return Some((Err(ListError::ClusterNotFound), None));
+                    }
+                    Err(e) => return Some((Err(api_error("ListTasks", e).into()), None)),
+                };
+                let next = page
+                    .next_token()
+                    .filter(|t| !t.is_empty())
+                    .map(|t| Some(t.to_string()));
+                Some((Ok(page.task_arns().to_vec()), next))
+            }
+        })
     }
 
     /// Runs `call` on each item, [`IN_FLIGHT`] at a time over the whole refresh: the results,

@@ -617,3 +617,44 @@ fn many_tasks_over_several_batches_each_give_their_own_target() {
         "each task definition once"
     );
 }
+
+/// Later refreshes of a cluster of several ListTasks pages still find every task: one outside
+/// any service, whose task definition revision was deregistered (INACTIVE) after it started,
+/// stays among the 250 of two services refresh after refresh, as ECS lists it.
+#[test]
+fn a_lone_task_of_a_deregistered_revision_stays_found_among_many() {
+    let dir = TempDir::new("ecs-sd-lone");
+    let moto = Moto::start_ecs(&dir, 0, "");
+    moto.fixture("ecs_tasks.py", &["bulk", "250", "2"]);
+    let out = dir.path().join("sd");
+    let http_port = free_port();
+    let mut cmd = Command::new(workspace_bin("ecs-sd"));
+    cmd.arg("--directory")
+        .arg(&out)
+        .args(["--interval", "0.2"])
+        .args(["--http-listen", &format!("127.0.0.1:{http_port}")])
+        .envs(moto.env());
+    let _sd = ChildGuard::spawn(cmd, dir.path().join("ecs-sd.log"));
+    let minute = out.join("1m-tasks.json");
+    wait_for("ecs-sd's 250 targets", Duration::from_secs(60), || {
+        (groups(&minute).len() == 250).then_some(())
+    });
+    let lone = moto.fixture("ecs_tasks.py", &["lone", "lonely"]);
+    let lone = lone.trim().to_string();
+    let listed = || {
+        groups(&minute)
+            .iter()
+            .any(|g| g["labels"]["__meta_ecs_task_arn"] == lone.as_str())
+    };
+    wait_for("the lone task's target", Duration::from_secs(60), || {
+        listed().then_some(())
+    });
+    // Refreshes that list the cluster differently must not drop it: watch a dozen more.
+    let refreshes = || metric(http_port, "ecs_sd_refresh_seconds_count");
+    let until = refreshes() + 12.0;
+    wait_for("a dozen more refreshes", Duration::from_secs(120), || {
+        assert!(listed(), "{lone} was dropped by a later refresh");
+        (refreshes() >= until).then_some(())
+    });
+    assert_eq!(groups(&minute).len(), 251, "{lone} is one more target");
+}
