@@ -1816,7 +1816,7 @@ fn the_strictest_listener_s_tls_is_served_and_what_it_lets_in_is_said_loudly() {
         json!({
             "mode": "permissive",
             "certificate": { "acm": { "arn": CERT } },
-            "client_certificate": { "trust": { "file": "/certs/ca.pem" }, "allow": ["front.color.local"] },
+            "client_certificate": { "trust": { "file": "/certs/ca.pem" }, "allow": ["dns:front.color.local"] },
         })
     );
     let blue = mapped
@@ -1911,5 +1911,96 @@ fn a_listener_whose_tls_is_not_mapped_is_not_called_plaintext_in_app_mesh() {
             Some(Outcome::NotMapped(_))
         ),
         "{blue:?}"
+    );
+}
+
+#[test]
+fn client_sans_the_catalog_cannot_take_are_left_out_and_reported_not_failing_the_import() {
+    use aws_sdk_appmesh::types::{
+        ListenerTls, ListenerTlsAcmCertificate, ListenerTlsCertificate, ListenerTlsMode,
+        ListenerTlsValidationContext, ListenerTlsValidationContextTrust,
+        SubjectAlternativeNameMatchers, SubjectAlternativeNames, TlsValidationContextFileTrust,
+    };
+    let with_sans = |sans: &[&str]| {
+        let mut matchers = SubjectAlternativeNameMatchers::builder();
+        for s in sans {
+            matchers = matchers.exact(*s);
+        }
+        let mut m = mesh();
+        let blue = m.nodes[2].spec.as_mut().unwrap();
+        blue.listeners.as_mut().unwrap()[0].tls = Some(
+            ListenerTls::builder()
+                .mode(ListenerTlsMode::Strict)
+                .certificate(ListenerTlsCertificate::Acm(
+                    ListenerTlsAcmCertificate::builder()
+                        .certificate_arn("arn:aws:acm:us-east-1:111122223333:certificate/blue")
+                        .build()
+                        .unwrap(),
+                ))
+                .validation(
+                    ListenerTlsValidationContext::builder()
+                        .trust(ListenerTlsValidationContextTrust::File(
+                            TlsValidationContextFileTrust::builder()
+                                .certificate_chain("/certs/ca.pem")
+                                .build()
+                                .unwrap(),
+                        ))
+                        .subject_alternative_names(
+                            SubjectAlternativeNames::builder()
+                                .r#match(matchers.build().unwrap())
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        );
+        let mapped = map(&m, &Options::default()).unwrap();
+        // The imported catalog loads, as `serve --catalog DIR` loads it.
+        let dir = tempfile::tempdir().unwrap();
+        crate::appmesh::write(&mapped, dir.path()).unwrap();
+        if let Err(e) = crate::catalog::load_path(dir.path()) {
+            panic!("{e}");
+        }
+        let outcome = mapped
+            .report
+            .resources
+            .iter()
+            .find(|r| r.name == "blue")
+            .and_then(|r| {
+                r.fields
+                    .iter()
+                    .find(|f| f.field == "spec.listeners[0].tls.validation.subjectAlternativeNames")
+            })
+            .map(|f| f.outcome.clone());
+        let allow = mapped.fragments["blue.yaml"]["proxies"]["blue"]["listeners"][0]["tls"]
+            ["client_certificate"]
+            .get("allow")
+            .cloned();
+        (allow, outcome)
+    };
+
+    let (allow, outcome) = with_sans(&[
+        "urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66",
+        "spiffe:x",
+        "svc_a",
+        "front.color.local",
+        "spiffe://color/front",
+    ]);
+    assert_eq!(
+        allow,
+        Some(json!(["dns:front.color.local", "spiffe://color/front"]))
+    );
+    assert!(
+        matches!(&outcome, Some(Outcome::Lossy(w)) if w.contains("svc_a") && w.contains("spiffe:x") && w.contains("urn:uuid:")),
+        "{outcome:?}"
+    );
+
+    // None the catalog takes: no allow, and the report says any client of the trust gets in.
+    let (allow, outcome) = with_sans(&["svc_a"]);
+    assert_eq!(allow, None);
+    assert!(
+        matches!(&outcome, Some(Outcome::Lossy(w)) if w.contains("ANY CLIENT OF THE TRUST GETS IN")),
+        "{outcome:?}"
     );
 }
