@@ -545,8 +545,16 @@ fn served_tls(own: &[OwnTls]) -> Served {
             t["mode"] = tls["mode"].clone();
             t == tls
         };
+        let same_certificate = t["certificate"] == tls["certificate"];
         if same_but_mode {
             served_as_own.push(i);
+        } else if same_certificate
+            && t.get("client_certificate").is_none()
+            && tls.get("client_certificate").is_some()
+        {
+            why.push(format!(
+                "client certificates asked: the one ingress listener has one tls, listener[{k}]'s (port {from_port}), served on port {port} too in mode {mode}, which checks client certificates: TLS callers on port {port} without one its trust accepts (and allows) fail there"
+            ));
         } else {
             why.push(format!(
                 "not applied: the one ingress listener has one tls, listener[{k}]'s (port {from_port}), served on port {port} too in mode {mode}: this listener's own certificate, client trust and allowed SANs are not used, and callers that check for them fail"

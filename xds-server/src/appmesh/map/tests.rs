@@ -1847,8 +1847,9 @@ fn the_strictest_listener_s_tls_is_served_and_what_it_lets_in_is_said_loudly() {
     );
     // The mode line that no longer holds is gone.
     assert!(field("spec.listeners[1].tls.mode").is_none(), "{blue:?}");
+    // 8080 took TLS callers without a client certificate, which now fail there.
     assert!(
-        matches!(field("spec.listeners[0].tls"), Some(Outcome::Lossy(_))),
+        matches!(field("spec.listeners[0].tls"), Some(Outcome::Lossy(w)) if w.contains("client certificates asked") && w.contains("port 8080")),
         "{blue:?}"
     );
 }
