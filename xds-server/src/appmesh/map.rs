@@ -423,69 +423,149 @@ fn local_upstream(node: &str) -> String {
     format!("{}-local", catalog_name(node))
 }
 
-/// The one `tls` an ingress serves on every port, from its listeners' own (port, tls), and
-/// what each listener loses by it.
+/// One listener's own TLS, for [`served_tls`].
+struct OwnTls {
+    port: i32,
+    /// The catalog `tls` it maps to alone; `None` when plaintext or not mapped.
+    tls: Option<Value>,
+    /// App Mesh's mode (`STRICT`, `PERMISSIVE`, `DISABLED`, …); `None` without a `tls`.
+    mode: Option<String>,
+}
+
+impl OwnTls {
+    fn of(l: &Listener, tls: Option<Value>) -> OwnTls {
+        OwnTls {
+            port: port_of(l),
+            tls,
+            mode: l.tls().map(|t| t.mode().as_str().to_string()),
+        }
+    }
+
+    /// TLS in App Mesh, but with a mode or certificate kind this importer does not map.
+    fn unmapped(&self) -> bool {
+        self.tls.is_none() && self.mode.as_deref().is_some_and(|m| m != "DISABLED")
+    }
+}
+
+/// The one `tls` an ingress serves on every port, from its listeners' own, and what each
+/// listener loses by it.
 struct Served {
     tls: Option<Value>,
     /// (listener index, why) for each listener not served as App Mesh served it.
     losses: Vec<(usize, String)>,
+    /// The listeners whose certificate, trust and allowed SANs are the ones served (their
+    /// report lines stand, but for `mode` where it changed).
+    served_as_own: Vec<usize>,
+}
+
+/// How strict a listener's catalog `tls` is: client validation first, then mode `strict`.
+fn strictness(t: &Value) -> u8 {
+    2 * u8::from(t.get("client_certificate").is_some()) + u8::from(t["mode"] == json!("strict"))
 }
 
 /// ECS redirects every app port to the one ingress listener, which has one `tls` (the catalog
-/// has no tls per port of `ports`): the first listener with TLS gives it, in mode `strict`
+/// has no tls per port of `ports`): the strictest listener's (the first with client
+/// validation, else the first strict, else the first with TLS) gives it, in mode `strict`
 /// only when every listener was STRICT, else `permissive`, so that the ports that took
-/// plaintext in App Mesh still take it and the ones that took TLS still do. What differs from
-/// a listener's own tls is reported on that listener.
-fn served_tls(own: &[(i32, Option<Value>)]) -> Served {
-    let Some(k) = own.iter().position(|(_, t)| t.is_some()) else {
+/// plaintext in App Mesh still take it and the ones that required TLS still get it from
+/// the callers that speak it. What differs from a listener's own tls is reported on that
+/// listener, loudly where a port takes plaintext or callers App Mesh refused.
+fn served_tls(own: &[OwnTls]) -> Served {
+    let mut k = None;
+    for (i, o) in own.iter().enumerate() {
+        if let Some(t) = &o.tls
+            && k.is_none_or(|k: usize| strictness(t) > strictness(own[k].tls.as_ref().unwrap()))
+        {
+            k = Some(i);
+        }
+    }
+    let Some(k) = k else {
         return Served {
             tls: None,
             losses: Vec::new(),
+            served_as_own: Vec::new(),
         };
     };
-    let (first_port, first) = &own[k];
-    let mut tls = first.clone().unwrap_or_default();
+    let from_port = own[k].port;
+    let mut tls = own[k].tls.clone().unwrap_or_default();
     let all_strict = own
         .iter()
-        .all(|(_, t)| t.as_ref().is_some_and(|t| t["mode"] == json!("strict")));
+        .all(|o| o.tls.as_ref().is_some_and(|t| t["mode"] == json!("strict")));
     let plaintext_port = own
         .iter()
-        .find(|(_, t)| t.as_ref().is_none_or(|t| t["mode"] != json!("strict")))
-        .map(|(p, _)| *p);
+        .find(|o| o.tls.as_ref().is_none_or(|t| t["mode"] != json!("strict")))
+        .map(|o| o.port)
+        .unwrap_or_default();
     if !all_strict {
         tls["mode"] = json!("permissive");
     }
     let mode = tls["mode"].as_str().unwrap_or_default().to_string();
+    let strict_lost = |port: i32| {
+        format!(
+            "STRICT served as permissive: the one ingress listener has one tls, and port {plaintext_port} takes plaintext, so plaintext callers get in on port {port} too"
+        )
+    };
     let mut losses = Vec::new();
-    for (i, (port, t)) in own.iter().enumerate() {
-        let Some(t) = t else {
-            losses.push((i, format!(
-                "plaintext here in App Mesh, but the one ingress listener (ECS redirects every app port to it) has one tls, listener[{k}]'s (port {first_port}), served on port {port} too in mode {mode}: plaintext callers still get in, TLS callers get listener[{k}]'s certificate"
-            )));
+    let mut served_as_own = Vec::new();
+    for (i, o) in own.iter().enumerate() {
+        let port = o.port;
+        let Some(t) = &o.tls else {
+            if o.unmapped() {
+                let mut why = vec![format!(
+                    "not mapped here (see its other lines), but the one ingress listener (ECS redirects every app port to it) has one tls, listener[{k}]'s (port {from_port}), served on port {port} too in mode {mode}"
+                )];
+                if o.mode.as_deref() == Some("STRICT") && mode != "strict" {
+                    why.push(strict_lost(port));
+                }
+                losses.push((i, why.join("; ")));
+            } else {
+                losses.push((i, format!(
+                    "plaintext here in App Mesh, but the one ingress listener (ECS redirects every app port to it) has one tls, listener[{k}]'s (port {from_port}), served on port {port} too in mode {mode}: plaintext callers still get in, TLS callers get listener[{k}]'s certificate"
+                )));
+            }
             continue;
         };
         if *t == tls {
+            served_as_own.push(i);
             continue;
+        }
+        let mut why = Vec::new();
+        if t["mode"] == json!("strict") && mode != "strict" {
+            why.push(strict_lost(port));
+        }
+        if let Some(c) = t.get("client_certificate")
+            && tls.get("client_certificate") != Some(c)
+        {
+            why.push(format!(
+                "CLIENT VALIDATION NOT AS IN APP MESH: the one ingress listener has one tls, listener[{k}]'s (port {from_port}), whose client validation is served on port {port} too: callers this listener refused (a certificate from another CA, or a SAN it did not allow) get in on port {port}, and some it took may fail"
+            ));
         }
         let same_but_mode = {
             let mut t = t.clone();
             t["mode"] = tls["mode"].clone();
             t == tls
         };
+        let same_certificate = t["certificate"] == tls["certificate"];
         if same_but_mode {
-            losses.push((i, format!(
-                "STRICT served as permissive: the one ingress listener has one tls, and port {} takes plaintext, so plaintext callers get in on port {port} too",
-                plaintext_port.unwrap_or_default()
-            )));
+            served_as_own.push(i);
+        } else if same_certificate
+            && t.get("client_certificate").is_none()
+            && tls.get("client_certificate").is_some()
+        {
+            why.push(format!(
+                "client certificates asked: the one ingress listener has one tls, listener[{k}]'s (port {from_port}), served on port {port} too in mode {mode}, which checks client certificates: TLS callers on port {port} without one its trust accepts (and allows) fail there"
+            ));
         } else {
-            losses.push((i, format!(
-                "not applied: the one ingress listener has one tls, listener[{k}]'s (port {first_port}), served on port {port} too in mode {mode}: this listener's own certificate, client trust and allowed SANs are not used, and callers that check for them fail"
-            )));
+            why.push(format!(
+                "not applied: the one ingress listener has one tls, listener[{k}]'s (port {from_port}), served on port {port} too in mode {mode}: this listener's own certificate, client trust and allowed SANs are not used, and callers that check for them fail"
+            ));
         }
+        losses.push((i, why.join("; ")));
     }
     Served {
         tls: Some(tls),
         losses,
+        served_as_own,
     }
 }
 
@@ -644,7 +724,7 @@ impl Ctx<'_> {
 
     /// The `tls` a virtual node's ingress serves (on every port), as its fragment has it.
     fn node_served_tls(&self, node: &str) -> Option<Value> {
-        let own: Vec<(i32, Option<Value>)> = self
+        let own: Vec<OwnTls> = self
             .listeners(node)
             .iter()
             .map(|l| {
@@ -652,7 +732,7 @@ impl Ctx<'_> {
                 let t = l
                     .tls()
                     .and_then(|t| tls::listener(&tls::ListenerTls::of_node(t), "", &mut scratch));
-                (port_of(l), t)
+                OwnTls::of(l, t)
             })
             .collect();
         served_tls(&own).tls
@@ -1204,7 +1284,7 @@ impl Ctx<'_> {
     ) -> Map<String, Value> {
         let mut ports = Map::new();
         // Each listener's own tls (by port) and the report lines of its mapping.
-        let mut own_tls: Vec<(i32, Option<Value>)> = Vec::new();
+        let mut own_tls: Vec<OwnTls> = Vec::new();
         let mut tls_lines: Vec<(usize, Field)> = Vec::new();
         for (i, l) in app.iter().enumerate() {
             let at = format!("spec.listeners[{i}]");
@@ -1248,14 +1328,20 @@ impl Ctx<'_> {
                     "not applied: the one tcp ingress takes every port, and its idle_timeout would be every listener's (Envoy's defaults apply)",
                 );
             }
-            own_tls.push((port, listener.get("tls").cloned()));
+            own_tls.push(OwnTls::of(l, listener.get("tls").cloned()));
             ports.insert(port.to_string(), json!(name));
             upstreams.insert(name, local);
         }
         let served = served_tls(&own_tls);
-        // A listener's own lines stand where it is served as it was; the others get the loss.
+        // A listener's own lines stand where its certificate, trust and allowed SANs are the
+        // ones served (but `mode`, where it changed) or where they were not mapped; the others
+        // get the loss.
         for (i, f) in tls_lines {
-            if !served.losses.iter().any(|(k, _)| *k == i) {
+            let lost = served.losses.iter().any(|(k, _)| *k == i);
+            let keep = !lost
+                || own_tls[i].unmapped()
+                || (served.served_as_own.contains(&i) && !f.field.ends_with(".tls.mode"));
+            if keep {
                 r.fields.push(f);
             }
         }

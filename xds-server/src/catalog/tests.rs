@@ -1164,3 +1164,29 @@ fn passthrough_needs_an_original_destination_listener_and_something_left_to_take
         "{e:?}"
     );
 }
+
+#[test]
+fn a_fragment_s_dns_allow_that_is_no_dns_name_is_an_error_as_in_one_file() {
+    let text = r#"
+version: 1
+proxies:
+  api:
+    listeners:
+      - name: in
+        port: 15000
+        protocol: http
+        tls: { certificate: mesh, client_certificate: { trust: { file: ca.pem }, allow: ["dns:svc_a"] } }
+        routes: [ { match: { prefix: / }, to: app } ]
+upstreams:
+  app: { protocol: http1, endpoints: { static: ["127.0.0.1:9000"] } }
+"#;
+    let Err(e) = merge("catalog.d", &fragments(&[("a.yaml", text)])) else {
+        panic!("dns:svc_a was taken");
+    };
+    let errs: Vec<String> = e.errors.iter().map(ToString::to_string).collect();
+    has_error(
+        &errs,
+        "proxies.api.listeners[0].tls.client_certificate.allow[0]",
+        "is no DNS name",
+    );
+}

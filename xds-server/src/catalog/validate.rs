@@ -578,12 +578,10 @@ impl<'a> Validator<'a> {
                 "client certificates chain to `mesh` or a `file` bundle, not to the system's public roots".into(),
             );
         }
-        let Some(catalog) = self.lookup(catalog) else {
-            return;
-        };
+        // `dns:NAME`: a DNS SAN as written, never a proxy (a single label needs it). Checked
+        // whatever the scope: it names nothing of the catalog.
         for (i, who) in client.allow.iter().enumerate() {
             let at = format!("{at}.client_certificate.allow[{i}]");
-            // `dns:NAME`: a DNS SAN as written, never a proxy (a single label needs it).
             if let Some(name) = who.strip_prefix(super::ALLOW_DNS_PREFIX) {
                 if name.is_empty()
                     || !name
@@ -600,6 +598,14 @@ impl<'a> Validator<'a> {
                         format!("{who:?}: mesh certificates carry no DNS names, only their spiffe:// identity"),
                     );
                 }
+            }
+        }
+        let Some(catalog) = self.lookup(catalog) else {
+            return;
+        };
+        for (i, who) in client.allow.iter().enumerate() {
+            let at = format!("{at}.client_certificate.allow[{i}]");
+            if who.starts_with(super::ALLOW_DNS_PREFIX) {
                 continue;
             }
             let proxy = catalog.proxies.contains_key(&ProxyName(who.clone()));

@@ -1758,3 +1758,250 @@ fn a_second_listener_s_health_check_and_outlier_detection_are_reported_on_its_up
         ))
     );
 }
+
+#[test]
+fn the_strictest_listener_s_tls_is_served_and_what_it_lets_in_is_said_loudly() {
+    use aws_sdk_appmesh::types::{
+        ListenerTls, ListenerTlsAcmCertificate, ListenerTlsCertificate, ListenerTlsMode,
+        ListenerTlsValidationContext, ListenerTlsValidationContextTrust,
+        SubjectAlternativeNameMatchers, SubjectAlternativeNames, TlsValidationContextFileTrust,
+    };
+    const CERT: &str = "arn:aws:acm:us-east-1:111122223333:certificate/blue";
+    let tls = |mode: ListenerTlsMode| {
+        ListenerTls::builder()
+            .mode(mode)
+            .certificate(ListenerTlsCertificate::Acm(
+                ListenerTlsAcmCertificate::builder()
+                    .certificate_arn(CERT)
+                    .build()
+                    .unwrap(),
+            ))
+    };
+    let mut m = mesh();
+    // 8080 PERMISSIVE without client validation, 9090 STRICT mTLS with an allow list.
+    let mut a = listener(8080, PortProtocol::Http);
+    a.tls = Some(tls(ListenerTlsMode::Permissive).build().unwrap());
+    let mut b = listener(9090, PortProtocol::Http);
+    b.tls = Some(
+        tls(ListenerTlsMode::Strict)
+            .validation(
+                ListenerTlsValidationContext::builder()
+                    .trust(ListenerTlsValidationContextTrust::File(
+                        TlsValidationContextFileTrust::builder()
+                            .certificate_chain("/certs/ca.pem")
+                            .build()
+                            .unwrap(),
+                    ))
+                    .subject_alternative_names(
+                        SubjectAlternativeNames::builder()
+                            .r#match(
+                                SubjectAlternativeNameMatchers::builder()
+                                    .exact("front.color.local")
+                                    .build()
+                                    .unwrap(),
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+            .unwrap(),
+    );
+    m.nodes[2].spec.as_mut().unwrap().listeners = Some(vec![a, b]);
+    let mapped = map(&m, &Options::default()).unwrap();
+    let ingress = &mapped.fragments["blue.yaml"]["proxies"]["blue"]["listeners"][0];
+    // The client validation of 9090 is served, not 8080's tls without it.
+    assert_eq!(
+        ingress["tls"],
+        json!({
+            "mode": "permissive",
+            "certificate": { "acm": { "arn": CERT } },
+            "client_certificate": { "trust": { "file": "/certs/ca.pem" }, "allow": ["dns:front.color.local"] },
+        })
+    );
+    let blue = mapped
+        .report
+        .resources
+        .iter()
+        .find(|r| r.name == "blue")
+        .unwrap();
+    let field = |name: &str| {
+        blue.fields
+            .iter()
+            .find(|f| f.field == name)
+            .map(|f| &f.outcome)
+    };
+    // 9090 required mTLS and now takes plaintext: said loudly.
+    assert!(
+        matches!(field("spec.listeners[1].tls"), Some(Outcome::Lossy(w)) if w.contains("STRICT served as permissive") && w.contains("plaintext callers get in on port 9090")),
+        "{blue:?}"
+    );
+    // The served listener keeps its own lines: the file trust's advice.
+    assert!(
+        matches!(field("spec.listeners[1].tls.validation.trust.file"), Some(Outcome::Lossy(w)) if w.contains("SDS")),
+        "{blue:?}"
+    );
+    assert!(
+        field("spec.listeners[1].tls.certificate.acm").is_some(),
+        "{blue:?}"
+    );
+    // The mode line that no longer holds is gone.
+    assert!(field("spec.listeners[1].tls.mode").is_none(), "{blue:?}");
+    // 8080 took TLS callers without a client certificate, which now fail there.
+    assert!(
+        matches!(field("spec.listeners[0].tls"), Some(Outcome::Lossy(w)) if w.contains("client certificates asked") && w.contains("port 8080")),
+        "{blue:?}"
+    );
+}
+
+#[test]
+fn a_listener_whose_tls_is_not_mapped_is_not_called_plaintext_in_app_mesh() {
+    use aws_sdk_appmesh::types::{
+        ListenerTls, ListenerTlsAcmCertificate, ListenerTlsCertificate, ListenerTlsMode,
+    };
+    const CERT: &str = "arn:aws:acm:us-east-1:111122223333:certificate/blue";
+    let mut m = mesh();
+    let mut a = listener(8080, PortProtocol::Http);
+    a.tls = Some(
+        ListenerTls::builder()
+            .mode(ListenerTlsMode::Permissive)
+            .certificate(ListenerTlsCertificate::Acm(
+                ListenerTlsAcmCertificate::builder()
+                    .certificate_arn(CERT)
+                    .build()
+                    .unwrap(),
+            ))
+            .build()
+            .unwrap(),
+    );
+    // A listener with a mode this importer does not know.
+    let mut b = listener(9090, PortProtocol::Http);
+    b.tls = Some(
+        ListenerTls::builder()
+            .mode(ListenerTlsMode::from("LOOSE"))
+            .certificate(ListenerTlsCertificate::Acm(
+                ListenerTlsAcmCertificate::builder()
+                    .certificate_arn(CERT)
+                    .build()
+                    .unwrap(),
+            ))
+            .build()
+            .unwrap(),
+    );
+    m.nodes[2].spec.as_mut().unwrap().listeners = Some(vec![a, b]);
+    let mapped = map(&m, &Options::default()).unwrap();
+    let blue = mapped
+        .report
+        .resources
+        .iter()
+        .find(|r| r.name == "blue")
+        .unwrap();
+    let field = |name: &str| {
+        blue.fields
+            .iter()
+            .find(|f| f.field == name)
+            .map(|f| &f.outcome)
+    };
+    assert!(
+        matches!(field("spec.listeners[1].tls"), Some(Outcome::Lossy(w)) if !w.contains("plaintext here in App Mesh") && w.contains("not mapped here")),
+        "{blue:?}"
+    );
+    assert!(
+        matches!(
+            field("spec.listeners[1].tls.mode"),
+            Some(Outcome::NotMapped(_))
+        ),
+        "{blue:?}"
+    );
+}
+
+#[test]
+fn client_sans_the_catalog_cannot_take_are_left_out_and_reported_not_failing_the_import() {
+    use aws_sdk_appmesh::types::{
+        ListenerTls, ListenerTlsAcmCertificate, ListenerTlsCertificate, ListenerTlsMode,
+        ListenerTlsValidationContext, ListenerTlsValidationContextTrust,
+        SubjectAlternativeNameMatchers, SubjectAlternativeNames, TlsValidationContextFileTrust,
+    };
+    let with_sans = |sans: &[&str]| {
+        let mut matchers = SubjectAlternativeNameMatchers::builder();
+        for s in sans {
+            matchers = matchers.exact(*s);
+        }
+        let mut m = mesh();
+        let blue = m.nodes[2].spec.as_mut().unwrap();
+        blue.listeners.as_mut().unwrap()[0].tls = Some(
+            ListenerTls::builder()
+                .mode(ListenerTlsMode::Strict)
+                .certificate(ListenerTlsCertificate::Acm(
+                    ListenerTlsAcmCertificate::builder()
+                        .certificate_arn("arn:aws:acm:us-east-1:111122223333:certificate/blue")
+                        .build()
+                        .unwrap(),
+                ))
+                .validation(
+                    ListenerTlsValidationContext::builder()
+                        .trust(ListenerTlsValidationContextTrust::File(
+                            TlsValidationContextFileTrust::builder()
+                                .certificate_chain("/certs/ca.pem")
+                                .build()
+                                .unwrap(),
+                        ))
+                        .subject_alternative_names(
+                            SubjectAlternativeNames::builder()
+                                .r#match(matchers.build().unwrap())
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build()
+                .unwrap(),
+        );
+        let mapped = map(&m, &Options::default()).unwrap();
+        // The imported catalog loads, as `serve --catalog DIR` loads it.
+        let dir = tempfile::tempdir().unwrap();
+        crate::appmesh::write(&mapped, dir.path()).unwrap();
+        if let Err(e) = crate::catalog::load_path(dir.path()) {
+            panic!("{e}");
+        }
+        let outcome = mapped
+            .report
+            .resources
+            .iter()
+            .find(|r| r.name == "blue")
+            .and_then(|r| {
+                r.fields
+                    .iter()
+                    .find(|f| f.field == "spec.listeners[0].tls.validation.subjectAlternativeNames")
+            })
+            .map(|f| f.outcome.clone());
+        let allow = mapped.fragments["blue.yaml"]["proxies"]["blue"]["listeners"][0]["tls"]
+            ["client_certificate"]
+            .get("allow")
+            .cloned();
+        (allow, outcome)
+    };
+
+    let (allow, outcome) = with_sans(&[
+        "urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66",
+        "spiffe:x",
+        "svc_a",
+        "front.color.local",
+        "spiffe://color/front",
+    ]);
+    assert_eq!(
+        allow,
+        Some(json!(["dns:front.color.local", "spiffe://color/front"]))
+    );
+    assert!(
+        matches!(&outcome, Some(Outcome::Lossy(w)) if w.contains("svc_a") && w.contains("spiffe:x") && w.contains("urn:uuid:")),
+        "{outcome:?}"
+    );
+
+    // None the catalog takes: no allow, and the report says any client of the trust gets in.
+    let (allow, outcome) = with_sans(&["svc_a"]);
+    assert_eq!(allow, None);
+    assert!(
+        matches!(&outcome, Some(Outcome::Lossy(w)) if w.contains("ANY CLIENT OF THE TRUST GETS IN")),
+        "{outcome:?}"
+    );
+}

@@ -287,30 +287,47 @@ fn allow(sans: &[String], mesh: bool, at: &str, r: &mut Resource) -> Vec<String>
         );
         return Vec::new();
     }
-    // A bare word in `allow` is a proxy name: a single-label DNS SAN is written `dns:NAME`.
-    let mut single = Vec::new();
-    let out = sans
-        .iter()
-        .map(|s| {
-            if s.contains("://") || s.contains('.') {
-                s.clone()
-            } else {
-                single.push(s.as_str());
-                format!("{}{s}", crate::catalog::ALLOW_DNS_PREFIX)
-            }
-        })
-        .collect();
-    if single.is_empty() {
-        r.mapped(field, "client_certificate.allow (the SANs as written)");
-    } else {
+    // A bare word in `allow` is a proxy name, and a dotted one may be too: every DNS SAN is
+    // written `dns:NAME`, a URI as it is; what is neither the catalog cannot take.
+    let mut out = Vec::new();
+    let mut dropped = Vec::new();
+    for s in sans {
+        if s.contains("://") {
+            out.push(s.clone());
+        } else if is_dns_name(s) {
+            out.push(format!("{}{s}", crate::catalog::ALLOW_DNS_PREFIX));
+        } else {
+            dropped.push(s.as_str());
+        }
+    }
+    if dropped.is_empty() {
         r.mapped(
             field,
+            "client_certificate.allow: each DNS SAN as `dns:NAME` (a DNS SAN as written, never a proxy name), each URI as written",
+        );
+    } else if out.is_empty() {
+        r.lossy(
+            field,
             format!(
-                "client_certificate.allow (the SANs as written; the single-label {single:?} as `dns:NAME`, which the catalog takes as a DNS SAN, not a proxy)"
+                "LEFT OUT, ANY CLIENT OF THE TRUST GETS IN: {dropped:?} is neither a DNS name (letters, digits, '-', '.', '*') nor a URI (SCHEME://...), which is what the catalog's `allow` takes: list the callers in `client_certificate.allow`"
+            ),
+        );
+    } else {
+        r.lossy(
+            field,
+            format!(
+                "client_certificate.allow without {dropped:?}: neither a DNS name (letters, digits, '-', '.', '*') nor a URI (SCHEME://...), which is what the catalog's `allow` takes; a client with only such a SAN is refused. The others: each DNS SAN as `dns:NAME`, each URI as written"
             ),
         );
     }
     out
+}
+
+/// Whether `s` is a DNS name the catalog's `allow` takes as `dns:NAME`.
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '*'))
 }
 
 /// What the caller's proxy knows of the server it calls.
@@ -425,7 +442,7 @@ mod tests {
             json!({
                 "mode": "strict",
                 "certificate": { "acm": { "arn": "arn:aws:acm:us-east-1:111122223333:certificate/abc" } },
-                "client_certificate": { "trust": { "file": "/certs/ca.pem" }, "allow": ["front.color.local", "dns:front"] },
+                "client_certificate": { "trust": { "file": "/certs/ca.pem" }, "allow": ["dns:front.color.local", "dns:front"] },
             })
         );
         assert!(matches!(
@@ -442,7 +459,7 @@ mod tests {
         ) else {
             panic!("{r:?}")
         };
-        assert!(to.contains("the SANs as written"), "{to}");
+        assert!(to.contains("`dns:NAME`"), "{to}");
     }
 
     #[test]
