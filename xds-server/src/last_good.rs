@@ -142,19 +142,52 @@ pub enum EncodeError {
 }
 
 /// A catalog location as a document names it, the same however a replica spells it: an S3
-/// location as it is; a directory as its real absolute path (`./catalog.d`, `catalog.d/` and
-/// `/srv/catalog.d` are one when the working directory is `/srv`; links resolved when it
-/// exists).
+/// location as it is; a directory as its absolute path, its parents' links and `..` resolved
+/// (`./catalog.d`, `catalog.d/` and `/srv/catalog.d` are one when the working directory is
+/// `/srv`), but not a link the directory itself is: `catalog.d -> releases/42/catalog.d`
+/// stays `catalog.d` when the link is switched to `releases/43`, so the replicas started
+/// before and after the switch name one catalog. Parents that do not exist (yet) are taken as
+/// spelled below the deepest one that does, so a replica that starts while its directory is
+/// missing names it as the others do.
 pub fn canonical(catalog: &str) -> String {
+    use std::path::{Component, Path};
     if catalog.starts_with("s3://") {
         return catalog.to_string();
     }
-    let path = std::path::Path::new(catalog);
-    let real = std::fs::canonicalize(path)
-        .or_else(|_| std::path::absolute(path))
-        .unwrap_or_else(|_| path.to_path_buf());
-    let normal: PathBuf = real.components().collect();
-    normal.display().to_string()
+    let path = Path::new(catalog);
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // The last component as named; a path ending in `..` or `/` has none of its own.
+    let (parent, last) = match absolute.components().next_back() {
+        Some(Component::Normal(last)) => (
+            absolute.parent().unwrap_or(Path::new("/")).to_path_buf(),
+            Some(last.to_os_string()),
+        ),
+        _ => (absolute.clone(), None),
+    };
+    // The deepest parent that exists, with its links resolved; then the rest as spelled
+    // (what does not exist holds no link).
+    let mut real = None;
+    let mut rest = Vec::new();
+    for ancestor in parent.ancestors() {
+        if let Ok(r) = std::fs::canonicalize(ancestor) {
+            real = Some(r);
+            break;
+        }
+        if let Some(c) = ancestor.components().next_back() {
+            rest.push(c.as_os_str().to_os_string());
+        }
+    }
+    let mut out = real.unwrap_or_default();
+    for c in rest.iter().rev().chain(last.as_ref()) {
+        match Path::new(c).components().next() {
+            Some(Component::ParentDir) => {
+                out.pop();
+            }
+            Some(Component::CurDir) | None => {}
+            Some(_) => out.push(c),
+        }
+    }
+    out.display().to_string()
 }
 
 /// The document for the fragments served from `catalog`, and its digest.
@@ -191,6 +224,9 @@ pub fn encode(catalog: &str, served: &Fragments) -> Result<(Vec<u8>, String), En
 /// A document read back: the fragments it keeps, and what of it could not be used.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {
+    /// The catalog location it names, as written (another spelling of the same location is
+    /// written anew: [`canonical`]).
+    pub catalog: String,
     /// Its digest.
     pub digest: String,
     /// The fragments that pass their checks here, by name.
@@ -254,6 +290,7 @@ pub fn decode(catalog: &str, bytes: &[u8], check: Check<'_>) -> Result<Decoded, 
         }
     }
     Ok(Decoded {
+        catalog: doc.catalog,
         digest: doc.digest,
         fragments: out,
         skipped,
@@ -638,11 +675,61 @@ mod tests {
             // And write the same bytes.
             assert_eq!(encode(&other, &fragments).unwrap().0, bytes, "{other}");
         }
-        // Through a link to it, too.
-        std::os::unix::fs::symlink(dir.join("catalog.d"), dir.join("link")).unwrap();
-        assert!(decode(&at("link"), &bytes, &|_| Vec::new()).is_ok());
+        // Through a link to its parent, too.
+        std::os::unix::fs::symlink(&dir, dir.join("x").join("up")).unwrap();
+        assert!(decode(&at("x/up/catalog.d"), &bytes, &|_| Vec::new()).is_ok());
         // Another directory is another catalog.
         assert!(decode(&at("other.d"), &bytes, &|_| Vec::new()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_that_is_a_release_link_keeps_its_name_when_the_link_is_switched() {
+        let dir = std::env::temp_dir().join(format!("xds-last-good-rel-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for release in ["42", "43"] {
+            std::fs::create_dir_all(dir.join("releases").join(release).join("catalog.d")).unwrap();
+        }
+        let real = std::fs::canonicalize(&dir).unwrap();
+        let link = dir.join("catalog.d");
+        std::os::unix::fs::symlink(dir.join("releases/42/catalog.d"), &link).unwrap();
+        let fragments = served(&[("wallet.yaml", WALLET)]);
+        let catalog = link.display().to_string();
+        let (bytes, _) = encode(&catalog, &fragments).unwrap();
+        let written: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            written["catalog"],
+            real.join("catalog.d").display().to_string()
+        );
+        // The deploy switches the link: replicas started before and after write and read
+        // one document.
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(dir.join("releases/43/catalog.d"), &link).unwrap();
+        assert_eq!(encode(&catalog, &fragments).unwrap().0, bytes);
+        assert!(decode(&catalog, &bytes, &|_| Vec::new()).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_missing_under_a_linked_parent_is_named_as_once_it_exists() {
+        let dir = std::env::temp_dir().join(format!("xds-last-good-miss-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("volume")).unwrap();
+        std::os::unix::fs::symlink(dir.join("volume"), dir.join("mnt")).unwrap();
+        let catalog = dir.join("mnt/catalog.d").display().to_string();
+        let missing = canonical(&catalog);
+        // Also spelled with `..` through a directory that does not exist either.
+        let roundabout = dir.join("mnt/gone/../catalog.d").display().to_string();
+        assert_eq!(canonical(&roundabout), missing);
+        std::fs::create_dir_all(dir.join("volume/catalog.d")).unwrap();
+        assert_eq!(canonical(&catalog), missing);
+        assert_eq!(
+            missing,
+            std::fs::canonicalize(dir.join("volume/catalog.d"))
+                .unwrap()
+                .display()
+                .to_string()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

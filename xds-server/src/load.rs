@@ -549,9 +549,10 @@ enum Doc {
     /// There is one, not usable (corrupt, another format or catalog); `tag` to write over it.
     Ignored(last_good::Tag),
     /// There is one: its fragments that pass this server's checks, those that do not (kept
-    /// when it is written again), and its digest.
+    /// when it is written again), its digest, and the catalog location it names.
     Good {
         tag: last_good::Tag,
+        catalog: String,
         digest: String,
         fragments: Fragments,
         unchecked: Fragments,
@@ -652,6 +653,7 @@ impl FragmentState {
                         tracing::info!(last_good = %location, digest = %decoded.digest, fragments = decoded.fragments.len(), "last good catalog read: its versions stand in for fragments that are bad now");
                         let doc = Doc::Good {
                             tag: stored.tag,
+                            catalog: decoded.catalog,
                             digest: decoded.digest,
                             fragments: decoded.fragments,
                             unchecked: decoded.unchecked,
@@ -1086,7 +1088,12 @@ impl FragmentState {
         let merged = last_good::merge(&stored, served, live, seen, changed);
         let location = store.location().to_string();
         let outcome = match last_good::encode(name, &merged) {
-            Ok((_, digest)) if matches!(&self.doc, Doc::Good { digest: d, .. } if *d == digest) => {
+            // The same fragments, and the catalog named as it is now (a document that names it
+            // otherwise, as a replica of an older version did, is written anew).
+            Ok((_, digest))
+                if matches!(&self.doc, Doc::Good { digest: d, catalog, .. }
+                    if *d == digest && *catalog == last_good::canonical(name)) =>
+            {
                 Ok(None)
             }
             Ok((bytes, digest)) => match store.write(&bytes, self.doc.tag()).await {
@@ -1114,6 +1121,7 @@ impl FragmentState {
                     .partition(|(n, _)| unchecked.contains_key(n) && !served.contains_key(n));
                 self.doc = Doc::Good {
                     tag,
+                    catalog: last_good::canonical(name),
                     digest,
                     fragments,
                     unchecked,
@@ -1275,6 +1283,43 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("catalog.d")).unwrap();
         dir
+    }
+
+    #[tokio::test]
+    async fn a_document_naming_the_catalog_otherwise_is_written_anew_though_its_fragments_match() {
+        let dir = scratch("respell");
+        std::fs::create_dir_all(dir.join("x")).unwrap();
+        let catalog = dir.join("catalog.d");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        upload(
+            &catalog,
+            "a.yaml",
+            &service("a", "a", &["a"], "10.0.0.1"),
+            0,
+        );
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.poll().await;
+        let named = || {
+            let doc: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            doc["catalog"].as_str().unwrap().to_string()
+        };
+        let canonical = last_good::canonical(&catalog.display().to_string());
+        assert_eq!(named(), canonical);
+        // The same fragments, the catalog spelled otherwise (by hand, or an older version).
+        let otherwise = dir.join("x/../catalog.d").display().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let respelled = text.replace(
+            &serde_json::to_string(&canonical).unwrap(),
+            &serde_json::to_string(&otherwise).unwrap(),
+        );
+        assert_ne!(respelled, text);
+        std::fs::write(&path, respelled).unwrap();
+        let mut y = Replica::start(&catalog, &path, "x.example").await;
+        y.poll().await;
+        assert_eq!(y.status().last_good.unwrap().error, None);
+        assert_eq!(named(), canonical);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
