@@ -12,8 +12,9 @@
 //! their content; a fragment that carries a private key anyway is refused
 //! ([`fragments::accept`]), so its last good version is the one persisted, and [`encode`]
 //! refuses to write a key all the same. Of two versions of a fragment, the one a replica has
-//! just seen change live, else the one uploaded last, is written ([`merge`]), so a replica that
-//! lags behind an upload does not undo it.
+//! just seen replace the version it served, else the one uploaded last, is written
+//! ([`merge`]), so a replica that lags behind an upload does not undo it, and a rollback to an
+//! older version is written too.
 //!
 //! A document that is not one (corrupt, another format, its digest wrong) or that was written
 //! for another catalog location is ignored with a log line; it is only ever consulted for
@@ -495,32 +496,33 @@ fn write_file(path: &std::path::Path, bytes: &[u8], over: Option<&Tag>) -> Resul
 /// names it listed or read in the document before): one it never saw is another replica's
 /// newer news, kept until this replica lists it or sees it removed. Of a fragment both hold,
 /// the version uploaded last is kept ([`newer`]): a replica that has not polled since an
-/// upload does not write its older version over the newer one. But a fragment this replica
-/// has just seen change live (`changed`: its load took a version other than the one it
-/// served before) is written as it serves it unless the stored one was uploaded strictly
-/// later: a version uploaded in the same second as the one it replaced is still the latest
-/// (a file put back with its old mtime has a new ctime, so a later time), and a replica that
-/// listed between two quick uploads does not undo the second. The other replicas see the same
-/// change at their next poll and write the same version.
+/// upload does not write its older version over the newer one.
+///
+/// But a fragment this replica has just seen change live (`changed`: its load took a version
+/// other than the one it served before, given by name) is written as it serves it, whatever
+/// its time, over the version it saw replaced (a rollback that makes an older version current
+/// again, or a version whose source has no time). The stored version wins only when it is
+/// another one, which this replica never served, uploaded strictly later: another replica saw
+/// a newer upload than this one's change (v1, v2, v3 in quick succession; this replica went
+/// from v1 to v2 while another wrote v3), so this replica does not undo it. The other replicas
+/// see the same change at their next poll and write the same version.
 pub fn merge(
     stored: &Fragments,
     served: &Fragments,
     live: &std::collections::BTreeSet<String>,
     seen: &std::collections::BTreeSet<String>,
-    changed: &std::collections::BTreeSet<String>,
+    changed: &BTreeMap<String, FragmentVersion>,
 ) -> Fragments {
     let mut out = served.clone();
     for (name, a) in stored {
-        let keep = match out.get(name) {
-            // Unless the stored one was uploaded strictly later: another replica saw a newer
-            // upload than this one's change (v1, v2, v3 in quick succession; this replica
-            // listed v2).
-            Some(mine) if changed.contains(name) => {
-                fragments::uploaded(a.source.as_deref())
-                    > fragments::uploaded(mine.source.as_deref())
+        let keep = match (out.get(name), changed.get(name)) {
+            (Some(mine), Some(before)) => {
+                a.version != *before
+                    && fragments::uploaded(a.source.as_deref())
+                        > fragments::uploaded(mine.source.as_deref())
             }
-            Some(mine) => newer(a, mine),
-            None => live.contains(name) || !seen.contains(name),
+            (Some(mine), None) => newer(a, mine),
+            (None, _) => live.contains(name) || !seen.contains(name),
         };
         if keep {
             out.insert(name.clone(), a.clone());
@@ -873,19 +875,24 @@ mod tests {
         assert_eq!(merged(&old, &twin), merged(&twin, &old));
         // Unless a replica has just seen it change live: then what it serves is the latest
         // (uploaded in the same second as the one it replaced).
-        let changed = |stored: &Fragments, served: &Fragments| {
-            merge(stored, served, &names(), &names(), &names())["wallet.yaml"].clone()
+        let changed = |stored: &Fragments, served: &Fragments, before: &Fragments| {
+            let before = BTreeMap::from([(
+                "wallet.yaml".to_string(),
+                before["wallet.yaml"].version.clone(),
+            )]);
+            merge(stored, served, &names(), &names(), &before)["wallet.yaml"].clone()
         };
         let (first, second) = if newer(&old["wallet.yaml"], &twin["wallet.yaml"]) {
             (&twin, &old)
         } else {
             (&old, &twin)
         };
-        assert_eq!(changed(first, second), second["wallet.yaml"]);
-        assert_eq!(changed(second, first), first["wallet.yaml"]);
-        // But not over a version uploaded strictly later, which another replica saw: one
-        // that listed between two uploads does not undo the second.
-        assert_eq!(changed(&new, &old), new["wallet.yaml"]);
+        assert_eq!(changed(first, second, first), second["wallet.yaml"]);
+        assert_eq!(changed(second, first, second), first["wallet.yaml"]);
+        // But not over another version, uploaded strictly later, which another replica saw:
+        // one that went from v1 to v2 while v3 was uploaded does not undo v3.
+        let v0 = uploaded_at(&[("wallet.yaml", &wallet("10.0.0.5"))], 1_699_999_000);
+        assert_eq!(changed(&new, &old, &v0), new["wallet.yaml"]);
         // A version stored before sources carried a time is the older.
         let untimed = served(&[("wallet.yaml", &wallet("10.0.0.7"))]);
         assert_eq!(merged(&untimed, &old), old["wallet.yaml"]);
@@ -897,6 +904,24 @@ mod tests {
             fragments::uploaded(back.fragments["wallet.yaml"].source.as_deref()),
             Some(std::time::Duration::from_secs(1_700_000_060))
         );
+    }
+
+    #[test]
+    fn a_rollback_to_an_older_version_is_written_over_the_one_it_replaced() {
+        let wallet = |ip: &str| WALLET.replace("10.0.0.1", ip);
+        let names = || std::collections::BTreeSet::from(["wallet.yaml".to_string()]);
+        let v1 = uploaded_at(&[("wallet.yaml", &wallet("10.0.0.1"))], 1_700_000_000);
+        let v2 = uploaded_at(&[("wallet.yaml", &wallet("10.0.0.2"))], 1_700_000_060);
+        let went_back =
+            BTreeMap::from([("wallet.yaml".to_string(), v2["wallet.yaml"].version.clone())]);
+        // The current version of a versioned bucket deleted: v1 is current again, with its old
+        // Last-Modified. A replica that served v2 and now serves v1 writes v1.
+        let merged = merge(&v2, &v1, &names(), &names(), &went_back);
+        assert_eq!(merged["wallet.yaml"], v1["wallet.yaml"]);
+        // A version whose source has no time replaces the one it was seen to replace, too.
+        let untimed = served(&[("wallet.yaml", &wallet("10.0.0.3"))]);
+        let merged = merge(&v2, &untimed, &names(), &names(), &went_back);
+        assert_eq!(merged["wallet.yaml"], untimed["wallet.yaml"]);
     }
 
     /// A service's fragment: proxy `proxy` routes `/` to `to`; it defines `upstreams`.

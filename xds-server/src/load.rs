@@ -535,7 +535,7 @@ struct FragmentState {
 struct PendingWrite {
     live: std::collections::BTreeSet<String>,
     seen: std::collections::BTreeSet<String>,
-    changed: std::collections::BTreeSet<String>,
+    changed: BTreeMap<String, FragmentVersion>,
 }
 
 /// The persisted document as this replica knows it.
@@ -937,16 +937,15 @@ impl FragmentState {
             .fragments()
             .map(|f| f.keys().cloned().collect())
             .unwrap_or_default();
-        // Fragments whose version served changed with this load, seen live here.
-        let changed: std::collections::BTreeSet<String> = served
+        // Fragments whose version served changed with this load, seen live here, with the
+        // version served before.
+        let changed: BTreeMap<String, FragmentVersion> = served
             .iter()
             .filter(|(n, _)| !refused.contains_key(*n))
-            .filter(|(n, a)| {
-                self.last_good
-                    .get(*n)
-                    .is_some_and(|b| b.version != a.version)
+            .filter_map(|(n, a)| {
+                let before = self.last_good.get(n)?;
+                (before.version != a.version).then(|| (n.clone(), before.version.clone()))
             })
-            .map(|(n, _)| n.clone())
             .collect();
         if unserved.is_empty() || !matches!(self.doc, Doc::Ignored(_)) {
             let seen = self.seen.clone();
@@ -1065,7 +1064,7 @@ impl FragmentState {
         served: &Fragments,
         live: &std::collections::BTreeSet<String>,
         seen: &std::collections::BTreeSet<String>,
-        changed: &std::collections::BTreeSet<String>,
+        changed: &BTreeMap<String, FragmentVersion>,
         status: &Mutex<CatalogStatus>,
     ) {
         self.pending = None;
