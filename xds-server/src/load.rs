@@ -755,8 +755,8 @@ impl FragmentState {
         }
     }
 
-    /// A replica that has served nothing yet serves the last good versions it has (those of
-    /// the persisted document, at the start), as the replicas already running keep serving
+    /// Serves the last good versions it has (those of the persisted document, for a replica
+    /// that has not listed the catalog yet), as the replicas already running keep serving
     /// theirs; whether it has any to serve.
     fn serve_kept(
         &self,
@@ -765,7 +765,7 @@ impl FragmentState {
         server: &crate::secrets::ServerSide,
         tx: &watch::Sender<Option<Arc<LoadedCatalog>>>,
     ) -> bool {
-        if tx.borrow().is_some() || self.last_good.is_empty() {
+        if self.last_good.is_empty() {
             return false;
         }
         let kept: Vec<Document> = self
@@ -782,17 +782,21 @@ impl FragmentState {
         if resolution.served.is_empty() {
             return false;
         }
-        tx.send_replace(Some(Arc::new(LoadedCatalog {
+        let loaded = LoadedCatalog {
             catalog: resolution.catalog,
             base_dir: base,
-        })));
+        };
+        if !tx.borrow().as_ref().is_some_and(|c| **c == loaded) {
+            tx.send_replace(Some(Arc::new(loaded)));
+        }
         true
     }
 
     /// A poll that could not read the catalog (a directory or prefix that cannot be listed:
     /// missing, permission denied, S3 refused or unreachable). What is served stays; a
-    /// replica that has served nothing yet serves the persisted last good catalog, read
-    /// again at each poll until it can be, and `/readyz` says why.
+    /// replica that has not listed the catalog yet serves the persisted last good catalog,
+    /// read again at each poll (and served again when it changed) until the catalog can be
+    /// listed, and `/readyz` says why and what is served.
     #[allow(clippy::too_many_arguments)]
     async fn unlistable(
         &mut self,
@@ -804,32 +808,33 @@ impl FragmentState {
         metrics: &Metrics,
         status: &Mutex<CatalogStatus>,
     ) {
-        let mut from_document = None;
-        if tx.borrow().is_none() && self.store.is_some() {
-            if self.read_persisted(name, server, reader, status).await
-                && let Some(fragments) = self.doc.fragments()
-            {
+        // Never listed here: what is served, if anything, is the document's.
+        let from_document = self.store.is_some() && self.last_docs.is_none();
+        if from_document {
+            let changed = self.read_persisted(name, server, reader, status).await;
+            if changed && let Some(fragments) = self.doc.fragments() {
                 self.last_good = fragments.clone();
             }
-            if self.serve_kept(name, reader, server, tx) {
+            if (changed || tx.borrow().is_none()) && self.serve_kept(name, reader, server, tx) {
                 let location = self.store.as_ref().map(|s| s.location().to_string());
-                tracing::warn!(catalog = %name, last_good = ?location, fragments = self.last_good.len(), "catalog unreadable at the start; serving the persisted last good catalog until it can be read");
+                tracing::warn!(catalog = %name, last_good = ?location, fragments = self.last_good.len(), "catalog unreadable; serving the persisted last good catalog until it can be read");
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                 st.fragments = self
                     .last_good
                     .iter()
                     .map(|(n, a)| (n.clone(), a.version.clone()))
                     .collect();
-                from_document = location;
             }
         }
-        let text = match from_document {
-            Some(location) => format!("{why}; serving the last good catalog read from {location}"),
-            None => why.to_string(),
+        let text = match &self.store {
+            Some(store) if from_document && tx.borrow().is_some() => format!(
+                "{why}; serving the last good catalog read from {}",
+                store.location()
+            ),
+            _ => why.to_string(),
         };
         let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-        let shown = st.last_error.as_deref().is_some_and(|e| e.starts_with(why));
-        if !shown {
+        if st.last_error.as_deref() != Some(text.as_str()) {
             metrics.catalog_loads.with_label_values(&["error"]).inc();
             metrics.catalog_last_load_success.set(0);
             if tx.borrow().is_some() {
@@ -862,7 +867,9 @@ impl FragmentState {
             .is_some_and(|c| !c.catalog.proxies.is_empty());
         if docs.is_empty() && (had_proxies || !self.last_good.is_empty()) {
             // A replica that starts on an emptied folder serves what the others keep serving.
-            self.serve_kept(name, reader, server, tx);
+            if tx.borrow().is_none() {
+                self.serve_kept(name, reader, server, tx);
+            }
             metrics.catalog_loads.with_label_values(&["error"]).inc();
             metrics.catalog_last_load_success.set(0);
             let e = catalog::CatalogErrors {
@@ -1738,6 +1745,65 @@ mod tests {
         y.poll().await;
         assert_eq!(y.status().last_error, None);
         assert_eq!(*x.tx.borrow(), *y.tx.borrow());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_replica_whose_directory_stays_unlistable_serves_the_last_good_catalog_as_it_changes()
+    {
+        let dir = scratch("unlistable-later");
+        let catalog = dir.join("catalog.d");
+        let moved = dir.join("moved");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let v1 = service("a", "a", &["a"], "10.0.0.1");
+        let v2 = service("a", "a", &["a"], "10.0.0.2");
+        upload(&catalog, "a.yaml", &v1, 0);
+        std::fs::rename(&catalog, &moved).unwrap();
+        // Y starts while the directory is missing and nothing has been written yet.
+        let mut y = Replica::start(&catalog, &path, "x.example").await;
+        y.poll().await;
+        assert!(y.tx.borrow().is_none());
+        let unlisted = y.status().last_error.unwrap();
+        assert!(
+            unlisted.starts_with(&format!("cannot read {}", catalog.display())),
+            "{unlisted}"
+        );
+        // X, where the directory is there, serves a.yaml and writes it.
+        let mut x = {
+            std::fs::rename(&moved, &catalog).unwrap();
+            let mut x = Replica::start(&catalog, &path, "x.example").await;
+            x.poll().await;
+            std::fs::rename(&catalog, &moved).unwrap();
+            x
+        };
+        // Y's next poll serves it, and says where it comes from.
+        y.poll().await;
+        assert_eq!(
+            y.serving("a.yaml"),
+            Some(FragmentVersion::of(v1.as_bytes()))
+        );
+        assert_eq!(*x.tx.borrow(), *y.tx.borrow());
+        let error = y.status().last_error.unwrap();
+        assert_eq!(
+            error,
+            format!(
+                "{unlisted}; serving the last good catalog read from {}",
+                path.display()
+            )
+        );
+        // a.yaml changes where X lists it; X writes the new version; Y, still unable to list,
+        // serves it at its next poll.
+        std::fs::rename(&moved, &catalog).unwrap();
+        upload(&catalog, "a.yaml", &v2, 60);
+        x.poll().await;
+        std::fs::rename(&catalog, &moved).unwrap();
+        y.poll().await;
+        assert_eq!(
+            y.serving("a.yaml"),
+            Some(FragmentVersion::of(v2.as_bytes()))
+        );
+        assert_eq!(*x.tx.borrow(), *y.tx.borrow());
+        assert_eq!(y.status().last_error, Some(error));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
