@@ -80,6 +80,7 @@ fn validate(args: &[&OsStr], env: &[(&str, String)]) -> Output {
         .args(args)
         .env_remove("XDS_SERVER_VALIDATE_ENVOY")
         .env_remove("XDS_SERVER_VALIDATE_WITH")
+        .env_remove("XDS_SERVER_LAST_GOOD")
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .expect("xds-server validate runs")

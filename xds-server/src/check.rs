@@ -84,6 +84,11 @@ pub async fn check(location: &CatalogLocation, options: Options) -> Report {
         location: location.to_string(),
         ..Report::default()
     };
+    if let (Some(at), []) = (&options.last_good, options.with.as_slice()) {
+        report.warn(format!(
+            "{at}: --last-good (or XDS_SERVER_LAST_GOOD) is read only with --with: not used"
+        ));
+    }
     let loaded = match (options.with.as_slice(), location) {
         ([], _) if options.join_as.is_some() => {
             let why = "--as names the fragment in the set of --with";
@@ -146,6 +151,11 @@ pub async fn check(location: &CatalogLocation, options: Options) -> Report {
 }
 
 impl Report {
+    fn warn(&mut self, text: String) {
+        self.text.push(format!("warning: {text}"));
+        self.warnings.push(Problem::at("", text));
+    }
+
     fn error(&mut self, problem: Problem, text: String) {
         self.errors.push(problem);
         self.text.push(text);
@@ -277,7 +287,10 @@ async fn joining(
 /// The server's last good catalog of `location`, at `at` or its default place
 /// (`.last-good.json` beside the directory or under the prefix), as the server reads it; `None`
 /// when there is none. One that cannot be read or used is a warning: the fragments are then
-/// checked as read.
+/// checked as read. The document at the default place is the location's own, whatever path
+/// the server named the directory by (it may be mounted elsewhere there); one elsewhere must
+/// have been written for this location, so a document exported for another catalog does not
+/// supply versions; and one named there that does not exist is a warning.
 async fn persisted(
     report: &mut Report,
     location: &CatalogLocation,
@@ -285,13 +298,14 @@ async fn persisted(
     check: catalog::fragments::Check<'_>,
 ) -> Option<catalog::fragments::Fragments> {
     use crate::last_good::{LastGoodLocation, Read, Store, decode};
-    let at = match at {
-        Some(at) => at.clone(),
-        None => LastGoodLocation::default_for(location)?,
+    let default = LastGoodLocation::default_for(location);
+    let (at, own) = match at {
+        Some(at) => (at.clone(), default.as_ref() == Some(at)),
+        None => (default?, true),
     };
     let store = Store::new(at.clone()).await;
     let used = match store.read(None).await {
-        Ok(Read::Document(stored)) => {
+        Ok(Read::Document(stored)) if own => {
             // Written under the catalog name the server was given (a path may be spelt
             // otherwise here): the document beside this location is its own.
             let written_for = serde_json::from_slice::<serde_json::Value>(&stored.bytes)
@@ -300,13 +314,17 @@ async fn persisted(
                 .unwrap_or_default();
             decode(&written_for, &stored.bytes, check).map(|d| Some(d.fragments))
         }
+        Ok(Read::Document(stored)) => {
+            decode(&location.to_string(), &stored.bytes, check).map(|d| Some(d.fragments))
+        }
+        Ok(Read::Absent) if !own => {
+            Err("there is none (--last-good or XDS_SERVER_LAST_GOOD names no document)".to_string())
+        }
         Ok(Read::Absent | Read::Unchanged) => Ok(None),
         Err(e) => Err(e),
     };
     used.unwrap_or_else(|why| {
-        let text = format!("{at}: the last good catalog is not used: {why}");
-        report.text.push(format!("warning: {text}"));
-        report.warnings.push(Problem::at("", text));
+        report.warn(format!("{at}: the last good catalog is not used: {why}"));
         None
     })
 }
@@ -382,6 +400,94 @@ mod tests {
             ..Options::default()
         };
         check(&CatalogLocation::File(wallet.to_path_buf()), options).await
+    }
+
+    #[tokio::test]
+    async fn a_last_good_document_named_for_another_catalog_or_missing_is_not_used_and_says_so() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("catalog.d");
+        std::fs::create_dir_all(&dir).unwrap();
+        let connector = service("connector", "connector", &["connector"]);
+        let good: Fragments = [(
+            "connector.yaml".to_string(),
+            fragments::accept(
+                &Document::new("connector.yaml", connector.as_bytes()),
+                &|_| Vec::new(),
+            )
+            .unwrap(),
+        )]
+        .into();
+        std::fs::write(
+            dir.join("connector.yaml"),
+            connector.replace("port: 8080", "port: 0"),
+        )
+        .unwrap();
+        let wallet = tmp.path().join("wallet.yaml");
+        std::fs::write(&wallet, service("wallet", "connector", &[])).unwrap();
+        let kept = tmp.path().join("state.json");
+        let validate = async |last_good: &Path| {
+            let options = Options {
+                with: vec![CatalogLocation::File(dir.clone())],
+                last_good: Some(crate::last_good::LastGoodLocation::File(
+                    last_good.to_path_buf(),
+                )),
+                trust_domain: "mesh.local".into(),
+                ..Options::default()
+            };
+            check(&CatalogLocation::File(wallet.clone()), options).await
+        };
+        // Exported for another catalog: its versions are not used, and it says why.
+        let other = CatalogLocation::File(tmp.path().join("other.d")).to_string();
+        std::fs::write(&kept, crate::last_good::encode(&other, &good).unwrap().0).unwrap();
+        let report = validate(&kept).await;
+        assert!(!report.ok, "{}", report.text());
+        let not_used = format!(
+            "warning: {}: the last good catalog is not used: written for catalog {}",
+            kept.display(),
+            crate::last_good::canonical(&other)
+        );
+        assert!(report.text().contains(&not_used), "{}", report.text());
+        assert!(
+            report
+                .text()
+                .contains(r#"upstream "connector" is not defined"#),
+            "{}",
+            report.text()
+        );
+        // Written for this one: used.
+        let this = CatalogLocation::File(dir.clone()).to_string();
+        std::fs::write(&kept, crate::last_good::encode(&this, &good).unwrap().0).unwrap();
+        let report = validate(&kept).await;
+        assert!(report.ok, "{}", report.text());
+        assert!(!report.text().contains("not used"), "{}", report.text());
+        // Named but missing: said so.
+        let missing = tmp.path().join("missing.json");
+        let report = validate(&missing).await;
+        assert!(!report.ok);
+        assert!(
+            report.text().contains(&format!(
+                "warning: {}: the last good catalog is not used: there is none",
+                missing.display()
+            )),
+            "{}",
+            report.text()
+        );
+        // Given without --with: said so.
+        std::fs::write(dir.join("connector.yaml"), &connector).unwrap();
+        let options = Options {
+            last_good: Some(crate::last_good::LastGoodLocation::File(kept.clone())),
+            trust_domain: "mesh.local".into(),
+            ..Options::default()
+        };
+        let report = check(&CatalogLocation::File(dir.clone()), options).await;
+        assert!(report.ok, "{}", report.text());
+        assert!(
+            report
+                .text()
+                .contains("--last-good (or XDS_SERVER_LAST_GOOD) is read only with --with"),
+            "{}",
+            report.text()
+        );
     }
 
     #[tokio::test]

@@ -12,8 +12,9 @@
 //! their content; a fragment that carries a private key anyway is refused
 //! ([`fragments::accept`]), so its last good version is the one persisted, and [`encode`]
 //! refuses to write a key all the same. Of two versions of a fragment, the one a replica has
-//! just seen change live, else the one uploaded last, is written ([`merge`]), so a replica that
-//! lags behind an upload does not undo it.
+//! just seen replace the version it served, else the one uploaded last, is written
+//! ([`merge`]), so a replica that lags behind an upload does not undo it, and a rollback to an
+//! older version is written too.
 //!
 //! A document that is not one (corrupt, another format, its digest wrong) or that was written
 //! for another catalog location is ignored with a log line; it is only ever consulted for
@@ -142,19 +143,52 @@ pub enum EncodeError {
 }
 
 /// A catalog location as a document names it, the same however a replica spells it: an S3
-/// location as it is; a directory as its real absolute path (`./catalog.d`, `catalog.d/` and
-/// `/srv/catalog.d` are one when the working directory is `/srv`; links resolved when it
-/// exists).
+/// location as it is; a directory as its absolute path, its parents' links and `..` resolved
+/// (`./catalog.d`, `catalog.d/` and `/srv/catalog.d` are one when the working directory is
+/// `/srv`), but not a link the directory itself is: `catalog.d -> releases/42/catalog.d`
+/// stays `catalog.d` when the link is switched to `releases/43`, so the replicas started
+/// before and after the switch name one catalog. Parents that do not exist (yet) are taken as
+/// spelled below the deepest one that does, so a replica that starts while its directory is
+/// missing names it as the others do.
 pub fn canonical(catalog: &str) -> String {
+    use std::path::{Component, Path};
     if catalog.starts_with("s3://") {
         return catalog.to_string();
     }
-    let path = std::path::Path::new(catalog);
-    let real = std::fs::canonicalize(path)
-        .or_else(|_| std::path::absolute(path))
-        .unwrap_or_else(|_| path.to_path_buf());
-    let normal: PathBuf = real.components().collect();
-    normal.display().to_string()
+    let path = Path::new(catalog);
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    // The last component as named; a path ending in `..` or `/` has none of its own.
+    let (parent, last) = match absolute.components().next_back() {
+        Some(Component::Normal(last)) => (
+            absolute.parent().unwrap_or(Path::new("/")).to_path_buf(),
+            Some(last.to_os_string()),
+        ),
+        _ => (absolute.clone(), None),
+    };
+    // The deepest parent that exists, with its links resolved; then the rest as spelled
+    // (what does not exist holds no link).
+    let mut real = None;
+    let mut rest = Vec::new();
+    for ancestor in parent.ancestors() {
+        if let Ok(r) = std::fs::canonicalize(ancestor) {
+            real = Some(r);
+            break;
+        }
+        if let Some(c) = ancestor.components().next_back() {
+            rest.push(c.as_os_str().to_os_string());
+        }
+    }
+    let mut out = real.unwrap_or_default();
+    for c in rest.iter().rev().chain(last.as_ref()) {
+        match Path::new(c).components().next() {
+            Some(Component::ParentDir) => {
+                out.pop();
+            }
+            Some(Component::CurDir) | None => {}
+            Some(_) => out.push(c),
+        }
+    }
+    out.display().to_string()
 }
 
 /// The document for the fragments served from `catalog`, and its digest.
@@ -191,6 +225,9 @@ pub fn encode(catalog: &str, served: &Fragments) -> Result<(Vec<u8>, String), En
 /// A document read back: the fragments it keeps, and what of it could not be used.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {
+    /// The catalog location it names, as written (another spelling of the same location is
+    /// written anew: [`canonical`]).
+    pub catalog: String,
     /// Its digest.
     pub digest: String,
     /// The fragments that pass their checks here, by name.
@@ -254,6 +291,7 @@ pub fn decode(catalog: &str, bytes: &[u8], check: Check<'_>) -> Result<Decoded, 
         }
     }
     Ok(Decoded {
+        catalog: doc.catalog,
         digest: doc.digest,
         fragments: out,
         skipped,
@@ -458,32 +496,33 @@ fn write_file(path: &std::path::Path, bytes: &[u8], over: Option<&Tag>) -> Resul
 /// names it listed or read in the document before): one it never saw is another replica's
 /// newer news, kept until this replica lists it or sees it removed. Of a fragment both hold,
 /// the version uploaded last is kept ([`newer`]): a replica that has not polled since an
-/// upload does not write its older version over the newer one. But a fragment this replica
-/// has just seen change live (`changed`: its load took a version other than the one it
-/// served before) is written as it serves it unless the stored one was uploaded strictly
-/// later: a version uploaded in the same second as the one it replaced is still the latest
-/// (a file put back with its old mtime has a new ctime, so a later time), and a replica that
-/// listed between two quick uploads does not undo the second. The other replicas see the same
-/// change at their next poll and write the same version.
+/// upload does not write its older version over the newer one.
+///
+/// But a fragment this replica has just seen change live (`changed`: its load took a version
+/// other than the one it served before, given by name) is written as it serves it, whatever
+/// its time, over the version it saw replaced (a rollback that makes an older version current
+/// again, or a version whose source has no time). The stored version wins only when it is
+/// another one, which this replica never served, uploaded strictly later: another replica saw
+/// a newer upload than this one's change (v1, v2, v3 in quick succession; this replica went
+/// from v1 to v2 while another wrote v3), so this replica does not undo it. The other replicas
+/// see the same change at their next poll and write the same version.
 pub fn merge(
     stored: &Fragments,
     served: &Fragments,
     live: &std::collections::BTreeSet<String>,
     seen: &std::collections::BTreeSet<String>,
-    changed: &std::collections::BTreeSet<String>,
+    changed: &BTreeMap<String, FragmentVersion>,
 ) -> Fragments {
     let mut out = served.clone();
     for (name, a) in stored {
-        let keep = match out.get(name) {
-            // Unless the stored one was uploaded strictly later: another replica saw a newer
-            // upload than this one's change (v1, v2, v3 in quick succession; this replica
-            // listed v2).
-            Some(mine) if changed.contains(name) => {
-                fragments::uploaded(a.source.as_deref())
-                    > fragments::uploaded(mine.source.as_deref())
+        let keep = match (out.get(name), changed.get(name)) {
+            (Some(mine), Some(before)) => {
+                a.version != *before
+                    && fragments::uploaded(a.source.as_deref())
+                        > fragments::uploaded(mine.source.as_deref())
             }
-            Some(mine) => newer(a, mine),
-            None => live.contains(name) || !seen.contains(name),
+            (Some(mine), None) => newer(a, mine),
+            (None, _) => live.contains(name) || !seen.contains(name),
         };
         if keep {
             out.insert(name.clone(), a.clone());
@@ -638,11 +677,61 @@ mod tests {
             // And write the same bytes.
             assert_eq!(encode(&other, &fragments).unwrap().0, bytes, "{other}");
         }
-        // Through a link to it, too.
-        std::os::unix::fs::symlink(dir.join("catalog.d"), dir.join("link")).unwrap();
-        assert!(decode(&at("link"), &bytes, &|_| Vec::new()).is_ok());
+        // Through a link to its parent, too.
+        std::os::unix::fs::symlink(&dir, dir.join("x").join("up")).unwrap();
+        assert!(decode(&at("x/up/catalog.d"), &bytes, &|_| Vec::new()).is_ok());
         // Another directory is another catalog.
         assert!(decode(&at("other.d"), &bytes, &|_| Vec::new()).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_that_is_a_release_link_keeps_its_name_when_the_link_is_switched() {
+        let dir = std::env::temp_dir().join(format!("xds-last-good-rel-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        for release in ["42", "43"] {
+            std::fs::create_dir_all(dir.join("releases").join(release).join("catalog.d")).unwrap();
+        }
+        let real = std::fs::canonicalize(&dir).unwrap();
+        let link = dir.join("catalog.d");
+        std::os::unix::fs::symlink(dir.join("releases/42/catalog.d"), &link).unwrap();
+        let fragments = served(&[("wallet.yaml", WALLET)]);
+        let catalog = link.display().to_string();
+        let (bytes, _) = encode(&catalog, &fragments).unwrap();
+        let written: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            written["catalog"],
+            real.join("catalog.d").display().to_string()
+        );
+        // The deploy switches the link: replicas started before and after write and read
+        // one document.
+        std::fs::remove_file(&link).unwrap();
+        std::os::unix::fs::symlink(dir.join("releases/43/catalog.d"), &link).unwrap();
+        assert_eq!(encode(&catalog, &fragments).unwrap().0, bytes);
+        assert!(decode(&catalog, &bytes, &|_| Vec::new()).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_directory_missing_under_a_linked_parent_is_named_as_once_it_exists() {
+        let dir = std::env::temp_dir().join(format!("xds-last-good-miss-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("volume")).unwrap();
+        std::os::unix::fs::symlink(dir.join("volume"), dir.join("mnt")).unwrap();
+        let catalog = dir.join("mnt/catalog.d").display().to_string();
+        let missing = canonical(&catalog);
+        // Also spelled with `..` through a directory that does not exist either.
+        let roundabout = dir.join("mnt/gone/../catalog.d").display().to_string();
+        assert_eq!(canonical(&roundabout), missing);
+        std::fs::create_dir_all(dir.join("volume/catalog.d")).unwrap();
+        assert_eq!(canonical(&catalog), missing);
+        assert_eq!(
+            missing,
+            std::fs::canonicalize(dir.join("volume/catalog.d"))
+                .unwrap()
+                .display()
+                .to_string()
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -786,19 +875,24 @@ mod tests {
         assert_eq!(merged(&old, &twin), merged(&twin, &old));
         // Unless a replica has just seen it change live: then what it serves is the latest
         // (uploaded in the same second as the one it replaced).
-        let changed = |stored: &Fragments, served: &Fragments| {
-            merge(stored, served, &names(), &names(), &names())["wallet.yaml"].clone()
+        let changed = |stored: &Fragments, served: &Fragments, before: &Fragments| {
+            let before = BTreeMap::from([(
+                "wallet.yaml".to_string(),
+                before["wallet.yaml"].version.clone(),
+            )]);
+            merge(stored, served, &names(), &names(), &before)["wallet.yaml"].clone()
         };
         let (first, second) = if newer(&old["wallet.yaml"], &twin["wallet.yaml"]) {
             (&twin, &old)
         } else {
             (&old, &twin)
         };
-        assert_eq!(changed(first, second), second["wallet.yaml"]);
-        assert_eq!(changed(second, first), first["wallet.yaml"]);
-        // But not over a version uploaded strictly later, which another replica saw: one
-        // that listed between two uploads does not undo the second.
-        assert_eq!(changed(&new, &old), new["wallet.yaml"]);
+        assert_eq!(changed(first, second, first), second["wallet.yaml"]);
+        assert_eq!(changed(second, first, second), first["wallet.yaml"]);
+        // But not over another version, uploaded strictly later, which another replica saw:
+        // one that went from v1 to v2 while v3 was uploaded does not undo v3.
+        let v0 = uploaded_at(&[("wallet.yaml", &wallet("10.0.0.5"))], 1_699_999_000);
+        assert_eq!(changed(&new, &old, &v0), new["wallet.yaml"]);
         // A version stored before sources carried a time is the older.
         let untimed = served(&[("wallet.yaml", &wallet("10.0.0.7"))]);
         assert_eq!(merged(&untimed, &old), old["wallet.yaml"]);
@@ -810,6 +904,24 @@ mod tests {
             fragments::uploaded(back.fragments["wallet.yaml"].source.as_deref()),
             Some(std::time::Duration::from_secs(1_700_000_060))
         );
+    }
+
+    #[test]
+    fn a_rollback_to_an_older_version_is_written_over_the_one_it_replaced() {
+        let wallet = |ip: &str| WALLET.replace("10.0.0.1", ip);
+        let names = || std::collections::BTreeSet::from(["wallet.yaml".to_string()]);
+        let v1 = uploaded_at(&[("wallet.yaml", &wallet("10.0.0.1"))], 1_700_000_000);
+        let v2 = uploaded_at(&[("wallet.yaml", &wallet("10.0.0.2"))], 1_700_000_060);
+        let went_back =
+            BTreeMap::from([("wallet.yaml".to_string(), v2["wallet.yaml"].version.clone())]);
+        // The current version of a versioned bucket deleted: v1 is current again, with its old
+        // Last-Modified. A replica that served v2 and now serves v1 writes v1.
+        let merged = merge(&v2, &v1, &names(), &names(), &went_back);
+        assert_eq!(merged["wallet.yaml"], v1["wallet.yaml"]);
+        // A version whose source has no time replaces the one it was seen to replace, too.
+        let untimed = served(&[("wallet.yaml", &wallet("10.0.0.3"))]);
+        let merged = merge(&v2, &untimed, &names(), &names(), &went_back);
+        assert_eq!(merged["wallet.yaml"], untimed["wallet.yaml"]);
     }
 
     /// A service's fragment: proxy `proxy` routes `/` to `to`; it defines `upstreams`.

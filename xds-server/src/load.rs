@@ -535,7 +535,7 @@ struct FragmentState {
 struct PendingWrite {
     live: std::collections::BTreeSet<String>,
     seen: std::collections::BTreeSet<String>,
-    changed: std::collections::BTreeSet<String>,
+    changed: BTreeMap<String, FragmentVersion>,
 }
 
 /// The persisted document as this replica knows it.
@@ -549,9 +549,10 @@ enum Doc {
     /// There is one, not usable (corrupt, another format or catalog); `tag` to write over it.
     Ignored(last_good::Tag),
     /// There is one: its fragments that pass this server's checks, those that do not (kept
-    /// when it is written again), and its digest.
+    /// when it is written again), its digest, and the catalog location it names.
     Good {
         tag: last_good::Tag,
+        catalog: String,
         digest: String,
         fragments: Fragments,
         unchecked: Fragments,
@@ -652,6 +653,7 @@ impl FragmentState {
                         tracing::info!(last_good = %location, digest = %decoded.digest, fragments = decoded.fragments.len(), "last good catalog read: its versions stand in for fragments that are bad now");
                         let doc = Doc::Good {
                             tag: stored.tag,
+                            catalog: decoded.catalog,
                             digest: decoded.digest,
                             fragments: decoded.fragments,
                             unchecked: decoded.unchecked,
@@ -753,8 +755,8 @@ impl FragmentState {
         }
     }
 
-    /// A replica that has served nothing yet serves the last good versions it has (those of
-    /// the persisted document, at the start), as the replicas already running keep serving
+    /// Serves the last good versions it has (those of the persisted document, for a replica
+    /// that has not listed the catalog yet), as the replicas already running keep serving
     /// theirs; whether it has any to serve.
     fn serve_kept(
         &self,
@@ -763,7 +765,7 @@ impl FragmentState {
         server: &crate::secrets::ServerSide,
         tx: &watch::Sender<Option<Arc<LoadedCatalog>>>,
     ) -> bool {
-        if tx.borrow().is_some() || self.last_good.is_empty() {
+        if self.last_good.is_empty() {
             return false;
         }
         let kept: Vec<Document> = self
@@ -780,17 +782,21 @@ impl FragmentState {
         if resolution.served.is_empty() {
             return false;
         }
-        tx.send_replace(Some(Arc::new(LoadedCatalog {
+        let loaded = LoadedCatalog {
             catalog: resolution.catalog,
             base_dir: base,
-        })));
+        };
+        if !tx.borrow().as_ref().is_some_and(|c| **c == loaded) {
+            tx.send_replace(Some(Arc::new(loaded)));
+        }
         true
     }
 
     /// A poll that could not read the catalog (a directory or prefix that cannot be listed:
     /// missing, permission denied, S3 refused or unreachable). What is served stays; a
-    /// replica that has served nothing yet serves the persisted last good catalog, read
-    /// again at each poll until it can be, and `/readyz` says why.
+    /// replica that has not listed the catalog yet serves the persisted last good catalog,
+    /// read again at each poll (and served again when it changed) until the catalog can be
+    /// listed, and `/readyz` says why and what is served.
     #[allow(clippy::too_many_arguments)]
     async fn unlistable(
         &mut self,
@@ -802,32 +808,33 @@ impl FragmentState {
         metrics: &Metrics,
         status: &Mutex<CatalogStatus>,
     ) {
-        let mut from_document = None;
-        if tx.borrow().is_none() && self.store.is_some() {
-            if self.read_persisted(name, server, reader, status).await
-                && let Some(fragments) = self.doc.fragments()
-            {
+        // Never listed here: what is served, if anything, is the document's.
+        let from_document = self.store.is_some() && self.last_docs.is_none();
+        if from_document {
+            let changed = self.read_persisted(name, server, reader, status).await;
+            if changed && let Some(fragments) = self.doc.fragments() {
                 self.last_good = fragments.clone();
             }
-            if self.serve_kept(name, reader, server, tx) {
+            if (changed || tx.borrow().is_none()) && self.serve_kept(name, reader, server, tx) {
                 let location = self.store.as_ref().map(|s| s.location().to_string());
-                tracing::warn!(catalog = %name, last_good = ?location, fragments = self.last_good.len(), "catalog unreadable at the start; serving the persisted last good catalog until it can be read");
+                tracing::warn!(catalog = %name, last_good = ?location, fragments = self.last_good.len(), "catalog unreadable; serving the persisted last good catalog until it can be read");
                 let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
                 st.fragments = self
                     .last_good
                     .iter()
                     .map(|(n, a)| (n.clone(), a.version.clone()))
                     .collect();
-                from_document = location;
             }
         }
-        let text = match from_document {
-            Some(location) => format!("{why}; serving the last good catalog read from {location}"),
-            None => why.to_string(),
+        let text = match &self.store {
+            Some(store) if from_document && tx.borrow().is_some() => format!(
+                "{why}; serving the last good catalog read from {}",
+                store.location()
+            ),
+            _ => why.to_string(),
         };
         let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-        let shown = st.last_error.as_deref().is_some_and(|e| e.starts_with(why));
-        if !shown {
+        if st.last_error.as_deref() != Some(text.as_str()) {
             metrics.catalog_loads.with_label_values(&["error"]).inc();
             metrics.catalog_last_load_success.set(0);
             if tx.borrow().is_some() {
@@ -860,7 +867,9 @@ impl FragmentState {
             .is_some_and(|c| !c.catalog.proxies.is_empty());
         if docs.is_empty() && (had_proxies || !self.last_good.is_empty()) {
             // A replica that starts on an emptied folder serves what the others keep serving.
-            self.serve_kept(name, reader, server, tx);
+            if tx.borrow().is_none() {
+                self.serve_kept(name, reader, server, tx);
+            }
             metrics.catalog_loads.with_label_values(&["error"]).inc();
             metrics.catalog_last_load_success.set(0);
             let e = catalog::CatalogErrors {
@@ -935,16 +944,15 @@ impl FragmentState {
             .fragments()
             .map(|f| f.keys().cloned().collect())
             .unwrap_or_default();
-        // Fragments whose version served changed with this load, seen live here.
-        let changed: std::collections::BTreeSet<String> = served
+        // Fragments whose version served changed with this load, seen live here, with the
+        // version served before.
+        let changed: BTreeMap<String, FragmentVersion> = served
             .iter()
             .filter(|(n, _)| !refused.contains_key(*n))
-            .filter(|(n, a)| {
-                self.last_good
-                    .get(*n)
-                    .is_some_and(|b| b.version != a.version)
+            .filter_map(|(n, a)| {
+                let before = self.last_good.get(n)?;
+                (before.version != a.version).then(|| (n.clone(), before.version.clone()))
             })
-            .map(|(n, _)| n.clone())
             .collect();
         if unserved.is_empty() || !matches!(self.doc, Doc::Ignored(_)) {
             let seen = self.seen.clone();
@@ -1063,7 +1071,7 @@ impl FragmentState {
         served: &Fragments,
         live: &std::collections::BTreeSet<String>,
         seen: &std::collections::BTreeSet<String>,
-        changed: &std::collections::BTreeSet<String>,
+        changed: &BTreeMap<String, FragmentVersion>,
         status: &Mutex<CatalogStatus>,
     ) {
         self.pending = None;
@@ -1086,7 +1094,12 @@ impl FragmentState {
         let merged = last_good::merge(&stored, served, live, seen, changed);
         let location = store.location().to_string();
         let outcome = match last_good::encode(name, &merged) {
-            Ok((_, digest)) if matches!(&self.doc, Doc::Good { digest: d, .. } if *d == digest) => {
+            // The same fragments, and the catalog named as it is now (a document that names it
+            // otherwise, as a replica of an older version did, is written anew).
+            Ok((_, digest))
+                if matches!(&self.doc, Doc::Good { digest: d, catalog, .. }
+                    if *d == digest && *catalog == last_good::canonical(name)) =>
+            {
                 Ok(None)
             }
             Ok((bytes, digest)) => match store.write(&bytes, self.doc.tag()).await {
@@ -1114,6 +1127,7 @@ impl FragmentState {
                     .partition(|(n, _)| unchecked.contains_key(n) && !served.contains_key(n));
                 self.doc = Doc::Good {
                     tag,
+                    catalog: last_good::canonical(name),
                     digest,
                     fragments,
                     unchecked,
@@ -1275,6 +1289,43 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(dir.join("catalog.d")).unwrap();
         dir
+    }
+
+    #[tokio::test]
+    async fn a_document_naming_the_catalog_otherwise_is_written_anew_though_its_fragments_match() {
+        let dir = scratch("respell");
+        std::fs::create_dir_all(dir.join("x")).unwrap();
+        let catalog = dir.join("catalog.d");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        upload(
+            &catalog,
+            "a.yaml",
+            &service("a", "a", &["a"], "10.0.0.1"),
+            0,
+        );
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.poll().await;
+        let named = || {
+            let doc: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            doc["catalog"].as_str().unwrap().to_string()
+        };
+        let canonical = last_good::canonical(&catalog.display().to_string());
+        assert_eq!(named(), canonical);
+        // The same fragments, the catalog spelled otherwise (by hand, or an older version).
+        let otherwise = dir.join("x/../catalog.d").display().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let respelled = text.replace(
+            &serde_json::to_string(&canonical).unwrap(),
+            &serde_json::to_string(&otherwise).unwrap(),
+        );
+        assert_ne!(respelled, text);
+        std::fs::write(&path, respelled).unwrap();
+        let mut y = Replica::start(&catalog, &path, "x.example").await;
+        y.poll().await;
+        assert_eq!(y.status().last_good.unwrap().error, None);
+        assert_eq!(named(), canonical);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]
@@ -1694,6 +1745,65 @@ mod tests {
         y.poll().await;
         assert_eq!(y.status().last_error, None);
         assert_eq!(*x.tx.borrow(), *y.tx.borrow());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_replica_whose_directory_stays_unlistable_serves_the_last_good_catalog_as_it_changes()
+    {
+        let dir = scratch("unlistable-later");
+        let catalog = dir.join("catalog.d");
+        let moved = dir.join("moved");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let v1 = service("a", "a", &["a"], "10.0.0.1");
+        let v2 = service("a", "a", &["a"], "10.0.0.2");
+        upload(&catalog, "a.yaml", &v1, 0);
+        std::fs::rename(&catalog, &moved).unwrap();
+        // Y starts while the directory is missing and nothing has been written yet.
+        let mut y = Replica::start(&catalog, &path, "x.example").await;
+        y.poll().await;
+        assert!(y.tx.borrow().is_none());
+        let unlisted = y.status().last_error.unwrap();
+        assert!(
+            unlisted.starts_with(&format!("cannot read {}", catalog.display())),
+            "{unlisted}"
+        );
+        // X, where the directory is there, serves a.yaml and writes it.
+        let mut x = {
+            std::fs::rename(&moved, &catalog).unwrap();
+            let mut x = Replica::start(&catalog, &path, "x.example").await;
+            x.poll().await;
+            std::fs::rename(&catalog, &moved).unwrap();
+            x
+        };
+        // Y's next poll serves it, and says where it comes from.
+        y.poll().await;
+        assert_eq!(
+            y.serving("a.yaml"),
+            Some(FragmentVersion::of(v1.as_bytes()))
+        );
+        assert_eq!(*x.tx.borrow(), *y.tx.borrow());
+        let error = y.status().last_error.unwrap();
+        assert_eq!(
+            error,
+            format!(
+                "{unlisted}; serving the last good catalog read from {}",
+                path.display()
+            )
+        );
+        // a.yaml changes where X lists it; X writes the new version; Y, still unable to list,
+        // serves it at its next poll.
+        std::fs::rename(&moved, &catalog).unwrap();
+        upload(&catalog, "a.yaml", &v2, 60);
+        x.poll().await;
+        std::fs::rename(&catalog, &moved).unwrap();
+        y.poll().await;
+        assert_eq!(
+            y.serving("a.yaml"),
+            Some(FragmentVersion::of(v2.as_bytes()))
+        );
+        assert_eq!(*x.tx.borrow(), *y.tx.borrow());
+        assert_eq!(y.status().last_error, Some(error));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
