@@ -393,6 +393,12 @@ mod tests {
     use crate::catalog::fragments::tests::service;
     use crate::catalog::fragments::{self, Document, Fragments};
 
+    /// `text` as the only fragment of a last good catalog, accepted as the server accepts it.
+    fn accepted(name: &str, text: &str) -> Fragments {
+        let fragment = fragments::accept(&Document::new(name, text.as_bytes()), &|_| Vec::new());
+        [(name.to_string(), fragment.unwrap())].into()
+    }
+
     async fn validate_with(wallet: &Path, dir: &Path) -> Report {
         let options = Options {
             with: vec![CatalogLocation::File(dir.to_path_buf())],
@@ -408,15 +414,7 @@ mod tests {
         let dir = tmp.path().join("catalog.d");
         std::fs::create_dir_all(&dir).unwrap();
         let connector = service("connector", "connector", &["connector"]);
-        let good: Fragments = [(
-            "connector.yaml".to_string(),
-            fragments::accept(
-                &Document::new("connector.yaml", connector.as_bytes()),
-                &|_| Vec::new(),
-            )
-            .unwrap(),
-        )]
-        .into();
+        let good = accepted("connector.yaml", &connector);
         std::fs::write(
             dir.join("connector.yaml"),
             connector.replace("port: 8080", "port: 0"),
@@ -497,15 +495,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let connector = service("connector", "connector", &["connector"]);
         // The server's last good catalog holds connector.yaml as it was; it is broken now.
-        let good: Fragments = [(
-            "connector.yaml".to_string(),
-            fragments::accept(
-                &Document::new("connector.yaml", connector.as_bytes()),
-                &|_| Vec::new(),
-            )
-            .unwrap(),
-        )]
-        .into();
+        let good = accepted("connector.yaml", &connector);
         let served_as = CatalogLocation::File(PathBuf::from("/etc/xds/catalog.d")).to_string();
         let (bytes, _) = crate::last_good::encode(&served_as, &good).unwrap();
         std::fs::write(tmp.path().join(crate::last_good::DEFAULT_NAME), bytes).unwrap();
