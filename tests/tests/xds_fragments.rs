@@ -536,6 +536,26 @@ fn validate_with_reads_the_last_good_catalog_where_last_good_says() {
         &[("XDS_SERVER_LAST_GOOD", kept.display().to_string())],
     );
     assert!(out.status.success(), "{}", text(&out));
+    // Exported for serve, it is no mistake where validate does not read it (no --with);
+    // given as a flag there, it is one.
+    let unused = "is read only with --with";
+    let alone = dir.write("alone.yaml", &good);
+    let out = validate(
+        &[alone.as_os_str()],
+        &[("XDS_SERVER_LAST_GOOD", kept.display().to_string())],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(unused), "{}", text(&out));
+    let out = validate(
+        &[
+            alone.as_os_str(),
+            OsStr::new("--last-good"),
+            kept.as_os_str(),
+        ],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(unused), "{}", text(&out));
 }
 
 #[test]

@@ -90,6 +90,23 @@ enum Documents {
     Fragments(Vec<Document>),
 }
 
+impl Documents {
+    /// The same documents with the same bytes (or the same reason they cannot be read),
+    /// whatever their sources' stamps say.
+    fn same_content(&self, other: &Documents) -> bool {
+        match (self, other) {
+            (Documents::One(a, x), Documents::One(b, y)) => a == b && x == y,
+            (Documents::Fragments(a), Documents::Fragments(b)) => {
+                a.len() == b.len()
+                    && a.iter().zip(b).all(|(a, b)| {
+                        a.name == b.name && a.bytes == b.bytes && a.unreadable == b.unreadable
+                    })
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The fragments of a directory or S3 prefix as they are now (`validate --with`).
 pub async fn read_fragments(location: &CatalogLocation) -> Result<Vec<Document>, String> {
     match location {
@@ -224,7 +241,8 @@ impl CatalogReader {
                     std::fs::read(&*path).map(|b| Documents::One(path.display().to_string(), b))
                 };
                 match read {
-                    Ok(docs) if last.as_ref() == Some(&docs) => Ok(None),
+                    // A new stamp on the same bytes (`chmod`, `touch`) is the same version.
+                    Ok(docs) if last.as_ref().is_some_and(|l| l.same_content(&docs)) => Ok(None),
                     Ok(docs) => {
                         *last = Some(docs.clone());
                         Ok(Some(docs))
@@ -528,6 +546,10 @@ struct FragmentState {
     pending: Option<PendingWrite>,
     /// The fragments last loaded, to load again once an unreadable store can be read.
     last_docs: Option<Vec<Document>>,
+    /// The fragments last loaded that failed their own checks, with their errors: checked
+    /// again at each poll, since what the server's checks read besides the fragment (a
+    /// certificate file it names) may have changed since.
+    own_errors: BTreeMap<String, Vec<catalog::CatalogError>>,
 }
 
 /// What a failed write needs to be tried again: the names of the load it followed (see
@@ -602,6 +624,7 @@ impl FragmentState {
             write_error: None,
             pending: None,
             last_docs: None,
+            own_errors: BTreeMap::new(),
         };
         let Some(location) = location else {
             return state;
@@ -747,12 +770,33 @@ impl FragmentState {
         metrics: &Metrics,
         status: &Mutex<CatalogStatus>,
     ) {
-        if self.stale(name, server, reader, status).await
+        let stale = self.stale(name, server, reader, status).await;
+        if (stale || self.checks_changed(name, reader, server))
             && let Some(docs) = self.last_docs.clone()
         {
             self.load(name, &docs, reader, server, tx, metrics, status)
                 .await;
         }
+    }
+
+    /// Whether a fragment refused by its own checks is judged otherwise now (a certificate
+    /// file it names appeared or changed), though its bytes did not change.
+    fn checks_changed(
+        &self,
+        name: &str,
+        reader: &CatalogReader,
+        server: &crate::secrets::ServerSide,
+    ) -> bool {
+        let (Some(docs), false) = (&self.last_docs, self.own_errors.is_empty()) else {
+            return false;
+        };
+        let base = reader.base_dir();
+        let check = |c: &mut catalog::Catalog| server.settle(c, &base);
+        docs.iter().any(|d| {
+            self.own_errors
+                .get(&fragments::short_name(name, &d.name))
+                .is_some_and(|before| fragments::accept(d, &check).err().as_ref() != Some(before))
+        })
     }
 
     /// Serves the last good versions it has (those of the persisted document, for a replica
@@ -907,6 +951,17 @@ impl FragmentState {
         };
         let last_good = last_good::versions(&own, self.doc.fragments());
         let resolution = fragments::resolve(name, docs, &last_good, &check);
+        self.own_errors = docs
+            .iter()
+            .filter(|d| d.unreadable.is_none())
+            .filter_map(|d| {
+                let fragment = fragments::short_name(name, &d.name);
+                if !resolution.refused.contains_key(&fragment) {
+                    return None;
+                }
+                fragments::accept(d, &check).err().map(|e| (fragment, e))
+            })
+            .collect();
         self.report(name, &resolution, metrics, status);
         let Resolution {
             catalog,
@@ -1852,6 +1907,98 @@ mod tests {
             assert_eq!(st.last_good.unwrap().error, None);
         }
         assert_eq!(*x.tx.borrow(), *y.tx.borrow());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_fragment_whose_mode_or_times_change_with_its_bytes_the_same_is_not_loaded_again() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = scratch("chmod");
+        let catalog = dir.join("catalog.d");
+        let file = catalog.join("a.yaml");
+        upload(
+            &catalog,
+            "a.yaml",
+            &service("a", "a", &["a"], "10.0.0.1"),
+            0,
+        );
+        let mut x = Replica::start(&catalog, &dir.join(last_good::DEFAULT_NAME), "x.example").await;
+        x.poll().await;
+        assert_eq!(x.loaded(), 1);
+        let written = std::fs::read(dir.join(last_good::DEFAULT_NAME)).unwrap();
+        // chmod (and touch) give the file a new ctime; wait for the clock to move on so they do.
+        let before = std::fs::metadata(&file).unwrap().ctime_nsec();
+        for mode in [0o600, 0o644].iter().cycle() {
+            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(*mode)).unwrap();
+            if std::fs::metadata(&file).unwrap().ctime_nsec() != before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        upload(
+            &catalog,
+            "a.yaml",
+            &service("a", "a", &["a"], "10.0.0.1"),
+            30,
+        );
+        x.poll().await;
+        x.poll().await;
+        assert_eq!(x.loaded(), 1, "the same bytes were loaded again");
+        assert_eq!(
+            std::fs::read(dir.join(last_good::DEFAULT_NAME)).unwrap(),
+            written,
+            "the last good catalog was written again for the same versions"
+        );
+        // A change of its bytes still loads.
+        upload(
+            &catalog,
+            "a.yaml",
+            &service("a", "a", &["a"], "10.0.0.2"),
+            60,
+        );
+        x.poll().await;
+        assert_eq!(x.loaded(), 2);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_fragment_refused_for_a_missing_file_is_served_once_the_file_appears() {
+        let dir = scratch("late-file");
+        let catalog = dir.join("catalog.d");
+        upload(
+            &catalog,
+            "b.yaml",
+            &service("b", "b", &["b"], "10.0.1.1"),
+            0,
+        );
+        let a = service("a", "a", &[], "")
+            + "  a:\n    protocol: http1\n    endpoints: { static: [\"10.0.0.1:80\"] }\n    tls: { trust: { file: ca.pem }, sni: a.test }\n";
+        upload(&catalog, "a.yaml", &a, 0);
+        let mut x = Replica::start(&catalog, &dir.join(last_good::DEFAULT_NAME), "x.example").await;
+        x.poll().await;
+        let refused = &x.status().refused_fragments["a.yaml"];
+        assert!(refused.error.contains("ca.pem"), "{}", refused.error);
+        assert_eq!(refused.serving, None);
+        let errors = |x: &Replica| x.metrics.catalog_loads.with_label_values(&["error"]).get();
+        let refusals = errors(&x);
+        // Checked again at each poll, and while nothing changed it is not loaded (nor
+        // counted, nor logged) again.
+        x.poll().await;
+        assert_eq!(errors(&x), refusals);
+        // The file it names appears, its bytes unchanged: it is served at the next poll.
+        let ca = crate::ca::Ca::generate("t").unwrap();
+        std::fs::write(catalog.join("ca.pem"), ca.certificate_pem()).unwrap();
+        x.poll().await;
+        let st = x.status();
+        assert!(
+            st.refused_fragments.is_empty(),
+            "{:?}",
+            st.refused_fragments
+        );
+        assert_eq!(st.fragments["a.yaml"], FragmentVersion::of(a.as_bytes()));
+        assert_eq!(x.loaded(), 1);
+        x.poll().await;
+        assert_eq!(x.loaded(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

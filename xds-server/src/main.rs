@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use common::cli::LogFormat;
 use xds_server::bootstrap::{self, BootstrapConfig};
 use xds_server::ca::{Ca, CaSource};
@@ -228,7 +228,9 @@ enum Command {
         join_as: Option<String>,
         /// With --with: where the server keeps the last good catalog of the (first) --with
         /// directory or prefix, a file or s3://BUCKET/KEY, as serve's --last-good (default:
-        /// .last-good.json beside the directory, or under the prefix).
+        /// .last-good.json beside the directory, or under the prefix). One that does not exist
+        /// or was written for another catalog is not used (a warning says why); the flag
+        /// without --with is a warning, the environment variable alone is not.
         #[arg(
             long,
             env = "XDS_SERVER_LAST_GOOD",
@@ -469,7 +471,8 @@ async fn load_offline(
 
 #[tokio::main]
 async fn main() -> anyhow::Result<ExitCode> {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let log_format = cli.log_format;
     let logs =
         |filter: &str| common::cli::init_logs(log_format, filter).map_err(anyhow::Error::msg);
@@ -583,6 +586,13 @@ async fn main() -> anyhow::Result<ExitCode> {
             trust_domain,
             output,
         } => {
+            // XDS_SERVER_LAST_GOOD exported for `serve` names the served catalog's document:
+            // only --with reads it, and without --with it is no mistake (the flag would be).
+            let from_env = matches
+                .subcommand_matches("validate")
+                .and_then(|m| m.value_source("last_good"))
+                == Some(clap::parser::ValueSource::EnvVariable);
+            let last_good = last_good.filter(|_| !(from_env && with.is_empty()));
             let options = xds_server::check::Options {
                 with,
                 join_as,
