@@ -223,13 +223,18 @@ impl CatalogReader {
     async fn read(&mut self) -> Result<Option<Documents>, String> {
         let read = self.read_changed().await;
         if read.is_err() {
-            match self {
-                CatalogReader::File { last, .. } => *last = None,
-                CatalogReader::S3 { etag, .. } => *etag = None,
-                CatalogReader::S3Prefix { read, .. } => read.last = None,
-            }
+            self.forget();
         }
         read
+    }
+
+    /// Gives the documents again at the next read, even if unchanged.
+    fn forget(&mut self) {
+        match self {
+            CatalogReader::File { last, .. } => *last = None,
+            CatalogReader::S3 { etag, .. } => *etag = None,
+            CatalogReader::S3Prefix { read, .. } => read.last = None,
+        }
     }
 
     async fn read_changed(&mut self) -> Result<Option<Documents>, String> {
@@ -465,10 +470,12 @@ async fn poll(
                 .await;
         }
         Ok(Some(Documents::One(doc_name, bytes))) => {
+            let mut by_server = false;
             let loaded = catalog::parse_bytes(&doc_name, &bytes).and_then(|mut catalog| {
                 // What only this server can say: its CA, its trust domain, its files.
                 let errors = server.settle(&mut catalog, &reader.base_dir());
                 if !errors.is_empty() {
+                    by_server = true;
                     return Err(catalog::CatalogErrors {
                         source_name: name.to_string(),
                         errors,
@@ -486,10 +493,19 @@ async fn poll(
                     tx.send_replace(Some(Arc::new(c)));
                 }
                 Err(e) => {
-                    metrics.catalog_loads.with_label_values(&["error"]).inc();
-                    metrics.catalog_last_load_success.set(0);
-                    tracing::error!(error = %e, "catalog rejected; still serving the last good catalog");
-                    st.last_error = Some(e.to_string());
+                    // Refused by what the server's checks read besides the catalog (a
+                    // certificate file it names): checked again at each poll, logged once
+                    // per change.
+                    if by_server {
+                        reader.forget();
+                    }
+                    let text = e.to_string();
+                    if st.last_error.as_ref() != Some(&text) {
+                        metrics.catalog_loads.with_label_values(&["error"]).inc();
+                        metrics.catalog_last_load_success.set(0);
+                        tracing::error!(error = %e, "catalog rejected; still serving the last good catalog");
+                        st.last_error = Some(text);
+                    }
                 }
             }
         }
@@ -1999,6 +2015,61 @@ mod tests {
         assert_eq!(x.loaded(), 1);
         x.poll().await;
         assert_eq!(x.loaded(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_catalog_file_refused_for_a_missing_file_is_served_once_the_file_appears() {
+        let dir = scratch("late-file-one");
+        let path = dir.join("catalog.yaml");
+        let text = service("a", "a", &[], "")
+            + "  a:\n    protocol: http1\n    endpoints: { static: [\"10.0.0.1:80\"] }\n    tls: { trust: { file: ca.pem }, sni: a.test }\n";
+        std::fs::write(&path, &text).unwrap();
+        let location = CatalogLocation::File(path.clone());
+        let name = location.to_string();
+        let mut reader = CatalogReader::new(&location).await;
+        let server = crate::secrets::ServerSide {
+            has_ca: false,
+            trust_domain: "x.example".into(),
+        };
+        let status = Mutex::new(CatalogStatus::default());
+        let mut state = FragmentState::start(&name, None, &server, &reader, &status).await;
+        let (tx, _) = watch::channel(None);
+        let metrics = Metrics::new();
+        for _ in 0..2 {
+            poll(
+                &name,
+                &mut reader,
+                &mut state,
+                &server,
+                &tx,
+                &metrics,
+                &status,
+            )
+            .await;
+        }
+        let error = status.lock().unwrap().last_error.clone().unwrap();
+        assert!(error.contains("ca.pem"), "{error}");
+        assert!(tx.borrow().is_none());
+        // Refused once, not again at each poll.
+        assert_eq!(metrics.catalog_loads.with_label_values(&["error"]).get(), 1);
+        let ca = crate::ca::Ca::generate("t").unwrap();
+        std::fs::write(dir.join("ca.pem"), ca.certificate_pem()).unwrap();
+        poll(
+            &name,
+            &mut reader,
+            &mut state,
+            &server,
+            &tx,
+            &metrics,
+            &status,
+        )
+        .await;
+        assert!(
+            tx.borrow().is_some(),
+            "the catalog is served once its file is there"
+        );
+        assert_eq!(status.lock().unwrap().last_error, None);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
