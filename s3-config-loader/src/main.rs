@@ -121,7 +121,7 @@ struct CommonArgs {
     /// Owner group id of written files.
     #[arg(long, env = "S3_CONFIG_LOADER_GID")]
     gid: Option<u32>,
-    /// Downloads in flight at once.
+    /// Objects handled at once: downloaded, rendered, validated and written side by side.
     #[arg(long, env = "S3_CONFIG_LOADER_CONCURRENCY", default_value_t = 32)]
     concurrency: usize,
     /// Serve /metrics and /healthz here.

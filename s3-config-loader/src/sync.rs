@@ -9,6 +9,8 @@ use std::time::Duration;
 
 use aws_sdk_s3::error::SdkError;
 use aws_sdk_s3::types::ChecksumMode;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -386,6 +388,7 @@ impl Syncer {
         let root = self.root();
         let dir = files::Dir::create(&root)
             .map_err(|source| SyncError::Directory { dir: root, source })?;
+        let dir = Arc::new(dir);
         if let Some(atomic) = &atomic_dir {
             let new = generation::prepare(atomic).map_err(|source| SyncError::Generation {
                 dir: atomic.clone(),
@@ -394,8 +397,9 @@ impl Syncer {
             self.generation = new.file_name().map(PathBuf::from);
         }
 
-        // Fetch the bodies, several at a time, and put each in place as it arrives: memory
-        // holds at most `concurrency` bodies, not a whole pass's.
+        // Fetch the bodies, several at a time, and put each in place as it arrives, several
+        // at a time too (writing a file waits for two fsyncs): memory holds at most
+        // `concurrency` bodies, not a whole pass's.
         let limit = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut fetches = JoinSet::new();
         for (i, (obj, _, step)) in plan.iter().enumerate() {
@@ -420,31 +424,55 @@ impl Syncer {
                 )
             });
         }
-        while let Some(done) = fetches.join_next().await {
-            let Ok((i, result, _permit)) = done else {
-                continue;
-            };
-            let (obj, rel, _) = &plan[i];
-            match result {
-                Ok((Fetched::NotModified, etag)) => {
-                    report.unchanged += 1;
-                    self.remember(rel, &obj.key, etag.unwrap_or_else(|| obj.etag.clone()));
-                }
-                Ok((Fetched::Body { bytes: body, .. }, etag)) => {
-                    report.downloaded += 1;
-                    report.bytes += body.len() as u64;
-                    match self.install(&dir, &obj.key, rel, body).await {
-                        Ok(true) => report.written.push(self.absolute(rel)),
-                        Ok(false) => report.unchanged += 1,
-                        Err(e) => {
-                            report.errors.push(e);
+        // The ETag each file now stands for, by plan index; remembered once all are in.
+        let mut learned: Vec<(usize, String)> = Vec::new();
+        {
+            let this: &Syncer = self;
+            let mut installs = FuturesUnordered::new();
+            loop {
+                tokio::select! {
+                    Some(done) = fetches.join_next(), if !fetches.is_empty() => {
+                        let Ok((i, result, permit)) = done else {
                             continue;
+                        };
+                        let (obj, rel, _) = &plan[i];
+                        match result {
+                            Ok((Fetched::NotModified, etag)) => {
+                                report.unchanged += 1;
+                                learned.push((i, etag.unwrap_or_else(|| obj.etag.clone())));
+                            }
+                            Ok((Fetched::Body { bytes: body, .. }, etag)) => {
+                                report.downloaded += 1;
+                                report.bytes += body.len() as u64;
+                                let etag = etag.unwrap_or_else(|| obj.etag.clone());
+                                let dir = dir.clone();
+                                installs.push(async move {
+                                    let installed = this.install(&dir, &obj.key, rel, body).await;
+                                    drop(permit);
+                                    (i, etag, installed)
+                                });
+                            }
+                            Err(e) => report.errors.push(e),
                         }
                     }
-                    self.remember(rel, &obj.key, etag.unwrap_or_else(|| obj.etag.clone()));
+                    Some((i, etag, installed)) = installs.next(), if !installs.is_empty() => {
+                        match installed {
+                            Ok(true) => report.written.push(this.absolute(&plan[i].1)),
+                            Ok(false) => report.unchanged += 1,
+                            Err(e) => {
+                                report.errors.push(e);
+                                continue;
+                            }
+                        }
+                        learned.push((i, etag));
+                    }
+                    else => break,
                 }
-                Err(e) => report.errors.push(e),
             }
+        }
+        for (i, etag) in learned {
+            let (obj, rel, _) = &plan[i];
+            self.remember(rel, &obj.key, etag);
         }
         // Key order, so that logs and hooks see a stable sequence.
         report.written.sort();
@@ -609,7 +637,7 @@ impl Syncer {
     /// Renders, validates and writes one body; `Ok(false)` when the file already held it.
     async fn install(
         &self,
-        dir: &files::Dir,
+        dir: &Arc<files::Dir>,
         key: &str,
         rel: &Path,
         body: Vec<u8>,
@@ -625,32 +653,43 @@ impl Syncer {
         let path = self.absolute(rel);
         // In a generation being built, the file is a hard link to the published one.
         let dest = self.write_rel(rel);
-        if dir.read(&dest).is_ok_and(|old| old == body) {
-            return Ok(false);
-        }
-        let staged = dir
-            .stage(
-                &dest,
-                &body,
-                self.config.file,
-                self.config.validate.is_some(),
-            )
-            .map_err(|e| {
-                err(
+        let (opts, keep_extension) = (self.config.file, self.config.validate.is_some());
+        let staged = {
+            let dir = dir.clone();
+            blocking(move || {
+                if dir.read(&dest).is_ok_and(|old| old == body) {
+                    return Ok(None);
+                }
+                dir.stage(&dest, &body, opts, keep_extension).map(Some)
+            })
+            .await
+        };
+        let staged = match staged {
+            Ok(Some(staged)) => staged,
+            Ok(None) => return Ok(false),
+            Err(e) => {
+                return Err(err(
                     ErrorKind::Write,
                     format!("cannot write {}: {e}", path.display()),
-                )
-            })?;
+                ));
+            }
+        };
         if let Some(cmd) = &self.config.validate
             && let Err(message) =
                 run_validation(cmd, staged.path(), self.config.validate_timeout).await
         {
+            // Dropping the staged file removes it: on a blocking thread too.
+            let _ = blocking(move || {
+                drop(staged);
+                Ok(())
+            })
+            .await;
             return Err(err(
                 ErrorKind::Validation,
                 format!("refused by --validate: {message}"),
             ));
         }
-        staged.publish().map_err(|e| {
+        blocking(move || staged.publish()).await.map_err(|e| {
             err(
                 ErrorKind::Write,
                 format!("cannot replace {}: {e}", path.display()),
@@ -700,6 +739,16 @@ pub async fn list_objects(
         }
     }
     Ok(out)
+}
+
+/// Runs file system work (reads, writes and their fsyncs) on a blocking thread, so that
+/// several files are written at once and the downloads go on meanwhile.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(format!("a file task failed: {e}"))))
 }
 
 fn too_large(key: &str, size: u64, max: u64) -> ObjectError {

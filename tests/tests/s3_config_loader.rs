@@ -346,6 +346,53 @@ fn failed_validation_keeps_the_old_file_and_hooks_fire_once_per_change() {
     assert!(leftovers.is_empty(), "staged files left: {leftovers:?}");
 }
 
+/// The most validations that ran at once in a `sync --once` of eight objects.
+fn validations_at_once(s3: &S3, concurrency: &str) -> usize {
+    let running = s3.dir.path().join(format!("running-{concurrency}"));
+    let peaks = s3.dir.path().join(format!("peaks-{concurrency}"));
+    std::fs::create_dir_all(&running).unwrap();
+    let validate = format!(
+        "touch {r}/$$; sleep 0.3; ls {r} | wc -l >> {p}; rm {r}/$$",
+        r = running.display(),
+        p = peaks.display()
+    );
+    let out = s3.sync_once(
+        "many/",
+        &["--concurrency", concurrency, "--validate", &validate],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).starts_with("8 objects: 8 written, 0 unchanged, 0 errors;"),
+        "{}",
+        stdout(&out)
+    );
+    for i in 0..8 {
+        assert_eq!(read(&s3.out().join(format!("f{i}.conf"))), format!("{i}\n"));
+    }
+    let peak = read(&peaks)
+        .lines()
+        .map(|l| l.trim().parse::<usize>().unwrap())
+        .max()
+        .unwrap();
+    std::fs::remove_dir_all(s3.out()).unwrap();
+    peak
+}
+
+#[test]
+fn files_are_validated_and_written_as_many_at_a_time_as_concurrency_allows() {
+    let s3 = S3::start("s3-parallel");
+    for i in 0..8 {
+        s3.put(&format!("many/f{i}.conf"), format!("{i}\n"));
+    }
+    assert_eq!(
+        validations_at_once(&s3, "1"),
+        1,
+        "--concurrency 1 is one at a time"
+    );
+    let peak = validations_at_once(&s3, "8");
+    assert!(peak > 1, "the eight files were put in place one at a time");
+}
+
 #[test]
 fn signal_and_post_hooks_reach_their_targets_once_per_change() {
     let s3 = S3::start("s3-signal");
