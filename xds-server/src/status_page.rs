@@ -181,7 +181,7 @@ fn proxies_section(h: &mut String, s: &AdminState, now: u64) {
         }
         h.push_str("</table>");
         for n in &mine {
-            for (t, st) in &n.types {
+            for (t, st) in n.types.iter() {
                 if let (SyncState::Nacked, Some(text)) = (st.state, &st.last_nack) {
                     let _ = write!(
                         h,

@@ -256,9 +256,9 @@ impl XdsServer {
 }
 
 /// What a stream's task hands to the wire: a response, or the status that ends the stream.
-/// The status is boxed so that the slots of each stream's channel, which it allocates at once,
-/// stay small.
-pub(crate) type Outgoing = Result<Encoded, Box<Status>>;
+/// Both are boxed so that the slots of each stream's channel, which it allocates 32 at a time,
+/// stay one pointer each (unboxed, 1.8 KiB per stream).
+pub(crate) type Outgoing = Result<Box<Encoded>, Box<Status>>;
 
 type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -948,7 +948,7 @@ async fn run<V: Variant>(
         for resp in out {
             // A proxy that stops reading must not keep this stream past shutdown.
             tokio::select! {
-                sent = tx.send(Ok(resp)) => if sent.is_err() { return },
+                sent = tx.send(Ok(Box::new(resp))) => if sent.is_err() { return },
                 _ = async { shutdown.wait_for(|stop| *stop).await.map(|_| ()) } => return,
             }
         }

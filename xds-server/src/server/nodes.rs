@@ -185,10 +185,62 @@ pub struct NodeStatus {
     /// Seconds since the Unix epoch.
     pub connected_at: u64,
     /// Per resource type (cds, eds, lds, rds, sds) that the stream subscribed to.
-    pub types: BTreeMap<&'static str, TypeStatus>,
+    pub types: TypeStatuses,
     /// Envoy's whole `node` (for CSDS); not serialized.
     #[serde(skip)]
     pub(crate) node: Option<Arc<envoy_types::pb::envoy::config::core::v3::Node>>,
+}
+
+/// A stream's [`TypeStatus`] per resource type, in name order; shown as a JSON object keyed by
+/// type. A sorted list rather than a map: a stream has at most five entries, and a `BTreeMap`
+/// node sized for eleven cost each stream 3.4 KiB (10,000 Envoys: 34 MiB).
+#[derive(Debug, Clone, Default)]
+pub struct TypeStatuses(Vec<(&'static str, TypeStatus)>);
+
+impl TypeStatuses {
+    /// The status of type `short` (`cds`, `eds`, ...), if the stream subscribed to it.
+    pub fn get(&self, short: &str) -> Option<&TypeStatus> {
+        self.0
+            .binary_search_by(|(t, _)| (*t).cmp(short))
+            .ok()
+            .map(|i| &self.0[i].1)
+    }
+
+    /// Each type with its status, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, &TypeStatus)> {
+        self.0.iter().map(|(t, s)| (*t, s))
+    }
+
+    /// The status of type `short`, added as [`SyncState::Requested`] when missing.
+    fn entry(&mut self, short: &'static str) -> &mut TypeStatus {
+        let i = match self.0.binary_search_by(|(t, _)| (*t).cmp(short)) {
+            Ok(i) => i,
+            Err(i) => {
+                self.0.insert(i, (short, TypeStatus::default()));
+                i
+            }
+        };
+        &mut self.0[i].1
+    }
+
+    fn values_mut(&mut self) -> impl Iterator<Item = &mut TypeStatus> {
+        self.0.iter_mut().map(|(_, s)| s)
+    }
+}
+
+impl std::ops::Index<&str> for TypeStatuses {
+    type Output = TypeStatus;
+
+    fn index(&self, short: &str) -> &TypeStatus {
+        self.get(short)
+            .unwrap_or_else(|| panic!("the stream has no {short} status"))
+    }
+}
+
+impl Serialize for TypeStatuses {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
 }
 
 /// Connected streams, keyed by a stream id.
@@ -220,7 +272,7 @@ impl Nodes {
                 service,
                 variant,
                 connected_at,
-                types: BTreeMap::new(),
+                types: TypeStatuses::default(),
                 node: Some(node),
             },
         );
@@ -269,7 +321,7 @@ impl NodeGuard {
     /// Changes one type's status.
     pub(crate) fn update(&self, t: ResourceType, f: impl FnOnce(&mut TypeStatus)) {
         if let Some(n) = self.nodes.lock().get_mut(&self.key) {
-            f(n.types.entry(t.short()).or_default());
+            f(n.types.entry(t.short()));
         }
     }
 
@@ -334,5 +386,30 @@ mod tests {
             kept.encoded_len() * 50 < node.encoded_len(),
             "most of it dropped"
         );
+    }
+
+    #[test]
+    fn a_stream_s_types_are_listed_as_an_object_that_status_reads() {
+        let nodes = Nodes::default();
+        let node = Node {
+            id: "web-1".into(),
+            cluster: "web".into(),
+            ..Default::default()
+        };
+        let guard = nodes.register(&node, &ProxyName("web".into()), "ads", "sotw");
+        guard.update(ResourceType::Route, |s| s.state = SyncState::Stale);
+        guard.update(ResourceType::Cluster, |s| s.sent = Some("v1".into()));
+        guard.update(ResourceType::Cluster, |s| s.state = SyncState::Synced);
+        let listed = &nodes.list()[0];
+        let order: Vec<&str> = listed.types.iter().map(|(t, _)| t).collect();
+        assert_eq!(order, ["cds", "rds"]);
+        assert_eq!(listed.types["cds"].sent.as_deref(), Some("v1"));
+        assert!(listed.types.get("lds").is_none());
+        let json = serde_json::to_value(listed).unwrap();
+        let types = json["types"].as_object().expect("an object keyed by type");
+        assert_eq!(types.keys().collect::<Vec<_>>(), ["cds", "rds"]);
+        let row: crate::status::NodeRow = serde_json::from_value(json).unwrap();
+        assert_eq!(row.types["cds"].state, SyncState::Synced);
+        assert_eq!(row.types["rds"].state, SyncState::Stale);
     }
 }

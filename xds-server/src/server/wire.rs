@@ -174,7 +174,7 @@ fn response(rx: mpsc::Receiver<super::Outgoing>, max: usize) -> http::Response<B
     let frames = futures_util::stream::unfold(Some(rx), move |rx| async move {
         let mut rx = rx?;
         Some(match rx.recv().await {
-            Some(Ok(message)) => match frame(message, max) {
+            Some(Ok(message)) => match frame(*message, max) {
                 Ok(parts) => (parts.into_iter().map(Frame::data).collect(), Some(rx)),
                 Err(status) => (vec![Frame::trailers(trailers(&status))], None),
             },
@@ -230,11 +230,11 @@ mod tests {
         prost::encoding::message::encode(crate::cache::RESOURCES_FIELD, &any, &mut shared);
         let shared = Bytes::from(shared);
         let sent = Encoded::new(&head, vec![shared.clone()]);
-        tx.send(Ok(sent.clone())).await.unwrap();
+        tx.send(Ok(Box::new(sent.clone()))).await.unwrap();
         tx.send(Err(Box::new(Status::permission_denied("not yours"))))
             .await
             .unwrap();
-        tx.send(Ok(sent)).await.unwrap();
+        tx.send(Ok(Box::new(sent))).await.unwrap();
         drop(tx);
         let mut body = response(rx, 1024).into_body();
 
@@ -271,7 +271,9 @@ mod tests {
         let parts: Vec<Bytes> = (0..=MAX_PARTS)
             .map(|_| Bytes::from_static(&[0x12, 0]))
             .collect();
-        tx.send(Ok(Encoded::new(&head, parts))).await.unwrap();
+        tx.send(Ok(Box::new(Encoded::new(&head, parts))))
+            .await
+            .unwrap();
         drop(tx);
         let mut body = response(rx, 1024).into_body();
         let data = body.frame().await.unwrap().unwrap().into_data().unwrap();
@@ -288,7 +290,9 @@ mod tests {
             version_info: "v".repeat(2048),
             ..Default::default()
         };
-        tx.send(Ok(Encoded::new(&big, Vec::new()))).await.unwrap();
+        tx.send(Ok(Box::new(Encoded::new(&big, Vec::new()))))
+            .await
+            .unwrap();
         let mut body = response(rx, 1024).into_body();
         let trailers = next_trailers(&mut body).await;
         assert_eq!(trailers["grpc-status"], "11", "OUT_OF_RANGE");
