@@ -678,12 +678,7 @@ impl Syncer {
             && let Err(message) =
                 run_validation(cmd, staged.path(), self.config.validate_timeout).await
         {
-            // Dropping the staged file removes it: on a blocking thread too.
-            let _ = blocking(move || {
-                drop(staged);
-                Ok(())
-            })
-            .await;
+            // Dropping the staged file removes it.
             return Err(err(
                 ErrorKind::Validation,
                 format!("refused by --validate: {message}"),
