@@ -579,3 +579,103 @@ upstreams:
     let log = server.process.output();
     assert!(log.contains("secretsmanager/tls/none") && !log.contains("PRIVATE KEY"));
 }
+
+/// An `allow` entry is one SAN of one type: `front.example` lets in a client certificate with
+/// that DNS SAN, and refuses one that carries the name only as a URI SAN and its subject (which
+/// Envoy's `authenticated.principal_name` would have matched too).
+#[test]
+fn an_allowed_dns_name_is_matched_only_as_a_dns_san() {
+    let dir = TempDir::new("tls-allow-dns");
+    let app = Backend::start("app", 0).unwrap();
+    let ca = xds_server::ca::Ca::generate("clients").unwrap();
+    let server_pair = tests::server_certificate(&ca, "backend.test", Duration::from_secs(3600));
+    dir.write("server.pem", &server_pair.certificate_pem);
+    dir.write("server-key.pem", &server_pair.private_key_pem);
+    let ca_pem = dir.write("ca.pem", ca.certificate_pem());
+    // A client certificate in a directory of its own, as `curl` takes it.
+    let client = |label: &str, leaf: xds_server::ca::Leaf| {
+        let issued = ca
+            .issue(&xds_server::ca::Leaf {
+                client: true,
+                ttl: Duration::from_secs(3600),
+                ..leaf
+            })
+            .unwrap();
+        let at = dir.path().join(label);
+        std::fs::create_dir(&at).unwrap();
+        std::fs::write(at.join("certificate.pem"), &issued.certificate_pem).unwrap();
+        std::fs::write(at.join("private_key.pem"), &issued.private_key_pem).unwrap();
+        at
+    };
+    let dns = client(
+        "dns",
+        xds_server::ca::Leaf {
+            names: vec!["front.example".into()],
+            ..Default::default()
+        },
+    );
+    // URI SAN `front.example`, and the subject's common name the same.
+    let uri = client(
+        "uri",
+        xds_server::ca::Leaf {
+            uris: vec!["front.example".into()],
+            ..Default::default()
+        },
+    );
+    let other = client(
+        "other",
+        xds_server::ca::Leaf {
+            names: vec!["back.example".into()],
+            ..Default::default()
+        },
+    );
+    assert!(tests::openssl::x509_text(&uri.join("certificate.pem")).contains("URI:front.example"));
+    let port = free_port();
+    let catalog = dir.write(
+        "catalog.yaml",
+        &format!(
+            r#"
+version: 1
+proxies:
+  edge:
+    listeners:
+      - name: public
+        address: 127.0.0.1
+        port: {port}
+        protocol: http
+        tls:
+          certificate: {{ file: {{ chain: server.pem, key: server-key.pem }} }}
+          client_certificate: {{ trust: {{ file: ca.pem }}, allow: [front.example] }}
+        routes: [ {{ match: {{ prefix: / }}, to: app }} ]
+upstreams:
+  app: {{ protocol: http1, endpoints: {{ static: ["{app}"] }} }}
+"#,
+            app = app.endpoint(),
+        ),
+    );
+    let server = XdsServer::start(&dir, &catalog, 0);
+    server.wait_ready();
+    let edge = Envoy::start(&dir, "edge", server.xds_port, Mode::Delta);
+    edge.wait_live();
+    wait_for(
+        "the DNS-SAN client to be served",
+        Duration::from_secs(20),
+        || curl(port, Some(&ca_pem), Some(&dns)).filter(|b| b == "app"),
+    );
+    assert_eq!(
+        curl(port, Some(&ca_pem), Some(&uri)),
+        None,
+        "a client naming front.example only as a URI SAN and in its subject got in"
+    );
+    assert_eq!(curl(port, Some(&ca_pem), Some(&other)), None);
+    wait_for(
+        "Envoy to count both refusals",
+        Duration::from_secs(10),
+        || (stat_ending(&edge, "rbac.denied") >= 2).then_some(()),
+    );
+    assert_eq!(server.metric("xds_nacks_total{type=\"lds\"}"), 0.0);
+    assert_eq!(
+        curl(port, Some(&ca_pem), Some(&dns)).as_deref(),
+        Some("app")
+    );
+}

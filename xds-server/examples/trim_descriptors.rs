@@ -29,6 +29,7 @@ const ROOTS: &[&str] = &[
     "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
     "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
     "envoy.extensions.filters.network.rbac.v3.RBAC",
+    "envoy.extensions.rbac.principals.mtls_authenticated.v3.Config",
     "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector",
     "envoy.extensions.filters.listener.original_dst.v3.OriginalDst",
     "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",

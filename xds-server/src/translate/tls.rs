@@ -7,11 +7,13 @@
 use std::collections::BTreeMap;
 
 use envoy_types::pb::envoy::config::core::v3::{
-    DataSource, TransportSocket, data_source::Specifier, transport_socket::ConfigType,
+    DataSource, TransportSocket, TypedExtensionConfig, data_source::Specifier,
+    transport_socket::ConfigType,
 };
 use envoy_types::pb::envoy::config::rbac::v3::{
     Permission, Policy, Principal, Rbac as RbacRules, permission, principal, rbac::Action,
 };
+use envoy_types::pb::envoy::extensions::rbac::principals::mtls_authenticated::v3::Config as MtlsAuthenticated;
 use envoy_types::pb::envoy::extensions::transport_sockets::tls::v3::{
     CertificateProviderPluginInstance, CertificateValidationContext, CommonTlsContext,
     DownstreamTlsContext, SdsSecretConfig, Secret, SubjectAltNameMatcher, TlsCertificate,
@@ -30,6 +32,9 @@ use crate::catalog::{
     Catalog, CertificateSource, ClientCertificate, ListenerTls, ProxyName, TrustSource, UpstreamTls,
 };
 use crate::secrets::{Material, Need};
+
+/// The RBAC principal that matches one SAN of one type of a verified client certificate.
+const MTLS_AUTHENTICATED: &str = "envoy.rbac.principals.mtls_authenticated";
 
 /// The transport socket of a TLS listener or cluster.
 const TLS_SOCKET: &str = "envoy.transport_sockets.tls";
@@ -274,14 +279,19 @@ pub(super) fn rbac_rules(catalog: &Catalog, client: &ClientCertificate) -> Optio
     if client.allow.is_empty() {
         return None;
     }
+    // One SAN of one type each: Envoy's `authenticated.principal_name` would match the URI
+    // SANs, then the DNS SANs, then the whole subject, so a DNS name allowed would also let in
+    // a certificate naming it as a URI or in its subject.
     let principals = allowed_sans(catalog, &client.allow)
         .iter()
-        .map(|san| Principal {
-            identifier: Some(principal::Identifier::Authenticated(
-                principal::Authenticated {
-                    principal_name: Some(exact(san)),
-                },
-            )),
+        .map(|name| Principal {
+            identifier: Some(principal::Identifier::Custom(TypedExtensionConfig {
+                name: MTLS_AUTHENTICATED.into(),
+                typed_config: Some(pack_any(MtlsAuthenticated {
+                    san_matcher: Some(san(name)),
+                    any_validated_client_certificate: false,
+                })),
+            })),
         })
         .collect();
     Some(RbacRules {
