@@ -2540,7 +2540,7 @@ impl Ctx<'_> {
                     "timeout",
                     "none on the gateway hop (0s): the target service's route times the request, as in App Mesh",
                 );
-                gateway_routes.push(route);
+                gateway_routes.push((route, target.clone()));
                 if !targets.contains(&target) {
                     targets.push(target);
                 }
@@ -2564,12 +2564,8 @@ impl Ctx<'_> {
         // Routes to a service that cannot be routed would fail on the gateway's own listener.
         let gateway_routes: Vec<Value> = gateway_routes
             .into_iter()
-            .filter(|route| {
-                route
-                    .pointer("/rewrite/host")
-                    .and_then(Value::as_str)
-                    .is_some_and(|h| reached.iter().any(|t| t == h))
-            })
+            .filter(|(_, target)| reached.contains(target))
+            .map(|(route, _)| route)
             .collect();
         let mut listeners = Vec::new();
         let access_log = self.access_log(
@@ -2800,17 +2796,11 @@ impl Ctx<'_> {
                 "App Mesh's default: the Host becomes the target service's name",
             );
         }
-        rw.insert("host".into(), json!(target));
-        if h.action()
-            .and_then(|a| a.target())
-            .and_then(|t| t.port())
-            .is_some()
-        {
-            r.lossy(
-                format!("{at}.action.target.port"),
-                "the service's first port is used",
-            );
-        }
+        let port = h.action().and_then(|a| a.target()).and_then(|t| t.port());
+        rw.insert(
+            "host".into(),
+            json!(self.gateway_target_host(&target, port, at, r)),
+        );
         r.mapped(
             format!("{at}.action.target.virtualService"),
             format!("the routes of virtual service {target} (the gateway's `mesh` listener)"),
@@ -2824,6 +2814,37 @@ impl Ctx<'_> {
             }),
             target,
         ))
+    }
+
+    /// The Host a gateway route sends to virtual service `target`: its name, which the
+    /// gateway's `mesh` listener routes as the app's own calls; `NAME:PORT` with
+    /// `action.target.port`, so the service's virtual host of that port takes it.
+    fn gateway_target_host(
+        &self,
+        target: &str,
+        port: Option<i32>,
+        at: &str,
+        r: &mut Resource,
+    ) -> String {
+        let Some(port) = port else {
+            return target.to_string();
+        };
+        let field = format!("{at}.action.target.port");
+        let ports = self
+            .services
+            .get(target)
+            .map(|service| self.service_ports(service))
+            .unwrap_or_default();
+        if ports.contains(&port) {
+            r.mapped(field, format!("the Host becomes {target}:{port}"));
+            format!("{target}:{port}")
+        } else {
+            r.lossy(
+                field,
+                format!("virtual service {target} has no listener on {port}: the Host is its name, which takes its first port"),
+            );
+            target.to_string()
+        }
     }
 
     fn gateway_grpc_route(
@@ -2905,16 +2926,8 @@ impl Ctx<'_> {
                 "DISABLED: the Host is still rewritten to the target service's name, as the gateway reaches the service's routes by it",
             );
         }
-        if g.action()
-            .and_then(|a| a.target())
-            .and_then(|t| t.port())
-            .is_some()
-        {
-            r.lossy(
-                format!("{at}.action.target.port"),
-                "the service's first port is used",
-            );
-        }
+        let port = g.action().and_then(|a| a.target()).and_then(|t| t.port());
+        let host = self.gateway_target_host(&target, port, at, r);
         if !headers.is_empty() {
             m.insert("headers".into(), Value::Object(headers));
         }
@@ -2927,7 +2940,7 @@ impl Ctx<'_> {
                 "match": Value::Object(m),
                 "to": upstream,
                 "timeout": GATEWAY_HOP_TIMEOUT,
-                "rewrite": { "host": target },
+                "rewrite": { "host": host },
             }),
             target,
         ))

@@ -589,6 +589,7 @@ fn a_grpc_gateway_route_matches_its_hostname_and_metadata_in_lower_case() {
                                 .build()
                                 .unwrap(),
                         )
+                        .port(8080)
                         .build(),
                 )
                 .build(),
@@ -615,7 +616,8 @@ fn a_grpc_gateway_route_matches_its_hostname_and_metadata_in_lower_case() {
     assert_eq!(
         routes[0]["match"]["headers"],
         json!({ ":authority": "api.example.com", "x-tenant": "ann" }),
-        "{routes}"
+        "{routes} {:?}",
+        mapped.report
     );
     let teller = mapped
         .report
@@ -631,8 +633,39 @@ fn a_grpc_gateway_route_matches_its_hostname_and_metadata_in_lower_case() {
                 && matches!(&f.outcome, Outcome::Lossy(_))),
         "{teller:?}"
     );
+    // `action.target.port`: the Host names the port, which picks the service's virtual host
+    // of that port.
+    assert_eq!(routes[0]["rewrite"]["host"], "colors.color.local:8080");
+    let outcome = |r: &crate::appmesh::report::Resource| {
+        r.fields
+            .iter()
+            .find(|f| f.field == "spec.grpcRoute.action.target.port")
+            .map(|f| f.outcome.clone())
+    };
+    assert!(
+        matches!(outcome(teller), Some(Outcome::Mapped(_))),
+        "{teller:?}"
+    );
     // The catalog takes it (it refuses upper case header names).
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+
+    // A port the service has no listener on: the name alone, reported as a loss.
+    let gr = &mut m.gateways[0].1[0];
+    let spec = gr.spec.as_mut().unwrap().grpc_route.as_mut().unwrap();
+    spec.action.as_mut().unwrap().target.as_mut().unwrap().port = Some(9999);
+    let mapped = map(&m, &Options::default()).unwrap();
+    let routes = &mapped.fragments["gw.yaml"]["proxies"]["gw"]["listeners"][0]["routes"];
+    assert_eq!(routes[0]["rewrite"]["host"], "colors.color.local");
+    let teller = mapped
+        .report
+        .resources
+        .iter()
+        .find(|r| r.name == "gw/teller")
+        .unwrap();
+    assert!(
+        matches!(outcome(teller), Some(Outcome::Lossy(why)) if why.contains("no listener on 9999")),
+        "{teller:?}"
+    );
 }
 
 #[test]
