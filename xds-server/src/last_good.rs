@@ -234,8 +234,9 @@ pub struct Decoded {
     pub fragments: Fragments,
     /// Fragments left out, with why (they fail this server's checks).
     pub skipped: Vec<String>,
-    /// Those of them that are catalog documents, read without this server's checks: never
-    /// served here, but written back, for the replicas that take them.
+    /// Those fragments as stored, not parsed ([`fragments::Accepted::unparsed`]): never
+    /// served here, but written back, for the replicas that take them (those of another
+    /// trust domain, or of a newer version that knows fields this one does not).
     pub unchecked: Fragments,
 }
 
@@ -271,8 +272,8 @@ pub fn decode(catalog: &str, bytes: &[u8], check: Check<'_>) -> Result<Decoded, 
             return Err(format!("{name}: its version does not match its text"));
         }
         let document = Document {
-            source: p.source,
-            ..Document::new(name.clone(), p.text.into_bytes())
+            source: p.source.clone(),
+            ..Document::new(name.clone(), p.text.as_bytes())
         };
         match fragments::accept(&document, check) {
             Ok(a) => {
@@ -284,9 +285,8 @@ pub fn decode(catalog: &str, bytes: &[u8], check: Check<'_>) -> Result<Decoded, 
                     .map(|e| fragments::at(&name, e).to_string())
                     .collect();
                 skipped.push(why.join("; "));
-                if let Ok(a) = fragments::accept(&document, &|_| Vec::new()) {
-                    unchecked.insert(name, a);
-                }
+                let kept = fragments::Accepted::unparsed(p.version, p.text.into(), p.source);
+                unchecked.insert(name, kept);
             }
         }
     }
@@ -490,6 +490,11 @@ fn write_file(path: &std::path::Path, bytes: &[u8], over: Option<&Tag>) -> Resul
     Ok(file_tag(bytes))
 }
 
+/// The versions of each fragment a replica served and then replaced by another since its
+/// last write of the document ([`merge`]): kept until a write lands, so that a change loaded
+/// while the document could not be read or written is not lost to an older write.
+pub type Replaced = BTreeMap<String, std::collections::BTreeSet<FragmentVersion>>;
+
 /// What a replica writes: the fragments it serves, and those of the document as stored that
 /// it does not serve and has not seen go away. A stored fragment is dropped only when it is
 /// absent from the location (`live`) and was in this replica's previous view (`seen`: the
@@ -498,26 +503,26 @@ fn write_file(path: &std::path::Path, bytes: &[u8], over: Option<&Tag>) -> Resul
 /// the version uploaded last is kept ([`newer`]): a replica that has not polled since an
 /// upload does not write its older version over the newer one.
 ///
-/// But a fragment this replica has just seen change live (`changed`: its load took a version
-/// other than the one it served before, given by name) is written as it serves it, whatever
-/// its time, over the version it saw replaced (a rollback that makes an older version current
-/// again, or a version whose source has no time). The stored version wins only when it is
-/// another one, which this replica never served, uploaded strictly later: another replica saw
-/// a newer upload than this one's change (v1, v2, v3 in quick succession; this replica went
-/// from v1 to v2 while another wrote v3), so this replica does not undo it. The other replicas
-/// see the same change at their next poll and write the same version.
+/// But a fragment this replica has seen change live since its last write (`replaced`: the
+/// versions it served before and moved away from, by name) is written as it serves it,
+/// whatever its time, over a version it replaced (a rollback that makes an older version
+/// current again, or a version whose source has no time). The stored version wins only when
+/// it is another one, which this replica never replaced, uploaded strictly later: another
+/// replica saw a newer upload than this one's change (v1, v2, v3 in quick succession; this
+/// replica went from v1 to v2 while another wrote v3), so this replica does not undo it. The
+/// other replicas see the same change at their next poll and write the same version.
 pub fn merge(
     stored: &Fragments,
     served: &Fragments,
     live: &std::collections::BTreeSet<String>,
     seen: &std::collections::BTreeSet<String>,
-    changed: &BTreeMap<String, FragmentVersion>,
+    replaced: &Replaced,
 ) -> Fragments {
     let mut out = served.clone();
     for (name, a) in stored {
-        let keep = match (out.get(name), changed.get(name)) {
+        let keep = match (out.get(name), replaced.get(name)) {
             (Some(mine), Some(before)) => {
-                a.version != *before
+                !before.contains(&a.version)
                     && fragments::uploaded(a.source.as_deref())
                         > fragments::uploaded(mine.source.as_deref())
             }
@@ -603,6 +608,7 @@ pub struct LastGoodStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     const WALLET: &str = "version: 1\nproxies:\n  wallet:\n    listeners:\n      - { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: wallet } ] }\nupstreams:\n  wallet: { protocol: http1, endpoints: { static: [\"10.0.0.1:80\"] } }\n";
 
@@ -752,7 +758,42 @@ mod tests {
             back.skipped,
             ["wallet.yaml: mesh.trust_domain: not this control plane's"]
         );
-        assert_eq!(back.unchecked, fragments);
+        let texts = |f: &Fragments| -> Vec<(String, FragmentVersion, Arc<str>)> {
+            f.iter()
+                .map(|(n, a)| (n.clone(), a.version.clone(), a.text.clone()))
+                .collect()
+        };
+        assert_eq!(texts(&back.unchecked), texts(&fragments));
+    }
+
+    #[test]
+    fn a_fragment_this_version_cannot_parse_is_kept_as_text_to_write_back() {
+        // Written by a newer server, which knows a field this one does not.
+        let future = format!("{WALLET}future_field: {{ on: true }}\n");
+        let mut stored = served(&[("wallet.yaml", WALLET)]);
+        let source = Some("ETag \"f\", modified 1700000060.000000000".to_string());
+        let kept = fragments::Accepted::unparsed(
+            FragmentVersion::of(future.as_bytes()),
+            future.as_str().into(),
+            source.clone(),
+        );
+        stored.insert("future.yaml".into(), kept);
+        let (bytes, _) = encode("catalog.d", &stored).unwrap();
+        let back = decode("catalog.d", &bytes, &|_| Vec::new()).unwrap();
+        assert_eq!(back.fragments.keys().collect::<Vec<_>>(), ["wallet.yaml"]);
+        assert_eq!(back.skipped.len(), 1);
+        assert!(
+            back.skipped[0].starts_with("future.yaml: "),
+            "{:?}",
+            back.skipped
+        );
+        let future_back = &back.unchecked["future.yaml"];
+        assert_eq!(&*future_back.text, future);
+        assert_eq!(future_back.source, source);
+        // Written again as it was read.
+        let mut again = back.fragments.clone();
+        again.extend(back.unchecked.clone());
+        assert_eq!(encode("catalog.d", &again).unwrap().0, bytes);
     }
 
     #[test]
@@ -876,9 +917,9 @@ mod tests {
         // Unless a replica has just seen it change live: then what it serves is the latest
         // (uploaded in the same second as the one it replaced).
         let changed = |stored: &Fragments, served: &Fragments, before: &Fragments| {
-            let before = BTreeMap::from([(
+            let before = Replaced::from([(
                 "wallet.yaml".to_string(),
-                before["wallet.yaml"].version.clone(),
+                [before["wallet.yaml"].version.clone()].into(),
             )]);
             merge(stored, served, &names(), &names(), &before)["wallet.yaml"].clone()
         };
@@ -912,8 +953,10 @@ mod tests {
         let names = || std::collections::BTreeSet::from(["wallet.yaml".to_string()]);
         let v1 = uploaded_at(&[("wallet.yaml", &wallet("10.0.0.1"))], 1_700_000_000);
         let v2 = uploaded_at(&[("wallet.yaml", &wallet("10.0.0.2"))], 1_700_000_060);
-        let went_back =
-            BTreeMap::from([("wallet.yaml".to_string(), v2["wallet.yaml"].version.clone())]);
+        let went_back = Replaced::from([(
+            "wallet.yaml".to_string(),
+            [v2["wallet.yaml"].version.clone()].into(),
+        )]);
         // The current version of a versioned bucket deleted: v1 is current again, with its old
         // Last-Modified. A replica that served v2 and now serves v1 writes v1.
         let merged = merge(&v2, &v1, &names(), &names(), &went_back);

@@ -560,6 +560,10 @@ struct FragmentState {
     write_error: Option<String>,
     /// A write that failed, to try again at the next poll without loading again.
     pending: Option<PendingWrite>,
+    /// The versions this replica served and replaced since its last write of the document
+    /// (see [`last_good::merge`]), carried until a write lands: a rollback loaded while the
+    /// document could not be read or written, or lost a race, is still written as served.
+    replaced: last_good::Replaced,
     /// The fragments last loaded, to load again once an unreadable store can be read.
     last_docs: Option<Vec<Document>>,
     /// The fragments last loaded that failed their own checks, with their errors: checked
@@ -573,7 +577,6 @@ struct FragmentState {
 struct PendingWrite {
     live: std::collections::BTreeSet<String>,
     seen: std::collections::BTreeSet<String>,
-    changed: BTreeMap<String, FragmentVersion>,
 }
 
 /// The persisted document as this replica knows it.
@@ -639,6 +642,7 @@ impl FragmentState {
             ignored: None,
             write_error: None,
             pending: None,
+            replaced: Default::default(),
             last_docs: None,
             own_errors: BTreeMap::new(),
         };
@@ -762,15 +766,9 @@ impl FragmentState {
         if std::mem::take(&mut self.reload) || changed {
             return true;
         }
-        if let Some(PendingWrite {
-            live,
-            seen,
-            changed,
-        }) = self.pending.take()
-        {
+        if let Some(PendingWrite { live, seen }) = self.pending.take() {
             let served = self.last_good.clone();
-            self.persist(name, &served, &live, &seen, &changed, status)
-                .await;
+            self.persist(name, &served, &live, &seen, status).await;
         }
         false
     }
@@ -1015,20 +1013,18 @@ impl FragmentState {
             .fragments()
             .map(|f| f.keys().cloned().collect())
             .unwrap_or_default();
-        // Fragments whose version served changed with this load, seen live here, with the
-        // version served before.
-        let changed: BTreeMap<String, FragmentVersion> = served
-            .iter()
-            .filter(|(n, _)| !refused.contains_key(*n))
-            .filter_map(|(n, a)| {
-                let before = self.last_good.get(n)?;
-                (before.version != a.version).then(|| (n.clone(), before.version.clone()))
-            })
-            .collect();
+        // Fragments whose version served changed with this load, seen live here: the
+        // version served before joins those replaced since the last write.
+        for (n, a) in served.iter().filter(|(n, _)| !refused.contains_key(*n)) {
+            if let Some(before) = self.last_good.get(n).filter(|b| b.version != a.version) {
+                let versions = self.replaced.entry(n.clone()).or_default();
+                versions.insert(before.version.clone());
+            }
+        }
+        self.replaced.retain(|n, _| served.contains_key(n));
         if unserved.is_empty() || !matches!(self.doc, Doc::Ignored(_)) {
             let seen = self.seen.clone();
-            self.persist(name, &served, &live, &seen, &changed, status)
-                .await;
+            self.persist(name, &served, &live, &seen, status).await;
         } else {
             tracing::debug!(fragments = ?unserved, "last good catalog not written while these fragments are served by none of their versions here");
         }
@@ -1142,7 +1138,6 @@ impl FragmentState {
         served: &Fragments,
         live: &std::collections::BTreeSet<String>,
         seen: &std::collections::BTreeSet<String>,
-        changed: &BTreeMap<String, FragmentVersion>,
         status: &Mutex<CatalogStatus>,
     ) {
         self.pending = None;
@@ -1162,7 +1157,7 @@ impl FragmentState {
             _ => Default::default(),
         };
         stored.extend(unchecked.iter().map(|(n, a)| (n.clone(), a.clone())));
-        let merged = last_good::merge(&stored, served, live, seen, changed);
+        let merged = last_good::merge(&stored, served, live, seen, &self.replaced);
         let location = store.location().to_string();
         let outcome = match last_good::encode(name, &merged) {
             // The same fragments, and the catalog named as it is now (a document that names it
@@ -1187,6 +1182,7 @@ impl FragmentState {
         match outcome {
             // The document already holds it (another replica wrote it): nothing to write.
             Ok(None) => {
+                self.replaced.clear();
                 if self.write_error.take().is_some() {
                     tracing::info!(last_good = %location, "last good catalog up to date again, written by another replica");
                 }
@@ -1205,6 +1201,7 @@ impl FragmentState {
                 };
                 self.ignored = None;
                 self.write_error = None;
+                self.replaced.clear();
             }
             Err(why) => {
                 if self.write_error.as_ref() != Some(&why) {
@@ -1214,7 +1211,6 @@ impl FragmentState {
                 self.pending = Some(PendingWrite {
                     live: live.clone(),
                     seen: seen.clone(),
-                    changed: changed.clone(),
                 });
             }
         }
@@ -1286,6 +1282,20 @@ mod tests {
                 .load(
                     &self.name,
                     docs,
+                    &self.reader,
+                    &self.server,
+                    &self.tx,
+                    &self.metrics,
+                    &self.status,
+                )
+                .await;
+        }
+
+        /// A poll that finds the fragments as they were.
+        async fn unchanged(&mut self) {
+            self.state
+                .unchanged(
+                    &self.name,
                     &self.reader,
                     &self.server,
                     &self.tx,
@@ -1674,6 +1684,65 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_rollback_loaded_while_the_document_cannot_be_read_is_written_once_it_can() {
+        let dir = scratch("rollback-unread");
+        let catalog = dir.join("catalog.d");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let v1 = service("a", "a", &["a"], "10.0.0.1");
+        let v2 = service("a", "a", &["a"], "10.0.0.2");
+        // As a prefix reads them: a versioned bucket whose current version v2 is deleted
+        // makes v1 current again, with its own ETag and Last-Modified.
+        let object = |text: &str, etag: &str, secs: u64| Document {
+            source: Some(format!(
+                "ETag \"{etag}\", modified {}.000000000",
+                1_700_000_000 + secs
+            )),
+            ..Document::new(format!("{}/a.yaml", catalog.display()), text.as_bytes())
+        };
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.load_read(&[object(&v1, "e1", 0)]).await;
+        x.load_read(&[object(&v2, "e2", 60)]).await;
+        let persisted = || {
+            let doc: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+            doc["fragments"]["a.yaml"]["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(persisted(), v2);
+        // The rollback is loaded while the document cannot be read (a directory stands in
+        // its place): nothing is written then.
+        let aside = dir.join("document.aside");
+        std::fs::rename(&path, &aside).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        x.load_read(&[object(&v1, "e1", 0)]).await;
+        assert_eq!(
+            x.serving("a.yaml"),
+            Some(FragmentVersion::of(v1.as_bytes()))
+        );
+        // Readable again, still holding v2: the next poll (the fragments unchanged) writes
+        // v1 over it, though v2 was uploaded later.
+        std::fs::remove_dir(&path).unwrap();
+        std::fs::rename(&aside, &path).unwrap();
+        x.unchanged().await;
+        assert_eq!(x.status().last_good.unwrap().error, None);
+        assert_eq!(persisted(), v1);
+        // a.yaml breaks: a replica that starts now falls back to v1, as this one does.
+        let broken = [object(&v1.replace("port: 8080", "port: 0"), "e3", 120)];
+        x.load_read(&broken).await;
+        let mut y = Replica::start(&catalog, &path, "x.example").await;
+        y.load_read(&broken).await;
+        for r in [&x, &y] {
+            assert_eq!(
+                r.serving("a.yaml"),
+                Some(FragmentVersion::of(v1.as_bytes()))
+            );
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn an_unreadable_fragment_is_refused_on_its_own_and_the_others_still_change() {
         let dir = scratch("unreadable");
         let catalog = dir.join("catalog.d");
@@ -1766,6 +1835,50 @@ mod tests {
         );
         // Y cannot use m.yaml, and it leaves it for the replicas that can.
         assert_eq!(persisted(), ["a.yaml", "m.yaml"]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_replica_that_cannot_parse_a_persisted_fragment_writes_it_back_as_it_was() {
+        let dir = scratch("newer");
+        let catalog = dir.join("catalog.d");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        // A newer server (in a rolling upgrade) wrote a fragment with a field this one does
+        // not know; this one refuses it live, and must not drop it from the document.
+        let future = format!(
+            "{}future_field: {{ on: true }}\n",
+            service("f", "f", &["f"], "10.0.2.1")
+        );
+        let a1 = service("a", "a", &["a"], "10.0.0.1");
+        let a2 = service("a", "a", &["a"], "10.0.0.2");
+        upload(&catalog, "a.yaml", &a1, 0);
+        upload(&catalog, "future.yaml", &future, 0);
+        let doc = Fragments::from([
+            (
+                "a.yaml".to_string(),
+                fragments::accept(&Document::new("a.yaml", a1.as_bytes()), &|_| Vec::new())
+                    .unwrap(),
+            ),
+            (
+                "future.yaml".to_string(),
+                fragments::Accepted::unparsed(
+                    FragmentVersion::of(future.as_bytes()),
+                    future.as_str().into(),
+                    Some("changed 1700000000.000000000".into()),
+                ),
+            ),
+        ]);
+        let (bytes, _) = last_good::encode(&catalog.display().to_string(), &doc).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.load().await;
+        assert_eq!(x.serving("future.yaml"), None);
+        upload(&catalog, "a.yaml", &a2, 60);
+        x.load().await;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(doc["fragments"]["a.yaml"]["text"], a2);
+        assert_eq!(doc["fragments"]["future.yaml"]["text"], future);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

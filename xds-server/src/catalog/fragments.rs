@@ -122,6 +122,26 @@ pub struct Accepted {
     pub catalog: Catalog,
 }
 
+impl Accepted {
+    /// A fragment kept as text only, not parsed: one a persisted last good catalog holds that
+    /// this server cannot take (a newer server's, during a rolling upgrade), written back for
+    /// the replicas that can. Never served: its catalog is empty.
+    pub fn unparsed(version: FragmentVersion, text: Arc<str>, source: Option<String>) -> Accepted {
+        Accepted {
+            version,
+            text,
+            source,
+            catalog: Catalog {
+                version: 1,
+                defaults: Default::default(),
+                mesh: None,
+                proxies: Default::default(),
+                upstreams: Default::default(),
+            },
+        }
+    }
+}
+
 /// Fragments by name relative to their directory or prefix (`wallet.yaml`).
 pub type Fragments = BTreeMap<String, Accepted>;
 
