@@ -680,7 +680,7 @@ impl FragmentState {
         let base = reader.base_dir();
         let check = |c: &mut catalog::Catalog| server.settle(c, &base);
         let (doc, ignored) = match store.read(self.doc.tag()).await {
-            Ok(last_good::Read::Unchanged) => return false,
+            Ok(last_good::Read::Unchanged) => return self.recheck(&check, &location),
             // Still none: nothing changed (a write that failed is tried again by `stale`).
             Ok(last_good::Read::Absent) if matches!(self.doc, Doc::Absent) => return false,
             Ok(last_good::Read::Absent) => {
@@ -724,6 +724,36 @@ impl FragmentState {
         self.read_error = None;
         self.show(status);
         true
+    }
+
+    /// Checks again the document's fragments this server's checks refused (a certificate file
+    /// one names may have appeared since) and takes those that pass now as last good
+    /// versions; whether any does.
+    fn recheck(&mut self, check: fragments::Check<'_>, location: &LastGoodLocation) -> bool {
+        let Doc::Good {
+            fragments,
+            unchecked,
+            ..
+        } = &mut self.doc
+        else {
+            return false;
+        };
+        let passing: Vec<(String, fragments::Accepted)> = unchecked
+            .iter()
+            .filter_map(|(n, a)| {
+                let doc = Document {
+                    source: a.source.clone(),
+                    ..Document::new(n.clone(), a.text.as_bytes())
+                };
+                Some((n.clone(), fragments::accept(&doc, check).ok()?))
+            })
+            .collect();
+        for (n, a) in &passing {
+            tracing::info!(last_good = %location, fragment = %n, "last good fragment passes this server's checks now; its version stands in while the fragment is bad");
+            unchecked.remove(n);
+            fragments.insert(n.clone(), a.clone());
+        }
+        !passing.is_empty()
     }
 
     /// Shows the document's digest and what is wrong with it, if anything, on `/readyz`: a
@@ -940,6 +970,9 @@ impl FragmentState {
             };
             tracing::error!(error = %e, "catalog rejected; still serving the last good catalog");
             status.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(e.to_string());
+            // What was listed is nothing: a poll that loads again (the document changed)
+            // loads that, not the fragments listed before.
+            self.last_docs = Some(Vec::new());
             return;
         }
         // The shared versions: what the document keeps stands for every replica, so
@@ -1883,6 +1916,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_emptied_folder_stays_refused_when_the_document_changes_meanwhile() {
+        let dir = scratch("emptied");
+        let catalog = dir.join("catalog.d");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let a = service("a", "a", &["a"], "10.0.0.1");
+        upload(&catalog, "a.yaml", &a, 0);
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.poll().await;
+        std::fs::remove_file(catalog.join("a.yaml")).unwrap();
+        x.poll().await;
+        let error = x.status().last_error.unwrap();
+        assert!(error.contains("lists no catalog files"), "{error}");
+        // Another replica writes the document (here: a.yaml's other version) meanwhile.
+        let other = service("a", "a", &["a"], "10.0.0.2");
+        let accepted =
+            fragments::accept(&Document::new("a.yaml", other.as_bytes()), &|_| Vec::new()).unwrap();
+        let doc = Fragments::from([("a.yaml".to_string(), accepted)]);
+        let (bytes, _) = last_good::encode(&catalog.display().to_string(), &doc).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        x.poll().await;
+        // Still nothing listed: still refused, and what it served stays.
+        assert_eq!(x.status().last_error, Some(error));
+        assert_eq!(x.loaded(), 1);
+        let served = x.tx.borrow().clone().unwrap();
+        assert!(
+            served
+                .catalog
+                .upstreams
+                .values()
+                .any(|u| format!("{u:?}").contains("10.0.0.1"))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
     async fn a_replica_that_starts_while_its_directory_cannot_be_listed_serves_the_last_good_catalog()
      {
         let dir = scratch("unlistable");
@@ -2128,6 +2196,38 @@ mod tests {
         assert_eq!(x.loaded(), 1);
         x.poll().await;
         assert_eq!(x.loaded(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_last_good_fragment_refused_for_a_missing_file_stands_in_once_the_file_appears() {
+        let dir = scratch("late-file-doc");
+        let catalog = dir.join("catalog.d");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let b = service("b", "b", &["b"], "10.0.1.1");
+        upload(&catalog, "b.yaml", &b, 0);
+        let a = service("a", "a", &[], "")
+            + "  a:\n    protocol: http1\n    endpoints: { static: [\"10.0.0.1:80\"] }\n    tls: { trust: { file: ca.pem }, sni: a.test }\n";
+        upload(&catalog, "a.yaml", &a, 0);
+        let ca = crate::ca::Ca::generate("t").unwrap();
+        std::fs::write(catalog.join("ca.pem"), ca.certificate_pem()).unwrap();
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.poll().await;
+        assert_eq!(x.serving("a.yaml"), Some(FragmentVersion::of(a.as_bytes())));
+        // a.yaml breaks; a replica starts while ca.pem is missing (its volume not mounted
+        // yet): the document's a.yaml does not pass its checks, and it serves none of it.
+        upload(&catalog, "a.yaml", &a.replace("port: 8080", "port: 0"), 60);
+        x.poll().await;
+        std::fs::remove_file(catalog.join("ca.pem")).unwrap();
+        let mut y = Replica::start(&catalog, &path, "x.example").await;
+        y.poll().await;
+        assert_eq!(y.serving("a.yaml"), None);
+        // ca.pem appears: at the next poll, nothing else changed, y serves a.yaml's last
+        // good version, as x does.
+        std::fs::write(catalog.join("ca.pem"), ca.certificate_pem()).unwrap();
+        y.poll().await;
+        assert_eq!(y.serving("a.yaml"), Some(FragmentVersion::of(a.as_bytes())));
+        assert_eq!(*x.tx.borrow(), *y.tx.borrow());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
