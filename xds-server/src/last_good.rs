@@ -367,14 +367,28 @@ impl Store {
     /// conditional GET, so polling it costs no body).
     pub async fn read(&self, known: Option<&Tag>) -> Result<Read, String> {
         let stored = match (&self.location, &self.s3) {
-            (LastGoodLocation::File(path), _) => match std::fs::read(path) {
-                Ok(bytes) => Stored {
-                    tag: file_tag(&bytes),
-                    bytes,
-                },
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Read::Absent),
-                Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
-            },
+            (LastGoodLocation::File(path), _) => {
+                use std::io::Read as _;
+                let mut bytes = Vec::new();
+                let read = std::fs::File::open(path)
+                    .and_then(|f| f.take(MAX_BYTES + 1).read_to_end(&mut bytes));
+                match read {
+                    Ok(_) if bytes.len() as u64 > MAX_BYTES => {
+                        return Err(format!(
+                            "{} is larger than {MAX_BYTES} bytes",
+                            path.display()
+                        ));
+                    }
+                    Ok(_) => Stored {
+                        tag: file_tag(&bytes),
+                        bytes,
+                    },
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Ok(Read::Absent);
+                    }
+                    Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
+                }
+            }
             (LastGoodLocation::S3(loc), Some(client)) => {
                 let sent = client
                     .get_object()
@@ -1072,6 +1086,27 @@ mod tests {
         let y2 = resolve(&now, &versions(&y.served, Some(&doc)));
         assert_eq!(y2.served, x2.served);
         assert_eq!(y2.catalog, x2.catalog);
+    }
+
+    #[tokio::test]
+    async fn a_file_larger_than_an_s3_document_may_be_is_not_read() {
+        let dir = std::env::temp_dir().join(format!("xds-last-good-big-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(DEFAULT_NAME);
+        // Sparse: no disk is used for it.
+        std::fs::File::create(&path)
+            .unwrap()
+            .set_len(MAX_BYTES + 1)
+            .unwrap();
+        let store = Store::new(LastGoodLocation::File(path.clone())).await;
+        assert_eq!(
+            store.read(None).await,
+            Err(format!(
+                "{} is larger than {MAX_BYTES} bytes",
+                path.display()
+            ))
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[tokio::test]

@@ -553,6 +553,8 @@ struct FragmentState {
     problems: common::problems::Problems,
     /// Why the document could not be read at the last try, logged once per change.
     read_error: Option<String>,
+    /// Why fragments of the document were left out at its last read, logged once each.
+    skipped: std::collections::BTreeSet<String>,
     /// Why it is ignored (not one, another catalog's), when it is.
     ignored: Option<String>,
     /// Why the last write failed, logged once per change; the write is tried again at each
@@ -639,6 +641,7 @@ impl FragmentState {
             seen: Default::default(),
             problems: Default::default(),
             read_error: None,
+            skipped: Default::default(),
             ignored: None,
             write_error: None,
             pending: None,
@@ -690,9 +693,14 @@ impl FragmentState {
             Ok(last_good::Read::Document(stored)) => {
                 match last_good::decode(name, &stored.bytes, &check) {
                     Ok(decoded) => {
+                        // Logged once per change: the document is read again whenever
+                        // any replica writes it.
                         for why in &decoded.skipped {
-                            tracing::warn!(last_good = %location, "last good fragment left out, it does not pass this server's checks: {why}");
+                            if !self.skipped.contains(why) {
+                                tracing::warn!(last_good = %location, "last good fragment left out, it does not pass this server's checks: {why}");
+                            }
                         }
+                        self.skipped = decoded.skipped.iter().cloned().collect();
                         tracing::info!(last_good = %location, digest = %decoded.digest, fragments = decoded.fragments.len(), "last good catalog read: its versions stand in for fragments that are bad now");
                         let doc = Doc::Good {
                             tag: stored.tag,
