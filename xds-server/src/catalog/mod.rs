@@ -979,17 +979,73 @@ pub fn parse(source_name: &str, text: &str) -> Result<Catalog, CatalogErrors> {
     parse_in(source_name, text, validate::Scope::Own)
 }
 
-/// Parses and validates a document, its references looked up in `scope`.
 /// A catalog document as a generic value, before its fields are read: JSON for a `.json`
-/// name, else YAML.
+/// name, else YAML. A key given twice in one object is an error in both (JSON readers
+/// otherwise keep the last one silently).
 pub fn parse_value(source_name: &str, text: &str) -> Result<serde_json::Value, String> {
     if is_json(source_name) {
-        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))
+        serde_json::from_str::<UniqueKeys>(text)
+            .map(|v| v.0)
+            .map_err(|e| format!("invalid JSON: {e}"))
     } else {
         serde_saphyr::from_str(text).map_err(|e| format!("invalid YAML: {e}"))
     }
 }
 
+/// A JSON value whose objects give each key once.
+struct UniqueKeys(serde_json::Value);
+
+impl<'de> Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::{Error, MapAccess, SeqAccess, Visitor};
+        use serde_json::Value;
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E: Error>(self, b: bool) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::Bool(b)))
+            }
+            fn visit_i64<E: Error>(self, n: i64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(n.into()))
+            }
+            fn visit_u64<E: Error>(self, n: u64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(n.into()))
+            }
+            fn visit_f64<E: Error>(self, n: f64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(n.into()))
+            }
+            fn visit_str<E: Error>(self, s: &str) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::String(s.into())))
+            }
+            fn visit_unit<E: Error>(self) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::Null))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<UniqueKeys, A::Error> {
+                let mut out = Vec::new();
+                while let Some(UniqueKeys(v)) = seq.next_element()? {
+                    out.push(v);
+                }
+                Ok(UniqueKeys(Value::Array(out)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<UniqueKeys, A::Error> {
+                let mut out = serde_json::Map::new();
+                while let Some(key) = map.next_key::<String>()? {
+                    let UniqueKeys(v) = map.next_value()?;
+                    if out.insert(key.clone(), v).is_some() {
+                        return Err(A::Error::custom(format!("duplicate key {key:?}")));
+                    }
+                }
+                Ok(UniqueKeys(Value::Object(out)))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Parses and validates a document, its references looked up in `scope`.
 fn parse_in(
     source_name: &str,
     text: &str,

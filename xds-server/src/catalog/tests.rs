@@ -978,7 +978,7 @@ fn original_destination_listeners_parse_with_their_ports() {
 }
 
 #[test]
-fn ports_need_a_tcp_listener_with_original_destination() {
+fn ports_need_a_listener_with_original_destination() {
     let at = "proxies.app.listeners";
     let e = errors(&EGRESS.replace("original_destination: true\n        ports", "ports"));
     assert_eq!(
@@ -987,15 +987,38 @@ fn ports_need_a_tcp_listener_with_original_destination() {
             "{at}[1].ports: `ports` chooses by the port the app dialled, which only a listener with `original_destination: true` knows"
         )]
     );
-    let e = errors(&EGRESS.replace(
+    // An http listener takes `ports` too: TCP chains beside its HTTP one.
+    let mixed = EGRESS.replace(
         "original_destination: true\n        virtual_hosts",
-        "original_destination: true\n        ports: { 80: bitcoind }\n        virtual_hosts",
+        "original_destination: true\n        ports: { 18332: bitcoind }\n        virtual_hosts",
+    );
+    let c = parse("catalog.yaml", &mixed).unwrap();
+    let http = &c.proxies[&ProxyName("app".into())].listeners[0];
+    assert_eq!(http.protocol, ListenerProtocol::Http);
+    assert_eq!(
+        http.ports.as_ref().unwrap()[&18332],
+        UpstreamName("bitcoind".into())
+    );
+    let e = errors(&mixed.replace(
+        "protocol: http\n        original_destination: true\n",
+        "protocol: http\n",
+    ));
+    assert_eq!(
+        e,
+        vec![format!(
+            "{at}[0].ports: `ports` chooses by the port the app dialled, which only a listener with `original_destination: true` knows"
+        )]
+    );
+    // A port given twice is an error, not the last one silently.
+    let e = errors(&EGRESS.replace(
+        "{ 18332: bitcoind, 5432: postgres }",
+        "{ 5432: bitcoind, 5432: postgres }",
     ));
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(
-        e[0].starts_with(&format!("{at}[0].ports: only tcp listeners take `ports`")),
-        "{e:?}"
-    );
+    assert!(e[0].contains("duplicate mapping key: 5432"), "{e:?}");
+    let json = r#"{"version": 1, "proxies": {"app": {"listeners": [{"name": "egress", "port": 15001, "protocol": "tcp", "original_destination": true, "ports": {"5432": "a", "5432": "b"}}]}}, "upstreams": {"a": {"protocol": "tcp", "endpoints": {"static": ["10.0.0.1:1"]}}, "b": {"protocol": "tcp", "endpoints": {"static": ["10.0.0.2:1"]}}}}"#;
+    let e = parse("catalog.json", json).unwrap_err().to_string();
+    assert!(e.contains("invalid JSON: duplicate key \"5432\""), "{e}");
     let e = errors(&EGRESS.replace(
         "{ 18332: bitcoind, 5432: postgres }",
         "{ 70000: bitcoind, 5432: postgres, 6379: redis }",

@@ -152,6 +152,16 @@ fn run<'a>(catalog: &'a Catalog, scope: Scope<'a>) -> Validator<'a> {
             if l.passthrough {
                 v.passthrough(&at, l, catalog);
             }
+            // TCP chains by the port dialled: of a tcp listener, or beside an http one's
+            // HTTP chain, which takes the other ports.
+            if let Some(ports) = &l.ports {
+                v.ports(
+                    &format!("{at}.ports"),
+                    ports,
+                    l.original_destination,
+                    catalog,
+                );
+            }
             match l.protocol {
                 ListenerProtocol::Tcp => {
                     match (&l.to, &l.split, &l.ports) {
@@ -164,14 +174,6 @@ fn run<'a>(catalog: &'a Catalog, scope: Scope<'a>) -> Validator<'a> {
                         // Only `ports`: a connection to any other port is closed.
                         (None, None, Some(_)) => {}
                         _ => v.destination(&at, &l.to, &l.split, catalog, false),
-                    }
-                    if let Some(ports) = &l.ports {
-                        v.ports(
-                            &format!("{at}.ports"),
-                            ports,
-                            l.original_destination,
-                            catalog,
-                        );
                     }
                     if !l.routes.is_empty() {
                         v.err(
@@ -199,12 +201,6 @@ fn run<'a>(catalog: &'a Catalog, scope: Scope<'a>) -> Validator<'a> {
                     }
                 }
                 ListenerProtocol::Http => {
-                    if l.ports.is_some() {
-                        v.err(
-                            &format!("{at}.ports"),
-                            "only tcp listeners take `ports`; an http listener chooses by Host (`virtual_hosts` with domains like \"NAME:PORT\")".into(),
-                        );
-                    }
                     if l.to.is_some() {
                         v.err(
                             &format!("{at}.to"),

@@ -1,5 +1,6 @@
-//! Listeners: an HTTP connection manager (routes over RDS) or a TCP proxy, per destination port
-//! when the listener takes redirected connections (`original_destination`).
+//! Listeners: an HTTP connection manager (routes over RDS) or a TCP proxy, and TCP proxies per
+//! destination port (`ports`) when the listener takes redirected connections
+//! (`original_destination`), beside an HTTP chain too.
 
 use envoy_types::pb::envoy::config::core::v3::{
     Address, SocketAddress, address, socket_address::PortSpecifier,
@@ -38,10 +39,19 @@ const RBAC_FILTER: &str = "envoy.filters.network.rbac";
 const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
 const ORIGINAL_DST: &str = "envoy.filters.listener.original_dst";
 
+/// The protocol of the chain of connections to one destination port (`None`: the ports no
+/// `ports` entry takes): a `ports` entry is TCP, beside an http listener's HTTP chain too.
+fn chain_protocol(l: &Listener, port: Option<u32>) -> ListenerProtocol {
+    match port {
+        Some(_) => ListenerProtocol::Tcp,
+        None => l.protocol,
+    }
+}
+
 pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> Any {
     // The filter that serves the connections to one destination port (`None`: any port no
     // other chain names), its stats under `stat_prefix`.
-    let serving = |stat_prefix: String, port: Option<u32>| match l.protocol {
+    let serving = |stat_prefix: String, port: Option<u32>| match chain_protocol(l, port) {
         ListenerProtocol::Http => Filter {
             name: "envoy.filters.network.http_connection_manager".into(),
             config_type: Some(ConfigType::TypedConfig(pack_any(http_connection_manager(
@@ -55,7 +65,7 @@ pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> An
                 stat_prefix,
                 cluster_specifier: tcp_destination(l, port),
                 idle_timeout: l.idle_timeout.map(|d| super::pb_duration(d.get())),
-                access_log: access_log::loggers(l.access_log.as_ref(), l.protocol),
+                access_log: access_log::loggers(l.access_log.as_ref(), ListenerProtocol::Tcp),
                 ..Default::default()
             }))),
         },
@@ -80,7 +90,14 @@ pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> An
         .flat_map(|p| p.keys())
         .map(|p| Some(*p as u32))
         .collect();
-    if l.ports.is_none() || l.to.is_some() || l.split.is_some() || l.passthrough {
+    // The chain of the other ports: an http listener's HTTP chain, a tcp listener's `to`,
+    // `split` or passthrough (a tcp listener with only `ports` closes the others).
+    if l.protocol == ListenerProtocol::Http
+        || l.ports.is_none()
+        || l.to.is_some()
+        || l.split.is_some()
+        || l.passthrough
+    {
         ports.push(None);
     }
     // Per destination port: a chain's name, stat prefix and match (the default chain keeps
@@ -151,7 +168,7 @@ pub(super) fn listener(catalog: &Catalog, proxy: &ProxyName, l: &Listener) -> An
                 .cloned()
                 .chain([serving(stats, *port)])
                 .collect(),
-            transport_socket: Some(tls::downstream(proxy, tls, l.protocol)),
+            transport_socket: Some(tls::downstream(proxy, tls, chain_protocol(l, *port))),
             filter_chain_match: destination_port.map(|p| FilterChainMatch {
                 destination_port: Some(p),
                 ..Default::default()

@@ -741,6 +741,39 @@ fn original_destination_adds_the_filter_and_ports_become_chains_by_destination_p
     );
 }
 
+#[test]
+fn an_http_listener_s_ports_are_tcp_chains_beside_its_http_chain() {
+    let mixed = EGRESS.replace(
+        "      - name: egress-tcp\n",
+        "        ports: { 5432: postgres }\n        access_log: { format: json }\n      - name: egress-tcp\n",
+    );
+    let c = catalog::parse("c.yaml", &mixed).unwrap();
+    let http = egress_listener(&mixed, "egress");
+    // Connections to 5432 are TCP to postgres; every other port is the HTTP chain.
+    assert_eq!(
+        chains(&http),
+        [(Some(5432), Some("postgres".into())), (None, None)]
+    );
+    assert_eq!(http.filter_chains[0].name, "port-5432");
+    assert!(
+        c.proxies[&ProxyName("app".into())].listeners[0]
+            .ports
+            .is_some()
+    );
+    // The TCP chain keeps its stats under tcp.egress_5432. and logs connections, not requests.
+    use envoy_types::pb::envoy::config::listener::v3::filter::ConfigType;
+    let Some(ConfigType::TypedConfig(tcp)) = http.filter_chains[0].filters[0].config_type.clone()
+    else {
+        panic!("{:?}", http.filter_chains[0]);
+    };
+    let text = crate::render::any_json(&tcp).unwrap().to_string();
+    assert!(text.contains(r#""stat_prefix":"egress_5432""#), "{text}");
+    assert!(
+        text.contains("%BYTES_RECEIVED%") && !text.contains("%REQ("),
+        "{text}"
+    );
+}
+
 fn loc(zone: &str, priority: u32, addrs: &[&str]) -> (String, u32, Vec<String>) {
     (
         zone.into(),
