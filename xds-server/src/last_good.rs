@@ -440,6 +440,14 @@ impl Store {
     /// for S3 a PutObject with `If-Match` (`If-None-Match: *`); for a file, under a lock of
     /// its directory, a staged file renamed over the old one. The new document's tag.
     pub async fn write(&self, bytes: &[u8], over: Option<&Tag>) -> Result<Tag, WriteError> {
+        // No replica could read it back: the document read last stays.
+        if bytes.len() as u64 > MAX_BYTES {
+            return Err(WriteError::Failed(format!(
+                "{} would be {} bytes, more than the {MAX_BYTES} a replica reads",
+                self.location,
+                bytes.len()
+            )));
+        }
         match (&self.location, &self.s3) {
             (LastGoodLocation::File(path), _) => write_file(path, bytes, over),
             (LastGoodLocation::S3(loc), Some(client)) => {
@@ -1089,7 +1097,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_file_larger_than_an_s3_document_may_be_is_not_read() {
+    async fn a_document_larger_than_a_replica_reads_is_neither_read_nor_written() {
         let dir = std::env::temp_dir().join(format!("xds-last-good-big-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join(DEFAULT_NAME);
@@ -1106,6 +1114,18 @@ mod tests {
                 path.display()
             ))
         );
+        // Nor is one written that no replica could read back.
+        std::fs::remove_file(&path).unwrap();
+        let big = vec![b' '; MAX_BYTES as usize + 1];
+        assert_eq!(
+            store.write(&big, None).await,
+            Err(WriteError::Failed(format!(
+                "{} would be {} bytes, more than the {MAX_BYTES} a replica reads",
+                path.display(),
+                big.len()
+            )))
+        );
+        assert!(!path.exists());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -574,6 +574,37 @@ struct FragmentState {
     own_errors: BTreeMap<String, Vec<catalog::CatalogError>>,
 }
 
+/// A document as written, apart: the fragments this server takes (for one it serves at the
+/// version written, the one it serves, parsed and checked) and those it keeps only to write
+/// back (`unchecked`: of the document read, at the same version), whether it serves another
+/// version of them or not. So a version this server cannot use is never taken as last good.
+fn written_apart(
+    merged: Fragments,
+    served: &Fragments,
+    unchecked: &Fragments,
+) -> (Fragments, Fragments) {
+    let mut fragments = Fragments::new();
+    let mut kept = Fragments::new();
+    for (n, a) in merged {
+        match served.get(&n) {
+            Some(s) if s.version == a.version => {
+                let a = fragments::Accepted {
+                    source: a.source,
+                    ..s.clone()
+                };
+                fragments.insert(n, a);
+            }
+            _ if unchecked.get(&n).is_some_and(|u| u.version == a.version) => {
+                kept.insert(n, a);
+            }
+            _ => {
+                fragments.insert(n, a);
+            }
+        }
+    }
+    (fragments, kept)
+}
+
 /// What a failed write needs to be tried again: the names of the load it followed (see
 /// [`last_good::merge`]); the fragments are those served, [`FragmentState::last_good`].
 struct PendingWrite {
@@ -760,6 +791,9 @@ impl FragmentState {
             tracing::info!(last_good = %location, fragment = %n, "last good fragment passes this server's checks now; its version stands in while the fragment is bad");
             unchecked.remove(n);
             fragments.insert(n.clone(), a.clone());
+            // Warned about again if it fails again.
+            let own = format!("{n}: ");
+            self.skipped.retain(|w| w != n && !w.starts_with(&own));
         }
         !passing.is_empty()
     }
@@ -888,6 +922,16 @@ impl FragmentState {
         true
     }
 
+    /// Shows the last good versions served on `/readyz`, when no fragment is listed.
+    fn show_kept(&self, status: &Mutex<CatalogStatus>) {
+        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+        st.fragments = self
+            .last_good
+            .iter()
+            .map(|(n, a)| (n.clone(), a.version.clone()))
+            .collect();
+    }
+
     /// A poll that could not read the catalog (a directory or prefix that cannot be listed:
     /// missing, permission denied, S3 refused or unreachable). What is served stays; a
     /// replica that has not listed the catalog yet serves the persisted last good catalog,
@@ -914,12 +958,7 @@ impl FragmentState {
             if (changed || tx.borrow().is_none()) && self.serve_kept(name, reader, server, tx) {
                 let location = self.store.as_ref().map(|s| s.location().to_string());
                 tracing::warn!(catalog = %name, last_good = ?location, fragments = self.last_good.len(), "catalog unreadable; serving the persisted last good catalog until it can be read");
-                let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-                st.fragments = self
-                    .last_good
-                    .iter()
-                    .map(|(n, a)| (n.clone(), a.version.clone()))
-                    .collect();
+                self.show_kept(status);
             }
         }
         let text = match &self.store {
@@ -963,8 +1002,8 @@ impl FragmentState {
             .is_some_and(|c| !c.catalog.proxies.is_empty());
         if docs.is_empty() && (had_proxies || !self.last_good.is_empty()) {
             // A replica that starts on an emptied folder serves what the others keep serving.
-            if tx.borrow().is_none() {
-                self.serve_kept(name, reader, server, tx);
+            if tx.borrow().is_none() && self.serve_kept(name, reader, server, tx) {
+                self.show_kept(status);
             }
             metrics.catalog_loads.with_label_values(&["error"]).inc();
             metrics.catalog_last_load_success.set(0);
@@ -979,8 +1018,11 @@ impl FragmentState {
             tracing::error!(error = %e, "catalog rejected; still serving the last good catalog");
             status.lock().unwrap_or_else(|e| e.into_inner()).last_error = Some(e.to_string());
             // What was listed is nothing: a poll that loads again (the document changed)
-            // loads that, not the fragments listed before.
-            self.last_docs = Some(Vec::new());
+            // loads that, not the fragments listed before. (A replica that never listed
+            // any stays one that serves the document's.)
+            if self.last_docs.is_some() {
+                self.last_docs = Some(Vec::new());
+            }
             return;
         }
         // The shared versions: what the document keeps stands for every replica, so
@@ -1049,14 +1091,20 @@ impl FragmentState {
             .collect();
         // A write that failed before is superseded by this load's.
         self.pending = None;
-        let read_names: Vec<String> = self
-            .doc
-            .fragments()
-            .map(|f| f.keys().cloned().collect())
-            .unwrap_or_default();
+        let read_names: Vec<String> = match &self.doc {
+            Doc::Good {
+                fragments,
+                unchecked,
+                ..
+            } => fragments.keys().chain(unchecked.keys()).cloned().collect(),
+            _ => Vec::new(),
+        };
         // Fragments whose version served changed with this load, seen live here: the
         // version served before joins those replaced since the last write.
-        for (n, a) in served.iter().filter(|(n, _)| !refused.contains_key(*n)) {
+        let changes = served
+            .iter()
+            .filter(|(n, _)| self.store.is_some() && !refused.contains_key(*n));
+        for (n, a) in changes {
             if let Some(before) = self.last_good.get(n).filter(|b| b.version != a.version) {
                 let versions = self.replaced.entry(n.clone()).or_default();
                 versions.insert(before.version.clone());
@@ -1230,9 +1278,7 @@ impl FragmentState {
             }
             Ok(Some((tag, digest))) => {
                 tracing::info!(last_good = %location, digest = %digest, fragments = merged.len(), "last good catalog written");
-                let (unchecked, fragments) = merged
-                    .into_iter()
-                    .partition(|(n, _)| unchecked.contains_key(n) && !served.contains_key(n));
+                let (fragments, unchecked) = written_apart(merged, served, &unchecked);
                 self.doc = Doc::Good {
                     tag,
                     catalog: last_good::canonical(name),
@@ -1954,6 +2000,94 @@ mod tests {
                 .upstreams
                 .values()
                 .any(|u| format!("{u:?}").contains("10.0.0.1"))
+        );
+        // A replica that starts on the emptied folder serves the document's versions, and
+        // still says so once the folder cannot be listed at all.
+        let mut z = Replica::start(&catalog, &path, "x.example").await;
+        z.poll().await;
+        assert_eq!(
+            z.serving("a.yaml"),
+            Some(FragmentVersion::of(other.as_bytes()))
+        );
+        std::fs::remove_dir(&catalog).unwrap();
+        z.poll().await;
+        let error = z.status().last_error.unwrap();
+        assert!(
+            error.ends_with(&format!(
+                "; serving the last good catalog read from {}",
+                path.display()
+            )),
+            "{error}"
+        );
+        // With no last good location, nothing is kept of the versions replaced.
+        x.state.store = None;
+        std::fs::create_dir(&catalog).unwrap();
+        for (k, ip) in ["10.0.0.7", "10.0.0.8"].iter().enumerate() {
+            upload(
+                &catalog,
+                "a.yaml",
+                &service("a", "a", &["a"], ip),
+                300 + k as u64,
+            );
+            x.poll().await;
+        }
+        assert_eq!(x.loaded(), 3);
+        assert!(x.state.replaced.is_empty(), "{:?}", x.state.replaced);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_newer_servers_version_in_the_document_never_stands_in_for_the_one_served() {
+        let dir = scratch("newer-kept");
+        let catalog = dir.join("catalog.d");
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let f1 = service("f", "f", &["f"], "10.0.2.1");
+        let f2 = format!("{f1}future_field: {{ on: true }}\n");
+        let a = |ip: &str| service("a", "a", &["a"], ip);
+        upload(&catalog, "a.yaml", &a("10.0.0.1"), 0);
+        upload(&catalog, "f.yaml", &f1, 0);
+        let mut y = Replica::start(&catalog, &path, "x.example").await;
+        y.load().await;
+        // A newer server takes f.yaml's v2 and writes it; this one refuses it and serves v1.
+        upload(&catalog, "f.yaml", &f2, 60);
+        let accepted = |t: &str| {
+            fragments::accept(&Document::new("a.yaml", t.as_bytes()), &|_| Vec::new()).unwrap()
+        };
+        let written_by_newer = Fragments::from([
+            ("a.yaml".to_string(), accepted(&a("10.0.0.1"))),
+            (
+                "f.yaml".to_string(),
+                fragments::Accepted::unparsed(
+                    FragmentVersion::of(f2.as_bytes()),
+                    f2.as_str().into(),
+                    // As that server read it: later than v1 (whose ctime is now).
+                    Some("changed 4000000000.000000000".into()),
+                ),
+            ),
+        ]);
+        let (bytes, _) =
+            last_good::encode(&catalog.display().to_string(), &written_by_newer).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        // This replica writes the document for another change (a.yaml), keeping v2 in it.
+        upload(&catalog, "a.yaml", &a("10.0.0.2"), 120);
+        y.load().await;
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(doc["fragments"]["f.yaml"]["text"], f2);
+        assert_eq!(doc["fragments"]["a.yaml"]["text"], a("10.0.0.2"));
+        // Loads again (a.yaml changes once more): still v1 of f.yaml, its proxy served.
+        upload(&catalog, "a.yaml", &a("10.0.0.3"), 180);
+        y.load().await;
+        assert_eq!(
+            y.serving("f.yaml"),
+            Some(FragmentVersion::of(f1.as_bytes()))
+        );
+        let served = y.tx.borrow().clone().unwrap();
+        assert!(
+            served
+                .catalog
+                .proxies
+                .contains_key(&catalog::ProxyName("f".into()))
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }
