@@ -107,9 +107,9 @@ fn every_page_is_read_and_resources_that_are_not_active_are_reported() {
     let stderr = text(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     for line in [
-        "virtual nodes: 7 described",
-        "virtual services: 2 described",
-        "routes: 6 described",
+        "virtual nodes: 8 described",
+        "virtual services: 3 described",
+        "routes: 7 described",
         "gateway routes: 1 described",
     ] {
         assert!(stderr.contains(line), "{line:?} missing from {stderr}");
@@ -122,6 +122,7 @@ fn every_page_is_read_and_resources_that_are_not_active_are_reported() {
         "red",
         "tcpclient",
         "tcpecho",
+        "tcplegacy",
     ] {
         assert!(out.join(format!("{fragment}.yaml")).is_file(), "{fragment}");
     }
@@ -174,10 +175,10 @@ fn the_color_mesh_imports_into_fragments_that_validate_and_a_report_of_what_was_
     let stderr = text(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     for line in [
-        "virtual nodes: 7 described",
-        "virtual services: 2 described",
-        "virtual routers: 2 described",
-        "routes: 6 described",
+        "virtual nodes: 8 described",
+        "virtual services: 3 described",
+        "virtual routers: 3 described",
+        "routes: 7 described",
         "virtual gateways: 1 described",
         "gateway routes: 1 described",
     ] {
@@ -199,7 +200,8 @@ fn the_color_mesh_imports_into_fragments_that_validate_and_a_report_of_what_was_
             "green.yaml",
             "red.yaml",
             "tcpclient.yaml",
-            "tcpecho.yaml"
+            "tcpecho.yaml",
+            "tcplegacy.yaml"
         ]
     );
     let checked = validate(&out);
@@ -213,15 +215,22 @@ fn the_color_mesh_imports_into_fragments_that_validate_and_a_report_of_what_was_
     let front = std::fs::read_to_string(out.join("front.yaml")).unwrap();
     assert!(front.contains(&arn("virtualNode/front")), "{front}");
     let report = std::fs::read_to_string(out.join("IMPORT-REPORT.md")).unwrap();
-    // The tcp route on a shared port, and what depends on it, are reported as not mapped.
-    assert!(
-        report.contains(
-            "| route `tcpecho/tcp` | `spec.tcpRoute` | **not mapped**: a tcp route on a shared port"
-        ),
-        "{report}"
+    // front's tcp backend on a port of its own: a TCP chain of its HTTP egress listener.
+    let doc: serde_json::Value = serde_saphyr::from_str(&front).unwrap();
+    let egress = &doc["proxies"]["front"]["listeners"][1];
+    assert_eq!(egress["protocol"], "http", "{front}");
+    assert_eq!(
+        egress["ports"],
+        serde_json::json!({ "2701": "tcpecho" }),
+        "{front}"
     );
     assert!(
-        report.contains("| virtual node `front` | `spec.backends[1].virtualService` | **not mapped**: no route of virtual router tcpecho could be mapped |"),
+        report.contains("| `spec.backends[1].virtualService` | mapped | ports [2701] of the egress listener (TCP, by the port dialled), to virtual node tcpecho |"),
+        "{report}"
+    );
+    // Its tcp backend on the port it dials an HTTP one on: reported as not mapped.
+    assert!(
+        report.contains("| `spec.backends[2].virtualService` | **not mapped**: port 8080 is also HTTP virtual service colorteller.color.local's: the egress listener takes a port as TCP or as HTTP by Host, not both, so it stays HTTP |"),
         "{report}"
     );
     // The gateway hop sets no timeout of its own: the target service's route times the
@@ -254,7 +263,7 @@ fn the_color_mesh_imports_into_fragments_that_validate_and_a_report_of_what_was_
         "{tcpclient}"
     );
     assert!(
-        report.contains("| `spec.backends[0].virtualService` | mapped | ports [2701] of the tcp egress listener, to virtual node tcpecho |"),
+        report.contains("| `spec.backends[0].virtualService` | mapped | ports [2701] of the egress listener (TCP, by the port dialled), to virtual node tcpecho |"),
         "{report}"
     );
     // LOADBALANCER DNS is a logical DNS upstream.

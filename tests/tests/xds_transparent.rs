@@ -249,6 +249,67 @@ upstreams:
     });
 }
 
+/// An http egress listener with `ports`: a connection to a port listed is TCP to its
+/// upstream, any other port is HTTP routed by Host, all through the one port ECS redirects
+/// the task's egress to (an App Mesh caller with HTTP and tcp backends).
+#[test]
+fn an_http_egress_listener_s_ports_carry_tcp_beside_http_by_host() {
+    let dir = TempDir::new("transparent-mixed");
+    let (app, peer) = task("mixed");
+    let catalog = r#"
+version: 1
+proxies:
+  app:
+    listeners:
+      - name: egress
+        port: 15001
+        address: 127.0.0.1
+        protocol: http
+        original_destination: true
+        ports: { 5432: postgres }
+        virtual_hosts:
+          - { name: web, domains: ["web.mesh.test:8080"], routes: [ { match: { prefix: / }, to: web } ] }
+upstreams:
+  web: { protocol: http1, endpoints: { static: ["10.99.1.2:8080"] } }
+  postgres: { protocol: tcp, endpoints: { static: ["10.99.1.2:5432"] } }
+"#;
+    let peers = peer.hold(|| {
+        [("web", 8080), ("postgres", 5432)].map(|(name, port)| {
+            Backend::start_at(name, addr(PEER, port)).expect("a peer backend starts")
+        })
+    });
+    app.run(|| {
+        let (_server, envoy) = start(&dir, catalog, "app");
+        wait_for(
+            "web through the egress listener",
+            Duration::from_secs(20),
+            || {
+                http::request_to(
+                    addr([10, 99, 0, 5], 8080),
+                    "GET",
+                    "/",
+                    &[("host", "web.mesh.test:8080")],
+                )
+                .ok()
+                .filter(|r| r.status == 200)
+            },
+        );
+        // Port 5432: TCP, whatever the Host says (the backend answers HTTP, carried as bytes).
+        assert_eq!(
+            get(addr([10, 99, 0, 9], 5432), "web.mesh.test:8080").1,
+            "postgres"
+        );
+        assert_eq!(envoy.stat("tcp.egress_5432.downstream_cx_total"), Some(1));
+        // Any other port: HTTP by Host; a Host no virtual host takes gets Envoy's 404.
+        assert_eq!(
+            get(addr([10, 99, 0, 9], 8080), "web.mesh.test:8080"),
+            (200, "web".into())
+        );
+        assert_eq!(get(addr([10, 99, 0, 9], 6379), "db.mesh.test").0, 404);
+        assert_eq!(peers[1].hits(), 1);
+    });
+}
+
 /// `passthrough`: what the catalog does not name goes on to the address the app dialled, as
 /// App Mesh's egress filter ALLOW_ALL did. On the HTTP egress listener a Host no virtual host
 /// takes reaches the address dialled (a backend outside the catalog); on a tcp one, a port no

@@ -606,6 +606,36 @@ fn port_of(l: &Listener) -> i32 {
     l.port_mapping().map(|p| p.port()).unwrap_or(80)
 }
 
+/// Takes `port` for `service`'s connections to `upstream` in the egress listener's TCP
+/// chains, unless another service's connections (TCP, or HTTP beside: `beside_http`) are
+/// dialled on it too, which is reported at `at`; whether it took it.
+fn claim_port(
+    ports: &mut BTreeMap<i32, (String, String)>,
+    beside_http: Option<&BTreeMap<i32, String>>,
+    port: i32,
+    service: &str,
+    upstream: &str,
+    at: &str,
+    r: &mut Resource,
+) -> bool {
+    if let Some(other) = beside_http.and_then(|h| h.get(&port)) {
+        r.not_mapped(
+            at,
+            format!("port {port} is also HTTP virtual service {other}'s: the egress listener takes a port as TCP or as HTTP by Host, not both, so it stays HTTP"),
+        );
+        return false;
+    }
+    if let Some((other, _)) = ports.get(&port) {
+        r.not_mapped(
+            at,
+            format!("port {port} is also virtual service {other}'s: a tcp listener chooses by the port dialled, not by name"),
+        );
+        return false;
+    }
+    ports.insert(port, (service.to_string(), upstream.to_string()));
+    true
+}
+
 /// Whether a listener speaks tcp.
 fn is_tcp(l: &Listener) -> bool {
     l.port_mapping()
@@ -990,17 +1020,20 @@ impl Ctx<'_> {
             );
         }
         let backends = spec.map(|s| s.backends()).unwrap_or_default();
-        // ECS redirects all of a task's egress to one port, which speaks one protocol: TCP by
-        // the port dialled when every backend is tcp, else HTTP by Host.
-        let tcp_only = !backends.is_empty()
-            && backends.iter().all(|b| {
-                b.as_virtual_service()
-                    .is_ok_and(|vs| self.service_is_tcp(vs.virtual_service_name()))
-            });
+        // ECS redirects all of a task's egress to one port: a tcp listener by the port
+        // dialled when every backend is tcp, else an http one by Host, with the tcp
+        // backends' ports as TCP chains beside its HTTP chain.
+        let is_tcp = |b: &aws_sdk_appmesh::types::Backend| {
+            b.as_virtual_service()
+                .is_ok_and(|vs| self.service_is_tcp(vs.virtual_service_name()))
+        };
+        let tcp_only = !backends.is_empty() && backends.iter().all(is_tcp);
         let (hosts, tcp) = if tcp_only {
-            (Vec::new(), self.tcp_egress(backends, &mut r))
+            (Vec::new(), self.tcp_egress(backends, None, &mut r))
         } else {
-            (self.egress_hosts(backends, "spec.backends", &mut r), None)
+            let hosts = self.egress_hosts(backends, "spec.backends", &mut r);
+            let http_ports = self.http_backend_ports(backends);
+            (hosts, self.tcp_egress(backends, Some(&http_ports), &mut r))
         };
         if let Some(notes) = self.tls_notes.remove(&format!("virtual node {name}")) {
             r.fields.extend(notes);
@@ -1014,7 +1047,12 @@ impl Ctx<'_> {
             // ECS redirects the app's outbound connections here; Envoy routes them by Host.
             egress.insert("original_destination".into(), json!(true));
             let mut passthrough = allow_all;
-            if let Some(tcp) = tcp {
+            if let (Some(tcp), false) = (&tcp, hosts.is_empty()) {
+                // TCP ports beside the HTTP chain.
+                egress.insert("protocol".into(), json!("http"));
+                egress.extend(tcp.clone());
+                egress.insert("virtual_hosts".into(), Value::Array(hosts));
+            } else if let Some(tcp) = tcp {
                 egress.insert("protocol".into(), json!("tcp"));
                 if tcp.contains_key("split") && allow_all {
                     passthrough = false;
@@ -1502,7 +1540,6 @@ impl Ctx<'_> {
         Some(Value::Object(u))
     }
 
-    /// The port a virtual service is reached on, when it has one.
     /// The ports a virtual service answers on: its router's or node's listeners, in order.
     fn service_ports(&self, service: &VirtualServiceData) -> Vec<i32> {
         use aws_sdk_appmesh::types::VirtualServiceProvider as P;
@@ -1577,12 +1614,64 @@ impl Ctx<'_> {
         }
     }
 
-    /// The tcp egress of a node whose backends are all tcp: `ports`, each port of a service to
-    /// its node's upstream (a router's first tcp route by priority), or `split` when there is
-    /// one port and its route has several targets. `None` when nothing could be mapped.
+    /// The ports HTTP backends are dialled on, with their services: every port of a service
+    /// that is not tcp, but for the tcp listeners of a provider node that has HTTP ones too.
+    fn http_backend_ports(
+        &self,
+        backends: &[aws_sdk_appmesh::types::Backend],
+    ) -> BTreeMap<i32, String> {
+        let mut out = BTreeMap::new();
+        for vs in backends.iter().filter_map(|b| b.as_virtual_service().ok()) {
+            let name = vs.virtual_service_name();
+            let Some(service) = self.services.get(name).copied() else {
+                continue;
+            };
+            if self.service_is_tcp(name) {
+                continue;
+            }
+            let tcp = self.node_tcp_listeners(service);
+            for port in self.service_ports(service) {
+                if !tcp.iter().any(|(p, _)| *p == port) {
+                    out.entry(port).or_insert_with(|| name.to_string());
+                }
+            }
+        }
+        out
+    }
+
+    /// The tcp listeners of a virtual service's provider node that also has HTTP ones: each
+    /// port with the upstream a connection to it takes.
+    fn node_tcp_listeners(&self, service: &VirtualServiceData) -> Vec<(i32, String)> {
+        use aws_sdk_appmesh::types::VirtualServiceProvider as P;
+        let Some(P::VirtualNode(n)) = service.spec().and_then(|s| s.provider()) else {
+            return Vec::new();
+        };
+        let node = n.virtual_node_name();
+        let listeners = self.listeners(node);
+        if self.speaks_tcp(node) {
+            return Vec::new();
+        }
+        (0..listeners.len())
+            .filter(|&k| is_tcp(&listeners[k]))
+            .map(|k| {
+                (
+                    port_of(&listeners[k]),
+                    node_port_upstream(node, listeners, k),
+                )
+            })
+            .collect()
+    }
+
+    /// The tcp egress of a node's tcp backends: `ports`, each port of a service to its node's
+    /// upstream (a router's first tcp route by priority), or, when every backend is tcp
+    /// (`beside_http` is `None`), `split` when there is one port and its route has several
+    /// targets. Beside an HTTP chain (`beside_http`: the ports its backends are dialled on,
+    /// with their services), a port of both is left to HTTP. `None` when nothing could be
+    /// mapped.
     fn tcp_egress(
         &mut self,
         backends: &[aws_sdk_appmesh::types::Backend],
+        beside_http: Option<&BTreeMap<i32, String>>,
         r: &mut Resource,
     ) -> Option<Map<String, Value>> {
         use aws_sdk_appmesh::types::VirtualServiceProvider as P;
@@ -1594,6 +1683,27 @@ impl Ctx<'_> {
             };
             let at = format!("spec.backends[{i}].virtualService");
             let name = vs.virtual_service_name();
+            if !self.service_is_tcp(name) {
+                // A provider node's tcp listeners beside its HTTP ones: a port chain each.
+                let Some(service) = self.services.get(name).copied() else {
+                    continue;
+                };
+                let node = match service.spec().and_then(|s| s.provider()) {
+                    Some(P::VirtualNode(n)) if self.reachable(n.virtual_node_name()) => {
+                        n.virtual_node_name().to_string()
+                    }
+                    _ => continue,
+                };
+                for (port, upstream) in self.node_tcp_listeners(service) {
+                    if claim_port(&mut ports, beside_http, port, name, &upstream, &at, r) {
+                        r.mapped(
+                            &at,
+                            format!("port {port} (tcp) of its provider, virtual node {node}: ports.{port} of the egress listener, to upstream {upstream}"),
+                        );
+                    }
+                }
+                continue;
+            }
             let Some(service) = self.services.get(name).copied() else {
                 r.not_mapped(
                     &at,
@@ -1674,7 +1784,7 @@ impl Ctx<'_> {
                             }
                             rr.mapped(
                                 "spec.tcpRoute",
-                                format!("the tcp egress listener, by the port dialled ({service_ports:?})"),
+                                format!("the egress listener's TCP chains, by the port dialled ({service_ports:?})"),
                             );
                         }
                         self.record(rr);
@@ -1693,21 +1803,12 @@ impl Ctx<'_> {
                 ),
                 [(node, _)] => {
                     for port in &service_ports {
-                        if let Some((other, _)) = ports.get(port) {
-                            r.not_mapped(
-                                &at,
-                                format!("port {port} is also virtual service {other}'s: a tcp listener chooses by the port dialled, not by name"),
-                            );
-                            continue;
-                        }
-                        ports.insert(
-                            *port,
-                            (name.to_string(), self.node_upstream_on(node, *port)),
-                        );
+                        let upstream = self.node_upstream_on(node, *port);
+                        claim_port(&mut ports, beside_http, *port, name, &upstream, &at, r);
                     }
                     r.mapped(
                         &at,
-                        format!("ports {service_ports:?} of the tcp egress listener, to virtual node {node}"),
+                        format!("ports {service_ports:?} of the egress listener (TCP, by the port dialled), to virtual node {node}"),
                     );
                 }
                 several => {
@@ -1727,16 +1828,16 @@ impl Ctx<'_> {
             }
         }
         let mut out = Map::new();
-        match (splits.len(), ports.is_empty()) {
-            (0, _) => {}
-            (1, true) => {
+        match (splits.len(), ports.is_empty(), beside_http) {
+            (0, _, _) => {}
+            (1, true, None) => {
                 out.insert("split".into(), Value::Object(splits.remove(0).1));
             }
             _ => {
                 for (name, _) in &splits {
                     r.not_mapped(
                         "spec.backends",
-                        format!("virtual service {name}: its weighted tcp route needs the listener's `split`, which takes every port, beside other tcp backends"),
+                        format!("virtual service {name}: its weighted tcp route needs the listener's `split`, which takes every port, beside other backends"),
                     );
                 }
             }
@@ -1768,7 +1869,11 @@ impl Ctx<'_> {
                 continue;
             };
             let name = vs.virtual_service_name();
-            hosts.extend(self.service_host(name, &format!("{at}[{i}]"), r));
+            // Mapped by port beside the HTTP chain instead.
+            if self.service_is_tcp(name) {
+                continue;
+            }
+            hosts.extend(self.service_host(name, &format!("{at}[{i}]"), true, r));
         }
         let services: Vec<&str> = backends
             .iter()
@@ -1781,7 +1886,15 @@ impl Ctx<'_> {
 
     /// The virtual hosts of one virtual service (one, or one per port of a provider node);
     /// none when nothing of it can be routed.
-    fn service_host(&mut self, name: &str, at: &str, r: &mut Resource) -> Vec<Value> {
+    /// With `tcp_beside`, a provider node's tcp listeners are left to the egress listener's
+    /// TCP chains ([`Mapper::tcp_egress`]), which report them.
+    fn service_host(
+        &mut self,
+        name: &str,
+        at: &str,
+        tcp_beside: bool,
+        r: &mut Resource,
+    ) -> Vec<Value> {
         let Some(service) = self.services.get(name).copied() else {
             r.not_mapped(
                 format!("{at}.virtualService"),
@@ -1808,7 +1921,7 @@ impl Ctx<'_> {
                     );
                     return Vec::new();
                 }
-                return self.node_hosts(name, target, at, r);
+                return self.node_hosts(name, target, at, tcp_beside, r);
             }
             Some(P::VirtualRouter(vr)) => {
                 let router = vr.virtual_router_name();
@@ -1856,7 +1969,14 @@ impl Ctx<'_> {
     /// HTTP listener, by the port in the Host, each to that listener's upstream. The Host
     /// without a port (port 80 by the scheme) takes the listener on 80, else the first HTTP
     /// one. A tcp listener cannot be reached through the HTTP egress: reported.
-    fn node_hosts(&self, name: &str, node: &str, at: &str, r: &mut Resource) -> Vec<Value> {
+    fn node_hosts(
+        &self,
+        name: &str,
+        node: &str,
+        at: &str,
+        tcp_beside: bool,
+        r: &mut Resource,
+    ) -> Vec<Value> {
         let field = format!("{at}.virtualService");
         let listeners = self.listeners(node);
         let http: Vec<usize> = (0..listeners.len())
@@ -1877,6 +1997,9 @@ impl Ctx<'_> {
         let mut hosts = Vec::new();
         for (k, l) in listeners.iter().enumerate() {
             let port = port_of(l);
+            if is_tcp(l) && tcp_beside {
+                continue;
+            }
             if is_tcp(l) {
                 r.not_mapped(
                     field.clone(),
@@ -2043,7 +2166,7 @@ impl Ctx<'_> {
         if spec.tcp_route().is_some() {
             r.not_mapped(
                 "spec.tcpRoute",
-                "a tcp route on a shared port: ECS redirects all of a task's egress to one port, which is HTTP by Host here because the caller has HTTP backends too; a tcp route is imported for callers whose backends are all tcp (a tcp egress listener by the port dialled)",
+                "a tcp route of a router that has HTTP listeners too: an HTTP virtual host cannot send to it; a tcp route is imported for a virtual service whose router listens on tcp only (TCP chains of the egress listener, by the port dialled)",
             );
             return None;
         }
@@ -2552,7 +2675,7 @@ impl Ctx<'_> {
         let mut reached = Vec::new();
         for t in &targets {
             let mut tr = Resource::new("virtual gateway", format!("{name} → {t}"));
-            let service_hosts = self.service_host(t, "target", &mut tr);
+            let service_hosts = self.service_host(t, "target", false, &mut tr);
             if !service_hosts.is_empty() {
                 hosts.extend(service_hosts);
                 reached.push(t.clone());

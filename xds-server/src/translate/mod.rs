@@ -297,9 +297,10 @@ pub(crate) fn listener_upstreams(p: &crate::catalog::Proxy) -> Vec<&UpstreamName
             ListenerProtocol::Tcp => {
                 used.extend(l.to.iter());
                 used.extend(l.split.iter().flat_map(|s| s.keys()));
-                used.extend(l.ports.iter().flat_map(|p| p.values()));
             }
         }
+        // TCP chains by port, of tcp and http listeners alike.
+        used.extend(l.ports.iter().flat_map(|p| p.values()));
     }
     used.sort();
     used.dedup();

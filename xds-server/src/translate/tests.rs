@@ -755,6 +755,9 @@ fn an_http_listener_s_ports_are_tcp_chains_beside_its_http_chain() {
         [(Some(5432), Some("postgres".into())), (None, None)]
     );
     assert_eq!(http.filter_chains[0].name, "port-5432");
+    // Its upstream is one of the proxy's clusters.
+    let r = translate(&c, &ProxyName("app".into()), &EndpointMap::new());
+    assert!(names(&r, ResourceType::Cluster).contains(&"postgres"));
     assert!(
         c.proxies[&ProxyName("app".into())].listeners[0]
             .ports

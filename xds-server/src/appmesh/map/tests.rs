@@ -747,7 +747,7 @@ fn what_the_catalog_would_refuse_is_reported_per_route_and_the_rest_imports() {
             .unwrap_or_else(|| panic!("no {field} for {resource}: {:?}", mapped.report))
     };
     assert!(
-        matches!(outcome("front", "spec.backends[1].virtualService"), Outcome::NotMapped(w) if w.contains("speaks tcp")),
+        matches!(outcome("front", "spec.backends[1].virtualService"), Outcome::NotMapped(w) if w.contains("port 8080 is also HTTP virtual service colors.color.local's")),
     );
     assert!(
         matches!(outcome("colors/bad-regex", "spec.httpRoute.match.headers[0]"), Outcome::NotMapped(w) if w.contains("invalid")),
@@ -1134,14 +1134,38 @@ fn every_listener_of_a_node_is_mapped_and_targets_reach_the_port_they_name() {
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
 }
 
-#[test]
-fn a_caller_whose_backends_are_all_tcp_gets_a_tcp_egress_by_port() {
-    use aws_sdk_appmesh::types::{DnsServiceDiscovery, TcpRoute, TcpRouteAction};
+/// A tcp route of router `tcpecho` to `targets`.
+fn tcp_route(name: &str, targets: Vec<WeightedTarget>) -> RouteData {
+    use aws_sdk_appmesh::types::{TcpRoute, TcpRouteAction};
+    let mut r = route(name, Some(1), HttpRouteMatch::builder().build(), vec![]);
+    r.virtual_router_name = "tcpecho".into();
+    r.spec = Some(
+        RouteSpec::builder()
+            .tcp_route(
+                TcpRoute::builder()
+                    .action(
+                        TcpRouteAction::builder()
+                            .set_weighted_targets(Some(targets))
+                            .build()
+                            .unwrap(),
+                    )
+                    .build(),
+            )
+            .build(),
+    );
+    r
+}
+
+/// The mesh with tcp nodes `tcpecho` and `tcpecho2` listening on `port`, virtual service
+/// `tcpecho.color.local` through router `tcpecho` (a tcp route to tcpecho), and a node
+/// `client` calling `backends`.
+fn tcp_mesh(port: i32, backends: &[&str]) -> Mesh {
+    use aws_sdk_appmesh::types::DnsServiceDiscovery;
     let mut m = mesh();
     let tcp_node = |name: &str| {
         let mut n = node(name, &[]);
         let spec = n.spec.as_mut().unwrap();
-        spec.listeners = Some(vec![listener(2701, PortProtocol::Tcp)]);
+        spec.listeners = Some(vec![listener(port, PortProtocol::Tcp)]);
         spec.service_discovery = Some(ServiceDiscovery::Dns(
             DnsServiceDiscovery::builder()
                 .hostname(format!("{name}.color.local"))
@@ -1152,7 +1176,7 @@ fn a_caller_whose_backends_are_all_tcp_gets_a_tcp_egress_by_port() {
     };
     m.nodes.push(tcp_node("tcpecho"));
     m.nodes.push(tcp_node("tcpecho2"));
-    m.nodes.push(node("client", &["tcpecho.color.local"]));
+    m.nodes.push(node("client", backends));
     let mut router = m.routers[0].0.clone();
     router.virtual_router_name = "tcpecho".into();
     router.spec = Some(
@@ -1161,7 +1185,7 @@ fn a_caller_whose_backends_are_all_tcp_gets_a_tcp_egress_by_port() {
                 VirtualRouterListener::builder()
                     .port_mapping(
                         PortMapping::builder()
-                            .port(2701)
+                            .port(port)
                             .protocol(PortProtocol::Tcp)
                             .build()
                             .unwrap(),
@@ -1170,25 +1194,6 @@ fn a_caller_whose_backends_are_all_tcp_gets_a_tcp_egress_by_port() {
             )
             .build(),
     );
-    let tcp_route = |name: &str, targets: Vec<WeightedTarget>| {
-        let mut r = route(name, Some(1), HttpRouteMatch::builder().build(), vec![]);
-        r.virtual_router_name = "tcpecho".into();
-        r.spec = Some(
-            RouteSpec::builder()
-                .tcp_route(
-                    TcpRoute::builder()
-                        .action(
-                            TcpRouteAction::builder()
-                                .set_weighted_targets(Some(targets))
-                                .build()
-                                .unwrap(),
-                        )
-                        .build(),
-                )
-                .build(),
-        );
-        r
-    };
     m.routers
         .push((router, vec![tcp_route("tcp", vec![target("tcpecho", 1)])]));
     let mut service = m.services[0].clone();
@@ -1204,6 +1209,12 @@ fn a_caller_whose_backends_are_all_tcp_gets_a_tcp_egress_by_port() {
             .build(),
     );
     m.services.push(service);
+    m
+}
+
+#[test]
+fn a_caller_whose_backends_are_all_tcp_gets_a_tcp_egress_by_port() {
+    let mut m = tcp_mesh(2701, &["tcpecho.color.local"]);
     let mapped = map(&m, &Options::default()).unwrap();
     let egress = &mapped.fragments["client.yaml"]["proxies"]["client"]["listeners"][1];
     assert_eq!(egress["protocol"], json!("tcp"));
@@ -1216,7 +1227,7 @@ fn a_caller_whose_backends_are_all_tcp_gets_a_tcp_egress_by_port() {
         .find(|r| r.name == "tcpecho/tcp")
         .unwrap();
     assert!(
-        matches!(&route.fields[0].outcome, Outcome::Mapped(to) if to.starts_with("the tcp egress listener")),
+        matches!(&route.fields[0].outcome, Outcome::Mapped(to) if to.starts_with("the egress listener's TCP chains")),
         "{route:?}"
     );
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
@@ -1231,6 +1242,101 @@ fn a_caller_whose_backends_are_all_tcp_gets_a_tcp_egress_by_port() {
     let egress = &mapped.fragments["client.yaml"]["proxies"]["client"]["listeners"][1];
     assert_eq!(egress["split"], json!({ "tcpecho": 3, "tcpecho2": 1 }));
     assert!(egress.get("ports").is_none());
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+}
+
+#[test]
+fn a_caller_with_http_and_tcp_backends_gets_tcp_ports_beside_its_http_egress() {
+    let m = tcp_mesh(2701, &["colors.color.local", "tcpecho.color.local"]);
+    let mapped = map(&m, &Options::default()).unwrap();
+    let egress = &mapped.fragments["client.yaml"]["proxies"]["client"]["listeners"][1];
+    assert_eq!(egress["protocol"], json!("http"));
+    assert_eq!(egress["original_destination"], json!(true));
+    assert_eq!(egress["ports"], json!({ "2701": "tcpecho" }));
+    assert_eq!(
+        egress["virtual_hosts"][0]["domains"],
+        json!(["colors.color.local", "colors.color.local:8080"])
+    );
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+    let outcome = |mapped: &Mapped, resource: &str, field: &str| {
+        mapped
+            .report
+            .resources
+            .iter()
+            .filter(|r| r.name == resource)
+            .flat_map(|r| &r.fields)
+            .find(|f| f.field == field)
+            .map(|f| f.outcome.clone())
+            .unwrap_or_else(|| panic!("no {field} for {resource}: {:?}", mapped.report))
+    };
+    assert_eq!(
+        outcome(&mapped, "client", "spec.backends[1].virtualService"),
+        Outcome::Mapped(
+            "ports [2701] of the egress listener (TCP, by the port dialled), to virtual node tcpecho"
+                .into()
+        )
+    );
+
+    // A tcp route on the port an HTTP backend is dialled on: that port stays HTTP, and the
+    // report says the tcp service is not reached.
+    let m = tcp_mesh(8080, &["colors.color.local", "tcpecho.color.local"]);
+    let mapped = map(&m, &Options::default()).unwrap();
+    let egress = &mapped.fragments["client.yaml"]["proxies"]["client"]["listeners"][1];
+    assert_eq!(egress["protocol"], json!("http"));
+    assert!(egress.get("ports").is_none(), "{egress}");
+    assert_eq!(
+        outcome(&mapped, "client", "spec.backends[1].virtualService"),
+        Outcome::NotMapped("port 8080 is also HTTP virtual service colors.color.local's: the egress listener takes a port as TCP or as HTTP by Host, not both, so it stays HTTP".into())
+    );
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+
+    // Weighted tcp targets beside HTTP: `split` would take every port, HTTP's too.
+    let mut m = tcp_mesh(2701, &["colors.color.local", "tcpecho.color.local"]);
+    let last = m.routers.len() - 1;
+    m.routers[last].1 = vec![tcp_route(
+        "tcp",
+        vec![target("tcpecho", 3), target("tcpecho2", 1)],
+    )];
+    let mapped = map(&m, &Options::default()).unwrap();
+    let egress = &mapped.fragments["client.yaml"]["proxies"]["client"]["listeners"][1];
+    assert!(
+        egress.get("split").is_none() && egress.get("ports").is_none(),
+        "{egress}"
+    );
+    assert!(
+        matches!(outcome(&mapped, "client", "spec.backends"), Outcome::NotMapped(w) if w.contains("tcpecho.color.local: its weighted tcp route needs the listener's `split`")),
+        "{:?}",
+        mapped.report
+    );
+}
+
+#[test]
+fn a_node_provider_s_tcp_listener_is_a_port_chain_beside_its_http_ones() {
+    let mut m = mesh();
+    // multi serves HTTP on 8080 and tcp on 2701; client calls it by its service.
+    m.nodes.push(node("multi", &[]));
+    m.nodes.last_mut().unwrap().spec.as_mut().unwrap().listeners = Some(vec![
+        listener(8080, PortProtocol::Http),
+        listener(2701, PortProtocol::Tcp),
+    ]);
+    m.services.push(node_service("multi.color.local", "multi"));
+    m.nodes.push(node("client", &["multi.color.local"]));
+    let mapped = map(&m, &Options::default()).unwrap();
+    let egress = &mapped.fragments["client.yaml"]["proxies"]["client"]["listeners"][1];
+    assert_eq!(egress["protocol"], json!("http"));
+    assert_eq!(egress["ports"], json!({ "2701": "multi-2701" }));
+    assert_eq!(
+        egress["virtual_hosts"][0]["domains"],
+        json!(["multi.color.local", "multi.color.local:8080"])
+    );
+    // Defined by multi's own fragment, as its other ports' upstreams.
+    let upstreams = &mapped.fragments["multi.yaml"]["upstreams"];
+    assert_eq!(
+        upstreams["multi-2701"]["protocol"],
+        json!("tcp"),
+        "{upstreams}"
+    );
+    assert_eq!(upstreams["multi-2701"]["port"], json!(2701), "{upstreams}");
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
 }
 
@@ -1302,8 +1408,11 @@ fn a_node_provider_with_several_listeners_is_routed_per_port() {
     );
     assert!(
         !hosts.to_string().contains("multi.color.local:2701"),
-        "an HTTP listener cannot take the tcp port: {hosts}"
+        "a virtual host cannot take the tcp port: {hosts}"
     );
+    // The egress listener's TCP chain for it does.
+    let egress = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1];
+    assert_eq!(egress["ports"], json!({ "2701": "multi-2701" }));
     let fields = |name: &str| -> Vec<Field> {
         mapped
             .report
@@ -1315,7 +1424,7 @@ fn a_node_provider_with_several_listeners_is_routed_per_port() {
     };
     assert!(
         fields("front").iter().any(|f| f.field == "spec.backends[1].virtualService"
-            && matches!(&f.outcome, Outcome::NotMapped(w) if w.contains("port 2701") && w.contains("tcp"))),
+            && matches!(&f.outcome, Outcome::Mapped(w) if w == "port 2701 (tcp) of its provider, virtual node multi: ports.2701 of the egress listener, to upstream multi-2701")),
         "{:?}",
         fields("front")
     );
