@@ -138,6 +138,71 @@ fn every_page_is_read_and_resources_that_are_not_active_are_reported() {
     assert!(checked.status.success(), "{}", text(&checked.stderr));
 }
 
+/// `--dry-run --out DIR` prints the report the import then writes into DIR, byte for byte:
+/// checked beside DIR's other fragments (whose warnings it carries), naming what it would
+/// remove, and failing as the import would on a file that is not the import's.
+#[test]
+fn a_dry_run_into_a_directory_prints_the_report_the_import_writes_there() {
+    let dir = TempDir::new("appmesh-plan");
+    let moto = color_mesh(&dir, 9080, &[], &[]);
+    let out = dir.path().join("catalog.d");
+    std::fs::create_dir_all(&out).unwrap();
+    // A fragment of the team's own beside the import, with a route that never matches.
+    let extra = "version: 1\nproxies:\n  extra:\n    listeners:\n      - { name: web, port: 8080, protocol: http, routes: [ { match: { prefix: / }, to: extra }, { match: { prefix: /x }, to: extra } ] }\nupstreams:\n  extra: { protocol: http1, endpoints: { static: [\"10.0.0.1:80\"] } }\n";
+    std::fs::write(out.join("extra.yaml"), extra).unwrap();
+    // A fragment an earlier import of this mesh wrote, of a node deleted since.
+    let gone = "# Imported from App Mesh mesh color by `xds-server import-appmesh`; see IMPORT-REPORT.md.\nversion: 1\n";
+    std::fs::write(out.join("gone.yaml"), gone).unwrap();
+    let listed = || {
+        let mut files: Vec<String> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        files.sort();
+        files
+    };
+
+    let dry = import(&moto, &["--dry-run", "--out", out.to_str().unwrap()]);
+    let stderr = text(&dry.stderr);
+    assert!(dry.status.success(), "{stderr}");
+    let planned = text(&dry.stdout);
+    assert!(
+        planned.contains("proxies.extra.listeners[0].routes[1]: never matches"),
+        "{planned}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "would remove {} (a resource no longer in the mesh)",
+            out.join("gone.yaml").display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(listed(), ["extra.yaml", "gone.yaml"], "nothing written");
+
+    let run = import(&moto, &["--out", out.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    let written = std::fs::read_to_string(out.join("IMPORT-REPORT.md")).unwrap();
+    assert_eq!(written, planned);
+    assert!(!out.join("gone.yaml").exists());
+
+    // A file of the import's name that is not the import's: the dry run fails as the import
+    // would, naming it.
+    let other = dir.path().join("other.d");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("front.yaml"), extra).unwrap();
+    let dry = import(&moto, &["--dry-run", "--out", other.to_str().unwrap()]);
+    assert!(!dry.status.success());
+    assert!(
+        text(&dry.stderr).contains(&format!(
+            "{} exists and was not written by an import of this mesh",
+            other.join("front.yaml").display()
+        )),
+        "{}",
+        text(&dry.stderr)
+    );
+    assert!(text(&dry.stdout).is_empty(), "{}", text(&dry.stdout));
+}
+
 fn import(moto: &Moto, args: &[&str]) -> Output {
     Command::new(workspace_bin("xds-server"))
         .args(["import-appmesh", "--mesh", "color"])

@@ -343,7 +343,9 @@ enum Command {
         /// The trust domain written as the fragments' `mesh.trust_domain`.
         #[arg(long, env = "XDS_SERVER_TRUST_DOMAIN")]
         trust_domain: Option<String>,
-        /// Print the report only; write nothing.
+        /// Print the report only; write nothing. With --out, the very report that would be
+        /// written there (checked beside that directory's other fragments, which fails as the
+        /// import would), and on stderr what would be removed.
         #[arg(long, env = "XDS_SERVER_APPMESH_DRY_RUN")]
         dry_run: bool,
         /// The mesh did not have App Mesh's default retry policy (accounts whose first mesh
@@ -714,13 +716,31 @@ async fn main() -> anyhow::Result<ExitCode> {
                 trust_domain,
             };
             let mapped = xds_server::appmesh::import(&mesh, &options).await?;
-            match out.filter(|_| !dry_run) {
-                None => {
-                    // Checked all the same: a dry run says whether the import would be written.
+            match (out, dry_run) {
+                // Checked all the same: a dry run says whether the import would be written.
+                (None, _) => {
                     let rendered = xds_server::appmesh::render(&mapped, std::path::Path::new("."))?;
                     print!("{}", rendered.report.to_markdown());
                 }
-                Some(dir) => {
+                // Into a directory: the report that would be written there, checked beside
+                // its other fragments.
+                (Some(dir), true) => {
+                    let plan = xds_server::appmesh::plan(&mapped, &dir)?;
+                    print!("{}", plan.rendered.report.to_markdown());
+                    for path in &plan.stale {
+                        eprintln!(
+                            "would remove {} (a resource no longer in the mesh)",
+                            path.display()
+                        );
+                    }
+                    eprintln!(
+                        "would write {} fragments and {} to {}; nothing written (--dry-run)",
+                        plan.rendered.fragments.len(),
+                        xds_server::appmesh::REPORT_FILE,
+                        dir.display()
+                    );
+                }
+                (Some(dir), false) => {
                     xds_server::appmesh::write(&mapped, &dir)?;
                     eprintln!(
                         "wrote {} fragments and {} to {}",

@@ -177,13 +177,24 @@ pub fn render(mapped: &Mapped, dir: &Path) -> Result<Rendered, ImportError> {
     render_with(mapped, dir, &[])
 }
 
-/// Writes the fragments and the report into `dir` (created when missing), each file replaced
-/// atomically. The directory is checked as it will be: this import's fragments beside the
-/// fragments already there that it does not replace. Fragments an earlier import of the same
-/// mesh wrote (they start with its header) that this one no longer makes (resources deleted
-/// from the mesh since) are removed; a fragment of this import's name that has no header (a
-/// file of someone else's) is not written over: an error names it, and nothing is written.
-pub fn write(mapped: &Mapped, dir: &Path) -> Result<(), ImportError> {
+/// What [`write`] would do in a directory: the fragments and report it writes, and the
+/// fragments of an earlier import it removes. `--dry-run --out DIR` prints this report, the
+/// very one that would be written.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The fragments and the report, checked beside the directory's other fragments.
+    pub rendered: Rendered,
+    /// Fragments an earlier import of the mesh wrote that this one no longer makes.
+    pub stale: Vec<std::path::PathBuf>,
+}
+
+/// Plans writing the fragments and the report into `dir`. The directory is checked as it will
+/// be: this import's fragments beside the fragments already there that it does not replace.
+/// Fragments an earlier import of the same mesh wrote (they start with its header) that this
+/// one no longer makes (resources deleted from the mesh since) are to be removed; a fragment
+/// of this import's name that has no header (a file of someone else's) is not written over:
+/// an error names it.
+pub fn plan(mapped: &Mapped, dir: &Path) -> Result<Plan, ImportError> {
     let ours = header(&mapped.report.mesh);
     let read_failed = |path: &Path| {
         let path = path.display().to_string();
@@ -218,6 +229,17 @@ pub fn write(mapped: &Mapped, dir: &Path) -> Result<(), ImportError> {
         Err(e) => return Err(read_failed(dir)(e)),
     }
     let rendered = render_with(mapped, dir, &others)?;
+    Ok(Plan { rendered, stale })
+}
+
+/// Writes the fragments and the report into `dir` (created when missing) as [`plan`] says,
+/// each file replaced atomically; nothing is written when the plan fails.
+pub fn write(mapped: &Mapped, dir: &Path) -> Result<(), ImportError> {
+    let read_failed = |path: &Path| {
+        let path = path.display().to_string();
+        move |source| ImportError::Write { path, source }
+    };
+    let Plan { rendered, stale } = plan(mapped, dir)?;
     let write = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);
         common::files::write_atomic(&path, bytes, Default::default()).map_err(|source| {
