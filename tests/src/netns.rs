@@ -183,6 +183,27 @@ impl Default for AppMeshProxyConfiguration {
     }
 }
 
+/// An ECS task's namespace (`LABEL-app`) and its peers' (`LABEL-peer`), linked (10.99.1.1 here,
+/// 10.99.1.2 there), with ECS's APPMESH redirect in the task for `app_ports` as envoy-service
+/// configures it (the ignored UID and GID 1337). 10.99.0.0/24 is routed out of the task, to
+/// addresses no one holds: only the redirect makes them answer. The peer also holds
+/// 169.254.170.2 (the task metadata endpoint ECS ignores).
+pub fn ecs_task(label: &str, app_ports: &[u16]) -> (Netns, Netns) {
+    let app = Netns::new(&format!("{label}-app"));
+    let peer = Netns::new(&format!("{label}-peer"));
+    app.link("eth0", "10.99.1.1/24", &peer, "eth0", "10.99.1.2/24");
+    // (This kernel has no dummy interfaces.)
+    app.exec(&["ip", "route", "add", "10.99.0.0/24", "dev", "eth0"]);
+    peer.exec(&["ip", "addr", "add", "169.254.170.2/32", "dev", "eth0"]);
+    app.exec(&["ip", "route", "add", "169.254.170.2/32", "dev", "eth0"]);
+    app.redirect_like_ecs(&AppMeshProxyConfiguration {
+        app_ports: app_ports.to_vec(),
+        ignored_gid: Some(1337),
+        ..Default::default()
+    });
+    (app, peer)
+}
+
 impl Netns {
     /// The nat rules ECS's App Mesh CNI plugin installs in an awsvpc task's namespace for
     /// `config`: outbound TCP to any address not of the task itself goes to the egress port,

@@ -323,16 +323,18 @@ impl Envoy {
     /// Like [`Envoy::start`], Envoy running as user (and group) `uid`: as the generic image
     /// does under an ECS `proxyConfiguration`, whose redirect ignores that user's connections.
     pub fn start_as_user(dir: &TempDir, proxy: &str, xds_port: u16, uid: u32) -> Envoy {
-        Self::spawn(
-            dir,
-            proxy,
-            xds_port,
-            Mode::Sotw,
-            &[],
-            &[],
-            |_| {},
-            Some(uid),
-        )
+        Self::start_as_user_with(dir, proxy, xds_port, uid, |_| {})
+    }
+
+    /// Like [`Envoy::start_as_user`], with the bootstrap changed by `edit` first.
+    pub fn start_as_user_with(
+        dir: &TempDir,
+        proxy: &str,
+        xds_port: u16,
+        uid: u32,
+        edit: impl FnOnce(&mut serde_json::Value),
+    ) -> Envoy {
+        Self::spawn(dir, proxy, xds_port, Mode::Sotw, &[], &[], edit, Some(uid))
     }
 
     /// The general form: extra `xds-server bootstrap` flags, then `edit` on its output.

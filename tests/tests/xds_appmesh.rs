@@ -203,6 +203,122 @@ fn a_dry_run_into_a_directory_prints_the_report_the_import_writes_there() {
     assert!(text(&dry.stdout).is_empty(), "{}", text(&dry.stdout));
 }
 
+/// Step 4 of docs/migrating-from-app-mesh.md, tried against the test mesh: `front` moves to
+/// the generic Envoy, its task keeping App Mesh's `proxyConfiguration` (ECS's redirect: app
+/// port 8080 to the ingress on 15000, every outbound connection to the egress on 15001, UID and
+/// GID 1337 ignored). Its Envoy, named the App Mesh way (its ARN as node.cluster), is
+/// configured from the import with the default ports. The app calls `colorteller.color.local`
+/// as before and reaches the colors, which have not moved (plain HTTP servers at their Cloud
+/// Map addresses stand for their App Mesh Envoys, which take plain HTTP); a caller that has not
+/// moved (an App Mesh Envoy sends plain HTTP to the task's app port) reaches front's app
+/// through the ingress.
+#[test]
+fn a_service_moved_off_app_mesh_keeps_its_proxy_configuration_and_reaches_the_rest() {
+    use std::net::SocketAddr;
+    let dir = TempDir::new("appmesh-move");
+    let (app, peer) = tests::netns::ecs_task("move", &[8080]);
+    let colors = ["red", "blue", "green", "black"];
+    let peer_at = |k: usize| SocketAddr::from(([10, 99, 1, 2], 9001 + k as u16));
+    let _colors = peer.hold(|| {
+        colors
+            .iter()
+            .enumerate()
+            .map(|(k, c)| Backend::start_at(c, peer_at(k)).expect("a color starts"))
+            .collect::<Vec<_>>()
+    });
+    let _front_app = app.hold(|| {
+        Backend::start_at("front-app", SocketAddr::from(([127, 0, 0, 1], 8080)))
+            .expect("front's app starts")
+    });
+    let instances: Vec<String> = colors
+        .iter()
+        .enumerate()
+        .map(|(k, c)| format!("{c}={}", peer_at(k)))
+        .collect();
+    app.run(|| {
+        let moto = color_mesh(&dir, free_port(), &instances, &[]);
+        let out = dir.path().join("catalog.d");
+        let run = import(&moto, &["--out", out.to_str().unwrap()]);
+        assert!(run.status.success(), "{}", text(&run.stderr));
+        let server = XdsServer::start_env(&dir, out.as_os_str(), 0, &[], &moto.env());
+        server.wait_ready();
+        let envoy = Envoy::start_as_user_with(
+            &dir,
+            "front",
+            server.xds_port,
+            1337,
+            as_app_mesh(arn("virtualNode/front")),
+        );
+        envoy.wait_live();
+        // The app dials the address Cloud Map DNS gave it (any: ECS hands every outbound
+        // connection to the egress listener) with the name it always used.
+        let call = |headers: &[(&str, &str)]| {
+            http::request_to(
+                SocketAddr::from(([10, 99, 0, 5], 8080)),
+                "GET",
+                "/",
+                headers,
+            )
+        };
+        wait_for(
+            "colorteller through front's egress",
+            Duration::from_secs(30),
+            || {
+                call(&[
+                    ("host", "colorteller.color.local:8080"),
+                    ("x-color", "blue"),
+                ])
+                .ok()
+                .filter(|r| r.body.trim() == "blue")
+            },
+        );
+        // App Mesh's routes, now front's Envoy's: the exact path route and the weights.
+        let r = http::request_to(
+            SocketAddr::from(([10, 99, 0, 5], 8080)),
+            "GET",
+            "/green",
+            &[("host", "colorteller.color.local")],
+        )
+        .unwrap();
+        assert_eq!(r.body.trim(), "green");
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..30 {
+            let r = call(&[("host", "colorteller.color.local:8080")]).unwrap();
+            seen.insert(r.body.trim().to_string());
+        }
+        assert_eq!(
+            seen,
+            ["blue", "red"].map(String::from).into(),
+            "the weighted route (red 2, blue 1, green 0)"
+        );
+        assert!(
+            envoy
+                .stat("listener.127.0.0.1_15001.downstream_cx_total")
+                .is_some_and(|n| n >= 32),
+            "through the egress listener"
+        );
+        // A caller not moved yet dials front's task on its app port: the ingress takes it to
+        // the app.
+        let r = peer
+            .run(|| {
+                http::request_to(
+                    SocketAddr::from(([10, 99, 1, 1], 8080)),
+                    "GET",
+                    "/",
+                    &[("host", "front.color.local:8080")],
+                )
+            })
+            .unwrap();
+        assert_eq!((r.status, r.body.trim()), (200, "front-app"));
+        assert!(
+            envoy
+                .stat("listener.0.0.0.0_15000.downstream_cx_total")
+                .is_some_and(|n| n >= 1),
+            "through the ingress listener"
+        );
+    });
+}
+
 fn import(moto: &Moto, args: &[&str]) -> Output {
     Command::new(workspace_bin("xds-server"))
         .args(["import-appmesh", "--mesh", "color"])

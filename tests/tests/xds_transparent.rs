@@ -14,30 +14,16 @@ use std::time::Duration;
 
 use tests::backend::Backend;
 use tests::cli::assert_envoy_accepts;
-use tests::netns::{AppMeshProxyConfiguration, Netns};
+use tests::netns::Netns;
 use tests::{Envoy, TempDir, XdsServer, http, wait_for, workspace_bin};
 
 /// The address of the other tasks.
 const PEER: [u8; 4] = [10, 99, 1, 2];
 
-/// A task's namespace and its peers', linked, with ECS's APPMESH redirect in the task for
-/// app ports 8080 and 8081 as envoy-service configures it (the ignored UID and GID 1337); the peer also
-/// holds 169.254.170.2 (the task metadata endpoint ECS ignores).
+/// A task's namespace and its peers' ([`tests::netns::ecs_task`]), the redirect for app ports
+/// 8080 and 8081.
 fn task(label: &str) -> (Netns, Netns) {
-    let app = Netns::new(&format!("{label}-app"));
-    let peer = Netns::new(&format!("{label}-peer"));
-    app.link("eth0", "10.99.1.1/24", &peer, "eth0", "10.99.1.2/24");
-    // Routed, but held by no one: only the redirect makes them answer. (This kernel has no
-    // dummy interfaces.)
-    app.exec(&["ip", "route", "add", "10.99.0.0/24", "dev", "eth0"]);
-    peer.exec(&["ip", "addr", "add", "169.254.170.2/32", "dev", "eth0"]);
-    app.exec(&["ip", "route", "add", "169.254.170.2/32", "dev", "eth0"]);
-    app.redirect_like_ecs(&AppMeshProxyConfiguration {
-        app_ports: vec![8080, 8081],
-        ignored_gid: Some(1337),
-        ..Default::default()
-    });
-    (app, peer)
+    tests::netns::ecs_task(label, &[8080, 8081])
 }
 
 /// A control plane on `catalog` and an Envoy of role `proxy` as UID 1337, in the calling

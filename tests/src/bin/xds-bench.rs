@@ -1021,7 +1021,18 @@ mod appmesh {
     use super::Args;
 
     /// Routes of the color mesh besides the extra ones (tests/fixtures/appmesh_colorapp.py).
-    const BASE_ROUTES: usize = 6;
+    const BASE_ROUTES: usize = 7;
+
+    /// How many resources of `kind` the import's progress says it described.
+    fn described(progress: &str, kind: &str) -> anyhow::Result<usize> {
+        let prefix = format!("{kind}: ");
+        progress
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix)?.strip_suffix(" described"))
+            .ok_or_else(|| anyhow::anyhow!("no \"{kind}: N described\" line in: {progress}"))?
+            .parse()
+            .map_err(Into::into)
+    }
 
     pub fn run(a: &Args) -> anyhow::Result<()> {
         let dir = TempDir::new("bench-appmesh");
@@ -1041,15 +1052,17 @@ mod appmesh {
         if !run.status.success() {
             bail!("import failed: {}", String::from_utf8_lossy(&run.stderr));
         }
-        print!("{}", String::from_utf8_lossy(&run.stderr));
+        let progress = String::from_utf8_lossy(&run.stderr);
+        print!("{progress}");
         println!();
         println!(
             "| routes | virtual nodes | import (list + describe + map + validate + write) | mesh created in moto |"
         );
         println!("| --- | --- | --- | --- |");
         println!(
-            "| {} | 6 | {} ms | {} ms |",
-            BASE_ROUTES + extra.parse::<usize>()?,
+            "| {} | {} | {} ms | {} ms |",
+            described(&progress, "routes")?,
+            described(&progress, "virtual nodes")?,
             took.as_millis(),
             made.as_millis()
         );

@@ -1042,7 +1042,10 @@ impl Ctx<'_> {
         if !hosts.is_empty() || tcp.is_some() || allow_all {
             let mut egress = Map::new();
             egress.insert("name".into(), json!("egress"));
-            self.bind(&mut egress);
+            // Only the task's own redirected connections reach it (iptables hands them over
+            // on loopback): not a way into the upstreams for anyone else.
+            let address = self.options.address.as_deref().unwrap_or("127.0.0.1");
+            egress.insert("address".into(), json!(address));
             egress.insert("port".into(), json!(self.options.egress_port));
             // ECS redirects the app's outbound connections here; Envoy routes them by Host.
             egress.insert("original_destination".into(), json!(true));
