@@ -574,6 +574,15 @@ struct FragmentState {
     own_errors: BTreeMap<String, Vec<catalog::CatalogError>>,
 }
 
+/// Shows the last good versions served on `/readyz`, when no fragment is listed.
+fn show_kept(kept: &Fragments, status: &Mutex<CatalogStatus>) {
+    let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
+    st.fragments = kept
+        .iter()
+        .map(|(n, a)| (n.clone(), a.version.clone()))
+        .collect();
+}
+
 /// A document as written, apart: the fragments this server takes (for one it serves at the
 /// version written, the one it serves, parsed and checked) and those it keeps only to write
 /// back (`unchecked`: of the document read, at the same version), whether it serves another
@@ -887,16 +896,16 @@ impl FragmentState {
 
     /// Serves the last good versions it has (those of the persisted document, for a replica
     /// that has not listed the catalog yet), as the replicas already running keep serving
-    /// theirs; whether it has any to serve.
+    /// theirs; the versions it serves, if any.
     fn serve_kept(
         &self,
         name: &str,
         reader: &CatalogReader,
         server: &crate::secrets::ServerSide,
         tx: &watch::Sender<Option<Arc<LoadedCatalog>>>,
-    ) -> bool {
+    ) -> Option<Fragments> {
         if self.last_good.is_empty() {
-            return false;
+            return None;
         }
         let kept: Vec<Document> = self
             .last_good
@@ -910,7 +919,7 @@ impl FragmentState {
         let check = |c: &mut catalog::Catalog| server.settle(c, &base);
         let resolution = fragments::resolve(name, &kept, &self.last_good, &check);
         if resolution.served.is_empty() {
-            return false;
+            return None;
         }
         let loaded = LoadedCatalog {
             catalog: resolution.catalog,
@@ -919,17 +928,7 @@ impl FragmentState {
         if !tx.borrow().as_ref().is_some_and(|c| **c == loaded) {
             tx.send_replace(Some(Arc::new(loaded)));
         }
-        true
-    }
-
-    /// Shows the last good versions served on `/readyz`, when no fragment is listed.
-    fn show_kept(&self, status: &Mutex<CatalogStatus>) {
-        let mut st = status.lock().unwrap_or_else(|e| e.into_inner());
-        st.fragments = self
-            .last_good
-            .iter()
-            .map(|(n, a)| (n.clone(), a.version.clone()))
-            .collect();
+        Some(resolution.served)
     }
 
     /// A poll that could not read the catalog (a directory or prefix that cannot be listed:
@@ -955,10 +954,13 @@ impl FragmentState {
             if changed && let Some(fragments) = self.doc.fragments() {
                 self.last_good = fragments.clone();
             }
-            if (changed || tx.borrow().is_none()) && self.serve_kept(name, reader, server, tx) {
+            let kept = (changed || tx.borrow().is_none())
+                .then(|| self.serve_kept(name, reader, server, tx))
+                .flatten();
+            if let Some(kept) = kept {
                 let location = self.store.as_ref().map(|s| s.location().to_string());
                 tracing::warn!(catalog = %name, last_good = ?location, fragments = self.last_good.len(), "catalog unreadable; serving the persisted last good catalog until it can be read");
-                self.show_kept(status);
+                show_kept(&kept, status);
             }
         }
         let text = match &self.store {
@@ -1000,10 +1002,20 @@ impl FragmentState {
             .borrow()
             .as_ref()
             .is_some_and(|c| !c.catalog.proxies.is_empty());
-        if docs.is_empty() && (had_proxies || !self.last_good.is_empty()) {
+        // Nor is the document emptied by it, while it holds fragments (even ones only other
+        // replicas take) or cannot be read.
+        if docs.is_empty() {
+            self.read_persisted(name, server, reader, status).await;
+        }
+        let doc_holds = self.unread()
+            || matches!(&self.doc, Doc::Good { fragments, unchecked, .. }
+                if !fragments.is_empty() || !unchecked.is_empty());
+        if docs.is_empty() && (had_proxies || !self.last_good.is_empty() || doc_holds) {
             // A replica that starts on an emptied folder serves what the others keep serving.
-            if tx.borrow().is_none() && self.serve_kept(name, reader, server, tx) {
-                self.show_kept(status);
+            if tx.borrow().is_none()
+                && let Some(kept) = self.serve_kept(name, reader, server, tx)
+            {
+                show_kept(&kept, status);
             }
             metrics.catalog_loads.with_label_values(&["error"]).inc();
             metrics.catalog_last_load_success.set(0);
@@ -2089,6 +2101,33 @@ mod tests {
                 .proxies
                 .contains_key(&catalog::ProxyName("f".into()))
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_replica_serving_nothing_does_not_empty_the_document_when_the_folder_empties() {
+        let dir = std::env::temp_dir().join(format!("xds-load-emptied-td-{}", std::process::id()));
+        let catalog = dir.join("catalog.d");
+        std::fs::create_dir_all(&catalog).unwrap();
+        // A fragment only replicas of trust domain x.example take.
+        let m =
+            A.replace("a:", "m:").replace("to: a", "to: m") + "mesh: { trust_domain: x.example }\n";
+        std::fs::write(catalog.join("m.yaml"), &m).unwrap();
+        let path = dir.join(last_good::DEFAULT_NAME);
+        let mut x = Replica::start(&catalog, &path, "x.example").await;
+        x.load().await;
+        // Y serves nothing of it; then the folder empties (a wrong prefix, a moved folder).
+        let mut y = Replica::start(&catalog, &path, "y.example").await;
+        y.load().await;
+        assert_eq!(y.serving("m.yaml"), None);
+        std::fs::remove_file(catalog.join("m.yaml")).unwrap();
+        y.poll().await;
+        let error = y.status().last_error.unwrap();
+        assert!(error.contains("lists no catalog files"), "{error}");
+        // The document still holds m.yaml for the replicas that take it.
+        let doc: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(doc["fragments"]["m.yaml"]["text"], m);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
