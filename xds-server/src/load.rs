@@ -865,6 +865,19 @@ impl FragmentState {
         metrics: &Metrics,
         status: &Mutex<CatalogStatus>,
     ) {
+        // Started on an emptied folder: what it serves is the document's, followed as the
+        // other replicas write it.
+        if self.last_docs.is_none() {
+            if self.read_persisted(name, server, reader, status).await {
+                if let Some(fragments) = self.doc.fragments() {
+                    self.last_good = fragments.clone();
+                }
+                if let Some(kept) = self.serve_kept(name, reader, server, tx) {
+                    show_kept(&kept, status);
+                }
+            }
+            return;
+        }
         let stale = self.stale(name, server, reader, status).await;
         if (stale || self.checks_changed(name, reader, server))
             && let Some(docs) = self.last_docs.clone()
@@ -2020,6 +2033,18 @@ mod tests {
         assert_eq!(
             z.serving("a.yaml"),
             Some(FragmentVersion::of(other.as_bytes()))
+        );
+        // ... and follows it as the other replicas write it, the folder still empty.
+        let third = service("a", "a", &["a"], "10.0.0.3");
+        let accepted =
+            fragments::accept(&Document::new("a.yaml", third.as_bytes()), &|_| Vec::new()).unwrap();
+        let doc = Fragments::from([("a.yaml".to_string(), accepted)]);
+        let (bytes, _) = last_good::encode(&catalog.display().to_string(), &doc).unwrap();
+        std::fs::write(&path, bytes).unwrap();
+        z.poll().await;
+        assert_eq!(
+            z.serving("a.yaml"),
+            Some(FragmentVersion::of(third.as_bytes()))
         );
         std::fs::remove_dir(&catalog).unwrap();
         z.poll().await;
