@@ -1303,7 +1303,13 @@ impl FragmentState {
             }
             Ok(Some((tag, digest))) => {
                 tracing::info!(last_good = %location, digest = %digest, fragments = merged.len(), "last good catalog written");
-                let (fragments, unchecked) = written_apart(merged, served, &unchecked);
+                let (fragments, kept) = written_apart(merged, served, &unchecked);
+                // A fragment this server takes now is warned about again if it fails again.
+                for n in fragments.keys().filter(|n| unchecked.contains_key(*n)) {
+                    let own = format!("{n}: ");
+                    self.skipped.retain(|w| w != n && !w.starts_with(&own));
+                }
+                let unchecked = kept;
                 self.doc = Doc::Good {
                     tag,
                     catalog: last_good::canonical(name),
