@@ -1483,6 +1483,15 @@ mod tests {
             .unwrap();
     }
 
+    /// The text of fragment `name` in the document at `path`.
+    fn stored_text(path: &std::path::Path, name: &str) -> String {
+        let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+        doc["fragments"][name]["text"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} in {doc}"))
+            .to_string()
+    }
+
     fn scratch(label: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("xds-load-{label}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -1685,14 +1694,7 @@ mod tests {
         let path = store.join(last_good::DEFAULT_NAME);
         let mut x = Replica::start(&catalog, &path, "x.example").await;
         x.load().await;
-        let persisted = || {
-            let doc: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-            doc["fragments"]["a.yaml"]["text"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        };
+        let persisted = || stored_text(&path, "a.yaml");
         assert_eq!(persisted(), v1);
         let locked = Immutable::new(&store);
         upload(&catalog, "a.yaml", &v2, 60);
@@ -1820,14 +1822,7 @@ mod tests {
         let mut x = Replica::start(&catalog, &path, "x.example").await;
         x.load_read(&[object(&v1, "e1", 0)]).await;
         x.load_read(&[object(&v2, "e2", 60)]).await;
-        let persisted = || {
-            let doc: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-            doc["fragments"]["a.yaml"]["text"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        };
+        let persisted = || stored_text(&path, "a.yaml");
         assert_eq!(persisted(), v2);
         // The rollback is loaded while the document cannot be read (a directory stands in
         // its place): nothing is written then.

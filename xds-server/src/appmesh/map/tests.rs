@@ -735,17 +735,7 @@ fn what_the_catalog_would_refuse_is_reported_per_route_and_the_rest_imports() {
     let mapped = map(&m, &Options::default()).unwrap();
     // The whole import stands: the catalog takes every fragment.
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
-    let outcome = |resource: &str, field: &str| {
-        mapped
-            .report
-            .resources
-            .iter()
-            .filter(|r| r.name == resource)
-            .flat_map(|r| &r.fields)
-            .find(|f| f.field == field)
-            .map(|f| f.outcome.clone())
-            .unwrap_or_else(|| panic!("no {field} for {resource}: {:?}", mapped.report))
-    };
+    let outcome = |resource: &str, field: &str| outcome(&mapped, resource, field);
     assert!(
         matches!(outcome("front", "spec.backends[1].virtualService"), Outcome::NotMapped(w) if w.contains("port 8080 is also HTTP virtual service colors.color.local's")),
     );
@@ -1245,6 +1235,19 @@ fn a_caller_whose_backends_are_all_tcp_gets_a_tcp_egress_by_port() {
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
 }
 
+/// What the report says of `field` of `resource`.
+fn outcome(mapped: &Mapped, resource: &str, field: &str) -> Outcome {
+    mapped
+        .report
+        .resources
+        .iter()
+        .filter(|r| r.name == resource)
+        .flat_map(|r| &r.fields)
+        .find(|f| f.field == field)
+        .map(|f| f.outcome.clone())
+        .unwrap_or_else(|| panic!("no {field} for {resource}: {:?}", mapped.report))
+}
+
 #[test]
 fn a_caller_with_http_and_tcp_backends_gets_tcp_ports_beside_its_http_egress() {
     let m = tcp_mesh(2701, &["colors.color.local", "tcpecho.color.local"]);
@@ -1258,17 +1261,6 @@ fn a_caller_with_http_and_tcp_backends_gets_tcp_ports_beside_its_http_egress() {
         json!(["colors.color.local", "colors.color.local:8080"])
     );
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
-    let outcome = |mapped: &Mapped, resource: &str, field: &str| {
-        mapped
-            .report
-            .resources
-            .iter()
-            .filter(|r| r.name == resource)
-            .flat_map(|r| &r.fields)
-            .find(|f| f.field == field)
-            .map(|f| f.outcome.clone())
-            .unwrap_or_else(|| panic!("no {field} for {resource}: {:?}", mapped.report))
-    };
     assert_eq!(
         outcome(&mapped, "client", "spec.backends[1].virtualService"),
         Outcome::Mapped(
