@@ -429,14 +429,17 @@ fn routes_current<V: Variant>(variant: &V, core: &StreamCore) -> bool {
 /// For SotW: the current resources of `t` plus those that listeners and routes the proxy runs,
 /// or was sent and has not acknowledged, may still use; `None` when there are none such.
 fn with_retiring(core: &StreamCore, t: ResourceType) -> Option<TypeSnapshot> {
-    let current = &core.snapshot.of(t).resources;
+    let now = core.snapshot.of(t);
+    let current = &now.resources;
     let sources: Vec<&Arc<Snapshot>> = std::iter::once(&core.routes_from)
         .chain(&core.routes_in_flight)
         .collect();
+    // Only a name that differs between the two can be missing now: those are worked out once
+    // per pair of snapshots for every stream (looking up each of the older one's names took
+    // every stream's wake-up a lookup per resource).
     let missing = |s: &&Arc<Snapshot>| {
-        s.of(t)
-            .resources
-            .keys()
+        now.changed_names(s.of(t))
+            .iter()
             .any(|name| !current.contains_key(name))
     };
     if !sources.iter().any(missing) {
