@@ -358,9 +358,9 @@ enum Command {
         /// The proxies' outbound port: ProxyEgressPort of the tasks' proxyConfiguration.
         #[arg(long, env = "XDS_SERVER_APPMESH_EGRESS_PORT", default_value_t = xds_server::appmesh::map::EGRESS_PORT)]
         egress_port: u16,
-        /// The address the proxies' listeners bind (default: every interface of the task for
-        /// the ingress and gateways, 127.0.0.1 for the egress, which only the task's own
-        /// redirected connections reach).
+        /// The address the proxies' listeners bind (default: every interface of the task). The
+        /// egress keeps 127.0.0.1 unless this is a loopback address too: ECS's REDIRECT hands
+        /// it the task's own outbound connections on loopback, and nothing else should reach it.
         #[arg(long, env = "XDS_SERVER_APPMESH_LISTEN_ADDRESS")]
         listen_address: Option<String>,
     },

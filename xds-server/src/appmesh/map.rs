@@ -606,6 +606,22 @@ fn port_of(l: &Listener) -> i32 {
     l.port_mapping().map(|p| p.port()).unwrap_or(80)
 }
 
+/// The address of the egress listener: 127.0.0.1, where ECS's REDIRECT of the task's own
+/// outbound connections delivers them (so it is no way into the upstreams for anyone else),
+/// or `--listen-address` when that is a loopback address too; any other address would not
+/// take the redirected connections.
+fn egress_address(options: &Options) -> String {
+    options
+        .address
+        .as_deref()
+        .filter(|a| {
+            a.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+        })
+        .unwrap_or("127.0.0.1")
+        .to_string()
+}
+
 /// Takes `port` for `service`'s connections to `upstream` in the egress listener's TCP
 /// chains, unless another service's connections (TCP, or HTTP beside: `beside_http`) are
 /// dialled on it too, which is reported at `at`; whether it took it.
@@ -628,7 +644,7 @@ fn claim_port(
     if let Some((other, _)) = ports.get(&port) {
         r.not_mapped(
             at,
-            format!("port {port} is also virtual service {other}'s: a tcp listener chooses by the port dialled, not by name"),
+            format!("port {port} is also virtual service {other}'s: TCP chains choose by the port dialled, not by name"),
         );
         return false;
     }
@@ -1032,8 +1048,10 @@ impl Ctx<'_> {
             (Vec::new(), self.tcp_egress(backends, None, &mut r))
         } else {
             let hosts = self.egress_hosts(backends, "spec.backends", &mut r);
+            // Beside an HTTP chain, when any HTTP backend could be mapped.
             let http_ports = self.http_backend_ports(backends);
-            (hosts, self.tcp_egress(backends, Some(&http_ports), &mut r))
+            let beside = (!hosts.is_empty()).then_some(&http_ports);
+            (hosts, self.tcp_egress(backends, beside, &mut r))
         };
         if let Some(notes) = self.tls_notes.remove(&format!("virtual node {name}")) {
             r.fields.extend(notes);
@@ -1042,10 +1060,7 @@ impl Ctx<'_> {
         if !hosts.is_empty() || tcp.is_some() || allow_all {
             let mut egress = Map::new();
             egress.insert("name".into(), json!("egress"));
-            // Only the task's own redirected connections reach it (iptables hands them over
-            // on loopback): not a way into the upstreams for anyone else.
-            let address = self.options.address.as_deref().unwrap_or("127.0.0.1");
-            egress.insert("address".into(), json!(address));
+            egress.insert("address".into(), json!(egress_address(&self.options)));
             egress.insert("port".into(), json!(self.options.egress_port));
             // ECS redirects the app's outbound connections here; Envoy routes them by Host.
             egress.insert("original_destination".into(), json!(true));
@@ -1785,10 +1800,27 @@ impl Ctx<'_> {
                                     "the catalog has idle timeouts per listener: Envoy's default (1 h) applies",
                                 );
                             }
-                            rr.mapped(
-                                "spec.tcpRoute",
-                                format!("the egress listener's TCP chains, by the port dialled ({service_ports:?})"),
-                            );
+                            // The ports no other backend of the caller takes (those are
+                            // reported on the caller).
+                            let free: Vec<i32> = service_ports
+                                .iter()
+                                .copied()
+                                .filter(|p| {
+                                    !ports.contains_key(p)
+                                        && !beside_http.is_some_and(|h| h.contains_key(p))
+                                })
+                                .collect();
+                            if free.is_empty() {
+                                rr.not_mapped(
+                                    "spec.tcpRoute",
+                                    format!("its ports {service_ports:?} are the caller's other backends' (see the caller's spec.backends)"),
+                                );
+                            } else {
+                                rr.mapped(
+                                    "spec.tcpRoute",
+                                    format!("the egress listener's TCP chains, by the port dialled ({free:?})"),
+                                );
+                            }
                         }
                         self.record(rr);
                     }
@@ -1805,14 +1837,19 @@ impl Ctx<'_> {
                     "no tcp route with a target above weight 0 could be mapped",
                 ),
                 [(node, _)] => {
+                    let mut claimed = Vec::new();
                     for port in &service_ports {
                         let upstream = self.node_upstream_on(node, *port);
-                        claim_port(&mut ports, beside_http, *port, name, &upstream, &at, r);
+                        if claim_port(&mut ports, beside_http, *port, name, &upstream, &at, r) {
+                            claimed.push(*port);
+                        }
                     }
-                    r.mapped(
-                        &at,
-                        format!("ports {service_ports:?} of the egress listener (TCP, by the port dialled), to virtual node {node}"),
-                    );
+                    if !claimed.is_empty() {
+                        r.mapped(
+                            &at,
+                            format!("ports {claimed:?} of the egress listener (TCP, by the port dialled), to virtual node {node}"),
+                        );
+                    }
                 }
                 several => {
                     let split: Map<String, Value> = several
@@ -2169,7 +2206,7 @@ impl Ctx<'_> {
         if spec.tcp_route().is_some() {
             r.not_mapped(
                 "spec.tcpRoute",
-                "a tcp route of a router that has HTTP listeners too: an HTTP virtual host cannot send to it; a tcp route is imported for a virtual service whose router listens on tcp only (TCP chains of the egress listener, by the port dialled)",
+                "a tcp route: an HTTP virtual host (of the egress listener or a gateway) cannot send to it; a tcp route is imported for a caller's virtual service whose router listens on tcp only (TCP chains of the egress listener, by the port dialled)",
             );
             return None;
         }

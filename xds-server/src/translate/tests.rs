@@ -743,21 +743,22 @@ fn original_destination_adds_the_filter_and_ports_become_chains_by_destination_p
 
 #[test]
 fn an_http_listener_s_ports_are_tcp_chains_beside_its_http_chain() {
+    // Only the http listener's `ports` names `db`.
     let mixed = EGRESS.replace(
         "      - name: egress-tcp\n",
-        "        ports: { 5432: postgres }\n        access_log: { format: json }\n      - name: egress-tcp\n",
-    );
+        "        ports: { 5432: db }\n        access_log: { format: json }\n      - name: egress-tcp\n",
+    ) + "  db: { protocol: tcp, endpoints: { static: [\"10.0.3.4:5432\"] } }\n";
     let c = catalog::parse("c.yaml", &mixed).unwrap();
     let http = egress_listener(&mixed, "egress");
-    // Connections to 5432 are TCP to postgres; every other port is the HTTP chain.
+    // Connections to 5432 are TCP to db; every other port is the HTTP chain.
     assert_eq!(
         chains(&http),
-        [(Some(5432), Some("postgres".into())), (None, None)]
+        [(Some(5432), Some("db".into())), (None, None)]
     );
     assert_eq!(http.filter_chains[0].name, "port-5432");
     // Its upstream is one of the proxy's clusters.
     let r = translate(&c, &ProxyName("app".into()), &EndpointMap::new());
-    assert!(names(&r, ResourceType::Cluster).contains(&"postgres"));
+    assert!(names(&r, ResourceType::Cluster).contains(&"db"));
     assert!(
         c.proxies[&ProxyName("app".into())].listeners[0]
             .ports

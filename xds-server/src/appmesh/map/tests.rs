@@ -1254,6 +1254,27 @@ fn a_caller_with_http_and_tcp_backends_gets_tcp_ports_beside_its_http_egress() {
     let mapped = map(&m, &Options::default()).unwrap();
     let egress = &mapped.fragments["client.yaml"]["proxies"]["client"]["listeners"][1];
     assert_eq!(egress["protocol"], json!("http"));
+    // Where ECS's REDIRECT of the task's own connections delivers them, whatever address the
+    // other listeners bind (a loopback one is kept).
+    assert_eq!(egress["address"], json!("127.0.0.1"));
+    for (given, egress_at) in [
+        ("10.0.0.5", "127.0.0.1"),
+        ("0.0.0.0", "127.0.0.1"),
+        ("::1", "::1"),
+    ] {
+        let options = Options {
+            address: Some(given.into()),
+            ..Options::default()
+        };
+        let mapped = map(&m, &options).unwrap();
+        let listeners = &mapped.fragments["client.yaml"]["proxies"]["client"]["listeners"];
+        assert_eq!(listeners[0]["address"], json!(given));
+        assert_eq!(
+            listeners[1]["address"],
+            json!(egress_at),
+            "--listen-address {given}"
+        );
+    }
     assert_eq!(egress["original_destination"], json!(true));
     assert_eq!(egress["ports"], json!({ "2701": "tcpecho" }));
     assert_eq!(
@@ -1280,6 +1301,28 @@ fn a_caller_with_http_and_tcp_backends_gets_tcp_ports_beside_its_http_egress() {
         outcome(&mapped, "client", "spec.backends[1].virtualService"),
         Outcome::NotMapped("port 8080 is also HTTP virtual service colors.color.local's: the egress listener takes a port as TCP or as HTTP by Host, not both, so it stays HTTP".into())
     );
+    // Said once: not also "mapped", for the backend or its route.
+    let fields = |name: &str| -> Vec<Field> {
+        mapped
+            .report
+            .resources
+            .iter()
+            .filter(|r| r.name == name)
+            .flat_map(|r| r.fields.clone())
+            .collect()
+    };
+    let backend: Vec<Field> = fields("client")
+        .into_iter()
+        .filter(|f| f.field == "spec.backends[1].virtualService")
+        .collect();
+    assert_eq!(backend.len(), 1, "{backend:?}");
+    assert!(
+        fields("tcpecho/tcp")
+            .iter()
+            .all(|f| !matches!(f.outcome, Outcome::Mapped(_)) || f.field != "spec.tcpRoute"),
+        "{:?}",
+        fields("tcpecho/tcp")
+    );
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
 
     // Weighted tcp targets beside HTTP: `split` would take every port, HTTP's too.
@@ -1294,6 +1337,18 @@ fn a_caller_with_http_and_tcp_backends_gets_tcp_ports_beside_its_http_egress() {
     assert!(
         egress.get("split").is_none() && egress.get("ports").is_none(),
         "{egress}"
+    );
+    // ... but when no HTTP backend could be mapped, there is no HTTP chain: the split.
+    let mut lone = m.clone();
+    let client = lone.nodes.len() - 1;
+    lone.nodes[client] = node("client", &["nowhere.color.local", "tcpecho.color.local"]);
+    let mapped_lone = map(&lone, &Options::default()).unwrap();
+    let egress_lone = &mapped_lone.fragments["client.yaml"]["proxies"]["client"]["listeners"][1];
+    assert_eq!(egress_lone["protocol"], json!("tcp"), "{egress_lone}");
+    assert_eq!(
+        egress_lone["split"],
+        json!({ "tcpecho": 3, "tcpecho2": 1 }),
+        "{egress_lone}"
     );
     assert!(
         matches!(outcome(&mapped, "client", "spec.backends"), Outcome::NotMapped(w) if w.contains("tcpecho.color.local: its weighted tcp route needs the listener's `split`")),
