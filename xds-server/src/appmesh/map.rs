@@ -1060,7 +1060,7 @@ impl Ctx<'_> {
         if !hosts.is_empty() || tcp.is_some() || allow_all {
             let mut egress = Map::new();
             egress.insert("name".into(), json!("egress"));
-            egress.insert("address".into(), json!(egress_address(&self.options)));
+            egress.insert("address".into(), json!(egress_address(self.options)));
             egress.insert("port".into(), json!(self.options.egress_port));
             // ECS redirects the app's outbound connections here; Envoy routes them by Host.
             egress.insert("original_destination".into(), json!(true));
