@@ -999,6 +999,19 @@ fn ports_need_a_listener_with_original_destination() {
         http.ports.as_ref().unwrap()[&18332],
         UpstreamName("bitcoind".into())
     );
+    assert!(warnings(&c).is_empty(), "{:?}", warnings(&c));
+    // A Host of a port a TCP chain takes is never read: a warning names the domain.
+    let dead = mixed.replace("{ 18332: bitcoind }", "{ 50051: bitcoind }");
+    let w: Vec<String> = warnings(&parse("catalog.yaml", &dead).unwrap())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        w,
+        [
+            "proxies.app.listeners[0].virtual_hosts[0].domains[0]: never reached: `ports` takes connections to port 50051 as TCP before any Host is read"
+        ]
+    );
     let e = errors(&mixed.replace(
         "protocol: http\n        original_destination: true\n",
         "protocol: http\n",

@@ -319,6 +319,20 @@ pub(super) fn warnings(catalog: &Catalog) -> Vec<CatalogWarning> {
                     message: "permissive: plaintext callers get in whatever `allow` says (they name nobody); switch to strict once every caller speaks TLS".into(),
                 });
             }
+            // A Host of a port a TCP chain takes is never read.
+            for (k, h) in l.virtual_hosts.iter().enumerate() {
+                for (j, d) in h.domains.iter().enumerate() {
+                    let port = d.rsplit_once(':').and_then(|(_, p)| p.parse::<i64>().ok());
+                    if let Some(p) =
+                        port.filter(|p| l.ports.as_ref().is_some_and(|m| m.contains_key(p)))
+                    {
+                        out.push(CatalogWarning {
+                            path: format!("proxies.{name}.listeners[{i}].virtual_hosts[{k}].domains[{j}]"),
+                            message: format!("never reached: `ports` takes connections to port {p} as TCP before any Host is read"),
+                        });
+                    }
+                }
+            }
             for (list, routes) in l.route_lists() {
                 route_warnings(
                     &format!("proxies.{name}.listeners[{i}].{list}"),
