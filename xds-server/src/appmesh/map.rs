@@ -1093,6 +1093,15 @@ impl Ctx<'_> {
                     "(mesh egressFilter ALLOW_ALL)",
                     "passthrough on listener `egress`: what no backend names goes on to the address dialled",
                 );
+                // App Mesh matched a tcp backend by address and port; a TCP chain by port
+                // alone.
+                if let Some(Value::Object(ports)) = egress.get("ports") {
+                    let taken: Vec<&String> = ports.keys().collect();
+                    r.lossy(
+                        "(mesh egressFilter ALLOW_ALL)",
+                        format!("connections to ports {taken:?} go to the tcp backends' upstreams whatever address was dialled: a service outside the mesh on one of those ports is not passed on (leave its address out of the redirect with EgressIgnoredIPs)"),
+                    );
+                }
             }
             if let Some(log) = &access_log {
                 egress.insert("access_log".into(), log.clone());

@@ -1387,6 +1387,42 @@ fn a_node_provider_s_tcp_listener_is_a_port_chain_beside_its_http_ones() {
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
 }
 
+#[test]
+fn an_allow_all_mesh_reports_that_tcp_ports_do_not_pass_outside_services_on() {
+    use aws_sdk_appmesh::types::{EgressFilter, EgressFilterType};
+    let mut m = tcp_mesh(2701, &["colors.color.local", "tcpecho.color.local"]);
+    m.data.spec = Some(
+        MeshSpec::builder()
+            .egress_filter(
+                EgressFilter::builder()
+                    .r#type(EgressFilterType::AllowAll)
+                    .build()
+                    .unwrap(),
+            )
+            .build(),
+    );
+    let mapped = map(&m, &Options::default()).unwrap();
+    let egress = &mapped.fragments["client.yaml"]["proxies"]["client"]["listeners"][1];
+    assert_eq!(egress["passthrough"], json!(true));
+    assert_eq!(egress["ports"], json!({ "2701": "tcpecho" }));
+    let lossy: Vec<&Field> = mapped
+        .report
+        .resources
+        .iter()
+        .filter(|r| r.name == "client")
+        .flat_map(|r| &r.fields)
+        .filter(|f| {
+            f.field == "(mesh egressFilter ALLOW_ALL)" && matches!(f.outcome, Outcome::Lossy(_))
+        })
+        .collect();
+    assert_eq!(lossy.len(), 1, "{:?}", mapped.report);
+    assert!(
+        matches!(&lossy[0].outcome, Outcome::Lossy(w) if w.starts_with("connections to ports [\"2701\"] go to the tcp backends' upstreams")),
+        "{lossy:?}"
+    );
+    crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
+}
+
 /// A virtual service whose provider is a virtual node: `NAME`, with the service's name as Host.
 fn node_service(name: &str, node: &str) -> VirtualServiceData {
     use aws_sdk_appmesh::types::VirtualNodeServiceProvider;
