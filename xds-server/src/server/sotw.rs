@@ -74,10 +74,38 @@ fn changed_since<'a>(
 /// The names a SotW request subscribes to; `None` is the wildcard. An empty list is the
 /// wildcard only for LDS and CDS, and only until the proxy has named resources.
 fn subscription(t: ResourceType, names: &[String], named: bool) -> Option<BTreeSet<String>> {
-    if names.iter().any(|n| n == "*") || (names.is_empty() && t.wildcard_by_default() && !named) {
+    if is_wildcard(t, names, named) {
         None
     } else {
         Some(names.iter().cloned().collect())
+    }
+}
+
+fn is_wildcard(t: ResourceType, names: &[String], named: bool) -> bool {
+    names.iter().any(|n| n == "*") || (names.is_empty() && t.wildcard_by_default() && !named)
+}
+
+/// Whether a SotW request subscribes to `current` again, worked out without copying its names:
+/// every ACK repeats the whole subscription (200 names for 200 clusters' endpoints).
+fn resubscribes(
+    t: ResourceType,
+    names: &[String],
+    named: bool,
+    current: Option<&BTreeSet<String>>,
+) -> bool {
+    match current {
+        None => is_wildcard(t, names, named),
+        Some(set) => {
+            !is_wildcard(t, names, named)
+                && names.len() == set.len()
+                && names.iter().all(|n| set.contains(n))
+                // Each given once: then they are all of the set's.
+                && (names.windows(2).all(|w| w[0] < w[1]) || {
+                    let once: std::collections::HashSet<&str> =
+                        names.iter().map(String::as_str).collect();
+                    once.len() == names.len()
+                })
+        }
     }
 }
 
@@ -186,9 +214,11 @@ impl Variant for Sotw {
             }
         }
         ts.subscribed = true;
-        let names = subscription(t, &req.resource_names, ts.named);
-        if ts.names.as_deref() != names.as_ref() {
-            ts.names = names.map(|n| core.shared.name_sets.share(n));
+        if !resubscribes(t, &req.resource_names, ts.named, ts.names.as_deref()) {
+            let names = subscription(t, &req.resource_names, ts.named);
+            if ts.names.as_deref() != names.as_ref() {
+                ts.names = names.map(|n| core.shared.name_sets.share(n));
+            }
         }
         ts.named |= ts.names.as_ref().is_some_and(|n| !n.is_empty());
     }
@@ -312,6 +342,50 @@ pub(super) fn fetch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_request_repeating_the_subscription_is_told_without_copying_it() {
+        let names = |n: &[&str]| n.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+        let set = |n: &[&str]| {
+            n.iter()
+                .map(|s| s.to_string())
+                .collect::<BTreeSet<String>>()
+        };
+        let e = ResourceType::Endpoint;
+        let current = set(&["a", "b", "c"]);
+        assert!(resubscribes(
+            e,
+            &names(&["a", "b", "c"]),
+            true,
+            Some(&current)
+        ));
+        // In any order.
+        assert!(resubscribes(
+            e,
+            &names(&["c", "a", "b"]),
+            true,
+            Some(&current)
+        ));
+        // Another subscription: worked out in full.
+        for other in [
+            &["a", "b"][..],
+            &["a", "b", "d"],
+            &["a", "b", "c", "d"],
+            &["a", "a", "b"],
+            &["b", "a", "a"],
+            &["*"],
+        ] {
+            assert!(
+                !resubscribes(e, &names(other), true, Some(&current)),
+                "{other:?}"
+            );
+        }
+        // The wildcard again, and not.
+        let l = ResourceType::Listener;
+        assert!(resubscribes(l, &[], false, None));
+        assert!(resubscribes(l, &names(&["*"]), true, None));
+        assert!(!resubscribes(l, &names(&["web"]), true, None));
+    }
 
     #[test]
     fn an_empty_secret_or_endpoint_request_is_no_wildcard() {
