@@ -294,6 +294,24 @@ mod tests {
     }
 
     #[test]
+    fn a_named_set_holds_exactly_the_subscribed_resources_the_snapshot_has() {
+        let snap = snapshot(&[("a", 1), ("b", 2), ("c", 3), ("d", 4)]);
+        let named = |names: &[&str]| {
+            let set = ResourceSet {
+                names: Some(Arc::new(names.iter().map(|n| n.to_string()).collect())),
+                ..set(&snap, SetVersion::PerResource)
+            };
+            set.resources()
+                .map(|(n, _, _)| n.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(named(&["b", "d", "z"]), ["b", "d"]);
+        assert_eq!(named(&["0", "a", "c", "cc"]), ["a", "c"]);
+        assert_eq!(named(&[]), Vec::<String>::new());
+        assert_eq!(named(&["a", "b", "c", "d"]), ["a", "b", "c", "d"]);
+    }
+
+    #[test]
     fn acked_resources_are_synced_with_the_version_envoy_shows() {
         let old = snapshot(&[("a", 1), ("b", 2)]);
         let mut st = TypeStatus {
