@@ -1483,6 +1483,20 @@ mod tests {
             .unwrap();
     }
 
+    /// Writes the document at `path` as another replica of `catalog` would, holding the
+    /// fragments (name, text) given.
+    fn write_document(catalog: &std::path::Path, path: &std::path::Path, texts: &[(&str, &str)]) {
+        let doc: Fragments = texts
+            .iter()
+            .map(|(n, t)| {
+                let a = fragments::accept(&Document::new(*n, t.as_bytes()), &|_| Vec::new());
+                (n.to_string(), a.unwrap())
+            })
+            .collect();
+        let (bytes, _) = last_good::encode(&catalog.display().to_string(), &doc).unwrap();
+        std::fs::write(path, bytes).unwrap();
+    }
+
     /// The text of fragment `name` in the document at `path`.
     fn stored_text(path: &std::path::Path, name: &str) -> String {
         let doc: serde_json::Value = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
@@ -2010,11 +2024,7 @@ mod tests {
         assert!(error.contains("lists no catalog files"), "{error}");
         // Another replica writes the document (here: a.yaml's other version) meanwhile.
         let other = service("a", "a", &["a"], "10.0.0.2");
-        let accepted =
-            fragments::accept(&Document::new("a.yaml", other.as_bytes()), &|_| Vec::new()).unwrap();
-        let doc = Fragments::from([("a.yaml".to_string(), accepted)]);
-        let (bytes, _) = last_good::encode(&catalog.display().to_string(), &doc).unwrap();
-        std::fs::write(&path, bytes).unwrap();
+        write_document(&catalog, &path, &[("a.yaml", &other)]);
         x.poll().await;
         // Still nothing listed: still refused, and what it served stays.
         assert_eq!(x.status().last_error, Some(error));
@@ -2037,11 +2047,7 @@ mod tests {
         );
         // ... and follows it as the other replicas write it, the folder still empty.
         let third = service("a", "a", &["a"], "10.0.0.3");
-        let accepted =
-            fragments::accept(&Document::new("a.yaml", third.as_bytes()), &|_| Vec::new()).unwrap();
-        let doc = Fragments::from([("a.yaml".to_string(), accepted)]);
-        let (bytes, _) = last_good::encode(&catalog.display().to_string(), &doc).unwrap();
-        std::fs::write(&path, bytes).unwrap();
+        write_document(&catalog, &path, &[("a.yaml", &third)]);
         z.poll().await;
         assert_eq!(
             z.serving("a.yaml"),

@@ -1025,10 +1025,9 @@ fn listener_tls_and_client_policies_become_the_listeners_and_upstreams_tls() {
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
 }
 
-#[test]
-fn an_allow_all_mesh_passes_what_no_backend_names_on_to_its_destination() {
+/// The mesh's egress filter set to ALLOW_ALL.
+fn allow_all(m: &mut Mesh) {
     use aws_sdk_appmesh::types::{EgressFilter, EgressFilterType};
-    let mut m = mesh();
     m.data.spec = Some(
         MeshSpec::builder()
             .egress_filter(
@@ -1039,6 +1038,12 @@ fn an_allow_all_mesh_passes_what_no_backend_names_on_to_its_destination() {
             )
             .build(),
     );
+}
+
+#[test]
+fn an_allow_all_mesh_passes_what_no_backend_names_on_to_its_destination() {
+    let mut m = mesh();
+    allow_all(&mut m);
     let mapped = map(&m, &Options::default()).unwrap();
     let front = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1];
     assert_eq!(front["protocol"], json!("http"));
@@ -1389,18 +1394,8 @@ fn a_node_provider_s_tcp_listener_is_a_port_chain_beside_its_http_ones() {
 
 #[test]
 fn an_allow_all_mesh_reports_that_tcp_ports_do_not_pass_outside_services_on() {
-    use aws_sdk_appmesh::types::{EgressFilter, EgressFilterType};
     let mut m = tcp_mesh(2701, &["colors.color.local", "tcpecho.color.local"]);
-    m.data.spec = Some(
-        MeshSpec::builder()
-            .egress_filter(
-                EgressFilter::builder()
-                    .r#type(EgressFilterType::AllowAll)
-                    .build()
-                    .unwrap(),
-            )
-            .build(),
-    );
+    allow_all(&mut m);
     let mapped = map(&m, &Options::default()).unwrap();
     let egress = &mapped.fragments["client.yaml"]["proxies"]["client"]["listeners"][1];
     assert_eq!(egress["passthrough"], json!(true));
