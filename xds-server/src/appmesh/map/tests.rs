@@ -1240,6 +1240,17 @@ fn a_caller_whose_backends_are_all_tcp_gets_a_tcp_egress_by_port() {
     crate::appmesh::render(&mapped, std::path::Path::new("import")).unwrap();
 }
 
+/// Every field the report has of `resource`.
+fn fields(mapped: &Mapped, resource: &str) -> Vec<Field> {
+    mapped
+        .report
+        .resources
+        .iter()
+        .filter(|r| r.name == resource)
+        .flat_map(|r| r.fields.clone())
+        .collect()
+}
+
 /// What the report says of `field` of `resource`.
 fn outcome(mapped: &Mapped, resource: &str, field: &str) -> Outcome {
     mapped
@@ -1307,15 +1318,7 @@ fn a_caller_with_http_and_tcp_backends_gets_tcp_ports_beside_its_http_egress() {
         Outcome::NotMapped("port 8080 is also HTTP virtual service colors.color.local's: the egress listener takes a port as TCP or as HTTP by Host, not both, so it stays HTTP".into())
     );
     // Said once: not also "mapped", for the backend or its route.
-    let fields = |name: &str| -> Vec<Field> {
-        mapped
-            .report
-            .resources
-            .iter()
-            .filter(|r| r.name == name)
-            .flat_map(|r| r.fields.clone())
-            .collect()
-    };
+    let fields = |name: &str| fields(&mapped, name);
     let backend: Vec<Field> = fields("client")
         .into_iter()
         .filter(|f| f.field == "spec.backends[1].virtualService")
@@ -1491,15 +1494,7 @@ fn a_node_provider_with_several_listeners_is_routed_per_port() {
     // The egress listener's TCP chain for it does.
     let egress = &mapped.fragments["front.yaml"]["proxies"]["front"]["listeners"][1];
     assert_eq!(egress["ports"], json!({ "2701": "multi-2701" }));
-    let fields = |name: &str| -> Vec<Field> {
-        mapped
-            .report
-            .resources
-            .iter()
-            .filter(|r| r.name == name)
-            .flat_map(|r| r.fields.clone())
-            .collect()
-    };
+    let fields = |name: &str| fields(&mapped, name);
     assert!(
         fields("front").iter().any(|f| f.field == "spec.backends[1].virtualService"
             && matches!(&f.outcome, Outcome::Mapped(w) if w == "port 2701 (tcp) of its provider, virtual node multi: ports.2701 of the egress listener, to upstream multi-2701")),
